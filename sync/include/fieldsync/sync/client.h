@@ -1,0 +1,129 @@
+// The device side of the sync protocol as a sans-IO state machine: it takes decoded messages, local writes and
+// the time, and produces messages to send and events for the app. The transport (Beast WebSocket in client-core,
+// the simulator's network in tests) and the store are supplied by the caller.
+//
+// Durability contract: write() commits the local change and its outbox entry in one store transaction; an outbox
+// entry is removed only when a PushAck says the server applied, rejected or already had it; the cursor advances
+// only in the same store transaction that applied the batch.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <random>
+#include <vector>
+
+#include "fieldsync/sync/hlc.h"
+#include "fieldsync/sync/protocol.h"
+#include "fieldsync/sync/store.h"
+
+namespace fieldsync {
+
+struct ClientConfig {
+  std::string token;
+  uint32_t pull_max_changes = 0;    // 0: server default
+  uint32_t bootstrap_page_size = 0; // 0: server default
+};
+
+// Something the app may want to know about; client-core turns these into observer callbacks.
+struct ClientEvent {
+  enum class Kind : uint8_t {
+    kRecordsChanged = 1,   // records: keys changed by sync (not by the app's own writes)
+    kConflict = 2,         // conflict concerns this user
+    kRejected = 3,         // one of this device's transactions was rolled back; rejection says why
+    kBootstrapProgress = 4,// done / total records
+    kSynced = 5,           // outbox empty and caught up with the server
+    kError = 6,            // session error from the server or local storage; status says which
+    kMustErase = 7,        // device revoked: the app must erase the replica
+  };
+  Kind kind;
+  std::vector<RecordKey> records;
+  std::optional<ConflictRecord> conflict;
+  std::optional<Rejection> rejection;
+  uint64_t done = 0;
+  uint64_t total = 0;
+  Status status;
+};
+
+class SyncClient {
+ public:
+  enum class State : uint8_t {
+    kDisconnected = 0,
+    kHandshaking = 1,   // Hello sent, waiting for Welcome
+    kBootstrapping = 2, // paging the initial snapshot
+    kSyncing = 3,       // pushing and pulling; live once caught up
+    kStopped = 4,       // a non-retryable error (auth, revoked, protocol); reconnecting will not help
+  };
+
+  // Opens the state machine over an existing replica (the node id and HLC come from the store's meta).
+  SyncClient(ReplicaStore& store, ClientConfig config);
+
+  // A local write: `changes` carry op, entity, record, field and value; write() fills in node, versions, bases
+  // and the delete's seen list, validates each change against the model, applies them to the replica and appends
+  // the transaction to the outbox, all in one store transaction. Returns the transaction's node_seq.
+  Result<uint64_t> write(std::vector<Change> changes, int64_t now_ms);
+
+  void on_connected(int64_t now_ms);
+  void on_disconnected(int64_t now_ms);
+  void on_message(const protocol::Message& message, int64_t now_ms);
+  // Timers: re-sends a push or pull whose answer is overdue, and pulls periodically while idle.
+  void on_tick(int64_t now_ms);
+
+  std::vector<protocol::Message> take_outgoing();
+  std::vector<ClientEvent> take_events();
+
+  State state() const { return state_; }
+  bool connected() const { return state_ != State::kDisconnected && state_ != State::kStopped; }
+  const Status& stop_reason() const { return stop_reason_; }
+  Hlc hlc() const { return clock_.last(); }
+  NodeId node() const { return node_; }
+  // True when the outbox is empty, nothing is in flight and the last pull said there was nothing more.
+  bool idle() const;
+
+ private:
+  void send(protocol::Message m) { outgoing_.push_back(std::move(m)); }
+  void maybe_push(int64_t now_ms);
+  void send_pull(int64_t now_ms);
+  void send_bootstrap_request(int64_t now_ms);
+  void handle(const protocol::Welcome& m, int64_t now_ms);
+  void handle(const protocol::PushAck& m, int64_t now_ms);
+  void handle(const protocol::ChangeBatch& m, int64_t now_ms);
+  void handle(const protocol::BootstrapPage& m, int64_t now_ms);
+  void handle(const protocol::Error& m, int64_t now_ms);
+  void fail_storage(const Status& s);
+  void stop(Status reason);
+  void note_server_hlc(Hlc h, int64_t now_ms, ReplicaTxn& txn);
+
+  ReplicaStore& store_;
+  ClientConfig config_;
+  NodeId node_ = 0;
+  HybridClock clock_;
+  State state_ = State::kDisconnected;
+  Status stop_reason_;
+  std::vector<protocol::Message> outgoing_;
+  std::vector<ClientEvent> events_;
+
+  uint64_t next_request_id_ = 1;
+  // In flight: at most one push and one pull (or bootstrap page request) at a time.
+  uint64_t push_request_id_ = 0;
+  uint64_t push_last_seq_ = 0;   // highest node_seq in the push in flight
+  int64_t push_sent_ms_ = 0;
+  uint64_t pull_request_id_ = 0;
+  int64_t pull_sent_ms_ = 0;
+  int64_t last_pull_done_ms_ = 0;
+  bool caught_up_ = false;
+};
+
+// Reconnect delays: exponential from tuning::kReconnectBaseMs to kReconnectCapMs with full jitter.
+class Backoff {
+ public:
+  explicit Backoff(uint64_t seed) : rng_(seed) {}
+  int64_t next_delay_ms();
+  void reset() { attempt_ = 0; }
+
+ private:
+  std::mt19937_64 rng_;
+  int attempt_ = 0;
+};
+
+}  // namespace fieldsync

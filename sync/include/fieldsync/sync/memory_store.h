@@ -1,0 +1,75 @@
+// In-memory implementations of the store interfaces, for the simulator and tests. "Durable" here means: survives
+// the destruction of the SyncClient / SyncServer that used it (the simulator's crash), not the process.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "fieldsync/sync/store.h"
+
+namespace fieldsync {
+
+class MemoryReplicaStore final : public ReplicaStore {
+ public:
+  explicit MemoryReplicaStore(NodeId node);
+  std::unique_ptr<ReplicaTxn> begin() override;
+
+  // Inspection for tests and the simulator's checker (committed state only).
+  std::map<RecordKey, RecordState> records() const;
+  std::vector<ClientTxn> outbox() const;
+  ReplicaMeta meta() const;
+  std::vector<ConflictRecord> conflicts() const;
+  std::vector<Rejection> rejections() const;
+  // Makes the next commit() fail with `status` (fault injection: disk full, I/O error).
+  void fail_next_commit(Status status);
+
+  struct Data {
+    std::map<RecordKey, RecordState> records;
+    std::map<uint64_t, ClientTxn> outbox;
+    ReplicaMeta meta;
+    std::vector<ConflictRecord> conflicts;
+    std::vector<Rejection> rejections;
+  };
+
+ private:
+  friend class MemoryReplicaTxn;
+  mutable std::mutex mu_;
+  Data data_;
+  std::optional<Status> fail_next_;
+};
+
+class MemoryCentralStore final : public CentralStore {
+ public:
+  MemoryCentralStore();
+  std::unique_ptr<CentralTxn> begin() override;
+  uint64_t head_seq() override;
+  std::vector<ServerTxn> read_log(uint64_t after, size_t max_changes) override;
+  std::vector<ConflictRecord> read_conflicts(uint64_t after, uint64_t up_to) override;
+  std::optional<RecordState> load(EntityId entity, const RecordId& id) override;
+  std::vector<RecordState> scan(RecordKey after, size_t max_records) override;
+  uint64_t record_count() override;
+
+  // Inspection for tests and the simulator's checker.
+  std::map<RecordKey, RecordState> records() const;
+  std::vector<ServerTxn> log() const;
+  std::vector<ConflictRecord> conflicts() const;
+  std::vector<StoredRejection> rejections() const;
+  std::map<NodeId, NodeState> node_states() const;
+
+  struct Data {
+    std::map<RecordKey, RecordState> records;
+    std::vector<ServerTxn> log;  // index i holds server_seq i+1
+    std::vector<ConflictRecord> conflicts;
+    std::map<NodeId, NodeState> nodes;
+    std::map<std::pair<NodeId, uint64_t>, StoredRejection> rejections;
+  };
+
+ private:
+  friend class MemoryCentralTxn;
+  mutable std::mutex mu_;
+  Data data_;
+};
+
+}  // namespace fieldsync

@@ -1,0 +1,123 @@
+// The sync protocol's messages as C++ values. codec.h turns them into FlatBuffers frames and back;
+// docs/protocol.md describes the exchange.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "fieldsync/sync/change.h"
+
+namespace fieldsync::protocol {
+
+// Protocol version history (bump on any change to the exchange or to schema/fbs/fieldsync.fbs):
+//   1: handshake, push/ack with per-transaction results, cursor pulls in whole-transaction batches, live batches,
+//      paged bootstrap with totals, typed errors.
+inline constexpr uint32_t kProtocolVersion = 1;
+// The oldest client protocol the server still speaks.
+inline constexpr uint32_t kMinProtocolVersion = 1;
+
+// Client -> server, first message of a session.
+struct Hello {
+  uint32_t protocol_version = kProtocolVersion;
+  uint32_t schema_version = 0;
+  NodeId node = 0;
+  std::string token;        // signed device token (issue 4); the simulator uses plain user tokens
+  uint64_t cursor = 0;      // server_seq the device has applied up to (0: needs bootstrap)
+  int64_t client_time_ms = 0;
+  Hlc client_hlc = 0;
+};
+
+// Server -> client, the handshake succeeded.
+struct Welcome {
+  uint32_t protocol_version = kProtocolVersion;
+  uint32_t schema_version = 0;
+  UserId user;
+  schema::Role role = schema::Role::kRep;
+  uint64_t last_node_seq = 0;  // highest node_seq of this node the server has applied (dedupe watermark)
+  uint64_t server_seq = 0;     // current head of the server's log
+  Hlc server_hlc = 0;
+  int64_t server_time_ms = 0;
+};
+
+struct PushTxns {
+  uint64_t request_id = 0;
+  std::vector<ClientTxn> txns;  // ascending node_seq, at most tuning::kMaxTxnsPerPush
+};
+
+enum class TxnOutcome : uint8_t {
+  kApplied = 1,    // durable; conflicts (if any) are listed
+  kRejected = 2,   // nothing applied; `reason` says why; `records` hold the server's state to roll back to
+  kDuplicate = 3,  // already applied earlier (re-sent); durable
+};
+
+struct TxnResult {
+  uint64_t node_seq = 0;
+  TxnOutcome outcome = TxnOutcome::kApplied;
+  uint64_t server_seq = 0;  // kApplied: the commit's sequence
+  ErrorCode reason = ErrorCode::kOk;
+  std::string message;
+  std::vector<ConflictRecord> conflicts;
+  std::vector<RecordState> records;  // kRejected: server state of every touched record in scope
+  std::vector<RecordKey> absent;     // kRejected: touched records the server does not have (drop locally)
+};
+
+struct PushAck {
+  uint64_t request_id = 0;
+  std::vector<TxnResult> results;
+  Hlc server_hlc = 0;
+};
+
+struct PullRequest {
+  uint64_t request_id = 0;
+  uint64_t cursor = 0;
+  uint32_t max_changes = 0;  // 0: server default
+  bool live = true;          // after catching up, send new commits as they happen
+};
+
+// A run of whole server transactions after `from_cursor`, filtered by the receiver's scope.
+struct ChangeBatch {
+  uint64_t request_id = 0;  // 0 for live batches
+  uint64_t from_cursor = 0;
+  uint64_t to_cursor = 0;   // the cursor to store once this batch is applied
+  bool has_more = false;
+  std::vector<ServerTxn> txns;
+  std::vector<ConflictRecord> conflicts;  // conflicts concerning the receiver, committed in (from, to]
+  std::vector<RecordState> records;       // records that entered the receiver's scope: full state
+  std::vector<RecordKey> purges;          // records that left the receiver's scope: drop locally
+  Hlc server_hlc = 0;
+};
+
+struct BootstrapRequest {
+  uint64_t request_id = 0;
+  uint64_t snapshot_seq = 0;  // 0: start a new bootstrap
+  std::string page_token;     // empty: first page
+  uint32_t page_size = 0;     // 0: server default
+};
+
+struct BootstrapPage {
+  uint64_t request_id = 0;
+  uint64_t snapshot_seq = 0;  // pull from here once the last page is applied
+  uint64_t total_records = 0;
+  uint64_t records_before = 0;  // records sent in earlier pages, for progress
+  std::vector<RecordState> records;
+  std::string next_page_token;
+  bool done = false;
+  std::vector<ConflictRecord> conflicts;  // open conflicts concerning the user
+};
+
+struct Error {
+  ErrorCode code = ErrorCode::kInternal;
+  std::string message;
+  bool retryable = false;
+  uint64_t request_id = 0;
+  uint64_t resume_node_seq = 0;  // kSequenceGap: resend from here
+};
+
+using Message = std::variant<Hello, Welcome, PushTxns, PushAck, PullRequest, ChangeBatch, BootstrapRequest,
+                             BootstrapPage, Error>;
+
+const char* message_name(const Message& m);
+
+}  // namespace fieldsync::protocol

@@ -1,0 +1,80 @@
+// The server side of the sync protocol as a sans-IO state machine over a CentralStore: sessions come and go,
+// messages arrive, and it answers, applying pushes (with dedupe by node sequence), serving pulls and bootstraps
+// filtered by scope, and waking live sessions whose scope a commit touched. The Beast server (server/) and the
+// simulator drive it.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <set>
+#include <utility>
+#include <vector>
+
+#include "fieldsync/sync/hlc.h"
+#include "fieldsync/sync/protocol.h"
+#include "fieldsync/sync/store.h"
+
+namespace fieldsync {
+
+class Authenticator {
+ public:
+  virtual ~Authenticator() = default;
+  // Verifies the Hello's token for its node. Errors: kAuthFailed, kTokenExpired, kDeviceRevoked.
+  virtual Result<Principal> authenticate(const protocol::Hello& hello, int64_t now_ms) = 0;
+};
+
+struct ServerConfig {
+  NodeId server_node = 1;  // node id used for versions the server stamps itself
+};
+
+using SessionId = uint64_t;
+
+class SyncServer {
+ public:
+  SyncServer(CentralStore& store, Authenticator& auth, ServerConfig config);
+
+  void on_connect(SessionId session, int64_t now_ms);
+  void on_message(SessionId session, const protocol::Message& message, int64_t now_ms);
+  // A frame that failed to decode: answers with the error and closes the session.
+  void on_bad_frame(SessionId session, const Status& status);
+  void on_disconnect(SessionId session);
+
+  struct Outgoing {
+    SessionId session;
+    protocol::Message message;
+  };
+  std::vector<Outgoing> take_outgoing();
+  // Sessions to close once their outgoing messages are sent (after an error).
+  std::vector<SessionId> take_closing();
+
+  size_t session_count() const { return sessions_.size(); }
+  Hlc hlc() const { return clock_.last(); }
+
+ private:
+  struct Session {
+    bool authenticated = false;
+    Principal principal;
+    NodeId node = 0;
+    bool live = false;          // caught up and wants live batches
+    uint64_t sent_cursor = 0;   // highest server_seq already sent to it
+  };
+
+  void handle_hello(SessionId id, Session& s, const protocol::Hello& m, int64_t now_ms);
+  void handle_push(SessionId id, Session& s, const protocol::PushTxns& m, int64_t now_ms);
+  void handle_pull(SessionId id, Session& s, const protocol::PullRequest& m);
+  void handle_bootstrap(SessionId id, Session& s, const protocol::BootstrapRequest& m);
+  protocol::TxnResult apply_one(Session& s, const ClientTxn& txn, int64_t now_ms, bool& committed);
+  protocol::ChangeBatch build_batch(const Session& s, uint64_t from, size_t max_changes, uint64_t request_id);
+  void wake_live_sessions(SessionId except);
+  void send_error(SessionId id, Status status, uint64_t request_id = 0, bool close = true);
+
+  CentralStore& store_;
+  Authenticator& auth_;
+  ServerConfig config_;
+  HybridClock clock_;
+  std::map<SessionId, Session> sessions_;
+  std::vector<Outgoing> outgoing_;
+  std::set<SessionId> closing_;
+};
+
+}  // namespace fieldsync

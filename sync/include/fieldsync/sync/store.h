@@ -1,0 +1,120 @@
+// Storage seen by the sync state machines. The device's replica (client-core's SQLite file) and the server's
+// central store (embedded SQLite, later PostgreSQL) implement these; memory_store.h has in-memory versions for the
+// simulator and tests. Nothing engine-specific crosses these interfaces.
+//
+// Every method of a *Txn object runs inside one atomic unit of work: commit() makes all of it durable at once, and
+// destroying the object without commit() discards all of it.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "fieldsync/sync/change.h"
+#include "fieldsync/sync/protocol.h"
+#include "fieldsync/sync/rules.h"
+#include "fieldsync/sync/scope.h"
+
+namespace fieldsync {
+
+// ---- Device side --------------------------------------------------------------------------------------------
+
+// Durable sync state of a replica, stored in the same file as the data.
+struct ReplicaMeta {
+  NodeId node = 0;
+  Hlc hlc = 0;                  // last HLC issued or received
+  uint64_t next_node_seq = 1;   // node_seq of the next local transaction
+  uint64_t cursor = 0;          // server_seq applied up to; 0 with bootstrap_done=false: never synced
+  bool bootstrap_done = false;
+  uint64_t bootstrap_snapshot_seq = 0;  // bootstrap in progress: the snapshot being paged
+  std::string bootstrap_page_token;     // ...and the next page to ask for
+  uint64_t bootstrap_total = 0;
+  uint64_t bootstrap_received = 0;
+  friend bool operator==(const ReplicaMeta&, const ReplicaMeta&) = default;
+};
+
+// A transaction the server refused, kept so the user can see what was undone and why.
+struct Rejection {
+  uint64_t node_seq = 0;
+  ErrorCode reason = ErrorCode::kOk;
+  std::string message;
+  std::vector<Change> changes;
+  friend bool operator==(const Rejection&, const Rejection&) = default;
+};
+
+class ReplicaTxn : public RecordReader {
+ public:
+  // RecordReader::load returns the local (optimistic) state: server state plus pending local changes.
+  virtual void save(const RecordState& record) = 0;
+  virtual void erase(EntityId entity, const RecordId& id) = 0;  // purge without tombstone (left scope, rollback)
+
+  virtual void outbox_append(const ClientTxn& txn) = 0;
+  virtual std::vector<ClientTxn> outbox_peek(size_t max_txns) = 0;  // oldest first
+  virtual void outbox_remove(uint64_t node_seq) = 0;
+  virtual size_t outbox_size() = 0;
+
+  virtual ReplicaMeta meta() = 0;
+  virtual void set_meta(const ReplicaMeta& meta) = 0;
+
+  virtual void add_conflict(const ConflictRecord& conflict) = 0;
+  virtual void add_rejection(const Rejection& rejection) = 0;
+
+  virtual Status commit() = 0;
+};
+
+class ReplicaStore {
+ public:
+  virtual ~ReplicaStore() = default;
+  virtual std::unique_ptr<ReplicaTxn> begin() = 0;
+};
+
+// ---- Server side --------------------------------------------------------------------------------------------
+
+struct NodeState {
+  NodeId node = 0;
+  uint64_t last_node_seq = 0;  // every txn of this node up to here is applied or rejected
+};
+
+struct StoredRejection {
+  NodeId node = 0;
+  uint64_t node_seq = 0;
+  UserId user;
+  ErrorCode reason = ErrorCode::kOk;
+  std::string message;
+};
+
+class CentralTxn : public CentralReader {
+ public:
+  virtual void save(const RecordState& record) = 0;
+
+  virtual NodeState node_state(NodeId node) = 0;
+  virtual void set_node_state(const NodeState& state) = 0;
+  virtual void add_rejection(const StoredRejection& rejection) = 0;
+  virtual std::optional<StoredRejection> rejection(NodeId node, uint64_t node_seq) = 0;
+
+  // Appends a committed transaction and its conflicts to the log and returns the server_seq it was given.
+  // Sequences are strictly increasing and a reader never sees seq N before every seq below N is visible (the
+  // PostgreSQL store must hold this even for concurrent writers).
+  virtual uint64_t append_log(ServerTxn txn, std::vector<ConflictRecord> conflicts) = 0;
+
+  virtual Status commit() = 0;
+};
+
+class CentralStore {
+ public:
+  virtual ~CentralStore() = default;
+  virtual std::unique_ptr<CentralTxn> begin() = 0;
+
+  // Read side (consistent with every committed transaction).
+  virtual uint64_t head_seq() = 0;
+  // Committed transactions with server_seq > after, in order, until their changes total at least max_changes or
+  // the log ends.
+  virtual std::vector<ServerTxn> read_log(uint64_t after, size_t max_changes) = 0;
+  virtual std::vector<ConflictRecord> read_conflicts(uint64_t after, uint64_t up_to) = 0;
+  virtual std::optional<RecordState> load(EntityId entity, const RecordId& id) = 0;
+  // Live records (not tombstones) in (entity, id) order after the given position, for bootstrap paging.
+  virtual std::vector<RecordState> scan(RecordKey after, size_t max_records) = 0;
+  virtual uint64_t record_count() = 0;
+};
+
+}  // namespace fieldsync
