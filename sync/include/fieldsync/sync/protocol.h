@@ -27,6 +27,8 @@ struct Hello {
   uint64_t cursor = 0;      // server_seq the device has applied up to (0: needs bootstrap)
   int64_t client_time_ms = 0;
   Hlc client_hlc = 0;
+
+  friend bool operator==(const Hello&, const Hello&) = default;
 };
 
 // Server -> client, the handshake succeeded.
@@ -39,11 +41,15 @@ struct Welcome {
   uint64_t server_seq = 0;     // current head of the server's log
   Hlc server_hlc = 0;
   int64_t server_time_ms = 0;
+
+  friend bool operator==(const Welcome&, const Welcome&) = default;
 };
 
 struct PushTxns {
   uint64_t request_id = 0;
   std::vector<ClientTxn> txns;  // ascending node_seq, at most tuning::kMaxTxnsPerPush
+
+  friend bool operator==(const PushTxns&, const PushTxns&) = default;
 };
 
 enum class TxnOutcome : uint8_t {
@@ -61,12 +67,16 @@ struct TxnResult {
   std::vector<ConflictRecord> conflicts;
   std::vector<RecordState> records;  // kRejected: server state of every touched record in scope
   std::vector<RecordKey> absent;     // kRejected: touched records the server does not have (drop locally)
+
+  friend bool operator==(const TxnResult&, const TxnResult&) = default;
 };
 
 struct PushAck {
   uint64_t request_id = 0;
   std::vector<TxnResult> results;
   Hlc server_hlc = 0;
+
+  friend bool operator==(const PushAck&, const PushAck&) = default;
 };
 
 struct PullRequest {
@@ -74,6 +84,8 @@ struct PullRequest {
   uint64_t cursor = 0;
   uint32_t max_changes = 0;  // 0: server default
   bool live = true;          // after catching up, send new commits as they happen
+
+  friend bool operator==(const PullRequest&, const PullRequest&) = default;
 };
 
 // A run of whole server transactions after `from_cursor`, filtered by the receiver's scope.
@@ -87,6 +99,8 @@ struct ChangeBatch {
   std::vector<RecordState> records;       // records that entered the receiver's scope: full state
   std::vector<RecordKey> purges;          // records that left the receiver's scope: drop locally
   Hlc server_hlc = 0;
+
+  friend bool operator==(const ChangeBatch&, const ChangeBatch&) = default;
 };
 
 struct BootstrapRequest {
@@ -94,6 +108,8 @@ struct BootstrapRequest {
   uint64_t snapshot_seq = 0;  // 0: start a new bootstrap
   std::string page_token;     // empty: first page
   uint32_t page_size = 0;     // 0: server default
+
+  friend bool operator==(const BootstrapRequest&, const BootstrapRequest&) = default;
 };
 
 struct BootstrapPage {
@@ -105,6 +121,8 @@ struct BootstrapPage {
   std::string next_page_token;
   bool done = false;
   std::vector<ConflictRecord> conflicts;  // open conflicts concerning the user
+
+  friend bool operator==(const BootstrapPage&, const BootstrapPage&) = default;
 };
 
 struct Error {
@@ -113,6 +131,8 @@ struct Error {
   bool retryable = false;
   uint64_t request_id = 0;
   uint64_t resume_node_seq = 0;  // kSequenceGap: resend from here
+
+  friend bool operator==(const Error&, const Error&) = default;
 };
 
 using Message = std::variant<Hello, Welcome, PushTxns, PushAck, PullRequest, ChangeBatch, BootstrapRequest,
