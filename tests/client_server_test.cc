@@ -1,1 +1,460 @@
+// The client and server state machines driven together through their public interfaces, with in-memory stores
+// and a loopback that hands messages across directly (the simulator adds the codec and network faults).
 #include <gtest/gtest.h>
+
+#include <map>
+#include <memory>
+
+#include "fieldsync/sync/client.h"
+#include "fieldsync/sync/memory_store.h"
+#include "fieldsync/sync/server.h"
+#include "fieldsync/sync/tuning.h"
+
+namespace fieldsync {
+namespace {
+
+using schema::EntityId;
+using schema::Role;
+namespace f = schema::fields;
+
+constexpr int64_t kStart = 1'760'000'000'000;
+
+class TokenAuth final : public Authenticator {
+ public:
+  std::map<std::string, Principal> tokens;
+  Result<Principal> authenticate(const protocol::Hello& hello, int64_t) override {
+    auto it = tokens.find(hello.token);
+    if (it == tokens.end()) return Status(ErrorCode::kAuthFailed, "authentication failed");
+    return it->second;
+  }
+};
+
+struct Device {
+  Device(NodeId node, UserId user) : store(node), ids(node) {
+    config.user = user;
+    config.token = "token-" + user;
+    client = std::make_unique<SyncClient>(store, config);
+  }
+  void restart() { client = std::make_unique<SyncClient>(store, config); }
+
+  MemoryReplicaStore store;
+  ClientConfig config;
+  std::unique_ptr<SyncClient> client;
+  RecordIdGenerator ids;
+  SessionId session = 0;
+  std::vector<ClientEvent> events;
+};
+
+class World {
+ public:
+  World() {
+    auth.tokens["token-ho"] = Principal{"ho", Role::kHeadOffice, {}, {}};
+    auth.tokens["token-alice"] = Principal{"alice", Role::kRep, {"t-north"}, {}};
+    auth.tokens["token-bob"] = Principal{"bob", Role::kRep, {"t-north"}, {}};
+    auth.tokens["token-carol"] = Principal{"carol", Role::kRep, {"t-south"}, {}};
+    server = std::make_unique<SyncServer>(store, auth, ServerConfig{});
+  }
+
+  void connect(Device& d) {
+    d.session = next_session++;
+    server->on_connect(d.session, now);
+    d.client->on_connected(now);
+    pump();
+  }
+  void disconnect(Device& d) {
+    if (d.session == 0) return;
+    server->on_disconnect(d.session);
+    d.client->on_disconnected(now);
+    d.session = 0;
+  }
+
+  // Delivers messages both ways until nothing moves. `drop_to_client` loses every server->client message
+  // (an ack lost on the way), to test re-sends.
+  void pump(bool drop_to_client = false) {
+    for (int round = 0; round < 1000; ++round) {
+      bool moved = false;
+      for (Device* d : devices) {
+        for (protocol::Message& m : d->client->take_outgoing()) {
+          moved = true;
+          if (d->session != 0) server->on_message(d->session, m, now);
+        }
+        for (ClientEvent& e : d->client->take_events()) d->events.push_back(std::move(e));
+      }
+      for (SyncServer::Outgoing& o : server->take_outgoing()) {
+        moved = true;
+        if (drop_to_client) continue;
+        for (Device* d : devices)
+          if (d->session == o.session) d->client->on_message(o.message, now);
+      }
+      for (SessionId closed : server->take_closing()) {
+        for (Device* d : devices)
+          if (d->session == closed) disconnect(*d);
+      }
+      if (!moved) return;
+    }
+    FAIL() << "messages still moving after 1000 rounds";
+  }
+
+  Device& add(NodeId node, UserId user) {
+    owned.push_back(std::make_unique<Device>(node, user));
+    devices.push_back(owned.back().get());
+    return *owned.back();
+  }
+
+  MemoryCentralStore store;
+  TokenAuth auth;
+  std::unique_ptr<SyncServer> server;
+  std::vector<std::unique_ptr<Device>> owned;
+  std::vector<Device*> devices;
+  SessionId next_session = 1;
+  int64_t now = kStart;
+};
+
+Change create(EntityId e, RecordId id) {
+  return Change{ChangeOp::kCreate, e, id};
+}
+Change set(EntityId e, RecordId id, uint16_t field, Value v) {
+  Change c{ChangeOp::kSet, e, id, field};
+  c.value = std::move(v);
+  return c;
+}
+
+RecordId new_account(World& w, Device& d, const std::string& territory, const std::string& name) {
+  RecordId id = d.ids.next(w.now);
+  auto r = d.client->write({create(EntityId::kAccount, id), set(EntityId::kAccount, id, 1, Value::text(name)),
+                            set(EntityId::kAccount, id, 2, Value::text(territory)),
+                            set(EntityId::kAccount, id, 10, Value::text(d.config.user))},
+                           w.now);
+  EXPECT_TRUE(r.is_ok()) << r.status().to_string();
+  return id;
+}
+
+const Value& server_value(World& w, EntityId e, RecordId id, uint16_t field) {
+  static Value none;
+  auto recs = w.store.records();
+  auto it = recs.find(RecordKey{e, id});
+  if (it == recs.end()) return none;
+  static RecordState keep;
+  keep = it->second;
+  return keep.get(field);
+}
+
+TEST(ClientServer, OfflineWriteIsPushedAndAcknowledged) {
+  World w;
+  Device& alice = w.add(11, "alice");
+  RecordId acct = new_account(w, alice, "t-north", "Bakery Nord");
+  EXPECT_EQ(alice.store.outbox().size(), 1u);
+  EXPECT_TRUE(w.store.records().empty());
+
+  w.connect(alice);
+  EXPECT_EQ(alice.client->state(), SyncClient::State::kSyncing);
+  EXPECT_TRUE(alice.store.outbox().empty());
+  EXPECT_EQ(server_value(w, EntityId::kAccount, acct, 1), Value::text("Bakery Nord"));
+  ASSERT_EQ(w.store.log().size(), 1u);
+  EXPECT_EQ(w.store.log()[0].origin_user, "alice");
+  EXPECT_TRUE(alice.client->idle());
+  // The server's copy is identical to the device's, versions included.
+  EXPECT_EQ(w.store.records().at(RecordKey{EntityId::kAccount, acct}),
+            alice.store.records().at(RecordKey{EntityId::kAccount, acct}));
+}
+
+TEST(ClientServer, LiveChangesReachOtherDevicesInScopeOnly) {
+  World w;
+  Device& alice = w.add(11, "alice");
+  Device& bob = w.add(12, "bob");
+  Device& carol = w.add(13, "carol");
+  w.connect(alice);
+  w.connect(bob);
+  w.connect(carol);
+  RecordId acct = new_account(w, alice, "t-north", "Bakery Nord");
+  w.pump();
+  EXPECT_EQ(bob.store.records().count(RecordKey{EntityId::kAccount, acct}), 1u);
+  EXPECT_EQ(carol.store.records().count(RecordKey{EntityId::kAccount, acct}), 0u);
+  bool saw_change = false;
+  for (const ClientEvent& e : bob.events) saw_change |= e.kind == ClientEvent::Kind::kRecordsChanged;
+  EXPECT_TRUE(saw_change);
+}
+
+TEST(ClientServer, ResentPushAfterLostAckIsAppliedOnce) {
+  World w;
+  Device& alice = w.add(11, "alice");
+  new_account(w, alice, "t-north", "A");
+  alice.session = w.next_session++;
+  w.server->on_connect(alice.session, w.now);
+  alice.client->on_connected(w.now);
+  w.pump();  // handshake
+  new_account(w, alice, "t-north", "B");
+  w.pump(/*drop_to_client=*/true);  // the server applies, the ack is lost
+  EXPECT_EQ(w.store.log().size(), 2u);
+  EXPECT_EQ(alice.store.outbox().size(), 1u);
+
+  // The device crashes and comes back: volatile state is gone, the outbox is durable.
+  w.disconnect(alice);
+  alice.restart();
+  w.connect(alice);
+  EXPECT_TRUE(alice.store.outbox().empty());
+  EXPECT_EQ(w.store.log().size(), 2u) << "the re-sent transaction must not be applied twice";
+}
+
+TEST(ClientServer, RequestTimeoutResendsPush) {
+  World w;
+  Device& alice = w.add(11, "alice");
+  w.connect(alice);
+  new_account(w, alice, "t-north", "A");
+  w.pump(/*drop_to_client=*/true);
+  EXPECT_EQ(alice.store.outbox().size(), 1u);
+  w.now += tuning::kRequestTimeoutMs;
+  alice.client->on_tick(w.now);
+  w.pump();
+  EXPECT_TRUE(alice.store.outbox().empty());
+  EXPECT_EQ(w.store.log().size(), 1u);
+}
+
+TEST(ClientServer, RejectedTransactionIsRolledBackWithReason) {
+  World w;
+  Device& ho = w.add(10, "ho");
+  Device& alice = w.add(11, "alice");
+  w.connect(ho);
+  w.connect(alice);
+  RecordId acct = new_account(w, alice, "t-north", "A");
+  w.pump();
+  // Alice drafts and submits an order; head office approves it while Alice is offline.
+  RecordId order = alice.ids.next(w.now);
+  ASSERT_TRUE(alice.client
+                  ->write({create(EntityId::kOrder, order),
+                           set(EntityId::kOrder, order, 1, Value::text(acct.to_string())),
+                           set(EntityId::kOrder, order, 2, Value::text("alice")),
+                           set(EntityId::kOrder, order, 3, Value::text("submitted")),
+                           set(EntityId::kOrder, order, 4, Value::text("EUR"))},
+                          w.now)
+                  .is_ok());
+  w.pump();
+  w.disconnect(alice);
+  w.pump();
+  ASSERT_TRUE(
+      ho.client->write({set(EntityId::kOrder, order, f::kOrderStatus, Value::text("approved"))}, w.now)
+          .is_ok());
+  w.pump();
+  ASSERT_EQ(server_value(w, EntityId::kOrder, order, f::kOrderStatus), Value::text("approved"));
+
+  // Offline, Alice still sees "submitted" and changes the currency: the server must refuse it.
+  w.now += 1000;
+  ASSERT_TRUE(alice.client->write({set(EntityId::kOrder, order, 4, Value::text("USD"))}, w.now).is_ok());
+  w.connect(alice);
+  EXPECT_TRUE(alice.store.outbox().empty());
+  auto rejections = alice.store.rejections();
+  ASSERT_EQ(rejections.size(), 1u);
+  EXPECT_EQ(rejections[0].reason, ErrorCode::kOrderLocked);
+  const RecordState& local = alice.store.records().at(RecordKey{EntityId::kOrder, order});
+  EXPECT_EQ(local.get(4), Value::text("EUR"));
+  EXPECT_EQ(local.get(f::kOrderStatus), Value::text("approved"));
+  EXPECT_EQ(local, w.store.records().at(RecordKey{EntityId::kOrder, order}));
+  bool event = false;
+  for (const ClientEvent& e : alice.events) event |= e.kind == ClientEvent::Kind::kRejected;
+  EXPECT_TRUE(event);
+}
+
+TEST(ClientServer, ConcurrentEditsConvergeAndConflictIsLogged) {
+  World w;
+  Device& alice = w.add(11, "alice");
+  Device& bob = w.add(12, "bob");
+  w.connect(alice);
+  w.connect(bob);
+  RecordId acct = new_account(w, alice, "t-north", "A");
+  w.pump();
+  w.disconnect(alice);
+  w.disconnect(bob);
+  ASSERT_TRUE(alice.client->write({set(EntityId::kAccount, acct, 5, Value::text("+49 1"))}, w.now).is_ok());
+  w.now += 5;
+  ASSERT_TRUE(bob.client->write({set(EntityId::kAccount, acct, 5, Value::text("+49 2"))}, w.now).is_ok());
+  w.connect(bob);
+  w.connect(alice);
+  w.pump();
+  RecordKey key{EntityId::kAccount, acct};
+  EXPECT_EQ(w.store.records().at(key).get(5), Value::text("+49 2"));
+  EXPECT_EQ(alice.store.records().at(key), w.store.records().at(key));
+  EXPECT_EQ(bob.store.records().at(key), w.store.records().at(key));
+  auto conflicts = w.store.conflicts();
+  ASSERT_EQ(conflicts.size(), 1u);
+  EXPECT_EQ(conflicts[0].loser.value, Value::text("+49 1"));
+  EXPECT_EQ(conflicts[0].loser.user, "alice");
+  EXPECT_EQ(conflicts[0].winner.user, "bob");
+  // Both writers hear about it.
+  EXPECT_EQ(alice.store.conflicts().size(), 1u);
+  EXPECT_EQ(bob.store.conflicts().size(), 1u);
+}
+
+TEST(ClientServer, FreshDeviceBootstrapsInPagesWithProgress) {
+  World w;
+  Device& ho = w.add(10, "ho");
+  w.connect(ho);
+  for (int i = 0; i < 25; ++i) new_account(w, ho, i % 2 ? "t-north" : "t-south", "acct " + std::to_string(i));
+  w.pump();
+  Device& alice = w.add(11, "alice");
+  alice.config.bootstrap_page_size = 4;
+  alice.restart();
+  w.connect(alice);
+  EXPECT_EQ(alice.client->state(), SyncClient::State::kSyncing);
+  EXPECT_EQ(alice.store.records().size(), 12u);
+  std::vector<std::pair<uint64_t, uint64_t>> progress;
+  for (const ClientEvent& e : alice.events)
+    if (e.kind == ClientEvent::Kind::kBootstrapProgress) progress.emplace_back(e.done, e.total);
+  ASSERT_GE(progress.size(), 3u);
+  EXPECT_EQ(progress.back(), std::make_pair(uint64_t{12}, uint64_t{12}));
+  for (size_t i = 1; i < progress.size(); ++i) EXPECT_GE(progress[i].first, progress[i - 1].first);
+  EXPECT_TRUE(alice.store.meta().bootstrap_done);
+  EXPECT_EQ(alice.store.meta().cursor, w.store.head_seq());
+}
+
+TEST(ClientServer, BootstrapResumesAfterDisconnect) {
+  World w;
+  Device& ho = w.add(10, "ho");
+  w.connect(ho);
+  for (int i = 0; i < 20; ++i) new_account(w, ho, "t-north", "acct " + std::to_string(i));
+  w.pump();
+  Device& alice = w.add(11, "alice");
+  alice.config.bootstrap_page_size = 5;
+  alice.restart();
+  // Hand-drive: handshake and the first page only, then the link drops.
+  alice.session = w.next_session++;
+  w.server->on_connect(alice.session, w.now);
+  alice.client->on_connected(w.now);
+  for (int step = 0; step < 2; ++step) {
+    for (auto& m : alice.client->take_outgoing()) w.server->on_message(alice.session, m, w.now);
+    for (auto& o : w.server->take_outgoing()) alice.client->on_message(o.message, w.now);
+  }
+  EXPECT_EQ(alice.store.records().size(), 5u);
+  EXPECT_FALSE(alice.store.meta().bootstrap_done);
+  w.disconnect(alice);
+  alice.restart();
+  w.connect(alice);
+  EXPECT_EQ(alice.store.records().size(), 20u);
+  EXPECT_TRUE(alice.store.meta().bootstrap_done);
+}
+
+TEST(ClientServer, HandshakeErrorsAreTypedAndClose) {
+  World w;
+  Device& mallory = w.add(66, "mallory");
+  w.connect(mallory);
+  EXPECT_EQ(mallory.client->state(), SyncClient::State::kStopped);
+  EXPECT_EQ(mallory.client->stop_reason().code(), ErrorCode::kAuthFailed);
+
+  // A raw session that skips the handshake.
+  SessionId raw = 99;
+  w.server->on_connect(raw, w.now);
+  w.server->on_message(raw, protocol::PullRequest{1, 0, 0, true}, w.now);
+  auto out = w.server->take_outgoing();
+  ASSERT_EQ(out.size(), 1u);
+  ASSERT_TRUE(std::holds_alternative<protocol::Error>(out[0].message));
+  EXPECT_EQ(std::get<protocol::Error>(out[0].message).code, ErrorCode::kUnexpectedMessage);
+  EXPECT_EQ(w.server->take_closing(), std::vector<SessionId>{raw});
+
+  // A future protocol version.
+  SessionId future = 100;
+  w.server->on_connect(future, w.now);
+  protocol::Hello hello;
+  hello.protocol_version = protocol::kProtocolVersion + 1;
+  hello.schema_version = schema::kSchemaVersion;
+  hello.node = 5;
+  hello.token = "token-alice";
+  w.server->on_message(future, hello, w.now);
+  out = w.server->take_outgoing();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(std::get<protocol::Error>(out[0].message).code, ErrorCode::kUnsupportedProtocol);
+
+  // A device clock two hours ahead.
+  SessionId skewed = 101;
+  w.server->on_connect(skewed, w.now);
+  hello.protocol_version = protocol::kProtocolVersion;
+  hello.client_time_ms = w.now + 2 * 3600 * 1000;
+  w.server->on_message(skewed, hello, w.now);
+  out = w.server->take_outgoing();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(std::get<protocol::Error>(out[0].message).code, ErrorCode::kClockSkew);
+  EXPECT_TRUE(w.store.log().empty());
+}
+
+TEST(ClientServer, SequenceGapIsReportedWithResumePoint) {
+  World w;
+  Device& alice = w.add(11, "alice");
+  w.connect(alice);
+  SessionId s = alice.session;
+  ClientTxn t;
+  t.node = 11;
+  t.node_seq = 5;  // the server has nothing from node 11
+  RecordId id = alice.ids.next(w.now);
+  t.changes.push_back(create(EntityId::kAccount, id));
+  t.changes[0].version = Version{make_hlc(w.now, 0), 11};
+  w.server->on_message(s, protocol::PushTxns{7, {t}}, w.now);
+  auto out = w.server->take_outgoing();
+  ASSERT_EQ(out.size(), 1u);
+  const auto& err = std::get<protocol::Error>(out[0].message);
+  EXPECT_EQ(err.code, ErrorCode::kSequenceGap);
+  EXPECT_EQ(err.resume_node_seq, 1u);
+  EXPECT_TRUE(w.store.log().empty());
+}
+
+TEST(ClientServer, PushForAnotherNodeIsRefused) {
+  World w;
+  Device& alice = w.add(11, "alice");
+  w.connect(alice);
+  ClientTxn t;
+  t.node = 12;
+  t.node_seq = 1;
+  RecordId id = alice.ids.next(w.now);
+  t.changes.push_back(create(EntityId::kAccount, id));
+  t.changes[0].version = Version{make_hlc(w.now, 0), 12};
+  w.server->on_message(alice.session, protocol::PushTxns{7, {t}}, w.now);
+  auto out = w.server->take_outgoing();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(std::get<protocol::Error>(out[0].message).code, ErrorCode::kPermissionDenied);
+  EXPECT_TRUE(w.store.log().empty());
+}
+
+TEST(ClientServer, LocalValidationWritesNothing) {
+  World w;
+  Device& alice = w.add(11, "alice");
+  RecordId id = alice.ids.next(w.now);
+  auto r = alice.client->write(
+      {create(EntityId::kAccount, id), set(EntityId::kAccount, id, 7, Value::text("zz"))}, w.now);
+  EXPECT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().code(), ErrorCode::kValueInvalid);
+  EXPECT_TRUE(alice.store.records().empty());
+  EXPECT_TRUE(alice.store.outbox().empty());
+  EXPECT_EQ(alice.store.meta().next_node_seq, 1u);
+
+  auto missing = alice.client->write({set(EntityId::kAccount, id, 1, Value::text("x"))}, w.now);
+  EXPECT_EQ(missing.status().code(), ErrorCode::kRecordNotFound);
+}
+
+TEST(ClientServer, FailedLocalCommitLeavesNothingBehind) {
+  World w;
+  Device& alice = w.add(11, "alice");
+  alice.store.fail_next_commit(Status(ErrorCode::kStorageFull, "disk full"));
+  RecordId id = alice.ids.next(w.now);
+  auto r = alice.client->write({create(EntityId::kAccount, id)}, w.now);
+  EXPECT_EQ(r.status().code(), ErrorCode::kStorageFull);
+  EXPECT_TRUE(alice.store.records().empty());
+  EXPECT_TRUE(alice.store.outbox().empty());
+  Hlc before = alice.client->hlc();
+  new_account(w, alice, "t-north", "ok");
+  EXPECT_GT(alice.client->hlc(), before);
+  EXPECT_EQ(alice.store.outbox().front().node_seq, 1u);
+}
+
+TEST(Backoff, GrowsWithJitterAndIsCapped) {
+  Backoff b(42);
+  int64_t max_seen = 0;
+  for (int i = 0; i < 40; ++i) {
+    int64_t d = b.next_delay_ms();
+    EXPECT_GE(d, tuning::kReconnectBaseMs / 2);
+    EXPECT_LE(d, tuning::kReconnectCapMs);
+    max_seen = std::max(max_seen, d);
+  }
+  EXPECT_GT(max_seen, tuning::kReconnectCapMs / 4);
+  b.reset();
+  EXPECT_LE(b.next_delay_ms(), tuning::kReconnectBaseMs);
+}
+
+}  // namespace
+}  // namespace fieldsync

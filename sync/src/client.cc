@@ -1,1 +1,525 @@
-// placeholder
+#include "fieldsync/sync/client.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "fieldsync/sync/merge.h"
+#include "fieldsync/sync/rules.h"
+#include "fieldsync/sync/tuning.h"
+
+namespace fieldsync {
+
+using protocol::Message;
+
+namespace {
+
+RecordState fresh_record(EntityId entity, const RecordId& id) {
+  RecordState r;
+  r.entity = entity;
+  r.id = id;
+  return r;
+}
+
+bool record_exists(const RecordState& r) {
+  return !r.created.is_zero() || !r.fields.empty() || r.deleted;
+}
+
+}  // namespace
+
+SyncClient::SyncClient(ReplicaStore& store, ClientConfig config) : store_(store), config_(std::move(config)) {
+  auto txn = store_.begin();
+  ReplicaMeta meta = txn->meta();
+  node_ = meta.node;
+  clock_ = HybridClock(meta.hlc);
+  cursor_ = meta.cursor;
+  outbox_count_ = txn->outbox_size();
+}
+
+bool SyncClient::idle() const {
+  return state_ == State::kSyncing && push_request_id_ == 0 && pull_request_id_ == 0 && outbox_count_ == 0 &&
+         caught_up_ && !repull_;
+}
+
+void SyncClient::save_clock(ReplicaTxn& txn) {
+  ReplicaMeta meta = txn.meta();
+  if (meta.hlc != clock_.last()) {
+    meta.hlc = clock_.last();
+    txn.set_meta(meta);
+  }
+}
+
+// ---- Local writes
+// ----------------------------------------------------------------------------------------------
+
+Result<uint64_t> SyncClient::write(std::vector<Change> changes, int64_t now_ms) {
+  if (state_ == State::kStopped && stop_reason_.code() == ErrorCode::kDeviceRevoked)
+    return Status(ErrorCode::kDeviceRevoked, "this device was revoked; its replica must be erased");
+  if (changes.empty()) return Status(ErrorCode::kInvalidArgument, "a transaction needs at least one change");
+  if (changes.size() > tuning::kMaxChangesPerTxn)
+    return Status(ErrorCode::kTooManyChanges,
+                  "a transaction holds at most " + std::to_string(tuning::kMaxChangesPerTxn) + " changes");
+
+  auto txn = store_.begin();
+  ReplicaMeta meta = txn->meta();
+  HybridClock clock = clock_;  // adopted only if the write commits
+
+  ClientTxn ct;
+  ct.node = node_;
+  ct.node_seq = meta.next_node_seq;
+  ct.created_at_ms = now_ms;
+
+  std::map<RecordKey, RecordState> working;
+  std::set<RecordKey> created_here;
+  for (Change& c : changes) {
+    RecordKey key{c.entity, c.record};
+    auto it = working.find(key);
+    if (it == working.end()) {
+      std::optional<RecordState> loaded =
+          schema::entity(c.entity) ? txn->load(c.entity, c.record) : std::optional<RecordState>{};
+      it = working.emplace(key, loaded ? std::move(*loaded) : fresh_record(c.entity, c.record)).first;
+    }
+    RecordState& rec = it->second;
+
+    c.version = Version{clock.tick(now_ms), node_};
+    c.base = Version{};
+    c.seen.clear();
+    if (c.op == ChangeOp::kSet) {
+      if (const FieldState* f = rec.field(c.field)) c.base = f->version;
+    } else if (c.op == ChangeOp::kDelete) {
+      for (const FieldState& f : rec.fields) c.seen.push_back(FieldVersion{f.field, f.version});
+    }
+    if (Status s = validate_change(c); !s) return s;
+
+    if (c.op == ChangeOp::kCreate) {
+      if (record_exists(rec))
+        return Status(ErrorCode::kDuplicateId, "record " + c.record.to_string() + " already exists");
+      created_here.insert(key);
+    } else if (!record_exists(rec) && !created_here.count(key)) {
+      return Status(ErrorCode::kRecordNotFound, "no record " + c.record.to_string() + " in " +
+                                                    std::string(schema::entity_ref(c.entity).name));
+    } else if (rec.deleted) {
+      return Status(ErrorCode::kRecordDeleted, "record " + c.record.to_string() + " was deleted");
+    }
+    merge_change(rec, c, config_.user, nullptr);
+    ct.changes.push_back(std::move(c));
+  }
+  if (Status s = validate_txn(ct); !s) return s;
+
+  for (const auto& [key, rec] : working) txn->save(rec);
+  txn->outbox_append(ct);
+  meta.next_node_seq++;
+  meta.hlc = clock.last();
+  txn->set_meta(meta);
+  if (Status s = txn->commit(); !s) return s;
+
+  clock_ = clock;
+  outbox_count_++;
+  maybe_push(now_ms);
+  return ct.node_seq;
+}
+
+// ---- Connection lifecycle
+// --------------------------------------------------------------------------------------
+
+void SyncClient::on_connected(int64_t now_ms) {
+  if (state_ == State::kStopped) return;
+  state_ = State::kHandshaking;
+  push_request_id_ = pull_request_id_ = 0;
+  caught_up_ = repull_ = false;
+  protocol::Hello hello;
+  hello.schema_version = schema::kSchemaVersion;
+  hello.node = node_;
+  hello.token = config_.token;
+  hello.cursor = cursor_;
+  hello.client_time_ms = now_ms;
+  hello.client_hlc = clock_.last();
+  send(std::move(hello));
+}
+
+void SyncClient::on_disconnected(int64_t) {
+  if (state_ != State::kStopped) state_ = State::kDisconnected;
+  push_request_id_ = pull_request_id_ = 0;
+  caught_up_ = repull_ = false;
+}
+
+void SyncClient::stop(Status reason) {
+  stop_reason_ = reason;
+  state_ = State::kStopped;
+  push_request_id_ = pull_request_id_ = 0;
+  ClientEvent e{ClientEvent::Kind::kError};
+  e.status = std::move(reason);
+  events_.push_back(std::move(e));
+}
+
+void SyncClient::fail_storage(const Status& s) {
+  // The local file refused a write (disk full, I/O error). Nothing was half-applied: the store transaction is
+  // discarded and the cursor and outbox are unchanged, so the same batch is simply asked for again later.
+  ClientEvent e{ClientEvent::Kind::kError};
+  e.status = s;
+  events_.push_back(std::move(e));
+  push_request_id_ = pull_request_id_ = 0;
+}
+
+void SyncClient::on_message(const Message& message, int64_t now_ms) {
+  if (state_ == State::kStopped || state_ == State::kDisconnected) return;
+  std::visit(
+      [&](const auto& m) {
+        using T = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<T, protocol::Welcome> || std::is_same_v<T, protocol::PushAck> ||
+                      std::is_same_v<T, protocol::ChangeBatch> ||
+                      std::is_same_v<T, protocol::BootstrapPage> || std::is_same_v<T, protocol::Error>) {
+          handle(m, now_ms);
+        }
+        // Client-to-server messages arriving here are ignored: a confused or malicious peer cannot make the
+        // device do anything with them.
+      },
+      message);
+}
+
+void SyncClient::on_tick(int64_t now_ms) {
+  if (state_ != State::kBootstrapping && state_ != State::kSyncing) return;
+  if (push_request_id_ != 0 && now_ms - push_sent_ms_ >= tuning::kRequestTimeoutMs) push_request_id_ = 0;
+  if (pull_request_id_ != 0 && now_ms - pull_sent_ms_ >= tuning::kRequestTimeoutMs) {
+    pull_request_id_ = 0;
+    if (state_ == State::kBootstrapping) {
+      send_bootstrap_request(now_ms);
+    } else {
+      send_pull(now_ms);
+    }
+  }
+  if (state_ == State::kSyncing && pull_request_id_ == 0 &&
+      now_ms - last_pull_done_ms_ >= tuning::kIdlePullIntervalMs) {
+    send_pull(now_ms);
+  }
+  maybe_push(now_ms);
+}
+
+std::vector<Message> SyncClient::take_outgoing() {
+  return std::exchange(outgoing_, {});
+}
+std::vector<ClientEvent> SyncClient::take_events() {
+  return std::exchange(events_, {});
+}
+
+// ---- Requests
+// --------------------------------------------------------------------------------------------------
+
+void SyncClient::maybe_push(int64_t now_ms) {
+  if (state_ != State::kBootstrapping && state_ != State::kSyncing) return;
+  if (push_request_id_ != 0 || outbox_count_ == 0) return;
+  auto txn = store_.begin();
+  std::vector<ClientTxn> pending = txn->outbox_peek(tuning::kMaxTxnsPerPush);
+  outbox_count_ = txn->outbox_size();
+  if (pending.empty()) return;
+  size_t changes = 0;
+  size_t keep = 0;
+  for (; keep < pending.size(); ++keep) {
+    changes += pending[keep].changes.size();
+    if (keep > 0 && changes > tuning::kMaxChangesPerPush) break;
+  }
+  pending.resize(keep);
+  protocol::PushTxns push;
+  push.request_id = next_request_id_++;
+  push_last_seq_ = pending.back().node_seq;
+  push.txns = std::move(pending);
+  push_request_id_ = push.request_id;
+  push_sent_ms_ = now_ms;
+  send(std::move(push));
+}
+
+void SyncClient::send_pull(int64_t now_ms) {
+  if (state_ != State::kSyncing || pull_request_id_ != 0) return;
+  protocol::PullRequest pull;
+  pull.request_id = next_request_id_++;
+  pull.cursor = cursor_;
+  pull.max_changes = config_.pull_max_changes;
+  pull.live = true;
+  pull_request_id_ = pull.request_id;
+  pull_sent_ms_ = now_ms;
+  repull_ = false;
+  send(pull);
+}
+
+void SyncClient::send_bootstrap_request(int64_t now_ms) {
+  if (state_ != State::kBootstrapping || pull_request_id_ != 0) return;
+  ReplicaMeta meta = store_.begin()->meta();
+  protocol::BootstrapRequest req;
+  req.request_id = next_request_id_++;
+  req.snapshot_seq = meta.bootstrap_snapshot_seq;
+  req.page_token = meta.bootstrap_page_token;
+  req.page_size = config_.bootstrap_page_size;
+  pull_request_id_ = req.request_id;
+  pull_sent_ms_ = now_ms;
+  send(std::move(req));
+}
+
+// ---- Server messages
+// -------------------------------------------------------------------------------------------
+
+void SyncClient::handle(const protocol::Welcome& m, int64_t now_ms) {
+  if (state_ != State::kHandshaking) return;
+  if (m.server_time_ms - now_ms > tuning::kMaxClockSkewMs) {
+    stop(Status(ErrorCode::kClockSkew, "the device clock is more than " +
+                                           std::to_string(tuning::kMaxClockSkewMs / 60000) +
+                                           " minutes behind the server; correct the date and time"));
+    return;
+  }
+  clock_.observe(m.server_hlc);
+  auto txn = store_.begin();
+  save_clock(*txn);
+  ReplicaMeta meta = txn->meta();
+  if (Status s = txn->commit(); !s) {
+    fail_storage(s);
+    return;
+  }
+  last_pull_done_ms_ = now_ms;
+  if (!meta.bootstrap_done) {
+    state_ = State::kBootstrapping;
+    send_bootstrap_request(now_ms);
+  } else {
+    state_ = State::kSyncing;
+    send_pull(now_ms);
+  }
+  maybe_push(now_ms);
+}
+
+void SyncClient::handle(const protocol::BootstrapPage& m, int64_t now_ms) {
+  if (state_ != State::kBootstrapping || m.request_id != pull_request_id_) return;
+  pull_request_id_ = 0;
+  auto txn = store_.begin();
+  ReplicaMeta meta = txn->meta();
+  if (meta.bootstrap_snapshot_seq != 0 && meta.bootstrap_snapshot_seq != m.snapshot_seq) {
+    // The server started a new snapshot (ours expired): counting starts over; records already applied merge
+    // idempotently.
+    meta.bootstrap_received = 0;
+  }
+  ClientEvent changed{ClientEvent::Kind::kRecordsChanged};
+  for (const RecordState& remote : m.records) {
+    std::optional<RecordState> local = txn->load(remote.entity, remote.id);
+    if (!local) {
+      txn->save(remote);
+    } else if (merge_record(*local, remote)) {
+      txn->save(*local);
+    }
+    for (const FieldState& f : remote.fields) clock_.observe(f.version.hlc);
+    changed.records.push_back(RecordKey{remote.entity, remote.id});
+  }
+  for (const ConflictRecord& c : m.conflicts) txn->add_conflict(c);
+  meta.bootstrap_snapshot_seq = m.snapshot_seq;
+  meta.bootstrap_page_token = m.next_page_token;
+  meta.bootstrap_total = m.total_records;
+  meta.bootstrap_received = m.records_before + m.records.size();
+  if (m.done) {
+    meta.bootstrap_done = true;
+    meta.cursor = m.snapshot_seq;
+    meta.bootstrap_page_token.clear();
+  }
+  meta.hlc = clock_.last();
+  txn->set_meta(meta);
+  if (Status s = txn->commit(); !s) {
+    fail_storage(s);
+    return;
+  }
+  cursor_ = meta.cursor;
+  if (!changed.records.empty()) events_.push_back(std::move(changed));
+  ClientEvent progress{ClientEvent::Kind::kBootstrapProgress};
+  progress.done = meta.bootstrap_received;
+  progress.total = std::max(meta.bootstrap_total, meta.bootstrap_received);
+  events_.push_back(std::move(progress));
+  for (const ConflictRecord& c : m.conflicts) {
+    ClientEvent e{ClientEvent::Kind::kConflict};
+    e.conflict = c;
+    events_.push_back(std::move(e));
+  }
+  if (m.done) {
+    state_ = State::kSyncing;
+    send_pull(now_ms);
+  } else {
+    send_bootstrap_request(now_ms);
+  }
+}
+
+void SyncClient::handle(const protocol::ChangeBatch& m, int64_t now_ms) {
+  if (state_ != State::kSyncing) return;
+  const bool answers_pull = m.request_id != 0 && m.request_id == pull_request_id_;
+  if (answers_pull) pull_request_id_ = 0;
+  if (m.from_cursor != cursor_) {
+    // A stale or out-of-order batch (a duplicate, or a live batch that overtook the answer to our pull).
+    // Applying it would skip or repeat server transactions; ask again from where we are instead.
+    caught_up_ = false;
+    if (pull_request_id_ == 0) {
+      send_pull(now_ms);
+    } else {
+      repull_ = true;
+    }
+    return;
+  }
+
+  auto txn = store_.begin();
+  ClientEvent changed{ClientEvent::Kind::kRecordsChanged};
+  std::set<RecordKey> touched;
+  for (const ServerTxn& st : m.txns) {
+    for (const Change& c : st.changes) {
+      RecordKey key{c.entity, c.record};
+      std::optional<RecordState> rec = txn->load(c.entity, c.record);
+      RecordState r = rec ? std::move(*rec) : fresh_record(c.entity, c.record);
+      clock_.observe(c.version.hlc);
+      if (merge_change(r, c, st.origin_user, nullptr)) {
+        txn->save(r);
+        touched.insert(key);
+      }
+    }
+  }
+  for (const RecordState& remote : m.records) {
+    std::optional<RecordState> local = txn->load(remote.entity, remote.id);
+    if (!local) {
+      txn->save(remote);
+    } else if (merge_record(*local, remote)) {
+      txn->save(*local);
+    }
+    for (const FieldState& f : remote.fields) clock_.observe(f.version.hlc);
+    touched.insert(RecordKey{remote.entity, remote.id});
+  }
+  for (const RecordKey& key : m.purges) {
+    txn->erase(key.entity, key.id);
+    touched.insert(key);
+  }
+  for (const ConflictRecord& c : m.conflicts) txn->add_conflict(c);
+  clock_.observe(m.server_hlc);
+  ReplicaMeta meta = txn->meta();
+  meta.cursor = m.to_cursor;
+  meta.hlc = clock_.last();
+  txn->set_meta(meta);
+  if (Status s = txn->commit(); !s) {
+    fail_storage(s);
+    return;
+  }
+  cursor_ = m.to_cursor;
+  changed.records.assign(touched.begin(), touched.end());
+  if (!changed.records.empty()) events_.push_back(std::move(changed));
+  for (const ConflictRecord& c : m.conflicts) {
+    ClientEvent e{ClientEvent::Kind::kConflict};
+    e.conflict = c;
+    events_.push_back(std::move(e));
+  }
+
+  if (m.has_more || repull_) {
+    caught_up_ = false;
+    if (pull_request_id_ == 0) send_pull(now_ms);
+  } else if (answers_pull || m.request_id == 0) {
+    caught_up_ = true;
+    last_pull_done_ms_ = now_ms;
+  }
+  if (idle()) events_.push_back(ClientEvent{ClientEvent::Kind::kSynced});
+}
+
+void SyncClient::rebase(ReplicaTxn& txn, const std::vector<RecordState>& records,
+                        const std::vector<RecordKey>& absent) {
+  std::map<RecordKey, RecordState> reset;
+  for (const RecordState& r : records) reset[RecordKey{r.entity, r.id}] = r;
+  for (const RecordKey& k : absent) reset[k] = fresh_record(k.entity, k.id);
+  if (reset.empty()) return;
+  // The replica shows server state plus pending local work: rebuild the touched records from the server's
+  // state and replay the transactions still in the outbox.
+  for (const ClientTxn& pending : txn.outbox_peek(SIZE_MAX)) {
+    for (const Change& c : pending.changes) {
+      auto it = reset.find(RecordKey{c.entity, c.record});
+      if (it != reset.end()) merge_change(it->second, c, config_.user, nullptr);
+    }
+  }
+  for (auto& [key, rec] : reset) {
+    if (record_exists(rec)) {
+      txn.save(rec);
+    } else {
+      txn.erase(key.entity, key.id);
+    }
+  }
+}
+
+void SyncClient::handle(const protocol::PushAck& m, int64_t now_ms) {
+  if (state_ != State::kBootstrapping && state_ != State::kSyncing) return;
+  auto txn = store_.begin();
+  std::map<uint64_t, ClientTxn> pending;
+  for (ClientTxn& t : txn->outbox_peek(SIZE_MAX)) pending.emplace(t.node_seq, std::move(t));
+
+  std::vector<ClientEvent> events;
+  for (const protocol::TxnResult& r : m.results) {
+    auto it = pending.find(r.node_seq);
+    // A duplicate or late ack for an entry already dropped: its effects were taken when it first arrived.
+    if (it == pending.end()) continue;
+    txn->outbox_remove(r.node_seq);
+    if (r.outcome == protocol::TxnOutcome::kRejected) {
+      Rejection rej{r.node_seq, r.reason, r.message, it->second.changes};
+      txn->add_rejection(rej);
+      pending.erase(it);
+      rebase(*txn, r.records, r.absent);
+      ClientEvent e{ClientEvent::Kind::kRejected};
+      e.rejection = std::move(rej);
+      e.status = Status(r.reason, r.message);
+      for (const Change& c : e.rejection->changes) e.records.push_back(RecordKey{c.entity, c.record});
+      events.push_back(std::move(e));
+    } else {
+      pending.erase(it);
+    }
+    // r.conflicts are not recorded here: every conflict concerning this user also arrives, exactly once and
+    // in server order, with the pull that covers its server_seq (even when this ack is lost and the re-send
+    // is answered kDuplicate).
+  }
+  clock_.observe(m.server_hlc);
+  save_clock(*txn);
+  if (Status s = txn->commit(); !s) {
+    fail_storage(s);
+    return;
+  }
+  outbox_count_ = pending.size();
+  for (ClientEvent& e : events) events_.push_back(std::move(e));
+  if (m.request_id == push_request_id_) push_request_id_ = 0;
+  maybe_push(now_ms);
+  if (idle()) events_.push_back(ClientEvent{ClientEvent::Kind::kSynced});
+}
+
+void SyncClient::handle(const protocol::Error& m, int64_t now_ms) {
+  switch (m.code) {
+    case ErrorCode::kDeviceRevoked: {
+      stop(Status(m.code, m.message));
+      events_.push_back(ClientEvent{ClientEvent::Kind::kMustErase});
+      return;
+    }
+    case ErrorCode::kAuthFailed:
+    case ErrorCode::kTokenExpired:
+    case ErrorCode::kUnsupportedProtocol:
+    case ErrorCode::kUnsupportedSchema:
+    case ErrorCode::kClockSkew:
+      stop(Status(m.code, m.message));
+      return;
+    case ErrorCode::kSequenceGap:
+      // The server is missing earlier transactions of ours; the outbox still has them, oldest first.
+      push_request_id_ = 0;
+      maybe_push(now_ms);
+      return;
+    default: {
+      ClientEvent e{ClientEvent::Kind::kError};
+      e.status = Status(m.code, m.message, m.retryable);
+      events_.push_back(std::move(e));
+      // Whatever was in flight is asked for again by on_tick (or after the reconnect that follows a close).
+      if (m.request_id != 0 && m.request_id == push_request_id_) push_request_id_ = 0;
+      if (m.request_id != 0 && m.request_id == pull_request_id_) pull_request_id_ = 0;
+      return;
+    }
+  }
+}
+
+// ---- Backoff
+// ---------------------------------------------------------------------------------------------------
+
+int64_t Backoff::next_delay_ms() {
+  int64_t cap = tuning::kReconnectBaseMs;
+  for (int i = 0; i < attempt_ && cap < tuning::kReconnectCapMs; ++i) cap *= 2;
+  cap = std::min(cap, tuning::kReconnectCapMs);
+  if (attempt_ < 30) attempt_++;
+  std::uniform_int_distribution<int64_t> dist(tuning::kReconnectBaseMs / 2, cap);
+  return dist(rng_);
+}
+
+}  // namespace fieldsync

@@ -1,1 +1,453 @@
-// placeholder
+#include "fieldsync/sync/server.h"
+
+#include <algorithm>
+#include <charconv>
+
+#include "fieldsync/sync/scope.h"
+#include "fieldsync/sync/tuning.h"
+
+namespace fieldsync {
+
+using protocol::Message;
+
+namespace {
+
+// Point reads of committed state, for scope resolution outside a store transaction.
+class CommittedReader final : public RecordReader {
+ public:
+  explicit CommittedReader(CentralStore& store) : store_(store) {}
+  std::optional<RecordState> load(EntityId entity, const RecordId& id) override {
+    return store_.load(entity, id);
+  }
+
+ private:
+  CentralStore& store_;
+};
+
+bool visible(const Principal& who, const RecordState& record, RecordReader& reader) {
+  return can_see(who, resolve_scope(record, reader));
+}
+
+bool conflict_concerns(const Principal& who, const ConflictRecord& c, RecordReader& reader) {
+  if (c.winner.user == who.user || c.loser.user == who.user) return true;
+  std::optional<RecordState> rec = reader.load(c.entity, c.record);
+  return rec && visible(who, *rec, reader);
+}
+
+// Bootstrap page tokens: "<total>:<sent so far>:<entity>:<last id>" (opaque to clients).
+struct PageToken {
+  uint64_t total = 0;
+  uint64_t sent = 0;
+  RecordKey after;
+};
+
+std::string encode_token(const PageToken& t) {
+  return std::to_string(t.total) + ":" + std::to_string(t.sent) + ":" +
+         std::to_string(static_cast<unsigned>(t.after.entity)) + ":" + t.after.id.to_string();
+}
+
+std::optional<PageToken> decode_token(std::string_view s) {
+  PageToken t;
+  uint64_t parts[3];
+  for (uint64_t& p : parts) {
+    size_t colon = s.find(':');
+    if (colon == std::string_view::npos) return std::nullopt;
+    auto [ptr, ec] = std::from_chars(s.data(), s.data() + colon, p);
+    if (ec != std::errc() || ptr != s.data() + colon) return std::nullopt;
+    s.remove_prefix(colon + 1);
+  }
+  std::optional<RecordId> id = RecordId::parse(s);
+  if (!id || parts[2] > 0xffff) return std::nullopt;
+  t.total = parts[0];
+  t.sent = parts[1];
+  t.after = RecordKey{static_cast<EntityId>(parts[2]), *id};
+  return t;
+}
+
+}  // namespace
+
+SyncServer::SyncServer(CentralStore& store, Authenticator& auth, ServerConfig config)
+    : store_(store), auth_(auth), config_(config) {}
+
+void SyncServer::on_connect(SessionId session, int64_t) {
+  sessions_[session] = Session{};
+}
+
+void SyncServer::on_disconnect(SessionId session) {
+  sessions_.erase(session);
+  closing_.erase(session);
+}
+
+std::vector<SyncServer::Outgoing> SyncServer::take_outgoing() {
+  return std::exchange(outgoing_, {});
+}
+
+std::vector<SessionId> SyncServer::take_closing() {
+  std::vector<SessionId> out(closing_.begin(), closing_.end());
+  closing_.clear();
+  return out;
+}
+
+void SyncServer::send_error(SessionId id, Status status, uint64_t request_id, bool close) {
+  protocol::Error e;
+  e.code = status.code();
+  e.message = status.message();
+  e.retryable = status.retryable();
+  e.request_id = request_id;
+  outgoing_.push_back(Outgoing{id, std::move(e)});
+  if (close) closing_.insert(id);
+}
+
+void SyncServer::on_bad_frame(SessionId session, const Status& status) {
+  if (!sessions_.count(session)) return;
+  send_error(session, status);
+}
+
+void SyncServer::on_message(SessionId id, const Message& message, int64_t now_ms) {
+  auto it = sessions_.find(id);
+  if (it == sessions_.end() || closing_.count(id)) return;
+  Session& s = it->second;
+  if (const auto* hello = std::get_if<protocol::Hello>(&message)) {
+    handle_hello(id, s, *hello, now_ms);
+    return;
+  }
+  if (!s.authenticated) {
+    send_error(id, Status(ErrorCode::kUnexpectedMessage,
+                          std::string("expected Hello, got ") + protocol::message_name(message)));
+    return;
+  }
+  if (const auto* push = std::get_if<protocol::PushTxns>(&message)) {
+    handle_push(id, s, *push, now_ms);
+  } else if (const auto* pull = std::get_if<protocol::PullRequest>(&message)) {
+    handle_pull(id, s, *pull);
+  } else if (const auto* boot = std::get_if<protocol::BootstrapRequest>(&message)) {
+    handle_bootstrap(id, s, *boot);
+  } else {
+    send_error(id, Status(ErrorCode::kUnexpectedMessage,
+                          std::string(protocol::message_name(message)) + " is not a client message"));
+  }
+}
+
+// ---- Handshake
+// -------------------------------------------------------------------------------------------------
+
+void SyncServer::handle_hello(SessionId id, Session& s, const protocol::Hello& m, int64_t now_ms) {
+  if (s.authenticated) {
+    send_error(id, Status(ErrorCode::kUnexpectedMessage, "Hello sent twice in one session"));
+    return;
+  }
+  if (m.protocol_version < protocol::kMinProtocolVersion || m.protocol_version > protocol::kProtocolVersion) {
+    send_error(
+        id, Status(ErrorCode::kUnsupportedProtocol, "protocol version " + std::to_string(m.protocol_version) +
+                                                        " is not supported; this " + "server speaks " +
+                                                        std::to_string(protocol::kMinProtocolVersion) +
+                                                        " to " + std::to_string(protocol::kProtocolVersion)));
+    return;
+  }
+  if (m.schema_version == 0 || m.schema_version > schema::kSchemaVersion) {
+    send_error(id, Status(ErrorCode::kUnsupportedSchema,
+                          "schema version " + std::to_string(m.schema_version) + " is not supported; this " +
+                              "server knows up to " + std::to_string(schema::kSchemaVersion)));
+    return;
+  }
+  if (m.node == 0 || m.node == config_.server_node) {
+    send_error(id, Status(ErrorCode::kAuthFailed, "authentication failed"));
+    return;
+  }
+  Result<Principal> who = auth_.authenticate(m, now_ms);
+  if (!who) {
+    send_error(id, who.status());
+    return;
+  }
+  if (m.client_time_ms - now_ms > tuning::kMaxClockSkewMs) {
+    send_error(id, Status(ErrorCode::kClockSkew,
+                          "the device clock is more than " + std::to_string(tuning::kMaxClockSkewMs / 60000) +
+                              " minutes ahead of the server; correct the date and time"));
+    return;
+  }
+  if (Status st = clock_.receive(m.client_hlc, now_ms); !st) {
+    send_error(id, st);
+    return;
+  }
+  s.authenticated = true;
+  s.principal = std::move(who.value());
+  s.node = m.node;
+  s.live = false;
+  s.sent_cursor = m.cursor;
+
+  protocol::Welcome w;
+  w.schema_version = schema::kSchemaVersion;
+  w.user = s.principal.user;
+  w.role = s.principal.role;
+  w.last_node_seq = store_.begin()->node_state(m.node).last_node_seq;
+  w.server_seq = store_.head_seq();
+  w.server_hlc = clock_.tick(now_ms);
+  w.server_time_ms = now_ms;
+  outgoing_.push_back(Outgoing{id, std::move(w)});
+}
+
+// ---- Push
+// ------------------------------------------------------------------------------------------------------
+
+void SyncServer::handle_push(SessionId id, Session& s, const protocol::PushTxns& m, int64_t now_ms) {
+  if (m.txns.size() > tuning::kMaxTxnsPerPush) {
+    send_error(id,
+               Status(ErrorCode::kTooManyChanges,
+                      "a push holds at most " + std::to_string(tuning::kMaxTxnsPerPush) + " transactions"));
+    return;
+  }
+  protocol::PushAck ack;
+  ack.request_id = m.request_id;
+  bool any_committed = false;
+  for (const ClientTxn& txn : m.txns) {
+    if (txn.node != s.node) {
+      send_error(id,
+                 Status(ErrorCode::kPermissionDenied, "a session may only push its own node's transactions"),
+                 m.request_id);
+      return;
+    }
+    uint64_t last = store_.begin()->node_state(s.node).last_node_seq;
+    if (txn.node_seq > last + 1) {
+      // Answer what was done so far, then say where to resume; the session stays open.
+      if (!ack.results.empty()) outgoing_.push_back(Outgoing{id, ack});
+      protocol::Error gap;
+      gap.code = ErrorCode::kSequenceGap;
+      gap.message =
+          "expected transaction " + std::to_string(last + 1) + ", got " + std::to_string(txn.node_seq);
+      gap.retryable = true;
+      gap.request_id = m.request_id;
+      gap.resume_node_seq = last + 1;
+      outgoing_.push_back(Outgoing{id, std::move(gap)});
+      if (any_committed) wake_live_sessions(id);
+      return;
+    }
+    bool committed = false;
+    protocol::TxnResult r = apply_one(s, txn, now_ms, committed);
+    if (r.outcome == protocol::TxnOutcome::kApplied && !committed) {
+      // The store refused the commit (disk full, I/O): nothing is applied and nothing acknowledged; the
+      // device keeps the transaction in its outbox and sends it again.
+      if (!ack.results.empty()) outgoing_.push_back(Outgoing{id, ack});
+      send_error(id, Status(r.reason, r.message, true), m.request_id, false);
+      if (any_committed) wake_live_sessions(id);
+      return;
+    }
+    any_committed |= committed && r.outcome == protocol::TxnOutcome::kApplied;
+    ack.results.push_back(std::move(r));
+  }
+  ack.server_hlc = clock_.last();
+  outgoing_.push_back(Outgoing{id, std::move(ack)});
+  if (any_committed) wake_live_sessions(id);
+}
+
+protocol::TxnResult SyncServer::apply_one(Session& s, const ClientTxn& txn, int64_t now_ms, bool& committed) {
+  protocol::TxnResult result;
+  result.node_seq = txn.node_seq;
+  std::unique_ptr<CentralTxn> ctx = store_.begin();
+  NodeState ns = ctx->node_state(txn.node);
+
+  auto fill_rollback = [&](CentralTxn& reader) {
+    std::vector<RecordKey> keys;
+    for (const Change& c : txn.changes) keys.push_back(RecordKey{c.entity, c.record});
+    std::sort(keys.begin(), keys.end());
+    keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+    for (const RecordKey& k : keys) {
+      std::optional<RecordState> rec = schema::entity(k.entity) ? reader.load(k.entity, k.id) : std::nullopt;
+      if (rec && visible(s.principal, *rec, reader)) {
+        result.records.push_back(std::move(*rec));
+      } else {
+        result.absent.push_back(k);
+      }
+    }
+  };
+
+  if (txn.node_seq <= ns.last_node_seq) {
+    if (std::optional<StoredRejection> rej = ctx->rejection(txn.node, txn.node_seq)) {
+      result.outcome = protocol::TxnOutcome::kRejected;
+      result.reason = rej->reason;
+      result.message = rej->message;
+      fill_rollback(*ctx);
+    } else {
+      result.outcome = protocol::TxnOutcome::kDuplicate;
+    }
+    return result;
+  }
+
+  Status verdict;
+  for (const Change& c : txn.changes) {
+    verdict = clock_.receive(c.version.hlc, now_ms);
+    if (!verdict) break;
+  }
+  Result<TxnApplication> applied =
+      verdict ? apply_client_txn(txn, s.principal, *ctx) : Result<TxnApplication>(verdict);
+
+  ns.node = txn.node;
+  ns.last_node_seq = txn.node_seq;
+  if (!applied) {
+    const Status& why = applied.status();
+    result.outcome = protocol::TxnOutcome::kRejected;
+    result.reason = why.code();
+    result.message = why.message();
+    fill_rollback(*ctx);
+    ctx->add_rejection(StoredRejection{txn.node, txn.node_seq, s.principal.user, why.code(), why.message()});
+    ctx->set_node_state(ns);
+    if (Status st = ctx->commit(); !st) {
+      result.outcome = protocol::TxnOutcome::kApplied;  // signals "not durable" to handle_push
+      result.reason = st.code();
+      result.message = st.message();
+      return result;
+    }
+    committed = true;
+    return result;
+  }
+
+  TxnApplication& app = applied.value();
+  for (const RecordState& rec : app.records) ctx->save(rec);
+  ServerTxn st;
+  st.origin_node = txn.node;
+  st.origin_user = s.principal.user;
+  st.origin_node_seq = txn.node_seq;
+  st.changes = std::move(app.effective);
+  result.conflicts = app.conflicts;
+  uint64_t seq = ctx->append_log(std::move(st), std::move(app.conflicts));
+  ctx->set_node_state(ns);
+  if (Status cs = ctx->commit(); !cs) {
+    result.reason = cs.code();
+    result.message = cs.message();
+    return result;
+  }
+  committed = true;
+  result.outcome = protocol::TxnOutcome::kApplied;
+  result.server_seq = seq;
+  for (ConflictRecord& c : result.conflicts) c.server_seq = seq;
+  return result;
+}
+
+// ---- Pull and live
+// ---------------------------------------------------------------------------------------------
+
+protocol::ChangeBatch SyncServer::build_batch(const Session& s, uint64_t from, size_t max_changes,
+                                              uint64_t request_id) {
+  CommittedReader reader(store_);
+  protocol::ChangeBatch batch;
+  batch.request_id = request_id;
+  batch.from_cursor = from;
+  batch.to_cursor = from;
+  for (ServerTxn& txn : store_.read_log(from, max_changes)) {
+    batch.to_cursor = txn.server_seq;
+    // A device already has its own changes; everything else is sent if the record is in the receiver's scope
+    // now (scope is judged on current state, so a record that moved away is not sent).
+    if (txn.origin_node == s.node) continue;
+    std::vector<Change> kept;
+    for (Change& c : txn.changes) {
+      std::optional<RecordState> rec = store_.load(c.entity, c.record);
+      if (rec && visible(s.principal, *rec, reader)) kept.push_back(std::move(c));
+    }
+    if (kept.empty()) continue;
+    txn.changes = std::move(kept);
+    batch.txns.push_back(std::move(txn));
+  }
+  for (ConflictRecord& c : store_.read_conflicts(from, batch.to_cursor)) {
+    if (conflict_concerns(s.principal, c, reader)) batch.conflicts.push_back(std::move(c));
+  }
+  batch.has_more = batch.to_cursor < store_.head_seq();
+  batch.server_hlc = clock_.last();
+  return batch;
+}
+
+void SyncServer::handle_pull(SessionId id, Session& s, const protocol::PullRequest& m) {
+  uint64_t head = store_.head_seq();
+  if (m.cursor > head) {
+    // The device claims to be ahead of this server (restored from an older backup): refuse rather than skip.
+    send_error(id,
+               Status(ErrorCode::kInvalidArgument, "cursor " + std::to_string(m.cursor) +
+                                                       " is ahead of the server's log (" +
+                                                       std::to_string(head) + ")"),
+               m.request_id);
+    return;
+  }
+  size_t max_changes = m.max_changes == 0 ? tuning::kMaxChangesPerPull
+                                          : std::min<size_t>(m.max_changes, tuning::kMaxChangesPerPull);
+  protocol::ChangeBatch batch = build_batch(s, m.cursor, max_changes, m.request_id);
+  s.sent_cursor = batch.to_cursor;
+  s.live = m.live && !batch.has_more;
+  outgoing_.push_back(Outgoing{id, std::move(batch)});
+}
+
+void SyncServer::wake_live_sessions(SessionId) {
+  uint64_t head = store_.head_seq();
+  for (auto& [id, s] : sessions_) {
+    if (!s.authenticated || !s.live || closing_.count(id) || s.sent_cursor >= head) continue;
+    protocol::ChangeBatch batch = build_batch(s, s.sent_cursor, tuning::kMaxChangesPerPull, 0);
+    bool empty =
+        batch.txns.empty() && batch.conflicts.empty() && batch.records.empty() && batch.purges.empty();
+    if (empty && batch.to_cursor - s.sent_cursor < tuning::kLiveSkipAdvance && !batch.has_more) continue;
+    s.sent_cursor = batch.to_cursor;
+    if (batch.has_more) s.live = false;  // the device pulls the rest itself
+    outgoing_.push_back(Outgoing{id, std::move(batch)});
+  }
+}
+
+// ---- Bootstrap
+// -------------------------------------------------------------------------------------------------
+
+void SyncServer::handle_bootstrap(SessionId id, Session& s, const protocol::BootstrapRequest& m) {
+  CommittedReader reader(store_);
+  uint64_t head = store_.head_seq();
+  PageToken token;
+  uint64_t snapshot = m.snapshot_seq;
+  bool restart = m.snapshot_seq == 0 || m.snapshot_seq > head;
+  if (!restart && !m.page_token.empty()) {
+    std::optional<PageToken> t = decode_token(m.page_token);
+    if (!t) {
+      send_error(id, Status(ErrorCode::kInvalidArgument, "bad bootstrap page token"), m.request_id);
+      return;
+    }
+    token = *t;
+  } else if (!restart) {
+    restart = true;  // a snapshot without a page position: start over
+  }
+  if (restart) {
+    // The snapshot is "every live record now"; changes committed after `snapshot` may already be in the
+    // pages, and the pulls from `snapshot` re-apply them idempotently.
+    snapshot = head;
+    token = PageToken{};
+    RecordKey after;
+    for (;;) {
+      std::vector<RecordState> chunk = store_.scan(after, tuning::kBootstrapPageRecords);
+      if (chunk.empty()) break;
+      for (const RecordState& r : chunk)
+        if (visible(s.principal, r, reader)) token.total++;
+      after = RecordKey{chunk.back().entity, chunk.back().id};
+    }
+  }
+
+  size_t page_size = m.page_size == 0 ? tuning::kBootstrapPageRecords
+                                      : std::min<size_t>(m.page_size, tuning::kBootstrapPageRecords);
+  protocol::BootstrapPage page;
+  page.request_id = m.request_id;
+  page.snapshot_seq = snapshot;
+  page.total_records = token.total;
+  page.records_before = token.sent;
+  size_t scanned = 0;
+  bool end = false;
+  RecordKey after = token.after;
+  while (page.records.size() < page_size && scanned < tuning::kBootstrapScanBudget) {
+    std::vector<RecordState> chunk = store_.scan(after, page_size - page.records.size());
+    if (chunk.empty()) {
+      end = true;
+      break;
+    }
+    scanned += chunk.size();
+    after = RecordKey{chunk.back().entity, chunk.back().id};
+    for (RecordState& r : chunk)
+      if (visible(s.principal, r, reader)) page.records.push_back(std::move(r));
+  }
+  if (!end && store_.scan(after, 1).empty()) end = true;
+  token.sent += page.records.size();
+  token.after = after;
+  page.done = end;
+  if (!end) page.next_page_token = encode_token(token);
+  outgoing_.push_back(Outgoing{id, std::move(page)});
+}
+
+}  // namespace fieldsync

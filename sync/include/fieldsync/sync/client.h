@@ -1,10 +1,10 @@
-// The device side of the sync protocol as a sans-IO state machine: it takes decoded messages, local writes and
-// the time, and produces messages to send and events for the app. The transport (Beast WebSocket in client-core,
-// the simulator's network in tests) and the store are supplied by the caller.
+// The device side of the sync protocol as a sans-IO state machine: it takes decoded messages, local writes
+// and the time, and produces messages to send and events for the app. The transport (Beast WebSocket in
+// client-core, the simulator's network in tests) and the store are supplied by the caller.
 //
-// Durability contract: write() commits the local change and its outbox entry in one store transaction; an outbox
-// entry is removed only when a PushAck says the server applied, rejected or already had it; the cursor advances
-// only in the same store transaction that applied the batch.
+// Durability contract: write() commits the local change and its outbox entry in one store transaction; an
+// outbox entry is removed only when a PushAck says the server applied, rejected or already had it; the cursor
+// advances only in the same store transaction that applied the batch.
 #pragma once
 
 #include <cstdint>
@@ -20,21 +20,22 @@
 namespace fieldsync {
 
 struct ClientConfig {
+  UserId user;  // the signed-in user; stamped on local writes exactly as the server will stamp them
   std::string token;
-  uint32_t pull_max_changes = 0;    // 0: server default
-  uint32_t bootstrap_page_size = 0; // 0: server default
+  uint32_t pull_max_changes = 0;     // 0: server default
+  uint32_t bootstrap_page_size = 0;  // 0: server default
 };
 
 // Something the app may want to know about; client-core turns these into observer callbacks.
 struct ClientEvent {
   enum class Kind : uint8_t {
-    kRecordsChanged = 1,   // records: keys changed by sync (not by the app's own writes)
-    kConflict = 2,         // conflict concerns this user
-    kRejected = 3,         // one of this device's transactions was rolled back; rejection says why
-    kBootstrapProgress = 4,// done / total records
-    kSynced = 5,           // outbox empty and caught up with the server
-    kError = 6,            // session error from the server or local storage; status says which
-    kMustErase = 7,        // device revoked: the app must erase the replica
+    kRecordsChanged = 1,     // records: keys changed by sync (not by the app's own writes)
+    kConflict = 2,           // conflict concerns this user
+    kRejected = 3,           // one of this device's transactions was rolled back; rejection says why
+    kBootstrapProgress = 4,  // done / total records
+    kSynced = 5,             // outbox empty and caught up with the server
+    kError = 6,              // session error from the server or local storage; status says which
+    kMustErase = 7,          // device revoked: the app must erase the replica
   };
   Kind kind;
   std::vector<RecordKey> records;
@@ -49,18 +50,19 @@ class SyncClient {
  public:
   enum class State : uint8_t {
     kDisconnected = 0,
-    kHandshaking = 1,   // Hello sent, waiting for Welcome
-    kBootstrapping = 2, // paging the initial snapshot
-    kSyncing = 3,       // pushing and pulling; live once caught up
-    kStopped = 4,       // a non-retryable error (auth, revoked, protocol); reconnecting will not help
+    kHandshaking = 1,    // Hello sent, waiting for Welcome
+    kBootstrapping = 2,  // paging the initial snapshot
+    kSyncing = 3,        // pushing and pulling; live once caught up
+    kStopped = 4,        // a non-retryable error (auth, revoked, protocol); reconnecting will not help
   };
 
   // Opens the state machine over an existing replica (the node id and HLC come from the store's meta).
   SyncClient(ReplicaStore& store, ClientConfig config);
 
-  // A local write: `changes` carry op, entity, record, field and value; write() fills in node, versions, bases
-  // and the delete's seen list, validates each change against the model, applies them to the replica and appends
-  // the transaction to the outbox, all in one store transaction. Returns the transaction's node_seq.
+  // A local write: `changes` carry op, entity, record, field and value; write() fills in node, versions,
+  // bases and the delete's seen list, validates each change against the model, applies them to the replica
+  // and appends the transaction to the outbox, all in one store transaction. Returns the transaction's
+  // node_seq.
   Result<uint64_t> write(std::vector<Change> changes, int64_t now_ms);
 
   void on_connected(int64_t now_ms);
@@ -92,7 +94,9 @@ class SyncClient {
   void handle(const protocol::Error& m, int64_t now_ms);
   void fail_storage(const Status& s);
   void stop(Status reason);
-  void note_server_hlc(Hlc h, int64_t now_ms, ReplicaTxn& txn);
+  // Applies server record states (rollback or scope entry) and re-applies pending outbox changes on top.
+  void rebase(ReplicaTxn& txn, const std::vector<RecordState>& records, const std::vector<RecordKey>& absent);
+  void save_clock(ReplicaTxn& txn);
 
   ReplicaStore& store_;
   ClientConfig config_;
@@ -106,12 +110,15 @@ class SyncClient {
   uint64_t next_request_id_ = 1;
   // In flight: at most one push and one pull (or bootstrap page request) at a time.
   uint64_t push_request_id_ = 0;
-  uint64_t push_last_seq_ = 0;   // highest node_seq in the push in flight
+  uint64_t push_last_seq_ = 0;  // highest node_seq in the push in flight
   int64_t push_sent_ms_ = 0;
   uint64_t pull_request_id_ = 0;
   int64_t pull_sent_ms_ = 0;
   int64_t last_pull_done_ms_ = 0;
   bool caught_up_ = false;
+  bool repull_ = false;      // a live batch was skipped while a pull was in flight: pull again after it
+  uint64_t cursor_ = 0;      // cached ReplicaMeta::cursor
+  size_t outbox_count_ = 0;  // cached outbox size
 };
 
 // Reconnect delays: exponential from tuning::kReconnectBaseMs to kReconnectCapMs with full jitter.

@@ -6,23 +6,28 @@
 
 namespace fieldsync::tuning {
 
-// --- Clocks -------------------------------------------------------------------------------------------------
-// A remote HLC (or a device clock at handshake) more than this far ahead of the receiver's wall clock is refused
-// with kClockSkew. An hour tolerates phones on a wrong time zone setting and handhelds that drift for weeks
+// --- Clocks
+// ------------------------------------------------------------------------------------------------- A remote
+// HLC (or a device clock at handshake) more than this far ahead of the receiver's wall clock is refused with
+// kClockSkew. An hour tolerates phones on a wrong time zone setting and handhelds that drift for weeks
 // without NTP, while keeping a broken clock from pushing every other writer's last-writer-wins edits into the
 // past for days.
 inline constexpr int64_t kMaxClockSkewMs = 60 * 60 * 1000;
 
-// --- Messages and batches -----------------------------------------------------------------------------------
-// Largest frame either side accepts. A 200-change transaction of 200-byte values is ~60 KiB; 4 MiB leaves room for
-// bootstrap pages and is small enough that a hostile client cannot make the server buffer much per session.
+// --- Messages and batches
+// ----------------------------------------------------------------------------------- Largest frame either
+// side accepts. A 200-change transaction of 200-byte values is ~60 KiB; 4 MiB leaves room for bootstrap pages
+// and is small enough that a hostile client cannot make the server buffer much per session.
 inline constexpr size_t kMaxMessageBytes = 4 * 1024 * 1024;
 // Changes in one client transaction: an order with its lines is ~10-200 changes; 2,000 fits a 150-line order
 // with every field set and still bounds the server's per-transaction work.
 inline constexpr size_t kMaxChangesPerTxn = 2000;
-// Client transactions per push message. Pushing many small transactions together amortises round trips after a
-// long offline period; 64 keeps one push under ~1 MiB for typical edits.
+// Client transactions per push message. Pushing many small transactions together amortises round trips after
+// a long offline period; 64 keeps one push under ~1 MiB for typical edits.
 inline constexpr size_t kMaxTxnsPerPush = 64;
+// Changes per push message (at least one transaction is always sent): with kMaxTxnsPerPush this keeps a push
+// well under kMaxMessageBytes even when transactions are large.
+inline constexpr size_t kMaxChangesPerPush = 4000;
 // Changes per pull batch (a batch always holds whole transactions, so it may exceed this by one transaction).
 // 500 keeps a batch ~100 KiB: a few seconds on 2G, and one SQLite transaction on the device.
 inline constexpr size_t kMaxChangesPerPull = 500;
@@ -36,21 +41,28 @@ inline constexpr size_t kMaxTokenBytes = 4096;
 // Conflict records, purges or record states in one message.
 inline constexpr size_t kMaxRecordsPerMessage = 5000;
 
-// --- Client retry and timers ----------------------------------------------------------------------------------
-// A push or pull without an answer for this long is sent again (the server deduplicates by node sequence).
+// --- Client retry and timers
+// ---------------------------------------------------------------------------------- A push or pull without
+// an answer for this long is sent again (the server deduplicates by node sequence).
 inline constexpr int64_t kRequestTimeoutMs = 15'000;
 // While connected and idle the client pulls at least this often, in case a live notification was lost.
 inline constexpr int64_t kIdlePullIntervalMs = 60'000;
-// Reconnect backoff: doubles from the base to the cap, with full jitter, so a fleet coming back after an outage
-// does not reconnect in lockstep.
+// Reconnect backoff: doubles from the base to the cap, with full jitter, so a fleet coming back after an
+// outage does not reconnect in lockstep.
 inline constexpr int64_t kReconnectBaseMs = 500;
 inline constexpr int64_t kReconnectCapMs = 60'000;
 
-// --- Server ----------------------------------------------------------------------------------------------------
-// Rejected-transaction results are kept so a re-sent rejected transaction gets the same answer; applied results are
-// implied by the node's sequence watermark and need no storage.
-// Transactions a single push may ask the server to apply before it answers; bounds time a session holds the store.
-inline constexpr size_t kMaxPendingLiveBatches = 4;  // live batches queued per session before it falls back to pull
+// --- Server
+// ----------------------------------------------------------------------------------------------------
+// Rejected-transaction results are kept so a re-sent rejected transaction gets the same answer; applied
+// results are implied by the node's sequence watermark and need no storage.
+inline constexpr size_t kMaxPendingLiveBatches =
+    4;  // live batches queued per session before it falls back to pull
+// A live session whose scope a run of commits did not touch is sent an empty batch once the run exceeds this
+// many server transactions, so its next live scan does not start ever further back.
+inline constexpr uint64_t kLiveSkipAdvance = 64;
+// Records a bootstrap page may scan past (out of the user's scope) before it returns a short page.
+inline constexpr size_t kBootstrapScanBudget = 20 * kBootstrapPageRecords;
 // A scheduling conflict is only looked for among this many of an owner's events around the changed one.
 inline constexpr size_t kMaxOverlapScan = 1000;
 
