@@ -14,7 +14,8 @@ constexpr bool kNull = true;
 constexpr bool kNotNull = false;
 
 constexpr std::string_view kSegments[] = {"a", "b", "c"};
-constexpr std::string_view kVisitOutcomes[] = {"order_taken", "follow_up", "no_interest", "not_available", "other"};
+constexpr std::string_view kVisitOutcomes[] = {"order_taken", "follow_up", "no_interest", "not_available",
+                                               "other"};
 constexpr std::string_view kOrderStatuses[] = {"draft", "submitted", "approved", "fulfilled", "cancelled"};
 constexpr std::string_view kOrderLocked[] = {"approved", "fulfilled", "cancelled"};
 constexpr std::string_view kEventStatuses[] = {"scheduled", "done", "cancelled"};
@@ -114,9 +115,9 @@ constexpr FieldDef kOpportunityFields[] = {
 };
 
 constexpr Transition kOrderTransitions[] = {
-    {"draft", "submitted", Role::kRep},         {"draft", "cancelled", Role::kRep},
-    {"submitted", "draft", Role::kRep},         {"submitted", "cancelled", Role::kRep},
-    {"submitted", "approved", Role::kManager},  {"approved", "fulfilled", Role::kHeadOffice},
+    {"draft", "submitted", Role::kRep},           {"draft", "cancelled", Role::kRep},
+    {"submitted", "draft", Role::kRep},           {"submitted", "cancelled", Role::kRep},
+    {"submitted", "approved", Role::kManager},    {"approved", "fulfilled", Role::kHeadOffice},
     {"approved", "cancelled", Role::kHeadOffice},
 };
 
@@ -129,17 +130,17 @@ constexpr Transition kEventTransitions[] = {
 // Reps move open opportunities freely (deals do go back a stage) and close them; reopening a closed deal is a
 // manager's call.
 constexpr Transition kStageTransitions[] = {
-    {"prospect", "qualified", Role::kRep},       {"prospect", "proposal", Role::kRep},
-    {"prospect", "negotiation", Role::kRep},     {"qualified", "prospect", Role::kRep},
-    {"qualified", "proposal", Role::kRep},       {"qualified", "negotiation", Role::kRep},
-    {"proposal", "prospect", Role::kRep},        {"proposal", "qualified", Role::kRep},
-    {"proposal", "negotiation", Role::kRep},     {"negotiation", "prospect", Role::kRep},
-    {"negotiation", "qualified", Role::kRep},    {"negotiation", "proposal", Role::kRep},
-    {"prospect", "won", Role::kRep},             {"prospect", "lost", Role::kRep},
-    {"qualified", "won", Role::kRep},            {"qualified", "lost", Role::kRep},
-    {"proposal", "won", Role::kRep},             {"proposal", "lost", Role::kRep},
-    {"negotiation", "won", Role::kRep},          {"negotiation", "lost", Role::kRep},
-    {"won", "negotiation", Role::kManager},      {"lost", "negotiation", Role::kManager},
+    {"prospect", "qualified", Role::kRep},    {"prospect", "proposal", Role::kRep},
+    {"prospect", "negotiation", Role::kRep},  {"qualified", "prospect", Role::kRep},
+    {"qualified", "proposal", Role::kRep},    {"qualified", "negotiation", Role::kRep},
+    {"proposal", "prospect", Role::kRep},     {"proposal", "qualified", Role::kRep},
+    {"proposal", "negotiation", Role::kRep},  {"negotiation", "prospect", Role::kRep},
+    {"negotiation", "qualified", Role::kRep}, {"negotiation", "proposal", Role::kRep},
+    {"prospect", "won", Role::kRep},          {"prospect", "lost", Role::kRep},
+    {"qualified", "won", Role::kRep},         {"qualified", "lost", Role::kRep},
+    {"proposal", "won", Role::kRep},          {"proposal", "lost", Role::kRep},
+    {"negotiation", "won", Role::kRep},       {"negotiation", "lost", Role::kRep},
+    {"won", "negotiation", Role::kManager},   {"lost", "negotiation", Role::kManager},
 };
 
 constexpr EntityDef kEntities[] = {
@@ -148,13 +149,38 @@ constexpr EntityDef kEntities[] = {
     {EntityId::kProduct, "product", kProductFields, {ScopeKind::kGlobal}, true, false},
     {EntityId::kPriceListEntry, "price_list_entry", kPriceListEntryFields, {ScopeKind::kGlobal}, true, true},
     {EntityId::kVisit, "visit", kVisitFields, {ScopeKind::kParent, 1, EntityId::kAccount}, false, false},
-    {EntityId::kOrder, "order", kOrderFields, {ScopeKind::kParent, 1, EntityId::kAccount}, false, false,
-     fields::kOrderStatus, kOrderTransitions, kOrderLocked, EntityId::kOrderLine},
-    {EntityId::kOrderLine, "order_line", kOrderLineFields, {ScopeKind::kParent, 1, EntityId::kOrder}, false, true},
-    {EntityId::kCalendarEvent, "calendar_event", kCalendarEventFields, {ScopeKind::kOwner, 1}, false, false,
-     fields::kEventStatus, kEventTransitions},
-    {EntityId::kOpportunity, "opportunity", kOpportunityFields, {ScopeKind::kParent, 1, EntityId::kAccount}, false,
-     false, fields::kOpportunityStage, kStageTransitions},
+    {EntityId::kOrder,
+     "order",
+     kOrderFields,
+     {ScopeKind::kParent, 1, EntityId::kAccount},
+     false,
+     false,
+     fields::kOrderStatus,
+     kOrderTransitions,
+     kOrderLocked,
+     EntityId::kOrderLine},
+    {EntityId::kOrderLine,
+     "order_line",
+     kOrderLineFields,
+     {ScopeKind::kParent, 1, EntityId::kOrder},
+     false,
+     true},
+    {EntityId::kCalendarEvent,
+     "calendar_event",
+     kCalendarEventFields,
+     {ScopeKind::kOwner, 1},
+     false,
+     false,
+     fields::kEventStatus,
+     kEventTransitions},
+    {EntityId::kOpportunity,
+     "opportunity",
+     kOpportunityFields,
+     {ScopeKind::kParent, 1, EntityId::kAccount},
+     false,
+     false,
+     fields::kOpportunityStage,
+     kStageTransitions},
 };
 
 }  // namespace
@@ -171,7 +197,9 @@ const FieldDef* EntityDef::field(std::string_view field_name) const {
   return nullptr;
 }
 
-std::span<const EntityDef> entities() { return kEntities; }
+std::span<const EntityDef> entities() {
+  return kEntities;
+}
 
 const EntityDef* entity(EntityId id) {
   for (const auto& e : kEntities)
@@ -200,33 +228,48 @@ std::optional<Role> transition_role(const EntityDef& e, std::string_view from, s
 
 std::string_view to_string(FieldType t) {
   switch (t) {
-    case kText: return "text";
-    case kInt: return "int";
-    case kReal: return "real";
-    case kBool: return "bool";
-    case kTimestamp: return "timestamp";
-    case kId: return "id";
-    case kEnum: return "enum";
-    case kUserId: return "user_id";
+    case kText:
+      return "text";
+    case kInt:
+      return "int";
+    case kReal:
+      return "real";
+    case kBool:
+      return "bool";
+    case kTimestamp:
+      return "timestamp";
+    case kId:
+      return "id";
+    case kEnum:
+      return "enum";
+    case kUserId:
+      return "user_id";
   }
   return "?";
 }
 
 std::string_view to_string(MergePolicy p) {
   switch (p) {
-    case kLastWriterWins: return "last_writer_wins";
-    case kServerOwned: return "server_owned";
-    case kImmutable: return "immutable";
-    case kAppendText: return "append_text";
+    case kLastWriterWins:
+      return "last_writer_wins";
+    case kServerOwned:
+      return "server_owned";
+    case kImmutable:
+      return "immutable";
+    case kAppendText:
+      return "append_text";
   }
   return "?";
 }
 
 std::string_view to_string(Role r) {
   switch (r) {
-    case Role::kRep: return "rep";
-    case Role::kManager: return "manager";
-    case Role::kHeadOffice: return "head_office";
+    case Role::kRep:
+      return "rep";
+    case Role::kManager:
+      return "manager";
+    case Role::kHeadOffice:
+      return "head_office";
   }
   return "?";
 }

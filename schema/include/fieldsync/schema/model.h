@@ -1,11 +1,12 @@
 // The entity model of fieldsync, defined once.
 //
-// Every table, field, type, nullability rule, merge policy and scope rule of the CRM lives in one constant table
-// (schema/src/model.cc). SQL DDL (ddl.h), change validation (sync/rules.h) and the wire encoding (codec.h) are all
-// derived from it on both the device and the server; nothing else may restate it.
+// Every table, field, type, nullability rule, merge policy and scope rule of the CRM lives in one constant
+// table (schema/src/model.cc). SQL DDL (ddl.h), change validation (sync/rules.h) and the wire encoding
+// (codec.h) are all derived from it on both the device and the server; nothing else may restate it.
 //
-// Evolution rules: entity ids and field ids are wire identifiers. They are only ever appended, never renumbered or
-// reused; a removed field keeps its id reserved. Bump kSchemaVersion on every change and describe it in the history.
+// Evolution rules: entity ids and field ids are wire identifiers. They are only ever appended, never
+// renumbered or reused; a removed field keeps its id reserved. Bump kSchemaVersion on every change and
+// describe it in the history.
 #pragma once
 
 #include <cstdint>
@@ -38,8 +39,8 @@ enum class Role : uint8_t { kRep = 0, kManager = 1, kHeadOffice = 2 };
 
 enum class FieldType : uint8_t {
   kText = 1,
-  kInt = 2,        // 64-bit signed; money is always integer cents
-  kReal = 3,       // coordinates only; never money
+  kInt = 2,   // 64-bit signed; money is always integer cents
+  kReal = 3,  // coordinates only; never money
   kBool = 4,
   kTimestamp = 5,  // milliseconds since the Unix epoch, UTC
   kId = 6,         // a record id (UUIDv7 text) of the entity named by FieldDef::ref
@@ -55,7 +56,8 @@ enum class MergePolicy : uint8_t {
   kServerOwned = 2,
   // Set in the transaction that creates the record, never changed afterwards.
   kImmutable = 3,
-  // Text that only grows: each write appends a fragment; concurrent fragments are all kept, ordered by version.
+  // Text that only grows: each write appends a fragment; concurrent fragments are all kept, ordered by
+  // version.
   kAppendText = 4,
 };
 
@@ -79,12 +81,12 @@ struct FieldDef {
   FieldType type;
   bool nullable;
   MergePolicy policy;
-  EntityId ref = EntityId::kNone;               // for kId fields
+  EntityId ref = EntityId::kNone;                      // for kId fields
   std::span<const std::string_view> enum_values = {};  // for kEnum fields
-  int64_t max_length = 0;                       // for text: maximum bytes; 0 means the global default
+  int64_t max_length = 0;                              // for text: maximum bytes; 0 means the global default
   // Who may change the field once the record exists (the creator may always set it in the creating
-  // transaction, within their scope). Example: a rep files a new account in their own territory, but only head
-  // office moves an account to another territory.
+  // transaction, within their scope). Example: a rep files a new account in their own territory, but only
+  // head office moves an account to another territory.
   Role update_role = Role::kRep;
 };
 
@@ -100,8 +102,8 @@ struct EntityDef {
   std::string_view name;  // also the SQL table name and the JSON key
   std::span<const FieldDef> fields;
   ScopeRule scope;
-  bool head_office_only;  // only head office creates or changes records of this entity
-  bool deletable;         // reps may delete (tombstone) records; others use a status field instead
+  bool head_office_only;      // only head office creates or changes records of this entity
+  bool deletable;             // reps may delete (tombstone) records; others use a status field instead
   uint16_t status_field = 0;  // field whose changes must follow `transitions`; 0 if none
   std::span<const Transition> transitions = {};
   // Values of status_field in which the record (and its children, see locks_children) is frozen.

@@ -18,7 +18,8 @@ using NodeId = uint64_t;  // random 64-bit id of a device (or of the server), re
 using UserId = std::string;
 using schema::EntityId;
 
-// The version of a field value: who wrote it and when, totally ordered by (hlc, node). Zero means "never written".
+// The version of a field value: who wrote it and when, totally ordered by (hlc, node). Zero means "never
+// written".
 struct Version {
   Hlc hlc = 0;
   NodeId node = 0;
@@ -43,10 +44,10 @@ struct Change {
   ChangeOp op = ChangeOp::kSet;
   EntityId entity = EntityId::kNone;
   RecordId record;
-  uint16_t field = 0;  // 0 for kCreate and kDelete
-  Value value;         // kSet: the new value; kAppend: the fragment (text)
-  Version version;     // this change's own version (each change gets its own HLC tick)
-  Version base;        // kSet: the field version the writer had seen when it wrote (zero if none)
+  uint16_t field = 0;              // 0 for kCreate and kDelete
+  Value value;                     // kSet: the new value; kAppend: the fragment (text)
+  Version version;                 // this change's own version (each change gets its own HLC tick)
+  Version base;                    // kSet: the field version the writer had seen when it wrote (zero if none)
   std::vector<FieldVersion> seen;  // kDelete: every field version the deleter had seen
 
   friend bool operator==(const Change&, const Change&) = default;
@@ -84,7 +85,7 @@ struct FieldState {
   uint16_t field = 0;
   Value value;  // for kAppendText: the fragments joined in version order (derived, kept for reads)
   Version version;
-  UserId user;  // who wrote `version`
+  UserId user;                      // who wrote `version`
   std::vector<Fragment> fragments;  // kAppendText only, sorted by version, no duplicates
   friend bool operator==(const FieldState&, const FieldState&) = default;
 };
@@ -93,7 +94,7 @@ struct FieldState {
 struct RecordState {
   EntityId entity = EntityId::kNone;
   RecordId id;
-  Version created;               // version of the kCreate change; zero if only updates were seen so far
+  Version created;  // version of the kCreate change; zero if only updates were seen so far
   bool deleted = false;
   Version deleted_version;
   UserId deleted_by;
@@ -126,7 +127,8 @@ struct ConflictSide {
   friend bool operator==(const ConflictSide&, const ConflictSide&) = default;
 };
 
-// One entry of the conflict log: a value that did not survive (or an overlap), with both origins and the rule.
+// One entry of the conflict log: a value that did not survive (or an overlap), with both origins and the
+// rule.
 struct ConflictRecord {
   uint64_t server_seq = 0;  // the commit that detected it; 0 until committed
   ConflictKind kind = ConflictKind::kConcurrentWrite;

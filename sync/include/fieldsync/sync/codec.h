@@ -1,5 +1,6 @@
-// FlatBuffers encoding of protocol messages. decode() runs the FlatBuffers verifier and then checks every field
-// against the entity model and the limits in tuning.h before producing a value: no unverified byte is read.
+// FlatBuffers encoding of protocol messages. decode() runs the FlatBuffers verifier and then checks every
+// field against the entity model and the limits in tuning.h before producing a value: no unverified byte is
+// read.
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,6 @@
-// In-memory implementations of the store interfaces, for the simulator and tests. "Durable" here means: survives
-// the destruction of the SyncClient / SyncServer that used it (the simulator's crash), not the process.
+// In-memory implementations of the store interfaces, for the simulator and tests. "Durable" here means:
+// survives the destruction of the SyncClient / SyncServer that used it (the simulator's crash), not the
+// process.
 #pragma once
 
 #include <map>

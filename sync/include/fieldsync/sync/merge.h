@@ -1,14 +1,17 @@
 // Field-level merge: pure, deterministic, idempotent and order-independent.
 //
 // Rules (docs/DESIGN.md has examples):
-//  - kSet on kLastWriterWins / kServerOwned / kImmutable fields: the higher Version wins. If the loser was written
+//  - kSet on kLastWriterWins / kServerOwned / kImmutable fields: the higher Version wins. If the loser was
+//  written
 //    without seeing the winner (its base is not the winner's version) and by another node, a kConcurrentWrite
 //    conflict records the losing value.
-//  - kAppend: the fragment joins the field's fragment set; the value is all fragments in version order joined by
+//  - kAppend: the fragment joins the field's fragment set; the value is all fragments in version order joined
+//  by
 //    "\n". Nothing is lost, so no conflict.
-//  - kDelete: the record becomes a tombstone forever (delete wins). Every field value the deleter had not seen
-//    (not in Change::seen) is recorded as a kDeleteWins conflict; a later write to the tombstone is discarded and
-//    recorded the same way, so the log is the same whichever arrives first.
+//  - kDelete: the record becomes a tombstone forever (delete wins). Every field value the deleter had not
+//  seen
+//    (not in Change::seen) is recorded as a kDeleteWins conflict; a later write to the tombstone is discarded
+//    and recorded the same way, so the log is the same whichever arrives first.
 //  - kCreate: marks the record as created (Version of the create); merging it twice is a no-op.
 #pragma once
 
@@ -18,14 +21,14 @@
 
 namespace fieldsync {
 
-// Merges one change written by `user` into `rec` (which must be the record the change names; a fresh RecordState
-// with entity and id set stands for "never seen"). Conflicts found are appended to `conflicts` when it is not
-// null: the server keeps the log, devices pass null. Returns true if `rec` changed.
+// Merges one change written by `user` into `rec` (which must be the record the change names; a fresh
+// RecordState with entity and id set stands for "never seen"). Conflicts found are appended to `conflicts`
+// when it is not null: the server keeps the log, devices pass null. Returns true if `rec` changed.
 bool merge_change(RecordState& rec, const Change& change, const UserId& user,
                   std::vector<ConflictRecord>* conflicts);
 
-// Merges a full record state from the server (bootstrap page, rollback, scope entry) into a local one, field by
-// field with the same rules; no conflicts are produced. Returns true if `local` changed.
+// Merges a full record state from the server (bootstrap page, rollback, scope entry) into a local one, field
+// by field with the same rules; no conflicts are produced. Returns true if `local` changed.
 bool merge_record(RecordState& local, const RecordState& remote);
 
 // The text of an append-only field: fragments in version order joined by "\n".
@@ -37,7 +40,7 @@ namespace fieldsync::testing {
 // Deliberate merge bugs, for the simulator's mutation test only: proves the convergence checker can fail.
 enum class MergeFault : uint8_t {
   kNone = 0,
-  kArrivalOrderWins = 1,  // kSet ignores versions: whatever arrives last wins (diverges across replicas)
+  kArrivalOrderWins = 1,      // kSet ignores versions: whatever arrives last wins (diverges across replicas)
   kDropConcurrentAppend = 2,  // kAppend keeps only the newest fragment (loses notes)
 };
 void set_merge_fault(MergeFault fault);

@@ -12,7 +12,8 @@
 namespace fieldsync::protocol {
 
 // Protocol version history (bump on any change to the exchange or to schema/fbs/fieldsync.fbs):
-//   1: handshake, push/ack with per-transaction results, cursor pulls in whole-transaction batches, live batches,
+//   1: handshake, push/ack with per-transaction results, cursor pulls in whole-transaction batches, live
+//   batches,
 //      paged bootstrap with totals, typed errors.
 inline constexpr uint32_t kProtocolVersion = 1;
 // The oldest client protocol the server still speaks.
@@ -23,8 +24,8 @@ struct Hello {
   uint32_t protocol_version = kProtocolVersion;
   uint32_t schema_version = 0;
   NodeId node = 0;
-  std::string token;        // signed device token (issue 4); the simulator uses plain user tokens
-  uint64_t cursor = 0;      // server_seq the device has applied up to (0: needs bootstrap)
+  std::string token;    // signed device token (issue 4); the simulator uses plain user tokens
+  uint64_t cursor = 0;  // server_seq the device has applied up to (0: needs bootstrap)
   int64_t client_time_ms = 0;
   Hlc client_hlc = 0;
 
@@ -92,7 +93,7 @@ struct PullRequest {
 struct ChangeBatch {
   uint64_t request_id = 0;  // 0 for live batches
   uint64_t from_cursor = 0;
-  uint64_t to_cursor = 0;   // the cursor to store once this batch is applied
+  uint64_t to_cursor = 0;  // the cursor to store once this batch is applied
   bool has_more = false;
   std::vector<ServerTxn> txns;
   std::vector<ConflictRecord> conflicts;  // conflicts concerning the receiver, committed in (from, to]

@@ -1,5 +1,6 @@
-// Record ids: UUIDv7 (RFC 9562), generated on the device so records can be created offline. They sort by creation
-// time, which keeps SQLite's B-tree appends local (measured ~8x faster inserts than random UUIDv4 keys).
+// Record ids: UUIDv7 (RFC 9562), generated on the device so records can be created offline. They sort by
+// creation time, which keeps SQLite's B-tree appends local (measured ~8x faster inserts than random UUIDv4
+// keys).
 #pragma once
 
 #include <compare>

@@ -19,13 +19,14 @@ Status validate_txn(const ClientTxn& txn);
 // What the server needs beyond point reads: the owner's events that overlap [start_ms, end_ms).
 class CentralReader : public RecordReader {
  public:
-  virtual std::vector<RecordState> events_overlapping(const UserId& owner, int64_t start_ms, int64_t end_ms) = 0;
+  virtual std::vector<RecordState> events_overlapping(const UserId& owner, int64_t start_ms,
+                                                      int64_t end_ms) = 0;
 };
 
 struct TxnApplication {
-  std::vector<RecordState> records;        // new states of every record the txn touched, to be saved
-  std::vector<Change> effective;           // changes that altered state, for the change log
-  std::vector<ConflictRecord> conflicts;   // concurrency and scheduling conflicts found
+  std::vector<RecordState> records;       // new states of every record the txn touched, to be saved
+  std::vector<Change> effective;          // changes that altered state, for the change log
+  std::vector<ConflictRecord> conflicts;  // concurrency and scheduling conflicts found
 };
 
 // Applies `txn`, written by `who`, on top of the states `reader` returns, without writing anything.

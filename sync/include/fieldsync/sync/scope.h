@@ -17,10 +17,10 @@ class RecordReader {
 
 struct ScopeKey {
   enum class Kind : uint8_t {
-    kGlobal = 1,     // catalogue data: everyone
-    kTerritory = 2,  // value: territory id
-    kOwner = 3,      // value: user id
-    kUnresolved = 4, // a parent is missing or has no scope field yet: only head office
+    kGlobal = 1,      // catalogue data: everyone
+    kTerritory = 2,   // value: territory id
+    kOwner = 3,       // value: user id
+    kUnresolved = 4,  // a parent is missing or has no scope field yet: only head office
   };
   Kind kind = Kind::kUnresolved;
   std::string value;

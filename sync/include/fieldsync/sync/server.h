@@ -1,7 +1,7 @@
 // The server side of the sync protocol as a sans-IO state machine over a CentralStore: sessions come and go,
-// messages arrive, and it answers, applying pushes (with dedupe by node sequence), serving pulls and bootstraps
-// filtered by scope, and waking live sessions whose scope a commit touched. The Beast server (server/) and the
-// simulator drive it.
+// messages arrive, and it answers, applying pushes (with dedupe by node sequence), serving pulls and
+// bootstraps filtered by scope, and waking live sessions whose scope a commit touched. The Beast server
+// (server/) and the simulator drive it.
 #pragma once
 
 #include <cstdint>
@@ -55,8 +55,8 @@ class SyncServer {
     bool authenticated = false;
     Principal principal;
     NodeId node = 0;
-    bool live = false;          // caught up and wants live batches
-    uint64_t sent_cursor = 0;   // highest server_seq already sent to it
+    bool live = false;         // caught up and wants live batches
+    uint64_t sent_cursor = 0;  // highest server_seq already sent to it
   };
 
   void handle_hello(SessionId id, Session& s, const protocol::Hello& m, int64_t now_ms);

@@ -1,7 +1,7 @@
 // Typed errors shared by the device, the server and the wire.
 //
-// Operating errors (bad input, auth, storage, network) are values of Status or Result<T>; broken invariants are
-// assertions. ErrorCode values travel on the wire (schema/fbs/fieldsync.fbs mirrors them): append only.
+// Operating errors (bad input, auth, storage, network) are values of Status or Result<T>; broken invariants
+// are assertions. ErrorCode values travel on the wire (schema/fbs/fieldsync.fbs mirrors them): append only.
 #pragma once
 
 #include <cstdint>
@@ -16,43 +16,43 @@ namespace fieldsync {
 enum class ErrorCode : uint16_t {
   kOk = 0,
   // Protocol and framing.
-  kMalformedMessage = 1,      // frame failed verification or decoding
-  kUnsupportedProtocol = 2,   // protocol version not spoken by the peer
-  kUnsupportedSchema = 3,     // schema version newer than the peer knows
+  kMalformedMessage = 1,     // frame failed verification or decoding
+  kUnsupportedProtocol = 2,  // protocol version not spoken by the peer
+  kUnsupportedSchema = 3,    // schema version newer than the peer knows
   kMessageTooLarge = 4,
-  kTooManyChanges = 5,        // a batch or transaction over the limits in tuning.h
-  kUnexpectedMessage = 6,     // a message not valid in the current session state
-  kSequenceGap = 7,           // a node's transactions arrived with a hole; resend from the reported sequence
+  kTooManyChanges = 5,     // a batch or transaction over the limits in tuning.h
+  kUnexpectedMessage = 6,  // a message not valid in the current session state
+  kSequenceGap = 7,        // a node's transactions arrived with a hole; resend from the reported sequence
   kRateLimited = 8,
   // Authentication.
-  kAuthFailed = 20,           // never says whether the user, password or device was wrong
+  kAuthFailed = 20,  // never says whether the user, password or device was wrong
   kTokenExpired = 21,
-  kDeviceRevoked = 22,        // the device must erase its local replica
-  kClockSkew = 23,            // the device clock is further from the server's than kMaxClockSkewMs
+  kDeviceRevoked = 22,  // the device must erase its local replica
+  kClockSkew = 23,      // the device clock is further from the server's than kMaxClockSkewMs
   // Validation of a change or transaction; the whole transaction is rejected.
   kUnknownEntity = 40,
   kUnknownField = 41,
   kTypeMismatch = 42,
   kNullViolation = 43,
-  kValueInvalid = 44,         // enum value, length, range
+  kValueInvalid = 44,  // enum value, length, range
   kImmutableField = 45,
   kServerOwnedField = 46,
   kInvalidTransition = 47,
-  kOrderLocked = 48,          // the order (or its parent order) is approved, fulfilled or cancelled
-  kDuplicateId = 49,          // a create for an id that already exists
-  kRecordNotFound = 50,       // an update of a record that does not exist
-  kRecordDeleted = 51,        // an update of a tombstoned record by a writer who saw the delete
-  kOutOfScope = 52,           // a record outside the writer's scope, or a scope move the writer may not make
+  kOrderLocked = 48,     // the order (or its parent order) is approved, fulfilled or cancelled
+  kDuplicateId = 49,     // a create for an id that already exists
+  kRecordNotFound = 50,  // an update of a record that does not exist
+  kRecordDeleted = 51,   // an update of a tombstoned record by a writer who saw the delete
+  kOutOfScope = 52,      // a record outside the writer's scope, or a scope move the writer may not make
   kNotDeletable = 53,
-  kPermissionDenied = 54,     // the writer's role may not make this change
-  kMissingField = 55,         // a create without a required field
+  kPermissionDenied = 54,  // the writer's role may not make this change
+  kMissingField = 55,      // a create without a required field
   // Storage.
   kStorageFull = 70,
   kStorageCorrupt = 71,
   kStorageLocked = 72,
   kStorageReadOnly = 73,
   kStorageIo = 74,
-  kSchemaTooNew = 75,         // a replica written by a newer library
+  kSchemaTooNew = 75,  // a replica written by a newer library
   // Generic.
   kInvalidArgument = 90,
   kInternal = 99,

@@ -1,9 +1,9 @@
 // Storage seen by the sync state machines. The device's replica (client-core's SQLite file) and the server's
-// central store (embedded SQLite, later PostgreSQL) implement these; memory_store.h has in-memory versions for the
-// simulator and tests. Nothing engine-specific crosses these interfaces.
+// central store (embedded SQLite, later PostgreSQL) implement these; memory_store.h has in-memory versions
+// for the simulator and tests. Nothing engine-specific crosses these interfaces.
 //
-// Every method of a *Txn object runs inside one atomic unit of work: commit() makes all of it durable at once, and
-// destroying the object without commit() discards all of it.
+// Every method of a *Txn object runs inside one atomic unit of work: commit() makes all of it durable at
+// once, and destroying the object without commit() discards all of it.
 #pragma once
 
 #include <memory>
@@ -17,14 +17,15 @@
 
 namespace fieldsync {
 
-// ---- Device side --------------------------------------------------------------------------------------------
+// ---- Device side
+// --------------------------------------------------------------------------------------------
 
 // Durable sync state of a replica, stored in the same file as the data.
 struct ReplicaMeta {
   NodeId node = 0;
-  Hlc hlc = 0;                  // last HLC issued or received
-  uint64_t next_node_seq = 1;   // node_seq of the next local transaction
-  uint64_t cursor = 0;          // server_seq applied up to; 0 with bootstrap_done=false: never synced
+  Hlc hlc = 0;                 // last HLC issued or received
+  uint64_t next_node_seq = 1;  // node_seq of the next local transaction
+  uint64_t cursor = 0;         // server_seq applied up to; 0 with bootstrap_done=false: never synced
   bool bootstrap_done = false;
   uint64_t bootstrap_snapshot_seq = 0;  // bootstrap in progress: the snapshot being paged
   std::string bootstrap_page_token;     // ...and the next page to ask for
@@ -46,7 +47,8 @@ class ReplicaTxn : public RecordReader {
  public:
   // RecordReader::load returns the local (optimistic) state: server state plus pending local changes.
   virtual void save(const RecordState& record) = 0;
-  virtual void erase(EntityId entity, const RecordId& id) = 0;  // purge without tombstone (left scope, rollback)
+  virtual void erase(EntityId entity,
+                     const RecordId& id) = 0;  // purge without tombstone (left scope, rollback)
 
   virtual void outbox_append(const ClientTxn& txn) = 0;
   virtual std::vector<ClientTxn> outbox_peek(size_t max_txns) = 0;  // oldest first
@@ -68,7 +70,8 @@ class ReplicaStore {
   virtual std::unique_ptr<ReplicaTxn> begin() = 0;
 };
 
-// ---- Server side --------------------------------------------------------------------------------------------
+// ---- Server side
+// --------------------------------------------------------------------------------------------
 
 struct NodeState {
   NodeId node = 0;
@@ -107,8 +110,8 @@ class CentralStore {
 
   // Read side (consistent with every committed transaction).
   virtual uint64_t head_seq() = 0;
-  // Committed transactions with server_seq > after, in order, until their changes total at least max_changes or
-  // the log ends.
+  // Committed transactions with server_seq > after, in order, until their changes total at least max_changes
+  // or the log ends.
   virtual std::vector<ServerTxn> read_log(uint64_t after, size_t max_changes) = 0;
   virtual std::vector<ConflictRecord> read_conflicts(uint64_t after, uint64_t up_to) = 0;
   virtual std::optional<RecordState> load(EntityId entity, const RecordId& id) = 0;
