@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Configures and builds one flavour of fieldsync. Usage: scripts/build.sh [release|asan] [cmake --build args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+flavour=${1:-release}
+shift || true
+case "$flavour" in
+  release) dir=build; opts=(-DCMAKE_BUILD_TYPE=Release) ;;
+  # -O1 keeps sanitizer builds fast enough for the full suite; benches are measured in Release only.
+  asan) dir=build-asan; opts=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g"
+                              -DFIELDSYNC_SANITIZE=ON -DFIELDSYNC_BUILD_BENCH=OFF) ;;
+  *) echo "usage: scripts/build.sh [release|asan] [cmake --build args...]" >&2; exit 2 ;;
+esac
+generator=()
+command -v ninja >/dev/null && generator=(-G Ninja)
+if [ ! -f "$dir/CMakeCache.txt" ]; then
+  cmake -S . -B "$dir" "${generator[@]}" "${opts[@]}" >/dev/null
+fi
+cmake --build "$dir" -j"$(nproc)" "$@"

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The README's test command: installs what is missing, builds, runs every test in Release, then again under
+# AddressSanitizer + UndefinedBehaviorSanitizer. Set FIELDSYNC_SKIP_ASAN=1 to skip the second pass locally.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh
+
+echo "== format check"
+./scripts/check-format.sh
+
+echo "== release build"
+./scripts/build.sh release
+echo "== release tests"
+ctest --test-dir build --output-on-failure -j"$(nproc)" --timeout 600
+
+if [ "${FIELDSYNC_SKIP_ASAN:-0}" != "1" ]; then
+  echo "== asan+ubsan build"
+  ./scripts/build.sh asan
+  echo "== asan+ubsan tests"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir build-asan --output-on-failure -j"$(nproc)" --timeout 900
+fi
