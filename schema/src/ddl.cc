@@ -1,1 +1,109 @@
-// placeholder
+#include "fieldsync/schema/ddl.h"
+
+#include <cstdlib>
+#include <string_view>
+
+namespace fieldsync::schema {
+namespace {
+
+// Identifiers come from the model, which uses lowercase snake_case names, but some of them are SQL keywords
+// ("order"), so every table, column and index name is quoted.
+std::string quoted(std::string_view name) {
+  std::string q;
+  q.reserve(name.size() + 2);
+  q += '"';
+  for (char c : name) {
+    if (c == '"') q += '"';  // SQL doubles a quote inside a quoted identifier
+    q += c;
+  }
+  q += '"';
+  return q;
+}
+
+bool needs_index(const EntityDef& e, const FieldDef& f) {
+  if (f.type == FieldType::kId || f.type == FieldType::kUserId) return true;
+  return e.scope.kind == ScopeKind::kTerritory && e.scope.field == f.id;
+}
+
+// Depth-first: every entity this one refers to (kId fields, scope parent) is emitted before it. The model has
+// no reference cycles; `state` guards against one anyway so a mistaken model cannot recurse forever.
+enum class Visit : uint8_t { kNew, kInProgress, kDone };
+
+void append_entity(const EntityDef& e, std::span<const EntityDef> all, std::vector<Visit>& state,
+                   std::vector<std::string>& out) {
+  const size_t index = static_cast<size_t>(&e - all.data());
+  if (state[index] != Visit::kNew) return;
+  state[index] = Visit::kInProgress;
+  auto visit_ref = [&](EntityId ref) {
+    if (ref == EntityId::kNone || ref == e.id) return;
+    if (const EntityDef* r = entity(ref)) append_entity(*r, all, state, out);
+  };
+  visit_ref(e.scope.parent);
+  for (const FieldDef& f : e.fields) visit_ref(f.ref);
+  state[index] = Visit::kDone;
+  out.push_back(create_table_sql(e));
+  for (std::string& sql : create_index_sql(e)) out.push_back(std::move(sql));
+}
+
+}  // namespace
+
+std::string_view sqlite_type(FieldType t) {
+  switch (t) {
+    case FieldType::kText:
+    case FieldType::kId:
+    case FieldType::kEnum:
+    case FieldType::kUserId:
+      return "TEXT";
+    case FieldType::kInt:
+    case FieldType::kBool:
+    case FieldType::kTimestamp:
+      return "INTEGER";
+    case FieldType::kReal:
+      return "REAL";
+  }
+  std::abort();  // every FieldType is handled above
+}
+
+std::string create_table_sql(const EntityDef& e) {
+  std::string sql = "CREATE TABLE IF NOT EXISTS ";
+  sql += quoted(e.name);
+  sql += " (id TEXT PRIMARY KEY";
+  for (const FieldDef& f : e.fields) {
+    sql += ", ";
+    sql += quoted(f.name);
+    sql += ' ';
+    sql += sqlite_type(f.type);
+  }
+  sql += ", _deleted INTEGER NOT NULL DEFAULT 0, _meta BLOB)";
+  return sql;
+}
+
+std::vector<std::string> create_index_sql(const EntityDef& e) {
+  std::vector<std::string> out;
+  for (const FieldDef& f : e.fields) {
+    if (!needs_index(e, f)) continue;
+    std::string name = "idx_";
+    name += e.name;
+    name += '_';
+    name += f.name;
+    std::string sql = "CREATE INDEX IF NOT EXISTS ";
+    sql += quoted(name);
+    sql += " ON ";
+    sql += quoted(e.name);
+    sql += " (";
+    sql += quoted(f.name);
+    sql += ')';
+    out.push_back(std::move(sql));
+  }
+  return out;
+}
+
+std::vector<std::string> all_ddl() {
+  const std::span<const EntityDef> all = entities();
+  std::vector<Visit> state(all.size(), Visit::kNew);
+  std::vector<std::string> out;
+  for (const EntityDef& e : all) append_entity(e, all, state, out);
+  return out;
+}
+
+}  // namespace fieldsync::schema
