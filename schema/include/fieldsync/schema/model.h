@@ -102,8 +102,8 @@ struct EntityDef {
   std::string_view name;  // also the SQL table name and the JSON key
   std::span<const FieldDef> fields;
   ScopeRule scope;
-  bool head_office_only;      // only head office creates or changes records of this entity
-  bool deletable;             // reps may delete (tombstone) records; others use a status field instead
+  bool head_office_only;  // only head office creates or changes records of this entity
+  bool deletable;         // writers may delete (tombstone) records; other entities use a status field instead
   uint16_t status_field = 0;  // field whose changes must follow `transitions`; 0 if none
   std::span<const Transition> transitions = {};
   // Values of status_field in which the record (and its children, see locks_children) is frozen.
