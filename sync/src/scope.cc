@@ -1,1 +1,72 @@
-// placeholder
+// Scope resolution: which territory, owner or catalogue a record belongs to, following parent links.
+#include "fieldsync/sync/scope.h"
+
+#include <algorithm>
+
+namespace fieldsync {
+namespace {
+
+// Parent links followed before giving up. The model's deepest chain is order_line -> order -> account (two
+// hops); four leaves room for one more level without letting a cycle of bad references loop forever.
+constexpr int kMaxScopeHops = 4;
+
+// The raw value of the scope field. RecordState::get() hides a tombstone's fields, but tombstones keep
+// exactly this field so the delete still reaches the devices that hold the record.
+const Value* scope_value(const RecordState& record, uint16_t field) {
+  const FieldState* f = record.field(field);
+  if (f == nullptr || f->value.kind() != Value::Kind::kText || f->value.as_text().empty()) return nullptr;
+  return &f->value;
+}
+
+}  // namespace
+
+ScopeKey resolve_scope(const RecordState& record, RecordReader& reader) {
+  const ScopeKey unresolved{ScopeKey::Kind::kUnresolved, {}};
+  const RecordState* current = &record;
+  std::optional<RecordState> parent;
+  for (int hops = 0;; ++hops) {
+    const schema::EntityDef* e = schema::entity(current->entity);
+    if (e == nullptr) return unresolved;
+    if (e->scope.kind == schema::ScopeKind::kGlobal) return ScopeKey{ScopeKey::Kind::kGlobal, {}};
+    const Value* v = scope_value(*current, e->scope.field);
+    if (v == nullptr) return unresolved;
+    switch (e->scope.kind) {
+      case schema::ScopeKind::kTerritory:
+        return ScopeKey{ScopeKey::Kind::kTerritory, v->as_text()};
+      case schema::ScopeKind::kOwner:
+        return ScopeKey{ScopeKey::Kind::kOwner, v->as_text()};
+      case schema::ScopeKind::kParent:
+        break;
+      case schema::ScopeKind::kGlobal:
+        break;  // handled above
+    }
+    if (hops == kMaxScopeHops) return unresolved;
+    std::optional<RecordId> id = RecordId::parse(v->as_text());
+    if (!id) return unresolved;
+    std::optional<RecordState> next = reader.load(e->scope.parent, *id);
+    if (!next || next->entity != e->scope.parent) return unresolved;
+    parent = std::move(next);
+    current = &*parent;
+  }
+}
+
+bool can_see(const Principal& who, const ScopeKey& scope) {
+  if (who.role == schema::Role::kHeadOffice) return true;
+  auto contains = [](const auto& list, const std::string& v) {
+    return std::find(list.begin(), list.end(), v) != list.end();
+  };
+  switch (scope.kind) {
+    case ScopeKey::Kind::kGlobal:
+      return true;
+    case ScopeKey::Kind::kTerritory:
+      return contains(who.territories, scope.value);
+    case ScopeKey::Kind::kOwner:
+      return scope.value == who.user ||
+             (who.role >= schema::Role::kManager && contains(who.team, scope.value));
+    case ScopeKey::Kind::kUnresolved:
+      return false;
+  }
+  return false;
+}
+
+}  // namespace fieldsync
