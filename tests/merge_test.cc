@@ -310,19 +310,23 @@ TEST(MergeDelete, ConcurrentDeletesKeepTheNewestTombstone) {
 
 TEST(MergeDelete, AppendAfterDeleteIsDiscardedAndLogged) {
   // No deletable entity has an append-only field today; merge is policy-blind, so a contact field stands in.
+  // The deleter saw the notes at version 150 (its newest fragment), so fragments up to 150 count as seen;
+  // each fragment is judged alone, the same way whether it arrives before or after the delete.
   constexpr uint16_t kNotes = 6;
+  Write note_0{append(EntityId::kContact, kContact, kNotes, "0", v(140, 5)), "eve"};
   Write note_a{append(EntityId::kContact, kContact, kNotes, "a", v(150, 2)), "bob"};
   Write note_b{append(EntityId::kContact, kContact, kNotes, "b", v(160, 4)), "dan"};
   Write remove{del(EntityId::kContact, kContact, v(200, 3), {{kContactName, v(102, 1)}, {kNotes, v(150, 2)}}),
                "cat"};
   Outcome notes_first =
-      apply_all(EntityId::kContact, kContact, concat(contact_base(), {note_a, note_b, remove}));
+      apply_all(EntityId::kContact, kContact, concat(contact_base(), {note_0, note_a, note_b, remove}));
   Outcome delete_first =
-      apply_all(EntityId::kContact, kContact, concat(contact_base(), {remove, note_b, note_a}));
+      apply_all(EntityId::kContact, kContact, concat(contact_base(), {remove, note_b, note_a, note_0}));
   EXPECT_EQ(notes_first.state, delete_first.state);
-  ASSERT_EQ(notes_first.conflicts.size(), 1u);  // the deleter had seen "a"
+  ASSERT_EQ(notes_first.conflicts.size(), 1u);
   EXPECT_EQ(notes_first.conflicts, delete_first.conflicts);
   EXPECT_EQ(notes_first.conflicts[0].loser, (ConflictSide{Value::text("b"), v(160, 4), "dan"}));
+  EXPECT_EQ(notes_first.conflicts[0].winner, (ConflictSide{Value::null(), v(200, 3), "cat"}));
 }
 
 // ---- merge_record

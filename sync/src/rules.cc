@@ -1,1 +1,438 @@
-// placeholder
+// The server's rules for a client transaction: model validation, permissions, scope, domain rules (order
+// locks, status transitions, required fields, event times), merge, and scheduling-conflict detection.
+#include "fieldsync/sync/rules.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <set>
+#include <string>
+
+#include "fieldsync/sync/merge.h"
+#include "fieldsync/sync/tuning.h"
+
+namespace fieldsync {
+namespace {
+
+using schema::EntityDef;
+using schema::FieldDef;
+using schema::FieldType;
+using schema::MergePolicy;
+using schema::Role;
+
+// "order 0190...-...: field status" — every rejection names what it is about.
+std::string describe(EntityId entity, const RecordId& id, uint16_t field = 0) {
+  const EntityDef* e = schema::entity(entity);
+  std::string s =
+      e != nullptr ? std::string(e->name) : "entity " + std::to_string(static_cast<unsigned>(entity));
+  s += ' ';
+  s += id.to_string();
+  if (field != 0) {
+    const FieldDef* f = e != nullptr ? e->field(field) : nullptr;
+    s += ": field ";
+    s += f != nullptr ? std::string(f->name) : std::to_string(field);
+  }
+  return s;
+}
+
+Status reject(ErrorCode code, const Change& c, std::string_view why) {
+  return Status(code, describe(c.entity, c.record, c.field) + ": " + std::string(why));
+}
+
+// A record the store (or this transaction) knows anything about, tombstones included.
+bool exists(const RecordState& r) {
+  return !r.created.is_zero() || !r.fields.empty() || r.deleted;
+}
+
+std::string_view role_name(Role r) {
+  return schema::to_string(r);
+}
+
+Status check_value(const Change& c, const FieldDef& f) {
+  const Value& v = c.value;
+  if (v.is_null()) {
+    if (c.op == ChangeOp::kAppend)
+      return reject(ErrorCode::kValueInvalid, c, "an append needs a text fragment");
+    if (!f.nullable) return reject(ErrorCode::kNullViolation, c, "may not be null");
+    return Status::ok();
+  }
+  if (v.kind() != storage_kind(f.type)) {
+    return reject(ErrorCode::kTypeMismatch, c,
+                  "expects " + std::string(schema::to_string(f.type)) + ", got " + v.debug_string());
+  }
+  switch (f.type) {
+    case FieldType::kText: {
+      size_t max = f.max_length > 0 ? static_cast<size_t>(f.max_length) : tuning::kMaxTextBytes;
+      if (v.as_text().size() > max)
+        return reject(
+            ErrorCode::kValueInvalid, c,
+            "text of " + std::to_string(v.as_text().size()) + " bytes exceeds " + std::to_string(max));
+      break;
+    }
+    case FieldType::kEnum: {
+      if (std::find(f.enum_values.begin(), f.enum_values.end(), v.as_text()) == f.enum_values.end())
+        return reject(ErrorCode::kValueInvalid, c, "not an allowed value: " + v.debug_string());
+      break;
+    }
+    case FieldType::kId:
+      if (!RecordId::parse(v.as_text())) return reject(ErrorCode::kValueInvalid, c, "not a record id");
+      break;
+    case FieldType::kUserId:
+      if (v.as_text().empty() || v.as_text().size() > tuning::kMaxIdentifierBytes)
+        return reject(ErrorCode::kValueInvalid, c,
+                      "user id must be 1.." + std::to_string(tuning::kMaxIdentifierBytes) + " bytes");
+      break;
+    case FieldType::kReal:
+      // NaN would never compare equal to itself, so replicas holding it could never be shown to agree.
+      if (!std::isfinite(v.as_real())) return reject(ErrorCode::kValueInvalid, c, "not a finite number");
+      break;
+    case FieldType::kInt:
+    case FieldType::kBool:
+    case FieldType::kTimestamp:
+      break;
+  }
+  return Status::ok();
+}
+
+// The status value of a record (empty if unset or tombstoned).
+std::string_view status_of(const RecordState& r, const EntityDef& e) {
+  if (e.status_field == 0) return {};
+  const Value& v = r.get(e.status_field);
+  return v.kind() == Value::Kind::kText ? std::string_view(v.as_text()) : std::string_view();
+}
+
+bool is_locked(const RecordState& r, const EntityDef& e) {
+  std::string_view st = status_of(r, e);
+  return !st.empty() &&
+         std::find(e.locked_statuses.begin(), e.locked_statuses.end(), st) != e.locked_statuses.end();
+}
+
+// The raw scope-field value (tombstones keep it).
+const Value* raw_field(const RecordState& r, uint16_t field) {
+  const FieldState* f = r.field(field);
+  return f != nullptr ? &f->value : nullptr;
+}
+
+// Records of this transaction layered over the store's: loaded on first touch, then read and merged here, so
+// scope resolution and parent lookups see what the transaction has done so far (an order created with its
+// lines).
+class TxnOverlay final : public CentralReader {
+ public:
+  struct Entry {
+    std::optional<RecordState> before;  // the store's state before the transaction (nullopt: absent)
+    RecordState state;                  // the state within the transaction
+    bool touched = false;               // named by a change (not just read as a parent)
+    bool created_here = false;
+    bool schedule_changed = false;  // created, or owner/start/end/status altered: look for overlaps
+  };
+
+  explicit TxnOverlay(CentralReader& base) : base_(base) {}
+
+  Entry& entry(const RecordKey& key) {
+    auto it = entries_.find(key);
+    if (it == entries_.end()) {
+      Entry e;
+      e.before = base_.load(key.entity, key.id);
+      if (e.before && !exists(*e.before)) e.before.reset();
+      if (e.before) {
+        e.state = *e.before;
+      } else {
+        e.state.entity = key.entity;
+        e.state.id = key.id;
+      }
+      it = entries_.emplace(key, std::move(e)).first;
+    }
+    return it->second;
+  }
+
+  std::optional<RecordState> load(EntityId entity, const RecordId& id) override {
+    const Entry& e = entry(RecordKey{entity, id});
+    if (!exists(e.state)) return std::nullopt;
+    return e.state;
+  }
+
+  // The store's overlapping events with this transaction's versions substituted, plus the transaction's own.
+  std::vector<RecordState> events_overlapping(const UserId& owner, int64_t start_ms,
+                                              int64_t end_ms) override {
+    std::vector<RecordState> out;
+    std::vector<RecordState> committed = base_.events_overlapping(owner, start_ms, end_ms);
+    if (committed.size() > tuning::kMaxOverlapScan) committed.resize(tuning::kMaxOverlapScan);
+    for (RecordState& r : committed) {
+      if (entries_.count(RecordKey{r.entity, r.id}) == 0) out.push_back(std::move(r));
+    }
+    for (const auto& [key, e] : entries_) {
+      if (key.entity == EntityId::kCalendarEvent && overlaps(e.state, owner, start_ms, end_ms))
+        out.push_back(e.state);
+    }
+    return out;
+  }
+
+  // A live scheduled event of `owner` overlapping [start_ms, end_ms).
+  static bool overlaps(const RecordState& r, const UserId& owner, int64_t start_ms, int64_t end_ms) {
+    using namespace schema::fields;
+    if (r.deleted) return false;
+    const Value& o = r.get(kEventOwner);
+    const Value& st = r.get(kEventStatus);
+    const Value& s = r.get(kEventStart);
+    const Value& en = r.get(kEventEnd);
+    if (o.kind() != Value::Kind::kText || o.as_text() != owner) return false;
+    if (st.kind() != Value::Kind::kText || st.as_text() != "scheduled") return false;
+    if (s.kind() != Value::Kind::kInt || en.kind() != Value::Kind::kInt) return false;
+    return s.as_int() < end_ms && en.as_int() > start_ms;
+  }
+
+ private:
+  CentralReader& base_;
+  std::map<RecordKey, Entry> entries_;
+};
+
+// Checks a status change that would take effect: in the creating transaction it must start from the first
+// status (or one transition the role may make from it); later it must follow a transition the role may make.
+Status check_transition(const Change& c, const EntityDef& e, const FieldDef& f, const TxnOverlay::Entry& en,
+                        const Principal& who) {
+  const FieldState* current = en.state.deleted ? nullptr : en.state.field(c.field);
+  const bool wins = !en.state.deleted && (current == nullptr || c.version > current->version);
+  if (!wins || c.value.kind() != Value::Kind::kText)
+    return Status::ok();  // a losing write is only a conflict
+  const std::string& to = c.value.as_text();
+  std::string_view from;
+  if (en.created_here || current == nullptr || current->value.kind() != Value::Kind::kText) {
+    if (f.enum_values.empty()) return Status::ok();
+    from = f.enum_values.front();
+    if (to == from) return Status::ok();
+  } else {
+    from = current->value.as_text();
+  }
+  std::optional<Role> min_role = schema::transition_role(e, from, to);
+  if (!min_role)
+    return reject(ErrorCode::kInvalidTransition, c, "no transition from " + std::string(from) + " to " + to);
+  if (who.role < *min_role) {
+    return reject(ErrorCode::kPermissionDenied, c,
+                  std::string(role_name(who.role)) + " may not move " + std::string(from) + " to " + to +
+                      " (needs " + std::string(role_name(*min_role)) + ")");
+  }
+  return Status::ok();
+}
+
+// Order locks: a locked record only accepts a status transition its writer may make (head office fulfils or
+// cancels an approved order); a child of a locked record (a line of an approved order) accepts nothing.
+Status check_locks(const Change& c, const EntityDef& e, const RecordState& rec, TxnOverlay& overlay,
+                   const Principal& who) {
+  if (!e.locked_statuses.empty() && is_locked(rec, e)) {
+    std::string_view st = status_of(rec, e);
+    bool allowed = false;
+    if (c.op == ChangeOp::kSet && c.field == e.status_field && c.value.kind() == Value::Kind::kText &&
+        c.value.as_text() != st) {
+      std::optional<Role> min_role = schema::transition_role(e, st, c.value.as_text());
+      allowed = min_role && who.role >= *min_role;
+    }
+    if (!allowed) return reject(ErrorCode::kOrderLocked, c, std::string(e.name) + " is " + std::string(st));
+  }
+
+  if (e.scope.kind != schema::ScopeKind::kParent) return Status::ok();
+  const EntityDef* parent_def = schema::entity(e.scope.parent);
+  if (parent_def == nullptr || parent_def->locks_children != e.id) return Status::ok();
+  const Value* ref =
+      (c.op == ChangeOp::kSet && c.field == e.scope.field) ? &c.value : raw_field(rec, e.scope.field);
+  if (ref == nullptr || ref->kind() != Value::Kind::kText) return Status::ok();
+  std::optional<RecordId> parent_id = RecordId::parse(ref->as_text());
+  if (!parent_id) return Status::ok();
+  std::optional<RecordState> parent = overlay.load(parent_def->id, *parent_id);
+  if (parent && is_locked(*parent, *parent_def)) {
+    return reject(ErrorCode::kOrderLocked, c,
+                  std::string(parent_def->name) + " " + parent_id->to_string() + " is " +
+                      std::string(status_of(*parent, *parent_def)));
+  }
+  return Status::ok();
+}
+
+ConflictSide event_side(const RecordState& r) {
+  const FieldState* f = r.field(schema::fields::kEventStart);
+  return f != nullptr ? ConflictSide{f->value, f->version, f->user} : ConflictSide{};
+}
+
+}  // namespace
+
+Status validate_change(const Change& c) {
+  const EntityDef* e = schema::entity(c.entity);
+  if (e == nullptr) {
+    return Status(ErrorCode::kUnknownEntity, "unknown entity " +
+                                                 std::to_string(static_cast<unsigned>(c.entity)) +
+                                                 " (record " + c.record.to_string() + ")");
+  }
+  if (c.record.is_nil()) return reject(ErrorCode::kInvalidArgument, c, "nil record id");
+  if (c.version.is_zero()) return reject(ErrorCode::kInvalidArgument, c, "change without a version");
+
+  switch (c.op) {
+    case ChangeOp::kCreate:
+    case ChangeOp::kDelete:
+      if (c.field != 0) return reject(ErrorCode::kInvalidArgument, c, "create and delete name no field");
+      if (c.op == ChangeOp::kDelete && !e->deletable)
+        return reject(ErrorCode::kNotDeletable, c,
+                      "records of this entity are never deleted; use its status");
+      return Status::ok();
+    case ChangeOp::kSet:
+    case ChangeOp::kAppend:
+      break;
+    default:
+      return reject(ErrorCode::kInvalidArgument, c, "unknown operation");
+  }
+
+  const FieldDef* f = e->field(c.field);
+  if (f == nullptr) return reject(ErrorCode::kUnknownField, c, "no such field");
+  const bool append_field = f->policy == MergePolicy::kAppendText;
+  if (c.op == ChangeOp::kAppend && !append_field)
+    return reject(ErrorCode::kTypeMismatch, c, "append on a field that is not append-only");
+  if (c.op == ChangeOp::kSet && append_field)
+    return reject(ErrorCode::kTypeMismatch, c, "set on an append-only field (append a fragment instead)");
+  return check_value(c, *f);
+}
+
+Status validate_txn(const ClientTxn& txn) {
+  if (txn.changes.empty()) return Status(ErrorCode::kInvalidArgument, "empty transaction");
+  if (txn.changes.size() > tuning::kMaxChangesPerTxn) {
+    return Status(ErrorCode::kTooManyChanges, "transaction of " + std::to_string(txn.changes.size()) +
+                                                  " changes exceeds " +
+                                                  std::to_string(tuning::kMaxChangesPerTxn));
+  }
+  if (txn.node == 0) return Status(ErrorCode::kInvalidArgument, "transaction without a node id");
+  if (txn.node_seq == 0) return Status(ErrorCode::kInvalidArgument, "transaction without a node sequence");
+  for (const Change& c : txn.changes) {
+    if (Status s = validate_change(c); !s) return s;
+    if (c.version.node != txn.node) {
+      return reject(ErrorCode::kInvalidArgument, c,
+                    "change version from node " + std::to_string(c.version.node) +
+                        " in a transaction of node " + std::to_string(txn.node));
+    }
+  }
+  return Status::ok();
+}
+
+Result<TxnApplication> apply_client_txn(const ClientTxn& txn, const Principal& who, CentralReader& reader) {
+  if (Status s = validate_txn(txn); !s) return s;
+
+  TxnOverlay overlay(reader);
+  std::vector<RecordKey> touched;  // in order of first touch
+  TxnApplication app;
+
+  for (const Change& c : txn.changes) {
+    const EntityDef& e = schema::entity_ref(c.entity);
+    if (e.head_office_only && who.role < Role::kHeadOffice)
+      return reject(ErrorCode::kPermissionDenied, c, "only head office writes " + std::string(e.name));
+
+    const RecordKey key{c.entity, c.record};
+    TxnOverlay::Entry& en = overlay.entry(key);
+    if (!en.touched) {
+      en.touched = true;
+      touched.push_back(key);
+      // Judged on the state before the transaction, before anything else reveals what the record holds.
+      if (en.before && !can_see(who, resolve_scope(*en.before, reader)))
+        return reject(ErrorCode::kOutOfScope, c, "record is outside " + who.user + "'s scope");
+    }
+    RecordState& rec = en.state;
+
+    if (c.op == ChangeOp::kCreate) {
+      if (exists(rec)) return reject(ErrorCode::kDuplicateId, c, "record already exists");
+      en.created_here = true;
+    } else if (!exists(rec) && !en.created_here) {
+      return reject(ErrorCode::kRecordNotFound, c, "no such record");
+    }
+    // On a tombstone a write is not an error: merge discards it and logs a delete_wins conflict.
+
+    if (c.op == ChangeOp::kSet || c.op == ChangeOp::kAppend) {
+      const FieldDef& f = *e.field(c.field);
+      if (f.policy == MergePolicy::kImmutable && !en.created_here)
+        return reject(ErrorCode::kImmutableField, c, "set only when the record is created");
+      if (f.policy == MergePolicy::kServerOwned && who.role < Role::kHeadOffice)
+        return reject(ErrorCode::kServerOwnedField, c, "only head office writes it");
+      if (!en.created_here && who.role < f.update_role) {
+        return reject(ErrorCode::kPermissionDenied, c,
+                      std::string(role_name(who.role)) + " may not change it (needs " +
+                          std::string(role_name(f.update_role)) + ")");
+      }
+    }
+    if (Status s = check_locks(c, e, rec, overlay, who); !s) return s;
+    if (c.op == ChangeOp::kSet && e.status_field != 0 && c.field == e.status_field) {
+      if (Status s = check_transition(c, e, *e.field(c.field), en, who); !s) return s;
+    }
+
+    if (merge_change(rec, c, who.user, &app.conflicts)) {
+      app.effective.push_back(c);
+      using namespace schema::fields;
+      if (c.entity == EntityId::kCalendarEvent &&
+          (c.op == ChangeOp::kCreate || c.field == kEventOwner || c.field == kEventStart ||
+           c.field == kEventEnd || c.field == kEventStatus)) {
+        en.schedule_changed = true;
+      }
+    }
+  }
+
+  // Whole-record rules, on the final states.
+  for (const RecordKey& key : touched) {
+    const TxnOverlay::Entry& en = overlay.entry(key);
+    const RecordState& rec = en.state;
+    const EntityDef& e = schema::entity_ref(key.entity);
+    if (en.created_here && !rec.deleted) {
+      for (const FieldDef& f : e.fields) {
+        if (!f.nullable && rec.get(f.id).is_null())
+          return Status(ErrorCode::kMissingField,
+                        describe(key.entity, key.id, f.id) + ": required when creating");
+      }
+    }
+    if (key.entity == EntityId::kCalendarEvent && !rec.deleted) {
+      const Value& start = rec.get(schema::fields::kEventStart);
+      const Value& end = rec.get(schema::fields::kEventEnd);
+      if (start.kind() == Value::Kind::kInt && end.kind() == Value::Kind::kInt &&
+          end.as_int() <= start.as_int()) {
+        return Status(ErrorCode::kValueInvalid,
+                      describe(key.entity, key.id, schema::fields::kEventEnd) + ": must be after start_at");
+      }
+    }
+  }
+  for (const RecordKey& key : touched) {
+    const RecordState& rec = overlay.entry(key).state;
+    if (!can_see(who, resolve_scope(rec, overlay))) {
+      return Status(ErrorCode::kOutOfScope,
+                    describe(key.entity, key.id) + ": the result would be outside " + who.user + "'s scope");
+    }
+  }
+
+  // Scheduling: every overlap of a changed scheduled event with another of the same owner, each pair once.
+  std::set<std::pair<RecordKey, RecordKey>> reported;
+  for (const RecordKey& key : touched) {
+    const TxnOverlay::Entry& en = overlay.entry(key);
+    if (!en.schedule_changed) continue;
+    const RecordState& ev = en.state;
+    using namespace schema::fields;
+    const Value& owner = ev.get(kEventOwner);
+    const Value& start = ev.get(kEventStart);
+    const Value& end = ev.get(kEventEnd);
+    if (owner.kind() != Value::Kind::kText || start.kind() != Value::Kind::kInt ||
+        end.kind() != Value::Kind::kInt)
+      continue;
+    if (!TxnOverlay::overlaps(ev, owner.as_text(), start.as_int(), end.as_int())) continue;  // not scheduled
+    for (const RecordState& other :
+         overlay.events_overlapping(owner.as_text(), start.as_int(), end.as_int())) {
+      const RecordKey other_key{other.entity, other.id};
+      if (other_key == key || !TxnOverlay::overlaps(other, owner.as_text(), start.as_int(), end.as_int()))
+        continue;
+      if (!reported.insert(std::minmax(key, other_key)).second) continue;
+      ConflictRecord c;
+      c.kind = ConflictKind::kScheduling;
+      c.entity = EntityId::kCalendarEvent;
+      c.record = key.id;
+      c.field = kEventStart;
+      c.winner = event_side(ev);
+      c.loser = event_side(other);
+      c.other_record = other.id;
+      c.rule = "overlap_flagged";
+      app.conflicts.push_back(std::move(c));
+    }
+  }
+
+  app.records.reserve(touched.size());
+  for (const RecordKey& key : touched) app.records.push_back(overlay.entry(key).state);
+  return app;
+}
+
+}  // namespace fieldsync
