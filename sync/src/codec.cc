@@ -1,1 +1,946 @@
-// placeholder
+// FlatBuffers encoding of protocol messages (schema/fbs/fieldsync.fbs).
+//
+// decode() is the trust boundary of both the device and the server: it takes bytes from the network and
+// either returns messages that fit the entity model and the limits in tuning.h, or a Status. It only reads a
+// frame after flatbuffers::Verifier has checked every offset, so a hostile or corrupt frame cannot make it
+// read out of bounds. What decode does not check (nullability, enum values, per-field lengths, permissions)
+// is left to rules.h, which runs on every change the server applies.
+//
+// The code is one plain function per struct in each direction, so each wire table is converted in exactly one
+// place and a reader can follow a message from top to bottom.
+#include "fieldsync/sync/codec.h"
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <new>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include <flatbuffers/flatbuffers.h>
+
+#include "fieldsync/schema/fieldsync_generated.h"
+#include "fieldsync/sync/tuning.h"
+
+namespace fieldsync::codec {
+namespace {
+
+namespace fb = ::fieldsync::wire;
+using flatbuffers::FlatBufferBuilder;
+using flatbuffers::Offset;
+using flatbuffers::Vector;
+using StringOffset = Offset<flatbuffers::String>;
+
+// ---- The wire enums mirror the C++ ones value for value
+// -------------------------------------------------------
+
+template <typename A, typename B>
+constexpr bool same(A a, B b) {
+  return static_cast<uint64_t>(a) == static_cast<uint64_t>(b);
+}
+
+static_assert(same(ChangeOp::kCreate, fb::ChangeOp::Create) && same(ChangeOp::kSet, fb::ChangeOp::Set) &&
+              same(ChangeOp::kAppend, fb::ChangeOp::Append) && same(ChangeOp::kDelete, fb::ChangeOp::Delete));
+static_assert(same(ConflictKind::kConcurrentWrite, fb::ConflictKind::ConcurrentWrite) &&
+              same(ConflictKind::kDeleteWins, fb::ConflictKind::DeleteWins) &&
+              same(ConflictKind::kScheduling, fb::ConflictKind::Scheduling));
+static_assert(same(protocol::TxnOutcome::kApplied, fb::TxnOutcome::Applied) &&
+              same(protocol::TxnOutcome::kRejected, fb::TxnOutcome::Rejected) &&
+              same(protocol::TxnOutcome::kDuplicate, fb::TxnOutcome::Duplicate));
+static_assert(same(schema::Role::kRep, fb::Role::Rep) && same(schema::Role::kManager, fb::Role::Manager) &&
+              same(schema::Role::kHeadOffice, fb::Role::HeadOffice));
+static_assert(same(Value::Kind::kNull, fb::ValueKind::Null) && same(Value::Kind::kInt, fb::ValueKind::Int) &&
+              same(Value::Kind::kReal, fb::ValueKind::Real) &&
+              same(Value::Kind::kBool, fb::ValueKind::Bool) && same(Value::Kind::kText, fb::ValueKind::Text));
+static_assert(same(ErrorCode::kOk, fb::ErrorCode::Ok));
+static_assert(same(ErrorCode::kMalformedMessage, fb::ErrorCode::MalformedMessage));
+static_assert(same(ErrorCode::kUnsupportedProtocol, fb::ErrorCode::UnsupportedProtocol));
+static_assert(same(ErrorCode::kUnsupportedSchema, fb::ErrorCode::UnsupportedSchema));
+static_assert(same(ErrorCode::kMessageTooLarge, fb::ErrorCode::MessageTooLarge));
+static_assert(same(ErrorCode::kTooManyChanges, fb::ErrorCode::TooManyChanges));
+static_assert(same(ErrorCode::kUnexpectedMessage, fb::ErrorCode::UnexpectedMessage));
+static_assert(same(ErrorCode::kSequenceGap, fb::ErrorCode::SequenceGap));
+static_assert(same(ErrorCode::kRateLimited, fb::ErrorCode::RateLimited));
+static_assert(same(ErrorCode::kAuthFailed, fb::ErrorCode::AuthFailed));
+static_assert(same(ErrorCode::kTokenExpired, fb::ErrorCode::TokenExpired));
+static_assert(same(ErrorCode::kDeviceRevoked, fb::ErrorCode::DeviceRevoked));
+static_assert(same(ErrorCode::kClockSkew, fb::ErrorCode::ClockSkew));
+static_assert(same(ErrorCode::kUnknownEntity, fb::ErrorCode::UnknownEntity));
+static_assert(same(ErrorCode::kUnknownField, fb::ErrorCode::UnknownField));
+static_assert(same(ErrorCode::kTypeMismatch, fb::ErrorCode::TypeMismatch));
+static_assert(same(ErrorCode::kNullViolation, fb::ErrorCode::NullViolation));
+static_assert(same(ErrorCode::kValueInvalid, fb::ErrorCode::ValueInvalid));
+static_assert(same(ErrorCode::kImmutableField, fb::ErrorCode::ImmutableField));
+static_assert(same(ErrorCode::kServerOwnedField, fb::ErrorCode::ServerOwnedField));
+static_assert(same(ErrorCode::kInvalidTransition, fb::ErrorCode::InvalidTransition));
+static_assert(same(ErrorCode::kOrderLocked, fb::ErrorCode::OrderLocked));
+static_assert(same(ErrorCode::kDuplicateId, fb::ErrorCode::DuplicateId));
+static_assert(same(ErrorCode::kRecordNotFound, fb::ErrorCode::RecordNotFound));
+static_assert(same(ErrorCode::kRecordDeleted, fb::ErrorCode::RecordDeleted));
+static_assert(same(ErrorCode::kOutOfScope, fb::ErrorCode::OutOfScope));
+static_assert(same(ErrorCode::kNotDeletable, fb::ErrorCode::NotDeletable));
+static_assert(same(ErrorCode::kPermissionDenied, fb::ErrorCode::PermissionDenied));
+static_assert(same(ErrorCode::kMissingField, fb::ErrorCode::MissingField));
+static_assert(same(ErrorCode::kStorageFull, fb::ErrorCode::StorageFull));
+static_assert(same(ErrorCode::kStorageCorrupt, fb::ErrorCode::StorageCorrupt));
+static_assert(same(ErrorCode::kStorageLocked, fb::ErrorCode::StorageLocked));
+static_assert(same(ErrorCode::kStorageReadOnly, fb::ErrorCode::StorageReadOnly));
+static_assert(same(ErrorCode::kStorageIo, fb::ErrorCode::StorageIo));
+static_assert(same(ErrorCode::kSchemaTooNew, fb::ErrorCode::SchemaTooNew));
+static_assert(same(ErrorCode::kInvalidArgument, fb::ErrorCode::InvalidArgument));
+static_assert(same(ErrorCode::kInternal, fb::ErrorCode::Internal));
+
+// No case may be missing: -Wswitch (an error here) then points at this function when status.h grows, and the
+// .fbs enum and the asserts above must grow with it.
+bool known_error_code(uint16_t raw) {
+  switch (static_cast<ErrorCode>(raw)) {
+    case ErrorCode::kOk:
+    case ErrorCode::kMalformedMessage:
+    case ErrorCode::kUnsupportedProtocol:
+    case ErrorCode::kUnsupportedSchema:
+    case ErrorCode::kMessageTooLarge:
+    case ErrorCode::kTooManyChanges:
+    case ErrorCode::kUnexpectedMessage:
+    case ErrorCode::kSequenceGap:
+    case ErrorCode::kRateLimited:
+    case ErrorCode::kAuthFailed:
+    case ErrorCode::kTokenExpired:
+    case ErrorCode::kDeviceRevoked:
+    case ErrorCode::kClockSkew:
+    case ErrorCode::kUnknownEntity:
+    case ErrorCode::kUnknownField:
+    case ErrorCode::kTypeMismatch:
+    case ErrorCode::kNullViolation:
+    case ErrorCode::kValueInvalid:
+    case ErrorCode::kImmutableField:
+    case ErrorCode::kServerOwnedField:
+    case ErrorCode::kInvalidTransition:
+    case ErrorCode::kOrderLocked:
+    case ErrorCode::kDuplicateId:
+    case ErrorCode::kRecordNotFound:
+    case ErrorCode::kRecordDeleted:
+    case ErrorCode::kOutOfScope:
+    case ErrorCode::kNotDeletable:
+    case ErrorCode::kPermissionDenied:
+    case ErrorCode::kMissingField:
+    case ErrorCode::kStorageFull:
+    case ErrorCode::kStorageCorrupt:
+    case ErrorCode::kStorageLocked:
+    case ErrorCode::kStorageReadOnly:
+    case ErrorCode::kStorageIo:
+    case ErrorCode::kSchemaTooNew:
+    case ErrorCode::kInvalidArgument:
+    case ErrorCode::kInternal:
+      return true;
+  }
+  return false;
+}
+
+// ---- Encoding
+// -------------------------------------------------------------------------------------------------
+// Conventions (the decoder relies on them, fieldsync.fbs states them): empty strings, empty vectors, null
+// values and zero versions of optional fields are left out; the reader turns an absent field back into the
+// C++ default.
+
+fb::Id128 wire_id(const RecordId& id) {
+  return fb::Id128(id.hi, id.lo);
+}
+fb::Version wire_version(const Version& v) {
+  return fb::Version(v.hlc, v.node);
+}
+
+StringOffset put_text(FlatBufferBuilder& b, const std::string& s) {
+  return s.empty() ? StringOffset() : b.CreateString(s);
+}
+
+// Identifiers (user ids, rule names) repeat across a message (every field state names its writer), so they
+// are stored once per frame.
+StringOffset put_ident(FlatBufferBuilder& b, const std::string& s) {
+  return s.empty() ? StringOffset() : b.CreateSharedString(s);
+}
+
+Offset<fb::Value> put_value(FlatBufferBuilder& b, const Value& v) {
+  switch (v.kind()) {
+    case Value::Kind::kNull:
+      return {};
+    case Value::Kind::kInt:
+      return fb::CreateValue(b, fb::ValueKind::Int, v.as_int());
+    case Value::Kind::kBool:
+      return fb::CreateValue(b, fb::ValueKind::Bool, 0, 0.0, v.as_bool());
+    case Value::Kind::kText: {
+      StringOffset s = put_text(b, v.as_text());
+      return fb::CreateValue(b, fb::ValueKind::Text, 0, 0.0, false, s);
+    }
+    case Value::Kind::kReal: {
+      // Written even when zero: the builder's default check compares with ==, which would drop -0.0 and the
+      // value would come back as +0.0.
+      fb::ValueBuilder vb(b);
+      vb.add_kind(fb::ValueKind::Real);
+      b.AddElement<double>(fb::Value::VT_D, v.as_real(), std::numeric_limits<double>::quiet_NaN());
+      return vb.Finish();
+    }
+  }
+  return {};
+}
+
+// (Not CreateUninitializedVectorOfStructs: in FlatBuffers 2.0.8 it aligns to the struct's size instead of its
+// alignment, which for these 24-byte structs pads and misaligns the vector.)
+Offset<Vector<const fb::FieldVersion*>> put_field_versions(FlatBufferBuilder& b,
+                                                           const std::vector<FieldVersion>& in) {
+  if (in.empty()) return {};
+  return b.CreateVectorOfStructs<fb::FieldVersion>(
+      in.size(),
+      [](size_t i, fb::FieldVersion* out, const std::vector<FieldVersion>* src) {
+        *out = fb::FieldVersion((*src)[i].field, wire_version((*src)[i].version));
+      },
+      &in);
+}
+
+Offset<Vector<const fb::RecordKey*>> put_keys(FlatBufferBuilder& b, const std::vector<RecordKey>& in) {
+  if (in.empty()) return {};
+  return b.CreateVectorOfStructs<fb::RecordKey>(
+      in.size(),
+      [](size_t i, fb::RecordKey* out, const std::vector<RecordKey>* src) {
+        *out = fb::RecordKey(static_cast<uint16_t>((*src)[i].entity), wire_id((*src)[i].id));
+      },
+      &in);
+}
+
+// A vector of tables, each built by `put_one`; absent when empty.
+template <typename W, typename T>
+Offset<Vector<Offset<W>>> put_tables(FlatBufferBuilder& b, const std::vector<T>& in,
+                                     Offset<W> (*put_one)(FlatBufferBuilder&, const T&)) {
+  if (in.empty()) return {};
+  std::vector<Offset<W>> offsets;
+  offsets.reserve(in.size());
+  for (const T& x : in) offsets.push_back(put_one(b, x));
+  return b.CreateVector(offsets);
+}
+
+Offset<fb::Change> put_change(FlatBufferBuilder& b, const Change& c) {
+  auto seen = put_field_versions(b, c.seen);
+  auto value = put_value(b, c.value);
+  const fb::Id128 record = wire_id(c.record);
+  const fb::Version version = wire_version(c.version);
+  const fb::Version base = wire_version(c.base);
+  return fb::CreateChange(b, static_cast<fb::ChangeOp>(c.op), static_cast<uint16_t>(c.entity), &record,
+                          c.field, value, &version, c.base.is_zero() ? nullptr : &base, seen);
+}
+
+Offset<fb::ClientTxn> put_client_txn(FlatBufferBuilder& b, const ClientTxn& t) {
+  auto changes = put_tables(b, t.changes, put_change);
+  return fb::CreateClientTxn(b, t.node, t.node_seq, t.created_at_ms, changes);
+}
+
+Offset<fb::ServerTxn> put_server_txn(FlatBufferBuilder& b, const ServerTxn& t) {
+  auto changes = put_tables(b, t.changes, put_change);
+  auto user = put_ident(b, t.origin_user);
+  return fb::CreateServerTxn(b, t.server_seq, t.origin_node, user, t.origin_node_seq, changes);
+}
+
+Offset<fb::Fragment> put_fragment(FlatBufferBuilder& b, const Fragment& f) {
+  auto user = put_ident(b, f.user);
+  auto text = put_text(b, f.text);
+  const fb::Version version = wire_version(f.version);
+  return fb::CreateFragment(b, &version, user, text);
+}
+
+Offset<fb::FieldState> put_field_state(FlatBufferBuilder& b, const FieldState& f) {
+  auto value = put_value(b, f.value);
+  auto user = put_ident(b, f.user);
+  auto fragments = put_tables(b, f.fragments, put_fragment);
+  const fb::Version version = wire_version(f.version);
+  return fb::CreateFieldState(b, f.field, value, &version, user, fragments);
+}
+
+Offset<fb::RecordState> put_record_state(FlatBufferBuilder& b, const RecordState& r) {
+  auto deleted_by = put_ident(b, r.deleted_by);
+  auto delete_seen = put_field_versions(b, r.delete_seen);
+  auto fields = put_tables(b, r.fields, put_field_state);
+  const fb::Id128 id = wire_id(r.id);
+  const fb::Version created = wire_version(r.created);
+  const fb::Version deleted_version = wire_version(r.deleted_version);
+  return fb::CreateRecordState(
+      b, static_cast<uint16_t>(r.entity), &id, r.created.is_zero() ? nullptr : &created, r.deleted,
+      r.deleted_version.is_zero() ? nullptr : &deleted_version, deleted_by, delete_seen, fields);
+}
+
+Offset<fb::ConflictSide> put_conflict_side(FlatBufferBuilder& b, const ConflictSide& s) {
+  auto value = put_value(b, s.value);
+  auto user = put_ident(b, s.user);
+  const fb::Version version = wire_version(s.version);
+  return fb::CreateConflictSide(b, value, s.version.is_zero() ? nullptr : &version, user);
+}
+
+Offset<fb::ConflictRecord> put_conflict(FlatBufferBuilder& b, const ConflictRecord& c) {
+  auto winner = put_conflict_side(b, c.winner);
+  auto loser = put_conflict_side(b, c.loser);
+  auto rule = put_ident(b, c.rule);
+  const fb::Id128 record = wire_id(c.record);
+  const fb::Id128 other = wire_id(c.other_record);
+  return fb::CreateConflictRecord(b, c.server_seq, static_cast<fb::ConflictKind>(c.kind),
+                                  static_cast<uint16_t>(c.entity), &record, c.field, winner, loser,
+                                  c.other_record.is_nil() ? nullptr : &other, rule);
+}
+
+Offset<fb::TxnResult> put_txn_result(FlatBufferBuilder& b, const protocol::TxnResult& r) {
+  auto message = put_text(b, r.message);
+  auto conflicts = put_tables(b, r.conflicts, put_conflict);
+  auto records = put_tables(b, r.records, put_record_state);
+  auto absent = put_keys(b, r.absent);
+  return fb::CreateTxnResult(b, r.node_seq, static_cast<fb::TxnOutcome>(r.outcome), r.server_seq,
+                             static_cast<fb::ErrorCode>(r.reason), message, conflicts, records, absent);
+}
+
+using Body = std::pair<fb::Body, Offset<void>>;
+
+Body put_body(FlatBufferBuilder& b, const protocol::Hello& m) {
+  auto token = put_text(b, m.token);
+  return {fb::Body::Hello, fb::CreateHello(b, m.protocol_version, m.schema_version, m.node, token, m.cursor,
+                                           m.client_time_ms, m.client_hlc)
+                               .Union()};
+}
+
+Body put_body(FlatBufferBuilder& b, const protocol::Welcome& m) {
+  auto user = put_ident(b, m.user);
+  return {fb::Body::Welcome,
+          fb::CreateWelcome(b, m.protocol_version, m.schema_version, user, static_cast<fb::Role>(m.role),
+                            m.last_node_seq, m.server_seq, m.server_hlc, m.server_time_ms)
+              .Union()};
+}
+
+Body put_body(FlatBufferBuilder& b, const protocol::PushTxns& m) {
+  auto txns = put_tables(b, m.txns, put_client_txn);
+  return {fb::Body::PushTxns, fb::CreatePushTxns(b, m.request_id, txns).Union()};
+}
+
+Body put_body(FlatBufferBuilder& b, const protocol::PushAck& m) {
+  auto results = put_tables(b, m.results, put_txn_result);
+  return {fb::Body::PushAck, fb::CreatePushAck(b, m.request_id, results, m.server_hlc).Union()};
+}
+
+Body put_body(FlatBufferBuilder& b, const protocol::PullRequest& m) {
+  return {fb::Body::PullRequest,
+          fb::CreatePullRequest(b, m.request_id, m.cursor, m.max_changes, m.live).Union()};
+}
+
+Body put_body(FlatBufferBuilder& b, const protocol::ChangeBatch& m) {
+  auto txns = put_tables(b, m.txns, put_server_txn);
+  auto conflicts = put_tables(b, m.conflicts, put_conflict);
+  auto records = put_tables(b, m.records, put_record_state);
+  auto purges = put_keys(b, m.purges);
+  return {fb::Body::ChangeBatch,
+          fb::CreateChangeBatch(b, m.request_id, m.from_cursor, m.to_cursor, m.has_more, txns, conflicts,
+                                records, purges, m.server_hlc)
+              .Union()};
+}
+
+Body put_body(FlatBufferBuilder& b, const protocol::BootstrapRequest& m) {
+  auto token = put_text(b, m.page_token);
+  return {fb::Body::BootstrapRequest,
+          fb::CreateBootstrapRequest(b, m.request_id, m.snapshot_seq, token, m.page_size).Union()};
+}
+
+Body put_body(FlatBufferBuilder& b, const protocol::BootstrapPage& m) {
+  auto records = put_tables(b, m.records, put_record_state);
+  auto token = put_text(b, m.next_page_token);
+  auto conflicts = put_tables(b, m.conflicts, put_conflict);
+  return {fb::Body::BootstrapPage,
+          fb::CreateBootstrapPage(b, m.request_id, m.snapshot_seq, m.total_records, m.records_before, records,
+                                  token, m.done, conflicts)
+              .Union()};
+}
+
+Body put_body(FlatBufferBuilder& b, const protocol::Error& m) {
+  auto message = put_text(b, m.message);
+  return {fb::Body::Error, fb::CreateError(b, static_cast<fb::ErrorCode>(m.code), message, m.retryable,
+                                           m.request_id, m.resume_node_seq)
+                               .Union()};
+}
+
+// ---- Decoding
+// -------------------------------------------------------------------------------------------------
+
+// Deepest legitimate nesting of tables: Frame > PushAck > TxnResult > RecordState > FieldState >
+// Fragment/Value is 6. Unknown (newer) fields are not verified, so this does not constrain schema evolution
+// of this version.
+constexpr flatbuffers::uoffset_t kMaxDepth = 8;
+// Every table we write is at least 8 bytes (its vtable offset plus one field), so a frame within
+// kMaxMessageBytes that claims more tables than this is not one we wrote. Bounds the verifier's work.
+constexpr flatbuffers::uoffset_t kMaxTables = tuning::kMaxMessageBytes / 8;
+
+Status malformed(std::string message) {
+  return Status(ErrorCode::kMalformedMessage, std::move(message));
+}
+
+// Says where in the message a child's error happened: "txns[3]: changes[17]: unknown field 99 of entity
+// order".
+Status within(const Status& s, std::string_view what, size_t index) {
+  return Status(s.code(), std::string(what) + "[" + std::to_string(index) + "]: " + s.message(),
+                s.retryable());
+}
+
+Status within(const Status& s, std::string_view what) {
+  return Status(s.code(), std::string(what) + ": " + s.message(), s.retryable());
+}
+
+Status too_many(std::string_view what, size_t count, size_t limit) {
+  return Status(ErrorCode::kTooManyChanges, std::to_string(count) + " " + std::string(what) +
+                                                " in one message, over the limit of " +
+                                                std::to_string(limit));
+}
+
+const char* kind_name(Value::Kind k) {
+  switch (k) {
+    case Value::Kind::kNull:
+      return "null";
+    case Value::Kind::kInt:
+      return "int";
+    case Value::Kind::kReal:
+      return "real";
+    case Value::Kind::kBool:
+      return "bool";
+    case Value::Kind::kText:
+      return "text";
+  }
+  return "?";
+}
+
+RecordId get_id(const fb::Id128* id) {
+  return id ? RecordId{id->hi(), id->lo()} : RecordId{};
+}
+Version get_version(const fb::Version* v) {
+  return v ? Version{v->hlc(), v->node()} : Version{};
+}
+
+// An absent string is the empty string. `max_bytes` is the limit of this kind of string (text, identifier,
+// token); over it the message is refused with kValueInvalid.
+Status get_string(const flatbuffers::String* in, size_t max_bytes, std::string_view what, std::string& out) {
+  if (!in) {
+    out.clear();
+    return Status::ok();
+  }
+  if (in->size() > max_bytes) {
+    return Status(ErrorCode::kValueInvalid, std::string(what) + " is " + std::to_string(in->size()) +
+                                                " bytes, over the limit of " + std::to_string(max_bytes));
+  }
+  out.assign(in->c_str(), in->size());
+  return Status::ok();
+}
+
+Status get_ident(const flatbuffers::String* in, std::string_view what, std::string& out) {
+  return get_string(in, tuning::kMaxIdentifierBytes, what, out);
+}
+
+// An absent Value is null. Text longer than `max_text` is refused; reals must be finite (coordinates), since
+// NaN compares unequal to itself and would make replicas that hold the same value look different forever.
+Status get_value(const fb::Value* in, size_t max_text, Value& out) {
+  if (!in) {
+    out = Value::null();
+    return Status::ok();
+  }
+  switch (in->kind()) {
+    case fb::ValueKind::Null:
+      out = Value::null();
+      return Status::ok();
+    case fb::ValueKind::Int:
+      out = Value::integer(in->i());
+      return Status::ok();
+    case fb::ValueKind::Bool:
+      out = Value::boolean(in->b());
+      return Status::ok();
+    case fb::ValueKind::Real:
+      if (!std::isfinite(in->d())) return Status(ErrorCode::kValueInvalid, "real value is not finite");
+      out = Value::real(in->d());
+      return Status::ok();
+    case fb::ValueKind::Text: {
+      std::string text;
+      Status s = get_string(in->s(), max_text, "text value", text);
+      if (!s) return s;
+      out = Value::text(std::move(text));
+      return Status::ok();
+    }
+  }
+  return malformed("unknown value kind " + std::to_string(static_cast<int>(in->kind())));
+}
+
+// Text limit for the value of a field in a record state or conflict: the joined text of an append-only field
+// grows with every fragment, so only the frame size bounds it; every other text is bounded by kMaxTextBytes.
+size_t state_text_limit(const schema::FieldDef* field) {
+  return field && field->policy == schema::MergePolicy::kAppendText ? tuning::kMaxMessageBytes
+                                                                    : tuning::kMaxTextBytes;
+}
+
+// A value stored in `field` must have the field type's storage kind; null is allowed here (nullability is a
+// rule checked by rules.h, and a cleared field's state holds null).
+Status check_kind(const schema::EntityDef& entity, const schema::FieldDef& field, const Value& v) {
+  const Value::Kind want = storage_kind(field.type);
+  if (v.is_null() || v.kind() == want) return Status::ok();
+  return Status(ErrorCode::kTypeMismatch, std::string(entity.name) + "." + std::string(field.name) +
+                                              " holds " + kind_name(want) + ", got " + kind_name(v.kind()));
+}
+
+Status get_entity(uint16_t raw, const schema::EntityDef*& out) {
+  out = schema::entity(static_cast<EntityId>(raw));
+  if (!out) return Status(ErrorCode::kUnknownEntity, "unknown entity " + std::to_string(raw));
+  return Status::ok();
+}
+
+// A field id of `entity`; field 0 ("the record itself") only where `allow_record` says so, in which case
+// `out` is null.
+Status get_field(const schema::EntityDef& entity, uint16_t id, bool allow_record,
+                 const schema::FieldDef*& out) {
+  out = nullptr;
+  if (id == 0 && allow_record) return Status::ok();
+  out = entity.field(id);
+  if (!out) {
+    return Status(ErrorCode::kUnknownField,
+                  "unknown field " + std::to_string(id) + " of entity " + std::string(entity.name));
+  }
+  return Status::ok();
+}
+
+// Field versions name real fields or, with field 0, the record itself (its creation).
+Status get_field_versions(const Vector<const fb::FieldVersion*>* in, const schema::EntityDef& entity,
+                          std::vector<FieldVersion>& out) {
+  out.clear();
+  if (!in) return Status::ok();
+  out.reserve(in->size());
+  for (flatbuffers::uoffset_t i = 0; i < in->size(); ++i) {
+    const fb::FieldVersion* fv = in->Get(i);
+    const schema::FieldDef* field = nullptr;
+    Status s = get_field(entity, fv->field(), /*allow_record=*/true, field);
+    if (!s) return within(s, "seen", i);
+    out.push_back(FieldVersion{fv->field(), get_version(&fv->version())});
+  }
+  return Status::ok();
+}
+
+Status get_keys(const Vector<const fb::RecordKey*>* in, std::vector<RecordKey>& out) {
+  out.clear();
+  if (!in) return Status::ok();
+  if (in->size() > tuning::kMaxRecordsPerMessage) {
+    return too_many("record keys", in->size(), tuning::kMaxRecordsPerMessage);
+  }
+  out.reserve(in->size());
+  for (flatbuffers::uoffset_t i = 0; i < in->size(); ++i) {
+    const fb::RecordKey* k = in->Get(i);
+    const schema::EntityDef* entity = nullptr;
+    Status s = get_entity(k->entity(), entity);
+    if (!s) return within(s, "keys", i);
+    out.push_back(RecordKey{entity->id, get_id(&k->id())});
+  }
+  return Status::ok();
+}
+
+// A vector of tables, each converted by `get_one`, at most `max` of them (over: kTooManyChanges).
+template <typename W, typename T>
+Status get_tables(const Vector<Offset<W>>* in, size_t max, std::string_view what, std::vector<T>& out,
+                  Status (*get_one)(const W*, T&)) {
+  out.clear();
+  if (!in) return Status::ok();
+  if (in->size() > max) return too_many(what, in->size(), max);
+  out.resize(in->size());
+  for (flatbuffers::uoffset_t i = 0; i < in->size(); ++i) {
+    Status s = get_one(in->Get(i), out[i]);
+    if (!s) return within(s, what, i);
+  }
+  return Status::ok();
+}
+
+Status get_change(const fb::Change* in, Change& out) {
+  switch (in->op()) {
+    case fb::ChangeOp::Create:
+    case fb::ChangeOp::Set:
+    case fb::ChangeOp::Append:
+    case fb::ChangeOp::Delete:
+      break;
+    default:
+      return malformed("unknown change op " + std::to_string(static_cast<int>(in->op())));
+  }
+  out.op = static_cast<ChangeOp>(in->op());
+  const schema::EntityDef* entity = nullptr;
+  Status s = get_entity(in->entity(), entity);
+  if (!s) return s;
+  out.entity = entity->id;
+  out.record = get_id(in->record());
+  out.field = in->field();
+  const bool record_op = out.op == ChangeOp::kCreate || out.op == ChangeOp::kDelete;
+  const schema::FieldDef* field = nullptr;
+  s = get_field(*entity, out.field, /*allow_record=*/record_op, field);
+  if (!s) return s;
+  s = get_value(in->value(), tuning::kMaxTextBytes, out.value);
+  if (!s) return s;
+  if (out.op == ChangeOp::kSet) {
+    s = check_kind(*entity, *field, out.value);
+    if (!s) return s;
+  } else if (out.op == ChangeOp::kAppend && out.value.kind() != Value::Kind::kText) {
+    return Status(ErrorCode::kTypeMismatch, "append to " + std::string(entity->name) + "." +
+                                                std::string(field->name) + " carries " +
+                                                kind_name(out.value.kind()) + ", not text");
+  }
+  out.version = get_version(in->version());
+  out.base = get_version(in->base());
+  return get_field_versions(in->seen(), *entity, out.seen);
+}
+
+Status get_changes(const Vector<Offset<fb::Change>>* in, std::vector<Change>& out) {
+  return get_tables(in, tuning::kMaxChangesPerTxn, "changes", out, get_change);
+}
+
+Status get_client_txn(const fb::ClientTxn* in, ClientTxn& out) {
+  out.node = in->node();
+  out.node_seq = in->node_seq();
+  out.created_at_ms = in->created_at_ms();
+  return get_changes(in->changes(), out.changes);
+}
+
+Status get_server_txn(const fb::ServerTxn* in, ServerTxn& out) {
+  out.server_seq = in->server_seq();
+  out.origin_node = in->origin_node();
+  Status s = get_ident(in->origin_user(), "origin_user", out.origin_user);
+  if (!s) return s;
+  out.origin_node_seq = in->origin_node_seq();
+  return get_changes(in->changes(), out.changes);
+}
+
+Status get_fragment(const fb::Fragment* in, Fragment& out) {
+  out.version = get_version(in->version());
+  Status s = get_ident(in->user(), "fragment user", out.user);
+  if (!s) return s;
+  return get_string(in->text(), tuning::kMaxTextBytes, "fragment text", out.text);
+}
+
+// Record states arrive from the server only, but a device must still not trust them blindly: they are checked
+// against the model like changes, and the ordering invariants RecordState's lookups rely on are enforced.
+Status get_field_state(const schema::EntityDef& entity, const fb::FieldState* in, FieldState& out) {
+  out.field = in->field();
+  const schema::FieldDef* field = nullptr;
+  Status s = get_field(entity, out.field, /*allow_record=*/false, field);
+  if (!s) return s;
+  s = get_value(in->value(), state_text_limit(field), out.value);
+  if (!s) return s;
+  s = check_kind(entity, *field, out.value);
+  if (!s) return s;
+  out.version = get_version(in->version());
+  s = get_ident(in->user(), "user", out.user);
+  if (!s) return s;
+  s = get_tables(in->fragments(), std::numeric_limits<size_t>::max(), "fragments", out.fragments,
+                 get_fragment);
+  if (!s) return s;
+  for (size_t i = 1; i < out.fragments.size(); ++i) {
+    if (!(out.fragments[i - 1].version < out.fragments[i].version)) {
+      return malformed("fragments of " + std::string(entity.name) + "." + std::string(field->name) +
+                       " are not in strictly increasing version order");
+    }
+  }
+  return Status::ok();
+}
+
+Status get_record_state(const fb::RecordState* in, RecordState& out) {
+  const schema::EntityDef* entity = nullptr;
+  Status s = get_entity(in->entity(), entity);
+  if (!s) return s;
+  out.entity = entity->id;
+  out.id = get_id(in->id());
+  out.created = get_version(in->created());
+  out.deleted = in->deleted();
+  out.deleted_version = get_version(in->deleted_version());
+  s = get_ident(in->deleted_by(), "deleted_by", out.deleted_by);
+  if (!s) return s;
+  s = get_field_versions(in->delete_seen(), *entity, out.delete_seen);
+  if (!s) return s;
+  out.fields.clear();
+  if (const auto* fields = in->fields()) {
+    out.fields.resize(fields->size());
+    for (flatbuffers::uoffset_t i = 0; i < fields->size(); ++i) {
+      s = get_field_state(*entity, fields->Get(i), out.fields[i]);
+      if (!s) return within(s, "fields", i);
+      if (i > 0 && out.fields[i - 1].field >= out.fields[i].field) {
+        return malformed("fields of a " + std::string(entity->name) + " record are not sorted by id");
+      }
+    }
+  }
+  return Status::ok();
+}
+
+// The value of a conflict side has the field's storage kind; a record-level conflict (field 0, e.g. an
+// overlap of two events) may carry any kind.
+Status get_conflict_side(const schema::EntityDef& entity, const schema::FieldDef* field,
+                         const fb::ConflictSide* in, ConflictSide& out) {
+  Status s = get_value(in->value(), state_text_limit(field), out.value);
+  if (!s) return s;
+  if (field) {
+    s = check_kind(entity, *field, out.value);
+    if (!s) return s;
+  }
+  out.version = get_version(in->version());
+  return get_ident(in->user(), "user", out.user);
+}
+
+Status get_conflict(const fb::ConflictRecord* in, ConflictRecord& out) {
+  switch (in->kind()) {
+    case fb::ConflictKind::ConcurrentWrite:
+    case fb::ConflictKind::DeleteWins:
+    case fb::ConflictKind::Scheduling:
+      break;
+    default:
+      return malformed("unknown conflict kind " + std::to_string(static_cast<int>(in->kind())));
+  }
+  out.server_seq = in->server_seq();
+  out.kind = static_cast<ConflictKind>(in->kind());
+  const schema::EntityDef* entity = nullptr;
+  Status s = get_entity(in->entity(), entity);
+  if (!s) return s;
+  out.entity = entity->id;
+  out.record = get_id(in->record());
+  out.field = in->field();
+  const schema::FieldDef* field = nullptr;
+  s = get_field(*entity, out.field, /*allow_record=*/true, field);
+  if (!s) return s;
+  s = get_conflict_side(*entity, field, in->winner(), out.winner);
+  if (!s) return within(s, "winner");
+  s = get_conflict_side(*entity, field, in->loser(), out.loser);
+  if (!s) return within(s, "loser");
+  out.other_record = get_id(in->other_record());
+  return get_ident(in->rule(), "rule", out.rule);
+}
+
+Status get_records(const Vector<Offset<fb::RecordState>>* in, std::vector<RecordState>& out) {
+  return get_tables(in, tuning::kMaxRecordsPerMessage, "records", out, get_record_state);
+}
+
+Status get_conflicts(const Vector<Offset<fb::ConflictRecord>>* in, std::vector<ConflictRecord>& out) {
+  return get_tables(in, tuning::kMaxRecordsPerMessage, "conflicts", out, get_conflict);
+}
+
+Status get_error_code(uint16_t raw, ErrorCode& out) {
+  if (!known_error_code(raw)) return malformed("unknown error code " + std::to_string(raw));
+  out = static_cast<ErrorCode>(raw);
+  return Status::ok();
+}
+
+Status get_txn_result(const fb::TxnResult* in, protocol::TxnResult& out) {
+  switch (in->outcome()) {
+    case fb::TxnOutcome::Applied:
+    case fb::TxnOutcome::Rejected:
+    case fb::TxnOutcome::Duplicate:
+      break;
+    default:
+      return malformed("unknown transaction outcome " + std::to_string(static_cast<int>(in->outcome())));
+  }
+  out.node_seq = in->node_seq();
+  out.outcome = static_cast<protocol::TxnOutcome>(in->outcome());
+  out.server_seq = in->server_seq();
+  Status s = get_error_code(static_cast<uint16_t>(in->reason()), out.reason);
+  if (!s) return s;
+  s = get_string(in->message(), tuning::kMaxTextBytes, "message", out.message);
+  if (!s) return s;
+  s = get_conflicts(in->conflicts(), out.conflicts);
+  if (!s) return s;
+  s = get_records(in->records(), out.records);
+  if (!s) return s;
+  return get_keys(in->absent(), out.absent);
+}
+
+// ---- Messages
+// -------------------------------------------------------------------------------------------------
+
+Status get_message(const fb::Hello* in, protocol::Hello& out) {
+  out.protocol_version = in->protocol_version();
+  out.schema_version = in->schema_version();
+  out.node = in->node();
+  out.cursor = in->cursor();
+  out.client_time_ms = in->client_time_ms();
+  out.client_hlc = in->client_hlc();
+  return get_string(in->token(), tuning::kMaxTokenBytes, "token", out.token);
+}
+
+Status get_message(const fb::Welcome* in, protocol::Welcome& out) {
+  switch (in->role()) {
+    case fb::Role::Rep:
+    case fb::Role::Manager:
+    case fb::Role::HeadOffice:
+      break;
+    default:
+      return malformed("unknown role " + std::to_string(static_cast<int>(in->role())));
+  }
+  out.protocol_version = in->protocol_version();
+  out.schema_version = in->schema_version();
+  out.role = static_cast<schema::Role>(in->role());
+  out.last_node_seq = in->last_node_seq();
+  out.server_seq = in->server_seq();
+  out.server_hlc = in->server_hlc();
+  out.server_time_ms = in->server_time_ms();
+  return get_ident(in->user(), "user", out.user);
+}
+
+Status get_message(const fb::PushTxns* in, protocol::PushTxns& out) {
+  out.request_id = in->request_id();
+  return get_tables(in->txns(), tuning::kMaxTxnsPerPush, "txns", out.txns, get_client_txn);
+}
+
+Status get_message(const fb::PushAck* in, protocol::PushAck& out) {
+  out.request_id = in->request_id();
+  out.server_hlc = in->server_hlc();
+  // The per-message limits apply to the sum over all results; checked before any conversion work.
+  if (const auto* results = in->results()) {
+    size_t records = 0, conflicts = 0, keys = 0;
+    for (const fb::TxnResult* r : *results) {
+      records += r->records() ? r->records()->size() : 0;
+      conflicts += r->conflicts() ? r->conflicts()->size() : 0;
+      keys += r->absent() ? r->absent()->size() : 0;
+    }
+    if (records > tuning::kMaxRecordsPerMessage)
+      return too_many("records", records, tuning::kMaxRecordsPerMessage);
+    if (conflicts > tuning::kMaxRecordsPerMessage) {
+      return too_many("conflicts", conflicts, tuning::kMaxRecordsPerMessage);
+    }
+    if (keys > tuning::kMaxRecordsPerMessage)
+      return too_many("record keys", keys, tuning::kMaxRecordsPerMessage);
+  }
+  return get_tables(in->results(), tuning::kMaxTxnsPerPush, "results", out.results, get_txn_result);
+}
+
+Status get_message(const fb::PullRequest* in, protocol::PullRequest& out) {
+  out.request_id = in->request_id();
+  out.cursor = in->cursor();
+  out.max_changes = in->max_changes();
+  out.live = in->live();
+  return Status::ok();
+}
+
+Status get_message(const fb::ChangeBatch* in, protocol::ChangeBatch& out) {
+  out.request_id = in->request_id();
+  out.from_cursor = in->from_cursor();
+  out.to_cursor = in->to_cursor();
+  out.has_more = in->has_more();
+  out.server_hlc = in->server_hlc();
+  // The number of transactions is bounded by the frame size; each one's changes by kMaxChangesPerTxn.
+  Status s = get_tables(in->txns(), std::numeric_limits<size_t>::max(), "txns", out.txns, get_server_txn);
+  if (!s) return s;
+  s = get_conflicts(in->conflicts(), out.conflicts);
+  if (!s) return s;
+  s = get_records(in->records(), out.records);
+  if (!s) return s;
+  return get_keys(in->purges(), out.purges);
+}
+
+Status get_message(const fb::BootstrapRequest* in, protocol::BootstrapRequest& out) {
+  out.request_id = in->request_id();
+  out.snapshot_seq = in->snapshot_seq();
+  out.page_size = in->page_size();
+  return get_string(in->page_token(), tuning::kMaxTokenBytes, "page_token", out.page_token);
+}
+
+Status get_message(const fb::BootstrapPage* in, protocol::BootstrapPage& out) {
+  out.request_id = in->request_id();
+  out.snapshot_seq = in->snapshot_seq();
+  out.total_records = in->total_records();
+  out.records_before = in->records_before();
+  out.done = in->done();
+  Status s = get_records(in->records(), out.records);
+  if (!s) return s;
+  s = get_string(in->next_page_token(), tuning::kMaxTokenBytes, "next_page_token", out.next_page_token);
+  if (!s) return s;
+  return get_conflicts(in->conflicts(), out.conflicts);
+}
+
+Status get_message(const fb::Error* in, protocol::Error& out) {
+  Status s = get_error_code(static_cast<uint16_t>(in->code()), out.code);
+  if (!s) return s;
+  out.retryable = in->retryable();
+  out.request_id = in->request_id();
+  out.resume_node_seq = in->resume_node_seq();
+  return get_string(in->message(), tuning::kMaxTextBytes, "message", out.message);
+}
+
+template <typename W, typename M>
+Result<protocol::Message> convert(const W* in) {
+  M out;
+  Status s = get_message(in, out);
+  if (!s) return s;
+  return protocol::Message(std::move(out));
+}
+
+Result<protocol::Message> decode_verified(const fb::Frame* frame) {
+  switch (frame->body_type()) {
+    case fb::Body::Hello:
+      return convert<fb::Hello, protocol::Hello>(frame->body_as_Hello());
+    case fb::Body::Welcome:
+      return convert<fb::Welcome, protocol::Welcome>(frame->body_as_Welcome());
+    case fb::Body::PushTxns:
+      return convert<fb::PushTxns, protocol::PushTxns>(frame->body_as_PushTxns());
+    case fb::Body::PushAck:
+      return convert<fb::PushAck, protocol::PushAck>(frame->body_as_PushAck());
+    case fb::Body::PullRequest:
+      return convert<fb::PullRequest, protocol::PullRequest>(frame->body_as_PullRequest());
+    case fb::Body::ChangeBatch:
+      return convert<fb::ChangeBatch, protocol::ChangeBatch>(frame->body_as_ChangeBatch());
+    case fb::Body::BootstrapRequest:
+      return convert<fb::BootstrapRequest, protocol::BootstrapRequest>(frame->body_as_BootstrapRequest());
+    case fb::Body::BootstrapPage:
+      return convert<fb::BootstrapPage, protocol::BootstrapPage>(frame->body_as_BootstrapPage());
+    case fb::Body::Error:
+      return convert<fb::Error, protocol::Error>(frame->body_as_Error());
+    case fb::Body::NONE:
+      break;
+  }
+  return malformed("unknown message type " + std::to_string(static_cast<int>(frame->body_type())));
+}
+
+Result<protocol::Message> decode_frame(std::span<const uint8_t> frame) {
+  if (frame.size() > tuning::kMaxMessageBytes) {
+    return Status(ErrorCode::kMessageTooLarge, "frame of " + std::to_string(frame.size()) +
+                                                   " bytes, over the limit of " +
+                                                   std::to_string(tuning::kMaxMessageBytes));
+  }
+  if (frame.size() < 2 * sizeof(flatbuffers::uoffset_t)) {
+    return malformed("frame of " + std::to_string(frame.size()) + " bytes is too short");
+  }
+  // FlatBuffers reads scalars in place, which needs them aligned in memory, not just within the buffer (the
+  // verifier checks the latter). A frame sliced out of a network buffer may start anywhere, so copy it then.
+  const uint8_t* data = frame.data();
+  std::unique_ptr<uint64_t[]> aligned;
+  if (reinterpret_cast<uintptr_t>(data) % alignof(uint64_t) != 0) {
+    aligned.reset(new uint64_t[(frame.size() + sizeof(uint64_t) - 1) / sizeof(uint64_t)]);
+    std::memcpy(aligned.get(), frame.data(), frame.size());
+    data = reinterpret_cast<const uint8_t*>(aligned.get());
+  }
+  flatbuffers::Verifier::Options options;
+  options.max_depth = kMaxDepth;
+  options.max_tables = kMaxTables;
+  options.check_alignment = true;
+  flatbuffers::Verifier verifier(data, frame.size(), options);
+  if (!verifier.VerifyBuffer<fb::Frame>(nullptr)) return malformed("frame failed FlatBuffers verification");
+  if (!fb::FrameBufferHasIdentifier(data)) {
+    return malformed(std::string("frame does not carry the file identifier ") + fb::FrameIdentifier());
+  }
+  return decode_verified(fb::GetFrame(data));
+}
+
+}  // namespace
+
+std::vector<uint8_t> encode(const protocol::Message& message) {
+  FlatBufferBuilder b(1024);
+  const Body body = std::visit([&b](const auto& m) { return put_body(b, m); }, message);
+  fb::FinishFrameBuffer(b, fb::CreateFrame(b, body.first, body.second));
+  return std::vector<uint8_t>(b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize());
+}
+
+Result<protocol::Message> decode(std::span<const uint8_t> frame) {
+  // Nothing below throws but allocation; a frame within kMaxMessageBytes cannot make it fail short of the
+  // process running out of memory, which the caller hears about as an internal error, never as an exception.
+  try {
+    return decode_frame(frame);
+  } catch (const std::bad_alloc&) {
+    return Status(ErrorCode::kInternal, "out of memory decoding a frame", /*retryable=*/true);
+  } catch (...) {
+    return Status(ErrorCode::kInternal, "unexpected exception decoding a frame");
+  }
+}
+
+}  // namespace fieldsync::codec
