@@ -119,9 +119,9 @@ const Value* raw_field(const RecordState& r, uint16_t field) {
 class TxnOverlay final : public CentralReader {
  public:
   struct Entry {
-    std::optional<RecordState> before;  // the store's state before the transaction (nullopt: absent)
-    RecordState state;                  // the state within the transaction
-    bool touched = false;               // named by a change (not just read as a parent)
+    bool existed = false;  // the store had it before the transaction
+    RecordState state;     // the state within the transaction
+    bool touched = false;  // named by a change (not just read as a parent)
     bool created_here = false;
     bool schedule_changed = false;  // created, or owner/start/end/status altered: look for overlaps
   };
@@ -132,10 +132,10 @@ class TxnOverlay final : public CentralReader {
     auto it = entries_.find(key);
     if (it == entries_.end()) {
       Entry e;
-      e.before = base_.load(key.entity, key.id);
-      if (e.before && !exists(*e.before)) e.before.reset();
-      if (e.before) {
-        e.state = *e.before;
+      std::optional<RecordState> stored = base_.load(key.entity, key.id);
+      e.existed = stored && exists(*stored);
+      if (e.existed) {
+        e.state = std::move(*stored);
       } else {
         e.state.entity = key.entity;
         e.state.id = key.id;
@@ -325,8 +325,9 @@ Result<TxnApplication> apply_client_txn(const ClientTxn& txn, const Principal& w
     if (!en.touched) {
       en.touched = true;
       touched.push_back(key);
-      // Judged on the state before the transaction, before anything else reveals what the record holds.
-      if (en.before && !can_see(who, resolve_scope(*en.before, reader)))
+      // Judged on the state before the transaction (a record is only changed once touched), before anything
+      // else reveals what the record holds.
+      if (en.existed && !can_see(who, resolve_scope(en.state, reader)))
         return reject(ErrorCode::kOutOfScope, c, "record is outside " + who.user + "'s scope");
     }
     RecordState& rec = en.state;
@@ -431,7 +432,7 @@ Result<TxnApplication> apply_client_txn(const ClientTxn& txn, const Principal& w
   }
 
   app.records.reserve(touched.size());
-  for (const RecordKey& key : touched) app.records.push_back(overlay.entry(key).state);
+  for (const RecordKey& key : touched) app.records.push_back(std::move(overlay.entry(key).state));
   return app;
 }
 
