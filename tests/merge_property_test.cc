@@ -236,7 +236,7 @@ std::string describe(const Losers& l) {
   return o.str();
 }
 
-// Returns true if every check passed; failures are reported through gtest with the seed.
+// Checks one scenario; failures are reported through gtest with the seed.
 void check_scenario(uint64_t seed, bool concurrent) {
   SCOPED_TRACE("seed " + std::to_string(seed) + (concurrent ? " (concurrent)" : " (general)"));
   Generator gen(seed);
