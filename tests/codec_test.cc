@@ -356,8 +356,7 @@ ErrorCode push_error(std::vector<Change> changes) {
   return decode_error(codec::encode(m));
 }
 
-// ---- Round trips
-// ------------------------------------------------------------------------------------------------
+// ---- Round trips ------------------------------------------------------------------------------------------
 
 TEST(CodecRoundTrip, Hello) {
   expect_round_trip(sample_hello());
@@ -457,6 +456,8 @@ TEST(CodecRoundTrip, MaximumCountsAreAccepted) {
   for (uint64_t i = 0; i < tuning::kMaxTxnsPerPush; ++i) m.txns.push_back(ClientTxn{5, i + 1, 0, {}});
   m.txns[0].changes.assign(tuning::kMaxChangesPerTxn,
                            set(EntityId::kAccount, 1, f::kAccountName, Value::text("n"), 2000));
+  m.txns[1].changes = m.txns[0].changes;  // exactly kMaxChangesPerPush in all
+  static_assert(2 * tuning::kMaxChangesPerTxn == tuning::kMaxChangesPerPush);
   expect_round_trip(m);
   protocol::ChangeBatch b;
   b.purges.assign(tuning::kMaxRecordsPerMessage, RecordKey{EntityId::kAccount, rid(1)});
@@ -486,8 +487,7 @@ TEST(CodecSchema, WireErrorCodesMirrorStatusNames) {
   }
 }
 
-// ---- Malformed frames
-// ---------------------------------------------------------------------------------------------
+// ---- Malformed frames -------------------------------------------------------------------------------------
 
 TEST(CodecMalformed, EmptyFrame) {
   EXPECT_EQ(decode_error({}), ErrorCode::kMalformedMessage);
@@ -624,8 +624,7 @@ TEST(CodecMalformed, MissingRequiredRecordId) {
             ErrorCode::kMalformedMessage);
 }
 
-// ---- Content outside the model
-// --------------------------------------------------------------------------------
+// ---- Content outside the model ----------------------------------------------------------------------------
 
 TEST(CodecModel, UnknownEntity) {
   Change c = set(EntityId::kAccount, 1, f::kAccountName, Value::text("x"), 2000);
@@ -747,8 +746,7 @@ TEST(CodecModel, OrderingInvariantsOfRecordStates) {
   EXPECT_EQ(decode_error(codec::encode(page)), ErrorCode::kMalformedMessage);
 }
 
-// ---- Limits
-// ---------------------------------------------------------------------------------------------------
+// ---- Limits -----------------------------------------------------------------------------------------------
 
 TEST(CodecLimits, TooManyChangesInATransaction) {
   std::vector<Change> changes(tuning::kMaxChangesPerTxn + 1,
@@ -763,6 +761,16 @@ TEST(CodecLimits, TooManyChangesInATransaction) {
 TEST(CodecLimits, TooManyTransactionsOrRecords) {
   protocol::PushTxns m;
   for (uint64_t i = 0; i <= tuning::kMaxTxnsPerPush; ++i) m.txns.push_back(ClientTxn{5, i + 1, 0, {}});
+  EXPECT_EQ(decode_error(codec::encode(m)), ErrorCode::kTooManyChanges);
+
+  // Three full transactions: each within kMaxChangesPerTxn, together over kMaxChangesPerPush.
+  m.txns.assign(3, ClientTxn{5, 1, 0, {}});
+  for (uint64_t i = 0; i < 3; ++i) {
+    m.txns[i].node_seq = i + 1;
+    m.txns[i].changes.assign(tuning::kMaxChangesPerTxn,
+                             set(EntityId::kAccount, 1, f::kAccountName, Value::text("n"), 2000));
+  }
+  static_assert(3 * tuning::kMaxChangesPerTxn > tuning::kMaxChangesPerPush);
   EXPECT_EQ(decode_error(codec::encode(m)), ErrorCode::kTooManyChanges);
 
   protocol::ChangeBatch b;

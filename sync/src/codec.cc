@@ -34,8 +34,7 @@ using flatbuffers::Offset;
 using flatbuffers::Vector;
 using StringOffset = Offset<flatbuffers::String>;
 
-// ---- The wire enums mirror the C++ ones value for value
-// -------------------------------------------------------
+// ---- The wire enums mirror the C++ ones value for value ---------------------------------------------------
 
 template <typename A, typename B>
 constexpr bool same(A a, B b) {
@@ -139,8 +138,7 @@ bool known_error_code(uint16_t raw) {
   return false;
 }
 
-// ---- Encoding
-// -------------------------------------------------------------------------------------------------
+// ---- Encoding ---------------------------------------------------------------------------------------------
 // Conventions (the decoder relies on them, fieldsync.fbs states them): empty strings, empty vectors, null
 // values and zero versions of optional fields are left out; the reader turns an absent field back into the
 // C++ default.
@@ -361,8 +359,7 @@ Body put_body(FlatBufferBuilder& b, const protocol::Error& m) {
                                .Union()};
 }
 
-// ---- Decoding
-// -------------------------------------------------------------------------------------------------
+// ---- Decoding ---------------------------------------------------------------------------------------------
 
 // Deepest legitimate nesting of tables: Frame > PushAck > TxnResult > RecordState > FieldState >
 // Fragment/Value is 6. Unknown (newer) fields are not verified, so this does not constrain schema evolution
@@ -746,8 +743,7 @@ Status get_txn_result(const fb::TxnResult* in, protocol::TxnResult& out) {
   return get_keys(in->absent(), out.absent);
 }
 
-// ---- Messages
-// -------------------------------------------------------------------------------------------------
+// ---- Messages ---------------------------------------------------------------------------------------------
 
 Status get_message(const fb::Hello* in, protocol::Hello& out) {
   out.protocol_version = in->protocol_version();
@@ -780,6 +776,13 @@ Status get_message(const fb::Welcome* in, protocol::Welcome& out) {
 
 Status get_message(const fb::PushTxns* in, protocol::PushTxns& out) {
   out.request_id = in->request_id();
+  // The whole push is bounded too (a client never puts more than kMaxChangesPerPush changes in one push, and
+  // one transaction alone stays under it); checked before any conversion work.
+  if (const auto* txns = in->txns()) {
+    size_t changes = 0;
+    for (const fb::ClientTxn* t : *txns) changes += t->changes() ? t->changes()->size() : 0;
+    if (changes > tuning::kMaxChangesPerPush) return too_many("changes", changes, tuning::kMaxChangesPerPush);
+  }
   return get_tables(in->txns(), tuning::kMaxTxnsPerPush, "txns", out.txns, get_client_txn);
 }
 
