@@ -65,6 +65,7 @@ constexpr double kClientCrashP = 0.004;
 constexpr double kServerCrashP = 0.0015;
 constexpr double kOfficePartitionP = 0.002;  // head office and manager are mostly online
 constexpr double kClockDriftP = 0.01;
+constexpr double kHotRecordP = 0.5;           // an edit picks one of the oldest three candidate records
 constexpr double kStorageFaultP = 0.01;       // per local write
 constexpr double kSyncStorageFaultP = 0.004;  // per message a device receives: applying it fails to commit
 
@@ -979,7 +980,11 @@ class Simulation {
     for (auto it = snap.lower_bound(RecordKey{e, RecordId{}}); it != snap.end() && it->first.entity == e;
          ++it)
       if (!it->second.deleted && pred(it->second)) found.push_back(&it->second);
-    return found.empty() ? nullptr : found[rnd(found.size())];
+    if (found.empty()) return nullptr;
+    // Half the time one of the oldest few: colleagues and head office then edit the same records
+    // concurrently.
+    if (chance(kHotRecordP)) return found[rnd(std::min<size_t>(found.size(), 2))];
+    return found[rnd(found.size())];
   }
   const RecordState* pick(Node& n, EntityId e) {
     return pick(n, e, [](const RecordState&) { return true; });
@@ -1091,7 +1096,7 @@ class Simulation {
 
   bool rep_action(Node& n) {
     int op = 0;
-    weighted({4, 10, 5, 5, 2, 5, 5, 4, 5, 5, 3, 3, 4, 2, 5, 5, 3, 3, 6, 2}, op);
+    weighted({4, 14, 5, 6, 2, 5, 5, 4, 5, 6, 3, 3, 4, 2, 5, 5, 3, 3, 6, 3, 2}, op);
     switch (op) {
       case 0:
         return create_account(n, pick_one(n.principal.territories));
@@ -1131,8 +1136,10 @@ class Simulation {
         return create_opportunity(n);
       case 18:
         return move_stage(n);
-      default:
+      case 19:
         return edit_opportunity(n);
+      default:
+        return mistake(n);
     }
   }
 
@@ -1207,7 +1214,7 @@ class Simulation {
     TxnBuilder b;
     std::string what;
     int op = 0;
-    weighted({4, 4, 2, 2, 3, n.principal.role == Role::kHeadOffice ? 3 : 0}, op);
+    weighted({5, 5, 1, 1, 3, n.principal.role == Role::kHeadOffice ? 3 : 0}, op);
     switch (op) {
       case 0:
         b.set(e, a->id, "name", T(cat(word(), " ", word(), " AG")));
@@ -1489,6 +1496,39 @@ class Simulation {
       return s == "approved" || s == "submitted";
     });
     return order && set_order_status(n, *order, "cancelled", false);
+  }
+
+  // Writes a rep should not make: the server refuses the first two (server-owned field, approval needs a
+  // manager) and write() itself the last (a value outside the enum).
+  bool mistake(Node& n) {
+    TxnBuilder b;
+    std::string what;
+    switch (rnd(3)) {
+      case 0: {
+        const RecordState* a = pick(n, EntityId::kAccount);
+        if (!a) return false;
+        b.set(EntityId::kAccount, a->id, "credit_limit_cents", I(99'999'900));
+        what = cat("raise own credit limit of ", a->id.to_string());
+        break;
+      }
+      case 1: {
+        const RecordState* o = pick(n, EntityId::kOrder,
+                                    [](const RecordState& r) { return text_of(r, "status") == "submitted"; });
+        if (!o) return false;
+        b.set(EntityId::kOrder, o->id, "status", T("approved"));
+        what = cat("approve own order ", o->id.to_string());
+        break;
+      }
+      default: {
+        const RecordState* a = pick(n, EntityId::kAccount);
+        if (!a) return false;
+        b.set(EntityId::kAccount, a->id, "segment", T("platinum"));
+        what = cat("segment of ", a->id.to_string(), " outside the enum");
+        break;
+      }
+    }
+    write(n, b.take(), what);
+    return true;
   }
 
   // -- Catalogue (head office) --
@@ -1881,6 +1921,49 @@ class Simulation {
                    to_string(local.reason), ") but the server has no such rejection"));
       size_t outbox = n.store->outbox().size();
       if (outbox != 0) fail(cat("outbox: ", n.name, " still holds ", outbox, " txns at the end"));
+    }
+
+    // 6. Conflicts reach every device they concern, exactly once: those committed after its bootstrap
+    // snapshot come with the pulls that cover them (protocol.md section 7).
+    using ConflictKey = std::tuple<uint64_t, ConflictKind, RecordKey, uint16_t, Version, Version, RecordId>;
+    auto conflict_key = [](const ConflictRecord& c) {
+      return ConflictKey{c.server_seq,  c.kind,           RecordKey{c.entity, c.record},
+                         c.field,       c.winner.version, c.loser.version,
+                         c.other_record};
+    };
+    std::map<ConflictKey, const ConflictRecord*> logged;
+    for (const ConflictRecord& c : conflicts) logged[conflict_key(c)] = &c;
+    for (const auto& np : nodes_) {
+      const Node& n = *np;
+      const uint64_t snapshot = n.store->meta().bootstrap_snapshot_seq;
+      std::map<ConflictKey, int> local;
+      for (const ConflictRecord& c : n.store->conflicts()) ++local[conflict_key(c)];
+      trace(n.name, ": ", local.size(), " conflicts held, bootstrap snapshot ", snapshot);
+      for (const auto& [key, count] : local) {
+        auto it = logged.find(key);
+        if (it == logged.end()) {
+          fail(cat("conflicts: ", n.name, " holds a conflict on ",
+                   rec_str(std::get<2>(key).entity, std::get<2>(key).id), " (seq ", std::get<0>(key),
+                   ") that the server never logged"));
+        } else if (count > 1) {
+          fail(cat("conflicts: ", n.name, " received the conflict on ",
+                   rec_str(it->second->entity, it->second->record), " field ",
+                   field_name(it->second->entity, it->second->field), " (seq ", std::get<0>(key), ") ", count,
+                   " times"));
+        }
+      }
+      for (const auto& [key, c] : logged) {
+        if (c->server_seq <= snapshot || local.count(key)) continue;
+        bool concerns = c->winner.user == n.name || c->loser.user == n.name;
+        if (!concerns) {
+          auto rec = server_records.find(RecordKey{c->entity, c->record});
+          concerns = rec != server_records.end() && can_see(n.principal, resolve_scope(rec->second, reader));
+        }
+        if (concerns)
+          fail(cat("conflicts: ", n.name, " never received the ", c->rule, " conflict on ",
+                   rec_str(c->entity, c->record), " field ", field_name(c->entity, c->field), " (seq ",
+                   c->server_seq, ", loser ", c->loser.value.debug_string(), " by '", c->loser.user, "')"));
+      }
     }
 
     report_.txns_applied = in_log.size();
