@@ -35,9 +35,8 @@ namespace {
 using schema::EntityId;
 using schema::Role;
 
-// ---- Simulation constants
-// -------------------------------------------------------------------------------------- Simulated time
-// starts at a fixed, realistic Unix time so HLCs and UUIDv7 ids look like production ones.
+// ---- Simulation constants ---------------------------------------------------------------------------------
+// Simulated time starts at a fixed, realistic Unix time so HLCs and UUIDv7 ids look like production ones.
 constexpr int64_t kEpochMs = 1'750'000'000'000;
 constexpr NodeId kServerNode = 1;
 
@@ -65,7 +64,7 @@ constexpr double kClientCrashP = 0.004;
 constexpr double kServerCrashP = 0.0015;
 constexpr double kOfficePartitionP = 0.002;  // head office and manager are mostly online
 constexpr double kClockDriftP = 0.01;
-constexpr double kHotRecordP = 0.5;           // an edit picks one of the oldest three candidate records
+constexpr double kHotRecordP = 0.6;           // an edit picks one of the two oldest candidate records
 constexpr double kStorageFaultP = 0.01;       // per local write
 constexpr double kSyncStorageFaultP = 0.004;  // per message a device receives: applying it fails to commit
 
@@ -89,8 +88,7 @@ constexpr size_t kMaxFailures = 60;
 
 const std::vector<std::string> kTerritories = {"t-north", "t-south", "t-east", "t-west"};
 
-// ---- Small helpers
-// ---------------------------------------------------------------------------------------------
+// ---- Small helpers ----------------------------------------------------------------------------------------
 
 template <typename... A>
 std::string cat(const A&... a) {
@@ -214,8 +212,7 @@ class SimAuthenticator final : public Authenticator {
   std::map<std::string, Principal> by_token_;
 };
 
-// ---- Message equality, to prove the codec's round trip is exact
-// -------------------------------------------------
+// ---- Message equality, to prove the codec's round trip is exact -------------------------------------------
 
 bool same(const protocol::Hello& a, const protocol::Hello& b) {
   return std::tie(a.protocol_version, a.schema_version, a.node, a.token, a.cursor, a.client_time_ms,
@@ -276,8 +273,7 @@ bool same(const protocol::Message& a, const protocol::Message& b) {
       a);
 }
 
-// ---- The world
-// -------------------------------------------------------------------------------------------------
+// ---- The world --------------------------------------------------------------------------------------------
 
 struct Node {
   int index = 0;
@@ -347,9 +343,8 @@ class Simulation {
   }
 
  private:
-  // ---- Randomness and tracing
-  // ---------------------------------------------------------------------------------- Own distributions (not
-  // <random>'s) so a seed replays the same on every standard library.
+  // ---- Randomness and tracing -----------------------------------------------------------------------------
+  // Own distributions (not <random>'s) so a seed replays the same on every standard library.
   uint64_t rnd(uint64_t n) { return n == 0 ? 0 : rng_() % n; }
   int64_t range(int64_t lo, int64_t hi) {
     return lo + static_cast<int64_t>(rnd(static_cast<uint64_t>(hi - lo + 1)));
@@ -390,8 +385,7 @@ class Simulation {
 
   int64_t wall(const Node& n) const { return now_ + n.clock_offset_ms; }
 
-  // ---- Setup
-  // ---------------------------------------------------------------------------------------------------
+  // ---- Setup ----------------------------------------------------------------------------------------------
   void setup() {
     now_ = kEpochMs + static_cast<int64_t>(rnd(86'400'000));
     start_ms_ = now_;
@@ -469,8 +463,7 @@ class Simulation {
       for (int i = 0; i < 2; ++i) create_account(office, territory);
   }
 
-  // ---- Network
-  // ---------------------------------------------------------------------------------------------------
+  // ---- Network --------------------------------------------------------------------------------------------
   void connect(Node& n) {
     if (!n.client || n.session != 0) return;
     SessionId s = next_session_++;
@@ -832,8 +825,7 @@ class Simulation {
     }
   }
 
-  // ---- Faults
-  // ----------------------------------------------------------------------------------------------------
+  // ---- Faults ---------------------------------------------------------------------------------------------
   void start_partition(Node& n, int64_t duration_ms) {
     ++report_.partitions;
     n.partition_until = now_ + duration_ms;
@@ -902,8 +894,7 @@ class Simulation {
     }
   }
 
-  // ---- Clock checks
-  // ------------------------------------------------------------------------------------------------
+  // ---- Clock checks ---------------------------------------------------------------------------------------
   // A device's HLC never goes back while its SyncClient lives, and the HLC persisted in ReplicaMeta never
   // goes back at all, so a restarted client resumes at or above everything it persisted. (A timestamp a
   // client only observed, whose commit then failed with disk full, may be forgotten by a crash: nothing was
@@ -963,8 +954,7 @@ class Simulation {
     check_server_clock();
   }
 
-  // ---- Workload
-  // ----------------------------------------------------------------------------------------------------
+  // ---- Workload -------------------------------------------------------------------------------------------
   const std::map<RecordKey, RecordState>& snapshot(Node& n) {
     if (n.snapshot_dirty) {
       n.snapshot = n.store->records();
@@ -1697,8 +1687,7 @@ class Simulation {
     return true;
   }
 
-  // ---- End of the run
-  // ----------------------------------------------------------------------------------------------
+  // ---- End of the run -------------------------------------------------------------------------------------
   bool quiescent() const {
     if (!in_flight_.empty()) return false;
     for (const auto& n : nodes_) {
