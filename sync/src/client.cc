@@ -152,13 +152,21 @@ void SyncClient::stop(Status reason) {
   events_.push_back(std::move(e));
 }
 
-void SyncClient::fail_storage(const Status& s) {
+void SyncClient::fail_storage(const Status& s, Retry retry, int64_t now_ms) {
   // The local file refused a write (disk full, I/O error). Nothing was half-applied: the store transaction is
-  // discarded and the cursor and outbox are unchanged, so the same batch is simply asked for again later.
+  // discarded and the cursor and outbox are unchanged. A request id that no answer carries makes on_tick send
+  // the request again once it times out.
+  constexpr uint64_t kAwaitingRetry = UINT64_MAX;
   ClientEvent e{ClientEvent::Kind::kError};
   e.status = s;
   events_.push_back(std::move(e));
-  push_request_id_ = pull_request_id_ = 0;
+  if (retry == Retry::kPull) {
+    pull_request_id_ = kAwaitingRetry;
+    pull_sent_ms_ = now_ms;
+  } else if (retry == Retry::kPush) {
+    push_request_id_ = kAwaitingRetry;
+    push_sent_ms_ = now_ms;
+  }
 }
 
 void SyncClient::on_message(const Message& message, int64_t now_ms) {
@@ -265,13 +273,16 @@ void SyncClient::handle(const protocol::Welcome& m, int64_t now_ms) {
                                            " minutes behind the server; correct the date and time"));
     return;
   }
+  const HybridClock before = clock_;
   clock_.observe(m.server_hlc);
   auto txn = store_.begin();
   save_clock(*txn);
   ReplicaMeta meta = txn->meta();
   if (Status s = txn->commit(); !s) {
-    fail_storage(s);
-    return;
+    // Only the observed server clock was to be saved: forget it (the clock must not run ahead of what is
+    // durable) and carry on; the first batch brings it again.
+    clock_ = before;
+    fail_storage(s, Retry::kNothing, now_ms);
   }
   last_pull_done_ms_ = now_ms;
   if (!meta.bootstrap_done) {
@@ -287,6 +298,7 @@ void SyncClient::handle(const protocol::Welcome& m, int64_t now_ms) {
 void SyncClient::handle(const protocol::BootstrapPage& m, int64_t now_ms) {
   if (state_ != State::kBootstrapping || m.request_id != pull_request_id_) return;
   pull_request_id_ = 0;
+  const HybridClock clock_before = clock_;
   auto txn = store_.begin();
   ReplicaMeta meta = txn->meta();
   if (meta.bootstrap_snapshot_seq != 0 && meta.bootstrap_snapshot_seq != m.snapshot_seq) {
@@ -318,7 +330,8 @@ void SyncClient::handle(const protocol::BootstrapPage& m, int64_t now_ms) {
   meta.hlc = clock_.last();
   txn->set_meta(meta);
   if (Status s = txn->commit(); !s) {
-    fail_storage(s);
+    clock_ = clock_before;  // nothing observed in this message is durable
+    fail_storage(s, Retry::kPull, now_ms);
     return;
   }
   cursor_ = meta.cursor;
@@ -356,6 +369,7 @@ void SyncClient::handle(const protocol::ChangeBatch& m, int64_t now_ms) {
     return;
   }
 
+  const HybridClock clock_before = clock_;
   auto txn = store_.begin();
   ClientEvent changed{ClientEvent::Kind::kRecordsChanged};
   std::set<RecordKey> touched;
@@ -392,7 +406,8 @@ void SyncClient::handle(const protocol::ChangeBatch& m, int64_t now_ms) {
   meta.hlc = clock_.last();
   txn->set_meta(meta);
   if (Status s = txn->commit(); !s) {
-    fail_storage(s);
+    clock_ = clock_before;  // nothing observed in this message is durable
+    fail_storage(s, Retry::kPull, now_ms);
     return;
   }
   cursor_ = m.to_cursor;
@@ -439,6 +454,7 @@ void SyncClient::rebase(ReplicaTxn& txn, const std::vector<RecordState>& records
 
 void SyncClient::handle(const protocol::PushAck& m, int64_t now_ms) {
   if (state_ != State::kBootstrapping && state_ != State::kSyncing) return;
+  const HybridClock clock_before = clock_;
   auto txn = store_.begin();
   std::map<uint64_t, ClientTxn> pending;
   for (ClientTxn& t : txn->outbox_peek(SIZE_MAX)) pending.emplace(t.node_seq, std::move(t));
@@ -469,7 +485,8 @@ void SyncClient::handle(const protocol::PushAck& m, int64_t now_ms) {
   clock_.observe(m.server_hlc);
   save_clock(*txn);
   if (Status s = txn->commit(); !s) {
-    fail_storage(s);
+    clock_ = clock_before;  // nothing observed in this message is durable
+    fail_storage(s, Retry::kPush, now_ms);
     return;
   }
   outbox_count_ = pending.size();

@@ -248,9 +248,12 @@ class MemoryCentralTxn final : public CentralTxn {
     return seq;
   }
 
+  void set_clock(Hlc hlc) override { clock_ = std::max(clock_, hlc); }
+
   Status commit() override {
     std::lock_guard lock(store_.mu_);
     MemoryCentralStore::Data& d = store_.data_;
+    d.clock = std::max(d.clock, clock_);
     for (auto& [key, rec] : records_) d.records.insert_or_assign(key, std::move(rec));
     for (auto& [node, state] : nodes_) d.nodes.insert_or_assign(node, state);
     for (auto& [key, rej] : rejections_) d.rejections.insert_or_assign(key, std::move(rej));
@@ -281,12 +284,34 @@ class MemoryCentralTxn final : public CentralTxn {
   std::map<NodeId, NodeState> nodes_;
   std::map<std::pair<NodeId, uint64_t>, StoredRejection> rejections_;
   std::vector<LogEntry> log_;
+  Hlc clock_ = 0;
 };
 
 MemoryCentralStore::MemoryCentralStore() = default;
 
 std::unique_ptr<CentralTxn> MemoryCentralStore::begin() {
   return std::make_unique<MemoryCentralTxn>(*this);
+}
+
+std::vector<RecordState> MemoryCentralStore::scope_children(EntityId parent_entity, const RecordId& parent) {
+  const std::string parent_text = parent.to_string();
+  std::vector<RecordState> out;
+  std::lock_guard lock(mu_);
+  for (const schema::EntityDef& e : schema::entities()) {
+    if (e.scope.kind != schema::ScopeKind::kParent || e.scope.parent != parent_entity) continue;
+    auto it = data_.records.lower_bound(RecordKey{e.id, RecordId{}});
+    for (; it != data_.records.end() && it->first.entity == e.id; ++it) {
+      const FieldState* f = it->second.field(e.scope.field);
+      if (f && f->value.kind() == Value::Kind::kText && f->value.as_text() == parent_text)
+        out.push_back(it->second);
+    }
+  }
+  return out;
+}
+
+Hlc MemoryCentralStore::clock() {
+  std::lock_guard lock(mu_);
+  return data_.clock;
 }
 
 uint64_t MemoryCentralStore::head_seq() {

@@ -124,6 +124,7 @@ class TxnOverlay final : public CentralReader {
     bool touched = false;  // named by a change (not just read as a parent)
     bool created_here = false;
     bool schedule_changed = false;  // created, or owner/start/end/status altered: look for overlaps
+    ScopeKey scope_before;          // if it existed: its scope before the transaction
   };
 
   explicit TxnOverlay(CentralReader& base) : base_(base) {}
@@ -327,8 +328,11 @@ Result<TxnApplication> apply_client_txn(const ClientTxn& txn, const Principal& w
       touched.push_back(key);
       // Judged on the state before the transaction (a record is only changed once touched), before anything
       // else reveals what the record holds.
-      if (en.existed && !can_see(who, resolve_scope(en.state, reader)))
-        return reject(ErrorCode::kOutOfScope, c, "record is outside " + who.user + "'s scope");
+      if (en.existed) {
+        en.scope_before = resolve_scope(en.state, reader);
+        if (!can_see(who, en.scope_before))
+          return reject(ErrorCode::kOutOfScope, c, "record is outside " + who.user + "'s scope");
+      }
     }
     RecordState& rec = en.state;
 
@@ -391,11 +395,14 @@ Result<TxnApplication> apply_client_txn(const ClientTxn& txn, const Principal& w
     }
   }
   for (const RecordKey& key : touched) {
-    const RecordState& rec = overlay.entry(key).state;
-    if (!can_see(who, resolve_scope(rec, overlay))) {
+    const TxnOverlay::Entry& en = overlay.entry(key);
+    ScopeKey after = resolve_scope(en.state, overlay);
+    if (!can_see(who, after)) {
       return Status(ErrorCode::kOutOfScope,
                     describe(key.entity, key.id) + ": the result would be outside " + who.user + "'s scope");
     }
+    if (en.existed && after != en.scope_before)
+      app.moves.push_back(ScopeMove{key.entity, key.id, en.scope_before, std::move(after)});
   }
 
   // Scheduling: every overlap of a changed scheduled event with another of the same owner, each pair once.

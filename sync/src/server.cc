@@ -67,7 +67,7 @@ std::optional<PageToken> decode_token(std::string_view s) {
 }  // namespace
 
 SyncServer::SyncServer(CentralStore& store, Authenticator& auth, ServerConfig config)
-    : store_(store), auth_(auth), config_(config) {}
+    : store_(store), auth_(auth), config_(config), clock_(store.clock()) {}
 
 void SyncServer::on_connect(SessionId session, int64_t) {
   sessions_[session] = Session{};
@@ -165,8 +165,12 @@ void SyncServer::handle_hello(SessionId id, Session& s, const protocol::Hello& m
                               " minutes ahead of the server; correct the date and time"));
     return;
   }
-  if (Status st = clock_.receive(m.client_hlc, now_ms); !st) {
-    send_error(id, st);
+  if (hlc_physical_ms(m.client_hlc) - now_ms > tuning::kMaxClockSkewMs) {
+    // The clock itself only advances with commits (apply_one), where it is persisted: it never goes back.
+    send_error(id,
+               Status(ErrorCode::kClockSkew, "the device's timestamps are more than " +
+                                                 std::to_string(tuning::kMaxClockSkewMs / 60000) +
+                                                 " minutes ahead of the server; correct the date and time"));
     return;
   }
   s.authenticated = true;
@@ -181,7 +185,7 @@ void SyncServer::handle_hello(SessionId id, Session& s, const protocol::Hello& m
   w.role = s.principal.role;
   w.last_node_seq = store_.begin()->node_state(m.node).last_node_seq;
   w.server_seq = store_.head_seq();
-  w.server_hlc = clock_.tick(now_ms);
+  w.server_hlc = clock_.last();
   w.server_time_ms = now_ms;
   outgoing_.push_back(Outgoing{id, std::move(w)});
 }
@@ -290,6 +294,7 @@ protocol::TxnResult SyncServer::apply_one(Session& s, const ClientTxn& txn, int6
     fill_rollback(*ctx);
     ctx->add_rejection(StoredRejection{txn.node, txn.node_seq, s.principal.user, why.code(), why.message()});
     ctx->set_node_state(ns);
+    ctx->set_clock(clock_.last());
     if (Status st = ctx->commit(); !st) {
       result.outcome = protocol::TxnOutcome::kApplied;  // signals "not durable" to handle_push
       result.reason = st.code();
@@ -307,9 +312,11 @@ protocol::TxnResult SyncServer::apply_one(Session& s, const ClientTxn& txn, int6
   st.origin_user = s.principal.user;
   st.origin_node_seq = txn.node_seq;
   st.changes = std::move(app.effective);
+  st.moves = std::move(app.moves);
   result.conflicts = app.conflicts;
   uint64_t seq = ctx->append_log(std::move(st), std::move(app.conflicts));
   ctx->set_node_state(ns);
+  ctx->set_clock(clock_.last());
   if (Status cs = ctx->commit(); !cs) {
     result.reason = cs.code();
     result.message = cs.message();
@@ -332,8 +339,14 @@ protocol::ChangeBatch SyncServer::build_batch(const Session& s, uint64_t from, s
   batch.request_id = request_id;
   batch.from_cursor = from;
   batch.to_cursor = from;
+  // Scope moves in this range: for each moved record, whether the receiver could see it before the first
+  // move.
+  std::map<RecordKey, bool> moved_was_visible;
   for (ServerTxn& txn : store_.read_log(from, max_changes)) {
     batch.to_cursor = txn.server_seq;
+    for (const ScopeMove& mv : txn.moves)
+      moved_was_visible.emplace(RecordKey{mv.entity, mv.record}, can_see(s.principal, mv.from));
+    txn.moves.clear();
     // A device already has its own changes; everything else is sent if the record is in the receiver's scope
     // now (scope is judged on current state, so a record that moved away is not sent).
     if (txn.origin_node == s.node) continue;
@@ -345,6 +358,25 @@ protocol::ChangeBatch SyncServer::build_batch(const Session& s, uint64_t from, s
     if (kept.empty()) continue;
     txn.changes = std::move(kept);
     batch.txns.push_back(std::move(txn));
+  }
+  // A record that entered the receiver's scope arrives whole, with everything that hangs off it; one that
+  // left is purged with its dependents. Neither needs a resync of anything else.
+  for (const auto& [key, was] : moved_was_visible) {
+    std::optional<RecordState> root = store_.load(key.entity, key.id);
+    bool now = root && visible(s.principal, *root, reader);
+    if (was == now || !root) continue;
+    std::vector<RecordState> family{std::move(*root)};
+    for (size_t i = 0; i < family.size(); ++i) {
+      for (RecordState& child : store_.scope_children(family[i].entity, family[i].id))
+        family.push_back(std::move(child));
+    }
+    for (RecordState& r : family) {
+      if (now) {
+        if (!r.deleted) batch.records.push_back(std::move(r));
+      } else {
+        batch.purges.push_back(RecordKey{r.entity, r.id});
+      }
+    }
   }
   for (ConflictRecord& c : store_.read_conflicts(from, batch.to_cursor)) {
     if (conflict_concerns(s.principal, c, reader)) batch.conflicts.push_back(std::move(c));

@@ -63,13 +63,38 @@ struct ClientTxn {
   friend bool operator==(const ClientTxn&, const ClientTxn&) = default;
 };
 
+// Who may see a record, as resolved from the model's scope rules (scope.h).
+struct ScopeKey {
+  enum class Kind : uint8_t {
+    kGlobal = 1,      // catalogue data: everyone
+    kTerritory = 2,   // value: territory id
+    kOwner = 3,       // value: user id
+    kUnresolved = 4,  // a parent is missing or has no scope field yet: only head office
+  };
+  Kind kind = Kind::kUnresolved;
+  std::string value;
+  friend bool operator==(const ScopeKey&, const ScopeKey&) = default;
+};
+
+// A record whose scope changed in a transaction (head office moved an account to another territory). Kept in
+// the server's log so pulls can send the record and everything that hangs off it to devices that gained it,
+// and purges to devices that lost it. Server-side bookkeeping: never sent on the wire.
+struct ScopeMove {
+  EntityId entity = EntityId::kNone;
+  RecordId record;
+  ScopeKey from;
+  ScopeKey to;
+  friend bool operator==(const ScopeMove&, const ScopeMove&) = default;
+};
+
 // A transaction as accepted by the server, with its place in the global order.
 struct ServerTxn {
   uint64_t server_seq = 0;
   NodeId origin_node = 0;
   UserId origin_user;
   uint64_t origin_node_seq = 0;
-  std::vector<Change> changes;  // only the changes that altered the store (losing LWW writes are dropped)
+  std::vector<Change> changes;   // only the changes that altered the store (losing LWW writes are dropped)
+  std::vector<ScopeMove> moves;  // server-side only (not encoded): scope changes this transaction made
 
   friend bool operator==(const ServerTxn&, const ServerTxn&) = default;
 };

@@ -92,7 +92,10 @@ class SyncClient {
   void handle(const protocol::ChangeBatch& m, int64_t now_ms);
   void handle(const protocol::BootstrapPage& m, int64_t now_ms);
   void handle(const protocol::Error& m, int64_t now_ms);
-  void fail_storage(const Status& s);
+  // The replica refused a commit. Nothing was applied; the request whose answer could not be stored is asked
+  // for again after kRequestTimeoutMs (not at once: a full disk would make that a tight loop).
+  enum class Retry : uint8_t { kNothing, kPull, kPush };
+  void fail_storage(const Status& s, Retry retry, int64_t now_ms);
   void stop(Status reason);
   // Applies server record states (rollback or scope entry) and re-applies pending outbox changes on top.
   void rebase(ReplicaTxn& txn, const std::vector<RecordState>& records, const std::vector<RecordKey>& absent);

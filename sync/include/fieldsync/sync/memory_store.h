@@ -51,6 +51,8 @@ class MemoryCentralStore final : public CentralStore {
   std::optional<RecordState> load(EntityId entity, const RecordId& id) override;
   std::vector<RecordState> scan(RecordKey after, size_t max_records) override;
   uint64_t record_count() override;
+  std::vector<RecordState> scope_children(EntityId parent_entity, const RecordId& parent) override;
+  Hlc clock() override;
 
   // Inspection for tests and the simulator's checker.
   std::map<RecordKey, RecordState> records() const;
@@ -65,6 +67,7 @@ class MemoryCentralStore final : public CentralStore {
     std::vector<ConflictRecord> conflicts;
     std::map<NodeId, NodeState> nodes;
     std::map<std::pair<NodeId, uint64_t>, StoredRejection> rejections;
+    Hlc clock = 0;
   };
 
  private:

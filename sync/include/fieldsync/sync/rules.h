@@ -27,6 +27,7 @@ struct TxnApplication {
   std::vector<RecordState> records;       // new states of every record the txn touched, to be saved
   std::vector<Change> effective;          // changes that altered state, for the change log
   std::vector<ConflictRecord> conflicts;  // concurrency and scheduling conflicts found
+  std::vector<ScopeMove> moves;           // records that existed before and now resolve to another scope
 };
 
 // Applies `txn`, written by `who`, on top of the states `reader` returns, without writing anything.

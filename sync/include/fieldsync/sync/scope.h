@@ -15,18 +15,6 @@ class RecordReader {
   virtual std::optional<RecordState> load(EntityId entity, const RecordId& id) = 0;
 };
 
-struct ScopeKey {
-  enum class Kind : uint8_t {
-    kGlobal = 1,      // catalogue data: everyone
-    kTerritory = 2,   // value: territory id
-    kOwner = 3,       // value: user id
-    kUnresolved = 4,  // a parent is missing or has no scope field yet: only head office
-  };
-  Kind kind = Kind::kUnresolved;
-  std::string value;
-  friend bool operator==(const ScopeKey&, const ScopeKey&) = default;
-};
-
 // Follows the entity's scope rule (through parents, at most four hops) to the key that decides visibility.
 ScopeKey resolve_scope(const RecordState& record, RecordReader& reader);
 

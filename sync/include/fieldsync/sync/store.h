@@ -100,6 +100,9 @@ class CentralTxn : public CentralReader {
   // PostgreSQL store must hold this even for concurrent writers).
   virtual uint64_t append_log(ServerTxn txn, std::vector<ConflictRecord> conflicts) = 0;
 
+  // The server's HLC, persisted with the commit so that it never goes back across a restart.
+  virtual void set_clock(Hlc hlc) = 0;
+
   virtual Status commit() = 0;
 };
 
@@ -118,6 +121,11 @@ class CentralStore {
   // Live records (not tombstones) in (entity, id) order after the given position, for bootstrap paging.
   virtual std::vector<RecordState> scan(RecordKey after, size_t max_records) = 0;
   virtual uint64_t record_count() = 0;
+  // Records (live or tombstones) whose scope rule points at the given parent: an account's contacts, visits,
+  // orders and opportunities; an order's lines. One level; callers recurse.
+  virtual std::vector<RecordState> scope_children(EntityId parent_entity, const RecordId& parent) = 0;
+  // The last HLC persisted with set_clock (0 for a new store).
+  virtual Hlc clock() = 0;
 };
 
 }  // namespace fieldsync
