@@ -133,6 +133,12 @@ int64_t int_of(const RecordState& r, std::string_view field) {
   return v.kind() == Value::Kind::kInt ? v.as_int() : 0;
 }
 
+// A field's value even on a tombstone (RecordState::get hides them), for following scope links.
+std::string link_of(const RecordState& r, std::string_view field) {
+  const FieldState* f = r.field(fid(r.entity, field));
+  return f && f->value.kind() == Value::Kind::kText ? f->value.as_text() : std::string();
+}
+
 Value T(std::string s) {
   return Value::text(std::move(s));
 }
@@ -1920,6 +1926,15 @@ class Simulation {
                          c.field,       c.winner.version, c.loser.version,
                          c.other_record};
     };
+    std::set<RecordId> moved_accounts;  // accounts head office moved to another territory after creating them
+    for (const ServerTxn& t : log)
+      for (const Change& c : t.changes)
+        if (c.op == ChangeOp::kSet && c.entity == EntityId::kAccount &&
+            c.field == fid(EntityId::kAccount, "territory_id") &&
+            std::none_of(t.changes.begin(), t.changes.end(), [&c](const Change& other) {
+              return other.op == ChangeOp::kCreate && other.record == c.record;
+            }))
+          moved_accounts.insert(c.record);
     std::map<ConflictKey, const ConflictRecord*> logged;
     for (const ConflictRecord& c : conflicts) logged[conflict_key(c)] = &c;
     for (const auto& np : nodes_) {
@@ -1946,7 +1961,11 @@ class Simulation {
         bool concerns = c->winner.user == n.name || c->loser.user == n.name;
         if (!concerns) {
           auto rec = server_records.find(RecordKey{c->entity, c->record});
-          concerns = rec != server_records.end() && can_see(n.principal, resolve_scope(rec->second, reader));
+          // Visibility is judged when the batch is built; a record that came into scope later (its account
+          // moved) brings no past conflicts with it.
+          concerns = rec != server_records.end() &&
+                     can_see(n.principal, resolve_scope(rec->second, reader)) &&
+                     !moved_accounts.count(account_of(rec->second, server_records));
         }
         if (concerns)
           fail(cat("conflicts: ", n.name, " never received the ", c->rule, " conflict on ",
@@ -1966,6 +1985,20 @@ class Simulation {
       for (const StoredRejection& r : rejections) ++reasons[std::string(to_string(r.reason))];
       for (const auto& [reason, count] : reasons) trace("rejections ", reason, ": ", count);
     }
+  }
+
+  // The account whose territory decides the record's scope (nil for catalogue data and calendar events).
+  static RecordId account_of(const RecordState& rec, const std::map<RecordKey, RecordState>& records) {
+    if (rec.entity == EntityId::kAccount) return rec.id;
+    if (rec.entity == EntityId::kOrderLine) {
+      auto order = records.find(
+          RecordKey{EntityId::kOrder, RecordId::parse(link_of(rec, "order_id")).value_or(RecordId{})});
+      return order == records.end() ? RecordId{} : account_of(order->second, records);
+    }
+    const schema::EntityDef& def = schema::entity_ref(rec.entity);
+    if (def.scope.kind != schema::ScopeKind::kParent || def.scope.parent != EntityId::kAccount)
+      return RecordId{};
+    return RecordId::parse(link_of(rec, "account_id")).value_or(RecordId{});
   }
 
   // Every change of an applied transaction either still shows on the server or is accounted for: a conflict
