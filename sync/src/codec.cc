@@ -233,10 +233,22 @@ Offset<fb::ClientTxn> put_client_txn(FlatBufferBuilder& b, const ClientTxn& t) {
   return fb::CreateClientTxn(b, t.node, t.node_seq, t.created_at_ms, changes);
 }
 
+Offset<fb::ScopeKey> put_scope_key(FlatBufferBuilder& b, const ScopeKey& k) {
+  return fb::CreateScopeKey(b, static_cast<uint8_t>(k.kind), put_ident(b, k.value));
+}
+
+Offset<fb::ScopeMove> put_scope_move(FlatBufferBuilder& b, const ScopeMove& m) {
+  auto from = put_scope_key(b, m.from);
+  auto to = put_scope_key(b, m.to);
+  const fb::Id128 id = wire_id(m.record);
+  return fb::CreateScopeMove(b, static_cast<uint16_t>(m.entity), &id, from, to);
+}
+
 Offset<fb::ServerTxn> put_server_txn(FlatBufferBuilder& b, const ServerTxn& t) {
   auto changes = put_tables(b, t.changes, put_change);
+  auto moves = put_tables(b, t.moves, put_scope_move);
   auto user = put_ident(b, t.origin_user);
-  return fb::CreateServerTxn(b, t.server_seq, t.origin_node, user, t.origin_node_seq, changes);
+  return fb::CreateServerTxn(b, t.server_seq, t.origin_node, user, t.origin_node_seq, changes, moves);
 }
 
 Offset<fb::Fragment> put_fragment(FlatBufferBuilder& b, const Fragment& f) {
@@ -595,12 +607,37 @@ Status get_client_txn(const fb::ClientTxn* in, ClientTxn& out) {
   return get_changes(in->changes(), out.changes);
 }
 
+Status get_scope_key(const fb::ScopeKey* in, ScopeKey& out) {
+  if (!in) {
+    out = ScopeKey{};
+    return Status::ok();
+  }
+  if (in->kind() < static_cast<uint8_t>(ScopeKey::Kind::kGlobal) ||
+      in->kind() > static_cast<uint8_t>(ScopeKey::Kind::kUnresolved))
+    return malformed("unknown scope kind " + std::to_string(in->kind()));
+  out.kind = static_cast<ScopeKey::Kind>(in->kind());
+  return get_ident(in->value(), "scope", out.value);
+}
+
+Status get_scope_move(const fb::ScopeMove* in, ScopeMove& out) {
+  const schema::EntityDef* entity = nullptr;
+  Status s = get_entity(in->entity(), entity);
+  if (!s) return s;
+  out.entity = entity->id;
+  out.record = get_id(in->record());
+  s = get_scope_key(in->from(), out.from);
+  if (!s) return s;
+  return get_scope_key(in->to(), out.to);
+}
+
 Status get_server_txn(const fb::ServerTxn* in, ServerTxn& out) {
   out.server_seq = in->server_seq();
   out.origin_node = in->origin_node();
   Status s = get_ident(in->origin_user(), "origin_user", out.origin_user);
   if (!s) return s;
   out.origin_node_seq = in->origin_node_seq();
+  s = get_tables(in->moves(), tuning::kMaxChangesPerTxn, "moves", out.moves, get_scope_move);
+  if (!s) return s;
   return get_changes(in->changes(), out.changes);
 }
 
@@ -925,7 +962,63 @@ Result<protocol::Message> decode_frame(std::span<const uint8_t> frame) {
   return decode_verified(fb::GetFrame(data));
 }
 
+// Stored values: one table as the root of its own buffer (no file identifier), verified like a frame.
+template <typename W, typename T>
+std::vector<uint8_t> encode_root(const T& value, Offset<W> (*put_one)(FlatBufferBuilder&, const T&)) {
+  FlatBufferBuilder b(256);
+  b.Finish(put_one(b, value));
+  return std::vector<uint8_t>(b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize());
+}
+
+template <typename W, typename T>
+Result<T> decode_root(std::span<const uint8_t> bytes, Status (*get_one)(const W*, T&), const char* what) {
+  if (bytes.size() > tuning::kMaxMessageBytes || bytes.size() < 2 * sizeof(flatbuffers::uoffset_t))
+    return malformed(std::string("stored ") + what + " of " + std::to_string(bytes.size()) + " bytes");
+  const uint8_t* data = bytes.data();
+  std::unique_ptr<uint64_t[]> aligned;
+  if (reinterpret_cast<uintptr_t>(data) % alignof(uint64_t) != 0) {
+    aligned.reset(new uint64_t[(bytes.size() + sizeof(uint64_t) - 1) / sizeof(uint64_t)]);
+    std::memcpy(aligned.get(), bytes.data(), bytes.size());
+    data = reinterpret_cast<const uint8_t*>(aligned.get());
+  }
+  flatbuffers::Verifier::Options options;
+  options.max_depth = kMaxDepth;
+  options.max_tables = kMaxTables;
+  flatbuffers::Verifier verifier(data, bytes.size(), options);
+  if (!verifier.VerifyBuffer<W>(nullptr))
+    return malformed(std::string("stored ") + what + " failed verification");
+  T out;
+  Status s = get_one(flatbuffers::GetRoot<W>(data), out);
+  if (!s) return s;
+  return out;
+}
+
 }  // namespace
+
+std::vector<uint8_t> encode_record(const RecordState& record) {
+  return encode_root(record, put_record_state);
+}
+Result<RecordState> decode_record(std::span<const uint8_t> bytes) {
+  return decode_root(bytes, get_record_state, "record");
+}
+std::vector<uint8_t> encode_client_txn(const ClientTxn& txn) {
+  return encode_root(txn, put_client_txn);
+}
+Result<ClientTxn> decode_client_txn(std::span<const uint8_t> bytes) {
+  return decode_root(bytes, get_client_txn, "client transaction");
+}
+std::vector<uint8_t> encode_server_txn(const ServerTxn& txn) {
+  return encode_root(txn, put_server_txn);
+}
+Result<ServerTxn> decode_server_txn(std::span<const uint8_t> bytes) {
+  return decode_root(bytes, get_server_txn, "server transaction");
+}
+std::vector<uint8_t> encode_conflict(const ConflictRecord& conflict) {
+  return encode_root(conflict, put_conflict);
+}
+Result<ConflictRecord> decode_conflict(std::span<const uint8_t> bytes) {
+  return decode_root(bytes, get_conflict, "conflict");
+}
 
 std::vector<uint8_t> encode(const protocol::Message& message) {
   FlatBufferBuilder b(1024);

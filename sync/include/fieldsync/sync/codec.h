@@ -19,4 +19,16 @@ std::vector<uint8_t> encode(const protocol::Message& message);
 // kTooManyChanges (content outside the model or the limits).
 Result<protocol::Message> decode(std::span<const uint8_t> frame);
 
+// The same tables as stand-alone buffers, for the stores: a record's versions and fragments (the `_meta`
+// column), an outbox entry, a server log entry (with its scope moves), a conflict record. Decoding verifies
+// exactly like decode() does, so a corrupt row is a typed kMalformedMessage, never undefined behaviour.
+std::vector<uint8_t> encode_record(const RecordState& record);
+Result<RecordState> decode_record(std::span<const uint8_t> bytes);
+std::vector<uint8_t> encode_client_txn(const ClientTxn& txn);
+Result<ClientTxn> decode_client_txn(std::span<const uint8_t> bytes);
+std::vector<uint8_t> encode_server_txn(const ServerTxn& txn);
+Result<ServerTxn> decode_server_txn(std::span<const uint8_t> bytes);
+std::vector<uint8_t> encode_conflict(const ConflictRecord& conflict);
+Result<ConflictRecord> decode_conflict(std::span<const uint8_t> bytes);
+
 }  // namespace fieldsync::codec
