@@ -458,3 +458,37 @@ TEST(Backoff, GrowsWithJitterAndIsCapped) {
 
 }  // namespace
 }  // namespace fieldsync
+
+namespace fieldsync {
+namespace {
+
+TEST(ClientServer, ServerSideWritesReachLiveDevices) {
+  World w;
+  Device& alice = w.add(11, "alice");
+  w.connect(alice);
+  RecordIdGenerator ids(1);
+  RecordId acct = ids.next(w.now);
+  ClientTxn t;
+  t.node = 1'000'001;  // the admin tool's own node
+  t.node_seq = 1;
+  Hlc h = make_hlc(w.now, 0);
+  auto stamp = [&](Change c) {
+    c.version = Version{h++, t.node};
+    return c;
+  };
+  t.changes = {stamp(create(EntityId::kAccount, acct)),
+               stamp(set(EntityId::kAccount, acct, 1, Value::text("HQ"))),
+               stamp(set(EntityId::kAccount, acct, 2, Value::text("t-north"))),
+               stamp(set(EntityId::kAccount, acct, 10, Value::text("admin")))};
+  Principal admin{"admin", Role::kHeadOffice, {}, {}};
+  protocol::TxnResult r = w.server->apply_local(t, admin, w.now);
+  EXPECT_EQ(r.outcome, protocol::TxnOutcome::kApplied) << r.message;
+  w.pump();
+  EXPECT_EQ(alice.store.records().count(RecordKey{EntityId::kAccount, acct}), 1u);
+  // Exactly once here too.
+  EXPECT_EQ(w.server->apply_local(t, admin, w.now).outcome, protocol::TxnOutcome::kDuplicate);
+  EXPECT_EQ(w.store.log().size(), 1u);
+}
+
+}  // namespace
+}  // namespace fieldsync

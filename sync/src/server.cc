@@ -329,6 +329,21 @@ protocol::TxnResult SyncServer::apply_one(Session& s, const ClientTxn& txn, int6
   return result;
 }
 
+protocol::TxnResult SyncServer::apply_local(const ClientTxn& txn, const Principal& who, int64_t now_ms) {
+  Session local;
+  local.authenticated = true;
+  local.principal = who;
+  local.node = txn.node;
+  bool committed = false;
+  protocol::TxnResult r = apply_one(local, txn, now_ms, committed);
+  if (r.outcome == protocol::TxnOutcome::kApplied && !committed) {
+    r.outcome = protocol::TxnOutcome::kRejected;  // the store refused the commit; r.reason says why
+  } else if (committed && r.outcome == protocol::TxnOutcome::kApplied) {
+    wake_live_sessions(0);
+  }
+  return r;
+}
+
 // ---- Pull and live
 // ---------------------------------------------------------------------------------------------
 

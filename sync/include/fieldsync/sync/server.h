@@ -47,6 +47,10 @@ class SyncServer {
   // Sessions to close once their outgoing messages are sent (after an error).
   std::vector<SessionId> take_closing();
 
+  // A write made on the server itself (admin tools, head-office API): `txn` is applied exactly like a
+  // device's push from node `txn.node` (dedupe by node_seq included), committed, and live sessions are woken.
+  protocol::TxnResult apply_local(const ClientTxn& txn, const Principal& who, int64_t now_ms);
+
   size_t session_count() const { return sessions_.size(); }
   Hlc hlc() const { return clock_.last(); }
 
