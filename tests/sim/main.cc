@@ -13,9 +13,8 @@
 namespace {
 
 constexpr const char* kUsage =
-    "usage: fieldsync-sim [--seeds N] [--start S] [--quiet] [--verbose] [--reps N] [--steps N] "
-    "[--scope-moves]\n"
-    "                     [--fault F]\n"
+    "usage: fieldsync-sim [--seeds N] [--start S] [--quiet] [--verbose] [--reps N] [--steps N]\n"
+    "                     [--no-scope-moves] [--fault F]\n"
     "       fieldsync-sim --seed S [--reps N] [--steps N]   (replay one seed with a trace)\n"
     "\n"
     "  --seeds N   run seeds S .. S+N-1 (default 100)\n"
@@ -25,9 +24,9 @@ constexpr const char* kUsage =
     "  --verbose   trace every event of every run to stdout\n"
     "  --reps N    sales reps per run (default 5; 1..50)\n"
     "  --steps N   random steps per run (default 600; 1..1000000)\n"
-    "  --scope-moves  head office also moves accounts between territories\n"
-    "  --fault F   switch on a deliberate merge bug (mutation testing): arrival-order-wins, "
-    "drop-concurrent-append\n"
+    "  --no-scope-moves  head office never moves accounts between territories\n"
+    "  --fault F   a deliberate merge bug, for mutation testing:\n"
+    "              arrival-order-wins or drop-concurrent-append\n"
     "  --help      this text\n"
     "\n"
     "Exit status: 0 all seeds passed, 1 a seed failed, 2 bad usage.\n";
@@ -81,8 +80,8 @@ int main(int argc, char** argv) {
       } else {
         return usage_error("--fault needs arrival-order-wins or drop-concurrent-append");
       }
-    } else if (arg == "--scope-moves") {
-      base.scope_moves = true;
+    } else if (arg == "--no-scope-moves") {
+      base.scope_moves = false;
     } else if (arg == "--verbose") {
       verbose = true;
     } else if (arg == "--seeds") {
@@ -161,7 +160,7 @@ int main(int argc, char** argv) {
                   static_cast<unsigned long long>(opt.seed));
       if (base.reps != fieldsync::sim::SimOptions{}.reps) std::printf(" --reps %d", base.reps);
       if (base.steps != fieldsync::sim::SimOptions{}.steps) std::printf(" --steps %d", base.steps);
-      if (base.scope_moves) std::printf(" --scope-moves");
+      if (!base.scope_moves) std::printf(" --no-scope-moves");
       if (base.fault == fieldsync::testing::MergeFault::kArrivalOrderWins)
         std::printf(" --fault arrival-order-wins");
       if (base.fault == fieldsync::testing::MergeFault::kDropConcurrentAppend)

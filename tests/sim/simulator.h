@@ -23,9 +23,8 @@ struct SimOptions {
   int steps = 600;
   bool verbose = false;                                    // trace every event to stdout (use with one seed)
   testing::MergeFault fault = testing::MergeFault::kNone;  // a deliberate merge bug, for the mutation tests
-  // Head office moves accounts between territories, so records enter and leave devices' scopes. Off by
-  // default until the server sends scope entries and purges (DESIGN.md section 12: issue 4).
-  bool scope_moves = false;
+  // Head office moves accounts between territories, so records enter and leave devices' scopes.
+  bool scope_moves = true;
 };
 
 struct SimReport {
