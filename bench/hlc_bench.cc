@@ -21,6 +21,7 @@ void BM_HlcTick(benchmark::State& state) {
     benchmark::DoNotOptimize(clock.tick(kT0 + (i >> 4)));
     ++i;
   }
+  state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_HlcTick);
 
@@ -35,6 +36,7 @@ void BM_HlcReceive(benchmark::State& state) {
     benchmark::DoNotOptimize(s);
     ++i;
   }
+  state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_HlcReceive);
 
@@ -45,6 +47,7 @@ void BM_RecordIdNext(benchmark::State& state) {
     benchmark::DoNotOptimize(gen.next(kT0 + (i >> 4)));
     ++i;
   }
+  state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_RecordIdNext);
 
@@ -52,6 +55,7 @@ void BM_RecordIdToString(benchmark::State& state) {
   RecordIdGenerator gen(42);
   const RecordId id = gen.next(kT0);
   for (auto _ : state) benchmark::DoNotOptimize(id.to_string());
+  state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_RecordIdToString);
 
