@@ -553,7 +553,7 @@ TEST(MemoryCentralStore, LogSequencesAndBatches) {
   EXPECT_EQ(cs[1].rule, "r2");
 }
 
-TEST(MemoryCentralStore, ScanSkipsTombstonesInKeyOrder) {
+TEST(MemoryCentralStore, ScanReturnsRecordsAndTombstonesInKeyOrder) {
   MemoryCentralStore store;
   auto t = store.begin();
   t->save(record(EntityId::kContact, 3));
@@ -564,11 +564,13 @@ TEST(MemoryCentralStore, ScanSkipsTombstonesInKeyOrder) {
   std::vector<RecordState> page = store.scan(RecordKey{}, 2);
   ASSERT_EQ(page.size(), 2u);
   EXPECT_EQ(page[0].id, (RecordId{1, 1}));
-  EXPECT_EQ(page[1].id, (RecordId{4, 4}));
+  EXPECT_EQ(page[1].id, (RecordId{2, 2}));
+  EXPECT_TRUE(page[1].deleted);
   page = store.scan(RecordKey{page[1].entity, page[1].id}, 10);
-  ASSERT_EQ(page.size(), 1u);
-  EXPECT_EQ(page[0].entity, EntityId::kContact);
-  EXPECT_EQ(store.record_count(), 3u);
+  ASSERT_EQ(page.size(), 2u);
+  EXPECT_EQ(page[0].id, (RecordId{4, 4}));
+  EXPECT_EQ(page[1].entity, EntityId::kContact);
+  EXPECT_EQ(store.record_count(), 3u);  // live records only
 }
 
 TEST(MemoryReplicaStore, OverlayOutboxMetaAndFaults) {

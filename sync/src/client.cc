@@ -385,15 +385,21 @@ void SyncClient::handle(const protocol::ChangeBatch& m, int64_t now_ms) {
       }
     }
   }
+  // Records entering this user's scope arrive whole. One may have been purged here while this device still
+  // had writes to it in the outbox (it left scope and came back): replay those, as the server will apply
+  // them.
+  std::map<RecordKey, RecordState> entering;
   for (const RecordState& remote : m.records) {
     std::optional<RecordState> local = txn->load(remote.entity, remote.id);
-    if (!local) {
-      txn->save(remote);
-    } else if (merge_record(*local, remote)) {
-      txn->save(*local);
-    }
+    RecordState& r = entering[RecordKey{remote.entity, remote.id}];
+    r = local ? std::move(*local) : fresh_record(remote.entity, remote.id);
+    merge_record(r, remote);
     for (const FieldState& f : remote.fields) clock_.observe(f.version.hlc);
     touched.insert(RecordKey{remote.entity, remote.id});
+  }
+  if (!entering.empty()) {
+    replay_pending(*txn, entering);
+    for (const auto& [key, rec] : entering) txn->save(rec);
   }
   for (const RecordKey& key : m.purges) {
     txn->erase(key.entity, key.id);
@@ -429,20 +435,72 @@ void SyncClient::handle(const protocol::ChangeBatch& m, int64_t now_ms) {
   if (idle()) events_.push_back(ClientEvent{ClientEvent::Kind::kSynced});
 }
 
-void SyncClient::rebase(ReplicaTxn& txn, const std::vector<RecordState>& records,
-                        const std::vector<RecordKey>& absent) {
-  std::map<RecordKey, RecordState> reset;
-  for (const RecordState& r : records) reset[RecordKey{r.entity, r.id}] = r;
-  for (const RecordKey& k : absent) reset[k] = fresh_record(k.entity, k.id);
-  if (reset.empty()) return;
-  // The replica shows server state plus pending local work: rebuild the touched records from the server's
-  // state and replay the transactions still in the outbox.
+void SyncClient::replay_pending(ReplicaTxn& txn, std::map<RecordKey, RecordState>& records) {
   for (const ClientTxn& pending : txn.outbox_peek(SIZE_MAX)) {
     for (const Change& c : pending.changes) {
-      auto it = reset.find(RecordKey{c.entity, c.record});
-      if (it != reset.end()) merge_change(it->second, c, config_.user, nullptr);
+      auto it = records.find(RecordKey{c.entity, c.record});
+      // An update replayed onto a record this replica no longer has (purged, or never created) would leave a
+      // partial record behind; the server answers that transaction for itself.
+      if (it == records.end() || (c.op != ChangeOp::kCreate && !record_exists(it->second))) continue;
+      merge_change(it->second, c, config_.user, nullptr);
     }
   }
+}
+
+// `local` without anything the rejected transaction wrote (its versions are unique to it).
+static RecordState without_versions(const RecordState& local, const std::set<Version>& rejected) {
+  RecordState out;
+  out.entity = local.entity;
+  out.id = local.id;
+  if (!rejected.count(local.created)) out.created = local.created;
+  if (local.deleted && !rejected.count(local.deleted_version)) {
+    out.deleted = true;
+    out.deleted_version = local.deleted_version;
+    out.deleted_by = local.deleted_by;
+    out.delete_seen = local.delete_seen;
+  }
+  for (const FieldState& f : local.fields) {
+    FieldState kept = f;
+    if (!f.fragments.empty()) {
+      std::erase_if(kept.fragments, [&](const Fragment& fr) { return rejected.count(fr.version) > 0; });
+      if (kept.fragments.empty()) continue;
+      kept.value = Value::text(join_fragments(kept.fragments));
+      kept.version = kept.fragments.back().version;
+      kept.user = kept.fragments.back().user;
+    } else if (rejected.count(f.version)) {
+      continue;
+    }
+    out.fields.push_back(std::move(kept));
+  }
+  return out;
+}
+
+void SyncClient::rebase(ReplicaTxn& txn, const ClientTxn& rejected, const protocol::TxnResult& result) {
+  std::set<Version> versions;
+  std::set<RecordKey> created_by_rejected;
+  for (const Change& c : rejected.changes) {
+    versions.insert(c.version);
+    if (c.op == ChangeOp::kCreate) created_by_rejected.insert(RecordKey{c.entity, c.record});
+  }
+  // The ack's states were read at log position result.server_seq. If this replica has applied the log that
+  // far, it knows at least as much as the ack about every record: an "absent" then only means "not yours to
+  // see at that moment", and what the replica holds (less the rejected writes) stands. Otherwise the ack is
+  // the newer truth, and the pulls from the cursor bring anything that came back into scope.
+  const bool replica_is_newer = txn.meta().cursor >= result.server_seq;
+  std::map<RecordKey, RecordState> reset;
+  std::set<RecordKey> absent(result.absent.begin(), result.absent.end());
+  for (const RecordState& r : result.records) reset[RecordKey{r.entity, r.id}] = r;
+  for (const RecordKey& k : result.absent) reset[k] = fresh_record(k.entity, k.id);
+  for (auto& [key, rec] : reset) {
+    // A record the rejected transaction created never existed for the server.
+    if (created_by_rejected.count(key)) continue;
+    if (absent.count(key) && !replica_is_newer) continue;
+    // Everything else keeps what the replica learned independently of the rejected transaction: a late ack
+    // may carry an older state than a pull already applied.
+    if (std::optional<RecordState> local = txn.load(key.entity, key.id))
+      merge_record(rec, without_versions(*local, versions));
+  }
+  replay_pending(txn, reset);
   for (auto& [key, rec] : reset) {
     if (record_exists(rec)) {
       txn.save(rec);
@@ -468,8 +526,8 @@ void SyncClient::handle(const protocol::PushAck& m, int64_t now_ms) {
     if (r.outcome == protocol::TxnOutcome::kRejected) {
       Rejection rej{r.node_seq, r.reason, r.message, it->second.changes};
       txn->add_rejection(rej);
+      rebase(*txn, it->second, r);
       pending.erase(it);
-      rebase(*txn, r.records, r.absent);
       ClientEvent e{ClientEvent::Kind::kRejected};
       e.rejection = std::move(rej);
       e.status = Status(r.reason, r.message);

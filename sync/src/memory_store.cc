@@ -354,7 +354,7 @@ std::vector<RecordState> MemoryCentralStore::scan(RecordKey after, size_t max_re
   std::vector<RecordState> out;
   for (auto it = data_.records.upper_bound(after); it != data_.records.end() && out.size() < max_records;
        ++it) {
-    if (!it->second.deleted) out.push_back(it->second);
+    out.push_back(it->second);
   }
   return out;
 }

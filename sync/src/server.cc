@@ -250,6 +250,7 @@ protocol::TxnResult SyncServer::apply_one(Session& s, const ClientTxn& txn, int6
   NodeState ns = ctx->node_state(txn.node);
 
   auto fill_rollback = [&](CentralTxn& reader) {
+    result.server_seq = store_.head_seq();
     std::vector<RecordKey> keys;
     for (const Change& c : txn.changes) keys.push_back(RecordKey{c.entity, c.record});
     std::sort(keys.begin(), keys.end());
@@ -379,7 +380,9 @@ protocol::ChangeBatch SyncServer::build_batch(const Session& s, uint64_t from, s
   for (const auto& [key, was] : moved_was_visible) {
     std::optional<RecordState> root = store_.load(key.entity, key.id);
     bool now = root && visible(s.principal, *root, reader);
-    if (was == now || !root) continue;
+    // Visible at both ends may still have been out of scope in between (moved away and back): the device may
+    // have dropped it meanwhile, so it gets the record again; merging it is idempotent.
+    if ((!was && !now) || !root) continue;
     std::vector<RecordState> family{std::move(*root)};
     for (size_t i = 0; i < family.size(); ++i) {
       for (RecordState& child : store_.scope_children(family[i].entity, family[i].id))

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <random>
@@ -97,9 +98,13 @@ class SyncClient {
   enum class Retry : uint8_t { kNothing, kPull, kPush };
   void fail_storage(const Status& s, Retry retry, int64_t now_ms);
   void stop(Status reason);
-  // Applies server record states (rollback or scope entry) and re-applies pending outbox changes on top.
-  void rebase(ReplicaTxn& txn, const std::vector<RecordState>& records, const std::vector<RecordKey>& absent);
+  // Undoes a rejected transaction: each record it touched becomes the server's state (from the ack) merged
+  // with whatever the replica knows that did not come from the rejected transaction (the replica may already
+  // be newer than the ack's snapshot), then the transactions still in the outbox are replayed on top.
+  void rebase(ReplicaTxn& txn, const ClientTxn& rejected, const protocol::TxnResult& result);
   void save_clock(ReplicaTxn& txn);
+  // Re-applies the outbox's pending changes to `records` (server state being installed), oldest first.
+  void replay_pending(ReplicaTxn& txn, std::map<RecordKey, RecordState>& records);
 
   ReplicaStore& store_;
   ClientConfig config_;

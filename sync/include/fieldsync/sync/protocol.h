@@ -62,7 +62,7 @@ enum class TxnOutcome : uint8_t {
 struct TxnResult {
   uint64_t node_seq = 0;
   TxnOutcome outcome = TxnOutcome::kApplied;
-  uint64_t server_seq = 0;  // kApplied: the commit's sequence
+  uint64_t server_seq = 0;  // kApplied: the commit's sequence; kRejected: the log head `records` were read at
   ErrorCode reason = ErrorCode::kOk;
   std::string message;
   std::vector<ConflictRecord> conflicts;

@@ -118,7 +118,9 @@ class CentralStore {
   virtual std::vector<ServerTxn> read_log(uint64_t after, size_t max_changes) = 0;
   virtual std::vector<ConflictRecord> read_conflicts(uint64_t after, uint64_t up_to) = 0;
   virtual std::optional<RecordState> load(EntityId entity, const RecordId& id) = 0;
-  // Live records (not tombstones) in (entity, id) order after the given position, for bootstrap paging.
+  // Records, live and tombstones, in (entity, id) order after the given position, for bootstrap paging.
+  // Tombstones are included because a device that wrote offline before its first sync may hold a record that
+  // someone else deleted before the snapshot: only the tombstone tells it so.
   virtual std::vector<RecordState> scan(RecordKey after, size_t max_records) = 0;
   virtual uint64_t record_count() = 0;
   // Records (live or tombstones) whose scope rule points at the given parent: an account's contacts, visits,
