@@ -492,3 +492,40 @@ TEST(ClientServer, ServerSideWritesReachLiveDevices) {
 
 }  // namespace
 }  // namespace fieldsync
+
+namespace fieldsync {
+namespace {
+
+// A device that wrote offline before its first sync, whose account head office moved away meanwhile, drops it
+// when its bootstrap ends (nothing else would ever tell it).
+TEST(ClientServer, BootstrapDropsOwnRecordsThatLeftScope) {
+  World w;
+  Device& ho = w.add(10, "ho");
+  Device& alice = w.add(11, "alice");
+  RecordId acct = new_account(w, alice, "t-north", "Mine");
+  // Push only (hand-driven): the bootstrap request is lost, the push is applied.
+  alice.session = w.next_session++;
+  w.server->on_connect(alice.session, w.now);
+  alice.client->on_connected(w.now);
+  for (auto& m : alice.client->take_outgoing()) w.server->on_message(alice.session, m, w.now);
+  for (auto& o : w.server->take_outgoing()) alice.client->on_message(o.message, w.now);
+  for (auto& m : alice.client->take_outgoing())
+    if (std::holds_alternative<protocol::PushTxns>(m)) w.server->on_message(alice.session, m, w.now);
+  for (auto& o : w.server->take_outgoing()) alice.client->on_message(o.message, w.now);
+  ASSERT_TRUE(alice.store.outbox().empty());
+  ASSERT_FALSE(alice.store.meta().bootstrap_done);
+  w.disconnect(alice);
+
+  w.connect(ho);
+  ASSERT_TRUE(
+      ho.client->write({set(EntityId::kAccount, acct, f::kAccountTerritory, Value::text("t-south"))}, w.now)
+          .is_ok());
+  w.pump();
+  alice.restart();
+  w.connect(alice);
+  EXPECT_TRUE(alice.store.meta().bootstrap_done);
+  EXPECT_EQ(alice.store.records().count(RecordKey{EntityId::kAccount, acct}), 0u);
+}
+
+}  // namespace
+}  // namespace fieldsync

@@ -289,6 +289,7 @@ protocol::BootstrapPage sample_bootstrap_page() {
   m.next_page_token = "contact/0190a1b2-c3d4-7002-8000-000000003dde";
   m.done = true;
   m.conflicts = sample_conflicts();
+  m.purges = {{EntityId::kAccount, rid(4)}};
   return m;
 }
 

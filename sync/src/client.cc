@@ -318,6 +318,10 @@ void SyncClient::handle(const protocol::BootstrapPage& m, int64_t now_ms) {
     changed.records.push_back(RecordKey{remote.entity, remote.id});
   }
   for (const ConflictRecord& c : m.conflicts) txn->add_conflict(c);
+  for (const RecordKey& key : m.purges) {
+    txn->erase(key.entity, key.id);
+    changed.records.push_back(key);
+  }
   meta.bootstrap_snapshot_seq = m.snapshot_seq;
   meta.bootstrap_page_token = m.next_page_token;
   meta.bootstrap_total = m.total_records;

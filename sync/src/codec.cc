@@ -358,9 +358,10 @@ Body put_body(FlatBufferBuilder& b, const protocol::BootstrapPage& m) {
   auto records = put_tables(b, m.records, put_record_state);
   auto token = put_text(b, m.next_page_token);
   auto conflicts = put_tables(b, m.conflicts, put_conflict);
+  auto purges = put_keys(b, m.purges);
   return {fb::Body::BootstrapPage,
           fb::CreateBootstrapPage(b, m.request_id, m.snapshot_seq, m.total_records, m.records_before, records,
-                                  token, m.done, conflicts)
+                                  token, m.done, conflicts, purges)
               .Union()};
 }
 
@@ -885,6 +886,8 @@ Status get_message(const fb::BootstrapPage* in, protocol::BootstrapPage& out) {
   Status s = get_records(in->records(), out.records);
   if (!s) return s;
   s = get_string(in->next_page_token(), tuning::kMaxTokenBytes, "next_page_token", out.next_page_token);
+  if (!s) return s;
+  s = get_keys(in->purges(), out.purges);
   if (!s) return s;
   return get_conflicts(in->conflicts(), out.conflicts);
 }

@@ -496,6 +496,22 @@ void SyncServer::handle_bootstrap(SessionId id, Session& s, const protocol::Boot
   token.sent += page.records.size();
   token.after = after;
   page.done = end;
+  if (end) {
+    // A device that wrote offline before its first sync may hold records it created that left its scope
+    // before this snapshot; nothing else would ever tell it. (Records it can see are in the pages; tombstones
+    // too.)
+    RecordKey pos;
+    for (;;) {
+      std::vector<RecordState> chunk = store_.scan(pos, tuning::kBootstrapPageRecords);
+      if (chunk.empty()) break;
+      pos = RecordKey{chunk.back().entity, chunk.back().id};
+      for (const RecordState& r : chunk) {
+        if (r.created.node == s.node && !visible(s.principal, r, reader) &&
+            page.purges.size() < tuning::kMaxRecordsPerMessage)
+          page.purges.push_back(RecordKey{r.entity, r.id});
+      }
+    }
+  }
   if (!end) page.next_page_token = encode_token(token);
   outgoing_.push_back(Outgoing{id, std::move(page)});
 }

@@ -122,6 +122,9 @@ struct BootstrapPage {
   std::string next_page_token;
   bool done = false;
   std::vector<ConflictRecord> conflicts;  // open conflicts concerning the user
+  // Last page only: records this device created (possibly offline, before this bootstrap) that are outside
+  // its scope at the snapshot (moved away, or deleted and not visible): the device drops them.
+  std::vector<RecordKey> purges;
 
   friend bool operator==(const BootstrapPage&, const BootstrapPage&) = default;
 };
