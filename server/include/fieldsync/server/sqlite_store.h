@@ -1,0 +1,127 @@
+// The default central store: one embedded SQLite file in WAL mode.
+//
+// Semantics are exactly MemoryCentralStore's (sync/memory_store.h); tests/sqlite_store_test.cc runs one
+// contract suite against both. What SQLite adds is durability: synchronous=FULL, so a CentralTxn whose
+// commit() returned ok survives a killed process and a power loss, and every acknowledgement SyncServer sends
+// is sent after that commit.
+//
+// Layout (one file, `central.db` in the server's data directory):
+//   <entity>      one table per model entity from schema::all_ddl(): typed columns are a projection for head
+//                 office queries and reports; `_meta` (codec::encode_record) is the source of truth.
+//   _log          server_seq INTEGER PRIMARY KEY, origin node/user/node_seq, blob (codec::encode_server_txn,
+//                 scope moves included).
+//   _conflicts    id, server_seq (indexed), kind, entity, record, field, winner/loser user, rule, blob
+//                 (codec::encode_conflict).
+//   _nodes        node INTEGER PRIMARY KEY, last_node_seq: the per-device dedupe watermark.
+//   _rejections   (node, node_seq) PRIMARY KEY, user, reason code and name, message, recorded_at_ms.
+//   _audit        one row per change of every log entry, written in the same SQLite transaction: server_seq,
+//                 recorded_at_ms, user, node, node_seq, entity, record, op, field, version_ms (device time).
+//   _state        key/value: the persisted server HLC ("clock") and the file format ("format").
+//
+// Threads: the store may be used from several threads. A CentralTxn holds the single writer connection for
+// its whole life (BEGIN IMMEDIATE ... COMMIT), so at most one is open at a time per store: begin() waits for
+// the previous one to end (up to busy_timeout_ms, then the new one fails at commit() with kStorageLocked and
+// reads committed state meanwhile). Read-side methods use a second connection, which in WAL mode sees every
+// committed transaction and never blocks the writer. Another process (fieldsync-admin) may write the same
+// file; SQLite's own lock serialises the two writers and busy_timeout_ms bounds the wait.
+//
+// Errors: SQLite result codes become typed Status values (kStorageFull, kStorageCorrupt, kStorageLocked
+// (retryable), kStorageReadOnly, kStorageIo); a row whose blob fails verification is kStorageCorrupt. Inside
+// a CentralTxn the first error is kept and returned by commit(), which then rolls back. The read side has no
+// Status in its signatures: on an error it returns what it read before the error (read_log: a prefix, which
+// a pull turns into has_more, never a skipped change) and keeps the error in last_read_error().
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "fieldsync/sync/store.h"
+
+namespace fieldsync::server {
+
+// The central store's file name inside the server's data directory.
+inline constexpr std::string_view kCentralStoreFileName = "central.db";
+
+namespace sqlite {
+class Db;  // src/sqlite_db.h
+}
+
+class SqliteCentralStore final : public CentralStore {
+ public:
+  struct Options {
+    // How long a writer waits for SQLite's lock (another process) or for this store's previous transaction.
+    int busy_timeout_ms = 5000;
+    // Wall clock for the audit and rejection timestamps; tests inject a fixed one.
+    std::function<int64_t()> now_ms;
+  };
+
+  // Opens or creates the store. Errors: the storage codes above, kSchemaTooNew for a file written by a newer
+  // format.
+  static Result<std::unique_ptr<SqliteCentralStore>> open(const std::string& path, Options options);
+  ~SqliteCentralStore() override;
+
+  std::unique_ptr<CentralTxn> begin() override;
+  uint64_t head_seq() override;
+  std::vector<ServerTxn> read_log(uint64_t after, size_t max_changes) override;
+  std::vector<ConflictRecord> read_conflicts(uint64_t after, uint64_t up_to) override;
+  std::optional<RecordState> load(EntityId entity, const RecordId& id) override;
+  std::vector<RecordState> scan(RecordKey after, size_t max_records) override;
+  uint64_t record_count() override;
+  std::vector<RecordState> scope_children(EntityId parent_entity, const RecordId& parent) override;
+  Hlc clock() override;
+
+  // Inspection for tests, reports and the admin tool.
+  std::vector<StoredRejection> rejections();
+  std::map<NodeId, NodeState> node_states();
+  struct AuditEntry {
+    uint64_t server_seq = 0;
+    int64_t recorded_at_ms = 0;
+    UserId user;
+    NodeId node = 0;
+    uint64_t node_seq = 0;
+    std::string entity;  // model name
+    std::string record;
+    std::string op;     // "create", "set", "append", "delete"
+    std::string field;  // model name; empty for create and delete
+    int64_t version_ms = 0;
+  };
+  std::vector<AuditEntry> audit(uint64_t after_seq, size_t max_entries);
+  Status last_read_error();
+  // Bytes in the database file (page_count * page_size), for metrics.
+  uint64_t size_bytes();
+
+  // Group commit (not implemented; the design, for when push throughput needs it): SyncServer would apply
+  // every push that arrives while a commit is in flight inside one SQLite transaction, each CentralTxn as a
+  // SAVEPOINT (a rejected or failed one rolls back to its savepoint alone), then COMMIT once -- one fsync for
+  // the group -- and send each session's acks only after that COMMIT returned. server_seq stays gap-free
+  // because the savepoints run one after another on the single writer connection. It needs a SyncServer API
+  // that separates "applied" from "durable" (acks held until the group's commit), so it waits for a change in
+  // sync/; until then every CentralTxn is its own fsync.
+
+ private:
+  friend class SqliteCentralTxn;
+  explicit SqliteCentralStore(Options options);
+  int64_t now_ms() const;
+  // A read-side result, or `fallback` with the error kept in read_error_ (reader_mu_ held).
+  template <typename T>
+  T read(Result<T> r, T fallback);
+
+  Options options_;
+  std::timed_mutex writer_mu_;  // held by the open CentralTxn
+  std::atomic<std::thread::id>
+      writer_owner_;  // its thread: a second begin() there fails instead of deadlocking
+  std::unique_ptr<sqlite::Db> writer_;
+  std::mutex reader_mu_;
+  std::unique_ptr<sqlite::Db> reader_;  // guarded by reader_mu_
+  Status read_error_;                   // guarded by reader_mu_
+};
+
+}  // namespace fieldsync::server

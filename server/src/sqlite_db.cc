@@ -1,0 +1,155 @@
+#include "sqlite_db.h"
+
+namespace fieldsync::server::sqlite {
+
+Status status_from(int rc, std::string_view what, sqlite3* db) {
+  std::string msg(what);
+  msg += ": ";
+  msg += db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+  switch (rc & 0xff) {
+    case SQLITE_FULL:
+      return Status(ErrorCode::kStorageFull, std::move(msg), true);
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+      return Status(ErrorCode::kStorageCorrupt, std::move(msg));
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return Status(ErrorCode::kStorageLocked, std::move(msg), true);
+    case SQLITE_READONLY:
+      return Status(ErrorCode::kStorageReadOnly, std::move(msg));
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+    case SQLITE_PROTOCOL:
+      return Status(ErrorCode::kStorageIo, std::move(msg), true);
+    default:
+      return Status(ErrorCode::kInternal, std::move(msg));
+  }
+}
+
+Result<std::unique_ptr<Db>> Db::open(const std::string& path, int flags, int busy_timeout_ms) {
+  sqlite3* raw = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);
+  if (rc != SQLITE_OK) {
+    Status s = status_from(rc, "opening " + path, raw);
+    sqlite3_close(raw);
+    return s;
+  }
+  sqlite3_extended_result_codes(raw, 1);
+  sqlite3_busy_timeout(raw, busy_timeout_ms);
+  return std::unique_ptr<Db>(new Db(raw));
+}
+
+Db::~Db() {
+  for (auto& [sql, stmt] : cache_) sqlite3_finalize(stmt);
+  sqlite3_close(db_);
+}
+
+Result<sqlite3_stmt*> Db::prepare(const std::string& sql) {
+  if (auto it = cache_.find(sql); it != cache_.end()) return it->second;
+  sqlite3_stmt* stmt = nullptr;
+  int rc = sqlite3_prepare_v3(db_, sql.c_str(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT,
+                              &stmt, nullptr);
+  if (rc != SQLITE_OK) return error(rc, "preparing statement");
+  cache_.emplace(sql, stmt);
+  return stmt;
+}
+
+Status Db::exec(const std::string& sql) {
+  char* err = nullptr;
+  int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err);
+  sqlite3_free(err);
+  if (rc != SQLITE_OK) return error(rc, sql.substr(0, 40));
+  return Status::ok();
+}
+
+Stmt::Stmt(Db& db, const std::string& sql) : db_(db) {
+  Result<sqlite3_stmt*> s = db.prepare(sql);
+  if (s) {
+    s_ = *s;
+  } else {
+    status_ = s.status();
+  }
+}
+
+Stmt::~Stmt() {
+  if (s_ != nullptr) {
+    sqlite3_reset(s_);
+    sqlite3_clear_bindings(s_);
+  }
+}
+
+Stmt& Stmt::bind(int i, int64_t v) {
+  if (s_ != nullptr && status_) {
+    if (int rc = sqlite3_bind_int64(s_, i, v); rc != SQLITE_OK) status_ = db_.error(rc, "bind");
+  }
+  return *this;
+}
+
+Stmt& Stmt::bind(int i, std::string_view v) {
+  if (s_ != nullptr && status_) {
+    if (int rc = sqlite3_bind_text64(s_, i, v.data(), v.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
+        rc != SQLITE_OK)
+      status_ = db_.error(rc, "bind");
+  }
+  return *this;
+}
+
+Stmt& Stmt::bind_blob(int i, std::span<const uint8_t> v) {
+  if (s_ != nullptr && status_) {
+    if (int rc = sqlite3_bind_blob64(s_, i, v.data(), v.size(), SQLITE_TRANSIENT); rc != SQLITE_OK)
+      status_ = db_.error(rc, "bind");
+  }
+  return *this;
+}
+
+Stmt& Stmt::bind_null(int i) {
+  if (s_ != nullptr && status_) {
+    if (int rc = sqlite3_bind_null(s_, i); rc != SQLITE_OK) status_ = db_.error(rc, "bind");
+  }
+  return *this;
+}
+
+Stmt& Stmt::bind_double(int i, double v) {
+  if (s_ != nullptr && status_) {
+    if (int rc = sqlite3_bind_double(s_, i, v); rc != SQLITE_OK) status_ = db_.error(rc, "bind");
+  }
+  return *this;
+}
+
+bool Stmt::step() {
+  if (s_ == nullptr || !status_) return false;
+  int rc = sqlite3_step(s_);
+  if (rc == SQLITE_ROW) return true;
+  if (rc != SQLITE_DONE) status_ = db_.error(rc, "step");
+  return false;
+}
+
+Status Stmt::run() {
+  while (step()) {
+  }
+  return status_;
+}
+
+std::string Stmt::col_text(int i) {
+  const unsigned char* p = sqlite3_column_text(s_, i);
+  if (p == nullptr) return {};
+  return std::string(reinterpret_cast<const char*>(p), static_cast<size_t>(sqlite3_column_bytes(s_, i)));
+}
+
+std::span<const uint8_t> Stmt::col_blob(int i) {
+  const void* p = sqlite3_column_blob(s_, i);
+  if (p == nullptr) return {};
+  return {static_cast<const uint8_t*>(p), static_cast<size_t>(sqlite3_column_bytes(s_, i))};
+}
+
+std::string quoted(std::string_view name) {
+  std::string q = "\"";
+  for (char c : name) {
+    if (c == '"') q += '"';
+    q += c;
+  }
+  q += '"';
+  return q;
+}
+
+}  // namespace fieldsync::server::sqlite

@@ -1,0 +1,83 @@
+// A thin layer over the SQLite C API shared by the central store and the directory: a connection with a cache
+// of prepared statements, typed errors, and small binding helpers. Private to server/.
+#pragma once
+
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "fieldsync/sync/status.h"
+
+namespace fieldsync::server::sqlite {
+
+// SQLite result code -> typed Status: SQLITE_FULL kStorageFull, CORRUPT/NOTADB kStorageCorrupt, BUSY/LOCKED
+// kStorageLocked (retryable), READONLY kStorageReadOnly, IOERR/CANTOPEN/PROTOCOL kStorageIo (retryable),
+// anything else kInternal.
+Status status_from(int rc, std::string_view what, sqlite3* db);
+
+class Db {
+ public:
+  // Opens `path` with the given sqlite3_open_v2 flags and sets busy_timeout.
+  static Result<std::unique_ptr<Db>> open(const std::string& path, int flags, int busy_timeout_ms);
+  ~Db();
+  Db(const Db&) = delete;
+  Db& operator=(const Db&) = delete;
+
+  sqlite3* raw() { return db_; }
+  // A cached prepared statement for `sql` (prepared on first use, kept until the connection closes). The
+  // caller resets it when done (Stmt does).
+  Result<sqlite3_stmt*> prepare(const std::string& sql);
+  // Runs statements without results (DDL, BEGIN, COMMIT, pragmas).
+  Status exec(const std::string& sql);
+  Status error(int rc, std::string_view what) { return status_from(rc, what, db_); }
+
+ private:
+  explicit Db(sqlite3* db) : db_(db) {}
+  sqlite3* db_;
+  std::unordered_map<std::string, sqlite3_stmt*> cache_;
+};
+
+// One use of a cached statement: binds, steps, and resets (and clears bindings) when it goes out of scope, so
+// a reader never keeps an old snapshot open.
+class Stmt {
+ public:
+  Stmt(Db& db, const std::string& sql);
+  ~Stmt();
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+
+  bool ok() const { return status_.is_ok(); }
+  const Status& status() const { return status_; }
+
+  Stmt& bind(int i, int64_t v);
+  Stmt& bind(int i, std::string_view v);
+  Stmt& bind_blob(int i, std::span<const uint8_t> v);
+  Stmt& bind_null(int i);
+  Stmt& bind_double(int i, double v);
+
+  // SQLITE_ROW: true; SQLITE_DONE: false; an error: false and status() says which.
+  bool step();
+  // Runs to completion (for INSERT/UPDATE/DELETE); returns status().
+  Status run();
+
+  int64_t col_int(int i) { return sqlite3_column_int64(s_, i); }
+  bool col_null(int i) { return sqlite3_column_type(s_, i) == SQLITE_NULL; }
+  std::string col_text(int i);
+  std::span<const uint8_t> col_blob(int i);
+
+ private:
+  Db& db_;
+  sqlite3_stmt* s_ = nullptr;
+  Status status_;
+};
+
+// Quotes an SQL identifier ("order" is a keyword).
+std::string quoted(std::string_view name);
+
+}  // namespace fieldsync::server::sqlite

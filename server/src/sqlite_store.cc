@@ -1,0 +1,696 @@
+// SQLite central store. See sqlite_store.h for the layout and the threading and error rules.
+//
+// server_seq: append_log assigns max(server_seq) + 1 inside the open BEGIN IMMEDIATE transaction. There is
+// one writer per file at a time (SQLite's write lock, held from BEGIN IMMEDIATE to COMMIT), so sequences
+// commit in the order they were assigned and a reader can never see N before N-1: the contract of store.h
+// holds trivially. A PostgreSQL store with concurrent writers cannot do this with a plain sequence (N+1 may
+// commit before N, and a pull that read N+1 would move its cursor past N forever). It must either assign
+// server_seq at commit under a lock (e.g. one row `UPDATE log_head SET seq = seq + 1 RETURNING seq` taken as
+// the transaction's last statement, which serialises only the commit tail), or let readers see only the
+// prefix below the oldest transaction still in flight (a watermark table). Nothing SQLite-specific crosses
+// store.h, so either design fits behind CentralStore.
+#include "fieldsync/server/sqlite_store.h"
+
+#include <algorithm>
+#include <chrono>
+#include <set>
+
+#include "fieldsync/schema/ddl.h"
+#include "fieldsync/sync/codec.h"
+#include "sqlite_db.h"
+
+namespace fieldsync::server {
+
+using sqlite::Db;
+using sqlite::quoted;
+using sqlite::Stmt;
+
+namespace {
+
+// File format of the store's own tables; bump on a change and migrate on open.
+constexpr int64_t kFormat = 1;
+
+const char* const kStoreDdl[] = {
+    "CREATE TABLE IF NOT EXISTS _log (server_seq INTEGER PRIMARY KEY, origin_node INTEGER NOT NULL, "
+    "origin_user TEXT NOT NULL, origin_node_seq INTEGER NOT NULL, change_count INTEGER NOT NULL, "
+    "blob BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS _conflicts (id INTEGER PRIMARY KEY, server_seq INTEGER NOT NULL, kind TEXT "
+    "NOT "
+    "NULL, entity TEXT NOT NULL, record TEXT NOT NULL, field TEXT, winner_user TEXT, loser_user TEXT, "
+    "rule TEXT, blob BLOB NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS idx_conflicts_seq ON _conflicts (server_seq)",
+    "CREATE TABLE IF NOT EXISTS _nodes (node INTEGER PRIMARY KEY, last_node_seq INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS _rejections (node INTEGER NOT NULL, node_seq INTEGER NOT NULL, "
+    "user TEXT NOT NULL, reason INTEGER NOT NULL, reason_name TEXT NOT NULL, message TEXT NOT NULL, "
+    "recorded_at_ms INTEGER NOT NULL, PRIMARY KEY (node, node_seq))",
+    "CREATE TABLE IF NOT EXISTS _audit (id INTEGER PRIMARY KEY, server_seq INTEGER NOT NULL, "
+    "recorded_at_ms INTEGER NOT NULL, user TEXT NOT NULL, node INTEGER NOT NULL, node_seq INTEGER NOT NULL, "
+    "entity TEXT NOT NULL, record TEXT NOT NULL, op TEXT NOT NULL, field TEXT, version_ms INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS idx_audit_seq ON _audit (server_seq)",
+    "CREATE INDEX IF NOT EXISTS idx_audit_record ON _audit (entity, record)",
+    "CREATE TABLE IF NOT EXISTS _state (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    // Scheduling conflicts look up one owner's events by time (events_overlapping).
+    "CREATE INDEX IF NOT EXISTS idx_calendar_event_owner_start ON calendar_event (owner_id, start_at)",
+};
+
+int64_t wall_now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Node ids and HLCs are unsigned 64-bit; SQLite integers are signed. The bit pattern round-trips.
+int64_t as_sql(uint64_t v) {
+  return static_cast<int64_t>(v);
+}
+uint64_t from_sql(int64_t v) {
+  return static_cast<uint64_t>(v);
+}
+
+std::string_view op_name(ChangeOp op) {
+  switch (op) {
+    case ChangeOp::kCreate:
+      return "create";
+    case ChangeOp::kSet:
+      return "set";
+    case ChangeOp::kAppend:
+      return "append";
+    case ChangeOp::kDelete:
+      return "delete";
+  }
+  return "?";
+}
+
+std::string_view conflict_kind_name(ConflictKind k) {
+  switch (k) {
+    case ConflictKind::kConcurrentWrite:
+      return "concurrent_write";
+    case ConflictKind::kDeleteWins:
+      return "delete_wins";
+    case ConflictKind::kScheduling:
+      return "scheduling";
+  }
+  return "?";
+}
+
+std::string field_name(EntityId entity, uint16_t field) {
+  const schema::EntityDef* e = schema::entity(entity);
+  const schema::FieldDef* f = e ? e->field(field) : nullptr;
+  return f ? std::string(f->name) : std::to_string(field);
+}
+
+std::string entity_name(EntityId entity) {
+  const schema::EntityDef* e = schema::entity(entity);
+  return e ? std::string(e->name) : std::to_string(static_cast<unsigned>(entity));
+}
+
+Status corrupt(std::string_view what, const Status& why) {
+  return Status(ErrorCode::kStorageCorrupt, std::string(what) + ": " + why.message());
+}
+
+// The same predicate as MemoryCentralStore's, applied to decoded rows so the projection columns only narrow
+// the search and never decide it.
+bool scheduled_overlap(const RecordState& r, const UserId& owner, int64_t start_ms, int64_t end_ms) {
+  using namespace schema::fields;
+  if (r.deleted) return false;
+  const Value& o = r.get(kEventOwner);
+  const Value& st = r.get(kEventStatus);
+  const Value& s = r.get(kEventStart);
+  const Value& e = r.get(kEventEnd);
+  return o.kind() == Value::Kind::kText && o.as_text() == owner && st.kind() == Value::Kind::kText &&
+         st.as_text() == "scheduled" && s.kind() == Value::Kind::kInt && e.kind() == Value::Kind::kInt &&
+         s.as_int() < end_ms && e.as_int() > start_ms;
+}
+
+// ---- Reads shared by the transaction (writer connection) and the read side (reader connection)
+
+Result<std::optional<RecordState>> read_record(Db& db, EntityId entity, const RecordId& id) {
+  const schema::EntityDef* e = schema::entity(entity);
+  if (e == nullptr) return std::optional<RecordState>();
+  Stmt q(db, "SELECT _meta FROM " + quoted(e->name) + " WHERE id = ?");
+  q.bind(1, id.to_string());
+  if (!q.step()) {
+    if (!q.ok()) return q.status();
+    return std::optional<RecordState>();
+  }
+  Result<RecordState> r = codec::decode_record(q.col_blob(0));
+  if (!r) return corrupt("record " + id.to_string(), r.status());
+  return std::optional<RecordState>(std::move(r.value()));
+}
+
+// Runs `q` and decodes every row's column 0 as a record, appending to `out`.
+Status read_records(Stmt& q, std::vector<RecordState>& out) {
+  while (q.step()) {
+    Result<RecordState> r = codec::decode_record(q.col_blob(0));
+    if (!r) return corrupt("record", r.status());
+    out.push_back(std::move(r.value()));
+  }
+  return q.status();
+}
+
+Result<NodeState> read_node_state(Db& db, NodeId node) {
+  Stmt q(db, "SELECT last_node_seq FROM _nodes WHERE node = ?");
+  q.bind(1, as_sql(node));
+  if (q.step()) return NodeState{node, from_sql(q.col_int(0))};
+  if (!q.ok()) return q.status();
+  return NodeState{node, 0};
+}
+
+Result<std::optional<StoredRejection>> read_rejection(Db& db, NodeId node, uint64_t node_seq) {
+  Stmt q(db, "SELECT user, reason, message FROM _rejections WHERE node = ? AND node_seq = ?");
+  q.bind(1, as_sql(node)).bind(2, as_sql(node_seq));
+  if (!q.step()) {
+    if (!q.ok()) return q.status();
+    return std::optional<StoredRejection>();
+  }
+  return std::optional<StoredRejection>(
+      StoredRejection{node, node_seq, q.col_text(0), static_cast<ErrorCode>(q.col_int(1)), q.col_text(2)});
+}
+
+Result<uint64_t> read_head_seq(Db& db) {
+  Stmt q(db, "SELECT coalesce(max(server_seq), 0) FROM _log");
+  if (!q.step()) return q.ok() ? Status(ErrorCode::kInternal, "no row") : q.status();
+  return from_sql(q.col_int(0));
+}
+
+Result<std::vector<RecordState>> read_events(Db& db, const UserId& owner, int64_t start_ms, int64_t end_ms) {
+  std::vector<RecordState> out;
+  Stmt q(db,
+         "SELECT _meta FROM calendar_event WHERE owner_id = ? AND start_at < ? AND end_at > ? AND "
+         "_deleted = 0 AND status = 'scheduled' ORDER BY id");
+  q.bind(1, owner).bind(2, end_ms).bind(3, start_ms);
+  if (Status s = read_records(q, out); !s) return s;
+  std::erase_if(out, [&](const RecordState& r) { return !scheduled_overlap(r, owner, start_ms, end_ms); });
+  return out;
+}
+
+Status bind_value(Stmt& q, int i, const Value& v) {
+  switch (v.kind()) {
+    case Value::Kind::kNull:
+      q.bind_null(i);
+      break;
+    case Value::Kind::kInt:
+      q.bind(i, v.as_int());
+      break;
+    case Value::Kind::kReal:
+      q.bind_double(i, v.as_real());
+      break;
+    case Value::Kind::kBool:
+      q.bind(i, int64_t{v.as_bool() ? 1 : 0});
+      break;
+    case Value::Kind::kText:
+      q.bind(i, std::string_view(v.as_text()));
+      break;
+  }
+  return q.status();
+}
+
+std::string upsert_sql(const schema::EntityDef& e) {
+  std::string cols = "id";
+  std::string params = "?";
+  std::string updates;
+  for (const schema::FieldDef& f : e.fields) {
+    cols += ", " + quoted(f.name);
+    params += ", ?";
+    updates += quoted(f.name) + " = excluded." + quoted(f.name) + ", ";
+  }
+  return "INSERT INTO " + quoted(e.name) + " (" + cols + ", _deleted, _meta) VALUES (" + params +
+         ", ?, ?) ON CONFLICT (id) DO UPDATE SET " + updates +
+         "_deleted = excluded._deleted, _meta = excluded._meta";
+}
+
+}  // namespace
+
+// ---- Transaction
+// -----------------------------------------------------------------------------------------------
+
+class SqliteCentralTxn final : public CentralTxn {
+ public:
+  explicit SqliteCentralTxn(SqliteCentralStore& store)
+      : store_(store), lock_(store.writer_mu_, std::defer_lock) {
+    if (store.writer_owner_.load() == std::this_thread::get_id()) {
+      // Programmer error in the caller, but a typed one beats a self-deadlock: this transaction never
+      // commits.
+      error_ = Status(ErrorCode::kInternal, "a second central store transaction opened on the same thread");
+      return;
+    }
+    if (!lock_.try_lock_for(std::chrono::milliseconds(store.options_.busy_timeout_ms))) {
+      error_ = Status(ErrorCode::kStorageLocked, "another central store transaction is still open", true);
+      return;
+    }
+    if (Status s = store_.writer_->exec("BEGIN IMMEDIATE"); !s) {
+      error_ = s;
+      lock_.unlock();
+      return;
+    }
+    store_.writer_owner_.store(std::this_thread::get_id());
+    open_ = true;
+  }
+
+  ~SqliteCentralTxn() override {
+    if (open_) {
+      (void)store_.writer_->exec("ROLLBACK");
+      store_.writer_owner_.store(std::thread::id());
+    }
+  }
+
+  std::optional<RecordState> load(EntityId entity, const RecordId& id) override {
+    if (!open_) return store_.load(entity, id);
+    return keep(read_record(*store_.writer_, entity, id), std::optional<RecordState>());
+  }
+
+  // The overlay order of MemoryCentralTxn: committed events first, then the ones this transaction saved,
+  // each group by id. The rows already reflect this transaction's writes.
+  std::vector<RecordState> events_overlapping(const UserId& owner, int64_t start_ms,
+                                              int64_t end_ms) override {
+    std::vector<RecordState> out;
+    if (!open_) {
+      std::lock_guard lock(store_.reader_mu_);
+      return keep(read_events(*store_.reader_, owner, start_ms, end_ms), out);
+    }
+    out = keep(read_events(*store_.writer_, owner, start_ms, end_ms), out);
+    std::stable_partition(out.begin(), out.end(), [&](const RecordState& r) {
+      return saved_events_.count(RecordKey{r.entity, r.id}) == 0;
+    });
+    return out;
+  }
+
+  void save(const RecordState& record) override {
+    if (!usable()) return;
+    const schema::EntityDef* e = schema::entity(record.entity);
+    if (e == nullptr) {
+      fail(Status(ErrorCode::kInvalidArgument, "save of a record of an unknown entity"));
+      return;
+    }
+    Stmt q(*store_.writer_, upsert_sql(*e));
+    int i = 1;
+    q.bind(i++, record.id.to_string());
+    for (const schema::FieldDef& f : e->fields) {
+      // The raw value, also for tombstones: they keep their scope field, which scope_children follows.
+      const FieldState* fs = record.field(f.id);
+      (void)bind_value(q, i++, fs ? fs->value : Value::null());
+    }
+    q.bind(i++, int64_t{record.deleted ? 1 : 0});
+    q.bind_blob(i++, codec::encode_record(record));
+    if (Status s = q.run(); !s) return fail(s);
+    if (record.entity == EntityId::kCalendarEvent) saved_events_.insert(RecordKey{record.entity, record.id});
+  }
+
+  NodeState node_state(NodeId node) override {
+    if (!open_) {
+      std::lock_guard lock(store_.reader_mu_);
+      return keep(read_node_state(*store_.reader_, node), NodeState{node, 0});
+    }
+    return keep(read_node_state(*store_.writer_, node), NodeState{node, 0});
+  }
+
+  void set_node_state(const NodeState& state) override {
+    if (!usable()) return;
+    Stmt q(*store_.writer_, "INSERT OR REPLACE INTO _nodes (node, last_node_seq) VALUES (?, ?)");
+    q.bind(1, as_sql(state.node)).bind(2, as_sql(state.last_node_seq));
+    if (Status s = q.run(); !s) fail(s);
+  }
+
+  void add_rejection(const StoredRejection& r) override {
+    if (!usable()) return;
+    Stmt q(*store_.writer_,
+           "INSERT OR REPLACE INTO _rejections (node, node_seq, user, reason, reason_name, message, "
+           "recorded_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)");
+    q.bind(1, as_sql(r.node))
+        .bind(2, as_sql(r.node_seq))
+        .bind(3, std::string_view(r.user))
+        .bind(4, int64_t{static_cast<uint16_t>(r.reason)})
+        .bind(5, to_string(r.reason))
+        .bind(6, std::string_view(r.message))
+        .bind(7, store_.now_ms());
+    if (Status s = q.run(); !s) fail(s);
+  }
+
+  std::optional<StoredRejection> rejection(NodeId node, uint64_t node_seq) override {
+    if (!open_) {
+      std::lock_guard lock(store_.reader_mu_);
+      return keep(read_rejection(*store_.reader_, node, node_seq), std::optional<StoredRejection>());
+    }
+    return keep(read_rejection(*store_.writer_, node, node_seq), std::optional<StoredRejection>());
+  }
+
+  uint64_t append_log(ServerTxn txn, std::vector<ConflictRecord> conflicts) override {
+    if (!usable()) return store_.head_seq() + 1;  // never committed: commit() reports the error
+    Db& db = *store_.writer_;
+    Result<uint64_t> head = read_head_seq(db);
+    if (!head) {
+      fail(head.status());
+      return 0;
+    }
+    const uint64_t seq = *head + 1;
+    txn.server_seq = seq;
+    const int64_t now = store_.now_ms();
+    {
+      Stmt q(db,
+             "INSERT INTO _log (server_seq, origin_node, origin_user, origin_node_seq, change_count, blob) "
+             "VALUES (?, ?, ?, ?, ?, ?)");
+      q.bind(1, as_sql(seq))
+          .bind(2, as_sql(txn.origin_node))
+          .bind(3, std::string_view(txn.origin_user))
+          .bind(4, as_sql(txn.origin_node_seq))
+          .bind(5, static_cast<int64_t>(txn.changes.size()))
+          .bind_blob(6, codec::encode_server_txn(txn));
+      if (Status s = q.run(); !s) {
+        fail(s);
+        return seq;
+      }
+    }
+    for (ConflictRecord& c : conflicts) {
+      c.server_seq = seq;
+      Stmt q(
+          db,
+          "INSERT INTO _conflicts (server_seq, kind, entity, record, field, winner_user, loser_user, rule, "
+          "blob) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+      q.bind(1, as_sql(seq))
+          .bind(2, conflict_kind_name(c.kind))
+          .bind(3, entity_name(c.entity))
+          .bind(4, c.record.to_string());
+      if (c.field != 0) {
+        q.bind(5, field_name(c.entity, c.field));
+      } else {
+        q.bind_null(5);
+      }
+      q.bind(6, std::string_view(c.winner.user))
+          .bind(7, std::string_view(c.loser.user))
+          .bind(8, std::string_view(c.rule))
+          .bind_blob(9, codec::encode_conflict(c));
+      if (Status s = q.run(); !s) {
+        fail(s);
+        return seq;
+      }
+    }
+    // Who changed what and when, in the same SQLite transaction as the log entry.
+    for (const Change& c : txn.changes) {
+      Stmt q(
+          db,
+          "INSERT INTO _audit (server_seq, recorded_at_ms, user, node, node_seq, entity, record, op, field, "
+          "version_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+      q.bind(1, as_sql(seq))
+          .bind(2, now)
+          .bind(3, std::string_view(txn.origin_user))
+          .bind(4, as_sql(txn.origin_node))
+          .bind(5, as_sql(txn.origin_node_seq))
+          .bind(6, entity_name(c.entity))
+          .bind(7, c.record.to_string())
+          .bind(8, op_name(c.op));
+      if (c.op == ChangeOp::kSet || c.op == ChangeOp::kAppend) {
+        q.bind(9, field_name(c.entity, c.field));
+      } else {
+        q.bind_null(9);
+      }
+      q.bind(10, hlc_physical_ms(c.version.hlc));
+      if (Status s = q.run(); !s) {
+        fail(s);
+        return seq;
+      }
+    }
+    return seq;
+  }
+
+  void set_clock(Hlc hlc) override {
+    if (!usable()) return;
+    Stmt q(*store_.writer_,
+           "INSERT INTO _state (key, value) VALUES ('clock', ?) ON CONFLICT (key) DO UPDATE SET value = "
+           "max(value, excluded.value)");
+    q.bind(1, as_sql(hlc));
+    if (Status s = q.run(); !s) fail(s);
+  }
+
+  Status commit() override {
+    if (!open_) return error_;  // begin failed (kept its error), or committed already (see below)
+    Status result = error_;
+    if (result) result = store_.writer_->exec("COMMIT");
+    if (!result) (void)store_.writer_->exec("ROLLBACK");
+    open_ = false;
+    store_.writer_owner_.store(std::thread::id());
+    lock_.unlock();
+    error_ = result ? Status(ErrorCode::kInternal, "central store transaction committed twice") : result;
+    return result;
+  }
+
+ private:
+  bool usable() const { return open_ && error_.is_ok(); }
+  void fail(const Status& s) {
+    if (error_) error_ = s;
+  }
+  template <typename T>
+  T keep(Result<T> r, T fallback) {
+    if (r) return std::move(r.value());
+    fail(r.status());
+    return fallback;
+  }
+
+  SqliteCentralStore& store_;
+  std::unique_lock<std::timed_mutex> lock_;
+  bool open_ = false;
+  Status error_;
+  std::set<RecordKey> saved_events_;  // calendar events saved here (ordering of events_overlapping)
+};
+
+// ---- Store
+// -----------------------------------------------------------------------------------------------------
+
+SqliteCentralStore::SqliteCentralStore(Options options) : options_(std::move(options)) {}
+SqliteCentralStore::~SqliteCentralStore() = default;
+
+int64_t SqliteCentralStore::now_ms() const {
+  return options_.now_ms ? options_.now_ms() : wall_now_ms();
+}
+
+Result<std::unique_ptr<SqliteCentralStore>> SqliteCentralStore::open(const std::string& path,
+                                                                     Options options) {
+  std::unique_ptr<SqliteCentralStore> store(new SqliteCentralStore(std::move(options)));
+  const int timeout = store->options_.busy_timeout_ms;
+  Result<std::unique_ptr<Db>> writer =
+      Db::open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, timeout);
+  if (!writer) return writer.status();
+  store->writer_ = std::move(writer.value());
+  Db& w = *store->writer_;
+  {
+    Stmt q(w, "PRAGMA journal_mode = WAL");
+    if (!q.step())
+      return q.ok() ? Status(ErrorCode::kStorageIo, "journal_mode returned nothing") : q.status();
+    if (q.col_text(0) != "wal")
+      return Status(ErrorCode::kStorageIo, "cannot switch " + path + " to WAL mode (" + q.col_text(0) + ")");
+  }
+  // FULL: the WAL is synced at every commit, so an acknowledged write survives a power loss, not only a
+  // crash.
+  if (Status s = w.exec("PRAGMA synchronous = FULL"); !s) return s;
+  if (Status s = w.exec("BEGIN IMMEDIATE"); !s) return s;
+  auto fail = [&](Status s) {
+    (void)w.exec("ROLLBACK");
+    return s;
+  };
+  for (const std::string& sql : schema::all_ddl())
+    if (Status s = w.exec(sql); !s) return fail(s);
+  for (const char* sql : kStoreDdl)
+    if (Status s = w.exec(sql); !s) return fail(s);
+  {
+    Stmt q(w, "SELECT value FROM _state WHERE key = 'format'");
+    if (q.step()) {
+      if (q.col_int(0) > kFormat)
+        return fail(Status(ErrorCode::kSchemaTooNew, path + " was written by a newer fieldsync (format " +
+                                                         std::to_string(q.col_int(0)) + ")"));
+    } else if (!q.ok()) {
+      return fail(q.status());
+    }
+  }
+  if (Status s = w.exec("INSERT OR IGNORE INTO _state (key, value) VALUES ('format', " +
+                        std::to_string(kFormat) + ")");
+      !s)
+    return fail(s);
+  if (Status s = w.exec("COMMIT"); !s) return fail(s);
+
+  Result<std::unique_ptr<Db>> reader = Db::open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, timeout);
+  if (!reader) return reader.status();
+  store->reader_ = std::move(reader.value());
+  if (Status s = store->reader_->exec("PRAGMA query_only = 1"); !s) return s;
+  return store;
+}
+
+std::unique_ptr<CentralTxn> SqliteCentralStore::begin() {
+  return std::make_unique<SqliteCentralTxn>(*this);
+}
+
+template <typename T>
+T SqliteCentralStore::read(Result<T> r, T fallback) {
+  if (r) return std::move(r.value());
+  if (read_error_) read_error_ = r.status();
+  return fallback;
+}
+
+uint64_t SqliteCentralStore::head_seq() {
+  std::lock_guard lock(reader_mu_);
+  return read(read_head_seq(*reader_), uint64_t{0});
+}
+
+std::vector<ServerTxn> SqliteCentralStore::read_log(uint64_t after, size_t max_changes) {
+  std::lock_guard lock(reader_mu_);
+  std::vector<ServerTxn> out;
+  size_t changes = 0;
+  Stmt q(*reader_, "SELECT server_seq, blob FROM _log WHERE server_seq > ? ORDER BY server_seq");
+  q.bind(1, as_sql(after));
+  while (q.step()) {
+    Result<ServerTxn> t = codec::decode_server_txn(q.col_blob(1));
+    if (!t || t->server_seq != from_sql(q.col_int(0))) {
+      if (read_error_)
+        read_error_ = corrupt("log entry " + std::to_string(q.col_int(0)),
+                              t ? Status(ErrorCode::kStorageCorrupt, "sequence mismatch") : t.status());
+      return out;  // a prefix: the pull says has_more and nothing is skipped
+    }
+    changes += t->changes.size();
+    out.push_back(std::move(t.value()));
+    if (changes >= max_changes) break;
+  }
+  if (!q.ok() && read_error_) read_error_ = q.status();
+  return out;
+}
+
+std::vector<ConflictRecord> SqliteCentralStore::read_conflicts(uint64_t after, uint64_t up_to) {
+  std::lock_guard lock(reader_mu_);
+  std::vector<ConflictRecord> out;
+  Stmt q(*reader_,
+         "SELECT blob FROM _conflicts WHERE server_seq > ? AND server_seq <= ? ORDER BY server_seq, id");
+  q.bind(1, as_sql(after)).bind(2, as_sql(up_to));
+  while (q.step()) {
+    Result<ConflictRecord> c = codec::decode_conflict(q.col_blob(0));
+    if (!c) {
+      if (read_error_) read_error_ = corrupt("conflict", c.status());
+      return out;
+    }
+    out.push_back(std::move(c.value()));
+  }
+  if (!q.ok() && read_error_) read_error_ = q.status();
+  return out;
+}
+
+std::optional<RecordState> SqliteCentralStore::load(EntityId entity, const RecordId& id) {
+  std::lock_guard lock(reader_mu_);
+  return read(read_record(*reader_, entity, id), std::optional<RecordState>());
+}
+
+std::vector<RecordState> SqliteCentralStore::scan(RecordKey after, size_t max_records) {
+  std::lock_guard lock(reader_mu_);
+  std::vector<RecordState> out;
+  // One read transaction: the pages of every table come from the same snapshot.
+  if (Status s = reader_->exec("BEGIN"); !s) return read(Result<std::vector<RecordState>>(s), out);
+  for (const schema::EntityDef& e : schema::entities()) {
+    if (out.size() >= max_records) break;
+    if (e.id < after.entity) continue;
+    const bool same = e.id == after.entity;
+    Stmt q(*reader_,
+           "SELECT _meta FROM " + quoted(e.name) + (same ? " WHERE id > ?" : "") + " ORDER BY id LIMIT ?");
+    int i = 1;
+    if (same) q.bind(i++, after.id.to_string());
+    q.bind(i, static_cast<int64_t>(max_records - out.size()));
+    if (Status s = read_records(q, out); !s) {
+      read(Result<std::vector<RecordState>>(s), out);
+      break;
+    }
+  }
+  (void)reader_->exec("COMMIT");
+  return out;
+}
+
+uint64_t SqliteCentralStore::record_count() {
+  std::lock_guard lock(reader_mu_);
+  uint64_t n = 0;
+  if (Status s = reader_->exec("BEGIN"); !s) return read(Result<uint64_t>(s), uint64_t{0});
+  for (const schema::EntityDef& e : schema::entities()) {
+    Stmt q(*reader_, "SELECT count(*) FROM " + quoted(e.name) + " WHERE _deleted = 0");
+    if (!q.step()) {
+      read(Result<uint64_t>(q.ok() ? Status(ErrorCode::kInternal, "count") : q.status()), uint64_t{0});
+      break;
+    }
+    n += from_sql(q.col_int(0));
+  }
+  (void)reader_->exec("COMMIT");
+  return n;
+}
+
+std::vector<RecordState> SqliteCentralStore::scope_children(EntityId parent_entity, const RecordId& parent) {
+  std::lock_guard lock(reader_mu_);
+  std::vector<RecordState> out;
+  const std::string parent_text = parent.to_string();
+  for (const schema::EntityDef& e : schema::entities()) {
+    if (e.scope.kind != schema::ScopeKind::kParent || e.scope.parent != parent_entity) continue;
+    const schema::FieldDef* f = e.field(e.scope.field);
+    if (f == nullptr) continue;
+    Stmt q(*reader_,
+           "SELECT _meta FROM " + quoted(e.name) + " WHERE " + quoted(f->name) + " = ? ORDER BY id");
+    q.bind(1, std::string_view(parent_text));
+    if (Status s = read_records(q, out); !s) {
+      read(Result<std::vector<RecordState>>(s), out);
+      break;
+    }
+  }
+  return out;
+}
+
+Hlc SqliteCentralStore::clock() {
+  std::lock_guard lock(reader_mu_);
+  Stmt q(*reader_, "SELECT value FROM _state WHERE key = 'clock'");
+  if (q.step()) return from_sql(q.col_int(0));
+  if (!q.ok() && read_error_) read_error_ = q.status();
+  return 0;
+}
+
+std::vector<StoredRejection> SqliteCentralStore::rejections() {
+  std::lock_guard lock(reader_mu_);
+  std::vector<StoredRejection> out;
+  Stmt q(*reader_, "SELECT node, node_seq, user, reason, message FROM _rejections ORDER BY node, node_seq");
+  while (q.step())
+    out.push_back(StoredRejection{from_sql(q.col_int(0)), from_sql(q.col_int(1)), q.col_text(2),
+                                  static_cast<ErrorCode>(q.col_int(3)), q.col_text(4)});
+  if (!q.ok() && read_error_) read_error_ = q.status();
+  return out;
+}
+
+std::map<NodeId, NodeState> SqliteCentralStore::node_states() {
+  std::lock_guard lock(reader_mu_);
+  std::map<NodeId, NodeState> out;
+  Stmt q(*reader_, "SELECT node, last_node_seq FROM _nodes");
+  while (q.step()) {
+    NodeId node = from_sql(q.col_int(0));
+    out[node] = NodeState{node, from_sql(q.col_int(1))};
+  }
+  if (!q.ok() && read_error_) read_error_ = q.status();
+  return out;
+}
+
+std::vector<SqliteCentralStore::AuditEntry> SqliteCentralStore::audit(uint64_t after_seq,
+                                                                      size_t max_entries) {
+  std::lock_guard lock(reader_mu_);
+  std::vector<AuditEntry> out;
+  Stmt q(
+      *reader_,
+      "SELECT server_seq, recorded_at_ms, user, node, node_seq, entity, record, op, field, version_ms FROM "
+      "_audit WHERE server_seq > ? ORDER BY id LIMIT ?");
+  q.bind(1, as_sql(after_seq)).bind(2, static_cast<int64_t>(max_entries));
+  while (q.step()) {
+    out.push_back(AuditEntry{from_sql(q.col_int(0)), q.col_int(1), q.col_text(2), from_sql(q.col_int(3)),
+                             from_sql(q.col_int(4)), q.col_text(5), q.col_text(6), q.col_text(7),
+                             q.col_null(8) ? std::string() : q.col_text(8), q.col_int(9)});
+  }
+  if (!q.ok() && read_error_) read_error_ = q.status();
+  return out;
+}
+
+Status SqliteCentralStore::last_read_error() {
+  std::lock_guard lock(reader_mu_);
+  return read_error_;
+}
+
+uint64_t SqliteCentralStore::size_bytes() {
+  std::lock_guard lock(reader_mu_);
+  Stmt q(*reader_, "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()");
+  if (q.step()) return from_sql(q.col_int(0));
+  return 0;
+}
+
+}  // namespace fieldsync::server
