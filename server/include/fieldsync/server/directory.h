@@ -1,0 +1,130 @@
+// Users, territories, assignments, devices and signed device tokens: who may connect and what they may see.
+//
+// Stored in its own SQLite file (`directory.db` in the server's data directory, created mode 0600 because it
+// holds password hashes and the token signing key):
+//   users            id PRIMARY KEY, display_name, role ("rep", "manager", "head_office"), pw_salt (16 random
+//                    bytes), pw_hash (32 bytes of PBKDF2-HMAC-SHA256), pw_iterations, created_at_ms
+//   territories      id PRIMARY KEY, name
+//   user_territories (user_id, territory_id): a rep's territories, or a manager's own
+//   teams            (manager_id, rep_id): a manager's reps; the manager sees their territories and calendars
+//   devices          node PRIMARY KEY (unique across users), user_id, registered_at_ms, revoked,
+//   revoked_at_ms secrets          name PRIMARY KEY, value: the token signing key, 32 random bytes made on
+//   first use
+//
+// Tokens: base64url (no padding) of  version(1) | expiry_ms(8, big-endian) | node(8) | user_len(1) | user |
+// HMAC-SHA256(key, everything before it)(32). They bind a user to one registered device until expiry.
+//
+// Thread-safe: every method may be called from any thread. Password hashing runs outside the lock, so
+// concurrent logins do not queue behind each other.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fieldsync/sync/server.h"
+
+namespace fieldsync::server {
+
+namespace sqlite {
+class Db;  // src/sqlite_db.h
+}
+
+inline constexpr std::string_view kDirectoryFileName = "directory.db";
+
+struct User {
+  UserId id;
+  std::string display_name;
+  schema::Role role = schema::Role::kRep;
+};
+
+struct Territory {
+  std::string id;
+  std::string name;
+};
+
+struct Device {
+  NodeId node = 0;
+  UserId user;
+  int64_t registered_at_ms = 0;
+  bool revoked = false;
+  int64_t revoked_at_ms = 0;
+};
+
+class Directory final : public Authenticator {
+ public:
+  struct Options {
+    // PBKDF2 work factor for new passwords (OWASP 2023: >= 210,000 for HMAC-SHA256). Stored per user, so
+    // raising it later applies to passwords set afterwards. Tests lower it; nothing else should.
+    uint32_t pbkdf2_iterations = 210'000;
+    int64_t token_ttl_ms = 12LL * 60 * 60 * 1000;  // one working day; the app logs in again after it
+    int busy_timeout_ms = 5000;
+  };
+
+  // Opens or creates the directory. Errors: the storage codes of status.h.
+  static Result<std::unique_ptr<Directory>> open(const std::string& path, Options options);
+  ~Directory() override;
+
+  // Users. Ids are 1..kMaxIdentifierBytes bytes of [A-Za-z0-9._@-]; passwords at least 8 bytes.
+  // Errors: kInvalidArgument (bad id, short password, already exists), storage codes.
+  Status add_user(const User& user, std::string_view password, int64_t now_ms);
+  Status set_password(const UserId& user, std::string_view password);
+  Result<User> user(const UserId& id);
+  std::vector<User> users();
+
+  Status add_territory(const Territory& territory);
+  std::vector<Territory> territories();
+  // A rep's (or a manager's own) territory. Errors: kInvalidArgument for an unknown user or territory, or a
+  // head-office user (who sees everything anyway).
+  Status assign_territory(const UserId& user, const std::string& territory);
+  // A rep in a manager's team. Errors: kInvalidArgument unless `manager` is a manager and `rep` a rep.
+  Status assign_team(const UserId& manager, const UserId& rep);
+
+  // Devices. Node ids are unique: registering one that exists fails with kInvalidArgument (a device moving to
+  // another user is revoked and registers a new node id, so no old token can come back to life).
+  Status register_device(NodeId node, const UserId& user, int64_t now_ms);
+  Status revoke_device(NodeId node, int64_t now_ms);
+  Result<Device> device(NodeId node);
+  std::vector<Device> devices();
+
+  // Checks the password and the device and returns a signed token valid for token_ttl_ms. Every failure --
+  // unknown user, wrong password, unknown device, device of another user, revoked device -- is the same
+  // kAuthFailed "authentication failed", and an unknown user costs the same hashing time as a known one. The
+  // caller (the server's login endpoint) adds a delay before answering a failure, to slow guessing.
+  Result<std::string> login(const UserId& user, std::string_view password, NodeId node, int64_t now_ms);
+
+  // Authenticator: verifies the Hello's token (signature, the node it was issued for), then that the device
+  // is registered to that user and not revoked (kDeviceRevoked: told even with an expired token, so a lost
+  // phone erases its replica), then expiry (kTokenExpired), and builds the Principal.
+  Result<Principal> authenticate(const protocol::Hello& hello, int64_t now_ms) override;
+
+  // What `user` may see: a rep their territories; a manager their own and their team's territories and their
+  // team; head office everything (no lists needed). Errors: kAuthFailed for an unknown user.
+  Result<Principal> principal(const UserId& user);
+
+ private:
+  Directory(Options options, std::unique_ptr<sqlite::Db> db);
+  Status load_or_create_key();
+  Result<Principal> principal_locked(const UserId& user);
+  std::string sign(const UserId& user, NodeId node, int64_t expiry_ms);
+
+  Options options_;
+  std::mutex mu_;
+  std::unique_ptr<sqlite::Db> db_;  // guarded by mu_
+  std::vector<uint8_t> key_;        // token signing key, immutable after open
+};
+
+// Password hashing, exposed for tests: PBKDF2-HMAC-SHA256 with the given salt and iterations, 32 bytes.
+std::vector<uint8_t> hash_password(std::string_view password, std::span<const uint8_t> salt,
+                                   uint32_t iterations);
+
+// base64url without padding, as used in tokens.
+std::string base64url_encode(std::span<const uint8_t> bytes);
+std::optional<std::vector<uint8_t>> base64url_decode(std::string_view text);
+
+}  // namespace fieldsync::server
