@@ -1,0 +1,116 @@
+// The device's durable replica: one SQLite file holding the records (one table per entity, derived from the
+// model), the outbox, the sync state and the conflicts and rejections that concern this user. It implements
+// the sync core's ReplicaStore, so SyncClient's "write and outbox entry in one transaction" is one SQLite
+// transaction here.
+//
+// Layout (format kFormatVersion, in PRAGMA user_version):
+//   <entity> tables   schema::all_ddl(): typed columns are a projection for the API's queries; `_meta` (the
+//                     codec::encode_record blob) is the source of truth for sync; `_deleted` marks
+//                     tombstones.
+//   _outbox           node_seq -> codec::encode_client_txn blob, oldest first.
+//   _sync_meta        one row: ReplicaMeta.
+//   _conflicts        codec::encode_conflict blob plus listing columns and a `seen` flag (v2).
+//   _rejections       reason, message, the undone changes (an encode_client_txn blob) and a `seen` flag (v2).
+//
+// Format history:
+//   1: the tables above without `seen`.
+//   2: `seen` on _conflicts and _rejections, and indexes for the app's unread-conflicts inbox and a record's
+//      conflict history. A v1 file is migrated in place, in one transaction, on open.
+// A change of the entity model (schema::kSchemaVersion) that adds tables or columns needs a format bump with
+// its migration here.
+//
+// Errors are typed (status.h): kStorageFull, kStorageCorrupt, kStorageLocked (retryable), kStorageReadOnly,
+// kStorageIo, kSchemaTooNew. A ReplicaTxn whose statement failed remembers the first failure, skips its
+// remaining writes and makes commit() roll everything back and return it: nothing is ever half-written.
+//
+// Threading: one connection per store, serialised by an internal mutex that a ReplicaTxn holds from begin()
+// until it is destroyed. Do not call read() or begin() on a thread that already holds a ReplicaTxn of the
+// same store.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "fieldsync/sync/store.h"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace fieldsync::client {
+
+class SqliteReplicaTxn;
+
+class SqliteReplicaStore final : public ReplicaStore {
+ public:
+  struct Options {
+    bool create_if_missing = true;
+    bool synchronous_full = true;  // fsync on every commit (power-loss safe); false: WAL + NORMAL
+    NodeId node = 0;               // for a new file: 0 picks a random non-zero 64-bit node id
+    int busy_timeout_ms = 2000;    // how long a write waits for another connection's lock (kStorageLocked)
+    bool read_only = false;        // open without write access (inspection tools); writes: kStorageReadOnly
+  };
+
+  // Opens (or creates) the replica, migrating an older format in place. A file of a newer format is refused
+  // with kSchemaTooNew and left untouched; a file that is not a fieldsync replica is kStorageCorrupt.
+  static Result<std::unique_ptr<SqliteReplicaStore>> open(const std::string& path, Options options);
+  ~SqliteReplicaStore() override;
+  SqliteReplicaStore(const SqliteReplicaStore&) = delete;
+  SqliteReplicaStore& operator=(const SqliteReplicaStore&) = delete;
+
+  std::unique_ptr<ReplicaTxn> begin() override;
+
+  // Read-only access for the API's queries: runs fn with the connection while no write transaction is open
+  // (serialised with begin()/commit() by an internal mutex). Returns fn's status.
+  Status read(const std::function<Status(sqlite3*)>& fn);
+
+  // The app's conflict and rejection inbox (format 2): marks every entry up to and including `up_to_id`
+  // (the rowid of _conflicts / _rejections) as seen.
+  Status mark_conflicts_seen(int64_t up_to_id);
+  Status mark_rejections_seen(int64_t up_to_id);
+
+  // Everything committed, decoded from the blobs (export, tests, the simulator's checks). A row whose blob
+  // does not decode is kStorageCorrupt.
+  Result<std::map<RecordKey, RecordState>> records();
+  Result<std::vector<ConflictRecord>> conflicts();  // oldest first
+  Result<std::vector<Rejection>> rejections();      // oldest first
+
+  // Fault injection for tests and the simulator: the next commit() rolls back and returns `status`.
+  void fail_next_commit(Status status);
+
+  NodeId node() const { return node_; }
+  const std::string& path() const { return path_; }
+
+  static constexpr int kFormatVersion = 2;
+
+ private:
+  friend class SqliteReplicaTxn;
+  SqliteReplicaStore(std::string path, sqlite3* db);
+  Status init(const Options& options);
+  Status create_schema(NodeId node);
+  Status migrate(int from_version);
+  Status exec(const char* sql);
+  // A cached prepared statement (prepared once per connection, reset by the caller after use).
+  sqlite3_stmt* statement(const std::string& sql, Status& status);
+  Status mark_seen(const char* table, int64_t up_to_id);
+
+  const std::string path_;
+  sqlite3* db_ = nullptr;
+  NodeId node_ = 0;
+  std::mutex mu_;  // held by an open ReplicaTxn, by read() and by mark_*_seen()
+  std::unordered_map<std::string, sqlite3_stmt*> statements_;
+  std::optional<Status> pending_fault_;
+};
+
+// Maps an SQLite result code to a typed Status (full, corrupt, locked/busy, read-only, I/O...). `what` says
+// what was being done; the connection's message is appended when db is given.
+Status sqlite_status(int rc, sqlite3* db, std::string_view what);
+
+}  // namespace fieldsync::client

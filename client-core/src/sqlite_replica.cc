@@ -1,0 +1,718 @@
+#include "fieldsync/client/sqlite_replica.h"
+
+#include <sqlite3.h>
+
+#include <cassert>
+#include <random>
+#include <utility>
+
+#include "fieldsync/schema/ddl.h"
+#include "fieldsync/sync/codec.h"
+
+namespace fieldsync::client {
+namespace {
+
+// The frozen format-1 layout of the bookkeeping tables. Never edit: format 2 and later are migrations on top
+// of it, so a new file and a migrated one go through the same steps and end up identical.
+constexpr const char* kFormat1Ddl[] = {
+    "CREATE TABLE _sync_meta (id INTEGER PRIMARY KEY CHECK (id = 1), node INTEGER NOT NULL, hlc INTEGER NOT "
+    "NULL, next_node_seq INTEGER NOT NULL, cursor INTEGER NOT NULL, bootstrap_done INTEGER NOT NULL, "
+    "bootstrap_snapshot_seq INTEGER NOT NULL, bootstrap_page_token TEXT NOT NULL, bootstrap_total INTEGER "
+    "NOT "
+    "NULL, bootstrap_received INTEGER NOT NULL)",
+    "CREATE TABLE _outbox (node_seq INTEGER PRIMARY KEY, created_at_ms INTEGER NOT NULL, change_count "
+    "INTEGER "
+    "NOT NULL, txn BLOB NOT NULL)",
+    "CREATE TABLE _conflicts (id INTEGER PRIMARY KEY AUTOINCREMENT, server_seq INTEGER NOT NULL, kind "
+    "INTEGER "
+    "NOT NULL, entity INTEGER NOT NULL, record TEXT NOT NULL, field INTEGER NOT NULL, winner_user TEXT NOT "
+    "NULL, loser_user TEXT NOT NULL, rule TEXT NOT NULL, conflict BLOB NOT NULL)",
+    "CREATE TABLE _rejections (id INTEGER PRIMARY KEY AUTOINCREMENT, node_seq INTEGER NOT NULL, reason "
+    "INTEGER "
+    "NOT NULL, message TEXT NOT NULL, changes BLOB NOT NULL)",
+};
+
+// Format 1 -> 2: an unread flag for the app's conflict and rejection inbox, and the indexes its listing
+// queries use ("unread, newest first"; "the conflict history of this record").
+constexpr const char* kMigrate1To2[] = {
+    "ALTER TABLE _conflicts ADD COLUMN seen INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE _rejections ADD COLUMN seen INTEGER NOT NULL DEFAULT 0",
+    "CREATE INDEX _conflicts_by_seen ON _conflicts (seen, id)",
+    "CREATE INDEX _conflicts_by_record ON _conflicts (entity, record)",
+    "CREATE INDEX _rejections_by_seen ON _rejections (seen, id)",
+};
+
+std::string quoted(std::string_view name) {
+  std::string q = "\"";
+  for (char c : name) {
+    if (c == '"') q += '"';
+    q += c;
+  }
+  q += '"';
+  return q;
+}
+
+int64_t to_sql(uint64_t v) {
+  return static_cast<int64_t>(v);
+}
+uint64_t from_sql(int64_t v) {
+  return static_cast<uint64_t>(v);
+}
+
+std::span<const uint8_t> column_blob(sqlite3_stmt* s, int col) {
+  const void* p = sqlite3_column_blob(s, col);
+  const int n = sqlite3_column_bytes(s, col);
+  if (p == nullptr || n <= 0) return {};
+  return {static_cast<const uint8_t*>(p), static_cast<size_t>(n)};
+}
+
+std::string column_text(sqlite3_stmt* s, int col) {
+  const unsigned char* p = sqlite3_column_text(s, col);
+  const int n = sqlite3_column_bytes(s, col);
+  return p ? std::string(reinterpret_cast<const char*>(p), static_cast<size_t>(n)) : std::string();
+}
+
+// Resets a cached statement when the scope that used it ends, whatever path it leaves by.
+class Use {
+ public:
+  explicit Use(sqlite3_stmt* s) : s_(s) {}
+  ~Use() {
+    if (s_) {
+      sqlite3_reset(s_);
+      sqlite3_clear_bindings(s_);
+    }
+  }
+  Use(const Use&) = delete;
+  Use& operator=(const Use&) = delete;
+
+ private:
+  sqlite3_stmt* s_;
+};
+
+Status corrupt(std::string what, const Status& decode) {
+  return Status(ErrorCode::kStorageCorrupt, std::move(what) + ": " + decode.to_string());
+}
+
+}  // namespace
+
+Status sqlite_status(int rc, sqlite3* db, std::string_view what) {
+  const int primary = rc & 0xff;
+  if (primary == SQLITE_OK || primary == SQLITE_DONE || primary == SQLITE_ROW) return Status::ok();
+  std::string msg(what);
+  msg += ": ";
+  msg += db != nullptr && sqlite3_errcode(db) == rc ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+  switch (primary) {
+    case SQLITE_FULL:
+      return Status(ErrorCode::kStorageFull, "disk full: " + msg, true);
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+      return Status(ErrorCode::kStorageCorrupt, "replica file is corrupt: " + msg);
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return Status(ErrorCode::kStorageLocked, "replica file is locked by another connection: " + msg, true);
+    case SQLITE_READONLY:
+    case SQLITE_PERM:
+    case SQLITE_AUTH:
+      return Status(ErrorCode::kStorageReadOnly, "replica file is read-only: " + msg);
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+    case SQLITE_PROTOCOL:
+      return Status(ErrorCode::kStorageIo, "replica I/O error: " + msg, true);
+    case SQLITE_NOMEM:
+      return Status(ErrorCode::kInternal, "out of memory: " + msg, true);
+    default:
+      return Status(ErrorCode::kInternal, "sqlite error " + std::to_string(rc) + ": " + msg);
+  }
+}
+
+// ---- Transaction
+// --------------------------------------------------------------------------------------------
+
+// One SQLite transaction (BEGIN IMMEDIATE ... COMMIT). Holds the store's mutex for its whole life.
+class SqliteReplicaTxn final : public ReplicaTxn {
+ public:
+  explicit SqliteReplicaTxn(SqliteReplicaStore& store) : store_(store), lock_(store.mu_) {
+    int rc = sqlite3_exec(store_.db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
+    if (rc == SQLITE_OK) {
+      open_ = true;
+      return;
+    }
+    // A read-only or locked file still serves reads (the constructor of SyncClient, the API's queries): they
+    // run in autocommit mode, and the first write records the failure so commit() reports it.
+    write_error_ = sqlite_status(rc, store_.db_, "begin transaction");
+  }
+
+  ~SqliteReplicaTxn() override {
+    if (open_) sqlite3_exec(store_.db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  }
+
+  std::optional<RecordState> load(EntityId entity, const RecordId& id) override {
+    const schema::EntityDef* e = schema::entity(entity);
+    if (e == nullptr) return std::nullopt;
+    sqlite3_stmt* s = stmt("SELECT _meta FROM " + quoted(e->name) + " WHERE id = ?1");
+    if (s == nullptr) return std::nullopt;
+    Use use(s);
+    const std::string key = id.to_string();
+    sqlite3_bind_text(s, 1, key.data(), static_cast<int>(key.size()), SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) return std::nullopt;
+    if (rc != SQLITE_ROW) {
+      fail(sqlite_status(rc, store_.db_, "load record"));
+      return std::nullopt;
+    }
+    Result<RecordState> r = codec::decode_record(column_blob(s, 0));
+    if (!r) {
+      fail(corrupt(std::string(e->name) + " " + key, r.status()));
+      return std::nullopt;
+    }
+    if (r->entity != entity || r->id != id) {
+      fail(Status(ErrorCode::kStorageCorrupt,
+                  std::string(e->name) + " " + key + ": _meta names another record"));
+      return std::nullopt;
+    }
+    return std::move(r).value();
+  }
+
+  void save(const RecordState& record) override {
+    if (!writable()) return;
+    const schema::EntityDef* e = schema::entity(record.entity);
+    assert(e != nullptr && "save() of an entity outside the model");
+    if (e == nullptr) return fail(Status(ErrorCode::kUnknownEntity, "save of an unknown entity"));
+    sqlite3_stmt* s = stmt(upsert_sql(*e));
+    if (s == nullptr) return;
+    Use use(s);
+    const std::string key = record.id.to_string();
+    const std::vector<uint8_t> meta = codec::encode_record(record);
+    int col = 1;
+    sqlite3_bind_text(s, col++, key.data(), static_cast<int>(key.size()), SQLITE_STATIC);
+    for (const schema::FieldDef& f : e->fields) {
+      const FieldState* fs = record.field(f.id);
+      const int c = col++;
+      if (fs == nullptr) continue;  // bindings were cleared: NULL
+      const Value& v = fs->value;
+      switch (v.kind()) {
+        case Value::Kind::kNull:
+          break;
+        case Value::Kind::kInt:
+          sqlite3_bind_int64(s, c, v.as_int());
+          break;
+        case Value::Kind::kReal:
+          sqlite3_bind_double(s, c, v.as_real());
+          break;
+        case Value::Kind::kBool:
+          sqlite3_bind_int(s, c, v.as_bool() ? 1 : 0);
+          break;
+        case Value::Kind::kText:
+          sqlite3_bind_text(s, c, v.as_text().data(), static_cast<int>(v.as_text().size()), SQLITE_STATIC);
+          break;
+      }
+    }
+    sqlite3_bind_int(s, col++, record.deleted ? 1 : 0);
+    sqlite3_bind_blob(s, col++, meta.data(), static_cast<int>(meta.size()), SQLITE_STATIC);
+    step_done(s, "save record");
+  }
+
+  void erase(EntityId entity, const RecordId& id) override {
+    if (!writable()) return;
+    const schema::EntityDef* e = schema::entity(entity);
+    if (e == nullptr) return;
+    sqlite3_stmt* s = stmt("DELETE FROM " + quoted(e->name) + " WHERE id = ?1");
+    if (s == nullptr) return;
+    Use use(s);
+    const std::string key = id.to_string();
+    sqlite3_bind_text(s, 1, key.data(), static_cast<int>(key.size()), SQLITE_STATIC);
+    step_done(s, "erase record");
+  }
+
+  void outbox_append(const ClientTxn& txn) override {
+    if (!writable()) return;
+    sqlite3_stmt* s = stmt(
+        "INSERT OR REPLACE INTO _outbox (node_seq, created_at_ms, change_count, txn) VALUES (?1, ?2, ?3, "
+        "?4)");
+    if (s == nullptr) return;
+    Use use(s);
+    const std::vector<uint8_t> blob = codec::encode_client_txn(txn);
+    sqlite3_bind_int64(s, 1, to_sql(txn.node_seq));
+    sqlite3_bind_int64(s, 2, txn.created_at_ms);
+    sqlite3_bind_int64(s, 3, static_cast<int64_t>(txn.changes.size()));
+    sqlite3_bind_blob(s, 4, blob.data(), static_cast<int>(blob.size()), SQLITE_STATIC);
+    step_done(s, "append to outbox");
+  }
+
+  std::vector<ClientTxn> outbox_peek(size_t max_txns) override {
+    std::vector<ClientTxn> out;
+    if (max_txns == 0) return out;
+    sqlite3_stmt* s = stmt("SELECT node_seq, txn FROM _outbox ORDER BY node_seq LIMIT ?1");
+    if (s == nullptr) return out;
+    Use use(s);
+    sqlite3_bind_int64(s, 1, max_txns > INT64_MAX ? INT64_MAX : static_cast<int64_t>(max_txns));
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+      Result<ClientTxn> t = codec::decode_client_txn(column_blob(s, 1));
+      if (!t || t->node_seq != from_sql(sqlite3_column_int64(s, 0))) {
+        fail(corrupt("outbox entry " + std::to_string(sqlite3_column_int64(s, 0)),
+                     t ? Status(ErrorCode::kMalformedMessage, "node_seq mismatch") : t.status()));
+        out.clear();
+        return out;
+      }
+      out.push_back(std::move(t).value());
+    }
+    if (rc != SQLITE_DONE) {
+      fail(sqlite_status(rc, store_.db_, "read outbox"));
+      out.clear();
+    }
+    return out;
+  }
+
+  void outbox_remove(uint64_t node_seq) override {
+    if (!writable()) return;
+    sqlite3_stmt* s = stmt("DELETE FROM _outbox WHERE node_seq = ?1");
+    if (s == nullptr) return;
+    Use use(s);
+    sqlite3_bind_int64(s, 1, to_sql(node_seq));
+    step_done(s, "remove from outbox");
+  }
+
+  size_t outbox_size() override {
+    sqlite3_stmt* s = stmt("SELECT count(*) FROM _outbox");
+    if (s == nullptr) return 0;
+    Use use(s);
+    int rc = sqlite3_step(s);
+    if (rc != SQLITE_ROW) {
+      fail(sqlite_status(rc, store_.db_, "count outbox"));
+      return 0;
+    }
+    return static_cast<size_t>(sqlite3_column_int64(s, 0));
+  }
+
+  ReplicaMeta meta() override {
+    if (meta_) return *meta_;
+    ReplicaMeta m;
+    sqlite3_stmt* s = stmt(
+        "SELECT node, hlc, next_node_seq, cursor, bootstrap_done, bootstrap_snapshot_seq, "
+        "bootstrap_page_token, "
+        "bootstrap_total, bootstrap_received FROM _sync_meta WHERE id = 1");
+    if (s == nullptr) return m;
+    Use use(s);
+    int rc = sqlite3_step(s);
+    if (rc != SQLITE_ROW) {
+      fail(rc == SQLITE_DONE ? Status(ErrorCode::kStorageCorrupt, "replica has no sync state row")
+                             : sqlite_status(rc, store_.db_, "read sync state"));
+      m.node = store_.node_;
+      return m;
+    }
+    m.node = from_sql(sqlite3_column_int64(s, 0));
+    m.hlc = from_sql(sqlite3_column_int64(s, 1));
+    m.next_node_seq = from_sql(sqlite3_column_int64(s, 2));
+    m.cursor = from_sql(sqlite3_column_int64(s, 3));
+    m.bootstrap_done = sqlite3_column_int(s, 4) != 0;
+    m.bootstrap_snapshot_seq = from_sql(sqlite3_column_int64(s, 5));
+    m.bootstrap_page_token = column_text(s, 6);
+    m.bootstrap_total = from_sql(sqlite3_column_int64(s, 7));
+    m.bootstrap_received = from_sql(sqlite3_column_int64(s, 8));
+    if (open_) meta_ = m;  // stable for the rest of this transaction (we hold the write lock)
+    return m;
+  }
+
+  void set_meta(const ReplicaMeta& m) override {
+    if (!writable()) return;
+    sqlite3_stmt* s = stmt(
+        "UPDATE _sync_meta SET node = ?1, hlc = ?2, next_node_seq = ?3, cursor = ?4, bootstrap_done = ?5, "
+        "bootstrap_snapshot_seq = ?6, bootstrap_page_token = ?7, bootstrap_total = ?8, bootstrap_received = "
+        "?9 "
+        "WHERE id = 1");
+    if (s == nullptr) return;
+    Use use(s);
+    sqlite3_bind_int64(s, 1, to_sql(m.node));
+    sqlite3_bind_int64(s, 2, to_sql(m.hlc));
+    sqlite3_bind_int64(s, 3, to_sql(m.next_node_seq));
+    sqlite3_bind_int64(s, 4, to_sql(m.cursor));
+    sqlite3_bind_int(s, 5, m.bootstrap_done ? 1 : 0);
+    sqlite3_bind_int64(s, 6, to_sql(m.bootstrap_snapshot_seq));
+    sqlite3_bind_text(s, 7, m.bootstrap_page_token.data(), static_cast<int>(m.bootstrap_page_token.size()),
+                      SQLITE_STATIC);
+    sqlite3_bind_int64(s, 8, to_sql(m.bootstrap_total));
+    sqlite3_bind_int64(s, 9, to_sql(m.bootstrap_received));
+    if (step_done(s, "write sync state")) meta_ = m;
+  }
+
+  void add_conflict(const ConflictRecord& c) override {
+    if (!writable()) return;
+    sqlite3_stmt* s = stmt(
+        "INSERT INTO _conflicts (server_seq, kind, entity, record, field, winner_user, loser_user, rule, "
+        "conflict) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
+    if (s == nullptr) return;
+    Use use(s);
+    const std::vector<uint8_t> blob = codec::encode_conflict(c);
+    const std::string record = c.record.to_string();
+    sqlite3_bind_int64(s, 1, to_sql(c.server_seq));
+    sqlite3_bind_int(s, 2, static_cast<int>(c.kind));
+    sqlite3_bind_int(s, 3, static_cast<int>(c.entity));
+    sqlite3_bind_text(s, 4, record.data(), static_cast<int>(record.size()), SQLITE_STATIC);
+    sqlite3_bind_int(s, 5, c.field);
+    sqlite3_bind_text(s, 6, c.winner.user.data(), static_cast<int>(c.winner.user.size()), SQLITE_STATIC);
+    sqlite3_bind_text(s, 7, c.loser.user.data(), static_cast<int>(c.loser.user.size()), SQLITE_STATIC);
+    sqlite3_bind_text(s, 8, c.rule.data(), static_cast<int>(c.rule.size()), SQLITE_STATIC);
+    sqlite3_bind_blob(s, 9, blob.data(), static_cast<int>(blob.size()), SQLITE_STATIC);
+    step_done(s, "add conflict");
+  }
+
+  void add_rejection(const Rejection& r) override {
+    if (!writable()) return;
+    sqlite3_stmt* s =
+        stmt("INSERT INTO _rejections (node_seq, reason, message, changes) VALUES (?1, ?2, ?3, ?4)");
+    if (s == nullptr) return;
+    Use use(s);
+    ClientTxn holder;
+    holder.node = store_.node_;
+    holder.node_seq = r.node_seq;
+    holder.changes = r.changes;
+    const std::vector<uint8_t> blob = codec::encode_client_txn(holder);
+    sqlite3_bind_int64(s, 1, to_sql(r.node_seq));
+    sqlite3_bind_int(s, 2, static_cast<int>(r.reason));
+    sqlite3_bind_text(s, 3, r.message.data(), static_cast<int>(r.message.size()), SQLITE_STATIC);
+    sqlite3_bind_blob(s, 4, blob.data(), static_cast<int>(blob.size()), SQLITE_STATIC);
+    step_done(s, "add rejection");
+  }
+
+  Status commit() override {
+    if (committed_) return Status(ErrorCode::kInternal, "commit() called twice");
+    committed_ = true;
+    if (!error_.is_ok() || !open_) {
+      if (open_) sqlite3_exec(store_.db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      open_ = false;
+      // A transaction that only read commits fine even when the file could not be locked for writing.
+      return error_.is_ok() && !wrote_ ? Status::ok() : error_;
+    }
+    if (store_.pending_fault_) {
+      Status s = std::move(*store_.pending_fault_);
+      store_.pending_fault_.reset();
+      sqlite3_exec(store_.db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      open_ = false;
+      return s;
+    }
+    int rc = sqlite3_exec(store_.db_, "COMMIT", nullptr, nullptr, nullptr);
+    if (rc != SQLITE_OK) {
+      Status s = sqlite_status(rc, store_.db_, "commit");
+      // COMMIT can fail and leave the transaction open (SQLITE_BUSY, SQLITE_FULL on the journal): end it.
+      if (sqlite3_get_autocommit(store_.db_) == 0)
+        sqlite3_exec(store_.db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      open_ = false;
+      return s;
+    }
+    open_ = false;
+    return Status::ok();
+  }
+
+ private:
+  // Writes go on only while nothing failed; the first failure (including "could not begin") is what commit()
+  // returns.
+  bool writable() {
+    wrote_ = true;
+    if (!open_ && error_.is_ok()) error_ = write_error_;
+    return error_.is_ok();
+  }
+
+  void fail(Status s) {
+    if (error_.is_ok()) error_ = std::move(s);
+  }
+
+  bool step_done(sqlite3_stmt* s, std::string_view what) {
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) return true;
+    fail(sqlite_status(rc, store_.db_, what));
+    return false;
+  }
+
+  sqlite3_stmt* stmt(const std::string& sql) {
+    Status st;
+    sqlite3_stmt* s = store_.statement(sql, st);
+    if (!st) fail(std::move(st));
+    return s;
+  }
+
+  static const std::string& upsert_sql(const schema::EntityDef& e) {
+    // Built once per entity from model identifiers (never from values).
+    static const std::vector<std::string> sqls = [] {
+      std::vector<std::string> out;
+      for (const schema::EntityDef& d : schema::entities()) {
+        std::string sql = "INSERT OR REPLACE INTO " + quoted(d.name) + " (id";
+        std::string values = "?";
+        for (const schema::FieldDef& f : d.fields) {
+          sql += ", " + quoted(f.name);
+          values += ", ?";
+        }
+        sql += ", _deleted, _meta) VALUES (" + values + ", ?, ?)";
+        if (out.size() <= static_cast<size_t>(d.id)) out.resize(static_cast<size_t>(d.id) + 1);
+        out[static_cast<size_t>(d.id)] = std::move(sql);
+      }
+      return out;
+    }();
+    return sqls[static_cast<size_t>(e.id)];
+  }
+
+  SqliteReplicaStore& store_;
+  std::unique_lock<std::mutex> lock_;
+  bool open_ = false;       // inside BEGIN IMMEDIATE
+  bool committed_ = false;  // commit() was called
+  bool wrote_ = false;
+  Status write_error_;  // why BEGIN IMMEDIATE failed: reported at the first write
+  Status error_;        // first failure: commit() rolls back and returns it
+  std::optional<ReplicaMeta> meta_;
+};
+
+// ---- Store
+// --------------------------------------------------------------------------------------------------
+
+SqliteReplicaStore::SqliteReplicaStore(std::string path, sqlite3* db) : path_(std::move(path)), db_(db) {}
+
+SqliteReplicaStore::~SqliteReplicaStore() {
+  for (auto& [sql, s] : statements_) sqlite3_finalize(s);
+  sqlite3_close_v2(db_);
+}
+
+Result<std::unique_ptr<SqliteReplicaStore>> SqliteReplicaStore::open(const std::string& path,
+                                                                     Options options) {
+  int flags = options.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
+  if (options.create_if_missing && !options.read_only) flags |= SQLITE_OPEN_CREATE;
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db, flags | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    Status s = sqlite_status(rc, db, "open " + path);
+    sqlite3_close_v2(db);
+    return s;
+  }
+  sqlite3_extended_result_codes(db, 1);
+  std::unique_ptr<SqliteReplicaStore> store(new SqliteReplicaStore(path, db));
+  if (Status s = store->init(options); !s) {
+    return Status(s.code(), path + ": " + s.message(), s.retryable());
+  }
+  return store;
+}
+
+Status SqliteReplicaStore::exec(const char* sql) {
+  return sqlite_status(sqlite3_exec(db_, sql, nullptr, nullptr, nullptr), db_, sql);
+}
+
+Status SqliteReplicaStore::init(const Options& options) {
+  sqlite3_busy_timeout(db_, options.busy_timeout_ms);
+  // The version is read before anything could write to the file: a newer file must stay untouched.
+  int version = 0;
+  int tables = 0;
+  {
+    sqlite3_stmt* s = nullptr;
+    int rc = sqlite3_prepare_v2(db_, "PRAGMA user_version", -1, &s, nullptr);
+    if (rc == SQLITE_OK) rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) version = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    if (rc != SQLITE_ROW) return sqlite_status(rc, db_, "read format version");
+    rc = sqlite3_prepare_v2(db_, "SELECT count(*) FROM sqlite_schema", -1, &s, nullptr);
+    if (rc == SQLITE_OK) rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) tables = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    if (rc != SQLITE_ROW) return sqlite_status(rc, db_, "read schema");
+  }
+  if (version > kFormatVersion) {
+    return Status(ErrorCode::kSchemaTooNew,
+                  "replica format " + std::to_string(version) +
+                      " was written by a newer version of the app (this one reads up "
+                      "to format " +
+                      std::to_string(kFormatVersion) + "); update the app");
+  }
+  if (version == 0 && tables != 0) {
+    return Status(ErrorCode::kStorageCorrupt, "not a fieldsync replica (tables present, no format version)");
+  }
+  if (!options.read_only) {
+    if (Status s = exec("PRAGMA journal_mode = WAL"); !s) return s;
+    if (Status s =
+            exec(options.synchronous_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
+        !s)
+      return s;
+  }
+  if (version == 0) {
+    if (options.read_only) return Status(ErrorCode::kStorageReadOnly, "cannot create a replica read-only");
+    NodeId node = options.node;
+    std::random_device rd;
+    while (node == 0) node = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+    if (Status s = create_schema(node); !s) return s;
+  } else if (version < kFormatVersion) {
+    if (options.read_only)
+      return Status(ErrorCode::kStorageReadOnly, "replica needs a format migration but was opened read-only");
+    if (Status s = migrate(version); !s) return s;
+  }
+  // The node id of the file.
+  auto txn = begin();
+  const ReplicaMeta meta = txn->meta();
+  if (Status s = txn->commit(); !s) return s;
+  if (meta.node == 0) return Status(ErrorCode::kStorageCorrupt, "replica has no node id");
+  if (options.node != 0 && options.node != meta.node)
+    return Status(ErrorCode::kInvalidArgument, "replica belongs to node " + std::to_string(meta.node) +
+                                                   ", not " + std::to_string(options.node));
+  node_ = meta.node;
+  return Status::ok();
+}
+
+// A new file: the format-1 layout, then every migration, in one transaction.
+Status SqliteReplicaStore::create_schema(NodeId node) {
+  if (Status s = exec("BEGIN IMMEDIATE"); !s) return s;
+  auto body = [&]() -> Status {
+    for (const std::string& sql : schema::all_ddl()) {
+      if (Status s = exec(sql.c_str()); !s) return s;
+    }
+    for (const char* sql : kFormat1Ddl) {
+      if (Status s = exec(sql); !s) return s;
+    }
+    sqlite3_stmt* s = nullptr;
+    int rc = sqlite3_prepare_v2(db_, "INSERT INTO _sync_meta VALUES (1, ?1, 0, 1, 0, 0, 0, '', 0, 0)", -1, &s,
+                                nullptr);
+    if (rc == SQLITE_OK) {
+      sqlite3_bind_int64(s, 1, to_sql(node));
+      rc = sqlite3_step(s);
+    }
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE) return sqlite_status(rc, db_, "write sync state");
+    for (const char* sql : kMigrate1To2) {
+      if (Status st = exec(sql); !st) return st;
+    }
+    return exec("PRAGMA user_version = 2");
+  };
+  Status s = body();
+  if (s) s = exec("COMMIT");
+  if (!s && sqlite3_get_autocommit(db_) == 0) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  return s;
+}
+
+// In place and atomic: a crash or error mid-way leaves the old format, which the next open migrates again.
+Status SqliteReplicaStore::migrate(int from_version) {
+  if (Status s = exec("BEGIN IMMEDIATE"); !s) return s;
+  auto body = [&]() -> Status {
+    if (from_version <= 1) {
+      for (const char* sql : kMigrate1To2) {
+        if (Status s = exec(sql); !s) return s;
+      }
+    }
+    // Tables and indexes of the entity model that the old file may lack.
+    for (const std::string& sql : schema::all_ddl()) {
+      if (Status s = exec(sql.c_str()); !s) return s;
+    }
+    return exec("PRAGMA user_version = 2");
+  };
+  Status s = body();
+  if (s) s = exec("COMMIT");
+  if (!s && sqlite3_get_autocommit(db_) == 0) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  if (!s)
+    return Status(s.code(), "migrating replica format " + std::to_string(from_version) + ": " + s.message(),
+                  s.retryable());
+  return s;
+}
+
+sqlite3_stmt* SqliteReplicaStore::statement(const std::string& sql, Status& status) {
+  if (auto it = statements_.find(sql); it != statements_.end()) return it->second;
+  sqlite3_stmt* s = nullptr;
+  int rc = sqlite3_prepare_v3(db_, sql.c_str(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &s,
+                              nullptr);
+  if (rc != SQLITE_OK) {
+    sqlite3_finalize(s);
+    status = sqlite_status(rc, db_, "prepare");
+    return nullptr;
+  }
+  statements_.emplace(sql, s);
+  return s;
+}
+
+std::unique_ptr<ReplicaTxn> SqliteReplicaStore::begin() {
+  return std::make_unique<SqliteReplicaTxn>(*this);
+}
+
+Status SqliteReplicaStore::read(const std::function<Status(sqlite3*)>& fn) {
+  std::lock_guard lock(mu_);
+  return fn(db_);
+}
+
+Status SqliteReplicaStore::mark_seen(const char* table, int64_t up_to_id) {
+  std::lock_guard lock(mu_);
+  Status st;
+  sqlite3_stmt* s =
+      statement(std::string("UPDATE ") + table + " SET seen = 1 WHERE seen = 0 AND id <= ?1", st);
+  if (s == nullptr) return st;
+  Use use(s);
+  sqlite3_bind_int64(s, 1, up_to_id);
+  return sqlite_status(sqlite3_step(s), db_, "mark seen");
+}
+
+void SqliteReplicaStore::fail_next_commit(Status status) {
+  std::lock_guard lock(mu_);
+  pending_fault_ = std::move(status);
+}
+
+Result<std::map<RecordKey, RecordState>> SqliteReplicaStore::records() {
+  std::lock_guard lock(mu_);
+  std::map<RecordKey, RecordState> out;
+  for (const schema::EntityDef& e : schema::entities()) {
+    Status st;
+    sqlite3_stmt* s = statement("SELECT id, _meta FROM " + quoted(e.name), st);
+    if (s == nullptr) return st;
+    Use use(s);
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+      Result<RecordState> r = codec::decode_record(column_blob(s, 1));
+      if (!r) return corrupt(std::string(e.name) + " " + column_text(s, 0), r.status());
+      if (r->entity != e.id || r->id.to_string() != column_text(s, 0))
+        return Status(ErrorCode::kStorageCorrupt,
+                      std::string(e.name) + " " + column_text(s, 0) + ": _meta names another record");
+      RecordKey key{r->entity, r->id};
+      out.emplace(key, std::move(r).value());
+    }
+    if (rc != SQLITE_DONE) return sqlite_status(rc, db_, "read records");
+  }
+  return out;
+}
+
+Result<std::vector<ConflictRecord>> SqliteReplicaStore::conflicts() {
+  std::lock_guard lock(mu_);
+  Status st;
+  sqlite3_stmt* s = statement("SELECT id, conflict FROM _conflicts ORDER BY id", st);
+  if (s == nullptr) return st;
+  Use use(s);
+  std::vector<ConflictRecord> out;
+  int rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    Result<ConflictRecord> c = codec::decode_conflict(column_blob(s, 1));
+    if (!c) return corrupt("conflict " + std::to_string(sqlite3_column_int64(s, 0)), c.status());
+    out.push_back(std::move(c).value());
+  }
+  if (rc != SQLITE_DONE) return sqlite_status(rc, db_, "read conflicts");
+  return out;
+}
+
+Result<std::vector<Rejection>> SqliteReplicaStore::rejections() {
+  std::lock_guard lock(mu_);
+  Status st;
+  sqlite3_stmt* s =
+      statement("SELECT id, node_seq, reason, message, changes FROM _rejections ORDER BY id", st);
+  if (s == nullptr) return st;
+  Use use(s);
+  std::vector<Rejection> out;
+  int rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    Result<ClientTxn> t = codec::decode_client_txn(column_blob(s, 4));
+    if (!t) return corrupt("rejection " + std::to_string(sqlite3_column_int64(s, 0)), t.status());
+    Rejection r;
+    r.node_seq = from_sql(sqlite3_column_int64(s, 1));
+    r.reason = static_cast<ErrorCode>(sqlite3_column_int(s, 2));
+    r.message = column_text(s, 3);
+    r.changes = std::move(t->changes);
+    out.push_back(std::move(r));
+  }
+  if (rc != SQLITE_DONE) return sqlite_status(rc, db_, "read rejections");
+  return out;
+}
+
+Status SqliteReplicaStore::mark_conflicts_seen(int64_t up_to_id) {
+  return mark_seen("_conflicts", up_to_id);
+}
+Status SqliteReplicaStore::mark_rejections_seen(int64_t up_to_id) {
+  return mark_seen("_rejections", up_to_id);
+}
+
+}  // namespace fieldsync::client
