@@ -245,7 +245,7 @@ TEST(ClientServer, RejectedTransactionIsRolledBackWithReason) {
   auto rejections = alice.store.rejections();
   ASSERT_EQ(rejections.size(), 1u);
   EXPECT_EQ(rejections[0].reason, ErrorCode::kOrderLocked);
-  const RecordState& local = alice.store.records().at(RecordKey{EntityId::kOrder, order});
+  const RecordState local = alice.store.records().at(RecordKey{EntityId::kOrder, order});
   EXPECT_EQ(local.get(4), Value::text("EUR"));
   EXPECT_EQ(local.get(f::kOrderStatus), Value::text("approved"));
   EXPECT_EQ(local, w.store.records().at(RecordKey{EntityId::kOrder, order}));
