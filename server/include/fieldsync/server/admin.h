@@ -1,0 +1,75 @@
+// Administration of a server's data directory: users, territories, assignments and devices (the directory),
+// the product catalogue and prices (the central store), tokens for scripts, and exports. fieldsync-admin
+// (admin_main.cc) is a thin command line over run().
+//
+// Catalogue writes are ordinary transactions: they go through SyncServer::apply_local as head office from
+// the admin node (kAdminNode) with the next node_seq after the store's watermark for that node -- the
+// watermark is the durable counter, committed with each write -- so they are validated, logged, audited and
+// pulled by devices like any change. The admin tool may run while fieldsync-server runs (SQLite serialises
+// the two writers); connected devices then receive the change on their next pull (at most
+// tuning::kIdlePullIntervalMs later) rather than live.
+#pragma once
+
+#include <functional>
+#include <iosfwd>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "fieldsync/server/directory.h"
+#include "fieldsync/server/sqlite_store.h"
+
+namespace fieldsync::server {
+
+// The node id the admin tool writes as (1 is SyncServer's own server_node; devices start at 16).
+inline constexpr NodeId kAdminNode = 2;
+inline constexpr std::string_view kAdminUser = "admin";
+
+class Admin {
+ public:
+  struct Options {
+    Directory::Options directory;
+    SqliteCentralStore::Options store;
+    std::function<int64_t()> now_ms;  // wall clock unless set
+  };
+
+  // Opens (creating if needed, mode 0700) `data_dir` with its directory.db and central.db.
+  static Result<std::unique_ptr<Admin>> open(const std::string& data_dir, Options options);
+  ~Admin();
+
+  Directory& directory() { return *directory_; }
+  SqliteCentralStore& store() { return *store_; }
+  int64_t now_ms() const;
+
+  // A product (active). Errors: kInvalidArgument for a SKU that exists, the model's validation errors.
+  Result<RecordId> add_product(const std::string& sku, const std::string& name, const std::string& unit);
+  // Sets the price of a product (by SKU or record id) in a price list, creating the entry if needed.
+  Result<RecordId> set_price(const std::string& product, const std::string& price_list, int64_t cents,
+                             const std::string& currency);
+  // The central store's live records as canonical JSON (sync/export.h): all of them, or what `user` can see.
+  Result<std::string> export_json(const std::optional<UserId>& user);
+
+ private:
+  Admin(Options options, std::unique_ptr<Directory> directory, std::unique_ptr<SqliteCentralStore> store);
+  // Applies `changes` as one head-office transaction from kAdminNode, filling in versions and bases.
+  Status apply(std::vector<Change> changes);
+  std::vector<RecordState> records_of(EntityId entity);
+  std::optional<RecordState> find_product(const std::string& sku_or_id);
+
+  Options options_;
+  std::unique_ptr<Directory> directory_;
+  std::unique_ptr<SqliteCentralStore> store_;
+  RecordIdGenerator ids_;
+};
+
+// fieldsync-admin: runs one command line (`args` without the program name) and returns the exit code: 0 done,
+// 1 the command failed (one line on `err`), 2 a usage error. Passwords not given with --password are read as
+// one line from `in`.
+int run_admin(const std::vector<std::string>& args, std::istream& in, std::ostream& out, std::ostream& err,
+              const Admin::Options& options = {});
+
+// The --help text.
+std::string admin_usage();
+
+}  // namespace fieldsync::server

@@ -1,0 +1,477 @@
+#include "fieldsync/server/admin.h"
+
+#include <sys/stat.h>
+
+#include <charconv>
+#include <chrono>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <random>
+#include <set>
+
+#include "fieldsync/sync/export.h"
+#include "fieldsync/sync/scope.h"
+#include "fieldsync/sync/server.h"
+
+namespace fieldsync::server {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// Product and price-list-entry field ids (schema/src/model.cc).
+constexpr uint16_t kProductSku = 1, kProductName = 2, kProductUnit = 3, kProductActive = 4;
+constexpr uint16_t kPriceProduct = 1, kPriceList = 2, kPriceCents = 3, kPriceCurrency = 4;
+
+// The admin tool's SyncServer never has sessions: nothing authenticates through it.
+class NoSessions final : public Authenticator {
+ public:
+  Result<Principal> authenticate(const protocol::Hello&, int64_t) override {
+    return Status(ErrorCode::kAuthFailed, "authentication failed");
+  }
+};
+
+class CommittedReader final : public RecordReader {
+ public:
+  explicit CommittedReader(CentralStore& store) : store_(store) {}
+  std::optional<RecordState> load(EntityId entity, const RecordId& id) override {
+    return store_.load(entity, id);
+  }
+
+ private:
+  CentralStore& store_;
+};
+
+Change create(EntityId e, RecordId id) {
+  return Change{ChangeOp::kCreate, e, id};
+}
+Change set(EntityId e, RecordId id, uint16_t field, Value v) {
+  Change c{ChangeOp::kSet, e, id, field};
+  c.value = std::move(v);
+  return c;
+}
+
+int64_t wall_now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+Admin::Admin(Options options, std::unique_ptr<Directory> directory, std::unique_ptr<SqliteCentralStore> store)
+    : options_(std::move(options)),
+      directory_(std::move(directory)),
+      store_(std::move(store)),
+      ids_(std::random_device{}() ^ (static_cast<uint64_t>(std::random_device{}()) << 32)) {}
+
+Admin::~Admin() = default;
+
+int64_t Admin::now_ms() const {
+  return options_.now_ms ? options_.now_ms() : wall_now_ms();
+}
+
+Result<std::unique_ptr<Admin>> Admin::open(const std::string& data_dir, Options options) {
+  std::error_code ec;
+  if (!fs::exists(data_dir, ec)) {
+    if (!fs::create_directories(data_dir, ec) || ec)
+      return Status(ErrorCode::kStorageIo, "cannot create data directory " + data_dir + ": " + ec.message());
+    ::chmod(data_dir.c_str(), 0700);
+  } else if (!fs::is_directory(data_dir, ec)) {
+    return Status(ErrorCode::kInvalidArgument, data_dir + " is not a directory");
+  }
+  auto directory = Directory::open((fs::path(data_dir) / kDirectoryFileName).string(), options.directory);
+  if (!directory) return directory.status();
+  auto store = SqliteCentralStore::open((fs::path(data_dir) / kCentralStoreFileName).string(), options.store);
+  if (!store) return store.status();
+  return std::unique_ptr<Admin>(
+      new Admin(std::move(options), std::move(directory.value()), std::move(store.value())));
+}
+
+Status Admin::apply(std::vector<Change> changes) {
+  NoSessions auth;
+  SyncServer server(*store_, auth, ServerConfig{});
+  const Principal who{std::string(kAdminUser), schema::Role::kHeadOffice, {}, {}};
+  const int64_t now = now_ms();
+  HybridClock clock(std::max(store_->clock(), server.hlc()));
+  std::map<RecordKey, std::optional<RecordState>> current;
+  for (Change& c : changes) {
+    c.version = Version{clock.tick(now), kAdminNode};
+    if (c.op != ChangeOp::kSet) continue;
+    // The base is the version this write replaces: head office saw it, so the write is not concurrent.
+    RecordKey key{c.entity, c.record};
+    auto it = current.find(key);
+    if (it == current.end()) it = current.emplace(key, store_->load(c.entity, c.record)).first;
+    if (it->second)
+      if (const FieldState* f = it->second->field(c.field)) c.base = f->version;
+  }
+  // Another admin process may take the same node_seq between our read and our commit: the store's dedupe
+  // answers kDuplicate and we try again with the next one.
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    ClientTxn txn;
+    txn.node = kAdminNode;
+    txn.node_seq = store_->begin()->node_state(kAdminNode).last_node_seq + 1;
+    txn.created_at_ms = now;
+    txn.changes = changes;
+    protocol::TxnResult r = server.apply_local(txn, who, now);
+    switch (r.outcome) {
+      case protocol::TxnOutcome::kApplied:
+        return Status::ok();
+      case protocol::TxnOutcome::kRejected:
+        return Status(r.reason, r.message);
+      case protocol::TxnOutcome::kDuplicate:
+        continue;
+    }
+  }
+  return Status(ErrorCode::kStorageLocked, "another admin keeps writing; try again", true);
+}
+
+std::vector<RecordState> Admin::records_of(EntityId entity) {
+  std::vector<RecordState> out;
+  RecordKey after{entity, RecordId{}};
+  for (;;) {
+    std::vector<RecordState> chunk = store_->scan(after, 500);
+    bool more = !chunk.empty();
+    for (RecordState& r : chunk) {
+      if (r.entity != entity) {
+        more = false;
+        break;
+      }
+      after = RecordKey{r.entity, r.id};
+      if (!r.deleted) out.push_back(std::move(r));
+    }
+    if (!more) return out;
+  }
+}
+
+std::optional<RecordState> Admin::find_product(const std::string& sku_or_id) {
+  if (std::optional<RecordId> id = RecordId::parse(sku_or_id)) {
+    std::optional<RecordState> r = store_->load(EntityId::kProduct, *id);
+    if (r && !r->deleted) return r;
+  }
+  for (RecordState& r : records_of(EntityId::kProduct)) {
+    const Value& sku = r.get(kProductSku);
+    if (sku.kind() == Value::Kind::kText && sku.as_text() == sku_or_id) return std::move(r);
+  }
+  return std::nullopt;
+}
+
+Result<RecordId> Admin::add_product(const std::string& sku, const std::string& name,
+                                    const std::string& unit) {
+  if (find_product(sku)) return Status(ErrorCode::kInvalidArgument, "a product with SKU " + sku + " exists");
+  RecordId id = ids_.next(now_ms());
+  std::vector<Change> changes = {create(EntityId::kProduct, id),
+                                 set(EntityId::kProduct, id, kProductSku, Value::text(sku)),
+                                 set(EntityId::kProduct, id, kProductName, Value::text(name)),
+                                 set(EntityId::kProduct, id, kProductActive, Value::boolean(true))};
+  if (!unit.empty()) changes.push_back(set(EntityId::kProduct, id, kProductUnit, Value::text(unit)));
+  if (Status s = apply(std::move(changes)); !s) return s;
+  return id;
+}
+
+Result<RecordId> Admin::set_price(const std::string& product, const std::string& price_list, int64_t cents,
+                                  const std::string& currency) {
+  std::optional<RecordState> p = find_product(product);
+  if (!p) return Status(ErrorCode::kInvalidArgument, "no product " + product);
+  const std::string product_id = p->id.to_string();
+  for (const RecordState& e : records_of(EntityId::kPriceListEntry)) {
+    const Value& pid = e.get(kPriceProduct);
+    const Value& list = e.get(kPriceList);
+    if (pid.kind() == Value::Kind::kText && pid.as_text() == product_id &&
+        list.kind() == Value::Kind::kText && list.as_text() == price_list) {
+      Status s = apply({set(EntityId::kPriceListEntry, e.id, kPriceCents, Value::integer(cents)),
+                        set(EntityId::kPriceListEntry, e.id, kPriceCurrency, Value::text(currency))});
+      if (!s) return s;
+      return e.id;
+    }
+  }
+  RecordId id = ids_.next(now_ms());
+  Status s = apply({create(EntityId::kPriceListEntry, id),
+                    set(EntityId::kPriceListEntry, id, kPriceProduct, Value::text(product_id)),
+                    set(EntityId::kPriceListEntry, id, kPriceList, Value::text(price_list)),
+                    set(EntityId::kPriceListEntry, id, kPriceCents, Value::integer(cents)),
+                    set(EntityId::kPriceListEntry, id, kPriceCurrency, Value::text(currency))});
+  if (!s) return s;
+  return id;
+}
+
+Result<std::string> Admin::export_json(const std::optional<UserId>& user) {
+  std::optional<Principal> who;
+  if (user) {
+    Result<Principal> p = directory_->principal(*user);
+    if (!p) return Status(ErrorCode::kInvalidArgument, "no user " + *user);
+    who = std::move(p.value());
+  }
+  CommittedReader reader(*store_);
+  std::vector<RecordState> records;
+  RecordKey after;
+  for (;;) {
+    std::vector<RecordState> chunk = store_->scan(after, 500);
+    if (chunk.empty()) break;
+    after = RecordKey{chunk.back().entity, chunk.back().id};
+    for (RecordState& r : chunk) {
+      if (r.deleted) continue;
+      if (who && !can_see(*who, resolve_scope(r, reader))) continue;
+      records.push_back(std::move(r));
+    }
+  }
+  if (Status s = store_->last_read_error(); !s) return s;
+  return canonical_json(records);
+}
+
+// ---- Command line
+
+std::string admin_usage() {
+  return R"(usage: fieldsync-admin --data-dir DIR COMMAND [OPTIONS]
+
+Administers a fieldsync server's data directory (DIR/directory.db: users, territories, devices, token key;
+DIR/central.db: the central store). DIR is created (mode 0700) if missing. Safe to run while fieldsync-server
+runs on the same directory: connected devices receive catalogue changes on their next pull.
+
+Users, territories and assignments:
+  user add --id ID --name NAME --role rep|manager|head_office [--password PASSWORD]
+                         add a user; without --password, the password is read as one line from stdin
+                         (at least 8 characters)
+  user passwd --id ID [--password PASSWORD]
+                         set a user's password
+  user list              print: id, role, display name (tab-separated)
+  territory add --id ID [--name NAME]
+                         add a territory (ids: letters, digits, . _ - @; at most 64 characters)
+  territory list         print: id, name
+  assign --user USER --territory TERRITORY
+                         give a rep (or a manager, for their own) a territory
+  assign --manager MANAGER --rep REP
+                         put a rep in a manager's team: the manager sees the rep's territories and calendar
+
+Catalogue (written to the central store as head office, pulled by devices like any change):
+  product add --sku SKU --name NAME [--unit UNIT]
+                         add an active product; prints its record id
+  price set --product SKU|ID --list PRICE_LIST --cents CENTS --currency CUR
+                         set a product's unit price in a price list (creates the entry if needed); prints the
+                         entry's record id
+
+Devices and tokens:
+  device register --node NODE --user USER
+                         register a device's node id (decimal or 0x-hex, >= 16, unique) for a user
+  device list            print: node, user, registered (UTC ms), active|revoked
+  device revoke --node NODE
+                         revoke a device (a lost phone): refused at its next connection and told to erase
+                         its local data
+  login --user USER --node NODE [--password PASSWORD]
+                         print a signed device token for the user on that registered device (for scripts
+                         and the demo); without --password it is read from stdin
+
+Export:
+  export [--user USER]   print the central store's records as canonical JSON: all of them, or only what
+                         USER can see -- the same bytes `fieldsync-rep export` prints for that user's replica
+
+Options:
+  --data-dir DIR         the server's data directory (required)
+  -h, --help             this text
+
+Exit status: 0 done; 1 the command failed (one line on stderr); 2 usage error.
+)";
+}
+
+namespace {
+
+struct Args {
+  std::vector<std::string> words;
+  std::map<std::string, std::string> options;
+};
+
+struct UsageError {
+  std::string message;
+};
+
+const std::set<std::string>& value_options() {
+  static const std::set<std::string> kOptions = {
+      "--data-dir", "--id",  "--name", "--role",    "--password", "--territory", "--user",     "--manager",
+      "--rep",      "--sku", "--unit", "--product", "--list",     "--cents",     "--currency", "--node"};
+  return kOptions;
+}
+
+Args parse(const std::vector<std::string>& argv) {
+  Args a;
+  for (size_t i = 0; i < argv.size(); ++i) {
+    const std::string& s = argv[i];
+    if (s.rfind("--", 0) == 0) {
+      std::string key = s, value;
+      bool inline_value = false;
+      if (size_t eq = s.find('='); eq != std::string::npos) {
+        key = s.substr(0, eq);
+        value = s.substr(eq + 1);
+        inline_value = true;
+      }
+      if (!value_options().count(key)) throw UsageError{"unknown option " + key};
+      if (!inline_value) {
+        if (i + 1 >= argv.size()) throw UsageError{key + " needs a value"};
+        value = argv[++i];
+      }
+      if (a.options.count(key)) throw UsageError{key + " given twice"};
+      a.options[key] = value;
+    } else {
+      a.words.push_back(s);
+    }
+  }
+  return a;
+}
+
+std::string need(const Args& a, const std::string& key) {
+  auto it = a.options.find(key);
+  if (it == a.options.end() || it->second.empty()) throw UsageError{"missing " + key};
+  return it->second;
+}
+
+std::optional<std::string> maybe(const Args& a, const std::string& key) {
+  auto it = a.options.find(key);
+  if (it == a.options.end()) return std::nullopt;
+  return it->second;
+}
+
+void only(const Args& a, std::initializer_list<std::string> allowed) {
+  for (const auto& [key, value] : a.options) {
+    if (key == "--data-dir") continue;
+    if (std::find(allowed.begin(), allowed.end(), key) == allowed.end())
+      throw UsageError{key + " does not apply to this command"};
+  }
+}
+
+NodeId parse_node(const std::string& text) {
+  uint64_t v = 0;
+  const bool hex = text.rfind("0x", 0) == 0 || text.rfind("0X", 0) == 0;
+  const char* first = text.data() + (hex ? 2 : 0);
+  const char* last = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(first, last, v, hex ? 16 : 10);
+  if (ec != std::errc() || ptr != last || first == last) throw UsageError{"bad node id " + text};
+  return v;
+}
+
+int64_t parse_cents(const std::string& text) {
+  int64_t v = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || ptr != text.data() + text.size() || text.empty())
+    throw UsageError{"--cents takes an integer number of cents, got " + text};
+  return v;
+}
+
+std::string password(const Args& a, std::istream& in) {
+  if (auto p = maybe(a, "--password")) return *p;
+  std::string line;
+  if (!std::getline(in, line)) throw UsageError{"no password: give --password or one line on stdin"};
+  while (!line.empty() && (line.back() == '\r' || line.back() == '\n')) line.pop_back();
+  return line;
+}
+
+}  // namespace
+
+int run_admin(const std::vector<std::string>& argv, std::istream& in, std::ostream& out, std::ostream& err,
+              const Admin::Options& options) {
+  for (const std::string& s : argv) {
+    if (s == "--help" || s == "-h" || s == "help") {
+      out << admin_usage();
+      return 0;
+    }
+  }
+  auto fail = [&](const Status& s) {
+    err << "fieldsync-admin: " << s.message() << " (" << to_string(s.code()) << ")\n";
+    return 1;
+  };
+  try {
+    Args a = parse(argv);
+    if (a.words.empty()) throw UsageError{"no command"};
+    const std::string data_dir = need(a, "--data-dir");
+    auto cmd = [&](std::string_view w0, std::string_view w1 = {}) {
+      if (a.words[0] != w0) return false;
+      if (w1.empty()) return a.words.size() == 1;
+      return a.words.size() == 2 && a.words[1] == w1;
+    };
+    const bool known = cmd("user", "add") || cmd("user", "passwd") || cmd("user", "list") ||
+                       cmd("territory", "add") || cmd("territory", "list") || cmd("assign") ||
+                       cmd("product", "add") || cmd("price", "set") || cmd("device", "register") ||
+                       cmd("device", "list") || cmd("device", "revoke") || cmd("login") || cmd("export");
+    if (!known) {
+      std::string words;
+      for (const std::string& w : a.words) words += (words.empty() ? "" : " ") + w;
+      throw UsageError{"unknown command '" + words + "'"};
+    }
+    Result<std::unique_ptr<Admin>> opened = Admin::open(data_dir, options);
+    if (!opened) return fail(opened.status());
+    Admin& admin = **opened;
+    Directory& dir = admin.directory();
+    const int64_t now = admin.now_ms();
+
+    if (cmd("user", "add")) {
+      only(a, {"--id", "--name", "--role", "--password"});
+      std::optional<schema::Role> role = schema::role_from_string(need(a, "--role"));
+      if (!role) throw UsageError{"--role must be rep, manager or head_office"};
+      User u{need(a, "--id"), need(a, "--name"), *role};
+      if (Status s = dir.add_user(u, password(a, in), now); !s) return fail(s);
+    } else if (cmd("user", "passwd")) {
+      only(a, {"--id", "--password"});
+      std::string id = need(a, "--id");
+      if (Status s = dir.set_password(id, password(a, in)); !s) return fail(s);
+    } else if (cmd("user", "list")) {
+      only(a, {});
+      for (const User& u : dir.users())
+        out << u.id << '\t' << schema::to_string(u.role) << '\t' << u.display_name << '\n';
+    } else if (cmd("territory", "add")) {
+      only(a, {"--id", "--name"});
+      if (Status s = dir.add_territory({need(a, "--id"), maybe(a, "--name").value_or("")}); !s)
+        return fail(s);
+    } else if (cmd("territory", "list")) {
+      only(a, {});
+      for (const Territory& t : dir.territories()) out << t.id << '\t' << t.name << '\n';
+    } else if (cmd("assign")) {
+      if (a.options.count("--manager")) {
+        only(a, {"--manager", "--rep"});
+        if (Status s = dir.assign_team(need(a, "--manager"), need(a, "--rep")); !s) return fail(s);
+      } else {
+        only(a, {"--user", "--territory"});
+        if (Status s = dir.assign_territory(need(a, "--user"), need(a, "--territory")); !s) return fail(s);
+      }
+    } else if (cmd("product", "add")) {
+      only(a, {"--sku", "--name", "--unit"});
+      auto id = admin.add_product(need(a, "--sku"), need(a, "--name"), maybe(a, "--unit").value_or(""));
+      if (!id) return fail(id.status());
+      out << id->to_string() << '\n';
+    } else if (cmd("price", "set")) {
+      only(a, {"--product", "--list", "--cents", "--currency"});
+      auto id = admin.set_price(need(a, "--product"), need(a, "--list"), parse_cents(need(a, "--cents")),
+                                need(a, "--currency"));
+      if (!id) return fail(id.status());
+      out << id->to_string() << '\n';
+    } else if (cmd("device", "register")) {
+      only(a, {"--node", "--user"});
+      if (Status s = dir.register_device(parse_node(need(a, "--node")), need(a, "--user"), now); !s)
+        return fail(s);
+    } else if (cmd("device", "list")) {
+      only(a, {});
+      for (const Device& d : dir.devices())
+        out << d.node << '\t' << d.user << '\t' << d.registered_at_ms << '\t'
+            << (d.revoked ? "revoked" : "active") << '\n';
+    } else if (cmd("device", "revoke")) {
+      only(a, {"--node"});
+      if (Status s = dir.revoke_device(parse_node(need(a, "--node")), now); !s) return fail(s);
+    } else if (cmd("login")) {
+      only(a, {"--user", "--node", "--password"});
+      std::string user = need(a, "--user");
+      NodeId node = parse_node(need(a, "--node"));
+      auto token = dir.login(user, password(a, in), node, now);
+      if (!token) return fail(token.status());
+      out << *token << '\n';
+    } else if (cmd("export")) {
+      only(a, {"--user"});
+      auto json = admin.export_json(maybe(a, "--user"));
+      if (!json) return fail(json.status());
+      out << *json;
+    }
+    return 0;
+  } catch (const UsageError& e) {
+    err << "fieldsync-admin: " << e.message << " (see --help)\n";
+    return 2;
+  }
+}
+
+}  // namespace fieldsync::server
