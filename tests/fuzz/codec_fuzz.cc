@@ -1,6 +1,6 @@
-// libFuzzer target: any byte string given to codec::decode must yield a message or a typed error, never a crash,
-// an out-of-bounds read (ASan) or undefined behaviour (UBSan). A decoded message must re-encode, decode again,
-// and re-encode to the same bytes (bytes, not values: a NaN coordinate is not equal to itself).
+// libFuzzer target: any byte string given to codec::decode must yield a message or a typed error, never a
+// crash, an out-of-bounds read (ASan) or undefined behaviour (UBSan). A decoded message must re-encode,
+// decode again, and re-encode to the same bytes (bytes, not values: a NaN coordinate is not equal to itself).
 #include <cstdint>
 #include <cstdlib>
 
