@@ -9,7 +9,7 @@ if [ "${1:-}" = "--fix" ]; then
   exit 0
 fi
 if ! clang-format --dry-run --Werror "${files[@]}" 2>/tmp/fieldsync-format.log; then
-  grep -E '^[^ ].*(warning|error)' /tmp/fieldsync-format.log | cut -d: -f1 | sort -u | sed 's/^/needs clang-format: /'
+  grep -E "^[^ ]+:[0-9]+:[0-9]+: (warning|error)" /tmp/fieldsync-format.log | cut -d: -f1 | sort -u | sed "s/^/needs clang-format: /"
   echo "run scripts/check-format.sh --fix"
   exit 1
 fi
