@@ -127,6 +127,14 @@ TEST_F(DirectoryTest, UsersAndValidation) {
   EXPECT_EQ(dir->add_user({"dave", "Dave", Role::kRep}, "short", kNow).code(), ErrorCode::kInvalidArgument);
   EXPECT_EQ(dir->add_user({"bad id", "X", Role::kRep}, "long-enough", kNow).code(),
             ErrorCode::kInvalidArgument);
+  EXPECT_EQ(dir->add_user({std::string(256, 'u'), "X", Role::kRep}, "long-enough", kNow).code(),
+            ErrorCode::kInvalidArgument);
+  // The longest id still fits a token (one-byte length).
+  EXPECT_TRUE(dir->add_user({std::string(255, 'u'), "Long", Role::kRep}, "long-enough", kNow).is_ok());
+  ASSERT_TRUE(dir->register_device(4000, std::string(255, 'u'), kNow).is_ok());
+  auto long_token = dir->login(std::string(255, 'u'), "long-enough", 4000, kNow);
+  ASSERT_TRUE(long_token.is_ok());
+  EXPECT_EQ(dir->authenticate(hello(4000, *long_token), kNow)->user, std::string(255, 'u'));
   EXPECT_EQ(dir->assign_territory("alice", "nowhere").code(), ErrorCode::kInvalidArgument);
   EXPECT_EQ(dir->assign_territory("hq", "north").code(), ErrorCode::kInvalidArgument);
   EXPECT_EQ(dir->assign_team("alice", "bob").code(), ErrorCode::kInvalidArgument) << "alice is no manager";

@@ -55,8 +55,11 @@ Status invalid(std::string message) {
   return Status(ErrorCode::kInvalidArgument, std::move(message));
 }
 
+// Ids travel in tokens with a one-byte length, and on the wire within kMaxIdentifierBytes.
+constexpr size_t kMaxIdBytes = std::min<size_t>(255, tuning::kMaxIdentifierBytes);
+
 bool valid_id(std::string_view id) {
-  if (id.empty() || id.size() > tuning::kMaxIdentifierBytes) return false;
+  if (id.empty() || id.size() > kMaxIdBytes) return false;
   return std::all_of(id.begin(), id.end(), [](char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
            c == '_' || c == '-' || c == '@';
@@ -205,7 +208,7 @@ Status Directory::load_or_create_key() {
 // ---- Users and territories
 
 Status Directory::add_user(const User& user, std::string_view password, int64_t now_ms) {
-  if (!valid_id(user.id)) return invalid("user id must be 1-256 characters of A-Z a-z 0-9 . _ - @");
+  if (!valid_id(user.id)) return invalid("user id must be 1-255 characters of A-Z a-z 0-9 . _ - @");
   if (user.display_name.empty()) return invalid("user " + user.id + " needs a display name");
   if (password.size() < kMinPasswordBytes)
     return invalid("password must be at least " + std::to_string(kMinPasswordBytes) + " characters");

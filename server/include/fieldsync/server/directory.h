@@ -70,7 +70,7 @@ class Directory final : public Authenticator {
   static Result<std::unique_ptr<Directory>> open(const std::string& path, Options options);
   ~Directory() override;
 
-  // Users. Ids are 1..kMaxIdentifierBytes bytes of [A-Za-z0-9._@-]; passwords at least 8 bytes.
+  // Users. Ids are 1..255 bytes of [A-Za-z0-9._@-]; passwords at least 8 bytes.
   // Errors: kInvalidArgument (bad id, short password, already exists), storage codes.
   Status add_user(const User& user, std::string_view password, int64_t now_ms);
   Status set_password(const UserId& user, std::string_view password);
