@@ -480,7 +480,11 @@ Result<std::unique_ptr<SqliteCentralStore>> SqliteCentralStore::open(const std::
   }
   // FULL: the WAL is synced at every commit, so an acknowledged write survives a power loss, not only a
   // crash.
-  if (Status s = w.exec("PRAGMA synchronous = FULL"); !s) return s;
+  // NORMAL (group commit): the WAL is synced by sync(), which the caller runs before acknowledging anything.
+  if (Status s =
+          w.exec(store->options_.group_commit ? "PRAGMA synchronous = NORMAL" : "PRAGMA synchronous = FULL");
+      !s)
+    return s;
   if (Status s = w.exec("BEGIN IMMEDIATE"); !s) return s;
   auto fail = [&](Status s) {
     (void)w.exec("ROLLBACK");
@@ -679,6 +683,24 @@ std::vector<SqliteCentralStore::AuditEntry> SqliteCentralStore::audit(uint64_t a
   }
   if (!q.ok() && read_error_) read_error_ = q.status();
   return out;
+}
+
+Status SqliteCentralStore::sync() {
+  if (!options_.group_commit) return Status::ok();  // every commit was synced already
+  if (writer_owner_.load() == std::this_thread::get_id())
+    return Status(ErrorCode::kInternal, "sync() called with a central store transaction open on this thread");
+  std::unique_lock lock(writer_mu_, std::defer_lock);
+  if (!lock.try_lock_for(std::chrono::milliseconds(options_.busy_timeout_ms)))
+    return Status(ErrorCode::kStorageLocked, "a central store transaction is still open", true);
+  // The WAL holds every commit not yet checkpointed into the database file (checkpoints sync the WAL first),
+  // so syncing it makes every commit so far durable: what a synchronous=FULL commit does, once for the group.
+  sqlite3_file* wal = nullptr;
+  int rc = sqlite3_file_control(writer_->raw(), "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal);
+  if (rc != SQLITE_OK) return writer_->error(rc, "finding the WAL");
+  if (wal == nullptr || wal->pMethods == nullptr) return Status::ok();  // nothing written yet
+  rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
+  if (rc != SQLITE_OK) return sqlite::status_from(rc, "syncing the WAL", nullptr);
+  return Status::ok();
 }
 
 Status SqliteCentralStore::last_read_error() {

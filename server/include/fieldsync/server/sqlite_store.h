@@ -61,6 +61,13 @@ class SqliteCentralStore final : public CentralStore {
     int busy_timeout_ms = 5000;
     // Wall clock for the audit and rejection timestamps; tests inject a fixed one.
     std::function<int64_t()> now_ms;
+    // false (default): every commit() is durable when it returns (synchronous=FULL, one fsync per commit).
+    // true: group commit. commit() returns once the transaction is written and visible but not yet on disk
+    // (synchronous=NORMAL); sync() then makes every commit so far durable with one fsync. The caller must
+    // hold back every message produced since its last sync() -- acks, and also pulls and live batches, which
+    // may show those commits -- until a sync() that began after those commits returned ok. A crash before
+    // that loses a suffix of the commits, never a middle one, and nothing of it was acknowledged.
+    bool group_commit = false;
   };
 
   // Opens or creates the store. Errors: the storage codes above, kSchemaTooNew for a file written by a newer
@@ -95,16 +102,18 @@ class SqliteCentralStore final : public CentralStore {
   };
   std::vector<AuditEntry> audit(uint64_t after_seq, size_t max_entries);
   Status last_read_error();
+  // group_commit: makes every committed transaction durable (one fsync of the WAL); a no-op otherwise. Must
+  // not be called on a thread that has a CentralTxn open.
+  Status sync();
   // Bytes in the database file (page_count * page_size), for metrics.
   uint64_t size_bytes();
 
-  // Group commit (not implemented; the design, for when push throughput needs it): SyncServer would apply
-  // every push that arrives while a commit is in flight inside one SQLite transaction, each CentralTxn as a
-  // SAVEPOINT (a rejected or failed one rolls back to its savepoint alone), then COMMIT once -- one fsync for
-  // the group -- and send each session's acks only after that COMMIT returned. server_seq stays gap-free
-  // because the savepoints run one after another on the single writer connection. It needs a SyncServer API
-  // that separates "applied" from "durable" (acks held until the group's commit), so it waits for a change in
-  // sync/; until then every CentralTxn is its own fsync.
+  // Group commit (Options::group_commit): many CentralTxns, one fsync. SyncServer stays unchanged: the
+  // driver (server/sync_service) handles the events that arrive while the disk is busy, collects what
+  // SyncServer produced for them, calls sync() once, and only then sends it all. Each commit is still its own
+  // SQLite transaction, so a rejected or failed push never affects another session's, and server_seq stays
+  // gap-free. (The alternative -- one SQLite transaction per group with a SAVEPOINT per CentralTxn -- also
+  // saves the per-commit WAL write, but lets one failed commit abort the whole group.)
 
  private:
   friend class SqliteCentralTxn;
