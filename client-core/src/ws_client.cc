@@ -1,0 +1,598 @@
+#include "fieldsync/client/ws_client.h"
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <atomic>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
+#include <optional>
+#include <random>
+#include <thread>
+
+#include "fieldsync/sync/tuning.h"
+
+namespace fieldsync::client {
+
+namespace beast = boost::beast;
+namespace websocket = beast::websocket;
+namespace net = boost::asio;
+namespace ssl = net::ssl;
+using tcp = net::ip::tcp;
+using Ws = websocket::stream<beast::ssl_stream<beast::tcp_stream>>;
+constexpr auto kAwait = net::as_tuple(net::use_awaitable);
+
+std::string_view to_string(WsError e) {
+  switch (e) {
+    case WsError::kNone:
+      return "ok";
+    case WsError::kBadUrl:
+      return "bad_url";
+    case WsError::kResolve:
+      return "resolve";
+    case WsError::kConnect:
+      return "connect";
+    case WsError::kTlsHandshake:
+      return "tls_handshake";
+    case WsError::kCertificate:
+      return "certificate";
+    case WsError::kPinMismatch:
+      return "pin_mismatch";
+    case WsError::kUpgrade:
+      return "upgrade";
+    case WsError::kTimeout:
+      return "timeout";
+    case WsError::kClosed:
+      return "closed";
+    case WsError::kStopped:
+      return "stopped";
+    case WsError::kInvalidArgument:
+      return "invalid_argument";
+  }
+  return "unknown";
+}
+
+std::string WsStatus::to_string() const {
+  std::string s(client::to_string(code));
+  if (!message.empty()) s += ": " + message;
+  return s;
+}
+
+namespace {
+
+int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+struct Url {
+  std::string host;
+  std::string port = "443";
+  std::string target = "/";
+};
+
+WsStatus parse_url(const std::string& url, Url& out) {
+  const std::string scheme = "wss://";
+  if (url.rfind(scheme, 0) != 0)
+    return {WsError::kBadUrl, "expected wss://host[:port]/path, got '" + url + "'"};
+  std::string rest = url.substr(scheme.size());
+  size_t slash = rest.find('/');
+  std::string authority = rest.substr(0, slash);
+  if (slash != std::string::npos) out.target = rest.substr(slash);
+  if (!authority.empty() && authority.front() == '[') {  // [v6]:port
+    size_t close = authority.find(']');
+    if (close == std::string::npos) return {WsError::kBadUrl, "bad IPv6 literal in '" + url + "'"};
+    out.host = authority.substr(1, close - 1);
+    if (close + 1 < authority.size() && authority[close + 1] == ':') out.port = authority.substr(close + 2);
+  } else if (size_t colon = authority.rfind(':'); colon != std::string::npos) {
+    out.host = authority.substr(0, colon);
+    out.port = authority.substr(colon + 1);
+  } else {
+    out.host = authority;
+  }
+  if (out.host.empty() || out.port.empty() || out.port.find_first_not_of("0123456789") != std::string::npos)
+    return {WsError::kBadUrl, "bad host or port in '" + url + "'"};
+  return {};
+}
+
+WsStatus normalise_pin(const std::string& pin, std::string& out) {
+  out.clear();
+  for (char c : pin) {
+    if (c == ':') continue;
+    if (!std::isxdigit(static_cast<unsigned char>(c))) return {WsError::kInvalidArgument, "pin: not hex"};
+    out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  if (!out.empty() && out.size() != 64)
+    return {WsError::kInvalidArgument, "pin: expected 64 hex digits (SHA-256)"};
+  return {};
+}
+
+// TLS 1.2+ client context. Verification mode is per connection (see open_connection).
+WsStatus make_context(const WsClientOptions& o, std::optional<ssl::context>& ctx) {
+  ctx.emplace(ssl::context::tls_client);
+  ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                   ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+  SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
+  boost::system::error_code ec;
+  if (!o.ca_file.empty()) {
+    ctx->load_verify_file(o.ca_file, ec);
+    if (ec) return {WsError::kInvalidArgument, "CA file " + o.ca_file + ": " + ec.message()};
+  } else {
+    ctx->set_default_verify_paths(ec);
+    if (ec) return {WsError::kInvalidArgument, "system CA store: " + ec.message()};
+  }
+  return {};
+}
+
+std::string cert_sha256(X509* cert) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  if (X509_digest(cert, EVP_sha256(), md, &n) != 1) return {};
+  static const char* kHex = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < n; ++i) {
+    out += kHex[md[i] >> 4];
+    out += kHex[md[i] & 15];
+  }
+  return out;
+}
+
+WsStatus from_ec(WsError kind, const char* stage, const boost::system::error_code& ec) {
+  if (ec == beast::error::timeout) return {WsError::kTimeout, std::string(stage) + " timed out"};
+  return {kind, std::string(stage) + ": " + ec.message()};
+}
+
+// Resolve, connect, TLS (with verification or pin), WebSocket upgrade. Every stage bounded by the timeout.
+net::awaitable<WsStatus> open_connection(Ws& ws, const Url& url, const WsClientOptions& o,
+                                         const std::string& pin) {
+  auto ex = co_await net::this_coro::executor;
+  auto timeout = std::chrono::milliseconds(o.connect_timeout_ms);
+  tcp::resolver resolver(ex);
+  auto [rec, results] = co_await resolver.async_resolve(url.host, url.port, kAwait);
+  if (rec) co_return from_ec(WsError::kResolve, "resolve", rec);
+  beast::tcp_stream& stream = beast::get_lowest_layer(ws);
+  stream.expires_after(timeout);
+  auto [cec, ep] = co_await stream.async_connect(results, kAwait);
+  if (cec) co_return from_ec(WsError::kConnect, "connect", cec);
+  stream.socket().set_option(tcp::no_delay(true));
+
+  SSL* ssl_handle = ws.next_layer().native_handle();
+  boost::system::error_code aec;
+  net::ip::make_address(url.host, aec);
+  const bool is_ip = !aec;
+  const bool verify_chain = pin.empty() || !o.ca_file.empty();
+  if (!is_ip) SSL_set_tlsext_host_name(ssl_handle, url.host.c_str());
+  if (verify_chain) {
+    ws.next_layer().set_verify_mode(ssl::verify_peer);
+    X509_VERIFY_PARAM* param = SSL_get0_param(ssl_handle);
+    if (is_ip)
+      X509_VERIFY_PARAM_set1_ip_asc(param, url.host.c_str());
+    else
+      X509_VERIFY_PARAM_set1_host(param, url.host.c_str(), 0);
+  } else {
+    ws.next_layer().set_verify_mode(ssl::verify_none);  // the pin below is the whole check
+  }
+  stream.expires_after(timeout);
+  auto [hec] = co_await ws.next_layer().async_handshake(ssl::stream_base::client, kAwait);
+  if (hec) {
+    long vr = SSL_get_verify_result(ssl_handle);
+    if (verify_chain && vr != X509_V_OK)
+      co_return WsStatus{WsError::kCertificate, X509_verify_cert_error_string(vr)};
+    co_return from_ec(WsError::kTlsHandshake, "TLS handshake", hec);
+  }
+  if (!pin.empty()) {
+    X509* peer = SSL_get1_peer_certificate(ssl_handle);
+    std::string got = peer ? cert_sha256(peer) : std::string();
+    if (peer) X509_free(peer);
+    if (got != pin)
+      co_return WsStatus{WsError::kPinMismatch,
+                         "server certificate SHA-256 " + got + " is not the pinned one"};
+  }
+  stream.expires_never();  // the WebSocket layer's timeouts take over
+  websocket::stream_base::timeout t;
+  t.handshake_timeout = timeout;
+  t.idle_timeout = std::chrono::milliseconds(o.idle_timeout_ms);
+  t.keep_alive_pings = true;
+  ws.set_option(t);
+  ws.read_message_max(tuning::kMaxMessageBytes);
+  ws.binary(true);
+  ws.set_option(websocket::stream_base::decorator(
+      [](websocket::request_type& req) { req.set(beast::http::field::user_agent, "fieldsync-client"); }));
+  std::string host_header = url.host + ":" + url.port;
+  auto [wec] = co_await ws.async_handshake(host_header, url.target, kAwait);
+  if (wec) co_return from_ec(WsError::kUpgrade, "WebSocket upgrade", wec);
+  co_return WsStatus{};
+}
+
+WsStatus closed_status(Ws& ws, const boost::system::error_code& ec) {
+  if (ec == websocket::error::closed) {
+    const websocket::close_reason& r = ws.reason();
+    WsStatus s{WsError::kClosed,
+               "closed by the server (code " + std::to_string(r.code) +
+                   (r.reason.empty() ? std::string() : ", " + std::string(r.reason.data(), r.reason.size())) +
+                   ")"};
+    s.close_code = r.code;
+    return s;
+  }
+  if (ec == websocket::error::message_too_big) return {WsError::kClosed, "message over the size limit"};
+  return from_ec(WsError::kClosed, "connection", ec);
+}
+
+}  // namespace
+
+// ==== WsClient
+
+struct WsClient::Impl {
+  // One connection's state. All of it is touched only on the transport thread.
+  struct Conn {
+    Conn(net::io_context& ioc, ssl::context& ctx) : ws(ioc, ctx), wake(ioc) {}
+    Ws ws;
+    beast::flat_buffer buffer;
+    net::steady_timer wake;  // the writer sleeps on it until the next tick or a wake-up
+    bool wake_pending = false;
+    bool done = false;
+  };
+  // Lets SyncEngine's wake-up callback outlive this object safely.
+  struct WakeTarget {
+    std::mutex mu;
+    Impl* impl = nullptr;
+  };
+
+  Impl(SyncEngine& e, WsClientOptions o) : engine(e), options(std::move(o)), retry_timer(ioc) {
+    uint64_t seed = options.backoff_seed;
+    if (seed == 0) seed = (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
+    backoff.emplace(seed);
+    wake_target = std::make_shared<WakeTarget>();
+    wake_target->impl = this;
+    engine.set_wakeup([target = wake_target] {
+      std::lock_guard lock(target->mu);
+      if (Impl* self = target->impl) net::post(self->ioc, [self] { self->wake(); });
+    });
+  }
+  ~Impl() {
+    engine.set_wakeup(nullptr);
+    std::lock_guard lock(wake_target->mu);
+    wake_target->impl = nullptr;
+  }
+
+  void notify() {
+    { std::lock_guard lock(mu); }
+    cv.notify_all();
+  }
+  void set_error(WsStatus s) {
+    {
+      std::lock_guard lock(mu);
+      last_error = std::move(s);
+    }
+    cv.notify_all();
+  }
+  void wake() {
+    if (auto c = current.lock()) {
+      c->wake_pending = true;
+      c->wake.cancel();
+    }
+  }
+
+  net::awaitable<void> run();
+  net::awaitable<WsStatus> one_connection();
+  net::awaitable<WsStatus> reader(std::shared_ptr<Conn> c);
+  net::awaitable<void> writer(std::shared_ptr<Conn> c);
+
+  SyncEngine& engine;
+  WsClientOptions options;
+  Url url;
+  std::string pin;
+  std::optional<ssl::context> tls;
+  std::optional<Backoff> backoff;
+  std::shared_ptr<WakeTarget> wake_target;
+
+  mutable std::mutex mu;  // guards last_error; with cv, wakes wait_until()
+  std::condition_variable cv;
+  WsStatus last_error;
+  std::atomic<bool> is_connected{false};
+  std::atomic<bool> is_running{false};
+  std::atomic<bool> stop_requested{false};
+  std::thread thread;
+
+  // Transport thread only.
+  std::weak_ptr<Conn> current;
+  int64_t next_tick_ms = 0;
+  net::io_context ioc;
+  net::steady_timer retry_timer;
+};
+
+net::awaitable<void> WsClient::Impl::run() {
+  while (!stop_requested && !engine.stopped()) {
+    WsStatus st = co_await one_connection();
+    is_connected = false;
+    if (engine.stopped()) {
+      set_error({WsError::kStopped, engine.stop_reason().to_string()});
+      break;
+    }
+    if (!st.ok()) set_error(st);
+    if (stop_requested) break;
+    int64_t delay = backoff->next_delay_ms();
+    if (options.reconnect_cap_ms > 0) delay = std::min(delay, options.reconnect_cap_ms);
+    retry_timer.expires_after(std::chrono::milliseconds(delay));
+    co_await retry_timer.async_wait(kAwait);
+  }
+  is_running = false;
+  notify();
+}
+
+net::awaitable<WsStatus> WsClient::Impl::one_connection() {
+  auto c = std::make_shared<Conn>(ioc, *tls);
+  current = c;
+  WsStatus st = co_await open_connection(c->ws, url, options, pin);
+  if (!st.ok()) co_return st;
+  if (stop_requested) {
+    co_await c->ws.async_close(websocket::close_code::going_away, kAwait);
+    co_return WsStatus{};
+  }
+  is_connected = true;
+  engine.connected(wall_ms());
+  next_tick_ms = wall_ms() + options.tick_interval_ms;
+  notify();
+  net::co_spawn(ioc, writer(c), net::detached);
+  WsStatus r = co_await reader(c);
+  c->done = true;
+  c->wake.cancel();
+  beast::get_lowest_layer(c->ws).close();
+  is_connected = false;
+  engine.disconnected(wall_ms());
+  notify();
+  co_return r;
+}
+
+net::awaitable<WsStatus> WsClient::Impl::reader(std::shared_ptr<Conn> c) {
+  for (;;) {
+    auto [ec, n] = co_await c->ws.async_read(c->buffer, kAwait);
+    if (ec) co_return closed_status(c->ws, ec);
+    auto data = c->buffer.cdata();
+    engine.frame(std::span<const uint8_t>(static_cast<const uint8_t*>(data.data()), data.size()), wall_ms());
+    c->buffer.consume(c->buffer.size());
+    // A session that got past the handshake counts as a successful connection: start backoff over.
+    if (SyncClient::State s = engine.state();
+        s == SyncClient::State::kSyncing || s == SyncClient::State::kBootstrapping)
+      backoff->reset();
+    c->wake_pending = true;
+    c->wake.cancel();
+    notify();
+  }
+}
+
+net::awaitable<void> WsClient::Impl::writer(std::shared_ptr<Conn> c) {
+  while (!c->done) {
+    for (std::vector<uint8_t>& f : engine.take_frames()) {
+      auto [ec, n] = co_await c->ws.async_write(net::buffer(f), kAwait);
+      if (ec || c->done) {
+        beast::get_lowest_layer(c->ws).close();  // the reader ends and the connection is torn down
+        co_return;
+      }
+    }
+    if (stop_requested || engine.wants_close()) {
+      auto [ec] = co_await c->ws.async_close(
+          stop_requested ? websocket::close_code::going_away : websocket::close_code::normal, kAwait);
+      if (ec) beast::get_lowest_layer(c->ws).close();
+      co_return;
+    }
+    if (c->wake_pending) {
+      c->wake_pending = false;
+      continue;
+    }
+    c->wake.expires_at(std::chrono::steady_clock::now() +
+                       std::chrono::milliseconds(std::max<int64_t>(0, next_tick_ms - wall_ms())));
+    auto [ec] = co_await c->wake.async_wait(kAwait);
+    if (c->done) co_return;
+    if (!ec) {  // the tick, not a wake-up
+      engine.tick(wall_ms());
+      next_tick_ms = wall_ms() + options.tick_interval_ms;
+    }
+    c->wake_pending = false;
+  }
+}
+
+WsClient::WsClient(SyncEngine& engine, WsClientOptions options)
+    : impl_(std::make_unique<Impl>(engine, std::move(options))) {}
+
+WsClient::~WsClient() {
+  stop();
+}
+
+WsStatus WsClient::start() {
+  Impl& m = *impl_;
+  if (m.is_running) return {};
+  if (m.thread.joinable()) m.thread.join();
+  if (WsStatus s = parse_url(m.options.url, m.url); !s.ok()) return s;
+  if (WsStatus s = normalise_pin(m.options.pin_sha256, m.pin); !s.ok()) return s;
+  if (!m.tls) {
+    if (WsStatus s = make_context(m.options, m.tls); !s.ok()) {
+      m.tls.reset();
+      return s;
+    }
+  }
+  m.stop_requested = false;
+  m.is_running = true;
+  {
+    std::lock_guard lock(m.mu);
+    m.last_error = {};
+  }
+  m.ioc.restart();
+  net::co_spawn(m.ioc, m.run(), net::detached);
+  m.thread = std::thread([&m] { m.ioc.run(); });
+  return {};
+}
+
+void WsClient::stop() {
+  Impl& m = *impl_;
+  if (!m.thread.joinable()) return;
+  net::post(m.ioc, [&m] {
+    m.stop_requested = true;
+    m.retry_timer.cancel();
+    m.wake();  // the writer sends the close frame
+    // Bound the closing handshake: a server that does not answer is cut off.
+    auto guard =
+        std::make_shared<net::steady_timer>(m.ioc, std::chrono::milliseconds(m.options.connect_timeout_ms));
+    guard->async_wait([&m, guard](boost::system::error_code ec) {
+      if (ec) return;
+      if (auto c = m.current.lock()) beast::get_lowest_layer(c->ws).close();
+    });
+    // The guard must not keep the io_context alive once the run loop ended.
+    net::co_spawn(
+        m.ioc,
+        [&m, guard]() -> net::awaitable<void> {
+          net::steady_timer poll(m.ioc);
+          while (m.is_running) {
+            poll.expires_after(std::chrono::milliseconds(5));
+            co_await poll.async_wait(kAwait);
+          }
+          guard->cancel();
+        },
+        net::detached);
+  });
+  m.thread.join();
+  m.is_running = false;
+  m.is_connected = false;
+}
+
+bool WsClient::running() const {
+  return impl_->is_running;
+}
+bool WsClient::connected() const {
+  return impl_->is_connected;
+}
+
+WsStatus WsClient::last_error() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->last_error;
+}
+
+bool WsClient::wait_until(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
+  Impl& m = *impl_;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::unique_lock lock(m.mu);
+  for (;;) {
+    lock.unlock();
+    bool ok = done();
+    lock.lock();
+    if (ok) return true;
+    // A short cap on each wait: predicates may read state that changes without a notification (engine).
+    auto next = std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(20));
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    m.cv.wait_until(lock, next);
+  }
+}
+
+WsStatus WsClient::sync_once(std::chrono::milliseconds timeout) {
+  Impl& m = *impl_;
+  if (m.is_running) return {WsError::kInvalidArgument, "sync_once while running"};
+  if (WsStatus s = start(); !s.ok()) return s;
+  auto fatal = [&] {
+    std::lock_guard lock(m.mu);
+    return m.last_error.code == WsError::kCertificate || m.last_error.code == WsError::kPinMismatch ||
+           m.last_error.code == WsError::kBadUrl;
+  };
+  bool idle = wait_until(
+      [&] { return fatal() || !m.is_running || m.engine.stopped() || (m.is_connected && m.engine.idle()); },
+      timeout);
+  WsStatus result;
+  if (m.engine.stopped()) {
+    result = {WsError::kStopped, m.engine.stop_reason().to_string()};
+  } else if (!idle || !m.engine.idle()) {
+    result = last_error();
+    if (result.ok())
+      result = {WsError::kTimeout, "not synced within " + std::to_string(timeout.count()) + " ms"};
+  }
+  stop();
+  return result;
+}
+
+// ==== WsRawPeer
+
+struct WsRawPeer::Impl {
+  explicit Impl(WsClientOptions o) : options(std::move(o)) {}
+
+  // Runs `op` on the io_context for at most `timeout`; on timeout the socket is closed so the op ends.
+  template <typename Op>
+  WsStatus run(Op op, std::chrono::milliseconds timeout) {
+    std::optional<WsStatus> result;
+    ioc.restart();
+    net::co_spawn(ioc, std::move(op), [&result](std::exception_ptr e, WsStatus s) {
+      result = e ? WsStatus{WsError::kClosed, "exception"} : std::move(s);
+    });
+    // Not run_for: the stream's own timers (pings) keep the io_context busy after the operation is done.
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!result && ioc.run_one_until(deadline) != 0) {
+    }
+    if (!result) {
+      if (ws) beast::get_lowest_layer(*ws).close();
+      ioc.restart();
+      auto grace = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+      while (!result && ioc.run_one_until(grace) != 0) {
+      }
+      return {WsError::kTimeout, "timed out"};
+    }
+    return *result;
+  }
+
+  WsClientOptions options;
+  net::io_context ioc;
+  std::optional<ssl::context> tls;
+  std::optional<Ws> ws;
+  beast::flat_buffer buffer;
+};
+
+WsRawPeer::WsRawPeer(WsClientOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+WsRawPeer::~WsRawPeer() = default;
+
+WsStatus WsRawPeer::connect() {
+  Impl& m = *impl_;
+  Url url;
+  std::string pin;
+  if (WsStatus s = parse_url(m.options.url, url); !s.ok()) return s;
+  if (WsStatus s = normalise_pin(m.options.pin_sha256, pin); !s.ok()) return s;
+  if (WsStatus s = make_context(m.options, m.tls); !s.ok()) return s;
+  m.ws.emplace(m.ioc, *m.tls);
+  return m.run(open_connection(*m.ws, url, m.options, pin),
+               std::chrono::milliseconds(m.options.connect_timeout_ms) * 2);
+}
+
+WsStatus WsRawPeer::send(std::span<const uint8_t> message, std::chrono::milliseconds timeout, bool binary) {
+  Impl& m = *impl_;
+  if (!m.ws) return {WsError::kInvalidArgument, "not connected"};
+  m.ws->binary(binary);
+  auto op = [](Ws& ws, std::span<const uint8_t> msg) -> net::awaitable<WsStatus> {
+    auto [ec, n] = co_await ws.async_write(net::buffer(msg.data(), msg.size()), kAwait);
+    if (ec) co_return closed_status(ws, ec);
+    co_return WsStatus{};
+  };
+  return m.run(op(*m.ws, message), timeout);
+}
+
+WsStatus WsRawPeer::receive(std::vector<uint8_t>& message, std::chrono::milliseconds timeout) {
+  Impl& m = *impl_;
+  if (!m.ws) return {WsError::kInvalidArgument, "not connected"};
+  auto op = [](Ws& ws, beast::flat_buffer& buf, std::vector<uint8_t>& out) -> net::awaitable<WsStatus> {
+    auto [ec, n] = co_await ws.async_read(buf, kAwait);
+    if (ec) co_return closed_status(ws, ec);
+    auto d = buf.cdata();
+    out.assign(static_cast<const uint8_t*>(d.data()), static_cast<const uint8_t*>(d.data()) + d.size());
+    buf.consume(buf.size());
+    co_return WsStatus{};
+  };
+  return m.run(op(*m.ws, m.buffer, message), timeout);
+}
+
+}  // namespace fieldsync::client

@@ -1,0 +1,55 @@
+// Every limit and timeout of the network server (listener, TLS, WebSocket sessions), in one place. Each says
+// why it has its value. Protocol limits (message size, batch sizes) live in
+// sync/include/fieldsync/sync/tuning.h.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "fieldsync/sync/tuning.h"
+
+namespace fieldsync::server::limits {
+
+// --- Connections
+// Sessions served at once; a connection beyond this is closed right after accept. 20,000 is twice the 10,000
+// idle sessions the server is sized for (issue 4) and keeps a burst of reconnecting phones from exhausting
+// file descriptors or memory (each idle TLS WebSocket session costs ~50-70 KiB).
+inline constexpr size_t kDefaultMaxSessions = 20'000;
+// Pending connections in the kernel's accept queue: a fleet reconnecting after an outage arrives in bursts.
+inline constexpr int kListenBacklog = 1024;
+
+// --- Timeouts
+// TCP accept to finished TLS handshake. A phone on 2G needs a few round trips of ~1 s; 15 s is generous for
+// that and short enough that half-open connections (slowloris) do not pile up.
+inline constexpr int64_t kTlsHandshakeTimeoutMs = 15'000;
+// Finished TLS to a complete HTTP upgrade request (and the WebSocket opening and closing handshakes). The
+// request is a few hundred bytes: one round trip.
+inline constexpr int64_t kWsHandshakeTimeoutMs = 15'000;
+// A session from which nothing (not even a pong) arrives for this long is dead and closed. Beast sends a ping
+// after half of it, so a live but silent phone (waiting for live changes) stays connected and a vanished one
+// (tunnel, battery) is noticed within 60 s. Mobile NATs commonly drop idle mappings after 30-120 s, so the
+// 30 s ping also keeps the mapping open.
+inline constexpr int64_t kIdleTimeoutMs = 60'000;
+// On stop (SIGTERM) sessions get this long to receive their pending acks and answer the close frame before
+// the io threads are stopped. Shorter than the 30 s systemd and Kubernetes wait before SIGKILL.
+inline constexpr int64_t kDrainTimeoutMs = 10'000;
+
+// --- Per-session buffers
+// Largest WebSocket message read; anything bigger is refused by the WebSocket layer before it is buffered.
+inline constexpr size_t kReadMessageMax = tuning::kMaxMessageBytes;
+// Bounded write queue: a phone that does not read (slow link, stuck app) cannot make the server hold more
+// than this for it; past either cap the session is closed and the phone resumes by pulling from its cursor
+// when it reconnects. Two maximum-size messages in bytes, and enough frames for a push ack plus
+// tuning::kMaxPendingLiveBatches live batches several times over.
+inline constexpr size_t kMaxQueuedBytes = 2 * tuning::kMaxMessageBytes;
+inline constexpr size_t kMaxQueuedFrames = 64;
+// HTTP upgrade request: headers only, no body. 8 KiB is what common proxies allow for headers.
+inline constexpr size_t kMaxUpgradeRequestBytes = 8 * 1024;
+
+// --- Threads
+// io threads when --threads is not given: one per core is what an Asio pool wants; the store serialises
+// commits.
+inline constexpr int kDefaultThreads = 0;  // 0: std::thread::hardware_concurrency()
+inline constexpr int kMaxThreads = 256;
+
+}  // namespace fieldsync::server::limits

@@ -1,0 +1,64 @@
+// The sync server's network side: a TLS WebSocket listener on an Asio thread pool, one session per connection
+// with its own strand and bounded write queue, driving a SyncService (the thread-safe SyncServer owner).
+// Shape of Beast's chat-multi example: listener, sessions, shared state (the session registry). No Asio types
+// in this header; see net_server.cc.
+//
+// Threads: `threads` io threads run one io_context. Each session's handlers run on its strand, so a session
+// is single-threaded; different sessions run in parallel up to the SyncService mutex, which serialises the
+// sync state machine and the store. Frames for a session produced on another session's thread (live fan-out)
+// are posted to its strand; the registry holds weak_ptrs and its lock is held only to find the session.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "fieldsync/server/net_limits.h"
+#include "fieldsync/sync/server.h"
+
+namespace fieldsync::server {
+
+struct NetServerOptions {
+  std::string address = "0.0.0.0";  // IPv4 or IPv6 literal to listen on
+  uint16_t port = 8443;             // 0: an ephemeral port (tests); start() returns the one bound
+  int threads = 0;                  // io threads; 0: hardware concurrency
+  std::string cert_pem;             // certificate chain, PEM (leaf first)
+  std::string key_pem;              // its private key, PEM
+  size_t max_sessions = limits::kDefaultMaxSessions;
+  int64_t tls_handshake_timeout_ms = limits::kTlsHandshakeTimeoutMs;
+  int64_t ws_handshake_timeout_ms = limits::kWsHandshakeTimeoutMs;
+  int64_t idle_timeout_ms = limits::kIdleTimeoutMs;
+  int64_t drain_timeout_ms = limits::kDrainTimeoutMs;
+  size_t max_queued_bytes = limits::kMaxQueuedBytes;
+  size_t max_queued_frames = limits::kMaxQueuedFrames;
+  ServerConfig sync;
+  // One structured line per connection event and error ("event=... session=... key=value"). Null: stderr.
+  std::function<void(const std::string& line)> log;
+};
+
+class NetServer {
+ public:
+  NetServer(CentralStore& store, Authenticator& auth, NetServerOptions options);
+  ~NetServer();  // stop()s if still running
+  NetServer(const NetServer&) = delete;
+  NetServer& operator=(const NetServer&) = delete;
+
+  // Loads the TLS material, binds, listens and starts the io threads. Returns the bound port.
+  // Errors: kInvalidArgument (bad certificate, key or address), kInternal (bind/listen failed: message says).
+  Result<uint16_t> start();
+  // Graceful drain: stops accepting, lets frames being processed finish and their answers be sent, closes
+  // every session with a close frame (going away), waits up to drain_timeout_ms, then stops the threads.
+  void stop();
+
+  size_t session_count() const;  // connections currently open (any stage)
+  // Cumulative count of sessions closed because their write queue overflowed (a peer that does not read).
+  uint64_t overflow_closes() const;
+
+  struct Impl;  // opaque (net_server.cc)
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fieldsync::server

@@ -1,0 +1,370 @@
+// End-to-end over real TLS WebSockets on 127.0.0.1: the Beast server (NetServer + SyncService) and the device
+// transport (WsClient driving SyncEngine) with in-memory stores, a certificate generated in the test, and a
+// raw WebSocket peer for broken frames. Every wait is bounded.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "fieldsync/client/sync_engine.h"
+#include "fieldsync/client/ws_client.h"
+#include "fieldsync/server/net_server.h"
+#include "fieldsync/server/tls.h"
+#include "fieldsync/sync/codec.h"
+#include "fieldsync/sync/memory_store.h"
+#include "fieldsync/sync/record_id.h"
+#include "fieldsync/sync/tuning.h"
+
+namespace fieldsync {
+namespace {
+
+using namespace std::chrono_literals;
+using client::SyncEngine;
+using client::WsClient;
+using client::WsClientOptions;
+using client::WsError;
+using client::WsRawPeer;
+using client::WsStatus;
+using schema::EntityId;
+using schema::Role;
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+class TokenAuth final : public Authenticator {
+ public:
+  std::map<std::string, Principal> tokens;
+  Result<Principal> authenticate(const protocol::Hello& hello, int64_t) override {
+    auto it = tokens.find(hello.token);
+    if (it == tokens.end()) return Status(ErrorCode::kAuthFailed, "authentication failed");
+    return it->second;
+  }
+};
+
+// One certificate for the whole suite (key generation is the slow part), written where clients can load it.
+struct Pki {
+  server::CertificatePem pem;
+  std::string ca_file;
+  std::string pin;
+  static const Pki& get() {
+    static Pki pki = [] {
+      Pki p;
+      auto pem = server::make_self_signed(server::SelfSignedOptions{});
+      EXPECT_TRUE(pem.is_ok()) << pem.status().to_string();
+      p.pem = pem.value();
+      p.ca_file = (std::filesystem::temp_directory_path() /
+                   ("fieldsync-net-test-" + std::to_string(::getpid()) + "-ca.pem"))
+                      .string();
+      EXPECT_TRUE(server::write_file(p.ca_file, p.pem.cert_pem, false).is_ok());
+      p.pin = server::certificate_sha256(p.pem.cert_pem).value();
+      return p;
+    }();
+    return pki;
+  }
+};
+
+struct Device {
+  Device(NodeId node, UserId user) : store(node), ids(node) {
+    ClientConfig config;
+    config.user = user;
+    config.token = "token-" + user;
+    engine = std::make_unique<SyncEngine>(store, config);
+  }
+  MemoryReplicaStore store;
+  RecordIdGenerator ids;
+  std::unique_ptr<SyncEngine> engine;
+
+  RecordId new_account(const std::string& territory, const std::string& name) {
+    RecordId id = ids.next(now_ms());
+    auto set = [&](uint16_t field, Value v) {
+      Change c{ChangeOp::kSet, EntityId::kAccount, id, field};
+      c.value = std::move(v);
+      return c;
+    };
+    auto r = engine->write({Change{ChangeOp::kCreate, EntityId::kAccount, id}, set(1, Value::text(name)),
+                            set(2, Value::text(territory)), set(10, Value::text(user()))},
+                           now_ms());
+    EXPECT_TRUE(r.is_ok()) << r.status().to_string();
+    return id;
+  }
+  std::string user() const { return user_; }
+  bool has(const RecordId& id) const { return store.records().count(RecordKey{EntityId::kAccount, id}) == 1; }
+  std::string user_;
+};
+
+class NetTest : public ::testing::Test {
+ protected:
+  NetTest() {
+    auth.tokens["token-alice"] = Principal{"alice", Role::kRep, {"t-north"}, {}};
+    auth.tokens["token-bob"] = Principal{"bob", Role::kRep, {"t-north"}, {}};
+  }
+  ~NetTest() override {
+    if (server) server->stop();
+  }
+
+  void start_server(uint16_t port = 0) {
+    server::NetServerOptions o;
+    o.address = "127.0.0.1";
+    o.port = port;
+    o.threads = 2;
+    o.cert_pem = Pki::get().pem.cert_pem;
+    o.key_pem = Pki::get().pem.key_pem;
+    o.drain_timeout_ms = 2000;
+    o.log = [this](const std::string& line) {
+      std::lock_guard lock(log_mu);
+      log.push_back(line);
+    };
+    server = std::make_unique<server::NetServer>(store, auth, o);
+    Result<uint16_t> p = server->start();
+    ASSERT_TRUE(p.is_ok()) << p.status().to_string();
+    this->port = p.value();
+  }
+
+  std::string url() const { return "wss://127.0.0.1:" + std::to_string(port) + "/sync"; }
+  WsClientOptions options() const {
+    WsClientOptions o;
+    o.url = url();
+    o.ca_file = Pki::get().ca_file;
+    o.connect_timeout_ms = 2000;
+    o.reconnect_cap_ms = 200;
+    return o;
+  }
+  std::unique_ptr<Device> device(NodeId node, const std::string& user) {
+    auto d = std::make_unique<Device>(node, user);
+    d->user_ = user;
+    return d;
+  }
+  size_t txns_from(NodeId node) {
+    size_t n = 0;
+    for (const ServerTxn& t : store.log())
+      if (t.origin_node == node) ++n;
+    return n;
+  }
+  // Reads one frame from the raw peer and decodes it as an Error.
+  protocol::Error expect_error(WsRawPeer& peer) {
+    std::vector<uint8_t> msg;
+    WsStatus s = peer.receive(msg, 2s);
+    EXPECT_TRUE(s.ok()) << s.to_string();
+    Result<protocol::Message> m = codec::decode(msg);
+    EXPECT_TRUE(m.is_ok()) << m.status().to_string();
+    if (!m.is_ok() || !std::holds_alternative<protocol::Error>(m.value())) {
+      ADD_FAILURE() << "expected an Error frame";
+      return {};
+    }
+    return std::get<protocol::Error>(m.value());
+  }
+  void expect_closed(WsRawPeer& peer) {
+    std::vector<uint8_t> msg;
+    WsStatus s = peer.receive(msg, 2s);
+    EXPECT_EQ(s.code, WsError::kClosed) << s.to_string();
+  }
+
+  MemoryCentralStore store;
+  TokenAuth auth;
+  std::unique_ptr<server::NetServer> server;
+  uint16_t port = 0;
+  std::mutex log_mu;
+  std::vector<std::string> log;
+};
+
+TEST_F(NetTest, LiveChangeReachesConnectedDeviceWithoutPolling) {
+  start_server();
+  auto a = device(101, "alice");
+  auto b = device(102, "bob");
+  WsClientOptions bo = options();
+  bo.tick_interval_ms = 60'000;  // no timer-driven pulls: only a live push can bring the change in time
+  WsClient ca(*a->engine, options());
+  WsClient cb(*b->engine, bo);
+  ASSERT_TRUE(ca.start().ok());
+  ASSERT_TRUE(cb.start().ok());
+  ASSERT_TRUE(ca.wait_until([&] { return a->engine->idle(); }, 3s)) << ca.last_error().to_string();
+  ASSERT_TRUE(cb.wait_until([&] { return b->engine->idle(); }, 3s)) << cb.last_error().to_string();
+
+  auto t0 = std::chrono::steady_clock::now();
+  RecordId id = a->new_account("t-north", "Acme");
+  ASSERT_TRUE(cb.wait_until([&] { return b->has(id); }, 2s)) << "bob did not receive alice's account";
+  auto elapsed = std::chrono::steady_clock::now() - t0;
+  EXPECT_LT(elapsed, 1s);
+  EXPECT_EQ(txns_from(101), 1u);
+  ca.stop();
+  cb.stop();
+  EXPECT_FALSE(ca.connected());
+}
+
+TEST_F(NetTest, CertificateVerificationAndPinning) {
+  start_server();
+  auto a = device(201, "alice");
+  {
+    WsClientOptions o = options();
+    o.ca_file.clear();  // system CA store: the self-signed certificate is refused
+    WsClient c(*a->engine, o);
+    WsStatus s = c.sync_once(3s);
+    EXPECT_EQ(s.code, WsError::kCertificate) << s.to_string();
+  }
+  {
+    WsClientOptions o = options();
+    o.ca_file.clear();
+    o.pin_sha256 = std::string(64, 'a');
+    WsClient c(*a->engine, o);
+    WsStatus s = c.sync_once(3s);
+    EXPECT_EQ(s.code, WsError::kPinMismatch) << s.to_string();
+  }
+  {
+    WsClientOptions o = options();
+    o.ca_file.clear();
+    o.pin_sha256 = Pki::get().pin;
+    WsClient c(*a->engine, o);
+    WsStatus s = c.sync_once(3s);
+    EXPECT_TRUE(s.ok()) << s.to_string();
+  }
+  {
+    WsClient c(*a->engine, options());  // the CA file trusts the self-signed certificate
+    WsStatus s = c.sync_once(3s);
+    EXPECT_TRUE(s.ok()) << s.to_string();
+  }
+  {
+    WsClientOptions o = options();
+    o.url = "wss://localhost:" + std::to_string(port) + "/sync";  // host name verification against the SAN
+    WsClient c(*a->engine, o);
+    WsStatus s = c.sync_once(3s);
+    EXPECT_TRUE(s.ok()) << s.to_string();
+  }
+}
+
+TEST_F(NetTest, BrokenFramesGetTypedErrorsAndCloseWhileOthersKeepSyncing) {
+  start_server();
+  auto a = device(301, "alice");
+  WsClient ca(*a->engine, options());
+  ASSERT_TRUE(ca.start().ok());
+  ASSERT_TRUE(ca.wait_until([&] { return a->engine->idle(); }, 3s)) << ca.last_error().to_string();
+  uint64_t head = store.head_seq();
+
+  {  // not a FlatBuffer
+    WsRawPeer peer(options());
+    ASSERT_TRUE(peer.connect().ok());
+    std::vector<uint8_t> junk = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    ASSERT_TRUE(peer.send(junk, 2s).ok());
+    EXPECT_EQ(expect_error(peer).code, ErrorCode::kMalformedMessage);
+    expect_closed(peer);
+  }
+  {  // a valid push cut in half
+    protocol::PushTxns push;
+    ClientTxn txn;
+    txn.node = 999;
+    txn.node_seq = 1;
+    RecordIdGenerator ids(999);
+    txn.changes.push_back(Change{ChangeOp::kCreate, EntityId::kAccount, ids.next(now_ms())});
+    push.txns.push_back(txn);
+    std::vector<uint8_t> frame = codec::encode(push);
+    frame.resize(frame.size() / 2);
+    WsRawPeer peer(options());
+    ASSERT_TRUE(peer.connect().ok());
+    ASSERT_TRUE(peer.send(frame, 2s).ok());
+    EXPECT_EQ(expect_error(peer).code, ErrorCode::kMalformedMessage);
+    expect_closed(peer);
+  }
+  {  // a text message
+    WsRawPeer peer(options());
+    ASSERT_TRUE(peer.connect().ok());
+    std::vector<uint8_t> text = {'h', 'i'};
+    ASSERT_TRUE(peer.send(text, 2s, false).ok());
+    EXPECT_EQ(expect_error(peer).code, ErrorCode::kMalformedMessage);
+    expect_closed(peer);
+  }
+  {  // over the message limit: refused by the WebSocket layer before it is buffered, close code 1009
+    WsRawPeer peer(options());
+    ASSERT_TRUE(peer.connect().ok());
+    std::vector<uint8_t> big(tuning::kMaxMessageBytes + 1, 0x42);
+    (void)peer.send(big, 3s);  // the server may close before all of it is written
+    std::vector<uint8_t> msg;
+    WsStatus s = peer.receive(msg, 2s);
+    EXPECT_EQ(s.code, WsError::kClosed) << s.to_string();
+    if (s.close_code != 0) {
+      EXPECT_EQ(s.close_code, 1009);
+    }
+  }
+  {  // wrong path: the upgrade is refused
+    WsClientOptions o = options();
+    o.url = "wss://127.0.0.1:" + std::to_string(port) + "/nope";
+    WsRawPeer peer(o);
+    EXPECT_EQ(peer.connect().code, WsError::kUpgrade);
+  }
+  EXPECT_EQ(store.head_seq(), head);  // nothing applied
+
+  // The server keeps serving the connected device.
+  RecordId id = a->new_account("t-north", "Still here");
+  ASSERT_TRUE(
+      ca.wait_until([&] { return a->engine->idle() && store.load(EntityId::kAccount, id).has_value(); }, 3s));
+  EXPECT_TRUE(ca.connected());
+  ca.stop();
+}
+
+TEST_F(NetTest, WrongProtocolVersionIsRefused) {
+  start_server();
+  WsRawPeer peer(options());
+  ASSERT_TRUE(peer.connect().ok());
+  protocol::Hello hello;
+  hello.protocol_version = protocol::kProtocolVersion + 7;
+  hello.schema_version = schema::kSchemaVersion;
+  hello.node = 401;
+  hello.token = "token-alice";
+  hello.client_time_ms = now_ms();
+  ASSERT_TRUE(peer.send(codec::encode(hello), 2s).ok());
+  EXPECT_EQ(expect_error(peer).code, ErrorCode::kUnsupportedProtocol);
+  expect_closed(peer);
+}
+
+TEST_F(NetTest, ReconnectsAfterServerRestartAndAppliesOfflineWriteOnce) {
+  start_server();
+  uint16_t first_port = port;
+  auto a = device(501, "alice");
+  WsClient ca(*a->engine, options());
+  ASSERT_TRUE(ca.start().ok());
+  ASSERT_TRUE(ca.wait_until([&] { return a->engine->idle(); }, 3s)) << ca.last_error().to_string();
+
+  server->stop();  // graceful drain: the client sees a close frame
+  server.reset();
+  ASSERT_TRUE(ca.wait_until([&] { return !ca.connected(); }, 3s));
+  RecordId id = a->new_account("t-north", "Written offline");
+  EXPECT_EQ(a->store.outbox().size(), 1u);
+
+  start_server(first_port);
+  ASSERT_TRUE(ca.wait_until([&] { return ca.connected() && a->engine->idle(); }, 4s))
+      << ca.last_error().to_string();
+  EXPECT_TRUE(store.load(EntityId::kAccount, id).has_value());
+  EXPECT_EQ(txns_from(501), 1u);
+  EXPECT_TRUE(a->store.outbox().empty());
+  ca.stop();
+}
+
+TEST_F(NetTest, StopDrainsSessionsWithCloseFrame) {
+  start_server();
+  auto a = device(601, "alice");
+  WsClient ca(*a->engine, options());
+  ASSERT_TRUE(ca.start().ok());
+  ASSERT_TRUE(ca.wait_until([&] { return a->engine->idle(); }, 3s)) << ca.last_error().to_string();
+  WsRawPeer peer(options());
+  ASSERT_TRUE(peer.connect().ok());
+  std::thread stopper([&] { server->stop(); });
+  std::vector<uint8_t> msg;
+  WsStatus s = peer.receive(msg, 2s);  // reading lets the peer answer the close frame
+  EXPECT_EQ(s.code, WsError::kClosed) << s.to_string();
+  EXPECT_EQ(s.close_code, 1001);  // going away
+  auto t0 = std::chrono::steady_clock::now();
+  stopper.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);  // both peers answered: no drain timeout
+  EXPECT_TRUE(ca.wait_until([&] { return !ca.connected(); }, 2s));
+  EXPECT_EQ(ca.last_error().close_code, 1001);
+  ca.stop();
+  server.reset();
+}
+
+}  // namespace
+}  // namespace fieldsync
