@@ -237,6 +237,12 @@ TEST_F(DirectoryTest, ExpiredToken) {
   seed();
   std::string token = *dir->login("alice", "alice-password", 1001, kNow);
   EXPECT_TRUE(dir->authenticate(hello(1001, token), kNow + kTtl - 1).is_ok());
+  std::optional<TokenClaims> claims = dir->verify_token(token);
+  ASSERT_TRUE(claims.has_value());
+  EXPECT_EQ(claims->user, "alice");
+  EXPECT_EQ(claims->node, 1001u);
+  EXPECT_EQ(claims->expiry_ms, kNow + kTtl) << "for closing a session when its token runs out";
+  EXPECT_FALSE(dir->verify_token(token.substr(1)).has_value());
   EXPECT_EQ(dir->authenticate(hello(1001, token), kNow + kTtl).status().code(), ErrorCode::kTokenExpired);
 }
 

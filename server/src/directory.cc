@@ -420,18 +420,25 @@ Result<std::string> Directory::login(const UserId& user, std::string_view passwo
   return sign(user, node, now_ms + options_.token_ttl_ms);
 }
 
-Result<Principal> Directory::authenticate(const protocol::Hello& hello, int64_t now_ms) {
-  std::optional<std::vector<uint8_t>> raw = base64url_decode(hello.token);
+std::optional<TokenClaims> Directory::verify_token(std::string_view token) const {
+  std::optional<std::vector<uint8_t>> raw = base64url_decode(token);
   constexpr size_t kFixed = 1 + 8 + 8 + 1;
-  if (!raw || raw->size() < kFixed + kMacBytes || (*raw)[0] != kTokenVersion) return auth_failed();
+  if (!raw || raw->size() < kFixed + kMacBytes || (*raw)[0] != kTokenVersion) return std::nullopt;
   const size_t user_len = (*raw)[17];
-  if (raw->size() != kFixed + user_len + kMacBytes) return auth_failed();
+  if (raw->size() != kFixed + user_len + kMacBytes) return std::nullopt;
   std::span<const uint8_t> body(raw->data(), kFixed + user_len);
   std::array<uint8_t, kMacBytes> expected = mac(key_, body);
-  if (CRYPTO_memcmp(expected.data(), raw->data() + body.size(), kMacBytes) != 0) return auth_failed();
-  const int64_t expiry_ms = static_cast<int64_t>(get_u64(raw->data() + 1));
-  const NodeId node = get_u64(raw->data() + 9);
-  const UserId user(reinterpret_cast<const char*>(raw->data() + kFixed), user_len);
+  if (CRYPTO_memcmp(expected.data(), raw->data() + body.size(), kMacBytes) != 0) return std::nullopt;
+  return TokenClaims{UserId(reinterpret_cast<const char*>(raw->data() + kFixed), user_len),
+                     get_u64(raw->data() + 9), static_cast<int64_t>(get_u64(raw->data() + 1))};
+}
+
+Result<Principal> Directory::authenticate(const protocol::Hello& hello, int64_t now_ms) {
+  std::optional<TokenClaims> claims = verify_token(hello.token);
+  if (!claims) return auth_failed();
+  const UserId& user = claims->user;
+  const NodeId node = claims->node;
+  const int64_t expiry_ms = claims->expiry_ms;
   if (node != hello.node) return auth_failed();  // a token stolen from another device
 
   Result<Device> d = device(node);

@@ -56,6 +56,13 @@ struct Device {
   int64_t revoked_at_ms = 0;
 };
 
+// What a token says, once its signature checked out.
+struct TokenClaims {
+  UserId user;
+  NodeId node = 0;
+  int64_t expiry_ms = 0;
+};
+
 class Directory final : public Authenticator {
  public:
   struct Options {
@@ -102,6 +109,10 @@ class Directory final : public Authenticator {
   // is registered to that user and not revoked (kDeviceRevoked: told even with an expired token, so a lost
   // phone erases its replica), then expiry (kTokenExpired), and builds the Principal.
   Result<Principal> authenticate(const protocol::Hello& hello, int64_t now_ms) override;
+
+  // The token's claims if its signature is valid (nothing else is checked). The session layer uses expiry_ms
+  // to close a session whose token runs out while it is connected.
+  std::optional<TokenClaims> verify_token(std::string_view token) const;
 
   // What `user` may see: a rep their territories; a manager their own and their team's territories and their
   // team; head office everything (no lists needed). Errors: kAuthFailed for an unknown user.
