@@ -111,7 +111,9 @@ Result<uint64_t> SyncClient::write(std::vector<Change> changes, int64_t now_ms) 
   meta.next_node_seq++;
   meta.hlc = clock.last();
   txn->set_meta(meta);
-  if (Status s = txn->commit(); !s) return s;
+  Status s = txn->commit();
+  txn.reset();  // maybe_push below opens its own store transaction
+  if (!s) return s;
 
   clock_ = clock;
   outbox_count_++;
@@ -278,7 +280,11 @@ void SyncClient::handle(const protocol::Welcome& m, int64_t now_ms) {
   auto txn = store_.begin();
   save_clock(*txn);
   ReplicaMeta meta = txn->meta();
-  if (Status s = txn->commit(); !s) {
+  // Release the store before a follow-up request (push, bootstrap page) opens its own transaction: the SQLite
+  // replica refuses nested transactions on one thread.
+  Status s = txn->commit();
+  txn.reset();
+  if (!s) {
     // Only the observed server clock was to be saved: forget it (the clock must not run ahead of what is
     // durable) and carry on; the first batch brings it again.
     clock_ = before;
@@ -333,7 +339,11 @@ void SyncClient::handle(const protocol::BootstrapPage& m, int64_t now_ms) {
   }
   meta.hlc = clock_.last();
   txn->set_meta(meta);
-  if (Status s = txn->commit(); !s) {
+  // Release the store before a follow-up request (push, bootstrap page) opens its own transaction: the SQLite
+  // replica refuses nested transactions on one thread.
+  Status s = txn->commit();
+  txn.reset();
+  if (!s) {
     clock_ = clock_before;  // nothing observed in this message is durable
     fail_storage(s, Retry::kPull, now_ms);
     return;
@@ -415,7 +425,11 @@ void SyncClient::handle(const protocol::ChangeBatch& m, int64_t now_ms) {
   meta.cursor = m.to_cursor;
   meta.hlc = clock_.last();
   txn->set_meta(meta);
-  if (Status s = txn->commit(); !s) {
+  // Release the store before a follow-up request (push, bootstrap page) opens its own transaction: the SQLite
+  // replica refuses nested transactions on one thread.
+  Status s = txn->commit();
+  txn.reset();
+  if (!s) {
     clock_ = clock_before;  // nothing observed in this message is durable
     fail_storage(s, Retry::kPull, now_ms);
     return;
@@ -546,7 +560,11 @@ void SyncClient::handle(const protocol::PushAck& m, int64_t now_ms) {
   }
   clock_.observe(m.server_hlc);
   save_clock(*txn);
-  if (Status s = txn->commit(); !s) {
+  // Release the store before a follow-up request (push, bootstrap page) opens its own transaction: the SQLite
+  // replica refuses nested transactions on one thread.
+  Status s = txn->commit();
+  txn.reset();
+  if (!s) {
     clock_ = clock_before;  // nothing observed in this message is durable
     fail_storage(s, Retry::kPush, now_ms);
     return;
