@@ -3,7 +3,10 @@
 #include <sqlite3.h>
 
 #include <cassert>
+#include <cstdio>
+#include <cstdlib>
 #include <random>
+#include <thread>
 #include <utility>
 
 #include "fieldsync/schema/ddl.h"
@@ -131,7 +134,8 @@ Status sqlite_status(int rc, sqlite3* db, std::string_view what) {
 // One SQLite transaction (BEGIN IMMEDIATE ... COMMIT). Holds the store's mutex for its whole life.
 class SqliteReplicaTxn final : public ReplicaTxn {
  public:
-  explicit SqliteReplicaTxn(SqliteReplicaStore& store) : store_(store), lock_(store.mu_) {
+  explicit SqliteReplicaTxn(SqliteReplicaStore& store) : store_(store), lock_(store.lock()) {
+    store_.owner_ = std::this_thread::get_id();
     int rc = sqlite3_exec(store_.db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
     if (rc == SQLITE_OK) {
       open_ = true;
@@ -144,9 +148,11 @@ class SqliteReplicaTxn final : public ReplicaTxn {
 
   ~SqliteReplicaTxn() override {
     if (open_) sqlite3_exec(store_.db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    if (lock_.owns_lock()) store_.owner_ = std::thread::id();
   }
 
   std::optional<RecordState> load(EntityId entity, const RecordId& id) override {
+    auto relocked = relock();
     const schema::EntityDef* e = schema::entity(entity);
     if (e == nullptr) return std::nullopt;
     sqlite3_stmt* s = stmt("SELECT _meta FROM " + quoted(e->name) + " WHERE id = ?1");
@@ -240,6 +246,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
   }
 
   std::vector<ClientTxn> outbox_peek(size_t max_txns) override {
+    auto relocked = relock();
     std::vector<ClientTxn> out;
     if (max_txns == 0) return out;
     sqlite3_stmt* s = stmt("SELECT node_seq, txn FROM _outbox ORDER BY node_seq LIMIT ?1");
@@ -274,6 +281,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
   }
 
   size_t outbox_size() override {
+    auto relocked = relock();
     sqlite3_stmt* s = stmt("SELECT count(*) FROM _outbox");
     if (s == nullptr) return 0;
     Use use(s);
@@ -287,6 +295,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
 
   ReplicaMeta meta() override {
     if (meta_) return *meta_;
+    auto relocked = relock();
     ReplicaMeta m;
     sqlite3_stmt* s = stmt(
         "SELECT node, hlc, next_node_seq, cursor, bootstrap_done, bootstrap_snapshot_seq, "
@@ -375,9 +384,19 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     step_done(s, "add rejection");
   }
 
+  // Ends the transaction and releases the store: SyncClient goes on to begin the next one while this object
+  // is still alive. Reads on a finished transaction see the committed state; writes are ignored.
   Status commit() override {
     if (committed_) return Status(ErrorCode::kInternal, "commit() called twice");
     committed_ = true;
+    Status s = finish();
+    store_.owner_ = std::thread::id();
+    lock_.unlock();
+    return s;
+  }
+
+ private:
+  Status finish() {
     if (!error_.is_ok() || !open_) {
       if (open_) sqlite3_exec(store_.db_, "ROLLBACK", nullptr, nullptr, nullptr);
       open_ = false;
@@ -404,10 +423,16 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     return Status::ok();
   }
 
- private:
+  // Reads after commit() take the store's lock for their own duration.
+  std::unique_lock<std::mutex> relock() {
+    return lock_.owns_lock() ? std::unique_lock<std::mutex>() : store_.lock();
+  }
+
   // Writes go on only while nothing failed; the first failure (including "could not begin") is what commit()
   // returns.
   bool writable() {
+    assert(!committed_ && "write to a committed ReplicaTxn");
+    if (committed_) return false;
     wrote_ = true;
     if (!open_ && error_.is_ok()) error_ = write_error_;
     return error_.is_ok();
@@ -452,9 +477,9 @@ class SqliteReplicaTxn final : public ReplicaTxn {
   }
 
   SqliteReplicaStore& store_;
-  std::unique_lock<std::mutex> lock_;
-  bool open_ = false;       // inside BEGIN IMMEDIATE
-  bool committed_ = false;  // commit() was called
+  std::unique_lock<std::mutex> lock_;  // the store's; owner_ names this thread while it is held
+  bool open_ = false;                  // inside BEGIN IMMEDIATE
+  bool committed_ = false;             // commit() was called
   bool wrote_ = false;
   Status write_error_;  // why BEGIN IMMEDIATE failed: reported at the first write
   Status error_;        // first failure: commit() rolls back and returns it
@@ -624,13 +649,25 @@ std::unique_ptr<ReplicaTxn> SqliteReplicaStore::begin() {
   return std::make_unique<SqliteReplicaTxn>(*this);
 }
 
+std::unique_lock<std::mutex> SqliteReplicaStore::lock() {
+  // A second transaction (or read()) on the thread that holds one would wait for itself forever: a programmer
+  // error, reported instead of hanging.
+  if (owner_.load() == std::this_thread::get_id()) {
+    std::fprintf(stderr,
+                 "fieldsync: SqliteReplicaStore used while this thread holds one of its transactions\n");
+    std::abort();
+  }
+  std::unique_lock<std::mutex> l(mu_);
+  return l;
+}
+
 Status SqliteReplicaStore::read(const std::function<Status(sqlite3*)>& fn) {
-  std::lock_guard lock(mu_);
+  auto l = lock();
   return fn(db_);
 }
 
 Status SqliteReplicaStore::mark_seen(const char* table, int64_t up_to_id) {
-  std::lock_guard lock(mu_);
+  auto l = lock();
   Status st;
   sqlite3_stmt* s =
       statement(std::string("UPDATE ") + table + " SET seen = 1 WHERE seen = 0 AND id <= ?1", st);
@@ -641,12 +678,12 @@ Status SqliteReplicaStore::mark_seen(const char* table, int64_t up_to_id) {
 }
 
 void SqliteReplicaStore::fail_next_commit(Status status) {
-  std::lock_guard lock(mu_);
+  auto l = lock();
   pending_fault_ = std::move(status);
 }
 
 Result<std::map<RecordKey, RecordState>> SqliteReplicaStore::records() {
-  std::lock_guard lock(mu_);
+  auto l = lock();
   std::map<RecordKey, RecordState> out;
   for (const schema::EntityDef& e : schema::entities()) {
     Status st;
@@ -669,7 +706,7 @@ Result<std::map<RecordKey, RecordState>> SqliteReplicaStore::records() {
 }
 
 Result<std::vector<ConflictRecord>> SqliteReplicaStore::conflicts() {
-  std::lock_guard lock(mu_);
+  auto l = lock();
   Status st;
   sqlite3_stmt* s = statement("SELECT id, conflict FROM _conflicts ORDER BY id", st);
   if (s == nullptr) return st;
@@ -686,7 +723,7 @@ Result<std::vector<ConflictRecord>> SqliteReplicaStore::conflicts() {
 }
 
 Result<std::vector<Rejection>> SqliteReplicaStore::rejections() {
-  std::lock_guard lock(mu_);
+  auto l = lock();
   Status st;
   sqlite3_stmt* s =
       statement("SELECT id, node_seq, reason, message, changes FROM _rejections ORDER BY id", st);

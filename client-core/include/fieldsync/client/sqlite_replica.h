@@ -28,6 +28,7 @@
 // same store.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -36,6 +37,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -100,11 +102,13 @@ class SqliteReplicaStore final : public ReplicaStore {
   // A cached prepared statement (prepared once per connection, reset by the caller after use).
   sqlite3_stmt* statement(const std::string& sql, Status& status);
   Status mark_seen(const char* table, int64_t up_to_id);
+  std::unique_lock<std::mutex> lock();  // aborts if this thread already holds a transaction of this store
 
   const std::string path_;
   sqlite3* db_ = nullptr;
   NodeId node_ = 0;
-  std::mutex mu_;  // held by an open ReplicaTxn, by read() and by mark_*_seen()
+  std::mutex mu_;                       // held by an open ReplicaTxn, by read() and by mark_*_seen()
+  std::atomic<std::thread::id> owner_;  // the thread holding an open ReplicaTxn, if any
   std::unordered_map<std::string, sqlite3_stmt*> statements_;
   std::optional<Status> pending_fault_;
 };

@@ -1,0 +1,769 @@
+// SqliteReplicaStore: the ReplicaStore contract, persistence, the format migration from a frozen format-1
+// file, typed storage errors (corrupt, read-only, locked, full) with nothing half-written, SyncClient over a
+// real file, and a kill -9 crash-safety loop.
+#include "fieldsync/client/sqlite_replica.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "fieldsync/sync/client.h"
+#include "fieldsync/sync/memory_store.h"
+#include "fieldsync/sync/server.h"
+
+namespace fieldsync::client {
+namespace {
+
+namespace fs = std::filesystem;
+namespace f = schema::fields;
+using schema::EntityId;
+
+constexpr int64_t kStart = 1'760'000'000'000;
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "replica_test.XXXXXX").string();
+    path_ = mkdtemp(tmpl.data());
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  std::string file(const std::string& name) const { return (fs::path(path_) / name).string(); }
+
+ private:
+  std::string path_;
+};
+
+std::unique_ptr<SqliteReplicaStore> open_ok(const std::string& path, SqliteReplicaStore::Options o = {}) {
+  auto r = SqliteReplicaStore::open(path, o);
+  EXPECT_TRUE(r.is_ok()) << r.status().to_string();
+  return r ? std::move(r).value() : nullptr;
+}
+
+RecordState account(RecordId id, const std::string& name, Hlc hlc = 100) {
+  RecordState r;
+  r.entity = EntityId::kAccount;
+  r.id = id;
+  r.created = Version{hlc, 7};
+  FieldState* n = r.mutable_field(f::kAccountName);
+  n->value = Value::text(name);
+  n->version = Version{hlc, 7};
+  n->user = "alice";
+  FieldState* t = r.mutable_field(f::kAccountTerritory);
+  t->value = Value::text("t-north");
+  t->version = Version{hlc, 7};
+  t->user = "alice";
+  return r;
+}
+
+Change create(EntityId e, RecordId id) {
+  return Change{ChangeOp::kCreate, e, id};
+}
+Change set(EntityId e, RecordId id, uint16_t field, Value v) {
+  Change c{ChangeOp::kSet, e, id, field};
+  c.value = std::move(v);
+  return c;
+}
+
+ClientTxn outbox_txn(uint64_t seq, RecordId id) {
+  ClientTxn t;
+  t.node = 7;
+  t.node_seq = seq;
+  t.created_at_ms = kStart + static_cast<int64_t>(seq);
+  Change c = set(EntityId::kAccount, id, f::kAccountName, Value::text("n" + std::to_string(seq)));
+  c.version = Version{1000 + seq, 7};
+  t.changes.push_back(c);
+  return t;
+}
+
+// Raw access to a file with a second connection (what another process or a careless tool would do).
+struct RawDb {
+  explicit RawDb(const std::string& path) { EXPECT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK); }
+  ~RawDb() { sqlite3_close(db); }
+  int exec(const std::string& sql) { return sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr); }
+  int64_t scalar(const std::string& sql) {
+    sqlite3_stmt* s = nullptr;
+    int64_t v = -1;
+    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &s, nullptr) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+      v = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    return v;
+  }
+  sqlite3* db = nullptr;
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+RecordIdGenerator& ids() {
+  static RecordIdGenerator gen(42);
+  return gen;
+}
+
+// ---- The ReplicaStore contract
+// ------------------------------------------------------------------------------
+
+TEST(SqliteReplica, NewFileHasFormatAndRandomNode) {
+  TempDir dir;
+  auto a = open_ok(dir.file("a.db"));
+  auto b = open_ok(dir.file("b.db"));
+  ASSERT_TRUE(a && b);
+  EXPECT_NE(a->node(), 0u);
+  EXPECT_NE(a->node(), b->node());
+  EXPECT_EQ(a->begin()->meta().node, a->node());
+  EXPECT_EQ(a->begin()->meta().next_node_seq, 1u);
+  int64_t version = 0;
+  ASSERT_TRUE(a->read([&](sqlite3* db) {
+    sqlite3_stmt* s = nullptr;
+    sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, nullptr);
+    sqlite3_step(s);
+    version = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    return Status::ok();
+  }));
+  EXPECT_EQ(version, SqliteReplicaStore::kFormatVersion);
+}
+
+TEST(SqliteReplica, SaveLoadEraseAndTypedColumns) {
+  TempDir dir;
+  SqliteReplicaStore::Options o;
+  o.node = 7;
+  auto store = open_ok(dir.file("r.db"), o);
+  ASSERT_TRUE(store);
+  const RecordId id = ids().next(kStart);
+  RecordState rec = account(id, "Acme");
+  FieldState* notes = rec.mutable_field(9);
+  notes->fragments.push_back(Fragment{Version{5, 7}, "alice", "first"});
+  notes->value = Value::text("first");
+  notes->version = Version{5, 7};
+  {
+    auto txn = store->begin();
+    EXPECT_FALSE(txn->load(EntityId::kAccount, id).has_value());
+    txn->save(rec);
+    EXPECT_EQ(txn->load(EntityId::kAccount, id), rec);  // a transaction sees its own writes
+    ASSERT_TRUE(txn->commit());
+  }
+  EXPECT_EQ(store->begin()->load(EntityId::kAccount, id), rec);
+  // The typed projection the API queries.
+  std::string name, territory;
+  int64_t deleted = -1;
+  ASSERT_TRUE(store->read([&](sqlite3* db) {
+    sqlite3_stmt* s = nullptr;
+    sqlite3_prepare_v2(db, "SELECT name, territory_id, _deleted FROM account WHERE id = ?", -1, &s, nullptr);
+    const std::string key = id.to_string();
+    sqlite3_bind_text(s, 1, key.c_str(), -1, SQLITE_TRANSIENT);
+    if (sqlite3_step(s) != SQLITE_ROW) return Status(ErrorCode::kInternal, "no row");
+    name = reinterpret_cast<const char*>(sqlite3_column_text(s, 0));
+    territory = reinterpret_cast<const char*>(sqlite3_column_text(s, 1));
+    deleted = sqlite3_column_int64(s, 2);
+    sqlite3_finalize(s);
+    return Status::ok();
+  }));
+  EXPECT_EQ(name, "Acme");
+  EXPECT_EQ(territory, "t-north");
+  EXPECT_EQ(deleted, 0);
+
+  // Tombstone: _deleted set, state kept.
+  rec.deleted = true;
+  rec.deleted_version = Version{200, 7};
+  {
+    auto txn = store->begin();
+    txn->save(rec);
+    ASSERT_TRUE(txn->commit());
+  }
+  EXPECT_TRUE(store->begin()->load(EntityId::kAccount, id)->deleted);
+  {
+    auto txn = store->begin();
+    txn->erase(EntityId::kAccount, id);
+    EXPECT_FALSE(txn->load(EntityId::kAccount, id).has_value());
+    ASSERT_TRUE(txn->commit());
+  }
+  EXPECT_FALSE(store->begin()->load(EntityId::kAccount, id).has_value());
+  auto all = store->records();
+  ASSERT_TRUE(all);
+  EXPECT_TRUE(all->empty());
+}
+
+TEST(SqliteReplica, OutboxOrderPeekRemoveSize) {
+  TempDir dir;
+  auto store = open_ok(dir.file("r.db"));
+  ASSERT_TRUE(store);
+  const RecordId id = ids().next(kStart);
+  {
+    auto txn = store->begin();
+    for (uint64_t seq : {3, 1, 2, 5}) txn->outbox_append(outbox_txn(seq, id));
+    EXPECT_EQ(txn->outbox_size(), 4u);
+    ASSERT_TRUE(txn->commit());
+  }
+  {
+    auto txn = store->begin();
+    std::vector<ClientTxn> two = txn->outbox_peek(2);
+    ASSERT_EQ(two.size(), 2u);
+    EXPECT_EQ(two[0], outbox_txn(1, id));
+    EXPECT_EQ(two[1].node_seq, 2u);
+    std::vector<ClientTxn> all = txn->outbox_peek(SIZE_MAX);
+    ASSERT_EQ(all.size(), 4u);
+    EXPECT_EQ(all[3].node_seq, 5u);
+    EXPECT_TRUE(txn->outbox_peek(0).empty());
+    txn->outbox_remove(1);
+    txn->outbox_remove(3);
+    txn->outbox_remove(99);  // absent: no-op
+    EXPECT_EQ(txn->outbox_size(), 2u);
+    ASSERT_TRUE(txn->commit());
+  }
+  auto txn = store->begin();
+  std::vector<ClientTxn> left = txn->outbox_peek(10);
+  ASSERT_EQ(left.size(), 2u);
+  EXPECT_EQ(left[0].node_seq, 2u);
+  EXPECT_EQ(left[1].node_seq, 5u);
+}
+
+TEST(SqliteReplica, MetaConflictsRejections) {
+  TempDir dir;
+  auto store = open_ok(dir.file("r.db"));
+  ASSERT_TRUE(store);
+  ReplicaMeta m = store->begin()->meta();
+  m.hlc = 123456789;
+  m.next_node_seq = 42;
+  m.cursor = 17;
+  m.bootstrap_done = true;
+  m.bootstrap_snapshot_seq = 9;
+  m.bootstrap_page_token = "page\x01token";
+  m.bootstrap_total = 1000;
+  m.bootstrap_received = 500;
+  ConflictRecord c;
+  c.server_seq = 17;
+  c.entity = EntityId::kAccount;
+  c.record = ids().next(kStart);
+  c.field = f::kAccountName;
+  c.winner = ConflictSide{Value::text("B"), Version{10, 2}, "bob"};
+  c.loser = ConflictSide{Value::text("A"), Version{9, 1}, "alice"};
+  c.rule = "last_writer_wins";
+  Rejection r;
+  r.node_seq = 4;
+  r.reason = ErrorCode::kServerOwnedField;
+  r.message = "credit_limit_cents is owned by head office";
+  r.changes = outbox_txn(4, c.record).changes;
+  {
+    auto txn = store->begin();
+    txn->set_meta(m);
+    EXPECT_EQ(txn->meta(), m);
+    txn->add_conflict(c);
+    txn->add_rejection(r);
+    ASSERT_TRUE(txn->commit());
+  }
+  EXPECT_EQ(store->begin()->meta(), m);
+  auto cs = store->conflicts();
+  ASSERT_TRUE(cs);
+  ASSERT_EQ(cs->size(), 1u);
+  EXPECT_EQ((*cs)[0], c);
+  auto rs = store->rejections();
+  ASSERT_TRUE(rs);
+  ASSERT_EQ(rs->size(), 1u);
+  EXPECT_EQ((*rs)[0], r);
+}
+
+TEST(SqliteReplica, DestroyWithoutCommitRollsBackEverything) {
+  TempDir dir;
+  auto store = open_ok(dir.file("r.db"));
+  ASSERT_TRUE(store);
+  const RecordId id = ids().next(kStart);
+  const ReplicaMeta before = store->begin()->meta();
+  {
+    auto txn = store->begin();
+    txn->save(account(id, "gone"));
+    txn->outbox_append(outbox_txn(1, id));
+    ReplicaMeta m = before;
+    m.next_node_seq = 2;
+    txn->set_meta(m);
+    txn->add_conflict(ConflictRecord{});
+    txn->add_rejection(Rejection{});
+  }
+  auto txn = store->begin();
+  EXPECT_FALSE(txn->load(EntityId::kAccount, id).has_value());
+  EXPECT_EQ(txn->outbox_size(), 0u);
+  EXPECT_EQ(txn->meta(), before);
+  txn.reset();
+  EXPECT_TRUE(store->conflicts()->empty());
+  EXPECT_TRUE(store->rejections()->empty());
+}
+
+TEST(SqliteReplica, ReopenKeepsEverythingAndTheNode) {
+  TempDir dir;
+  const std::string path = dir.file("r.db");
+  const RecordId id = ids().next(kStart);
+  NodeId node = 0;
+  ReplicaMeta m;
+  {
+    auto store = open_ok(path);
+    ASSERT_TRUE(store);
+    node = store->node();
+    auto txn = store->begin();
+    txn->save(account(id, "kept"));
+    txn->outbox_append(outbox_txn(1, id));
+    m = txn->meta();
+    m.next_node_seq = 2;
+    m.hlc = 99;
+    txn->set_meta(m);
+    ASSERT_TRUE(txn->commit());
+  }
+  auto store = open_ok(path);
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->node(), node);
+  auto txn = store->begin();
+  EXPECT_EQ(txn->meta(), m);
+  EXPECT_EQ(txn->load(EntityId::kAccount, id), account(id, "kept"));
+  EXPECT_EQ(txn->outbox_peek(5).size(), 1u);
+  txn.reset();
+  // Asking for another node than the file's is a mistake, not a silent re-identification.
+  SqliteReplicaStore::Options o;
+  o.node = node + 1;
+  store.reset();
+  auto other = SqliteReplicaStore::open(path, o);
+  ASSERT_FALSE(other);
+  EXPECT_EQ(other.status().code(), ErrorCode::kInvalidArgument);
+  SqliteReplicaStore::Options no_create;
+  no_create.create_if_missing = false;
+  auto missing = SqliteReplicaStore::open(dir.file("missing.db"), no_create);
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.status().code(), ErrorCode::kStorageIo);
+  EXPECT_NE(missing.status().message().find("missing.db"), std::string::npos) << missing.status().message();
+}
+
+// ---- Migration
+// ----------------------------------------------------------------------------------------------
+
+std::string make_v1(const TempDir& dir, const std::string& extra_sql = {}) {
+  const std::string path = dir.file("v1.db");
+  const std::string sql = slurp(std::string(FIELDSYNC_FIXTURES_DIR) + "/replica_v1.sql");
+  EXPECT_FALSE(sql.empty());
+  RawDb raw(path);
+  char* err = nullptr;
+  EXPECT_EQ(sqlite3_exec(raw.db, sql.c_str(), nullptr, nullptr, &err), SQLITE_OK) << (err ? err : "");
+  sqlite3_free(err);
+  if (!extra_sql.empty()) {
+    EXPECT_EQ(raw.exec(extra_sql), SQLITE_OK);
+  }
+  EXPECT_EQ(raw.scalar("PRAGMA user_version"), 1);
+  return path;
+}
+
+TEST(SqliteReplicaMigration, FormatOneFileMigratesInPlaceKeepingTheOutbox) {
+  TempDir dir;
+  const std::string path = make_v1(dir);
+  const NodeId node = 0x51f0c0ffee000001ull;
+  const RecordId acc = *RecordId::parse("0199a2b4-6c00-7000-8000-000000000001");
+  const RecordId con = *RecordId::parse("0199a2b4-6c00-7001-8000-000000000002");
+  {
+    auto store = open_ok(path);
+    ASSERT_TRUE(store);
+    EXPECT_EQ(store->node(), node);
+    auto txn = store->begin();
+    ReplicaMeta m = txn->meta();
+    EXPECT_EQ(m.next_node_seq, 4u);
+    EXPECT_EQ(m.cursor, 7u);
+    EXPECT_TRUE(m.bootstrap_done);
+    std::vector<ClientTxn> outbox = txn->outbox_peek(SIZE_MAX);
+    ASSERT_EQ(outbox.size(), 3u);
+    for (size_t i = 0; i < 3; ++i) {
+      EXPECT_EQ(outbox[i].node_seq, i + 1);
+      EXPECT_EQ(outbox[i].node, node);
+    }
+    std::optional<RecordState> a = txn->load(EntityId::kAccount, acc);
+    ASSERT_TRUE(a.has_value());
+    EXPECT_EQ(a->get(f::kAccountName), Value::text("Müller's Bäckerei"));
+    EXPECT_EQ(a->get(5), Value::text("+49 30 1234"));
+    std::optional<RecordState> c = txn->load(EntityId::kContact, con);
+    ASSERT_TRUE(c.has_value());
+    EXPECT_EQ(c->get(6), Value::boolean(true));
+    ASSERT_TRUE(txn->commit());
+    txn.reset();
+    auto conflicts = store->conflicts();
+    ASSERT_TRUE(conflicts) << conflicts.status().to_string();
+    ASSERT_EQ(conflicts->size(), 1u);
+    EXPECT_EQ((*conflicts)[0].loser.value, Value::text("Potsdam"));
+    auto rejections = store->rejections();
+    ASSERT_TRUE(rejections) << rejections.status().to_string();
+    ASSERT_EQ(rejections->size(), 1u);
+    EXPECT_EQ((*rejections)[0].reason, ErrorCode::kServerOwnedField);
+
+    // Format 2's inbox: everything migrated is unread; marking it read sticks.
+    ASSERT_TRUE(store->mark_conflicts_seen(INT64_MAX));
+    int64_t unread_conflicts = -1, unread_rejections = -1;
+    ASSERT_TRUE(store->read([&](sqlite3* db) {
+      sqlite3_stmt* s = nullptr;
+      sqlite3_prepare_v2(db,
+                         "SELECT (SELECT count(*) FROM _conflicts WHERE seen = 0), "
+                         "(SELECT count(*) FROM _rejections WHERE seen = 0)",
+                         -1, &s, nullptr);
+      sqlite3_step(s);
+      unread_conflicts = sqlite3_column_int64(s, 0);
+      unread_rejections = sqlite3_column_int64(s, 1);
+      sqlite3_finalize(s);
+      return Status::ok();
+    }));
+    EXPECT_EQ(unread_conflicts, 0);
+    EXPECT_EQ(unread_rejections, 1);
+
+    // The migrated replica keeps working: the next local write continues the node's sequence.
+    ClientConfig cfg;
+    cfg.user = "alice";
+    SyncClient client(*store, cfg);
+    Result<uint64_t> seq =
+        client.write({set(EntityId::kAccount, acc, 4, Value::text("Berlin"))}, kStart + 5000);
+    ASSERT_TRUE(seq) << seq.status().to_string();
+    EXPECT_EQ(*seq, 4u);
+  }
+  RawDb raw(path);
+  EXPECT_EQ(raw.scalar("PRAGMA user_version"), SqliteReplicaStore::kFormatVersion);
+  EXPECT_EQ(raw.scalar("SELECT count(*) FROM _outbox"), 4);
+  EXPECT_EQ(raw.scalar("SELECT count(*) FROM sqlite_schema WHERE name = '_conflicts_by_seen'"), 1);
+}
+
+TEST(SqliteReplicaMigration, FailedMigrationLeavesTheOldFormatUntouched) {
+  TempDir dir;
+  // An object in the way of one of the migration's indexes makes the migration fail half-way.
+  const std::string path = make_v1(dir, "CREATE TABLE _conflicts_by_record (x)");
+  auto r = SqliteReplicaStore::open(path, {});
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.status().message().find("migrating"), std::string::npos) << r.status().to_string();
+  RawDb raw(path);
+  EXPECT_EQ(raw.scalar("PRAGMA user_version"), 1);
+  EXPECT_EQ(raw.scalar("SELECT count(*) FROM pragma_table_info('_conflicts') WHERE name = 'seen'"), 0);
+  EXPECT_EQ(raw.scalar("SELECT count(*) FROM _outbox"), 3);
+}
+
+TEST(SqliteReplicaMigration, NewerFormatIsRefusedAndLeftUntouched) {
+  TempDir dir;
+  const std::string path = dir.file("new.db");
+  {
+    auto store = open_ok(path);
+    ASSERT_TRUE(store);
+  }
+  {
+    RawDb raw(path);
+    ASSERT_EQ(raw.exec("PRAGMA journal_mode = DELETE"), SQLITE_OK);
+    ASSERT_EQ(raw.exec("PRAGMA user_version = 3"), SQLITE_OK);
+  }
+  const std::string before = slurp(path);
+  auto r = SqliteReplicaStore::open(path, {});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.status().code(), ErrorCode::kSchemaTooNew);
+  EXPECT_NE(r.status().message().find("newer"), std::string::npos) << r.status().message();
+  EXPECT_EQ(slurp(path), before);
+  EXPECT_FALSE(fs::exists(path + "-wal"));
+}
+
+// ---- Storage errors
+// -----------------------------------------------------------------------------------------
+
+TEST(SqliteReplicaErrors, GarbageFileIsCorrupt) {
+  TempDir dir;
+  const std::string path = dir.file("junk.db");
+  {
+    std::ofstream out(path, std::ios::binary);
+    for (int i = 0; i < 512; ++i) out << "this is not a database, just some bytes ";
+  }
+  auto r = SqliteReplicaStore::open(path, {});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.status().code(), ErrorCode::kStorageCorrupt) << r.status().to_string();
+}
+
+TEST(SqliteReplicaErrors, ForeignDatabaseIsRefused) {
+  TempDir dir;
+  const std::string path = dir.file("other.db");
+  {
+    RawDb raw(path);
+    ASSERT_EQ(raw.exec("CREATE TABLE t (x)"), SQLITE_OK);
+  }
+  auto r = SqliteReplicaStore::open(path, {});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.status().code(), ErrorCode::kStorageCorrupt);
+}
+
+TEST(SqliteReplicaErrors, CorruptMetaBlobIsTypedNotUndefined) {
+  TempDir dir;
+  const std::string path = dir.file("r.db");
+  auto store = open_ok(path);
+  ASSERT_TRUE(store);
+  const RecordId id = ids().next(kStart);
+  {
+    auto txn = store->begin();
+    txn->save(account(id, "x"));
+    txn->outbox_append(outbox_txn(1, id));
+    ASSERT_TRUE(txn->commit());
+  }
+  {
+    RawDb raw(path);
+    ASSERT_EQ(raw.exec("UPDATE account SET _meta = X'0badc0de0badc0de'"), SQLITE_OK);
+  }
+  auto txn = store->begin();
+  EXPECT_FALSE(txn->load(EntityId::kAccount, id).has_value());
+  txn->outbox_remove(1);
+  Status s = txn->commit();
+  EXPECT_EQ(s.code(), ErrorCode::kStorageCorrupt) << s.to_string();
+  txn.reset();
+  EXPECT_EQ(store->begin()->outbox_size(), 1u);  // the removal in the failed transaction was rolled back
+  EXPECT_EQ(store->records().status().code(), ErrorCode::kStorageCorrupt);
+}
+
+TEST(SqliteReplicaErrors, ReadOnlyFileRefusesWritesTyped) {
+  TempDir dir;
+  const std::string path = dir.file("r.db");
+  const RecordId id = ids().next(kStart);
+  {
+    auto store = open_ok(path);
+    ASSERT_TRUE(store);
+    auto txn = store->begin();
+    txn->save(account(id, "x"));
+    ASSERT_TRUE(txn->commit());
+  }
+  auto check = [&](SqliteReplicaStore& store) {
+    auto txn = store.begin();
+    EXPECT_TRUE(txn->load(EntityId::kAccount, id).has_value());  // reads still work
+    txn->save(account(ids().next(kStart), "y"));
+    Status s = txn->commit();
+    EXPECT_EQ(s.code(), ErrorCode::kStorageReadOnly) << s.to_string();
+  };
+  SqliteReplicaStore::Options ro;
+  ro.read_only = true;
+  auto store = open_ok(path, ro);
+  ASSERT_TRUE(store);
+  check(*store);
+  store.reset();
+  if (geteuid() != 0) {  // root ignores file permissions
+    fs::permissions(path, fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
+    auto plain = open_ok(path);
+    ASSERT_TRUE(plain);
+    check(*plain);
+  }
+}
+
+TEST(SqliteReplicaErrors, LockedByAnotherConnectionIsRetryable) {
+  TempDir dir;
+  const std::string path = dir.file("r.db");
+  SqliteReplicaStore::Options o;
+  o.busy_timeout_ms = 50;
+  auto store = open_ok(path, o);
+  ASSERT_TRUE(store);
+  const RecordId id = ids().next(kStart);
+  {
+    RawDb other(path);
+    ASSERT_EQ(other.exec("BEGIN IMMEDIATE"), SQLITE_OK);
+    auto txn = store->begin();
+    EXPECT_EQ(txn->meta().node, store->node());  // reads are not blocked by a writer (WAL)
+    txn->save(account(id, "x"));
+    txn->outbox_append(outbox_txn(1, id));
+    Status s = txn->commit();
+    EXPECT_EQ(s.code(), ErrorCode::kStorageLocked) << s.to_string();
+    EXPECT_TRUE(s.retryable());
+    ASSERT_EQ(other.exec("ROLLBACK"), SQLITE_OK);
+  }
+  EXPECT_EQ(store->begin()->outbox_size(), 0u);
+  auto txn = store->begin();
+  txn->save(account(id, "x"));
+  EXPECT_TRUE(txn->commit());
+}
+
+TEST(SqliteReplicaErrors, DiskFullWritesNothing) {
+  TempDir dir;
+  auto store = open_ok(dir.file("r.db"));
+  ASSERT_TRUE(store);
+  const RecordId kept = ids().next(kStart);
+  {
+    auto txn = store->begin();
+    txn->save(account(kept, "kept"));
+    ASSERT_TRUE(txn->commit());
+  }
+  const ReplicaMeta before = store->begin()->meta();
+  auto set_max_pages = [&](const char* sql) {
+    return store->read([&](sqlite3* db) {
+      return sqlite_status(sqlite3_exec(db, sql, nullptr, nullptr, nullptr), db, "max_page_count");
+    });
+  };
+  ASSERT_TRUE(set_max_pages("PRAGMA max_page_count = 1"));  // clamps to the current size: no growth
+  std::vector<RecordId> written;
+  {
+    auto txn = store->begin();
+    for (int i = 0; i < 200; ++i) {
+      written.push_back(ids().next(kStart));
+      txn->save(account(written.back(), std::string(2000, 'x')));
+    }
+    txn->outbox_append(outbox_txn(1, written[0]));
+    ReplicaMeta m = before;
+    m.next_node_seq = 2;
+    txn->set_meta(m);
+    Status s = txn->commit();
+    EXPECT_EQ(s.code(), ErrorCode::kStorageFull) << s.to_string();
+  }
+  ASSERT_TRUE(set_max_pages("PRAGMA max_page_count = 1073741823"));
+  auto txn = store->begin();
+  for (const RecordId& id : written) EXPECT_FALSE(txn->load(EntityId::kAccount, id).has_value());
+  EXPECT_EQ(txn->outbox_size(), 0u);
+  EXPECT_EQ(txn->meta(), before);
+  EXPECT_TRUE(txn->load(EntityId::kAccount, kept).has_value());
+  txn->save(account(written[0], "fits now"));
+  EXPECT_TRUE(txn->commit());
+}
+
+// ---- SyncClient over the real file
+// --------------------------------------------------------------------------
+
+class TokenAuth final : public Authenticator {
+ public:
+  Result<Principal> authenticate(const protocol::Hello&, int64_t) override {
+    return Principal{"alice", schema::Role::kRep, {"t-north"}, {}};
+  }
+};
+
+std::vector<Change> new_account(RecordId id, const std::string& name) {
+  return {create(EntityId::kAccount, id), set(EntityId::kAccount, id, f::kAccountName, Value::text(name)),
+          set(EntityId::kAccount, id, f::kAccountTerritory, Value::text("t-north")),
+          set(EntityId::kAccount, id, 10, Value::text("alice"))};
+}
+
+TEST(SqliteReplicaSync, WriteAndOutboxEntryCommitTogetherAndAckDropsIt) {
+  TempDir dir;
+  auto store = open_ok(dir.file("r.db"));
+  ASSERT_TRUE(store);
+  ClientConfig cfg;
+  cfg.user = "alice";
+  cfg.token = "t";
+  SyncClient client(*store, cfg);
+  const RecordId a = ids().next(kStart);
+  Result<uint64_t> seq = client.write(new_account(a, "Acme"), kStart);
+  ASSERT_TRUE(seq) << seq.status().to_string();
+  {
+    auto txn = store->begin();
+    EXPECT_TRUE(txn->load(EntityId::kAccount, a).has_value());
+    ASSERT_EQ(txn->outbox_size(), 1u);
+    EXPECT_EQ(txn->outbox_peek(1)[0].node_seq, *seq);
+    EXPECT_EQ(txn->meta().next_node_seq, *seq + 1);
+  }
+  // A failed commit leaves neither the record nor the outbox entry.
+  const RecordId b = ids().next(kStart);
+  store->fail_next_commit(Status(ErrorCode::kStorageFull, "injected", true));
+  EXPECT_FALSE(client.write(new_account(b, "Lost"), kStart + 1));
+  {
+    auto txn = store->begin();
+    EXPECT_FALSE(txn->load(EntityId::kAccount, b).has_value());
+    EXPECT_EQ(txn->outbox_size(), 1u);
+  }
+  // Round trip with a server: the ack drops the outbox entry; the record stays.
+  MemoryCentralStore central;
+  TokenAuth auth;
+  SyncServer server(central, auth, ServerConfig{});
+  server.on_connect(1, kStart);
+  client.on_connected(kStart);
+  for (int round = 0; round < 100; ++round) {
+    bool moved = false;
+    for (protocol::Message& m : client.take_outgoing()) {
+      moved = true;
+      server.on_message(1, m, kStart);
+    }
+    for (SyncServer::Outgoing& o : server.take_outgoing()) {
+      moved = true;
+      client.on_message(o.message, kStart);
+    }
+    if (!moved) break;
+  }
+  EXPECT_TRUE(client.idle());
+  EXPECT_EQ(store->begin()->outbox_size(), 0u);
+  EXPECT_TRUE(store->begin()->load(EntityId::kAccount, a).has_value());
+  EXPECT_TRUE(central.load(EntityId::kAccount, a).has_value());
+}
+
+// ---- Crash safety: kill -9 between writes and acknowledgements
+// ---------------------------------------------------------------
+
+// The child writes transactions (an account and a contact each) as fast as it can until it is killed.
+[[noreturn]] void crash_child(const std::string& path, uint64_t seed) {
+  auto r = SqliteReplicaStore::open(path, {});
+  if (!r) _exit(3);
+  ClientConfig cfg;
+  cfg.user = "alice";
+  SyncClient client(**r, cfg);
+  RecordIdGenerator gen(seed);
+  for (int64_t i = 0;; ++i) {
+    const RecordId a = gen.next(kStart + i);
+    const RecordId c = gen.next(kStart + i);
+    std::vector<Change> changes = new_account(a, "acct " + std::to_string(i));
+    changes.push_back(create(EntityId::kContact, c));
+    changes.push_back(set(EntityId::kContact, c, f::kContactAccount, Value::text(a.to_string())));
+    changes.push_back(set(EntityId::kContact, c, 2, Value::text("contact " + std::to_string(i))));
+    if (!client.write(std::move(changes), kStart + i)) _exit(4);
+  }
+}
+
+TEST(SqliteReplicaCrash, KillNineNeverLeavesAHalfWrittenTransaction) {
+  TempDir dir;
+  const std::string path = dir.file("crash.db");
+  std::mt19937_64 rng(std::random_device{}());
+  NodeId node = 0;
+  {
+    auto store = open_ok(path);
+    ASSERT_TRUE(store);
+    node = store->node();
+  }
+  uint64_t last_count = 0;
+  for (int round = 0; round < 8; ++round) {
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) crash_child(path, 1000 + static_cast<uint64_t>(round));
+    std::this_thread::sleep_for(std::chrono::milliseconds(30 + rng() % 120));
+    ASSERT_EQ(kill(pid, SIGKILL), 0);
+    int wstatus = 0;
+    ASSERT_EQ(waitpid(pid, &wstatus, 0), pid);
+    ASSERT_TRUE(WIFSIGNALED(wstatus)) << "child exited on its own with " << WEXITSTATUS(wstatus);
+
+    auto store = open_ok(path);
+    ASSERT_TRUE(store);
+    EXPECT_EQ(store->node(), node);
+    auto txn = store->begin();
+    const std::vector<ClientTxn> outbox = txn->outbox_peek(SIZE_MAX);
+    const ReplicaMeta meta = txn->meta();
+    txn.reset();
+    auto records = store->records();
+    ASSERT_TRUE(records) << records.status().to_string();
+    // Outbox: 1..N without gaps or duplicates, and next_node_seq right after it.
+    for (size_t i = 0; i < outbox.size(); ++i) ASSERT_EQ(outbox[i].node_seq, i + 1);
+    EXPECT_EQ(meta.next_node_seq, outbox.size() + 1);
+    EXPECT_GE(outbox.size(), last_count);  // nothing committed earlier was lost
+    last_count = outbox.size();
+    // Every record has its outbox entry and every entry its records.
+    std::set<RecordKey> in_outbox;
+    for (const ClientTxn& t : outbox) {
+      for (const Change& c : t.changes) {
+        if (c.op == ChangeOp::kCreate) {
+          EXPECT_TRUE(in_outbox.insert(RecordKey{c.entity, c.record}).second);
+        }
+      }
+    }
+    std::set<RecordKey> stored;
+    for (const auto& [key, rec] : *records) stored.insert(key);
+    EXPECT_EQ(stored, in_outbox);
+    EXPECT_EQ(stored.size(), 2 * outbox.size());
+  }
+  EXPECT_GT(last_count, 0u) << "the child never committed a write: the test proved nothing";
+}
+
+}  // namespace
+}  // namespace fieldsync::client
