@@ -3,6 +3,7 @@
 // raw WebSocket peer for broken frames. Every wait is bounded.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <map>
@@ -109,7 +110,9 @@ class NetTest : public ::testing::Test {
     if (server) server->stop();
   }
 
-  void start_server(uint16_t port = 0) {
+  void start_server(uint16_t port = 0) { start_server(port, {}); }
+  void start_server(std::function<void(server::NetServer&)> setup) { start_server(0, std::move(setup)); }
+  void start_server(uint16_t port, std::function<void(server::NetServer&)> setup) {
     server::NetServerOptions o;
     o.address = "127.0.0.1";
     o.port = port;
@@ -117,11 +120,13 @@ class NetTest : public ::testing::Test {
     o.cert_pem = Pki::get().pem.cert_pem;
     o.key_pem = Pki::get().pem.key_pem;
     o.drain_timeout_ms = 2000;
+    if (max_queued_bytes != 0) o.max_queued_bytes = max_queued_bytes;
     o.log = [this](const std::string& line) {
       std::lock_guard lock(log_mu);
       log.push_back(line);
     };
     server = std::make_unique<server::NetServer>(store, auth, o);
+    if (setup) setup(*server);
     Result<uint16_t> p = server->start();
     ASSERT_TRUE(p.is_ok()) << p.status().to_string();
     this->port = p.value();
@@ -170,6 +175,7 @@ class NetTest : public ::testing::Test {
   TokenAuth auth;
   std::unique_ptr<server::NetServer> server;
   uint16_t port = 0;
+  size_t max_queued_bytes = 0;  // 0: the default
   std::mutex log_mu;
   std::vector<std::string> log;
 };
@@ -180,6 +186,8 @@ TEST_F(NetTest, LiveChangeReachesConnectedDeviceWithoutPolling) {
   auto b = device(102, "bob");
   WsClientOptions bo = options();
   bo.tick_interval_ms = 60'000;  // no timer-driven pulls: only a live push can bring the change in time
+  std::atomic<int> frames_seen{0};
+  bo.after_frame = [&] { frames_seen++; };
   WsClient ca(*a->engine, options());
   WsClient cb(*b->engine, bo);
   ASSERT_TRUE(ca.start().ok());
@@ -192,6 +200,7 @@ TEST_F(NetTest, LiveChangeReachesConnectedDeviceWithoutPolling) {
   ASSERT_TRUE(cb.wait_until([&] { return b->has(id); }, 2s)) << "bob did not receive alice's account";
   auto elapsed = std::chrono::steady_clock::now() - t0;
   EXPECT_LT(elapsed, 1s);
+  EXPECT_GT(frames_seen.load(), 0);
   EXPECT_EQ(txns_from(101), 1u);
   ca.stop();
   cb.stop();
@@ -342,6 +351,47 @@ TEST_F(NetTest, ReconnectsAfterServerRestartAndAppliesOfflineWriteOnce) {
   EXPECT_EQ(txns_from(501), 1u);
   EXPECT_TRUE(a->store.outbox().empty());
   ca.stop();
+}
+
+TEST_F(NetTest, SessionWhoseWriteQueueOverflowsIsClosed) {
+  // A queue cap below one Welcome frame makes the first answer overflow: the policy path a phone that stops
+  // reading reaches once its socket buffers are full.
+  max_queued_bytes = 8;
+  start_server();
+  WsRawPeer peer(options());
+  ASSERT_TRUE(peer.connect().ok());
+  protocol::Hello hello;
+  hello.schema_version = schema::kSchemaVersion;
+  hello.node = 701;
+  hello.token = "token-alice";
+  hello.client_time_ms = now_ms();
+  ASSERT_TRUE(peer.send(codec::encode(hello), 2s).ok());
+  expect_closed(peer);
+  EXPECT_EQ(server->overflow_closes(), 1u);
+  EXPECT_TRUE(server->session_count() == 0 || [&] {
+    auto deadline = std::chrono::steady_clock::now() + 2s;
+    while (server->session_count() != 0 && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(5ms);
+    return server->session_count() == 0;
+  }());
+}
+
+TEST_F(NetTest, SessionIsClosedWhenItsTokenExpires) {
+  int64_t expiry = now_ms() + 300;
+  start_server([&](server::NetServer& s) {
+    s.set_token_expiry([expiry](const std::string& token) -> std::optional<int64_t> {
+      if (token == "token-alice") return expiry;
+      return std::nullopt;
+    });
+  });
+  auto a = device(801, "alice");
+  WsClient ca(*a->engine, options());
+  ASSERT_TRUE(ca.start().ok());
+  ASSERT_TRUE(ca.wait_until([&] { return a->engine->stopped(); }, 3s));
+  EXPECT_EQ(a->engine->stop_reason().code(), ErrorCode::kTokenExpired);
+  EXPECT_GE(now_ms(), expiry);
+  EXPECT_TRUE(ca.wait_until([&] { return !ca.running(); }, 2s));  // no reconnecting with a dead token
+  EXPECT_EQ(ca.last_error().code, WsError::kStopped);
 }
 
 TEST_F(NetTest, StopDrainsSessionsWithCloseFrame) {

@@ -344,6 +344,7 @@ net::awaitable<WsStatus> WsClient::Impl::one_connection() {
   is_connected = true;
   engine.connected(wall_ms());
   next_tick_ms = wall_ms() + options.tick_interval_ms;
+  if (options.on_connection) options.on_connection(true);
   notify();
   net::co_spawn(ioc, writer(c), net::detached);
   WsStatus r = co_await reader(c);
@@ -352,6 +353,7 @@ net::awaitable<WsStatus> WsClient::Impl::one_connection() {
   beast::get_lowest_layer(c->ws).close();
   is_connected = false;
   engine.disconnected(wall_ms());
+  if (options.on_connection) options.on_connection(false);
   notify();
   co_return r;
 }
@@ -363,6 +365,7 @@ net::awaitable<WsStatus> WsClient::Impl::reader(std::shared_ptr<Conn> c) {
     auto data = c->buffer.cdata();
     engine.frame(std::span<const uint8_t>(static_cast<const uint8_t*>(data.data()), data.size()), wall_ms());
     c->buffer.consume(c->buffer.size());
+    if (options.after_frame) options.after_frame();
     // A session that got past the handshake counts as a successful connection: start backoff over.
     if (SyncClient::State s = engine.state();
         s == SyncClient::State::kSyncing || s == SyncClient::State::kBootstrapping)

@@ -263,6 +263,7 @@ int main(int argc, char** argv) {
   auto store = fs::SqliteCentralStore::open(data_dir + "/central.db", store_options);
   if (!store) return fail(store.status());
   std::unique_ptr<fieldsync::Authenticator> auth;
+  fs::Directory* directory = nullptr;
   if (cfg.dev_tokens) {
     auth = std::make_unique<fs::DevAuthenticator>();
     std::cout << "fieldsync-server: DEVELOPMENT TOKENS: accepting dev:USER:ROLE:TERRITORIES from anyone\n";
@@ -270,6 +271,7 @@ int main(int argc, char** argv) {
     auto dir =
         fs::Directory::open(data_dir + "/" + std::string(fs::kDirectoryFileName), fs::Directory::Options{});
     if (!dir) return fail(dir.status());
+    directory = dir.value().get();
     auth = std::move(dir.value());
   }
 
@@ -281,6 +283,11 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
   fs::NetServer server(*store.value(), *auth, std::move(o));
+  if (directory)
+    server.set_token_expiry([directory](const std::string& token) -> std::optional<int64_t> {
+      if (std::optional<fs::TokenClaims> claims = directory->verify_token(token)) return claims->expiry_ms;
+      return std::nullopt;
+    });
   Result<uint16_t> port = server.start();
   if (!port) return fail(port.status());
   std::cout << "fieldsync-server: listening on wss://" << listen.substr(0, colon) << ":" << port.value()

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -66,6 +67,7 @@ struct NetServer::Impl {
   }
   void deliver(SessionId id, Frame frame, bool close_after);
   void do_accept();
+  void schedule_sweep();
   void on_accept(Strand strand, boost::system::error_code ec, tcp::socket socket);
 
   NetServerOptions options;
@@ -87,7 +89,17 @@ struct NetServer::Impl {
   std::optional<ssl::context> tls;
   net::io_context ioc;
   std::optional<tcp::acceptor> acceptor;
+  std::optional<net::steady_timer> sweep_timer;  // runs on the acceptor's strand
 };
+
+void NetServer::Impl::schedule_sweep() {
+  sweep_timer->expires_after(std::chrono::milliseconds(limits::kTokenExpirySweepMs));
+  sweep_timer->async_wait([this](boost::system::error_code ec) {
+    if (ec || stopping) return;
+    service.expire(wall_ms());
+    schedule_sweep();
+  });
+}
 
 // One connection: TLS handshake, HTTP upgrade on /sync, then WebSocket binary messages both ways. Every
 // handler runs on strand_.
@@ -387,7 +399,11 @@ Result<uint16_t> NetServer::start() {
 
   int n = m.options.threads > 0 ? m.options.threads : static_cast<int>(std::thread::hardware_concurrency());
   n = std::clamp(n, 1, limits::kMaxThreads);
-  net::dispatch(m.acceptor->get_executor(), [&m] { m.do_accept(); });
+  m.sweep_timer.emplace(m.acceptor->get_executor());
+  net::dispatch(m.acceptor->get_executor(), [&m] {
+    m.do_accept();
+    m.schedule_sweep();
+  });
   m.started = true;
   for (int i = 0; i < n; ++i) m.threads.emplace_back([&m] { m.ioc.run(); });
   m.log("event=listening address=" + m.options.address + " port=" + std::to_string(port) +
@@ -404,6 +420,7 @@ void NetServer::stop() {
   net::post(m.acceptor->get_executor(), [&m] {
     boost::system::error_code ignored;
     m.acceptor->close(ignored);
+    m.sweep_timer->cancel();
   });
   std::vector<std::shared_ptr<Session>> sessions;
   {
@@ -440,6 +457,10 @@ void NetServer::stop() {
   for (std::thread& t : m.threads) t.join();
   m.threads.clear();
   m.log("event=stopped sessions_cut=" + std::to_string(left));
+}
+
+void NetServer::set_token_expiry(std::function<std::optional<int64_t>(const std::string& token)> expiry) {
+  impl_->service.set_token_expiry(std::move(expiry));
 }
 
 size_t NetServer::session_count() const {

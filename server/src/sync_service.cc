@@ -27,11 +27,36 @@ void SyncService::frame(SessionId session, std::span<const uint8_t> bytes, int64
   // Decoding (FlatBuffers verification and model checks) needs no shared state: done before taking the lock.
   Result<protocol::Message> m = codec::decode(bytes);
   std::lock_guard lock(mu_);
-  if (m)
+  if (m) {
     server_.on_message(session, m.value(), now_ms);
-  else
+    if (const auto* hello = std::get_if<protocol::Hello>(&m.value()); hello && token_expiry_) {
+      if (std::optional<int64_t> expiry = token_expiry_(hello->token)) expiry_ms_[session] = *expiry;
+    }
+  } else {
     server_.on_bad_frame(session, m.status());
+  }
   flush_locked();
+}
+
+void SyncService::set_token_expiry(TokenExpiry expiry) {
+  std::lock_guard lock(mu_);
+  token_expiry_ = std::move(expiry);
+}
+
+void SyncService::expire(int64_t now_ms) {
+  std::lock_guard lock(mu_);
+  for (auto it = expiry_ms_.begin(); it != expiry_ms_.end();) {
+    if (it->second > now_ms) {
+      ++it;
+      continue;
+    }
+    protocol::Error e;
+    e.code = ErrorCode::kTokenExpired;
+    e.message = "device token expired";
+    sink_(it->first, std::make_shared<const std::vector<uint8_t>>(codec::encode(e)), false);
+    sink_(it->first, nullptr, true);
+    it = expiry_ms_.erase(it);
+  }
 }
 
 void SyncService::bad_frame(SessionId session, const Status& status) {
@@ -42,6 +67,7 @@ void SyncService::bad_frame(SessionId session, const Status& status) {
 
 void SyncService::disconnect(SessionId session) {
   std::lock_guard lock(mu_);
+  expiry_ms_.erase(session);
   server_.on_disconnect(session);
   flush_locked();
 }

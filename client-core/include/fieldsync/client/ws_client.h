@@ -57,6 +57,11 @@ struct WsClientOptions {
   int64_t idle_timeout_ms = 60'000;     // nothing heard for this long (pings go out after half): reconnect
   int64_t reconnect_cap_ms = 0;         // caps fieldsync::Backoff's delay (tests); 0: Backoff's own cap
   uint64_t backoff_seed = 0;            // 0: random
+  // Called on the transport thread after each received frame was handed to the engine and when the
+  // connection opens or closes: where FieldClient::dispatch_events() goes, so observers see sync progress.
+  // Must not call back into the WsClient (stop(), sync_once()).
+  std::function<void()> after_frame;
+  std::function<void(bool connected)> on_connection;
 };
 
 class WsClient {

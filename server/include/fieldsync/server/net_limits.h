@@ -34,6 +34,10 @@ inline constexpr int64_t kIdleTimeoutMs = 60'000;
 // the io threads are stopped. Shorter than the 30 s systemd and Kubernetes wait before SIGKILL.
 inline constexpr int64_t kDrainTimeoutMs = 10'000;
 
+// How often sessions are checked for an expired device token. Tokens live for hours; a second of slack is
+// nothing, and one timer for all sessions costs nothing either.
+inline constexpr int64_t kTokenExpirySweepMs = 1000;
+
 // --- Per-session buffers
 // Largest WebSocket message read; anything bigger is refused by the WebSocket layer before it is buffered.
 inline constexpr size_t kReadMessageMax = tuning::kMaxMessageBytes;

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "fieldsync/server/net_limits.h"
@@ -50,6 +51,9 @@ class NetServer {
   // Graceful drain: stops accepting, lets frames being processed finish and their answers be sent, closes
   // every session with a close frame (going away), waits up to drain_timeout_ms, then stops the threads.
   void stop();
+
+  // Closes sessions whose device token expires (checked every limits::kTokenExpirySweepMs). Before start().
+  void set_token_expiry(std::function<std::optional<int64_t>(const std::string& token)> expiry);
 
   size_t session_count() const;  // connections currently open (any stage)
   // Cumulative count of sessions closed because their write queue overflowed (a peer that does not read).

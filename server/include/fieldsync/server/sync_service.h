@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -40,12 +41,23 @@ class SyncService {
 
   size_t session_count() const;
 
+  // Tokens are checked at the handshake by the Authenticator; `expiry` says when an accepted token stops
+  // being valid (nullopt: never), so a session outliving its token is closed with TokenExpired by expire().
+  // Directory::verify_token provides it.
+  using TokenExpiry = std::function<std::optional<int64_t>(const std::string& token)>;
+  void set_token_expiry(TokenExpiry expiry);
+  // Closes every session whose token has expired by `now_ms` (Error TokenExpired, then close). The network
+  // server calls it periodically.
+  void expire(int64_t now_ms);
+
  private:
   void flush_locked();
 
   mutable std::mutex mu_;
   SyncServer server_;
   Sink sink_;
+  TokenExpiry token_expiry_;
+  std::map<SessionId, int64_t> expiry_ms_;  // sessions whose token expires
 };
 
 // TEMPORARY development authenticator until the Directory (server/include/fieldsync/server/directory.h) with
