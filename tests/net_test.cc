@@ -11,9 +11,11 @@
 #include <mutex>
 #include <thread>
 
+#include "fieldsync/client/sqlite_replica.h"
 #include "fieldsync/client/sync_engine.h"
 #include "fieldsync/client/ws_client.h"
 #include "fieldsync/server/net_server.h"
+#include "fieldsync/server/sqlite_store.h"
 #include "fieldsync/server/tls.h"
 #include "fieldsync/sync/codec.h"
 #include "fieldsync/sync/memory_store.h"
@@ -414,6 +416,71 @@ TEST_F(NetTest, StopDrainsSessionsWithCloseFrame) {
   EXPECT_EQ(ca.last_error().close_code, 1001);
   ca.stop();
   server.reset();
+}
+
+// The real stores on both ends: SqliteCentralStore behind the server, SqliteReplicaStore on a device that
+// wrote before its first sync; a second device bootstraps and gets the record.
+TEST(NetSqliteTest, SqliteStoresEndToEnd) {
+  namespace stdfs = std::filesystem;
+  stdfs::path dir = stdfs::temp_directory_path() / ("fieldsync-net-sqlite-" + std::to_string(::getpid()));
+  stdfs::remove_all(dir);
+  stdfs::create_directories(dir);
+  {
+    auto central = server::SqliteCentralStore::open((dir / "central.db").string(), {});
+    ASSERT_TRUE(central.is_ok()) << central.status().to_string();
+    TokenAuth auth;
+    auth.tokens["token-alice"] = Principal{"alice", Role::kRep, {"t-north"}, {}};
+    auth.tokens["token-bob"] = Principal{"bob", Role::kRep, {"t-north"}, {}};
+    server::NetServerOptions o;
+    o.address = "127.0.0.1";
+    o.port = 0;
+    o.threads = 2;
+    o.cert_pem = Pki::get().pem.cert_pem;
+    o.key_pem = Pki::get().pem.key_pem;
+    o.log = [](const std::string&) {};
+    server::NetServer net(*central.value(), auth, o);
+    Result<uint16_t> port = net.start();
+    ASSERT_TRUE(port.is_ok()) << port.status().to_string();
+    WsClientOptions co;
+    co.url = "wss://127.0.0.1:" + std::to_string(port.value()) + "/sync";
+    co.ca_file = Pki::get().ca_file;
+    co.connect_timeout_ms = 2000;
+
+    client::SqliteReplicaStore::Options ro;
+    ro.node = 901;
+    auto replica = client::SqliteReplicaStore::open((dir / "alice.db").string(), ro);
+    ASSERT_TRUE(replica.is_ok()) << replica.status().to_string();
+    ClientConfig config;
+    config.user = "alice";
+    config.token = "token-alice";
+    SyncEngine engine(*replica.value(), config);
+    RecordIdGenerator ids(901);
+    RecordId id = ids.next(now_ms());
+    auto set = [&](uint16_t field, Value v) {
+      Change c{ChangeOp::kSet, EntityId::kAccount, id, field};
+      c.value = std::move(v);
+      return c;
+    };
+    ASSERT_TRUE(
+        engine
+            .write({Change{ChangeOp::kCreate, EntityId::kAccount, id}, set(1, Value::text("Offline GmbH")),
+                    set(2, Value::text("t-north")), set(10, Value::text("alice"))},
+                   now_ms())
+            .is_ok());
+    WsClient ca(engine, co);
+    WsStatus s = ca.sync_once(4s);
+    ASSERT_TRUE(s.ok()) << s.to_string();
+    EXPECT_TRUE(central.value()->load(EntityId::kAccount, id).has_value());
+
+    Device b(902, "bob");
+    b.user_ = "bob";
+    WsClient cb(*b.engine, co);
+    s = cb.sync_once(4s);
+    ASSERT_TRUE(s.ok()) << s.to_string();
+    EXPECT_TRUE(b.has(id));
+    net.stop();
+  }
+  stdfs::remove_all(dir);
 }
 
 }  // namespace
