@@ -14,7 +14,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: fieldsync-sim [--seeds N] [--start S] [--quiet] [--verbose] [--reps N] [--steps N]\n"
-    "                     [--no-scope-moves] [--fault F]\n"
+    "                     [--no-scope-moves] [--sqlite] [--fault F]\n"
     "       fieldsync-sim --seed S [--reps N] [--steps N]   (replay one seed with a trace)\n"
     "\n"
     "  --seeds N   run seeds S .. S+N-1 (default 100)\n"
@@ -25,6 +25,7 @@ constexpr const char* kUsage =
     "  --reps N    sales reps per run (default 5; 1..50)\n"
     "  --steps N   random steps per run (default 600; 1..1000000)\n"
     "  --no-scope-moves  head office never moves accounts between territories\n"
+    "  --sqlite    devices keep real SQLite replica files (client-core) instead of memory\n"
     "  --fault F   a deliberate merge bug, for mutation testing:\n"
     "              arrival-order-wins or drop-concurrent-append\n"
     "  --help      this text\n"
@@ -82,6 +83,8 @@ int main(int argc, char** argv) {
       }
     } else if (arg == "--no-scope-moves") {
       base.scope_moves = false;
+    } else if (arg == "--sqlite") {
+      base.sqlite_replicas = true;
     } else if (arg == "--verbose") {
       verbose = true;
     } else if (arg == "--seeds") {
@@ -161,6 +164,7 @@ int main(int argc, char** argv) {
       if (base.reps != fieldsync::sim::SimOptions{}.reps) std::printf(" --reps %d", base.reps);
       if (base.steps != fieldsync::sim::SimOptions{}.steps) std::printf(" --steps %d", base.steps);
       if (!base.scope_moves) std::printf(" --no-scope-moves");
+      if (base.sqlite_replicas) std::printf(" --sqlite");
       if (base.fault == fieldsync::testing::MergeFault::kArrivalOrderWins)
         std::printf(" --fault arrival-order-wins");
       if (base.fault == fieldsync::testing::MergeFault::kDropConcurrentAppend)

@@ -1,8 +1,11 @@
 #include "simulator.h"
 
+#include <stdlib.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -17,6 +20,7 @@
 #include <variant>
 #include <vector>
 
+#include "fieldsync/client/sqlite_replica.h"
 #include "fieldsync/schema/model.h"
 #include "fieldsync/sync/change.h"
 #include "fieldsync/sync/client.h"
@@ -279,6 +283,99 @@ bool same(const protocol::Message& a, const protocol::Message& b) {
       a);
 }
 
+// ---- Replicas -------------------------------------------------------------------------------------------
+// A device's store: in memory (the default), or a real SQLite file (SimOptions::sqlite_replicas) that a
+// client crash closes and reopens. The checker reads either through this class: committed state only.
+class SimReplica final : public ReplicaStore {
+ public:
+  SimReplica(NodeId node, std::string path) : path_(std::move(path)) {
+    if (path_.empty()) {
+      memory_ = std::make_unique<MemoryReplicaStore>(node);
+    } else {
+      options_.synchronous_full = false;  // a simulated crash kills objects, not the machine
+      options_.node = node;
+      reopen();
+    }
+  }
+
+  std::unique_ptr<ReplicaTxn> begin() override { return memory_ ? memory_->begin() : sqlite_->begin(); }
+
+  // A crash of the app: the file is closed and opened again (nothing open survives).
+  void reopen() {
+    if (path_.empty()) return;
+    sqlite_.reset();
+    auto r = client::SqliteReplicaStore::open(path_, options_);
+    if (!r) die("open", r.status());
+    sqlite_ = std::move(r).value();
+  }
+
+  void fail_next_commit(Status status) {
+    if (memory_) return memory_->fail_next_commit(std::move(status));
+    sqlite_->fail_next_commit(std::move(status));
+  }
+  std::map<RecordKey, RecordState> records() {
+    if (memory_) return memory_->records();
+    return value(sqlite_->records(), "records");
+  }
+  std::vector<ClientTxn> outbox() {
+    if (memory_) return memory_->outbox();
+    return sqlite_->begin()->outbox_peek(SIZE_MAX);
+  }
+  ReplicaMeta meta() {
+    if (memory_) return memory_->meta();
+    return sqlite_->begin()->meta();
+  }
+  std::vector<ConflictRecord> conflicts() {
+    if (memory_) return memory_->conflicts();
+    return value(sqlite_->conflicts(), "conflicts");
+  }
+  std::vector<Rejection> rejections() {
+    if (memory_) return memory_->rejections();
+    return value(sqlite_->rejections(), "rejections");
+  }
+
+ private:
+  // A replica the simulator cannot read is a broken store, not a sync outcome: stop loudly.
+  [[noreturn]] void die(std::string_view what, const Status& s) {
+    std::fprintf(stderr, "sim: replica %s %.*s failed: %s\n", path_.c_str(), static_cast<int>(what.size()),
+                 what.data(), s.to_string().c_str());
+    std::abort();
+  }
+  template <typename T>
+  T value(Result<T> r, std::string_view what) {
+    if (!r) die(what, r.status());
+    return std::move(r).value();
+  }
+
+  std::string path_;
+  client::SqliteReplicaStore::Options options_;
+  std::unique_ptr<MemoryReplicaStore> memory_;
+  std::unique_ptr<client::SqliteReplicaStore> sqlite_;
+};
+
+// A temporary directory for the SQLite replicas of one run, removed with it.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "fieldsync-sim.XXXXXX").string();
+    if (mkdtemp(tmpl.data()) == nullptr) {
+      std::perror("sim: mkdtemp");
+      std::abort();
+    }
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string file(const std::string& name) const { return (std::filesystem::path(path_) / name).string(); }
+
+ private:
+  std::string path_;
+};
+
 // ---- The world --------------------------------------------------------------------------------------------
 
 struct Node {
@@ -287,7 +384,7 @@ struct Node {
   Principal principal;
   ClientConfig config;
   NodeId node = 0;
-  std::unique_ptr<MemoryReplicaStore> store;
+  std::unique_ptr<SimReplica> store;
   std::unique_ptr<SyncClient> client;
   int64_t clock_offset_ms = 0;
   std::unique_ptr<RecordIdGenerator> ids;
@@ -437,7 +534,8 @@ class Simulation {
         n->node = rng_();
       } while (n->node <= kServerNode || node_index_.count(n->node));
       node_index_[n->node] = n->index;
-      n->store = std::make_unique<MemoryReplicaStore>(n->node);
+      n->store = std::make_unique<SimReplica>(
+          n->node, opt_.sqlite_replicas ? replica_dir().file(n->name + ".db") : std::string());
       n->client = std::make_unique<SyncClient>(*n->store, n->config);
       n->clock_offset_ms = range(-kMaxClockOffsetMs, kMaxClockOffsetMs);
       n->ids = std::make_unique<RecordIdGenerator>(rng_());
@@ -851,6 +949,7 @@ class Simulation {
       pump_server();
     }
     n.client.reset();
+    n.store->reopen();
     n.client = std::make_unique<SyncClient>(*n.store, n.config);
     n.snapshot_dirty = true;
     check_restarted_clock(n);
@@ -2069,7 +2168,13 @@ class Simulation {
           " conflicts, client conflict events ", client_conflict_events_);
   }
 
+  TempDir& replica_dir() {
+    if (!replica_dir_) replica_dir_ = std::make_unique<TempDir>();
+    return *replica_dir_;
+  }
+
   SimOptions opt_;
+  std::unique_ptr<TempDir> replica_dir_;  // SQLite replicas; declared before the nodes, so removed after them
   std::mt19937_64 rng_;
   SimReport report_;
   size_t failure_count_ = 0;

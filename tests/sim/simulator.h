@@ -25,6 +25,9 @@ struct SimOptions {
   testing::MergeFault fault = testing::MergeFault::kNone;  // a deliberate merge bug, for the mutation tests
   // Head office moves accounts between territories, so records enter and leave devices' scopes.
   bool scope_moves = true;
+  // Each device's store is a client::SqliteReplicaStore file in a temporary directory (a client crash closes
+  // and reopens it) instead of a MemoryReplicaStore.
+  bool sqlite_replicas = false;
 };
 
 struct SimReport {
