@@ -1,0 +1,336 @@
+// The field-sales API a rep's app uses: accounts and contacts, visits, orders, the calendar, opportunities
+// and sync status, over the device's SQLite replica.
+//
+// Every write is validated here first (a clear typed Status, nothing written, for a bad value), then becomes
+// one SyncEngine::write: the record changes and their outbox entry in one SQLite transaction. Reads are
+// prepared-statement queries on the replica's typed columns; tombstoned rows are never returned. Nothing here
+// touches the network: the transport drives engine() and calls dispatch_events() after each frame.
+//
+// Threading: every method may be called from any thread. Observers are called on the thread that calls
+// dispatch_events() (sync events) or that made the write (the app's own writes), never under a lock, so an
+// observer may call back into the client.
+//
+// Times are UTC milliseconds since the epoch; money is integer cents; ids are UUIDv7 text. "Today" and "this
+// week" (Monday to Sunday) are computed in the zone given by Options::utc_offset_minutes.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "fieldsync/client/sync_engine.h"
+#include "fieldsync/schema/model.h"
+#include "fieldsync/sync/change.h"
+#include "fieldsync/sync/status.h"
+#include "fieldsync/sync/store.h"
+
+namespace fieldsync::client {
+
+class SqliteReplicaStore;
+namespace detail {
+struct Queries;
+}
+
+// ---- Read models
+// ---------------------------------------------------------------------------------------------
+
+struct Contact {
+  std::string id;
+  std::string account_id;
+  std::string name;
+  std::string title;
+  std::string email;
+  std::string phone;
+  bool is_primary = false;
+};
+
+struct Account {
+  std::string id;
+  std::string name;
+  std::string territory_id;
+  std::string address;
+  std::string city;
+  std::string phone;
+  std::string email;
+  std::string segment;  // "a", "b", "c" or empty
+  std::optional<int64_t> credit_limit_cents;
+  std::string notes;  // append-only: every note joined by newlines
+  std::string created_by;
+};
+
+struct AccountWithContacts {
+  Account account;
+  std::vector<Contact> contacts;  // by name
+};
+
+struct Visit {
+  std::string id;
+  std::string account_id;
+  std::string rep_id;
+  std::string calendar_event_id;
+  int64_t check_in_at_ms = 0;
+  std::optional<int64_t> check_out_at_ms;
+  std::optional<double> latitude;
+  std::optional<double> longitude;
+  std::string notes;
+  std::string outcome;  // empty while checked in
+};
+
+struct OrderLine {
+  std::string id;
+  std::string product_id;
+  int64_t quantity = 0;
+  int64_t unit_price_cents = 0;
+  int64_t discount_bp = 0;  // basis points: 250 = 2.5 %
+  std::string note;
+  int64_t gross_cents = 0;     // quantity * unit price
+  int64_t discount_cents = 0;  // gross * discount_bp / 10000, rounded half up
+  int64_t net_cents = 0;       // gross - discount
+};
+
+struct Order {
+  std::string id;
+  std::string account_id;
+  std::string rep_id;
+  std::string status;
+  std::string currency;
+  std::string notes;
+  std::optional<int64_t> submitted_at_ms;
+  std::vector<OrderLine> lines;  // by id (creation order)
+  int64_t gross_cents = 0;
+  int64_t discount_cents = 0;
+  int64_t total_cents = 0;  // sum of the lines' net amounts
+};
+
+struct Event {
+  std::string id;
+  std::string owner_id;
+  std::string account_id;
+  std::string title;
+  int64_t start_at_ms = 0;
+  int64_t end_at_ms = 0;
+  std::string status;
+  std::string location;
+};
+
+struct EventWriteResult {
+  std::string id;
+  // The owner's other scheduled events that overlap the written one, as the replica knows them now.
+  std::vector<Event> overlaps;
+};
+
+struct Opportunity {
+  std::string id;
+  std::string account_id;
+  std::string owner_id;
+  std::string name;
+  std::string stage;
+  int64_t amount_cents = 0;
+  std::string currency;
+  std::optional<int64_t> expected_close_ms;
+};
+
+struct PipelineStage {
+  std::string stage;  // in funnel order (the model's enum order)
+  std::string currency;
+  int64_t count = 0;
+  int64_t amount_cents = 0;
+};
+
+struct SyncStatus {
+  size_t pending_txns = 0;                   // outbox entries not yet acknowledged
+  std::optional<int64_t> last_synced_at_ms;  // last kSynced since this client was opened
+  bool connected = false;
+  SyncClient::State state = SyncClient::State::kDisconnected;
+};
+
+// ---- Inputs
+// --------------------------------------------------------------------------------------------------
+
+struct NewAccount {
+  std::string name;
+  std::string territory_id;
+  std::optional<std::string> address, city, phone, email, segment;
+};
+
+// Fields left empty are not changed. `add_note` appends a note.
+struct AccountEdit {
+  std::optional<std::string> name, address, city, phone, email, segment, add_note;
+};
+
+struct NewContact {
+  std::string account_id;
+  std::string name;
+  std::optional<std::string> title, email, phone;
+  std::optional<bool> is_primary;
+};
+
+struct ContactEdit {
+  std::optional<std::string> name, title, email, phone;
+  std::optional<bool> is_primary;
+};
+
+struct CheckIn {
+  std::string account_id;
+  std::optional<int64_t> at_ms;               // default: now
+  std::optional<double> latitude, longitude;  // both or neither
+  std::optional<std::string> calendar_event_id;
+};
+
+struct NewLine {
+  std::string product_id;
+  int64_t quantity = 1;
+  std::optional<int64_t> unit_price_cents;  // default: the price list's price in the order's currency
+  std::optional<int64_t> discount_bp;
+  std::optional<std::string> note;
+};
+
+struct LineEdit {
+  std::optional<int64_t> quantity, unit_price_cents, discount_bp;
+};
+
+struct NewEvent {
+  std::string title;
+  int64_t start_at_ms = 0;
+  int64_t end_at_ms = 0;
+  std::optional<std::string> account_id, location;
+};
+
+struct NewOpportunity {
+  std::string account_id;
+  std::string name;
+  int64_t amount_cents = 0;
+  std::string currency = "EUR";
+  std::string stage = "prospect";
+  std::optional<int64_t> expected_close_ms;
+};
+
+// Observers; any member may be empty.
+struct Observer {
+  std::function<void(const std::vector<RecordKey>&)> records_changed;  // sync and the app's own writes
+  std::function<void(uint64_t done, uint64_t total)> sync_progress;    // bootstrap
+  std::function<void(const ConflictRecord&)> conflict;
+  std::function<void(const Rejection&)> rejection;
+  std::function<void()> synced;              // outbox empty and caught up
+  std::function<void(const Status&)> error;  // session or storage error reported by the sync engine
+};
+
+// Validation limits of the API (the model's own limits are checked by the sync core as well).
+inline constexpr int64_t kMaxQuantity = 1'000'000;
+inline constexpr int64_t kMaxUnitPriceCents = 100'000'000'000;  // 1e9 currency units: gross fits in int64
+inline constexpr int64_t kMaxDiscountBp = 10'000;
+
+class FieldClient {
+ public:
+  struct Options {
+    std::string user;
+    std::string token;
+    schema::Role role = schema::Role::kRep;  // for local transition checks; the server decides
+    std::function<int64_t()> now_ms;         // default: the system clock
+    int utc_offset_minutes = 0;              // the rep's zone for "today" and "this week"
+    std::string price_list;                  // preferred price list; empty: any list in the order's currency
+    bool synchronous_full = true;            // SqliteReplicaStore::Options::synchronous_full
+    NodeId node = 0;                         // for a new file: 0 picks a random node id
+  };
+
+  static Result<std::unique_ptr<FieldClient>> open(const std::string& path, Options options);
+  ~FieldClient();
+  FieldClient(const FieldClient&) = delete;
+  FieldClient& operator=(const FieldClient&) = delete;
+
+  SyncEngine& engine() { return *engine_; }
+  const std::string& user() const { return options_.user; }
+  NodeId node() const;
+
+  // ---- accounts and contacts
+  Result<std::string> create_account(const NewAccount& a);
+  Status edit_account(const std::string& id, const AccountEdit& e);
+  Result<std::vector<Account>> accounts_by_prefix(const std::string& prefix);  // by name; "" lists all
+  Result<std::vector<Account>> accounts_in_territory(const std::string& territory_id);
+  Result<AccountWithContacts> account(const std::string& id);
+  Result<std::string> create_contact(const NewContact& c);
+  Status edit_contact(const std::string& id, const ContactEdit& e);
+
+  // ---- visits
+  Result<std::string> check_in(const CheckIn& c);
+  Status add_visit_note(const std::string& visit_id, const std::string& text);
+  Status check_out(const std::string& visit_id, const std::string& outcome,
+                   std::optional<int64_t> at_ms = {});
+  Result<Visit> visit(const std::string& id);
+  Result<std::vector<Visit>> visits_of_account(const std::string& account_id);  // newest first
+  Result<std::vector<Visit>> todays_visits();                                   // mine, oldest first
+
+  // ---- orders
+  Result<std::string> draft_order(const std::string& account_id, const std::string& currency = "EUR");
+  Result<std::string> add_line(const std::string& order_id, const NewLine& line);
+  Status change_line(const std::string& line_id, const LineEdit& e);
+  Status remove_line(const std::string& line_id);
+  Status submit_order(const std::string& order_id);
+  Result<Order> order(const std::string& id);
+  Result<std::vector<Order>> open_orders();  // mine, draft or submitted, oldest first
+
+  // ---- calendar
+  Result<EventWriteResult> create_event(const NewEvent& e);
+  Result<EventWriteResult> move_event(const std::string& id, int64_t start_at_ms, int64_t end_at_ms);
+  Status cancel_event(const std::string& id);
+  Result<Event> event(const std::string& id);
+  Result<std::vector<Event>> agenda(int64_t from_ms,
+                                    int64_t to_ms);  // mine, scheduled, overlapping the window
+  Result<std::vector<Event>> agenda_today();
+  Result<std::vector<Event>> agenda_week();
+
+  // ---- opportunities
+  Result<std::string> create_opportunity(const NewOpportunity& o);
+  Status move_opportunity(const std::string& id, const std::string& stage);
+  Result<Opportunity> opportunity(const std::string& id);
+  Result<std::vector<PipelineStage>> pipeline();  // mine, every stage with at least one deal
+
+  // ---- sync status
+  Result<size_t> pending_count();
+  Result<SyncStatus> sync_status();
+  Result<std::vector<ConflictRecord>> conflicts();  // oldest first; the replica keeps only this user's
+  Result<std::vector<Rejection>> rejections();      // oldest first
+  Result<std::string> export_json();                // fieldsync::canonical_json of every live record
+
+  uint64_t add_observer(Observer observer);
+  void remove_observer(uint64_t id);
+  // Drains SyncEngine::take_events() and calls the observers (outside any lock).
+  void dispatch_events();
+
+  // The UTC millisecond window [start, end) of the day / week containing `at_ms` in the rep's zone.
+  std::pair<int64_t, int64_t> day_window(int64_t at_ms) const;
+  std::pair<int64_t, int64_t> week_window(int64_t at_ms) const;
+  int64_t now_ms() const { return options_.now_ms(); }
+
+ private:
+  struct Batch;
+  FieldClient(Options options, std::unique_ptr<SqliteReplicaStore> store);
+  // Under write_mu_: `build` validates and fills the batch, which is then one SyncEngine::write. After the
+  // lock is released, records_changed observers hear about the records written.
+  Status transact(const std::function<Status(Batch&)>& build);
+  std::vector<Observer> observers_snapshot();
+  Result<std::vector<Event>> overlaps(const std::string& self_id, int64_t start_ms, int64_t end_ms);
+
+  Options options_;
+  std::unique_ptr<SqliteReplicaStore> store_;
+  std::unique_ptr<SyncEngine> engine_;
+  std::unique_ptr<detail::Queries> queries_;  // prepared-statement cache, used only inside store_->read()
+
+  // Serialises the app's check-then-write sequences (an order's status read, then its lines' write).
+  std::mutex write_mu_;
+  RecordIdGenerator ids_;  // guarded by write_mu_
+
+  std::mutex observers_mu_;
+  uint64_t next_observer_ = 1;
+  std::vector<std::pair<uint64_t, Observer>> observers_;  // guarded by observers_mu_
+  std::optional<int64_t> last_synced_ms_;                 // guarded by observers_mu_
+};
+
+// Totals of one line: gross = quantity * unit price, discount rounded half up, net = gross - discount.
+void compute_line_totals(OrderLine& line);
+
+}  // namespace fieldsync::client

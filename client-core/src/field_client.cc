@@ -1,0 +1,749 @@
+// FieldClient: opening, the write path (validation, one SyncEngine::write per API call), observers and sync
+// status. Queries are in field_client_read.cc.
+#include "fieldsync/client/field_client.h"
+
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <random>
+#include <set>
+
+#include "field_client_internal.h"
+#include "fieldsync/client/sqlite_replica.h"
+#include "fieldsync/sync/export.h"
+
+namespace fieldsync::client {
+
+using detail::invalid;
+using schema::EntityId;
+
+namespace {
+
+constexpr int64_t kDayMs = 86'400'000;
+
+int64_t floor_div(int64_t a, int64_t b) {
+  int64_t q = a / b;
+  if ((a % b != 0) && ((a < 0) != (b < 0))) --q;
+  return q;
+}
+
+uint16_t fid(EntityId e, std::string_view name) {
+  const schema::FieldDef* f = schema::entity_ref(e).field(name);
+  if (f == nullptr) std::abort();  // programmer error: field names here come from the model
+  return f->id;
+}
+
+bool is_enum_value(EntityId e, std::string_view field, std::string_view v) {
+  const schema::FieldDef* f = schema::entity_ref(e).field(field);
+  return std::find(f->enum_values.begin(), f->enum_values.end(), v) != f->enum_values.end();
+}
+
+std::string enum_list(EntityId e, std::string_view field) {
+  std::string out;
+  for (std::string_view v : schema::entity_ref(e).field(field)->enum_values) {
+    if (!out.empty()) out += ", ";
+    out += v;
+  }
+  return out;
+}
+
+Status check_currency(const std::string& c) {
+  if (c.size() != 3 || !std::all_of(c.begin(), c.end(), [](char ch) { return ch >= 'A' && ch <= 'Z'; }))
+    return invalid(ErrorCode::kValueInvalid,
+                   "currency must be a three-letter ISO 4217 code such as EUR, got '" + c + "'");
+  return Status::ok();
+}
+
+Status check_required_text(std::string_view what, const std::string& v) {
+  if (v.find_first_not_of(" \t\r\n") == std::string::npos)
+    return invalid(ErrorCode::kNullViolation, std::string(what) + " must not be empty");
+  return Status::ok();
+}
+
+Status check_email(const std::optional<std::string>& e) {
+  if (e && !e->empty() && (e->find('@') == std::string::npos || e->find('@') == 0 || e->back() == '@'))
+    return invalid(ErrorCode::kValueInvalid, "email '" + *e + "' is not an address");
+  return Status::ok();
+}
+
+Status check_line_values(std::optional<int64_t> qty, std::optional<int64_t> price,
+                         std::optional<int64_t> disc) {
+  if (qty && (*qty < 1 || *qty > kMaxQuantity))
+    return invalid(
+        ErrorCode::kValueInvalid,
+        "quantity must be between 1 and " + std::to_string(kMaxQuantity) + ", got " + std::to_string(*qty));
+  if (price && (*price < 0 || *price > kMaxUnitPriceCents))
+    return invalid(ErrorCode::kValueInvalid, "unit price must be between 0 and " +
+                                                 std::to_string(kMaxUnitPriceCents) + " cents, got " +
+                                                 std::to_string(*price));
+  if (disc && (*disc < 0 || *disc > kMaxDiscountBp))
+    return invalid(ErrorCode::kValueInvalid,
+                   "discount must be between 0 and 10000 basis points, got " + std::to_string(*disc));
+  return Status::ok();
+}
+
+}  // namespace
+
+// The changes of one API call. Records are created with every field the caller gives; nulls are not sent.
+struct FieldClient::Batch {
+  std::vector<Change> changes;
+  RecordId create(EntityId e, RecordId id) {
+    Change c;
+    c.op = ChangeOp::kCreate;
+    c.entity = e;
+    c.record = id;
+    changes.push_back(std::move(c));
+    return id;
+  }
+  void set(EntityId e, const RecordId& id, std::string_view field, Value v) {
+    Change c;
+    c.op = ChangeOp::kSet;
+    c.entity = e;
+    c.record = id;
+    c.field = fid(e, field);
+    c.value = std::move(v);
+    changes.push_back(std::move(c));
+  }
+  void set_text(EntityId e, const RecordId& id, std::string_view field, const std::optional<std::string>& v) {
+    if (v) set(e, id, field, v->empty() ? Value::null() : Value::text(*v));
+  }
+  void append(EntityId e, const RecordId& id, std::string_view field, const std::string& text) {
+    Change c;
+    c.op = ChangeOp::kAppend;
+    c.entity = e;
+    c.record = id;
+    c.field = fid(e, field);
+    c.value = Value::text(text);
+    changes.push_back(std::move(c));
+  }
+  void erase(EntityId e, const RecordId& id) {
+    Change c;
+    c.op = ChangeOp::kDelete;
+    c.entity = e;
+    c.record = id;
+    changes.push_back(std::move(c));
+  }
+  std::function<RecordId()> next_id;
+};
+
+// ---- opening
+// ---------------------------------------------------------------------------------------------------
+
+Result<std::unique_ptr<FieldClient>> FieldClient::open(const std::string& path, Options options) {
+  if (options.user.empty()) return invalid(ErrorCode::kInvalidArgument, "a user id is required");
+  if (options.utc_offset_minutes < -14 * 60 || options.utc_offset_minutes > 14 * 60)
+    return invalid(ErrorCode::kInvalidArgument, "utc offset must be within +-14 hours");
+  if (!options.now_ms) {
+    options.now_ms = [] {
+      return std::chrono::duration_cast<std::chrono::milliseconds>(
+                 std::chrono::system_clock::now().time_since_epoch())
+          .count();
+    };
+  }
+  SqliteReplicaStore::Options so;
+  so.create_if_missing = true;
+  so.synchronous_full = options.synchronous_full;
+  so.node = options.node;
+  auto store = SqliteReplicaStore::open(path, so);
+  if (!store) return store.status();
+  return std::unique_ptr<FieldClient>(new FieldClient(std::move(options), std::move(store).value()));
+}
+
+FieldClient::FieldClient(Options options, std::unique_ptr<SqliteReplicaStore> store)
+    : options_(std::move(options)),
+      store_(std::move(store)),
+      queries_(std::make_unique<detail::Queries>()),
+      ids_(store_->node() ^ std::random_device{}()) {
+  ClientConfig config;
+  config.user = options_.user;
+  config.token = options_.token;
+  engine_ = std::make_unique<SyncEngine>(*store_, std::move(config));
+}
+
+FieldClient::~FieldClient() {
+  // Cached statements belong to the store's connection: finalize them before it closes.
+  (void)store_->read([this](sqlite3*) {
+    for (auto& [sql, stmt] : queries_->cache) sqlite3_finalize(stmt);
+    queries_->cache.clear();
+    return Status::ok();
+  });
+}
+
+NodeId FieldClient::node() const {
+  return store_->node();
+}
+
+// ---- the write path
+// ------------------------------------------------------------------------------------------
+
+Status FieldClient::transact(const std::function<Status(Batch&)>& build) {
+  std::vector<RecordKey> touched;
+  {
+    std::lock_guard lock(write_mu_);
+    Batch batch;
+    batch.next_id = [this] { return ids_.next(now_ms()); };
+    if (Status s = build(batch); !s) return s;
+    if (batch.changes.empty()) return Status::ok();
+    std::set<RecordKey> keys;
+    for (const Change& c : batch.changes) keys.insert(RecordKey{c.entity, c.record});
+    touched.assign(keys.begin(), keys.end());
+    Result<uint64_t> r = engine_->write(std::move(batch.changes), now_ms());
+    if (!r) return r.status();
+  }
+  for (const Observer& o : observers_snapshot())
+    if (o.records_changed) o.records_changed(touched);
+  return Status::ok();
+}
+
+// ---- accounts and contacts
+// -----------------------------------------------------------------------------------
+
+Result<std::string> FieldClient::create_account(const NewAccount& a) {
+  RecordId id;
+  Status s = transact([&](Batch& b) -> Status {
+    if (Status v = check_required_text("account name", a.name); !v) return v;
+    if (Status v = check_required_text("territory", a.territory_id); !v) return v;
+    if (Status v = check_email(a.email); !v) return v;
+    if (a.segment && !a.segment->empty() && !is_enum_value(EntityId::kAccount, "segment", *a.segment))
+      return invalid(ErrorCode::kValueInvalid, "segment must be one of " +
+                                                   enum_list(EntityId::kAccount, "segment") + ", got '" +
+                                                   *a.segment + "'");
+    const EntityId e = EntityId::kAccount;
+    id = b.create(e, b.next_id());
+    b.set(e, id, "name", Value::text(a.name));
+    b.set(e, id, "territory_id", Value::text(a.territory_id));
+    b.set_text(e, id, "address", a.address);
+    b.set_text(e, id, "city", a.city);
+    b.set_text(e, id, "phone", a.phone);
+    b.set_text(e, id, "email", a.email);
+    b.set_text(e, id, "segment", a.segment);
+    b.set(e, id, "created_by", Value::text(options_.user));
+    return Status::ok();
+  });
+  if (!s) return s;
+  return id.to_string();
+}
+
+Status FieldClient::edit_account(const std::string& id_text, const AccountEdit& e) {
+  return transact([&](Batch& b) -> Status {
+    auto id = detail::parse_id("account", id_text);
+    if (!id) return id.status();
+    if (Status v = detail::require_live(*queries_, *store_, EntityId::kAccount, id_text); !v) return v;
+    if (e.name)
+      if (Status v = check_required_text("account name", *e.name); !v) return v;
+    if (Status v = check_email(e.email); !v) return v;
+    if (e.segment && !e.segment->empty() && !is_enum_value(EntityId::kAccount, "segment", *e.segment))
+      return invalid(ErrorCode::kValueInvalid, "segment must be one of " +
+                                                   enum_list(EntityId::kAccount, "segment") + ", got '" +
+                                                   *e.segment + "'");
+    if (e.add_note)
+      if (Status v = check_required_text("note", *e.add_note); !v) return v;
+    const EntityId en = EntityId::kAccount;
+    b.set_text(en, *id, "name", e.name);
+    b.set_text(en, *id, "address", e.address);
+    b.set_text(en, *id, "city", e.city);
+    b.set_text(en, *id, "phone", e.phone);
+    b.set_text(en, *id, "email", e.email);
+    b.set_text(en, *id, "segment", e.segment);
+    if (e.add_note) b.append(en, *id, "notes", *e.add_note);
+    if (b.changes.empty()) return invalid(ErrorCode::kInvalidArgument, "nothing to change");
+    return Status::ok();
+  });
+}
+
+Result<std::string> FieldClient::create_contact(const NewContact& c) {
+  RecordId id;
+  Status s = transact([&](Batch& b) -> Status {
+    auto account = detail::parse_id("account", c.account_id);
+    if (!account) return account.status();
+    if (Status v = detail::require_live(*queries_, *store_, EntityId::kAccount, c.account_id); !v) return v;
+    if (Status v = check_required_text("contact name", c.name); !v) return v;
+    if (Status v = check_email(c.email); !v) return v;
+    const EntityId e = EntityId::kContact;
+    id = b.create(e, b.next_id());
+    b.set(e, id, "account_id", Value::text(c.account_id));
+    b.set(e, id, "name", Value::text(c.name));
+    b.set_text(e, id, "title", c.title);
+    b.set_text(e, id, "email", c.email);
+    b.set_text(e, id, "phone", c.phone);
+    if (c.is_primary) b.set(e, id, "is_primary", Value::boolean(*c.is_primary));
+    return Status::ok();
+  });
+  if (!s) return s;
+  return id.to_string();
+}
+
+Status FieldClient::edit_contact(const std::string& id_text, const ContactEdit& e) {
+  return transact([&](Batch& b) -> Status {
+    auto id = detail::parse_id("contact", id_text);
+    if (!id) return id.status();
+    if (Status v = detail::require_live(*queries_, *store_, EntityId::kContact, id_text); !v) return v;
+    if (e.name)
+      if (Status v = check_required_text("contact name", *e.name); !v) return v;
+    if (Status v = check_email(e.email); !v) return v;
+    const EntityId en = EntityId::kContact;
+    b.set_text(en, *id, "name", e.name);
+    b.set_text(en, *id, "title", e.title);
+    b.set_text(en, *id, "email", e.email);
+    b.set_text(en, *id, "phone", e.phone);
+    if (e.is_primary) b.set(en, *id, "is_primary", Value::boolean(*e.is_primary));
+    if (b.changes.empty()) return invalid(ErrorCode::kInvalidArgument, "nothing to change");
+    return Status::ok();
+  });
+}
+
+// ---- visits
+// --------------------------------------------------------------------------------------------------
+
+Result<std::string> FieldClient::check_in(const CheckIn& c) {
+  RecordId id;
+  Status s = transact([&](Batch& b) -> Status {
+    auto account = detail::parse_id("account", c.account_id);
+    if (!account) return account.status();
+    if (c.latitude.has_value() != c.longitude.has_value())
+      return invalid(ErrorCode::kInvalidArgument, "give both latitude and longitude, or neither");
+    if (c.latitude && (!std::isfinite(*c.latitude) || *c.latitude < -90 || *c.latitude > 90))
+      return invalid(ErrorCode::kValueInvalid, "latitude must be between -90 and 90");
+    if (c.longitude && (!std::isfinite(*c.longitude) || *c.longitude < -180 || *c.longitude > 180))
+      return invalid(ErrorCode::kValueInvalid, "longitude must be between -180 and 180");
+    if (c.at_ms && *c.at_ms <= 0)
+      return invalid(ErrorCode::kValueInvalid, "check-in time must be after 1970");
+    if (Status v = detail::require_live(*queries_, *store_, EntityId::kAccount, c.account_id); !v) return v;
+    if (c.calendar_event_id) {
+      if (auto ev = detail::parse_id("calendar event", *c.calendar_event_id); !ev) return ev.status();
+      if (Status v = detail::require_live(*queries_, *store_, EntityId::kCalendarEvent, *c.calendar_event_id);
+          !v)
+        return v;
+    }
+    const EntityId e = EntityId::kVisit;
+    id = b.create(e, b.next_id());
+    b.set(e, id, "account_id", Value::text(c.account_id));
+    b.set(e, id, "rep_id", Value::text(options_.user));
+    b.set(e, id, "check_in_at", Value::integer(c.at_ms.value_or(now_ms())));
+    if (c.latitude) b.set(e, id, "latitude", Value::real(*c.latitude));
+    if (c.longitude) b.set(e, id, "longitude", Value::real(*c.longitude));
+    if (c.calendar_event_id) b.set(e, id, "calendar_event_id", Value::text(*c.calendar_event_id));
+    return Status::ok();
+  });
+  if (!s) return s;
+  return id.to_string();
+}
+
+Status FieldClient::add_visit_note(const std::string& visit_id, const std::string& text) {
+  return transact([&](Batch& b) -> Status {
+    auto id = detail::parse_id("visit", visit_id);
+    if (!id) return id.status();
+    if (Status v = check_required_text("note", text); !v) return v;
+    if (Status v = detail::require_live(*queries_, *store_, EntityId::kVisit, visit_id); !v) return v;
+    b.append(EntityId::kVisit, *id, "notes", text);
+    return Status::ok();
+  });
+}
+
+Status FieldClient::check_out(const std::string& visit_id, const std::string& outcome,
+                              std::optional<int64_t> at_ms) {
+  return transact([&](Batch& b) -> Status {
+    auto id = detail::parse_id("visit", visit_id);
+    if (!id) return id.status();
+    if (!is_enum_value(EntityId::kVisit, "outcome", outcome))
+      return invalid(
+          ErrorCode::kValueInvalid,
+          "outcome must be one of " + enum_list(EntityId::kVisit, "outcome") + ", got '" + outcome + "'");
+    auto v = detail::load_visit(*queries_, *store_, visit_id);
+    if (!v) return v.status();
+    if (v->check_out_at_ms)
+      return invalid(ErrorCode::kInvalidArgument, "visit " + visit_id + " is already checked out");
+    const int64_t at = at_ms.value_or(now_ms());
+    if (at < v->check_in_at_ms)
+      return invalid(ErrorCode::kValueInvalid, "check-out time is before the check-in time");
+    b.set(EntityId::kVisit, *id, "check_out_at", Value::integer(at));
+    b.set(EntityId::kVisit, *id, "outcome", Value::text(outcome));
+    return Status::ok();
+  });
+}
+
+// ---- orders
+// --------------------------------------------------------------------------------------------------
+
+namespace {
+
+// Lines can change while the model lets the order's lines change: not once approved, fulfilled or cancelled.
+Status check_order_editable(const Order& o) {
+  for (std::string_view locked : schema::entity_ref(EntityId::kOrder).locked_statuses)
+    if (o.status == locked)
+      return invalid(ErrorCode::kOrderLocked,
+                     "order " + o.id + " is " + o.status + " and can no longer change");
+  return Status::ok();
+}
+
+}  // namespace
+
+Result<std::string> FieldClient::draft_order(const std::string& account_id, const std::string& currency) {
+  RecordId id;
+  Status s = transact([&](Batch& b) -> Status {
+    auto account = detail::parse_id("account", account_id);
+    if (!account) return account.status();
+    if (Status v = check_currency(currency); !v) return v;
+    if (Status v = detail::require_live(*queries_, *store_, EntityId::kAccount, account_id); !v) return v;
+    const EntityId e = EntityId::kOrder;
+    id = b.create(e, b.next_id());
+    b.set(e, id, "account_id", Value::text(account_id));
+    b.set(e, id, "rep_id", Value::text(options_.user));
+    b.set(e, id, "status", Value::text("draft"));
+    b.set(e, id, "currency", Value::text(currency));
+    return Status::ok();
+  });
+  if (!s) return s;
+  return id.to_string();
+}
+
+Result<std::string> FieldClient::add_line(const std::string& order_id, const NewLine& line) {
+  RecordId id;
+  Status s = transact([&](Batch& b) -> Status {
+    auto oid = detail::parse_id("order", order_id);
+    if (!oid) return oid.status();
+    auto pid = detail::parse_id("product", line.product_id);
+    if (!pid) return pid.status();
+    if (Status v = check_line_values(line.quantity, line.unit_price_cents, line.discount_bp); !v) return v;
+    auto order = detail::load_order_head(*queries_, *store_, order_id);
+    if (!order) return order.status();
+    if (Status v = check_order_editable(*order); !v) return v;
+    auto active = detail::product_active(*queries_, *store_, line.product_id);
+    if (!active) return active.status();
+    if (!*active) return invalid(ErrorCode::kValueInvalid, "product " + line.product_id + " is not active");
+    int64_t price = 0;
+    if (line.unit_price_cents) {
+      price = *line.unit_price_cents;
+    } else {
+      auto p = detail::list_price(*queries_, *store_, line.product_id, order->currency, options_.price_list,
+                                  now_ms());
+      if (!p) return p.status();
+      price = *p;
+    }
+    const EntityId e = EntityId::kOrderLine;
+    id = b.create(e, b.next_id());
+    b.set(e, id, "order_id", Value::text(order_id));
+    b.set(e, id, "product_id", Value::text(line.product_id));
+    b.set(e, id, "quantity", Value::integer(line.quantity));
+    b.set(e, id, "unit_price_cents", Value::integer(price));
+    if (line.discount_bp) b.set(e, id, "discount_bp", Value::integer(*line.discount_bp));
+    b.set_text(e, id, "note", line.note);
+    return Status::ok();
+  });
+  if (!s) return s;
+  return id.to_string();
+}
+
+Status FieldClient::change_line(const std::string& line_id, const LineEdit& e) {
+  return transact([&](Batch& b) -> Status {
+    auto id = detail::parse_id("order line", line_id);
+    if (!id) return id.status();
+    if (Status v = check_line_values(e.quantity, e.unit_price_cents, e.discount_bp); !v) return v;
+    auto order_id = detail::line_order(*queries_, *store_, line_id);
+    if (!order_id) return order_id.status();
+    auto order = detail::load_order_head(*queries_, *store_, *order_id);
+    if (!order) return order.status();
+    if (Status v = check_order_editable(*order); !v) return v;
+    const EntityId en = EntityId::kOrderLine;
+    if (e.quantity) b.set(en, *id, "quantity", Value::integer(*e.quantity));
+    if (e.unit_price_cents) b.set(en, *id, "unit_price_cents", Value::integer(*e.unit_price_cents));
+    if (e.discount_bp) b.set(en, *id, "discount_bp", Value::integer(*e.discount_bp));
+    if (b.changes.empty()) return invalid(ErrorCode::kInvalidArgument, "nothing to change");
+    return Status::ok();
+  });
+}
+
+Status FieldClient::remove_line(const std::string& line_id) {
+  return transact([&](Batch& b) -> Status {
+    auto id = detail::parse_id("order line", line_id);
+    if (!id) return id.status();
+    auto order_id = detail::line_order(*queries_, *store_, line_id);
+    if (!order_id) return order_id.status();
+    auto order = detail::load_order_head(*queries_, *store_, *order_id);
+    if (!order) return order.status();
+    if (Status v = check_order_editable(*order); !v) return v;
+    b.erase(EntityId::kOrderLine, *id);
+    return Status::ok();
+  });
+}
+
+Status FieldClient::submit_order(const std::string& order_id) {
+  return transact([&](Batch& b) -> Status {
+    auto id = detail::parse_id("order", order_id);
+    if (!id) return id.status();
+    auto order = detail::load_order(*queries_, *store_, order_id);
+    if (!order) return order.status();
+    if (Status v = detail::check_transition(EntityId::kOrder, order->status, "submitted", options_.role); !v)
+      return v;
+    if (order->status == "submitted")
+      return invalid(ErrorCode::kInvalidTransition, "order is already submitted");
+    if (order->lines.empty())
+      return invalid(ErrorCode::kInvalidArgument, "order " + order_id + " has no lines");
+    b.set(EntityId::kOrder, *id, "status", Value::text("submitted"));
+    b.set(EntityId::kOrder, *id, "submitted_at", Value::integer(now_ms()));
+    return Status::ok();
+  });
+}
+
+// ---- calendar
+// ------------------------------------------------------------------------------------------------
+
+Result<EventWriteResult> FieldClient::create_event(const NewEvent& ev) {
+  RecordId id;
+  Status s = transact([&](Batch& b) -> Status {
+    if (Status v = check_required_text("title", ev.title); !v) return v;
+    if (ev.start_at_ms <= 0) return invalid(ErrorCode::kValueInvalid, "start must be after 1970");
+    if (ev.end_at_ms <= ev.start_at_ms)
+      return invalid(ErrorCode::kValueInvalid, "an event must end after it starts");
+    if (ev.account_id) {
+      if (auto a = detail::parse_id("account", *ev.account_id); !a) return a.status();
+      if (Status v = detail::require_live(*queries_, *store_, EntityId::kAccount, *ev.account_id); !v)
+        return v;
+    }
+    const EntityId e = EntityId::kCalendarEvent;
+    id = b.create(e, b.next_id());
+    b.set(e, id, "owner_id", Value::text(options_.user));
+    b.set(e, id, "title", Value::text(ev.title));
+    b.set(e, id, "start_at", Value::integer(ev.start_at_ms));
+    b.set(e, id, "end_at", Value::integer(ev.end_at_ms));
+    b.set(e, id, "status", Value::text("scheduled"));
+    if (ev.account_id) b.set(e, id, "account_id", Value::text(*ev.account_id));
+    b.set_text(e, id, "location", ev.location);
+    return Status::ok();
+  });
+  if (!s) return s;
+  EventWriteResult out;
+  out.id = id.to_string();
+  auto o = overlaps(out.id, ev.start_at_ms, ev.end_at_ms);
+  if (!o) return o.status();
+  out.overlaps = std::move(o).value();
+  return out;
+}
+
+Result<EventWriteResult> FieldClient::move_event(const std::string& id_text, int64_t start_at_ms,
+                                                 int64_t end_at_ms) {
+  Status s = transact([&](Batch& b) -> Status {
+    auto id = detail::parse_id("calendar event", id_text);
+    if (!id) return id.status();
+    if (start_at_ms <= 0) return invalid(ErrorCode::kValueInvalid, "start must be after 1970");
+    if (end_at_ms <= start_at_ms)
+      return invalid(ErrorCode::kValueInvalid, "an event must end after it starts");
+    auto ev = detail::load_event(*queries_, *store_, id_text);
+    if (!ev) return ev.status();
+    if (ev->status != "scheduled")
+      return invalid(ErrorCode::kInvalidTransition,
+                     "event " + id_text + " is " + ev->status + ", not scheduled");
+    b.set(EntityId::kCalendarEvent, *id, "start_at", Value::integer(start_at_ms));
+    b.set(EntityId::kCalendarEvent, *id, "end_at", Value::integer(end_at_ms));
+    return Status::ok();
+  });
+  if (!s) return s;
+  EventWriteResult out;
+  out.id = id_text;
+  auto o = overlaps(id_text, start_at_ms, end_at_ms);
+  if (!o) return o.status();
+  out.overlaps = std::move(o).value();
+  return out;
+}
+
+Status FieldClient::cancel_event(const std::string& id_text) {
+  return transact([&](Batch& b) -> Status {
+    auto id = detail::parse_id("calendar event", id_text);
+    if (!id) return id.status();
+    auto ev = detail::load_event(*queries_, *store_, id_text);
+    if (!ev) return ev.status();
+    if (ev->status == "cancelled")
+      return invalid(ErrorCode::kInvalidTransition, "event is already cancelled");
+    if (Status v = detail::check_transition(EntityId::kCalendarEvent, ev->status, "cancelled", options_.role);
+        !v)
+      return v;
+    b.set(EntityId::kCalendarEvent, *id, "status", Value::text("cancelled"));
+    return Status::ok();
+  });
+}
+
+std::pair<int64_t, int64_t> FieldClient::day_window(int64_t at_ms) const {
+  const int64_t off = int64_t{options_.utc_offset_minutes} * 60'000;
+  const int64_t start = floor_div(at_ms + off, kDayMs) * kDayMs - off;
+  return {start, start + kDayMs};
+}
+
+std::pair<int64_t, int64_t> FieldClient::week_window(int64_t at_ms) const {
+  const int64_t off = int64_t{options_.utc_offset_minutes} * 60'000;
+  const int64_t day = floor_div(at_ms + off, kDayMs);
+  const int64_t weekday = ((day + 3) % 7 + 7) % 7;  // 1970-01-01 was a Thursday; Monday = 0
+  const int64_t start = (day - weekday) * kDayMs - off;
+  return {start, start + 7 * kDayMs};
+}
+
+Result<std::vector<Event>> FieldClient::agenda_today() {
+  auto [from, to] = day_window(now_ms());
+  return agenda(from, to);
+}
+
+Result<std::vector<Event>> FieldClient::agenda_week() {
+  auto [from, to] = week_window(now_ms());
+  return agenda(from, to);
+}
+
+// ---- opportunities
+// -------------------------------------------------------------------------------------------
+
+Result<std::string> FieldClient::create_opportunity(const NewOpportunity& o) {
+  RecordId id;
+  Status s = transact([&](Batch& b) -> Status {
+    auto account = detail::parse_id("account", o.account_id);
+    if (!account) return account.status();
+    if (Status v = check_required_text("opportunity name", o.name); !v) return v;
+    if (o.amount_cents < 0) return invalid(ErrorCode::kValueInvalid, "amount must not be negative");
+    if (Status v = check_currency(o.currency); !v) return v;
+    if (!is_enum_value(EntityId::kOpportunity, "stage", o.stage))
+      return invalid(
+          ErrorCode::kValueInvalid,
+          "stage must be one of " + enum_list(EntityId::kOpportunity, "stage") + ", got '" + o.stage + "'");
+    if (Status v = detail::require_live(*queries_, *store_, EntityId::kAccount, o.account_id); !v) return v;
+    const EntityId e = EntityId::kOpportunity;
+    id = b.create(e, b.next_id());
+    b.set(e, id, "account_id", Value::text(o.account_id));
+    b.set(e, id, "owner_id", Value::text(options_.user));
+    b.set(e, id, "name", Value::text(o.name));
+    b.set(e, id, "stage", Value::text(o.stage));
+    b.set(e, id, "amount_cents", Value::integer(o.amount_cents));
+    b.set(e, id, "currency", Value::text(o.currency));
+    if (o.expected_close_ms) b.set(e, id, "expected_close", Value::integer(*o.expected_close_ms));
+    return Status::ok();
+  });
+  if (!s) return s;
+  return id.to_string();
+}
+
+Status FieldClient::move_opportunity(const std::string& id_text, const std::string& stage) {
+  return transact([&](Batch& b) -> Status {
+    auto id = detail::parse_id("opportunity", id_text);
+    if (!id) return id.status();
+    if (!is_enum_value(EntityId::kOpportunity, "stage", stage))
+      return invalid(
+          ErrorCode::kValueInvalid,
+          "stage must be one of " + enum_list(EntityId::kOpportunity, "stage") + ", got '" + stage + "'");
+    auto o = detail::load_opportunity(*queries_, *store_, id_text);
+    if (!o) return o.status();
+    if (o->stage == stage)
+      return invalid(ErrorCode::kInvalidTransition, "opportunity is already in " + stage);
+    if (Status v = detail::check_transition(EntityId::kOpportunity, o->stage, stage, options_.role); !v)
+      return v;
+    b.set(EntityId::kOpportunity, *id, "stage", Value::text(stage));
+    return Status::ok();
+  });
+}
+
+// ---- sync status and observers
+// -------------------------------------------------------------------------------
+
+Result<SyncStatus> FieldClient::sync_status() {
+  SyncStatus st;
+  auto pending = pending_count();
+  if (!pending) return pending.status();
+  st.pending_txns = *pending;
+  st.state = engine_->state();
+  st.connected = st.state != SyncClient::State::kDisconnected && st.state != SyncClient::State::kStopped;
+  std::lock_guard lock(observers_mu_);
+  st.last_synced_at_ms = last_synced_ms_;
+  return st;
+}
+
+Result<std::vector<ConflictRecord>> FieldClient::conflicts() {
+  return store_->conflicts();
+}
+
+Result<std::vector<Rejection>> FieldClient::rejections() {
+  return store_->rejections();
+}
+
+Result<std::string> FieldClient::export_json() {
+  auto records = store_->records();
+  if (!records) return records.status();
+  std::vector<RecordState> all;
+  all.reserve(records->size());
+  for (auto& [key, state] : *records) all.push_back(std::move(state));
+  return canonical_json(all);
+}
+
+uint64_t FieldClient::add_observer(Observer observer) {
+  std::lock_guard lock(observers_mu_);
+  const uint64_t id = next_observer_++;
+  observers_.emplace_back(id, std::move(observer));
+  return id;
+}
+
+void FieldClient::remove_observer(uint64_t id) {
+  std::lock_guard lock(observers_mu_);
+  std::erase_if(observers_, [id](const auto& p) { return p.first == id; });
+}
+
+std::vector<Observer> FieldClient::observers_snapshot() {
+  std::lock_guard lock(observers_mu_);
+  std::vector<Observer> out;
+  out.reserve(observers_.size());
+  for (const auto& [id, o] : observers_) out.push_back(o);
+  return out;
+}
+
+void FieldClient::dispatch_events() {
+  std::vector<ClientEvent> events = engine_->take_events();
+  if (events.empty()) return;
+  for (const ClientEvent& e : events) {
+    if (e.kind == ClientEvent::Kind::kSynced) {
+      std::lock_guard lock(observers_mu_);
+      last_synced_ms_ = now_ms();
+    }
+  }
+  const std::vector<Observer> observers = observers_snapshot();
+  for (const ClientEvent& e : events) {
+    for (const Observer& o : observers) {
+      switch (e.kind) {
+        case ClientEvent::Kind::kRecordsChanged:
+          if (o.records_changed) o.records_changed(e.records);
+          break;
+        case ClientEvent::Kind::kConflict:
+          if (o.conflict && e.conflict) o.conflict(*e.conflict);
+          break;
+        case ClientEvent::Kind::kRejected:
+          if (e.rejection) {
+            if (o.rejection) o.rejection(*e.rejection);
+            if (o.records_changed) {
+              std::set<RecordKey> keys;
+              for (const Change& c : e.rejection->changes) keys.insert(RecordKey{c.entity, c.record});
+              o.records_changed(std::vector<RecordKey>(keys.begin(), keys.end()));
+            }
+          }
+          break;
+        case ClientEvent::Kind::kBootstrapProgress:
+          if (o.sync_progress) o.sync_progress(e.done, e.total);
+          break;
+        case ClientEvent::Kind::kSynced:
+          if (o.synced) o.synced();
+          break;
+        case ClientEvent::Kind::kError:
+          if (o.error) o.error(e.status);
+          break;
+        case ClientEvent::Kind::kMustErase:
+          if (o.error)
+            o.error(e.status.is_ok() ? Status(ErrorCode::kDeviceRevoked, "device revoked: erase the replica")
+                                     : e.status);
+          break;
+      }
+    }
+  }
+}
+
+void compute_line_totals(OrderLine& line) {
+  line.gross_cents = line.quantity * line.unit_price_cents;
+  // gross * bp / 10000 without overflowing: split gross into whole ten-thousands and the rest.
+  const int64_t bp = line.discount_bp;
+  line.discount_cents = line.gross_cents / 10'000 * bp + (line.gross_cents % 10'000 * bp + 5'000) / 10'000;
+  line.net_cents = line.gross_cents - line.discount_cents;
+}
+
+}  // namespace fieldsync::client

@@ -1,0 +1,721 @@
+// FieldClient through its public header: every API call, validation that writes nothing, totals, agenda
+// windows, offline overlaps, the pipeline, observers, a round trip through an in-process SyncServer (frames
+// through the real codec), and the fieldsync-rep binary.
+#include "fieldsync/client/field_client.h"
+
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "fieldsync/sync/codec.h"
+#include "fieldsync/sync/memory_store.h"
+#include "fieldsync/sync/server.h"
+
+namespace fieldsync::client {
+namespace {
+
+using schema::Role;
+
+// 2026-11-18 (a Wednesday) 09:00:00 UTC.
+constexpr int64_t kStart = 1'794'992'400'000;
+constexpr int64_t kHour = 3'600'000;
+constexpr int64_t kDay = 24 * kHour;
+
+std::string temp_file(const std::string& name) {
+  static std::atomic<int> counter{0};
+  std::filesystem::path dir = std::filesystem::path(testing::TempDir()) / "field_client_test";
+  std::filesystem::create_directories(dir);
+  std::string path =
+      (dir / (name + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + ".db")).string();
+  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path + suffix);
+  return path;
+}
+
+struct TestClock {
+  int64_t now = kStart;
+};
+
+std::unique_ptr<FieldClient> open_client(const std::string& user, TestClock& clock,
+                                         const std::string& path = "") {
+  FieldClient::Options o;
+  o.user = user;
+  o.token = "token-" + user;
+  o.now_ms = [&clock] { return clock.now; };
+  o.synchronous_full = false;
+  auto r = FieldClient::open(path.empty() ? temp_file(user) : path, std::move(o));
+  EXPECT_TRUE(r.is_ok()) << r.status().to_string();
+  return r ? std::move(r.value()) : nullptr;
+}
+
+size_t pending(FieldClient& c) {
+  auto n = c.pending_count();
+  EXPECT_TRUE(n.is_ok()) << n.status().to_string();
+  return n ? *n : 0;
+}
+
+#define ASSERT_OK(expr)                                 \
+  do {                                                  \
+    const auto& r_ = (expr);                            \
+    ASSERT_TRUE(r_.is_ok()) << r_.status().to_string(); \
+  } while (0)
+
+// Expects a typed error and that nothing reached the outbox.
+#define EXPECT_REFUSED(client, expr, expected)                              \
+  do {                                                                      \
+    const size_t before_ = pending(client);                                 \
+    auto r_ = (expr);                                                       \
+    EXPECT_FALSE(r_.is_ok());                                               \
+    EXPECT_EQ(status_of(r_).code(), expected) << status_of(r_).to_string(); \
+    EXPECT_EQ(pending(client), before_);                                    \
+  } while (0)
+
+const Status& status_of(const Status& s) {
+  return s;
+}
+template <typename T>
+const Status& status_of(const Result<T>& r) {
+  return r.status();
+}
+
+class FieldClientTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    client = open_client("alice", clock);
+    ASSERT_NE(client, nullptr);
+    auto a = client->create_account({.name = "Bäckerei Müller", .territory_id = "t-north", .city = "Kiel"});
+    ASSERT_OK(a);
+    account = *a;
+  }
+  TestClock clock;
+  std::unique_ptr<FieldClient> client;
+  std::string account;
+};
+
+TEST_F(FieldClientTest, AccountsAndContacts) {
+  ASSERT_OK(client->create_account({.name = "Bakery Bauer", .territory_id = "t-north"}));
+  ASSERT_OK(client->create_account({.name = "Café Sol", .territory_id = "t-south"}));
+  ASSERT_TRUE(client->edit_account(account, {.phone = "+49 1", .segment = "a", .add_note = "likes rye"}));
+
+  auto b = client->accounts_by_prefix("b");
+  ASSERT_OK(b);
+  ASSERT_EQ(b->size(), 2u);  // case-insensitive, sorted by name
+  EXPECT_EQ((*b)[0].name, "Bakery Bauer");
+  EXPECT_EQ((*b)[1].name, "Bäckerei Müller");
+  EXPECT_EQ((*b)[1].phone, "+49 1");
+  EXPECT_EQ((*b)[1].segment, "a");
+  EXPECT_EQ((*b)[1].notes, "likes rye");
+  EXPECT_EQ((*b)[1].created_by, "alice");
+  auto none = client->accounts_by_prefix("%");  // wildcards are literal
+  ASSERT_OK(none);
+  EXPECT_TRUE(none->empty());
+  auto all = client->accounts_by_prefix("");
+  ASSERT_OK(all);
+  EXPECT_EQ(all->size(), 3u);
+  auto south = client->accounts_in_territory("t-south");
+  ASSERT_OK(south);
+  ASSERT_EQ(south->size(), 1u);
+  EXPECT_EQ(south->front().name, "Café Sol");
+
+  auto c1 =
+      client->create_contact({.account_id = account, .name = "Zoe", .email = "zoe@x.de", .is_primary = true});
+  ASSERT_OK(c1);
+  ASSERT_OK(client->create_contact({.account_id = account, .name = "Anna"}));
+  ASSERT_TRUE(client->edit_contact(*c1, {.title = "Owner"}));
+  auto detail = client->account(account);
+  ASSERT_OK(detail);
+  EXPECT_EQ(detail->account.city, "Kiel");
+  ASSERT_EQ(detail->contacts.size(), 2u);
+  EXPECT_EQ(detail->contacts[0].name, "Anna");
+  EXPECT_EQ(detail->contacts[1].title, "Owner");
+  EXPECT_TRUE(detail->contacts[1].is_primary);
+}
+
+TEST_F(FieldClientTest, BadAccountAndContactValuesWriteNothing) {
+  EXPECT_REFUSED(*client, client->create_account({.name = " ", .territory_id = "t"}),
+                 ErrorCode::kNullViolation);
+  EXPECT_REFUSED(*client, client->create_account({.name = "x", .territory_id = ""}),
+                 ErrorCode::kNullViolation);
+  EXPECT_REFUSED(*client, client->create_account({.name = "x", .territory_id = "t", .segment = "z"}),
+                 ErrorCode::kValueInvalid);
+  EXPECT_REFUSED(*client, client->create_account({.name = "x", .territory_id = "t", .email = "nope"}),
+                 ErrorCode::kValueInvalid);
+  // Lengths come from the model and are checked by the sync core: still nothing written.
+  EXPECT_REFUSED(*client, client->create_account({.name = "x", .territory_id = std::string(100, 't')}),
+                 ErrorCode::kValueInvalid);
+  EXPECT_REFUSED(*client, client->edit_account(account, {}), ErrorCode::kInvalidArgument);
+  EXPECT_REFUSED(*client, client->edit_account("not-an-id", {.name = "x"}), ErrorCode::kInvalidArgument);
+  EXPECT_REFUSED(*client, client->edit_account("01890a5d-ac96-774b-bcce-b302099a8057", {.name = "x"}),
+                 ErrorCode::kRecordNotFound);
+  EXPECT_REFUSED(*client, client->create_contact({.account_id = account, .name = ""}),
+                 ErrorCode::kNullViolation);
+  EXPECT_REFUSED(*client,
+                 client->create_contact({.account_id = "01890a5d-ac96-774b-bcce-b302099a8057", .name = "x"}),
+                 ErrorCode::kRecordNotFound);
+  EXPECT_EQ(client->account("01890a5d-ac96-774b-bcce-b302099a8057").status().code(),
+            ErrorCode::kRecordNotFound);
+}
+
+TEST_F(FieldClientTest, VisitsCheckInNotesCheckOutHistoryAndToday) {
+  auto v1 = client->check_in({.account_id = account, .latitude = 54.32, .longitude = 10.13});
+  ASSERT_OK(v1);
+  ASSERT_TRUE(client->add_visit_note(*v1, "new oven"));
+  ASSERT_TRUE(client->add_visit_note(*v1, "wants a quote"));
+  clock.now += kHour;
+  ASSERT_TRUE(client->check_out(*v1, "follow_up"));
+  auto v = client->visit(*v1);
+  ASSERT_OK(v);
+  EXPECT_EQ(v->check_in_at_ms, kStart);
+  EXPECT_EQ(v->check_out_at_ms, kStart + kHour);
+  EXPECT_EQ(v->notes, "new oven\nwants a quote");
+  EXPECT_EQ(v->outcome, "follow_up");
+  EXPECT_EQ(v->rep_id, "alice");
+  EXPECT_DOUBLE_EQ(v->latitude.value_or(0), 54.32);
+
+  auto yesterday = client->check_in({.account_id = account, .at_ms = kStart - kDay});
+  ASSERT_OK(yesterday);
+  auto history = client->visits_of_account(account);
+  ASSERT_OK(history);
+  ASSERT_EQ(history->size(), 2u);
+  EXPECT_EQ((*history)[0].id, *v1);  // newest first
+  auto today = client->todays_visits();
+  ASSERT_OK(today);
+  ASSERT_EQ(today->size(), 1u);
+  EXPECT_EQ(today->front().id, *v1);
+
+  EXPECT_REFUSED(*client, client->check_out(*v1, "order_taken"), ErrorCode::kInvalidArgument);  // already out
+  EXPECT_REFUSED(*client, client->check_out(*yesterday, "maybe"), ErrorCode::kValueInvalid);
+  EXPECT_REFUSED(*client, client->check_out(*yesterday, "other", kStart - 2 * kDay),
+                 ErrorCode::kValueInvalid);
+  EXPECT_REFUSED(*client, client->add_visit_note(*v1, ""), ErrorCode::kNullViolation);
+  EXPECT_REFUSED(*client, client->check_in({.account_id = account, .latitude = 91, .longitude = 0}),
+                 ErrorCode::kValueInvalid);
+  EXPECT_REFUSED(*client, client->check_in({.account_id = account, .latitude = 1}),
+                 ErrorCode::kInvalidArgument);
+  EXPECT_REFUSED(*client, client->check_in({.account_id = "01890a5d-ac96-774b-bcce-b302099a8057"}),
+                 ErrorCode::kRecordNotFound);
+}
+
+TEST_F(FieldClientTest, LineTotalsRoundDiscountHalfUp) {
+  OrderLine l;
+  l.quantity = 3;
+  l.unit_price_cents = 199;
+  l.discount_bp = 250;  // 2.5 % of 597 = 14.925 -> 15
+  compute_line_totals(l);
+  EXPECT_EQ(l.gross_cents, 597);
+  EXPECT_EQ(l.discount_cents, 15);
+  EXPECT_EQ(l.net_cents, 582);
+  l.quantity = kMaxQuantity;
+  l.unit_price_cents = kMaxUnitPriceCents;
+  l.discount_bp = kMaxDiscountBp;
+  compute_line_totals(l);  // no overflow at the limits
+  EXPECT_EQ(l.net_cents, 0);
+}
+
+TEST_F(FieldClientTest, CalendarOverlapsAgendaAndCancel) {
+  auto e1 = client->create_event({.title = "Müller", .start_at_ms = kStart, .end_at_ms = kStart + kHour});
+  ASSERT_OK(e1);
+  EXPECT_TRUE(e1->overlaps.empty());
+  auto e2 = client->create_event({.title = "Bauer",
+                                  .start_at_ms = kStart + kHour / 2,
+                                  .end_at_ms = kStart + 2 * kHour,
+                                  .account_id = account});
+  ASSERT_OK(e2);
+  ASSERT_EQ(e2->overlaps.size(), 1u);  // reported at once, offline
+  EXPECT_EQ(e2->overlaps[0].id, e1->id);
+  // Touching ends do not overlap.
+  auto moved = client->move_event(e2->id, kStart + kHour, kStart + 2 * kHour);
+  ASSERT_OK(moved);
+  EXPECT_TRUE(moved->overlaps.empty());
+  auto next_week = client->create_event(
+      {.title = "later", .start_at_ms = kStart + 7 * kDay, .end_at_ms = kStart + 7 * kDay + kHour});
+  ASSERT_OK(next_week);
+  auto monday = client->create_event(
+      {.title = "monday", .start_at_ms = kStart - 2 * kDay, .end_at_ms = kStart - 2 * kDay + kHour});
+  ASSERT_OK(monday);
+
+  auto today = client->agenda_today();
+  ASSERT_OK(today);
+  ASSERT_EQ(today->size(), 2u);
+  EXPECT_EQ((*today)[0].id, e1->id);
+  auto week = client->agenda_week();  // Monday 2026-11-16 .. Sunday 2026-11-22
+  ASSERT_OK(week);
+  EXPECT_EQ(week->size(), 3u);
+  ASSERT_TRUE(client->cancel_event(e1->id));
+  today = client->agenda_today();
+  ASSERT_OK(today);
+  EXPECT_EQ(today->size(), 1u);
+  // Cancelled events neither block nor show up as overlaps.
+  auto e3 = client->create_event({.title = "x", .start_at_ms = kStart, .end_at_ms = kStart + kHour});
+  ASSERT_OK(e3);
+  EXPECT_TRUE(e3->overlaps.empty());
+
+  EXPECT_REFUSED(*client, client->cancel_event(e1->id), ErrorCode::kInvalidTransition);
+  EXPECT_REFUSED(*client, client->move_event(e1->id, kStart, kStart + kHour), ErrorCode::kInvalidTransition);
+  EXPECT_REFUSED(*client, client->create_event({.title = "x", .start_at_ms = kStart, .end_at_ms = kStart}),
+                 ErrorCode::kValueInvalid);
+  EXPECT_REFUSED(*client, client->create_event({.title = "", .start_at_ms = kStart, .end_at_ms = kStart + 1}),
+                 ErrorCode::kNullViolation);
+  EXPECT_REFUSED(*client, client->move_event(e3->id, kStart + kHour, kStart), ErrorCode::kValueInvalid);
+}
+
+TEST_F(FieldClientTest, DayAndWeekWindowsFollowTheRepsZone) {
+  auto [d0, d1] = client->day_window(kStart);
+  EXPECT_EQ(d1 - d0, kDay);
+  EXPECT_EQ(d0, kStart - 9 * kHour);
+  auto [w0, w1] = client->week_window(kStart);
+  EXPECT_EQ(w0, kStart - 9 * kHour - 2 * kDay);  // Monday 00:00
+  EXPECT_EQ(w1 - w0, 7 * kDay);
+
+  TestClock c2;
+  FieldClient::Options o;
+  o.user = "bob";
+  o.now_ms = [&c2] { return c2.now; };
+  o.utc_offset_minutes = 600;  // UTC+10: 09:00 UTC is 19:00 local, same day
+  auto r = FieldClient::open(temp_file("bob"), o);
+  ASSERT_OK(r);
+  auto [z0, z1] = (*r)->day_window(kStart);
+  EXPECT_EQ(z0, kStart - 19 * kHour);
+  EXPECT_EQ(z1, z0 + kDay);
+}
+
+TEST_F(FieldClientTest, OpportunitiesMoveAlongTheFunnelAndSumThePipeline) {
+  auto o1 = client->create_opportunity({.account_id = account, .name = "Ovens", .amount_cents = 500'000});
+  ASSERT_OK(o1);
+  auto o2 = client->create_opportunity({.account_id = account, .name = "Flour", .amount_cents = 120'000});
+  ASSERT_OK(o2);
+  ASSERT_OK(client->create_opportunity(
+      {.account_id = account, .name = "Van", .amount_cents = 3'000'000, .stage = "negotiation"}));
+  ASSERT_OK(client->create_opportunity(
+      {.account_id = account, .name = "Swiss", .amount_cents = 700, .currency = "CHF"}));
+  ASSERT_TRUE(client->move_opportunity(*o2, "qualified"));
+  ASSERT_TRUE(client->move_opportunity(*o1, "won"));
+  EXPECT_REFUSED(*client, client->move_opportunity(*o1, "negotiation"),
+                 ErrorCode::kPermissionDenied);  // reopen
+  EXPECT_REFUSED(*client, client->move_opportunity(*o1, "won"), ErrorCode::kInvalidTransition);
+  EXPECT_REFUSED(*client, client->move_opportunity(*o2, "closed"), ErrorCode::kValueInvalid);
+  EXPECT_REFUSED(*client,
+                 client->create_opportunity({.account_id = account, .name = "x", .amount_cents = -1}),
+                 ErrorCode::kValueInvalid);
+  EXPECT_REFUSED(*client, client->create_opportunity({.account_id = account, .name = "x", .currency = "eur"}),
+                 ErrorCode::kValueInvalid);
+
+  auto p = client->pipeline();
+  ASSERT_OK(p);
+  ASSERT_EQ(p->size(), 4u);
+  EXPECT_EQ((*p)[0].stage, "prospect");
+  EXPECT_EQ((*p)[0].currency, "CHF");
+  EXPECT_EQ((*p)[0].amount_cents, 700);
+  EXPECT_EQ((*p)[1].stage, "qualified");
+  EXPECT_EQ((*p)[1].amount_cents, 120'000);
+  EXPECT_EQ((*p)[2].stage, "negotiation");
+  EXPECT_EQ((*p)[2].count, 1);
+  EXPECT_EQ((*p)[3].stage, "won");
+  EXPECT_EQ((*p)[3].amount_cents, 500'000);
+  EXPECT_EQ(client->opportunity(*o1)->stage, "won");
+}
+
+TEST_F(FieldClientTest, ObserversHearTheAppsOwnWritesOutsideTheLock) {
+  std::vector<RecordKey> seen;
+  const uint64_t id = client->add_observer({.records_changed = [&](const std::vector<RecordKey>& keys) {
+    seen.insert(seen.end(), keys.begin(), keys.end());
+    // Calling back into the client from an observer must not deadlock.
+    EXPECT_TRUE(client->todays_visits().is_ok());
+  }});
+  auto v = client->check_in({.account_id = account});
+  ASSERT_OK(v);
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].entity, EntityId::kVisit);
+  EXPECT_EQ(seen[0].id.to_string(), *v);
+  (void)client->check_in({.account_id = "bad"});
+  EXPECT_EQ(seen.size(), 1u);  // refused writes are silent
+  client->remove_observer(id);
+  ASSERT_OK(client->check_in({.account_id = account}));
+  EXPECT_EQ(seen.size(), 1u);
+}
+
+TEST_F(FieldClientTest, SyncStatusOffline) {
+  auto st = client->sync_status();
+  ASSERT_OK(st);
+  EXPECT_EQ(st->pending_txns, 1u);  // the account from SetUp
+  EXPECT_FALSE(st->connected);
+  EXPECT_FALSE(st->last_synced_at_ms.has_value());
+  auto conflicts = client->conflicts();
+  ASSERT_OK(conflicts);
+  EXPECT_TRUE(conflicts->empty());
+  auto json = client->export_json();
+  ASSERT_OK(json);
+  EXPECT_NE(json->find("Bäckerei Müller"), std::string::npos);
+}
+
+// ---- with a server
+// ---------------------------------------------------------------------------------------------
+
+class TokenAuth final : public Authenticator {
+ public:
+  std::map<std::string, Principal> tokens;
+  Result<Principal> authenticate(const protocol::Hello& hello, int64_t) override {
+    auto it = tokens.find(hello.token);
+    if (it == tokens.end()) return Status(ErrorCode::kAuthFailed, "authentication failed");
+    return it->second;
+  }
+};
+
+constexpr NodeId kHeadOfficeNode = 77;
+
+class ServerWorld {
+ public:
+  ServerWorld() {
+    auth.tokens["token-alice"] = Principal{"alice", Role::kRep, {"t-north"}, {}};
+    auth.tokens["token-bob"] = Principal{"bob", Role::kRep, {"t-north"}, {}};
+    server = std::make_unique<SyncServer>(store, auth, ServerConfig{});
+  }
+
+  void connect(FieldClient& c) {
+    const SessionId id = next_session++;
+    sessions[id] = &c;
+    server->on_connect(id, clock.now);
+    c.engine().connected(clock.now);
+    pump();
+  }
+  void disconnect(FieldClient& c) {
+    for (auto it = sessions.begin(); it != sessions.end(); ++it) {
+      if (it->second != &c) continue;
+      server->on_disconnect(it->first);
+      c.engine().disconnected(clock.now);
+      sessions.erase(it);
+      return;
+    }
+  }
+  // Moves encoded frames both ways until nothing moves, then lets every client dispatch its events.
+  void pump() {
+    for (int round = 0; round < 1000; ++round) {
+      bool moved = false;
+      for (auto& [id, c] : sessions) {
+        for (std::vector<uint8_t>& f : c->engine().take_frames()) {
+          moved = true;
+          auto m = codec::decode(f);
+          ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+          server->on_message(id, *m, clock.now);
+        }
+      }
+      for (SyncServer::Outgoing& o : server->take_outgoing()) {
+        moved = true;
+        auto it = sessions.find(o.session);
+        if (it != sessions.end()) it->second->engine().frame(codec::encode(o.message), clock.now);
+      }
+      if (!moved) break;
+    }
+    for (auto& [id, c] : sessions) c->dispatch_events();
+  }
+  // A head-office write through SyncServer::apply_local (the catalogue, or booking a rep's calendar).
+  void head_office_write(EntityId entity, RecordId id, std::vector<std::pair<uint16_t, Value>> fields) {
+    ClientTxn txn;
+    txn.node = kHeadOfficeNode;
+    txn.node_seq = ++ho_seq;
+    txn.created_at_ms = clock.now;
+    Hlc hlc = make_hlc(clock.now, 0);
+    Change create{ChangeOp::kCreate, entity, id};
+    create.version = Version{hlc++, kHeadOfficeNode};
+    txn.changes.push_back(create);
+    for (auto& [field, value] : fields) {
+      Change c{ChangeOp::kSet, entity, id, field};
+      c.value = std::move(value);
+      c.version = Version{hlc++, kHeadOfficeNode};
+      txn.changes.push_back(std::move(c));
+    }
+    protocol::TxnResult r = server->apply_local(txn, Principal{"ho", Role::kHeadOffice, {}, {}}, clock.now);
+    ASSERT_EQ(r.outcome, protocol::TxnOutcome::kApplied) << r.message;
+    pump();
+  }
+
+  TestClock clock;
+  MemoryCentralStore store;
+  TokenAuth auth;
+  std::unique_ptr<SyncServer> server;
+  std::map<SessionId, FieldClient*> sessions;
+  SessionId next_session = 1;
+  uint64_t ho_seq = 0;
+  RecordIdGenerator ids{kHeadOfficeNode};
+};
+
+TEST(FieldClientSync, SecondDeviceSeesTheFirstsVisitAndLastSyncIsRecorded) {
+  ServerWorld w;
+  auto alice = open_client("alice", w.clock);
+  auto bob = open_client("bob", w.clock);
+  ASSERT_TRUE(alice && bob);
+  auto account = alice->create_account({.name = "Müller", .territory_id = "t-north"});
+  ASSERT_OK(account);
+  auto visit = alice->check_in({.account_id = *account, .latitude = 54.3, .longitude = 10.1});
+  ASSERT_OK(visit);
+  ASSERT_TRUE(alice->add_visit_note(*visit, "offline note"));
+  EXPECT_EQ(pending(*alice), 3u);
+
+  int synced = 0;
+  alice->add_observer({.synced = [&] { ++synced; }});
+  w.connect(*alice);
+  EXPECT_EQ(pending(*alice), 0u);
+  EXPECT_GE(synced, 1);
+  auto st = alice->sync_status();
+  ASSERT_OK(st);
+  EXPECT_TRUE(st->connected);
+  EXPECT_EQ(st->last_synced_at_ms, w.clock.now);
+
+  std::vector<RecordKey> changed;
+  uint64_t progress_total = 0;
+  bob->add_observer(
+      {.records_changed =
+           [&](const std::vector<RecordKey>& k) { changed.insert(changed.end(), k.begin(), k.end()); },
+       .sync_progress = [&](uint64_t, uint64_t total) { progress_total = total; }});
+  w.connect(*bob);  // bootstrap
+  EXPECT_GE(progress_total, 2u);
+  auto history = bob->visits_of_account(*account);
+  ASSERT_OK(history);
+  ASSERT_EQ(history->size(), 1u);
+  EXPECT_EQ(history->front().id, *visit);
+  EXPECT_EQ(history->front().notes, "offline note");
+  EXPECT_EQ(history->front().rep_id, "alice");
+
+  // Live: alice checks out while both are connected; bob's observer hears about it.
+  changed.clear();
+  w.clock.now += kHour;
+  ASSERT_TRUE(alice->check_out(*visit, "order_taken"));
+  w.pump();
+  EXPECT_EQ(bob->visit(*visit)->outcome, "order_taken");
+  ASSERT_FALSE(changed.empty());
+  EXPECT_EQ(changed.back().id.to_string(), *visit);
+
+  // Both replicas export the same bytes.
+  EXPECT_EQ(*alice->export_json(), *bob->export_json());
+}
+
+TEST(FieldClientSync, OrdersFromSyncedProductsAndPriceLists) {
+  ServerWorld w;
+  auto alice = open_client("alice", w.clock);
+  ASSERT_TRUE(alice);
+  const RecordId flour = w.ids.next(w.clock.now), oven = w.ids.next(w.clock.now),
+                 old = w.ids.next(w.clock.now);
+  w.head_office_write(EntityId::kProduct, flour,
+                      {{1, Value::text("FL-1")}, {2, Value::text("Flour")}, {4, Value::boolean(true)}});
+  w.head_office_write(EntityId::kProduct, oven,
+                      {{1, Value::text("OV-1")}, {2, Value::text("Oven")}, {4, Value::boolean(true)}});
+  w.head_office_write(EntityId::kProduct, old,
+                      {{1, Value::text("OLD")}, {2, Value::text("Gone")}, {4, Value::boolean(false)}});
+  w.head_office_write(EntityId::kPriceListEntry, w.ids.next(w.clock.now),
+                      {{1, Value::text(flour.to_string())},
+                       {2, Value::text("std")},
+                       {3, Value::integer(199)},
+                       {4, Value::text("EUR")}});
+  w.head_office_write(EntityId::kPriceListEntry, w.ids.next(w.clock.now),
+                      {{1, Value::text(flour.to_string())},
+                       {2, Value::text("std")},
+                       {3, Value::integer(99)},
+                       {4, Value::text("EUR")},
+                       {6, Value::integer(kStart - kDay)}});
+  w.connect(*alice);  // bootstrap the catalogue
+  auto account = alice->create_account({.name = "Müller", .territory_id = "t-north"});
+  ASSERT_OK(account);
+
+  auto order = alice->draft_order(*account, "EUR");
+  ASSERT_OK(order);
+  auto l1 = alice->add_line(*order, {.product_id = flour.to_string(), .quantity = 3, .discount_bp = 250});
+  ASSERT_OK(l1);
+  auto l2 =
+      alice->add_line(*order, {.product_id = oven.to_string(), .quantity = 1, .unit_price_cents = 250'000});
+  ASSERT_OK(l2);
+  auto l3 = alice->add_line(*order, {.product_id = oven.to_string(), .quantity = 2, .unit_price_cents = 10});
+  ASSERT_OK(l3);
+  ASSERT_TRUE(alice->change_line(*l2, {.quantity = 2, .discount_bp = 1000}));
+  ASSERT_TRUE(alice->remove_line(*l3));
+
+  auto o = alice->order(*order);
+  ASSERT_OK(o);
+  ASSERT_EQ(o->lines.size(), 2u);
+  EXPECT_EQ(o->lines[0].unit_price_cents, 199);  // the valid price, not the expired 99
+  EXPECT_EQ(o->lines[0].net_cents, 582);
+  EXPECT_EQ(o->lines[1].net_cents, 450'000);
+  EXPECT_EQ(o->gross_cents, 597 + 500'000);
+  EXPECT_EQ(o->discount_cents, 15 + 50'000);
+  EXPECT_EQ(o->total_cents, 582 + 450'000);
+
+  EXPECT_REFUSED(*alice, alice->add_line(*order, {.product_id = oven.to_string()}),
+                 ErrorCode::kRecordNotFound);
+  EXPECT_REFUSED(*alice, alice->add_line(*order, {.product_id = old.to_string(), .unit_price_cents = 1}),
+                 ErrorCode::kValueInvalid);
+  EXPECT_REFUSED(*alice, alice->add_line(*order, {.product_id = flour.to_string(), .quantity = 0}),
+                 ErrorCode::kValueInvalid);
+  EXPECT_REFUSED(*alice, alice->add_line(*order, {.product_id = flour.to_string(), .discount_bp = 10'001}),
+                 ErrorCode::kValueInvalid);
+  EXPECT_REFUSED(*alice, alice->draft_order(*account, "euro"), ErrorCode::kValueInvalid);
+  auto empty = alice->draft_order(*account, "CHF");
+  ASSERT_OK(empty);
+  EXPECT_REFUSED(*alice, alice->submit_order(*empty), ErrorCode::kInvalidArgument);
+  EXPECT_REFUSED(*alice, alice->add_line(*empty, {.product_id = flour.to_string()}),
+                 ErrorCode::kRecordNotFound);
+
+  auto open = alice->open_orders();
+  ASSERT_OK(open);
+  EXPECT_EQ(open->size(), 2u);
+  ASSERT_TRUE(alice->submit_order(*order));
+  EXPECT_EQ(alice->order(*order)->status, "submitted");
+  EXPECT_REFUSED(*alice, alice->submit_order(*order), ErrorCode::kInvalidTransition);
+  w.pump();
+  EXPECT_EQ(pending(*alice), 0u);
+  auto rejections = alice->rejections();
+  ASSERT_OK(rejections);
+  EXPECT_TRUE(rejections->empty());
+  open = alice->open_orders();
+  ASSERT_OK(open);
+  ASSERT_EQ(open->size(), 2u);
+  EXPECT_EQ(open->front().total_cents, 582 + 450'000);
+}
+
+TEST(FieldClientSync, SchedulingConflictFromTheServerIsListedAndObserved) {
+  ServerWorld w;
+  auto alice = open_client("alice", w.clock);
+  ASSERT_TRUE(alice);
+  w.connect(*alice);
+  // Offline, alice books 10:00-11:00; meanwhile head office books her 10:30-11:30.
+  w.disconnect(*alice);
+  ASSERT_OK(
+      alice->create_event({.title = "mine", .start_at_ms = kStart + kHour, .end_at_ms = kStart + 2 * kHour}));
+  w.head_office_write(EntityId::kCalendarEvent, w.ids.next(w.clock.now),
+                      {{1, Value::text("alice")},
+                       {3, Value::text("training")},
+                       {4, Value::integer(kStart + kHour + kHour / 2)},
+                       {5, Value::integer(kStart + 2 * kHour + kHour / 2)},
+                       {6, Value::text("scheduled")}});
+  std::vector<ConflictRecord> heard;
+  alice->add_observer({.conflict = [&](const ConflictRecord& c) { heard.push_back(c); }});
+  w.connect(*alice);
+  auto conflicts = alice->conflicts();
+  ASSERT_OK(conflicts);
+  ASSERT_EQ(conflicts->size(), 1u);
+  EXPECT_EQ(conflicts->front().kind, ConflictKind::kScheduling);
+  ASSERT_EQ(heard.size(), 1u);
+  EXPECT_EQ(heard.front().kind, ConflictKind::kScheduling);
+  auto agenda = alice->agenda_today();
+  ASSERT_OK(agenda);
+  EXPECT_EQ(agenda->size(), 2u);  // both kept
+}
+
+TEST(FieldClientSync, RejectionKeepsTheReasonAndIsObserved) {
+  ServerWorld w;
+  auto alice = open_client("alice", w.clock);
+  ASSERT_TRUE(alice);
+  // A territory alice is not assigned to: the server refuses it (out of scope) and rolls it back.
+  auto account = alice->create_account({.name = "Far away", .territory_id = "t-south"});
+  ASSERT_OK(account);
+  std::vector<Rejection> heard;
+  alice->add_observer({.rejection = [&](const Rejection& r) { heard.push_back(r); }});
+  w.connect(*alice);
+  auto rejections = alice->rejections();
+  ASSERT_OK(rejections);
+  ASSERT_EQ(rejections->size(), 1u);
+  EXPECT_EQ(rejections->front().reason, ErrorCode::kOutOfScope);
+  EXPECT_FALSE(rejections->front().message.empty());
+  EXPECT_EQ(heard.size(), 1u);
+  EXPECT_EQ(alice->account(*account).status().code(), ErrorCode::kRecordNotFound);
+  EXPECT_EQ(pending(*alice), 0u);
+}
+
+// ---- fieldsync-rep
+// ---------------------------------------------------------------------------------------------
+
+struct RepRun {
+  int exit_code = -1;
+  std::string out;
+};
+
+RepRun rep(const std::string& args) {
+  const std::string cmd = std::string(FIELDSYNC_REP_BIN) + " " + args + " 2>&1";
+  RepRun r;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int status = ::pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+TEST(FieldsyncRep, CommandsAndStableExport) {
+  const std::string db = temp_file("rep");
+  const std::string base = "--db " + db + " --user alice ";
+  RepRun help = rep("--help");
+  EXPECT_EQ(help.exit_code, 0);
+  for (const char* cmd :
+       {"account add", "checkin", "order draft", "event book", "agenda", "pipeline", "export"})
+    EXPECT_NE(help.out.find(cmd), std::string::npos) << cmd;
+
+  RepRun acc = rep(base + "account add --name 'Bäckerei Müller' --territory t-north");
+  ASSERT_EQ(acc.exit_code, 0) << acc.out;
+  const std::string account = trim(acc.out);
+  ASSERT_TRUE(RecordId::parse(account).has_value()) << acc.out;
+  RepRun visit = rep(base + "checkin --account " + account + " --lat 54.3 --lon 10.1");
+  ASSERT_EQ(visit.exit_code, 0) << visit.out;
+  const std::string visit_id = trim(visit.out);
+  EXPECT_EQ(rep(base + "note --visit " + visit_id + " 'new oven'").exit_code, 0);
+  EXPECT_EQ(rep(base + "checkout --visit " + visit_id + " --outcome follow_up").exit_code, 0);
+  RepRun book = rep(base + "event book --title Demo --start 2030-01-07T10:00 --end 2030-01-07T11:00");
+  ASSERT_EQ(book.exit_code, 0) << book.out;
+  RepRun clash =
+      rep(base + "event book --title Clash --start 2030-01-07T10:30:00Z --end 2030-01-07T12:00:00Z");
+  ASSERT_EQ(clash.exit_code, 0) << clash.out;
+  EXPECT_NE(clash.out.find("overlaps"), std::string::npos) << clash.out;
+  RepRun opp = rep(base + "opp add --account " + account + " --name Ovens --amount 500050");
+  ASSERT_EQ(opp.exit_code, 0) << opp.out;
+  RepRun pipeline = rep(base + "pipeline");
+  EXPECT_NE(pipeline.out.find("500050"), std::string::npos) << pipeline.out;
+  RepRun accounts = rep(base + "accounts --prefix bäck");
+  EXPECT_NE(accounts.out.find(account), std::string::npos) << accounts.out;
+  RepRun pend = rep(base + "pending");
+  EXPECT_EQ(trim(pend.out), "7") << pend.out;
+
+  // Errors: one line, non-zero exit, nothing written.
+  RepRun bad = rep(base + "checkout --visit " + visit_id + " --outcome maybe");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_EQ(std::count(bad.out.begin(), bad.out.end(), '\n'), 1) << bad.out;
+  EXPECT_NE(bad.out.find("value_invalid"), std::string::npos) << bad.out;
+  EXPECT_NE(rep(base + "frobnicate").exit_code, 0);
+  EXPECT_NE(rep("--db " + db + " pending").exit_code, 0);  // no --user
+  EXPECT_EQ(trim(rep(base + "pending").out), "7");
+
+  RepRun e1 = rep(base + "export");
+  RepRun e2 = rep(base + "export");
+  ASSERT_EQ(e1.exit_code, 0) << e1.out;
+  EXPECT_EQ(e1.out, e2.out);
+  EXPECT_EQ(e1.out.front(), '{');
+  EXPECT_EQ(e1.out.back(), '\n');
+  EXPECT_NE(e1.out.find("\"visit\""), std::string::npos);
+  EXPECT_NE(e1.out.find("new oven"), std::string::npos);
+  EXPECT_NE(e1.out.find(visit_id), std::string::npos);
+  boost::system::error_code ec;
+  boost::json::value parsed = boost::json::parse(e1.out, ec);
+  ASSERT_FALSE(ec) << ec.message();
+  ASSERT_EQ(parsed.at("visit").as_array().size(), 1u);
+  EXPECT_EQ(parsed.at("visit").as_array()[0].at("outcome").as_string(), "follow_up");
+  EXPECT_EQ(parsed.at("calendar_event").as_array().size(), 2u);
+  // The export of a client opened on the same file is byte-identical.
+  TestClock clock;
+  auto c = open_client("alice", clock, db);
+  ASSERT_TRUE(c);
+  EXPECT_EQ(*c->export_json(), e1.out);
+}
+
+}  // namespace
+}  // namespace fieldsync::client
