@@ -258,7 +258,8 @@ struct WsClient::Impl {
     wake_target->impl = this;
     engine.set_wakeup([target = wake_target] {
       std::lock_guard lock(target->mu);
-      if (Impl* self = target->impl) net::post(self->ioc, [self] { self->wake(); });
+      // Only while running: a stopped client's io_context would just pile the wake-ups up.
+      if (Impl* self = target->impl; self && self->is_running) net::post(self->ioc, [self] { self->wake(); });
     });
   }
   ~Impl() {
@@ -445,6 +446,8 @@ void WsClient::stop() {
     m.stop_requested = true;
     m.retry_timer.cancel();
     m.wake();  // the writer sends the close frame
+    if (auto c = m.current.lock(); c && !m.is_connected)
+      beast::get_lowest_layer(c->ws).close();  // connecting
     // Bound the closing handshake: a server that does not answer is cut off.
     auto guard =
         std::make_shared<net::steady_timer>(m.ioc, std::chrono::milliseconds(m.options.connect_timeout_ms));

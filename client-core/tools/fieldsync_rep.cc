@@ -3,6 +3,7 @@
 // one line on stderr and a non-zero exit (1: the operation failed, 2: bad usage).
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "fieldsync/client/field_client.h"
+#include "fieldsync/client/ws_client.h"
 
 namespace {
 
@@ -64,6 +66,11 @@ Sync
   conflicts                             conflict records concerning me
   rejections                            my transactions the server refused, with reasons
   export                                every record as canonical JSON (stable: compare with cmp)
+  sync --server wss://HOST:PORT/sync [--ca FILE | --pin SHA256] [--once | --stay SECONDS]
+                                        push and pull over TLS: --once (default) until synced (60 s at
+                                        most), --stay keeps the connection for live changes; the server
+                                        certificate is verified against the system CAs unless --ca FILE
+                                        (trust that CA) or --pin (its SHA-256, as fieldsync-server prints)
 )";
 
 struct UsageError {
@@ -232,7 +239,7 @@ int run(FieldClient& c, const std::string& cmd, std::vector<std::string> words) 
     words.erase(words.begin());
   }
   const std::string full = sub.empty() ? cmd : cmd + " " + sub;
-  Args a(words, {"today", "open", "week", "primary"});
+  Args a(words, {"today", "open", "week", "primary", "once"});
 
   if (full == "account add") {
     NewAccount n{a.need("name"), a.need("territory"), a.opt("address"), a.opt("city"),
@@ -415,6 +422,37 @@ int run(FieldClient& c, const std::string& cmd, std::vector<std::string> words) 
     a.finish();
     std::cout << check(c.export_json());
     // ---- TRANSPORT: the `sync` command (connect over TLS WebSocket, sync once or stay connected) goes here.
+  } else if (full == "sync") {
+    WsClientOptions o;
+    o.url = a.need("server");
+    if (auto v = a.opt("ca")) o.ca_file = *v;
+    if (auto v = a.opt("pin")) o.pin_sha256 = *v;
+    const bool once = a.flag("once");
+    const std::optional<std::string> stay = a.opt("stay");
+    a.finish();
+    if (once && stay) throw UsageError{"give --once or --stay SECONDS, not both"};
+    const int64_t stay_s = stay ? parse_int("--stay", *stay) : 0;
+    if (stay && (stay_s < 1 || stay_s > 24 * 3600)) throw UsageError{"--stay: 1 to 86400 seconds"};
+    o.after_frame = [&c] { c.dispatch_events(); };
+    WsClient ws(c.engine(), o);
+    WsStatus s;
+    if (!stay) {
+      s = ws.sync_once(std::chrono::seconds(60));
+    } else {
+      s = ws.start();
+      if (s.ok()) {
+        ws.wait_until([&c] { return c.engine().stopped(); }, std::chrono::seconds(stay_s));
+        ws.stop();
+        s = c.engine().stopped() ? WsStatus{WsError::kStopped, c.engine().stop_reason().to_string()}
+                                 : WsStatus{};
+      }
+    }
+    c.dispatch_events();
+    if (!s.ok()) {
+      std::cerr << "fieldsync-rep: sync: " << s.to_string() << '\n';
+      return 1;
+    }
+    std::cout << "synced\tpending " << check(c.pending_count()) << '\n';
   } else {
     throw UsageError{"unknown command '" + full + "' (see --help)"};
   }
