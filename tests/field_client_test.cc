@@ -576,6 +576,22 @@ TEST(FieldClientSync, OrdersFromSyncedProductsAndPriceLists) {
   ASSERT_OK(open);
   ASSERT_EQ(open->size(), 2u);
   EXPECT_EQ(open->front().total_cents, 582 + 450'000);
+
+  // An order with its lines in one transaction; one bad line and nothing of it is written.
+  const size_t before = pending(*alice);
+  auto whole = alice->draft_order_with_lines(*account, "EUR",
+                                             {{.product_id = flour.to_string(), .quantity = 10},
+                                              {.product_id = oven.to_string(), .unit_price_cents = 5}});
+  ASSERT_OK(whole);
+  EXPECT_EQ(pending(*alice), before + 1);
+  EXPECT_EQ(alice->order(*whole)->total_cents, 10 * 199 + 5);
+  EXPECT_REFUSED(*alice,
+                 alice->draft_order_with_lines(
+                     *account, "EUR", {{.product_id = flour.to_string()}, {.product_id = oven.to_string()}}),
+                 ErrorCode::kRecordNotFound);
+  open = alice->open_orders();
+  ASSERT_OK(open);
+  EXPECT_EQ(open->size(), 3u);
 }
 
 TEST(FieldClientSync, SchedulingConflictFromTheServerIsListedAndObserved) {

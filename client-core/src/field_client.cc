@@ -381,6 +381,12 @@ Status check_order_editable(const Order& o) {
 }  // namespace
 
 Result<std::string> FieldClient::draft_order(const std::string& account_id, const std::string& currency) {
+  return draft_order_with_lines(account_id, currency, {});
+}
+
+Result<std::string> FieldClient::draft_order_with_lines(const std::string& account_id,
+                                                        const std::string& currency,
+                                                        const std::vector<NewLine>& lines) {
   RecordId id;
   Status s = transact([&](Batch& b) -> Status {
     auto account = detail::parse_id("account", account_id);
@@ -393,10 +399,39 @@ Result<std::string> FieldClient::draft_order(const std::string& account_id, cons
     b.set(e, id, "rep_id", Value::text(options_.user));
     b.set(e, id, "status", Value::text("draft"));
     b.set(e, id, "currency", Value::text(currency));
+    for (const NewLine& line : lines)
+      if (auto v = add_line_changes(b, id, currency, line); !v) return v.status();
     return Status::ok();
   });
   if (!s) return s;
   return id.to_string();
+}
+
+Result<RecordId> FieldClient::add_line_changes(Batch& b, const RecordId& order, const std::string& currency,
+                                               const NewLine& line) {
+  auto pid = detail::parse_id("product", line.product_id);
+  if (!pid) return pid.status();
+  if (Status v = check_line_values(line.quantity, line.unit_price_cents, line.discount_bp); !v) return v;
+  auto active = detail::product_active(*queries_, *store_, line.product_id);
+  if (!active) return active.status();
+  if (!*active) return invalid(ErrorCode::kValueInvalid, "product " + line.product_id + " is not active");
+  int64_t price = 0;
+  if (line.unit_price_cents) {
+    price = *line.unit_price_cents;
+  } else {
+    auto p = detail::list_price(*queries_, *store_, line.product_id, currency, options_.price_list, now_ms());
+    if (!p) return p.status();
+    price = *p;
+  }
+  const EntityId e = EntityId::kOrderLine;
+  const RecordId id = b.create(e, b.next_id());
+  b.set(e, id, "order_id", Value::text(order.to_string()));
+  b.set(e, id, "product_id", Value::text(line.product_id));
+  b.set(e, id, "quantity", Value::integer(line.quantity));
+  b.set(e, id, "unit_price_cents", Value::integer(price));
+  if (line.discount_bp) b.set(e, id, "discount_bp", Value::integer(*line.discount_bp));
+  b.set_text(e, id, "note", line.note);
+  return id;
 }
 
 Result<std::string> FieldClient::add_line(const std::string& order_id, const NewLine& line) {
@@ -404,32 +439,12 @@ Result<std::string> FieldClient::add_line(const std::string& order_id, const New
   Status s = transact([&](Batch& b) -> Status {
     auto oid = detail::parse_id("order", order_id);
     if (!oid) return oid.status();
-    auto pid = detail::parse_id("product", line.product_id);
-    if (!pid) return pid.status();
-    if (Status v = check_line_values(line.quantity, line.unit_price_cents, line.discount_bp); !v) return v;
     auto order = detail::load_order_head(*queries_, *store_, order_id);
     if (!order) return order.status();
     if (Status v = check_order_editable(*order); !v) return v;
-    auto active = detail::product_active(*queries_, *store_, line.product_id);
-    if (!active) return active.status();
-    if (!*active) return invalid(ErrorCode::kValueInvalid, "product " + line.product_id + " is not active");
-    int64_t price = 0;
-    if (line.unit_price_cents) {
-      price = *line.unit_price_cents;
-    } else {
-      auto p = detail::list_price(*queries_, *store_, line.product_id, order->currency, options_.price_list,
-                                  now_ms());
-      if (!p) return p.status();
-      price = *p;
-    }
-    const EntityId e = EntityId::kOrderLine;
-    id = b.create(e, b.next_id());
-    b.set(e, id, "order_id", Value::text(order_id));
-    b.set(e, id, "product_id", Value::text(line.product_id));
-    b.set(e, id, "quantity", Value::integer(line.quantity));
-    b.set(e, id, "unit_price_cents", Value::integer(price));
-    if (line.discount_bp) b.set(e, id, "discount_bp", Value::integer(*line.discount_bp));
-    b.set_text(e, id, "note", line.note);
+    auto line_id = add_line_changes(b, *oid, order->currency, line);
+    if (!line_id) return line_id.status();
+    id = *line_id;
     return Status::ok();
   });
   if (!s) return s;

@@ -266,6 +266,9 @@ class FieldClient {
 
   // ---- orders
   Result<std::string> draft_order(const std::string& account_id, const std::string& currency = "EUR");
+  // A draft order with its lines in one transaction (they reach the server together or not at all).
+  Result<std::string> draft_order_with_lines(const std::string& account_id, const std::string& currency,
+                                             const std::vector<NewLine>& lines);
   Result<std::string> add_line(const std::string& order_id, const NewLine& line);
   Status change_line(const std::string& line_id, const LineEdit& e);
   Status remove_line(const std::string& line_id);
@@ -312,6 +315,9 @@ class FieldClient {
   // Under write_mu_: `build` validates and fills the batch, which is then one SyncEngine::write. After the
   // lock is released, records_changed observers hear about the records written.
   Status transact(const std::function<Status(Batch&)>& build);
+  // Validates one new line of `order` (priced in `currency`) and adds its changes to the batch.
+  Result<RecordId> add_line_changes(Batch& b, const RecordId& order, const std::string& currency,
+                                    const NewLine& line);
   std::vector<Observer> observers_snapshot();
   Result<std::vector<Event>> overlaps(const std::string& self_id, int64_t start_ms, int64_t end_ms);
 
