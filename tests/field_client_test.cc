@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "fieldsync/sync/codec.h"
 #include "fieldsync/sync/memory_store.h"
@@ -340,6 +341,28 @@ TEST_F(FieldClientTest, ObserversHearTheAppsOwnWritesOutsideTheLock) {
   client->remove_observer(id);
   ASSERT_OK(client->check_in({.account_id = account}));
   EXPECT_EQ(seen.size(), 1u);
+}
+
+TEST_F(FieldClientTest, ConcurrentWritersAndReaders) {
+  constexpr int kThreads = 4, kPerThread = 25;
+  std::atomic<int> notified{0};
+  client->add_observer({.records_changed = [&](const std::vector<RecordKey>&) { ++notified; }});
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kPerThread; ++i) {
+        EXPECT_TRUE(client->check_in({.account_id = account}).is_ok());
+        EXPECT_TRUE(client->visits_of_account(account).is_ok());
+        EXPECT_TRUE(client->sync_status().is_ok());
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  auto visits = client->visits_of_account(account);
+  ASSERT_OK(visits);
+  EXPECT_EQ(visits->size(), size_t{kThreads * kPerThread});
+  EXPECT_EQ(pending(*client), size_t{1 + kThreads * kPerThread});
+  EXPECT_EQ(notified.load(), kThreads * kPerThread);
 }
 
 TEST_F(FieldClientTest, SyncStatusOffline) {
