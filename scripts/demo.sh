@@ -1,13 +1,166 @@
 #!/usr/bin/env bash
-# The README's main command. Until the server and client-core land (issues 3 and 4) the main job is the
-# deterministic simulator: a server and several field reps plus head office, editing offline through dropped,
-# duplicated and reordered messages, partitions, crashes and clock skew, then converging.
+# The README's main command: a small company on a real fieldsync server.
+#
+# Installs what is missing, builds, starts fieldsync-server on its embedded SQLite store with a generated dev
+# certificate, seeds territories, people, products and accounts, then lets field reps work offline for a day
+# (visits, orders, appointments, concurrent edits of the same account and deal), reconnect in a different order,
+# and converge. It ends with what head office sees, checks every device byte for byte against the server's view
+# of that user, and says where the data lives. Finally it runs the deterministic simulator over many seeds.
+#
+# FIELDSYNC_DEMO_DIR (default ./demo-run) and FIELDSYNC_DEMO_PORT (default 18443) can be set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
-./scripts/build.sh release --target fieldsync-sim >/dev/null
-echo "== one simulated day, traced summary (seed 1)"
-build/bin/fieldsync-sim --seed 1
+echo "== building"
+./scripts/build.sh release --target fieldsync-server fieldsync-admin fieldsync-rep fieldsync-sim >/dev/null
+
+BIN=$PWD/build/bin
+DEMO=$(realpath -m "${FIELDSYNC_DEMO_DIR:-demo-run}")
+PORT=${FIELDSYNC_DEMO_PORT:-18443}
+DATA=$DEMO/server
+rm -rf "$DEMO"
+mkdir -p "$DEMO"
+PASSWORD=field-sales-2026
+
+step() { printf '\n== %s\n' "$*"; }
+admin() { "$BIN/fieldsync-admin" --data-dir "$DATA" "$@"; }
+declare -A ROLE TOKEN
+rep() {  # rep USER COMMAND...: run fieldsync-rep on USER's own device (replica file)
+  local u=$1
+  shift
+  "$BIN/fieldsync-rep" --db "$DEMO/$u.db" --user "$u" --role "${ROLE[$u]}" --token "${TOKEN[$u]:-}" "$@"
+}
+sync() {  # sync USER...: each device connects, pushes its outbox, pulls, disconnects
+  for u in "$@"; do
+    rep "$u" sync --server "wss://127.0.0.1:$PORT/sync" --ca "$DATA/dev-cert.pem" --once >/dev/null
+    printf '  %-6s synced, %s transactions pending\n' "$u" "$(rep "$u" pending)"
+  done
+}
+
+step "seeding the company: territories, people, products and prices"
+admin territory add --id north --name "North" >/dev/null
+admin territory add --id south --name "South" >/dev/null
+ROLE=([ho]=head_office [maria]=manager [alice]=rep [bob]=rep [carol]=rep)
+for u in ho maria alice bob carol; do
+  admin user add --id "$u" --name "${u^}" --role "${ROLE[$u]}" --password "$PASSWORD" >/dev/null
+done
+admin assign --user alice --territory north
+admin assign --user bob --territory north
+admin assign --user carol --territory south
+admin assign --user maria --territory north
+admin assign --user maria --territory south
+for r in alice bob carol; do admin assign --manager maria --rep "$r"; done
+declare -A PRODUCT
+for p in "ESP-1:Espresso beans 1 kg:kg:2450" "MLK-6:Oat milk 6-pack:pack:1190" "CUP-50:Paper cups x50:box:675"; do
+  IFS=: read -r sku name unit cents <<<"$p"
+  PRODUCT[$sku]=$(admin product add --sku "$sku" --name "$name" --unit "$unit")
+  admin price set --product "$sku" --list standard --cents "$cents" --currency EUR >/dev/null
+done
+echo "  territories north, south; head office ho, manager maria, reps alice + bob (north), carol (south)"
+echo "  3 products with standard prices"
+
+step "starting fieldsync-server (embedded SQLite store, generated dev certificate)"
+"$BIN/fieldsync-server" --dev --data-dir "$DATA" --listen "127.0.0.1:$PORT" --threads 2 >"$DEMO/server.log" 2>&1 &
+SERVER_PID=$!
+trap 'kill -TERM $SERVER_PID 2>/dev/null || true; wait $SERVER_PID 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  if [ -f "$DATA/dev-cert.pem" ] && (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then break; fi
+  sleep 0.1
+done
+sed 's/^/  /' "$DEMO/server.log" | head -5
+
+step "every device gets its own replica, is registered, and logs in"
+for u in ho maria alice bob carol; do
+  node=$(rep "$u" status | awk -F'\t' '$1 == "node" { print $2 }')
+  admin device register --node "$node" --user "$u" >/dev/null
+  TOKEN[$u]=$(admin login --user "$u" --node "$node" --password "$PASSWORD")
+  printf '  %-6s device %s\n' "$u" "$node"
+done
+
+step "head office files the customer accounts and syncs"
+declare -A ACCT
+ACCT[rossi]=$(rep ho account add --name "Caffè Rossi" --territory north --city Hamburg --segment a)
+ACCT[kiosk]=$(rep ho account add --name "Hafen Kiosk" --territory north --city Hamburg --segment b)
+ACCT[mensa]=$(rep ho account add --name "Uni Mensa Süd" --territory south --city Munich --segment a)
+sync ho
+
+step "the field devices bootstrap their scope"
+sync maria alice bob carol
+
+step "a day offline (no device is connected)"
+T=$(date -u +%Y-%m-%d)
+VISIT=$(rep alice checkin --account "${ACCT[rossi]}" --lat 53.5511 --lon 9.9937)
+rep alice note --visit "$VISIT" "Owner wants to switch to oat milk; asked for a tasting." >/dev/null
+rep alice checkout --visit "$VISIT" --outcome order_taken >/dev/null
+ORDER=$(rep alice order draft --account "${ACCT[rossi]}")
+rep alice order line --order "$ORDER" --product "${PRODUCT[ESP-1]}" --qty 12 >/dev/null
+rep alice order line --order "$ORDER" --product "${PRODUCT[MLK-6]}" --qty 20 >/dev/null
+rep alice order submit --order "$ORDER" >/dev/null
+echo "  alice: visit at Caffè Rossi with notes, order of 2 lines submitted"
+MEET=$(rep alice event book --title "Tasting at Rossi" --start "${T}T14:00" --end "${T}T15:00" \
+  --account "${ACCT[rossi]}" | head -1)
+echo "  alice: booked a tasting 14:00-15:00"
+echo "  alice: booked a kiosk follow-up 14:30-15:30; the app warns at once, offline, that it overlaps:"
+rep alice event book --title "Kiosk follow-up" --start "${T}T14:30" --end "${T}T15:30" \
+  --account "${ACCT[kiosk]}" | awk -F'\t' '$1 == "overlaps" { print "    " $6 " " $3 " - " $4 }'
+rep alice account edit --id "${ACCT[rossi]}" --phone "+49 40 111111" >/dev/null
+rep bob account edit --id "${ACCT[rossi]}" --phone "+49 40 222222" --note "Delivery only before 9:00." >/dev/null
+echo "  alice and bob both changed Caffè Rossi's phone number, offline"
+DEAL=$(rep bob opp add --account "${ACCT[kiosk]}" --name "Kiosk espresso contract" --amount 480000)
+echo "  bob: opened a deal at Hafen Kiosk"
+VISIT2=$(rep carol checkin --account "${ACCT[mensa]}")
+rep carol checkout --visit "$VISIT2" --outcome follow_up >/dev/null
+ORDER2=$(rep carol order draft --account "${ACCT[mensa]}")
+rep carol order line --order "$ORDER2" --product "${PRODUCT[CUP-50]}" --qty 40 >/dev/null
+rep carol order submit --order "$ORDER2" >/dev/null
+echo "  carol: visit and a cups order at Uni Mensa Süd"
+rep maria event book --title "Team review" --start "${T}T17:00" --end "${T}T18:00" >/dev/null
+echo "  maria: booked a team review"
+for u in alice bob carol maria; do printf '  %-6s pending: %s transactions\n' "$u" "$(rep "$u" pending)"; done
+
+step "reconnecting, in a different order than they left"
+sync bob carol alice maria
+step "a second round: bob moves his deal, alice (who pulled it) closes it, bob is back offline"
+sync bob alice
+rep alice opp move --id "$DEAL" --stage won >/dev/null
+rep bob opp move --id "$DEAL" --stage negotiation >/dev/null
+rep alice event move --id "$MEET" --start "${T}T16:00" --end "${T}T17:00" >/dev/null
+sync alice bob
+echo "  bob's later move of a deal alice had already won is refused; bob's device rolls it back:"
+rep bob rejections | sed 's/^/    /'
+step "everyone syncs once more"
+sync ho maria alice bob carol
+
+step "what head office sees"
+admin export >"$DEMO/central.json"
+awk '/^  "[a-z_]+": \[/ { e = $1; gsub(/[":]/, "", e) } /^    \{/ { n[e]++ }
+     END { for (k in n) printf "  %-18s %d\n", k, n[k] }' "$DEMO/central.json" | sort
+echo "  conflicts recorded:"
+rep ho conflicts | awk -F'\t' '{ printf "    %-16s %-14s %s: %s / %s\n", $2, $3, $5, $6, $7 }'
+
+step "checking convergence: each device against the server's view of its user"
+ok=1
+for u in ho maria alice bob carol; do
+  rep "$u" export >"$DEMO/$u.json"
+  admin export --user "$u" >"$DEMO/$u.server.json"
+  if cmp -s "$DEMO/$u.json" "$DEMO/$u.server.json"; then
+    printf '  %-6s identical (%s bytes)\n' "$u" "$(wc -c <"$DEMO/$u.json")"
+  else
+    printf '  %-6s DIFFERS from the server (diff %s %s)\n' "$u" "$DEMO/$u.json" "$DEMO/$u.server.json"
+    ok=0
+  fi
+done
+
+step "where the data lives"
+echo "  central store:   $DATA/central.db (SQLite, WAL; tables per entity, _log, _conflicts, _audit)"
+echo "  users/devices:   $DATA/directory.db"
+echo "  dev certificate: $DATA/dev-cert.pem"
+echo "  device replicas: $DEMO/{ho,maria,alice,bob,carol}.db"
+echo "  server log:      $DEMO/server.log"
+
+step "the deterministic simulator: 200 seeds of faults, crashes and clock skew"
+"$BIN/fieldsync-sim" --seeds 200 --quiet
+
+[ "$ok" = 1 ] || { echo "demo: devices did not converge" >&2; exit 1; }
 echo
-echo "== 300 more seeds"
-build/bin/fieldsync-sim --seeds 300 --start 2
+echo "demo: all devices converged with the server"

@@ -62,7 +62,7 @@ Opportunities
   pipeline                              my deals per stage: stage, currency, count, amount
 Sync
   pending                               unacknowledged local transactions
-  status                                pending, connection state, last successful sync
+  status                                device node id, pending, connection state, last successful sync
   conflicts                             conflict records concerning me
   rejections                            my transactions the server refused, with reasons
   export                                every record as canonical JSON (stable: compare with cmp)
@@ -399,8 +399,9 @@ int run(FieldClient& c, const std::string& cmd, std::vector<std::string> words) 
   } else if (full == "status") {
     a.finish();
     SyncStatus s = check(c.sync_status());
-    std::cout << "pending\t" << s.pending_txns << "\nconnected\t" << (s.connected ? "yes" : "no")
-              << "\nlast_synced\t" << (s.last_synced_at_ms ? format_time(*s.last_synced_at_ms) : "-") << '\n';
+    std::cout << "node\t" << c.node() << "\npending\t" << s.pending_txns << "\nconnected\t"
+              << (s.connected ? "yes" : "no") << "\nlast_synced\t"
+              << (s.last_synced_at_ms ? format_time(*s.last_synced_at_ms) : "-") << '\n';
   } else if (full == "conflicts") {
     a.finish();
     for (const fieldsync::ConflictRecord& k : check(c.conflicts())) {
