@@ -348,6 +348,41 @@ TEST(SqliteReplica, ReopenKeepsEverythingAndTheNode) {
   EXPECT_NE(missing.status().message().find("missing.db"), std::string::npos) << missing.status().message();
 }
 
+TEST(SqliteReplica, InboxListingUsesItsIndex) {
+  TempDir dir;
+  auto store = open_ok(dir.file("r.db"));
+  ASSERT_TRUE(store);
+  std::string plan;
+  ASSERT_TRUE(store->read([&](sqlite3* db) {
+    sqlite3_stmt* s = nullptr;
+    sqlite3_prepare_v2(db, "EXPLAIN QUERY PLAN SELECT id FROM _conflicts WHERE seen = 0 ORDER BY id DESC", -1,
+                       &s, nullptr);
+    while (sqlite3_step(s) == SQLITE_ROW) plan += reinterpret_cast<const char*>(sqlite3_column_text(s, 3));
+    sqlite3_finalize(s);
+    return Status::ok();
+  }));
+  EXPECT_NE(plan.find("_conflicts_by_seen"), std::string::npos) << plan;
+}
+
+TEST(SqliteReplicaDeathTest, SecondTransactionOnTheSameThreadAbortsInsteadOfHanging) {
+  TempDir dir;
+  auto store = open_ok(dir.file("r.db"));
+  ASSERT_TRUE(store);
+  EXPECT_DEATH(
+      {
+        auto first = store->begin();
+        auto second = store->begin();
+      },
+      "holds one of its transactions");
+  // After commit() the transaction no longer holds the store (SyncClient relies on this).
+  auto first = store->begin();
+  ASSERT_TRUE(first->commit());
+  auto second = store->begin();
+  ASSERT_TRUE(second->commit());
+  second.reset();
+  EXPECT_EQ(first->meta().node, store->node());  // a finished transaction still reads (taking the lock again)
+}
+
 // ---- Migration
 // ----------------------------------------------------------------------------------------------
 
