@@ -380,7 +380,6 @@ TEST_F(FieldClientTest, SyncStatusOffline) {
 }
 
 // ---- with a server
-// ---------------------------------------------------------------------------------------------
 
 class TokenAuth final : public Authenticator {
  public:

@@ -129,7 +129,6 @@ struct FieldClient::Batch {
 };
 
 // ---- opening
-// ---------------------------------------------------------------------------------------------------
 
 Result<std::unique_ptr<FieldClient>> FieldClient::open(const std::string& path, Options options) {
   if (options.user.empty()) return invalid(ErrorCode::kInvalidArgument, "a user id is required");
@@ -176,7 +175,6 @@ NodeId FieldClient::node() const {
 }
 
 // ---- the write path
-// ------------------------------------------------------------------------------------------
 
 Status FieldClient::transact(const std::function<Status(Batch&)>& build) {
   std::vector<RecordKey> touched;
@@ -198,7 +196,6 @@ Status FieldClient::transact(const std::function<Status(Batch&)>& build) {
 }
 
 // ---- accounts and contacts
-// -----------------------------------------------------------------------------------
 
 Result<std::string> FieldClient::create_account(const NewAccount& a) {
   RecordId id;
@@ -295,7 +292,6 @@ Status FieldClient::edit_contact(const std::string& id_text, const ContactEdit& 
 }
 
 // ---- visits
-// --------------------------------------------------------------------------------------------------
 
 Result<std::string> FieldClient::check_in(const CheckIn& c) {
   RecordId id;
@@ -365,7 +361,6 @@ Status FieldClient::check_out(const std::string& visit_id, const std::string& ou
 }
 
 // ---- orders
-// --------------------------------------------------------------------------------------------------
 
 namespace {
 
@@ -503,7 +498,6 @@ Status FieldClient::submit_order(const std::string& order_id) {
 }
 
 // ---- calendar
-// ------------------------------------------------------------------------------------------------
 
 Result<EventWriteResult> FieldClient::create_event(const NewEvent& ev) {
   RecordId id;
@@ -604,7 +598,6 @@ Result<std::vector<Event>> FieldClient::agenda_week() {
 }
 
 // ---- opportunities
-// -------------------------------------------------------------------------------------------
 
 Result<std::string> FieldClient::create_opportunity(const NewOpportunity& o) {
   RecordId id;
@@ -654,7 +647,6 @@ Status FieldClient::move_opportunity(const std::string& id_text, const std::stri
 }
 
 // ---- sync status and observers
-// -------------------------------------------------------------------------------
 
 Result<SyncStatus> FieldClient::sync_status() {
   SyncStatus st;

@@ -307,7 +307,6 @@ Status check_transition(EntityId entity, const std::string& from, const std::str
 using detail::Bind;
 
 // ---- FieldClient reads
-// ---------------------------------------------------------------------------------------
 
 Result<std::vector<Account>> FieldClient::accounts_by_prefix(const std::string& prefix) {
   // LIKE with every wildcard in the prefix escaped: a case-insensitive (ASCII) prefix match.

@@ -36,7 +36,6 @@ struct Queries;
 }
 
 // ---- Read models
-// ---------------------------------------------------------------------------------------------
 
 struct Contact {
   std::string id;
@@ -149,7 +148,6 @@ struct SyncStatus {
 };
 
 // ---- Inputs
-// --------------------------------------------------------------------------------------------------
 
 struct NewAccount {
   std::string name;
@@ -157,7 +155,7 @@ struct NewAccount {
   std::optional<std::string> address, city, phone, email, segment;
 };
 
-// Fields left empty are not changed. `add_note` appends a note.
+// Fields not given are not changed; an empty string clears an optional field. `add_note` appends a note.
 struct AccountEdit {
   std::optional<std::string> name, address, city, phone, email, segment, add_note;
 };
