@@ -471,7 +471,8 @@ class ServerWorld {
 
 TEST(FieldClientSync, SecondDeviceSeesTheFirstsVisitAndLastSyncIsRecorded) {
   ServerWorld w;
-  auto alice = open_client("alice", w.clock);
+  const std::string alice_path = temp_file("alice");
+  auto alice = open_client("alice", w.clock, alice_path);
   auto bob = open_client("bob", w.clock);
   ASSERT_TRUE(alice && bob);
   auto account = alice->create_account({.name = "Müller", .territory_id = "t-north"});
@@ -490,6 +491,7 @@ TEST(FieldClientSync, SecondDeviceSeesTheFirstsVisitAndLastSyncIsRecorded) {
   ASSERT_OK(st);
   EXPECT_TRUE(st->connected);
   EXPECT_EQ(st->last_synced_at_ms, w.clock.now);
+  const int64_t first_sync = w.clock.now;
 
   std::vector<RecordKey> changed;
   uint64_t progress_total = 0;
@@ -517,6 +519,21 @@ TEST(FieldClientSync, SecondDeviceSeesTheFirstsVisitAndLastSyncIsRecorded) {
 
   // Both replicas export the same bytes.
   EXPECT_EQ(*alice->export_json(), *bob->export_json());
+
+  // "Last synced" is the time of the latest full sync and survives closing the app: the check-out's ack at
+  // first_sync + 1 h emptied the outbox while caught up.
+  const int64_t second_sync = w.clock.now;
+  ASSERT_GT(second_sync, first_sync);
+  EXPECT_EQ(alice->sync_status()->last_synced_at_ms, second_sync);
+  w.disconnect(*alice);
+  alice.reset();
+  w.clock.now += kHour;
+  alice = open_client("alice", w.clock, alice_path);
+  ASSERT_TRUE(alice);
+  st = alice->sync_status();
+  ASSERT_OK(st);
+  EXPECT_FALSE(st->connected);
+  EXPECT_EQ(st->last_synced_at_ms, second_sync);
 }
 
 TEST(FieldClientSync, OrdersFromSyncedProductsAndPriceLists) {

@@ -476,6 +476,44 @@ TEST(SqliteReplicaMigration, FormatOneFileMigratesInPlaceKeepingTheOutbox) {
   EXPECT_EQ(raw.scalar("SELECT count(*) FROM sqlite_schema WHERE name = '_conflicts_by_seen'"), 1);
 }
 
+TEST(SqliteReplicaMigration, FormatTwoFileMigratesToThreeKeepingOutboxAndInbox) {
+  TempDir dir;
+  const std::string path = dir.file("v2.db");
+  {
+    const std::string sql = slurp(std::string(FIELDSYNC_FIXTURES_DIR) + "/replica_v2.sql");
+    ASSERT_FALSE(sql.empty());
+    RawDb raw(path);
+    char* err = nullptr;
+    ASSERT_EQ(sqlite3_exec(raw.db, sql.c_str(), nullptr, nullptr, &err), SQLITE_OK) << (err ? err : "");
+    sqlite3_free(err);
+    ASSERT_EQ(raw.scalar("PRAGMA user_version"), 2);
+  }
+  {
+    auto store = open_ok(path);
+    ASSERT_TRUE(store);
+    auto txn = store->begin();
+    ReplicaMeta m = txn->meta();
+    EXPECT_EQ(m.next_node_seq, 4u);
+    EXPECT_EQ(m.cursor, 7u);
+    EXPECT_EQ(m.last_synced_ms, 0);  // never fully synced as far as format 2 knew
+    EXPECT_EQ(txn->outbox_peek(SIZE_MAX).size(), 3u);
+    m.last_synced_ms = kStart + 42;
+    txn->set_meta(m);
+    ASSERT_TRUE(txn->commit());
+  }
+  {
+    auto store = open_ok(path);
+    ASSERT_TRUE(store);
+    EXPECT_EQ(store->begin()->meta().last_synced_ms, kStart + 42);
+  }
+  RawDb raw(path);
+  EXPECT_EQ(raw.scalar("PRAGMA user_version"), SqliteReplicaStore::kFormatVersion);
+  EXPECT_EQ(raw.scalar("SELECT count(*) FROM _outbox"), 3);
+  // The inbox state format 2 kept (its one rejection read, the conflict unread) is untouched.
+  EXPECT_EQ(raw.scalar("SELECT count(*) FROM _rejections WHERE seen = 1"), 1);
+  EXPECT_EQ(raw.scalar("SELECT count(*) FROM _conflicts WHERE seen = 0"), 1);
+}
+
 TEST(SqliteReplicaMigration, FailedMigrationLeavesTheOldFormatUntouched) {
   TempDir dir;
   // An object in the way of one of the migration's indexes makes the migration fail half-way.
@@ -499,7 +537,8 @@ TEST(SqliteReplicaMigration, NewerFormatIsRefusedAndLeftUntouched) {
   {
     RawDb raw(path);
     ASSERT_EQ(raw.exec("PRAGMA journal_mode = DELETE"), SQLITE_OK);
-    ASSERT_EQ(raw.exec("PRAGMA user_version = 3"), SQLITE_OK);
+    ASSERT_EQ(raw.exec("PRAGMA user_version = " + std::to_string(SqliteReplicaStore::kFormatVersion + 1)),
+              SQLITE_OK);
   }
   const std::string before = slurp(path);
   auto r = SqliteReplicaStore::open(path, {});

@@ -655,8 +655,16 @@ Result<SyncStatus> FieldClient::sync_status() {
   st.pending_txns = *pending;
   st.state = engine_->state();
   st.connected = st.state != SyncClient::State::kDisconnected && st.state != SyncClient::State::kStopped;
-  std::lock_guard lock(observers_mu_);
-  st.last_synced_at_ms = last_synced_ms_;
+  // Persisted by the sync engine in the commit that completed the sync, so it survives a restart.
+  Status read = store_->read([&](sqlite3* db) {
+    sqlite3_stmt* s = nullptr;
+    int rc = sqlite3_prepare_v2(db, "SELECT last_synced_ms FROM _sync_meta WHERE id = 1", -1, &s, nullptr);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW && sqlite3_column_int64(s, 0) > 0)
+      st.last_synced_at_ms = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? Status::ok() : sqlite_status(rc, db, "read last sync time");
+  });
+  if (!read) return read;
   return st;
 }
 
@@ -700,12 +708,6 @@ std::vector<Observer> FieldClient::observers_snapshot() {
 void FieldClient::dispatch_events() {
   std::vector<ClientEvent> events = engine_->take_events();
   if (events.empty()) return;
-  for (const ClientEvent& e : events) {
-    if (e.kind == ClientEvent::Kind::kSynced) {
-      std::lock_guard lock(observers_mu_);
-      last_synced_ms_ = now_ms();
-    }
-  }
   const std::vector<Observer> observers = observers_snapshot();
   for (const ClientEvent& e : events) {
     for (const Observer& o : observers) {

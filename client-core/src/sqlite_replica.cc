@@ -5,6 +5,7 @@
 #include <cassert>
 #include <cstdio>
 #include <cstdlib>
+#include <iterator>
 #include <random>
 #include <thread>
 #include <utility>
@@ -44,6 +45,27 @@ constexpr const char* kMigrate1To2[] = {
     "CREATE INDEX _conflicts_by_record ON _conflicts (entity, record)",
     "CREATE INDEX _rejections_by_seen ON _rejections (seen, id)",
 };
+
+// Format 2 -> 3: when the device was last fully synced, so "last synced" survives an app restart.
+constexpr const char* kMigrate2To3[] = {
+    "ALTER TABLE _sync_meta ADD COLUMN last_synced_ms INTEGER NOT NULL DEFAULT 0",
+};
+
+// Every migration in order: kMigrations[i] takes format i + 1 to i + 2. Frozen once shipped; a new format
+// appends its step here and raises SqliteReplicaStore::kFormatVersion.
+struct Migration {
+  const char* const* begin;
+  const char* const* end;
+};
+constexpr Migration kMigrations[] = {
+    {std::begin(kMigrate1To2), std::end(kMigrate1To2)},
+    {std::begin(kMigrate2To3), std::end(kMigrate2To3)},
+};
+static_assert(std::size(kMigrations) + 1 == SqliteReplicaStore::kFormatVersion,
+              "one migration per format step");
+
+const std::string kSetFormatVersion =
+    "PRAGMA user_version = " + std::to_string(SqliteReplicaStore::kFormatVersion);
 
 std::string quoted(std::string_view name) {
   std::string q = "\"";
@@ -300,7 +322,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     sqlite3_stmt* s = stmt(
         "SELECT node, hlc, next_node_seq, cursor, bootstrap_done, bootstrap_snapshot_seq, "
         "bootstrap_page_token, "
-        "bootstrap_total, bootstrap_received FROM _sync_meta WHERE id = 1");
+        "bootstrap_total, bootstrap_received, last_synced_ms FROM _sync_meta WHERE id = 1");
     if (s == nullptr) return m;
     Use use(s);
     int rc = sqlite3_step(s);
@@ -319,6 +341,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     m.bootstrap_page_token = column_text(s, 6);
     m.bootstrap_total = from_sql(sqlite3_column_int64(s, 7));
     m.bootstrap_received = from_sql(sqlite3_column_int64(s, 8));
+    m.last_synced_ms = sqlite3_column_int64(s, 9);
     if (open_) meta_ = m;  // stable for the rest of this transaction (we hold the write lock)
     return m;
   }
@@ -328,8 +351,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     sqlite3_stmt* s = stmt(
         "UPDATE _sync_meta SET node = ?1, hlc = ?2, next_node_seq = ?3, cursor = ?4, bootstrap_done = ?5, "
         "bootstrap_snapshot_seq = ?6, bootstrap_page_token = ?7, bootstrap_total = ?8, bootstrap_received = "
-        "?9 "
-        "WHERE id = 1");
+        "?9, last_synced_ms = ?10 WHERE id = 1");
     if (s == nullptr) return;
     Use use(s);
     sqlite3_bind_int64(s, 1, to_sql(m.node));
@@ -342,6 +364,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
                       SQLITE_STATIC);
     sqlite3_bind_int64(s, 8, to_sql(m.bootstrap_total));
     sqlite3_bind_int64(s, 9, to_sql(m.bootstrap_received));
+    sqlite3_bind_int64(s, 10, m.last_synced_ms);
     if (step_done(s, "write sync state")) meta_ = m;
   }
 
@@ -596,10 +619,12 @@ Status SqliteReplicaStore::create_schema(NodeId node) {
     }
     sqlite3_finalize(s);
     if (rc != SQLITE_DONE) return sqlite_status(rc, db_, "write sync state");
-    for (const char* sql : kMigrate1To2) {
-      if (Status st = exec(sql); !st) return st;
+    for (const Migration& m : kMigrations) {
+      for (const char* const* sql = m.begin; sql != m.end; ++sql) {
+        if (Status st = exec(*sql); !st) return st;
+      }
     }
-    return exec("PRAGMA user_version = 2");
+    return exec(kSetFormatVersion.c_str());
   };
   Status s = body();
   if (s) s = exec("COMMIT");
@@ -611,16 +636,17 @@ Status SqliteReplicaStore::create_schema(NodeId node) {
 Status SqliteReplicaStore::migrate(int from_version) {
   if (Status s = exec("BEGIN IMMEDIATE"); !s) return s;
   auto body = [&]() -> Status {
-    if (from_version <= 1) {
-      for (const char* sql : kMigrate1To2) {
-        if (Status s = exec(sql); !s) return s;
+    for (int step = from_version; step < kFormatVersion; ++step) {
+      const Migration& m = kMigrations[step - 1];
+      for (const char* const* sql = m.begin; sql != m.end; ++sql) {
+        if (Status s = exec(*sql); !s) return s;
       }
     }
     // Tables and indexes of the entity model that the old file may lack.
     for (const std::string& sql : schema::all_ddl()) {
       if (Status s = exec(sql.c_str()); !s) return s;
     }
-    return exec("PRAGMA user_version = 2");
+    return exec(kSetFormatVersion.c_str());
   };
   Status s = body();
   if (s) s = exec("COMMIT");

@@ -424,6 +424,10 @@ void SyncClient::handle(const protocol::ChangeBatch& m, int64_t now_ms) {
   ReplicaMeta meta = txn->meta();
   meta.cursor = m.to_cursor;
   meta.hlc = clock_.last();
+  // Fully synced once this commits: record when, for the app's "last synced" (it must survive a restart).
+  if (!m.has_more && !repull_ && (answers_pull || m.request_id == 0) && pull_request_id_ == 0 &&
+      push_request_id_ == 0 && outbox_count_ == 0)
+    meta.last_synced_ms = now_ms;
   txn->set_meta(meta);
   // Release the store before a follow-up request (push, bootstrap page) opens its own transaction: the SQLite
   // replica refuses nested transactions on one thread.
@@ -560,6 +564,11 @@ void SyncClient::handle(const protocol::PushAck& m, int64_t now_ms) {
   }
   clock_.observe(m.server_hlc);
   save_clock(*txn);
+  if (state_ == State::kSyncing && pending.empty() && caught_up_ && !repull_ && pull_request_id_ == 0) {
+    ReplicaMeta meta = txn->meta();
+    meta.last_synced_ms = now_ms;  // the outbox just emptied while caught up: fully synced
+    txn->set_meta(meta);
+  }
   // Release the store before a follow-up request (push, bootstrap page) opens its own transaction: the SQLite
   // replica refuses nested transactions on one thread.
   Status s = txn->commit();

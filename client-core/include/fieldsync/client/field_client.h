@@ -142,7 +142,7 @@ struct PipelineStage {
 
 struct SyncStatus {
   size_t pending_txns = 0;                   // outbox entries not yet acknowledged
-  std::optional<int64_t> last_synced_at_ms;  // last kSynced since this client was opened
+  std::optional<int64_t> last_synced_at_ms;  // when the replica was last fully synced (kept in the file)
   bool connected = false;
   SyncClient::State state = SyncClient::State::kDisconnected;
 };
@@ -331,7 +331,6 @@ class FieldClient {
   std::mutex observers_mu_;
   uint64_t next_observer_ = 1;
   std::vector<std::pair<uint64_t, Observer>> observers_;  // guarded by observers_mu_
-  std::optional<int64_t> last_synced_ms_;                 // guarded by observers_mu_
 };
 
 // Totals of one line: gross = quantity * unit price, discount rounded half up, net = gross - discount.

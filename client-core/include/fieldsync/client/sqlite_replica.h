@@ -8,14 +8,16 @@
 //                     codec::encode_record blob) is the source of truth for sync; `_deleted` marks
 //                     tombstones.
 //   _outbox           node_seq -> codec::encode_client_txn blob, oldest first.
-//   _sync_meta        one row: ReplicaMeta.
+//   _sync_meta        one row: ReplicaMeta (last_synced_ms since v3).
 //   _conflicts        codec::encode_conflict blob plus listing columns and a `seen` flag (v2).
 //   _rejections       reason, message, the undone changes (an encode_client_txn blob) and a `seen` flag (v2).
 //
 // Format history:
 //   1: the tables above without `seen`.
 //   2: `seen` on _conflicts and _rejections, and indexes for the app's unread-conflicts inbox and a record's
-//      conflict history. A v1 file is migrated in place, in one transaction, on open.
+//      conflict history.
+//   3: `last_synced_ms` on _sync_meta (when the device was last fully synced: outbox empty and caught up).
+// An older file is migrated in place, step by step, in one transaction, on open.
 // A change of the entity model (schema::kSchemaVersion) that adds tables or columns needs a format bump with
 // its migration here.
 //
@@ -90,7 +92,7 @@ class SqliteReplicaStore final : public ReplicaStore {
   NodeId node() const { return node_; }
   const std::string& path() const { return path_; }
 
-  static constexpr int kFormatVersion = 2;
+  static constexpr int kFormatVersion = 3;
 
  private:
   friend class SqliteReplicaTxn;

@@ -31,6 +31,7 @@ struct ReplicaMeta {
   std::string bootstrap_page_token;     // ...and the next page to ask for
   uint64_t bootstrap_total = 0;
   uint64_t bootstrap_received = 0;
+  int64_t last_synced_ms = 0;  // when the device was last fully synced (outbox empty, caught up); 0: never
   friend bool operator==(const ReplicaMeta&, const ReplicaMeta&) = default;
 };
 
