@@ -662,7 +662,8 @@ Result<SyncStatus> FieldClient::sync_status() {
     if (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW && sqlite3_column_int64(s, 0) > 0)
       st.last_synced_at_ms = sqlite3_column_int64(s, 0);
     sqlite3_finalize(s);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? Status::ok() : sqlite_status(rc, db, "read last sync time");
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? Status::ok()
+                                                 : sqlite_status(rc, db, "read last sync time");
   });
   if (!read) return read;
   return st;
