@@ -11,8 +11,13 @@
 // store.h, so either design fits behind CentralStore.
 #include "fieldsync/server/sqlite_store.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <set>
 
 #include "fieldsync/schema/ddl.h"
@@ -456,7 +461,9 @@ class SqliteCentralTxn final : public CentralTxn {
 // -----------------------------------------------------------------------------------------------------
 
 SqliteCentralStore::SqliteCentralStore(Options options) : options_(std::move(options)) {}
-SqliteCentralStore::~SqliteCentralStore() = default;
+SqliteCentralStore::~SqliteCentralStore() {
+  if (wal_fd_ >= 0) ::close(wal_fd_);
+}
 
 int64_t SqliteCentralStore::now_ms() const {
   return options_.now_ms ? options_.now_ms() : wall_now_ms();
@@ -465,6 +472,7 @@ int64_t SqliteCentralStore::now_ms() const {
 Result<std::unique_ptr<SqliteCentralStore>> SqliteCentralStore::open(const std::string& path,
                                                                      Options options) {
   std::unique_ptr<SqliteCentralStore> store(new SqliteCentralStore(std::move(options)));
+  store->path_ = path;
   const int timeout = store->options_.busy_timeout_ms;
   Result<std::unique_ptr<Db>> writer =
       Db::open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, timeout);
@@ -687,20 +695,29 @@ std::vector<SqliteCentralStore::AuditEntry> SqliteCentralStore::audit(uint64_t a
 
 Status SqliteCentralStore::sync() {
   if (!options_.group_commit) return Status::ok();  // every commit was synced already
-  if (writer_owner_.load() == std::this_thread::get_id())
-    return Status(ErrorCode::kInternal, "sync() called with a central store transaction open on this thread");
-  std::unique_lock lock(writer_mu_, std::defer_lock);
-  if (!lock.try_lock_for(std::chrono::milliseconds(options_.busy_timeout_ms)))
-    return Status(ErrorCode::kStorageLocked, "a central store transaction is still open", true);
-  // The WAL holds every commit not yet checkpointed into the database file (checkpoints sync the WAL first),
-  // so syncing it makes every commit so far durable: what a synchronous=FULL commit does, once for the group.
-  sqlite3_file* wal = nullptr;
-  int rc = sqlite3_file_control(writer_->raw(), "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal);
-  if (rc != SQLITE_OK) return writer_->error(rc, "finding the WAL");
-  if (wal == nullptr || wal->pMethods == nullptr) return Status::ok();  // nothing written yet
-  rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
-  if (rc != SQLITE_OK) return sqlite::status_from(rc, "syncing the WAL", nullptr);
+  // The WAL holds every commit not yet checkpointed into the database file (a checkpoint syncs the WAL before
+  // copying and the database file after), so flushing it makes every commit so far durable: what a
+  // synchronous=FULL commit does, once for the group. SQLite writes the WAL with pwrite(), so a commit that
+  // returned is in the kernel's page cache; fdatasync() of any descriptor of the file flushes the inode,
+  // which lets this run on our own descriptor without touching the writer connection or its lock. The WAL
+  // file stays the same inode while this store's connections are open (SQLite deletes it only when the last
+  // connection closes, and restarts it in place after a checkpoint).
+  std::lock_guard lock(sync_mu_);
+  if (wal_fd_ < 0) {
+    wal_fd_ = ::open((path_ + "-wal").c_str(), O_RDONLY | O_CLOEXEC);
+    if (wal_fd_ < 0) {
+      if (errno == ENOENT) return Status::ok();  // nothing written yet
+      return Status(ErrorCode::kStorageIo, "opening the WAL of " + path_ + ": " + std::strerror(errno), true);
+    }
+  }
+  if (::fdatasync(wal_fd_) != 0)
+    return Status(ErrorCode::kStorageIo, "syncing the WAL of " + path_ + ": " + std::strerror(errno));
   return Status::ok();
+}
+
+NodeState SqliteCentralStore::node_state(NodeId node) {
+  std::lock_guard lock(reader_mu_);
+  return read(read_node_state(*reader_, node), NodeState{node, 0});
 }
 
 Status SqliteCentralStore::last_read_error() {

@@ -388,6 +388,12 @@ std::vector<StoredRejection> MemoryCentralStore::rejections() const {
   return out;
 }
 
+NodeState MemoryCentralStore::node_state(NodeId node) {
+  std::lock_guard lock(mu_);
+  auto it = data_.nodes.find(node);
+  return it != data_.nodes.end() ? it->second : NodeState{node, 0};
+}
+
 std::map<NodeId, NodeState> MemoryCentralStore::node_states() const {
   std::lock_guard lock(mu_);
   return data_.nodes;

@@ -28,12 +28,6 @@ bool visible(const Principal& who, const RecordState& record, RecordReader& read
   return can_see(who, resolve_scope(record, reader));
 }
 
-bool conflict_concerns(const Principal& who, const ConflictRecord& c, RecordReader& reader) {
-  if (c.winner.user == who.user || c.loser.user == who.user) return true;
-  std::optional<RecordState> rec = reader.load(c.entity, c.record);
-  return rec && visible(who, *rec, reader);
-}
-
 // Bootstrap page tokens: "<total>:<sent so far>:<entity>:<last id>" (opaque to clients).
 struct PageToken {
   uint64_t total = 0;
@@ -183,7 +177,7 @@ void SyncServer::handle_hello(SessionId id, Session& s, const protocol::Hello& m
   w.schema_version = schema::kSchemaVersion;
   w.user = s.principal.user;
   w.role = s.principal.role;
-  w.last_node_seq = store_.begin()->node_state(m.node).last_node_seq;
+  w.last_node_seq = store_.node_state(m.node).last_node_seq;
   w.server_seq = store_.head_seq();
   w.server_hlc = clock_.last();
   w.server_time_ms = now_ms;
@@ -210,7 +204,7 @@ void SyncServer::handle_push(SessionId id, Session& s, const protocol::PushTxns&
                  m.request_id);
       return;
     }
-    uint64_t last = store_.begin()->node_state(s.node).last_node_seq;
+    uint64_t last = store_.node_state(s.node).last_node_seq;
     if (txn.node_seq > last + 1) {
       // Answer what was done so far, then say where to resume; the session stays open.
       if (!ack.results.empty()) outgoing_.push_back(Outgoing{id, ack});
@@ -348,32 +342,59 @@ protocol::TxnResult SyncServer::apply_local(const ClientTxn& txn, const Principa
 // ---- Pull and live
 // ---------------------------------------------------------------------------------------------
 
-protocol::ChangeBatch SyncServer::build_batch(const Session& s, uint64_t from, size_t max_changes,
-                                              uint64_t request_id) {
+SyncServer::ResolvedRange SyncServer::resolve_range(uint64_t from, size_t max_changes) {
   CommittedReader reader(store_);
+  ResolvedRange range;
+  range.from = from;
+  range.to = from;
+  range.txns = store_.read_log(from, max_changes);
+  auto resolve = [&](EntityId entity, const RecordId& id) {
+    RecordKey key{entity, id};
+    if (range.scopes.count(key)) return;
+    // Scope is judged on current state, so a record that moved away is not sent to its old scope.
+    if (std::optional<RecordState> rec = store_.load(entity, id))
+      range.scopes.emplace(key, resolve_scope(*rec, reader));
+  };
+  for (const ServerTxn& txn : range.txns) {
+    range.to = txn.server_seq;
+    for (const Change& c : txn.changes) resolve(c.entity, c.record);
+  }
+  range.conflicts = store_.read_conflicts(from, range.to);
+  for (const ConflictRecord& c : range.conflicts) resolve(c.entity, c.record);
+  range.has_more = range.to < store_.head_seq();
+  return range;
+}
+
+protocol::ChangeBatch SyncServer::batch_for(const Session& s, const ResolvedRange& range,
+                                            uint64_t request_id) {
+  CommittedReader reader(store_);
+  auto sees = [&](EntityId entity, const RecordId& id) {
+    auto it = range.scopes.find(RecordKey{entity, id});
+    return it != range.scopes.end() && can_see(s.principal, it->second);
+  };
   protocol::ChangeBatch batch;
   batch.request_id = request_id;
-  batch.from_cursor = from;
-  batch.to_cursor = from;
+  batch.from_cursor = range.from;
+  batch.to_cursor = range.to;
   // Scope moves in this range: for each moved record, whether the receiver could see it before the first
   // move.
   std::map<RecordKey, bool> moved_was_visible;
-  for (ServerTxn& txn : store_.read_log(from, max_changes)) {
-    batch.to_cursor = txn.server_seq;
+  for (const ServerTxn& txn : range.txns) {
     for (const ScopeMove& mv : txn.moves)
       moved_was_visible.emplace(RecordKey{mv.entity, mv.record}, can_see(s.principal, mv.from));
-    txn.moves.clear();
-    // A device already has its own changes; everything else is sent if the record is in the receiver's scope
-    // now (scope is judged on current state, so a record that moved away is not sent).
+    // A device already has its own changes; everything else is sent if the record is in the receiver's scope.
     if (txn.origin_node == s.node) continue;
     std::vector<Change> kept;
-    for (Change& c : txn.changes) {
-      std::optional<RecordState> rec = store_.load(c.entity, c.record);
-      if (rec && visible(s.principal, *rec, reader)) kept.push_back(std::move(c));
-    }
+    for (const Change& c : txn.changes)
+      if (sees(c.entity, c.record)) kept.push_back(c);
     if (kept.empty()) continue;
-    txn.changes = std::move(kept);
-    batch.txns.push_back(std::move(txn));
+    ServerTxn out;
+    out.server_seq = txn.server_seq;
+    out.origin_node = txn.origin_node;
+    out.origin_user = txn.origin_user;
+    out.origin_node_seq = txn.origin_node_seq;
+    out.changes = std::move(kept);
+    batch.txns.push_back(std::move(out));
   }
   // A record that entered the receiver's scope arrives whole, with everything that hangs off it; one that
   // left is purged with its dependents. Neither needs a resync of anything else.
@@ -396,12 +417,18 @@ protocol::ChangeBatch SyncServer::build_batch(const Session& s, uint64_t from, s
       }
     }
   }
-  for (ConflictRecord& c : store_.read_conflicts(from, batch.to_cursor)) {
-    if (conflict_concerns(s.principal, c, reader)) batch.conflicts.push_back(std::move(c));
+  for (const ConflictRecord& c : range.conflicts) {
+    if (c.winner.user == s.principal.user || c.loser.user == s.principal.user || sees(c.entity, c.record))
+      batch.conflicts.push_back(c);
   }
-  batch.has_more = batch.to_cursor < store_.head_seq();
+  batch.has_more = range.has_more;
   batch.server_hlc = clock_.last();
   return batch;
+}
+
+protocol::ChangeBatch SyncServer::build_batch(const Session& s, uint64_t from, size_t max_changes,
+                                              uint64_t request_id) {
+  return batch_for(s, resolve_range(from, max_changes), request_id);
 }
 
 void SyncServer::handle_pull(SessionId id, Session& s, const protocol::PullRequest& m) {
@@ -425,9 +452,15 @@ void SyncServer::handle_pull(SessionId id, Session& s, const protocol::PullReque
 
 void SyncServer::wake_live_sessions(SessionId) {
   uint64_t head = store_.head_seq();
+  // Live sessions are normally all at the same cursor (the previous head): one log read and one scope
+  // resolution per record serve every one of them; each session then only filters.
+  std::map<uint64_t, ResolvedRange> ranges;
   for (auto& [id, s] : sessions_) {
     if (!s.authenticated || !s.live || closing_.count(id) || s.sent_cursor >= head) continue;
-    protocol::ChangeBatch batch = build_batch(s, s.sent_cursor, tuning::kMaxChangesPerPull, 0);
+    auto range = ranges.find(s.sent_cursor);
+    if (range == ranges.end())
+      range = ranges.emplace(s.sent_cursor, resolve_range(s.sent_cursor, tuning::kMaxChangesPerPull)).first;
+    protocol::ChangeBatch batch = batch_for(s, range->second, 0);
     bool empty =
         batch.txns.empty() && batch.conflicts.empty() && batch.records.empty() && batch.purges.empty();
     if (empty && batch.to_cursor - s.sent_cursor < tuning::kLiveSkipAdvance && !batch.has_more) continue;

@@ -84,6 +84,12 @@ class SqliteCentralStore final : public CentralStore {
   uint64_t record_count() override;
   std::vector<RecordState> scope_children(EntityId parent_entity, const RecordId& parent) override;
   Hlc clock() override;
+  NodeState node_state(NodeId node) override;
+  bool commits_need_sync() const override { return options_.group_commit; }
+  // group_commit: makes every transaction committed before the call durable (one fdatasync of the WAL);
+  // a no-op otherwise. Takes no store lock, so commits go on while the disk flushes: that overlap is what
+  // groups them. Safe from any thread, also concurrently with an open CentralTxn.
+  Status sync() override;
 
   // Inspection for tests, reports and the admin tool.
   std::vector<StoredRejection> rejections();
@@ -102,9 +108,6 @@ class SqliteCentralStore final : public CentralStore {
   };
   std::vector<AuditEntry> audit(uint64_t after_seq, size_t max_entries);
   Status last_read_error();
-  // group_commit: makes every committed transaction durable (one fsync of the WAL); a no-op otherwise. Must
-  // not be called on a thread that has a CentralTxn open.
-  Status sync();
   // Bytes in the database file (page_count * page_size), for metrics.
   uint64_t size_bytes();
 
@@ -131,6 +134,9 @@ class SqliteCentralStore final : public CentralStore {
   std::mutex reader_mu_;
   std::unique_ptr<sqlite::Db> reader_;  // guarded by reader_mu_
   Status read_error_;                   // guarded by reader_mu_
+  std::string path_;
+  std::mutex sync_mu_;
+  int wal_fd_ = -1;  // guarded by sync_mu_: our own descriptor of the WAL file, for sync()
 };
 
 }  // namespace fieldsync::server

@@ -53,6 +53,7 @@ class MemoryCentralStore final : public CentralStore {
   uint64_t record_count() override;
   std::vector<RecordState> scope_children(EntityId parent_entity, const RecordId& parent) override;
   Hlc clock() override;
+  NodeState node_state(NodeId node) override;
 
   // Inspection for tests and the simulator's checker.
   std::map<RecordKey, RecordState> records() const;

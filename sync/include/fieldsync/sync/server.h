@@ -68,6 +68,18 @@ class SyncServer {
   void handle_pull(SessionId id, Session& s, const protocol::PullRequest& m);
   void handle_bootstrap(SessionId id, Session& s, const protocol::BootstrapRequest& m);
   protocol::TxnResult apply_one(Session& s, const ClientTxn& txn, int64_t now_ms, bool& committed);
+  // The log after a cursor with the current scope of every record it touches resolved once: live fan-out
+  // shares one per distinct cursor among all sessions instead of reading and resolving per session.
+  struct ResolvedRange {
+    uint64_t from = 0;
+    uint64_t to = 0;
+    bool has_more = false;
+    std::vector<ServerTxn> txns;  // scope moves included
+    std::vector<ConflictRecord> conflicts;
+    std::map<RecordKey, ScopeKey> scopes;  // touched records that exist (others are visible to nobody)
+  };
+  ResolvedRange resolve_range(uint64_t from, size_t max_changes);
+  protocol::ChangeBatch batch_for(const Session& s, const ResolvedRange& range, uint64_t request_id);
   protocol::ChangeBatch build_batch(const Session& s, uint64_t from, size_t max_changes, uint64_t request_id);
   void wake_live_sessions(SessionId except);
   void send_error(SessionId id, Status status, uint64_t request_id = 0, bool close = true);

@@ -129,6 +129,17 @@ class CentralStore {
   virtual std::vector<RecordState> scope_children(EntityId parent_entity, const RecordId& parent) = 0;
   // The last HLC persisted with set_clock (0 for a new store).
   virtual Hlc clock() = 0;
+  // A node's dedupe watermark as committed (NodeState{node, 0} for an unknown node), without opening a write
+  // transaction: what the handshake tells a device.
+  virtual NodeState node_state(NodeId node) = 0;
+
+  // Group commit. A store whose commit() may return before the transaction is durable says so here; sync()
+  // then makes every commit that returned before the call durable, with one flush for all of them. Whoever
+  // drives the store holds back every message produced since its last sync() -- acknowledgements, and pulls
+  // and live batches that may show those commits -- until a sync() that began after them returned ok. The
+  // default is a store whose every commit is durable when it returns.
+  virtual bool commits_need_sync() const { return false; }
+  virtual Status sync() { return Status::ok(); }
 };
 
 }  // namespace fieldsync
