@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -16,7 +17,10 @@
 #include <string>
 #include <tuple>
 
+#include <openssl/rand.h>
+
 #include "fieldsync/server/directory.h"
+#include "fieldsync/server/metrics.h"
 #include "fieldsync/server/net_server.h"
 #include "fieldsync/server/sqlite_store.h"
 #include "fieldsync/server/sync_service.h"
@@ -55,10 +59,20 @@ flags given on the command line override the file):
   --drain-timeout-ms MS     on SIGTERM, how long sessions get to finish before the server exits (default 10000)
   --max-queue-bytes N       per-session write queue cap in bytes; past it the session is closed (default 8 MiB)
   --max-queue-frames N      per-session write queue cap in frames (default 64)
+  --group-commit on|off     on (default): pushes from many sessions share one flush of the store; every
+                            acknowledgement still leaves only after its commit is on disk. off: one fsync
+                            per commit (synchronous=FULL).
+  --metrics-token TOKEN     GET /metrics requires `Authorization: Bearer TOKEN`; without it /metrics answers
+                            loopback peers only
   --help                    this text
 
+Endpoints (one TLS port): GET /sync (WebSocket, the sync protocol), POST /login ({"user", "password",
+"node"} -> {"token", "expires_at_ms"}), GET /metrics (Prometheus text), GET /healthz.
+
 Authentication: devices present signed tokens issued by the directory (DIR/directory.db: users, devices,
-tokens; managed with fieldsync-admin), unless --dev-tokens.
+tokens; managed with fieldsync-admin), from POST /login or `fieldsync-admin login`, unless --dev-tokens. With
+--dev and an empty directory, a head-office user `admin` is created with a random password, printed once and
+kept in DIR/dev-admin-password (mode 0600).
 
 Signals: SIGTERM or SIGINT drains: stop accepting, finish frames in flight and send their answers, close every
 session with a close frame, exit 0.
@@ -110,7 +124,9 @@ const char* const kValueFlags[] = {"listen",
                                    "idle-timeout-ms",
                                    "drain-timeout-ms",
                                    "max-queue-bytes",
-                                   "max-queue-frames"};
+                                   "max-queue-frames",
+                                   "group-commit",
+                                   "metrics-token"};
 
 bool known(const std::string& k) {
   for (const char* f : kValueFlags)
@@ -129,6 +145,12 @@ Result<int64_t> number(const Config& c, const std::string& key, int64_t fallback
                                                    ", " + std::to_string(max) + "], got '" + it->second +
                                                    "'");
   return static_cast<int64_t>(v);
+}
+
+int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 int fail(const Status& s) {
@@ -260,8 +282,14 @@ int main(int argc, char** argv) {
 
   // ---- Store and authentication: THE place where the central store and the authenticator plug in.
   fs::SqliteCentralStore::Options store_options;
+  const std::string group_commit = get("group-commit", "on");
+  if (group_commit != "on" && group_commit != "off")
+    return fail(Status(ErrorCode::kInvalidArgument,
+                       "--group-commit: expected on or off, got '" + group_commit + "'"));
+  store_options.group_commit = group_commit == "on";
   auto store = fs::SqliteCentralStore::open(data_dir + "/central.db", store_options);
   if (!store) return fail(store.status());
+  o.metrics_token = get("metrics-token", "");
   std::unique_ptr<fieldsync::Authenticator> auth;
   fs::Directory* directory = nullptr;
   if (cfg.dev_tokens) {
@@ -273,6 +301,27 @@ int main(int argc, char** argv) {
     if (!dir) return fail(dir.status());
     directory = dir.value().get();
     auth = std::move(dir.value());
+    if (cfg.dev && directory->users().empty()) {
+      // A first development start: someone must be able to log in and administer.
+      unsigned char raw[12];
+      if (RAND_bytes(raw, sizeof raw) != 1) return fail(Status(ErrorCode::kInternal, "no randomness"));
+      const std::string password = fs::base64url_encode(raw);
+      if (Status s = directory->add_user(
+              fs::User{"admin", "Administrator", fieldsync::schema::Role::kHeadOffice}, password, wall_ms());
+          !s)
+        return fail(s);
+      if (Status s = fs::write_file(data_dir + "/dev-admin-password", password + "\n", true); !s)
+        return fail(s);
+      std::cout << "fieldsync-server: DEVELOPMENT MODE: created head-office user 'admin' with password "
+                << password << " (also in " << data_dir << "/dev-admin-password)\n";
+    }
+    o.login = [directory](const std::string& user, const std::string& password, fieldsync::NodeId node,
+                          int64_t now_ms) -> Result<fs::LoginGrant> {
+      Result<std::string> token = directory->login(user, password, node, now_ms);
+      if (!token) return token.status();
+      std::optional<fs::TokenClaims> claims = directory->verify_token(token.value());
+      return fs::LoginGrant{token.value(), claims ? claims->expiry_ms : 0};
+    };
   }
 
   // Block the stop signals in every thread (the io threads inherit the mask) and wait for them here.
@@ -288,6 +337,15 @@ int main(int argc, char** argv) {
       if (std::optional<fs::TokenClaims> claims = directory->verify_token(token)) return claims->expiry_ms;
       return std::nullopt;
     });
+  fs::SqliteCentralStore& central = *store.value();
+  server.metrics().gauge("fieldsync_sessions", "Connections open (any stage).",
+                         [&server] { return static_cast<double>(server.session_count()); });
+  server.metrics().gauge("fieldsync_store_size_bytes", "Size of the central store's database file.",
+                         [&central] { return static_cast<double>(central.size_bytes()); });
+  server.metrics().gauge("fieldsync_server_seq", "Head of the central store's log (last server_seq).",
+                         [&central] { return static_cast<double>(central.head_seq()); });
+  server.metrics().gauge("fieldsync_group_commit", "1 when pushes share store flushes (--group-commit on).",
+                         [&central] { return central.commits_need_sync() ? 1.0 : 0.0; });
   Result<uint16_t> port = server.start();
   if (!port) return fail(port.status());
   std::cout << "fieldsync-server: listening on wss://" << listen.substr(0, colon) << ":" << port.value()

@@ -1,5 +1,6 @@
 #include "fieldsync/server/net_server.h"
 
+#include <openssl/crypto.h>
 #include <openssl/ssl.h>
 
 #include <algorithm>
@@ -8,11 +9,15 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <boost/beast/websocket.hpp>
 #include <boost/beast/websocket/ssl.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
 #include <chrono>
 #include <deque>
 #include <iostream>
@@ -22,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "fieldsync/server/metrics.h"
 #include "fieldsync/server/sync_service.h"
 
 namespace fieldsync::server {
@@ -50,28 +56,82 @@ std::string endpoint_string(const tcp::socket& s) {
   return ep.address().to_string() + ":" + std::to_string(ep.port());
 }
 
+// The part of a close reason that names it ("read_error(Connection reset by peer)" -> "read_error"), so the
+// metric's label set stays small.
+std::string reason_label(const std::string& reason) {
+  return reason.substr(0, reason.find('('));
+}
+
+// Failed logins per client address in a sliding window (limits::kLoginFailuresPerWindow per kLoginWindowMs).
+class LoginThrottle {
+ public:
+  bool allowed(const std::string& address, int64_t now_ms) {
+    std::lock_guard lock(mu_);
+    auto it = failures_.find(address);
+    if (it == failures_.end()) return true;
+    prune(it->second, now_ms);
+    return it->second.size() < limits::kLoginFailuresPerWindow;
+  }
+  void failed(const std::string& address, int64_t now_ms) {
+    std::lock_guard lock(mu_);
+    if (failures_.size() >= limits::kLoginThrottleAddresses && !failures_.count(address)) {
+      // Forget the address whose latest failure is oldest.
+      auto oldest = failures_.begin();
+      for (auto it = failures_.begin(); it != failures_.end(); ++it)
+        if (it->second.empty() || (!oldest->second.empty() && it->second.back() < oldest->second.back()))
+          oldest = it;
+      failures_.erase(oldest);
+    }
+    std::deque<int64_t>& times = failures_[address];
+    prune(times, now_ms);
+    times.push_back(now_ms);
+  }
+
+ private:
+  static void prune(std::deque<int64_t>& times, int64_t now_ms) {
+    while (!times.empty() && now_ms - times.front() >= limits::kLoginWindowMs) times.pop_front();
+  }
+  std::mutex mu_;
+  std::map<std::string, std::deque<int64_t>> failures_;
+};
+
+bool is_loopback(const net::ip::address& a) {
+  if (a.is_loopback()) return true;
+  return a.is_v6() && a.to_v6().is_v4_mapped() &&
+         net::ip::make_address_v4(net::ip::v4_mapped, a.to_v6()).is_loopback();
+}
+
 }  // namespace
 
 class Session;
 
 struct NetServer::Impl {
   Impl(CentralStore& store, Authenticator& auth, NetServerOptions o)
-      : options(std::move(o)), service(store, auth, options.sync, [this](SessionId s, Frame f, bool close) {
-          deliver(s, std::move(f), close);
-        }) {}
+      : options(std::move(o)),
+        service(store, auth, service_options(), [this](Outbound out) { deliver(std::move(out)); }) {}
+
+  SyncService::Options service_options() {
+    SyncService::Options so;
+    so.sync = options.sync;
+    so.auth_failure_delay_ms = options.auth_failure_delay_ms;
+    so.log = [this](const std::string& line) { log(line); };
+    so.metrics = &metrics;
+    so.on_fatal = options.on_fatal;
+    return so;
+  }
 
   void log(const std::string& line) {
     if (options.log) return options.log(line);
     std::lock_guard lock(log_mu);
     std::cerr << "fieldsync-server " << line << "\n";
   }
-  void deliver(SessionId id, Frame frame, bool close_after);
+  void deliver(Outbound out);
   void do_accept();
   void schedule_sweep();
   void on_accept(Strand strand, boost::system::error_code ec, tcp::socket socket);
 
   NetServerOptions options;
-  SyncService service;
+  Metrics metrics;
   std::mutex log_mu;
 
   std::mutex registry_mu;  // guards registry only; never held while calling into a session
@@ -83,6 +143,14 @@ struct NetServer::Impl {
   std::atomic<bool> io_stopped{false};
   bool started = false;
   std::vector<std::thread> threads;
+
+  // After the registry (which its sink uses while it releases its last frames) and before the io objects,
+  // whose handlers hold sessions that tell it when they go.
+  SyncService service;
+
+  LoginThrottle login_throttle;
+  std::atomic<size_t> logins_queued{0};
+  std::optional<net::thread_pool> login_pool;
 
   // Declared last: destroyed first, so handlers it still holds (and the sessions they own) are destroyed
   // while the service and the registry are alive.
@@ -96,7 +164,9 @@ void NetServer::Impl::schedule_sweep() {
   sweep_timer->expires_after(std::chrono::milliseconds(limits::kTokenExpirySweepMs));
   sweep_timer->async_wait([this](boost::system::error_code ec) {
     if (ec || stopping) return;
-    service.expire(wall_ms());
+    const int64_t now = wall_ms();
+    service.expire(now);
+    metrics.tick(now);
     schedule_sweep();
   });
 }
@@ -110,7 +180,11 @@ class Session : public std::enable_shared_from_this<Session> {
         strand_(strand),
         peer_(endpoint_string(socket)),
         ws_(std::move(socket), *impl.tls),
-        id_(id) {
+        id_(id),
+        delay_timer_(strand) {
+    boost::system::error_code ec;
+    tcp::endpoint ep = beast::get_lowest_layer(ws_).socket().remote_endpoint(ec);
+    if (!ec) peer_address_ = ep.address();
     impl_.live_sessions.fetch_add(1);
   }
   ~Session() {
@@ -120,8 +194,9 @@ class Session : public std::enable_shared_from_this<Session> {
       impl_.registry.erase(id_);
     }
     impl_.live_sessions.fetch_sub(1);
-    impl_.log("event=session_close session=" + std::to_string(id_) + " peer=" + peer_ +
-              " reason=" + (reason_.empty() ? "closed" : reason_));
+    const std::string reason = reason_.empty() ? "closed" : reason_;
+    if (accepted_) impl_.metrics.add(Counter::kSessionsClosed, 1, reason_label(reason));
+    impl_.log("event=session_close session=" + std::to_string(id_) + " peer=" + peer_ + " reason=" + reason);
   }
 
   Strand& strand() { return strand_; }
@@ -134,11 +209,27 @@ class Session : public std::enable_shared_from_this<Session> {
     net::dispatch(strand_, [self = shared_from_this()] { self->start_tls(); });
   }
 
-  // Queues a frame (or, with close_after, a close once the queue is sent). Strand only.
-  void enqueue(Frame frame, bool close_after) {
+  // Queues a frame (or, with close_after, a close once the queue is sent). A frame with a delay holds itself
+  // and everything after it back that long. Strand only.
+  void enqueue(Outbound out) {
     if (closed_ || close_requested_) return;
-    if (close_after || !frame) {
-      if (close_after) request_close(websocket::close_code::policy_error);
+    if (delaying_ || out.delay_ms > 0) {
+      const int64_t delay_ms = std::exchange(out.delay_ms, 0);
+      delayed_.push_back(std::move(out));
+      if (!delaying_) {
+        delaying_ = true;
+        delay_timer_.expires_after(std::chrono::milliseconds(delay_ms));
+        delay_timer_.async_wait([self = shared_from_this()](boost::system::error_code) {
+          self->delaying_ = false;
+          std::deque<Outbound> ready = std::exchange(self->delayed_, {});
+          for (Outbound& o : ready) self->enqueue(std::move(o));
+        });
+      }
+      return;
+    }
+    Frame frame = std::move(out.frame);
+    if (out.close_after || !frame) {
+      if (out.close_after) request_close(websocket::close_code::policy_error);
       return;
     }
     if (queue_.size() >= impl_.options.max_queued_frames ||
@@ -180,36 +271,174 @@ class Session : public std::enable_shared_from_this<Session> {
         std::chrono::milliseconds(impl_.options.ws_handshake_timeout_ms));
     parser_.emplace();
     parser_->header_limit(static_cast<uint32_t>(limits::kMaxUpgradeRequestBytes));
-    parser_->body_limit(0);
+    parser_->body_limit(limits::kMaxHttpBodyBytes);
     http::async_read(
         ws_.next_layer(), buffer_, *parser_,
         [self = shared_from_this()](boost::system::error_code ec, size_t) { self->on_upgrade_request(ec); });
   }
 
   void on_upgrade_request(boost::system::error_code ec) {
-    if (ec) return fail("upgrade_request", ec);
-    http::request<http::empty_body> req = parser_->release();
-    parser_.reset();
-    if (!websocket::is_upgrade(req) || req.target() != "/sync") {
-      auto res = std::make_shared<http::response<http::string_body>>(http::status::not_found, req.version());
-      res->set(http::field::content_type, "text/plain");
-      res->keep_alive(false);
-      res->body() = "fieldsync: the sync endpoint is a WebSocket at /sync\n";
-      res->prepare_payload();
-      reason_ = "not_found";
-      http::async_write(ws_.next_layer(), *res,
-                        [self = shared_from_this(), res](boost::system::error_code, size_t) {
-                          beast::get_lowest_layer(self->ws_).close();
-                        });
-      return;
+    if (ec == http::error::body_limit) {
+      reason_ = "http_body_too_large";
+      return respond(http::status::payload_too_large, "text/plain", "request body too large\n", 11);
     }
+    if (ec) return fail("upgrade_request", ec);
+    http::request<http::string_body> req = parser_->release();
+    parser_.reset();
+    if (websocket::is_upgrade(req) && req.target() == "/sync") return start_websocket(req);
+    const std::string target(req.target());
+    if (target == "/login" && impl_.options.login) {
+      impl_.metrics.add(Counter::kHttpRequests, 1, "/login");
+      if (req.method() != http::verb::post)
+        return respond(http::status::method_not_allowed, "text/plain", "POST /login\n", req.version());
+      return handle_login(req);
+    }
+    if (target == "/metrics") {
+      impl_.metrics.add(Counter::kHttpRequests, 1, "/metrics");
+      if (!metrics_allowed(req))
+        return respond(http::status::forbidden, "text/plain", "metrics: loopback or bearer token only\n",
+                       req.version());
+      return respond(http::status::ok, "text/plain; version=0.0.4", impl_.metrics.render(), req.version());
+    }
+    if (target == "/healthz") {
+      impl_.metrics.add(Counter::kHttpRequests, 1, "/healthz");
+      if (impl_.stopping)
+        return respond(http::status::service_unavailable, "text/plain", "draining\n", req.version());
+      return respond(http::status::ok, "text/plain", "ok\n", req.version());
+    }
+    impl_.metrics.add(Counter::kHttpRequests, 1, "other");
+    reason_ = "not_found";
+    respond(http::status::not_found, "text/plain", "fieldsync: the sync endpoint is a WebSocket at /sync\n",
+            req.version());
+  }
+
+  bool metrics_allowed(const http::request<http::string_body>& req) const {
+    const std::string& token = impl_.options.metrics_token;
+    if (token.empty()) return peer_address_ && is_loopback(*peer_address_);
+    auto it = req.find(http::field::authorization);
+    if (it == req.end()) return false;
+    const std::string expected = "Bearer " + token;
+    const std::string_view got(it->value().data(), it->value().size());
+    return got.size() == expected.size() && CRYPTO_memcmp(got.data(), expected.data(), got.size()) == 0;
+  }
+
+  // One plain HTTP response, then the connection closes.
+  void respond(http::status status, std::string_view content_type, std::string body, unsigned version,
+               std::vector<std::pair<http::field, std::string>> extra = {}) {
+    auto res = std::make_shared<http::response<http::string_body>>(status, version);
+    res->set(http::field::server, "fieldsync-server");
+    res->set(http::field::content_type, content_type);
+    res->set(http::field::cache_control, "no-store");
+    for (auto& [field, value] : extra) res->set(field, value);
+    res->keep_alive(false);
+    res->body() = std::move(body);
+    res->prepare_payload();
+    beast::get_lowest_layer(ws_).expires_after(
+        std::chrono::milliseconds(impl_.options.ws_handshake_timeout_ms));
+    http::async_write(ws_.next_layer(), *res,
+                      [self = shared_from_this(), res](boost::system::error_code, size_t) {
+                        beast::get_lowest_layer(self->ws_).close();
+                      });
+  }
+
+  static std::string json_error(std::string_view code, std::string_view message) {
+    boost::json::object o;
+    o["error"] = code;
+    o["message"] = message;
+    return boost::json::serialize(o) + "\n";
+  }
+
+  // POST /login: {"user": "...", "password": "...", "node": 123 or "123"}.
+  void handle_login(const http::request<http::string_body>& req) {
+    const unsigned version = req.version();
+    const std::string address = peer_address_ ? peer_address_->to_string() : peer_;
+    boost::system::error_code jec;
+    boost::json::value body = boost::json::parse(req.body(), jec);
+    const boost::json::object* o = jec ? nullptr : body.if_object();
+    const boost::json::string* user =
+        o ? o->if_contains("user") ? o->at("user").if_string() : nullptr : nullptr;
+    const boost::json::string* password =
+        o ? o->if_contains("password") ? o->at("password").if_string() : nullptr : nullptr;
+    NodeId node = 0;
+    if (o != nullptr && o->if_contains("node")) {
+      const boost::json::value& n = o->at("node");
+      if (n.is_uint64()) {
+        node = n.as_uint64();
+      } else if (n.is_int64() && n.as_int64() > 0) {
+        node = static_cast<NodeId>(n.as_int64());
+      } else if (n.is_string()) {
+        // Node ids use all 64 bits, beyond what JSON numbers carry exactly in many languages: accept text.
+        const boost::json::string& t = n.as_string();
+        char* end = nullptr;
+        errno = 0;
+        unsigned long long v = std::strtoull(t.c_str(), &end, 10);
+        if (errno == 0 && end != t.c_str() && *end == '\0') node = v;
+      }
+    }
+    if (user == nullptr || password == nullptr || node == 0) {
+      impl_.metrics.add(Counter::kLogins, 1, "bad_request");
+      return respond(http::status::bad_request, "application/json",
+                     json_error("bad_request", "expected a JSON object with user, password and node"),
+                     version);
+    }
+    const int64_t now = wall_ms();
+    if (!impl_.login_throttle.allowed(address, now)) {
+      impl_.metrics.add(Counter::kLogins, 1, "rate_limited");
+      impl_.log("event=login_throttled peer=" + peer_);
+      return respond(http::status::too_many_requests, "application/json",
+                     json_error("rate_limited", "too many failed logins from this address; try again later"),
+                     version, {{http::field::retry_after, std::to_string(limits::kLoginWindowMs / 1000)}});
+    }
+    if (impl_.logins_queued.fetch_add(1) >= limits::kMaxLoginsQueued) {
+      impl_.logins_queued.fetch_sub(1);
+      impl_.metrics.add(Counter::kLogins, 1, "busy");
+      return respond(http::status::service_unavailable, "application/json",
+                     json_error("busy", "too many logins in progress; try again shortly"), version,
+                     {{http::field::retry_after, "2"}});
+    }
+    // The KDF runs on a login thread; the answer comes back to this session's strand.
+    net::post(*impl_.login_pool, [self = shared_from_this(), u = std::string(*user),
+                                  pw = std::string(*password), node, version, address] {
+      Result<LoginGrant> grant = self->impl_.options.login(u, pw, node, wall_ms());
+      self->impl_.logins_queued.fetch_sub(1);
+      net::post(self->strand_, [self, grant = std::move(grant), u, node, version, address]() mutable {
+        self->finish_login(std::move(grant), u, node, version, address);
+      });
+    });
+  }
+
+  void finish_login(Result<LoginGrant> grant, const std::string& user, NodeId node, unsigned version,
+                    const std::string& address) {
+    if (grant) {
+      impl_.metrics.add(Counter::kLogins, 1, "ok");
+      impl_.log("event=login session=" + std::to_string(id_) + " peer=" + peer_ + " user=" + user +
+                " node=" + std::to_string(node) + " outcome=ok");
+      boost::json::object o;
+      o["token"] = grant->token;
+      o["expires_at_ms"] = grant->expires_at_ms;
+      return respond(http::status::ok, "application/json", boost::json::serialize(o) + "\n", version);
+    }
+    impl_.metrics.add(Counter::kLogins, 1, "failed");
+    impl_.login_throttle.failed(address, wall_ms());
+    impl_.log("event=login session=" + std::to_string(id_) + " peer=" + peer_ + " user=" + user +
+              " node=" + std::to_string(node) + " outcome=failed");
+    // Every failure reads the same and comes late: nothing tells which of user, password or device was wrong.
+    delay_timer_.expires_after(std::chrono::milliseconds(impl_.options.login_failure_delay_ms));
+    delay_timer_.async_wait([self = shared_from_this(), version](boost::system::error_code) {
+      self->respond(http::status::unauthorized, "application/json",
+                    json_error("auth_failed", "authentication failed"), version);
+    });
+  }
+
+  void start_websocket(const http::request<http::string_body>& req) {
     beast::get_lowest_layer(ws_).expires_never();  // the WebSocket layer's own timeouts take over
     websocket::stream_base::timeout t;
     t.handshake_timeout = std::chrono::milliseconds(impl_.options.ws_handshake_timeout_ms);
     t.idle_timeout = std::chrono::milliseconds(impl_.options.idle_timeout_ms);
     t.keep_alive_pings = true;
     ws_.set_option(t);
-    ws_.read_message_max(limits::kReadMessageMax);
+    // The limit is enforced in on_read (with a typed Error); Beast's own cap only backs it up.
+    ws_.read_message_max(limits::kReadMessageMax + 2 * limits::kReadChunkBytes);
     ws_.binary(true);
     ws_.auto_fragment(false);
     ws_.set_option(websocket::stream_base::decorator(
@@ -220,6 +449,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_accept(boost::system::error_code ec) {
     if (ec) return fail("ws_accept", ec);
     accepted_ = true;
+    impl_.metrics.add(Counter::kSessionsOpened);
     impl_.log("event=session_open session=" + std::to_string(id_) + " peer=" + peer_);
     if (impl_.stopping) return request_close(websocket::close_code::going_away);
     registered_ = true;
@@ -227,9 +457,12 @@ class Session : public std::enable_shared_from_this<Session> {
     do_read();
   }
 
+  // Messages are read in pieces so that one over the limit is noticed after at most one piece more than the
+  // limit, and answered with a typed Error (kMessageTooLarge) before the close, not only a close code.
   void do_read() {
-    ws_.async_read(buffer_,
-                   [self = shared_from_this()](boost::system::error_code ec, size_t) { self->on_read(ec); });
+    ws_.async_read_some(
+        buffer_, limits::kReadChunkBytes,
+        [self = shared_from_this()](boost::system::error_code ec, size_t) { self->on_read(ec); });
   }
 
   void on_read(boost::system::error_code ec) {
@@ -240,6 +473,19 @@ class Session : public std::enable_shared_from_this<Session> {
       }
       return fail("read", ec);
     }
+    if (discarding_ || buffer_.size() > limits::kReadMessageMax) {
+      // The rest of an oversized message is read and dropped while the close handshake runs.
+      if (!discarding_ && !close_requested_ && !closed_) {
+        reason_ = "message_too_large";
+        impl_.service.bad_frame(
+            id_, Status(ErrorCode::kMessageTooLarge,
+                        "a message may hold at most " + std::to_string(limits::kReadMessageMax) + " bytes"));
+      }
+      discarding_ = !ws_.is_message_done();
+      buffer_.consume(buffer_.size());
+      return do_read();
+    }
+    if (!ws_.is_message_done()) return do_read();
     if (!close_requested_ && !closed_) {
       if (!ws_.got_binary()) {
         impl_.service.bad_frame(id_, Status(ErrorCode::kMalformedMessage, "text WebSocket message"));
@@ -302,7 +548,12 @@ class Session : public std::enable_shared_from_this<Session> {
   WsStream ws_;
   SessionId id_;
   beast::flat_buffer buffer_;
-  std::optional<http::request_parser<http::empty_body>> parser_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  std::optional<net::ip::address> peer_address_;
+  net::steady_timer delay_timer_;  // delayed frames (refused handshakes) and failed-login answers
+  bool delaying_ = false;
+  std::deque<Outbound> delayed_;
+  bool discarding_ = false;  // reading the rest of an oversized message
   std::deque<Frame> queue_;
   size_t queued_bytes_ = 0;
   bool writing_ = false;
@@ -315,25 +566,23 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string reason_;
 };
 
-void NetServer::Impl::deliver(SessionId id, Frame frame, bool close_after) {
+void NetServer::Impl::deliver(Outbound out) {
   if (io_stopped) return;
   std::shared_ptr<Session> s;
   {
     std::lock_guard lock(registry_mu);
-    auto it = registry.find(id);
+    auto it = registry.find(out.session);
     if (it != registry.end()) s = it->second.lock();
   }
   if (!s) return;
   // The session's own answers are queued at once (the handler that produced them runs on its strand), so they
   // are sent even if a drain's close is already posted behind it; other sessions' frames are posted in the
-  // order SyncServer produced them (the service lock is held).
+  // order SyncServer produced them (the service releases them one thread at a time, in that order).
   if (s->strand().running_in_this_thread()) {
-    s->enqueue(std::move(frame), close_after);
+    s->enqueue(std::move(out));
   } else {
     Strand strand = s->strand();
-    net::post(strand, [s = std::move(s), frame = std::move(frame), close_after]() mutable {
-      s->enqueue(std::move(frame), close_after);
-    });
+    net::post(strand, [s = std::move(s), out = std::move(out)]() mutable { s->enqueue(std::move(out)); });
   }
 }
 
@@ -405,6 +654,7 @@ Result<uint16_t> NetServer::start() {
     m.schedule_sweep();
   });
   m.started = true;
+  if (m.options.login) m.login_pool.emplace(limits::kLoginThreads);
   for (int i = 0; i < n; ++i) m.threads.emplace_back([&m] { m.ioc.run(); });
   m.log("event=listening address=" + m.options.address + " port=" + std::to_string(port) +
         " threads=" + std::to_string(n));
@@ -452,6 +702,7 @@ void NetServer::stop() {
     while (m.live_sessions.load() > 0 && std::chrono::steady_clock::now() < cut_deadline)
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
+  if (m.login_pool) m.login_pool->join();  // logins in flight finish; their answers go nowhere
   m.io_stopped = true;
   m.ioc.stop();
   for (std::thread& t : m.threads) t.join();
@@ -461,6 +712,10 @@ void NetServer::stop() {
 
 void NetServer::set_token_expiry(std::function<std::optional<int64_t>(const std::string& token)> expiry) {
   impl_->service.set_token_expiry(std::move(expiry));
+}
+
+Metrics& NetServer::metrics() {
+  return impl_->metrics;
 }
 
 size_t NetServer::session_count() const {

@@ -1,33 +1,230 @@
 #include "fieldsync/server/sync_service.h"
 
+#include <cstdlib>
+#include <iostream>
 #include <utility>
 
 #include "fieldsync/sync/codec.h"
 
 namespace fieldsync::server {
 
-SyncService::SyncService(CentralStore& store, Authenticator& auth, ServerConfig config, Sink sink)
-    : server_(store, auth, config), sink_(std::move(sink)) {}
+namespace {
 
-void SyncService::flush_locked() {
+const char* conflict_kind_name(ConflictKind k) {
+  switch (k) {
+    case ConflictKind::kConcurrentWrite:
+      return "concurrent_write";
+    case ConflictKind::kDeleteWins:
+      return "delete_wins";
+    case ConflictKind::kScheduling:
+      return "scheduling";
+  }
+  return "unknown";
+}
+
+bool is_auth_refusal(ErrorCode code) {
+  return code == ErrorCode::kAuthFailed || code == ErrorCode::kTokenExpired ||
+         code == ErrorCode::kDeviceRevoked;
+}
+
+// Quotes a log value when it holds spaces or quotes, so a line stays one key=value list.
+std::string quoted_value(std::string_view v) {
+  if (!v.empty() && v.find_first_of(" \"=\n") == std::string_view::npos) return std::string(v);
+  std::string out = "\"";
+  for (char c : v) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c == '\n' ? ' ' : c;
+  }
+  return out + "\"";
+}
+
+}  // namespace
+
+SyncService::SyncService(CentralStore& store, Authenticator& auth, Options options, Sink sink)
+    : store_(store),
+      options_(std::move(options)),
+      group_commit_(store.commits_need_sync()),
+      sink_(std::move(sink)),
+      server_(store, auth, options_.sync) {
+  if (group_commit_) flusher_ = std::thread([this] { flusher(); });
+}
+
+SyncService::~SyncService() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  held_cv_.notify_all();
+  if (flusher_.joinable()) flusher_.join();
+}
+
+void SyncService::log(const std::string& line) const {
+  if (options_.log) options_.log(line);
+}
+
+void SyncService::count(Counter c, uint64_t n, std::string_view label) const {
+  if (options_.metrics) options_.metrics->add(c, n, label);
+}
+
+void SyncService::emit_locked(Held h) {
+  if (!group_commit_) {
+    std::vector<Held> one;
+    one.push_back(std::move(h));
+    release(one);  // under mu_: the sink sees every session's frames in production order
+    return;
+  }
+  held_.push_back(std::move(h));
+  held_cv_.notify_one();
+}
+
+void SyncService::flush_locked(SessionId from, const protocol::PushTxns* push, Clock::time_point received) {
   std::vector<SyncServer::Outgoing> out = server_.take_outgoing();
   std::vector<SessionId> closing = server_.take_closing();
-  for (SyncServer::Outgoing& o : out)
-    sink_(o.session, std::make_shared<const std::vector<uint8_t>>(codec::encode(o.message)), false);
-  for (SessionId s : closing) sink_(s, nullptr, true);
+  for (SyncServer::Outgoing& o : out) {
+    Held h;
+    h.out.session = o.session;
+    const std::string session = std::to_string(o.session);
+    std::visit(
+        [&](const auto& m) {
+          using M = std::decay_t<decltype(m)>;
+          if constexpr (std::is_same_v<M, protocol::Welcome>) {
+            SessionInfo& info = info_[o.session];
+            info.user = m.user;
+            count(Counter::kHandshakes);
+            log("event=hello session=" + session + " user=" + quoted_value(m.user) +
+                " node=" + std::to_string(info.node) + " server_seq=" + std::to_string(m.server_seq));
+          } else if constexpr (std::is_same_v<M, protocol::PushAck>) {
+            size_t applied = 0, rejected = 0, duplicate = 0, conflicts = 0;
+            for (const protocol::TxnResult& r : m.results) {
+              switch (r.outcome) {
+                case protocol::TxnOutcome::kApplied:
+                  applied++;
+                  count(Counter::kTxns, 1, "applied");
+                  if (push != nullptr && o.session == from) {
+                    for (const ClientTxn& t : push->txns)
+                      if (t.node_seq == r.node_seq) count(Counter::kChangesApplied, t.changes.size());
+                  }
+                  break;
+                case protocol::TxnOutcome::kRejected:
+                  rejected++;
+                  count(Counter::kTxns, 1, "rejected");
+                  count(Counter::kRejections, 1, to_string(r.reason));
+                  break;
+                case protocol::TxnOutcome::kDuplicate:
+                  duplicate++;
+                  count(Counter::kTxns, 1, "duplicate");
+                  break;
+              }
+              for (const ConflictRecord& c : r.conflicts)
+                count(Counter::kConflicts, 1, conflict_kind_name(c.kind));
+              conflicts += r.conflicts.size();
+            }
+            if (push != nullptr && o.session == from) h.push_received = received;
+            const SessionInfo& info = info_[o.session];
+            h.log_line = "event=push session=" + session + " user=" + quoted_value(info.user) +
+                         " node=" + std::to_string(info.node) + " request=" + std::to_string(m.request_id) +
+                         " txns=" + std::to_string(m.results.size()) + " applied=" + std::to_string(applied) +
+                         " rejected=" + std::to_string(rejected) + " duplicate=" + std::to_string(duplicate) +
+                         " conflicts=" + std::to_string(conflicts);
+          } else if constexpr (std::is_same_v<M, protocol::Error>) {
+            count(Counter::kErrors, 1, to_string(m.code));
+            auto it = info_.find(o.session);
+            log("event=error session=" + session +
+                " user=" + quoted_value(it != info_.end() ? it->second.user : std::string()) +
+                " code=" + std::string(to_string(m.code)) + " message=" + quoted_value(m.message) +
+                " retryable=" + (m.retryable ? "true" : "false"));
+            // A refused handshake is answered late, to slow down guessing tokens.
+            if (is_auth_refusal(m.code) && (it == info_.end() || it->second.user.empty()))
+              h.out.delay_ms = options_.auth_failure_delay_ms;
+          } else if constexpr (std::is_same_v<M, protocol::ChangeBatch>) {
+            if (m.request_id == 0) count(Counter::kLiveBatches);
+          }
+        },
+        o.message);
+    h.out.frame = std::make_shared<const std::vector<uint8_t>>(codec::encode(o.message));
+    emit_locked(std::move(h));
+  }
+  for (SessionId s : closing) {
+    Held h;
+    h.out.session = s;
+    h.out.close_after = true;
+    emit_locked(std::move(h));
+  }
+}
+
+void SyncService::release(std::vector<Held>& batch) {
+  const Clock::time_point now = Clock::now();
+  for (Held& h : batch) {
+    if (h.out.frame) count(Counter::kFramesSent), count(Counter::kBytesSent, h.out.frame->size());
+    if (!h.log_line.empty()) {
+      if (h.push_received) {
+        const double seconds = std::chrono::duration<double>(now - *h.push_received).count();
+        if (options_.metrics) options_.metrics->observe_push_durable(seconds);
+        h.log_line += " durable_ms=" + std::to_string(static_cast<int64_t>(seconds * 1000.0));
+      }
+      log(h.log_line);
+    }
+    sink_(std::move(h.out));
+  }
+  batch.clear();
+}
+
+void SyncService::flusher() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    held_cv_.wait(lock, [&] { return !held_.empty() || stopping_; });
+    if (held_.empty()) return;  // stopping, nothing left
+    std::vector<Held> batch = std::exchange(held_, {});
+    lock.unlock();
+    // Every commit behind these frames returned before they were queued, so before this sync() begins.
+    const Clock::time_point start = Clock::now();
+    Status synced = store_.sync();
+    count(Counter::kGroupSyncs);
+    if (options_.metrics)
+      options_.metrics->observe_store_sync(std::chrono::duration<double>(Clock::now() - start).count());
+    if (!synced) {
+      log("event=fatal reason=store_sync_failed error=" + quoted_value(synced.to_string()) +
+          " held_frames=" + std::to_string(batch.size()));
+      if (options_.on_fatal) {
+        options_.on_fatal(synced);
+      } else {
+        std::cerr << "fieldsync-server: the central store could not be made durable (" << synced.to_string()
+                  << "); stopping so that nothing unsaved is acknowledged\n";
+        std::abort();
+      }
+      // Nothing held is ever sent: close those sessions; their devices re-push after reconnecting.
+      lock.lock();
+      for (const Held& h : batch) sink_(Outbound{h.out.session, nullptr, true, 0});
+      for (const Held& h : held_) sink_(Outbound{h.out.session, nullptr, true, 0});
+      held_.clear();
+      continue;
+    }
+    release(batch);
+    lock.lock();
+  }
 }
 
 void SyncService::connect(SessionId session, int64_t now_ms) {
   std::lock_guard lock(mu_);
+  info_[session] = SessionInfo{};
   server_.on_connect(session, now_ms);
-  flush_locked();
+  flush_locked(session, nullptr, Clock::now());
 }
 
 void SyncService::frame(SessionId session, std::span<const uint8_t> bytes, int64_t now_ms) {
+  const Clock::time_point received = Clock::now();
+  count(Counter::kFramesReceived);
+  count(Counter::kBytesReceived, bytes.size());
   // Decoding (FlatBuffers verification and model checks) needs no shared state: done before taking the lock.
   Result<protocol::Message> m = codec::decode(bytes);
   std::lock_guard lock(mu_);
+  const protocol::PushTxns* push = nullptr;
   if (m) {
+    if (const auto* hello = std::get_if<protocol::Hello>(&m.value())) {
+      info_[session].node = hello->node;
+    } else if ((push = std::get_if<protocol::PushTxns>(&m.value()))) {
+      count(Counter::kPushes);
+    }
     server_.on_message(session, m.value(), now_ms);
     if (const auto* hello = std::get_if<protocol::Hello>(&m.value()); hello && token_expiry_) {
       if (std::optional<int64_t> expiry = token_expiry_(hello->token)) expiry_ms_[session] = *expiry;
@@ -35,7 +232,7 @@ void SyncService::frame(SessionId session, std::span<const uint8_t> bytes, int64
   } else {
     server_.on_bad_frame(session, m.status());
   }
-  flush_locked();
+  flush_locked(session, push, received);
 }
 
 void SyncService::set_token_expiry(TokenExpiry expiry) {
@@ -53,8 +250,16 @@ void SyncService::expire(int64_t now_ms) {
     protocol::Error e;
     e.code = ErrorCode::kTokenExpired;
     e.message = "device token expired";
-    sink_(it->first, std::make_shared<const std::vector<uint8_t>>(codec::encode(e)), false);
-    sink_(it->first, nullptr, true);
+    count(Counter::kErrors, 1, to_string(e.code));
+    log("event=token_expired session=" + std::to_string(it->first));
+    Held h;
+    h.out.session = it->first;
+    h.out.frame = std::make_shared<const std::vector<uint8_t>>(codec::encode(e));
+    emit_locked(std::move(h));
+    Held close;
+    close.out.session = it->first;
+    close.out.close_after = true;
+    emit_locked(std::move(close));
     it = expiry_ms_.erase(it);
   }
 }
@@ -62,14 +267,15 @@ void SyncService::expire(int64_t now_ms) {
 void SyncService::bad_frame(SessionId session, const Status& status) {
   std::lock_guard lock(mu_);
   server_.on_bad_frame(session, status);
-  flush_locked();
+  flush_locked(session, nullptr, Clock::now());
 }
 
 void SyncService::disconnect(SessionId session) {
   std::lock_guard lock(mu_);
   expiry_ms_.erase(session);
+  info_.erase(session);
   server_.on_disconnect(session);
-  flush_locked();
+  flush_locked(session, nullptr, Clock::now());
 }
 
 size_t SyncService::session_count() const {

@@ -39,8 +39,11 @@ inline constexpr int64_t kDrainTimeoutMs = 10'000;
 inline constexpr int64_t kTokenExpirySweepMs = 1000;
 
 // --- Per-session buffers
-// Largest WebSocket message read; anything bigger is refused by the WebSocket layer before it is buffered.
+// Largest WebSocket message read; anything bigger is answered with Error kMessageTooLarge and the session is
+// closed. Messages are read in pieces of kReadChunkBytes, so at most one piece more than the limit is ever
+// buffered.
 inline constexpr size_t kReadMessageMax = tuning::kMaxMessageBytes;
+inline constexpr size_t kReadChunkBytes = 64 * 1024;
 // Bounded write queue: a phone that does not read (slow link, stuck app) cannot make the server hold more
 // than this for it; past either cap the session is closed and the phone resumes by pulling from its cursor
 // when it reconnects. Two maximum-size messages in bytes, and enough frames for a push ack plus
@@ -49,6 +52,26 @@ inline constexpr size_t kMaxQueuedBytes = 2 * tuning::kMaxMessageBytes;
 inline constexpr size_t kMaxQueuedFrames = 64;
 // HTTP upgrade request: headers only, no body. 8 KiB is what common proxies allow for headers.
 inline constexpr size_t kMaxUpgradeRequestBytes = 8 * 1024;
+
+// --- Authentication and login
+// A refused sync handshake (bad or expired token, revoked device) and a failed POST /login are answered this
+// late: an attacker guessing passwords or tokens gets one try per second per connection, a person who
+// mistyped waits a second.
+inline constexpr int64_t kAuthFailureDelayMs = 1000;
+inline constexpr int64_t kLoginFailureDelayMs = 1000;
+// Failed logins per client address within kLoginWindowMs before that address gets 429 until the window
+// passes. Twenty covers a depot of reps behind one NAT mistyping on a Monday morning.
+inline constexpr size_t kLoginFailuresPerWindow = 20;
+inline constexpr int64_t kLoginWindowMs = 60'000;
+// Addresses remembered by that throttle; past it the oldest are forgotten (bounded memory under a spray of
+// addresses).
+inline constexpr size_t kLoginThrottleAddresses = 10'000;
+// PBKDF2 at 210,000 iterations costs ~0.1-0.2 s of one core: logins run on their own threads so they never
+// stall sync sessions, and at most this many wait; more get 503 with Retry-After.
+inline constexpr int kLoginThreads = 2;
+inline constexpr size_t kMaxLoginsQueued = 64;
+// A login request body ({"user","password","node"}) is tiny; anything bigger is refused.
+inline constexpr size_t kMaxHttpBodyBytes = 4096;
 
 // --- Threads
 // io threads when --threads is not given: one per core is what an Asio pool wants; the store serialises

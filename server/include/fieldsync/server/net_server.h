@@ -1,5 +1,12 @@
 // The sync server's network side: a TLS WebSocket listener on an Asio thread pool, one session per connection
 // with its own strand and bounded write queue, driving a SyncService (the thread-safe SyncServer owner).
+//
+// Endpoints on the one TLS port:
+//   GET /sync      WebSocket upgrade: the sync protocol (docs/protocol.md).
+//   POST /login    {"user", "password", "node"} -> 200 {"token", "expires_at_ms"}; 401 {"error":
+//                  "auth_failed"} after a delay; 429 when one address failed too often; 503 when busy.
+//   GET /metrics   Prometheus text format (metrics.h); loopback only unless metrics_token is set.
+//   GET /healthz   200 "ok", or 503 "draining" once stop() began (for load balancers).
 // Shape of Beast's chat-multi example: listener, sessions, shared state (the session registry). No Asio types
 // in this header; see net_server.cc.
 //
@@ -20,6 +27,17 @@
 
 namespace fieldsync::server {
 
+// What POST /login answers on success.
+struct LoginGrant {
+  std::string token;
+  int64_t expires_at_ms = 0;
+};
+// Checks a password for a registered device and issues a token (Directory::login). Every failure is one
+// kAuthFailed; the server answers it after limits::kLoginFailureDelayMs. Runs on a login thread, never on an
+// io thread (a slow KDF would stall every session on it).
+using LoginHandler = std::function<Result<LoginGrant>(const std::string& user, const std::string& password,
+                                                      NodeId node, int64_t now_ms)>;
+
 struct NetServerOptions {
   std::string address = "0.0.0.0";  // IPv4 or IPv6 literal to listen on
   uint16_t port = 8443;             // 0: an ephemeral port (tests); start() returns the one bound
@@ -34,9 +52,20 @@ struct NetServerOptions {
   size_t max_queued_bytes = limits::kMaxQueuedBytes;
   size_t max_queued_frames = limits::kMaxQueuedFrames;
   ServerConfig sync;
-  // One structured line per connection event and error ("event=... session=... key=value"). Null: stderr.
+  // One structured line per connection event, handshake, push batch and error ("event=... session=...
+  // key=value"). Null: stderr.
   std::function<void(const std::string& line)> log;
+  // POST /login; null: no login endpoint (404).
+  LoginHandler login;
+  // GET /metrics: with a token, any peer presenting `Authorization: Bearer <token>`; without, loopback only.
+  std::string metrics_token;
+  int64_t auth_failure_delay_ms = limits::kAuthFailureDelayMs;
+  int64_t login_failure_delay_ms = limits::kLoginFailureDelayMs;
+  // Group commit only: a store sync() failed. Default: log and abort (SyncService::Options::on_fatal).
+  std::function<void(const Status&)> on_fatal;
 };
+
+class Metrics;
 
 class NetServer {
  public:
@@ -54,6 +83,9 @@ class NetServer {
 
   // Closes sessions whose device token expires (checked every limits::kTokenExpirySweepMs). Before start().
   void set_token_expiry(std::function<std::optional<int64_t>(const std::string& token)> expiry);
+
+  // The server's metrics (GET /metrics): register gauges of other objects (store size) before start().
+  Metrics& metrics();
 
   size_t session_count() const;  // connections currently open (any stage)
   // Cumulative count of sessions closed because their write queue overflowed (a peer that does not read).

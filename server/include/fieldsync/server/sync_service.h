@@ -2,11 +2,23 @@
 // WebSocket messages and it hands encoded frames to a Sink for whichever sessions they are for (the sender's
 // answers and live fan-out to others). SyncServer is single-threaded, so one mutex serialises every event.
 //
-// The sink is called with the mutex held, in the order SyncServer produced the messages. That is what keeps
-// each session's frames in order across threads; the sink must therefore only queue (never block or call
-// back into the service).
+// Group commit. When the store's commits need a sync() to be durable (CentralStore::commits_need_sync, the
+// SQLite store's group_commit), nothing SyncServer produces is released at once: frames queue in order, and a
+// flusher thread takes everything queued so far, makes the store durable with one sync() -- while the next
+// pushes are already being applied under the mutex -- and only then hands those frames to the sink. So every
+// acknowledgement, pull answer and live batch leaves after the commits it may show are on disk, and one
+// flush covers every push that arrived during the previous one. If a sync() fails, durability of those
+// commits is unknown: the service fails stop (Options::on_fatal, default: log and abort), sending nothing it
+// held; devices re-push after the restart and dedupe makes that exactly once. Without group commit every
+// commit is durable when it returns and frames go to the sink at once, under the mutex.
+//
+// Either way the sink is called in the order SyncServer produced the messages, by one thread at a time,
+// which keeps each session's frames in order; it must only queue (never block or call back into the
+// service).
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -15,21 +27,43 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "fieldsync/server/metrics.h"
 #include "fieldsync/sync/server.h"
 
 namespace fieldsync::server {
 
 using Frame = std::shared_ptr<const std::vector<uint8_t>>;
 
+// What the service hands the transport for one session.
+struct Outbound {
+  SessionId session = 0;
+  Frame frame;               // may be null: nothing to send
+  bool close_after = false;  // close once everything queued so far is sent
+  int64_t delay_ms = 0;      // hold this frame (and what follows for the session) back this long
+};
+
 class SyncService {
  public:
-  // Delivers `frame` (may be null: nothing to send) to `session`; `close_after` asks the session to close
-  // once it has sent everything queued so far.
-  using Sink = std::function<void(SessionId session, Frame frame, bool close_after)>;
+  using Sink = std::function<void(Outbound)>;
 
-  SyncService(CentralStore& store, Authenticator& auth, ServerConfig config, Sink sink);
+  struct Options {
+    ServerConfig sync;
+    // A refused handshake (wrong or expired token, revoked device) is answered this late, to slow guessing;
+    // the session's other frames wait behind it.
+    int64_t auth_failure_delay_ms = 1000;
+    // One structured line per handshake, push batch and error ("event=... session=... key=value"). Null:
+    // none.
+    std::function<void(const std::string& line)> log;
+    Metrics* metrics = nullptr;  // null: not recorded
+    // Group commit only: a store sync() failed. Default: log and std::abort() (fail stop).
+    std::function<void(const Status&)> on_fatal;
+  };
+
+  SyncService(CentralStore& store, Authenticator& auth, Options options, Sink sink);
+  ~SyncService();  // releases what is held (after a last sync) and joins the flusher
 
   void connect(SessionId session, int64_t now_ms);
   // One received binary message. A frame that does not decode goes to SyncServer::on_bad_frame (Error,
@@ -39,7 +73,8 @@ class SyncService {
   void bad_frame(SessionId session, const Status& status);
   void disconnect(SessionId session);
 
-  size_t session_count() const;
+  size_t session_count() const;  // sessions known to the sync state machine
+  bool group_commit() const { return group_commit_; }
 
   // Tokens are checked at the handshake by the Authenticator; `expiry` says when an accepted token stops
   // being valid (nullopt: never), so a session outliving its token is closed with TokenExpired by expire().
@@ -51,13 +86,40 @@ class SyncService {
   void expire(int64_t now_ms);
 
  private:
-  void flush_locked();
+  using Clock = std::chrono::steady_clock;
+  struct Held {
+    Outbound out;
+    std::optional<Clock::time_point> push_received;  // a PushAck: when its push arrived
+    std::string log_line;  // a PushAck: its log line, durable_ms appended at release
+  };
+  struct SessionInfo {
+    UserId user;
+    NodeId node = 0;
+  };
+
+  // Encodes what SyncServer produced for an event of session `from` and releases it (or queues it for the
+  // flusher). `push`: the event was this push, received at `received`. mu_ held.
+  void flush_locked(SessionId from, const protocol::PushTxns* push, Clock::time_point received);
+  void emit_locked(Held h);
+  void release(std::vector<Held>& batch);  // to the sink, in order; records latency and logs
+  void flusher();
+  void log(const std::string& line) const;
+  void count(Counter c, uint64_t n = 1, std::string_view label = {}) const;
+
+  CentralStore& store_;
+  Options options_;
+  const bool group_commit_;
+  Sink sink_;
 
   mutable std::mutex mu_;
-  SyncServer server_;
-  Sink sink_;
-  TokenExpiry token_expiry_;
-  std::map<SessionId, int64_t> expiry_ms_;  // sessions whose token expires
+  SyncServer server_;                       // guarded by mu_
+  TokenExpiry token_expiry_;                // guarded by mu_
+  std::map<SessionId, int64_t> expiry_ms_;  // guarded by mu_: sessions whose token expires
+  std::map<SessionId, SessionInfo> info_;   // guarded by mu_: who each session is, for logs
+  std::vector<Held> held_;                  // guarded by mu_: group commit, waiting for the next sync()
+  bool stopping_ = false;                   // guarded by mu_
+  std::condition_variable held_cv_;         // held_ gained frames, or stopping_
+  std::thread flusher_;                     // group commit only
 };
 
 // TEMPORARY development authenticator until the Directory (server/include/fieldsync/server/directory.h) with

@@ -1,0 +1,546 @@
+// The server's service layer: group commit in SyncService (every frame held until the store is durable, many
+// pushes per flush, fail-stop when a flush fails), delayed refusals, metrics and structured logs; and the
+// plain HTTPS endpoints of NetServer (/login, /metrics, /healthz) over real TLS on 127.0.0.1.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "fieldsync/client/ws_client.h"
+#include "fieldsync/server/metrics.h"
+#include "fieldsync/server/net_server.h"
+#include "fieldsync/server/sync_service.h"
+#include "fieldsync/server/tls.h"
+#include "fieldsync/sync/codec.h"
+#include "fieldsync/sync/memory_store.h"
+#include "fieldsync/sync/record_id.h"
+
+namespace fieldsync {
+namespace {
+
+using namespace std::chrono_literals;
+using schema::EntityId;
+using server::Counter;
+using server::Outbound;
+using server::SyncService;
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// A central store whose commits need a sync(), which the test holds shut until it opens the gate: what an
+// fsync that takes a while looks like to the service.
+class GatedStore final : public CentralStore {
+ public:
+  std::unique_ptr<CentralTxn> begin() override { return inner.begin(); }
+  uint64_t head_seq() override { return inner.head_seq(); }
+  std::vector<ServerTxn> read_log(uint64_t after, size_t max) override { return inner.read_log(after, max); }
+  std::vector<ConflictRecord> read_conflicts(uint64_t after, uint64_t up_to) override {
+    return inner.read_conflicts(after, up_to);
+  }
+  std::optional<RecordState> load(EntityId e, const RecordId& id) override { return inner.load(e, id); }
+  std::vector<RecordState> scan(RecordKey after, size_t max) override { return inner.scan(after, max); }
+  uint64_t record_count() override { return inner.record_count(); }
+  std::vector<RecordState> scope_children(EntityId e, const RecordId& p) override {
+    return inner.scope_children(e, p);
+  }
+  Hlc clock() override { return inner.clock(); }
+  NodeState node_state(NodeId node) override { return inner.node_state(node); }
+  bool commits_need_sync() const override { return true; }
+
+  Status sync() override {
+    std::unique_lock lock(mu);
+    ++entered;
+    cv.notify_all();
+    cv.wait(lock, [&] { return open || released > 0; });
+    if (released > 0) --released;
+    ++syncs;
+    return fail_with;
+  }
+  void set_open(bool o) {
+    std::lock_guard lock(mu);
+    open = o;
+    cv.notify_all();
+  }
+  void release_one() {  // lets exactly one waiting sync() finish
+    std::lock_guard lock(mu);
+    ++released;
+    cv.notify_all();
+  }
+  bool wait_entered(int n) {
+    std::unique_lock lock(mu);
+    return cv.wait_for(lock, 5s, [&] { return entered >= n; });
+  }
+
+  MemoryCentralStore inner;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool open = false;
+  int released = 0;
+  int entered = 0;
+  int syncs = 0;
+  Status fail_with;
+};
+
+class Captured {
+ public:
+  void operator()(Outbound o) {
+    std::lock_guard lock(mu_);
+    out_.push_back(std::move(o));
+    cv_.notify_all();
+  }
+  std::vector<Outbound> all() {
+    std::lock_guard lock(mu_);
+    return out_;
+  }
+  size_t size() {
+    std::lock_guard lock(mu_);
+    return out_.size();
+  }
+  bool wait_for_size(size_t n, std::chrono::milliseconds timeout = 5s) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, timeout, [&] { return out_.size() >= n; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Outbound> out_;
+};
+
+protocol::Message decode(const Outbound& o) {
+  EXPECT_TRUE(o.frame != nullptr);
+  Result<protocol::Message> m = codec::decode(*o.frame);
+  EXPECT_TRUE(m.is_ok()) << m.status().to_string();
+  return m.is_ok() ? m.value() : protocol::Message{};
+}
+
+std::vector<uint8_t> hello(NodeId node, const std::string& token) {
+  protocol::Hello h;
+  h.schema_version = schema::kSchemaVersion;
+  h.node = node;
+  h.token = token;
+  h.client_time_ms = now_ms();
+  return codec::encode(h);
+}
+
+// A push of one new account, created by `user` (created_by is required) in `territory`.
+std::vector<uint8_t> push_account(NodeId node, uint64_t node_seq, const std::string& territory,
+                                  const std::string& user) {
+  RecordIdGenerator ids(node);
+  const RecordId id = ids.next(now_ms() + static_cast<int64_t>(node_seq));
+  ClientTxn txn;
+  txn.node = node;
+  txn.node_seq = node_seq;
+  txn.created_at_ms = now_ms();
+  Hlc hlc = make_hlc(now_ms(), static_cast<uint16_t>(node_seq));
+  auto change = [&](ChangeOp op, uint16_t field, Value v) {
+    Change c{op, EntityId::kAccount, id, field};
+    c.value = std::move(v);
+    c.version = Version{hlc++, node};
+    return c;
+  };
+  txn.changes.push_back(change(ChangeOp::kCreate, 0, Value::null()));
+  txn.changes.push_back(change(ChangeOp::kSet, 1, Value::text("Account " + std::to_string(node_seq))));
+  txn.changes.push_back(change(ChangeOp::kSet, 2, Value::text(territory)));
+  txn.changes.push_back(change(ChangeOp::kSet, 10, Value::text(user)));
+  protocol::PushTxns p;
+  p.request_id = node_seq;
+  p.txns.push_back(std::move(txn));
+  return codec::encode(p);
+}
+
+std::string rep_token(const std::string& user) {
+  return server::DevAuthenticator::token(user, "rep", "north");
+}
+
+SyncService::Options quiet_options(server::Metrics* metrics = nullptr, std::vector<std::string>* log = nullptr,
+                                   std::mutex* log_mu = nullptr) {
+  SyncService::Options o;
+  o.metrics = metrics;
+  if (log != nullptr)
+    o.log = [log, log_mu](const std::string& line) {
+      std::lock_guard lock(*log_mu);
+      log->push_back(line);
+    };
+  return o;
+}
+
+TEST(SyncServiceGroupCommit, EveryFrameWaitsForTheSyncAfterItsCommit) {
+  GatedStore store;
+  server::DevAuthenticator auth;
+  Captured sink;
+  SyncService service(store, auth, quiet_options(), std::ref(sink));
+  ASSERT_TRUE(service.group_commit());
+
+  service.connect(1, now_ms());
+  service.frame(1, hello(101, rep_token("alice")), now_ms());
+  ASSERT_TRUE(store.wait_entered(1));
+  std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(sink.size(), 0u) << "the Welcome waits for the flush like everything else";
+  store.release_one();
+  ASSERT_TRUE(sink.wait_for_size(1));
+  EXPECT_TRUE(std::holds_alternative<protocol::Welcome>(decode(sink.all()[0])));
+
+  service.frame(1, push_account(101, 1, "north", "alice"), now_ms());
+  ASSERT_TRUE(store.wait_entered(2));
+  EXPECT_EQ(store.head_seq(), 1u) << "committed (visible) before it is durable";
+  std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(sink.size(), 1u) << "no acknowledgement before the store is durable";
+  store.release_one();
+  ASSERT_TRUE(sink.wait_for_size(2));
+  const protocol::Message ack = decode(sink.all()[1]);
+  ASSERT_TRUE(std::holds_alternative<protocol::PushAck>(ack));
+  EXPECT_EQ(std::get<protocol::PushAck>(ack).results.at(0).outcome, protocol::TxnOutcome::kApplied);
+  store.set_open(true);
+}
+
+TEST(SyncServiceGroupCommit, PushesArrivingDuringAFlushShareTheNextOne) {
+  GatedStore store;
+  server::DevAuthenticator auth;
+  Captured sink;
+  server::Metrics metrics;
+  SyncService service(store, auth, quiet_options(&metrics), std::ref(sink));
+  store.set_open(true);
+  for (SessionId s = 1; s <= 4; ++s) {
+    service.connect(s, now_ms());
+    service.frame(s, hello(100 + s, rep_token("rep" + std::to_string(s))), now_ms());
+  }
+  ASSERT_TRUE(sink.wait_for_size(4));
+  store.set_open(false);
+  const int syncs_before = store.syncs;
+  const int entered_before = store.entered;
+
+  // The first push's flush is in progress (held shut) while three more pushes arrive and commit.
+  service.frame(1, push_account(101, 1, "north", "alice"), now_ms());
+  ASSERT_TRUE(store.wait_entered(entered_before + 1));
+  for (SessionId s = 2; s <= 4; ++s) service.frame(s, push_account(100 + s, 1, "north", "rep" + std::to_string(s)), now_ms());
+  EXPECT_EQ(store.head_seq(), 4u) << "commits go on while the disk flushes";
+  store.release_one();  // the first flush: the first ack (and the live batches it caused)
+  ASSERT_TRUE(store.wait_entered(entered_before + 2));
+  store.release_one();  // one flush for the other three
+  auto acks = [&] {
+    size_t n = 0;
+    for (const Outbound& o : sink.all())
+      if (o.frame && std::holds_alternative<protocol::PushAck>(decode(o))) ++n;
+    return n;
+  };
+  for (int i = 0; i < 200 && acks() < 4; ++i) std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(acks(), 4u);
+  EXPECT_EQ(store.syncs - syncs_before, 2) << "four pushes, two flushes";
+  EXPECT_EQ(metrics.value(Counter::kTxns, "applied"), 4u);
+  EXPECT_EQ(metrics.value(Counter::kChangesApplied), 16u);
+  store.set_open(true);
+}
+
+TEST(SyncServiceGroupCommit, FailedSyncSendsNothingItHeldAndFailsStop) {
+  GatedStore store;
+  server::DevAuthenticator auth;
+  Captured sink;
+  std::atomic<int> fatal{0};
+  SyncService::Options o = quiet_options();
+  o.on_fatal = [&](const Status& s) {
+    EXPECT_EQ(s.code(), ErrorCode::kStorageIo);
+    fatal++;
+  };
+  SyncService service(store, auth, o, std::ref(sink));
+  store.set_open(true);
+  service.connect(1, now_ms());
+  service.frame(1, hello(101, rep_token("alice")), now_ms());
+  ASSERT_TRUE(sink.wait_for_size(1));
+
+  store.fail_with = Status(ErrorCode::kStorageIo, "fsync: I/O error");
+  service.frame(1, push_account(101, 1, "north", "alice"), now_ms());
+  ASSERT_TRUE(sink.wait_for_size(2));
+  const Outbound last = sink.all().back();
+  EXPECT_EQ(last.frame, nullptr) << "the acknowledgement is never sent";
+  EXPECT_TRUE(last.close_after);
+  EXPECT_EQ(fatal.load(), 1);
+}
+
+TEST(SyncService, WithoutGroupCommitFramesLeaveAtOnce) {
+  MemoryCentralStore store;
+  server::DevAuthenticator auth;
+  Captured sink;
+  std::vector<std::string> log;
+  std::mutex log_mu;
+  server::Metrics metrics;
+  SyncService service(store, auth, quiet_options(&metrics, &log, &log_mu), std::ref(sink));
+  EXPECT_FALSE(service.group_commit());
+  service.connect(1, now_ms());
+  service.frame(1, hello(101, rep_token("alice")), now_ms());
+  ASSERT_EQ(sink.size(), 1u);
+  service.frame(1, push_account(101, 1, "north", "alice"), now_ms());
+  ASSERT_EQ(sink.size(), 2u);
+  EXPECT_TRUE(std::holds_alternative<protocol::PushAck>(decode(sink.all()[1])));
+
+  // One structured line per handshake and per push batch, with who and what.
+  std::lock_guard lock(log_mu);
+  ASSERT_GE(log.size(), 2u);
+  EXPECT_NE(log[0].find("event=hello session=1 user=alice node=101"), std::string::npos) << log[0];
+  EXPECT_NE(log[1].find("event=push session=1 user=alice node=101 request=1 txns=1 applied=1 rejected=0"),
+            std::string::npos)
+      << log[1];
+  EXPECT_NE(log[1].find("durable_ms="), std::string::npos) << log[1];
+  EXPECT_EQ(metrics.value(Counter::kHandshakes), 1u);
+  EXPECT_EQ(metrics.value(Counter::kPushes), 1u);
+}
+
+TEST(SyncService, RefusedHandshakeIsAnsweredLateAndRejectionsAreCountedByReason) {
+  MemoryCentralStore store;
+  server::DevAuthenticator auth;
+  Captured sink;
+  server::Metrics metrics;
+  SyncService::Options o = quiet_options(&metrics);
+  o.auth_failure_delay_ms = 750;
+  SyncService service(store, auth, o, std::ref(sink));
+  service.connect(1, now_ms());
+  service.frame(1, hello(101, "not-a-token"), now_ms());
+  std::vector<Outbound> out = sink.all();
+  ASSERT_EQ(out.size(), 2u);
+  const protocol::Message m = decode(out[0]);
+  ASSERT_TRUE(std::holds_alternative<protocol::Error>(m));
+  EXPECT_EQ(std::get<protocol::Error>(m).code, ErrorCode::kAuthFailed);
+  EXPECT_EQ(out[0].delay_ms, 750);
+  EXPECT_TRUE(out[1].close_after);
+  EXPECT_EQ(metrics.value(Counter::kErrors, "auth_failed"), 1u);
+
+  // An authenticated session's errors are not delayed; a rejected push is counted by its reason.
+  service.connect(2, now_ms());
+  service.frame(2, hello(102, rep_token("bob")), now_ms());
+  service.frame(2, push_account(102, 1, "south", "bob"), now_ms());  // bob's scope is north
+  out = sink.all();
+  const protocol::Message ack = decode(out.back());
+  ASSERT_TRUE(std::holds_alternative<protocol::PushAck>(ack));
+  EXPECT_EQ(std::get<protocol::PushAck>(ack).results.at(0).reason, ErrorCode::kOutOfScope);
+  EXPECT_EQ(out.back().delay_ms, 0);
+  EXPECT_EQ(metrics.value(Counter::kRejections, "out_of_scope"), 1u);
+  EXPECT_EQ(metrics.value(Counter::kTxns, "rejected"), 1u);
+  const std::string page = metrics.render();
+  EXPECT_NE(page.find("fieldsync_rejections_total{reason=\"out_of_scope\"} 1\n"), std::string::npos) << page;
+  EXPECT_NE(page.find("fieldsync_push_durable_seconds_count 1\n"), std::string::npos) << page;
+}
+
+TEST(Metrics, PrometheusTextWithRatesAndGauges) {
+  server::Metrics m;
+  m.add(Counter::kPushes, 3);
+  m.add(Counter::kConflicts, 2, "concurrent_write");
+  m.add(Counter::kConflicts, 1, "scheduling");
+  m.observe_push_durable(0.004);
+  m.observe_push_durable(0.2);
+  m.gauge("fieldsync_store_size_bytes", "Size of the store.", [] { return 4096.0; });
+  m.tick(1'000);
+  m.add(Counter::kChangesApplied, 50);
+  m.tick(11'000);
+  const std::string page = m.render();
+  EXPECT_NE(page.find("# TYPE fieldsync_pushes_total counter\nfieldsync_pushes_total 3\n"), std::string::npos);
+  EXPECT_NE(page.find("fieldsync_conflicts_total{kind=\"concurrent_write\"} 2\n"), std::string::npos);
+  EXPECT_NE(page.find("fieldsync_conflicts_total{kind=\"scheduling\"} 1\n"), std::string::npos);
+  // Histogram buckets are cumulative and end with +Inf = count.
+  EXPECT_NE(page.find("fieldsync_push_durable_seconds_bucket{le=\"0.005\"} 1\n"), std::string::npos) << page;
+  EXPECT_NE(page.find("fieldsync_push_durable_seconds_bucket{le=\"0.25\"} 2\n"), std::string::npos);
+  EXPECT_NE(page.find("fieldsync_push_durable_seconds_bucket{le=\"+Inf\"} 2\n"), std::string::npos);
+  EXPECT_NE(page.find("fieldsync_changes_per_second 5\n"), std::string::npos) << "50 changes in 10 s";
+  EXPECT_NE(page.find("fieldsync_store_size_bytes 4096\n"), std::string::npos);
+  EXPECT_EQ(m.total(Counter::kConflicts), 3u);
+}
+
+// ---- HTTPS endpoints of NetServer
+
+struct Pki {
+  server::CertificatePem pem;
+  std::string pin;
+  static const Pki& get() {
+    static Pki pki = [] {
+      Pki p;
+      p.pem = server::make_self_signed(server::SelfSignedOptions{}).value();
+      p.pin = server::certificate_sha256(p.pem.cert_pem).value();
+      return p;
+    }();
+    return pki;
+  }
+};
+
+struct HttpReply {
+  int status = 0;
+  std::string body;
+  std::map<std::string, std::string> headers;
+};
+
+// One HTTPS request on a fresh connection (the server closes after each plain HTTP answer). The server's
+// certificate is not verified here: what is tested is what it answers.
+HttpReply https(uint16_t port, boost::beast::http::verb method, const std::string& target,
+                const std::string& body = {}, const std::map<std::string, std::string>& headers = {}) {
+  namespace net = boost::asio;
+  namespace http = boost::beast::http;
+  net::io_context ioc;
+  net::ssl::context ctx(net::ssl::context::tls_client);
+  ctx.set_verify_mode(net::ssl::verify_none);
+  boost::beast::ssl_stream<boost::beast::tcp_stream> stream(ioc, ctx);
+  boost::beast::get_lowest_layer(stream).expires_after(10s);
+  boost::beast::get_lowest_layer(stream).connect(
+      net::ip::tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
+  stream.handshake(net::ssl::stream_base::client);
+  http::request<http::string_body> req(method, target, 11);
+  req.set(http::field::host, "127.0.0.1");
+  for (const auto& [k, v] : headers) req.set(k, v);
+  if (!body.empty()) req.set(http::field::content_type, "application/json");
+  req.body() = body;
+  req.prepare_payload();
+  http::write(stream, req);
+  boost::beast::flat_buffer buffer;
+  http::response<http::string_body> res;
+  http::read(stream, buffer, res);
+  HttpReply r;
+  r.status = static_cast<int>(res.result_int());
+  r.body = res.body();
+  for (const auto& f : res) r.headers[std::string(f.name_string())] = std::string(f.value());
+  boost::system::error_code ignored;
+  stream.shutdown(ignored);
+  return r;
+}
+
+class HttpEndpoints : public ::testing::Test {
+ protected:
+  void start(server::NetServerOptions o = {}) {
+    o.address = "127.0.0.1";
+    o.port = 0;
+    o.threads = 2;
+    o.cert_pem = Pki::get().pem.cert_pem;
+    o.key_pem = Pki::get().pem.key_pem;
+    o.drain_timeout_ms = 1000;
+    o.log = [](const std::string&) {};
+    if (!o.login)
+      o.login = [this](const std::string& user, const std::string& password, NodeId node,
+                       int64_t) -> Result<server::LoginGrant> {
+        logins++;
+        if (user == "alice" && password == "correct horse" && node == 42)
+          return server::LoginGrant{"signed-token-for-alice", 1'900'000'000'000};
+        return Status(ErrorCode::kAuthFailed, "authentication failed");
+      };
+    server_ = std::make_unique<server::NetServer>(store, auth, std::move(o));
+    Result<uint16_t> p = server_->start();
+    ASSERT_TRUE(p.is_ok()) << p.status().to_string();
+    port = p.value();
+  }
+  ~HttpEndpoints() override {
+    if (server_) server_->stop();
+  }
+  HttpReply login(const std::string& body) {
+    return https(port, boost::beast::http::verb::post, "/login", body);
+  }
+
+  MemoryCentralStore store;
+  server::DevAuthenticator auth;
+  std::unique_ptr<server::NetServer> server_;
+  uint16_t port = 0;
+  std::atomic<int> logins{0};
+};
+
+TEST_F(HttpEndpoints, LoginIssuesATokenAndRefusesLateWithoutDetails) {
+  server::NetServerOptions o;
+  o.login_failure_delay_ms = 300;
+  start(o);
+  HttpReply ok = login(R"({"user":"alice","password":"correct horse","node":42})");
+  EXPECT_EQ(ok.status, 200) << ok.body;
+  EXPECT_NE(ok.body.find(R"("token":"signed-token-for-alice")"), std::string::npos) << ok.body;
+  EXPECT_NE(ok.body.find(R"("expires_at_ms":1900000000000)"), std::string::npos) << ok.body;
+  EXPECT_EQ(ok.headers["Cache-Control"], "no-store");
+  // Node ids use 64 bits: they may come as text.
+  EXPECT_EQ(login(R"({"user":"alice","password":"correct horse","node":"42"})").status, 200);
+
+  const auto t0 = std::chrono::steady_clock::now();
+  HttpReply wrong = login(R"({"user":"alice","password":"wrong","node":42})");
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(wrong.status, 401);
+  EXPECT_EQ(wrong.body, "{\"error\":\"auth_failed\",\"message\":\"authentication failed\"}\n");
+  EXPECT_GE(waited, 300ms) << "a failure is answered late";
+  HttpReply unknown = login(R"({"user":"mallory","password":"x","node":42})");
+  EXPECT_EQ(unknown.body, wrong.body) << "an unknown user reads exactly like a wrong password";
+
+  EXPECT_EQ(login("not json").status, 400);
+  EXPECT_EQ(login(R"({"user":"alice","password":"correct horse"})").status, 400) << "no node";
+  EXPECT_EQ(login(R"({"user":"alice","password":7,"node":42})").status, 400);
+  EXPECT_EQ(https(port, boost::beast::http::verb::get, "/login").status, 405);
+  EXPECT_EQ(login(std::string(8000, ' ') + "{}").status, 413) << "bodies are capped";
+  EXPECT_EQ(logins.load(), 4) << "malformed requests never reach the password check";
+  EXPECT_EQ(server_->metrics().value(Counter::kLogins, "ok"), 2u);
+  EXPECT_EQ(server_->metrics().value(Counter::kLogins, "failed"), 2u);
+  EXPECT_EQ(server_->metrics().value(Counter::kLogins, "bad_request"), 3u);
+}
+
+TEST_F(HttpEndpoints, TooManyFailuresFromOneAddressAreThrottled) {
+  server::NetServerOptions o;
+  o.login_failure_delay_ms = 0;
+  start(o);
+  for (size_t i = 0; i < server::limits::kLoginFailuresPerWindow; ++i)
+    ASSERT_EQ(login(R"({"user":"alice","password":"guess","node":42})").status, 401) << i;
+  HttpReply throttled = login(R"({"user":"alice","password":"correct horse","node":42})");
+  EXPECT_EQ(throttled.status, 429) << "even the right password waits out the window";
+  EXPECT_EQ(throttled.headers["Retry-After"], "60");
+  EXPECT_EQ(logins.load(), static_cast<int>(server::limits::kLoginFailuresPerWindow));
+}
+
+TEST_F(HttpEndpoints, MetricsAndHealth) {
+  start();
+  HttpReply health = https(port, boost::beast::http::verb::get, "/healthz");
+  EXPECT_EQ(health.status, 200);
+  EXPECT_EQ(health.body, "ok\n");
+  HttpReply metrics = https(port, boost::beast::http::verb::get, "/metrics");
+  EXPECT_EQ(metrics.status, 200);
+  EXPECT_EQ(metrics.headers["Content-Type"], "text/plain; version=0.0.4");
+  EXPECT_NE(metrics.body.find("fieldsync_http_requests_total{path=\"/healthz\"} 1\n"), std::string::npos)
+      << metrics.body;
+  EXPECT_NE(metrics.body.find("# TYPE fieldsync_push_durable_seconds histogram"), std::string::npos);
+  EXPECT_EQ(https(port, boost::beast::http::verb::get, "/nope").status, 404);
+}
+
+TEST_F(HttpEndpoints, MetricsWithATokenNeedTheToken) {
+  server::NetServerOptions o;
+  o.metrics_token = "s3cret";
+  start(o);
+  EXPECT_EQ(https(port, boost::beast::http::verb::get, "/metrics").status, 403);
+  EXPECT_EQ(https(port, boost::beast::http::verb::get, "/metrics", "", {{"Authorization", "Bearer wrong!"}}).status,
+            403);
+  EXPECT_EQ(https(port, boost::beast::http::verb::get, "/metrics", "", {{"Authorization", "Bearer s3cret"}}).status,
+            200);
+}
+
+TEST_F(HttpEndpoints, RefusedSyncHandshakeArrivesAfterTheDelay) {
+  server::NetServerOptions o;
+  o.auth_failure_delay_ms = 400;
+  start(o);
+  client::WsClientOptions wo;
+  wo.url = "wss://127.0.0.1:" + std::to_string(port) + "/sync";
+  wo.pin_sha256 = Pki::get().pin;
+  wo.connect_timeout_ms = 3000;
+  client::WsRawPeer peer(wo);
+  ASSERT_TRUE(peer.connect().ok());
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(peer.send(hello(77, "dev:forged"), 2s).ok());
+  std::vector<uint8_t> msg;
+  client::WsStatus got = peer.receive(msg, 5s);
+  ASSERT_TRUE(got.ok()) << got.to_string();
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 400ms);
+  Result<protocol::Message> m = codec::decode(msg);
+  ASSERT_TRUE(m.is_ok());
+  ASSERT_TRUE(std::holds_alternative<protocol::Error>(m.value()));
+  EXPECT_EQ(std::get<protocol::Error>(m.value()).code, ErrorCode::kAuthFailed);
+  EXPECT_EQ(peer.receive(msg, 3s).code, client::WsError::kClosed);
+}
+
+}  // namespace
+}  // namespace fieldsync
