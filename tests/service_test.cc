@@ -167,8 +167,8 @@ std::string rep_token(const std::string& user) {
   return server::DevAuthenticator::token(user, "rep", "north");
 }
 
-SyncService::Options quiet_options(server::Metrics* metrics = nullptr, std::vector<std::string>* log = nullptr,
-                                   std::mutex* log_mu = nullptr) {
+SyncService::Options quiet_options(server::Metrics* metrics = nullptr,
+                                   std::vector<std::string>* log = nullptr, std::mutex* log_mu = nullptr) {
   SyncService::Options o;
   o.metrics = metrics;
   if (log != nullptr)
@@ -227,7 +227,8 @@ TEST(SyncServiceGroupCommit, PushesArrivingDuringAFlushShareTheNextOne) {
   // The first push's flush is in progress (held shut) while three more pushes arrive and commit.
   service.frame(1, push_account(101, 1, "north", "alice"), now_ms());
   ASSERT_TRUE(store.wait_entered(entered_before + 1));
-  for (SessionId s = 2; s <= 4; ++s) service.frame(s, push_account(100 + s, 1, "north", "rep" + std::to_string(s)), now_ms());
+  for (SessionId s = 2; s <= 4; ++s)
+    service.frame(s, push_account(100 + s, 1, "north", "rep" + std::to_string(s)), now_ms());
   EXPECT_EQ(store.head_seq(), 4u) << "commits go on while the disk flushes";
   store.release_one();  // the first flush: the first ack (and the live batches it caused)
   ASSERT_TRUE(store.wait_entered(entered_before + 2));
@@ -346,7 +347,8 @@ TEST(Metrics, PrometheusTextWithRatesAndGauges) {
   m.add(Counter::kChangesApplied, 50);
   m.tick(11'000);
   const std::string page = m.render();
-  EXPECT_NE(page.find("# TYPE fieldsync_pushes_total counter\nfieldsync_pushes_total 3\n"), std::string::npos);
+  EXPECT_NE(page.find("# TYPE fieldsync_pushes_total counter\nfieldsync_pushes_total 3\n"),
+            std::string::npos);
   EXPECT_NE(page.find("fieldsync_conflicts_total{kind=\"concurrent_write\"} 2\n"), std::string::npos);
   EXPECT_NE(page.find("fieldsync_conflicts_total{kind=\"scheduling\"} 1\n"), std::string::npos);
   // Histogram buckets are cumulative and end with +Inf = count.
@@ -513,10 +515,12 @@ TEST_F(HttpEndpoints, MetricsWithATokenNeedTheToken) {
   o.metrics_token = "s3cret";
   start(o);
   EXPECT_EQ(https(port, boost::beast::http::verb::get, "/metrics").status, 403);
-  EXPECT_EQ(https(port, boost::beast::http::verb::get, "/metrics", "", {{"Authorization", "Bearer wrong!"}}).status,
-            403);
-  EXPECT_EQ(https(port, boost::beast::http::verb::get, "/metrics", "", {{"Authorization", "Bearer s3cret"}}).status,
-            200);
+  EXPECT_EQ(
+      https(port, boost::beast::http::verb::get, "/metrics", "", {{"Authorization", "Bearer wrong!"}}).status,
+      403);
+  EXPECT_EQ(
+      https(port, boost::beast::http::verb::get, "/metrics", "", {{"Authorization", "Bearer s3cret"}}).status,
+      200);
 }
 
 TEST_F(HttpEndpoints, RefusedSyncHandshakeArrivesAfterTheDelay) {
@@ -540,6 +544,42 @@ TEST_F(HttpEndpoints, RefusedSyncHandshakeArrivesAfterTheDelay) {
   ASSERT_TRUE(std::holds_alternative<protocol::Error>(m.value()));
   EXPECT_EQ(std::get<protocol::Error>(m.value()).code, ErrorCode::kAuthFailed);
   EXPECT_EQ(peer.receive(msg, 3s).code, client::WsError::kClosed);
+}
+
+TEST_F(HttpEndpoints, ASessionThatFloodsIsRateLimitedAndClosed) {
+  start();
+  client::WsClientOptions wo;
+  wo.url = "wss://127.0.0.1:" + std::to_string(port) + "/sync";
+  wo.pin_sha256 = Pki::get().pin;
+  wo.connect_timeout_ms = 3000;
+  client::WsRawPeer peer(wo);
+  ASSERT_TRUE(peer.connect().ok());
+  ASSERT_TRUE(peer.send(hello(78, rep_token("alice")), 2s).ok());
+  std::vector<uint8_t> msg;
+  ASSERT_TRUE(peer.receive(msg, 5s).ok());  // Welcome
+  protocol::PullRequest pull;
+  pull.live = false;
+  const std::vector<uint8_t> frame = codec::encode(pull);
+  // Far more than the burst, faster than the refill: the server answers kRateLimited and closes.
+  const int flood = static_cast<int>(server::limits::kSessionMessageBurst) + 100;
+  for (int i = 0; i < flood; ++i)
+    if (!peer.send(frame, 2s).ok()) break;
+  bool limited = false;
+  for (int i = 0; i < flood + 10; ++i) {
+    client::WsStatus got = peer.receive(msg, 5s);
+    if (!got.ok()) break;
+    Result<protocol::Message> m = codec::decode(msg);
+    ASSERT_TRUE(m.is_ok());
+    if (const auto* e = std::get_if<protocol::Error>(&m.value())) {
+      EXPECT_EQ(e->code, ErrorCode::kRateLimited);
+      EXPECT_TRUE(e->retryable);
+      limited = true;
+      EXPECT_EQ(peer.receive(msg, 5s).code, client::WsError::kClosed);
+      break;
+    }
+  }
+  EXPECT_TRUE(limited);
+  EXPECT_EQ(server_->metrics().value(Counter::kErrors, "rate_limited"), 1u);
 }
 
 }  // namespace

@@ -86,7 +86,8 @@ uint64_t Metrics::value(Counter c, std::string_view label_value) const {
 uint64_t Metrics::total(Counter c) const {
   std::lock_guard lock(mu_);
   uint64_t sum = 0;
-  for (auto it = counters_.lower_bound({c, std::string()}); it != counters_.end() && it->first.first == c; ++it)
+  for (auto it = counters_.lower_bound({c, std::string()}); it != counters_.end() && it->first.first == c;
+       ++it)
     sum += it->second;
   return sum;
 }
@@ -104,7 +105,8 @@ void Metrics::Histogram::render(std::string& out, std::string_view name, std::st
   uint64_t cumulative = 0;
   for (size_t i = 0; i < kBounds.size(); ++i) {
     cumulative += buckets[i];
-    out += std::string(name) + "_bucket{le=\"" + number(kBounds[i]) + "\"} " + std::to_string(cumulative) + "\n";
+    out +=
+        std::string(name) + "_bucket{le=\"" + number(kBounds[i]) + "\"} " + std::to_string(cumulative) + "\n";
   }
   out += std::string(name) + "_bucket{le=\"+Inf\"} " + std::to_string(count) + "\n";
   out += std::string(name) + "_sum " + number(sum) + "\n";
@@ -173,8 +175,9 @@ std::string Metrics::render() {
     }
     if (!any && d.label.empty()) out += name + " 0\n";
   }
-  push_durable_.render(out, "fieldsync_push_durable_seconds",
-                       "Time from receiving a push to sending its acknowledgement, after the commit is durable.");
+  push_durable_.render(
+      out, "fieldsync_push_durable_seconds",
+      "Time from receiving a push to sending its acknowledgement, after the commit is durable.");
   store_sync_.render(out, "fieldsync_store_sync_seconds", "Duration of one group-commit flush of the store.");
 
   double pushes_rate = 0, changes_rate = 0, txns_rate = 0;
@@ -188,12 +191,11 @@ std::string Metrics::render() {
       txns_rate = static_cast<double>(b.txns - a.txns) / span_s;
     }
   }
-  for (auto [name, help, v] : {std::tuple{"fieldsync_pushes_per_second", "Pushes received per second (10 s).",
-                                          pushes_rate},
-                               std::tuple{"fieldsync_changes_per_second",
-                                          "Field changes applied per second (10 s).", changes_rate},
-                               std::tuple{"fieldsync_txns_applied_per_second",
-                                          "Client transactions applied per second (10 s).", txns_rate}}) {
+  for (auto [name, help, v] :
+       {std::tuple{"fieldsync_pushes_per_second", "Pushes received per second (10 s).", pushes_rate},
+        std::tuple{"fieldsync_changes_per_second", "Field changes applied per second (10 s).", changes_rate},
+        std::tuple{"fieldsync_txns_applied_per_second", "Client transactions applied per second (10 s).",
+                   txns_rate}}) {
     header(out, name, "gauge", help);
     out += std::string(name) + " " + number(v) + "\n";
   }

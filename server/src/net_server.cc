@@ -487,7 +487,14 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     if (!ws_.is_message_done()) return do_read();
     if (!close_requested_ && !closed_) {
-      if (!ws_.got_binary()) {
+      if (!take_message_token()) {
+        reason_ = "rate_limited";
+        impl_.service.bad_frame(
+            id_, Status(ErrorCode::kRateLimited,
+                        "more than " + std::to_string(static_cast<int>(limits::kSessionMessagesPerSecond)) +
+                            " messages per second",
+                        true));
+      } else if (!ws_.got_binary()) {
         impl_.service.bad_frame(id_, Status(ErrorCode::kMalformedMessage, "text WebSocket message"));
       } else {
         auto data = buffer_.cdata();
@@ -497,6 +504,16 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     buffer_.consume(buffer_.size());
     do_read();  // also while closing: the read completes with `closed` when the peer answers the close frame
+  }
+
+  bool take_message_token() {
+    const auto now = std::chrono::steady_clock::now();
+    const double elapsed_s = std::chrono::duration<double>(now - bucket_at_).count();
+    bucket_at_ = now;
+    bucket_ = std::min(limits::kSessionMessageBurst, bucket_ + elapsed_s * limits::kSessionMessagesPerSecond);
+    if (bucket_ < 1.0) return false;
+    bucket_ -= 1.0;
+    return true;
   }
 
   void do_write() {
@@ -553,7 +570,9 @@ class Session : public std::enable_shared_from_this<Session> {
   net::steady_timer delay_timer_;  // delayed frames (refused handshakes) and failed-login answers
   bool delaying_ = false;
   std::deque<Outbound> delayed_;
-  bool discarding_ = false;  // reading the rest of an oversized message
+  bool discarding_ = false;                       // reading the rest of an oversized message
+  double bucket_ = limits::kSessionMessageBurst;  // message tokens (take_message_token)
+  std::chrono::steady_clock::time_point bucket_at_ = std::chrono::steady_clock::now();
   std::deque<Frame> queue_;
   size_t queued_bytes_ = 0;
   bool writing_ = false;

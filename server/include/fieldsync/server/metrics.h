@@ -23,23 +23,23 @@
 namespace fieldsync::server {
 
 enum class Counter : uint8_t {
-  kSessionsOpened,     // WebSocket sessions accepted
-  kSessionsClosed,     // label reason: closed_by_peer, closed_by_server, write_queue_overflow, ...
-  kHandshakes,         // Welcome sent: a device authenticated
-  kFramesReceived,     // binary messages read
-  kBytesReceived,      //
-  kFramesSent,         // messages released to sessions
-  kBytesSent,          //
-  kPushes,             // PushTxns messages
-  kTxns,               // label outcome: applied, rejected, duplicate
-  kChangesApplied,     // field changes in applied transactions
-  kRejections,         // label reason: the ErrorCode name (out_of_scope, order_locked, ...)
-  kConflicts,          // label kind: concurrent_write, delete_wins, scheduling
-  kErrors,             // Error frames sent, label code
-  kLiveBatches,        // ChangeBatches pushed to live sessions without a request
-  kGroupSyncs,         // store flushes (group commit)
-  kLogins,             // POST /login, label outcome: ok, failed, rate_limited, busy, bad_request
-  kHttpRequests,       // plain HTTP requests, label path
+  kSessionsOpened,  // WebSocket sessions accepted
+  kSessionsClosed,  // label reason: closed_by_peer, closed_by_server, write_queue_overflow, ...
+  kHandshakes,      // Welcome sent: a device authenticated
+  kFramesReceived,  // binary messages read
+  kBytesReceived,   //
+  kFramesSent,      // messages released to sessions
+  kBytesSent,       //
+  kPushes,          // PushTxns messages
+  kTxns,            // label outcome: applied, rejected, duplicate
+  kChangesApplied,  // field changes in applied transactions
+  kRejections,      // label reason: the ErrorCode name (out_of_scope, order_locked, ...)
+  kConflicts,       // label kind: concurrent_write, delete_wins, scheduling
+  kErrors,          // Error frames sent, label code
+  kLiveBatches,     // ChangeBatches pushed to live sessions without a request
+  kGroupSyncs,      // store flushes (group commit)
+  kLogins,          // POST /login, label outcome: ok, failed, rate_limited, busy, bad_request
+  kHttpRequests,    // plain HTTP requests, label path
   kCount_,
 };
 
@@ -56,7 +56,7 @@ class Metrics {
 
   void add(Counter c, uint64_t n = 1, std::string_view label_value = {});
   uint64_t value(Counter c, std::string_view label_value = {}) const;  // for tests
-  uint64_t total(Counter c) const;                                      // summed over labels
+  uint64_t total(Counter c) const;                                     // summed over labels
 
   // Time from receiving a push to releasing its acknowledgement (after the commit is durable).
   void observe_push_durable(double seconds);
