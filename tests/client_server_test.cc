@@ -175,6 +175,43 @@ TEST(ClientServer, LiveChangesReachOtherDevicesInScopeOnly) {
   EXPECT_TRUE(saw_change);
 }
 
+TEST(ClientServer, CommitsOfAnotherWriterReachLiveSessionsWhenPolled) {
+  World w;
+  Device& bob = w.add(12, "bob");
+  Device& carol = w.add(13, "carol");
+  w.connect(bob);
+  w.connect(carol);
+  w.server->poll_external_commits();
+  EXPECT_TRUE(w.server->take_outgoing().empty()) << "nothing new: nobody is woken";
+
+  // Another server instance (or fieldsync-admin) on the same store commits: this server hears nothing.
+  SyncServer other(w.store, w.auth, ServerConfig{});
+  RecordIdGenerator ids(99);
+  const RecordId id = ids.next(w.now);
+  ClientTxn txn;
+  txn.node = 99;
+  txn.node_seq = 1;
+  txn.created_at_ms = w.now;
+  Hlc hlc = make_hlc(w.now, 0);
+  for (Change c : {create(EntityId::kAccount, id), set(EntityId::kAccount, id, 1, Value::text("Café Nord")),
+                   set(EntityId::kAccount, id, 2, Value::text("t-north")),
+                   set(EntityId::kAccount, id, 10, Value::text("ho"))}) {
+    c.version = Version{hlc++, 99};
+    txn.changes.push_back(c);
+  }
+  ASSERT_EQ(other.apply_local(txn, Principal{"ho", Role::kHeadOffice, {}, {}}, w.now).outcome,
+            protocol::TxnOutcome::kApplied);
+  w.pump();
+  EXPECT_EQ(bob.store.records().count(RecordKey{EntityId::kAccount, id}), 0u);
+
+  w.server->poll_external_commits();
+  w.pump();
+  EXPECT_EQ(bob.store.records().count(RecordKey{EntityId::kAccount, id}), 1u) << "live, without a pull";
+  EXPECT_EQ(carol.store.records().count(RecordKey{EntityId::kAccount, id}), 0u) << "not in carol's scope";
+  w.server->poll_external_commits();
+  EXPECT_TRUE(w.server->take_outgoing().empty());
+}
+
 TEST(ClientServer, ResentPushAfterLostAckIsAppliedOnce) {
   World w;
   Device& alice = w.add(11, "alice");

@@ -264,6 +264,12 @@ void SyncService::expire(int64_t now_ms) {
   }
 }
 
+void SyncService::poll_external_commits() {
+  std::lock_guard lock(mu_);
+  server_.poll_external_commits();
+  flush_locked(0, nullptr, Clock::now());
+}
+
 void SyncService::bad_frame(SessionId session, const Status& status) {
   std::lock_guard lock(mu_);
   server_.on_bad_frame(session, status);

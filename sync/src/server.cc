@@ -450,8 +450,13 @@ void SyncServer::handle_pull(SessionId id, Session& s, const protocol::PullReque
   outgoing_.push_back(Outgoing{id, std::move(batch)});
 }
 
+void SyncServer::poll_external_commits() {
+  if (store_.head_seq() > fanned_out_head_) wake_live_sessions(0);
+}
+
 void SyncServer::wake_live_sessions(SessionId) {
   uint64_t head = store_.head_seq();
+  fanned_out_head_ = head;
   // Live sessions are normally all at the same cursor (the previous head): one log read and one scope
   // resolution per record serve every one of them; each session then only filters.
   std::map<uint64_t, ResolvedRange> ranges;

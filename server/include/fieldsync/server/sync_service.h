@@ -84,6 +84,9 @@ class SyncService {
   // Closes every session whose token has expired by `now_ms` (Error TokenExpired, then close). The network
   // server calls it periodically.
   void expire(int64_t now_ms);
+  // Fans out commits made by other writers of the store (SyncServer::poll_external_commits). The network
+  // server calls it once a second, so an admin's catalogue change reaches live devices within a second.
+  void poll_external_commits();
 
  private:
   using Clock = std::chrono::steady_clock;

@@ -51,6 +51,12 @@ class SyncServer {
   // device's push from node `txn.node` (dedupe by node_seq included), committed, and live sessions are woken.
   protocol::TxnResult apply_local(const ClientTxn& txn, const Principal& who, int64_t now_ms);
 
+  // Commits made by another writer of the same store -- fieldsync-admin, or another server instance in front
+  // of a shared store -- wake nobody by themselves. Called periodically, this wakes the live sessions when
+  // the log head moved past what this server has already fanned out. Cheap when nothing changed (one head
+  // read).
+  void poll_external_commits();
+
   size_t session_count() const { return sessions_.size(); }
   Hlc hlc() const { return clock_.last(); }
 
@@ -91,6 +97,7 @@ class SyncServer {
   std::map<SessionId, Session> sessions_;
   std::vector<Outgoing> outgoing_;
   std::set<SessionId> closing_;
+  uint64_t fanned_out_head_ = 0;  // log head at the last wake_live_sessions
 };
 
 }  // namespace fieldsync
