@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -15,6 +16,7 @@
 #include "fieldsync/sync/export.h"
 #include "fieldsync/sync/memory_store.h"
 #include "fieldsync/sync/server.h"
+#include "fieldsync/sync/tuning.h"
 
 #ifndef FIELDSYNC_ADMIN_BIN
 #error "FIELDSYNC_ADMIN_BIN must name the fieldsync-admin binary"
@@ -204,6 +206,85 @@ CliRun admin_cli(const std::vector<std::string>& args, const std::string& stdin_
   return r;
 }
 
+// `account move` (API and command line): a head-office transaction from the admin node that carries the scope
+// move, so the old territory's device drops the account on its next pull; refusals write nothing.
+TEST(Admin, MoveAccountIsAHeadOfficeTransactionWithAScopeMove) {
+  TempDir tmp;
+  auto admin = open_admin(tmp.path());
+  Directory& dir = admin->directory();
+  const int64_t now = admin->now_ms();
+  ASSERT_TRUE(dir.add_territory({"north", "North"}).is_ok());
+  ASSERT_TRUE(dir.add_territory({"south", "South"}).is_ok());
+  ASSERT_TRUE(dir.add_user({"alice", "Alice", Role::kRep}, "alice-password", now).is_ok());
+  ASSERT_TRUE(dir.add_user({"carol", "Carol", Role::kRep}, "carol-password", now).is_ok());
+  ASSERT_TRUE(dir.add_user({"hq", "HQ", Role::kHeadOffice}, "hq-password", now).is_ok());
+  ASSERT_TRUE(dir.assign_territory("alice", "north").is_ok());
+  ASSERT_TRUE(dir.assign_territory("carol", "south").is_ok());
+  ASSERT_TRUE(dir.register_device(1001, "alice", now).is_ok());
+  SyncServer server(admin->store(), dir, ServerConfig{});
+  RecordIdGenerator ids(5);
+  const RecordId account = ids.next(now);
+  write_account(server, admin->store(), 3, *dir.principal("hq"), account, "Moving Bakery", "north", now);
+
+  // Alice's device holds the account before the move.
+  MemoryReplicaStore replica(1001);
+  ClientConfig config;
+  config.user = "alice";
+  config.token = *dir.login("alice", "alice-password", 1001, now);
+  SyncClient client(replica, config);
+  auto exchange = [&] {
+    for (int round = 0; round < 100; ++round) {
+      bool moved = false;
+      for (protocol::Message& m : client.take_outgoing()) {
+        moved = true;
+        server.on_message(7, m, now);
+      }
+      for (SyncServer::Outgoing& o : server.take_outgoing()) {
+        moved = true;
+        client.on_message(o.message, now);
+      }
+      if (!moved) break;
+    }
+  };
+  server.on_connect(7, now);
+  client.on_connected(now);
+  exchange();
+  ASSERT_EQ(replica.records().count(RecordKey{EntityId::kAccount, account}), 1u);
+
+  SqliteCentralStore& store = admin->store();
+  const uint64_t head = store.head_seq();
+  EXPECT_EQ(admin->move_account("not-an-id", "south").code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(admin->move_account(account.to_string(), "west").code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(admin->move_account(ids.next(now).to_string(), "south").code(), ErrorCode::kRecordNotFound);
+  EXPECT_TRUE(admin->move_account(account.to_string(), "north").is_ok()) << "already there";
+  EXPECT_EQ(store.head_seq(), head) << "nothing written";
+
+  CliRun moved = admin_cli({"--data-dir", tmp.path(), "account", "move", account.to_string(), "south"});
+  ASSERT_EQ(moved.code, 0) << moved.err;
+  EXPECT_EQ(moved.out, "");
+  ASSERT_EQ(store.head_seq(), head + 1);
+  std::vector<ServerTxn> log = store.read_log(head, 100);
+  ASSERT_EQ(log.size(), 1u);
+  EXPECT_EQ(log[0].origin_node, kAdminNode);
+  EXPECT_EQ(log[0].origin_user, kAdminUser);
+  ASSERT_EQ(log[0].moves.size(), 1u);
+  EXPECT_EQ(log[0].moves[0].record, account);
+  EXPECT_EQ(log[0].moves[0].from, (ScopeKey{ScopeKey::Kind::kTerritory, "north"}));
+  EXPECT_EQ(log[0].moves[0].to, (ScopeKey{ScopeKey::Kind::kTerritory, "south"}));
+  EXPECT_TRUE(store.read_conflicts(0, 100).empty()) << "the move carries its base: not concurrent";
+  EXPECT_EQ(admin->export_json(std::string("alice"))->find("Moving Bakery"), std::string::npos);
+  EXPECT_NE(admin->export_json(std::string("carol"))->find("Moving Bakery"), std::string::npos);
+
+  client.on_tick(now + tuning::kIdlePullIntervalMs + 1);  // the next pull
+  exchange();
+  EXPECT_EQ(client.state(), SyncClient::State::kSyncing) << client.stop_reason().to_string();
+  EXPECT_EQ(replica.records().count(RecordKey{EntityId::kAccount, account}), 0u) << "purged, not resynced";
+
+  CliRun back = admin_cli({"--data-dir", tmp.path(), "account", "move", account.to_string(), "west"});
+  EXPECT_EQ(back.code, 1);
+  EXPECT_EQ(back.err, "fieldsync-admin: no territory west (invalid_argument)\n");
+}
+
 TEST(AdminCli, CommandsAndErrors) {
   TempDir tmp;
   const std::string d = tmp.file("data");
@@ -231,6 +312,27 @@ TEST(AdminCli, CommandsAndErrors) {
   ok({"price", "set", "--product", "P-1", "--list", "retail", "--cents", "299", "--currency", "EUR"});
   std::string all = ok({"export"});
   EXPECT_EQ(ok({"export", "--user", "alice"}), all) << "only catalogue so far: alice sees all of it";
+  // A short-lived token: the directory refuses it once it ran out.
+  {
+    const int64_t before = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+    std::string short_lived =
+        ok({"login", "--user", "alice", "--node", "4267", "--ttl-ms", "50"}, "alice-password\n");
+    ASSERT_FALSE(short_lived.empty());
+    short_lived.pop_back();
+    auto admin = open_admin(d);
+    std::optional<TokenClaims> claims = admin->directory().verify_token(short_lived);
+    ASSERT_TRUE(claims.has_value());
+    EXPECT_GE(claims->expiry_ms, before + 50);
+    EXPECT_LT(claims->expiry_ms, before + 50 + 60'000);
+    protocol::Hello h;
+    h.node = 4267;
+    h.token = short_lived;
+    EXPECT_TRUE(admin->directory().authenticate(h, claims->expiry_ms - 1).is_ok());
+    EXPECT_EQ(admin->directory().authenticate(h, claims->expiry_ms).status().code(),
+              ErrorCode::kTokenExpired);
+  }
   ok({"device", "revoke", "--node", "4267"});
   EXPECT_NE(ok({"device", "list"}).find("revoked"), std::string::npos);
 
@@ -276,14 +378,24 @@ TEST(AdminCli, CommandsAndErrors) {
   fails({"--data-dir", d, "device", "revoke", "--node", "999999"}, 1);
   fails({"--data-dir", d, "export", "--user", "nobody"}, 1);
   fails({"--data-dir", tmp.file("data/directory.db"), "user", "list"}, 1);  // not a directory
+  fails({"--data-dir", d, "login", "--user", "alice", "--node", "4267", "--ttl-ms", "0"}, 2,
+        "alice-password\n");
+  fails({"--data-dir", d, "login", "--user", "alice", "--node", "4267", "--ttl-ms", "1e3"}, 2,
+        "alice-password\n");
+  fails({"--data-dir", d, "export", "--ttl-ms", "5"}, 2);
+  fails({"--data-dir", d, "account", "move", "01"}, 2);
+  fails({"--data-dir", d, "account", "move", "a", "b", "c"}, 2);
+  fails({"--data-dir", d, "account", "move", "not-an-id", "north"}, 1);
+  fails({"--data-dir", d, "account", "move", "0190f3b2-0000-7000-8000-000000000000", "north"}, 1);
 }
 
 TEST(AdminCli, HelpDocumentsEveryCommand) {
   CliRun r = admin_cli({"--help"});
   EXPECT_EQ(r.code, 0);
-  for (const char* cmd : {"user add", "user passwd", "user list", "territory add", "territory list",
-                          "assign --user", "assign --manager", "product add", "price set", "device register",
-                          "device list", "device revoke", "login", "export", "--data-dir", "--password"})
+  for (const char* cmd :
+       {"user add", "user passwd", "user list", "territory add", "territory list", "assign --user",
+        "assign --manager", "product add", "price set", "device register", "device list", "device revoke",
+        "login", "--ttl-ms", "account move", "export", "--data-dir", "--password"})
     EXPECT_NE(r.out.find(cmd), std::string::npos) << cmd;
 }
 

@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <filesystem>
@@ -23,6 +24,7 @@ namespace fs = std::filesystem;
 // Product and price-list-entry field ids (schema/src/model.cc).
 constexpr uint16_t kProductSku = 1, kProductName = 2, kProductUnit = 3, kProductActive = 4;
 constexpr uint16_t kPriceProduct = 1, kPriceList = 2, kPriceCents = 3, kPriceCurrency = 4;
+constexpr uint16_t kAccountTerritory = 2;
 
 // The admin tool's SyncServer never has sessions: nothing authenticates through it.
 class NoSessions final : public Authenticator {
@@ -196,6 +198,19 @@ Result<RecordId> Admin::set_price(const std::string& product, const std::string&
   return id;
 }
 
+Status Admin::move_account(const std::string& account_id, const std::string& territory) {
+  std::optional<RecordId> id = RecordId::parse(account_id);
+  if (!id) return Status(ErrorCode::kInvalidArgument, "bad account id " + account_id);
+  std::vector<Territory> known = directory_->territories();
+  if (std::none_of(known.begin(), known.end(), [&](const Territory& t) { return t.id == territory; }))
+    return Status(ErrorCode::kInvalidArgument, "no territory " + territory);
+  std::optional<RecordState> account = store_->load(EntityId::kAccount, *id);
+  if (!account || account->deleted) return Status(ErrorCode::kRecordNotFound, "no account " + account_id);
+  const Value& current = account->get(kAccountTerritory);
+  if (current.kind() == Value::Kind::kText && current.as_text() == territory) return Status::ok();
+  return apply({set(EntityId::kAccount, *id, kAccountTerritory, Value::text(territory))});
+}
+
 Result<std::string> Admin::export_json(const std::optional<UserId>& user) {
   std::optional<Principal> who;
   if (user) {
@@ -258,9 +273,16 @@ Devices and tokens:
   device revoke --node NODE
                          revoke a device (a lost phone): refused at its next connection and told to erase
                          its local data
-  login --user USER --node NODE [--password PASSWORD]
+  login --user USER --node NODE [--password PASSWORD] [--ttl-ms MS]
                          print a signed device token for the user on that registered device (for scripts
-                         and the demo); without --password it is read from stdin
+                         and the demo); without --password it is read from stdin. The token expires after
+                         MS milliseconds (default 12 hours, at most 366 days)
+
+Accounts (written to the central store as head office):
+  account move ACCOUNT_ID TERRITORY
+                         move an account to another territory: it leaves the devices that could see it and
+                         enters those of TERRITORY, with its contacts, visits, orders and lines and
+                         opportunities, on their next sync (no resync)
 
 Export:
   export [--user USER]   print the central store's records as canonical JSON: all of them, or only what
@@ -287,8 +309,9 @@ struct UsageError {
 
 const std::set<std::string>& value_options() {
   static const std::set<std::string> kOptions = {
-      "--data-dir", "--id",  "--name", "--role",    "--password", "--territory", "--user",     "--manager",
-      "--rep",      "--sku", "--unit", "--product", "--list",     "--cents",     "--currency", "--node"};
+      "--data-dir", "--id",      "--name",     "--role", "--password", "--territory",
+      "--user",     "--manager", "--rep",      "--sku",  "--unit",     "--product",
+      "--list",     "--cents",   "--currency", "--node", "--ttl-ms"};
   return kOptions;
 }
 
@@ -348,6 +371,15 @@ NodeId parse_node(const std::string& text) {
   return v;
 }
 
+int64_t parse_ttl_ms(const std::string& text) {
+  int64_t v = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || ptr != text.data() + text.size() || text.empty() || v < 1 || v > kMaxTokenTtlMs)
+    throw UsageError{"--ttl-ms takes milliseconds in [1, " + std::to_string(kMaxTokenTtlMs) + "], got " +
+                     text};
+  return v;
+}
+
 int64_t parse_cents(const std::string& text) {
   int64_t v = 0;
   auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
@@ -387,16 +419,25 @@ int run_admin(const std::vector<std::string>& argv, std::istream& in, std::ostre
       if (w1.empty()) return a.words.size() == 1;
       return a.words.size() == 2 && a.words[1] == w1;
     };
+    // `account move` takes its two operands as words.
+    const bool account_move = a.words.size() >= 2 && a.words[0] == "account" && a.words[1] == "move";
+    if (account_move && a.words.size() != 4) throw UsageError{"usage: account move ACCOUNT_ID TERRITORY"};
     const bool known = cmd("user", "add") || cmd("user", "passwd") || cmd("user", "list") ||
                        cmd("territory", "add") || cmd("territory", "list") || cmd("assign") ||
                        cmd("product", "add") || cmd("price", "set") || cmd("device", "register") ||
-                       cmd("device", "list") || cmd("device", "revoke") || cmd("login") || cmd("export");
+                       cmd("device", "list") || cmd("device", "revoke") || cmd("login") || cmd("export") ||
+                       account_move;
     if (!known) {
       std::string words;
       for (const std::string& w : a.words) words += (words.empty() ? "" : " ") + w;
       throw UsageError{"unknown command '" + words + "'"};
     }
-    Result<std::unique_ptr<Admin>> opened = Admin::open(data_dir, options);
+    Admin::Options effective = options;
+    if (auto ttl = maybe(a, "--ttl-ms")) {
+      if (!cmd("login")) throw UsageError{"--ttl-ms does not apply to this command"};
+      effective.directory.token_ttl_ms = parse_ttl_ms(*ttl);
+    }
+    Result<std::unique_ptr<Admin>> opened = Admin::open(data_dir, effective);
     if (!opened) return fail(opened.status());
     Admin& admin = **opened;
     Directory& dir = admin.directory();
@@ -455,12 +496,15 @@ int run_admin(const std::vector<std::string>& argv, std::istream& in, std::ostre
       only(a, {"--node"});
       if (Status s = dir.revoke_device(parse_node(need(a, "--node")), now); !s) return fail(s);
     } else if (cmd("login")) {
-      only(a, {"--user", "--node", "--password"});
+      only(a, {"--user", "--node", "--password", "--ttl-ms"});
       std::string user = need(a, "--user");
       NodeId node = parse_node(need(a, "--node"));
       auto token = dir.login(user, password(a, in), node, now);
       if (!token) return fail(token.status());
       out << *token << '\n';
+    } else if (account_move) {
+      only(a, {});
+      if (Status s = admin.move_account(a.words[2], a.words[3]); !s) return fail(s);
     } else if (cmd("export")) {
       only(a, {"--user"});
       auto json = admin.export_json(maybe(a, "--user"));

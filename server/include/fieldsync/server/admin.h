@@ -1,12 +1,12 @@
 // Administration of a server's data directory: users, territories, assignments and devices (the directory),
-// the product catalogue and prices (the central store), tokens for scripts, and exports. fieldsync-admin
-// (admin_main.cc) is a thin command line over run().
+// the product catalogue, prices and account moves between territories (the central store), tokens for
+// scripts, and exports. fieldsync-admin (admin_main.cc) is a thin command line over run().
 //
-// Catalogue writes are ordinary transactions: they go through SyncServer::apply_local as head office from
-// the admin node (kAdminNode) with the next node_seq after the store's watermark for that node -- the
-// watermark is the durable counter, committed with each write -- so they are validated, logged, audited and
-// pulled by devices like any change. The admin tool may run while fieldsync-server runs (SQLite serialises
-// the two writers); connected devices then receive the change on their next pull (at most
+// Catalogue writes and account moves are ordinary transactions: they go through SyncServer::apply_local as
+// head office from the admin node (kAdminNode) with the next node_seq after the store's watermark for that
+// node -- the watermark is the durable counter, committed with each write -- so they are validated, logged,
+// audited and pulled by devices like any change. The admin tool may run while fieldsync-server runs (SQLite
+// serialises the two writers); connected devices then receive the change on their next pull (at most
 // tuning::kIdlePullIntervalMs later) rather than live.
 #pragma once
 
@@ -25,6 +25,9 @@ namespace fieldsync::server {
 // The node id the admin tool writes as (1 is SyncServer's own server_node; devices start at 16).
 inline constexpr NodeId kAdminNode = 2;
 inline constexpr std::string_view kAdminUser = "admin";
+// `login --ttl-ms` accepts at most a year: longer-lived device tokens defeat expiry, and the bound keeps
+// now + ttl far from int64 overflow.
+inline constexpr int64_t kMaxTokenTtlMs = 366LL * 24 * 60 * 60 * 1000;
 
 class Admin {
  public:
@@ -47,6 +50,12 @@ class Admin {
   // Sets the price of a product (by SKU or record id) in a price list, creating the entry if needed.
   Result<RecordId> set_price(const std::string& product, const std::string& price_list, int64_t cents,
                              const std::string& currency);
+  // Moves an account to another territory (head office's call): one transaction setting its territory_id,
+  // so devices that could see it drop it with everything hanging off it, and devices of the new territory
+  // receive it, on their next pull (sync/server.h scope moves). Already there: nothing is written. Errors:
+  // kInvalidArgument for a malformed id or a territory the directory does not know, kRecordNotFound for no
+  // such live account, the store's errors.
+  Status move_account(const std::string& account_id, const std::string& territory);
   // The central store's live records as canonical JSON (sync/export.h): all of them, or what `user` can see.
   Result<std::string> export_json(const std::optional<UserId>& user);
 
