@@ -6,8 +6,8 @@
 // head office from the admin node (kAdminNode) with the next node_seq after the store's watermark for that
 // node -- the watermark is the durable counter, committed with each write -- so they are validated, logged,
 // audited and pulled by devices like any change. The admin tool may run while fieldsync-server runs (SQLite
-// serialises the two writers); connected devices then receive the change on their next pull (at most
-// tuning::kIdlePullIntervalMs later) rather than live.
+// serialises the two writers); the running server finds such commits by polling the store once a second
+// (SyncServer::poll_external_commits), so connected devices receive them live within about a second.
 #pragma once
 
 #include <functional>
@@ -52,7 +52,7 @@ class Admin {
                              const std::string& currency);
   // Moves an account to another territory (head office's call): one transaction setting its territory_id,
   // so devices that could see it drop it with everything hanging off it, and devices of the new territory
-  // receive it, on their next pull (sync/server.h scope moves). Already there: nothing is written. Errors:
+  // receive it (sync/server.h scope moves). Already there: nothing is written. Errors:
   // kInvalidArgument for a malformed id or a territory the directory does not know, kRecordNotFound for no
   // such live account, the store's errors.
   Status move_account(const std::string& account_id, const std::string& territory);
