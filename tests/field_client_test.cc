@@ -732,6 +732,7 @@ TEST(FieldClientSync, RejectedTransactionsDoNotBlockTheRestOfTheOutbox) {
   ASSERT_EQ(rejections->size(), 2u);
   EXPECT_EQ((*rejections)[0].reason, ErrorCode::kOutOfScope);
   EXPECT_EQ((*rejections)[0].node_seq, 1u);
+  EXPECT_EQ((*rejections)[1].reason, ErrorCode::kPermissionDenied);
   EXPECT_EQ((*rejections)[1].node_seq, 3u);
   // The server applied every valid transaction, none of the poisoned ones.
   std::set<uint64_t> applied;
@@ -773,7 +774,7 @@ TEST(FieldClientSync, OnlyHeadOfficeMovesAnAccountToAnotherTerritory) {
   auto rejections = alice->rejections();
   ASSERT_OK(rejections);
   ASSERT_EQ(rejections->size(), 1u);
-  EXPECT_NE(rejections->front().reason, ErrorCode::kOk);
+  EXPECT_EQ(rejections->front().reason, ErrorCode::kPermissionDenied) << rejections->front().message;
   EXPECT_EQ(alice->account(*account)->account.territory_id, "t-north");
 
   // Head office moves it: applied, and it leaves alice's replica (not her territory any more).
