@@ -12,14 +12,23 @@
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <future>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 
+#include "fieldsync/client/ws_client.h"
 #include "fieldsync/sync/codec.h"
 #include "fieldsync/sync/memory_store.h"
 #include "fieldsync/sync/server.h"
+#ifdef FIELDSYNC_HAVE_SERVER
+#include "fieldsync/server/net_server.h"
+#include "fieldsync/server/tls.h"
+#endif
 
 namespace fieldsync::client {
 namespace {
@@ -46,9 +55,10 @@ struct TestClock {
 };
 
 std::unique_ptr<FieldClient> open_client(const std::string& user, TestClock& clock,
-                                         const std::string& path = "") {
+                                         const std::string& path = "", Role role = Role::kRep) {
   FieldClient::Options o;
   o.user = user;
+  o.role = role;
   o.token = "token-" + user;
   o.now_ms = [&clock] { return clock.now; };
   o.synchronous_full = false;
@@ -381,10 +391,17 @@ TEST_F(FieldClientTest, SyncStatusOffline) {
 
 // ---- with a server
 
+// Tokens to principals; a token in `revoked` belongs to a device head office revoked. Thread-safe: the
+// network tests' server threads call it.
 class TokenAuth final : public Authenticator {
  public:
   std::map<std::string, Principal> tokens;
+  std::set<std::string> revoked;
+  std::mutex mu;
   Result<Principal> authenticate(const protocol::Hello& hello, int64_t) override {
+    std::lock_guard lock(mu);
+    if (revoked.count(hello.token) != 0)
+      return Status(ErrorCode::kDeviceRevoked, "this device was revoked by head office");
     auto it = tokens.find(hello.token);
     if (it == tokens.end()) return Status(ErrorCode::kAuthFailed, "authentication failed");
     return it->second;
@@ -398,6 +415,7 @@ class ServerWorld {
   ServerWorld() {
     auth.tokens["token-alice"] = Principal{"alice", Role::kRep, {"t-north"}, {}};
     auth.tokens["token-bob"] = Principal{"bob", Role::kRep, {"t-north"}, {}};
+    auth.tokens["token-ho"] = Principal{"ho", Role::kHeadOffice, {}, {}};
     server = std::make_unique<SyncServer>(store, auth, ServerConfig{});
   }
 
@@ -574,6 +592,14 @@ TEST(FieldClientSync, OrdersFromSyncedProductsAndPriceLists) {
   ASSERT_OK(l3);
   ASSERT_TRUE(alice->change_line(*l2, {.quantity = 2, .discount_bp = 1000}));
   ASSERT_TRUE(alice->remove_line(*l3));
+  ASSERT_TRUE(alice->change_line(*l1, {.note = "gift wrap"}));
+  EXPECT_EQ(alice->order(*order)->lines[0].note, "gift wrap");
+  ASSERT_TRUE(alice->change_line(*l1, {.note = "rush"}));
+  EXPECT_EQ(alice->order(*order)->lines[0].note, "rush");
+  ASSERT_TRUE(alice->change_line(*l1, {.note = ""}));  // cleared
+  EXPECT_EQ(alice->order(*order)->lines[0].note, "");
+  EXPECT_REFUSED(*alice, alice->change_line(*l1, {.note = std::string(100'000, 'x')}),
+                 ErrorCode::kValueInvalid);
 
   auto o = alice->order(*order);
   ASSERT_OK(o);
@@ -682,6 +708,326 @@ TEST(FieldClientSync, RejectionKeepsTheReasonAndIsObserved) {
   EXPECT_EQ(pending(*alice), 0u);
 }
 
+TEST(FieldClientSync, RejectedTransactionsDoNotBlockTheRestOfTheOutbox) {
+  ServerWorld w;
+  auto alice = open_client("alice", w.clock);
+  ASSERT_TRUE(alice);
+  // Offline, in outbox order: a poisoned transaction first (a territory alice is not assigned to), a valid
+  // one, a second poisoned one in the middle (a rep may not move an account), then three valid ones.
+  auto far = alice->create_account({.name = "Far away", .territory_id = "t-south"});
+  ASSERT_OK(far);
+  auto near = alice->create_account({.name = "Near", .territory_id = "t-north"});
+  ASSERT_OK(near);
+  ASSERT_TRUE(alice->edit_account(*near, {.territory_id = "t-south"}));
+  auto visit = alice->check_in({.account_id = *near});
+  ASSERT_OK(visit);
+  ASSERT_TRUE(alice->add_visit_note(*visit, "after the rejections"));
+  ASSERT_TRUE(alice->edit_account(*near, {.phone = "+49 3"}));
+  EXPECT_EQ(pending(*alice), 6u);
+
+  w.connect(*alice);
+  EXPECT_EQ(pending(*alice), 0u);
+  auto rejections = alice->rejections();
+  ASSERT_OK(rejections);
+  ASSERT_EQ(rejections->size(), 2u);
+  EXPECT_EQ((*rejections)[0].reason, ErrorCode::kOutOfScope);
+  EXPECT_EQ((*rejections)[0].node_seq, 1u);
+  EXPECT_EQ((*rejections)[1].reason, ErrorCode::kPermissionDenied);
+  EXPECT_EQ((*rejections)[1].node_seq, 3u);
+  // The server applied every valid transaction, none of the poisoned ones.
+  std::set<uint64_t> applied;
+  for (const ServerTxn& t : w.store.log())
+    if (t.origin_node == alice->node()) applied.insert(t.origin_node_seq);
+  EXPECT_EQ(applied, (std::set<uint64_t>{2, 4, 5, 6}));
+  EXPECT_FALSE(w.store.load(EntityId::kAccount, *RecordId::parse(*far)).has_value());
+  auto central = w.store.load(EntityId::kAccount, *RecordId::parse(*near));
+  ASSERT_TRUE(central.has_value());
+  EXPECT_EQ(central->field(2)->value.as_text(), "t-north");
+  EXPECT_EQ(central->field(5)->value.as_text(), "+49 3");
+  EXPECT_TRUE(w.store.load(EntityId::kVisit, *RecordId::parse(*visit)).has_value());
+  // Locally: the rejected writes are undone, the later ones kept.
+  EXPECT_EQ(alice->account(*far).status().code(), ErrorCode::kRecordNotFound);
+  auto local = alice->account(*near);
+  ASSERT_OK(local);
+  EXPECT_EQ(local->account.territory_id, "t-north");
+  EXPECT_EQ(local->account.phone, "+49 3");
+  EXPECT_EQ(alice->visit(*visit)->notes, "after the rejections");
+}
+
+TEST(FieldClientSync, OnlyHeadOfficeMovesAnAccountToAnotherTerritory) {
+  ServerWorld w;
+  auto alice = open_client("alice", w.clock);
+  auto ho = open_client("ho", w.clock, "", Role::kHeadOffice);
+  ASSERT_TRUE(alice && ho);
+  auto account = alice->create_account({.name = "Müller", .territory_id = "t-north"});
+  ASSERT_OK(account);
+  w.connect(*alice);
+  // Bad values are refused at the API, nothing written.
+  EXPECT_REFUSED(*alice, alice->edit_account(*account, {.territory_id = " "}), ErrorCode::kNullViolation);
+  EXPECT_REFUSED(*alice, alice->edit_account(*account, {.territory_id = std::string(100, 't')}),
+                 ErrorCode::kValueInvalid);
+  // A rep's move is a valid value: written locally, then the server decides and undoes it.
+  ASSERT_TRUE(alice->edit_account(*account, {.territory_id = "t-east"}));
+  EXPECT_EQ(alice->account(*account)->account.territory_id, "t-east");
+  w.pump();
+  EXPECT_EQ(pending(*alice), 0u);
+  auto rejections = alice->rejections();
+  ASSERT_OK(rejections);
+  ASSERT_EQ(rejections->size(), 1u);
+  EXPECT_EQ(rejections->front().reason, ErrorCode::kPermissionDenied) << rejections->front().message;
+  EXPECT_EQ(alice->account(*account)->account.territory_id, "t-north");
+
+  // Head office moves it: applied, and it leaves alice's replica (not her territory any more).
+  w.connect(*ho);
+  ASSERT_OK(ho->account(*account));
+  ASSERT_TRUE(ho->edit_account(*account, {.territory_id = "t-east"}));
+  w.pump();
+  EXPECT_EQ(pending(*ho), 0u);
+  EXPECT_TRUE(ho->rejections()->empty());
+  auto central = w.store.load(EntityId::kAccount, *RecordId::parse(*account));
+  ASSERT_TRUE(central.has_value());
+  EXPECT_EQ(central->field(2)->value.as_text(), "t-east");
+  EXPECT_EQ(alice->account(*account).status().code(), ErrorCode::kRecordNotFound);
+}
+
+TEST(FieldClientSync, InboxListsNewestFirstMarksSeenAndCountsUnread) {
+  ServerWorld w;
+  const std::string path = temp_file("alice");
+  auto alice = open_client("alice", w.clock, path);
+  ASSERT_TRUE(alice);
+  auto counts = alice->unread_counts();
+  ASSERT_OK(counts);
+  EXPECT_EQ(counts->unread_conflicts, 0u);
+  EXPECT_EQ(counts->unread_rejections, 0u);
+  w.connect(*alice);
+  w.disconnect(*alice);
+  // Offline: two bookings that head office overlaps meanwhile, and two writes the server refuses.
+  ASSERT_OK(
+      alice->create_event({.title = "a", .start_at_ms = kStart + kHour, .end_at_ms = kStart + 2 * kHour}));
+  ASSERT_OK(alice->create_event(
+      {.title = "b", .start_at_ms = kStart + 5 * kHour, .end_at_ms = kStart + 6 * kHour}));
+  ASSERT_OK(alice->create_account({.name = "Far 1", .territory_id = "t-south"}));
+  ASSERT_OK(alice->create_account({.name = "Far 2", .territory_id = "t-west"}));
+  for (int64_t start : {kStart + kHour + kHour / 2, kStart + 5 * kHour + kHour / 2})
+    w.head_office_write(EntityId::kCalendarEvent, w.ids.next(w.clock.now),
+                        {{1, Value::text("alice")},
+                         {3, Value::text("training")},
+                         {4, Value::integer(start)},
+                         {5, Value::integer(start + kHour)},
+                         {6, Value::text("scheduled")}});
+  w.connect(*alice);
+
+  counts = alice->unread_counts();
+  ASSERT_OK(counts);
+  EXPECT_EQ(counts->unread_conflicts, 2u);
+  EXPECT_EQ(counts->unread_rejections, 2u);
+  auto conflicts = alice->conflict_inbox();
+  ASSERT_OK(conflicts);
+  ASSERT_EQ(conflicts->size(), 2u);
+  EXPECT_GT((*conflicts)[0].inbox_id, (*conflicts)[1].inbox_id);  // newest first
+  EXPECT_FALSE((*conflicts)[0].seen);
+  EXPECT_EQ((*conflicts)[0].conflict.kind, ConflictKind::kScheduling);
+  auto rejections = alice->rejection_inbox();
+  ASSERT_OK(rejections);
+  ASSERT_EQ(rejections->size(), 2u);
+  EXPECT_EQ((*rejections)[0].rejection.reason, ErrorCode::kOutOfScope);
+  EXPECT_FALSE((*rejections)[0].rejection.message.empty());
+  EXPECT_FALSE((*rejections)[0].rejection.changes.empty());
+  EXPECT_GT((*rejections)[0].rejection.node_seq, (*rejections)[1].rejection.node_seq);
+
+  // The older conflict seen: one unread left, listed alone with unread_only.
+  ASSERT_TRUE(alice->mark_conflicts_seen((*conflicts)[1].inbox_id));
+  counts = alice->unread_counts();
+  EXPECT_EQ(counts->unread_conflicts, 1u);
+  auto unread = alice->conflict_inbox(true);
+  ASSERT_OK(unread);
+  ASSERT_EQ(unread->size(), 1u);
+  EXPECT_EQ(unread->front().inbox_id, (*conflicts)[0].inbox_id);
+  auto all = alice->conflict_inbox();
+  ASSERT_OK(all);
+  EXPECT_TRUE((*all)[1].seen);
+  ASSERT_TRUE(alice->mark_rejections_seen((*rejections)[0].inbox_id));
+  EXPECT_TRUE(alice->rejection_inbox(true)->empty());
+  EXPECT_EQ(alice->unread_counts()->unread_rejections, 0u);
+  EXPECT_EQ(alice->mark_conflicts_seen(0).code(), ErrorCode::kInvalidArgument);
+
+  // The flags are in the file.
+  w.disconnect(*alice);
+  alice.reset();
+  alice = open_client("alice", w.clock, path);
+  ASSERT_TRUE(alice);
+  counts = alice->unread_counts();
+  ASSERT_OK(counts);
+  EXPECT_EQ(counts->unread_conflicts, 1u);
+  EXPECT_EQ(counts->unread_rejections, 0u);
+}
+
+// ---- revocation: the replica is erased
+
+bool replica_files_gone(const std::string& path) {
+  for (const char* suffix : {"", "-wal", "-shm", "-journal"})
+    if (std::filesystem::exists(path + suffix)) return false;
+  return true;
+}
+
+FieldClient::Options options_for(const std::string& user, TestClock& clock) {
+  FieldClient::Options o;
+  o.user = user;
+  o.token = "token-" + user;
+  o.now_ms = [&clock] { return clock.now; };
+  o.synchronous_full = false;
+  return o;
+}
+
+TEST(FieldClientRevocation, RevokedDeviceErasesItsReplicaAndEveryCallFailsTyped) {
+  ServerWorld w;
+  const std::string path = temp_file("alice");
+  auto alice = open_client("alice", w.clock, path);
+  ASSERT_TRUE(alice);
+  auto account = alice->create_account({.name = "Müller", .territory_id = "t-north"});
+  ASSERT_OK(account);
+  w.connect(*alice);
+  EXPECT_EQ(pending(*alice), 0u);
+  w.disconnect(*alice);
+  // Written offline and never synced: lost with the replica, by design (the phone is gone).
+  auto visit = alice->check_in({.account_id = *account});
+  ASSERT_OK(visit);
+  EXPECT_EQ(pending(*alice), 1u);
+  ASSERT_TRUE(std::filesystem::exists(path));
+  ASSERT_TRUE(std::filesystem::exists(path + "-wal"));
+
+  std::vector<Status> errors, erased;
+  Status seen_from_observer;
+  alice->add_observer({.error = [&](const Status& s) { errors.push_back(s); },
+                       .erased =
+                           [&](const Status& s) {
+                             erased.push_back(s);
+                             // No lock is held: calling back in works, and already fails typed.
+                             seen_from_observer = alice->pending_count().status();
+                           }});
+  w.auth.revoked.insert("token-alice");
+  w.connect(*alice);
+
+  ASSERT_EQ(erased.size(), 1u);
+  EXPECT_EQ(erased[0].code(), ErrorCode::kDeviceRevoked);
+  EXPECT_EQ(erased[0].message(), "device revoked by head office: local replica erased");
+  EXPECT_EQ(seen_from_observer.code(), ErrorCode::kDeviceRevoked);
+  ASSERT_FALSE(errors.empty());
+  EXPECT_EQ(errors.back().code(), ErrorCode::kDeviceRevoked);
+  EXPECT_TRUE(alice->erased());
+  EXPECT_TRUE(replica_files_gone(path));
+  EXPECT_TRUE(std::filesystem::exists(path + ".revoked"));
+
+  // Every call fails with the same typed error; none of them brings a file back.
+  const ErrorCode revoked = ErrorCode::kDeviceRevoked;
+  EXPECT_EQ(alice->create_account({.name = "x", .territory_id = "t-north"}).status().code(), revoked);
+  EXPECT_EQ(alice->edit_account(*account, {.name = "y"}).code(), revoked);
+  EXPECT_EQ(alice->accounts_by_prefix("").status().code(), revoked);
+  EXPECT_EQ(alice->accounts_in_territory("t-north").status().code(), revoked);
+  EXPECT_EQ(alice->account(*account).status().code(), revoked);
+  EXPECT_EQ(alice->create_contact({.account_id = *account, .name = "z"}).status().code(), revoked);
+  EXPECT_EQ(alice->check_in({.account_id = *account}).status().code(), revoked);
+  EXPECT_EQ(alice->add_visit_note(*visit, "n").code(), revoked);
+  EXPECT_EQ(alice->check_out(*visit, "other").code(), revoked);
+  EXPECT_EQ(alice->visit(*visit).status().code(), revoked);
+  EXPECT_EQ(alice->visits_of_account(*account).status().code(), revoked);
+  EXPECT_EQ(alice->todays_visits().status().code(), revoked);
+  EXPECT_EQ(alice->draft_order(*account).status().code(), revoked);
+  EXPECT_EQ(alice->open_orders().status().code(), revoked);
+  EXPECT_EQ(
+      alice->create_event({.title = "t", .start_at_ms = kStart, .end_at_ms = kStart + kHour}).status().code(),
+      revoked);
+  EXPECT_EQ(alice->agenda_today().status().code(), revoked);
+  EXPECT_EQ(alice->agenda_week().status().code(), revoked);
+  EXPECT_EQ(alice->create_opportunity({.account_id = *account, .name = "o"}).status().code(), revoked);
+  EXPECT_EQ(alice->pipeline().status().code(), revoked);
+  EXPECT_EQ(alice->pending_count().status().code(), revoked);
+  EXPECT_EQ(alice->sync_status().status().code(), revoked);
+  EXPECT_EQ(alice->conflicts().status().code(), revoked);
+  EXPECT_EQ(alice->rejections().status().code(), revoked);
+  EXPECT_EQ(alice->conflict_inbox().status().code(), revoked);
+  EXPECT_EQ(alice->rejection_inbox().status().code(), revoked);
+  EXPECT_EQ(alice->unread_counts().status().code(), revoked);
+  EXPECT_EQ(alice->mark_conflicts_seen(1).code(), revoked);
+  EXPECT_EQ(alice->mark_rejections_seen(1).code(), revoked);
+  EXPECT_EQ(alice->export_json().status().code(), revoked);
+  EXPECT_TRUE(replica_files_gone(path));
+  alice->dispatch_events();
+  EXPECT_EQ(erased.size(), 1u);  // once
+
+  // Reopening does not resurrect anything: the marker keeps the path refused.
+  w.disconnect(*alice);
+  alice.reset();
+  auto again = FieldClient::open(path, options_for("alice", w.clock));
+  EXPECT_EQ(again.status().code(), revoked);
+  EXPECT_TRUE(replica_files_gone(path));
+  // Once head office has registered the device again, the app starts over with an empty replica.
+  ASSERT_TRUE(FieldClient::clear_revocation(path));
+  EXPECT_FALSE(std::filesystem::exists(path + ".revoked"));
+  auto fresh = open_client("alice", w.clock, path);
+  ASSERT_TRUE(fresh);
+  EXPECT_TRUE(fresh->accounts_by_prefix("")->empty());
+  EXPECT_EQ(pending(*fresh), 0u);
+}
+
+TEST(FieldClientRevocation, OpenFinishesAnEraseACrashInterrupted) {
+  TestClock clock;
+  const std::string path = temp_file("alice");
+  {
+    auto c = open_client("alice", clock, path);
+    ASSERT_TRUE(c);
+    ASSERT_OK(c->create_account({.name = "Müller", .territory_id = "t-north"}));
+  }
+  ASSERT_TRUE(std::filesystem::exists(path));
+  // A crash right after the marker was made durable, before any file was deleted.
+  { std::ofstream(path + ".revoked") << "device revoked\n"; }
+  auto r = FieldClient::open(path, options_for("alice", clock));
+  EXPECT_EQ(r.status().code(), ErrorCode::kDeviceRevoked);
+  EXPECT_TRUE(replica_files_gone(path));
+  EXPECT_EQ(FieldClient::open(path, options_for("alice", clock)).status().code(), ErrorCode::kDeviceRevoked);
+  EXPECT_TRUE(replica_files_gone(path));
+}
+
+TEST(FieldClientRevocation, EraseIsSafeWhileOtherThreadsUseTheClient) {
+  ServerWorld w;
+  const std::string path = temp_file("alice");
+  auto alice = open_client("alice", w.clock, path);
+  ASSERT_TRUE(alice);
+  auto account = alice->create_account({.name = "Müller", .territory_id = "t-north"});
+  ASSERT_OK(account);
+  w.connect(*alice);
+  w.disconnect(*alice);
+  w.auth.revoked.insert("token-alice");
+
+  std::atomic<int> unexpected{0}, ok_after_erase{0}, calls{0};
+  auto worker = [&] {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    int after = 0;
+    while (after < 20 && std::chrono::steady_clock::now() < deadline) {
+      const bool was_erased = alice->erased();
+      const Status results[] = {alice->check_in({.account_id = *account}).status(),
+                                alice->visits_of_account(*account).status(), alice->export_json().status(),
+                                alice->sync_status().status(), alice->unread_counts().status()};
+      for (const Status& s : results) {
+        ++calls;
+        if (!s.is_ok() && s.code() != ErrorCode::kDeviceRevoked) ++unexpected;
+        if (was_erased && s.is_ok()) ++ok_after_erase;
+      }
+      if (was_erased) ++after;
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 3; ++i) threads.emplace_back(worker);
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  w.connect(*alice);  // Error kDeviceRevoked, then dispatch_events() erases while the workers run
+  for (std::thread& t : threads) t.join();
+  EXPECT_TRUE(alice->erased());
+  EXPECT_GT(calls.load(), 0);
+  EXPECT_EQ(unexpected.load(), 0);
+  EXPECT_EQ(ok_after_erase.load(), 0);
+  EXPECT_TRUE(replica_files_gone(path));
+}
+
 // ---- fieldsync-rep
 // ---------------------------------------------------------------------------------------------
 
@@ -713,9 +1059,30 @@ TEST(FieldsyncRep, CommandsAndStableExport) {
   const std::string base = "--db " + db + " --user alice ";
   RepRun help = rep("--help");
   EXPECT_EQ(help.exit_code, 0);
-  for (const char* cmd :
-       {"account add", "checkin", "order draft", "event book", "agenda", "pipeline", "export"})
+  for (const char* cmd : {"account add", "checkin", "order draft", "event book", "agenda", "pipeline",
+                          "export", "inbox", "sync --server", "--not-primary", "--territory"})
     EXPECT_NE(help.out.find(cmd), std::string::npos) << cmd;
+  // COMMAND --help: that command's entries only, no replica needed.
+  RepRun edit_help = rep("account edit --help");
+  EXPECT_EQ(edit_help.exit_code, 0) << edit_help.out;
+  EXPECT_NE(edit_help.out.find("account edit --id ID"), std::string::npos) << edit_help.out;
+  EXPECT_NE(edit_help.out.find("--territory"), std::string::npos) << edit_help.out;
+  EXPECT_EQ(edit_help.out.find("account add"), std::string::npos) << edit_help.out;
+  RepRun contact_help = rep("--db " + db + " --user alice contact --help");
+  EXPECT_EQ(contact_help.exit_code, 0) << contact_help.out;
+  EXPECT_NE(contact_help.out.find("contact add"), std::string::npos) << contact_help.out;
+  EXPECT_NE(
+      contact_help.out.find("contact edit --id ID [--name N] [--title T] [--email E] [--phone P] [--primary"),
+      std::string::npos)
+      << contact_help.out;
+  RepRun line_help = rep("order line-edit --help");
+  EXPECT_NE(line_help.out.find("--note"), std::string::npos) << line_help.out;
+  EXPECT_EQ(line_help.out.find("order submit"), std::string::npos) << line_help.out;
+  RepRun sync_help = rep("sync --help");
+  EXPECT_NE(sync_help.out.find("--stay SECONDS"), std::string::npos) << sync_help.out;
+  EXPECT_EQ(rep("accounts --help").out.find("account add"), std::string::npos);  // not a prefix match
+  EXPECT_EQ(rep("frobnicate --help").exit_code, 2);
+  EXPECT_FALSE(std::filesystem::exists(db));  // help opened nothing
 
   RepRun acc = rep(base + "account add --name 'Bäckerei Müller' --territory t-north");
   ASSERT_EQ(acc.exit_code, 0) << acc.out;
@@ -740,6 +1107,21 @@ TEST(FieldsyncRep, CommandsAndStableExport) {
   EXPECT_NE(accounts.out.find(account), std::string::npos) << accounts.out;
   RepRun pend = rep(base + "pending");
   EXPECT_EQ(trim(pend.out), "7") << pend.out;
+  RepRun contact = rep(base + "contact add --account " + account + " --name Zoe");
+  ASSERT_EQ(contact.exit_code, 0) << contact.out;
+  EXPECT_EQ(rep(base + "contact edit --id " + trim(contact.out) + " --primary").exit_code, 0);
+  EXPECT_NE(rep(base + "account show --id " + account).out.find("primary"), std::string::npos);
+  EXPECT_EQ(rep(base + "contact edit --id " + trim(contact.out) + " --not-primary").exit_code, 0);
+  EXPECT_EQ(rep(base + "account show --id " + account).out.find("primary"), std::string::npos);
+  EXPECT_EQ(rep(base + "contact edit --id " + trim(contact.out) + " --primary --not-primary").exit_code, 2);
+  RepRun move = rep(base + "account edit --id " + account + " --territory t-south");
+  EXPECT_EQ(move.exit_code, 0) << move.out;  // the server decides (alice is a rep: it will be refused)
+  EXPECT_NE(rep(base + "accounts --territory t-south").out.find(account), std::string::npos);
+  RepRun inbox = rep(base + "inbox --unread");
+  EXPECT_EQ(inbox.exit_code, 0) << inbox.out;
+  EXPECT_EQ(trim(inbox.out), "unread\t0 conflicts\t0 rejections") << inbox.out;
+  pend = rep(base + "pending");
+  EXPECT_EQ(trim(pend.out), "11") << pend.out;
 
   // Errors: one line, non-zero exit, nothing written.
   RepRun bad = rep(base + "checkout --visit " + visit_id + " --outcome maybe");
@@ -748,7 +1130,7 @@ TEST(FieldsyncRep, CommandsAndStableExport) {
   EXPECT_NE(bad.out.find("value_invalid"), std::string::npos) << bad.out;
   EXPECT_NE(rep(base + "frobnicate").exit_code, 0);
   EXPECT_NE(rep("--db " + db + " pending").exit_code, 0);  // no --user
-  EXPECT_EQ(trim(rep(base + "pending").out), "7");
+  EXPECT_EQ(trim(rep(base + "pending").out), "11");
 
   RepRun e1 = rep(base + "export");
   RepRun e2 = rep(base + "export");
@@ -771,6 +1153,249 @@ TEST(FieldsyncRep, CommandsAndStableExport) {
   ASSERT_TRUE(c);
   EXPECT_EQ(*c->export_json(), e1.out);
 }
+
+#ifdef FIELDSYNC_HAVE_SERVER
+// ---- over real TLS WebSockets: a NetServer in this process; fieldsync-rep processes and WsClients as
+// devices
+
+struct Tls {
+  server::CertificatePem pem;
+  std::string ca_file;
+  std::string pin;
+  static const Tls& get() {
+    static Tls tls = [] {
+      Tls t;
+      auto pem = server::make_self_signed(server::SelfSignedOptions{});
+      EXPECT_TRUE(pem.is_ok()) << pem.status().to_string();
+      t.pem = pem.value();
+      t.ca_file = temp_file("ca") + ".pem";
+      EXPECT_TRUE(server::write_file(t.ca_file, t.pem.cert_pem, false).is_ok());
+      t.pin = server::certificate_sha256(t.pem.cert_pem).value();
+      return t;
+    }();
+    return tls;
+  }
+};
+
+class NetWorld {
+ public:
+  NetWorld() {
+    auth.tokens["token-alice"] = Principal{"alice", Role::kRep, {"t-north"}, {}};
+    auth.tokens["token-bob"] = Principal{"bob", Role::kRep, {"t-north"}, {}};
+    server::NetServerOptions o;
+    o.address = "127.0.0.1";
+    o.port = 0;
+    o.threads = 2;
+    o.cert_pem = Tls::get().pem.cert_pem;
+    o.key_pem = Tls::get().pem.key_pem;
+    o.drain_timeout_ms = 2000;
+    o.log = [](const std::string&) {};
+    net = std::make_unique<server::NetServer>(store, auth, o);
+    Result<uint16_t> p = net->start();
+    EXPECT_TRUE(p.is_ok()) << p.status().to_string();
+    port = p ? *p : 0;
+  }
+  ~NetWorld() { stop(); }
+  // The store is only read once the server is stopped (it is not thread-safe on its own).
+  void stop() {
+    if (net) net->stop();
+    net.reset();
+  }
+  std::string url() const { return "wss://127.0.0.1:" + std::to_string(port) + "/sync"; }
+  void revoke(const std::string& token) {
+    std::lock_guard lock(auth.mu);
+    auth.revoked.insert(token);
+  }
+
+  MemoryCentralStore store;
+  TokenAuth auth;
+  std::unique_ptr<server::NetServer> net;
+  uint16_t port = 0;
+};
+
+size_t lines(const std::string& s) {
+  return static_cast<size_t>(std::count(s.begin(), s.end(), '\n'));
+}
+
+TEST(FieldsyncRepNet, SyncOnceAndStayAgainstARealServer) {
+  NetWorld w;
+  const std::string db = temp_file("rep-alice");
+  const std::string base = "--db " + db + " --user alice --token token-alice ";
+  RepRun acc = rep(base + "account add --name 'Net GmbH' --territory t-north");
+  ASSERT_EQ(acc.exit_code, 0) << acc.out;
+  const std::string account = trim(acc.out);
+
+  RepRun once = rep(base + "sync --server " + w.url() + " --ca " + Tls::get().ca_file + " --once");
+  EXPECT_EQ(once.exit_code, 0) << once.out;
+  EXPECT_EQ(trim(once.out), "synced\tpending 0");
+  ASSERT_EQ(rep(base + "account edit --id " + account + " --phone '+49 7'").exit_code, 0);
+  RepRun stay = rep(base + "sync --server " + w.url() + " --pin " + Tls::get().pin + " --stay 1");
+  EXPECT_EQ(stay.exit_code, 0) << stay.out;
+  EXPECT_EQ(trim(stay.out), "synced\tpending 0");
+  EXPECT_EQ(trim(rep(base + "status").out).find("last_synced\t-"), std::string::npos);
+
+  // A second device bootstraps both writes.
+  const std::string bob_db = temp_file("rep-bob");
+  const std::string bob = "--db " + bob_db + " --user bob --token token-bob ";
+  RepRun bob_sync = rep(bob + "sync --server " + w.url() + " --ca " + Tls::get().ca_file);
+  EXPECT_EQ(bob_sync.exit_code, 0) << bob_sync.out;
+  RepRun bob_export = rep(bob + "export");
+  EXPECT_NE(bob_export.out.find(account), std::string::npos) << bob_export.out;
+  EXPECT_NE(bob_export.out.find("+49 7"), std::string::npos) << bob_export.out;
+
+  w.stop();
+  auto central = w.store.load(EntityId::kAccount, *RecordId::parse(account));
+  ASSERT_TRUE(central.has_value());
+  EXPECT_EQ(central->field(5)->value.as_text(), "+49 7");
+}
+
+TEST(FieldsyncRepNet, TransportFailuresAreOneLineAndANonZeroExit) {
+  NetWorld w;
+  const std::string db = temp_file("rep-alice");
+  const std::string base = "--db " + db + " --user alice --token token-alice ";
+  ASSERT_EQ(rep(base + "account add --name 'Net GmbH' --territory t-north").exit_code, 0);
+  const std::string wrong_pin = " --pin " + std::string(64, 'a');
+
+  RepRun pin_once = rep(base + "sync --server " + w.url() + wrong_pin + " --once");
+  EXPECT_EQ(pin_once.exit_code, 1) << pin_once.out;
+  EXPECT_EQ(lines(pin_once.out), 1u) << pin_once.out;
+  EXPECT_NE(pin_once.out.find("pin_mismatch"), std::string::npos) << pin_once.out;
+
+  // --stay with a certificate that can never be accepted ends at once instead of waiting out the stay.
+  const auto t0 = std::chrono::steady_clock::now();
+  RepRun pin_stay = rep(base + "sync --server " + w.url() + wrong_pin + " --stay 60");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(20));
+  EXPECT_EQ(pin_stay.exit_code, 1) << pin_stay.out;
+  EXPECT_EQ(lines(pin_stay.out), 1u) << pin_stay.out;
+  EXPECT_NE(pin_stay.out.find("pin_mismatch"), std::string::npos) << pin_stay.out;
+
+  RepRun untrusted = rep(base + "sync --server " + w.url() + " --once --timeout 10");  // system CAs only
+  EXPECT_EQ(untrusted.exit_code, 1) << untrusted.out;
+  EXPECT_EQ(lines(untrusted.out), 1u) << untrusted.out;
+  EXPECT_NE(untrusted.out.find("certificate"), std::string::npos) << untrusted.out;
+
+  // Nothing listening any more on that port.
+  const std::string dead = w.url();
+  w.stop();
+  RepRun refused_once =
+      rep(base + "sync --server " + dead + " --ca " + Tls::get().ca_file + " --once --timeout 2");
+  EXPECT_EQ(refused_once.exit_code, 1) << refused_once.out;
+  EXPECT_EQ(lines(refused_once.out), 1u) << refused_once.out;
+  EXPECT_NE(refused_once.out.find("connect"), std::string::npos) << refused_once.out;
+  RepRun refused_stay = rep(base + "sync --server " + dead + " --ca " + Tls::get().ca_file + " --stay 1");
+  EXPECT_EQ(refused_stay.exit_code, 1) << refused_stay.out;
+  EXPECT_EQ(lines(refused_stay.out), 1u) << refused_stay.out;
+  EXPECT_NE(refused_stay.out.find("connect"), std::string::npos) << refused_stay.out;
+  EXPECT_EQ(rep(base + "sync --server " + dead + " --stay 1 --timeout 2").exit_code, 2);
+
+  EXPECT_EQ(trim(rep(base + "pending").out), "1");  // nothing lost on the way
+}
+
+TEST(FieldsyncRepNet, RevokedDeviceErasesItsReplicaAndSaysSo) {
+  NetWorld w;
+  const std::string db = temp_file("rep-alice");
+  const std::string base = "--db " + db + " --user alice --token token-alice ";
+  const std::string sync = "sync --server " + w.url() + " --ca " + Tls::get().ca_file + " --once";
+  ASSERT_EQ(rep(base + "account add --name 'Net GmbH' --territory t-north").exit_code, 0);
+  ASSERT_EQ(rep(base + sync).exit_code, 0);
+  ASSERT_EQ(rep(base + "account add --name 'Offline' --territory t-north").exit_code, 0);
+  ASSERT_TRUE(std::filesystem::exists(db));
+
+  w.revoke("token-alice");
+  RepRun revoked = rep(base + sync);
+  EXPECT_EQ(revoked.exit_code, 3) << revoked.out;
+  EXPECT_EQ(revoked.out, "fieldsync-rep: device revoked by head office: local replica erased\n");
+  EXPECT_TRUE(replica_files_gone(db));
+  RepRun after = rep(base + "accounts");
+  EXPECT_EQ(after.exit_code, 3) << after.out;
+  EXPECT_EQ(after.out, "fieldsync-rep: device revoked by head office: local replica erased\n");
+  EXPECT_TRUE(replica_files_gone(db));
+}
+
+TEST(FieldClientNet, AppThreadsWriteWhileTheTransportAppliesFrames) {
+  NetWorld w;
+  auto open_real = [](const std::string& user) {
+    FieldClient::Options o;
+    o.user = user;
+    o.token = "token-" + user;
+    o.synchronous_full = false;
+    auto r = FieldClient::open(temp_file(user), std::move(o));
+    EXPECT_TRUE(r.is_ok()) << r.status().to_string();
+    return r ? std::move(r.value()) : nullptr;
+  };
+  auto alice = open_real("alice");
+  auto bob = open_real("bob");
+  ASSERT_TRUE(alice && bob);
+  std::atomic<bool> writing{false};
+  std::atomic<int> frames_while_writing{0};
+  auto ws_options = [&](FieldClient& c) {
+    WsClientOptions o;
+    o.url = w.url();
+    o.ca_file = Tls::get().ca_file;
+    o.connect_timeout_ms = 2000;
+    o.reconnect_cap_ms = 200;
+    o.after_frame = [&c, &writing, &frames_while_writing] {
+      if (writing) ++frames_while_writing;
+      c.dispatch_events();
+    };
+    return o;
+  };
+  WsClient wa(alice->engine(), ws_options(*alice));
+  WsClient wb(bob->engine(), ws_options(*bob));
+  ASSERT_TRUE(wa.start().ok());
+  ASSERT_TRUE(wb.start().ok());
+  auto account = alice->create_account({.name = "Shared", .territory_id = "t-north"});
+  ASSERT_OK(account);
+  ASSERT_TRUE(wb.wait_until([&] { return bob->account(*account).is_ok(); }, std::chrono::seconds(10)))
+      << wb.last_error().to_string();
+
+  // Each app thread writes and reads while its transport thread applies the other device's live changes.
+  constexpr int kWrites = 60;
+  auto writer = [&account](FieldClient& c, bool notes) {
+    for (int i = 0; i < kWrites; ++i) {
+      auto v = c.check_in({.account_id = *account});
+      if (!v) return v.status();
+      if (notes)
+        if (Status s = c.add_visit_note(*v, "note " + std::to_string(i)); !s) return s;
+      if (auto h = c.visits_of_account(*account); !h) return h.status();
+    }
+    return Status::ok();
+  };
+  writing = true;
+  auto fa = std::async(std::launch::async, writer, std::ref(*alice), true);
+  auto fb = std::async(std::launch::async, writer, std::ref(*bob), false);
+  for (auto* f : {&fa, &fb}) {
+    if (f->wait_for(std::chrono::seconds(60)) != std::future_status::ready) {
+      std::fprintf(stderr, "writers still running after 60 s: deadlock\n");
+      std::abort();  // a deadlocked thread cannot be joined
+    }
+  }
+  writing = false;
+  EXPECT_TRUE(fa.get()) << "alice's writes failed";
+  EXPECT_TRUE(fb.get()) << "bob's writes failed";
+  auto all_synced = [&](FieldClient& c) {
+    auto n = c.pending_count();
+    auto visits = c.visits_of_account(*account);
+    return n && *n == 0 && c.engine().idle() && visits && visits->size() == size_t{2 * kWrites};
+  };
+  EXPECT_TRUE(wa.wait_until([&] { return all_synced(*alice); }, std::chrono::seconds(30)))
+      << wa.last_error().to_string();
+  EXPECT_TRUE(wb.wait_until([&] { return all_synced(*bob); }, std::chrono::seconds(30)))
+      << wb.last_error().to_string();
+  EXPECT_GT(frames_while_writing.load(), 0);
+  EXPECT_EQ(*alice->export_json(), *bob->export_json());
+  wa.stop();
+  wb.stop();
+  w.stop();
+  size_t from_alice = 0, from_bob = 0;
+  for (const ServerTxn& t : w.store.log()) {
+    from_alice += t.origin_node == alice->node() ? 1 : 0;
+    from_bob += t.origin_node == bob->node() ? 1 : 0;
+  }
+  EXPECT_EQ(from_alice, size_t{1 + 2 * kWrites});
+  EXPECT_EQ(from_bob, size_t{kWrites});
+}
+#endif  // FIELDSYNC_HAVE_SERVER
 
 }  // namespace
 }  // namespace fieldsync::client

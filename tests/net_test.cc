@@ -1,7 +1,13 @@
 // End-to-end over real TLS WebSockets on 127.0.0.1: the Beast server (NetServer + SyncService) and the device
 // transport (WsClient driving SyncEngine) with in-memory stores, a certificate generated in the test, and a
 // raw WebSocket peer for broken frames. Every wait is bounded.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -116,11 +122,11 @@ class NetTest : public ::testing::Test {
   void start_server(std::function<void(server::NetServer&)> setup) { start_server(0, std::move(setup)); }
   void start_server(uint16_t port, std::function<void(server::NetServer&)> setup) {
     server::NetServerOptions o;
-    o.address = "127.0.0.1";
+    o.address = address;
     o.port = port;
     o.threads = 2;
-    o.cert_pem = Pki::get().pem.cert_pem;
-    o.key_pem = Pki::get().pem.key_pem;
+    o.cert_pem = pem ? pem->cert_pem : Pki::get().pem.cert_pem;
+    o.key_pem = pem ? pem->key_pem : Pki::get().pem.key_pem;
     o.drain_timeout_ms = 2000;
     if (max_queued_bytes != 0) o.max_queued_bytes = max_queued_bytes;
     o.log = [this](const std::string& line) {
@@ -134,7 +140,7 @@ class NetTest : public ::testing::Test {
     this->port = p.value();
   }
 
-  std::string url() const { return "wss://127.0.0.1:" + std::to_string(port) + "/sync"; }
+  std::string url() const { return "wss://" + address + ":" + std::to_string(port) + "/sync"; }
   WsClientOptions options() const {
     WsClientOptions o;
     o.url = url();
@@ -177,7 +183,9 @@ class NetTest : public ::testing::Test {
   TokenAuth auth;
   std::unique_ptr<server::NetServer> server;
   uint16_t port = 0;
-  size_t max_queued_bytes = 0;  // 0: the default
+  std::string address = "127.0.0.1";            // where the server listens and clients connect
+  const server::CertificatePem* pem = nullptr;  // null: the suite's certificate (localhost, 127.0.0.1)
+  size_t max_queued_bytes = 0;                  // 0: the default
   std::mutex log_mu;
   std::vector<std::string> log;
 };
@@ -247,6 +255,132 @@ TEST_F(NetTest, CertificateVerificationAndPinning) {
     WsStatus s = c.sync_once(3s);
     EXPECT_TRUE(s.ok()) << s.to_string();
   }
+}
+
+// The certificate chains to the trusted CA but names another host: refused unless the pin is the check.
+TEST_F(NetTest, HostNameMismatchIsRefused) {
+  // The suite's certificate names localhost and 127.0.0.1; 127.0.0.2 is loopback too, so a server there is
+  // reached at an address the certificate does not name.
+  address = "127.0.0.2";
+  start_server();
+  auto a = device(1001, "alice");
+  {
+    WsClient c(*a->engine, options());
+    WsStatus s = c.sync_once(3s);
+    EXPECT_EQ(s.code, WsError::kCertificate) << s.to_string();
+    EXPECT_NE(s.message.find("mismatch"), std::string::npos) << s.to_string();
+  }
+  {  // a pinned certificate is trusted by its hash alone, wherever it is served from (ws_client.h)
+    WsClientOptions o = options();
+    o.ca_file.clear();
+    o.pin_sha256 = Pki::get().pin;
+    WsClient c(*a->engine, o);
+    WsStatus s = c.sync_once(3s);
+    EXPECT_TRUE(s.ok()) << s.to_string();
+  }
+  server->stop();
+  server.reset();
+
+  // A DNS name the certificate does not carry: the server's certificate is for sync.example.invalid only.
+  server::SelfSignedOptions so;
+  so.common_name = "sync.example.invalid";
+  so.dns_names = {"sync.example.invalid"};
+  so.ip_addresses = {};
+  auto other = server::make_self_signed(so);
+  ASSERT_TRUE(other.is_ok()) << other.status().to_string();
+  const std::string other_ca = (std::filesystem::temp_directory_path() /
+                                ("fieldsync-net-test-" + std::to_string(::getpid()) + "-other.pem"))
+                                   .string();
+  ASSERT_TRUE(server::write_file(other_ca, other->cert_pem, false).is_ok());
+  address = "127.0.0.1";
+  pem = &other.value();
+  start_server();
+  for (const std::string host : {"localhost", "127.0.0.1"}) {
+    WsClientOptions o = options();
+    o.url = "wss://" + host + ":" + std::to_string(port) + "/sync";
+    o.ca_file = other_ca;
+    WsClient c(*a->engine, o);
+    WsStatus s = c.sync_once(3s);
+    EXPECT_EQ(s.code, WsError::kCertificate) << host << ": " << s.to_string();
+    EXPECT_NE(s.message.find("mismatch"), std::string::npos) << host << ": " << s.to_string();
+  }
+  std::filesystem::remove(other_ca);
+}
+
+// A bare OpenSSL client handshake with the given protocol range (no verification: only the version
+// negotiation is under test). `reason` is OpenSSL's reason code when it failed.
+struct RawHandshake {
+  bool ok = false;
+  std::string version;  // negotiated, e.g. "TLSv1.2"
+  int reason = 0;
+  std::string error;
+};
+RawHandshake raw_tls_handshake(uint16_t port, int min_version, int max_version) {
+  RawHandshake out;
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) {
+    out.error = "socket failed";
+    return out;
+  }
+  timeval tv{3, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    out.error = "connect failed";
+    ::close(fd);
+    return out;
+  }
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  // OpenSSL 3 will not offer TLS 1.0/1.1 above security level 0; level 0 makes this client really try.
+  SSL_CTX_set_security_level(ctx, 0);
+  SSL_CTX_set_min_proto_version(ctx, min_version);
+  SSL_CTX_set_max_proto_version(ctx, max_version);
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
+  SSL* ssl = SSL_new(ctx);
+  SSL_set_fd(ssl, fd);
+  ERR_clear_error();
+  if (SSL_connect(ssl) == 1) {
+    out.ok = true;
+    out.version = SSL_get_version(ssl);
+    SSL_shutdown(ssl);
+  } else {
+    const unsigned long e = ERR_peek_last_error();
+    out.reason = ERR_GET_REASON(e);
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof buf);
+    out.error = buf;
+  }
+  SSL_free(ssl);
+  SSL_CTX_free(ctx);
+  ::close(fd);
+  return out;
+}
+
+TEST_F(NetTest, ServerRefusesTlsOlderThanOneTwo) {
+  start_server();
+  RawHandshake old = raw_tls_handshake(port, TLS1_VERSION, TLS1_1_VERSION);
+  if (!old.ok && old.reason == SSL_R_NO_PROTOCOLS_AVAILABLE)
+    GTEST_SKIP() << "this OpenSSL cannot offer TLS 1.1 at all (built without it): " << old.error;
+  EXPECT_FALSE(old.ok) << "the server accepted " << old.version;
+  // The server answers a TLS 1.1 ClientHello with a protocol_version alert.
+  EXPECT_EQ(old.reason, SSL_R_TLSV1_ALERT_PROTOCOL_VERSION) << old.error;
+
+  RawHandshake v12 = raw_tls_handshake(port, TLS1_2_VERSION, TLS1_2_VERSION);
+  EXPECT_TRUE(v12.ok) << v12.error;
+  EXPECT_EQ(v12.version, "TLSv1.2");
+  RawHandshake best = raw_tls_handshake(port, TLS1_VERSION, TLS1_3_VERSION);
+  EXPECT_TRUE(best.ok) << best.error;
+  EXPECT_EQ(best.version, "TLSv1.3");
+
+  // The server keeps serving after the refused handshake.
+  auto a = device(1101, "alice");
+  WsClient c(*a->engine, options());
+  WsStatus s = c.sync_once(3s);
+  EXPECT_TRUE(s.ok()) << s.to_string();
 }
 
 TEST_F(NetTest, BrokenFramesGetTypedErrorsAndCloseWhileOthersKeepSyncing) {

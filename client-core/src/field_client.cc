@@ -2,16 +2,20 @@
 // status. Queries are in field_client_read.cc.
 #include "fieldsync/client/field_client.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <random>
 #include <set>
 
 #include "field_client_internal.h"
 #include "fieldsync/client/sqlite_replica.h"
+#include "fieldsync/sync/codec.h"
 #include "fieldsync/sync/export.h"
 
 namespace fieldsync::client {
@@ -84,6 +88,68 @@ Status check_line_values(std::optional<int64_t> qty, std::optional<int64_t> pric
   return Status::ok();
 }
 
+// ---- revocation: the marker file and the deletion of the replica's files
+
+constexpr const char* kRevokedMessage = "device revoked by head office: local replica erased";
+
+Status revoked_status() {
+  return Status(ErrorCode::kDeviceRevoked, kRevokedMessage);
+}
+
+std::string marker_path(const std::string& path) {
+  return path + ".revoked";
+}
+
+std::string errno_text(int err) {
+  return std::error_code(err, std::generic_category()).message();
+}
+
+// Makes the directory entries created or removed in `path`'s directory durable.
+void sync_directory(const std::string& path) {
+  std::string dir = std::filesystem::path(path).parent_path().string();
+  if (dir.empty()) dir = ".";
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;  // best effort: the entries are still there, just maybe not on disk yet
+  (void)::fsync(fd);
+  ::close(fd);
+}
+
+// Written and fsynced before anything is deleted: a crash part-way through the erase leaves the marker, and
+// open() finishes the deletion instead of serving the data again.
+Status write_marker(const std::string& path) {
+  const std::string marker = marker_path(path);
+  const int fd = ::open(marker.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return Status(ErrorCode::kStorageIo, "create " + marker + ": " + errno_text(errno));
+  const std::string text = std::string(kRevokedMessage) + "\n";
+  const bool ok =
+      ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+  const int err = errno;
+  ::close(fd);
+  if (!ok) return Status(ErrorCode::kStorageIo, "write " + marker + ": " + errno_text(err));
+  sync_directory(path);
+  return Status::ok();
+}
+
+// The WAL first: a WAL left next to a deleted database would be replayed into the next file of that name.
+Status delete_replica_files(const std::string& path) {
+  std::string failed;
+  for (const char* suffix : {"-wal", "-journal", "-shm", ""}) {
+    std::error_code ec;
+    std::filesystem::remove(path + suffix, ec);  // a missing file is not an error
+    if (ec) failed += (failed.empty() ? "" : "; ") + ("delete " + path + suffix + ": " + ec.message());
+  }
+  sync_directory(path);
+  if (!failed.empty()) return Status(ErrorCode::kStorageIo, failed);
+  return Status::ok();
+}
+
+Status revoked_after(const Status& deletion) {
+  if (deletion) return revoked_status();
+  return Status(ErrorCode::kDeviceRevoked,
+                std::string("device revoked by head office: erasing the local replica failed (") +
+                    deletion.message() + "); it is retried when the app opens the replica again");
+}
+
 }  // namespace
 
 // The changes of one API call. Records are created with every field the caller gives; nulls are not sent.
@@ -131,6 +197,8 @@ struct FieldClient::Batch {
 // ---- opening
 
 Result<std::unique_ptr<FieldClient>> FieldClient::open(const std::string& path, Options options) {
+  std::error_code ec;
+  if (std::filesystem::exists(marker_path(path), ec)) return revoked_after(delete_replica_files(path));
   if (options.user.empty()) return invalid(ErrorCode::kInvalidArgument, "a user id is required");
   if (options.utc_offset_minutes < -14 * 60 || options.utc_offset_minutes > 14 * 60)
     return invalid(ErrorCode::kInvalidArgument, "utc offset must be within +-14 hours");
@@ -147,11 +215,22 @@ Result<std::unique_ptr<FieldClient>> FieldClient::open(const std::string& path, 
   so.node = options.node;
   auto store = SqliteReplicaStore::open(path, so);
   if (!store) return store.status();
-  return std::unique_ptr<FieldClient>(new FieldClient(std::move(options), std::move(store).value()));
+  return std::unique_ptr<FieldClient>(new FieldClient(path, std::move(options), std::move(store).value()));
 }
 
-FieldClient::FieldClient(Options options, std::unique_ptr<SqliteReplicaStore> store)
+Status FieldClient::clear_revocation(const std::string& path) {
+  if (Status s = delete_replica_files(path); !s) return s;
+  std::error_code ec;
+  std::filesystem::remove(marker_path(path), ec);
+  if (ec) return Status(ErrorCode::kStorageIo, "delete " + marker_path(path) + ": " + ec.message());
+  sync_directory(path);
+  return Status::ok();
+}
+
+FieldClient::FieldClient(std::string path, Options options, std::unique_ptr<SqliteReplicaStore> store)
     : options_(std::move(options)),
+      path_(std::move(path)),
+      node_(store->node()),
       store_(std::move(store)),
       queries_(std::make_unique<detail::Queries>()),
       ids_(store_->node() ^ std::random_device{}()) {
@@ -171,7 +250,27 @@ FieldClient::~FieldClient() {
 }
 
 NodeId FieldClient::node() const {
-  return store_->node();
+  return node_;
+}
+
+Status FieldClient::erase_replica() {
+  std::lock_guard lock(erase_mu_);
+  if (erased_) return revoked_status();
+  // New writes already fail: the engine stopped with kDeviceRevoked before it asked for the erase.
+  const Status marker = write_marker(path_);
+  // Waits for a read or write in progress on another thread; the API's cached statements go with the
+  // connection. Every call from here on fails with kDeviceRevoked.
+  store_->close(revoked_status(), [this](sqlite3*) {
+    for (auto& [sql, stmt] : queries_->cache) sqlite3_finalize(stmt);
+    queries_->cache.clear();
+  });
+  Status deleted = delete_replica_files(path_);
+  erased_ = true;
+  if (!marker) {
+    deleted = Status(ErrorCode::kStorageIo,
+                     marker.message() + (deleted ? std::string() : "; " + deleted.message()));
+  }
+  return revoked_after(deleted);
 }
 
 // ---- the write path
@@ -180,6 +279,7 @@ Status FieldClient::transact(const std::function<Status(Batch&)>& build) {
   std::vector<RecordKey> touched;
   {
     std::lock_guard lock(write_mu_);
+    if (erased_) return revoked_status();
     Batch batch;
     batch.next_id = [this] { return ids_.next(now_ms()); };
     if (Status s = build(batch); !s) return s;
@@ -244,6 +344,9 @@ Status FieldClient::edit_account(const std::string& id_text, const AccountEdit& 
     b.set_text(en, *id, "phone", e.phone);
     b.set_text(en, *id, "email", e.email);
     b.set_text(en, *id, "segment", e.segment);
+    if (e.territory_id)
+      if (Status v = check_required_text("territory", *e.territory_id); !v) return v;
+    b.set_text(en, *id, "territory_id", e.territory_id);
     if (e.add_note) b.append(en, *id, "notes", *e.add_note);
     if (b.changes.empty()) return invalid(ErrorCode::kInvalidArgument, "nothing to change");
     return Status::ok();
@@ -460,6 +563,7 @@ Status FieldClient::change_line(const std::string& line_id, const LineEdit& e) {
     if (e.quantity) b.set(en, *id, "quantity", Value::integer(*e.quantity));
     if (e.unit_price_cents) b.set(en, *id, "unit_price_cents", Value::integer(*e.unit_price_cents));
     if (e.discount_bp) b.set(en, *id, "discount_bp", Value::integer(*e.discount_bp));
+    b.set_text(en, *id, "note", e.note);
     if (b.changes.empty()) return invalid(ErrorCode::kInvalidArgument, "nothing to change");
     return Status::ok();
   });
@@ -649,6 +753,7 @@ Status FieldClient::move_opportunity(const std::string& id_text, const std::stri
 // ---- sync status and observers
 
 Result<SyncStatus> FieldClient::sync_status() {
+  if (erased_) return revoked_status();
   SyncStatus st;
   auto pending = pending_count();
   if (!pending) return pending.status();
@@ -675,6 +780,98 @@ Result<std::vector<ConflictRecord>> FieldClient::conflicts() {
 
 Result<std::vector<Rejection>> FieldClient::rejections() {
   return store_->rejections();
+}
+
+namespace {
+
+// The column holds a blob; an empty one decodes as an error like any other damage.
+std::span<const uint8_t> blob(sqlite3_stmt* s, int col) {
+  const void* p = sqlite3_column_blob(s, col);
+  const int n = sqlite3_column_bytes(s, col);
+  if (p == nullptr || n <= 0) return {};
+  return {static_cast<const uint8_t*>(p), static_cast<size_t>(n)};
+}
+
+}  // namespace
+
+Result<std::vector<InboxConflict>> FieldClient::conflict_inbox(bool unread_only) {
+  std::vector<InboxConflict> out;
+  Status bad;
+  Status s = detail::query(
+      *queries_, *store_,
+      unread_only ? "SELECT id, seen, conflict FROM _conflicts WHERE seen = 0 ORDER BY id DESC"
+                  : "SELECT id, seen, conflict FROM _conflicts ORDER BY id DESC",
+      {}, [&](sqlite3_stmt* st) {
+        Result<ConflictRecord> c = codec::decode_conflict(blob(st, 2));
+        if (!c) {
+          if (bad)
+            bad =
+                Status(ErrorCode::kStorageCorrupt, "conflict " + std::to_string(sqlite3_column_int64(st, 0)) +
+                                                       ": " + c.status().to_string());
+          return;
+        }
+        out.push_back({sqlite3_column_int64(st, 0), sqlite3_column_int(st, 1) != 0, std::move(c).value()});
+      });
+  if (!s) return s;
+  if (!bad) return bad;
+  return out;
+}
+
+Result<std::vector<InboxRejection>> FieldClient::rejection_inbox(bool unread_only) {
+  std::vector<InboxRejection> out;
+  Status bad;
+  Status s = detail::query(
+      *queries_, *store_,
+      unread_only ? "SELECT id, seen, node_seq, reason, message, changes FROM _rejections WHERE seen = 0 "
+                    "ORDER BY id DESC"
+                  : "SELECT id, seen, node_seq, reason, message, changes FROM _rejections ORDER BY id DESC",
+      {}, [&](sqlite3_stmt* st) {
+        Result<ClientTxn> t = codec::decode_client_txn(blob(st, 5));
+        if (!t) {
+          if (bad)
+            bad = Status(
+                ErrorCode::kStorageCorrupt,
+                "rejection " + std::to_string(sqlite3_column_int64(st, 0)) + ": " + t.status().to_string());
+          return;
+        }
+        InboxRejection r;
+        r.inbox_id = sqlite3_column_int64(st, 0);
+        r.seen = sqlite3_column_int(st, 1) != 0;
+        r.rejection.node_seq = static_cast<uint64_t>(sqlite3_column_int64(st, 2));
+        r.rejection.reason = static_cast<ErrorCode>(sqlite3_column_int(st, 3));
+        const unsigned char* m = sqlite3_column_text(st, 4);
+        if (m != nullptr)
+          r.rejection.message.assign(reinterpret_cast<const char*>(m),
+                                     static_cast<size_t>(sqlite3_column_bytes(st, 4)));
+        r.rejection.changes = std::move(t->changes);
+        out.push_back(std::move(r));
+      });
+  if (!s) return s;
+  if (!bad) return bad;
+  return out;
+}
+
+Result<InboxCounts> FieldClient::unread_counts() {
+  InboxCounts counts;
+  Status s = detail::query(*queries_, *store_,
+                           "SELECT (SELECT count(*) FROM _conflicts WHERE seen = 0), "
+                           "(SELECT count(*) FROM _rejections WHERE seen = 0)",
+                           {}, [&](sqlite3_stmt* st) {
+                             counts.unread_conflicts = static_cast<size_t>(sqlite3_column_int64(st, 0));
+                             counts.unread_rejections = static_cast<size_t>(sqlite3_column_int64(st, 1));
+                           });
+  if (!s) return s;
+  return counts;
+}
+
+Status FieldClient::mark_conflicts_seen(int64_t up_to_inbox_id) {
+  if (up_to_inbox_id <= 0) return invalid(ErrorCode::kInvalidArgument, "inbox ids start at 1");
+  return store_->mark_conflicts_seen(up_to_inbox_id);
+}
+
+Status FieldClient::mark_rejections_seen(int64_t up_to_inbox_id) {
+  if (up_to_inbox_id <= 0) return invalid(ErrorCode::kInvalidArgument, "inbox ids start at 1");
+  return store_->mark_rejections_seen(up_to_inbox_id);
 }
 
 Result<std::string> FieldClient::export_json() {
@@ -711,6 +908,13 @@ void FieldClient::dispatch_events() {
   if (events.empty()) return;
   const std::vector<Observer> observers = observers_snapshot();
   for (const ClientEvent& e : events) {
+    if (e.kind == ClientEvent::Kind::kMustErase) {
+      // Done whether or not anyone listens; erase_replica() releases its lock before the observers run.
+      const Status result = erase_replica();
+      for (const Observer& o : observers)
+        if (o.erased) o.erased(result);
+      continue;
+    }
     for (const Observer& o : observers) {
       switch (e.kind) {
         case ClientEvent::Kind::kRecordsChanged:
@@ -739,10 +943,7 @@ void FieldClient::dispatch_events() {
           if (o.error) o.error(e.status);
           break;
         case ClientEvent::Kind::kMustErase:
-          if (o.error)
-            o.error(e.status.is_ok() ? Status(ErrorCode::kDeviceRevoked, "device revoked: erase the replica")
-                                     : e.status);
-          break;
+          break;  // handled above
       }
     }
   }

@@ -158,6 +158,10 @@ class SqliteReplicaTxn final : public ReplicaTxn {
  public:
   explicit SqliteReplicaTxn(SqliteReplicaStore& store) : store_(store), lock_(store.lock()) {
     store_.owner_ = std::this_thread::get_id();
+    if (store_.closed_) {  // reads find nothing and report why; the first write fails with the reason
+      write_error_ = *store_.closed_;
+      return;
+    }
     int rc = sqlite3_exec(store_.db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
     if (rc == SQLITE_OK) {
       open_ = true;
@@ -658,6 +662,10 @@ Status SqliteReplicaStore::migrate(int from_version) {
 }
 
 sqlite3_stmt* SqliteReplicaStore::statement(const std::string& sql, Status& status) {
+  if (closed_) {
+    status = *closed_;
+    return nullptr;
+  }
   if (auto it = statements_.find(sql); it != statements_.end()) return it->second;
   sqlite3_stmt* s = nullptr;
   int rc = sqlite3_prepare_v3(db_, sql.c_str(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &s,
@@ -689,7 +697,25 @@ std::unique_lock<std::mutex> SqliteReplicaStore::lock() {
 
 Status SqliteReplicaStore::read(const std::function<Status(sqlite3*)>& fn) {
   auto l = lock();
+  if (closed_) return *closed_;
   return fn(db_);
+}
+
+void SqliteReplicaStore::close(Status reason, const std::function<void(sqlite3*)>& before_close) {
+  auto l = lock();
+  if (closed_) return;
+  if (before_close) before_close(db_);
+  for (auto& [sql, s] : statements_) sqlite3_finalize(s);
+  statements_.clear();
+  // v2: a statement someone still holds keeps the handle alive as a zombie instead of failing the close.
+  sqlite3_close_v2(db_);
+  db_ = nullptr;
+  closed_ = std::move(reason);
+}
+
+bool SqliteReplicaStore::closed() {
+  auto l = lock();
+  return closed_.has_value();
 }
 
 Status SqliteReplicaStore::mark_seen(const char* table, int64_t up_to_id) {

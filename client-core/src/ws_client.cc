@@ -149,9 +149,9 @@ std::string cert_sha256(X509* cert) {
   return out;
 }
 
-WsStatus from_ec(WsError kind, const char* stage, const boost::system::error_code& ec) {
-  if (ec == beast::error::timeout) return {WsError::kTimeout, std::string(stage) + " timed out"};
-  return {kind, std::string(stage) + ": " + ec.message()};
+WsStatus from_ec(WsError kind, const std::string& stage, const boost::system::error_code& ec) {
+  if (ec == beast::error::timeout) return {WsError::kTimeout, stage + " timed out"};
+  return {kind, stage + ": " + ec.message()};
 }
 
 // Resolve, connect, TLS (with verification or pin), WebSocket upgrade. Every stage bounded by the timeout.
@@ -161,11 +161,11 @@ net::awaitable<WsStatus> open_connection(Ws& ws, const Url& url, const WsClientO
   auto timeout = std::chrono::milliseconds(o.connect_timeout_ms);
   tcp::resolver resolver(ex);
   auto [rec, results] = co_await resolver.async_resolve(url.host, url.port, kAwait);
-  if (rec) co_return from_ec(WsError::kResolve, "resolve", rec);
+  if (rec) co_return from_ec(WsError::kResolve, "looking up " + url.host, rec);
   beast::tcp_stream& stream = beast::get_lowest_layer(ws);
   stream.expires_after(timeout);
   auto [cec, ep] = co_await stream.async_connect(results, kAwait);
-  if (cec) co_return from_ec(WsError::kConnect, "connect", cec);
+  if (cec) co_return from_ec(WsError::kConnect, "TCP to " + url.host + ":" + url.port, cec);
   stream.socket().set_option(tcp::no_delay(true));
 
   SSL* ssl_handle = ws.next_layer().native_handle();

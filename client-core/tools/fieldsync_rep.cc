@@ -1,6 +1,7 @@
 // fieldsync-rep: a command-line device. It opens a replica file and runs the field-sales API (FieldClient),
 // for demos, tests and integrators. Success prints ids or plain tab-separated tables on stdout; an error is
-// one line on stderr and a non-zero exit (1: the operation failed, 2: bad usage).
+// one line on stderr and a non-zero exit (1: the operation failed, 2: bad usage, 3: the device was revoked
+// and its replica erased).
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -22,56 +23,107 @@ using fieldsync::Result;
 using fieldsync::Status;
 using namespace fieldsync::client;
 
-constexpr const char* kHelp =
+constexpr const char* kUsage =
     R"(usage: fieldsync-rep --db FILE --user USER [--token TOKEN] [--role rep|manager|head_office]
                      [--utc-offset MINUTES] COMMAND [OPTIONS]
+       fieldsync-rep [COMMAND [SUBCOMMAND]] --help
 
 Times are ISO 8601 UTC (2030-01-07T10:00, 2030-01-07T10:00:00Z) or milliseconds since the epoch; money is
-integer cents. Commands print the id they wrote, or one tab-separated row per record.
-
-Accounts and contacts
-  account add --name N --territory T [--city C] [--address A] [--phone P] [--email E] [--segment a|b|c]
-  account edit --id ID [--name N] [--city C] [--address A] [--phone P] [--email E] [--segment S] [--note TEXT]
-  account show --id ID                  the account and its contacts
-  accounts [--prefix P] [--territory T]  by name prefix (case-insensitive) or territory
-  contact add --account ID --name N [--title T] [--email E] [--phone P] [--primary]
-  contact edit --id ID [--name N] [--title T] [--email E] [--phone P]
-Visits
-  checkin --account ID [--lat DEG --lon DEG] [--at TIME] [--event ID]
-  note --visit ID TEXT                  append a note
-  checkout --visit ID --outcome order_taken|follow_up|no_interest|not_available|other [--at TIME]
-  visits --account ID | --today         history of an account (newest first) or my visits today
-Orders
-  order draft --account ID [--currency EUR]
-  order line --order ID --product ID --qty N [--price CENTS] [--discount BP] [--note TEXT]
-                                        unit price from the price list unless --price is given
-  order line-edit --line ID [--qty N] [--price CENTS] [--discount BP]
-  order line-remove --line ID
-  order submit --order ID
-  order show --order ID                 lines and totals
-  orders --open                         my draft and submitted orders with totals
-Calendar
-  event book --title T --start TIME --end TIME [--account ID] [--location L]
-  event move --id ID --start TIME --end TIME
-  event cancel --id ID
-  agenda [--week]                       today's (or this week's) scheduled appointments
-  (book and move print the id, then "overlaps" lines for the owner's other appointments at that time)
-Opportunities
-  opp add --account ID --name N --amount CENTS [--currency EUR] [--stage prospect]
-  opp move --id ID --stage prospect|qualified|proposal|negotiation|won|lost
-  pipeline                              my deals per stage: stage, currency, count, amount
-Sync
-  pending                               unacknowledged local transactions
-  status                                device node id, pending, connection state, last successful sync
-  conflicts                             conflict records concerning me
-  rejections                            my transactions the server refused, with reasons
-  export                                every record as canonical JSON (stable: compare with cmp)
-  sync --server wss://HOST:PORT/sync [--ca FILE | --pin SHA256] [--once | --stay SECONDS]
-                                        push and pull over TLS: --once (default) until synced (60 s at
-                                        most), --stay keeps the connection for live changes; the server
-                                        certificate is verified against the system CAs unless --ca FILE
-                                        (trust that CA) or --pin (its SHA-256, as fieldsync-server prints)
+integer cents. Commands print the id they wrote, or one tab-separated row per record. An error is one line
+on stderr; exit codes: 1 the operation failed, 2 bad usage, 3 the device was revoked by head office and its
+local replica erased (every later command on that file exits 3 too).
 )";
+
+// One entry per command: its usage line(s). `COMMAND --help` prints the entries that start with it.
+struct HelpSection {
+  const char* title;
+  std::vector<const char*> entries;
+};
+const std::vector<HelpSection> kHelpSections = {
+    {"Accounts and contacts",
+     {"account add --name N --territory T [--city C] [--address A] [--phone P] [--email E] [--segment a|b|c]",
+      "account edit --id ID [--name N] [--city C] [--address A] [--phone P] [--email E] [--segment S]\n"
+      "             [--note TEXT] [--territory T]\n"
+      "                                      --note appends; --territory moves the account (head office "
+      "only:\n"
+      "                                      the server rejects a rep's move and the account goes back)",
+      "account show --id ID                  the account and its contacts",
+      "accounts [--prefix P] [--territory T]  by name prefix (case-insensitive) or territory",
+      "contact add --account ID --name N [--title T] [--email E] [--phone P] [--primary]",
+      "contact edit --id ID [--name N] [--title T] [--email E] [--phone P] [--primary | --not-primary]\n"
+      "                                      --primary marks the contact as the account's primary one"}},
+    {"Visits",
+     {"checkin --account ID [--lat DEG --lon DEG] [--at TIME] [--event ID]",
+      "note --visit ID TEXT                  append a note",
+      "checkout --visit ID --outcome order_taken|follow_up|no_interest|not_available|other [--at TIME]",
+      "visits --account ID | --today         history of an account (newest first) or my visits today"}},
+    {"Orders",
+     {"order draft --account ID [--currency EUR]",
+      "order line --order ID --product ID --qty N [--price CENTS] [--discount BP] [--note TEXT]\n"
+      "                                      unit price from the price list unless --price is given",
+      "order line-edit --line ID [--qty N] [--price CENTS] [--discount BP] [--note TEXT]\n"
+      "                                      an empty --note '' clears the note",
+      "order line-remove --line ID", "order submit --order ID",
+      "order show --order ID                 lines and totals",
+      "orders --open                         my draft and submitted orders with totals"}},
+    {"Calendar",
+     {"event book --title T --start TIME --end TIME [--account ID] [--location L]\n"
+      "                                      prints the id, then \"overlaps\" lines for the owner's other\n"
+      "                                      appointments at that time",
+      "event move --id ID --start TIME --end TIME   (overlaps as for book)", "event cancel --id ID",
+      "agenda [--week]                       today's (or this week's) scheduled appointments"}},
+    {"Opportunities",
+     {"opp add --account ID --name N --amount CENTS [--currency EUR] [--stage prospect]",
+      "opp move --id ID --stage prospect|qualified|proposal|negotiation|won|lost",
+      "pipeline                              my deals per stage: stage, currency, count, amount"}},
+    {"Sync",
+     {"pending                               unacknowledged local transactions",
+      "status                                device node id, pending, connection state, last successful sync",
+      "conflicts                             conflict records concerning me",
+      "rejections                            my transactions the server refused, with reasons",
+      "inbox [--unread] [--mark-seen]        conflicts and rejections, newest first, with their inbox id "
+      "and\n"
+      "                                      seen flag, then the unread counts; --mark-seen marks all seen",
+      "export                                every record as canonical JSON (stable: compare with cmp)",
+      "sync --server wss://HOST:PORT/sync [--ca FILE | --pin SHA256] [--once [--timeout SECONDS] | --stay "
+      "SECONDS]\n"
+      "                                      push and pull over TLS. --once (default): until synced, at "
+      "most\n"
+      "                                      --timeout seconds (60). --stay: keeps the connection for live\n"
+      "                                      changes, reconnecting as needed; exits 0 only if connected and\n"
+      "                                      synced when the time is up (a certificate or pin error ends it "
+      "at\n"
+      "                                      once). The server certificate is verified against the system "
+      "CAs\n"
+      "                                      unless --ca FILE (trust that CA) or --pin (its SHA-256, as\n"
+      "                                      fieldsync-server prints). Prints \"synced<TAB>pending N\"."}},
+};
+
+void print_help_entry(const char* entry) {
+  std::cout << "  " << entry << '\n';
+}
+
+void print_help() {
+  std::cout << kUsage;
+  for (const HelpSection& section : kHelpSections) {
+    std::cout << '\n' << section.title << '\n';
+    for (const char* e : section.entries) print_help_entry(e);
+  }
+}
+
+// The help of `topic` ("account", "account edit", "sync"): every entry that starts with it as whole words.
+std::vector<const char*> help_entries(const std::string& topic) {
+  std::vector<const char*> out;
+  for (const HelpSection& section : kHelpSections) {
+    for (const char* e : section.entries) {
+      const std::string entry(e);
+      if (entry.rfind(topic, 0) != 0) continue;
+      if (entry.size() > topic.size() && entry[topic.size()] != ' ') continue;  // "account" is not "accounts"
+      out.push_back(e);
+    }
+  }
+  return out;
+}
 
 struct UsageError {
   std::string message;
@@ -229,6 +281,28 @@ std::optional<int64_t> opt_int(Args& a, const std::string& key) {
   return parse_int("--" + key, *v);
 }
 
+// `sync --stay`: stays connected (the transport reconnects by itself) for `stay`, ending early when the
+// engine stops or the server's certificate is refused (no retry can fix either). The outcome is the state
+// at the end: connected and synced, or the latest transport error.
+WsStatus stay_connected(FieldClient& c, WsClient& ws, std::chrono::seconds stay) {
+  auto hopeless = [&] {
+    const WsError e = ws.last_error().code;
+    return c.engine().stopped() || e == WsError::kCertificate || e == WsError::kPinMismatch;
+  };
+  auto synced = [&] { return ws.connected() && c.engine().idle(); };
+  ws.wait_until(hopeless, stay);
+  // A live change may be half-applied when the time is up: give a connected session a moment to settle.
+  if (!hopeless() && ws.connected())
+    ws.wait_until([&] { return hopeless() || synced(); }, std::chrono::seconds(5));
+  const bool ok = !hopeless() && synced();
+  const WsStatus last = ws.last_error();
+  ws.stop();
+  if (c.engine().stopped()) return {WsError::kStopped, c.engine().stop_reason().to_string()};
+  if (ok) return {};
+  if (!last.ok()) return last;
+  return {WsError::kTimeout, "not synced when the " + std::to_string(stay.count()) + " s were up"};
+}
+
 int run(FieldClient& c, const std::string& cmd, std::vector<std::string> words) {
   // Two-word commands ("order line") take their second word from the arguments.
   std::string sub;
@@ -239,7 +313,7 @@ int run(FieldClient& c, const std::string& cmd, std::vector<std::string> words) 
     words.erase(words.begin());
   }
   const std::string full = sub.empty() ? cmd : cmd + " " + sub;
-  Args a(words, {"today", "open", "week", "primary", "once"});
+  Args a(words, {"today", "open", "week", "primary", "not-primary", "once", "unread", "mark-seen"});
 
   if (full == "account add") {
     NewAccount n{a.need("name"), a.need("territory"), a.opt("address"), a.opt("city"),
@@ -249,7 +323,7 @@ int run(FieldClient& c, const std::string& cmd, std::vector<std::string> words) 
   } else if (full == "account edit") {
     const std::string id = a.need("id");
     AccountEdit e{a.opt("name"),  a.opt("address"), a.opt("city"), a.opt("phone"),
-                  a.opt("email"), a.opt("segment"), a.opt("note")};
+                  a.opt("email"), a.opt("segment"), a.opt("note"), a.opt("territory")};
     a.finish();
     check(c.edit_account(id, e));
     std::cout << id << '\n';
@@ -277,8 +351,11 @@ int run(FieldClient& c, const std::string& cmd, std::vector<std::string> words) 
     std::cout << check(c.create_contact(n)) << '\n';
   } else if (full == "contact edit") {
     const std::string id = a.need("id");
+    const bool primary = a.flag("primary");
+    const bool not_primary = a.flag("not-primary");
+    if (primary && not_primary) throw UsageError{"give --primary or --not-primary, not both"};
     ContactEdit e{a.opt("name"), a.opt("title"), a.opt("email"), a.opt("phone"),
-                  a.flag("primary") ? std::optional<bool>(true) : std::nullopt};
+                  primary || not_primary ? std::optional<bool>(primary) : std::nullopt};
     a.finish();
     check(c.edit_contact(id, e));
     std::cout << id << '\n';
@@ -328,7 +405,7 @@ int run(FieldClient& c, const std::string& cmd, std::vector<std::string> words) 
     std::cout << check(c.add_line(order, l)) << '\n';
   } else if (full == "order line-edit") {
     const std::string line = a.need("line");
-    LineEdit e{opt_int(a, "qty"), opt_int(a, "price"), opt_int(a, "discount")};
+    LineEdit e{opt_int(a, "qty"), opt_int(a, "price"), opt_int(a, "discount"), a.opt("note")};
     a.finish();
     check(c.change_line(line, e));
     std::cout << line << '\n';
@@ -419,10 +496,29 @@ int run(FieldClient& c, const std::string& cmd, std::vector<std::string> words) 
     for (const fieldsync::Rejection& r : check(c.rejections()))
       std::cout << r.node_seq << '\t' << fieldsync::to_string(r.reason) << '\t' << r.message << '\t'
                 << r.changes.size() << " changes undone\n";
+  } else if (full == "inbox") {
+    const bool unread = a.flag("unread");
+    const bool mark = a.flag("mark-seen");
+    a.finish();
+    const std::vector<InboxConflict> conflicts = check(c.conflict_inbox(unread));
+    const std::vector<InboxRejection> rejections = check(c.rejection_inbox(unread));
+    for (const InboxConflict& k : conflicts) {
+      const auto* e = fieldsync::schema::entity(k.conflict.entity);
+      std::cout << "conflict\t" << k.inbox_id << '\t' << (k.seen ? "seen" : "unread") << '\t'
+                << k.conflict.rule << '\t' << (e ? e->name : "?") << '\t' << k.conflict.record.to_string()
+                << '\n';
+    }
+    for (const InboxRejection& r : rejections)
+      std::cout << "rejection\t" << r.inbox_id << '\t' << (r.seen ? "seen" : "unread") << '\t'
+                << fieldsync::to_string(r.rejection.reason) << '\t' << r.rejection.message << '\n';
+    if (mark && !conflicts.empty()) check(c.mark_conflicts_seen(conflicts.front().inbox_id));
+    if (mark && !rejections.empty()) check(c.mark_rejections_seen(rejections.front().inbox_id));
+    const InboxCounts counts = check(c.unread_counts());
+    std::cout << "unread\t" << counts.unread_conflicts << " conflicts\t" << counts.unread_rejections
+              << " rejections\n";
   } else if (full == "export") {
     a.finish();
     std::cout << check(c.export_json());
-    // ---- TRANSPORT: the `sync` command (connect over TLS WebSocket, sync once or stay connected) goes here.
   } else if (full == "sync") {
     WsClientOptions o;
     o.url = a.need("server");
@@ -430,25 +526,28 @@ int run(FieldClient& c, const std::string& cmd, std::vector<std::string> words) 
     if (auto v = a.opt("pin")) o.pin_sha256 = *v;
     const bool once = a.flag("once");
     const std::optional<std::string> stay = a.opt("stay");
+    const std::optional<std::string> timeout = a.opt("timeout");
     a.finish();
     if (once && stay) throw UsageError{"give --once or --stay SECONDS, not both"};
+    if (stay && timeout) throw UsageError{"--timeout goes with --once; --stay gives its own time"};
     const int64_t stay_s = stay ? parse_int("--stay", *stay) : 0;
     if (stay && (stay_s < 1 || stay_s > 24 * 3600)) throw UsageError{"--stay: 1 to 86400 seconds"};
+    const int64_t timeout_s = timeout ? parse_int("--timeout", *timeout) : 60;
+    if (timeout_s < 1 || timeout_s > 3600) throw UsageError{"--timeout: 1 to 3600 seconds"};
+    // Set on the transport thread (dispatch_events), read here after the thread was joined.
+    std::optional<Status> erased;
+    c.add_observer({.erased = [&erased](const Status& result) { erased = result; }});
     o.after_frame = [&c] { c.dispatch_events(); };
     WsClient ws(c.engine(), o);
     WsStatus s;
     if (!stay) {
-      s = ws.sync_once(std::chrono::seconds(60));
+      s = ws.sync_once(std::chrono::seconds(timeout_s));
     } else {
       s = ws.start();
-      if (s.ok()) {
-        ws.wait_until([&c] { return c.engine().stopped(); }, std::chrono::seconds(stay_s));
-        ws.stop();
-        s = c.engine().stopped() ? WsStatus{WsError::kStopped, c.engine().stop_reason().to_string()}
-                                 : WsStatus{};
-      }
+      if (s.ok()) s = stay_connected(c, ws, std::chrono::seconds(stay_s));
     }
     c.dispatch_events();
+    if (erased) throw Failed{*erased};
     if (!s.ok()) {
       std::cerr << "fieldsync-rep: sync: " << s.to_string() << '\n';
       return 1;
@@ -471,7 +570,7 @@ int main(int argc, char** argv) {
     for (; i < args.size() && args[i].rfind("--", 0) == 0; ++i) {
       const std::string& k = args[i];
       if (k == "--help" || k == "-h") {
-        std::cout << kHelp;
+        print_help();
         return 0;
       }
       if (i + 1 >= args.size()) throw UsageError{"option " + k + " needs a value"};
@@ -493,6 +592,19 @@ int main(int argc, char** argv) {
       }
     }
     if (i >= args.size()) throw UsageError{"missing command (see --help)"};
+    // `COMMAND [SUBCOMMAND] --help`: that command's help, no replica needed.
+    if (std::find_if(args.begin() + static_cast<std::ptrdiff_t>(i), args.end(),
+                     [](const std::string& w) { return w == "--help" || w == "-h"; }) != args.end()) {
+      std::string topic = args[i];
+      if (i + 1 < args.size() && args[i + 1].rfind("-", 0) != 0 &&
+          !help_entries(topic + " " + args[i + 1]).empty())
+        topic += " " + args[i + 1];
+      const std::vector<const char*> entries = help_entries(topic);
+      if (entries.empty()) throw UsageError{"unknown command '" + topic + "' (see --help)"};
+      std::cout << "usage: fieldsync-rep --db FILE --user USER [global options] COMMAND [OPTIONS]\n";
+      for (const char* e : entries) print_help_entry(e);
+      return 0;
+    }
     if (db.empty()) throw UsageError{"missing --db FILE"};
     if (options.user.empty()) throw UsageError{"missing --user USER"};
     const std::string cmd = args[i];
@@ -503,6 +615,10 @@ int main(int argc, char** argv) {
     std::cerr << "fieldsync-rep: " << e.message << '\n';
     return 2;
   } catch (const Failed& f) {
+    if (f.status.code() == ErrorCode::kDeviceRevoked) {
+      std::cerr << "fieldsync-rep: " << f.status.message() << '\n';  // already says what happened
+      return 3;
+    }
     std::cerr << "fieldsync-rep: " << f.status.to_string() << '\n';
     return 1;
   }

@@ -10,10 +10,20 @@
 // dispatch_events() (sync events) or that made the write (the app's own writes), never under a lock, so an
 // observer may call back into the client.
 //
+// Revocation: when head office revokes the device, the server answers its next handshake with
+// kDeviceRevoked and dispatch_events() erases the replica (a lost or stolen phone must not keep the
+// company's data): it writes the marker file `<path>.revoked`, closes the SQLite connection (waiting for any
+// call in progress on another thread), deletes the replica file with its -wal, -shm and -journal files, and
+// then tells the observers (`error` with the stop reason, then `erased`). Unsynced local writes are lost by
+// design. From then on every method that returns a Status or Result fails with kDeviceRevoked, and open() on
+// that path keeps failing with kDeviceRevoked (finishing a deletion a crash interrupted) until
+// clear_revocation() removes the marker.
+//
 // Times are UTC milliseconds since the epoch; money is integer cents; ids are UUIDv7 text. "Today" and "this
 // week" (Monday to Sunday) are computed in the zone given by Options::utc_offset_minutes.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -156,8 +166,11 @@ struct NewAccount {
 };
 
 // Fields not given are not changed; an empty string clears an optional field. `add_note` appends a note.
+// `territory_id` moves the account to another territory: only head office may (the model's update_role); the
+// API checks the value and the server decides, rejecting a rep's move (the account goes back, the rejection
+// is kept).
 struct AccountEdit {
-  std::optional<std::string> name, address, city, phone, email, segment, add_note;
+  std::optional<std::string> name, address, city, phone, email, segment, add_note, territory_id;
 };
 
 struct NewContact {
@@ -187,8 +200,10 @@ struct NewLine {
   std::optional<std::string> note;
 };
 
+// Fields not given are not changed; an empty note clears it.
 struct LineEdit {
   std::optional<int64_t> quantity, unit_price_cents, discount_bp;
+  std::optional<std::string> note;
 };
 
 struct NewEvent {
@@ -207,6 +222,22 @@ struct NewOpportunity {
   std::optional<int64_t> expected_close_ms;
 };
 
+// The app's conflict and rejection inbox: each entry with its inbox id (to mark entries seen) and flag.
+struct InboxConflict {
+  int64_t inbox_id = 0;
+  bool seen = false;
+  ConflictRecord conflict;
+};
+struct InboxRejection {
+  int64_t inbox_id = 0;
+  bool seen = false;
+  Rejection rejection;
+};
+struct InboxCounts {
+  size_t unread_conflicts = 0;
+  size_t unread_rejections = 0;
+};
+
 // Observers; any member may be empty.
 struct Observer {
   std::function<void(const std::vector<RecordKey>&)> records_changed;  // sync and the app's own writes
@@ -215,6 +246,10 @@ struct Observer {
   std::function<void(const Rejection&)> rejection;
   std::function<void()> synced;              // outbox empty and caught up
   std::function<void(const Status&)> error;  // session or storage error reported by the sync engine
+  // The device was revoked and its replica erased (after `error` heard kDeviceRevoked). `result` is
+  // kDeviceRevoked; its message says whether deleting a file failed (open() retries the deletion then).
+  // Called once, with no lock held; every call into the client from here on fails with kDeviceRevoked.
+  std::function<void(const Status& result)> erased;
 };
 
 // Validation limits of the API (the model's own limits are checked by the sync core as well).
@@ -235,7 +270,12 @@ class FieldClient {
     NodeId node = 0;                         // for a new file: 0 picks a random node id
   };
 
+  // Errors: the replica's (SqliteReplicaStore::open), and kDeviceRevoked when `<path>.revoked` exists (the
+  // device was revoked; any replica file a crash left behind is deleted first).
   static Result<std::unique_ptr<FieldClient>> open(const std::string& path, Options options);
+  // After head office has registered the device again: removes the revocation marker, so the next open()
+  // creates a fresh, empty replica. Deletes any leftover replica files first.
+  static Status clear_revocation(const std::string& path);
   ~FieldClient();
   FieldClient(const FieldClient&) = delete;
   FieldClient& operator=(const FieldClient&) = delete;
@@ -297,6 +337,17 @@ class FieldClient {
   Result<std::vector<Rejection>> rejections();      // oldest first
   Result<std::string> export_json();                // fieldsync::canonical_json of every live record
 
+  // ---- the inbox: conflicts and rejections with a seen flag, newest first
+  Result<std::vector<InboxConflict>> conflict_inbox(bool unread_only = false);
+  Result<std::vector<InboxRejection>> rejection_inbox(bool unread_only = false);
+  Result<InboxCounts> unread_counts();
+  // Marks every entry up to and including `up_to_inbox_id` as seen (the newest one the app showed).
+  Status mark_conflicts_seen(int64_t up_to_inbox_id);
+  Status mark_rejections_seen(int64_t up_to_inbox_id);
+
+  // True once the replica was erased because the device was revoked.
+  bool erased() const { return erased_.load(); }
+
   uint64_t add_observer(Observer observer);
   void remove_observer(uint64_t id);
   // Drains SyncEngine::take_events() and calls the observers (outside any lock).
@@ -309,7 +360,7 @@ class FieldClient {
 
  private:
   struct Batch;
-  FieldClient(Options options, std::unique_ptr<SqliteReplicaStore> store);
+  FieldClient(std::string path, Options options, std::unique_ptr<SqliteReplicaStore> store);
   // Under write_mu_: `build` validates and fills the batch, which is then one SyncEngine::write. After the
   // lock is released, records_changed observers hear about the records written.
   Status transact(const std::function<Status(Batch&)>& build);
@@ -318,8 +369,13 @@ class FieldClient {
                                     const NewLine& line);
   std::vector<Observer> observers_snapshot();
   Result<std::vector<Event>> overlaps(const std::string& self_id, int64_t start_ms, int64_t end_ms);
+  // On kMustErase: marker, close, delete (see the header comment). Returns kDeviceRevoked with what
+  // happened. Never called with a lock held that an observer could need.
+  Status erase_replica();
 
   Options options_;
+  const std::string path_;
+  const NodeId node_;  // kept: node() works after the erase
   std::unique_ptr<SqliteReplicaStore> store_;
   std::unique_ptr<SyncEngine> engine_;
   std::unique_ptr<detail::Queries> queries_;  // prepared-statement cache, used only inside store_->read()
@@ -327,6 +383,9 @@ class FieldClient {
   // Serialises the app's check-then-write sequences (an order's status read, then its lines' write).
   std::mutex write_mu_;
   RecordIdGenerator ids_;  // guarded by write_mu_
+
+  std::mutex erase_mu_;  // one erase at a time; released before the observers hear about it
+  std::atomic<bool> erased_{false};
 
   std::mutex observers_mu_;
   uint64_t next_observer_ = 1;

@@ -89,6 +89,13 @@ class SqliteReplicaStore final : public ReplicaStore {
   // Fault injection for tests and the simulator: the next commit() rolls back and returns `status`.
   void fail_next_commit(Status status);
 
+  // Closes the connection for good (the device was revoked and its files are about to be deleted). Waits for
+  // an open transaction or read() to end, runs `before_close` with the connection (to finalize statements a
+  // caller prepared on it), then closes it. From then on read(), mark_*_seen(), the listings and every
+  // ReplicaTxn's reads and writes fail with `reason`; nothing touches the file again. Idempotent.
+  void close(Status reason, const std::function<void(sqlite3*)>& before_close = {});
+  bool closed();
+
   NodeId node() const { return node_; }
   const std::string& path() const { return path_; }
 
@@ -109,10 +116,11 @@ class SqliteReplicaStore final : public ReplicaStore {
   const std::string path_;
   sqlite3* db_ = nullptr;
   NodeId node_ = 0;
-  std::mutex mu_;                       // held by an open ReplicaTxn, by read() and by mark_*_seen()
+  std::mutex mu_;                       // held by an open ReplicaTxn, read(), mark_*_seen() and close()
   std::atomic<std::thread::id> owner_;  // the thread holding an open ReplicaTxn, if any
   std::unordered_map<std::string, sqlite3_stmt*> statements_;
   std::optional<Status> pending_fault_;
+  std::optional<Status> closed_;  // set by close(): why the connection is gone (db_ is null)
 };
 
 // Maps an SQLite result code to a typed Status (full, corrupt, locked/busy, read-only, I/O...). `what` says
