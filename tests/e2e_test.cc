@@ -273,6 +273,7 @@ struct Phone {
   std::vector<Rejection> rejections;
   std::vector<ConflictRecord> conflicts;
   std::atomic<int> bootstrap_events{0};
+  std::atomic<int> erase_events{0};
 
   ~Phone() { offline(); }
 
@@ -429,6 +430,7 @@ class E2E : public testing::Test {
       raw->conflicts.push_back(c);
     };
     obs.sync_progress = [raw](uint64_t, uint64_t) { raw->bootstrap_events++; };
+    obs.erased = [raw](const Status&) { raw->erase_events++; };
     p->client->add_observer(std::move(obs));
     p->transport.url = server.url();
     p->transport.ca_file = server.ca_file();
@@ -853,9 +855,14 @@ TEST_F(E2E, RevokedDeviceIsRefusedAtItsNextConnectionAndStops) {
   EXPECT_FALSE(admin->store().load(EntityId::kVisit, *RecordId::parse(*visit)).has_value());
   EXPECT_EQ(alice.client->create_account({.name = "After Revoke", .territory_id = "north"}).status().code(),
             ErrorCode::kDeviceRevoked);
-  // ERASE ASSERTION GOES HERE: once FieldClient erases the replica on the must-erase event (being done on
-  // another branch), assert that alice.path holds no records (export_json() == "[]"-equivalent for an empty
-  // replica, or the file is gone) and that the event reported the erase.
+  // The replica is erased: the files are gone, the observer heard it once, and the file cannot be reopened.
+  EXPECT_TRUE(alice.client->erased());
+  EXPECT_EQ(alice.erase_events.load(), 1);
+  for (const char* suffix : {"", "-wal", "-shm"})
+    EXPECT_FALSE(std::filesystem::exists(alice.path + suffix)) << alice.path << suffix;
+  client::FieldClient::Options reopen;
+  reopen.user = "alice";
+  EXPECT_EQ(client::FieldClient::open(alice.path, reopen).status().code(), ErrorCode::kDeviceRevoked);
 
   // Another phone of the same user, registered anew, is served.
   ASSERT_TRUE(admin->directory().register_device(0x2001, "alice", wall_ms()).is_ok());
