@@ -1081,13 +1081,69 @@ TEST_F(E2E, ScopeMoveMovesTheAccountFamilyBetweenDevicesWithoutResync) {
 
 // ---- 7. The binary itself: help, config file, unknown options, SIGTERM drain.
 
+// ---- 8. A rep logs in over HTTPS with fieldsync-rep and syncs with the token it got.
+
+TEST_F(E2E, RepBinaryLogsInOverHttpsAndSyncsWithTheToken) {
+  ASSERT_TRUE(server.start());
+  const std::string db = tmp.file("carol-cli.db");
+  auto rep = [&](std::vector<std::string> args) {
+    std::vector<std::string> argv = {FIELDSYNC_REP_BIN, "--db", db, "--user", "carol"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run(argv, tmp);
+  };
+  // A new device: head office registers the node it reports.
+  RunResult status = rep({"status"});
+  ASSERT_EQ(status.status.code, 0) << status.err;
+  const std::string node = status.out.substr(5, status.out.find('\n') - 5);
+  RunResult reg = run(
+      {FIELDSYNC_ADMIN_BIN, "--data-dir", data_dir, "device", "register", "--node", node, "--user", "carol"},
+      tmp);
+  ASSERT_EQ(reg.status.code, 0) << reg.err;
+
+  RunResult wrong =
+      rep({"login", "--server", server.url(), "--ca", server.ca_file(), "--password", "not-carols-password"});
+  EXPECT_EQ(wrong.status.code, 1);
+  EXPECT_EQ(wrong.err, "fieldsync-rep: login: auth_failed: authentication failed\n");
+  RunResult login =
+      rep({"login", "--server", server.url(), "--ca", server.ca_file(), "--password", password("carol")});
+  ASSERT_EQ(login.status.code, 0) << login.err;
+  const std::string tok = login.out.substr(0, login.out.find('\n'));
+  ASSERT_FALSE(tok.empty());
+
+  RunResult synced = run({FIELDSYNC_REP_BIN, "--db", db, "--user", "carol", "--token", tok, "sync",
+                          "--server", server.url(), "--ca", server.ca_file(), "--once", "--timeout", "30"},
+                         tmp);
+  EXPECT_EQ(synced.status.code, 0) << synced.err;
+  EXPECT_EQ(synced.out, "synced\tpending 0\n");
+  RunResult exported = rep({"export"});
+  ASSERT_EQ(exported.status.code, 0);
+  EXPECT_EQ(exported.out, server_export("carol")) << "the fresh device bootstrapped carol's scope";
+}
+
 TEST_F(E2E, ServerBinaryHelpConfigUnknownOptionsAndSigtermDrain) {
   RunResult help = run({FIELDSYNC_SERVER_BIN, "--help"}, tmp);
   EXPECT_EQ(help.status.code, 0);
-  for (const char* flag :
-       {"--config", "--listen", "--data-dir", "--cert", "--key", "--dev", "--dev-tokens", "--threads",
-        "--max-sessions", "--tls-timeout-ms", "--ws-timeout-ms", "--idle-timeout-ms", "--drain-timeout-ms",
-        "--max-queue-bytes", "--max-queue-frames", "--help", "SIGTERM"})
+  for (const char* flag : {"--config",
+                           "--listen",
+                           "--data-dir",
+                           "--cert",
+                           "--key",
+                           "--dev",
+                           "--dev-tokens",
+                           "--threads",
+                           "--max-sessions",
+                           "--tls-timeout-ms",
+                           "--ws-timeout-ms",
+                           "--idle-timeout-ms",
+                           "--drain-timeout-ms",
+                           "--max-queue-bytes",
+                           "--max-queue-frames",
+                           "--group-commit",
+                           "--metrics-token",
+                           "/login",
+                           "/metrics",
+                           "--help",
+                           "SIGTERM"})
     EXPECT_NE(help.out.find(flag), std::string::npos) << flag << " is not documented";
 
   // An unknown option: one clear line, non-zero exit, nothing started.

@@ -484,6 +484,40 @@ TEST_F(HttpEndpoints, LoginIssuesATokenAndRefusesLateWithoutDetails) {
   EXPECT_EQ(server_->metrics().value(Counter::kLogins, "bad_request"), 3u);
 }
 
+TEST_F(HttpEndpoints, ClientCoreLoginOverTheSyncUrlsHostWithPinning) {
+  server::NetServerOptions o;
+  o.login_failure_delay_ms = 0;
+  start(o);
+  client::WsClientOptions wo;
+  wo.url = "wss://127.0.0.1:" + std::to_string(port) + "/sync";
+  wo.pin_sha256 = Pki::get().pin;
+  wo.connect_timeout_ms = 5000;
+  client::LoginReply ok = client::login(wo, "alice", "correct horse", 42);
+  ASSERT_TRUE(ok.ok()) << ok.to_string();
+  EXPECT_EQ(ok.token, "signed-token-for-alice");
+  EXPECT_EQ(ok.expires_at_ms, 1'900'000'000'000);
+
+  client::LoginReply wrong = client::login(wo, "alice", "nope", 42);
+  EXPECT_TRUE(wrong.transport.ok());
+  EXPECT_EQ(wrong.status.code(), ErrorCode::kAuthFailed);
+  EXPECT_TRUE(wrong.token.empty());
+  EXPECT_EQ(client::login(wo, "alice", "correct horse", 43).status.code(), ErrorCode::kAuthFailed)
+      << "another device";
+
+  client::WsClientOptions bad_pin = wo;
+  bad_pin.pin_sha256 = std::string(64, 'a');
+  client::LoginReply pinned = client::login(bad_pin, "alice", "correct horse", 42);
+  EXPECT_EQ(pinned.transport.code, client::WsError::kPinMismatch) << pinned.to_string();
+  EXPECT_EQ(logins.load(), 3) << "a failed pin never sends the password";
+
+  for (size_t i = 2; i < server::limits::kLoginFailuresPerWindow; ++i)
+    ASSERT_EQ(client::login(wo, "alice", "guess", 42).status.code(), ErrorCode::kAuthFailed);
+  client::LoginReply limited = client::login(wo, "alice", "correct horse", 42);
+  EXPECT_EQ(limited.status.code(), ErrorCode::kRateLimited);
+  EXPECT_TRUE(limited.status.retryable());
+  EXPECT_EQ(limited.retry_after_s, 60);
+}
+
 TEST_F(HttpEndpoints, TooManyFailuresFromOneAddressAreThrottled) {
   server::NetServerOptions o;
   o.login_failure_delay_ms = 0;

@@ -14,9 +14,13 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <boost/beast/websocket.hpp>
 #include <boost/beast/websocket/ssl.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
 #include <optional>
 #include <random>
 #include <thread>
@@ -154,38 +158,38 @@ WsStatus from_ec(WsError kind, const std::string& stage, const boost::system::er
   return {kind, stage + ": " + ec.message()};
 }
 
-// Resolve, connect, TLS (with verification or pin), WebSocket upgrade. Every stage bounded by the timeout.
-net::awaitable<WsStatus> open_connection(Ws& ws, const Url& url, const WsClientOptions& o,
-                                         const std::string& pin) {
+// Resolve, connect, TLS (with verification or pin). Every stage bounded by the timeout.
+net::awaitable<WsStatus> open_tls(beast::ssl_stream<beast::tcp_stream>& tls, const Url& url,
+                                  const WsClientOptions& o, const std::string& pin) {
   auto ex = co_await net::this_coro::executor;
   auto timeout = std::chrono::milliseconds(o.connect_timeout_ms);
   tcp::resolver resolver(ex);
   auto [rec, results] = co_await resolver.async_resolve(url.host, url.port, kAwait);
   if (rec) co_return from_ec(WsError::kResolve, "looking up " + url.host, rec);
-  beast::tcp_stream& stream = beast::get_lowest_layer(ws);
+  beast::tcp_stream& stream = beast::get_lowest_layer(tls);
   stream.expires_after(timeout);
   auto [cec, ep] = co_await stream.async_connect(results, kAwait);
   if (cec) co_return from_ec(WsError::kConnect, "TCP to " + url.host + ":" + url.port, cec);
   stream.socket().set_option(tcp::no_delay(true));
 
-  SSL* ssl_handle = ws.next_layer().native_handle();
+  SSL* ssl_handle = tls.native_handle();
   boost::system::error_code aec;
   net::ip::make_address(url.host, aec);
   const bool is_ip = !aec;
   const bool verify_chain = pin.empty() || !o.ca_file.empty();
   if (!is_ip) SSL_set_tlsext_host_name(ssl_handle, url.host.c_str());
   if (verify_chain) {
-    ws.next_layer().set_verify_mode(ssl::verify_peer);
+    tls.set_verify_mode(ssl::verify_peer);
     X509_VERIFY_PARAM* param = SSL_get0_param(ssl_handle);
     if (is_ip)
       X509_VERIFY_PARAM_set1_ip_asc(param, url.host.c_str());
     else
       X509_VERIFY_PARAM_set1_host(param, url.host.c_str(), 0);
   } else {
-    ws.next_layer().set_verify_mode(ssl::verify_none);  // the pin below is the whole check
+    tls.set_verify_mode(ssl::verify_none);  // the pin below is the whole check
   }
   stream.expires_after(timeout);
-  auto [hec] = co_await ws.next_layer().async_handshake(ssl::stream_base::client, kAwait);
+  auto [hec] = co_await tls.async_handshake(ssl::stream_base::client, kAwait);
   if (hec) {
     long vr = SSL_get_verify_result(ssl_handle);
     if (verify_chain && vr != X509_V_OK)
@@ -200,7 +204,15 @@ net::awaitable<WsStatus> open_connection(Ws& ws, const Url& url, const WsClientO
       co_return WsStatus{WsError::kPinMismatch,
                          "server certificate SHA-256 " + got + " is not the pinned one"};
   }
-  stream.expires_never();  // the WebSocket layer's timeouts take over
+  co_return WsStatus{};
+}
+
+// open_tls, then the WebSocket upgrade.
+net::awaitable<WsStatus> open_connection(Ws& ws, const Url& url, const WsClientOptions& o,
+                                         const std::string& pin) {
+  if (WsStatus s = co_await open_tls(ws.next_layer(), url, o, pin); !s.ok()) co_return s;
+  auto timeout = std::chrono::milliseconds(o.connect_timeout_ms);
+  beast::get_lowest_layer(ws).expires_never();  // the WebSocket layer's timeouts take over
   websocket::stream_base::timeout t;
   t.handshake_timeout = timeout;
   t.idle_timeout = std::chrono::milliseconds(o.idle_timeout_ms);
@@ -231,6 +243,93 @@ WsStatus closed_status(Ws& ws, const boost::system::error_code& ec) {
 }
 
 }  // namespace
+
+// ==== login
+
+std::string LoginReply::to_string() const {
+  if (!transport.ok()) return transport.to_string();
+  return status.to_string();
+}
+
+LoginReply login(const WsClientOptions& options, const std::string& user, const std::string& password,
+                 NodeId node) {
+  LoginReply reply;
+  Url url;
+  std::string pin;
+  std::optional<ssl::context> tls;
+  if (WsStatus s = parse_url(options.url, url); !s.ok()) return reply.transport = s, reply;
+  if (WsStatus s = normalise_pin(options.pin_sha256, pin); !s.ok()) return reply.transport = s, reply;
+  if (WsStatus s = make_context(options, tls); !s.ok()) return reply.transport = s, reply;
+  net::io_context ioc;
+  beast::ssl_stream<beast::tcp_stream> stream(ioc, *tls);
+  namespace http = beast::http;
+  http::response<http::string_body> res;
+  auto exchange = [&]() -> net::awaitable<WsStatus> {
+    if (WsStatus s = co_await open_tls(stream, url, options, pin); !s.ok()) co_return s;
+    boost::json::object body;
+    body["user"] = user;
+    body["password"] = password;
+    body["node"] = std::to_string(node);  // text: node ids use all 64 bits
+    http::request<http::string_body> req(http::verb::post, "/login", 11);
+    req.set(http::field::host, url.host + ":" + url.port);
+    req.set(http::field::user_agent, "fieldsync-client");
+    req.set(http::field::content_type, "application/json");
+    req.body() = boost::json::serialize(body);
+    req.prepare_payload();
+    beast::get_lowest_layer(stream).expires_after(std::chrono::milliseconds(options.connect_timeout_ms));
+    auto [wec, wn] = co_await http::async_write(stream, req, kAwait);
+    if (wec) co_return from_ec(WsError::kClosed, "sending the login", wec);
+    beast::flat_buffer buffer;
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(64 * 1024);
+    auto [rec, rn] = co_await http::async_read(stream, buffer, parser, kAwait);
+    if (rec) co_return from_ec(WsError::kClosed, "reading the login answer", rec);
+    res = parser.release();
+    co_return WsStatus{};
+  };
+  std::optional<WsStatus> done;
+  net::co_spawn(ioc, exchange(), [&](std::exception_ptr e, WsStatus s) {
+    done = e ? WsStatus{WsError::kClosed, "exception"} : std::move(s);
+  });
+  ioc.run();
+  reply.transport = done.value_or(WsStatus{WsError::kTimeout, "login timed out"});
+  if (!reply.transport.ok()) return reply;
+
+  boost::system::error_code jec;
+  boost::json::value v = boost::json::parse(res.body(), jec);
+  const boost::json::object* o = jec ? nullptr : v.if_object();
+  auto text = [&](const char* key) -> std::string {
+    if (o == nullptr) return {};
+    const boost::json::value* f = o->if_contains(key);
+    return f != nullptr && f->is_string() ? std::string(f->as_string()) : std::string();
+  };
+  if (auto it = res.find(http::field::retry_after); it != res.end())
+    reply.retry_after_s = std::strtoll(std::string(it->value()).c_str(), nullptr, 10);
+  const std::string message = text("message").empty() ? std::string(res.reason()) : text("message");
+  switch (res.result()) {
+    case http::status::ok: {
+      reply.token = text("token");
+      const boost::json::value* exp = o != nullptr ? o->if_contains("expires_at_ms") : nullptr;
+      if (exp != nullptr && exp->is_int64()) reply.expires_at_ms = exp->as_int64();
+      if (reply.token.empty()) reply.status = Status(ErrorCode::kInternal, "login answer without a token");
+      break;
+    }
+    case http::status::unauthorized:
+      reply.status = Status(ErrorCode::kAuthFailed, message);
+      break;
+    case http::status::too_many_requests:
+    case http::status::service_unavailable:
+      reply.status = Status(ErrorCode::kRateLimited, message, true);
+      break;
+    case http::status::bad_request:
+      reply.status = Status(ErrorCode::kInvalidArgument, message);
+      break;
+    default:
+      reply.status =
+          Status(ErrorCode::kInternal, "login: HTTP " + std::to_string(res.result_int()) + " " + message);
+  }
+  return reply;
+}
 
 // ==== WsClient
 

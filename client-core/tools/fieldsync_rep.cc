@@ -85,6 +85,11 @@ const std::vector<HelpSection> kHelpSections = {
       "and\n"
       "                                      seen flag, then the unread counts; --mark-seen marks all seen",
       "export                                every record as canonical JSON (stable: compare with cmp)",
+      "login --server wss://HOST:PORT/sync [--ca FILE | --pin SHA256] [--password P]\n"
+      "                                      exchanges the user's password (read from stdin unless given)\n"
+      "                                      for a token bound to this device's node, over POST /login;\n"
+      "                                      prints the token (pass it as --token); the device must be\n"
+      "                                      registered by head office (fieldsync-admin device register)",
       "sync --server wss://HOST:PORT/sync [--ca FILE | --pin SHA256] [--once [--timeout SECONDS] | --stay "
       "SECONDS]\n"
       "                                      push and pull over TLS. --once (default): until synced, at "
@@ -519,6 +524,26 @@ int run(FieldClient& c, const std::string& cmd, std::vector<std::string> words) 
   } else if (full == "export") {
     a.finish();
     std::cout << check(c.export_json());
+  } else if (full == "login") {
+    WsClientOptions o;
+    o.url = a.need("server");
+    if (auto v = a.opt("ca")) o.ca_file = *v;
+    if (auto v = a.opt("pin")) o.pin_sha256 = *v;
+    std::optional<std::string> password = a.opt("password");
+    a.finish();
+    if (!password) {
+      std::string line;
+      if (!std::getline(std::cin, line)) throw UsageError{"login: no --password and nothing on stdin"};
+      password = line;
+    }
+    LoginReply r = fieldsync::client::login(o, c.user(), *password, c.node());
+    if (!r.ok()) {
+      std::cerr << "fieldsync-rep: login: " << r.to_string()
+                << (r.retry_after_s > 0 ? " (retry after " + std::to_string(r.retry_after_s) + " s)" : "")
+                << '\n';
+      return 1;
+    }
+    std::cout << r.token << '\n';
   } else if (full == "sync") {
     WsClientOptions o;
     o.url = a.need("server");

@@ -94,6 +94,24 @@ class WsClient {
   std::unique_ptr<Impl> impl_;
 };
 
+// POST /login on the sync server: exchanges a user's password for a token bound to this device (`node`,
+// registered by head office). Same host, port and trust options (ca_file, pin_sha256) as the sync URL in
+// `options.url`. Blocking, bounded by connect_timeout_ms for the connection and again for the answer.
+struct LoginReply {
+  WsStatus transport;  // not ok: no HTTP answer came (connect, TLS, certificate, pin, timeout)
+  // The server's answer: ok; kAuthFailed (user, password or device wrong: the server never says which);
+  // kRateLimited (retryable: too many failures from this address, or the server is busy; see
+  // retry_after_s); kInvalidArgument (the server refused the request's form); kInternal (anything else).
+  Status status;
+  std::string token;
+  int64_t expires_at_ms = 0;
+  int64_t retry_after_s = 0;
+  bool ok() const { return transport.ok() && status.is_ok(); }
+  std::string to_string() const;
+};
+LoginReply login(const WsClientOptions& options, const std::string& user, const std::string& password,
+                 NodeId node);
+
 // A bare TLS WebSocket peer with no SyncEngine behind it: sends hand-made (even broken) binary messages and
 // reads what comes back. For tests and for poking at a server while debugging. Blocking, every call bounded.
 class WsRawPeer {
