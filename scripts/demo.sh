@@ -69,11 +69,11 @@ for _ in $(seq 1 100); do
 done
 sed 's/^/  /' "$DEMO/server.log" | head -5
 
-step "every device gets its own replica, is registered, and logs in"
+step "every device gets its own replica, is registered by head office, and logs in over HTTPS (POST /login)"
 for u in ho maria alice bob carol; do
   node=$(rep "$u" status | awk -F'\t' '$1 == "node" { print $2 }')
   admin device register --node "$node" --user "$u" >/dev/null
-  TOKEN[$u]=$(admin login --user "$u" --node "$node" --password "$PASSWORD")
+  TOKEN[$u]=$(rep "$u" login --server "wss://127.0.0.1:$PORT/sync" --ca "$DATA/dev-cert.pem" --password "$PASSWORD")
   printf '  %-6s device %s\n' "$u" "$node"
 done
 
@@ -137,6 +137,15 @@ awk '/^  "[a-z_]+": \[/ { e = $1; gsub(/[":]/, "", e) } /^    \{/ { n[e]++ }
      END { for (k in n) printf "  %-18s %d\n", k, n[k] }' "$DEMO/central.json" | sort
 echo "  conflicts recorded:"
 rep ho conflicts | awk -F'\t' '{ printf "    %-16s %-14s %s: %s / %s\n", $2, $3, $5, $6, $7 }'
+
+echo "  the server's own counters (GET /metrics):"
+curl -s --cacert "$DATA/dev-cert.pem" "https://127.0.0.1:$PORT/metrics" |
+  awk '/^fieldsync_(txns|conflicts|rejections|logins|store_syncs|handshakes|live_batches)_total/ { printf "    %s\n", $0 }
+       /^fieldsync_push_durable_seconds_(sum|count)/ { v[$1] = $2 }
+       END { if (v["fieldsync_push_durable_seconds_count"] > 0)
+               printf "    push to durable ack: %.1f ms on average over %d pushes\n",
+                      1000 * v["fieldsync_push_durable_seconds_sum"] / v["fieldsync_push_durable_seconds_count"],
+                      v["fieldsync_push_durable_seconds_count"] }'
 
 step "checking convergence: each device against the server's view of its user"
 ok=1
