@@ -86,18 +86,6 @@ std::string_view op_name(ChangeOp op) {
   return "?";
 }
 
-std::string_view conflict_kind_name(ConflictKind k) {
-  switch (k) {
-    case ConflictKind::kConcurrentWrite:
-      return "concurrent_write";
-    case ConflictKind::kDeleteWins:
-      return "delete_wins";
-    case ConflictKind::kScheduling:
-      return "scheduling";
-  }
-  return "?";
-}
-
 std::string field_name(EntityId entity, uint16_t field) {
   const schema::EntityDef* e = schema::entity(entity);
   const schema::FieldDef* f = e ? e->field(field) : nullptr;
@@ -372,7 +360,7 @@ class SqliteCentralTxn final : public CentralTxn {
           "INSERT INTO _conflicts (server_seq, kind, entity, record, field, winner_user, loser_user, rule, "
           "blob) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
       q.bind(1, as_sql(seq))
-          .bind(2, conflict_kind_name(c.kind))
+          .bind(2, to_string(c.kind))
           .bind(3, entity_name(c.entity))
           .bind(4, c.record.to_string());
       if (c.field != 0) {

@@ -10,18 +10,6 @@ namespace fieldsync::server {
 
 namespace {
 
-const char* conflict_kind_name(ConflictKind k) {
-  switch (k) {
-    case ConflictKind::kConcurrentWrite:
-      return "concurrent_write";
-    case ConflictKind::kDeleteWins:
-      return "delete_wins";
-    case ConflictKind::kScheduling:
-      return "scheduling";
-  }
-  return "unknown";
-}
-
 bool is_auth_refusal(ErrorCode code) {
   return code == ErrorCode::kAuthFailed || code == ErrorCode::kTokenExpired ||
          code == ErrorCode::kDeviceRevoked;
@@ -115,8 +103,7 @@ void SyncService::flush_locked(SessionId from, const protocol::PushTxns* push, C
                   count(Counter::kTxns, 1, "duplicate");
                   break;
               }
-              for (const ConflictRecord& c : r.conflicts)
-                count(Counter::kConflicts, 1, conflict_kind_name(c.kind));
+              for (const ConflictRecord& c : r.conflicts) count(Counter::kConflicts, 1, to_string(c.kind));
               conflicts += r.conflicts.size();
             }
             if (push != nullptr && o.session == from) h.push_received = received;

@@ -27,4 +27,16 @@ const Value& RecordState::get(uint16_t id) const {
   return f ? f->value : kNull;
 }
 
+std::string_view to_string(ConflictKind kind) {
+  switch (kind) {
+    case ConflictKind::kConcurrentWrite:
+      return "concurrent_write";
+    case ConflictKind::kDeleteWins:
+      return "delete_wins";
+    case ConflictKind::kScheduling:
+      return "scheduling";
+  }
+  return "unknown";
+}
+
 }  // namespace fieldsync

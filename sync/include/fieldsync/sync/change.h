@@ -4,6 +4,7 @@
 #include <compare>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "fieldsync/schema/model.h"
@@ -144,6 +145,8 @@ enum class ConflictKind : uint8_t {
   kDeleteWins = 2,       // a field write concurrent with a delete of its record; the write was discarded
   kScheduling = 3,       // two events of the same owner overlap; both kept, both sides informed
 };
+// "concurrent_write", "delete_wins", "scheduling": the name stores, logs and metrics use.
+std::string_view to_string(ConflictKind kind);
 
 struct ConflictSide {
   Value value;
