@@ -129,6 +129,7 @@ class NetTest : public ::testing::Test {
     o.key_pem = pem ? pem->key_pem : Pki::get().pem.key_pem;
     o.drain_timeout_ms = 2000;
     if (max_queued_bytes != 0) o.max_queued_bytes = max_queued_bytes;
+    if (max_queued_frames != 0) o.max_queued_frames = max_queued_frames;
     o.log = [this](const std::string& line) {
       std::lock_guard lock(log_mu);
       log.push_back(line);
@@ -186,6 +187,7 @@ class NetTest : public ::testing::Test {
   std::string address = "127.0.0.1";            // where the server listens and clients connect
   const server::CertificatePem* pem = nullptr;  // null: the suite's certificate (localhost, 127.0.0.1)
   size_t max_queued_bytes = 0;                  // 0: the default
+  size_t max_queued_frames = 0;                 // 0: the default
   std::mutex log_mu;
   std::vector<std::string> log;
 };
@@ -506,6 +508,35 @@ TEST_F(NetTest, SessionWhoseWriteQueueOverflowsIsClosed) {
       std::this_thread::sleep_for(5ms);
     return server->session_count() == 0;
   }());
+}
+
+TEST_F(NetTest, OverflowWhileAFrameIsBeingWrittenKeepsThatFrameAlive) {
+  // One frame of queue: the Welcome is being written when the answer to the pull right behind the Hello
+  // arrives, so the overflow closes the session with a write in flight. The frame under Beast's write must
+  // outlive the close (ASan saw a use-after-free here), and the server must go on serving.
+  max_queued_frames = 1;
+  start_server();
+  protocol::Hello hello;
+  hello.schema_version = schema::kSchemaVersion;
+  hello.token = "token-alice";
+  protocol::PullRequest pull;
+  pull.request_id = 1;
+  for (int i = 0; i < 20; ++i) {
+    WsRawPeer peer(options());
+    ASSERT_TRUE(peer.connect().ok());
+    hello.node = 900 + static_cast<NodeId>(i);
+    hello.client_time_ms = now_ms();
+    ASSERT_TRUE(peer.send(codec::encode(hello), 2s).ok());
+    (void)peer.send(codec::encode(pull), 2s);
+    std::vector<uint8_t> msg;
+    for (int j = 0; j < 3 && peer.receive(msg, 2s).ok(); ++j) {
+    }
+  }
+  auto deadline = std::chrono::steady_clock::now() + 3s;
+  while (server->session_count() != 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(server->session_count(), 0u);
+  EXPECT_GE(server->overflow_closes(), 1u);
 }
 
 TEST_F(NetTest, SessionIsClosedWhenItsTokenExpires) {

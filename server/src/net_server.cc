@@ -526,9 +526,10 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void on_write(boost::system::error_code ec) {
     writing_ = false;
-    if (ec) return fail("write", ec);
     queued_bytes_ -= queue_.front()->size();
     queue_.pop_front();
+    if (ec) return fail("write", ec);
+    if (closed_) return;  // cut while this frame was being written: nothing more goes out
     if (!queue_.empty()) return do_write();
     maybe_close();
   }
@@ -555,8 +556,14 @@ class Session : public std::enable_shared_from_this<Session> {
     if (closed_) return;
     closed_ = true;
     if (reason_.empty()) reason_ = reason;
-    queue_.clear();
-    queued_bytes_ = 0;
+    // The frame being written stays alive until its write completes: Beast reads from it until then.
+    if (writing_ && !queue_.empty()) {
+      queue_.erase(queue_.begin() + 1, queue_.end());
+      queued_bytes_ = queue_.front()->size();
+    } else {
+      queue_.clear();
+      queued_bytes_ = 0;
+    }
     beast::get_lowest_layer(ws_).close();  // pending operations complete with errors and release the session
   }
 
