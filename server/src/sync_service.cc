@@ -26,6 +26,12 @@ std::string quoted_value(std::string_view v) {
   return out + "\"";
 }
 
+// With group commit the live batches of every commit in a flush are built once, when the flush starts.
+ServerConfig sync_config(ServerConfig config, bool group_commit) {
+  config.defer_fan_out = group_commit;
+  return config;
+}
+
 }  // namespace
 
 SyncService::SyncService(CentralStore& store, Authenticator& auth, Options options, Sink sink)
@@ -33,7 +39,7 @@ SyncService::SyncService(CentralStore& store, Authenticator& auth, Options optio
       options_(std::move(options)),
       group_commit_(store.commits_need_sync()),
       sink_(std::move(sink)),
-      server_(store, auth, options_.sync) {
+      server_(store, auth, sync_config(options_.sync, group_commit_)) {
   if (group_commit_) flusher_ = std::thread([this] { flusher(); });
 }
 
@@ -161,6 +167,9 @@ void SyncService::flusher() {
   for (;;) {
     held_cv_.wait(lock, [&] { return !held_.empty() || stopping_; });
     if (held_.empty()) return;  // stopping, nothing left
+    // One scan for the live batches of every commit since the last flush; they leave with this flush.
+    server_.fan_out();
+    flush_locked(0, nullptr, Clock::now());
     std::vector<Held> batch = std::exchange(held_, {});
     lock.unlock();
     // Every commit behind these frames returned before they were queued, so before this sync() begins.

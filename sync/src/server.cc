@@ -171,7 +171,7 @@ void SyncServer::handle_hello(SessionId id, Session& s, const protocol::Hello& m
   s.principal = std::move(who.value());
   s.node = m.node;
   s.live = false;
-  s.sent_cursor = m.cursor;
+  s.sent_cursor = s.scanned_cursor = m.cursor;
 
   protocol::Welcome w;
   w.schema_version = schema::kSchemaVersion;
@@ -216,7 +216,7 @@ void SyncServer::handle_push(SessionId id, Session& s, const protocol::PushTxns&
       gap.request_id = m.request_id;
       gap.resume_node_seq = last + 1;
       outgoing_.push_back(Outgoing{id, std::move(gap)});
-      if (any_committed) wake_live_sessions(id);
+      if (any_committed) request_fan_out();
       return;
     }
     bool committed = false;
@@ -226,7 +226,7 @@ void SyncServer::handle_push(SessionId id, Session& s, const protocol::PushTxns&
       // device keeps the transaction in its outbox and sends it again.
       if (!ack.results.empty()) outgoing_.push_back(Outgoing{id, ack});
       send_error(id, Status(r.reason, r.message, true), m.request_id, false);
-      if (any_committed) wake_live_sessions(id);
+      if (any_committed) request_fan_out();
       return;
     }
     any_committed |= committed && r.outcome == protocol::TxnOutcome::kApplied;
@@ -234,7 +234,7 @@ void SyncServer::handle_push(SessionId id, Session& s, const protocol::PushTxns&
   }
   ack.server_hlc = clock_.last();
   outgoing_.push_back(Outgoing{id, std::move(ack)});
-  if (any_committed) wake_live_sessions(id);
+  if (any_committed) request_fan_out();
 }
 
 protocol::TxnResult SyncServer::apply_one(Session& s, const ClientTxn& txn, int64_t now_ms, bool& committed) {
@@ -334,7 +334,7 @@ protocol::TxnResult SyncServer::apply_local(const ClientTxn& txn, const Principa
   if (r.outcome == protocol::TxnOutcome::kApplied && !committed) {
     r.outcome = protocol::TxnOutcome::kRejected;  // the store refused the commit; r.reason says why
   } else if (committed && r.outcome == protocol::TxnOutcome::kApplied) {
-    wake_live_sessions(0);
+    request_fan_out();
   }
   return r;
 }
@@ -445,7 +445,7 @@ void SyncServer::handle_pull(SessionId id, Session& s, const protocol::PullReque
   size_t max_changes = m.max_changes == 0 ? tuning::kMaxChangesPerPull
                                           : std::min<size_t>(m.max_changes, tuning::kMaxChangesPerPull);
   protocol::ChangeBatch batch = build_batch(s, m.cursor, max_changes, m.request_id);
-  s.sent_cursor = batch.to_cursor;
+  s.sent_cursor = s.scanned_cursor = batch.to_cursor;
   s.live = m.live && !batch.has_more;
   outgoing_.push_back(Outgoing{id, std::move(batch)});
 }
@@ -455,24 +455,46 @@ void SyncServer::poll_external_commits() {
 }
 
 void SyncServer::wake_live_sessions(SessionId) {
+  fan_out_pending_ = false;
   uint64_t head = store_.head_seq();
   fanned_out_head_ = head;
-  // Live sessions are normally all at the same cursor (the previous head): one log read and one scope
-  // resolution per record serve every one of them; each session then only filters.
+  // Every live session has checked the log up to some scanned_cursor, normally the previous head: one log
+  // read and one scope resolution per touched record serve all sessions at that position, and each session
+  // then only filters by its principal. A session the new commits do not concern just moves its
+  // scanned_cursor, so it never reads them again.
   std::map<uint64_t, ResolvedRange> ranges;
   for (auto& [id, s] : sessions_) {
-    if (!s.authenticated || !s.live || closing_.count(id) || s.sent_cursor >= head) continue;
-    auto range = ranges.find(s.sent_cursor);
+    if (!s.authenticated || !s.live || closing_.count(id) || s.scanned_cursor >= head) continue;
+    auto range = ranges.find(s.scanned_cursor);
     if (range == ranges.end())
-      range = ranges.emplace(s.sent_cursor, resolve_range(s.sent_cursor, tuning::kMaxChangesPerPull)).first;
+      range =
+          ranges.emplace(s.scanned_cursor, resolve_range(s.scanned_cursor, tuning::kMaxChangesPerPull)).first;
     protocol::ChangeBatch batch = batch_for(s, range->second, 0);
-    bool empty =
+    const bool empty =
         batch.txns.empty() && batch.conflicts.empty() && batch.records.empty() && batch.purges.empty();
-    if (empty && batch.to_cursor - s.sent_cursor < tuning::kLiveSkipAdvance && !batch.has_more) continue;
-    s.sent_cursor = batch.to_cursor;
+    if (empty && !batch.has_more) {
+      s.scanned_cursor = batch.to_cursor;
+      // Only now and then does an empty batch move the device's own cursor forward.
+      if (s.scanned_cursor - s.sent_cursor < tuning::kLiveSkipAdvance) continue;
+    }
+    // The batch starts where the device is: what lies between it and scanned_cursor held nothing for it.
+    batch.from_cursor = s.sent_cursor;
+    s.sent_cursor = s.scanned_cursor = batch.to_cursor;
     if (batch.has_more) s.live = false;  // the device pulls the rest itself
     outgoing_.push_back(Outgoing{id, std::move(batch)});
   }
+}
+
+void SyncServer::request_fan_out() {
+  if (config_.defer_fan_out) {
+    fan_out_pending_ = true;
+  } else {
+    wake_live_sessions(0);
+  }
+}
+
+void SyncServer::fan_out() {
+  if (fan_out_pending_) wake_live_sessions(0);
 }
 
 // ---- Bootstrap

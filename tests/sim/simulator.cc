@@ -517,7 +517,7 @@ class Simulation {
       principals.push_back(rep);
     }
 
-    server_ = std::make_unique<SyncServer>(central_, auth_, ServerConfig{kServerNode});
+    server_ = std::make_unique<SyncServer>(central_, auth_, server_config());
     for (const Principal& p : principals) {
       auto n = std::make_unique<Node>();
       n->index = static_cast<int>(nodes_.size());
@@ -771,9 +771,20 @@ class Simulation {
     }
   }
 
+  // Odd seeds run the server as the group-commit driver does: commits only mark a fan-out, which happens
+  // at some later pump (the flush), so live batches cover several commits and lag their acks.
+  bool defers_fan_out() const { return (opt_.seed & 1) != 0; }
+  ServerConfig server_config() const {
+    ServerConfig c;
+    c.server_node = kServerNode;
+    c.defer_fan_out = defers_fan_out();
+    return c;
+  }
+
   void pump_server() {
     if (!server_) return;
     check_server_clock();
+    if (defers_fan_out() && chance(0.5)) server_->fan_out();
     for (auto& out : server_->take_outgoing()) {
       if (auto* ack = std::get_if<protocol::PushAck>(&out.message)) note_ack(out.session, *ack);
       auto owner = session_owner_.find(out.session);
@@ -962,7 +973,7 @@ class Simulation {
     in_flight_.clear();
     session_owner_.clear();
     server_.reset();
-    server_ = std::make_unique<SyncServer>(central_, auth_, ServerConfig{kServerNode});
+    server_ = std::make_unique<SyncServer>(central_, auth_, server_config());
     for (auto& np : nodes_) {
       Node& n = *np;
       if (n.session == 0) continue;

@@ -25,6 +25,10 @@ class Authenticator {
 
 struct ServerConfig {
   NodeId server_node = 1;  // node id used for versions the server stamps itself
+  // false: every commit wakes the live sessions it concerns at once. true: commits only mark a fan-out as
+  // pending and the driver calls fan_out() when it wants the live batches -- the group-commit driver does so
+  // once per store flush, so many commits cost one scan and each session one batch per flush.
+  bool defer_fan_out = false;
 };
 
 using SessionId = uint64_t;
@@ -56,6 +60,8 @@ class SyncServer {
   // the log head moved past what this server has already fanned out. Cheap when nothing changed (one head
   // read).
   void poll_external_commits();
+  // ServerConfig::defer_fan_out: produces the live batches of every commit since the last call.
+  void fan_out();
 
   size_t session_count() const { return sessions_.size(); }
   Hlc hlc() const { return clock_.last(); }
@@ -65,8 +71,9 @@ class SyncServer {
     bool authenticated = false;
     Principal principal;
     NodeId node = 0;
-    bool live = false;         // caught up and wants live batches
-    uint64_t sent_cursor = 0;  // highest server_seq already sent to it
+    bool live = false;            // caught up and wants live batches
+    uint64_t sent_cursor = 0;     // the device's cursor: highest to_cursor sent to it
+    uint64_t scanned_cursor = 0;  // >= sent_cursor: the log up to here was checked and what concerned it sent
   };
 
   void handle_hello(SessionId id, Session& s, const protocol::Hello& m, int64_t now_ms);
@@ -88,6 +95,7 @@ class SyncServer {
   protocol::ChangeBatch batch_for(const Session& s, const ResolvedRange& range, uint64_t request_id);
   protocol::ChangeBatch build_batch(const Session& s, uint64_t from, size_t max_changes, uint64_t request_id);
   void wake_live_sessions(SessionId except);
+  void request_fan_out();  // after a commit: wake now, or mark pending (defer_fan_out)
   void send_error(SessionId id, Status status, uint64_t request_id = 0, bool close = true);
 
   CentralStore& store_;
@@ -98,6 +106,7 @@ class SyncServer {
   std::vector<Outgoing> outgoing_;
   std::set<SessionId> closing_;
   uint64_t fanned_out_head_ = 0;  // log head at the last wake_live_sessions
+  bool fan_out_pending_ = false;  // defer_fan_out: a commit since the last fan_out()
 };
 
 }  // namespace fieldsync
