@@ -2,13 +2,14 @@
 //
 // One process drives every simulated rep on one io_context thread: asynchronous Beast TLS WebSocket streams,
 // each carrying the real sans-IO SyncClient over a MemoryReplicaStore, so the load speaks the real protocol
-// (Hello, bootstrap, live pulls, pushes with acks, live batches) through the real codec. The server is the real
-// fieldsync-server binary in its own process (--dev --dev-tokens on a temporary data directory), so its memory
-// can be read alone from /proc/PID/status.
+// (Hello, bootstrap, live pulls, pushes with acks, live batches) through the real codec. The server is the
+// real fieldsync-server binary in its own process (--dev --dev-tokens on a temporary data directory), so its
+// memory can be read alone from /proc/PID/status.
 //
 // Phases (--only picks some):
 //   baseline  the bare SQLite batched upsert (sqlite_baseline.h), the denominator of every ratio
-//   ws        the bare transport: a minimal Beast TLS WebSocket ack server (this binary, --serve-ack, same TLS
+//   ws        the bare transport: a minimal Beast TLS WebSocket ack server (this binary, --serve-ack, same
+//   TLS
 //             and WebSocket settings as the server) answering push-sized messages with ack-sized ones, closed
 //             loop over as many connections as reps; plus the memory of idle bare sessions
 //   load      N reps in territories of --territory-size: a saturating closed-loop push phase (every ack is
@@ -97,7 +98,9 @@ using fieldsync::Value;
 namespace protocol = fieldsync::protocol;
 namespace codec = fieldsync::codec;
 
-double mono_s() { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); }
+double mono_s() {
+  return std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
+}
 int64_t wall_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -106,7 +109,8 @@ int64_t wall_ms() {
 
 // ---- Options
 
-constexpr const char* kHelp = R"(fieldsync-bench-load: load generator for fieldsync-server (docs/PERFORMANCE.md)
+constexpr const char* kHelp =
+    R"(fieldsync-bench-load: load generator for fieldsync-server (docs/PERFORMANCE.md)
 
 usage: fieldsync-bench-load [options]
 
@@ -163,8 +167,8 @@ bool parse_number(const std::string& flag, const std::string& s, double lo, doub
   char* end = nullptr;
   double v = std::strtod(s.c_str(), &end);
   if (end == s.c_str() || *end != '\0' || !(v >= lo && v <= hi)) {
-    err = flag + ": expected a number in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got '" + s +
-          "'";
+    err = flag + ": expected a number in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got '" +
+          s + "'";
     return false;
   }
   out = v;
@@ -238,7 +242,8 @@ int parse_options(int argc, char** argv, Options& o) {
       std::string p;
       while (std::getline(ss, p, ',')) {
         if (p != "baseline" && p != "ws" && p != "load" && p != "idle") {
-          std::cerr << "fieldsync-bench-load: --only: unknown phase '" << p << "' (baseline, ws, load, idle)\n";
+          std::cerr << "fieldsync-bench-load: --only: unknown phase '" << p
+                    << "' (baseline, ws, load, idle)\n";
           return 2;
         }
         o.only.insert(p);
@@ -430,7 +435,8 @@ class ChildProcess {
         return true;
       }
       if (!alive()) {
-        err = name + " exited before listening (" + exit_description() + "); " + log_path_ + ": " + log_tail();
+        err =
+            name + " exited before listening (" + exit_description() + "); " + log_path_ + ": " + log_tail();
         return false;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -539,13 +545,16 @@ struct TxnShape {
   int accounts = 0;
 };
 
-int accounts_per_txn(int changes) { return (changes + 7) / 8; }
+int accounts_per_txn(int changes) {
+  return (changes + 7) / 8;
+}
 
-// `changes` changes creating ceil(changes/8) accounts in `territory`: create, name, territory, creator, then up
-// to four optional fields (~200 bytes of values per account, like the baseline's rows).
+// `changes` changes creating ceil(changes/8) accounts in `territory`: create, name, territory, creator, then
+// up to four optional fields (~200 bytes of values per account, like the baseline's rows).
 std::vector<Change> make_txn(fieldsync::RecordIdGenerator& ids, const std::string& territory,
                              const std::string& user, int changes, uint64_t serial) {
-  constexpr uint16_t kName = 1, kTerritory = 2, kAddress = 3, kCity = 4, kPhone = 5, kEmail = 6, kCreatedBy = 10;
+  constexpr uint16_t kName = 1, kTerritory = 2, kAddress = 3, kCity = 4, kPhone = 5, kEmail = 6,
+                     kCreatedBy = 10;
   const int accounts = accounts_per_txn(changes);
   std::vector<Change> out;
   out.reserve(static_cast<size_t>(changes));
@@ -572,9 +581,9 @@ std::vector<Change> make_txn(fieldsync::RecordIdGenerator& ids, const std::strin
     set(kTerritory, territory);
     set(kCreatedBy, user);
     const std::pair<uint16_t, const char*> extras[] = {{kAddress, "Grosse Elbstrasse 145, 22767 Hamburg"},
-                                                         {kCity, "Hamburg"},
-                                                         {kPhone, "+49 40 1234567"},
-                                                         {kEmail, "einkauf@baeckerei-nord.example"}};
+                                                       {kCity, "Hamburg"},
+                                                       {kPhone, "+49 40 1234567"},
+                                                       {kEmail, "einkauf@baeckerei-nord.example"}};
     for (int i = 0; i < here - 4; ++i) set(extras[i].first, extras[i].second);
   }
   return out;
@@ -747,7 +756,9 @@ class Loop {
 struct PhaseStats {
   bool window = false;
   double t0 = 0, t1 = 0;
-  uint64_t pushes_sent = 0, push_bytes = 0, pushes_acked = 0;
+  uint64_t pushes_sent = 0, push_bytes = 0;
+  uint64_t pushes_acked = 0;     // acks received inside the window (the rate)
+  uint64_t pushes_answered = 0;  // pushes sent inside the window and answered by the end of the drain
   uint64_t txns_applied = 0, changes_applied = 0, records_applied = 0;
   Samples push_ack_ms;
   Samples fanout_ack_ms;   // writer's PushAck received -> a peer's live batch with the commit received
@@ -779,8 +790,12 @@ struct Rep {
   std::shared_ptr<Conn> conn;
   enum class Link : uint8_t { kQueued, kOpen, kClosed } link = Link::kQueued;
   std::string close_reason;
-  std::unordered_map<uint64_t, double> push_sent;   // request_id -> when the PushTxns was queued to the socket
-  std::unordered_map<uint64_t, TxnShape> written;   // node_seq -> shape, until acknowledged
+  struct SentPush {
+    double sent_s;      // when the PushTxns was queued to the socket
+    PhaseStats* stats;  // the window it was sent in (its latency counts there, whenever it is answered)
+  };
+  std::unordered_map<uint64_t, SentPush> push_sent;  // request_id -> SentPush
+  std::unordered_map<uint64_t, TxnShape> written;    // node_seq -> shape, until acknowledged
   uint64_t serial = 0, txns_written = 0, txns_applied = 0, txns_duplicate = 0, txns_rejected = 0;
   uint64_t max_seq_pushed = 0, pushes_resent = 0;
   uint64_t records_applied = 0;
@@ -885,7 +900,7 @@ class RepDriver {
   struct FanoutEntry {
     double ack_s = -1;  // < 0: the writer's ack has not arrived yet
     double sent_s = 0;
-    PhaseStats* stats = nullptr;  // the phase the write was acknowledged in (null: outside a window)
+    PhaseStats* stats = nullptr;     // the phase the write was acknowledged in (null: outside a window)
     std::vector<double> early_live;  // live receipts before the writer's ack was processed
     uint64_t early_pull = 0;
   };
@@ -930,7 +945,7 @@ class RepDriver {
     for (protocol::Message& m : r.client.take_outgoing()) {
       auto frame = std::make_shared<const std::vector<uint8_t>>(codec::encode(m));
       if (const auto* p = std::get_if<protocol::PushTxns>(&m)) {
-        r.push_sent[p->request_id] = mono_s();
+        r.push_sent[p->request_id] = Rep::SentPush{mono_s(), stats_ && stats_->window ? stats_ : nullptr};
         if (!p->txns.empty() && p->txns.front().node_seq <= r.max_seq_pushed) r.pushes_resent++;
         if (!p->txns.empty()) r.max_seq_pushed = std::max(r.max_seq_pushed, p->txns.back().node_seq);
         if (stats_ && stats_->window) {
@@ -946,8 +961,7 @@ class RepDriver {
 
   void write_txns(Rep& r, int n) {
     for (int i = 0; i < n; ++i) {
-      std::vector<Change> changes =
-          make_txn(r.ids, r.territory_id, r.user, o_.changes_per_txn, r.serial++);
+      std::vector<Change> changes = make_txn(r.ids, r.territory_id, r.user, o_.changes_per_txn, r.serial++);
       fieldsync::Result<uint64_t> seq = r.client.write(std::move(changes), wall_ms());
       if (!seq) {
         if (write_errors++ == 0) first_write_error = seq.status().to_string();
@@ -980,13 +994,14 @@ class RepDriver {
   void on_ack(Rep& r, const protocol::PushAck& a, double now) {
     const bool window = stats_ && stats_->window;
     double sent = now;
+    if (window) stats_->pushes_acked++;
     if (auto it = r.push_sent.find(a.request_id); it != r.push_sent.end()) {
-      sent = it->second;
-      r.push_sent.erase(it);
-      if (window) {
-        stats_->pushes_acked++;
-        stats_->push_ack_ms.add((now - sent) * 1000);
+      sent = it->second.sent_s;
+      if (PhaseStats* at = it->second.stats) {
+        at->pushes_answered++;
+        at->push_ack_ms.add((now - sent) * 1000);
       }
+      r.push_sent.erase(it);
     }
     for (const protocol::TxnResult& res : a.results) {
       auto w = r.written.find(res.node_seq);
@@ -1074,7 +1089,8 @@ net::awaitable<void> ack_session(tcp::socket socket, ssl::context& tls, size_t a
   auto [hec] = co_await ws.next_layer().async_handshake(ssl::stream_base::server, kAwait);
   if (hec) co_return;
   beast::get_lowest_layer(ws).expires_never();
-  // The server's WebSocket settings (net_server.cc): idle timeout with keep-alive pings, binary, unfragmented.
+  // The server's WebSocket settings (net_server.cc): idle timeout with keep-alive pings, binary,
+  // unfragmented.
   websocket::stream_base::timeout t;
   t.handshake_timeout = std::chrono::seconds(15);
   t.idle_timeout = std::chrono::seconds(60);
@@ -1210,7 +1226,9 @@ struct Env {
   double baseline_rows_s = std::nan("");
   double ws_msgs_s = std::nan("");
   // For the targets.
-  double sat_changes_s = std::nan(""), sat_txns_s = std::nan(""), paced_fanout_p99 = std::nan(""), sat_fanout_p99 = std::nan("");
+  double sat_fanout_ack_p99 = std::nan(""), paced_fanout_ack_p99 = std::nan("");
+  double sat_changes_s = std::nan(""), sat_txns_s = std::nan(""), paced_fanout_p99 = std::nan(""),
+         sat_fanout_p99 = std::nan("");
   size_t load_reps_live = 0;
   double idle_rss_total_mib = std::nan(""), idle_rss_base_mib = std::nan("");
   size_t idle_sessions = 0;
@@ -1249,9 +1267,9 @@ void phase_ws(Env& env) {
   ChildProcess server;
   std::string err;
   const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
-  if (!server.start({self, "--serve-ack", "--cert", cert, "--key", key, "--ack-bytes",
-                     std::to_string(ack->size())},
-                    env.tmp, "ack-server", err)) {
+  if (!server.start(
+          {self, "--serve-ack", "--cert", cert, "--key", key, "--ack-bytes", std::to_string(ack->size())},
+          env.tmp, "ack-server", err)) {
     env.checks.expect(false, "ws: " + err);
     return;
   }
@@ -1274,15 +1292,16 @@ void phase_ws(Env& env) {
   env.report.add("ws", "connections", st.opened, "conns", std::to_string(st.failed) + " failed");
   env.report.add("ws", "message_bytes", static_cast<double>(push->size()), "bytes",
                  "a real PushTxns of the load's shape; answer " + std::to_string(ack->size()) + " bytes");
-  env.report.add("ws", "messages_per_s", env.ws_msgs_s, "msgs/s", "closed loop, one in flight per connection");
+  env.report.add("ws", "messages_per_s", env.ws_msgs_s, "msgs/s",
+                 "closed loop, one in flight per connection");
   env.report.add("ws", "mb_per_s", static_cast<double>(st.bytes) / secs / 1e6, "MB/s", "request bytes");
   env.report.add("ws", "rtt_p50", st.rtt_ms.pct(50), "ms");
   env.report.add("ws", "rtt_p99", st.rtt_ms.pct(99), "ms");
   env.report.add("ws", "server_cpu", (cpu1 - cpu0) / secs, "cores");
   env.report.add("ws", "load_process_cpu", (lcpu1 - lcpu0) / secs, "cores",
                  "1.0 = the generator's one thread is saturated");
-  env.checks.expect(st.failed == 0 && st.opened == o.reps, "ws: " + std::to_string(st.failed) +
-                                                              " connections to the ack server failed");
+  env.checks.expect(st.failed == 0 && st.opened == o.reps,
+                    "ws: " + std::to_string(st.failed) + " connections to the ack server failed");
   env.checks.expect(st.messages > 0, "ws: no message answered");
 
   if (o.idle > 0) {
@@ -1319,8 +1338,8 @@ struct ServerRun {
 bool start_server(Env& env, const std::string& name, ServerRun& run) {
   const Options& o = env.o;
   run.data_dir = env.tmp + "/" + name + "-data";
-  std::vector<std::string> argv = {o.server_bin, "--dev", "--dev-tokens", "--data-dir", run.data_dir,
-                                   "--listen", "127.0.0.1:0"};
+  std::vector<std::string> argv = {o.server_bin, "--dev",    "--dev-tokens", "--data-dir",
+                                   run.data_dir, "--listen", "127.0.0.1:0"};
   for (const std::string& a : o.server_args) argv.push_back(a);
   std::string err;
   if (!run.proc.start(argv, env.tmp, name + "-server", err)) {
@@ -1334,15 +1353,15 @@ bool start_server(Env& env, const std::string& name, ServerRun& run) {
 // Ends a server run: its exit and what its log says about closed sessions.
 void stop_server(Env& env, const std::string& phase, ServerRun& run, bool died) {
   if (died) {
-    std::string what = "the server died during the phase (" + run.proc.stop() +
-                       "); last log lines: " + run.proc.log_tail();
+    std::string what =
+        "the server died during the phase (" + run.proc.stop() + "); last log lines: " + run.proc.log_tail();
     env.checks.expect(false, phase + ": " + what);
     env.report.add(phase, "server_died", 1, "", what);
     return;
   }
   std::string end = run.proc.stop();
-  progress(phase + ": server " + end + "; session_close reasons in its log: " +
-           describe(run.proc.close_reasons()));
+  progress(phase + ": server " + end +
+           "; session_close reasons in its log: " + describe(run.proc.close_reasons()));
   env.checks.expect(run.proc.exited_cleanly(), phase + ": fieldsync-server " + end + " on SIGTERM");
 }
 
@@ -1360,11 +1379,16 @@ double report_push_phase(Env& env, const std::string& phase, PhaseStats& s, doub
   env.report.add(phase, "accepted_changes_per_s", changes_s, "changes/s", server_args_note(env.o));
   env.report.add(phase, "accepted_txns_per_s", static_cast<double>(s.txns_applied) / secs, "txns/s");
   env.report.add(phase, "accepted_records_per_s", static_cast<double>(s.records_applied) / secs, "records/s");
-  env.report.add(phase, "pushes_acked_per_s", static_cast<double>(s.pushes_acked) / secs, "pushes/s",
-                 s.pushes_sent ? "avg push " + fmt(static_cast<double>(s.push_bytes) / s.pushes_sent, 0) + " B"
-                               : "");
-  env.report.add(phase, "push_to_ack_p50", s.push_ack_ms.pct(50), "ms");
-  env.report.add(phase, "push_to_ack_p99", s.push_ack_ms.pct(99), "ms");
+  env.report.add(
+      phase, "pushes_acked_per_s", static_cast<double>(s.pushes_acked) / secs, "pushes/s",
+      s.pushes_sent ? "avg push " + fmt(static_cast<double>(s.push_bytes) / s.pushes_sent, 0) + " B" : "");
+  const uint64_t unanswered = s.pushes_sent - s.pushes_answered;
+  env.report.add(phase, "push_to_ack_p50", s.push_ack_ms.pct(50), "ms",
+                 "pushes sent in the window, answered by the end of the drain");
+  env.report.add(phase, "push_to_ack_p99", s.push_ack_ms.pct(99), "ms",
+                 unanswered == 0 ? "every push sent in the window was answered"
+                                 : std::to_string(unanswered) + " of " + std::to_string(s.pushes_sent) +
+                                       " pushes sent in the window never answered: a lower bound");
   env.report.add(phase, "fanout_ack_to_live_p50", s.fanout_ack_ms.pct(50), "ms",
                  "writer's ack received -> peer's live batch received");
   env.report.add(phase, "fanout_ack_to_live_p99", s.fanout_ack_ms.pct(99), "ms");
@@ -1372,11 +1396,13 @@ double report_push_phase(Env& env, const std::string& phase, PhaseStats& s, doub
                  "writer's push sent -> peer's live batch received");
   env.report.add(phase, "fanout_push_to_live_p99", s.fanout_push_ms.pct(99), "ms");
   env.report.add(phase, "fanout_live_fraction",
-                 s.fanout_expected ? static_cast<double>(s.fanout_live) / s.fanout_expected : std::nan(""), "",
+                 s.fanout_expected ? static_cast<double>(s.fanout_live) / s.fanout_expected : std::nan(""),
+                 "",
                  std::to_string(s.fanout_live) + " live + " + std::to_string(s.fanout_pull) + " by pull of " +
                      std::to_string(s.fanout_expected) + " expected deliveries");
   env.report.add(phase, "server_cpu", server_cpu, "cores");
-  env.report.add(phase, "load_process_cpu", load_cpu, "cores", "1.0 = the generator's one thread is saturated");
+  env.report.add(phase, "load_process_cpu", load_cpu, "cores",
+                 "1.0 = the generator's one thread is saturated");
   if (std::isfinite(env.baseline_rows_s))
     env.report.add(phase, "accepted_changes_vs_baseline", changes_s / env.baseline_rows_s, "x baseline",
                    "accepted changes/s / bare upsert rows/s");
@@ -1388,8 +1414,8 @@ double report_push_phase(Env& env, const std::string& phase, PhaseStats& s, doub
 
 // One push run: a fresh server, --reps fresh reps connected and live, one window of saturating or paced
 // writes, a bounded drain, then the convergence checks (every written transaction acknowledged, every replica
-// holding its territory's acknowledged records, a head-office bootstrap holding all of them). Each run has its
-// own server so the paced run does not start behind the saturated run's backlog.
+// holding its territory's acknowledged records, a head-office bootstrap holding all of them). Each run has
+// its own server so the paced run does not start behind the saturated run's backlog.
 void load_run(Env& env, const std::string& P, RepDriver::Mode mode, double paced_rate, PhaseStats& stats) {
   const Options& o = env.o;
   ServerRun srv;
@@ -1414,8 +1440,8 @@ void load_run(Env& env, const std::string& P, RepDriver::Mode mode, double paced
   const size_t live = d.open_count();
   env.report.add(P, "reps_live", static_cast<double>(live), "reps",
                  std::to_string(territories) + " territories of " + std::to_string(o.territory_size) +
-                     "; connected and synced in " + fmt(connect_s) + " s; failures: " +
-                     describe(d.connect_failures));
+                     "; connected and synced in " + fmt(connect_s) +
+                     " s; failures: " + describe(d.connect_failures));
   env.report.add(P, "server_rss_per_live_rep", static_cast<double>(rss1 - rss0) / std::max<size_t>(live, 1),
                  "KiB", "VmRSS " + fmt(rss0 / 1024.0) + " -> " + fmt(rss1 / 1024.0) + " MiB");
   env.load_reps_live = live;
@@ -1439,23 +1465,29 @@ void load_run(Env& env, const std::string& P, RepDriver::Mode mode, double paced
     const double drain_s = std::max(30.0, 3 * o.seconds);
     progress(P + ": draining (at most " + fmt(drain_s, 0) + " s)");
     const double d0 = mono_s();
-    drained = loop.run_until([&] { return d.all_settled(); }, drain_s, every);
+    // Drained: every rep answered and caught up, none of them cut off and the server still alive.
+    drained = loop.run_until([&] { return d.all_settled(); }, drain_s, every) && !loop.server_died() &&
+              d.unexpected_closes.empty();
     if (mode == RepDriver::Mode::kPaced)
       env.report.add(P, "offered_txns_per_s", paced_rate, "txns/s",
                      fmt(o.paced_load, 2) + " x the saturated run's accepted rate, Poisson per rep");
     // Reported after the drain: live batches for commits acknowledged inside the window still count.
-    const double changes_s =
-        report_push_phase(env, P, stats, (scpu1 - scpu0) / stats.seconds(), (lcpu1 - lcpu0) / stats.seconds());
+    const double changes_s = report_push_phase(env, P, stats, (scpu1 - scpu0) / stats.seconds(),
+                                               (lcpu1 - lcpu0) / stats.seconds());
     if (mode == RepDriver::Mode::kSaturate) {
       env.sat_changes_s = changes_s;
       env.sat_txns_s = static_cast<double>(stats.txns_applied) / stats.seconds();
-      env.sat_fanout_p99 = stats.fanout_ack_ms.pct(99);
+      env.sat_fanout_p99 = stats.fanout_push_ms.pct(99);
+      env.sat_fanout_ack_p99 = stats.fanout_ack_ms.pct(99);
     } else {
-      env.paced_fanout_p99 = stats.fanout_ack_ms.pct(99);
+      env.paced_fanout_p99 = stats.fanout_push_ms.pct(99);
+      env.paced_fanout_ack_p99 = stats.fanout_ack_ms.pct(99);
     }
     env.report.add(P, "drain", drained ? mono_s() - d0 : std::nan(""), "s",
                    drained ? "every rep acknowledged and caught up after the window"
-                           : "NOT drained within " + fmt(drain_s, 0) + " s: the server is still behind");
+                   : loop.server_died() || !d.unexpected_closes.empty()
+                       ? "NOT drained: sessions were cut off or the server died (see below)"
+                       : "NOT drained within " + fmt(drain_s, 0) + " s: the server is still behind");
   }
 
   // Convergence.
@@ -1470,9 +1502,9 @@ void load_run(Env& env, const std::string& P, RepDriver::Mode mode, double paced
   }
   auto diverged = [&] {
     size_t n = 0;
-    for (auto& r : d.reps())
-      if (r->writer && r->link == Rep::Link::kOpen &&
-          r->store.records().size() != d.territory_records(r->territory))
+    for (auto& r : d.reps())  // a rep that lost its session cannot have converged
+      if (r->writer &&
+          (r->link != Rep::Link::kOpen || r->store.records().size() != d.territory_records(r->territory)))
         ++n;
     return n;
   };
@@ -1510,15 +1542,16 @@ void load_run(Env& env, const std::string& P, RepDriver::Mode mode, double paced
                         std::to_string(d.write_errors) + " local write errors (" + d.first_write_error +
                         "), client errors: " + describe(d.client_errors));
   env.checks.expect(d.unexpected_closes.empty(), P + ": sessions dropped: " + describe(d.unexpected_closes));
-  if (!d.unexpected_closes.empty()) env.report.add(P, "sessions_dropped", 0, "", describe(d.unexpected_closes));
+  if (!d.unexpected_closes.empty())
+    env.report.add(P, "sessions_dropped", 0, "", describe(d.unexpected_closes));
 
   // What head office sees: a full bootstrap from the same server.
   if (drained && !loop.server_died()) {
     Rep& hq = d.add(-1, "hq", "dev:hq:head_office:", false);
     d.connect(hq);
     loop.run_until(
-        [&] { return hq.link == Rep::Link::kClosed || (hq.link == Rep::Link::kOpen && hq.client.idle()); }, 120,
-        every);
+        [&] { return hq.link == Rep::Link::kClosed || (hq.link == Rep::Link::kOpen && hq.client.idle()); },
+        120, every);
     const size_t hq_records = hq.store.records().size();
     env.report.add(P, "head_office_records", static_cast<double>(hq_records), "records",
                    std::to_string(d.total_records()) + " acknowledged");
@@ -1526,9 +1559,8 @@ void load_run(Env& env, const std::string& P, RepDriver::Mode mode, double paced
                       P + ": head office bootstrap holds " + std::to_string(hq_records) + " records, " +
                           std::to_string(d.total_records()) + " were acknowledged");
   }
-  const long rss2 = proc_status_kib(srv.proc.pid(), "VmRSS");
-  env.report.add(P, "server_rss_after", rss2 / 1024.0, "MiB");
   const bool died = loop.server_died() || !srv.proc.alive();
+  if (!died) env.report.add(P, "server_rss_after", proc_status_kib(srv.proc.pid(), "VmRSS") / 1024.0, "MiB");
   d.close_all();
   loop.run_until([&] { return loop.running == 0; }, 60);
   stop_server(env, P, srv, died);
@@ -1583,8 +1615,8 @@ void phase_idle(Env& env) {
   env.checks.expect(open1 == static_cast<size_t>(o.idle),
                     P + ": " + std::to_string(open1) + " of " + std::to_string(o.idle) +
                         " idle sessions synced (failures: " + describe(d.connect_failures) + ")");
-  env.checks.expect(open2 == open1, P + ": " + std::to_string(open1 - open2) + " idle sessions dropped: " +
-                                        describe(d.unexpected_closes));
+  env.checks.expect(open2 == open1, P + ": " + std::to_string(open1 - open2) +
+                                        " idle sessions dropped: " + describe(d.unexpected_closes));
   env.checks.expect(d.client_errors.empty(), P + ": client errors: " + describe(d.client_errors));
   env.idle_rss_total_mib = std::max(rss1, rss2) / 1024.0;
   env.idle_rss_base_mib = rss0 / 1024.0;
@@ -1617,7 +1649,8 @@ int main(int argc, char** argv) {
   }
   signal(SIGPIPE, SIG_IGN);
   if (o.server_bin.empty())
-    o.server_bin = (std::filesystem::read_symlink("/proc/self/exe").parent_path() / "fieldsync-server").string();
+    o.server_bin =
+        (std::filesystem::read_symlink("/proc/self/exe").parent_path() / "fieldsync-server").string();
   std::string tmpl = o.tmp_dir + "/fieldsync-load-XXXXXX";
   std::vector<char> buf(tmpl.begin(), tmpl.end());
   buf.push_back('\0');
@@ -1638,14 +1671,16 @@ int main(int argc, char** argv) {
     const double r = env.sat_changes_s / env.baseline_rows_s;
     env.report.add("target", "accepted_changes_ge_0.30_baseline", r, "x baseline", verdict(r >= 0.30));
   }
-  if (std::isfinite(env.paced_fanout_p99))
-    env.report.add("target", "fanout_p99_lt_100ms_paced", env.paced_fanout_p99, "ms",
-                   verdict(env.paced_fanout_p99 < 100) + " at " + std::to_string(env.load_reps_live) +
-                       " connected reps, paced load");
-  if (std::isfinite(env.sat_fanout_p99))
-    env.report.add("target", "fanout_p99_lt_100ms_saturated", env.sat_fanout_p99, "ms",
-                   verdict(env.sat_fanout_p99 < 100) + " at " + std::to_string(env.load_reps_live) +
-                       " connected reps, saturated");
+  // Fan-out is judged on push sent -> peer's live batch: the commit lies between the push and its ack, and
+  // the ack alone is no proxy (the server sends it together with the live batches, after building them).
+  auto fanout_target = [&](const char* name, double p99, double ack_p99, const char* load) {
+    if (!std::isfinite(p99)) return;
+    env.report.add("target", name, p99, "ms",
+                   verdict(p99 < 100) + " (push->live p99, an upper bound; ack->live p99 " + fmt(ack_p99) +
+                       " ms) at " + std::to_string(env.load_reps_live) + " connected reps, " + load);
+  };
+  fanout_target("fanout_p99_lt_100ms_paced", env.paced_fanout_p99, env.paced_fanout_ack_p99, "paced load");
+  fanout_target("fanout_p99_lt_100ms_saturated", env.sat_fanout_p99, env.sat_fanout_ack_p99, "saturated");
   if (std::isfinite(env.idle_rss_total_mib) && env.idle_sessions >= 10000) {
     env.report.add("target", "idle_10k_sessions_lt_1GiB", env.idle_rss_total_mib, "MiB",
                    verdict(env.idle_rss_total_mib < 1024) + " (" + std::to_string(env.idle_sessions) +
@@ -1654,8 +1689,9 @@ int main(int argc, char** argv) {
     // Fewer sessions than the target's 10,000: the same per-session cost, extrapolated (labelled so).
     const double projected = env.idle_rss_base_mib + (env.idle_rss_total_mib - env.idle_rss_base_mib) /
                                                          static_cast<double>(env.idle_sessions) * 10000;
-    env.report.add("target", "idle_10k_sessions_lt_1GiB", projected, "MiB",
-                   "PROJECTED from " + std::to_string(env.idle_sessions) + " sessions, not measured at 10,000");
+    env.report.add(
+        "target", "idle_10k_sessions_lt_1GiB", projected, "MiB",
+        "PROJECTED from " + std::to_string(env.idle_sessions) + " sessions, not measured at 10,000");
   }
   env.report.print();
   for (const std::string& f : env.checks.failures()) std::cerr << "CHECK FAILED: " << f << "\n";

@@ -1,8 +1,8 @@
 // The baseline every figure in docs/PERFORMANCE.md is divided by: a bare SQLite batched upsert of ~200-byte
 // rows with time-ordered text keys, 1,000 rows per transaction, WAL with synchronous=NORMAL, into a file on
 // disk. It is measured in the same run as the benchmark it normalises, because these machines are noisy.
-// Google Benchmark binaries wrap it as BM_BaselineSqliteBatchedUpsert (baseline_bench.cc); plain tools such as
-// fieldsync-bench-load call measure_rows_per_s().
+// Google Benchmark binaries wrap it as BM_BaselineSqliteBatchedUpsert (baseline_bench.cc); plain tools such
+// as fieldsync-bench-load call measure_rows_per_s().
 #pragma once
 
 #include <cstdint>
