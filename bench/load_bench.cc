@@ -6,16 +6,15 @@
 // real fieldsync-server binary in its own process (--dev --dev-tokens on a temporary data directory), so its
 // memory can be read alone from /proc/PID/status.
 //
-// Phases (--only picks some):
+// Phases (--only picks some); every server below is a fresh process:
 //   baseline  the bare SQLite batched upsert (sqlite_baseline.h), the denominator of every ratio
-//   ws        the bare transport: a minimal Beast TLS WebSocket ack server (this binary, --serve-ack, same
-//   TLS
-//             and WebSocket settings as the server) answering push-sized messages with ack-sized ones, closed
+//   ws        the bare transport: a minimal Beast TLS WebSocket ack server (this binary, --serve-ack, the
+//             server's TLS and WebSocket settings) answering push-sized messages with ack-sized ones, closed
 //             loop over as many connections as reps; plus the memory of idle bare sessions
-//   load      N reps in territories of --territory-size: a saturating closed-loop push phase (every ack is
-//             answered with --txns-per-rep new transactions), then a paced phase at --paced-load of the
-//             saturated rate; push-to-ack and fan-out latencies; convergence of every replica and of a head
-//             office bootstrap with what was acknowledged
+//   load      N reps in territories of --territory-size, twice: a saturating closed loop (every ack answered
+//             with --txns-per-rep new transactions), then, on a fresh server, paced writes at --paced-load of
+//             the saturated rate; push-to-ack and fan-out latencies; convergence of every replica and of a
+//             head-office bootstrap with what was acknowledged
 //   idle      --idle sessions that handshake, bootstrap, go live and stay idle: server memory per session
 //
 // Benchmarks measure; --check turns the run into a behaviour test (the smoke ctest): it fails when a push is
@@ -1240,7 +1239,7 @@ void phase_baseline(Env& env) {
   fieldsync::bench::BatchedUpsertBaseline b(env.tmp);
   env.baseline_rows_s = b.measure_rows_per_s(seconds);
   env.report.add("baseline", "sqlite_batched_upsert", env.baseline_rows_s, "rows/s",
-                 "1,000 rows/txn, WAL, synchronous=NORMAL (BM_BaselineSqliteBatchedUpsert)");
+                 "wall time; 1,000 rows/txn, WAL, synchronous=NORMAL (BM_BaselineSqliteBatchedUpsert)");
   env.checks.expect(env.baseline_rows_s > 0, "baseline measured no rows");
 }
 
