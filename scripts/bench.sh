@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # Runs a benchmark binary and prints every benchmark's rate as a ratio to the SQLite baseline measured in the
 # same run (docs/PERFORMANCE.md). Usage: scripts/bench.sh [binary-name] [extra google-benchmark flags...]
+# fieldsync-bench-load is a plain load generator (not Google Benchmark) that prints its own table and ratios:
+# scripts/bench.sh fieldsync-bench-load [its flags, see --help] builds it with fieldsync-server and runs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-fieldsync-bench-core}
 shift || true
+if [ "$bin" = fieldsync-bench-load ]; then
+  ./scripts/build.sh release --target fieldsync-bench-load fieldsync-server >/dev/null
+  exec build/bin/fieldsync-bench-load "$@"
+fi
 ./scripts/build.sh release --target "$bin" >/dev/null
 out=$(mktemp)
 "build/bin/$bin" --benchmark_format=json --benchmark_repetitions=3 --benchmark_report_aggregates_only=true "$@" >"$out"
