@@ -68,8 +68,66 @@ void SyncServer::on_connect(SessionId session, int64_t) {
 }
 
 void SyncServer::on_disconnect(SessionId session) {
+  if (auto it = sessions_.find(session); it != sessions_.end() && it->second.authenticated)
+    index_session(session, it->second, false);
   sessions_.erase(session);
   closing_.erase(session);
+}
+
+void SyncServer::index_session(SessionId id, const Session& s, bool add) {
+  auto update = [&](std::set<SessionId>& set) {
+    if (add) {
+      set.insert(id);
+    } else {
+      set.erase(id);
+    }
+  };
+  const Principal& p = s.principal;
+  if (p.role == schema::Role::kHeadOffice) return update(sees_all_);
+  for (const std::string& t : p.territories) update(by_territory_[t]);
+  update(by_owner_[p.user]);
+  if (p.role >= schema::Role::kManager)
+    for (const UserId& member : p.team) update(by_owner_[member]);
+  update(by_user_[p.user]);
+  if (!add) {  // keep the maps from growing with every user that ever connected
+    for (const std::string& t : p.territories)
+      if (by_territory_[t].empty()) by_territory_.erase(t);
+    if (by_owner_[p.user].empty()) by_owner_.erase(p.user);
+    for (const UserId& member : p.team)
+      if (auto it = by_owner_.find(member); it != by_owner_.end() && it->second.empty()) by_owner_.erase(it);
+    if (by_user_[p.user].empty()) by_user_.erase(p.user);
+  }
+}
+
+SyncServer::Interested SyncServer::interested_in(const ResolvedRange& range) const {
+  Interested out;
+  out.sessions = sees_all_;
+  auto add = [&](const auto& index, const std::string& key) {
+    if (auto it = index.find(key); it != index.end())
+      out.sessions.insert(it->second.begin(), it->second.end());
+  };
+  for (const auto& [key, scope] : range.scopes) {
+    switch (scope.kind) {
+      case ScopeKey::Kind::kGlobal:
+        out.everyone = true;
+        break;
+      case ScopeKey::Kind::kTerritory:
+        add(by_territory_, scope.value);
+        break;
+      case ScopeKey::Kind::kOwner:
+        add(by_owner_, scope.value);
+        break;
+      case ScopeKey::Kind::kUnresolved:
+        break;  // head office only
+    }
+  }
+  for (const ConflictRecord& c : range.conflicts) {
+    add(by_user_, c.winner.user);
+    add(by_user_, c.loser.user);
+  }
+  for (const ServerTxn& t : range.txns)
+    if (!t.moves.empty()) out.everyone = true;  // who could see a moved record before is judged per session
+  return out;
 }
 
 std::vector<SyncServer::Outgoing> SyncServer::take_outgoing() {
@@ -172,6 +230,7 @@ void SyncServer::handle_hello(SessionId id, Session& s, const protocol::Hello& m
   s.node = m.node;
   s.live = false;
   s.sent_cursor = s.scanned_cursor = m.cursor;
+  index_session(id, s, true);
 
   protocol::Welcome w;
   w.schema_version = schema::kSchemaVersion;
@@ -462,14 +521,25 @@ void SyncServer::wake_live_sessions(SessionId) {
   // read and one scope resolution per touched record serve all sessions at that position, and each session
   // then only filters by its principal. A session the new commits do not concern just moves its
   // scanned_cursor, so it never reads them again.
-  std::map<uint64_t, ResolvedRange> ranges;
+  std::map<uint64_t, std::pair<ResolvedRange, Interested>> ranges;
   for (auto& [id, s] : sessions_) {
     if (!s.authenticated || !s.live || closing_.count(id) || s.scanned_cursor >= head) continue;
-    auto range = ranges.find(s.scanned_cursor);
-    if (range == ranges.end())
-      range =
-          ranges.emplace(s.scanned_cursor, resolve_range(s.scanned_cursor, tuning::kMaxChangesPerPull)).first;
-    protocol::ChangeBatch batch = batch_for(s, range->second, 0);
+    auto it = ranges.find(s.scanned_cursor);
+    if (it == ranges.end()) {
+      ResolvedRange range = resolve_range(s.scanned_cursor, tuning::kMaxChangesPerPull);
+      Interested who = interested_in(range);
+      it = ranges.emplace(s.scanned_cursor, std::make_pair(std::move(range), std::move(who))).first;
+    }
+    const auto& [range, who] = it->second;
+    protocol::ChangeBatch batch;
+    if (who.everyone || who.sessions.count(id)) {
+      batch = batch_for(s, range, 0);
+    } else {  // nothing in the range for this session: what batch_for would find, without looking
+      batch.from_cursor = range.from;
+      batch.to_cursor = range.to;
+      batch.has_more = range.has_more;
+      batch.server_hlc = clock_.last();
+    }
     const bool empty =
         batch.txns.empty() && batch.conflicts.empty() && batch.records.empty() && batch.purges.empty();
     if (empty && !batch.has_more) {
