@@ -65,6 +65,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "fieldsync/client/tls_stream.h"
 #include "fieldsync/server/tls.h"
 #include "fieldsync/sync/client.h"
 #include "fieldsync/sync/codec.h"
@@ -82,7 +83,8 @@ namespace websocket = beast::websocket;
 namespace net = boost::asio;
 namespace ssl = net::ssl;
 using tcp = net::ip::tcp;
-using Ws = websocket::stream<beast::ssl_stream<beast::tcp_stream>>;
+// The server's stream (net_server.cc): TLS through fieldsync::net::TlsStream, no permessage-deflate.
+using Ws = websocket::stream<fieldsync::net::TlsStream, /*deflateSupported=*/false>;
 using Bytes = std::shared_ptr<const std::vector<uint8_t>>;
 using Clock = std::chrono::steady_clock;
 constexpr auto kAwait = net::as_tuple(net::use_awaitable);
@@ -633,8 +635,8 @@ class Conn : public std::enable_shared_from_this<Conn> {
     if (cec) co_return "connect: " + cec.message();
     beast::error_code ignored;
     s.socket().set_option(tcp::no_delay(true), ignored);
-    ws.next_layer().set_verify_mode(ssl::verify_peer);
-    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ws.next_layer().native_handle()), "127.0.0.1");
+    ws.next_layer().next_layer().set_verify_mode(ssl::verify_peer);
+    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ws.next_layer().next_layer().native_handle()), "127.0.0.1");
     auto [hec] = co_await ws.next_layer().async_handshake(ssl::stream_base::client, kAwait);
     if (hec) co_return "tls_handshake: " + hec.message();
     s.expires_never();

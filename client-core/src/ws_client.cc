@@ -25,6 +25,7 @@
 #include <random>
 #include <thread>
 
+#include "fieldsync/client/tls_stream.h"
 #include "fieldsync/sync/tuning.h"
 
 namespace fieldsync::client {
@@ -34,7 +35,8 @@ namespace websocket = beast::websocket;
 namespace net = boost::asio;
 namespace ssl = net::ssl;
 using tcp = net::ip::tcp;
-using Ws = websocket::stream<beast::ssl_stream<beast::tcp_stream>>;
+// No permessage-deflate (compression under TLS leaks secrets, CRIME-style), so none of its code is built.
+using Ws = websocket::stream<fieldsync::net::TlsStream, /*deflateSupported=*/false>;
 constexpr auto kAwait = net::as_tuple(net::use_awaitable);
 
 std::string_view to_string(WsError e) {
@@ -159,18 +161,20 @@ WsStatus from_ec(WsError kind, const std::string& stage, const boost::system::er
 }
 
 // Resolve, connect, TLS (with verification or pin). Every stage bounded by the timeout.
-net::awaitable<WsStatus> open_tls(beast::ssl_stream<beast::tcp_stream>& tls, const Url& url,
-                                  const WsClientOptions& o, const std::string& pin) {
+net::awaitable<WsStatus> open_tls(fieldsync::net::TlsStream& stream, const Url& url, const WsClientOptions& o,
+                                  const std::string& pin) {
   auto ex = co_await net::this_coro::executor;
   auto timeout = std::chrono::milliseconds(o.connect_timeout_ms);
   tcp::resolver resolver(ex);
   auto [rec, results] = co_await resolver.async_resolve(url.host, url.port, kAwait);
   if (rec) co_return from_ec(WsError::kResolve, "looking up " + url.host, rec);
-  beast::tcp_stream& stream = beast::get_lowest_layer(tls);
-  stream.expires_after(timeout);
-  auto [cec, ep] = co_await stream.async_connect(results, kAwait);
+  beast::tcp_stream& tcp_stream = beast::get_lowest_layer(stream);
+  tcp_stream.expires_after(timeout);
+  auto [cec, ep] = co_await tcp_stream.async_connect(results, kAwait);
   if (cec) co_return from_ec(WsError::kConnect, "TCP to " + url.host + ":" + url.port, cec);
-  stream.socket().set_option(tcp::no_delay(true));
+  tcp_stream.socket().set_option(tcp::no_delay(true));
+
+  auto& tls = stream.next_layer();
 
   SSL* ssl_handle = tls.native_handle();
   boost::system::error_code aec;
@@ -188,8 +192,8 @@ net::awaitable<WsStatus> open_tls(beast::ssl_stream<beast::tcp_stream>& tls, con
   } else {
     tls.set_verify_mode(ssl::verify_none);  // the pin below is the whole check
   }
-  stream.expires_after(timeout);
-  auto [hec] = co_await tls.async_handshake(ssl::stream_base::client, kAwait);
+  tcp_stream.expires_after(timeout);
+  auto [hec] = co_await stream.async_handshake(ssl::stream_base::client, kAwait);
   if (hec) {
     long vr = SSL_get_verify_result(ssl_handle);
     if (verify_chain && vr != X509_V_OK)
@@ -261,7 +265,7 @@ LoginReply login(const WsClientOptions& options, const std::string& user, const 
   if (WsStatus s = normalise_pin(options.pin_sha256, pin); !s.ok()) return reply.transport = s, reply;
   if (WsStatus s = make_context(options, tls); !s.ok()) return reply.transport = s, reply;
   net::io_context ioc;
-  beast::ssl_stream<beast::tcp_stream> stream(ioc, *tls);
+  fieldsync::net::TlsStream stream(ioc, *tls);
   namespace http = beast::http;
   http::response<http::string_body> res;
   auto exchange = [&]() -> net::awaitable<WsStatus> {

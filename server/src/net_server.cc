@@ -27,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "fieldsync/client/tls_stream.h"
 #include "fieldsync/server/metrics.h"
 #include "fieldsync/server/sync_service.h"
 
@@ -39,7 +40,8 @@ namespace net = boost::asio;
 namespace ssl = net::ssl;
 using tcp = net::ip::tcp;
 using Strand = net::strand<net::io_context::executor_type>;
-using WsStream = websocket::stream<beast::ssl_stream<beast::tcp_stream>>;
+// No permessage-deflate (compression under TLS leaks secrets, CRIME-style), so none of its code is built.
+using WsStream = websocket::stream<fieldsync::net::TlsStream, /*deflateSupported=*/false>;
 
 namespace {
 
