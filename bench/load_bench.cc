@@ -128,7 +128,7 @@ usage: fieldsync-bench-load [options]
   --idle-hold S         how long idle sessions are held before memory is read again (default 5, at most --seconds)
   --connect-concurrency N  TLS handshakes in flight at once (default 200)
   --server-bin PATH     fieldsync-server to run (default: next to this binary)
-  --server-arg ARG      extra argument for fieldsync-server (repeatable), e.g. --server-arg=--group-commit
+  --server-arg ARG      extra argument for fieldsync-server (repeatable), e.g. --server-arg=--group-commit=off
   --only LIST           comma-separated phases: baseline,ws,load,idle (default: all)
   --tmp-dir DIR         where the temporary data directories go; same file system as the baseline (default /tmp)
   --keep-tmp            keep the temporary directory (server data and logs) and print its path
