@@ -13,8 +13,8 @@ TlsStream::TlsStream(boost::asio::ip::tcp::socket&& socket, boost::asio::ssl::co
     : tls_(std::move(socket), ctx) {}
 
 // Asio's SSL operations post to their handler's executor with blocking.never, which Boost 1.81's
-// any_completion_executor (the executor of an erased handler) does not offer: every operation completes on the
-// stream's own executor instead (tls_stream.h).
+// any_completion_executor (the executor of an erased handler) does not offer: every operation completes on
+// the stream's own executor instead (tls_stream.h).
 template <class Erased>
 auto on_stream(TlsStream::executor_type ex, Erased&& h) {
   return boost::asio::bind_executor(std::move(ex), std::forward<Erased>(h));
@@ -24,7 +24,7 @@ void TlsStream::start_read(boost::asio::mutable_buffer b, IoHandler h) {
   tls_.async_read_some(b, on_stream(get_executor(), std::move(h)));
 }
 
-void TlsStream::start_write(boost::asio::const_buffer b, IoHandler h) {
+void TlsStream::start_write(const WriteBuffers& b, IoHandler h) {
   tls_.async_write_some(b, on_stream(get_executor(), std::move(h)));
 }
 

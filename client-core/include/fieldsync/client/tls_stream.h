@@ -12,12 +12,15 @@
 // on the server, the single-threaded io_context in the clients.
 //
 // The cost is one small allocation per read or write (the erased handler, through the handler's own
-// allocator). A read or write uses the first non-empty buffer of its sequence, which is what Asio's SSL
-// stream does itself; `_some` operations may always transfer less than asked.
+// allocator). A read uses the first non-empty buffer of its sequence, which is what Asio's SSL stream does
+// itself. A write keeps up to kMaxWriteBuffers buffers (a WebSocket frame is its header and its payload):
+// ssl_stream joins them into one TLS record, and a frame's header sent alone would cost a record and a
+// syscall of its own. `_some` operations may always transfer less than asked.
 //
 // Internal to the transports (ws_client.cc, the server's net_server.cc, bench/): not part of the device API.
 #pragma once
 
+#include <array>
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/async_result.hpp>
@@ -41,7 +44,8 @@ class TlsStream {
   using Handler = boost::asio::any_completion_handler<void(boost::system::error_code)>;
 
   TlsStream(executor_type ex, boost::asio::ssl::context& ctx);
-  TlsStream(boost::asio::io_context& ioc, boost::asio::ssl::context& ctx) : TlsStream(ioc.get_executor(), ctx) {}
+  TlsStream(boost::asio::io_context& ioc, boost::asio::ssl::context& ctx)
+      : TlsStream(ioc.get_executor(), ctx) {}
   TlsStream(boost::asio::ip::tcp::socket&& socket, boost::asio::ssl::context& ctx);
 
   executor_type get_executor() noexcept { return tls_.get_executor(); }
@@ -55,11 +59,20 @@ class TlsStream {
         first_mutable(buffers));
   }
 
+  // The buffers of one write, as a buffer sequence of a single type.
+  static constexpr std::size_t kMaxWriteBuffers = 16;
+  struct WriteBuffers {
+    std::array<boost::asio::const_buffer, kMaxWriteBuffers> items;
+    std::size_t count = 0;
+    const boost::asio::const_buffer* begin() const noexcept { return items.data(); }
+    const boost::asio::const_buffer* end() const noexcept { return items.data() + count; }
+  };
+
   template <class ConstBufferSequence, class Token>
   auto async_write_some(const ConstBufferSequence& buffers, Token&& token) {
     return boost::asio::async_initiate<Token, void(boost::system::error_code, std::size_t)>(
-        [this](IoHandler h, boost::asio::const_buffer b) { start_write(b, std::move(h)); }, token,
-        first_const(buffers));
+        [this](IoHandler h, const WriteBuffers& b) { start_write(b, std::move(h)); }, token,
+        collect(buffers));
   }
 
   template <class Token>
@@ -75,21 +88,22 @@ class TlsStream {
  private:
   template <class Buffers>
   static boost::asio::mutable_buffer first_mutable(const Buffers& buffers) {
-    for (auto it = boost::asio::buffer_sequence_begin(buffers); it != boost::asio::buffer_sequence_end(buffers);
-         ++it)
+    for (auto it = boost::asio::buffer_sequence_begin(buffers);
+         it != boost::asio::buffer_sequence_end(buffers); ++it)
       if (boost::asio::mutable_buffer b(*it); b.size() != 0) return b;
     return {};
   }
   template <class Buffers>
-  static boost::asio::const_buffer first_const(const Buffers& buffers) {
-    for (auto it = boost::asio::buffer_sequence_begin(buffers); it != boost::asio::buffer_sequence_end(buffers);
-         ++it)
-      if (boost::asio::const_buffer b(*it); b.size() != 0) return b;
-    return {};
+  static WriteBuffers collect(const Buffers& buffers) {
+    WriteBuffers out;
+    for (auto it = boost::asio::buffer_sequence_begin(buffers);
+         it != boost::asio::buffer_sequence_end(buffers) && out.count < kMaxWriteBuffers; ++it)
+      if (boost::asio::const_buffer b(*it); b.size() != 0) out.items[out.count++] = b;
+    return out;
   }
 
   void start_read(boost::asio::mutable_buffer b, IoHandler h);
-  void start_write(boost::asio::const_buffer b, IoHandler h);
+  void start_write(const WriteBuffers& b, IoHandler h);
   void start_handshake(boost::asio::ssl::stream_base::handshake_type type, Handler h);
 
   next_layer_type tls_;
