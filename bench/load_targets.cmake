@@ -16,4 +16,9 @@ add_executable(fieldsync-bench-load ${CMAKE_CURRENT_LIST_DIR}/load_bench.cc)
 target_link_libraries(fieldsync-bench-load PRIVATE fieldsync_bench_baseline fieldsync_server fieldsync_sync fieldsync_tls_stream
                                                    Boost::headers Boost::json OpenSSL::SSL Threads::Threads)
 fieldsync_warnings(fieldsync-bench-load)
+if(FIELDSYNC_SANITIZE)
+  # There it only drives load_bench_smoke against the sanitized server: -O0 compiles it twice as fast
+  # (78 s against 156 s).
+  target_compile_options(fieldsync-bench-load PRIVATE -O0)
+endif()
 add_dependencies(fieldsync-bench-load fieldsync-server)
