@@ -83,8 +83,7 @@ namespace websocket = beast::websocket;
 namespace net = boost::asio;
 namespace ssl = net::ssl;
 using tcp = net::ip::tcp;
-// The server's stream (net_server.cc): TLS through fieldsync::net::TlsStream, no permessage-deflate.
-using Ws = websocket::stream<fieldsync::net::TlsStream, /*deflateSupported=*/false>;
+using Ws = fieldsync::net::WebSocketStream;
 using Bytes = std::shared_ptr<const std::vector<uint8_t>>;
 using Clock = std::chrono::steady_clock;
 constexpr auto kAwait = net::as_tuple(net::use_awaitable);

@@ -35,8 +35,7 @@ namespace websocket = beast::websocket;
 namespace net = boost::asio;
 namespace ssl = net::ssl;
 using tcp = net::ip::tcp;
-// No permessage-deflate (compression under TLS leaks secrets, CRIME-style), so none of its code is built.
-using Ws = websocket::stream<fieldsync::net::TlsStream, /*deflateSupported=*/false>;
+using Ws = fieldsync::net::WebSocketStream;
 constexpr auto kAwait = net::as_tuple(net::use_awaitable);
 
 std::string_view to_string(WsError e) {

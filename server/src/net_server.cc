@@ -40,8 +40,7 @@ namespace net = boost::asio;
 namespace ssl = net::ssl;
 using tcp = net::ip::tcp;
 using Strand = net::strand<net::io_context::executor_type>;
-// No permessage-deflate (compression under TLS leaks secrets, CRIME-style), so none of its code is built.
-using WsStream = websocket::stream<fieldsync::net::TlsStream, /*deflateSupported=*/false>;
+using WsStream = fieldsync::net::WebSocketStream;
 
 namespace {
 

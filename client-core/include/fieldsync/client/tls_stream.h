@@ -30,6 +30,7 @@
 #include <boost/beast/core/role.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
+#include <boost/beast/websocket/stream_fwd.hpp>
 #include <boost/system/error_code.hpp>
 #include <cstddef>
 #include <utility>
@@ -108,6 +109,10 @@ class TlsStream {
 
   next_layer_type tls_;
 };
+
+// The WebSocket stream of both ends and the load generator. No permessage-deflate: compression under TLS
+// leaks secrets (CRIME-style), and none of its code is built.
+using WebSocketStream = boost::beast::websocket::stream<TlsStream, /*deflateSupported=*/false>;
 
 // Found by argument-dependent lookup from websocket::stream's close and destruction paths.
 void teardown(boost::beast::role_type role, TlsStream& stream, boost::system::error_code& ec);
