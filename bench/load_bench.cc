@@ -1169,16 +1169,22 @@ struct WsStats {
   int opened = 0, failed = 0;
 };
 
-net::awaitable<void> ws_closed_loop(Loop& loop, WsStats& st, Bytes message) {
-  auto c = std::make_shared<Conn>(loop.ioc(), loop.tls());
-  std::string err = co_await c->open(loop.endpoint());
+// Opens one bare-transport connection and counts it; a failed one also leaves the loop's running count.
+net::awaitable<bool> open_counted(Loop& loop, Conn& c, WsStats& st) {
+  std::string err = co_await c.open(loop.endpoint());
   loop.connect_done();
   if (!err.empty()) {
     st.failed++;
     --loop.running;
-    co_return;
+    co_return false;
   }
   st.opened++;
+  co_return true;
+}
+
+net::awaitable<void> ws_closed_loop(Loop& loop, WsStats& st, Bytes message) {
+  auto c = std::make_shared<Conn>(loop.ioc(), loop.tls());
+  if (!co_await open_counted(loop, *c, st)) co_return;
   while (!st.stop) {
     const double t = mono_s();
     auto [wec, wn] = co_await c->ws.async_write(net::buffer(*message), kAwait);
@@ -1199,14 +1205,7 @@ net::awaitable<void> ws_closed_loop(Loop& loop, WsStats& st, Bytes message) {
 net::awaitable<void> ws_idle(Loop& loop, std::vector<std::shared_ptr<Conn>>& conns, WsStats& st) {
   auto c = std::make_shared<Conn>(loop.ioc(), loop.tls());
   conns.push_back(c);
-  std::string err = co_await c->open(loop.endpoint());
-  loop.connect_done();
-  if (!err.empty()) {
-    st.failed++;
-    --loop.running;
-    co_return;
-  }
-  st.opened++;
+  if (!co_await open_counted(loop, *c, st)) co_return;
   for (;;) {  // the reads answer the server's pings
     auto [ec, n] = co_await c->ws.async_read(c->buffer, kAwait);
     if (ec) break;
