@@ -564,5 +564,111 @@ TEST(ClientServer, BootstrapDropsOwnRecordsThatLeftScope) {
   EXPECT_EQ(alice.store.records().count(RecordKey{EntityId::kAccount, acct}), 0u);
 }
 
+// The pulls a device sent and the batches it got, from its session's traffic.
+struct PullTrace {
+  int pulls = 0;
+  std::vector<protocol::ChangeBatch> batches;
+};
+
+// Connects `d` and delivers everything by hand, counting its pulls.
+PullTrace connect_counting_pulls(World& w, Device& d) {
+  PullTrace trace;
+  d.session = w.next_session++;
+  w.server->on_connect(d.session, w.now);
+  d.client->on_connected(w.now);
+  for (int round = 0; round < 1000; ++round) {
+    bool moved = false;
+    for (protocol::Message& m : d.client->take_outgoing()) {
+      moved = true;
+      if (std::holds_alternative<protocol::PullRequest>(m)) ++trace.pulls;
+      w.server->on_message(d.session, m, w.now);
+    }
+    for (SyncServer::Outgoing& o : w.server->take_outgoing()) {
+      moved = true;
+      if (o.session != d.session) continue;
+      if (const auto* b = std::get_if<protocol::ChangeBatch>(&o.message)) trace.batches.push_back(*b);
+      d.client->on_message(o.message, w.now);
+    }
+    if (!moved) break;
+  }
+  return trace;
+}
+
+// A rep in one territory of many catches up on its own part of the log: the pull does not page through
+// everybody else's transactions (the log is indexed by scope), and what it gets is exactly what concerns it.
+TEST(ClientServer, CatchUpPullReadsOnlyTheDevicesPartOfTheLog) {
+  World w;
+  Device& alice = w.add(11, "alice");
+  Device& bob = w.add(12, "bob");
+  Device& carol = w.add(13, "carol");
+  alice.config.pull_max_changes = 20;
+  alice.restart();
+  w.connect(alice);
+  ASSERT_TRUE(alice.client->idle());
+  w.disconnect(alice);
+
+  // 200 transactions in t-south, then one in t-north, then 200 more in t-south.
+  w.connect(carol);
+  w.connect(bob);
+  for (int i = 0; i < 200; ++i) new_account(w, carol, "t-south", "South " + std::to_string(i));
+  w.pump();
+  RecordId north = new_account(w, bob, "t-north", "North");
+  w.pump();
+  for (int i = 0; i < 200; ++i) new_account(w, carol, "t-south", "South more " + std::to_string(i));
+  w.pump();
+  const uint64_t head = w.store.head_seq();
+  ASSERT_EQ(head, 401u);
+
+  PullTrace trace = connect_counting_pulls(w, alice);
+  EXPECT_EQ(trace.pulls, 1) << "one pull of 20 changes reaches the head past 400 foreign transactions";
+  ASSERT_EQ(trace.batches.size(), 1u);
+  EXPECT_EQ(trace.batches[0].to_cursor, head);
+  EXPECT_FALSE(trace.batches[0].has_more);
+  ASSERT_EQ(trace.batches[0].txns.size(), 1u);
+  EXPECT_EQ(trace.batches[0].txns[0].origin_user, "bob");
+  EXPECT_EQ(alice.store.meta().cursor, head);
+  EXPECT_EQ(alice.store.records().count(RecordKey{EntityId::kAccount, north}), 1u);
+  EXPECT_EQ(alice.store.records().size(), 1u);
+}
+
+// Both sides of a move reach devices that were offline when it happened, through their catch-up pulls: the
+// rep who lost the account drops it with its contact, the one who gained it receives both.
+TEST(ClientServer, ScopeMoveReachesOfflineDevicesOnBothSides) {
+  World w;
+  Device& ho = w.add(10, "ho");
+  Device& alice = w.add(11, "alice");
+  Device& carol = w.add(13, "carol");
+  w.connect(alice);
+  w.connect(carol);
+  RecordId acct = new_account(w, alice, "t-north", "Moving");
+  RecordId contact = alice.ids.next(w.now);
+  ASSERT_TRUE(
+      alice.client
+          ->write({create(EntityId::kContact, contact),
+                   set(EntityId::kContact, contact, f::kContactAccount, Value::text(acct.to_string())),
+                   set(EntityId::kContact, contact, 2, Value::text("Ines"))},
+                  w.now)
+          .is_ok());
+  w.pump();
+  ASSERT_EQ(alice.store.records().size(), 2u);
+  ASSERT_TRUE(carol.store.records().empty());
+  w.disconnect(alice);
+  w.disconnect(carol);
+
+  w.connect(ho);
+  ASSERT_TRUE(
+      ho.client->write({set(EntityId::kAccount, acct, f::kAccountTerritory, Value::text("t-south"))}, w.now)
+          .is_ok());
+  for (int i = 0; i < 50; ++i) new_account(w, ho, "t-east", "East " + std::to_string(i));
+  w.pump();
+
+  connect_counting_pulls(w, alice);
+  EXPECT_TRUE(alice.store.records().empty()) << "the account and its contact left alice's device";
+  connect_counting_pulls(w, carol);
+  EXPECT_EQ(carol.store.records().count(RecordKey{EntityId::kAccount, acct}), 1u);
+  EXPECT_EQ(carol.store.records().count(RecordKey{EntityId::kContact, contact}), 1u);
+  EXPECT_EQ(carol.store.records().size(), 2u);
+}
+
 }  // namespace
 }  // namespace fieldsync

@@ -100,7 +100,7 @@ class RulesTest : public ::testing::Test {
     st.origin_user = who.user;
     st.origin_node_seq = t.node_seq;
     st.changes = r->effective;
-    tx->append_log(st, r->conflicts);
+    tx->append_log(st, r->conflicts, log_scopes(st, *tx));
     EXPECT_TRUE(tx->commit().is_ok());
     return std::move(r.value());
   }
@@ -520,7 +520,7 @@ TEST(MemoryCentralStore, TransactionsAreOverlays) {
     t2->save(record(EntityId::kAccount, 2));
     t2->set_node_state(NodeState{7, 3});
   }  // dropped without commit
-  EXPECT_EQ(t1->append_log(ServerTxn{}, {}), 1u);
+  EXPECT_EQ(t1->append_log(ServerTxn{}, {}, {}), 1u);
   EXPECT_TRUE(t1->commit().is_ok());
   EXPECT_TRUE(store.load(EntityId::kAccount, RecordId{1, 1}));
   EXPECT_FALSE(store.load(EntityId::kAccount, RecordId{2, 2}));
@@ -536,7 +536,7 @@ TEST(MemoryCentralStore, LogSequencesAndBatches) {
     st.changes.resize(static_cast<size_t>(i + 1));  // 1, 2, 3, 4 changes
     ConflictRecord c;
     c.rule = std::string("r").append(std::to_string(i));
-    EXPECT_EQ(t->append_log(st, {c}), static_cast<uint64_t>(i + 1));
+    EXPECT_EQ(t->append_log(st, {c}, {}), static_cast<uint64_t>(i + 1));
     ASSERT_TRUE(t->commit().is_ok());
   }
   EXPECT_EQ(store.head_seq(), 4u);

@@ -48,6 +48,10 @@ class GatedStore final : public CentralStore {
   std::unique_ptr<CentralTxn> begin() override { return inner.begin(); }
   uint64_t head_seq() override { return inner.head_seq(); }
   std::vector<ServerTxn> read_log(uint64_t after, size_t max) override { return inner.read_log(after, max); }
+  LogSlice read_log_for(uint64_t after, uint64_t up_to, const std::vector<ScopeKey>& scopes,
+                        size_t max) override {
+    return inner.read_log_for(after, up_to, scopes, max);
+  }
   std::vector<ConflictRecord> read_conflicts(uint64_t after, uint64_t up_to) override {
     return inner.read_conflicts(after, up_to);
   }

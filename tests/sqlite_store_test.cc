@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -244,7 +245,7 @@ TYPED_TEST(CentralStoreContract, DroppedTxnLeavesNothing) {
     txn->save(account(rid(1), "t-north"));
     txn->set_node_state(NodeState{11, 5});
     txn->add_rejection(StoredRejection{11, 4, "alice", ErrorCode::kOutOfScope, "nope"});
-    EXPECT_EQ(txn->append_log(log_txn(2), {conflict(rid(1), "alice")}), 1u);
+    EXPECT_EQ(txn->append_log(log_txn(2), {conflict(rid(1), "alice")}, {}), 1u);
     txn->set_clock(make_hlc(kStart, 3));
     EXPECT_EQ(txn->node_state(11).last_node_seq, 5u);
     EXPECT_EQ(s.node_state(11).last_node_seq, 0u) << "the store's read side sees committed state only";
@@ -260,7 +261,7 @@ TYPED_TEST(CentralStoreContract, DroppedTxnLeavesNothing) {
   EXPECT_EQ(txn->node_state(11).last_node_seq, 0u);
   EXPECT_FALSE(txn->rejection(11, 4).has_value());
   // And the store still works afterwards.
-  EXPECT_EQ(txn->append_log(log_txn(1), {}), 1u);
+  EXPECT_EQ(txn->append_log(log_txn(1), {}, {}), 1u);
   this->commit(std::move(txn));
   EXPECT_EQ(s.head_seq(), 1u);
 }
@@ -299,11 +300,11 @@ TYPED_TEST(CentralStoreContract, AppendLogAssignsConsecutiveSequences) {
   first.moves.push_back(ScopeMove{EntityId::kAccount, rid(100),
                                   ScopeKey{ScopeKey::Kind::kTerritory, "t-north"},
                                   ScopeKey{ScopeKey::Kind::kTerritory, "t-south"}});
-  EXPECT_EQ(txn->append_log(first, {conflict(rid(100), "alice")}), 1u);
-  EXPECT_EQ(txn->append_log(log_txn(1, 12, 1), {}), 2u);
+  EXPECT_EQ(txn->append_log(first, {conflict(rid(100), "alice")}, {}), 1u);
+  EXPECT_EQ(txn->append_log(log_txn(1, 12, 1), {}, {}), 2u);
   this->commit(std::move(txn));
   txn = s.begin();
-  EXPECT_EQ(txn->append_log(log_txn(3, 11, 2), {}), 3u);
+  EXPECT_EQ(txn->append_log(log_txn(3, 11, 2), {}, {}), 3u);
   this->commit(std::move(txn));
 
   EXPECT_EQ(s.head_seq(), 3u);
@@ -324,7 +325,7 @@ TYPED_TEST(CentralStoreContract, ReadLogBatchesByChangeCount) {
   CentralStore& s = this->store();
   for (int i = 0; i < 4; ++i) {
     auto txn = s.begin();
-    txn->append_log(log_txn(3, 11, i + 1), {});
+    txn->append_log(log_txn(3, 11, i + 1), {}, {});
     this->commit(std::move(txn));
   }
   auto seqs = [&](uint64_t after, size_t max) {
@@ -342,6 +343,67 @@ TYPED_TEST(CentralStoreContract, ReadLogBatchesByChangeCount) {
   EXPECT_EQ(seqs(9, 100), (std::vector<uint64_t>{}));
 }
 
+ScopeKey territory(const std::string& t) {
+  return ScopeKey{ScopeKey::Kind::kTerritory, t};
+}
+
+TYPED_TEST(CentralStoreContract, ReadLogForReadsOnlyTheGivenScopes) {
+  CentralStore& s = this->store();
+  // 700 entries: every one under "t-busy" (more than one index chunk), every 100th also under "t-quiet",
+  // every 250th under the global key; the rest under "t-other".
+  const ScopeKey busy = territory("t-busy"), quiet = territory("t-quiet"), other = territory("t-other");
+  const ScopeKey global{ScopeKey::Kind::kGlobal, {}};
+  for (uint64_t i = 1; i <= 700; ++i) {
+    std::vector<ScopeKey> keys{i % 2 ? busy : other};
+    if (i % 100 == 0) keys.push_back(quiet);
+    if (i % 250 == 0) keys.push_back(global);
+    auto txn = s.begin();
+    EXPECT_EQ(txn->append_log(log_txn(2, 11, i), {}, keys), i);
+    this->commit(std::move(txn));
+  }
+  auto seqs = [&](uint64_t after, uint64_t up_to, std::vector<ScopeKey> keys, size_t max,
+                  uint64_t* searched = nullptr) {
+    CentralStore::LogSlice slice = s.read_log_for(after, up_to, keys, max);
+    std::vector<uint64_t> out;
+    for (const ServerTxn& t : slice.txns) {
+      out.push_back(t.server_seq);
+      EXPECT_EQ(t.changes.size(), 2u);
+    }
+    if (searched) *searched = slice.searched_to;
+    return out;
+  };
+  uint64_t searched = 0;
+  EXPECT_EQ(seqs(0, 700, {quiet}, 1000, &searched),
+            (std::vector<uint64_t>{100, 200, 300, 400, 500, 600, 700}));
+  EXPECT_EQ(searched, 700u) << "nothing else under the key: searched to up_to";
+  EXPECT_EQ(seqs(150, 450, {quiet}, 1000, &searched), (std::vector<uint64_t>{200, 300, 400}));
+  EXPECT_EQ(searched, 450u);
+  EXPECT_EQ(seqs(0, 700, {quiet, global}, 1000),
+            (std::vector<uint64_t>{100, 200, 250, 300, 400, 500, 600, 700}));
+  EXPECT_EQ(seqs(0, 700, {quiet}, 5, &searched), (std::vector<uint64_t>{100, 200, 300}));
+  EXPECT_EQ(searched, 300u) << "stopped at max_changes: searched to the last one returned";
+  EXPECT_TRUE(seqs(0, 700, {territory("t-none")}, 1000, &searched).empty());
+  EXPECT_EQ(searched, 700u);
+  EXPECT_TRUE(seqs(700, 700, {busy}, 1000, &searched).empty());
+  EXPECT_EQ(searched, 700u);
+
+  // A key with more entries than one index chunk, merged with a sparse one: every entry once, in order.
+  std::vector<uint64_t> expected;
+  for (uint64_t i = 1; i <= 700; ++i)
+    if (i % 2 || i % 100 == 0) expected.push_back(i);
+  EXPECT_EQ(seqs(0, 700, {quiet, busy}, 100000, &searched), expected);
+  EXPECT_EQ(searched, 700u);
+  // The same read in pages, each resuming at the previous searched_to, loses and repeats nothing.
+  std::vector<uint64_t> paged;
+  for (uint64_t after = 0; after < 700;) {
+    std::vector<uint64_t> page = seqs(after, 700, {busy, quiet}, 61, &searched);
+    paged.insert(paged.end(), page.begin(), page.end());
+    ASSERT_GT(searched, after);
+    after = searched;
+  }
+  EXPECT_EQ(paged, expected);
+}
+
 TYPED_TEST(CentralStoreContract, ReadConflictsRange) {
   CentralStore& s = this->store();
   for (int i = 1; i <= 3; ++i) {
@@ -349,7 +411,7 @@ TYPED_TEST(CentralStoreContract, ReadConflictsRange) {
     std::vector<ConflictRecord> cs;
     if (i == 1) cs.push_back(conflict(rid(1), "a1"));
     if (i == 3) cs = {conflict(rid(3), "c1"), conflict(rid(2), "c2")};
-    txn->append_log(log_txn(1, 11, i), cs);
+    txn->append_log(log_txn(1, 11, i), cs, {});
     this->commit(std::move(txn));
   }
   auto losers = [&](uint64_t after, uint64_t up_to) {
@@ -494,7 +556,7 @@ TYPED_TEST(CentralStoreContract, EverythingSurvivesReopen) {
     txn->save(c);
     txn->set_node_state(NodeState{11, 2});
     txn->add_rejection(StoredRejection{11, 1, "alice", ErrorCode::kOutOfScope, "no"});
-    txn->append_log(log_txn(2, 11, 2), {conflict(rid(1), "alice")});
+    txn->append_log(log_txn(2, 11, 2), {conflict(rid(1), "alice")}, {});
     txn->set_clock(make_hlc(kStart, 1));
     this->commit(std::move(txn));
   }
@@ -510,10 +572,48 @@ TYPED_TEST(CentralStoreContract, EverythingSurvivesReopen) {
   auto txn = s.begin();
   EXPECT_EQ(txn->node_state(11).last_node_seq, 2u);
   EXPECT_TRUE(txn->rejection(11, 1).has_value());
-  EXPECT_EQ(txn->append_log(log_txn(1, 11, 3), {}), 2u);
+  EXPECT_EQ(txn->append_log(log_txn(1, 11, 3), {}, {}), 2u);
 }
 
 // ---- SQLite only
+
+TEST(SqliteStore, FormatOneFileGetsItsLogIndexedOnOpen) {
+  TempDir dir;
+  const std::string path = dir.file("c.db");
+  {
+    auto store = open_sqlite(path);
+    ASSERT_TRUE(store);
+    auto txn = store->begin();
+    txn->save(account(rid(100), "t-north"));  // log_txn(n) changes accounts rid(100), rid(101), ...
+    txn->save(account(rid(101), "t-south"));
+    txn->append_log(log_txn(1, 11, 1), {}, {territory("t-north")});
+    txn->append_log(log_txn(2, 11, 2), {}, {territory("t-north"), territory("t-south")});
+    ASSERT_TRUE(txn->commit().is_ok());
+  }
+  {  // what a format-1 file looks like: no index rows, format 1
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, "DELETE FROM _log_scope; UPDATE _state SET value = 1 WHERE key = 'format'",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  {
+    auto store = open_sqlite(path);
+    ASSERT_TRUE(store);
+    EXPECT_EQ(store->read_log_for(0, 2, {territory("t-south")}, 100).txns.size(), 1u);
+    EXPECT_EQ(store->read_log_for(0, 2, {territory("t-north")}, 100).txns.size(), 2u);
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* q = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT value FROM _state WHERE key = 'format'", -1, &q, nullptr),
+            SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(q), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(q, 0), 2) << "migrated files say so";
+  sqlite3_finalize(q);
+  sqlite3_close(db);
+}
 
 TEST(SqliteStore, AuditRowsAreWrittenWithTheLogEntry) {
   TempDir dir;
@@ -522,13 +622,13 @@ TEST(SqliteStore, AuditRowsAreWrittenWithTheLogEntry) {
     auto txn = store->begin();
     ServerTxn t = log_txn(2, 11, 7);
     t.changes.insert(t.changes.begin(), Change{ChangeOp::kCreate, EntityId::kAccount, rid(100)});
-    txn->append_log(t, {});
+    txn->append_log(t, {}, {});
   }  // dropped: no audit either
   EXPECT_TRUE(store->audit(0, 100).empty());
   auto txn = store->begin();
   ServerTxn t = log_txn(1, 11, 7);
   t.changes.insert(t.changes.begin(), Change{ChangeOp::kCreate, EntityId::kAccount, rid(100)});
-  txn->append_log(t, {});
+  txn->append_log(t, {}, {});
   ASSERT_TRUE(txn->commit().is_ok());
   std::vector<SqliteCentralStore::AuditEntry> audit = store->audit(0, 100);
   ASSERT_EQ(audit.size(), 2u);
@@ -583,14 +683,14 @@ TEST(SqliteStore, SyncMakesGroupCommitsDurable) {
   EXPECT_TRUE(store->sync().is_ok()) << "nothing written yet";
   for (int i = 0; i < 3; ++i) {
     auto txn = store->begin();
-    txn->append_log(log_txn(1, 11, i + 1), {});
+    txn->append_log(log_txn(1, 11, i + 1), {}, {});
     ASSERT_TRUE(txn->commit().is_ok());
   }
   EXPECT_EQ(store->head_seq(), 3u) << "committed and visible before the sync";
   {
     // sync() takes no store lock: it runs while a transaction is open (the next group being applied).
     auto open_txn = store->begin();
-    open_txn->append_log(log_txn(1, 11, 4), {});
+    open_txn->append_log(log_txn(1, 11, 4), {}, {});
     EXPECT_TRUE(store->sync().is_ok());
   }
   EXPECT_TRUE(store->commits_need_sync());
@@ -606,10 +706,10 @@ TEST(SqliteStore, WriterInAnotherThreadWaitsForTheOpenTxn) {
   TempDir dir;
   auto store = open_sqlite(dir.file("c.db"));
   auto first = store->begin();
-  first->append_log(log_txn(1), {});
+  first->append_log(log_txn(1), {}, {});
   std::thread other([&] {
     auto txn = store->begin();  // waits until `first` commits
-    EXPECT_EQ(txn->append_log(log_txn(1, 12), {}), 2u);
+    EXPECT_EQ(txn->append_log(log_txn(1, 12), {}, {}), 2u);
     EXPECT_TRUE(txn->commit().is_ok());
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -623,10 +723,10 @@ TEST(SqliteStore, ConcurrentProcessWriterIsSerialisedBySqlite) {
   auto a = open_sqlite(dir.file("c.db"));
   auto b = open_sqlite(dir.file("c.db"));  // a second process would look the same: another connection pair
   auto ta = a->begin();
-  EXPECT_EQ(ta->append_log(log_txn(1), {}), 1u);
+  EXPECT_EQ(ta->append_log(log_txn(1), {}, {}), 1u);
   std::thread other([&] {
     auto tb = b->begin();  // BEGIN IMMEDIATE waits on SQLite's lock (busy_timeout)
-    EXPECT_EQ(tb->append_log(log_txn(1, 12), {}), 2u) << "server_seq is read under the write lock";
+    EXPECT_EQ(tb->append_log(log_txn(1, 12), {}, {}), 2u) << "server_seq is read under the write lock";
     EXPECT_TRUE(tb->commit().is_ok());
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(50));

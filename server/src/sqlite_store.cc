@@ -22,6 +22,7 @@
 
 #include "fieldsync/schema/ddl.h"
 #include "fieldsync/sync/codec.h"
+#include "fieldsync/sync/scope.h"
 #include "sqlite_db.h"
 
 namespace fieldsync::server {
@@ -32,8 +33,10 @@ using sqlite::Stmt;
 
 namespace {
 
-// File format of the store's own tables; bump on a change and migrate on open.
-constexpr int64_t kFormat = 1;
+// File format of the store's own tables; bump on a change and migrate on open (migrate_format).
+//   1: the first.
+//   2: _log_scope, the log indexed by scope key for read_log_for.
+constexpr int64_t kFormat = 2;
 
 const char* const kStoreDdl[] = {
     "CREATE TABLE IF NOT EXISTS _log (server_seq INTEGER PRIMARY KEY, origin_node INTEGER NOT NULL, "
@@ -54,6 +57,9 @@ const char* const kStoreDdl[] = {
     "CREATE INDEX IF NOT EXISTS idx_audit_seq ON _audit (server_seq)",
     "CREATE INDEX IF NOT EXISTS idx_audit_record ON _audit (entity, record)",
     "CREATE TABLE IF NOT EXISTS _state (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    // One row per (scope key, log entry) of log_scopes(): a device's catch-up walks its few keys here.
+    "CREATE TABLE IF NOT EXISTS _log_scope (scope TEXT NOT NULL, server_seq INTEGER NOT NULL, "
+    "PRIMARY KEY (scope, server_seq)) WITHOUT ROWID",
     // Scheduling conflicts look up one owner's events by time (events_overlapping).
     "CREATE INDEX IF NOT EXISTS idx_calendar_event_owner_start ON calendar_event (owner_id, start_at)",
 };
@@ -113,6 +119,11 @@ bool scheduled_overlap(const RecordState& r, const UserId& owner, int64_t start_
   return o.kind() == Value::Kind::kText && o.as_text() == owner && st.kind() == Value::Kind::kText &&
          st.as_text() == "scheduled" && s.kind() == Value::Kind::kInt && e.kind() == Value::Kind::kInt &&
          s.as_int() < end_ms && e.as_int() > start_ms;
+}
+
+// _log_scope's text form of a scope key: "<kind number>:<value>".
+std::string scope_text(const ScopeKey& k) {
+  return std::to_string(static_cast<unsigned>(k.kind)) + ":" + k.value;
 }
 
 // ---- Reads shared by the transaction (writer connection) and the read side (reader connection)
@@ -216,6 +227,54 @@ std::string upsert_sql(const schema::EntityDef& e) {
 
 // ---- Transaction
 // -----------------------------------------------------------------------------------------------
+
+Status index_log_entry(Db& db, uint64_t seq, const std::vector<ScopeKey>& scopes) {
+  for (const ScopeKey& k : scopes) {
+    Stmt q(db, "INSERT OR IGNORE INTO _log_scope (scope, server_seq) VALUES (?, ?)");
+    q.bind(1, scope_text(k)).bind(2, as_sql(seq));
+    if (Status s = q.run(); !s) return s;
+  }
+  return Status::ok();
+}
+
+// Record reads on one connection, for scope resolution inside open().
+class DbRecordReader final : public RecordReader {
+ public:
+  explicit DbRecordReader(Db& db) : db_(db) {}
+  std::optional<RecordState> load(EntityId entity, const RecordId& id) override {
+    Result<std::optional<RecordState>> r = read_record(db_, entity, id);
+    if (!r) {
+      if (error_) error_ = r.status();
+      return std::nullopt;
+    }
+    return std::move(r.value());
+  }
+  Status error_;
+
+ private:
+  Db& db_;
+};
+
+// Brings a file of an older format up to kFormat, inside open()'s transaction.
+Status migrate_format(Db& db, int64_t from) {
+  if (from < 2) {
+    // Format 1 had no _log_scope: file every existing entry under the scopes its records have now, which is
+    // what pulls judged them by before the index existed.
+    DbRecordReader reader(db);
+    Stmt q(db, "SELECT server_seq, blob FROM _log ORDER BY server_seq");
+    std::vector<std::pair<uint64_t, std::vector<ScopeKey>>> rows;
+    while (q.step()) {
+      Result<ServerTxn> t = codec::decode_server_txn(q.col_blob(1));
+      if (!t) return corrupt("log entry " + std::to_string(q.col_int(0)), t.status());
+      rows.emplace_back(from_sql(q.col_int(0)), log_scopes(*t, reader));
+      if (!reader.error_) return reader.error_;
+    }
+    if (!q.ok()) return q.status();
+    for (const auto& [seq, scopes] : rows)
+      if (Status s = index_log_entry(db, seq, scopes); !s) return s;
+  }
+  return Status::ok();
+}
 
 class SqliteCentralTxn final : public CentralTxn {
  public:
@@ -327,7 +386,8 @@ class SqliteCentralTxn final : public CentralTxn {
     return keep(read_rejection(*store_.writer_, node, node_seq), std::optional<StoredRejection>());
   }
 
-  uint64_t append_log(ServerTxn txn, std::vector<ConflictRecord> conflicts) override {
+  uint64_t append_log(ServerTxn txn, std::vector<ConflictRecord> conflicts,
+                      std::vector<ScopeKey> scopes) override {
     if (!usable()) return store_.head_seq() + 1;  // never committed: commit() reports the error
     Db& db = *store_.writer_;
     Result<uint64_t> head = read_head_seq(db);
@@ -352,6 +412,10 @@ class SqliteCentralTxn final : public CentralTxn {
         fail(s);
         return seq;
       }
+    }
+    if (Status s = index_log_entry(db, seq, scopes); !s) {
+      fail(s);
+      return seq;
     }
     for (ConflictRecord& c : conflicts) {
       c.server_seq = seq;
@@ -490,17 +554,21 @@ Result<std::unique_ptr<SqliteCentralStore>> SqliteCentralStore::open(const std::
     if (Status s = w.exec(sql); !s) return fail(s);
   for (const char* sql : kStoreDdl)
     if (Status s = w.exec(sql); !s) return fail(s);
+  int64_t format = kFormat;  // a new file
   {
     Stmt q(w, "SELECT value FROM _state WHERE key = 'format'");
     if (q.step()) {
-      if (q.col_int(0) > kFormat)
+      format = q.col_int(0);
+      if (format > kFormat)
         return fail(Status(ErrorCode::kSchemaTooNew, path + " was written by a newer fieldsync (format " +
-                                                         std::to_string(q.col_int(0)) + ")"));
+                                                         std::to_string(format) + ")"));
     } else if (!q.ok()) {
       return fail(q.status());
     }
   }
-  if (Status s = w.exec("INSERT OR IGNORE INTO _state (key, value) VALUES ('format', " +
+  if (format < kFormat)
+    if (Status s = migrate_format(w, format); !s) return fail(s);
+  if (Status s = w.exec("INSERT OR REPLACE INTO _state (key, value) VALUES ('format', " +
                         std::to_string(kFormat) + ")");
       !s)
     return fail(s);
@@ -548,6 +616,73 @@ std::vector<ServerTxn> SqliteCentralStore::read_log(uint64_t after, size_t max_c
     if (changes >= max_changes) break;
   }
   if (!q.ok() && read_error_) read_error_ = q.status();
+  return out;
+}
+
+CentralStore::LogSlice SqliteCentralStore::read_log_for(uint64_t after, uint64_t up_to,
+                                                        const std::vector<ScopeKey>& scopes,
+                                                        size_t max_changes) {
+  // Each key's entries come from its own index range, a chunk at a time. Merged, they are complete up to the
+  // lowest last entry among the keys whose chunk came back full; past that another key may still hold one.
+  constexpr int64_t kChunk = 256;
+  std::lock_guard lock(reader_mu_);
+  LogSlice out;
+  out.searched_to = after;
+  size_t changes = 0;
+  auto failed = [&](const Status& s) {
+    if (read_error_) read_error_ = s;
+    (void)reader_->exec("COMMIT");
+    return out;  // searched_to: up to the last entry returned
+  };
+  if (Status s = reader_->exec("BEGIN"); !s) return failed(s);
+  std::vector<std::string> keys;
+  for (const ScopeKey& k : scopes) keys.push_back(scope_text(k));
+  uint64_t pos = after;
+  while (pos < up_to) {
+    uint64_t complete_to = up_to;
+    std::vector<uint64_t> seqs;
+    for (const std::string& key : keys) {
+      Stmt q(*reader_,
+             "SELECT server_seq FROM _log_scope WHERE scope = ? AND server_seq > ? AND server_seq <= ? "
+             "ORDER BY server_seq LIMIT ?");
+      q.bind(1, std::string_view(key)).bind(2, as_sql(pos)).bind(3, as_sql(up_to)).bind(4, kChunk);
+      int64_t n = 0;
+      uint64_t last = 0;
+      while (q.step()) {
+        last = from_sql(q.col_int(0));
+        seqs.push_back(last);
+        ++n;
+      }
+      if (!q.ok()) return failed(q.status());
+      if (n == kChunk) complete_to = std::min(complete_to, last);
+    }
+    std::sort(seqs.begin(), seqs.end());
+    seqs.erase(std::unique(seqs.begin(), seqs.end()), seqs.end());
+    for (uint64_t seq : seqs) {
+      if (seq > complete_to) break;
+      Stmt q(*reader_, "SELECT blob FROM _log WHERE server_seq = ?");
+      q.bind(1, as_sql(seq));
+      if (!q.step())
+        return failed(
+            q.ok() ? corrupt("log index", Status(ErrorCode::kStorageCorrupt,
+                                                 "entry " + std::to_string(seq) + " is indexed but missing"))
+                   : q.status());
+      Result<ServerTxn> t = codec::decode_server_txn(q.col_blob(0));
+      if (!t || t->server_seq != seq)
+        return failed(corrupt("log entry " + std::to_string(seq),
+                              t ? Status(ErrorCode::kStorageCorrupt, "sequence mismatch") : t.status()));
+      changes += t->changes.size();
+      out.txns.push_back(std::move(t.value()));
+      out.searched_to = seq;
+      if (changes >= max_changes) {
+        (void)reader_->exec("COMMIT");
+        return out;
+      }
+    }
+    pos = complete_to;
+  }
+  (void)reader_->exec("COMMIT");
+  out.searched_to = std::max(after, up_to);
   return out;
 }
 

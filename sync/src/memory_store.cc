@@ -236,7 +236,8 @@ class MemoryCentralTxn final : public CentralTxn {
   // The sequence is the log position at commit. Commits are serialised by the store's mutex; the value
   // returned here is that position as long as no other transaction commits in between (true of the
   // single-threaded simulator and tests that use this store).
-  uint64_t append_log(ServerTxn txn, std::vector<ConflictRecord> conflicts) override {
+  uint64_t append_log(ServerTxn txn, std::vector<ConflictRecord> conflicts,
+                      std::vector<ScopeKey> scopes) override {
     uint64_t seq;
     {
       std::lock_guard lock(store_.mu_);
@@ -244,7 +245,7 @@ class MemoryCentralTxn final : public CentralTxn {
     }
     txn.server_seq = seq;
     for (ConflictRecord& c : conflicts) c.server_seq = seq;
-    log_.push_back(LogEntry{std::move(txn), std::move(conflicts)});
+    log_.push_back(LogEntry{std::move(txn), std::move(conflicts), std::move(scopes)});
     return seq;
   }
 
@@ -261,6 +262,9 @@ class MemoryCentralTxn final : public CentralTxn {
       const uint64_t seq = d.log.size() + 1;
       entry.txn.server_seq = seq;
       d.log.push_back(std::move(entry.txn));
+      std::sort(entry.scopes.begin(), entry.scopes.end());
+      entry.scopes.erase(std::unique(entry.scopes.begin(), entry.scopes.end()), entry.scopes.end());
+      for (const ScopeKey& k : entry.scopes) d.log_index[k].push_back(seq);
       for (ConflictRecord& c : entry.conflicts) {
         c.server_seq = seq;
         d.conflicts.push_back(std::move(c));
@@ -277,6 +281,7 @@ class MemoryCentralTxn final : public CentralTxn {
   struct LogEntry {
     ServerTxn txn;
     std::vector<ConflictRecord> conflicts;
+    std::vector<ScopeKey> scopes;
   };
 
   MemoryCentralStore& store_;
@@ -327,6 +332,36 @@ std::vector<ServerTxn> MemoryCentralStore::read_log(uint64_t after, size_t max_c
     out.push_back(data_.log[i]);
     changes += data_.log[i].changes.size();
     if (changes >= max_changes) break;
+  }
+  return out;
+}
+
+CentralStore::LogSlice MemoryCentralStore::read_log_for(uint64_t after, uint64_t up_to,
+                                                        const std::vector<ScopeKey>& scopes,
+                                                        size_t max_changes) {
+  std::lock_guard lock(mu_);
+  up_to = std::min<uint64_t>(up_to, data_.log.size());
+  std::vector<uint64_t> seqs;
+  for (const ScopeKey& k : scopes) {
+    auto it = data_.log_index.find(k);
+    if (it == data_.log_index.end()) continue;
+    const std::vector<uint64_t>& list = it->second;  // ascending: appended at commit
+    auto first = std::upper_bound(list.begin(), list.end(), after);
+    auto last = std::upper_bound(first, list.end(), up_to);
+    seqs.insert(seqs.end(), first, last);
+  }
+  std::sort(seqs.begin(), seqs.end());
+  seqs.erase(std::unique(seqs.begin(), seqs.end()), seqs.end());
+  LogSlice out;
+  out.searched_to = std::max(after, up_to);
+  size_t changes = 0;
+  for (uint64_t seq : seqs) {
+    out.txns.push_back(data_.log[seq - 1]);
+    changes += out.txns.back().changes.size();
+    if (changes >= max_changes) {
+      out.searched_to = seq;
+      break;
+    }
   }
   return out;
 }

@@ -2,6 +2,7 @@
 #include "fieldsync/sync/scope.h"
 
 #include <algorithm>
+#include <set>
 
 namespace fieldsync {
 namespace {
@@ -67,6 +68,40 @@ bool can_see(const Principal& who, const ScopeKey& scope) {
       return false;
   }
   return false;
+}
+
+std::optional<std::vector<ScopeKey>> visible_scopes(const Principal& who) {
+  if (who.role == schema::Role::kHeadOffice) return std::nullopt;
+  std::vector<ScopeKey> out{ScopeKey{ScopeKey::Kind::kGlobal, {}},
+                            ScopeKey{ScopeKey::Kind::kOwner, who.user}};
+  for (const std::string& t : who.territories) out.push_back(ScopeKey{ScopeKey::Kind::kTerritory, t});
+  if (who.role >= schema::Role::kManager)
+    for (const UserId& member : who.team) out.push_back(ScopeKey{ScopeKey::Kind::kOwner, member});
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+std::vector<ScopeKey> log_scopes(const ServerTxn& txn, RecordReader& reader) {
+  std::vector<ScopeKey> out;
+  std::set<RecordKey> seen;
+  for (const Change& c : txn.changes) {
+    if (!seen.insert(RecordKey{c.entity, c.record}).second) continue;
+    if (std::optional<RecordState> rec = reader.load(c.entity, c.record)) {
+      out.push_back(resolve_scope(*rec, reader));
+    } else {
+      out.push_back(ScopeKey{});  // unknown entity or gone: head office only (dropped below)
+    }
+  }
+  for (const ScopeMove& m : txn.moves) {
+    out.push_back(m.from);
+    out.push_back(m.to);
+  }
+  // Only head office sees kUnresolved, and head office reads the whole log.
+  std::erase_if(out, [](const ScopeKey& k) { return k.kind == ScopeKey::Kind::kUnresolved; });
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
 }
 
 }  // namespace fieldsync

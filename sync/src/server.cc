@@ -83,50 +83,30 @@ void SyncServer::index_session(SessionId id, const Session& s, bool add) {
     }
   };
   const Principal& p = s.principal;
-  if (p.role == schema::Role::kHeadOffice) return update(sees_all_);
-  for (const std::string& t : p.territories) update(by_territory_[t]);
-  update(by_owner_[p.user]);
-  if (p.role >= schema::Role::kManager)
-    for (const UserId& member : p.team) update(by_owner_[member]);
-  update(by_user_[p.user]);
-  if (!add) {  // keep the maps from growing with every user that ever connected
-    for (const std::string& t : p.territories)
-      if (by_territory_[t].empty()) by_territory_.erase(t);
-    if (by_owner_[p.user].empty()) by_owner_.erase(p.user);
-    for (const UserId& member : p.team)
-      if (auto it = by_owner_.find(member); it != by_owner_.end() && it->second.empty()) by_owner_.erase(it);
-    if (by_user_[p.user].empty()) by_user_.erase(p.user);
+  std::optional<std::vector<ScopeKey>> scopes = visible_scopes(p);
+  if (!scopes) return update(sees_all_);
+  for (const ScopeKey& k : *scopes) {
+    update(by_scope_[k]);
+    if (!add && by_scope_[k].empty()) by_scope_.erase(k);  // keep the map from growing with every user
   }
+  update(by_user_[p.user]);
+  if (!add && by_user_[p.user].empty()) by_user_.erase(p.user);
 }
 
-SyncServer::Interested SyncServer::interested_in(const ResolvedRange& range) const {
-  Interested out;
-  out.sessions = sees_all_;
-  auto add = [&](const auto& index, const std::string& key) {
-    if (auto it = index.find(key); it != index.end())
-      out.sessions.insert(it->second.begin(), it->second.end());
+std::set<SessionId> SyncServer::interested_in(const ResolvedRange& range) const {
+  std::set<SessionId> out = sees_all_;
+  auto add = [&](const auto& index, const auto& key) {
+    if (auto it = index.find(key); it != index.end()) out.insert(it->second.begin(), it->second.end());
   };
-  for (const auto& [key, scope] : range.scopes) {
-    switch (scope.kind) {
-      case ScopeKey::Kind::kGlobal:
-        out.everyone = true;
-        break;
-      case ScopeKey::Kind::kTerritory:
-        add(by_territory_, scope.value);
-        break;
-      case ScopeKey::Kind::kOwner:
-        add(by_owner_, scope.value);
-        break;
-      case ScopeKey::Kind::kUnresolved:
-        break;  // head office only
-    }
-  }
+  // Current scopes of the touched records (a moved record's new scope among them); kUnresolved is indexed
+  // by nobody: head office only.
+  for (const auto& [key, scope] : range.scopes) add(by_scope_, scope);
+  for (const ServerTxn& t : range.txns)
+    for (const ScopeMove& mv : t.moves) add(by_scope_, mv.from);  // those who could see it before the move
   for (const ConflictRecord& c : range.conflicts) {
     add(by_user_, c.winner.user);
     add(by_user_, c.loser.user);
   }
-  for (const ServerTxn& t : range.txns)
-    if (!t.moves.empty()) out.everyone = true;  // who could see a moved record before is judged per session
   return out;
 }
 
@@ -368,7 +348,8 @@ protocol::TxnResult SyncServer::apply_one(Session& s, const ClientTxn& txn, int6
   st.changes = std::move(app.effective);
   st.moves = std::move(app.moves);
   result.conflicts = app.conflicts;
-  uint64_t seq = ctx->append_log(std::move(st), std::move(app.conflicts));
+  std::vector<ScopeKey> scopes = log_scopes(st, *ctx);  // on the state this transaction leaves
+  uint64_t seq = ctx->append_log(std::move(st), std::move(app.conflicts), std::move(scopes));
   ctx->set_node_state(ns);
   ctx->set_clock(clock_.last());
   if (Status cs = ctx->commit(); !cs) {
@@ -401,12 +382,24 @@ protocol::TxnResult SyncServer::apply_local(const ClientTxn& txn, const Principa
 // ---- Pull and live
 // ---------------------------------------------------------------------------------------------
 
-SyncServer::ResolvedRange SyncServer::resolve_range(uint64_t from, size_t max_changes) {
+SyncServer::ResolvedRange SyncServer::resolve_range(uint64_t from, size_t max_changes,
+                                                    const Principal* only_for) {
   CommittedReader reader(store_);
   ResolvedRange range;
   range.from = from;
   range.to = from;
-  range.txns = store_.read_log(from, max_changes);
+  const uint64_t head = store_.head_seq();
+  std::optional<std::vector<ScopeKey>> scopes;
+  if (only_for != nullptr) scopes = visible_scopes(*only_for);
+  if (scopes) {
+    // What lies between two returned transactions holds nothing for this principal: the range reaches the
+    // head unless the read stopped at max_changes (or an error).
+    CentralStore::LogSlice slice = store_.read_log_for(from, head, *scopes, max_changes);
+    range.txns = std::move(slice.txns);
+    range.to = std::max(from, slice.searched_to);
+  } else {
+    range.txns = store_.read_log(from, max_changes);
+  }
   auto resolve = [&](EntityId entity, const RecordId& id) {
     RecordKey key{entity, id};
     if (range.scopes.count(key)) return;
@@ -415,12 +408,12 @@ SyncServer::ResolvedRange SyncServer::resolve_range(uint64_t from, size_t max_ch
       range.scopes.emplace(key, resolve_scope(*rec, reader));
   };
   for (const ServerTxn& txn : range.txns) {
-    range.to = txn.server_seq;
+    if (!scopes) range.to = txn.server_seq;
     for (const Change& c : txn.changes) resolve(c.entity, c.record);
   }
   range.conflicts = store_.read_conflicts(from, range.to);
   for (const ConflictRecord& c : range.conflicts) resolve(c.entity, c.record);
-  range.has_more = range.to < store_.head_seq();
+  range.has_more = range.to < head;
   return range;
 }
 
@@ -487,7 +480,7 @@ protocol::ChangeBatch SyncServer::batch_for(const Session& s, const ResolvedRang
 
 protocol::ChangeBatch SyncServer::build_batch(const Session& s, uint64_t from, size_t max_changes,
                                               uint64_t request_id) {
-  return batch_for(s, resolve_range(from, max_changes), request_id);
+  return batch_for(s, resolve_range(from, max_changes, &s.principal), request_id);
 }
 
 void SyncServer::handle_pull(SessionId id, Session& s, const protocol::PullRequest& m) {
@@ -521,18 +514,18 @@ void SyncServer::wake_live_sessions(SessionId) {
   // read and one scope resolution per touched record serve all sessions at that position, and each session
   // then only filters by its principal. A session the new commits do not concern just moves its
   // scanned_cursor, so it never reads them again.
-  std::map<uint64_t, std::pair<ResolvedRange, Interested>> ranges;
+  std::map<uint64_t, std::pair<ResolvedRange, std::set<SessionId>>> ranges;
   for (auto& [id, s] : sessions_) {
     if (!s.authenticated || !s.live || closing_.count(id) || s.scanned_cursor >= head) continue;
     auto it = ranges.find(s.scanned_cursor);
     if (it == ranges.end()) {
-      ResolvedRange range = resolve_range(s.scanned_cursor, tuning::kMaxChangesPerPull);
-      Interested who = interested_in(range);
+      ResolvedRange range = resolve_range(s.scanned_cursor, tuning::kMaxChangesPerPull, nullptr);
+      std::set<SessionId> who = interested_in(range);
       it = ranges.emplace(s.scanned_cursor, std::make_pair(std::move(range), std::move(who))).first;
     }
     const auto& [range, who] = it->second;
     protocol::ChangeBatch batch;
-    if (who.everyone || who.sessions.count(id)) {
+    if (who.count(id)) {
       batch = batch_for(s, range, 0);
     } else {  // nothing in the range for this session: what batch_for would find, without looking
       batch.from_cursor = range.from;

@@ -16,7 +16,10 @@
 //   _rejections   (node, node_seq) PRIMARY KEY, user, reason code and name, message, recorded_at_ms.
 //   _audit        one row per change of every log entry, written in the same SQLite transaction: server_seq,
 //                 recorded_at_ms, user, node, node_seq, entity, record, op, field, version_ms (device time).
-//   _state        key/value: the persisted server HLC ("clock") and the file format ("format").
+//   _log_scope    (scope, server_seq) PRIMARY KEY, WITHOUT ROWID: each log entry under each key of
+//                 log_scopes(), so a device's catch-up (read_log_for) reads its scope's entries only.
+//   _state        key/value: the persisted server HLC ("clock") and the file format ("format", 2; a format-1
+//                 file is migrated on open).
 //
 // Threads: the store may be used from several threads. A CentralTxn holds the single writer connection for
 // its whole life (BEGIN IMMEDIATE ... COMMIT), so at most one is open at a time per store: begin() waits for
@@ -78,6 +81,8 @@ class SqliteCentralStore final : public CentralStore {
   std::unique_ptr<CentralTxn> begin() override;
   uint64_t head_seq() override;
   std::vector<ServerTxn> read_log(uint64_t after, size_t max_changes) override;
+  LogSlice read_log_for(uint64_t after, uint64_t up_to, const std::vector<ScopeKey>& scopes,
+                        size_t max_changes) override;
   std::vector<ConflictRecord> read_conflicts(uint64_t after, uint64_t up_to) override;
   std::optional<RecordState> load(EntityId entity, const RecordId& id) override;
   std::vector<RecordState> scan(RecordKey after, size_t max_records) override;

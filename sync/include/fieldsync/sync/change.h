@@ -75,6 +75,7 @@ struct ScopeKey {
   Kind kind = Kind::kUnresolved;
   std::string value;
   friend bool operator==(const ScopeKey&, const ScopeKey&) = default;
+  friend auto operator<=>(const ScopeKey&, const ScopeKey&) = default;
 };
 
 // A record whose scope changed in a transaction (head office moved an account to another territory). Kept in

@@ -47,6 +47,8 @@ class MemoryCentralStore final : public CentralStore {
   std::unique_ptr<CentralTxn> begin() override;
   uint64_t head_seq() override;
   std::vector<ServerTxn> read_log(uint64_t after, size_t max_changes) override;
+  LogSlice read_log_for(uint64_t after, uint64_t up_to, const std::vector<ScopeKey>& scopes,
+                        size_t max_changes) override;
   std::vector<ConflictRecord> read_conflicts(uint64_t after, uint64_t up_to) override;
   std::optional<RecordState> load(EntityId entity, const RecordId& id) override;
   std::vector<RecordState> scan(RecordKey after, size_t max_records) override;
@@ -64,7 +66,8 @@ class MemoryCentralStore final : public CentralStore {
 
   struct Data {
     std::map<RecordKey, RecordState> records;
-    std::vector<ServerTxn> log;  // index i holds server_seq i+1
+    std::vector<ServerTxn> log;                           // index i holds server_seq i+1
+    std::map<ScopeKey, std::vector<uint64_t>> log_index;  // read_log_for: server_seqs filed under each key
     std::vector<ConflictRecord> conflicts;
     std::map<NodeId, NodeState> nodes;
     std::map<std::pair<NodeId, uint64_t>, StoredRejection> rejections;

@@ -3,6 +3,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "fieldsync/sync/change.h"
 
@@ -19,5 +20,17 @@ class RecordReader {
 ScopeKey resolve_scope(const RecordState& record, RecordReader& reader);
 
 bool can_see(const Principal& who, const ScopeKey& scope);
+
+// can_see inverted: every scope key `who` can see, sorted, without duplicates; nullopt for head office, who
+// sees everything (kUnresolved included).
+std::optional<std::vector<ScopeKey>> visible_scopes(const Principal& who);
+
+// The scope keys the server's log files a committed transaction under (CentralStore::read_log_for): the
+// scope of every record it changed, resolved on `reader` (the state the transaction committed), and both
+// ends of every scope move it made; kUnresolved left out (head office reads the whole log). Sorted, without
+// duplicates. A device whose scope holds none of them has
+// nothing to gain from the transaction, then or later: a record that enters its scope afterwards does so by
+// a move, which brings the whole record.
+std::vector<ScopeKey> log_scopes(const ServerTxn& txn, RecordReader& reader);
 
 }  // namespace fieldsync

@@ -91,15 +91,13 @@ class SyncServer {
     std::vector<ConflictRecord> conflicts;
     std::map<RecordKey, ScopeKey> scopes;  // touched records that exist (others are visible to nobody)
   };
-  ResolvedRange resolve_range(uint64_t from, size_t max_changes);
-  // Sessions that may find something in `range`: those indexed under a scope key it touches, the users named
-  // in its conflicts, head office; `everyone` when it holds global records or scope moves. A superset of the
-  // sessions batch_for would give a non-empty batch, found without looking at the others.
-  struct Interested {
-    bool everyone = false;
-    std::set<SessionId> sessions;
-  };
-  Interested interested_in(const ResolvedRange& range) const;
+  // only_for: read just the transactions the log indexed under the principal's scopes (a pull's catch-up);
+  // nullptr: the whole log (live fan-out, shared by every session at that cursor).
+  ResolvedRange resolve_range(uint64_t from, size_t max_changes, const Principal* only_for);
+  // Sessions that may find something in `range`: those indexed under the current scope of a record it
+  // touches or the scope a move took a record from, the users named in its conflicts, head office. A
+  // superset of the sessions batch_for would give a non-empty batch, found without looking at the others.
+  std::set<SessionId> interested_in(const ResolvedRange& range) const;
   void index_session(SessionId id, const Session& s, bool add);
   protocol::ChangeBatch batch_for(const Session& s, const ResolvedRange& range, uint64_t request_id);
   protocol::ChangeBatch build_batch(const Session& s, uint64_t from, size_t max_changes, uint64_t request_id);
@@ -114,13 +112,12 @@ class SyncServer {
   std::map<SessionId, Session> sessions_;
   std::vector<Outgoing> outgoing_;
   std::set<SessionId> closing_;
-  // Authenticated sessions by what they see, for fan-out (can_see's rules, inverted).
-  std::map<std::string, std::set<SessionId>> by_territory_;
-  std::map<UserId, std::set<SessionId>> by_owner_;  // a user's own records; a manager's team's calendars
-  std::map<UserId, std::set<SessionId>> by_user_;   // the session's own user (conflicts name users)
-  std::set<SessionId> sees_all_;                    // head office
-  uint64_t fanned_out_head_ = 0;                    // log head at the last wake_live_sessions
-  bool fan_out_pending_ = false;                    // defer_fan_out: a commit since the last fan_out()
+  // Authenticated sessions by what they see, for fan-out (visible_scopes: can_see's rules, inverted).
+  std::map<ScopeKey, std::set<SessionId>> by_scope_;
+  std::map<UserId, std::set<SessionId>> by_user_;  // the session's own user (conflicts name users)
+  std::set<SessionId> sees_all_;                   // head office
+  uint64_t fanned_out_head_ = 0;                   // log head at the last wake_live_sessions
+  bool fan_out_pending_ = false;                   // defer_fan_out: a commit since the last fan_out()
 };
 
 }  // namespace fieldsync

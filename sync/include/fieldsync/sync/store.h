@@ -98,8 +98,10 @@ class CentralTxn : public CentralReader {
 
   // Appends a committed transaction and its conflicts to the log and returns the server_seq it was given.
   // Sequences are strictly increasing and a reader never sees seq N before every seq below N is visible (the
-  // PostgreSQL store must hold this even for concurrent writers).
-  virtual uint64_t append_log(ServerTxn txn, std::vector<ConflictRecord> conflicts) = 0;
+  // PostgreSQL store must hold this even for concurrent writers). The entry is indexed under `scopes`
+  // (log_scopes in scope.h) for read_log_for.
+  virtual uint64_t append_log(ServerTxn txn, std::vector<ConflictRecord> conflicts,
+                              std::vector<ScopeKey> scopes) = 0;
 
   // The server's HLC, persisted with the commit so that it never goes back across a restart.
   virtual void set_clock(Hlc hlc) = 0;
@@ -117,6 +119,17 @@ class CentralStore {
   // Committed transactions with server_seq > after, in order, until their changes total at least max_changes
   // or the log ends.
   virtual std::vector<ServerTxn> read_log(uint64_t after, size_t max_changes) = 0;
+  // The same, restricted to after < server_seq <= up_to and to transactions indexed under at least one of
+  // `scopes`: a device's catch-up reads its own scope's part of the log, not the whole log. Costs what it
+  // returns, plus one index probe per scope key per few hundred entries. `searched_to`: every such
+  // transaction in (after, searched_to] is in `txns` -- up_to, or less when the read stopped at max_changes
+  // (the last one returned) or at an error (what was read before it; never a skipped change).
+  struct LogSlice {
+    std::vector<ServerTxn> txns;
+    uint64_t searched_to = 0;
+  };
+  virtual LogSlice read_log_for(uint64_t after, uint64_t up_to, const std::vector<ScopeKey>& scopes,
+                                size_t max_changes) = 0;
   virtual std::vector<ConflictRecord> read_conflicts(uint64_t after, uint64_t up_to) = 0;
   virtual std::optional<RecordState> load(EntityId entity, const RecordId& id) = 0;
   // Records, live and tombstones, in (entity, id) order after the given position, for bootstrap paging.
