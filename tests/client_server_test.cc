@@ -670,5 +670,57 @@ TEST(ClientServer, ScopeMoveReachesOfflineDevicesOnBothSides) {
   EXPECT_EQ(carol.store.records().size(), 2u);
 }
 
+// A flush that committed more than a pull's worth (several reps pushing big orders at once) still reaches
+// live sessions live: the live scan is shared by every session and each gets only its part, so its window is
+// kMaxChangesPerLiveScan, not a pull's kMaxChangesPerPull.
+TEST(ClientServer, BusyFlushReachesLiveSessionsWithoutPulls) {
+  World w;
+  ServerConfig config;
+  config.defer_fan_out = true;  // as the group-commit driver runs it: one fan-out per store flush
+  w.server = std::make_unique<SyncServer>(w.store, w.auth, config);
+  Device& alice = w.add(11, "alice");
+  Device& bob = w.add(12, "bob");
+  w.connect(alice);
+  w.connect(bob);
+  w.server->fan_out();
+  w.pump();
+  ASSERT_TRUE(alice.client->idle());
+
+  // 24 transactions of 10 accounts (40 changes each): 960 changes committed before one flush.
+  for (int t = 0; t < 24; ++t) {
+    std::vector<Change> changes;
+    for (int a = 0; a < 10; ++a) {
+      RecordId id = bob.ids.next(w.now);
+      changes.push_back(create(EntityId::kAccount, id));
+      changes.push_back(set(EntityId::kAccount, id, 1, Value::text("Big " + std::to_string(t * 10 + a))));
+      changes.push_back(set(EntityId::kAccount, id, 2, Value::text("t-north")));
+      changes.push_back(set(EntityId::kAccount, id, 10, Value::text("bob")));
+    }
+    ASSERT_TRUE(bob.client->write(changes, w.now).is_ok());
+  }
+  w.pump();  // bob's push is applied; nothing fanned out yet
+  ASSERT_GT(w.store.head_seq(), 0u);
+  size_t changes = 0;
+  for (const ServerTxn& t : w.store.log()) changes += t.changes.size();
+  ASSERT_GT(changes, tuning::kMaxChangesPerPull);
+  ASSERT_LE(changes, tuning::kMaxChangesPerLiveScan);
+
+  w.server->fan_out();
+  std::vector<protocol::ChangeBatch> live;
+  int pulls = 0;
+  for (SyncServer::Outgoing& o : w.server->take_outgoing()) {
+    if (o.session != alice.session) continue;
+    if (const auto* b = std::get_if<protocol::ChangeBatch>(&o.message)) live.push_back(*b);
+    alice.client->on_message(o.message, w.now);
+  }
+  for (protocol::Message& m : alice.client->take_outgoing())
+    if (std::holds_alternative<protocol::PullRequest>(m)) ++pulls;
+  ASSERT_EQ(live.size(), 1u);
+  EXPECT_FALSE(live[0].has_more);
+  EXPECT_EQ(live[0].to_cursor, w.store.head_seq());
+  EXPECT_EQ(pulls, 0) << "alice stays live";
+  EXPECT_EQ(alice.store.records().size(), 240u);
+}
+
 }  // namespace
 }  // namespace fieldsync

@@ -599,7 +599,7 @@ TEST_F(HttpEndpoints, ASessionThatFloodsIsRateLimitedAndClosed) {
   pull.live = false;
   const std::vector<uint8_t> frame = codec::encode(pull);
   // Far more than the burst, faster than the refill: the server answers kRateLimited and closes.
-  const int flood = static_cast<int>(server::limits::kSessionMessageBurst) + 100;
+  const int flood = static_cast<int>(server::limits::kSessionMessageBurst * 3);
   for (int i = 0; i < flood; ++i)
     if (!peer.send(frame, 2s).ok()) break;
   bool limited = false;

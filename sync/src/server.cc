@@ -519,7 +519,7 @@ void SyncServer::wake_live_sessions(SessionId) {
     if (!s.authenticated || !s.live || closing_.count(id) || s.scanned_cursor >= head) continue;
     auto it = ranges.find(s.scanned_cursor);
     if (it == ranges.end()) {
-      ResolvedRange range = resolve_range(s.scanned_cursor, tuning::kMaxChangesPerPull, nullptr);
+      ResolvedRange range = resolve_range(s.scanned_cursor, tuning::kMaxChangesPerLiveScan, nullptr);
       std::set<SessionId> who = interested_in(range);
       it = ranges.emplace(s.scanned_cursor, std::make_pair(std::move(range), std::move(who))).first;
     }

@@ -31,6 +31,13 @@ inline constexpr size_t kMaxChangesPerPush = 4000;
 // Changes per pull batch (a batch always holds whole transactions, so it may exceed this by one transaction).
 // 500 keeps a batch ~100 KiB: a few seconds on 2G, and one SQLite transaction on the device.
 inline constexpr size_t kMaxChangesPerPull = 500;
+// Changes one live fan-out reads from the log per session cursor (normally: everything committed since the
+// previous flush). The read and the scope resolution are shared by every live session at that cursor and each
+// session is sent only its own part, so this can be far larger than a pull: a busy flush (many reps pushing
+// large orders at once) still reaches every session live instead of sending all of them to pull one by one.
+// 8,000 changes is a few hundred KiB for a session that sees everything (head office), one SQLite
+// transaction on its device.
+inline constexpr size_t kMaxChangesPerLiveScan = 8000;
 // Records per bootstrap page; the device commits each page in one transaction before asking for the next.
 inline constexpr size_t kBootstrapPageRecords = 500;
 // Largest text value in bytes unless the model says less (notes, addresses). 64 KiB is pages of notes.
