@@ -16,6 +16,7 @@
 #include <memory>
 #include <random>
 #include <set>
+#include <thread>
 
 #include "fieldsync/server/sqlite_store.h"
 #include "fieldsync/sync/client.h"
@@ -700,6 +701,45 @@ TEST(SqliteStore, SyncMakesGroupCommitsDurable) {
   // Without group commit, sync() is a no-op: every commit synced itself.
   EXPECT_FALSE(open_sqlite(dir.file("d.db"))->commits_need_sync());
   EXPECT_TRUE(open_sqlite(dir.file("d.db"))->sync().is_ok());
+}
+
+// With group commit the writer never checkpoints (a checkpoint inside a commit stalls every push behind it);
+// the store's own thread does, every checkpoint_interval_ms. In WAL mode only a checkpoint writes the
+// database file, so its size tells who did.
+TEST(SqliteStore, GroupCommitCheckpointsOnItsOwnThreadNotInCommits) {
+  auto fill = [](SqliteCentralStore& store) {
+    for (int t = 0; t < 40; ++t) {  // ~8 MiB of records: far past SQLite's 1,000-page automatic checkpoint
+      auto txn = store.begin();
+      for (int i = 0; i < 50; ++i) {
+        RecordState r = account(rid(static_cast<uint64_t>(t * 50 + i + 1)), "t-north");
+        r.mutable_field(f::kAccountName)->value =
+            Value::text(std::string(4000, static_cast<char>('a' + t % 26)));
+        txn->save(r);
+      }
+      ASSERT_TRUE(txn->commit().is_ok());
+    }
+    ASSERT_TRUE(store.sync().is_ok());
+  };
+  auto db_size = [](const std::string& path) { return std::filesystem::file_size(path); };
+  TempDir dir;
+  SqliteCentralStore::Options options;
+  options.group_commit = true;
+  {
+    options.checkpoint_interval_ms = 3'600'000;  // never, within this test
+    auto store = std::move(*SqliteCentralStore::open(dir.file("a.db"), options));
+    const auto before = db_size(dir.file("a.db"));
+    fill(*store);
+    EXPECT_EQ(db_size(dir.file("a.db")), before) << "a commit checkpointed";
+    EXPECT_EQ(store->record_count(), 2000u);
+  }
+  options.checkpoint_interval_ms = 20;
+  auto store = std::move(*SqliteCentralStore::open(dir.file("b.db"), options));
+  const auto before = db_size(dir.file("b.db"));
+  fill(*store);
+  for (int i = 0; i < 200 && db_size(dir.file("b.db")) < before + 4'000'000; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_GE(db_size(dir.file("b.db")), before + 4'000'000) << "the checkpoint thread copied the WAL";
+  EXPECT_EQ(store->record_count(), 2000u);
 }
 
 TEST(SqliteStore, WriterInAnotherThreadWaitsForTheOpenTxn) {

@@ -514,7 +514,29 @@ class SqliteCentralTxn final : public CentralTxn {
 
 SqliteCentralStore::SqliteCentralStore(Options options) : options_(std::move(options)) {}
 SqliteCentralStore::~SqliteCentralStore() {
+  if (checkpoint_thread_.joinable()) {
+    {
+      std::lock_guard lock(checkpoint_mu_);
+      stopping_ = true;
+    }
+    checkpoint_cv_.notify_all();
+    checkpoint_thread_.join();
+  }
   if (wal_fd_ >= 0) ::close(wal_fd_);
+}
+
+void SqliteCentralStore::checkpoint_loop() {
+  std::unique_lock lock(checkpoint_mu_);
+  while (!checkpoint_cv_.wait_for(lock, std::chrono::milliseconds(options_.checkpoint_interval_ms),
+                                  [this] { return stopping_; })) {
+    lock.unlock();
+    // PASSIVE: copies what no reader still needs, never waits for readers or the writer. It syncs the WAL
+    // before copying and the database file after, like SQLite's own automatic checkpoint. SQLITE_BUSY (an
+    // admin process checkpointing the same file) just means next time.
+    (void)sqlite3_wal_checkpoint_v2(checkpointer_->raw(), nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr,
+                                    nullptr);
+    lock.lock();
+  }
 }
 
 int64_t SqliteCentralStore::now_ms() const {
@@ -545,6 +567,9 @@ Result<std::unique_ptr<SqliteCentralStore>> SqliteCentralStore::open(const std::
           w.exec(store->options_.group_commit ? "PRAGMA synchronous = NORMAL" : "PRAGMA synchronous = FULL");
       !s)
     return s;
+  if (store->options_.group_commit) {
+    if (Status s = w.exec("PRAGMA wal_autocheckpoint = 0"); !s) return s;  // checkpoint_loop does it
+  }
   if (Status s = w.exec("BEGIN IMMEDIATE"); !s) return s;
   auto fail = [&](Status s) {
     (void)w.exec("ROLLBACK");
@@ -578,6 +603,14 @@ Result<std::unique_ptr<SqliteCentralStore>> SqliteCentralStore::open(const std::
   if (!reader) return reader.status();
   store->reader_ = std::move(reader.value());
   if (Status s = store->reader_->exec("PRAGMA query_only = 1"); !s) return s;
+  if (store->options_.group_commit) {
+    Result<std::unique_ptr<Db>> ck = Db::open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, timeout);
+    if (!ck) return ck.status();
+    store->checkpointer_ = std::move(ck.value());
+    // A connection finds out the file is in WAL mode on its first read; before that a checkpoint does nothing.
+    if (Status s = store->checkpointer_->exec("SELECT count(*) FROM sqlite_master"); !s) return s;
+    store->checkpoint_thread_ = std::thread([s = store.get()] { s->checkpoint_loop(); });
+  }
   return store;
 }
 

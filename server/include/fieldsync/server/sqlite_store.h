@@ -36,6 +36,7 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -70,7 +71,10 @@ class SqliteCentralStore final : public CentralStore {
     // hold back every message produced since its last sync() -- acks, and also pulls and live batches, which
     // may show those commits -- until a sync() that began after those commits returned ok. A crash before
     // that loses a suffix of the commits, never a middle one, and nothing of it was acknowledged.
+    // Checkpoints (copying the WAL into the database file) then run on a thread of the store's own, every
+    // checkpoint_interval_ms, instead of inside whichever commit crosses SQLite's 1,000-page mark.
     bool group_commit = false;
+    int checkpoint_interval_ms = 100;
   };
 
   // Opens or creates the store. Errors: the storage codes above, kSchemaTooNew for a file written by a newer
@@ -142,6 +146,15 @@ class SqliteCentralStore final : public CentralStore {
   std::string path_;
   std::mutex sync_mu_;
   int wal_fd_ = -1;  // guarded by sync_mu_: our own descriptor of the WAL file, for sync()
+
+  // group_commit: PASSIVE checkpoints on a connection of their own, off the writer's path (a checkpoint in
+  // the commit that triggers it stalls every push queued behind that commit).
+  void checkpoint_loop();
+  std::unique_ptr<sqlite::Db> checkpointer_;  // used by checkpoint_thread_ only
+  std::mutex checkpoint_mu_;
+  std::condition_variable checkpoint_cv_;
+  bool stopping_ = false;  // guarded by checkpoint_mu_
+  std::thread checkpoint_thread_;
 };
 
 }  // namespace fieldsync::server
