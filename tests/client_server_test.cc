@@ -722,5 +722,64 @@ TEST(ClientServer, BusyFlushReachesLiveSessionsWithoutPulls) {
   EXPECT_EQ(alice.store.records().size(), 240u);
 }
 
+// A live session whose socket is backed up is sent nothing while it is; when it drains, one batch brings it
+// up to date, and it stays live.
+TEST(ClientServer, BacklogCoalescesLiveBatchesUntilTheSessionDrains) {
+  World w;
+  Device& alice = w.add(11, "alice");
+  Device& bob = w.add(12, "bob");
+  Device& carol = w.add(13, "carol");
+  w.connect(alice);
+  w.connect(bob);
+  w.connect(carol);
+  ASSERT_TRUE(alice.client->idle());
+
+  w.server->set_backlogged(alice.session, true);
+  auto batches_for_alice = [&] {
+    int n = 0;
+    for (SyncServer::Outgoing& o : w.server->take_outgoing()) {
+      if (std::holds_alternative<protocol::ChangeBatch>(o.message) && o.session == alice.session) ++n;
+      for (Device* d : w.devices)
+        if (d->session == o.session) d->client->on_message(o.message, w.now);
+    }
+    for (Device* d : w.devices) (void)d->client->take_outgoing();  // acks and the like: nothing for alice
+    return n;
+  };
+  std::vector<RecordId> accounts;
+  for (int i = 0; i < 5; ++i) {
+    accounts.push_back(new_account(w, bob, "t-north", "North " + std::to_string(i)));
+    for (protocol::Message& m : bob.client->take_outgoing()) w.server->on_message(bob.session, m, w.now);
+    EXPECT_EQ(batches_for_alice(), 0) << "commit " << i << " sent a live batch to a backlogged session";
+  }
+  new_account(w, carol, "t-south", "South");  // not alice's: her catch-up batch leaves it out
+  for (protocol::Message& m : carol.client->take_outgoing()) w.server->on_message(carol.session, m, w.now);
+  EXPECT_EQ(batches_for_alice(), 0);
+  EXPECT_TRUE(alice.store.records().empty());
+
+  w.server->set_backlogged(alice.session, false);
+  std::vector<protocol::ChangeBatch> got;
+  for (SyncServer::Outgoing& o : w.server->take_outgoing()) {
+    ASSERT_EQ(o.session, alice.session);
+    const auto* b = std::get_if<protocol::ChangeBatch>(&o.message);
+    ASSERT_NE(b, nullptr);
+    got.push_back(*b);
+    alice.client->on_message(o.message, w.now);
+  }
+  ASSERT_EQ(got.size(), 1u) << "one batch for everything she missed";
+  EXPECT_EQ(got[0].txns.size(), 5u);
+  EXPECT_EQ(got[0].to_cursor, w.store.head_seq());
+  EXPECT_FALSE(got[0].has_more);
+  EXPECT_EQ(alice.store.records().size(), 5u);
+  for (const RecordId& id : accounts)
+    EXPECT_EQ(alice.store.records().count(RecordKey{EntityId::kAccount, id}), 1u);
+  EXPECT_EQ(alice.store.meta().cursor, w.store.head_seq());
+  EXPECT_TRUE(alice.client->take_outgoing().empty()) << "no pull: she is still live";
+
+  // Live again: the next commit reaches her at once.
+  new_account(w, bob, "t-north", "After");
+  w.pump();
+  EXPECT_EQ(alice.store.records().size(), 6u);
+}
+
 }  // namespace
 }  // namespace fieldsync

@@ -242,6 +242,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     queued_bytes_ += frame->size();
     queue_.push_back(std::move(frame));
+    if (!backlogged_ && queue_.size() >= tuning::kMaxPendingLiveBatches) report_backlog(true);
     if (!writing_) do_write();
   }
 
@@ -532,7 +533,19 @@ class Session : public std::enable_shared_from_this<Session> {
     if (ec) return fail("write", ec);
     if (closed_) return;  // cut while this frame was being written: nothing more goes out
     if (!queue_.empty()) return do_write();
+    if (backlogged_) report_backlog(false);
     maybe_close();
+  }
+
+  // Tells the sync state machine that this session's queue backed up or drained, so live batches wait and
+  // coalesce instead of piling up here until the queue overflows. Posted, never called from here: enqueue
+  // may run inside a call of the service itself (its sink, under its lock), and posting keeps the reports in
+  // order on the strand.
+  void report_backlog(bool backlogged) {
+    backlogged_ = backlogged;
+    net::post(strand(), [self = shared_from_this(), backlogged] {
+      if (self->registered_ && !self->closed_) self->impl_.service.set_backlogged(self->id_, backlogged);
+    });
   }
 
   void maybe_close() {
@@ -587,6 +600,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool writing_ = false;
   bool accepted_ = false;
   bool registered_ = false;  // known to the SyncService
+  bool backlogged_ = false;  // reported to the SyncService (report_backlog)
   bool close_requested_ = false;
   bool close_sent_ = false;
   bool closed_ = false;

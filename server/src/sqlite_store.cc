@@ -607,7 +607,8 @@ Result<std::unique_ptr<SqliteCentralStore>> SqliteCentralStore::open(const std::
     Result<std::unique_ptr<Db>> ck = Db::open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, timeout);
     if (!ck) return ck.status();
     store->checkpointer_ = std::move(ck.value());
-    // A connection finds out the file is in WAL mode on its first read; before that a checkpoint does nothing.
+    // A connection finds out the file is in WAL mode on its first read; before that a checkpoint does
+    // nothing.
     if (Status s = store->checkpointer_->exec("SELECT count(*) FROM sqlite_master"); !s) return s;
     store->checkpoint_thread_ = std::thread([s = store.get()] { s->checkpoint_loop(); });
   }

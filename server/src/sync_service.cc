@@ -280,6 +280,12 @@ void SyncService::disconnect(SessionId session) {
   flush_locked(session, nullptr, Clock::now());
 }
 
+void SyncService::set_backlogged(SessionId session, bool backlogged) {
+  std::lock_guard lock(mu_);
+  server_.set_backlogged(session, backlogged);
+  flush_locked(session, nullptr, Clock::now());
+}
+
 size_t SyncService::session_count() const {
   std::lock_guard lock(mu_);
   return server_.session_count();

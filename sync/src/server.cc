@@ -516,7 +516,8 @@ void SyncServer::wake_live_sessions(SessionId) {
   // scanned_cursor, so it never reads them again.
   std::map<uint64_t, std::pair<ResolvedRange, std::set<SessionId>>> ranges;
   for (auto& [id, s] : sessions_) {
-    if (!s.authenticated || !s.live || closing_.count(id) || s.scanned_cursor >= head) continue;
+    if (!s.authenticated || !s.live || s.backlogged || closing_.count(id) || s.scanned_cursor >= head)
+      continue;
     auto it = ranges.find(s.scanned_cursor);
     if (it == ranges.end()) {
       ResolvedRange range = resolve_range(s.scanned_cursor, tuning::kMaxChangesPerLiveScan, nullptr);
@@ -533,19 +534,36 @@ void SyncServer::wake_live_sessions(SessionId) {
       batch.has_more = range.has_more;
       batch.server_hlc = clock_.last();
     }
-    const bool empty =
-        batch.txns.empty() && batch.conflicts.empty() && batch.records.empty() && batch.purges.empty();
-    if (empty && !batch.has_more) {
-      s.scanned_cursor = batch.to_cursor;
-      // Only now and then does an empty batch move the device's own cursor forward.
-      if (s.scanned_cursor - s.sent_cursor < tuning::kLiveSkipAdvance) continue;
-    }
-    // The batch starts where the device is: what lies between it and scanned_cursor held nothing for it.
-    batch.from_cursor = s.sent_cursor;
-    s.sent_cursor = s.scanned_cursor = batch.to_cursor;
-    if (batch.has_more) s.live = false;  // the device pulls the rest itself
-    outgoing_.push_back(Outgoing{id, std::move(batch)});
+    send_live(id, s, std::move(batch));
   }
+}
+
+void SyncServer::send_live(SessionId id, Session& s, protocol::ChangeBatch batch) {
+  const bool empty =
+      batch.txns.empty() && batch.conflicts.empty() && batch.records.empty() && batch.purges.empty();
+  if (empty && !batch.has_more) {
+    s.scanned_cursor = batch.to_cursor;
+    // Only now and then does an empty batch move the device's own cursor forward.
+    if (s.scanned_cursor - s.sent_cursor < tuning::kLiveSkipAdvance) return;
+  }
+  // The batch starts where the device is: what lies between it and scanned_cursor held nothing for it.
+  batch.from_cursor = s.sent_cursor;
+  s.sent_cursor = s.scanned_cursor = batch.to_cursor;
+  if (batch.has_more) s.live = false;  // the device pulls the rest itself
+  outgoing_.push_back(Outgoing{id, std::move(batch)});
+}
+
+void SyncServer::set_backlogged(SessionId id, bool backlogged) {
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) return;
+  Session& s = it->second;
+  s.backlogged = backlogged;
+  if (backlogged || !s.authenticated || !s.live || closing_.count(id) ||
+      s.scanned_cursor >= store_.head_seq())
+    return;
+  // Its own part of the log only: sessions drain at different moments, so there is no range to share.
+  send_live(id, s,
+            batch_for(s, resolve_range(s.scanned_cursor, tuning::kMaxChangesPerLiveScan, &s.principal), 0));
 }
 
 void SyncServer::request_fan_out() {

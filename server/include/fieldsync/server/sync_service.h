@@ -72,6 +72,8 @@ class SyncService {
   // A message the transport refused before decoding (text message, over the size limit): Error, then close.
   void bad_frame(SessionId session, const Status& status);
   void disconnect(SessionId session);
+  // The transport's write queue for `session` backed up or drained (SyncServer::set_backlogged).
+  void set_backlogged(SessionId session, bool backlogged);
 
   size_t session_count() const;  // sessions known to the sync state machine
   bool group_commit() const { return group_commit_; }

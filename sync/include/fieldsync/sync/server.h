@@ -62,6 +62,11 @@ class SyncServer {
   void poll_external_commits();
   // ServerConfig::defer_fan_out: produces the live batches of every commit since the last call.
   void fan_out();
+  // The transport's write queue for `session` is backed up (true: tuning::kMaxPendingLiveBatches frames
+  // waiting) or has drained (false). A backlogged live session is sent nothing; when it drains, one batch
+  // brings it up to date (read from its own part of the log), so a slow reader gets fewer, larger batches
+  // instead of a queue that grows until the transport cuts it off.
+  void set_backlogged(SessionId session, bool backlogged);
 
   size_t session_count() const { return sessions_.size(); }
   Hlc hlc() const { return clock_.last(); }
@@ -72,6 +77,7 @@ class SyncServer {
     Principal principal;
     NodeId node = 0;
     bool live = false;            // caught up and wants live batches
+    bool backlogged = false;      // set_backlogged: live batches wait
     uint64_t sent_cursor = 0;     // the device's cursor: highest to_cursor sent to it
     uint64_t scanned_cursor = 0;  // >= sent_cursor: the log up to here was checked and what concerned it sent
   };
@@ -102,6 +108,9 @@ class SyncServer {
   protocol::ChangeBatch batch_for(const Session& s, const ResolvedRange& range, uint64_t request_id);
   protocol::ChangeBatch build_batch(const Session& s, uint64_t from, size_t max_changes, uint64_t request_id);
   void wake_live_sessions(SessionId except);
+  // Queues `batch` (built from the session's scanned_cursor) for a live session, or only moves its cursor
+  // when the batch is empty.
+  void send_live(SessionId id, Session& s, protocol::ChangeBatch batch);
   void request_fan_out();  // after a commit: wake now, or mark pending (defer_fan_out)
   void send_error(SessionId id, Status status, uint64_t request_id = 0, bool close = true);
 

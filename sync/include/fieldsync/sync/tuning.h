@@ -63,8 +63,10 @@ inline constexpr int64_t kReconnectCapMs = 60'000;
 // ----------------------------------------------------------------------------------------------------
 // Rejected-transaction results are kept so a re-sent rejected transaction gets the same answer; applied
 // results are implied by the node's sequence watermark and need no storage.
-inline constexpr size_t kMaxPendingLiveBatches =
-    4;  // live batches queued per session before it falls back to pull
+// Frames waiting in a session's write queue at which the transport reports it backlogged
+// (SyncServer::set_backlogged): live batches for it then wait and are sent as one when the queue has drained,
+// so a reader slower than the commit rate gets fewer, larger batches instead of a queue that overflows.
+inline constexpr size_t kMaxPendingLiveBatches = 4;
 // A live session whose scope a run of commits did not touch is sent an empty batch once the run exceeds this
 // many server transactions, so its next live scan does not start ever further back.
 inline constexpr uint64_t kLiveSkipAdvance = 64;
