@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -598,9 +599,11 @@ TEST_F(NetTest, StopDrainsSessionsWithCloseFrame) {
   WsStatus s = peer.receive(msg, 2s);  // reading lets the peer answer the close frame
   EXPECT_EQ(s.code, WsError::kClosed) << s.to_string();
   EXPECT_EQ(s.close_code, 1001);  // going away
-  auto t0 = std::chrono::steady_clock::now();
   stopper.join();
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);  // both peers answered: no drain timeout
+  {  // both peers answered the close: the drain did not have to cut anyone (a timing bound flaked under load)
+    std::lock_guard lock(log_mu);
+    EXPECT_NE(std::find(log.begin(), log.end(), "event=stopped sessions_cut=0"), log.end());
+  }
   EXPECT_TRUE(ca.wait_until([&] { return !ca.connected(); }, 2s));
   EXPECT_EQ(ca.last_error().close_code, 1001);
   ca.stop();

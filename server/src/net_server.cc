@@ -252,6 +252,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // Sends a close frame once everything queued is written. Strand only.
   void request_close(websocket::close_code code) {
     if (closed_) return;
+    // While the upgrade response is being written the peer may already hold it and expect a WebSocket: the
+    // close waits for on_accept, which sends a close frame (cutting the socket here lost the close code).
+    if (!accepted_ && accepting_) return void(close_after_accept_ = code);
     if (!accepted_) return hard_close("server_stopping");
     close_requested_ = true;
     close_code_ = code;
@@ -446,6 +449,7 @@ class Session : public std::enable_shared_from_this<Session> {
     ws_.auto_fragment(false);
     ws_.set_option(websocket::stream_base::decorator(
         [](websocket::response_type& res) { res.set(http::field::server, "fieldsync-server"); }));
+    accepting_ = true;
     ws_.async_accept(req, [self = shared_from_this()](boost::system::error_code ec) { self->on_accept(ec); });
   }
 
@@ -454,6 +458,7 @@ class Session : public std::enable_shared_from_this<Session> {
     accepted_ = true;
     impl_.metrics.add(Counter::kSessionsOpened);
     impl_.log("event=session_open session=" + std::to_string(id_) + " peer=" + peer_);
+    if (close_after_accept_) return request_close(*close_after_accept_);
     if (impl_.stopping) return request_close(websocket::close_code::going_away);
     registered_ = true;
     impl_.service.connect(id_, wall_ms());
@@ -599,8 +604,10 @@ class Session : public std::enable_shared_from_this<Session> {
   size_t queued_bytes_ = 0;
   bool writing_ = false;
   bool accepted_ = false;
-  bool registered_ = false;  // known to the SyncService
-  bool backlogged_ = false;  // reported to the SyncService (report_backlog)
+  bool accepting_ = false;                                   // async_accept in flight
+  std::optional<websocket::close_code> close_after_accept_;  // request_close while accepting_
+  bool registered_ = false;                                  // known to the SyncService
+  bool backlogged_ = false;                                  // reported to the SyncService (report_backlog)
   bool close_requested_ = false;
   bool close_sent_ = false;
   bool closed_ = false;
