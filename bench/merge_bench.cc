@@ -107,7 +107,7 @@ void apply_and_commit(MemoryCentralStore& store, const ClientTxn& txn) {
   st.origin_user = kRep.user;
   st.origin_node_seq = txn.node_seq;
   st.changes = std::move(r->effective);
-  std::vector<ScopeKey> scopes = log_scopes(st, *tx);
+  std::vector<ScopeKey> scopes = log_scopes(st, r->conflicts, *tx);
   tx->append_log(std::move(st), std::move(r->conflicts), std::move(scopes));
   if (!tx->commit().is_ok()) std::abort();
 }

@@ -781,5 +781,86 @@ TEST(ClientServer, BacklogCoalescesLiveBatchesUntilTheSessionDrains) {
   EXPECT_EQ(alice.store.records().size(), 6u);
 }
 
+// Counts what the state machine reads from the store.
+class CountingStore final : public CentralStore {
+ public:
+  explicit CountingStore(MemoryCentralStore& inner) : inner_(inner) {}
+  size_t txns_read = 0, conflicts_read = 0;
+
+  std::unique_ptr<CentralTxn> begin() override { return inner_.begin(); }
+  uint64_t head_seq() override { return inner_.head_seq(); }
+  std::vector<ServerTxn> read_log(uint64_t after, size_t max) override {
+    std::vector<ServerTxn> out = inner_.read_log(after, max);
+    txns_read += out.size();
+    return out;
+  }
+  LogSlice read_log_for(uint64_t after, uint64_t up_to, const std::vector<ScopeKey>& scopes,
+                        size_t max) override {
+    LogSlice out = inner_.read_log_for(after, up_to, scopes, max);
+    txns_read += out.txns.size();
+    return out;
+  }
+  std::vector<ConflictRecord> read_conflicts(uint64_t after, uint64_t up_to) override {
+    std::vector<ConflictRecord> out = inner_.read_conflicts(after, up_to);
+    conflicts_read += out.size();
+    return out;
+  }
+  std::optional<RecordState> load(EntityId e, const RecordId& id) override { return inner_.load(e, id); }
+  std::vector<RecordState> scan(RecordKey after, size_t max) override { return inner_.scan(after, max); }
+  uint64_t record_count() override { return inner_.record_count(); }
+  std::vector<RecordState> scope_children(EntityId e, const RecordId& p) override {
+    return inner_.scope_children(e, p);
+  }
+  Hlc clock() override { return inner_.clock(); }
+  NodeState node_state(NodeId node) override { return inner_.node_state(node); }
+
+ private:
+  MemoryCentralStore& inner_;
+};
+
+// A rep's catch-up reads neither another territory's transactions nor its conflicts: a busy day of
+// conflicts elsewhere costs her nothing.
+TEST(ClientServer, CatchUpReadsNoOtherTerritorysConflicts) {
+  World w;
+  CountingStore counting(w.store);
+  w.server = std::make_unique<SyncServer>(counting, w.auth, ServerConfig{});
+  Device& ho = w.add(10, "ho");
+  Device& alice = w.add(11, "alice");
+  Device& carol = w.add(13, "carol");
+  w.connect(alice);
+  w.disconnect(alice);
+  w.connect(ho);
+  w.connect(carol);
+  RecordId south = new_account(w, carol, "t-south", "Contested");
+  w.pump();
+  for (int i = 0; i < 30; ++i) {  // carol edits offline, head office edits later, carol's write loses
+    w.disconnect(carol);
+    ASSERT_TRUE(
+        carol.client
+            ->write({set(EntityId::kAccount, south, 1, Value::text("carol " + std::to_string(i)))}, w.now)
+            .is_ok());
+    w.now += 10;
+    ASSERT_TRUE(
+        ho.client->write({set(EntityId::kAccount, south, 1, Value::text("ho " + std::to_string(i)))}, w.now)
+            .is_ok());
+    w.pump();
+    w.now += 10;
+    w.connect(carol);
+  }
+  ASSERT_GE(w.store.conflicts().size(), 30u);
+
+  counting.txns_read = counting.conflicts_read = 0;
+  PullTrace trace = connect_counting_pulls(w, alice);
+  ASSERT_EQ(trace.batches.size(), 1u);
+  EXPECT_EQ(trace.batches[0].to_cursor, w.store.head_seq());
+  EXPECT_TRUE(trace.batches[0].conflicts.empty());
+  EXPECT_EQ(counting.txns_read, 0u) << "nothing in the log is alice's";
+  EXPECT_EQ(counting.conflicts_read, 0u) << "the conflicts are all in t-south";
+  // Carol, who lost every one of them, was told of each.
+  size_t carols = 0;
+  for (const ConflictRecord& c : carol.store.conflicts()) carols += c.loser.user == "carol";
+  EXPECT_GE(carols, 30u);
+}
+
 }  // namespace
 }  // namespace fieldsync

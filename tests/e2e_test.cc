@@ -752,10 +752,11 @@ TEST_F(E2E, RepsNeverSeeOtherTerritoriesAndOutOfScopePushesAreRejectedWhole) {
   EXPECT_EQ((*kept)[0].changes.size(), 2u);
   EXPECT_EQ((*kept)[1].node_seq, *bad2);
   EXPECT_EQ((*kept)[1].reason, ErrorCode::kOutOfScope);
-  {
+  // Observers are called after the commit that stored the rejections, on the client's thread: wait for them.
+  EXPECT_TRUE(eventually([&] {
     std::lock_guard lock(alice.mu);
-    EXPECT_EQ(alice.rejections.size(), 2u) << "the rejection observer heard both";
-  }
+    return alice.rejections.size() == 2u;
+  })) << "the rejection observer heard both";
   EXPECT_TRUE(converges(alice));
   EXPECT_TRUE(converges(carol));
   EXPECT_TRUE(carol.client->account(*south).is_ok());

@@ -100,7 +100,7 @@ class RulesTest : public ::testing::Test {
     st.origin_user = who.user;
     st.origin_node_seq = t.node_seq;
     st.changes = r->effective;
-    tx->append_log(st, r->conflicts, log_scopes(st, *tx));
+    tx->append_log(st, r->conflicts, log_scopes(st, r->conflicts, *tx));
     EXPECT_TRUE(tx->commit().is_ok());
     return std::move(r.value());
   }

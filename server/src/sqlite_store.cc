@@ -261,12 +261,23 @@ Status migrate_format(Db& db, int64_t from) {
     // Format 1 had no _log_scope: file every existing entry under the scopes its records have now, which is
     // what pulls judged them by before the index existed.
     DbRecordReader reader(db);
+    std::map<uint64_t, std::vector<ConflictRecord>> conflicts;  // by server_seq
+    {
+      Stmt q(db, "SELECT server_seq, blob FROM _conflicts ORDER BY server_seq, id");
+      while (q.step()) {
+        Result<ConflictRecord> c = codec::decode_conflict(q.col_blob(1));
+        if (!c) return corrupt("conflict", c.status());
+        conflicts[from_sql(q.col_int(0))].push_back(std::move(c.value()));
+      }
+      if (!q.ok()) return q.status();
+    }
     Stmt q(db, "SELECT server_seq, blob FROM _log ORDER BY server_seq");
     std::vector<std::pair<uint64_t, std::vector<ScopeKey>>> rows;
     while (q.step()) {
       Result<ServerTxn> t = codec::decode_server_txn(q.col_blob(1));
       if (!t) return corrupt("log entry " + std::to_string(q.col_int(0)), t.status());
-      rows.emplace_back(from_sql(q.col_int(0)), log_scopes(*t, reader));
+      const uint64_t seq = from_sql(q.col_int(0));
+      rows.emplace_back(seq, log_scopes(*t, conflicts[seq], reader));
       if (!reader.error_) return reader.error_;
     }
     if (!q.ok()) return q.status();

@@ -82,20 +82,28 @@ std::optional<std::vector<ScopeKey>> visible_scopes(const Principal& who) {
   return out;
 }
 
-std::vector<ScopeKey> log_scopes(const ServerTxn& txn, RecordReader& reader) {
+std::vector<ScopeKey> log_scopes(const ServerTxn& txn, const std::vector<ConflictRecord>& conflicts,
+                                 RecordReader& reader) {
   std::vector<ScopeKey> out;
   std::set<RecordKey> seen;
-  for (const Change& c : txn.changes) {
-    if (!seen.insert(RecordKey{c.entity, c.record}).second) continue;
-    if (std::optional<RecordState> rec = reader.load(c.entity, c.record)) {
+  auto record_scope = [&](EntityId entity, const RecordId& id) {
+    if (!seen.insert(RecordKey{entity, id}).second) return;
+    if (std::optional<RecordState> rec = reader.load(entity, id)) {
       out.push_back(resolve_scope(*rec, reader));
     } else {
       out.push_back(ScopeKey{});  // unknown entity or gone: head office only (dropped below)
     }
-  }
+  };
+  for (const Change& c : txn.changes) record_scope(c.entity, c.record);
+  // A write that lost is not among the changes, but its conflict is on the record.
+  for (const ConflictRecord& c : conflicts) record_scope(c.entity, c.record);
   for (const ScopeMove& m : txn.moves) {
     out.push_back(m.from);
     out.push_back(m.to);
+  }
+  for (const ConflictRecord& c : conflicts) {
+    for (const UserId* u : {&c.winner.user, &c.loser.user})
+      if (!u->empty()) out.push_back(ScopeKey{ScopeKey::Kind::kOwner, *u});
   }
   // Only head office sees kUnresolved, and head office reads the whole log.
   std::erase_if(out, [](const ScopeKey& k) { return k.kind == ScopeKey::Kind::kUnresolved; });

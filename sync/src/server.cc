@@ -348,7 +348,7 @@ protocol::TxnResult SyncServer::apply_one(Session& s, const ClientTxn& txn, int6
   st.changes = std::move(app.effective);
   st.moves = std::move(app.moves);
   result.conflicts = app.conflicts;
-  std::vector<ScopeKey> scopes = log_scopes(st, *ctx);  // on the state this transaction leaves
+  std::vector<ScopeKey> scopes = log_scopes(st, app.conflicts, *ctx);  // on the state this txn leaves
   uint64_t seq = ctx->append_log(std::move(st), std::move(app.conflicts), std::move(scopes));
   ctx->set_node_state(ns);
   ctx->set_clock(clock_.last());
@@ -411,7 +411,17 @@ SyncServer::ResolvedRange SyncServer::resolve_range(uint64_t from, size_t max_ch
     if (!scopes) range.to = txn.server_seq;
     for (const Change& c : txn.changes) resolve(c.entity, c.record);
   }
-  range.conflicts = store_.read_conflicts(from, range.to);
+  if (scopes) {
+    // Every conflict that can concern the principal belongs to a transaction read above: its record's
+    // scope, or the user it names, filed that transaction under the principal's keys (log_scopes).
+    for (const ServerTxn& txn : range.txns) {
+      std::vector<ConflictRecord> cs = store_.read_conflicts(txn.server_seq - 1, txn.server_seq);
+      range.conflicts.insert(range.conflicts.end(), std::make_move_iterator(cs.begin()),
+                             std::make_move_iterator(cs.end()));
+    }
+  } else {
+    range.conflicts = store_.read_conflicts(from, range.to);
+  }
   for (const ConflictRecord& c : range.conflicts) resolve(c.entity, c.record);
   range.has_more = range.to < head;
   return range;

@@ -26,11 +26,14 @@ bool can_see(const Principal& who, const ScopeKey& scope);
 std::optional<std::vector<ScopeKey>> visible_scopes(const Principal& who);
 
 // The scope keys the server's log files a committed transaction under (CentralStore::read_log_for): the
-// scope of every record it changed, resolved on `reader` (the state the transaction committed), and both
-// ends of every scope move it made; kUnresolved left out (head office reads the whole log). Sorted, without
+// scope of every record it changed or has a conflict on (a write that lost is no change), resolved on
+// `reader` (the state the transaction committed), both ends of every scope move it made, and the owner key
+// of every user named in its conflicts (a device is told of a conflict over its own write even when the
+// record is no longer in its scope); kUnresolved left out (head office reads the whole log). Sorted, without
 // duplicates. A device whose scope holds none of them has
 // nothing to gain from the transaction, then or later: a record that enters its scope afterwards does so by
 // a move, which brings the whole record.
-std::vector<ScopeKey> log_scopes(const ServerTxn& txn, RecordReader& reader);
+std::vector<ScopeKey> log_scopes(const ServerTxn& txn, const std::vector<ConflictRecord>& conflicts,
+                                 RecordReader& reader);
 
 }  // namespace fieldsync
