@@ -183,7 +183,8 @@ class Session : public std::enable_shared_from_this<Session> {
         peer_(endpoint_string(socket)),
         ws_(std::move(socket), *impl.tls),
         id_(id),
-        delay_timer_(strand) {
+        delay_timer_(strand),
+        bucket_(impl.options.session_message_burst) {
     boost::system::error_code ec;
     tcp::endpoint ep = beast::get_lowest_layer(ws_).socket().remote_endpoint(ec);
     if (!ec) peer_address_ = ep.address();
@@ -499,7 +500,8 @@ class Session : public std::enable_shared_from_this<Session> {
         reason_ = "rate_limited";
         impl_.service.bad_frame(
             id_, Status(ErrorCode::kRateLimited,
-                        "more than " + std::to_string(static_cast<int>(limits::kSessionMessagesPerSecond)) +
+                        "more than " +
+                            std::to_string(static_cast<int>(impl_.options.session_messages_per_second)) +
                             " messages per second",
                         true));
       } else if (!ws_.got_binary()) {
@@ -518,7 +520,8 @@ class Session : public std::enable_shared_from_this<Session> {
     const auto now = std::chrono::steady_clock::now();
     const double elapsed_s = std::chrono::duration<double>(now - bucket_at_).count();
     bucket_at_ = now;
-    bucket_ = std::min(limits::kSessionMessageBurst, bucket_ + elapsed_s * limits::kSessionMessagesPerSecond);
+    bucket_ = std::min(impl_.options.session_message_burst,
+                       bucket_ + elapsed_s * impl_.options.session_messages_per_second);
     if (bucket_ < 1.0) return false;
     bucket_ -= 1.0;
     return true;
@@ -597,8 +600,8 @@ class Session : public std::enable_shared_from_this<Session> {
   net::steady_timer delay_timer_;  // delayed frames (refused handshakes) and failed-login answers
   bool delaying_ = false;
   std::deque<Outbound> delayed_;
-  bool discarding_ = false;                       // reading the rest of an oversized message
-  double bucket_ = limits::kSessionMessageBurst;  // message tokens (take_message_token)
+  bool discarding_ = false;  // reading the rest of an oversized message
+  double bucket_;            // message tokens (take_message_token), a full bucket at first
   std::chrono::steady_clock::time_point bucket_at_ = std::chrono::steady_clock::now();
   std::deque<Frame> queue_;
   size_t queued_bytes_ = 0;

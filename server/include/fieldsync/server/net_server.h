@@ -51,6 +51,8 @@ struct NetServerOptions {
   int64_t drain_timeout_ms = limits::kDrainTimeoutMs;
   size_t max_queued_bytes = limits::kMaxQueuedBytes;
   size_t max_queued_frames = limits::kMaxQueuedFrames;
+  double session_messages_per_second = limits::kSessionMessagesPerSecond;  // token bucket per session
+  double session_message_burst = limits::kSessionMessageBurst;
   ServerConfig sync;
   // One structured line per connection event, handshake, push batch and error ("event=... session=...
   // key=value"). Null: stderr.
