@@ -647,10 +647,10 @@ void SyncServer::handle_bootstrap(SessionId id, Session& s, const protocol::Boot
   token.sent += page.records.size();
   token.after = after;
   page.done = end;
-  if (end) {
-    // A device that wrote offline before its first sync may hold records it created that left its scope
-    // before this snapshot; nothing else would ever tell it. (Records it can see are in the pages; tombstones
-    // too.)
+  // A device that wrote offline before its first sync may hold records it created that left its scope before
+  // this snapshot; nothing else would ever tell it. (Records it can see are in the pages; tombstones too.) A
+  // node with no transaction applied or rejected created nothing here: a fresh device skips this whole scan.
+  if (end && store_.node_state(s.node).last_node_seq > 0) {
     RecordKey pos;
     for (;;) {
       std::vector<RecordState> chunk = store_.scan(pos, tuning::kBootstrapPageRecords);
