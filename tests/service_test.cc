@@ -57,6 +57,10 @@ class GatedStore final : public CentralStore {
   }
   std::optional<RecordState> load(EntityId e, const RecordId& id) override { return inner.load(e, id); }
   std::vector<RecordState> scan(RecordKey after, size_t max) override { return inner.scan(after, max); }
+  std::vector<RecordState> scan_in_scopes(const std::vector<ScopeKey>& scopes, RecordKey after,
+                                          size_t max) override {
+    return inner.scan_in_scopes(scopes, after, max);
+  }
   uint64_t record_count() override { return inner.record_count(); }
   std::vector<RecordState> scope_children(EntityId e, const RecordId& p) override {
     return inner.scope_children(e, p);

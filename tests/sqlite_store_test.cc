@@ -476,6 +476,50 @@ TYPED_TEST(CentralStoreContract, ScanIsOrderedWithTombstones) {
   EXPECT_EQ(from[0].entity, EntityId::kCalendarEvent);
 }
 
+// Exactly the records that resolve into the scopes (tombstones included), in scan order, page by page. The
+// SQLite store narrows through its projection columns and must agree with resolve_scope.
+TYPED_TEST(CentralStoreContract, ScanInScopesIsScanNarrowedToTheScopes) {
+  CentralStore& s = this->store();
+  std::vector<RecordState> all = {
+      account(rid(5), "t1"),
+      account(rid(2), "t2"),
+      account(rid(6), "t1"),
+      contact(rid(1), rid(2)),
+      contact(rid(3), rid(6)),
+      contact(rid(8), rid(99)),  // orphan
+      event(rid(4), "alice", 1, 2),
+      event(rid(10), "bob", 1, 2),
+      record(EntityId::kProduct, rid(9), {{1, Value::text("SKU")}}),
+  };
+  all.push_back(tombstone(contact(rid(7), rid(5)), f::kContactAccount));
+  this->save_all(all);
+  auto keys = [&](const std::vector<ScopeKey>& scopes, size_t page) {
+    std::vector<RecordKey> out;
+    RecordKey after;
+    for (;;) {
+      std::vector<RecordState> chunk = s.scan_in_scopes(scopes, after, page);
+      EXPECT_LE(chunk.size(), page);
+      if (chunk.empty()) break;
+      for (const RecordState& r : chunk) out.push_back(RecordKey{r.entity, r.id});
+      after = out.back();
+    }
+    return out;
+  };
+  const ScopeKey global{ScopeKey::Kind::kGlobal, {}}, alice{ScopeKey::Kind::kOwner, "alice"};
+  const std::vector<RecordKey> t1_alice_global = {
+      {EntityId::kAccount, rid(5)}, {EntityId::kAccount, rid(6)}, {EntityId::kContact, rid(3)},
+      {EntityId::kContact, rid(7)}, {EntityId::kProduct, rid(9)}, {EntityId::kCalendarEvent, rid(4)},
+  };
+  for (size_t page : {1, 2, 100})
+    EXPECT_EQ(keys({global, territory("t1"), alice}, page), t1_alice_global) << "page size " << page;
+  EXPECT_EQ(keys({territory("t2")}, 100),
+            (std::vector<RecordKey>{{EntityId::kAccount, rid(2)}, {EntityId::kContact, rid(1)}}));
+  EXPECT_EQ(keys({ScopeKey{ScopeKey::Kind::kOwner, "bob"}}, 100),
+            (std::vector<RecordKey>{{EntityId::kCalendarEvent, rid(10)}}));
+  EXPECT_TRUE(keys({territory("t9")}, 100).empty());
+  EXPECT_TRUE(keys({}, 100).empty());
+}
+
 TYPED_TEST(CentralStoreContract, ScopeChildrenOneLevelTombstonesIncluded) {
   CentralStore& s = this->store();
   RecordState order = record(EntityId::kOrder, rid(20),

@@ -777,6 +777,77 @@ std::vector<RecordState> SqliteCentralStore::scan(RecordKey after, size_t max_re
   return out;
 }
 
+namespace {
+
+// The SQL condition on entity `e`'s projection columns under which a row's scope may be one of the
+// territories or owners listed (parameters appended to `params`), following parent links as resolve_scope
+// does. Tombstones keep their scope field, so they match too.
+std::string scope_condition(const schema::EntityDef& e, const std::vector<std::string>& territories,
+                            const std::vector<std::string>& owners, bool global,
+                            std::vector<std::string>& params, int depth) {
+  auto in_list = [&](const std::string& column, const std::vector<std::string>& values) {
+    if (values.empty()) return std::string("0");
+    std::string sql = quoted(column) + " IN (";
+    for (size_t i = 0; i < values.size(); ++i) {
+      sql += i ? ", ?" : "?";
+      params.push_back(values[i]);
+    }
+    return sql + ")";
+  };
+  const schema::FieldDef* field = e.field(e.scope.field);
+  switch (e.scope.kind) {
+    case schema::ScopeKind::kGlobal:
+      return global ? "1" : "0";
+    case schema::ScopeKind::kTerritory:
+      return field ? in_list(std::string(field->name), territories) : "0";
+    case schema::ScopeKind::kOwner:
+      return field ? in_list(std::string(field->name), owners) : "0";
+    case schema::ScopeKind::kParent: {
+      const schema::EntityDef* parent = schema::entity(e.scope.parent);
+      if (field == nullptr || parent == nullptr || depth >= 4) return "0";  // resolve_scope's hop limit
+      return quoted(field->name) + " IN (SELECT id FROM " + quoted(parent->name) + " WHERE " +
+             scope_condition(*parent, territories, owners, global, params, depth + 1) + ")";
+    }
+  }
+  return "0";
+}
+
+}  // namespace
+
+std::vector<RecordState> SqliteCentralStore::scan_in_scopes(const std::vector<ScopeKey>& scopes,
+                                                            RecordKey after, size_t max_records) {
+  std::vector<std::string> territories, owners;
+  bool global = false;
+  for (const ScopeKey& k : scopes) {
+    if (k.kind == ScopeKey::Kind::kTerritory) territories.push_back(k.value);
+    if (k.kind == ScopeKey::Kind::kOwner) owners.push_back(k.value);
+    global |= k.kind == ScopeKey::Kind::kGlobal;
+  }
+  std::lock_guard lock(reader_mu_);
+  std::vector<RecordState> out;
+  if (Status s = reader_->exec("BEGIN"); !s) return read(Result<std::vector<RecordState>>(s), out);
+  for (const schema::EntityDef& e : schema::entities()) {
+    if (out.size() >= max_records) break;
+    if (e.id < after.entity) continue;
+    const bool same = e.id == after.entity;
+    std::vector<std::string> params;
+    const std::string condition = scope_condition(e, territories, owners, global, params, 0);
+    if (condition == "0") continue;
+    Stmt q(*reader_, "SELECT _meta FROM " + quoted(e.name) + " WHERE (" + condition + ")" +
+                         (same ? " AND id > ?" : "") + " ORDER BY id LIMIT ?");
+    int i = 1;
+    for (const std::string& p : params) q.bind(i++, std::string_view(p));
+    if (same) q.bind(i++, after.id.to_string());
+    q.bind(i, static_cast<int64_t>(max_records - out.size()));
+    if (Status s = read_records(q, out); !s) {
+      read(Result<std::vector<RecordState>>(s), out);
+      break;
+    }
+  }
+  (void)reader_->exec("COMMIT");
+  return out;
+}
+
 uint64_t SqliteCentralStore::record_count() {
   std::lock_guard lock(reader_mu_);
   uint64_t n = 0;

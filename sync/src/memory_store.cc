@@ -3,6 +3,8 @@
 // discards it. Nothing is copied wholesale per transaction, so merging 100k changes stays linear.
 #include "fieldsync/sync/memory_store.h"
 
+#include "fieldsync/sync/scope.h"
+
 #include <algorithm>
 
 namespace fieldsync {
@@ -390,6 +392,32 @@ std::vector<RecordState> MemoryCentralStore::scan(RecordKey after, size_t max_re
   for (auto it = data_.records.upper_bound(after); it != data_.records.end() && out.size() < max_records;
        ++it) {
     out.push_back(it->second);
+  }
+  return out;
+}
+
+std::vector<RecordState> MemoryCentralStore::scan_in_scopes(const std::vector<ScopeKey>& scopes,
+                                                            RecordKey after, size_t max_records) {
+  // Exact: each record's scope resolved on the committed records.
+  class Reader final : public RecordReader {
+   public:
+    explicit Reader(const std::map<RecordKey, RecordState>& records) : records_(records) {}
+    std::optional<RecordState> load(EntityId entity, const RecordId& id) override {
+      auto it = records_.find(RecordKey{entity, id});
+      if (it == records_.end()) return std::nullopt;
+      return it->second;
+    }
+
+   private:
+    const std::map<RecordKey, RecordState>& records_;
+  };
+  std::lock_guard lock(mu_);
+  Reader reader(data_.records);
+  std::vector<RecordState> out;
+  for (auto it = data_.records.upper_bound(after); it != data_.records.end() && out.size() < max_records;
+       ++it) {
+    const ScopeKey scope = resolve_scope(it->second, reader);
+    if (std::find(scopes.begin(), scopes.end(), scope) != scopes.end()) out.push_back(it->second);
   }
   return out;
 }

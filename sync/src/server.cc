@@ -593,6 +593,12 @@ void SyncServer::fan_out() {
 
 void SyncServer::handle_bootstrap(SessionId id, Session& s, const protocol::BootstrapRequest& m) {
   CommittedReader reader(store_);
+  // A rep's or manager's pages come from its own scopes (the store narrows through its scope columns);
+  // head office's from everything. Every record is still judged by `visible`.
+  const std::optional<std::vector<ScopeKey>> scopes = visible_scopes(s.principal);
+  auto scan = [&](RecordKey after, size_t max) {
+    return scopes ? store_.scan_in_scopes(*scopes, after, max) : store_.scan(after, max);
+  };
   uint64_t head = store_.head_seq();
   PageToken token;
   uint64_t snapshot = m.snapshot_seq;
@@ -614,7 +620,7 @@ void SyncServer::handle_bootstrap(SessionId id, Session& s, const protocol::Boot
     token = PageToken{};
     RecordKey after;
     for (;;) {
-      std::vector<RecordState> chunk = store_.scan(after, tuning::kBootstrapPageRecords);
+      std::vector<RecordState> chunk = scan(after, tuning::kBootstrapPageRecords);
       if (chunk.empty()) break;
       for (const RecordState& r : chunk)
         if (visible(s.principal, r, reader)) token.total++;
@@ -633,7 +639,7 @@ void SyncServer::handle_bootstrap(SessionId id, Session& s, const protocol::Boot
   bool end = false;
   RecordKey after = token.after;
   while (page.records.size() < page_size && scanned < tuning::kBootstrapScanBudget) {
-    std::vector<RecordState> chunk = store_.scan(after, page_size - page.records.size());
+    std::vector<RecordState> chunk = scan(after, page_size - page.records.size());
     if (chunk.empty()) {
       end = true;
       break;
@@ -643,7 +649,7 @@ void SyncServer::handle_bootstrap(SessionId id, Session& s, const protocol::Boot
     for (RecordState& r : chunk)
       if (visible(s.principal, r, reader)) page.records.push_back(std::move(r));
   }
-  if (!end && store_.scan(after, 1).empty()) end = true;
+  if (!end && scan(after, 1).empty()) end = true;
   token.sent += page.records.size();
   token.after = after;
   page.done = end;

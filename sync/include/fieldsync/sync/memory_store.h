@@ -52,6 +52,8 @@ class MemoryCentralStore final : public CentralStore {
   std::vector<ConflictRecord> read_conflicts(uint64_t after, uint64_t up_to) override;
   std::optional<RecordState> load(EntityId entity, const RecordId& id) override;
   std::vector<RecordState> scan(RecordKey after, size_t max_records) override;
+  std::vector<RecordState> scan_in_scopes(const std::vector<ScopeKey>& scopes, RecordKey after,
+                                          size_t max_records) override;
   uint64_t record_count() override;
   std::vector<RecordState> scope_children(EntityId parent_entity, const RecordId& parent) override;
   Hlc clock() override;

@@ -136,6 +136,11 @@ class CentralStore {
   // Tombstones are included because a device that wrote offline before its first sync may hold a record that
   // someone else deleted before the snapshot: only the tombstone tells it so.
   virtual std::vector<RecordState> scan(RecordKey after, size_t max_records) = 0;
+  // The same narrowed to records whose scope resolves (on committed state) into `scopes`, so a rep's
+  // bootstrap costs its scope, not the store. A store may return more (callers judge every record), never
+  // fewer, and in the same order.
+  virtual std::vector<RecordState> scan_in_scopes(const std::vector<ScopeKey>& scopes, RecordKey after,
+                                                  size_t max_records) = 0;
   virtual uint64_t record_count() = 0;
   // Records (live or tombstones) whose scope rule points at the given parent: an account's contacts, visits,
   // orders and opportunities; an order's lines. One level; callers recurse.
