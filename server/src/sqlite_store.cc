@@ -804,7 +804,7 @@ std::string scope_condition(const schema::EntityDef& e, const std::vector<std::s
       return field ? in_list(std::string(field->name), owners) : "0";
     case schema::ScopeKind::kParent: {
       const schema::EntityDef* parent = schema::entity(e.scope.parent);
-      if (field == nullptr || parent == nullptr || depth >= 4) return "0";  // resolve_scope's hop limit
+      if (field == nullptr || parent == nullptr || depth >= kMaxScopeHops) return "0";  // as resolve_scope
       return quoted(field->name) + " IN (SELECT id FROM " + quoted(parent->name) + " WHERE " +
              scope_condition(*parent, territories, owners, global, params, depth + 1) + ")";
     }

@@ -7,10 +7,6 @@
 namespace fieldsync {
 namespace {
 
-// Parent links followed before giving up. The model's deepest chain is order_line -> order -> account (two
-// hops); four leaves room for one more level without letting a cycle of bad references loop forever.
-constexpr int kMaxScopeHops = 4;
-
 // The raw value of the scope field. RecordState::get() hides a tombstone's fields, but tombstones keep
 // exactly this field so the delete still reaches the devices that hold the record.
 const Value* scope_value(const RecordState& record, uint16_t field) {

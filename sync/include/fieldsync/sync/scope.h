@@ -16,7 +16,13 @@ class RecordReader {
   virtual std::optional<RecordState> load(EntityId entity, const RecordId& id) = 0;
 };
 
-// Follows the entity's scope rule (through parents, at most four hops) to the key that decides visibility.
+// Parent links resolve_scope follows before giving up (kUnresolved). The model's deepest chain is order_line
+// -> order -> account (two hops); four leaves room for one more level without letting a cycle of bad
+// references loop forever. Stores that narrow by scope in their own query language follow exactly as many.
+inline constexpr int kMaxScopeHops = 4;
+
+// Follows the entity's scope rule (through parents, at most kMaxScopeHops) to the key that decides
+// visibility.
 ScopeKey resolve_scope(const RecordState& record, RecordReader& reader);
 
 bool can_see(const Principal& who, const ScopeKey& scope);
