@@ -754,26 +754,47 @@ std::optional<RecordState> SqliteCentralStore::load(EntityId entity, const Recor
   return read(read_record(*reader_, entity, id), std::optional<RecordState>());
 }
 
-std::vector<RecordState> SqliteCentralStore::scan(RecordKey after, size_t max_records) {
-  std::lock_guard lock(reader_mu_);
-  std::vector<RecordState> out;
-  // One read transaction: the pages of every table come from the same snapshot.
-  if (Status s = reader_->exec("BEGIN"); !s) return read(Result<std::vector<RecordState>>(s), out);
+namespace {
+
+// The rows of every entity table in (entity, id) order after `after`, up to `max_records`, each table
+// narrowed by `where(entity, params)`: an SQL condition on its columns with `?` for the strings it appends to
+// params; "" for every row, "0" to skip the table. One read transaction, so every table comes from the same
+// snapshot. The caller holds the reader's lock.
+using TableFilter = std::function<std::string(const schema::EntityDef&, std::vector<std::string>&)>;
+Status scan_tables(Db& db, RecordKey after, size_t max_records, const TableFilter& where,
+                   std::vector<RecordState>& out) {
+  if (Status s = db.exec("BEGIN"); !s) return s;
+  Status result;
   for (const schema::EntityDef& e : schema::entities()) {
     if (out.size() >= max_records) break;
     if (e.id < after.entity) continue;
     const bool same = e.id == after.entity;
-    Stmt q(*reader_,
-           "SELECT _meta FROM " + quoted(e.name) + (same ? " WHERE id > ?" : "") + " ORDER BY id LIMIT ?");
+    std::vector<std::string> params;
+    const std::string condition = where(e, params);
+    if (condition == "0") continue;
+    std::string clauses;
+    if (!condition.empty()) clauses = " WHERE (" + condition + ")";
+    if (same) clauses += condition.empty() ? " WHERE id > ?" : " AND id > ?";
+    Stmt q(db, "SELECT _meta FROM " + quoted(e.name) + clauses + " ORDER BY id LIMIT ?");
     int i = 1;
+    for (const std::string& p : params) q.bind(i++, std::string_view(p));
     if (same) q.bind(i++, after.id.to_string());
     q.bind(i, static_cast<int64_t>(max_records - out.size()));
-    if (Status s = read_records(q, out); !s) {
-      read(Result<std::vector<RecordState>>(s), out);
-      break;
-    }
+    if (result = read_records(q, out); !result) break;
   }
-  (void)reader_->exec("COMMIT");
+  (void)db.exec("COMMIT");
+  return result;
+}
+
+}  // namespace
+
+std::vector<RecordState> SqliteCentralStore::scan(RecordKey after, size_t max_records) {
+  std::lock_guard lock(reader_mu_);
+  std::vector<RecordState> out;
+  Status s = scan_tables(
+      *reader_, after, max_records,
+      [](const schema::EntityDef&, std::vector<std::string>&) { return std::string(); }, out);
+  if (!s) read(Result<std::vector<RecordState>>(s), out);
   return out;
 }
 
@@ -825,26 +846,13 @@ std::vector<RecordState> SqliteCentralStore::scan_in_scopes(const std::vector<Sc
   }
   std::lock_guard lock(reader_mu_);
   std::vector<RecordState> out;
-  if (Status s = reader_->exec("BEGIN"); !s) return read(Result<std::vector<RecordState>>(s), out);
-  for (const schema::EntityDef& e : schema::entities()) {
-    if (out.size() >= max_records) break;
-    if (e.id < after.entity) continue;
-    const bool same = e.id == after.entity;
-    std::vector<std::string> params;
-    const std::string condition = scope_condition(e, territories, owners, global, params, 0);
-    if (condition == "0") continue;
-    Stmt q(*reader_, "SELECT _meta FROM " + quoted(e.name) + " WHERE (" + condition + ")" +
-                         (same ? " AND id > ?" : "") + " ORDER BY id LIMIT ?");
-    int i = 1;
-    for (const std::string& p : params) q.bind(i++, std::string_view(p));
-    if (same) q.bind(i++, after.id.to_string());
-    q.bind(i, static_cast<int64_t>(max_records - out.size()));
-    if (Status s = read_records(q, out); !s) {
-      read(Result<std::vector<RecordState>>(s), out);
-      break;
-    }
-  }
-  (void)reader_->exec("COMMIT");
+  Status s = scan_tables(
+      *reader_, after, max_records,
+      [&](const schema::EntityDef& e, std::vector<std::string>& params) {
+        return scope_condition(e, territories, owners, global, params, 0);
+      },
+      out);
+  if (!s) read(Result<std::vector<RecordState>>(s), out);
   return out;
 }
 
