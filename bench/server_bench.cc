@@ -1,0 +1,96 @@
+// The server's apply path against the real central store, without the network: SyncServer::apply_local (dedupe,
+// clock, rules and merge, record save, log entry, scope index, audit rows, commit) into a SqliteCentralStore
+// with group commit, flushed every 64 transactions as the service's flusher would. Changes per second, to
+// compare with BM_BaselineSqliteBatchedUpsert of the same run: this is the store's share of the load
+// benchmark's per-change cost (docs/PERFORMANCE.md).
+#include <benchmark/benchmark.h>
+#include <stdlib.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "fieldsync/server/sqlite_store.h"
+#include "fieldsync/sync/server.h"
+
+namespace fieldsync {
+namespace {
+
+using schema::EntityId;
+
+class NoAuth final : public Authenticator {
+ public:
+  Result<Principal> authenticate(const protocol::Hello&, int64_t) override {
+    return Status(ErrorCode::kAuthFailed, "no sessions in this benchmark");
+  }
+};
+
+int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Arg: changes per transaction, in accounts of 8 (create, name, territory, creator, address, city, phone,
+// email), like the load generator's.
+void BM_CentralApply(benchmark::State& state) {
+  const int accounts_per_txn = static_cast<int>(state.range(0)) / 8;
+  std::string tmpl = (std::filesystem::temp_directory_path() / "fieldsync-bench-central-XXXXXX").string();
+  if (mkdtemp(tmpl.data()) == nullptr) std::abort();
+  const std::filesystem::path dir = tmpl;
+  {
+    server::SqliteCentralStore::Options options;
+    options.group_commit = true;
+    auto opened = server::SqliteCentralStore::open((dir / "central.db").string(), options);
+    if (!opened) std::abort();
+    std::unique_ptr<server::SqliteCentralStore> store = std::move(opened.value());
+    NoAuth auth;
+    SyncServer server(*store, auth, ServerConfig{});
+    const Principal rep{"ann", schema::Role::kRep, {"north"}, {}};
+    constexpr NodeId kNode = 42;
+    RecordIdGenerator ids(kNode);
+    uint64_t node_seq = 0;
+    uint16_t logical = 0;
+    int64_t changes = 0;
+    for (auto _ : state) {
+      const int64_t now = wall_ms();
+      ClientTxn txn;
+      txn.node = kNode;
+      txn.node_seq = ++node_seq;
+      txn.created_at_ms = now;
+      for (int a = 0; a < accounts_per_txn; ++a) {
+        const RecordId id = ids.next(now);
+        auto add = [&](ChangeOp op, uint16_t field, Value value) {
+          Change c{op, EntityId::kAccount, id, field};
+          c.value = std::move(value);
+          c.version = Version{make_hlc(now, logical++), kNode};
+          txn.changes.push_back(std::move(c));
+        };
+        const std::string n = std::to_string(node_seq * 1000 + static_cast<uint64_t>(a));
+        add(ChangeOp::kCreate, 0, Value::null());
+        add(ChangeOp::kSet, 1, Value::text("Bakery " + n));
+        add(ChangeOp::kSet, 2, Value::text("north"));
+        add(ChangeOp::kSet, 10, Value::text("ann"));
+        add(ChangeOp::kSet, 3, Value::text("Main Street " + n));
+        add(ChangeOp::kSet, 4, Value::text("Springfield"));
+        add(ChangeOp::kSet, 5, Value::text("+1 555 " + n));
+        add(ChangeOp::kSet, 6, Value::text("shop" + n + "@example.com"));
+      }
+      protocol::TxnResult r = server.apply_local(txn, rep, now);
+      if (r.outcome != protocol::TxnOutcome::kApplied) {
+        state.SkipWithError(r.message.c_str());
+        break;
+      }
+      changes += static_cast<int64_t>(txn.changes.size());
+      if (node_seq % 64 == 0 && !store->sync().is_ok()) std::abort();
+    }
+    state.SetItemsProcessed(changes);
+  }
+  std::filesystem::remove_all(dir);
+}
+BENCHMARK(BM_CentralApply)->Arg(8)->Arg(96)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+}  // namespace
+}  // namespace fieldsync
