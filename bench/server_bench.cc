@@ -1,8 +1,8 @@
-// The server's apply path against the real central store, without the network: SyncServer::apply_local (dedupe,
-// clock, rules and merge, record save, log entry, scope index, audit rows, commit) into a SqliteCentralStore
-// with group commit, flushed every 64 transactions as the service's flusher would. Changes per second, to
-// compare with BM_BaselineSqliteBatchedUpsert of the same run: this is the store's share of the load
-// benchmark's per-change cost (docs/PERFORMANCE.md).
+// The server's apply path against the real central store, without the network: SyncServer::apply_local
+// (dedupe, clock, rules and merge, record save, log entry, scope index, audit rows, commit) into a
+// SqliteCentralStore with group commit, flushed every 64 transactions as the service's flusher would. Changes
+// per second, to compare with BM_BaselineSqliteBatchedUpsert of the same run: this is the store's share of
+// the load benchmark's per-change cost (docs/PERFORMANCE.md).
 #include <benchmark/benchmark.h>
 #include <stdlib.h>
 
