@@ -9,6 +9,7 @@
 #include "fieldsync/sync/memory_store.h"
 #include "fieldsync/sync/server.h"
 #include "fieldsync/sync/tuning.h"
+#include "forwarding_store.h"
 
 namespace fieldsync {
 namespace {
@@ -782,50 +783,38 @@ TEST(ClientServer, BacklogCoalescesLiveBatchesUntilTheSessionDrains) {
 }
 
 // Counts what the state machine reads from the store.
-class CountingStore final : public CentralStore {
+class CountingStore final : public testing_support::ForwardingCentralStore {
  public:
-  explicit CountingStore(MemoryCentralStore& inner) : inner_(inner) {}
+  explicit CountingStore(MemoryCentralStore& inner) : ForwardingCentralStore(inner) {}
   size_t txns_read = 0, conflicts_read = 0, records_scanned = 0;
 
-  std::unique_ptr<CentralTxn> begin() override { return inner_.begin(); }
-  uint64_t head_seq() override { return inner_.head_seq(); }
   std::vector<ServerTxn> read_log(uint64_t after, size_t max) override {
-    std::vector<ServerTxn> out = inner_.read_log(after, max);
+    std::vector<ServerTxn> out = ForwardingCentralStore::read_log(after, max);
     txns_read += out.size();
     return out;
   }
   LogSlice read_log_for(uint64_t after, uint64_t up_to, const std::vector<ScopeKey>& scopes,
                         size_t max) override {
-    LogSlice out = inner_.read_log_for(after, up_to, scopes, max);
+    LogSlice out = ForwardingCentralStore::read_log_for(after, up_to, scopes, max);
     txns_read += out.txns.size();
     return out;
   }
   std::vector<ConflictRecord> read_conflicts(uint64_t after, uint64_t up_to) override {
-    std::vector<ConflictRecord> out = inner_.read_conflicts(after, up_to);
+    std::vector<ConflictRecord> out = ForwardingCentralStore::read_conflicts(after, up_to);
     conflicts_read += out.size();
     return out;
   }
-  std::optional<RecordState> load(EntityId e, const RecordId& id) override { return inner_.load(e, id); }
   std::vector<RecordState> scan(RecordKey after, size_t max) override {
-    std::vector<RecordState> out = inner_.scan(after, max);
+    std::vector<RecordState> out = ForwardingCentralStore::scan(after, max);
     records_scanned += out.size();
     return out;
   }
   std::vector<RecordState> scan_in_scopes(const std::vector<ScopeKey>& scopes, RecordKey after,
                                           size_t max) override {
-    std::vector<RecordState> out = inner_.scan_in_scopes(scopes, after, max);
+    std::vector<RecordState> out = ForwardingCentralStore::scan_in_scopes(scopes, after, max);
     records_scanned += out.size();
     return out;
   }
-  uint64_t record_count() override { return inner_.record_count(); }
-  std::vector<RecordState> scope_children(EntityId e, const RecordId& p) override {
-    return inner_.scope_children(e, p);
-  }
-  Hlc clock() override { return inner_.clock(); }
-  NodeState node_state(NodeId node) override { return inner_.node_state(node); }
-
- private:
-  MemoryCentralStore& inner_;
 };
 
 // A rep's catch-up reads neither another territory's transactions nor its conflicts: a busy day of

@@ -25,6 +25,7 @@
 #include "fieldsync/sync/codec.h"
 #include "fieldsync/sync/memory_store.h"
 #include "fieldsync/sync/record_id.h"
+#include "forwarding_store.h"
 
 namespace fieldsync {
 namespace {
@@ -43,30 +44,9 @@ int64_t now_ms() {
 
 // A central store whose commits need a sync(), which the test holds shut until it opens the gate: what an
 // fsync that takes a while looks like to the service.
-class GatedStore final : public CentralStore {
+class GatedStore final : public testing_support::ForwardingCentralStore {
  public:
-  std::unique_ptr<CentralTxn> begin() override { return inner.begin(); }
-  uint64_t head_seq() override { return inner.head_seq(); }
-  std::vector<ServerTxn> read_log(uint64_t after, size_t max) override { return inner.read_log(after, max); }
-  LogSlice read_log_for(uint64_t after, uint64_t up_to, const std::vector<ScopeKey>& scopes,
-                        size_t max) override {
-    return inner.read_log_for(after, up_to, scopes, max);
-  }
-  std::vector<ConflictRecord> read_conflicts(uint64_t after, uint64_t up_to) override {
-    return inner.read_conflicts(after, up_to);
-  }
-  std::optional<RecordState> load(EntityId e, const RecordId& id) override { return inner.load(e, id); }
-  std::vector<RecordState> scan(RecordKey after, size_t max) override { return inner.scan(after, max); }
-  std::vector<RecordState> scan_in_scopes(const std::vector<ScopeKey>& scopes, RecordKey after,
-                                          size_t max) override {
-    return inner.scan_in_scopes(scopes, after, max);
-  }
-  uint64_t record_count() override { return inner.record_count(); }
-  std::vector<RecordState> scope_children(EntityId e, const RecordId& p) override {
-    return inner.scope_children(e, p);
-  }
-  Hlc clock() override { return inner.clock(); }
-  NodeState node_state(NodeId node) override { return inner.node_state(node); }
+  GatedStore() : ForwardingCentralStore(inner) {}
   bool commits_need_sync() const override { return true; }
 
   Status sync() override {
