@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -225,8 +226,21 @@ TYPED_TEST(CentralStoreContract, SaveIsVisibleInTheTxnAndAfterCommitOnly) {
   txn->save(a);
   ASSERT_TRUE(txn->load(EntityId::kAccount, rid(1)).has_value());
   EXPECT_EQ(*txn->load(EntityId::kAccount, rid(1)), a);
-  EXPECT_FALSE(s.load(EntityId::kAccount, rid(1)).has_value()) << "uncommitted write visible to readers";
-  this->commit(std::move(txn));
+  {
+    // A reader on another thread answers from committed state at once, or (group commit) waits for the open
+    // transaction to end: never with its uncommitted write.
+    std::atomic<bool> ended{false};
+    bool seen = false, seen_after_end = false;
+    std::thread reader([&] {
+      seen = s.load(EntityId::kAccount, rid(1)).has_value();
+      seen_after_end = ended.load();
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    ended = true;
+    this->commit(std::move(txn));
+    reader.join();
+    EXPECT_TRUE(!seen || seen_after_end) << "uncommitted write visible to readers";
+  }
   ASSERT_TRUE(s.load(EntityId::kAccount, rid(1)).has_value());
   EXPECT_EQ(*s.load(EntityId::kAccount, rid(1)), a);
   EXPECT_FALSE(s.load(EntityId::kContact, rid(1)).has_value()) << "same id, other entity";
@@ -249,8 +263,15 @@ TYPED_TEST(CentralStoreContract, DroppedTxnLeavesNothing) {
     EXPECT_EQ(txn->append_log(log_txn(2), {conflict(rid(1), "alice")}, {}), 1u);
     txn->set_clock(make_hlc(kStart, 3));
     EXPECT_EQ(txn->node_state(11).last_node_seq, 5u);
-    EXPECT_EQ(s.node_state(11).last_node_seq, 0u) << "the store's read side sees committed state only";
     EXPECT_TRUE(txn->rejection(11, 4).has_value());
+    // The store's read side, on another thread, sees committed state only: at once, or (group commit) once
+    // this transaction is dropped.
+    uint64_t seen = 99;
+    std::thread reader([&] { seen = s.node_state(11).last_node_seq; });
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    txn.reset();
+    reader.join();
+    EXPECT_EQ(seen, 0u);
   }
   EXPECT_EQ(s.node_state(11).last_node_seq, 0u);
   EXPECT_EQ(s.head_seq(), 0u);
@@ -720,10 +741,27 @@ TEST(SqliteStore, SecondTxnOnOneThreadFailsInsteadOfDeadlocking) {
   EXPECT_FALSE(store->load(EntityId::kAccount, rid(2)).has_value());
 }
 
+// The head of the log as another process sees it: a plain read-only connection, which takes no write lock.
+uint64_t committed_head(const std::string& path) {
+  sqlite3* db = nullptr;
+  uint64_t head = 0;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
+    sqlite3_stmt* q = nullptr;
+    if (sqlite3_prepare_v2(db, "SELECT coalesce(max(server_seq), 0) FROM _log", -1, &q, nullptr) ==
+            SQLITE_OK &&
+        sqlite3_step(q) == SQLITE_ROW)
+      head = static_cast<uint64_t>(sqlite3_column_int64(q, 0));
+    sqlite3_finalize(q);
+  }
+  sqlite3_close(db);
+  return head;
+}
+
 TEST(SqliteStore, SyncMakesGroupCommitsDurable) {
   TempDir dir;
   SqliteCentralStore::Options options;
   options.group_commit = true;
+  options.checkpoint_interval_ms = 3'600'000;  // its tick would also end the group
   auto store = std::move(*SqliteCentralStore::open(dir.file("c.db"), options));
   EXPECT_TRUE(store->sync().is_ok()) << "nothing written yet";
   for (int i = 0; i < 3; ++i) {
@@ -732,16 +770,33 @@ TEST(SqliteStore, SyncMakesGroupCommitsDurable) {
     ASSERT_TRUE(txn->commit().is_ok());
   }
   EXPECT_EQ(store->head_seq(), 3u) << "committed and visible before the sync";
+  EXPECT_EQ(committed_head(dir.file("c.db")), 0u) << "the group is one SQLite transaction, still open";
   {
-    // sync() takes no store lock: it runs while a transaction is open (the next group being applied).
+    // A sync() from another thread waits for the open transaction (the next group being applied) and makes
+    // it part of the group; from the transaction's own thread it is refused (it would commit half of it).
     auto open_txn = store->begin();
     open_txn->append_log(log_txn(1, 11, 4), {}, {});
-    EXPECT_TRUE(store->sync().is_ok());
+    EXPECT_EQ(store->sync().code(), ErrorCode::kInternal);
+    std::atomic<bool> committed{false}, synced_after_commit{false};
+    std::thread flusher([&] {
+      EXPECT_TRUE(store->sync().is_ok());
+      synced_after_commit = committed.load();
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    committed = true;
+    ASSERT_TRUE(open_txn->commit().is_ok());
+    flusher.join();
+    EXPECT_TRUE(synced_after_commit);
+    EXPECT_EQ(committed_head(dir.file("c.db")), 4u) << "another connection sees the synced group";
+  }
+  {
+    auto dropped = store->begin();  // a dropped transaction inside a group undoes only itself
+    dropped->append_log(log_txn(1, 11, 5), {}, {});
   }
   EXPECT_TRUE(store->commits_need_sync());
   EXPECT_TRUE(store->sync().is_ok());
   store.reset();
-  EXPECT_EQ(open_sqlite(dir.file("c.db"))->head_seq(), 3u);
+  EXPECT_EQ(open_sqlite(dir.file("c.db"))->head_seq(), 4u);
   // Without group commit, sync() is a no-op: every commit synced itself.
   EXPECT_FALSE(open_sqlite(dir.file("d.db"))->commits_need_sync());
   EXPECT_TRUE(open_sqlite(dir.file("d.db"))->sync().is_ok());
@@ -784,6 +839,110 @@ TEST(SqliteStore, GroupCommitCheckpointsOnItsOwnThreadNotInCommits) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   EXPECT_GE(db_size(dir.file("b.db")), before + 4'000'000) << "the checkpoint thread copied the WAL";
   EXPECT_EQ(store->record_count(), 2000u);
+}
+
+std::unique_ptr<SqliteCentralStore> open_group_commit(const std::string& path, int checkpoint_interval_ms) {
+  SqliteCentralStore::Options options;
+  options.group_commit = true;
+  options.checkpoint_interval_ms = checkpoint_interval_ms;
+  auto r = SqliteCentralStore::open(path, options);
+  EXPECT_TRUE(r.is_ok()) << r.status().to_string();
+  return r ? std::move(r.value()) : nullptr;
+}
+
+// A group is one SQLite transaction with a SAVEPOINT per CentralTxn: a transaction that fails inside it
+// undoes only its own writes, before and after it the group's commits stand.
+TEST(SqliteStore, FailedTxnInAGroupUndoesOnlyItself) {
+  TempDir dir;
+  auto store = open_group_commit(dir.file("c.db"), 3'600'000);
+  {
+    auto a = store->begin();
+    a->set_node_state(NodeState{11, 1});
+    EXPECT_EQ(a->append_log(log_txn(1, 11, 1), {}, {}), 1u);
+    ASSERT_TRUE(a->commit().is_ok());
+  }
+  {
+    auto b = store->begin();
+    b->set_node_state(NodeState{12, 7});
+    b->save(account(rid(5), "t1"));
+    RecordState unknown = account(rid(6), "t1");
+    unknown.entity = static_cast<EntityId>(200);
+    b->save(unknown);  // refused: the transaction fails at commit
+    EXPECT_EQ(b->commit().code(), ErrorCode::kInvalidArgument);
+  }
+  {
+    auto c = store->begin();
+    EXPECT_EQ(c->node_state(12).last_node_seq, 0u) << "the failed transaction's writes are undone";
+    c->set_node_state(NodeState{13, 1});
+    EXPECT_EQ(c->append_log(log_txn(1, 13, 1), {}, {}), 2u);
+    ASSERT_TRUE(c->commit().is_ok());
+  }
+  ASSERT_TRUE(store->sync().is_ok());
+  store.reset();
+  auto reopened = open_sqlite(dir.file("c.db"));
+  EXPECT_EQ(reopened->head_seq(), 2u);
+  EXPECT_EQ(reopened->node_state(11).last_node_seq, 1u);
+  EXPECT_EQ(reopened->node_state(12).last_node_seq, 0u);
+  EXPECT_EQ(reopened->node_state(13).last_node_seq, 1u);
+  EXPECT_FALSE(reopened->load(EntityId::kAccount, rid(5)).has_value());
+}
+
+// When SQLite rolls back the whole group by itself (here a trigger's RAISE(ROLLBACK); in production an I/O
+// error or a full disk), the group's earlier commits are gone although their commit() returned ok. The store
+// must then fail sync() and every later write, so that nothing that showed them is ever acknowledged.
+TEST(SqliteStore, LostGroupFailsSyncAndEveryLaterWrite) {
+  TempDir dir;
+  const std::string path = dir.file("c.db");
+  open_sqlite(path).reset();  // creates the tables
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(
+        sqlite3_exec(db,
+                     "CREATE TRIGGER lose_group BEFORE INSERT ON _rejections WHEN NEW.message = 'poison' "
+                     "BEGIN SELECT RAISE(ROLLBACK, 'injected'); END",
+                     nullptr, nullptr, nullptr),
+        SQLITE_OK);
+    sqlite3_close(db);
+  }
+  auto store = open_group_commit(path, 3'600'000);
+  {
+    auto a = store->begin();
+    EXPECT_EQ(a->append_log(log_txn(1, 11, 1), {}, {}), 1u);
+    ASSERT_TRUE(a->commit().is_ok());
+  }
+  {
+    auto b = store->begin();
+    b->add_rejection(StoredRejection{12, 1, "bob", ErrorCode::kOutOfScope, "poison"});
+    EXPECT_FALSE(b->commit().is_ok());
+  }
+  {
+    auto c = store->begin();  // would otherwise commit on its own, after a's loss, as if nothing happened
+    c->append_log(log_txn(1, 13, 1), {}, {});
+    EXPECT_EQ(c->commit().code(), ErrorCode::kStorageIo);
+  }
+  Status synced = store->sync();
+  EXPECT_EQ(synced.code(), ErrorCode::kStorageIo) << synced.to_string();
+  EXPECT_EQ(store->sync().code(), ErrorCode::kStorageIo) << "stays failed";
+  store.reset();
+  EXPECT_EQ(open_sqlite(path)->head_seq(), 0u) << "the lost group never reached the file";
+}
+
+// A group that no sync() ends (a write with nothing to acknowledge) still ends at the next checkpoint tick:
+// another process (fieldsync-admin) then sees it and gets SQLite's write lock.
+TEST(SqliteStore, CheckpointTickEndsAGroupForOtherProcesses) {
+  TempDir dir;
+  auto server = open_group_commit(dir.file("c.db"), 20);
+  auto admin = open_sqlite(dir.file("c.db"));
+  {
+    auto txn = server->begin();
+    EXPECT_EQ(txn->append_log(log_txn(1, 11, 1), {}, {}), 1u);
+    ASSERT_TRUE(txn->commit().is_ok());
+  }
+  auto txn = admin->begin();  // BEGIN IMMEDIATE waits for the server's group to end
+  EXPECT_EQ(txn->append_log(log_txn(1, 12, 1), {}, {}), 2u) << "the admin sees the server's commit";
+  ASSERT_TRUE(txn->commit().is_ok());
+  EXPECT_EQ(server->head_seq(), 2u);
 }
 
 TEST(SqliteStore, WriterInAnotherThreadWaitsForTheOpenTxn) {

@@ -225,6 +225,47 @@ std::string upsert_sql(const schema::EntityDef& e) {
 
 }  // namespace
 
+// ---- Read access
+// -----------------------------------------------------------------------------------------------
+
+// The connection one read uses, with the locks it holds for the read. Without group commit: the reader
+// connection, which in WAL mode sees every commit and never waits for the writer. With group commit the
+// newest commits are SAVEPOINTs released inside the writer's still-open SQLite transaction (the group, see
+// SqliteCentralTxn), which only the writer connection sees: a read takes the writer, waiting for an open
+// CentralTxn of another thread to end, or uses it directly on the thread whose CentralTxn holds it.
+// Lock order: writer_mu_, then reader_mu_ (which guards read_error_ in both modes).
+class SqliteCentralStore::ReadAccess {
+ public:
+  explicit ReadAccess(SqliteCentralStore& store) {
+    const bool group = store.options_.group_commit;
+    if (group && store.writer_owner_.load() != std::this_thread::get_id())
+      writer_lock_ = std::unique_lock<std::timed_mutex>(store.writer_mu_);
+    reader_lock_ = std::unique_lock<std::mutex>(store.reader_mu_);
+    db_ = group ? store.writer_.get() : store.reader_.get();
+  }
+  ~ReadAccess() {
+    if (snapshot_) (void)db_->exec("COMMIT");
+  }
+  ReadAccess(const ReadAccess&) = delete;
+  ReadAccess& operator=(const ReadAccess&) = delete;
+
+  Db& db() { return *db_; }
+  // Makes the rest of this read one snapshot. A connection inside a transaction already (the open group,
+  // or the caller's own CentralTxn) is one, and nobody else writes through it meanwhile.
+  Status begin_snapshot() {
+    if (snapshot_ || !sqlite3_get_autocommit(db_->raw())) return Status::ok();
+    Status s = db_->exec("BEGIN");
+    snapshot_ = s.is_ok();
+    return s;
+  }
+
+ private:
+  std::unique_lock<std::timed_mutex> writer_lock_;
+  std::unique_lock<std::mutex> reader_lock_;
+  Db* db_ = nullptr;
+  bool snapshot_ = false;
+};
+
 // ---- Transaction
 // -----------------------------------------------------------------------------------------------
 
@@ -301,7 +342,7 @@ class SqliteCentralTxn final : public CentralTxn {
       error_ = Status(ErrorCode::kStorageLocked, "another central store transaction is still open", true);
       return;
     }
-    if (Status s = store_.writer_->exec("BEGIN IMMEDIATE"); !s) {
+    if (Status s = store_.begin_writes(); !s) {
       error_ = s;
       lock_.unlock();
       return;
@@ -312,7 +353,7 @@ class SqliteCentralTxn final : public CentralTxn {
 
   ~SqliteCentralTxn() override {
     if (open_) {
-      (void)store_.writer_->exec("ROLLBACK");
+      store_.undo_writes(Status(ErrorCode::kInternal, "a central store transaction was dropped"));
       store_.writer_owner_.store(std::thread::id());
     }
   }
@@ -328,8 +369,8 @@ class SqliteCentralTxn final : public CentralTxn {
                                               int64_t end_ms) override {
     std::vector<RecordState> out;
     if (!open_) {
-      std::lock_guard lock(store_.reader_mu_);
-      return keep(read_events(*store_.reader_, owner, start_ms, end_ms), out);
+      SqliteCentralStore::ReadAccess access(store_);
+      return keep(read_events(access.db(), owner, start_ms, end_ms), out);
     }
     out = keep(read_events(*store_.writer_, owner, start_ms, end_ms), out);
     std::stable_partition(out.begin(), out.end(), [&](const RecordState& r) {
@@ -361,8 +402,7 @@ class SqliteCentralTxn final : public CentralTxn {
 
   NodeState node_state(NodeId node) override {
     if (!open_) {
-      std::lock_guard lock(store_.reader_mu_);
-      return keep(read_node_state(*store_.reader_, node), NodeState{node, 0});
+      return store_.node_state(node);
     }
     return keep(read_node_state(*store_.writer_, node), NodeState{node, 0});
   }
@@ -391,8 +431,8 @@ class SqliteCentralTxn final : public CentralTxn {
 
   std::optional<StoredRejection> rejection(NodeId node, uint64_t node_seq) override {
     if (!open_) {
-      std::lock_guard lock(store_.reader_mu_);
-      return keep(read_rejection(*store_.reader_, node, node_seq), std::optional<StoredRejection>());
+      SqliteCentralStore::ReadAccess access(store_);
+      return keep(read_rejection(access.db(), node, node_seq), std::optional<StoredRejection>());
     }
     return keep(read_rejection(*store_.writer_, node, node_seq), std::optional<StoredRejection>());
   }
@@ -492,8 +532,8 @@ class SqliteCentralTxn final : public CentralTxn {
   Status commit() override {
     if (!open_) return error_;  // begin failed (kept its error), or committed already (see below)
     Status result = error_;
-    if (result) result = store_.writer_->exec("COMMIT");
-    if (!result) (void)store_.writer_->exec("ROLLBACK");
+    if (result) result = store_.end_writes();
+    if (!result) store_.undo_writes(result);
     open_ = false;
     store_.writer_owner_.store(std::thread::id());
     lock_.unlock();
@@ -533,7 +573,69 @@ SqliteCentralStore::~SqliteCentralStore() {
     checkpoint_cv_.notify_all();
     checkpoint_thread_.join();
   }
+  if (writer_) {
+    std::lock_guard lock(writer_mu_);
+    (void)end_group();  // what a clean shutdown committed stays committed (not necessarily synced)
+  }
   if (wal_fd_ >= 0) ::close(wal_fd_);
+}
+
+// Group commit: one SQLite transaction (BEGIN IMMEDIATE, opened by the first CentralTxn after the previous
+// group ended) holds every CentralTxn until sync() or the checkpoint thread commits it, each CentralTxn a
+// SAVEPOINT inside it. The WAL then gets each page the group dirtied once, instead of once per CentralTxn:
+// the log tail, the indexes and _nodes are the same few pages for every push.
+Status SqliteCentralStore::begin_writes() {
+  Db& w = *writer_;
+  if (!options_.group_commit) return w.exec("BEGIN IMMEDIATE");
+  if (!group_lost_) return group_lost_;
+  if (!group_open_) {
+    if (Status s = w.exec("BEGIN IMMEDIATE"); !s) return s;
+    group_open_ = true;
+  }
+  return w.exec("SAVEPOINT central_txn");
+}
+
+Status SqliteCentralStore::end_writes() {
+  return writer_->exec(options_.group_commit ? "RELEASE central_txn" : "COMMIT");
+}
+
+// Undoes the open CentralTxn's writes: ROLLBACK, or in a group ROLLBACK TO its savepoint, which keeps the
+// group's earlier commits. On some errors (I/O, disk full, out of memory) SQLite rolls back the whole
+// transaction by itself: those earlier commits are then gone although their commit() returned ok. The store
+// refuses every later write and sync() from then on, so nothing that showed them is ever acknowledged
+// (SyncService stops the server on a failed sync).
+void SqliteCentralStore::undo_writes(const Status& why) {
+  Db& w = *writer_;
+  if (!options_.group_commit) {
+    (void)w.exec("ROLLBACK");
+    return;
+  }
+  if (!sqlite3_get_autocommit(w.raw())) {
+    (void)w.exec("ROLLBACK TO central_txn");
+    (void)w.exec("RELEASE central_txn");
+  }
+  if (group_open_ && sqlite3_get_autocommit(w.raw())) lose_group(why);
+}
+
+void SqliteCentralStore::lose_group(const Status& why) {
+  group_open_ = false;
+  if (group_lost_)
+    group_lost_ = Status(ErrorCode::kStorageIo,
+                         "the central store lost its uncommitted group of transactions (" + why.to_string() +
+                             "); restart the server: devices re-send what was not acknowledged");
+}
+
+Status SqliteCentralStore::end_group() {
+  if (!group_lost_) return group_lost_;
+  if (!group_open_) return Status::ok();
+  Status s = writer_->exec("COMMIT");
+  if (!s) {
+    if (!sqlite3_get_autocommit(writer_->raw())) (void)writer_->exec("ROLLBACK");
+    lose_group(s);
+    return group_lost_;
+  }
+  group_open_ = false;
+  return Status::ok();
 }
 
 void SqliteCentralStore::checkpoint_loop() {
@@ -541,6 +643,12 @@ void SqliteCentralStore::checkpoint_loop() {
   while (!checkpoint_cv_.wait_for(lock, std::chrono::milliseconds(options_.checkpoint_interval_ms),
                                   [this] { return stopping_; })) {
     lock.unlock();
+    {
+      // A group that no sync() ended (writes without a message to hold, e.g. apply_local with nobody
+      // connected) becomes visible to other processes and frees SQLite's write lock for them.
+      std::lock_guard writer(writer_mu_);
+      (void)end_group();  // a failure is kept in group_lost_ for the next sync()
+    }
     // PASSIVE: copies what no reader still needs, never waits for readers or the writer. It syncs the WAL
     // before copying and the database file after, like SQLite's own automatic checkpoint. SQLITE_BUSY (an
     // admin process checkpointing the same file) just means next time.
@@ -610,11 +718,12 @@ Result<std::unique_ptr<SqliteCentralStore>> SqliteCentralStore::open(const std::
     return fail(s);
   if (Status s = w.exec("COMMIT"); !s) return fail(s);
 
-  Result<std::unique_ptr<Db>> reader = Db::open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, timeout);
-  if (!reader) return reader.status();
-  store->reader_ = std::move(reader.value());
-  if (Status s = store->reader_->exec("PRAGMA query_only = 1"); !s) return s;
-  if (store->options_.group_commit) {
+  if (!store->options_.group_commit) {  // with group commit every read uses the writer (ReadAccess)
+    Result<std::unique_ptr<Db>> reader = Db::open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, timeout);
+    if (!reader) return reader.status();
+    store->reader_ = std::move(reader.value());
+    if (Status s = store->reader_->exec("PRAGMA query_only = 1"); !s) return s;
+  } else {
     Result<std::unique_ptr<Db>> ck = Db::open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, timeout);
     if (!ck) return ck.status();
     store->checkpointer_ = std::move(ck.value());
@@ -638,15 +747,15 @@ T SqliteCentralStore::read(Result<T> r, T fallback) {
 }
 
 uint64_t SqliteCentralStore::head_seq() {
-  std::lock_guard lock(reader_mu_);
-  return read(read_head_seq(*reader_), uint64_t{0});
+  ReadAccess access(*this);
+  return read(read_head_seq(access.db()), uint64_t{0});
 }
 
 std::vector<ServerTxn> SqliteCentralStore::read_log(uint64_t after, size_t max_changes) {
-  std::lock_guard lock(reader_mu_);
+  ReadAccess access(*this);
   std::vector<ServerTxn> out;
   size_t changes = 0;
-  Stmt q(*reader_, "SELECT server_seq, blob FROM _log WHERE server_seq > ? ORDER BY server_seq");
+  Stmt q(access.db(), "SELECT server_seq, blob FROM _log WHERE server_seq > ? ORDER BY server_seq");
   q.bind(1, as_sql(after));
   while (q.step()) {
     Result<ServerTxn> t = codec::decode_server_txn(q.col_blob(1));
@@ -670,16 +779,15 @@ CentralStore::LogSlice SqliteCentralStore::read_log_for(uint64_t after, uint64_t
   // Each key's entries come from its own index range, a chunk at a time. Merged, they are complete up to the
   // lowest last entry among the keys whose chunk came back full; past that another key may still hold one.
   constexpr int64_t kChunk = 256;
-  std::lock_guard lock(reader_mu_);
+  ReadAccess access(*this);
   LogSlice out;
   out.searched_to = after;
   size_t changes = 0;
   auto failed = [&](const Status& s) {
     if (read_error_) read_error_ = s;
-    (void)reader_->exec("COMMIT");
     return out;  // searched_to: up to the last entry returned
   };
-  if (Status s = reader_->exec("BEGIN"); !s) return failed(s);
+  if (Status s = access.begin_snapshot(); !s) return failed(s);
   std::vector<std::string> keys;
   for (const ScopeKey& k : scopes) keys.push_back(scope_text(k));
   uint64_t pos = after;
@@ -687,7 +795,7 @@ CentralStore::LogSlice SqliteCentralStore::read_log_for(uint64_t after, uint64_t
     uint64_t complete_to = up_to;
     std::vector<uint64_t> seqs;
     for (const std::string& key : keys) {
-      Stmt q(*reader_,
+      Stmt q(access.db(),
              "SELECT server_seq FROM _log_scope WHERE scope = ? AND server_seq > ? AND server_seq <= ? "
              "ORDER BY server_seq LIMIT ?");
       q.bind(1, std::string_view(key)).bind(2, as_sql(pos)).bind(3, as_sql(up_to)).bind(4, kChunk);
@@ -705,7 +813,7 @@ CentralStore::LogSlice SqliteCentralStore::read_log_for(uint64_t after, uint64_t
     seqs.erase(std::unique(seqs.begin(), seqs.end()), seqs.end());
     for (uint64_t seq : seqs) {
       if (seq > complete_to) break;
-      Stmt q(*reader_, "SELECT blob FROM _log WHERE server_seq = ?");
+      Stmt q(access.db(), "SELECT blob FROM _log WHERE server_seq = ?");
       q.bind(1, as_sql(seq));
       if (!q.step())
         return failed(
@@ -719,22 +827,18 @@ CentralStore::LogSlice SqliteCentralStore::read_log_for(uint64_t after, uint64_t
       changes += t->changes.size();
       out.txns.push_back(std::move(t.value()));
       out.searched_to = seq;
-      if (changes >= max_changes) {
-        (void)reader_->exec("COMMIT");
-        return out;
-      }
+      if (changes >= max_changes) return out;
     }
     pos = complete_to;
   }
-  (void)reader_->exec("COMMIT");
   out.searched_to = std::max(after, up_to);
   return out;
 }
 
 std::vector<ConflictRecord> SqliteCentralStore::read_conflicts(uint64_t after, uint64_t up_to) {
-  std::lock_guard lock(reader_mu_);
+  ReadAccess access(*this);
   std::vector<ConflictRecord> out;
-  Stmt q(*reader_,
+  Stmt q(access.db(),
          "SELECT blob FROM _conflicts WHERE server_seq > ? AND server_seq <= ? ORDER BY server_seq, id");
   q.bind(1, as_sql(after)).bind(2, as_sql(up_to));
   while (q.step()) {
@@ -750,20 +854,19 @@ std::vector<ConflictRecord> SqliteCentralStore::read_conflicts(uint64_t after, u
 }
 
 std::optional<RecordState> SqliteCentralStore::load(EntityId entity, const RecordId& id) {
-  std::lock_guard lock(reader_mu_);
-  return read(read_record(*reader_, entity, id), std::optional<RecordState>());
+  ReadAccess access(*this);
+  return read(read_record(access.db(), entity, id), std::optional<RecordState>());
 }
 
 namespace {
 
 // The rows of every entity table in (entity, id) order after `after`, up to `max_records`, each table
 // narrowed by `where(entity, params)`: an SQL condition on its columns with `?` for the strings it appends to
-// params; "" for every row, "0" to skip the table. One read transaction, so every table comes from the same
-// snapshot. The caller holds the reader's lock.
+// params; "" for every row, "0" to skip the table. The caller holds a ReadAccess with its snapshot begun, so
+// every table comes from the same snapshot.
 using TableFilter = std::function<std::string(const schema::EntityDef&, std::vector<std::string>&)>;
 Status scan_tables(Db& db, RecordKey after, size_t max_records, const TableFilter& where,
                    std::vector<RecordState>& out) {
-  if (Status s = db.exec("BEGIN"); !s) return s;
   Status result;
   for (const schema::EntityDef& e : schema::entities()) {
     if (out.size() >= max_records) break;
@@ -782,18 +885,19 @@ Status scan_tables(Db& db, RecordKey after, size_t max_records, const TableFilte
     q.bind(i, static_cast<int64_t>(max_records - out.size()));
     if (result = read_records(q, out); !result) break;
   }
-  (void)db.exec("COMMIT");
   return result;
 }
 
 }  // namespace
 
 std::vector<RecordState> SqliteCentralStore::scan(RecordKey after, size_t max_records) {
-  std::lock_guard lock(reader_mu_);
+  ReadAccess access(*this);
   std::vector<RecordState> out;
-  Status s = scan_tables(
-      *reader_, after, max_records,
-      [](const schema::EntityDef&, std::vector<std::string>&) { return std::string(); }, out);
+  Status s = access.begin_snapshot();
+  if (s)
+    s = scan_tables(
+        access.db(), after, max_records,
+        [](const schema::EntityDef&, std::vector<std::string>&) { return std::string(); }, out);
   if (!s) read(Result<std::vector<RecordState>>(s), out);
   return out;
 }
@@ -844,43 +948,44 @@ std::vector<RecordState> SqliteCentralStore::scan_in_scopes(const std::vector<Sc
     if (k.kind == ScopeKey::Kind::kOwner) owners.push_back(k.value);
     global |= k.kind == ScopeKey::Kind::kGlobal;
   }
-  std::lock_guard lock(reader_mu_);
+  ReadAccess access(*this);
   std::vector<RecordState> out;
-  Status s = scan_tables(
-      *reader_, after, max_records,
-      [&](const schema::EntityDef& e, std::vector<std::string>& params) {
-        return scope_condition(e, territories, owners, global, params, 0);
-      },
-      out);
+  Status s = access.begin_snapshot();
+  if (s)
+    s = scan_tables(
+        access.db(), after, max_records,
+        [&](const schema::EntityDef& e, std::vector<std::string>& params) {
+          return scope_condition(e, territories, owners, global, params, 0);
+        },
+        out);
   if (!s) read(Result<std::vector<RecordState>>(s), out);
   return out;
 }
 
 uint64_t SqliteCentralStore::record_count() {
-  std::lock_guard lock(reader_mu_);
+  ReadAccess access(*this);
   uint64_t n = 0;
-  if (Status s = reader_->exec("BEGIN"); !s) return read(Result<uint64_t>(s), uint64_t{0});
+  if (Status s = access.begin_snapshot(); !s) return read(Result<uint64_t>(s), uint64_t{0});
   for (const schema::EntityDef& e : schema::entities()) {
-    Stmt q(*reader_, "SELECT count(*) FROM " + quoted(e.name) + " WHERE _deleted = 0");
+    Stmt q(access.db(), "SELECT count(*) FROM " + quoted(e.name) + " WHERE _deleted = 0");
     if (!q.step()) {
       read(Result<uint64_t>(q.ok() ? Status(ErrorCode::kInternal, "count") : q.status()), uint64_t{0});
       break;
     }
     n += from_sql(q.col_int(0));
   }
-  (void)reader_->exec("COMMIT");
   return n;
 }
 
 std::vector<RecordState> SqliteCentralStore::scope_children(EntityId parent_entity, const RecordId& parent) {
-  std::lock_guard lock(reader_mu_);
+  ReadAccess access(*this);
   std::vector<RecordState> out;
   const std::string parent_text = parent.to_string();
   for (const schema::EntityDef& e : schema::entities()) {
     if (e.scope.kind != schema::ScopeKind::kParent || e.scope.parent != parent_entity) continue;
     const schema::FieldDef* f = e.field(e.scope.field);
     if (f == nullptr) continue;
-    Stmt q(*reader_,
+    Stmt q(access.db(),
            "SELECT _meta FROM " + quoted(e.name) + " WHERE " + quoted(f->name) + " = ? ORDER BY id");
     q.bind(1, std::string_view(parent_text));
     if (Status s = read_records(q, out); !s) {
@@ -892,17 +997,18 @@ std::vector<RecordState> SqliteCentralStore::scope_children(EntityId parent_enti
 }
 
 Hlc SqliteCentralStore::clock() {
-  std::lock_guard lock(reader_mu_);
-  Stmt q(*reader_, "SELECT value FROM _state WHERE key = 'clock'");
+  ReadAccess access(*this);
+  Stmt q(access.db(), "SELECT value FROM _state WHERE key = 'clock'");
   if (q.step()) return from_sql(q.col_int(0));
   if (!q.ok() && read_error_) read_error_ = q.status();
   return 0;
 }
 
 std::vector<StoredRejection> SqliteCentralStore::rejections() {
-  std::lock_guard lock(reader_mu_);
+  ReadAccess access(*this);
   std::vector<StoredRejection> out;
-  Stmt q(*reader_, "SELECT node, node_seq, user, reason, message FROM _rejections ORDER BY node, node_seq");
+  Stmt q(access.db(),
+         "SELECT node, node_seq, user, reason, message FROM _rejections ORDER BY node, node_seq");
   while (q.step())
     out.push_back(StoredRejection{from_sql(q.col_int(0)), from_sql(q.col_int(1)), q.col_text(2),
                                   static_cast<ErrorCode>(q.col_int(3)), q.col_text(4)});
@@ -911,9 +1017,9 @@ std::vector<StoredRejection> SqliteCentralStore::rejections() {
 }
 
 std::map<NodeId, NodeState> SqliteCentralStore::node_states() {
-  std::lock_guard lock(reader_mu_);
+  ReadAccess access(*this);
   std::map<NodeId, NodeState> out;
-  Stmt q(*reader_, "SELECT node, last_node_seq FROM _nodes");
+  Stmt q(access.db(), "SELECT node, last_node_seq FROM _nodes");
   while (q.step()) {
     NodeId node = from_sql(q.col_int(0));
     out[node] = NodeState{node, from_sql(q.col_int(1))};
@@ -924,10 +1030,10 @@ std::map<NodeId, NodeState> SqliteCentralStore::node_states() {
 
 std::vector<SqliteCentralStore::AuditEntry> SqliteCentralStore::audit(uint64_t after_seq,
                                                                       size_t max_entries) {
-  std::lock_guard lock(reader_mu_);
+  ReadAccess access(*this);
   std::vector<AuditEntry> out;
   Stmt q(
-      *reader_,
+      access.db(),
       "SELECT server_seq, recorded_at_ms, user, node, node_seq, entity, record, op, field, version_ms FROM "
       "_audit WHERE server_seq > ? ORDER BY id LIMIT ?");
   q.bind(1, as_sql(after_seq)).bind(2, static_cast<int64_t>(max_entries));
@@ -942,6 +1048,14 @@ std::vector<SqliteCentralStore::AuditEntry> SqliteCentralStore::audit(uint64_t a
 
 Status SqliteCentralStore::sync() {
   if (!options_.group_commit) return Status::ok();  // every commit was synced already
+  if (writer_owner_.load() == std::this_thread::get_id())
+    return Status(ErrorCode::kInternal, "sync() called inside an open central store transaction");
+  {
+    // Waits for an open CentralTxn (the next group being applied) to end, then commits the group: quick,
+    // since with synchronous=NORMAL a COMMIT only writes the WAL. The disk flush below holds no store lock.
+    std::lock_guard writer(writer_mu_);
+    if (Status s = end_group(); !s) return s;
+  }
   // The WAL holds every commit not yet checkpointed into the database file (a checkpoint syncs the WAL before
   // copying and the database file after), so flushing it makes every commit so far durable: what a
   // synchronous=FULL commit does, once for the group. SQLite writes the WAL with pwrite(), so a commit that
@@ -963,18 +1077,18 @@ Status SqliteCentralStore::sync() {
 }
 
 NodeState SqliteCentralStore::node_state(NodeId node) {
-  std::lock_guard lock(reader_mu_);
-  return read(read_node_state(*reader_, node), NodeState{node, 0});
+  ReadAccess access(*this);
+  return read(read_node_state(access.db(), node), NodeState{node, 0});
 }
 
 Status SqliteCentralStore::last_read_error() {
-  std::lock_guard lock(reader_mu_);
+  ReadAccess access(*this);
   return read_error_;
 }
 
 uint64_t SqliteCentralStore::size_bytes() {
-  std::lock_guard lock(reader_mu_);
-  Stmt q(*reader_, "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()");
+  ReadAccess access(*this);
+  Stmt q(access.db(), "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()");
   if (q.step()) return from_sql(q.col_int(0));
   return 0;
 }

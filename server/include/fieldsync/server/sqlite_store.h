@@ -27,6 +27,10 @@
 // reads committed state meanwhile). Read-side methods use a second connection, which in WAL mode sees every
 // committed transaction and never blocks the writer. Another process (fieldsync-admin) may write the same
 // file; SQLite's own lock serialises the two writers and busy_timeout_ms bounds the wait.
+// With group commit a CentralTxn is a SAVEPOINT inside one SQLite transaction per group (see Options), which
+// only the writer connection sees before the group ends: read-side methods then use the writer too, so a
+// read from another thread waits for an open CentralTxn to end, and a read from the thread holding one sees
+// that transaction's own writes (read through the CentralTxn there instead).
 //
 // Errors: SQLite result codes become typed Status values (kStorageFull, kStorageCorrupt, kStorageLocked
 // (retryable), kStorageReadOnly, kStorageIo); a row whose blob fails verification is kStorageCorrupt. Inside
@@ -66,11 +70,16 @@ class SqliteCentralStore final : public CentralStore {
     // Wall clock for the audit and rejection timestamps; tests inject a fixed one.
     std::function<int64_t()> now_ms;
     // false (default): every commit() is durable when it returns (synchronous=FULL, one fsync per commit).
-    // true: group commit. commit() returns once the transaction is written and visible but not yet on disk
-    // (synchronous=NORMAL); sync() then makes every commit so far durable with one fsync. The caller must
-    // hold back every message produced since its last sync() -- acks, and also pulls and live batches, which
-    // may show those commits -- until a sync() that began after those commits returned ok. A crash before
-    // that loses a suffix of the commits, never a middle one, and nothing of it was acknowledged.
+    // true: group commit. commit() returns once the transaction is applied and visible to this store's
+    // reads but not yet on disk; sync() then makes every commit so far durable. The caller must hold back
+    // every message produced since its last sync() -- acks, and also pulls and live batches, which may show
+    // those commits -- until a sync() that began after those commits returned ok. A crash before that loses
+    // a suffix of the commits, never a middle one, and nothing of it was acknowledged.
+    // The commits between two sync()s form one SQLite transaction (a SAVEPOINT each, so a failed or
+    // dropped CentralTxn undoes only itself), which sync() commits (synchronous=NORMAL: WAL writes only)
+    // before one fdatasync of the WAL. Other processes see a group when it ends: at sync(), or at the latest
+    // at the next checkpoint tick. Should SQLite roll back a whole group by itself (an I/O error, disk full),
+    // every later write and sync() fail with kStorageIo: the caller must stop (SyncService does).
     // Checkpoints (copying the WAL into the database file) then run on a thread of the store's own, every
     // checkpoint_interval_ms, instead of inside whichever commit crosses SQLite's 1,000-page mark.
     bool group_commit = false;
@@ -97,9 +106,10 @@ class SqliteCentralStore final : public CentralStore {
   Hlc clock() override;
   NodeState node_state(NodeId node) override;
   bool commits_need_sync() const override { return options_.group_commit; }
-  // group_commit: makes every transaction committed before the call durable (one fdatasync of the WAL);
-  // a no-op otherwise. Takes no store lock, so commits go on while the disk flushes: that overlap is what
-  // groups them. Safe from any thread, also concurrently with an open CentralTxn.
+  // group_commit: makes every transaction committed before the call durable: ends the group (waiting for
+  // an open CentralTxn of another thread to finish first), then one fdatasync of the WAL without any store
+  // lock, so the next group's commits go on while the disk flushes: that overlap is what groups them. From
+  // the thread holding an open CentralTxn it fails with kInternal. A no-op without group commit.
   Status sync() override;
 
   // Inspection for tests, reports and the admin tool.
@@ -122,17 +132,25 @@ class SqliteCentralStore final : public CentralStore {
   // Bytes in the database file (page_count * page_size), for metrics.
   uint64_t size_bytes();
 
-  // Group commit (Options::group_commit): many CentralTxns, one fsync. SyncServer stays unchanged: the
-  // driver (server/sync_service) handles the events that arrive while the disk is busy, collects what
-  // SyncServer produced for them, calls sync() once, and only then sends it all. Each commit is still its own
-  // SQLite transaction, so a rejected or failed push never affects another session's, and server_seq stays
-  // gap-free. (The alternative -- one SQLite transaction per group with a SAVEPOINT per CentralTxn -- also
-  // saves the per-commit WAL write, but lets one failed commit abort the whole group.)
+  // Group commit (Options::group_commit): many CentralTxns, one SQLite transaction, one fsync. SyncServer
+  // stays unchanged: the driver (server/sync_service) handles the events that arrive while the disk is busy,
+  // collects what SyncServer produced for them, calls sync() once, and only then sends it all. Each commit
+  // is a SAVEPOINT, so a rejected or failed push never undoes another session's, and server_seq stays
+  // gap-free.
 
  private:
   friend class SqliteCentralTxn;
+  class ReadAccess;  // the connection and locks of one read-side call (sqlite_store.cc)
   explicit SqliteCentralStore(Options options);
   int64_t now_ms() const;
+  // The writer's transaction for one CentralTxn (writer_mu_ held): BEGIN IMMEDIATE / COMMIT / ROLLBACK, or
+  // with group commit a SAVEPOINT in the open group (opened here when none is).
+  Status begin_writes();
+  Status end_writes();
+  void undo_writes(const Status& why);
+  // group_commit, writer_mu_ held: commits the open group, if any; or the error that lost one.
+  Status end_group();
+  void lose_group(const Status& why);
   // A read-side result, or `fallback` with the error kept in read_error_ (reader_mu_ held).
   template <typename T>
   T read(Result<T> r, T fallback);
@@ -142,8 +160,11 @@ class SqliteCentralStore final : public CentralStore {
   std::atomic<std::thread::id>
       writer_owner_;  // its thread: a second begin() there fails instead of deadlocking
   std::unique_ptr<sqlite::Db> writer_;
+  bool group_open_ =
+      false;           // group_commit: the writer is inside a group's transaction; guarded by writer_mu_
+  Status group_lost_;  // why SQLite rolled back a group (then permanent); guarded by writer_mu_
   std::mutex reader_mu_;
-  std::unique_ptr<sqlite::Db> reader_;  // guarded by reader_mu_
+  std::unique_ptr<sqlite::Db> reader_;  // without group_commit only; guarded by reader_mu_
   Status read_error_;                   // guarded by reader_mu_
   std::string path_;
   std::mutex sync_mu_;
