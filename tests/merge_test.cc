@@ -2,6 +2,7 @@
 // matter.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 
 #include "fieldsync/sync/merge.h"
@@ -497,6 +498,30 @@ TEST(Scope, CanSeeByRole) {
   EXPECT_FALSE(can_see(rep_with_team, bobs));  // a team list means nothing below manager
 
   for (const ScopeKey& k : {north, south, global, anns, zoes, unresolved}) EXPECT_TRUE(can_see(hq, k));
+}
+
+// Catch-up pulls (read_log_for) and live batches (batch_for) look only at a principal's visible_scopes: it
+// must hold exactly the keys can_see accepts, or a change in the missing scope is never sent.
+TEST(Scope, VisibleScopesAreExactlyWhatCanSeeAccepts) {
+  const std::vector<ScopeKey> keys{
+      {ScopeKey::Kind::kTerritory, "north"}, {ScopeKey::Kind::kTerritory, "south"},
+      {ScopeKey::Kind::kTerritory, "east"},  {ScopeKey::Kind::kGlobal, ""},
+      {ScopeKey::Kind::kOwner, "ann"},       {ScopeKey::Kind::kOwner, "bob"},
+      {ScopeKey::Kind::kOwner, "mia"},       {ScopeKey::Kind::kOwner, "zoe"},
+      {ScopeKey::Kind::kUnresolved, ""}};
+  const std::vector<Principal> who{{"ann", Role::kRep, {"north"}, {}},
+                                   {"ann", Role::kRep, {"north", "south"}, {"bob"}},
+                                   {"mia", Role::kManager, {"north", "south"}, {"ann", "bob"}},
+                                   {"mia", Role::kManager, {}, {}}};
+  for (const Principal& p : who) {
+    std::optional<std::vector<ScopeKey>> mine = visible_scopes(p);
+    ASSERT_TRUE(mine.has_value()) << p.user;
+    for (const ScopeKey& k : keys) {
+      const bool listed = std::find(mine->begin(), mine->end(), k) != mine->end();
+      EXPECT_EQ(listed, can_see(p, k)) << p.user << " " << static_cast<int>(k.kind) << ":" << k.value;
+    }
+  }
+  EXPECT_FALSE(visible_scopes(Principal{"hq", Role::kHeadOffice, {}, {}}).has_value()) << "sees everything";
 }
 
 }  // namespace

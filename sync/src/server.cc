@@ -423,6 +423,16 @@ SyncServer::ResolvedRange SyncServer::resolve_range(uint64_t from, size_t max_ch
     range.conflicts = store_.read_conflicts(from, range.to);
   }
   for (const ConflictRecord& c : range.conflicts) resolve(c.entity, c.record);
+  for (size_t i = 0; i < range.txns.size(); ++i) {
+    const ServerTxn& txn = range.txns[i];
+    if (!txn.moves.empty()) range.txns_with_moves.push_back(i);
+    for (const Change& c : txn.changes) {
+      auto it = range.scopes.find(RecordKey{c.entity, c.record});
+      if (it == range.scopes.end()) continue;
+      std::vector<size_t>& at = range.txns_by_scope[it->second];
+      if (at.empty() || at.back() != i) at.push_back(i);
+    }
+  }
   range.has_more = range.to < head;
   return range;
 }
@@ -441,9 +451,23 @@ protocol::ChangeBatch SyncServer::batch_for(const Session& s, const ResolvedRang
   // Scope moves in this range: for each moved record, whether the receiver could see it before the first
   // move.
   std::map<RecordKey, bool> moved_was_visible;
-  for (const ServerTxn& txn : range.txns) {
-    for (const ScopeMove& mv : txn.moves)
+  for (size_t i : range.txns_with_moves)
+    for (const ScopeMove& mv : range.txns[i].moves)
       moved_was_visible.emplace(RecordKey{mv.entity, mv.record}, can_see(s.principal, mv.from));
+  // The transactions that change a record in one of the receiver's scopes (all of them for head office),
+  // in log order.
+  std::vector<size_t> candidates;
+  if (const std::optional<std::vector<ScopeKey>> mine = visible_scopes(s.principal)) {
+    for (const ScopeKey& k : *mine)
+      if (auto it = range.txns_by_scope.find(k); it != range.txns_by_scope.end())
+        candidates.insert(candidates.end(), it->second.begin(), it->second.end());
+    std::sort(candidates.begin(), candidates.end());
+    candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
+  } else {
+    for (size_t i = 0; i < range.txns.size(); ++i) candidates.push_back(i);
+  }
+  for (size_t i : candidates) {
+    const ServerTxn& txn = range.txns[i];
     // A device already has its own changes; everything else is sent if the record is in the receiver's scope.
     if (txn.origin_node == s.node) continue;
     std::vector<Change> kept;

@@ -96,6 +96,11 @@ class SyncServer {
     std::vector<ServerTxn> txns;  // scope moves included
     std::vector<ConflictRecord> conflicts;
     std::map<RecordKey, ScopeKey> scopes;  // touched records that exist (others are visible to nobody)
+    // Positions in txns: by the scope of each record they change, and those with scope moves. batch_for
+    // looks only at its session's scopes' transactions: a flush of live batches for every session would
+    // otherwise cost (sessions x transactions) record lookups.
+    std::map<ScopeKey, std::vector<size_t>> txns_by_scope;
+    std::vector<size_t> txns_with_moves;
   };
   // only_for: read just the transactions the log indexed under the principal's scopes (a pull's catch-up);
   // nullptr: the whole log (live fan-out, shared by every session at that cursor).
