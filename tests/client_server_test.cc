@@ -671,6 +671,101 @@ TEST(ClientServer, ScopeMoveReachesOfflineDevicesOnBothSides) {
   EXPECT_EQ(carol.store.records().size(), 2u);
 }
 
+// The server caches record scopes (resolved at commit) for fan-out and catch-up. Moving an account moves its
+// contact too, though the move's transaction does not touch the contact: a change of the contact made
+// before the move is judged on the contact's current scope, so the old territory's rep, catching up across
+// the move, is not sent it (only the purge), and the new territory's live rep gets the next change.
+TEST(ClientServer, ChildOfAMovedAccountIsJudgedOnItsNewScope) {
+  World w;
+  Device& ho = w.add(10, "ho");
+  Device& alice = w.add(11, "alice");
+  Device& bob = w.add(12, "bob");
+  Device& carol = w.add(13, "carol");
+  w.connect(alice);
+  w.connect(bob);
+  w.connect(carol);
+  RecordId acct = new_account(w, alice, "t-north", "Moving");
+  RecordId contact = alice.ids.next(w.now);
+  ASSERT_TRUE(
+      alice.client
+          ->write({create(EntityId::kContact, contact),
+                   set(EntityId::kContact, contact, f::kContactAccount, Value::text(acct.to_string())),
+                   set(EntityId::kContact, contact, 2, Value::text("Ines"))},
+                  w.now)
+          .is_ok());
+  w.pump();
+  w.disconnect(alice);
+  ASSERT_TRUE(bob.client->write({set(EntityId::kContact, contact, 2, Value::text("Ines B"))}, w.now).is_ok());
+  w.pump();
+  w.connect(ho);
+  ASSERT_TRUE(
+      ho.client->write({set(EntityId::kAccount, acct, f::kAccountTerritory, Value::text("t-south"))}, w.now)
+          .is_ok());
+  w.pump();
+  ASSERT_EQ(carol.store.records().size(), 2u);
+
+  PullTrace trace = connect_counting_pulls(w, alice);
+  EXPECT_TRUE(alice.store.records().empty()) << "the account and its contact left alice's device";
+  for (const protocol::ChangeBatch& b : trace.batches)
+    for (const ServerTxn& t : b.txns)
+      for (const Change& c : t.changes)
+        EXPECT_FALSE(c.entity == EntityId::kContact)
+            << "bob's change of a contact now in t-south sent to alice";
+
+  ASSERT_TRUE(ho.client->write({set(EntityId::kContact, contact, 2, Value::text("Ines S"))}, w.now).is_ok());
+  w.pump();
+  const RecordKey key{EntityId::kContact, contact};
+  ASSERT_EQ(carol.store.records().count(key), 1u);
+  EXPECT_EQ(carol.store.records().at(key).get(2), Value::text("Ines S"));
+  EXPECT_TRUE(alice.store.records().empty());
+}
+
+// A commit the server did not make (fieldsync-admin writes the same store through its own SyncServer) may
+// move records too: the server's scope cache must not outlive it.
+TEST(ClientServer, CommitByAnotherProcessInvalidatesTheScopeCache) {
+  World w;
+  Device& alice = w.add(11, "alice");
+  Device& bob = w.add(12, "bob");
+  Device& carol = w.add(13, "carol");
+  w.connect(alice);
+  w.connect(bob);
+  w.connect(carol);
+  RecordId acct = new_account(w, alice, "t-north", "Moving");
+  RecordId contact = alice.ids.next(w.now);
+  ASSERT_TRUE(
+      alice.client
+          ->write({create(EntityId::kContact, contact),
+                   set(EntityId::kContact, contact, f::kContactAccount, Value::text(acct.to_string())),
+                   set(EntityId::kContact, contact, 2, Value::text("Ines"))},
+                  w.now)
+          .is_ok());
+  w.pump();
+  w.disconnect(alice);
+  ASSERT_TRUE(bob.client->write({set(EntityId::kContact, contact, 2, Value::text("Ines B"))}, w.now).is_ok());
+  w.pump();
+
+  SyncServer admin(w.store, w.auth, ServerConfig{});
+  ClientTxn move;
+  move.node = 99;
+  move.node_seq = 1;
+  move.created_at_ms = w.now;
+  Change c = set(EntityId::kAccount, acct, f::kAccountTerritory, Value::text("t-south"));
+  c.version = Version{make_hlc(w.now + 1000, 0), 99};
+  move.changes.push_back(c);
+  ASSERT_EQ(admin.apply_local(move, Principal{"admin", Role::kHeadOffice, {}, {}}, w.now).outcome,
+            protocol::TxnOutcome::kApplied);
+  w.server->poll_external_commits();
+  w.pump();
+  ASSERT_EQ(carol.store.records().size(), 2u) << "the move reached the new territory live";
+
+  PullTrace trace = connect_counting_pulls(w, alice);
+  EXPECT_TRUE(alice.store.records().empty());
+  for (const protocol::ChangeBatch& b : trace.batches)
+    for (const ServerTxn& t : b.txns)
+      for (const Change& ch : t.changes)
+        EXPECT_FALSE(ch.entity == EntityId::kContact) << "judged on the scope cached before the admin's move";
+}
+
 // A flush that committed more than a pull's worth (several reps pushing big orders at once) still reaches
 // live sessions live: the live scan is shared by every session and each gets only its part, so its window is
 // kMaxChangesPerLiveScan, not a pull's kMaxChangesPerPull.

@@ -402,7 +402,8 @@ Result<TxnApplication> apply_client_txn(const ClientTxn& txn, const Principal& w
                     describe(key.entity, key.id) + ": the result would be outside " + who.user + "'s scope");
     }
     if (en.existed && after != en.scope_before)
-      app.moves.push_back(ScopeMove{key.entity, key.id, en.scope_before, std::move(after)});
+      app.moves.push_back(ScopeMove{key.entity, key.id, en.scope_before, after});
+    app.scopes.emplace_back(key, std::move(after));
   }
 
   // Scheduling: every overlap of a changed scheduled event with another of the same owner, each pair once.

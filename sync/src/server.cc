@@ -349,6 +349,7 @@ protocol::TxnResult SyncServer::apply_one(Session& s, const ClientTxn& txn, int6
   st.moves = std::move(app.moves);
   result.conflicts = app.conflicts;
   std::vector<ScopeKey> scopes = log_scopes(st, app.conflicts, *ctx);  // on the state this txn leaves
+  const bool moves = !st.moves.empty();
   uint64_t seq = ctx->append_log(std::move(st), std::move(app.conflicts), std::move(scopes));
   ctx->set_node_state(ns);
   ctx->set_clock(clock_.last());
@@ -358,6 +359,9 @@ protocol::TxnResult SyncServer::apply_one(Session& s, const ClientTxn& txn, int6
     return result;
   }
   committed = true;
+  if (seq != scope_cache_head_ + 1 || moves) scope_cache_.clear();
+  scope_cache_head_ = seq;
+  for (const auto& [key, scope] : app.scopes) remember_scope(key, scope);
   result.outcome = protocol::TxnOutcome::kApplied;
   result.server_seq = seq;
   for (ConflictRecord& c : result.conflicts) c.server_seq = seq;
@@ -389,6 +393,10 @@ SyncServer::ResolvedRange SyncServer::resolve_range(uint64_t from, size_t max_ch
   range.from = from;
   range.to = from;
   const uint64_t head = store_.head_seq();
+  if (head != scope_cache_head_) {  // commits this server did not make
+    scope_cache_.clear();
+    scope_cache_head_ = head;
+  }
   std::optional<std::vector<ScopeKey>> scopes;
   if (only_for != nullptr) scopes = visible_scopes(*only_for);
   if (scopes) {
@@ -403,9 +411,16 @@ SyncServer::ResolvedRange SyncServer::resolve_range(uint64_t from, size_t max_ch
   auto resolve = [&](EntityId entity, const RecordId& id) {
     RecordKey key{entity, id};
     if (range.scopes.count(key)) return;
+    if (auto it = scope_cache_.find(key); it != scope_cache_.end()) {
+      range.scopes.emplace(key, it->second);
+      return;
+    }
     // Scope is judged on current state, so a record that moved away is not sent to its old scope.
-    if (std::optional<RecordState> rec = store_.load(entity, id))
-      range.scopes.emplace(key, resolve_scope(*rec, reader));
+    if (std::optional<RecordState> rec = store_.load(entity, id)) {
+      ScopeKey scope = resolve_scope(*rec, reader);
+      remember_scope(key, scope);
+      range.scopes.emplace(key, std::move(scope));
+    }
   };
   for (const ServerTxn& txn : range.txns) {
     if (!scopes) range.to = txn.server_seq;
@@ -435,6 +450,15 @@ SyncServer::ResolvedRange SyncServer::resolve_range(uint64_t from, size_t max_ch
   }
   range.has_more = range.to < head;
   return range;
+}
+
+void SyncServer::remember_scope(const RecordKey& key, const ScopeKey& scope) {
+  if (scope.kind == ScopeKey::Kind::kUnresolved) {
+    scope_cache_.erase(key);
+    return;
+  }
+  if (scope_cache_.size() >= tuning::kMaxCachedScopes && !scope_cache_.count(key)) scope_cache_.clear();
+  scope_cache_[key] = scope;
 }
 
 protocol::ChangeBatch SyncServer::batch_for(const Session& s, const ResolvedRange& range,

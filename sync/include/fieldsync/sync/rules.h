@@ -28,6 +28,8 @@ struct TxnApplication {
   std::vector<Change> effective;          // changes that altered state, for the change log
   std::vector<ConflictRecord> conflicts;  // concurrency and scheduling conflicts found
   std::vector<ScopeMove> moves;           // records that existed before and now resolve to another scope
+  // The scope every touched record resolves to once the txn is applied (the server caches them).
+  std::vector<std::pair<RecordKey, ScopeKey>> scopes;
 };
 
 // Applies `txn`, written by `who`, on top of the states `reader` returns, without writing anything.

@@ -131,7 +131,16 @@ class SyncServer {
   std::map<UserId, std::set<SessionId>> by_user_;  // the session's own user (conflicts name users)
   std::set<SessionId> sees_all_;                   // head office
   uint64_t fanned_out_head_ = 0;                   // log head at the last wake_live_sessions
-  bool fan_out_pending_ = false;                   // defer_fan_out: a commit since the last fan_out()
+  // The current scope of records, so fan-out and catch-up do not load each touched record again: filled
+  // by this server's commits (the rules resolve every touched record anyway) and by resolve_range. Valid
+  // for the store at log position scope_cache_head_; a commit changes the scope of the records it touches
+  // (updated), of the descendants of a record it moves (any move empties the cache), and nothing else;
+  // kUnresolved is never cached (a parent created later resolves it). A commit by another process
+  // (fieldsync-admin) moves the head past scope_cache_head_ unseen: the cache starts over.
+  std::map<RecordKey, ScopeKey> scope_cache_;
+  uint64_t scope_cache_head_ = 0;
+  void remember_scope(const RecordKey& key, const ScopeKey& scope);
+  bool fan_out_pending_ = false;  // defer_fan_out: a commit since the last fan_out()
 };
 
 }  // namespace fieldsync

@@ -38,6 +38,9 @@ inline constexpr size_t kMaxChangesPerPull = 500;
 // 8,000 changes is a few hundred KiB for a session that sees everything (head office), one SQLite
 // transaction on its device.
 inline constexpr size_t kMaxChangesPerLiveScan = 8000;
+// Records whose resolved scope the server keeps in memory (SyncServer's scope cache, ~100 bytes each); past
+// this the cache starts over.
+inline constexpr size_t kMaxCachedScopes = 250000;
 // Records per bootstrap page; the device commits each page in one transaction before asking for the next.
 inline constexpr size_t kBootstrapPageRecords = 500;
 // Largest text value in bytes unless the model says less (notes, addresses). 64 KiB is pages of notes.
