@@ -676,7 +676,61 @@ TEST(SqliteStore, FormatOneFileGetsItsLogIndexedOnOpen) {
   ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT value FROM _state WHERE key = 'format'", -1, &q, nullptr),
             SQLITE_OK);
   ASSERT_EQ(sqlite3_step(q), SQLITE_ROW);
-  EXPECT_EQ(sqlite3_column_int(q, 0), 2) << "migrated files say so";
+  EXPECT_EQ(sqlite3_column_int(q, 0), 3) << "migrated files say so";
+  sqlite3_finalize(q);
+  sqlite3_close(db);
+}
+
+// Format 2 kept a per-change _audit table; format 3 keeps the commit time in the log entry and lists the
+// audit from the log. Opening a format-2 file moves the times over and drops the table.
+TEST(SqliteStore, FormatTwoAuditTableBecomesTheLogsCommitTime) {
+  TempDir dir;
+  const std::string path = dir.file("c.db");
+  {
+    auto store = open_sqlite(path);
+    auto txn = store->begin();
+    txn->append_log(log_txn(2, 11, 1), {}, {});
+    txn->append_log(log_txn(1, 12, 1), {}, {});
+    ASSERT_TRUE(txn->commit().is_ok());
+  }
+  {  // what a format-2 file looks like: no recorded_at_ms in _log, an _audit row per change
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(
+        sqlite3_exec(db,
+                     "ALTER TABLE _log DROP COLUMN recorded_at_ms;"
+                     "CREATE TABLE _audit (id INTEGER PRIMARY KEY, server_seq INTEGER NOT NULL, "
+                     "recorded_at_ms INTEGER NOT NULL, user TEXT NOT NULL, node INTEGER NOT NULL, "
+                     "node_seq INTEGER NOT NULL, entity TEXT NOT NULL, record TEXT NOT NULL, op TEXT NOT "
+                     "NULL, field TEXT, version_ms INTEGER NOT NULL);"
+                     "CREATE INDEX idx_audit_seq ON _audit (server_seq);"
+                     "INSERT INTO _audit (server_seq, recorded_at_ms, user, node, node_seq, entity, record, "
+                     "op, field, version_ms) VALUES (1, 1111, 'alice', 11, 1, 'account', 'x', 'set', "
+                     "'name', 0), (1, 1111, 'alice', 11, 1, 'account', 'y', 'set', 'name', 0), "
+                     "(2, 2222, 'alice', 12, 1, 'account', 'z', 'set', 'name', 0);"
+                     "UPDATE _state SET value = 2 WHERE key = 'format'",
+                     nullptr, nullptr, nullptr),
+        SQLITE_OK)
+        << sqlite3_errmsg(db);
+    sqlite3_close(db);
+  }
+  auto store = open_sqlite(path);
+  ASSERT_TRUE(store);
+  std::vector<SqliteCentralStore::AuditEntry> audit = store->audit(0, 100);
+  ASSERT_EQ(audit.size(), 3u);
+  EXPECT_EQ(audit[0].recorded_at_ms, 1111);
+  EXPECT_EQ(audit[1].recorded_at_ms, 1111);
+  EXPECT_EQ(audit[2].recorded_at_ms, 2222);
+  EXPECT_EQ(audit[2].node, 12u);
+  store.reset();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* q = nullptr;
+  ASSERT_EQ(
+      sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_master WHERE name LIKE '%audit%'", -1, &q, nullptr),
+      SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(q), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(q, 0), 0) << "the table and its index are gone";
   sqlite3_finalize(q);
   sqlite3_close(db);
 }
@@ -709,6 +763,16 @@ TEST(SqliteStore, AuditRowsAreWrittenWithTheLogEntry) {
   EXPECT_EQ(audit[1].node_seq, 7u);
   EXPECT_EQ(audit[1].server_seq, 1u);
   EXPECT_EQ(audit[1].recorded_at_ms, kStart);
+  {
+    auto more = store->begin();
+    more->append_log(log_txn(3, 12, 1), {}, {});
+    ASSERT_TRUE(more->commit().is_ok());
+  }
+  // Pages hold whole log entries (at least one), so paging by server_seq never skips a change.
+  EXPECT_EQ(store->audit(0, 1).size(), 2u) << "the first entry, whole";
+  EXPECT_EQ(store->audit(0, 4).size(), 2u) << "the second entry does not fit";
+  EXPECT_EQ(store->audit(0, 5).size(), 5u);
+  EXPECT_EQ(store->audit(1, 100).size(), 3u);
   EXPECT_TRUE(store->last_read_error().is_ok());
   EXPECT_GT(store->size_bytes(), 0u);
 }

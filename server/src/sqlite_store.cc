@@ -36,12 +36,14 @@ namespace {
 // File format of the store's own tables; bump on a change and migrate on open (migrate_format).
 //   1: the first.
 //   2: _log_scope, the log indexed by scope key for read_log_for.
-constexpr int64_t kFormat = 2;
+//   3: the audit is the log: _log.recorded_at_ms, and no per-change _audit table (its rows and two indexes
+//      were half of the apply path's time; audit() expands the log entries instead).
+constexpr int64_t kFormat = 3;
 
 const char* const kStoreDdl[] = {
     "CREATE TABLE IF NOT EXISTS _log (server_seq INTEGER PRIMARY KEY, origin_node INTEGER NOT NULL, "
     "origin_user TEXT NOT NULL, origin_node_seq INTEGER NOT NULL, change_count INTEGER NOT NULL, "
-    "blob BLOB NOT NULL)",
+    "blob BLOB NOT NULL, recorded_at_ms INTEGER NOT NULL DEFAULT 0)",
     "CREATE TABLE IF NOT EXISTS _conflicts (id INTEGER PRIMARY KEY, server_seq INTEGER NOT NULL, kind TEXT "
     "NOT "
     "NULL, entity TEXT NOT NULL, record TEXT NOT NULL, field TEXT, winner_user TEXT, loser_user TEXT, "
@@ -51,11 +53,6 @@ const char* const kStoreDdl[] = {
     "CREATE TABLE IF NOT EXISTS _rejections (node INTEGER NOT NULL, node_seq INTEGER NOT NULL, "
     "user TEXT NOT NULL, reason INTEGER NOT NULL, reason_name TEXT NOT NULL, message TEXT NOT NULL, "
     "recorded_at_ms INTEGER NOT NULL, PRIMARY KEY (node, node_seq))",
-    "CREATE TABLE IF NOT EXISTS _audit (id INTEGER PRIMARY KEY, server_seq INTEGER NOT NULL, "
-    "recorded_at_ms INTEGER NOT NULL, user TEXT NOT NULL, node INTEGER NOT NULL, node_seq INTEGER NOT NULL, "
-    "entity TEXT NOT NULL, record TEXT NOT NULL, op TEXT NOT NULL, field TEXT, version_ms INTEGER NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS idx_audit_seq ON _audit (server_seq)",
-    "CREATE INDEX IF NOT EXISTS idx_audit_record ON _audit (entity, record)",
     "CREATE TABLE IF NOT EXISTS _state (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     // One row per (scope key, log entry) of log_scopes(): a device's catch-up walks its few keys here.
     "CREATE TABLE IF NOT EXISTS _log_scope (scope TEXT NOT NULL, server_seq INTEGER NOT NULL, "
@@ -298,6 +295,31 @@ class DbRecordReader final : public RecordReader {
 
 // Brings a file of an older format up to kFormat, inside open()'s transaction.
 Status migrate_format(Db& db, int64_t from) {
+  auto exists = [&](const std::string& sql) -> Result<bool> {
+    Stmt q(db, sql);
+    if (!q.step()) return q.ok() ? Status(ErrorCode::kInternal, "no row") : q.status();
+    return q.col_int(0) > 0;
+  };
+  if (from < 3) {
+    // The log takes the audit's timestamp; the per-change audit rows are then the log's changes.
+    Result<bool> has_column =
+        exists("SELECT count(*) FROM pragma_table_info('_log') WHERE name = 'recorded_at_ms'");
+    if (!has_column) return has_column.status();
+    if (!*has_column)
+      if (Status s = db.exec("ALTER TABLE _log ADD COLUMN recorded_at_ms INTEGER NOT NULL DEFAULT 0"); !s)
+        return s;
+    Result<bool> has_audit =
+        exists("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_audit'");
+    if (!has_audit) return has_audit.status();
+    if (*has_audit) {
+      if (Status s = db.exec(
+              "UPDATE _log SET recorded_at_ms = coalesce((SELECT min(a.recorded_at_ms) FROM _audit a WHERE "
+              "a.server_seq = _log.server_seq), 0)");
+          !s)
+        return s;
+      if (Status s = db.exec("DROP TABLE _audit"); !s) return s;
+    }
+  }
   if (from < 2) {
     // Format 1 had no _log_scope: file every existing entry under the scopes its records have now, which is
     // what pulls judged them by before the index existed.
@@ -451,14 +473,15 @@ class SqliteCentralTxn final : public CentralTxn {
     const int64_t now = store_.now_ms();
     {
       Stmt q(db,
-             "INSERT INTO _log (server_seq, origin_node, origin_user, origin_node_seq, change_count, blob) "
-             "VALUES (?, ?, ?, ?, ?, ?)");
+             "INSERT INTO _log (server_seq, origin_node, origin_user, origin_node_seq, change_count, blob, "
+             "recorded_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)");
       q.bind(1, as_sql(seq))
           .bind(2, as_sql(txn.origin_node))
           .bind(3, std::string_view(txn.origin_user))
           .bind(4, as_sql(txn.origin_node_seq))
           .bind(5, static_cast<int64_t>(txn.changes.size()))
-          .bind_blob(6, codec::encode_server_txn(txn));
+          .bind_blob(6, codec::encode_server_txn(txn))
+          .bind(7, now);
       if (Status s = q.run(); !s) {
         fail(s);
         return seq;
@@ -487,31 +510,6 @@ class SqliteCentralTxn final : public CentralTxn {
           .bind(7, std::string_view(c.loser.user))
           .bind(8, std::string_view(c.rule))
           .bind_blob(9, codec::encode_conflict(c));
-      if (Status s = q.run(); !s) {
-        fail(s);
-        return seq;
-      }
-    }
-    // Who changed what and when, in the same SQLite transaction as the log entry.
-    for (const Change& c : txn.changes) {
-      Stmt q(
-          db,
-          "INSERT INTO _audit (server_seq, recorded_at_ms, user, node, node_seq, entity, record, op, field, "
-          "version_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-      q.bind(1, as_sql(seq))
-          .bind(2, now)
-          .bind(3, std::string_view(txn.origin_user))
-          .bind(4, as_sql(txn.origin_node))
-          .bind(5, as_sql(txn.origin_node_seq))
-          .bind(6, entity_name(c.entity))
-          .bind(7, c.record.to_string())
-          .bind(8, op_name(c.op));
-      if (c.op == ChangeOp::kSet || c.op == ChangeOp::kAppend) {
-        q.bind(9, field_name(c.entity, c.field));
-      } else {
-        q.bind_null(9);
-      }
-      q.bind(10, hlc_physical_ms(c.version.hlc));
       if (Status s = q.run(); !s) {
         fail(s);
         return seq;
@@ -1034,13 +1032,26 @@ std::vector<SqliteCentralStore::AuditEntry> SqliteCentralStore::audit(uint64_t a
   std::vector<AuditEntry> out;
   Stmt q(
       access.db(),
-      "SELECT server_seq, recorded_at_ms, user, node, node_seq, entity, record, op, field, version_ms FROM "
-      "_audit WHERE server_seq > ? ORDER BY id LIMIT ?");
-  q.bind(1, as_sql(after_seq)).bind(2, static_cast<int64_t>(max_entries));
+      "SELECT server_seq, recorded_at_ms, origin_user, origin_node, origin_node_seq, change_count, blob FROM "
+      "_log WHERE server_seq > ? ORDER BY server_seq");
+  q.bind(1, as_sql(after_seq));
   while (q.step()) {
-    out.push_back(AuditEntry{from_sql(q.col_int(0)), q.col_int(1), q.col_text(2), from_sql(q.col_int(3)),
-                             from_sql(q.col_int(4)), q.col_text(5), q.col_text(6), q.col_text(7),
-                             q.col_null(8) ? std::string() : q.col_text(8), q.col_int(9)});
+    // Whole log entries only, so that paging by the last server_seq returned never skips a change.
+    if (!out.empty() && out.size() + static_cast<size_t>(q.col_int(5)) > max_entries) break;
+    const uint64_t seq = from_sql(q.col_int(0));
+    Result<ServerTxn> t = codec::decode_server_txn(q.col_blob(6));
+    if (!t) {
+      if (read_error_) read_error_ = corrupt("log entry " + std::to_string(seq), t.status());
+      return out;
+    }
+    for (const Change& c : t->changes) {
+      const bool has_field = c.op == ChangeOp::kSet || c.op == ChangeOp::kAppend;
+      out.push_back(AuditEntry{
+          seq, q.col_int(1), q.col_text(2), from_sql(q.col_int(3)), from_sql(q.col_int(4)),
+          entity_name(c.entity), c.record.to_string(), std::string(op_name(c.op)),
+          has_field ? field_name(c.entity, c.field) : std::string(), hlc_physical_ms(c.version.hlc)});
+    }
+    if (out.size() >= max_entries) break;
   }
   if (!q.ok() && read_error_) read_error_ = q.status();
   return out;

@@ -9,17 +9,16 @@
 //   <entity>      one table per model entity from schema::all_ddl(): typed columns are a projection for head
 //                 office queries and reports; `_meta` (codec::encode_record) is the source of truth.
 //   _log          server_seq INTEGER PRIMARY KEY, origin node/user/node_seq, blob (codec::encode_server_txn,
-//                 scope moves included).
+//                 scope moves included), recorded_at_ms (server wall time of the commit). Also the audit of
+//                 who changed what and when: audit() lists each entry's changes with its origin and time.
 //   _conflicts    id, server_seq (indexed), kind, entity, record, field, winner/loser user, rule, blob
 //                 (codec::encode_conflict).
 //   _nodes        node INTEGER PRIMARY KEY, last_node_seq: the per-device dedupe watermark.
 //   _rejections   (node, node_seq) PRIMARY KEY, user, reason code and name, message, recorded_at_ms.
-//   _audit        one row per change of every log entry, written in the same SQLite transaction: server_seq,
-//                 recorded_at_ms, user, node, node_seq, entity, record, op, field, version_ms (device time).
 //   _log_scope    (scope, server_seq) PRIMARY KEY, WITHOUT ROWID: each log entry under each key of
 //                 log_scopes(), so a device's catch-up (read_log_for) reads its scope's entries only.
-//   _state        key/value: the persisted server HLC ("clock") and the file format ("format", 2; a format-1
-//                 file is migrated on open).
+//   _state        key/value: the persisted server HLC ("clock") and the file format ("format", 3; older files
+//                 are migrated on open: format 2's per-change _audit table becomes _log.recorded_at_ms).
 //
 // Threads: the store may be used from several threads. A CentralTxn holds the single writer connection for
 // its whole life (BEGIN IMMEDIATE ... COMMIT), so at most one is open at a time per store: begin() waits for
@@ -127,6 +126,8 @@ class SqliteCentralStore final : public CentralStore {
     std::string field;  // model name; empty for create and delete
     int64_t version_ms = 0;
   };
+  // The changes of the log entries after after_seq, in order, each with its entry's origin and time: whole
+  // entries only, up to max_entries (at least one entry), so the next page starts after the last server_seq.
   std::vector<AuditEntry> audit(uint64_t after_seq, size_t max_entries);
   Status last_read_error();
   // Bytes in the database file (page_count * page_size), for metrics.
