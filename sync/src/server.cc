@@ -350,6 +350,7 @@ protocol::TxnResult SyncServer::apply_one(Session& s, const ClientTxn& txn, int6
   result.conflicts = app.conflicts;
   std::vector<ScopeKey> scopes = log_scopes(st, app.conflicts, *ctx);  // on the state this txn leaves
   const bool moves = !st.moves.empty();
+  TailEntry entry{st, scopes, app.conflicts};  // the store takes its own copy
   uint64_t seq = ctx->append_log(std::move(st), std::move(app.conflicts), std::move(scopes));
   ctx->set_node_state(ns);
   ctx->set_clock(clock_.last());
@@ -362,6 +363,9 @@ protocol::TxnResult SyncServer::apply_one(Session& s, const ClientTxn& txn, int6
   if (seq != scope_cache_head_ + 1 || moves) scope_cache_.clear();
   scope_cache_head_ = seq;
   for (const auto& [key, scope] : app.scopes) remember_scope(key, scope);
+  entry.txn.server_seq = seq;
+  for (ConflictRecord& c : entry.conflicts) c.server_seq = seq;
+  remember_log_entry(std::move(entry));
   result.outcome = protocol::TxnOutcome::kApplied;
   result.server_seq = seq;
   for (ConflictRecord& c : result.conflicts) c.server_seq = seq;
@@ -399,7 +403,38 @@ SyncServer::ResolvedRange SyncServer::resolve_range(uint64_t from, size_t max_ch
   }
   std::optional<std::vector<ScopeKey>> scopes;
   if (only_for != nullptr) scopes = visible_scopes(*only_for);
-  if (scopes) {
+  const bool from_tail = tail_covers(from, head);
+  if (from_tail) {
+    // What the store's read_log / read_log_for and read_conflicts would return, from memory.
+    auto first = std::upper_bound(log_tail_.begin(), log_tail_.end(), from,
+                                  [](uint64_t seq, const TailEntry& e) { return seq < e.txn.server_seq; });
+    size_t changes = 0;
+    range.to = head;
+    for (auto it = first; it != log_tail_.end(); ++it) {
+      if (scopes) {
+        bool filed = false;  // under one of the principal's keys (both lists sorted)
+        for (auto a = it->scopes.begin(), b = scopes->begin(); a != it->scopes.end() && b != scopes->end();) {
+          if (*a == *b) {
+            filed = true;
+            break;
+          }
+          if (*a < *b) {
+            ++a;
+          } else {
+            ++b;
+          }
+        }
+        if (!filed) continue;
+      }
+      range.txns.push_back(it->txn);
+      range.conflicts.insert(range.conflicts.end(), it->conflicts.begin(), it->conflicts.end());
+      changes += it->txn.changes.size();
+      if (changes >= max_changes) {
+        range.to = it->txn.server_seq;
+        break;
+      }
+    }
+  } else if (scopes) {
     // What lies between two returned transactions holds nothing for this principal: the range reaches the
     // head unless the read stopped at max_changes (or an error).
     CentralStore::LogSlice slice = store_.read_log_for(from, head, *scopes, max_changes);
@@ -423,10 +458,12 @@ SyncServer::ResolvedRange SyncServer::resolve_range(uint64_t from, size_t max_ch
     }
   };
   for (const ServerTxn& txn : range.txns) {
-    if (!scopes) range.to = txn.server_seq;
+    if (!scopes && !from_tail) range.to = txn.server_seq;
     for (const Change& c : txn.changes) resolve(c.entity, c.record);
   }
-  if (scopes) {
+  if (from_tail) {
+    // conflicts came with the entries
+  } else if (scopes) {
     // Every conflict that can concern the principal belongs to a transaction read above: its record's
     // scope, or the user it names, filed that transaction under the principal's keys (log_scopes).
     for (const ServerTxn& txn : range.txns) {
@@ -450,6 +487,24 @@ SyncServer::ResolvedRange SyncServer::resolve_range(uint64_t from, size_t max_ch
   }
   range.has_more = range.to < head;
   return range;
+}
+
+void SyncServer::remember_log_entry(TailEntry entry) {
+  if (!log_tail_.empty() && log_tail_.back().txn.server_seq + 1 != entry.txn.server_seq) {
+    log_tail_.clear();  // another writer committed in between: the run starts over here
+    log_tail_changes_ = 0;
+  }
+  log_tail_changes_ += entry.txn.changes.size();
+  log_tail_.push_back(std::move(entry));
+  while (log_tail_changes_ > tuning::kMaxLogTailChanges && log_tail_.size() > 1) {
+    log_tail_changes_ -= log_tail_.front().txn.changes.size();
+    log_tail_.pop_front();
+  }
+}
+
+bool SyncServer::tail_covers(uint64_t from, uint64_t head) const {
+  return from <= head && !log_tail_.empty() && log_tail_.back().txn.server_seq == head &&
+         log_tail_.front().txn.server_seq <= from + 1;
 }
 
 void SyncServer::remember_scope(const RecordKey& key, const ScopeKey& scope) {

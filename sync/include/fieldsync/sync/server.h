@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <set>
 #include <utility>
@@ -140,6 +141,21 @@ class SyncServer {
   std::map<RecordKey, ScopeKey> scope_cache_;
   uint64_t scope_cache_head_ = 0;
   void remember_scope(const RecordKey& key, const ScopeKey& scope);
+  // The newest log entries this server committed, as it committed them (with the scope keys the store
+  // filed them under and their conflicts), so live fan-out and catch-ups read them from memory instead of
+  // reading and decoding the store's log again: a run of consecutive entries, used only while it ends at
+  // the head (another writer's commit moves the head past it: it is then emptied at the next own commit),
+  // at most kMaxLogTailChanges changes.
+  struct TailEntry {
+    ServerTxn txn;
+    std::vector<ScopeKey> scopes;
+    std::vector<ConflictRecord> conflicts;
+  };
+  std::deque<TailEntry> log_tail_;
+  size_t log_tail_changes_ = 0;
+  void remember_log_entry(TailEntry entry);
+  // Whether the log tail holds every entry in (from, head].
+  bool tail_covers(uint64_t from, uint64_t head) const;
   bool fan_out_pending_ = false;  // defer_fan_out: a commit since the last fan_out()
 };
 

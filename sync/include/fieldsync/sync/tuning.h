@@ -41,6 +41,9 @@ inline constexpr size_t kMaxChangesPerLiveScan = 8000;
 // Records whose resolved scope the server keeps in memory (SyncServer's scope cache, ~100 bytes each); past
 // this the cache starts over.
 inline constexpr size_t kMaxCachedScopes = 250000;
+// Changes of the newest log entries SyncServer keeps in memory for fan-out and catch-ups (its log tail):
+// twice the live scan window, so a session a few flushes behind is still served from memory.
+inline constexpr size_t kMaxLogTailChanges = 2 * kMaxChangesPerLiveScan;
 // Records per bootstrap page; the device commits each page in one transaction before asking for the next.
 inline constexpr size_t kBootstrapPageRecords = 500;
 // Largest text value in bytes unless the model says less (notes, addresses). 64 KiB is pages of notes.
