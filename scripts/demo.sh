@@ -161,7 +161,7 @@ for u in ho maria alice bob carol; do
 done
 
 step "where the data lives"
-echo "  central store:   $DATA/central.db (SQLite, WAL; tables per entity, _log, _conflicts, _audit)"
+echo "  central store:   $DATA/central.db (SQLite, WAL; tables per entity, _log (also the audit), _conflicts, _rejections)"
 echo "  users/devices:   $DATA/directory.db"
 echo "  dev certificate: $DATA/dev-cert.pem"
 echo "  device replicas: $DEMO/{ho,maria,alice,bob,carol}.db"
