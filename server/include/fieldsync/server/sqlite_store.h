@@ -83,6 +83,9 @@ class SqliteCentralStore final : public CentralStore {
     // checkpoint_interval_ms, instead of inside whichever commit crosses SQLite's 1,000-page mark.
     bool group_commit = false;
     int checkpoint_interval_ms = 100;
+    // group_commit: past this many bytes of WAL a checkpoint runs with no group open, so that the WAL starts
+    // over (checkpoint_loop); also the size the WAL file is truncated back to.
+    int64_t wal_restart_bytes = 64 * 1024 * 1024;
   };
 
   // Opens or creates the store. Errors: the storage codes above, kSchemaTooNew for a file written by a newer
