@@ -130,6 +130,16 @@ RecordId new_account(World& w, Device& d, const std::string& territory, const st
   return id;
 }
 
+RecordId new_contact(World& w, Device& d, RecordId account, const std::string& name) {
+  RecordId id = d.ids.next(w.now);
+  auto r = d.client->write({create(EntityId::kContact, id),
+                            set(EntityId::kContact, id, f::kContactAccount, Value::text(account.to_string())),
+                            set(EntityId::kContact, id, 2, Value::text(name))},
+                           w.now);
+  EXPECT_TRUE(r.is_ok()) << r.status().to_string();
+  return id;
+}
+
 const Value& server_value(World& w, EntityId e, RecordId id, uint16_t field) {
   static Value none;
   auto recs = w.store.records();
@@ -642,14 +652,7 @@ TEST(ClientServer, ScopeMoveReachesOfflineDevicesOnBothSides) {
   w.connect(alice);
   w.connect(carol);
   RecordId acct = new_account(w, alice, "t-north", "Moving");
-  RecordId contact = alice.ids.next(w.now);
-  ASSERT_TRUE(
-      alice.client
-          ->write({create(EntityId::kContact, contact),
-                   set(EntityId::kContact, contact, f::kContactAccount, Value::text(acct.to_string())),
-                   set(EntityId::kContact, contact, 2, Value::text("Ines"))},
-                  w.now)
-          .is_ok());
+  RecordId contact = new_contact(w, alice, acct, "Ines");
   w.pump();
   ASSERT_EQ(alice.store.records().size(), 2u);
   ASSERT_TRUE(carol.store.records().empty());
@@ -671,6 +674,22 @@ TEST(ClientServer, ScopeMoveReachesOfflineDevicesOnBothSides) {
   EXPECT_EQ(carol.store.records().size(), 2u);
 }
 
+// Alice (t-north) writes an account with a contact and goes offline; bob (t-north) edits the contact; carol
+// (t-south) is live throughout.
+std::pair<RecordId, RecordId> contact_edited_while_alice_is_away(World& w, Device& alice, Device& bob,
+                                                                 Device& carol) {
+  w.connect(alice);
+  w.connect(bob);
+  w.connect(carol);
+  RecordId acct = new_account(w, alice, "t-north", "Moving");
+  RecordId contact = new_contact(w, alice, acct, "Ines");
+  w.pump();
+  w.disconnect(alice);
+  EXPECT_TRUE(bob.client->write({set(EntityId::kContact, contact, 2, Value::text("Ines B"))}, w.now).is_ok());
+  w.pump();
+  return {acct, contact};
+}
+
 // The server caches record scopes (resolved at commit) for fan-out and catch-up. Moving an account moves its
 // contact too, though the move's transaction does not touch the contact: a change of the contact made
 // before the move is judged on the contact's current scope, so the old territory's rep, catching up across
@@ -681,22 +700,7 @@ TEST(ClientServer, ChildOfAMovedAccountIsJudgedOnItsNewScope) {
   Device& alice = w.add(11, "alice");
   Device& bob = w.add(12, "bob");
   Device& carol = w.add(13, "carol");
-  w.connect(alice);
-  w.connect(bob);
-  w.connect(carol);
-  RecordId acct = new_account(w, alice, "t-north", "Moving");
-  RecordId contact = alice.ids.next(w.now);
-  ASSERT_TRUE(
-      alice.client
-          ->write({create(EntityId::kContact, contact),
-                   set(EntityId::kContact, contact, f::kContactAccount, Value::text(acct.to_string())),
-                   set(EntityId::kContact, contact, 2, Value::text("Ines"))},
-                  w.now)
-          .is_ok());
-  w.pump();
-  w.disconnect(alice);
-  ASSERT_TRUE(bob.client->write({set(EntityId::kContact, contact, 2, Value::text("Ines B"))}, w.now).is_ok());
-  w.pump();
+  auto [acct, contact] = contact_edited_while_alice_is_away(w, alice, bob, carol);
   w.connect(ho);
   ASSERT_TRUE(
       ho.client->write({set(EntityId::kAccount, acct, f::kAccountTerritory, Value::text("t-south"))}, w.now)
@@ -727,22 +731,7 @@ TEST(ClientServer, CommitByAnotherProcessInvalidatesTheScopeCache) {
   Device& alice = w.add(11, "alice");
   Device& bob = w.add(12, "bob");
   Device& carol = w.add(13, "carol");
-  w.connect(alice);
-  w.connect(bob);
-  w.connect(carol);
-  RecordId acct = new_account(w, alice, "t-north", "Moving");
-  RecordId contact = alice.ids.next(w.now);
-  ASSERT_TRUE(
-      alice.client
-          ->write({create(EntityId::kContact, contact),
-                   set(EntityId::kContact, contact, f::kContactAccount, Value::text(acct.to_string())),
-                   set(EntityId::kContact, contact, 2, Value::text("Ines"))},
-                  w.now)
-          .is_ok());
-  w.pump();
-  w.disconnect(alice);
-  ASSERT_TRUE(bob.client->write({set(EntityId::kContact, contact, 2, Value::text("Ines B"))}, w.now).is_ok());
-  w.pump();
+  auto [acct, contact] = contact_edited_while_alice_is_away(w, alice, bob, carol);
 
   SyncServer admin(w.store, w.auth, ServerConfig{});
   ClientTxn move;
