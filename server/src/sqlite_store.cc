@@ -875,18 +875,14 @@ std::optional<RecordState> SqliteCentralStore::load(EntityId entity, const Recor
   return read(read_record(access.db(), entity, id), std::optional<RecordState>());
 }
 
-namespace {
-
-// The rows of every entity table in (entity, id) order after `after`, up to `max_records`, each table
-// narrowed by `where(entity, params)`: an SQL condition on its columns with `?` for the strings it appends to
-// params; "" for every row, "0" to skip the table. The caller holds a ReadAccess with its snapshot begun, so
-// every table comes from the same snapshot.
-using TableFilter = std::function<std::string(const schema::EntityDef&, std::vector<std::string>&)>;
-Status scan_tables(Db& db, RecordKey after, size_t max_records, const TableFilter& where,
-                   std::vector<RecordState>& out) {
-  Status result;
+std::vector<RecordState> SqliteCentralStore::scan_where(RecordKey after, size_t max_records,
+                                                        const TableFilter& where) {
+  ReadAccess access(*this);
+  Db& db = access.db();
+  std::vector<RecordState> out;
+  Status result = access.begin_snapshot();  // every table from the same snapshot
   for (const schema::EntityDef& e : schema::entities()) {
-    if (out.size() >= max_records) break;
+    if (!result || out.size() >= max_records) break;
     if (e.id < after.entity) continue;
     const bool same = e.id == after.entity;
     std::vector<std::string> params;
@@ -900,23 +896,15 @@ Status scan_tables(Db& db, RecordKey after, size_t max_records, const TableFilte
     for (const std::string& p : params) q.bind(i++, std::string_view(p));
     if (same) q.bind(i++, after.id.to_string());
     q.bind(i, static_cast<int64_t>(max_records - out.size()));
-    if (result = read_records(q, out); !result) break;
+    result = read_records(q, out);
   }
-  return result;
+  if (!result) read(Result<std::vector<RecordState>>(result), out);
+  return out;
 }
 
-}  // namespace
-
 std::vector<RecordState> SqliteCentralStore::scan(RecordKey after, size_t max_records) {
-  ReadAccess access(*this);
-  std::vector<RecordState> out;
-  Status s = access.begin_snapshot();
-  if (s)
-    s = scan_tables(
-        access.db(), after, max_records,
-        [](const schema::EntityDef&, std::vector<std::string>&) { return std::string(); }, out);
-  if (!s) read(Result<std::vector<RecordState>>(s), out);
-  return out;
+  return scan_where(after, max_records,
+                    [](const schema::EntityDef&, std::vector<std::string>&) { return std::string(); });
 }
 
 namespace {
@@ -965,18 +953,9 @@ std::vector<RecordState> SqliteCentralStore::scan_in_scopes(const std::vector<Sc
     if (k.kind == ScopeKey::Kind::kOwner) owners.push_back(k.value);
     global |= k.kind == ScopeKey::Kind::kGlobal;
   }
-  ReadAccess access(*this);
-  std::vector<RecordState> out;
-  Status s = access.begin_snapshot();
-  if (s)
-    s = scan_tables(
-        access.db(), after, max_records,
-        [&](const schema::EntityDef& e, std::vector<std::string>& params) {
-          return scope_condition(e, territories, owners, global, params, 0);
-        },
-        out);
-  if (!s) read(Result<std::vector<RecordState>>(s), out);
-  return out;
+  return scan_where(after, max_records, [&](const schema::EntityDef& e, std::vector<std::string>& params) {
+    return scope_condition(e, territories, owners, global, params, 0);
+  });
 }
 
 uint64_t SqliteCentralStore::record_count() {

@@ -399,20 +399,8 @@ std::vector<RecordState> MemoryCentralStore::scan(RecordKey after, size_t max_re
 std::vector<RecordState> MemoryCentralStore::scan_in_scopes(const std::vector<ScopeKey>& scopes,
                                                             RecordKey after, size_t max_records) {
   // Exact: each record's scope resolved on the committed records.
-  class Reader final : public RecordReader {
-   public:
-    explicit Reader(const std::map<RecordKey, RecordState>& records) : records_(records) {}
-    std::optional<RecordState> load(EntityId entity, const RecordId& id) override {
-      auto it = records_.find(RecordKey{entity, id});
-      if (it == records_.end()) return std::nullopt;
-      return it->second;
-    }
-
-   private:
-    const std::map<RecordKey, RecordState>& records_;
-  };
   std::lock_guard lock(mu_);
-  Reader reader(data_.records);
+  MapRecordReader reader(data_.records);
   std::vector<RecordState> out;
   for (auto it = data_.records.upper_bound(after); it != data_.records.end() && out.size() < max_records;
        ++it) {

@@ -195,20 +195,6 @@ class TxnBuilder {
   std::vector<Change> changes_;
 };
 
-// RecordReader over a snapshot of the server's records, for resolve_scope in the checker.
-class MapReader final : public RecordReader {
- public:
-  explicit MapReader(const std::map<RecordKey, RecordState>& records) : records_(records) {}
-  std::optional<RecordState> load(EntityId entity, const RecordId& id) override {
-    auto it = records_.find(RecordKey{entity, id});
-    if (it == records_.end()) return std::nullopt;
-    return it->second;
-  }
-
- private:
-  const std::map<RecordKey, RecordState>& records_;
-};
-
 class SimAuthenticator final : public Authenticator {
  public:
   void add(const std::string& token, Principal p) { by_token_[token] = std::move(p); }
@@ -1901,7 +1887,7 @@ class Simulation {
     const std::vector<StoredRejection> rejections = central_.rejections();
 
     // 1. Convergence: every replica holds exactly the server's live records its user may see.
-    MapReader reader(server_records);
+    MapRecordReader reader(server_records);  // a snapshot of the server's records, for the checker
     std::vector<std::pair<const RecordState*, ScopeKey>> live;
     for (const auto& [key, rec] : server_records)
       if (!rec.deleted) live.emplace_back(&rec, resolve_scope(rec, reader));

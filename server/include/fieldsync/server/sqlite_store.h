@@ -60,6 +60,11 @@ inline constexpr std::string_view kCentralStoreFileName = "central.db";
 namespace sqlite {
 class Db;  // src/sqlite_db.h
 }
+}  // namespace fieldsync::server
+namespace fieldsync::schema {
+struct EntityDef;  // fieldsync/schema/model.h
+}
+namespace fieldsync::server {
 
 class SqliteCentralStore final : public CentralStore {
  public:
@@ -152,6 +157,11 @@ class SqliteCentralStore final : public CentralStore {
   Status begin_writes();
   Status end_writes();
   void undo_writes(const Status& why);
+  // scan and scan_in_scopes: the rows of every entity table in (entity, id) order after `after`, up to
+  // max_records, from one snapshot, each table narrowed by `where(entity, params)`: an SQL condition on its
+  // columns with `?` for the strings it appends to params; "" for every row, "0" to skip the table.
+  using TableFilter = std::function<std::string(const schema::EntityDef&, std::vector<std::string>&)>;
+  std::vector<RecordState> scan_where(RecordKey after, size_t max_records, const TableFilter& where);
   // group_commit, writer_mu_ held: commits the open group, if any; or the error that lost one.
   Status end_group();
   void lose_group(const Status& why);

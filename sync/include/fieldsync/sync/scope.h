@@ -1,6 +1,7 @@
 // Who may see and write a record, derived from the entity model's scope rules.
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -14,6 +15,20 @@ class RecordReader {
  public:
   virtual ~RecordReader() = default;
   virtual std::optional<RecordState> load(EntityId entity, const RecordId& id) = 0;
+};
+
+// A RecordReader over a map of records (a memory store's, or a snapshot of one); the map must outlive it.
+class MapRecordReader final : public RecordReader {
+ public:
+  explicit MapRecordReader(const std::map<RecordKey, RecordState>& records) : records_(records) {}
+  std::optional<RecordState> load(EntityId entity, const RecordId& id) override {
+    auto it = records_.find(RecordKey{entity, id});
+    if (it == records_.end()) return std::nullopt;
+    return it->second;
+  }
+
+ private:
+  const std::map<RecordKey, RecordState>& records_;
 };
 
 // Parent links resolve_scope follows before giving up (kUnresolved). The model's deepest chain is order_line
