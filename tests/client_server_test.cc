@@ -192,7 +192,7 @@ TEST(ClientServer, CommitsOfAnotherWriterReachLiveSessionsWhenPolled) {
   Device& carol = w.add(13, "carol");
   w.connect(bob);
   w.connect(carol);
-  w.server->poll_external_commits();
+  w.server->poll_external_commits(w.now);
   EXPECT_TRUE(w.server->take_outgoing().empty()) << "nothing new: nobody is woken";
 
   // Another server instance (or fieldsync-admin) on the same store commits: this server hears nothing.
@@ -215,11 +215,11 @@ TEST(ClientServer, CommitsOfAnotherWriterReachLiveSessionsWhenPolled) {
   w.pump();
   EXPECT_EQ(bob.store.records().count(RecordKey{EntityId::kAccount, id}), 0u);
 
-  w.server->poll_external_commits();
+  w.server->poll_external_commits(w.now);
   w.pump();
   EXPECT_EQ(bob.store.records().count(RecordKey{EntityId::kAccount, id}), 1u) << "live, without a pull";
   EXPECT_EQ(carol.store.records().count(RecordKey{EntityId::kAccount, id}), 0u) << "not in carol's scope";
-  w.server->poll_external_commits();
+  w.server->poll_external_commits(w.now);
   EXPECT_TRUE(w.server->take_outgoing().empty());
 }
 
@@ -743,7 +743,7 @@ TEST(ClientServer, CommitByAnotherProcessInvalidatesTheScopeCache) {
   move.changes.push_back(c);
   ASSERT_EQ(admin.apply_local(move, Principal{"admin", Role::kHeadOffice, {}, {}}, w.now).outcome,
             protocol::TxnOutcome::kApplied);
-  w.server->poll_external_commits();
+  w.server->poll_external_commits(w.now);
   w.pump();
   ASSERT_EQ(carol.store.records().size(), 2u) << "the move reached the new territory live";
 
@@ -767,7 +767,7 @@ TEST(ClientServer, BusyFlushReachesLiveSessionsWithoutPulls) {
   Device& bob = w.add(12, "bob");
   w.connect(alice);
   w.connect(bob);
-  w.server->fan_out();
+  w.server->fan_out(w.now);
   w.pump();
   ASSERT_TRUE(alice.client->idle());
 
@@ -790,7 +790,7 @@ TEST(ClientServer, BusyFlushReachesLiveSessionsWithoutPulls) {
   ASSERT_GT(changes, tuning::kMaxChangesPerPull);
   ASSERT_LE(changes, tuning::kMaxChangesPerLiveScan);
 
-  w.server->fan_out();
+  w.server->fan_out(w.now);
   std::vector<protocol::ChangeBatch> live;
   int pulls = 0;
   for (SyncServer::Outgoing& o : w.server->take_outgoing()) {
@@ -805,6 +805,66 @@ TEST(ClientServer, BusyFlushReachesLiveSessionsWithoutPulls) {
   EXPECT_EQ(live[0].to_cursor, w.store.head_seq());
   EXPECT_EQ(pulls, 0) << "alice stays live";
   EXPECT_EQ(alice.store.records().size(), 240u);
+}
+
+// A live rep whose territory is quiet while others are busy is sent nothing for their commits; its cursor
+// moves forward only now and then (tuning::kLiveSkipAdvanceMs), with one empty batch, not every few commits.
+TEST(ClientServer, QuietTerritoryIsNotWokenByEveryCommitElsewhere) {
+  World w;
+  Device& alice = w.add(11, "alice");
+  Device& carol = w.add(13, "carol");
+  w.connect(alice);
+  w.connect(carol);
+  ASSERT_TRUE(carol.client->idle());
+  auto batches_for_carol = [&] {
+    std::vector<protocol::ChangeBatch> got;
+    for (int round = 0; round < 100; ++round) {
+      bool moved = false;
+      for (protocol::Message& m : alice.client->take_outgoing()) {
+        moved = true;
+        w.server->on_message(alice.session, m, w.now);
+      }
+      for (SyncServer::Outgoing& o : w.server->take_outgoing()) {
+        moved = true;
+        if (const auto* b = std::get_if<protocol::ChangeBatch>(&o.message); b && o.session == carol.session)
+          got.push_back(*b);
+        for (Device* d : w.devices)
+          if (d->session == o.session) d->client->on_message(o.message, w.now);
+      }
+      if (!moved) break;
+    }
+    EXPECT_TRUE(carol.client->take_outgoing().empty()) << "carol stays live without pulling";
+    return got;
+  };
+
+  const uint64_t carol_cursor = carol.store.meta().cursor;
+  const int busy = static_cast<int>(4 * tuning::kLiveSkipAdvance);
+  for (int i = 0; i < busy; ++i) {
+    new_account(w, alice, "t-north", "North " + std::to_string(i));
+    w.now += tuning::kLiveSkipAdvanceMs / (2 * busy);  // all of it within half the interval
+    EXPECT_TRUE(batches_for_carol().empty()) << "commit " << i << " woke carol";
+  }
+  ASSERT_GE(w.store.head_seq(), carol_cursor + static_cast<uint64_t>(busy));
+  EXPECT_EQ(carol.store.meta().cursor, carol_cursor);
+
+  w.now += tuning::kLiveSkipAdvanceMs;
+  new_account(w, alice, "t-north", "North, later");
+  std::vector<protocol::ChangeBatch> advance = batches_for_carol();
+  ASSERT_EQ(advance.size(), 1u);
+  EXPECT_TRUE(advance[0].txns.empty());
+  EXPECT_EQ(advance[0].to_cursor, w.store.head_seq());
+  EXPECT_EQ(carol.store.meta().cursor, w.store.head_seq());
+  EXPECT_EQ(carol.store.records().size(), 0u);
+
+  // Her own territory still reaches her at once.
+  Device& bob = w.add(12, "bob");
+  w.auth.tokens["token-bob"] = Principal{"bob", Role::kRep, {"t-south"}, {}};
+  w.connect(bob);
+  new_account(w, bob, "t-south", "South");
+  for (protocol::Message& m : bob.client->take_outgoing()) w.server->on_message(bob.session, m, w.now);
+  std::vector<protocol::ChangeBatch> own = batches_for_carol();
+  ASSERT_EQ(own.size(), 1u);
+  EXPECT_EQ(own[0].txns.size(), 1u);
 }
 
 // A live session whose socket is backed up is sent nothing while it is; when it drains, one batch brings it

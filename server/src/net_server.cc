@@ -167,7 +167,7 @@ void NetServer::Impl::schedule_sweep() {
     if (ec || stopping) return;
     const int64_t now = wall_ms();
     service.expire(now);
-    service.poll_external_commits();
+    service.poll_external_commits(now);
     metrics.tick(now);
     schedule_sweep();
   });

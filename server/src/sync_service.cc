@@ -26,6 +26,13 @@ std::string quoted_value(std::string_view v) {
   return out + "\"";
 }
 
+// The transport's clock (NetServer passes the same to frame()): the flusher has no event to take it from.
+int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 // With group commit the live batches of every commit in a flush are built once, when the flush starts.
 ServerConfig sync_config(ServerConfig config, bool group_commit) {
   config.defer_fan_out = group_commit;
@@ -168,7 +175,7 @@ void SyncService::flusher() {
     held_cv_.wait(lock, [&] { return !held_.empty() || stopping_; });
     if (held_.empty()) return;  // stopping, nothing left
     // One scan for the live batches of every commit since the last flush; they leave with this flush.
-    server_.fan_out();
+    server_.fan_out(wall_ms());
     flush_locked(0, nullptr, Clock::now());
     std::vector<Held> batch = std::exchange(held_, {});
     lock.unlock();
@@ -260,9 +267,9 @@ void SyncService::expire(int64_t now_ms) {
   }
 }
 
-void SyncService::poll_external_commits() {
+void SyncService::poll_external_commits(int64_t now_ms) {
   std::lock_guard lock(mu_);
-  server_.poll_external_commits();
+  server_.poll_external_commits(now_ms);
   flush_locked(0, nullptr, Clock::now());
 }
 

@@ -63,7 +63,8 @@ std::optional<PageToken> decode_token(std::string_view s) {
 SyncServer::SyncServer(CentralStore& store, Authenticator& auth, ServerConfig config)
     : store_(store), auth_(auth), config_(config), clock_(store.clock()) {}
 
-void SyncServer::on_connect(SessionId session, int64_t) {
+void SyncServer::on_connect(SessionId session, int64_t now_ms) {
+  observe_time(now_ms);
   sessions_[session] = Session{};
 }
 
@@ -136,6 +137,7 @@ void SyncServer::on_bad_frame(SessionId session, const Status& status) {
 }
 
 void SyncServer::on_message(SessionId id, const Message& message, int64_t now_ms) {
+  observe_time(now_ms);
   auto it = sessions_.find(id);
   if (it == sessions_.end() || closing_.count(id)) return;
   Session& s = it->second;
@@ -373,6 +375,7 @@ protocol::TxnResult SyncServer::apply_one(Session& s, const ClientTxn& txn, int6
 }
 
 protocol::TxnResult SyncServer::apply_local(const ClientTxn& txn, const Principal& who, int64_t now_ms) {
+  observe_time(now_ms);
   Session local;
   local.authenticated = true;
   local.principal = who;
@@ -611,11 +614,13 @@ void SyncServer::handle_pull(SessionId id, Session& s, const protocol::PullReque
                                           : std::min<size_t>(m.max_changes, tuning::kMaxChangesPerPull);
   protocol::ChangeBatch batch = build_batch(s, m.cursor, max_changes, m.request_id);
   s.sent_cursor = s.scanned_cursor = batch.to_cursor;
+  s.cursor_sent_ms = now_ms_;
   s.live = m.live && !batch.has_more;
   outgoing_.push_back(Outgoing{id, std::move(batch)});
 }
 
-void SyncServer::poll_external_commits() {
+void SyncServer::poll_external_commits(int64_t now_ms) {
+  observe_time(now_ms);
   if (store_.head_seq() > fanned_out_head_) wake_live_sessions(0);
 }
 
@@ -656,12 +661,17 @@ void SyncServer::send_live(SessionId id, Session& s, protocol::ChangeBatch batch
       batch.txns.empty() && batch.conflicts.empty() && batch.records.empty() && batch.purges.empty();
   if (empty && !batch.has_more) {
     s.scanned_cursor = batch.to_cursor;
-    // Only now and then does an empty batch move the device's own cursor forward.
-    if (s.scanned_cursor - s.sent_cursor < tuning::kLiveSkipAdvance) return;
+    // Only now and then does an empty batch move the device's own cursor forward: a rep whose territory is
+    // quiet while the rest of the company is busy would otherwise get a frame every few commits of others
+    // (a radio wake-up on a phone each time; at a thousand busy reps, most of the server's frames).
+    if (s.scanned_cursor - s.sent_cursor < tuning::kLiveSkipAdvance ||
+        now_ms_ - s.cursor_sent_ms < tuning::kLiveSkipAdvanceMs)
+      return;
   }
   // The batch starts where the device is: what lies between it and scanned_cursor held nothing for it.
   batch.from_cursor = s.sent_cursor;
   s.sent_cursor = s.scanned_cursor = batch.to_cursor;
+  s.cursor_sent_ms = now_ms_;
   if (batch.has_more) s.live = false;  // the device pulls the rest itself
   outgoing_.push_back(Outgoing{id, std::move(batch)});
 }
@@ -687,7 +697,8 @@ void SyncServer::request_fan_out() {
   }
 }
 
-void SyncServer::fan_out() {
+void SyncServer::fan_out(int64_t now_ms) {
+  observe_time(now_ms);
   if (fan_out_pending_) wake_live_sessions(0);
 }
 

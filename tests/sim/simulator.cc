@@ -770,7 +770,7 @@ class Simulation {
   void pump_server() {
     if (!server_) return;
     check_server_clock();
-    if (defers_fan_out() && chance(0.5)) server_->fan_out();
+    if (defers_fan_out() && chance(0.5)) server_->fan_out(now_);
     for (auto& out : server_->take_outgoing()) {
       if (auto* ack = std::get_if<protocol::PushAck>(&out.message)) note_ack(out.session, *ack);
       auto owner = session_owner_.find(out.session);

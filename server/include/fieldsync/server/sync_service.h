@@ -88,7 +88,7 @@ class SyncService {
   void expire(int64_t now_ms);
   // Fans out commits made by other writers of the store (SyncServer::poll_external_commits). The network
   // server calls it once a second, so an admin's catalogue change reaches live devices within a second.
-  void poll_external_commits();
+  void poll_external_commits(int64_t now_ms);
 
  private:
   using Clock = std::chrono::steady_clock;

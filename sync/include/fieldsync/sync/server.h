@@ -4,6 +4,7 @@
 // (server/) and the simulator drive it.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -60,9 +61,9 @@ class SyncServer {
   // of a shared store -- wake nobody by themselves. Called periodically, this wakes the live sessions when
   // the log head moved past what this server has already fanned out. Cheap when nothing changed (one head
   // read).
-  void poll_external_commits();
+  void poll_external_commits(int64_t now_ms);
   // ServerConfig::defer_fan_out: produces the live batches of every commit since the last call.
-  void fan_out();
+  void fan_out(int64_t now_ms);
   // The transport's write queue for `session` is backed up (true: tuning::kMaxPendingLiveBatches frames
   // waiting) or has drained (false). A backlogged live session is sent nothing; when it drains, one batch
   // brings it up to date (read from its own part of the log), so a slow reader gets fewer, larger batches
@@ -81,6 +82,7 @@ class SyncServer {
     bool backlogged = false;      // set_backlogged: live batches wait
     uint64_t sent_cursor = 0;     // the device's cursor: highest to_cursor sent to it
     uint64_t scanned_cursor = 0;  // >= sent_cursor: the log up to here was checked and what concerned it sent
+    int64_t cursor_sent_ms = 0;   // when sent_cursor last reached the device (a pull's answer, a live batch)
   };
 
   void handle_hello(SessionId id, Session& s, const protocol::Hello& m, int64_t now_ms);
@@ -119,6 +121,9 @@ class SyncServer {
   void send_live(SessionId id, Session& s, protocol::ChangeBatch batch);
   void request_fan_out();  // after a commit: wake now, or mark pending (defer_fan_out)
   void send_error(SessionId id, Status status, uint64_t request_id = 0, bool close = true);
+  // Every input carries the driver's time; the newest seen is "now" for what has none of its own (a
+  // session's backlog draining).
+  void observe_time(int64_t now_ms) { now_ms_ = std::max(now_ms_, now_ms); }
 
   CentralStore& store_;
   Authenticator& auth_;
@@ -157,6 +162,7 @@ class SyncServer {
   // Whether the log tail holds every entry in (from, head].
   bool tail_covers(uint64_t from, uint64_t head) const;
   bool fan_out_pending_ = false;  // defer_fan_out: a commit since the last fan_out()
+  int64_t now_ms_ = 0;            // observe_time
 };
 
 }  // namespace fieldsync

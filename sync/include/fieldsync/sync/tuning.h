@@ -73,9 +73,12 @@ inline constexpr int64_t kReconnectCapMs = 60'000;
 // (SyncServer::set_backlogged): live batches for it then wait and are sent as one when the queue has drained,
 // so a reader slower than the commit rate gets fewer, larger batches instead of a queue that overflows.
 inline constexpr size_t kMaxPendingLiveBatches = 4;
-// A live session whose scope a run of commits did not touch is sent an empty batch once the run exceeds this
-// many server transactions, so its next live scan does not start ever further back.
+// A live session whose scope a run of commits did not touch is sent an empty batch that moves its cursor
+// forward (so a reconnect does not start ever further back) once the run exceeds this many server
+// transactions and its cursor was last sent this long ago: at most one such frame per half minute, never
+// one every few commits of a busy company.
 inline constexpr uint64_t kLiveSkipAdvance = 64;
+inline constexpr int64_t kLiveSkipAdvanceMs = 30'000;
 // Records a bootstrap page may scan past (out of the user's scope) before it returns a short page.
 inline constexpr size_t kBootstrapScanBudget = 20 * kBootstrapPageRecords;
 // A scheduling conflict is only looked for among this many of an owner's events around the changed one.
