@@ -674,6 +674,53 @@ TEST(ClientServer, ScopeMoveReachesOfflineDevicesOnBothSides) {
   EXPECT_EQ(carol.store.records().size(), 2u);
 }
 
+// An account moves away from alice's territory and back while she is offline, and its contact is deleted in
+// between: the delete was filed under the territory the contact had then, so her catch-up (which reads only
+// her territory's part of the log) never sees it; the move back must bring the contact's tombstone along with
+// the live records. Checked from the server's in-memory log tail and, after a restart, from the store.
+TEST(ClientServer, ChildDeletedWhileItsAccountWasAwayIsGoneWhenItComesBack) {
+  for (const bool restart_server : {false, true}) {
+    SCOPED_TRACE(restart_server ? "catch-up read from the store" : "catch-up read from the log tail");
+    World w;
+    Device& ho = w.add(10, "ho");
+    Device& alice = w.add(11, "alice");
+    Device& carol = w.add(13, "carol");
+    w.connect(alice);
+    w.connect(carol);
+    w.connect(ho);
+    RecordId acct = new_account(w, alice, "t-north", "Away and back");
+    RecordId contact = new_contact(w, alice, acct, "Ines");
+    RecordId kept = new_contact(w, alice, acct, "Jon");
+    w.pump();
+    ASSERT_EQ(alice.store.records().size(), 3u);
+    w.disconnect(alice);
+
+    auto move_to = [&](const char* territory) {
+      ASSERT_TRUE(
+          ho.client
+              ->write({set(EntityId::kAccount, acct, f::kAccountTerritory, Value::text(territory))}, w.now)
+              .is_ok());
+      w.pump();
+    };
+    move_to("t-south");
+    ASSERT_EQ(carol.store.records().size(), 3u);
+    ASSERT_TRUE(carol.client->write({Change{ChangeOp::kDelete, EntityId::kContact, contact}}, w.now).is_ok());
+    w.pump();
+    move_to("t-north");
+    if (restart_server) w.server = std::make_unique<SyncServer>(w.store, w.auth, ServerConfig{});
+
+    connect_counting_pulls(w, alice);
+    ASSERT_EQ(alice.store.meta().cursor, w.store.head_seq());
+    const auto& records = alice.store.records();
+    auto gone = records.find(RecordKey{EntityId::kContact, contact});
+    EXPECT_TRUE(gone == records.end() || gone->second.deleted)
+        << "the contact deleted while away is still live";
+    ASSERT_EQ(records.count(RecordKey{EntityId::kContact, kept}), 1u);
+    EXPECT_FALSE(records.at(RecordKey{EntityId::kContact, kept}).deleted);
+    ASSERT_EQ(records.count(RecordKey{EntityId::kAccount, acct}), 1u);
+  }
+}
+
 // Alice (t-north) writes an account with a contact and goes offline; bob (t-north) edits the contact; carol
 // (t-south) is live throughout.
 std::pair<RecordId, RecordId> contact_edited_while_alice_is_away(World& w, Device& alice, Device& bob,

@@ -579,7 +579,9 @@ protocol::ChangeBatch SyncServer::batch_for(const Session& s, const ResolvedRang
     }
     for (RecordState& r : family) {
       if (now) {
-        if (!r.deleted) batch.records.push_back(std::move(r));
+        // Back after a move away: what was deleted meanwhile goes too (as its tombstone). The delete was
+        // filed under the scope it had then, so a catch-up reading this scope's part of the log never saw it.
+        if (!r.deleted || was) batch.records.push_back(std::move(r));
       } else {
         batch.purges.push_back(RecordKey{r.entity, r.id});
       }
