@@ -974,6 +974,55 @@ TEST(ClientServer, BacklogCoalescesLiveBatchesUntilTheSessionDrains) {
 }
 
 // Counts what the state machine reads from the store.
+// What a backlogged session is owed is gathered from the fan-outs while it stays a plain run of
+// transactions; a scope move (records entering whole) ends the gathering, and the drain reads the session's
+// part of the log again from what the device has -- including what had been gathered before the move.
+TEST(ClientServer, BacklogAcrossAScopeMoveCatchesUpFromWhatTheDeviceHas) {
+  World w;
+  Device& ho = w.add(10, "ho");
+  Device& alice = w.add(11, "alice");
+  Device& bob = w.add(12, "bob");
+  Device& carol = w.add(13, "carol");
+  for (Device* d : {&ho, &alice, &bob, &carol}) w.connect(*d);
+  RecordId south = new_account(w, carol, "t-south", "Comes north");
+  w.pump();
+  ASSERT_TRUE(alice.store.records().empty());
+
+  w.server->set_backlogged(alice.session, true);
+  auto deliver_except_alice = [&] {
+    for (int round = 0; round < 100; ++round) {
+      bool moved = false;
+      for (Device* d : w.devices)
+        for (protocol::Message& m : d->client->take_outgoing()) {
+          moved = true;
+          w.server->on_message(d->session, m, w.now);
+        }
+      for (SyncServer::Outgoing& o : w.server->take_outgoing()) {
+        moved = true;
+        ASSERT_NE(o.session, alice.session) << "sent to a backlogged session";
+        for (Device* d : w.devices)
+          if (d->session == o.session) d->client->on_message(o.message, w.now);
+      }
+      if (!moved) return;
+    }
+  };
+  RecordId north = new_account(w, bob, "t-north", "Gathered first");
+  deliver_except_alice();
+  ASSERT_TRUE(
+      ho.client->write({set(EntityId::kAccount, south, f::kAccountTerritory, Value::text("t-north"))}, w.now)
+          .is_ok());
+  deliver_except_alice();
+  RecordId later = new_account(w, bob, "t-north", "After the move");
+  deliver_except_alice();
+
+  w.server->set_backlogged(alice.session, false);
+  w.pump();
+  EXPECT_EQ(alice.store.meta().cursor, w.store.head_seq());
+  for (RecordId id : {north, south, later})
+    EXPECT_EQ(alice.store.records().count(RecordKey{EntityId::kAccount, id}), 1u) << id.to_string();
+  EXPECT_EQ(alice.store.records().size(), 3u);
+}
+
 class CountingStore final : public testing_support::ForwardingCentralStore {
  public:
   explicit CountingStore(MemoryCentralStore& inner) : ForwardingCentralStore(inner) {}

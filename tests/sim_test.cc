@@ -54,6 +54,7 @@ TEST_F(SimTest, SameSeedSameReport) {
   EXPECT_EQ(a.server_crashes, b.server_crashes);
   EXPECT_EQ(a.partitions, b.partitions);
   EXPECT_EQ(a.connection_resets, b.connection_resets);
+  EXPECT_EQ(a.backlogs, b.backlogs);
   EXPECT_EQ(a.sim_time_ms, b.sim_time_ms);
 }
 

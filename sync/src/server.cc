@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <iterator>
 
 #include "fieldsync/sync/scope.h"
 #include "fieldsync/sync/tuning.h"
@@ -211,6 +212,7 @@ void SyncServer::handle_hello(SessionId id, Session& s, const protocol::Hello& m
   s.principal = std::move(who.value());
   s.node = m.node;
   s.live = false;
+  drop_held(s);
   s.sent_cursor = s.scanned_cursor = m.cursor;
   index_session(id, s, true);
 
@@ -615,6 +617,7 @@ void SyncServer::handle_pull(SessionId id, Session& s, const protocol::PullReque
   size_t max_changes = m.max_changes == 0 ? tuning::kMaxChangesPerPull
                                           : std::min<size_t>(m.max_changes, tuning::kMaxChangesPerPull);
   protocol::ChangeBatch batch = build_batch(s, m.cursor, max_changes, m.request_id);
+  drop_held(s);  // this answer covers what was held
   s.sent_cursor = s.scanned_cursor = batch.to_cursor;
   s.cursor_sent_ms = now_ms_;
   s.live = m.live && !batch.has_more;
@@ -636,7 +639,7 @@ void SyncServer::wake_live_sessions(SessionId) {
   // scanned_cursor, so it never reads them again.
   std::map<uint64_t, std::pair<ResolvedRange, std::set<SessionId>>> ranges;
   for (auto& [id, s] : sessions_) {
-    if (!s.authenticated || !s.live || s.backlogged || closing_.count(id) || s.scanned_cursor >= head)
+    if (!s.authenticated || !s.live || s.catch_up_on_drain || closing_.count(id) || s.scanned_cursor >= head)
       continue;
     auto it = ranges.find(s.scanned_cursor);
     if (it == ranges.end()) {
@@ -654,8 +657,51 @@ void SyncServer::wake_live_sessions(SessionId) {
       batch.has_more = range.has_more;
       batch.server_hlc = clock_.last();
     }
-    send_live(id, s, std::move(batch));
+    if (s.backlogged) {
+      hold_live(s, std::move(batch));
+    } else {
+      send_live(id, s, std::move(batch));
+    }
   }
+}
+
+void SyncServer::hold_live(Session& s, protocol::ChangeBatch batch) {
+  const bool empty =
+      batch.txns.empty() && batch.conflicts.empty() && batch.records.empty() && batch.purges.empty();
+  if (empty && !batch.has_more) {
+    s.scanned_cursor = batch.to_cursor;
+    if (s.holding) s.held.to_cursor = batch.to_cursor, s.held.server_hlc = batch.server_hlc;
+    return;
+  }
+  size_t changes = 0;
+  for (const ServerTxn& t : batch.txns) changes += t.changes.size();
+  // Two batches concatenate only when they are plain runs of transactions: records entering or leaving the
+  // scope, or a range cut short, are left to the catch-up read when the session drains.
+  if (batch.has_more || !batch.records.empty() || !batch.purges.empty() ||
+      s.held_changes + changes > tuning::kMaxHeldLiveChanges) {
+    drop_held(s);
+    s.scanned_cursor = s.sent_cursor;
+    s.catch_up_on_drain = true;
+    return;
+  }
+  s.scanned_cursor = batch.to_cursor;
+  s.held_changes += changes;
+  if (!s.holding) {
+    s.held = std::move(batch);
+    s.holding = true;
+    return;
+  }
+  s.held.to_cursor = batch.to_cursor;
+  s.held.server_hlc = batch.server_hlc;
+  std::move(batch.txns.begin(), batch.txns.end(), std::back_inserter(s.held.txns));
+  std::move(batch.conflicts.begin(), batch.conflicts.end(), std::back_inserter(s.held.conflicts));
+}
+
+void SyncServer::drop_held(Session& s) {
+  s.held = {};
+  s.holding = false;
+  s.held_changes = 0;
+  s.catch_up_on_drain = false;
 }
 
 void SyncServer::send_live(SessionId id, Session& s, protocol::ChangeBatch batch) {
@@ -683,9 +729,15 @@ void SyncServer::set_backlogged(SessionId id, bool backlogged) {
   if (it == sessions_.end()) return;
   Session& s = it->second;
   s.backlogged = backlogged;
-  if (backlogged || !s.authenticated || !s.live || closing_.count(id) ||
-      s.scanned_cursor >= store_.head_seq())
+  if (backlogged || !s.authenticated || !s.live || closing_.count(id)) return;
+  if (s.holding) {
+    protocol::ChangeBatch held = std::move(s.held);
+    drop_held(s);
+    send_live(id, s, std::move(held));
     return;
+  }
+  const bool catch_up = std::exchange(s.catch_up_on_drain, false);
+  if (!catch_up || s.scanned_cursor >= store_.head_seq()) return;
   // Its own part of the log only: sessions drain at different moments, so there is no range to share.
   send_live(id, s,
             batch_for(s, resolve_range(s.scanned_cursor, tuning::kMaxChangesPerLiveScan, &s.principal), 0));

@@ -143,6 +143,7 @@ int main(int argc, char** argv) {
     total.server_crashes += r.server_crashes;
     total.partitions += r.partitions;
     total.connection_resets += r.connection_resets;
+    total.backlogs += r.backlogs;
     total.client_stops += r.client_stops;
     total.storage_faults += r.storage_faults;
     total.handshake_timeouts += r.handshake_timeouts;
@@ -186,15 +187,16 @@ int main(int argc, char** argv) {
       "  txns: %llu written, %llu refused locally, %llu applied, %llu rejected by the server, %llu "
       "conflicts\n"
       "  network: %llu messages, %llu dropped, %llu duplicated, %llu reordered, %llu corrupted\n"
-      "  faults: %llu partitions, %llu resets, %llu client crashes, %llu server crashes, %llu storage "
-      "faults\n"
+      "  faults: %llu partitions, %llu resets, %llu backlogs, %llu client crashes, %llu server crashes, "
+      "%llu storage faults\n"
       "  client: %llu stops, %llu handshake timeouts\n"
       "  simulated time: %.1f h\n",
       u(seeds), u(start), u(failed), secs, secs * 1000.0 / static_cast<double>(seeds), u(total.txns_written),
       u(total.txns_local_errors), u(total.txns_applied), u(total.txns_rejected), u(total.conflicts),
       u(total.messages_sent), u(total.messages_dropped), u(total.messages_duplicated),
       u(total.messages_reordered), u(total.frames_corrupted), u(total.partitions), u(total.connection_resets),
-      u(total.client_crashes), u(total.server_crashes), u(total.storage_faults), u(total.client_stops),
-      u(total.handshake_timeouts), static_cast<double>(total.sim_time_ms) / 3'600'000.0);
+      u(total.backlogs), u(total.client_crashes), u(total.server_crashes), u(total.storage_faults),
+      u(total.client_stops), u(total.handshake_timeouts),
+      static_cast<double>(total.sim_time_ms) / 3'600'000.0);
   return failed == 0 ? 0 : 1;
 }

@@ -68,6 +68,8 @@ constexpr double kClientCrashP = 0.004;
 constexpr double kServerCrashP = 0.0015;
 constexpr double kOfficePartitionP = 0.002;  // head office and manager are mostly online
 constexpr double kClockDriftP = 0.01;
+constexpr double kBacklogP = 0.03;            // a session's socket backs up (SyncServer::set_backlogged) ...
+constexpr double kDrainP = 0.2;               // ... and one backed-up session drains, per step
 constexpr double kHotRecordP = 0.6;           // an edit picks one of the two oldest candidate records
 constexpr double kStorageFaultP = 0.01;       // per local write
 constexpr double kSyncStorageFaultP = 0.004;  // per message a device receives: applying it fails to commit
@@ -958,6 +960,7 @@ class Simulation {
     trace("SERVER CRASH");
     in_flight_.clear();
     session_owner_.clear();
+    backlogged_.clear();
     server_.reset();
     server_ = std::make_unique<SyncServer>(central_, auth_, server_config());
     for (auto& np : nodes_) {
@@ -972,6 +975,13 @@ class Simulation {
       if (!partitioned(n)) n.reconnect_at = now_ + range(500, 5'000);
     }
     check_server_clock();
+  }
+
+  void drain(SessionId session) {
+    backlogged_.erase(session);
+    trace("session ", session, " drained");
+    server_->set_backlogged(session, false);  // a session already gone is ignored
+    pump_server();
   }
 
   void inject_faults() {
@@ -989,6 +999,15 @@ class Simulation {
     Node& office = *nodes_[rnd(nodes_.size())];
     if (!office.is_rep && !partitioned(office) && chance(kOfficePartitionP))
       start_partition(office, range(2'000, 20'000));
+    // The transport reports a write queue backed up and later drained; live batches wait meanwhile.
+    Node& slow = *nodes_[rnd(nodes_.size())];
+    if (chance(kBacklogP) && slow.session != 0 && backlogged_.insert(slow.session).second) {
+      ++report_.backlogs;
+      trace(slow.name, ": socket backed up (session ", slow.session, ")");
+      server_->set_backlogged(slow.session, true);
+    }
+    if (!backlogged_.empty() && chance(kDrainP))
+      drain(*std::next(backlogged_.begin(), rnd(backlogged_.size())));
     if (chance(kClockDriftP)) {
       Node& d = *nodes_[rnd(nodes_.size())];
       d.clock_offset_ms =
@@ -1810,6 +1829,7 @@ class Simulation {
 
   void settle() {
     faults_on_ = false;
+    while (!backlogged_.empty()) drain(*backlogged_.begin());
     trace("--- heal: faults off, everyone reconnects ---");
     for (auto& np : nodes_) {
       Node& n = *np;
@@ -2176,6 +2196,7 @@ class Simulation {
   SimReport report_;
   size_t failure_count_ = 0;
   int64_t now_ = 0;
+  std::set<SessionId> backlogged_;  // sessions whose socket is backed up (inject_faults)
   int64_t start_ms_ = 0;
   bool faults_on_ = true;
   bool settled_ = false;

@@ -48,6 +48,7 @@ struct SimReport {
   uint64_t server_crashes = 0;
   uint64_t partitions = 0;
   uint64_t connection_resets = 0;
+  uint64_t backlogs = 0;            // sessions the transport reported backed up (live batches held)
   uint64_t client_stops = 0;        // SyncClient went to kStopped (the simulated app restarts it)
   uint64_t storage_faults = 0;      // device commits made to fail (disk full)
   uint64_t handshake_timeouts = 0;  // sessions the transport closed because no Welcome came

@@ -65,9 +65,10 @@ class SyncServer {
   // ServerConfig::defer_fan_out: produces the live batches of every commit since the last call.
   void fan_out(int64_t now_ms);
   // The transport's write queue for `session` is backed up (true: tuning::kMaxPendingLiveBatches frames
-  // waiting) or has drained (false). A backlogged live session is sent nothing; when it drains, one batch
-  // brings it up to date (read from its own part of the log), so a slow reader gets fewer, larger batches
-  // instead of a queue that grows until the transport cuts it off.
+  // waiting) or has drained (false). A backlogged live session is sent nothing; what fan-outs find for it is
+  // gathered into one batch (or, past kMaxHeldLiveChanges or across a scope move, read again from its own
+  // part of the log) and sent when it drains, so a slow reader gets fewer, larger batches instead of a queue
+  // that grows until the transport cuts it off.
   void set_backlogged(SessionId session, bool backlogged);
 
   size_t session_count() const { return sessions_.size(); }
@@ -83,6 +84,13 @@ class SyncServer {
     uint64_t sent_cursor = 0;     // the device's cursor: highest to_cursor sent to it
     uint64_t scanned_cursor = 0;  // >= sent_cursor: the log up to here was checked and what concerned it sent
     int64_t cursor_sent_ms = 0;   // when sent_cursor last reached the device (a pull's answer, a live batch)
+    // Backlogged: what the live fan-outs found for it since, one batch from sent_cursor to scanned_cursor,
+    // sent when it drains (hold_live) -- or, once that stopped being a plain run of transactions,
+    // catch_up_on_drain: scanned_cursor went back to sent_cursor and the drain reads the log again.
+    protocol::ChangeBatch held;
+    bool holding = false;
+    size_t held_changes = 0;
+    bool catch_up_on_drain = false;
   };
 
   void handle_hello(SessionId id, Session& s, const protocol::Hello& m, int64_t now_ms);
@@ -119,6 +127,10 @@ class SyncServer {
   // Queues `batch` (built from the session's scanned_cursor) for a live session, or only moves its cursor
   // when the batch is empty.
   void send_live(SessionId id, Session& s, protocol::ChangeBatch batch);
+  // The same for a backlogged session: appended to what is held for it, or, when it cannot be (scope moves, a
+  // cut range, past kMaxHeldLiveChanges), everything held dropped for a catch-up read at the drain.
+  void hold_live(Session& s, protocol::ChangeBatch batch);
+  void drop_held(Session& s);
   void request_fan_out();  // after a commit: wake now, or mark pending (defer_fan_out)
   void send_error(SessionId id, Status status, uint64_t request_id = 0, bool close = true);
   // Every input carries the driver's time; the newest seen is "now" for what has none of its own (a

@@ -73,6 +73,10 @@ inline constexpr int64_t kReconnectCapMs = 60'000;
 // (SyncServer::set_backlogged): live batches for it then wait and are sent as one when the queue has drained,
 // so a reader slower than the commit rate gets fewer, larger batches instead of a queue that overflows.
 inline constexpr size_t kMaxPendingLiveBatches = 4;
+// Changes the server gathers for a backlogged live session before it gives up gathering and reads the log
+// again when the session drains: ~300 KiB, well under the transport's per-session queue limit, and one
+// SQLite transaction on the device.
+inline constexpr size_t kMaxHeldLiveChanges = 2000;
 // A live session whose scope a run of commits did not touch is sent an empty batch that moves its cursor
 // forward (so a reconnect does not start ever further back) once the run exceeds this many server
 // transactions and its cursor was last sent this long ago: at most one such frame per half minute, never
