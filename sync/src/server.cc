@@ -67,6 +67,7 @@ SyncServer::SyncServer(CentralStore& store, Authenticator& auth, ServerConfig co
 void SyncServer::on_connect(SessionId session, int64_t now_ms) {
   observe_time(now_ms);
   sessions_[session] = Session{};
+  session_list_.clear();
 }
 
 void SyncServer::on_disconnect(SessionId session) {
@@ -74,6 +75,7 @@ void SyncServer::on_disconnect(SessionId session) {
     index_session(session, it->second, false);
   sessions_.erase(session);
   closing_.erase(session);
+  session_list_.clear();
 }
 
 void SyncServer::index_session(SessionId id, const Session& s, bool add) {
@@ -638,8 +640,14 @@ void SyncServer::wake_live_sessions(SessionId) {
   // then only filters by its principal. A session the new commits do not concern just moves its
   // scanned_cursor, so it never reads them again.
   std::map<uint64_t, std::pair<ResolvedRange, std::set<SessionId>>> ranges;
-  for (auto& [id, s] : sessions_) {
-    if (!s.authenticated || !s.live || s.catch_up_on_drain || closing_.count(id) || s.scanned_cursor >= head)
+  if (session_list_.size() != sessions_.size()) {
+    session_list_.clear();
+    for (auto& [id, s] : sessions_) session_list_.emplace_back(id, &s);
+  }
+  for (auto [id, sp] : session_list_) {
+    Session& s = *sp;
+    if (!s.authenticated || !s.live || s.catch_up_on_drain || s.scanned_cursor >= head ||
+        (!closing_.empty() && closing_.count(id)))
       continue;
     auto it = ranges.find(s.scanned_cursor);
     if (it == ranges.end()) {

@@ -76,21 +76,22 @@ class SyncServer {
 
  private:
   struct Session {
+    // What every fan-out checks of every session comes first (one cache line).
     bool authenticated = false;
-    Principal principal;
-    NodeId node = 0;
-    bool live = false;            // caught up and wants live batches
-    bool backlogged = false;      // set_backlogged: live batches wait
-    uint64_t sent_cursor = 0;     // the device's cursor: highest to_cursor sent to it
+    bool live = false;               // caught up and wants live batches
+    bool backlogged = false;         // set_backlogged: live batches wait
+    bool catch_up_on_drain = false;  // see held
+    bool holding = false;            // see held
+    uint64_t sent_cursor = 0;        // the device's cursor: highest to_cursor sent to it
     uint64_t scanned_cursor = 0;  // >= sent_cursor: the log up to here was checked and what concerned it sent
     int64_t cursor_sent_ms = 0;   // when sent_cursor last reached the device (a pull's answer, a live batch)
+    Principal principal;
+    NodeId node = 0;
     // Backlogged: what the live fan-outs found for it since, one batch from sent_cursor to scanned_cursor,
     // sent when it drains (hold_live) -- or, once that stopped being a plain run of transactions,
     // catch_up_on_drain: scanned_cursor went back to sent_cursor and the drain reads the log again.
-    protocol::ChangeBatch held;
-    bool holding = false;
+    protocol::ChangeBatch held;  // holding
     size_t held_changes = 0;
-    bool catch_up_on_drain = false;
   };
 
   void handle_hello(SessionId id, Session& s, const protocol::Hello& m, int64_t now_ms);
@@ -142,6 +143,9 @@ class SyncServer {
   ServerConfig config_;
   HybridClock clock_;
   std::map<SessionId, Session> sessions_;
+  // sessions_ as a flat list for fan-out, which visits every session at every flush (a walk of the map was
+  // 4% of the server's samples at 1,000 sessions); rebuilt when sessions come or go.
+  std::vector<std::pair<SessionId, Session*>> session_list_;
   std::vector<Outgoing> outgoing_;
   std::set<SessionId> closing_;
   // Authenticated sessions by what they see, for fan-out (visible_scopes: can_see's rules, inverted).
