@@ -150,6 +150,83 @@ void check(int rc, sqlite3* db, const char* what) {
   }
 }
 
+// Live changes arriving at a synced replica: 20,000 new accounts, each one server transaction of 5 changes
+// (create plus four fields, as another rep's new customer arrives), in live batches of 100 transactions.
+// Items are changes applied.
+void BM_ReplicaLiveBatchApply(benchmark::State& state) {
+  constexpr size_t kTxns = 20'000;
+  constexpr size_t kTxnsPerBatch = 100;
+  const std::vector<RecordState>& all = records();
+  std::vector<protocol::ChangeBatch> batches;
+  size_t changes = 0;
+  for (size_t first = 0; first < kTxns; first += kTxnsPerBatch) {
+    protocol::ChangeBatch b;
+    b.from_cursor = first;
+    b.to_cursor = first + kTxnsPerBatch;
+    for (size_t i = first; i < first + kTxnsPerBatch; ++i) {
+      const RecordState& r = all[i];
+      ServerTxn t;
+      t.server_seq = i + 1;
+      t.origin_node = 2;
+      t.origin_user = "bob";
+      t.origin_node_seq = i + 1;
+      Change create{ChangeOp::kCreate, EntityId::kAccount, r.id};
+      create.version = r.created;
+      t.changes.push_back(create);
+      for (const FieldState& fs : r.fields) {
+        Change c{ChangeOp::kSet, EntityId::kAccount, r.id, fs.field};
+        c.value = fs.value;
+        c.version = fs.version;
+        t.changes.push_back(c);
+        if (t.changes.size() == 5) break;
+      }
+      changes += t.changes.size();
+      b.txns.push_back(std::move(t));
+    }
+    b.server_hlc = static_cast<Hlc>(kNow) << 16;
+    batches.push_back(std::move(b));
+  }
+  for (auto _ : state) {
+    state.PauseTiming();
+    const std::string path = temp_path();
+    client::SqliteReplicaStore::Options options;
+    options.synchronous_full = false;
+    auto store = client::SqliteReplicaStore::open(path, options);
+    if (!store) std::abort();
+    ClientConfig config;
+    config.user = "alice";
+    SyncClient client(**store, config);
+    client.on_connected(kNow);
+    (void)client.take_outgoing();  // Hello
+    protocol::Welcome welcome;
+    welcome.schema_version = schema::kSchemaVersion;
+    welcome.user = "alice";
+    welcome.server_hlc = static_cast<Hlc>(kNow) << 16;
+    welcome.server_time_ms = kNow;
+    client.on_message(welcome, kNow);
+    protocol::BootstrapPage empty;
+    empty.request_id = request_id_of(client.take_outgoing());
+    empty.snapshot_seq = 0;
+    empty.done = true;
+    client.on_message(empty, kNow);  // synced, empty; the pull it sends is answered by the first batch
+    (void)client.take_outgoing();
+    state.ResumeTiming();
+
+    for (const protocol::ChangeBatch& b : batches) client.on_message(b, kNow);
+
+    state.PauseTiming();
+    if ((*store)->begin()->meta().cursor != kTxns) {
+      std::fprintf(stderr, "replica_bench: live batches were not applied\n");
+      std::abort();
+    }
+    store.value().reset();
+    remove_db(path);
+    state.ResumeTiming();
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * changes));
+}
+BENCHMARK(BM_ReplicaLiveBatchApply)->Iterations(3)->UseRealTime()->Unit(benchmark::kMillisecond);
+
 // The same rows, straight into the same table: what the bootstrap would cost with no sync layer at all.
 void BM_BareBatchedInsert(benchmark::State& state) {
   const bool full = state.range(0) != 0;

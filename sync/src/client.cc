@@ -387,17 +387,24 @@ void SyncClient::handle(const protocol::ChangeBatch& m, int64_t now_ms) {
   auto txn = store_.begin();
   ClientEvent changed{ClientEvent::Kind::kRecordsChanged};
   std::set<RecordKey> touched;
-  for (const ServerTxn& st : m.txns) {
-    for (const Change& c : st.changes) {
-      RecordKey key{c.entity, c.record};
-      std::optional<RecordState> rec = txn->load(c.entity, c.record);
-      RecordState r = rec ? std::move(*rec) : fresh_record(c.entity, c.record);
-      clock_.observe(c.version.hlc);
-      if (merge_change(r, c, st.origin_user, nullptr)) {
-        txn->save(r);
-        touched.insert(key);
+  {
+    // Each record is loaded once and saved once for the whole batch, not once per change: a transaction
+    // usually sets several fields of one record (8 changes for a new account), and a replica's load and save
+    // are a query and a row write each.
+    std::map<RecordKey, RecordState> working;
+    for (const ServerTxn& st : m.txns) {
+      for (const Change& c : st.changes) {
+        RecordKey key{c.entity, c.record};
+        auto it = working.find(key);
+        if (it == working.end()) {
+          std::optional<RecordState> rec = txn->load(c.entity, c.record);
+          it = working.emplace(key, rec ? std::move(*rec) : fresh_record(c.entity, c.record)).first;
+        }
+        clock_.observe(c.version.hlc);
+        if (merge_change(it->second, c, st.origin_user, nullptr)) touched.insert(key);
       }
     }
+    for (const RecordKey& key : touched) txn->save(working.at(key));
   }
   // Records entering this user's scope arrive whole. One may have been purged here while this device still
   // had writes to it in the outbox (it left scope and came back): replay those, as the server will apply
