@@ -141,7 +141,11 @@ void SyncService::flush_locked(SessionId from, const protocol::PushTxns* push, C
           }
         },
         o.message);
-    h.out.frame = std::make_shared<const std::vector<uint8_t>>(codec::encode(o.message));
+    if (group_commit_) {
+      h.message = std::move(o.message);
+    } else {
+      h.out.frame = std::make_shared<const std::vector<uint8_t>>(codec::encode(o.message));
+    }
     emit_locked(std::move(h));
   }
   for (SessionId s : closing) {
@@ -179,6 +183,11 @@ void SyncService::flusher() {
     flush_locked(0, nullptr, Clock::now());
     std::vector<Held> batch = std::exchange(held_, {});
     lock.unlock();
+    for (Held& h : batch) {
+      if (!h.message) continue;
+      h.out.frame = std::make_shared<const std::vector<uint8_t>>(codec::encode(*h.message));
+      h.message.reset();
+    }
     // Every commit behind these frames returned before they were queued, so before this sync() begins.
     const Clock::time_point start = Clock::now();
     Status synced = store_.sync();
