@@ -11,6 +11,7 @@ PACKAGES=(
   libssl-dev openssl
   libgtest-dev libgmock-dev googletest
   libbenchmark-dev
+  libgoogle-perftools-dev
   curl
 )
 
