@@ -854,6 +854,58 @@ TEST(ClientServer, BusyFlushReachesLiveSessionsWithoutPulls) {
   EXPECT_EQ(alice.store.records().size(), 240u);
 }
 
+// A flush bigger than one live scan (a crowd of reps pushing large orders at once) is sent in consecutive
+// live batches over the next fan-outs: sessions stay live instead of all being told to pull the rest.
+TEST(ClientServer, FlushBiggerThanALiveScanContinuesLive) {
+  World w;
+  ServerConfig config;
+  config.defer_fan_out = true;
+  w.server = std::make_unique<SyncServer>(w.store, w.auth, config);
+  Device& alice = w.add(11, "alice");
+  Device& bob = w.add(12, "bob");
+  w.connect(alice);
+  w.connect(bob);
+  w.server->fan_out(w.now);
+  w.pump();
+  ASSERT_TRUE(alice.client->idle());
+
+  const int txns = static_cast<int>(tuning::kMaxChangesPerLiveScan / 40 + 60);  // 40 changes each
+  for (int t = 0; t < txns; ++t) {
+    std::vector<Change> changes;
+    for (int a = 0; a < 10; ++a) {
+      RecordId id = bob.ids.next(w.now);
+      changes.push_back(create(EntityId::kAccount, id));
+      changes.push_back(set(EntityId::kAccount, id, 1, Value::text("Big " + std::to_string(t * 10 + a))));
+      changes.push_back(set(EntityId::kAccount, id, 2, Value::text("t-north")));
+      changes.push_back(set(EntityId::kAccount, id, 10, Value::text("bob")));
+    }
+    ASSERT_TRUE(bob.client->write(changes, w.now).is_ok());
+  }
+  w.pump();  // every push applied; nothing fanned out yet
+  ASSERT_TRUE(bob.client->idle());
+
+  int fan_outs = 0, live = 0, pulls = 0;
+  do {
+    w.server->fan_out(w.now);
+    ++fan_outs;
+    for (SyncServer::Outgoing& o : w.server->take_outgoing()) {
+      if (o.session != alice.session) continue;
+      if (const auto* b = std::get_if<protocol::ChangeBatch>(&o.message)) {
+        ++live;
+        EXPECT_FALSE(b->has_more) << "a live batch told the device to pull";
+      }
+      alice.client->on_message(o.message, w.now);
+    }
+    for (protocol::Message& m : alice.client->take_outgoing())
+      if (std::holds_alternative<protocol::PullRequest>(m)) ++pulls;
+  } while (w.server->fan_out_pending() && fan_outs < 10);
+  EXPECT_EQ(fan_outs, 2) << "one live scan's worth per fan-out";
+  EXPECT_EQ(live, 2);
+  EXPECT_EQ(pulls, 0) << "alice stays live";
+  EXPECT_EQ(alice.store.meta().cursor, w.store.head_seq());
+  EXPECT_EQ(alice.store.records().size(), static_cast<size_t>(txns * 10));
+}
+
 // A live rep whose territory is quiet while others are busy is sent nothing for their commits; its cursor
 // moves forward only now and then (tuning::kLiveSkipAdvanceMs), with one empty batch, not every few commits.
 TEST(ClientServer, QuietTerritoryIsNotWokenByEveryCommitElsewhere) {

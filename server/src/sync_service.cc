@@ -176,12 +176,14 @@ void SyncService::release(std::vector<Held>& batch) {
 void SyncService::flusher() {
   std::unique_lock lock(mu_);
   for (;;) {
-    held_cv_.wait(lock, [&] { return !held_.empty() || stopping_; });
-    if (held_.empty()) return;  // stopping, nothing left
+    // A fan-out left pending (a flush bigger than one live scan) continues even if it produced nothing.
+    held_cv_.wait(lock, [&] { return !held_.empty() || stopping_ || server_.fan_out_pending(); });
+    if (held_.empty() && stopping_) return;  // nothing left
     // One scan for the live batches of every commit since the last flush; they leave with this flush.
     server_.fan_out(wall_ms());
     flush_locked(0, nullptr, Clock::now());
     std::vector<Held> batch = std::exchange(held_, {});
+    if (batch.empty()) continue;  // a continued fan-out that found nothing to send
     lock.unlock();
     for (Held& h : batch) {
       if (!h.message) continue;

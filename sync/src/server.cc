@@ -665,6 +665,13 @@ void SyncServer::wake_live_sessions(SessionId) {
       batch.has_more = range.has_more;
       batch.server_hlc = clock_.last();
     }
+    if (batch.has_more) {
+      // A flush bigger than one live scan (many large orders at once): the session stays live and the next
+      // fan-out continues from where this batch ends. Telling the device "more" would send all of them to
+      // pull the rest a kMaxChangesPerPull at a time (in the large-order load shape, 90% of deliveries).
+      batch.has_more = false;
+      fan_out_pending_ = true;
+    }
     if (s.backlogged) {
       hold_live(s, std::move(batch));
     } else {
@@ -752,11 +759,9 @@ void SyncServer::set_backlogged(SessionId id, bool backlogged) {
 }
 
 void SyncServer::request_fan_out() {
-  if (config_.defer_fan_out) {
-    fan_out_pending_ = true;
-  } else {
-    wake_live_sessions(0);
-  }
+  fan_out_pending_ = true;
+  if (config_.defer_fan_out) return;
+  while (fan_out_pending_) wake_live_sessions(0);  // until every live session has been sent everything
 }
 
 void SyncServer::fan_out(int64_t now_ms) {

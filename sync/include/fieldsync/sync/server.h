@@ -62,8 +62,11 @@ class SyncServer {
   // the log head moved past what this server has already fanned out. Cheap when nothing changed (one head
   // read).
   void poll_external_commits(int64_t now_ms);
-  // ServerConfig::defer_fan_out: produces the live batches of every commit since the last call.
+  // ServerConfig::defer_fan_out: produces the live batches of every commit since the last call (at most
+  // tuning::kMaxChangesPerLiveScan changes of the log per session cursor; fan_out_pending() then says that
+  // another call continues).
   void fan_out(int64_t now_ms);
+  bool fan_out_pending() const { return fan_out_pending_; }
   // The transport's write queue for `session` is backed up (true: tuning::kMaxPendingLiveBatches frames
   // waiting) or has drained (false). A backlogged live session is sent nothing; what fan-outs find for it is
   // gathered into one batch (or, past kMaxHeldLiveChanges or across a scope move, read again from its own
