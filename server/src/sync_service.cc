@@ -282,6 +282,7 @@ void SyncService::poll_external_commits(int64_t now_ms) {
   std::lock_guard lock(mu_);
   server_.poll_external_commits(now_ms);
   flush_locked(0, nullptr, Clock::now());
+  if (server_.fan_out_pending()) held_cv_.notify_one();  // the flusher continues it
 }
 
 void SyncService::bad_frame(SessionId session, const Status& status) {

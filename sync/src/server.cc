@@ -628,7 +628,10 @@ void SyncServer::handle_pull(SessionId id, Session& s, const protocol::PullReque
 
 void SyncServer::poll_external_commits(int64_t now_ms) {
   observe_time(now_ms);
-  if (store_.head_seq() > fanned_out_head_) wake_live_sessions(0);
+  if (store_.head_seq() <= fanned_out_head_ && !fan_out_pending_) return;
+  do {
+    wake_live_sessions(0);
+  } while (fan_out_pending_ && !config_.defer_fan_out);  // deferred: the driver's next fan_out() continues
 }
 
 void SyncServer::wake_live_sessions(SessionId) {
