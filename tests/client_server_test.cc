@@ -802,34 +802,72 @@ TEST(ClientServer, CommitByAnotherProcessInvalidatesTheScopeCache) {
         EXPECT_FALSE(ch.entity == EntityId::kContact) << "judged on the scope cached before the admin's move";
 }
 
-// A flush that committed more than a pull's worth (several reps pushing big orders at once) still reaches
-// live sessions live: the live scan is shared by every session and each gets only its part, so its window is
-// kMaxChangesPerLiveScan, not a pull's kMaxChangesPerPull.
-TEST(ClientServer, BusyFlushReachesLiveSessionsWithoutPulls) {
-  World w;
+// Runs the world's server as the group-commit driver does: commits only mark a fan-out; fan_out() makes the
+// live batches of everything since the last one (one per store flush).
+void defer_fan_out(World& w) {
   ServerConfig config;
-  config.defer_fan_out = true;  // as the group-commit driver runs it: one fan-out per store flush
+  config.defer_fan_out = true;
   w.server = std::make_unique<SyncServer>(w.store, w.auth, config);
+}
+
+// `d` writes `txns` transactions of 10 new t-north accounts each (40 changes apiece).
+void write_big_transactions(World& w, Device& d, int txns) {
+  for (int t = 0; t < txns; ++t) {
+    std::vector<Change> changes;
+    for (int a = 0; a < 10; ++a) {
+      RecordId id = d.ids.next(w.now);
+      changes.push_back(create(EntityId::kAccount, id));
+      changes.push_back(set(EntityId::kAccount, id, 1, Value::text("Big " + std::to_string(t * 10 + a))));
+      changes.push_back(set(EntityId::kAccount, id, 2, Value::text("t-north")));
+      changes.push_back(set(EntityId::kAccount, id, 10, Value::text(d.config.user)));
+    }
+    ASSERT_TRUE(d.client->write(changes, w.now).is_ok());
+  }
+}
+
+// With defer_fan_out: one fan_out(), its live batches delivered to `d` only; what it got and the pulls that
+// made it send.
+struct FanOutRound {
+  std::vector<protocol::ChangeBatch> live;
+  int pulls = 0;
+};
+FanOutRound fan_out_to(World& w, Device& d) {
+  FanOutRound round;
+  w.server->fan_out(w.now);
+  for (SyncServer::Outgoing& o : w.server->take_outgoing()) {
+    if (o.session != d.session) continue;
+    if (const auto* b = std::get_if<protocol::ChangeBatch>(&o.message)) round.live.push_back(*b);
+    d.client->on_message(o.message, w.now);
+  }
+  for (protocol::Message& m : d.client->take_outgoing())
+    if (std::holds_alternative<protocol::PullRequest>(m)) ++round.pulls;
+  return round;
+}
+
+// A deferred-fan-out world with alice and bob (both t-north) connected and synced.
+std::pair<Device*, Device*> alice_and_bob_live(World& w) {
+  defer_fan_out(w);
   Device& alice = w.add(11, "alice");
   Device& bob = w.add(12, "bob");
   w.connect(alice);
   w.connect(bob);
   w.server->fan_out(w.now);
   w.pump();
-  ASSERT_TRUE(alice.client->idle());
+  EXPECT_TRUE(alice.client->idle());
+  return {&alice, &bob};
+}
+
+// A flush that committed more than a pull's worth (several reps pushing big orders at once) still reaches
+// live sessions live: the live scan is shared by every session and each gets only its part, so its window is
+// kMaxChangesPerLiveScan, not a pull's kMaxChangesPerPull.
+TEST(ClientServer, BusyFlushReachesLiveSessionsWithoutPulls) {
+  World w;
+  auto [alice_p, bob_p] = alice_and_bob_live(w);
+  Device& alice = *alice_p;
+  Device& bob = *bob_p;
 
   // 24 transactions of 10 accounts (40 changes each): 960 changes committed before one flush.
-  for (int t = 0; t < 24; ++t) {
-    std::vector<Change> changes;
-    for (int a = 0; a < 10; ++a) {
-      RecordId id = bob.ids.next(w.now);
-      changes.push_back(create(EntityId::kAccount, id));
-      changes.push_back(set(EntityId::kAccount, id, 1, Value::text("Big " + std::to_string(t * 10 + a))));
-      changes.push_back(set(EntityId::kAccount, id, 2, Value::text("t-north")));
-      changes.push_back(set(EntityId::kAccount, id, 10, Value::text("bob")));
-    }
-    ASSERT_TRUE(bob.client->write(changes, w.now).is_ok());
-  }
+  write_big_transactions(w, bob, 24);
   w.pump();  // bob's push is applied; nothing fanned out yet
   ASSERT_GT(w.store.head_seq(), 0u);
   size_t changes = 0;
@@ -837,16 +875,7 @@ TEST(ClientServer, BusyFlushReachesLiveSessionsWithoutPulls) {
   ASSERT_GT(changes, tuning::kMaxChangesPerPull);
   ASSERT_LE(changes, tuning::kMaxChangesPerLiveScan);
 
-  w.server->fan_out(w.now);
-  std::vector<protocol::ChangeBatch> live;
-  int pulls = 0;
-  for (SyncServer::Outgoing& o : w.server->take_outgoing()) {
-    if (o.session != alice.session) continue;
-    if (const auto* b = std::get_if<protocol::ChangeBatch>(&o.message)) live.push_back(*b);
-    alice.client->on_message(o.message, w.now);
-  }
-  for (protocol::Message& m : alice.client->take_outgoing())
-    if (std::holds_alternative<protocol::PullRequest>(m)) ++pulls;
+  auto [live, pulls] = fan_out_to(w, alice);
   ASSERT_EQ(live.size(), 1u);
   EXPECT_FALSE(live[0].has_more);
   EXPECT_EQ(live[0].to_cursor, w.store.head_seq());
@@ -858,46 +887,22 @@ TEST(ClientServer, BusyFlushReachesLiveSessionsWithoutPulls) {
 // live batches over the next fan-outs: sessions stay live instead of all being told to pull the rest.
 TEST(ClientServer, FlushBiggerThanALiveScanContinuesLive) {
   World w;
-  ServerConfig config;
-  config.defer_fan_out = true;
-  w.server = std::make_unique<SyncServer>(w.store, w.auth, config);
-  Device& alice = w.add(11, "alice");
-  Device& bob = w.add(12, "bob");
-  w.connect(alice);
-  w.connect(bob);
-  w.server->fan_out(w.now);
-  w.pump();
-  ASSERT_TRUE(alice.client->idle());
+  auto [alice_p, bob_p] = alice_and_bob_live(w);
+  Device& alice = *alice_p;
+  Device& bob = *bob_p;
 
   const int txns = static_cast<int>(tuning::kMaxChangesPerLiveScan / 40 + 60);  // 40 changes each
-  for (int t = 0; t < txns; ++t) {
-    std::vector<Change> changes;
-    for (int a = 0; a < 10; ++a) {
-      RecordId id = bob.ids.next(w.now);
-      changes.push_back(create(EntityId::kAccount, id));
-      changes.push_back(set(EntityId::kAccount, id, 1, Value::text("Big " + std::to_string(t * 10 + a))));
-      changes.push_back(set(EntityId::kAccount, id, 2, Value::text("t-north")));
-      changes.push_back(set(EntityId::kAccount, id, 10, Value::text("bob")));
-    }
-    ASSERT_TRUE(bob.client->write(changes, w.now).is_ok());
-  }
+  write_big_transactions(w, bob, txns);
   w.pump();  // every push applied; nothing fanned out yet
   ASSERT_TRUE(bob.client->idle());
 
   int fan_outs = 0, live = 0, pulls = 0;
   do {
-    w.server->fan_out(w.now);
+    FanOutRound round = fan_out_to(w, alice);
     ++fan_outs;
-    for (SyncServer::Outgoing& o : w.server->take_outgoing()) {
-      if (o.session != alice.session) continue;
-      if (const auto* b = std::get_if<protocol::ChangeBatch>(&o.message)) {
-        ++live;
-        EXPECT_FALSE(b->has_more) << "a live batch told the device to pull";
-      }
-      alice.client->on_message(o.message, w.now);
-    }
-    for (protocol::Message& m : alice.client->take_outgoing())
-      if (std::holds_alternative<protocol::PullRequest>(m)) ++pulls;
+    for (const protocol::ChangeBatch& b : round.live) EXPECT_FALSE(b.has_more) << "told the device to pull";
+    live += static_cast<int>(round.live.size());
+    pulls += round.pulls;
   } while (w.server->fan_out_pending() && fan_outs < 10);
   EXPECT_EQ(fan_outs, 2) << "one live scan's worth per fan-out";
   EXPECT_EQ(live, 2);
@@ -1009,9 +1014,7 @@ class CountingReplica final : public ReplicaStore {
 // is a query and a row write, and a new account alone is four changes.
 TEST(ClientServer, BatchLoadsAndSavesEachRecordOnce) {
   World w;
-  ServerConfig config;
-  config.defer_fan_out = true;
-  w.server = std::make_unique<SyncServer>(w.store, w.auth, config);
+  defer_fan_out(w);
   Device& alice = w.add(11, "alice");
   Device& bob = w.add(12, "bob");
   CountingReplica counting(alice.store);
