@@ -25,6 +25,7 @@
 #include "fieldsync/sync/codec.h"
 #include "fieldsync/sync/memory_store.h"
 #include "fieldsync/sync/record_id.h"
+#include "fieldsync/sync/tuning.h"
 #include "forwarding_store.h"
 
 namespace fieldsync {
@@ -233,6 +234,83 @@ TEST(SyncServiceGroupCommit, PushesArrivingDuringAFlushShareTheNextOne) {
   EXPECT_EQ(metrics.value(Counter::kTxns, "applied"), 4u);
   EXPECT_EQ(metrics.value(Counter::kChangesApplied), 16u);
   store.set_open(true);
+}
+
+// `txns` transactions of `accounts` new accounts each (4 changes per account) in one push.
+std::vector<uint8_t> push_accounts(NodeId node, uint64_t first_seq, int txns, int accounts,
+                                   const std::string& territory, const std::string& user) {
+  RecordIdGenerator ids(node);
+  protocol::PushTxns p;
+  p.request_id = first_seq;
+  for (int t = 0; t < txns; ++t) {
+    ClientTxn txn;
+    txn.node = node;
+    txn.node_seq = first_seq + static_cast<uint64_t>(t);
+    txn.created_at_ms = now_ms();
+    Hlc hlc = make_hlc(now_ms(), static_cast<uint16_t>(txn.node_seq));
+    for (int a = 0; a < accounts; ++a) {
+      const RecordId id = ids.next(now_ms());
+      auto change = [&](ChangeOp op, uint16_t field, Value v) {
+        Change c{op, EntityId::kAccount, id, field};
+        c.value = std::move(v);
+        c.version = Version{hlc++, node};
+        return c;
+      };
+      txn.changes.push_back(change(ChangeOp::kCreate, 0, Value::null()));
+      txn.changes.push_back(change(ChangeOp::kSet, 1, Value::text("Account " + std::to_string(a))));
+      txn.changes.push_back(change(ChangeOp::kSet, 2, Value::text(territory)));
+      txn.changes.push_back(change(ChangeOp::kSet, 10, Value::text(user)));
+    }
+    p.txns.push_back(std::move(txn));
+  }
+  return codec::encode(p);
+}
+
+// A flush bigger than one live scan is fanned out over several rounds; the flusher runs the next round even
+// when the previous one found nothing for anybody and nothing else is waiting to be sent.
+TEST(SyncServiceGroupCommit, AFanOutLeftPendingContinuesWithNothingElseHeld) {
+  GatedStore store;
+  server::DevAuthenticator auth;
+  Captured sink;
+  SyncService service(store, auth, quiet_options(), std::ref(sink));
+  store.set_open(true);
+  service.connect(1, now_ms());
+  service.frame(1, hello(101, rep_token("alice")), now_ms());
+  protocol::PullRequest pull;
+  pull.request_id = 1;
+  pull.live = true;
+  service.frame(1, codec::encode(pull), now_ms());
+  service.connect(2, now_ms());
+  service.frame(2, hello(102, server::DevAuthenticator::token("bob", "rep", "south")), now_ms());
+  service.connect(3, now_ms());
+  service.frame(3, hello(103, rep_token("carol")), now_ms());
+  ASSERT_TRUE(sink.wait_for_size(4));  // three Welcomes and alice's pull answer
+
+  // With the gate shut, bob commits more than one live scan of south (nothing for alice), then carol one
+  // north account: every ack goes in the next flush, alice's live batch only in a round after it.
+  store.set_open(false);
+  const int entered = store.entered;
+  service.frame(3, push_accounts(103, 1, 1, 1, "north", "carol"), now_ms());  // opens a flush: held shut
+  ASSERT_TRUE(store.wait_entered(entered + 1));
+  const int pushes = static_cast<int>(tuning::kMaxChangesPerLiveScan / 4000 + 1);
+  for (int i = 0; i < pushes; ++i)
+    service.frame(2, push_accounts(102, 1 + static_cast<uint64_t>(i) * 10, 10, 100, "south", "bob"),
+                  now_ms());
+  service.frame(3, push_accounts(103, 2, 1, 1, "north", "carol"), now_ms());
+  store.set_open(true);
+
+  auto alice_accounts = [&] {
+    size_t n = 0;
+    for (const Outbound& o : sink.all()) {
+      if (o.session != 1 || !o.frame) continue;
+      const protocol::Message m = decode(o);
+      if (const auto* b = std::get_if<protocol::ChangeBatch>(&m))
+        for (const ServerTxn& t : b->txns) n += t.changes.size() / 4;
+    }
+    return n;
+  };
+  for (int i = 0; i < 400 && alice_accounts() < 2; ++i) std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(alice_accounts(), 2u) << "carol's second account never reached alice live";
 }
 
 TEST(SyncServiceGroupCommit, FailedSyncSendsNothingItHeldAndFailsStop) {
