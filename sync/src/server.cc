@@ -694,7 +694,8 @@ void SyncServer::hold_live(Session& s, protocol::ChangeBatch batch) {
   size_t changes = 0;
   for (const ServerTxn& t : batch.txns) changes += t.changes.size();
   // Two batches concatenate only when they are plain runs of transactions: records entering or leaving the
-  // scope, or a range cut short, are left to the catch-up read when the session drains.
+  // scope are left to the catch-up read when the session drains (as would a batch cut short, which
+  // wake_live_sessions no longer sends).
   if (batch.has_more || !batch.records.empty() || !batch.purges.empty() ||
       s.held_changes + changes > tuning::kMaxHeldLiveChanges) {
     drop_held(s);
