@@ -1076,6 +1076,32 @@ TEST(SqliteStore, ConcurrentProcessWriterIsSerialisedBySqlite) {
   EXPECT_EQ(b->read_log(0, 10).size(), 2u);
 }
 
+// Waiting on another writer (fieldsync-admin and the server share central.db) is bounded by busy_timeout_ms:
+// the store's own busy handler (it retries every millisecond, where SQLite's backs off to 100 ms sleeps)
+// gives up then, and the transaction fails with a typed, retryable error.
+TEST(SqliteStore, AWriterLockedOutGivesUpAfterTheBusyTimeout) {
+  TempDir dir;
+  auto a = open_sqlite(dir.file("c.db"));
+  SqliteCentralStore::Options options;
+  options.now_ms = [] { return kStart; };
+  options.busy_timeout_ms = 150;
+  auto b = SqliteCentralStore::open(dir.file("c.db"), options);
+  ASSERT_TRUE(b.is_ok()) << b.status().to_string();
+  auto ta = a->begin();
+  EXPECT_EQ(ta->append_log(log_txn(1), {}, {}), 1u);
+
+  const auto start = std::chrono::steady_clock::now();
+  auto tb = (*b)->begin();
+  (void)tb->append_log(log_txn(1, 12), {}, {});
+  Status s = tb->commit();
+  const auto waited = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(s.code(), ErrorCode::kStorageLocked) << s.to_string();
+  EXPECT_TRUE(s.retryable());
+  EXPECT_GE(waited, std::chrono::milliseconds(140)) << "gave up before the timeout";
+  ASSERT_TRUE(ta->commit().is_ok());
+  EXPECT_EQ((*b)->head_seq(), 1u) << "nothing of the refused transaction";
+}
+
 // ---- The sync state machines over both stores
 
 class TokenAuth final : public Authenticator {

@@ -1,5 +1,7 @@
 #include "sqlite_db.h"
 
+#include <thread>
+
 namespace fieldsync::server::sqlite {
 
 Status status_from(int rc, std::string_view what, sqlite3* db) {
@@ -35,8 +37,19 @@ Result<std::unique_ptr<Db>> Db::open(const std::string& path, int flags, int bus
     return s;
   }
   sqlite3_extended_result_codes(raw, 1);
-  sqlite3_busy_timeout(raw, busy_timeout_ms);
-  return std::unique_ptr<Db>(new Db(raw));
+  std::unique_ptr<Db> db(new Db(raw));
+  db->busy_timeout_ms_ = busy_timeout_ms;
+  sqlite3_busy_handler(raw, &Db::on_busy, db.get());
+  return db;
+}
+
+int Db::on_busy(void* self, int tries) {
+  Db& db = *static_cast<Db*>(self);
+  const auto now = std::chrono::steady_clock::now();
+  if (tries == 0) db.busy_since_ = now;
+  if (now - db.busy_since_ >= std::chrono::milliseconds(db.busy_timeout_ms_)) return 0;  // SQLITE_BUSY
+  std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return 1;
 }
 
 Db::~Db() {
