@@ -1370,6 +1370,42 @@ std::string server_args_note(const Options& o) {
   return s.empty() ? "" : "server args:" + s;
 }
 
+// The server's own counters (GET /metrics over loopback, through curl: install-deps has it), by metric name
+// without labels. Empty if curl or the server did not answer; the figures that need it are then left out.
+std::map<std::string, double> scrape_metrics(uint16_t port) {
+  std::map<std::string, double> out;
+  const std::string cmd = "curl -sk --max-time 5 https://127.0.0.1:" + std::to_string(port) + "/metrics";
+  FILE* f = popen(cmd.c_str(), "r");
+  if (f == nullptr) return out;
+  char line[512];
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    if (line[0] == '#') continue;
+    char name[256];
+    double value = 0;
+    if (std::sscanf(line, "%255s %lf", name, &value) == 2 && std::strchr(name, '{') == nullptr)
+      out[name] = value;
+  }
+  pclose(f);
+  return out;
+}
+
+// Frames and flushes per second over a window, from two scrapes.
+void report_server_counters(Env& env, const std::string& phase, const std::map<std::string, double>& m0,
+                            const std::map<std::string, double>& m1, double secs, double txns_s) {
+  auto rate = [&](const char* name) -> std::optional<double> {
+    auto a = m0.find(name), b = m1.find(name);
+    if (a == m0.end() || b == m1.end() || secs <= 0) return std::nullopt;
+    return (b->second - a->second) / secs;
+  };
+  if (auto v = rate("fieldsync_frames_sent_total"))
+    env.report.add(phase, "server_frames_sent_per_s", *v, "frames/s", "acks, live batches and answers");
+  if (auto v = rate("fieldsync_live_batches_total"))
+    env.report.add(phase, "server_live_batches_per_txn", txns_s > 0 ? *v / txns_s : std::nan(""), "batches",
+                   "live frames per accepted transaction (" + fmt(*v, 0) + "/s)");
+  if (auto v = rate("fieldsync_store_syncs_total"))
+    env.report.add(phase, "server_flushes_per_s", *v, "flushes/s", "group commits (one fdatasync each)");
+}
+
 // Returns accepted changes/s.
 double report_push_phase(Env& env, const std::string& phase, PhaseStats& s, double server_cpu,
                          double load_cpu) {
@@ -1456,11 +1492,13 @@ void load_run(Env& env, const std::string& P, RepDriver::Mode mode, double paced
                " changes)");
     else
       progress(P + ": paced writes at " + fmt(paced_rate, 2) + " txns/s for " + fmt(o.seconds) + " s");
+    const std::map<std::string, double> m0 = scrape_metrics(srv.proc.port());
     const double scpu0 = proc_cpu_s(srv.proc.pid()), lcpu0 = self_cpu_s();
     d.begin(stats, mode, paced_rate);
     loop.run_until([] { return false; }, o.seconds, every);
     d.end();
     const double scpu1 = proc_cpu_s(srv.proc.pid()), lcpu1 = self_cpu_s();
+    const std::map<std::string, double> m1 = scrape_metrics(srv.proc.port());
     const double drain_s = std::max(30.0, 3 * o.seconds);
     progress(P + ": draining (at most " + fmt(drain_s, 0) + " s)");
     const double d0 = mono_s();
@@ -1473,6 +1511,8 @@ void load_run(Env& env, const std::string& P, RepDriver::Mode mode, double paced
     // Reported after the drain: live batches for commits acknowledged inside the window still count.
     const double changes_s = report_push_phase(env, P, stats, (scpu1 - scpu0) / stats.seconds(),
                                                (lcpu1 - lcpu0) / stats.seconds());
+    report_server_counters(env, P, m0, m1, stats.seconds(),
+                           static_cast<double>(stats.txns_applied) / stats.seconds());
     if (mode == RepDriver::Mode::kSaturate) {
       env.sat_changes_s = changes_s;
       env.sat_txns_s = static_cast<double>(stats.txns_applied) / stats.seconds();
