@@ -126,30 +126,41 @@ std::vector<uint8_t> hello(NodeId node, const std::string& token) {
   return codec::encode(h);
 }
 
-// A push of one new account, created by `user` (created_by is required) in `territory`.
+// A push of `txns` transactions of `accounts` new accounts each (4 changes per account), created by `user`
+// (created_by is required) in `territory`. Record ids are unique across calls with disjoint node sequences.
+std::vector<uint8_t> push_accounts(NodeId node, uint64_t first_seq, int txns, int accounts,
+                                   const std::string& territory, const std::string& user) {
+  RecordIdGenerator ids(node);
+  protocol::PushTxns p;
+  p.request_id = first_seq;
+  for (int t = 0; t < txns; ++t) {
+    ClientTxn txn;
+    txn.node = node;
+    txn.node_seq = first_seq + static_cast<uint64_t>(t);
+    txn.created_at_ms = now_ms();
+    Hlc hlc = make_hlc(now_ms(), static_cast<uint16_t>(txn.node_seq));
+    for (int a = 0; a < accounts; ++a) {
+      const RecordId id = ids.next(now_ms() + static_cast<int64_t>(txn.node_seq));
+      auto change = [&](ChangeOp op, uint16_t field, Value v) {
+        Change c{op, EntityId::kAccount, id, field};
+        c.value = std::move(v);
+        c.version = Version{hlc++, node};
+        return c;
+      };
+      const std::string name = "Account " + std::to_string(txn.node_seq) + "." + std::to_string(a);
+      txn.changes.push_back(change(ChangeOp::kCreate, 0, Value::null()));
+      txn.changes.push_back(change(ChangeOp::kSet, 1, Value::text(name)));
+      txn.changes.push_back(change(ChangeOp::kSet, 2, Value::text(territory)));
+      txn.changes.push_back(change(ChangeOp::kSet, 10, Value::text(user)));
+    }
+    p.txns.push_back(std::move(txn));
+  }
+  return codec::encode(p);
+}
+
 std::vector<uint8_t> push_account(NodeId node, uint64_t node_seq, const std::string& territory,
                                   const std::string& user) {
-  RecordIdGenerator ids(node);
-  const RecordId id = ids.next(now_ms() + static_cast<int64_t>(node_seq));
-  ClientTxn txn;
-  txn.node = node;
-  txn.node_seq = node_seq;
-  txn.created_at_ms = now_ms();
-  Hlc hlc = make_hlc(now_ms(), static_cast<uint16_t>(node_seq));
-  auto change = [&](ChangeOp op, uint16_t field, Value v) {
-    Change c{op, EntityId::kAccount, id, field};
-    c.value = std::move(v);
-    c.version = Version{hlc++, node};
-    return c;
-  };
-  txn.changes.push_back(change(ChangeOp::kCreate, 0, Value::null()));
-  txn.changes.push_back(change(ChangeOp::kSet, 1, Value::text("Account " + std::to_string(node_seq))));
-  txn.changes.push_back(change(ChangeOp::kSet, 2, Value::text(territory)));
-  txn.changes.push_back(change(ChangeOp::kSet, 10, Value::text(user)));
-  protocol::PushTxns p;
-  p.request_id = node_seq;
-  p.txns.push_back(std::move(txn));
-  return codec::encode(p);
+  return push_accounts(node, node_seq, 1, 1, territory, user);
 }
 
 std::string rep_token(const std::string& user) {
@@ -234,36 +245,6 @@ TEST(SyncServiceGroupCommit, PushesArrivingDuringAFlushShareTheNextOne) {
   EXPECT_EQ(metrics.value(Counter::kTxns, "applied"), 4u);
   EXPECT_EQ(metrics.value(Counter::kChangesApplied), 16u);
   store.set_open(true);
-}
-
-// `txns` transactions of `accounts` new accounts each (4 changes per account) in one push.
-std::vector<uint8_t> push_accounts(NodeId node, uint64_t first_seq, int txns, int accounts,
-                                   const std::string& territory, const std::string& user) {
-  RecordIdGenerator ids(node);
-  protocol::PushTxns p;
-  p.request_id = first_seq;
-  for (int t = 0; t < txns; ++t) {
-    ClientTxn txn;
-    txn.node = node;
-    txn.node_seq = first_seq + static_cast<uint64_t>(t);
-    txn.created_at_ms = now_ms();
-    Hlc hlc = make_hlc(now_ms(), static_cast<uint16_t>(txn.node_seq));
-    for (int a = 0; a < accounts; ++a) {
-      const RecordId id = ids.next(now_ms());
-      auto change = [&](ChangeOp op, uint16_t field, Value v) {
-        Change c{op, EntityId::kAccount, id, field};
-        c.value = std::move(v);
-        c.version = Version{hlc++, node};
-        return c;
-      };
-      txn.changes.push_back(change(ChangeOp::kCreate, 0, Value::null()));
-      txn.changes.push_back(change(ChangeOp::kSet, 1, Value::text("Account " + std::to_string(a))));
-      txn.changes.push_back(change(ChangeOp::kSet, 2, Value::text(territory)));
-      txn.changes.push_back(change(ChangeOp::kSet, 10, Value::text(user)));
-    }
-    p.txns.push_back(std::move(txn));
-  }
-  return codec::encode(p);
 }
 
 // A flush bigger than one live scan is fanned out over several rounds; the flusher runs the next round even
