@@ -17,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <set>
 #include <string>
 #include <thread>
@@ -40,13 +41,19 @@ constexpr int64_t kStart = 1'794'992'400'000;
 constexpr int64_t kHour = 3'600'000;
 constexpr int64_t kDay = 24 * kHour;
 
+// A fresh replica path. ctest runs every test in a process of its own, so pids come round again: the name
+// also carries a random token of this process, and whatever an earlier run left there (the revocation
+// marker included: a stale one made a later test's replica "revoked") is removed.
 std::string temp_file(const std::string& name) {
   static std::atomic<int> counter{0};
+  static const std::string run = std::to_string(std::random_device{}());
   std::filesystem::path dir = std::filesystem::path(testing::TempDir()) / "field_client_test";
   std::filesystem::create_directories(dir);
   std::string path =
-      (dir / (name + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + ".db")).string();
-  for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path + suffix);
+      (dir / (name + "-" + std::to_string(::getpid()) + "-" + run + "-" + std::to_string(counter++) + ".db"))
+          .string();
+  for (const char* suffix : {"", "-wal", "-shm", "-journal", ".revoked"})
+    std::filesystem::remove(path + suffix);
   return path;
 }
 
