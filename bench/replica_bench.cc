@@ -76,6 +76,21 @@ uint64_t request_id_of(std::vector<protocol::Message> out) {
   std::abort();
 }
 
+// Connects a never-synced client to a server whose log ends at `server_seq`: Hello, Welcome. Returns the
+// request id of the first BootstrapRequest the client sends.
+uint64_t connect_fresh(SyncClient& client, uint64_t server_seq) {
+  client.on_connected(kNow);
+  (void)client.take_outgoing();  // Hello
+  protocol::Welcome welcome;
+  welcome.schema_version = schema::kSchemaVersion;
+  welcome.user = "alice";
+  welcome.server_seq = server_seq;
+  welcome.server_hlc = static_cast<Hlc>(kNow) << 16;
+  welcome.server_time_ms = kNow;
+  client.on_message(welcome, kNow);
+  return request_id_of(client.take_outgoing());
+}
+
 void BM_ReplicaBootstrapApply(benchmark::State& state) {
   const bool full = state.range(0) != 0;
   const std::vector<RecordState>& all = records();
@@ -103,16 +118,7 @@ void BM_ReplicaBootstrapApply(benchmark::State& state) {
     SyncClient client(**store, config);
     state.ResumeTiming();
 
-    client.on_connected(kNow);
-    (void)client.take_outgoing();  // Hello
-    protocol::Welcome welcome;
-    welcome.schema_version = schema::kSchemaVersion;
-    welcome.user = "alice";
-    welcome.server_seq = 1;
-    welcome.server_hlc = static_cast<Hlc>(kNow) << 16;
-    welcome.server_time_ms = kNow;
-    client.on_message(welcome, kNow);
-    uint64_t request = request_id_of(client.take_outgoing());
+    uint64_t request = connect_fresh(client, 1);
     for (protocol::Message& m : pages) {
       std::get<protocol::BootstrapPage>(m).request_id = request;
       client.on_message(m, kNow);
@@ -196,16 +202,8 @@ void BM_ReplicaLiveBatchApply(benchmark::State& state) {
     ClientConfig config;
     config.user = "alice";
     SyncClient client(**store, config);
-    client.on_connected(kNow);
-    (void)client.take_outgoing();  // Hello
-    protocol::Welcome welcome;
-    welcome.schema_version = schema::kSchemaVersion;
-    welcome.user = "alice";
-    welcome.server_hlc = static_cast<Hlc>(kNow) << 16;
-    welcome.server_time_ms = kNow;
-    client.on_message(welcome, kNow);
     protocol::BootstrapPage empty;
-    empty.request_id = request_id_of(client.take_outgoing());
+    empty.request_id = connect_fresh(client, 0);
     empty.snapshot_seq = 0;
     empty.done = true;
     client.on_message(empty, kNow);  // synced, empty; the pull it sends is answered by the first batch

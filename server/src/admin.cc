@@ -14,6 +14,7 @@
 #include "fieldsync/sync/export.h"
 #include "fieldsync/sync/scope.h"
 #include "fieldsync/sync/server.h"
+#include "wall_clock.h"
 
 namespace fieldsync::server {
 
@@ -54,12 +55,6 @@ Change set(EntityId e, RecordId id, uint16_t field, Value v) {
   return c;
 }
 
-int64_t wall_now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 }  // namespace
 
 Admin::Admin(Options options, std::unique_ptr<Directory> directory, std::unique_ptr<SqliteCentralStore> store)
@@ -71,7 +66,7 @@ Admin::Admin(Options options, std::unique_ptr<Directory> directory, std::unique_
 Admin::~Admin() = default;
 
 int64_t Admin::now_ms() const {
-  return options_.now_ms ? options_.now_ms() : wall_now_ms();
+  return options_.now_ms ? options_.now_ms() : wall_ms();
 }
 
 Result<std::unique_ptr<Admin>> Admin::open(const std::string& data_dir, Options options) {

@@ -25,6 +25,7 @@
 #include "fieldsync/server/sqlite_store.h"
 #include "fieldsync/server/sync_service.h"
 #include "fieldsync/server/tls.h"
+#include "wall_clock.h"
 
 namespace fs = fieldsync::server;
 using fieldsync::ErrorCode;
@@ -145,12 +146,6 @@ Result<int64_t> number(const Config& c, const std::string& key, int64_t fallback
                                                    ", " + std::to_string(max) + "], got '" + it->second +
                                                    "'");
   return static_cast<int64_t>(v);
-}
-
-int64_t wall_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
 }
 
 int fail(const Status& s) {
@@ -306,8 +301,9 @@ int main(int argc, char** argv) {
       unsigned char raw[12];
       if (RAND_bytes(raw, sizeof raw) != 1) return fail(Status(ErrorCode::kInternal, "no randomness"));
       const std::string password = fs::base64url_encode(raw);
-      if (Status s = directory->add_user(
-              fs::User{"admin", "Administrator", fieldsync::schema::Role::kHeadOffice}, password, wall_ms());
+      if (Status s =
+              directory->add_user(fs::User{"admin", "Administrator", fieldsync::schema::Role::kHeadOffice},
+                                  password, fs::wall_ms());
           !s)
         return fail(s);
       if (Status s = fs::write_file(data_dir + "/dev-admin-password", password + "\n", true); !s)

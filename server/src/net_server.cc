@@ -30,6 +30,7 @@
 #include "fieldsync/client/tls_stream.h"
 #include "fieldsync/server/metrics.h"
 #include "fieldsync/server/sync_service.h"
+#include "wall_clock.h"
 
 namespace fieldsync::server {
 
@@ -43,12 +44,6 @@ using Strand = net::strand<net::io_context::executor_type>;
 using WsStream = fieldsync::net::WebSocketStream;
 
 namespace {
-
-int64_t wall_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 std::string endpoint_string(const tcp::socket& s) {
   boost::system::error_code ec;

@@ -24,6 +24,7 @@
 #include "fieldsync/sync/codec.h"
 #include "fieldsync/sync/scope.h"
 #include "sqlite_db.h"
+#include "wall_clock.h"
 
 namespace fieldsync::server {
 
@@ -60,12 +61,6 @@ const char* const kStoreDdl[] = {
     // Scheduling conflicts look up one owner's events by time (events_overlapping).
     "CREATE INDEX IF NOT EXISTS idx_calendar_event_owner_start ON calendar_event (owner_id, start_at)",
 };
-
-int64_t wall_now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 // Node ids and HLCs are unsigned 64-bit; SQLite integers are signed. The bit pattern round-trips.
 int64_t as_sql(uint64_t v) {
@@ -672,7 +667,7 @@ void SqliteCentralStore::checkpoint_loop() {
 }
 
 int64_t SqliteCentralStore::now_ms() const {
-  return options_.now_ms ? options_.now_ms() : wall_now_ms();
+  return options_.now_ms ? options_.now_ms() : wall_ms();
 }
 
 Result<std::unique_ptr<SqliteCentralStore>> SqliteCentralStore::open(const std::string& path,

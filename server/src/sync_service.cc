@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "fieldsync/sync/codec.h"
+#include "wall_clock.h"
 
 namespace fieldsync::server {
 
@@ -24,13 +25,6 @@ std::string quoted_value(std::string_view v) {
     out += c == '\n' ? ' ' : c;
   }
   return out + "\"";
-}
-
-// The transport's clock (NetServer passes the same to frame()): the flusher has no event to take it from.
-int64_t wall_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
 }
 
 // With group commit the live batches of every commit in a flush are built once, when the flush starts.

@@ -686,17 +686,16 @@ void SyncServer::wake_live_sessions(SessionId) {
 void SyncServer::hold_live(Session& s, protocol::ChangeBatch batch) {
   const bool empty =
       batch.txns.empty() && batch.conflicts.empty() && batch.records.empty() && batch.purges.empty();
-  if (empty && !batch.has_more) {
+  if (empty) {
     s.scanned_cursor = batch.to_cursor;
     if (s.holding) s.held.to_cursor = batch.to_cursor, s.held.server_hlc = batch.server_hlc;
     return;
   }
   size_t changes = 0;
   for (const ServerTxn& t : batch.txns) changes += t.changes.size();
-  // Two batches concatenate only when they are plain runs of transactions: records entering or leaving the
-  // scope are left to the catch-up read when the session drains (as would a batch cut short, which
-  // wake_live_sessions no longer sends).
-  if (batch.has_more || !batch.records.empty() || !batch.purges.empty() ||
+  // Two batches concatenate only when they are plain runs of transactions (wake_live_sessions never hands
+  // over one cut short): records entering or leaving the scope are left to the catch-up read at the drain.
+  if (!batch.records.empty() || !batch.purges.empty() ||
       s.held_changes + changes > tuning::kMaxHeldLiveChanges) {
     drop_held(s);
     s.scanned_cursor = s.sent_cursor;

@@ -131,8 +131,9 @@ class SyncServer {
   // Queues `batch` (built from the session's scanned_cursor) for a live session, or only moves its cursor
   // when the batch is empty.
   void send_live(SessionId id, Session& s, protocol::ChangeBatch batch);
-  // The same for a backlogged session: appended to what is held for it, or, when it cannot be (scope moves, a
-  // cut range, past kMaxHeldLiveChanges), everything held dropped for a catch-up read at the drain.
+  // The same for a backlogged session (`batch` never has_more): appended to what is held for it, or, when it
+  // cannot be (scope moves, past kMaxHeldLiveChanges), everything held dropped for a catch-up read at the
+  // drain.
   void hold_live(Session& s, protocol::ChangeBatch batch);
   void drop_held(Session& s);
   void request_fan_out();  // after a commit: wake now, or mark pending (defer_fan_out)
