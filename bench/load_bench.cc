@@ -1150,8 +1150,9 @@ class AckSession : public std::enable_shared_from_this<AckSession> {
       buffer.consume(n);
       send(ack_);
     }
+    // The frame being written, if any, stays queued until its handler runs: the write still reads it.
     closed_ = true;
-    queue_.clear();
+    if (!writing_) queue_.clear();
   }
 
  private:
@@ -1165,13 +1166,9 @@ class AckSession : public std::enable_shared_from_this<AckSession> {
     writing_ = true;
     ws_.async_write(net::buffer(*queue_.front()), [self = shared_from_this()](beast::error_code ec, size_t) {
       self->writing_ = false;
-      if (self->queue_.empty()) return;  // closed meanwhile
       self->queue_.pop_front();
-      if (ec) {
-        self->closed_ = true;
-        self->queue_.clear();
-        return;
-      }
+      if (ec) self->closed_ = true;
+      if (self->closed_) return self->queue_.clear();
       if (!self->queue_.empty()) self->write_next();
     });
   }
