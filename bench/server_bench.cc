@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "fieldsync/server/sqlite_store.h"
 #include "fieldsync/sync/server.h"
@@ -33,10 +34,13 @@ int64_t wall_ms() {
       .count();
 }
 
-// Arg: changes per transaction, in accounts of 8 (create, name, territory, creator, address, city, phone,
-// email), like the load generator's.
+// Args: changes per transaction, in accounts of 8 (create, name, territory, creator, address, city, phone,
+// email), like the load generator's; writers, each a rep with its own device and territory, taking turns.
+// With one writer every transaction lands on the same index and node pages; with 1,000 (the load
+// benchmark's reps) each dirties pages of its own, as under real load.
 void BM_CentralApply(benchmark::State& state) {
   const int accounts_per_txn = static_cast<int>(state.range(0)) / 8;
+  const int writers = static_cast<int>(state.range(1));
   std::string tmpl = (std::filesystem::temp_directory_path() / "fieldsync-bench-central-XXXXXX").string();
   if (mkdtemp(tmpl.data()) == nullptr) std::abort();
   const std::filesystem::path dir = tmpl;
@@ -48,49 +52,68 @@ void BM_CentralApply(benchmark::State& state) {
     std::unique_ptr<server::SqliteCentralStore> store = std::move(opened.value());
     NoAuth auth;
     SyncServer server(*store, auth, ServerConfig{});
-    const Principal rep{"ann", schema::Role::kRep, {"north"}, {}};
-    constexpr NodeId kNode = 42;
-    RecordIdGenerator ids(kNode);
-    uint64_t node_seq = 0;
+    struct Writer {
+      Principal rep;
+      NodeId node;
+      RecordIdGenerator ids;
+      uint64_t node_seq = 0;
+    };
+    std::vector<Writer> reps;
+    for (int w = 0; w < writers; ++w) {
+      const std::string n = std::to_string(w);
+      const NodeId node = 0x9e3779b97f4a7c15ULL * static_cast<NodeId>(w + 1);  // spread like random ids
+      reps.push_back(
+          Writer{Principal{"rep" + n, schema::Role::kRep, {"t" + n}, {}}, node, RecordIdGenerator(node)});
+    }
+    uint64_t txns = 0;
     uint16_t logical = 0;
     int64_t changes = 0;
     for (auto _ : state) {
       const int64_t now = wall_ms();
+      Writer& w = reps[txns++ % reps.size()];
+      const uint64_t node_seq = ++w.node_seq;
       ClientTxn txn;
-      txn.node = kNode;
-      txn.node_seq = ++node_seq;
+      txn.node = w.node;
+      txn.node_seq = node_seq;
       txn.created_at_ms = now;
       for (int a = 0; a < accounts_per_txn; ++a) {
-        const RecordId id = ids.next(now);
+        const RecordId id = w.ids.next(now);
         auto add = [&](ChangeOp op, uint16_t field, Value value) {
           Change c{op, EntityId::kAccount, id, field};
           c.value = std::move(value);
-          c.version = Version{make_hlc(now, logical++), kNode};
+          c.version = Version{make_hlc(now, logical++), w.node};
           txn.changes.push_back(std::move(c));
         };
         const std::string n = std::to_string(node_seq * 1000 + static_cast<uint64_t>(a));
         add(ChangeOp::kCreate, 0, Value::null());
         add(ChangeOp::kSet, 1, Value::text("Bakery " + n));
-        add(ChangeOp::kSet, 2, Value::text("north"));
-        add(ChangeOp::kSet, 10, Value::text("ann"));
+        add(ChangeOp::kSet, 2, Value::text(w.rep.territories.front()));
+        add(ChangeOp::kSet, 10, Value::text(w.rep.user));
         add(ChangeOp::kSet, 3, Value::text("Main Street " + n));
         add(ChangeOp::kSet, 4, Value::text("Springfield"));
         add(ChangeOp::kSet, 5, Value::text("+1 555 " + n));
         add(ChangeOp::kSet, 6, Value::text("shop" + n + "@example.com"));
       }
-      protocol::TxnResult r = server.apply_local(txn, rep, now);
+      protocol::TxnResult r = server.apply_local(txn, w.rep, now);
       if (r.outcome != protocol::TxnOutcome::kApplied) {
         state.SkipWithError(r.message.c_str());
         break;
       }
       changes += static_cast<int64_t>(txn.changes.size());
-      if (node_seq % 64 == 0 && !store->sync().is_ok()) std::abort();
+      if (txns % 64 == 0 && !store->sync().is_ok()) std::abort();
     }
     state.SetItemsProcessed(changes);
   }
   std::filesystem::remove_all(dir);
 }
-BENCHMARK(BM_CentralApply)->Arg(8)->Arg(96)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_CentralApply)
+    ->ArgNames({"changes", "writers"})
+    ->Args({8, 1})
+    ->Args({96, 1})
+    ->Args({8, 1000})
+    ->Args({96, 1000})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
 
 }  // namespace
 }  // namespace fieldsync
