@@ -13,10 +13,11 @@
 //             loop over as many connections as reps; then the same with the load's fan-out (ws.relay: each
 //             message also relayed to the K-1 other connections of its territory); plus the memory of idle
 //             bare sessions
-//   load      N reps in territories of --territory-size, twice: a saturating closed loop (every ack answered
-//             with --txns-per-rep new transactions), then, on a fresh server, paced writes at --paced-load of
-//             the saturated rate; push-to-ack and fan-out latencies; convergence of every replica and of a
-//             head-office bootstrap with what was acknowledged
+//   load      N reps in territories of --territory-size (plus, with --team-size and --head-office, live
+//             managers and head-office sessions that receive their scope's writes), twice: a saturating
+//             closed loop (every ack answered with --txns-per-rep new transactions), then, on a fresh server,
+//             paced writes at --paced-load of the saturated rate; push-to-ack and fan-out latencies;
+//             convergence of every replica and of a head-office bootstrap with what was acknowledged
 //   idle      --idle sessions that handshake, bootstrap, go live and stay idle: server memory per session
 //
 // Benchmarks measure; --check turns the run into a behaviour test (the smoke ctest): it fails when a push is
@@ -120,15 +121,29 @@ constexpr const char* kHelp =
 usage: fieldsync-bench-load [options]
 
   --reps N              simulated reps for the load phase (default 1000)
-  --territory-size K    reps per territory; a write fans out to the K-1 others (default 10)
+  --shape NAME          a preset of --territory-size, --team-size and --txns-per-rep (explicit flags win):
+                          org  (default) a field-sales company: each rep alone in its territory, a manager
+                               per 10 territories watching them live and writing notes back, every push a
+                               rep's backlog of 10 transactions
+                               = --territory-size 1 --team-size 10 --txns-per-rep 10
+                          team a stress shape: 10 reps share each territory, so every write fans out to 9
+                               peers, every push a single transaction (the default before 2026-12-02)
+                               = --territory-size 10 --team-size 0 --txns-per-rep 1
+  --territory-size K    reps per territory; a write fans out to the K-1 others
+  --team-size M         a manager per M territories (0: none), live, receiving every change of its team's
+                        territories and writing --manager-notes
+  --head-office N       live head-office sessions, each receiving every change (default 0)
+  --manager-notes R     during each measured window every manager appends R notes a second to accounts of
+                        its team, which its reps receive (default 1)
   --idle N              idle sessions for the memory phases (default 10000)
   --seconds S           length of each measured phase (default 20)
-  --txns-per-rep T      saturating phase: each time a rep's push is acknowledged it writes T new transactions,
-                        which travel together in its next push (default 1)
+  --txns-per-rep T      each time a rep's push is acknowledged (saturating phase) or its next write is due
+                        (paced phase) it writes T new transactions, which travel together in its next push
   --changes-per-txn C   changes per transaction, >= 4: each transaction creates ceil(C/8) accounts with all
                         their fields (create, name, territory, creator, address, city, phone, email) (default 8)
   --paced-load F        paced phase: total write rate as a fraction of the saturated phase's accepted
-                        transactions/s, each rep writing at random (Poisson) times (default 0.5)
+                        transactions/s, each rep writing (pushes of --txns-per-rep) at random (Poisson)
+                        times (default 0.5)
   --idle-hold S         how long idle sessions are held before memory is read again (default 5, at most --seconds)
   --connect-concurrency N  TLS handshakes in flight at once (default 200)
   --server-bin PATH     fieldsync-server to run (default: next to this binary)
@@ -145,10 +160,14 @@ Output: progress on stderr; a table of figures and one JSON line per figure on s
 
 struct Options {
   int reps = 1000;
-  int territory_size = 10;
+  std::string shape = "org";
+  int territory_size = 1;
+  int team_size = 10;        // territories per manager; 0: no managers
+  int head_office = 0;       // live head-office sessions
+  double manager_notes = 1;  // notes per second per manager, in the measured windows
   int idle = 10000;
   double seconds = 20;
-  int txns_per_rep = 1;
+  int txns_per_rep = 10;
   int changes_per_txn = 8;
   double paced_load = 0.5;
   double idle_hold_s = 5;
@@ -180,9 +199,47 @@ bool parse_number(const std::string& flag, const std::string& s, double lo, doub
   return true;
 }
 
+// --shape's presets; false if there is no such shape.
+bool apply_shape(const std::string& name, Options& o) {
+  if (name == "org") {
+    o.territory_size = 1;
+    o.team_size = 10;
+    o.txns_per_rep = 10;
+  } else if (name == "team") {
+    o.territory_size = 10;
+    o.team_size = 0;
+    o.txns_per_rep = 1;
+  } else {
+    return false;
+  }
+  o.shape = name;
+  return true;
+}
+
+// What the load phase ran, for the target lines.
+std::string shape_description(const Options& o) {
+  std::string d = "territories of " + std::to_string(o.territory_size) + " reps";
+  if (o.team_size > 0) d += ", a manager per " + std::to_string(o.team_size);
+  if (o.head_office > 0) d += ", " + std::to_string(o.head_office) + " live head office";
+  d += ", pushes of " + std::to_string(o.txns_per_rep) + " x " + std::to_string(o.changes_per_txn) +
+       " changes";
+  return d;
+}
+
 // Returns 0 to run, 1 after --help, 2 on a usage error.
 int parse_options(int argc, char** argv, Options& o) {
   std::string err;
+  // The preset first, wherever --shape stands, so that explicit flags override it.
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    std::string name;
+    if (a == "--shape" && i + 1 < argc) name = argv[i + 1];
+    if (a.rfind("--shape=", 0) == 0) name = a.substr(8);
+    if (!name.empty() && !apply_shape(name, o)) {
+      std::cerr << "fieldsync-bench-load: --shape: unknown shape '" << name << "' (org, team)\n";
+      return 2;
+    }
+  }
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--help" || a == "-h") {
@@ -220,8 +277,16 @@ int parse_options(int argc, char** argv, Options& o) {
     bool ok = true;
     if (key == "--reps") {
       ok = integer(o.reps, 1, 100000);
+    } else if (key == "--shape") {
+      // applied above
     } else if (key == "--territory-size") {
       ok = integer(o.territory_size, 1, 100000);
+    } else if (key == "--team-size") {
+      ok = integer(o.team_size, 0, 100000);
+    } else if (key == "--head-office") {
+      ok = integer(o.head_office, 0, 1000);
+    } else if (key == "--manager-notes") {
+      ok = parse_number(key, value, 0, 1000, o.manager_notes, err);
     } else if (key == "--idle") {
       ok = integer(o.idle, 0, 1000000);
     } else if (key == "--seconds") {
@@ -547,7 +612,9 @@ std::unique_ptr<ssl::context> client_tls(const std::string& ca_file) {
 
 struct TxnShape {
   int changes = 0;
-  int accounts = 0;
+  int accounts = 0;      // accounts it creates
+  int territory = -1;    // where it writes
+  bool manager = false;  // a manager's note (its team's reps receive it) rather than a rep's accounts
 };
 
 int accounts_per_txn(int changes) {
@@ -592,6 +659,20 @@ std::vector<Change> make_txn(fieldsync::RecordIdGenerator& ids, const std::strin
     for (int i = 0; i < here - 4; ++i) set(extras[i].first, extras[i].second);
   }
   return out;
+}
+
+// A manager's note on one of its team's accounts (append-only notes: concurrent notes are all kept), the
+// kind of write that flows back to the rep: "approved, deliver Tuesday".
+std::vector<Change> make_note(const RecordId& account, const std::string& manager, uint64_t serial) {
+  constexpr uint16_t kNotes = 9;
+  Change c;
+  c.op = ChangeOp::kAppend;
+  c.entity = EntityId::kAccount;
+  c.record = account;
+  c.field = kNotes;
+  c.value = Value::text(manager + ": spring order approved, deliver Tuesday before 10 (" +
+                        std::to_string(serial) + ")");
+  return {std::move(c)};
 }
 
 // The frames the ws phase sends and answers: a real push of --txns-per-rep transactions of the load's shape
@@ -774,22 +855,31 @@ struct PhaseStats {
 };
 
 struct Rep {
-  Rep(int index_, int territory_, std::string user_, std::string token, NodeId node_, bool writer_)
+  // kWriter: a load rep (writes in its territory, receives its peers' writes); kManager: receives every write
+  // of its team's territories; kHeadOffice: receives every write; kQuiet: neither (idle sessions, the final
+  // head-office bootstrap). Receipts of the three receiving kinds count as fan-out deliveries.
+  enum class Kind : uint8_t { kWriter, kManager, kHeadOffice, kQuiet };
+
+  Rep(int index_, int territory_, std::string user_, std::string token, NodeId node_, Kind kind_)
       : index(index_),
         territory(territory_),
         user(std::move(user_)),
         node(node_),
-        writer(writer_),
+        kind(kind_),
+        writer(kind_ == Kind::kWriter),
         store(node_),
         client(store, fieldsync::ClientConfig{user, std::move(token)}),
         ids(node_) {}
 
+  bool receiver() const { return kind != Kind::kQuiet; }
+
   int index;
-  int territory;
+  int territory;  // kWriter: its territory; kManager: its team; otherwise -1
   std::string territory_id;
   std::string user;
   NodeId node;
-  bool writer;  // a load rep: writes, and its receipts count as fan-out
+  Kind kind;
+  bool writer;
   fieldsync::MemoryReplicaStore store;
   fieldsync::SyncClient client;
   fieldsync::RecordIdGenerator ids;
@@ -805,7 +895,10 @@ struct Rep {
   uint64_t serial = 0, txns_written = 0, txns_applied = 0, txns_duplicate = 0, txns_rejected = 0;
   uint64_t max_seq_pushed = 0, pushes_resent = 0;
   uint64_t records_applied = 0;
-  double next_write_s = 0;  // paced phase
+  double next_write_s = 0;  // paced phase; managers' notes
+  // kManager: accounts of its team it has received (a ring), what its notes go to.
+  std::vector<std::pair<RecordId, int>> team_accounts;
+  size_t team_accounts_next = 0;
 };
 
 class RepDriver {
@@ -814,9 +907,9 @@ class RepDriver {
 
   RepDriver(Loop& loop, const Options& o) : loop_(loop), o_(o) {}
 
-  Rep& add(int territory, std::string user, std::string token, bool writer) {
+  Rep& add(int territory, std::string user, std::string token, Rep::Kind kind) {
     reps_.push_back(std::make_unique<Rep>(static_cast<int>(reps_.size()), territory, std::move(user),
-                                          std::move(token), rng_(), writer));
+                                          std::move(token), rng_(), kind));
     Rep& r = *reps_.back();
     r.territory_id = "t" + std::to_string(territory);
     return r;
@@ -838,9 +931,15 @@ class RepDriver {
     } else if (mode == Mode::kPaced) {
       size_t writers = 0;
       for (auto& r : reps_) writers += r->writer && r->link == Rep::Link::kOpen;
-      paced_mean_s_ = paced_txns_per_s > 0 ? static_cast<double>(writers) / paced_txns_per_s : 1e9;
+      // Each paced write is a push of the saturated phase's shape (--txns-per-rep transactions), so the
+      // server sees the same pushes at a lower rate.
+      paced_mean_s_ =
+          paced_txns_per_s > 0 ? static_cast<double>(writers) * o_.txns_per_rep / paced_txns_per_s : 1e9;
       for (auto& r : reps_) r->next_write_s = stats.t0 + exponential(paced_mean_s_);
     }
+    for (auto& r : reps_)
+      if (r->kind == Rep::Kind::kManager && o_.manager_notes > 0)
+        r->next_write_s = stats.t0;  // the first note as soon as it knows an account of its team
   }
   void end() {
     stats_->window = false;
@@ -860,11 +959,20 @@ class RepDriver {
         pump(*r);
       }
     }
+    if (mode_ != Mode::kQuiet && o_.manager_notes > 0) {
+      for (auto& r : reps_) {
+        if (r->kind != Rep::Kind::kManager || r->link != Rep::Link::kOpen) continue;
+        while (r->next_write_s <= now && !r->team_accounts.empty()) {
+          write_note(*r);
+          r->next_write_s += exponential(1.0 / o_.manager_notes);
+        }
+      }
+    }
     if (mode_ == Mode::kPaced) {
       for (auto& r : reps_) {
         if (!r->writer || r->link != Rep::Link::kOpen) continue;
         while (r->next_write_s <= now) {
-          write_txns(*r, 1);
+          write_txns(*r, o_.txns_per_rep);
           r->next_write_s += exponential(paced_mean_s_);
         }
       }
@@ -878,7 +986,7 @@ class RepDriver {
   }
 
   // Counters over all reps.
-  uint64_t decode_errors = 0, stale_live_batches = 0, write_errors = 0;
+  uint64_t decode_errors = 0, stale_live_batches = 0, write_errors = 0, notes_acked = 0;
   std::map<std::string, int> connect_failures, unexpected_closes, client_errors;
   std::string first_write_error;
 
@@ -901,6 +1009,24 @@ class RepDriver {
     for (const auto& [t, c] : territory_records_) n += c;
     return n;
   }
+  // The acknowledged records a receiving session must hold once converged.
+  uint64_t expected_records(const Rep& r) const {
+    switch (r.kind) {
+      case Rep::Kind::kWriter:
+        return territory_records(r.territory);
+      case Rep::Kind::kManager: {
+        uint64_t n = 0;
+        for (const auto& [t, c] : territory_records_) n += team_of(t) == r.territory ? c : 0;
+        return n;
+      }
+      case Rep::Kind::kHeadOffice:
+        return total_records();
+      case Rep::Kind::kQuiet:
+        break;
+    }
+    return 0;
+  }
+  int team_of(int territory) const { return o_.team_size > 0 ? territory / o_.team_size : -1; }
 
  private:
   struct FanoutEntry {
@@ -926,7 +1052,7 @@ class RepDriver {
       co_return;
     }
     r.link = Rep::Link::kOpen;
-    if (r.writer) territory_open_[r.territory]++;
+    count_open(r, +1);
     r.client.on_connected(wall_ms());
     pump(r);
     for (;;) {
@@ -941,10 +1067,25 @@ class RepDriver {
       c->buffer.consume(c->buffer.size());
     }
     r.link = Rep::Link::kClosed;
-    if (r.writer) territory_open_[r.territory]--;
+    count_open(r, -1);
     r.client.on_disconnected(wall_ms());
     c->close();
     --loop_.running;
+  }
+
+  // Open receivers by what they receive, for the deliveries each commit is owed.
+  void count_open(const Rep& r, int delta) {
+    if (r.kind == Rep::Kind::kWriter) territory_open_[r.territory] += delta;
+    if (r.kind == Rep::Kind::kManager) team_open_[r.territory] += delta;
+    if (r.kind == Rep::Kind::kHeadOffice) head_office_open_ += delta;
+  }
+  // Sessions other than the writer that must receive its commit.
+  int receivers_of(const TxnShape& shape) {
+    const int team = team_of(shape.territory);
+    const int managers = team >= 0 ? team_open_[team] : 0;
+    const int reps = territory_open_[shape.territory];
+    return shape.manager ? reps + std::max(0, managers - 1) + head_office_open_
+                         : std::max(0, reps - 1) + managers + head_office_open_;
   }
 
   void pump(Rep& r) {
@@ -973,10 +1114,41 @@ class RepDriver {
         if (write_errors++ == 0) first_write_error = seq.status().to_string();
         continue;
       }
-      r.written[seq.value()] = TxnShape{o_.changes_per_txn, accounts_per_txn(o_.changes_per_txn)};
+      r.written[seq.value()] =
+          TxnShape{o_.changes_per_txn, accounts_per_txn(o_.changes_per_txn), r.territory, false};
       r.txns_written++;
     }
     pump(r);
+  }
+
+  void write_note(Rep& r) {
+    const auto& [account, territory] = r.team_accounts[rng_() % r.team_accounts.size()];
+    fieldsync::Result<uint64_t> seq = r.client.write(make_note(account, r.user, r.serial++), wall_ms());
+    if (!seq) {
+      if (write_errors++ == 0) first_write_error = seq.status().to_string();
+      return;
+    }
+    r.written[seq.value()] = TxnShape{1, 0, territory, true};
+    r.txns_written++;
+    pump(r);
+  }
+
+  // A manager remembers accounts of its team as they arrive, for its notes.
+  void remember_accounts(Rep& r, const protocol::ChangeBatch& b) {
+    constexpr size_t kRemembered = 256;
+    constexpr uint16_t kTerritory = 2;
+    for (const fieldsync::ServerTxn& st : b.txns) {
+      for (const Change& c : st.changes) {
+        if (c.entity != EntityId::kAccount || c.op != ChangeOp::kSet || c.field != kTerritory) continue;
+        const std::string& t = c.value.as_text();  // "tN"
+        std::pair<RecordId, int> entry{c.record, std::atoi(t.c_str() + 1)};
+        if (r.team_accounts.size() < kRemembered) {
+          r.team_accounts.push_back(std::move(entry));
+        } else {
+          r.team_accounts[r.team_accounts_next++ % kRemembered] = std::move(entry);
+        }
+      }
+    }
   }
 
   void on_frame(Rep& r, std::span<const uint8_t> bytes) {
@@ -990,7 +1162,7 @@ class RepDriver {
     if (ack) {
       on_ack(r, std::get<protocol::PushAck>(m.value()), now);
     } else if (const auto* b = std::get_if<protocol::ChangeBatch>(&m.value())) {
-      if (r.writer) on_batch(r, *b, now);
+      if (r.receiver()) on_batch(r, *b, now);
     }
     r.client.on_message(m.value(), wall_ms());
     pump(r);
@@ -1019,8 +1191,9 @@ class RepDriver {
         continue;
       }
       r.txns_applied++;
+      notes_acked += shape.manager;
       r.records_applied += static_cast<uint64_t>(shape.accounts);
-      territory_records_[r.territory] += static_cast<uint64_t>(shape.accounts);
+      territory_records_[shape.territory] += static_cast<uint64_t>(shape.accounts);
       if (res.outcome == protocol::TxnOutcome::kDuplicate) {
         r.txns_duplicate++;  // applied, but its first ack was lost: no commit sequence to follow
         continue;
@@ -1035,7 +1208,7 @@ class RepDriver {
       e.sent_s = sent;
       e.stats = window ? stats_ : nullptr;
       if (e.stats) {
-        e.stats->fanout_expected += static_cast<uint64_t>(std::max(0, territory_open_[r.territory] - 1));
+        e.stats->fanout_expected += static_cast<uint64_t>(receivers_of(shape));
         for (double t : e.early_live) {
           e.stats->fanout_live++;
           e.stats->fanout_ack_ms.add(std::max(0.0, t - e.ack_s) * 1000);
@@ -1053,6 +1226,7 @@ class RepDriver {
       if (live) stale_live_batches++;
       return;
     }
+    if (r.kind == Rep::Kind::kManager) remember_accounts(r, b);
     for (const fieldsync::ServerTxn& st : b.txns) {
       FanoutEntry& e = fanout_[st.server_seq];
       if (e.ack_s < 0) {
@@ -1083,7 +1257,9 @@ class RepDriver {
   double next_tick_s_ = 0;
   bool closing_ = false;
   std::unordered_map<uint64_t, FanoutEntry> fanout_;
-  std::unordered_map<int, int> territory_open_;
+  std::unordered_map<int, int> territory_open_;  // open writers per territory
+  std::unordered_map<int, int> team_open_;       // open managers per team
+  int head_office_open_ = 0;                     // open live head-office sessions
   std::unordered_map<int, uint64_t> territory_records_;
 };
 
@@ -1599,23 +1775,41 @@ void load_run(Env& env, const std::string& P, RepDriver::Mode mode, double paced
     const int t = i / o.territory_size;
     char user[32];
     std::snprintf(user, sizeof user, "rep%05d", i);
-    d.connect(d.add(t, user, "dev:" + std::string(user) + ":rep:t" + std::to_string(t), true));
+    d.connect(d.add(t, user, "dev:" + std::string(user) + ":rep:t" + std::to_string(t), Rep::Kind::kWriter));
+  }
+  const int teams = o.team_size > 0 ? (territories + o.team_size - 1) / o.team_size : 0;
+  for (int m = 0; m < teams; ++m) {
+    char user[32];
+    std::snprintf(user, sizeof user, "mgr%04d", m);
+    std::string token = "dev:" + std::string(user) + ":manager:";
+    for (int t = m * o.team_size; t < std::min(territories, (m + 1) * o.team_size); ++t)
+      token += (t == m * o.team_size ? "t" : ",t") + std::to_string(t);
+    d.connect(d.add(m, user, token, Rep::Kind::kManager));
+  }
+  for (int h = 0; h < o.head_office; ++h) {
+    const std::string user = "office" + std::to_string(h);
+    d.connect(d.add(-1, user, "dev:" + user + ":head_office:", Rep::Kind::kHeadOffice));
   }
   const double c0 = mono_s();
   bool ok = loop.run_until([&] { return d.all_settled(); }, 300, every);
   const double connect_s = mono_s() - c0;
   const long rss1 = proc_status_kib(srv.proc.pid(), "VmRSS");
   const size_t live = d.open_count();
-  env.report.add(P, "reps_live", static_cast<double>(live), "reps",
+  const size_t sessions = static_cast<size_t>(o.reps + teams + o.head_office);
+  env.report.add(P, "reps_live", static_cast<double>(live), "sessions",
                  std::to_string(territories) + " territories of " + std::to_string(o.territory_size) +
+                     (teams > 0 ? ", " + std::to_string(teams) + " managers of " +
+                                      std::to_string(o.team_size) + " territories each"
+                                : "") +
+                     (o.head_office > 0 ? ", " + std::to_string(o.head_office) + " live head office" : "") +
                      "; connected and synced in " + fmt(connect_s) +
                      " s; failures: " + describe(d.connect_failures));
   env.report.add(P, "server_rss_per_live_rep", static_cast<double>(rss1 - rss0) / std::max<size_t>(live, 1),
                  "KiB", "VmRSS " + fmt(rss0 / 1024.0) + " -> " + fmt(rss1 / 1024.0) + " MiB");
   env.load_reps_live = live;
-  env.checks.expect(ok && live == static_cast<size_t>(o.reps),
-                    P + ": only " + std::to_string(live) + " of " + std::to_string(o.reps) +
-                        " reps connected and synced (failures: " + describe(d.connect_failures) + ")");
+  env.checks.expect(ok && live == sessions,
+                    P + ": only " + std::to_string(live) + " of " + std::to_string(sessions) +
+                        " sessions connected and synced (failures: " + describe(d.connect_failures) + ")");
 
   bool drained = false;
   if (!loop.server_died()) {
@@ -1675,8 +1869,8 @@ void load_run(Env& env, const std::string& P, RepDriver::Mode mode, double paced
   auto diverged = [&] {
     size_t n = 0;
     for (auto& r : d.reps())  // a rep that lost its session cannot have converged
-      if (r->writer &&
-          (r->link != Rep::Link::kOpen || r->store.records().size() != d.territory_records(r->territory)))
+      if (r->receiver() &&
+          (r->link != Rep::Link::kOpen || r->store.records().size() != d.expected_records(*r)))
         ++n;
     return n;
   };
@@ -1695,7 +1889,7 @@ void load_run(Env& env, const std::string& P, RepDriver::Mode mode, double paced
                      std::to_string(pending) + " unanswered; " + std::to_string(resent) +
                      " pushes re-sent after the 15 s request timeout");
   env.report.add(P, "replicas_converged", static_cast<double>(d.reps().size() - diverged_reps), "reps",
-                 std::to_string(diverged_reps) + " differ from their territory's acknowledged records");
+                 std::to_string(diverged_reps) + " differ from the acknowledged records of their scope");
   env.checks.expect(written > 0, P + ": nothing was written");
   env.checks.expect(drained, P + ": not drained: the server did not answer every push and pull in time");
   env.checks.expect(applied == written && pending == 0 && rejected == 0,
@@ -1705,6 +1899,8 @@ void load_run(Env& env, const std::string& P, RepDriver::Mode mode, double paced
   env.checks.expect(converged && diverged_reps == 0,
                     P + ": " + std::to_string(diverged_reps) + " replicas did not converge");
   env.checks.expect(stats.fanout_live > 0, P + ": no live fan-out observed");
+  if (teams > 0 && o.manager_notes > 0)  // their reps' receipts are part of the deliveries checked below
+    env.checks.expect(d.notes_acked > 0, P + ": no manager's note was acknowledged");
   env.checks.expect(!drained || stats.fanout_live + stats.fanout_pull == stats.fanout_expected,
                     P + ": fan-out deliveries (live + pull) " +
                         std::to_string(stats.fanout_live + stats.fanout_pull) + " of " +
@@ -1719,7 +1915,7 @@ void load_run(Env& env, const std::string& P, RepDriver::Mode mode, double paced
 
   // What head office sees: a full bootstrap from the same server.
   if (drained && !loop.server_died()) {
-    Rep& hq = d.add(-1, "hq", "dev:hq:head_office:", false);
+    Rep& hq = d.add(-1, "hq", "dev:hq:head_office:", Rep::Kind::kQuiet);
     d.connect(hq);
     loop.run_until(
         [&] { return hq.link == Rep::Link::kClosed || (hq.link == Rep::Link::kOpen && hq.client.idle()); },
@@ -1763,7 +1959,7 @@ void phase_idle(Env& env) {
     const int t = i / o.territory_size;
     char user[32];
     std::snprintf(user, sizeof user, "idle%05d", i);
-    d.connect(d.add(t, user, "dev:" + std::string(user) + ":rep:t" + std::to_string(t), false));
+    d.connect(d.add(t, user, "dev:" + std::string(user) + ":rep:t" + std::to_string(t), Rep::Kind::kQuiet));
   }
   const double c0 = mono_s();
   loop.run_until([&] { return d.all_settled(); }, 600, every);
@@ -1841,7 +2037,7 @@ int main(int argc, char** argv) {
   auto verdict = [](bool met) { return std::string(met ? "met" : "MISSED"); };
   if (std::isfinite(env.sat_changes_s) && std::isfinite(env.baseline_rows_s)) {
     const double r = env.sat_changes_s / env.baseline_rows_s;
-    std::string note = verdict(r >= 0.30);
+    std::string note = verdict(r >= 0.30) + "; shape " + o.shape + " (" + shape_description(o) + ")";
     if (std::isfinite(env.ws_relay_changes_s))  // what the bare transport allows with the same fan-out
       note += "; the bare relay's ceiling " + fmt(env.ws_relay_changes_s / env.baseline_rows_s, 3) + " x";
     env.report.add("target", "accepted_changes_ge_0.30_baseline", r, "x baseline", note);
@@ -1852,7 +2048,7 @@ int main(int argc, char** argv) {
     if (!std::isfinite(p99)) return;
     env.report.add("target", name, p99, "ms",
                    verdict(p99 < 100) + " (push->live p99, an upper bound; ack->live p99 " + fmt(ack_p99) +
-                       " ms) at " + std::to_string(env.load_reps_live) + " connected reps, " + load);
+                       " ms) at " + std::to_string(env.load_reps_live) + " connected sessions, " + load);
   };
   fanout_target("fanout_p99_lt_100ms_paced", env.paced_fanout_p99, env.paced_fanout_ack_p99, "paced load");
   fanout_target("fanout_p99_lt_100ms_saturated", env.sat_fanout_p99, env.sat_fanout_ack_p99, "saturated");
