@@ -2,6 +2,7 @@
 
 #include <openssl/crypto.h>
 #include <openssl/ssl.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -18,9 +19,9 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
+#include <cerrno>
 #include <chrono>
 #include <deque>
-#include <iostream>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -118,8 +119,18 @@ struct NetServer::Impl {
 
   void log(const std::string& line) {
     if (options.log) return options.log(line);
+    // One write(2) per line: std::cerr is unbuffered, so each << was a system call of its own (three per
+    // line; at thousands of pushes a second, one log line each, that was 4% of the server's samples).
+    std::string out;
+    out.reserve(line.size() + 18);
+    out.append("fieldsync-server ").append(line).push_back('\n');
     std::lock_guard lock(log_mu);
-    std::cerr << "fieldsync-server " << line << "\n";
+    for (size_t done = 0; done < out.size();) {
+      const ssize_t n = ::write(STDERR_FILENO, out.data() + done, out.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;  // nowhere to log to: the line is dropped, the server goes on
+      done += static_cast<size_t>(n);
+    }
   }
   void deliver(Outbound out);
   void do_accept();
