@@ -144,6 +144,7 @@ usage: fieldsync-bench-load [options]
   --paced-load F        paced phase: total write rate as a fraction of the saturated phase's accepted
                         transactions/s, each rep writing (pushes of --txns-per-rep) at random (Poisson)
                         times (default 0.5)
+  --paced-rate R        the paced run alone, at R transactions a second (no saturated run before it)
   --idle-hold S         how long idle sessions are held before memory is read again (default 5, at most --seconds)
   --connect-concurrency N  TLS handshakes in flight at once (default 200)
   --server-bin PATH     fieldsync-server to run (default: next to this binary)
@@ -170,6 +171,7 @@ struct Options {
   int txns_per_rep = 10;
   int changes_per_txn = 8;
   double paced_load = 0.5;
+  double paced_rate = 0;  // > 0: the paced run alone, at this many transactions a second
   double idle_hold_s = 5;
   int connect_concurrency = 200;
   std::string server_bin;
@@ -297,6 +299,8 @@ int parse_options(int argc, char** argv, Options& o) {
       ok = integer(o.changes_per_txn, 4, static_cast<double>(fieldsync::tuning::kMaxChangesPerTxn));
     } else if (key == "--paced-load") {
       ok = parse_number(key, value, 0.001, 10, o.paced_load, err);
+    } else if (key == "--paced-rate") {
+      ok = parse_number(key, value, 0.001, 1e7, o.paced_rate, err);
     } else if (key == "--idle-hold") {
       ok = parse_number(key, value, 0, 3600, o.idle_hold_s, err);
     } else if (key == "--connect-concurrency") {
@@ -1688,8 +1692,7 @@ std::map<std::string, double> scrape_metrics(uint16_t port) {
     if (line[0] == '#') continue;
     char name[256];
     double value = 0;
-    if (std::sscanf(line, "%255s %lf", name, &value) == 2 && std::strchr(name, '{') == nullptr)
-      out[name] = value;
+    if (std::sscanf(line, "%255s %lf", name, &value) == 2) out[name] = value;  // labels stay in the name
   }
   pclose(f);
   return out;
@@ -1710,6 +1713,29 @@ void report_server_counters(Env& env, const std::string& phase, const std::map<s
                    "live frames per accepted transaction (" + fmt(*v, 0) + "/s)");
   if (auto v = rate("fieldsync_store_syncs_total"))
     env.report.add(phase, "server_flushes_per_s", *v, "flushes/s", "group commits (one fdatasync each)");
+  // The server's own push-to-durable time over the window, from its histogram: the bucket bound the quantile
+  // falls under. What the reps see beyond it is queueing before the server reads the push, and transport.
+  auto quantile_bound = [&](const std::string& name, double q) -> std::optional<double> {
+    std::vector<std::pair<double, double>> cumulative;  // (le, count in the window)
+    const std::string prefix = name + "_bucket{le=\"";
+    for (const auto& [key, v1] : m1) {
+      if (key.rfind(prefix, 0) != 0) continue;
+      auto v0 = m0.find(key);
+      const std::string le = key.substr(prefix.size(), key.size() - prefix.size() - 2);
+      cumulative.emplace_back(le == "+Inf" ? INFINITY : std::atof(le.c_str()),
+                              v1 - (v0 == m0.end() ? 0 : v0->second));
+    }
+    std::sort(cumulative.begin(), cumulative.end());
+    if (cumulative.empty() || cumulative.back().second <= 0) return std::nullopt;
+    for (const auto& [le, count] : cumulative)
+      if (count >= q * cumulative.back().second) return le;
+    return std::nullopt;
+  };
+  for (const auto& [q, figure] :
+       {std::pair{0.5, "server_push_durable_p50_le"}, {0.99, "server_push_durable_p99_le"}})
+    if (auto le = quantile_bound("fieldsync_push_durable_seconds", q))
+      env.report.add(phase, figure, *le * 1000, "ms",
+                     "the server's push received -> ack sent, from its histogram's buckets (an upper bound)");
 }
 
 // Returns accepted changes/s.
@@ -1834,7 +1860,9 @@ void load_run(Env& env, const std::string& P, RepDriver::Mode mode, double paced
               d.unexpected_closes.empty();
     if (mode == RepDriver::Mode::kPaced)
       env.report.add(P, "offered_txns_per_s", paced_rate, "txns/s",
-                     fmt(o.paced_load, 2) + " x the saturated run's accepted rate, Poisson per rep");
+                     o.paced_rate > 0
+                         ? std::string("--paced-rate, Poisson per rep")
+                         : fmt(o.paced_load, 2) + " x the saturated run's accepted rate, Poisson per rep");
     // Reported after the drain: live batches for commits acknowledged inside the window still count.
     const double changes_s = report_push_phase(env, P, stats, (scpu1 - scpu0) / stats.seconds(),
                                                (lcpu1 - lcpu0) / stats.seconds());
@@ -1936,6 +1964,10 @@ void load_run(Env& env, const std::string& P, RepDriver::Mode mode, double paced
 
 void phase_load(Env& env) {
   PhaseStats sat, paced;
+  if (env.o.paced_rate > 0) {
+    load_run(env, "load.paced", RepDriver::Mode::kPaced, env.o.paced_rate, paced);
+    return;
+  }
   load_run(env, "load.sat", RepDriver::Mode::kSaturate, 0, sat);
   if (!std::isfinite(env.sat_txns_s) || env.sat_txns_s <= 0) {
     env.checks.expect(false, "load.paced: skipped, the saturated run accepted nothing");
