@@ -100,7 +100,10 @@ class RulesTest : public ::testing::Test {
     st.origin_user = who.user;
     st.origin_node_seq = t.node_seq;
     st.changes = r->effective;
-    tx->append_log(st, r->conflicts, log_scopes(st, r->conflicts, *tx));
+    std::vector<ScopeKey> scopes = log_scopes(st, r->conflicts, *tx);
+    // The server passes the scopes the rules resolved instead of loading each record again: the same keys.
+    EXPECT_EQ(log_scopes(st, r->conflicts, *tx, r->scopes), scopes);
+    tx->append_log(st, r->conflicts, std::move(scopes));
     EXPECT_TRUE(tx->commit().is_ok());
     return std::move(r.value());
   }

@@ -18,6 +18,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <map>
 #include <set>
 
 #include "fieldsync/schema/ddl.h"
@@ -201,7 +202,7 @@ Status bind_value(Stmt& q, int i, const Value& v) {
   return q.status();
 }
 
-std::string upsert_sql(const schema::EntityDef& e) {
+std::string build_upsert_sql(const schema::EntityDef& e) {
   std::string cols = "id";
   std::string params = "?";
   std::string updates;
@@ -213,6 +214,17 @@ std::string upsert_sql(const schema::EntityDef& e) {
   return "INSERT INTO " + quoted(e.name) + " (" + cols + ", _deleted, _meta) VALUES (" + params +
          ", ?, ?) ON CONFLICT (id) DO UPDATE SET " + updates +
          "_deleted = excluded._deleted, _meta = excluded._meta";
+}
+
+// Built once per entity: every record save needs its entity's statement, and building the text (then
+// hashing it for the statement cache) was a quarter of a save's instructions.
+const std::string& upsert_sql(const schema::EntityDef& e) {
+  static const std::map<EntityId, std::string> sql = [] {
+    std::map<EntityId, std::string> m;
+    for (const schema::EntityDef& def : schema::entities()) m.emplace(def.id, build_upsert_sql(def));
+    return m;
+  }();
+  return sql.at(e.id);
 }
 
 }  // namespace
@@ -585,11 +597,14 @@ Status SqliteCentralStore::begin_writes() {
     if (Status s = w.exec("BEGIN IMMEDIATE"); !s) return s;
     group_open_ = true;
   }
-  return w.exec("SAVEPOINT central_txn");
+  // Prepared once and cached, like every statement of a push: exec() would parse the text at every
+  // CentralTxn.
+  return Stmt(w, "SAVEPOINT central_txn").run();
 }
 
 Status SqliteCentralStore::end_writes() {
-  return writer_->exec(options_.group_commit ? "RELEASE central_txn" : "COMMIT");
+  if (!options_.group_commit) return writer_->exec("COMMIT");
+  return Stmt(*writer_, "RELEASE central_txn").run();
 }
 
 // Undoes the open CentralTxn's writes: ROLLBACK, or in a group ROLLBACK TO its savepoint, which keeps the

@@ -79,12 +79,22 @@ std::optional<std::vector<ScopeKey>> visible_scopes(const Principal& who) {
 }
 
 std::vector<ScopeKey> log_scopes(const ServerTxn& txn, const std::vector<ConflictRecord>& conflicts,
-                                 RecordReader& reader) {
+                                 RecordReader& reader,
+                                 const std::vector<std::pair<RecordKey, ScopeKey>>& resolved) {
+  std::vector<const std::pair<RecordKey, ScopeKey>*> known;  // sorted by key, for lookups
+  known.reserve(resolved.size());
+  for (const auto& r : resolved) known.push_back(&r);
+  std::sort(known.begin(), known.end(), [](const auto* a, const auto* b) { return a->first < b->first; });
   std::vector<ScopeKey> out;
   std::set<RecordKey> seen;
   auto record_scope = [&](EntityId entity, const RecordId& id) {
-    if (!seen.insert(RecordKey{entity, id}).second) return;
-    if (std::optional<RecordState> rec = reader.load(entity, id)) {
+    const RecordKey key{entity, id};
+    if (!seen.insert(key).second) return;
+    auto it = std::lower_bound(known.begin(), known.end(), key,
+                               [](const auto* r, const RecordKey& k) { return r->first < k; });
+    if (it != known.end() && (*it)->first == key) {
+      out.push_back((*it)->second);
+    } else if (std::optional<RecordState> rec = reader.load(entity, id)) {
       out.push_back(resolve_scope(*rec, reader));
     } else {
       out.push_back(ScopeKey{});  // unknown entity or gone: head office only (dropped below)

@@ -354,7 +354,7 @@ protocol::TxnResult SyncServer::apply_one(Session& s, const ClientTxn& txn, int6
   st.changes = std::move(app.effective);
   st.moves = std::move(app.moves);
   result.conflicts = app.conflicts;
-  std::vector<ScopeKey> scopes = log_scopes(st, app.conflicts, *ctx);  // on the state this txn leaves
+  std::vector<ScopeKey> scopes = log_scopes(st, app.conflicts, *ctx, app.scopes);  // the state it leaves
   const bool moves = !st.moves.empty();
   TailEntry entry{st, scopes, app.conflicts};  // the store takes its own copy
   uint64_t seq = ctx->append_log(std::move(st), std::move(app.conflicts), std::move(scopes));

@@ -54,7 +54,10 @@ std::optional<std::vector<ScopeKey>> visible_scopes(const Principal& who);
 // duplicates. A device whose scope holds none of them has
 // nothing to gain from the transaction, then or later: a record that enters its scope afterwards does so by
 // a move, which brings the whole record.
+// `resolved`: scopes already resolved on that same state (TxnApplication::scopes); a record found there is
+// not loaded again, which the server's apply path would otherwise do for every record it just saved.
 std::vector<ScopeKey> log_scopes(const ServerTxn& txn, const std::vector<ConflictRecord>& conflicts,
-                                 RecordReader& reader);
+                                 RecordReader& reader,
+                                 const std::vector<std::pair<RecordKey, ScopeKey>>& resolved = {});
 
 }  // namespace fieldsync
