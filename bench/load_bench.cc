@@ -1736,6 +1736,9 @@ void report_server_counters(Env& env, const std::string& phase, const std::map<s
     if (auto le = quantile_bound("fieldsync_push_durable_seconds", q))
       env.report.add(phase, figure, *le * 1000, "ms",
                      "the server's push received -> ack sent, from its histogram's buckets (an upper bound)");
+  if (auto le = quantile_bound("fieldsync_store_sync_seconds", 0.99))
+    env.report.add(phase, "server_flush_p99_le", *le * 1000, "ms",
+                   "one group commit (COMMIT and fdatasync), from its histogram's buckets (an upper bound)");
 }
 
 // Returns accepted changes/s.
