@@ -1672,6 +1672,12 @@ void stop_server(Env& env, const std::string& phase, ServerRun& run, bool died) 
   progress(phase + ": server " + end +
            "; session_close reasons in its log: " + describe(run.proc.close_reasons()));
   env.checks.expect(run.proc.exited_cleanly(), phase + ": fieldsync-server " + end + " on SIGTERM");
+  // Its store goes now (its log stays): a saturated run leaves a GiB or more of dirty pages, and the next
+  // phase's fdatasyncs should not queue behind the kernel writing back files nobody will read.
+  if (run.proc.exited_cleanly() && !env.o.keep_tmp) {
+    std::error_code ec;
+    std::filesystem::remove_all(run.data_dir, ec);
+  }
 }
 
 std::string server_args_note(const Options& o) {
