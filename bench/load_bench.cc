@@ -1906,8 +1906,7 @@ void load_run(Env& env, const std::string& P, RepDriver::Mode mode, double paced
   auto diverged = [&] {
     size_t n = 0;
     for (auto& r : d.reps())  // a rep that lost its session cannot have converged
-      if (r->receiver() &&
-          (r->link != Rep::Link::kOpen || r->store.records().size() != d.expected_records(*r)))
+      if (r->receiver() && (r->link != Rep::Link::kOpen || r->store.record_count() != d.expected_records(*r)))
         ++n;
     return n;
   };
@@ -1957,7 +1956,7 @@ void load_run(Env& env, const std::string& P, RepDriver::Mode mode, double paced
     loop.run_until(
         [&] { return hq.link == Rep::Link::kClosed || (hq.link == Rep::Link::kOpen && hq.client.idle()); },
         120, every);
-    const size_t hq_records = hq.store.records().size();
+    const size_t hq_records = hq.store.record_count();
     env.report.add(P, "head_office_records", static_cast<double>(hq_records), "records",
                    std::to_string(d.total_records()) + " acknowledged");
     env.checks.expect(hq_records == d.total_records(),

@@ -668,5 +668,78 @@ TEST_F(HttpEndpoints, ASessionThatFloodsIsRateLimitedAndClosed) {
   EXPECT_EQ(server_->metrics().value(Counter::kErrors, "rate_limited"), 1u);
 }
 
+// A device behind the log pulls page after page as fast as the answers come, which on a fast link beats any
+// fixed rate: the pulls the server asks for (from the end of a batch with has_more) do not count against the
+// limit. Repeating a pull from the same cursor is not one the server asked for, so a flood stays a flood.
+TEST_F(HttpEndpoints, CatchUpPullsTheServerAsksForAreNotRateLimited) {
+  server::NetServerOptions o;
+  o.session_messages_per_second = 20;
+  o.session_message_burst = 10;
+  start(o);
+  client::WsClientOptions wo;
+  wo.url = "wss://127.0.0.1:" + std::to_string(port) + "/sync";
+  wo.pin_sha256 = Pki::get().pin;
+  wo.connect_timeout_ms = 3000;
+  auto decoded = [](const std::vector<uint8_t>& msg) {
+    Result<protocol::Message> m = codec::decode(msg);
+    EXPECT_TRUE(m.is_ok()) << m.status().to_string();
+    return m.is_ok() ? m.value() : protocol::Message{};
+  };
+  std::vector<uint8_t> msg;
+  const int txns = 60;  // one account each: a pull of 4 changes holds one, so 60 pulls
+  {
+    client::WsRawPeer bob(wo);
+    ASSERT_TRUE(bob.connect().ok());
+    ASSERT_TRUE(bob.send(hello(201, rep_token("bob")), 2s).ok());
+    ASSERT_TRUE(bob.receive(msg, 5s).ok());  // Welcome
+    ASSERT_TRUE(bob.send(push_accounts(201, 1, txns, 1, "north", "bob"), 2s).ok());
+    ASSERT_TRUE(bob.receive(msg, 5s).ok());
+    ASSERT_TRUE(std::holds_alternative<protocol::PushAck>(decoded(msg)));
+  }
+
+  client::WsRawPeer alice(wo);
+  ASSERT_TRUE(alice.connect().ok());
+  ASSERT_TRUE(alice.send(hello(202, rep_token("alice")), 2s).ok());
+  ASSERT_TRUE(alice.receive(msg, 5s).ok());  // Welcome
+  protocol::PullRequest pull;
+  pull.max_changes = 4;
+  pull.live = false;
+  int pulls = 0, received = 0;
+  for (bool more = true; more;) {
+    pull.request_id = static_cast<uint64_t>(++pulls);
+    ASSERT_TRUE(alice.send(codec::encode(pull), 2s).ok());
+    ASSERT_TRUE(alice.receive(msg, 5s).ok()) << "pull " << pulls;
+    protocol::Message m = decoded(msg);
+    const auto* b = std::get_if<protocol::ChangeBatch>(&m);
+    ASSERT_NE(b, nullptr) << "pull " << pulls << " was not answered with a batch (rate limited?)";
+    received += static_cast<int>(b->txns.size());
+    pull.cursor = b->to_cursor;
+    more = b->has_more;
+  }
+  EXPECT_EQ(received, txns);
+  EXPECT_GE(pulls, txns) << "pages of one transaction";
+  EXPECT_EQ(server_->metrics().value(Counter::kErrors, "rate_limited"), 0u);
+
+  // Pulls from the start again and again, all sent at once: none continues a batch, every one is charged.
+  client::WsRawPeer greedy(wo);
+  ASSERT_TRUE(greedy.connect().ok());
+  ASSERT_TRUE(greedy.send(hello(203, rep_token("carol")), 2s).ok());
+  ASSERT_TRUE(greedy.receive(msg, 5s).ok());  // Welcome
+  pull.cursor = 0;
+  const std::vector<uint8_t> frame = codec::encode(pull);
+  for (int i = 0; i < txns; ++i)
+    if (!greedy.send(frame, 2s).ok()) break;
+  bool limited = false;
+  for (int i = 0; i < txns + 1 && !limited; ++i) {
+    if (!greedy.receive(msg, 5s).ok()) break;
+    const protocol::Message m = decoded(msg);
+    if (const auto* e = std::get_if<protocol::Error>(&m); e != nullptr) {
+      EXPECT_EQ(e->code, ErrorCode::kRateLimited);
+      limited = true;
+    }
+  }
+  EXPECT_TRUE(limited) << "pipelined pulls must still hit the limit";
+}
+
 }  // namespace
 }  // namespace fieldsync

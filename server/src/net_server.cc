@@ -514,8 +514,14 @@ class Session : public std::enable_shared_from_this<Session> {
         impl_.service.bad_frame(id_, Status(ErrorCode::kMalformedMessage, "text WebSocket message"));
       } else {
         auto data = buffer_.cdata();
-        impl_.service.frame(
-            id_, std::span<const uint8_t>(static_cast<const uint8_t*>(data.data()), data.size()), wall_ms());
+        // A request the server asked for (a catch-up pull after has_more, the next bootstrap page) gets its
+        // token back: a device catching up on a fast link pulls as fast as the answers come, faster than
+        // the limit, which is for floods (a live head office far behind 1,000 busy reps was cut by its own
+        // catch-up).
+        if (impl_.service.frame(
+                id_, std::span<const uint8_t>(static_cast<const uint8_t*>(data.data()), data.size()),
+                wall_ms()))
+          bucket_ = std::min(impl_.options.session_message_burst, bucket_ + 1.0);
       }
     }
     buffer_.consume(buffer_.size());

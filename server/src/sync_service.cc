@@ -219,7 +219,7 @@ void SyncService::connect(SessionId session, int64_t now_ms) {
   flush_locked(session, nullptr, Clock::now());
 }
 
-void SyncService::frame(SessionId session, std::span<const uint8_t> bytes, int64_t now_ms) {
+bool SyncService::frame(SessionId session, std::span<const uint8_t> bytes, int64_t now_ms) {
   const Clock::time_point received = Clock::now();
   count(Counter::kFramesReceived);
   count(Counter::kBytesReceived, bytes.size());
@@ -227,13 +227,14 @@ void SyncService::frame(SessionId session, std::span<const uint8_t> bytes, int64
   Result<protocol::Message> m = codec::decode(bytes);
   std::lock_guard lock(mu_);
   const protocol::PushTxns* push = nullptr;
+  bool solicited = false;
   if (m) {
     if (const auto* hello = std::get_if<protocol::Hello>(&m.value())) {
       info_[session].node = hello->node;
     } else if ((push = std::get_if<protocol::PushTxns>(&m.value()))) {
       count(Counter::kPushes);
     }
-    server_.on_message(session, m.value(), now_ms);
+    solicited = server_.on_message(session, m.value(), now_ms);
     if (const auto* hello = std::get_if<protocol::Hello>(&m.value()); hello && token_expiry_) {
       if (std::optional<int64_t> expiry = token_expiry_(hello->token)) expiry_ms_[session] = *expiry;
     }
@@ -241,6 +242,7 @@ void SyncService::frame(SessionId session, std::span<const uint8_t> bytes, int64
     server_.on_bad_frame(session, m.status());
   }
   flush_locked(session, push, received);
+  return solicited;
 }
 
 void SyncService::set_token_expiry(TokenExpiry expiry) {

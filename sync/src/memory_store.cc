@@ -135,6 +135,11 @@ std::map<RecordKey, RecordState> MemoryReplicaStore::records() const {
   return data_.records;
 }
 
+size_t MemoryReplicaStore::record_count() const {
+  std::lock_guard lock(mu_);
+  return data_.records.size();
+}
+
 std::vector<ClientTxn> MemoryReplicaStore::outbox() const {
   std::lock_guard lock(mu_);
   std::vector<ClientTxn> out;

@@ -139,30 +139,31 @@ void SyncServer::on_bad_frame(SessionId session, const Status& status) {
   send_error(session, status);
 }
 
-void SyncServer::on_message(SessionId id, const Message& message, int64_t now_ms) {
+bool SyncServer::on_message(SessionId id, const Message& message, int64_t now_ms) {
   observe_time(now_ms);
   auto it = sessions_.find(id);
-  if (it == sessions_.end() || closing_.count(id)) return;
+  if (it == sessions_.end() || closing_.count(id)) return false;
   Session& s = it->second;
   if (const auto* hello = std::get_if<protocol::Hello>(&message)) {
     handle_hello(id, s, *hello, now_ms);
-    return;
+    return false;
   }
   if (!s.authenticated) {
     send_error(id, Status(ErrorCode::kUnexpectedMessage,
                           std::string("expected Hello, got ") + protocol::message_name(message)));
-    return;
+    return false;
   }
   if (const auto* push = std::get_if<protocol::PushTxns>(&message)) {
     handle_push(id, s, *push, now_ms);
   } else if (const auto* pull = std::get_if<protocol::PullRequest>(&message)) {
-    handle_pull(id, s, *pull);
+    return handle_pull(id, s, *pull);
   } else if (const auto* boot = std::get_if<protocol::BootstrapRequest>(&message)) {
-    handle_bootstrap(id, s, *boot);
+    return handle_bootstrap(id, s, *boot);
   } else {
     send_error(id, Status(ErrorCode::kUnexpectedMessage,
                           std::string(protocol::message_name(message)) + " is not a client message"));
   }
+  return false;
 }
 
 // ---- Handshake
@@ -605,7 +606,8 @@ protocol::ChangeBatch SyncServer::build_batch(const Session& s, uint64_t from, s
   return batch_for(s, resolve_range(from, max_changes, &s.principal), request_id);
 }
 
-void SyncServer::handle_pull(SessionId id, Session& s, const protocol::PullRequest& m) {
+bool SyncServer::handle_pull(SessionId id, Session& s, const protocol::PullRequest& m) {
+  const bool solicited = std::exchange(s.pull_solicited, false) && m.cursor == s.solicited_cursor;
   uint64_t head = store_.head_seq();
   if (m.cursor > head) {
     // The device claims to be ahead of this server (restored from an older backup): refuse rather than skip.
@@ -614,7 +616,7 @@ void SyncServer::handle_pull(SessionId id, Session& s, const protocol::PullReque
                                                        " is ahead of the server's log (" +
                                                        std::to_string(head) + ")"),
                m.request_id);
-    return;
+    return false;
   }
   size_t max_changes = m.max_changes == 0 ? tuning::kMaxChangesPerPull
                                           : std::min<size_t>(m.max_changes, tuning::kMaxChangesPerPull);
@@ -623,7 +625,9 @@ void SyncServer::handle_pull(SessionId id, Session& s, const protocol::PullReque
   s.sent_cursor = s.scanned_cursor = batch.to_cursor;
   s.cursor_sent_ms = now_ms_;
   s.live = m.live && !batch.has_more;
+  if (batch.has_more) solicit_pull(s, batch.to_cursor);
   outgoing_.push_back(Outgoing{id, std::move(batch)});
+  return solicited;
 }
 
 void SyncServer::poll_external_commits(int64_t now_ms) {
@@ -738,7 +742,10 @@ void SyncServer::send_live(SessionId id, Session& s, protocol::ChangeBatch batch
   batch.from_cursor = s.sent_cursor;
   s.sent_cursor = s.scanned_cursor = batch.to_cursor;
   s.cursor_sent_ms = now_ms_;
-  if (batch.has_more) s.live = false;  // the device pulls the rest itself
+  if (batch.has_more) {  // the device pulls the rest itself
+    s.live = false;
+    solicit_pull(s, batch.to_cursor);
+  }
   outgoing_.push_back(Outgoing{id, std::move(batch)});
 }
 
@@ -775,7 +782,9 @@ void SyncServer::fan_out(int64_t now_ms) {
 // ---- Bootstrap
 // -------------------------------------------------------------------------------------------------
 
-void SyncServer::handle_bootstrap(SessionId id, Session& s, const protocol::BootstrapRequest& m) {
+bool SyncServer::handle_bootstrap(SessionId id, Session& s, const protocol::BootstrapRequest& m) {
+  const bool solicited = !s.solicited_page.empty() && m.page_token == s.solicited_page;
+  s.solicited_page.clear();
   CommittedReader reader(store_);
   // A rep's or manager's pages come from its own scopes (the store narrows through its scope columns);
   // head office's from everything. Every record is still judged by `visible`.
@@ -791,7 +800,7 @@ void SyncServer::handle_bootstrap(SessionId id, Session& s, const protocol::Boot
     std::optional<PageToken> t = decode_token(m.page_token);
     if (!t) {
       send_error(id, Status(ErrorCode::kInvalidArgument, "bad bootstrap page token"), m.request_id);
-      return;
+      return false;
     }
     token = *t;
   } else if (!restart) {
@@ -853,8 +862,14 @@ void SyncServer::handle_bootstrap(SessionId id, Session& s, const protocol::Boot
       }
     }
   }
-  if (!end) page.next_page_token = encode_token(token);
+  if (!end) {
+    page.next_page_token = encode_token(token);
+    s.solicited_page = page.next_page_token;
+  } else {
+    solicit_pull(s, snapshot);  // the device pulls from the snapshot next
+  }
   outgoing_.push_back(Outgoing{id, std::move(page)});
+  return solicited;
 }
 
 }  // namespace fieldsync

@@ -55,7 +55,9 @@ inline constexpr size_t kMaxQueuedFrames = 64;
 // its rate is bounded by the server's answers -- but on a fast link that is high: a head office on the LAN
 // bootstrapping 140,000 records asks for ~100 pages a second (50/s closed such a session in the load
 // benchmark). A peer that floods faster is answered with Error kRateLimited (retryable) and closed, and its
-// device reconnects with backoff.
+// device reconnects with backoff. Requests the server asked for (the pull after a batch with has_more, the
+// next bootstrap page: SyncServer::on_message) get their token back, so a catch-up is never cut by its own
+// pace; repeating a request does not count as one the server asked for.
 inline constexpr double kSessionMessagesPerSecond = 400;
 inline constexpr double kSessionMessageBurst = 800;
 // HTTP upgrade request: headers only, no body. 8 KiB is what common proxies allow for headers.

@@ -67,8 +67,9 @@ class SyncService {
 
   void connect(SessionId session, int64_t now_ms);
   // One received binary message. A frame that does not decode goes to SyncServer::on_bad_frame (Error,
-  // close).
-  void frame(SessionId session, std::span<const uint8_t> bytes, int64_t now_ms);
+  // close). Returns true if it was a request the server asked for (SyncServer::on_message), which the
+  // transport does not charge to the session's rate limit.
+  bool frame(SessionId session, std::span<const uint8_t> bytes, int64_t now_ms);
   // A message the transport refused before decoding (text message, over the size limit): Error, then close.
   void bad_frame(SessionId session, const Status& status);
   void disconnect(SessionId session);

@@ -19,6 +19,7 @@ class MemoryReplicaStore final : public ReplicaStore {
 
   // Inspection for tests and the simulator's checker (committed state only).
   std::map<RecordKey, RecordState> records() const;
+  size_t record_count() const;  // records().size() without the copy
   std::vector<ClientTxn> outbox() const;
   ReplicaMeta meta() const;
   std::vector<ConflictRecord> conflicts() const;

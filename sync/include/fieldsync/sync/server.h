@@ -40,7 +40,11 @@ class SyncServer {
   SyncServer(CentralStore& store, Authenticator& auth, ServerConfig config);
 
   void on_connect(SessionId session, int64_t now_ms);
-  void on_message(SessionId session, const protocol::Message& message, int64_t now_ms);
+  // Returns true if `message` was a request this server asked for: the pull that continues from a batch it
+  // sent with has_more (or from the snapshot of the bootstrap it finished), the next page of the bootstrap it
+  // is serving. A device catching up sends those as fast as the answers come, which on a fast link beats any
+  // fixed rate; transports do not count them against a session's rate limit.
+  bool on_message(SessionId session, const protocol::Message& message, int64_t now_ms);
   // A frame that failed to decode: answers with the error and closes the session.
   void on_bad_frame(SessionId session, const Status& status);
   void on_disconnect(SessionId session);
@@ -95,12 +99,22 @@ class SyncServer {
     // catch_up_on_drain: scanned_cursor went back to sent_cursor and the drain reads the log again.
     protocol::ChangeBatch held;  // holding
     size_t held_changes = 0;
+    // The request this server asked the device for, if any (on_message): a pull from solicited_cursor, or
+    // the bootstrap page solicited_page (its token).
+    bool pull_solicited = false;
+    uint64_t solicited_cursor = 0;
+    std::string solicited_page;
   };
+  void solicit_pull(Session& s, uint64_t cursor) {
+    s.pull_solicited = true;
+    s.solicited_cursor = cursor;
+  }
 
   void handle_hello(SessionId id, Session& s, const protocol::Hello& m, int64_t now_ms);
   void handle_push(SessionId id, Session& s, const protocol::PushTxns& m, int64_t now_ms);
-  void handle_pull(SessionId id, Session& s, const protocol::PullRequest& m);
-  void handle_bootstrap(SessionId id, Session& s, const protocol::BootstrapRequest& m);
+  // Both return whether the request was solicited (on_message).
+  bool handle_pull(SessionId id, Session& s, const protocol::PullRequest& m);
+  bool handle_bootstrap(SessionId id, Session& s, const protocol::BootstrapRequest& m);
   protocol::TxnResult apply_one(Session& s, const ClientTxn& txn, int64_t now_ms, bool& committed);
   // The log after a cursor with the current scope of every record it touches resolved once: live fan-out
   // shares one per distinct cursor among all sessions instead of reading and resolving per session.
