@@ -133,6 +133,9 @@ usage: fieldsync-bench-load [options]
   --team-size M         a manager per M territories (0: none), live, receiving every change of its team's
                         territories and writing --manager-notes
   --head-office N       live head-office sessions, each receiving every change (default 0)
+  --bystanders N        live reps that write nothing, each alone in a territory nobody else writes to,
+                        connected through the load phases (a company where most phones are online and
+                        idle; what a session costs the fan-out when no commit concerns it) (default 0)
   --manager-notes R     during each measured window every manager appends R notes a second to accounts of
                         its team, which its reps receive (default 1)
   --idle N              idle sessions for the memory phases (default 10000)
@@ -165,6 +168,7 @@ struct Options {
   int territory_size = 1;
   int team_size = 10;        // territories per manager; 0: no managers
   int head_office = 0;       // live head-office sessions
+  int bystanders = 0;        // live reps of their own quiet territories, connected through the load phases
   double manager_notes = 1;  // notes per second per manager, in the measured windows
   int idle = 10000;
   double seconds = 20;
@@ -223,6 +227,7 @@ std::string shape_description(const Options& o) {
   std::string d = "territories of " + std::to_string(o.territory_size) + " reps";
   if (o.team_size > 0) d += ", a manager per " + std::to_string(o.team_size);
   if (o.head_office > 0) d += ", " + std::to_string(o.head_office) + " live head office";
+  if (o.bystanders > 0) d += ", " + std::to_string(o.bystanders) + " idle live reps";
   d += ", pushes of " + std::to_string(o.txns_per_rep) + " x " + std::to_string(o.changes_per_txn) +
        " changes";
   return d;
@@ -287,6 +292,8 @@ int parse_options(int argc, char** argv, Options& o) {
       ok = integer(o.team_size, 0, 100000);
     } else if (key == "--head-office") {
       ok = integer(o.head_office, 0, 1000);
+    } else if (key == "--bystanders") {
+      ok = integer(o.bystanders, 0, 100000);
     } else if (key == "--manager-notes") {
       ok = parse_number(key, value, 0, 1000, o.manager_notes, err);
     } else if (key == "--idle") {
@@ -1825,18 +1832,25 @@ void load_run(Env& env, const std::string& P, RepDriver::Mode mode, double paced
     const std::string user = "office" + std::to_string(h);
     d.connect(d.add(-1, user, "dev:" + user + ":head_office:", Rep::Kind::kHeadOffice));
   }
+  for (int b = 0; b < o.bystanders; ++b) {  // territories after the writers' and their managers' ones
+    const int t = territories + b;
+    char user[32];
+    std::snprintf(user, sizeof user, "idle%05d", b);
+    d.connect(d.add(t, user, "dev:" + std::string(user) + ":rep:t" + std::to_string(t), Rep::Kind::kQuiet));
+  }
   const double c0 = mono_s();
   bool ok = loop.run_until([&] { return d.all_settled(); }, 300, every);
   const double connect_s = mono_s() - c0;
   const long rss1 = proc_status_kib(srv.proc.pid(), "VmRSS");
   const size_t live = d.open_count();
-  const size_t sessions = static_cast<size_t>(o.reps + teams + o.head_office);
+  const size_t sessions = static_cast<size_t>(o.reps + teams + o.head_office + o.bystanders);
   env.report.add(P, "reps_live", static_cast<double>(live), "sessions",
                  std::to_string(territories) + " territories of " + std::to_string(o.territory_size) +
                      (teams > 0 ? ", " + std::to_string(teams) + " managers of " +
                                       std::to_string(o.team_size) + " territories each"
                                 : "") +
                      (o.head_office > 0 ? ", " + std::to_string(o.head_office) + " live head office" : "") +
+                     (o.bystanders > 0 ? ", " + std::to_string(o.bystanders) + " idle live reps" : "") +
                      "; connected and synced in " + fmt(connect_s) +
                      " s; failures: " + describe(d.connect_failures));
   env.report.add(P, "server_rss_per_live_rep", static_cast<double>(rss1 - rss0) / std::max<size_t>(live, 1),
@@ -1906,7 +1920,8 @@ void load_run(Env& env, const std::string& P, RepDriver::Mode mode, double paced
   auto diverged = [&] {
     size_t n = 0;
     for (auto& r : d.reps())  // a rep that lost its session cannot have converged
-      if (r->receiver() && (r->link != Rep::Link::kOpen || r->store.record_count() != d.expected_records(*r)))
+      if (r->receiver() ? r->link != Rep::Link::kOpen || r->store.record_count() != d.expected_records(*r)
+                        : r->store.record_count() != 0)  // a bystander sees none of the others' records
         ++n;
     return n;
   };
