@@ -1385,10 +1385,16 @@ TEST(FieldClientNet, AppThreadsWriteWhileTheTransportAppliesFrames) {
     auto visits = c.visits_of_account(*account);
     return n && *n == 0 && c.engine().idle() && visits && visits->size() == size_t{2 * kWrites};
   };
-  EXPECT_TRUE(wa.wait_until([&] { return all_synced(*alice); }, std::chrono::seconds(30)))
-      << wa.last_error().to_string();
-  EXPECT_TRUE(wb.wait_until([&] { return all_synced(*bob); }, std::chrono::seconds(30)))
-      << wb.last_error().to_string();
+  // Wait for what is compared: both replicas settled *and* equal. Counting visits alone let the comparison
+  // run before alice's last note (its own transaction, after its visit) reached bob.
+  auto same_exports = [&] {
+    auto a = alice->export_json();
+    auto b = bob->export_json();
+    return a && b && *a == *b;
+  };
+  EXPECT_TRUE(wa.wait_until([&] { return all_synced(*alice) && all_synced(*bob) && same_exports(); },
+                            std::chrono::seconds(30)))
+      << wa.last_error().to_string() << " / " << wb.last_error().to_string();
   EXPECT_GT(frames_while_writing.load(), 0);
   EXPECT_EQ(*alice->export_json(), *bob->export_json());
   wa.stop();
