@@ -254,7 +254,7 @@ NodeId FieldClient::node() const {
 }
 
 Status FieldClient::erase_replica() {
-  std::lock_guard lock(erase_mu_);
+  MutexLock lock(erase_mu_);
   if (erased_) return revoked_status();
   // New writes already fail: the engine stopped with kDeviceRevoked before it asked for the erase.
   const Status marker = write_marker(path_);
@@ -278,10 +278,13 @@ Status FieldClient::erase_replica() {
 Status FieldClient::transact(const std::function<Status(Batch&)>& build) {
   std::vector<RecordKey> touched;
   {
-    std::lock_guard lock(write_mu_);
+    MutexLock lock(write_mu_);
     if (erased_) return revoked_status();
     Batch batch;
-    batch.next_id = [this] { return ids_.next(now_ms()); };
+    batch.next_id = [this] {
+      write_mu_.assert_held();  // `build` runs inside this scope; the analysis does not follow lambdas
+      return ids_.next(now_ms());
+    };
     if (Status s = build(batch); !s) return s;
     if (batch.changes.empty()) return Status::ok();
     std::set<RecordKey> keys;
@@ -884,19 +887,19 @@ Result<std::string> FieldClient::export_json() {
 }
 
 uint64_t FieldClient::add_observer(Observer observer) {
-  std::lock_guard lock(observers_mu_);
+  MutexLock lock(observers_mu_);
   const uint64_t id = next_observer_++;
   observers_.emplace_back(id, std::move(observer));
   return id;
 }
 
 void FieldClient::remove_observer(uint64_t id) {
-  std::lock_guard lock(observers_mu_);
+  MutexLock lock(observers_mu_);
   std::erase_if(observers_, [id](const auto& p) { return p.first == id; });
 }
 
 std::vector<Observer> FieldClient::observers_snapshot() {
-  std::lock_guard lock(observers_mu_);
+  MutexLock lock(observers_mu_);
   std::vector<Observer> out;
   out.reserve(observers_.size());
   for (const auto& [id, o] : observers_) out.push_back(o);

@@ -15,7 +15,7 @@ Result<uint64_t> SyncEngine::write(std::vector<Change> changes, int64_t now_ms) 
   std::function<void()> wakeup;
   Result<uint64_t> r = Status();
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     r = client_.write(std::move(changes), now_ms);
     size_t before = frames_.size();
     drain_locked();
@@ -26,7 +26,7 @@ Result<uint64_t> SyncEngine::write(std::vector<Change> changes, int64_t now_ms) 
 }
 
 void SyncEngine::connected(int64_t now_ms) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   wants_close_ = false;
   frames_.clear();  // frames queued for an earlier connection are stale; the handshake restarts the exchange
   client_.on_connected(now_ms);
@@ -34,7 +34,7 @@ void SyncEngine::connected(int64_t now_ms) {
 }
 
 void SyncEngine::disconnected(int64_t now_ms) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   client_.on_disconnected(now_ms);
   frames_.clear();
   drain_locked();
@@ -42,7 +42,7 @@ void SyncEngine::disconnected(int64_t now_ms) {
 }
 
 void SyncEngine::frame(std::span<const uint8_t> frame, int64_t now_ms) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   Result<protocol::Message> m = codec::decode(frame);
   if (!m) {
     ClientEvent e{ClientEvent::Kind::kError};
@@ -57,33 +57,33 @@ void SyncEngine::frame(std::span<const uint8_t> frame, int64_t now_ms) {
 }
 
 void SyncEngine::tick(int64_t now_ms) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   client_.on_tick(now_ms);
   drain_locked();
 }
 
 std::vector<std::vector<uint8_t>> SyncEngine::take_frames() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return std::exchange(frames_, {});
 }
 
 bool SyncEngine::wants_close() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return wants_close_ || client_.state() == SyncClient::State::kStopped;
 }
 
 void SyncEngine::set_wakeup(std::function<void()> wakeup) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   wakeup_ = std::move(wakeup);
 }
 
 std::vector<ClientEvent> SyncEngine::take_events() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return std::exchange(events_, {});
 }
 
 SyncClient::State SyncEngine::state() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return client_.state();
 }
 
@@ -92,12 +92,12 @@ bool SyncEngine::stopped() const {
 }
 
 Status SyncEngine::stop_reason() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return client_.stop_reason();
 }
 
 bool SyncEngine::idle() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return client_.idle();
 }
 

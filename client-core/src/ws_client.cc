@@ -26,6 +26,7 @@
 #include <thread>
 
 #include "fieldsync/client/tls_stream.h"
+#include "fieldsync/sync/thread_annotations.h"
 #include "fieldsync/sync/tuning.h"
 
 namespace fieldsync::client {
@@ -348,8 +349,8 @@ struct WsClient::Impl {
   };
   // Lets SyncEngine's wake-up callback outlive this object safely.
   struct WakeTarget {
-    std::mutex mu;
-    Impl* impl = nullptr;
+    Mutex mu;
+    Impl* impl GUARDED_BY(mu) = nullptr;
   };
 
   Impl(SyncEngine& e, WsClientOptions o) : engine(e), options(std::move(o)), retry_timer(ioc) {
@@ -357,26 +358,29 @@ struct WsClient::Impl {
     if (seed == 0) seed = (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
     backoff.emplace(seed);
     wake_target = std::make_shared<WakeTarget>();
-    wake_target->impl = this;
+    {
+      MutexLock lock(wake_target->mu);
+      wake_target->impl = this;
+    }
     engine.set_wakeup([target = wake_target] {
-      std::lock_guard lock(target->mu);
+      MutexLock lock(target->mu);
       // Only while running: a stopped client's io_context would just pile the wake-ups up.
       if (Impl* self = target->impl; self && self->is_running) net::post(self->ioc, [self] { self->wake(); });
     });
   }
   ~Impl() {
     engine.set_wakeup(nullptr);
-    std::lock_guard lock(wake_target->mu);
+    MutexLock lock(wake_target->mu);
     wake_target->impl = nullptr;
   }
 
   void notify() {
-    { std::lock_guard lock(mu); }
+    { MutexLock lock(mu); }
     cv.notify_all();
   }
   void set_error(WsStatus s) {
     {
-      std::lock_guard lock(mu);
+      MutexLock lock(mu);
       last_error = std::move(s);
     }
     cv.notify_all();
@@ -401,9 +405,9 @@ struct WsClient::Impl {
   std::optional<Backoff> backoff;
   std::shared_ptr<WakeTarget> wake_target;
 
-  mutable std::mutex mu;  // guards last_error; with cv, wakes wait_until()
+  mutable Mutex mu;  // guards last_error; with cv, wakes wait_until()
   std::condition_variable cv;
-  WsStatus last_error;
+  WsStatus last_error GUARDED_BY(mu);
   std::atomic<bool> is_connected{false};
   std::atomic<bool> is_running{false};
   std::atomic<bool> stop_requested{false};
@@ -532,7 +536,7 @@ WsStatus WsClient::start() {
   m.stop_requested = false;
   m.is_running = true;
   {
-    std::lock_guard lock(m.mu);
+    MutexLock lock(m.mu);
     m.last_error = {};
   }
   m.ioc.restart();
@@ -583,14 +587,14 @@ bool WsClient::connected() const {
 }
 
 WsStatus WsClient::last_error() const {
-  std::lock_guard lock(impl_->mu);
+  MutexLock lock(impl_->mu);
   return impl_->last_error;
 }
 
 bool WsClient::wait_until(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
   Impl& m = *impl_;
   auto deadline = std::chrono::steady_clock::now() + timeout;
-  std::unique_lock lock(m.mu);
+  std::unique_lock lock(m.mu.native());  // only for cv: the predicate runs unlocked
   for (;;) {
     lock.unlock();
     bool ok = done();
@@ -608,7 +612,7 @@ WsStatus WsClient::sync_once(std::chrono::milliseconds timeout) {
   if (m.is_running) return {WsError::kInvalidArgument, "sync_once while running"};
   if (WsStatus s = start(); !s.ok()) return s;
   auto fatal = [&] {
-    std::lock_guard lock(m.mu);
+    MutexLock lock(m.mu);
     return m.last_error.code == WsError::kCertificate || m.last_error.code == WsError::kPinMismatch ||
            m.last_error.code == WsError::kBadUrl;
   };

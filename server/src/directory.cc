@@ -190,7 +190,7 @@ Result<std::unique_ptr<Directory>> Directory::open(const std::string& path, Opti
 }
 
 Status Directory::load_or_create_key() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   // INSERT OR IGNORE then SELECT: two processes opening a new directory at once agree on one key.
   {
     Stmt q(*db_, "INSERT OR IGNORE INTO secrets (name, value) VALUES ('token_key', ?)");
@@ -214,7 +214,7 @@ Status Directory::add_user(const User& user, std::string_view password, int64_t 
     return invalid("password must be at least " + std::to_string(kMinPasswordBytes) + " characters");
   std::vector<uint8_t> salt = random_bytes(kSaltBytes);
   std::vector<uint8_t> hash = hash_password(password, salt, options_.pbkdf2_iterations);
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   Stmt q(
       *db_,
       "INSERT INTO users (id, display_name, role, pw_salt, pw_hash, pw_iterations, created_at_ms) VALUES (?, "
@@ -237,7 +237,7 @@ Status Directory::set_password(const UserId& user, std::string_view password) {
     return invalid("password must be at least " + std::to_string(kMinPasswordBytes) + " characters");
   std::vector<uint8_t> salt = random_bytes(kSaltBytes);
   std::vector<uint8_t> hash = hash_password(password, salt, options_.pbkdf2_iterations);
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   Stmt q(*db_, "UPDATE users SET pw_salt = ?, pw_hash = ?, pw_iterations = ? WHERE id = ?");
   q.bind_blob(1, salt).bind_blob(2, hash).bind(3, int64_t{options_.pbkdf2_iterations}).bind(4, user);
   if (Status s = q.run(); !s) return s;
@@ -246,7 +246,7 @@ Status Directory::set_password(const UserId& user, std::string_view password) {
 }
 
 Result<User> Directory::user(const UserId& id) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   Stmt q(*db_, "SELECT display_name, role FROM users WHERE id = ?");
   q.bind(1, id);
   if (!q.step()) return q.ok() ? invalid("no user " + id) : q.status();
@@ -254,7 +254,7 @@ Result<User> Directory::user(const UserId& id) {
 }
 
 std::vector<User> Directory::users() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   std::vector<User> out;
   Stmt q(*db_, "SELECT id, display_name, role FROM users ORDER BY id");
   while (q.step())
@@ -266,7 +266,7 @@ std::vector<User> Directory::users() {
 Status Directory::add_territory(const Territory& t) {
   if (!valid_id(t.id) || t.id.size() > 64)
     return invalid("territory id must be 1-64 characters of A-Z a-z 0-9 . _ - @");
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   Stmt q(*db_, "INSERT INTO territories (id, name) VALUES (?, ?)");
   q.bind(1, t.id).bind(2, t.name.empty() ? t.id : t.name);
   Status s = q.run();
@@ -276,7 +276,7 @@ Status Directory::add_territory(const Territory& t) {
 }
 
 std::vector<Territory> Directory::territories() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   std::vector<Territory> out;
   Stmt q(*db_, "SELECT id, name FROM territories ORDER BY id");
   while (q.step()) out.push_back(Territory{q.col_text(0), q.col_text(1)});
@@ -284,7 +284,7 @@ std::vector<Territory> Directory::territories() {
 }
 
 Status Directory::assign_territory(const UserId& user, const std::string& territory) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   {
     Stmt q(*db_, "SELECT role FROM users WHERE id = ?");
     q.bind(1, user);
@@ -303,8 +303,9 @@ Status Directory::assign_territory(const UserId& user, const std::string& territ
 }
 
 Status Directory::assign_team(const UserId& manager, const UserId& rep) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto role_of = [&](const UserId& id) -> Result<std::string> {
+    mu_.assert_held();  // called below, under the lock; the analysis does not follow lambdas
     Stmt q(*db_, "SELECT role FROM users WHERE id = ?");
     q.bind(1, id);
     if (!q.step()) return q.ok() ? invalid("no user " + id) : q.status();
@@ -325,7 +326,7 @@ Status Directory::assign_team(const UserId& manager, const UserId& rep) {
 
 Status Directory::register_device(NodeId node, const UserId& user, int64_t now_ms) {
   if (node < kFirstDeviceNode) return invalid("node ids below 16 are reserved for the server");
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   {
     Stmt q(*db_, "SELECT 1 FROM users WHERE id = ?");
     q.bind(1, user);
@@ -340,7 +341,7 @@ Status Directory::register_device(NodeId node, const UserId& user, int64_t now_m
 }
 
 Status Directory::revoke_device(NodeId node, int64_t now_ms) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   Stmt q(*db_, "UPDATE devices SET revoked = 1, revoked_at_ms = ? WHERE node = ? AND revoked = 0");
   q.bind(1, now_ms).bind(2, static_cast<int64_t>(node));
   if (Status s = q.run(); !s) return s;
@@ -360,7 +361,7 @@ Device device_row(Stmt& q) {
 }  // namespace
 
 Result<Device> Directory::device(NodeId node) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   Stmt q(*db_, "SELECT node, user_id, registered_at_ms, revoked, revoked_at_ms FROM devices WHERE node = ?");
   q.bind(1, static_cast<int64_t>(node));
   if (!q.step()) return q.ok() ? invalid("no device " + std::to_string(node)) : q.status();
@@ -368,7 +369,7 @@ Result<Device> Directory::device(NodeId node) {
 }
 
 std::vector<Device> Directory::devices() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   std::vector<Device> out;
   Stmt q(*db_,
          "SELECT node, user_id, registered_at_ms, revoked, revoked_at_ms FROM devices ORDER BY user_id, "
@@ -397,7 +398,7 @@ Result<std::string> Directory::login(const UserId& user, std::string_view passwo
   uint32_t iterations = options_.pbkdf2_iterations;
   bool known = false;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     Stmt q(*db_, "SELECT pw_salt, pw_hash, pw_iterations FROM users WHERE id = ?");
     q.bind(1, user);
     if (q.step()) {
@@ -446,12 +447,12 @@ Result<Principal> Directory::authenticate(const protocol::Hello& hello, int64_t 
   if (d->revoked) return Status(ErrorCode::kDeviceRevoked, "this device was revoked; erase its local data");
   if (now_ms >= expiry_ms)
     return Status(ErrorCode::kTokenExpired, "the session token expired; sign in again");
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return principal_locked(user);
 }
 
 Result<Principal> Directory::principal(const UserId& user) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return principal_locked(user);
 }
 

@@ -73,18 +73,18 @@ const CounterDef& counter_def(Counter c) {
 Metrics::Metrics() = default;
 
 void Metrics::add(Counter c, uint64_t n, std::string_view label_value) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   counters_[{c, std::string(label_value)}] += n;
 }
 
 uint64_t Metrics::value(Counter c, std::string_view label_value) const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = counters_.find({c, std::string(label_value)});
   return it == counters_.end() ? 0 : it->second;
 }
 
 uint64_t Metrics::total(Counter c) const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   uint64_t sum = 0;
   for (auto it = counters_.lower_bound({c, std::string()}); it != counters_.end() && it->first.first == c;
        ++it)
@@ -114,17 +114,17 @@ void Metrics::Histogram::render(std::string& out, std::string_view name, std::st
 }
 
 void Metrics::observe_push_durable(double seconds) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   push_durable_.observe(seconds);
 }
 
 void Metrics::observe_store_sync(double seconds) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   store_sync_.observe(seconds);
 }
 
 void Metrics::gauge(std::string name, std::string help, std::function<double()> read) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   gauges_.push_back(Gauge{std::move(name), std::move(help), std::move(read)});
 }
 
@@ -134,7 +134,7 @@ void Metrics::tick(int64_t now_ms) {
   s.pushes = total(Counter::kPushes);
   s.changes = total(Counter::kChangesApplied);
   s.txns = value(Counter::kTxns, "applied");
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   samples_.push_back(s);
   // Keep just over ten seconds: the oldest sample is the window's start.
   while (samples_.size() > 2 && samples_.back().at_ms - samples_[1].at_ms >= 10'000) samples_.pop_front();
@@ -143,7 +143,7 @@ void Metrics::tick(int64_t now_ms) {
 std::string Metrics::render() {
   std::vector<Gauge> gauges;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     gauges = gauges_;
   }
   // Gauge callbacks read other objects (the store, the session registry): called without our lock.
@@ -151,7 +151,7 @@ std::string Metrics::render() {
   for (const Gauge& g : gauges) gauge_values.push_back(g.read ? g.read() : 0.0);
 
   std::string out;
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   for (size_t i = 0; i < std::size(kDefs); ++i) {
     const Counter c = static_cast<Counter>(i);
     const CounterDef& d = kDefs[i];

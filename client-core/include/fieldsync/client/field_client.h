@@ -27,7 +27,6 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -37,6 +36,7 @@
 #include "fieldsync/sync/change.h"
 #include "fieldsync/sync/status.h"
 #include "fieldsync/sync/store.h"
+#include "fieldsync/sync/thread_annotations.h"
 
 namespace fieldsync::client {
 
@@ -371,7 +371,7 @@ class FieldClient {
   Result<std::vector<Event>> overlaps(const std::string& self_id, int64_t start_ms, int64_t end_ms);
   // On kMustErase: marker, close, delete (see the header comment). Returns kDeviceRevoked with what
   // happened. Never called with a lock held that an observer could need.
-  Status erase_replica();
+  Status erase_replica() EXCLUDES(erase_mu_);
 
   Options options_;
   const std::string path_;
@@ -381,15 +381,15 @@ class FieldClient {
   std::unique_ptr<detail::Queries> queries_;  // prepared-statement cache, used only inside store_->read()
 
   // Serialises the app's check-then-write sequences (an order's status read, then its lines' write).
-  std::mutex write_mu_;
-  RecordIdGenerator ids_;  // guarded by write_mu_
+  Mutex write_mu_;
+  RecordIdGenerator ids_ GUARDED_BY(write_mu_);
 
-  std::mutex erase_mu_;  // one erase at a time; released before the observers hear about it
+  Mutex erase_mu_;  // one erase at a time; released before the observers hear about it
   std::atomic<bool> erased_{false};
 
-  std::mutex observers_mu_;
-  uint64_t next_observer_ = 1;
-  std::vector<std::pair<uint64_t, Observer>> observers_;  // guarded by observers_mu_
+  Mutex observers_mu_;
+  uint64_t next_observer_ GUARDED_BY(observers_mu_) = 1;
+  std::vector<std::pair<uint64_t, Observer>> observers_ GUARDED_BY(observers_mu_);
 };
 
 // Totals of one line: gross = quantity * unit price, discount rounded half up, net = gross - discount.

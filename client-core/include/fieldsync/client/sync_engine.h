@@ -5,11 +5,11 @@
 
 #include <cstdint>
 #include <functional>
-#include <mutex>
 #include <span>
 #include <vector>
 
 #include "fieldsync/sync/client.h"
+#include "fieldsync/sync/thread_annotations.h"
 
 namespace fieldsync::client {
 
@@ -41,15 +41,14 @@ class SyncEngine {
   bool idle() const;
 
  private:
-  std::vector<uint8_t> encode_one(const protocol::Message& m);
-  void drain_locked();  // moves the client's outgoing messages into frames_
+  void drain_locked() REQUIRES(mu_);  // moves the client's outgoing messages into frames_
 
-  mutable std::mutex mu_;
-  SyncClient client_;
-  std::vector<std::vector<uint8_t>> frames_;
-  std::vector<ClientEvent> events_;
-  bool wants_close_ = false;
-  std::function<void()> wakeup_;
+  mutable Mutex mu_;
+  SyncClient client_ GUARDED_BY(mu_);
+  std::vector<std::vector<uint8_t>> frames_ GUARDED_BY(mu_);
+  std::vector<ClientEvent> events_ GUARDED_BY(mu_);
+  bool wants_close_ GUARDED_BY(mu_) = false;
+  std::function<void()> wakeup_ GUARDED_BY(mu_);
 };
 
 }  // namespace fieldsync::client

@@ -20,7 +20,6 @@
 
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -28,6 +27,7 @@
 #include <vector>
 
 #include "fieldsync/sync/server.h"
+#include "fieldsync/sync/thread_annotations.h"
 
 namespace fieldsync::server {
 
@@ -120,14 +120,14 @@ class Directory final : public Authenticator {
 
  private:
   Directory(Options options, std::unique_ptr<sqlite::Db> db);
-  Status load_or_create_key();
-  Result<Principal> principal_locked(const UserId& user);
+  Status load_or_create_key() EXCLUDES(mu_);
+  Result<Principal> principal_locked(const UserId& user) REQUIRES(mu_);
   std::string sign(const UserId& user, NodeId node, int64_t expiry_ms);
 
   Options options_;
-  std::mutex mu_;
-  std::unique_ptr<sqlite::Db> db_;  // guarded by mu_
-  std::vector<uint8_t> key_;        // token signing key, immutable after open
+  Mutex mu_;
+  std::unique_ptr<sqlite::Db> db_ PT_GUARDED_BY(mu_);
+  std::vector<uint8_t> key_;  // token signing key, immutable after open
 };
 
 // Password hashing, exposed for tests: PBKDF2-HMAC-SHA256 with the given salt and iterations, 32 bytes.

@@ -14,11 +14,12 @@
 #include <deque>
 #include <functional>
 #include <map>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include "fieldsync/sync/thread_annotations.h"
 
 namespace fieldsync::server {
 
@@ -93,12 +94,12 @@ class Metrics {
     uint64_t txns = 0;
   };
 
-  mutable std::mutex mu_;
-  std::map<std::pair<Counter, std::string>, uint64_t> counters_;  // guarded by mu_
-  Histogram push_durable_;                                        // guarded by mu_
-  Histogram store_sync_;                                          // guarded by mu_
-  std::deque<Sample> samples_;                                    // guarded by mu_: the last ~10 s
-  std::vector<Gauge> gauges_;                                     // registered before serving
+  mutable Mutex mu_;
+  std::map<std::pair<Counter, std::string>, uint64_t> counters_ GUARDED_BY(mu_);
+  Histogram push_durable_ GUARDED_BY(mu_);
+  Histogram store_sync_ GUARDED_BY(mu_);
+  std::deque<Sample> samples_ GUARDED_BY(mu_);  // the last ~10 s
+  std::vector<Gauge> gauges_;                   // registered before serving
 };
 
 }  // namespace fieldsync::server
