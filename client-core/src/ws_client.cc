@@ -25,7 +25,7 @@
 #include <random>
 #include <thread>
 
-#include "fieldsync/client/tls_stream.h"
+#include "fieldsync/io/tls_stream.h"
 #include "fieldsync/sync/tuning.h"
 
 namespace fieldsync::client {

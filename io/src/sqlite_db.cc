@@ -1,8 +1,8 @@
-#include "sqlite_db.h"
+#include "fieldsync/io/sqlite_db.h"
 
 #include <thread>
 
-namespace fieldsync::server::sqlite {
+namespace fieldsync::sqlite {
 
 Status status_from(int rc, std::string_view what, sqlite3* db) {
   std::string msg(what);
@@ -165,4 +165,4 @@ std::string quoted(std::string_view name) {
   return q;
 }
 
-}  // namespace fieldsync::server::sqlite
+}  // namespace fieldsync::sqlite

@@ -15,7 +15,7 @@
 
 #include "fieldsync/sync/status.h"
 
-namespace fieldsync::server::sqlite {
+namespace fieldsync::sqlite {
 
 // SQLite result code -> typed Status: SQLITE_FULL kStorageFull, CORRUPT/NOTADB kStorageCorrupt, BUSY/LOCKED
 // kStorageLocked (retryable), READONLY kStorageReadOnly, IOERR/CANTOPEN/PROTOCOL kStorageIo (retryable),
@@ -88,4 +88,4 @@ class Stmt {
 // Quotes an SQL identifier ("order" is a keyword).
 std::string quoted(std::string_view name);
 
-}  // namespace fieldsync::server::sqlite
+}  // namespace fieldsync::sqlite
