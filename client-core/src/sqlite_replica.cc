@@ -10,11 +10,14 @@
 #include <thread>
 #include <utility>
 
+#include "fieldsync/io/sqlite_db.h"
 #include "fieldsync/schema/ddl.h"
 #include "fieldsync/sync/codec.h"
 
 namespace fieldsync::client {
 namespace {
+
+using sqlite::quoted;
 
 // The frozen format-1 layout of the bookkeeping tables. Never edit: format 2 and later are migrations on top
 // of it, so a new file and a migrated one go through the same steps and end up identical.
@@ -67,16 +70,6 @@ static_assert(std::size(kMigrations) + 1 == SqliteReplicaStore::kFormatVersion,
 const std::string kSetFormatVersion =
     "PRAGMA user_version = " + std::to_string(SqliteReplicaStore::kFormatVersion);
 
-std::string quoted(std::string_view name) {
-  std::string q = "\"";
-  for (char c : name) {
-    if (c == '"') q += '"';
-    q += c;
-  }
-  q += '"';
-  return q;
-}
-
 int64_t to_sql(uint64_t v) {
   return static_cast<int64_t>(v);
 }
@@ -120,36 +113,6 @@ Status corrupt(std::string what, const Status& decode) {
 
 }  // namespace
 
-Status sqlite_status(int rc, sqlite3* db, std::string_view what) {
-  const int primary = rc & 0xff;
-  if (primary == SQLITE_OK || primary == SQLITE_DONE || primary == SQLITE_ROW) return Status::ok();
-  std::string msg(what);
-  msg += ": ";
-  msg += db != nullptr && sqlite3_errcode(db) == rc ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
-  switch (primary) {
-    case SQLITE_FULL:
-      return Status(ErrorCode::kStorageFull, "disk full: " + msg, true);
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-      return Status(ErrorCode::kStorageCorrupt, "replica file is corrupt: " + msg);
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-      return Status(ErrorCode::kStorageLocked, "replica file is locked by another connection: " + msg, true);
-    case SQLITE_READONLY:
-    case SQLITE_PERM:
-    case SQLITE_AUTH:
-      return Status(ErrorCode::kStorageReadOnly, "replica file is read-only: " + msg);
-    case SQLITE_IOERR:
-    case SQLITE_CANTOPEN:
-    case SQLITE_PROTOCOL:
-      return Status(ErrorCode::kStorageIo, "replica I/O error: " + msg, true);
-    case SQLITE_NOMEM:
-      return Status(ErrorCode::kInternal, "out of memory: " + msg, true);
-    default:
-      return Status(ErrorCode::kInternal, "sqlite error " + std::to_string(rc) + ": " + msg);
-  }
-}
-
 // ---- Transaction
 // --------------------------------------------------------------------------------------------
 
@@ -169,7 +132,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     }
     // A read-only or locked file still serves reads (the constructor of SyncClient, the API's queries): they
     // run in autocommit mode, and the first write records the failure so commit() reports it.
-    write_error_ = sqlite_status(rc, store_.db_, "begin transaction");
+    write_error_ = sqlite::status_from(rc, "begin transaction", store_.db_);
   }
 
   ~SqliteReplicaTxn() override {
@@ -189,7 +152,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     int rc = sqlite3_step(s);
     if (rc == SQLITE_DONE) return std::nullopt;
     if (rc != SQLITE_ROW) {
-      fail(sqlite_status(rc, store_.db_, "load record"));
+      fail(sqlite::status_from(rc, "load record", store_.db_));
       return std::nullopt;
     }
     Result<RecordState> r = codec::decode_record(column_blob(s, 0));
@@ -291,7 +254,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
       out.push_back(std::move(t).value());
     }
     if (rc != SQLITE_DONE) {
-      fail(sqlite_status(rc, store_.db_, "read outbox"));
+      fail(sqlite::status_from(rc, "read outbox", store_.db_));
       out.clear();
     }
     return out;
@@ -313,7 +276,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     Use use(s);
     int rc = sqlite3_step(s);
     if (rc != SQLITE_ROW) {
-      fail(sqlite_status(rc, store_.db_, "count outbox"));
+      fail(sqlite::status_from(rc, "count outbox", store_.db_));
       return 0;
     }
     return static_cast<size_t>(sqlite3_column_int64(s, 0));
@@ -332,7 +295,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     int rc = sqlite3_step(s);
     if (rc != SQLITE_ROW) {
       fail(rc == SQLITE_DONE ? Status(ErrorCode::kStorageCorrupt, "replica has no sync state row")
-                             : sqlite_status(rc, store_.db_, "read sync state"));
+                             : sqlite::status_from(rc, "read sync state", store_.db_));
       m.node = store_.node_;
       return m;
     }
@@ -439,7 +402,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     }
     int rc = sqlite3_exec(store_.db_, "COMMIT", nullptr, nullptr, nullptr);
     if (rc != SQLITE_OK) {
-      Status s = sqlite_status(rc, store_.db_, "commit");
+      Status s = sqlite::status_from(rc, "commit", store_.db_);
       // COMMIT can fail and leave the transaction open (SQLITE_BUSY, SQLITE_FULL on the journal): end it.
       if (sqlite3_get_autocommit(store_.db_) == 0)
         sqlite3_exec(store_.db_, "ROLLBACK", nullptr, nullptr, nullptr);
@@ -472,7 +435,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
   bool step_done(sqlite3_stmt* s, std::string_view what) {
     int rc = sqlite3_step(s);
     if (rc == SQLITE_DONE) return true;
-    fail(sqlite_status(rc, store_.db_, what));
+    fail(sqlite::status_from(rc, what, store_.db_));
     return false;
   }
 
@@ -530,7 +493,7 @@ Result<std::unique_ptr<SqliteReplicaStore>> SqliteReplicaStore::open(const std::
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db, flags | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) {
-    Status s = sqlite_status(rc, db, "open " + path);
+    Status s = sqlite::status_from(rc, "open " + path, db);
     sqlite3_close_v2(db);
     return s;
   }
@@ -543,7 +506,7 @@ Result<std::unique_ptr<SqliteReplicaStore>> SqliteReplicaStore::open(const std::
 }
 
 Status SqliteReplicaStore::exec(const char* sql) {
-  return sqlite_status(sqlite3_exec(db_, sql, nullptr, nullptr, nullptr), db_, sql);
+  return sqlite::status_from(sqlite3_exec(db_, sql, nullptr, nullptr, nullptr), sql, db_);
 }
 
 Status SqliteReplicaStore::init(const Options& options) {
@@ -557,12 +520,12 @@ Status SqliteReplicaStore::init(const Options& options) {
     if (rc == SQLITE_OK) rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) version = sqlite3_column_int(s, 0);
     sqlite3_finalize(s);
-    if (rc != SQLITE_ROW) return sqlite_status(rc, db_, "read format version");
+    if (rc != SQLITE_ROW) return sqlite::status_from(rc, "read format version", db_);
     rc = sqlite3_prepare_v2(db_, "SELECT count(*) FROM sqlite_schema", -1, &s, nullptr);
     if (rc == SQLITE_OK) rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) tables = sqlite3_column_int(s, 0);
     sqlite3_finalize(s);
-    if (rc != SQLITE_ROW) return sqlite_status(rc, db_, "read schema");
+    if (rc != SQLITE_ROW) return sqlite::status_from(rc, "read schema", db_);
   }
   if (version > kFormatVersion) {
     return Status(ErrorCode::kSchemaTooNew,
@@ -622,7 +585,7 @@ Status SqliteReplicaStore::create_schema(NodeId node) {
       rc = sqlite3_step(s);
     }
     sqlite3_finalize(s);
-    if (rc != SQLITE_DONE) return sqlite_status(rc, db_, "write sync state");
+    if (rc != SQLITE_DONE) return sqlite::status_from(rc, "write sync state", db_);
     for (const Migration& m : kMigrations) {
       for (const char* const* sql = m.begin; sql != m.end; ++sql) {
         if (Status st = exec(*sql); !st) return st;
@@ -672,7 +635,7 @@ sqlite3_stmt* SqliteReplicaStore::statement(const std::string& sql, Status& stat
                               nullptr);
   if (rc != SQLITE_OK) {
     sqlite3_finalize(s);
-    status = sqlite_status(rc, db_, "prepare");
+    status = sqlite::status_from(rc, "prepare", db_);
     return nullptr;
   }
   statements_.emplace(sql, s);
@@ -726,7 +689,7 @@ Status SqliteReplicaStore::mark_seen(const char* table, int64_t up_to_id) {
   if (s == nullptr) return st;
   Use use(s);
   sqlite3_bind_int64(s, 1, up_to_id);
-  return sqlite_status(sqlite3_step(s), db_, "mark seen");
+  return sqlite::status_from(sqlite3_step(s), "mark seen", db_);
 }
 
 void SqliteReplicaStore::fail_next_commit(Status status) {
@@ -752,7 +715,7 @@ Result<std::map<RecordKey, RecordState>> SqliteReplicaStore::records() {
       RecordKey key{r->entity, r->id};
       out.emplace(key, std::move(r).value());
     }
-    if (rc != SQLITE_DONE) return sqlite_status(rc, db_, "read records");
+    if (rc != SQLITE_DONE) return sqlite::status_from(rc, "read records", db_);
   }
   return out;
 }
@@ -770,7 +733,7 @@ Result<std::vector<ConflictRecord>> SqliteReplicaStore::conflicts() {
     if (!c) return corrupt("conflict " + std::to_string(sqlite3_column_int64(s, 0)), c.status());
     out.push_back(std::move(c).value());
   }
-  if (rc != SQLITE_DONE) return sqlite_status(rc, db_, "read conflicts");
+  if (rc != SQLITE_DONE) return sqlite::status_from(rc, "read conflicts", db_);
   return out;
 }
 
@@ -793,7 +756,7 @@ Result<std::vector<Rejection>> SqliteReplicaStore::rejections() {
     r.changes = std::move(t->changes);
     out.push_back(std::move(r));
   }
-  if (rc != SQLITE_DONE) return sqlite_status(rc, db_, "read rejections");
+  if (rc != SQLITE_DONE) return sqlite::status_from(rc, "read rejections", db_);
   return out;
 }
 

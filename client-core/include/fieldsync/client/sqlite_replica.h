@@ -21,9 +21,10 @@
 // A change of the entity model (schema::kSchemaVersion) that adds tables or columns needs a format bump with
 // its migration here.
 //
-// Errors are typed (status.h): kStorageFull, kStorageCorrupt, kStorageLocked (retryable), kStorageReadOnly,
-// kStorageIo, kSchemaTooNew. A ReplicaTxn whose statement failed remembers the first failure, skips its
-// remaining writes and makes commit() roll everything back and return it: nothing is ever half-written.
+// Errors are typed (status.h; SQLite's codes mapped by fieldsync/io/sqlite_db.h, as on the server):
+// kStorageFull, kStorageCorrupt, kStorageLocked (retryable), kStorageReadOnly, kStorageIo, kSchemaTooNew. A
+// ReplicaTxn whose statement failed remembers the first failure, skips its remaining writes and makes
+// commit() roll everything back and return it: nothing is ever half-written.
 //
 // Threading: one connection per store, serialised by an internal mutex that a ReplicaTxn holds from begin()
 // until it is destroyed. Do not call read() or begin() on a thread that already holds a ReplicaTxn of the
@@ -122,9 +123,5 @@ class SqliteReplicaStore final : public ReplicaStore {
   std::optional<Status> pending_fault_;
   std::optional<Status> closed_;  // set by close(): why the connection is gone (db_ is null)
 };
-
-// Maps an SQLite result code to a typed Status (full, corrupt, locked/busy, read-only, I/O...). `what` says
-// what was being done; the connection's message is appended when db is given.
-Status sqlite_status(int rc, sqlite3* db, std::string_view what);
 
 }  // namespace fieldsync::client

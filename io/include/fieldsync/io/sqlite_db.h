@@ -1,5 +1,7 @@
-// A thin layer over the SQLite C API shared by the central store and the directory: a connection with a cache
-// of prepared statements, typed errors, and small binding helpers. Private to server/.
+// A thin layer over the SQLite C API: a connection with a cache of prepared statements, typed errors, and
+// small binding helpers. The central store and the directory (server/) run on Db and Stmt; the device replica
+// (client-core/) keeps its own connection (see DESIGN.md section 9) but maps errors with status_from, so a
+// disk that fails says the same thing on both sides.
 #pragma once
 
 #include <sqlite3.h>
@@ -13,13 +15,27 @@
 #include <unordered_map>
 #include <vector>
 
+#include "fieldsync/schema/ddl.h"
 #include "fieldsync/sync/status.h"
 
 namespace fieldsync::sqlite {
 
-// SQLite result code -> typed Status: SQLITE_FULL kStorageFull, CORRUPT/NOTADB kStorageCorrupt, BUSY/LOCKED
-// kStorageLocked (retryable), READONLY kStorageReadOnly, IOERR/CANTOPEN/PROTOCOL kStorageIo (retryable),
-// anything else kInternal.
+// SQLite result code (primary or extended) -> typed Status. The one mapping for every SQLite file fieldsync
+// keeps; the error's code says what the caller can do about it, `retryable` whether trying again later can
+// help without an operator:
+//   OK, ROW, DONE                       ok (any step's result may be passed)
+//   FULL                                kStorageFull, retryable (space can be freed)
+//   CORRUPT, NOTADB                     kStorageCorrupt
+//   BUSY, LOCKED                        kStorageLocked, retryable (another connection holds the lock)
+//   READONLY, PERM, AUTH                kStorageReadOnly: the file may not be written (or opened) as asked,
+//   by
+//                                       its mode, its mount or an authorizer; an operator has to change that
+//   IOERR, CANTOPEN, PROTOCOL           kStorageIo, retryable (except IOERR_NOMEM, below)
+//   NOMEM, IOERR_NOMEM                  kInternal, retryable: the process ran short of memory, not the disk
+//   anything else (ERROR, CONSTRAINT,   kInternal: SQL fieldsync wrote is wrong or an invariant is broken
+//   MISUSE, RANGE, TOOBIG, ...)
+// The message is `what`, the connection's message when it is about this error (else SQLite's text for the
+// code) and the code's number.
 Status status_from(int rc, std::string_view what, sqlite3* db);
 
 class Db {
@@ -85,7 +101,8 @@ class Stmt {
   Status status_;
 };
 
-// Quotes an SQL identifier ("order" is a keyword).
-std::string quoted(std::string_view name);
+// Quotes an SQL identifier ("order" is a keyword). Defined with the DDL (schema/ddl.h), so statements built
+// over model names quote them exactly as the tables were created.
+using schema::quoted;
 
 }  // namespace fieldsync::sqlite
