@@ -479,26 +479,20 @@ class SqliteReplicaTxn final : public ReplicaTxn {
 // ---- Store
 // --------------------------------------------------------------------------------------------------
 
-SqliteReplicaStore::SqliteReplicaStore(std::string path, sqlite3* db) : path_(std::move(path)), db_(db) {}
+SqliteReplicaStore::SqliteReplicaStore(std::string path, std::unique_ptr<sqlite::Db> conn)
+    : path_(std::move(path)), conn_(std::move(conn)), db_(conn_->raw()) {}
 
-SqliteReplicaStore::~SqliteReplicaStore() {
-  for (auto& [sql, s] : statements_) sqlite3_finalize(s);
-  sqlite3_close_v2(db_);
-}
+SqliteReplicaStore::~SqliteReplicaStore() = default;  // conn_ finalizes its statements and closes
 
 Result<std::unique_ptr<SqliteReplicaStore>> SqliteReplicaStore::open(const std::string& path,
                                                                      Options options) {
   int flags = options.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
   if (options.create_if_missing && !options.read_only) flags |= SQLITE_OPEN_CREATE;
-  sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db, flags | SQLITE_OPEN_NOMUTEX, nullptr);
-  if (rc != SQLITE_OK) {
-    Status s = sqlite::status_from(rc, "open " + path, db);
-    sqlite3_close_v2(db);
-    return s;
-  }
-  sqlite3_extended_result_codes(db, 1);
-  std::unique_ptr<SqliteReplicaStore> store(new SqliteReplicaStore(path, db));
+  // One connection per store, serialised by mu_: SQLite's own mutex would only be taken twice.
+  Result<std::unique_ptr<sqlite::Db>> conn =
+      sqlite::Db::open(path, flags | SQLITE_OPEN_NOMUTEX, options.busy_timeout_ms);
+  if (!conn) return conn.status();
+  std::unique_ptr<SqliteReplicaStore> store(new SqliteReplicaStore(path, std::move(*conn)));
   if (Status s = store->init(options); !s) {
     return Status(s.code(), path + ": " + s.message(), s.retryable());
   }
@@ -510,7 +504,6 @@ Status SqliteReplicaStore::exec(const char* sql) {
 }
 
 Status SqliteReplicaStore::init(const Options& options) {
-  sqlite3_busy_timeout(db_, options.busy_timeout_ms);
   // The version is read before anything could write to the file: a newer file must stay untouched.
   int version = 0;
   int tables = 0;
@@ -629,17 +622,12 @@ sqlite3_stmt* SqliteReplicaStore::statement(const std::string& sql, Status& stat
     status = *closed_;
     return nullptr;
   }
-  if (auto it = statements_.find(sql); it != statements_.end()) return it->second;
-  sqlite3_stmt* s = nullptr;
-  int rc = sqlite3_prepare_v3(db_, sql.c_str(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &s,
-                              nullptr);
-  if (rc != SQLITE_OK) {
-    sqlite3_finalize(s);
-    status = sqlite::status_from(rc, "prepare", db_);
+  Result<sqlite3_stmt*> s = conn_->prepare(sql);
+  if (!s) {
+    status = s.status();
     return nullptr;
   }
-  statements_.emplace(sql, s);
-  return s;
+  return *s;
 }
 
 std::unique_ptr<ReplicaTxn> SqliteReplicaStore::begin() {
@@ -668,10 +656,7 @@ void SqliteReplicaStore::close(Status reason, const std::function<void(sqlite3*)
   auto l = lock();
   if (closed_) return;
   if (before_close) before_close(db_);
-  for (auto& [sql, s] : statements_) sqlite3_finalize(s);
-  statements_.clear();
-  // v2: a statement someone still holds keeps the handle alive as a zombie instead of failing the close.
-  sqlite3_close_v2(db_);
+  conn_.reset();  // finalizes the cached statements and closes (sqlite_db.h: a zombie while others remain)
   db_ = nullptr;
   closed_ = std::move(reason);
 }

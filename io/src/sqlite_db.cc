@@ -64,7 +64,9 @@ int Db::on_busy(void* self, int tries) {
 
 Db::~Db() {
   for (auto& [sql, stmt] : cache_) sqlite3_finalize(stmt);
-  sqlite3_close(db_);
+  // v2: a statement someone else prepared on this connection and still holds (the device API's queries run
+  // through SqliteReplicaStore::read) keeps the handle alive as a zombie instead of failing the close.
+  sqlite3_close_v2(db_);
 }
 
 Result<sqlite3_stmt*> Db::prepare(const std::string& sql) {

@@ -41,13 +41,15 @@
 #include <string>
 #include <string_view>
 #include <thread>
-#include <unordered_map>
 #include <vector>
 
 #include "fieldsync/sync/store.h"
 
 struct sqlite3;
 struct sqlite3_stmt;
+namespace fieldsync::sqlite {
+class Db;  // fieldsync/io/sqlite_db.h
+}
 
 namespace fieldsync::client {
 
@@ -104,7 +106,7 @@ class SqliteReplicaStore final : public ReplicaStore {
 
  private:
   friend class SqliteReplicaTxn;
-  SqliteReplicaStore(std::string path, sqlite3* db);
+  SqliteReplicaStore(std::string path, std::unique_ptr<sqlite::Db> conn);
   Status init(const Options& options);
   Status create_schema(NodeId node);
   Status migrate(int from_version);
@@ -115,11 +117,13 @@ class SqliteReplicaStore final : public ReplicaStore {
   std::unique_lock<std::mutex> lock();  // aborts if this thread already holds a transaction of this store
 
   const std::string path_;
-  sqlite3* db_ = nullptr;
+  // The connection, its statement cache and its busy handler (io/sqlite_db.h, as the server's stores use).
+  // Both are null once close() ran.
+  std::unique_ptr<sqlite::Db> conn_;
+  sqlite3* db_ = nullptr;  // conn_->raw()
   NodeId node_ = 0;
   std::mutex mu_;                       // held by an open ReplicaTxn, read(), mark_*_seen() and close()
   std::atomic<std::thread::id> owner_;  // the thread holding an open ReplicaTxn, if any
-  std::unordered_map<std::string, sqlite3_stmt*> statements_;
   std::optional<Status> pending_fault_;
   std::optional<Status> closed_;  // set by close(): why the connection is gone (db_ is null)
 };

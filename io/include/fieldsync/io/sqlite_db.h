@@ -1,7 +1,7 @@
-// A thin layer over the SQLite C API: a connection with a cache of prepared statements, typed errors, and
-// small binding helpers. The central store and the directory (server/) run on Db and Stmt; the device replica
-// (client-core/) keeps its own connection (see DESIGN.md section 9) but maps errors with status_from, so a
-// disk that fails says the same thing on both sides.
+// A thin layer over the SQLite C API: a connection with a cache of prepared statements and a busy handler,
+// typed errors, and small binding helpers. The central store and the directory (server/) and the device
+// replica (client-core/) all open their connections with Db, so a locked or failing file behaves and reads
+// the same on both sides; the replica binds and steps its cached statements itself.
 #pragma once
 
 #include <sqlite3.h>
@@ -40,8 +40,8 @@ Status status_from(int rc, std::string_view what, sqlite3* db);
 
 class Db {
  public:
-  // Opens `path` with the given sqlite3_open_v2 flags. A statement that finds the database locked by another
-  // connection retries every millisecond for up to busy_timeout_ms (see on_busy).
+  // Opens `path` with the given sqlite3_open_v2 flags, with extended result codes. A statement that finds the
+  // database locked by another connection retries every millisecond for up to busy_timeout_ms (see on_busy).
   static Result<std::unique_ptr<Db>> open(const std::string& path, int flags, int busy_timeout_ms);
   ~Db();
   Db(const Db&) = delete;
