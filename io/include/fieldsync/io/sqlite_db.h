@@ -21,19 +21,18 @@
 namespace fieldsync::sqlite {
 
 // SQLite result code (primary or extended) -> typed Status. The one mapping for every SQLite file fieldsync
-// keeps; the error's code says what the caller can do about it, `retryable` whether trying again later can
-// help without an operator:
-//   OK, ROW, DONE                       ok (any step's result may be passed)
-//   FULL                                kStorageFull, retryable (space can be freed)
-//   CORRUPT, NOTADB                     kStorageCorrupt
-//   BUSY, LOCKED                        kStorageLocked, retryable (another connection holds the lock)
-//   READONLY, PERM, AUTH                kStorageReadOnly: the file may not be written (or opened) as asked,
-//   by
-//                                       its mode, its mount or an authorizer; an operator has to change that
-//   IOERR, CANTOPEN, PROTOCOL           kStorageIo, retryable (except IOERR_NOMEM, below)
-//   NOMEM, IOERR_NOMEM                  kInternal, retryable: the process ran short of memory, not the disk
-//   anything else (ERROR, CONSTRAINT,   kInternal: SQL fieldsync wrote is wrong or an invariant is broken
-//   MISUSE, RANGE, TOOBIG, ...)
+// keeps; the code says what the caller can do about it, `retryable` whether trying again later can help
+// without an operator:
+//   OK, ROW, DONE               ok (any step's result may be passed)
+//   FULL                        kStorageFull, retryable (space can be freed)
+//   CORRUPT, NOTADB             kStorageCorrupt
+//   BUSY, LOCKED                kStorageLocked, retryable (another connection holds the lock)
+//   READONLY, PERM, AUTH        kStorageReadOnly: the file's mode, its mount or an authorizer refuses the
+//                               access; an operator has to change that
+//   IOERR, CANTOPEN, PROTOCOL   kStorageIo, retryable (IOERR_NOMEM: below)
+//   NOMEM, IOERR_NOMEM          kInternal, retryable: the process ran short of memory, not the disk
+//   anything else               kInternal (ERROR, CONSTRAINT, MISUSE, TOOBIG, ...): SQL fieldsync wrote is
+//                               wrong or an invariant is broken
 // The message is `what`, the connection's message when it is about this error (else SQLite's text for the
 // code) and the code's number.
 Status status_from(int rc, std::string_view what, sqlite3* db);
