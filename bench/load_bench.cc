@@ -70,7 +70,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "fieldsync/client/tls_stream.h"
+#include "fieldsync/io/tls_stream.h"
 #include "fieldsync/server/tls.h"
 #include "fieldsync/sync/client.h"
 #include "fieldsync/sync/codec.h"

@@ -19,6 +19,7 @@
 #include <sstream>
 #include <thread>
 
+#include "fieldsync/io/sqlite_db.h"
 #include "fieldsync/sync/client.h"
 #include "fieldsync/sync/memory_store.h"
 #include "fieldsync/sync/server.h"
@@ -673,7 +674,7 @@ TEST(SqliteReplicaErrors, DiskFullWritesNothing) {
   const ReplicaMeta before = store->begin()->meta();
   auto set_max_pages = [&](const char* sql) {
     return store->read([&](sqlite3* db) {
-      return sqlite_status(sqlite3_exec(db, sql, nullptr, nullptr, nullptr), db, "max_page_count");
+      return sqlite::status_from(sqlite3_exec(db, sql, nullptr, nullptr, nullptr), "max_page_count", db);
     });
   };
   ASSERT_TRUE(set_max_pages("PRAGMA max_page_count = 1"));  // clamps to the current size: no growth

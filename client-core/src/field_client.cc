@@ -15,6 +15,7 @@
 
 #include "field_client_internal.h"
 #include "fieldsync/client/sqlite_replica.h"
+#include "fieldsync/io/sqlite_db.h"
 #include "fieldsync/sync/codec.h"
 #include "fieldsync/sync/export.h"
 
@@ -771,7 +772,7 @@ Result<SyncStatus> FieldClient::sync_status() {
       st.last_synced_at_ms = sqlite3_column_int64(s, 0);
     sqlite3_finalize(s);
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? Status::ok()
-                                                 : sqlite_status(rc, db, "read last sync time");
+                                                 : sqlite::status_from(rc, "read last sync time", db);
   });
   if (!read) return read;
   return st;

@@ -8,6 +8,7 @@
 #include "field_client_internal.h"
 #include "fieldsync/client/field_client.h"
 #include "fieldsync/client/sqlite_replica.h"
+#include "fieldsync/io/sqlite_db.h"
 
 namespace fieldsync::client {
 
@@ -35,7 +36,7 @@ Status query(Queries& q, SqliteReplicaStore& store, const std::string& sql, cons
       if (rc != SQLITE_OK) {
         s = nullptr;
         q.cache.erase(sql);
-        return sqlite_status(rc, db, "prepare query");
+        return sqlite::status_from(rc, "prepare query", db);
       }
     }
     for (size_t i = 0; i < binds.size(); ++i) {
@@ -51,7 +52,7 @@ Status query(Queries& q, SqliteReplicaStore& store, const std::string& sql, cons
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) row(s);
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
-    if (rc != SQLITE_DONE) return sqlite_status(rc, db, "query");
+    if (rc != SQLITE_DONE) return sqlite::status_from(rc, "query", db);
     return Status::ok();
   });
 }

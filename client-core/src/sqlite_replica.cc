@@ -10,11 +10,14 @@
 #include <thread>
 #include <utility>
 
+#include "fieldsync/io/sqlite_db.h"
 #include "fieldsync/schema/ddl.h"
 #include "fieldsync/sync/codec.h"
 
 namespace fieldsync::client {
 namespace {
+
+using sqlite::quoted;
 
 // The frozen format-1 layout of the bookkeeping tables. Never edit: format 2 and later are migrations on top
 // of it, so a new file and a migrated one go through the same steps and end up identical.
@@ -67,16 +70,6 @@ static_assert(std::size(kMigrations) + 1 == SqliteReplicaStore::kFormatVersion,
 const std::string kSetFormatVersion =
     "PRAGMA user_version = " + std::to_string(SqliteReplicaStore::kFormatVersion);
 
-std::string quoted(std::string_view name) {
-  std::string q = "\"";
-  for (char c : name) {
-    if (c == '"') q += '"';
-    q += c;
-  }
-  q += '"';
-  return q;
-}
-
 int64_t to_sql(uint64_t v) {
   return static_cast<int64_t>(v);
 }
@@ -120,36 +113,6 @@ Status corrupt(std::string what, const Status& decode) {
 
 }  // namespace
 
-Status sqlite_status(int rc, sqlite3* db, std::string_view what) {
-  const int primary = rc & 0xff;
-  if (primary == SQLITE_OK || primary == SQLITE_DONE || primary == SQLITE_ROW) return Status::ok();
-  std::string msg(what);
-  msg += ": ";
-  msg += db != nullptr && sqlite3_errcode(db) == rc ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
-  switch (primary) {
-    case SQLITE_FULL:
-      return Status(ErrorCode::kStorageFull, "disk full: " + msg, true);
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-      return Status(ErrorCode::kStorageCorrupt, "replica file is corrupt: " + msg);
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-      return Status(ErrorCode::kStorageLocked, "replica file is locked by another connection: " + msg, true);
-    case SQLITE_READONLY:
-    case SQLITE_PERM:
-    case SQLITE_AUTH:
-      return Status(ErrorCode::kStorageReadOnly, "replica file is read-only: " + msg);
-    case SQLITE_IOERR:
-    case SQLITE_CANTOPEN:
-    case SQLITE_PROTOCOL:
-      return Status(ErrorCode::kStorageIo, "replica I/O error: " + msg, true);
-    case SQLITE_NOMEM:
-      return Status(ErrorCode::kInternal, "out of memory: " + msg, true);
-    default:
-      return Status(ErrorCode::kInternal, "sqlite error " + std::to_string(rc) + ": " + msg);
-  }
-}
-
 // ---- Transaction
 // --------------------------------------------------------------------------------------------
 
@@ -169,7 +132,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     }
     // A read-only or locked file still serves reads (the constructor of SyncClient, the API's queries): they
     // run in autocommit mode, and the first write records the failure so commit() reports it.
-    write_error_ = sqlite_status(rc, store_.db_, "begin transaction");
+    write_error_ = sqlite::status_from(rc, "begin transaction", store_.db_);
   }
 
   ~SqliteReplicaTxn() override {
@@ -189,7 +152,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     int rc = sqlite3_step(s);
     if (rc == SQLITE_DONE) return std::nullopt;
     if (rc != SQLITE_ROW) {
-      fail(sqlite_status(rc, store_.db_, "load record"));
+      fail(sqlite::status_from(rc, "load record", store_.db_));
       return std::nullopt;
     }
     Result<RecordState> r = codec::decode_record(column_blob(s, 0));
@@ -291,7 +254,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
       out.push_back(std::move(t).value());
     }
     if (rc != SQLITE_DONE) {
-      fail(sqlite_status(rc, store_.db_, "read outbox"));
+      fail(sqlite::status_from(rc, "read outbox", store_.db_));
       out.clear();
     }
     return out;
@@ -313,7 +276,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     Use use(s);
     int rc = sqlite3_step(s);
     if (rc != SQLITE_ROW) {
-      fail(sqlite_status(rc, store_.db_, "count outbox"));
+      fail(sqlite::status_from(rc, "count outbox", store_.db_));
       return 0;
     }
     return static_cast<size_t>(sqlite3_column_int64(s, 0));
@@ -332,7 +295,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     int rc = sqlite3_step(s);
     if (rc != SQLITE_ROW) {
       fail(rc == SQLITE_DONE ? Status(ErrorCode::kStorageCorrupt, "replica has no sync state row")
-                             : sqlite_status(rc, store_.db_, "read sync state"));
+                             : sqlite::status_from(rc, "read sync state", store_.db_));
       m.node = store_.node_;
       return m;
     }
@@ -439,7 +402,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     }
     int rc = sqlite3_exec(store_.db_, "COMMIT", nullptr, nullptr, nullptr);
     if (rc != SQLITE_OK) {
-      Status s = sqlite_status(rc, store_.db_, "commit");
+      Status s = sqlite::status_from(rc, "commit", store_.db_);
       // COMMIT can fail and leave the transaction open (SQLITE_BUSY, SQLITE_FULL on the journal): end it.
       if (sqlite3_get_autocommit(store_.db_) == 0)
         sqlite3_exec(store_.db_, "ROLLBACK", nullptr, nullptr, nullptr);
@@ -472,7 +435,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
   bool step_done(sqlite3_stmt* s, std::string_view what) {
     int rc = sqlite3_step(s);
     if (rc == SQLITE_DONE) return true;
-    fail(sqlite_status(rc, store_.db_, what));
+    fail(sqlite::status_from(rc, what, store_.db_));
     return false;
   }
 
@@ -516,26 +479,20 @@ class SqliteReplicaTxn final : public ReplicaTxn {
 // ---- Store
 // --------------------------------------------------------------------------------------------------
 
-SqliteReplicaStore::SqliteReplicaStore(std::string path, sqlite3* db) : path_(std::move(path)), db_(db) {}
+SqliteReplicaStore::SqliteReplicaStore(std::string path, std::unique_ptr<sqlite::Db> conn)
+    : path_(std::move(path)), conn_(std::move(conn)), db_(conn_->raw()) {}
 
-SqliteReplicaStore::~SqliteReplicaStore() {
-  for (auto& [sql, s] : statements_) sqlite3_finalize(s);
-  sqlite3_close_v2(db_);
-}
+SqliteReplicaStore::~SqliteReplicaStore() = default;  // conn_ finalizes its statements and closes
 
 Result<std::unique_ptr<SqliteReplicaStore>> SqliteReplicaStore::open(const std::string& path,
                                                                      Options options) {
   int flags = options.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
   if (options.create_if_missing && !options.read_only) flags |= SQLITE_OPEN_CREATE;
-  sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db, flags | SQLITE_OPEN_NOMUTEX, nullptr);
-  if (rc != SQLITE_OK) {
-    Status s = sqlite_status(rc, db, "open " + path);
-    sqlite3_close_v2(db);
-    return s;
-  }
-  sqlite3_extended_result_codes(db, 1);
-  std::unique_ptr<SqliteReplicaStore> store(new SqliteReplicaStore(path, db));
+  // One connection per store, serialised by mu_: SQLite's own mutex would only be taken twice.
+  Result<std::unique_ptr<sqlite::Db>> conn =
+      sqlite::Db::open(path, flags | SQLITE_OPEN_NOMUTEX, options.busy_timeout_ms);
+  if (!conn) return conn.status();
+  std::unique_ptr<SqliteReplicaStore> store(new SqliteReplicaStore(path, std::move(*conn)));
   if (Status s = store->init(options); !s) {
     return Status(s.code(), path + ": " + s.message(), s.retryable());
   }
@@ -543,11 +500,10 @@ Result<std::unique_ptr<SqliteReplicaStore>> SqliteReplicaStore::open(const std::
 }
 
 Status SqliteReplicaStore::exec(const char* sql) {
-  return sqlite_status(sqlite3_exec(db_, sql, nullptr, nullptr, nullptr), db_, sql);
+  return sqlite::status_from(sqlite3_exec(db_, sql, nullptr, nullptr, nullptr), sql, db_);
 }
 
 Status SqliteReplicaStore::init(const Options& options) {
-  sqlite3_busy_timeout(db_, options.busy_timeout_ms);
   // The version is read before anything could write to the file: a newer file must stay untouched.
   int version = 0;
   int tables = 0;
@@ -557,12 +513,12 @@ Status SqliteReplicaStore::init(const Options& options) {
     if (rc == SQLITE_OK) rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) version = sqlite3_column_int(s, 0);
     sqlite3_finalize(s);
-    if (rc != SQLITE_ROW) return sqlite_status(rc, db_, "read format version");
+    if (rc != SQLITE_ROW) return sqlite::status_from(rc, "read format version", db_);
     rc = sqlite3_prepare_v2(db_, "SELECT count(*) FROM sqlite_schema", -1, &s, nullptr);
     if (rc == SQLITE_OK) rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) tables = sqlite3_column_int(s, 0);
     sqlite3_finalize(s);
-    if (rc != SQLITE_ROW) return sqlite_status(rc, db_, "read schema");
+    if (rc != SQLITE_ROW) return sqlite::status_from(rc, "read schema", db_);
   }
   if (version > kFormatVersion) {
     return Status(ErrorCode::kSchemaTooNew,
@@ -622,7 +578,7 @@ Status SqliteReplicaStore::create_schema(NodeId node) {
       rc = sqlite3_step(s);
     }
     sqlite3_finalize(s);
-    if (rc != SQLITE_DONE) return sqlite_status(rc, db_, "write sync state");
+    if (rc != SQLITE_DONE) return sqlite::status_from(rc, "write sync state", db_);
     for (const Migration& m : kMigrations) {
       for (const char* const* sql = m.begin; sql != m.end; ++sql) {
         if (Status st = exec(*sql); !st) return st;
@@ -666,17 +622,12 @@ sqlite3_stmt* SqliteReplicaStore::statement(const std::string& sql, Status& stat
     status = *closed_;
     return nullptr;
   }
-  if (auto it = statements_.find(sql); it != statements_.end()) return it->second;
-  sqlite3_stmt* s = nullptr;
-  int rc = sqlite3_prepare_v3(db_, sql.c_str(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &s,
-                              nullptr);
-  if (rc != SQLITE_OK) {
-    sqlite3_finalize(s);
-    status = sqlite_status(rc, db_, "prepare");
+  Result<sqlite3_stmt*> s = conn_->prepare(sql);
+  if (!s) {
+    status = s.status();
     return nullptr;
   }
-  statements_.emplace(sql, s);
-  return s;
+  return *s;
 }
 
 std::unique_ptr<ReplicaTxn> SqliteReplicaStore::begin() {
@@ -705,10 +656,7 @@ void SqliteReplicaStore::close(Status reason, const std::function<void(sqlite3*)
   auto l = lock();
   if (closed_) return;
   if (before_close) before_close(db_);
-  for (auto& [sql, s] : statements_) sqlite3_finalize(s);
-  statements_.clear();
-  // v2: a statement someone still holds keeps the handle alive as a zombie instead of failing the close.
-  sqlite3_close_v2(db_);
+  conn_.reset();  // finalizes the cached statements and closes (sqlite_db.h: a zombie while others remain)
   db_ = nullptr;
   closed_ = std::move(reason);
 }
@@ -726,7 +674,7 @@ Status SqliteReplicaStore::mark_seen(const char* table, int64_t up_to_id) {
   if (s == nullptr) return st;
   Use use(s);
   sqlite3_bind_int64(s, 1, up_to_id);
-  return sqlite_status(sqlite3_step(s), db_, "mark seen");
+  return sqlite::status_from(sqlite3_step(s), "mark seen", db_);
 }
 
 void SqliteReplicaStore::fail_next_commit(Status status) {
@@ -752,7 +700,7 @@ Result<std::map<RecordKey, RecordState>> SqliteReplicaStore::records() {
       RecordKey key{r->entity, r->id};
       out.emplace(key, std::move(r).value());
     }
-    if (rc != SQLITE_DONE) return sqlite_status(rc, db_, "read records");
+    if (rc != SQLITE_DONE) return sqlite::status_from(rc, "read records", db_);
   }
   return out;
 }
@@ -770,7 +718,7 @@ Result<std::vector<ConflictRecord>> SqliteReplicaStore::conflicts() {
     if (!c) return corrupt("conflict " + std::to_string(sqlite3_column_int64(s, 0)), c.status());
     out.push_back(std::move(c).value());
   }
-  if (rc != SQLITE_DONE) return sqlite_status(rc, db_, "read conflicts");
+  if (rc != SQLITE_DONE) return sqlite::status_from(rc, "read conflicts", db_);
   return out;
 }
 
@@ -793,7 +741,7 @@ Result<std::vector<Rejection>> SqliteReplicaStore::rejections() {
     r.changes = std::move(t->changes);
     out.push_back(std::move(r));
   }
-  if (rc != SQLITE_DONE) return sqlite_status(rc, db_, "read rejections");
+  if (rc != SQLITE_DONE) return sqlite::status_from(rc, "read rejections", db_);
   return out;
 }
 

@@ -25,7 +25,8 @@
 #include <random>
 #include <thread>
 
-#include "fieldsync/client/tls_stream.h"
+#include "fieldsync/io/certificate.h"
+#include "fieldsync/io/tls_stream.h"
 #include "fieldsync/sync/thread_annotations.h"
 #include "fieldsync/sync/tuning.h"
 
@@ -142,19 +143,6 @@ WsStatus make_context(const WsClientOptions& o, std::optional<ssl::context>& ctx
   return {};
 }
 
-std::string cert_sha256(X509* cert) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  if (X509_digest(cert, EVP_sha256(), md, &n) != 1) return {};
-  static const char* kHex = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < n; ++i) {
-    out += kHex[md[i] >> 4];
-    out += kHex[md[i] & 15];
-  }
-  return out;
-}
-
 WsStatus from_ec(WsError kind, const std::string& stage, const boost::system::error_code& ec) {
   if (ec == beast::error::timeout) return {WsError::kTimeout, stage + " timed out"};
   return {kind, stage + ": " + ec.message()};
@@ -202,7 +190,7 @@ net::awaitable<WsStatus> open_tls(fieldsync::net::TlsStream& stream, const Url& 
   }
   if (!pin.empty()) {
     X509* peer = SSL_get1_peer_certificate(ssl_handle);
-    std::string got = peer ? cert_sha256(peer) : std::string();
+    std::string got = fieldsync::net::certificate_sha256(peer);
     if (peer) X509_free(peer);
     if (got != pin)
       co_return WsStatus{WsError::kPinMismatch,

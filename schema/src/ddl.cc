@@ -6,20 +6,6 @@
 namespace fieldsync::schema {
 namespace {
 
-// Identifiers come from the model, which uses lowercase snake_case names, but some of them are SQL keywords
-// ("order"), so every table, column and index name is quoted.
-std::string quoted(std::string_view name) {
-  std::string q;
-  q.reserve(name.size() + 2);
-  q += '"';
-  for (char c : name) {
-    if (c == '"') q += '"';  // SQL doubles a quote inside a quoted identifier
-    q += c;
-  }
-  q += '"';
-  return q;
-}
-
 bool needs_index(const EntityDef& e, const FieldDef& f) {
   if (f.type == FieldType::kId || f.type == FieldType::kUserId) return true;
   return e.scope.kind == ScopeKind::kTerritory && e.scope.field == f.id;
@@ -46,6 +32,18 @@ void append_entity(const EntityDef& e, std::span<const EntityDef> all, std::vect
 }
 
 }  // namespace
+
+std::string quoted(std::string_view name) {
+  std::string q;
+  q.reserve(name.size() + 2);
+  q += '"';
+  for (char c : name) {
+    if (c == '"') q += '"';  // SQL doubles a quote inside a quoted identifier
+    q += c;
+  }
+  q += '"';
+  return q;
+}
 
 std::string_view sqlite_type(FieldType t) {
   switch (t) {

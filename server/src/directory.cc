@@ -12,8 +12,8 @@
 #include <array>
 #include <set>
 
+#include "fieldsync/io/sqlite_db.h"
 #include "fieldsync/sync/tuning.h"
-#include "sqlite_db.h"
 
 namespace fieldsync::server {
 

@@ -28,7 +28,7 @@
 #include <thread>
 #include <vector>
 
-#include "fieldsync/client/tls_stream.h"
+#include "fieldsync/io/tls_stream.h"
 #include "fieldsync/server/metrics.h"
 #include "fieldsync/server/sync_service.h"
 #include "wall_clock.h"

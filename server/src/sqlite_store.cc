@@ -21,10 +21,10 @@
 #include <map>
 #include <set>
 
+#include "fieldsync/io/sqlite_db.h"
 #include "fieldsync/schema/ddl.h"
 #include "fieldsync/sync/codec.h"
 #include "fieldsync/sync/scope.h"
-#include "sqlite_db.h"
 #include "wall_clock.h"
 
 namespace fieldsync::server {

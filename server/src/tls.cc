@@ -97,25 +97,6 @@ Result<CertificatePem> make_self_signed(const SelfSignedOptions& options) {
   return CertificatePem{bio_string(cert_bio.get()), bio_string(key_bio.get())};
 }
 
-Result<std::string> certificate_sha256(const std::string& cert_pem) {
-  Ptr<BIO> bio(BIO_new_mem_buf(cert_pem.data(), static_cast<int>(cert_pem.size())));
-  Ptr<X509> cert(bio ? PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr) : nullptr);
-  if (!cert) {
-    ERR_clear_error();
-    return Status(ErrorCode::kInvalidArgument, "not a PEM certificate");
-  }
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  if (X509_digest(cert.get(), EVP_sha256(), md, &n) != 1) return openssl_error("X509_digest");
-  static const char* kHex = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < n; ++i) {
-    out += kHex[md[i] >> 4];
-    out += kHex[md[i] & 15];
-  }
-  return out;
-}
-
 Result<std::string> read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return Status(ErrorCode::kInvalidArgument, "cannot read " + path);

@@ -21,9 +21,10 @@
 // A change of the entity model (schema::kSchemaVersion) that adds tables or columns needs a format bump with
 // its migration here.
 //
-// Errors are typed (status.h): kStorageFull, kStorageCorrupt, kStorageLocked (retryable), kStorageReadOnly,
-// kStorageIo, kSchemaTooNew. A ReplicaTxn whose statement failed remembers the first failure, skips its
-// remaining writes and makes commit() roll everything back and return it: nothing is ever half-written.
+// Errors are typed (status.h; SQLite's codes mapped by fieldsync/io/sqlite_db.h, as on the server):
+// kStorageFull, kStorageCorrupt, kStorageLocked (retryable), kStorageReadOnly, kStorageIo, kSchemaTooNew. A
+// ReplicaTxn whose statement failed remembers the first failure, skips its remaining writes and makes
+// commit() roll everything back and return it: nothing is ever half-written.
 //
 // Threading: one connection per store, serialised by an internal mutex that a ReplicaTxn holds from begin()
 // until it is destroyed. Do not call read() or begin() on a thread that already holds a ReplicaTxn of the
@@ -40,13 +41,15 @@
 #include <string>
 #include <string_view>
 #include <thread>
-#include <unordered_map>
 #include <vector>
 
 #include "fieldsync/sync/store.h"
 
 struct sqlite3;
 struct sqlite3_stmt;
+namespace fieldsync::sqlite {
+class Db;  // fieldsync/io/sqlite_db.h
+}
 
 namespace fieldsync::client {
 
@@ -103,7 +106,7 @@ class SqliteReplicaStore final : public ReplicaStore {
 
  private:
   friend class SqliteReplicaTxn;
-  SqliteReplicaStore(std::string path, sqlite3* db);
+  SqliteReplicaStore(std::string path, std::unique_ptr<sqlite::Db> conn);
   Status init(const Options& options);
   Status create_schema(NodeId node);
   Status migrate(int from_version);
@@ -114,17 +117,15 @@ class SqliteReplicaStore final : public ReplicaStore {
   std::unique_lock<std::mutex> lock();  // aborts if this thread already holds a transaction of this store
 
   const std::string path_;
-  sqlite3* db_ = nullptr;
+  // The connection, its statement cache and its busy handler (io/sqlite_db.h, as the server's stores use).
+  // Both are null once close() ran.
+  std::unique_ptr<sqlite::Db> conn_;
+  sqlite3* db_ = nullptr;  // conn_->raw()
   NodeId node_ = 0;
   std::mutex mu_;                       // held by an open ReplicaTxn, read(), mark_*_seen() and close()
   std::atomic<std::thread::id> owner_;  // the thread holding an open ReplicaTxn, if any
-  std::unordered_map<std::string, sqlite3_stmt*> statements_;
   std::optional<Status> pending_fault_;
   std::optional<Status> closed_;  // set by close(): why the connection is gone (db_ is null)
 };
-
-// Maps an SQLite result code to a typed Status (full, corrupt, locked/busy, read-only, I/O...). `what` says
-// what was being done; the connection's message is appended when db is given.
-Status sqlite_status(int rc, sqlite3* db, std::string_view what);
 
 }  // namespace fieldsync::client

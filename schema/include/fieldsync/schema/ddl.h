@@ -3,11 +3,16 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "fieldsync/schema/model.h"
 
 namespace fieldsync::schema {
+
+// Quotes an SQL identifier: model names are lowercase snake_case, but some are SQL keywords ("order"), so
+// every table, column and index name in SQL built from the model is quoted (a '"' inside is doubled).
+std::string quoted(std::string_view name);
 
 // SQL column type of a field in SQLite ("TEXT", "INTEGER", "REAL").
 std::string_view sqlite_type(FieldType t);

@@ -29,11 +29,11 @@
 #include "fieldsync/sync/server.h"
 #include "fieldsync/sync/thread_annotations.h"
 
-namespace fieldsync::server {
-
-namespace sqlite {
-class Db;  // src/sqlite_db.h
+namespace fieldsync::sqlite {
+class Db;  // fieldsync/io/sqlite_db.h
 }
+
+namespace fieldsync::server {
 
 inline constexpr std::string_view kDirectoryFileName = "directory.db";
 

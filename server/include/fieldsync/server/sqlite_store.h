@@ -57,10 +57,10 @@ namespace fieldsync::server {
 // The central store's file name inside the server's data directory.
 inline constexpr std::string_view kCentralStoreFileName = "central.db";
 
-namespace sqlite {
-class Db;  // src/sqlite_db.h
-}
 }  // namespace fieldsync::server
+namespace fieldsync::sqlite {
+class Db;  // fieldsync/io/sqlite_db.h
+}
 namespace fieldsync::schema {
 struct EntityDef;  // fieldsync/schema/model.h
 }

@@ -1,11 +1,12 @@
 // TLS material for the server: a self-signed development certificate (`fieldsync-server --dev`, tests) and
-// the SHA-256 pin of a certificate (what a field app ships to trust exactly this server). No Asio here: the
-// TLS context itself is built in net_server.cc.
+// the SHA-256 pin of a certificate (what a field app ships to trust exactly this server; io/certificate.h).
+// No Asio here: the TLS context itself is built in net_server.cc.
 #pragma once
 
 #include <string>
 #include <vector>
 
+#include "fieldsync/io/certificate.h"
 #include "fieldsync/sync/status.h"
 
 namespace fieldsync::server {
@@ -26,9 +27,10 @@ struct SelfSignedOptions {
 // when given to a client as a CA file). Errors: kInternal with OpenSSL's message.
 Result<CertificatePem> make_self_signed(const SelfSignedOptions& options);
 
-// Lowercase hex SHA-256 of the certificate's DER encoding (64 characters): the value clients pin.
-// Errors: kInvalidArgument when the PEM does not hold a certificate.
-Result<std::string> certificate_sha256(const std::string& cert_pem);
+// Lowercase hex SHA-256 of the certificate's DER encoding (64 characters): the value clients pin. Defined in
+// io/ with the client's check of the pin (fieldsync/io/certificate.h); named here too for the server's
+// callers.
+using net::certificate_sha256;
 
 // Reads a whole file / writes one atomically (temporary file and rename). `private_file` makes it 0600.
 Result<std::string> read_file(const std::string& path);

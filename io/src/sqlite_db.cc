@@ -1,14 +1,18 @@
-#include "sqlite_db.h"
+#include "fieldsync/io/sqlite_db.h"
 
 #include <thread>
 
-namespace fieldsync::server::sqlite {
+namespace fieldsync::sqlite {
 
 Status status_from(int rc, std::string_view what, sqlite3* db) {
+  const int primary = rc & 0xff;
+  if (primary == SQLITE_OK || primary == SQLITE_ROW || primary == SQLITE_DONE) return Status::ok();
   std::string msg(what);
   msg += ": ";
-  msg += db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
-  switch (rc & 0xff) {
+  // The connection's message may be about an earlier error than `rc` (a statement reset or finalized since).
+  msg += db != nullptr && sqlite3_errcode(db) == rc ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+  msg += " (sqlite " + std::to_string(rc) + ")";
+  switch (primary) {
     case SQLITE_FULL:
       return Status(ErrorCode::kStorageFull, std::move(msg), true);
     case SQLITE_CORRUPT:
@@ -18,11 +22,17 @@ Status status_from(int rc, std::string_view what, sqlite3* db) {
     case SQLITE_LOCKED:
       return Status(ErrorCode::kStorageLocked, std::move(msg), true);
     case SQLITE_READONLY:
+    case SQLITE_PERM:
+    case SQLITE_AUTH:
       return Status(ErrorCode::kStorageReadOnly, std::move(msg));
     case SQLITE_IOERR:
+      if (rc == SQLITE_IOERR_NOMEM) return Status(ErrorCode::kInternal, std::move(msg), true);
+      return Status(ErrorCode::kStorageIo, std::move(msg), true);
     case SQLITE_CANTOPEN:
     case SQLITE_PROTOCOL:
       return Status(ErrorCode::kStorageIo, std::move(msg), true);
+    case SQLITE_NOMEM:
+      return Status(ErrorCode::kInternal, std::move(msg), true);
     default:
       return Status(ErrorCode::kInternal, std::move(msg));
   }
@@ -54,7 +64,9 @@ int Db::on_busy(void* self, int tries) {
 
 Db::~Db() {
   for (auto& [sql, stmt] : cache_) sqlite3_finalize(stmt);
-  sqlite3_close(db_);
+  // v2: a statement someone else prepared on this connection and still holds (the device API's queries run
+  // through SqliteReplicaStore::read) keeps the handle alive as a zombie instead of failing the close.
+  sqlite3_close_v2(db_);
 }
 
 Result<sqlite3_stmt*> Db::prepare(const std::string& sql) {
@@ -155,14 +167,4 @@ std::span<const uint8_t> Stmt::col_blob(int i) {
   return {static_cast<const uint8_t*>(p), static_cast<size_t>(sqlite3_column_bytes(s_, i))};
 }
 
-std::string quoted(std::string_view name) {
-  std::string q = "\"";
-  for (char c : name) {
-    if (c == '"') q += '"';
-    q += c;
-  }
-  q += '"';
-  return q;
-}
-
-}  // namespace fieldsync::server::sqlite
+}  // namespace fieldsync::sqlite

@@ -1,5 +1,7 @@
-// A thin layer over the SQLite C API shared by the central store and the directory: a connection with a cache
-// of prepared statements, typed errors, and small binding helpers. Private to server/.
+// A thin layer over the SQLite C API: a connection with a cache of prepared statements and a busy handler,
+// typed errors, and small binding helpers. The central store and the directory (server/) and the device
+// replica (client-core/) all open their connections with Db, so a locked or failing file behaves and reads
+// the same on both sides; the replica binds and steps its cached statements itself.
 #pragma once
 
 #include <sqlite3.h>
@@ -13,19 +15,32 @@
 #include <unordered_map>
 #include <vector>
 
+#include "fieldsync/schema/ddl.h"
 #include "fieldsync/sync/status.h"
 
-namespace fieldsync::server::sqlite {
+namespace fieldsync::sqlite {
 
-// SQLite result code -> typed Status: SQLITE_FULL kStorageFull, CORRUPT/NOTADB kStorageCorrupt, BUSY/LOCKED
-// kStorageLocked (retryable), READONLY kStorageReadOnly, IOERR/CANTOPEN/PROTOCOL kStorageIo (retryable),
-// anything else kInternal.
+// SQLite result code (primary or extended) -> typed Status. The one mapping for every SQLite file fieldsync
+// keeps; the code says what the caller can do about it, `retryable` whether trying again later can help
+// without an operator:
+//   OK, ROW, DONE               ok (any step's result may be passed)
+//   FULL                        kStorageFull, retryable (space can be freed)
+//   CORRUPT, NOTADB             kStorageCorrupt
+//   BUSY, LOCKED                kStorageLocked, retryable (another connection holds the lock)
+//   READONLY, PERM, AUTH        kStorageReadOnly: the file's mode, its mount or an authorizer refuses the
+//                               access; an operator has to change that
+//   IOERR, CANTOPEN, PROTOCOL   kStorageIo, retryable (IOERR_NOMEM: below)
+//   NOMEM, IOERR_NOMEM          kInternal, retryable: the process ran short of memory, not the disk
+//   anything else               kInternal (ERROR, CONSTRAINT, MISUSE, TOOBIG, ...): SQL fieldsync wrote is
+//                               wrong or an invariant is broken
+// The message is `what`, the connection's message when it is about this error (else SQLite's text for the
+// code) and the code's number.
 Status status_from(int rc, std::string_view what, sqlite3* db);
 
 class Db {
  public:
-  // Opens `path` with the given sqlite3_open_v2 flags. A statement that finds the database locked by another
-  // connection retries every millisecond for up to busy_timeout_ms (see on_busy).
+  // Opens `path` with the given sqlite3_open_v2 flags, with extended result codes. A statement that finds the
+  // database locked by another connection retries every millisecond for up to busy_timeout_ms (see on_busy).
   static Result<std::unique_ptr<Db>> open(const std::string& path, int flags, int busy_timeout_ms);
   ~Db();
   Db(const Db&) = delete;
@@ -85,7 +100,8 @@ class Stmt {
   Status status_;
 };
 
-// Quotes an SQL identifier ("order" is a keyword).
-std::string quoted(std::string_view name);
+// Quotes an SQL identifier ("order" is a keyword). Defined with the DDL (schema/ddl.h), so statements built
+// over model names quote them exactly as the tables were created.
+using schema::quoted;
 
-}  // namespace fieldsync::server::sqlite
+}  // namespace fieldsync::sqlite

@@ -1,5 +1,5 @@
 // The one place the TLS stream's asynchronous operations are instantiated (see tls_stream.h).
-#include "fieldsync/client/tls_stream.h"
+#include "fieldsync/io/tls_stream.h"
 
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/ssl.hpp>
