@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PACKAGES=(
-  build-essential cmake ninja-build ccache pkg-config clang-format
+  build-essential cmake ninja-build ccache pkg-config clang-format clang
   libboost1.81-dev libboost-json1.81-dev
   libsqlite3-dev sqlite3
   flatbuffers-compiler libflatbuffers-dev

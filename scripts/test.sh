@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The README's test command: installs what is missing, builds, runs every test in Release, then again under
+# The README's test command: installs what is missing, builds, runs every test in Release, builds the tree with
+# clang (warnings and lock annotations), then runs every test again under
 # AddressSanitizer + UndefinedBehaviorSanitizer. Set FIELDSYNC_SKIP_ASAN=1 to skip the second pass locally.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,9 @@ echo "== release build"
 ./scripts/build.sh release
 echo "== release tests"
 ctest --test-dir build --output-on-failure -j"$(nproc)" --timeout 600
+
+echo "== clang build (-Werror, -Wthread-safety)"
+./scripts/build.sh clang
 
 if [ "${FIELDSYNC_SKIP_ASAN:-0}" != "1" ]; then
   echo "== asan+ubsan build"

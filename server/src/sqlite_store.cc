@@ -57,8 +57,8 @@ const char* const kStoreDdl[] = {
     "recorded_at_ms INTEGER NOT NULL, PRIMARY KEY (node, node_seq))",
     "CREATE TABLE IF NOT EXISTS _state (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     // One row per (scope key, log entry) of log_scopes(): a device's catch-up walks its few keys here.
-    "CREATE TABLE IF NOT EXISTS _log_scope (scope TEXT NOT NULL, server_seq INTEGER NOT NULL, "
-    "PRIMARY KEY (scope, server_seq)) WITHOUT ROWID",
+    ("CREATE TABLE IF NOT EXISTS _log_scope (scope TEXT NOT NULL, server_seq INTEGER NOT NULL, "
+     "PRIMARY KEY (scope, server_seq)) WITHOUT ROWID"),  // parenthesised: one statement on two lines
     // Scheduling conflicts look up one owner's events by time (events_overlapping).
     "CREATE INDEX IF NOT EXISTS idx_calendar_event_owner_start ON calendar_event (owner_id, start_at)",
 };
