@@ -154,7 +154,7 @@ const EntityDef& entity_ref(EntityId id);  // asserts the entity exists
 // The status transition allowed from `from` to `to`, if any (from == to is always allowed).
 std::optional<Role> transition_role(const EntityDef& e, std::string_view from, std::string_view to);
 
-// Checks `text` against a text ValueRule (currency code, e-mail); empty if it fits, else why not ("not a
+// Checks `text` against a text ValueRule (currency code, e-mail); empty if it fits, else why not ("not an
 // ISO 4217 currency code ..."). Rules of other types always fit here.
 std::string_view check_text_rule(ValueRule rule, std::string_view text);
 // The inclusive range of an int ValueRule (money, quantity, basis points), or nullopt if it has none.
