@@ -118,6 +118,27 @@ TEST(Admin, CatalogueWritesAreLoggedTransactionsFromTheAdminNode) {
   EXPECT_EQ(admin->store().read_log(4, 10).at(0).origin_node_seq, 6u);
 }
 
+// The admin tool writes through the model's rules like any client: a price in a malformed currency or below
+// zero is refused naming the field, on an entry that exists and on a new one, and nothing is logged.
+TEST(Admin, PricesFollowTheModelsValueRules) {
+  TempDir tmp;
+  auto admin = open_admin(tmp.path());
+  ASSERT_TRUE(admin->add_product("P-1", "Flour 1kg", "bag").is_ok());
+  ASSERT_TRUE(admin->set_price("P-1", "retail", 299, "EUR").is_ok());
+  const size_t logged = admin->store().read_log(0, 1000).size();
+  for (const char* list : {"retail", "promo"}) {
+    Result<RecordId> bad_currency = admin->set_price("P-1", list, 1, "eur");
+    EXPECT_EQ(bad_currency.status().code(), ErrorCode::kValueInvalid) << list;
+    EXPECT_NE(bad_currency.status().message().find("field currency"), std::string::npos)
+        << bad_currency.status().to_string();
+    Result<RecordId> negative = admin->set_price("P-1", list, -1, "EUR");
+    EXPECT_EQ(negative.status().code(), ErrorCode::kValueInvalid) << list;
+    EXPECT_NE(negative.status().message().find("field unit_price_cents"), std::string::npos)
+        << negative.status().to_string();
+  }
+  EXPECT_EQ(admin->store().read_log(0, 1000).size(), logged);
+}
+
 // Catalogue and accounts written on the server reach a device through the Directory's token check, and the
 // device's replica exports the same bytes as the admin export for that user.
 TEST(Admin, DeviceReplicaEqualsTheUsersExport) {

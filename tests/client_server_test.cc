@@ -2,6 +2,7 @@
 // and a loopback that hands messages across directly (the simulator adds the codec and network faults).
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 
@@ -457,6 +458,100 @@ TEST(ClientServer, PushForAnotherNodeIsRefused) {
   ASSERT_EQ(out.size(), 1u);
   EXPECT_EQ(std::get<protocol::Error>(out[0].message).code, ErrorCode::kPermissionDenied);
   EXPECT_TRUE(w.store.log().empty());
+}
+
+// Another client (a modified phone, the C ABI) can push anything: the server applies the model's value rules
+// and user-reference rules itself. Each hand-built transaction below carries one bad value or another
+// person's name; each is rejected with the reason and the field, and nothing of it is applied.
+TEST(ClientServer, HandBuiltPushWithABadValueOrAnotherUsersNameIsRejected) {
+  World w;
+  Device& alice = w.add(11, "alice");
+  Device& bob = w.add(12, "bob");  // pushes by hand only: his SyncClient never writes
+  w.connect(alice);
+  w.connect(bob);
+  RecordId acct = new_account(w, alice, "t-north", "A");
+  w.pump();
+  const std::string account = acct.to_string();
+
+  struct Case {
+    std::string what;
+    ErrorCode reason;
+    std::string field;  // named in the message
+    std::function<std::vector<Change>(RecordId)> changes;
+  };
+  auto order = [&](RecordId id, const std::string& rep, const std::string& currency) {
+    return std::vector<Change>{create(EntityId::kOrder, id),
+                               set(EntityId::kOrder, id, f::kOrderAccount, Value::text(account)),
+                               set(EntityId::kOrder, id, f::kOrderRep, Value::text(rep)),
+                               set(EntityId::kOrder, id, f::kOrderStatus, Value::text("draft")),
+                               set(EntityId::kOrder, id, f::kOrderCurrency, Value::text(currency))};
+  };
+  auto order_with_line = [&](RecordId id, uint16_t field, Value v) {
+    std::vector<Change> changes = order(id, "bob", "EUR");
+    RecordId line{id.hi, id.lo + 1};
+    changes.push_back(create(EntityId::kOrderLine, line));
+    changes.push_back(set(EntityId::kOrderLine, line, f::kOrderLineOrder, Value::text(id.to_string())));
+    changes.push_back(set(EntityId::kOrderLine, line, f::kOrderLineProduct, Value::text(id.to_string())));
+    for (uint16_t fld : {f::kOrderLineQuantity, f::kOrderLineUnitPrice, f::kOrderLineDiscount})
+      changes.push_back(set(EntityId::kOrderLine, line, fld, fld == field ? v : Value::integer(1)));
+    return changes;
+  };
+  auto contact = [&](RecordId id, const std::string& email) {
+    return std::vector<Change>{create(EntityId::kContact, id),
+                               set(EntityId::kContact, id, f::kContactAccount, Value::text(account)),
+                               set(EntityId::kContact, id, f::kContactName, Value::text("Jo")),
+                               set(EntityId::kContact, id, f::kContactEmail, Value::text(email))};
+  };
+  const std::vector<Case> cases = {
+      {"currency", ErrorCode::kValueInvalid, "currency",
+       [&](RecordId id) { return order(id, "bob", "eur"); }},
+      {"e-mail", ErrorCode::kValueInvalid, "email", [&](RecordId id) { return contact(id, "jo.at.x.de"); }},
+      {"quantity 0", ErrorCode::kValueInvalid, "quantity",
+       [&](RecordId id) { return order_with_line(id, f::kOrderLineQuantity, Value::integer(0)); }},
+      {"quantity too big", ErrorCode::kValueInvalid, "quantity",
+       [&](RecordId id) {
+         return order_with_line(id, f::kOrderLineQuantity, Value::integer(schema::kMaxQuantity + 1));
+       }},
+      {"negative price", ErrorCode::kValueInvalid, "unit_price_cents",
+       [&](RecordId id) { return order_with_line(id, f::kOrderLineUnitPrice, Value::integer(-1)); }},
+      {"discount over 100 %", ErrorCode::kValueInvalid, "discount_bp",
+       [&](RecordId id) { return order_with_line(id, f::kOrderLineDiscount, Value::integer(10'001)); }},
+      {"order in alice's name", ErrorCode::kPermissionDenied, "rep_id",
+       [&](RecordId id) { return order(id, "alice", "EUR"); }},
+      {"account filed by head office", ErrorCode::kPermissionDenied, "created_by",
+       [&](RecordId id) {
+         return std::vector<Change>{create(EntityId::kAccount, id),
+                                    set(EntityId::kAccount, id, f::kAccountName, Value::text("B")),
+                                    set(EntityId::kAccount, id, f::kAccountTerritory, Value::text("t-north")),
+                                    set(EntityId::kAccount, id, f::kAccountCreatedBy, Value::text("ho"))};
+       }},
+  };
+
+  const std::vector<ServerTxn> log_before = w.store.log();
+  const auto records_before = w.store.records();
+  uint64_t node_seq = 0;
+  Hlc hlc = make_hlc(w.now, 0);
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    ClientTxn t;
+    t.node = 12;
+    t.node_seq = ++node_seq;
+    t.created_at_ms = w.now;
+    t.changes = c.changes(bob.ids.next(w.now));
+    for (Change& ch : t.changes) ch.version = Version{++hlc, 12};
+    w.server->on_message(bob.session, protocol::PushTxns{node_seq, {t}}, w.now);
+    auto out = w.server->take_outgoing();
+    ASSERT_EQ(out.size(), 1u);
+    const auto* ack = std::get_if<protocol::PushAck>(&out[0].message);
+    ASSERT_NE(ack, nullptr);
+    ASSERT_EQ(ack->results.size(), 1u);
+    const protocol::TxnResult& r = ack->results[0];
+    EXPECT_EQ(r.outcome, protocol::TxnOutcome::kRejected);
+    EXPECT_EQ(r.reason, c.reason) << r.message;
+    EXPECT_NE(r.message.find("field " + c.field), std::string::npos) << r.message;
+  }
+  EXPECT_EQ(w.store.log(), log_before);
+  EXPECT_EQ(w.store.records(), records_before);
 }
 
 TEST(ClientServer, LocalValidationWritesNothing) {

@@ -765,6 +765,71 @@ TEST_F(E2E, RepsNeverSeeOtherTerritoriesAndOutOfScopePushesAreRejectedWhole) {
   EXPECT_TRUE(carol.client->account(*border).is_ok());
 }
 
+// A hand-built push over the real server with bob's own valid token: an account filed in alice's name and
+// one with a malformed e-mail are rejected naming the field and leave the store as it was; his honest account
+// right after is applied.
+TEST_F(E2E, HandBuiltPushesInAnotherRepsNameOrWithABadValueAreRejected) {
+  ASSERT_TRUE(server.start());
+  WsClientOptions raw_options;
+  raw_options.url = server.url();
+  raw_options.ca_file = server.ca_file();
+  raw_options.connect_timeout_ms = 10'000;
+  WsRawPeer peer(raw_options);
+  ASSERT_TRUE(peer.connect().ok());
+  protocol::Hello hello;
+  hello.schema_version = schema::kSchemaVersion;
+  hello.node = nodes.at("bob");
+  hello.token = token("bob");
+  hello.client_time_ms = wall_ms();
+  ASSERT_TRUE(peer.send(codec::encode(hello), kWait).ok());
+  std::vector<uint8_t> msg;
+  ASSERT_TRUE(peer.receive(msg, kWait).ok());
+  ASSERT_TRUE(std::holds_alternative<protocol::Welcome>(codec::decode(msg).value()));
+
+  RecordIdGenerator ids(nodes.at("bob"));
+  uint64_t node_seq = 0;
+  Hlc hlc = make_hlc(wall_ms(), 0);
+  auto push = [&](std::vector<Change> changes) -> protocol::TxnResult {
+    ClientTxn txn;
+    txn.node = nodes.at("bob");
+    txn.node_seq = ++node_seq;
+    txn.created_at_ms = wall_ms();
+    for (Change& c : changes) c.version = Version{++hlc, txn.node};
+    txn.changes = std::move(changes);
+    EXPECT_TRUE(peer.send(codec::encode(protocol::PushTxns{node_seq, {txn}}), kWait).ok());
+    for (;;) {  // skip anything else the server sends
+      if (!peer.receive(msg, kWait).ok()) return {};
+      Result<protocol::Message> m = codec::decode(msg);
+      if (m.is_ok() && std::holds_alternative<protocol::PushAck>(m.value()))
+        return std::get<protocol::PushAck>(m.value()).results.at(0);
+    }
+  };
+  const uint64_t head = admin->store().head_seq();
+
+  const RecordId forged = ids.next(wall_ms());
+  protocol::TxnResult r = push(new_account(forged, "Alice's Mill", "north", "alice"));
+  EXPECT_EQ(r.outcome, protocol::TxnOutcome::kRejected);
+  EXPECT_EQ(r.reason, ErrorCode::kPermissionDenied) << r.message;
+  EXPECT_NE(r.message.find("field created_by"), std::string::npos) << r.message;
+
+  const RecordId bad_email = ids.next(wall_ms());
+  std::vector<Change> changes = new_account(bad_email, "Bob's Mill", "north", "bob");
+  changes.push_back(set(EntityId::kAccount, bad_email, kAccountEmail, Value::text("bob at mill")));
+  r = push(std::move(changes));
+  EXPECT_EQ(r.outcome, protocol::TxnOutcome::kRejected);
+  EXPECT_EQ(r.reason, ErrorCode::kValueInvalid) << r.message;
+  EXPECT_NE(r.message.find("field email"), std::string::npos) << r.message;
+
+  EXPECT_EQ(admin->store().head_seq(), head) << "nothing applied";
+  EXPECT_FALSE(admin->store().load(EntityId::kAccount, forged).has_value());
+  EXPECT_FALSE(admin->store().load(EntityId::kAccount, bad_email).has_value());
+
+  const RecordId honest = ids.next(wall_ms());
+  r = push(new_account(honest, "Bob's Mill", "north", "bob"));
+  EXPECT_EQ(r.outcome, protocol::TxnOutcome::kApplied) << r.message;
+  EXPECT_EQ(admin->store().head_seq(), head + 1);
+}
+
 // ---- 3. Tokens: expired at the handshake, and wrong or unsigned ones.
 
 TEST_F(E2E, ExpiredAndForgedTokensAreRefusedWithTypedErrorsAndTheClientStops) {

@@ -142,6 +142,31 @@ TEST(ModelTest, FieldConstantsNameTheIntendedFields) {
       {EntityId::kCalendarEvent, fields::kEventEnd, "end_at"},
       {EntityId::kCalendarEvent, fields::kEventStatus, "status"},
       {EntityId::kOpportunity, fields::kOpportunityStage, "stage"},
+      {EntityId::kAccount, fields::kAccountEmail, "email"},
+      {EntityId::kAccount, fields::kAccountCreditLimit, "credit_limit_cents"},
+      {EntityId::kAccount, fields::kAccountCreatedBy, "created_by"},
+      {EntityId::kContact, fields::kContactName, "name"},
+      {EntityId::kContact, fields::kContactEmail, "email"},
+      {EntityId::kProduct, fields::kProductSku, "sku"},
+      {EntityId::kProduct, fields::kProductName, "name"},
+      {EntityId::kProduct, fields::kProductUnit, "unit"},
+      {EntityId::kProduct, fields::kProductActive, "active"},
+      {EntityId::kPriceListEntry, fields::kPriceProduct, "product_id"},
+      {EntityId::kPriceListEntry, fields::kPriceList, "price_list"},
+      {EntityId::kPriceListEntry, fields::kPriceUnitPrice, "unit_price_cents"},
+      {EntityId::kPriceListEntry, fields::kPriceCurrency, "currency"},
+      {EntityId::kVisit, fields::kVisitLatitude, "latitude"},
+      {EntityId::kVisit, fields::kVisitLongitude, "longitude"},
+      {EntityId::kOrder, fields::kOrderRep, "rep_id"},
+      {EntityId::kOrder, fields::kOrderCurrency, "currency"},
+      {EntityId::kOrder, fields::kOrderApprovedBy, "approved_by"},
+      {EntityId::kOrderLine, fields::kOrderLineProduct, "product_id"},
+      {EntityId::kOrderLine, fields::kOrderLineQuantity, "quantity"},
+      {EntityId::kOrderLine, fields::kOrderLineUnitPrice, "unit_price_cents"},
+      {EntityId::kOrderLine, fields::kOrderLineDiscount, "discount_bp"},
+      {EntityId::kOpportunity, fields::kOpportunityOwner, "owner_id"},
+      {EntityId::kOpportunity, fields::kOpportunityAmount, "amount_cents"},
+      {EntityId::kOpportunity, fields::kOpportunityCurrency, "currency"},
   };
   for (const Expect& x : expected) {
     const EntityDef& e = entity_ref(x.entity);
@@ -198,6 +223,116 @@ TEST(ModelTest, TypeSpecificAttributesOnlyWhereTheyApply) {
       }
     }
   }
+}
+
+// --- Value rules and user references
+// ------------------------------------------------------------------------------
+
+// Each value rule belongs to one type, and fields are named after what they hold: every currency field is a
+// currency code, every e-mail an e-mail, every *_cents field money. A new field of that sort without its rule
+// fails here rather than opening a hole on the server.
+TEST(ModelTest, ValueRulesFitTheirFieldsAndEveryMoneyFieldHasOne) {
+  for (const EntityDef& e : entities()) {
+    for (const FieldDef& f : e.fields) {
+      const std::string where = std::string(e.name) + "." + std::string(f.name);
+      switch (f.value_rule) {
+        case ValueRule::kAny:
+          break;
+        case ValueRule::kCurrencyCode:
+        case ValueRule::kEmail:
+          EXPECT_EQ(f.type, FieldType::kText) << where;
+          break;
+        case ValueRule::kMoney:
+        case ValueRule::kQuantity:
+        case ValueRule::kBasisPoints:
+          EXPECT_EQ(f.type, FieldType::kInt) << where;
+          break;
+        case ValueRule::kLatitude:
+        case ValueRule::kLongitude:
+          EXPECT_EQ(f.type, FieldType::kReal) << where;
+          break;
+      }
+      if (f.name == "currency") {
+        EXPECT_EQ(f.value_rule, ValueRule::kCurrencyCode) << where;
+      }
+      if (f.name == "email") {
+        EXPECT_EQ(f.value_rule, ValueRule::kEmail) << where;
+      }
+      if (f.name.ends_with("_cents")) {
+        EXPECT_EQ(f.value_rule, ValueRule::kMoney) << where;
+      }
+      if (f.name.ends_with("_bp")) {
+        EXPECT_EQ(f.value_rule, ValueRule::kBasisPoints) << where;
+      }
+      // Every number a person types has a range: an int or real field without a rule must say why here.
+      if ((f.type == FieldType::kInt || f.type == FieldType::kReal) && f.value_rule == ValueRule::kAny)
+        ADD_FAILURE() << where << ": a number without a value rule";
+    }
+  }
+  EXPECT_EQ(entity_ref(EntityId::kOrderLine).field(fields::kOrderLineQuantity)->value_rule,
+            ValueRule::kQuantity);
+  EXPECT_EQ(entity_ref(EntityId::kVisit).field(fields::kVisitLatitude)->value_rule, ValueRule::kLatitude);
+  EXPECT_EQ(entity_ref(EntityId::kVisit).field(fields::kVisitLongitude)->value_rule, ValueRule::kLongitude);
+}
+
+TEST(ModelTest, ValueRuleRules) {
+  EXPECT_EQ(int_range(ValueRule::kQuantity)->min, 1);
+  EXPECT_EQ(int_range(ValueRule::kQuantity)->max, kMaxQuantity);
+  EXPECT_EQ(int_range(ValueRule::kMoney)->min, 0);
+  EXPECT_EQ(int_range(ValueRule::kMoney)->max, kMaxMoneyCents);
+  EXPECT_EQ(int_range(ValueRule::kBasisPoints)->max, 10'000);
+  EXPECT_FALSE(int_range(ValueRule::kAny));
+  EXPECT_FALSE(int_range(ValueRule::kEmail));
+  EXPECT_EQ(real_range(ValueRule::kLatitude)->max, 90);
+  EXPECT_EQ(real_range(ValueRule::kLongitude)->min, -180);
+  EXPECT_FALSE(real_range(ValueRule::kMoney));
+  // The largest line's gross (quantity * unit price) fits in int64: totals cannot overflow.
+  EXPECT_LE(kMaxQuantity, INT64_MAX / kMaxMoneyCents);
+
+  for (std::string_view ok : {"EUR", "CHF", "USD"})
+    EXPECT_TRUE(check_text_rule(ValueRule::kCurrencyCode, ok).empty()) << ok;
+  for (std::string_view bad : {"", "EU", "EURO", "eur", "E1R", "EU "})
+    EXPECT_FALSE(check_text_rule(ValueRule::kCurrencyCode, bad).empty()) << bad;
+  for (std::string_view ok : {"a@b", "zoe@x.de", "first.last+tag@sub.example.com"})
+    EXPECT_TRUE(check_text_rule(ValueRule::kEmail, ok).empty()) << ok;
+  for (std::string_view bad :
+       {"", "nope", "@x.de", "zoe@", "zoe@x@y", "zoe @x.de", "zoe@x.de\n", "<zoe@x.de> "})
+    EXPECT_FALSE(check_text_rule(ValueRule::kEmail, bad).empty()) << bad;
+  EXPECT_TRUE(check_text_rule(ValueRule::kAny, "anything").empty());
+
+  std::set<std::string_view> names;
+  for (ValueRule k :
+       {ValueRule::kAny, ValueRule::kCurrencyCode, ValueRule::kEmail, ValueRule::kMoney, ValueRule::kQuantity,
+        ValueRule::kBasisPoints, ValueRule::kLatitude, ValueRule::kLongitude}) {
+    EXPECT_NE(to_string(k), "?");
+    EXPECT_TRUE(names.insert(to_string(k)).second) << to_string(k);
+  }
+}
+
+// Every field that names a user says whom it may name; no other field does.
+TEST(ModelTest, EveryUserIdFieldSaysWhomItMayName) {
+  std::map<std::string, UserRef> refs;
+  for (const EntityDef& e : entities()) {
+    for (const FieldDef& f : e.fields) {
+      const std::string where = std::string(e.name) + "." + std::string(f.name);
+      if (f.type == FieldType::kUserId) {
+        EXPECT_NE(f.user_ref, UserRef::kNotAUser) << where;
+        refs[where] = f.user_ref;
+      } else {
+        EXPECT_EQ(f.user_ref, UserRef::kNotAUser) << where;
+      }
+    }
+  }
+  const std::map<std::string, UserRef> expected = {
+      {"account.created_by", UserRef::kWriter},
+      {"visit.rep_id", UserRef::kWriter},
+      {"order.rep_id", UserRef::kWriterOrTeam},
+      {"order.approved_by", UserRef::kWriter},
+      {"calendar_event.owner_id", UserRef::kWriterOrTeam},
+      {"opportunity.owner_id", UserRef::kWriterOrTeam},
+  };
+  EXPECT_EQ(refs, expected);
+  EXPECT_NE(to_string(UserRef::kWriter), to_string(UserRef::kWriterOrTeam));
 }
 
 // --- Scope

@@ -14,20 +14,11 @@ using schema::Role;
 namespace f = schema::fields;
 
 // Field ids not named in model.h's fields namespace.
-constexpr uint16_t kAccountCredit = 8;
 constexpr uint16_t kAccountNotes = 9;
-constexpr uint16_t kAccountCreatedBy = 10;
-constexpr uint16_t kContactName = 2;
-constexpr uint16_t kProductSku = 1;
-constexpr uint16_t kProductName = 2;
-constexpr uint16_t kProductActive = 4;
-constexpr uint16_t kOrderRep = 2;
-constexpr uint16_t kOrderCurrency = 4;
 constexpr uint16_t kOrderDelivery = 9;
-constexpr uint16_t kLineProduct = 2;
-constexpr uint16_t kLineQuantity = 3;
-constexpr uint16_t kLinePrice = 4;
 constexpr uint16_t kEventTitle = 3;
+constexpr uint16_t kOpportunityName = 3;
+constexpr uint16_t kVisitCheckIn = 4;
 
 const Principal kHq{"hq", Role::kHeadOffice, {}, {}};
 const Principal kAnn{"ann", Role::kRep, {"north"}, {}};
@@ -120,7 +111,7 @@ class RulesTest : public ::testing::Test {
   std::vector<Change> account(RecordId id, const std::string& territory, const Principal& by) {
     return {create(EntityId::kAccount, id), set(EntityId::kAccount, id, f::kAccountName, text("Acme")),
             set(EntityId::kAccount, id, f::kAccountTerritory, text(territory)),
-            set(EntityId::kAccount, id, kAccountCreatedBy, text(by.user))};
+            set(EntityId::kAccount, id, f::kAccountCreatedBy, text(by.user))};
   }
   RecordId new_account(const std::string& territory) {
     RecordId id = new_id();
@@ -130,27 +121,28 @@ class RulesTest : public ::testing::Test {
 
   RecordId new_product() {
     RecordId id = new_id();
-    commit(txn(kHq, {create(EntityId::kProduct, id), set(EntityId::kProduct, id, kProductSku, text("SKU-1")),
-                     set(EntityId::kProduct, id, kProductName, text("Widget")),
-                     set(EntityId::kProduct, id, kProductActive, Value::boolean(true))}),
-           kHq);
+    commit(
+        txn(kHq, {create(EntityId::kProduct, id), set(EntityId::kProduct, id, f::kProductSku, text("SKU-1")),
+                  set(EntityId::kProduct, id, f::kProductName, text("Widget")),
+                  set(EntityId::kProduct, id, f::kProductActive, Value::boolean(true))}),
+        kHq);
     return id;
   }
 
   std::vector<Change> order(RecordId id, RecordId account_id, const Principal& rep,
                             const std::string& status) {
     return {create(EntityId::kOrder, id), set(EntityId::kOrder, id, f::kOrderAccount, ref(account_id)),
-            set(EntityId::kOrder, id, kOrderRep, text(rep.user)),
+            set(EntityId::kOrder, id, f::kOrderRep, text(rep.user)),
             set(EntityId::kOrder, id, f::kOrderStatus, text(status)),
-            set(EntityId::kOrder, id, kOrderCurrency, text("EUR"))};
+            set(EntityId::kOrder, id, f::kOrderCurrency, text("EUR"))};
   }
 
   std::vector<Change> line(RecordId id, RecordId order_id, RecordId product) {
     return {create(EntityId::kOrderLine, id),
             set(EntityId::kOrderLine, id, f::kOrderLineOrder, ref(order_id)),
-            set(EntityId::kOrderLine, id, kLineProduct, ref(product)),
-            set(EntityId::kOrderLine, id, kLineQuantity, Value::integer(3)),
-            set(EntityId::kOrderLine, id, kLinePrice, Value::integer(1250))};
+            set(EntityId::kOrderLine, id, f::kOrderLineProduct, ref(product)),
+            set(EntityId::kOrderLine, id, f::kOrderLineQuantity, Value::integer(3)),
+            set(EntityId::kOrderLine, id, f::kOrderLineUnitPrice, Value::integer(1250))};
   }
 
   std::vector<Change> event(RecordId id, const Principal& owner, int64_t start, int64_t end,
@@ -206,7 +198,7 @@ TEST_F(RulesTest, OrderWithLinesInOneTransaction) {
   EXPECT_EQ(app.effective, t.changes);
   EXPECT_TRUE(app.conflicts.empty());
   ASSERT_TRUE(stored(EntityId::kOrderLine, l2));
-  EXPECT_EQ(stored(EntityId::kOrderLine, l2)->get(kLineQuantity), Value::integer(3));
+  EXPECT_EQ(stored(EntityId::kOrderLine, l2)->get(f::kOrderLineQuantity), Value::integer(3));
   EXPECT_EQ(stored(EntityId::kOrder, ord)->get(f::kOrderStatus), text("draft"));
   EXPECT_EQ(store_.log().back().server_seq, store_.head_seq());
 }
@@ -228,12 +220,12 @@ TEST_F(RulesTest, OutOfScopeChildOfAnotherTerritory) {
   RecordId contact = new_id();
   expect_rejected(txn(kAnn, {create(EntityId::kContact, contact),
                              set(EntityId::kContact, contact, f::kContactAccount, ref(south)),
-                             set(EntityId::kContact, contact, kContactName, text("Jo"))}),
+                             set(EntityId::kContact, contact, f::kContactName, text("Jo"))}),
                   kAnn, ErrorCode::kOutOfScope);
   // The same contact is fine for the rep of that territory.
   ClientTxn ok = txn(kBob, {create(EntityId::kContact, contact),
                             set(EntityId::kContact, contact, f::kContactAccount, ref(south)),
-                            set(EntityId::kContact, contact, kContactName, text("Jo"))});
+                            set(EntityId::kContact, contact, f::kContactName, text("Jo"))});
   EXPECT_TRUE(apply(ok, kBob).is_ok());
 }
 
@@ -246,27 +238,27 @@ TEST_F(RulesTest, OutOfScopeUpdate) {
 TEST_F(RulesTest, HeadOfficeOnlyEntity) {
   RecordId p = new_id();
   expect_rejected(
-      txn(kAnn, {create(EntityId::kProduct, p), set(EntityId::kProduct, p, kProductSku, text("X")),
-                 set(EntityId::kProduct, p, kProductName, text("X")),
-                 set(EntityId::kProduct, p, kProductActive, Value::boolean(true))}),
+      txn(kAnn, {create(EntityId::kProduct, p), set(EntityId::kProduct, p, f::kProductSku, text("X")),
+                 set(EntityId::kProduct, p, f::kProductName, text("X")),
+                 set(EntityId::kProduct, p, f::kProductActive, Value::boolean(true))}),
       kAnn, ErrorCode::kPermissionDenied);
 }
 
 TEST_F(RulesTest, ImmutableFieldAfterCreation) {
   RecordId acct = new_account("north");
-  expect_rejected(txn(kAnn, {set(EntityId::kAccount, acct, kAccountCreatedBy, text("ann"))}), kAnn,
+  expect_rejected(txn(kAnn, {set(EntityId::kAccount, acct, f::kAccountCreatedBy, text("ann"))}), kAnn,
                   ErrorCode::kImmutableField);
-  expect_rejected(txn(kHq, {set(EntityId::kAccount, acct, kAccountCreatedBy, text("hq2"))}), kHq,
+  expect_rejected(txn(kHq, {set(EntityId::kAccount, acct, f::kAccountCreatedBy, text("hq2"))}), kHq,
                   ErrorCode::kImmutableField);
 }
 
 TEST_F(RulesTest, ServerOwnedField) {
   RecordId acct = new_account("north");
-  expect_rejected(txn(kAnn, {set(EntityId::kAccount, acct, kAccountCredit, Value::integer(100))}), kAnn,
-                  ErrorCode::kServerOwnedField);
-  expect_rejected(txn(kMia, {set(EntityId::kAccount, acct, kAccountCredit, Value::integer(100))}), kMia,
-                  ErrorCode::kServerOwnedField);
-  commit(txn(kHq, {set(EntityId::kAccount, acct, kAccountCredit, Value::integer(100))}), kHq);
+  expect_rejected(txn(kAnn, {set(EntityId::kAccount, acct, f::kAccountCreditLimit, Value::integer(100))}),
+                  kAnn, ErrorCode::kServerOwnedField);
+  expect_rejected(txn(kMia, {set(EntityId::kAccount, acct, f::kAccountCreditLimit, Value::integer(100))}),
+                  kMia, ErrorCode::kServerOwnedField);
+  commit(txn(kHq, {set(EntityId::kAccount, acct, f::kAccountCreditLimit, Value::integer(100))}), kHq);
 }
 
 TEST_F(RulesTest, UpdateRoleRepMovingAnAccount) {
@@ -323,8 +315,8 @@ TEST_F(RulesTest, LockedOrder) {
 
 TEST_F(RulesTest, LineOfLockedOrder) {
   OrderSetup s = approved_order();
-  expect_rejected(txn(kAnn, {set(EntityId::kOrderLine, s.line, kLineQuantity, Value::integer(9))}), kAnn,
-                  ErrorCode::kOrderLocked);
+  expect_rejected(txn(kAnn, {set(EntityId::kOrderLine, s.line, f::kOrderLineQuantity, Value::integer(9))}),
+                  kAnn, ErrorCode::kOrderLocked);
   expect_rejected(txn(kAnn, {del(EntityId::kOrderLine, s.line)}), kAnn, ErrorCode::kOrderLocked);
   expect_rejected(txn(kAnn, line(new_id(), s.order, s.product)), kAnn, ErrorCode::kOrderLocked);
   expect_rejected(txn(kHq, line(new_id(), s.order, s.product)), kHq, ErrorCode::kOrderLocked);
@@ -344,7 +336,7 @@ TEST_F(RulesTest, MissingRequiredField) {
   RecordId acct = new_id();
   expect_rejected(txn(kAnn, {create(EntityId::kAccount, acct),
                              set(EntityId::kAccount, acct, f::kAccountTerritory, text("north")),
-                             set(EntityId::kAccount, acct, kAccountCreatedBy, text("ann"))}),
+                             set(EntityId::kAccount, acct, f::kAccountCreatedBy, text("ann"))}),
                   kAnn, ErrorCode::kMissingField);
 }
 
@@ -367,14 +359,287 @@ TEST_F(RulesTest, RepCannotFillAColleaguesCalendar) {
   commit(txn(kMia, event(new_id(), kBob, 1000, 2000)), kMia);  // bob is on mia's team
 }
 
+// ---- The model's value rules (schema::ValueRule), on a transaction built by hand
+// ----------------------------------------------------------------
+
+// One bad value in an otherwise valid create: the whole transaction is rejected with invalid_value naming the
+// field, and nothing is applied (no record, no log entry).
+TEST_F(RulesTest, EachBadValueIsRejectedNamingTheFieldAndNothingIsApplied) {
+  RecordId acct = new_account("north");
+  RecordId product = new_product();
+  struct Case {
+    std::string what;
+    const Principal* who;
+    EntityId entity;
+    uint16_t field;
+    Value bad;
+  };
+  const std::vector<Case> cases = {
+      {"order currency lower case", &kAnn, EntityId::kOrder, f::kOrderCurrency, text("eur")},
+      {"order currency digits", &kAnn, EntityId::kOrder, f::kOrderCurrency, text("E1R")},
+      {"order currency short", &kAnn, EntityId::kOrder, f::kOrderCurrency, text("EU")},
+      {"account email without @", &kAnn, EntityId::kAccount, f::kAccountEmail, text("nope")},
+      {"account email without domain", &kAnn, EntityId::kAccount, f::kAccountEmail, text("jo@")},
+      {"account email without local part", &kAnn, EntityId::kAccount, f::kAccountEmail, text("@x.de")},
+      {"account email with a space", &kAnn, EntityId::kAccount, f::kAccountEmail, text("jo @x.de")},
+      {"account email with two @", &kAnn, EntityId::kAccount, f::kAccountEmail, text("jo@x@y.de")},
+      {"account email empty", &kAnn, EntityId::kAccount, f::kAccountEmail, text("")},
+      {"contact email", &kAnn, EntityId::kContact, f::kContactEmail, text("zoe at x.de")},
+      {"credit limit negative", &kHq, EntityId::kAccount, f::kAccountCreditLimit, Value::integer(-1)},
+      {"quantity 0", &kAnn, EntityId::kOrderLine, f::kOrderLineQuantity, Value::integer(0)},
+      {"quantity negative", &kAnn, EntityId::kOrderLine, f::kOrderLineQuantity, Value::integer(-3)},
+      {"quantity too big", &kAnn, EntityId::kOrderLine, f::kOrderLineQuantity,
+       Value::integer(schema::kMaxQuantity + 1)},
+      {"unit price negative", &kAnn, EntityId::kOrderLine, f::kOrderLineUnitPrice, Value::integer(-1)},
+      {"unit price too big", &kAnn, EntityId::kOrderLine, f::kOrderLineUnitPrice,
+       Value::integer(schema::kMaxMoneyCents + 1)},
+      {"discount negative", &kAnn, EntityId::kOrderLine, f::kOrderLineDiscount, Value::integer(-1)},
+      {"discount over 100 %", &kAnn, EntityId::kOrderLine, f::kOrderLineDiscount, Value::integer(10'001)},
+      {"opportunity amount negative", &kAnn, EntityId::kOpportunity, f::kOpportunityAmount,
+       Value::integer(-100)},
+      {"opportunity currency", &kAnn, EntityId::kOpportunity, f::kOpportunityCurrency, text("usd")},
+      {"list price negative", &kHq, EntityId::kPriceListEntry, f::kPriceUnitPrice, Value::integer(-5)},
+      {"list price currency", &kHq, EntityId::kPriceListEntry, f::kPriceCurrency, text("€")},
+      {"latitude", &kAnn, EntityId::kVisit, f::kVisitLatitude, Value::real(90.5)},
+      {"longitude", &kAnn, EntityId::kVisit, f::kVisitLongitude, Value::real(-180.5)},
+  };
+  // A valid create of each entity, to spoil one field of.
+  auto valid_create = [&](EntityId e, RecordId id, const Principal& who) -> std::vector<Change> {
+    switch (e) {
+      case EntityId::kAccount:
+        return account(id, "north", who);
+      case EntityId::kContact:
+        return {create(e, id), set(e, id, f::kContactAccount, ref(acct)),
+                set(e, id, f::kContactName, text("Jo"))};
+      case EntityId::kOrder:
+        return order(id, acct, who, "draft");
+      case EntityId::kOrderLine: {
+        RecordId ord = new_id();
+        std::vector<Change> changes = order(ord, acct, who, "draft");
+        for (Change& c : line(id, ord, product)) changes.push_back(c);
+        return changes;
+      }
+      case EntityId::kOpportunity:
+        return {create(e, id),
+                set(e, id, 1, ref(acct)),
+                set(e, id, f::kOpportunityOwner, text(who.user)),
+                set(e, id, kOpportunityName, text("Deal")),
+                set(e, id, f::kOpportunityStage, text("prospect")),
+                set(e, id, f::kOpportunityAmount, Value::integer(10'000)),
+                set(e, id, f::kOpportunityCurrency, text("EUR"))};
+      case EntityId::kPriceListEntry:
+        return {create(e, id), set(e, id, f::kPriceProduct, ref(product)),
+                set(e, id, f::kPriceList, text("retail")),
+                set(e, id, f::kPriceUnitPrice, Value::integer(199)),
+                set(e, id, f::kPriceCurrency, text("EUR"))};
+      case EntityId::kVisit:
+        return {create(e, id), set(e, id, f::kVisitAccount, ref(acct)),
+                set(e, id, f::kVisitRep, text(who.user)), set(e, id, kVisitCheckIn, Value::integer(1'000))};
+      default:
+        ADD_FAILURE() << "no valid create for entity " << static_cast<int>(e);
+        return {};
+    }
+  };
+  for (const Case& bad : cases) {
+    SCOPED_TRACE(bad.what);
+    RecordId id = new_id();
+    std::vector<Change> changes = valid_create(bad.entity, id, *bad.who);
+    // The create is valid as it stands: the bad value alone is what the server refuses.
+    EXPECT_TRUE(apply(txn(*bad.who, changes), *bad.who).is_ok());
+    std::erase_if(changes, [&](const Change& c) { return c.record == id && c.field == bad.field; });
+    changes.push_back(set(bad.entity, id, bad.field, bad.bad));
+    const size_t log_before = store_.log().size();
+    Result<TxnApplication> r = apply(txn(*bad.who, changes), *bad.who);
+    ASSERT_FALSE(r.is_ok());
+    EXPECT_EQ(r.status().code(), ErrorCode::kValueInvalid) << r.status().to_string();
+    const std::string field_name(schema::entity_ref(bad.entity).field(bad.field)->name);
+    EXPECT_NE(r.status().message().find("field " + field_name), std::string::npos) << r.status().to_string();
+    EXPECT_EQ(store_.log().size(), log_before);
+    EXPECT_FALSE(stored(bad.entity, id));
+  }
+  // And on an update of a record that exists: the stored value stays.
+  RecordId ord = new_id(), ln = new_id();
+  std::vector<Change> changes = order(ord, acct, kAnn, "draft");
+  for (Change& c : line(ln, ord, product)) changes.push_back(c);
+  commit(txn(kAnn, changes), kAnn);
+  expect_rejected(txn(kAnn, {set(EntityId::kOrderLine, ln, f::kOrderLineQuantity, Value::integer(0))}), kAnn,
+                  ErrorCode::kValueInvalid);
+  expect_rejected(txn(kAnn, {set(EntityId::kOrder, ord, f::kOrderCurrency, text("XX"))}), kAnn,
+                  ErrorCode::kValueInvalid);
+  EXPECT_EQ(stored(EntityId::kOrderLine, ln)->get(f::kOrderLineQuantity), Value::integer(3));
+  EXPECT_EQ(stored(EntityId::kOrder, ord)->get(f::kOrderCurrency), text("EUR"));
+}
+
+TEST(RulesValidation, ValueRulesAcceptTheirBounds) {
+  RecordId id{0x0190'0000'0000'7000, 1};
+  auto check = [&](EntityId e, uint16_t field, Value v) {
+    Change c = set(e, id, field, std::move(v));
+    c.version = Version{1, 1};
+    return validate_change(c).code();
+  };
+  for (int64_t q : {int64_t{1}, schema::kMaxQuantity})
+    EXPECT_EQ(check(EntityId::kOrderLine, f::kOrderLineQuantity, Value::integer(q)), ErrorCode::kOk) << q;
+  for (int64_t p : {int64_t{0}, schema::kMaxMoneyCents})
+    EXPECT_EQ(check(EntityId::kOrderLine, f::kOrderLineUnitPrice, Value::integer(p)), ErrorCode::kOk) << p;
+  for (int64_t d : {int64_t{0}, int64_t{10'000}})
+    EXPECT_EQ(check(EntityId::kOrderLine, f::kOrderLineDiscount, Value::integer(d)), ErrorCode::kOk) << d;
+  EXPECT_EQ(check(EntityId::kOrderLine, f::kOrderLineDiscount, Value()), ErrorCode::kOk);  // nullable
+  for (const char* cur : {"EUR", "CHF", "XAU"})
+    EXPECT_EQ(check(EntityId::kOrder, f::kOrderCurrency, text(cur)), ErrorCode::kOk) << cur;
+  for (const char* mail : {"a@b", "zoe.m+crm@x.example.de"})
+    EXPECT_EQ(check(EntityId::kContact, f::kContactEmail, text(mail)), ErrorCode::kOk) << mail;
+  EXPECT_EQ(check(EntityId::kContact, f::kContactEmail, Value()), ErrorCode::kOk);
+  EXPECT_EQ(check(EntityId::kVisit, f::kVisitLatitude, Value::real(-90)), ErrorCode::kOk);
+  EXPECT_EQ(check(EntityId::kVisit, f::kVisitLongitude, Value::real(180)), ErrorCode::kOk);
+}
+
+// What the device API used to check alone: a blank required text or note, a time before 1970.
+TEST(RulesValidation, BlankRequiredTextAndTimesBeforeTheEpoch) {
+  RecordId id{0x0190'0000'0000'7000, 1};
+  auto check = [&](ChangeOp op, EntityId e, uint16_t field, Value v) {
+    Change c = make(op, e, id, field, std::move(v));
+    c.version = Version{1, 1};
+    return validate_change(c).code();
+  };
+  EXPECT_EQ(check(ChangeOp::kSet, EntityId::kAccount, f::kAccountName, text(" \t")),
+            ErrorCode::kNullViolation);
+  EXPECT_EQ(check(ChangeOp::kSet, EntityId::kAccount, f::kAccountTerritory, text("")),
+            ErrorCode::kNullViolation);
+  EXPECT_EQ(check(ChangeOp::kAppend, EntityId::kAccount, kAccountNotes, text("\n")),
+            ErrorCode::kNullViolation);
+  EXPECT_EQ(check(ChangeOp::kSet, EntityId::kAccount, 3, text(" ")), ErrorCode::kOk);  // address is optional
+  EXPECT_EQ(check(ChangeOp::kSet, EntityId::kCalendarEvent, f::kEventStart, Value::integer(0)),
+            ErrorCode::kValueInvalid);
+  EXPECT_EQ(check(ChangeOp::kSet, EntityId::kVisit, kVisitCheckIn, Value::integer(-1)),
+            ErrorCode::kValueInvalid);
+  EXPECT_EQ(check(ChangeOp::kSet, EntityId::kVisit, kVisitCheckIn, Value::integer(1)), ErrorCode::kOk);
+}
+
+// ---- Whom a user-id field may name (schema::UserRef)
+// ------------------------------------------------------------------------------
+
+class UserRefTest : public RulesTest {
+ protected:
+  void SetUp() override {
+    north_ = new_account("north");
+    // A deal of ann's, to hand over later.
+    deal_ = new_id();
+    commit(txn(kAnn, opportunity(deal_, kAnn.user)), kAnn);
+  }
+
+  std::vector<Change> visit(RecordId id, const std::string& rep) {
+    const EntityId e = EntityId::kVisit;
+    return {create(e, id), set(e, id, f::kVisitAccount, ref(north_)), set(e, id, f::kVisitRep, text(rep)),
+            set(e, id, kVisitCheckIn, Value::integer(1'000))};
+  }
+  std::vector<Change> opportunity(RecordId id, const std::string& owner) {
+    const EntityId e = EntityId::kOpportunity;
+    return {create(e, id),
+            set(e, id, 1, ref(north_)),
+            set(e, id, f::kOpportunityOwner, text(owner)),
+            set(e, id, kOpportunityName, text("Deal")),
+            set(e, id, f::kOpportunityStage, text("prospect")),
+            set(e, id, f::kOpportunityAmount, Value::integer(10'000)),
+            set(e, id, f::kOpportunityCurrency, text("EUR"))};
+  }
+  std::vector<Change> order_for(RecordId id, const std::string& rep) {
+    std::vector<Change> changes = order(id, north_, kAnn, "draft");
+    for (Change& c : changes)
+      if (c.field == f::kOrderRep) c.value = text(rep);
+    return changes;
+  }
+  std::vector<Change> account_by(RecordId id, const std::string& creator) {
+    std::vector<Change> changes = account(id, "north", kAnn);
+    changes.back() = set(EntityId::kAccount, id, f::kAccountCreatedBy, text(creator));
+    return changes;
+  }
+  Change hand_deal_to(const std::string& owner) {
+    return set(EntityId::kOpportunity, deal_, f::kOpportunityOwner, text(owner));
+  }
+
+  void expect_denied(const std::vector<Change>& changes, const Principal& who, std::string_view field) {
+    const size_t log_before = store_.log().size();
+    Result<TxnApplication> r = apply(txn(who, changes), who);
+    ASSERT_FALSE(r.is_ok()) << "accepted";
+    EXPECT_EQ(r.status().code(), ErrorCode::kPermissionDenied) << r.status().to_string();
+    EXPECT_NE(r.status().message().find("field " + std::string(field)), std::string::npos)
+        << r.status().to_string();
+    EXPECT_EQ(store_.log().size(), log_before);
+  }
+
+  RecordId north_, deal_;
+};
+
+TEST_F(UserRefTest, ARepWritesOnlyInHerOwnName) {
+  expect_denied(account_by(new_id(), kHq.user), kAnn, "created_by");
+  expect_denied(visit(new_id(), kBob.user), kAnn, "rep_id");
+  expect_denied(order_for(new_id(), kBob.user), kAnn, "rep_id");
+  expect_denied(opportunity(new_id(), kBob.user), kAnn, "owner_id");
+  expect_denied({hand_deal_to(kBob.user)}, kAnn, "owner_id");
+  EXPECT_EQ(stored(EntityId::kOpportunity, deal_)->get(f::kOpportunityOwner), text(kAnn.user));
+
+  commit(txn(kAnn, account_by(new_id(), kAnn.user)), kAnn);
+  commit(txn(kAnn, visit(new_id(), kAnn.user)), kAnn);
+  commit(txn(kAnn, order_for(new_id(), kAnn.user)), kAnn);
+  commit(txn(kAnn, opportunity(new_id(), kAnn.user)), kAnn);
+  commit(txn(kAnn, {hand_deal_to(kAnn.user)}), kAnn);  // naming herself again is no change of name
+}
+
+TEST_F(UserRefTest, AManagerNamesHerselfOrARepOfHerTeam) {
+  // "cy" works in the north but is not on mia's team.
+  commit(txn(kMia, order_for(new_id(), kAnn.user)), kMia);
+  commit(txn(kMia, opportunity(new_id(), kBob.user)), kMia);
+  commit(txn(kMia, {hand_deal_to(kBob.user)}), kMia);
+  commit(txn(kMia, event(new_id(), kAnn, 1'000, 2'000)), kMia);  // books her rep's appointment
+  commit(txn(kMia, visit(new_id(), kMia.user)), kMia);
+  commit(txn(kMia, account_by(new_id(), kMia.user)), kMia);
+
+  expect_denied(order_for(new_id(), "cy"), kMia, "rep_id");
+  expect_denied(opportunity(new_id(), "cy"), kMia, "owner_id");
+  expect_denied({hand_deal_to("cy")}, kMia, "owner_id");
+  expect_denied(order_for(new_id(), kHq.user), kMia, "rep_id");
+  // Who filed an account or checked in is a fact about the writer, not an assignment: not even for her team.
+  expect_denied(account_by(new_id(), kAnn.user), kMia, "created_by");
+  expect_denied(visit(new_id(), kAnn.user), kMia, "rep_id");
+  // Another rep's calendar stays what it was: out of her scope.
+  expect_rejected(txn(kMia, event(new_id(), Principal{"cy", Role::kRep, {"north"}, {}}, 1'000, 2'000)), kMia,
+                  ErrorCode::kOutOfScope);
+}
+
+TEST_F(UserRefTest, HeadOfficeNamesAnyone) {
+  commit(txn(kHq, account_by(new_id(), kAnn.user)), kHq);
+  commit(txn(kHq, visit(new_id(), kAnn.user)), kHq);
+  commit(txn(kHq, order_for(new_id(), "cy")), kHq);
+  commit(txn(kHq, opportunity(new_id(), kBob.user)), kHq);
+  commit(txn(kHq, {hand_deal_to("cy")}), kHq);
+  commit(txn(kHq, event(new_id(), kBob, 1'000, 2'000)), kHq);
+  EXPECT_EQ(stored(EntityId::kOpportunity, deal_)->get(f::kOpportunityOwner), text("cy"));
+}
+
+TEST_F(UserRefTest, TerritoriesAreTheScopesToDecide) {
+  // A territory field names no user: whether the writer may put a record there is the scope's call.
+  expect_rejected(txn(kAnn, account(new_id(), "south", kAnn)), kAnn, ErrorCode::kOutOfScope);
+  expect_rejected(txn(kMia, account(new_id(), "west", kMia)), kMia, ErrorCode::kOutOfScope);
+  commit(txn(kMia, account(new_id(), "south", kMia)), kMia);  // her team's territory
+  commit(txn(kHq, account(new_id(), "west", kHq)), kHq);
+}
+
+TEST_F(UserRefTest, ApprovedByIsHeadOfficesAlone) {
+  RecordId ord = new_id();
+  commit(txn(kAnn, order_for(ord, kAnn.user)), kAnn);
+  expect_rejected(txn(kMia, {set(EntityId::kOrder, ord, f::kOrderApprovedBy, text(kMia.user))}), kMia,
+                  ErrorCode::kServerOwnedField);
+  commit(txn(kHq, {set(EntityId::kOrder, ord, f::kOrderApprovedBy, text(kMia.user))}), kHq);
+}
+
 TEST_F(RulesTest, WriteToATombstoneIsAConflictNotAnError) {
   RecordId acct = new_account("north");
   RecordId contact = new_id();
   commit(txn(kAnn, {create(EntityId::kContact, contact),
                     set(EntityId::kContact, contact, f::kContactAccount, ref(acct)),
-                    set(EntityId::kContact, contact, kContactName, text("Jo"))}),
+                    set(EntityId::kContact, contact, f::kContactName, text("Jo"))}),
          kAnn);
-  ClientTxn offline_edit = txn(kAnn, {set(EntityId::kContact, contact, kContactName, text("Joanna"))});
+  ClientTxn offline_edit = txn(kAnn, {set(EntityId::kContact, contact, f::kContactName, text("Joanna"))});
   commit(txn(kMia, {del(EntityId::kContact, contact)}), kMia);
   TxnApplication app = commit(offline_edit, kAnn);
   EXPECT_TRUE(app.effective.empty());
@@ -403,7 +668,7 @@ TEST(RulesValidation, ChangeShape) {
   EXPECT_EQ(check(set(EntityId::kAccount, id, 3, text(std::string(64 * 1024 + 1, 'x')))),
             ErrorCode::kValueInvalid);
   EXPECT_EQ(check(set(EntityId::kContact, id, f::kContactAccount, text("nope"))), ErrorCode::kValueInvalid);
-  EXPECT_EQ(check(set(EntityId::kAccount, id, kAccountCreatedBy, text(""))), ErrorCode::kValueInvalid);
+  EXPECT_EQ(check(set(EntityId::kAccount, id, f::kAccountCreatedBy, text(""))), ErrorCode::kValueInvalid);
   EXPECT_EQ(check(set(EntityId::kAccount, id, kAccountNotes, text("x"))), ErrorCode::kTypeMismatch);
   EXPECT_EQ(check(make(ChangeOp::kAppend, EntityId::kAccount, id, f::kAccountName, text("x"))),
             ErrorCode::kTypeMismatch);

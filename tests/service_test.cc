@@ -225,7 +225,7 @@ TEST(SyncServiceGroupCommit, PushesArrivingDuringAFlushShareTheNextOne) {
   const int entered_before = store.entered;
 
   // The first push's flush is in progress (held shut) while three more pushes arrive and commit.
-  service.frame(1, push_account(101, 1, "north", "alice"), now_ms());
+  service.frame(1, push_account(101, 1, "north", "rep1"), now_ms());
   ASSERT_TRUE(store.wait_entered(entered_before + 1));
   for (SessionId s = 2; s <= 4; ++s)
     service.frame(s, push_account(100 + s, 1, "north", "rep" + std::to_string(s)), now_ms());
@@ -380,6 +380,44 @@ TEST(SyncService, RefusedHandshakeIsAnsweredLateAndRejectionsAreCountedByReason)
   const std::string page = metrics.render();
   EXPECT_NE(page.find("fieldsync_rejections_total{reason=\"out_of_scope\"} 1\n"), std::string::npos) << page;
   EXPECT_NE(page.find("fieldsync_push_durable_seconds_count 1\n"), std::string::npos) << page;
+}
+
+// Hand-built frames with a valid token, as an attacker or another client would send them: a rep's account in
+// someone else's name and one with a malformed e-mail are rejected by the model's rules, and nothing is
+// stored.
+TEST(SyncService, PushesInAnotherUsersNameOrWithABadValueAreRejected) {
+  MemoryCentralStore store;
+  server::DevAuthenticator auth;
+  Captured sink;
+  SyncService service(store, auth, quiet_options(), std::ref(sink));
+  service.connect(1, now_ms());
+  service.frame(1, hello(101, rep_token("bob")), now_ms());
+  auto rejection = [&](std::vector<uint8_t> frame) {
+    service.frame(1, std::move(frame), now_ms());
+    const protocol::Message ack = decode(sink.all().back());
+    EXPECT_TRUE(std::holds_alternative<protocol::PushAck>(ack));
+    return std::holds_alternative<protocol::PushAck>(ack) ? std::get<protocol::PushAck>(ack).results.at(0)
+                                                          : protocol::TxnResult{};
+  };
+  protocol::TxnResult r = rejection(push_account(101, 1, "north", "head-office"));
+  EXPECT_EQ(r.reason, ErrorCode::kPermissionDenied) << r.message;
+  EXPECT_NE(r.message.find("field created_by"), std::string::npos) << r.message;
+
+  Result<protocol::Message> valid = codec::decode(push_account(101, 2, "north", "bob"));
+  ASSERT_TRUE(valid.is_ok());
+  protocol::PushTxns bad_email = std::get<protocol::PushTxns>(valid.value());
+  ASSERT_EQ(bad_email.txns.size(), 1u);
+  Change email = bad_email.txns[0].changes.back();
+  email.field = schema::fields::kAccountEmail;
+  email.value = Value::text("bob at example.com");
+  ++email.version.hlc;
+  bad_email.txns[0].changes.push_back(email);
+  r = rejection(codec::encode(bad_email));
+  EXPECT_EQ(r.reason, ErrorCode::kValueInvalid) << r.message;
+  EXPECT_NE(r.message.find("field email"), std::string::npos) << r.message;
+
+  EXPECT_TRUE(store.log().empty());
+  EXPECT_TRUE(store.records().empty());
 }
 
 TEST(Metrics, PrometheusTextWithRatesAndGauges) {

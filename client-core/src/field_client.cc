@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <filesystem>
 #include <random>
 #include <set>
@@ -52,41 +51,6 @@ std::string enum_list(EntityId e, std::string_view field) {
     out += v;
   }
   return out;
-}
-
-Status check_currency(const std::string& c) {
-  if (c.size() != 3 || !std::all_of(c.begin(), c.end(), [](char ch) { return ch >= 'A' && ch <= 'Z'; }))
-    return invalid(ErrorCode::kValueInvalid,
-                   "currency must be a three-letter ISO 4217 code such as EUR, got '" + c + "'");
-  return Status::ok();
-}
-
-Status check_required_text(std::string_view what, const std::string& v) {
-  if (v.find_first_not_of(" \t\r\n") == std::string::npos)
-    return invalid(ErrorCode::kNullViolation, std::string(what) + " must not be empty");
-  return Status::ok();
-}
-
-Status check_email(const std::optional<std::string>& e) {
-  if (e && !e->empty() && (e->find('@') == std::string::npos || e->find('@') == 0 || e->back() == '@'))
-    return invalid(ErrorCode::kValueInvalid, "email '" + *e + "' is not an address");
-  return Status::ok();
-}
-
-Status check_line_values(std::optional<int64_t> qty, std::optional<int64_t> price,
-                         std::optional<int64_t> disc) {
-  if (qty && (*qty < 1 || *qty > kMaxQuantity))
-    return invalid(
-        ErrorCode::kValueInvalid,
-        "quantity must be between 1 and " + std::to_string(kMaxQuantity) + ", got " + std::to_string(*qty));
-  if (price && (*price < 0 || *price > kMaxUnitPriceCents))
-    return invalid(ErrorCode::kValueInvalid, "unit price must be between 0 and " +
-                                                 std::to_string(kMaxUnitPriceCents) + " cents, got " +
-                                                 std::to_string(*price));
-  if (disc && (*disc < 0 || *disc > kMaxDiscountBp))
-    return invalid(ErrorCode::kValueInvalid,
-                   "discount must be between 0 and 10000 basis points, got " + std::to_string(*disc));
-  return Status::ok();
 }
 
 // ---- revocation: the marker file and the deletion of the replica's files
@@ -304,9 +268,6 @@ Status FieldClient::transact(const std::function<Status(Batch&)>& build) {
 Result<std::string> FieldClient::create_account(const NewAccount& a) {
   RecordId id;
   Status s = transact([&](Batch& b) -> Status {
-    if (Status v = check_required_text("account name", a.name); !v) return v;
-    if (Status v = check_required_text("territory", a.territory_id); !v) return v;
-    if (Status v = check_email(a.email); !v) return v;
     if (a.segment && !a.segment->empty() && !is_enum_value(EntityId::kAccount, "segment", *a.segment))
       return invalid(ErrorCode::kValueInvalid, "segment must be one of " +
                                                    enum_list(EntityId::kAccount, "segment") + ", got '" +
@@ -332,15 +293,10 @@ Status FieldClient::edit_account(const std::string& id_text, const AccountEdit& 
     auto id = detail::parse_id("account", id_text);
     if (!id) return id.status();
     if (Status v = detail::require_live(*queries_, *store_, EntityId::kAccount, id_text); !v) return v;
-    if (e.name)
-      if (Status v = check_required_text("account name", *e.name); !v) return v;
-    if (Status v = check_email(e.email); !v) return v;
     if (e.segment && !e.segment->empty() && !is_enum_value(EntityId::kAccount, "segment", *e.segment))
       return invalid(ErrorCode::kValueInvalid, "segment must be one of " +
                                                    enum_list(EntityId::kAccount, "segment") + ", got '" +
                                                    *e.segment + "'");
-    if (e.add_note)
-      if (Status v = check_required_text("note", *e.add_note); !v) return v;
     const EntityId en = EntityId::kAccount;
     b.set_text(en, *id, "name", e.name);
     b.set_text(en, *id, "address", e.address);
@@ -348,8 +304,6 @@ Status FieldClient::edit_account(const std::string& id_text, const AccountEdit& 
     b.set_text(en, *id, "phone", e.phone);
     b.set_text(en, *id, "email", e.email);
     b.set_text(en, *id, "segment", e.segment);
-    if (e.territory_id)
-      if (Status v = check_required_text("territory", *e.territory_id); !v) return v;
     b.set_text(en, *id, "territory_id", e.territory_id);
     if (e.add_note) b.append(en, *id, "notes", *e.add_note);
     if (b.changes.empty()) return invalid(ErrorCode::kInvalidArgument, "nothing to change");
@@ -363,8 +317,6 @@ Result<std::string> FieldClient::create_contact(const NewContact& c) {
     auto account = detail::parse_id("account", c.account_id);
     if (!account) return account.status();
     if (Status v = detail::require_live(*queries_, *store_, EntityId::kAccount, c.account_id); !v) return v;
-    if (Status v = check_required_text("contact name", c.name); !v) return v;
-    if (Status v = check_email(c.email); !v) return v;
     const EntityId e = EntityId::kContact;
     id = b.create(e, b.next_id());
     b.set(e, id, "account_id", Value::text(c.account_id));
@@ -384,9 +336,6 @@ Status FieldClient::edit_contact(const std::string& id_text, const ContactEdit& 
     auto id = detail::parse_id("contact", id_text);
     if (!id) return id.status();
     if (Status v = detail::require_live(*queries_, *store_, EntityId::kContact, id_text); !v) return v;
-    if (e.name)
-      if (Status v = check_required_text("contact name", *e.name); !v) return v;
-    if (Status v = check_email(e.email); !v) return v;
     const EntityId en = EntityId::kContact;
     b.set_text(en, *id, "name", e.name);
     b.set_text(en, *id, "title", e.title);
@@ -407,12 +356,6 @@ Result<std::string> FieldClient::check_in(const CheckIn& c) {
     if (!account) return account.status();
     if (c.latitude.has_value() != c.longitude.has_value())
       return invalid(ErrorCode::kInvalidArgument, "give both latitude and longitude, or neither");
-    if (c.latitude && (!std::isfinite(*c.latitude) || *c.latitude < -90 || *c.latitude > 90))
-      return invalid(ErrorCode::kValueInvalid, "latitude must be between -90 and 90");
-    if (c.longitude && (!std::isfinite(*c.longitude) || *c.longitude < -180 || *c.longitude > 180))
-      return invalid(ErrorCode::kValueInvalid, "longitude must be between -180 and 180");
-    if (c.at_ms && *c.at_ms <= 0)
-      return invalid(ErrorCode::kValueInvalid, "check-in time must be after 1970");
     if (Status v = detail::require_live(*queries_, *store_, EntityId::kAccount, c.account_id); !v) return v;
     if (c.calendar_event_id) {
       if (auto ev = detail::parse_id("calendar event", *c.calendar_event_id); !ev) return ev.status();
@@ -438,7 +381,6 @@ Status FieldClient::add_visit_note(const std::string& visit_id, const std::strin
   return transact([&](Batch& b) -> Status {
     auto id = detail::parse_id("visit", visit_id);
     if (!id) return id.status();
-    if (Status v = check_required_text("note", text); !v) return v;
     if (Status v = detail::require_live(*queries_, *store_, EntityId::kVisit, visit_id); !v) return v;
     b.append(EntityId::kVisit, *id, "notes", text);
     return Status::ok();
@@ -493,7 +435,6 @@ Result<std::string> FieldClient::draft_order_with_lines(const std::string& accou
   Status s = transact([&](Batch& b) -> Status {
     auto account = detail::parse_id("account", account_id);
     if (!account) return account.status();
-    if (Status v = check_currency(currency); !v) return v;
     if (Status v = detail::require_live(*queries_, *store_, EntityId::kAccount, account_id); !v) return v;
     const EntityId e = EntityId::kOrder;
     id = b.create(e, b.next_id());
@@ -513,7 +454,6 @@ Result<RecordId> FieldClient::add_line_changes(Batch& b, const RecordId& order, 
                                                const NewLine& line) {
   auto pid = detail::parse_id("product", line.product_id);
   if (!pid) return pid.status();
-  if (Status v = check_line_values(line.quantity, line.unit_price_cents, line.discount_bp); !v) return v;
   auto active = detail::product_active(*queries_, *store_, line.product_id);
   if (!active) return active.status();
   if (!*active) return invalid(ErrorCode::kValueInvalid, "product " + line.product_id + " is not active");
@@ -557,7 +497,6 @@ Status FieldClient::change_line(const std::string& line_id, const LineEdit& e) {
   return transact([&](Batch& b) -> Status {
     auto id = detail::parse_id("order line", line_id);
     if (!id) return id.status();
-    if (Status v = check_line_values(e.quantity, e.unit_price_cents, e.discount_bp); !v) return v;
     auto order_id = detail::line_order(*queries_, *store_, line_id);
     if (!order_id) return order_id.status();
     auto order = detail::load_order_head(*queries_, *store_, *order_id);
@@ -610,8 +549,6 @@ Status FieldClient::submit_order(const std::string& order_id) {
 Result<EventWriteResult> FieldClient::create_event(const NewEvent& ev) {
   RecordId id;
   Status s = transact([&](Batch& b) -> Status {
-    if (Status v = check_required_text("title", ev.title); !v) return v;
-    if (ev.start_at_ms <= 0) return invalid(ErrorCode::kValueInvalid, "start must be after 1970");
     if (ev.end_at_ms <= ev.start_at_ms)
       return invalid(ErrorCode::kValueInvalid, "an event must end after it starts");
     if (ev.account_id) {
@@ -644,7 +581,6 @@ Result<EventWriteResult> FieldClient::move_event(const std::string& id_text, int
   Status s = transact([&](Batch& b) -> Status {
     auto id = detail::parse_id("calendar event", id_text);
     if (!id) return id.status();
-    if (start_at_ms <= 0) return invalid(ErrorCode::kValueInvalid, "start must be after 1970");
     if (end_at_ms <= start_at_ms)
       return invalid(ErrorCode::kValueInvalid, "an event must end after it starts");
     auto ev = detail::load_event(*queries_, *store_, id_text);
@@ -712,9 +648,6 @@ Result<std::string> FieldClient::create_opportunity(const NewOpportunity& o) {
   Status s = transact([&](Batch& b) -> Status {
     auto account = detail::parse_id("account", o.account_id);
     if (!account) return account.status();
-    if (Status v = check_required_text("opportunity name", o.name); !v) return v;
-    if (o.amount_cents < 0) return invalid(ErrorCode::kValueInvalid, "amount must not be negative");
-    if (Status v = check_currency(o.currency); !v) return v;
     if (!is_enum_value(EntityId::kOpportunity, "stage", o.stage))
       return invalid(
           ErrorCode::kValueInvalid,

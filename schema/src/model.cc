@@ -1,6 +1,7 @@
 // THE entity model. See model.h for the evolution rules: ids are appended, never reused.
 #include "fieldsync/schema/model.h"
 
+#include <algorithm>
 #include <array>
 #include <cassert>
 #include <cstdlib>
@@ -10,8 +11,11 @@ namespace {
 
 using enum FieldType;
 using enum MergePolicy;
+using enum ValueRule;
+using enum UserRef;
 constexpr bool kNull = true;
 constexpr bool kNotNull = false;
+constexpr EntityId kNoRef = EntityId::kNone;  // a field that refers to no entity
 
 constexpr std::string_view kSegments[] = {"a", "b", "c"};
 constexpr std::string_view kVisitOutcomes[] = {"order_taken", "follow_up", "no_interest", "not_available",
@@ -23,62 +27,65 @@ constexpr std::string_view kStages[] = {"prospect", "qualified", "proposal", "ne
 
 constexpr FieldDef kAccountFields[] = {
     {1, "name", kText, kNotNull, kLastWriterWins},
-    {2, "territory_id", kText, kNotNull, kLastWriterWins, EntityId::kNone, {}, 64, Role::kHeadOffice},
+    {2, "territory_id", kText, kNotNull, kLastWriterWins, kNoRef, {}, 64, Role::kHeadOffice},
     {3, "address", kText, kNull, kLastWriterWins},
     {4, "city", kText, kNull, kLastWriterWins},
-    {5, "phone", kText, kNull, kLastWriterWins, EntityId::kNone, {}, 64},
-    {6, "email", kText, kNull, kLastWriterWins, EntityId::kNone, {}, 254},
-    {7, "segment", kEnum, kNull, kLastWriterWins, EntityId::kNone, kSegments},
-    {8, "credit_limit_cents", kInt, kNull, kServerOwned},
+    {5, "phone", kText, kNull, kLastWriterWins, kNoRef, {}, 64},
+    {6, "email", kText, kNull, kLastWriterWins, kNoRef, {}, 254, Role::kRep, kEmail},
+    {7, "segment", kEnum, kNull, kLastWriterWins, kNoRef, kSegments},
+    {8, "credit_limit_cents", kInt, kNull, kServerOwned, kNoRef, {}, 0, Role::kRep, kMoney},
     {9, "notes", kText, kNull, kAppendText},
-    {10, "created_by", kUserId, kNotNull, kImmutable},
+    // Who filed the account: only ever the writer (head office may import on someone's behalf).
+    {10, "created_by", kUserId, kNotNull, kImmutable, kNoRef, {}, 0, Role::kRep, kAny, kWriter},
 };
 
 constexpr FieldDef kContactFields[] = {
     {1, "account_id", kId, kNotNull, kImmutable, EntityId::kAccount},
     {2, "name", kText, kNotNull, kLastWriterWins},
     {3, "title", kText, kNull, kLastWriterWins},
-    {4, "email", kText, kNull, kLastWriterWins, EntityId::kNone, {}, 254},
-    {5, "phone", kText, kNull, kLastWriterWins, EntityId::kNone, {}, 64},
+    {4, "email", kText, kNull, kLastWriterWins, kNoRef, {}, 254, Role::kRep, kEmail},
+    {5, "phone", kText, kNull, kLastWriterWins, kNoRef, {}, 64},
     {6, "is_primary", kBool, kNull, kLastWriterWins},
 };
 
 constexpr FieldDef kProductFields[] = {
-    {1, "sku", kText, kNotNull, kImmutable, EntityId::kNone, {}, 64},
+    {1, "sku", kText, kNotNull, kImmutable, kNoRef, {}, 64},
     {2, "name", kText, kNotNull, kLastWriterWins},
-    {3, "unit", kText, kNull, kLastWriterWins, EntityId::kNone, {}, 32},
+    {3, "unit", kText, kNull, kLastWriterWins, kNoRef, {}, 32},
     {4, "active", kBool, kNotNull, kLastWriterWins},
 };
 
 constexpr FieldDef kPriceListEntryFields[] = {
     {1, "product_id", kId, kNotNull, kImmutable, EntityId::kProduct},
-    {2, "price_list", kText, kNotNull, kImmutable, EntityId::kNone, {}, 64},
-    {3, "unit_price_cents", kInt, kNotNull, kLastWriterWins},
-    {4, "currency", kText, kNotNull, kLastWriterWins, EntityId::kNone, {}, 3},
+    {2, "price_list", kText, kNotNull, kImmutable, kNoRef, {}, 64},
+    {3, "unit_price_cents", kInt, kNotNull, kLastWriterWins, kNoRef, {}, 0, Role::kRep, kMoney},
+    {4, "currency", kText, kNotNull, kLastWriterWins, kNoRef, {}, 3, Role::kRep, kCurrencyCode},
     {5, "valid_from", kTimestamp, kNull, kLastWriterWins},
     {6, "valid_to", kTimestamp, kNull, kLastWriterWins},
 };
 
 constexpr FieldDef kVisitFields[] = {
     {1, "account_id", kId, kNotNull, kImmutable, EntityId::kAccount},
-    {2, "rep_id", kUserId, kNotNull, kImmutable},
+    // A check-in records where the writer stood: nobody checks in for someone else.
+    {2, "rep_id", kUserId, kNotNull, kImmutable, kNoRef, {}, 0, Role::kRep, kAny, kWriter},
     {3, "calendar_event_id", kId, kNull, kLastWriterWins, EntityId::kCalendarEvent},
     {4, "check_in_at", kTimestamp, kNotNull, kImmutable},
     {5, "check_out_at", kTimestamp, kNull, kLastWriterWins},
-    {6, "latitude", kReal, kNull, kImmutable},
-    {7, "longitude", kReal, kNull, kImmutable},
+    {6, "latitude", kReal, kNull, kImmutable, kNoRef, {}, 0, Role::kRep, kLatitude},
+    {7, "longitude", kReal, kNull, kImmutable, kNoRef, {}, 0, Role::kRep, kLongitude},
     {8, "notes", kText, kNull, kAppendText},
-    {9, "outcome", kEnum, kNull, kLastWriterWins, EntityId::kNone, kVisitOutcomes},
+    {9, "outcome", kEnum, kNull, kLastWriterWins, kNoRef, kVisitOutcomes},
 };
 
 constexpr FieldDef kOrderFields[] = {
     {1, "account_id", kId, kNotNull, kImmutable, EntityId::kAccount},
-    {2, "rep_id", kUserId, kNotNull, kImmutable},
-    {3, "status", kEnum, kNotNull, kLastWriterWins, EntityId::kNone, kOrderStatuses},
-    {4, "currency", kText, kNotNull, kLastWriterWins, EntityId::kNone, {}, 3},
+    // The rep the order is for: a manager may take one down for a rep of their team.
+    {2, "rep_id", kUserId, kNotNull, kImmutable, kNoRef, {}, 0, Role::kRep, kAny, kWriterOrTeam},
+    {3, "status", kEnum, kNotNull, kLastWriterWins, kNoRef, kOrderStatuses},
+    {4, "currency", kText, kNotNull, kLastWriterWins, kNoRef, {}, 3, Role::kRep, kCurrencyCode},
     {5, "notes", kText, kNull, kAppendText},
     {6, "submitted_at", kTimestamp, kNull, kLastWriterWins},
-    {7, "approved_by", kUserId, kNull, kServerOwned},
+    {7, "approved_by", kUserId, kNull, kServerOwned, kNoRef, {}, 0, Role::kRep, kAny, kWriter},
     {8, "approved_at", kTimestamp, kNull, kServerOwned},
     {9, "delivery_date", kTimestamp, kNull, kLastWriterWins},
 };
@@ -86,30 +93,32 @@ constexpr FieldDef kOrderFields[] = {
 constexpr FieldDef kOrderLineFields[] = {
     {1, "order_id", kId, kNotNull, kImmutable, EntityId::kOrder},
     {2, "product_id", kId, kNotNull, kLastWriterWins, EntityId::kProduct},
-    {3, "quantity", kInt, kNotNull, kLastWriterWins},
-    {4, "unit_price_cents", kInt, kNotNull, kLastWriterWins},
-    {5, "discount_bp", kInt, kNull, kLastWriterWins},
+    {3, "quantity", kInt, kNotNull, kLastWriterWins, kNoRef, {}, 0, Role::kRep, kQuantity},
+    {4, "unit_price_cents", kInt, kNotNull, kLastWriterWins, kNoRef, {}, 0, Role::kRep, kMoney},
+    {5, "discount_bp", kInt, kNull, kLastWriterWins, kNoRef, {}, 0, Role::kRep, kBasisPoints},
     {6, "note", kText, kNull, kLastWriterWins},
 };
 
 constexpr FieldDef kCalendarEventFields[] = {
-    {1, "owner_id", kUserId, kNotNull, kImmutable},
+    // A manager books appointments for the reps of their team (the owner scope says the same).
+    {1, "owner_id", kUserId, kNotNull, kImmutable, kNoRef, {}, 0, Role::kRep, kAny, kWriterOrTeam},
     {2, "account_id", kId, kNull, kLastWriterWins, EntityId::kAccount},
     {3, "title", kText, kNotNull, kLastWriterWins},
     {4, "start_at", kTimestamp, kNotNull, kLastWriterWins},
     {5, "end_at", kTimestamp, kNotNull, kLastWriterWins},
-    {6, "status", kEnum, kNotNull, kLastWriterWins, EntityId::kNone, kEventStatuses},
+    {6, "status", kEnum, kNotNull, kLastWriterWins, kNoRef, kEventStatuses},
     {7, "location", kText, kNull, kLastWriterWins},
     {8, "notes", kText, kNull, kAppendText},
 };
 
 constexpr FieldDef kOpportunityFields[] = {
     {1, "account_id", kId, kNotNull, kImmutable, EntityId::kAccount},
-    {2, "owner_id", kUserId, kNotNull, kLastWriterWins},
+    // A rep owns deals themselves; a manager hands them to the reps of their team.
+    {2, "owner_id", kUserId, kNotNull, kLastWriterWins, kNoRef, {}, 0, Role::kRep, kAny, kWriterOrTeam},
     {3, "name", kText, kNotNull, kLastWriterWins},
-    {4, "stage", kEnum, kNotNull, kLastWriterWins, EntityId::kNone, kStages},
-    {5, "amount_cents", kInt, kNotNull, kLastWriterWins},
-    {6, "currency", kText, kNotNull, kLastWriterWins, EntityId::kNone, {}, 3},
+    {4, "stage", kEnum, kNotNull, kLastWriterWins, kNoRef, kStages},
+    {5, "amount_cents", kInt, kNotNull, kLastWriterWins, kNoRef, {}, 0, Role::kRep, kMoney},
+    {6, "currency", kText, kNotNull, kLastWriterWins, kNoRef, {}, 3, Role::kRep, kCurrencyCode},
     {7, "expected_close", kTimestamp, kNull, kLastWriterWins},
     {8, "notes", kText, kNull, kAppendText},
 };
@@ -224,6 +233,86 @@ std::optional<Role> transition_role(const EntityDef& e, std::string_view from, s
   for (const auto& t : e.transitions)
     if (t.from == from && t.to == to) return t.min_role;
   return std::nullopt;
+}
+
+std::string_view check_text_rule(ValueRule rule, std::string_view text) {
+  switch (rule) {
+    case kCurrencyCode:
+      if (text.size() != 3 ||
+          !std::all_of(text.begin(), text.end(), [](char c) { return c >= 'A' && c <= 'Z'; }))
+        return "not an ISO 4217 currency code (three upper-case letters such as EUR)";
+      return {};
+    case kEmail: {
+      const size_t at = text.find('@');
+      if (at == std::string_view::npos || at == 0 || at + 1 == text.size() ||
+          text.find('@', at + 1) != std::string_view::npos)
+        return "not an e-mail address (local@domain)";
+      // Spaces and control characters: a pasted "Name <a@b>" or a line break is never an address.
+      if (std::any_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) <= ' '; }))
+        return "an e-mail address has no spaces or control characters";
+      return {};
+    }
+    default:
+      return {};
+  }
+}
+
+std::optional<IntRange> int_range(ValueRule rule) {
+  switch (rule) {
+    case kMoney:
+      return IntRange{0, kMaxMoneyCents};
+    case kQuantity:
+      return IntRange{1, kMaxQuantity};
+    case kBasisPoints:
+      return IntRange{0, kMaxBasisPoints};
+    default:
+      return std::nullopt;
+  }
+}
+
+std::optional<RealRange> real_range(ValueRule rule) {
+  switch (rule) {
+    case kLatitude:
+      return RealRange{-90, 90};
+    case kLongitude:
+      return RealRange{-180, 180};
+    default:
+      return std::nullopt;
+  }
+}
+
+std::string_view to_string(ValueRule k) {
+  switch (k) {
+    case kAny:
+      return "any";
+    case kCurrencyCode:
+      return "currency_code";
+    case kEmail:
+      return "email";
+    case kMoney:
+      return "money";
+    case kQuantity:
+      return "quantity";
+    case kBasisPoints:
+      return "basis_points";
+    case kLatitude:
+      return "latitude";
+    case kLongitude:
+      return "longitude";
+  }
+  return "?";
+}
+
+std::string_view to_string(UserRef r) {
+  switch (r) {
+    case kNotAUser:
+      return "not_a_user";
+    case kWriter:
+      return "writer";
+    case kWriterOrTeam:
+      return "writer_or_team";
+  }
+  return "?";
 }
 
 std::string_view to_string(FieldType t) {

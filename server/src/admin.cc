@@ -22,10 +22,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Product and price-list-entry field ids (schema/src/model.cc).
-constexpr uint16_t kProductSku = 1, kProductName = 2, kProductUnit = 3, kProductActive = 4;
-constexpr uint16_t kPriceProduct = 1, kPriceList = 2, kPriceCents = 3, kPriceCurrency = 4;
-constexpr uint16_t kAccountTerritory = 2;
+using namespace schema::fields;
 
 // The admin tool's SyncServer never has sessions: nothing authenticates through it.
 class NoSessions final : public Authenticator {
@@ -177,7 +174,7 @@ Result<RecordId> Admin::set_price(const std::string& product, const std::string&
     const Value& list = e.get(kPriceList);
     if (pid.kind() == Value::Kind::kText && pid.as_text() == product_id &&
         list.kind() == Value::Kind::kText && list.as_text() == price_list) {
-      Status s = apply({set(EntityId::kPriceListEntry, e.id, kPriceCents, Value::integer(cents)),
+      Status s = apply({set(EntityId::kPriceListEntry, e.id, kPriceUnitPrice, Value::integer(cents)),
                         set(EntityId::kPriceListEntry, e.id, kPriceCurrency, Value::text(currency))});
       if (!s) return s;
       return e.id;
@@ -187,7 +184,7 @@ Result<RecordId> Admin::set_price(const std::string& product, const std::string&
   Status s = apply({create(EntityId::kPriceListEntry, id),
                     set(EntityId::kPriceListEntry, id, kPriceProduct, Value::text(product_id)),
                     set(EntityId::kPriceListEntry, id, kPriceList, Value::text(price_list)),
-                    set(EntityId::kPriceListEntry, id, kPriceCents, Value::integer(cents)),
+                    set(EntityId::kPriceListEntry, id, kPriceUnitPrice, Value::integer(cents)),
                     set(EntityId::kPriceListEntry, id, kPriceCurrency, Value::text(currency))});
   if (!s) return s;
   return id;

@@ -48,6 +48,38 @@ std::string_view role_name(Role r) {
   return schema::to_string(r);
 }
 
+// The field's value rule (schema::ValueRule): currency codes, e-mail syntax, money, quantity and discount
+// ranges, coordinates. The value already has the field's type.
+Status check_value_rule(const Change& c, const FieldDef& f) {
+  const Value& v = c.value;
+  auto out_of_range = [&](const std::string& min, const std::string& max) {
+    return reject(ErrorCode::kValueInvalid, c,
+                  std::string(schema::to_string(f.value_rule)) + " must be " + min + ".." + max + ", got " +
+                      v.debug_string());
+  };
+  switch (v.kind()) {
+    case Value::Kind::kText:
+      if (std::string_view why = schema::check_text_rule(f.value_rule, v.as_text()); !why.empty())
+        return reject(ErrorCode::kValueInvalid, c, std::string(why) + ", got " + v.debug_string());
+      break;
+    case Value::Kind::kInt:
+      if (std::optional<schema::IntRange> r = schema::int_range(f.value_rule);
+          r && (v.as_int() < r->min || v.as_int() > r->max))
+        return out_of_range(std::to_string(r->min), std::to_string(r->max));
+      break;
+    case Value::Kind::kReal:
+      // The ranges are whole degrees: printed as such.
+      if (std::optional<schema::RealRange> r = schema::real_range(f.value_rule);
+          r && (v.as_real() < r->min || v.as_real() > r->max))
+        return out_of_range(std::to_string(static_cast<int64_t>(r->min)),
+                            std::to_string(static_cast<int64_t>(r->max)));
+      break;
+    default:
+      break;
+  }
+  return Status::ok();
+}
+
 Status check_value(const Change& c, const FieldDef& f) {
   const Value& v = c.value;
   if (v.is_null()) {
@@ -67,6 +99,10 @@ Status check_value(const Change& c, const FieldDef& f) {
         return reject(
             ErrorCode::kValueInvalid, c,
             "text of " + std::to_string(v.as_text().size()) + " bytes exceeds " + std::to_string(max));
+      // Blank text in a required field is a name nobody can read, and a blank fragment adds nothing.
+      const bool blank = v.as_text().find_first_not_of(" \t\r\n") == std::string::npos;
+      if (blank && (!f.nullable || c.op == ChangeOp::kAppend))
+        return reject(ErrorCode::kNullViolation, c, "may not be blank");
       break;
     }
     case FieldType::kEnum: {
@@ -86,12 +122,14 @@ Status check_value(const Change& c, const FieldDef& f) {
       // NaN would never compare equal to itself, so replicas holding it could never be shown to agree.
       if (!std::isfinite(v.as_real())) return reject(ErrorCode::kValueInvalid, c, "not a finite number");
       break;
+    case FieldType::kTimestamp:
+      if (v.as_int() <= 0) return reject(ErrorCode::kValueInvalid, c, "not a time after 1970");
+      break;
     case FieldType::kInt:
     case FieldType::kBool:
-    case FieldType::kTimestamp:
       break;
   }
-  return Status::ok();
+  return check_value_rule(c, f);
 }
 
 // The status value of a record (empty if unset or tombstoned).
@@ -245,6 +283,22 @@ Status check_locks(const Change& c, const EntityDef& e, const RecordState& rec, 
                       std::string(status_of(*parent, *parent_def)));
   }
   return Status::ok();
+}
+
+// Whom a user-id field may name (schema::UserRef): head office anyone, otherwise the writer, and for a
+// kWriterOrTeam field a manager also a rep of their team. Without it a rep could file records in a
+// colleague's or head office's name, and they would show up in that person's view.
+Status check_user_ref(const Change& c, const FieldDef& f, const Principal& who) {
+  if (f.user_ref == schema::UserRef::kNotAUser || c.value.kind() != Value::Kind::kText) return Status::ok();
+  if (who.role == Role::kHeadOffice) return Status::ok();
+  const std::string& named = c.value.as_text();
+  if (named == who.user) return Status::ok();
+  const bool team_allowed = f.user_ref == schema::UserRef::kWriterOrTeam && who.role >= Role::kManager;
+  if (team_allowed && std::find(who.team.begin(), who.team.end(), named) != who.team.end())
+    return Status::ok();
+  return reject(ErrorCode::kPermissionDenied, c,
+                std::string(role_name(who.role)) + " " + who.user + " may not name " + named +
+                    (team_allowed ? " (only themselves or a rep of their team)" : " (only themselves)"));
 }
 
 ConflictSide event_side(const RecordState& r) {
@@ -404,6 +458,12 @@ Result<TxnApplication> apply_client_txn(const ClientTxn& txn, const Principal& w
     if (en.existed && after != en.scope_before)
       app.moves.push_back(ScopeMove{key.entity, key.id, en.scope_before, after});
     app.scopes.emplace_back(key, std::move(after));
+  }
+  // After scope, so that a record the writer may not touch at all (a colleague's calendar) stays
+  // out_of_scope.
+  for (const Change& c : txn.changes) {
+    if (c.op != ChangeOp::kSet) continue;
+    if (Status s = check_user_ref(c, *schema::entity_ref(c.entity).field(c.field), who); !s) return s;
   }
 
   // Scheduling: every overlap of a changed scheduled event with another of the same owner, each pair once.

@@ -252,10 +252,12 @@ struct Observer {
   std::function<void(const Status& result)> erased;
 };
 
-// Validation limits of the API (the model's own limits are checked by the sync core as well).
-inline constexpr int64_t kMaxQuantity = 1'000'000;
-inline constexpr int64_t kMaxUnitPriceCents = 100'000'000'000;  // 1e9 currency units: gross fits in int64
-inline constexpr int64_t kMaxDiscountBp = 10'000;
+// The model's limits of an order line (schema/model.h), named here for callers sizing their inputs. Every
+// value rule is the model's: the sync core checks it on each write (kValueInvalid naming the field), and the
+// server checks it again.
+inline constexpr int64_t kMaxQuantity = schema::kMaxQuantity;
+inline constexpr int64_t kMaxUnitPriceCents = schema::kMaxMoneyCents;
+inline constexpr int64_t kMaxDiscountBp = schema::kMaxBasisPoints;
 
 class FieldClient {
  public:

@@ -42,7 +42,7 @@ enum class FieldType : uint8_t {
   kInt = 2,   // 64-bit signed; money is always integer cents
   kReal = 3,  // coordinates only; never money
   kBool = 4,
-  kTimestamp = 5,  // milliseconds since the Unix epoch, UTC
+  kTimestamp = 5,  // milliseconds since the Unix epoch, UTC; always after it (> 0)
   kId = 6,         // a record id (UUIDv7 text) of the entity named by FieldDef::ref
   kEnum = 7,       // text restricted to FieldDef::enum_values
   kUserId = 8,     // a user id (text), e.g. a visit's rep or an event's owner
@@ -75,6 +75,34 @@ struct ScopeRule {
   EntityId parent = EntityId::kNone;
 };
 
+// What a value must be beyond its type, named once here and checked by validate_change on the device and on
+// the server alike (with check_text_rule, int_range and real_range below). The ranges are the model's, not an
+// API's.
+enum class ValueRule : uint8_t {
+  kAny = 0,           // the type's own rules only
+  kCurrencyCode = 1,  // text: an ISO 4217 alphabetic code, three upper-case ASCII letters (EUR, CHF)
+  kEmail = 2,         // text: local@domain, both parts non-empty, one '@', no spaces or control characters
+  kMoney = 3,         // int: cents, 0..kMaxMoneyCents; prices, amounts and limits are never negative
+  kQuantity = 4,      // int: 1..kMaxQuantity
+  kBasisPoints = 5,   // int: 0..10000, a share of a whole (a discount)
+  kLatitude = 6,      // real: degrees, -90..90
+  kLongitude = 7,     // real: degrees, -180..180
+};
+
+// A unit price or amount of at most 1e9 currency units: a line's gross (quantity * unit price) fits in int64.
+inline constexpr int64_t kMaxMoneyCents = 100'000'000'000;
+inline constexpr int64_t kMaxQuantity = 1'000'000;
+inline constexpr int64_t kMaxBasisPoints = 10'000;
+
+// Whom a user-id field may name, by the writer's role. Head office may always name anyone (imports,
+// corrections, the admin tool); the server checks it on every create and set (a rep writing records in a
+// colleague's name is rejected with permission_denied).
+enum class UserRef : uint8_t {
+  kNotAUser = 0,     // not a user-id field
+  kWriter = 1,       // the writer themselves: who created a record, who checked in
+  kWriterOrTeam = 2  // the writer, or for a manager a rep of their team (a manager books a rep's appointment)
+};
+
 struct FieldDef {
   uint16_t id;  // wire id, stable forever; 0 is reserved for "the record itself"
   std::string_view name;
@@ -88,6 +116,8 @@ struct FieldDef {
   // transaction, within their scope). Example: a rep files a new account in their own territory, but only
   // head office moves an account to another territory.
   Role update_role = Role::kRep;
+  ValueRule value_rule = ValueRule::kAny;
+  UserRef user_ref = UserRef::kNotAUser;  // for kUserId fields: every one says whom it may name
 };
 
 // An allowed move of a status-like field. `min_role` is who may make it.
@@ -124,28 +154,71 @@ const EntityDef& entity_ref(EntityId id);  // asserts the entity exists
 // The status transition allowed from `from` to `to`, if any (from == to is always allowed).
 std::optional<Role> transition_role(const EntityDef& e, std::string_view from, std::string_view to);
 
+// Checks `text` against a text ValueRule (currency code, e-mail); empty if it fits, else why not ("not an
+// ISO 4217 currency code ..."). Rules of other types always fit here.
+std::string_view check_text_rule(ValueRule rule, std::string_view text);
+// The inclusive range of an int ValueRule (money, quantity, basis points), or nullopt if it has none.
+struct IntRange {
+  int64_t min;
+  int64_t max;
+};
+std::optional<IntRange> int_range(ValueRule rule);
+// The inclusive range of a real ValueRule (latitude, longitude), or nullopt if it has none.
+struct RealRange {
+  double min;
+  double max;
+};
+std::optional<RealRange> real_range(ValueRule rule);
+
 std::string_view to_string(FieldType t);
+std::string_view to_string(ValueRule k);
+std::string_view to_string(UserRef r);
 std::string_view to_string(MergePolicy p);
 std::string_view to_string(Role r);
 std::optional<Role> role_from_string(std::string_view s);
 
-// Field ids used by code that needs a specific field (scheduling-conflict detection, order locks, tests).
-// They must match the table in model.cc; model_test checks every one by name.
+// Field ids used by code that needs a specific field (scheduling-conflict detection, order locks, the admin
+// tool, tests). They must match the table in model.cc; model_test checks every one by name.
 namespace fields {
 inline constexpr uint16_t kAccountName = 1;
 inline constexpr uint16_t kAccountTerritory = 2;
+inline constexpr uint16_t kAccountEmail = 6;
+inline constexpr uint16_t kAccountCreditLimit = 8;
+inline constexpr uint16_t kAccountCreatedBy = 10;
 inline constexpr uint16_t kContactAccount = 1;
+inline constexpr uint16_t kContactName = 2;
+inline constexpr uint16_t kContactEmail = 4;
+inline constexpr uint16_t kProductSku = 1;
+inline constexpr uint16_t kProductName = 2;
+inline constexpr uint16_t kProductUnit = 3;
+inline constexpr uint16_t kProductActive = 4;
+inline constexpr uint16_t kPriceProduct = 1;
+inline constexpr uint16_t kPriceList = 2;
+inline constexpr uint16_t kPriceUnitPrice = 3;
+inline constexpr uint16_t kPriceCurrency = 4;
 inline constexpr uint16_t kVisitAccount = 1;
 inline constexpr uint16_t kVisitRep = 2;
+inline constexpr uint16_t kVisitLatitude = 6;
+inline constexpr uint16_t kVisitLongitude = 7;
 inline constexpr uint16_t kVisitNotes = 8;
 inline constexpr uint16_t kOrderAccount = 1;
+inline constexpr uint16_t kOrderRep = 2;
 inline constexpr uint16_t kOrderStatus = 3;
+inline constexpr uint16_t kOrderCurrency = 4;
+inline constexpr uint16_t kOrderApprovedBy = 7;
 inline constexpr uint16_t kOrderLineOrder = 1;
+inline constexpr uint16_t kOrderLineProduct = 2;
+inline constexpr uint16_t kOrderLineQuantity = 3;
+inline constexpr uint16_t kOrderLineUnitPrice = 4;
+inline constexpr uint16_t kOrderLineDiscount = 5;
 inline constexpr uint16_t kEventOwner = 1;
 inline constexpr uint16_t kEventStart = 4;
 inline constexpr uint16_t kEventEnd = 5;
 inline constexpr uint16_t kEventStatus = 6;
+inline constexpr uint16_t kOpportunityOwner = 2;
 inline constexpr uint16_t kOpportunityStage = 4;
+inline constexpr uint16_t kOpportunityAmount = 5;
+inline constexpr uint16_t kOpportunityCurrency = 6;
 }  // namespace fields
 
 }  // namespace fieldsync::schema

@@ -10,7 +10,9 @@
 namespace fieldsync {
 
 // Checks one change against the model alone: entity and field exist, the op fits the field's policy and the
-// entity (deletes only where deletable), the value has the field's type, nullability, enum value and length.
+// entity (deletes only where deletable), the value has the field's type, nullability, enum value, length and
+// value rule (schema::ValueRule: currency code, e-mail, money, quantity, basis points, coordinates). The
+// device (SyncClient::write) and the server both call it: kValueInvalid names the field.
 Status validate_change(const Change& change);
 
 // Checks a whole client transaction's shape: size limits, every change valid, node and versions filled in.
@@ -34,8 +36,9 @@ struct TxnApplication {
 
 // Applies `txn`, written by `who`, on top of the states `reader` returns, without writing anything.
 // Either every change is acceptable and the result holds the new states, or the Status says why the whole
-// transaction is rejected (validation, scope, permission, immutable or server-owned field, order lock, status
-// transition, duplicate id, update of a missing record).
+// transaction is rejected (validation, scope, permission, immutable or server-owned field, a user-id field
+// naming someone the writer may not name (schema::UserRef), order lock, status transition, duplicate id,
+// update of a missing record).
 Result<TxnApplication> apply_client_txn(const ClientTxn& txn, const Principal& who, CentralReader& reader);
 
 }  // namespace fieldsync
