@@ -31,6 +31,7 @@
 #include "fieldsync/client/tls_stream.h"
 #include "fieldsync/server/metrics.h"
 #include "fieldsync/server/sync_service.h"
+#include "fieldsync/sync/codec.h"
 #include "wall_clock.h"
 
 namespace fieldsync::server {
@@ -60,17 +61,33 @@ std::string reason_label(const std::string& reason) {
 }
 
 // Failed logins per client address in a sliding window (limits::kLoginFailuresPerWindow per kLoginWindowMs).
+// An attempt counts as a failure from the moment it arrives (begin) and is taken back only when it succeeds:
+// counted when answered, thirty wrong passwords sent at once all reached the password check, since none had
+// failed yet when the next arrived.
 class LoginThrottle {
  public:
-  bool allowed(const std::string& address, int64_t now_ms) {
+  // Records an attempt; false (nothing recorded) when the address is over the limit.
+  bool begin(const std::string& address, int64_t now_ms) {
     std::lock_guard lock(mu_);
     auto it = failures_.find(address);
-    if (it == failures_.end()) return true;
-    prune(it->second, now_ms);
-    return it->second.size() < limits::kLoginFailuresPerWindow;
+    if (it != failures_.end()) {
+      prune(it->second, now_ms);
+      if (it->second.size() >= limits::kLoginFailuresPerWindow) return false;
+    }
+    record(address, now_ms);
+    return true;
   }
-  void failed(const std::string& address, int64_t now_ms) {
+  // The attempt begun at `began_ms` succeeded: it no longer counts.
+  void succeeded(const std::string& address, int64_t began_ms) {
     std::lock_guard lock(mu_);
+    auto it = failures_.find(address);
+    if (it == failures_.end()) return;
+    auto t = std::find(it->second.begin(), it->second.end(), began_ms);
+    if (t != it->second.end()) it->second.erase(t);
+  }
+
+ private:
+  void record(const std::string& address, int64_t now_ms) {
     if (failures_.size() >= limits::kLoginThrottleAddresses && !failures_.count(address)) {
       // Forget the address whose latest failure is oldest.
       auto oldest = failures_.begin();
@@ -83,8 +100,6 @@ class LoginThrottle {
     prune(times, now_ms);
     times.push_back(now_ms);
   }
-
- private:
   static void prune(std::deque<int64_t>& times, int64_t now_ms) {
     while (!times.empty() && now_ms - times.front() >= limits::kLoginWindowMs) times.pop_front();
   }
@@ -242,14 +257,35 @@ class Session : public std::enable_shared_from_this<Session> {
       return;
     }
     if (queue_.size() >= impl_.options.max_queued_frames ||
-        queued_bytes_ + frame->size() > impl_.options.max_queued_bytes) {
-      impl_.overflow_closes.fetch_add(1);
-      hard_close("write_queue_overflow");
-      return;
-    }
+        queued_bytes_ + frame->size() > impl_.options.max_queued_bytes)
+      return overflow();
     queued_bytes_ += frame->size();
     queue_.push_back(std::move(frame));
     if (!backlogged_ && queue_.size() >= tuning::kMaxPendingLiveBatches) report_backlog(true);
+    if (!writing_) do_write();
+  }
+
+  // The peer asks faster than it reads its answers (or cannot take live batches fast enough): its unsent
+  // frames are dropped (it pulls them again from its cursor), and it is told so -- a retryable kRateLimited
+  // and a close frame (1013, try again later) -- so it backs off instead of taking it for a network failure.
+  // The Error goes past the caps: one small frame. The close handshake's timeout bounds a peer that never
+  // reads it.
+  void overflow() {
+    impl_.overflow_closes.fetch_add(1);
+    reason_ = "write_queue_overflow";
+    drop_unsent();
+    protocol::Error e;
+    e.code = ErrorCode::kRateLimited;
+    e.message = "answers are not being read as fast as they are asked for: slow down";
+    e.retryable = true;
+    Frame frame = std::make_shared<const std::vector<uint8_t>>(codec::encode(e));
+    impl_.metrics.add(Counter::kErrors, 1, to_string(e.code));
+    impl_.log("event=error session=" + std::to_string(id_) + " code=" + std::string(to_string(e.code)) +
+              " message=\"" + e.message + "\" retryable=true");
+    queued_bytes_ += frame->size();
+    queue_.push_back(std::move(frame));
+    close_requested_ = true;
+    close_code_ = websocket::close_code::try_again_later;
     if (!writing_) do_write();
   }
 
@@ -295,19 +331,35 @@ class Session : public std::enable_shared_from_this<Session> {
       reason_ = "http_body_too_large";
       return respond(http::status::payload_too_large, "text/plain", "request body too large\n", 11);
     }
+    if (ec == http::error::header_limit) {
+      reason_ = "http_header_too_large";
+      return respond(http::status::request_header_fields_too_large, "text/plain",
+                     "request header too large\n", 11);
+    }
     if (ec) return fail("upgrade_request", ec);
     http::request<http::string_body> req = parser_->release();
     parser_.reset();
     if (websocket::is_upgrade(req) && req.target() == "/sync") return start_websocket(req);
     const std::string target(req.target());
+    const auto only = [&](http::verb method) {
+      if (req.method() == method) return true;
+      respond(http::status::method_not_allowed, "text/plain", "method not allowed\n", req.version(),
+              {{http::field::allow, std::string(http::to_string(method))}});
+      return false;
+    };
+    if (target == "/sync") {
+      impl_.metrics.add(Counter::kHttpRequests, 1, "/sync");
+      return respond(http::status::upgrade_required, "text/plain", "/sync is a WebSocket\n", req.version(),
+                     {{http::field::upgrade, "websocket"}});
+    }
     if (target == "/login" && impl_.options.login) {
       impl_.metrics.add(Counter::kHttpRequests, 1, "/login");
-      if (req.method() != http::verb::post)
-        return respond(http::status::method_not_allowed, "text/plain", "POST /login\n", req.version());
+      if (!only(http::verb::post)) return;
       return handle_login(req);
     }
     if (target == "/metrics") {
       impl_.metrics.add(Counter::kHttpRequests, 1, "/metrics");
+      if (!only(http::verb::get)) return;
       if (!metrics_allowed(req))
         return respond(http::status::forbidden, "text/plain", "metrics: loopback or bearer token only\n",
                        req.version());
@@ -315,6 +367,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     if (target == "/healthz") {
       impl_.metrics.add(Counter::kHttpRequests, 1, "/healthz");
+      if (!only(http::verb::get)) return;
       if (impl_.stopping)
         return respond(http::status::service_unavailable, "text/plain", "draining\n", req.version());
       return respond(http::status::ok, "text/plain", "ok\n", req.version());
@@ -395,7 +448,7 @@ class Session : public std::enable_shared_from_this<Session> {
                      version);
     }
     const int64_t now = wall_ms();
-    if (!impl_.login_throttle.allowed(address, now)) {
+    if (!impl_.login_throttle.begin(address, now)) {
       impl_.metrics.add(Counter::kLogins, 1, "rate_limited");
       impl_.log("event=login_throttled peer=" + peer_);
       return respond(http::status::too_many_requests, "application/json",
@@ -404,6 +457,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     if (impl_.logins_queued.fetch_add(1) >= limits::kMaxLoginsQueued) {
       impl_.logins_queued.fetch_sub(1);
+      impl_.login_throttle.succeeded(address, now);  // not tried: does not count
       impl_.metrics.add(Counter::kLogins, 1, "busy");
       return respond(http::status::service_unavailable, "application/json",
                      json_error("busy", "too many logins in progress; try again shortly"), version,
@@ -411,17 +465,17 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     // The KDF runs on a login thread; the answer comes back to this session's strand.
     net::post(*impl_.login_pool, [self = shared_from_this(), u = std::string(*user),
-                                  pw = std::string(*password), node, version, address] {
+                                  pw = std::string(*password), node, version, address, now] {
       Result<LoginGrant> grant = self->impl_.options.login(u, pw, node, wall_ms());
       self->impl_.logins_queued.fetch_sub(1);
-      net::post(self->strand_, [self, grant = std::move(grant), u, node, version, address]() mutable {
-        self->finish_login(std::move(grant), u, node, version, address);
+      if (grant) self->impl_.login_throttle.succeeded(address, now);
+      net::post(self->strand_, [self, grant = std::move(grant), u, node, version]() mutable {
+        self->finish_login(std::move(grant), u, node, version);
       });
     });
   }
 
-  void finish_login(Result<LoginGrant> grant, const std::string& user, NodeId node, unsigned version,
-                    const std::string& address) {
+  void finish_login(Result<LoginGrant> grant, const std::string& user, NodeId node, unsigned version) {
     if (grant) {
       impl_.metrics.add(Counter::kLogins, 1, "ok");
       impl_.log("event=login session=" + std::to_string(id_) + " peer=" + peer_ + " user=" + user +
@@ -432,7 +486,6 @@ class Session : public std::enable_shared_from_this<Session> {
       return respond(http::status::ok, "application/json", boost::json::serialize(o) + "\n", version);
     }
     impl_.metrics.add(Counter::kLogins, 1, "failed");
-    impl_.login_throttle.failed(address, wall_ms());
     impl_.log("event=login session=" + std::to_string(id_) + " peer=" + peer_ + " user=" + user +
               " node=" + std::to_string(node) + " outcome=failed");
     // Every failure reads the same and comes late: nothing tells which of user, password or device was wrong.
@@ -450,8 +503,10 @@ class Session : public std::enable_shared_from_this<Session> {
     t.idle_timeout = std::chrono::milliseconds(impl_.options.idle_timeout_ms);
     t.keep_alive_pings = true;
     ws_.set_option(t);
-    // The limit is enforced in on_read (with a typed Error); Beast's own cap only backs it up.
-    ws_.read_message_max(limits::kReadMessageMax + 2 * limits::kReadChunkBytes);
+    // The limit is enforced in on_read (with a typed Error), never by Beast: its cap refuses a frame whose
+    // header is over it before a byte is read, with close code 1009 and no Error. Reading in pieces bounds
+    // what is buffered; the rest of an oversized message is dropped within the close handshake's timeout.
+    ws_.read_message_max(0);
     ws_.binary(true);
     ws_.auto_fragment(false);
     ws_.set_option(websocket::stream_base::decorator(
@@ -590,7 +645,12 @@ class Session : public std::enable_shared_from_this<Session> {
     if (closed_) return;
     closed_ = true;
     if (reason_.empty()) reason_ = reason;
-    // The frame being written stays alive until its write completes: Beast reads from it until then.
+    drop_unsent();
+    beast::get_lowest_layer(ws_).close();  // pending operations complete with errors and release the session
+  }
+
+  // The frame being written stays alive until its write completes: Beast reads from it until then.
+  void drop_unsent() {
     if (writing_ && !queue_.empty()) {
       queue_.erase(queue_.begin() + 1, queue_.end());
       queued_bytes_ = queue_.front()->size();
@@ -598,7 +658,6 @@ class Session : public std::enable_shared_from_this<Session> {
       queue_.clear();
       queued_bytes_ = 0;
     }
-    beast::get_lowest_layer(ws_).close();  // pending operations complete with errors and release the session
   }
 
   NetServer::Impl& impl_;
@@ -688,6 +747,14 @@ Result<uint16_t> NetServer::start() {
   m.tls->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
                      ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
   SSL_CTX_set_min_proto_version(m.tls->native_handle(), TLS1_2_VERSION);
+  // TLS 1.2: AEAD suites only, Mozilla's intermediate profile without DHE (no DH parameters are loaded):
+  // OpenSSL's default list still offers CBC suites (ECDHE-ECDSA-AES128-SHA and friends). TLS 1.3's suites
+  // are all AEAD.
+  if (SSL_CTX_set_cipher_list(m.tls->native_handle(),
+                              "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                              "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                              "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305") != 1)
+    return Status(ErrorCode::kInternal, "TLS: no AEAD cipher suite available");
   m.tls->use_certificate_chain(net::buffer(m.options.cert_pem), ec);
   if (ec) return Status(ErrorCode::kInvalidArgument, "TLS certificate: " + ec.message());
   m.tls->use_private_key(net::buffer(m.options.key_pem), ssl::context::pem, ec);
