@@ -594,7 +594,7 @@ std::string describe(const std::map<std::string, int>& m) {
   return s.empty() ? "none" : s;
 }
 
-// ---- TLS settings, the same as fieldsync-server's (server/src/net_server.cc, client-core/src/ws_client.cc)
+// ---- TLS settings, the same as fieldsync-server's (server/src/listener.cc, client-core/src/ws_client.cc)
 
 void server_tls(ssl::context& ctx, const std::string& cert_pem, const std::string& key_pem) {
   ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
@@ -1293,7 +1293,7 @@ class AckSession : public std::enable_shared_from_this<AckSession> {
     auto [qec, qn] = co_await http::async_read(ws_.next_layer(), buffer, req, kAwait);
     if (qec) co_return;
     beast::get_lowest_layer(ws_).expires_never();
-    // The server's WebSocket settings (net_server.cc): idle timeout with keep-alive pings, binary,
+    // The server's WebSocket settings (ws_session.cc): idle timeout with keep-alive pings, binary,
     // unfragmented.
     websocket::stream_base::timeout t;
     t.handshake_timeout = std::chrono::seconds(15);

@@ -1,6 +1,6 @@
 // TLS material for the server: a self-signed development certificate (`fieldsync-server --dev`, tests) and
 // the SHA-256 pin of a certificate (what a field app ships to trust exactly this server). No Asio here: the
-// TLS context itself is built in net_server.cc.
+// TLS context itself is built in listener.cc.
 #pragma once
 
 #include <string>
