@@ -29,22 +29,23 @@ void HttpSession::run() {
   slot_->attach(weak_from_this());
   asio::dispatch(strand_, [self = shared_from_this()] {
     if (self->impl_.stopping) return self->cut("server_stopping");
-    beast::get_lowest_layer(self->tls_).expires_after(
-        std::chrono::milliseconds(self->impl_.options.tls_handshake_timeout_ms));
-    self->tls_.async_handshake(asio::ssl::stream_base::server, [self](boost::system::error_code ec) {
-      self->on_tls_handshake(ec);
-    });
+    beast::get_lowest_layer(self->tls_)
+        .expires_after(std::chrono::milliseconds(self->impl_.options.tls_handshake_timeout_ms));
+    self->tls_.async_handshake(asio::ssl::stream_base::server,
+                               [self](boost::system::error_code ec) { self->on_tls_handshake(ec); });
   });
 }
 
 void HttpSession::on_tls_handshake(boost::system::error_code ec) {
   if (ec) return fail("tls_handshake", ec);
   state_ = State::kReadingHeader;
-  beast::get_lowest_layer(tls_).expires_after(std::chrono::milliseconds(impl_.options.ws_handshake_timeout_ms));
+  beast::get_lowest_layer(tls_).expires_after(
+      std::chrono::milliseconds(impl_.options.ws_handshake_timeout_ms));
   parser_.emplace();
   parser_->header_limit(static_cast<uint32_t>(limits::kMaxUpgradeRequestBytes));
-  http::async_read_header(tls_, buffer_, *parser_, [self = shared_from_this()](boost::system::error_code ec,
-                                                                               size_t) { self->on_header(ec); });
+  http::async_read_header(
+      tls_, buffer_, *parser_,
+      [self = shared_from_this()](boost::system::error_code ec, size_t) { self->on_header(ec); });
 }
 
 void HttpSession::on_header(boost::system::error_code ec) {
@@ -127,7 +128,8 @@ bool HttpSession::operator_allowed() const {
   return got.size() == expected.size() && CRYPTO_memcmp(got.data(), expected.data(), got.size()) == 0;
 }
 
-void HttpSession::respond(http::status status, std::string_view content_type, std::string body, Headers extra) {
+void HttpSession::respond(http::status status, std::string_view content_type, std::string body,
+                          Headers extra) {
   if (state_ == State::kClosed || state_ == State::kUpgraded || state_ == State::kResponding) return;
   state_ = State::kResponding;
   auto res = std::make_shared<http::response<http::string_body>>(status, version_);
@@ -138,7 +140,8 @@ void HttpSession::respond(http::status status, std::string_view content_type, st
   res->keep_alive(false);
   res->body() = std::move(body);
   res->prepare_payload();
-  beast::get_lowest_layer(tls_).expires_after(std::chrono::milliseconds(impl_.options.ws_handshake_timeout_ms));
+  beast::get_lowest_layer(tls_).expires_after(
+      std::chrono::milliseconds(impl_.options.ws_handshake_timeout_ms));
   http::async_write(tls_, *res, [self = shared_from_this(), res](boost::system::error_code, size_t) {
     self->state_ = State::kClosed;
     beast::get_lowest_layer(self->tls_).close();

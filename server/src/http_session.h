@@ -49,7 +49,15 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
   const std::optional<asio::ip::address>& peer_address() const { return peer_address_; }
 
  private:
-  enum class State { kTlsHandshake, kReadingHeader, kReadingBody, kHandling, kResponding, kUpgraded, kClosed };
+  enum class State {
+    kTlsHandshake,
+    kReadingHeader,
+    kReadingBody,
+    kHandling,
+    kResponding,
+    kUpgraded,
+    kClosed
+  };
 
   void on_tls_handshake(boost::system::error_code ec);
   void on_header(boost::system::error_code ec);

@@ -66,7 +66,8 @@ bool LoginThrottle::begin(const std::string& address, int64_t now_ms) {
     // Forget the address whose latest attempt is oldest.
     auto oldest = failures_.begin();
     for (auto i = failures_.begin(); i != failures_.end(); ++i)
-      if (i->second.empty() || (!oldest->second.empty() && i->second.back() < oldest->second.back())) oldest = i;
+      if (i->second.empty() || (!oldest->second.empty() && i->second.back() < oldest->second.back()))
+        oldest = i;
     failures_.erase(oldest);
   }
   std::deque<int64_t>& times = failures_[address];
@@ -84,15 +85,19 @@ void LoginThrottle::succeeded(const std::string& address, int64_t began_ms) {
 }
 
 NetServer::Impl::Impl(CentralStore& store, Authenticator& auth, NetServerOptions o)
-    : options(std::move(o)), service(store, auth, [this] {
-        SyncService::Options so;
-        so.sync = options.sync;
-        so.auth_failure_delay_ms = options.auth_failure_delay_ms;
-        so.log = [this](const std::string& line) { log(line); };
-        so.metrics = &metrics;
-        so.on_fatal = options.on_fatal;
-        return so;
-      }(), [this](Outbound out) { deliver(std::move(out)); }) {
+    : options(std::move(o)),
+      service(
+          store, auth,
+          [this] {
+            SyncService::Options so;
+            so.sync = options.sync;
+            so.auth_failure_delay_ms = options.auth_failure_delay_ms;
+            so.log = [this](const std::string& line) { log(line); };
+            so.metrics = &metrics;
+            so.on_fatal = options.on_fatal;
+            return so;
+          }(),
+          [this](Outbound out) { deliver(std::move(out)); }) {
   add_routes(*this, routes);
 }
 

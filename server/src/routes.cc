@@ -52,11 +52,13 @@ std::string json_error(std::string_view code, std::string_view message) {
 // POST /login: {"user": "...", "password": "...", "node": 123 or "123"}.
 void login(const std::shared_ptr<HttpSession>& session, HttpRequest& req) {
   NetServer::Impl& impl = session->server();
-  const std::string address = session->peer_address() ? session->peer_address()->to_string() : session->peer();
+  const std::string address =
+      session->peer_address() ? session->peer_address()->to_string() : session->peer();
   boost::system::error_code jec;
   boost::json::value body = boost::json::parse(req.message.body(), jec);
   const boost::json::object* o = jec ? nullptr : body.if_object();
-  const boost::json::string* user = o ? o->if_contains("user") ? o->at("user").if_string() : nullptr : nullptr;
+  const boost::json::string* user =
+      o ? o->if_contains("user") ? o->at("user").if_string() : nullptr : nullptr;
   const boost::json::string* password =
       o ? o->if_contains("password") ? o->at("password").if_string() : nullptr : nullptr;
   NodeId node = 0;
@@ -164,7 +166,8 @@ void add_routes(NetServer::Impl& impl, RouteTable& routes) {
                 "/login", login});
   routes.add({http::verb::get, "/metrics", RouteAuth::kOperator, 0, "", "/metrics",
               [](const std::shared_ptr<HttpSession>& session, HttpRequest&) {
-                session->respond(http::status::ok, "text/plain; version=0.0.4", session->server().metrics.render());
+                session->respond(http::status::ok, "text/plain; version=0.0.4",
+                                 session->server().metrics.render());
               }});
   routes.add({http::verb::get, "/healthz", RouteAuth::kPublic, 0, "", "/healthz",
               [](const std::shared_ptr<HttpSession>& session, HttpRequest&) {

@@ -124,8 +124,9 @@ class WsSession : public Connection, public std::enable_shared_from_this<WsSessi
   // Messages are read in pieces so that one over the limit is noticed after at most one piece more than the
   // limit, and answered with a typed Error (kMessageTooLarge) before the close, not only a close code.
   void do_read() {
-    ws_.async_read_some(buffer_, limits::kReadChunkBytes,
-                        [self = shared_from_this()](boost::system::error_code ec, size_t) { self->on_read(ec); });
+    ws_.async_read_some(
+        buffer_, limits::kReadChunkBytes,
+        [self = shared_from_this()](boost::system::error_code ec, size_t) { self->on_read(ec); });
   }
 
   void on_read(boost::system::error_code ec) {
@@ -138,9 +139,9 @@ class WsSession : public Connection, public std::enable_shared_from_this<WsSessi
       // The rest of an oversized message is read and dropped while the close handshake runs.
       if (!discarding_ && state_ == State::kOpen) {
         set_reason("message_too_large");
-        impl_.service.bad_frame(
-            slot_->id, Status(ErrorCode::kMessageTooLarge,
-                              "a message may hold at most " + std::to_string(limits::kReadMessageMax) + " bytes"));
+        impl_.service.bad_frame(slot_->id, Status(ErrorCode::kMessageTooLarge,
+                                                  "a message may hold at most " +
+                                                      std::to_string(limits::kReadMessageMax) + " bytes"));
       }
       discarding_ = !ws_.is_message_done();
       buffer_.consume(buffer_.size());
@@ -151,11 +152,12 @@ class WsSession : public Connection, public std::enable_shared_from_this<WsSessi
       if (!take_message_token()) {
         set_reason("rate_limited");
         impl_.service.bad_frame(
-            slot_->id, Status(ErrorCode::kRateLimited,
-                              "more than " +
-                                  std::to_string(static_cast<int>(impl_.options.session_messages_per_second)) +
-                                  " messages per second",
-                              true));
+            slot_->id,
+            Status(ErrorCode::kRateLimited,
+                   "more than " +
+                       std::to_string(static_cast<int>(impl_.options.session_messages_per_second)) +
+                       " messages per second",
+                   true));
       } else if (!ws_.got_binary()) {
         impl_.service.bad_frame(slot_->id, Status(ErrorCode::kMalformedMessage, "text WebSocket message"));
       } else {
@@ -164,9 +166,9 @@ class WsSession : public Connection, public std::enable_shared_from_this<WsSessi
         // token back: a device catching up on a fast link pulls as fast as the answers come, faster than
         // the limit, which is for floods (a live head office far behind 1,000 busy reps was cut by its own
         // catch-up).
-        if (impl_.service.frame(slot_->id,
-                                std::span<const uint8_t>(static_cast<const uint8_t*>(data.data()), data.size()),
-                                wall_ms()))
+        if (impl_.service.frame(
+                slot_->id, std::span<const uint8_t>(static_cast<const uint8_t*>(data.data()), data.size()),
+                wall_ms()))
           bucket_ = std::min(impl_.options.session_message_burst, bucket_ + 1.0);
       }
     }
@@ -210,8 +212,9 @@ class WsSession : public Connection, public std::enable_shared_from_this<WsSessi
 
   void do_write() {
     writing_ = true;
-    ws_.async_write(asio::buffer(*queue_.front()), [self = shared_from_this()](boost::system::error_code ec,
-                                                                               size_t) { self->on_write(ec); });
+    ws_.async_write(
+        asio::buffer(*queue_.front()),
+        [self = shared_from_this()](boost::system::error_code ec, size_t) { self->on_write(ec); });
   }
 
   void on_write(boost::system::error_code ec) {
