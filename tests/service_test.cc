@@ -31,6 +31,7 @@
 #include "fieldsync/sync/record_id.h"
 #include "fieldsync/sync/tuning.h"
 #include "forwarding_store.h"
+#include "routes.h"
 
 namespace fieldsync {
 namespace {
@@ -453,7 +454,8 @@ HttpReply https(uint16_t port, std::string_view method, const std::string& targe
   req.version(11);
   req.set(http::field::host, "127.0.0.1");
   for (const auto& [k, v] : headers) req.set(k, v);
-  if (!body.empty()) req.set(http::field::content_type, "application/json");
+  if (!body.empty() && headers.count("Content-Type") == 0)
+    req.set(http::field::content_type, "application/json");
   req.body() = body;
   req.prepare_payload();
   http::write(stream, req);
@@ -802,6 +804,52 @@ TEST_F(HttpEndpoints, OnlyTheRoutesMethodsAreAnswered) {
   EXPECT_EQ(login_get.headers["Allow"], "POST");
   EXPECT_EQ(https(port, "TRACE", "/nope").status, 404);
   EXPECT_EQ(https(port, "GET", "/sync").status, 426) << "the sync path is a WebSocket";
+}
+
+// What a route says is checked before its handler runs: the content type of a body (415), the size of the
+// headers (431).
+TEST_F(HttpEndpoints, ARoutesContentTypeAndTheHeaderLimitAreCheckedFirst) {
+  start();
+  EXPECT_EQ(https(port, "POST", "/login", R"({"user":"alice","password":"correct horse","node":42})",
+                  {{"Content-Type", "text/plain"}})
+                .status,
+            415);
+  EXPECT_EQ(https(port, "POST", "/login", R"({"user":"alice","password":"correct horse","node":42})",
+                  {{"Content-Type", "application/json; charset=utf-8"}})
+                .status,
+            200);
+  EXPECT_EQ(logins.load(), 1) << "a refused content type never reaches the password check";
+  EXPECT_EQ(https(port, "GET", "/healthz", "", {{"X-Padding", std::string(9000, 'x')}}).status, 431);
+}
+
+TEST(RouteTable, MethodAndPatternWithParametersAndAllow) {
+  namespace http = boost::beast::http;
+  server::RouteTable t;
+  t.add({http::verb::get, "/accounts/{id}", server::RouteAuth::kPublic, 0, "", "/accounts/{id}", {}});
+  t.add({http::verb::put,
+         "/accounts/{id}",
+         server::RouteAuth::kPublic,
+         1024,
+         "application/json",
+         "/accounts/{id}",
+         {}});
+  t.add({http::verb::get, "/healthz", server::RouteAuth::kPublic, 0, "", "/healthz", {}});
+  server::RouteTable::Match m = t.find(http::verb::put, "/accounts/a1b2?dry=1");
+  ASSERT_NE(m.route, nullptr);
+  EXPECT_EQ(m.route->body_limit, 1024u);
+  EXPECT_EQ(m.params["id"], "a1b2");
+  m = t.find(http::verb::delete_, "/accounts/a1b2");
+  EXPECT_EQ(m.route, nullptr);
+  EXPECT_EQ(m.allow, "GET, PUT");
+  EXPECT_EQ(m.label, "/accounts/{id}");
+  m = t.find(http::verb::unknown, "/healthz");
+  EXPECT_EQ(m.route, nullptr);
+  EXPECT_EQ(m.allow, "GET");
+  for (const char* path : {"/accounts", "/accounts/", "/accounts/a/b", "/nope", "", "healthz"}) {
+    m = t.find(http::verb::get, path);
+    EXPECT_EQ(m.route, nullptr) << path;
+    EXPECT_TRUE(m.allow.empty()) << path;
+  }
 }
 
 // One WebSocket message, in one frame, far over the 4 MiB limit: answered with a typed kMessageTooLarge and
