@@ -16,6 +16,8 @@ add_executable(fieldsync-bench-load ${CMAKE_CURRENT_LIST_DIR}/load_bench.cc)
 target_link_libraries(fieldsync-bench-load PRIVATE fieldsync_bench_baseline fieldsync_server fieldsync_sync fieldsync_tls_stream
                                                    Boost::headers Boost::json OpenSSL::SSL Threads::Threads)
 fieldsync_warnings(fieldsync-bench-load)
+# The tools' option parser (server/src/cli_options.h, header-only).
+target_include_directories(fieldsync-bench-load PRIVATE ${PROJECT_SOURCE_DIR}/server/src)
 if(FIELDSYNC_SANITIZE)
   # There it only drives load_bench_smoke against the sanitized server: -O0 compiles it twice as fast
   # (78 s against 156 s).

@@ -40,7 +40,7 @@ class Options {
         key.resize(eq);
       }
       if (switches_.count(key) != 0 && eq == std::string::npos) {
-        given_[key] = "true";
+        given_[key] = {"true"};
         continue;
       }
       if (values_.count(key) == 0) return "unknown option --" + key;
@@ -48,8 +48,10 @@ class Options {
         if (i + 1 >= args.size()) return "--" + key + " needs a value";
         value = args[++i];
       }
-      if (given_.count(key) != 0 && repeat_ == Repeat::kError) return "--" + key + " given twice";
-      given_[key] = value;
+      std::vector<std::string>& values = given_[key];
+      if (!values.empty() && repeat_ == Repeat::kError && many_.count(key) == 0)
+        return "--" + key + " given twice";
+      values.push_back(value);
     }
     return {};
   }
@@ -87,12 +89,19 @@ class Options {
     const std::string* v = find(name);
     return v != nullptr ? *v : fallback;
   }
+  // Every value of an option that may be given many times (allow_many), in order.
+  std::vector<std::string> all(const std::string& name) const {
+    auto it = given_.find(name);
+    return it != given_.end() ? it->second : std::vector<std::string>{};
+  }
+  void allow_many(const std::string& name) { many_.insert(name); }
   std::optional<std::string> maybe(const std::string& name) const {
     const std::string* v = find(name);
     return v != nullptr ? std::optional<std::string>(*v) : std::nullopt;
   }
   // An integer in [min, max], or `fallback` when not given; on a bad value `error` says why.
-  int64_t integer(const std::string& name, int64_t fallback, int64_t min, int64_t max, std::string& error) const {
+  int64_t integer(const std::string& name, int64_t fallback, int64_t min, int64_t max,
+                  std::string& error) const {
     const std::string* v = find(name);
     if (v == nullptr) return fallback;
     int64_t out = 0;
@@ -120,14 +129,15 @@ class Options {
     return a == std::string::npos ? std::string() : s.substr(a, b - a + 1);
   }
   const std::string* find(const std::string& name) const {
-    if (auto it = given_.find(name); it != given_.end()) return &it->second;
+    if (auto it = given_.find(name); it != given_.end()) return &it->second.back();
     if (auto it = file_.find(name); it != file_.end()) return &it->second;
     return nullptr;
   }
 
-  std::set<std::string> values_, switches_;
+  std::set<std::string> values_, switches_, many_;
   Repeat repeat_;
-  std::map<std::string, std::string> given_, file_;
+  std::map<std::string, std::vector<std::string>> given_;
+  std::map<std::string, std::string> file_;
   std::vector<std::string> words_;
 };
 
