@@ -67,9 +67,11 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
+#include "fieldsync/io/cli_options.h"
 #include "fieldsync/io/tls_stream.h"
 #include "fieldsync/server/tls.h"
 #include "fieldsync/sync/client.h"
@@ -235,115 +237,91 @@ std::string shape_description(const Options& o) {
 
 // Returns 0 to run, 1 after --help, 2 on a usage error.
 int parse_options(int argc, char** argv, Options& o) {
-  std::string err;
-  // The preset first, wherever --shape stands, so that explicit flags override it.
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    std::string name;
-    if (a == "--shape" && i + 1 < argc) name = argv[i + 1];
-    if (a.rfind("--shape=", 0) == 0) name = a.substr(8);
-    if (!name.empty() && !apply_shape(name, o)) {
-      std::cerr << "fieldsync-bench-load: --shape: unknown shape '" << name << "' (org, team)\n";
-      return 2;
-    }
-  }
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  for (const std::string& a : args)
     if (a == "--help" || a == "-h") {
       std::cout << kHelp;
       return 1;
     }
-    if (a == "--check") {
-      o.check = true;
-      continue;
-    }
-    if (a == "--keep-tmp") {
-      o.keep_tmp = true;
-      continue;
-    }
-    if (a == "--serve-ack") {
-      o.serve_ack = true;
-      continue;
-    }
-    std::string key = a, value;
-    if (size_t eq = a.find('='); a.rfind("--", 0) == 0 && eq != std::string::npos) {
-      key = a.substr(0, eq);
-      value = a.substr(eq + 1);
-    } else if (a.rfind("--", 0) == 0 && i + 1 < argc) {
-      value = argv[++i];
-    } else {
-      std::cerr << "fieldsync-bench-load: unexpected argument '" << a << "' (see --help)\n";
-      return 2;
-    }
+  fieldsync::cli::Options cli({"reps",
+                               "shape",
+                               "territory-size",
+                               "team-size",
+                               "head-office",
+                               "bystanders",
+                               "manager-notes",
+                               "idle",
+                               "seconds",
+                               "txns-per-rep",
+                               "changes-per-txn",
+                               "paced-load",
+                               "paced-rate",
+                               "idle-hold",
+                               "connect-concurrency",
+                               "server-bin",
+                               "server-arg",
+                               "tmp-dir",
+                               "only",
+                               "cert",
+                               "key",
+                               "ack-bytes"},
+                              {"check", "keep-tmp", "serve-ack"}, fieldsync::cli::Options::Repeat::kLastWins);
+  cli.allow_many("server-arg");
+  if (std::string e = cli.parse(args); !e.empty()) {
+    std::cerr << "fieldsync-bench-load: " << e << " (see --help)\n";
+    return 2;
+  }
+  if (!cli.words().empty()) {
+    std::cerr << "fieldsync-bench-load: unexpected argument '" << cli.words().front() << "' (see --help)\n";
+    return 2;
+  }
+  // The preset first, so that explicit flags override it.
+  if (cli.has("shape") && !apply_shape(cli.get("shape"), o)) {
+    std::cerr << "fieldsync-bench-load: --shape: unknown shape '" << cli.get("shape") << "' (org, team)\n";
+    return 2;
+  }
+  o.check = o.check || cli.on("check");
+  o.keep_tmp = o.keep_tmp || cli.on("keep-tmp");
+  o.serve_ack = o.serve_ack || cli.on("serve-ack");
+  std::string err;
+  const auto number = [&](const char* name, double lo, double hi, auto& out) {
     double v = 0;
-    auto integer = [&](int& out, double lo, double hi) {
-      if (!parse_number(key, value, lo, hi, v, err)) return false;
-      out = static_cast<int>(v);
-      return true;
-    };
-    bool ok = true;
-    if (key == "--reps") {
-      ok = integer(o.reps, 1, 100000);
-    } else if (key == "--shape") {
-      // applied above
-    } else if (key == "--territory-size") {
-      ok = integer(o.territory_size, 1, 100000);
-    } else if (key == "--team-size") {
-      ok = integer(o.team_size, 0, 100000);
-    } else if (key == "--head-office") {
-      ok = integer(o.head_office, 0, 1000);
-    } else if (key == "--bystanders") {
-      ok = integer(o.bystanders, 0, 100000);
-    } else if (key == "--manager-notes") {
-      ok = parse_number(key, value, 0, 1000, o.manager_notes, err);
-    } else if (key == "--idle") {
-      ok = integer(o.idle, 0, 1000000);
-    } else if (key == "--seconds") {
-      ok = parse_number(key, value, 0.5, 86400, o.seconds, err);
-    } else if (key == "--txns-per-rep") {
-      ok = integer(o.txns_per_rep, 1, static_cast<double>(fieldsync::tuning::kMaxTxnsPerPush));
-    } else if (key == "--changes-per-txn") {
-      ok = integer(o.changes_per_txn, 4, static_cast<double>(fieldsync::tuning::kMaxChangesPerTxn));
-    } else if (key == "--paced-load") {
-      ok = parse_number(key, value, 0.001, 10, o.paced_load, err);
-    } else if (key == "--paced-rate") {
-      ok = parse_number(key, value, 0.001, 1e7, o.paced_rate, err);
-    } else if (key == "--idle-hold") {
-      ok = parse_number(key, value, 0, 3600, o.idle_hold_s, err);
-    } else if (key == "--connect-concurrency") {
-      ok = integer(o.connect_concurrency, 1, 100000);
-    } else if (key == "--server-bin") {
-      o.server_bin = value;
-    } else if (key == "--server-arg") {
-      o.server_args.push_back(value);
-    } else if (key == "--tmp-dir") {
-      o.tmp_dir = value;
-    } else if (key == "--only") {
-      std::stringstream ss(value);
-      std::string p;
-      while (std::getline(ss, p, ',')) {
-        if (p != "baseline" && p != "ws" && p != "load" && p != "idle") {
-          std::cerr << "fieldsync-bench-load: --only: unknown phase '" << p
-                    << "' (baseline, ws, load, idle)\n";
-          return 2;
-        }
-        o.only.insert(p);
+    if (cli.has(name) && err.empty() && parse_number(std::string("--") + name, cli.get(name), lo, hi, v, err))
+      out = static_cast<std::remove_reference_t<decltype(out)>>(v);
+  };
+  number("reps", 1, 100000, o.reps);
+  number("territory-size", 1, 100000, o.territory_size);
+  number("team-size", 0, 100000, o.team_size);
+  number("head-office", 0, 1000, o.head_office);
+  number("bystanders", 0, 100000, o.bystanders);
+  number("manager-notes", 0, 1000, o.manager_notes);
+  number("idle", 0, 1000000, o.idle);
+  number("seconds", 0.5, 86400, o.seconds);
+  number("txns-per-rep", 1, static_cast<double>(fieldsync::tuning::kMaxTxnsPerPush), o.txns_per_rep);
+  number("changes-per-txn", 4, static_cast<double>(fieldsync::tuning::kMaxChangesPerTxn), o.changes_per_txn);
+  number("paced-load", 0.001, 10, o.paced_load);
+  number("paced-rate", 0.001, 1e7, o.paced_rate);
+  number("idle-hold", 0, 3600, o.idle_hold_s);
+  number("connect-concurrency", 1, 100000, o.connect_concurrency);
+  number("ack-bytes", 1, static_cast<double>(fieldsync::tuning::kMaxMessageBytes), o.ack_bytes);
+  if (!err.empty()) {
+    std::cerr << "fieldsync-bench-load: " << err << "\n";
+    return 2;
+  }
+  o.server_bin = cli.get("server-bin", o.server_bin);
+  for (const std::string& a : cli.all("server-arg")) o.server_args.push_back(a);
+  o.tmp_dir = cli.get("tmp-dir", o.tmp_dir);
+  o.cert_file = cli.get("cert", o.cert_file);
+  o.key_file = cli.get("key", o.key_file);
+  if (cli.has("only")) {
+    std::stringstream ss(cli.get("only"));
+    std::string p;
+    while (std::getline(ss, p, ',')) {
+      if (p != "baseline" && p != "ws" && p != "load" && p != "idle") {
+        std::cerr << "fieldsync-bench-load: --only: unknown phase '" << p << "' (baseline, ws, load, idle)\n";
+        return 2;
       }
-    } else if (key == "--cert") {
-      o.cert_file = value;
-    } else if (key == "--key") {
-      o.key_file = value;
-    } else if (key == "--ack-bytes") {
-      double b = 0;
-      ok = parse_number(key, value, 1, static_cast<double>(fieldsync::tuning::kMaxMessageBytes), b, err);
-      o.ack_bytes = static_cast<size_t>(b);
-    } else {
-      std::cerr << "fieldsync-bench-load: unknown option " << key << " (see --help)\n";
-      return 2;
-    }
-    if (!ok) {
-      std::cerr << "fieldsync-bench-load: " << err << "\n";
-      return 2;
+      o.only.insert(p);
     }
   }
   o.idle_hold_s = std::min(o.idle_hold_s, o.seconds);
@@ -601,7 +579,7 @@ std::string describe(const std::map<std::string, int>& m) {
   return s.empty() ? "none" : s;
 }
 
-// ---- TLS settings, the same as fieldsync-server's (server/src/net_server.cc, client-core/src/ws_client.cc)
+// ---- TLS settings, the same as fieldsync-server's (server/src/listener.cc, client-core/src/ws_client.cc)
 
 void server_tls(ssl::context& ctx, const std::string& cert_pem, const std::string& key_pem) {
   ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
@@ -1300,7 +1278,7 @@ class AckSession : public std::enable_shared_from_this<AckSession> {
     auto [qec, qn] = co_await http::async_read(ws_.next_layer(), buffer, req, kAwait);
     if (qec) co_return;
     beast::get_lowest_layer(ws_).expires_never();
-    // The server's WebSocket settings (net_server.cc): idle timeout with keep-alive pings, binary,
+    // The server's WebSocket settings (ws_session.cc): idle timeout with keep-alive pings, binary,
     // unfragmented.
     websocket::stream_base::timeout t;
     t.handshake_timeout = std::chrono::seconds(15);

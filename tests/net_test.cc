@@ -318,7 +318,8 @@ struct RawHandshake {
   int reason = 0;
   std::string error;
 };
-RawHandshake raw_tls_handshake(uint16_t port, int min_version, int max_version) {
+RawHandshake raw_tls_handshake(uint16_t port, int min_version, int max_version, const char* ciphers = nullptr,
+                               bool renegotiate = false) {
   RawHandshake out;
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) {
@@ -343,10 +344,11 @@ RawHandshake raw_tls_handshake(uint16_t port, int min_version, int max_version) 
   SSL_CTX_set_min_proto_version(ctx, min_version);
   SSL_CTX_set_max_proto_version(ctx, max_version);
   SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
+  if (ciphers != nullptr) SSL_CTX_set_cipher_list(ctx, ciphers);  // TLS 1.2 suites only
   SSL* ssl = SSL_new(ctx);
   SSL_set_fd(ssl, fd);
   ERR_clear_error();
-  if (SSL_connect(ssl) == 1) {
+  if (SSL_connect(ssl) == 1 && (!renegotiate || (SSL_renegotiate(ssl) == 1 && SSL_do_handshake(ssl) == 1))) {
     out.ok = true;
     out.version = SSL_get_version(ssl);
     SSL_shutdown(ssl);
@@ -384,6 +386,38 @@ TEST_F(NetTest, ServerRefusesTlsOlderThanOneTwo) {
   WsClient c(*a->engine, options());
   WsStatus s = c.sync_once(3s);
   EXPECT_TRUE(s.ok()) << s.to_string();
+}
+
+// TLS 1.2 offers AEAD suites only (Mozilla's intermediate profile): a client that offers nothing but CBC
+// suites (ECDHE-*-AES128-SHA and friends, the ones Lucky13-style padding oracles live in) is refused, one
+// offering a GCM or ChaCha20-Poly1305 suite gets through. TLS 1.3 has AEAD suites only anyway.
+TEST_F(NetTest, TlsOneTwoOffersAeadSuitesOnly) {
+  start_server();
+  const char* cbc =
+      "ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES256-SHA:"
+      "ECDHE-ECDSA-AES128-SHA256:ECDHE-RSA-AES128-SHA256:ECDHE-ECDSA-AES256-SHA384:ECDHE-RSA-AES256-SHA384:"
+      "AES128-SHA:AES256-SHA:AES128-SHA256:AES256-SHA256:DHE-RSA-AES128-SHA:DHE-RSA-AES256-SHA";
+  RawHandshake cbc_only = raw_tls_handshake(port, TLS1_2_VERSION, TLS1_2_VERSION, cbc);
+  EXPECT_FALSE(cbc_only.ok) << "the server accepted a CBC suite";
+  for (const char* aead : {"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256",
+                           "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384",
+                           "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"}) {
+    RawHandshake ok = raw_tls_handshake(port, TLS1_2_VERSION, TLS1_2_VERSION, aead);
+    EXPECT_TRUE(ok.ok) << aead << ": " << ok.error;
+  }
+  RawHandshake v13 = raw_tls_handshake(port, TLS1_3_VERSION, TLS1_3_VERSION);
+  EXPECT_TRUE(v13.ok) << v13.error;
+}
+
+// The same class: a TLS 1.2 client may not renegotiate (each renegotiation costs the server a handshake's
+// CPU, an old denial-of-service lever; nothing in the protocol needs it). OpenSSL 3 already refuses it by
+// default (the test fails with SSL_OP_ALLOW_CLIENT_RENEGOTIATION); the server now says so explicitly.
+TEST_F(NetTest, TlsOneTwoRenegotiationIsRefused) {
+  start_server();
+  RawHandshake plain = raw_tls_handshake(port, TLS1_2_VERSION, TLS1_2_VERSION);
+  ASSERT_TRUE(plain.ok) << plain.error;
+  RawHandshake again = raw_tls_handshake(port, TLS1_2_VERSION, TLS1_2_VERSION, nullptr, true);
+  EXPECT_FALSE(again.ok) << "the server renegotiated";
 }
 
 TEST_F(NetTest, BrokenFramesGetTypedErrorsAndCloseWhileOthersKeepSyncing) {
@@ -501,6 +535,8 @@ TEST_F(NetTest, SessionWhoseWriteQueueOverflowsIsClosed) {
   hello.token = "token-alice";
   hello.client_time_ms = now_ms();
   ASSERT_TRUE(peer.send(codec::encode(hello), 2s).ok());
+  // Told why (a retryable error past the cap, then a close frame), not cut without a word.
+  EXPECT_EQ(expect_error(peer).code, ErrorCode::kRateLimited);
   expect_closed(peer);
   EXPECT_EQ(server->overflow_closes(), 1u);
   EXPECT_TRUE(server->session_count() == 0 || [&] {

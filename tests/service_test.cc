@@ -3,6 +3,7 @@
 // plain HTTPS endpoints of NetServer (/login, /metrics, /healthz) over real TLS on 127.0.0.1.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -10,11 +11,14 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "fieldsync/client/ws_client.h"
@@ -27,6 +31,7 @@
 #include "fieldsync/sync/record_id.h"
 #include "fieldsync/sync/tuning.h"
 #include "forwarding_store.h"
+#include "routes.h"
 
 namespace fieldsync {
 namespace {
@@ -469,7 +474,7 @@ struct HttpReply {
 
 // One HTTPS request on a fresh connection (the server closes after each plain HTTP answer). The server's
 // certificate is not verified here: what is tested is what it answers.
-HttpReply https(uint16_t port, boost::beast::http::verb method, const std::string& target,
+HttpReply https(uint16_t port, std::string_view method, const std::string& target,
                 const std::string& body = {}, const std::map<std::string, std::string>& headers = {}) {
   namespace net = boost::asio;
   namespace http = boost::beast::http;
@@ -481,10 +486,14 @@ HttpReply https(uint16_t port, boost::beast::http::verb method, const std::strin
   boost::beast::get_lowest_layer(stream).connect(
       net::ip::tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
   stream.handshake(net::ssl::stream_base::client);
-  http::request<http::string_body> req(method, target, 11);
+  http::request<http::string_body> req;
+  req.method_string(method);  // any method, also made-up ones
+  req.target(target);
+  req.version(11);
   req.set(http::field::host, "127.0.0.1");
   for (const auto& [k, v] : headers) req.set(k, v);
-  if (!body.empty()) req.set(http::field::content_type, "application/json");
+  if (!body.empty() && headers.count("Content-Type") == 0)
+    req.set(http::field::content_type, "application/json");
   req.body() = body;
   req.prepare_payload();
   http::write(stream, req);
@@ -498,6 +507,10 @@ HttpReply https(uint16_t port, boost::beast::http::verb method, const std::strin
   boost::system::error_code ignored;
   stream.shutdown(ignored);
   return r;
+}
+HttpReply https(uint16_t port, boost::beast::http::verb method, const std::string& target,
+                const std::string& body = {}, const std::map<std::string, std::string>& headers = {}) {
+  return https(port, boost::beast::http::to_string(method), target, body, headers);
 }
 
 class HttpEndpoints : public ::testing::Test {
@@ -777,6 +790,192 @@ TEST_F(HttpEndpoints, CatchUpPullsTheServerAsksForAreNotRateLimited) {
     }
   }
   EXPECT_TRUE(limited) << "pipelined pulls must still hit the limit";
+}
+
+// ---- The server tested as an attacker would (issue 16, section 6)
+
+// Thirty wrong passwords sent at once from one address: attempts count when they arrive, so the ones past
+// the limit are answered 429 without reaching the password check, even while the first ones are still in the
+// KDF (before, failures counted only when answered, so all thirty got 401).
+TEST_F(HttpEndpoints, ConcurrentWrongPasswordsFromOneAddressAreThrottled) {
+  server::NetServerOptions o;
+  o.login_failure_delay_ms = 300;
+  o.login = [this](const std::string&, const std::string&, NodeId, int64_t) -> Result<server::LoginGrant> {
+    logins++;
+    std::this_thread::sleep_for(20ms);  // a KDF's worth: the attempts overlap
+    return Status(ErrorCode::kAuthFailed, "authentication failed");
+  };
+  start(o);
+  const int attempts = 30;
+  std::vector<int> status(attempts, 0);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < attempts; ++i)
+    threads.emplace_back([&, i] {
+      try {
+        status[static_cast<size_t>(i)] = login(R"({"user":"alice","password":"guess","node":42})").status;
+      } catch (const std::exception&) {
+        status[static_cast<size_t>(i)] = -1;
+      }
+    });
+  for (std::thread& t : threads) t.join();
+  const auto n = [&](int code) { return std::count(status.begin(), status.end(), code); };
+  EXPECT_EQ(n(401), static_cast<long>(server::limits::kLoginFailuresPerWindow));
+  EXPECT_EQ(n(429), attempts - static_cast<long>(server::limits::kLoginFailuresPerWindow));
+  EXPECT_EQ(logins.load(), static_cast<int>(server::limits::kLoginFailuresPerWindow))
+      << "throttled attempts never reach the password check";
+}
+
+// Every path answers only its methods: another method on a path that exists is 405 with Allow, an unknown
+// path 404 (before, /metrics and /healthz answered 200 to any method).
+TEST_F(HttpEndpoints, OnlyTheRoutesMethodsAreAnswered) {
+  start();
+  for (const char* path : {"/metrics", "/healthz"}) {
+    for (const char* method : {"OPTIONS", "TRACE", "DELETE", "POST", "PUT", "HEAD", "BREW"}) {
+      HttpReply r = https(port, method, path);
+      EXPECT_EQ(r.status, 405) << method << " " << path;
+      EXPECT_EQ(r.headers["Allow"], "GET") << method << " " << path;
+    }
+    EXPECT_EQ(https(port, "GET", path).status, 200) << path;
+  }
+  HttpReply login_get = https(port, "GET", "/login");
+  EXPECT_EQ(login_get.status, 405);
+  EXPECT_EQ(login_get.headers["Allow"], "POST");
+  EXPECT_EQ(https(port, "TRACE", "/nope").status, 404);
+  EXPECT_EQ(https(port, "GET", "/sync").status, 426) << "the sync path is a WebSocket";
+}
+
+// What a route says is checked before its handler runs: the content type of a body (415), the size of the
+// headers (431).
+TEST_F(HttpEndpoints, ARoutesContentTypeAndTheHeaderLimitAreCheckedFirst) {
+  start();
+  EXPECT_EQ(https(port, "POST", "/login", R"({"user":"alice","password":"correct horse","node":42})",
+                  {{"Content-Type", "text/plain"}})
+                .status,
+            415);
+  EXPECT_EQ(https(port, "POST", "/login", R"({"user":"alice","password":"correct horse","node":42})",
+                  {{"Content-Type", "application/json; charset=utf-8"}})
+                .status,
+            200);
+  EXPECT_EQ(logins.load(), 1) << "a refused content type never reaches the password check";
+  EXPECT_EQ(https(port, "GET", "/healthz", "", {{"X-Padding", std::string(9000, 'x')}}).status, 431);
+}
+
+TEST(RouteTable, MethodAndPatternWithParametersAndAllow) {
+  namespace http = boost::beast::http;
+  server::RouteTable t;
+  t.add({http::verb::get, "/accounts/{id}", server::RouteAuth::kPublic, 0, "", "/accounts/{id}", {}});
+  t.add({http::verb::put,
+         "/accounts/{id}",
+         server::RouteAuth::kPublic,
+         1024,
+         "application/json",
+         "/accounts/{id}",
+         {}});
+  t.add({http::verb::get, "/healthz", server::RouteAuth::kPublic, 0, "", "/healthz", {}});
+  server::RouteTable::Match m = t.find(http::verb::put, "/accounts/a1b2?dry=1");
+  ASSERT_NE(m.route, nullptr);
+  EXPECT_EQ(m.route->body_limit, 1024u);
+  EXPECT_EQ(m.params["id"], "a1b2");
+  m = t.find(http::verb::delete_, "/accounts/a1b2");
+  EXPECT_EQ(m.route, nullptr);
+  EXPECT_EQ(m.allow, "GET, PUT");
+  EXPECT_EQ(m.label, "/accounts/{id}");
+  m = t.find(http::verb::unknown, "/healthz");
+  EXPECT_EQ(m.route, nullptr);
+  EXPECT_EQ(m.allow, "GET");
+  for (const char* path : {"/accounts", "/accounts/", "/accounts/a/b", "/nope", "", "healthz"}) {
+    m = t.find(http::verb::get, path);
+    EXPECT_EQ(m.route, nullptr) << path;
+    EXPECT_TRUE(m.allow.empty()) << path;
+  }
+}
+
+// One WebSocket message, in one frame, far over the 4 MiB limit: answered with a typed kMessageTooLarge and
+// a close frame, counted among the errors (before, Beast refused the frame header with close code 1009 and
+// no Error, logged as a read error).
+TEST_F(HttpEndpoints, OneOversizedFrameGetsTheTypedErrorAndIsCounted) {
+  start();
+  namespace net = boost::asio;
+  namespace beast = boost::beast;
+  namespace websocket = beast::websocket;
+  net::io_context ioc;
+  net::ssl::context ctx(net::ssl::context::tls_client);
+  ctx.set_verify_mode(net::ssl::verify_none);
+  websocket::stream<beast::ssl_stream<beast::tcp_stream>> ws(ioc, ctx);
+  beast::get_lowest_layer(ws).expires_after(20s);
+  beast::get_lowest_layer(ws).connect(net::ip::tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
+  ws.next_layer().handshake(net::ssl::stream_base::client);
+  beast::get_lowest_layer(ws).expires_never();
+  ws.handshake("127.0.0.1", "/sync");
+  ws.binary(true);
+  ws.auto_fragment(false);  // one frame whose header says 10 MiB
+  const std::vector<uint8_t> big(10 << 20, 0x42);
+  boost::system::error_code ec;
+  ws.write(net::buffer(big), ec);  // the server reads and drops the rest while it closes
+  beast::flat_buffer buffer;
+  ws.read(buffer, ec);
+  ASSERT_FALSE(ec) << "expected an Error frame, got " << ec.message() << " (close code " << ws.reason().code
+                   << ")";
+  const auto d = buffer.cdata();
+  Result<protocol::Message> m = codec::decode(std::vector<uint8_t>(
+      static_cast<const uint8_t*>(d.data()), static_cast<const uint8_t*>(d.data()) + d.size()));
+  ASSERT_TRUE(m.is_ok()) << m.status().to_string();
+  ASSERT_TRUE(std::holds_alternative<protocol::Error>(m.value()));
+  EXPECT_EQ(std::get<protocol::Error>(m.value()).code, ErrorCode::kMessageTooLarge);
+  buffer.consume(buffer.size());
+  ws.read(buffer, ec);
+  EXPECT_EQ(ec, websocket::error::closed) << ec.message();
+  EXPECT_EQ(server_->metrics().value(Counter::kErrors, "message_too_large"), 1u);
+}
+
+// Hundreds of pulls sent back to back by a peer that does not read its answers: when the write queue is
+// full the session ends with a typed, retryable kRateLimited and a close frame, so the device can tell it
+// from a network failure (before, the socket was cut without a word).
+TEST_F(HttpEndpoints, ABurstThatFillsTheWriteQueueIsAnsweredWithATypedErrorAndAClose) {
+  server::NetServerOptions o;
+  o.max_queued_frames = 8;
+  start(o);
+  client::WsClientOptions wo;
+  wo.url = "wss://127.0.0.1:" + std::to_string(port) + "/sync";
+  wo.pin_sha256 = Pki::get().pin;
+  wo.connect_timeout_ms = 3000;
+  std::vector<uint8_t> msg;
+  {  // 500 changes to pull, so that every answer is a full page
+    client::WsRawPeer bob(wo);
+    ASSERT_TRUE(bob.connect().ok());
+    ASSERT_TRUE(bob.send(hello(301, rep_token("bob")), 2s).ok());
+    ASSERT_TRUE(bob.receive(msg, 5s).ok());  // Welcome
+    ASSERT_TRUE(bob.send(push_accounts(301, 1, 5, 25, "north", "bob"), 2s).ok());
+    ASSERT_TRUE(bob.receive(msg, 5s).ok());  // PushAck
+  }
+  client::WsRawPeer peer(wo);
+  ASSERT_TRUE(peer.connect().ok());
+  ASSERT_TRUE(peer.send(hello(302, rep_token("alice")), 2s).ok());
+  ASSERT_TRUE(peer.receive(msg, 5s).ok());  // Welcome
+  protocol::PullRequest pull;
+  pull.live = false;
+  const std::vector<uint8_t> frame = codec::encode(pull);
+  const int burst = 300;
+  for (int i = 0; i < burst; ++i)
+    if (!peer.send(frame, 2s).ok()) break;
+  int batches = 0;
+  std::optional<protocol::Error> error;
+  client::WsStatus end;
+  for (;;) {
+    end = peer.receive(msg, 5s);
+    if (!end.ok()) break;
+    Result<protocol::Message> m = codec::decode(msg);
+    ASSERT_TRUE(m.is_ok());
+    if (std::holds_alternative<protocol::ChangeBatch>(m.value())) ++batches;
+    if (const auto* e = std::get_if<protocol::Error>(&m.value())) error = *e;
+  }
+  ASSERT_EQ(server_->overflow_closes(), 1u) << "the burst must fill the queue (" << batches << " batches)";
+  EXPECT_EQ(end.code, client::WsError::kClosed) << "a close frame, not a cut: " << end.to_string();
+  EXPECT_EQ(end.close_code, 1013) << "try again later";
+  ASSERT_TRUE(error.has_value()) << "no typed error after " << batches << " batches";
+  EXPECT_EQ(error->code, ErrorCode::kRateLimited);
+  EXPECT_TRUE(error->retryable);
+  EXPECT_EQ(server_->metrics().value(Counter::kErrors, "rate_limited"), 1u);
 }
 
 }  // namespace

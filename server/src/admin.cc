@@ -11,6 +11,7 @@
 #include <random>
 #include <set>
 
+#include "fieldsync/io/cli_options.h"
 #include "fieldsync/sync/export.h"
 #include "fieldsync/sync/scope.h"
 #include "fieldsync/sync/server.h"
@@ -299,37 +300,14 @@ struct UsageError {
   std::string message;
 };
 
-const std::set<std::string>& value_options() {
-  static const std::set<std::string> kOptions = {
-      "--data-dir", "--id",      "--name",     "--role", "--password", "--territory",
-      "--user",     "--manager", "--rep",      "--sku",  "--unit",     "--product",
-      "--list",     "--cents",   "--currency", "--node", "--ttl-ms"};
-  return kOptions;
-}
-
 Args parse(const std::vector<std::string>& argv) {
+  cli::Options o({"data-dir", "id", "name", "role", "password", "territory", "user", "manager", "rep", "sku",
+                  "unit", "product", "list", "cents", "currency", "node", "ttl-ms"},
+                 {});
+  if (std::string e = o.parse(argv); !e.empty()) throw UsageError{e};
   Args a;
-  for (size_t i = 0; i < argv.size(); ++i) {
-    const std::string& s = argv[i];
-    if (s.rfind("--", 0) == 0) {
-      std::string key = s, value;
-      bool inline_value = false;
-      if (size_t eq = s.find('='); eq != std::string::npos) {
-        key = s.substr(0, eq);
-        value = s.substr(eq + 1);
-        inline_value = true;
-      }
-      if (!value_options().count(key)) throw UsageError{"unknown option " + key};
-      if (!inline_value) {
-        if (i + 1 >= argv.size()) throw UsageError{key + " needs a value"};
-        value = argv[++i];
-      }
-      if (a.options.count(key)) throw UsageError{key + " given twice"};
-      a.options[key] = value;
-    } else {
-      a.words.push_back(s);
-    }
-  }
+  a.words = o.words();
+  for (const std::string& name : o.given()) a.options["--" + name] = o.get(name);
   return a;
 }
 

@@ -18,7 +18,11 @@
 #include <tuple>
 
 #include <openssl/rand.h>
+#if FIELDSYNC_TCMALLOC_STATS
+#include <gperftools/malloc_extension.h>
+#endif
 
+#include "fieldsync/io/cli_options.h"
 #include "fieldsync/server/directory.h"
 #include "fieldsync/server/metrics.h"
 #include "fieldsync/server/net_server.h"
@@ -79,75 +83,6 @@ Signals: SIGTERM or SIGINT drains: stop accepting, finish frames in flight and s
 session with a close frame, exit 0.
 )";
 
-struct Config {
-  std::map<std::string, std::string> values;
-  bool dev = false;
-  bool dev_tokens = false;
-};
-
-Status parse_config_file(const std::string& path, Config& c) {
-  std::ifstream in(path);
-  if (!in) return Status(ErrorCode::kInvalidArgument, "cannot read config file " + path);
-  std::string line;
-  int n = 0;
-  while (std::getline(in, line)) {
-    ++n;
-    if (size_t h = line.find('#'); h != std::string::npos) line.resize(h);
-    auto trim = [](std::string s) {
-      size_t a = s.find_first_not_of(" \t\r"), b = s.find_last_not_of(" \t\r");
-      return a == std::string::npos ? std::string() : s.substr(a, b - a + 1);
-    };
-    line = trim(line);
-    if (line.empty()) continue;
-    size_t eq = line.find('=');
-    if (eq == std::string::npos)
-      return Status(ErrorCode::kInvalidArgument, path + ":" + std::to_string(n) + ": expected name = value");
-    std::string key = trim(line.substr(0, eq)), value = trim(line.substr(eq + 1));
-    bool on = value == "true" || value == "1" || value == "yes";
-    if (key == "dev")
-      c.dev = on;
-    else if (key == "dev-tokens")
-      c.dev_tokens = on;
-    else
-      c.values[key] = value;
-  }
-  return Status::ok();
-}
-
-const char* const kValueFlags[] = {"listen",
-                                   "data-dir",
-                                   "cert",
-                                   "key",
-                                   "threads",
-                                   "max-sessions",
-                                   "tls-timeout-ms",
-                                   "ws-timeout-ms",
-                                   "idle-timeout-ms",
-                                   "drain-timeout-ms",
-                                   "max-queue-bytes",
-                                   "max-queue-frames",
-                                   "group-commit",
-                                   "metrics-token"};
-
-bool known(const std::string& k) {
-  for (const char* f : kValueFlags)
-    if (k == f) return true;
-  return false;
-}
-
-Result<int64_t> number(const Config& c, const std::string& key, int64_t fallback, int64_t min, int64_t max) {
-  auto it = c.values.find(key);
-  if (it == c.values.end()) return fallback;
-  char* end = nullptr;
-  errno = 0;
-  long long v = std::strtoll(it->second.c_str(), &end, 10);
-  if (errno != 0 || end == it->second.c_str() || *end != '\0' || v < min || v > max)
-    return Status(ErrorCode::kInvalidArgument, "--" + key + ": expected a number in [" + std::to_string(min) +
-                                                   ", " + std::to_string(max) + "], got '" + it->second +
-                                                   "'");
-  return static_cast<int64_t>(v);
-}
-
 int fail(const Status& s) {
   std::cerr << "fieldsync-server: " << s.message() << "\n";
   return 1;
@@ -156,50 +91,24 @@ int fail(const Status& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  Config cfg;
-  Config flags;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  for (const std::string& a : args)
     if (a == "--help" || a == "-h") {
       std::cout << kHelp;
       return 0;
     }
-    if (a == "--dev") {
-      flags.dev = true;
-      continue;
-    }
-    if (a == "--dev-tokens") {
-      flags.dev_tokens = true;
-      continue;
-    }
-    if (a.rfind("--", 0) != 0)
-      return fail(Status(ErrorCode::kInvalidArgument, "unexpected argument '" + a + "'"));
-    std::string key = a.substr(2), value;
-    if (size_t eq = key.find('='); eq != std::string::npos) {
-      value = key.substr(eq + 1);
-      key.resize(eq);
-    } else {
-      if (i + 1 >= argc) return fail(Status(ErrorCode::kInvalidArgument, a + " needs a value"));
-      value = argv[++i];
-    }
-    if (key == "config") {
-      if (Status s = parse_config_file(value, cfg); !s) return fail(s);
-      continue;
-    }
-    if (!known(key))
-      return fail(Status(ErrorCode::kInvalidArgument, "unknown option --" + key + " (see --help)"));
-    flags.values[key] = value;
-  }
-  for (auto& [k, v] : cfg.values)
-    if (!known(k))
-      return fail(Status(ErrorCode::kInvalidArgument, "config file: unknown option '" + k + "'"));
-  for (auto& [k, v] : flags.values) cfg.values[k] = v;
-  cfg.dev = cfg.dev || flags.dev;
-  cfg.dev_tokens = cfg.dev_tokens || flags.dev_tokens;
-  auto get = [&](const std::string& k, const std::string& d) {
-    auto it = cfg.values.find(k);
-    return it == cfg.values.end() ? d : it->second;
-  };
+  fieldsync::cli::Options cfg({"config", "listen", "data-dir", "cert", "key", "threads", "max-sessions",
+                               "tls-timeout-ms", "ws-timeout-ms", "idle-timeout-ms", "drain-timeout-ms",
+                               "max-queue-bytes", "max-queue-frames", "group-commit", "metrics-token"},
+                              {"dev", "dev-tokens"}, fieldsync::cli::Options::Repeat::kLastWins);
+  if (std::string e = cfg.parse(args); !e.empty())
+    return fail(Status(ErrorCode::kInvalidArgument, e + " (see --help)"));
+  if (!cfg.words().empty())
+    return fail(Status(ErrorCode::kInvalidArgument, "unexpected argument '" + cfg.words().front() + "'"));
+  if (cfg.has("config"))
+    if (std::string e = cfg.parse_file(cfg.get("config")); !e.empty())
+      return fail(Status(ErrorCode::kInvalidArgument, e));
+  const auto get = [&](const std::string& k, const std::string& d) { return cfg.get(k, d); };
 
   fs::NetServerOptions o;
   std::string listen = get("listen", "0.0.0.0:8443");
@@ -209,34 +118,30 @@ int main(int argc, char** argv) {
   o.address = listen.substr(0, colon);
   if (o.address.size() >= 2 && o.address.front() == '[' && o.address.back() == ']')
     o.address = o.address.substr(1, o.address.size() - 2);
+  std::string error;
   {
-    Config port_cfg;
-    port_cfg.values["listen"] = listen.substr(colon + 1);
-    Result<int64_t> port = number(port_cfg, "listen", 0, 0, 65535);
-    if (!port) return fail(Status(ErrorCode::kInvalidArgument, "--listen: bad port in '" + listen + "'"));
-    o.port = static_cast<uint16_t>(port.value());
+    fieldsync::cli::Options port({"port"}, {});
+    (void)port.parse({"--port", listen.substr(colon + 1)});
+    o.port = static_cast<uint16_t>(port.integer("port", 0, 0, 65535, error));
+    if (!error.empty())
+      return fail(Status(ErrorCode::kInvalidArgument, "--listen: bad port in '" + listen + "'"));
   }
-  int64_t max_sessions = static_cast<int64_t>(o.max_sessions),
-          qbytes = static_cast<int64_t>(o.max_queued_bytes),
-          qframes = static_cast<int64_t>(o.max_queued_frames), threads = 0;
-  for (auto [key, out, lo, hi] :
-       {std::tuple{"threads", &threads, int64_t{0}, int64_t{fs::limits::kMaxThreads}},
-        std::tuple{"max-sessions", &max_sessions, int64_t{1}, int64_t{1'000'000}},
-        std::tuple{"tls-timeout-ms", &o.tls_handshake_timeout_ms, int64_t{100}, int64_t{600'000}},
-        std::tuple{"ws-timeout-ms", &o.ws_handshake_timeout_ms, int64_t{100}, int64_t{600'000}},
-        std::tuple{"idle-timeout-ms", &o.idle_timeout_ms, int64_t{1000}, int64_t{3'600'000}},
-        std::tuple{"drain-timeout-ms", &o.drain_timeout_ms, int64_t{0}, int64_t{600'000}},
-        std::tuple{"max-queue-bytes", &qbytes, static_cast<int64_t>(fieldsync::tuning::kMaxMessageBytes),
-                   int64_t{1} << 32},
-        std::tuple{"max-queue-frames", &qframes, int64_t{2}, int64_t{100'000}}}) {
-    Result<int64_t> v = number(cfg, key, *out, lo, hi);
-    if (!v) return fail(v.status());
-    *out = v.value();
-  }
-  o.threads = static_cast<int>(threads);
-  o.max_sessions = static_cast<size_t>(max_sessions);
-  o.max_queued_bytes = static_cast<size_t>(qbytes);
-  o.max_queued_frames = static_cast<size_t>(qframes);
+  const auto number = [&](const char* key, int64_t fallback, int64_t lo, int64_t hi) {
+    return cfg.integer(key, fallback, lo, hi, error);
+  };
+  o.threads = static_cast<int>(number("threads", 0, 0, fs::limits::kMaxThreads));
+  o.max_sessions =
+      static_cast<size_t>(number("max-sessions", static_cast<int64_t>(o.max_sessions), 1, 1'000'000));
+  o.tls_handshake_timeout_ms = number("tls-timeout-ms", o.tls_handshake_timeout_ms, 100, 600'000);
+  o.ws_handshake_timeout_ms = number("ws-timeout-ms", o.ws_handshake_timeout_ms, 100, 600'000);
+  o.idle_timeout_ms = number("idle-timeout-ms", o.idle_timeout_ms, 1000, 3'600'000);
+  o.drain_timeout_ms = number("drain-timeout-ms", o.drain_timeout_ms, 0, 600'000);
+  o.max_queued_bytes = static_cast<size_t>(number("max-queue-bytes", static_cast<int64_t>(o.max_queued_bytes),
+                                                  static_cast<int64_t>(fieldsync::tuning::kMaxMessageBytes),
+                                                  int64_t{1} << 32));
+  o.max_queued_frames =
+      static_cast<size_t>(number("max-queue-frames", static_cast<int64_t>(o.max_queued_frames), 2, 100'000));
+  if (!error.empty()) return fail(Status(ErrorCode::kInvalidArgument, error));
 
   std::string data_dir = get("data-dir", "./fieldsync-data");
   std::error_code fec;
@@ -249,7 +154,7 @@ int main(int argc, char** argv) {
   if (cert_file.empty() != key_file.empty())
     return fail(Status(ErrorCode::kInvalidArgument, "--cert and --key go together"));
   if (cert_file.empty()) {
-    if (!cfg.dev)
+    if (!cfg.on("dev"))
       return fail(Status(ErrorCode::kInvalidArgument,
                          "no TLS certificate: give --cert FILE --key FILE, or --dev for a self-signed one"));
     cert_file = data_dir + "/dev-cert.pem";
@@ -287,7 +192,7 @@ int main(int argc, char** argv) {
   o.metrics_token = get("metrics-token", "");
   std::unique_ptr<fieldsync::Authenticator> auth;
   fs::Directory* directory = nullptr;
-  if (cfg.dev_tokens) {
+  if (cfg.on("dev-tokens")) {
     auth = std::make_unique<fs::DevAuthenticator>();
     std::cout << "fieldsync-server: DEVELOPMENT TOKENS: accepting dev:USER:ROLE:TERRITORIES from anyone\n";
   } else {
@@ -296,7 +201,7 @@ int main(int argc, char** argv) {
     if (!dir) return fail(dir.status());
     directory = dir.value().get();
     auth = std::move(dir.value());
-    if (cfg.dev && directory->users().empty()) {
+    if (cfg.on("dev") && directory->users().empty()) {
       // A first development start: someone must be able to log in and administer.
       unsigned char raw[12];
       if (RAND_bytes(raw, sizeof raw) != 1) return fail(Status(ErrorCode::kInternal, "no randomness"));
@@ -342,6 +247,23 @@ int main(int argc, char** argv) {
                          [&central] { return static_cast<double>(central.head_seq()); });
   server.metrics().gauge("fieldsync_group_commit", "1 when pushes share store flushes (--group-commit on).",
                          [&central] { return central.commits_need_sync() ? 1.0 : 0.0; });
+#if FIELDSYNC_TCMALLOC_STATS
+  // What the server holds against what tcmalloc keeps for it: RSS that stays up after a burst of
+  // connections while the allocated bytes fall back is the allocator's cache, not a leak (PERFORMANCE.md).
+  const auto tcmalloc_bytes = [](const char* property) {
+    size_t v = 0;
+    MallocExtension::instance()->GetNumericProperty(property, &v);
+    return static_cast<double>(v);
+  };
+  server.metrics().gauge("fieldsync_heap_allocated_bytes", "Heap bytes in use by the server (tcmalloc).",
+                         [tcmalloc_bytes] { return tcmalloc_bytes("generic.current_allocated_bytes"); });
+  server.metrics().gauge(
+      "fieldsync_heap_free_bytes",
+      "Heap bytes tcmalloc holds free and mapped (page heap, central and thread caches).", [tcmalloc_bytes] {
+        return tcmalloc_bytes("generic.heap_size") - tcmalloc_bytes("generic.current_allocated_bytes") -
+               tcmalloc_bytes("tcmalloc.pageheap_unmapped_bytes");
+      });
+#endif
   Result<uint16_t> port = server.start();
   if (!port) return fail(port.status());
   std::cout << "fieldsync-server: listening on wss://" << listen.substr(0, colon) << ":" << port.value()

@@ -17,7 +17,8 @@
 // ssl_stream joins them into one TLS record, and a frame's header sent alone would cost a record and a
 // syscall of its own. `_some` operations may always transfer less than asked.
 //
-// Internal to the transports (ws_client.cc, the server's net_server.cc, bench/): not part of the device API.
+// Internal to the transports (ws_client.cc, the server's ws_session.cc and http_session.cc, bench/): not part
+// of the device API.
 #pragma once
 
 #include <array>

@@ -7,8 +7,10 @@
 //                  "auth_failed"} after a delay; 429 when one address failed too often; 503 when busy.
 //   GET /metrics   Prometheus text format (metrics.h); loopback only unless metrics_token is set.
 //   GET /healthz   200 "ok", or 503 "draining" once stop() began (for load balancers).
-// Shape of Beast's chat-multi example: listener, sessions, shared state (the session registry). No Asio types
-// in this header; see net_server.cc.
+// Every path answers only its methods (405 with Allow otherwise, 404 for an unknown path).
+// Shape of Beast's chat-multi example (server/src/net_impl.h has the map): a listener (listener.cc), an HTTP
+// session per connection that dispatches through a route table (http_session.cc, routes.cc), a WebSocket
+// session for /sync (ws_session.cc), shared state (the session registry). No Asio types in this header.
 //
 // Threads: `threads` io threads run one io_context. Each session's handlers run on its strand, so a session
 // is single-threaded; different sessions run in parallel up to the SyncService mutex, which serialises the
@@ -93,7 +95,7 @@ class NetServer {
   // Cumulative count of sessions closed because their write queue overflowed (a peer that does not read).
   uint64_t overflow_closes() const;
 
-  struct Impl;  // opaque (net_server.cc)
+  struct Impl;  // opaque (server/src/net_impl.h)
 
  private:
   std::unique_ptr<Impl> impl_;

@@ -1,6 +1,6 @@
 // TLS material for the server: a self-signed development certificate (`fieldsync-server --dev`, tests) and
 // the SHA-256 pin of a certificate (what a field app ships to trust exactly this server; io/certificate.h).
-// No Asio here: the TLS context itself is built in net_server.cc.
+// No Asio here: the TLS context itself is built in listener.cc.
 #pragma once
 
 #include <string>

@@ -2,13 +2,13 @@
 //
 // Members shared between threads say which mutex guards them (GUARDED_BY), and functions that expect a lock
 // to be held say so (REQUIRES); clang's -Wthread-safety then proves every access holds the right lock. The
-// test command builds the whole tree with clang and -Werror (scripts/test.sh, "clang build"), so a member read
-// without its lock fails CI. Under gcc the macros expand to nothing.
+// test command builds the whole tree with clang and -Werror (scripts/test.sh, "clang build"), so a member
+// read without its lock fails CI. Under gcc the macros expand to nothing.
 //
 // libstdc++'s std::mutex carries no capability attributes, so the analysis needs a mutex type of its own:
 // `Mutex` is std::mutex with the attributes, `MutexLock` its scoped guard, and `Mutex::native()` hands the
-// std::mutex to a std::condition_variable (the wait releases and retakes it, which the analysis cannot see and
-// does not need to: the caller holds the lock before and after the wait). The names follow clang's
+// std::mutex to a std::condition_variable (the wait releases and retakes it, which the analysis cannot see
+// and does not need to: the caller holds the lock before and after the wait). The names follow clang's
 // documentation (https://clang.llvm.org/docs/ThreadSafetyAnalysis.html) and Abseil's.
 #pragma once
 

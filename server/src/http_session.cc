@@ -1,0 +1,193 @@
+#include "http_session.h"
+
+#include <openssl/crypto.h>
+
+#include <boost/asio/dispatch.hpp>
+#include <boost/beast/core/stream_traits.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+#include <boost/beast/websocket/rfc6455.hpp>
+#include <chrono>
+
+namespace fieldsync::server {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+
+HttpSession::HttpSession(NetServer::Impl& impl, Strand strand, tcp::socket&& socket, SessionId id)
+    : impl_(impl),
+      strand_(strand),
+      slot_(std::make_unique<ConnectionSlot>(impl, id, endpoint_string(socket))),
+      tls_(std::move(socket), *impl.tls),
+      timer_(strand) {
+  boost::system::error_code ec;
+  tcp::endpoint ep = beast::get_lowest_layer(tls_).socket().remote_endpoint(ec);
+  if (!ec) peer_address_ = ep.address();
+}
+
+void HttpSession::run() {
+  slot_->attach(weak_from_this());
+  asio::dispatch(strand_, [self = shared_from_this()] {
+    if (self->impl_.stopping) return self->cut("server_stopping");
+    beast::get_lowest_layer(self->tls_)
+        .expires_after(std::chrono::milliseconds(self->impl_.options.tls_handshake_timeout_ms));
+    self->tls_.async_handshake(asio::ssl::stream_base::server,
+                               [self](boost::system::error_code ec) { self->on_tls_handshake(ec); });
+  });
+}
+
+void HttpSession::on_tls_handshake(boost::system::error_code ec) {
+  if (ec) return fail("tls_handshake", ec);
+  state_ = State::kReadingHeader;
+  beast::get_lowest_layer(tls_).expires_after(
+      std::chrono::milliseconds(impl_.options.ws_handshake_timeout_ms));
+  parser_.emplace();
+  parser_->header_limit(static_cast<uint32_t>(limits::kMaxUpgradeRequestBytes));
+  http::async_read_header(
+      tls_, buffer_, *parser_,
+      [self = shared_from_this()](boost::system::error_code ec, size_t) { self->on_header(ec); });
+}
+
+void HttpSession::on_header(boost::system::error_code ec) {
+  if (ec == http::error::header_limit) {
+    set_reason("http_header_too_large");
+    return respond(http::status::request_header_fields_too_large, "text/plain", "request header too large\n");
+  }
+  if (ec == http::error::body_limit) {  // a Content-Length past Beast's default cap (1 MiB)
+    set_reason("http_body_too_large");
+    return respond(http::status::payload_too_large, "text/plain", "request body too large\n");
+  }
+  if (ec) return fail("upgrade_request", ec);
+  const auto& req = parser_->get();
+  version_ = req.version();
+  match_ = impl_.routes.find(req.method(), req.target());
+  const Route* route = match_.route;
+  // WebSocket upgrades are sessions, not requests: counted as such.
+  if (!(route != nullptr && beast::websocket::is_upgrade(req)))
+    impl_.metrics.add(Counter::kHttpRequests, 1, match_.label.empty() ? "other" : match_.label);
+  if (route == nullptr && match_.allow.empty()) {
+    set_reason("not_found");
+    return respond(http::status::not_found, "text/plain",
+                   "fieldsync: the sync endpoint is a WebSocket at /sync\n");
+  }
+  if (route == nullptr) {
+    set_reason("method_not_allowed");
+    return respond(http::status::method_not_allowed, "text/plain", "method not allowed\n",
+                   {{http::field::allow, match_.allow}});
+  }
+  if (route->auth == RouteAuth::kOperator && !operator_allowed()) {
+    set_reason("forbidden");
+    return respond(http::status::forbidden, "text/plain", "loopback or bearer token only\n");
+  }
+  const bool has_body = req.has_content_length() ? parser_->content_length().value_or(0) > 0 : req.chunked();
+  if (has_body && !route->content_type.empty()) {
+    const std::string_view type = req[http::field::content_type];
+    if (type.substr(0, type.find(';')) != route->content_type) {
+      set_reason("unsupported_media_type");
+      return respond(http::status::unsupported_media_type, "text/plain",
+                     "expected Content-Type: " + route->content_type + "\n");
+    }
+  }
+  // Beast checks a Content-Length against the body limit while it parses the header: this route's limit
+  // is checked here, and holds for a chunked body as it is read.
+  if (parser_->content_length().value_or(0) > route->body_limit) {
+    set_reason("http_body_too_large");
+    return respond(http::status::payload_too_large, "text/plain", "request body too large\n");
+  }
+  parser_->body_limit(route->body_limit);
+  if (parser_->is_done()) return dispatch();
+  state_ = State::kReadingBody;
+  http::async_read(tls_, buffer_, *parser_,
+                   [self = shared_from_this()](boost::system::error_code ec, size_t) { self->on_body(ec); });
+}
+
+void HttpSession::on_body(boost::system::error_code ec) {
+  if (ec == http::error::body_limit) {
+    set_reason("http_body_too_large");
+    return respond(http::status::payload_too_large, "text/plain", "request body too large\n");
+  }
+  if (ec) return fail("request_body", ec);
+  dispatch();
+}
+
+void HttpSession::dispatch() {
+  state_ = State::kHandling;
+  HttpRequest req{parser_->release(), std::move(match_.params)};
+  parser_.reset();
+  match_.route->handler(shared_from_this(), req);
+}
+
+bool HttpSession::operator_allowed() const {
+  const std::string& token = impl_.options.metrics_token;
+  if (token.empty()) return peer_address_ && is_loopback(*peer_address_);
+  const auto& req = parser_->get();
+  auto it = req.find(http::field::authorization);
+  if (it == req.end()) return false;
+  const std::string expected = "Bearer " + token;
+  const std::string_view got(it->value().data(), it->value().size());
+  return got.size() == expected.size() && CRYPTO_memcmp(got.data(), expected.data(), got.size()) == 0;
+}
+
+void HttpSession::respond(http::status status, std::string_view content_type, std::string body,
+                          Headers extra) {
+  if (state_ == State::kClosed || state_ == State::kUpgraded || state_ == State::kResponding) return;
+  state_ = State::kResponding;
+  auto res = std::make_shared<http::response<http::string_body>>(status, version_);
+  res->set(http::field::server, "fieldsync-server");
+  res->set(http::field::content_type, content_type);
+  res->set(http::field::cache_control, "no-store");
+  for (auto& [field, value] : extra) res->set(field, value);
+  res->keep_alive(false);
+  res->body() = std::move(body);
+  res->prepare_payload();
+  beast::get_lowest_layer(tls_).expires_after(
+      std::chrono::milliseconds(impl_.options.ws_handshake_timeout_ms));
+  http::async_write(tls_, *res, [self = shared_from_this(), res](boost::system::error_code, size_t) {
+    self->state_ = State::kClosed;
+    beast::get_lowest_layer(self->tls_).close();
+  });
+}
+
+void HttpSession::after(int64_t delay_ms, std::function<void()> fn) {
+  timer_.expires_after(std::chrono::milliseconds(delay_ms));
+  timer_.async_wait([self = shared_from_this(), fn = std::move(fn)](boost::system::error_code) {
+    if (self->state_ == State::kHandling) fn();
+  });
+}
+
+void HttpSession::upgrade(HttpRequest& req) {
+  if (buffer_.size() != 0) {  // a client sends frames only after the server's 101 (RFC 6455 4.1)
+    set_reason("data_before_upgrade");
+    return respond(http::status::bad_request, "text/plain", "data sent before the upgrade was answered\n");
+  }
+  state_ = State::kUpgraded;
+  beast::get_lowest_layer(tls_).expires_never();  // the WebSocket layer's own timeouts take over
+  start_ws_session(impl_, strand_, std::move(slot_), std::move(tls_), req.message);
+}
+
+void HttpSession::set_reason(std::string reason) {
+  if (slot_ && slot_->reason.empty()) slot_->reason = std::move(reason);
+}
+
+// Drain: an HTTP connection has nothing to finish that the peer waits for in a close frame.
+void HttpSession::request_close() {
+  cut("server_stopping");
+}
+
+void HttpSession::cut(const std::string& reason) {
+  if (state_ == State::kClosed || state_ == State::kUpgraded) return;
+  state_ = State::kClosed;
+  set_reason(reason);
+  timer_.cancel();
+  beast::get_lowest_layer(tls_).close();  // pending operations complete with errors and release the session
+}
+
+void HttpSession::fail(const char* stage, boost::system::error_code ec) {
+  if (ec == asio::error::operation_aborted || ec == beast::error::timeout)
+    set_reason(std::string(stage) + "_timeout_or_aborted");
+  else
+    set_reason(std::string(stage) + "_error(" + ec.message() + ")");
+  cut("closed");
+}
+
+}  // namespace fieldsync::server
