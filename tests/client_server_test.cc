@@ -554,6 +554,73 @@ TEST(ClientServer, HandBuiltPushWithABadValueOrAnotherUsersNameIsRejected) {
   EXPECT_EQ(w.store.records(), records_before);
 }
 
+// A device cannot know what lies outside its scope, so SyncClient::write takes a link to a record it does not
+// hold; the server judges it: an event at another territory's account and a visit of a colleague's event are
+// rejected naming the field, and the device rolls both back. Links within her scope are applied.
+TEST(ClientServer, LinksToRecordsOutsideTheWritersScopeAreRejectedAndRolledBack) {
+  World w;
+  Device& alice = w.add(11, "alice");
+  Device& bob = w.add(12, "bob");
+  Device& carol = w.add(13, "carol");
+  for (Device* d : w.devices) w.connect(*d);
+  const RecordId north = new_account(w, alice, "t-north", "N");
+  const RecordId south = new_account(w, carol, "t-south", "S");
+  const EntityId ev = EntityId::kCalendarEvent;
+  auto event = [&](Device& d, RecordId at) {
+    RecordId id = d.ids.next(w.now);
+    std::vector<Change> changes = {create(ev, id),
+                                   set(ev, id, f::kEventOwner, Value::text(d.config.user)),
+                                   set(ev, id, 2, Value::text(at.to_string())),
+                                   set(ev, id, 3, Value::text("Call")),
+                                   set(ev, id, f::kEventStart, Value::integer(w.now + 3'600'000)),
+                                   set(ev, id, f::kEventEnd, Value::integer(w.now + 7'200'000)),
+                                   set(ev, id, f::kEventStatus, Value::text("scheduled"))};
+    return std::pair{id, changes};
+  };
+  auto visit = [&](Device& d, RecordId at, RecordId event_id) {
+    RecordId id = d.ids.next(w.now);
+    std::vector<Change> changes = {create(EntityId::kVisit, id),
+                                   set(EntityId::kVisit, id, f::kVisitAccount, Value::text(at.to_string())),
+                                   set(EntityId::kVisit, id, f::kVisitRep, Value::text(d.config.user)),
+                                   set(EntityId::kVisit, id, 4, Value::integer(w.now)),
+                                   set(EntityId::kVisit, id, 3, Value::text(event_id.to_string()))};
+    return std::pair{id, changes};
+  };
+  auto [bobs_event, bobs] = event(bob, north);
+  ASSERT_TRUE(bob.client->write(bobs, w.now).is_ok());
+  w.pump();
+  const size_t log_before = w.store.log().size();
+
+  auto [at_south, e1] = event(alice, south);
+  ASSERT_TRUE(alice.client->write(e1, w.now).is_ok());
+  auto [of_bobs, v1] = visit(alice, north, bobs_event);
+  ASSERT_TRUE(alice.client->write(v1, w.now).is_ok());
+  w.pump();
+  EXPECT_EQ(w.store.log().size(), log_before) << "nothing applied";
+  EXPECT_TRUE(alice.store.outbox().empty());
+  const std::vector<Rejection> rejections = alice.store.rejections();
+  ASSERT_EQ(rejections.size(), 2u);
+  EXPECT_EQ(rejections[0].reason, ErrorCode::kOutOfScope);
+  EXPECT_NE(rejections[0].message.find("field account_id"), std::string::npos) << rejections[0].message;
+  EXPECT_EQ(rejections[1].reason, ErrorCode::kOutOfScope);
+  EXPECT_NE(rejections[1].message.find("field calendar_event_id"), std::string::npos)
+      << rejections[1].message;
+  const auto local = alice.store.records();
+  EXPECT_EQ(local.count(RecordKey{ev, at_south}), 0u);
+  EXPECT_EQ(local.count(RecordKey{EntityId::kVisit, of_bobs}), 0u);
+  EXPECT_EQ(w.store.records().count(RecordKey{ev, at_south}), 0u);
+
+  // Her own territory's account and her own event are hers to link.
+  auto [at_north, e2] = event(alice, north);
+  ASSERT_TRUE(alice.client->write(e2, w.now).is_ok());
+  auto [of_hers, v2] = visit(alice, north, at_north);
+  ASSERT_TRUE(alice.client->write(v2, w.now).is_ok());
+  w.pump();
+  EXPECT_EQ(w.store.log().size(), log_before + 2);
+  EXPECT_EQ(server_value(w, EntityId::kVisit, of_hers, 3), Value::text(at_north.to_string()));
+  EXPECT_EQ(alice.store.rejections().size(), 2u);
+}
+
 TEST(ClientServer, LocalValidationWritesNothing) {
   World w;
   Device& alice = w.add(11, "alice");

@@ -301,6 +301,34 @@ Status check_user_ref(const Change& c, const FieldDef& f, const Principal& who) 
                     (team_allowed ? " (only themselves or a rep of their team)" : " (only themselves)"));
 }
 
+// A record reference that is not the record's own scope field (schema::FieldDef::ref; the scope parent is the
+// scope rules' business): an event's account, a visit's event, a line's or price entry's product. The record
+// named must exist in the store or this transaction and be visible to the writer, or a rep could link her
+// record to another territory's account or a colleague's event, leaking the link into that record's reports
+// and devices and attaching data to a record she cannot see. A record the writer cannot see and one that does
+// not exist get the same answer (out_of_scope), so a probe learns nothing; record_not_found only where the
+// writer sees every record of the entity (head office, the global catalogue). A tombstone counts as existing
+// and is judged on its kept scope field: linking to a record deleted meanwhile ends as linking before the
+// delete would have (deletes do not cascade), and an offline writer's transaction is not lost over the race.
+Status check_record_ref(const Change& c, const EntityDef& e, const FieldDef& f, const Principal& who,
+                        TxnOverlay& overlay) {
+  if (f.type != FieldType::kId || f.ref == EntityId::kNone || c.value.kind() != Value::Kind::kText)
+    return Status::ok();
+  if (e.scope.kind == schema::ScopeKind::kParent && e.scope.field == f.id) return Status::ok();
+  std::optional<RecordId> id = RecordId::parse(c.value.as_text());
+  if (!id) return Status::ok();  // validate_change already refused it
+  const EntityDef& target = schema::entity_ref(f.ref);
+  std::optional<RecordState> rec = overlay.load(f.ref, *id);
+  if (rec && can_see(who, resolve_scope(*rec, overlay))) return Status::ok();
+  const bool sees_all = who.role == Role::kHeadOffice || target.scope.kind == schema::ScopeKind::kGlobal;
+  if (sees_all && !rec)
+    return reject(ErrorCode::kRecordNotFound, c,
+                  "refers to " + std::string(target.name) + " " + id->to_string() + ", which does not exist");
+  return reject(ErrorCode::kOutOfScope, c,
+                "refers to " + std::string(target.name) + " " + id->to_string() + ", which is not in " +
+                    who.user + "'s scope");
+}
+
 ConflictSide event_side(const RecordState& r) {
   const FieldState* f = r.field(schema::fields::kEventStart);
   return f != nullptr ? ConflictSide{f->value, f->version, f->user} : ConflictSide{};
@@ -460,10 +488,14 @@ Result<TxnApplication> apply_client_txn(const ClientTxn& txn, const Principal& w
     app.scopes.emplace_back(key, std::move(after));
   }
   // After scope, so that a record the writer may not touch at all (a colleague's calendar) stays
-  // out_of_scope.
+  // out_of_scope; references resolved on the transaction's final states (an order line's product created with
+  // it).
   for (const Change& c : txn.changes) {
     if (c.op != ChangeOp::kSet) continue;
-    if (Status s = check_user_ref(c, *schema::entity_ref(c.entity).field(c.field), who); !s) return s;
+    const EntityDef& e = schema::entity_ref(c.entity);
+    const FieldDef& f = *e.field(c.field);
+    if (Status s = check_user_ref(c, f, who); !s) return s;
+    if (Status s = check_record_ref(c, e, f, who, overlay); !s) return s;
   }
 
   // Scheduling: every overlap of a changed scheduled event with another of the same owner, each pair once.

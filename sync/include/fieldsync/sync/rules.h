@@ -37,8 +37,8 @@ struct TxnApplication {
 // Applies `txn`, written by `who`, on top of the states `reader` returns, without writing anything.
 // Either every change is acceptable and the result holds the new states, or the Status says why the whole
 // transaction is rejected (validation, scope, permission, immutable or server-owned field, a user-id field
-// naming someone the writer may not name (schema::UserRef), order lock, status transition, duplicate id,
-// update of a missing record).
+// naming someone the writer may not name (schema::UserRef), a reference to a record that is missing or
+// outside the writer's scope, order lock, status transition, duplicate id, update of a missing record).
 Result<TxnApplication> apply_client_txn(const ClientTxn& txn, const Principal& who, CentralReader& reader);
 
 }  // namespace fieldsync
