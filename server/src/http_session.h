@@ -17,7 +17,7 @@
 #include <utility>
 #include <vector>
 
-#include "fieldsync/client/tls_stream.h"
+#include "fieldsync/io/tls_stream.h"
 #include "net_impl.h"
 
 namespace fieldsync::server {
