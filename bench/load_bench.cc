@@ -72,6 +72,7 @@
 #include <vector>
 
 #include "fieldsync/io/cli_options.h"
+#include "fieldsync/io/tls_policy.h"
 #include "fieldsync/io/tls_stream.h"
 #include "fieldsync/server/tls.h"
 #include "fieldsync/sync/client.h"
@@ -579,12 +580,12 @@ std::string describe(const std::map<std::string, int>& m) {
   return s.empty() ? "none" : s;
 }
 
-// ---- TLS settings, the same as fieldsync-server's (server/src/listener.cc, client-core/src/ws_client.cc)
+// ---- TLS settings, the same as fieldsync-server's and the device's (the policy is io/tls_policy.h)
 
 void server_tls(ssl::context& ctx, const std::string& cert_pem, const std::string& key_pem) {
   ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
                   ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
-  SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
+  fieldsync::net::apply_tls_policy(ctx.native_handle());
   ctx.use_certificate_chain(net::buffer(cert_pem));
   ctx.use_private_key(net::buffer(key_pem), ssl::context::pem);
 }
@@ -593,6 +594,7 @@ std::unique_ptr<ssl::context> client_tls(const std::string& ca_file) {
   auto ctx = std::make_unique<ssl::context>(ssl::context::tls_client);
   ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
                    ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+  fieldsync::net::apply_tls_policy(ctx->native_handle());
   ctx->load_verify_file(ca_file);
   return ctx;
 }

@@ -1161,6 +1161,37 @@ TEST(FieldsyncRep, CommandsAndStableExport) {
   EXPECT_EQ(*c->export_json(), e1.out);
 }
 
+// Bad usage: exit 2 and one line on stderr naming what is wrong. Options are checked before the replica is
+// opened; values (a missing option, a number that is not one) when the command runs.
+TEST(FieldsyncRep, UsageErrorsExitTwoWithAMessage) {
+  const std::string db = temp_file("rep-usage");
+  const std::string base = "--db " + db + " --user alice ";
+  auto expect_usage_error = [](const std::string& args, const std::string& message) {
+    RepRun r = rep(args);
+    EXPECT_EQ(r.exit_code, 2) << args << ": " << r.out;
+    EXPECT_EQ(r.out.rfind("fieldsync-rep: ", 0), 0u) << args << ": " << r.out;
+    EXPECT_NE(r.out.find(message), std::string::npos) << args << ": " << r.out;
+    EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << args << ": " << r.out;
+  };
+  expect_usage_error("--frobnicate x pending", "unknown option --frobnicate");       // a global option
+  expect_usage_error(base + "pending --frobnicate", "unknown option --frobnicate");  // a command's option
+  expect_usage_error(base + "agenda --today", "unknown option --today");  // another command's switch
+  expect_usage_error(base + "account add --name X --bogus 1", "unknown option --bogus");
+  expect_usage_error(base + "pending --role rep", "unknown option --role");  // global options come first
+  expect_usage_error(base + "note --visit v one two", "unexpected argument 'two'");
+  expect_usage_error("--db " + db + " --user alice --role boss pending",
+                     "--role must be rep, manager or head_office");
+  expect_usage_error(base + "--utc-offset east pending", "--utc-offset");
+  expect_usage_error(base + "--db", "--db needs a value");
+  expect_usage_error(base + "order", "order needs a subcommand");
+  expect_usage_error(base + "order frob --order o", "unknown command 'order frob'");
+  EXPECT_FALSE(std::filesystem::exists(db));  // no replica was opened
+  expect_usage_error(base + "sync --server wss://127.0.0.1:1/sync --stay 0", "--stay");
+  expect_usage_error(base + "sync --server wss://127.0.0.1:1/sync --once --stay 5", "not both");
+  expect_usage_error(base + "account add --name X", "missing --territory");
+  expect_usage_error(base + "order line --order o --product p --qty many", "--qty must be an integer");
+}
+
 #ifdef FIELDSYNC_HAVE_SERVER
 // ---- over real TLS WebSockets: a NetServer in this process; fieldsync-rep processes and WsClients as
 // devices

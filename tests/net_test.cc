@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -407,6 +408,111 @@ TEST_F(NetTest, TlsOneTwoOffersAeadSuitesOnly) {
   }
   RawHandshake v13 = raw_tls_handshake(port, TLS1_3_VERSION, TLS1_3_VERSION);
   EXPECT_TRUE(v13.ok) << v13.error;
+}
+
+// A bare OpenSSL TLS server on a loopback port, TLS 1.2 only with the given suites, the suite's certificate:
+// counts the handshakes that succeeded and failed until it is destroyed.
+class BareTlsServer {
+ public:
+  explicit BareTlsServer(const char* ciphers) {
+    ctx_ = SSL_CTX_new(TLS_server_method());
+    SSL_CTX_set_min_proto_version(ctx_, TLS1_2_VERSION);
+    SSL_CTX_set_max_proto_version(ctx_, TLS1_2_VERSION);
+    SSL_CTX_set_security_level(ctx_, 0);
+    EXPECT_EQ(SSL_CTX_set_cipher_list(ctx_, ciphers), 1) << ciphers;
+    BIO* cert =
+        BIO_new_mem_buf(Pki::get().pem.cert_pem.data(), static_cast<int>(Pki::get().pem.cert_pem.size()));
+    BIO* key =
+        BIO_new_mem_buf(Pki::get().pem.key_pem.data(), static_cast<int>(Pki::get().pem.key_pem.size()));
+    X509* x = PEM_read_bio_X509(cert, nullptr, nullptr, nullptr);
+    EVP_PKEY* k = PEM_read_bio_PrivateKey(key, nullptr, nullptr, nullptr);
+    EXPECT_EQ(SSL_CTX_use_certificate(ctx_, x), 1);
+    EXPECT_EQ(SSL_CTX_use_PrivateKey(ctx_, k), 1);
+    X509_free(x);
+    EVP_PKEY_free(k);
+    BIO_free(cert);
+    BIO_free(key);
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    EXPECT_EQ(::listen(fd_, 8), 0);
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port = ntohs(addr.sin_port);
+    timeval tv{0, 100'000};  // accept() wakes up to see `stop_`
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    thread_ = std::thread([this] {
+      while (!stop_) {
+        const int c = ::accept(fd_, nullptr, nullptr);
+        if (c < 0) continue;
+        timeval ctv{3, 0};
+        ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &ctv, sizeof ctv);
+        SSL* ssl = SSL_new(ctx_);
+        SSL_set_fd(ssl, c);
+        if (SSL_accept(ssl) == 1) {
+          ++handshakes;
+          SSL_shutdown(ssl);
+        } else {
+          ++refused;
+        }
+        SSL_free(ssl);
+        ::close(c);
+      }
+    });
+  }
+  ~BareTlsServer() {
+    stop();
+    ::close(fd_);
+    SSL_CTX_free(ctx_);
+  }
+  void stop() {  // the counts are final afterwards
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+
+  uint16_t port = 0;
+  std::atomic<int> handshakes{0}, refused{0};
+
+ private:
+  SSL_CTX* ctx_ = nullptr;
+  int fd_ = -1;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+// The device offers what the server accepts (tls_policy.h): under TLS 1.2 AEAD suites only. A server that
+// speaks nothing but CBC suites gets no handshake from the sync transport or the login request; one that
+// speaks an AEAD suite does (and then fails them for not being a fieldsync server).
+TEST_F(NetTest, DeviceOffersAeadSuitesOnlyUnderTlsOneTwo) {
+  auto a = device(1201, "alice");
+  const char* cbc =
+      "ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES256-SHA:"
+      "ECDHE-ECDSA-AES128-SHA256:ECDHE-RSA-AES128-SHA256:ECDHE-ECDSA-AES256-SHA384:ECDHE-RSA-AES256-SHA384:"
+      "AES128-SHA:AES256-SHA:AES128-SHA256:AES256-SHA256";
+  const char* aead = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256";
+  for (const char* ciphers : {cbc, aead}) {
+    const bool acceptable = ciphers == aead;
+    BareTlsServer peer(ciphers);
+    WsClientOptions o = options();
+    o.url = "wss://127.0.0.1:" + std::to_string(peer.port) + "/sync";
+    {
+      WsClient c(*a->engine, o);
+      WsStatus s = c.sync_once(1s);
+      EXPECT_FALSE(s.ok());
+    }
+    client::LoginReply r = client::login(o, "alice", "password", 1201);
+    EXPECT_FALSE(r.transport.ok());
+    peer.stop();
+    if (!acceptable) {
+      EXPECT_EQ(r.transport.code, WsError::kTlsHandshake) << r.transport.to_string();
+      EXPECT_EQ(peer.handshakes, 0) << "the device offered a CBC suite";
+      EXPECT_GE(peer.refused, 2);
+    } else {
+      EXPECT_GE(peer.handshakes, 2) << "the device offered no AEAD suite";
+    }
+  }
 }
 
 // The same class: a TLS 1.2 client may not renegotiate (each renegotiation costs the server a handshake's

@@ -26,6 +26,7 @@
 #include <thread>
 
 #include "fieldsync/io/certificate.h"
+#include "fieldsync/io/tls_policy.h"
 #include "fieldsync/io/tls_stream.h"
 #include "fieldsync/sync/thread_annotations.h"
 #include "fieldsync/sync/tuning.h"
@@ -131,7 +132,9 @@ WsStatus make_context(const WsClientOptions& o, std::optional<ssl::context>& ctx
   ctx.emplace(ssl::context::tls_client);
   ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
                    ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
-  SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
+  // TLS 1.2 minimum, AEAD suites only, no renegotiation: the server's policy (tls_policy.h).
+  if (!fieldsync::net::apply_tls_policy(ctx->native_handle()))
+    return {WsError::kInvalidArgument, "TLS: no AEAD cipher suite available"};
   boost::system::error_code ec;
   if (!o.ca_file.empty()) {
     ctx->load_verify_file(o.ca_file, ec);

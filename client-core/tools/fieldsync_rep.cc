@@ -10,11 +10,13 @@
 #include <iostream>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "fieldsync/client/field_client.h"
 #include "fieldsync/client/ws_client.h"
+#include "fieldsync/io/cli_options.h"
 
 namespace {
 
@@ -22,6 +24,7 @@ using fieldsync::ErrorCode;
 using fieldsync::Result;
 using fieldsync::Status;
 using namespace fieldsync::client;
+namespace cli = fieldsync::cli;
 
 constexpr const char* kUsage =
     R"(usage: fieldsync-rep --db FILE --user USER [--token TOKEN] [--role rep|manager|head_office]
@@ -134,51 +137,52 @@ struct UsageError {
   std::string message;
 };
 
-// Command-line words after the global options: `--key value` pairs, `--flag`s and positional words.
-class Args {
- public:
-  Args(std::vector<std::string> words, std::vector<std::string> flags) {
-    for (size_t i = 0; i < words.size(); ++i) {
-      const std::string& w = words[i];
-      if (w.rfind("--", 0) == 0) {
-        const std::string key = w.substr(2);
-        if (std::find(flags.begin(), flags.end(), key) != flags.end()) {
-          opts_[key] = "";
-        } else {
-          if (i + 1 >= words.size()) throw UsageError{"option " + w + " needs a value"};
-          opts_[key] = words[++i];
-        }
-      } else {
-        positional_.push_back(w);
-      }
-    }
-  }
-  std::optional<std::string> opt(const std::string& key) {
-    auto it = opts_.find(key);
-    if (it == opts_.end()) return std::nullopt;
-    used_.push_back(key);
-    return it->second;
-  }
-  std::string need(const std::string& key) {
-    auto v = opt(key);
-    if (!v) throw UsageError{"missing --" + key};
-    return *v;
-  }
-  bool flag(const std::string& key) { return opt(key).has_value(); }
-  const std::vector<std::string>& positional() const { return positional_; }
-  // Unknown options are usage errors, not silently ignored.
-  void finish(size_t positional_max = 0) {
-    for (const auto& [k, v] : opts_)
-      if (std::find(used_.begin(), used_.end(), k) == used_.end()) throw UsageError{"unknown option --" + k};
-    if (positional_.size() > positional_max)
-      throw UsageError{"unexpected argument '" + positional_.back() + "'"};
-  }
-
- private:
-  std::map<std::string, std::string> opts_;
-  std::vector<std::string> positional_;
-  std::vector<std::string> used_;
+// The options of each command ("account add"): names taking a value, switches, and how many plain words
+// (note's text) it takes. Anything else is a usage error, not silently ignored.
+struct CommandOptions {
+  std::set<std::string> values;
+  std::set<std::string> switches;
+  size_t words = 0;
 };
+const std::map<std::string, CommandOptions> kCommands = {
+    {"account add", {{"name", "territory", "address", "city", "phone", "email", "segment"}}},
+    {"account edit", {{"id", "name", "address", "city", "phone", "email", "segment", "note", "territory"}}},
+    {"account show", {{"id"}}},
+    {"accounts", {{"prefix", "territory"}}},
+    {"contact add", {{"account", "name", "title", "email", "phone"}, {"primary"}}},
+    {"contact edit", {{"id", "name", "title", "email", "phone"}, {"primary", "not-primary"}}},
+    {"checkin", {{"account", "lat", "lon", "at", "event"}}},
+    {"note", {{"visit"}, {}, 1}},
+    {"checkout", {{"visit", "outcome", "at"}}},
+    {"visits", {{"account"}, {"today"}}},
+    {"order draft", {{"account", "currency"}}},
+    {"order line", {{"order", "product", "qty", "price", "discount", "note"}}},
+    {"order line-edit", {{"line", "qty", "price", "discount", "note"}}},
+    {"order line-remove", {{"line"}}},
+    {"order submit", {{"order"}}},
+    {"order show", {{"order"}}},
+    {"orders", {{}, {"open"}}},
+    {"event book", {{"title", "start", "end", "account", "location"}}},
+    {"event move", {{"id", "start", "end"}}},
+    {"event cancel", {{"id"}}},
+    {"agenda", {{}, {"week"}}},
+    {"opp add", {{"account", "name", "amount", "currency", "stage"}}},
+    {"opp move", {{"id", "stage"}}},
+    {"pipeline", {}},
+    {"pending", {}},
+    {"status", {}},
+    {"conflicts", {}},
+    {"rejections", {}},
+    {"inbox", {{}, {"unread", "mark-seen"}}},
+    {"export", {}},
+    {"login", {{"server", "ca", "pin", "password"}}},
+    {"sync", {{"server", "ca", "pin", "stay", "timeout"}, {"once"}}},
+};
+
+std::string need(const cli::Options& a, const std::string& key) {
+  if (!a.has(key)) throw UsageError{"missing --" + key};
+  return a.get(key);
+}
 
 int64_t parse_int(const std::string& what, const std::string& s) {
   errno = 0;
@@ -280,10 +284,19 @@ void print_write(const EventWriteResult& r) {
   for (const Event& e : r.overlaps) print_event(e, "overlaps\t");
 }
 
-std::optional<int64_t> opt_int(Args& a, const std::string& key) {
-  auto v = a.opt(key);
+std::optional<int64_t> opt_int(const cli::Options& a, const std::string& key) {
+  auto v = a.maybe(key);
   if (!v) return std::nullopt;
   return parse_int("--" + key, *v);
+}
+
+// login's and sync's --server, --ca and --pin.
+WsClientOptions server_options(const cli::Options& a) {
+  WsClientOptions o;
+  o.url = need(a, "server");
+  o.ca_file = a.get("ca");
+  o.pin_sha256 = a.get("pin");
+  return o;
 }
 
 // `sync --stay`: stays connected (the transport reconnects by itself) for `stay`, ending early when the
@@ -308,184 +321,173 @@ WsStatus stay_connected(FieldClient& c, WsClient& ws, std::chrono::seconds stay)
   return {WsError::kTimeout, "not synced when the " + std::to_string(stay.count()) + " s were up"};
 }
 
-int run(FieldClient& c, const std::string& cmd, std::vector<std::string> words) {
+// A command line's command: its name ("order line") and its own options, checked against kCommands.
+struct Command {
+  std::string full;
+  cli::Options a;
+};
+Command parse_command(std::vector<std::string> words) {
+  std::string full = words.front();
+  words.erase(words.begin());
   // Two-word commands ("order line") take their second word from the arguments.
-  std::string sub;
-  if ((cmd == "account" || cmd == "contact" || cmd == "order" || cmd == "event" || cmd == "opp")) {
+  if (full == "account" || full == "contact" || full == "order" || full == "event" || full == "opp") {
     if (words.empty() || words[0].rfind("--", 0) == 0)
-      throw UsageError{cmd + " needs a subcommand (see --help)"};
-    sub = words[0];
+      throw UsageError{full + " needs a subcommand (see --help)"};
+    full += " " + words[0];
     words.erase(words.begin());
   }
-  const std::string full = sub.empty() ? cmd : cmd + " " + sub;
-  Args a(words, {"today", "open", "week", "primary", "not-primary", "once", "unread", "mark-seen"});
+  const auto known = kCommands.find(full);
+  if (known == kCommands.end()) throw UsageError{"unknown command '" + full + "' (see --help)"};
+  Command command{
+      full, cli::Options(known->second.values, known->second.switches, cli::Options::Repeat::kLastWins)};
+  if (std::string e = command.a.parse(words); !e.empty()) throw UsageError{e};
+  if (command.a.words().size() > known->second.words)
+    throw UsageError{"unexpected argument '" + command.a.words().back() + "'"};
+  return command;
+}
 
+int run(FieldClient& c, const Command& command) {
+  const std::string& full = command.full;
+  const cli::Options& a = command.a;
   if (full == "account add") {
-    NewAccount n{a.need("name"), a.need("territory"), a.opt("address"), a.opt("city"),
-                 a.opt("phone"), a.opt("email"),      a.opt("segment")};
-    a.finish();
+    NewAccount n{need(a, "name"),  need(a, "territory"), a.maybe("address"), a.maybe("city"),
+                 a.maybe("phone"), a.maybe("email"),     a.maybe("segment")};
     std::cout << check(c.create_account(n)) << '\n';
   } else if (full == "account edit") {
-    const std::string id = a.need("id");
-    AccountEdit e{a.opt("name"),  a.opt("address"), a.opt("city"), a.opt("phone"),
-                  a.opt("email"), a.opt("segment"), a.opt("note"), a.opt("territory")};
-    a.finish();
+    const std::string id = need(a, "id");
+    AccountEdit e{a.maybe("name"),  a.maybe("address"), a.maybe("city"), a.maybe("phone"),
+                  a.maybe("email"), a.maybe("segment"), a.maybe("note"), a.maybe("territory")};
     check(c.edit_account(id, e));
     std::cout << id << '\n';
   } else if (full == "account show") {
-    const std::string id = a.need("id");
-    a.finish();
+    const std::string id = need(a, "id");
     AccountWithContacts r = check(c.account(id));
     print_account(r.account);
     for (const Contact& ct : r.contacts)
       std::cout << "contact\t" << ct.id << '\t' << ct.name << '\t' << ct.title << '\t' << ct.email << '\t'
                 << ct.phone << (ct.is_primary ? "\tprimary" : "") << '\n';
   } else if (full == "accounts") {
-    auto prefix = a.opt("prefix");
-    auto territory = a.opt("territory");
-    a.finish();
+    auto prefix = a.maybe("prefix");
+    auto territory = a.maybe("territory");
     if (prefix && territory) throw UsageError{"give --prefix or --territory, not both"};
     for (const Account& acc :
          check(territory ? c.accounts_in_territory(*territory) : c.accounts_by_prefix(prefix.value_or(""))))
       print_account(acc);
   } else if (full == "contact add") {
-    NewContact n{a.need("account"), a.need("name"),
-                 a.opt("title"),    a.opt("email"),
-                 a.opt("phone"),    a.flag("primary") ? std::optional<bool>(true) : std::nullopt};
-    a.finish();
+    NewContact n{need(a, "account"), need(a, "name"),
+                 a.maybe("title"),   a.maybe("email"),
+                 a.maybe("phone"),   a.on("primary") ? std::optional<bool>(true) : std::nullopt};
     std::cout << check(c.create_contact(n)) << '\n';
   } else if (full == "contact edit") {
-    const std::string id = a.need("id");
-    const bool primary = a.flag("primary");
-    const bool not_primary = a.flag("not-primary");
+    const std::string id = need(a, "id");
+    const bool primary = a.on("primary");
+    const bool not_primary = a.on("not-primary");
     if (primary && not_primary) throw UsageError{"give --primary or --not-primary, not both"};
-    ContactEdit e{a.opt("name"), a.opt("title"), a.opt("email"), a.opt("phone"),
+    ContactEdit e{a.maybe("name"), a.maybe("title"), a.maybe("email"), a.maybe("phone"),
                   primary || not_primary ? std::optional<bool>(primary) : std::nullopt};
-    a.finish();
     check(c.edit_contact(id, e));
     std::cout << id << '\n';
   } else if (full == "checkin") {
     CheckIn in;
-    in.account_id = a.need("account");
-    if (auto v = a.opt("lat")) in.latitude = parse_double("--lat", *v);
-    if (auto v = a.opt("lon")) in.longitude = parse_double("--lon", *v);
-    if (auto v = a.opt("at")) in.at_ms = parse_time("--at", *v);
-    in.calendar_event_id = a.opt("event");
-    a.finish();
+    in.account_id = need(a, "account");
+    if (auto v = a.maybe("lat")) in.latitude = parse_double("--lat", *v);
+    if (auto v = a.maybe("lon")) in.longitude = parse_double("--lon", *v);
+    if (auto v = a.maybe("at")) in.at_ms = parse_time("--at", *v);
+    in.calendar_event_id = a.maybe("event");
     std::cout << check(c.check_in(in)) << '\n';
   } else if (full == "note") {
-    const std::string id = a.need("visit");
-    a.finish(1);
-    if (a.positional().empty()) throw UsageError{"note needs the text"};
-    check(c.add_visit_note(id, a.positional()[0]));
+    const std::string id = need(a, "visit");
+    if (a.words().empty()) throw UsageError{"note needs the text"};
+    check(c.add_visit_note(id, a.words()[0]));
     std::cout << id << '\n';
   } else if (full == "checkout") {
-    const std::string id = a.need("visit");
-    const std::string outcome = a.need("outcome");
+    const std::string id = need(a, "visit");
+    const std::string outcome = need(a, "outcome");
     std::optional<int64_t> at;
-    if (auto v = a.opt("at")) at = parse_time("--at", *v);
-    a.finish();
+    if (auto v = a.maybe("at")) at = parse_time("--at", *v);
     check(c.check_out(id, outcome, at));
     std::cout << id << '\n';
   } else if (full == "visits") {
-    auto account = a.opt("account");
-    const bool today = a.flag("today");
-    a.finish();
+    auto account = a.maybe("account");
+    const bool today = a.on("today");
     if (account.has_value() == today) throw UsageError{"visits needs --account ID or --today"};
     for (const Visit& v : check(today ? c.todays_visits() : c.visits_of_account(*account))) print_visit(v);
   } else if (full == "order draft") {
-    const std::string account = a.need("account");
-    const std::string currency = a.opt("currency").value_or("EUR");
-    a.finish();
+    const std::string account = need(a, "account");
+    const std::string currency = a.maybe("currency").value_or("EUR");
     std::cout << check(c.draft_order(account, currency)) << '\n';
   } else if (full == "order line") {
-    const std::string order = a.need("order");
+    const std::string order = need(a, "order");
     NewLine l;
-    l.product_id = a.need("product");
-    l.quantity = parse_int("--qty", a.need("qty"));
+    l.product_id = need(a, "product");
+    l.quantity = parse_int("--qty", need(a, "qty"));
     l.unit_price_cents = opt_int(a, "price");
     l.discount_bp = opt_int(a, "discount");
-    l.note = a.opt("note");
-    a.finish();
+    l.note = a.maybe("note");
     std::cout << check(c.add_line(order, l)) << '\n';
   } else if (full == "order line-edit") {
-    const std::string line = a.need("line");
-    LineEdit e{opt_int(a, "qty"), opt_int(a, "price"), opt_int(a, "discount"), a.opt("note")};
-    a.finish();
+    const std::string line = need(a, "line");
+    LineEdit e{opt_int(a, "qty"), opt_int(a, "price"), opt_int(a, "discount"), a.maybe("note")};
     check(c.change_line(line, e));
     std::cout << line << '\n';
   } else if (full == "order line-remove") {
-    const std::string line = a.need("line");
-    a.finish();
+    const std::string line = need(a, "line");
     check(c.remove_line(line));
     std::cout << line << '\n';
   } else if (full == "order submit") {
-    const std::string order = a.need("order");
-    a.finish();
+    const std::string order = need(a, "order");
     check(c.submit_order(order));
     std::cout << order << '\n';
   } else if (full == "order show") {
-    const std::string order = a.need("order");
-    a.finish();
+    const std::string order = need(a, "order");
     print_order(check(c.order(order)), true);
   } else if (full == "orders") {
-    a.flag("open");  // the only listing so far
-    a.finish();
+    // --open: the only listing so far
     for (const Order& o : check(c.open_orders())) print_order(o, false);
   } else if (full == "event book") {
     NewEvent e;
-    e.title = a.need("title");
-    e.start_at_ms = parse_time("--start", a.need("start"));
-    e.end_at_ms = parse_time("--end", a.need("end"));
-    e.account_id = a.opt("account");
-    e.location = a.opt("location");
-    a.finish();
+    e.title = need(a, "title");
+    e.start_at_ms = parse_time("--start", need(a, "start"));
+    e.end_at_ms = parse_time("--end", need(a, "end"));
+    e.account_id = a.maybe("account");
+    e.location = a.maybe("location");
     print_write(check(c.create_event(e)));
   } else if (full == "event move") {
-    const std::string id = a.need("id");
-    const int64_t start = parse_time("--start", a.need("start"));
-    const int64_t end = parse_time("--end", a.need("end"));
-    a.finish();
+    const std::string id = need(a, "id");
+    const int64_t start = parse_time("--start", need(a, "start"));
+    const int64_t end = parse_time("--end", need(a, "end"));
     print_write(check(c.move_event(id, start, end)));
   } else if (full == "event cancel") {
-    const std::string id = a.need("id");
-    a.finish();
+    const std::string id = need(a, "id");
     check(c.cancel_event(id));
     std::cout << id << '\n';
   } else if (full == "agenda") {
-    const bool week = a.flag("week");
-    a.finish();
+    const bool week = a.on("week");
     for (const Event& e : check(week ? c.agenda_week() : c.agenda_today())) print_event(e);
   } else if (full == "opp add") {
     NewOpportunity o;
-    o.account_id = a.need("account");
-    o.name = a.need("name");
-    o.amount_cents = parse_int("--amount", a.need("amount"));
-    if (auto v = a.opt("currency")) o.currency = *v;
-    if (auto v = a.opt("stage")) o.stage = *v;
-    a.finish();
+    o.account_id = need(a, "account");
+    o.name = need(a, "name");
+    o.amount_cents = parse_int("--amount", need(a, "amount"));
+    if (auto v = a.maybe("currency")) o.currency = *v;
+    if (auto v = a.maybe("stage")) o.stage = *v;
     std::cout << check(c.create_opportunity(o)) << '\n';
   } else if (full == "opp move") {
-    const std::string id = a.need("id");
-    const std::string stage = a.need("stage");
-    a.finish();
+    const std::string id = need(a, "id");
+    const std::string stage = need(a, "stage");
     check(c.move_opportunity(id, stage));
     std::cout << id << '\n';
   } else if (full == "pipeline") {
-    a.finish();
     for (const PipelineStage& p : check(c.pipeline()))
       std::cout << p.stage << '\t' << p.currency << '\t' << p.count << '\t' << p.amount_cents << '\n';
   } else if (full == "pending") {
-    a.finish();
     std::cout << check(c.pending_count()) << '\n';
   } else if (full == "status") {
-    a.finish();
     SyncStatus s = check(c.sync_status());
     std::cout << "node\t" << c.node() << "\npending\t" << s.pending_txns << "\nconnected\t"
               << (s.connected ? "yes" : "no") << "\nlast_synced\t"
               << (s.last_synced_at_ms ? format_time(*s.last_synced_at_ms) : "-") << '\n';
   } else if (full == "conflicts") {
-    a.finish();
     for (const fieldsync::ConflictRecord& k : check(c.conflicts())) {
       const auto* e = fieldsync::schema::entity(k.entity);
       const auto* f = e ? e->field(k.field) : nullptr;
@@ -497,14 +499,12 @@ int run(FieldClient& c, const std::string& cmd, std::vector<std::string> words) 
       std::cout << '\n';
     }
   } else if (full == "rejections") {
-    a.finish();
     for (const fieldsync::Rejection& r : check(c.rejections()))
       std::cout << r.node_seq << '\t' << fieldsync::to_string(r.reason) << '\t' << r.message << '\t'
                 << r.changes.size() << " changes undone\n";
   } else if (full == "inbox") {
-    const bool unread = a.flag("unread");
-    const bool mark = a.flag("mark-seen");
-    a.finish();
+    const bool unread = a.on("unread");
+    const bool mark = a.on("mark-seen");
     const std::vector<InboxConflict> conflicts = check(c.conflict_inbox(unread));
     const std::vector<InboxRejection> rejections = check(c.rejection_inbox(unread));
     for (const InboxConflict& k : conflicts) {
@@ -522,15 +522,10 @@ int run(FieldClient& c, const std::string& cmd, std::vector<std::string> words) 
     std::cout << "unread\t" << counts.unread_conflicts << " conflicts\t" << counts.unread_rejections
               << " rejections\n";
   } else if (full == "export") {
-    a.finish();
     std::cout << check(c.export_json());
   } else if (full == "login") {
-    WsClientOptions o;
-    o.url = a.need("server");
-    if (auto v = a.opt("ca")) o.ca_file = *v;
-    if (auto v = a.opt("pin")) o.pin_sha256 = *v;
-    std::optional<std::string> password = a.opt("password");
-    a.finish();
+    WsClientOptions o = server_options(a);
+    std::optional<std::string> password = a.maybe("password");
     if (!password) {
       std::string line;
       if (!std::getline(std::cin, line)) throw UsageError{"login: no --password and nothing on stdin"};
@@ -545,20 +540,14 @@ int run(FieldClient& c, const std::string& cmd, std::vector<std::string> words) 
     }
     std::cout << r.token << '\n';
   } else if (full == "sync") {
-    WsClientOptions o;
-    o.url = a.need("server");
-    if (auto v = a.opt("ca")) o.ca_file = *v;
-    if (auto v = a.opt("pin")) o.pin_sha256 = *v;
-    const bool once = a.flag("once");
-    const std::optional<std::string> stay = a.opt("stay");
-    const std::optional<std::string> timeout = a.opt("timeout");
-    a.finish();
+    WsClientOptions o = server_options(a);
+    const bool once = a.on("once"), stay = a.has("stay");
     if (once && stay) throw UsageError{"give --once or --stay SECONDS, not both"};
-    if (stay && timeout) throw UsageError{"--timeout goes with --once; --stay gives its own time"};
-    const int64_t stay_s = stay ? parse_int("--stay", *stay) : 0;
-    if (stay && (stay_s < 1 || stay_s > 24 * 3600)) throw UsageError{"--stay: 1 to 86400 seconds"};
-    const int64_t timeout_s = timeout ? parse_int("--timeout", *timeout) : 60;
-    if (timeout_s < 1 || timeout_s > 3600) throw UsageError{"--timeout: 1 to 3600 seconds"};
+    if (stay && a.has("timeout")) throw UsageError{"--timeout goes with --once; --stay gives its own time"};
+    std::string error;
+    const int64_t stay_s = a.integer("stay", 0, 1, 24 * 3600, error);
+    const int64_t timeout_s = a.integer("timeout", 60, 1, 3600, error);
+    if (!error.empty()) throw UsageError{error};
     // Set on the transport thread (dispatch_events), read here after the thread was joined.
     std::optional<Status> erased;
     c.add_observer({.erased = [&erased](const Status& result) { erased = result; }});
@@ -587,43 +576,36 @@ int run(FieldClient& c, const std::string& cmd, std::vector<std::string> words) 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::vector<std::string> args(argv + 1, argv + argc);
+  const std::vector<std::string> args(argv + 1, argv + argc);
   try {
-    FieldClient::Options options;
-    std::string db;
-    size_t i = 0;
-    for (; i < args.size() && args[i].rfind("--", 0) == 0; ++i) {
-      const std::string& k = args[i];
-      if (k == "--help" || k == "-h") {
-        print_help();
-        return 0;
-      }
-      if (i + 1 >= args.size()) throw UsageError{"option " + k + " needs a value"};
-      const std::string& v = args[++i];
-      if (k == "--db") {
-        db = v;
-      } else if (k == "--user") {
-        options.user = v;
-      } else if (k == "--token") {
-        options.token = v;
-      } else if (k == "--role") {
-        auto r = fieldsync::schema::role_from_string(v);
-        if (!r) throw UsageError{"--role must be rep, manager or head_office"};
-        options.role = *r;
-      } else if (k == "--utc-offset") {
-        options.utc_offset_minutes = static_cast<int>(parse_int("--utc-offset", v));
-      } else {
-        throw UsageError{"unknown option " + k};
-      }
+    cli::Options global({"db", "user", "token", "role", "utc-offset"}, {"help"},
+                        cli::Options::Repeat::kLastWins);
+    global.stop_at_first_word();  // the command's own options are parsed by run()
+    if (std::string e = global.parse(args); !e.empty()) throw UsageError{e};
+    if (global.on("help") || (!global.words().empty() && global.words()[0] == "-h")) {
+      print_help();
+      return 0;
     }
-    if (i >= args.size()) throw UsageError{"missing command (see --help)"};
+    FieldClient::Options options;
+    const std::string db = global.get("db");
+    options.user = global.get("user");
+    options.token = global.get("token");
+    if (global.has("role")) {
+      auto r = fieldsync::schema::role_from_string(global.get("role"));
+      if (!r) throw UsageError{"--role must be rep, manager or head_office"};
+      options.role = *r;
+    }
+    std::string error;
+    options.utc_offset_minutes = static_cast<int>(global.integer("utc-offset", 0, -24 * 60, 24 * 60, error));
+    if (!error.empty()) throw UsageError{error};
+    const std::vector<std::string>& words = global.words();  // COMMAND [SUBCOMMAND] [OPTIONS]
+    if (words.empty()) throw UsageError{"missing command (see --help)"};
     // `COMMAND [SUBCOMMAND] --help`: that command's help, no replica needed.
-    if (std::find_if(args.begin() + static_cast<std::ptrdiff_t>(i), args.end(),
-                     [](const std::string& w) { return w == "--help" || w == "-h"; }) != args.end()) {
-      std::string topic = args[i];
-      if (i + 1 < args.size() && args[i + 1].rfind("-", 0) != 0 &&
-          !help_entries(topic + " " + args[i + 1]).empty())
-        topic += " " + args[i + 1];
+    if (std::find_if(words.begin(), words.end(),
+                     [](const std::string& w) { return w == "--help" || w == "-h"; }) != words.end()) {
+      std::string topic = words[0];
+      if (words.size() > 1 && words[1].rfind("-", 0) != 0 && !help_entries(topic + " " + words[1]).empty())
+        topic += " " + words[1];
       const std::vector<const char*> entries = help_entries(topic);
       if (entries.empty()) throw UsageError{"unknown command '" + topic + "' (see --help)"};
       std::cout << "usage: fieldsync-rep --db FILE --user USER [global options] COMMAND [OPTIONS]\n";
@@ -632,10 +614,9 @@ int main(int argc, char** argv) {
     }
     if (db.empty()) throw UsageError{"missing --db FILE"};
     if (options.user.empty()) throw UsageError{"missing --user USER"};
-    const std::string cmd = args[i];
-    std::vector<std::string> rest(args.begin() + static_cast<std::ptrdiff_t>(i) + 1, args.end());
+    const Command command = parse_command(words);  // bad usage opens no replica
     auto client = check(FieldClient::open(db, std::move(options)));
-    return run(*client, cmd, std::move(rest));
+    return run(*client, command);
   } catch (const UsageError& e) {
     std::cerr << "fieldsync-rep: " << e.message << '\n';
     return 2;

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <chrono>
 
+#include "fieldsync/io/tls_policy.h"
 #include "http_session.h"
 #include "wall_clock.h"
 
@@ -191,20 +192,10 @@ Result<uint16_t> NetServer::start() {
   if (m.started) return Status(ErrorCode::kInvalidArgument, "server already started");
   boost::system::error_code ec;
   m.tls.emplace(ssl::context::tls_server);
-  // TLS 1.2 minimum; OpenSSL negotiates 1.3 whenever the client offers it.
   m.tls->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
                      ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
-  SSL_CTX_set_min_proto_version(m.tls->native_handle(), TLS1_2_VERSION);
-  // No renegotiation (each one costs the server a handshake's CPU; nothing needs it). OpenSSL 3 refuses a
-  // client's by default; said here so that no library version or default decides it.
-  SSL_CTX_set_options(m.tls->native_handle(), SSL_OP_NO_RENEGOTIATION);
-  // TLS 1.2: AEAD suites only, Mozilla's intermediate profile without DHE (no DH parameters are loaded):
-  // OpenSSL's default list still offers CBC suites (ECDHE-ECDSA-AES128-SHA and friends). TLS 1.3's suites
-  // are all AEAD.
-  if (SSL_CTX_set_cipher_list(m.tls->native_handle(),
-                              "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-                              "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-                              "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305") != 1)
+  // TLS 1.2 minimum, AEAD suites only, no renegotiation: the policy the device shares (tls_policy.h).
+  if (!fieldsync::net::apply_tls_policy(m.tls->native_handle()))
     return Status(ErrorCode::kInternal, "TLS: no AEAD cipher suite available");
   m.tls->use_certificate_chain(asio::buffer(m.options.cert_pem), ec);
   if (ec) return Status(ErrorCode::kInvalidArgument, "TLS certificate: " + ec.message());

@@ -1,11 +1,14 @@
 // Command-line options for the tools: `--name value`, `--name=value` and bare switches (`--dev`), checked
 // against the names a tool knows; other arguments are words (commands). A `name = value` file (`#`
 // comments) may give the same names without dashes; the command line wins. Typed reads with ranges.
+// A tool whose commands have options of their own (fieldsync-rep) parses its global options with
+// stop_at_first_word() and each command's arguments with another Options.
 // Header-only, in io/ so that every tool of client-core and server can share it (fieldsync-server,
-// fieldsync-admin, the load bench).
+// fieldsync-admin, fieldsync-rep, the load bench).
 #pragma once
 
 #include <charconv>
+#include <cstddef>
 #include <cstdint>
 #include <fstream>
 #include <map>
@@ -25,11 +28,19 @@ class Options {
   Options(std::set<std::string> values, std::set<std::string> switches, Repeat repeat = Repeat::kError)
       : values_(std::move(values)), switches_(std::move(switches)), repeat_(repeat) {}
 
+  // Options end at the first word: it and every argument after it become words, unparsed (a command and
+  // its own options: `tool --global x COMMAND --option y`).
+  void stop_at_first_word() { stop_at_word_ = true; }
+
   // Parses the arguments (without argv[0]). Returns an error message ("" on success).
   std::string parse(const std::vector<std::string>& args) {
     for (size_t i = 0; i < args.size(); ++i) {
       const std::string& a = args[i];
       if (a.size() < 3 || a.rfind("--", 0) != 0) {
+        if (stop_at_word_) {
+          words_.insert(words_.end(), args.begin() + static_cast<std::ptrdiff_t>(i), args.end());
+          return {};
+        }
         words_.push_back(a);
         continue;
       }
@@ -136,6 +147,7 @@ class Options {
 
   std::set<std::string> values_, switches_, many_;
   Repeat repeat_;
+  bool stop_at_word_ = false;
   std::map<std::string, std::vector<std::string>> given_;
   std::map<std::string, std::string> file_;
   std::vector<std::string> words_;
