@@ -38,7 +38,7 @@ ConnectionSlot::ConnectionSlot(NetServer::Impl& i, SessionId session, std::strin
 
 ConnectionSlot::~ConnectionSlot() {
   {
-    std::lock_guard lock(impl.registry_mu);
+    MutexLock lock(impl.registry_mu);
     impl.registry.erase(id);
   }
   impl.live_sessions.fetch_sub(1);
@@ -50,7 +50,7 @@ ConnectionSlot::~ConnectionSlot() {
 }
 
 void ConnectionSlot::attach(std::weak_ptr<Connection> c) {
-  std::lock_guard lock(impl.registry_mu);
+  MutexLock lock(impl.registry_mu);
   impl.registry[id] = std::move(c);
 }
 
@@ -58,7 +58,7 @@ bool LoginThrottle::begin(const std::string& address, int64_t now_ms) {
   const auto prune = [now_ms](std::deque<int64_t>& times) {
     while (!times.empty() && now_ms - times.front() >= limits::kLoginWindowMs) times.pop_front();
   };
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = failures_.find(address);
   if (it != failures_.end()) {
     prune(it->second);
@@ -78,7 +78,7 @@ bool LoginThrottle::begin(const std::string& address, int64_t now_ms) {
 }
 
 void LoginThrottle::succeeded(const std::string& address, int64_t began_ms) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = failures_.find(address);
   if (it == failures_.end()) return;
   auto t = std::find(it->second.begin(), it->second.end(), began_ms);
@@ -109,7 +109,7 @@ void NetServer::Impl::log(const std::string& line) {
   std::string out;
   out.reserve(line.size() + 18);
   out.append("fieldsync-server ").append(line).push_back('\n');
-  std::lock_guard lock(log_mu);
+  MutexLock lock(log_mu);
   for (size_t done = 0; done < out.size();) {
     const ssize_t n = ::write(STDERR_FILENO, out.data() + done, out.size() - done);
     if (n < 0 && errno == EINTR) continue;
@@ -120,7 +120,7 @@ void NetServer::Impl::log(const std::string& line) {
 
 std::vector<std::shared_ptr<Connection>> NetServer::Impl::connections() {
   std::vector<std::shared_ptr<Connection>> out;
-  std::lock_guard lock(registry_mu);
+  MutexLock lock(registry_mu);
   for (auto& [id, weak] : registry)
     if (auto c = weak.lock()) out.push_back(std::move(c));
   return out;
@@ -142,7 +142,7 @@ void NetServer::Impl::deliver(Outbound out) {
   if (io_stopped) return;
   std::shared_ptr<Connection> s;
   {
-    std::lock_guard lock(registry_mu);
+    MutexLock lock(registry_mu);
     auto it = registry.find(out.session);
     if (it != registry.end()) s = it->second.lock();
   }

@@ -27,6 +27,7 @@
 #include "fieldsync/server/metrics.h"
 #include "fieldsync/server/net_server.h"
 #include "fieldsync/server/sync_service.h"
+#include "fieldsync/sync/thread_annotations.h"
 #include "routes.h"
 
 namespace fieldsync::server {
@@ -77,8 +78,8 @@ class LoginThrottle {
   void succeeded(const std::string& address, int64_t began_ms);
 
  private:
-  std::mutex mu_;
-  std::map<std::string, std::deque<int64_t>> failures_;
+  Mutex mu_;
+  std::map<std::string, std::deque<int64_t>> failures_ GUARDED_BY(mu_);
 };
 
 struct NetServer::Impl {
@@ -93,11 +94,11 @@ struct NetServer::Impl {
 
   NetServerOptions options;
   Metrics metrics;
-  std::mutex log_mu;
+  Mutex log_mu;  // one log line at a time
   RouteTable routes;
 
-  std::mutex registry_mu;  // guards registry only; never held while calling into a session
-  std::map<SessionId, std::weak_ptr<Connection>> registry;
+  Mutex registry_mu;  // never held while calling into a session
+  std::map<SessionId, std::weak_ptr<Connection>> registry GUARDED_BY(registry_mu);
   std::atomic<uint64_t> next_session{1};
   std::atomic<size_t> live_sessions{0};
   std::atomic<uint64_t> overflow_closes{0};
