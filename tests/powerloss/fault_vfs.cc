@@ -264,7 +264,8 @@ int v_delete(sqlite3_vfs*, const char* name, int sync_dir) {
     if (s.in_domain(name) && s.power_off) return SQLITE_IOERR_DELETE;
     s.files.erase(name);  // a delete is durable at once (no directory sync is modelled)
   }
-  return s.root->xDelete(s.root, name, sync_dir);
+  (void)sync_dir;  // durable at once in the model: no real directory fsync needed
+  return s.root->xDelete(s.root, name, 0);
 }
 
 int v_access(sqlite3_vfs*, const char* name, int flags, int* out) {
