@@ -400,38 +400,47 @@ bool FaultVfs::power_is_off() const {
   return state().power_off;
 }
 
-void FaultVfs::restore_power(CutMode mode, uint64_t seed) {
+FaultVfs::CutReport FaultVfs::restore_power(CutMode mode, uint64_t seed) {
   State& s = state();
   std::lock_guard lock(s.mu);
   std::mt19937_64 rng(seed);
+  CutReport report;
   for (auto& [path, fs] : s.files) {  // std::map: a fixed order, so the same seed gives the same files
     if (!s.in_domain(path)) continue;
     std::string image = fs.durable;
     const size_t n = fs.pending.size();
+    report.pending += n;
     switch (mode) {
       case CutMode::kDropAll:
         break;
       case CutMode::kPrefix: {
         const size_t k = n == 0 ? 0 : rng() % (n + 1);
         for (size_t i = 0; i < k; ++i) apply(image, fs.pending[i], fs.pending[i].data.size());
+        report.kept += k;
         break;
       }
       case CutMode::kTornPage: {
         if (n == 0) break;
         const size_t k = rng() % n;
         for (size_t i = 0; i < k; ++i) apply(image, fs.pending[i], fs.pending[i].data.size());
+        report.kept += k;
         const Op& torn = fs.pending[k];
         if (!torn.truncate && torn.data.size() > 1) {
           // Whole sectors of it when it spans several, else a random part of the bytes.
           const size_t size = torn.data.size();
           size_t keep = size > 512 ? (1 + rng() % ((size - 1) / 512)) * 512 : 1 + rng() % (size - 1);
           apply(image, torn, std::min(keep, size - 1));
+          ++report.torn;
         }
         break;
       }
       case CutMode::kReorder:
-        for (size_t i = 0; i < n; ++i)
-          if (rng() & 1) apply(image, fs.pending[i], fs.pending[i].data.size());
+        for (size_t i = 0; i < n; ++i) {
+          if (rng() & 1) {
+            apply(image, fs.pending[i], fs.pending[i].data.size());
+            ++report.kept;
+          }
+        }
         break;
     }
     (void)write_file(path, image);
@@ -446,6 +455,7 @@ void FaultVfs::restore_power(CutMode mode, uint64_t seed) {
   s.power_off = false;
   s.cut_at = s.full_from = s.fail_sync_at = 0;
   s.ops = s.writes = s.syncs = 0;
+  return report;
 }
 
 void FaultVfs::fail_writes_from(uint64_t write) {

@@ -50,7 +50,11 @@ class FaultVfs {
   bool power_is_off() const;
   // Call with every connection to the domain's files closed: rewrites them as a power cut leaves them (see
   // above), deletes their -shm files, turns the power on and forgets every file (all durable again).
-  void restore_power(CutMode mode, uint64_t seed);
+  // Returns what the cut did: unsynced writes (and truncations) it found, kept whole, and tore.
+  struct CutReport {
+    size_t pending = 0, kept = 0, torn = 0;
+  };
+  CutReport restore_power(CutMode mode, uint64_t seed);
 
   // Disk full: from the domain's write number `write` on, xWrite fails with SQLITE_FULL and writes nothing,
   // until clear_faults().

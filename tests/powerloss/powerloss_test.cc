@@ -515,7 +515,7 @@ TEST_P(PowerCut, AtEveryPointInEveryModeNothingCommittedIsLost) {
   const Counts counts = dry_run(target);
   ASSERT_GT(counts.ops, 50u) << "the workload made too few VFS calls to test anything";
   const uint64_t stride = stride_for(counts.ops, 120);
-  size_t cuts = 0;
+  size_t cuts = 0, partial = 0, torn = 0;
   for (uint64_t cut = 1; cut <= counts.ops + 1; cut += stride) {
     const CutMode mode = kAllCutModes[(cut / stride) % 4];
     const std::string what = std::string(target_name(target)) + " cut at op " + std::to_string(cut) + "/" +
@@ -530,14 +530,22 @@ TEST_P(PowerCut, AtEveryPointInEveryModeNothingCommittedIsLost) {
     for (const Status& s : w.a_write_errors())
       EXPECT_TRUE(is_storage_error(s.code())) << what << s.to_string();
     w.close_machine_under_test();
-    vfs().restore_power(mode, cut);
+    const FaultVfs::CutReport report = vfs().restore_power(mode, cut);
+    partial += report.kept > 0 && report.kept < report.pending ? 1 : 0;
+    torn += report.torn;
     w.reopen_and_check(what);
     ++cuts;
     if (::testing::Test::HasFailure()) break;  // the first failing cut is the one to read
   }
-  std::printf("%s: %zu cuts over %llu VFS calls (%llu writes, %llu syncs)\n", target_name(target), cuts,
-              static_cast<unsigned long long>(counts.ops), static_cast<unsigned long long>(counts.writes),
-              static_cast<unsigned long long>(counts.syncs));
+  std::printf(
+      "%s: %zu cuts over %llu VFS calls (%llu writes, %llu syncs); %zu kept part of the unsynced writes, %zu "
+      "torn writes\n",
+      target_name(target), cuts, static_cast<unsigned long long>(counts.ops),
+      static_cast<unsigned long long>(counts.writes), static_cast<unsigned long long>(counts.syncs), partial,
+      torn);
+  // The modes must have had something to work on: cuts that kept some unsynced writes but not all, and tears.
+  EXPECT_GT(partial, cuts / 8);
+  EXPECT_GT(torn, 0u);
   vfs().reset();
 }
 
