@@ -82,9 +82,10 @@ class SqliteCentralStore final : public CentralStore {
     // a suffix of the commits, never a middle one, and nothing of it was acknowledged.
     // The commits between two sync()s form one SQLite transaction (a SAVEPOINT each, so a failed or
     // dropped CentralTxn undoes only itself), which sync() commits (synchronous=NORMAL: WAL writes only)
-    // before one fdatasync of the WAL. Other processes see a group when it ends: at sync(), or at the latest
-    // at the next checkpoint tick. Should SQLite roll back a whole group by itself (an I/O error, disk full),
-    // every later write and sync() fail with kStorageIo: the caller must stop (SyncService does).
+    // before one sync of the WAL (through SQLite's VFS, see sync()). Other processes see a group when it
+    // ends: at sync(), or at the latest at the next checkpoint tick. Should SQLite roll back a whole group by
+    // itself (an I/O error, disk full), or a sync of the WAL fail, every later write and sync() fail with
+    // kStorageIo: the caller must stop (SyncService does).
     // Checkpoints (copying the WAL into the database file) then run on a thread of the store's own, every
     // checkpoint_interval_ms, instead of inside whichever commit crosses SQLite's 1,000-page mark.
     bool group_commit = false;
