@@ -286,8 +286,11 @@ void (*v_dlsym(sqlite3_vfs*, void* h, const char* sym))(void) {
 void v_dlclose(sqlite3_vfs*, void* h) {
   state().root->xDlClose(state().root, h);
 }
+// Seeds SQLite's PRNG (WAL salts, temporary names) with fixed bytes, so runs repeat exactly.
 int v_randomness(sqlite3_vfs*, int n, char* out) {
-  return state().root->xRandomness(state().root, n, out);
+  std::mt19937 rng(22);
+  for (int i = 0; i < n; ++i) out[i] = static_cast<char>(rng());
+  return n;
 }
 int v_sleep(sqlite3_vfs*, int us) {
   return state().root->xSleep(state().root, us);
