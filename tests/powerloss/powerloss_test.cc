@@ -672,9 +672,10 @@ INSTANTIATE_TEST_SUITE_P(Targets, SyncFailure, kTargets, target_param_name);
 INSTANTIATE_TEST_SUITE_P(Targets, DiskFull, kTargets, target_param_name);
 
 // ---- A migration on open, cut anywhere
-// A format-1 replica (tests/fixtures/replica_v1.sql) is migrated in place in one transaction when opened.
-// Cut at every VFS call of that open, in every mode: the open fails with a typed error or succeeds, and
-// after the power is back the file opens migrated with the fixture's outbox and records, never half.
+// A format-1 or format-2 replica (tests/fixtures/replica_v1.sql, replica_v2.sql) is migrated in place in one
+// transaction when opened. Cut at every VFS call of that open, in every mode: the open fails with a typed
+// error or succeeds, and after the power is back the file opens migrated with the fixture's outbox and
+// records, never half.
 std::string slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream ss;
@@ -696,11 +697,13 @@ ReplicaSummary summarize(SqliteReplicaStore& store) {
   return out;
 }
 
-TEST(PowerCutMigration, FormatOneReplicaCutAnywhereInItsMigration) {
+class PowerCutMigration : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(PowerCutMigration, ReplicaCutAnywhereInItsMigration) {
   TempDir fixture;
-  const std::string v1 = fixture.path("v1.db");
+  const std::string v1 = fixture.path("old.db");
   {
-    const std::string sql = slurp(std::string(FIELDSYNC_FIXTURES_DIR) + "/replica_v1.sql");
+    const std::string sql = slurp(std::string(FIELDSYNC_FIXTURES_DIR) + "/" + GetParam());
     ASSERT_FALSE(sql.empty());
     sqlite3* db = nullptr;
     ASSERT_EQ(sqlite3_open(v1.c_str(), &db), SQLITE_OK);
@@ -761,11 +764,14 @@ TEST(PowerCutMigration, FormatOneReplicaCutAnywhereInItsMigration) {
       if (::testing::Test::HasFailure()) return;
     }
   }
-  std::printf("migration: %llu cut points x 4 modes, %zu opens refused at the cut\n",
+  std::printf("migration of %s: %llu cut points x 4 modes, %zu opens refused at the cut\n", GetParam(),
               static_cast<unsigned long long>(ops), refused);
   EXPECT_GT(refused, 0u);
   vfs().reset();
 }
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, PowerCutMigration, ::testing::Values("replica_v1.sql", "replica_v2.sql"),
+                         [](const auto& info) { return std::string(info.param).substr(0, 10); });
 
 }  // namespace
 }  // namespace fieldsync::powerloss
