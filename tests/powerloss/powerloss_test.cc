@@ -8,7 +8,7 @@
 // stores are reopened and checked: no acknowledged write lost on the server, no committed write or outbox
 // entry lost on the device, no transaction half-applied, and after a resync everything exactly once. The
 // same harness injects a failing fsync and a full disk at every sync and write point. A migration on open
-// of a format-1 replica is cut at every point too.
+// of a format-1 and of a format-2 replica is cut at every point too.
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 #include <stdlib.h>
