@@ -111,9 +111,22 @@ bool is_storage_error(ErrorCode c) {
          c == ErrorCode::kStorageReadOnly || c == ErrorCode::kStorageIo || c == ErrorCode::kSchemaTooNew;
 }
 
-enum class Target { kDevice, kServer, kServerGroupCommit };
+// kServerCheckpointThread: group commit with the store's own checkpoint thread running every millisecond
+// and restarting the WAL past 16 KiB. Its timing makes the cut points differ from run to run (what is
+// checked does not), so it is only cut, not failed.
+enum class Target { kDevice, kServer, kServerGroupCommit, kServerCheckpointThread };
 const char* target_name(Target t) {
-  return t == Target::kDevice ? "device" : t == Target::kServer ? "server" : "server_group_commit";
+  switch (t) {
+    case Target::kDevice:
+      return "device";
+    case Target::kServer:
+      return "server";
+    case Target::kServerGroupCommit:
+      return "server_group_commit";
+    case Target::kServerCheckpointThread:
+      return "server_checkpoint_thread";
+  }
+  return "?";
 }
 
 struct Device {
@@ -164,8 +177,12 @@ class World {
   bool open_central() {
     SqliteCentralStore::Options o;
     o.now_ms = [] { return kStart; };
-    o.group_commit = target_ == Target::kServerGroupCommit;
+    o.group_commit = target_ == Target::kServerGroupCommit || target_ == Target::kServerCheckpointThread;
     o.checkpoint_interval_ms = 3'600'000;  // no timed checkpoints: the test checkpoints at fixed points
+    if (target_ == Target::kServerCheckpointThread) {
+      o.checkpoint_interval_ms = 1;
+      o.wal_restart_bytes = 16 * 1024;
+    }
     auto c = SqliteCentralStore::open(central_path_, o);
     if (!c) {
       open_error_ = c.status();
@@ -514,7 +531,8 @@ TEST_P(PowerCut, AtEveryPointInEveryModeNothingCommittedIsLost) {
   const Target target = GetParam();
   const Counts counts = dry_run(target);
   ASSERT_GT(counts.ops, 50u) << "the workload made too few VFS calls to test anything";
-  const uint64_t stride = stride_for(counts.ops, 120);
+  const bool deterministic = target != Target::kServerCheckpointThread;
+  const uint64_t stride = stride_for(counts.ops, deterministic ? 120 : 60);
   size_t cuts = 0, partial = 0, torn = 0;
   for (uint64_t cut = 1; cut <= counts.ops + 1; cut += stride) {
     const CutMode mode = kAllCutModes[(cut / stride) % 4];
@@ -526,7 +544,9 @@ TEST_P(PowerCut, AtEveryPointInEveryModeNothingCommittedIsLost) {
     vfs().set_domain(w.machine_dir());
     vfs().arm_power_cut(cut);
     if (w.open()) w.run();
-    EXPECT_TRUE(vfs().power_is_off() || cut > counts.ops) << what;
+    if (deterministic) {
+      EXPECT_TRUE(vfs().power_is_off() || cut > counts.ops) << what;
+    }
     for (const Status& s : w.a_write_errors())
       EXPECT_TRUE(is_storage_error(s.code())) << what << s.to_string();
     w.close_machine_under_test();
@@ -544,8 +564,10 @@ TEST_P(PowerCut, AtEveryPointInEveryModeNothingCommittedIsLost) {
       static_cast<unsigned long long>(counts.writes), static_cast<unsigned long long>(counts.syncs), partial,
       torn);
   // The modes must have had something to work on: cuts that kept some unsynced writes but not all, and tears.
-  EXPECT_GT(partial, cuts / 8);
-  EXPECT_GT(torn, 0u);
+  if (deterministic) {
+    EXPECT_GT(partial, cuts / 8);
+    EXPECT_GT(torn, 0u);
+  }
   vfs().reset();
 }
 
@@ -667,7 +689,10 @@ const auto kTargets = ::testing::Values(Target::kDevice, Target::kServer, Target
 std::string target_param_name(const ::testing::TestParamInfo<Target>& info) {
   return target_name(info.param);
 }
-INSTANTIATE_TEST_SUITE_P(Targets, PowerCut, kTargets, target_param_name);
+INSTANTIATE_TEST_SUITE_P(Targets, PowerCut,
+                         ::testing::Values(Target::kDevice, Target::kServer, Target::kServerGroupCommit,
+                                           Target::kServerCheckpointThread),
+                         target_param_name);
 INSTANTIATE_TEST_SUITE_P(Targets, SyncFailure, kTargets, target_param_name);
 INSTANTIATE_TEST_SUITE_P(Targets, DiskFull, kTargets, target_param_name);
 
