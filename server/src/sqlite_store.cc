@@ -11,11 +11,7 @@
 // store.h, so either design fits behind CentralStore.
 #include "fieldsync/server/sqlite_store.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -582,7 +578,6 @@ SqliteCentralStore::~SqliteCentralStore() {
     std::lock_guard lock(writer_mu_);
     (void)end_group();  // what a clean shutdown committed stays committed (not necessarily synced)
   }
-  if (wal_fd_ >= 0) ::close(wal_fd_);
 }
 
 // Group commit: one SQLite transaction (BEGIN IMMEDIATE, opened by the first CentralTxn after the previous
@@ -757,6 +752,19 @@ Result<std::unique_ptr<SqliteCentralStore>> SqliteCentralStore::open(const std::
     // A connection finds out the file is in WAL mode on its first read; before that a checkpoint does
     // nothing.
     if (Status s = store->checkpointer_->exec("SELECT count(*) FROM sqlite_master"); !s) return s;
+    // sync() flushes the WAL through the writer's own handle of it: SQLite's VFS, like every other sync of
+    // the store's files (a fault-injecting VFS in tests/powerloss sees it, and so would an encrypting or
+    // replicating one). The WAL is open by now (the schema transaction above wrote it) and that handle lives
+    // as long as the writer connection. The first sync here, still on one thread, also syncs the directory
+    // of a WAL just created (SQLite's unix VFS does that once per new journal file and then clears a flag in
+    // the handle: done now, later syncs from the flusher thread read that handle's state only).
+    sqlite3_file* wal = nullptr;
+    if (sqlite3_file_control(w.raw(), "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal) != SQLITE_OK || !wal ||
+        !wal->pMethods)
+      return Status(ErrorCode::kStorageIo, "no WAL handle for " + path);
+    if (int rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL); rc != SQLITE_OK)
+      return sqlite::status_from(rc, "syncing the WAL of " + path, nullptr);
+    store->wal_file_ = wal;
     store->checkpoint_thread_ = std::thread([s = store.get()] { s->checkpoint_loop(); });
   }
   return store;
@@ -1077,21 +1085,30 @@ Status SqliteCentralStore::sync() {
   }
   // The WAL holds every commit not yet checkpointed into the database file (a checkpoint syncs the WAL before
   // copying and the database file after), so flushing it makes every commit so far durable: what a
-  // synchronous=FULL commit does, once for the group. SQLite writes the WAL with pwrite(), so a commit that
-  // returned is in the kernel's page cache; fdatasync() of any descriptor of the file flushes the inode,
-  // which lets this run on our own descriptor without touching the writer connection or its lock. The WAL
-  // file stays the same inode while this store's connections are open (SQLite deletes it only when the last
-  // connection closes, and restarts it in place after a checkpoint).
-  std::lock_guard lock(sync_mu_);
-  if (wal_fd_ < 0) {
-    wal_fd_ = ::open((path_ + "-wal").c_str(), O_RDONLY | O_CLOEXEC);
-    if (wal_fd_ < 0) {
-      if (errno == ENOENT) return Status::ok();  // nothing written yet
-      return Status(ErrorCode::kStorageIo, "opening the WAL of " + path_ + ": " + std::strerror(errno), true);
-    }
+  // synchronous=FULL commit does, once for the group. The flush goes through the writer connection's own
+  // handle of the WAL and its VFS (xSync: fsync/fdatasync of that descriptor for the unix VFS), not through
+  // the connection: no SQLite call, no connection mutex and no store lock but sync_mu_, so the next group is
+  // applied on the writer meanwhile. Only the descriptor is shared with the writer's concurrent appends
+  // (pwrite), which is what fsync is for; the handle stays open and the same while the writer is (SQLite
+  // restarts the WAL in place and deletes it only when the last connection closes). It used to be an
+  // fdatasync() of a descriptor of our own, which a VFS never saw: tests/powerloss's power-cut VFS then
+  // (rightly) dropped acknowledged commits.
+  // A failed sync is permanent (group_lost_): after an fsync error the kernel may have dropped the dirty
+  // pages and a later fsync succeeds without them, so no later sync() may say that anything is durable.
+  Status synced;
+  {
+    std::lock_guard lock(sync_mu_);
+    if (int rc = wal_file_->pMethods->xSync(wal_file_, SQLITE_SYNC_NORMAL); rc != SQLITE_OK)
+      synced = sqlite::status_from(rc, "syncing the WAL of " + path_, nullptr);
   }
-  if (::fdatasync(wal_fd_) != 0)
-    return Status(ErrorCode::kStorageIo, "syncing the WAL of " + path_ + ": " + std::strerror(errno));
+  if (!synced) {
+    std::lock_guard writer(writer_mu_);
+    if (group_lost_)
+      group_lost_ = Status(ErrorCode::kStorageIo,
+                           "the central store could not sync its WAL (" + synced.to_string() +
+                               "); restart the server: devices re-send what was not acknowledged");
+    return group_lost_;
+  }
   return Status::ok();
 }
 

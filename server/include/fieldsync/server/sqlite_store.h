@@ -58,6 +58,7 @@ namespace fieldsync::server {
 inline constexpr std::string_view kCentralStoreFileName = "central.db";
 
 }  // namespace fieldsync::server
+struct sqlite3_file;  // <sqlite3.h>
 namespace fieldsync::sqlite {
 class Db;  // fieldsync/io/sqlite_db.h
 }
@@ -81,9 +82,10 @@ class SqliteCentralStore final : public CentralStore {
     // a suffix of the commits, never a middle one, and nothing of it was acknowledged.
     // The commits between two sync()s form one SQLite transaction (a SAVEPOINT each, so a failed or
     // dropped CentralTxn undoes only itself), which sync() commits (synchronous=NORMAL: WAL writes only)
-    // before one fdatasync of the WAL. Other processes see a group when it ends: at sync(), or at the latest
-    // at the next checkpoint tick. Should SQLite roll back a whole group by itself (an I/O error, disk full),
-    // every later write and sync() fail with kStorageIo: the caller must stop (SyncService does).
+    // before one sync of the WAL (through SQLite's VFS, see sync()). Other processes see a group when it
+    // ends: at sync(), or at the latest at the next checkpoint tick. Should SQLite roll back a whole group by
+    // itself (an I/O error, disk full), or a sync of the WAL fail, every later write and sync() fail with
+    // kStorageIo: the caller must stop (SyncService does).
     // Checkpoints (copying the WAL into the database file) then run on a thread of the store's own, every
     // checkpoint_interval_ms, instead of inside whichever commit crosses SQLite's 1,000-page mark.
     bool group_commit = false;
@@ -114,9 +116,10 @@ class SqliteCentralStore final : public CentralStore {
   NodeState node_state(NodeId node) override;
   bool commits_need_sync() const override { return options_.group_commit; }
   // group_commit: makes every transaction committed before the call durable: ends the group (waiting for
-  // an open CentralTxn of another thread to finish first), then one fdatasync of the WAL without any store
+  // an open CentralTxn of another thread to finish first), then one sync of the WAL without any store
   // lock, so the next group's commits go on while the disk flushes: that overlap is what groups them. From
-  // the thread holding an open CentralTxn it fails with kInternal. A no-op without group commit.
+  // the thread holding an open CentralTxn it fails with kInternal. A failed sync of the WAL is permanent:
+  // that and every later write and sync() fail with kStorageIo. A no-op without group commit.
   Status sync() override;
 
   // Inspection for tests, reports and the admin tool.
@@ -182,7 +185,9 @@ class SqliteCentralStore final : public CentralStore {
   Status read_error_;                   // guarded by reader_mu_
   std::string path_;
   std::mutex sync_mu_;
-  int wal_fd_ = -1;  // guarded by sync_mu_: our own descriptor of the WAL file, for sync()
+  // group_commit: the writer connection's own handle of the WAL (SQLITE_FCNTL_JOURNAL_POINTER), which sync()
+  // flushes through the VFS's xSync, under sync_mu_ only (see sync()).
+  sqlite3_file* wal_file_ = nullptr;
 
   // group_commit: PASSIVE checkpoints on a connection of their own, off the writer's path (a checkpoint in
   // the commit that triggers it stalls every push queued behind that commit).
