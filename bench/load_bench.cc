@@ -1504,7 +1504,10 @@ long settled_rss(Loop& loop, ChildProcess& p, double seconds) {
 
 void phase_ws(Env& env) {
   const Options& o = env.o;
-  auto [push, ack] = representative_frames(o);
+  // Not a structured binding: clang 14 cannot capture one in a lambda (C++20's P1091 came in clang 16).
+  const std::pair<Bytes, Bytes> frames = representative_frames(o);
+  const Bytes& push = frames.first;
+  const Bytes& ack = frames.second;
   progress("ws: bare Beast TLS WebSocket ack server, " + std::to_string(o.reps) + " connections, " +
            std::to_string(push->size()) + "-byte messages answered with " + std::to_string(ack->size()) +
            " bytes");
