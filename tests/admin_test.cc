@@ -60,7 +60,7 @@ void write_account(SyncServer& server, CentralStore& store, NodeId node, const P
                    const std::string& name, const std::string& territory, int64_t now) {
   ClientTxn txn;
   txn.node = node;
-  txn.node_seq = store.begin()->node_state(node).last_node_seq + 1;
+  txn.node_seq = store.begin()->node_state(node).value().last_node_seq + 1;
   txn.created_at_ms = now;
   Hlc hlc = make_hlc(now, 0);
   auto add = [&](ChangeOp op, uint16_t field, Value v) {
@@ -73,7 +73,7 @@ void write_account(SyncServer& server, CentralStore& store, NodeId node, const P
   add(ChangeOp::kSet, 1, Value::text(name));
   add(ChangeOp::kSet, 2, Value::text(territory));
   add(ChangeOp::kSet, 10, Value::text(who.user));
-  protocol::TxnResult r = server.apply_local(txn, who, now);
+  protocol::TxnResult r = server.apply_local(txn, who, now).value();
   ASSERT_EQ(r.outcome, protocol::TxnOutcome::kApplied) << r.message;
 }
 
@@ -96,26 +96,28 @@ TEST(Admin, CatalogueWritesAreLoggedTransactionsFromTheAdminNode) {
       << "the model's validation applies";
 
   SqliteCentralStore& store = admin->store();
-  std::vector<ServerTxn> log = store.read_log(0, 1000);
+  std::vector<ServerTxn> log = store.read_log(0, 1000).value();
   ASSERT_EQ(log.size(), 4u);
   for (size_t i = 0; i < log.size(); ++i) {
     EXPECT_EQ(log[i].origin_node, kAdminNode);
     EXPECT_EQ(log[i].origin_user, kAdminUser);
     EXPECT_EQ(log[i].origin_node_seq, i + 1) << "the durable node_seq counter";
   }
-  EXPECT_EQ(store.node_states().at(kAdminNode).last_node_seq, 5u) << "the rejected one took a number too";
-  auto entry = store.load(EntityId::kPriceListEntry, *price);
+  EXPECT_EQ(store.node_states().value().at(kAdminNode).last_node_seq, 5u)
+      << "the rejected one took a number too";
+  auto entry = store.load(EntityId::kPriceListEntry, *price).value();
   ASSERT_TRUE(entry.has_value());
   EXPECT_EQ(entry->get(3), Value::integer(349));
-  EXPECT_TRUE(store.read_conflicts(0, 100).empty()) << "admin writes carry their bases: never concurrent";
-  EXPECT_FALSE(store.audit(0, 100).empty());
-  EXPECT_EQ(store.audit(0, 1)[0].user, kAdminUser);
+  EXPECT_TRUE(store.read_conflicts(0, 100).value().empty())
+      << "admin writes carry their bases: never concurrent";
+  EXPECT_FALSE(store.audit(0, 100).value().empty());
+  EXPECT_EQ(store.audit(0, 1).value()[0].user, kAdminUser);
 
   // The counter survives reopening (a new admin process).
   admin.reset();
   admin = open_admin(tmp.path());
   ASSERT_TRUE(admin->add_product("P-2", "Sugar", "").is_ok());
-  EXPECT_EQ(admin->store().read_log(4, 10).at(0).origin_node_seq, 6u);
+  EXPECT_EQ(admin->store().read_log(4, 10).value().at(0).origin_node_seq, 6u);
 }
 
 // Catalogue and accounts written on the server reach a device through the Directory's token check, and the
@@ -252,18 +254,18 @@ TEST(Admin, MoveAccountIsAHeadOfficeTransactionWithAScopeMove) {
   ASSERT_EQ(replica.records().count(RecordKey{EntityId::kAccount, account}), 1u);
 
   SqliteCentralStore& store = admin->store();
-  const uint64_t head = store.head_seq();
+  const uint64_t head = store.head_seq().value();
   EXPECT_EQ(admin->move_account("not-an-id", "south").code(), ErrorCode::kInvalidArgument);
   EXPECT_EQ(admin->move_account(account.to_string(), "west").code(), ErrorCode::kInvalidArgument);
   EXPECT_EQ(admin->move_account(ids.next(now).to_string(), "south").code(), ErrorCode::kRecordNotFound);
   EXPECT_TRUE(admin->move_account(account.to_string(), "north").is_ok()) << "already there";
-  EXPECT_EQ(store.head_seq(), head) << "nothing written";
+  EXPECT_EQ(store.head_seq().value(), head) << "nothing written";
 
   CliRun moved = admin_cli({"--data-dir", tmp.path(), "account", "move", account.to_string(), "south"});
   ASSERT_EQ(moved.code, 0) << moved.err;
   EXPECT_EQ(moved.out, "");
-  ASSERT_EQ(store.head_seq(), head + 1);
-  std::vector<ServerTxn> log = store.read_log(head, 100);
+  ASSERT_EQ(store.head_seq().value(), head + 1);
+  std::vector<ServerTxn> log = store.read_log(head, 100).value();
   ASSERT_EQ(log.size(), 1u);
   EXPECT_EQ(log[0].origin_node, kAdminNode);
   EXPECT_EQ(log[0].origin_user, kAdminUser);
@@ -271,7 +273,7 @@ TEST(Admin, MoveAccountIsAHeadOfficeTransactionWithAScopeMove) {
   EXPECT_EQ(log[0].moves[0].record, account);
   EXPECT_EQ(log[0].moves[0].from, (ScopeKey{ScopeKey::Kind::kTerritory, "north"}));
   EXPECT_EQ(log[0].moves[0].to, (ScopeKey{ScopeKey::Kind::kTerritory, "south"}));
-  EXPECT_TRUE(store.read_conflicts(0, 100).empty()) << "the move carries its base: not concurrent";
+  EXPECT_TRUE(store.read_conflicts(0, 100).value().empty()) << "the move carries its base: not concurrent";
   EXPECT_EQ(admin->export_json(std::string("alice"))->find("Moving Bakery"), std::string::npos);
   EXPECT_NE(admin->export_json(std::string("carol"))->find("Moving Bakery"), std::string::npos);
 

@@ -479,7 +479,8 @@ class ServerWorld {
       c.version = Version{hlc++, kHeadOfficeNode};
       txn.changes.push_back(std::move(c));
     }
-    protocol::TxnResult r = server->apply_local(txn, Principal{"ho", Role::kHeadOffice, {}, {}}, clock.now);
+    protocol::TxnResult r =
+        server->apply_local(txn, Principal{"ho", Role::kHeadOffice, {}, {}}, clock.now).value();
     ASSERT_EQ(r.outcome, protocol::TxnOutcome::kApplied) << r.message;
     pump();
   }
@@ -746,12 +747,12 @@ TEST(FieldClientSync, RejectedTransactionsDoNotBlockTheRestOfTheOutbox) {
   for (const ServerTxn& t : w.store.log())
     if (t.origin_node == alice->node()) applied.insert(t.origin_node_seq);
   EXPECT_EQ(applied, (std::set<uint64_t>{2, 4, 5, 6}));
-  EXPECT_FALSE(w.store.load(EntityId::kAccount, *RecordId::parse(*far)).has_value());
-  auto central = w.store.load(EntityId::kAccount, *RecordId::parse(*near));
+  EXPECT_FALSE(w.store.load(EntityId::kAccount, *RecordId::parse(*far)).value().has_value());
+  auto central = w.store.load(EntityId::kAccount, *RecordId::parse(*near)).value();
   ASSERT_TRUE(central.has_value());
   EXPECT_EQ(central->field(2)->value.as_text(), "t-north");
   EXPECT_EQ(central->field(5)->value.as_text(), "+49 3");
-  EXPECT_TRUE(w.store.load(EntityId::kVisit, *RecordId::parse(*visit)).has_value());
+  EXPECT_TRUE(w.store.load(EntityId::kVisit, *RecordId::parse(*visit)).value().has_value());
   // Locally: the rejected writes are undone, the later ones kept.
   EXPECT_EQ(alice->account(*far).status().code(), ErrorCode::kRecordNotFound);
   auto local = alice->account(*near);
@@ -791,7 +792,7 @@ TEST(FieldClientSync, OnlyHeadOfficeMovesAnAccountToAnotherTerritory) {
   w.pump();
   EXPECT_EQ(pending(*ho), 0u);
   EXPECT_TRUE(ho->rejections()->empty());
-  auto central = w.store.load(EntityId::kAccount, *RecordId::parse(*account));
+  auto central = w.store.load(EntityId::kAccount, *RecordId::parse(*account)).value();
   ASSERT_TRUE(central.has_value());
   EXPECT_EQ(central->field(2)->value.as_text(), "t-east");
   EXPECT_EQ(alice->account(*account).status().code(), ErrorCode::kRecordNotFound);
@@ -1251,7 +1252,7 @@ TEST(FieldsyncRepNet, SyncOnceAndStayAgainstARealServer) {
   EXPECT_NE(bob_export.out.find("+49 7"), std::string::npos) << bob_export.out;
 
   w.stop();
-  auto central = w.store.load(EntityId::kAccount, *RecordId::parse(account));
+  auto central = w.store.load(EntityId::kAccount, *RecordId::parse(account)).value();
   ASSERT_TRUE(central.has_value());
   EXPECT_EQ(central->field(5)->value.as_text(), "+49 7");
 }

@@ -392,7 +392,7 @@ TEST_F(NetTest, BrokenFramesGetTypedErrorsAndCloseWhileOthersKeepSyncing) {
   WsClient ca(*a->engine, options());
   ASSERT_TRUE(ca.start().ok());
   ASSERT_TRUE(ca.wait_until([&] { return a->engine->idle(); }, 3s)) << ca.last_error().to_string();
-  uint64_t head = store.head_seq();
+  uint64_t head = store.head_seq().value();
 
   {  // not a FlatBuffer
     WsRawPeer peer(options());
@@ -440,12 +440,12 @@ TEST_F(NetTest, BrokenFramesGetTypedErrorsAndCloseWhileOthersKeepSyncing) {
     WsRawPeer peer(o);
     EXPECT_EQ(peer.connect().code, WsError::kUpgrade);
   }
-  EXPECT_EQ(store.head_seq(), head);  // nothing applied
+  EXPECT_EQ(store.head_seq().value(), head);  // nothing applied
 
   // The server keeps serving the connected device.
   RecordId id = a->new_account("t-north", "Still here");
-  ASSERT_TRUE(
-      ca.wait_until([&] { return a->engine->idle() && store.load(EntityId::kAccount, id).has_value(); }, 3s));
+  ASSERT_TRUE(ca.wait_until(
+      [&] { return a->engine->idle() && store.load(EntityId::kAccount, id).value().has_value(); }, 3s));
   EXPECT_TRUE(ca.connected());
   ca.stop();
 }
@@ -482,7 +482,7 @@ TEST_F(NetTest, ReconnectsAfterServerRestartAndAppliesOfflineWriteOnce) {
   start_server(first_port);
   ASSERT_TRUE(ca.wait_until([&] { return ca.connected() && a->engine->idle(); }, 4s))
       << ca.last_error().to_string();
-  EXPECT_TRUE(store.load(EntityId::kAccount, id).has_value());
+  EXPECT_TRUE(store.load(EntityId::kAccount, id).value().has_value());
   EXPECT_EQ(txns_from(501), 1u);
   EXPECT_TRUE(a->store.outbox().empty());
   ca.stop();
@@ -563,8 +563,8 @@ TEST_F(NetTest, OverflowWhileAFrameIsBeingWrittenKeepsThatFrameAlive) {
   WsClient ca(*a->engine, options());
   ASSERT_TRUE(ca.start().ok());
   RecordId id = a->new_account("t-north", "Still here");
-  EXPECT_TRUE(
-      ca.wait_until([&] { return a->engine->idle() && store.load(EntityId::kAccount, id).has_value(); }, 3s));
+  EXPECT_TRUE(ca.wait_until(
+      [&] { return a->engine->idle() && store.load(EntityId::kAccount, id).value().has_value(); }, 3s));
   ca.stop();
 }
 
@@ -662,7 +662,7 @@ TEST(NetSqliteTest, SqliteStoresEndToEnd) {
     WsClient ca(engine, co);
     WsStatus s = ca.sync_once(4s);
     ASSERT_TRUE(s.ok()) << s.to_string();
-    EXPECT_TRUE(central.value()->load(EntityId::kAccount, id).has_value());
+    EXPECT_TRUE(central.value()->load(EntityId::kAccount, id).value().has_value());
 
     Device b(902, "bob");
     b.user_ = "bob";

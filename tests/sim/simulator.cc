@@ -1866,7 +1866,7 @@ class Simulation {
                   " idle=", n->client->idle(), " outbox=", n->store->outbox().size(),
                   " cursor=", n->store->meta().cursor, " stop=", n->client->stop_reason().to_string());
       }
-      why += cat("; server head ", central_.head_seq());
+      why += cat("; server head ", central_.head_seq().value());
       fail(why);
     }
     settled_ = ok;
