@@ -22,8 +22,8 @@
 #include "fieldsync/client/field_client.h"
 #include "fieldsync/schema/ddl.h"
 #include "fieldsync/sync/codec.h"
-#include "fieldsync/sync/memory_store.h"
 #include "fieldsync/sync/server.h"
+#include "support/memory_store.h"
 
 namespace fieldsync::client {
 namespace {

@@ -7,9 +7,9 @@
 #include <random>
 #include <string>
 
-#include "fieldsync/sync/memory_store.h"
 #include "fieldsync/sync/merge.h"
 #include "fieldsync/sync/rules.h"
+#include "support/memory_store.h"
 
 namespace fieldsync {
 namespace {

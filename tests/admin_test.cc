@@ -14,9 +14,9 @@
 
 #include "fieldsync/sync/client.h"
 #include "fieldsync/sync/export.h"
-#include "fieldsync/sync/memory_store.h"
 #include "fieldsync/sync/server.h"
 #include "fieldsync/sync/tuning.h"
+#include "support/memory_store.h"
 
 #ifndef FIELDSYNC_ADMIN_BIN
 #error "FIELDSYNC_ADMIN_BIN must name the fieldsync-admin binary"

@@ -6,10 +6,10 @@
 #include <memory>
 
 #include "fieldsync/sync/client.h"
-#include "fieldsync/sync/memory_store.h"
 #include "fieldsync/sync/server.h"
 #include "fieldsync/sync/tuning.h"
-#include "forwarding_store.h"
+#include "support/forwarding_store.h"
+#include "support/memory_store.h"
 
 namespace fieldsync {
 namespace {

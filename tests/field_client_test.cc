@@ -24,8 +24,8 @@
 
 #include "fieldsync/client/ws_client.h"
 #include "fieldsync/sync/codec.h"
-#include "fieldsync/sync/memory_store.h"
 #include "fieldsync/sync/server.h"
+#include "support/memory_store.h"
 #ifdef FIELDSYNC_HAVE_SERVER
 #include "fieldsync/server/net_server.h"
 #include "fieldsync/server/tls.h"

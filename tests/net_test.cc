@@ -25,9 +25,9 @@
 #include "fieldsync/server/sqlite_store.h"
 #include "fieldsync/server/tls.h"
 #include "fieldsync/sync/codec.h"
-#include "fieldsync/sync/memory_store.h"
 #include "fieldsync/sync/record_id.h"
 #include "fieldsync/sync/tuning.h"
+#include "support/memory_store.h"
 
 namespace fieldsync {
 namespace {

@@ -20,8 +20,8 @@
 #include <thread>
 
 #include "fieldsync/sync/client.h"
-#include "fieldsync/sync/memory_store.h"
 #include "fieldsync/sync/server.h"
+#include "support/memory_store.h"
 #ifdef FIELDSYNC_HAVE_SERVER
 #include "fieldsync/server/sqlite_store.h"
 #endif

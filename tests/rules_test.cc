@@ -2,9 +2,9 @@
 // reason, plus the happy path, scheduling conflicts and the in-memory stores themselves.
 #include <gtest/gtest.h>
 
-#include "fieldsync/sync/memory_store.h"
 #include "fieldsync/sync/rules.h"
 #include "fieldsync/sync/tuning.h"
+#include "support/memory_store.h"
 
 namespace fieldsync {
 namespace {

@@ -23,10 +23,10 @@
 #include "fieldsync/server/sync_service.h"
 #include "fieldsync/server/tls.h"
 #include "fieldsync/sync/codec.h"
-#include "fieldsync/sync/memory_store.h"
 #include "fieldsync/sync/record_id.h"
 #include "fieldsync/sync/tuning.h"
-#include "forwarding_store.h"
+#include "support/forwarding_store.h"
+#include "support/memory_store.h"
 
 namespace fieldsync {
 namespace {

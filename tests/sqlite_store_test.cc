@@ -22,9 +22,9 @@
 #include "fieldsync/server/sqlite_store.h"
 #include "fieldsync/sync/client.h"
 #include "fieldsync/sync/export.h"
-#include "fieldsync/sync/memory_store.h"
 #include "fieldsync/sync/server.h"
 #include "fieldsync/sync/tuning.h"
+#include "support/memory_store.h"
 
 namespace fieldsync {
 namespace {

@@ -343,13 +343,16 @@ Result<protocol::TxnResult> SyncServer::apply_one(Session& s, const ClientTxn& t
     return result;
   }
 
+  // The clock moves on with the commit only: a push that fails leaves no trace, not even a timestamp it
+  // observed (the server could hand it out in a Welcome or a batch and then forget it in a restart).
+  HybridClock clock = clock_;
   Status verdict;
   for (const Change& c : txn.changes) {
-    verdict = clock_.receive(c.version.hlc, now_ms);
+    verdict = clock.receive(c.version.hlc, now_ms);
     if (!verdict) break;
   }
-  Result<TxnApplication> applied =
-      verdict ? apply_client_txn(txn, s.principal, reader) : Result<TxnApplication>(verdict);
+  Result<TxnApplication> applied = verdict ? apply_client_txn(txn, s.principal, reader, config_.merge_change)
+                                           : Result<TxnApplication>(verdict);
   // A rejection (or an application) decided on a read that failed is no verdict at all.
   if (!reader.status()) return retry_later(reader.status());
 
@@ -363,9 +366,10 @@ Result<protocol::TxnResult> SyncServer::apply_one(Session& s, const ClientTxn& t
     if (Status read = fill_rollback(); !read) return retry_later(read);
     ctx->add_rejection(StoredRejection{txn.node, txn.node_seq, s.principal.user, why.code(), why.message()});
     ctx->set_node_state(ns);
-    ctx->set_clock(clock_.last());
+    ctx->set_clock(clock.last());
     // The store refused the commit (disk full, I/O): nothing is recorded and nothing acknowledged.
     if (Status st = ctx->commit(); !st) return Status(st.code(), st.message(), true);
+    clock_ = clock;
     return result;
   }
 
@@ -384,8 +388,9 @@ Result<protocol::TxnResult> SyncServer::apply_one(Session& s, const ClientTxn& t
   TailEntry entry{st, scopes, app.conflicts};  // the store takes its own copy
   uint64_t seq = ctx->append_log(std::move(st), std::move(app.conflicts), std::move(scopes));
   ctx->set_node_state(ns);
-  ctx->set_clock(clock_.last());
+  ctx->set_clock(clock.last());
   if (Status cs = ctx->commit(); !cs) return Status(cs.code(), cs.message(), true);
+  clock_ = clock;
   if (seq != scope_cache_head_ + 1 || moves) scope_cache_.clear();
   scope_cache_head_ = seq;
   for (const auto& [key, scope] : app.scopes) remember_scope(key, scope);

@@ -25,13 +25,14 @@
 #include "fieldsync/sync/change.h"
 #include "fieldsync/sync/client.h"
 #include "fieldsync/sync/codec.h"
-#include "fieldsync/sync/memory_store.h"
 #include "fieldsync/sync/merge.h"
 #include "fieldsync/sync/protocol.h"
 #include "fieldsync/sync/record_id.h"
 #include "fieldsync/sync/scope.h"
 #include "fieldsync/sync/server.h"
 #include "fieldsync/sync/tuning.h"
+#include "support/memory_store.h"
+#include "support/read_fault_store.h"
 
 namespace fieldsync::sim {
 namespace {
@@ -73,6 +74,13 @@ constexpr double kDrainP = 0.2;               // ... and one backed-up session d
 constexpr double kHotRecordP = 0.6;           // an edit picks one of the two oldest candidate records
 constexpr double kStorageFaultP = 0.01;       // per local write
 constexpr double kSyncStorageFaultP = 0.004;  // per message a device receives: applying it fails to commit
+// The server's store reads fail (a disk error; with PostgreSQL, a dropped connection): now and then one read,
+// and in outages of a few seconds many. Drawn from a generator of their own, so the rest of a seed's run is
+// what it was without them until a failure changes what the server answers.
+constexpr double kServerReadFaultP = 0.002;  // per store read
+constexpr double kReadOutageP = 0.004;       // per step: an outage begins ...
+constexpr double kReadOutageFailP = 0.3;     // ... during which each read fails with this probability
+constexpr int64_t kReadOutageMaxMs = 15'000;
 
 // Reps are mostly offline: online for a while, then out of coverage for longer.
 constexpr int64_t kRepOnlineMinMs = 3'000;
@@ -416,7 +424,8 @@ struct Frame {
 
 class Simulation {
  public:
-  explicit Simulation(const SimOptions& options) : opt_(options), rng_(options.seed) {}
+  explicit Simulation(const SimOptions& options)
+      : opt_(options), rng_(options.seed), read_rng_(options.seed ^ 0x5eadfa17ULL) {}
 
   SimReport run() {
     setup();
@@ -480,7 +489,6 @@ class Simulation {
   void setup() {
     now_ = kEpochMs + static_cast<int64_t>(rnd(86'400'000));
     start_ms_ = now_;
-    testing::set_merge_fault(opt_.fault);
 
     std::vector<Principal> principals;
     const std::vector<std::vector<std::string>> rep_territories = {
@@ -505,7 +513,9 @@ class Simulation {
       principals.push_back(rep);
     }
 
-    server_ = std::make_unique<SyncServer>(central_, auth_, server_config());
+    server_store_ =
+        std::make_unique<testing_support::ReadFaultStore>(central_, [this] { return fail_server_read(); });
+    server_ = std::make_unique<SyncServer>(*server_store_, auth_, server_config());
     for (const Principal& p : principals) {
       auto n = std::make_unique<Node>();
       n->index = static_cast<int>(nodes_.size());
@@ -513,6 +523,7 @@ class Simulation {
       n->principal = p;
       n->config.user = p.user;
       n->config.token = "token-" + p.user;
+      n->config.merge_change = testing_support::merge_with(opt_.fault);
       // Small pages and batches on some devices, so multi-page bootstraps (and their resumption after a drop)
       // and has_more pulls happen with the simulator's few hundred records.
       if (chance(0.5)) n->config.bootstrap_page_size = static_cast<uint32_t>(range(3, 40));
@@ -766,6 +777,7 @@ class Simulation {
     ServerConfig c;
     c.server_node = kServerNode;
     c.defer_fan_out = defers_fan_out();
+    c.merge_change = testing_support::merge_with(opt_.fault);
     return c;
   }
 
@@ -962,7 +974,7 @@ class Simulation {
     session_owner_.clear();
     backlogged_.clear();
     server_.reset();
-    server_ = std::make_unique<SyncServer>(central_, auth_, server_config());
+    server_ = std::make_unique<SyncServer>(*server_store_, auth_, server_config());
     for (auto& np : nodes_) {
       Node& n = *np;
       if (n.session == 0) continue;
@@ -1008,6 +1020,15 @@ class Simulation {
     }
     if (!backlogged_.empty() && chance(kDrainP))
       drain(*std::next(backlogged_.begin(), rnd(backlogged_.size())));
+    if (now_ >= read_outage_until_ && read_chance(kReadOutageP)) {
+      read_outage_until_ = now_ + 1'000 + static_cast<int64_t>(read_rng_() % kReadOutageMaxMs);
+      trace("server store reads failing until +", read_outage_until_ - now_, "ms");
+    }
+    // The real server polls once a second (commits of other writers, fan-outs a failed read stopped).
+    if (server_) {
+      server_->poll_external_commits(now_);
+      pump_server();
+    }
     if (chance(kClockDriftP)) {
       Node& d = *nodes_[rnd(nodes_.size())];
       d.clock_offset_ms =
@@ -2175,7 +2196,14 @@ class Simulation {
     }
   }
 
+  bool read_chance(double p) { return static_cast<double>(read_rng_() >> 11) * 0x1.0p-53 < p; }
+  bool fail_server_read() {
+    if (!faults_on_) return false;
+    return read_chance(now_ < read_outage_until_ ? kReadOutageFailP : kServerReadFaultP);
+  }
+
   void finish_report() {
+    report_.server_read_faults = server_store_ ? server_store_->failed_reads : 0;
     if (failure_count_ > report_.failures.size())
       report_.failures.push_back(cat("... and ", failure_count_ - report_.failures.size(), " more failures"));
     report_.ok = failure_count_ == 0;
@@ -2202,6 +2230,11 @@ class Simulation {
   bool settled_ = false;
 
   MemoryCentralStore central_;
+  // What the server reads and writes through: central_ with injected read failures (the checker reads
+  // central_ itself).
+  std::unique_ptr<testing_support::ReadFaultStore> server_store_;
+  std::mt19937_64 read_rng_;
+  int64_t read_outage_until_ = 0;
   SimAuthenticator auth_;
   std::unique_ptr<SyncServer> server_;
   Hlc server_max_hlc_ = 0;
@@ -2221,15 +2254,9 @@ class Simulation {
   uint64_t client_conflict_events_ = 0;
 };
 
-// The merge fault is process-wide; whatever happens, the next run starts without it.
-struct MergeFaultReset {
-  ~MergeFaultReset() { testing::set_merge_fault(testing::MergeFault::kNone); }
-};
-
 }  // namespace
 
 SimReport run_simulation(const SimOptions& options) {
-  MergeFaultReset reset;
   Simulation sim(options);
   return sim.run();
 }

@@ -1,7 +1,7 @@
 // The default central store: one embedded SQLite file in WAL mode.
 //
-// Semantics are exactly MemoryCentralStore's (sync/memory_store.h); tests/sqlite_store_test.cc runs one
-// contract suite against both. What SQLite adds is durability: synchronous=FULL, so a CentralTxn whose
+// Semantics are exactly MemoryCentralStore's (tests/support/memory_store.h); tests/sqlite_store_test.cc runs
+// one contract suite against both. What SQLite adds is durability: synchronous=FULL, so a CentralTxn whose
 // commit() returned ok survives a killed process and a power loss, and every acknowledgement SyncServer sends
 // is sent after that commit.
 //

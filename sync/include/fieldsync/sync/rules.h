@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "fieldsync/sync/change.h"
+#include "fieldsync/sync/merge.h"
 #include "fieldsync/sync/scope.h"
 
 namespace fieldsync {
@@ -36,6 +37,8 @@ struct TxnApplication {
 // Either every change is acceptable and the result holds the new states, or the Status says why the whole
 // transaction is rejected (validation, scope, permission, immutable or server-owned field, order lock, status
 // transition, duplicate id, update of a missing record).
-Result<TxnApplication> apply_client_txn(const ClientTxn& txn, const Principal& who, CentralReader& reader);
+// `merge` merges each change (merge.h: the seam of the simulator's mutation tests).
+Result<TxnApplication> apply_client_txn(const ClientTxn& txn, const Principal& who, CentralReader& reader,
+                                        MergeChangeFn merge = &merge_change);
 
 }  // namespace fieldsync

@@ -31,6 +31,7 @@ struct ServerConfig {
   // pending and the driver calls fan_out() when it wants the live batches -- the group-commit driver does so
   // once per store flush, so many commits cost one scan and each session one batch per flush.
   bool defer_fan_out = false;
+  MergeChangeFn merge_change = &fieldsync::merge_change;  // merge.h
 };
 
 using SessionId = uint64_t;

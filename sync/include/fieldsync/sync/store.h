@@ -1,6 +1,7 @@
 // Storage seen by the sync state machines. The device's replica (client-core's SQLite file) and the server's
-// central store (embedded SQLite, later PostgreSQL) implement these; memory_store.h has in-memory versions
-// for the simulator and tests. Nothing engine-specific crosses these interfaces.
+// central store (embedded SQLite, later PostgreSQL) implement these; the test support library
+// (tests/support/memory_store.h) has in-memory versions for the simulator and tests. Nothing engine-specific
+// crosses these interfaces.
 //
 // Every method of a *Txn object runs inside one atomic unit of work: commit() makes all of it durable at
 // once, and destroying the object without commit() discards all of it.

@@ -1,7 +1,7 @@
 // In-memory stores. A transaction is an overlay of its own writes over the shared committed data: reads look
 // in the overlay first, commit() applies the overlay under the store's mutex, and dropping the transaction
 // discards it. Nothing is copied wholesale per transaction, so merging 100k changes stays linear.
-#include "fieldsync/sync/memory_store.h"
+#include "support/memory_store.h"
 
 #include "fieldsync/sync/schedule.h"
 #include "fieldsync/sync/scope.h"
