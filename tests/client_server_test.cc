@@ -10,6 +10,7 @@
 #include "fieldsync/sync/tuning.h"
 #include "support/forwarding_store.h"
 #include "support/memory_store.h"
+#include "support/sync_fixtures.h"
 
 namespace fieldsync {
 namespace {
@@ -20,31 +21,8 @@ namespace f = schema::fields;
 
 constexpr int64_t kStart = 1'760'000'000'000;
 
-class TokenAuth final : public Authenticator {
- public:
-  std::map<std::string, Principal> tokens;
-  Result<Principal> authenticate(const protocol::Hello& hello, int64_t) override {
-    auto it = tokens.find(hello.token);
-    if (it == tokens.end()) return Status(ErrorCode::kAuthFailed, "authentication failed");
-    return it->second;
-  }
-};
-
-struct Device {
-  Device(NodeId node, UserId user) : store(node), ids(node) {
-    config.user = user;
-    config.token = "token-" + user;
-    client = std::make_unique<SyncClient>(store, config);
-  }
-  void restart() { client = std::make_unique<SyncClient>(store, config); }
-
-  MemoryReplicaStore store;
-  ClientConfig config;
-  std::unique_ptr<SyncClient> client;
-  RecordIdGenerator ids;
-  SessionId session = 0;
-  std::vector<ClientEvent> events;
-};
+using testing_support::Device;
+using testing_support::TokenAuth;
 
 class World {
  public:

@@ -2,6 +2,7 @@
 // windows, offline overlaps, the pipeline, observers, a round trip through an in-process SyncServer (frames
 // through the real codec), and the fieldsync-rep binary.
 #include "fieldsync/client/field_client.h"
+#include "support/sync_fixtures.h"
 
 #include <gtest/gtest.h>
 
@@ -400,20 +401,7 @@ TEST_F(FieldClientTest, SyncStatusOffline) {
 
 // Tokens to principals; a token in `revoked` belongs to a device head office revoked. Thread-safe: the
 // network tests' server threads call it.
-class TokenAuth final : public Authenticator {
- public:
-  std::map<std::string, Principal> tokens;
-  std::set<std::string> revoked;
-  std::mutex mu;
-  Result<Principal> authenticate(const protocol::Hello& hello, int64_t) override {
-    std::lock_guard lock(mu);
-    if (revoked.count(hello.token) != 0)
-      return Status(ErrorCode::kDeviceRevoked, "this device was revoked by head office");
-    auto it = tokens.find(hello.token);
-    if (it == tokens.end()) return Status(ErrorCode::kAuthFailed, "authentication failed");
-    return it->second;
-  }
-};
+using testing_support::TokenAuth;
 
 constexpr NodeId kHeadOfficeNode = 77;
 

@@ -28,6 +28,7 @@
 #include "fieldsync/sync/record_id.h"
 #include "fieldsync/sync/tuning.h"
 #include "support/memory_store.h"
+#include "support/sync_fixtures.h"
 
 namespace fieldsync {
 namespace {
@@ -48,15 +49,7 @@ int64_t now_ms() {
       .count();
 }
 
-class TokenAuth final : public Authenticator {
- public:
-  std::map<std::string, Principal> tokens;
-  Result<Principal> authenticate(const protocol::Hello& hello, int64_t) override {
-    auto it = tokens.find(hello.token);
-    if (it == tokens.end()) return Status(ErrorCode::kAuthFailed, "authentication failed");
-    return it->second;
-  }
-};
+using testing_support::TokenAuth;
 
 // One certificate for the whole suite (key generation is the slow part), written where clients can load it.
 struct Pki {

@@ -25,6 +25,7 @@
 #include "fieldsync/sync/server.h"
 #include "fieldsync/sync/tuning.h"
 #include "support/memory_store.h"
+#include "support/sync_fixtures.h"
 
 namespace fieldsync {
 namespace {
@@ -1104,28 +1105,8 @@ TEST(SqliteStore, AWriterLockedOutGivesUpAfterTheBusyTimeout) {
 
 // ---- The sync state machines over both stores
 
-class TokenAuth final : public Authenticator {
- public:
-  std::map<std::string, Principal> tokens;
-  Result<Principal> authenticate(const protocol::Hello& hello, int64_t) override {
-    auto it = tokens.find(hello.token);
-    if (it == tokens.end()) return Status(ErrorCode::kAuthFailed, "authentication failed");
-    return it->second;
-  }
-};
-
-struct Device {
-  Device(NodeId node, UserId user) : store(node), ids(node) {
-    config.user = user;
-    config.token = "token-" + user;
-    client = std::make_unique<SyncClient>(store, config);
-  }
-  MemoryReplicaStore store;
-  ClientConfig config;
-  std::unique_ptr<SyncClient> client;
-  RecordIdGenerator ids;
-  SessionId session = 0;
-};
+using testing_support::Device;
+using testing_support::TokenAuth;
 
 class World {
  public:
