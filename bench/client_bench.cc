@@ -22,8 +22,8 @@
 #include "fieldsync/client/field_client.h"
 #include "fieldsync/schema/ddl.h"
 #include "fieldsync/sync/codec.h"
-#include "fieldsync/sync/memory_store.h"
 #include "fieldsync/sync/server.h"
+#include "support/memory_store.h"
 
 namespace fieldsync::client {
 namespace {
@@ -107,7 +107,7 @@ Fixture make_fixture(bool sync_full) {
     add(ChangeOp::kSet, 2, Value::text("Product " + std::to_string(i)));
     add(ChangeOp::kSet, 4, Value::boolean(true));
   }
-  if (server.apply_local(txn, Principal{"ho", schema::Role::kHeadOffice, {}, {}}, now_ms()).outcome !=
+  if (server.apply_local(txn, Principal{"ho", schema::Role::kHeadOffice, {}, {}}, now_ms()).value().outcome !=
       protocol::TxnOutcome::kApplied)
     die("catalogue not applied");
   f.account = must(f.client->create_account({.name = "Bakery", .territory_id = "t-bench"}), "account");

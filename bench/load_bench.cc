@@ -77,10 +77,10 @@
 #include "fieldsync/server/tls.h"
 #include "fieldsync/sync/client.h"
 #include "fieldsync/sync/codec.h"
-#include "fieldsync/sync/memory_store.h"
 #include "fieldsync/sync/record_id.h"
 #include "fieldsync/sync/tuning.h"
 #include "sqlite_baseline.h"
+#include "support/memory_store.h"
 
 extern char** environ;
 

@@ -13,7 +13,7 @@ fieldsync_warnings(fieldsync_bench_baseline)
 # N simulated reps over TLS WebSockets against a real fieldsync-server process, the bare transport (a Beast
 # TLS WebSocket ack server in the same binary) and idle sessions. Figures: docs/PERFORMANCE.md.
 add_executable(fieldsync-bench-load ${CMAKE_CURRENT_LIST_DIR}/load_bench.cc)
-target_link_libraries(fieldsync-bench-load PRIVATE fieldsync_bench_baseline fieldsync_server fieldsync_sync fieldsync_net
+target_link_libraries(fieldsync-bench-load PRIVATE fieldsync_bench_baseline fieldsync_server fieldsync_sync fieldsync_testsupport fieldsync_net
                                                    Boost::headers Boost::json OpenSSL::SSL Threads::Threads)
 fieldsync_warnings(fieldsync-bench-load)
 if(FIELDSYNC_SANITIZE)

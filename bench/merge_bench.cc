@@ -7,9 +7,9 @@
 #include <random>
 #include <string>
 
-#include "fieldsync/sync/memory_store.h"
 #include "fieldsync/sync/merge.h"
 #include "fieldsync/sync/rules.h"
+#include "support/memory_store.h"
 
 namespace fieldsync {
 namespace {
@@ -99,7 +99,8 @@ std::vector<ClientTxn> edit_txns(Hlc& hlc) {
 // What the server does per transaction: apply on the store's transaction, save, log, commit.
 void apply_and_commit(MemoryCentralStore& store, const ClientTxn& txn) {
   std::unique_ptr<CentralTxn> tx = store.begin();
-  Result<TxnApplication> r = apply_client_txn(txn, kRep, *tx);
+  CheckedTxnReader reader(*tx);
+  Result<TxnApplication> r = apply_client_txn(txn, kRep, reader);
   if (!r.is_ok()) std::abort();  // the generated workload is valid; a rejection is a bug
   for (const RecordState& rec : r->records) tx->save(rec);
   ServerTxn st;
@@ -107,7 +108,7 @@ void apply_and_commit(MemoryCentralStore& store, const ClientTxn& txn) {
   st.origin_user = kRep.user;
   st.origin_node_seq = txn.node_seq;
   st.changes = std::move(r->effective);
-  std::vector<ScopeKey> scopes = log_scopes(st, r->conflicts, *tx);
+  std::vector<ScopeKey> scopes = log_scopes(st, r->conflicts, reader);
   tx->append_log(std::move(st), std::move(r->conflicts), std::move(scopes));
   if (!tx->commit().is_ok()) std::abort();
 }

@@ -94,7 +94,12 @@ void BM_CentralApply(benchmark::State& state) {
         add(ChangeOp::kSet, 5, Value::text("+1 555 " + n));
         add(ChangeOp::kSet, 6, Value::text("shop" + n + "@example.com"));
       }
-      protocol::TxnResult r = server.apply_local(txn, w.rep, now);
+      Result<protocol::TxnResult> applied = server.apply_local(txn, w.rep, now);
+      if (!applied) {
+        state.SkipWithError(applied.status().message().c_str());
+        break;
+      }
+      const protocol::TxnResult& r = *applied;
       if (r.outcome != protocol::TxnOutcome::kApplied) {
         state.SkipWithError(r.message.c_str());
         break;

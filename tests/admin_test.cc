@@ -14,9 +14,9 @@
 
 #include "fieldsync/sync/client.h"
 #include "fieldsync/sync/export.h"
-#include "fieldsync/sync/memory_store.h"
 #include "fieldsync/sync/server.h"
 #include "fieldsync/sync/tuning.h"
+#include "support/memory_store.h"
 
 #ifndef FIELDSYNC_ADMIN_BIN
 #error "FIELDSYNC_ADMIN_BIN must name the fieldsync-admin binary"
@@ -60,7 +60,7 @@ void write_account(SyncServer& server, CentralStore& store, NodeId node, const P
                    const std::string& name, const std::string& territory, int64_t now) {
   ClientTxn txn;
   txn.node = node;
-  txn.node_seq = store.begin()->node_state(node).last_node_seq + 1;
+  txn.node_seq = store.begin()->node_state(node).value().last_node_seq + 1;
   txn.created_at_ms = now;
   Hlc hlc = make_hlc(now, 0);
   auto add = [&](ChangeOp op, uint16_t field, Value v) {
@@ -73,7 +73,7 @@ void write_account(SyncServer& server, CentralStore& store, NodeId node, const P
   add(ChangeOp::kSet, 1, Value::text(name));
   add(ChangeOp::kSet, 2, Value::text(territory));
   add(ChangeOp::kSet, 10, Value::text(who.user));
-  protocol::TxnResult r = server.apply_local(txn, who, now);
+  protocol::TxnResult r = server.apply_local(txn, who, now).value();
   ASSERT_EQ(r.outcome, protocol::TxnOutcome::kApplied) << r.message;
 }
 
@@ -96,26 +96,28 @@ TEST(Admin, CatalogueWritesAreLoggedTransactionsFromTheAdminNode) {
       << "the model's validation applies";
 
   SqliteCentralStore& store = admin->store();
-  std::vector<ServerTxn> log = store.read_log(0, 1000);
+  std::vector<ServerTxn> log = store.read_log(0, 1000).value();
   ASSERT_EQ(log.size(), 4u);
   for (size_t i = 0; i < log.size(); ++i) {
     EXPECT_EQ(log[i].origin_node, kAdminNode);
     EXPECT_EQ(log[i].origin_user, kAdminUser);
     EXPECT_EQ(log[i].origin_node_seq, i + 1) << "the durable node_seq counter";
   }
-  EXPECT_EQ(store.node_states().at(kAdminNode).last_node_seq, 5u) << "the rejected one took a number too";
-  auto entry = store.load(EntityId::kPriceListEntry, *price);
+  EXPECT_EQ(store.node_states().value().at(kAdminNode).last_node_seq, 5u)
+      << "the rejected one took a number too";
+  auto entry = store.load(EntityId::kPriceListEntry, *price).value();
   ASSERT_TRUE(entry.has_value());
   EXPECT_EQ(entry->get(3), Value::integer(349));
-  EXPECT_TRUE(store.read_conflicts(0, 100).empty()) << "admin writes carry their bases: never concurrent";
-  EXPECT_FALSE(store.audit(0, 100).empty());
-  EXPECT_EQ(store.audit(0, 1)[0].user, kAdminUser);
+  EXPECT_TRUE(store.read_conflicts(0, 100).value().empty())
+      << "admin writes carry their bases: never concurrent";
+  EXPECT_FALSE(store.audit(0, 100).value().empty());
+  EXPECT_EQ(store.audit(0, 1).value()[0].user, kAdminUser);
 
   // The counter survives reopening (a new admin process).
   admin.reset();
   admin = open_admin(tmp.path());
   ASSERT_TRUE(admin->add_product("P-2", "Sugar", "").is_ok());
-  EXPECT_EQ(admin->store().read_log(4, 10).at(0).origin_node_seq, 6u);
+  EXPECT_EQ(admin->store().read_log(4, 10).value().at(0).origin_node_seq, 6u);
 }
 
 // The admin tool writes through the model's rules like any client: a price in a malformed currency or below
@@ -125,7 +127,7 @@ TEST(Admin, PricesFollowTheModelsValueRules) {
   auto admin = open_admin(tmp.path());
   ASSERT_TRUE(admin->add_product("P-1", "Flour 1kg", "bag").is_ok());
   ASSERT_TRUE(admin->set_price("P-1", "retail", 299, "EUR").is_ok());
-  const size_t logged = admin->store().read_log(0, 1000).size();
+  const size_t logged = admin->store().read_log(0, 1000).value().size();
   for (const char* list : {"retail", "promo"}) {
     Result<RecordId> bad_currency = admin->set_price("P-1", list, 1, "eur");
     EXPECT_EQ(bad_currency.status().code(), ErrorCode::kValueInvalid) << list;
@@ -136,7 +138,7 @@ TEST(Admin, PricesFollowTheModelsValueRules) {
     EXPECT_NE(negative.status().message().find("field unit_price_cents"), std::string::npos)
         << negative.status().to_string();
   }
-  EXPECT_EQ(admin->store().read_log(0, 1000).size(), logged);
+  EXPECT_EQ(admin->store().read_log(0, 1000).value().size(), logged);
 }
 
 // Catalogue and accounts written on the server reach a device through the Directory's token check, and the
@@ -273,18 +275,18 @@ TEST(Admin, MoveAccountIsAHeadOfficeTransactionWithAScopeMove) {
   ASSERT_EQ(replica.records().count(RecordKey{EntityId::kAccount, account}), 1u);
 
   SqliteCentralStore& store = admin->store();
-  const uint64_t head = store.head_seq();
+  const uint64_t head = store.head_seq().value();
   EXPECT_EQ(admin->move_account("not-an-id", "south").code(), ErrorCode::kInvalidArgument);
   EXPECT_EQ(admin->move_account(account.to_string(), "west").code(), ErrorCode::kInvalidArgument);
   EXPECT_EQ(admin->move_account(ids.next(now).to_string(), "south").code(), ErrorCode::kRecordNotFound);
   EXPECT_TRUE(admin->move_account(account.to_string(), "north").is_ok()) << "already there";
-  EXPECT_EQ(store.head_seq(), head) << "nothing written";
+  EXPECT_EQ(store.head_seq().value(), head) << "nothing written";
 
   CliRun moved = admin_cli({"--data-dir", tmp.path(), "account", "move", account.to_string(), "south"});
   ASSERT_EQ(moved.code, 0) << moved.err;
   EXPECT_EQ(moved.out, "");
-  ASSERT_EQ(store.head_seq(), head + 1);
-  std::vector<ServerTxn> log = store.read_log(head, 100);
+  ASSERT_EQ(store.head_seq().value(), head + 1);
+  std::vector<ServerTxn> log = store.read_log(head, 100).value();
   ASSERT_EQ(log.size(), 1u);
   EXPECT_EQ(log[0].origin_node, kAdminNode);
   EXPECT_EQ(log[0].origin_user, kAdminUser);
@@ -292,7 +294,7 @@ TEST(Admin, MoveAccountIsAHeadOfficeTransactionWithAScopeMove) {
   EXPECT_EQ(log[0].moves[0].record, account);
   EXPECT_EQ(log[0].moves[0].from, (ScopeKey{ScopeKey::Kind::kTerritory, "north"}));
   EXPECT_EQ(log[0].moves[0].to, (ScopeKey{ScopeKey::Kind::kTerritory, "south"}));
-  EXPECT_TRUE(store.read_conflicts(0, 100).empty()) << "the move carries its base: not concurrent";
+  EXPECT_TRUE(store.read_conflicts(0, 100).value().empty()) << "the move carries its base: not concurrent";
   EXPECT_EQ(admin->export_json(std::string("alice"))->find("Moving Bakery"), std::string::npos);
   EXPECT_NE(admin->export_json(std::string("carol"))->find("Moving Bakery"), std::string::npos);
 

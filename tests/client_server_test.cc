@@ -7,10 +7,11 @@
 #include <memory>
 
 #include "fieldsync/sync/client.h"
-#include "fieldsync/sync/memory_store.h"
 #include "fieldsync/sync/server.h"
 #include "fieldsync/sync/tuning.h"
-#include "forwarding_store.h"
+#include "support/forwarding_store.h"
+#include "support/memory_store.h"
+#include "support/sync_fixtures.h"
 
 namespace fieldsync {
 namespace {
@@ -21,31 +22,8 @@ namespace f = schema::fields;
 
 constexpr int64_t kStart = 1'760'000'000'000;
 
-class TokenAuth final : public Authenticator {
- public:
-  std::map<std::string, Principal> tokens;
-  Result<Principal> authenticate(const protocol::Hello& hello, int64_t) override {
-    auto it = tokens.find(hello.token);
-    if (it == tokens.end()) return Status(ErrorCode::kAuthFailed, "authentication failed");
-    return it->second;
-  }
-};
-
-struct Device {
-  Device(NodeId node, UserId user) : store(node), ids(node) {
-    config.user = user;
-    config.token = "token-" + user;
-    client = std::make_unique<SyncClient>(store, config);
-  }
-  void restart() { client = std::make_unique<SyncClient>(store, config); }
-
-  MemoryReplicaStore store;
-  ClientConfig config;
-  std::unique_ptr<SyncClient> client;
-  RecordIdGenerator ids;
-  SessionId session = 0;
-  std::vector<ClientEvent> events;
-};
+using testing_support::Device;
+using testing_support::TokenAuth;
 
 class World {
  public:
@@ -211,7 +189,7 @@ TEST(ClientServer, CommitsOfAnotherWriterReachLiveSessionsWhenPolled) {
     c.version = Version{hlc++, 99};
     txn.changes.push_back(c);
   }
-  ASSERT_EQ(other.apply_local(txn, Principal{"ho", Role::kHeadOffice, {}, {}}, w.now).outcome,
+  ASSERT_EQ(other.apply_local(txn, Principal{"ho", Role::kHeadOffice, {}, {}}, w.now).value().outcome,
             protocol::TxnOutcome::kApplied);
   w.pump();
   EXPECT_EQ(bob.store.records().count(RecordKey{EntityId::kAccount, id}), 0u);
@@ -352,7 +330,7 @@ TEST(ClientServer, FreshDeviceBootstrapsInPagesWithProgress) {
   EXPECT_EQ(progress.back(), std::make_pair(uint64_t{12}, uint64_t{12}));
   for (size_t i = 1; i < progress.size(); ++i) EXPECT_GE(progress[i].first, progress[i - 1].first);
   EXPECT_TRUE(alice.store.meta().bootstrap_done);
-  EXPECT_EQ(alice.store.meta().cursor, w.store.head_seq());
+  EXPECT_EQ(alice.store.meta().cursor, w.store.head_seq().value());
 }
 
 TEST(ClientServer, BootstrapResumesAfterDisconnect) {
@@ -691,12 +669,12 @@ TEST(ClientServer, ServerSideWritesReachLiveDevices) {
                stamp(set(EntityId::kAccount, acct, 2, Value::text("t-north"))),
                stamp(set(EntityId::kAccount, acct, 10, Value::text("admin")))};
   Principal admin{"admin", Role::kHeadOffice, {}, {}};
-  protocol::TxnResult r = w.server->apply_local(t, admin, w.now);
+  protocol::TxnResult r = w.server->apply_local(t, admin, w.now).value();
   EXPECT_EQ(r.outcome, protocol::TxnOutcome::kApplied) << r.message;
   w.pump();
   EXPECT_EQ(alice.store.records().count(RecordKey{EntityId::kAccount, acct}), 1u);
   // Exactly once here too.
-  EXPECT_EQ(w.server->apply_local(t, admin, w.now).outcome, protocol::TxnOutcome::kDuplicate);
+  EXPECT_EQ(w.server->apply_local(t, admin, w.now).value().outcome, protocol::TxnOutcome::kDuplicate);
   EXPECT_EQ(w.store.log().size(), 1u);
 }
 
@@ -789,7 +767,7 @@ TEST(ClientServer, CatchUpPullReadsOnlyTheDevicesPartOfTheLog) {
   w.pump();
   for (int i = 0; i < 200; ++i) new_account(w, carol, "t-south", "South more " + std::to_string(i));
   w.pump();
-  const uint64_t head = w.store.head_seq();
+  const uint64_t head = w.store.head_seq().value();
   ASSERT_EQ(head, 401u);
 
   PullTrace trace = connect_counting_pulls(w, alice);
@@ -872,7 +850,7 @@ TEST(ClientServer, ChildDeletedWhileItsAccountWasAwayIsGoneWhenItComesBack) {
     if (restart_server) w.server = std::make_unique<SyncServer>(w.store, w.auth, ServerConfig{});
 
     connect_counting_pulls(w, alice);
-    ASSERT_EQ(alice.store.meta().cursor, w.store.head_seq());
+    ASSERT_EQ(alice.store.meta().cursor, w.store.head_seq().value());
     const auto& records = alice.store.records();
     auto gone = records.find(RecordKey{EntityId::kContact, contact});
     EXPECT_TRUE(gone == records.end() || gone->second.deleted)
@@ -950,7 +928,7 @@ TEST(ClientServer, CommitByAnotherProcessInvalidatesTheScopeCache) {
   Change c = set(EntityId::kAccount, acct, f::kAccountTerritory, Value::text("t-south"));
   c.version = Version{make_hlc(w.now + 1000, 0), 99};
   move.changes.push_back(c);
-  ASSERT_EQ(admin.apply_local(move, Principal{"admin", Role::kHeadOffice, {}, {}}, w.now).outcome,
+  ASSERT_EQ(admin.apply_local(move, Principal{"admin", Role::kHeadOffice, {}, {}}, w.now).value().outcome,
             protocol::TxnOutcome::kApplied);
   w.server->poll_external_commits(w.now);
   w.pump();
@@ -1031,7 +1009,7 @@ TEST(ClientServer, BusyFlushReachesLiveSessionsWithoutPulls) {
   // 24 transactions of 10 accounts (40 changes each): 960 changes committed before one flush.
   write_big_transactions(w, bob, 24);
   w.pump();  // bob's push is applied; nothing fanned out yet
-  ASSERT_GT(w.store.head_seq(), 0u);
+  ASSERT_GT(w.store.head_seq().value(), 0u);
   size_t changes = 0;
   for (const ServerTxn& t : w.store.log()) changes += t.changes.size();
   ASSERT_GT(changes, tuning::kMaxChangesPerPull);
@@ -1040,7 +1018,7 @@ TEST(ClientServer, BusyFlushReachesLiveSessionsWithoutPulls) {
   auto [live, pulls] = fan_out_to(w, alice);
   ASSERT_EQ(live.size(), 1u);
   EXPECT_FALSE(live[0].has_more);
-  EXPECT_EQ(live[0].to_cursor, w.store.head_seq());
+  EXPECT_EQ(live[0].to_cursor, w.store.head_seq().value());
   EXPECT_EQ(pulls, 0) << "alice stays live";
   EXPECT_EQ(alice.store.records().size(), 240u);
 }
@@ -1069,7 +1047,7 @@ TEST(ClientServer, FlushBiggerThanALiveScanContinuesLive) {
   EXPECT_EQ(fan_outs, 2) << "one live scan's worth per fan-out";
   EXPECT_EQ(live, 2);
   EXPECT_EQ(pulls, 0) << "alice stays live";
-  EXPECT_EQ(alice.store.meta().cursor, w.store.head_seq());
+  EXPECT_EQ(alice.store.meta().cursor, w.store.head_seq().value());
   EXPECT_EQ(alice.store.records().size(), static_cast<size_t>(txns * 10));
 }
 
@@ -1110,7 +1088,7 @@ TEST(ClientServer, QuietTerritoryIsNotWokenByEveryCommitElsewhere) {
     w.now += tuning::kLiveSkipAdvanceMs / (2 * busy);  // all of it within half the interval
     EXPECT_TRUE(batches_for_carol().empty()) << "commit " << i << " woke carol";
   }
-  ASSERT_GE(w.store.head_seq(), carol_cursor + static_cast<uint64_t>(busy));
+  ASSERT_GE(w.store.head_seq().value(), carol_cursor + static_cast<uint64_t>(busy));
   EXPECT_EQ(carol.store.meta().cursor, carol_cursor);
 
   w.now += tuning::kLiveSkipAdvanceMs;
@@ -1118,8 +1096,8 @@ TEST(ClientServer, QuietTerritoryIsNotWokenByEveryCommitElsewhere) {
   std::vector<protocol::ChangeBatch> advance = batches_for_carol();
   ASSERT_EQ(advance.size(), 1u);
   EXPECT_TRUE(advance[0].txns.empty());
-  EXPECT_EQ(advance[0].to_cursor, w.store.head_seq());
-  EXPECT_EQ(carol.store.meta().cursor, w.store.head_seq());
+  EXPECT_EQ(advance[0].to_cursor, w.store.head_seq().value());
+  EXPECT_EQ(carol.store.meta().cursor, w.store.head_seq().value());
   EXPECT_EQ(carol.store.records().size(), 0u);
 
   // Her own territory still reaches her at once.
@@ -1248,12 +1226,12 @@ TEST(ClientServer, BacklogCoalescesLiveBatchesUntilTheSessionDrains) {
   }
   ASSERT_EQ(got.size(), 1u) << "one batch for everything she missed";
   EXPECT_EQ(got[0].txns.size(), 5u);
-  EXPECT_EQ(got[0].to_cursor, w.store.head_seq());
+  EXPECT_EQ(got[0].to_cursor, w.store.head_seq().value());
   EXPECT_FALSE(got[0].has_more);
   EXPECT_EQ(alice.store.records().size(), 5u);
   for (const RecordId& id : accounts)
     EXPECT_EQ(alice.store.records().count(RecordKey{EntityId::kAccount, id}), 1u);
-  EXPECT_EQ(alice.store.meta().cursor, w.store.head_seq());
+  EXPECT_EQ(alice.store.meta().cursor, w.store.head_seq().value());
   EXPECT_TRUE(alice.client->take_outgoing().empty()) << "no pull: she is still live";
 
   // Live again: the next commit reaches her at once.
@@ -1306,7 +1284,7 @@ TEST(ClientServer, BacklogAcrossAScopeMoveCatchesUpFromWhatTheDeviceHas) {
 
   w.server->set_backlogged(alice.session, false);
   w.pump();
-  EXPECT_EQ(alice.store.meta().cursor, w.store.head_seq());
+  EXPECT_EQ(alice.store.meta().cursor, w.store.head_seq().value());
   for (RecordId id : {north, south, later})
     EXPECT_EQ(alice.store.records().count(RecordKey{EntityId::kAccount, id}), 1u) << id.to_string();
   EXPECT_EQ(alice.store.records().size(), 3u);
@@ -1317,31 +1295,31 @@ class CountingStore final : public testing_support::ForwardingCentralStore {
   explicit CountingStore(MemoryCentralStore& inner) : ForwardingCentralStore(inner) {}
   size_t txns_read = 0, conflicts_read = 0, records_scanned = 0;
 
-  std::vector<ServerTxn> read_log(uint64_t after, size_t max) override {
-    std::vector<ServerTxn> out = ForwardingCentralStore::read_log(after, max);
-    txns_read += out.size();
+  Result<std::vector<ServerTxn>> read_log(uint64_t after, size_t max) override {
+    Result<std::vector<ServerTxn>> out = ForwardingCentralStore::read_log(after, max);
+    if (out) txns_read += out->size();
     return out;
   }
-  LogSlice read_log_for(uint64_t after, uint64_t up_to, const std::vector<ScopeKey>& scopes,
-                        size_t max) override {
-    LogSlice out = ForwardingCentralStore::read_log_for(after, up_to, scopes, max);
-    txns_read += out.txns.size();
+  Result<LogSlice> read_log_for(uint64_t after, uint64_t up_to, const std::vector<ScopeKey>& scopes,
+                                size_t max) override {
+    Result<LogSlice> out = ForwardingCentralStore::read_log_for(after, up_to, scopes, max);
+    if (out) txns_read += out->txns.size();
     return out;
   }
-  std::vector<ConflictRecord> read_conflicts(uint64_t after, uint64_t up_to) override {
-    std::vector<ConflictRecord> out = ForwardingCentralStore::read_conflicts(after, up_to);
-    conflicts_read += out.size();
+  Result<std::vector<ConflictRecord>> read_conflicts(uint64_t after, uint64_t up_to) override {
+    Result<std::vector<ConflictRecord>> out = ForwardingCentralStore::read_conflicts(after, up_to);
+    if (out) conflicts_read += out->size();
     return out;
   }
-  std::vector<RecordState> scan(RecordKey after, size_t max) override {
-    std::vector<RecordState> out = ForwardingCentralStore::scan(after, max);
-    records_scanned += out.size();
+  Result<std::vector<RecordState>> scan(RecordKey after, size_t max) override {
+    Result<std::vector<RecordState>> out = ForwardingCentralStore::scan(after, max);
+    if (out) records_scanned += out->size();
     return out;
   }
-  std::vector<RecordState> scan_in_scopes(const std::vector<ScopeKey>& scopes, RecordKey after,
-                                          size_t max) override {
-    std::vector<RecordState> out = ForwardingCentralStore::scan_in_scopes(scopes, after, max);
-    records_scanned += out.size();
+  Result<std::vector<RecordState>> scan_in_scopes(const std::vector<ScopeKey>& scopes, RecordKey after,
+                                                  size_t max) override {
+    Result<std::vector<RecordState>> out = ForwardingCentralStore::scan_in_scopes(scopes, after, max);
+    if (out) records_scanned += out->size();
     return out;
   }
 };
@@ -1383,7 +1361,7 @@ TEST(ClientServer, CatchUpReadsNoOtherTerritorysConflicts) {
   counting.txns_read = counting.conflicts_read = 0;
   PullTrace trace = connect_counting_pulls(w, alice);
   ASSERT_EQ(trace.batches.size(), 1u);
-  EXPECT_EQ(trace.batches[0].to_cursor, w.store.head_seq());
+  EXPECT_EQ(trace.batches[0].to_cursor, w.store.head_seq().value());
   EXPECT_TRUE(trace.batches[0].conflicts.empty());
   EXPECT_EQ(counting.txns_read, 0u) << "nothing in the log is alice's";
   EXPECT_EQ(counting.conflicts_read, 0u) << "the conflicts are all in t-south";

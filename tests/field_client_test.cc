@@ -2,6 +2,7 @@
 // windows, offline overlaps, the pipeline, observers, a round trip through an in-process SyncServer (frames
 // through the real codec), and the fieldsync-rep binary.
 #include "fieldsync/client/field_client.h"
+#include "support/sync_fixtures.h"
 
 #include <gtest/gtest.h>
 
@@ -24,8 +25,8 @@
 
 #include "fieldsync/client/ws_client.h"
 #include "fieldsync/sync/codec.h"
-#include "fieldsync/sync/memory_store.h"
 #include "fieldsync/sync/server.h"
+#include "support/memory_store.h"
 #ifdef FIELDSYNC_HAVE_SERVER
 #include "fieldsync/server/net_server.h"
 #include "fieldsync/server/tls.h"
@@ -400,20 +401,7 @@ TEST_F(FieldClientTest, SyncStatusOffline) {
 
 // Tokens to principals; a token in `revoked` belongs to a device head office revoked. Thread-safe: the
 // network tests' server threads call it.
-class TokenAuth final : public Authenticator {
- public:
-  std::map<std::string, Principal> tokens;
-  std::set<std::string> revoked;
-  std::mutex mu;
-  Result<Principal> authenticate(const protocol::Hello& hello, int64_t) override {
-    std::lock_guard lock(mu);
-    if (revoked.count(hello.token) != 0)
-      return Status(ErrorCode::kDeviceRevoked, "this device was revoked by head office");
-    auto it = tokens.find(hello.token);
-    if (it == tokens.end()) return Status(ErrorCode::kAuthFailed, "authentication failed");
-    return it->second;
-  }
-};
+using testing_support::TokenAuth;
 
 constexpr NodeId kHeadOfficeNode = 77;
 
@@ -479,7 +467,8 @@ class ServerWorld {
       c.version = Version{hlc++, kHeadOfficeNode};
       txn.changes.push_back(std::move(c));
     }
-    protocol::TxnResult r = server->apply_local(txn, Principal{"ho", Role::kHeadOffice, {}, {}}, clock.now);
+    protocol::TxnResult r =
+        server->apply_local(txn, Principal{"ho", Role::kHeadOffice, {}, {}}, clock.now).value();
     ASSERT_EQ(r.outcome, protocol::TxnOutcome::kApplied) << r.message;
     pump();
   }
@@ -746,12 +735,12 @@ TEST(FieldClientSync, RejectedTransactionsDoNotBlockTheRestOfTheOutbox) {
   for (const ServerTxn& t : w.store.log())
     if (t.origin_node == alice->node()) applied.insert(t.origin_node_seq);
   EXPECT_EQ(applied, (std::set<uint64_t>{2, 4, 5, 6}));
-  EXPECT_FALSE(w.store.load(EntityId::kAccount, *RecordId::parse(*far)).has_value());
-  auto central = w.store.load(EntityId::kAccount, *RecordId::parse(*near));
+  EXPECT_FALSE(w.store.load(EntityId::kAccount, *RecordId::parse(*far)).value().has_value());
+  auto central = w.store.load(EntityId::kAccount, *RecordId::parse(*near)).value();
   ASSERT_TRUE(central.has_value());
   EXPECT_EQ(central->field(2)->value.as_text(), "t-north");
   EXPECT_EQ(central->field(5)->value.as_text(), "+49 3");
-  EXPECT_TRUE(w.store.load(EntityId::kVisit, *RecordId::parse(*visit)).has_value());
+  EXPECT_TRUE(w.store.load(EntityId::kVisit, *RecordId::parse(*visit)).value().has_value());
   // Locally: the rejected writes are undone, the later ones kept.
   EXPECT_EQ(alice->account(*far).status().code(), ErrorCode::kRecordNotFound);
   auto local = alice->account(*near);
@@ -791,7 +780,7 @@ TEST(FieldClientSync, OnlyHeadOfficeMovesAnAccountToAnotherTerritory) {
   w.pump();
   EXPECT_EQ(pending(*ho), 0u);
   EXPECT_TRUE(ho->rejections()->empty());
-  auto central = w.store.load(EntityId::kAccount, *RecordId::parse(*account));
+  auto central = w.store.load(EntityId::kAccount, *RecordId::parse(*account)).value();
   ASSERT_TRUE(central.has_value());
   EXPECT_EQ(central->field(2)->value.as_text(), "t-east");
   EXPECT_EQ(alice->account(*account).status().code(), ErrorCode::kRecordNotFound);
@@ -1282,7 +1271,7 @@ TEST(FieldsyncRepNet, SyncOnceAndStayAgainstARealServer) {
   EXPECT_NE(bob_export.out.find("+49 7"), std::string::npos) << bob_export.out;
 
   w.stop();
-  auto central = w.store.load(EntityId::kAccount, *RecordId::parse(account));
+  auto central = w.store.load(EntityId::kAccount, *RecordId::parse(account)).value();
   ASSERT_TRUE(central.has_value());
   EXPECT_EQ(central->field(5)->value.as_text(), "+49 7");
 }

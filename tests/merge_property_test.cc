@@ -14,6 +14,7 @@
 #include <tuple>
 
 #include "fieldsync/sync/merge.h"
+#include "support/faulty_merge.h"
 
 namespace fieldsync {
 namespace {
@@ -214,10 +215,11 @@ States fresh_states(const std::vector<Item>& items) {
   return s;
 }
 
-States apply(const std::vector<Item>& order, States states, std::vector<ConflictRecord>* conflicts) {
+States apply(const std::vector<Item>& order, States states, std::vector<ConflictRecord>* conflicts,
+             MergeChangeFn merge = &merge_change) {
   for (const Item& it : order) {
     RecordState& rec = states.at(RecordKey{it.change.entity, it.change.record});
-    merge_change(rec, it.change, it.user, conflicts);
+    merge(rec, it.change, it.user, conflicts);
   }
   return states;
 }
@@ -328,15 +330,15 @@ TEST(MergeProperty, ConcurrentWritersSameConflictLog) {
 
 // The property test must be able to fail: with a deliberate merge bug it finds a divergence.
 TEST(MergeProperty, DetectsArrivalOrderBug) {
-  testing::set_merge_fault(testing::MergeFault::kArrivalOrderWins);
+  const MergeChangeFn faulty = testing_support::merge_with(testing_support::MergeFault::kArrivalOrderWins);
   bool diverged = false;
   for (uint64_t seed = 1; seed <= 50 && !diverged; ++seed) {
     Generator gen(seed);
     std::vector<Item> items = gen.general();
     const States empty = fresh_states(items);
-    diverged = apply(items, empty, nullptr) != apply(gen.shuffled_with_duplicates(items), empty, nullptr);
+    diverged = apply(items, empty, nullptr, faulty) !=
+               apply(gen.shuffled_with_duplicates(items), empty, nullptr, faulty);
   }
-  testing::set_merge_fault(testing::MergeFault::kNone);
   EXPECT_TRUE(diverged);
 }
 

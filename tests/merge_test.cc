@@ -7,6 +7,7 @@
 
 #include "fieldsync/sync/merge.h"
 #include "fieldsync/sync/scope.h"
+#include "support/faulty_merge.h"
 
 namespace fieldsync {
 namespace {
@@ -77,11 +78,12 @@ struct Outcome {
   std::vector<ConflictRecord> conflicts;
 };
 
-Outcome apply_all(EntityId e, RecordId id, const std::vector<Write>& writes) {
+Outcome apply_all(EntityId e, RecordId id, const std::vector<Write>& writes,
+                  MergeChangeFn merge = &merge_change) {
   Outcome out;
   out.state.entity = e;
   out.state.id = id;
-  for (const Write& w : writes) merge_change(out.state, w.change, w.user, &out.conflicts);
+  for (const Write& w : writes) merge(out.state, w.change, w.user, &out.conflicts);
   return out;
 }
 
@@ -380,25 +382,20 @@ TEST(MergeRecord, FreshLocalTakesTheRemoteState) {
 // ---- Fault injection (for the simulator's mutation test)
 // ---------------------------------------------------------
 
-struct FaultGuard {
-  explicit FaultGuard(testing::MergeFault f) { testing::set_merge_fault(f); }
-  ~FaultGuard() { testing::set_merge_fault(testing::MergeFault::kNone); }
-};
-
 TEST(MergeFault, ArrivalOrderWinsIgnoresVersions) {
-  FaultGuard guard(testing::MergeFault::kArrivalOrderWins);
+  const MergeChangeFn faulty = testing_support::merge_with(testing_support::MergeFault::kArrivalOrderWins);
   Write newer{set(EntityId::kAccount, kAccount, f::kAccountName, Value::text("newer"), v(200, 2)), "bob"};
   Write older{set(EntityId::kAccount, kAccount, f::kAccountName, Value::text("older"), v(100, 1)), "ann"};
-  Outcome o = apply_all(EntityId::kAccount, kAccount, {newer, older});
+  Outcome o = apply_all(EntityId::kAccount, kAccount, {newer, older}, faulty);
   EXPECT_EQ(o.state.get(f::kAccountName), Value::text("older"));
   EXPECT_TRUE(o.conflicts.empty());
 }
 
 TEST(MergeFault, DropConcurrentAppendKeepsOnlyTheLastFragment) {
-  FaultGuard guard(testing::MergeFault::kDropConcurrentAppend);
   Outcome o = apply_all(EntityId::kAccount, kAccount,
                         {{append(EntityId::kAccount, kAccount, kAccountNotes, "a", v(100, 1)), "ann"},
-                         {append(EntityId::kAccount, kAccount, kAccountNotes, "b", v(90, 2)), "bob"}});
+                         {append(EntityId::kAccount, kAccount, kAccountNotes, "b", v(90, 2)), "bob"}},
+                        testing_support::merge_with(testing_support::MergeFault::kDropConcurrentAppend));
   EXPECT_EQ(o.state.get(kAccountNotes), Value::text("b"));
 }
 

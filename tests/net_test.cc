@@ -26,9 +26,10 @@
 #include "fieldsync/server/sqlite_store.h"
 #include "fieldsync/server/tls.h"
 #include "fieldsync/sync/codec.h"
-#include "fieldsync/sync/memory_store.h"
 #include "fieldsync/sync/record_id.h"
 #include "fieldsync/sync/tuning.h"
+#include "support/memory_store.h"
+#include "support/sync_fixtures.h"
 
 namespace fieldsync {
 namespace {
@@ -49,15 +50,7 @@ int64_t now_ms() {
       .count();
 }
 
-class TokenAuth final : public Authenticator {
- public:
-  std::map<std::string, Principal> tokens;
-  Result<Principal> authenticate(const protocol::Hello& hello, int64_t) override {
-    auto it = tokens.find(hello.token);
-    if (it == tokens.end()) return Status(ErrorCode::kAuthFailed, "authentication failed");
-    return it->second;
-  }
-};
+using testing_support::TokenAuth;
 
 // One certificate for the whole suite (key generation is the slow part), written where clients can load it.
 struct Pki {
@@ -532,7 +525,7 @@ TEST_F(NetTest, BrokenFramesGetTypedErrorsAndCloseWhileOthersKeepSyncing) {
   WsClient ca(*a->engine, options());
   ASSERT_TRUE(ca.start().ok());
   ASSERT_TRUE(ca.wait_until([&] { return a->engine->idle(); }, 3s)) << ca.last_error().to_string();
-  uint64_t head = store.head_seq();
+  uint64_t head = store.head_seq().value();
 
   {  // not a FlatBuffer
     WsRawPeer peer(options());
@@ -580,12 +573,12 @@ TEST_F(NetTest, BrokenFramesGetTypedErrorsAndCloseWhileOthersKeepSyncing) {
     WsRawPeer peer(o);
     EXPECT_EQ(peer.connect().code, WsError::kUpgrade);
   }
-  EXPECT_EQ(store.head_seq(), head);  // nothing applied
+  EXPECT_EQ(store.head_seq().value(), head);  // nothing applied
 
   // The server keeps serving the connected device.
   RecordId id = a->new_account("t-north", "Still here");
-  ASSERT_TRUE(
-      ca.wait_until([&] { return a->engine->idle() && store.load(EntityId::kAccount, id).has_value(); }, 3s));
+  ASSERT_TRUE(ca.wait_until(
+      [&] { return a->engine->idle() && store.load(EntityId::kAccount, id).value().has_value(); }, 3s));
   EXPECT_TRUE(ca.connected());
   ca.stop();
 }
@@ -622,7 +615,7 @@ TEST_F(NetTest, ReconnectsAfterServerRestartAndAppliesOfflineWriteOnce) {
   start_server(first_port);
   ASSERT_TRUE(ca.wait_until([&] { return ca.connected() && a->engine->idle(); }, 4s))
       << ca.last_error().to_string();
-  EXPECT_TRUE(store.load(EntityId::kAccount, id).has_value());
+  EXPECT_TRUE(store.load(EntityId::kAccount, id).value().has_value());
   EXPECT_EQ(txns_from(501), 1u);
   EXPECT_TRUE(a->store.outbox().empty());
   ca.stop();
@@ -705,8 +698,8 @@ TEST_F(NetTest, OverflowWhileAFrameIsBeingWrittenKeepsThatFrameAlive) {
   WsClient ca(*a->engine, options());
   ASSERT_TRUE(ca.start().ok());
   RecordId id = a->new_account("t-north", "Still here");
-  EXPECT_TRUE(
-      ca.wait_until([&] { return a->engine->idle() && store.load(EntityId::kAccount, id).has_value(); }, 3s));
+  EXPECT_TRUE(ca.wait_until(
+      [&] { return a->engine->idle() && store.load(EntityId::kAccount, id).value().has_value(); }, 3s));
   ca.stop();
 }
 
@@ -804,7 +797,7 @@ TEST(NetSqliteTest, SqliteStoresEndToEnd) {
     WsClient ca(engine, co);
     WsStatus s = ca.sync_once(4s);
     ASSERT_TRUE(s.ok()) << s.to_string();
-    EXPECT_TRUE(central.value()->load(EntityId::kAccount, id).has_value());
+    EXPECT_TRUE(central.value()->load(EntityId::kAccount, id).value().has_value());
 
     Device b(902, "bob");
     b.user_ = "bob";

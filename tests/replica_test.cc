@@ -21,8 +21,8 @@
 
 #include "fieldsync/io/sqlite_db.h"
 #include "fieldsync/sync/client.h"
-#include "fieldsync/sync/memory_store.h"
 #include "fieldsync/sync/server.h"
+#include "support/memory_store.h"
 #ifdef FIELDSYNC_HAVE_SERVER
 #include "fieldsync/server/sqlite_store.h"
 #endif
@@ -766,7 +766,7 @@ TEST(SqliteReplicaSync, WriteAndOutboxEntryCommitTogetherAndAckDropsIt) {
   EXPECT_TRUE(client.idle());
   EXPECT_EQ(store->begin()->outbox_size(), 0u);
   EXPECT_TRUE(store->begin()->load(EntityId::kAccount, a).has_value());
-  EXPECT_TRUE(central.load(EntityId::kAccount, a).has_value());
+  EXPECT_TRUE(central.load(EntityId::kAccount, a).value().has_value());
 }
 
 // ---- Crash safety: kill -9 between writes and acknowledgements
@@ -953,7 +953,7 @@ TEST(SqliteReplicaCrash, KillNineBetweenWriteAndAckAppliesEveryWriteExactlyOnce)
     ASSERT_TRUE(r && c) << c.status().to_string();
     {
       // Writes the server applied whose ack the kill kept from the device: the re-push must be a duplicate.
-      const uint64_t watermark = (*c)->node_states()[node].last_node_seq;
+      const uint64_t watermark = (*c)->node_states().value()[node].last_node_seq;
       uint64_t lost = 0;
       for (const ClientTxn& t : r->begin()->outbox_peek(SIZE_MAX)) lost += t.node_seq <= watermark ? 1 : 0;
       if (lose_ack) {
@@ -985,17 +985,17 @@ TEST(SqliteReplicaCrash, KillNineBetweenWriteAndAckAppliesEveryWriteExactlyOnce)
     EXPECT_LE(*reported.rbegin(), written);  // nothing the app was told about is missing from the replica
     // Exactly once: the server's log holds every node_seq 1..written once.
     std::map<uint64_t, int> applied;
-    for (const ServerTxn& t : (*c)->read_log(0, SIZE_MAX)) {
+    for (const ServerTxn& t : (*c)->read_log(0, SIZE_MAX).value()) {
       if (t.origin_node == node) ++applied[t.origin_node_seq];
     }
     ASSERT_EQ(applied.size(), written);
     for (const auto& [seq, count] : applied) EXPECT_EQ(count, 1) << "node_seq " << seq << " applied twice";
-    EXPECT_EQ((*c)->node_states()[node].last_node_seq, written);
+    EXPECT_EQ((*c)->node_states().value()[node].last_node_seq, written);
     // The device and the server hold the same records.
     auto local = r->records();
     ASSERT_TRUE(local);
-    EXPECT_EQ((*c)->record_count(), local->size());
-    for (const auto& [key, rec] : *local) EXPECT_TRUE((*c)->load(key.entity, key.id).has_value());
+    EXPECT_EQ((*c)->record_count().value(), local->size());
+    for (const auto& [key, rec] : *local) EXPECT_TRUE((*c)->load(key.entity, key.id).value().has_value());
   }
   std::printf("%zu writes, %llu applied by the server but unacknowledged at a kill\n", reported.size(),
               static_cast<unsigned long long>(acks_lost));

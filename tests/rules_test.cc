@@ -5,9 +5,9 @@
 #include <set>
 #include <string>
 
-#include "fieldsync/sync/memory_store.h"
 #include "fieldsync/sync/rules.h"
 #include "fieldsync/sync/tuning.h"
+#include "support/memory_store.h"
 
 namespace fieldsync {
 namespace {
@@ -79,13 +79,15 @@ class RulesTest : public ::testing::Test {
 
   Result<TxnApplication> apply(const ClientTxn& t, const Principal& who) {
     std::unique_ptr<CentralTxn> tx = store_.begin();
-    return apply_client_txn(t, who, *tx);
+    CheckedTxnReader reader(*tx);
+    return apply_client_txn(t, who, reader);
   }
 
   // Applies and commits like the server does; the test fails if the transaction is rejected.
   TxnApplication commit(const ClientTxn& t, const Principal& who) {
     std::unique_ptr<CentralTxn> tx = store_.begin();
-    Result<TxnApplication> r = apply_client_txn(t, who, *tx);
+    CheckedTxnReader reader(*tx);
+    Result<TxnApplication> r = apply_client_txn(t, who, reader);
     EXPECT_TRUE(r.is_ok()) << r.status().to_string();
     if (!r.is_ok()) return {};
     for (const RecordState& rec : r->records) tx->save(rec);
@@ -94,9 +96,10 @@ class RulesTest : public ::testing::Test {
     st.origin_user = who.user;
     st.origin_node_seq = t.node_seq;
     st.changes = r->effective;
-    std::vector<ScopeKey> scopes = log_scopes(st, r->conflicts, *tx);
+    std::vector<ScopeKey> scopes = log_scopes(st, r->conflicts, reader);
     // The server passes the scopes the rules resolved instead of loading each record again: the same keys.
-    EXPECT_EQ(log_scopes(st, r->conflicts, *tx, r->scopes), scopes);
+    EXPECT_EQ(log_scopes(st, r->conflicts, reader, r->scopes), scopes);
+    EXPECT_TRUE(reader.status().is_ok());
     tx->append_log(st, r->conflicts, std::move(scopes));
     EXPECT_TRUE(tx->commit().is_ok());
     return std::move(r.value());
@@ -171,7 +174,7 @@ class RulesTest : public ::testing::Test {
     return s;
   }
 
-  std::optional<RecordState> stored(EntityId e, RecordId id) { return store_.load(e, id); }
+  std::optional<RecordState> stored(EntityId e, RecordId id) { return store_.load(e, id).value(); }
 
   MemoryCentralStore store_;
 
@@ -203,7 +206,7 @@ TEST_F(RulesTest, OrderWithLinesInOneTransaction) {
   ASSERT_TRUE(stored(EntityId::kOrderLine, l2));
   EXPECT_EQ(stored(EntityId::kOrderLine, l2)->get(f::kOrderLineQuantity), Value::integer(3));
   EXPECT_EQ(stored(EntityId::kOrder, ord)->get(f::kOrderStatus), text("draft"));
-  EXPECT_EQ(store_.log().back().server_seq, store_.head_seq());
+  EXPECT_EQ(store_.log().back().server_seq, store_.head_seq().value());
 }
 
 TEST_F(RulesTest, CreateMayStartOneAllowedTransitionIn) {
@@ -840,7 +843,7 @@ TEST_F(RulesTest, WriteToATombstoneIsAConflictNotAnError) {
   EXPECT_EQ(app.conflicts[0].loser.value, text("Joanna"));
   ASSERT_EQ(app.records.size(), 1u);
   EXPECT_TRUE(app.records[0].deleted);
-  EXPECT_EQ(store_.conflicts().back().server_seq, store_.head_seq());
+  EXPECT_EQ(store_.conflicts().back().server_seq, store_.head_seq().value());
 }
 
 TEST(RulesValidation, ChangeShape) {
@@ -972,20 +975,20 @@ TEST(MemoryCentralStore, TransactionsAreOverlays) {
   MemoryCentralStore store;
   auto t1 = store.begin();
   t1->save(record(EntityId::kAccount, 1));
-  EXPECT_TRUE(t1->load(EntityId::kAccount, RecordId{1, 1}));
-  EXPECT_FALSE(store.load(EntityId::kAccount, RecordId{1, 1}));
+  EXPECT_TRUE(t1->load(EntityId::kAccount, RecordId{1, 1}).value());
+  EXPECT_FALSE(store.load(EntityId::kAccount, RecordId{1, 1}).value());
   {
     auto t2 = store.begin();
-    EXPECT_FALSE(t2->load(EntityId::kAccount, RecordId{1, 1}));
+    EXPECT_FALSE(t2->load(EntityId::kAccount, RecordId{1, 1}).value());
     t2->save(record(EntityId::kAccount, 2));
     t2->set_node_state(NodeState{7, 3});
   }  // dropped without commit
   EXPECT_EQ(t1->append_log(ServerTxn{}, {}, {}), 1u);
   EXPECT_TRUE(t1->commit().is_ok());
-  EXPECT_TRUE(store.load(EntityId::kAccount, RecordId{1, 1}));
-  EXPECT_FALSE(store.load(EntityId::kAccount, RecordId{2, 2}));
+  EXPECT_TRUE(store.load(EntityId::kAccount, RecordId{1, 1}).value());
+  EXPECT_FALSE(store.load(EntityId::kAccount, RecordId{2, 2}).value());
   EXPECT_TRUE(store.node_states().empty());
-  EXPECT_EQ(store.begin()->node_state(7).last_node_seq, 0u);
+  EXPECT_EQ(store.begin()->node_state(7).value().last_node_seq, 0u);
 }
 
 TEST(MemoryCentralStore, LogSequencesAndBatches) {
@@ -999,15 +1002,15 @@ TEST(MemoryCentralStore, LogSequencesAndBatches) {
     EXPECT_EQ(t->append_log(st, {c}, {}), static_cast<uint64_t>(i + 1));
     ASSERT_TRUE(t->commit().is_ok());
   }
-  EXPECT_EQ(store.head_seq(), 4u);
-  std::vector<ServerTxn> batch = store.read_log(0, 3);  // 1 + 2 reaches 3
+  EXPECT_EQ(store.head_seq().value(), 4u);
+  std::vector<ServerTxn> batch = store.read_log(0, 3).value();  // 1 + 2 reaches 3
   ASSERT_EQ(batch.size(), 2u);
   EXPECT_EQ(batch[0].server_seq, 1u);
   EXPECT_EQ(batch[1].server_seq, 2u);
-  EXPECT_EQ(store.read_log(2, 1).size(), 1u);  // always at least one whole transaction
-  EXPECT_EQ(store.read_log(1, 1000).size(), 3u);
-  EXPECT_TRUE(store.read_log(4, 10).empty());
-  std::vector<ConflictRecord> cs = store.read_conflicts(1, 3);
+  EXPECT_EQ(store.read_log(2, 1).value().size(), 1u);  // always at least one whole transaction
+  EXPECT_EQ(store.read_log(1, 1000).value().size(), 3u);
+  EXPECT_TRUE(store.read_log(4, 10).value().empty());
+  std::vector<ConflictRecord> cs = store.read_conflicts(1, 3).value();
   ASSERT_EQ(cs.size(), 2u);
   EXPECT_EQ(cs[0].server_seq, 2u);
   EXPECT_EQ(cs[1].rule, "r2");
@@ -1021,16 +1024,16 @@ TEST(MemoryCentralStore, ScanReturnsRecordsAndTombstonesInKeyOrder) {
   t->save(record(EntityId::kAccount, 1));
   t->save(record(EntityId::kAccount, 4));
   ASSERT_TRUE(t->commit().is_ok());
-  std::vector<RecordState> page = store.scan(RecordKey{}, 2);
+  std::vector<RecordState> page = store.scan(RecordKey{}, 2).value();
   ASSERT_EQ(page.size(), 2u);
   EXPECT_EQ(page[0].id, (RecordId{1, 1}));
   EXPECT_EQ(page[1].id, (RecordId{2, 2}));
   EXPECT_TRUE(page[1].deleted);
-  page = store.scan(RecordKey{page[1].entity, page[1].id}, 10);
+  page = store.scan(RecordKey{page[1].entity, page[1].id}, 10).value();
   ASSERT_EQ(page.size(), 2u);
   EXPECT_EQ(page[0].id, (RecordId{4, 4}));
   EXPECT_EQ(page[1].entity, EntityId::kContact);
-  EXPECT_EQ(store.record_count(), 3u);  // live records only
+  EXPECT_EQ(store.record_count().value(), 3u);  // live records only
 }
 
 TEST(MemoryReplicaStore, OverlayOutboxMetaAndFaults) {

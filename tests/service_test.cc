@@ -27,11 +27,11 @@
 #include "fieldsync/server/sync_service.h"
 #include "fieldsync/server/tls.h"
 #include "fieldsync/sync/codec.h"
-#include "fieldsync/sync/memory_store.h"
 #include "fieldsync/sync/record_id.h"
 #include "fieldsync/sync/tuning.h"
-#include "forwarding_store.h"
 #include "routes.h"
+#include "support/forwarding_store.h"
+#include "support/memory_store.h"
 
 namespace fieldsync {
 namespace {
@@ -202,7 +202,7 @@ TEST(SyncServiceGroupCommit, EveryFrameWaitsForTheSyncAfterItsCommit) {
 
   service.frame(1, push_account(101, 1, "north", "alice"), now_ms());
   ASSERT_TRUE(store.wait_entered(2));
-  EXPECT_EQ(store.head_seq(), 1u) << "committed (visible) before it is durable";
+  EXPECT_EQ(store.head_seq().value(), 1u) << "committed (visible) before it is durable";
   std::this_thread::sleep_for(20ms);
   EXPECT_EQ(sink.size(), 1u) << "no acknowledgement before the store is durable";
   store.release_one();
@@ -234,7 +234,7 @@ TEST(SyncServiceGroupCommit, PushesArrivingDuringAFlushShareTheNextOne) {
   ASSERT_TRUE(store.wait_entered(entered_before + 1));
   for (SessionId s = 2; s <= 4; ++s)
     service.frame(s, push_account(100 + s, 1, "north", "rep" + std::to_string(s)), now_ms());
-  EXPECT_EQ(store.head_seq(), 4u) << "commits go on while the disk flushes";
+  EXPECT_EQ(store.head_seq().value(), 4u) << "commits go on while the disk flushes";
   store.release_one();  // the first flush: the first ack (and the live batches it caused)
   ASSERT_TRUE(store.wait_entered(entered_before + 2));
   store.release_one();  // one flush for the other three

@@ -17,11 +17,9 @@ std::string summary(const SimReport& r) {
   return s;
 }
 
-class SimTest : public ::testing::Test {
- protected:
-  // run_simulation resets the fault itself; this guards against a test that sets it directly.
-  void TearDown() override { testing::set_merge_fault(testing::MergeFault::kNone); }
-};
+// The broken merge is an option of one run (SimOptions::fault), never process state: FaultIsResetAfterARun
+// checks a faulty run leaves the next one alone.
+class SimTest : public ::testing::Test {};
 
 TEST_F(SimTest, SeedsConverge) {
   for (uint64_t seed = 1; seed <= 20; ++seed) {
@@ -83,7 +81,7 @@ TEST_F(SimTest, CatchesArrivalOrderMerge) {
   for (uint64_t seed = 1; seed <= 50 && !convergence; ++seed) {
     SimOptions opt;
     opt.seed = seed;
-    opt.fault = testing::MergeFault::kArrivalOrderWins;
+    opt.fault = testing_support::MergeFault::kArrivalOrderWins;
     SimReport r = run_simulation(opt);
     if (!r.ok) ++failing;
     if (any_mentions(r, "convergence")) convergence = true;
@@ -98,7 +96,7 @@ TEST_F(SimTest, CatchesDroppedConcurrentAppend) {
   for (uint64_t seed = 1; seed <= 50 && !caught; ++seed) {
     SimOptions opt;
     opt.seed = seed;
-    opt.fault = testing::MergeFault::kDropConcurrentAppend;
+    opt.fault = testing_support::MergeFault::kDropConcurrentAppend;
     SimReport r = run_simulation(opt);
     caught = any_mentions(r, "lost") || any_mentions(r, "convergence");
   }
@@ -112,7 +110,7 @@ TEST_F(SimTest, FaultIsResetAfterARun) {
   clean.seed = 3;
   SimReport before = run_simulation(clean);
   SimOptions faulty = clean;
-  faulty.fault = testing::MergeFault::kArrivalOrderWins;
+  faulty.fault = testing_support::MergeFault::kArrivalOrderWins;
   (void)run_simulation(faulty);
   SimReport after = run_simulation(clean);
   EXPECT_EQ(before.failures, after.failures);

@@ -33,17 +33,6 @@ class NoSessions final : public Authenticator {
   }
 };
 
-class CommittedReader final : public RecordReader {
- public:
-  explicit CommittedReader(CentralStore& store) : store_(store) {}
-  std::optional<RecordState> load(EntityId entity, const RecordId& id) override {
-    return store_.load(entity, id);
-  }
-
- private:
-  CentralStore& store_;
-};
-
 Change create(EntityId e, RecordId id) {
   return Change{ChangeOp::kCreate, e, id};
 }
@@ -89,7 +78,9 @@ Status Admin::apply(std::vector<Change> changes) {
   SyncServer server(*store_, auth, ServerConfig{});
   const Principal who{std::string(kAdminUser), schema::Role::kHeadOffice, {}, {}};
   const int64_t now = now_ms();
-  HybridClock clock(std::max(store_->clock(), server.hlc()));
+  Result<Hlc> persisted = store_->clock();
+  if (!persisted) return persisted.status();
+  HybridClock clock(std::max(*persisted, server.hlc()));
   std::map<RecordKey, std::optional<RecordState>> current;
   for (Change& c : changes) {
     c.version = Version{clock.tick(now), kAdminNode};
@@ -97,7 +88,11 @@ Status Admin::apply(std::vector<Change> changes) {
     // The base is the version this write replaces: head office saw it, so the write is not concurrent.
     RecordKey key{c.entity, c.record};
     auto it = current.find(key);
-    if (it == current.end()) it = current.emplace(key, store_->load(c.entity, c.record)).first;
+    if (it == current.end()) {
+      Result<std::optional<RecordState>> stored = store_->load(c.entity, c.record);
+      if (!stored) return stored.status();
+      it = current.emplace(key, std::move(stored.value())).first;
+    }
     if (it->second)
       if (const FieldState* f = it->second->field(c.field)) c.base = f->version;
   }
@@ -106,10 +101,14 @@ Status Admin::apply(std::vector<Change> changes) {
   for (int attempt = 0; attempt < 5; ++attempt) {
     ClientTxn txn;
     txn.node = kAdminNode;
-    txn.node_seq = store_->begin()->node_state(kAdminNode).last_node_seq + 1;
+    Result<NodeState> node = store_->begin()->node_state(kAdminNode);
+    if (!node) return node.status();
+    txn.node_seq = node->last_node_seq + 1;
     txn.created_at_ms = now;
     txn.changes = changes;
-    protocol::TxnResult r = server.apply_local(txn, who, now);
+    Result<protocol::TxnResult> applied = server.apply_local(txn, who, now);
+    if (!applied) return applied.status();  // the store failed: nothing was written
+    const protocol::TxnResult& r = *applied;
     switch (r.outcome) {
       case protocol::TxnOutcome::kApplied:
         return Status::ok();
@@ -122,13 +121,14 @@ Status Admin::apply(std::vector<Change> changes) {
   return Status(ErrorCode::kStorageLocked, "another admin keeps writing; try again", true);
 }
 
-std::vector<RecordState> Admin::records_of(EntityId entity) {
+Result<std::vector<RecordState>> Admin::records_of(EntityId entity) {
   std::vector<RecordState> out;
   RecordKey after{entity, RecordId{}};
   for (;;) {
-    std::vector<RecordState> chunk = store_->scan(after, 500);
-    bool more = !chunk.empty();
-    for (RecordState& r : chunk) {
+    Result<std::vector<RecordState>> chunk = store_->scan(after, 500);
+    if (!chunk) return chunk.status();
+    bool more = !chunk->empty();
+    for (RecordState& r : *chunk) {
       if (r.entity != entity) {
         more = false;
         break;
@@ -140,21 +140,26 @@ std::vector<RecordState> Admin::records_of(EntityId entity) {
   }
 }
 
-std::optional<RecordState> Admin::find_product(const std::string& sku_or_id) {
+Result<std::optional<RecordState>> Admin::find_product(const std::string& sku_or_id) {
   if (std::optional<RecordId> id = RecordId::parse(sku_or_id)) {
-    std::optional<RecordState> r = store_->load(EntityId::kProduct, *id);
-    if (r && !r->deleted) return r;
+    Result<std::optional<RecordState>> r = store_->load(EntityId::kProduct, *id);
+    if (!r || (*r && !(*r)->deleted)) return r;
   }
-  for (RecordState& r : records_of(EntityId::kProduct)) {
+  Result<std::vector<RecordState>> products = records_of(EntityId::kProduct);
+  if (!products) return products.status();
+  for (RecordState& r : *products) {
     const Value& sku = r.get(kProductSku);
-    if (sku.kind() == Value::Kind::kText && sku.as_text() == sku_or_id) return std::move(r);
+    if (sku.kind() == Value::Kind::kText && sku.as_text() == sku_or_id)
+      return std::optional<RecordState>(std::move(r));
   }
-  return std::nullopt;
+  return std::optional<RecordState>();
 }
 
 Result<RecordId> Admin::add_product(const std::string& sku, const std::string& name,
                                     const std::string& unit) {
-  if (find_product(sku)) return Status(ErrorCode::kInvalidArgument, "a product with SKU " + sku + " exists");
+  Result<std::optional<RecordState>> existing = find_product(sku);
+  if (!existing) return existing.status();
+  if (*existing) return Status(ErrorCode::kInvalidArgument, "a product with SKU " + sku + " exists");
   RecordId id = ids_.next(now_ms());
   std::vector<Change> changes = {create(EntityId::kProduct, id),
                                  set(EntityId::kProduct, id, kProductSku, Value::text(sku)),
@@ -167,10 +172,13 @@ Result<RecordId> Admin::add_product(const std::string& sku, const std::string& n
 
 Result<RecordId> Admin::set_price(const std::string& product, const std::string& price_list, int64_t cents,
                                   const std::string& currency) {
-  std::optional<RecordState> p = find_product(product);
-  if (!p) return Status(ErrorCode::kInvalidArgument, "no product " + product);
-  const std::string product_id = p->id.to_string();
-  for (const RecordState& e : records_of(EntityId::kPriceListEntry)) {
+  Result<std::optional<RecordState>> p = find_product(product);
+  if (!p) return p.status();
+  if (!*p) return Status(ErrorCode::kInvalidArgument, "no product " + product);
+  const std::string product_id = (*p)->id.to_string();
+  Result<std::vector<RecordState>> entries = records_of(EntityId::kPriceListEntry);
+  if (!entries) return entries.status();
+  for (const RecordState& e : *entries) {
     const Value& pid = e.get(kPriceProduct);
     const Value& list = e.get(kPriceList);
     if (pid.kind() == Value::Kind::kText && pid.as_text() == product_id &&
@@ -197,7 +205,9 @@ Status Admin::move_account(const std::string& account_id, const std::string& ter
   std::vector<Territory> known = directory_->territories();
   if (std::none_of(known.begin(), known.end(), [&](const Territory& t) { return t.id == territory; }))
     return Status(ErrorCode::kInvalidArgument, "no territory " + territory);
-  std::optional<RecordState> account = store_->load(EntityId::kAccount, *id);
+  Result<std::optional<RecordState>> stored = store_->load(EntityId::kAccount, *id);
+  if (!stored) return stored.status();
+  const std::optional<RecordState>& account = *stored;
   if (!account || account->deleted) return Status(ErrorCode::kRecordNotFound, "no account " + account_id);
   const Value& current = account->get(kAccountTerritory);
   if (current.kind() == Value::Kind::kText && current.as_text() == territory) return Status::ok();
@@ -211,20 +221,21 @@ Result<std::string> Admin::export_json(const std::optional<UserId>& user) {
     if (!p) return Status(ErrorCode::kInvalidArgument, "no user " + *user);
     who = std::move(p.value());
   }
-  CommittedReader reader(*store_);
+  CheckedStoreReader reader(*store_);
   std::vector<RecordState> records;
   RecordKey after;
   for (;;) {
-    std::vector<RecordState> chunk = store_->scan(after, 500);
-    if (chunk.empty()) break;
-    after = RecordKey{chunk.back().entity, chunk.back().id};
-    for (RecordState& r : chunk) {
+    Result<std::vector<RecordState>> chunk = store_->scan(after, 500);
+    if (!chunk) return chunk.status();
+    if (chunk->empty()) break;
+    after = RecordKey{chunk->back().entity, chunk->back().id};
+    for (RecordState& r : *chunk) {
       if (r.deleted) continue;
       if (who && !can_see(*who, resolve_scope(r, reader))) continue;
       records.push_back(std::move(r));
     }
   }
-  if (Status s = store_->last_read_error(); !s) return s;
+  if (Status s = reader.status(); !s) return s;
   return canonical_json(records);
 }
 

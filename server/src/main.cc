@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -243,8 +244,12 @@ int main(int argc, char** argv) {
                          [&server] { return static_cast<double>(server.session_count()); });
   server.metrics().gauge("fieldsync_store_size_bytes", "Size of the central store's database file.",
                          [&central] { return static_cast<double>(central.size_bytes()); });
-  server.metrics().gauge("fieldsync_server_seq", "Head of the central store's log (last server_seq).",
-                         [&central] { return static_cast<double>(central.head_seq()); });
+  server.metrics().gauge(
+      "fieldsync_server_seq", "Head of the central store's log (last server_seq).", [&central] {
+        // NaN (Prometheus' "no value") when the store cannot be read, never a false 0.
+        Result<uint64_t> head = central.head_seq();
+        return head ? static_cast<double>(*head) : std::numeric_limits<double>::quiet_NaN();
+      });
   server.metrics().gauge("fieldsync_group_commit", "1 when pushes share store flushes (--group-commit on).",
                          [&central] { return central.commits_need_sync() ? 1.0 : 0.0; });
 #if FIELDSYNC_TCMALLOC_STATS

@@ -20,6 +20,7 @@
 #include "fieldsync/io/sqlite_db.h"
 #include "fieldsync/schema/ddl.h"
 #include "fieldsync/sync/codec.h"
+#include "fieldsync/sync/schedule.h"
 #include "fieldsync/sync/scope.h"
 #include "wall_clock.h"
 
@@ -94,20 +95,6 @@ std::string entity_name(EntityId entity) {
 
 Status corrupt(std::string_view what, const Status& why) {
   return Status(ErrorCode::kStorageCorrupt, std::string(what) + ": " + why.message());
-}
-
-// The same predicate as MemoryCentralStore's, applied to decoded rows so the projection columns only narrow
-// the search and never decide it.
-bool scheduled_overlap(const RecordState& r, const UserId& owner, int64_t start_ms, int64_t end_ms) {
-  using namespace schema::fields;
-  if (r.deleted) return false;
-  const Value& o = r.get(kEventOwner);
-  const Value& st = r.get(kEventStatus);
-  const Value& s = r.get(kEventStart);
-  const Value& e = r.get(kEventEnd);
-  return o.kind() == Value::Kind::kText && o.as_text() == owner && st.kind() == Value::Kind::kText &&
-         st.as_text() == "scheduled" && s.kind() == Value::Kind::kInt && e.kind() == Value::Kind::kInt &&
-         s.as_int() < end_ms && e.as_int() > start_ms;
 }
 
 // _log_scope's text form of a scope key: "<kind number>:<value>".
@@ -233,7 +220,7 @@ const std::string& upsert_sql(const schema::EntityDef& e) {
 // newest commits are SAVEPOINTs released inside the writer's still-open SQLite transaction (the group, see
 // SqliteCentralTxn), which only the writer connection sees: a read takes the writer, waiting for an open
 // CentralTxn of another thread to end, or uses it directly on the thread whose CentralTxn holds it.
-// Lock order: writer_mu_, then reader_mu_ (which guards read_error_ in both modes).
+// Lock order: writer_mu_, then reader_mu_.
 class SqliteCentralStore::ReadAccess {
  public:
   explicit ReadAccess(SqliteCentralStore& store) {
@@ -383,22 +370,23 @@ class SqliteCentralTxn final : public CentralTxn {
     }
   }
 
-  std::optional<RecordState> load(EntityId entity, const RecordId& id) override {
+  // A failed read is also kept for commit(), so a caller that ignored it cannot commit what it computed.
+  Result<std::optional<RecordState>> load(EntityId entity, const RecordId& id) override {
     if (!open_) return store_.load(entity, id);
-    return keep(read_record(*store_.writer_, entity, id), std::optional<RecordState>());
+    return keep(read_record(*store_.writer_, entity, id));
   }
 
   // The overlay order of MemoryCentralTxn: committed events first, then the ones this transaction saved,
   // each group by id. The rows already reflect this transaction's writes.
-  std::vector<RecordState> events_overlapping(const UserId& owner, int64_t start_ms,
-                                              int64_t end_ms) override {
-    std::vector<RecordState> out;
+  Result<std::vector<RecordState>> events_overlapping(const UserId& owner, int64_t start_ms,
+                                                      int64_t end_ms) override {
     if (!open_) {
       SqliteCentralStore::ReadAccess access(store_);
-      return keep(read_events(access.db(), owner, start_ms, end_ms), out);
+      return read_events(access.db(), owner, start_ms, end_ms);
     }
-    out = keep(read_events(*store_.writer_, owner, start_ms, end_ms), out);
-    std::stable_partition(out.begin(), out.end(), [&](const RecordState& r) {
+    Result<std::vector<RecordState>> out = keep(read_events(*store_.writer_, owner, start_ms, end_ms));
+    if (!out) return out;
+    std::stable_partition(out->begin(), out->end(), [&](const RecordState& r) {
       return saved_events_.count(RecordKey{r.entity, r.id}) == 0;
     });
     return out;
@@ -425,11 +413,11 @@ class SqliteCentralTxn final : public CentralTxn {
     if (record.entity == EntityId::kCalendarEvent) saved_events_.insert(RecordKey{record.entity, record.id});
   }
 
-  NodeState node_state(NodeId node) override {
+  Result<NodeState> node_state(NodeId node) override {
     if (!open_) {
       return store_.node_state(node);
     }
-    return keep(read_node_state(*store_.writer_, node), NodeState{node, 0});
+    return keep(read_node_state(*store_.writer_, node));
   }
 
   void set_node_state(const NodeState& state) override {
@@ -454,17 +442,17 @@ class SqliteCentralTxn final : public CentralTxn {
     if (Status s = q.run(); !s) fail(s);
   }
 
-  std::optional<StoredRejection> rejection(NodeId node, uint64_t node_seq) override {
+  Result<std::optional<StoredRejection>> rejection(NodeId node, uint64_t node_seq) override {
     if (!open_) {
       SqliteCentralStore::ReadAccess access(store_);
-      return keep(read_rejection(access.db(), node, node_seq), std::optional<StoredRejection>());
+      return read_rejection(access.db(), node, node_seq);
     }
-    return keep(read_rejection(*store_.writer_, node, node_seq), std::optional<StoredRejection>());
+    return keep(read_rejection(*store_.writer_, node, node_seq));
   }
 
   uint64_t append_log(ServerTxn txn, std::vector<ConflictRecord> conflicts,
                       std::vector<ScopeKey> scopes) override {
-    if (!usable()) return store_.head_seq() + 1;  // never committed: commit() reports the error
+    if (!usable()) return 0;  // never committed: commit() reports the error
     Db& db = *store_.writer_;
     Result<uint64_t> head = read_head_seq(db);
     if (!head) {
@@ -548,10 +536,9 @@ class SqliteCentralTxn final : public CentralTxn {
     if (error_) error_ = s;
   }
   template <typename T>
-  T keep(Result<T> r, T fallback) {
-    if (r) return std::move(r.value());
-    fail(r.status());
-    return fallback;
+  Result<T> keep(Result<T> r) {
+    if (!r) fail(r.status());
+    return r;
   }
 
   SqliteCentralStore& store_;
@@ -774,19 +761,12 @@ std::unique_ptr<CentralTxn> SqliteCentralStore::begin() {
   return std::make_unique<SqliteCentralTxn>(*this);
 }
 
-template <typename T>
-T SqliteCentralStore::read(Result<T> r, T fallback) {
-  if (r) return std::move(r.value());
-  if (read_error_) read_error_ = r.status();
-  return fallback;
-}
-
-uint64_t SqliteCentralStore::head_seq() {
+Result<uint64_t> SqliteCentralStore::head_seq() {
   ReadAccess access(*this);
-  return read(read_head_seq(access.db()), uint64_t{0});
+  return read_head_seq(access.db());
 }
 
-std::vector<ServerTxn> SqliteCentralStore::read_log(uint64_t after, size_t max_changes) {
+Result<std::vector<ServerTxn>> SqliteCentralStore::read_log(uint64_t after, size_t max_changes) {
   ReadAccess access(*this);
   std::vector<ServerTxn> out;
   size_t changes = 0;
@@ -794,23 +774,20 @@ std::vector<ServerTxn> SqliteCentralStore::read_log(uint64_t after, size_t max_c
   q.bind(1, as_sql(after));
   while (q.step()) {
     Result<ServerTxn> t = codec::decode_server_txn(q.col_blob(1));
-    if (!t || t->server_seq != from_sql(q.col_int(0))) {
-      if (read_error_)
-        read_error_ = corrupt("log entry " + std::to_string(q.col_int(0)),
-                              t ? Status(ErrorCode::kStorageCorrupt, "sequence mismatch") : t.status());
-      return out;  // a prefix: the pull says has_more and nothing is skipped
-    }
+    if (!t || t->server_seq != from_sql(q.col_int(0)))
+      return corrupt("log entry " + std::to_string(q.col_int(0)),
+                     t ? Status(ErrorCode::kStorageCorrupt, "sequence mismatch") : t.status());
     changes += t->changes.size();
     out.push_back(std::move(t.value()));
     if (changes >= max_changes) break;
   }
-  if (!q.ok() && read_error_) read_error_ = q.status();
+  if (!q.ok()) return q.status();
   return out;
 }
 
-CentralStore::LogSlice SqliteCentralStore::read_log_for(uint64_t after, uint64_t up_to,
-                                                        const std::vector<ScopeKey>& scopes,
-                                                        size_t max_changes) {
+Result<CentralStore::LogSlice> SqliteCentralStore::read_log_for(uint64_t after, uint64_t up_to,
+                                                                const std::vector<ScopeKey>& scopes,
+                                                                size_t max_changes) {
   // Each key's entries come from its own index range, a chunk at a time. Merged, they are complete up to the
   // lowest last entry among the keys whose chunk came back full; past that another key may still hold one.
   constexpr int64_t kChunk = 256;
@@ -818,10 +795,7 @@ CentralStore::LogSlice SqliteCentralStore::read_log_for(uint64_t after, uint64_t
   LogSlice out;
   out.searched_to = after;
   size_t changes = 0;
-  auto failed = [&](const Status& s) {
-    if (read_error_) read_error_ = s;
-    return out;  // searched_to: up to the last entry returned
-  };
+  auto failed = [](const Status& s) { return Result<LogSlice>(s); };
   if (Status s = access.begin_snapshot(); !s) return failed(s);
   std::vector<std::string> keys;
   for (const ScopeKey& k : scopes) keys.push_back(scope_text(k));
@@ -870,7 +844,7 @@ CentralStore::LogSlice SqliteCentralStore::read_log_for(uint64_t after, uint64_t
   return out;
 }
 
-std::vector<ConflictRecord> SqliteCentralStore::read_conflicts(uint64_t after, uint64_t up_to) {
+Result<std::vector<ConflictRecord>> SqliteCentralStore::read_conflicts(uint64_t after, uint64_t up_to) {
   ReadAccess access(*this);
   std::vector<ConflictRecord> out;
   Stmt q(access.db(),
@@ -878,23 +852,20 @@ std::vector<ConflictRecord> SqliteCentralStore::read_conflicts(uint64_t after, u
   q.bind(1, as_sql(after)).bind(2, as_sql(up_to));
   while (q.step()) {
     Result<ConflictRecord> c = codec::decode_conflict(q.col_blob(0));
-    if (!c) {
-      if (read_error_) read_error_ = corrupt("conflict", c.status());
-      return out;
-    }
+    if (!c) return corrupt("conflict", c.status());
     out.push_back(std::move(c.value()));
   }
-  if (!q.ok() && read_error_) read_error_ = q.status();
+  if (!q.ok()) return q.status();
   return out;
 }
 
-std::optional<RecordState> SqliteCentralStore::load(EntityId entity, const RecordId& id) {
+Result<std::optional<RecordState>> SqliteCentralStore::load(EntityId entity, const RecordId& id) {
   ReadAccess access(*this);
-  return read(read_record(access.db(), entity, id), std::optional<RecordState>());
+  return read_record(access.db(), entity, id);
 }
 
-std::vector<RecordState> SqliteCentralStore::scan_where(RecordKey after, size_t max_records,
-                                                        const TableFilter& where) {
+Result<std::vector<RecordState>> SqliteCentralStore::scan_where(RecordKey after, size_t max_records,
+                                                                const TableFilter& where) {
   ReadAccess access(*this);
   Db& db = access.db();
   std::vector<RecordState> out;
@@ -916,11 +887,11 @@ std::vector<RecordState> SqliteCentralStore::scan_where(RecordKey after, size_t 
     q.bind(i, static_cast<int64_t>(max_records - out.size()));
     result = read_records(q, out);
   }
-  if (!result) read(Result<std::vector<RecordState>>(result), out);
+  if (!result) return result;
   return out;
 }
 
-std::vector<RecordState> SqliteCentralStore::scan(RecordKey after, size_t max_records) {
+Result<std::vector<RecordState>> SqliteCentralStore::scan(RecordKey after, size_t max_records) {
   return scan_where(after, max_records,
                     [](const schema::EntityDef&, std::vector<std::string>&) { return std::string(); });
 }
@@ -962,8 +933,8 @@ std::string scope_condition(const schema::EntityDef& e, const std::vector<std::s
 
 }  // namespace
 
-std::vector<RecordState> SqliteCentralStore::scan_in_scopes(const std::vector<ScopeKey>& scopes,
-                                                            RecordKey after, size_t max_records) {
+Result<std::vector<RecordState>> SqliteCentralStore::scan_in_scopes(const std::vector<ScopeKey>& scopes,
+                                                                    RecordKey after, size_t max_records) {
   std::vector<std::string> territories, owners;
   bool global = false;
   for (const ScopeKey& k : scopes) {
@@ -976,22 +947,20 @@ std::vector<RecordState> SqliteCentralStore::scan_in_scopes(const std::vector<Sc
   });
 }
 
-uint64_t SqliteCentralStore::record_count() {
+Result<uint64_t> SqliteCentralStore::record_count() {
   ReadAccess access(*this);
   uint64_t n = 0;
-  if (Status s = access.begin_snapshot(); !s) return read(Result<uint64_t>(s), uint64_t{0});
+  if (Status s = access.begin_snapshot(); !s) return s;
   for (const schema::EntityDef& e : schema::entities()) {
     Stmt q(access.db(), "SELECT count(*) FROM " + quoted(e.name) + " WHERE _deleted = 0");
-    if (!q.step()) {
-      read(Result<uint64_t>(q.ok() ? Status(ErrorCode::kInternal, "count") : q.status()), uint64_t{0});
-      break;
-    }
+    if (!q.step()) return q.ok() ? Status(ErrorCode::kInternal, "count") : q.status();
     n += from_sql(q.col_int(0));
   }
   return n;
 }
 
-std::vector<RecordState> SqliteCentralStore::scope_children(EntityId parent_entity, const RecordId& parent) {
+Result<std::vector<RecordState>> SqliteCentralStore::scope_children(EntityId parent_entity,
+                                                                    const RecordId& parent) {
   ReadAccess access(*this);
   std::vector<RecordState> out;
   const std::string parent_text = parent.to_string();
@@ -1002,23 +971,20 @@ std::vector<RecordState> SqliteCentralStore::scope_children(EntityId parent_enti
     Stmt q(access.db(),
            "SELECT _meta FROM " + quoted(e.name) + " WHERE " + quoted(f->name) + " = ? ORDER BY id");
     q.bind(1, std::string_view(parent_text));
-    if (Status s = read_records(q, out); !s) {
-      read(Result<std::vector<RecordState>>(s), out);
-      break;
-    }
+    if (Status s = read_records(q, out); !s) return s;
   }
   return out;
 }
 
-Hlc SqliteCentralStore::clock() {
+Result<Hlc> SqliteCentralStore::clock() {
   ReadAccess access(*this);
   Stmt q(access.db(), "SELECT value FROM _state WHERE key = 'clock'");
-  if (q.step()) return from_sql(q.col_int(0));
-  if (!q.ok() && read_error_) read_error_ = q.status();
-  return 0;
+  if (q.step()) return Hlc{from_sql(q.col_int(0))};
+  if (!q.ok()) return q.status();
+  return Hlc{0};
 }
 
-std::vector<StoredRejection> SqliteCentralStore::rejections() {
+Result<std::vector<StoredRejection>> SqliteCentralStore::rejections() {
   ReadAccess access(*this);
   std::vector<StoredRejection> out;
   Stmt q(access.db(),
@@ -1026,11 +992,11 @@ std::vector<StoredRejection> SqliteCentralStore::rejections() {
   while (q.step())
     out.push_back(StoredRejection{from_sql(q.col_int(0)), from_sql(q.col_int(1)), q.col_text(2),
                                   static_cast<ErrorCode>(q.col_int(3)), q.col_text(4)});
-  if (!q.ok() && read_error_) read_error_ = q.status();
+  if (!q.ok()) return q.status();
   return out;
 }
 
-std::map<NodeId, NodeState> SqliteCentralStore::node_states() {
+Result<std::map<NodeId, NodeState>> SqliteCentralStore::node_states() {
   ReadAccess access(*this);
   std::map<NodeId, NodeState> out;
   Stmt q(access.db(), "SELECT node, last_node_seq FROM _nodes");
@@ -1038,12 +1004,12 @@ std::map<NodeId, NodeState> SqliteCentralStore::node_states() {
     NodeId node = from_sql(q.col_int(0));
     out[node] = NodeState{node, from_sql(q.col_int(1))};
   }
-  if (!q.ok() && read_error_) read_error_ = q.status();
+  if (!q.ok()) return q.status();
   return out;
 }
 
-std::vector<SqliteCentralStore::AuditEntry> SqliteCentralStore::audit(uint64_t after_seq,
-                                                                      size_t max_entries) {
+Result<std::vector<SqliteCentralStore::AuditEntry>> SqliteCentralStore::audit(uint64_t after_seq,
+                                                                              size_t max_entries) {
   ReadAccess access(*this);
   std::vector<AuditEntry> out;
   Stmt q(
@@ -1056,10 +1022,7 @@ std::vector<SqliteCentralStore::AuditEntry> SqliteCentralStore::audit(uint64_t a
     if (!out.empty() && out.size() + static_cast<size_t>(q.col_int(5)) > max_entries) break;
     const uint64_t seq = from_sql(q.col_int(0));
     Result<ServerTxn> t = codec::decode_server_txn(q.col_blob(6));
-    if (!t) {
-      if (read_error_) read_error_ = corrupt("log entry " + std::to_string(seq), t.status());
-      return out;
-    }
+    if (!t) return corrupt("log entry " + std::to_string(seq), t.status());
     for (const Change& c : t->changes) {
       const bool has_field = c.op == ChangeOp::kSet || c.op == ChangeOp::kAppend;
       out.push_back(AuditEntry{
@@ -1069,7 +1032,7 @@ std::vector<SqliteCentralStore::AuditEntry> SqliteCentralStore::audit(uint64_t a
     }
     if (out.size() >= max_entries) break;
   }
-  if (!q.ok() && read_error_) read_error_ = q.status();
+  if (!q.ok()) return q.status();
   return out;
 }
 
@@ -1112,14 +1075,9 @@ Status SqliteCentralStore::sync() {
   return Status::ok();
 }
 
-NodeState SqliteCentralStore::node_state(NodeId node) {
+Result<NodeState> SqliteCentralStore::node_state(NodeId node) {
   ReadAccess access(*this);
-  return read(read_node_state(access.db(), node), NodeState{node, 0});
-}
-
-Status SqliteCentralStore::last_read_error() {
-  ReadAccess access(*this);
-  return read_error_;
+  return read_node_state(access.db(), node);
 }
 
 uint64_t SqliteCentralStore::size_bytes() {

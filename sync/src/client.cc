@@ -101,7 +101,7 @@ Result<uint64_t> SyncClient::write(std::vector<Change> changes, int64_t now_ms) 
     } else if (rec.deleted) {
       return Status(ErrorCode::kRecordDeleted, "record " + c.record.to_string() + " was deleted");
     }
-    merge_change(rec, c, config_.user, nullptr);
+    config_.merge_change(rec, c, config_.user, nullptr);
     ct.changes.push_back(std::move(c));
   }
   if (Status s = validate_txn(ct); !s) return s;
@@ -401,7 +401,7 @@ void SyncClient::handle(const protocol::ChangeBatch& m, int64_t now_ms) {
           it = working.emplace(key, rec ? std::move(*rec) : fresh_record(c.entity, c.record)).first;
         }
         clock_.observe(c.version.hlc);
-        if (merge_change(it->second, c, st.origin_user, nullptr)) touched.insert(key);
+        if (config_.merge_change(it->second, c, st.origin_user, nullptr)) touched.insert(key);
       }
     }
     for (const RecordKey& key : touched) txn->save(working.at(key));
@@ -471,7 +471,7 @@ void SyncClient::replay_pending(ReplicaTxn& txn, std::map<RecordKey, RecordState
       // An update replayed onto a record this replica no longer has (purged, or never created) would leave a
       // partial record behind; the server answers that transaction for itself.
       if (it == records.end() || (c.op != ChangeOp::kCreate && !record_exists(it->second))) continue;
-      merge_change(it->second, c, config_.user, nullptr);
+      config_.merge_change(it->second, c, config_.user, nullptr);
     }
   }
 }

@@ -1,19 +1,12 @@
-// Field-level merge. Every function here depends only on its arguments (and the test-only fault switch), so
+// Field-level merge. Every function here depends only on its arguments, so
 // the server and every device reach the same record state from the same set of changes, in any order, with
 // any duplicates.
 #include "fieldsync/sync/merge.h"
 
 #include <algorithm>
-#include <atomic>
 
 namespace fieldsync {
 namespace {
-
-std::atomic<testing::MergeFault> g_fault{testing::MergeFault::kNone};
-
-testing::MergeFault fault() {
-  return g_fault.load(std::memory_order_relaxed);
-}
 
 // The one field a tombstone keeps: the entity's scope-rule field, so the record stays routable to the devices
 // that must learn of the delete. For deletable entities it is immutable. 0 (no field has id 0) when there is
@@ -84,15 +77,6 @@ bool merge_set(RecordState& rec, const Change& change, const UserId& user,
     return false;
   }
 
-  if (fault() == testing::MergeFault::kArrivalOrderWins) {
-    FieldState* f = rec.mutable_field(change.field);
-    bool changed = f->value != change.value || f->version != change.version || f->user != user;
-    f->value = change.value;
-    f->version = change.version;
-    f->user = user;
-    return changed;
-  }
-
   const FieldState* current = rec.field(change.field);
   const Version current_version = current != nullptr ? current->version : Version{};
   if (change.version == current_version) return false;  // the same write again
@@ -131,14 +115,6 @@ bool merge_append(RecordState& rec, const Change& change, const UserId& user,
   }
   Fragment fragment{change.version, user, change.value.is_null() ? std::string() : change.value.as_text()};
   FieldState* f = rec.mutable_field(change.field);
-
-  if (fault() == testing::MergeFault::kDropConcurrentAppend) {
-    if (f->fragments.size() == 1 && f->fragments.front() == fragment) return false;
-    f->fragments.assign(1, std::move(fragment));
-    refresh_append_field(*f);
-    return true;
-  }
-
   auto it = std::lower_bound(f->fragments.begin(), f->fragments.end(), change.version,
                              [](const Fragment& fr, const Version& v) { return fr.version < v; });
   if (it != f->fragments.end() && it->version == change.version) return false;  // the same fragment again
@@ -287,9 +263,3 @@ std::string join_fragments(const std::vector<Fragment>& fragments) {
 }
 
 }  // namespace fieldsync
-
-namespace fieldsync::testing {
-void set_merge_fault(MergeFault fault) {
-  g_fault.store(fault, std::memory_order_relaxed);
-}
-}  // namespace fieldsync::testing

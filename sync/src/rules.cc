@@ -391,7 +391,8 @@ Status validate_txn(const ClientTxn& txn) {
   return Status::ok();
 }
 
-Result<TxnApplication> apply_client_txn(const ClientTxn& txn, const Principal& who, CentralReader& reader) {
+Result<TxnApplication> apply_client_txn(const ClientTxn& txn, const Principal& who, CentralReader& reader,
+                                        MergeChangeFn merge) {
   if (Status s = validate_txn(txn); !s) return s;
 
   TxnOverlay overlay(reader);
@@ -443,7 +444,7 @@ Result<TxnApplication> apply_client_txn(const ClientTxn& txn, const Principal& w
       if (Status s = check_transition(c, e, *e.field(c.field), en, who); !s) return s;
     }
 
-    if (merge_change(rec, c, who.user, &app.conflicts)) {
+    if (merge(rec, c, who.user, &app.conflicts)) {
       app.effective.push_back(c);
       using namespace schema::fields;
       if (c.entity == EntityId::kCalendarEvent &&

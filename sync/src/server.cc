@@ -13,17 +13,11 @@ using protocol::Message;
 
 namespace {
 
-// Point reads of committed state, for scope resolution outside a store transaction.
-class CommittedReader final : public RecordReader {
- public:
-  explicit CommittedReader(CentralStore& store) : store_(store) {}
-  std::optional<RecordState> load(EntityId entity, const RecordId& id) override {
-    return store_.load(entity, id);
-  }
-
- private:
-  CentralStore& store_;
-};
+// A store read failed (I/O, a corrupt row, a dropped connection): the device is answered with this,
+// retryable, and nothing of what the read would have decided is applied or sent.
+Status retry_later(const Status& why) {
+  return Status(why.code(), "the server could not read its store: " + why.message(), true);
+}
 
 bool visible(const Principal& who, const RecordState& record, RecordReader& reader) {
   return can_see(who, resolve_scope(record, reader));
@@ -62,7 +56,18 @@ std::optional<PageToken> decode_token(std::string_view s) {
 }  // namespace
 
 SyncServer::SyncServer(CentralStore& store, Authenticator& auth, ServerConfig config)
-    : store_(store), auth_(auth), config_(config), clock_(store.clock()) {}
+    : store_(store), auth_(auth), config_(config) {
+  (void)load_clock();  // or at the first message or local write (on_message, apply_local)
+}
+
+Status SyncServer::load_clock() {
+  if (clock_loaded_) return Status::ok();
+  Result<Hlc> persisted = store_.clock();
+  if (!persisted) return persisted.status();
+  clock_ = HybridClock(std::max(clock_.last(), *persisted));
+  clock_loaded_ = true;
+  return Status::ok();
+}
 
 void SyncServer::on_connect(SessionId session, int64_t now_ms) {
   observe_time(now_ms);
@@ -144,6 +149,11 @@ bool SyncServer::on_message(SessionId id, const Message& message, int64_t now_ms
   auto it = sessions_.find(id);
   if (it == sessions_.end() || closing_.count(id)) return false;
   Session& s = it->second;
+  if (Status loaded = load_clock(); !loaded) {
+    // Nothing can be answered before the server's clock is known; the device reconnects later.
+    send_error(id, retry_later(loaded));
+    return false;
+  }
   if (const auto* hello = std::get_if<protocol::Hello>(&message)) {
     handle_hello(id, s, *hello, now_ms);
     return false;
@@ -211,6 +221,12 @@ void SyncServer::handle_hello(SessionId id, Session& s, const protocol::Hello& m
                                                  " minutes ahead of the server; correct the date and time"));
     return;
   }
+  Result<NodeState> node = store_.node_state(m.node);
+  Result<uint64_t> head = node ? store_.head_seq() : Result<uint64_t>(node.status());
+  if (!head) {
+    send_error(id, retry_later(head.status()));  // and close: the device reconnects later
+    return;
+  }
   s.authenticated = true;
   s.principal = std::move(who.value());
   s.node = m.node;
@@ -223,8 +239,8 @@ void SyncServer::handle_hello(SessionId id, Session& s, const protocol::Hello& m
   w.schema_version = schema::kSchemaVersion;
   w.user = s.principal.user;
   w.role = s.principal.role;
-  w.last_node_seq = store_.node_state(m.node).last_node_seq;
-  w.server_seq = store_.head_seq();
+  w.last_node_seq = node->last_node_seq;
+  w.server_seq = *head;
   w.server_hlc = clock_.last();
   w.server_time_ms = now_ms;
   outgoing_.push_back(Outgoing{id, std::move(w)});
@@ -243,6 +259,13 @@ void SyncServer::handle_push(SessionId id, Session& s, const protocol::PushTxns&
   protocol::PushAck ack;
   ack.request_id = m.request_id;
   bool any_committed = false;
+  // A store that failed (a read, or the commit): what was done so far is answered, the rest of the push is
+  // neither applied nor acknowledged, and the device sends it again after the retryable error.
+  auto store_failed = [&](const Status& why) {
+    if (!ack.results.empty()) outgoing_.push_back(Outgoing{id, ack});
+    send_error(id, why, m.request_id, false);
+    if (any_committed) request_fan_out();
+  };
   for (const ClientTxn& txn : m.txns) {
     if (txn.node != s.node) {
       send_error(id,
@@ -250,7 +273,9 @@ void SyncServer::handle_push(SessionId id, Session& s, const protocol::PushTxns&
                  m.request_id);
       return;
     }
-    uint64_t last = store_.node_state(s.node).last_node_seq;
+    Result<NodeState> node = store_.node_state(s.node);
+    if (!node) return store_failed(retry_later(node.status()));
+    const uint64_t last = node->last_node_seq;
     if (txn.node_seq > last + 1) {
       // Answer what was done so far, then say where to resume; the session stays open.
       if (!ack.results.empty()) outgoing_.push_back(Outgoing{id, ack});
@@ -265,32 +290,30 @@ void SyncServer::handle_push(SessionId id, Session& s, const protocol::PushTxns&
       if (any_committed) request_fan_out();
       return;
     }
-    bool committed = false;
-    protocol::TxnResult r = apply_one(s, txn, now_ms, committed);
-    if (r.outcome == protocol::TxnOutcome::kApplied && !committed) {
-      // The store refused the commit (disk full, I/O): nothing is applied and nothing acknowledged; the
-      // device keeps the transaction in its outbox and sends it again.
-      if (!ack.results.empty()) outgoing_.push_back(Outgoing{id, ack});
-      send_error(id, Status(r.reason, r.message, true), m.request_id, false);
-      if (any_committed) request_fan_out();
-      return;
-    }
-    any_committed |= committed && r.outcome == protocol::TxnOutcome::kApplied;
-    ack.results.push_back(std::move(r));
+    Result<protocol::TxnResult> r = apply_one(s, txn, now_ms);
+    if (!r) return store_failed(r.status());  // the device keeps it in its outbox and sends it again
+    any_committed |= r->outcome == protocol::TxnOutcome::kApplied;
+    ack.results.push_back(std::move(r.value()));
   }
   ack.server_hlc = clock_.last();
   outgoing_.push_back(Outgoing{id, std::move(ack)});
   if (any_committed) request_fan_out();
 }
 
-protocol::TxnResult SyncServer::apply_one(Session& s, const ClientTxn& txn, int64_t now_ms, bool& committed) {
+Result<protocol::TxnResult> SyncServer::apply_one(Session& s, const ClientTxn& txn, int64_t now_ms) {
   protocol::TxnResult result;
   result.node_seq = txn.node_seq;
   std::unique_ptr<CentralTxn> ctx = store_.begin();
-  NodeState ns = ctx->node_state(txn.node);
+  Result<NodeState> node = ctx->node_state(txn.node);
+  if (!node) return retry_later(node.status());
+  NodeState ns = *node;
+  // The rules and scope resolution read through this; whatever they decide after a failed read is dropped.
+  CheckedTxnReader reader(*ctx);
 
-  auto fill_rollback = [&](CentralTxn& reader) {
-    result.server_seq = store_.head_seq();
+  auto fill_rollback = [&]() -> Status {
+    Result<uint64_t> head = store_.head_seq();
+    if (!head) return head.status();
+    result.server_seq = *head;
     std::vector<RecordKey> keys;
     for (const Change& c : txn.changes) keys.push_back(RecordKey{c.entity, c.record});
     std::sort(keys.begin(), keys.end());
@@ -303,27 +326,35 @@ protocol::TxnResult SyncServer::apply_one(Session& s, const ClientTxn& txn, int6
         result.absent.push_back(k);
       }
     }
+    return reader.status();
   };
 
   if (txn.node_seq <= ns.last_node_seq) {
-    if (std::optional<StoredRejection> rej = ctx->rejection(txn.node, txn.node_seq)) {
+    Result<std::optional<StoredRejection>> rej = ctx->rejection(txn.node, txn.node_seq);
+    if (!rej) return retry_later(rej.status());
+    if (*rej) {
       result.outcome = protocol::TxnOutcome::kRejected;
-      result.reason = rej->reason;
-      result.message = rej->message;
-      fill_rollback(*ctx);
+      result.reason = (*rej)->reason;
+      result.message = (*rej)->message;
+      if (Status read = fill_rollback(); !read) return retry_later(read);
     } else {
       result.outcome = protocol::TxnOutcome::kDuplicate;
     }
     return result;
   }
 
+  // The clock moves on with the commit only: a push that fails leaves no trace, not even a timestamp it
+  // observed (the server could hand it out in a Welcome or a batch and then forget it in a restart).
+  HybridClock clock = clock_;
   Status verdict;
   for (const Change& c : txn.changes) {
-    verdict = clock_.receive(c.version.hlc, now_ms);
+    verdict = clock.receive(c.version.hlc, now_ms);
     if (!verdict) break;
   }
-  Result<TxnApplication> applied =
-      verdict ? apply_client_txn(txn, s.principal, *ctx) : Result<TxnApplication>(verdict);
+  Result<TxnApplication> applied = verdict ? apply_client_txn(txn, s.principal, reader, config_.merge_change)
+                                           : Result<TxnApplication>(verdict);
+  // A rejection (or an application) decided on a read that failed is no verdict at all.
+  if (!reader.status()) return retry_later(reader.status());
 
   ns.node = txn.node;
   ns.last_node_seq = txn.node_seq;
@@ -332,17 +363,13 @@ protocol::TxnResult SyncServer::apply_one(Session& s, const ClientTxn& txn, int6
     result.outcome = protocol::TxnOutcome::kRejected;
     result.reason = why.code();
     result.message = why.message();
-    fill_rollback(*ctx);
+    if (Status read = fill_rollback(); !read) return retry_later(read);
     ctx->add_rejection(StoredRejection{txn.node, txn.node_seq, s.principal.user, why.code(), why.message()});
     ctx->set_node_state(ns);
-    ctx->set_clock(clock_.last());
-    if (Status st = ctx->commit(); !st) {
-      result.outcome = protocol::TxnOutcome::kApplied;  // signals "not durable" to handle_push
-      result.reason = st.code();
-      result.message = st.message();
-      return result;
-    }
-    committed = true;
+    ctx->set_clock(clock.last());
+    // The store refused the commit (disk full, I/O): nothing is recorded and nothing acknowledged.
+    if (Status st = ctx->commit(); !st) return Status(st.code(), st.message(), true);
+    clock_ = clock;
     return result;
   }
 
@@ -355,18 +382,15 @@ protocol::TxnResult SyncServer::apply_one(Session& s, const ClientTxn& txn, int6
   st.changes = std::move(app.effective);
   st.moves = std::move(app.moves);
   result.conflicts = app.conflicts;
-  std::vector<ScopeKey> scopes = log_scopes(st, app.conflicts, *ctx, app.scopes);  // the state it leaves
+  std::vector<ScopeKey> scopes = log_scopes(st, app.conflicts, reader, app.scopes);  // the state it leaves
+  if (!reader.status()) return retry_later(reader.status());
   const bool moves = !st.moves.empty();
   TailEntry entry{st, scopes, app.conflicts};  // the store takes its own copy
   uint64_t seq = ctx->append_log(std::move(st), std::move(app.conflicts), std::move(scopes));
   ctx->set_node_state(ns);
-  ctx->set_clock(clock_.last());
-  if (Status cs = ctx->commit(); !cs) {
-    result.reason = cs.code();
-    result.message = cs.message();
-    return result;
-  }
-  committed = true;
+  ctx->set_clock(clock.last());
+  if (Status cs = ctx->commit(); !cs) return Status(cs.code(), cs.message(), true);
+  clock_ = clock;
   if (seq != scope_cache_head_ + 1 || moves) scope_cache_.clear();
   scope_cache_head_ = seq;
   for (const auto& [key, scope] : app.scopes) remember_scope(key, scope);
@@ -379,32 +403,31 @@ protocol::TxnResult SyncServer::apply_one(Session& s, const ClientTxn& txn, int6
   return result;
 }
 
-protocol::TxnResult SyncServer::apply_local(const ClientTxn& txn, const Principal& who, int64_t now_ms) {
+Result<protocol::TxnResult> SyncServer::apply_local(const ClientTxn& txn, const Principal& who,
+                                                    int64_t now_ms) {
   observe_time(now_ms);
+  if (Status loaded = load_clock(); !loaded) return retry_later(loaded);
   Session local;
   local.authenticated = true;
   local.principal = who;
   local.node = txn.node;
-  bool committed = false;
-  protocol::TxnResult r = apply_one(local, txn, now_ms, committed);
-  if (r.outcome == protocol::TxnOutcome::kApplied && !committed) {
-    r.outcome = protocol::TxnOutcome::kRejected;  // the store refused the commit; r.reason says why
-  } else if (committed && r.outcome == protocol::TxnOutcome::kApplied) {
-    request_fan_out();
-  }
+  Result<protocol::TxnResult> r = apply_one(local, txn, now_ms);
+  if (r && r->outcome == protocol::TxnOutcome::kApplied) request_fan_out();
   return r;
 }
 
 // ---- Pull and live
 // ---------------------------------------------------------------------------------------------
 
-SyncServer::ResolvedRange SyncServer::resolve_range(uint64_t from, size_t max_changes,
-                                                    const Principal* only_for) {
-  CommittedReader reader(store_);
+Result<SyncServer::ResolvedRange> SyncServer::resolve_range(uint64_t from, size_t max_changes,
+                                                            const Principal* only_for) {
+  CheckedStoreReader reader(store_);
   ResolvedRange range;
   range.from = from;
   range.to = from;
-  const uint64_t head = store_.head_seq();
+  Result<uint64_t> head_read = store_.head_seq();
+  if (!head_read) return head_read.status();
+  const uint64_t head = *head_read;
   if (head != scope_cache_head_) {  // commits this server did not make
     scope_cache_.clear();
     scope_cache_head_ = head;
@@ -444,12 +467,15 @@ SyncServer::ResolvedRange SyncServer::resolve_range(uint64_t from, size_t max_ch
     }
   } else if (scopes) {
     // What lies between two returned transactions holds nothing for this principal: the range reaches the
-    // head unless the read stopped at max_changes (or an error).
-    CentralStore::LogSlice slice = store_.read_log_for(from, head, *scopes, max_changes);
-    range.txns = std::move(slice.txns);
-    range.to = std::max(from, slice.searched_to);
+    // head unless the read stopped at max_changes.
+    Result<CentralStore::LogSlice> slice = store_.read_log_for(from, head, *scopes, max_changes);
+    if (!slice) return slice.status();
+    range.txns = std::move(slice->txns);
+    range.to = std::max(from, slice->searched_to);
   } else {
-    range.txns = store_.read_log(from, max_changes);
+    Result<std::vector<ServerTxn>> txns = store_.read_log(from, max_changes);
+    if (!txns) return txns.status();
+    range.txns = std::move(txns.value());
   }
   auto resolve = [&](EntityId entity, const RecordId& id) {
     RecordKey key{entity, id};
@@ -459,8 +485,9 @@ SyncServer::ResolvedRange SyncServer::resolve_range(uint64_t from, size_t max_ch
       return;
     }
     // Scope is judged on current state, so a record that moved away is not sent to its old scope.
-    if (std::optional<RecordState> rec = store_.load(entity, id)) {
+    if (std::optional<RecordState> rec = reader.load(entity, id)) {
       ScopeKey scope = resolve_scope(*rec, reader);
+      if (!reader.status()) return;  // the range is dropped below; nothing read through a failure is kept
       remember_scope(key, scope);
       range.scopes.emplace(key, std::move(scope));
     }
@@ -475,14 +502,18 @@ SyncServer::ResolvedRange SyncServer::resolve_range(uint64_t from, size_t max_ch
     // Every conflict that can concern the principal belongs to a transaction read above: its record's
     // scope, or the user it names, filed that transaction under the principal's keys (log_scopes).
     for (const ServerTxn& txn : range.txns) {
-      std::vector<ConflictRecord> cs = store_.read_conflicts(txn.server_seq - 1, txn.server_seq);
-      range.conflicts.insert(range.conflicts.end(), std::make_move_iterator(cs.begin()),
-                             std::make_move_iterator(cs.end()));
+      Result<std::vector<ConflictRecord>> cs = store_.read_conflicts(txn.server_seq - 1, txn.server_seq);
+      if (!cs) return cs.status();
+      range.conflicts.insert(range.conflicts.end(), std::make_move_iterator(cs->begin()),
+                             std::make_move_iterator(cs->end()));
     }
   } else {
-    range.conflicts = store_.read_conflicts(from, range.to);
+    Result<std::vector<ConflictRecord>> cs = store_.read_conflicts(from, range.to);
+    if (!cs) return cs.status();
+    range.conflicts = std::move(cs.value());
   }
   for (const ConflictRecord& c : range.conflicts) resolve(c.entity, c.record);
+  if (!reader.status()) return reader.status();
   for (size_t i = 0; i < range.txns.size(); ++i) {
     const ServerTxn& txn = range.txns[i];
     if (!txn.moves.empty()) range.txns_with_moves.push_back(i);
@@ -524,9 +555,9 @@ void SyncServer::remember_scope(const RecordKey& key, const ScopeKey& scope) {
   scope_cache_[key] = scope;
 }
 
-protocol::ChangeBatch SyncServer::batch_for(const Session& s, const ResolvedRange& range,
-                                            uint64_t request_id) {
-  CommittedReader reader(store_);
+Result<protocol::ChangeBatch> SyncServer::batch_for(const Session& s, const ResolvedRange& range,
+                                                    uint64_t request_id) {
+  CheckedStoreReader reader(store_);
   auto sees = [&](EntityId entity, const RecordId& id) {
     auto it = range.scopes.find(RecordKey{entity, id});
     return it != range.scopes.end() && can_see(s.principal, it->second);
@@ -572,14 +603,14 @@ protocol::ChangeBatch SyncServer::batch_for(const Session& s, const ResolvedRang
   // A record that entered the receiver's scope arrives whole, with everything that hangs off it; one that
   // left is purged with its dependents. Neither needs a resync of anything else.
   for (const auto& [key, was] : moved_was_visible) {
-    std::optional<RecordState> root = store_.load(key.entity, key.id);
+    std::optional<RecordState> root = reader.load(key.entity, key.id);
     bool now = root && visible(s.principal, *root, reader);
     // Visible at both ends may still have been out of scope in between (moved away and back): the device may
     // have dropped it meanwhile, so it gets the record again; merging it is idempotent.
     if ((!was && !now) || !root) continue;
     std::vector<RecordState> family{std::move(*root)};
     for (size_t i = 0; i < family.size(); ++i) {
-      for (RecordState& child : store_.scope_children(family[i].entity, family[i].id))
+      for (RecordState& child : reader.keep(store_.scope_children(family[i].entity, family[i].id)))
         family.push_back(std::move(child));
     }
     for (RecordState& r : family) {
@@ -596,19 +627,28 @@ protocol::ChangeBatch SyncServer::batch_for(const Session& s, const ResolvedRang
     if (c.winner.user == s.principal.user || c.loser.user == s.principal.user || sees(c.entity, c.record))
       batch.conflicts.push_back(c);
   }
+  if (!reader.status()) return reader.status();
   batch.has_more = range.has_more;
   batch.server_hlc = clock_.last();
   return batch;
 }
 
-protocol::ChangeBatch SyncServer::build_batch(const Session& s, uint64_t from, size_t max_changes,
-                                              uint64_t request_id) {
-  return batch_for(s, resolve_range(from, max_changes, &s.principal), request_id);
+Result<protocol::ChangeBatch> SyncServer::build_batch(const Session& s, uint64_t from, size_t max_changes,
+                                                      uint64_t request_id) {
+  Result<ResolvedRange> range = resolve_range(from, max_changes, &s.principal);
+  if (!range) return range.status();
+  return batch_for(s, *range, request_id);
 }
 
 bool SyncServer::handle_pull(SessionId id, Session& s, const protocol::PullRequest& m) {
-  const bool solicited = std::exchange(s.pull_solicited, false) && m.cursor == s.solicited_cursor;
-  uint64_t head = store_.head_seq();
+  const bool solicited = s.pull_solicited && m.cursor == s.solicited_cursor;
+  Result<uint64_t> head_read = store_.head_seq();
+  if (!head_read) {
+    send_error(id, retry_later(head_read.status()), m.request_id, false);  // the device pulls again later
+    return false;
+  }
+  s.pull_solicited = false;
+  const uint64_t head = *head_read;
   if (m.cursor > head) {
     // The device claims to be ahead of this server (restored from an older backup): refuse rather than skip.
     send_error(id,
@@ -620,7 +660,12 @@ bool SyncServer::handle_pull(SessionId id, Session& s, const protocol::PullReque
   }
   size_t max_changes = m.max_changes == 0 ? tuning::kMaxChangesPerPull
                                           : std::min<size_t>(m.max_changes, tuning::kMaxChangesPerPull);
-  protocol::ChangeBatch batch = build_batch(s, m.cursor, max_changes, m.request_id);
+  Result<protocol::ChangeBatch> built = build_batch(s, m.cursor, max_changes, m.request_id);
+  if (!built) {
+    send_error(id, retry_later(built.status()), m.request_id, false);
+    return false;
+  }
+  protocol::ChangeBatch& batch = built.value();
   drop_held(s);  // this answer covers what was held
   s.sent_cursor = s.scanned_cursor = batch.to_cursor;
   s.cursor_sent_ms = now_ms_;
@@ -632,21 +677,29 @@ bool SyncServer::handle_pull(SessionId id, Session& s, const protocol::PullReque
 
 void SyncServer::poll_external_commits(int64_t now_ms) {
   observe_time(now_ms);
-  if (store_.head_seq() <= fanned_out_head_ && !fan_out_pending_) return;
-  do {
-    wake_live_sessions(0);
-  } while (fan_out_pending_ && !config_.defer_fan_out);  // deferred: the driver's next fan_out() continues
+  Result<uint64_t> head = store_.head_seq();
+  if (!head) return;  // the next poll tries again
+  if (*head <= fanned_out_head_ && !fan_out_pending_ && !fan_out_retry_) return;
+  while (wake_live_sessions(0) && fan_out_pending_ && !config_.defer_fan_out) {
+  }  // deferred: the driver's next fan_out() continues
 }
 
-void SyncServer::wake_live_sessions(SessionId) {
+bool SyncServer::wake_live_sessions(SessionId) {
   fan_out_pending_ = false;
-  uint64_t head = store_.head_seq();
+  Result<uint64_t> head_read = store_.head_seq();
+  if (!head_read) {
+    fan_out_retry_ = true;
+    return false;
+  }
+  fan_out_retry_ = false;
+  const uint64_t head = *head_read;
   fanned_out_head_ = head;
   // Every live session has checked the log up to some scanned_cursor, normally the previous head: one log
   // read and one scope resolution per touched record serve all sessions at that position, and each session
   // then only filters by its principal. A session the new commits do not concern just moves its
   // scanned_cursor, so it never reads them again.
   std::map<uint64_t, std::pair<ResolvedRange, std::set<SessionId>>> ranges;
+  std::set<uint64_t> failed_cursors;
   if (session_list_.size() != sessions_.size()) {
     session_list_.clear();
     for (auto& [id, s] : sessions_) session_list_.emplace_back(id, &s);
@@ -656,16 +709,29 @@ void SyncServer::wake_live_sessions(SessionId) {
     if (!s.authenticated || !s.live || s.catch_up_on_drain || s.scanned_cursor >= head ||
         (!closing_.empty() && closing_.count(id)))
       continue;
+    // A failed read leaves the sessions it concerns where they are (their scanned_cursor): the next fan-out,
+    // the next poll_external_commits or their own idle pull brings them the rest.
+    if (failed_cursors.count(s.scanned_cursor)) continue;
     auto it = ranges.find(s.scanned_cursor);
     if (it == ranges.end()) {
-      ResolvedRange range = resolve_range(s.scanned_cursor, tuning::kMaxChangesPerLiveScan, nullptr);
-      std::set<SessionId> who = interested_in(range);
-      it = ranges.emplace(s.scanned_cursor, std::make_pair(std::move(range), std::move(who))).first;
+      Result<ResolvedRange> range = resolve_range(s.scanned_cursor, tuning::kMaxChangesPerLiveScan, nullptr);
+      if (!range) {
+        failed_cursors.insert(s.scanned_cursor);
+        fan_out_retry_ = true;
+        continue;
+      }
+      std::set<SessionId> who = interested_in(*range);
+      it = ranges.emplace(s.scanned_cursor, std::make_pair(std::move(range.value()), std::move(who))).first;
     }
     const auto& [range, who] = it->second;
     protocol::ChangeBatch batch;
     if (who.count(id)) {
-      batch = batch_for(s, range, 0);
+      Result<protocol::ChangeBatch> built = batch_for(s, range, 0);
+      if (!built) {
+        fan_out_retry_ = true;
+        continue;
+      }
+      batch = std::move(built.value());
     } else {  // nothing in the range for this session: what batch_for would find, without looking
       batch.from_cursor = range.from;
       batch.to_cursor = range.to;
@@ -685,6 +751,7 @@ void SyncServer::wake_live_sessions(SessionId) {
       send_live(id, s, std::move(batch));
     }
   }
+  return !fan_out_retry_;
 }
 
 void SyncServer::hold_live(Session& s, protocol::ChangeBatch batch) {
@@ -762,21 +829,29 @@ void SyncServer::set_backlogged(SessionId id, bool backlogged) {
     return;
   }
   const bool catch_up = std::exchange(s.catch_up_on_drain, false);
-  if (!catch_up || s.scanned_cursor >= store_.head_seq()) return;
-  // Its own part of the log only: sessions drain at different moments, so there is no range to share.
-  send_live(id, s,
-            batch_for(s, resolve_range(s.scanned_cursor, tuning::kMaxChangesPerLiveScan, &s.principal), 0));
+  if (!catch_up) return;
+  // Its own part of the log only: sessions drain at different moments, so there is no range to share. A
+  // failed read leaves it at its scanned_cursor, where the next fan-out (or poll) continues.
+  Result<protocol::ChangeBatch> batch = build_batch(s, s.scanned_cursor, tuning::kMaxChangesPerLiveScan, 0);
+  if (!batch) {
+    fan_out_retry_ = true;
+    return;
+  }
+  if (batch->to_cursor <= s.scanned_cursor && !batch->has_more) return;  // nothing new
+  send_live(id, s, std::move(batch.value()));
 }
 
 void SyncServer::request_fan_out() {
   fan_out_pending_ = true;
   if (config_.defer_fan_out) return;
-  while (fan_out_pending_) wake_live_sessions(0);  // until every live session has been sent everything
+  // Until every live session has been sent everything, or a store read failed (then retried later).
+  while (fan_out_pending_ && wake_live_sessions(0)) {
+  }
 }
 
 void SyncServer::fan_out(int64_t now_ms) {
   observe_time(now_ms);
-  if (fan_out_pending_) wake_live_sessions(0);
+  if (fan_out_pending_) (void)wake_live_sessions(0);
 }
 
 // ---- Bootstrap
@@ -784,15 +859,22 @@ void SyncServer::fan_out(int64_t now_ms) {
 
 bool SyncServer::handle_bootstrap(SessionId id, Session& s, const protocol::BootstrapRequest& m) {
   const bool solicited = !s.solicited_page.empty() && m.page_token == s.solicited_page;
-  s.solicited_page.clear();
-  CommittedReader reader(store_);
+  // Every read goes through `reader`: after a failure the page is not sent. The device is told to retry and
+  // the session closes (a bootstrapping device asks again after it reconnects, from the page it has).
+  CheckedStoreReader reader(store_);
+  auto failed = [&] {
+    send_error(id, retry_later(reader.status()), m.request_id);
+    return false;
+  };
   // A rep's or manager's pages come from its own scopes (the store narrows through its scope columns);
   // head office's from everything. Every record is still judged by `visible`.
   const std::optional<std::vector<ScopeKey>> scopes = visible_scopes(s.principal);
   auto scan = [&](RecordKey after, size_t max) {
-    return scopes ? store_.scan_in_scopes(*scopes, after, max) : store_.scan(after, max);
+    return reader.keep(scopes ? store_.scan_in_scopes(*scopes, after, max) : store_.scan(after, max));
   };
-  uint64_t head = store_.head_seq();
+  const uint64_t head = reader.keep(store_.head_seq());
+  if (!reader.status()) return failed();
+  s.solicited_page.clear();
   PageToken token;
   uint64_t snapshot = m.snapshot_seq;
   bool restart = m.snapshot_seq == 0 || m.snapshot_seq > head;
@@ -819,6 +901,7 @@ bool SyncServer::handle_bootstrap(SessionId id, Session& s, const protocol::Boot
         if (visible(s.principal, r, reader)) token.total++;
       after = RecordKey{chunk.back().entity, chunk.back().id};
     }
+    if (!reader.status()) return failed();
   }
 
   size_t page_size = m.page_size == 0 ? tuning::kBootstrapPageRecords
@@ -843,16 +926,17 @@ bool SyncServer::handle_bootstrap(SessionId id, Session& s, const protocol::Boot
       if (visible(s.principal, r, reader)) page.records.push_back(std::move(r));
   }
   if (!end && scan(after, 1).empty()) end = true;
+  if (!reader.status()) return failed();
   token.sent += page.records.size();
   token.after = after;
   page.done = end;
   // A device that wrote offline before its first sync may hold records it created that left its scope before
   // this snapshot; nothing else would ever tell it. (Records it can see are in the pages; tombstones too.) A
   // node with no transaction applied or rejected created nothing here: a fresh device skips this whole scan.
-  if (end && store_.node_state(s.node).last_node_seq > 0) {
+  if (end && reader.keep(store_.node_state(s.node)).last_node_seq > 0) {
     RecordKey pos;
     for (;;) {
-      std::vector<RecordState> chunk = store_.scan(pos, tuning::kBootstrapPageRecords);
+      std::vector<RecordState> chunk = reader.keep(store_.scan(pos, tuning::kBootstrapPageRecords));
       if (chunk.empty()) break;
       pos = RecordKey{chunk.back().entity, chunk.back().id};
       for (const RecordState& r : chunk) {
@@ -862,6 +946,7 @@ bool SyncServer::handle_bootstrap(SessionId id, Session& s, const protocol::Boot
       }
     }
   }
+  if (!reader.status()) return failed();
   if (!end) {
     page.next_page_token = encode_token(token);
     s.solicited_page = page.next_page_token;

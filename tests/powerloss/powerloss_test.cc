@@ -24,9 +24,9 @@
 #include "fieldsync/client/sqlite_replica.h"
 #include "fieldsync/server/sqlite_store.h"
 #include "fieldsync/sync/client.h"
-#include "fieldsync/sync/memory_store.h"
 #include "fieldsync/sync/record_id.h"
 #include "fieldsync/sync/server.h"
+#include "support/memory_store.h"
 
 namespace fieldsync::powerloss {
 namespace {
@@ -354,7 +354,7 @@ class World {
     txn.reset();
     auto records = store->records();
     ASSERT_TRUE(records) << records.status().to_string();
-    const uint64_t acked = central_->node_state(kNodeA).last_node_seq;
+    const uint64_t acked = central_->node_state(kNodeA).value().last_node_seq;
     std::set<uint64_t> in_outbox;
     uint64_t prev = 0;
     for (const ClientTxn& t : outbox) {
@@ -387,7 +387,7 @@ class World {
         EXPECT_FALSE(records->count(k)) << "a failed write left records";
     }
     // B's transactions: all or nothing, and everything up to the cursor.
-    for (const ServerTxn& t : central_->read_log(0, SIZE_MAX)) {
+    for (const ServerTxn& t : central_->read_log(0, SIZE_MAX).value()) {
       if (t.origin_node != kNodeB) continue;
       size_t present = 0, total = 0;
       for (const Change& c : t.changes) {
@@ -409,9 +409,10 @@ class World {
   // The server after the cut: every acknowledged write is in the log; the log, the watermarks and the
   // records agree (no transaction half applied, none twice).
   void check_server() {
-    const std::vector<ServerTxn> log = central_sqlite_->read_log(0, SIZE_MAX);
-    EXPECT_TRUE(central_sqlite_->last_read_error().is_ok()) << central_sqlite_->last_read_error().to_string();
-    EXPECT_EQ(central_sqlite_->head_seq(), log.size());
+    Result<std::vector<ServerTxn>> read = central_sqlite_->read_log(0, SIZE_MAX);
+    ASSERT_TRUE(read.is_ok()) << read.status().to_string();
+    const std::vector<ServerTxn>& log = read.value();
+    EXPECT_EQ(central_sqlite_->head_seq().value(), log.size());
     std::map<NodeId, std::set<uint64_t>> logged;
     size_t keys = 0;
     for (size_t i = 0; i < log.size(); ++i) {
@@ -421,12 +422,13 @@ class World {
       for (const Change& c : t.changes) {
         if (c.op != ChangeOp::kCreate) continue;
         ++keys;
-        EXPECT_TRUE(central_sqlite_->load(c.entity, c.record).has_value()) << "log entry without its record";
+        EXPECT_TRUE(central_sqlite_->load(c.entity, c.record).value().has_value())
+            << "log entry without its record";
       }
     }
-    EXPECT_EQ(central_sqlite_->record_count(), keys) << "records without their log entry";
+    EXPECT_EQ(central_sqlite_->record_count().value(), keys) << "records without their log entry";
     for (Device* d : {&a_, &b_}) {
-      const NodeState st = central_sqlite_->node_state(d->node);
+      const NodeState st = central_sqlite_->node_state(d->node).value();
       const std::set<uint64_t>& mine = logged[d->node];
       EXPECT_EQ(mine.size(), st.last_node_seq) << "watermark and log disagree";
       if (!mine.empty()) {
@@ -445,13 +447,14 @@ class World {
 
   void check_converged() {
     std::map<NodeId, std::map<uint64_t, int>> applied;
-    for (const ServerTxn& t : central_->read_log(0, SIZE_MAX)) ++applied[t.origin_node][t.origin_node_seq];
+    for (const ServerTxn& t : central_->read_log(0, SIZE_MAX).value())
+      ++applied[t.origin_node][t.origin_node_seq];
     for (Device* d : {&a_, &b_}) {
       for (uint64_t seq : d->reported) EXPECT_EQ(applied[d->node][seq], 1) << "node_seq " << seq;
-      EXPECT_EQ(central_->node_state(d->node).last_node_seq, applied[d->node].size());
+      EXPECT_EQ(central_->node_state(d->node).value().last_node_seq, applied[d->node].size());
     }
     std::set<RecordKey> server_keys;
-    for (const RecordState& r : central_->scan(RecordKey{}, SIZE_MAX))
+    for (const RecordState& r : central_->scan(RecordKey{}, SIZE_MAX).value())
       server_keys.insert(RecordKey{r.entity, r.id});
     std::set<RecordKey> device_keys;
     if (target_ == Target::kDevice) {

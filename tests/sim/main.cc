@@ -75,9 +75,9 @@ int main(int argc, char** argv) {
     } else if (arg == "--fault") {
       std::string_view f = i + 1 < argc ? std::string_view(argv[++i]) : std::string_view();
       if (f == "arrival-order-wins") {
-        base.fault = fieldsync::testing::MergeFault::kArrivalOrderWins;
+        base.fault = fieldsync::testing_support::MergeFault::kArrivalOrderWins;
       } else if (f == "drop-concurrent-append") {
-        base.fault = fieldsync::testing::MergeFault::kDropConcurrentAppend;
+        base.fault = fieldsync::testing_support::MergeFault::kDropConcurrentAppend;
       } else {
         return usage_error("--fault needs arrival-order-wins or drop-concurrent-append");
       }
@@ -146,6 +146,7 @@ int main(int argc, char** argv) {
     total.backlogs += r.backlogs;
     total.client_stops += r.client_stops;
     total.storage_faults += r.storage_faults;
+    total.server_read_faults += r.server_read_faults;
     total.handshake_timeouts += r.handshake_timeouts;
     total.sim_time_ms += r.sim_time_ms;
     if (!r.ok) {
@@ -166,9 +167,9 @@ int main(int argc, char** argv) {
       if (base.steps != fieldsync::sim::SimOptions{}.steps) std::printf(" --steps %d", base.steps);
       if (!base.scope_moves) std::printf(" --no-scope-moves");
       if (base.sqlite_replicas) std::printf(" --sqlite");
-      if (base.fault == fieldsync::testing::MergeFault::kArrivalOrderWins)
+      if (base.fault == fieldsync::testing_support::MergeFault::kArrivalOrderWins)
         std::printf(" --fault arrival-order-wins");
-      if (base.fault == fieldsync::testing::MergeFault::kDropConcurrentAppend)
+      if (base.fault == fieldsync::testing_support::MergeFault::kDropConcurrentAppend)
         std::printf(" --fault drop-concurrent-append");
       std::printf("\n");
     } else if (!quiet) {
@@ -188,7 +189,7 @@ int main(int argc, char** argv) {
       "conflicts\n"
       "  network: %llu messages, %llu dropped, %llu duplicated, %llu reordered, %llu corrupted\n"
       "  faults: %llu partitions, %llu resets, %llu backlogs, %llu client crashes, %llu server crashes, "
-      "%llu storage faults\n"
+      "%llu storage faults, %llu server read faults\n"
       "  client: %llu stops, %llu handshake timeouts\n"
       "  simulated time: %.1f h\n",
       u(seeds), u(start), u(failed), secs, secs * 1000.0 / static_cast<double>(seeds), u(total.txns_written),
@@ -196,7 +197,7 @@ int main(int argc, char** argv) {
       u(total.messages_sent), u(total.messages_dropped), u(total.messages_duplicated),
       u(total.messages_reordered), u(total.frames_corrupted), u(total.partitions), u(total.connection_resets),
       u(total.backlogs), u(total.client_crashes), u(total.server_crashes), u(total.storage_faults),
-      u(total.client_stops), u(total.handshake_timeouts),
+      u(total.server_read_faults), u(total.client_stops), u(total.handshake_timeouts),
       static_cast<double>(total.sim_time_ms) / 3'600'000.0);
   return failed == 0 ? 0 : 1;
 }

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "fieldsync/sync/merge.h"
+#include "support/faulty_merge.h"
 
 namespace fieldsync::sim {
 
@@ -21,8 +21,9 @@ struct SimOptions {
   // Iterations of the random phase; each advances simulated time by up to a second and may make one local
   // write.
   int steps = 600;
-  bool verbose = false;                                    // trace every event to stdout (use with one seed)
-  testing::MergeFault fault = testing::MergeFault::kNone;  // a deliberate merge bug, for the mutation tests
+  bool verbose = false;  // trace every event to stdout (use with one seed)
+  // A deliberately broken merge on the server and every device, for the mutation tests.
+  testing_support::MergeFault fault = testing_support::MergeFault::kNone;
   // Head office moves accounts between territories, so records enter and leave devices' scopes.
   bool scope_moves = true;
   // Each device's store is a client::SqliteReplicaStore file in a temporary directory (a client crash closes
@@ -51,6 +52,7 @@ struct SimReport {
   uint64_t backlogs = 0;            // sessions the transport reported backed up (live batches held)
   uint64_t client_stops = 0;        // SyncClient went to kStopped (the simulated app restarts it)
   uint64_t storage_faults = 0;      // device commits made to fail (disk full)
+  uint64_t server_read_faults = 0;  // server store reads made to fail (SyncServer answers retryable errors)
   uint64_t handshake_timeouts = 0;  // sessions the transport closed because no Welcome came
   int64_t sim_time_ms = 0;          // simulated time the run covered
 };

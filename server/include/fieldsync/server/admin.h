@@ -63,8 +63,8 @@ class Admin {
   Admin(Options options, std::unique_ptr<Directory> directory, std::unique_ptr<SqliteCentralStore> store);
   // Applies `changes` as one head-office transaction from kAdminNode, filling in versions and bases.
   Status apply(std::vector<Change> changes);
-  std::vector<RecordState> records_of(EntityId entity);
-  std::optional<RecordState> find_product(const std::string& sku_or_id);
+  Result<std::vector<RecordState>> records_of(EntityId entity);
+  Result<std::optional<RecordState>> find_product(const std::string& sku_or_id);
 
   Options options_;
   std::unique_ptr<Directory> directory_;

@@ -1,7 +1,7 @@
 // The default central store: one embedded SQLite file in WAL mode.
 //
-// Semantics are exactly MemoryCentralStore's (sync/memory_store.h); tests/sqlite_store_test.cc runs one
-// contract suite against both. What SQLite adds is durability: synchronous=FULL, so a CentralTxn whose
+// Semantics are exactly MemoryCentralStore's (tests/support/memory_store.h); tests/sqlite_store_test.cc runs
+// one contract suite against both. What SQLite adds is durability: synchronous=FULL, so a CentralTxn whose
 // commit() returned ok survives a killed process and a power loss, and every acknowledgement SyncServer sends
 // is sent after that commit.
 //
@@ -33,9 +33,9 @@
 //
 // Errors: SQLite result codes become typed Status values (kStorageFull, kStorageCorrupt, kStorageLocked
 // (retryable), kStorageReadOnly, kStorageIo); a row whose blob fails verification is kStorageCorrupt. Inside
-// a CentralTxn the first error is kept and returned by commit(), which then rolls back. The read side has no
-// Status in its signatures: on an error it returns what it read before the error (read_log: a prefix, which
-// a pull turns into has_more, never a skipped change) and keeps the error in last_read_error().
+// a CentralTxn the first error (of a write or a read) is kept and returned by commit(), which then rolls
+// back. Every read returns its error as a Result (CentralStore's contract): nothing is answered as absent or
+// empty because a read failed.
 #pragma once
 
 #include <atomic>
@@ -101,19 +101,19 @@ class SqliteCentralStore final : public CentralStore {
   ~SqliteCentralStore() override;
 
   std::unique_ptr<CentralTxn> begin() override;
-  uint64_t head_seq() override;
-  std::vector<ServerTxn> read_log(uint64_t after, size_t max_changes) override;
-  LogSlice read_log_for(uint64_t after, uint64_t up_to, const std::vector<ScopeKey>& scopes,
-                        size_t max_changes) override;
-  std::vector<ConflictRecord> read_conflicts(uint64_t after, uint64_t up_to) override;
-  std::optional<RecordState> load(EntityId entity, const RecordId& id) override;
-  std::vector<RecordState> scan(RecordKey after, size_t max_records) override;
-  std::vector<RecordState> scan_in_scopes(const std::vector<ScopeKey>& scopes, RecordKey after,
-                                          size_t max_records) override;
-  uint64_t record_count() override;
-  std::vector<RecordState> scope_children(EntityId parent_entity, const RecordId& parent) override;
-  Hlc clock() override;
-  NodeState node_state(NodeId node) override;
+  Result<uint64_t> head_seq() override;
+  Result<std::vector<ServerTxn>> read_log(uint64_t after, size_t max_changes) override;
+  Result<LogSlice> read_log_for(uint64_t after, uint64_t up_to, const std::vector<ScopeKey>& scopes,
+                                size_t max_changes) override;
+  Result<std::vector<ConflictRecord>> read_conflicts(uint64_t after, uint64_t up_to) override;
+  Result<std::optional<RecordState>> load(EntityId entity, const RecordId& id) override;
+  Result<std::vector<RecordState>> scan(RecordKey after, size_t max_records) override;
+  Result<std::vector<RecordState>> scan_in_scopes(const std::vector<ScopeKey>& scopes, RecordKey after,
+                                                  size_t max_records) override;
+  Result<uint64_t> record_count() override;
+  Result<std::vector<RecordState>> scope_children(EntityId parent_entity, const RecordId& parent) override;
+  Result<Hlc> clock() override;
+  Result<NodeState> node_state(NodeId node) override;
   bool commits_need_sync() const override { return options_.group_commit; }
   // group_commit: makes every transaction committed before the call durable: ends the group (waiting for
   // an open CentralTxn of another thread to finish first), then one sync of the WAL without any store
@@ -123,8 +123,8 @@ class SqliteCentralStore final : public CentralStore {
   Status sync() override;
 
   // Inspection for tests, reports and the admin tool.
-  std::vector<StoredRejection> rejections();
-  std::map<NodeId, NodeState> node_states();
+  Result<std::vector<StoredRejection>> rejections();
+  Result<std::map<NodeId, NodeState>> node_states();
   struct AuditEntry {
     uint64_t server_seq = 0;
     int64_t recorded_at_ms = 0;
@@ -139,8 +139,7 @@ class SqliteCentralStore final : public CentralStore {
   };
   // The changes of the log entries after after_seq, in order, each with its entry's origin and time: whole
   // entries only, up to max_entries (at least one entry), so the next page starts after the last server_seq.
-  std::vector<AuditEntry> audit(uint64_t after_seq, size_t max_entries);
-  Status last_read_error();
+  Result<std::vector<AuditEntry>> audit(uint64_t after_seq, size_t max_entries);
   // Bytes in the database file (page_count * page_size), for metrics.
   uint64_t size_bytes();
 
@@ -164,13 +163,10 @@ class SqliteCentralStore final : public CentralStore {
   // max_records, from one snapshot, each table narrowed by `where(entity, params)`: an SQL condition on its
   // columns with `?` for the strings it appends to params; "" for every row, "0" to skip the table.
   using TableFilter = std::function<std::string(const schema::EntityDef&, std::vector<std::string>&)>;
-  std::vector<RecordState> scan_where(RecordKey after, size_t max_records, const TableFilter& where);
+  Result<std::vector<RecordState>> scan_where(RecordKey after, size_t max_records, const TableFilter& where);
   // group_commit, writer_mu_ held: commits the open group, if any; or the error that lost one.
   Status end_group();
   void lose_group(const Status& why);
-  // A read-side result, or `fallback` with the error kept in read_error_ (reader_mu_ held).
-  template <typename T>
-  T read(Result<T> r, T fallback);
 
   Options options_;
   std::timed_mutex writer_mu_;  // held by the open CentralTxn
@@ -182,7 +178,6 @@ class SqliteCentralStore final : public CentralStore {
   Status group_lost_;  // why SQLite rolled back a group (then permanent); guarded by writer_mu_
   std::mutex reader_mu_;
   std::unique_ptr<sqlite::Db> reader_;  // without group_commit only; guarded by reader_mu_
-  Status read_error_;                   // guarded by reader_mu_
   std::string path_;
   std::mutex sync_mu_;
   // group_commit: the writer connection's own handle of the WAL (SQLITE_FCNTL_JOURNAL_POINTER), which sync()

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "fieldsync/sync/hlc.h"
+#include "fieldsync/sync/merge.h"
 #include "fieldsync/sync/protocol.h"
 #include "fieldsync/sync/store.h"
 
@@ -23,8 +24,9 @@ namespace fieldsync {
 struct ClientConfig {
   UserId user;  // the signed-in user; stamped on local writes exactly as the server will stamp them
   std::string token;
-  uint32_t pull_max_changes = 0;     // 0: server default
-  uint32_t bootstrap_page_size = 0;  // 0: server default
+  uint32_t pull_max_changes = 0;                          // 0: server default
+  uint32_t bootstrap_page_size = 0;                       // 0: server default
+  MergeChangeFn merge_change = &fieldsync::merge_change;  // merge.h
 };
 
 // Something the app may want to know about; client-core turns these into observer callbacks.

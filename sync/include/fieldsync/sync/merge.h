@@ -27,6 +27,14 @@ namespace fieldsync {
 bool merge_change(RecordState& rec, const Change& change, const UserId& user,
                   std::vector<ConflictRecord>* conflicts);
 
+// merge_change's shape. The state machines take one in their config (ServerConfig, ClientConfig) and the
+// rules as a parameter (apply_client_txn), merge_change by default. It is the seam for the simulator's
+// mutation tests, whose deliberately broken merges live in the test support library
+// (tests/support/faulty_merge.h), not here: the shipped library has no fault switch, and one run's broken
+// merge cannot leak into another.
+using MergeChangeFn = bool (*)(RecordState& rec, const Change& change, const UserId& user,
+                               std::vector<ConflictRecord>* conflicts);
+
 // Merges a full record state from the server (bootstrap page, rollback, scope entry) into a local one, field
 // by field with the same rules; no conflicts are produced. Returns true if `local` changed.
 bool merge_record(RecordState& local, const RecordState& remote);
@@ -35,13 +43,3 @@ bool merge_record(RecordState& local, const RecordState& remote);
 std::string join_fragments(const std::vector<Fragment>& fragments);
 
 }  // namespace fieldsync
-
-namespace fieldsync::testing {
-// Deliberate merge bugs, for the simulator's mutation test only: proves the convergence checker can fail.
-enum class MergeFault : uint8_t {
-  kNone = 0,
-  kArrivalOrderWins = 1,      // kSet ignores versions: whatever arrives last wins (diverges across replicas)
-  kDropConcurrentAppend = 2,  // kAppend keeps only the newest fragment (loses notes)
-};
-void set_merge_fault(MergeFault fault);
-}  // namespace fieldsync::testing

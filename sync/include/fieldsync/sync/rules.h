@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "fieldsync/sync/change.h"
+#include "fieldsync/sync/merge.h"
 #include "fieldsync/sync/scope.h"
 
 namespace fieldsync {
@@ -39,6 +40,8 @@ struct TxnApplication {
 // transaction is rejected (validation, scope, permission, immutable or server-owned field, a user-id field
 // naming someone the writer may not name (schema::UserRef), a reference to a record that is missing or
 // outside the writer's scope, order lock, status transition, duplicate id, update of a missing record).
-Result<TxnApplication> apply_client_txn(const ClientTxn& txn, const Principal& who, CentralReader& reader);
+// `merge` merges each change (merge.h: the seam of the simulator's mutation tests).
+Result<TxnApplication> apply_client_txn(const ClientTxn& txn, const Principal& who, CentralReader& reader,
+                                        MergeChangeFn merge = &merge_change);
 
 }  // namespace fieldsync

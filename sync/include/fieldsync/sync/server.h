@@ -31,6 +31,7 @@ struct ServerConfig {
   // pending and the driver calls fan_out() when it wants the live batches -- the group-commit driver does so
   // once per store flush, so many commits cost one scan and each session one batch per flush.
   bool defer_fan_out = false;
+  MergeChangeFn merge_change = &fieldsync::merge_change;  // merge.h
 };
 
 using SessionId = uint64_t;
@@ -59,7 +60,9 @@ class SyncServer {
 
   // A write made on the server itself (admin tools, head-office API): `txn` is applied exactly like a
   // device's push from node `txn.node` (dedupe by node_seq included), committed, and live sessions are woken.
-  protocol::TxnResult apply_local(const ClientTxn& txn, const Principal& who, int64_t now_ms);
+  // The result is applied, rejected (recorded) or duplicate; a Status (retryable) says the store failed --
+  // a read, or the commit -- and nothing of `txn` was applied or recorded.
+  Result<protocol::TxnResult> apply_local(const ClientTxn& txn, const Principal& who, int64_t now_ms);
 
   // Commits made by another writer of the same store -- fieldsync-admin, or another server instance in front
   // of a shared store -- wake nobody by themselves. Called periodically, this wakes the live sessions when
@@ -115,7 +118,9 @@ class SyncServer {
   // Both return whether the request was solicited (on_message).
   bool handle_pull(SessionId id, Session& s, const protocol::PullRequest& m);
   bool handle_bootstrap(SessionId id, Session& s, const protocol::BootstrapRequest& m);
-  protocol::TxnResult apply_one(Session& s, const ClientTxn& txn, int64_t now_ms, bool& committed);
+  // Applied, rejected or duplicate; or the store failed (a read, or the commit): a retryable Status, and
+  // nothing of `txn` is applied, recorded or to be acknowledged.
+  Result<protocol::TxnResult> apply_one(Session& s, const ClientTxn& txn, int64_t now_ms);
   // The log after a cursor with the current scope of every record it touches resolved once: live fan-out
   // shares one per distinct cursor among all sessions instead of reading and resolving per session.
   struct ResolvedRange {
@@ -133,15 +138,18 @@ class SyncServer {
   };
   // only_for: read just the transactions the log indexed under the principal's scopes (a pull's catch-up);
   // nullptr: the whole log (live fan-out, shared by every session at that cursor).
-  ResolvedRange resolve_range(uint64_t from, size_t max_changes, const Principal* only_for);
+  // A failed store read fails the whole range (nothing of it may be sent).
+  Result<ResolvedRange> resolve_range(uint64_t from, size_t max_changes, const Principal* only_for);
   // Sessions that may find something in `range`: those indexed under the current scope of a record it
   // touches or the scope a move took a record from, the users named in its conflicts, head office. A
   // superset of the sessions batch_for would give a non-empty batch, found without looking at the others.
   std::set<SessionId> interested_in(const ResolvedRange& range) const;
   void index_session(SessionId id, const Session& s, bool add);
-  protocol::ChangeBatch batch_for(const Session& s, const ResolvedRange& range, uint64_t request_id);
-  protocol::ChangeBatch build_batch(const Session& s, uint64_t from, size_t max_changes, uint64_t request_id);
-  void wake_live_sessions(SessionId except);
+  Result<protocol::ChangeBatch> batch_for(const Session& s, const ResolvedRange& range, uint64_t request_id);
+  Result<protocol::ChangeBatch> build_batch(const Session& s, uint64_t from, size_t max_changes,
+                                            uint64_t request_id);
+  // false: a store read failed; the sessions it concerns stay where they were and fan_out_retry_ is set.
+  bool wake_live_sessions(SessionId except);
   // Queues `batch` (built from the session's scanned_cursor) for a live session, or only moves its cursor
   // when the batch is empty.
   void send_live(SessionId id, Session& s, protocol::ChangeBatch batch);
@@ -196,7 +204,13 @@ class SyncServer {
   // Whether the log tail holds every entry in (from, head].
   bool tail_covers(uint64_t from, uint64_t head) const;
   bool fan_out_pending_ = false;  // defer_fan_out: a commit since the last fan_out()
-  int64_t now_ms_ = 0;            // observe_time
+  // A fan-out stopped at a failed store read: the next poll_external_commits (or commit) tries again. Not
+  // fan_out_pending_, which the group-commit driver runs at once (a failing store would spin it).
+  bool fan_out_retry_ = false;
+  // The store's persisted HLC, read at construction or, if that read failed, before the first message.
+  Status load_clock();
+  bool clock_loaded_ = false;
+  int64_t now_ms_ = 0;  // observe_time
 };
 
 }  // namespace fieldsync

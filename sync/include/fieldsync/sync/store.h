@@ -1,6 +1,7 @@
 // Storage seen by the sync state machines. The device's replica (client-core's SQLite file) and the server's
-// central store (embedded SQLite, later PostgreSQL) implement these; memory_store.h has in-memory versions
-// for the simulator and tests. Nothing engine-specific crosses these interfaces.
+// central store (embedded SQLite, later PostgreSQL) implement these; the test support library
+// (tests/support/memory_store.h) has in-memory versions for the simulator and tests. Nothing engine-specific
+// crosses these interfaces.
 //
 // Every method of a *Txn object runs inside one atomic unit of work: commit() makes all of it durable at
 // once, and destroying the object without commit() discards all of it.
@@ -87,14 +88,26 @@ struct StoredRejection {
   std::string message;
 };
 
-class CentralTxn : public CentralReader {
+// Reads of a central store can fail (an I/O error, a corrupt row; with PostgreSQL, a dropped connection):
+// every read returns Result<T>, so "absent" (an empty optional, an empty range, 0) is never an error in
+// disguise. Whoever drives a store answers a failed read with a retryable error and applies nothing
+// (SyncServer).
+class CentralTxn {
  public:
+  virtual ~CentralTxn() = default;
+
+  // This transaction's view: committed state plus its own writes.
+  virtual Result<std::optional<RecordState>> load(EntityId entity, const RecordId& id) = 0;
+  // The owner's scheduled events overlapping [start_ms, end_ms) (scheduled_overlap in rules.h): committed
+  // ones first, then those this transaction saved, each group by id.
+  virtual Result<std::vector<RecordState>> events_overlapping(const UserId& owner, int64_t start_ms,
+                                                              int64_t end_ms) = 0;
   virtual void save(const RecordState& record) = 0;
 
-  virtual NodeState node_state(NodeId node) = 0;
+  virtual Result<NodeState> node_state(NodeId node) = 0;
   virtual void set_node_state(const NodeState& state) = 0;
   virtual void add_rejection(const StoredRejection& rejection) = 0;
-  virtual std::optional<StoredRejection> rejection(NodeId node, uint64_t node_seq) = 0;
+  virtual Result<std::optional<StoredRejection>> rejection(NodeId node, uint64_t node_seq) = 0;
 
   // Appends a committed transaction and its conflicts to the log and returns the server_seq it was given.
   // Sequences are strictly increasing and a reader never sees seq N before every seq below N is visible (the
@@ -114,42 +127,42 @@ class CentralStore {
   virtual ~CentralStore() = default;
   virtual std::unique_ptr<CentralTxn> begin() = 0;
 
-  // Read side (consistent with every committed transaction).
-  virtual uint64_t head_seq() = 0;
+  // Read side (consistent with every committed transaction). Every read may fail (see CentralTxn).
+  virtual Result<uint64_t> head_seq() = 0;
   // Committed transactions with server_seq > after, in order, until their changes total at least max_changes
   // or the log ends.
-  virtual std::vector<ServerTxn> read_log(uint64_t after, size_t max_changes) = 0;
+  virtual Result<std::vector<ServerTxn>> read_log(uint64_t after, size_t max_changes) = 0;
   // The same, restricted to after < server_seq <= up_to and to transactions indexed under at least one of
   // `scopes`: a device's catch-up reads its own scope's part of the log, not the whole log. Costs what it
   // returns, plus one index probe per scope key per few hundred entries. `searched_to`: every such
   // transaction in (after, searched_to] is in `txns` -- up_to, or less when the read stopped at max_changes
-  // (the last one returned) or at an error (what was read before it; never a skipped change).
+  // (the last one returned).
   struct LogSlice {
     std::vector<ServerTxn> txns;
     uint64_t searched_to = 0;
   };
-  virtual LogSlice read_log_for(uint64_t after, uint64_t up_to, const std::vector<ScopeKey>& scopes,
-                                size_t max_changes) = 0;
-  virtual std::vector<ConflictRecord> read_conflicts(uint64_t after, uint64_t up_to) = 0;
-  virtual std::optional<RecordState> load(EntityId entity, const RecordId& id) = 0;
+  virtual Result<LogSlice> read_log_for(uint64_t after, uint64_t up_to, const std::vector<ScopeKey>& scopes,
+                                        size_t max_changes) = 0;
+  virtual Result<std::vector<ConflictRecord>> read_conflicts(uint64_t after, uint64_t up_to) = 0;
+  virtual Result<std::optional<RecordState>> load(EntityId entity, const RecordId& id) = 0;
   // Records, live and tombstones, in (entity, id) order after the given position, for bootstrap paging.
   // Tombstones are included because a device that wrote offline before its first sync may hold a record that
   // someone else deleted before the snapshot: only the tombstone tells it so.
-  virtual std::vector<RecordState> scan(RecordKey after, size_t max_records) = 0;
+  virtual Result<std::vector<RecordState>> scan(RecordKey after, size_t max_records) = 0;
   // The same narrowed to records whose scope resolves (on committed state) into `scopes`, so a rep's
   // bootstrap costs its scope, not the store. A store may return more (callers judge every record), never
   // fewer, and in the same order.
-  virtual std::vector<RecordState> scan_in_scopes(const std::vector<ScopeKey>& scopes, RecordKey after,
-                                                  size_t max_records) = 0;
-  virtual uint64_t record_count() = 0;
+  virtual Result<std::vector<RecordState>> scan_in_scopes(const std::vector<ScopeKey>& scopes,
+                                                          RecordKey after, size_t max_records) = 0;
+  virtual Result<uint64_t> record_count() = 0;
   // Records (live or tombstones) whose scope rule points at the given parent: an account's contacts, visits,
   // orders and opportunities; an order's lines. One level; callers recurse.
-  virtual std::vector<RecordState> scope_children(EntityId parent_entity, const RecordId& parent) = 0;
+  virtual Result<std::vector<RecordState>> scope_children(EntityId parent_entity, const RecordId& parent) = 0;
   // The last HLC persisted with set_clock (0 for a new store).
-  virtual Hlc clock() = 0;
+  virtual Result<Hlc> clock() = 0;
   // A node's dedupe watermark as committed (NodeState{node, 0} for an unknown node), without opening a write
   // transaction: what the handshake tells a device.
-  virtual NodeState node_state(NodeId node) = 0;
+  virtual Result<NodeState> node_state(NodeId node) = 0;
 
   // Group commit. A store whose commit() may return before the transaction is durable says so here; sync()
   // then makes every commit that returned before the call durable, with one flush for all of them. Whoever
@@ -158,6 +171,54 @@ class CentralStore {
   // default is a store whose every commit is durable when it returns.
   virtual bool commits_need_sync() const { return false; }
   virtual Status sync() { return Status::ok(); }
+};
+
+// The pure logic (resolve_scope, log_scopes, apply_client_txn) reads through RecordReader / CentralReader,
+// whose answers cannot fail. These adapt a store's Result-returning reads to them: a failed read answers
+// "absent" to the logic and is kept, and whoever made the adapter must check status() afterwards and throw
+// away everything computed through it when it is not ok (SyncServer answers a retryable error, applies
+// nothing). The first failure is kept; later reads still go to the store.
+class CheckedStoreReader final : public RecordReader {
+ public:
+  explicit CheckedStoreReader(CentralStore& store) : store_(store) {}
+  std::optional<RecordState> load(EntityId entity, const RecordId& id) override {
+    return keep(store_.load(entity, id));
+  }
+  const Status& status() const { return status_; }
+  // The value of a read made beside the adapter, its failure kept like the adapter's own.
+  template <typename T>
+  T keep(Result<T> r) {
+    if (r) return std::move(r.value());
+    if (status_) status_ = r.status();
+    return T{};
+  }
+
+ private:
+  CentralStore& store_;
+  Status status_;
+};
+
+class CheckedTxnReader final : public CentralReader {
+ public:
+  explicit CheckedTxnReader(CentralTxn& txn) : txn_(txn) {}
+  std::optional<RecordState> load(EntityId entity, const RecordId& id) override {
+    return keep(txn_.load(entity, id));
+  }
+  std::vector<RecordState> events_overlapping(const UserId& owner, int64_t start_ms,
+                                              int64_t end_ms) override {
+    return keep(txn_.events_overlapping(owner, start_ms, end_ms));
+  }
+  const Status& status() const { return status_; }
+  template <typename T>
+  T keep(Result<T> r) {
+    if (r) return std::move(r.value());
+    if (status_) status_ = r.status();
+    return T{};
+  }
+
+ private:
+  CentralTxn& txn_;
+  Status status_;
 };
 
 }  // namespace fieldsync

@@ -46,19 +46,19 @@ class MemoryCentralStore final : public CentralStore {
  public:
   MemoryCentralStore();
   std::unique_ptr<CentralTxn> begin() override;
-  uint64_t head_seq() override;
-  std::vector<ServerTxn> read_log(uint64_t after, size_t max_changes) override;
-  LogSlice read_log_for(uint64_t after, uint64_t up_to, const std::vector<ScopeKey>& scopes,
-                        size_t max_changes) override;
-  std::vector<ConflictRecord> read_conflicts(uint64_t after, uint64_t up_to) override;
-  std::optional<RecordState> load(EntityId entity, const RecordId& id) override;
-  std::vector<RecordState> scan(RecordKey after, size_t max_records) override;
-  std::vector<RecordState> scan_in_scopes(const std::vector<ScopeKey>& scopes, RecordKey after,
-                                          size_t max_records) override;
-  uint64_t record_count() override;
-  std::vector<RecordState> scope_children(EntityId parent_entity, const RecordId& parent) override;
-  Hlc clock() override;
-  NodeState node_state(NodeId node) override;
+  Result<uint64_t> head_seq() override;
+  Result<std::vector<ServerTxn>> read_log(uint64_t after, size_t max_changes) override;
+  Result<LogSlice> read_log_for(uint64_t after, uint64_t up_to, const std::vector<ScopeKey>& scopes,
+                                size_t max_changes) override;
+  Result<std::vector<ConflictRecord>> read_conflicts(uint64_t after, uint64_t up_to) override;
+  Result<std::optional<RecordState>> load(EntityId entity, const RecordId& id) override;
+  Result<std::vector<RecordState>> scan(RecordKey after, size_t max_records) override;
+  Result<std::vector<RecordState>> scan_in_scopes(const std::vector<ScopeKey>& scopes, RecordKey after,
+                                                  size_t max_records) override;
+  Result<uint64_t> record_count() override;
+  Result<std::vector<RecordState>> scope_children(EntityId parent_entity, const RecordId& parent) override;
+  Result<Hlc> clock() override;
+  Result<NodeState> node_state(NodeId node) override;
 
   // Inspection for tests and the simulator's checker.
   std::map<RecordKey, RecordState> records() const;

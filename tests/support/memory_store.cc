@@ -1,8 +1,9 @@
 // In-memory stores. A transaction is an overlay of its own writes over the shared committed data: reads look
 // in the overlay first, commit() applies the overlay under the store's mutex, and dropping the transaction
 // discards it. Nothing is copied wholesale per transaction, so merging 100k changes stays linear.
-#include "fieldsync/sync/memory_store.h"
+#include "support/memory_store.h"
 
+#include "fieldsync/sync/schedule.h"
 #include "fieldsync/sync/scope.h"
 
 #include <algorithm>
@@ -171,37 +172,21 @@ void MemoryReplicaStore::fail_next_commit(Status status) {
 // ---- Central
 // ------------------------------------------------------------------------------------------------
 
-namespace {
-
-bool scheduled_overlap(const RecordState& r, const UserId& owner, int64_t start_ms, int64_t end_ms) {
-  using namespace schema::fields;
-  if (r.deleted) return false;
-  const Value& o = r.get(kEventOwner);
-  const Value& st = r.get(kEventStatus);
-  const Value& s = r.get(kEventStart);
-  const Value& e = r.get(kEventEnd);
-  return o.kind() == Value::Kind::kText && o.as_text() == owner && st.kind() == Value::Kind::kText &&
-         st.as_text() == "scheduled" && s.kind() == Value::Kind::kInt && e.kind() == Value::Kind::kInt &&
-         s.as_int() < end_ms && e.as_int() > start_ms;
-}
-
-}  // namespace
-
 class MemoryCentralTxn final : public CentralTxn {
  public:
   explicit MemoryCentralTxn(MemoryCentralStore& store) : store_(store) {}
 
-  std::optional<RecordState> load(EntityId entity, const RecordId& id) override {
+  Result<std::optional<RecordState>> load(EntityId entity, const RecordId& id) override {
     const RecordKey key{entity, id};
-    if (auto it = records_.find(key); it != records_.end()) return it->second;
+    if (auto it = records_.find(key); it != records_.end()) return std::optional<RecordState>(it->second);
     std::lock_guard lock(store_.mu_);
     auto it = store_.data_.records.find(key);
-    if (it == store_.data_.records.end()) return std::nullopt;
-    return it->second;
+    if (it == store_.data_.records.end()) return std::optional<RecordState>();
+    return std::optional<RecordState>(it->second);
   }
 
-  std::vector<RecordState> events_overlapping(const UserId& owner, int64_t start_ms,
-                                              int64_t end_ms) override {
+  Result<std::vector<RecordState>> events_overlapping(const UserId& owner, int64_t start_ms,
+                                                      int64_t end_ms) override {
     std::vector<RecordState> out;
     const RecordKey first{EntityId::kCalendarEvent, RecordId{}};
     auto in_range = [](const RecordKey& k) { return k.entity == EntityId::kCalendarEvent; };
@@ -221,7 +206,7 @@ class MemoryCentralTxn final : public CentralTxn {
 
   void save(const RecordState& record) override { records_[RecordKey{record.entity, record.id}] = record; }
 
-  NodeState node_state(NodeId node) override {
+  Result<NodeState> node_state(NodeId node) override {
     if (auto it = nodes_.find(node); it != nodes_.end()) return it->second;
     std::lock_guard lock(store_.mu_);
     auto it = store_.data_.nodes.find(node);
@@ -232,12 +217,13 @@ class MemoryCentralTxn final : public CentralTxn {
   void add_rejection(const StoredRejection& rejection) override {
     rejections_[{rejection.node, rejection.node_seq}] = rejection;
   }
-  std::optional<StoredRejection> rejection(NodeId node, uint64_t node_seq) override {
-    if (auto it = rejections_.find({node, node_seq}); it != rejections_.end()) return it->second;
+  Result<std::optional<StoredRejection>> rejection(NodeId node, uint64_t node_seq) override {
+    if (auto it = rejections_.find({node, node_seq}); it != rejections_.end())
+      return std::optional<StoredRejection>(it->second);
     std::lock_guard lock(store_.mu_);
     auto it = store_.data_.rejections.find({node, node_seq});
-    if (it == store_.data_.rejections.end()) return std::nullopt;
-    return it->second;
+    if (it == store_.data_.rejections.end()) return std::optional<StoredRejection>();
+    return std::optional<StoredRejection>(it->second);
   }
 
   // The sequence is the log position at commit. Commits are serialised by the store's mutex; the value
@@ -305,7 +291,8 @@ std::unique_ptr<CentralTxn> MemoryCentralStore::begin() {
   return std::make_unique<MemoryCentralTxn>(*this);
 }
 
-std::vector<RecordState> MemoryCentralStore::scope_children(EntityId parent_entity, const RecordId& parent) {
+Result<std::vector<RecordState>> MemoryCentralStore::scope_children(EntityId parent_entity,
+                                                                    const RecordId& parent) {
   const std::string parent_text = parent.to_string();
   std::vector<RecordState> out;
   std::lock_guard lock(mu_);
@@ -321,17 +308,17 @@ std::vector<RecordState> MemoryCentralStore::scope_children(EntityId parent_enti
   return out;
 }
 
-Hlc MemoryCentralStore::clock() {
+Result<Hlc> MemoryCentralStore::clock() {
   std::lock_guard lock(mu_);
   return data_.clock;
 }
 
-uint64_t MemoryCentralStore::head_seq() {
+Result<uint64_t> MemoryCentralStore::head_seq() {
   std::lock_guard lock(mu_);
-  return data_.log.size();
+  return uint64_t{data_.log.size()};
 }
 
-std::vector<ServerTxn> MemoryCentralStore::read_log(uint64_t after, size_t max_changes) {
+Result<std::vector<ServerTxn>> MemoryCentralStore::read_log(uint64_t after, size_t max_changes) {
   std::lock_guard lock(mu_);
   std::vector<ServerTxn> out;
   size_t changes = 0;
@@ -343,9 +330,9 @@ std::vector<ServerTxn> MemoryCentralStore::read_log(uint64_t after, size_t max_c
   return out;
 }
 
-CentralStore::LogSlice MemoryCentralStore::read_log_for(uint64_t after, uint64_t up_to,
-                                                        const std::vector<ScopeKey>& scopes,
-                                                        size_t max_changes) {
+Result<CentralStore::LogSlice> MemoryCentralStore::read_log_for(uint64_t after, uint64_t up_to,
+                                                                const std::vector<ScopeKey>& scopes,
+                                                                size_t max_changes) {
   std::lock_guard lock(mu_);
   up_to = std::min<uint64_t>(up_to, data_.log.size());
   std::vector<uint64_t> seqs;
@@ -373,7 +360,7 @@ CentralStore::LogSlice MemoryCentralStore::read_log_for(uint64_t after, uint64_t
   return out;
 }
 
-std::vector<ConflictRecord> MemoryCentralStore::read_conflicts(uint64_t after, uint64_t up_to) {
+Result<std::vector<ConflictRecord>> MemoryCentralStore::read_conflicts(uint64_t after, uint64_t up_to) {
   std::lock_guard lock(mu_);
   // Conflicts are appended at commit, so they are ordered by server_seq.
   const auto& all = data_.conflicts;
@@ -384,14 +371,14 @@ std::vector<ConflictRecord> MemoryCentralStore::read_conflicts(uint64_t after, u
   return std::vector<ConflictRecord>(first, last);
 }
 
-std::optional<RecordState> MemoryCentralStore::load(EntityId entity, const RecordId& id) {
+Result<std::optional<RecordState>> MemoryCentralStore::load(EntityId entity, const RecordId& id) {
   std::lock_guard lock(mu_);
   auto it = data_.records.find(RecordKey{entity, id});
-  if (it == data_.records.end()) return std::nullopt;
-  return it->second;
+  if (it == data_.records.end()) return std::optional<RecordState>();
+  return std::optional<RecordState>(it->second);
 }
 
-std::vector<RecordState> MemoryCentralStore::scan(RecordKey after, size_t max_records) {
+Result<std::vector<RecordState>> MemoryCentralStore::scan(RecordKey after, size_t max_records) {
   std::lock_guard lock(mu_);
   std::vector<RecordState> out;
   for (auto it = data_.records.upper_bound(after); it != data_.records.end() && out.size() < max_records;
@@ -401,8 +388,8 @@ std::vector<RecordState> MemoryCentralStore::scan(RecordKey after, size_t max_re
   return out;
 }
 
-std::vector<RecordState> MemoryCentralStore::scan_in_scopes(const std::vector<ScopeKey>& scopes,
-                                                            RecordKey after, size_t max_records) {
+Result<std::vector<RecordState>> MemoryCentralStore::scan_in_scopes(const std::vector<ScopeKey>& scopes,
+                                                                    RecordKey after, size_t max_records) {
   // Exact: each record's scope resolved on the committed records.
   std::lock_guard lock(mu_);
   MapRecordReader reader(data_.records);
@@ -415,7 +402,7 @@ std::vector<RecordState> MemoryCentralStore::scan_in_scopes(const std::vector<Sc
   return out;
 }
 
-uint64_t MemoryCentralStore::record_count() {
+Result<uint64_t> MemoryCentralStore::record_count() {
   std::lock_guard lock(mu_);
   return static_cast<uint64_t>(std::count_if(data_.records.begin(), data_.records.end(),
                                              [](const auto& kv) { return !kv.second.deleted; }));
@@ -444,7 +431,7 @@ std::vector<StoredRejection> MemoryCentralStore::rejections() const {
   return out;
 }
 
-NodeState MemoryCentralStore::node_state(NodeId node) {
+Result<NodeState> MemoryCentralStore::node_state(NodeId node) {
   std::lock_guard lock(mu_);
   auto it = data_.nodes.find(node);
   return it != data_.nodes.end() ? it->second : NodeState{node, 0};
