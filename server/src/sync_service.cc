@@ -46,7 +46,7 @@ SyncService::SyncService(CentralStore& store, Authenticator& auth, Options optio
 
 SyncService::~SyncService() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     stopping_ = true;
   }
   held_cv_.notify_all();
@@ -81,6 +81,7 @@ void SyncService::flush_locked(SessionId from, const protocol::PushTxns* push, C
     const std::string session = std::to_string(o.session);
     std::visit(
         [&](const auto& m) {
+          mu_.assert_held();  // runs here, under the lock; the analysis does not follow lambdas
           using M = std::decay_t<decltype(m)>;
           if constexpr (std::is_same_v<M, protocol::Welcome>) {
             SessionInfo& info = info_[o.session];
@@ -168,10 +169,13 @@ void SyncService::release(std::vector<Held>& batch) {
 }
 
 void SyncService::flusher() {
-  std::unique_lock lock(mu_);
+  std::unique_lock lock(mu_.native());
   for (;;) {
     // A fan-out left pending (a flush bigger than one live scan) continues even if it produced nothing.
-    held_cv_.wait(lock, [&] { return !held_.empty() || stopping_ || server_.fan_out_pending(); });
+    held_cv_.wait(lock, [&] {
+      mu_.assert_held();  // a wait's predicate runs with the lock held
+      return !held_.empty() || stopping_ || server_.fan_out_pending();
+    });
     if (held_.empty() && stopping_) return;  // nothing left
     // One scan for the live batches of every commit since the last flush; they leave with this flush.
     server_.fan_out(wall_ms());
@@ -213,7 +217,7 @@ void SyncService::flusher() {
 }
 
 void SyncService::connect(SessionId session, int64_t now_ms) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   info_[session] = SessionInfo{};
   server_.on_connect(session, now_ms);
   flush_locked(session, nullptr, Clock::now());
@@ -225,7 +229,7 @@ bool SyncService::frame(SessionId session, std::span<const uint8_t> bytes, int64
   count(Counter::kBytesReceived, bytes.size());
   // Decoding (FlatBuffers verification and model checks) needs no shared state: done before taking the lock.
   Result<protocol::Message> m = codec::decode(bytes);
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   const protocol::PushTxns* push = nullptr;
   bool solicited = false;
   if (m) {
@@ -246,12 +250,12 @@ bool SyncService::frame(SessionId session, std::span<const uint8_t> bytes, int64
 }
 
 void SyncService::set_token_expiry(TokenExpiry expiry) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   token_expiry_ = std::move(expiry);
 }
 
 void SyncService::expire(int64_t now_ms) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   for (auto it = expiry_ms_.begin(); it != expiry_ms_.end();) {
     if (it->second > now_ms) {
       ++it;
@@ -275,20 +279,20 @@ void SyncService::expire(int64_t now_ms) {
 }
 
 void SyncService::poll_external_commits(int64_t now_ms) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   server_.poll_external_commits(now_ms);
   flush_locked(0, nullptr, Clock::now());
   if (server_.fan_out_pending()) held_cv_.notify_one();  // the flusher continues it
 }
 
 void SyncService::bad_frame(SessionId session, const Status& status) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   server_.on_bad_frame(session, status);
   flush_locked(session, nullptr, Clock::now());
 }
 
 void SyncService::disconnect(SessionId session) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   expiry_ms_.erase(session);
   info_.erase(session);
   server_.on_disconnect(session);
@@ -296,13 +300,13 @@ void SyncService::disconnect(SessionId session) {
 }
 
 void SyncService::set_backlogged(SessionId session, bool backlogged) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   server_.set_backlogged(session, backlogged);
   flush_locked(session, nullptr, Clock::now());
 }
 
 size_t SyncService::session_count() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return server_.session_count();
 }
 
