@@ -346,7 +346,8 @@ TEST(StoreReadFaults, AFailedFanOutReadIsRetriedByThePoll) {
   EXPECT_EQ(find<protocol::ChangeBatch>(r.take(bob)), nullptr) << "still failing";
   r.heal();
   r.server->poll_external_commits(r.now);
-  const auto* batch = find<protocol::ChangeBatch>(r.take(bob));
+  const std::vector<protocol::Message> out = r.take(bob);  // kept: `batch` points into it
+  const auto* batch = find<protocol::ChangeBatch>(out);
   ASSERT_NE(batch, nullptr) << "the poll retried the fan-out";
   EXPECT_EQ(batch->to_cursor, 2u);
   EXPECT_EQ(batch->txns.size(), 1u) << "the account; alice's event is not bob's";
