@@ -5,6 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config clang-format clang
+  libclang-rt-14-dev  # libFuzzer and the sanitizer runtimes for clang (only Recommended by clang-14)
   libboost1.81-dev libboost-json1.81-dev
   libsqlite3-dev sqlite3
   flatbuffers-compiler libflatbuffers-dev

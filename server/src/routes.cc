@@ -9,6 +9,7 @@
 #include <cstdlib>
 
 #include "http_session.h"
+#include "login_body.h"
 #include "wall_clock.h"
 
 namespace fieldsync::server {
@@ -54,30 +55,8 @@ void login(const std::shared_ptr<HttpSession>& session, HttpRequest& req) {
   NetServer::Impl& impl = session->server();
   const std::string address =
       session->peer_address() ? session->peer_address()->to_string() : session->peer();
-  boost::system::error_code jec;
-  boost::json::value body = boost::json::parse(req.message.body(), jec);
-  const boost::json::object* o = jec ? nullptr : body.if_object();
-  const boost::json::string* user =
-      o ? o->if_contains("user") ? o->at("user").if_string() : nullptr : nullptr;
-  const boost::json::string* password =
-      o ? o->if_contains("password") ? o->at("password").if_string() : nullptr : nullptr;
-  NodeId node = 0;
-  if (o != nullptr && o->if_contains("node")) {
-    const boost::json::value& n = o->at("node");
-    if (n.is_uint64()) {
-      node = n.as_uint64();
-    } else if (n.is_int64() && n.as_int64() > 0) {
-      node = static_cast<NodeId>(n.as_int64());
-    } else if (n.is_string()) {
-      // Node ids use all 64 bits, beyond what JSON numbers carry exactly in many languages: accept text.
-      const boost::json::string& t = n.as_string();
-      char* end = nullptr;
-      errno = 0;
-      unsigned long long v = std::strtoull(t.c_str(), &end, 10);
-      if (errno == 0 && end != t.c_str() && *end == '\0') node = v;
-    }
-  }
-  if (user == nullptr || password == nullptr || node == 0) {
+  const std::optional<LoginBody> body = parse_login_body(req.message.body());
+  if (!body) {
     impl.metrics.add(Counter::kLogins, 1, "bad_request");
     return session->respond(http::status::bad_request, "application/json",
                             json_error("bad_request", "expected a JSON object with user, password and node"));
@@ -100,7 +79,7 @@ void login(const std::shared_ptr<HttpSession>& session, HttpRequest& req) {
                             {{http::field::retry_after, "2"}});
   }
   // The KDF runs on a login thread; the answer comes back to the session's strand.
-  boost::asio::post(*impl.login_pool, [session, u = std::string(*user), pw = std::string(*password), node,
+  boost::asio::post(*impl.login_pool, [session, u = body->user, pw = body->password, node = body->node,
                                        address, now] {
     NetServer::Impl& impl = session->server();
     Result<LoginGrant> grant = impl.options.login(u, pw, node, wall_ms());
