@@ -18,6 +18,7 @@
 #include <new>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 
 #include <flatbuffers/flatbuffers.h>
@@ -419,11 +420,27 @@ const char* kind_name(Value::Kind k) {
   return "?";
 }
 
-RecordId get_id(const fb::Id128* id) {
-  return id ? RecordId{id->hi(), id->lo()} : RecordId{};
+// FlatBuffers structs are read through a copy: the 2.0.8 verifier checks a struct vector's length prefix for
+// 4-byte alignment only, so an 8-byte struct (Version, FieldVersion) may sit at an offset that is 4 mod 8,
+// and calling its accessors in place would read a misaligned object (undefined behaviour; codec_fuzz found
+// it).
+template <typename Struct>
+Struct copy_struct(const Struct* in) {
+  static_assert(std::is_trivially_copyable_v<Struct>);
+  Struct out;
+  std::memcpy(static_cast<void*>(&out), static_cast<const void*>(in), sizeof out);
+  return out;
 }
-Version get_version(const fb::Version* v) {
-  return v ? Version{v->hlc(), v->node()} : Version{};
+
+RecordId get_id(const fb::Id128* in) {
+  if (!in) return RecordId{};
+  const fb::Id128 id = copy_struct(in);
+  return RecordId{id.hi(), id.lo()};
+}
+Version get_version(const fb::Version* in) {
+  if (!in) return Version{};
+  const fb::Version v = copy_struct(in);
+  return Version{v.hlc(), v.node()};
 }
 
 // An absent string is the empty string. `max_bytes` is the limit of this kind of string (text, identifier,
@@ -520,11 +537,11 @@ Status get_field_versions(const Vector<const fb::FieldVersion*>* in, const schem
   if (!in) return Status::ok();
   out.reserve(in->size());
   for (flatbuffers::uoffset_t i = 0; i < in->size(); ++i) {
-    const fb::FieldVersion* fv = in->Get(i);
+    const fb::FieldVersion fv = copy_struct(in->Get(i));
     const schema::FieldDef* field = nullptr;
-    Status s = get_field(entity, fv->field(), /*allow_record=*/true, field);
+    Status s = get_field(entity, fv.field(), /*allow_record=*/true, field);
     if (!s) return within(s, "seen", i);
-    out.push_back(FieldVersion{fv->field(), get_version(&fv->version())});
+    out.push_back(FieldVersion{fv.field(), get_version(&fv.version())});
   }
   return Status::ok();
 }
@@ -537,11 +554,11 @@ Status get_keys(const Vector<const fb::RecordKey*>* in, std::vector<RecordKey>& 
   }
   out.reserve(in->size());
   for (flatbuffers::uoffset_t i = 0; i < in->size(); ++i) {
-    const fb::RecordKey* k = in->Get(i);
+    const fb::RecordKey k = copy_struct(in->Get(i));
     const schema::EntityDef* entity = nullptr;
-    Status s = get_entity(k->entity(), entity);
+    Status s = get_entity(k.entity(), entity);
     if (!s) return within(s, "keys", i);
-    out.push_back(RecordKey{entity->id, get_id(&k->id())});
+    out.push_back(RecordKey{entity->id, get_id(&k.id())});
   }
   return Status::ok();
 }
