@@ -13,6 +13,7 @@
 namespace fieldsync::samples {
 
 namespace f = schema::fields;
+using protocol::Message;
 
 // Field ids of the model used below beyond those named in schema::fields.
 constexpr uint16_t kAccountAddress = 3;
@@ -257,4 +258,57 @@ inline protocol::ChangeBatch sample_batch() {
   return m;
 }
 
+inline protocol::BootstrapRequest sample_bootstrap_request() {
+  protocol::BootstrapRequest m;
+  m.request_id = 9;
+  m.snapshot_seq = 123'000;
+  m.page_token = "account/0190a1b2-c3d4-7001-8000-000000001eef";
+  m.page_size = 200;
+  return m;
+}
+
+inline protocol::BootstrapPage sample_bootstrap_page() {
+  protocol::BootstrapPage m;
+  m.request_id = 9;
+  m.snapshot_seq = 123'000;
+  m.total_records = 12'345;
+  m.records_before = 1'000;
+  m.records = {sample_account(), sample_tombstone()};
+  m.next_page_token = "contact/0190a1b2-c3d4-7002-8000-000000003dde";
+  m.done = true;
+  m.conflicts = sample_conflicts();
+  m.purges = {{EntityId::kAccount, rid(4)}};
+  return m;
+}
+
+inline protocol::Error sample_error() {
+  protocol::Error m;
+  m.code = ErrorCode::kSequenceGap;
+  m.message = "expected node_seq 100, got 103";
+  m.retryable = true;
+  m.request_id = 7;
+  m.resume_node_seq = 100;
+  return m;
+}
+
+inline std::vector<Message> sample_messages() {
+  return {sample_hello(),
+          sample_welcome(),
+          sample_push(),
+          sample_ack(),
+          sample_pull(true),
+          sample_pull(false),
+          sample_batch(),
+          sample_bootstrap_request(),
+          sample_bootstrap_page(),
+          sample_error(),
+          protocol::Hello{},
+          protocol::Welcome{},
+          protocol::PushTxns{},
+          protocol::PushAck{},
+          protocol::ChangeBatch{},
+          protocol::BootstrapRequest{},
+          protocol::BootstrapPage{},
+          protocol::Error{}};
+}
 }  // namespace fieldsync::samples
