@@ -397,6 +397,24 @@ class E2E : public testing::Test {
     EXPECT_TRUE(t.is_ok()) << t.status().to_string();
     return t ? *t : std::string();
   }
+  // A hand-built session of `user`'s device (what a modified app could send): connected, Hello sent with a
+  // valid token; the caller reads the answer. nullptr (with a failure) if the connection or send failed.
+  std::unique_ptr<WsRawPeer> raw_hello(const std::string& user) {
+    WsClientOptions o;
+    o.url = server.url();
+    o.ca_file = server.ca_file();
+    o.connect_timeout_ms = 10'000;
+    auto peer = std::make_unique<WsRawPeer>(o);
+    protocol::Hello hello;
+    hello.schema_version = schema::kSchemaVersion;
+    hello.node = nodes.at(user);
+    hello.token = token(user);
+    hello.client_time_ms = wall_ms();
+    WsStatus s = peer->connect();
+    if (s.ok()) s = peer->send(codec::encode(hello), kWait);
+    EXPECT_TRUE(s.ok()) << s.to_string();
+    return s.ok() ? std::move(peer) : nullptr;
+  }
 
   // A phone for `user` on its registered node, with a fresh token unless one is given.
   Phone& phone(const std::string& user, std::optional<std::string> tok = std::nullopt,
@@ -771,20 +789,10 @@ TEST_F(E2E, RepsNeverSeeOtherTerritoriesAndOutOfScopePushesAreRejectedWhole) {
 // right after is applied.
 TEST_F(E2E, HandBuiltPushesInAnotherRepsNameOrWithABadValueAreRejected) {
   ASSERT_TRUE(server.start());
-  WsClientOptions raw_options;
-  raw_options.url = server.url();
-  raw_options.ca_file = server.ca_file();
-  raw_options.connect_timeout_ms = 10'000;
-  WsRawPeer peer(raw_options);
-  ASSERT_TRUE(peer.connect().ok());
-  protocol::Hello hello;
-  hello.schema_version = schema::kSchemaVersion;
-  hello.node = nodes.at("bob");
-  hello.token = token("bob");
-  hello.client_time_ms = wall_ms();
-  ASSERT_TRUE(peer.send(codec::encode(hello), kWait).ok());
+  std::unique_ptr<WsRawPeer> peer = raw_hello("bob");
+  ASSERT_TRUE(peer);
   std::vector<uint8_t> msg;
-  ASSERT_TRUE(peer.receive(msg, kWait).ok());
+  ASSERT_TRUE(peer->receive(msg, kWait).ok());
   ASSERT_TRUE(std::holds_alternative<protocol::Welcome>(codec::decode(msg).value()));
 
   RecordIdGenerator ids(nodes.at("bob"));
@@ -797,9 +805,9 @@ TEST_F(E2E, HandBuiltPushesInAnotherRepsNameOrWithABadValueAreRejected) {
     txn.created_at_ms = wall_ms();
     for (Change& c : changes) c.version = Version{++hlc, txn.node};
     txn.changes = std::move(changes);
-    EXPECT_TRUE(peer.send(codec::encode(protocol::PushTxns{node_seq, {txn}}), kWait).ok());
+    EXPECT_TRUE(peer->send(codec::encode(protocol::PushTxns{node_seq, {txn}}), kWait).ok());
     for (;;) {  // skip anything else the server sends
-      if (!peer.receive(msg, kWait).ok()) return {};
+      if (!peer->receive(msg, kWait).ok()) return {};
       Result<protocol::Message> m = codec::decode(msg);
       if (m.is_ok() && std::holds_alternative<protocol::PushAck>(m.value()))
         return std::get<protocol::PushAck>(m.value()).results.at(0);
@@ -1266,20 +1274,10 @@ TEST_F(E2E, ServerBinaryHelpConfigUnknownOptionsAndSigtermDrain) {
   Phone& alice = phone("alice");
   alice.online();
   ASSERT_TRUE(converges(alice));
-  WsClientOptions raw_options;
-  raw_options.url = server.url();
-  raw_options.ca_file = server.ca_file();
-  raw_options.connect_timeout_ms = 10'000;
-  WsRawPeer peer(raw_options);
-  ASSERT_TRUE(peer.connect().ok());
-  protocol::Hello hello;
-  hello.schema_version = schema::kSchemaVersion;
-  hello.node = nodes.at("bob");
-  hello.token = token("bob");
-  hello.client_time_ms = wall_ms();
-  ASSERT_TRUE(peer.send(codec::encode(hello), kWait).ok());
+  std::unique_ptr<WsRawPeer> peer = raw_hello("bob");
+  ASSERT_TRUE(peer);
   std::vector<uint8_t> msg;
-  ASSERT_TRUE(peer.receive(msg, kWait).ok());
+  ASSERT_TRUE(peer->receive(msg, kWait).ok());
   auto welcome = codec::decode(msg);
   ASSERT_OK(welcome);
   ASSERT_TRUE(std::holds_alternative<protocol::Welcome>(welcome.value()));
@@ -1293,7 +1291,7 @@ TEST_F(E2E, ServerBinaryHelpConfigUnknownOptionsAndSigtermDrain) {
       EXPECT_EQ(e->code, 0);
     }
   });
-  WsStatus closed = peer.receive(msg, kWait);  // reading lets the peer answer the close frame
+  WsStatus closed = peer->receive(msg, kWait);  // reading lets the peer answer the close frame
   EXPECT_EQ(closed.code, WsError::kClosed) << closed.to_string();
   EXPECT_EQ(closed.close_code, 1001) << closed.to_string();
   term.join();

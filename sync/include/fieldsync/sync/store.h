@@ -177,15 +177,12 @@ class CentralStore {
 // whose answers cannot fail. These adapt a store's Result-returning reads to them: a failed read answers
 // "absent" to the logic and is kept, and whoever made the adapter must check status() afterwards and throw
 // away everything computed through it when it is not ok (SyncServer answers a retryable error, applies
-// nothing). The first failure is kept; later reads still go to the store.
-class CheckedStoreReader final : public RecordReader {
+// nothing). The first failure is kept; later reads still go to the store; reads made beside an adapter go
+// through its keep() and count the same.
+class ReadFailures {
  public:
-  explicit CheckedStoreReader(CentralStore& store) : store_(store) {}
-  std::optional<RecordState> load(EntityId entity, const RecordId& id) override {
-    return keep(store_.load(entity, id));
-  }
   const Status& status() const { return status_; }
-  // The value of a read made beside the adapter, its failure kept like the adapter's own.
+  // The value of a read, its failure kept (the value then is T{}: "absent" to the pure logic).
   template <typename T>
   T keep(Result<T> r) {
     if (r) return std::move(r.value());
@@ -194,11 +191,21 @@ class CheckedStoreReader final : public RecordReader {
   }
 
  private:
-  CentralStore& store_;
   Status status_;
 };
 
-class CheckedTxnReader final : public CentralReader {
+class CheckedStoreReader final : public RecordReader, public ReadFailures {
+ public:
+  explicit CheckedStoreReader(CentralStore& store) : store_(store) {}
+  std::optional<RecordState> load(EntityId entity, const RecordId& id) override {
+    return keep(store_.load(entity, id));
+  }
+
+ private:
+  CentralStore& store_;
+};
+
+class CheckedTxnReader final : public CentralReader, public ReadFailures {
  public:
   explicit CheckedTxnReader(CentralTxn& txn) : txn_(txn) {}
   std::optional<RecordState> load(EntityId entity, const RecordId& id) override {
@@ -208,17 +215,9 @@ class CheckedTxnReader final : public CentralReader {
                                               int64_t end_ms) override {
     return keep(txn_.events_overlapping(owner, start_ms, end_ms));
   }
-  const Status& status() const { return status_; }
-  template <typename T>
-  T keep(Result<T> r) {
-    if (r) return std::move(r.value());
-    if (status_) status_ = r.status();
-    return T{};
-  }
 
  private:
   CentralTxn& txn_;
-  Status status_;
 };
 
 }  // namespace fieldsync
