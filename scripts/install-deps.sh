@@ -10,6 +10,7 @@ PACKAGES=(
   libsqlite3-dev sqlite3
   flatbuffers-compiler libflatbuffers-dev
   libssl-dev openssl
+  libzstd-dev  # zstd: compression of protocol version 2 frames
   libgtest-dev libgmock-dev googletest
   libbenchmark-dev
   libgoogle-perftools-dev

@@ -19,12 +19,15 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
 
 #include <flatbuffers/flatbuffers.h>
 
 #include "fieldsync/schema/fieldsync_generated.h"
+#include "fieldsync/sync/merge.h"
 #include "fieldsync/sync/tuning.h"
+#include "compression.h"
 
 namespace fieldsync::codec {
 namespace {
@@ -371,6 +374,248 @@ Body put_body(FlatBufferBuilder& b, const protocol::Error& m) {
   return {fb::Body::Error, fb::CreateError(b, static_cast<fb::ErrorCode>(m.code), message, m.retryable,
                                            m.request_id, m.resume_node_seq)
                                .Union()};
+}
+
+// ---- Encoding, protocol version 2: the compact forms ----------------------------------------------------
+// fieldsync.fbs describes the columns. Every ClientTxn and RecordState has exactly one compact encoding, so
+// encode(decode(frame)) is stable like the v1 form.
+
+// The kind byte of an append-text field whose value is its fragments joined (RecordColumns.kinds).
+constexpr uint8_t kJoinedFragments = 5;
+
+// Values split by kind into columns.
+struct ValueColumns {
+  std::vector<uint8_t> kinds;
+  std::vector<int64_t> ints;
+  std::vector<double> reals;
+  std::vector<uint32_t> text_sizes;
+  std::vector<uint8_t> text;
+
+  void add_text(std::string_view s) {
+    text_sizes.push_back(static_cast<uint32_t>(s.size()));
+    text.insert(text.end(), s.begin(), s.end());
+  }
+  void add(const Value& v) {
+    kinds.push_back(static_cast<uint8_t>(v.kind()));
+    switch (v.kind()) {
+      case Value::Kind::kNull:
+        return;
+      case Value::Kind::kInt:
+        ints.push_back(v.as_int());
+        return;
+      case Value::Kind::kBool:
+        ints.push_back(v.as_bool() ? 1 : 0);
+        return;
+      case Value::Kind::kReal:
+        reals.push_back(v.as_real());
+        return;
+      case Value::Kind::kText:
+        add_text(v.as_text());
+        return;
+    }
+  }
+};
+
+// The distinct user ids of one message.
+class UserTable {
+ public:
+  uint32_t index(const std::string& user) {
+    auto [it, inserted] = index_.try_emplace(user, static_cast<uint32_t>(users_.size()));
+    if (inserted) users_.push_back(user);
+    return it->second;
+  }
+  Offset<Vector<StringOffset>> put(FlatBufferBuilder& b) const {
+    return users_.empty() ? Offset<Vector<StringOffset>>() : b.CreateVectorOfStrings(users_);
+  }
+
+ private:
+  std::unordered_map<std::string, uint32_t> index_;
+  std::vector<std::string> users_;
+};
+
+// A column; absent when empty (the decoder reads an absent vector as empty).
+template <typename T>
+Offset<Vector<T>> put_column(FlatBufferBuilder& b, const std::vector<T>& v) {
+  return v.empty() ? Offset<Vector<T>>() : b.CreateVector(v);
+}
+template <typename S>
+Offset<Vector<const S*>> put_struct_column(FlatBufferBuilder& b, const std::vector<S>& v) {
+  return v.empty() ? Offset<Vector<const S*>>() : b.CreateVectorOfStructs(v.data(), v.size());
+}
+
+Offset<fb::TxnColumns> put_txn_columns(FlatBufferBuilder& b, const std::vector<ClientTxn>& txns) {
+  std::vector<uint64_t> nodes, node_seqs, created_at, version_hlc, version_node;
+  std::vector<uint32_t> change_counts, run_lengths, seen_counts, base_changes;
+  std::vector<uint16_t> run_entities, fields;
+  std::vector<fb::Id128> run_records;
+  std::vector<uint8_t> ops;
+  std::vector<fb::Version> bases;
+  std::vector<fb::FieldVersion> seen;
+  ValueColumns values;
+  bool nodes_differ = false, any_seen = false;
+  uint64_t prev_seq = 0, prev_created = 0, prev_hlc = 0;
+  uint32_t index = 0;
+  for (const ClientTxn& t : txns) {
+    nodes.push_back(t.node);
+    node_seqs.push_back(t.node_seq - prev_seq);
+    created_at.push_back(static_cast<uint64_t>(t.created_at_ms) - prev_created);
+    prev_seq = t.node_seq;
+    prev_created = static_cast<uint64_t>(t.created_at_ms);
+    change_counts.push_back(static_cast<uint32_t>(t.changes.size()));
+    for (size_t i = 0; i < t.changes.size(); ++i, ++index) {
+      const Change& c = t.changes[i];
+      if (i == 0 || c.record != t.changes[i - 1].record || c.entity != t.changes[i - 1].entity) {
+        run_entities.push_back(static_cast<uint16_t>(c.entity));
+        run_records.push_back(wire_id(c.record));
+        run_lengths.push_back(0);
+      }
+      run_lengths.back()++;
+      ops.push_back(static_cast<uint8_t>(c.op));
+      fields.push_back(c.field);
+      values.add(c.value);
+      version_hlc.push_back(c.version.hlc - prev_hlc);
+      prev_hlc = c.version.hlc;
+      version_node.push_back(c.version.node);
+      nodes_differ = nodes_differ || c.version.node != t.node;
+      if (!c.base.is_zero()) {
+        base_changes.push_back(index);
+        bases.push_back(wire_version(c.base));
+      }
+      seen_counts.push_back(static_cast<uint32_t>(c.seen.size()));
+      any_seen = any_seen || !c.seen.empty();
+      for (const FieldVersion& fv : c.seen) seen.push_back(fb::FieldVersion(fv.field, wire_version(fv.version)));
+    }
+  }
+  if (!nodes_differ) version_node.clear();
+  if (!any_seen) seen_counts.clear();
+  auto o_nodes = put_column(b, nodes);
+  auto o_seqs = put_column(b, node_seqs);
+  auto o_created = put_column(b, created_at);
+  auto o_counts = put_column(b, change_counts);
+  auto o_run_entities = put_column(b, run_entities);
+  auto o_run_records = put_struct_column(b, run_records);
+  auto o_run_lengths = put_column(b, run_lengths);
+  auto o_ops = put_column(b, ops);
+  auto o_fields = put_column(b, fields);
+  auto o_kinds = put_column(b, values.kinds);
+  auto o_hlc = put_column(b, version_hlc);
+  auto o_node = put_column(b, version_node);
+  auto o_seen_counts = put_column(b, seen_counts);
+  auto o_ints = put_column(b, values.ints);
+  auto o_reals = put_column(b, values.reals);
+  auto o_text_sizes = put_column(b, values.text_sizes);
+  auto o_text = put_column(b, values.text);
+  auto o_base_changes = put_column(b, base_changes);
+  auto o_bases = put_struct_column(b, bases);
+  auto o_seen = put_struct_column(b, seen);
+  return fb::CreateTxnColumns(b, o_nodes, o_seqs, o_created, o_counts, o_run_entities, o_run_records,
+                              o_run_lengths, o_ops, o_fields, o_kinds, o_hlc, o_node, o_seen_counts, o_ints,
+                              o_reals, o_text_sizes, o_text, o_base_changes, o_bases, o_seen);
+}
+
+Offset<fb::Tombstone> put_tombstone(FlatBufferBuilder& b, uint32_t record, const RecordState& r) {
+  auto deleted_by = put_ident(b, r.deleted_by);
+  auto delete_seen = put_field_versions(b, r.delete_seen);
+  const fb::Version deleted_version = wire_version(r.deleted_version);
+  return fb::CreateTombstone(b, record, r.deleted, r.deleted_version.is_zero() ? nullptr : &deleted_version,
+                             deleted_by, delete_seen);
+}
+
+Offset<fb::RecordColumns> put_record_columns(FlatBufferBuilder& b, const std::vector<RecordState>& records) {
+  std::vector<uint16_t> entities, field_ids;
+  std::vector<fb::Id128> ids;
+  std::vector<uint64_t> created_hlc, created_node, version_hlc, version_node, fragment_hlc, fragment_node;
+  std::vector<uint32_t> field_counts, users, fragment_counts, fragment_users, fragment_text_sizes;
+  std::vector<uint8_t> fragment_text;
+  std::vector<Offset<fb::Tombstone>> tombstones;
+  ValueColumns values;
+  UserTable user_table;
+  bool nodes_differ = false, any_fragments = false;
+  uint64_t prev_created = 0;
+  for (size_t i = 0; i < records.size(); ++i) {
+    const RecordState& r = records[i];
+    entities.push_back(static_cast<uint16_t>(r.entity));
+    ids.push_back(wire_id(r.id));
+    created_hlc.push_back(r.created.hlc - prev_created);
+    prev_created = r.created.hlc;
+    created_node.push_back(r.created.node);
+    field_counts.push_back(static_cast<uint32_t>(r.fields.size()));
+    if (r.deleted || !r.deleted_version.is_zero() || !r.deleted_by.empty() || !r.delete_seen.empty())
+      tombstones.push_back(put_tombstone(b, static_cast<uint32_t>(i), r));
+    for (const FieldState& f : r.fields) {
+      field_ids.push_back(f.field);
+      if (!f.fragments.empty() && f.value.kind() == Value::Kind::kText &&
+          f.value.as_text() == join_fragments(f.fragments)) {
+        values.kinds.push_back(kJoinedFragments);
+      } else {
+        values.add(f.value);
+      }
+      version_hlc.push_back(f.version.hlc - r.created.hlc);
+      version_node.push_back(f.version.node);
+      nodes_differ = nodes_differ || f.version.node != r.created.node;
+      users.push_back(user_table.index(f.user));
+      fragment_counts.push_back(static_cast<uint32_t>(f.fragments.size()));
+      any_fragments = any_fragments || !f.fragments.empty();
+      for (const Fragment& fr : f.fragments) {
+        fragment_hlc.push_back(fr.version.hlc - f.version.hlc);
+        fragment_node.push_back(fr.version.node);
+        fragment_users.push_back(user_table.index(fr.user));
+        fragment_text_sizes.push_back(static_cast<uint32_t>(fr.text.size()));
+        fragment_text.insert(fragment_text.end(), fr.text.begin(), fr.text.end());
+      }
+    }
+  }
+  if (!nodes_differ) version_node.clear();
+  if (!any_fragments) fragment_counts.clear();
+  auto o_entities = put_column(b, entities);
+  auto o_ids = put_struct_column(b, ids);
+  auto o_created_hlc = put_column(b, created_hlc);
+  auto o_created_node = put_column(b, created_node);
+  auto o_field_counts = put_column(b, field_counts);
+  auto o_tombstones = tombstones.empty() ? Offset<Vector<Offset<fb::Tombstone>>>() : b.CreateVector(tombstones);
+  auto o_field_ids = put_column(b, field_ids);
+  auto o_kinds = put_column(b, values.kinds);
+  auto o_version_hlc = put_column(b, version_hlc);
+  auto o_version_node = put_column(b, version_node);
+  auto o_users = put_column(b, users);
+  auto o_fragment_counts = put_column(b, fragment_counts);
+  auto o_ints = put_column(b, values.ints);
+  auto o_reals = put_column(b, values.reals);
+  auto o_text_sizes = put_column(b, values.text_sizes);
+  auto o_text = put_column(b, values.text);
+  auto o_fragment_hlc = put_column(b, fragment_hlc);
+  auto o_fragment_node = put_column(b, fragment_node);
+  auto o_fragment_users = put_column(b, fragment_users);
+  auto o_fragment_text_sizes = put_column(b, fragment_text_sizes);
+  auto o_fragment_text = put_column(b, fragment_text);
+  auto o_user_table = user_table.put(b);
+  return fb::CreateRecordColumns(b, o_entities, o_ids, o_created_hlc, o_created_node, o_field_counts,
+                                 o_tombstones, o_field_ids, o_kinds, o_version_hlc, o_version_node, o_users,
+                                 o_fragment_counts, o_ints, o_reals, o_text_sizes, o_text, o_fragment_hlc,
+                                 o_fragment_node, o_fragment_users, o_fragment_text_sizes, o_fragment_text,
+                                 o_user_table);
+}
+
+// The v2 body of a message: the compact form where there is one, else the v1 form.
+template <typename M>
+Body put_body_v2(FlatBufferBuilder& b, const M& m) {
+  return put_body(b, m);
+}
+
+Body put_body_v2(FlatBufferBuilder& b, const protocol::PushTxns& m) {
+  auto txns = m.txns.empty() ? Offset<fb::TxnColumns>() : put_txn_columns(b, m.txns);
+  return {fb::Body::PushTxnsCompact, fb::CreatePushTxnsCompact(b, m.request_id, txns).Union()};
+}
+
+Body put_body_v2(FlatBufferBuilder& b, const protocol::BootstrapPage& m) {
+  auto records = m.records.empty() ? Offset<fb::RecordColumns>() : put_record_columns(b, m.records);
+  auto token = put_text(b, m.next_page_token);
+  auto conflicts = put_tables(b, m.conflicts, put_conflict);
+  auto purges = put_keys(b, m.purges);
+  return {fb::Body::BootstrapPageCompact,
+          fb::CreateBootstrapPageCompact(b, m.request_id, m.snapshot_seq, m.total_records, m.records_before,
+                                         records, token, m.done, conflicts, purges)
+              .Union()};
 }
 
 // ---- Decoding ---------------------------------------------------------------------------------------------
@@ -918,6 +1163,443 @@ Status get_message(const fb::Error* in, protocol::Error& out) {
   return get_string(in->message(), tuning::kMaxTextBytes, "message", out.message);
 }
 
+// ---- Decoding, protocol version 2: the compact forms ----------------------------------------------------
+// Columns are read through cursors that refuse to run past a column's end and, once the message is read,
+// any entry left over, so a column of the wrong length is a malformed frame. The values then go through the
+// same model checks as the v1 form's.
+
+// One column. Elements are read through a copy like structs: the 2.0.8 verifier checks a vector's length
+// prefix for 4-byte alignment only, so an 8-byte element may be misaligned.
+template <typename T>
+class Column {
+ public:
+  Column(const Vector<T>* v, const char* name) : data_(v ? v->Data() : nullptr), size_(v ? v->size() : 0), name_(name) {}
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  bool done() const { return next_ >= size_; }
+  size_t remaining() const { return size_ - next_; }
+  Status take(T& out) {
+    if (next_ >= size_) return malformed(std::string("column ") + name_ + " is too short");
+    std::memcpy(static_cast<void*>(&out), data_ + next_ * sizeof(T), sizeof(T));
+    out = flatbuffers::EndianScalar(out);
+    ++next_;
+    return Status::ok();
+  }
+  Status finished() const {
+    if (next_ != size_) return malformed(std::string("column ") + name_ + " is too long");
+    return Status::ok();
+  }
+
+ private:
+  const uint8_t* data_;
+  size_t size_;
+  const char* name_;
+  size_t next_ = 0;
+};
+
+template <typename S>
+class StructColumn {
+ public:
+  StructColumn(const Vector<const S*>* v, const char* name) : v_(v), name_(name) {}
+  size_t size() const { return v_ ? v_->size() : 0; }
+  size_t remaining() const { return size() - next_; }
+  Status take(S& out) {
+    if (next_ >= size()) return malformed(std::string("column ") + name_ + " is too short");
+    out = copy_struct(v_->Get(static_cast<flatbuffers::uoffset_t>(next_++)));
+    return Status::ok();
+  }
+  Status finished() const {
+    if (next_ != size()) return malformed(std::string("column ") + name_ + " is too long");
+    return Status::ok();
+  }
+
+ private:
+  const Vector<const S*>* v_;
+  const char* name_;
+  size_t next_ = 0;
+};
+
+// Texts: their sizes, then the concatenated bytes.
+class TextColumn {
+ public:
+  TextColumn(const Vector<uint32_t>* sizes, const Vector<uint8_t>* bytes, const char* name)
+      : sizes_(sizes, name), bytes_(bytes), name_(name) {}
+  Status take(size_t max_bytes, std::string& out) {
+    uint32_t size = 0;
+    Status s = sizes_.take(size);
+    if (!s) return s;
+    if (size > max_bytes) {
+      return Status(ErrorCode::kValueInvalid, std::string(name_) + " is " + std::to_string(size) +
+                                                  " bytes, over the limit of " + std::to_string(max_bytes));
+    }
+    const size_t available = bytes_ ? bytes_->size() : 0;
+    if (size > available - offset_) return malformed(std::string("column ") + name_ + " is too short");
+    out.assign(reinterpret_cast<const char*>(bytes_->Data()) + offset_, size);
+    offset_ += size;
+    return Status::ok();
+  }
+  Status finished() const {
+    Status s = sizes_.finished();
+    if (!s) return s;
+    if (offset_ != (bytes_ ? bytes_->size() : 0)) return malformed(std::string("column ") + name_ + " is too long");
+    return Status::ok();
+  }
+
+ private:
+  Column<uint32_t> sizes_;
+  const Vector<uint8_t>* bytes_;
+  const char* name_;
+  size_t offset_ = 0;
+};
+
+// Values split by kind (ValueColumns).
+struct ValueReader {
+  Column<uint8_t> kinds;
+  Column<int64_t> ints;
+  Column<double> reals;
+  TextColumn text;
+
+  // `kind` was taken from `kinds` by the caller; text over `max_text` is refused.
+  Status take(uint8_t kind, size_t max_text, Value& out) {
+    switch (kind) {
+      case static_cast<uint8_t>(Value::Kind::kNull):
+        out = Value::null();
+        return Status::ok();
+      case static_cast<uint8_t>(Value::Kind::kInt): {
+        int64_t i = 0;
+        Status s = ints.take(i);
+        if (!s) return s;
+        out = Value::integer(i);
+        return Status::ok();
+      }
+      case static_cast<uint8_t>(Value::Kind::kBool): {
+        int64_t i = 0;
+        Status s = ints.take(i);
+        if (!s) return s;
+        if (i != 0 && i != 1) return malformed("bool value " + std::to_string(i));
+        out = Value::boolean(i == 1);
+        return Status::ok();
+      }
+      case static_cast<uint8_t>(Value::Kind::kReal): {
+        double d = 0;
+        Status s = reals.take(d);
+        if (!s) return s;
+        if (!std::isfinite(d)) return Status(ErrorCode::kValueInvalid, "real value is not finite");
+        out = Value::real(d);
+        return Status::ok();
+      }
+      case static_cast<uint8_t>(Value::Kind::kText): {
+        std::string t;
+        Status s = text.take(max_text, t);
+        if (!s) return s;
+        out = Value::text(std::move(t));
+        return Status::ok();
+      }
+      default:
+        return malformed("unknown value kind " + std::to_string(kind));
+    }
+  }
+  Status finished() const {
+    Status s = kinds.finished();
+    if (s) s = ints.finished();
+    if (s) s = reals.finished();
+    if (s) s = text.finished();
+    return s;
+  }
+};
+
+template <typename W>
+ValueReader value_reader(const W* in) {
+  return ValueReader{Column<uint8_t>(in->kinds(), "kinds"), Column<int64_t>(in->ints(), "ints"),
+                     Column<double>(in->reals(), "reals"), TextColumn(in->text_sizes(), in->text(), "text value")};
+}
+
+Status get_user_table(const Vector<Offset<flatbuffers::String>>* in, std::vector<std::string>& out) {
+  return get_tables(in, std::numeric_limits<size_t>::max(), "user_table", out,
+                    +[](const flatbuffers::String* s, std::string& u) { return get_ident(s, "user", u); });
+}
+
+Status get_user(const std::vector<std::string>& table, Column<uint32_t>& column, std::string& out) {
+  uint32_t index = 0;
+  Status s = column.take(index);
+  if (!s) return s;
+  if (index >= table.size()) return malformed("user index " + std::to_string(index) + " out of range");
+  out = table[index];
+  return Status::ok();
+}
+
+// The checks get_change() applies to a v1 change, on a change read from columns.
+Status check_change(const schema::EntityDef& entity, const Change& c) {
+  const bool record_op = c.op == ChangeOp::kCreate || c.op == ChangeOp::kDelete;
+  const schema::FieldDef* field = nullptr;
+  Status s = get_field(entity, c.field, /*allow_record=*/record_op, field);
+  if (!s) return s;
+  if (c.op == ChangeOp::kSet) return check_kind(entity, *field, c.value);
+  if (c.op == ChangeOp::kAppend && c.value.kind() != Value::Kind::kText) {
+    return Status(ErrorCode::kTypeMismatch, "append to " + std::string(entity.name) + "." +
+                                                std::string(field->name) + " carries " +
+                                                kind_name(c.value.kind()) + ", not text");
+  }
+  return Status::ok();
+}
+
+Status get_txn_columns(const fb::TxnColumns* in, std::vector<ClientTxn>& out) {
+  out.clear();
+  if (!in) return Status::ok();
+  Column<uint64_t> nodes(in->nodes(), "nodes"), node_seqs(in->node_seqs(), "node_seqs"),
+      created_at(in->created_at_ms(), "created_at_ms");
+  Column<uint32_t> change_counts(in->change_counts(), "change_counts");
+  Column<uint16_t> run_entities(in->run_entities(), "run_entities");
+  StructColumn<fb::Id128> run_records(in->run_records(), "run_records");
+  Column<uint32_t> run_lengths(in->run_lengths(), "run_lengths");
+  Column<uint8_t> ops(in->ops(), "ops");
+  Column<uint16_t> fields(in->fields(), "fields");
+  Column<uint64_t> version_hlc(in->version_hlc(), "version_hlc"), version_node(in->version_node(), "version_node");
+  Column<uint32_t> seen_counts(in->seen_counts(), "seen_counts");
+  Column<uint32_t> base_changes(in->base_changes(), "base_changes");
+  StructColumn<fb::Version> bases(in->bases(), "bases");
+  StructColumn<fb::FieldVersion> seen(in->seen(), "seen");
+  ValueReader values = value_reader(in);
+
+  // The limits first, before any conversion work: transactions, changes per transaction and per push.
+  const size_t txns = nodes.size();
+  if (txns > tuning::kMaxTxnsPerPush) return too_many("txns", txns, tuning::kMaxTxnsPerPush);
+  const size_t changes = ops.size();
+  if (changes > tuning::kMaxChangesPerPush) return too_many("changes", changes, tuning::kMaxChangesPerPush);
+  const bool per_change_nodes = !version_node.empty(), per_change_seen = !seen_counts.empty();
+
+  // The changes with a non-zero base, in increasing order: next_base is the next one.
+  if (base_changes.size() != bases.size()) return malformed("base_changes and bases differ in length");
+  bool have_base = false;
+  uint32_t next_base = 0;
+  auto advance_base = [&]() -> Status {
+    if (base_changes.done()) {
+      have_base = false;
+      return Status::ok();
+    }
+    uint32_t following = 0;
+    Status st = base_changes.take(following);
+    if (!st) return st;
+    if (have_base && following <= next_base) return malformed("base_changes are not increasing");
+    next_base = following;
+    have_base = true;
+    return Status::ok();
+  };
+  Status s = advance_base();
+  if (!s) return s;
+  uint64_t seq = 0, created = 0, hlc = 0;
+  uint32_t index = 0, run_left = 0;
+  const schema::EntityDef* entity = nullptr;
+  RecordId record;
+  out.resize(txns);
+  for (size_t t = 0; t < txns; ++t) {
+    ClientTxn& txn = out[t];
+    uint64_t delta_seq = 0, delta_created = 0;
+    uint32_t count = 0;
+    if (!(s = nodes.take(txn.node)) || !(s = node_seqs.take(delta_seq)) || !(s = created_at.take(delta_created)) ||
+        !(s = change_counts.take(count)))
+      return within(s, "txns", t);
+    seq += delta_seq;
+    created += delta_created;
+    txn.node_seq = seq;
+    txn.created_at_ms = static_cast<int64_t>(created);
+    if (count > tuning::kMaxChangesPerTxn) return within(too_many("changes", count, tuning::kMaxChangesPerTxn), "txns", t);
+    if (count > changes - index) return malformed("change_counts exceed the changes");
+    if (run_left != 0) return malformed("a run crosses a transaction boundary");
+    txn.changes.resize(count);
+    for (uint32_t i = 0; i < count; ++i, ++index) {
+      Change& c = txn.changes[i];
+      if (run_left == 0) {
+        uint16_t raw_entity = 0;
+        fb::Id128 id;
+        if (!(s = run_entities.take(raw_entity)) || !(s = run_records.take(id)) || !(s = run_lengths.take(run_left)))
+          return s;
+        if (run_left == 0) return malformed("empty run");
+        s = get_entity(raw_entity, entity);
+        if (!s) return within(within(s, "changes", i), "txns", t);
+        record = RecordId{id.hi(), id.lo()};
+      }
+      --run_left;
+      c.entity = entity->id;
+      c.record = record;
+      uint8_t op = 0, kind = 0;
+      uint64_t delta_hlc = 0;
+      if (!(s = ops.take(op)) || !(s = fields.take(c.field)) || !(s = values.kinds.take(kind)) ||
+          !(s = version_hlc.take(delta_hlc)))
+        return s;
+      if (op < static_cast<uint8_t>(ChangeOp::kCreate) || op > static_cast<uint8_t>(ChangeOp::kDelete))
+        return within(within(malformed("unknown change op " + std::to_string(op)), "changes", i), "txns", t);
+      c.op = static_cast<ChangeOp>(op);
+      s = values.take(kind, tuning::kMaxTextBytes, c.value);
+      if (!s) return within(within(s, "changes", i), "txns", t);
+      hlc += delta_hlc;
+      c.version.hlc = hlc;
+      c.version.node = txn.node;
+      if (per_change_nodes && !(s = version_node.take(c.version.node))) return s;
+      if (have_base && next_base == index) {
+        fb::Version base;
+        if (!(s = bases.take(base))) return s;
+        c.base = get_version(&base);
+        if (c.base.is_zero()) return malformed("a zero version among the bases");
+        if (!(s = advance_base())) return s;
+      }
+      uint32_t seen_count = 0;
+      if (per_change_seen && !(s = seen_counts.take(seen_count))) return s;
+      if (seen_count > seen.remaining()) return malformed("seen_counts exceed the seen versions");
+      c.seen.resize(seen_count);
+      for (FieldVersion& fv : c.seen) {
+        fb::FieldVersion w;
+        if (!(s = seen.take(w))) return s;
+        const schema::FieldDef* field = nullptr;
+        s = get_field(*entity, w.field(), /*allow_record=*/true, field);
+        if (!s) return within(within(s, "changes", i), "txns", t);
+        fv = FieldVersion{w.field(), get_version(&w.version())};
+      }
+      s = check_change(*entity, c);
+      if (!s) return within(within(s, "changes", i), "txns", t);
+    }
+  }
+  if (run_left != 0) return malformed("a run outlasts its transaction");
+  if (have_base) return malformed("base_changes name a change that does not exist");
+  for (Status f : {nodes.finished(), node_seqs.finished(), created_at.finished(), change_counts.finished(),
+                   run_entities.finished(), run_records.finished(), run_lengths.finished(), ops.finished(),
+                   fields.finished(), version_hlc.finished(), version_node.finished(), seen_counts.finished(),
+                   base_changes.finished(), bases.finished(), seen.finished(), values.finished()})
+    if (!f) return f;
+  return Status::ok();
+}
+
+Status get_tombstone(const fb::Tombstone* in, const schema::EntityDef& entity, RecordState& out) {
+  out.deleted = in->deleted();
+  out.deleted_version = get_version(in->deleted_version());
+  Status s = get_ident(in->deleted_by(), "deleted_by", out.deleted_by);
+  if (!s) return s;
+  return get_field_versions(in->delete_seen(), entity, out.delete_seen);
+}
+
+Status get_record_columns(const fb::RecordColumns* in, std::vector<RecordState>& out) {
+  out.clear();
+  if (!in) return Status::ok();
+  Column<uint16_t> entities(in->entities(), "entities");
+  StructColumn<fb::Id128> ids(in->ids(), "ids");
+  Column<uint64_t> created_hlc(in->created_hlc(), "created_hlc"), created_node(in->created_node(), "created_node");
+  Column<uint32_t> field_counts(in->field_counts(), "field_counts");
+  Column<uint16_t> field_ids(in->field_ids(), "field_ids");
+  Column<uint64_t> version_hlc(in->version_hlc(), "version_hlc"), version_node(in->version_node(), "version_node");
+  Column<uint32_t> users(in->users(), "users"), fragment_counts(in->fragment_counts(), "fragment_counts");
+  Column<uint64_t> fragment_hlc(in->fragment_hlc(), "fragment_hlc"),
+      fragment_node(in->fragment_node(), "fragment_node");
+  Column<uint32_t> fragment_users(in->fragment_users(), "fragment_users");
+  TextColumn fragment_text(in->fragment_text_sizes(), in->fragment_text(), "fragment text");
+  ValueReader values = value_reader(in);
+  std::vector<std::string> user_table;
+  Status s = get_user_table(in->user_table(), user_table);
+  if (!s) return s;
+
+  const size_t records = entities.size();
+  if (records > tuning::kMaxRecordsPerMessage) return too_many("records", records, tuning::kMaxRecordsPerMessage);
+  const bool per_field_nodes = !version_node.empty(), per_field_fragments = !fragment_counts.empty();
+  const auto* tombstones = in->tombstones();
+  flatbuffers::uoffset_t next_tombstone = 0;
+  uint64_t created = 0;
+  out.resize(records);
+  for (size_t i = 0; i < records; ++i) {
+    RecordState& r = out[i];
+    uint16_t raw_entity = 0;
+    fb::Id128 id;
+    uint64_t delta_created = 0;
+    uint32_t count = 0;
+    if (!(s = entities.take(raw_entity)) || !(s = ids.take(id)) || !(s = created_hlc.take(delta_created)) ||
+        !(s = created_node.take(r.created.node)) || !(s = field_counts.take(count)))
+      return s;
+    const schema::EntityDef* entity = nullptr;
+    s = get_entity(raw_entity, entity);
+    if (!s) return within(s, "records", i);
+    r.entity = entity->id;
+    r.id = RecordId{id.hi(), id.lo()};
+    created += delta_created;
+    r.created.hlc = created;
+    if (tombstones && next_tombstone < tombstones->size() && tombstones->Get(next_tombstone)->record() == i) {
+      s = get_tombstone(tombstones->Get(next_tombstone++), *entity, r);
+      if (!s) return within(s, "records", i);
+    }
+    if (count > field_ids.remaining()) return malformed("field_counts exceed the fields");
+    r.fields.resize(count);
+    for (uint32_t k = 0; k < count; ++k) {
+      FieldState& f = r.fields[k];
+      uint8_t kind = 0;
+      uint64_t delta_hlc = 0;
+      if (!(s = field_ids.take(f.field)) || !(s = values.kinds.take(kind)) || !(s = version_hlc.take(delta_hlc)) ||
+          !(s = get_user(user_table, users, f.user)))
+        return s;
+      const schema::FieldDef* field = nullptr;
+      s = get_field(*entity, f.field, /*allow_record=*/false, field);
+      if (!s) return within(within(s, "fields", k), "records", i);
+      if (k > 0 && r.fields[k - 1].field >= f.field)
+        return malformed("fields of a " + std::string(entity->name) + " record are not sorted by id");
+      f.version.hlc = r.created.hlc + delta_hlc;
+      f.version.node = r.created.node;
+      if (per_field_nodes && !(s = version_node.take(f.version.node))) return s;
+      uint32_t fragments = 0;
+      if (per_field_fragments && !(s = fragment_counts.take(fragments))) return s;
+      if (fragments > fragment_hlc.remaining()) return malformed("fragment_counts exceed the fragments");
+      f.fragments.resize(fragments);
+      for (uint32_t j = 0; j < fragments; ++j) {
+        Fragment& fr = f.fragments[j];
+        uint64_t delta = 0;
+        if (!(s = fragment_hlc.take(delta)) || !(s = fragment_node.take(fr.version.node)) ||
+            !(s = get_user(user_table, fragment_users, fr.user)) ||
+            !(s = fragment_text.take(tuning::kMaxTextBytes, fr.text)))
+          return within(within(s, "fields", k), "records", i);
+        fr.version.hlc = f.version.hlc + delta;
+        if (j > 0 && !(f.fragments[j - 1].version < fr.version)) {
+          return malformed("fragments of " + std::string(entity->name) + "." + std::string(field->name) +
+                           " are not in strictly increasing version order");
+        }
+      }
+      if (kind == kJoinedFragments) {
+        if (f.fragments.empty()) return malformed("joined fragments without fragments");
+        f.value = Value::text(join_fragments(f.fragments));
+        if (field->policy != schema::MergePolicy::kAppendText && f.value.as_text().size() > tuning::kMaxTextBytes)
+          return Status(ErrorCode::kValueInvalid, "joined text over the limit");
+      } else {
+        s = values.take(kind, state_text_limit(field), f.value);
+        if (!s) return within(within(s, "fields", k), "records", i);
+      }
+      s = check_kind(*entity, *field, f.value);
+      if (!s) return within(within(s, "fields", k), "records", i);
+    }
+  }
+  if (tombstones && next_tombstone != tombstones->size())
+    return malformed("tombstones are not in increasing record order or name a record that does not exist");
+  for (Status f : {entities.finished(), ids.finished(), created_hlc.finished(), created_node.finished(),
+                   field_counts.finished(), field_ids.finished(), version_hlc.finished(), version_node.finished(),
+                   users.finished(), fragment_counts.finished(), fragment_hlc.finished(), fragment_node.finished(),
+                   fragment_users.finished(), fragment_text.finished(), values.finished()})
+    if (!f) return f;
+  return Status::ok();
+}
+
+Status get_message(const fb::PushTxnsCompact* in, protocol::PushTxns& out) {
+  out.request_id = in->request_id();
+  return get_txn_columns(in->txns(), out.txns);
+}
+
+Status get_message(const fb::BootstrapPageCompact* in, protocol::BootstrapPage& out) {
+  out.request_id = in->request_id();
+  out.snapshot_seq = in->snapshot_seq();
+  out.total_records = in->total_records();
+  out.records_before = in->records_before();
+  out.done = in->done();
+  Status s = get_record_columns(in->records(), out.records);
+  if (!s) return within(s, "records");
+  s = get_string(in->next_page_token(), tuning::kMaxTokenBytes, "next_page_token", out.next_page_token);
+  if (!s) return s;
+  s = get_keys(in->purges(), out.purges);
+  if (!s) return s;
+  return get_conflicts(in->conflicts(), out.conflicts);
+}
+
 template <typename W, typename M>
 Result<protocol::Message> convert(const W* in) {
   M out;
@@ -946,17 +1628,28 @@ Result<protocol::Message> decode_verified(const fb::Frame* frame) {
       return convert<fb::BootstrapPage, protocol::BootstrapPage>(frame->body_as_BootstrapPage());
     case fb::Body::Error:
       return convert<fb::Error, protocol::Error>(frame->body_as_Error());
+    case fb::Body::PushTxnsCompact:
+      return convert<fb::PushTxnsCompact, protocol::PushTxns>(frame->body_as_PushTxnsCompact());
+    case fb::Body::BootstrapPageCompact:
+      return convert<fb::BootstrapPageCompact, protocol::BootstrapPage>(frame->body_as_BootstrapPageCompact());
     case fb::Body::NONE:
       break;
   }
   return malformed("unknown message type " + std::to_string(static_cast<int>(frame->body_type())));
 }
 
-Result<protocol::Message> decode_frame(std::span<const uint8_t> frame) {
+// `compressed`: the frame came out of a compressed frame, which must not hold another one.
+Result<protocol::Message> decode_frame(std::span<const uint8_t> frame, bool compressed = false) {
   if (frame.size() > tuning::kMaxMessageBytes) {
     return Status(ErrorCode::kMessageTooLarge, "frame of " + std::to_string(frame.size()) +
                                                    " bytes, over the limit of " +
                                                    std::to_string(tuning::kMaxMessageBytes));
+  }
+  if (detail::is_compressed_frame(frame)) {
+    if (compressed) return malformed("a compressed frame inside a compressed frame");
+    Result<detail::Decompressed> inner = detail::decompress_frame(frame, tuning::kMaxMessageBytes);
+    if (!inner) return inner.status();
+    return decode_frame(inner.value().bytes(), /*compressed=*/true);
   }
   if (frame.size() < 2 * sizeof(flatbuffers::uoffset_t)) {
     return malformed("frame of " + std::to_string(frame.size()) + " bytes is too short");
@@ -1040,11 +1733,33 @@ Result<ConflictRecord> decode_conflict(std::span<const uint8_t> bytes) {
   return decode_root(bytes, get_conflict, "conflict");
 }
 
-std::vector<uint8_t> encode(const protocol::Message& message) {
+bool compressible(const protocol::Message& message) {
+  return std::visit(
+      [](const auto& m) {
+        using M = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<M, protocol::ChangeBatch>) {
+          return m.request_id != 0;  // a pull's answer, not a live batch
+        } else {
+          return std::is_same_v<M, protocol::PushTxns> || std::is_same_v<M, protocol::PushAck> ||
+                 std::is_same_v<M, protocol::BootstrapPage>;
+        }
+      },
+      message);
+}
+
+std::vector<uint8_t> encode(const protocol::Message& message, uint32_t protocol_version) {
+  const bool handshake =
+      std::holds_alternative<protocol::Hello>(message) || std::holds_alternative<protocol::Welcome>(message);
+  const bool v2 = protocol_version >= 2 && !handshake;
   FlatBufferBuilder b(1024);
-  const Body body = std::visit([&b](const auto& m) { return put_body(b, m); }, message);
+  const Body body = std::visit([&](const auto& m) { return v2 ? put_body_v2(b, m) : put_body(b, m); }, message);
   fb::FinishFrameBuffer(b, fb::CreateFrame(b, body.first, body.second));
-  return std::vector<uint8_t>(b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize());
+  const std::span<const uint8_t> frame(b.GetBufferPointer(), b.GetSize());
+  if (v2 && frame.size() >= tuning::kCompressMinBytes && compressible(message)) {
+    if (std::optional<std::vector<uint8_t>> z = detail::compress_frame(frame, tuning::kCompressionLevel))
+      return std::move(*z);
+  }
+  return std::vector<uint8_t>(frame.begin(), frame.end());
 }
 
 Result<protocol::Message> decode(std::span<const uint8_t> frame) {

@@ -11,10 +11,22 @@
 
 namespace fieldsync::codec {
 
-// Encodes a message as one frame. Never fails for a message the limits allow; asserts on programmer errors.
-std::vector<uint8_t> encode(const protocol::Message& message);
+// Encodes a message as one frame for a session of `protocol_version` (the version its Welcome named). Never
+// fails for a message the limits allow; asserts on programmer errors.
+//   1: the v1 form, uncompressed: exactly what protocol version 1 peers read.
+//   2 and later: PushTxns and BootstrapPage in their compact forms (the other messages as in v1), and frames of
+//      PushTxns, PushAck, BootstrapPage and ChangeBatch answering a pull (not live batches) zstd-compressed
+//      when at least tuning::kCompressMinBytes and smaller so. Hello and Welcome are always the v1 form,
+//      uncompressed: they open the session before its version is known, and Hello carries the device token.
+std::vector<uint8_t> encode(const protocol::Message& message, uint32_t protocol_version = 1);
 
-// Decodes one frame. Errors: kMessageTooLarge (over tuning::kMaxMessageBytes), kMalformedMessage (verifier or
+// Whether protocol version 2 and later compress a frame of `message` (above the size threshold): the messages
+// that carry no secret and whose content an outsider cannot time (docs/DESIGN.md, "Compression").
+bool compressible(const protocol::Message& message);
+
+// Decodes one frame of any form: v1, the v2 compact forms, and compressed frames (a compressed frame must
+// declare a size within tuning::kMaxMessageBytes and is refused before anything is allocated otherwise; what
+// it holds is verified like any frame and must not be compressed again). Errors: kMessageTooLarge (over tuning::kMaxMessageBytes), kMalformedMessage (verifier or
 // structural failure, unknown message type), kUnknownEntity / kUnknownField / kTypeMismatch / kValueInvalid /
 // kTooManyChanges (content outside the model or the limits).
 Result<protocol::Message> decode(std::span<const uint8_t> frame);
