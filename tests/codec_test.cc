@@ -16,8 +16,10 @@
 #include <vector>
 
 #include <flatbuffers/flatbuffers.h>
+#include <zstd.h>
 
 #include "fieldsync/schema/fieldsync_generated.h"
+#include "fieldsync/sync/merge.h"
 #include "fieldsync/sync/tuning.h"
 #include "support/codec_samples.h"
 
@@ -34,15 +36,33 @@ Result<Message> decode(const std::vector<uint8_t>& frame) {
   return codec::decode(frame);
 }
 
+// The forms a frame can take: v1; v2 (compact forms) uncompressed; v2 compressed whatever its size (only the
+// compressible messages); v2 as sent (compressed above the threshold).
+std::vector<codec::EncodeOptions> frame_forms() {
+  codec::EncodeOptions v1, v2_plain, v2_compressed, v2;
+  v2_plain.protocol_version = v2_compressed.protocol_version = v2.protocol_version = 2;
+  v2_plain.compression_level = 0;
+  v2_compressed.compress_min_bytes = 0;
+  return {v1, v2_plain, v2_compressed, v2};
+}
+
+std::string form_name(const codec::EncodeOptions& o) {
+  return "v" + std::to_string(o.protocol_version) + " level " + std::to_string(o.compression_level) +
+         " from " + std::to_string(o.compress_min_bytes) + " bytes";
+}
+
 void expect_round_trip(const Message& m) {
   SCOPED_TRACE(protocol::message_name(m));
-  std::vector<uint8_t> frame = codec::encode(m);
-  Result<Message> back = decode(frame);
-  ASSERT_TRUE(back.is_ok()) << back.status().to_string();
-  EXPECT_EQ(back->index(), m.index());
-  EXPECT_TRUE(*back == m);
-  // Encoding is deterministic, so the re-encoded frame is byte for byte the same.
-  EXPECT_EQ(codec::encode(*back), frame);
+  for (const codec::EncodeOptions& form : frame_forms()) {
+    SCOPED_TRACE(form_name(form));
+    std::vector<uint8_t> frame = codec::encode(m, form);
+    Result<Message> back = decode(frame);
+    ASSERT_TRUE(back.is_ok()) << back.status().to_string();
+    EXPECT_EQ(back->index(), m.index());
+    EXPECT_TRUE(*back == m);
+    // Encoding is deterministic, so the re-encoded frame is byte for byte the same.
+    EXPECT_EQ(codec::encode(*back, form), frame);
+  }
 }
 
 // Whatever decode() accepts is a well-formed message: it encodes and decodes to itself again, and its
@@ -62,6 +82,17 @@ ErrorCode decode_error(const std::vector<uint8_t>& frame) {
   return r.status().code();
 }
 
+// The error decode() gives for `m` in every frame form; the v2 forms must be refused exactly like v1.
+ErrorCode message_error(const Message& m) {
+  const std::vector<codec::EncodeOptions> forms = frame_forms();
+  const ErrorCode v1 = decode_error(codec::encode(m, forms[0]));
+  for (const codec::EncodeOptions& form : forms) {
+    SCOPED_TRACE(form_name(form));
+    EXPECT_EQ(decode_error(codec::encode(m, form)), v1);
+  }
+  return v1;
+}
+
 ErrorCode push_error(std::vector<Change> changes) {
   protocol::PushTxns m;
   m.request_id = 1;
@@ -70,7 +101,7 @@ ErrorCode push_error(std::vector<Change> changes) {
   t.node_seq = 1;
   t.changes = std::move(changes);
   m.txns.push_back(std::move(t));
-  return decode_error(codec::encode(m));
+  return message_error(m);
 }
 
 // ---- Round trips ------------------------------------------------------------------------------------------
@@ -352,7 +383,7 @@ TEST(CodecModel, UnknownEntity) {
 
   protocol::ChangeBatch b;
   b.purges = {{static_cast<EntityId>(500), rid(1)}};
-  EXPECT_EQ(decode_error(codec::encode(b)), ErrorCode::kUnknownEntity);
+  EXPECT_EQ(message_error(b), ErrorCode::kUnknownEntity);
 }
 
 TEST(CodecModel, UnknownField) {
@@ -368,7 +399,7 @@ TEST(CodecModel, UnknownField) {
   r.fields.back().field = 11;
   protocol::BootstrapPage page;
   page.records = {r};
-  EXPECT_EQ(decode_error(codec::encode(page)), ErrorCode::kUnknownField);
+  EXPECT_EQ(message_error(page), ErrorCode::kUnknownField);
 }
 
 TEST(CodecModel, TypeMismatch) {
@@ -388,13 +419,13 @@ TEST(CodecModel, TypeMismatch) {
   r.fields[0].value = Value::boolean(true);
   protocol::ChangeBatch b;
   b.records = {r};
-  EXPECT_EQ(decode_error(codec::encode(b)), ErrorCode::kTypeMismatch);
+  EXPECT_EQ(message_error(b), ErrorCode::kTypeMismatch);
 
   ConflictRecord c = sample_conflicts()[0];
   c.loser.value = Value::real(1.5);
   b = {};
   b.conflicts = {c};
-  EXPECT_EQ(decode_error(codec::encode(b)), ErrorCode::kTypeMismatch);
+  EXPECT_EQ(message_error(b), ErrorCode::kTypeMismatch);
 }
 
 TEST(CodecModel, NullIsLeftToTheRules) {
@@ -414,22 +445,22 @@ TEST(CodecModel, UnknownEnumValues) {
   protocol::ChangeBatch b;
   b.conflicts = sample_conflicts();
   b.conflicts[1].kind = static_cast<ConflictKind>(7);
-  EXPECT_EQ(decode_error(codec::encode(b)), ErrorCode::kMalformedMessage);
+  EXPECT_EQ(message_error(b), ErrorCode::kMalformedMessage);
 
   protocol::Welcome w = sample_welcome();
   w.role = static_cast<schema::Role>(5);
-  EXPECT_EQ(decode_error(codec::encode(w)), ErrorCode::kMalformedMessage);
+  EXPECT_EQ(message_error(w), ErrorCode::kMalformedMessage);
 
   protocol::PushAck ack = sample_ack();
   ack.results[2].outcome = static_cast<protocol::TxnOutcome>(0);
-  EXPECT_EQ(decode_error(codec::encode(ack)), ErrorCode::kMalformedMessage);
+  EXPECT_EQ(message_error(ack), ErrorCode::kMalformedMessage);
   ack = sample_ack();
   ack.results[1].reason = static_cast<ErrorCode>(12345);
-  EXPECT_EQ(decode_error(codec::encode(ack)), ErrorCode::kMalformedMessage);
+  EXPECT_EQ(message_error(ack), ErrorCode::kMalformedMessage);
 
   protocol::Error e = sample_error();
   e.code = static_cast<ErrorCode>(24);  // a gap in the list
-  EXPECT_EQ(decode_error(codec::encode(e)), ErrorCode::kMalformedMessage);
+  EXPECT_EQ(message_error(e), ErrorCode::kMalformedMessage);
 
   flatbuffers::FlatBufferBuilder fbb;
   auto value = fb::CreateValue(fbb, static_cast<fb::ValueKind>(9), 1);
@@ -455,12 +486,12 @@ TEST(CodecModel, OrderingInvariantsOfRecordStates) {
   std::swap(r.fields[0], r.fields[1]);
   protocol::BootstrapPage page;
   page.records = {r};
-  EXPECT_EQ(decode_error(codec::encode(page)), ErrorCode::kMalformedMessage);
+  EXPECT_EQ(message_error(page), ErrorCode::kMalformedMessage);
 
   r = sample_account();
   std::swap(r.fields.back().fragments[0], r.fields.back().fragments[1]);
   page.records = {r};
-  EXPECT_EQ(decode_error(codec::encode(page)), ErrorCode::kMalformedMessage);
+  EXPECT_EQ(message_error(page), ErrorCode::kMalformedMessage);
 }
 
 // ---- Limits -----------------------------------------------------------------------------------------------
@@ -472,13 +503,13 @@ TEST(CodecLimits, TooManyChangesInATransaction) {
 
   protocol::ChangeBatch b;
   b.txns.push_back(ServerTxn{1, 5, "rep-1", 1, std::move(changes)});
-  EXPECT_EQ(decode_error(codec::encode(b)), ErrorCode::kTooManyChanges);
+  EXPECT_EQ(message_error(b), ErrorCode::kTooManyChanges);
 }
 
 TEST(CodecLimits, TooManyTransactionsOrRecords) {
   protocol::PushTxns m;
   for (uint64_t i = 0; i <= tuning::kMaxTxnsPerPush; ++i) m.txns.push_back(ClientTxn{5, i + 1, 0, {}});
-  EXPECT_EQ(decode_error(codec::encode(m)), ErrorCode::kTooManyChanges);
+  EXPECT_EQ(message_error(m), ErrorCode::kTooManyChanges);
 
   // Three full transactions: each within kMaxChangesPerTxn, together over kMaxChangesPerPush.
   m.txns.assign(3, ClientTxn{5, 1, 0, {}});
@@ -488,22 +519,22 @@ TEST(CodecLimits, TooManyTransactionsOrRecords) {
                              set(EntityId::kAccount, 1, f::kAccountName, Value::text("n"), 2000));
   }
   static_assert(3 * tuning::kMaxChangesPerTxn > tuning::kMaxChangesPerPush);
-  EXPECT_EQ(decode_error(codec::encode(m)), ErrorCode::kTooManyChanges);
+  EXPECT_EQ(message_error(m), ErrorCode::kTooManyChanges);
 
   protocol::ChangeBatch b;
   b.purges.assign(tuning::kMaxRecordsPerMessage + 1, RecordKey{EntityId::kAccount, rid(1)});
-  EXPECT_EQ(decode_error(codec::encode(b)), ErrorCode::kTooManyChanges);
+  EXPECT_EQ(message_error(b), ErrorCode::kTooManyChanges);
 
   RecordState tiny;
   tiny.entity = EntityId::kProduct;
   b = {};
   b.records.assign(tuning::kMaxRecordsPerMessage + 1, tiny);
-  EXPECT_EQ(decode_error(codec::encode(b)), ErrorCode::kTooManyChanges);
+  EXPECT_EQ(message_error(b), ErrorCode::kTooManyChanges);
 
   ConflictRecord c = sample_conflicts()[0];
   protocol::BootstrapPage page;
   page.conflicts.assign(tuning::kMaxRecordsPerMessage + 1, c);
-  EXPECT_EQ(decode_error(codec::encode(page)), ErrorCode::kTooManyChanges);
+  EXPECT_EQ(message_error(page), ErrorCode::kTooManyChanges);
 
   // In a push ack the limit holds for the whole message, not per result.
   protocol::PushAck ack;
@@ -514,7 +545,7 @@ TEST(CodecLimits, TooManyTransactionsOrRecords) {
     r.absent.assign(tuning::kMaxRecordsPerMessage / 2 + 1, RecordKey{EntityId::kAccount, rid(1)});
     ack.results.push_back(r);
   }
-  EXPECT_EQ(decode_error(codec::encode(ack)), ErrorCode::kTooManyChanges);
+  EXPECT_EQ(message_error(ack), ErrorCode::kTooManyChanges);
 }
 
 TEST(CodecLimits, OversizedStrings) {
@@ -528,32 +559,34 @@ TEST(CodecLimits, OversizedStrings) {
 
   protocol::Hello h = sample_hello();
   h.token = std::string(tuning::kMaxTokenBytes + 1, 't');
-  EXPECT_EQ(decode_error(codec::encode(h)), ErrorCode::kValueInvalid);
+  EXPECT_EQ(message_error(h), ErrorCode::kValueInvalid);
 
   protocol::Welcome w = sample_welcome();
   w.user = std::string(tuning::kMaxIdentifierBytes + 1, 'u');
-  EXPECT_EQ(decode_error(codec::encode(w)), ErrorCode::kValueInvalid);
+  EXPECT_EQ(message_error(w), ErrorCode::kValueInvalid);
 
   protocol::ChangeBatch b = sample_batch();
   b.txns[1].origin_user = std::string(tuning::kMaxIdentifierBytes + 1, 'u');
-  EXPECT_EQ(decode_error(codec::encode(b)), ErrorCode::kValueInvalid);
+  EXPECT_EQ(message_error(b), ErrorCode::kValueInvalid);
 
   b = sample_batch();
   b.records[0].fields.back().fragments[1].user = std::string(tuning::kMaxIdentifierBytes + 1, 'u');
-  EXPECT_EQ(decode_error(codec::encode(b)), ErrorCode::kValueInvalid);
+  EXPECT_EQ(message_error(b), ErrorCode::kValueInvalid);
 
   b = sample_batch();
   b.records[0].fields[0].value = Value::text(std::string(tuning::kMaxTextBytes + 1, 'x'));
-  EXPECT_EQ(decode_error(codec::encode(b)), ErrorCode::kValueInvalid);
+  EXPECT_EQ(message_error(b), ErrorCode::kValueInvalid);
 }
 
 TEST(CodecErrors, MessageSaysWhere) {
   protocol::PushTxns m = sample_push();
   m.txns[1].changes[1].field = 99;
-  Result<Message> r = decode(codec::encode(m));
-  ASSERT_FALSE(r.is_ok());
-  EXPECT_EQ(r.status().code(), ErrorCode::kUnknownField);
-  EXPECT_EQ(r.status().message(), "txns[1]: changes[1]: unknown field 99 of entity account");
+  for (const codec::EncodeOptions& form : frame_forms()) {
+    Result<Message> r = decode(codec::encode(m, form));
+    ASSERT_FALSE(r.is_ok());
+    EXPECT_EQ(r.status().code(), ErrorCode::kUnknownField);
+    EXPECT_EQ(r.status().message(), "txns[1]: changes[1]: unknown field 99 of entity account");
+  }
 }
 
 }  // namespace
@@ -611,6 +644,273 @@ TEST(CodecStored, CorruptBlobsAreTypedErrors) {
   EXPECT_FALSE(codec::decode_record({}).is_ok());
   std::vector<uint8_t> junk(64, 0xff);
   EXPECT_EQ(codec::decode_client_txn(junk).status().code(), ErrorCode::kMalformedMessage);
+}
+
+// ---- Protocol version 2: compact forms and compressed frames ------------------------------------------
+
+fb::Body body_type(const std::vector<uint8_t>& frame) {
+  return fb::GetFrame(frame.data())->body_type();
+}
+
+std::vector<uint8_t> finish(flatbuffers::FlatBufferBuilder& b, fb::Body type,
+                            flatbuffers::Offset<void> body) {
+  fb::FinishFrameBuffer(b, fb::CreateFrame(b, type, body));
+  return {b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize()};
+}
+
+// The compressed frame layout of docs/protocol.md: declared size (uint32 LE), "FSZ1", one zstd frame.
+std::vector<uint8_t> compressed_frame(uint32_t declared, const std::vector<uint8_t>& zstd_frame) {
+  std::vector<uint8_t> out(8);
+  for (int i = 0; i < 4; ++i) out[static_cast<size_t>(i)] = static_cast<uint8_t>(declared >> (8 * i));
+  std::memcpy(out.data() + 4, "FSZ1", 4);
+  out.insert(out.end(), zstd_frame.begin(), zstd_frame.end());
+  return out;
+}
+
+std::vector<uint8_t> zstd(const std::vector<uint8_t>& in) {
+  std::vector<uint8_t> out(ZSTD_compressBound(in.size()));
+  const size_t n = ZSTD_compress(out.data(), out.size(), in.data(), in.size(), 3);
+  EXPECT_FALSE(ZSTD_isError(n));
+  out.resize(n);
+  return out;
+}
+
+codec::EncodeOptions v2_plain() {
+  codec::EncodeOptions o;
+  o.protocol_version = 2;
+  o.compression_level = 0;
+  return o;
+}
+
+TEST(CodecV2, PushAndBootstrapPageUseTheCompactFormsOtherMessagesTheV1Form) {
+  EXPECT_EQ(body_type(codec::encode(sample_push(), v2_plain())), fb::Body::PushTxnsCompact);
+  EXPECT_EQ(body_type(codec::encode(sample_bootstrap_page(), v2_plain())), fb::Body::BootstrapPageCompact);
+  for (const Message& m : sample_messages()) {
+    if (std::holds_alternative<protocol::PushTxns>(m) || std::holds_alternative<protocol::BootstrapPage>(m))
+      continue;
+    EXPECT_EQ(codec::encode(m, v2_plain()), codec::encode(m)) << protocol::message_name(m);
+  }
+  // Version 1 (the default) is exactly the v1 form.
+  for (const Message& m : sample_messages()) EXPECT_EQ(codec::encode(m, 1), codec::encode(m));
+}
+
+TEST(CodecV2, HandshakeIsNeverCompactNorCompressed) {
+  codec::EncodeOptions always;
+  always.protocol_version = 2;
+  always.compress_min_bytes = 0;
+  protocol::Hello h = sample_hello();
+  h.token = std::string(3000, 't');  // large and repetitive: it would compress well
+  EXPECT_EQ(codec::encode(h, always), codec::encode(h));
+  protocol::Welcome w = sample_welcome();
+  w.user = std::string(200, 'u');
+  EXPECT_EQ(codec::encode(w, always), codec::encode(w));
+  // And a compressed handshake from a peer is refused.
+  EXPECT_EQ(
+      decode_error(compressed_frame(static_cast<uint32_t>(codec::encode(h).size()), zstd(codec::encode(h)))),
+      ErrorCode::kMalformedMessage);
+}
+
+TEST(CodecV2, OnlyFramesWithoutSecretsAboveTheThresholdAreCompressed) {
+  protocol::PushTxns push;
+  push.txns.push_back(ClientTxn{5, 1, 0, {}});
+  for (int i = 0; i < 40; ++i)
+    push.txns[0].changes.push_back(
+        set(EntityId::kAccount, 1, kAccountAddress, Value::text("Hauptstrasse 1"), 2000 + i));
+  const std::vector<uint8_t> frame = codec::encode(push, 2);
+  ASSERT_GE(frame.size(), 8u);
+  EXPECT_EQ(std::memcmp(frame.data() + 4, "FSZ1", 4), 0);
+  EXPECT_LT(frame.size(), codec::encode(push, v2_plain()).size());
+  // Below the threshold: as is.
+  protocol::PushTxns small;
+  small.txns.push_back(
+      ClientTxn{5, 1, 0, {set(EntityId::kAccount, 1, kAccountAddress, Value::text("x"), 2000)}});
+  EXPECT_EQ(codec::encode(small, 2), codec::encode(small, v2_plain()));
+  // Live batches are not compressed (an outsider can time them: docs/DESIGN.md), a pull's answer is.
+  protocol::ChangeBatch batch = sample_batch();
+  for (int i = 0; i < 5; ++i) batch.txns.push_back(batch.txns[0]);
+  EXPECT_TRUE(codec::compressible(batch));
+  EXPECT_EQ(std::memcmp(codec::encode(batch, 2).data() + 4, "FSZ1", 4), 0);
+  batch.request_id = 0;
+  EXPECT_FALSE(codec::compressible(batch));
+  EXPECT_EQ(codec::encode(batch, 2), codec::encode(batch));
+  EXPECT_FALSE(codec::compressible(sample_hello()));
+  EXPECT_FALSE(codec::compressible(sample_welcome()));
+  EXPECT_FALSE(codec::compressible(sample_error()));
+}
+
+TEST(CodecV2, JoinedAppendTextIsNotSentTwice) {
+  protocol::BootstrapPage page;
+  page.records = {sample_account()};
+  ASSERT_EQ(page.records[0].fields.back().field, kAccountNotes);
+  FieldState& notes = page.records[0].fields.back();
+  notes.value = Value::text(join_fragments(notes.fragments));  // as merge.h keeps it
+  expect_round_trip(page);
+  const size_t joined = codec::encode(page, v2_plain()).size();
+  page.records[0].fields.back().value = Value::text("not the fragments");  // kept as is, and round-trips
+  expect_round_trip(page);
+  EXPECT_LT(joined, codec::encode(page, v2_plain()).size());
+}
+
+TEST(CodecV2, CompressedFrameDeclaringTooMuchIsRefusedBeforeAllocating) {
+  // A bomb: 64 MiB of zeros compress to a few KiB; the frame says so and is refused on its header.
+  const std::vector<uint8_t> zeros(64 << 20, 0);
+  const std::vector<uint8_t> z = zstd(zeros);
+  ASSERT_LT(z.size(), 64u * 1024);
+  EXPECT_EQ(decode_error(compressed_frame(64u << 20, z)), ErrorCode::kMessageTooLarge);
+  EXPECT_EQ(decode_error(compressed_frame(0xffffffffu, z)), ErrorCode::kMessageTooLarge);
+  // The header lies (small), the zstd frame says 64 MiB: refused on the mismatch, nothing inflated.
+  EXPECT_EQ(decode_error(compressed_frame(1000, z)), ErrorCode::kMalformedMessage);
+  // Just over the limit, honestly declared.
+  const std::vector<uint8_t> over(tuning::kMaxMessageBytes + 1, 0);
+  EXPECT_EQ(decode_error(compressed_frame(static_cast<uint32_t>(over.size()), zstd(over))),
+            ErrorCode::kMessageTooLarge);
+}
+
+TEST(CodecV2, LyingTruncatedAndGarbageCompressedFramesAreRefused) {
+  const std::vector<uint8_t> inner = codec::encode(sample_push(), v2_plain());
+  const std::vector<uint8_t> z = zstd(inner);
+  const uint32_t size = static_cast<uint32_t>(inner.size());
+  ASSERT_TRUE(decode(compressed_frame(size, z)).is_ok());
+  EXPECT_EQ(decode_error(compressed_frame(size + 1, z)), ErrorCode::kMalformedMessage);
+  EXPECT_EQ(decode_error(compressed_frame(size - 1, z)), ErrorCode::kMalformedMessage);
+  // Every truncation.
+  const std::vector<uint8_t> whole = compressed_frame(size, z);
+  for (size_t n = 0; n < whole.size(); ++n) {
+    std::vector<uint8_t> cut(whole.begin(), whole.begin() + static_cast<std::ptrdiff_t>(n));
+    EXPECT_FALSE(decode(cut).is_ok()) << n;
+  }
+  // Trailing bytes, a second zstd frame.
+  std::vector<uint8_t> trailing = whole;
+  trailing.push_back(0);
+  EXPECT_EQ(decode_error(trailing), ErrorCode::kMalformedMessage);
+  std::vector<uint8_t> two = z;
+  two.insert(two.end(), z.begin(), z.end());
+  EXPECT_EQ(decode_error(compressed_frame(2 * size, two)), ErrorCode::kMalformedMessage);
+  // A zstd frame that does not declare its size (streaming), garbage instead of zstd.
+  {
+    ZSTD_CCtx* c = ZSTD_createCCtx();
+    ZSTD_CCtx_setParameter(c, ZSTD_c_contentSizeFlag, 0);
+    std::vector<uint8_t> out(ZSTD_compressBound(inner.size()));
+    const size_t n = ZSTD_compress2(c, out.data(), out.size(), inner.data(), inner.size());
+    ZSTD_freeCCtx(c);
+    ASSERT_FALSE(ZSTD_isError(n));
+    out.resize(n);
+    EXPECT_EQ(decode_error(compressed_frame(size, out)), ErrorCode::kMalformedMessage);
+  }
+  std::mt19937 rng(17);
+  for (int i = 0; i < 200; ++i) {
+    std::vector<uint8_t> garbage(1 + rng() % 300);
+    for (uint8_t& b : garbage) b = static_cast<uint8_t>(rng());
+    EXPECT_FALSE(decode(compressed_frame(size, garbage)).is_ok());
+  }
+  // Byte flips of a good compressed frame never crash, and never pass as a different message.
+  for (size_t i = 8; i < whole.size(); ++i) {
+    std::vector<uint8_t> flipped = whole;
+    flipped[i] ^= 0x5a;
+    Result<Message> r = decode(flipped);
+    if (r.is_ok()) expect_stable(*r);
+  }
+  // Decompressed garbage, and a compressed frame inside a compressed frame.
+  std::vector<uint8_t> noise(5000);
+  for (uint8_t& b : noise) b = static_cast<uint8_t>(rng());
+  EXPECT_EQ(decode_error(compressed_frame(5000, zstd(noise))), ErrorCode::kMalformedMessage);
+  EXPECT_EQ(decode_error(compressed_frame(static_cast<uint32_t>(whole.size()), zstd(whole))),
+            ErrorCode::kMalformedMessage);
+}
+
+TEST(CodecV2, CompactColumnsOfTheWrongLengthAreRefused) {
+  const std::vector<uint64_t> one{5}, two{5, 6};
+  const std::vector<uint32_t> count1{1}, count2{2};
+  const std::vector<uint16_t> account{static_cast<uint16_t>(EntityId::kAccount)}, name{f::kAccountName};
+  const std::vector<fb::Id128> id{fb::Id128(1, 2)};
+  const std::vector<uint8_t> set_op{2}, text_kind{4}, x{'x'};
+  const std::vector<uint64_t> hlc{make_hlc(1'700'000'000'000, 0)};
+  auto push = [&](const std::vector<uint64_t>* nodes, const std::vector<uint32_t>* counts,
+                  const std::vector<uint32_t>* sizes, const std::vector<uint32_t>* base_changes,
+                  const std::vector<fb::Version>* bases, const std::vector<uint8_t>* kinds) {
+    flatbuffers::FlatBufferBuilder b;
+    auto cols = fb::CreateTxnColumnsDirect(b, nodes, nodes, nodes, counts, &account, &id, &count1, &set_op,
+                                           &name, kinds, &hlc, nullptr, nullptr, nullptr, nullptr, sizes, &x,
+                                           base_changes, bases);
+    return finish(b, fb::Body::PushTxnsCompact, fb::CreatePushTxnsCompact(b, 1, cols).Union());
+  };
+  const std::vector<fb::Version> base{fb::Version(1, 1)};
+  const std::vector<uint32_t> at0{0}, at1{1};
+  ASSERT_TRUE(decode(push(&one, &count1, &count1, nullptr, nullptr, &text_kind)).is_ok());
+  EXPECT_TRUE(decode(push(&one, &count1, &count1, &at0, &base, &text_kind)).is_ok());
+  EXPECT_EQ(decode_error(push(&two, &count1, &count1, nullptr, nullptr, &text_kind)),
+            ErrorCode::kMalformedMessage);
+  EXPECT_EQ(decode_error(push(&one, &count2, &count1, nullptr, nullptr, &text_kind)),
+            ErrorCode::kMalformedMessage);
+  EXPECT_EQ(decode_error(push(&one, &count1, &count2, nullptr, nullptr, &text_kind)),
+            ErrorCode::kMalformedMessage);
+  EXPECT_EQ(decode_error(push(&one, &count1, &count1, &at1, &base, &text_kind)),
+            ErrorCode::kMalformedMessage);
+  EXPECT_EQ(decode_error(push(&one, &count1, &count1, &at0, nullptr, &text_kind)),
+            ErrorCode::kMalformedMessage);
+  const std::vector<uint8_t> bad_kind{9}, int_kind{1};
+  EXPECT_EQ(decode_error(push(&one, &count1, &count1, nullptr, nullptr, &bad_kind)),
+            ErrorCode::kMalformedMessage);
+  // An int value without an int, and a text left over.
+  EXPECT_EQ(decode_error(push(&one, &count1, &count1, nullptr, nullptr, &int_kind)),
+            ErrorCode::kMalformedMessage);
+}
+
+TEST(CodecV2, CompactRecordColumnsAreCheckedLikeRecordStates) {
+  auto page = [](const std::vector<uint32_t>& users, const std::vector<uint8_t>& kinds,
+                 const std::vector<uint16_t>& fields, const std::vector<uint32_t>& tomb_at) {
+    flatbuffers::FlatBufferBuilder b;
+    const std::vector<uint16_t> entities{static_cast<uint16_t>(EntityId::kAccount)};
+    const std::vector<fb::Id128> ids{fb::Id128(1, 2)};
+    const std::vector<uint64_t> zero{0}, hlcs(fields.size(), 0);
+    const std::vector<uint32_t> counts{static_cast<uint32_t>(fields.size())};
+    std::vector<uint32_t> sizes;
+    std::vector<uint8_t> text;
+    for (uint8_t k : kinds)
+      if (k == 4) sizes.push_back(1), text.push_back('a');
+    std::vector<flatbuffers::Offset<fb::Tombstone>> tombs;
+    for (uint32_t at : tomb_at) tombs.push_back(fb::CreateTombstone(b, at, true));
+    std::vector<flatbuffers::Offset<flatbuffers::String>> table{b.CreateString("rep-1")};
+    auto cols = fb::CreateRecordColumnsDirect(
+        b, &entities, &ids, &zero, &zero, &counts, &tombs, &fields, &kinds, &hlcs, nullptr, &users, nullptr,
+        nullptr, nullptr, &sizes, &text, nullptr, nullptr, nullptr, nullptr, nullptr, &table);
+    return finish(b, fb::Body::BootstrapPageCompact,
+                  fb::CreateBootstrapPageCompact(b, 1, 0, 0, 0, cols).Union());
+  };
+  const std::vector<uint16_t> name_city{f::kAccountName, 4};
+  ASSERT_TRUE(decode(page({0, 0}, {4, 4}, name_city, {})).is_ok());
+  EXPECT_TRUE(decode(page({0, 0}, {4, 4}, name_city, {0})).is_ok());
+  EXPECT_EQ(decode_error(page({0, 1}, {4, 4}, name_city, {})), ErrorCode::kMalformedMessage);  // user index
+  EXPECT_EQ(decode_error(page({0, 0}, {4, 4}, {4, f::kAccountName}, {})), ErrorCode::kMalformedMessage);
+  EXPECT_EQ(decode_error(page({0, 0}, {4, 4}, {f::kAccountName, 99}, {})), ErrorCode::kUnknownField);
+  EXPECT_EQ(decode_error(page({0, 0}, {4, 1}, name_city, {})), ErrorCode::kMalformedMessage);  // no int
+  EXPECT_EQ(decode_error(page({0, 0}, {4, 5}, name_city, {})), ErrorCode::kMalformedMessage);  // no fragments
+  EXPECT_EQ(decode_error(page({0, 0}, {4, 4}, name_city, {1})), ErrorCode::kMalformedMessage);  // no record 1
+}
+
+TEST(CodecV2, BigRealisticMessagesRoundTripInEveryForm) {
+  protocol::PushTxns push;
+  protocol::BootstrapPage page;
+  for (uint64_t i = 0; i < 60; ++i) {
+    ClientTxn t;
+    t.node = 0xabcdef;
+    t.node_seq = 1000 + i;
+    t.created_at_ms = 1'700'000'000'000 + static_cast<int64_t>(i) * 1000;
+    for (Change c : sample_changes()) {
+      c.record = rid(i * 10 + static_cast<uint64_t>(c.record.lo % 7));
+      c.version.hlc += i << 16;
+      t.changes.push_back(c);
+    }
+    push.txns.push_back(t);
+    RecordState r = i % 9 == 0 ? sample_tombstone() : sample_account();
+    r.id = rid(i);
+    page.records.push_back(r);
+  }
+  expect_round_trip(push);
+  expect_round_trip(page);
+  EXPECT_LT(codec::encode(push, v2_plain()).size(), codec::encode(push).size() * 3 / 4);
+  EXPECT_LT(codec::encode(page, v2_plain()).size(), codec::encode(page).size() * 3 / 4);
+  EXPECT_LT(codec::encode(page, 2).size(), codec::encode(page, v2_plain()).size());
 }
 
 }  // namespace

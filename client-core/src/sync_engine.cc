@@ -1,5 +1,7 @@
 #include "fieldsync/client/sync_engine.h"
 
+#include <algorithm>
+
 #include "fieldsync/sync/codec.h"
 
 namespace fieldsync::client {
@@ -7,7 +9,8 @@ namespace fieldsync::client {
 SyncEngine::SyncEngine(ReplicaStore& store, ClientConfig config) : client_(store, std::move(config)) {}
 
 void SyncEngine::drain_locked() {
-  for (const protocol::Message& m : client_.take_outgoing()) frames_.push_back(codec::encode(m));
+  for (const protocol::Message& m : client_.take_outgoing())
+    frames_.push_back(codec::encode(m, protocol_version_));
   for (ClientEvent& e : client_.take_events()) events_.push_back(std::move(e));
 }
 
@@ -28,6 +31,7 @@ Result<uint64_t> SyncEngine::write(std::vector<Change> changes, int64_t now_ms) 
 void SyncEngine::connected(int64_t now_ms) {
   MutexLock lock(mu_);
   wants_close_ = false;
+  protocol_version_ = 1;
   frames_.clear();  // frames queued for an earlier connection are stale; the handshake restarts the exchange
   client_.on_connected(now_ms);
   drain_locked();
@@ -52,6 +56,8 @@ void SyncEngine::frame(std::span<const uint8_t> frame, int64_t now_ms) {
     return;
   }
   if (const auto* err = std::get_if<protocol::Error>(&m.value()); err && !err->retryable) wants_close_ = true;
+  if (const auto* welcome = std::get_if<protocol::Welcome>(&m.value()))
+    protocol_version_ = std::min(welcome->protocol_version, protocol::kProtocolVersion);
   client_.on_message(m.value(), now_ms);
   drain_locked();
 }

@@ -86,6 +86,7 @@ void SyncService::flush_locked(SessionId from, const protocol::PushTxns* push, C
           if constexpr (std::is_same_v<M, protocol::Welcome>) {
             SessionInfo& info = info_[o.session];
             info.user = m.user;
+            info.protocol_version = m.protocol_version;
             count(Counter::kHandshakes);
             log("event=hello session=" + session + " user=" + quoted_value(m.user) +
                 " node=" + std::to_string(info.node) + " server_seq=" + std::to_string(m.server_seq));
@@ -136,10 +137,13 @@ void SyncService::flush_locked(SessionId from, const protocol::PushTxns* push, C
           }
         },
         o.message);
+    auto info = info_.find(o.session);
+    h.protocol_version = info != info_.end() ? info->second.protocol_version : 1;
     if (group_commit_) {
       h.message = std::move(o.message);
     } else {
-      h.out.frame = std::make_shared<const std::vector<uint8_t>>(codec::encode(o.message));
+      h.out.frame =
+          std::make_shared<const std::vector<uint8_t>>(codec::encode(o.message, h.protocol_version));
     }
     emit_locked(std::move(h));
   }
@@ -185,7 +189,8 @@ void SyncService::flusher() {
     lock.unlock();
     for (Held& h : batch) {
       if (!h.message) continue;
-      h.out.frame = std::make_shared<const std::vector<uint8_t>>(codec::encode(*h.message));
+      h.out.frame =
+          std::make_shared<const std::vector<uint8_t>>(codec::encode(*h.message, h.protocol_version));
       h.message.reset();
     }
     // Every commit behind these frames returned before they were queued, so before this sync() begins.
@@ -268,7 +273,9 @@ void SyncService::expire(int64_t now_ms) {
     log("event=token_expired session=" + std::to_string(it->first));
     Held h;
     h.out.session = it->first;
-    h.out.frame = std::make_shared<const std::vector<uint8_t>>(codec::encode(e));
+    auto info = info_.find(it->first);
+    h.protocol_version = info != info_.end() ? info->second.protocol_version : 1;
+    h.out.frame = std::make_shared<const std::vector<uint8_t>>(codec::encode(e, h.protocol_version));
     emit_locked(std::move(h));
     Held close;
     close.out.session = it->first;

@@ -24,10 +24,10 @@
 
 #include <flatbuffers/flatbuffers.h>
 
+#include "compression.h"
 #include "fieldsync/schema/fieldsync_generated.h"
 #include "fieldsync/sync/merge.h"
 #include "fieldsync/sync/tuning.h"
-#include "compression.h"
 
 namespace fieldsync::codec {
 namespace {
@@ -483,7 +483,8 @@ Offset<fb::TxnColumns> put_txn_columns(FlatBufferBuilder& b, const std::vector<C
       }
       seen_counts.push_back(static_cast<uint32_t>(c.seen.size()));
       any_seen = any_seen || !c.seen.empty();
-      for (const FieldVersion& fv : c.seen) seen.push_back(fb::FieldVersion(fv.field, wire_version(fv.version)));
+      for (const FieldVersion& fv : c.seen)
+        seen.push_back(fb::FieldVersion(fv.field, wire_version(fv.version)));
     }
   }
   if (!nodes_differ) version_node.clear();
@@ -572,7 +573,8 @@ Offset<fb::RecordColumns> put_record_columns(FlatBufferBuilder& b, const std::ve
   auto o_created_hlc = put_column(b, created_hlc);
   auto o_created_node = put_column(b, created_node);
   auto o_field_counts = put_column(b, field_counts);
-  auto o_tombstones = tombstones.empty() ? Offset<Vector<Offset<fb::Tombstone>>>() : b.CreateVector(tombstones);
+  auto o_tombstones =
+      tombstones.empty() ? Offset<Vector<Offset<fb::Tombstone>>>() : b.CreateVector(tombstones);
   auto o_field_ids = put_column(b, field_ids);
   auto o_kinds = put_column(b, values.kinds);
   auto o_version_hlc = put_column(b, version_hlc);
@@ -1173,7 +1175,8 @@ Status get_message(const fb::Error* in, protocol::Error& out) {
 template <typename T>
 class Column {
  public:
-  Column(const Vector<T>* v, const char* name) : data_(v ? v->Data() : nullptr), size_(v ? v->size() : 0), name_(name) {}
+  Column(const Vector<T>* v, const char* name)
+      : data_(v ? v->Data() : nullptr), size_(v ? v->size() : 0), name_(name) {}
   size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
   bool done() const { return next_ >= size_; }
@@ -1241,7 +1244,8 @@ class TextColumn {
   Status finished() const {
     Status s = sizes_.finished();
     if (!s) return s;
-    if (offset_ != (bytes_ ? bytes_->size() : 0)) return malformed(std::string("column ") + name_ + " is too long");
+    if (offset_ != (bytes_ ? bytes_->size() : 0))
+      return malformed(std::string("column ") + name_ + " is too long");
     return Status::ok();
   }
 
@@ -1311,12 +1315,14 @@ struct ValueReader {
 template <typename W>
 ValueReader value_reader(const W* in) {
   return ValueReader{Column<uint8_t>(in->kinds(), "kinds"), Column<int64_t>(in->ints(), "ints"),
-                     Column<double>(in->reals(), "reals"), TextColumn(in->text_sizes(), in->text(), "text value")};
+                     Column<double>(in->reals(), "reals"),
+                     TextColumn(in->text_sizes(), in->text(), "text value")};
 }
 
 Status get_user_table(const Vector<Offset<flatbuffers::String>>* in, std::vector<std::string>& out) {
-  return get_tables(in, std::numeric_limits<size_t>::max(), "user_table", out,
-                    +[](const flatbuffers::String* s, std::string& u) { return get_ident(s, "user", u); });
+  return get_tables(
+      in, std::numeric_limits<size_t>::max(), "user_table", out,
+      +[](const flatbuffers::String* s, std::string& u) { return get_ident(s, "user", u); });
 }
 
 Status get_user(const std::vector<std::string>& table, Column<uint32_t>& column, std::string& out) {
@@ -1354,7 +1360,8 @@ Status get_txn_columns(const fb::TxnColumns* in, std::vector<ClientTxn>& out) {
   Column<uint32_t> run_lengths(in->run_lengths(), "run_lengths");
   Column<uint8_t> ops(in->ops(), "ops");
   Column<uint16_t> fields(in->fields(), "fields");
-  Column<uint64_t> version_hlc(in->version_hlc(), "version_hlc"), version_node(in->version_node(), "version_node");
+  Column<uint64_t> version_hlc(in->version_hlc(), "version_hlc"),
+      version_node(in->version_node(), "version_node");
   Column<uint32_t> seen_counts(in->seen_counts(), "seen_counts");
   Column<uint32_t> base_changes(in->base_changes(), "base_changes");
   StructColumn<fb::Version> bases(in->bases(), "bases");
@@ -1396,14 +1403,15 @@ Status get_txn_columns(const fb::TxnColumns* in, std::vector<ClientTxn>& out) {
     ClientTxn& txn = out[t];
     uint64_t delta_seq = 0, delta_created = 0;
     uint32_t count = 0;
-    if (!(s = nodes.take(txn.node)) || !(s = node_seqs.take(delta_seq)) || !(s = created_at.take(delta_created)) ||
-        !(s = change_counts.take(count)))
+    if (!(s = nodes.take(txn.node)) || !(s = node_seqs.take(delta_seq)) ||
+        !(s = created_at.take(delta_created)) || !(s = change_counts.take(count)))
       return within(s, "txns", t);
     seq += delta_seq;
     created += delta_created;
     txn.node_seq = seq;
     txn.created_at_ms = static_cast<int64_t>(created);
-    if (count > tuning::kMaxChangesPerTxn) return within(too_many("changes", count, tuning::kMaxChangesPerTxn), "txns", t);
+    if (count > tuning::kMaxChangesPerTxn)
+      return within(too_many("changes", count, tuning::kMaxChangesPerTxn), "txns", t);
     if (count > changes - index) return malformed("change_counts exceed the changes");
     if (run_left != 0) return malformed("a run crosses a transaction boundary");
     txn.changes.resize(count);
@@ -1412,7 +1420,8 @@ Status get_txn_columns(const fb::TxnColumns* in, std::vector<ClientTxn>& out) {
       if (run_left == 0) {
         uint16_t raw_entity = 0;
         fb::Id128 id;
-        if (!(s = run_entities.take(raw_entity)) || !(s = run_records.take(id)) || !(s = run_lengths.take(run_left)))
+        if (!(s = run_entities.take(raw_entity)) || !(s = run_records.take(id)) ||
+            !(s = run_lengths.take(run_left)))
           return s;
         if (run_left == 0) return malformed("empty run");
         s = get_entity(raw_entity, entity);
@@ -1482,10 +1491,12 @@ Status get_record_columns(const fb::RecordColumns* in, std::vector<RecordState>&
   if (!in) return Status::ok();
   Column<uint16_t> entities(in->entities(), "entities");
   StructColumn<fb::Id128> ids(in->ids(), "ids");
-  Column<uint64_t> created_hlc(in->created_hlc(), "created_hlc"), created_node(in->created_node(), "created_node");
+  Column<uint64_t> created_hlc(in->created_hlc(), "created_hlc"),
+      created_node(in->created_node(), "created_node");
   Column<uint32_t> field_counts(in->field_counts(), "field_counts");
   Column<uint16_t> field_ids(in->field_ids(), "field_ids");
-  Column<uint64_t> version_hlc(in->version_hlc(), "version_hlc"), version_node(in->version_node(), "version_node");
+  Column<uint64_t> version_hlc(in->version_hlc(), "version_hlc"),
+      version_node(in->version_node(), "version_node");
   Column<uint32_t> users(in->users(), "users"), fragment_counts(in->fragment_counts(), "fragment_counts");
   Column<uint64_t> fragment_hlc(in->fragment_hlc(), "fragment_hlc"),
       fragment_node(in->fragment_node(), "fragment_node");
@@ -1497,7 +1508,8 @@ Status get_record_columns(const fb::RecordColumns* in, std::vector<RecordState>&
   if (!s) return s;
 
   const size_t records = entities.size();
-  if (records > tuning::kMaxRecordsPerMessage) return too_many("records", records, tuning::kMaxRecordsPerMessage);
+  if (records > tuning::kMaxRecordsPerMessage)
+    return too_many("records", records, tuning::kMaxRecordsPerMessage);
   const bool per_field_nodes = !version_node.empty(), per_field_fragments = !fragment_counts.empty();
   const auto* tombstones = in->tombstones();
   flatbuffers::uoffset_t next_tombstone = 0;
@@ -1529,8 +1541,8 @@ Status get_record_columns(const fb::RecordColumns* in, std::vector<RecordState>&
       FieldState& f = r.fields[k];
       uint8_t kind = 0;
       uint64_t delta_hlc = 0;
-      if (!(s = field_ids.take(f.field)) || !(s = values.kinds.take(kind)) || !(s = version_hlc.take(delta_hlc)) ||
-          !(s = get_user(user_table, users, f.user)))
+      if (!(s = field_ids.take(f.field)) || !(s = values.kinds.take(kind)) ||
+          !(s = version_hlc.take(delta_hlc)) || !(s = get_user(user_table, users, f.user)))
         return s;
       const schema::FieldDef* field = nullptr;
       s = get_field(*entity, f.field, /*allow_record=*/false, field);
@@ -1560,7 +1572,8 @@ Status get_record_columns(const fb::RecordColumns* in, std::vector<RecordState>&
       if (kind == kJoinedFragments) {
         if (f.fragments.empty()) return malformed("joined fragments without fragments");
         f.value = Value::text(join_fragments(f.fragments));
-        if (field->policy != schema::MergePolicy::kAppendText && f.value.as_text().size() > tuning::kMaxTextBytes)
+        if (field->policy != schema::MergePolicy::kAppendText &&
+            f.value.as_text().size() > tuning::kMaxTextBytes)
           return Status(ErrorCode::kValueInvalid, "joined text over the limit");
       } else {
         s = values.take(kind, state_text_limit(field), f.value);
@@ -1572,10 +1585,11 @@ Status get_record_columns(const fb::RecordColumns* in, std::vector<RecordState>&
   }
   if (tombstones && next_tombstone != tombstones->size())
     return malformed("tombstones are not in increasing record order or name a record that does not exist");
-  for (Status f : {entities.finished(), ids.finished(), created_hlc.finished(), created_node.finished(),
-                   field_counts.finished(), field_ids.finished(), version_hlc.finished(), version_node.finished(),
-                   users.finished(), fragment_counts.finished(), fragment_hlc.finished(), fragment_node.finished(),
-                   fragment_users.finished(), fragment_text.finished(), values.finished()})
+  for (Status f :
+       {entities.finished(), ids.finished(), created_hlc.finished(), created_node.finished(),
+        field_counts.finished(), field_ids.finished(), version_hlc.finished(), version_node.finished(),
+        users.finished(), fragment_counts.finished(), fragment_hlc.finished(), fragment_node.finished(),
+        fragment_users.finished(), fragment_text.finished(), values.finished()})
     if (!f) return f;
   return Status::ok();
 }
@@ -1631,7 +1645,8 @@ Result<protocol::Message> decode_verified(const fb::Frame* frame) {
     case fb::Body::PushTxnsCompact:
       return convert<fb::PushTxnsCompact, protocol::PushTxns>(frame->body_as_PushTxnsCompact());
     case fb::Body::BootstrapPageCompact:
-      return convert<fb::BootstrapPageCompact, protocol::BootstrapPage>(frame->body_as_BootstrapPageCompact());
+      return convert<fb::BootstrapPageCompact, protocol::BootstrapPage>(
+          frame->body_as_BootstrapPageCompact());
     case fb::Body::NONE:
       break;
   }
@@ -1649,7 +1664,12 @@ Result<protocol::Message> decode_frame(std::span<const uint8_t> frame, bool comp
     if (compressed) return malformed("a compressed frame inside a compressed frame");
     Result<detail::Decompressed> inner = detail::decompress_frame(frame, tuning::kMaxMessageBytes);
     if (!inner) return inner.status();
-    return decode_frame(inner.value().bytes(), /*compressed=*/true);
+    Result<protocol::Message> m = decode_frame(inner.value().bytes(), /*compressed=*/true);
+    // Never sent compressed (Hello carries the device token): a peer that does is not one of ours.
+    if (m.is_ok() && (std::holds_alternative<protocol::Hello>(m.value()) ||
+                      std::holds_alternative<protocol::Welcome>(m.value())))
+      return malformed("a compressed handshake message");
+    return m;
   }
   if (frame.size() < 2 * sizeof(flatbuffers::uoffset_t)) {
     return malformed("frame of " + std::to_string(frame.size()) + " bytes is too short");
@@ -1733,6 +1753,12 @@ Result<ConflictRecord> decode_conflict(std::span<const uint8_t> bytes) {
   return decode_root(bytes, get_conflict, "conflict");
 }
 
+namespace {
+bool is_handshake(const protocol::Message& m) {
+  return std::holds_alternative<protocol::Hello>(m) || std::holds_alternative<protocol::Welcome>(m);
+}
+}  // namespace
+
 bool compressible(const protocol::Message& message) {
   return std::visit(
       [](const auto& m) {
@@ -1748,15 +1774,21 @@ bool compressible(const protocol::Message& message) {
 }
 
 std::vector<uint8_t> encode(const protocol::Message& message, uint32_t protocol_version) {
-  const bool handshake =
-      std::holds_alternative<protocol::Hello>(message) || std::holds_alternative<protocol::Welcome>(message);
-  const bool v2 = protocol_version >= 2 && !handshake;
+  EncodeOptions options;
+  options.protocol_version = protocol_version;
+  return encode(message, options);
+}
+
+std::vector<uint8_t> encode(const protocol::Message& message, const EncodeOptions& options) {
+  const bool v2 = options.protocol_version >= 2 && !is_handshake(message);
   FlatBufferBuilder b(1024);
-  const Body body = std::visit([&](const auto& m) { return v2 ? put_body_v2(b, m) : put_body(b, m); }, message);
+  const Body body =
+      std::visit([&](const auto& m) { return v2 ? put_body_v2(b, m) : put_body(b, m); }, message);
   fb::FinishFrameBuffer(b, fb::CreateFrame(b, body.first, body.second));
   const std::span<const uint8_t> frame(b.GetBufferPointer(), b.GetSize());
-  if (v2 && frame.size() >= tuning::kCompressMinBytes && compressible(message)) {
-    if (std::optional<std::vector<uint8_t>> z = detail::compress_frame(frame, tuning::kCompressionLevel))
+  if (v2 && options.compression_level > 0 && frame.size() >= options.compress_min_bytes &&
+      compressible(message)) {
+    if (std::optional<std::vector<uint8_t>> z = detail::compress_frame(frame, options.compression_level))
       return std::move(*z);
   }
   return std::vector<uint8_t>(frame.begin(), frame.end());

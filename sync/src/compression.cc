@@ -62,8 +62,8 @@ Result<Decompressed> decompress_frame(std::span<const uint8_t> frame, size_t max
                                                    " bytes, over the limit of " + std::to_string(max_bytes));
   }
   const std::span<const uint8_t> z = frame.subspan(kCompressedHeaderBytes);
-  // Exactly one zstd frame, all of the rest, declaring the same size (frames without a content size, skippable
-  // frames and concatenations are refused).
+  // Exactly one zstd frame, all of the rest, declaring the same size (frames without a content size,
+  // skippable frames and concatenations are refused).
   const unsigned long long content = ZSTD_getFrameContentSize(z.data(), z.size());
   if (content == ZSTD_CONTENTSIZE_ERROR || content == ZSTD_CONTENTSIZE_UNKNOWN)
     return malformed("compressed frame without a valid zstd frame header");

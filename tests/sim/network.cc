@@ -16,6 +16,8 @@ void Simulation::connect(Node& n) {
   n.reconnect_at = -1;
   n.watermark_to_server = now_;
   n.watermark_to_client = now_;
+  n.wire_version_to_server = 1;
+  n.wire_version_to_client = 1;
   session_owner_[s] = n.index;
   trace(n.name, ": connect session ", s);
   server_->on_connect(s, now_);
@@ -55,7 +57,12 @@ void Simulation::send_frame(Node& n, bool to_server, protocol::Message m) {
   if (std::holds_alternative<protocol::PullRequest>(m) ||
       std::holds_alternative<protocol::BootstrapRequest>(m))
     n.last_pull_ms = now_;
-  std::vector<uint8_t> bytes = codec::encode(m);
+  // Every third device is an old one that speaks protocol version 1, so both frame forms cross the network.
+  if (auto* hello = std::get_if<protocol::Hello>(&m); hello && n.index % 3 == 2) hello->protocol_version = 1;
+  if (const auto* welcome = std::get_if<protocol::Welcome>(&m); welcome && !to_server)
+    n.wire_version_to_client = welcome->protocol_version;
+  std::vector<uint8_t> bytes =
+      codec::encode(m, to_server ? n.wire_version_to_server : n.wire_version_to_client);
   const bool handshake =
       std::holds_alternative<protocol::Hello>(m) || std::holds_alternative<protocol::Welcome>(m);
   bool reordered = false;
@@ -192,6 +199,8 @@ void Simulation::deliver(Frame& f) {
       return;
     }
     if (!n.client) return;
+    if (const auto* welcome = std::get_if<protocol::Welcome>(&*decoded))
+      n.wire_version_to_server = std::min(welcome->protocol_version, protocol::kProtocolVersion);
     const bool storage_fault = faults_on_ && chance(kSyncStorageFaultP);
     if (storage_fault) {
       ++report_.storage_faults;

@@ -398,6 +398,10 @@ struct Node {
   int64_t last_pull_ms = 0;         // last pull or bootstrap request sent, or batch or page delivered
   int64_t watermark_to_server = 0;  // in-order delivery per direction, like the real WebSocket
   int64_t watermark_to_client = 0;
+  // Protocol version of the connection's frames, per direction: the server's from the Welcome it sent, the
+  // client's from the Welcome it received (1 before: the handshake is the v1 form).
+  uint32_t wire_version_to_server = 1;
+  uint32_t wire_version_to_client = 1;
   int64_t reconnect_at = -1;
   int64_t restart_at = -1;  // the app restarts a stopped client
 

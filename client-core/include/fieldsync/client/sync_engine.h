@@ -48,6 +48,9 @@ class SyncEngine {
   std::vector<std::vector<uint8_t>> frames_ GUARDED_BY(mu_);
   std::vector<ClientEvent> events_ GUARDED_BY(mu_);
   bool wants_close_ GUARDED_BY(mu_) = false;
+  // The connection's protocol version, from the Welcome received on it (1 until then: Hello is always the
+  // v1 form); frames are encoded for it.
+  uint32_t protocol_version_ GUARDED_BY(mu_) = 1;
   std::function<void()> wakeup_ GUARDED_BY(mu_);
 };
 

@@ -15,7 +15,8 @@ namespace fieldsync::protocol {
 //   1: handshake, push/ack with per-transaction results, cursor pulls in whole-transaction batches, live
 //   batches,
 //      paged bootstrap with totals, typed errors.
-inline constexpr uint32_t kProtocolVersion = 1;
+//   2: compact forms of PushTxns and BootstrapPage, per-frame zstd compression (codec.h).
+inline constexpr uint32_t kProtocolVersion = 2;
 // The oldest client protocol the server still speaks.
 inline constexpr uint32_t kMinProtocolVersion = 1;
 
