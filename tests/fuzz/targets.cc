@@ -1,9 +1,12 @@
 #include "targets.h"
 
 #include <cstdlib>
+#include <cstring>
 #include <span>
 #include <string>
 #include <vector>
+
+#include <zstd.h>
 
 #include "fieldsync/sync/codec.h"
 #include "login_body.h"
@@ -28,11 +31,41 @@ void round_trip(const Result<T>& first, Encode encode, Decode decode) {
 
 }  // namespace
 
-int codec_frame(const uint8_t* data, size_t size) {
-  const std::span<const uint8_t> bytes(data, size);
+// A decoded message round-trips in the v1 form and in the v2 forms (compact, and compressed whatever its
+// size).
+void frame_round_trips(const Result<protocol::Message>& decoded) {
+  codec::EncodeOptions v2_plain, v2_compressed;
+  v2_plain.protocol_version = v2_compressed.protocol_version = 2;
+  v2_plain.compression_level = 0;
+  v2_compressed.compress_min_bytes = 0;
+  const auto decode = [](std::span<const uint8_t> b) { return codec::decode(b); };
   round_trip(
-      codec::decode(bytes), [](const protocol::Message& m) { return codec::encode(m); },
-      [](std::span<const uint8_t> b) { return codec::decode(b); });
+      decoded, [](const protocol::Message& m) { return codec::encode(m); }, decode);
+  for (const codec::EncodeOptions* o : {&v2_plain, &v2_compressed})
+    round_trip(
+        decoded, [o](const protocol::Message& m) { return codec::encode(m, *o); }, decode);
+}
+
+}  // namespace
+
+int codec_frame(const uint8_t* data, size_t size) {
+  frame_round_trips(codec::decode(std::span<const uint8_t>(data, size)));
+  return 0;
+}
+
+int compressed_frame(const uint8_t* data, size_t size) {
+  frame_round_trips(codec::decode(std::span<const uint8_t>(data, size)));
+  // The input as the content of a compressed frame (header: its size, "FSZ1").
+  std::vector<uint8_t> wrapped(8 + ZSTD_compressBound(size));
+  const size_t n = ZSTD_compress(wrapped.data() + 8, wrapped.size() - 8, data, size, 1);
+  if (ZSTD_isError(n)) std::abort();
+  wrapped.resize(8 + n);
+  for (int i = 0; i < 4; ++i) wrapped[static_cast<size_t>(i)] = static_cast<uint8_t>(size >> (8 * i));
+  std::memcpy(wrapped.data() + 4, "FSZ1", 4);
+  const Result<protocol::Message> inner = codec::decode(wrapped);
+  // What decodes compressed decodes plain too (unless it is itself compressed or a handshake message).
+  if (inner.is_ok() && !codec::decode(std::span<const uint8_t>(data, size)).is_ok()) std::abort();
+  frame_round_trips(inner);
   return 0;
 }
 

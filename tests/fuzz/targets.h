@@ -10,9 +10,15 @@
 
 namespace fieldsync::fuzz {
 
-// codec::decode (the WebSocket frame: verifier, then the model and the limits, every message type); a decoded
-// message re-encodes, decodes again and re-encodes to the same bytes.
+// codec::decode (the WebSocket frame: verifier, then the model and the limits, every message type, every
+// form); a decoded message re-encodes in the v1 and the v2 forms, decodes again and re-encodes to the same
+// bytes.
 int codec_frame(const uint8_t* data, size_t size);
+// Compressed frames (protocol version 2): the input as a frame, and the input zstd-compressed into a frame
+// declaring its size (so mutations of a plain frame reach the decoder through decompression), each with the
+// round trip of codec_frame in the compressed form. The decoder must refuse any declared size over the limit
+// before allocating, and whatever it decodes must be a valid message.
+int compressed_frame(const uint8_t* data, size_t size);
 // The stored blobs: decode_record, decode_client_txn, decode_server_txn, decode_conflict, each with the same
 // round trip.
 int stored_blob(const uint8_t* data, size_t size);
@@ -25,6 +31,7 @@ struct Target {
 };
 inline constexpr Target kTargets[] = {
     {"codec_fuzz", codec_frame},
+    {"compressed_fuzz", compressed_frame},
     {"blob_fuzz", stored_blob},
     {"login_fuzz", login_body},
 };
