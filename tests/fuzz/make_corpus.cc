@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "fieldsync/sync/codec.h"
@@ -96,6 +97,21 @@ int main(int argc, char** argv) {
     write(frames, "z-" + name, z);
     write(compressed, name, v2);
     write(compressed, "z-" + name, z);
+    if (name == "08-BootstrapPage") {
+      // Hostile headers: a size one off (both ways), and one far over the limit (a bomb's).
+      for (const auto& [tag, declared] :
+           {std::pair<const char*, uint32_t>{"lying-larger", static_cast<uint32_t>(v2.size() + 1)},
+            {"lying-smaller", static_cast<uint32_t>(v2.size() - 1)},
+            {"bomb", 0xffff'fff0u}}) {
+        std::vector<uint8_t> bad = z;
+        for (int i = 0; i < 4; ++i) bad[static_cast<size_t>(i)] = static_cast<uint8_t>(declared >> (8 * i));
+        if (codec::decode(bad).is_ok()) {
+          std::fprintf(stderr, "make_corpus: the %s compressed frame decodes\n", tag);
+          return 1;
+        }
+        write(compressed, std::string("z-") + tag, bad);
+      }
+    }
   }
 
   const std::filesystem::path blobs = root / "blob_fuzz";

@@ -29,8 +29,6 @@ void round_trip(const Result<T>& first, Encode encode, Decode decode) {
   if (!second.is_ok() || encode(second.value()) != again) std::abort();
 }
 
-}  // namespace
-
 // A decoded message round-trips in the v1 form and in the v2 forms (compact, and compressed whatever its
 // size).
 void frame_round_trips(const Result<protocol::Message>& decoded) {
