@@ -67,6 +67,15 @@ inline AccountValues account_values(uint64_t serial) {
       "Lang",      "Scholz",     "Moeller",   "Weiss",   "Jung",    "Hahn",     "Schubert",  "Vogel",
       "Friedrich", "Keller",     "Guenther",  "Frank",   "Berger",  "Winkler",  "Roth",      "Beck",
       "Lorenz",    "Baumann",    "Franke",    "Albrecht"};
+  // Family names are built from two parts (600 of them), so that a page of 500 accounts does not repeat a
+  // short list.
+  static const char* const kNameStarts[] = {
+      "Ober", "Unter", "Hoch", "Nieder", "Alt",  "Neu",   "Gross", "Klein", "Stein", "Bach",
+      "Berg", "Wald",  "Sonn", "Eich",   "Lind", "Brand", "Fried", "Wolf",  "Hart",  "Reich",
+      "Kalt", "Warm",  "Ross", "Kirch",  "Mark", "Hof",   "Bruck", "Feld",  "Holz",  "Dorn"};
+  static const char* const kNameEnds[] = {"mann",  "er",   "hof",    "bauer",  "meier",   "huber", "berger",
+                                          "inger", "ner",  "ler",    "mayr",   "hardt",   "wald",  "stein",
+                                          "brink", "kamp", "hausen", "rieder", "lechner", "moser"};
   static const char* const kForms[] = {"GmbH", "GmbH & Co. KG", "KG", "e.K.", "OHG", "AG", "UG", "GbR"};
   static const char* const kStreets[] = {"Haupt",  "Bahnhof", "Garten",  "Schul",    "Dorf",      "Berg",
                                          "Kirch",  "Wald",    "Ring",    "Linden",   "Birken",    "Friedhof",
@@ -93,11 +102,18 @@ inline AccountValues account_values(uint64_t serial) {
                                       "complains about the price of", "is interested in"};
   static const char* const kWhen[] = {"by Friday", "next week", "before the holidays", "end of month",
                                       "after the trade fair"};
+  static const char* const kBring[] = {"the new catalogue",   "price list 2026",    "two sample boxes",
+                                       "the signed contract", "credit note 17",     "the shelf plan",
+                                       "a demo unit",         "the invoice copies", "brochures for the shop",
+                                       "the tasting set"};
   uint64_t s = mix(serial * 0x2545'f491'4f6c'dd1dULL + 17);
   AccountValues v;
   const std::string trade = pick(kTrades, s);
-  const std::string family = pick(kNames, s);
-  v.name = trade + " " + family + " " + pick(kForms, s);
+  const std::string family = number(s, 2) == 0 ? std::string(pick(kNames, s))
+                                               : std::string(pick(kNameStarts, s)) + pick(kNameEnds, s);
+  v.name = trade + " " + family;
+  if (number(s, 3) == 0) v.name += std::string(" & ") + pick(kNameStarts, s) + pick(kNameEnds, s);
+  v.name += std::string(" ") + pick(kForms, s);
   v.city = pick(kCities, s);
   char buf[160];
   std::snprintf(buf, sizeof buf, "%s%s %u, %05u %s", pick(kStreets, s), pick(kStreetKinds, s),
@@ -110,11 +126,14 @@ inline AccountValues account_values(uint64_t serial) {
   v.email = std::string(pick(kDepts, s)) + "@" + lower_ascii(family) + "-" + lower_ascii(trade) + ".example";
   static const char* const kSegments[] = {"a", "b", "c"};
   v.segment = pick(kSegments, s);
-  std::snprintf(buf, sizeof buf, "Visited on 2026-%02u-%02u, spoke with %s about %s; %s %u items %s.",
+  std::snprintf(buf, sizeof buf, "On 2026-%02u-%02u met %s about %s; %s %u items %s.",
                 static_cast<unsigned>(1 + number(s, 12)), static_cast<unsigned>(1 + number(s, 28)),
                 pick(kPeople, s), pick(kTopics, s), pick(kAsks, s), static_cast<unsigned>(2 + number(s, 40)),
                 pick(kWhen, s));
   v.notes = buf;
+  std::snprintf(buf, sizeof buf, " Next: week %u, bring %s.", static_cast<unsigned>(1 + number(s, 52)),
+                pick(kBring, s));
+  v.notes += buf;
   return v;
 }
 
