@@ -873,6 +873,8 @@ struct Rep {
   bool writer;
   fieldsync::MemoryReplicaStore store;
   fieldsync::SyncClient client;
+  uint32_t wire_version =
+      1;  // the connection's protocol version, from its Welcome (frames are encoded for it)
   fieldsync::RecordIdGenerator ids;
   std::shared_ptr<Conn> conn;
   enum class Link : uint8_t { kQueued, kOpen, kClosed } link = Link::kQueued;
@@ -1044,6 +1046,7 @@ class RepDriver {
     }
     r.link = Rep::Link::kOpen;
     count_open(r, +1);
+    r.wire_version = 1;  // Hello is the v1 form; the Welcome names the connection's version
     r.client.on_connected(wall_ms());
     pump(r);
     for (;;) {
@@ -1081,7 +1084,7 @@ class RepDriver {
 
   void pump(Rep& r) {
     for (protocol::Message& m : r.client.take_outgoing()) {
-      auto frame = std::make_shared<const std::vector<uint8_t>>(codec::encode(m));
+      auto frame = std::make_shared<const std::vector<uint8_t>>(codec::encode(m, r.wire_version));
       if (const auto* p = std::get_if<protocol::PushTxns>(&m)) {
         r.push_sent[p->request_id] = Rep::SentPush{mono_s(), stats_ && stats_->window ? stats_ : nullptr};
         if (!p->txns.empty() && p->txns.front().node_seq <= r.max_seq_pushed) r.pushes_resent++;
@@ -1149,6 +1152,8 @@ class RepDriver {
       return;
     }
     const double now = mono_s();
+    if (const auto* w = std::get_if<protocol::Welcome>(&m.value()))
+      r.wire_version = std::min(w->protocol_version, protocol::kProtocolVersion);
     const bool ack = std::holds_alternative<protocol::PushAck>(m.value());
     if (ack) {
       on_ack(r, std::get<protocol::PushAck>(m.value()), now);

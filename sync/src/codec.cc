@@ -1606,7 +1606,7 @@ Status get_message(const fb::BootstrapPageCompact* in, protocol::BootstrapPage& 
   out.records_before = in->records_before();
   out.done = in->done();
   Status s = get_record_columns(in->records(), out.records);
-  if (!s) return within(s, "records");
+  if (!s) return s;
   s = get_string(in->next_page_token(), tuning::kMaxTokenBytes, "next_page_token", out.next_page_token);
   if (!s) return s;
   s = get_keys(in->purges(), out.purges);
