@@ -15,6 +15,7 @@
 #include <boost/beast/websocket/ssl.hpp>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -122,8 +123,10 @@ protocol::Message decode(const Outbound& o) {
   return m.is_ok() ? m.value() : protocol::Message{};
 }
 
-std::vector<uint8_t> hello(NodeId node, const std::string& token) {
+std::vector<uint8_t> hello(NodeId node, const std::string& token,
+                           uint32_t protocol_version = protocol::kProtocolVersion) {
   protocol::Hello h;
+  h.protocol_version = protocol_version;
   h.schema_version = schema::kSchemaVersion;
   h.node = node;
   h.token = token;
@@ -350,6 +353,65 @@ TEST(SyncService, WithoutGroupCommitFramesLeaveAtOnce) {
   EXPECT_NE(log[1].find("durable_ms="), std::string::npos) << log[1];
   EXPECT_EQ(metrics.value(Counter::kHandshakes), 1u);
   EXPECT_EQ(metrics.value(Counter::kPushes), 1u);
+}
+
+// Protocol version 2 (issue 17): each session's frames are encoded for the version its Welcome named -- a v1
+// device gets exactly the v1 bytes, a v2 device the compact and compressed forms -- with and without group
+// commit (whose flusher encodes the held frames).
+void expect_frames_per_session_version(CentralStore& store, bool group_commit) {
+  server::DevAuthenticator auth;
+  Captured sink;
+  SyncService service(store, auth, quiet_options(), std::ref(sink));
+  ASSERT_EQ(service.group_commit(), group_commit);
+  const std::map<SessionId, uint32_t> versions{{1, 1}, {2, 2}};
+  for (const auto& [session, version] : versions) {
+    service.connect(session, now_ms());
+    service.frame(session, hello(100 + session, rep_token("rep" + std::to_string(session)), version),
+                  now_ms());
+  }
+  ASSERT_TRUE(sink.wait_for_size(2));
+  // Enough accounts that the page and the live batches are well over the compression threshold.
+  service.frame(2, push_accounts(102, 1, 4, 10, "north", "rep2"), now_ms());
+  ASSERT_TRUE(sink.wait_for_size(3));
+  protocol::BootstrapRequest request;
+  request.request_id = 9;
+  for (const auto& [session, version] : versions)
+    service.frame(session, codec::encode(request, version), now_ms());
+  std::map<SessionId, int> pages;
+  for (int i = 0; i < 400 && (pages[1] == 0 || pages[2] == 0); ++i) {
+    pages.clear();
+    for (const Outbound& o : sink.all())
+      if (o.frame && std::holds_alternative<protocol::BootstrapPage>(decode(o))) pages[o.session]++;
+    if (pages[1] == 0 || pages[2] == 0) std::this_thread::sleep_for(5ms);
+  }
+  ASSERT_EQ(pages[1], 1);
+  ASSERT_EQ(pages[2], 1);
+  bool compressed = false;
+  for (const Outbound& o : sink.all()) {
+    if (!o.frame) continue;
+    const protocol::Message m = decode(o);
+    SCOPED_TRACE(std::string(protocol::message_name(m)) + " to session " + std::to_string(o.session));
+    EXPECT_EQ(*o.frame, codec::encode(m, versions.at(o.session)));
+    if (o.session == 1) {
+      EXPECT_EQ(*o.frame, codec::encode(m));  // the v1 bytes
+    }
+    if (const auto* w = std::get_if<protocol::Welcome>(&m)) {
+      EXPECT_EQ(w->protocol_version, versions.at(o.session));
+    }
+    compressed = compressed || (o.frame->size() >= 8 && std::memcmp(o.frame->data() + 4, "FSZ1", 4) == 0);
+  }
+  EXPECT_TRUE(compressed) << "the v2 session's page is compressed";
+}
+
+TEST(SyncService, EachSessionGetsTheFrameFormsOfItsProtocolVersion) {
+  MemoryCentralStore store;
+  expect_frames_per_session_version(store, false);
+}
+
+TEST(SyncServiceGroupCommit, HeldFramesAreEncodedForTheirSessionsVersion) {
+  GatedStore store;
+  store.set_open(true);
+  expect_frames_per_session_version(store, true);
 }
 
 TEST(SyncService, RefusedHandshakeIsAnsweredLateAndRejectionsAreCountedByReason) {
