@@ -235,7 +235,8 @@ void SyncClient::maybe_push(int64_t now_ms) {
   if (now_ms < push_hold_until_ms_) return;
   const bool v2 = session_version_ >= 2;
   const size_t window = v2 ? tuning::kMaxPushesInFlight : 1;
-  const size_t max_txns = v2 ? tuning::kMaxTxnsPerPushV2 : tuning::kMaxTxnsPerPush;
+  size_t max_txns = v2 ? tuning::kMaxTxnsPerPushV2 : tuning::kMaxTxnsPerPush;
+  if (config_.push_max_txns != 0) max_txns = std::min<size_t>(max_txns, config_.push_max_txns);
   const size_t max_changes = v2 ? tuning::kMaxChangesPerPushV2 : tuning::kMaxChangesPerPush;
   // Only what is about to be sent is read: entries after the last one in flight. Without this a backlog's
   // push read the whole outbox for every push, quadratic in the backlog.
@@ -352,6 +353,20 @@ void SyncClient::handle(const protocol::BootstrapPage& m, int64_t now_ms) {
   // request's pages are expected. Those of a request given up on (a timeout, a failed commit) are not.
   if (state_ != State::kBootstrapping || boot_runs_.empty() || m.request_id != boot_runs_.front().request_id)
     return;
+  auto txn = store_.begin();
+  ReplicaMeta meta = txn->meta();
+  // A page continues from the last one applied (records_before: what the snapshot's earlier pages held). A
+  // transport that lost or repeated a page breaks that: a repeat is ignored, and after a loss the request
+  // is made again from what this replica holds.
+  const uint64_t applied = meta.bootstrap_snapshot_seq == m.snapshot_seq ? meta.bootstrap_received : 0;
+  if (m.records_before < applied) return;
+  if (m.records_before > applied) {
+    txn.reset();
+    boot_runs_.clear();
+    pull_request_id_ = 0;
+    send_bootstrap_request(now_ms);
+    return;
+  }
   const bool run_over = --boot_runs_.front().pages_left == 0 || m.done;
   if (run_over) boot_runs_.pop_front();
   pull_sent_ms_ = now_ms;  // the request timeout counts from the last page that came
@@ -367,8 +382,6 @@ void SyncClient::handle(const protocol::BootstrapPage& m, int64_t now_ms) {
     }
   }
   const HybridClock clock_before = clock_;
-  auto txn = store_.begin();
-  ReplicaMeta meta = txn->meta();
   if (meta.bootstrap_snapshot_seq != 0 && meta.bootstrap_snapshot_seq != m.snapshot_seq) {
     // The server started a new snapshot (ours expired): counting starts over; records already applied merge
     // idempotently.

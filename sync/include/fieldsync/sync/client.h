@@ -30,6 +30,9 @@ struct ClientConfig {
   // The protocol version the device offers in its Hello (protocol.h); the session's is what the Welcome
   // answers. Only tests set less than the newest, to drive the exchange an old device speaks.
   uint32_t protocol_version = protocol::kProtocolVersion;
+  // Transactions per push, at most the session's limit (0: the limit). The simulator pushes small ones so
+  // that several are in flight with its few hundred records.
+  uint32_t push_max_txns = 0;
   MergeChangeFn merge_change = &fieldsync::merge_change;  // merge.h
 };
 
