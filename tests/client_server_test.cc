@@ -2,6 +2,7 @@
 // and a loopback that hands messages across directly (the simulator adds the codec and network faults).
 #include <gtest/gtest.h>
 
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -56,6 +57,7 @@ class World {
       for (Device* d : devices) {
         for (protocol::Message& m : d->client->take_outgoing()) {
           moved = true;
+          if (watch) watch(*d, m, true);
           if (d->session != 0) server->on_message(d->session, m, now);
         }
         for (ClientEvent& e : d->client->take_events()) d->events.push_back(std::move(e));
@@ -63,8 +65,11 @@ class World {
       for (SyncServer::Outgoing& o : server->take_outgoing()) {
         moved = true;
         if (drop_to_client) continue;
-        for (Device* d : devices)
-          if (d->session == o.session) d->client->on_message(o.message, now);
+        for (Device* d : devices) {
+          if (d->session != o.session) continue;
+          if (watch) watch(*d, o.message, false);
+          d->client->on_message(o.message, now);
+        }
       }
       for (SessionId closed : server->take_closing()) {
         for (Device* d : devices)
@@ -84,6 +89,8 @@ class World {
   MemoryCentralStore store;
   TokenAuth auth;
   std::unique_ptr<SyncServer> server;
+  // Sees every message pump() delivers (to_server: from the device).
+  std::function<void(Device&, const protocol::Message&, bool to_server)> watch;
   std::vector<std::unique_ptr<Device>> owned;
   std::vector<Device*> devices;
   SessionId next_session = 1;
@@ -342,13 +349,16 @@ TEST(ClientServer, BootstrapResumesAfterDisconnect) {
   Device& alice = w.add(11, "alice");
   alice.config.bootstrap_page_size = 5;
   alice.restart();
-  // Hand-drive: handshake and the first page only, then the link drops.
+  // Hand-drive: handshake and the first page only (a version 2 request is answered with several), then the
+  // link drops.
   alice.session = w.next_session++;
   w.server->on_connect(alice.session, w.now);
   alice.client->on_connected(w.now);
   for (int step = 0; step < 2; ++step) {
     for (auto& m : alice.client->take_outgoing()) w.server->on_message(alice.session, m, w.now);
-    for (auto& o : w.server->take_outgoing()) alice.client->on_message(o.message, w.now);
+    std::vector<SyncServer::Outgoing> out = w.server->take_outgoing();
+    ASSERT_FALSE(out.empty());
+    alice.client->on_message(out.front().message, w.now);
   }
   EXPECT_EQ(alice.store.records().size(), 5u);
   EXPECT_FALSE(alice.store.meta().bootstrap_done);
@@ -1118,6 +1128,7 @@ class CountingReplica final : public ReplicaStore {
   std::unique_ptr<ReplicaTxn> begin() override { return std::make_unique<Txn>(*this, inner_.begin()); }
   size_t loads = 0;
   size_t saves = 0;
+  size_t outbox_reads = 0;  // outbox entries read and decoded
 
  private:
   class Txn final : public ReplicaTxn {
@@ -1134,8 +1145,16 @@ class CountingReplica final : public ReplicaStore {
     }
     void erase(EntityId e, const RecordId& id) override { inner_->erase(e, id); }
     void outbox_append(const ClientTxn& t) override { inner_->outbox_append(t); }
-    std::vector<ClientTxn> outbox_peek(size_t max) override { return inner_->outbox_peek(max); }
-    void outbox_remove(uint64_t seq) override { inner_->outbox_remove(seq); }
+    std::vector<ClientTxn> outbox_peek(size_t max) override { return counted(inner_->outbox_peek(max)); }
+    std::vector<ClientTxn> outbox_after(uint64_t after, size_t max) override {
+      return counted(inner_->outbox_after(after, max));
+    }
+    std::optional<ClientTxn> outbox_get(uint64_t seq) override {
+      std::optional<ClientTxn> t = inner_->outbox_get(seq);
+      owner_.outbox_reads += t ? 1 : 0;
+      return t;
+    }
+    bool outbox_remove(uint64_t seq) override { return inner_->outbox_remove(seq); }
     size_t outbox_size() override { return inner_->outbox_size(); }
     ReplicaMeta meta() override { return inner_->meta(); }
     void set_meta(const ReplicaMeta& m) override { inner_->set_meta(m); }
@@ -1144,6 +1163,10 @@ class CountingReplica final : public ReplicaStore {
     Status commit() override { return inner_->commit(); }
 
    private:
+    std::vector<ClientTxn> counted(std::vector<ClientTxn> txns) {
+      owner_.outbox_reads += txns.size();
+      return txns;
+    }
     CountingReplica& owner_;
     std::unique_ptr<ReplicaTxn> inner_;
   };
@@ -1390,6 +1413,223 @@ TEST(ClientServer, FreshDeviceBootstrapReadsOnlyItsScope) {
   EXPECT_EQ(alice.store.records().size(), 50u);
   // One pass over her 50 to count them, one for the pages, a few one-record probes; not the other 50.
   EXPECT_LE(counting.records_scanned, 2 * 50u + 10u);
+}
+
+// ---- Protocol version 2: pipelined pushes, multi-page bootstrap, and old devices
+
+// Offline writes of one account each (4 changes), `n` of them.
+void offline_accounts(World& w, Device& d, int n) {
+  for (int i = 0; i < n; ++i) new_account(w, d, "t-north", "acct " + std::to_string(i));
+}
+
+// The server applied each of the node's transactions once, in node_seq order 1..n.
+void expect_exactly_once_in_order(World& w, NodeId node, uint64_t n) {
+  std::vector<uint64_t> seqs;
+  for (const ServerTxn& t : w.store.log())
+    if (t.origin_node == node) seqs.push_back(t.origin_node_seq);
+  ASSERT_EQ(seqs.size(), n);
+  for (uint64_t i = 0; i < n; ++i) ASSERT_EQ(seqs[i], i + 1) << "position " << i;
+  EXPECT_EQ(w.store.node_state(node).value().last_node_seq, n);
+}
+
+// A big backlog is pushed reading each outbox entry once: an acknowledgement costs the entries it
+// acknowledges, not the outbox left (every ack used to read and decode the whole outbox: quadratic).
+TEST(ClientServer, BacklogPushReadsEachOutboxEntryOnce) {
+  for (uint32_t version : {1u, 2u}) {
+    SCOPED_TRACE("protocol version " + std::to_string(version));
+    World w;
+    Device& alice = w.add(11, "alice");
+    alice.config.protocol_version = version;
+    CountingReplica counting(alice.store);
+    alice.client = std::make_unique<SyncClient>(counting, alice.config);
+    const int n = 1500;
+    offline_accounts(w, alice, n);
+    size_t pushes = 0;
+    w.watch = [&](Device&, const protocol::Message& m, bool to_server) {
+      if (to_server && std::holds_alternative<protocol::PushTxns>(m)) ++pushes;
+    };
+    w.connect(alice);
+    EXPECT_TRUE(alice.store.outbox().empty());
+    expect_exactly_once_in_order(w, 11, n);
+    EXPECT_EQ(counting.outbox_reads, static_cast<size_t>(n));
+    const size_t per_push = version >= 2 ? tuning::kMaxTxnsPerPushV2 : tuning::kMaxTxnsPerPush;
+    EXPECT_EQ(pushes, (n + per_push - 1) / per_push);
+    // Push progress: acknowledged of pending, rising to all of them.
+    std::vector<const ClientEvent*> progress;
+    for (const ClientEvent& e : alice.events)
+      if (e.kind == ClientEvent::Kind::kPushProgress) progress.push_back(&e);
+    ASSERT_EQ(progress.size(), pushes);
+    for (size_t i = 1; i < progress.size(); ++i) EXPECT_GT(progress[i]->done, progress[i - 1]->done);
+    EXPECT_EQ(progress.back()->done, static_cast<uint64_t>(n));
+    EXPECT_EQ(progress.back()->total, static_cast<uint64_t>(n));
+  }
+}
+
+// A version 2 device keeps several pushes in flight. Their acknowledgements lost, the oldest times out: all
+// are sent again from the oldest entry, and the server's node_seq watermark answers what it already has as
+// duplicates. Each transaction is applied once and in order.
+TEST(ClientServer, PipelinedPushesAreExactlyOnceAndInOrderWhenAcksAreLost) {
+  World w;
+  Device& alice = w.add(11, "alice");
+  const int n = 3000;  // more than a full window (4 x 512)
+  offline_accounts(w, alice, n);
+  alice.session = w.next_session++;
+  w.server->on_connect(alice.session, w.now);
+  alice.client->on_connected(w.now);
+  w.pump();  // nothing lost: the window slides to the end
+  ASSERT_EQ(alice.client->protocol_version(), 2u);
+  EXPECT_EQ(alice.client->pushes_in_flight(), 0u);
+  EXPECT_TRUE(alice.store.outbox().empty());
+  expect_exactly_once_in_order(w, 11, n);
+
+  // Now with acks lost from the start: the whole window is unanswered.
+  Device& bob = w.add(12, "bob");
+  offline_accounts(w, bob, n);
+  bob.session = w.next_session++;
+  w.server->on_connect(bob.session, w.now);
+  bob.client->on_connected(w.now);
+  // Handshake by hand, then the window goes out and every answer is lost.
+  for (auto& m : bob.client->take_outgoing()) w.server->on_message(bob.session, m, w.now);
+  for (auto& o : w.server->take_outgoing()) bob.client->on_message(o.message, w.now);
+  EXPECT_EQ(bob.client->pushes_in_flight(), tuning::kMaxPushesInFlight);
+  w.pump(/*drop_to_client=*/true);
+  EXPECT_EQ(bob.client->pushes_in_flight(), tuning::kMaxPushesInFlight);
+  EXPECT_EQ(bob.store.outbox().size(), static_cast<size_t>(n));
+  w.now += tuning::kRequestTimeoutMs;
+  bob.client->on_tick(w.now);
+  w.pump();
+  EXPECT_TRUE(bob.store.outbox().empty());
+  expect_exactly_once_in_order(w, 12, n);
+}
+
+// A push the server answers only in part (here: an ack of the first transactions only, as after a failed
+// store read) makes the device drop the window and send again from the oldest entry; the gap errors the
+// pushes behind it meet are for pushes already dropped and change nothing.
+TEST(ClientServer, PartlyAnsweredPushResendsFromTheOldestEntry) {
+  World w;
+  Device& alice = w.add(11, "alice");
+  const int n = 1200;
+  offline_accounts(w, alice, n);
+  alice.session = w.next_session++;
+  w.server->on_connect(alice.session, w.now);
+  alice.client->on_connected(w.now);
+  for (auto& m : alice.client->take_outgoing()) w.server->on_message(alice.session, m, w.now);
+  for (auto& o : w.server->take_outgoing()) alice.client->on_message(o.message, w.now);
+  std::vector<protocol::PushTxns> pushes;
+  for (auto& m : alice.client->take_outgoing())
+    if (auto* p = std::get_if<protocol::PushTxns>(&m)) pushes.push_back(*p);
+  ASSERT_EQ(pushes.size(), 3u);  // 512 + 512 + 176
+  // The server sees the first push cut after 10 transactions, then the other two (which meet a gap).
+  protocol::PushTxns cut = pushes[0];
+  cut.txns.resize(10);
+  w.server->on_message(alice.session, cut, w.now);
+  for (size_t i = 1; i < pushes.size(); ++i) w.server->on_message(alice.session, pushes[i], w.now);
+  std::vector<SyncServer::Outgoing> answers = w.server->take_outgoing();
+  ASSERT_EQ(answers.size(), 3u);
+  EXPECT_EQ(std::get<protocol::Error>(answers[1].message).code, ErrorCode::kSequenceGap);
+  // The client hears "10 of 512 applied" for its first push, then the two gaps.
+  protocol::PushAck ack = std::get<protocol::PushAck>(answers[0].message);
+  alice.client->on_message(ack, w.now);
+  EXPECT_EQ(alice.store.outbox().size(), static_cast<size_t>(n - 10));
+  for (size_t i = 1; i < answers.size(); ++i) alice.client->on_message(answers[i].message, w.now);
+  w.pump();
+  EXPECT_TRUE(alice.store.outbox().empty());
+  expect_exactly_once_in_order(w, 11, n);
+}
+
+// An old device (protocol version 1) against this server: the session is version 1, one push in flight of
+// at most kMaxTxnsPerPush, one bootstrap page per request, and the request carries no max_pages.
+TEST(ClientServer, Version1DeviceKeepsTheVersion1Exchange) {
+  World w;
+  Device& ho = w.add(10, "ho");
+  w.connect(ho);
+  for (int i = 0; i < 20; ++i) new_account(w, ho, "t-north", "acct " + std::to_string(i));
+  w.pump();
+
+  Device& old = w.add(11, "alice");
+  old.config.protocol_version = 1;
+  old.config.bootstrap_page_size = 5;
+  old.restart();
+  offline_accounts(w, old, 300);
+  size_t requests = 0, pages = 0, max_in_flight = 0;
+  uint32_t welcome_version = 0;
+  w.watch = [&](Device& d, const protocol::Message& m, bool to_server) {
+    if (&d != &old) return;
+    max_in_flight = std::max(max_in_flight, old.client->pushes_in_flight());
+    if (const auto* p = std::get_if<protocol::PushTxns>(&m)) {
+      EXPECT_LE(p->txns.size(), tuning::kMaxTxnsPerPush);
+    }
+    if (const auto* r = std::get_if<protocol::BootstrapRequest>(&m)) {
+      EXPECT_EQ(r->max_pages, 0u);
+      ++requests;
+    }
+    if (std::holds_alternative<protocol::BootstrapPage>(m)) ++pages;
+    if (const auto* welcome = std::get_if<protocol::Welcome>(&m)) welcome_version = welcome->protocol_version;
+    (void)to_server;
+  };
+  w.connect(old);
+  EXPECT_EQ(welcome_version, 1u);
+  EXPECT_EQ(w.server->session_version(old.session), 1u);
+  EXPECT_EQ(old.client->protocol_version(), 1u);
+  EXPECT_EQ(max_in_flight, 1u);
+  EXPECT_EQ(requests, pages) << "one page per request";
+  EXPECT_GE(pages, 20u / 5);
+  EXPECT_TRUE(old.store.outbox().empty());
+  EXPECT_TRUE(old.store.meta().bootstrap_done);
+  expect_exactly_once_in_order(w, 11, 300);
+
+  // A new device in the same territory sees everything; its session is version 2.
+  Device& bob = w.add(12, "bob");
+  w.connect(bob);
+  EXPECT_EQ(w.server->session_version(bob.session), 2u);
+  EXPECT_EQ(bob.store.records().size(), 320u);
+}
+
+// A version 2 bootstrap interrupted after any page resumes from the last page applied: no page the device
+// committed is sent again.
+TEST(ClientServer, MultiPageBootstrapInterruptedAtAnyPageResumesWithoutResending) {
+  World w;
+  Device& ho = w.add(10, "ho");
+  w.connect(ho);
+  const size_t records = 60, page = 5, page_count = records / page;  // two runs: 8 pages, then 4
+  for (size_t i = 0; i < records; ++i) new_account(w, ho, "t-north", "acct " + std::to_string(i));
+  w.pump();
+  for (size_t k = 1; k < page_count; ++k) {
+    SCOPED_TRACE("interrupted after page " + std::to_string(k));
+    Device& d = w.add(100 + k, "alice");
+    d.config.bootstrap_page_size = page;
+    d.restart();
+    d.session = w.next_session++;
+    w.server->on_connect(d.session, w.now);
+    d.client->on_connected(w.now);
+    // Deliver pages one at a time, the device's requests as soon as it sends them, until k pages arrived.
+    std::deque<protocol::Message> to_device;
+    size_t delivered = 0;
+    while (delivered < k) {
+      for (auto& m : d.client->take_outgoing()) w.server->on_message(d.session, m, w.now);
+      for (auto& o : w.server->take_outgoing()) to_device.push_back(std::move(o.message));
+      ASSERT_FALSE(to_device.empty());
+      protocol::Message m = std::move(to_device.front());
+      to_device.pop_front();
+      delivered += std::holds_alternative<protocol::BootstrapPage>(m) ? 1 : 0;
+      d.client->on_message(m, w.now);
+    }
+    ASSERT_EQ(d.store.records().size(), k * page);
+    EXPECT_EQ(d.store.meta().bootstrap_received, k * page);
+    w.disconnect(d);
+    d.restart();
+    size_t resent = 0;
+    w.watch = [&](Device& to, const protocol::Message& m, bool to_server) {
+      if (&to != &d || to_server) return;
+      if (const auto* p = std::get_if<protocol::BootstrapPage>(&m)) resent += p->records.size();
+    };
+    w.connect(d);
+    w.watch = nullptr;
+    EXPECT_TRUE(d.store.meta().bootstrap_done);
+    EXPECT_EQ(d.store.records().size(), records);
+    EXPECT_EQ(resent, records - k * page) << "only the pages after the last one applied";
+    w.disconnect(d);
+  }
 }
 
 }  // namespace

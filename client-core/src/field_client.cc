@@ -873,6 +873,9 @@ void FieldClient::dispatch_events() {
         case ClientEvent::Kind::kBootstrapProgress:
           if (o.sync_progress) o.sync_progress(e.done, e.total);
           break;
+        case ClientEvent::Kind::kPushProgress:
+          if (o.push_progress) o.push_progress(e.done, e.total);
+          break;
         case ClientEvent::Kind::kSynced:
           if (o.synced) o.synced();
           break;

@@ -234,24 +234,26 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     step_done(s, "append to outbox");
   }
 
-  std::vector<ClientTxn> outbox_peek(size_t max_txns) override {
+  std::vector<ClientTxn> outbox_peek(size_t max_txns) override { return outbox_after(0, max_txns); }
+
+  std::vector<ClientTxn> outbox_after(uint64_t after_node_seq, size_t max_txns) override {
     auto relocked = relock();
     std::vector<ClientTxn> out;
     if (max_txns == 0) return out;
-    sqlite3_stmt* s = stmt("SELECT node_seq, txn FROM _outbox ORDER BY node_seq LIMIT ?1");
+    sqlite3_stmt* s =
+        stmt("SELECT node_seq, txn FROM _outbox WHERE node_seq > ?1 ORDER BY node_seq LIMIT ?2");
     if (s == nullptr) return out;
     Use use(s);
-    sqlite3_bind_int64(s, 1, max_txns > INT64_MAX ? INT64_MAX : static_cast<int64_t>(max_txns));
+    sqlite3_bind_int64(s, 1, to_sql(after_node_seq));
+    sqlite3_bind_int64(s, 2, max_txns > INT64_MAX ? INT64_MAX : static_cast<int64_t>(max_txns));
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-      Result<ClientTxn> t = codec::decode_client_txn(column_blob(s, 1));
-      if (!t || t->node_seq != from_sql(sqlite3_column_int64(s, 0))) {
-        fail(corrupt("outbox entry " + std::to_string(sqlite3_column_int64(s, 0)),
-                     t ? Status(ErrorCode::kMalformedMessage, "node_seq mismatch") : t.status()));
+      std::optional<ClientTxn> t = outbox_row(s);
+      if (!t) {
         out.clear();
         return out;
       }
-      out.push_back(std::move(t).value());
+      out.push_back(std::move(*t));
     }
     if (rc != SQLITE_DONE) {
       fail(sqlite::status_from(rc, "read outbox", store_.db_));
@@ -260,13 +262,25 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     return out;
   }
 
-  void outbox_remove(uint64_t node_seq) override {
-    if (!writable()) return;
-    sqlite3_stmt* s = stmt("DELETE FROM _outbox WHERE node_seq = ?1");
-    if (s == nullptr) return;
+  std::optional<ClientTxn> outbox_get(uint64_t node_seq) override {
+    auto relocked = relock();
+    sqlite3_stmt* s = stmt("SELECT node_seq, txn FROM _outbox WHERE node_seq = ?1");
+    if (s == nullptr) return std::nullopt;
     Use use(s);
     sqlite3_bind_int64(s, 1, to_sql(node_seq));
-    step_done(s, "remove from outbox");
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) return outbox_row(s);
+    if (rc != SQLITE_DONE) fail(sqlite::status_from(rc, "read outbox", store_.db_));
+    return std::nullopt;
+  }
+
+  bool outbox_remove(uint64_t node_seq) override {
+    if (!writable()) return false;
+    sqlite3_stmt* s = stmt("DELETE FROM _outbox WHERE node_seq = ?1");
+    if (s == nullptr) return false;
+    Use use(s);
+    sqlite3_bind_int64(s, 1, to_sql(node_seq));
+    return step_done(s, "remove from outbox") && sqlite3_changes(store_.db_) > 0;
   }
 
   size_t outbox_size() override {
@@ -437,6 +451,17 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     if (rc == SQLITE_DONE) return true;
     fail(sqlite::status_from(rc, what, store_.db_));
     return false;
+  }
+
+  // An outbox row (node_seq, txn) decoded; a corrupt one fails the transaction.
+  std::optional<ClientTxn> outbox_row(sqlite3_stmt* s) {
+    Result<ClientTxn> t = codec::decode_client_txn(column_blob(s, 1));
+    if (!t || t->node_seq != from_sql(sqlite3_column_int64(s, 0))) {
+      fail(corrupt("outbox entry " + std::to_string(sqlite3_column_int64(s, 0)),
+                   t ? Status(ErrorCode::kMalformedMessage, "node_seq mismatch") : t.status()));
+      return std::nullopt;
+    }
+    return std::move(t).value();
   }
 
   sqlite3_stmt* stmt(const std::string& sql) {

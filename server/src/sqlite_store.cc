@@ -37,7 +37,10 @@ namespace {
 //   2: _log_scope, the log indexed by scope key for read_log_for.
 //   3: the audit is the log: _log.recorded_at_ms, and no per-change _audit table (its rows and two indexes
 //      were half of the apply path's time; audit() expands the log entries instead).
-constexpr int64_t kFormat = 3;
+//   4: bootstrap indexes: (scope field, id) on every territory- or owner-scoped entity (scan_in_scopes walks
+//      each scope key in id order) and _log (origin_node) (keys_created_by). Created at open, like all of
+//      them (IF NOT EXISTS): nothing to migrate.
+constexpr int64_t kFormat = 4;
 
 const char* const kStoreDdl[] = {
     "CREATE TABLE IF NOT EXISTS _log (server_seq INTEGER PRIMARY KEY, origin_node INTEGER NOT NULL, "
@@ -58,7 +61,30 @@ const char* const kStoreDdl[] = {
      "PRIMARY KEY (scope, server_seq)) WITHOUT ROWID"),  // parenthesised: one statement on two lines
     // Scheduling conflicts look up one owner's events by time (events_overlapping).
     "CREATE INDEX IF NOT EXISTS idx_calendar_event_owner_start ON calendar_event (owner_id, start_at)",
+    // The records a node created (keys_created_by) are those of its own log entries.
+    "CREATE INDEX IF NOT EXISTS idx_log_origin_node ON _log (origin_node)",
 };
+
+// The field a territory- or owner-scoped entity's scope is read from (nullptr: another kind of scope).
+const schema::FieldDef* direct_scope_field(const schema::EntityDef& e) {
+  if (e.scope.kind != schema::ScopeKind::kTerritory && e.scope.kind != schema::ScopeKind::kOwner)
+    return nullptr;
+  return e.field(e.scope.field);
+}
+
+// (scope field, id) for every territory- or owner-scoped entity: a bootstrap page of one scope key is then
+// a range of one index in page order (scan_in_scopes), where the scope field's own index gave the whole
+// territory to sort for every page.
+std::vector<std::string> scan_index_ddl() {
+  std::vector<std::string> out;
+  for (const schema::EntityDef& e : schema::entities()) {
+    const schema::FieldDef* f = direct_scope_field(e);
+    if (f == nullptr) continue;
+    out.push_back("CREATE INDEX IF NOT EXISTS " + quoted("idx_scan_" + std::string(e.name)) + " ON " +
+                  quoted(e.name) + " (" + quoted(f->name) + ", id)");
+  }
+  return out;
+}
 
 // Node ids and HLCs are unsigned 64-bit; SQLite integers are signed. The bit pattern round-trips.
 int64_t as_sql(uint64_t v) {
@@ -707,6 +733,8 @@ Result<std::unique_ptr<SqliteCentralStore>> SqliteCentralStore::open(const std::
     if (Status s = w.exec(sql); !s) return fail(s);
   for (const char* sql : kStoreDdl)
     if (Status s = w.exec(sql); !s) return fail(s);
+  for (const std::string& sql : scan_index_ddl())
+    if (Status s = w.exec(sql); !s) return fail(s);
   int64_t format = kFormat;  // a new file
   {
     Stmt q(w, "SELECT value FROM _state WHERE key = 'format'");
@@ -942,9 +970,109 @@ Result<std::vector<RecordState>> SqliteCentralStore::scan_in_scopes(const std::v
     if (k.kind == ScopeKey::Kind::kOwner) owners.push_back(k.value);
     global |= k.kind == ScopeKey::Kind::kGlobal;
   }
-  return scan_where(after, max_records, [&](const schema::EntityDef& e, std::vector<std::string>& params) {
-    return scope_condition(e, territories, owners, global, params, 0);
-  });
+  ReadAccess access(*this);
+  Db& db = access.db();
+  std::vector<RecordState> out;
+  if (Status s = access.begin_snapshot(); !s) return s;
+  for (const schema::EntityDef& e : schema::entities()) {
+    if (out.size() >= max_records) break;
+    if (e.id < after.entity) continue;
+    const size_t want = max_records - out.size();
+    const std::string after_id = e.id == after.entity ? after.id.to_string() : std::string();
+    if (const schema::FieldDef* f = direct_scope_field(e)) {
+      // One keyset walk per scope key, each a range of idx_scan_<entity> in id order, merged: a page costs
+      // its records times the keys, never the territory. ("" sorts before every id.)
+      const std::vector<std::string>& keys =
+          e.scope.kind == schema::ScopeKind::kTerritory ? territories : owners;
+      std::vector<std::pair<std::string, std::vector<uint8_t>>> rows;
+      const std::string sql = "SELECT id, _meta FROM " + quoted(e.name) + " WHERE " + quoted(f->name) +
+                              " = ? AND id > ? ORDER BY id LIMIT ?";
+      for (const std::string& key : keys) {
+        Stmt q(db, sql);
+        q.bind(1, std::string_view(key));
+        q.bind(2, std::string_view(after_id));
+        q.bind(3, static_cast<int64_t>(want));
+        while (q.step()) {
+          std::span<const uint8_t> meta = q.col_blob(1);
+          rows.emplace_back(q.col_text(0), std::vector<uint8_t>(meta.begin(), meta.end()));
+        }
+        if (!q.ok()) return q.status();
+      }
+      std::sort(rows.begin(), rows.end());
+      if (rows.size() > want) rows.resize(want);
+      for (const auto& [id, meta] : rows) {
+        Result<RecordState> r = codec::decode_record(meta);
+        if (!r) return corrupt("record " + id, r.status());
+        out.push_back(std::move(r.value()));
+      }
+      continue;
+    }
+    // Global and parent-scoped entities: in id order (the primary key's index), the scope checked per row.
+    // The unary + keeps SQLite from serving the parent condition from its index and sorting the whole scope
+    // for every page; the walk costs the rows it passes (for a child entity, its parents' share of the
+    // store).
+    std::vector<std::string> params;
+    const std::string condition = scope_condition(e, territories, owners, global, params, 0);
+    if (condition == "0") continue;
+    std::string sql = "SELECT _meta FROM " + quoted(e.name) + " WHERE id > ?";
+    if (e.scope.kind == schema::ScopeKind::kParent)
+      sql += " AND +" + condition;
+    else if (condition != "1")
+      sql += " AND (" + condition + ")";
+    Stmt q(db, sql + " ORDER BY id LIMIT ?");
+    int i = 1;
+    q.bind(i++, std::string_view(after_id));
+    for (const std::string& p : params) q.bind(i++, std::string_view(p));
+    q.bind(i, static_cast<int64_t>(want));
+    if (Status s = read_records(q, out); !s) return s;
+  }
+  return out;
+}
+
+Result<uint64_t> SqliteCentralStore::count_in_scopes(const std::optional<std::vector<ScopeKey>>& scopes) {
+  std::vector<std::string> territories, owners;
+  bool global = !scopes;
+  if (scopes) {
+    for (const ScopeKey& k : *scopes) {
+      if (k.kind == ScopeKey::Kind::kTerritory) territories.push_back(k.value);
+      if (k.kind == ScopeKey::Kind::kOwner) owners.push_back(k.value);
+      global |= k.kind == ScopeKey::Kind::kGlobal;
+    }
+  }
+  ReadAccess access(*this);
+  if (Status s = access.begin_snapshot(); !s) return s;
+  uint64_t n = 0;
+  for (const schema::EntityDef& e : schema::entities()) {
+    // Index counts (the scope field's index, a parent's id): no record is read or decoded.
+    std::vector<std::string> params;
+    const std::string condition =
+        scopes ? scope_condition(e, territories, owners, global, params, 0) : std::string("1");
+    if (condition == "0") continue;
+    Stmt q(access.db(), "SELECT count(*) FROM " + quoted(e.name) + " WHERE " + condition);
+    int i = 1;
+    for (const std::string& p : params) q.bind(i++, std::string_view(p));
+    if (!q.step()) return q.ok() ? Status(ErrorCode::kInternal, "count") : q.status();
+    n += from_sql(q.col_int(0));
+  }
+  return n;
+}
+
+Result<std::vector<RecordKey>> SqliteCentralStore::keys_created_by(NodeId node) {
+  ReadAccess access(*this);
+  if (Status s = access.begin_snapshot(); !s) return s;
+  std::vector<RecordKey> out;
+  Stmt q(access.db(), "SELECT server_seq, blob FROM _log WHERE origin_node = ? ORDER BY server_seq");
+  q.bind(1, as_sql(node));
+  while (q.step()) {
+    Result<ServerTxn> t = codec::decode_server_txn(q.col_blob(1));
+    if (!t) return corrupt("log entry " + std::to_string(q.col_int(0)), t.status());
+    for (const Change& c : t->changes)
+      if (c.op == ChangeOp::kCreate) out.push_back(RecordKey{c.entity, c.record});
+  }
+  if (!q.ok()) return q.status();
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
 }
 
 Result<uint64_t> SqliteCentralStore::record_count() {

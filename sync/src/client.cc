@@ -33,11 +33,13 @@ SyncClient::SyncClient(ReplicaStore& store, ClientConfig config) : store_(store)
   node_ = meta.node;
   clock_ = HybridClock(meta.hlc);
   cursor_ = meta.cursor;
+  last_written_seq_ = meta.next_node_seq - 1;
   outbox_count_ = txn->outbox_size();
+  session_version_ = config_.protocol_version;
 }
 
 bool SyncClient::idle() const {
-  return state_ == State::kSyncing && push_request_id_ == 0 && pull_request_id_ == 0 && outbox_count_ == 0 &&
+  return state_ == State::kSyncing && pushes_.empty() && pull_request_id_ == 0 && outbox_count_ == 0 &&
          caught_up_ && !repull_;
 }
 
@@ -117,6 +119,8 @@ Result<uint64_t> SyncClient::write(std::vector<Change> changes, int64_t now_ms) 
 
   clock_ = clock;
   outbox_count_++;
+  last_written_seq_ = ct.node_seq;
+  if (push_run_total_ != 0) push_run_total_++;  // a run in progress: this entry joins it
   maybe_push(now_ms);
   return ct.node_seq;
 }
@@ -127,9 +131,13 @@ Result<uint64_t> SyncClient::write(std::vector<Change> changes, int64_t now_ms) 
 void SyncClient::on_connected(int64_t now_ms) {
   if (state_ == State::kStopped) return;
   state_ = State::kHandshaking;
-  push_request_id_ = pull_request_id_ = 0;
+  drop_pushes();
+  pull_request_id_ = 0;
+  boot_runs_.clear();
   caught_up_ = repull_ = false;
+  session_version_ = config_.protocol_version;
   protocol::Hello hello;
+  hello.protocol_version = config_.protocol_version;
   hello.schema_version = schema::kSchemaVersion;
   hello.node = node_;
   hello.token = config_.token;
@@ -141,14 +149,18 @@ void SyncClient::on_connected(int64_t now_ms) {
 
 void SyncClient::on_disconnected(int64_t) {
   if (state_ != State::kStopped) state_ = State::kDisconnected;
-  push_request_id_ = pull_request_id_ = 0;
+  drop_pushes();
+  pull_request_id_ = 0;
+  boot_runs_.clear();
   caught_up_ = repull_ = false;
 }
 
 void SyncClient::stop(Status reason) {
   stop_reason_ = reason;
   state_ = State::kStopped;
-  push_request_id_ = pull_request_id_ = 0;
+  drop_pushes();
+  pull_request_id_ = 0;
+  boot_runs_.clear();
   ClientEvent e{ClientEvent::Kind::kError};
   e.status = std::move(reason);
   events_.push_back(std::move(e));
@@ -165,9 +177,10 @@ void SyncClient::fail_storage(const Status& s, Retry retry, int64_t now_ms) {
   if (retry == Retry::kPull) {
     pull_request_id_ = kAwaitingRetry;
     pull_sent_ms_ = now_ms;
+    boot_runs_.clear();  // pages still arriving for those requests are not applied
   } else if (retry == Retry::kPush) {
-    push_request_id_ = kAwaitingRetry;
-    push_sent_ms_ = now_ms;
+    drop_pushes();
+    push_hold_until_ms_ = now_ms + tuning::kRequestTimeoutMs;
   }
 }
 
@@ -189,9 +202,11 @@ void SyncClient::on_message(const Message& message, int64_t now_ms) {
 
 void SyncClient::on_tick(int64_t now_ms) {
   if (state_ != State::kBootstrapping && state_ != State::kSyncing) return;
-  if (push_request_id_ != 0 && now_ms - push_sent_ms_ >= tuning::kRequestTimeoutMs) push_request_id_ = 0;
+  // The oldest push unanswered for too long: everything after it is unanswered too (answers come in order).
+  if (!pushes_.empty() && now_ms - pushes_.front().sent_ms >= tuning::kRequestTimeoutMs) drop_pushes();
   if (pull_request_id_ != 0 && now_ms - pull_sent_ms_ >= tuning::kRequestTimeoutMs) {
     pull_request_id_ = 0;
+    boot_runs_.clear();
     if (state_ == State::kBootstrapping) {
       send_bootstrap_request(now_ms);
     } else {
@@ -217,25 +232,45 @@ std::vector<ClientEvent> SyncClient::take_events() {
 
 void SyncClient::maybe_push(int64_t now_ms) {
   if (state_ != State::kBootstrapping && state_ != State::kSyncing) return;
-  if (push_request_id_ != 0 || outbox_count_ == 0) return;
-  auto txn = store_.begin();
-  std::vector<ClientTxn> pending = txn->outbox_peek(tuning::kMaxTxnsPerPush);
-  outbox_count_ = txn->outbox_size();
-  if (pending.empty()) return;
-  size_t changes = 0;
-  size_t keep = 0;
-  for (; keep < pending.size(); ++keep) {
-    changes += pending[keep].changes.size();
-    if (keep > 0 && changes > tuning::kMaxChangesPerPush) break;
+  if (now_ms < push_hold_until_ms_) return;
+  const bool v2 = session_version_ >= 2;
+  const size_t window = v2 ? tuning::kMaxPushesInFlight : 1;
+  size_t max_txns = v2 ? tuning::kMaxTxnsPerPushV2 : tuning::kMaxTxnsPerPush;
+  if (config_.push_max_txns != 0) max_txns = std::min<size_t>(max_txns, config_.push_max_txns);
+  const size_t max_changes = v2 ? tuning::kMaxChangesPerPushV2 : tuning::kMaxChangesPerPush;
+  // Only what is about to be sent is read: entries after the last one in flight. Without this a backlog's
+  // push read the whole outbox for every push, quadratic in the backlog.
+  std::unique_ptr<ReplicaTxn> txn;
+  while (pushes_.size() < window && outbox_count_ > 0 && push_sent_through_ < last_written_seq_) {
+    if (!txn) txn = store_.begin();
+    std::vector<ClientTxn> pending = txn->outbox_after(push_sent_through_, max_txns);
+    if (pending.empty()) {
+      push_sent_through_ = last_written_seq_;  // everything written is in flight or acknowledged
+      break;
+    }
+    size_t changes = 0;
+    size_t keep = 0;
+    for (; keep < pending.size(); ++keep) {
+      changes += pending[keep].changes.size();
+      if (keep > 0 && changes > max_changes) break;
+    }
+    pending.resize(keep);
+    if (push_run_total_ == 0) {
+      push_run_total_ = outbox_count_;
+      push_run_done_ = 0;
+    }
+    protocol::PushTxns push;
+    push.request_id = next_request_id_++;
+    push_sent_through_ = pending.back().node_seq;
+    pushes_.push_back(InFlightPush{push.request_id, push_sent_through_, now_ms});
+    push.txns = std::move(pending);
+    send(std::move(push));
   }
-  pending.resize(keep);
-  protocol::PushTxns push;
-  push.request_id = next_request_id_++;
-  push_last_seq_ = pending.back().node_seq;
-  push.txns = std::move(pending);
-  push_request_id_ = push.request_id;
-  push_sent_ms_ = now_ms;
-  send(std::move(push));
+}
+
+void SyncClient::drop_pushes() {
+  pushes_.clear();
+  push_sent_through_ = 0;
 }
 
 void SyncClient::send_pull(int64_t now_ms) {
@@ -251,14 +286,23 @@ void SyncClient::send_pull(int64_t now_ms) {
   send(pull);
 }
 
-void SyncClient::send_bootstrap_request(int64_t now_ms) {
-  if (state_ != State::kBootstrapping || pull_request_id_ != 0) return;
-  ReplicaMeta meta = store_.begin()->meta();
+void SyncClient::send_bootstrap_request(int64_t now_ms, const protocol::BootstrapPage* after) {
+  if (state_ != State::kBootstrapping) return;
+  if (after == nullptr && pull_request_id_ != 0) return;
   protocol::BootstrapRequest req;
   req.request_id = next_request_id_++;
-  req.snapshot_seq = meta.bootstrap_snapshot_seq;
-  req.page_token = meta.bootstrap_page_token;
+  if (after != nullptr) {
+    req.snapshot_seq = after->snapshot_seq;
+    req.page_token = after->next_page_token;
+  } else {
+    ReplicaMeta meta = store_.begin()->meta();
+    req.snapshot_seq = meta.bootstrap_snapshot_seq;
+    req.page_token = meta.bootstrap_page_token;
+  }
   req.page_size = config_.bootstrap_page_size;
+  // Version 1 sessions ask for one page (the field stays at its default, so the frame is version 1's).
+  if (session_version_ >= 2) req.max_pages = static_cast<uint32_t>(tuning::kMaxBootstrapPagesPerRequest);
+  boot_runs_.push_back(BootstrapRun{req.request_id, std::max<uint32_t>(req.max_pages, 1)});
   pull_request_id_ = req.request_id;
   pull_sent_ms_ = now_ms;
   send(std::move(req));
@@ -275,6 +319,9 @@ void SyncClient::handle(const protocol::Welcome& m, int64_t now_ms) {
                                            " minutes behind the server; correct the date and time"));
     return;
   }
+  // The session speaks the older of the two versions; a server naming one the Hello did not offer is held
+  // to what was offered.
+  session_version_ = std::clamp<uint32_t>(m.protocol_version, 1, config_.protocol_version);
   const HybridClock before = clock_;
   clock_.observe(m.server_hlc);
   auto txn = store_.begin();
@@ -302,11 +349,39 @@ void SyncClient::handle(const protocol::Welcome& m, int64_t now_ms) {
 }
 
 void SyncClient::handle(const protocol::BootstrapPage& m, int64_t now_ms) {
-  if (state_ != State::kBootstrapping || m.request_id != pull_request_id_) return;
-  pull_request_id_ = 0;
-  const HybridClock clock_before = clock_;
+  // Pages come in order, each run after the previous one (one connection): only the oldest outstanding
+  // request's pages are expected. Those of a request given up on (a timeout, a failed commit) are not.
+  if (state_ != State::kBootstrapping || boot_runs_.empty() || m.request_id != boot_runs_.front().request_id)
+    return;
   auto txn = store_.begin();
   ReplicaMeta meta = txn->meta();
+  // A page continues from the last one applied (records_before: what the snapshot's earlier pages held). A
+  // transport that lost or repeated a page breaks that: a repeat is ignored, and after a loss the request
+  // is made again from what this replica holds.
+  const uint64_t applied = meta.bootstrap_snapshot_seq == m.snapshot_seq ? meta.bootstrap_received : 0;
+  if (m.records_before < applied) return;
+  if (m.records_before > applied) {
+    txn.reset();
+    boot_runs_.clear();
+    pull_request_id_ = 0;
+    send_bootstrap_request(now_ms);
+    return;
+  }
+  const bool run_over = --boot_runs_.front().pages_left == 0 || m.done;
+  if (run_over) boot_runs_.pop_front();
+  pull_sent_ms_ = now_ms;  // the request timeout counts from the last page that came
+  if (m.done) {
+    boot_runs_.clear();
+    pull_request_id_ = 0;
+  } else if (run_over && boot_runs_.empty()) {
+    if (session_version_ >= 2) {
+      // The next run is asked for before this page is applied: the server reads it while the device writes.
+      send_bootstrap_request(now_ms, &m);
+    } else {
+      pull_request_id_ = 0;  // version 1: asked for once this page is applied, as version 1 devices do
+    }
+  }
+  const HybridClock clock_before = clock_;
   if (meta.bootstrap_snapshot_seq != 0 && meta.bootstrap_snapshot_seq != m.snapshot_seq) {
     // The server started a new snapshot (ours expired): counting starts over; records already applied merge
     // idempotently.
@@ -362,7 +437,7 @@ void SyncClient::handle(const protocol::BootstrapPage& m, int64_t now_ms) {
   if (m.done) {
     state_ = State::kSyncing;
     send_pull(now_ms);
-  } else {
+  } else if (boot_runs_.empty()) {
     send_bootstrap_request(now_ms);
   }
 }
@@ -433,7 +508,7 @@ void SyncClient::handle(const protocol::ChangeBatch& m, int64_t now_ms) {
   meta.hlc = clock_.last();
   // Fully synced once this commits: record when, for the app's "last synced" (it must survive a restart).
   if (!m.has_more && !repull_ && (answers_pull || m.request_id == 0) && pull_request_id_ == 0 &&
-      push_request_id_ == 0 && outbox_count_ == 0)
+      pushes_.empty() && outbox_count_ == 0)
     meta.last_synced_ms = now_ms;
   txn->set_meta(meta);
   // Release the store before a follow-up request (push, bootstrap page) opens its own transaction: the SQLite
@@ -543,35 +618,37 @@ void SyncClient::handle(const protocol::PushAck& m, int64_t now_ms) {
   if (state_ != State::kBootstrapping && state_ != State::kSyncing) return;
   const HybridClock clock_before = clock_;
   auto txn = store_.begin();
-  std::map<uint64_t, ClientTxn> pending;
-  for (ClientTxn& t : txn->outbox_peek(SIZE_MAX)) pending.emplace(t.node_seq, std::move(t));
-
+  // Each result costs its own entry (a removal by node_seq; a rejection also reads the entry), never a read
+  // of the rest of the outbox.
+  size_t removed = 0;
   std::vector<ClientEvent> events;
   for (const protocol::TxnResult& r : m.results) {
-    auto it = pending.find(r.node_seq);
-    // A duplicate or late ack for an entry already dropped: its effects were taken when it first arrived.
-    if (it == pending.end()) continue;
-    txn->outbox_remove(r.node_seq);
-    if (r.outcome == protocol::TxnOutcome::kRejected) {
-      Rejection rej{r.node_seq, r.reason, r.message, it->second.changes};
-      txn->add_rejection(rej);
-      rebase(*txn, it->second, r);
-      pending.erase(it);
-      ClientEvent e{ClientEvent::Kind::kRejected};
-      e.rejection = std::move(rej);
-      e.status = Status(r.reason, r.message);
-      for (const Change& c : e.rejection->changes) e.records.push_back(RecordKey{c.entity, c.record});
-      events.push_back(std::move(e));
-    } else {
-      pending.erase(it);
+    if (r.outcome != protocol::TxnOutcome::kRejected) {
+      // A duplicate or late ack for an entry already dropped removes nothing: its effects were taken when it
+      // first arrived.
+      if (txn->outbox_remove(r.node_seq)) removed++;
+      continue;
     }
+    std::optional<ClientTxn> rejected = txn->outbox_get(r.node_seq);
+    if (!rejected) continue;
+    txn->outbox_remove(r.node_seq);
+    removed++;
+    Rejection rej{r.node_seq, r.reason, r.message, rejected->changes};
+    txn->add_rejection(rej);
+    rebase(*txn, *rejected, r);
+    ClientEvent e{ClientEvent::Kind::kRejected};
+    e.rejection = std::move(rej);
+    e.status = Status(r.reason, r.message);
+    for (const Change& c : e.rejection->changes) e.records.push_back(RecordKey{c.entity, c.record});
+    events.push_back(std::move(e));
     // r.conflicts are not recorded here: every conflict concerning this user also arrives, exactly once and
     // in server order, with the pull that covers its server_seq (even when this ack is lost and the re-send
     // is answered kDuplicate).
   }
+  const size_t remaining = outbox_count_ - std::min(outbox_count_, removed);
   clock_.observe(m.server_hlc);
   save_clock(*txn);
-  if (state_ == State::kSyncing && pending.empty() && caught_up_ && !repull_ && pull_request_id_ == 0) {
+  if (state_ == State::kSyncing && remaining == 0 && caught_up_ && !repull_ && pull_request_id_ == 0) {
     ReplicaMeta meta = txn->meta();
     meta.last_synced_ms = now_ms;  // the outbox just emptied while caught up: fully synced
     txn->set_meta(meta);
@@ -585,9 +662,28 @@ void SyncClient::handle(const protocol::PushAck& m, int64_t now_ms) {
     fail_storage(s, Retry::kPush, now_ms);
     return;
   }
-  outbox_count_ = pending.size();
+  outbox_count_ = remaining;
   for (ClientEvent& e : events) events_.push_back(std::move(e));
-  if (m.request_id == push_request_id_) push_request_id_ = 0;
+  if (auto it = std::find_if(pushes_.begin(), pushes_.end(),
+                             [&](const InFlightPush& p) { return p.request_id == m.request_id; });
+      it != pushes_.end()) {
+    const bool whole = !m.results.empty() && m.results.back().node_seq >= it->last_seq;
+    if (whole && it == pushes_.begin()) {
+      pushes_.pop_front();
+    } else {
+      // Answered in part (the server stopped at a failed store read or a gap: an Error follows, and the
+      // pushes behind this one meet a gap) or out of order: send again from the oldest entry left.
+      drop_pushes();
+    }
+  }
+  if (push_run_total_ != 0 && removed != 0) {
+    push_run_done_ += removed;
+    ClientEvent progress{ClientEvent::Kind::kPushProgress};
+    progress.done = push_run_done_;
+    progress.total = std::max(push_run_total_, push_run_done_);
+    events_.push_back(std::move(progress));
+  }
+  if (outbox_count_ == 0) push_run_total_ = push_run_done_ = 0;  // the run is over
   maybe_push(now_ms);
   if (idle()) events_.push_back(ClientEvent{ClientEvent::Kind::kSynced});
 }
@@ -607,17 +703,31 @@ void SyncClient::handle(const protocol::Error& m, int64_t now_ms) {
       stop(Status(m.code, m.message));
       return;
     case ErrorCode::kSequenceGap:
-      // The server is missing earlier transactions of ours; the outbox still has them, oldest first.
-      push_request_id_ = 0;
-      maybe_push(now_ms);
+      // The server is missing earlier transactions of ours; the outbox still has them, oldest first. With
+      // several pushes in flight every one behind the gap answers so: only the first one still in flight is
+      // acted on (the others belong to pushes already dropped).
+      if (std::any_of(pushes_.begin(), pushes_.end(),
+                      [&](const InFlightPush& p) { return p.request_id == m.request_id; })) {
+        drop_pushes();
+        maybe_push(now_ms);
+      }
       return;
     default: {
       ClientEvent e{ClientEvent::Kind::kError};
       e.status = Status(m.code, m.message, m.retryable);
       events_.push_back(std::move(e));
       // Whatever was in flight is asked for again by on_tick (or after the reconnect that follows a close).
-      if (m.request_id != 0 && m.request_id == push_request_id_) push_request_id_ = 0;
-      if (m.request_id != 0 && m.request_id == pull_request_id_) pull_request_id_ = 0;
+      if (m.request_id != 0 && std::any_of(pushes_.begin(), pushes_.end(), [&](const InFlightPush& p) {
+            return p.request_id == m.request_id;
+          }))
+        drop_pushes();
+      if (m.request_id != 0 && (m.request_id == pull_request_id_ ||
+                                std::any_of(boot_runs_.begin(), boot_runs_.end(), [&](const BootstrapRun& r) {
+                                  return r.request_id == m.request_id;
+                                }))) {
+        pull_request_id_ = 0;
+        boot_runs_.clear();
+      }
       return;
     }
   }

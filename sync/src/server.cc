@@ -230,6 +230,7 @@ void SyncServer::handle_hello(SessionId id, Session& s, const protocol::Hello& m
   s.authenticated = true;
   s.principal = std::move(who.value());
   s.node = m.node;
+  s.version = std::min(m.protocol_version, protocol::kProtocolVersion);
   s.live = false;
   drop_held(s);
   s.sent_cursor = s.scanned_cursor = m.cursor;
@@ -251,10 +252,10 @@ void SyncServer::handle_hello(SessionId id, Session& s, const protocol::Hello& m
 // ------------------------------------------------------------------------------------------------------
 
 void SyncServer::handle_push(SessionId id, Session& s, const protocol::PushTxns& m, int64_t now_ms) {
-  if (m.txns.size() > tuning::kMaxTxnsPerPush) {
-    send_error(id,
-               Status(ErrorCode::kTooManyChanges,
-                      "a push holds at most " + std::to_string(tuning::kMaxTxnsPerPush) + " transactions"));
+  const size_t max_txns = s.version >= 2 ? tuning::kMaxTxnsPerPushV2 : tuning::kMaxTxnsPerPush;
+  if (m.txns.size() > max_txns) {
+    send_error(id, Status(ErrorCode::kTooManyChanges,
+                          "a push holds at most " + std::to_string(max_txns) + " transactions"));
     return;
   }
   protocol::PushAck ack;
@@ -860,8 +861,9 @@ void SyncServer::fan_out(int64_t now_ms) {
 
 bool SyncServer::handle_bootstrap(SessionId id, Session& s, const protocol::BootstrapRequest& m) {
   const bool solicited = !s.solicited_page.empty() && m.page_token == s.solicited_page;
-  // Every read goes through `reader`: after a failure the page is not sent. The device is told to retry and
-  // the session closes (a bootstrapping device asks again after it reconnects, from the page it has).
+  // Every read goes through `reader`: after a failure no page of the request is sent. The device is told to
+  // retry and the session closes (a bootstrapping device asks again after it reconnects, from the page it
+  // has).
   CheckedStoreReader reader(store_);
   auto failed = [&] {
     send_error(id, retry_later(reader.status()), m.request_id);
@@ -891,70 +893,67 @@ bool SyncServer::handle_bootstrap(SessionId id, Session& s, const protocol::Boot
   }
   if (restart) {
     // The snapshot is "every live record now"; changes committed after `snapshot` may already be in the
-    // pages, and the pulls from `snapshot` re-apply them idempotently.
+    // pages, and the pulls from `snapshot` re-apply them idempotently. The total is for progress only: the
+    // store counts what its scan would return (an index count, no record read), which may exceed what is
+    // visible (the device shows the larger of total and received).
     snapshot = head;
     token = PageToken{};
-    RecordKey after;
-    for (;;) {
-      std::vector<RecordState> chunk = scan(after, tuning::kBootstrapPageRecords);
-      if (chunk.empty()) break;
-      for (const RecordState& r : chunk)
-        if (visible(s.principal, r, reader)) token.total++;
-      after = RecordKey{chunk.back().entity, chunk.back().id};
-    }
+    token.total = reader.keep(store_.count_in_scopes(scopes));
     if (!reader.status()) return failed();
   }
 
-  size_t page_size = m.page_size == 0 ? tuning::kBootstrapPageRecords
-                                      : std::min<size_t>(m.page_size, tuning::kBootstrapPageRecords);
-  protocol::BootstrapPage page;
-  page.request_id = m.request_id;
-  page.snapshot_seq = snapshot;
-  page.total_records = token.total;
-  page.records_before = token.sent;
-  size_t scanned = 0;
+  const size_t page_size = m.page_size == 0 ? tuning::kBootstrapPageRecords
+                                            : std::min<size_t>(m.page_size, tuning::kBootstrapPageRecords);
+  // Version 2: up to max_pages consecutive pages for this one request (version 1: one).
+  const size_t max_pages =
+      s.version >= 2 ? std::clamp<size_t>(m.max_pages, 1, tuning::kMaxBootstrapPagesPerRequest) : 1;
+  std::vector<protocol::BootstrapPage> pages;
   bool end = false;
-  RecordKey after = token.after;
-  while (page.records.size() < page_size && scanned < tuning::kBootstrapScanBudget) {
-    std::vector<RecordState> chunk = scan(after, page_size - page.records.size());
-    if (chunk.empty()) {
-      end = true;
-      break;
+  while (!end && pages.size() < max_pages) {
+    protocol::BootstrapPage& page = pages.emplace_back();
+    page.request_id = m.request_id;
+    page.snapshot_seq = snapshot;
+    page.total_records = token.total;
+    page.records_before = token.sent;
+    size_t scanned = 0;
+    RecordKey after = token.after;
+    while (page.records.size() < page_size && scanned < tuning::kBootstrapScanBudget) {
+      std::vector<RecordState> chunk = scan(after, page_size - page.records.size());
+      if (chunk.empty()) {
+        end = true;
+        break;
+      }
+      scanned += chunk.size();
+      after = RecordKey{chunk.back().entity, chunk.back().id};
+      for (RecordState& r : chunk)
+        if (visible(s.principal, r, reader)) page.records.push_back(std::move(r));
     }
-    scanned += chunk.size();
-    after = RecordKey{chunk.back().entity, chunk.back().id};
-    for (RecordState& r : chunk)
-      if (visible(s.principal, r, reader)) page.records.push_back(std::move(r));
+    if (!end && scan(after, 1).empty()) end = true;
+    if (!reader.status()) return failed();
+    token.sent += page.records.size();
+    token.after = after;
+    page.done = end;
+    if (!end) page.next_page_token = encode_token(token);
   }
-  if (!end && scan(after, 1).empty()) end = true;
-  if (!reader.status()) return failed();
-  token.sent += page.records.size();
-  token.after = after;
-  page.done = end;
+  protocol::BootstrapPage& last = pages.back();
   // A device that wrote offline before its first sync may hold records it created that left its scope before
   // this snapshot; nothing else would ever tell it. (Records it can see are in the pages; tombstones too.) A
-  // node with no transaction applied or rejected created nothing here: a fresh device skips this whole scan.
+  // node with no transaction applied or rejected created nothing here: a fresh device skips this. Otherwise
+  // the store lists what the node created (its own writes, not the store).
   if (end && reader.keep(store_.node_state(s.node)).last_node_seq > 0) {
-    RecordKey pos;
-    for (;;) {
-      std::vector<RecordState> chunk = reader.keep(store_.scan(pos, tuning::kBootstrapPageRecords));
-      if (chunk.empty()) break;
-      pos = RecordKey{chunk.back().entity, chunk.back().id};
-      for (const RecordState& r : chunk) {
-        if (r.created.node == s.node && !visible(s.principal, r, reader) &&
-            page.purges.size() < tuning::kMaxRecordsPerMessage)
-          page.purges.push_back(RecordKey{r.entity, r.id});
-      }
+    for (const RecordKey& key : reader.keep(store_.keys_created_by(s.node))) {
+      if (last.purges.size() >= tuning::kMaxRecordsPerMessage) break;
+      std::optional<RecordState> r = reader.keep(store_.load(key.entity, key.id));
+      if (r && r->created.node == s.node && !visible(s.principal, *r, reader)) last.purges.push_back(key);
     }
   }
   if (!reader.status()) return failed();
   if (!end) {
-    page.next_page_token = encode_token(token);
-    s.solicited_page = page.next_page_token;
+    s.solicited_page = last.next_page_token;
   } else {
     solicit_pull(s, snapshot);  // the device pulls from the snapshot next
   }
-  outgoing_.push_back(Outgoing{id, std::move(page)});
+  for (protocol::BootstrapPage& page : pages) outgoing_.push_back(Outgoing{id, std::move(page)});
   return solicited;
 }
 

@@ -145,6 +145,17 @@ void Simulation::check_end_state() {
       fail(cat("exactly once: txn #", t.origin_node_seq, " of ", node_name(t.origin_node),
                " is in the server log twice (seq ", it->second, " and ", t.server_seq, ")"));
   }
+  // 3b. Per-node order: a node's transactions enter the log in node_seq order (several pushes in flight
+  // included).
+  std::map<NodeId, uint64_t> last_in_log;
+  for (const ServerTxn& t : log) {
+    if (t.origin_node == kServerNode) continue;
+    uint64_t& last = last_in_log[t.origin_node];
+    if (t.origin_node_seq <= last)
+      fail(cat("order: txn #", t.origin_node_seq, " of ", node_name(t.origin_node),
+               " entered the log after #", last));
+    last = t.origin_node_seq;
+  }
   std::map<std::pair<NodeId, uint64_t>, const StoredRejection*> rejected;
   for (const StoredRejection& r : rejections) rejected[{r.node, r.node_seq}] = &r;
   for (const auto& np : nodes_) {

@@ -148,6 +148,9 @@ int main(int argc, char** argv) {
     total.storage_faults += r.storage_faults;
     total.server_read_faults += r.server_read_faults;
     total.handshake_timeouts += r.handshake_timeouts;
+    total.pipelined_pushes += r.pipelined_pushes;
+    total.multi_page_requests += r.multi_page_requests;
+    total.v1_sessions += r.v1_sessions;
     total.sim_time_ms += r.sim_time_ms;
     if (!r.ok) {
       ++failed;
@@ -191,6 +194,9 @@ int main(int argc, char** argv) {
       "  faults: %llu partitions, %llu resets, %llu backlogs, %llu client crashes, %llu server crashes, "
       "%llu storage faults, %llu server read faults\n"
       "  client: %llu stops, %llu handshake timeouts\n"
+      "  protocol: %llu pushes sent with others in flight, %llu multi-page bootstrap requests, %llu version "
+      "1 "
+      "sessions\n"
       "  simulated time: %.1f h\n",
       u(seeds), u(start), u(failed), secs, secs * 1000.0 / static_cast<double>(seeds), u(total.txns_written),
       u(total.txns_local_errors), u(total.txns_applied), u(total.txns_rejected), u(total.conflicts),
@@ -198,6 +204,7 @@ int main(int argc, char** argv) {
       u(total.messages_reordered), u(total.frames_corrupted), u(total.partitions), u(total.connection_resets),
       u(total.backlogs), u(total.client_crashes), u(total.server_crashes), u(total.storage_faults),
       u(total.server_read_faults), u(total.client_stops), u(total.handshake_timeouts),
+      u(total.pipelined_pushes), u(total.multi_page_requests), u(total.v1_sessions),
       static_cast<double>(total.sim_time_ms) / 3'600'000.0);
   return failed == 0 ? 0 : 1;
 }

@@ -228,6 +228,8 @@ void Simulation::pump_server() {
   if (defers_fan_out() && chance(0.5)) server_->fan_out(now_);
   for (auto& out : server_->take_outgoing()) {
     if (auto* ack = std::get_if<protocol::PushAck>(&out.message)) note_ack(out.session, *ack);
+    if (auto* w = std::get_if<protocol::Welcome>(&out.message); w && w->protocol_version == 1)
+      ++report_.v1_sessions;
     auto owner = session_owner_.find(out.session);
     if (owner == session_owner_.end()) continue;  // session already gone
     Node& n = *nodes_[static_cast<size_t>(owner->second)];
@@ -247,7 +249,12 @@ void Simulation::pump_server() {
 void Simulation::pump_client(Node& n) {
   if (!n.client) return;
   for (auto& m : n.client->take_outgoing()) {
-    if (auto* push = std::get_if<protocol::PushTxns>(&m)) note_push(n, *push);
+    if (auto* push = std::get_if<protocol::PushTxns>(&m)) {
+      note_push(n, *push);
+      if (n.client->pushes_in_flight() > 1) ++report_.pipelined_pushes;
+    }
+    if (auto* req = std::get_if<protocol::BootstrapRequest>(&m); req && req->max_pages > 1)
+      ++report_.multi_page_requests;
     if (n.session == 0 || n.closing) continue;  // nowhere to send it: lost with the connection
     send_frame(n, true, std::move(m));
   }

@@ -259,8 +259,8 @@ inline bool same(const protocol::ChangeBatch& a, const protocol::ChangeBatch& b)
                                                       b.txns, b.conflicts, b.records, b.purges, b.server_hlc);
 }
 inline bool same(const protocol::BootstrapRequest& a, const protocol::BootstrapRequest& b) {
-  return std::tie(a.request_id, a.snapshot_seq, a.page_token, a.page_size) ==
-         std::tie(b.request_id, b.snapshot_seq, b.page_token, b.page_size);
+  return std::tie(a.request_id, a.snapshot_seq, a.page_token, a.page_size, a.max_pages) ==
+         std::tie(b.request_id, b.snapshot_seq, b.page_token, b.page_size, b.max_pages);
 }
 inline bool same(const protocol::BootstrapPage& a, const protocol::BootstrapPage& b) {
   return std::tie(a.request_id, a.snapshot_seq, a.total_records, a.records_before, a.records,
@@ -535,6 +535,10 @@ class Simulation {
       // and has_more pulls happen with the simulator's few hundred records.
       if (chance(0.5)) n->config.bootstrap_page_size = static_cast<uint32_t>(range(3, 40));
       if (chance(0.5)) n->config.pull_max_changes = static_cast<uint32_t>(range(5, 80));
+      // Old devices (protocol version 1: one push in flight, one page per request) beside new ones; small
+      // pushes on some new ones, so that several are in flight under drops, duplicates and reconnects.
+      if (chance(0.3)) n->config.protocol_version = 1;
+      if (chance(0.5)) n->config.push_max_txns = static_cast<uint32_t>(range(1, 4));
       auth_.add(n->config.token, p);
       do {
         n->node = rng_();

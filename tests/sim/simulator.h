@@ -49,12 +49,15 @@ struct SimReport {
   uint64_t server_crashes = 0;
   uint64_t partitions = 0;
   uint64_t connection_resets = 0;
-  uint64_t backlogs = 0;            // sessions the transport reported backed up (live batches held)
-  uint64_t client_stops = 0;        // SyncClient went to kStopped (the simulated app restarts it)
-  uint64_t storage_faults = 0;      // device commits made to fail (disk full)
-  uint64_t server_read_faults = 0;  // server store reads made to fail (SyncServer answers retryable errors)
-  uint64_t handshake_timeouts = 0;  // sessions the transport closed because no Welcome came
-  int64_t sim_time_ms = 0;          // simulated time the run covered
+  uint64_t backlogs = 0;             // sessions the transport reported backed up (live batches held)
+  uint64_t client_stops = 0;         // SyncClient went to kStopped (the simulated app restarts it)
+  uint64_t storage_faults = 0;       // device commits made to fail (disk full)
+  uint64_t server_read_faults = 0;   // server store reads made to fail (SyncServer answers retryable errors)
+  uint64_t handshake_timeouts = 0;   // sessions the transport closed because no Welcome came
+  uint64_t pipelined_pushes = 0;     // pushes sent with another one of the device still in flight
+  uint64_t multi_page_requests = 0;  // bootstrap requests for several pages (version 2)
+  uint64_t v1_sessions = 0;          // sessions of old devices (Welcome says version 1)
+  int64_t sim_time_ms = 0;           // simulated time the run covered
 };
 
 SimReport run_simulation(const SimOptions& options);

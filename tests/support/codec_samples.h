@@ -264,6 +264,7 @@ inline protocol::BootstrapRequest sample_bootstrap_request() {
   m.snapshot_seq = 123'000;
   m.page_token = "account/0190a1b2-c3d4-7001-8000-000000001eef";
   m.page_size = 200;
+  m.max_pages = 8;
   return m;
 }
 

@@ -36,6 +36,12 @@ class ForwardingCentralStore : public CentralStore {
                                                   size_t max) override {
     return inner_.scan_in_scopes(scopes, after, max);
   }
+  Result<uint64_t> count_in_scopes(const std::optional<std::vector<ScopeKey>>& scopes) override {
+    return inner_.count_in_scopes(scopes);
+  }
+  Result<std::vector<RecordKey>> keys_created_by(NodeId node) override {
+    return inner_.keys_created_by(node);
+  }
   Result<uint64_t> record_count() override { return inner_.record_count(); }
   Result<std::vector<RecordState>> scope_children(EntityId e, const RecordId& p) override {
     return inner_.scope_children(e, p);

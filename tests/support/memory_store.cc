@@ -31,11 +31,13 @@ class MemoryReplicaTxn final : public ReplicaTxn {
 
   void outbox_append(const ClientTxn& txn) override { outbox_[txn.node_seq] = txn; }
 
-  std::vector<ClientTxn> outbox_peek(size_t max_txns) override {
+  std::vector<ClientTxn> outbox_peek(size_t max_txns) override { return outbox_after(0, max_txns); }
+
+  std::vector<ClientTxn> outbox_after(uint64_t after_node_seq, size_t max_txns) override {
     std::vector<ClientTxn> out;
     std::lock_guard lock(store_.mu_);
-    auto committed = store_.data_.outbox.begin();
-    auto mine = outbox_.begin();
+    auto committed = store_.data_.outbox.upper_bound(after_node_seq);
+    auto mine = outbox_.upper_bound(after_node_seq);
     const auto committed_end = store_.data_.outbox.end();
     // Walk both ordered maps together; an entry of this transaction replaces (or removes) the committed one.
     while (out.size() < max_txns && (committed != committed_end || mine != outbox_.end())) {
@@ -51,7 +53,19 @@ class MemoryReplicaTxn final : public ReplicaTxn {
     return out;
   }
 
-  void outbox_remove(uint64_t node_seq) override { outbox_[node_seq] = std::nullopt; }
+  std::optional<ClientTxn> outbox_get(uint64_t node_seq) override {
+    if (auto it = outbox_.find(node_seq); it != outbox_.end()) return it->second;
+    std::lock_guard lock(store_.mu_);
+    auto it = store_.data_.outbox.find(node_seq);
+    if (it == store_.data_.outbox.end()) return std::nullopt;
+    return it->second;
+  }
+
+  bool outbox_remove(uint64_t node_seq) override {
+    const bool present = outbox_get(node_seq).has_value();
+    outbox_[node_seq] = std::nullopt;
+    return present;
+  }
 
   size_t outbox_size() override {
     std::lock_guard lock(store_.mu_);
@@ -399,6 +413,26 @@ Result<std::vector<RecordState>> MemoryCentralStore::scan_in_scopes(const std::v
     const ScopeKey scope = resolve_scope(it->second, reader);
     if (std::find(scopes.begin(), scopes.end(), scope) != scopes.end()) out.push_back(it->second);
   }
+  return out;
+}
+
+Result<uint64_t> MemoryCentralStore::count_in_scopes(const std::optional<std::vector<ScopeKey>>& scopes) {
+  std::lock_guard lock(mu_);
+  if (!scopes) return static_cast<uint64_t>(data_.records.size());
+  MapRecordReader reader(data_.records);
+  uint64_t n = 0;
+  for (const auto& [key, record] : data_.records) {
+    const ScopeKey scope = resolve_scope(record, reader);
+    n += std::find(scopes->begin(), scopes->end(), scope) != scopes->end() ? 1 : 0;
+  }
+  return n;
+}
+
+Result<std::vector<RecordKey>> MemoryCentralStore::keys_created_by(NodeId node) {
+  std::lock_guard lock(mu_);
+  std::vector<RecordKey> out;
+  for (const auto& [key, record] : data_.records)
+    if (record.created.node == node) out.push_back(key);
   return out;
 }
 

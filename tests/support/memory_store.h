@@ -55,6 +55,8 @@ class MemoryCentralStore final : public CentralStore {
   Result<std::vector<RecordState>> scan(RecordKey after, size_t max_records) override;
   Result<std::vector<RecordState>> scan_in_scopes(const std::vector<ScopeKey>& scopes, RecordKey after,
                                                   size_t max_records) override;
+  Result<uint64_t> count_in_scopes(const std::optional<std::vector<ScopeKey>>& scopes) override;
+  Result<std::vector<RecordKey>> keys_created_by(NodeId node) override;
   Result<uint64_t> record_count() override;
   Result<std::vector<RecordState>> scope_children(EntityId parent_entity, const RecordId& parent) override;
   Result<Hlc> clock() override;

@@ -50,6 +50,12 @@ class ReadFaultStore final : public ForwardingCentralStore {
                                                   size_t max) override {
     return guard([&] { return ForwardingCentralStore::scan_in_scopes(scopes, after, max); });
   }
+  Result<uint64_t> count_in_scopes(const std::optional<std::vector<ScopeKey>>& scopes) override {
+    return guard([&] { return ForwardingCentralStore::count_in_scopes(scopes); });
+  }
+  Result<std::vector<RecordKey>> keys_created_by(NodeId node) override {
+    return guard([&] { return ForwardingCentralStore::keys_created_by(node); });
+  }
   Result<uint64_t> record_count() override {
     return guard([&] { return ForwardingCentralStore::record_count(); });
   }

@@ -250,6 +250,8 @@ struct Observer {
   // kDeviceRevoked; its message says whether deleting a file failed (open() retries the deletion then).
   // Called once, with no lock held; every call into the client from here on fails with kDeviceRevoked.
   std::function<void(const Status& result)> erased;
+  // A push run: outbox entries acknowledged of those pending when it started plus those written since.
+  std::function<void(uint64_t done, uint64_t total)> push_progress;
 };
 
 // The model's limits of an order line (schema/model.h), named here for callers sizing their inputs. Every

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -24,8 +25,14 @@ namespace fieldsync {
 struct ClientConfig {
   UserId user;  // the signed-in user; stamped on local writes exactly as the server will stamp them
   std::string token;
-  uint32_t pull_max_changes = 0;                          // 0: server default
-  uint32_t bootstrap_page_size = 0;                       // 0: server default
+  uint32_t pull_max_changes = 0;     // 0: server default
+  uint32_t bootstrap_page_size = 0;  // 0: server default
+  // The protocol version the device offers in its Hello (protocol.h); the session's is what the Welcome
+  // answers. Only tests set less than the newest, to drive the exchange an old device speaks.
+  uint32_t protocol_version = protocol::kProtocolVersion;
+  // Transactions per push, at most the session's limit (0: the limit). The simulator pushes small ones so
+  // that several are in flight with its few hundred records.
+  uint32_t push_max_txns = 0;
   MergeChangeFn merge_change = &fieldsync::merge_change;  // merge.h
 };
 
@@ -39,6 +46,9 @@ struct ClientEvent {
     kSynced = 5,             // outbox empty and caught up with the server
     kError = 6,              // session error from the server or local storage; status says which
     kMustErase = 7,          // device revoked: the app must erase the replica
+    // Outbox entries acknowledged (done) of those pending when the current push run started plus those
+    // written since (total); a run ends when the outbox empties.
+    kPushProgress = 8,
   };
   Kind kind;
   std::vector<RecordKey> records;
@@ -84,12 +94,23 @@ class SyncClient {
   NodeId node() const { return node_; }
   // True when the outbox is empty, nothing is in flight and the last pull said there was nothing more.
   bool idle() const;
+  // The session's protocol version (the Welcome's); until a Welcome arrives, the one the Hello offers. The
+  // transport encodes every frame after the handshake for it.
+  uint32_t protocol_version() const { return session_version_; }
+  // Pushes sent and not yet answered (at most tuning::kMaxPushesInFlight, 1 in a version 1 session).
+  size_t pushes_in_flight() const { return pushes_.size(); }
 
  private:
   void send(protocol::Message m) { outgoing_.push_back(std::move(m)); }
   void maybe_push(int64_t now_ms);
+  // Forgets every push in flight: the next maybe_push sends again from the oldest outbox entry (after a
+  // timeout, a SequenceGap, a push answered only in part, a reconnect). Answers to them that still arrive
+  // are applied for what they acknowledge and otherwise ignored.
+  void drop_pushes();
   void send_pull(int64_t now_ms);
-  void send_bootstrap_request(int64_t now_ms);
+  // The next run of bootstrap pages: from the replica's durable position, or (`after`, version 2) from the
+  // page that just arrived, before it is applied.
+  void send_bootstrap_request(int64_t now_ms, const protocol::BootstrapPage* after = nullptr);
   void handle(const protocol::Welcome& m, int64_t now_ms);
   void handle(const protocol::PushAck& m, int64_t now_ms);
   void handle(const protocol::ChangeBatch& m, int64_t now_ms);
@@ -118,11 +139,28 @@ class SyncClient {
   std::vector<ClientEvent> events_;
 
   uint64_t next_request_id_ = 1;
-  // In flight: at most one push and one pull (or bootstrap page request) at a time.
-  uint64_t push_request_id_ = 0;
-  uint64_t push_last_seq_ = 0;  // highest node_seq in the push in flight
-  int64_t push_sent_ms_ = 0;
-  uint64_t pull_request_id_ = 0;
+  uint32_t session_version_ = protocol::kProtocolVersion;
+  // Pushes in flight, oldest first: consecutive runs of the outbox from its oldest entry, each answered in
+  // order by the server (one connection). A version 1 session keeps at most one.
+  struct InFlightPush {
+    uint64_t request_id = 0;
+    uint64_t last_seq = 0;  // highest node_seq in it
+    int64_t sent_ms = 0;
+  };
+  std::deque<InFlightPush> pushes_;
+  uint64_t push_sent_through_ = 0;  // highest node_seq sent since the last drop_pushes (0: none)
+  uint64_t last_written_seq_ = 0;   // highest node_seq ever written (ReplicaMeta::next_node_seq - 1)
+  int64_t push_hold_until_ms_ = 0;  // after a refused local commit: no push before then
+  uint64_t push_run_total_ = 0;     // kPushProgress: entries pending at the run's start plus written since
+  uint64_t push_run_done_ = 0;      // ...and acknowledged so far
+  // Bootstrap requests outstanding, oldest first (at most two: the run being received and the next one),
+  // with the pages each may still bring.
+  struct BootstrapRun {
+    uint64_t request_id = 0;
+    uint32_t pages_left = 1;
+  };
+  std::deque<BootstrapRun> boot_runs_;
+  uint64_t pull_request_id_ = 0;  // a pull, or while bootstrapping the newest bootstrap request
   int64_t pull_sent_ms_ = 0;
   int64_t last_pull_done_ms_ = 0;
   bool caught_up_ = false;

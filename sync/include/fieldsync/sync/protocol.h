@@ -13,9 +13,11 @@ namespace fieldsync::protocol {
 
 // Protocol version history (bump on any change to the exchange or to schema/fbs/fieldsync.fbs):
 //   1: handshake, push/ack with per-transaction results, cursor pulls in whole-transaction batches, live
-//   batches,
-//      paged bootstrap with totals, typed errors.
-//   2: compact forms of PushTxns and BootstrapPage, per-frame zstd compression (codec.h).
+//      batches, paged bootstrap with totals, typed errors.
+//   2: the session's version is negotiated (Welcome.protocol_version = min(client's, server's)); pipelined
+//      pushes (up to tuning::kMaxPushesInFlight outstanding, larger pushes: kMaxTxnsPerPushV2); multi-page
+//      bootstrap requests (BootstrapRequest.max_pages); compact, compressed frames after the handshake.
+//      A version 1 session keeps exactly the version 1 exchange.
 inline constexpr uint32_t kProtocolVersion = 2;
 // The oldest client protocol the server still speaks.
 inline constexpr uint32_t kMinProtocolVersion = 1;
@@ -35,7 +37,7 @@ struct Hello {
 
 // Server -> client, the handshake succeeded.
 struct Welcome {
-  uint32_t protocol_version = kProtocolVersion;
+  uint32_t protocol_version = kProtocolVersion;  // the session's version: min(Hello's, the server's)
   uint32_t schema_version = 0;
   UserId user;
   schema::Role role = schema::Role::kRep;
@@ -110,6 +112,10 @@ struct BootstrapRequest {
   uint64_t snapshot_seq = 0;  // 0: start a new bootstrap
   std::string page_token;     // empty: first page
   uint32_t page_size = 0;     // 0: server default
+  // Version 2: the server answers with up to this many consecutive pages (each its own BootstrapPage with
+  // the same request_id and its own next_page_token), at most tuning::kMaxBootstrapPagesPerRequest. 0 or 1:
+  // one page (what version 1 sessions get).
+  uint32_t max_pages = 0;
 
   friend bool operator==(const BootstrapRequest&, const BootstrapRequest&) = default;
 };

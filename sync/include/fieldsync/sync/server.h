@@ -82,6 +82,12 @@ class SyncServer {
   void set_backlogged(SessionId session, bool backlogged);
 
   size_t session_count() const { return sessions_.size(); }
+  // The protocol version of the session's exchange (the Welcome's: min(Hello's, kProtocolVersion)); 1 before
+  // the handshake and for unknown sessions. The transport encodes every frame after the Welcome for it.
+  uint32_t session_version(SessionId session) const {
+    auto it = sessions_.find(session);
+    return it == sessions_.end() ? 1 : it->second.version;
+  }
   Hlc hlc() const { return clock_.last(); }
 
  private:
@@ -97,6 +103,7 @@ class SyncServer {
     int64_t cursor_sent_ms = 0;   // when sent_cursor last reached the device (a pull's answer, a live batch)
     Principal principal;
     NodeId node = 0;
+    uint32_t version = 1;  // the session's protocol version (session_version)
     // Backlogged: what the live fan-outs found for it since, one batch from sent_cursor to scanned_cursor,
     // sent when it drains (hold_live) -- or, once that stopped being a plain run of transactions,
     // catch_up_on_drain: scanned_cursor went back to sent_cursor and the drain reads the log again.

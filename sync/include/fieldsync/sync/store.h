@@ -54,8 +54,14 @@ class ReplicaTxn : public RecordReader {
 
   virtual void outbox_append(const ClientTxn& txn) = 0;
   virtual std::vector<ClientTxn> outbox_peek(size_t max_txns) = 0;  // oldest first
-  virtual void outbox_remove(uint64_t node_seq) = 0;
-  virtual size_t outbox_size() = 0;
+  // Entries with node_seq > after_node_seq, oldest first, at most max_txns: costs what it returns (the
+  // client reads only what it is about to push, never the whole outbox).
+  virtual std::vector<ClientTxn> outbox_after(uint64_t after_node_seq, size_t max_txns) = 0;
+  // One entry, if the outbox holds it (a rejection's rebase needs the rejected transaction).
+  virtual std::optional<ClientTxn> outbox_get(uint64_t node_seq) = 0;
+  // Returns whether the entry was there: a late or duplicate acknowledgement removes nothing.
+  virtual bool outbox_remove(uint64_t node_seq) = 0;
+  virtual size_t outbox_size() = 0;  // counts every entry: read once when the client opens
 
   virtual ReplicaMeta meta() = 0;
   virtual void set_meta(const ReplicaMeta& meta) = 0;
@@ -154,6 +160,12 @@ class CentralStore {
   // fewer, and in the same order.
   virtual Result<std::vector<RecordState>> scan_in_scopes(const std::vector<ScopeKey>& scopes,
                                                           RecordKey after, size_t max_records) = 0;
+  // How many records scan (nullopt) or scan_in_scopes (the scopes) would return in all, without reading
+  // them (a bootstrap's total, for progress): may count more, never fewer.
+  virtual Result<uint64_t> count_in_scopes(const std::optional<std::vector<ScopeKey>>& scopes) = 0;
+  // Every record (live or tombstone) created by a transaction of `node`, possibly more: the last bootstrap
+  // page checks which of them a device must drop, at the cost of what that device created, not of the store.
+  virtual Result<std::vector<RecordKey>> keys_created_by(NodeId node) = 0;
   virtual Result<uint64_t> record_count() = 0;
   // Records (live or tombstones) whose scope rule points at the given parent: an account's contacts, visits,
   // orders and opportunities; an order's lines. One level; callers recurse.

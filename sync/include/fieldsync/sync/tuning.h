@@ -34,6 +34,18 @@ inline constexpr size_t kMaxTxnsPerPush = 64;
 // Changes per push message (at least one transaction is always sent): with kMaxTxnsPerPush this keeps a push
 // well under kMaxMessageBytes even when transactions are large.
 inline constexpr size_t kMaxChangesPerPush = 4000;
+// Version 2 sessions (protocol.h): the device acknowledges each push in one local transaction, and at
+// synchronous=FULL that commit's fsync, not the server, bounded a big backlog's push at 64 transactions a
+// push. 512 small transactions (an account of ~10 fields is ~1 KiB in the version 1 encoding, far less
+// compressed) is a ~0.5 MiB frame, an eighth of kMaxMessageBytes; the changes cap keeps a push of large
+// transactions at the same size.
+inline constexpr size_t kMaxTxnsPerPushV2 = 512;
+inline constexpr size_t kMaxChangesPerPushV2 = 8000;
+// Pushes a version 2 device keeps outstanding. One in flight costs a round trip per push: on a 150 ms phone
+// link that is most of the time. Four keep the link busy while the server applies and flushes the previous
+// ones, and bound what a reconnect or a SequenceGap re-sends (at most 4 pushes, every one deduplicated by
+// the server's node_seq watermark).
+inline constexpr size_t kMaxPushesInFlight = 4;
 // Changes per pull batch (a batch always holds whole transactions, so it may exceed this by one transaction).
 // 500 keeps a batch ~100 KiB: a few seconds on 2G, and one SQLite transaction on the device.
 inline constexpr size_t kMaxChangesPerPull = 500;
@@ -52,6 +64,11 @@ inline constexpr size_t kMaxCachedScopes = 250000;
 inline constexpr size_t kMaxLogTailChanges = 2 * kMaxChangesPerLiveScan;
 // Records per bootstrap page; the device commits each page in one transaction before asking for the next.
 inline constexpr size_t kBootstrapPageRecords = 500;
+// Version 2: pages the server sends for one BootstrapRequest (BootstrapRequest.max_pages is capped here).
+// The device asks for the next run as soon as the last page of the current one has arrived, so with 8 pages
+// (~4,000 records, ~1-3 MiB) per run the link idles at most one round trip per run; the cap bounds what one
+// request makes the server read and queue for a session (8 x 500 records).
+inline constexpr size_t kMaxBootstrapPagesPerRequest = 8;
 // Largest text value in bytes unless the model says less (notes, addresses). 64 KiB is pages of notes.
 inline constexpr size_t kMaxTextBytes = 64 * 1024;
 // Largest user id, token or other identifier string accepted from the wire.
