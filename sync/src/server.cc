@@ -237,7 +237,7 @@ void SyncServer::handle_hello(SessionId id, Session& s, const protocol::Hello& m
   index_session(id, s, true);
 
   protocol::Welcome w;
-  w.protocol_version = std::min(m.protocol_version, protocol::kProtocolVersion);  // the session's version
+  w.protocol_version = s.version;
   w.schema_version = schema::kSchemaVersion;
   w.user = s.principal.user;
   w.role = s.principal.role;
