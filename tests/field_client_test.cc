@@ -1316,6 +1316,39 @@ TEST(FieldsyncRepNet, SyncShowsProgressOfABigPushAndBootstrapAsPlainLines) {
   EXPECT_TRUE(boot.out.ends_with("\nsynced\tpending 0\n")) << boot.out;
 }
 
+// WsClient::counters(): the sync messages and their payload bytes each way, kept across connections.
+TEST(WsClientNet, CountsMessagesAndPayloadBytesEachWay) {
+  NetWorld w;
+  FieldClient::Options o;
+  o.user = "alice";
+  o.token = "token-alice";
+  auto c = FieldClient::open(temp_file("counters"), o);
+  ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+  WsClientOptions wo;
+  wo.url = w.url();
+  wo.ca_file = Tls::get().ca_file;
+  WsClient ws((*c)->engine(), wo);
+  EXPECT_EQ(ws.counters().messages_sent, 0u);
+  EXPECT_EQ(ws.counters().bytes_received, 0u);
+
+  ASSERT_TRUE((*c)->create_account({.name = "Counted GmbH", .territory_id = "t-north"}).is_ok());
+  ASSERT_TRUE(ws.sync_once(std::chrono::seconds(10)).ok()) << ws.last_error().to_string();
+  const WsCounters first = ws.counters();
+  // At least Hello, the bootstrap request and the push; Welcome, the page and the push's ack.
+  EXPECT_GE(first.messages_sent, 3u);
+  EXPECT_GE(first.messages_received, 3u);
+  EXPECT_GT(first.bytes_sent, 10 * first.messages_sent);  // every message is a FlatBuffer, not a byte
+  EXPECT_GT(first.bytes_received, 10 * first.messages_received);
+
+  ASSERT_TRUE((*c)->create_account({.name = "Counted Too GmbH", .territory_id = "t-north"}).is_ok());
+  ASSERT_TRUE(ws.sync_once(std::chrono::seconds(10)).ok()) << ws.last_error().to_string();
+  const WsCounters second = ws.counters();
+  EXPECT_GE(second.messages_sent, first.messages_sent + 2);  // Hello and the push, at least
+  EXPECT_GT(second.bytes_sent, first.bytes_sent);
+  EXPECT_GT(second.messages_received, first.messages_received);
+  EXPECT_GT(second.bytes_received, first.bytes_received);
+}
+
 TEST(FieldsyncRepNet, TransportFailuresAreOneLineAndANonZeroExit) {
   NetWorld w;
   const std::string db = temp_file("rep-alice");
