@@ -136,6 +136,8 @@ usage: fieldsync-bench-device [options]
   --mbit R                the link's rate each way in Mbit/s (default 0: unshaped)
   --baselines on|off      BM_CentralApply and BM_ReplicaBootstrapApply in the same run (default on)
   --phase-timeout-s S     a device phase still running after S seconds is stopped and reported (default 3600)
+  --stall-s S             a device phase without progress (no acknowledgement, no bootstrap page applied) for
+                          S seconds is stopped and reported as stalled (default 300)
   --server-bin PATH       fieldsync-server (default: next to this binary)
   --bench-dir DIR         where fieldsync-bench-server and fieldsync-bench-client are (default: next to this)
   --tmp-dir DIR           where the temporary directory goes (default /tmp)
@@ -156,6 +158,7 @@ struct Options {
   double mbit = 0;
   bool baselines = true;
   double phase_timeout_s = 3600;
+  double stall_s = 300;
   std::string server_bin, bench_dir, tmp_dir = "/tmp";
   bool keep_tmp = false, check = false;
   // --device MODE (internal): this binary as the device of one phase.
@@ -200,6 +203,7 @@ int parse_options(int argc, char** argv, Options& o) {
                              "mbit",
                              "baselines",
                              "phase-timeout-s",
+                             "stall-s",
                              "server-bin",
                              "bench-dir",
                              "tmp-dir",
@@ -242,7 +246,8 @@ int parse_options(int argc, char** argv, Options& o) {
   for (auto [name, field, lo, hi] :
        {std::tuple{"others-fraction", &o.others_fraction, 0.0, 100.0},
         std::tuple{"rtt-ms", &o.rtt_ms, 0.0, 10'000.0}, std::tuple{"mbit", &o.mbit, 0.0, 100'000.0},
-        std::tuple{"phase-timeout-s", &o.phase_timeout_s, 1.0, 86'400.0}}) {
+        std::tuple{"phase-timeout-s", &o.phase_timeout_s, 1.0, 86'400.0},
+        std::tuple{"stall-s", &o.stall_s, 1.0, 86'400.0}}) {
     if (!a.has(name)) continue;
     if (!parse_double(a.get(name), *field) || *field < lo || *field > hi)
       return bad(std::string("--") + name + ": a number in [" + fmt(lo, 0) + ", " + fmt(hi, 0) + "]");
@@ -423,9 +428,10 @@ std::optional<DeviceResult> read_result(const std::string& path) {
   return r;
 }
 
-// Connects and waits until the engine is idle (outbox empty, caught up), at most `timeout_s`; a progress
-// line on stderr every 10 s.
-DeviceResult run_session(client::FieldClient& c, const Options& o, double timeout_s) {
+// Connects and waits until the engine is idle (outbox empty, caught up), at most `timeout_s`, and gives up
+// after `stall_s` without progress (no transaction acknowledged, no bootstrap page applied); a progress line
+// on stderr every 10 s.
+DeviceResult run_session(client::FieldClient& c, const Options& o, double timeout_s, double stall_s) {
   DeviceResult r;
   std::atomic<uint64_t> done{0}, total{0};
   c.add_observer({.sync_progress = [&](uint64_t d, uint64_t t) {
@@ -446,9 +452,20 @@ DeviceResult run_session(client::FieldClient& c, const Options& o, double timeou
     r.error = s.to_string();
     return r;
   }
+  size_t last_pending = SIZE_MAX;
+  uint64_t last_done = 0;
+  double last_progress = t0;
+  bool stalled = false;
   while (mono_s() - t0 < timeout_s) {
     if (ws.wait_until([&] { return hopeless() || c.engine().idle(); }, std::chrono::seconds(10))) break;
     auto pending = c.pending_count();
+    if ((pending && *pending != last_pending) || done != last_done) last_progress = mono_s();
+    if (pending) last_pending = *pending;
+    last_done = done;
+    if (mono_s() - last_progress > stall_s) {
+      stalled = true;
+      break;
+    }
     progress("  device " + o.device + ": " + fmt(mono_s() - t0, 0) + " s, pending " +
              (pending ? std::to_string(*pending) : "?") + ", bootstrap " + std::to_string(done.load()) + "/" +
              std::to_string(total.load()));
@@ -458,7 +475,9 @@ DeviceResult run_session(client::FieldClient& c, const Options& o, double timeou
   if (!r.done) {
     r.error = c.engine().stopped()
                   ? c.engine().stop_reason().to_string()
-                  : (hopeless() ? ws.last_error().to_string() : "not idle within the timeout");
+                  : (hopeless() ? ws.last_error().to_string()
+                                : (stalled ? "stalled: no progress for " + fmt(stall_s, 0) + " s"
+                                           : "not idle within the timeout"));
   }
   ws.stop();
   c.dispatch_events();
@@ -486,7 +505,7 @@ int run_device(const Options& o) {
   if (auto p = c.pending_count()) r.pending_before = *p;
   if (o.device == "write") {
     // A device that synced its (empty) territory once, then went offline and wrote the backlog.
-    r = run_session(c, o, 120);
+    r = run_session(c, o, 120, 120);
     if (r.done) {
       fieldsync::RecordIdGenerator ids(c.node());
       for (size_t i = 0; i < o.device_records; ++i) {
@@ -500,7 +519,7 @@ int run_device(const Options& o) {
       }
     }
   } else {
-    r = run_session(c, o, o.phase_timeout_s);
+    r = run_session(c, o, o.phase_timeout_s, o.stall_s);
   }
   if (auto p = c.pending_count()) r.pending_after = *p;
   write_result(o.result, r);
@@ -890,6 +909,38 @@ struct Env {
   bool failed = false;
 };
 
+// One row of the main table.
+std::string row_line(const Row& r) {
+  char buf[1024];
+  if (!r.run) {
+    std::snprintf(buf, sizeof buf, "| %s | %s | %s | not run | | | | | | | | %s |", r.phase.c_str(),
+                  r.layout.c_str(), grouped(static_cast<double>(r.n)).c_str(), r.note.c_str());
+    return buf;
+  }
+  const double n = static_cast<double>(r.n);
+  std::string conv = r.converged ? "yes" : "NO";
+  if (r.phase == "push")
+    conv +=
+        " (server " + std::to_string(r.server_count) + ", pending " + std::to_string(r.r.pending_after) + ")";
+  else
+    conv += " (server " + std::to_string(r.server_count) + ", device " + std::to_string(r.device_count) + ")";
+  if (!r.r.done) conv += "; " + r.r.error;
+  if (!r.note.empty()) conv += "; " + r.note;
+  std::snprintf(
+      buf, sizeof buf, "| %s | %s | %s | %s | %s | %s | %s | %s | %s/%s | %s | %s | %s |", r.phase.c_str(),
+      r.layout.c_str(), grouped(n).c_str(), fmt(r.r.elapsed_s, r.r.elapsed_s < 10 ? 2 : 1).c_str(),
+      grouped(r.rate()).c_str(), fmt(r.up_bytes / n, 0).c_str(), fmt(r.down_bytes / n, 0).c_str(),
+      fmt(static_cast<double>(r.rss_kib) / 1024, 1).c_str(), grouped(r.frames_in).c_str(),
+      grouped(r.frames_out).c_str(), fmt(r.dup_txns, 0).c_str(), fmt(r.sessions, 0).c_str(), conv.c_str());
+  return buf;
+}
+
+// Keeps a finished row and shows it at once on stderr (a run stopped half-way still leaves its figures).
+void add_row(Env& env, Row row) {
+  progress("row: " + row_line(row));
+  env.rows.push_back(std::move(row));
+}
+
 // One device phase in a child process through a fresh proxy to `server`.
 Row device_phase(Env& env, Server& server, const std::string& mode, const std::string& layout, size_t n,
                  const std::string& db, const std::string& territory, const std::string& user,
@@ -904,11 +955,28 @@ Row device_phase(Env& env, Server& server, const std::string& mode, const std::s
   const uint16_t port = proxy ? proxy->port() : server.port();
   const std::string result = db + "." + mode + ".json";
   const auto m0 = scrape_metrics(server.port());
-  pid_t pid = spawn(
-      {env.self, "--device", mode, "--db", db, "--url", "wss://127.0.0.1:" + std::to_string(port) + "/sync",
-       "--ca", server.ca(), "--user", user, "--territory", territory, "--device-records", std::to_string(n),
-       "--phase-timeout-s", fmt(env.o.phase_timeout_s, 0), "--result", result},
-      "", "");
+  pid_t pid = spawn({env.self,
+                     "--device",
+                     mode,
+                     "--db",
+                     db,
+                     "--url",
+                     "wss://127.0.0.1:" + std::to_string(port) + "/sync",
+                     "--ca",
+                     server.ca(),
+                     "--user",
+                     user,
+                     "--territory",
+                     territory,
+                     "--device-records",
+                     std::to_string(n),
+                     "--phase-timeout-s",
+                     fmt(env.o.phase_timeout_s, 0),
+                     "--stall-s",
+                     fmt(env.o.stall_s, 0),
+                     "--result",
+                     result},
+                    "", "");
   const Exit e = pid > 0 ? wait_child(pid) : Exit{1 << 8};
   const auto m1 = scrape_metrics(server.port());
   row.rss_kib = e.maxrss_kib;
@@ -967,13 +1035,13 @@ void run_one(Env& env, size_t n, bool push, bool bootstrap) {
           b.r.done && b.server_count == static_cast<long long>(n) && b.device_count == b.server_count;
       p.server_count = b.server_count;
       p.converged = p.r.done && p.r.pending_after == 0 && p.server_count == static_cast<long long>(n);
-      env.rows.push_back(p);
-      env.rows.push_back(b);
+      add_row(env, p);
+      add_row(env, b);
     } else {
       progress("server: " + server.stop());
       p.server_count = count_accounts(server.data_dir() + "/central.db", territory);
       p.converged = p.r.done && p.r.pending_after == 0 && p.server_count == static_cast<long long>(n);
-      env.rows.push_back(p);
+      add_row(env, p);
     }
     return;
   }
@@ -990,7 +1058,7 @@ void run_one(Env& env, size_t n, bool push, bool bootstrap) {
   b.server_count = count_accounts(server.data_dir() + "/central.db", territory);
   b.device_count = count_accounts(dir + "/fresh.db", territory);
   b.converged = b.r.done && b.server_count == static_cast<long long>(n) && b.device_count == b.server_count;
-  env.rows.push_back(b);
+  add_row(env, b);
 }
 
 void run_among100(Env& env, size_t n) {
@@ -1018,7 +1086,7 @@ void run_among100(Env& env, size_t n) {
   b.device_count = count_accounts(dir + "/fresh.db", territory);
   b.converged = b.r.done && b.server_count == static_cast<long long>(n) && b.device_count == b.server_count;
   b.note = "99 others x " + grouped(static_cast<double>(others));
-  env.rows.push_back(b);
+  add_row(env, b);
 }
 
 void run_baselines(Env& env) {
@@ -1053,29 +1121,7 @@ void print_report(const Env& env, double run_s) {
       "| phase | layout | N | seconds | records/s | B/record up | B/record down | device peak RSS MiB | "
       "msgs up/down | dup txns | sessions | converged |\n");
   std::printf("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
-  for (const Row& r : env.rows) {
-    if (!r.run) {
-      std::printf("| %s | %s | %s | not run | | | | | | | | %s |\n", r.phase.c_str(), r.layout.c_str(),
-                  grouped(static_cast<double>(r.n)).c_str(), r.note.c_str());
-      continue;
-    }
-    const double n = static_cast<double>(r.n);
-    std::string conv = r.converged ? "yes" : "NO";
-    if (r.phase == "push")
-      conv += " (server " + std::to_string(r.server_count) + ", pending " +
-              std::to_string(r.r.pending_after) + ")";
-    else
-      conv +=
-          " (server " + std::to_string(r.server_count) + ", device " + std::to_string(r.device_count) + ")";
-    if (!r.r.done) conv += "; " + r.r.error;
-    if (!r.note.empty()) conv += "; " + r.note;
-    std::printf("| %s | %s | %s | %s | %s | %s | %s | %s | %s/%s | %s | %s | %s |\n", r.phase.c_str(),
-                r.layout.c_str(), grouped(n).c_str(), fmt(r.r.elapsed_s, 1).c_str(),
-                grouped(r.rate()).c_str(), fmt(r.up_bytes / n, 0).c_str(), fmt(r.down_bytes / n, 0).c_str(),
-                fmt(static_cast<double>(r.rss_kib) / 1024, 1).c_str(), grouped(r.frames_in).c_str(),
-                grouped(r.frames_out).c_str(), fmt(r.dup_txns, 0).c_str(), fmt(r.sessions, 0).c_str(),
-                conv.c_str());
-  }
+  for (const Row& r : env.rows) std::printf("%s\n", row_line(r).c_str());
   if (o.mbit > 0) {
     std::printf(
         "\nAgainst the link's rate: the time the phase's bytes need at %s Mbit/s (the busier direction).\n\n",
@@ -1153,7 +1199,7 @@ int run_bench(Env& env) {
       r.layout = layout;
       r.n = n;
       r.note = "not run (" + why + ")";
-      env.rows.push_back(r);
+      add_row(env, r);
     };
     if (!push && has(o.records, n)) not_run("push", "one", "--push-records");
     if (push || boot_one) run_one(env, n, push, boot_one);
