@@ -913,7 +913,7 @@ struct Env {
 std::string row_line(const Row& r) {
   char buf[1024];
   if (!r.run) {
-    std::snprintf(buf, sizeof buf, "| %s | %s | %s | not run | | | | | | | | %s |", r.phase.c_str(),
+    std::snprintf(buf, sizeof buf, "| %s | %s | %s | not run | | | | | | | | | %s |", r.phase.c_str(),
                   r.layout.c_str(), grouped(static_cast<double>(r.n)).c_str(), r.note.c_str());
     return buf;
   }
@@ -926,12 +926,14 @@ std::string row_line(const Row& r) {
     conv += " (server " + std::to_string(r.server_count) + ", device " + std::to_string(r.device_count) + ")";
   if (!r.r.done) conv += "; " + r.r.error;
   if (!r.note.empty()) conv += "; " + r.note;
-  std::snprintf(
-      buf, sizeof buf, "| %s | %s | %s | %s | %s | %s | %s | %s | %s/%s | %s | %s | %s |", r.phase.c_str(),
-      r.layout.c_str(), grouped(n).c_str(), fmt(r.r.elapsed_s, r.r.elapsed_s < 10 ? 2 : 1).c_str(),
-      grouped(r.rate()).c_str(), fmt(r.up_bytes / n, 0).c_str(), fmt(r.down_bytes / n, 0).c_str(),
-      fmt(static_cast<double>(r.rss_kib) / 1024, 1).c_str(), grouped(r.frames_in).c_str(),
-      grouped(r.frames_out).c_str(), fmt(r.dup_txns, 0).c_str(), fmt(r.sessions, 0).c_str(), conv.c_str());
+  std::snprintf(buf, sizeof buf, "| %s | %s | %s | %s | %s | %s | %s | %s | %s/%s | %s/%s | %s | %s | %s |",
+                r.phase.c_str(), r.layout.c_str(), grouped(n).c_str(),
+                fmt(r.r.elapsed_s, r.r.elapsed_s < 10 ? 2 : 1).c_str(), grouped(r.rate()).c_str(),
+                fmt(r.up_bytes / n, 0).c_str(), fmt(r.down_bytes / n, 0).c_str(),
+                fmt(static_cast<double>(r.rss_kib) / 1024, 1).c_str(), fmt(r.msg_bytes_in / n, 0).c_str(),
+                fmt(r.msg_bytes_out / n, 0).c_str(), grouped(r.frames_in).c_str(),
+                grouped(r.frames_out).c_str(), fmt(r.dup_txns, 0).c_str(), fmt(r.sessions, 0).c_str(),
+                conv.c_str());
   return buf;
 }
 
@@ -1115,12 +1117,13 @@ void print_report(const Env& env, double run_s) {
   std::printf(
       "Device: FieldClient + WsClient over TLS, replica synchronous=FULL; server: fieldsync-server "
       "--dev --dev-tokens --threads 2, group commit on. %s bytes of field values per account (mean). "
-      "Bytes: TLS bytes at the proxy (records, WebSocket framing, handshake). Whole run: %s s.\n\n",
+      "B/record: TLS bytes at the proxy (records, WebSocket framing, handshake); payload: the sync messages' "
+      "bytes as the server counts them. Whole run: %s s.\n\n",
       fmt(mean_value_bytes("t000", "rep000", 10'000), 0).c_str(), fmt(run_s, 0).c_str());
   std::printf(
       "| phase | layout | N | seconds | records/s | B/record up | B/record down | device peak RSS MiB | "
-      "msgs up/down | dup txns | sessions | converged |\n");
-  std::printf("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+      "payload B/record up/down | msgs up/down | dup txns | sessions | converged |\n");
+  std::printf("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
   for (const Row& r : env.rows) std::printf("%s\n", row_line(r).c_str());
   if (o.mbit > 0) {
     std::printf(
