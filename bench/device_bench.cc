@@ -97,8 +97,10 @@ int64_t wall_ms() {
              std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
+// On stderr, with the seconds since this process started (how long each step took, for the docs).
 void progress(const std::string& line) {
-  std::cerr << "[device-bench] " << line << std::endl;
+  static const double start = mono_s();
+  std::cerr << "[device-bench +" << static_cast<long>(mono_s() - start) << "s] " << line << std::endl;
 }
 std::string fmt(double v, int decimals = 1) {
   if (!std::isfinite(v)) return "n/a";
@@ -132,6 +134,9 @@ usage: fieldsync-bench-device [options]
   --bootstrap-records LIST  the N to bootstrap (default: --records; "none" for none)
   --layouts LIST          bootstrap layouts: one, among100 (default one,among100)
   --others-fraction F     among100: each of the 99 other territories holds F x N records (default 0.1)
+  --bootstrap-repeat K    K fresh devices bootstrap one after another from the same server, a row each, and
+                          a summary of the repeats (the issue's "no request timeout in 20 repeated 100k
+                          bootstraps": --bootstrap-repeat 20) (default 1)
   --rtt-ms MS             the link's round trip: each direction delayed by MS/2 (default 0)
   --mbit R                the link's rate each way in Mbit/s (default 0: unshaped)
   --baselines on|off      BM_CentralApply and BM_ReplicaBootstrapApply in the same run (default on)
@@ -154,6 +159,7 @@ struct Options {
   bool push_given = false, bootstrap_given = false;
   std::vector<std::string> layouts{"one", "among100"};
   double others_fraction = 0.1;
+  int bootstrap_repeat = 1;
   double rtt_ms = 0;
   double mbit = 0;
   bool baselines = true;
@@ -204,6 +210,7 @@ int parse_options(int argc, char** argv, Options& o) {
                              "baselines",
                              "phase-timeout-s",
                              "stall-s",
+                             "bootstrap-repeat",
                              "server-bin",
                              "bench-dir",
                              "tmp-dir",
@@ -252,6 +259,9 @@ int parse_options(int argc, char** argv, Options& o) {
     if (!parse_double(a.get(name), *field) || *field < lo || *field > hi)
       return bad(std::string("--") + name + ": a number in [" + fmt(lo, 0) + ", " + fmt(hi, 0) + "]");
   }
+  std::string repeat_error;
+  o.bootstrap_repeat = static_cast<int>(a.integer("bootstrap-repeat", 1, 1, 1000, repeat_error));
+  if (!repeat_error.empty()) return bad(repeat_error);
   const std::string baselines = a.get("baselines", "on");
   if (baselines != "on" && baselines != "off") return bad("--baselines: on or off");
   o.baselines = baselines == "on";
@@ -1007,6 +1017,36 @@ std::string new_dir(const std::string& parent, const std::string& name) {
   return d;
 }
 
+// `--bootstrap-repeat` fresh devices bootstrap one after another from `server`, which is then stopped; a row
+// each. The replicas of repeats after the first are deleted once counted (a 100k replica is ~100 MB).
+std::vector<Row> bootstraps(Env& env, Server& server, const std::string& layout, size_t n,
+                            const std::string& dir, const std::string& territory, const std::string& user,
+                            const std::string& note) {
+  std::vector<Row> rows;
+  const int repeat = env.o.bootstrap_repeat;
+  for (int k = 1; k <= repeat; ++k) {
+    progress("bootstrap " + grouped(static_cast<double>(n)) + " (" + layout + "): a fresh device" +
+             (repeat > 1 ? ", run " + std::to_string(k) + "/" + std::to_string(repeat) : ""));
+    const std::string db = dir + (k == 1 ? "/fresh.db" : "/fresh-" + std::to_string(k) + ".db");
+    Row b = device_phase(env, server, "bootstrap", layout, n, db, territory, user, true);
+    b.device_count = count_accounts(db, territory);
+    b.note = note;
+    if (repeat > 1)
+      b.note +=
+          (note.empty() ? "" : "; ") + std::string("run ") + std::to_string(k) + "/" + std::to_string(repeat);
+    if (k > 1 && !env.o.keep_tmp)
+      for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(db + suffix);
+    rows.push_back(std::move(b));
+  }
+  progress("server: " + server.stop());
+  const long long on_server = count_accounts(server.data_dir() + "/central.db", territory);
+  for (Row& b : rows) {
+    b.server_count = on_server;
+    b.converged = b.r.done && on_server == static_cast<long long>(n) && b.device_count == on_server;
+  }
+  return rows;
+}
+
 // push(N) on a fresh, empty server; then, if asked, bootstrap(N, one) from what it pushed.
 void run_one(Env& env, size_t n, bool push, bool bootstrap) {
   const std::string dir = new_dir(env.tmp, "one-" + std::to_string(n));
@@ -1028,17 +1068,11 @@ void run_one(Env& env, size_t n, bool push, bool bootstrap) {
     Row p = device_phase(env, server, "push", "one", n, dir + "/pusher.db", territory, user, true);
     p.device_count = static_cast<long long>(p.r.pending_after);  // what is left unacknowledged
     if (bootstrap) {
-      progress("bootstrap " + grouped(static_cast<double>(n)) + " (one territory): a fresh device");
-      Row b = device_phase(env, server, "bootstrap", "one", n, dir + "/fresh.db", territory, user, true);
-      progress("server: " + server.stop());
-      b.server_count = count_accounts(server.data_dir() + "/central.db", territory);
-      b.device_count = count_accounts(dir + "/fresh.db", territory);
-      b.converged =
-          b.r.done && b.server_count == static_cast<long long>(n) && b.device_count == b.server_count;
-      p.server_count = b.server_count;
+      std::vector<Row> rows = bootstraps(env, server, "one", n, dir, territory, user, "");
+      p.server_count = rows.front().server_count;
       p.converged = p.r.done && p.r.pending_after == 0 && p.server_count == static_cast<long long>(n);
       add_row(env, p);
-      add_row(env, b);
+      for (Row& b : rows) add_row(env, std::move(b));
     } else {
       progress("server: " + server.stop());
       p.server_count = count_accounts(server.data_dir() + "/central.db", territory);
@@ -1054,13 +1088,7 @@ void run_one(Env& env, size_t n, bool push, bool bootstrap) {
     env.failed = true;
     return;
   }
-  progress("bootstrap " + grouped(static_cast<double>(n)) + " (one territory): a fresh device");
-  Row b = device_phase(env, server, "bootstrap", "one", n, dir + "/fresh.db", territory, user, true);
-  progress("server: " + server.stop());
-  b.server_count = count_accounts(server.data_dir() + "/central.db", territory);
-  b.device_count = count_accounts(dir + "/fresh.db", territory);
-  b.converged = b.r.done && b.server_count == static_cast<long long>(n) && b.device_count == b.server_count;
-  add_row(env, b);
+  for (Row& b : bootstraps(env, server, "one", n, dir, territory, user, "")) add_row(env, std::move(b));
 }
 
 void run_among100(Env& env, size_t n) {
@@ -1081,14 +1109,10 @@ void run_among100(Env& env, size_t n) {
     env.failed = true;
     return;
   }
-  progress("  seeded in " + fmt(mono_s() - t0) + " s; a fresh device of t042 bootstraps");
-  Row b = device_phase(env, server, "bootstrap", "among100", n, dir + "/fresh.db", territory, user, true);
-  progress("server: " + server.stop());
-  b.server_count = count_accounts(server.data_dir() + "/central.db", territory);
-  b.device_count = count_accounts(dir + "/fresh.db", territory);
-  b.converged = b.r.done && b.server_count == static_cast<long long>(n) && b.device_count == b.server_count;
-  b.note = "99 others x " + grouped(static_cast<double>(others));
-  add_row(env, b);
+  progress("  seeded in " + fmt(mono_s() - t0) + " s; fresh devices of t042 bootstrap");
+  for (Row& b : bootstraps(env, server, "among100", n, dir, territory, user,
+                           "99 others x " + grouped(static_cast<double>(others))))
+    add_row(env, std::move(b));
 }
 
 void run_baselines(Env& env) {
@@ -1125,6 +1149,39 @@ void print_report(const Env& env, double run_s) {
       "payload B/record up/down | msgs up/down | dup txns | sessions | converged |\n");
   std::printf("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
   for (const Row& r : env.rows) std::printf("%s\n", row_line(r).c_str());
+  if (o.bootstrap_repeat > 1) {
+    std::printf(
+        "\nRepeated bootstraps: each run a fresh device; sessions beyond one a run are reconnects, "
+        "messages beyond a run's minimum are re-sent requests.\n\n");
+    std::printf(
+        "| layout | N | runs | converged | records/s min / median / max | sessions | msgs up min / max | "
+        "stalled or failed |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    std::map<std::pair<std::string, size_t>, std::vector<const Row*>> groups;
+    for (const Row& r : env.rows)
+      if (r.run && r.phase == "bootstrap") groups[{r.layout, r.n}].push_back(&r);
+    for (const auto& [key, rows] : groups) {
+      std::vector<double> rates;
+      double sessions = 0, up_min = INFINITY, up_max = 0;
+      int converged = 0, failed = 0;
+      for (const Row* r : rows) {
+        if (std::isfinite(r->rate())) rates.push_back(r->rate());
+        if (std::isfinite(r->sessions)) sessions += r->sessions;
+        if (std::isfinite(r->frames_in)) {
+          up_min = std::min(up_min, r->frames_in);
+          up_max = std::max(up_max, r->frames_in);
+        }
+        converged += r->converged ? 1 : 0;
+        failed += r->r.done ? 0 : 1;
+      }
+      std::sort(rates.begin(), rates.end());
+      const auto at = [&](size_t i) { return rates.empty() ? std::nan("") : rates[i]; };
+      std::printf("| %s | %s | %zu | %d | %s / %s / %s | %s | %s / %s | %d |\n", key.first.c_str(),
+                  grouped(static_cast<double>(key.second)).c_str(), rows.size(), converged,
+                  grouped(at(0)).c_str(), grouped(at(rates.size() / 2)).c_str(),
+                  grouped(at(rates.size() - 1)).c_str(), fmt(sessions, 0).c_str(), grouped(up_min).c_str(),
+                  grouped(up_max).c_str(), failed);
+    }
+  }
   if (o.mbit > 0) {
     std::printf(
         "\nAgainst the link's rate: the time the phase's bytes need at %s Mbit/s (the busier direction).\n\n",
