@@ -1276,6 +1276,79 @@ TEST(FieldsyncRepNet, SyncOnceAndStayAgainstARealServer) {
   EXPECT_EQ(central->field(5)->value.as_text(), "+49 7");
 }
 
+// A big push and a big bootstrap show their progress on stderr; not on a terminal (here a pipe) as plain
+// lines, each phase ending with a closing line, and stdout's one line unchanged.
+TEST(FieldsyncRepNet, SyncShowsProgressOfABigPushAndBootstrapAsPlainLines) {
+  NetWorld w;
+  const std::string db = temp_file("rep-backlog");
+  constexpr int kAccounts = 1200;  // above the progress display's 1,000 records; three bootstrap pages
+  {
+    FieldClient::Options o;
+    o.user = "alice";
+    o.token = "token-alice";
+    o.synchronous_full = false;  // writing the backlog is not what is tested
+    auto c = FieldClient::open(db, o);
+    ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+    for (int i = 0; i < kAccounts; ++i) {
+      NewAccount a;
+      a.name = "Backlog " + std::to_string(i);
+      a.territory_id = "t-north";
+      ASSERT_TRUE((*c)->create_account(a).is_ok());
+    }
+  }
+  const std::string sync = "sync --server " + w.url() + " --ca " + Tls::get().ca_file;
+  const std::string all = std::to_string(kAccounts) + "/" + std::to_string(kAccounts) + " records, ";
+
+  RepRun push = rep("--db " + db + " --user alice --token token-alice " + sync);
+  EXPECT_EQ(push.exit_code, 0) << push.out;
+  EXPECT_NE(push.out.find("push: " + all), std::string::npos) << push.out;
+  EXPECT_NE(push.out.find(" MB in "), std::string::npos) << push.out;
+  EXPECT_EQ(push.out.find("not finished"), std::string::npos) << push.out;
+  EXPECT_EQ(push.out.find("bootstrap:"), std::string::npos) << push.out;  // its territory was empty
+  EXPECT_EQ(push.out.find('\r'), std::string::npos) << push.out;          // no line rewritten in place
+  EXPECT_TRUE(push.out.ends_with("\nsynced\tpending 0\n")) << push.out;
+
+  RepRun boot = rep("--db " + temp_file("rep-new-phone") + " --user bob --token token-bob " + sync);
+  EXPECT_EQ(boot.exit_code, 0) << boot.out;
+  EXPECT_NE(boot.out.find("bootstrap: " + all), std::string::npos) << boot.out;
+  EXPECT_EQ(boot.out.find("push:"), std::string::npos) << boot.out;
+  EXPECT_EQ(boot.out.find('\r'), std::string::npos) << boot.out;
+  EXPECT_TRUE(boot.out.ends_with("\nsynced\tpending 0\n")) << boot.out;
+}
+
+// WsClient::counters(): the sync messages and their payload bytes each way, kept across connections.
+TEST(WsClientNet, CountsMessagesAndPayloadBytesEachWay) {
+  NetWorld w;
+  FieldClient::Options o;
+  o.user = "alice";
+  o.token = "token-alice";
+  auto c = FieldClient::open(temp_file("counters"), o);
+  ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+  WsClientOptions wo;
+  wo.url = w.url();
+  wo.ca_file = Tls::get().ca_file;
+  WsClient ws((*c)->engine(), wo);
+  EXPECT_EQ(ws.counters().messages_sent, 0u);
+  EXPECT_EQ(ws.counters().bytes_received, 0u);
+
+  ASSERT_TRUE((*c)->create_account({.name = "Counted GmbH", .territory_id = "t-north"}).is_ok());
+  ASSERT_TRUE(ws.sync_once(std::chrono::seconds(10)).ok()) << ws.last_error().to_string();
+  const WsCounters first = ws.counters();
+  // At least Hello, the bootstrap request and the push; Welcome, the page and the push's ack.
+  EXPECT_GE(first.messages_sent, 3u);
+  EXPECT_GE(first.messages_received, 3u);
+  EXPECT_GT(first.bytes_sent, 10 * first.messages_sent);  // every message is a FlatBuffer, not a byte
+  EXPECT_GT(first.bytes_received, 10 * first.messages_received);
+
+  ASSERT_TRUE((*c)->create_account({.name = "Counted Too GmbH", .territory_id = "t-north"}).is_ok());
+  ASSERT_TRUE(ws.sync_once(std::chrono::seconds(10)).ok()) << ws.last_error().to_string();
+  const WsCounters second = ws.counters();
+  EXPECT_GE(second.messages_sent, first.messages_sent + 2);  // Hello and the push, at least
+  EXPECT_GT(second.bytes_sent, first.bytes_sent);
+  EXPECT_GT(second.messages_received, first.messages_received);
+  EXPECT_GT(second.bytes_received, first.bytes_received);
+}
+
 TEST(FieldsyncRepNet, TransportFailuresAreOneLineAndANonZeroExit) {
   NetWorld w;
   const std::string db = temp_file("rep-alice");

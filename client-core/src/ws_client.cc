@@ -402,6 +402,7 @@ struct WsClient::Impl {
   std::atomic<bool> is_connected{false};
   std::atomic<bool> is_running{false};
   std::atomic<bool> stop_requested{false};
+  std::atomic<uint64_t> messages_sent{0}, bytes_sent{0}, messages_received{0}, bytes_received{0};
   std::thread thread;
 
   // Transport thread only.
@@ -461,6 +462,8 @@ net::awaitable<WsStatus> WsClient::Impl::reader(std::shared_ptr<Conn> c) {
     auto [ec, n] = co_await c->ws.async_read(c->buffer, kAwait);
     if (ec) co_return closed_status(c->ws, ec);
     auto data = c->buffer.cdata();
+    messages_received.fetch_add(1, std::memory_order_relaxed);
+    bytes_received.fetch_add(data.size(), std::memory_order_relaxed);
     engine.frame(std::span<const uint8_t>(static_cast<const uint8_t*>(data.data()), data.size()), wall_ms());
     c->buffer.consume(c->buffer.size());
     if (options.after_frame) options.after_frame();
@@ -478,6 +481,10 @@ net::awaitable<void> WsClient::Impl::writer(std::shared_ptr<Conn> c) {
   while (!c->done) {
     for (std::vector<uint8_t>& f : engine.take_frames()) {
       auto [ec, n] = co_await c->ws.async_write(net::buffer(f), kAwait);
+      if (!ec) {
+        messages_sent.fetch_add(1, std::memory_order_relaxed);
+        bytes_sent.fetch_add(f.size(), std::memory_order_relaxed);
+      }
       if (ec || c->done) {
         beast::get_lowest_layer(c->ws).close();  // the reader ends and the connection is torn down
         co_return;
@@ -580,6 +587,13 @@ bool WsClient::connected() const {
 WsStatus WsClient::last_error() const {
   MutexLock lock(impl_->mu);
   return impl_->last_error;
+}
+
+WsCounters WsClient::counters() const {
+  const Impl& m = *impl_;
+  return WsCounters{
+      m.messages_sent.load(std::memory_order_relaxed), m.bytes_sent.load(std::memory_order_relaxed),
+      m.messages_received.load(std::memory_order_relaxed), m.bytes_received.load(std::memory_order_relaxed)};
 }
 
 bool WsClient::wait_until(const std::function<bool()>& done, std::chrono::milliseconds timeout) {

@@ -2,16 +2,22 @@
 // for demos, tests and integrators. Success prints ids or plain tab-separated tables on stdout; an error is
 // one line on stderr and a non-zero exit (1: the operation failed, 2: bad usage, 3: the device was revoked
 // and its replica erased).
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "fieldsync/client/field_client.h"
@@ -104,7 +110,10 @@ const std::vector<HelpSection> kHelpSections = {
       "                                      once). The server certificate is verified against the system "
       "CAs\n"
       "                                      unless --ca FILE (trust that CA) or --pin (its SHA-256, as\n"
-      "                                      fieldsync-server prints). Prints \"synced<TAB>pending N\"."}},
+      "                                      fieldsync-server prints). Prints \"synced<TAB>pending N\".\n"
+      "                                      A bootstrap or push of 1,000 records or more shows its "
+      "progress\n"
+      "                                      on stderr: one updating line on a terminal, else plain lines."}},
 };
 
 void print_help_entry(const char* entry) {
@@ -298,6 +307,131 @@ WsClientOptions server_options(const cli::Options& a) {
   o.pin_sha256 = a.get("pin");
   return o;
 }
+
+// `sync` progress during a bootstrap or a big push: records and bytes done of the total, rate and time left.
+// On stderr, so that stdout stays the one "synced<TAB>pending N" line scripts read: one line rewritten in
+// place when stderr is a terminal, plain lines every few seconds otherwise (logs, CI), and a closing line per
+// phase either way. Only for at least kMinRecords records: a small sync is over before a rate means anything
+// (and the demo's output stays as it is).
+//
+// Bootstrap: the FieldClient's sync_progress observer (done / total records). Push: the outbox's size,
+// polled (it costs a COUNT over the outbox, hence the slow poll), against its size when the sync began.
+// Bytes: the WsClient's message counters (payloads, before TLS); the total is extrapolated from the records
+// done, so it is marked "~".
+class SyncProgress {
+ public:
+  static constexpr uint64_t kMinRecords = 1000;
+
+  SyncProgress(FieldClient& c, const WsClient& ws) : client_(c), ws_(ws), tty_(isatty(STDERR_FILENO) == 1) {
+    Result<size_t> pending = c.pending_count();
+    push_.total = pending ? *pending : 0;
+    observer_ = c.add_observer({.sync_progress = [this](uint64_t done, uint64_t total) {
+      std::lock_guard lock(mu_);
+      boot_.done = done;
+      boot_.total = total;
+    }});
+  }
+  ~SyncProgress() {
+    stop();
+    client_.remove_observer(observer_);
+  }
+  void start() {
+    thread_ = std::thread([this] { run(); });
+  }
+  // Prints each phase's closing line (also for a phase that did not finish: where it stopped).
+  void stop() {
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) return;
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+    std::lock_guard lock(mu_);
+    poll_push_locked();
+    for (Phase* p : {&boot_, &push_}) report_locked(*p, true);
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct Phase {
+    const char* name;
+    bool sends;  // push: bytes sent; bootstrap: bytes received
+    uint64_t done = 0, total = 0;
+    bool closed = false;
+  };
+
+  void run() {
+    const auto period = tty_ ? std::chrono::milliseconds(1000) : std::chrono::milliseconds(5000);
+    std::unique_lock lock(mu_);
+    while (!cv_.wait_for(lock, period, [this] { return stopping_; })) {
+      poll_push_locked();
+      for (Phase* p : {&boot_, &push_}) report_locked(*p, p->total > 0 && p->done >= p->total);
+    }
+  }
+
+  void poll_push_locked() {
+    if (push_.total < kMinRecords || push_.closed) return;
+    Result<size_t> pending = client_.pending_count();
+    if (pending) push_.done = push_.total - std::min<uint64_t>(push_.total, *pending);
+  }
+
+  uint64_t bytes(const Phase& p) const {
+    const WsCounters c = ws_.counters();
+    return p.sends ? c.bytes_sent : c.bytes_received;
+  }
+
+  static std::string mb(double bytes) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f", bytes / 1e6);
+    return buf;
+  }
+
+  void report_locked(Phase& p, bool final) {
+    if (p.closed || p.total < kMinRecords) return;
+    // Both phases are timed from the start of the sync: a device that must bootstrap before it pushes (it
+    // wrote before its first sync) sees a push rate diluted by the bootstrap; rare, and said here.
+    const double secs = std::chrono::duration<double>(Clock::now() - started_).count();
+    const double moved = static_cast<double>(bytes(p));
+    const double rate = secs > 0 ? static_cast<double>(p.done) / secs : 0;
+    std::string line =
+        std::string(p.name) + ": " + std::to_string(p.done) + "/" + std::to_string(p.total) + " records";
+    char buf[160];
+    if (final) {
+      std::snprintf(buf, sizeof buf, ", %s MB in %.1f s (%.0f records/s)%s", mb(moved).c_str(), secs, rate,
+                    p.done >= p.total ? "" : ", not finished");
+      line += buf;
+      p.closed = true;
+    } else {
+      const double pct = 100.0 * static_cast<double>(p.done) / static_cast<double>(p.total);
+      const double total_bytes =
+          p.done > 0 ? moved * static_cast<double>(p.total) / static_cast<double>(p.done) : 0;
+      std::snprintf(buf, sizeof buf, " (%.0f%%), %s of ~%s MB, %.0f records/s", pct, mb(moved).c_str(),
+                    mb(total_bytes).c_str(), rate);
+      line += buf;
+      if (rate > 0) {
+        std::snprintf(buf, sizeof buf, ", %.0f s left", static_cast<double>(p.total - p.done) / rate);
+        line += buf;
+      }
+    }
+    if (tty_)
+      std::cerr << '\r' << line << "\033[K" << (final ? "\n" : "") << std::flush;
+    else
+      std::cerr << line << '\n' << std::flush;
+  }
+
+  FieldClient& client_;
+  const WsClient& ws_;
+  const bool tty_;
+  const Clock::time_point started_ = Clock::now();
+  uint64_t observer_ = 0;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  Phase boot_{"bootstrap", false};
+  Phase push_{"push", true};
+  std::thread thread_;
+};
 
 // `sync --stay`: stays connected (the transport reconnects by itself) for `stay`, ending early when the
 // engine stops or the server's certificate is refused (no retry can fix either). The outcome is the state
@@ -553,6 +687,8 @@ int run(FieldClient& c, const Command& command) {
     c.add_observer({.erased = [&erased](const Status& result) { erased = result; }});
     o.after_frame = [&c] { c.dispatch_events(); };
     WsClient ws(c.engine(), o);
+    SyncProgress progress(c, ws);
+    progress.start();
     WsStatus s;
     if (!stay) {
       s = ws.sync_once(std::chrono::seconds(timeout_s));
@@ -561,6 +697,7 @@ int run(FieldClient& c, const Command& command) {
       if (s.ok()) s = stay_connected(c, ws, std::chrono::seconds(stay_s));
     }
     c.dispatch_events();
+    progress.stop();
     if (erased) throw Failed{*erased};
     if (!s.ok()) {
       std::cerr << "fieldsync-rep: sync: " << s.to_string() << '\n';

@@ -64,6 +64,15 @@ struct WsClientOptions {
   std::function<void(bool connected)> on_connection;
 };
 
+// What a WsClient has carried since it was made, over every connection: sync protocol messages and their
+// bytes (WebSocket message payloads; TLS and WebSocket framing not included). For progress displays.
+struct WsCounters {
+  uint64_t messages_sent = 0;
+  uint64_t bytes_sent = 0;
+  uint64_t messages_received = 0;
+  uint64_t bytes_received = 0;
+};
+
 class WsClient {
  public:
   // `engine` must outlive the client.
@@ -80,6 +89,7 @@ class WsClient {
   bool running() const;
   bool connected() const;       // WebSocket open (the handshake may still be in progress)
   WsStatus last_error() const;  // the latest transport error, kept until the next one
+  WsCounters counters() const;  // any thread
 
   // For CLIs and tests: connects, waits until the engine is idle (outbox pushed, caught up) or `timeout`, and
   // disconnects. Gives up early on certificate errors and when the engine stops. Must not be running.
