@@ -888,6 +888,28 @@ TEST(CodecV2, CompactRecordColumnsAreCheckedLikeRecordStates) {
   EXPECT_EQ(decode_error(page({0, 0}, {4, 4}, name_city, {1})), ErrorCode::kMalformedMessage);  // no record 1
 }
 
+TEST(CodecV2, ExceptionsToTheCompactDefaultsRoundTrip) {
+  // A change whose version node is not its transaction's, a base on a create, interleaved records (runs of
+  // one), wrapping deltas (clocks and sequence numbers going down), a record state whose field nodes differ
+  // from its creation's and whose created version is zero, a state with a tombstone part but not deleted.
+  protocol::PushTxns push = sample_push();
+  push.txns[0].changes[3].version.node = 42;
+  push.txns[0].changes[0].base = ver(5, 6);
+  std::swap(push.txns[0].changes[1], push.txns[0].changes[7]);
+  push.txns[1].node_seq = 3;
+  push.txns[1].created_at_ms = -5;
+  push.txns[1].changes[0].version.hlc = 1;
+  expect_round_trip(push);
+  protocol::BootstrapPage page = sample_bootstrap_page();
+  page.records[0].created = Version{};
+  page.records[0].fields[1].version.node = 0;
+  RecordState odd = sample_account();
+  odd.deleted_by = "rep-9";
+  odd.fields.clear();
+  page.records.push_back(odd);
+  expect_round_trip(page);
+}
+
 TEST(CodecV2, BigRealisticMessagesRoundTripInEveryForm) {
   protocol::PushTxns push;
   protocol::BootstrapPage page;

@@ -99,7 +99,7 @@ class SyncService {
     // Group commit: the message, encoded into out.frame by the flusher after it lets go of mu_ (encoding
     // is a tenth of the server's work under load, and pushes wait for mu_).
     std::optional<protocol::Message> message;
-    uint32_t protocol_version = 1;  // the session's, for encoding `message`
+    uint32_t protocol_version = 1;                   // the session's, for encoding `message`
     std::optional<Clock::time_point> push_received;  // a PushAck: when its push arrived
     std::string log_line;  // a PushAck: its log line, durable_ms appended at release
   };
