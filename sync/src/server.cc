@@ -252,10 +252,15 @@ void SyncServer::handle_hello(SessionId id, Session& s, const protocol::Hello& m
 // ------------------------------------------------------------------------------------------------------
 
 void SyncServer::handle_push(SessionId id, Session& s, const protocol::PushTxns& m, int64_t now_ms) {
+  // The codec admits the largest push of any version; a version 1 session is held to version 1's limits.
   const size_t max_txns = s.version >= 2 ? tuning::kMaxTxnsPerPushV2 : tuning::kMaxTxnsPerPush;
-  if (m.txns.size() > max_txns) {
-    send_error(id, Status(ErrorCode::kTooManyChanges,
-                          "a push holds at most " + std::to_string(max_txns) + " transactions"));
+  const size_t max_changes = s.version >= 2 ? tuning::kMaxChangesPerPushV2 : tuning::kMaxChangesPerPush;
+  size_t changes = 0;
+  for (const ClientTxn& t : m.txns) changes += t.changes.size();
+  if (m.txns.size() > max_txns || changes > max_changes) {
+    send_error(id, Status(ErrorCode::kTooManyChanges, "a push holds at most " + std::to_string(max_txns) +
+                                                          " transactions and " + std::to_string(max_changes) +
+                                                          " changes"));
     return;
   }
   protocol::PushAck ack;
