@@ -864,7 +864,7 @@ Status get_message(const fb::PushAck* in, protocol::PushAck& out) {
     if (keys > tuning::kMaxRecordsPerMessage)
       return too_many("record keys", keys, tuning::kMaxRecordsPerMessage);
   }
-  return get_tables(in->results(), tuning::kMaxTxnsPerPush, "results", out.results, get_txn_result);
+  return get_tables(in->results(), tuning::kMaxTxnsPerPushV2, "results", out.results, get_txn_result);
 }
 
 Status get_message(const fb::PullRequest* in, protocol::PullRequest& out) {
