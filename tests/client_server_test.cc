@@ -1585,6 +1585,23 @@ TEST(ClientServer, Version1DeviceKeepsTheVersion1Exchange) {
   EXPECT_EQ(bob.store.records().size(), 320u);
 }
 
+// The codec admits the largest push of any version; a version 1 session is held to version 1's limits.
+TEST(ClientServer, Version1SessionIsHeldToVersion1PushLimits) {
+  World w;
+  Device& old = w.add(11, "alice");
+  old.config.protocol_version = 1;
+  old.restart();
+  w.connect(old);
+  protocol::PushTxns push;
+  push.request_id = 99;
+  for (uint64_t i = 0; i <= tuning::kMaxTxnsPerPush; ++i) push.txns.push_back(ClientTxn{11, i + 1, 0, {}});
+  w.server->on_message(old.session, push, w.now);
+  std::vector<SyncServer::Outgoing> out = w.server->take_outgoing();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(std::get<protocol::Error>(out[0].message).code, ErrorCode::kTooManyChanges);
+  EXPECT_TRUE(w.store.log().empty());
+}
+
 // A version 2 bootstrap interrupted after any page resumes from the last page applied: no page the device
 // committed is sent again.
 TEST(ClientServer, MultiPageBootstrapInterruptedAtAnyPageResumesWithoutResending) {

@@ -201,11 +201,12 @@ TEST(CodecRoundTrip, AppendTextStateMayExceedTheTextLimit) {
 
 TEST(CodecRoundTrip, MaximumCountsAreAccepted) {
   protocol::PushTxns m;
-  for (uint64_t i = 0; i < tuning::kMaxTxnsPerPush; ++i) m.txns.push_back(ClientTxn{5, i + 1, 0, {}});
+  // The largest limits of any protocol version (SyncServer holds version 1 sessions to version 1's).
+  for (uint64_t i = 0; i < tuning::kMaxTxnsPerPushV2; ++i) m.txns.push_back(ClientTxn{5, i + 1, 0, {}});
   m.txns[0].changes.assign(tuning::kMaxChangesPerTxn,
                            set(EntityId::kAccount, 1, f::kAccountName, Value::text("n"), 2000));
-  m.txns[1].changes = m.txns[0].changes;  // exactly kMaxChangesPerPush in all
-  static_assert(2 * tuning::kMaxChangesPerTxn == tuning::kMaxChangesPerPush);
+  for (size_t i = 1; i < 4; ++i) m.txns[i].changes = m.txns[0].changes;  // exactly kMaxChangesPerPushV2
+  static_assert(4 * tuning::kMaxChangesPerTxn == tuning::kMaxChangesPerPushV2);
   expect_round_trip(m);
   protocol::ChangeBatch b;
   b.purges.assign(tuning::kMaxRecordsPerMessage, RecordKey{EntityId::kAccount, rid(1)});
@@ -508,17 +509,17 @@ TEST(CodecLimits, TooManyChangesInATransaction) {
 
 TEST(CodecLimits, TooManyTransactionsOrRecords) {
   protocol::PushTxns m;
-  for (uint64_t i = 0; i <= tuning::kMaxTxnsPerPush; ++i) m.txns.push_back(ClientTxn{5, i + 1, 0, {}});
+  for (uint64_t i = 0; i <= tuning::kMaxTxnsPerPushV2; ++i) m.txns.push_back(ClientTxn{5, i + 1, 0, {}});
   EXPECT_EQ(message_error(m), ErrorCode::kTooManyChanges);
 
-  // Three full transactions: each within kMaxChangesPerTxn, together over kMaxChangesPerPush.
-  m.txns.assign(3, ClientTxn{5, 1, 0, {}});
-  for (uint64_t i = 0; i < 3; ++i) {
+  // Five full transactions: each within kMaxChangesPerTxn, together over kMaxChangesPerPushV2.
+  m.txns.assign(5, ClientTxn{5, 1, 0, {}});
+  for (uint64_t i = 0; i < 5; ++i) {
     m.txns[i].node_seq = i + 1;
     m.txns[i].changes.assign(tuning::kMaxChangesPerTxn,
                              set(EntityId::kAccount, 1, f::kAccountName, Value::text("n"), 2000));
   }
-  static_assert(3 * tuning::kMaxChangesPerTxn > tuning::kMaxChangesPerPush);
+  static_assert(5 * tuning::kMaxChangesPerTxn > tuning::kMaxChangesPerPushV2);
   EXPECT_EQ(message_error(m), ErrorCode::kTooManyChanges);
 
   protocol::ChangeBatch b;

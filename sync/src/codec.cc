@@ -1079,14 +1079,17 @@ Status get_message(const fb::Welcome* in, protocol::Welcome& out) {
 
 Status get_message(const fb::PushTxns* in, protocol::PushTxns& out) {
   out.request_id = in->request_id();
-  // The whole push is bounded too (a client never puts more than kMaxChangesPerPush changes in one push, and
-  // one transaction alone stays under it); checked before any conversion work.
+  // The whole push is bounded too (a client never puts more than its session's kMaxChangesPerPush[V2]
+  // changes in one push, and one transaction alone stays under it); checked before any conversion work. The
+  // frame does not say its session's version: these are the largest any version allows, and SyncServer
+  // holds a version 1 session to the version 1 limits.
   if (const auto* txns = in->txns()) {
     size_t changes = 0;
     for (const fb::ClientTxn* t : *txns) changes += t->changes() ? t->changes()->size() : 0;
-    if (changes > tuning::kMaxChangesPerPush) return too_many("changes", changes, tuning::kMaxChangesPerPush);
+    if (changes > tuning::kMaxChangesPerPushV2)
+      return too_many("changes", changes, tuning::kMaxChangesPerPushV2);
   }
-  return get_tables(in->txns(), tuning::kMaxTxnsPerPush, "txns", out.txns, get_client_txn);
+  return get_tables(in->txns(), tuning::kMaxTxnsPerPushV2, "txns", out.txns, get_client_txn);
 }
 
 Status get_message(const fb::PushAck* in, protocol::PushAck& out) {
@@ -1108,7 +1111,7 @@ Status get_message(const fb::PushAck* in, protocol::PushAck& out) {
     if (keys > tuning::kMaxRecordsPerMessage)
       return too_many("record keys", keys, tuning::kMaxRecordsPerMessage);
   }
-  return get_tables(in->results(), tuning::kMaxTxnsPerPush, "results", out.results, get_txn_result);
+  return get_tables(in->results(), tuning::kMaxTxnsPerPushV2, "results", out.results, get_txn_result);
 }
 
 Status get_message(const fb::PullRequest* in, protocol::PullRequest& out) {

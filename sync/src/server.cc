@@ -252,10 +252,15 @@ void SyncServer::handle_hello(SessionId id, Session& s, const protocol::Hello& m
 // ------------------------------------------------------------------------------------------------------
 
 void SyncServer::handle_push(SessionId id, Session& s, const protocol::PushTxns& m, int64_t now_ms) {
+  // The codec admits the largest push of any version; a version 1 session is held to version 1's limits.
   const size_t max_txns = s.version >= 2 ? tuning::kMaxTxnsPerPushV2 : tuning::kMaxTxnsPerPush;
-  if (m.txns.size() > max_txns) {
-    send_error(id, Status(ErrorCode::kTooManyChanges,
-                          "a push holds at most " + std::to_string(max_txns) + " transactions"));
+  const size_t max_changes = s.version >= 2 ? tuning::kMaxChangesPerPushV2 : tuning::kMaxChangesPerPush;
+  size_t changes = 0;
+  for (const ClientTxn& t : m.txns) changes += t.changes.size();
+  if (m.txns.size() > max_txns || changes > max_changes) {
+    send_error(id, Status(ErrorCode::kTooManyChanges, "a push holds at most " + std::to_string(max_txns) +
+                                                          " transactions and " + std::to_string(max_changes) +
+                                                          " changes"));
     return;
   }
   protocol::PushAck ack;
@@ -668,6 +673,21 @@ bool SyncServer::handle_pull(SessionId id, Session& s, const protocol::PullReque
     return false;
   }
   protocol::ChangeBatch& batch = built.value();
+  // A stretch of the log with nothing for this device (above all its own transactions: a device that pushed
+  // a backlog pulls past every one of them) is read on, up to kPullScanBudget changes, instead of answered
+  // with an empty batch per kMaxChangesPerPull (each a round trip and a commit on the device).
+  for (size_t scanned = max_changes; batch.has_more && scanned < tuning::kPullScanBudget;
+       scanned += max_changes) {
+    if (!batch.txns.empty() || !batch.conflicts.empty() || !batch.records.empty() || !batch.purges.empty())
+      break;
+    Result<protocol::ChangeBatch> next = build_batch(s, batch.to_cursor, max_changes, m.request_id);
+    if (!next) {
+      send_error(id, retry_later(next.status()), m.request_id, false);
+      return false;
+    }
+    next->from_cursor = batch.from_cursor;
+    batch = std::move(next.value());
+  }
   drop_held(s);  // this answer covers what was held
   s.sent_cursor = s.scanned_cursor = batch.to_cursor;
   s.cursor_sent_ms = now_ms_;

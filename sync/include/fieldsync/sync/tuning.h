@@ -49,6 +49,10 @@ inline constexpr size_t kMaxPushesInFlight = 4;
 // Changes per pull batch (a batch always holds whole transactions, so it may exceed this by one transaction).
 // 500 keeps a batch ~100 KiB: a few seconds on 2G, and one SQLite transaction on the device.
 inline constexpr size_t kMaxChangesPerPull = 500;
+// Log changes one pull may read past when none of them is for the device (its own pushed transactions, other
+// territories' work) before it answers with an empty batch: a device that pushed a 100k backlog otherwise
+// pulled past its own commits in 2,000 empty batches, each a round trip and a commit on the device.
+inline constexpr size_t kPullScanBudget = 40 * kMaxChangesPerPull;
 // Changes one live fan-out reads from the log per session cursor (normally: everything committed since the
 // previous flush). The read and the scope resolution are shared by every live session at that cursor and each
 // session is sent only its own part, so this can be far larger than a pull: a busy flush (many reps pushing
