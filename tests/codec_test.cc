@@ -507,6 +507,25 @@ TEST(CodecLimits, TooManyChangesInATransaction) {
   EXPECT_EQ(message_error(b), ErrorCode::kTooManyChanges);
 }
 
+// The largest push a version 2 session may send decodes in every frame form (the compact form once kept
+// version 1's limit of kMaxTxnsPerPush and refused every full version 2 push).
+TEST(CodecLimits, TheLargestVersionTwoPushDecodesInEveryForm) {
+  protocol::PushTxns m;
+  m.request_id = 1;
+  const size_t per_txn = tuning::kMaxChangesPerPushV2 / tuning::kMaxTxnsPerPushV2;
+  for (uint64_t i = 0; i < tuning::kMaxTxnsPerPushV2; ++i) {
+    ClientTxn t{5, i + 1, 0, {}};
+    t.changes.assign(per_txn, set(EntityId::kAccount, i + 1, f::kAccountName, Value::text("n"), 2000 + i));
+    m.txns.push_back(std::move(t));
+  }
+  for (const codec::EncodeOptions& form : frame_forms()) {
+    SCOPED_TRACE(form_name(form));
+    Result<Message> back = decode(codec::encode(m, form));
+    ASSERT_TRUE(back.is_ok()) << back.status().to_string();
+    EXPECT_TRUE(*back == Message(m));
+  }
+}
+
 TEST(CodecLimits, TooManyTransactionsOrRecords) {
   protocol::PushTxns m;
   for (uint64_t i = 0; i <= tuning::kMaxTxnsPerPushV2; ++i) m.txns.push_back(ClientTxn{5, i + 1, 0, {}});

@@ -1379,9 +1379,10 @@ Status get_txn_columns(const fb::TxnColumns* in, std::vector<ClientTxn>& out) {
 
   // The limits first, before any conversion work: transactions, changes per transaction and per push.
   const size_t txns = nodes.size();
-  if (txns > tuning::kMaxTxnsPerPush) return too_many("txns", txns, tuning::kMaxTxnsPerPush);
+  if (txns > tuning::kMaxTxnsPerPushV2) return too_many("txns", txns, tuning::kMaxTxnsPerPushV2);
   const size_t changes = ops.size();
-  if (changes > tuning::kMaxChangesPerPush) return too_many("changes", changes, tuning::kMaxChangesPerPush);
+  if (changes > tuning::kMaxChangesPerPushV2)
+    return too_many("changes", changes, tuning::kMaxChangesPerPushV2);
   const bool per_change_nodes = !version_node.empty(), per_change_seen = !seen_counts.empty();
 
   // The changes with a non-zero base, in increasing order: next_base is the next one.
