@@ -20,8 +20,10 @@ inline constexpr int64_t kMaxClockSkewMs = 60 * 60 * 1000;
 // and is small enough that a hostile client cannot make the server buffer much per session.
 inline constexpr size_t kMaxMessageBytes = 4 * 1024 * 1024;
 // Protocol version 2: frames of the compressible messages (codec.h) at least this large are zstd-compressed
-// when that makes them smaller. Below it a frame is one packet anyway and saves a few dozen bytes at most.
-inline constexpr size_t kCompressMinBytes = 512;
+// when that makes them smaller. Measured (PERFORMANCE.md, "Bytes on the wire"): a push of one field edit, 344
+// bytes, compresses to 224; an ack of one result, 112 bytes, only to 92, and below that the zstd frame header
+// and the 8-byte envelope eat what is saved.
+inline constexpr size_t kCompressMinBytes = 256;
 // zstd level of compressed frames, chosen by measurement (docs/PERFORMANCE.md, "Bytes on the wire"): the
 // smallest level whose size is within a few percent of the higher levels' at a fraction of their CPU.
 inline constexpr int kCompressionLevel = 3;
