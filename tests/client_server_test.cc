@@ -1585,6 +1585,33 @@ TEST(ClientServer, Version1DeviceKeepsTheVersion1Exchange) {
   EXPECT_EQ(bob.store.records().size(), 320u);
 }
 
+// A server older than the device refuses version 2 at the handshake: the device offers version 1 on its
+// next connection instead of stopping.
+TEST(ClientServer, DeviceFallsBackToVersion1WithAnOlderServer) {
+  MemoryReplicaStore store(11);
+  ClientConfig config;
+  config.user = "alice";
+  config.token = "token-alice";
+  SyncClient client(store, config);
+  client.on_connected(kStart);
+  std::vector<protocol::Message> out = client.take_outgoing();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(std::get<protocol::Hello>(out[0]).protocol_version, 2u);
+  protocol::Error refused;
+  refused.code = ErrorCode::kUnsupportedProtocol;
+  refused.message = "protocol version 2 is not supported; this server speaks 1 to 1";
+  client.on_message(refused, kStart);
+  EXPECT_NE(client.state(), SyncClient::State::kStopped);
+  client.on_disconnected(kStart);
+  client.on_connected(kStart + 1000);
+  out = client.take_outgoing();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(std::get<protocol::Hello>(out[0]).protocol_version, 1u);
+  // Refused at version 1 too: nothing older to offer, the device stops.
+  client.on_message(refused, kStart + 1000);
+  EXPECT_EQ(client.state(), SyncClient::State::kStopped);
+}
+
 // The codec admits the largest push of any version; a version 1 session is held to version 1's limits.
 TEST(ClientServer, Version1SessionIsHeldToVersion1PushLimits) {
   World w;
