@@ -1585,6 +1585,33 @@ TEST(ClientServer, Version1DeviceKeepsTheVersion1Exchange) {
   EXPECT_EQ(bob.store.records().size(), 320u);
 }
 
+// A server older than the device refuses version 2 at the handshake: the device offers version 1 on its
+// next connection instead of stopping.
+TEST(ClientServer, DeviceFallsBackToVersion1WithAnOlderServer) {
+  MemoryReplicaStore store(11);
+  ClientConfig config;
+  config.user = "alice";
+  config.token = "token-alice";
+  SyncClient client(store, config);
+  client.on_connected(kStart);
+  std::vector<protocol::Message> out = client.take_outgoing();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(std::get<protocol::Hello>(out[0]).protocol_version, 2u);
+  protocol::Error refused;
+  refused.code = ErrorCode::kUnsupportedProtocol;
+  refused.message = "protocol version 2 is not supported; this server speaks 1 to 1";
+  client.on_message(refused, kStart);
+  EXPECT_NE(client.state(), SyncClient::State::kStopped);
+  client.on_disconnected(kStart);
+  client.on_connected(kStart + 1000);
+  out = client.take_outgoing();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(std::get<protocol::Hello>(out[0]).protocol_version, 1u);
+  // Refused at version 1 too: nothing older to offer, the device stops.
+  client.on_message(refused, kStart + 1000);
+  EXPECT_EQ(client.state(), SyncClient::State::kStopped);
+}
+
 // The codec admits the largest push of any version; a version 1 session is held to version 1's limits.
 TEST(ClientServer, Version1SessionIsHeldToVersion1PushLimits) {
   World w;
@@ -1600,6 +1627,46 @@ TEST(ClientServer, Version1SessionIsHeldToVersion1PushLimits) {
   ASSERT_EQ(out.size(), 1u);
   EXPECT_EQ(std::get<protocol::Error>(out[0].message).code, ErrorCode::kTooManyChanges);
   EXPECT_TRUE(w.store.log().empty());
+}
+
+// bootstrap_in_steps (SyncService): a multi-page request is answered one page per call, the driver asking
+// for each further one; the device gets the same pages in the same order.
+TEST(ClientServer, BootstrapInStepsAnswersOnePagePerCall) {
+  World w;
+  Device& ho = w.add(10, "ho");
+  w.connect(ho);
+  for (int i = 0; i < 60; ++i) new_account(w, ho, "t-north", "acct " + std::to_string(i));
+  w.pump();
+  ServerConfig config;
+  config.bootstrap_in_steps = true;
+  w.server = std::make_unique<SyncServer>(w.store, w.auth, config);
+  Device& alice = w.add(11, "alice");
+  alice.config.bootstrap_page_size = 5;
+  alice.restart();
+  alice.session = w.next_session++;
+  w.server->on_connect(alice.session, w.now);
+  alice.client->on_connected(w.now);
+  size_t calls = 0, pages = 0;
+  for (int round = 0; round < 100 && !alice.store.meta().bootstrap_done; ++round) {
+    for (auto& m : alice.client->take_outgoing()) w.server->on_message(alice.session, m, w.now);
+    for (;;) {
+      std::vector<SyncServer::Outgoing> out = w.server->take_outgoing();
+      size_t here = 0;
+      for (auto& o : out) {
+        here += std::holds_alternative<protocol::BootstrapPage>(o.message) ? 1 : 0;
+        alice.client->on_message(o.message, w.now);
+      }
+      EXPECT_LE(here, 1u) << "one page per call";
+      pages += here;
+      if (!w.server->bootstrap_pages_owed(alice.session)) break;
+      w.server->continue_bootstrap(alice.session, w.now);
+      ++calls;
+    }
+  }
+  EXPECT_TRUE(alice.store.meta().bootstrap_done);
+  EXPECT_EQ(alice.store.records().size(), 60u);
+  EXPECT_EQ(pages, 12u);
+  EXPECT_EQ(calls, 12u - 2) << "two requests (8 pages, then 4), each answered first by on_message";
 }
 
 // A version 2 bootstrap interrupted after any page resumes from the last page applied: no page the device

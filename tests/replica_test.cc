@@ -240,6 +240,48 @@ TEST(SqliteReplica, OutboxOrderPeekRemoveSize) {
   EXPECT_EQ(left[1].node_seq, 5u);
 }
 
+// What the client's push path reads: a range after a node_seq (never the whole outbox), one entry, and a
+// removal that says whether the entry was there. The SQLite replica and the memory one agree, within a
+// transaction too (its own appends and removals count).
+void check_outbox_ranges(ReplicaStore& store, const RecordId& id) {
+  {
+    auto txn = store.begin();
+    for (uint64_t seq : {3, 1, 2, 5, 8}) txn->outbox_append(outbox_txn(seq, id));
+    ASSERT_TRUE(txn->commit());
+  }
+  auto seqs = [](const std::vector<ClientTxn>& txns) {
+    std::vector<uint64_t> out;
+    for (const ClientTxn& t : txns) out.push_back(t.node_seq);
+    return out;
+  };
+  auto txn = store.begin();
+  EXPECT_EQ(seqs(txn->outbox_after(0, 2)), (std::vector<uint64_t>{1, 2}));
+  EXPECT_EQ(seqs(txn->outbox_after(2, 10)), (std::vector<uint64_t>{3, 5, 8}));
+  EXPECT_EQ(seqs(txn->outbox_after(4, 1)), (std::vector<uint64_t>{5}));
+  EXPECT_TRUE(txn->outbox_after(8, 10).empty());
+  EXPECT_TRUE(txn->outbox_after(0, 0).empty());
+  ASSERT_TRUE(txn->outbox_get(5).has_value());
+  EXPECT_EQ(*txn->outbox_get(5), outbox_txn(5, id));
+  EXPECT_FALSE(txn->outbox_get(4).has_value());
+  EXPECT_TRUE(txn->outbox_remove(3));
+  EXPECT_FALSE(txn->outbox_remove(3)) << "already removed in this transaction";
+  EXPECT_FALSE(txn->outbox_remove(99));
+  txn->outbox_append(outbox_txn(9, id));
+  EXPECT_FALSE(txn->outbox_get(3).has_value());
+  EXPECT_EQ(seqs(txn->outbox_after(2, 10)), (std::vector<uint64_t>{5, 8, 9}));
+  ASSERT_TRUE(txn->commit());
+  EXPECT_EQ(seqs(store.begin()->outbox_after(0, 10)), (std::vector<uint64_t>{1, 2, 5, 8, 9}));
+}
+
+TEST(SqliteReplica, OutboxRangesAndRemovalsThatSayWhatWasThere) {
+  TempDir dir;
+  auto store = open_ok(dir.file("r.db"));
+  ASSERT_TRUE(store);
+  check_outbox_ranges(*store, ids().next(kStart));
+  MemoryReplicaStore memory(7);
+  check_outbox_ranges(memory, ids().next(kStart));
+}
+
 TEST(SqliteReplica, MetaConflictsRejections) {
   TempDir dir;
   auto store = open_ok(dir.file("r.db"));

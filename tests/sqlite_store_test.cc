@@ -542,6 +542,65 @@ TYPED_TEST(CentralStoreContract, ScanInScopesIsScanNarrowedToTheScopes) {
   EXPECT_TRUE(keys({}, 100).empty());
 }
 
+// The bootstrap total: what scan or scan_in_scopes would return, counted without reading the records (the
+// SQLite store: index counts). Never fewer.
+TYPED_TEST(CentralStoreContract, CountInScopesCountsWhatTheScanReturns) {
+  CentralStore& s = this->store();
+  std::vector<RecordState> all = {
+      account(rid(5), "t1"),       account(rid(2), "t2"),
+      account(rid(6), "t1"),       contact(rid(1), rid(2)),
+      contact(rid(3), rid(6)),     event(rid(4), "alice", 1, 2),
+      event(rid(10), "bob", 1, 2), record(EntityId::kProduct, rid(9), {{1, Value::text("SKU")}}),
+  };
+  all.push_back(tombstone(contact(rid(7), rid(5)), f::kContactAccount));
+  this->save_all(all);
+  auto scanned = [&](const std::optional<std::vector<ScopeKey>>& scopes) {
+    uint64_t n = 0;
+    RecordKey after;
+    for (;;) {
+      std::vector<RecordState> chunk =
+          (scopes ? s.scan_in_scopes(*scopes, after, 2) : s.scan(after, 2)).value();
+      if (chunk.empty()) return n;
+      n += chunk.size();
+      after = RecordKey{chunk.back().entity, chunk.back().id};
+    }
+  };
+  const ScopeKey global{ScopeKey::Kind::kGlobal, {}}, alice{ScopeKey::Kind::kOwner, "alice"};
+  for (const std::optional<std::vector<ScopeKey>>& scopes :
+       {std::optional<std::vector<ScopeKey>>(), std::optional<std::vector<ScopeKey>>({territory("t1")}),
+        std::optional<std::vector<ScopeKey>>({global, territory("t1"), alice}),
+        std::optional<std::vector<ScopeKey>>({territory("t9")})}) {
+    EXPECT_EQ(s.count_in_scopes(scopes).value(), scanned(scopes));
+  }
+  EXPECT_EQ(s.count_in_scopes({{territory("t1")}}).value(), 4u);  // two accounts, a contact, a tombstone
+}
+
+// The last bootstrap page's purge check reads what the node created, never the store: every record a
+// node's logged transactions created is listed (a store may list more; callers check created.node).
+TYPED_TEST(CentralStoreContract, KeysCreatedByListsTheNodesCreations) {
+  CentralStore& s = this->store();
+  RecordState mine = account(rid(1), "t1"), other = account(rid(2), "t1");
+  mine.created = v(kStart, 21);
+  other.created = v(kStart, 22);
+  auto txn = s.begin();
+  txn->save(mine);
+  txn->save(other);
+  for (const RecordState& r : {mine, other}) {
+    ServerTxn t;
+    t.origin_node = r.created.node;
+    t.origin_user = "alice";
+    t.origin_node_seq = 1;
+    Change c{ChangeOp::kCreate, EntityId::kAccount, r.id};
+    c.version = r.created;
+    t.changes.push_back(c);
+    txn->append_log(t, {}, {});
+  }
+  this->commit(std::move(txn));
+  std::vector<RecordKey> keys = s.keys_created_by(21).value();
+  EXPECT_NE(std::find(keys.begin(), keys.end(), RecordKey{EntityId::kAccount, rid(1)}), keys.end());
+  EXPECT_TRUE(s.keys_created_by(23).value().empty());
+}
+
 TYPED_TEST(CentralStoreContract, ScopeChildrenOneLevelTombstonesIncluded) {
   CentralStore& s = this->store();
   RecordState order = record(EntityId::kOrder, rid(20),
@@ -1466,6 +1525,25 @@ TEST_P(Throughput, AppliedTxnsPerSecond) {
               per_sec, per_sec * 4, 1000 * secs / kTxns);
   RecordProperty("applied_txns_per_sec", static_cast<int>(per_sec));
   EXPECT_EQ(store->head_seq().value(), kTxns);
+}
+
+// A bootstrap page is a range of one index in page order for every scope key: never a sort of the whole
+// territory (SQLite's "USE TEMP B-TREE FOR ORDER BY" read every record of the territory for each page).
+TEST(SqliteStore, BootstrapPageQueriesNeedNoSort) {
+  TempDir dir;
+  auto store = open_sqlite(dir.file("central.db"));
+  ASSERT_TRUE(store);
+  const ScopeKey global{ScopeKey::Kind::kGlobal, {}}, alice{ScopeKey::Kind::kOwner, "alice"};
+  std::vector<std::string> plan =
+      store->scan_in_scopes_plan({global, territory("t1"), territory("t2"), alice}).value();
+  ASSERT_FALSE(plan.empty());
+  bool account_by_index = false;
+  for (const std::string& step : plan) {
+    EXPECT_EQ(step.find("TEMP B-TREE"), std::string::npos) << step;
+    EXPECT_EQ(step.find("SCAN account"), std::string::npos) << step;
+    account_by_index |= step.rfind("account: SEARCH account USING INDEX idx_scan_account", 0) == 0;
+  }
+  EXPECT_TRUE(account_by_index) << "account pages come from (territory_id, id)";
 }
 
 }  // namespace

@@ -963,6 +963,26 @@ std::string scope_condition(const schema::EntityDef& e, const std::vector<std::s
 
 Result<std::vector<RecordState>> SqliteCentralStore::scan_in_scopes(const std::vector<ScopeKey>& scopes,
                                                                     RecordKey after, size_t max_records) {
+  return scan_scopes(scopes, after, max_records, nullptr);
+}
+
+Result<std::vector<std::string>> SqliteCentralStore::scan_in_scopes_plan(
+    const std::vector<ScopeKey>& scopes) {
+  std::vector<std::string> plan;
+  Result<std::vector<RecordState>> r = scan_scopes(scopes, RecordKey{}, 1, &plan);
+  if (!r) return r.status();
+  return plan;
+}
+
+Result<std::vector<RecordState>> SqliteCentralStore::scan_scopes(const std::vector<ScopeKey>& scopes,
+                                                                 RecordKey after, size_t max_records,
+                                                                 std::vector<std::string>* plan) {
+  // With `plan`: every statement is run as EXPLAIN QUERY PLAN and its steps collected (column 3: detail).
+  auto explain = [&](const schema::EntityDef& e, Stmt& q) -> Status {
+    while (q.step()) plan->push_back(std::string(e.name) + ": " + q.col_text(3));
+    return q.status();
+  };
+  const std::string prefix = plan ? "EXPLAIN QUERY PLAN " : "";
   std::vector<std::string> territories, owners;
   bool global = false;
   for (const ScopeKey& k : scopes) {
@@ -975,9 +995,9 @@ Result<std::vector<RecordState>> SqliteCentralStore::scan_in_scopes(const std::v
   std::vector<RecordState> out;
   if (Status s = access.begin_snapshot(); !s) return s;
   for (const schema::EntityDef& e : schema::entities()) {
-    if (out.size() >= max_records) break;
+    if (out.size() >= max_records && !plan) break;
     if (e.id < after.entity) continue;
-    const size_t want = max_records - out.size();
+    const size_t want = max_records - std::min(out.size(), max_records);
     const std::string after_id = e.id == after.entity ? after.id.to_string() : std::string();
     if (const schema::FieldDef* f = direct_scope_field(e)) {
       // One keyset walk per scope key, each a range of idx_scan_<entity> in id order, merged: a page costs
@@ -985,13 +1005,17 @@ Result<std::vector<RecordState>> SqliteCentralStore::scan_in_scopes(const std::v
       const std::vector<std::string>& keys =
           e.scope.kind == schema::ScopeKind::kTerritory ? territories : owners;
       std::vector<std::pair<std::string, std::vector<uint8_t>>> rows;
-      const std::string sql = "SELECT id, _meta FROM " + quoted(e.name) + " WHERE " + quoted(f->name) +
-                              " = ? AND id > ? ORDER BY id LIMIT ?";
+      const std::string sql = prefix + "SELECT id, _meta FROM " + quoted(e.name) + " WHERE " +
+                              quoted(f->name) + " = ? AND id > ? ORDER BY id LIMIT ?";
       for (const std::string& key : keys) {
         Stmt q(db, sql);
         q.bind(1, std::string_view(key));
         q.bind(2, std::string_view(after_id));
         q.bind(3, static_cast<int64_t>(want));
+        if (plan) {
+          if (Status s = explain(e, q); !s) return s;
+          continue;
+        }
         while (q.step()) {
           std::span<const uint8_t> meta = q.col_blob(1);
           rows.emplace_back(q.col_text(0), std::vector<uint8_t>(meta.begin(), meta.end()));
@@ -1014,7 +1038,7 @@ Result<std::vector<RecordState>> SqliteCentralStore::scan_in_scopes(const std::v
     std::vector<std::string> params;
     const std::string condition = scope_condition(e, territories, owners, global, params, 0);
     if (condition == "0") continue;
-    std::string sql = "SELECT _meta FROM " + quoted(e.name) + " WHERE id > ?";
+    std::string sql = prefix + "SELECT _meta FROM " + quoted(e.name) + " WHERE id > ?";
     if (e.scope.kind == schema::ScopeKind::kParent)
       sql += " AND +" + condition;
     else if (condition != "1")
@@ -1024,7 +1048,7 @@ Result<std::vector<RecordState>> SqliteCentralStore::scan_in_scopes(const std::v
     q.bind(i++, std::string_view(after_id));
     for (const std::string& p : params) q.bind(i++, std::string_view(p));
     q.bind(i, static_cast<int64_t>(want));
-    if (Status s = read_records(q, out); !s) return s;
+    if (Status s = plan ? explain(e, q) : read_records(q, out); !s) return s;
   }
   return out;
 }

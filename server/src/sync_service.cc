@@ -30,6 +30,7 @@ std::string quoted_value(std::string_view v) {
 // With group commit the live batches of every commit in a flush are built once, when the flush starts.
 ServerConfig sync_config(ServerConfig config, bool group_commit) {
   config.defer_fan_out = group_commit;
+  config.bootstrap_in_steps = true;  // frame() takes mu_ again for each further page
   return config;
 }
 
@@ -234,23 +235,33 @@ bool SyncService::frame(SessionId session, std::span<const uint8_t> bytes, int64
   count(Counter::kBytesReceived, bytes.size());
   // Decoding (FlatBuffers verification and model checks) needs no shared state: done before taking the lock.
   Result<protocol::Message> m = codec::decode(bytes);
-  MutexLock lock(mu_);
-  const protocol::PushTxns* push = nullptr;
   bool solicited = false;
-  if (m) {
-    if (const auto* hello = std::get_if<protocol::Hello>(&m.value())) {
-      info_[session].node = hello->node;
-    } else if ((push = std::get_if<protocol::PushTxns>(&m.value()))) {
-      count(Counter::kPushes);
+  {
+    MutexLock lock(mu_);
+    const protocol::PushTxns* push = nullptr;
+    if (m) {
+      if (const auto* hello = std::get_if<protocol::Hello>(&m.value())) {
+        info_[session].node = hello->node;
+      } else if ((push = std::get_if<protocol::PushTxns>(&m.value()))) {
+        count(Counter::kPushes);
+      }
+      solicited = server_.on_message(session, m.value(), now_ms);
+      if (const auto* hello = std::get_if<protocol::Hello>(&m.value()); hello && token_expiry_) {
+        if (std::optional<int64_t> expiry = token_expiry_(hello->token)) expiry_ms_[session] = *expiry;
+      }
+    } else {
+      server_.on_bad_frame(session, m.status());
     }
-    solicited = server_.on_message(session, m.value(), now_ms);
-    if (const auto* hello = std::get_if<protocol::Hello>(&m.value()); hello && token_expiry_) {
-      if (std::optional<int64_t> expiry = token_expiry_(hello->token)) expiry_ms_[session] = *expiry;
-    }
-  } else {
-    server_.on_bad_frame(session, m.status());
+    flush_locked(session, push, received);
   }
-  flush_locked(session, push, received);
+  // The further pages of a multi-page bootstrap request, one per hold of mu_: other sessions' frames and the
+  // flusher get in between page reads (a run of page reads under one hold stalled every session).
+  for (;;) {
+    MutexLock page_lock(mu_);
+    if (!server_.bootstrap_pages_owed(session)) break;
+    server_.continue_bootstrap(session, now_ms);
+    flush_locked(session, nullptr, Clock::now());
+  }
   return solicited;
 }
 

@@ -35,7 +35,7 @@ SyncClient::SyncClient(ReplicaStore& store, ClientConfig config) : store_(store)
   cursor_ = meta.cursor;
   last_written_seq_ = meta.next_node_seq - 1;
   outbox_count_ = txn->outbox_size();
-  session_version_ = config_.protocol_version;
+  offered_version_ = session_version_ = config_.protocol_version;
 }
 
 bool SyncClient::idle() const {
@@ -135,9 +135,9 @@ void SyncClient::on_connected(int64_t now_ms) {
   pull_request_id_ = 0;
   boot_runs_.clear();
   caught_up_ = repull_ = false;
-  session_version_ = config_.protocol_version;
+  session_version_ = offered_version_;
   protocol::Hello hello;
-  hello.protocol_version = config_.protocol_version;
+  hello.protocol_version = offered_version_;
   hello.schema_version = schema::kSchemaVersion;
   hello.node = node_;
   hello.token = config_.token;
@@ -321,7 +321,7 @@ void SyncClient::handle(const protocol::Welcome& m, int64_t now_ms) {
   }
   // The session speaks the older of the two versions; a server naming one the Hello did not offer is held
   // to what was offered.
-  session_version_ = std::clamp<uint32_t>(m.protocol_version, 1, config_.protocol_version);
+  session_version_ = std::clamp<uint32_t>(m.protocol_version, 1, offered_version_);
   const HybridClock before = clock_;
   clock_.observe(m.server_hlc);
   auto txn = store_.begin();
@@ -695,9 +695,20 @@ void SyncClient::handle(const protocol::Error& m, int64_t now_ms) {
       events_.push_back(ClientEvent{ClientEvent::Kind::kMustErase});
       return;
     }
+    case ErrorCode::kUnsupportedProtocol:
+      if (state_ == State::kHandshaking && offered_version_ > protocol::kMinProtocolVersion) {
+        // A server older than this device refuses the newest version: the next connection offers the one
+        // before it (the server closes this one).
+        offered_version_--;
+        ClientEvent e{ClientEvent::Kind::kError};
+        e.status = Status(m.code, m.message, true);
+        events_.push_back(std::move(e));
+        return;
+      }
+      stop(Status(m.code, m.message));
+      return;
     case ErrorCode::kAuthFailed:
     case ErrorCode::kTokenExpired:
-    case ErrorCode::kUnsupportedProtocol:
     case ErrorCode::kUnsupportedSchema:
     case ErrorCode::kClockSkew:
       stop(Status(m.code, m.message));

@@ -879,8 +879,24 @@ void SyncServer::fan_out(int64_t now_ms) {
 // ---- Bootstrap
 // -------------------------------------------------------------------------------------------------
 
-bool SyncServer::handle_bootstrap(SessionId id, Session& s, const protocol::BootstrapRequest& m) {
-  const bool solicited = !s.solicited_page.empty() && m.page_token == s.solicited_page;
+void SyncServer::continue_bootstrap(SessionId id, int64_t now_ms) {
+  observe_time(now_ms);
+  auto it = sessions_.find(id);
+  if (it == sessions_.end() || it->second.owed_pages == 0 || closing_.count(id)) return;
+  Session& s = it->second;
+  protocol::BootstrapRequest next;
+  next.request_id = s.owed_request;
+  next.snapshot_seq = s.owed_snapshot;
+  next.page_token = s.solicited_page;
+  next.page_size = s.owed_page_size;
+  next.max_pages = s.owed_pages;
+  (void)handle_bootstrap(id, s, next, true);
+}
+
+bool SyncServer::handle_bootstrap(SessionId id, Session& s, const protocol::BootstrapRequest& m,
+                                  bool continued) {
+  const bool solicited = !continued && !s.solicited_page.empty() && m.page_token == s.solicited_page;
+  s.owed_pages = 0;  // a new request replaces what was owed for an older one
   // Every read goes through `reader`: after a failure no page of the request is sent. The device is told to
   // retry and the session closes (a bootstrapping device asks again after it reconnects, from the page it
   // has).
@@ -925,8 +941,9 @@ bool SyncServer::handle_bootstrap(SessionId id, Session& s, const protocol::Boot
   const size_t page_size = m.page_size == 0 ? tuning::kBootstrapPageRecords
                                             : std::min<size_t>(m.page_size, tuning::kBootstrapPageRecords);
   // Version 2: up to max_pages consecutive pages for this one request (version 1: one).
-  const size_t max_pages =
+  const size_t asked =
       s.version >= 2 ? std::clamp<size_t>(m.max_pages, 1, tuning::kMaxBootstrapPagesPerRequest) : 1;
+  const size_t max_pages = config_.bootstrap_in_steps ? 1 : asked;
   std::vector<protocol::BootstrapPage> pages;
   bool end = false;
   while (!end && pages.size() < max_pages) {
@@ -970,6 +987,12 @@ bool SyncServer::handle_bootstrap(SessionId id, Session& s, const protocol::Boot
   if (!reader.status()) return failed();
   if (!end) {
     s.solicited_page = last.next_page_token;
+    if (asked > pages.size()) {  // bootstrap_in_steps: the rest comes from continue_bootstrap
+      s.owed_pages = static_cast<uint32_t>(asked - pages.size());
+      s.owed_request = m.request_id;
+      s.owed_snapshot = snapshot;
+      s.owed_page_size = static_cast<uint32_t>(page_size);
+    }
   } else {
     solicit_pull(s, snapshot);  // the device pulls from the snapshot next
   }

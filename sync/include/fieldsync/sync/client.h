@@ -140,6 +140,9 @@ class SyncClient {
 
   uint64_t next_request_id_ = 1;
   uint32_t session_version_ = protocol::kProtocolVersion;
+  // The version the Hello offers: config_.protocol_version, one less after each UnsupportedProtocol at the
+  // handshake (a server older than the device), down to kMinProtocolVersion.
+  uint32_t offered_version_ = protocol::kProtocolVersion;
   // Pushes in flight, oldest first: consecutive runs of the outbox from its oldest entry, each answered in
   // order by the server (one connection). A version 1 session keeps at most one.
   struct InFlightPush {

@@ -32,6 +32,11 @@ struct ServerConfig {
   // once per store flush, so many commits cost one scan and each session one batch per flush.
   bool defer_fan_out = false;
   MergeChangeFn merge_change = &fieldsync::merge_change;  // merge.h
+  // false: a multi-page bootstrap request (version 2) is answered whole in on_message. true: on_message
+  // answers its first page and the driver calls continue_bootstrap() for each further one, so a driver that
+  // serialises every event behind one lock (SyncService) lets other sessions and its flusher in between
+  // pages instead of holding them for a whole run of page reads.
+  bool bootstrap_in_steps = false;
 };
 
 using SessionId = uint64_t;
@@ -49,6 +54,13 @@ class SyncServer {
   // A frame that failed to decode: answers with the error and closes the session.
   void on_bad_frame(SessionId session, const Status& status);
   void on_disconnect(SessionId session);
+  // ServerConfig::bootstrap_in_steps: whether `session` is still owed pages of its bootstrap request, and
+  // the next one of them (or the error that ends the request).
+  bool bootstrap_pages_owed(SessionId session) const {
+    auto it = sessions_.find(session);
+    return it != sessions_.end() && it->second.owed_pages > 0;
+  }
+  void continue_bootstrap(SessionId session, int64_t now_ms);
 
   struct Outgoing {
     SessionId session;
@@ -114,6 +126,12 @@ class SyncServer {
     bool pull_solicited = false;
     uint64_t solicited_cursor = 0;
     std::string solicited_page;
+    // bootstrap_in_steps: pages still owed for the bootstrap request owed_request (from solicited_page of
+    // snapshot owed_snapshot, owed_page_size records each).
+    uint32_t owed_pages = 0;
+    uint64_t owed_request = 0;
+    uint64_t owed_snapshot = 0;
+    uint32_t owed_page_size = 0;
   };
   void solicit_pull(Session& s, uint64_t cursor) {
     s.pull_solicited = true;
@@ -124,7 +142,9 @@ class SyncServer {
   void handle_push(SessionId id, Session& s, const protocol::PushTxns& m, int64_t now_ms);
   // Both return whether the request was solicited (on_message).
   bool handle_pull(SessionId id, Session& s, const protocol::PullRequest& m);
-  bool handle_bootstrap(SessionId id, Session& s, const protocol::BootstrapRequest& m);
+  // `continued`: a continuation of a request in steps (continue_bootstrap), not a request of the device.
+  bool handle_bootstrap(SessionId id, Session& s, const protocol::BootstrapRequest& m,
+                        bool continued = false);
   // Applied, rejected or duplicate; or the store failed (a read, or the commit): a retryable Status, and
   // nothing of `txn` is applied, recorded or to be acknowledged.
   Result<protocol::TxnResult> apply_one(Session& s, const ClientTxn& txn, int64_t now_ms);
