@@ -32,6 +32,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -75,6 +76,27 @@ def file_size(path):
         return os.path.getsize(path)
     except OSError:
         return 0
+
+
+def scrape(port, names):
+    """Gauges from the server's GET /metrics (loopback needs no token); missing ones are None."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    data = b""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            with ctx.wrap_socket(raw) as s:
+                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                while chunk := s.recv(65536):
+                    data += chunk
+    except (OSError, ssl.SSLError):
+        pass
+    out = {}
+    for name in names:
+        m = re.search(rb"\n" + name.encode() + rb" ([0-9.e+-]+)", data)
+        out[name] = float(m.group(1)) if m else None
+    return out
 
 
 class Server:
@@ -187,6 +209,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default="build", help="build directory with bin/ (default build)")
+    ap.add_argument("--bin-dir", help="where fieldsync-server and fieldsync-bench-load are (default BUILD/bin)")
     ap.add_argument("--minutes", type=float, default=60, help="length of the writes (default 60)")
     ap.add_argument("--restart-every", type=float, default=5, help="minutes between server restarts (default 5; 0: "
                     "never)")
@@ -201,10 +224,13 @@ def main():
     ap.add_argument("--csv", help="where the samples go (default RUN_DIR/soak.csv)")
     ap.add_argument("--server-arg", action="append", default=[], help="extra fieldsync-server argument")
     ap.add_argument("--keep", action="store_true", help="keep the run directory (data, logs) on success too")
+    ap.add_argument("--smoke", action="store_true", help="behaviour only (the ctest): no error lines, clean "
+                    "drains, convergence; RSS and descriptors are printed but not judged (too short to mean "
+                    "anything)")
     ap.add_argument("load_args", nargs="*", help="extra fieldsync-bench-load arguments (after --)")
     args = ap.parse_args()
 
-    bin_dir = os.path.join(args.build, "bin")
+    bin_dir = args.bin_dir or os.path.join(args.build, "bin")
     server_bin, load_bin = os.path.join(bin_dir, "fieldsync-server"), os.path.join(bin_dir, "fieldsync-bench-load")
     for b in (server_bin, load_bin):
         if not os.access(b, os.X_OK):
@@ -236,7 +262,7 @@ def main():
         restarts = 0
         next_restart = restart_s if restart_s > 0 else float("inf")
         next_sample = 0.0
-        fields = ["t_s", "instance", "pid", "rss_kib", "fds", "threads", "wal_bytes", "db_bytes", "sessions_open",
+        fields = ["t_s", "instance", "pid", "rss_kib", "rss_anon_kib", "heap_allocated_bytes", "heap_free_bytes", "fds", "threads", "wal_bytes", "db_bytes", "sessions_open",
                   "pushes_acked", "push_ack_p50_ms", "push_ack_p99_ms", "reconnects", "event"]
         with open(csv_path, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=fields)
@@ -246,8 +272,12 @@ def main():
                 if t >= next_sample:
                     pid = server.pid
                     last = gen.latest()
+                    gauges = scrape(port, ["fieldsync_heap_allocated_bytes", "fieldsync_heap_free_bytes"]) if pid else {}
                     row = {"t_s": round(t, 1), "instance": server.instance, "pid": pid,
                            "rss_kib": proc_status_kib(pid, "VmRSS") if pid else None,
+                           "rss_anon_kib": proc_status_kib(pid, "RssAnon") if pid else None,
+                           "heap_allocated_bytes": gauges.get("fieldsync_heap_allocated_bytes"),
+                           "heap_free_bytes": gauges.get("fieldsync_heap_free_bytes"),
                            "fds": fd_count(pid) if pid else None,
                            "threads": proc_status_kib(pid, "Threads") if pid else None,
                            "wal_bytes": file_size(os.path.join(data_dir, "central.db-wal")),
@@ -282,13 +312,13 @@ def main():
         server.stop("sigkill")
 
     # ---- Summary
-    checkpoints = [args.reference_min * 60]
+    checkpoints = [min(args.reference_min * 60, duration_s)]
     while checkpoints[-1] + 600 < duration_s:
         checkpoints.append(checkpoints[-1] + 600)  # 5, 15, 25, ... minutes
-    checkpoints = [c for c in checkpoints if c < duration_s] + [duration_s]
+    checkpoints = sorted({c for c in checkpoints if c < duration_s} | {duration_s})
     print(f"\nsoak: level at T = median of the samples in ({window_s:.0f} s before T, T]; push-to-ack from the "
           f"generator's {REPORT_EVERY_S:g} s intervals in that window (p50: median of theirs; p99: the highest)")
-    print(f"{'T (min)':>8} {'server#':>7} {'RSS MiB':>8} {'fds':>5} {'threads':>7} {'WAL MiB':>8} {'DB MiB':>8} "
+    print(f"{'T (min)':>8} {'server#':>7} {'RSS MiB':>8} {'anon MiB':>8} {'heap MiB':>8} {'fds':>5} {'threads':>7} {'WAL MiB':>8} {'DB MiB':>8} "
           f"{'sessions':>8} {'push p50 ms':>11} {'push p99 ms':>11}")
     levels = {}
     for c in checkpoints:
@@ -297,10 +327,11 @@ def main():
                 if c - window_s < ts - t0 <= c and j.get("push_ack_p50_ms") is not None]
         p99s = [j["push_ack_p99_ms"] for ts, j in gen.intervals
                 if c - window_s < ts - t0 <= c and j.get("push_ack_p99_ms") is not None]
-        lv = {k: level(rows, k, c, window_s) for k in ("rss_kib", "fds", "threads", "wal_bytes", "db_bytes",
+        lv = {k: level(rows, k, c, window_s) for k in ("rss_kib", "rss_anon_kib", "heap_allocated_bytes", "fds", "threads", "wal_bytes", "db_bytes",
                                                         "sessions_open")}
         levels[c] = lv
-        print(f"{c / 60:8.1f} {('-' if not inst else str(inst[-1])):>7} {fmt(lv['rss_kib'], 1024):>8} "
+        print(f"{c / 60:8.1f} {('-' if not inst else str(inst[-1])):>7} {fmt(lv['rss_kib'], 1024):>8} {fmt(lv['rss_anon_kib'], 1024):>8} "
+              f"{fmt(lv['heap_allocated_bytes'], 2**20):>8} "
               f"{fmt(lv['fds'], 1, 0):>5} {fmt(lv['threads'], 1, 0):>7} {fmt(lv['wal_bytes'], 2**20):>8} "
               f"{fmt(lv['db_bytes'], 2**20):>8} {fmt(lv['sessions_open'], 1, 0):>8} "
               f"{fmt(statistics.median(p50s) if p50s else None):>11} {fmt(max(p99s) if p99s else None):>11}")
@@ -326,8 +357,9 @@ def main():
                          f"({fmt(a, 1024 if key == 'rss_kib' else 1)} -> {fmt(b, 1024 if key == 'rss_kib' else 1)}"
                          f"{' MiB' if key == 'rss_kib' else ''}; target <= 1.10)"))
 
-    within("rss_kib", "RSS")
-    within("fds", "descriptors")
+    if not args.smoke:
+        within("rss_kib", "RSS")
+        within("fds", "descriptors")
     verdicts.append((not errors, f"error lines in the server logs: {len(errors)}"))
     for line in errors[:5]:
         print("  " + line)
