@@ -380,9 +380,12 @@ def main():
     for v, what in verdicts:
         print(f"{'PASS' if v else 'FAIL'}  {what}")
     print(f"\nsoak: {'PASS' if ok else 'FAIL'}; samples in {csv_path}")
-    if ok and not args.keep:
-        shutil.rmtree(data_dir, ignore_errors=True)  # the logs and CSV stay, the store goes
-    print(f"soak: logs in {run_dir}" + ("" if ok and not args.keep else f", data in {data_dir}"))
+    if ok and args.smoke and not args.keep and not args.csv:
+        shutil.rmtree(run_dir, ignore_errors=True)  # a passing smoke run leaves nothing behind
+    else:
+        if ok and not args.keep:
+            shutil.rmtree(data_dir, ignore_errors=True)  # the logs and CSV stay, the store goes
+        print(f"soak: logs in {run_dir}" + ("" if ok and not args.keep else f", data in {data_dir}"))
     return 0 if ok else 1
 
 
