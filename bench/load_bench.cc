@@ -19,10 +19,10 @@
 //             paced writes at --paced-load of the saturated rate; push-to-ack and fan-out latencies;
 //             convergence of every replica and of a head-office bootstrap with what was acknowledged
 //   idle      --idle sessions that handshake, bootstrap, go live and stay idle: server memory per session
-//   soak      (only when asked for, scripts/soak.py) the load's sessions against a server someone else runs
-//             and restarts (--server, --ca): paced writes for --seconds, sessions that reconnect whenever
-//             they are cut and a fraction that go offline at random (writing on meanwhile), push-to-ack
-//             latency every --report-every seconds, then the convergence checks
+//   soak      (only when asked for, scripts/soak.py) the load's sessions against a server someone else
+//             runs and restarts (--server-port, --ca): paced writes for --seconds, sessions that reconnect
+//             whenever they are cut and a fraction that go offline at random (writing on meanwhile),
+//             push-to-ack latency every --report-every seconds, then the convergence checks
 //
 // Benchmarks measure; --check turns the run into a behaviour test (the smoke ctest): it fails when a push is
 // not acknowledged, a replica does not converge, no live fan-out is seen, a session drops, or the server does
@@ -1040,7 +1040,7 @@ class RepDriver {
       if (r->link != Rep::Link::kOpen || !r->client.idle()) return false;
     return true;
   }
-  // Push-to-ack latency of the acks received since the last call (reconnecting mode), and their count.
+  // Push-to-ack latencies (ms) of the acks received since the last call (reconnecting mode only).
   Samples take_interval_acks() { return std::exchange(interval_ack_ms_, Samples{}); }
   uint64_t reconnects = 0, offline_drops = 0;
 
