@@ -351,7 +351,8 @@ def main():
     def within(key, name):
         a, b = ref[key], end[key]
         if a is None or b is None or len(checkpoints) < 2:
-            verdicts.append((False, f"{name}: no level at {checkpoints[0] / 60:g} min and at the end"))
+            verdicts.append((False, f"{name}: no level at {checkpoints[0] / 60:g} min and at the end (the run must be "
+                             f"longer than --reference-min)"))
             return
         verdicts.append((b <= a * 1.10, f"{name} at the end {b / a:.3f} x its level at {checkpoints[0] / 60:g} min "
                          f"({fmt(a, 1024 if key == 'rss_kib' else 1)} -> {fmt(b, 1024 if key == 'rss_kib' else 1)}"
