@@ -179,7 +179,7 @@ class Generator:
 
 
 def error_lines(run_dir):
-    """(count, first few) of error lines over every server instance's log; and session_close reasons."""
+    """The error lines of every server instance's log, and the count of each session_close reason."""
     errors, reasons = [], {}
     for name in sorted(os.listdir(run_dir)):
         if not (name.startswith("server-") and name.endswith(".log")):
@@ -217,7 +217,8 @@ def main():
                     "(default 3; 0: never)")
     ap.add_argument("--reconnect-fraction", type=float, default=0.1,
                     help="fraction of sessions going offline at random, every 60 s on average (default 0.1)")
-    ap.add_argument("--rate", type=float, default=200, help="transactions a second over all reps (default 200)")
+    ap.add_argument("--rate", type=float, default=200, help="reps' transactions a second, all reps together; the "
+                    "managers' notes (one a second each) come on top (default 200)")
     ap.add_argument("--sample-every", type=float, default=5, help="seconds between samples (default 5)")
     ap.add_argument("--reference-min", type=float, default=5, help="the level RSS and descriptors are compared to, "
                     "in minutes (default 5)")
@@ -250,7 +251,7 @@ def main():
     server = Server(server_bin, data_dir, port, run_dir, args.server_arg)
     gen = None
     rows = []
-    events = []  # (t_s, what)
+    events = []  # (t_s, what) of each restart
     try:
         server.start()
         gen = Generator([load_bin, "--only", "soak", "--server-port", str(port), "--ca",
@@ -262,8 +263,9 @@ def main():
         restarts = 0
         next_restart = restart_s if restart_s > 0 else float("inf")
         next_sample = 0.0
-        fields = ["t_s", "instance", "pid", "rss_kib", "rss_anon_kib", "heap_allocated_bytes", "heap_free_bytes", "fds", "threads", "wal_bytes", "db_bytes", "sessions_open",
-                  "pushes_acked", "push_ack_p50_ms", "push_ack_p99_ms", "reconnects", "event"]
+        fields = ["t_s", "instance", "pid", "rss_kib", "rss_anon_kib", "heap_allocated_bytes", "heap_free_bytes",
+                  "fds", "threads", "wal_bytes", "db_bytes", "sessions_open", "pushes_acked", "push_ack_p50_ms",
+                  "push_ack_p99_ms", "reconnects", "event"]
         with open(csv_path, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=fields)
             w.writeheader()
@@ -272,7 +274,8 @@ def main():
                 if t >= next_sample:
                     pid = server.pid
                     last = gen.latest()
-                    gauges = scrape(port, ["fieldsync_heap_allocated_bytes", "fieldsync_heap_free_bytes"]) if pid else {}
+                    heap = ["fieldsync_heap_allocated_bytes", "fieldsync_heap_free_bytes"]
+                    gauges = scrape(port, heap) if pid else {}
                     row = {"t_s": round(t, 1), "instance": server.instance, "pid": pid,
                            "rss_kib": proc_status_kib(pid, "VmRSS") if pid else None,
                            "rss_anon_kib": proc_status_kib(pid, "RssAnon") if pid else None,
