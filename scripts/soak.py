@@ -321,8 +321,8 @@ def main():
     checkpoints = sorted({c for c in checkpoints if c < duration_s} | {duration_s})
     print(f"\nsoak: level at T = median of the samples in ({window_s:.0f} s before T, T]; push-to-ack from the "
           f"generator's {REPORT_EVERY_S:g} s intervals in that window (p50: median of theirs; p99: the highest)")
-    print(f"{'T (min)':>8} {'server#':>7} {'RSS MiB':>8} {'anon MiB':>8} {'heap MiB':>8} {'fds':>5} {'threads':>7} {'WAL MiB':>8} {'DB MiB':>8} "
-          f"{'sessions':>8} {'push p50 ms':>11} {'push p99 ms':>11}")
+    print(f"{'T (min)':>8} {'server#':>7} {'RSS MiB':>8} {'anon MiB':>8} {'heap MiB':>8} {'fds':>5} {'threads':>7} "
+          f"{'WAL MiB':>8} {'DB MiB':>8} {'sessions':>8} {'push p50 ms':>11} {'push p99 ms':>11}")
     levels = {}
     for c in checkpoints:
         inst = [r["instance"] for r in rows if c - window_s < r["t_s"] <= c]
@@ -330,11 +330,11 @@ def main():
                 if c - window_s < ts - t0 <= c and j.get("push_ack_p50_ms") is not None]
         p99s = [j["push_ack_p99_ms"] for ts, j in gen.intervals
                 if c - window_s < ts - t0 <= c and j.get("push_ack_p99_ms") is not None]
-        lv = {k: level(rows, k, c, window_s) for k in ("rss_kib", "rss_anon_kib", "heap_allocated_bytes", "fds", "threads", "wal_bytes", "db_bytes",
-                                                        "sessions_open")}
+        lv = {k: level(rows, k, c, window_s) for k in ("rss_kib", "rss_anon_kib", "heap_allocated_bytes", "fds",
+                                                        "threads", "wal_bytes", "db_bytes", "sessions_open")}
         levels[c] = lv
-        print(f"{c / 60:8.1f} {('-' if not inst else str(inst[-1])):>7} {fmt(lv['rss_kib'], 1024):>8} {fmt(lv['rss_anon_kib'], 1024):>8} "
-              f"{fmt(lv['heap_allocated_bytes'], 2**20):>8} "
+        print(f"{c / 60:8.1f} {('-' if not inst else str(inst[-1])):>7} {fmt(lv['rss_kib'], 1024):>8} "
+              f"{fmt(lv['rss_anon_kib'], 1024):>8} {fmt(lv['heap_allocated_bytes'], 2**20):>8} "
               f"{fmt(lv['fds'], 1, 0):>5} {fmt(lv['threads'], 1, 0):>7} {fmt(lv['wal_bytes'], 2**20):>8} "
               f"{fmt(lv['db_bytes'], 2**20):>8} {fmt(lv['sessions_open'], 1, 0):>8} "
               f"{fmt(statistics.median(p50s) if p50s else None):>11} {fmt(max(p99s) if p99s else None):>11}")
