@@ -19,6 +19,10 @@
 //             paced writes at --paced-load of the saturated rate; push-to-ack and fan-out latencies;
 //             convergence of every replica and of a head-office bootstrap with what was acknowledged
 //   idle      --idle sessions that handshake, bootstrap, go live and stay idle: server memory per session
+//   soak      (only when asked for, scripts/soak.py) the load's sessions against a server someone else
+//             runs and restarts (--server-port, --ca): paced writes for --seconds, sessions that reconnect
+//             whenever they are cut and a fraction that go offline at random (writing on meanwhile),
+//             push-to-ack latency every --report-every seconds, then the convergence checks
 //
 // Benchmarks measure; --check turns the run into a behaviour test (the smoke ctest): it fails when a push is
 // not acknowledged, a replica does not converge, no live fan-out is seen, a session drops, or the server does
@@ -69,6 +73,7 @@
 #include <thread>
 #include <type_traits>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "fieldsync/io/cli_options.h"
@@ -155,12 +160,25 @@ usage: fieldsync-bench-load [options]
   --connect-concurrency N  TLS handshakes in flight at once (default 200)
   --server-bin PATH     fieldsync-server to run (default: next to this binary)
   --server-arg ARG      extra argument for fieldsync-server (repeatable), e.g. --server-arg=--group-commit=off
-  --only LIST           comma-separated phases: baseline,ws,load,idle (default: all)
+  --only LIST           comma-separated phases: baseline,ws,load,idle,soak (default: all but soak)
   --tmp-dir DIR         where the temporary data directories go; same file system as the baseline (default /tmp)
   --keep-tmp            keep the temporary directory (server data and logs) and print its path
   --check               behaviour test: exit 1 unless every push was acknowledged, every replica converged,
                         live fan-out was seen, no session dropped and the servers exited cleanly
   --help                this text
+
+The soak phase (--only soak; scripts/soak.py runs it), against a server it does not start:
+  --server-port PORT    the fieldsync-server (--dev --dev-tokens) running on 127.0.0.1:PORT; it may be
+                        restarted or killed at any time: every session reconnects until the end
+  --ca FILE             the certificate to trust for it (its DIR/dev-cert.pem)
+  --paced-rate R        total write rate, transactions a second (soak default 200: each rep pushes a backlog
+                        of --txns-per-rep transactions every 50 s on average)
+  --reconnect-fraction F  this fraction of the sessions are phones with poor signal: each goes offline at
+                        random (every --reconnect-every seconds on average) for 1-10 s, writing on meanwhile
+                        (default 0.1)
+  --reconnect-every S   (default 60)
+  --report-every S      one line of figures every S seconds: sessions open, pushes acknowledged, push-to-ack
+                        p50/p99 of the acks received in the interval (default 10)
 
 Output: progress on stderr; a table of figures and one JSON line per figure on stdout.
 )";
@@ -187,12 +205,18 @@ struct Options {
   std::string tmp_dir = "/tmp";
   bool keep_tmp = false;
   bool check = false;
+  // soak
+  int server_port = 0;
+  std::string ca_file;
+  double reconnect_fraction = 0.1;
+  double reconnect_every_s = 60;
+  double report_every_s = 10;
   // --serve-ack (internal): this binary as the bare transport's ack server
   bool serve_ack = false;
   std::string cert_file, key_file;
   size_t ack_bytes = 64;
 
-  bool run(const std::string& phase) const { return only.empty() || only.count(phase) > 0; }
+  bool run(const std::string& phase) const { return only.empty() ? phase != "soak" : only.count(phase) > 0; }
 };
 
 bool parse_number(const std::string& flag, const std::string& s, double lo, double hi, double& out,
@@ -265,7 +289,12 @@ int parse_options(int argc, char** argv, Options& o) {
                                "only",
                                "cert",
                                "key",
-                               "ack-bytes"},
+                               "ack-bytes",
+                               "server-port",
+                               "ca",
+                               "reconnect-fraction",
+                               "reconnect-every",
+                               "report-every"},
                               {"check", "keep-tmp", "serve-ack"}, fieldsync::cli::Options::Repeat::kLastWins);
   cli.allow_many("server-arg");
   if (std::string e = cli.parse(args); !e.empty()) {
@@ -305,6 +334,10 @@ int parse_options(int argc, char** argv, Options& o) {
   number("idle-hold", 0, 3600, o.idle_hold_s);
   number("connect-concurrency", 1, 100000, o.connect_concurrency);
   number("ack-bytes", 1, static_cast<double>(fieldsync::tuning::kMaxMessageBytes), o.ack_bytes);
+  number("reconnect-fraction", 0, 1, o.reconnect_fraction);
+  number("reconnect-every", 1, 86400, o.reconnect_every_s);
+  number("report-every", 1, 3600, o.report_every_s);
+  number("server-port", 1, 65535, o.server_port);
   if (!err.empty()) {
     std::cerr << "fieldsync-bench-load: " << err << "\n";
     return 2;
@@ -314,17 +347,27 @@ int parse_options(int argc, char** argv, Options& o) {
   o.tmp_dir = cli.get("tmp-dir", o.tmp_dir);
   o.cert_file = cli.get("cert", o.cert_file);
   o.key_file = cli.get("key", o.key_file);
+  o.ca_file = cli.get("ca", o.ca_file);
   if (cli.has("only")) {
     std::stringstream ss(cli.get("only"));
     std::string p;
     while (std::getline(ss, p, ',')) {
-      if (p != "baseline" && p != "ws" && p != "load" && p != "idle") {
-        std::cerr << "fieldsync-bench-load: --only: unknown phase '" << p << "' (baseline, ws, load, idle)\n";
+      if (p != "baseline" && p != "ws" && p != "load" && p != "idle" && p != "soak") {
+        std::cerr << "fieldsync-bench-load: --only: unknown phase '" << p
+                  << "' (baseline, ws, load, idle, soak)\n";
         return 2;
       }
       o.only.insert(p);
     }
   }
+  // The soak runs against a server it did not start, and only it does.
+  if (o.run("soak") != (o.server_port > 0) || (o.run("soak") && (o.ca_file.empty() || o.only.size() != 1))) {
+    std::cerr
+        << "fieldsync-bench-load: --only soak goes alone, with --server-port PORT and --ca FILE, which no "
+           "other phase takes\n";
+    return 2;
+  }
+  if (o.run("soak") && !cli.has("paced-rate")) o.paced_rate = 200;
   o.idle_hold_s = std::min(o.idle_hold_s, o.seconds);
   return 0;
 }
@@ -573,6 +616,12 @@ class ChildProcess {
   int status_ = 0;
   std::string out_path_, log_path_;
 };
+
+uint64_t total(const std::map<std::string, int>& m) {
+  uint64_t n = 0;
+  for (const auto& [k, v] : m) n += static_cast<uint64_t>(v);
+  return n;
+}
 
 std::string describe(const std::map<std::string, int>& m) {
   std::string s;
@@ -879,6 +928,12 @@ struct Rep {
   std::shared_ptr<Conn> conn;
   enum class Link : uint8_t { kQueued, kOpen, kClosed } link = Link::kQueued;
   std::string close_reason;
+  // Reconnecting sessions (the soak): when to connect again, and for a phone with poor signal (`flaky`)
+  // when it next goes offline; `offline` while it is, by its own doing rather than the server's.
+  double reconnect_at_s = 0;
+  int failed_connects = 0;  // in a row: the backoff grows with them
+  bool flaky = false, offline = false;
+  double next_offline_s = 0;
   struct SentPush {
     double sent_s;      // when the PushTxns was queued to the socket
     PhaseStats* stats;  // the window it was sent in (its latency counts there, whenever it is answered)
@@ -961,9 +1016,10 @@ class RepDriver {
         }
       }
     }
+    if (reconnect_ && !closing_) reconnect_due(now);
     if (mode_ == Mode::kPaced) {
       for (auto& r : reps_) {
-        if (!r->writer || r->link != Rep::Link::kOpen) continue;
+        if (!r->writer || (r->link != Rep::Link::kOpen && !reconnect_)) continue;
         while (r->next_write_s <= now) {
           write_txns(*r, o_.txns_per_rep);
           r->next_write_s += exponential(paced_mean_s_);
@@ -971,6 +1027,24 @@ class RepDriver {
       }
     }
   }
+
+  // Sessions reconnect whenever they are cut or cannot connect (the server restarting), and `flaky_fraction`
+  // of them also go offline at random, every `offline_every_s` on average, for 1-10 s. Writers keep writing
+  // while offline (into their outbox, pushed once back), like the offline-first app.
+  void keep_reconnecting(double flaky_fraction, double offline_every_s) {
+    reconnect_ = true;
+    offline_every_s_ = offline_every_s;
+    for (auto& r : reps_) r->flaky = std::uniform_real_distribution<double>(0, 1)(rng_) < flaky_fraction;
+  }
+  // Every session connected and caught up, nothing left to push.
+  bool all_synced() const {
+    for (const auto& r : reps_)
+      if (r->link != Rep::Link::kOpen || !r->client.idle()) return false;
+    return true;
+  }
+  // Push-to-ack latencies (ms) of the acks received since the last call (reconnecting mode only).
+  Samples take_interval_acks() { return std::exchange(interval_ack_ms_, Samples{}); }
+  uint64_t reconnects = 0, offline_drops = 0;
 
   void close_all() {
     closing_ = true;
@@ -1031,6 +1105,32 @@ class RepDriver {
   };
 
   double exponential(double mean) { return std::exponential_distribution<double>(1.0 / mean)(rng_); }
+  double uniform(double lo, double hi) { return std::uniform_real_distribution<double>(lo, hi)(rng_); }
+
+  // Reconnecting mode, between loop slices: sessions whose pause is over connect again; flaky ones whose time
+  // has come go offline (only while writes are on, so the drain at the end is not disturbed).
+  void reconnect_due(double now) {
+    for (auto& r : reps_) {
+      if (r->link == Rep::Link::kClosed && now >= r->reconnect_at_s) {
+        r->link = Rep::Link::kQueued;
+        r->offline = false;
+        reconnects++;
+        connect(*r);
+      } else if (r->flaky && r->link == Rep::Link::kOpen && mode_ != Mode::kQuiet &&
+                 now >= r->next_offline_s) {
+        r->offline = true;
+        r->reconnect_at_s = now + uniform(1, 10);
+        offline_drops++;
+        r->conn->close();
+      }
+    }
+  }
+  // After a failed connect or a lost session: when to try again. A restarting server is back within seconds;
+  // the spread keeps a thousand sessions from all knocking at the same moment.
+  void schedule_reconnect(Rep& r, double now) {
+    const double backoff = std::min(8.0, 0.5 * static_cast<double>(1 << std::min(r.failed_connects, 4)));
+    r.reconnect_at_s = std::max(r.reconnect_at_s, now + uniform(0.5 * backoff, backoff));
+  }
 
   net::awaitable<void> run(Rep& r) {
     r.conn = std::make_shared<Conn>(loop_.ioc(), loop_.tls());
@@ -1041,10 +1141,16 @@ class RepDriver {
       r.link = Rep::Link::kClosed;
       r.close_reason = err;
       connect_failures[err]++;
+      if (reconnect_) {
+        r.failed_connects++;
+        schedule_reconnect(r, mono_s());
+      }
       --loop_.running;
       co_return;
     }
     r.link = Rep::Link::kOpen;
+    r.failed_connects = 0;
+    if (r.flaky) r.next_offline_s = mono_s() + exponential(offline_every_s_);
     count_open(r, +1);
     r.wire_version = 1;  // Hello is the v1 form; the Welcome names the connection's version
     r.client.on_connected(wall_ms());
@@ -1053,7 +1159,7 @@ class RepDriver {
       auto [ec, n] = co_await c->ws.async_read(c->buffer, kAwait);
       if (ec) {
         r.close_reason = "read: " + ec.message();
-        if (!closing_) unexpected_closes[r.close_reason]++;
+        if (!closing_ && !r.offline) unexpected_closes[r.close_reason]++;
         break;
       }
       auto data = c->buffer.cdata();
@@ -1064,6 +1170,10 @@ class RepDriver {
     count_open(r, -1);
     r.client.on_disconnected(wall_ms());
     c->close();
+    if (reconnect_) {
+      r.push_sent.clear();  // lost with the session: the client pushes them again, under new request ids
+      schedule_reconnect(r, mono_s());
+    }
     --loop_.running;
   }
 
@@ -1176,6 +1286,7 @@ class RepDriver {
         at->push_ack_ms.add((now - sent) * 1000);
       }
       r.push_sent.erase(it);
+      if (reconnect_) interval_ack_ms_.add((now - sent) * 1000);
     }
     for (const protocol::TxnResult& res : a.results) {
       auto w = r.written.find(res.node_seq);
@@ -1252,6 +1363,9 @@ class RepDriver {
   double paced_mean_s_ = 1;
   double next_tick_s_ = 0;
   bool closing_ = false;
+  bool reconnect_ = false;
+  double offline_every_s_ = 60;
+  Samples interval_ack_ms_;
   std::unordered_map<uint64_t, FanoutEntry> fanout_;
   std::unordered_map<int, int> territory_open_;  // open writers per territory
   std::unordered_map<int, int> team_open_;       // open managers per team
@@ -1786,21 +1900,10 @@ double report_push_phase(Env& env, const std::string& phase, PhaseStats& s, doub
   return changes_s;
 }
 
-// One push run: a fresh server, --reps fresh reps connected and live, one window of saturating or paced
-// writes, a bounded drain, then the convergence checks (every written transaction acknowledged, every replica
-// holding its territory's acknowledged records, a head-office bootstrap holding all of them). Each run has
-// its own server so the paced run does not start behind the saturated run's backlog.
-void load_run(Env& env, const std::string& P, RepDriver::Mode mode, double paced_rate, PhaseStats& stats) {
-  const Options& o = env.o;
-  ServerRun srv;
-  if (!start_server(env, P, srv)) return;
-  Loop loop(srv.data_dir + "/dev-cert.pem", srv.proc.port(), o.connect_concurrency, &srv.proc);
-  RepDriver d(loop, o);
-  auto every = [&d] { d.every(); };
-  const long rss0 = settled_rss(loop, srv.proc, 0.5);
+// The load's sessions, queued to connect: --reps writers in territories of --territory-size, a manager per
+// --team-size territories, --head-office live head offices, --bystanders. Returns the number of managers.
+int add_load_sessions(RepDriver& d, const Options& o) {
   const int territories = (o.reps + o.territory_size - 1) / o.territory_size;
-  progress(P + ": " + std::to_string(o.reps) + " reps in " + std::to_string(territories) +
-           " territories connecting, bootstrapping and going live");
   for (int i = 0; i < o.reps; ++i) {
     const int t = i / o.territory_size;
     char user[32];
@@ -1826,6 +1929,93 @@ void load_run(Env& env, const std::string& P, RepDriver::Mode mode, double paced
     std::snprintf(user, sizeof user, "idle%05d", b);
     d.connect(d.add(t, user, "dev:" + std::string(user) + ":rep:t" + std::to_string(t), Rep::Kind::kQuiet));
   }
+  return teams;
+}
+
+// After the writes: every written transaction answered, every receiving replica holding exactly the
+// acknowledged records of its scope (waiting up to 60 s for the last live batches), no undecodable frame and
+// no client or local write error.
+void check_replicas(Env& env, const std::string& P, RepDriver& d, Loop& loop, bool drained,
+                    const std::function<void()>& every) {
+  uint64_t written = 0, applied = 0, rejected = 0, duplicates = 0, pending = 0, resent = 0;
+  for (auto& r : d.reps()) {
+    written += r->txns_written;
+    applied += r->txns_applied;
+    rejected += r->txns_rejected;
+    duplicates += r->txns_duplicate;
+    pending += r->written.size();
+    resent += r->pushes_resent;
+  }
+  auto diverged = [&] {
+    size_t n = 0;
+    for (auto& r : d.reps())  // a rep that lost its session cannot have converged
+      if (r->receiver() ? r->link != Rep::Link::kOpen || r->store.record_count() != d.expected_records(*r)
+                        : r->store.record_count() != 0)  // a bystander sees none of the others' records
+        ++n;
+    return n;
+  };
+  double next_check = 0;
+  const bool converged = drained && loop.run_until(
+                                        [&] {
+                                          if (mono_s() < next_check) return false;
+                                          next_check = mono_s() + 0.25;
+                                          return diverged() == 0;
+                                        },
+                                        60, every);
+  const size_t diverged_reps = diverged();
+  env.report.add(P, "txns_written", static_cast<double>(written), "txns",
+                 std::to_string(applied) + " applied (" + std::to_string(duplicates) +
+                     " answered duplicate), " + std::to_string(rejected) + " rejected, " +
+                     std::to_string(pending) + " unanswered; " + std::to_string(resent) +
+                     " pushes re-sent (after the 15 s request timeout or a reconnect)");
+  env.report.add(P, "replicas_converged", static_cast<double>(d.reps().size() - diverged_reps), "reps",
+                 std::to_string(diverged_reps) + " differ from the acknowledged records of their scope");
+  env.checks.expect(written > 0, P + ": nothing was written");
+  env.checks.expect(drained, P + ": not drained: the server did not answer every push and pull in time");
+  env.checks.expect(applied == written && pending == 0 && rejected == 0,
+                    P + ": " + std::to_string(written) + " txns written, " + std::to_string(applied) +
+                        " applied, " + std::to_string(rejected) + " rejected, " + std::to_string(pending) +
+                        " unanswered");
+  env.checks.expect(converged && diverged_reps == 0,
+                    P + ": " + std::to_string(diverged_reps) + " replicas did not converge");
+  env.checks.expect(d.decode_errors == 0 && d.write_errors == 0 && d.client_errors.empty(),
+                    P + ": " + std::to_string(d.decode_errors) + " undecodable frames, " +
+                        std::to_string(d.write_errors) + " local write errors (" + d.first_write_error +
+                        "), client errors: " + describe(d.client_errors));
+}
+
+// What head office sees: a full bootstrap from the same server holds every acknowledged record.
+void check_head_office(Env& env, const std::string& P, RepDriver& d, Loop& loop,
+                       const std::function<void()>& every, double timeout_s = 120) {
+  Rep& hq = d.add(-1, "hq", "dev:hq:head_office:", Rep::Kind::kQuiet);
+  d.connect(hq);
+  loop.run_until(
+      [&] { return hq.link == Rep::Link::kClosed || (hq.link == Rep::Link::kOpen && hq.client.idle()); },
+      timeout_s, every);
+  const size_t hq_records = hq.store.record_count();
+  env.report.add(P, "head_office_records", static_cast<double>(hq_records), "records",
+                 std::to_string(d.total_records()) + " acknowledged");
+  env.checks.expect(hq_records == d.total_records(),
+                    P + ": head office bootstrap holds " + std::to_string(hq_records) + " records, " +
+                        std::to_string(d.total_records()) + " were acknowledged");
+}
+
+// One push run: a fresh server, --reps fresh reps connected and live, one window of saturating or paced
+// writes, a bounded drain, then the convergence checks (every written transaction acknowledged, every replica
+// holding its territory's acknowledged records, a head-office bootstrap holding all of them). Each run has
+// its own server so the paced run does not start behind the saturated run's backlog.
+void load_run(Env& env, const std::string& P, RepDriver::Mode mode, double paced_rate, PhaseStats& stats) {
+  const Options& o = env.o;
+  ServerRun srv;
+  if (!start_server(env, P, srv)) return;
+  Loop loop(srv.data_dir + "/dev-cert.pem", srv.proc.port(), o.connect_concurrency, &srv.proc);
+  RepDriver d(loop, o);
+  auto every = [&d] { d.every(); };
+  const long rss0 = settled_rss(loop, srv.proc, 0.5);
+  const int territories = (o.reps + o.territory_size - 1) / o.territory_size;
+  progress(P + ": " + std::to_string(o.reps) + " reps in " + std::to_string(territories) +
+           " territories connecting, bootstrapping and going live");
+  const int teams = add_load_sessions(d, o);
   const double c0 = mono_s();
   bool ok = loop.run_until([&] { return d.all_settled(); }, 300, every);
   const double connect_s = mono_s() - c0;
@@ -1895,48 +2085,7 @@ void load_run(Env& env, const std::string& P, RepDriver::Mode mode, double paced
                        : "NOT drained within " + fmt(drain_s, 0) + " s: the server is still behind");
   }
 
-  // Convergence.
-  uint64_t written = 0, applied = 0, rejected = 0, duplicates = 0, pending = 0, resent = 0;
-  for (auto& r : d.reps()) {
-    written += r->txns_written;
-    applied += r->txns_applied;
-    rejected += r->txns_rejected;
-    duplicates += r->txns_duplicate;
-    pending += r->written.size();
-    resent += r->pushes_resent;
-  }
-  auto diverged = [&] {
-    size_t n = 0;
-    for (auto& r : d.reps())  // a rep that lost its session cannot have converged
-      if (r->receiver() ? r->link != Rep::Link::kOpen || r->store.record_count() != d.expected_records(*r)
-                        : r->store.record_count() != 0)  // a bystander sees none of the others' records
-        ++n;
-    return n;
-  };
-  double next_check = 0;
-  const bool converged = drained && loop.run_until(
-                                        [&] {
-                                          if (mono_s() < next_check) return false;
-                                          next_check = mono_s() + 0.25;
-                                          return diverged() == 0;
-                                        },
-                                        60, every);
-  const size_t diverged_reps = diverged();
-  env.report.add(P, "txns_written", static_cast<double>(written), "txns",
-                 std::to_string(applied) + " applied (" + std::to_string(duplicates) +
-                     " answered duplicate), " + std::to_string(rejected) + " rejected, " +
-                     std::to_string(pending) + " unanswered; " + std::to_string(resent) +
-                     " pushes re-sent after the 15 s request timeout");
-  env.report.add(P, "replicas_converged", static_cast<double>(d.reps().size() - diverged_reps), "reps",
-                 std::to_string(diverged_reps) + " differ from the acknowledged records of their scope");
-  env.checks.expect(written > 0, P + ": nothing was written");
-  env.checks.expect(drained, P + ": not drained: the server did not answer every push and pull in time");
-  env.checks.expect(applied == written && pending == 0 && rejected == 0,
-                    P + ": " + std::to_string(written) + " txns written, " + std::to_string(applied) +
-                        " applied, " + std::to_string(rejected) + " rejected, " + std::to_string(pending) +
-                        " unanswered");
-  env.checks.expect(converged && diverged_reps == 0,
-                    P + ": " + std::to_string(diverged_reps) + " replicas did not converge");
+  check_replicas(env, P, d, loop, drained, every);
   env.checks.expect(stats.fanout_live > 0, P + ": no live fan-out observed");
   if (teams > 0 && o.manager_notes > 0)  // their reps' receipts are part of the deliveries checked below
     env.checks.expect(d.notes_acked > 0, P + ": no manager's note was acknowledged");
@@ -1944,28 +2093,11 @@ void load_run(Env& env, const std::string& P, RepDriver::Mode mode, double paced
                     P + ": fan-out deliveries (live + pull) " +
                         std::to_string(stats.fanout_live + stats.fanout_pull) + " of " +
                         std::to_string(stats.fanout_expected) + " expected");
-  env.checks.expect(d.decode_errors == 0 && d.write_errors == 0 && d.client_errors.empty(),
-                    P + ": " + std::to_string(d.decode_errors) + " undecodable frames, " +
-                        std::to_string(d.write_errors) + " local write errors (" + d.first_write_error +
-                        "), client errors: " + describe(d.client_errors));
   env.checks.expect(d.unexpected_closes.empty(), P + ": sessions dropped: " + describe(d.unexpected_closes));
   if (!d.unexpected_closes.empty())
     env.report.add(P, "sessions_dropped", 0, "", describe(d.unexpected_closes));
 
-  // What head office sees: a full bootstrap from the same server.
-  if (drained && !loop.server_died()) {
-    Rep& hq = d.add(-1, "hq", "dev:hq:head_office:", Rep::Kind::kQuiet);
-    d.connect(hq);
-    loop.run_until(
-        [&] { return hq.link == Rep::Link::kClosed || (hq.link == Rep::Link::kOpen && hq.client.idle()); },
-        120, every);
-    const size_t hq_records = hq.store.record_count();
-    env.report.add(P, "head_office_records", static_cast<double>(hq_records), "records",
-                   std::to_string(d.total_records()) + " acknowledged");
-    env.checks.expect(hq_records == d.total_records(),
-                      P + ": head office bootstrap holds " + std::to_string(hq_records) + " records, " +
-                          std::to_string(d.total_records()) + " were acknowledged");
-  }
+  if (drained && !loop.server_died()) check_head_office(env, P, d, loop, every);
   const bool died = loop.server_died() || !srv.proc.alive();
   if (!died) env.report.add(P, "server_rss_after", proc_status_kib(srv.proc.pid(), "VmRSS") / 1024.0, "MiB");
   d.close_all();
@@ -1985,6 +2117,83 @@ void phase_load(Env& env) {
     return;
   }
   load_run(env, "load.paced", RepDriver::Mode::kPaced, env.o.paced_load * env.sat_txns_s, paced);
+}
+
+// The soak (scripts/soak.py, docs/PERFORMANCE.md "Soak"): the load's sessions against a server the script
+// runs and restarts. Writes paced at --paced-rate for --seconds; every session reconnects whenever it is cut,
+// and
+// --reconnect-fraction of them also go offline at random; one line of figures every --report-every seconds
+// ({"soak_interval": {...}} on stdout); then every session back and caught up, and the convergence checks.
+// The server's memory, descriptors and files are the script's to read.
+void phase_soak(Env& env) {
+  const Options& o = env.o;
+  const std::string P = "soak";
+  Loop loop(o.ca_file, static_cast<uint16_t>(o.server_port), o.connect_concurrency, nullptr);
+  RepDriver d(loop, o);
+  auto every = [&d] { d.every(); };
+  const int teams = add_load_sessions(d, o);
+  d.keep_reconnecting(o.reconnect_fraction, o.reconnect_every_s);
+  size_t flaky = 0;
+  for (auto& r : d.reps()) flaky += r->flaky;
+  progress(P + ": " + std::to_string(d.reps().size()) + " sessions (" + std::to_string(o.reps) + " reps, " +
+           std::to_string(teams) + " managers; " + std::to_string(flaky) +
+           " going offline at random) connecting to 127.0.0.1:" + std::to_string(o.server_port));
+  const double c0 = mono_s();
+  const bool synced = loop.run_until([&] { return d.all_synced(); }, 300, every);
+  env.report.add(P, "sessions", static_cast<double>(d.open_count()), "sessions",
+                 shape_description(o) + "; " + std::to_string(flaky) + " going offline every " +
+                     fmt(o.reconnect_every_s, 0) + " s on average; connected and synced in " +
+                     fmt(mono_s() - c0) + " s");
+  env.checks.expect(synced, P + ": the sessions did not all connect and sync within 300 s");
+
+  progress(P + ": paced writes at " + fmt(o.paced_rate, 1) + " txns/s for " + fmt(o.seconds, 0) + " s");
+  PhaseStats stats;
+  d.begin(stats, RepDriver::Mode::kPaced, o.paced_rate);
+  const double end = stats.t0 + o.seconds;
+  uint64_t txns_before = 0;
+  while (mono_s() < end) {
+    loop.run_until([] { return false; }, std::min(o.report_every_s, end - mono_s()), every);
+    Samples acks = d.take_interval_acks();
+    const uint64_t cut = total(d.unexpected_closes), refused = total(d.connect_failures);
+    const auto number = [](double v) { return std::isfinite(v) ? boost::json::value(v) : nullptr; };
+    boost::json::object j;
+    j["t_s"] = mono_s() - stats.t0;
+    j["sessions_open"] = d.open_count();
+    j["pushes_acked"] = acks.size();
+    j["txns_applied"] = stats.txns_applied - txns_before;
+    j["push_ack_p50_ms"] = number(acks.pct(50));
+    j["push_ack_p99_ms"] = number(acks.pct(99));
+    j["push_ack_max_ms"] = number(acks.pct(100));
+    j["reconnects"] = d.reconnects;
+    j["offline_drops"] = d.offline_drops;
+    j["sessions_cut"] = cut;
+    j["connect_failures"] = refused;
+    txns_before = stats.txns_applied;
+    std::printf("%s\n", boost::json::serialize(boost::json::object{{"soak_interval", j}}).c_str());
+    std::fflush(stdout);
+  }
+  d.end();
+
+  progress(P + ": writes stopped; waiting for every session to reconnect and catch up");
+  const double d0 = mono_s();
+  const bool drained = loop.run_until([&] { return d.all_synced(); }, 600, every);
+  env.report.add(P, "drain", drained ? mono_s() - d0 : std::nan(""), "s",
+                 drained ? "every session connected, acknowledged and caught up after the writes"
+                         : "NOT drained within 600 s");
+  env.report.add(P, "push_to_ack_p50", stats.push_ack_ms.pct(50), "ms",
+                 "pushes answered on the session that sent them");
+  env.report.add(P, "push_to_ack_p99", stats.push_ack_ms.pct(99), "ms");
+  env.report.add(P, "reconnects", static_cast<double>(d.reconnects), "",
+                 std::to_string(d.offline_drops) + " sessions went offline of their own accord");
+  env.report.add(P, "sessions_cut", static_cast<double>(total(d.unexpected_closes)), "",
+                 "by the server: " + describe(d.unexpected_closes));
+  env.report.add(P, "connect_failures", static_cast<double>(total(d.connect_failures)), "",
+                 describe(d.connect_failures));
+  check_replicas(env, P, d, loop, drained, every);
+  // Every acknowledged record from a bootstrap (an hour's writes: a long bootstrap).
+  if (drained) check_head_office(env, P, d, loop, every, 600);
+  d.close_all();
+  loop.run_until([&] { return loop.running == 0; }, 60);
 }
 
 void phase_idle(Env& env) {
@@ -2075,6 +2284,7 @@ int main(int argc, char** argv) {
   if (o.run("ws")) phase_ws(env);
   if (o.run("load")) phase_load(env);
   if (o.run("idle")) phase_idle(env);
+  if (o.run("soak")) phase_soak(env);
 
   // Targets (issue 4), reported whether met or not.
   auto verdict = [](bool met) { return std::string(met ? "met" : "MISSED"); };
