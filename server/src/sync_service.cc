@@ -93,14 +93,17 @@ void SyncService::flush_locked(SessionId from, const protocol::PushTxns* push, C
                 " node=" + std::to_string(info.node) + " server_seq=" + std::to_string(m.server_seq));
           } else if constexpr (std::is_same_v<M, protocol::PushAck>) {
             size_t applied = 0, rejected = 0, duplicate = 0, conflicts = 0;
+            size_t in_push = 0;  // results and the push's transactions are both in node_seq order
             for (const protocol::TxnResult& r : m.results) {
               switch (r.outcome) {
                 case protocol::TxnOutcome::kApplied:
                   applied++;
                   count(Counter::kTxns, 1, "applied");
                   if (push != nullptr && o.session == from) {
-                    for (const ClientTxn& t : push->txns)
-                      if (t.node_seq == r.node_seq) count(Counter::kChangesApplied, t.changes.size());
+                    while (in_push < push->txns.size() && push->txns[in_push].node_seq < r.node_seq)
+                      ++in_push;
+                    if (in_push < push->txns.size() && push->txns[in_push].node_seq == r.node_seq)
+                      count(Counter::kChangesApplied, push->txns[in_push].changes.size());
                   }
                   break;
                 case protocol::TxnOutcome::kRejected:

@@ -266,6 +266,7 @@ void SyncServer::handle_push(SessionId id, Session& s, const protocol::PushTxns&
   protocol::PushAck ack;
   ack.request_id = m.request_id;
   bool any_committed = false;
+  std::optional<uint64_t> watermark;
   // A store that failed (a read, or the commit): what was done so far is answered, the rest of the push is
   // neither applied nor acknowledged, and the device sends it again after the retryable error.
   auto store_failed = [&](const Status& why) {
@@ -280,9 +281,14 @@ void SyncServer::handle_push(SessionId id, Session& s, const protocol::PushTxns&
                  m.request_id);
       return;
     }
-    Result<NodeState> node = store_.node_state(s.node);
-    if (!node) return store_failed(retry_later(node.status()));
-    const uint64_t last = node->last_node_seq;
+    // The watermark is read once per push: after each transaction this push answered it is at least that
+    // transaction's node_seq (apply_one reads it again, inside its own store transaction, before deciding).
+    if (!watermark) {
+      Result<NodeState> node = store_.node_state(s.node);
+      if (!node) return store_failed(retry_later(node.status()));
+      watermark = node->last_node_seq;
+    }
+    const uint64_t last = *watermark;
     if (txn.node_seq > last + 1) {
       // Answer what was done so far, then say where to resume; the session stays open.
       if (!ack.results.empty()) outgoing_.push_back(Outgoing{id, ack});
@@ -299,6 +305,7 @@ void SyncServer::handle_push(SessionId id, Session& s, const protocol::PushTxns&
     }
     Result<protocol::TxnResult> r = apply_one(s, txn, now_ms);
     if (!r) return store_failed(r.status());  // the device keeps it in its outbox and sends it again
+    watermark = std::max(*watermark, txn.node_seq);
     any_committed |= r->outcome == protocol::TxnOutcome::kApplied;
     ack.results.push_back(std::move(r.value()));
   }
