@@ -1681,6 +1681,11 @@ TEST(ClientServer, BootstrapInStepsAnswersOnePagePerCall) {
     for (auto& o : w.server->take_outgoing()) bob.client->on_message(o.message, w.now);
   }
   ASSERT_TRUE(w.server->bootstrap_pages_owed(bob.session));
+  // A backlogged session's pages wait until its queue drains.
+  w.server->set_backlogged(bob.session, true);
+  EXPECT_FALSE(w.server->bootstrap_pages_owed(bob.session));
+  w.server->set_backlogged(bob.session, false);
+  EXPECT_TRUE(w.server->bootstrap_pages_owed(bob.session));
   w.server->on_bad_frame(bob.session, Status(ErrorCode::kMalformedMessage, "garbage"));
   w.server->continue_bootstrap(bob.session, w.now);
   EXPECT_FALSE(w.server->bootstrap_pages_owed(bob.session));
