@@ -118,6 +118,8 @@ class Link {
     service_->disconnect(kSession);
     service_.reset();
   }
+  // Outbox entries acknowledged so far (the last kPushProgress event).
+  uint64_t pushed() const { return pushed_; }
 
   // Runs the exchange until `done` holds (checked after every message the device handles).
   template <typename Done>
@@ -163,9 +165,6 @@ class Link {
     cv_.notify_one();
   }
 
- public:
-  uint64_t pushed_ = 0;  // the last kPushProgress: entries acknowledged
-
  private:
   SyncClient& client_;
   const bool trace_ = std::getenv("SYNC_BENCH_TRACE") != nullptr;
@@ -174,6 +173,7 @@ class Link {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<server::Frame> queue_;
+  uint64_t pushed_ = 0;
 };
 
 void BM_SyncPushBacklog(benchmark::State& state) {
@@ -211,7 +211,7 @@ void BM_SyncPushBacklog(benchmark::State& state) {
     {
       // Connect to every entry acknowledged (what follows, pulling back past its own commits, is not timed).
       Link link(*central, client);
-      link.run_until([&] { return link.pushed_ == n; });
+      link.run_until([&] { return link.pushed() == n; });
     }
     state.PauseTiming();
     if (replica->begin()->outbox_size() != 0) check(Status(ErrorCode::kInternal, "outbox not empty"), "push");
@@ -226,6 +226,7 @@ BENCHMARK(BM_SyncPushBacklog)
     ->Arg(10'000)
     ->Arg(30'000)
     ->Arg(100'000)
+    ->Arg(300'000)
     ->Iterations(1)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
@@ -297,6 +298,7 @@ BENCHMARK(BM_SyncBootstrap)
     ->Args({30'000, 1})
     ->Args({100'000, 1})
     ->Args({100'000, 100})
+    ->Args({300'000, 1})
     ->Iterations(1)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);

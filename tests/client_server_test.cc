@@ -1667,6 +1667,30 @@ TEST(ClientServer, BootstrapInStepsAnswersOnePagePerCall) {
   EXPECT_EQ(alice.store.records().size(), 60u);
   EXPECT_EQ(pages, 12u);
   EXPECT_EQ(calls, 12u - 2) << "two requests (8 pages, then 4), each answered first by on_message";
+
+  // A session closed while pages are owed is owed nothing more (a driver looping on bootstrap_pages_owed
+  // ends).
+  Device& bob = w.add(12, "bob");
+  bob.config.bootstrap_page_size = 5;
+  bob.restart();
+  bob.session = w.next_session++;
+  w.server->on_connect(bob.session, w.now);
+  bob.client->on_connected(w.now);
+  for (int step = 0; step < 2; ++step) {
+    for (auto& m : bob.client->take_outgoing()) w.server->on_message(bob.session, m, w.now);
+    for (auto& o : w.server->take_outgoing()) bob.client->on_message(o.message, w.now);
+  }
+  ASSERT_TRUE(w.server->bootstrap_pages_owed(bob.session));
+  // A backlogged session's pages wait until its queue drains.
+  w.server->set_backlogged(bob.session, true);
+  EXPECT_FALSE(w.server->bootstrap_pages_owed(bob.session));
+  w.server->set_backlogged(bob.session, false);
+  EXPECT_TRUE(w.server->bootstrap_pages_owed(bob.session));
+  w.server->on_bad_frame(bob.session, Status(ErrorCode::kMalformedMessage, "garbage"));
+  w.server->continue_bootstrap(bob.session, w.now);
+  EXPECT_FALSE(w.server->bootstrap_pages_owed(bob.session));
+  for (auto& o : w.server->take_outgoing())
+    EXPECT_FALSE(std::holds_alternative<protocol::BootstrapPage>(o.message));
 }
 
 // A version 2 bootstrap interrupted after any page resumes from the last page applied: no page the device

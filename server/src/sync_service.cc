@@ -257,15 +257,20 @@ bool SyncService::frame(SessionId session, std::span<const uint8_t> bytes, int64
     }
     flush_locked(session, push, received);
   }
+  continue_bootstrap(session, now_ms);
+  return solicited;
+}
+
+void SyncService::continue_bootstrap(SessionId session, int64_t now_ms) {
   // The further pages of a multi-page bootstrap request, one per hold of mu_: other sessions' frames and the
-  // flusher get in between page reads (a run of page reads under one hold stalled every session).
+  // flusher get in between page reads (a run of page reads under one hold stalled every session). A
+  // backlogged session's wait for set_backlogged(false).
   for (;;) {
-    MutexLock page_lock(mu_);
-    if (!server_.bootstrap_pages_owed(session)) break;
+    MutexLock lock(mu_);
+    if (!server_.bootstrap_pages_owed(session)) return;
     server_.continue_bootstrap(session, now_ms);
     flush_locked(session, nullptr, Clock::now());
   }
-  return solicited;
 }
 
 void SyncService::set_token_expiry(TokenExpiry expiry) {
@@ -321,9 +326,12 @@ void SyncService::disconnect(SessionId session) {
 }
 
 void SyncService::set_backlogged(SessionId session, bool backlogged) {
-  MutexLock lock(mu_);
-  server_.set_backlogged(session, backlogged);
-  flush_locked(session, nullptr, Clock::now());
+  {
+    MutexLock lock(mu_);
+    server_.set_backlogged(session, backlogged);
+    flush_locked(session, nullptr, Clock::now());
+  }
+  if (!backlogged) continue_bootstrap(session, wall_ms());  // pages that waited for the queue to drain
 }
 
 size_t SyncService::session_count() const {

@@ -889,8 +889,10 @@ void SyncServer::fan_out(int64_t now_ms) {
 void SyncServer::continue_bootstrap(SessionId id, int64_t now_ms) {
   observe_time(now_ms);
   auto it = sessions_.find(id);
-  if (it == sessions_.end() || it->second.owed_pages == 0 || closing_.count(id)) return;
+  if (it == sessions_.end()) return;
   Session& s = it->second;
+  if (closing_.count(id)) s.owed_pages = 0;  // nothing more is sent on a closing session
+  if (s.owed_pages == 0) return;
   protocol::BootstrapRequest next;
   next.request_id = s.owed_request;
   next.snapshot_seq = s.owed_snapshot;

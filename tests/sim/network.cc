@@ -218,6 +218,7 @@ ServerConfig Simulation::server_config() const {
   ServerConfig c;
   c.server_node = kServerNode;
   c.defer_fan_out = defers_fan_out();
+  c.bootstrap_in_steps = bootstrap_in_steps();
   c.merge_change = testing_support::merge_with(opt_.fault);
   return c;
 }
@@ -226,6 +227,16 @@ void Simulation::pump_server() {
   if (!server_) return;
   check_server_clock();
   if (defers_fan_out() && chance(0.5)) server_->fan_out(now_);
+  // bootstrap_in_steps: each session owed pages gets the next one, sessions taking turns (as SyncService
+  // serves one page per hold of its lock).
+  for (bool owed = bootstrap_in_steps(); owed;) {
+    owed = false;
+    for (const auto& [session, owner] : session_owner_) {
+      if (!server_->bootstrap_pages_owed(session)) continue;
+      server_->continue_bootstrap(session, now_);
+      owed = true;
+    }
+  }
   for (auto& out : server_->take_outgoing()) {
     if (auto* ack = std::get_if<protocol::PushAck>(&out.message)) note_ack(out.session, *ack);
     if (auto* w = std::get_if<protocol::Welcome>(&out.message); w && w->protocol_version == 1)

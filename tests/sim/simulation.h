@@ -599,6 +599,8 @@ class Simulation {
   // Odd seeds run the server as the group-commit driver does: commits only mark a fan-out, which happens
   // at some later pump (the flush), so live batches cover several commits and lag their acks.
   bool defers_fan_out() const { return (opt_.seed & 1) != 0; }
+  // Half the runs serve multi-page bootstrap requests a page per step, as SyncService does.
+  bool bootstrap_in_steps() const { return (opt_.seed & 2) != 0; }
   ServerConfig server_config() const;
 
   void pump_server();

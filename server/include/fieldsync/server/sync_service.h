@@ -115,6 +115,9 @@ class SyncService {
   // flusher). `push`: the event was this push, received at `received`. mu_ held.
   void flush_locked(SessionId from, const protocol::PushTxns* push, Clock::time_point received) REQUIRES(mu_);
   void emit_locked(Held h) REQUIRES(mu_);
+  // Serves what `session` is owed of a multi-page bootstrap request (SyncServer::continue_bootstrap), one
+  // page per hold of mu_.
+  void continue_bootstrap(SessionId session, int64_t now_ms) EXCLUDES(mu_);
   void release(std::vector<Held>& batch);  // to the sink, in order; records latency and logs
   // Waits on held_cv_ with a std::unique_lock over mu_.native() and lets go of the lock around each sync():
   // a pattern the analysis cannot follow, so this one function is checked by review (what it touches

@@ -54,11 +54,12 @@ class SyncServer {
   // A frame that failed to decode: answers with the error and closes the session.
   void on_bad_frame(SessionId session, const Status& status);
   void on_disconnect(SessionId session);
-  // ServerConfig::bootstrap_in_steps: whether `session` is still owed pages of its bootstrap request, and
-  // the next one of them (or the error that ends the request).
+  // ServerConfig::bootstrap_in_steps: whether `session` is owed further pages of its bootstrap request that
+  // may be sent now (not while its transport reports it backlogged: they wait for set_backlogged(false), so a
+  // run of pages never fills a slow session's write queue), and the next one of them.
   bool bootstrap_pages_owed(SessionId session) const {
     auto it = sessions_.find(session);
-    return it != sessions_.end() && it->second.owed_pages > 0;
+    return it != sessions_.end() && it->second.owed_pages > 0 && !it->second.backlogged;
   }
   void continue_bootstrap(SessionId session, int64_t now_ms);
 
