@@ -164,7 +164,9 @@ class CentralStore {
   // them (a bootstrap's total, for progress): may count more, never fewer.
   virtual Result<uint64_t> count_in_scopes(const std::optional<std::vector<ScopeKey>>& scopes) = 0;
   // Every record (live or tombstone) created by a transaction of `node`, possibly more: the last bootstrap
-  // page checks which of them a device must drop, at the cost of what that device created, not of the store.
+  // page checks which of them a device must drop. Only for a device that pushed before its first bootstrap
+  // ended; the SQLite store walks its log for it (decoding only that node's entries) rather than keep an
+  // index on every log row that every push would pay for.
   virtual Result<std::vector<RecordKey>> keys_created_by(NodeId node) = 0;
   virtual Result<uint64_t> record_count() = 0;
   // Records (live or tombstones) whose scope rule points at the given parent: an account's contacts, visits,
