@@ -1146,19 +1146,27 @@ Status get_message(const fb::BootstrapRequest* in, protocol::BootstrapRequest& o
   return get_string(in->page_token(), tuning::kMaxTokenBytes, "page_token", out.page_token);
 }
 
-Status get_message(const fb::BootstrapPage* in, protocol::BootstrapPage& out) {
+// Everything of a page but its records, the same in both forms (BootstrapPage, BootstrapPageCompact), read
+// after them.
+template <typename Page>
+Status get_page_rest(const Page* in, protocol::BootstrapPage& out) {
   out.request_id = in->request_id();
   out.snapshot_seq = in->snapshot_seq();
   out.total_records = in->total_records();
   out.records_before = in->records_before();
   out.done = in->done();
-  Status s = get_records(in->records(), out.records);
-  if (!s) return s;
-  s = get_string(in->next_page_token(), tuning::kMaxTokenBytes, "next_page_token", out.next_page_token);
+  Status s =
+      get_string(in->next_page_token(), tuning::kMaxTokenBytes, "next_page_token", out.next_page_token);
   if (!s) return s;
   s = get_keys(in->purges(), out.purges);
   if (!s) return s;
   return get_conflicts(in->conflicts(), out.conflicts);
+}
+
+Status get_message(const fb::BootstrapPage* in, protocol::BootstrapPage& out) {
+  Status s = get_records(in->records(), out.records);
+  if (!s) return s;
+  return get_page_rest(in, out);
 }
 
 Status get_message(const fb::Error* in, protocol::Error& out) {
@@ -1610,18 +1618,9 @@ Status get_message(const fb::PushTxnsCompact* in, protocol::PushTxns& out) {
 }
 
 Status get_message(const fb::BootstrapPageCompact* in, protocol::BootstrapPage& out) {
-  out.request_id = in->request_id();
-  out.snapshot_seq = in->snapshot_seq();
-  out.total_records = in->total_records();
-  out.records_before = in->records_before();
-  out.done = in->done();
   Status s = get_record_columns(in->records(), out.records);
   if (!s) return s;
-  s = get_string(in->next_page_token(), tuning::kMaxTokenBytes, "next_page_token", out.next_page_token);
-  if (!s) return s;
-  s = get_keys(in->purges(), out.purges);
-  if (!s) return s;
-  return get_conflicts(in->conflicts(), out.conflicts);
+  return get_page_rest(in, out);
 }
 
 template <typename W, typename M>
