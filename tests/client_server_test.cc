@@ -28,12 +28,12 @@ using testing_support::TokenAuth;
 
 class World {
  public:
-  World() {
+  explicit World(ServerConfig config = {}) {
     auth.tokens["token-ho"] = Principal{"ho", Role::kHeadOffice, {}, {}};
     auth.tokens["token-alice"] = Principal{"alice", Role::kRep, {"t-north"}, {}};
     auth.tokens["token-bob"] = Principal{"bob", Role::kRep, {"t-north"}, {}};
     auth.tokens["token-carol"] = Principal{"carol", Role::kRep, {"t-south"}, {}};
-    server = std::make_unique<SyncServer>(store, auth, ServerConfig{});
+    server = std::make_unique<SyncServer>(store, auth, config);
   }
 
   void connect(Device& d) {
@@ -1539,6 +1539,36 @@ TEST(ClientServer, PartlyAnsweredPushResendsFromTheOldestEntry) {
 
 // An old device (protocol version 1) against this server: the session is version 1, one push in flight of
 // at most kMaxTxnsPerPush, one bootstrap page per request, and the request carries no max_pages.
+// A server held at version 1 (fieldsync-server --max-protocol 1: no compressed frames) speaks version 1 with
+// a version 2 device: one push in flight of at most kMaxTxnsPerPush, one page per bootstrap request.
+TEST(ClientServer, ServerHeldAtVersion1SpeaksVersion1WithNewDevices) {
+  ServerConfig config;
+  config.max_protocol_version = 1;
+  World w(config);
+  Device& alice = w.add(11, "alice");
+  offline_accounts(w, alice, 300);
+  size_t max_in_flight = 0;
+  uint32_t welcome_version = 0;
+  w.watch = [&](Device& d, const protocol::Message& m, bool) {
+    if (&d != &alice) return;
+    max_in_flight = std::max(max_in_flight, alice.client->pushes_in_flight());
+    if (const auto* p = std::get_if<protocol::PushTxns>(&m)) {
+      EXPECT_LE(p->txns.size(), tuning::kMaxTxnsPerPush);
+    }
+    if (const auto* r = std::get_if<protocol::BootstrapRequest>(&m)) {
+      EXPECT_EQ(r->max_pages, 0u);
+    }
+    if (const auto* welcome = std::get_if<protocol::Welcome>(&m)) welcome_version = welcome->protocol_version;
+  };
+  w.connect(alice);
+  EXPECT_EQ(welcome_version, 1u);
+  EXPECT_EQ(w.server->session_version(alice.session), 1u);
+  EXPECT_EQ(alice.client->protocol_version(), 1u);
+  EXPECT_EQ(max_in_flight, 1u);
+  EXPECT_TRUE(alice.store.outbox().empty());
+  expect_exactly_once_in_order(w, 11, 300);
+}
+
 TEST(ClientServer, Version1DeviceKeepsTheVersion1Exchange) {
   World w;
   Device& ho = w.add(10, "ho");

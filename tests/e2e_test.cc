@@ -1218,6 +1218,7 @@ TEST_F(E2E, ServerBinaryHelpConfigUnknownOptionsAndSigtermDrain) {
                            "--max-queue-frames",
                            "--group-commit",
                            "--metrics-token",
+                           "--max-protocol",
                            "/login",
                            "/metrics",
                            "--help",
@@ -1230,6 +1231,11 @@ TEST_F(E2E, ServerBinaryHelpConfigUnknownOptionsAndSigtermDrain) {
   EXPECT_EQ(std::count(unknown.err.begin(), unknown.err.end(), '\n'), 1) << unknown.err;
   EXPECT_NE(unknown.err.find("--frobnicate"), std::string::npos) << unknown.err;
   EXPECT_EQ(unknown.out, "");
+
+  // A protocol version the server does not speak cannot be the newest it answers with.
+  RunResult too_new = run({FIELDSYNC_SERVER_BIN, "--max-protocol", "3"}, tmp);
+  EXPECT_EQ(too_new.status.code, 1);
+  EXPECT_NE(too_new.err.find("max-protocol"), std::string::npos) << too_new.err;
 
   // A config file is honoured (listen address, dev mode, data dir) and flags override it.
   const std::string cfg = tmp.file("server.conf"), cfg_dir = tmp.file("from-config"),

@@ -68,6 +68,8 @@ flags given on the command line override the file):
   --group-commit on|off     on (default): pushes from many sessions share one flush of the store; every
                             acknowledgement still leaves only after its commit is on disk. off: one fsync
                             per commit (synchronous=FULL).
+  --max-protocol N          the newest sync protocol version sessions may speak (1 or 2; default 2). 1: every
+                            device speaks version 1, so no frame is compressed (docs/DESIGN.md section 8)
   --metrics-token TOKEN     GET /metrics requires `Authorization: Bearer TOKEN`; without it /metrics answers
                             loopback peers only
   --help                    this text
@@ -98,10 +100,11 @@ int main(int argc, char** argv) {
       std::cout << kHelp;
       return 0;
     }
-  fieldsync::cli::Options cfg({"config", "listen", "data-dir", "cert", "key", "threads", "max-sessions",
-                               "tls-timeout-ms", "ws-timeout-ms", "idle-timeout-ms", "drain-timeout-ms",
-                               "max-queue-bytes", "max-queue-frames", "group-commit", "metrics-token"},
-                              {"dev", "dev-tokens"}, fieldsync::cli::Options::Repeat::kLastWins);
+  fieldsync::cli::Options cfg(
+      {"config", "listen", "data-dir", "cert", "key", "threads", "max-sessions", "tls-timeout-ms",
+       "ws-timeout-ms", "idle-timeout-ms", "drain-timeout-ms", "max-queue-bytes", "max-queue-frames",
+       "group-commit", "metrics-token", "max-protocol"},
+      {"dev", "dev-tokens"}, fieldsync::cli::Options::Repeat::kLastWins);
   if (std::string e = cfg.parse(args); !e.empty())
     return fail(Status(ErrorCode::kInvalidArgument, e + " (see --help)"));
   if (!cfg.words().empty())
@@ -142,6 +145,9 @@ int main(int argc, char** argv) {
                                                   int64_t{1} << 32));
   o.max_queued_frames =
       static_cast<size_t>(number("max-queue-frames", static_cast<int64_t>(o.max_queued_frames), 2, 100'000));
+  o.sync.max_protocol_version = static_cast<uint32_t>(
+      number("max-protocol", fieldsync::protocol::kProtocolVersion, fieldsync::protocol::kMinProtocolVersion,
+             fieldsync::protocol::kProtocolVersion));
   if (!error.empty()) return fail(Status(ErrorCode::kInvalidArgument, error));
 
   std::string data_dir = get("data-dir", "./fieldsync-data");

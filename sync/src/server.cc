@@ -230,7 +230,8 @@ void SyncServer::handle_hello(SessionId id, Session& s, const protocol::Hello& m
   s.authenticated = true;
   s.principal = std::move(who.value());
   s.node = m.node;
-  s.version = std::min(m.protocol_version, protocol::kProtocolVersion);
+  s.version = std::min({m.protocol_version, protocol::kProtocolVersion,
+                        std::max(config_.max_protocol_version, protocol::kMinProtocolVersion)});
   s.live = false;
   drop_held(s);
   s.sent_cursor = s.scanned_cursor = m.cursor;

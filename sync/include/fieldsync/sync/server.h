@@ -37,6 +37,10 @@ struct ServerConfig {
   // serialises every event behind one lock (SyncService) lets other sessions and its flusher in between
   // pages instead of holding them for a whole run of page reads.
   bool bootstrap_in_steps = false;
+  // The newest protocol version the server answers with (from kMinProtocolVersion to kProtocolVersion):
+  // every session speaks min(the device's, this). 1 holds every device to version 1, without compressed
+  // frames, for a deployment that will not accept compression under TLS at all (DESIGN.md section 8).
+  uint32_t max_protocol_version = protocol::kProtocolVersion;
 };
 
 using SessionId = uint64_t;
