@@ -71,10 +71,13 @@
 #include "fieldsync/sync/record_id.h"
 #include "fieldsync/sync/server.h"
 #include "fieldsync/sync/tuning.h"
+#include "server_metrics.h"
 
 extern char** environ;
 
 namespace {
+
+using fieldsync::bench::scrape_metrics;
 
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
@@ -636,24 +639,6 @@ class Server {
   uint16_t port_ = 0;
   std::string data_dir_, log_;
 };
-
-// The server's counters (GET /metrics, straight to the server, not through the proxy), by metric name with
-// its labels. Empty if curl or the server did not answer.
-std::map<std::string, double> scrape_metrics(uint16_t port) {
-  std::map<std::string, double> out;
-  const std::string cmd = "curl -sk --max-time 5 https://127.0.0.1:" + std::to_string(port) + "/metrics";
-  FILE* f = popen(cmd.c_str(), "r");
-  if (f == nullptr) return out;
-  char line[512];
-  while (std::fgets(line, sizeof line, f) != nullptr) {
-    if (line[0] == '#') continue;
-    char name[256];
-    double value = 0;
-    if (std::sscanf(line, "%255s %lf", name, &value) == 2) out[name] = value;
-  }
-  pclose(f);
-  return out;
-}
 
 double delta(const std::map<std::string, double>& a, const std::map<std::string, double>& b,
              const std::string& k) {

@@ -84,12 +84,15 @@
 #include "fieldsync/sync/codec.h"
 #include "fieldsync/sync/record_id.h"
 #include "fieldsync/sync/tuning.h"
+#include "server_metrics.h"
 #include "sqlite_baseline.h"
 #include "support/memory_store.h"
 
 extern char** environ;
 
 namespace {
+
+using fieldsync::bench::scrape_metrics;
 
 namespace beast = boost::beast;
 namespace websocket = beast::websocket;
@@ -1793,24 +1796,6 @@ std::string server_args_note(const Options& o) {
   std::string s;
   for (const std::string& a : o.server_args) s += " " + a;
   return s.empty() ? "" : "server args:" + s;
-}
-
-// The server's own counters (GET /metrics over loopback, through curl: install-deps has it), by metric name
-// without labels. Empty if curl or the server did not answer; the figures that need it are then left out.
-std::map<std::string, double> scrape_metrics(uint16_t port) {
-  std::map<std::string, double> out;
-  const std::string cmd = "curl -sk --max-time 5 https://127.0.0.1:" + std::to_string(port) + "/metrics";
-  FILE* f = popen(cmd.c_str(), "r");
-  if (f == nullptr) return out;
-  char line[512];
-  while (std::fgets(line, sizeof line, f) != nullptr) {
-    if (line[0] == '#') continue;
-    char name[256];
-    double value = 0;
-    if (std::sscanf(line, "%255s %lf", name, &value) == 2) out[name] = value;  // labels stay in the name
-  }
-  pclose(f);
-  return out;
 }
 
 // Frames and flushes per second over a window, from two scrapes.
