@@ -1,0 +1,447 @@
+/* The C ABI tested from C (C99, only the public header): a rep's phone bootstraps, records a visit and an
+ * order offline, syncs with a real fieldsync-server, and the data is checked on the server with
+ * `fieldsync-admin export --user`; a second device's change arrives live through the callback; bad arguments
+ * (NULL handles, malformed ids and JSON, unknown enum values, use after close) come back as errors.
+ *
+ * Run by fieldsync_with_server (mobile-glue/tests/with_server.cc), which starts the server and sets the
+ * FS_TEST_* environment; alone it fails, it never skips. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <fieldsync/fieldsync.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int failures = 0;
+
+#define CHECK(cond)                                                            \
+  do {                                                                         \
+    if (!(cond)) {                                                             \
+      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+      ++failures;                                                              \
+    }                                                                          \
+  } while (0)
+
+/* A call that must succeed; prints the error otherwise. */
+#define CHECK_OK(call, err)                                                                   \
+  do {                                                                                        \
+    if (!(call)) {                                                                            \
+      fprintf(stderr, "%s:%d: %s failed: domain %d code %d: %s\n", __FILE__, __LINE__, #call, \
+              (int)(err).domain, (int)(err).code, (err).message);                             \
+      ++failures;                                                                             \
+    }                                                                                         \
+  } while (0)
+
+/* A call that must fail with (domain, code). */
+#define CHECK_ERR(call, err, want_domain, want_code)                                                        \
+  do {                                                                                                      \
+    memset(&(err), 0, sizeof(err));                                                                         \
+    if (call) {                                                                                             \
+      fprintf(stderr, "%s:%d: %s succeeded, expected an error\n", __FILE__, __LINE__, #call);               \
+      ++failures;                                                                                           \
+    } else if ((err).domain != (want_domain) || (err).code != (want_code) || (err).message[0] == '\0') {    \
+      fprintf(stderr, "%s:%d: %s: got domain %d code %d (%s), expected %d/%d\n", __FILE__, __LINE__, #call, \
+              (int)(err).domain, (int)(err).code, (err).message, (int)(want_domain), (int)(want_code));     \
+      ++failures;                                                                                           \
+    }                                                                                                       \
+  } while (0)
+
+static const char* env(const char* name) {
+  const char* v = getenv(name);
+  if (v == NULL || v[0] == '\0') {
+    fprintf(stderr, "%s is not set: run this test through fieldsync_with_server\n", name);
+    exit(1);
+  }
+  return v;
+}
+
+static void sleep_ms(long ms) {
+  struct timespec ts;
+  ts.tv_sec = ms / 1000;
+  ts.tv_nsec = (ms % 1000) * 1000000L;
+  nanosleep(&ts, NULL);
+}
+
+static char* format(const char* fmt, ...) {
+  static char buffers[8][1024];
+  static int next = 0;
+  char* b = buffers[next++ % 8];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(b, sizeof buffers[0], fmt, ap);
+  va_end(ap);
+  return b;
+}
+
+/* ---- What the callbacks heard (they run on the sync thread: every field under the mutex). */
+
+typedef struct {
+  pthread_mutex_t mu;
+  fs_client* client;
+  int records_changed;
+  int bootstrap_progress;
+  int push_progress;
+  int synced;
+  int errors;
+  char watched_id[64]; /* a record whose change the test waits for */
+  int watched_seen;
+  int reentry_refused;  /* fs_sync_now from a callback failed with FS_API_IN_CALLBACK */
+  int read_in_callback; /* fs_get from a callback worked */
+} Heard;
+
+static void on_records_changed(void* user_data, const char* records_json) {
+  Heard* h = (Heard*)user_data;
+  int watched = 0;
+  pthread_mutex_lock(&h->mu);
+  ++h->records_changed;
+  if (h->watched_id[0] != '\0' && strstr(records_json, h->watched_id) != NULL) watched = 1;
+  pthread_mutex_unlock(&h->mu);
+  if (watched) {
+    /* The header's rule: reads work inside a callback, waiting for the sync thread does not. */
+    fs_error err;
+    char* json = NULL;
+    const int read_ok = fs_get(h->client, FS_RECORD_ACCOUNT, h->watched_id, &json, &err) && json != NULL &&
+                        strstr(json, "from bob") != NULL;
+    fs_string_free(json);
+    memset(&err, 0, sizeof err);
+    const int refused =
+        !fs_sync_now(h->client, 1000, &err) && err.domain == FS_DOMAIN_API && err.code == FS_API_IN_CALLBACK;
+    pthread_mutex_lock(&h->mu);
+    h->watched_seen = 1;
+    h->read_in_callback = read_ok;
+    h->reentry_refused = refused;
+    pthread_mutex_unlock(&h->mu);
+  }
+}
+
+static void on_progress(void* user_data, fs_progress_kind kind, uint64_t done, uint64_t total) {
+  Heard* h = (Heard*)user_data;
+  pthread_mutex_lock(&h->mu);
+  if (kind == FS_PROGRESS_BOOTSTRAP && done <= total) ++h->bootstrap_progress;
+  if (kind == FS_PROGRESS_PUSH && done <= total) ++h->push_progress;
+  pthread_mutex_unlock(&h->mu);
+}
+
+static void on_synced(void* user_data) {
+  Heard* h = (Heard*)user_data;
+  pthread_mutex_lock(&h->mu);
+  ++h->synced;
+  pthread_mutex_unlock(&h->mu);
+}
+
+static void on_error(void* user_data, const fs_error* error) {
+  Heard* h = (Heard*)user_data;
+  fprintf(stderr, "(error callback: domain %d code %d: %s)\n", (int)error->domain, (int)error->code,
+          error->message);
+  pthread_mutex_lock(&h->mu);
+  ++h->errors;
+  pthread_mutex_unlock(&h->mu);
+}
+
+static int heard(Heard* h, const int* field) {
+  int v;
+  pthread_mutex_lock(&h->mu);
+  v = *field;
+  pthread_mutex_unlock(&h->mu);
+  return v;
+}
+
+/* ---- Helpers */
+
+static fs_config* device_config(const char* user, int64_t node, const char* path) {
+  fs_error err;
+  fs_config* cfg = fs_config_new(&err);
+  CHECK(cfg != NULL);
+  CHECK_OK(fs_config_set_text(cfg, FS_OPT_PATH, path, &err), err);
+  CHECK_OK(fs_config_set_text(cfg, FS_OPT_USER, user, &err), err);
+  CHECK_OK(fs_config_set_text(cfg, FS_OPT_SERVER_URL, env("FS_TEST_URL"), &err), err);
+  CHECK_OK(fs_config_set_text(cfg, FS_OPT_CA_FILE, env("FS_TEST_CA"), &err), err);
+  CHECK_OK(fs_config_set_text(cfg, FS_OPT_PRICE_LIST, "retail", &err), err);
+  CHECK_OK(fs_config_set_int(cfg, FS_OPT_NODE, node, &err), err);
+  CHECK_OK(fs_config_set_int(cfg, FS_OPT_RECONNECT_CAP_MS, 500, &err), err);
+  return cfg;
+}
+
+/* Logs in with the password and keeps the token in the config. */
+static void log_in(fs_config* cfg, const char* password) {
+  fs_error err;
+  char* token = NULL;
+  int64_t expires = 0;
+  CHECK_OK(fs_login(cfg, password, &token, &expires, &err), err);
+  CHECK(token != NULL && strlen(token) > 10);
+  CHECK(expires > 0);
+  CHECK_OK(fs_config_set_text(cfg, FS_OPT_TOKEN, token, &err), err);
+  fs_string_free(token);
+}
+
+/* The server's view of what `user` can see, as canonical JSON (fieldsync-admin export --user). */
+static char* server_export(const char* user) {
+  const char* cmd =
+      format("'%s' --data-dir '%s' export --user %s", env("FS_TEST_ADMIN"), env("FS_TEST_DATA_DIR"), user);
+  FILE* p = popen(cmd, "r");
+  size_t size = 0, cap = 1 << 16;
+  char* text = malloc(cap);
+  CHECK(p != NULL && text != NULL);
+  if (p == NULL || text == NULL) {
+    free(text);
+    return NULL;
+  }
+  for (;;) {
+    size_t n;
+    if (cap - size < 4096) {
+      char* bigger = realloc(text, cap *= 2);
+      if (bigger == NULL) break;
+      text = bigger;
+    }
+    n = fread(text + size, 1, cap - size - 1, p);
+    if (n == 0) break;
+    size += n;
+  }
+  text[size] = '\0';
+  CHECK(pclose(p) == 0);
+  return text;
+}
+
+/* ---- The test */
+
+static void bad_arguments_without_a_client(void) {
+  fs_error err;
+  fs_config* cfg = fs_config_new(&err);
+  char* token = NULL;
+  CHECK_ERR(fs_config_set_text(NULL, FS_OPT_USER, "alice", &err), err, FS_DOMAIN_API, FS_API_NULL_ARGUMENT);
+  CHECK_ERR(fs_config_set_text(cfg, 999, "x", &err), err, FS_DOMAIN_API, FS_API_UNKNOWN_ENUM);
+  CHECK_ERR(fs_config_set_int(cfg, FS_OPT_PATH, 1, &err), err, FS_DOMAIN_API, FS_API_UNKNOWN_ENUM);
+  CHECK_ERR(fs_config_set_int(cfg, -1, 1, &err), err, FS_DOMAIN_API, FS_API_UNKNOWN_ENUM);
+  CHECK_ERR(fs_config_set_text(cfg, FS_OPT_ROLE, "boss", &err), err, FS_DOMAIN_API, FS_API_INVALID_ARGUMENT);
+  CHECK_ERR(fs_config_set_int(cfg, FS_OPT_UTC_OFFSET_MINUTES, 100000, &err), err, FS_DOMAIN_API,
+            FS_API_INVALID_ARGUMENT);
+  CHECK_ERR(fs_client_open(NULL, &err) != NULL, err, FS_DOMAIN_API, FS_API_NULL_ARGUMENT);
+  CHECK_ERR(fs_client_open(cfg, &err) != NULL, err, FS_DOMAIN_API, FS_API_INVALID_ARGUMENT); /* no path */
+  CHECK_ERR(fs_login(cfg, "pw", &token, NULL, &err), err, FS_DOMAIN_API, FS_API_BAD_STATE);
+  CHECK_ERR(fs_login(cfg, NULL, &token, NULL, &err), err, FS_DOMAIN_API, FS_API_NULL_ARGUMENT);
+  /* Every function takes a NULL error and a NULL handle without crashing. */
+  CHECK(!fs_check_in(NULL, "{}", NULL, NULL));
+  CHECK(!fs_sync_now(NULL, 1000, NULL));
+  CHECK(!fs_client_close(NULL, NULL));
+  fs_client_free(NULL);
+  fs_config_free(NULL);
+  fs_string_free(NULL);
+  fs_config_free(cfg);
+
+  /* A wrong password is the server's auth_failed, in the fieldsync domain. */
+  cfg = device_config("alice", 0x2001, format("%s/never-opened.db", env("FS_TEST_SCRATCH")));
+  CHECK_ERR(fs_login(cfg, "wrong-password", &token, NULL, &err), err, FS_DOMAIN_FIELDSYNC,
+            FS_CODE_AUTH_FAILED);
+  CHECK(token == NULL);
+  fs_config_free(cfg);
+}
+
+int main(void) {
+  fs_error err;
+  const char* product = env("FS_TEST_PRODUCT");
+  char *account = NULL, *visit = NULL, *order = NULL, *json = NULL, *exported = NULL, *event = NULL;
+  fs_config *alice_cfg, *bob_cfg;
+  fs_client *alice, *bob;
+  fs_sync_status status;
+  Heard h;
+  int i;
+
+  setvbuf(stdout, NULL, _IONBF, 0);
+  CHECK((fs_abi_version() >> 16) == FS_ABI_VERSION_MAJOR);
+  memset(&h, 0, sizeof h);
+  pthread_mutex_init(&h.mu, NULL);
+
+  bad_arguments_without_a_client();
+
+  /* ---- Alice's phone: log in, open, bootstrap the catalogue. */
+  alice_cfg = device_config("alice", 0x2001, format("%s/alice.db", env("FS_TEST_SCRATCH")));
+  log_in(alice_cfg, "alice-password");
+  alice = fs_client_open(alice_cfg, &err);
+  CHECK_OK(alice != NULL, err);
+  if (alice == NULL) return 1;
+  h.client = alice;
+  CHECK_OK(fs_on_records_changed(alice, on_records_changed, &h, &err), err);
+  CHECK_OK(fs_on_progress(alice, on_progress, &h, &err), err);
+  CHECK_OK(fs_on_synced(alice, on_synced, &h, &err), err);
+  CHECK_OK(fs_on_error(alice, on_error, &h, &err), err);
+  {
+    uint64_t node = 0;
+    CHECK_OK(fs_client_node(alice, &node, &err), err);
+    CHECK(node == 0x2001);
+  }
+  CHECK_OK(fs_sync_now(alice, 30000, &err), err);
+  CHECK(heard(&h, &h.bootstrap_progress) > 0);
+  CHECK(heard(&h, &h.synced) > 0);
+  CHECK_OK(fs_sync_status_get(alice, &status, &err), err);
+  CHECK(status.pending_count == 0 && status.has_last_synced && status.last_synced_at_ms > 0);
+  CHECK(status.bootstrap_total >= 2 && status.bootstrap_done == status.bootstrap_total); /* product + price */
+  CHECK(status.state == FS_STATE_DISCONNECTED && !status.connected && !status.running);
+
+  /* ---- Offline: an account, a visit with a note and a check-out, an order with a line, submitted. */
+  {
+    const int before = heard(&h, &h.records_changed);
+    CHECK_OK(fs_create_account(
+                 alice, "{\"name\": \"Bakery Nord\", \"territory_id\": \"north\", \"city\": \"Hamburg\"}",
+                 &account, &err),
+             err);
+    CHECK(account != NULL && strlen(account) == 36);
+    CHECK(heard(&h, &h.records_changed) == before + 1); /* the app's own write, on this thread */
+  }
+  if (account == NULL) return 1;
+  CHECK_OK(fs_check_in(alice,
+                       format("{\"account_id\": \"%s\", \"latitude\": 53.55, \"longitude\": 9.99}", account),
+                       &visit, &err),
+           err);
+  CHECK(visit != NULL);
+  if (visit == NULL) return 1;
+  CHECK_OK(fs_add_visit_note(alice, visit, "Asked for the spring catalogue", &err), err);
+  CHECK_OK(fs_check_out(alice, visit, "order_taken", NULL, &err), err);
+  CHECK_OK(fs_draft_order(alice, account, "EUR",
+                          format("[{\"product_id\": \"%s\", \"quantity\": 4}]", product), &order, &err),
+           err);
+  CHECK(order != NULL);
+  if (order == NULL) return 1;
+  CHECK_OK(fs_submit_order(alice, order, &err), err);
+  CHECK_OK(fs_create_event(alice,
+                           "{\"title\": \"Tasting\", \"start_at_ms\": 1900000000000, \"end_at_ms\": "
+                           "1900003600000}",
+                           &event, &err),
+           err);
+  CHECK(event != NULL && strstr(event, "\"overlaps\":[]") != NULL);
+
+  CHECK_OK(fs_sync_status_get(alice, &status, &err), err);
+  CHECK(status.pending_count == 7); /* account, visit, note, check-out, order+line (one txn), submit, event */
+  CHECK_OK(fs_get(alice, FS_RECORD_ORDER, order, &json, &err), err);
+  CHECK(json != NULL && strstr(json, "\"status\":\"submitted\"") && strstr(json, "\"total_cents\":1000"));
+  fs_string_free(json);
+  json = NULL;
+  CHECK_OK(fs_get(alice, FS_RECORD_VISIT, visit, &json, &err), err);
+  CHECK(json != NULL && strstr(json, "\"outcome\":\"order_taken\"") && strstr(json, "spring catalogue"));
+  fs_string_free(json);
+  json = NULL;
+  CHECK_OK(fs_list(alice, FS_LIST_OPEN_ORDERS, NULL, &json, &err), err);
+  CHECK(json != NULL && strstr(json, order) != NULL);
+  fs_string_free(json);
+  json = NULL;
+  CHECK_OK(fs_list(alice, FS_LIST_ACCOUNTS_BY_PREFIX, "Bak", &json, &err), err);
+  CHECK(json != NULL && json[0] == '[' && strstr(json, account) != NULL);
+  fs_string_free(json);
+  json = NULL;
+
+  /* ---- Bad arguments on an open client: errors, nothing written. */
+  CHECK_ERR(fs_get(alice, 99, visit, &json, &err), err, FS_DOMAIN_API, FS_API_UNKNOWN_ENUM);
+  CHECK_ERR(fs_list(alice, 0, NULL, &json, &err), err, FS_DOMAIN_API, FS_API_UNKNOWN_ENUM);
+  CHECK_ERR(fs_list(alice, FS_LIST_VISITS_OF_ACCOUNT, NULL, &json, &err), err, FS_DOMAIN_API,
+            FS_API_NULL_ARGUMENT);
+  CHECK_ERR(fs_get(alice, FS_RECORD_VISIT, "not-an-id", &json, &err), err, FS_DOMAIN_FIELDSYNC,
+            FS_CODE_INVALID_ARGUMENT);
+  CHECK_ERR(fs_get(alice, FS_RECORD_VISIT, "01890a5d-ac96-774b-bcce-b302099a8057", &json, &err), err,
+            FS_DOMAIN_FIELDSYNC, FS_CODE_RECORD_NOT_FOUND);
+  CHECK(json == NULL);
+  CHECK_ERR(fs_check_in(alice, "{\"account_id\": \"nope\"}", NULL, &err), err, FS_DOMAIN_FIELDSYNC,
+            FS_CODE_INVALID_ARGUMENT);
+  CHECK_ERR(fs_check_in(alice, format("{\"account_id\": \"%s\", \"colour\": 1}", account), NULL, &err), err,
+            FS_DOMAIN_API, FS_API_INVALID_ARGUMENT);
+  CHECK(strstr(err.message, "colour") != NULL);
+  CHECK_ERR(fs_check_in(alice, format("{\"account_id\": \"%s\", \"at_ms\": \"noon\"}", account), NULL, &err),
+            err, FS_DOMAIN_API, FS_API_INVALID_ARGUMENT);
+  CHECK_ERR(fs_create_account(alice, "not json", NULL, &err), err, FS_DOMAIN_API, FS_API_INVALID_ARGUMENT);
+  CHECK_ERR(fs_create_account(alice, "[]", NULL, &err), err, FS_DOMAIN_API, FS_API_INVALID_ARGUMENT);
+  CHECK_ERR(fs_create_account(alice, NULL, NULL, &err), err, FS_DOMAIN_API, FS_API_INVALID_ARGUMENT);
+  CHECK_ERR(fs_check_out(alice, visit, "great", NULL, &err), err, FS_DOMAIN_FIELDSYNC, FS_CODE_VALUE_INVALID);
+  CHECK_ERR(fs_add_visit_note(alice, NULL, "x", &err), err, FS_DOMAIN_API, FS_API_NULL_ARGUMENT);
+  CHECK_ERR(fs_draft_order(alice, account, "EUR", "{\"product_id\": 1}", NULL, &err), err, FS_DOMAIN_API,
+            FS_API_INVALID_ARGUMENT);
+  CHECK_ERR(fs_check_in(NULL, "{}", NULL, &err), err, FS_DOMAIN_API, FS_API_NULL_ARGUMENT);
+  CHECK_ERR(fs_sync_now(alice, 0, &err), err, FS_DOMAIN_API, FS_API_INVALID_ARGUMENT);
+  CHECK_ERR(fs_on_progress(NULL, on_progress, &h, &err), err, FS_DOMAIN_API, FS_API_NULL_ARGUMENT);
+  CHECK_OK(fs_sync_status_get(alice, &status, &err), err);
+  CHECK(status.pending_count == 7);
+
+  /* ---- Sync: the server now has all of it. */
+  CHECK_OK(fs_sync_now(alice, 30000, &err), err);
+  CHECK(heard(&h, &h.push_progress) > 0);
+  CHECK_OK(fs_sync_status_get(alice, &status, &err), err);
+  CHECK(status.pending_count == 0);
+  exported = server_export("alice");
+  CHECK(exported != NULL);
+  if (exported != NULL) {
+    CHECK(strstr(exported, account) != NULL);
+    CHECK(strstr(exported, visit) != NULL);
+    CHECK(strstr(exported, order) != NULL);
+    CHECK(strstr(exported, "Asked for the spring catalogue") != NULL);
+    CHECK(strstr(exported, "\"order_taken\"") != NULL);
+    CHECK(strstr(exported, "\"submitted\"") != NULL);
+  }
+  /* And the replica holds exactly what the server shows alice. */
+  CHECK_OK(fs_export_json(alice, &json, &err), err);
+  CHECK(json != NULL && exported != NULL && strcmp(json, exported) == 0);
+  fs_string_free(json);
+  json = NULL;
+  free(exported);
+
+  /* ---- Live: alice stays connected; bob (same territory, another device) notes on the account. */
+  memcpy(h.watched_id, account, strlen(account) + 1);
+  CHECK_OK(fs_sync_start(alice, &err), err);
+  CHECK_ERR(fs_sync_start(alice, &err), err, FS_DOMAIN_API, FS_API_BAD_STATE);
+  bob_cfg = device_config("bob", 0x2002, format("%s/bob.db", env("FS_TEST_SCRATCH")));
+  log_in(bob_cfg, "bob-password");
+  bob = fs_client_open(bob_cfg, &err);
+  CHECK_OK(bob != NULL, err);
+  if (bob == NULL) return 1;
+  CHECK_OK(fs_sync_now(bob, 30000, &err), err);
+  CHECK_OK(fs_list(bob, FS_LIST_ACCOUNTS_IN_TERRITORY, "north", &json, &err), err);
+  CHECK(json != NULL && strstr(json, account) != NULL);
+  fs_string_free(json);
+  json = NULL;
+  CHECK_OK(fs_edit_account(bob, account, "{\"add_note\": \"from bob: closed on Mondays\"}", &err), err);
+  CHECK_OK(fs_sync_now(bob, 30000, &err), err);
+  for (i = 0; i < 3000 && !heard(&h, &h.watched_seen); ++i) sleep_ms(10);
+  CHECK(heard(&h, &h.watched_seen));
+  CHECK(heard(&h, &h.read_in_callback));
+  CHECK(heard(&h, &h.reentry_refused));
+  CHECK_OK(fs_sync_status_get(alice, &status, &err), err);
+  CHECK(status.running == 1);
+  CHECK_OK(fs_sync_now(alice, 30000, &err), err); /* waits for the running transport */
+  CHECK_OK(fs_sync_stop(alice, &err), err);
+  CHECK(heard(&h, &h.errors) == 0);
+
+  /* ---- Use after close: errors, the handle stays valid until freed. */
+  CHECK_OK(fs_client_close(alice, &err), err);
+  CHECK_OK(fs_client_close(alice, &err), err); /* idempotent */
+  CHECK_ERR(fs_get(alice, FS_RECORD_ACCOUNT, account, &json, &err), err, FS_DOMAIN_API, FS_API_CLOSED);
+  CHECK_ERR(fs_check_in(alice, "{}", NULL, &err), err, FS_DOMAIN_API, FS_API_CLOSED);
+  CHECK_ERR(fs_sync_start(alice, &err), err, FS_DOMAIN_API, FS_API_CLOSED);
+  CHECK_ERR(fs_on_synced(alice, NULL, NULL, &err), err, FS_DOMAIN_API, FS_API_CLOSED);
+  fs_client_free(alice);
+
+  /* The replica survives: reopened, it still has the account with bob's note, nothing pending. */
+  alice = fs_client_open(alice_cfg, &err);
+  CHECK_OK(alice != NULL, err);
+  if (alice != NULL) {
+    CHECK_OK(fs_get(alice, FS_RECORD_ACCOUNT, account, &json, &err), err);
+    CHECK(json != NULL && strstr(json, "closed on Mondays") != NULL);
+    fs_string_free(json);
+    CHECK_OK(fs_sync_status_get(alice, &status, &err), err);
+    CHECK(status.pending_count == 0);
+    fs_client_free(alice);
+  }
+  fs_client_free(bob);
+  fs_config_free(alice_cfg);
+  fs_config_free(bob_cfg);
+  fs_string_free(account);
+  fs_string_free(visit);
+  fs_string_free(order);
+  fs_string_free(event);
+  pthread_mutex_destroy(&h.mu);
+
+  if (failures > 0) {
+    fprintf(stderr, "%d check(s) failed\n", failures);
+    return 1;
+  }
+  printf("fieldsync_c_test: all checks passed\n");
+  return 0;
+}
