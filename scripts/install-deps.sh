@@ -15,6 +15,7 @@ PACKAGES=(
   libbenchmark-dev
   libgoogle-perftools-dev
   curl
+  default-jdk-headless  # mobile-glue: the JNI bridge's jni.h, javac for the Java package and its test
 )
 
 missing=()
