@@ -46,8 +46,11 @@
 extern "C" {
 #endif
 
-/* Nullability for Swift and clang's checks; nothing elsewhere. */
+/* Nullability for Swift and clang's checks; nothing elsewhere. Clang calls them an extension under -pedantic:
+ * quiet inside this header only. */
 #if defined(__clang__)
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wnullability-extension"
 #define FS_NONNULL _Nonnull
 #define FS_NULLABLE _Nullable
 #else
@@ -393,6 +396,10 @@ FS_API bool fs_on_erased(fs_client* FS_NULLABLE client, fs_erased_fn FS_NULLABLE
 
 #ifdef __cplusplus
 }
+#endif
+
+#if defined(__clang__)
+#pragma clang diagnostic pop
 #endif
 
 #endif /* FIELDSYNC_FIELDSYNC_H */
