@@ -37,14 +37,26 @@ namespace glue = fieldsync::glue;
 namespace json = boost::json;
 
 // Depth of callbacks running on this thread: functions that wait for the sync thread refuse to run inside
-// one (the sync thread would wait for itself).
+// one (the sync thread would wait for itself). `t_callback_client` is the client whose callback runs
+// innermost: calls into that client need not take its `life` lock again (see Use).
 thread_local int t_callback_depth = 0;
+thread_local const fs_client* t_callback_client = nullptr;
 
-struct CallbackScope {
-  CallbackScope() { ++t_callback_depth; }
-  ~CallbackScope() { --t_callback_depth; }
+class CallbackScope {
+ public:
+  explicit CallbackScope(const fs_client* c) : previous_(t_callback_client) {
+    ++t_callback_depth;
+    t_callback_client = c;
+  }
+  ~CallbackScope() {
+    --t_callback_depth;
+    t_callback_client = previous_;
+  }
   CallbackScope(const CallbackScope&) = delete;
   CallbackScope& operator=(const CallbackScope&) = delete;
+
+ private:
+  const fs_client* previous_;
 };
 
 // An error on its way out: filled by the shims, copied into the caller's fs_error (if any) at the boundary.
@@ -205,10 +217,10 @@ class Use {
       api_error(error, FS_API_CLOSED, "the client is closed");
       return;
     }
-    // Inside a callback the client cannot go away: an app write's callback runs under that call's own hold,
-    // and close() joins the sync thread before taking `life`. Not locking again avoids a recursive shared
-    // lock, which may deadlock behind a waiting close().
-    if (t_callback_depth > 0) {
+    // Inside one of its own callbacks the client cannot go away: an app write's callback runs under that
+    // call's own hold, and close() joins the sync thread before taking `life`. Not locking again avoids a
+    // recursive shared lock, which may deadlock behind a waiting close().
+    if (t_callback_client == c) {
       ok_ = c->client != nullptr;
       if (!ok_) api_error(error, FS_API_CLOSED, "the client is closed");
       return;
@@ -271,7 +283,7 @@ void install_observer(fs_client* c) {
     Callbacks cb = c->snapshot();
     if (!cb.records_changed) return;
     const std::string text = json::serialize(glue::to_json_array(keys));
-    CallbackScope scope;
+    CallbackScope scope(c);
     cb.records_changed(cb.records_changed_data, text.c_str());
   };
   o.sync_progress = [c](uint64_t done, uint64_t total) {
@@ -279,47 +291,47 @@ void install_observer(fs_client* c) {
     c->bootstrap_total = total;
     Callbacks cb = c->snapshot();
     if (!cb.progress) return;
-    CallbackScope scope;
+    CallbackScope scope(c);
     cb.progress(cb.progress_data, FS_PROGRESS_BOOTSTRAP, done, total);
   };
   o.push_progress = [c](uint64_t done, uint64_t total) {
     Callbacks cb = c->snapshot();
     if (!cb.progress) return;
-    CallbackScope scope;
+    CallbackScope scope(c);
     cb.progress(cb.progress_data, FS_PROGRESS_PUSH, done, total);
   };
   o.conflict = [c](const fieldsync::ConflictRecord& record) {
     Callbacks cb = c->snapshot();
     if (!cb.conflict) return;
     const std::string text = json::serialize(glue::to_json(record));
-    CallbackScope scope;
+    CallbackScope scope(c);
     cb.conflict(cb.conflict_data, text.c_str());
   };
   o.rejection = [c](const fieldsync::Rejection& rejection) {
     Callbacks cb = c->snapshot();
     if (!cb.rejection) return;
     const std::string text = json::serialize(glue::to_json(rejection));
-    CallbackScope scope;
+    CallbackScope scope(c);
     cb.rejection(cb.rejection_data, text.c_str());
   };
   o.synced = [c] {
     Callbacks cb = c->snapshot();
     if (!cb.synced) return;
-    CallbackScope scope;
+    CallbackScope scope(c);
     cb.synced(cb.synced_data);
   };
   o.error = [c](const Status& s) {
     Callbacks cb = c->snapshot();
     if (!cb.error) return;
     const fs_error e = status_as_fs_error(s);
-    CallbackScope scope;
+    CallbackScope scope(c);
     cb.error(cb.error_data, &e);
   };
   o.erased = [c](const Status& s) {
     Callbacks cb = c->snapshot();
     if (!cb.erased) return;
     const fs_error e = status_as_fs_error(s);
-    CallbackScope scope;
+    CallbackScope scope(c);
     cb.erased(cb.erased_data, &e);
   };
   c->client->add_observer(std::move(o));
