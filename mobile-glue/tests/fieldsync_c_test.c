@@ -88,6 +88,9 @@ typedef struct {
   int errors;
   char watched_id[64]; /* a record whose change the test waits for */
   int watched_seen;
+  int conflicts;
+  int rejections;
+  char last_rejection[1024];
   int reentry_refused;  /* fs_sync_now from a callback failed with FS_API_IN_CALLBACK */
   int read_in_callback; /* fs_get from a callback worked */
 } Heard;
@@ -123,6 +126,33 @@ static void on_progress(void* user_data, fs_progress_kind kind, uint64_t done, u
   if (kind == FS_PROGRESS_BOOTSTRAP && done <= total) ++h->bootstrap_progress;
   if (kind == FS_PROGRESS_PUSH && done <= total) ++h->push_progress;
   pthread_mutex_unlock(&h->mu);
+}
+
+static void on_conflict(void* user_data, const char* conflict_json) {
+  Heard* h = (Heard*)user_data;
+  pthread_mutex_lock(&h->mu);
+  if (strstr(conflict_json, "\"kind\":\"concurrent_write\"") != NULL) ++h->conflicts;
+  pthread_mutex_unlock(&h->mu);
+}
+
+static void on_rejection(void* user_data, const char* rejection_json) {
+  Heard* h = (Heard*)user_data;
+  pthread_mutex_lock(&h->mu);
+  ++h->rejections;
+  snprintf(h->last_rejection, sizeof h->last_rejection, "%s", rejection_json);
+  pthread_mutex_unlock(&h->mu);
+}
+
+/* The largest "inbox_id" in an inbox listing (0 if none). */
+static int64_t newest_inbox_id(const char* json) {
+  int64_t newest = 0;
+  const char* p = json;
+  while (p != NULL && (p = strstr(p, "\"inbox_id\":")) != NULL) {
+    const int64_t id = strtoll(p + strlen("\"inbox_id\":"), NULL, 10);
+    if (id > newest) newest = id;
+    ++p;
+  }
+  return newest;
 }
 
 static void on_synced(void* user_data) {
@@ -267,6 +297,8 @@ int main(void) {
   CHECK_OK(fs_on_progress(alice, on_progress, &h, &err), err);
   CHECK_OK(fs_on_synced(alice, on_synced, &h, &err), err);
   CHECK_OK(fs_on_error(alice, on_error, &h, &err), err);
+  CHECK_OK(fs_on_conflict(alice, on_conflict, &h, &err), err);
+  CHECK_OK(fs_on_rejection(alice, on_rejection, &h, &err), err);
   {
     uint64_t node = 0;
     CHECK_OK(fs_client_node(alice, &node, &err), err);
@@ -408,6 +440,62 @@ int main(void) {
   CHECK_OK(fs_sync_now(alice, 30000, &err), err); /* waits for the running transport */
   CHECK_OK(fs_sync_stop(alice, &err), err);
   CHECK(heard(&h, &h.errors) == 0);
+
+  /* ---- Conflict: bob and alice set the account's phone without seeing each other's write. Alice writes
+   * last, so hers wins (last writer wins) and the overwritten value is a conflict both hear about. */
+  {
+    Heard hb;
+    uint32_t unread_conflicts = 0, unread_rejections = 0;
+    memset(&hb, 0, sizeof hb);
+    pthread_mutex_init(&hb.mu, NULL);
+    hb.client = bob;
+    CHECK_OK(fs_on_conflict(bob, on_conflict, &hb, &err), err);
+    CHECK_OK(fs_edit_account(bob, account, "{\"phone\": \"+49 40 222\"}", &err), err);
+    CHECK_OK(fs_sync_now(bob, 30000, &err), err);
+    sleep_ms(5); /* a later wall-clock millisecond for alice's write */
+    CHECK_OK(fs_edit_account(alice, account, "{\"phone\": \"+49 40 111\"}", &err), err);
+    CHECK_OK(fs_sync_now(alice, 30000, &err), err);
+    CHECK_OK(fs_sync_now(bob, 30000, &err), err);
+    CHECK(heard(&h, &h.conflicts) + heard(&hb, &hb.conflicts) >= 1);
+    CHECK_OK(fs_get(bob, FS_RECORD_ACCOUNT, account, &json, &err), err);
+    CHECK(json != NULL && strstr(json, "+49 40 111") != NULL);
+    fs_string_free(json);
+    json = NULL;
+    /* The inbox of whoever heard it: listed, counted unread, then marked seen. */
+    {
+      fs_client* who = heard(&h, &h.conflicts) > 0 ? alice : bob;
+      CHECK_OK(fs_list(who, FS_LIST_CONFLICT_INBOX, "unread", &json, &err), err);
+      CHECK(json != NULL && strstr(json, "\"concurrent_write\"") != NULL && strstr(json, account) != NULL);
+      CHECK_OK(fs_unread_counts(who, &unread_conflicts, &unread_rejections, &err), err);
+      CHECK(unread_conflicts >= 1 && unread_rejections == 0);
+      CHECK_OK(fs_mark_conflicts_seen(who, json != NULL ? newest_inbox_id(json) : 0, &err), err);
+      CHECK_OK(fs_unread_counts(who, &unread_conflicts, NULL, &err), err);
+      CHECK(unread_conflicts == 0);
+      fs_string_free(json);
+      json = NULL;
+    }
+    CHECK_OK(fs_on_conflict(bob, NULL, NULL, &err), err); /* hb goes out of scope */
+    pthread_mutex_destroy(&hb.mu);
+  }
+
+  /* ---- Rejection: a rep may not move an account to another territory. Written locally, refused by the
+   * server: the rejection callback and inbox say so and the account is back in north. */
+  CHECK_OK(fs_edit_account(alice, account, "{\"territory_id\": \"south\"}", &err), err);
+  CHECK_OK(fs_sync_now(alice, 30000, &err), err);
+  CHECK(heard(&h, &h.rejections) == 1);
+  pthread_mutex_lock(&h.mu);
+  CHECK(strstr(h.last_rejection, account) != NULL && strstr(h.last_rejection, "\"reason\"") != NULL);
+  pthread_mutex_unlock(&h.mu);
+  CHECK_OK(fs_list(alice, FS_LIST_REJECTION_INBOX, NULL, &json, &err), err);
+  CHECK(json != NULL && strstr(json, account) != NULL);
+  fs_string_free(json);
+  json = NULL;
+  CHECK_ERR(fs_list(alice, FS_LIST_REJECTION_INBOX, "everything", &json, &err), err, FS_DOMAIN_API,
+            FS_API_INVALID_ARGUMENT);
+  CHECK_OK(fs_get(alice, FS_RECORD_ACCOUNT, account, &json, &err), err);
+  CHECK(json != NULL && strstr(json, "\"territory_id\":\"north\"") != NULL);
+  fs_string_free(json);
+  json = NULL;
 
   /* ---- Use after close: errors, the handle stays valid until freed. */
   CHECK_OK(fs_client_close(alice, &err), err);
