@@ -90,6 +90,8 @@ typedef struct {
   int watched_seen;
   int conflicts;
   int rejections;
+  int erased;
+  int erased_code;
   char last_rejection[1024];
   int reentry_refused;  /* fs_sync_now from a callback failed with FS_API_IN_CALLBACK */
   int read_in_callback; /* fs_get from a callback worked */
@@ -140,6 +142,14 @@ static void on_rejection(void* user_data, const char* rejection_json) {
   pthread_mutex_lock(&h->mu);
   ++h->rejections;
   snprintf(h->last_rejection, sizeof h->last_rejection, "%s", rejection_json);
+  pthread_mutex_unlock(&h->mu);
+}
+
+static void on_erased(void* user_data, const fs_error* result) {
+  Heard* h = (Heard*)user_data;
+  pthread_mutex_lock(&h->mu);
+  ++h->erased;
+  h->erased_code = result->code;
   pthread_mutex_unlock(&h->mu);
 }
 
@@ -516,6 +526,39 @@ int main(void) {
     CHECK_OK(fs_sync_status_get(alice, &status, &err), err);
     CHECK(status.pending_count == 0);
     fs_client_free(alice);
+  }
+
+  /* ---- Erase on revoke: head office revokes bob's device; its next sync is refused, the replica is erased
+   * and the erased callback fires; every call then fails with device_revoked, and so does opening the path
+   * until the revocation is cleared (a fresh, empty replica). */
+  {
+    Heard hb;
+    const char* bob_path = format("%s/bob.db", env("FS_TEST_SCRATCH"));
+    FILE* f;
+    memset(&hb, 0, sizeof hb);
+    pthread_mutex_init(&hb.mu, NULL);
+    CHECK_OK(fs_on_erased(bob, on_erased, &hb, &err), err);
+    CHECK(system(format("'%s' --data-dir '%s' device revoke --node 0x2002", env("FS_TEST_ADMIN"),
+                        env("FS_TEST_DATA_DIR"))) == 0);
+    CHECK_ERR(fs_sync_now(bob, 30000, &err), err, FS_DOMAIN_FIELDSYNC, FS_CODE_DEVICE_REVOKED);
+    CHECK(heard(&hb, &hb.erased) == 1 && heard(&hb, &hb.erased_code) == FS_CODE_DEVICE_REVOKED);
+    CHECK_ERR(fs_list(bob, FS_LIST_ACCOUNTS_BY_PREFIX, NULL, &json, &err), err, FS_DOMAIN_FIELDSYNC,
+              FS_CODE_DEVICE_REVOKED);
+    f = fopen(bob_path, "rb");
+    CHECK(f == NULL); /* the replica file is gone */
+    if (f != NULL) fclose(f);
+    fs_client_free(bob);
+    pthread_mutex_destroy(&hb.mu);
+    CHECK_ERR(fs_client_open(bob_cfg, &err) != NULL, err, FS_DOMAIN_FIELDSYNC, FS_CODE_DEVICE_REVOKED);
+    CHECK_OK(fs_clear_revocation(bob_path, &err), err);
+    bob = fs_client_open(bob_cfg, &err);
+    CHECK_OK(bob != NULL, err);
+    if (bob != NULL) {
+      CHECK_OK(fs_list(bob, FS_LIST_ACCOUNTS_BY_PREFIX, NULL, &json, &err), err);
+      CHECK(json != NULL && strcmp(json, "[]") == 0);
+      fs_string_free(json);
+      json = NULL;
+    }
   }
   fs_client_free(bob);
   fs_config_free(alice_cfg);
