@@ -348,7 +348,8 @@ typedef struct fs_sync_status {
 
 /* Starts the transport thread: connects, syncs, stays connected for live changes, reconnects with backoff
  * until fs_sync_stop or a non-retryable error. Errors: FS_API_BAD_STATE (no server URL or token, already
- * running), FS_DOMAIN_TRANSPORT (bad URL, unreadable CA file, bad pin: nothing started). */
+ * running, or an fs_sync_now connection in progress), FS_DOMAIN_TRANSPORT (bad URL, unreadable CA file, bad
+ * pin: nothing started). */
 FS_API bool fs_sync_start(fs_client* FS_NULLABLE client, fs_error* FS_NULLABLE error);
 /* Closes the connection cleanly and joins the transport thread. Not running: does nothing. */
 FS_API bool fs_sync_stop(fs_client* FS_NULLABLE client, fs_error* FS_NULLABLE error);
