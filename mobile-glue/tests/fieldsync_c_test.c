@@ -153,6 +153,34 @@ static void on_erased(void* user_data, const fs_error* result) {
   pthread_mutex_unlock(&h->mu);
 }
 
+/* Reads in a loop until the client is closed under it: every call either works or fails cleanly. */
+typedef struct {
+  fs_client* client;
+  int reads_ok;
+  int other_errors;
+  int ended_closed;
+} Reader;
+
+static void* read_until_closed(void* arg) {
+  Reader* r = (Reader*)arg;
+  int i;
+  for (i = 0; i < 1000000; ++i) {
+    fs_error err;
+    char* json = NULL;
+    memset(&err, 0, sizeof err);
+    if (fs_list(r->client, FS_LIST_ACCOUNTS_BY_PREFIX, NULL, &json, &err)) {
+      ++r->reads_ok;
+      fs_string_free(json);
+    } else if (err.domain == FS_DOMAIN_API && err.code == FS_API_CLOSED) {
+      r->ended_closed = 1;
+      break;
+    } else {
+      ++r->other_errors;
+    }
+  }
+  return NULL;
+}
+
 /* The largest "inbox_id" in an inbox listing (0 if none). */
 static int64_t newest_inbox_id(const char* json) {
   int64_t newest = 0;
@@ -508,7 +536,18 @@ int main(void) {
   json = NULL;
 
   /* ---- Use after close: errors, the handle stays valid until freed. */
-  CHECK_OK(fs_client_close(alice, &err), err);
+  {
+    /* Closed while another thread reads: the close waits for the read in progress, later reads fail. */
+    Reader r;
+    pthread_t reader;
+    memset(&r, 0, sizeof r);
+    r.client = alice;
+    CHECK(pthread_create(&reader, NULL, read_until_closed, &r) == 0);
+    sleep_ms(30);
+    CHECK_OK(fs_client_close(alice, &err), err);
+    pthread_join(reader, NULL);
+    CHECK(r.reads_ok > 0 && r.other_errors == 0 && r.ended_closed == 1);
+  }
   CHECK_OK(fs_client_close(alice, &err), err); /* idempotent */
   CHECK_ERR(fs_get(alice, FS_RECORD_ACCOUNT, account, &json, &err), err, FS_DOMAIN_API, FS_API_CLOSED);
   CHECK_ERR(fs_check_in(alice, "{}", NULL, &err), err, FS_DOMAIN_API, FS_API_CLOSED);
