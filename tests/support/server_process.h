@@ -75,8 +75,9 @@ struct ExitStatus {
   int signal = 0;
 };
 
-// One child process, stdin from /dev/null, stdout and stderr appended to files. posix_spawn rather than fork:
-// the test process has transport threads running.
+// One child process, stdin from /dev/null, stdout and stderr appended to files. posix_spawnp (a bare name is
+// looked up in PATH: `java`, `qemu-aarch64`) rather than fork: the test process has transport threads
+// running.
 class Child {
  public:
   Child() = default;
@@ -98,7 +99,7 @@ class Child {
     std::vector<char*> args;
     for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
-    const int rc = posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), environ);
+    const int rc = posix_spawnp(&pid_, args[0], &actions, nullptr, args.data(), environ);
     posix_spawn_file_actions_destroy(&actions);
     if (rc != 0) pid_ = -1;
     return rc == 0;
