@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -22,6 +23,12 @@
 #include "fieldsync/client/field_client.h"
 #include "fieldsync/client/ws_client.h"
 #include "json_io.h"
+
+// The structs are the ABI: the same layout on every target, 32- or 64-bit (no pointers, no size_t, 64-bit
+// fields at 8-byte offsets), so a change here is a major version (fieldsync.h's promise).
+static_assert(sizeof(fs_error) == 12 + FS_ERROR_MESSAGE_MAX && offsetof(fs_error, message) == 12);
+static_assert(sizeof(fs_sync_status) == 48 && offsetof(fs_sync_status, pending_count) == 16 &&
+              offsetof(fs_sync_status, bootstrap_total) == 40);
 
 namespace {
 
