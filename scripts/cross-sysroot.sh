@@ -26,7 +26,7 @@ PACKAGES=(
   libboost1.81-dev libboost-json1.81-dev libboost-json1.81.0 libboost-container1.81-dev libboost-container1.81.0
   libboost-system1.81-dev libboost-system1.81.0
   libgtest-dev libgmock-dev
-  libbenchmark-dev  # only for the measurements of docs/PERFORMANCE.md "ARM builds" (client-side benches)
+  libbenchmark-dev libbenchmark1debian  # only for the measurements of docs/PERFORMANCE.md "ARM builds" (client-side benches)
 )
 stamp_text="packages: ${PACKAGES[*]}"
 
