@@ -1,8 +1,8 @@
-// What a 32-bit target must not lose (armhf: 32-bit size_t, long and pointers, and in Debian 12 a 32-bit time_t
-// in the C library): times after 2038 (signed 32-bit seconds) and after 2106 (unsigned), and 64-bit ids and
-// sequence numbers, through the clock, the ids and every frame form of the codec. Runs in every build and under
-// qemu-user on aarch64 and armhf (scripts/cross-test.sh), where a value squeezed through size_t, long or time_t
-// on the way would come back different.
+// What a 32-bit target must not lose (armhf: 32-bit size_t, long and pointers, and in Debian 12 a 32-bit
+// time_t in the C library): times after 2038 (signed 32-bit seconds) and after 2106 (unsigned), and 64-bit
+// ids and sequence numbers, through the clock, the ids and every frame form of the codec. Runs in every build
+// and under qemu-user on aarch64 and armhf (scripts/cross-test.sh), where a value squeezed through size_t,
+// long or time_t on the way would come back different.
 #include <gtest/gtest.h>
 
 #include <cstdint>
