@@ -18,6 +18,9 @@
 //                          each; all seeded straight into the server's store through the server library
 //                          (SyncServer::apply_local, 100 accounts a transaction) before the server starts
 // Each device phase runs in a child process (this binary, --device ...) whose peak RSS comes from wait4().
+// With --device-runner the child is another program instead: fieldsync-bench-device-client, this file built
+// without the server (FIELDSYNC_DEVICE_ONLY: the device side only), cross-built for ARM and started under
+// qemu-user (docs/PERFORMANCE.md "ARM builds"); the server, the proxy and the checks stay native.
 // The same run also measures the two local baselines, as child processes of the benchmark binaries:
 // BM_CentralApply (the server's batched apply path, bench/server_bench.cc) and BM_ReplicaBootstrapApply
 // (the replica's local bootstrap apply, bench/replica_bench.cc), and prints the ratios.
@@ -67,17 +70,21 @@
 #include "fieldsync/client/field_client.h"
 #include "fieldsync/client/ws_client.h"
 #include "fieldsync/io/cli_options.h"
-#include "fieldsync/server/sqlite_store.h"
 #include "fieldsync/sync/record_id.h"
-#include "fieldsync/sync/server.h"
 #include "fieldsync/sync/tuning.h"
+#ifndef FIELDSYNC_DEVICE_ONLY
+#include "fieldsync/server/sqlite_store.h"
+#include "fieldsync/sync/server.h"
 #include "server_metrics.h"
+#endif
 
 extern char** environ;
 
 namespace {
 
+#ifndef FIELDSYNC_DEVICE_ONLY
 using fieldsync::bench::scrape_metrics;
+#endif
 
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
@@ -112,7 +119,7 @@ std::string fmt(double v, int decimals = 1) {
   return buf;
 }
 // 12345678 -> "12,345,678"
-std::string grouped(double v) {
+[[maybe_unused]] std::string grouped(double v) {
   if (!std::isfinite(v)) return "n/a";
   const long long x = std::llround(v);
   const std::string digits = std::to_string(x < 0 ? -x : x);
@@ -147,6 +154,10 @@ usage: fieldsync-bench-device [options]
   --stall-s S             a device phase without progress (no acknowledgement, no bootstrap page applied) for
                           S seconds is stopped and reported as stalled (default 300)
   --server-bin PATH       fieldsync-server (default: next to this binary)
+  --device-runner CMD     run each device phase as CMD (space-separated words) followed by the device's
+                          options, instead of this binary: e.g. "scripts/qemu-run.sh aarch64-linux-gnu
+                          build-aarch64/bin/fieldsync-bench-device-client" (the device's peak RSS is then
+                          CMD's: qemu's own included)
   --bench-dir DIR         where fieldsync-bench-server and fieldsync-bench-client are (default: next to this)
   --tmp-dir DIR           where the temporary directory goes (default /tmp)
   --keep-tmp              keep it (replicas, server data and logs) and print its path
@@ -168,7 +179,7 @@ struct Options {
   bool baselines = true;
   double phase_timeout_s = 3600;
   double stall_s = 300;
-  std::string server_bin, bench_dir, tmp_dir = "/tmp";
+  std::string server_bin, bench_dir, tmp_dir = "/tmp", device_runner;
   bool keep_tmp = false, check = false;
   // --device MODE (internal): this binary as the device of one phase.
   std::string device, db, url, ca, user, territory, result;
@@ -215,6 +226,7 @@ int parse_options(int argc, char** argv, Options& o) {
                              "stall-s",
                              "bootstrap-repeat",
                              "server-bin",
+                             "device-runner",
                              "bench-dir",
                              "tmp-dir",
                              "device",
@@ -269,6 +281,7 @@ int parse_options(int argc, char** argv, Options& o) {
   if (baselines != "on" && baselines != "off") return bad("--baselines: on or off");
   o.baselines = baselines == "on";
   o.server_bin = a.get("server-bin");
+  o.device_runner = a.get("device-runner");
   o.bench_dir = a.get("bench-dir");
   o.tmp_dir = a.get("tmp-dir", o.tmp_dir);
   o.keep_tmp = a.on("keep-tmp");
@@ -389,7 +402,7 @@ std::vector<Change> account_changes(const RecordId& id, uint64_t i, const std::s
 
 // Mean bytes of field values per account over the first `n` (name, territory, address, city, phone, email,
 // segment, creator, notes), for the report.
-double mean_value_bytes(const std::string& territory, const std::string& user, size_t n) {
+[[maybe_unused]] double mean_value_bytes(const std::string& territory, const std::string& user, size_t n) {
   double sum = 0;
   n = std::max<size_t>(1, std::min<size_t>(n, 10'000));
   for (size_t i = 0; i < n; ++i)
@@ -401,7 +414,8 @@ std::string dev_token(const std::string& user, const std::string& territory) {
   return "dev:" + user + ":rep:" + territory;
 }
 
-// ---- The device side (child processes)
+// ---- The device side (child processes). [[maybe_unused]]: what only the bench side calls, unused in
+// fieldsync-bench-device-client (FIELDSYNC_DEVICE_ONLY).
 
 struct DeviceResult {
   bool done = false;
@@ -423,7 +437,7 @@ void write_result(const std::string& path, const DeviceResult& r) {
   std::ofstream(path) << boost::json::serialize(j) << "\n";
 }
 
-std::optional<DeviceResult> read_result(const std::string& path) {
+[[maybe_unused]] std::optional<DeviceResult> read_result(const std::string& path) {
   std::ifstream in(path);
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   boost::system::error_code ec;
@@ -539,6 +553,7 @@ int run_device(const Options& o) {
   return r.done ? 0 : 1;
 }
 
+#ifndef FIELDSYNC_DEVICE_ONLY
 // ---- Child processes
 
 struct Exit {
@@ -952,28 +967,30 @@ Row device_phase(Env& env, Server& server, const std::string& mode, const std::s
   const uint16_t port = proxy ? proxy->port() : server.port();
   const std::string result = db + "." + mode + ".json";
   const auto m0 = scrape_metrics(server.port());
-  pid_t pid = spawn({env.self,
-                     "--device",
-                     mode,
-                     "--db",
-                     db,
-                     "--url",
-                     "wss://127.0.0.1:" + std::to_string(port) + "/sync",
-                     "--ca",
-                     server.ca(),
-                     "--user",
-                     user,
-                     "--territory",
-                     territory,
-                     "--device-records",
-                     std::to_string(n),
-                     "--phase-timeout-s",
-                     fmt(env.o.phase_timeout_s, 0),
-                     "--stall-s",
-                     fmt(env.o.stall_s, 0),
-                     "--result",
-                     result},
-                    "", "");
+  std::vector<std::string> argv = split(env.o.device_runner, ' ');
+  if (argv.empty()) argv.push_back(env.self);
+  for (const std::string& a : {std::string("--device"),
+                               mode,
+                               std::string("--db"),
+                               db,
+                               std::string("--url"),
+                               "wss://127.0.0.1:" + std::to_string(port) + "/sync",
+                               std::string("--ca"),
+                               server.ca(),
+                               std::string("--user"),
+                               user,
+                               std::string("--territory"),
+                               territory,
+                               std::string("--device-records"),
+                               std::to_string(n),
+                               std::string("--phase-timeout-s"),
+                               fmt(env.o.phase_timeout_s, 0),
+                               std::string("--stall-s"),
+                               fmt(env.o.stall_s, 0),
+                               std::string("--result"),
+                               result})
+    argv.push_back(a);
+  pid_t pid = spawn(argv, "", "");
   const Exit e = pid > 0 ? wait_child(pid) : Exit{1 << 8};
   const auto m1 = scrape_metrics(server.port());
   row.rss_kib = e.maxrss_kib;
@@ -1266,12 +1283,27 @@ int run_bench(Env& env) {
   return o.check && env.failed ? 1 : 0;
 }
 
+#endif  // FIELDSYNC_DEVICE_ONLY
+
 }  // namespace
 
 int main(int argc, char** argv) {
+#ifdef FIELDSYNC_DEVICE_ONLY
+  Options o;
+  if (int rc = parse_options(argc, argv, o); rc != 0) return rc == 1 ? 0 : 2;
+  signal(SIGPIPE, SIG_IGN);
+  if (o.device.empty()) {
+    std::cerr
+        << "fieldsync-bench-device-client: the device side only: fieldsync-bench-device --device-runner "
+           "starts it with --device\n";
+    return 2;
+  }
+  return run_device(o);
+#else
   Env env;
   if (int rc = parse_options(argc, argv, env.o); rc != 0) return rc == 1 ? 0 : 2;
   signal(SIGPIPE, SIG_IGN);
   if (!env.o.device.empty()) return run_device(env.o);
   return run_bench(env);
+#endif
 }

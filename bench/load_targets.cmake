@@ -9,6 +9,9 @@ add_library(fieldsync_bench_baseline STATIC ${CMAKE_CURRENT_LIST_DIR}/sqlite_bas
 target_include_directories(fieldsync_bench_baseline PUBLIC ${CMAKE_CURRENT_LIST_DIR})
 target_link_libraries(fieldsync_bench_baseline PUBLIC SQLite::SQLite3)
 fieldsync_warnings(fieldsync_bench_baseline)
+if(NOT TARGET fieldsync_server)  # a client-only build (FIELDSYNC_CLIENT_ONLY): the baseline alone
+  return()
+endif()
 
 # N simulated reps over TLS WebSockets against a real fieldsync-server process, the bare transport (a Beast
 # TLS WebSocket ack server in the same binary) and idle sessions. Figures: docs/PERFORMANCE.md.

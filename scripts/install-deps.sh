@@ -16,6 +16,9 @@ PACKAGES=(
   libgoogle-perftools-dev
   curl
   default-jdk-headless  # mobile-glue: the JNI bridge's jni.h, javac for the Java package and its test
+  # The ARM cross builds (scripts/cross-test.sh): Debian's cross compilers and qemu-user to run their tests;
+  # the target libraries come from scripts/cross-sysroot.sh (below).
+  g++-aarch64-linux-gnu g++-arm-linux-gnueabihf qemu-user
 )
 
 missing=()
@@ -26,6 +29,7 @@ for p in "${PACKAGES[@]}"; do
 done
 
 if [ ${#missing[@]} -eq 0 ]; then
+  "$(dirname "$0")/cross-sysroot.sh"  # the ARM target libraries: quiet and quick when they are there
   exit 0
 fi
 
@@ -36,3 +40,4 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq >/dev/null
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 echo "install-deps: done"
+"$(dirname "$0")/cross-sysroot.sh"

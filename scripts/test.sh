@@ -2,6 +2,7 @@
 # The README's test command: installs what is missing, builds, runs every test in Release, builds the tree with
 # clang (warnings and lock annotations), runs each fuzz target for 15 s, then runs every test again under
 # AddressSanitizer + UndefinedBehaviorSanitizer. Set FIELDSYNC_SKIP_ASAN=1 to skip the second pass locally.
+# Between the Release and the clang pass: the ARM cross builds and their tests under qemu-user.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
@@ -13,6 +14,13 @@ echo "== release build"
 ./scripts/build.sh release
 echo "== release tests"
 ctest --test-dir build --output-on-failure -j"$(nproc)" --timeout 600
+
+# The client side cross-built for aarch64 and armhf (32-bit), its tests under qemu-user (scripts/cross-test.sh;
+# mobile-glue's C test against the native server of the Release build above). FIELDSYNC_SKIP_CROSS=1 skips it
+# locally.
+if [ "${FIELDSYNC_SKIP_CROSS:-0}" != "1" ]; then
+  ./scripts/cross-test.sh
+fi
 
 echo "== clang build (-Werror, -Wthread-safety)"
 ./scripts/build.sh clang

@@ -2,6 +2,7 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <cassert>
 #include <cstdio>
 #include <cstdlib>
@@ -245,7 +246,9 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     if (s == nullptr) return out;
     Use use(s);
     sqlite3_bind_int64(s, 1, to_sql(after_node_seq));
-    sqlite3_bind_int64(s, 2, max_txns > INT64_MAX ? INT64_MAX : static_cast<int64_t>(max_txns));
+    // Widened before the clamp: where size_t is 32 bits (armhf) a size_t compared with INT64_MAX is always
+    // smaller, and GCC refuses the comparison (-Wtype-limits).
+    sqlite3_bind_int64(s, 2, static_cast<int64_t>(std::min<uint64_t>(max_txns, INT64_MAX)));
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
       std::optional<ClientTxn> t = outbox_row(s);
