@@ -687,7 +687,7 @@ TEST_F(ApiTest, BadInputOfEachKindIsA4xxWithCodeAndFieldAndChangesNothing) {
        "missing_field", "territory_id"},
       {http::verb::post, "/api/v1/entities/widget", R"({"name": "x"})", 404, "unknown_entity", "entity"},
       {http::verb::post, "/api/v1/entities/account", "{\"name\": \"" + std::string(300 * 1024, 'x') + "\"}",
-       413, "", ""},
+       413, "body_too_large", ""},
       {http::verb::post, "/api/v1/orders/" + a + "/reject", R"({})", 400, "missing_field", "reason"},
       {http::verb::post, "/api/v1/conflicts/99/resolve", R"({"action": "undo"})", 400, "value_invalid",
        "action"},
@@ -705,10 +705,12 @@ TEST_F(ApiTest, BadInputOfEachKindIsA4xxWithCodeAndFieldAndChangesNothing) {
       EXPECT_EQ(str(r.obj().at("field")), c.field) << r.body;
     }
   }
-  EXPECT_EQ(https(port, http::verb::patch, path, R"({"phone":"+1"})",
-                  {{"Cookie", boss.cookie}, {"X-CSRF-Token", boss.csrf}, {"Content-Type", "text/plain"}})
-                .status,
-            415);
+  Reply text = https(port, http::verb::patch, path, R"({"phone":"+1"})",
+                     {{"Cookie", boss.cookie}, {"X-CSRF-Token", boss.csrf}, {"Content-Type", "text/plain"}});
+  EXPECT_EQ(text.status, 415);
+  EXPECT_EQ(text.code(), "unsupported_media_type");
+  EXPECT_EQ(boss.get("/api/v1/nothing/here").code(), "not_found");
+  EXPECT_EQ(boss.call(http::verb::put, path).code(), "method_not_allowed");
   EXPECT_EQ(head(), before) << "no bad request wrote anything";
   EXPECT_EQ(boss.get("/api/v1/entities/account/" + a).body, record_before);
 }
