@@ -878,6 +878,30 @@ TEST_F(ApiTest, ChangeStreamSendsServerSentEventsAsChangesArrive) {
   boost::beast::get_lowest_layer(stream).close();
 }
 
+TEST_F(ApiTest, ChangeExportStreamsEveryVisibleTransactionAsNdjsonInChunks) {
+  Web boss = sign_in("boss", true);
+  std::set<std::string> north;
+  for (int i = 0; i < 40; ++i) {
+    const std::string id = account(boss, "Acc " + std::to_string(i), i % 2 ? "north" : "south", "boss");
+    if (i % 2) north.insert(id);
+  }
+  Reply all = boss.get("/api/v1/changes/export?since=0");
+  ASSERT_EQ(all.status, 200) << all.body;
+  EXPECT_EQ(all.header("Transfer-Encoding"), "chunked");
+  EXPECT_EQ(std::count(all.body.begin(), all.body.end(), '\n'), 40);
+  Reply mine = sign_in("rep1", true).get("/api/v1/changes/export?since=0");
+  ASSERT_EQ(mine.status, 200);
+  std::set<std::string> seen;
+  size_t start = 0;
+  for (size_t nl; (nl = mine.body.find('\n', start)) != std::string::npos; start = nl + 1) {
+    json::value line = json::parse(mine.body.substr(start, nl - start));
+    for (const json::value& c : line.as_object().at("changes").as_array())
+      seen.insert(str(c.as_object().at("id")));
+  }
+  EXPECT_EQ(seen, north) << "scope-filtered like a device";
+  EXPECT_EQ(boss.get("/api/v1/changes/export?since=x").code(), "value_invalid");
+}
+
 // ---- Conflicts
 
 TEST_F(ApiTest, ConflictInboxListsAndRestoresTheLosingValue) {

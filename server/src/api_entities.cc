@@ -1348,6 +1348,45 @@ std::optional<ApiError> start_stream(ApiRequest& r) {
   return std::nullopt;
 }
 
+// GET /api/v1/changes/export?since=SEQ: every visible change after `since` up to the head at the start, as
+// NDJSON (one transaction per line), streamed in chunks of one feed page: an ERP's bulk catch-up without
+// paging, in constant memory however long the log.
+std::optional<ApiError> start_export(ApiRequest& r) {
+  uint64_t since = 0;
+  for (const auto& [k, v] : r.query) {
+    if (k != "since")
+      return api_error(http::status::bad_request, "unknown_field", "unknown parameter " + k, k);
+    std::optional<int64_t> n = parse_int(v);
+    if (!n || *n < 0)
+      return api_error(http::status::bad_request, "value_invalid", "since is a server_seq", k);
+    since = static_cast<uint64_t>(*n);
+  }
+  Result<uint64_t> head = r.impl->store.head_seq();
+  if (!head) return api_error_from(head.status());
+  struct Cursor {
+    uint64_t since = 0;
+    uint64_t until = 0;
+    bool failed = false;
+  };
+  auto cursor = std::make_shared<Cursor>(Cursor{since, *head, false});
+  NetServer::Impl* impl = r.impl;
+  Caller caller = r.caller;
+  api_stream(r, "application/x-ndjson", {}, [impl, caller, cursor]() -> std::optional<std::string> {
+    if (cursor->failed || cursor->since >= cursor->until) return std::nullopt;
+    Result<FeedPage> page = read_feed(*impl, caller, cursor->since, 500);
+    if (!page) {
+      cursor->failed = true;  // the body ends early; the client sees no closing line and retries
+      return std::nullopt;
+    }
+    std::string out;
+    for (const json::value& t : page->txns)
+      if (t.as_object().at("server_seq").as_uint64() <= cursor->until) out += json::serialize(t) + "\n";
+    cursor->since = page->next;
+    return out;  // empty: nothing visible in this page, the next call reads on
+  });
+  return std::nullopt;
+}
+
 }  // namespace
 
 // ---- Sync health
@@ -1438,6 +1477,7 @@ void add_entity_routes(NetServer::Impl& impl, RouteTable& routes) {
                 resolve_conflict);
   add_api_route(impl, routes, http::verb::get, base + "/changes", kAll, changes);
   add_api_stream_route(impl, routes, base + "/changes/stream", kAll, start_stream);
+  add_api_stream_route(impl, routes, base + "/changes/export", kAll, start_export);
 }
 
 }  // namespace fieldsync::server
