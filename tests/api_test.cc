@@ -586,6 +586,21 @@ TEST_F(ApiTest, ListsFilterSortAndPageRecordsComeWithChildrenAndHistory) {
   EXPECT_EQ(boss.get("/api/v1/entities/account?limit=0").code(), "value_invalid");
   EXPECT_EQ(boss.get("/api/v1/entities/account?cursor=garbage").code(), "bad_cursor");
 
+  // Credit limits are head office's (server-owned): a manager's attempt is refused and changes nothing.
+  ASSERT_EQ(boss.patch("/api/v1/entities/account/" + a, json::object{{"credit_limit_cents", 500000}}).status,
+            200);
+  Reply limit =
+      sign_in("mgr").patch("/api/v1/entities/account/" + a, json::object{{"credit_limit_cents", 1}});
+  EXPECT_EQ(limit.status, 403) << limit.body;
+  EXPECT_EQ(limit.code(), "server_owned_field");
+  EXPECT_EQ(boss.get("/api/v1/entities/account/" + a)
+                .obj()
+                .at("record")
+                .as_object()
+                .at("credit_limit_cents")
+                .as_int64(),
+            500000);
+
   // One record with its children and the order's totals (3 x 10.00 - 10% + 5.50 = 32.50).
   Reply o = boss.get("/api/v1/entities/order/" + order);
   ASSERT_EQ(o.status, 200) << o.body;
