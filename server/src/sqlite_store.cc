@@ -16,6 +16,7 @@
 #include <cstring>
 #include <map>
 #include <set>
+#include <tuple>
 
 #include "fieldsync/io/sqlite_db.h"
 #include "fieldsync/schema/ddl.h"
@@ -42,7 +43,11 @@ namespace {
 //      migration: two indexes on one field made every insert pay twice, -30% on the load bench's saturated
 //      rate). (An index on _log (origin_node) for keys_created_by cost the same again: that rare read -- a
 //      device's last bootstrap page, only if the device pushed before it -- scans the log instead.)
-constexpr int64_t kFormat = 4;
+//   5: head-office reports (server/src/reports.cc): _stage_history, one row per stint of an opportunity in a
+//      stage, kept by save() (the migration files each existing opportunity's current stage from its record);
+//      _stage_probability (the forecast's per-stage probabilities head office sets); indexes the reports'
+//      period filters walk (orders by date, visits by check-in, appointments by start).
+constexpr int64_t kFormat = 5;
 
 const char* const kStoreDdl[] = {
     "CREATE TABLE IF NOT EXISTS _log (server_seq INTEGER PRIMARY KEY, origin_node INTEGER NOT NULL, "
@@ -63,6 +68,26 @@ const char* const kStoreDdl[] = {
      "PRIMARY KEY (scope, server_seq)) WITHOUT ROWID"),  // parenthesised: one statement on two lines
     // Scheduling conflicts look up one owner's events by time (events_overlapping).
     "CREATE INDEX IF NOT EXISTS idx_calendar_event_owner_start ON calendar_event (owner_id, start_at)",
+    // Reports (format 5). An opportunity's stage history as stints: entered when the stage took its value,
+    // left (with the stage it moved to) when it changed again; the open stint has left_at_ms NULL. Times are
+    // the stage field's version (the device's clock when the rep moved the deal, not when it synced).
+    // Funnel conversion, days in stage, win rate and stalled deals are then ranges of these rows instead of
+    // a decode of every log entry (DESIGN.md, "Reports").
+    ("CREATE TABLE IF NOT EXISTS _stage_history (id INTEGER PRIMARY KEY, opportunity_id TEXT NOT NULL, "
+     "stage TEXT NOT NULL, entered_at_ms INTEGER NOT NULL, left_at_ms INTEGER, next_stage TEXT)"),
+    "CREATE INDEX IF NOT EXISTS idx_stage_history_opp ON _stage_history (opportunity_id, left_at_ms)",
+    "CREATE INDEX IF NOT EXISTS idx_stage_history_left ON _stage_history (left_at_ms)",
+    "CREATE INDEX IF NOT EXISTS idx_stage_history_entered ON _stage_history (stage, entered_at_ms)",
+    // The forecast's probability per stage in basis points, set by head office; a stage without a row takes
+    // the default of reports.h.
+    ("CREATE TABLE IF NOT EXISTS _stage_probability (stage TEXT PRIMARY KEY, probability_bp INTEGER NOT "
+     "NULL)"),
+    // Period filters of the reports: an order's date is when it was submitted (approved, for one head office
+    // entered as approved); visits by check-in; appointments by start.
+    "CREATE INDEX IF NOT EXISTS idx_report_order_date ON \"order\" (coalesce(submitted_at, approved_at))",
+    "CREATE INDEX IF NOT EXISTS idx_report_visit_check_in ON visit (check_in_at)",
+    "CREATE INDEX IF NOT EXISTS idx_report_visit_account ON visit (account_id, check_in_at)",
+    "CREATE INDEX IF NOT EXISTS idx_report_event_start ON calendar_event (start_at)",
 };
 
 // The field a territory- or owner-scoped entity's scope is read from (nullptr: another kind of scope).
@@ -339,6 +364,26 @@ Status migrate_format(Db& db, int64_t from) {
     if (!q.step()) return q.ok() ? Status(ErrorCode::kInternal, "no row") : q.status();
     return q.col_int(0) > 0;
   };
+  if (from < 5) {
+    // Reports: each existing opportunity's current stage as its open stint, from its stage field's version
+    // (earlier moves were not kept before format 5; the log has them, but replaying it here would count
+    // moves that lost a merge).
+    Stmt q(db, "SELECT _meta FROM opportunity WHERE _deleted = 0");
+    std::vector<std::tuple<std::string, std::string, int64_t>> rows;
+    while (q.step()) {
+      Result<RecordState> r = codec::decode_record(q.col_blob(0));
+      if (!r) return corrupt("opportunity", r.status());
+      const FieldState* stage = r->field(schema::fields::kOpportunityStage);
+      if (stage == nullptr || !(stage->value.kind() == Value::Kind::kText)) continue;
+      rows.emplace_back(r->id.to_string(), stage->value.as_text(), hlc_physical_ms(stage->version.hlc));
+    }
+    if (!q.ok()) return q.status();
+    for (const auto& [id, stage, at_ms] : rows) {
+      Stmt ins(db, "INSERT INTO _stage_history (opportunity_id, stage, entered_at_ms) VALUES (?, ?, ?)");
+      ins.bind(1, id).bind(2, stage).bind(3, at_ms);
+      if (Status s = ins.run(); !s) return s;
+    }
+  }
   if (from < 4) {
     // The (scope field, id) indexes replace the model's one-column indexes on those fields.
     for (const schema::EntityDef& e : schema::entities())
@@ -453,6 +498,9 @@ class SqliteCentralTxn final : public CentralTxn {
     if (e == nullptr) {
       fail(Status(ErrorCode::kInvalidArgument, "save of a record of an unknown entity"));
       return;
+    }
+    if (record.entity == EntityId::kOpportunity && !record.deleted) {
+      if (Status s = record_stage(record); !s) return fail(s);
     }
     Stmt q(*store_.writer_, upsert_sql(*e));
     int i = 1;
@@ -586,6 +634,33 @@ class SqliteCentralTxn final : public CentralTxn {
   }
 
  private:
+  // Before an opportunity's row is overwritten: if its stage changes (or it is new), the open stint ends and
+  // a new one begins at the stage field's version time. A move stamped before the stint it ends began (a
+  // device whose clock was behind) ends it at its own start: no stint lasts less than nothing.
+  Status record_stage(const RecordState& record) {
+    const FieldState* stage = record.field(schema::fields::kOpportunityStage);
+    if (stage == nullptr || !(stage->value.kind() == Value::Kind::kText)) return Status::ok();
+    const std::string id = record.id.to_string();
+    const int64_t at_ms = hlc_physical_ms(stage->version.hlc);
+    Db& db = *store_.writer_;
+    {
+      Stmt q(db, "SELECT stage FROM opportunity WHERE id = ? AND _deleted = 0");
+      q.bind(1, id);
+      if (q.step() && q.col_text(0) == stage->value.as_text()) return Status::ok();
+      if (!q.ok()) return q.status();
+    }
+    {
+      Stmt q(db,
+             "UPDATE _stage_history SET left_at_ms = max(?, entered_at_ms), next_stage = ? WHERE "
+             "opportunity_id = ? AND left_at_ms IS NULL");
+      q.bind(1, at_ms).bind(2, std::string_view(stage->value.as_text())).bind(3, id);
+      if (Status s = q.run(); !s) return s;
+    }
+    Stmt q(db, "INSERT INTO _stage_history (opportunity_id, stage, entered_at_ms) VALUES (?, ?, ?)");
+    q.bind(1, id).bind(2, std::string_view(stage->value.as_text())).bind(3, at_ms);
+    return q.run();
+  }
+
   bool usable() const { return open_ && error_.is_ok(); }
   void fail(const Status& s) {
     if (error_) error_ = s;
