@@ -364,11 +364,24 @@ TEST_F(ReportsTest, RepActivity) {
   EXPECT_EQ(i64(r2.at("visits")), 3);
   EXPECT_EQ(i64(r2.at("outcomes").at("none")), 1);
   EXPECT_DOUBLE_EQ(r2.at("orders_per_visit").as_double(), 2.0 / 3.0);
-  int64_t r1_jan10 = 0;
-  for (const json::value& d : r["per_day"].as_array())
-    if (d.at("rep").as_string() == "r1" && d.at("day").as_string() == "2026-01-10")
-      r1_jan10 = i64(d.at("visits"));
-  EXPECT_EQ(r1_jan10, 2);
+  EXPECT_EQ(i64(r1.at("max_visits_per_day")), 2);
+  // Per day for the whole selection: Jan 10 had r1's two visits.
+  const json::object& jan10 = row(r["per_day"], "day", "2026-01-10");
+  EXPECT_EQ(i64(jan10.at("visits")), 2);
+  EXPECT_EQ(i64(jan10.at("reps")), 1);
+  EXPECT_EQ(r["per_day"].as_array().size(), 5u) << "Jan 10, Feb 5, Feb 20, Mar 1, Mar 2";
+  EXPECT_FALSE(r.contains("per_rep_day")) << "only given when the filter names reps";
+  ReportFilter only_r2 = q1();
+  only_r2.reps = {"r2"};
+  json::object r2_days = report("activity", kHeadOffice, only_r2);
+  ASSERT_EQ(r2_days["per_rep_day"].as_array().size(), 3u);
+  EXPECT_EQ(r2_days["per_rep_day"].at(2).at("day").as_string(), "2026-03-02");
+  // Day buckets at UTC+10:00: r1's Jan 10 14:00Z visit falls on Jan 11, its 09:00Z one stays on Jan 10.
+  ReportFilter east = q1();
+  east.tz_offset_minutes = 600;
+  json::object e = report("activity", kHeadOffice, east);
+  EXPECT_EQ(i64(row(e["per_day"], "day", "2026-01-11").at("visits")), 1);
+  EXPECT_EQ(i64(row(e["per_day"], "day", "2026-01-10").at("visits")), 1);
 
   // Not visited in the 30 days before Apr 1 (since Mar 2): all but A3; never visited first, then oldest.
   const json::object& nv = r["not_visited"].as_object();

@@ -119,7 +119,12 @@ Result<std::map<std::string, int>> stage_probabilities(sqlite::Db& db);
 // stage or a value out of range (nothing is written), the storage codes.
 Status set_stage_probabilities(sqlite::Db& db, const Principal& caller, const std::map<std::string, int>& bp);
 
-// A connection for reports: read-only (query_only), waiting up to busy_timeout_ms for a lock.
+// The report connection's page cache and memory mapping of the store file (open_report_db): per connection.
+inline constexpr int64_t kReportCacheKiB = 64 * 1024;
+inline constexpr int64_t kReportMmapBytes = int64_t{1} << 30;
+
+// A connection for reports: read-only (query_only), waiting up to busy_timeout_ms for a lock, with the cache
+// and mapping above.
 Result<std::unique_ptr<sqlite::Db>> open_report_db(const std::string& path, int busy_timeout_ms = 5000);
 // A writable connection (for set_stage_probabilities).
 Result<std::unique_ptr<sqlite::Db>> open_settings_db(const std::string& path, int busy_timeout_ms = 5000);
