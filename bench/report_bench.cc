@@ -244,6 +244,19 @@ void generate(const std::string& path, const Shape& shape) {
                                    {2, Value::text("Product " + std::to_string(i))},
                                    {4, Value::boolean(true)}},
                                   "ho"));
+    // Records are created in time order, as devices create them: their UUIDv7 ids then follow their times,
+    // as on a real server (a generator drawing times at random would scatter every index seek).
+    auto sorted_times = [&](int n, auto draw) {
+      std::vector<int64_t> v(static_cast<size_t>(n));
+      for (int64_t& t : v) t = draw();
+      std::sort(v.begin(), v.end());
+      return v;
+    };
+    const auto event_times = sorted_times(shape.events, [&] { return day_time(kYearStart, kYearEnd); });
+    const auto visit_times = sorted_times(shape.visits, [&] { return day_time(kYearStart, kYearEnd); });
+    const auto order_times = sorted_times(shape.orders, [&] { return day_time(kYearStart, kYearEnd); });
+    const auto deal_times = sorted_times(
+        shape.opportunities, [&] { return uni(kYearStart - 60 * kDayMs, kYearEnd - 10 * kDayMs); });
     const char* outcomes[] = {"order_taken", "follow_up", "no_interest", "not_available", "other"};
     auto visit = [&](int t, int k, size_t a, int64_t at, std::optional<RecordId> linked) {
       std::vector<std::pair<uint16_t, Value>> v = {{1, Value::text(accounts[a].to_string())},
@@ -260,7 +273,7 @@ void generate(const std::string& path, const Shape& shape) {
     for (int i = 0; i < shape.events; ++i) {
       const int t = static_cast<int>(uni(0, n_terr)), k = static_cast<int>(uni(0, shape.reps_per_territory));
       const size_t a = account_in(t);
-      const int64_t start = day_time(kYearStart, kYearEnd);
+      const int64_t start = event_times[static_cast<size_t>(i)];
       RecordId e = w.insert(EntityId::kCalendarEvent, start - 7 * kDayMs,
                             {{1, Value::text(rep_name(t, k))},
                              {2, Value::text(accounts[a].to_string())},
@@ -276,12 +289,12 @@ void generate(const std::string& path, const Shape& shape) {
     }
     for (int i = 0; i < shape.visits; ++i) {
       const int t = static_cast<int>(uni(0, n_terr)), k = static_cast<int>(uni(0, shape.reps_per_territory));
-      visit(t, k, account_in(t), day_time(kYearStart, kYearEnd), std::nullopt);
+      visit(t, k, account_in(t), visit_times[static_cast<size_t>(i)], std::nullopt);
     }
     for (int i = 0; i < shape.orders; ++i) {
       const int t = static_cast<int>(uni(0, n_terr)), k = static_cast<int>(uni(0, shape.reps_per_territory));
       const size_t a = account_in(t);
-      const int64_t at = day_time(kYearStart, kYearEnd);
+      const int64_t at = order_times[static_cast<size_t>(i)];
       const int64_t roll = uni(0, 100);
       const char* status = roll < 50   ? "approved"
                            : roll < 70 ? "fulfilled"
@@ -313,7 +326,7 @@ void generate(const std::string& path, const Shape& shape) {
     const std::vector<std::string> stages = {"prospect", "qualified", "proposal", "negotiation"};
     for (int i = 0; i < shape.opportunities; ++i) {
       const int t = static_cast<int>(uni(0, n_terr)), k = static_cast<int>(uni(0, shape.reps_per_territory));
-      const int64_t created = uni(kYearStart - 60 * kDayMs, kYearEnd - 10 * kDayMs);
+      const int64_t created = deal_times[static_cast<size_t>(i)];
       struct Stint {
         std::string stage;
         int64_t at;

@@ -70,7 +70,7 @@ Value ref(const RecordId& id) {
 // times (so stage moves carry the times the funnel measures).
 class Seed {
  public:
-  explicit Seed(const std::string& path) : ids_(7) {
+  explicit Seed(const std::string& path, NodeId node = 77) : node_(node), ids_(node) {
     SqliteCentralStore::Options options;
     options.now_ms = [] { return kJul1; };
     store_ = std::move(SqliteCentralStore::open(path, options).value());
@@ -113,12 +113,17 @@ class Seed {
     apply(t);
     return id;
   }
+  void remove(EntityId e, const RecordId& id, int64_t at) {
+    ClientTxn t = txn(at);
+    add(t, ChangeOp::kDelete, e, id, 0, Value(), at);
+    apply(t);
+  }
   SqliteCentralStore& store() { return *store_; }
 
  private:
   ClientTxn txn(int64_t at) {
     ClientTxn t;
-    t.node = kNode;
+    t.node = node_;
     t.node_seq = ++node_seq_;
     t.created_at_ms = at;
     return t;
@@ -126,7 +131,7 @@ class Seed {
   void add(ClientTxn& t, ChangeOp op, EntityId e, const RecordId& id, uint16_t field, Value v, int64_t at) {
     Change c{op, e, id, field};
     c.value = std::move(v);
-    c.version = Version{make_hlc(at, ++logical_), kNode};
+    c.version = Version{make_hlc(at, ++logical_), node_};
     t.changes.push_back(std::move(c));
   }
   void apply(const ClientTxn& t) {
@@ -135,7 +140,7 @@ class Seed {
     ASSERT_TRUE(r.is_ok()) << r.status().to_string();
     ASSERT_EQ(r->outcome, protocol::TxnOutcome::kApplied) << r->message;
   }
-  static constexpr NodeId kNode = 77;
+  NodeId node_;
   testing_support::TokenAuth auth_;
   std::unique_ptr<SqliteCentralStore> store_;
   std::unique_ptr<SyncServer> server_;
@@ -662,6 +667,45 @@ TEST_F(ReportsTest, CsvStreamsInBoundedChunksAndStopsWhenTheSinkSaysSo) {
   EXPECT_TRUE(run_report(*db_, "revenue", q1(), kHeadOffice).is_ok());
 }
 
+// Revenue reads _order_fact, which triggers keep: a line edited or deleted, an account moved to another
+// territory and an order cancelled each show in the next report.
+TEST(ReportsFacts, RevenueFollowsEditsDeletesMovesAndCancellations) {
+  TempDir dir;
+  const std::string path = dir.file("central.db");
+  Seed s(path);
+  using E = EntityId;
+  RecordId a = s.create(E::kAccount, kDec1, {{1, text("A")}, {2, text("north")}, {10, text("ho")}});
+  RecordId p = s.create(E::kProduct, kDec1, {{1, text("P")}, {2, text("P")}, {4, Value::boolean(true)}});
+  RecordId o = s.order(a, "r1", "submitted", jan(10), jan(10), {});
+  auto line = [&](int64_t qty, int64_t price, int64_t at) {
+    return s.create(E::kOrderLine, at, {{1, ref(o)}, {2, ref(p)}, {3, num(qty)}, {4, num(price)}});
+  };
+  RecordId l1 = line(10, 100, jan(10, kMin));
+  RecordId l2 = line(5, 200, jan(10, 2 * kMin));
+  auto db = open_report_db(path).value();
+  ReportFilter f;
+  f.from_ms = kJan1;
+  f.to_ms = kApr1;
+  auto total = [&] {
+    json::value r = run_report(*db, "revenue", f, kHeadOffice).value();
+    const json::array& t = r.at("total").as_array();
+    return t.empty() ? int64_t{-1} : t[0].at("revenue_cents").as_int64();
+  };
+  EXPECT_EQ(total(), 2000);
+  s.set(E::kOrderLine, l1, jan(11), {{3, num(20)}});
+  EXPECT_EQ(total(), 3000) << "an edited quantity";
+  s.remove(E::kOrderLine, l2, jan(12));
+  EXPECT_EQ(total(), 2000) << "a deleted line";
+  s.set(E::kAccount, a, jan(13), {{2, text("south")}});
+  ReportFilter south = f;
+  south.territories = {"south"};
+  json::value moved = run_report(*db, "revenue", south, kHeadOffice).value();
+  ASSERT_EQ(moved.at("total").as_array().size(), 1u) << "the account's orders follow it to its territory";
+  EXPECT_EQ(moved.at("total").at(0).at("revenue_cents").as_int64(), 2000);
+  s.set(E::kOrder, o, jan(14), {{3, text("cancelled")}});
+  EXPECT_EQ(total(), -1) << "a cancelled order is no revenue";
+}
+
 // Format 4 files had no stage history: opening one files each opportunity's current stage as its open stint.
 TEST(ReportsMigration, FormatFourFileGetsItsOpenStints) {
   TempDir dir;
@@ -679,11 +723,16 @@ TEST(ReportsMigration, FormatFourFileGetsItsOpenStints) {
                      {5, num(100)},
                      {6, text("EUR")}});
     s.set(EntityId::kOpportunity, deal, feb(1), {{4, text("qualified")}});
+    RecordId product =
+        s.create(EntityId::kProduct, kJan1, {{1, text("P")}, {2, text("P")}, {4, Value::boolean(true)}});
+    s.order(account, "r1", "submitted", feb(2), feb(2), {{product, 3, 100, 0}});
   }
   {
     sqlite3* db = nullptr;
     ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-    ASSERT_EQ(sqlite3_exec(db, "DROP TABLE _stage_history; UPDATE _state SET value = 4 WHERE key = 'format'",
+    ASSERT_EQ(sqlite3_exec(db,
+                           "DROP TABLE _stage_history; DELETE FROM _order_fact; UPDATE _state SET value = 4 "
+                           "WHERE key = 'format'",
                            nullptr, nullptr, nullptr),
               SQLITE_OK);
     sqlite3_close(db);
@@ -698,6 +747,9 @@ TEST(ReportsMigration, FormatFourFileGetsItsOpenStints) {
   ASSERT_EQ(r.at("deals").as_array().size(), 1u);
   EXPECT_EQ(r.at("deals").at(0).at("stage").as_string(), "qualified");
   EXPECT_EQ(r.at("deals").at(0).at("in_stage_since").as_int64(), feb(1)) << "the stage field's version time";
+  json::value revenue = run_report(*db, "revenue", f, kHeadOffice).value();
+  ASSERT_EQ(revenue.at("total").as_array().size(), 1u) << "the existing orders got their facts";
+  EXPECT_EQ(revenue.at("total").at(0).at("revenue_cents").as_int64(), 300);
 }
 
 }  // namespace

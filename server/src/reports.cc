@@ -272,45 +272,46 @@ json::object period_json(const ReportFilter& f) {
   return o;
 }
 
-// The orders counted as revenue in the period, each with its account's territory, its day (days since the
-// epoch at the filter's offset: an integer, so grouping never formats a date per row) and its lines' net
-// amount and quantity (from the covering line index, one seek per order).
-void revenue_orders_cte(Sql& q, const ReportFilter& f, const Scope& s) {
-  q << "WITH o AS MATERIALIZED (SELECT o.id AS id, o.rep_id AS rep_id, o.currency AS currency, "
-       "o.account_id AS account_id, a.territory_id AS territory, "
-    << day_number(kOrderDate, f) << " AS day, (SELECT coalesce(sum(" << kLineNet
-    << "), 0) FROM order_line l WHERE l.order_id = o.id AND l._deleted = 0) AS net, (SELECT "
-       "coalesce(sum(l.quantity), 0) FROM order_line l WHERE l.order_id = o.id AND l._deleted = 0) AS "
-       "quantity "
-       "FROM \"order\" o JOIN account a ON a.id = o.account_id WHERE "
-    << kOrderDate << " >= ";
-  q.p(f.from_ms) << " AND " << kOrderDate << " < ";
-  q.p(f.to_ms) << " AND o._deleted = 0 AND o.status IN " << kRevenueStatuses;
-  if (s.record_territories) q.and_in("a.territory_id", *s.record_territories);
-  if (!s.reps.empty()) q.and_in("o.rep_id", s.reps);
-  q << ")";
+// The facts (sqlite_store.cc, _order_fact: one row per order with its lines' totals, kept by triggers) of
+// the orders counted as revenue in the period, in scope: " FROM _order_fact x WHERE ...".
+void revenue_facts(Sql& q, const ReportFilter& f, const Scope& s) {
+  q << " FROM _order_fact x WHERE x.at_ms >= ";
+  q.p(f.from_ms) << " AND x.at_ms < ";
+  q.p(f.to_ms) << " AND x.status IN " << kRevenueStatuses << " AND x.deleted = 0";
+  if (s.record_territories) q.and_in("x.territory", *s.record_territories);
+  if (!s.reps.empty()) q.and_in("x.rep_id", s.reps);
 }
 
 // ---- Reports
 
 Result<json::value> revenue(Db& db, const ReportFilter& f, const Scope& s) {
+  // One pass over the period's facts into (rep, territory, day, currency) groups -- a few per rep and day
+  // -- and every breakdown but products from those.
   Sql q;
-  revenue_orders_cte(q, f, s);
-  constexpr std::string_view kAgg = "currency, count(*), sum(net), sum(quantity)";
-  q << " SELECT 'total', NULL, " << kAgg << ", NULL FROM o GROUP BY currency"
-    << " UNION ALL SELECT 'by_rep', rep_id, " << kAgg << ", NULL FROM o GROUP BY rep_id, currency"
-    << " UNION ALL SELECT 'by_territory', territory, " << kAgg << ", NULL FROM o GROUP BY territory, currency"
-    << " UNION ALL SELECT 'by_month', strftime('%Y-%m', day * 86400, 'unixepoch'), currency, sum(n), "
-       "sum(net), "
-       "sum(quantity), NULL FROM (SELECT day, currency, count(*) AS n, sum(net) AS net, sum(quantity) AS "
-       "quantity FROM o GROUP BY day, currency) GROUP BY 2, 3"
-    // CROSS JOIN: SQLite then keeps o outside (the period's orders, each seeking its lines); left to
-    // itself it walked every line of every order by product.
-    << " UNION ALL SELECT 'by_product', l.product_id, o.currency, count(DISTINCT o.id), sum(" << kLineNet
-    << "), sum(l.quantity), (SELECT name FROM product WHERE id = l.product_id) FROM o CROSS JOIN order_line "
-       "l "
-       "ON l.order_id = o.id AND l._deleted = 0 GROUP BY l.product_id, o.currency"
-    << " ORDER BY 1, 5 DESC, 2, 3";
+  q << "WITH g AS MATERIALIZED (SELECT x.rep_id AS rep_id, x.territory AS territory, "
+    << day_number("x.at_ms", f)
+    << " AS day, x.currency AS currency, count(*) AS orders, sum(x.net_cents) AS net, sum(x.quantity) AS "
+       "quantity";
+  revenue_facts(q, f, s);
+  q << " GROUP BY 1, 2, 3, 4)";
+  constexpr std::string_view kAgg = "currency, sum(orders), sum(net), sum(quantity)";
+  q << " SELECT 'total', NULL, " << kAgg << ", NULL FROM g GROUP BY currency"
+    << " UNION ALL SELECT 'by_rep', rep_id, " << kAgg << ", NULL FROM g GROUP BY rep_id, currency"
+    << " UNION ALL SELECT 'by_territory', territory, " << kAgg << ", NULL FROM g GROUP BY territory, currency"
+    << " UNION ALL SELECT 'by_month', strftime('%Y-%m', day * 86400, 'unixepoch'), " << kAgg
+    << ", NULL FROM g GROUP BY 2, 3"
+    // Products need the lines: each fact seeks its order's lines. CROSS JOIN keeps the facts outside;
+    // left to itself SQLite walked every line of every order by product.
+    << " UNION ALL SELECT 'by_product', l.product_id, x.currency, count(DISTINCT x.order_id), sum("
+    << kLineNet << "), sum(l.quantity), (SELECT name FROM product WHERE id = l.product_id)";
+  {
+    Sql facts;
+    revenue_facts(facts, f, s);
+    const std::string where = facts.text.substr(facts.text.find(" WHERE "));
+    q << " FROM _order_fact x CROSS JOIN order_line l ON l.order_id = x.order_id AND l._deleted = 0" << where;
+    q.params.insert(q.params.end(), facts.params.begin(), facts.params.end());
+  }
+  q << " GROUP BY l.product_id, x.currency ORDER BY 1, 5 DESC, 2, 3";
   json::object out;
   out["report"] = "revenue";
   out["period"] = period_json(f);
@@ -344,13 +345,14 @@ Result<json::value> revenue(Db& db, const ReportFilter& f, const Scope& s) {
 
 Result<json::value> abc(Db& db, const ReportFilter& f, const Scope& s) {
   Sql q;
-  revenue_orders_cte(q, f, s);
+  q << "WITH rev AS (SELECT x.account_id AS account_id, x.currency AS currency, count(*) AS orders, "
+       "sum(x.net_cents) AS revenue";
+  revenue_facts(q, f, s);
+  q << " GROUP BY 1, 2)";
   // Accounts by revenue, highest first, per currency (amounts in different currencies are never added).
   // An account is A while the revenue of the accounts before it is under 80% of the total (so the account
   // that crosses 80% is A), B under 95%, C after.
-  q << ", rev AS (SELECT account_id, currency, count(*) AS orders, sum(net) AS revenue FROM o GROUP BY "
-       "account_id, currency), "
-       "ranked AS (SELECT account_id, currency, orders, revenue, row_number() OVER w AS rank, "
+  q << ", ranked AS (SELECT account_id, currency, orders, revenue, row_number() OVER w AS rank, "
        "coalesce(sum(revenue) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before, "
        "sum(revenue) OVER (PARTITION BY currency) AS total FROM rev "
        "WINDOW w AS (PARTITION BY currency ORDER BY revenue DESC, account_id)), "
@@ -412,54 +414,56 @@ Result<json::value> activity(Db& db, const ReportFilter& f, const Scope& s) {
   std::map<int64_t, std::pair<int64_t, int64_t>> days;  // day -> (visits, reps)
   const bool rep_days = !s.reps.empty();
   json::array per_rep_day;
-  {
+  {  // one pass: visits per rep, day and outcome, sorted so a rep's day is consecutive rows
     Sql q;
-    q << "SELECT v.rep_id, " << day_number("v.check_in_at", f) << " AS day, count(*) FROM visit v";
+    q << "SELECT v.rep_id, " << day_number("v.check_in_at", f)
+      << " AS day, coalesce(v.outcome, 'none'), count(*) FROM visit v";
     join_account(q, s, "v");
     q << " WHERE v.check_in_at >= ";
     q.p(f.from_ms) << " AND v.check_in_at < ";
     q.p(f.to_ms) << " AND v._deleted = 0";
     where_scope(q, s, "v.rep_id");
-    q << " GROUP BY 1, 2 ORDER BY 1, 2";
-    Status st = each_row(db, q, [&](Stmt& r) {
-      RepFigures& rf = reps[key_text(r, 0)];
-      const int64_t n = r.col_int(2);
-      rf.visits += n;
+    q << " GROUP BY 1, 2, 3 ORDER BY 1, 2";
+    std::string last_rep;
+    int64_t last_day = 0, day_visits = 0;
+    bool open = false;
+    auto end_day = [&] {
+      if (!open) return;
+      RepFigures& rf = reps[last_rep];
       rf.days += 1;
-      rf.max_per_day = std::max(rf.max_per_day, n);
-      auto& d = days[r.col_int(1)];
-      d.first += n;
+      rf.max_per_day = std::max(rf.max_per_day, day_visits);
+      auto& d = days[last_day];
+      d.first += day_visits;
       d.second += 1;
       if (rep_days)
         per_rep_day.push_back(
-            json::object{{"rep", text_or_null(r, 0)}, {"day", day_text(r.col_int(1))}, {"visits", n}});
-      return true;
-    });
-    if (!st) return st;
-  }
-  {  // outcomes
-    Sql q;
-    q << "SELECT v.rep_id, coalesce(v.outcome, 'none'), count(*) FROM visit v";
-    join_account(q, s, "v");
-    q << " WHERE v.check_in_at >= ";
-    q.p(f.from_ms) << " AND v.check_in_at < ";
-    q.p(f.to_ms) << " AND v._deleted = 0";
-    where_scope(q, s, "v.rep_id");
-    q << " GROUP BY 1, 2";
+            json::object{{"rep", last_rep}, {"day", day_text(last_day)}, {"visits", day_visits}});
+    };
     Status st = each_row(db, q, [&](Stmt& r) {
-      reps[key_text(r, 0)].outcomes[r.col_text(1)] = r.col_int(2);
+      std::string rep = key_text(r, 0);
+      const int64_t day = r.col_int(1);
+      const int64_t n = r.col_int(3);
+      if (!open || rep != last_rep || day != last_day) {
+        end_day();
+        last_rep = std::move(rep);
+        last_day = day;
+        day_visits = 0;
+        open = true;
+      }
+      day_visits += n;
+      RepFigures& rf = reps[last_rep];
+      rf.visits += n;
+      const std::string outcome = r.col_text(2);
+      rf.outcomes[outcome] = (rf.outcomes.contains(outcome) ? rf.outcomes[outcome].as_int64() : 0) + n;
       return true;
     });
     if (!st) return st;
+    end_day();
   }
   {  // orders (as revenue counts them)
     Sql q;
-    q << "SELECT o.rep_id, count(*) FROM \"order\" o";
-    join_account(q, s, "o");
-    q << " WHERE " << kOrderDate << " >= ";
-    q.p(f.from_ms) << " AND " << kOrderDate << " < ";
-    q.p(f.to_ms) << " AND o._deleted = 0 AND o.status IN " << kRevenueStatuses;
-    where_scope(q, s, "o.rep_id");
+    q << "SELECT x.rep_id, count(*)";
+    revenue_facts(q, f, s);
     q << " GROUP BY 1";
     Status st = each_row(db, q, [&](Stmt& r) {
       reps[key_text(r, 0)].orders = r.col_int(1);
