@@ -469,6 +469,14 @@ TEST_F(ReportsTest, Funnel) {
   json::object j = report("funnel", kHeadOffice, january);
   EXPECT_EQ(i64(row(j["stages"], "stage", "prospect").at("exits")), 3);
   EXPECT_DOUBLE_EQ(row(j["stages"], "stage", "prospect").at("avg_days_in_stage").as_double(), 70.0 / 3.0);
+
+  // Unscoped (head office) and scoped (a rep, a territory) counts of the same stints agree.
+  EXPECT_EQ(i64(row(report("funnel", kRep1, q1())["stages"], "stage", "prospect").at("exits")), 2)
+      << "Op1 and Op2";
+  ReportFilter south = q1();
+  south.territories = {"south"};
+  EXPECT_EQ(i64(row(report("funnel", kHeadOffice, south)["stages"], "stage", "prospect").at("exits")), 2)
+      << "Op3 and Op4";
 }
 
 TEST_F(ReportsTest, StalledDeals) {
