@@ -497,18 +497,17 @@ Result<json::value> activity(Db& db, const ReportFilter& f, const Scope& s) {
     Sql rep_cond;
     if (!s.reps.empty()) rep_cond.and_in("v.rep_id", s.reps);
     Sql q;
-    q << "SELECT c.id, a.name, a.territory_id, c.last, c.n FROM (SELECT a.id AS id, (SELECT "
-         "max(v.check_in_at) "
-         "FROM visit v WHERE v.account_id = a.id AND v._deleted = 0 AND v.check_in_at < ";
+    // One seek per account: its last visit before the reference time (in scope), kept if older than the
+    // cutoff or absent.
+    q << "SELECT c.id, a.name, a.territory_id, c.last, c.n FROM (SELECT id, last, count(*) OVER () AS n FROM "
+         "(SELECT a.id AS id, (SELECT max(v.check_in_at) FROM visit v WHERE v.account_id = a.id AND "
+         "v._deleted = 0 AND v.check_in_at < ";
     q.p(f.to_ms) << rep_cond.text;
     q.params.insert(q.params.end(), rep_cond.params.begin(), rep_cond.params.end());
-    q << ") AS last, count(*) OVER () AS n FROM account a WHERE a._deleted = 0";
+    q << ") AS last FROM account a WHERE a._deleted = 0";
     if (s.account_territories) q.and_in("a.territory_id", *s.account_territories);
-    q << " AND NOT EXISTS (SELECT 1 FROM visit v WHERE v.account_id = a.id AND v.check_in_at >= ";
-    q.p(cutoff) << " AND v.check_in_at < ";
-    q.p(f.to_ms) << " AND v._deleted = 0" << rep_cond.text;
-    q.params.insert(q.params.end(), rep_cond.params.begin(), rep_cond.params.end());
-    q << ") ORDER BY last IS NOT NULL, last, a.id LIMIT ";
+    q << ") WHERE last IS NULL OR last < ";
+    q.p(cutoff) << " ORDER BY last IS NOT NULL, last, id LIMIT ";
     q.p(static_cast<int64_t>(f.limit));
     q << ") c JOIN account a ON a.id = c.id ORDER BY c.last IS NOT NULL, c.last, c.id";
     Status st = each_row(db, q, [&](Stmt& r) {
@@ -536,23 +535,22 @@ Result<json::value> activity(Db& db, const ReportFilter& f, const Scope& s) {
 
 Result<json::value> plan_vs_execution(Db& db, const ReportFilter& f, const Scope& s) {
   Sql q;
-  q << "WITH e AS MATERIALIZED (SELECT e.owner_id AS owner_id, e.start_at AS start_at, "
-       "(SELECT min(v.check_in_at) FROM visit v WHERE v.calendar_event_id = e.id AND v._deleted = 0) AS "
-       "linked, "
-       "(SELECT min(v.check_in_at) FROM visit v WHERE v.account_id = e.account_id AND v._deleted = 0 AND "
+  // The visit for an appointment: the one linked to it, else (coalesce evaluates the second seek only
+  // then) the owner's earliest at its account in the window around the start.
+  q << "WITH e AS MATERIALIZED (SELECT e.owner_id AS owner_id, e.start_at AS start_at, coalesce((SELECT "
+       "min(v.check_in_at) FROM visit v WHERE v.calendar_event_id = e.id AND v._deleted = 0), (SELECT "
+       "min(v.check_in_at) FROM visit v WHERE v.account_id = e.account_id AND v._deleted = 0 AND "
        "v.check_in_at >= e.start_at - ";
   q.p(kMatchBeforeMs) << " AND v.check_in_at < e.start_at + ";
-  q.p(kMatchAfterMs) << " AND v.rep_id = e.owner_id) AS near FROM calendar_event e";
+  q.p(kMatchAfterMs) << " AND v.rep_id = e.owner_id)) AS visit_at FROM calendar_event e";
   join_account(q, s, "e");
   q << " WHERE e.start_at >= ";
   q.p(f.from_ms) << " AND e.start_at < ";
   q.p(f.to_ms) << " AND e._deleted = 0 AND e.account_id IS NOT NULL AND e.status <> 'cancelled'";
   where_scope(q, s, "e.owner_id");
-  q << ") SELECT owner_id, CASE WHEN linked IS NULL AND near IS NULL THEN (CASE WHEN start_at + ";
+  q << ") SELECT owner_id, CASE WHEN visit_at IS NULL THEN (CASE WHEN start_at + ";
   q.p(kMatchAfterMs) << " <= ";
-  q.p(f.to_ms)
-      << " THEN 'missed' ELSE 'pending' END) WHEN min(coalesce(linked, near), coalesce(near, linked)) <= "
-         "start_at + ";
+  q.p(f.to_ms) << " THEN 'missed' ELSE 'pending' END) WHEN visit_at <= start_at + ";
   q.p(kOnTimeGraceMs)
       << " THEN 'on_time' ELSE 'late' END AS verdict, count(*) FROM e GROUP BY 1, 2 ORDER BY 1";
   std::map<std::string, std::map<std::string, int64_t>> per_rep;

@@ -48,11 +48,12 @@ inline constexpr int kMaxTzOffsetMinutes = 14 * 60;
 // At most this many territories and reps in one filter (each is a bound SQL parameter).
 inline constexpr size_t kMaxFilterValues = 100;
 
-// Plan versus execution: a visit counts for an appointment (a calendar event at an account, not cancelled)
-// when it is linked to it (visit.calendar_event_id) or, unlinked, is by the appointment's owner at its
-// account and checked in from kMatchBeforeMs before the start to kMatchAfterMs after it. The earliest such
-// check-in decides: on time up to kOnTimeGraceMs after the start, late after that. Without one it is missed
-// once kMatchAfterMs have passed since the start by the reference time (the period's end), pending before.
+// Plan versus execution: the visit of an appointment (a calendar event at an account, not cancelled) is the
+// earliest one linked to it (visit.calendar_event_id) or, with none linked, the earliest by the
+// appointment's owner at its account checked in from kMatchBeforeMs before the start to kMatchAfterMs after
+// it. Its check-in decides: on time up to kOnTimeGraceMs after the start, late after that. Without one it is
+// missed once kMatchAfterMs have passed since the start by the reference time (the period's end), pending
+// before.
 inline constexpr int64_t kMatchBeforeMs = 60 * 60 * 1000;
 inline constexpr int64_t kMatchAfterMs = 24 * 60 * 60 * 1000;
 inline constexpr int64_t kOnTimeGraceMs = 15 * 60 * 1000;
