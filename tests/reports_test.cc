@@ -73,7 +73,7 @@ class Seed {
   explicit Seed(const std::string& path, NodeId node = 77) : node_(node), ids_(node) {
     SqliteCentralStore::Options options;
     options.now_ms = [] { return kJul1; };
-    store_ = std::move(SqliteCentralStore::open(path, options).value());
+    store_ = SqliteCentralStore::open(path, options).value();
     server_ = std::make_unique<SyncServer>(*store_, auth_, ServerConfig{});
   }
   RecordId create(EntityId e, int64_t at, const Fields& fields) {
@@ -256,7 +256,7 @@ class ReportsTest : public ::testing::Test {
     op4 = deal("r2", a4, 40000, kDec1, kApr1 + 19 * kDay, {{"proposal", jan(20)}, {"negotiation", mar(21)}});
     op5 = deal("r1", a5, 50000, feb(1), std::nullopt, {});
 
-    db_ = std::move(open_report_db(path_).value());
+    db_ = open_report_db(path_).value();
   }
 
   json::object report(std::string_view name, const Principal& who, ReportFilter f) {
