@@ -289,10 +289,10 @@ Result<json::value> revenue(Db& db, const ReportFilter& f, const Scope& s) {
   // One pass over the period's facts into (rep, territory, day, currency) groups -- a few per rep and day
   // -- and every breakdown but products from those.
   Sql q;
-  q << "WITH g AS MATERIALIZED (SELECT x.rep_id AS rep_id, x.territory AS territory, "
-    << day_number("x.at_ms", f)
-    << " AS day, x.currency AS currency, count(*) AS orders, sum(x.net_cents) AS net, sum(x.quantity) AS "
-       "quantity";
+  // Day first: the facts come in date order, and SQLite's sorter does less with runs already in order.
+  q << "WITH g AS MATERIALIZED (SELECT " << day_number("x.at_ms", f)
+    << " AS day, x.rep_id AS rep_id, x.territory AS territory, x.currency AS currency, count(*) AS orders, "
+       "sum(x.net_cents) AS net, sum(x.quantity) AS quantity";
   revenue_facts(q, f, s);
   q << " GROUP BY 1, 2, 3, 4)";
   constexpr std::string_view kAgg = "currency, sum(orders), sum(net), sum(quantity)";
@@ -415,7 +415,8 @@ Result<json::value> activity(Db& db, const ReportFilter& f, const Scope& s) {
   std::map<int64_t, std::pair<int64_t, int64_t>> days;  // day -> (visits, reps)
   const bool rep_days = !s.reps.empty();
   json::array per_rep_day;
-  {  // one pass: visits per rep, day and outcome, sorted so a rep's day is consecutive rows
+  {  // one pass: visits per day, rep and outcome (day first: the index gives them in time order, which
+     // SQLite's sorter handles faster), so one rep's day is consecutive rows
     Sql q;
     q << "SELECT v.rep_id, " << day_number("v.check_in_at", f)
       << " AS day, coalesce(v.outcome, 'none') AS outcome, count(*) FROM visit v";
@@ -424,7 +425,7 @@ Result<json::value> activity(Db& db, const ReportFilter& f, const Scope& s) {
     q.p(f.from_ms) << " AND v.check_in_at < ";
     q.p(f.to_ms) << " AND v._deleted = 0";
     where_scope(q, s, "v.rep_id");
-    q << " GROUP BY 1, 2, 3 ORDER BY 1, 2";
+    q << " GROUP BY 2, 1, 3";
     std::string last_rep;
     int64_t last_day = 0, day_visits = 0;
     bool open = false;
@@ -460,6 +461,9 @@ Result<json::value> activity(Db& db, const ReportFilter& f, const Scope& s) {
     });
     if (!st) return st;
     end_day();
+    std::stable_sort(per_rep_day.begin(), per_rep_day.end(), [](const json::value& a, const json::value& b) {
+      return a.at("rep").as_string() < b.at("rep").as_string();
+    });
   }
   {  // orders (as revenue counts them)
     Sql q;
