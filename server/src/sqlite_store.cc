@@ -16,6 +16,7 @@
 #include <cstring>
 #include <map>
 #include <set>
+#include <tuple>
 
 #include "fieldsync/io/sqlite_db.h"
 #include "fieldsync/schema/ddl.h"
@@ -42,7 +43,32 @@ namespace {
 //      migration: two indexes on one field made every insert pay twice, -30% on the load bench's saturated
 //      rate). (An index on _log (origin_node) for keys_created_by cost the same again: that rare read -- a
 //      device's last bootstrap page, only if the device pushed before it -- scans the log instead.)
-constexpr int64_t kFormat = 4;
+//   5: head-office reports (server/src/reports.cc): _stage_history, one row per stint of an opportunity in a
+//      stage, kept by save() (the migration files each existing opportunity's current stage from its record);
+//      _stage_probability (the forecast's per-stage probabilities head office sets); indexes the reports'
+//      period filters walk (orders by date, visits by check-in, appointments by start).
+constexpr int64_t kFormat = 5;
+
+// _order_fact's totals of order ORDER: quantity and net of its live lines (the net of a line as FieldClient
+// computes it: gross minus gross * discount_bp / 10,000 rounded half up, without overflowing int64).
+#define ORDER_FACT_LINE_NET                                                                                 \
+  "(l.quantity * l.unit_price_cents - ((l.quantity * l.unit_price_cents) / 10000 * "                        \
+  "coalesce(l.discount_bp, 0) + ((l.quantity * l.unit_price_cents) % 10000 * coalesce(l.discount_bp, 0) + " \
+  "5000) / 10000))"
+#define ORDER_FACT_TOTALS(ORDER)                                                                \
+  "quantity = (SELECT coalesce(sum(l.quantity), 0) FROM order_line l WHERE l.order_id = " ORDER \
+  " AND l._deleted = 0), net_cents = (SELECT coalesce(sum(" ORDER_FACT_LINE_NET                 \
+  "), 0) FROM order_line l "                                                                    \
+  "WHERE l.order_id = " ORDER " AND l._deleted = 0)"
+// The fact of the order row `new`, replacing the previous one (totals recomputed from its lines).
+#define ORDER_FACT_UPSERT                                                                                  \
+  "INSERT INTO _order_fact (order_id, at_ms, status, deleted, rep_id, account_id, territory, currency, "   \
+  "quantity, net_cents) VALUES (new.id, coalesce(new.submitted_at, new.approved_at), new.status, "         \
+  "new._deleted, new.rep_id, new.account_id, (SELECT territory_id FROM account WHERE id = "                \
+  "new.account_id), new.currency, 0, 0) ON CONFLICT (order_id) DO UPDATE SET at_ms = excluded.at_ms, "     \
+  "status = excluded.status, deleted = excluded.deleted, rep_id = excluded.rep_id, account_id = "          \
+  "excluded.account_id, territory = excluded.territory, currency = excluded.currency; UPDATE _order_fact " \
+  "SET " ORDER_FACT_TOTALS("new.id") " WHERE order_id = new.id;"
 
 const char* const kStoreDdl[] = {
     "CREATE TABLE IF NOT EXISTS _log (server_seq INTEGER PRIMARY KEY, origin_node INTEGER NOT NULL, "
@@ -63,7 +89,70 @@ const char* const kStoreDdl[] = {
      "PRIMARY KEY (scope, server_seq)) WITHOUT ROWID"),  // parenthesised: one statement on two lines
     // Scheduling conflicts look up one owner's events by time (events_overlapping).
     "CREATE INDEX IF NOT EXISTS idx_calendar_event_owner_start ON calendar_event (owner_id, start_at)",
+    // Reports (format 5). An opportunity's stage history as stints: entered when the stage took its value,
+    // left (with the stage it moved to) when it changed again; the open stint has left_at_ms NULL. Times are
+    // the stage field's version (the device's clock when the rep moved the deal, not when it synced).
+    // Funnel conversion, days in stage, win rate and stalled deals are then ranges of these rows instead of
+    // a decode of every log entry (DESIGN.md, "Reports").
+    ("CREATE TABLE IF NOT EXISTS _stage_history (id INTEGER PRIMARY KEY, opportunity_id TEXT NOT NULL, "
+     "stage TEXT NOT NULL, entered_at_ms INTEGER NOT NULL, left_at_ms INTEGER, next_stage TEXT)"),
+    "CREATE INDEX IF NOT EXISTS idx_stage_history_opp ON _stage_history (opportunity_id, left_at_ms, "
+    "entered_at_ms)",
+    ("CREATE INDEX IF NOT EXISTS idx_stage_history_left ON _stage_history (left_at_ms, entered_at_ms, "
+     "opportunity_id, stage, next_stage)"),
+    ("CREATE INDEX IF NOT EXISTS idx_stage_history_entered ON _stage_history (stage, entered_at_ms, "
+     "opportunity_id)"),
+    // The forecast's probability per stage in basis points, set by head office; a stage without a row takes
+    // the default of reports.h.
+    ("CREATE TABLE IF NOT EXISTS _stage_probability (stage TEXT PRIMARY KEY, probability_bp INTEGER NOT "
+     "NULL)"),
+    // What the reports filter and group by, as covering indexes: an entity row carries its `_meta` blob
+    // (most of its bytes), so a report that reached the rows would read the whole table's pages; these
+    // answer from the index alone. An order's date is when it was submitted (approved, for one head office
+    // entered as approved), written as the reports write it so the planner matches the expression.
+    ("CREATE INDEX IF NOT EXISTS idx_report_order_date ON \"order\" (coalesce(submitted_at, approved_at), "
+     "status, _deleted, rep_id, account_id, currency, id, submitted_at, approved_at)"),
+    ("CREATE INDEX IF NOT EXISTS idx_report_order_line ON order_line (order_id, _deleted, product_id, "
+     "quantity, unit_price_cents, discount_bp)"),
+    "CREATE INDEX IF NOT EXISTS idx_report_account ON account (id, territory_id, _deleted)",
+    ("CREATE INDEX IF NOT EXISTS idx_report_visit_check_in ON visit (check_in_at, _deleted, rep_id, "
+     "account_id, outcome)"),
+    ("CREATE INDEX IF NOT EXISTS idx_report_visit_account ON visit (account_id, check_in_at, _deleted, "
+     "rep_id)"),
+    ("CREATE INDEX IF NOT EXISTS idx_report_visit_event ON visit (calendar_event_id, check_in_at, "
+     "_deleted)"),
+    ("CREATE INDEX IF NOT EXISTS idx_report_event_start ON calendar_event (start_at, _deleted, status, "
+     "account_id, owner_id, id)"),
+    ("CREATE INDEX IF NOT EXISTS idx_report_opportunity_stage ON opportunity (stage, _deleted, owner_id, "
+     "account_id, currency, amount_cents, expected_close)"),
+    ("CREATE INDEX IF NOT EXISTS idx_report_opportunity_id ON opportunity (id, _deleted, owner_id, "
+     "account_id, currency, amount_cents)"),
+    // One row per order with what revenue is counted by -- its date, status, rep, account, the account's
+    // territory and currency -- and its lines' totals (net as FieldClient computes it), kept by triggers
+    // on every write of an order, a line or an account's territory, whoever writes (the server, the admin
+    // tool). Revenue over a year is then a range of one covering index; summing each order's lines at
+    // report time was a seek per order (4.4 s for a year of 1.1M records, PERFORMANCE.md).
+    ("CREATE TABLE IF NOT EXISTS _order_fact (order_id TEXT PRIMARY KEY, at_ms INTEGER, status TEXT, "
+     "deleted INTEGER NOT NULL, rep_id TEXT, account_id TEXT, territory TEXT, currency TEXT, "
+     "quantity INTEGER NOT NULL, net_cents INTEGER NOT NULL) WITHOUT ROWID"),
+    ("CREATE INDEX IF NOT EXISTS idx_order_fact_at ON _order_fact (at_ms, status, deleted, territory, "
+     "rep_id, account_id, currency, quantity, net_cents, order_id)"),
+    "CREATE INDEX IF NOT EXISTS idx_order_fact_account ON _order_fact (account_id)",
+    "CREATE TRIGGER IF NOT EXISTS _order_fact_insert AFTER INSERT ON \"order\" BEGIN " ORDER_FACT_UPSERT
+    " END",
+    "CREATE TRIGGER IF NOT EXISTS _order_fact_update AFTER UPDATE ON \"order\" BEGIN " ORDER_FACT_UPSERT
+    " END",
+    ("CREATE TRIGGER IF NOT EXISTS _order_fact_line_insert AFTER INSERT ON order_line BEGIN "
+     "UPDATE _order_fact SET " ORDER_FACT_TOTALS("new.order_id") " WHERE order_id = new.order_id; END"),
+    ("CREATE TRIGGER IF NOT EXISTS _order_fact_line_update AFTER UPDATE ON order_line BEGIN "
+     "UPDATE _order_fact SET " ORDER_FACT_TOTALS("new.order_id") " WHERE order_id = new.order_id; END"),
+    ("CREATE TRIGGER IF NOT EXISTS _order_fact_territory AFTER UPDATE OF territory_id ON account WHEN "
+     "old.territory_id IS NOT new.territory_id BEGIN UPDATE _order_fact SET territory = new.territory_id "
+     "WHERE account_id = new.id; END"),
 };
+#undef ORDER_FACT_UPSERT
+#undef ORDER_FACT_TOTALS
+#undef ORDER_FACT_LINE_NET
 
 // The field a territory- or owner-scoped entity's scope is read from (nullptr: another kind of scope).
 const schema::FieldDef* direct_scope_field(const schema::EntityDef& e) {
@@ -81,12 +170,18 @@ std::string superseded_index_name(const schema::EntityDef& e, const schema::Fiel
   return "idx_" + std::string(e.name) + "_" + std::string(f.name);
 }
 
-// The model's DDL without the indexes the scan indexes supersede.
+// The model's one-column indexes that a report index (kStoreDdl) starting with the same column replaces: two
+// indexes on one field make every insert pay twice.
+constexpr std::string_view kSupersededByReports[] = {"idx_order_line_order_id", "idx_visit_account_id",
+                                                     "idx_visit_calendar_event_id"};
+
+// The model's DDL without the indexes the scan and report indexes supersede.
 std::vector<std::string> model_ddl() {
   std::vector<std::string> skip;
   for (const schema::EntityDef& e : schema::entities())
     if (const schema::FieldDef* f = direct_scope_field(e))
       skip.push_back(quoted(superseded_index_name(e, *f)));
+  for (std::string_view name : kSupersededByReports) skip.push_back(quoted(name));
   std::vector<std::string> out;
   for (std::string& sql : schema::all_ddl()) {
     const bool superseded = sql.rfind("CREATE INDEX", 0) == 0 &&
@@ -339,6 +434,30 @@ Status migrate_format(Db& db, int64_t from) {
     if (!q.step()) return q.ok() ? Status(ErrorCode::kInternal, "no row") : q.status();
     return q.col_int(0) > 0;
   };
+  if (from < 5) {
+    // The triggers keep _order_fact from now on; the orders already there get theirs here.
+    if (Status s = db.exec("UPDATE \"order\" SET id = id"); !s) return s;
+    for (std::string_view name : kSupersededByReports)
+      if (Status s = db.exec("DROP INDEX IF EXISTS " + quoted(name)); !s) return s;
+    // Reports: each existing opportunity's current stage as its open stint, from its stage field's version
+    // (earlier moves were not kept before format 5; the log has them, but replaying it here would count
+    // moves that lost a merge).
+    Stmt q(db, "SELECT _meta FROM opportunity WHERE _deleted = 0");
+    std::vector<std::tuple<std::string, std::string, int64_t>> rows;
+    while (q.step()) {
+      Result<RecordState> r = codec::decode_record(q.col_blob(0));
+      if (!r) return corrupt("opportunity", r.status());
+      const FieldState* stage = r->field(schema::fields::kOpportunityStage);
+      if (stage == nullptr || !(stage->value.kind() == Value::Kind::kText)) continue;
+      rows.emplace_back(r->id.to_string(), stage->value.as_text(), hlc_physical_ms(stage->version.hlc));
+    }
+    if (!q.ok()) return q.status();
+    for (const auto& [id, stage, at_ms] : rows) {
+      Stmt ins(db, "INSERT INTO _stage_history (opportunity_id, stage, entered_at_ms) VALUES (?, ?, ?)");
+      ins.bind(1, id).bind(2, stage).bind(3, at_ms);
+      if (Status s = ins.run(); !s) return s;
+    }
+  }
   if (from < 4) {
     // The (scope field, id) indexes replace the model's one-column indexes on those fields.
     for (const schema::EntityDef& e : schema::entities())
@@ -453,6 +572,9 @@ class SqliteCentralTxn final : public CentralTxn {
     if (e == nullptr) {
       fail(Status(ErrorCode::kInvalidArgument, "save of a record of an unknown entity"));
       return;
+    }
+    if (record.entity == EntityId::kOpportunity && !record.deleted) {
+      if (Status s = record_stage(record); !s) return fail(s);
     }
     Stmt q(*store_.writer_, upsert_sql(*e));
     int i = 1;
@@ -586,6 +708,33 @@ class SqliteCentralTxn final : public CentralTxn {
   }
 
  private:
+  // Before an opportunity's row is overwritten: if its stage changes (or it is new), the open stint ends and
+  // a new one begins at the stage field's version time. A move stamped before the stint it ends began (a
+  // device whose clock was behind) ends it at its own start: no stint lasts less than nothing.
+  Status record_stage(const RecordState& record) {
+    const FieldState* stage = record.field(schema::fields::kOpportunityStage);
+    if (stage == nullptr || !(stage->value.kind() == Value::Kind::kText)) return Status::ok();
+    const std::string id = record.id.to_string();
+    const int64_t at_ms = hlc_physical_ms(stage->version.hlc);
+    Db& db = *store_.writer_;
+    {
+      Stmt q(db, "SELECT stage FROM opportunity WHERE id = ? AND _deleted = 0");
+      q.bind(1, id);
+      if (q.step() && q.col_text(0) == stage->value.as_text()) return Status::ok();
+      if (!q.ok()) return q.status();
+    }
+    {
+      Stmt q(db,
+             "UPDATE _stage_history SET left_at_ms = max(?, entered_at_ms), next_stage = ? WHERE "
+             "opportunity_id = ? AND left_at_ms IS NULL");
+      q.bind(1, at_ms).bind(2, std::string_view(stage->value.as_text())).bind(3, id);
+      if (Status s = q.run(); !s) return s;
+    }
+    Stmt q(db, "INSERT INTO _stage_history (opportunity_id, stage, entered_at_ms) VALUES (?, ?, ?)");
+    q.bind(1, id).bind(2, std::string_view(stage->value.as_text())).bind(3, at_ms);
+    return q.run();
+  }
+
   bool usable() const { return open_ && error_.is_ok(); }
   void fail(const Status& s) {
     if (error_) error_ = s;

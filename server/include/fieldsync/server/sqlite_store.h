@@ -17,8 +17,14 @@
 //   _rejections   (node, node_seq) PRIMARY KEY, user, reason code and name, message, recorded_at_ms.
 //   _log_scope    (scope, server_seq) PRIMARY KEY, WITHOUT ROWID: each log entry under each key of
 //                 log_scopes(), so a device's catch-up (read_log_for) reads its scope's entries only.
-//   _state        key/value: the persisted server HLC ("clock") and the file format ("format", 3; older files
+//   _state        key/value: the persisted server HLC ("clock") and the file format ("format", 5; older files
 //                 are migrated on open: format 2's per-change _audit table becomes _log.recorded_at_ms).
+//   For head-office reports (reports.h; format 5):
+//   _stage_history one row per stint of an opportunity in a stage (entered, left, next stage), written by
+//                 save() when the merged stage changes, at the stage field's version time.
+//   _order_fact   one row per order: date, status, rep, account, the account's territory, currency, its live
+//                 lines' quantity and net; kept by triggers on order, order_line and account.territory_id.
+//   _stage_probability the forecast's probability per stage, set by head office.
 //
 // Threads: the store may be used from several threads. A CentralTxn holds the single writer connection for
 // its whole life (BEGIN IMMEDIATE ... COMMIT), so at most one is open at a time per store: begin() waits for

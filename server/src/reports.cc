@@ -1,0 +1,1130 @@
+// Head-office reports and CSV exports. See reports.h for the interface and docs/DESIGN.md "Reports" for the
+// definitions and the indexes each query walks.
+#include "fieldsync/server/reports.h"
+
+#include <algorithm>
+#include <array>
+#include <boost/json.hpp>
+#include <charconv>
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <optional>
+#include <span>
+#include <variant>
+
+#include "csv.h"
+#include "fieldsync/io/sqlite_db.h"
+
+namespace fieldsync::server::reports {
+
+using sqlite::Db;
+using sqlite::Stmt;
+namespace json = boost::json;
+
+namespace {
+
+constexpr std::string_view kOpenStages[] = {"prospect", "qualified", "proposal", "negotiation"};
+constexpr std::string_view kAllStages[] = {"prospect", "qualified", "proposal", "negotiation", "won", "lost"};
+constexpr int64_t kDayMs = 24 * 60 * 60 * 1000;
+
+// Revenue counts orders a rep has committed to: submitted (awaiting approval), approved or fulfilled.
+// Drafts may still change and cancelled orders never ship.
+constexpr std::string_view kRevenueStatuses = "('submitted', 'approved', 'fulfilled')";
+// An order's date: when it was submitted; one head office entered as approved directly has only that.
+// Written exactly as idx_report_order_date's expression (sqlite_store.cc), so the planner uses the index.
+constexpr std::string_view kOrderDate = "coalesce(o.submitted_at, o.approved_at)";
+// A line's net amount, as FieldClient computes it (client-core/src/field_client.cc): the discount is
+// gross * bp / 10,000 rounded half up, computed without overflowing int64.
+constexpr std::string_view kLineNet =
+    "(l.quantity * l.unit_price_cents - ((l.quantity * l.unit_price_cents) / 10000 * coalesce(l.discount_bp, "
+    "0) + ((l.quantity * l.unit_price_cents) % 10000 * coalesce(l.discount_bp, 0) + 5000) / 10000))";
+
+std::string stage_list(std::span<const std::string_view> stages) {
+  std::string out = "(";
+  for (size_t i = 0; i < stages.size(); ++i) {
+    if (i) out += ", ";
+    out += "'";
+    out += stages[i];
+    out += "'";
+  }
+  return out + ")";
+}
+
+// The probability of p.stage: head office's row, else the default.
+std::string probability_sql() {
+  std::string out = "coalesce(sp.probability_bp, CASE p.stage";
+  for (const auto& [stage, bp] : kDefaultStageProbabilityBp)
+    out += " WHEN '" + std::string(stage) + "' THEN " + std::to_string(bp);
+  return out + " ELSE 0 END)";
+}
+
+// ---- SQL with its parameters
+
+using Param = std::variant<int64_t, std::string>;
+
+struct Sql {
+  std::string text;
+  std::vector<Param> params;
+  Sql& operator<<(std::string_view s) {
+    text += s;
+    return *this;
+  }
+  Sql& p(int64_t v) {
+    text += '?';
+    params.emplace_back(v);
+    return *this;
+  }
+  Sql& p(std::string v) {
+    text += '?';
+    params.emplace_back(std::move(v));
+    return *this;
+  }
+  // " AND <column> IN (?, ...)"; an empty list matches nothing.
+  Sql& and_in(std::string_view column, const std::vector<std::string>& values) {
+    if (values.empty()) {
+      text += " AND 0";
+      return *this;
+    }
+    text += " AND ";
+    text += column;
+    text += " IN (";
+    for (size_t i = 0; i < values.size(); ++i) {
+      if (i) text += ", ";
+      p(values[i]);
+    }
+    text += ')';
+    return *this;
+  }
+};
+
+// Runs `q`, calling on_row(stmt) for each row; on_row returning false stops early.
+template <typename F>
+Status each_row(Db& db, const Sql& q, F&& on_row) {
+  if (getenv("FS_SQL")) fprintf(stderr, "SQL: %s\n", q.text.c_str());
+  Stmt st(db, q.text);
+  if (!st.ok()) return st.status();
+  int i = 1;
+  for (const Param& v : q.params) {
+    if (const int64_t* n = std::get_if<int64_t>(&v)) {
+      st.bind(i++, *n);
+    } else {
+      st.bind(i++, std::string_view(std::get<std::string>(v)));
+    }
+  }
+  if (!st.ok()) return st.status();
+  while (st.step())
+    if (!on_row(st)) return Status::ok();
+  return st.status();
+}
+
+// Every statement of one report or export reads one snapshot: BEGIN on a connection in autocommit, COMMIT
+// (of a read transaction: nothing to write) at the end.
+class Snapshot {
+ public:
+  explicit Snapshot(Db& db) : db_(db) {
+    if (sqlite3_get_autocommit(db_.raw())) {
+      status_ = db_.exec("BEGIN");
+      began_ = status_.is_ok();
+    }
+  }
+  ~Snapshot() {
+    if (began_) (void)db_.exec("COMMIT");
+  }
+  Snapshot(const Snapshot&) = delete;
+  Snapshot& operator=(const Snapshot&) = delete;
+  const Status& status() const { return status_; }
+
+ private:
+  Db& db_;
+  Status status_;
+  bool began_ = false;
+};
+
+json::value text_or_null(Stmt& st, int i) {
+  if (st.col_null(i)) return nullptr;
+  return json::value(st.col_text(i));
+}
+
+std::string key_text(Stmt& st, int i) {
+  return st.col_null(i) ? std::string() : st.col_text(i);
+}
+
+double ratio(int64_t num, int64_t den) {
+  return den == 0 ? 0.0 : static_cast<double>(num) / static_cast<double>(den);
+}
+
+double ms_to_days(int64_t ms) {
+  return static_cast<double>(ms) / static_cast<double>(kDayMs);
+}
+
+// ---- Scope
+
+// What one caller may see under one filter, as SQL conditions.
+struct Scope {
+  // Territories of the records' accounts; nullopt: no condition.
+  std::optional<std::vector<std::string>> record_territories;
+  // Territories of the accounts listed for themselves (not visited, the accounts export).
+  std::optional<std::vector<std::string>> account_territories;
+  std::vector<std::string> reps;  // empty: no condition on the record's rep or owner
+};
+
+Status out_of_scope(std::string_view what, std::string_view value) {
+  return Status(ErrorCode::kOutOfScope,
+                std::string(what) + " '" + std::string(value) + "' is not in your scope");
+}
+
+bool contains(const std::vector<std::string>& list, std::string_view v) {
+  return std::find(list.begin(), list.end(), v) != list.end();
+}
+
+Result<Scope> resolve_scope(const ReportFilter& f, const Principal& who) {
+  Scope s;
+  const std::optional<std::vector<std::string>> asked =
+      f.territories.empty() ? std::nullopt : std::optional(f.territories);
+  if (who.role == schema::Role::kHeadOffice) {
+    s.record_territories = s.account_territories = asked;
+    s.reps = f.reps;
+    return s;
+  }
+  for (const std::string& t : f.territories)
+    if (!contains(who.territories, t)) return out_of_scope("territory", t);
+  if (who.role == schema::Role::kRep) {
+    // A rep's own figures: their records wherever the account is now; accounts of their territories.
+    for (const UserId& r : f.reps)
+      if (r != who.user) return out_of_scope("rep", r);
+    s.reps = {who.user};
+    s.record_territories = asked;
+    s.account_territories = asked ? *asked : who.territories;
+    return s;
+  }
+  if (who.role == schema::Role::kManager) {
+    for (const UserId& r : f.reps)
+      if (r != who.user && !contains(who.team, r)) return out_of_scope("rep", r);
+  }
+  // A manager, and any role that sees territories granted to it (a partner): those territories.
+  s.record_territories = s.account_territories = asked ? *asked : who.territories;
+  s.reps = f.reps;
+  return s;
+}
+
+// " JOIN account a ON a.id = <alias>.account_id" when the territory condition needs the account.
+void join_account(Sql& q, const Scope& s, std::string_view alias) {
+  if (s.record_territories) q << " JOIN account a ON a.id = " << alias << ".account_id";
+}
+void where_scope(Sql& q, const Scope& s, std::string_view rep_column) {
+  if (s.record_territories) q.and_in("a.territory_id", *s.record_territories);
+  if (!s.reps.empty()) q.and_in(rep_column, s.reps);
+}
+
+Status check_filter(const ReportFilter& f) {
+  if (f.to_ms <= f.from_ms)
+    return Status(ErrorCode::kInvalidArgument, "to: the period ends before it begins");
+  if (f.to_ms - f.from_ms > kMaxPeriodMs)
+    return Status(ErrorCode::kInvalidArgument, "to: the period is longer than five years");
+  if (f.days < 1 || f.days > kMaxDays)
+    return Status(ErrorCode::kInvalidArgument, "days: must be 1.." + std::to_string(kMaxDays));
+  if (f.tz_offset_minutes < -kMaxTzOffsetMinutes || f.tz_offset_minutes > kMaxTzOffsetMinutes)
+    return Status(ErrorCode::kInvalidArgument, "tz_offset_minutes: must be -840..840");
+  if (f.limit < 1 || f.limit > kMaxListRows)
+    return Status(ErrorCode::kInvalidArgument, "limit: must be 1.." + std::to_string(kMaxListRows));
+  if (f.territories.size() > kMaxFilterValues || f.reps.size() > kMaxFilterValues)
+    return Status(ErrorCode::kInvalidArgument, "territory/rep: at most 100 values");
+  return Status::ok();
+}
+
+int64_t tz_seconds(const ReportFilter& f) {
+  return int64_t{f.tz_offset_minutes} * 60;
+}
+
+// Days since the epoch of an epoch-ms expression at the filter's offset.
+std::string day_number(std::string_view ms_expr, const ReportFilter& f) {
+  return "((" + std::string(ms_expr) + ") / 1000 + " + std::to_string(tz_seconds(f)) + ") / 86400";
+}
+
+// "YYYY-MM-DD" of a day number (days since 1970-01-01; Howard Hinnant's civil_from_days).
+std::string day_text(int64_t z) {
+  z += 719468;
+  const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+  const int64_t doe = z - era * 146097;
+  const int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  const int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  const int64_t mp = (5 * doy + 2) / 153;
+  const int64_t d = doy - (153 * mp + 2) / 5 + 1;
+  const int64_t m = mp < 10 ? mp + 3 : mp - 9;
+  const int64_t y = yoe + era * 400 + (m <= 2 ? 1 : 0);
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02d", static_cast<int>(y), static_cast<int>(m),
+                static_cast<int>(d));
+  return buf;
+}
+
+// strftime(format) of an epoch-ms expression at the filter's offset.
+std::string bucket(std::string_view format, std::string_view ms_expr, const ReportFilter& f) {
+  return "strftime('" + std::string(format) + "', " + std::string(ms_expr) + " / 1000 + " +
+         std::to_string(tz_seconds(f)) + ", 'unixepoch')";
+}
+
+json::object period_json(const ReportFilter& f) {
+  json::object o;
+  o["from"] = f.from_ms;
+  o["to"] = f.to_ms;
+  o["tz_offset_minutes"] = f.tz_offset_minutes;
+  return o;
+}
+
+// The facts (sqlite_store.cc, _order_fact: one row per order with its lines' totals, kept by triggers) of
+// the orders counted as revenue in the period, in scope: " FROM _order_fact x WHERE ...".
+void revenue_facts(Sql& q, const ReportFilter& f, const Scope& s) {
+  q << " FROM _order_fact x WHERE x.at_ms >= ";
+  q.p(f.from_ms) << " AND x.at_ms < ";
+  q.p(f.to_ms) << " AND x.status IN " << kRevenueStatuses << " AND x.deleted = 0";
+  if (s.record_territories) q.and_in("x.territory", *s.record_territories);
+  if (!s.reps.empty()) q.and_in("x.rep_id", s.reps);
+}
+
+// ---- Reports
+
+Result<json::value> revenue(Db& db, const ReportFilter& f, const Scope& s) {
+  // One pass over the period's facts into (rep, territory, day, currency) groups -- a few per rep and day
+  // -- and every breakdown but products from those.
+  Sql q;
+  // Day first: the facts come in date order, and SQLite's sorter does less with runs already in order.
+  q << "WITH g AS MATERIALIZED (SELECT " << day_number("x.at_ms", f)
+    << " AS day, x.rep_id AS rep_id, x.territory AS territory, x.currency AS currency, count(*) AS orders, "
+       "sum(x.net_cents) AS net, sum(x.quantity) AS quantity";
+  revenue_facts(q, f, s);
+  q << " GROUP BY 1, 2, 3, 4)";
+  constexpr std::string_view kAgg = "currency, sum(orders), sum(net), sum(quantity)";
+  q << " SELECT 'total', NULL, " << kAgg << ", NULL FROM g GROUP BY currency"
+    << " UNION ALL SELECT 'by_rep', rep_id, " << kAgg << ", NULL FROM g GROUP BY rep_id, currency"
+    << " UNION ALL SELECT 'by_territory', territory, " << kAgg << ", NULL FROM g GROUP BY territory, currency"
+    << " UNION ALL SELECT 'by_month', strftime('%Y-%m', day * 86400, 'unixepoch'), " << kAgg
+    << ", NULL FROM g GROUP BY 2, 3"
+    // Products need the lines: each fact seeks its order's lines. CROSS JOIN keeps the facts outside;
+    // left to itself SQLite walked every line of every order by product.
+    << " UNION ALL SELECT 'by_product', l.product_id, x.currency, count(DISTINCT x.order_id), sum("
+    << kLineNet << "), sum(l.quantity), (SELECT name FROM product WHERE id = l.product_id)";
+  {
+    Sql facts;
+    revenue_facts(facts, f, s);
+    const std::string where = facts.text.substr(facts.text.find(" WHERE "));
+    q << " FROM _order_fact x CROSS JOIN order_line l ON l.order_id = x.order_id AND l._deleted = 0" << where;
+    q.params.insert(q.params.end(), facts.params.begin(), facts.params.end());
+  }
+  q << " GROUP BY l.product_id, x.currency ORDER BY 1, 5 DESC, 2, 3";
+  json::object out;
+  out["report"] = "revenue";
+  out["period"] = period_json(f);
+  for (std::string_view k : {"total", "by_rep", "by_territory", "by_month", "by_product"})
+    out[k] = json::array();
+  Status st = each_row(db, q, [&](Stmt& r) {
+    const std::string kind = r.col_text(0);
+    json::object row;
+    if (kind == "by_rep") row["rep"] = text_or_null(r, 1);
+    if (kind == "by_territory") row["territory"] = text_or_null(r, 1);
+    if (kind == "by_month") row["month"] = text_or_null(r, 1);
+    if (kind == "by_product") {
+      row["product_id"] = text_or_null(r, 1);
+      row["product_name"] = text_or_null(r, 6);
+    }
+    row["currency"] = text_or_null(r, 2);
+    row["orders"] = r.col_int(3);
+    row["revenue_cents"] = r.col_int(4);
+    row["quantity"] = r.col_int(5);
+    out[kind].as_array().push_back(std::move(row));
+    return true;
+  });
+  if (!st) return st;
+  // Months in calendar order (the statement sorts the other lists by revenue).
+  auto& months = out["by_month"].as_array();
+  std::stable_sort(months.begin(), months.end(), [](const json::value& a, const json::value& b) {
+    return a.at("month").as_string() < b.at("month").as_string();
+  });
+  return json::value(std::move(out));
+}
+
+Result<json::value> abc(Db& db, const ReportFilter& f, const Scope& s) {
+  Sql q;
+  q << "WITH rev AS (SELECT x.account_id AS account_id, x.currency AS currency, count(*) AS orders, "
+       "sum(x.net_cents) AS revenue";
+  revenue_facts(q, f, s);
+  q << " GROUP BY 1, 2)";
+  // Accounts by revenue, highest first, per currency (amounts in different currencies are never added).
+  // An account is A while the revenue of the accounts before it is under 80% of the total (so the account
+  // that crosses 80% is A), B under 95%, C after.
+  q << ", ranked AS (SELECT account_id, currency, orders, revenue, row_number() OVER w AS rank, "
+       "coalesce(sum(revenue) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before, "
+       "sum(revenue) OVER (PARTITION BY currency) AS total FROM rev "
+       "WINDOW w AS (PARTITION BY currency ORDER BY revenue DESC, account_id)), "
+       "classed AS MATERIALIZED (SELECT *, CASE WHEN total <= 0 THEN 'C' WHEN before * 100 < total * 80 THEN "
+       "'A' WHEN before * 100 < total * 95 THEN 'B' ELSE 'C' END AS class FROM ranked) "
+       "SELECT 'class', class, currency, count(*), sum(revenue), sum(orders), NULL, NULL, NULL FROM classed "
+       "GROUP BY class, currency "
+       "UNION ALL SELECT 'account', c.account_id, c.currency, c.rank, c.revenue, c.orders, c.class, a.name, "
+       "a.territory_id FROM classed c JOIN account a ON a.id = c.account_id WHERE c.rank <= ";
+  q.p(static_cast<int64_t>(f.limit)) << " ORDER BY 1, 3, 2, 4";
+  json::object out;
+  out["report"] = "abc";
+  out["period"] = period_json(f);
+  json::array classes, top;
+  Status st = each_row(db, q, [&](Stmt& r) {
+    json::object row;
+    row["currency"] = text_or_null(r, 2);
+    if (r.col_text(0) == "class") {
+      row["class"] = text_or_null(r, 1);
+      row["accounts"] = r.col_int(3);
+      row["revenue_cents"] = r.col_int(4);
+      row["orders"] = r.col_int(5);
+      classes.push_back(std::move(row));
+    } else {
+      row["rank"] = r.col_int(3);
+      row["account_id"] = text_or_null(r, 1);
+      row["name"] = text_or_null(r, 7);
+      row["territory"] = text_or_null(r, 8);
+      row["revenue_cents"] = r.col_int(4);
+      row["orders"] = r.col_int(5);
+      row["class"] = text_or_null(r, 6);
+      top.push_back(std::move(row));
+    }
+    return true;
+  });
+  if (!st) return st;
+  std::stable_sort(top.begin(), top.end(), [](const json::value& a, const json::value& b) {
+    const auto& ca = a.at("currency").as_string();
+    const auto& cb = b.at("currency").as_string();
+    return ca != cb ? ca < cb : a.at("rank").as_int64() < b.at("rank").as_int64();
+  });
+  out["classes"] = std::move(classes);
+  out["top_accounts"] = std::move(top);
+  return json::value(std::move(out));
+}
+
+// Visits per rep per day: each rep's totals and busiest day, the selection's visits per day, and the
+// rows per rep and day themselves when the caller asked about particular reps (or is one): for every rep
+// of a company over a year that list is tens of thousands of rows nobody reads.
+Result<json::value> activity(Db& db, const ReportFilter& f, const Scope& s) {
+  struct RepFigures {
+    int64_t visits = 0;
+    int64_t days = 0;
+    int64_t max_per_day = 0;
+    int64_t orders = 0;
+    json::object outcomes;
+  };
+  std::map<std::string, RepFigures> reps;
+  std::map<int64_t, std::pair<int64_t, int64_t>> days;  // day -> (visits, reps)
+  const bool rep_days = !s.reps.empty();
+  json::array per_rep_day;
+  {  // one pass: visits per day, rep and outcome (day first: the index gives them in time order, which
+     // SQLite's sorter handles faster), so one rep's day is consecutive rows
+    Sql q;
+    q << "SELECT v.rep_id, " << day_number("v.check_in_at", f)
+      << " AS day, coalesce(v.outcome, 'none') AS outcome, count(*) FROM visit v";
+    join_account(q, s, "v");
+    q << " WHERE v.check_in_at >= ";
+    q.p(f.from_ms) << " AND v.check_in_at < ";
+    q.p(f.to_ms) << " AND v._deleted = 0";
+    where_scope(q, s, "v.rep_id");
+    q << " GROUP BY 2, 1, 3";
+    std::string last_rep;
+    int64_t last_day = 0, day_visits = 0;
+    bool open = false;
+    auto end_day = [&] {
+      if (!open) return;
+      RepFigures& rf = reps[last_rep];
+      rf.days += 1;
+      rf.max_per_day = std::max(rf.max_per_day, day_visits);
+      auto& d = days[last_day];
+      d.first += day_visits;
+      d.second += 1;
+      if (rep_days)
+        per_rep_day.push_back(
+            json::object{{"rep", last_rep}, {"day", day_text(last_day)}, {"visits", day_visits}});
+    };
+    Status st = each_row(db, q, [&](Stmt& r) {
+      std::string rep = key_text(r, 0);
+      const int64_t day = r.col_int(1);
+      const int64_t n = r.col_int(3);
+      if (!open || rep != last_rep || day != last_day) {
+        end_day();
+        last_rep = std::move(rep);
+        last_day = day;
+        day_visits = 0;
+        open = true;
+      }
+      day_visits += n;
+      RepFigures& rf = reps[last_rep];
+      rf.visits += n;
+      const std::string outcome = r.col_text(2);
+      rf.outcomes[outcome] = (rf.outcomes.contains(outcome) ? rf.outcomes[outcome].as_int64() : 0) + n;
+      return true;
+    });
+    if (!st) return st;
+    end_day();
+    std::stable_sort(per_rep_day.begin(), per_rep_day.end(), [](const json::value& a, const json::value& b) {
+      return a.at("rep").as_string() < b.at("rep").as_string();
+    });
+  }
+  {  // orders (as revenue counts them)
+    Sql q;
+    q << "SELECT x.rep_id, count(*)";
+    revenue_facts(q, f, s);
+    q << " GROUP BY 1";
+    Status st = each_row(db, q, [&](Stmt& r) {
+      reps[key_text(r, 0)].orders = r.col_int(1);
+      return true;
+    });
+    if (!st) return st;
+  }
+  json::array by_rep;
+  for (auto& [rep, rf] : reps) {
+    json::object o;
+    o["rep"] = rep;
+    o["visits"] = rf.visits;
+    o["days_with_visits"] = rf.days;
+    o["visits_per_day"] = ratio(rf.visits, rf.days);
+    o["max_visits_per_day"] = rf.max_per_day;
+    o["outcomes"] = std::move(rf.outcomes);
+    o["orders"] = rf.orders;
+    o["orders_per_visit"] = ratio(rf.orders, rf.visits);
+    by_rep.push_back(std::move(o));
+  }
+  json::array per_day;
+  for (const auto& [day, d] : days)
+    per_day.push_back(json::object{{"day", day_text(day)}, {"visits", d.first}, {"reps", d.second}});
+  // Accounts in scope without a visit (in scope: a rep's own) in the N days up to the reference time. The
+  // inner query walks the account index only; names are read for the listed page.
+  json::array not_visited;
+  int64_t not_visited_count = 0;
+  {
+    const int64_t cutoff = f.to_ms - int64_t{f.days} * kDayMs;
+    Sql rep_cond;
+    if (!s.reps.empty()) rep_cond.and_in("v.rep_id", s.reps);
+    Sql q;
+    // One seek per account: its last visit before the reference time (in scope), kept if older than the
+    // cutoff or absent.
+    q << "SELECT c.id, a.name, a.territory_id, c.last, c.n FROM (SELECT id, last, count(*) OVER () AS n FROM "
+         "(SELECT a.id AS id, (SELECT max(v.check_in_at) FROM visit v WHERE v.account_id = a.id AND "
+         "v._deleted = 0 AND v.check_in_at < ";
+    q.p(f.to_ms) << rep_cond.text;
+    q.params.insert(q.params.end(), rep_cond.params.begin(), rep_cond.params.end());
+    q << ") AS last FROM account a WHERE a._deleted = 0";
+    if (s.account_territories) q.and_in("a.territory_id", *s.account_territories);
+    q << ") WHERE last IS NULL OR last < ";
+    q.p(cutoff) << " ORDER BY last IS NOT NULL, last, id LIMIT ";
+    q.p(static_cast<int64_t>(f.limit));
+    q << ") c JOIN account a ON a.id = c.id ORDER BY c.last IS NOT NULL, c.last, c.id";
+    Status st = each_row(db, q, [&](Stmt& r) {
+      not_visited_count = r.col_int(4);
+      json::object o;
+      o["account_id"] = text_or_null(r, 0);
+      o["name"] = text_or_null(r, 1);
+      o["territory"] = text_or_null(r, 2);
+      o["last_visit_at"] = r.col_null(3) ? json::value(nullptr) : json::value(r.col_int(3));
+      not_visited.push_back(std::move(o));
+      return true;
+    });
+    if (!st) return st;
+  }
+  json::object out;
+  out["report"] = "activity";
+  out["period"] = period_json(f);
+  out["by_rep"] = std::move(by_rep);
+  out["per_day"] = std::move(per_day);
+  if (rep_days) out["per_rep_day"] = std::move(per_rep_day);
+  out["not_visited"] =
+      json::object{{"days", f.days}, {"count", not_visited_count}, {"accounts", std::move(not_visited)}};
+  return json::value(std::move(out));
+}
+
+Result<json::value> plan_vs_execution(Db& db, const ReportFilter& f, const Scope& s) {
+  Sql q;
+  // The visit for an appointment: the one linked to it, else (coalesce evaluates the second seek only
+  // then) the owner's earliest at its account in the window around the start.
+  q << "WITH e AS MATERIALIZED (SELECT e.owner_id AS owner_id, e.start_at AS start_at, coalesce((SELECT "
+       "min(v.check_in_at) FROM visit v WHERE v.calendar_event_id = e.id AND v._deleted = 0), (SELECT "
+       "min(v.check_in_at) FROM visit v WHERE v.account_id = e.account_id AND v._deleted = 0 AND "
+       "v.check_in_at >= e.start_at - ";
+  q.p(kMatchBeforeMs) << " AND v.check_in_at < e.start_at + ";
+  q.p(kMatchAfterMs) << " AND v.rep_id = e.owner_id)) AS visit_at FROM calendar_event e";
+  join_account(q, s, "e");
+  q << " WHERE e.start_at >= ";
+  q.p(f.from_ms) << " AND e.start_at < ";
+  q.p(f.to_ms) << " AND e._deleted = 0 AND e.account_id IS NOT NULL AND e.status <> 'cancelled'";
+  where_scope(q, s, "e.owner_id");
+  q << ") SELECT owner_id, CASE WHEN visit_at IS NULL THEN (CASE WHEN start_at + ";
+  q.p(kMatchAfterMs) << " <= ";
+  q.p(f.to_ms) << " THEN 'missed' ELSE 'pending' END) WHEN visit_at <= start_at + ";
+  q.p(kOnTimeGraceMs)
+      << " THEN 'on_time' ELSE 'late' END AS verdict, count(*) FROM e GROUP BY 1, 2 ORDER BY 1";
+  std::map<std::string, std::map<std::string, int64_t>> per_rep;
+  std::map<std::string, int64_t> total;
+  Status st = each_row(db, q, [&](Stmt& r) {
+    per_rep[key_text(r, 0)][r.col_text(1)] += r.col_int(2);
+    total[r.col_text(1)] += r.col_int(2);
+    return true;
+  });
+  if (!st) return st;
+  auto figures = [](std::map<std::string, int64_t>& m) {
+    json::object o;
+    int64_t booked = 0;
+    for (std::string_view k : {"on_time", "late", "missed", "pending"}) {
+      o[k] = m[std::string(k)];
+      booked += m[std::string(k)];
+    }
+    o["booked"] = booked;
+    const int64_t due = booked - m["pending"];
+    o["executed_rate"] = ratio(m["on_time"] + m["late"], due);
+    o["on_time_rate"] = ratio(m["on_time"], due);
+    return o;
+  };
+  json::array by_rep;
+  for (auto& [rep, m] : per_rep) {
+    json::object o = figures(m);
+    o["rep"] = rep;
+    by_rep.push_back(std::move(o));
+  }
+  json::object out;
+  out["report"] = "plan_vs_execution";
+  out["period"] = period_json(f);
+  out["rule"] = json::object{{"match_before_ms", kMatchBeforeMs},
+                             {"match_after_ms", kMatchAfterMs},
+                             {"on_time_grace_ms", kOnTimeGraceMs}};
+  out["total"] = figures(total);
+  out["by_rep"] = std::move(by_rep);
+  return json::value(std::move(out));
+}
+
+// The stage history rows of opportunities in scope: "FROM _stage_history h JOIN opportunity p ... [JOIN
+// account a]" and the scope conditions after the caller's own.
+void history_from(Sql& q, const Scope& s) {
+  q << " FROM _stage_history h JOIN opportunity p ON p.id = h.opportunity_id";
+  join_account(q, s, "p");
+}
+
+// Counting stints of every deal: the model never deletes an opportunity (it is closed through its stage),
+// so without a scope condition the deals themselves need not be read -- a seek per stint for a year of head
+// office's funnel. Should the model ever let them be deleted, the join (and its _deleted check) comes back.
+// " FROM ... WHERE <cond>": `cond` comes right after WHERE, the scope after it.
+void stints_where(Sql& q, const Scope& s, const std::function<void(Sql&)>& cond) {
+  static const bool deletable = schema::entity_ref(EntityId::kOpportunity).deletable;
+  const bool scoped = deletable || s.record_territories.has_value() || !s.reps.empty();
+  if (scoped) {
+    history_from(q, s);
+  } else {
+    q << " FROM _stage_history h";
+  }
+  q << " WHERE ";
+  cond(q);
+  if (scoped) {
+    q << " AND p._deleted = 0";
+    where_scope(q, s, "p.owner_id");
+  }
+}
+
+Result<json::value> funnel(Db& db, const ReportFilter& f, const Scope& s) {
+  const std::string open = stage_list(kOpenStages);
+  std::map<std::string, json::object> stages;  // per stage
+  for (std::string_view st : kAllStages) {
+    json::object o;
+    o["stage"] = st;
+    o["open_deals"] = 0;
+    o["open_amount"] = json::array();
+    o["entered"] = 0;
+    o["exits"] = 0;
+    o["advanced"] = 0;
+    o["moved_back"] = 0;
+    o["won"] = 0;
+    o["lost"] = 0;
+    o["avg_days_in_stage"] = nullptr;
+    stages.emplace(std::string(st), std::move(o));
+  }
+  auto stage_rank = [](std::string_view st) {
+    for (size_t i = 0; i < std::size(kAllStages); ++i)
+      if (kAllStages[i] == st) return static_cast<int>(i);
+    return -1;
+  };
+  {  // open deals and amount per stage (now)
+    Sql q;
+    q << "SELECT p.stage, p.currency, count(*), sum(p.amount_cents) FROM opportunity p";
+    join_account(q, s, "p");
+    q << " WHERE p._deleted = 0 AND p.stage IN " << open;
+    where_scope(q, s, "p.owner_id");
+    q << " GROUP BY 1, 2 ORDER BY 1, 2";
+    Status st = each_row(db, q, [&](Stmt& r) {
+      auto it = stages.find(r.col_text(0));
+      if (it == stages.end()) return true;
+      it->second["open_deals"] = it->second["open_deals"].as_int64() + r.col_int(2);
+      it->second["open_amount"].as_array().push_back(json::object{
+          {"currency", text_or_null(r, 1)}, {"deals", r.col_int(2)}, {"amount_cents", r.col_int(3)}});
+      return true;
+    });
+    if (!st) return st;
+  }
+  {  // deals entering each stage in the period
+    Sql q;
+    q << "SELECT h.stage, count(*)";
+    stints_where(q, s, [&](Sql& c) {
+      c << "h.stage IN " << stage_list(kAllStages) << " AND h.entered_at_ms >= ";
+      c.p(f.from_ms) << " AND h.entered_at_ms < ";
+      c.p(f.to_ms);
+    });
+    q << " GROUP BY 1";
+    Status st = each_row(db, q, [&](Stmt& r) {
+      auto it = stages.find(r.col_text(0));
+      if (it != stages.end()) it->second["entered"] = r.col_int(1);
+      return true;
+    });
+    if (!st) return st;
+  }
+  {  // stints that ended in the period: where they went and how long they lasted
+    Sql q;
+    q << "SELECT h.stage, h.next_stage, count(*), sum(h.left_at_ms - h.entered_at_ms)";
+    stints_where(q, s, [&](Sql& c) {
+      c << "h.left_at_ms >= ";
+      c.p(f.from_ms) << " AND h.left_at_ms < ";
+      c.p(f.to_ms);
+    });
+    q << " GROUP BY 1, 2";
+    std::map<std::string, std::pair<int64_t, int64_t>> time_in;  // stage -> (stints, total ms)
+    Status st = each_row(db, q, [&](Stmt& r) {
+      const std::string from = r.col_text(0);
+      const std::string to = key_text(r, 1);
+      auto it = stages.find(from);
+      if (it == stages.end()) return true;
+      json::object& o = it->second;
+      const int64_t n = r.col_int(2);
+      o["exits"] = o["exits"].as_int64() + n;
+      if (to == "won") o["won"] = o["won"].as_int64() + n;
+      if (to == "lost") o["lost"] = o["lost"].as_int64() + n;
+      if (to != "lost" && stage_rank(to) > stage_rank(from)) o["advanced"] = o["advanced"].as_int64() + n;
+      if (to != "lost" && stage_rank(to) < stage_rank(from)) o["moved_back"] = o["moved_back"].as_int64() + n;
+      time_in[from].first += n;
+      time_in[from].second += r.col_int(3);
+      return true;
+    });
+    if (!st) return st;
+    for (auto& [stage, o] : stages) {
+      const auto& [n, ms] = time_in[stage];
+      if (n > 0) o["avg_days_in_stage"] = ms_to_days(ms) / static_cast<double>(n);
+      o["conversion_rate"] = ratio(o["advanced"].as_int64(), o["exits"].as_int64());
+    }
+  }
+  json::array by_rep;
+  {  // deals closed in the period per owner: win rate and days from creation to won
+    Sql q;
+    q << "SELECT p.owner_id, h.next_stage, count(*), sum(h.left_at_ms - (SELECT min(f.entered_at_ms) FROM "
+         "_stage_history f WHERE f.opportunity_id = h.opportunity_id))";
+    history_from(q, s);
+    q << " WHERE h.left_at_ms >= ";
+    q.p(f.from_ms) << " AND h.left_at_ms < ";
+    q.p(f.to_ms) << " AND h.next_stage IN ('won', 'lost') AND p._deleted = 0";
+    where_scope(q, s, "p.owner_id");
+    q << " GROUP BY 1, 2 ORDER BY 1";
+    std::map<std::string, std::array<int64_t, 3>> per_rep;  // won, lost, ms to close of the won
+    Status st = each_row(db, q, [&](Stmt& r) {
+      auto& v = per_rep[key_text(r, 0)];
+      if (r.col_text(1) == "won") {
+        v[0] += r.col_int(2);
+        v[2] += r.col_int(3);
+      } else {
+        v[1] += r.col_int(2);
+      }
+      return true;
+    });
+    if (!st) return st;
+    for (const auto& [rep, v] : per_rep) {
+      json::object o;
+      o["rep"] = rep;
+      o["won"] = v[0];
+      o["lost"] = v[1];
+      o["win_rate"] = ratio(v[0], v[0] + v[1]);
+      o["avg_days_to_close"] = v[0] > 0 ? json::value(ms_to_days(v[2]) / static_cast<double>(v[0])) : nullptr;
+      by_rep.push_back(std::move(o));
+    }
+  }
+  json::array stage_rows;
+  for (std::string_view st : kAllStages) stage_rows.push_back(std::move(stages[std::string(st)]));
+  json::object out;
+  out["report"] = "funnel";
+  out["period"] = period_json(f);
+  out["stages"] = std::move(stage_rows);
+  out["by_rep"] = std::move(by_rep);
+  return json::value(std::move(out));
+}
+
+Result<json::value> stalled(Db& db, const ReportFilter& f, const Scope& s) {
+  const int64_t cutoff = f.to_ms - int64_t{f.days} * kDayMs;
+  auto where = [&](Sql& q) {
+    history_from(q, s);
+    q << " WHERE h.left_at_ms IS NULL AND h.entered_at_ms < ";
+    q.p(cutoff) << " AND h.stage IN " << stage_list(kOpenStages) << " AND p._deleted = 0";
+    where_scope(q, s, "p.owner_id");
+  };
+  json::array totals, deals;
+  {
+    Sql q;
+    q << "SELECT p.currency, count(*), sum(p.amount_cents)";
+    where(q);
+    q << " GROUP BY 1 ORDER BY 1";
+    Status st = each_row(db, q, [&](Stmt& r) {
+      totals.push_back(json::object{
+          {"currency", text_or_null(r, 0)}, {"deals", r.col_int(1)}, {"amount_cents", r.col_int(2)}});
+      return true;
+    });
+    if (!st) return st;
+  }
+  {
+    Sql q;
+    q << "SELECT p.id, p.name, p.owner_id, p.account_id, h.stage, h.entered_at_ms, p.amount_cents, "
+         "p.currency, "
+         "p.expected_close";
+    where(q);
+    q << " ORDER BY h.entered_at_ms, p.id LIMIT ";
+    q.p(static_cast<int64_t>(f.limit));
+    Status st = each_row(db, q, [&](Stmt& r) {
+      json::object o;
+      o["opportunity_id"] = text_or_null(r, 0);
+      o["name"] = text_or_null(r, 1);
+      o["owner"] = text_or_null(r, 2);
+      o["account_id"] = text_or_null(r, 3);
+      o["stage"] = text_or_null(r, 4);
+      o["in_stage_since"] = r.col_int(5);
+      o["days_in_stage"] = ms_to_days(f.to_ms - r.col_int(5));
+      o["amount_cents"] = r.col_int(6);
+      o["currency"] = text_or_null(r, 7);
+      o["expected_close"] = r.col_null(8) ? json::value(nullptr) : json::value(r.col_int(8));
+      deals.push_back(std::move(o));
+      return true;
+    });
+    if (!st) return st;
+  }
+  json::object out;
+  out["report"] = "stalled";
+  out["as_of"] = f.to_ms;
+  out["days"] = f.days;
+  out["totals"] = std::move(totals);
+  out["deals"] = std::move(deals);
+  return json::value(std::move(out));
+}
+
+Result<json::value> forecast(Db& db, const ReportFilter& f, const Scope& s) {
+  struct Month {
+    int64_t open_deals = 0, pipeline = 0, weighted_bp = 0, won_deals = 0, won = 0;
+  };
+  std::map<std::pair<std::string, std::string>, Month> months;  // (month or "" unscheduled, currency)
+  {  // open deals by expected close, weighted by their stage's probability
+    Sql q;
+    q << "SELECT CASE WHEN p.expected_close IS NULL THEN NULL ELSE " << bucket("%Y-%m", "p.expected_close", f)
+      << " END, p.currency, count(*), sum(p.amount_cents), sum(p.amount_cents * " << probability_sql()
+      << ") FROM opportunity p LEFT JOIN _stage_probability sp ON sp.stage = p.stage";
+    join_account(q, s, "p");
+    q << " WHERE p._deleted = 0 AND p.stage IN " << stage_list(kOpenStages)
+      << " AND (p.expected_close IS NULL OR (p.expected_close >= ";
+    q.p(f.from_ms) << " AND p.expected_close < ";
+    q.p(f.to_ms) << "))";
+    where_scope(q, s, "p.owner_id");
+    q << " GROUP BY 1, 2";
+    Status st = each_row(db, q, [&](Stmt& r) {
+      Month& m = months[{key_text(r, 0), key_text(r, 1)}];
+      m.open_deals += r.col_int(2);
+      m.pipeline += r.col_int(3);
+      m.weighted_bp += r.col_int(4);
+      return true;
+    });
+    if (!st) return st;
+  }
+  {  // won in the period, by the month it was won
+    Sql q;
+    q << "SELECT " << bucket("%Y-%m", "h.entered_at_ms", f) << ", p.currency, count(*), sum(p.amount_cents)";
+    history_from(q, s);
+    q << " WHERE h.stage = 'won' AND h.entered_at_ms >= ";
+    q.p(f.from_ms) << " AND h.entered_at_ms < ";
+    q.p(f.to_ms) << " AND p._deleted = 0";
+    where_scope(q, s, "p.owner_id");
+    q << " GROUP BY 1, 2";
+    Status st = each_row(db, q, [&](Stmt& r) {
+      Month& m = months[{key_text(r, 0), key_text(r, 1)}];
+      m.won_deals += r.col_int(2);
+      m.won += r.col_int(3);
+      return true;
+    });
+    if (!st) return st;
+  }
+  Result<std::map<std::string, int>> probs = stage_probabilities(db);
+  if (!probs) return probs.status();
+  json::array rows;
+  for (const auto& [key, m] : months) {
+    json::object o;
+    o["month"] = key.first.empty() ? json::value(nullptr) : json::value(key.first);
+    o["currency"] = key.second;
+    o["open_deals"] = m.open_deals;
+    o["pipeline_cents"] = m.pipeline;
+    o["weighted_cents"] = (m.weighted_bp + 5000) / 10000;
+    o["won_deals"] = m.won_deals;
+    o["won_cents"] = m.won;
+    rows.push_back(std::move(o));
+  }
+  // Unscheduled deals (no expected close) last.
+  std::stable_partition(rows.begin(), rows.end(),
+                        [](const json::value& v) { return !v.at("month").is_null(); });
+  json::object p;
+  for (const auto& [stage, bp] : *probs) p[stage] = bp;
+  json::object out;
+  out["report"] = "forecast";
+  out["period"] = period_json(f);
+  out["probabilities_bp"] = std::move(p);
+  out["months"] = std::move(rows);
+  return json::value(std::move(out));
+}
+
+// ---- CSV
+
+enum class Col : uint8_t { kText, kInt, kReal };
+
+struct CsvQuery {
+  std::vector<std::string_view> header;
+  std::vector<Col> types;
+  Sql sql;
+};
+
+std::string time_text(std::string_view ms_expr, const ReportFilter& f) {
+  return bucket("%Y-%m-%d %H:%M:%S", ms_expr, f);
+}
+
+CsvQuery csv_query(CsvKind kind, const ReportFilter& f, const Scope& s) {
+  CsvQuery c;
+  using enum Col;
+  Sql& q = c.sql;
+  switch (kind) {
+    case CsvKind::kOrders:
+      c.header = {"order_id",    "order_date",    "status",      "currency",         "rep_id",
+                  "account_id",  "account_name",  "territory",   "submitted_at",     "approved_at",
+                  "approved_by", "delivery_date", "order_notes", "line_id",          "product_id",
+                  "sku",         "product_name",  "quantity",    "unit_price_cents", "discount_bp",
+                  "net_cents",   "line_note"};
+      c.types = {kText, kText, kText, kText, kText, kText, kText, kText, kText, kText, kText,
+                 kText, kText, kText, kText, kText, kText, kInt,  kInt,  kInt,  kInt,  kText};
+      q << "SELECT o.id, " << time_text(kOrderDate, f)
+        << ", o.status, o.currency, o.rep_id, o.account_id, a.name, "
+        << "a.territory_id, " << time_text("o.submitted_at", f) << ", " << time_text("o.approved_at", f)
+        << ", o.approved_by, " << time_text("o.delivery_date", f)
+        << ", o.notes, l.id, l.product_id, pr.sku, pr.name, l.quantity, l.unit_price_cents, l.discount_bp, "
+           "CASE WHEN l.id IS NULL THEN NULL ELSE "
+        << kLineNet
+        << " END, l.note FROM \"order\" o JOIN account a ON a.id = o.account_id LEFT JOIN order_line l ON "
+           "l.order_id = o.id AND l._deleted = 0 LEFT JOIN product pr ON pr.id = l.product_id WHERE "
+        << kOrderDate << " >= ";
+      q.p(f.from_ms) << " AND " << kOrderDate << " < ";
+      q.p(f.to_ms) << " AND o._deleted = 0";
+      where_scope(q, s, "o.rep_id");
+      q << " ORDER BY " << kOrderDate << ", o.id";
+      break;
+    case CsvKind::kVisits:
+      c.header = {"visit_id",  "check_in_at", "check_out_at",      "rep_id",   "account_id", "account_name",
+                  "territory", "outcome",     "calendar_event_id", "latitude", "longitude",  "notes"};
+      c.types = {kText, kText, kText, kText, kText, kText, kText, kText, kText, kReal, kReal, kText};
+      q << "SELECT v.id, " << time_text("v.check_in_at", f) << ", " << time_text("v.check_out_at", f)
+        << ", v.rep_id, v.account_id, a.name, a.territory_id, v.outcome, v.calendar_event_id, v.latitude, "
+           "v.longitude, v.notes FROM visit v JOIN account a ON a.id = v.account_id WHERE v.check_in_at >= ";
+      q.p(f.from_ms) << " AND v.check_in_at < ";
+      q.p(f.to_ms) << " AND v._deleted = 0";
+      where_scope(q, s, "v.rep_id");
+      q << " ORDER BY v.check_in_at, v.id";
+      break;
+    case CsvKind::kAccounts:
+      c.header = {"account_id", "name",    "territory",          "address",    "city", "phone",
+                  "email",      "segment", "credit_limit_cents", "created_by", "notes"};
+      c.types = {kText, kText, kText, kText, kText, kText, kText, kText, kInt, kText, kText};
+      q << "SELECT a.id, a.name, a.territory_id, a.address, a.city, a.phone, a.email, a.segment, "
+           "a.credit_limit_cents, a.created_by, a.notes FROM account a WHERE a._deleted = 0";
+      if (s.account_territories) q.and_in("a.territory_id", *s.account_territories);
+      q << " ORDER BY a.territory_id, a.id";
+      break;
+  }
+  return c;
+}
+
+}  // namespace
+
+Result<ReportFilter> parse_filter(const std::vector<std::pair<std::string, std::string>>& query,
+                                  int64_t now_ms, std::string* bad_field) {
+  ReportFilter f;
+  f.to_ms = now_ms;
+  bool from_set = false;
+  auto bad = [&](const std::string& field, const std::string& why) {
+    if (bad_field) *bad_field = field;
+    return Status(ErrorCode::kInvalidArgument, field + ": " + why);
+  };
+  auto number = [](std::string_view v, int64_t& out) {
+    auto r = std::from_chars(v.data(), v.data() + v.size(), out);
+    return r.ec == std::errc() && r.ptr == v.data() + v.size() && !v.empty();
+  };
+  auto add_list = [](std::vector<std::string>& list, std::string_view v) {
+    size_t start = 0;
+    while (start <= v.size()) {
+      size_t comma = v.find(',', start);
+      if (comma == std::string_view::npos) comma = v.size();
+      if (comma > start) list.emplace_back(v.substr(start, comma - start));
+      start = comma + 1;
+    }
+  };
+  for (const auto& [name, value] : query) {
+    int64_t n = 0;
+    if (name == "from" || name == "to" || name == "days" || name == "tz_offset_minutes" || name == "limit") {
+      if (!number(value, n)) return bad(name, "not an integer");
+      if (name == "from") {
+        f.from_ms = n;
+        from_set = true;
+      } else if (name == "to") {
+        f.to_ms = n;
+      } else if (name == "days") {
+        if (n < 1 || n > kMaxDays) return bad(name, "must be 1.." + std::to_string(kMaxDays));
+        f.days = static_cast<int>(n);
+      } else if (name == "tz_offset_minutes") {
+        if (n < -kMaxTzOffsetMinutes || n > kMaxTzOffsetMinutes) return bad(name, "must be -840..840");
+        f.tz_offset_minutes = static_cast<int>(n);
+      } else {
+        if (n < 1 || n > static_cast<int64_t>(kMaxListRows))
+          return bad(name, "must be 1.." + std::to_string(kMaxListRows));
+        f.limit = static_cast<size_t>(n);
+      }
+    } else if (name == "territory") {
+      add_list(f.territories, value);
+    } else if (name == "rep") {
+      add_list(f.reps, value);
+    } else if (name != "bom") {
+      return bad(name, "unknown parameter");
+    }
+  }
+  if (!from_set) f.from_ms = f.to_ms - 90 * kDayMs;
+  if (f.territories.size() > kMaxFilterValues) return bad("territory", "at most 100 values");
+  if (f.reps.size() > kMaxFilterValues) return bad("rep", "at most 100 values");
+  if (f.to_ms <= f.from_ms) return bad("to", "the period ends before it begins");
+  if (f.to_ms - f.from_ms > kMaxPeriodMs) return bad("to", "the period is longer than five years");
+  return f;
+}
+
+Result<boost::json::value> run_report(Db& db, std::string_view name, const ReportFilter& filter,
+                                      const Principal& caller) {
+  using Fn = Result<json::value> (*)(Db&, const ReportFilter&, const Scope&);
+  static const std::pair<std::string_view, Fn> kReports[] = {
+      {"revenue", &revenue},   {"abc", &abc},
+      {"activity", &activity}, {"plan_vs_execution", &plan_vs_execution},
+      {"funnel", &funnel},     {"stalled", &stalled},
+      {"forecast", &forecast}};
+  const Fn* fn = nullptr;
+  for (const auto& [n, f] : kReports)
+    if (n == name) fn = &f;
+  if (fn == nullptr)
+    return Status(ErrorCode::kInvalidArgument, "report: no report named '" + std::string(name) + "'");
+  if (Status s = check_filter(filter); !s) return s;
+  Result<Scope> scope = resolve_scope(filter, caller);
+  if (!scope) return scope.status();
+  Snapshot snapshot(db);
+  if (!snapshot.status()) return snapshot.status();
+  return (*fn)(db, filter, *scope);
+}
+
+Result<CsvKind> csv_kind(std::string_view name) {
+  if (name == "orders") return CsvKind::kOrders;
+  if (name == "visits") return CsvKind::kVisits;
+  if (name == "accounts") return CsvKind::kAccounts;
+  return Status(ErrorCode::kInvalidArgument, "export: no export named '" + std::string(name) + "'");
+}
+
+Status export_csv(Db& db, CsvKind kind, const ReportFilter& filter, const Principal& caller,
+                  const CsvOptions& options, const std::function<bool(std::string_view chunk)>& sink) {
+  if (Status s = check_filter(filter); !s) return s;
+  Result<Scope> scope = resolve_scope(filter, caller);
+  if (!scope) return scope.status();
+  const CsvQuery c = csv_query(kind, filter, *scope);
+  Snapshot snapshot(db);
+  if (!snapshot.status()) return snapshot.status();
+  CsvWriter out(sink, std::max<size_t>(options.chunk_bytes, 1));
+  if (options.bom) out.bom();
+  for (std::string_view h : c.header) out.text(h);
+  out.end_row();
+  if (out.stopped()) return Status::ok();
+  Status st = each_row(db, c.sql, [&](Stmt& r) {
+    for (size_t i = 0; i < c.types.size(); ++i) {
+      const int col = static_cast<int>(i);
+      if (r.col_null(col)) {
+        out.empty();
+      } else if (c.types[i] == Col::kInt) {
+        out.integer(r.col_int(col));
+      } else if (c.types[i] == Col::kReal) {
+        out.raw_number(r.col_text(col));
+      } else {
+        out.text(r.col_text(col));
+      }
+    }
+    out.end_row();
+    return !out.stopped();
+  });
+  if (!st) return st;
+  (void)out.flush();
+  return Status::ok();
+}
+
+Result<std::map<std::string, int>> stage_probabilities(Db& db) {
+  std::map<std::string, int> out;
+  for (const auto& [stage, bp] : kDefaultStageProbabilityBp) out[std::string(stage)] = bp;
+  Sql q;
+  q << "SELECT stage, probability_bp FROM _stage_probability";
+  Status st = each_row(db, q, [&](Stmt& r) {
+    auto it = out.find(r.col_text(0));
+    if (it != out.end()) it->second = static_cast<int>(r.col_int(1));
+    return true;
+  });
+  if (!st) return st;
+  return out;
+}
+
+Status set_stage_probabilities(Db& db, const Principal& caller, const std::map<std::string, int>& bp) {
+  if (caller.role != schema::Role::kHeadOffice)
+    return Status(ErrorCode::kPermissionDenied, "only head office sets the forecast's probabilities");
+  for (const auto& [stage, v] : bp) {
+    if (std::find(std::begin(kAllStages), std::end(kAllStages), stage) == std::end(kAllStages))
+      return Status(ErrorCode::kInvalidArgument, "stage: no stage named '" + stage + "'");
+    if (v < 0 || v > 10000)
+      return Status(ErrorCode::kInvalidArgument, "probability_bp: " + stage + " must be 0..10000");
+  }
+  if (Status s = db.exec("BEGIN IMMEDIATE"); !s) return s;
+  for (const auto& [stage, v] : bp) {
+    Stmt q(
+        db,
+        "INSERT INTO _stage_probability (stage, probability_bp) VALUES (?, ?) ON CONFLICT (stage) DO UPDATE "
+        "SET probability_bp = excluded.probability_bp");
+    q.bind(1, std::string_view(stage)).bind(2, int64_t{v});
+    if (Status s = q.run(); !s) {
+      (void)db.exec("ROLLBACK");
+      return s;
+    }
+  }
+  if (Status s = db.exec("COMMIT"); !s) {
+    (void)db.exec("ROLLBACK");
+    return s;
+  }
+  return Status::ok();
+}
+
+Result<std::unique_ptr<Db>> open_report_db(const std::string& path, int busy_timeout_ms) {
+  Result<std::unique_ptr<Db>> db =
+      Db::open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, busy_timeout_ms);
+  if (!db) return db.status();
+  if (Status s = (*db)->exec("PRAGMA query_only = 1"); !s) return s;
+  // A report seeks an index once per order, visit or appointment of the period; through SQLite's default
+  // 2 MiB page cache most seeks were a read() of a page the kernel already had (2-3x slower on a 110 MiB
+  // store). A larger cache and a read-only mapping of the file keep them in memory; both are limits, not
+  // allocations made up front.
+  if (Status s = (*db)->exec("PRAGMA cache_size = -" + std::to_string(kReportCacheKiB)); !s) return s;
+  if (Status s = (*db)->exec("PRAGMA mmap_size = " + std::to_string(kReportMmapBytes)); !s) return s;
+  return db;
+}
+
+Result<std::unique_ptr<Db>> open_settings_db(const std::string& path, int busy_timeout_ms) {
+  return Db::open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, busy_timeout_ms);
+}
+
+}  // namespace fieldsync::server::reports

@@ -1,0 +1,764 @@
+// Head-office reports and CSV exports (server/include/fieldsync/server/reports.h) on a small store seeded
+// through the real write path (SyncServer::apply_local on a SqliteCentralStore), checked against figures
+// worked out by hand in the comments beside the seed.
+#include "fieldsync/server/reports.h"
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+
+#include <boost/json.hpp>
+#include <filesystem>
+#include <string>
+
+#include "fieldsync/io/sqlite_db.h"
+#include "fieldsync/server/sqlite_store.h"
+#include "fieldsync/sync/record_id.h"
+#include "fieldsync/sync/server.h"
+#include "support/sync_fixtures.h"
+
+namespace fieldsync::server::reports {
+namespace {
+
+namespace json = boost::json;
+using schema::Role;
+
+constexpr int64_t kMin = 60 * 1000;
+constexpr int64_t kHour = 60 * kMin;
+constexpr int64_t kDay = 24 * kHour;
+constexpr int64_t kJan1 = 1767225600000;  // 2026-01-01T00:00Z
+constexpr int64_t kFeb1 = kJan1 + 31 * kDay;
+constexpr int64_t kMar1 = kFeb1 + 28 * kDay;
+constexpr int64_t kApr1 = kMar1 + 31 * kDay;
+constexpr int64_t kJul1 = kApr1 + 91 * kDay;
+constexpr int64_t kDec1 = kJan1 - 31 * kDay;  // 2025-12-01
+int64_t jan(int d, int64_t at = 0) {
+  return kJan1 + (d - 1) * kDay + at;
+}
+int64_t feb(int d, int64_t at = 0) {
+  return kFeb1 + (d - 1) * kDay + at;
+}
+int64_t mar(int d, int64_t at = 0) {
+  return kMar1 + (d - 1) * kDay + at;
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "fieldsync-reports-XXXXXX").string();
+    path_ = mkdtemp(tmpl.data());
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  std::string file(const std::string& name) const { return (std::filesystem::path(path_) / name).string(); }
+
+ private:
+  std::string path_;
+};
+
+using Fields = std::vector<std::pair<uint16_t, Value>>;
+Value text(const std::string& s) {
+  return Value::text(s);
+}
+Value num(int64_t v) {
+  return Value::integer(v);
+}
+Value ref(const RecordId& id) {
+  return Value::text(id.to_string());
+}
+
+// Head office writing through the server's own path, one transaction per call, versions at the given
+// times (so stage moves carry the times the funnel measures).
+class Seed {
+ public:
+  explicit Seed(const std::string& path, NodeId node = 77) : node_(node), ids_(node) {
+    SqliteCentralStore::Options options;
+    options.now_ms = [] { return kJul1; };
+    store_ = SqliteCentralStore::open(path, options).value();
+    server_ = std::make_unique<SyncServer>(*store_, auth_, ServerConfig{});
+  }
+  RecordId create(EntityId e, int64_t at, const Fields& fields) {
+    RecordId id = ids_.next(at);
+    ClientTxn t = txn(at);
+    add(t, ChangeOp::kCreate, e, id, 0, Value(), at);
+    for (const auto& [f, v] : fields) add(t, ChangeOp::kSet, e, id, f, v, at);
+    apply(t);
+    return id;
+  }
+  void set(EntityId e, const RecordId& id, int64_t at, const Fields& fields) {
+    ClientTxn t = txn(at);
+    for (const auto& [f, v] : fields) add(t, ChangeOp::kSet, e, id, f, v, at);
+    apply(t);
+  }
+  // An order with its lines (product, quantity, unit price, discount bp) in one transaction.
+  RecordId order(const RecordId& account, const std::string& rep, const std::string& status,
+                 std::optional<int64_t> submitted_at, int64_t at,
+                 const std::vector<std::tuple<RecordId, int64_t, int64_t, int64_t>>& lines) {
+    RecordId id = ids_.next(at);
+    ClientTxn t = txn(at);
+    add(t, ChangeOp::kCreate, EntityId::kOrder, id, 0, Value(), at);
+    add(t, ChangeOp::kSet, EntityId::kOrder, id, 1, ref(account), at);
+    add(t, ChangeOp::kSet, EntityId::kOrder, id, 2, text(rep), at);
+    add(t, ChangeOp::kSet, EntityId::kOrder, id, 3, text(status), at);
+    add(t, ChangeOp::kSet, EntityId::kOrder, id, 4, text("EUR"), at);
+    if (submitted_at) add(t, ChangeOp::kSet, EntityId::kOrder, id, 6, num(*submitted_at), at);
+    for (const auto& [product, qty, price, bp] : lines) {
+      RecordId line = ids_.next(at);
+      add(t, ChangeOp::kCreate, EntityId::kOrderLine, line, 0, Value(), at);
+      add(t, ChangeOp::kSet, EntityId::kOrderLine, line, 1, ref(id), at);
+      add(t, ChangeOp::kSet, EntityId::kOrderLine, line, 2, ref(product), at);
+      add(t, ChangeOp::kSet, EntityId::kOrderLine, line, 3, num(qty), at);
+      add(t, ChangeOp::kSet, EntityId::kOrderLine, line, 4, num(price), at);
+      if (bp) add(t, ChangeOp::kSet, EntityId::kOrderLine, line, 5, num(bp), at);
+    }
+    apply(t);
+    return id;
+  }
+  void remove(EntityId e, const RecordId& id, int64_t at) {
+    ClientTxn t = txn(at);
+    add(t, ChangeOp::kDelete, e, id, 0, Value(), at);
+    apply(t);
+  }
+  SqliteCentralStore& store() { return *store_; }
+
+ private:
+  ClientTxn txn(int64_t at) {
+    ClientTxn t;
+    t.node = node_;
+    t.node_seq = ++node_seq_;
+    t.created_at_ms = at;
+    return t;
+  }
+  void add(ClientTxn& t, ChangeOp op, EntityId e, const RecordId& id, uint16_t field, Value v, int64_t at) {
+    Change c{op, e, id, field};
+    c.value = std::move(v);
+    c.version = Version{make_hlc(at, ++logical_), node_};
+    t.changes.push_back(std::move(c));
+  }
+  void apply(const ClientTxn& t) {
+    Result<protocol::TxnResult> r =
+        server_->apply_local(t, Principal{"ho", Role::kHeadOffice, {}, {}}, kJul1);
+    ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+    ASSERT_EQ(r->outcome, protocol::TxnOutcome::kApplied) << r->message;
+  }
+  NodeId node_;
+  testing_support::TokenAuth auth_;
+  std::unique_ptr<SqliteCentralStore> store_;
+  std::unique_ptr<SyncServer> server_;
+  RecordIdGenerator ids_;
+  uint64_t node_seq_ = 0;
+  uint16_t logical_ = 0;
+};
+
+const Principal kHeadOffice{"ho", Role::kHeadOffice, {}, {}};
+const Principal kRep1{"r1", Role::kRep, {"north"}, {}};
+const Principal kRep2{"r2", Role::kRep, {"south"}, {}};
+const Principal kManager{"m1", Role::kManager, {"north"}, {"r1"}};
+
+// The seed. Territories north (rep r1, manager m1 with r1 in the team) and south (rep r2).
+//   accounts: A1 Alpha, A2 Beta, A5 "Delta, ""the"" shop" in north; A3 Gamma, A4 =HYPERLINK("x") in south
+//   orders (EUR; date = submitted):
+//     O1 A1 r1 Jan 10 submitted: P1 10 x 1000 + P2 5 x 333 -10% (gross 1665, discount 167) = 11498
+//     O2 A3 r2 Feb 5  approved:  P1 20 x 1000 = 20000
+//     O3 A2 r1 Feb 20 submitted: P2 1 x 5000 = 5000
+//     O4 A1 r1 draft, no date:   P1 100 x 1000 (not revenue, not in a period)
+//     O5 A3 r2 Jan 15 cancelled: P1 1 x 1000 (not revenue; in the CSV)
+//     O6 A1 r1 Dec 20 2025:      P1 1 x 1000 (before the period)
+//     O7 A4 r2 Mar 1 submitted:  P2 2 x 2500 = 5000
+//     O8 A5 r1 Mar 10 submitted: P2 1 x 1000 = 1000
+//   visits: r1 V1 A1 Jan 10 9:00 order_taken, V2 A2 Jan 10 14:00 follow_up, V3 A1 Feb 20 10:00 order_taken
+//           (linked to E1), V6 A2 Dec 1 2025; r2 V4 A3 Feb 5 9:00 order_taken, V5 A4 Mar 1 11:00 no outcome,
+//           V7 A3 Mar 2 10:00 not_available
+//   appointments: E1 r1 A1 Feb 20 9:55; E2 r1 A2 Jan 10 13:00; E3 r2 A3 Mar 10 10:00; E4 r2 A4 Mar 31
+//           20:00; E5 r1 A5 Feb 1 cancelled; E6 r2 A3 Feb 5 8:50; E7 r1 no account
+//   deals: Op1 r1 A1 10000 prospect Jan 1 -> qualified Jan 11 -> proposal Jan 31 -> won Feb 10, close Feb 15
+//          Op2 r1 A2 20000 prospect Jan 5 -> qualified Jan 15 -> lost Feb 14
+//          Op3 r2 A3 30000 prospect Jan 10 -> qualified Feb 9, close Apr 15
+//          Op4 r2 A4 40000 prospect Dec 1 2025 -> proposal Jan 20 -> negotiation Mar 21, close Apr 20
+//          Op5 r1 A5 50000 prospect Feb 1, no close date
+class ReportsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    path_ = dir_.file("central.db");
+    Seed s(path_);
+    using E = EntityId;
+    auto account = [&](const std::string& name, const std::string& territory) {
+      return s.create(E::kAccount, kDec1 - kDay, {{1, text(name)}, {2, text(territory)}, {10, text("ho")}});
+    };
+    a1 = account("Alpha", "north");
+    a2 = account("Beta", "north");
+    a3 = account("Gamma", "south");
+    a4 = account("=HYPERLINK(\"x\")", "south");
+    a5 = account("Delta, \"the\" shop", "north");
+    p1 = s.create(E::kProduct, kDec1 - kDay,
+                  {{1, text("P-1")}, {2, text("Flour")}, {4, Value::boolean(true)}});
+    p2 = s.create(E::kProduct, kDec1 - kDay,
+                  {{1, text("P-2")}, {2, text("Sugar")}, {4, Value::boolean(true)}});
+
+    s.order(a1, "r1", "submitted", jan(10), jan(10), {{p1, 10, 1000, 0}, {p2, 5, 333, 1000}});
+    RecordId o2 = s.order(a3, "r2", "submitted", feb(5), feb(5), {{p1, 20, 1000, 0}});
+    s.set(E::kOrder, o2, feb(6), {{7, text("ho")}, {8, num(feb(6))}, {3, text("approved")}});
+    s.order(a2, "r1", "submitted", feb(20), feb(20), {{p2, 1, 5000, 0}});
+    s.order(a1, "r1", "draft", std::nullopt, jan(3), {{p1, 100, 1000, 0}});
+    RecordId o5 = s.order(a3, "r2", "submitted", jan(15), jan(15), {{p1, 1, 1000, 0}});
+    s.set(E::kOrder, o5, jan(16), {{3, text("cancelled")}});
+    s.order(a1, "r1", "submitted", kDec1 + 19 * kDay, kDec1 + 19 * kDay, {{p1, 1, 1000, 0}});
+    s.order(a4, "r2", "submitted", mar(1), mar(1), {{p2, 2, 2500, 0}});
+    s.order(a5, "r1", "submitted", mar(10), mar(10), {{p2, 1, 1000, 0}});
+
+    auto event = [&](const std::string& owner, std::optional<RecordId> account, int64_t start,
+                     const std::string& status) {
+      Fields f{{1, text(owner)},
+               {3, text("visit")},
+               {4, num(start)},
+               {5, num(start + kHour)},
+               {6, text("scheduled")}};
+      if (account) f.push_back({2, ref(*account)});
+      RecordId id = s.create(E::kCalendarEvent, kDec1, f);
+      if (status != "scheduled") s.set(E::kCalendarEvent, id, kDec1 + kMin, {{6, text(status)}});
+      return id;
+    };
+    RecordId e1 = event("r1", a1, feb(20, 9 * kHour + 55 * kMin), "scheduled");
+    event("r1", a2, jan(10, 13 * kHour), "scheduled");
+    event("r2", a3, mar(10, 10 * kHour), "scheduled");
+    event("r2", a4, mar(31, 20 * kHour), "scheduled");
+    event("r1", a5, feb(1, 10 * kHour), "cancelled");
+    event("r2", a3, feb(5, 8 * kHour + 50 * kMin), "scheduled");
+    event("r1", std::nullopt, feb(3, 10 * kHour), "scheduled");
+
+    auto visit = [&](const std::string& rep, const RecordId& account, int64_t at, const char* outcome,
+                     std::optional<RecordId> linked = std::nullopt) {
+      Fields f{{1, ref(account)}, {2, text(rep)}, {4, num(at)}};
+      if (outcome) f.push_back({9, text(outcome)});
+      if (linked) f.push_back({3, ref(*linked)});
+      s.create(E::kVisit, at, f);
+    };
+    visit("r1", a1, jan(10, 9 * kHour), "order_taken");
+    visit("r1", a2, jan(10, 14 * kHour), "follow_up");
+    visit("r1", a1, feb(20, 10 * kHour), "order_taken", e1);
+    visit("r1", a2, kDec1, "follow_up");
+    visit("r2", a3, feb(5, 9 * kHour), "order_taken");
+    visit("r2", a4, mar(1, 11 * kHour), nullptr);
+    visit("r2", a3, mar(2, 10 * kHour), "not_available");
+
+    auto deal = [&](const std::string& owner, const RecordId& account, int64_t amount, int64_t created,
+                    std::optional<int64_t> close, const std::vector<std::pair<std::string, int64_t>>& moves) {
+      Fields f{{1, ref(account)},     {2, text(owner)}, {3, text("deal")},
+               {4, text("prospect")}, {5, num(amount)}, {6, text("EUR")}};
+      if (close) f.push_back({7, num(*close)});
+      RecordId id = s.create(E::kOpportunity, created, f);
+      for (const auto& [stage, at] : moves) s.set(E::kOpportunity, id, at, {{4, text(stage)}});
+      return id;
+    };
+    op1 = deal("r1", a1, 10000, jan(1), feb(15),
+               {{"qualified", jan(11)}, {"proposal", jan(31)}, {"won", feb(10)}});
+    op2 = deal("r1", a2, 20000, jan(5), std::nullopt, {{"qualified", jan(15)}, {"lost", feb(14)}});
+    op3 = deal("r2", a3, 30000, jan(10), kApr1 + 14 * kDay, {{"qualified", feb(9)}});
+    op4 = deal("r2", a4, 40000, kDec1, kApr1 + 19 * kDay, {{"proposal", jan(20)}, {"negotiation", mar(21)}});
+    op5 = deal("r1", a5, 50000, feb(1), std::nullopt, {});
+
+    db_ = open_report_db(path_).value();
+  }
+
+  json::object report(std::string_view name, const Principal& who, ReportFilter f) {
+    Result<json::value> r = run_report(*db_, name, f, who);
+    EXPECT_TRUE(r.is_ok()) << r.status().to_string();
+    return r ? r->as_object() : json::object();
+  }
+  static ReportFilter q1() {
+    ReportFilter f;
+    f.from_ms = kJan1;
+    f.to_ms = kApr1;
+    return f;
+  }
+  std::string csv(CsvKind kind, const Principal& who, ReportFilter f, CsvOptions o = {}) {
+    std::string out;
+    Status s = export_csv(*db_, kind, f, who, o, [&](std::string_view chunk) {
+      out += chunk;
+      return true;
+    });
+    EXPECT_TRUE(s.is_ok()) << s.to_string();
+    return out;
+  }
+
+  TempDir dir_;
+  std::string path_;
+  std::unique_ptr<sqlite::Db> db_;
+  RecordId a1, a2, a3, a4, a5, p1, p2, op1, op2, op3, op4, op5;
+};
+
+// The row of `list` whose `key` is `value`.
+const json::object& row(const json::value& list, std::string_view key, std::string_view value) {
+  for (const json::value& v : list.as_array())
+    if (v.at(key).is_string() && v.at(key).as_string() == value) return v.as_object();
+  ADD_FAILURE() << "no row with " << key << " = " << value << " in " << json::serialize(list);
+  static const json::object kEmpty;
+  return kEmpty;
+}
+
+int64_t i64(const json::value& v) {
+  return v.as_int64();
+}
+
+TEST_F(ReportsTest, RevenueByRepTerritoryMonthAndProduct) {
+  json::object r = report("revenue", kHeadOffice, q1());
+  ASSERT_EQ(r["total"].as_array().size(), 1u);
+  EXPECT_EQ(i64(r["total"].at(0).at("revenue_cents")), 42498);
+  EXPECT_EQ(i64(r["total"].at(0).at("orders")), 5) << "draft, cancelled and last year's orders are out";
+  EXPECT_EQ(i64(row(r["by_rep"], "rep", "r1").at("revenue_cents")), 17498);
+  EXPECT_EQ(i64(row(r["by_rep"], "rep", "r1").at("orders")), 3);
+  EXPECT_EQ(i64(row(r["by_rep"], "rep", "r2").at("revenue_cents")), 25000);
+  EXPECT_EQ(r["by_rep"].at(0).at("rep").as_string(), "r2") << "highest revenue first";
+  EXPECT_EQ(i64(row(r["by_territory"], "territory", "north").at("revenue_cents")), 17498);
+  EXPECT_EQ(i64(row(r["by_territory"], "territory", "south").at("revenue_cents")), 25000);
+  const json::array& months = r["by_month"].as_array();
+  ASSERT_EQ(months.size(), 3u);
+  EXPECT_EQ(months[0].at("month").as_string(), "2026-01");
+  EXPECT_EQ(i64(months[0].at("revenue_cents")), 11498);
+  EXPECT_EQ(months[1].at("month").as_string(), "2026-02");
+  EXPECT_EQ(i64(months[1].at("revenue_cents")), 25000);
+  EXPECT_EQ(i64(months[1].at("orders")), 2);
+  EXPECT_EQ(i64(months[2].at("revenue_cents")), 6000);
+  const json::object& flour = row(r["by_product"], "product_id", p1.to_string());
+  EXPECT_EQ(i64(flour.at("revenue_cents")), 30000);
+  EXPECT_EQ(i64(flour.at("quantity")), 30);
+  EXPECT_EQ(flour.at("product_name").as_string(), "Flour");
+  const json::object& sugar = row(r["by_product"], "product_id", p2.to_string());
+  EXPECT_EQ(i64(sugar.at("revenue_cents")), 12498) << "the 10% line rounds its discount half up (167)";
+  EXPECT_EQ(i64(sugar.at("quantity")), 9);
+  EXPECT_EQ(i64(sugar.at("orders")), 4);
+
+  // A period of one month, and a time zone that moves the Feb 1 boundary: nothing on the edge here.
+  ReportFilter feb_only = q1();
+  feb_only.from_ms = kFeb1;
+  feb_only.to_ms = kMar1;
+  EXPECT_EQ(i64(report("revenue", kHeadOffice, feb_only)["total"].at(0).at("revenue_cents")), 25000);
+}
+
+TEST_F(ReportsTest, AbcClassesAndTopAccounts) {
+  // Total 42498: A3 20000 (before 0: A), A1 11498 (before 20000 < 80%: A), A2 5000 (before 31498 = 74%: A),
+  // A4 5000 (before 36498 = 86%: B), A5 1000 (before 41498 = 97.6%: C).
+  json::object r = report("abc", kHeadOffice, q1());
+  EXPECT_EQ(i64(row(r["classes"], "class", "A").at("accounts")), 3);
+  EXPECT_EQ(i64(row(r["classes"], "class", "A").at("revenue_cents")), 36498);
+  EXPECT_EQ(i64(row(r["classes"], "class", "B").at("accounts")), 1);
+  EXPECT_EQ(i64(row(r["classes"], "class", "C").at("revenue_cents")), 1000);
+  const json::array& top = r["top_accounts"].as_array();
+  ASSERT_EQ(top.size(), 5u);
+  EXPECT_EQ(top[0].at("account_id").as_string(), a3.to_string());
+  EXPECT_EQ(top[1].at("account_id").as_string(), a1.to_string());
+  EXPECT_EQ(top[2].at("account_id").as_string(), a2.to_string()) << "a tie goes by account id";
+  EXPECT_EQ(top[3].at("class").as_string(), "B");
+  EXPECT_EQ(top[4].at("class").as_string(), "C");
+  EXPECT_EQ(top[4].at("name").as_string(), "Delta, \"the\" shop");
+  ReportFilter two = q1();
+  two.limit = 2;
+  EXPECT_EQ(report("abc", kHeadOffice, two)["top_accounts"].as_array().size(), 2u);
+}
+
+TEST_F(ReportsTest, RepActivity) {
+  json::object r = report("activity", kHeadOffice, q1());
+  const json::object& r1 = row(r["by_rep"], "rep", "r1");
+  EXPECT_EQ(i64(r1.at("visits")), 3) << "Dec 1's visit is before the period";
+  EXPECT_EQ(i64(r1.at("days_with_visits")), 2);
+  EXPECT_DOUBLE_EQ(r1.at("visits_per_day").as_double(), 1.5);
+  EXPECT_EQ(i64(r1.at("outcomes").at("order_taken")), 2);
+  EXPECT_EQ(i64(r1.at("outcomes").at("follow_up")), 1);
+  EXPECT_EQ(i64(r1.at("orders")), 3);
+  EXPECT_DOUBLE_EQ(r1.at("orders_per_visit").as_double(), 1.0);
+  const json::object& r2 = row(r["by_rep"], "rep", "r2");
+  EXPECT_EQ(i64(r2.at("visits")), 3);
+  EXPECT_EQ(i64(r2.at("outcomes").at("none")), 1);
+  EXPECT_DOUBLE_EQ(r2.at("orders_per_visit").as_double(), 2.0 / 3.0);
+  EXPECT_EQ(i64(r1.at("max_visits_per_day")), 2);
+  // Per day for the whole selection: Jan 10 had r1's two visits.
+  const json::object& jan10 = row(r["per_day"], "day", "2026-01-10");
+  EXPECT_EQ(i64(jan10.at("visits")), 2);
+  EXPECT_EQ(i64(jan10.at("reps")), 1);
+  EXPECT_EQ(r["per_day"].as_array().size(), 5u) << "Jan 10, Feb 5, Feb 20, Mar 1, Mar 2";
+  EXPECT_FALSE(r.contains("per_rep_day")) << "only given when the filter names reps";
+  ReportFilter only_r2 = q1();
+  only_r2.reps = {"r2"};
+  json::object r2_days = report("activity", kHeadOffice, only_r2);
+  ASSERT_EQ(r2_days["per_rep_day"].as_array().size(), 3u);
+  EXPECT_EQ(r2_days["per_rep_day"].at(2).at("day").as_string(), "2026-03-02");
+  // Day buckets at UTC+10:00: r1's Jan 10 14:00Z visit falls on Jan 11, its 09:00Z one stays on Jan 10.
+  ReportFilter east = q1();
+  east.tz_offset_minutes = 600;
+  json::object e = report("activity", kHeadOffice, east);
+  EXPECT_EQ(i64(row(e["per_day"], "day", "2026-01-11").at("visits")), 1);
+  EXPECT_EQ(i64(row(e["per_day"], "day", "2026-01-10").at("visits")), 1);
+
+  // Not visited in the 30 days before Apr 1 (since Mar 2): all but A3; never visited first, then oldest.
+  const json::object& nv = r["not_visited"].as_object();
+  EXPECT_EQ(i64(nv.at("count")), 4);
+  const json::array& accounts = nv.at("accounts").as_array();
+  ASSERT_EQ(accounts.size(), 4u);
+  EXPECT_EQ(accounts[0].at("account_id").as_string(), a5.to_string());
+  EXPECT_TRUE(accounts[0].at("last_visit_at").is_null());
+  EXPECT_EQ(accounts[1].at("account_id").as_string(), a2.to_string());
+  EXPECT_EQ(i64(accounts[1].at("last_visit_at")), jan(10, 14 * kHour));
+  EXPECT_EQ(accounts[2].at("account_id").as_string(), a1.to_string());
+  EXPECT_EQ(accounts[3].at("account_id").as_string(), a4.to_string());
+
+  ReportFilter short_window = q1();
+  short_window.days = 40;  // since Feb 20: A1 (Feb 20), A3 and A4 were visited
+  EXPECT_EQ(i64(report("activity", kHeadOffice, short_window)["not_visited"].at("count")), 2);
+}
+
+TEST_F(ReportsTest, PlanVersusExecution) {
+  json::object r = report("plan_vs_execution", kHeadOffice, q1());
+  const json::object& t = r["total"].as_object();
+  EXPECT_EQ(i64(t.at("booked")), 5) << "cancelled and account-less appointments are not booked visits";
+  EXPECT_EQ(i64(t.at("on_time")), 2) << "E1 (linked visit 5 min after) and E6 (10 min after)";
+  EXPECT_EQ(i64(t.at("late")), 1) << "E2: the visit came an hour after the start";
+  EXPECT_EQ(i64(t.at("missed")), 1) << "E3";
+  EXPECT_EQ(i64(t.at("pending")), 1) << "E4's window is still open on Apr 1";
+  EXPECT_DOUBLE_EQ(t.at("executed_rate").as_double(), 0.75);
+  EXPECT_DOUBLE_EQ(t.at("on_time_rate").as_double(), 0.5);
+  const json::object& r1 = row(r["by_rep"], "rep", "r1");
+  EXPECT_EQ(i64(r1.at("on_time")), 1);
+  EXPECT_EQ(i64(r1.at("late")), 1);
+  EXPECT_EQ(i64(r1.at("missed")), 0);
+  const json::object& r2 = row(r["by_rep"], "rep", "r2");
+  EXPECT_EQ(i64(r2.at("missed")), 1);
+  EXPECT_EQ(i64(r2.at("pending")), 1);
+  // Seen from two days later, E4 is missed too.
+  ReportFilter later = q1();
+  later.to_ms = kApr1 + 2 * kDay;
+  EXPECT_EQ(i64(report("plan_vs_execution", kHeadOffice, later)["total"].at("missed")), 2);
+}
+
+TEST_F(ReportsTest, Funnel) {
+  json::object r = report("funnel", kHeadOffice, q1());
+  const json::value& stages = r["stages"];
+  const json::object& prospect = row(stages, "stage", "prospect");
+  EXPECT_EQ(i64(prospect.at("open_deals")), 1);
+  EXPECT_EQ(i64(prospect.at("open_amount").at(0).at("amount_cents")), 50000);
+  EXPECT_EQ(i64(prospect.at("entered")), 4) << "Op4 entered prospect in December";
+  EXPECT_EQ(i64(prospect.at("exits")), 4);
+  EXPECT_EQ(i64(prospect.at("advanced")), 4);
+  EXPECT_DOUBLE_EQ(prospect.at("avg_days_in_stage").as_double(), 25.0) << "(10 + 10 + 30 + 50) / 4";
+  EXPECT_DOUBLE_EQ(prospect.at("conversion_rate").as_double(), 1.0);
+  const json::object& qualified = row(stages, "stage", "qualified");
+  EXPECT_EQ(i64(qualified.at("open_deals")), 1);
+  EXPECT_EQ(i64(qualified.at("entered")), 3);
+  EXPECT_EQ(i64(qualified.at("exits")), 2);
+  EXPECT_EQ(i64(qualified.at("lost")), 1);
+  EXPECT_DOUBLE_EQ(qualified.at("conversion_rate").as_double(), 0.5);
+  EXPECT_DOUBLE_EQ(qualified.at("avg_days_in_stage").as_double(), 25.0) << "(20 + 30) / 2";
+  const json::object& proposal = row(stages, "stage", "proposal");
+  EXPECT_EQ(i64(proposal.at("open_deals")), 0);
+  EXPECT_EQ(i64(proposal.at("won")), 1);
+  EXPECT_EQ(i64(proposal.at("advanced")), 2);
+  EXPECT_DOUBLE_EQ(proposal.at("avg_days_in_stage").as_double(), 35.0);
+  const json::object& negotiation = row(stages, "stage", "negotiation");
+  EXPECT_EQ(i64(negotiation.at("open_deals")), 1);
+  EXPECT_EQ(i64(negotiation.at("exits")), 0);
+  EXPECT_TRUE(negotiation.at("avg_days_in_stage").is_null());
+  EXPECT_EQ(i64(row(stages, "stage", "won").at("entered")), 1);
+  const json::object& r1 = row(r["by_rep"], "rep", "r1");
+  EXPECT_EQ(i64(r1.at("won")), 1);
+  EXPECT_EQ(i64(r1.at("lost")), 1);
+  EXPECT_DOUBLE_EQ(r1.at("win_rate").as_double(), 0.5);
+  EXPECT_DOUBLE_EQ(r1.at("avg_days_to_close").as_double(), 40.0) << "Jan 1 to Feb 10";
+  EXPECT_EQ(r["by_rep"].as_array().size(), 1u) << "r2 closed nothing";
+
+  // January only: exits of prospect are Op1 (Jan 11), Op2 (Jan 15), Op4 (Jan 20).
+  ReportFilter january = q1();
+  january.to_ms = kFeb1;
+  json::object j = report("funnel", kHeadOffice, january);
+  EXPECT_EQ(i64(row(j["stages"], "stage", "prospect").at("exits")), 3);
+  EXPECT_DOUBLE_EQ(row(j["stages"], "stage", "prospect").at("avg_days_in_stage").as_double(), 70.0 / 3.0);
+
+  // Unscoped (head office) and scoped (a rep, a territory) counts of the same stints agree.
+  EXPECT_EQ(i64(row(report("funnel", kRep1, q1())["stages"], "stage", "prospect").at("exits")), 2)
+      << "Op1 and Op2";
+  ReportFilter south = q1();
+  south.territories = {"south"};
+  EXPECT_EQ(i64(row(report("funnel", kHeadOffice, south)["stages"], "stage", "prospect").at("exits")), 2)
+      << "Op3 and Op4";
+}
+
+TEST_F(ReportsTest, StalledDeals) {
+  json::object r = report("stalled", kHeadOffice, q1());
+  const json::array& deals = r["deals"].as_array();
+  ASSERT_EQ(deals.size(), 2u) << "Op4 moved on Mar 21, within 30 days";
+  EXPECT_EQ(deals[0].at("opportunity_id").as_string(), op5.to_string());
+  EXPECT_DOUBLE_EQ(deals[0].at("days_in_stage").as_double(), 59.0);
+  EXPECT_EQ(deals[1].at("opportunity_id").as_string(), op3.to_string());
+  EXPECT_EQ(deals[1].at("stage").as_string(), "qualified");
+  EXPECT_EQ(i64(r["totals"].at(0).at("amount_cents")), 80000);
+  ReportFilter f = q1();
+  f.days = 55;
+  EXPECT_EQ(report("stalled", kHeadOffice, f)["deals"].as_array().size(), 1u);
+}
+
+TEST_F(ReportsTest, ForecastWeightsByStageAgainstWon) {
+  ReportFilter half = q1();
+  half.to_ms = kJul1;
+  json::object r = report("forecast", kHeadOffice, half);
+  const json::object& april = row(r["months"], "month", "2026-04");
+  EXPECT_EQ(i64(april.at("open_deals")), 2);
+  EXPECT_EQ(i64(april.at("pipeline_cents")), 70000);
+  EXPECT_EQ(i64(april.at("weighted_cents")), 37500) << "30000 x 25% + 40000 x 75%";
+  EXPECT_EQ(i64(row(r["months"], "month", "2026-02").at("won_cents")), 10000);
+  const json::value& unscheduled = r["months"].as_array().back();
+  EXPECT_TRUE(unscheduled.at("month").is_null());
+  EXPECT_EQ(i64(unscheduled.at("weighted_cents")), 5000);
+
+  // Head office sets qualified to 50%; nobody else may.
+  auto writer = open_settings_db(path_).value();
+  EXPECT_EQ(set_stage_probabilities(*writer, kManager, {{"qualified", 5000}}).code(),
+            ErrorCode::kPermissionDenied);
+  EXPECT_EQ(set_stage_probabilities(*writer, kHeadOffice, {{"qualified", 5000}, {"bogus", 1}}).code(),
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(set_stage_probabilities(*writer, kHeadOffice, {{"qualified", 10001}}).code(),
+            ErrorCode::kInvalidArgument);
+  ASSERT_TRUE(set_stage_probabilities(*writer, kHeadOffice, {{"qualified", 5000}}).is_ok());
+  json::object after = report("forecast", kHeadOffice, half);
+  EXPECT_EQ(i64(row(after["months"], "month", "2026-04").at("weighted_cents")), 45000);
+  EXPECT_EQ(i64(after["probabilities_bp"].at("qualified")), 5000);
+  EXPECT_EQ(i64(after["probabilities_bp"].at("negotiation")), 7500) << "the others keep their default";
+}
+
+TEST_F(ReportsTest, ScopeOfEachRole) {
+  // A rep: their own figures only.
+  json::object rev = report("revenue", kRep1, q1());
+  EXPECT_EQ(i64(rev["total"].at(0).at("revenue_cents")), 17498);
+  EXPECT_EQ(rev["by_rep"].as_array().size(), 1u);
+  json::object act = report("activity", kRep1, q1());
+  EXPECT_EQ(act["by_rep"].as_array().size(), 1u);
+  EXPECT_EQ(i64(act["not_visited"].at("count")), 3) << "north's A1, A2, A5; r1 visited none since Mar 2";
+  EXPECT_EQ(report("stalled", kRep2, q1())["deals"].as_array().size(), 1u) << "Op3 only";
+  // A manager: the team's territories.
+  EXPECT_EQ(i64(report("revenue", kManager, q1())["total"].at(0).at("revenue_cents")), 17498);
+  EXPECT_EQ(i64(report("plan_vs_execution", kManager, q1())["total"].at("booked")), 2);
+  // Head office narrows by territory or rep.
+  ReportFilter south = q1();
+  south.territories = {"south"};
+  EXPECT_EQ(i64(report("revenue", kHeadOffice, south)["total"].at(0).at("revenue_cents")), 25000);
+  ReportFilter r2 = q1();
+  r2.reps = {"r2"};
+  EXPECT_EQ(i64(report("funnel", kHeadOffice, r2)["stages"].at(3).at("open_deals")), 1);
+
+  // Outside the scope is an error, never an empty answer.
+  for (std::string_view name : kReportNames) {
+    EXPECT_EQ(run_report(*db_, name, south, kRep1).status().code(), ErrorCode::kOutOfScope) << name;
+    EXPECT_EQ(run_report(*db_, name, south, kManager).status().code(), ErrorCode::kOutOfScope) << name;
+    EXPECT_EQ(run_report(*db_, name, r2, kRep1).status().code(), ErrorCode::kOutOfScope) << name;
+    EXPECT_EQ(run_report(*db_, name, r2, kManager).status().code(), ErrorCode::kOutOfScope) << name;
+  }
+  ReportFilter self = q1();
+  self.reps = {"r1"};
+  EXPECT_TRUE(run_report(*db_, "revenue", self, kRep1).is_ok());
+  EXPECT_TRUE(run_report(*db_, "revenue", self, kManager).is_ok()) << "r1 is in m1's team";
+  // A manager without territories sees nothing.
+  const Principal lonely{"m2", Role::kManager, {}, {}};
+  EXPECT_TRUE(report("revenue", lonely, q1())["total"].as_array().empty());
+  EXPECT_EQ(
+      export_csv(*db_, CsvKind::kOrders, south, kRep1, {}, [](std::string_view) { return true; }).code(),
+      ErrorCode::kOutOfScope);
+}
+
+TEST_F(ReportsTest, BadRequestsAreTypedErrors) {
+  EXPECT_EQ(run_report(*db_, "nope", q1(), kHeadOffice).status().code(), ErrorCode::kInvalidArgument);
+  ReportFilter backwards = q1();
+  backwards.to_ms = backwards.from_ms;
+  EXPECT_EQ(run_report(*db_, "revenue", backwards, kHeadOffice).status().code(), ErrorCode::kInvalidArgument);
+  ReportFilter days = q1();
+  days.days = 0;
+  EXPECT_EQ(run_report(*db_, "stalled", days, kHeadOffice).status().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(csv_kind("orders").value(), CsvKind::kOrders);
+  EXPECT_EQ(csv_kind("users").status().code(), ErrorCode::kInvalidArgument);
+
+  std::string field;
+  Result<ReportFilter> f = parse_filter({{"from", "100"},
+                                         {"to", "200"},
+                                         {"territory", "north,south"},
+                                         {"territory", "x"},
+                                         {"rep", "r1"},
+                                         {"days", "7"},
+                                         {"limit", "3"},
+                                         {"bom", "1"}},
+                                        999, &field);
+  ASSERT_TRUE(f.is_ok()) << f.status().to_string();
+  EXPECT_EQ(f->from_ms, 100);
+  EXPECT_EQ(f->to_ms, 200);
+  EXPECT_EQ(f->territories, (std::vector<std::string>{"north", "south", "x"}));
+  EXPECT_EQ(f->reps, (std::vector<std::string>{"r1"}));
+  EXPECT_EQ(f->days, 7);
+  EXPECT_EQ(f->limit, 3u);
+  Result<ReportFilter> dflt = parse_filter({}, kApr1);
+  ASSERT_TRUE(dflt.is_ok());
+  EXPECT_EQ(dflt->to_ms, kApr1);
+  EXPECT_EQ(dflt->from_ms, kApr1 - 90 * kDay);
+  EXPECT_FALSE(parse_filter({{"from", "12x"}}, kApr1, &field).is_ok());
+  EXPECT_EQ(field, "from");
+  EXPECT_FALSE(parse_filter({{"days", "0"}}, kApr1, &field).is_ok());
+  EXPECT_EQ(field, "days");
+  EXPECT_FALSE(parse_filter({{"colour", "red"}}, kApr1, &field).is_ok());
+  EXPECT_EQ(field, "colour");
+  EXPECT_FALSE(parse_filter({{"from", "5"}, {"to", "5"}}, kApr1, &field).is_ok());
+  EXPECT_EQ(field, "to");
+}
+
+// ---- CSV exports
+
+std::vector<std::string> lines_of(const std::string& csv) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (size_t crlf; (crlf = csv.find("\r\n", start)) != std::string::npos; start = crlf + 2)
+    out.push_back(csv.substr(start, crlf - start));
+  EXPECT_EQ(start, csv.size()) << "every row ends with CRLF";
+  return out;
+}
+
+TEST_F(ReportsTest, OrdersCsvHasEveryLineInThePeriod) {
+  std::vector<std::string> rows = lines_of(csv(CsvKind::kOrders, kHeadOffice, q1()));
+  ASSERT_EQ(rows.size(), 8u) << "header + O1 (2 lines), O2, O3, O5 (cancelled is data too), O7, O8";
+  EXPECT_EQ(rows[0].rfind("order_id,order_date,status,currency,rep_id,account_id,account_name,territory", 0),
+            0u);
+  EXPECT_NE(rows[1].find(",2026-01-10 00:00:00,submitted,EUR,r1,"), std::string::npos) << rows[1];
+  bool discounted = false;
+  for (const std::string& r : rows)
+    if (r.find(",Sugar,5,333,1000,1498,") != std::string::npos) discounted = true;
+  EXPECT_TRUE(discounted) << "the net of the 10% line";
+  EXPECT_EQ(lines_of(csv(CsvKind::kOrders, kRep2, q1())).size(), 4u) << "r2's O2, O5, O7";
+  // Time zone: UTC+02:00 shows O1's date at 02:00.
+  ReportFilter tz = q1();
+  tz.tz_offset_minutes = 120;
+  EXPECT_NE(csv(CsvKind::kOrders, kHeadOffice, tz).find(",2026-01-10 02:00:00,"), std::string::npos);
+}
+
+TEST_F(ReportsTest, VisitsAndAccountsCsvQuoteAndNeutralise) {
+  const std::string visits = csv(CsvKind::kVisits, kHeadOffice, q1());
+  std::vector<std::string> rows = lines_of(visits);
+  ASSERT_EQ(rows.size(), 7u) << "header + 6 visits in the period";
+  EXPECT_NE(visits.find(",\"'=HYPERLINK(\"\"x\"\")\",south,"), std::string::npos)
+      << "a formula-looking name is quoted text behind an apostrophe";
+  const std::string accounts = csv(CsvKind::kAccounts, kHeadOffice, q1());
+  EXPECT_EQ(lines_of(accounts).size(), 6u);
+  EXPECT_NE(accounts.find(",\"Delta, \"\"the\"\" shop\",north,"), std::string::npos) << accounts;
+  EXPECT_EQ(lines_of(csv(CsvKind::kAccounts, kRep1, q1())).size(), 4u) << "north's three accounts";
+  // BOM: three bytes before the header, only when asked.
+  CsvOptions bom;
+  bom.bom = true;
+  EXPECT_EQ(csv(CsvKind::kAccounts, kHeadOffice, q1(), bom).substr(0, 13),
+            "\xEF\xBB\xBF"
+            "account_id");
+  EXPECT_EQ(accounts.substr(0, 10), "account_id");
+}
+
+TEST_F(ReportsTest, CsvStreamsInBoundedChunksAndStopsWhenTheSinkSaysSo) {
+  CsvOptions small;
+  small.chunk_bytes = 100;
+  std::vector<size_t> sizes;
+  std::string whole;
+  ASSERT_TRUE(export_csv(*db_, CsvKind::kOrders, q1(), kHeadOffice, small, [&](std::string_view c) {
+                sizes.push_back(c.size());
+                whole += c;
+                return true;
+              }).is_ok());
+  ASSERT_GT(sizes.size(), 3u);
+  size_t longest_row = 0;
+  for (const std::string& r : lines_of(whole)) longest_row = std::max(longest_row, r.size() + 2);
+  for (size_t s : sizes) EXPECT_LT(s, small.chunk_bytes + longest_row) << "a chunk is the limit plus one row";
+  EXPECT_EQ(whole, csv(CsvKind::kOrders, kHeadOffice, q1())) << "chunking changes nothing";
+
+  int calls = 0;
+  ASSERT_TRUE(export_csv(*db_, CsvKind::kOrders, q1(), kHeadOffice, small, [&](std::string_view) {
+                ++calls;
+                return false;
+              }).is_ok());
+  EXPECT_EQ(calls, 1) << "no chunk after the sink refused one";
+  // The connection is usable afterwards (the snapshot ended).
+  EXPECT_TRUE(run_report(*db_, "revenue", q1(), kHeadOffice).is_ok());
+}
+
+// Revenue reads _order_fact, which triggers keep: a line edited or deleted, an account moved to another
+// territory and an order cancelled each show in the next report.
+TEST(ReportsFacts, RevenueFollowsEditsDeletesMovesAndCancellations) {
+  TempDir dir;
+  const std::string path = dir.file("central.db");
+  Seed s(path);
+  using E = EntityId;
+  RecordId a = s.create(E::kAccount, kDec1, {{1, text("A")}, {2, text("north")}, {10, text("ho")}});
+  RecordId p = s.create(E::kProduct, kDec1, {{1, text("P")}, {2, text("P")}, {4, Value::boolean(true)}});
+  RecordId o = s.order(a, "r1", "submitted", jan(10), jan(10), {});
+  auto line = [&](int64_t qty, int64_t price, int64_t at) {
+    return s.create(E::kOrderLine, at, {{1, ref(o)}, {2, ref(p)}, {3, num(qty)}, {4, num(price)}});
+  };
+  RecordId l1 = line(10, 100, jan(10, kMin));
+  RecordId l2 = line(5, 200, jan(10, 2 * kMin));
+  auto db = open_report_db(path).value();
+  ReportFilter f;
+  f.from_ms = kJan1;
+  f.to_ms = kApr1;
+  auto total = [&] {
+    json::value r = run_report(*db, "revenue", f, kHeadOffice).value();
+    const json::array& t = r.at("total").as_array();
+    return t.empty() ? int64_t{-1} : t[0].at("revenue_cents").as_int64();
+  };
+  EXPECT_EQ(total(), 2000);
+  s.set(E::kOrderLine, l1, jan(11), {{3, num(20)}});
+  EXPECT_EQ(total(), 3000) << "an edited quantity";
+  s.remove(E::kOrderLine, l2, jan(12));
+  EXPECT_EQ(total(), 2000) << "a deleted line";
+  s.set(E::kAccount, a, jan(13), {{2, text("south")}});
+  ReportFilter south = f;
+  south.territories = {"south"};
+  json::value moved = run_report(*db, "revenue", south, kHeadOffice).value();
+  ASSERT_EQ(moved.at("total").as_array().size(), 1u) << "the account's orders follow it to its territory";
+  EXPECT_EQ(moved.at("total").at(0).at("revenue_cents").as_int64(), 2000);
+  s.set(E::kOrder, o, jan(14), {{3, text("cancelled")}});
+  EXPECT_EQ(total(), -1) << "a cancelled order is no revenue";
+}
+
+// Format 4 files had no stage history: opening one files each opportunity's current stage as its open stint.
+TEST(ReportsMigration, FormatFourFileGetsItsOpenStints) {
+  TempDir dir;
+  const std::string path = dir.file("central.db");
+  RecordId deal;
+  {
+    Seed s(path);
+    RecordId account =
+        s.create(EntityId::kAccount, kJan1, {{1, text("A")}, {2, text("north")}, {10, text("ho")}});
+    deal = s.create(EntityId::kOpportunity, kJan1,
+                    {{1, ref(account)},
+                     {2, text("r1")},
+                     {3, text("d")},
+                     {4, text("prospect")},
+                     {5, num(100)},
+                     {6, text("EUR")}});
+    s.set(EntityId::kOpportunity, deal, feb(1), {{4, text("qualified")}});
+    RecordId product =
+        s.create(EntityId::kProduct, kJan1, {{1, text("P")}, {2, text("P")}, {4, Value::boolean(true)}});
+    s.order(account, "r1", "submitted", feb(2), feb(2), {{product, 3, 100, 0}});
+  }
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db,
+                           "DROP TABLE _stage_history; DELETE FROM _order_fact; UPDATE _state SET value = 4 "
+                           "WHERE key = 'format'",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  SqliteCentralStore::Options options;
+  ASSERT_TRUE(SqliteCentralStore::open(path, options).is_ok());
+  auto db = open_report_db(path).value();
+  ReportFilter f;
+  f.from_ms = kJan1;
+  f.to_ms = kApr1;
+  json::value r = run_report(*db, "stalled", f, kHeadOffice).value();
+  ASSERT_EQ(r.at("deals").as_array().size(), 1u);
+  EXPECT_EQ(r.at("deals").at(0).at("stage").as_string(), "qualified");
+  EXPECT_EQ(r.at("deals").at(0).at("in_stage_since").as_int64(), feb(1)) << "the stage field's version time";
+  json::value revenue = run_report(*db, "revenue", f, kHeadOffice).value();
+  ASSERT_EQ(revenue.at("total").as_array().size(), 1u) << "the existing orders got their facts";
+  EXPECT_EQ(revenue.at("total").at(0).at("revenue_cents").as_int64(), 300);
+}
+
+}  // namespace
+}  // namespace fieldsync::server::reports
