@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdlib>
 
+#include "api_static.h"
 #include "http_session.h"
 #include "login_body.h"
 #include "wall_clock.h"
@@ -154,6 +155,7 @@ void add_routes(NetServer::Impl& impl, RouteTable& routes) {
                   return session->respond(http::status::service_unavailable, "text/plain", "draining\n");
                 session->respond(http::status::ok, "text/plain", "ok\n");
               }});
+  add_static_routes(routes);
 }
 
 }  // namespace fieldsync::server
