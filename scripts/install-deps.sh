@@ -15,6 +15,8 @@ PACKAGES=(
   libbenchmark-dev
   libgoogle-perftools-dev
   curl
+  chromium  # the dashboard's browser test (tests/browser) drives Debian's Chromium: no browser download
+  nodejs    # ... with playwright-core (npm ci from tests/browser/package-lock.json), which needs Node.js 20+
 )
 
 missing=()
@@ -23,6 +25,10 @@ for p in "${PACKAGES[@]}"; do
     missing+=("$p")
   fi
 done
+
+# npm: a Node.js package that brings its own npm must not get Debian's npm beside it, so npm is asked for
+# only when Node.js came without it.
+if command -v node >/dev/null && ! command -v npm >/dev/null; then missing+=(npm); fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
@@ -34,4 +40,5 @@ echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq >/dev/null
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if ! command -v npm >/dev/null; then $SUDO apt-get install -y -qq --no-install-recommends npm >/dev/null; fi
 echo "install-deps: done"
