@@ -177,7 +177,11 @@ async function start() {
     e.preventDefault();
     loadReports();
   });
-  $('accounts-q').addEventListener('input', renderAccounts);
+  $('accounts-q').addEventListener('input', () => {
+    renderAccounts(); // at once over what is loaded, then the server's search over the whole book
+    clearTimeout(state.searchTimer);
+    state.searchTimer = setTimeout(loadAccounts, 300);
+  });
   $('accounts-search').addEventListener('submit', (e) => e.preventDefault());
   $('accounts-territory').addEventListener('change', loadAccounts);
   $('reassign-form').addEventListener('submit', reassign);
@@ -248,8 +252,13 @@ function loggedIn() {
 function loggedOut(message) {
   state.session = null;
   localStorage.removeItem(SESSION_HINT);
-  if (state.stream) state.stream.close();
-  state.stream = null;
+  closeStream();
+  state.streamGen = (state.streamGen || 0) + 1;
+  state.lastSeq = undefined;
+  state.shownSeq = undefined;
+  feedRecords.clear();
+  $('feed-list').replaceChildren();
+  $('feed-empty').hidden = false;
   $('who').hidden = true;
   $('nav').hidden = true;
   for (const v of VIEWS) $('view-' + v).hidden = true;
@@ -286,24 +295,71 @@ async function refreshBadges() {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Live feed: Server-Sent Events from GET /api/v1/changes/stream (scope-filtered like a device). The browser
-// reconnects by itself and sends Last-Event-ID (the last server_seq seen), so nothing is missed across a drop.
+// Live feed: Server-Sent Events from GET /api/v1/changes/stream?since=SEQ, scope-filtered like a device. Each
+// `change` event is one committed transaction ({server_seq, user, node, changes: [{entity, id, op, field,
+// value, at_ms}]}); each `conflict` event one conflict record. The page opens the stream at the log's head (after
+// showing the last few transactions) and, when the connection drops, reopens it from the last server_seq it
+// saw, so nothing is missed or shown twice.
 
-function openStream() {
-  if (state.stream) state.stream.close();
-  const es = new EventSource(API + '/changes/stream');
+const FEED_BACKFILL = 50;
+const RECONNECT_MS = 2000;
+
+async function openStream() {
+  closeStream();
+  const gen = (state.streamGen = (state.streamGen || 0) + 1);
+  if (state.lastSeq === undefined) {
+    try {
+      const head = (await api('GET', '/changes' + query({ since: 0, limit: 1 }))).head || 0;
+      const r = await api('GET', '/changes' + query({ since: Math.max(0, head - FEED_BACKFILL), limit: 4000 }));
+      for (const t of r.items || []) onTxn(t, false);
+      for (const k of r.conflicts || []) onConflict(k, false);
+      state.lastSeq = r.next_since !== undefined ? r.next_since : head;
+    } catch (e) {
+      if (gen !== state.streamGen || !state.session) return;
+      setFeedState('down', 'unavailable');
+      state.retry = setTimeout(openStream, RECONNECT_MS * 5);
+      return;
+    }
+  }
+  if (gen !== state.streamGen || !state.session) return;
+  const es = new EventSource(API + '/changes/stream' + query({ since: state.lastSeq }));
   state.stream = es;
-  const pill = $('feed-state');
-  es.addEventListener('open', () => {
-    pill.textContent = 'live';
-    pill.className = 'pill live';
-  });
+  es.addEventListener('open', () => setFeedState('live', 'live'));
   es.addEventListener('error', () => {
-    pill.textContent = es.readyState === EventSource.CLOSED ? 'disconnected' : 'reconnecting';
-    pill.className = 'pill down';
+    // The browser would reconnect with the URL's old `since`; reopen from where the feed is instead.
+    closeStream();
+    setFeedState('down', 'reconnecting');
+    if (state.session) state.retry = setTimeout(openStream, RECONNECT_MS);
   });
-  es.addEventListener('change', (m) => onChange(parse(m.data)));
-  es.addEventListener('conflict', (m) => onConflict(parse(m.data)));
+  es.addEventListener('change', (m) => {
+    const t = parse(m.data);
+    if (t) onTxn(t, true);
+    advance(m.lastEventId);
+  });
+  es.addEventListener('conflict', (m) => {
+    const k = parse(m.data);
+    if (k) onConflict(k, true);
+    advance(m.lastEventId);
+  });
+  es.addEventListener('message', (m) => advance(m.lastEventId));
+}
+
+function closeStream() {
+  if (state.retry) clearTimeout(state.retry);
+  state.retry = null;
+  if (state.stream) state.stream.close();
+  state.stream = null;
+}
+
+function advance(id) {
+  const n = Number(id);
+  if (id !== '' && Number.isFinite(n) && n > (state.lastSeq || 0)) state.lastSeq = n;
+}
+
+function setFeedState(kind, text) {
+  const pill = $('feed-state');
+  pill.textContent = text;
+  pill.className = 'pill ' + kind;
 }
 
 function parse(data) {
@@ -314,55 +370,85 @@ function parse(data) {
   }
 }
 
-// A change event carries one record's new state or the fields that changed, with who and when.
-function recordOf(c) {
-  return c.record || c.fields || c.values || c;
-}
+// What the feed knows of each visit and order it shows, merged from every transaction that touched it.
+const feedRecords = new Map();
 
-function onChange(c) {
-  if (!c) return;
-  const entity = c.entity;
-  if (entity === 'order' || entity === 'order_line') {
+function onTxn(t, live) {
+  if (t.server_seq !== undefined && t.server_seq <= (state.shownSeq || 0)) return; // already shown
+  if (t.server_seq !== undefined) state.shownSeq = t.server_seq;
+  const touched = new Map();
+  let orders = false;
+  for (const c of t.changes || []) {
+    if (c.entity === 'order' || c.entity === 'order_line') orders = true;
+    if (c.entity !== 'visit' && c.entity !== 'order') continue;
+    const key = c.entity + '/' + c.id;
+    const rec = feedRecords.get(key) || { entity: c.entity, id: c.id, fields: {}, user: t.user };
+    if (c.field) rec.fields[c.field] = c.value;
+    rec.at_ms = c.at_ms;
+    rec.user = t.user;
+    if (c.op === 'create') rec.created = true;
+    feedRecords.set(key, rec);
+    touched.set(key, rec);
+  }
+  for (const rec of touched.values()) showRecord(rec, live);
+  if (orders && live) {
     if (state.view === 'orders') loadOrders();
     refreshBadges();
   }
-  if (entity !== 'visit' && entity !== 'order') return;
-  const r = recordOf(c);
-  const id = c.id || c.record_id || r.id;
-  const when = c.at_ms || c.committed_at_ms || r.check_in_at || r.submitted_at || c.hlc_ms;
+}
+
+async function showRecord(rec, live) {
+  // A transaction that only checked a visit out or moved an order's status does not name the account.
+  if (!rec.fields.account_id) {
+    try {
+      const r = await api('GET', '/entities/' + rec.entity + '/' + encodeURIComponent(rec.id));
+      rec.fields = Object.assign({}, (r && r.record) || {}, rec.fields);
+    } catch (e) {
+      // Shown with what the change said.
+    }
+  }
+  const f = rec.fields;
   let title;
-  let detail;
-  if (entity === 'visit') {
+  let what;
+  let when;
+  if (rec.entity === 'visit') {
     title = 'Visit';
-    detail = el('span', { class: 'detail' }, r.check_out_at ? 'Checked out at ' : 'Checked in at ', nameCell('account', r.account_id),
-      r.outcome ? ' · ' + String(r.outcome).replace('_', ' ') : '', ' · by ', r.rep_id || c.user || '?');
+    what = f.check_out_at ? 'Checked out at ' : 'Checked in at ';
+    when = f.check_out_at || f.check_in_at || rec.at_ms;
   } else {
     title = 'Order';
-    detail = el('span', { class: 'detail' }, r.status ? String(r.status) + ' · ' : '', r.account_id ? nameCell('account', r.account_id) : id,
-      ' · by ', r.rep_id || c.user || '?');
+    what = (f.status ? String(f.status).replace(/^./, (x) => x.toUpperCase()) : 'Order') + ' at ';
+    when = rec.at_ms;
   }
-  addFeed(entity, title, detail, when, c.op);
+  const detail = el('span', { class: 'detail' }, what, nameCell('account', f.account_id),
+    f.outcome ? ' · ' + String(f.outcome).replace('_', ' ') : '', ' · by ' + (f.rep_id || rec.user || '?'));
+  addFeed(rec.entity, rec.entity + '/' + rec.id, title, detail, when, live);
 }
 
-function onConflict(k) {
-  if (!k) return;
+function onConflict(k, live) {
+  const key = 'conflict/' + k.server_seq + '/' + k.entity + '/' + k.record + '/' + (k.field || '');
+  if (feedRecords.has(key)) return;
+  feedRecords.set(key, k);
   const w = k.winner || {};
   const l = k.loser || {};
-  const detail = el('span', { class: 'detail' }, (k.entity || '') + ' ', k.field ? el('b', { text: k.field }) : '', ': kept ',
-    el('span', { class: 'value', text: fmtValue(k.field, w.value) }), ' by ' + (w.user || '?') + ', lost ',
-    el('span', { class: 'value', text: fmtValue(k.field, l.value) }), ' by ' + (l.user || '?'));
-  addFeed('conflict', 'Conflict', detail, k.at_ms || k.created_at_ms, k.rule);
+  const what = k.kind === 'scheduling' ? 'Double booking: ' : 'Concurrent edit of ';
+  const detail = el('span', { class: 'detail' }, what, k.entity === 'account' ? nameCell('account', k.record) : k.entity || '',
+    k.field ? ' ' + k.field : '', ': kept ', el('span', { class: 'value', text: fmtValue(k.field, w.value) }),
+    ' by ' + (w.user || '?') + ', lost ', el('span', { class: 'value', text: fmtValue(k.field, l.value) }), ' by ' + (l.user || '?'));
+  addFeed('conflict', key, 'Conflict', detail, l.at_ms || w.at_ms, live);
 }
 
-function addFeed(kind, title, detail, when, tag) {
-  const li = el('li', { class: 'fresh kind-' + kind, 'data-kind': kind },
-    el('span', { class: 'kind', text: title }), detail, when ? timeElement(when) : el('time', { text: fmtTime(Date.now()) }));
-  if (tag) li.title = String(tag);
+// One line per record: a later change of the same visit or order replaces its line and moves it to the top.
+function addFeed(kind, key, title, detail, when, live) {
   const list_ = $('feed-list');
+  const old = list_.querySelector(`li[data-key="${CSS.escape(key)}"]`);
+  if (old) old.remove();
+  const li = el('li', { class: (live ? 'fresh ' : '') + 'kind-' + kind, 'data-kind': kind, 'data-key': key },
+    el('span', { class: 'kind', text: title }), detail, when ? timeElement(when) : el('time', { text: '–' }));
   list_.prepend(li);
   while (list_.children.length > FEED_MAX) list_.lastElementChild.remove();
   $('feed-empty').hidden = true;
-  if (state.view !== 'feed') {
+  if (live && state.view !== 'feed') {
     state.unseen = (state.unseen || 0) + 1;
     $('feed-badge').textContent = String(state.unseen);
     $('feed-badge').hidden = false;
@@ -392,7 +478,7 @@ function orderRow(o) {
       const ls = ((r && r.children) || {}).order_line || [];
       let cents = 0;
       for (const l of ls) cents += Math.round((l.quantity * l.unit_price_cents * (10000 - (l.discount_bp || 0))) / 10000);
-      total.textContent = fmtMoney(r && r.record && r.record.total_cents !== undefined ? r.record.total_cents : cents, o.currency);
+      total.textContent = fmtMoney(r && r.totals && r.totals.net_cents !== undefined ? r.totals.net_cents : cents, o.currency);
       lines.textContent = String(ls.length);
     })
     .catch(() => {
@@ -468,23 +554,23 @@ function side(field, s) {
 }
 
 function conflictRow(k) {
-  const resolved = k.resolved || k.resolution;
+  const res = k.resolution;
   const actions = el('div', { class: 'actions' });
-  const row = el('tr', { 'data-id': String(k.id), class: resolved ? 'done' : null },
-    el('td', {}, timeElement(k.at_ms || k.created_at_ms)),
-    el('td', {}, (k.entity || '') + ' ', k.entity === 'account' ? nameCell('account', k.record_id || k.record) : el('span', { class: 'value', text: shortId(k.record_id || k.record) })),
-    el('td', { text: k.field || '–' }), side(k.field, k.winner), side(k.field, k.loser), el('td', { text: k.rule || k.kind || '' }),
-    el('td', {}, actions));
-  if (resolved) {
-    actions.textContent = typeof resolved === 'string' ? resolved : 'resolved';
-  } else if (k.field) {
+  const when = (k.loser && k.loser.at_ms) || (k.winner && k.winner.at_ms);
+  const record = k.entity === 'account' ? nameCell('account', k.record) : el('span', { class: 'value', text: shortId(k.record) });
+  const row = el('tr', { 'data-id': String(k.id), class: res ? 'done' : null }, el('td', {}, timeElement(when)),
+    el('td', {}, (k.entity || '') + ' ', record), el('td', { text: k.field || (k.kind === 'scheduling' ? 'overlap' : '–') }),
+    side(k.field, k.winner), side(k.field, k.loser), el('td', { text: k.rule || k.kind || '' }), el('td', {}, actions));
+  if (res) {
+    actions.append(el('span', { text: (res.action === 'restore' ? 'restored' : 'kept winner') + ' by ' + (res.by || '?') + ' · ' }), timeElement(res.at_ms));
+  } else if (k.field && k.kind !== 'scheduling') {
     const keep = el('button', { type: 'button', text: 'Keep winner' });
     const restore = el('button', { type: 'button', class: 'primary', text: 'Restore loser' });
     keep.addEventListener('click', () => resolve(row, k, 'accept'));
     restore.addEventListener('click', () => resolve(row, k, 'restore'));
     actions.append(keep, restore);
   } else {
-    const keep = el('button', { type: 'button', text: 'Mark seen' });
+    const keep = el('button', { type: 'button', text: 'Mark handled' });
     keep.addEventListener('click', () => resolve(row, k, 'accept'));
     actions.append(keep);
   }
@@ -515,29 +601,16 @@ async function resolve(row, k, action) {
 function reportRange() {
   const from = $('reports-from').value ? new Date($('reports-from').value + 'T00:00').getTime() : undefined;
   const to = $('reports-to').value ? new Date($('reports-to').value + 'T00:00').getTime() + 86400000 : undefined;
-  return { from, to };
+  // Day and month buckets in the viewer's zone (at today's offset).
+  return { from, to, tz_offset_minutes: -new Date().getTimezoneOffset() };
 }
 
 async function report(name, extra) {
   return api('GET', '/reports/' + name + query(Object.assign(reportRange(), extra || {})));
 }
 
-// Rows of a report: its first array (the library names them per report).
-function rowsOf(r) {
-  if (Array.isArray(r)) return r;
-  if (!r || typeof r !== 'object') return [];
-  for (const k of ['rows', 'items', 'stages', 'months', 'reps', 'by_month', 'by_rep', 'by_stage']) if (Array.isArray(r[k])) return r[k];
-  for (const v of Object.values(r)) if (Array.isArray(v)) return v;
-  return [];
-}
-
-const pick = (o, ...keys) => {
-  for (const k of keys) if (o[k] !== undefined && o[k] !== null) return o[k];
-  return undefined;
-};
-
 function monthLabel(m) {
-  if (typeof m === 'number') return monthFmt.format(new Date(m));
+  if (m === null || m === undefined) return 'no date';
   const match = /^(\d{4})-(\d{2})/.exec(String(m));
   return match ? monthFmt.format(new Date(Number(match[1]), Number(match[2]) - 1, 1)) : String(m);
 }
@@ -567,64 +640,76 @@ async function chartBox(id, name, extra, build) {
   }
 }
 
-const cents = (v) => (v === undefined || v === null ? 0 : Number(v) / 100);
+const sumAmounts = (list) => (list || []).reduce((n, x) => n + Number(x.amount_cents || 0), 0);
 
+// The reports library's JSON (server/include/fieldsync/server/reports.h): funnel.stages, forecast.months,
+// activity.by_rep, revenue.by_month. Amounts of several currencies are added as they come (one per company).
 function loadReports() {
   chartBox('chart-funnel', 'funnel', {}, (r) => {
-    const rows = rowsOf(r.stages ? r.stages : r);
+    const rows = (r.stages || []).filter((s) => s.stage !== 'won' && s.stage !== 'lost');
     drawChart('chart-funnel', {
       type: 'bar',
       data: {
-        labels: rows.map((s) => pick(s, 'stage', 'name', 'label')),
+        labels: rows.map((s) => s.stage),
         datasets: [
-          { label: 'Open deals', data: rows.map((s) => pick(s, 'count', 'deals', 'open_count') || 0), backgroundColor: COLOURS[0], yAxisID: 'y' },
-          { label: 'Amount', data: rows.map((s) => cents(pick(s, 'amount_cents', 'open_amount_cents'))), backgroundColor: COLOURS[1], yAxisID: 'y1' },
+          { label: 'Open deals', data: rows.map((s) => s.open_deals || 0), backgroundColor: COLOURS[0], yAxisID: 'y' },
+          { label: 'Amount', data: rows.map((s) => sumAmounts(s.open_amount) / 100), backgroundColor: COLOURS[1], yAxisID: 'y1' },
         ],
       },
-      options: { scales: { y: { beginAtZero: true, position: 'left' }, y1: { beginAtZero: true, position: 'right', grid: { drawOnChartArea: false } } } },
+      options: {
+        scales: {
+          y: { beginAtZero: true, position: 'left', ticks: { precision: 0 }, title: { display: true, text: 'deals' } },
+          y1: { beginAtZero: true, position: 'right', grid: { drawOnChartArea: false }, title: { display: true, text: 'amount' } },
+        },
+      },
     });
-    return rows.length ? '' : 'No open deal in this period.';
+    return rows.some((s) => s.open_deals) ? '' : 'No open deal.';
   });
   chartBox('chart-forecast', 'forecast', {}, (r) => {
-    const rows = rowsOf(r);
+    const months = new Map();
+    for (const m of r.months || []) {
+      const k = m.month === null || m.month === undefined ? '~' : m.month; // undated deals last
+      const x = months.get(k) || { weighted: 0, won: 0 };
+      x.weighted += Number(m.weighted_cents || 0) / 100;
+      x.won += Number(m.won_cents || 0) / 100;
+      months.set(k, x);
+    }
+    const keys = [...months.keys()].sort();
     drawChart('chart-forecast', {
       type: 'bar',
       data: {
-        labels: rows.map((m) => monthLabel(pick(m, 'month', 'month_ms', 'period'))),
+        labels: keys.map((k) => (k === '~' ? 'no date' : monthLabel(k))),
         datasets: [
-          { label: 'Weighted forecast', data: rows.map((m) => cents(pick(m, 'weighted_cents', 'forecast_cents', 'expected_cents'))), backgroundColor: COLOURS[0] },
-          { label: 'Won', data: rows.map((m) => cents(pick(m, 'won_cents', 'actual_cents'))), backgroundColor: COLOURS[1] },
+          { label: 'Weighted forecast', data: keys.map((k) => months.get(k).weighted), backgroundColor: COLOURS[0] },
+          { label: 'Won', data: keys.map((k) => months.get(k).won), backgroundColor: COLOURS[1] },
         ],
       },
       options: { scales: { y: { beginAtZero: true } } },
     });
-    return rows.length ? '' : 'No deal expected to close in this period.';
+    return keys.length ? '' : 'No deal expected or won in this period.';
   });
   chartBox('chart-activity', 'activity', {}, (r) => {
-    const rows = rowsOf(r.by_rep ? r.by_rep : r.reps ? r.reps : r);
-    const perRep = new Map();
-    for (const x of rows) {
-      const rep = pick(x, 'rep', 'rep_id', 'user') || '?';
-      perRep.set(rep, (perRep.get(rep) || 0) + Number(pick(x, 'visits', 'visit_count', 'count') || 0));
-    }
+    const rows = r.by_rep || [];
     drawChart('chart-activity', {
       type: 'bar',
-      data: { labels: [...perRep.keys()], datasets: [{ label: 'Visits', data: [...perRep.values()], backgroundColor: COLOURS[2] }] },
+      data: {
+        labels: rows.map((x) => x.rep),
+        datasets: [
+          { label: 'Visits', data: rows.map((x) => x.visits || 0), backgroundColor: COLOURS[2] },
+          { label: 'Orders', data: rows.map((x) => x.orders || 0), backgroundColor: COLOURS[1] },
+        ],
+      },
       options: { indexAxis: 'y', scales: { x: { beginAtZero: true, ticks: { precision: 0 } } } },
     });
-    return perRep.size ? '' : 'No visit in this period.';
+    return rows.length ? '' : 'No visit in this period.';
   });
-  chartBox('chart-revenue', 'revenue', { group: 'month' }, (r) => {
-    const rows = rowsOf(r.by_month ? r.by_month : r);
+  chartBox('chart-revenue', 'revenue', {}, (r) => {
     const perMonth = new Map();
-    for (const x of rows) {
-      const m = pick(x, 'month', 'month_ms', 'period', 'key') || '?';
-      perMonth.set(m, (perMonth.get(m) || 0) + cents(pick(x, 'revenue_cents', 'amount_cents', 'total_cents')));
-    }
+    for (const x of r.by_month || []) perMonth.set(x.month, (perMonth.get(x.month) || 0) + Number(x.revenue_cents || 0) / 100);
     const keys = [...perMonth.keys()].sort();
     drawChart('chart-revenue', {
-      type: 'line',
-      data: { labels: keys.map(monthLabel), datasets: [{ label: 'Revenue', data: keys.map((k) => perMonth.get(k)), borderColor: COLOURS[0], backgroundColor: COLOURS[0] }] },
+      type: 'bar',
+      data: { labels: keys.map(monthLabel), datasets: [{ label: 'Revenue', data: keys.map((k) => perMonth.get(k)), backgroundColor: COLOURS[0] }] },
       options: { scales: { y: { beginAtZero: true } } },
     });
     return keys.length ? '' : 'No order in this period.';
@@ -654,7 +739,7 @@ async function loadAccounts() {
     let cursor;
     // Up to 1,000 accounts for the search box; a bigger book is narrowed by territory first.
     for (let page = 0; page < 5; ++page) {
-      const r = await api('GET', '/entities/account' + query({ territory_id: $('accounts-territory').value, sort: 'name', order: 'asc', limit: 200, cursor }));
+      const r = await api('GET', '/entities/account' + query({ territory_id: $('accounts-territory').value, q: $('accounts-q').value.trim(), sort: 'name', order: 'asc', limit: 200, cursor }));
       all.push(...((r && r.items) || []));
       cursor = r && r.next_cursor;
       if (!cursor) break;
@@ -713,29 +798,33 @@ async function reassign(e) {
 // Devices and sync health.
 
 async function loadDevices() {
-  let items;
+  let r;
   try {
-    const r = await api('GET', '/sync-health');
-    items = (r && (r.devices || r.items)) || [];
+    r = (await api('GET', '/sync-health')) || {};
   } catch (e) {
     return say('Sync health could not be loaded: ' + e.message, 'bad');
   }
+  const devices = r.devices || [];
   $('devices-body').replaceChildren(
-    ...items.map((d) => {
-      const behind = pick(d, 'behind', 'lag', 'behind_log');
-      const cursor = pick(d, 'cursor', 'server_seq');
-      const head = pick(d, 'log_head', 'head');
-      const lag = behind !== undefined ? behind : cursor !== undefined && head !== undefined ? head - cursor : undefined;
-      return el('tr', { 'data-node': String(pick(d, 'node', 'device', 'id')) },
-        el('td', { class: 'value', text: String(pick(d, 'node', 'device', 'id')) }), el('td', { text: d.user || d.user_id || '' }),
-        el('td', {}, timeElement(pick(d, 'last_connection_ms', 'last_seen_ms', 'last_connected_at_ms'))),
-        el('td', {}, timeElement(pick(d, 'last_push_ms', 'last_push_at_ms'))), el('td', {}, timeElement(pick(d, 'last_pull_ms', 'last_pull_at_ms'))),
-        el('td', { class: 'num', text: lag === undefined ? '–' : String(lag) }), el('td', { class: 'num', text: String(pick(d, 'rejections', 'rejection_count') || 0) }),
-        el('td', { text: [pick(d, 'app_version'), pick(d, 'schema_version')].filter((x) => x !== undefined).join(' / ') || '–' }),
-        el('td', { text: d.revoked ? 'revoked' : 'active' }));
-    }),
+    ...devices.map((d) =>
+      el('tr', { 'data-node': String(d.node) }, el('td', { class: 'value', text: String(d.node) }), el('td', { text: d.user || '' }),
+        el('td', {}, el('span', { class: 'pill ' + (d.online ? 'live' : ''), text: d.online ? 'online' : 'offline' })),
+        el('td', {}, timeElement(d.last_connected_ms)), el('td', {}, timeElement(d.last_push_ms)), el('td', {}, timeElement(d.last_pull_ms)),
+        el('td', { class: 'num', text: String(d.last_node_seq || 0) }),
+        el('td', { class: 'num' }, String(d.rejections || 0), d.last_rejection_ms ? el('br') : null, d.last_rejection_ms ? timeElement(d.last_rejection_ms) : null),
+        el('td', { text: d.protocol_version ? 'v' + d.protocol_version : '–' }),
+        el('td', { class: d.revoked ? 'error' : '', text: d.revoked ? 'revoked' : 'active' })),
+    ),
   );
-  $('devices-empty').hidden = items.length > 0;
+  $('devices-empty').hidden = devices.length > 0;
+  const reps = r.reps || [];
+  $('reps-body').replaceChildren(
+    ...reps.map((p) =>
+      el('tr', { 'data-user': p.user }, el('td', { text: p.user }), el('td', {}, timeElement(p.last_change_reached_ms)),
+        el('td', {}, timeElement(p.last_visit_check_in_ms)), el('td', {}, timeElement(p.last_order_submitted_ms))),
+    ),
+  );
+  $('log-head').textContent = r.log_head !== undefined ? String(r.log_head) : '–';
 }
 
 document.addEventListener('DOMContentLoaded', start);
