@@ -270,6 +270,7 @@ function loggedOut(message) {
 function route() {
   if (!state.session) return;
   const view = VIEWS.includes(location.hash.slice(1)) ? location.hash.slice(1) : 'feed';
+  if (state.view !== view) say('');
   state.view = view;
   for (const v of VIEWS) $('view-' + v).hidden = v !== view;
   for (const a of document.querySelectorAll('#nav a')) {

@@ -196,9 +196,11 @@ try {
   step('a visit a rep syncs appears in the live feed without a reload');
   const visit = rep('alice', 'checkin', '--account', ROSSI, '--lat', '53.5511', '--lon', '9.9937');
   rep('alice', 'checkout', '--visit', visit, '--outcome', 'order_taken');
+  check((await page.locator('#feed-list li[data-kind="visit"]').count()) === 0, 'no visit in the feed before the sync');
   const before = Date.now();
   sync('alice');
-  const item = page.locator('#feed-list li[data-kind="visit"]', { hasText: 'Caffè Rossi' }).first();
+  // .fresh: added by the stream while the page was open, not by the backfill of recent changes.
+  const item = page.locator('#feed-list li.fresh[data-kind="visit"]', { hasText: 'Caffè Rossi' }).first();
   await item.waitFor();
   check(true, `the visit at Caffè Rossi is in the feed ${Date.now() - before} ms after alice's sync began`);
   await checkTimes('live feed');
@@ -233,6 +235,11 @@ try {
     return r.status === 200 && r.body.record.phone === '+49 40 111111';
   });
   check(true, "the account's phone is the restored value");
+  await page.locator('#conflicts-body tr', { hasText: '+49 40 111111' }).waitFor({ state: 'detached' });
+  check(true, 'the conflict left the inbox of unresolved conflicts');
+  await page.locator('#conflicts-resolved').check();
+  await page.locator('#conflicts-body tr.done', { hasText: 'restored by ho' }).waitFor();
+  check(true, 'shown as restored by ho among the resolved');
   sync('bob');
   check(rep('bob', 'export').includes('+49 40 111111'), "bob's device has the restored value after its sync");
 
