@@ -45,6 +45,10 @@ const char* const kDdl[] = {
     "INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0, revoked_at_ms INTEGER NOT NULL DEFAULT 0)",
     "CREATE INDEX IF NOT EXISTS idx_devices_user ON devices (user_id)",
     "CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, actor TEXT NOT NULL, "
+    "action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS conflict_resolutions (conflict_id INTEGER PRIMARY KEY, resolved_by TEXT NOT "
+    "NULL, at_ms INTEGER NOT NULL, action TEXT NOT NULL, server_seq INTEGER NOT NULL)",
 };
 
 Status auth_failed() {
@@ -96,7 +100,33 @@ bool role_is(const std::string& text, schema::Role role) {
   return schema::role_from_string(text) == role;
 }
 
+// A users row's role text and disabled flag as a User (id and display name filled by the caller).
+User user_from(std::string id, std::string display_name, const std::string& role, bool disabled) {
+  std::optional<User> u = user_with_role(role);
+  User out = u.value_or(User{});
+  out.id = std::move(id);
+  out.display_name = std::move(display_name);
+  out.disabled = disabled;
+  return out;
+}
+
 }  // namespace
+
+std::string_view role_name(const User& user) {
+  return user.partner ? std::string_view("partner") : schema::to_string(user.role);
+}
+
+std::optional<User> user_with_role(std::string_view role) {
+  User u;
+  if (role == "partner") {
+    u.partner = true;
+    return u;
+  }
+  std::optional<schema::Role> r = schema::role_from_string(role);
+  if (!r) return std::nullopt;
+  u.role = *r;
+  return u;
+}
 
 std::vector<uint8_t> hash_password(std::string_view password, std::span<const uint8_t> salt,
                                    uint32_t iterations) {
@@ -183,6 +213,20 @@ Result<std::unique_ptr<Directory>> Directory::open(const std::string& path, Opti
       return s;
     }
   }
+  {
+    // Files made before the head-office API have no disabled column: added in place.
+    bool has_disabled = false;
+    {
+      Stmt q(d, "SELECT 1 FROM pragma_table_info('users') WHERE name = 'disabled'");
+      has_disabled = q.step();
+    }
+    if (!has_disabled) {
+      if (Status s = d.exec("ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0"); !s) {
+        (void)d.exec("ROLLBACK");
+        return s;
+      }
+    }
+  }
   if (Status s = d.exec("COMMIT"); !s) return s;
   std::unique_ptr<Directory> dir(new Directory(options, std::move(db.value())));
   if (Status s = dir->load_or_create_key(); !s) return s;
@@ -221,7 +265,7 @@ Status Directory::add_user(const User& user, std::string_view password, int64_t 
       "?, ?, ?, ?, ?, ?)");
   q.bind(1, std::string_view(user.id))
       .bind(2, std::string_view(user.display_name))
-      .bind(3, schema::to_string(user.role))
+      .bind(3, role_name(user))
       .bind_blob(4, salt)
       .bind_blob(5, hash)
       .bind(6, int64_t{options_.pbkdf2_iterations})
@@ -247,19 +291,158 @@ Status Directory::set_password(const UserId& user, std::string_view password) {
 
 Result<User> Directory::user(const UserId& id) {
   MutexLock lock(mu_);
-  Stmt q(*db_, "SELECT display_name, role FROM users WHERE id = ?");
+  Stmt q(*db_, "SELECT display_name, role, disabled FROM users WHERE id = ?");
   q.bind(1, id);
   if (!q.step()) return q.ok() ? invalid("no user " + id) : q.status();
-  return User{id, q.col_text(0), schema::role_from_string(q.col_text(1)).value_or(schema::Role::kRep)};
+  return user_from(id, q.col_text(0), q.col_text(1), q.col_int(2) != 0);
 }
 
 std::vector<User> Directory::users() {
   MutexLock lock(mu_);
   std::vector<User> out;
-  Stmt q(*db_, "SELECT id, display_name, role FROM users ORDER BY id");
+  Stmt q(*db_, "SELECT id, display_name, role, disabled FROM users ORDER BY id");
+  while (q.step()) out.push_back(user_from(q.col_text(0), q.col_text(1), q.col_text(2), q.col_int(3) != 0));
+  return out;
+}
+
+Status Directory::set_role(const UserId& user, const User& role) {
+  MutexLock lock(mu_);
+  Stmt q(*db_, "UPDATE users SET role = ? WHERE id = ?");
+  q.bind(1, role_name(role)).bind(2, user);
+  if (Status s = q.run(); !s) return s;
+  if (sqlite3_changes(db_->raw()) == 0) return invalid("no user " + user);
+  // What the old role implied goes: a head-office user has no territories, a manager's team is theirs only.
+  if (!role.partner && role.role == schema::Role::kHeadOffice) {
+    Stmt d(*db_, "DELETE FROM user_territories WHERE user_id = ?");
+    d.bind(1, user);
+    if (Status s = d.run(); !s) return s;
+  }
+  if (role.partner || role.role != schema::Role::kManager) {
+    Stmt d(*db_, "DELETE FROM teams WHERE manager_id = ?");
+    d.bind(1, user);
+    if (Status s = d.run(); !s) return s;
+  }
+  if (role.partner || role.role != schema::Role::kRep) {
+    Stmt d(*db_, "DELETE FROM teams WHERE rep_id = ?");
+    d.bind(1, user);
+    if (Status s = d.run(); !s) return s;
+  }
+  return Status::ok();
+}
+
+Status Directory::set_display_name(const UserId& user, const std::string& display_name) {
+  if (display_name.empty()) return invalid("a display name may not be empty");
+  MutexLock lock(mu_);
+  Stmt q(*db_, "UPDATE users SET display_name = ? WHERE id = ?");
+  q.bind(1, display_name).bind(2, user);
+  if (Status s = q.run(); !s) return s;
+  if (sqlite3_changes(db_->raw()) == 0) return invalid("no user " + user);
+  return Status::ok();
+}
+
+Status Directory::set_disabled(const UserId& user, bool disabled) {
+  MutexLock lock(mu_);
+  Stmt q(*db_, "UPDATE users SET disabled = ? WHERE id = ?");
+  q.bind(1, int64_t{disabled ? 1 : 0}).bind(2, user);
+  if (Status s = q.run(); !s) return s;
+  if (sqlite3_changes(db_->raw()) == 0) return invalid("no user " + user);
+  return Status::ok();
+}
+
+Result<std::vector<std::string>> Directory::user_territories(const UserId& user) {
+  MutexLock lock(mu_);
+  std::vector<std::string> out;
+  Stmt q(*db_, "SELECT territory_id FROM user_territories WHERE user_id = ? ORDER BY territory_id");
+  q.bind(1, user);
+  while (q.step()) out.push_back(q.col_text(0));
+  if (!q.ok()) return q.status();
+  return out;
+}
+
+Status Directory::unassign_territory(const UserId& user, const std::string& territory) {
+  MutexLock lock(mu_);
+  Stmt q(*db_, "DELETE FROM user_territories WHERE user_id = ? AND territory_id = ?");
+  q.bind(1, user).bind(2, territory);
+  return q.run();
+}
+
+Result<std::vector<UserId>> Directory::team(const UserId& manager) {
+  MutexLock lock(mu_);
+  std::vector<UserId> out;
+  Stmt q(*db_, "SELECT rep_id FROM teams WHERE manager_id = ? ORDER BY rep_id");
+  q.bind(1, manager);
+  while (q.step()) out.push_back(q.col_text(0));
+  if (!q.ok()) return q.status();
+  return out;
+}
+
+Status Directory::unassign_team(const UserId& manager, const UserId& rep) {
+  MutexLock lock(mu_);
+  Stmt q(*db_, "DELETE FROM teams WHERE manager_id = ? AND rep_id = ?");
+  q.bind(1, manager).bind(2, rep);
+  return q.run();
+}
+
+Status Directory::audit(const AuditRecord& r) {
+  MutexLock lock(mu_);
+  Stmt q(*db_, "INSERT INTO audit (at_ms, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)");
+  q.bind(1, r.at_ms).bind(2, r.actor).bind(3, r.action).bind(4, r.target).bind(5, r.detail);
+  return q.run();
+}
+
+Result<std::vector<AuditRecord>> Directory::audit_trail(int64_t after_id, size_t limit) {
+  MutexLock lock(mu_);
+  std::vector<AuditRecord> out;
+  Stmt q(*db_, "SELECT id, at_ms, actor, action, target, detail FROM audit WHERE id > ? ORDER BY id LIMIT ?");
+  q.bind(1, after_id).bind(2, static_cast<int64_t>(limit));
   while (q.step())
-    out.push_back(User{q.col_text(0), q.col_text(1),
-                       schema::role_from_string(q.col_text(2)).value_or(schema::Role::kRep)});
+    out.push_back(
+        AuditRecord{q.col_int(0), q.col_int(1), q.col_text(2), q.col_text(3), q.col_text(4), q.col_text(5)});
+  if (!q.ok()) return q.status();
+  return out;
+}
+
+Status Directory::set_resolution(const ConflictResolution& r) {
+  MutexLock lock(mu_);
+  Stmt q(
+      *db_,
+      "INSERT INTO conflict_resolutions (conflict_id, resolved_by, at_ms, action, server_seq) VALUES (?, ?, "
+      "?, ?, ?)");
+  q.bind(1, r.conflict_id)
+      .bind(2, r.resolved_by)
+      .bind(3, r.at_ms)
+      .bind(4, r.action)
+      .bind(5, static_cast<int64_t>(r.server_seq));
+  Status s = q.run();
+  if (!s && (sqlite3_extended_errcode(db_->raw()) & 0xff) == SQLITE_CONSTRAINT)
+    return invalid("conflict " + std::to_string(r.conflict_id) + " is already resolved");
+  return s;
+}
+
+namespace {
+ConflictResolution resolution_row(Stmt& q) {
+  return ConflictResolution{q.col_int(0), q.col_text(1), q.col_int(2), q.col_text(3),
+                            static_cast<uint64_t>(q.col_int(4))};
+}
+}  // namespace
+
+Result<std::optional<ConflictResolution>> Directory::resolution(int64_t conflict_id) {
+  MutexLock lock(mu_);
+  Stmt q(*db_,
+         "SELECT conflict_id, resolved_by, at_ms, action, server_seq FROM conflict_resolutions WHERE "
+         "conflict_id = ?");
+  q.bind(1, conflict_id);
+  if (q.step()) return std::optional<ConflictResolution>(resolution_row(q));
+  if (!q.ok()) return q.status();
+  return std::optional<ConflictResolution>();
+}
+
+Result<std::vector<ConflictResolution>> Directory::resolutions() {
+  MutexLock lock(mu_);
+  std::vector<ConflictResolution> out;
+  Stmt q(*db_, "SELECT conflict_id, resolved_by, at_ms, action, server_seq FROM conflict_resolutions");
+  while (q.step()) out.push_back(resolution_row(q));
+  if (!q.ok()) return q.status();
   return out;
 }
 
@@ -328,9 +511,11 @@ Status Directory::register_device(NodeId node, const UserId& user, int64_t now_m
   if (node < kFirstDeviceNode) return invalid("node ids below 16 are reserved for the server");
   MutexLock lock(mu_);
   {
-    Stmt q(*db_, "SELECT 1 FROM users WHERE id = ?");
+    Stmt q(*db_, "SELECT role FROM users WHERE id = ?");
     q.bind(1, user);
     if (!q.step()) return q.ok() ? invalid("no user " + user) : q.status();
+    if (q.col_text(0) == "partner")
+      return invalid(user + " is a partner: partners sign in with a browser only");
   }
   Stmt q(*db_, "INSERT INTO devices (node, user_id, registered_at_ms) VALUES (?, ?, ?)");
   q.bind(1, static_cast<int64_t>(node)).bind(2, user).bind(3, now_ms);
@@ -399,10 +584,10 @@ Result<std::string> Directory::login(const UserId& user, std::string_view passwo
   bool known = false;
   {
     MutexLock lock(mu_);
-    Stmt q(*db_, "SELECT pw_salt, pw_hash, pw_iterations FROM users WHERE id = ?");
+    Stmt q(*db_, "SELECT pw_salt, pw_hash, pw_iterations, disabled FROM users WHERE id = ?");
     q.bind(1, user);
     if (q.step()) {
-      known = true;
+      known = q.col_int(3) == 0;  // a disabled user costs the same work and fails the same way
       std::span<const uint8_t> s = q.col_blob(0), h = q.col_blob(1);
       salt.assign(s.begin(), s.end());
       hash.assign(h.begin(), h.end());
@@ -451,6 +636,33 @@ Result<Principal> Directory::authenticate(const protocol::Hello& hello, int64_t 
   return principal_locked(user);
 }
 
+Result<User> Directory::check_password(const UserId& user, std::string_view password) {
+  std::vector<uint8_t> salt, hash;
+  uint32_t iterations = options_.pbkdf2_iterations;
+  std::optional<User> found;
+  {
+    MutexLock lock(mu_);
+    Stmt q(*db_,
+           "SELECT pw_salt, pw_hash, pw_iterations, disabled, display_name, role FROM users WHERE id = ?");
+    q.bind(1, user);
+    if (q.step()) {
+      std::span<const uint8_t> s = q.col_blob(0), h = q.col_blob(1);
+      salt.assign(s.begin(), s.end());
+      hash.assign(h.begin(), h.end());
+      iterations = static_cast<uint32_t>(q.col_int(2));
+      found = user_from(user, q.col_text(4), q.col_text(5), q.col_int(3) != 0);
+    } else if (!q.ok()) {
+      return q.status();
+    }
+  }
+  if (!found) salt = std::vector<uint8_t>(kSaltBytes, 0);  // same work as a real check: no user oracle
+  std::vector<uint8_t> computed = hash_password(password, salt, iterations);
+  const bool match = found && hash.size() == computed.size() &&
+                     CRYPTO_memcmp(hash.data(), computed.data(), hash.size()) == 0;
+  if (!match || found->disabled) return auth_failed();
+  return *found;
+}
+
 Result<Principal> Directory::principal(const UserId& user) {
   MutexLock lock(mu_);
   return principal_locked(user);
@@ -460,12 +672,13 @@ Result<Principal> Directory::principal_locked(const UserId& user) {
   Principal p;
   p.user = user;
   {
-    Stmt q(*db_, "SELECT role FROM users WHERE id = ?");
+    Stmt q(*db_, "SELECT role, disabled FROM users WHERE id = ?");
     q.bind(1, user);
     if (!q.step()) return q.ok() ? auth_failed() : q.status();
-    std::optional<schema::Role> role = schema::role_from_string(q.col_text(0));
+    if (q.col_int(1) != 0) return auth_failed();  // disabled: every token and session stops here
+    std::optional<User> role = user_with_role(q.col_text(0));
     if (!role) return Status(ErrorCode::kStorageCorrupt, "user " + user + " has an unknown role");
-    p.role = *role;
+    p.role = role->role;  // a partner writes with a rep's rights within their grants
   }
   if (p.role == schema::Role::kHeadOffice) return p;  // sees everything: can_see never looks at the lists
   std::set<std::string> territories;

@@ -3,11 +3,15 @@
 #include <openssl/crypto.h>
 
 #include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/stream_traits.hpp>
+#include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
 #include <boost/beast/websocket/rfc6455.hpp>
 #include <chrono>
+#include <cstdio>
 
 namespace fieldsync::server {
 
@@ -130,7 +134,9 @@ bool HttpSession::operator_allowed() const {
 
 void HttpSession::respond(http::status status, std::string_view content_type, std::string body,
                           Headers extra) {
-  if (state_ == State::kClosed || state_ == State::kUpgraded || state_ == State::kResponding) return;
+  if (state_ == State::kClosed || state_ == State::kUpgraded || state_ == State::kResponding ||
+      state_ == State::kStreaming)
+    return;
   state_ = State::kResponding;
   auto res = std::make_shared<http::response<http::string_body>>(status, version_);
   res->set(http::field::server, "fieldsync-server");
@@ -148,10 +154,69 @@ void HttpSession::respond(http::status status, std::string_view content_type, st
   });
 }
 
+void HttpSession::respond_stream(http::status status, std::string_view content_type, Headers extra,
+                                 ChunkSource next) {
+  if (state_ != State::kHandling) return;
+  state_ = State::kStreaming;
+  auto res = std::make_shared<http::response<http::empty_body>>(status, version_);
+  res->set(http::field::server, "fieldsync-server");
+  res->set(http::field::content_type, content_type);
+  res->set(http::field::cache_control, "no-store");
+  for (auto& [field, value] : extra) res->set(field, value);
+  res->keep_alive(false);
+  res->chunked(true);
+  auto sr = std::make_shared<http::response_serializer<http::empty_body>>(*res);
+  beast::get_lowest_layer(tls_).expires_after(
+      std::chrono::milliseconds(impl_.options.ws_handshake_timeout_ms));
+  http::async_write_header(
+      tls_, *sr,
+      [self = shared_from_this(), res, sr, next = std::make_shared<ChunkSource>(std::move(next))](
+          boost::system::error_code ec, size_t) mutable {
+        if (ec) return self->fail("stream_header", ec);
+        self->stream_next(std::move(next));
+      });
+}
+
+void HttpSession::stream_next(std::shared_ptr<ChunkSource> next) {
+  if (state_ != State::kStreaming) return;
+  (*next)([self = shared_from_this(), next](std::optional<std::string> chunk) mutable {
+    Strand strand = self->strand_;
+    asio::post(strand, [self = std::move(self), next = std::move(next), chunk = std::move(chunk)]() mutable {
+      self->stream_chunk(std::move(next), std::move(chunk));
+    });
+  });
+}
+
+void HttpSession::stream_chunk(std::shared_ptr<ChunkSource> next, std::optional<std::string> chunk) {
+  if (state_ != State::kStreaming) return;
+  if (chunk && chunk->empty()) return stream_next(std::move(next));
+  // Chunked framing (RFC 9112 7.1) written by hand into one buffer: one TLS write per chunk.
+  auto wire = std::make_shared<std::string>();
+  if (chunk) {
+    char size[24];
+    const int n = std::snprintf(size, sizeof size, "%zx\r\n", chunk->size());
+    wire->reserve(chunk->size() + static_cast<size_t>(n) + 2);
+    wire->append(size, static_cast<size_t>(n)).append(*chunk).append("\r\n");
+  } else {
+    *wire = "0\r\n\r\n";
+  }
+  const bool last = !chunk;
+  beast::get_lowest_layer(tls_).expires_after(
+      std::chrono::milliseconds(impl_.options.ws_handshake_timeout_ms));
+  asio::async_write(tls_, asio::buffer(*wire),
+                    [self = shared_from_this(), wire, next = std::move(next), last](
+                        boost::system::error_code ec, size_t) mutable {
+                      if (ec) return self->fail("stream_write", ec);
+                      if (!last) return self->stream_next(std::move(next));
+                      self->state_ = State::kClosed;
+                      beast::get_lowest_layer(self->tls_).close();
+                    });
+}
+
 void HttpSession::after(int64_t delay_ms, std::function<void()> fn) {
   timer_.expires_after(std::chrono::milliseconds(delay_ms));
   timer_.async_wait([self = shared_from_this(), fn = std::move(fn)](boost::system::error_code) {
-    if (self->state_ == State::kHandling) fn();
+    if (self->open()) fn();
   });
 }
 

@@ -45,7 +45,18 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
   // For handlers (on the strand). One plain answer, then the connection closes.
   void respond(boost::beast::http::status status, std::string_view content_type, std::string body,
                Headers extra = {});
-  // Runs `fn` on the strand after `delay_ms` (a late answer).
+  // A streamed answer (CSV exports, Server-Sent Events): the header with `Transfer-Encoding: chunked`, then
+  // the chunks `next` produces, one at a time. `next` is asked for the next chunk only once the previous one
+  // is written (backpressure: a reader that does not read holds the producer, never a growing buffer here);
+  // it answers by calling its argument exactly once, from any thread, with the chunk (empty: nothing to
+  // write, ask again), or nullopt for the end. A failed write or a drain closes the connection and `next` is
+  // not asked again. Each write has the request timeout.
+  using ChunkSink = std::function<void(std::optional<std::string> chunk)>;
+  using ChunkSource = std::function<void(ChunkSink deliver)>;
+  void respond_stream(boost::beast::http::status status, std::string_view content_type, Headers extra,
+                      ChunkSource next);
+  bool open() const { return state_ == State::kHandling || state_ == State::kStreaming; }
+  // Runs `fn` on the strand after `delay_ms` (a late answer, a wait between streamed chunks).
   void after(int64_t delay_ms, std::function<void()> fn);
   // Hands the connection to a WebSocket session for the sync protocol (GET /sync with an upgrade).
   void upgrade(HttpRequest& req);
@@ -63,6 +74,7 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
     kReadingBody,
     kHandling,
     kResponding,
+    kStreaming,
     kUpgraded,
     kClosed
   };
@@ -72,6 +84,8 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
   void on_body(boost::system::error_code ec);
   void dispatch();
   bool operator_allowed() const;
+  void stream_next(std::shared_ptr<ChunkSource> next);
+  void stream_chunk(std::shared_ptr<ChunkSource> next, std::optional<std::string> chunk);
   void fail(const char* stage, boost::system::error_code ec);
 
   NetServer::Impl& impl_;

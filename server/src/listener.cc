@@ -86,7 +86,8 @@ void LoginThrottle::succeeded(const std::string& address, int64_t began_ms) {
 }
 
 NetServer::Impl::Impl(CentralStore& store, Authenticator& auth, NetServerOptions o)
-    : options(std::move(o)),
+    : store(store),
+      options(std::move(o)),
       service(
           store, auth,
           [this] {
@@ -227,7 +228,8 @@ Result<uint16_t> NetServer::start() {
     m.schedule_sweep();
   });
   m.started = true;
-  if (m.options.login) m.login_pool.emplace(limits::kLoginThreads);
+  if (m.options.login || m.options.directory) m.login_pool.emplace(limits::kLoginThreads);
+  if (m.options.directory) m.api_pool.emplace(limits::kApiThreads);
   for (int i = 0; i < n; ++i) m.threads.emplace_back([&m] { m.ioc.run(); });
   m.log("event=listening address=" + m.options.address + " port=" + std::to_string(port) +
         " threads=" + std::to_string(n));
@@ -263,6 +265,7 @@ void NetServer::stop() {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   if (m.login_pool) m.login_pool->join();  // logins in flight finish; their answers go nowhere
+  if (m.api_pool) m.api_pool->join();      // so do API requests
   m.io_stopped = true;
   m.ioc.stop();
   for (std::thread& t : m.threads) t.join();

@@ -75,7 +75,8 @@ flags given on the command line override the file):
   --help                    this text
 
 Endpoints (one TLS port): GET /sync (WebSocket, the sync protocol), POST /login ({"user", "password",
-"node"} -> {"token", "expires_at_ms"}), GET /metrics (Prometheus text), GET /healthz.
+"node"} -> {"token", "expires_at_ms"}), GET /metrics (Prometheus text), GET /healthz, and the head-office
+HTTPS JSON API under /api/v1/ (docs/API.md; not with --dev-tokens).
 
 Authentication: devices present signed tokens issued by the directory (DIR/directory.db: users, devices,
 tokens; managed with fieldsync-admin), from POST /login or `fieldsync-admin login`, unless --dev-tokens. With
@@ -223,6 +224,9 @@ int main(int argc, char** argv) {
       std::cout << "fieldsync-server: DEVELOPMENT MODE: created head-office user 'admin' with password "
                 << password << " (also in " << data_dir << "/dev-admin-password)\n";
     }
+    // The head-office API (/api/v1/, docs/API.md) reads the central store through connections of its own.
+    o.directory = directory;
+    o.store_path = data_dir + "/" + std::string(fs::kCentralStoreFileName);
     o.login = [directory](const std::string& user, const std::string& password, fieldsync::NodeId node,
                           int64_t now_ms) -> Result<fs::LoginGrant> {
       Result<std::string> token = directory->login(user, password, node, now_ms);

@@ -3,6 +3,7 @@
 //   listener.cc      NetServer: TLS context, acceptor, io threads, the session registry, drain (stop()).
 //   http_session.cc  HttpSession: TLS handshake, reads one request, dispatches it through the RouteTable.
 //   routes.cc        RouteTable and the routes: POST /login, GET /metrics, GET /healthz, GET /sync (upgrade).
+//   api*.cc          the head-office API under /api/v1/ (api.h): web sessions, reads, writes, feed.
 //   ws_session.cc    WsSession: the WebSocket on /sync, its bounded write queue, rate limit, close.
 // Only ws_session.cc instantiates Beast's WebSocket templates and only http_session.cc its HTTP reads and
 // writes; both run over fieldsync::net::TlsStream, whose TLS machinery is compiled once (DESIGN.md §13).
@@ -82,6 +83,8 @@ class LoginThrottle {
   std::map<std::string, std::deque<int64_t>> failures_ GUARDED_BY(mu_);
 };
 
+struct ApiState;  // api.cc
+
 struct NetServer::Impl {
   Impl(CentralStore& store, Authenticator& auth, NetServerOptions o);
 
@@ -92,6 +95,7 @@ struct NetServer::Impl {
   void on_accept(Strand strand, boost::system::error_code ec, tcp::socket socket);
   std::vector<std::shared_ptr<Connection>> connections();
 
+  CentralStore& store;
   NetServerOptions options;
   Metrics metrics;
   Mutex log_mu;  // one log line at a time
@@ -114,6 +118,11 @@ struct NetServer::Impl {
   LoginThrottle login_throttle;
   std::atomic<size_t> logins_queued{0};
   std::optional<asio::thread_pool> login_pool;
+
+  // The head-office API (options.directory set): its state, and the threads its store work runs on.
+  std::shared_ptr<ApiState> api;
+  std::atomic<size_t> api_queued{0};
+  std::optional<asio::thread_pool> api_pool;
 
   // Declared last: destroyed first, so handlers it still holds (and the sessions they own) are destroyed
   // while the service and the registry are alive.

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdlib>
 
+#include "api.h"
 #include "api_static.h"
 #include "http_session.h"
 #include "login_body.h"
@@ -149,6 +150,7 @@ void add_routes(NetServer::Impl& impl, RouteTable& routes) {
                 session->respond(http::status::ok, "text/plain; version=0.0.4",
                                  session->server().metrics.render());
               }});
+  if (impl.options.directory) add_api_routes(impl, routes);
   routes.add({http::verb::get, "/healthz", RouteAuth::kPublic, 0, "", "/healthz",
               [](const std::shared_ptr<HttpSession>& session, HttpRequest&) {
                 if (session->server().stopping)

@@ -1,5 +1,6 @@
 #include "fieldsync/server/sync_service.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <iostream>
 #include <utility>
@@ -171,6 +172,10 @@ void SyncService::release(std::vector<Held>& batch) {
       }
       log(h.log_line);
     }
+    if (h.on_durable) {
+      h.on_durable();
+      continue;
+    }
     sink_(std::move(h.out));
   }
   batch.clear();
@@ -243,10 +248,24 @@ bool SyncService::frame(SessionId session, std::span<const uint8_t> bytes, int64
     MutexLock lock(mu_);
     const protocol::PushTxns* push = nullptr;
     if (m) {
+      SessionInfo& info = info_[session];
       if (const auto* hello = std::get_if<protocol::Hello>(&m.value())) {
-        info_[session].node = hello->node;
+        info.node = hello->node;
+        info.connected_at_ms = now_ms;
       } else if ((push = std::get_if<protocol::PushTxns>(&m.value()))) {
         count(Counter::kPushes);
+      }
+      if (info.node != 0) {
+        LiveDevice& a = activity_[info.node];
+        a.node = info.node;
+        a.session = session;
+        if (std::holds_alternative<protocol::Hello>(m.value())) {
+          a.connected_at_ms = now_ms;
+        } else if (push != nullptr) {
+          a.last_push_ms = now_ms;
+        } else {
+          a.last_pull_ms = now_ms;
+        }
       }
       solicited = server_.on_message(session, m.value(), now_ms);
       if (const auto* hello = std::get_if<protocol::Hello>(&m.value()); hello && token_expiry_) {
@@ -332,6 +351,106 @@ void SyncService::set_backlogged(SessionId session, bool backlogged) {
     flush_locked(session, nullptr, Clock::now());
   }
   if (!backlogged) continue_bootstrap(session, wall_ms());  // pages that waited for the queue to drain
+}
+
+void SyncService::write(NodeId node, const Principal& who, std::vector<Change> changes, int64_t now_ms,
+                        WriteDone done) {
+  std::optional<Result<protocol::TxnResult>> answer;
+  {
+    MutexLock lock(mu_);
+    auto outcome = [&]() -> Result<protocol::TxnResult> {
+      mu_.assert_held();
+      Result<NodeState> state = store_.node_state(node);
+      if (!state) return state.status();
+      Result<Hlc> persisted = store_.clock();
+      if (!persisted) return persisted.status();
+      HybridClock clock(std::max(*persisted, server_.hlc()));
+      std::map<RecordKey, std::optional<RecordState>> current;
+      for (Change& c : changes) {
+        c.version = Version{clock.tick(now_ms), node};
+        if (c.op != ChangeOp::kSet) continue;
+        const RecordKey key{c.entity, c.record};
+        auto it = current.find(key);
+        if (it == current.end()) {
+          Result<std::optional<RecordState>> stored = store_.load(c.entity, c.record);
+          if (!stored) return stored.status();
+          it = current.emplace(key, std::move(stored.value())).first;
+        }
+        if (it->second)
+          if (const FieldState* f = it->second->field(c.field)) c.base = f->version;
+      }
+      ClientTxn txn;
+      txn.node = node;
+      txn.node_seq = state->last_node_seq + 1;
+      txn.created_at_ms = now_ms;
+      txn.changes = std::move(changes);
+      return server_.apply_local(txn, who, now_ms);
+    };
+    Result<protocol::TxnResult> r = outcome();
+    if (r && r->outcome == protocol::TxnOutcome::kApplied) {
+      count(Counter::kTxns, 1, "applied");
+    } else if (r && r->outcome == protocol::TxnOutcome::kRejected) {
+      count(Counter::kTxns, 1, "rejected");
+      count(Counter::kRejections, 1, to_string(r->reason));
+    }
+    if (r) {
+      for (const ConflictRecord& c : r->conflicts) count(Counter::kConflicts, 1, to_string(c.kind));
+    }
+    flush_locked(0, nullptr, Clock::now());  // live batches (without group commit: now)
+    if (!group_commit_ || !r) {
+      answer = std::move(r);
+    } else {
+      // Answered behind every frame the commit produced, after the flush that makes it durable.
+      Held h;
+      h.on_durable = [done, r = std::move(r)]() mutable { done(std::move(r)); };
+      emit_locked(std::move(h));
+      if (server_.fan_out_pending()) held_cv_.notify_one();
+    }
+  }
+  if (answer) done(std::move(*answer));
+}
+
+void SyncService::cut_user(const UserId& user, ErrorCode code, const std::string& message) {
+  MutexLock lock(mu_);
+  std::vector<SessionId> sessions;
+  for (const auto& [id, info] : info_)
+    if (info.user == user) sessions.push_back(id);
+  for (SessionId id : sessions) server_.on_bad_frame(id, Status(code, message));
+  flush_locked(0, nullptr, Clock::now());
+}
+
+void SyncService::cut_node(NodeId node, ErrorCode code, const std::string& message) {
+  MutexLock lock(mu_);
+  std::vector<SessionId> sessions;
+  for (const auto& [id, info] : info_)
+    if (info.node == node && !info.user.empty()) sessions.push_back(id);
+  for (SessionId id : sessions) server_.on_bad_frame(id, Status(code, message));
+  flush_locked(0, nullptr, Clock::now());
+}
+
+std::vector<SyncService::LiveDevice> SyncService::live_devices() const {
+  MutexLock lock(mu_);
+  std::vector<LiveDevice> out;
+  for (const auto& [id, info] : info_) {
+    if (info.user.empty()) continue;  // not past the handshake
+    LiveDevice d;
+    d.session = id;
+    d.user = info.user;
+    d.node = info.node;
+    d.protocol_version = info.protocol_version;
+    d.connected_at_ms = info.connected_at_ms;
+    if (auto it = activity_.find(info.node); it != activity_.end()) {
+      d.last_push_ms = it->second.last_push_ms;
+      d.last_pull_ms = it->second.last_pull_ms;
+    }
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
+std::map<NodeId, SyncService::LiveDevice> SyncService::device_activity() const {
+  MutexLock lock(mu_);
+  return activity_;
 }
 
 size_t SyncService::session_count() const {

@@ -2,14 +2,21 @@
 //
 // Stored in its own SQLite file (`directory.db` in the server's data directory, created mode 0600 because it
 // holds password hashes and the token signing key):
-//   users            id PRIMARY KEY, display_name, role ("rep", "manager", "head_office"), pw_salt (16 random
-//                    bytes), pw_hash (32 bytes of PBKDF2-HMAC-SHA256), pw_iterations, created_at_ms
+//   users            id PRIMARY KEY, display_name, role ("rep", "manager", "head_office", "partner"), pw_salt
+//                    (16 random bytes), pw_hash (32 bytes of PBKDF2-HMAC-SHA256), pw_iterations,
+//                    created_at_ms, disabled (0/1, added in place to older files)
 //   territories      id PRIMARY KEY, name
-//   user_territories (user_id, territory_id): a rep's territories, or a manager's own
+//   user_territories (user_id, territory_id): a rep's territories, a manager's own, or a partner's grants
 //   teams            (manager_id, rep_id): a manager's reps; the manager sees their territories and calendars
 //   devices          node PRIMARY KEY (unique across users), user_id, registered_at_ms, revoked,
-//   revoked_at_ms secrets          name PRIMARY KEY, value: the token signing key, 32 random bytes made on
-//   first use
+//                    revoked_at_ms
+//   secrets          name PRIMARY KEY, value: the token signing key, 32 random bytes made on first use
+//   audit            id INTEGER PRIMARY KEY, at_ms, actor, action, target, detail: who changed people and
+//                    devices, when, what (the head-office API writes it; fieldsync-admin's own commands do
+//                    not)
+//   conflict_resolutions  conflict_id PRIMARY KEY, resolved_by, at_ms, action, server_seq: the conflict
+//   inbox's
+//                    "resolved" marks (the conflict log itself lives in the central store)
 //
 // Tokens: base64url (no padding) of  version(1) | expiry_ms(8, big-endian) | node(8) | user_len(1) | user |
 // HMAC-SHA256(key, everything before it)(32). They bind a user to one registered device until expiry.
@@ -41,6 +48,34 @@ struct User {
   UserId id;
   std::string display_name;
   schema::Role role = schema::Role::kRep;
+  // A partner (a dealer or distributor) signs in with a browser only: no device may be registered to them.
+  // Their writes are judged by the sync rules as a rep's (role stays kRep) within the territories granted to
+  // them (user_territories); the head-office API narrows what they may read and write further.
+  bool partner = false;
+  bool disabled = false;  // no login, no device token, no web session
+};
+
+// The role name the API and the directory file use: "rep", "manager", "head_office" or "partner".
+std::string_view role_name(const User& user);
+// The inverse; nullopt for anything else.
+std::optional<User> user_with_role(std::string_view role);
+
+// One line of the people-and-devices audit trail.
+struct AuditRecord {
+  int64_t id = 0;
+  int64_t at_ms = 0;
+  UserId actor;
+  std::string action;  // "user.create", "user.disable", "device.revoke", ...
+  std::string target;
+  std::string detail;  // JSON text or empty
+};
+
+struct ConflictResolution {
+  int64_t conflict_id = 0;
+  UserId resolved_by;
+  int64_t at_ms = 0;
+  std::string action;       // "accept" or "restore"
+  uint64_t server_seq = 0;  // restore: the log entry of the new change; 0 for accept
 };
 
 struct Territory {
@@ -83,17 +118,39 @@ class Directory final : public Authenticator {
   Status set_password(const UserId& user, std::string_view password);
   Result<User> user(const UserId& id);
   std::vector<User> users();
+  // Head-office API. Errors: kInvalidArgument (no such user, a change the role does not allow), storage.
+  Status set_role(const UserId& user, const User& role);  // role and partner of `role` are taken
+  Status set_display_name(const UserId& user, const std::string& display_name);
+  // A disabled user's logins, device tokens and web sessions fail at once (authenticate checks it on every
+  // handshake; the server cuts their live sessions when the API disables them).
+  Status set_disabled(const UserId& user, bool disabled);
+  Result<std::vector<std::string>> user_territories(const UserId& user);
+  Status unassign_territory(const UserId& user, const std::string& territory);
+  Result<std::vector<UserId>> team(const UserId& manager);
+  Status unassign_team(const UserId& manager, const UserId& rep);
+  // The password check of a web sign-in (no device): the user if it matches and the user is enabled. Every
+  // failure is kAuthFailed and costs the same hashing time. Runs the KDF outside the lock.
+  Result<User> check_password(const UserId& user, std::string_view password);
+
+  // The audit trail, oldest first after `after_id`, at most `limit`.
+  Status audit(const AuditRecord& record);
+  Result<std::vector<AuditRecord>> audit_trail(int64_t after_id, size_t limit);
+
+  Status set_resolution(const ConflictResolution& r);  // kInvalidArgument when already resolved
+  Result<std::optional<ConflictResolution>> resolution(int64_t conflict_id);
+  Result<std::vector<ConflictResolution>> resolutions();
 
   Status add_territory(const Territory& territory);
   std::vector<Territory> territories();
-  // A rep's (or a manager's own) territory. Errors: kInvalidArgument for an unknown user or territory, or a
-  // head-office user (who sees everything anyway).
+  // A rep's (or a manager's own) territory, or a partner's grant. Errors: kInvalidArgument for an unknown
+  // user or territory, or a head-office user (who sees everything anyway).
   Status assign_territory(const UserId& user, const std::string& territory);
   // A rep in a manager's team. Errors: kInvalidArgument unless `manager` is a manager and `rep` a rep.
   Status assign_team(const UserId& manager, const UserId& rep);
 
-  // Devices. Node ids are unique: registering one that exists fails with kInvalidArgument (a device moving to
-  // another user is revoked and registers a new node id, so no old token can come back to life).
+  // Devices (never for a partner). Node ids are unique: registering one that exists fails with
+  // kInvalidArgument (a device moving to another user is revoked and registers a new node id, so no old token
+  // can come back to life).
   Status register_device(NodeId node, const UserId& user, int64_t now_ms);
   Status revoke_device(NodeId node, int64_t now_ms);
   Result<Device> device(NodeId node);

@@ -83,6 +83,33 @@ inline constexpr size_t kMaxLoginsQueued = 64;
 // A login request body ({"user","password","node"}) is tiny; anything bigger is refused.
 inline constexpr size_t kMaxHttpBodyBytes = 4096;
 
+// --- Head-office API (/api/v1/)
+// Store reads and writes of the API run on their own threads (the KDF of a web sign-in on the login
+// threads), never on io threads; at most this many requests wait, more get 503 with Retry-After.
+inline constexpr int kApiThreads = 2;
+inline constexpr size_t kMaxApiQueued = 256;
+// A JSON request body: the biggest legitimate one is a bulk reassignment of a few thousand account ids.
+inline constexpr size_t kMaxApiBodyBytes = 256 * 1024;
+// Web sessions: a working day at most, and half an hour without a request ends one. In memory: a server
+// restart signs everyone out.
+inline constexpr int64_t kWebSessionTtlMs = 8LL * 60 * 60 * 1000;
+inline constexpr int64_t kWebSessionIdleMs = 30LL * 60 * 1000;
+inline constexpr size_t kMaxWebSessions = 10'000;  // past it the oldest session goes
+// Lists: one page of at most this many items (default kApiDefaultPage).
+inline constexpr size_t kApiMaxPage = 500;
+inline constexpr size_t kApiDefaultPage = 50;
+// A record's history reads its scope's part of the log in steps of this many changes, up to kApiMaxHistory
+// entries for the record.
+inline constexpr size_t kApiHistoryStep = 4000;
+inline constexpr size_t kApiMaxHistory = 2000;
+// Server-Sent Events: the log is polled this often while nothing is new, and a comment line keeps proxies
+// from closing an idle stream.
+inline constexpr int64_t kSsePollMs = 200;
+inline constexpr int64_t kSseKeepAliveMs = 15'000;
+// A bulk reassignment or handover is split into transactions of at most this many changes (the protocol's
+// per-transaction cap is 2,000).
+inline constexpr size_t kApiChangesPerTxn = 1000;
+
 // --- Threads
 // io threads when --threads is not given: one per core is what an Asio pool wants; the store serialises
 // commits.

@@ -40,6 +40,8 @@ struct LoginGrant {
 using LoginHandler = std::function<Result<LoginGrant>(const std::string& user, const std::string& password,
                                                       NodeId node, int64_t now_ms)>;
 
+class Directory;
+
 struct NetServerOptions {
   std::string address = "0.0.0.0";  // IPv4 or IPv6 literal to listen on
   uint16_t port = 8443;             // 0: an ephemeral port (tests); start() returns the one bound
@@ -65,6 +67,13 @@ struct NetServerOptions {
   std::string metrics_token;
   int64_t auth_failure_delay_ms = limits::kAuthFailureDelayMs;
   int64_t login_failure_delay_ms = limits::kLoginFailureDelayMs;
+  // The head-office API under /api/v1/ (docs/API.md): web sessions, the directory's users and devices, reads
+  // of the central store at `store_path` (its own read-only SQLite connections) and writes through the
+  // service like a device's. Null: no API (404).
+  Directory* directory = nullptr;
+  std::string store_path;
+  int64_t web_session_ttl_ms = limits::kWebSessionTtlMs;
+  int64_t web_session_idle_ms = limits::kWebSessionIdleMs;
   // Group commit only: a store sync() failed. Default: log and abort (SyncService::Options::on_fatal).
   std::function<void(const Status&)> on_fatal;
 };

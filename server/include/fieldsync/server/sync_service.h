@@ -77,6 +77,34 @@ class SyncService {
   // The transport's write queue for `session` backed up or drained (SyncServer::set_backlogged).
   void set_backlogged(SessionId session, bool backlogged);
 
+  // A write of the head-office API, applied exactly like a device's push (SyncServer::apply_local: the same
+  // rules, log, conflict detection and live fan-out) as `who` from node `node`, which the API owns alone: its
+  // next node_seq is read under the service's lock, versions are stamped from the server's clock, and each
+  // set's base is the field's current version (the web user saw what the page showed). `done` is called
+  // once, from whichever thread makes the commit durable (group commit: the flusher after its sync(); else
+  // at once): the result, or the store's failure (nothing applied).
+  using WriteDone = std::function<void(Result<protocol::TxnResult>)>;
+  void write(NodeId node, const Principal& who, std::vector<Change> changes, int64_t now_ms, WriteDone done);
+  // Closes every live sync session of `user` (disabled) or of device `node` (revoked) at once with an Error
+  // of `code` (kAuthFailed, kDeviceRevoked), so a disabled user or a revoked phone stops syncing now, not at
+  // its next handshake.
+  void cut_user(const UserId& user, ErrorCode code, const std::string& message);
+  void cut_node(NodeId node, ErrorCode code, const std::string& message);
+
+  // What the sync state machine knows of each live device session, for the API's sync health.
+  struct LiveDevice {
+    SessionId session = 0;
+    UserId user;
+    NodeId node = 0;
+    uint32_t protocol_version = 1;
+    int64_t connected_at_ms = 0;
+    int64_t last_push_ms = 0;
+    int64_t last_pull_ms = 0;  // any frame but a push after the handshake
+  };
+  std::vector<LiveDevice> live_devices() const;
+  // Per node, since the server started: last connection, push and pull times (kept after disconnects).
+  std::map<NodeId, LiveDevice> device_activity() const;
+
   size_t session_count() const;  // sessions known to the sync state machine
   bool group_commit() const { return group_commit_; }
 
@@ -101,7 +129,8 @@ class SyncService {
     std::optional<protocol::Message> message;
     uint32_t protocol_version = 1;                   // the session's, for encoding `message`
     std::optional<Clock::time_point> push_received;  // a PushAck: when its push arrived
-    std::string log_line;  // a PushAck: its log line, durable_ms appended at release
+    std::string log_line;              // a PushAck: its log line, durable_ms appended at release
+    std::function<void()> on_durable;  // an API write: answered once released (nothing sent to a session)
   };
   struct SessionInfo {
     UserId user;
@@ -109,6 +138,7 @@ class SyncService {
     // The session's protocol version, as its Welcome said (frames before it are handshake frames, which
     // are the v1 form at any version); every frame after the Welcome is encoded for it.
     uint32_t protocol_version = 1;
+    int64_t connected_at_ms = 0;
   };
 
   // Encodes what SyncServer produced for an event of session `from` and releases it (or queues it for the
@@ -136,6 +166,7 @@ class SyncService {
   TokenExpiry token_expiry_ GUARDED_BY(mu_);
   std::map<SessionId, int64_t> expiry_ms_ GUARDED_BY(mu_);  // sessions whose token expires
   std::map<SessionId, SessionInfo> info_ GUARDED_BY(mu_);   // who each session is, for logs
+  std::map<NodeId, LiveDevice> activity_ GUARDED_BY(mu_);   // per node: last connection, push, pull
   std::vector<Held> held_ GUARDED_BY(mu_);                  // group commit, waiting for the next sync()
   bool stopping_ GUARDED_BY(mu_) = false;
   std::condition_variable held_cv_;  // held_ gained frames, or stopping_

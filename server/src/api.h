@@ -1,0 +1,94 @@
+// The head-office API under /api/v1/ (docs/API.md; DESIGN.md "Head office"). Internal to server/src.
+//
+//   api.cc           web sessions (cookie or bearer), CSRF and Origin checks, roles, the worker pool every
+//                    handler's store work runs on, errors; people, devices, audit, sync health.
+//   api_entities.cc  reads derived from the entity model (list, one record with children, history), writes
+//                    through SyncService::write like a device's push, order actions, reassignment, handover,
+//                    the conflict inbox and the change feed (paged and Server-Sent Events).
+#pragma once
+
+#include <boost/beast/http/status.hpp>
+#include <boost/json/value.hpp>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "http_session.h"
+
+namespace fieldsync::server {
+
+class Directory;
+struct User;
+
+// An error answer: `{"code", "message", "field"}` with an HTTP status.
+struct ApiError {
+  boost::beast::http::status status = boost::beast::http::status::bad_request;
+  std::string code;
+  std::string message;
+  std::string field;  // empty: null
+};
+
+// A JSON answer.
+struct ApiReply {
+  boost::beast::http::status status = boost::beast::http::status::ok;
+  boost::json::value body;
+  HttpSession::Headers headers;
+};
+
+using ApiResult = std::variant<ApiReply, ApiError>;
+
+// The caller of one request, once its session checked out (on a worker thread).
+struct Caller {
+  UserId user;
+  std::string role;  // "head_office", "manager", "rep", "partner"
+  Principal principal;
+  bool partner() const { return role == "partner"; }
+  bool head_office() const { return role == "head_office"; }
+  bool manager_or_above() const { return role == "head_office" || role == "manager"; }
+};
+
+// What a handler gets: the request (body parsed when it had one), the caller and the server.
+struct ApiRequest {
+  NetServer::Impl* impl = nullptr;
+  std::shared_ptr<HttpSession> session;
+  boost::beast::http::verb method = boost::beast::http::verb::get;
+  std::map<std::string, std::string> params;  // the path's {name} segments
+  std::map<std::string, std::string> query;   // decoded query string (each name once)
+  std::optional<boost::json::value> body;
+  Caller caller;
+  std::string session_key;  // the web session the request came with (logout)
+};
+
+using ApiHandler = std::function<ApiResult(ApiRequest&)>;
+
+ApiError api_error(boost::beast::http::status status, std::string code, std::string message,
+                   std::string field = {});
+// A sync-rule rejection (or a store failure) as an API error: the status and the field named in the message.
+ApiError api_error_from(const Status& status);
+
+// Registers an authenticated route: `method pattern` on the API's worker threads, for callers whose role is
+// in `roles` (others: 403 forbidden). Body routes take JSON up to limits::kMaxApiBodyBytes.
+void add_api_route(NetServer::Impl& impl, RouteTable& routes, boost::beast::http::verb method,
+                   const std::string& pattern, std::vector<std::string> roles, ApiHandler handler);
+// A streamed route (SSE): `start` runs on a worker thread after authentication and starts the stream itself.
+void add_api_stream_route(NetServer::Impl& impl, RouteTable& routes, const std::string& pattern,
+                          std::vector<std::string> roles,
+                          std::function<std::optional<ApiError>(ApiRequest&)> start);
+
+// Posts `fn` to the API's worker threads (counted against limits::kMaxApiQueued by the caller of the route).
+void api_post(NetServer::Impl& impl, std::function<void()> fn);
+
+void add_api_routes(NetServer::Impl& impl, RouteTable& routes);
+void add_entity_routes(NetServer::Impl& impl, RouteTable& routes);  // api_entities.cc
+
+// Web-session revocation for a disabled user (api.cc).
+void api_revoke_sessions(NetServer::Impl& impl, const UserId& user);
+
+// Helpers shared by both files.
+std::optional<int64_t> parse_int(const std::string& text);
+Result<std::vector<std::string>> string_list(const boost::json::value& v, const std::string& field);
+
+}  // namespace fieldsync::server
