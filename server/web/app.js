@@ -421,8 +421,11 @@ async function showRecord(rec, live) {
     what = (f.status ? String(f.status).replace(/^./, (x) => x.toUpperCase()) : 'Order') + ' at ';
     when = rec.at_ms;
   }
+  // Who made this change: the rep for their visits and orders, or head office approving an order.
+  const by = rec.user || f.rep_id || '?';
   const detail = el('span', { class: 'detail' }, what, nameCell('account', f.account_id),
-    f.outcome ? ' · ' + String(f.outcome).replace('_', ' ') : '', ' · by ' + (f.rep_id || rec.user || '?'));
+    f.outcome ? ' · ' + String(f.outcome).replace('_', ' ') : '',
+    rec.entity === 'order' && f.rep_id && f.rep_id !== by ? ' · ' + f.rep_id + "'s order" : '', ' · by ' + by);
   addFeed(rec.entity, rec.entity + '/' + rec.id, title, detail, when, live);
 }
 
