@@ -688,10 +688,11 @@ ApiResult approve_order(ApiRequest& r) {
   stamp.role = schema::Role::kHeadOffice;
   using namespace schema::fields;
   const int64_t now = wall_ms();
+  // The stamps before the status: once the status says approved, the order is locked.
   std::vector<Change> changes = {
-      make(ChangeOp::kSet, EntityId::kOrder, order->id, kOrderStatus, Value::text("approved")),
       make(ChangeOp::kSet, EntityId::kOrder, order->id, kOrderApprovedBy, Value::text(r.caller.user)),
-      make(ChangeOp::kSet, EntityId::kOrder, order->id, kOrderApprovedAt, Value::integer(now))};
+      make(ChangeOp::kSet, EntityId::kOrder, order->id, kOrderApprovedAt, Value::integer(now)),
+      make(ChangeOp::kSet, EntityId::kOrder, order->id, kOrderStatus, Value::text("approved"))};
   json::object out;
   out["id"] = order->id.to_string();
   out["status"] = "approved";
@@ -1139,11 +1140,8 @@ ApiResult scheduling_conflicts(ApiRequest& r) {
   }
   Result<std::unique_ptr<Db>> db = open_reader(*r.impl);
   if (!db) return api_error_from(db.status());
-  std::string sql = "SELECT id, blob FROM _conflicts WHERE kind = 'scheduling'";
-  if (rep) sql += " AND (winner_user = ? OR loser_user = ?)";
-  sql += " ORDER BY id LIMIT 5000";
-  Stmt q(**db, sql);
-  if (rep) q.bind(1, *rep).bind(2, *rep);
+  // The rep is the events' owner, not necessarily who booked them (a manager books for the team).
+  Stmt q(**db, "SELECT id, blob FROM _conflicts WHERE kind = 'scheduling' ORDER BY id LIMIT 5000");
   std::map<std::pair<std::string, int64_t>, json::array> groups;
   while (q.step()) {
     Result<ConflictRecord> c = codec::decode_conflict(q.col_blob(1));
@@ -1154,6 +1152,7 @@ ApiResult scheduling_conflicts(ApiRequest& r) {
     const Value& start = ev->get(schema::fields::kEventStart);
     const Value& owner = ev->get(schema::fields::kEventOwner);
     if (start.kind() != Value::Kind::kInt || owner.kind() != Value::Kind::kText) continue;
+    if (rep && owner.as_text() != *rep) continue;
     const int64_t day = start.as_int() - ((start.as_int() % 86'400'000) + 86'400'000) % 86'400'000;
     groups[{owner.as_text(), day}].push_back(conflict_json(q.col_int(0), *c, std::nullopt));
   }

@@ -1,0 +1,1088 @@
+// The head-office API (/api/v1/, docs/API.md) over real HTTPS on loopback against the real server: a
+// NetServer on a SQLite central store with group commit (as fieldsync-server runs it) and a Directory.
+// Sessions, cookie flags, CSRF and Origin; every role's and the partner's scope; generic reads, paging under
+// concurrent writes; writes through the device path with bad input changing nothing; order approval reaching
+// a rep's phone (FieldClient over WsClient) and locking the order there; the change feed and its SSE stream;
+// the conflict inbox; people, devices and the audit trail.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/json.hpp>
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "fieldsync/client/field_client.h"
+#include "fieldsync/client/ws_client.h"
+#include "fieldsync/server/directory.h"
+#include "fieldsync/server/net_server.h"
+#include "fieldsync/server/sqlite_store.h"
+#include "fieldsync/server/tls.h"
+
+namespace fieldsync {
+namespace {
+
+using namespace std::chrono_literals;
+namespace json = boost::json;
+namespace net = boost::asio;
+namespace http = boost::beast::http;
+using client::FieldClient;
+using client::WsClient;
+using client::WsClientOptions;
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+struct Pki {
+  server::CertificatePem pem;
+  std::string ca_file;
+  static const Pki& get() {
+    static Pki pki = [] {
+      Pki p;
+      auto pem = server::make_self_signed(server::SelfSignedOptions{});
+      EXPECT_TRUE(pem.is_ok()) << pem.status().to_string();
+      p.pem = pem.value();
+      p.ca_file = (std::filesystem::temp_directory_path() /
+                   ("fieldsync-api-test-" + std::to_string(::getpid()) + "-ca.pem"))
+                      .string();
+      EXPECT_TRUE(server::write_file(p.ca_file, p.pem.cert_pem, false).is_ok());
+      return p;
+    }();
+    return pki;
+  }
+};
+
+struct Reply {
+  int status = 0;
+  std::string body;
+  std::multimap<std::string, std::string> headers;
+  json::value json;
+  const json::object& obj() const { return json.as_object(); }
+  std::string code() const {
+    return json.is_object() && json.as_object().contains("code") && json.as_object().at("code").is_string()
+               ? std::string(json.as_object().at("code").as_string())
+               : std::string();
+  }
+  std::string header(const std::string& name) const {
+    auto it = headers.find(name);
+    return it == headers.end() ? std::string() : it->second;
+  }
+};
+
+std::string str(const json::value& v) {
+  return v.is_string() ? std::string(v.as_string()) : json::serialize(v);
+}
+
+// One HTTPS request on a fresh connection (the server closes after each answer).
+Reply https(uint16_t port, http::verb method, const std::string& target, const std::string& body,
+            const std::map<std::string, std::string>& headers) {
+  net::io_context ioc;
+  net::ssl::context ctx(net::ssl::context::tls_client);
+  ctx.set_verify_mode(net::ssl::verify_none);
+  boost::beast::ssl_stream<boost::beast::tcp_stream> stream(ioc, ctx);
+  boost::beast::get_lowest_layer(stream).expires_after(20s);
+  boost::beast::get_lowest_layer(stream).connect(
+      net::ip::tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
+  stream.handshake(net::ssl::stream_base::client);
+  http::request<http::string_body> req(method, target, 11);
+  req.set(http::field::host, "127.0.0.1:" + std::to_string(port));
+  for (const auto& [k, v] : headers) req.set(k, v);
+  if (!body.empty() && headers.count("Content-Type") == 0)
+    req.set(http::field::content_type, "application/json");
+  req.body() = body;
+  req.prepare_payload();
+  http::write(stream, req);
+  boost::beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(64 * 1024 * 1024);
+  http::read(stream, buffer, parser);
+  http::response<http::string_body> res = parser.release();
+  Reply r;
+  r.status = static_cast<int>(res.result_int());
+  r.body = res.body();
+  for (const auto& f : res) r.headers.emplace(std::string(f.name_string()), std::string(f.value()));
+  boost::system::error_code ec;
+  r.json = json::parse(r.body, ec);
+  if (ec) r.json = nullptr;
+  boost::system::error_code ignored;
+  stream.shutdown(ignored);
+  return r;
+}
+
+// A signed-in browser (cookie + CSRF token) or script (bearer token).
+struct Web {
+  uint16_t port = 0;
+  std::string cookie;  // "fs_session=..."
+  std::string csrf;
+  std::string bearer;
+  std::string user;
+
+  Reply call(http::verb method, const std::string& target, const std::string& body = {},
+             std::map<std::string, std::string> headers = {}) const {
+    if (!cookie.empty()) headers.emplace("Cookie", cookie);
+    if (!bearer.empty()) headers.emplace("Authorization", "Bearer " + bearer);
+    if (!cookie.empty() && method != http::verb::get) headers.emplace("X-CSRF-Token", csrf);
+    return https(port, method, target, body, headers);
+  }
+  Reply get(const std::string& t) const { return call(http::verb::get, t); }
+  Reply post(const std::string& t, const json::value& b) const {
+    return call(http::verb::post, t, json::serialize(b));
+  }
+  Reply patch(const std::string& t, const json::value& b) const {
+    return call(http::verb::patch, t, json::serialize(b));
+  }
+};
+
+constexpr const char* kPassword = "correct horse battery";
+
+class ApiTest : public ::testing::Test {
+ protected:
+  ApiTest() {
+    dir = std::filesystem::temp_directory_path() /
+          ("fieldsync-api-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+    std::filesystem::create_directories(dir);
+  }
+  ~ApiTest() override {
+    phones.clear();
+    if (server) server->stop();
+    server.reset();
+    store.reset();
+    directory.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+
+  void SetUp() override { start(); }
+
+  void start(int64_t session_ttl_ms = 0) {
+    server::SqliteCentralStore::Options so;
+    so.group_commit = true;
+    auto s = server::SqliteCentralStore::open((dir / "central.db").string(), so);
+    ASSERT_TRUE(s.is_ok()) << s.status().to_string();
+    store = std::move(s.value());
+    server::Directory::Options dopts;
+    dopts.pbkdf2_iterations = 1000;
+    auto d = server::Directory::open((dir / "directory.db").string(), dopts);
+    ASSERT_TRUE(d.is_ok()) << d.status().to_string();
+    directory = std::move(d.value());
+    seed_directory();
+    server::NetServerOptions o;
+    o.address = "127.0.0.1";
+    o.port = 0;
+    o.threads = 2;
+    o.cert_pem = Pki::get().pem.cert_pem;
+    o.key_pem = Pki::get().pem.key_pem;
+    o.drain_timeout_ms = 1000;
+    o.login_failure_delay_ms = 200;
+    o.log = [](const std::string&) {};
+    o.directory = directory.get();
+    o.store_path = (dir / "central.db").string();
+    if (session_ttl_ms) o.web_session_ttl_ms = session_ttl_ms;
+    server::Directory* dirp = directory.get();
+    o.login = [dirp](const std::string& user, const std::string& password, NodeId node,
+                     int64_t now) -> Result<server::LoginGrant> {
+      Result<std::string> t = dirp->login(user, password, node, now);
+      if (!t) return t.status();
+      return server::LoginGrant{*t, dirp->verify_token(*t)->expiry_ms};
+    };
+    server = std::make_unique<server::NetServer>(*store, *directory, std::move(o));
+    Result<uint16_t> p = server->start();
+    ASSERT_TRUE(p.is_ok()) << p.status().to_string();
+    port = *p;
+  }
+
+  void add_user(const std::string& id, const std::string& role, std::vector<std::string> territories = {}) {
+    std::optional<server::User> u = server::user_with_role(role);
+    ASSERT_TRUE(u);
+    u->id = id;
+    u->display_name = id + " name";
+    ASSERT_TRUE(directory->add_user(*u, kPassword, now_ms()).is_ok());
+    for (const std::string& t : territories) ASSERT_TRUE(directory->assign_territory(id, t).is_ok());
+  }
+
+  void seed_directory() {
+    ASSERT_TRUE(directory->add_territory({"north", "North"}).is_ok());
+    ASSERT_TRUE(directory->add_territory({"south", "South"}).is_ok());
+    ASSERT_TRUE(directory->add_territory({"east", "East"}).is_ok());
+    add_user("boss", "head_office");
+    add_user("mgr", "manager");
+    add_user("rep1", "rep", {"north"});
+    add_user("rep2", "rep", {"south"});
+    add_user("rep3", "rep", {"east"});
+    add_user("dealer", "partner", {"north"});
+    ASSERT_TRUE(directory->assign_team("mgr", "rep1").is_ok());
+    ASSERT_TRUE(directory->register_device(100, "rep1", now_ms()).is_ok());
+    ASSERT_TRUE(directory->register_device(101, "rep2", now_ms()).is_ok());
+  }
+
+  Reply sign_in_raw(const std::string& user, const std::string& password, const std::string& mode = "cookie",
+                    std::map<std::string, std::string> headers = {}) {
+    json::object b;
+    b["user"] = user;
+    b["password"] = password;
+    b["mode"] = mode;
+    return https(port, http::verb::post, "/api/v1/session", json::serialize(b), headers);
+  }
+
+  Web sign_in(const std::string& user, bool bearer = false) {
+    Reply r = sign_in_raw(user, kPassword, bearer ? "token" : "cookie");
+    EXPECT_EQ(r.status, 200) << r.body;
+    Web w;
+    w.port = port;
+    w.user = user;
+    if (r.status != 200) return w;
+    w.csrf = str(r.obj().at("csrf_token"));
+    if (bearer) {
+      w.bearer = str(r.obj().at("token"));
+    } else {
+      const std::string c = r.header("Set-Cookie");
+      w.cookie = c.substr(0, c.find(';'));
+    }
+    return w;
+  }
+
+  // A record created through the API as `w`; returns its id.
+  std::string create(const Web& w, const std::string& entity, json::object fields) {
+    Reply r = w.post("/api/v1/entities/" + entity, fields);
+    EXPECT_EQ(r.status, 201) << entity << ": " << r.body;
+    return r.status == 201 ? str(r.obj().at("id")) : std::string();
+  }
+
+  std::string account(const Web& w, const std::string& name, const std::string& territory,
+                      const std::string& created_by) {
+    return create(w, "account", {{"name", name}, {"territory_id", territory}, {"created_by", created_by}});
+  }
+
+  uint64_t head() { return *store->head_seq(); }
+
+  // A phone of `user` on node `node`: a FieldClient on a SQLite replica, synced over WsClient.
+  struct Phone {
+    std::unique_ptr<FieldClient> client;
+    std::unique_ptr<WsClient> ws;
+    ~Phone() {
+      if (ws) ws->stop();
+    }
+  };
+  Phone& phone(const std::string& user, NodeId node) {
+    auto p = std::make_unique<Phone>();
+    FieldClient::Options o;
+    o.user = user;
+    Result<std::string> t = directory->login(user, kPassword, node, now_ms());
+    EXPECT_TRUE(t.is_ok());
+    o.token = *t;
+    o.node = node;
+    o.synchronous_full = false;
+    auto c = FieldClient::open((dir / (user + ".db")).string(), std::move(o));
+    EXPECT_TRUE(c.is_ok()) << c.status().to_string();
+    p->client = std::move(c.value());
+    phones.push_back(std::move(p));
+    return *phones.back();
+  }
+  WsClientOptions ws_options(Phone& p) {
+    WsClientOptions o;
+    o.url = "wss://127.0.0.1:" + std::to_string(port) + "/sync";
+    o.ca_file = Pki::get().ca_file;
+    o.reconnect_cap_ms = 200;
+    FieldClient* c = p.client.get();
+    o.after_frame = [c] { c->dispatch_events(); };
+    return o;
+  }
+  void sync(Phone& p) {
+    WsClient c(p.client->engine(), ws_options(p));
+    client::WsStatus s = c.sync_once(20s);
+    ASSERT_TRUE(s.ok()) << s.to_string();
+    p.client->dispatch_events();
+  }
+
+  static inline int counter = 0;
+  std::filesystem::path dir;
+  std::unique_ptr<server::SqliteCentralStore> store;
+  std::unique_ptr<server::Directory> directory;
+  std::unique_ptr<server::NetServer> server;
+  std::vector<std::unique_ptr<Phone>> phones;
+  uint16_t port = 0;
+};
+
+// ---- Sessions
+
+TEST_F(ApiTest, CookieSessionHasItsFlagsAndNeedsCsrfAndOwnOrigin) {
+  Reply r = sign_in_raw("boss", kPassword);
+  ASSERT_EQ(r.status, 200) << r.body;
+  const std::string cookie = r.header("Set-Cookie");
+  EXPECT_EQ(cookie.rfind("fs_session=", 0), 0u) << cookie;
+  for (const char* flag : {"; HttpOnly", "; Secure", "; SameSite=Strict", "; Path=/api/"})
+    EXPECT_NE(cookie.find(flag), std::string::npos) << flag << " in " << cookie;
+  EXPECT_EQ(str(r.obj().at("role")), "head_office");
+  EXPECT_EQ(str(r.obj().at("display_name")), "boss name");
+  EXPECT_FALSE(r.obj().contains("token")) << "a browser's session is only in the HttpOnly cookie";
+  EXPECT_GT(r.obj().at("expires_at_ms").as_int64(), now_ms());
+  Web w = sign_in("boss");
+
+  Reply me = w.get("/api/v1/session");
+  EXPECT_EQ(me.status, 200) << me.body;
+  EXPECT_EQ(str(me.obj().at("user")), "boss");
+  EXPECT_EQ(str(me.obj().at("csrf_token")), w.csrf);
+
+  // A state-changing request without the CSRF token, or with another, is refused and changes nothing.
+  const uint64_t before = head();
+  json::object acc{{"name", "Acme"}, {"territory_id", "north"}, {"created_by", "boss"}};
+  Reply no_csrf =
+      https(port, http::verb::post, "/api/v1/entities/account", json::serialize(acc), {{"Cookie", w.cookie}});
+  EXPECT_EQ(no_csrf.status, 403);
+  EXPECT_EQ(no_csrf.code(), "csrf_failed");
+  EXPECT_TRUE(no_csrf.obj().at("field").is_null());
+  Reply bad_csrf = https(port, http::verb::post, "/api/v1/entities/account", json::serialize(acc),
+                         {{"Cookie", w.cookie}, {"X-CSRF-Token", w.csrf + "x"}});
+  EXPECT_EQ(bad_csrf.code(), "csrf_failed");
+  EXPECT_EQ(head(), before);
+
+  // Another origin is refused even with the token; the server's own origin is fine.
+  Reply foreign = w.call(http::verb::post, "/api/v1/entities/account", json::serialize(acc),
+                         {{"Origin", "https://evil.example"}});
+  EXPECT_EQ(foreign.status, 403);
+  EXPECT_EQ(foreign.code(), "bad_origin");
+  EXPECT_EQ(head(), before);
+  Reply own = w.call(http::verb::post, "/api/v1/entities/account", json::serialize(acc),
+                     {{"Origin", "https://127.0.0.1:" + std::to_string(port)}});
+  EXPECT_EQ(own.status, 201) << own.body;
+  EXPECT_EQ(head(), before + 1);
+  EXPECT_EQ(sign_in_raw("boss", kPassword, "cookie", {{"Origin", "https://evil.example"}}).code(),
+            "bad_origin");
+
+  // Logout ends the session.
+  Reply out = w.call(http::verb::delete_, "/api/v1/session");
+  EXPECT_EQ(out.status, 200);
+  EXPECT_NE(out.header("Set-Cookie").find("Max-Age=0"), std::string::npos);
+  EXPECT_EQ(w.get("/api/v1/session").status, 401);
+  EXPECT_EQ(w.get("/api/v1/entities/account").code(), "unauthenticated");
+}
+
+TEST_F(ApiTest, BearerTokenNeedsNoCsrfAndFailuresAreLateAndAlike) {
+  Web script = sign_in("boss", /*bearer=*/true);
+  EXPECT_FALSE(script.bearer.empty());
+  EXPECT_EQ(account(script, "Scripted", "north", "boss").size(), 36u);
+  // A bearer token is not a cookie and the reverse.
+  EXPECT_EQ(
+      https(port, http::verb::get, "/api/v1/session", "", {{"Cookie", "fs_session=" + script.bearer}}).status,
+      401);
+
+  const auto t0 = std::chrono::steady_clock::now();
+  Reply wrong = sign_in_raw("boss", "wrong password");
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 200ms);
+  EXPECT_EQ(wrong.status, 401);
+  Reply nobody = sign_in_raw("nobody", "wrong password");
+  EXPECT_EQ(nobody.body, wrong.body) << "an unknown user reads like a wrong password";
+  EXPECT_EQ(sign_in_raw("boss", kPassword, "sideways").code(), "value_invalid");
+  EXPECT_EQ(https(port, http::verb::post, "/api/v1/session", "{\"user\":1}", {}).code(), "wrong_type");
+  EXPECT_EQ(https(port, http::verb::get, "/api/v1/entities/account", "", {}).status, 401);
+  EXPECT_EQ(
+      https(port, http::verb::get, "/api/v1/entities/account", "", {{"Authorization", "Bearer nope"}}).status,
+      401);
+}
+
+TEST_F(ApiTest, SignInsAreThrottledLikeLogin) {
+  int limited = 0;
+  for (int i = 0; i < 22; ++i) limited += sign_in_raw("boss", "wrong password").status == 429;
+  EXPECT_GE(limited, 2);
+  EXPECT_EQ(sign_in_raw("boss", kPassword).status, 429) << "the address waits out the window";
+}
+
+TEST_F(ApiTest, SessionsExpire) {
+  server->stop();
+  server.reset();
+  store.reset();
+  directory.reset();
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  start(/*session_ttl_ms=*/600);
+  Web w = sign_in("boss");
+  EXPECT_EQ(w.get("/api/v1/session").status, 200);
+  std::this_thread::sleep_for(700ms);
+  EXPECT_EQ(w.get("/api/v1/session").status, 401);
+}
+
+TEST_F(ApiTest, DisablingAUserEndsTheirSessionsAndSyncAtOnce) {
+  Web boss = sign_in("boss");
+  Web rep = sign_in("rep1");
+  Phone& p = phone("rep1", 100);
+  std::mutex mu;
+  std::vector<ErrorCode> errors;
+  client::Observer obs;
+  obs.error = [&](const Status& s) {
+    std::lock_guard lock(mu);
+    errors.push_back(s.code());
+  };
+  p.client->add_observer(obs);
+  WsClient live(p.client->engine(), ws_options(p));
+  ASSERT_TRUE(live.start().ok());
+  ASSERT_TRUE(live.wait_until(
+      [&] {
+        return p.client->sync_status().is_ok() && p.client->sync_status()->last_synced_at_ms.has_value();
+      },
+      20s));
+  EXPECT_EQ(rep.get("/api/v1/session").status, 200);
+
+  Reply d = boss.patch("/api/v1/users/rep1", json::object{{"disabled", true}});
+  ASSERT_EQ(d.status, 200) << d.body;
+  EXPECT_TRUE(d.obj().at("disabled").as_bool());
+  EXPECT_EQ(rep.get("/api/v1/session").status, 401) << "the web session stopped";
+  EXPECT_TRUE(live.wait_until(
+      [&] {
+        std::lock_guard lock(mu);
+        return std::count(errors.begin(), errors.end(), ErrorCode::kAuthFailed) > 0;
+      },
+      10s))
+      << live.last_error().to_string();
+  EXPECT_EQ(sign_in_raw("rep1", kPassword).status, 401);
+  EXPECT_FALSE(directory->login("rep1", kPassword, 100, now_ms()).is_ok()) << "no new device token either";
+  live.stop();
+}
+
+// ---- Roles and scope
+
+TEST_F(ApiTest, EveryRoleSeesItsScopeAndOutsideIsNotFound) {
+  Web boss = sign_in("boss");
+  const std::string north = account(boss, "North Co", "north", "boss");
+  const std::string south = account(boss, "South Co", "south", "boss");
+  const std::string east = account(boss, "East Co", "east", "boss");
+  create(boss, "contact", {{"account_id", north}, {"name", "Nina"}});
+  create(boss, "contact", {{"account_id", south}, {"name", "Sam"}});
+  create(boss, "opportunity",
+         {{"account_id", north},
+          {"owner_id", "rep1"},
+          {"name", "Big"},
+          {"stage", "prospect"},
+          {"amount_cents", 100000},
+          {"currency", "EUR"}});
+
+  auto ids = [](const Reply& r) {
+    std::set<std::string> out;
+    for (const json::value& v : r.obj().at("items").as_array()) out.insert(str(v.as_object().at("id")));
+    return out;
+  };
+  EXPECT_EQ(ids(boss.get("/api/v1/entities/account")), (std::set<std::string>{north, south, east}));
+  Web rep1 = sign_in("rep1"), rep2 = sign_in("rep2"), mgr = sign_in("mgr"), dealer = sign_in("dealer");
+  EXPECT_EQ(ids(rep1.get("/api/v1/entities/account")), (std::set<std::string>{north}));
+  EXPECT_EQ(ids(rep2.get("/api/v1/entities/account")), (std::set<std::string>{south}));
+  EXPECT_EQ(ids(mgr.get("/api/v1/entities/account")), (std::set<std::string>{north}))
+      << "the team's territories";
+  EXPECT_EQ(ids(dealer.get("/api/v1/entities/account")), (std::set<std::string>{north}))
+      << "the partner's grant";
+  EXPECT_EQ(rep1.get("/api/v1/entities/contact").obj().at("items").as_array().size(), 1u);
+
+  // Outside the scope: 404 with nothing about the record, exactly like an id that does not exist.
+  Reply hidden = rep1.get("/api/v1/entities/account/" + south);
+  Reply missing = rep1.get("/api/v1/entities/account/01890000-0000-7000-8000-000000000000");
+  EXPECT_EQ(hidden.status, 404);
+  EXPECT_EQ(hidden.body, missing.body);
+  EXPECT_EQ(rep1.get("/api/v1/entities/account/" + south + "/history").status, 404);
+  EXPECT_EQ(dealer.get("/api/v1/entities/account/" + south).status, 404);
+
+  // The partner: accounts of the grant, no contacts or deals at all, and only visits, notes and orders.
+  EXPECT_EQ(dealer.get("/api/v1/entities/contact").code(), "unknown_entity");
+  EXPECT_EQ(dealer.get("/api/v1/entities/opportunity").status, 404);
+  Reply with_children = dealer.get("/api/v1/entities/account/" + north);
+  ASSERT_EQ(with_children.status, 200) << with_children.body;
+  EXPECT_FALSE(with_children.obj().at("children").as_object().contains("contact"));
+  EXPECT_FALSE(with_children.obj().at("children").as_object().contains("opportunity"));
+  const uint64_t before = head();
+  EXPECT_EQ(dealer.patch("/api/v1/entities/account/" + north, json::object{{"name", "Mine now"}}).status,
+            403);
+  EXPECT_EQ(
+      dealer.post("/api/v1/entities/contact", json::object{{"account_id", north}, {"name", "X"}}).status,
+      404);
+  EXPECT_EQ(dealer
+                .post("/api/v1/entities/account",
+                      json::object{{"name", "New"}, {"territory_id", "north"}, {"created_by", "dealer"}})
+                .status,
+            403);
+  EXPECT_EQ(dealer.get("/api/v1/users").obj().at("items").as_array().size(), 1u) << "only themselves";
+  EXPECT_EQ(dealer.get("/api/v1/conflicts").status, 403);
+  EXPECT_EQ(dealer.post("/api/v1/orders/" + north + "/approve", json::object{}).status, 403);
+  EXPECT_EQ(head(), before) << "nothing the partner may not do was written";
+  EXPECT_EQ(dealer.patch("/api/v1/entities/account/" + north, json::object{{"notes", "Called by the dealer"}})
+                .status,
+            200);
+  const std::string visit = create(
+      dealer, "visit",
+      {{"account_id", north}, {"rep_id", "dealer"}, {"check_in_at", now_ms()}, {"outcome", "order_taken"}});
+  EXPECT_FALSE(visit.empty());
+  const std::string order =
+      create(dealer, "order",
+             {{"account_id", north}, {"rep_id", "dealer"}, {"status", "draft"}, {"currency", "EUR"}});
+  EXPECT_FALSE(order.empty());
+  // Not in the grant: the same 404 as anything else outside.
+  EXPECT_EQ(dealer
+                .post("/api/v1/entities/visit",
+                      json::object{{"account_id", south}, {"rep_id", "dealer"}, {"check_in_at", now_ms()}})
+                .status,
+            404);
+
+  // Head-office-only endpoints refuse the other roles.
+  for (const Web* w : {&rep1, &mgr, &dealer}) {
+    EXPECT_EQ(
+        w->post("/api/v1/users",
+                json::object{{"id", "x"}, {"display_name", "x"}, {"role", "rep"}, {"password", kPassword}})
+            .status,
+        403)
+        << w->user;
+    EXPECT_EQ(w->get("/api/v1/audit").status, 403) << w->user;
+    EXPECT_EQ(w->post("/api/v1/accounts/reassign",
+                      json::object{{"accounts", json::array{north}}, {"territory", "south"}})
+                  .status,
+              403)
+        << w->user;
+  }
+  EXPECT_EQ(rep1.get("/api/v1/devices").status, 403);
+  EXPECT_EQ(mgr.get("/api/v1/devices").status, 200);
+}
+
+// ---- Generic reads
+
+TEST_F(ApiTest, ListsFilterSortAndPageRecordsComeWithChildrenAndHistory) {
+  Web boss = sign_in("boss");
+  const std::string a = account(boss, "Alpha", "north", "boss");
+  const std::string b = account(boss, "Beta", "south", "boss");
+  const std::string product = create(boss, "product", {{"sku", "P-1"}, {"name", "Widget"}, {"active", true}});
+  const std::string order = create(
+      boss, "order", {{"account_id", a}, {"rep_id", "rep1"}, {"status", "draft"}, {"currency", "EUR"}});
+  create(boss, "order_line",
+         {{"order_id", order},
+          {"product_id", product},
+          {"quantity", 3},
+          {"unit_price_cents", 1000},
+          {"discount_bp", 1000}});
+  create(boss, "order_line",
+         {{"order_id", order}, {"product_id", product}, {"quantity", 1}, {"unit_price_cents", 550}});
+
+  // Filters on the scope field and on a reference; sort by a declared field.
+  Reply north = boss.get("/api/v1/entities/account?territory_id=north");
+  ASSERT_EQ(north.status, 200) << north.body;
+  ASSERT_EQ(north.obj().at("items").as_array().size(), 1u);
+  EXPECT_EQ(str(north.obj().at("items").as_array()[0].as_object().at("name")), "Alpha");
+  Reply by_name = boss.get("/api/v1/entities/account?sort=name&order=desc");
+  EXPECT_EQ(str(by_name.obj().at("items").as_array()[0].as_object().at("id")), b);
+  EXPECT_EQ(boss.get("/api/v1/entities/order?account_id=" + b).obj().at("items").as_array().size(), 0u);
+  EXPECT_EQ(boss.get("/api/v1/entities/order?status=draft").obj().at("items").as_array().size(), 1u);
+  EXPECT_EQ(boss.get("/api/v1/entities/account?q=lph").obj().at("items").as_array().size(), 1u);
+  EXPECT_EQ(boss.get("/api/v1/entities/account?name=Alpha").code(), "unknown_field")
+      << "text is searched with q";
+  EXPECT_EQ(boss.get("/api/v1/entities/account?colour=red").code(), "unknown_field");
+  EXPECT_EQ(boss.get("/api/v1/entities/account?sort=colour").code(), "unknown_field");
+  EXPECT_EQ(boss.get("/api/v1/entities/nothing").code(), "unknown_entity");
+  EXPECT_EQ(boss.get("/api/v1/entities/account?limit=0").code(), "value_invalid");
+  EXPECT_EQ(boss.get("/api/v1/entities/account?cursor=garbage").code(), "bad_cursor");
+
+  // One record with its children and the order's totals (3 x 10.00 - 10% + 5.50 = 32.50).
+  Reply o = boss.get("/api/v1/entities/order/" + order);
+  ASSERT_EQ(o.status, 200) << o.body;
+  EXPECT_EQ(o.obj().at("children").as_object().at("order_line").as_array().size(), 2u);
+  EXPECT_EQ(o.obj().at("totals").as_object().at("gross_cents").as_int64(), 3550);
+  EXPECT_EQ(o.obj().at("totals").as_object().at("net_cents").as_int64(), 3250);
+  Reply acc = boss.get("/api/v1/entities/account/" + a);
+  ASSERT_EQ(acc.status, 200);
+  EXPECT_EQ(acc.obj().at("children").as_object().at("order").as_array().size(), 1u);
+  for (const char* child : {"contact", "visit", "order", "opportunity"})
+    EXPECT_TRUE(acc.obj().at("children").as_object().contains(child)) << child;
+
+  // History: who, when, from which device, old and new values.
+  ASSERT_EQ(boss.patch("/api/v1/entities/account/" + a, json::object{{"phone", "+49 1"}}).status, 200);
+  ASSERT_EQ(boss.patch("/api/v1/entities/account/" + a, json::object{{"phone", "+49 2"}}).status, 200);
+  Reply h = boss.get("/api/v1/entities/account/" + a + "/history");
+  ASSERT_EQ(h.status, 200) << h.body;
+  std::vector<std::pair<std::string, std::string>> phones;
+  for (const json::value& v : h.obj().at("items").as_array()) {
+    const json::object& e = v.as_object();
+    EXPECT_EQ(str(e.at("user")), "boss");
+    EXPECT_EQ(str(e.at("device")), "web");
+    EXPECT_GT(e.at("at_ms").as_int64(), now_ms() - 60'000);
+    if (e.at("field") == json::value("phone")) phones.emplace_back(str(e.at("old")), str(e.at("new")));
+  }
+  EXPECT_EQ(phones,
+            (std::vector<std::pair<std::string, std::string>>{{"null", "+49 1"}, {"+49 1", "+49 2"}}));
+}
+
+TEST_F(ApiTest, KeysetPagingIsStableUnderConcurrentWrites) {
+  Web boss = sign_in("boss", true);
+  std::set<std::string> original;
+  for (int i = 0; i < 60; ++i) original.insert(account(boss, "Acc " + std::to_string(i), "north", "boss"));
+  std::atomic<bool> stop{false};
+  std::atomic<int> written{0};
+  std::thread writer([&] {
+    Web w = boss;
+    for (int i = 0; !stop && i < 200; ++i) {
+      if (w.post("/api/v1/entities/account", json::object{{"name", "Late " + std::to_string(i)},
+                                                          {"territory_id", "north"},
+                                                          {"created_by", "boss"}})
+              .status == 201)
+        written++;
+    }
+  });
+  for (const std::string sort : {"id", "name"}) {
+    std::vector<std::string> seen;
+    std::string cursor;
+    for (int page = 0; page < 100; ++page) {
+      Reply r = boss.get("/api/v1/entities/account?limit=7&sort=" + sort +
+                         (cursor.empty() ? "" : "&cursor=" + cursor));
+      ASSERT_EQ(r.status, 200) << r.body;
+      for (const json::value& v : r.obj().at("items").as_array()) seen.push_back(str(v.as_object().at("id")));
+      if (r.obj().at("next_cursor").is_null()) break;
+      cursor = str(r.obj().at("next_cursor"));
+      std::this_thread::sleep_for(5ms);
+    }
+    std::set<std::string> unique(seen.begin(), seen.end());
+    EXPECT_EQ(unique.size(), seen.size()) << sort << ": no record twice";
+    for (const std::string& id : original)
+      EXPECT_TRUE(unique.count(id)) << sort << ": every record that existed throughout";
+  }
+  stop = true;
+  writer.join();
+  EXPECT_GT(written.load(), 0) << "the writes did run concurrently";
+}
+
+// ---- Bad input changes nothing
+
+TEST_F(ApiTest, BadInputOfEachKindIsA4xxWithCodeAndFieldAndChangesNothing) {
+  Web boss = sign_in("boss");
+  const std::string a = account(boss, "Alpha", "north", "boss");
+  const uint64_t before = head();
+  const std::string record_before = boss.get("/api/v1/entities/account/" + a).body;
+  struct Case {
+    http::verb method;
+    std::string target;
+    std::string body;
+    int status;
+    std::string code;
+    std::string field;
+  };
+  const std::string path = "/api/v1/entities/account/" + a;
+  const std::vector<Case> cases = {
+      {http::verb::patch, path, "{not json", 400, "invalid_json", ""},
+      {http::verb::patch, path, "[1,2]", 400, "invalid_json", ""},
+      {http::verb::patch, path, R"({"phone": 12})", 400, "wrong_type", "phone"},
+      {http::verb::patch, path, R"({"credit_limit_cents": "lots"})", 400, "wrong_type", "credit_limit_cents"},
+      {http::verb::patch, path, R"({"colour": "red"})", 400, "unknown_field", "colour"},
+      {http::verb::patch, path, R"({"email": "not an address"})", 422, "value_invalid", "email"},
+      {http::verb::patch, path, R"({"segment": "z"})", 422, "value_invalid", "segment"},
+      {http::verb::patch, path, R"({"credit_limit_cents": -5})", 422, "value_invalid", "credit_limit_cents"},
+      {http::verb::patch, path, R"({"name": null})", 422, "null_violation", "name"},
+      {http::verb::patch, path, R"({"phone": "+1", "email": "bad"})", 422, "value_invalid", "email"},
+      {http::verb::patch, "/api/v1/entities/account/01890000-0000-7000-8000-000000000000",
+       R"({"phone": "+1"})", 404, "not_found", ""},
+      {http::verb::patch, "/api/v1/entities/account/not-an-id", R"({"phone": "+1"})", 404, "not_found", ""},
+      {http::verb::post, "/api/v1/entities/account", R"({"name": "No territory", "created_by": "boss"})", 422,
+       "missing_field", "territory_id"},
+      {http::verb::post, "/api/v1/entities/widget", R"({"name": "x"})", 404, "unknown_entity", "entity"},
+      {http::verb::post, "/api/v1/entities/account", "{\"name\": \"" + std::string(300 * 1024, 'x') + "\"}",
+       413, "", ""},
+      {http::verb::post, "/api/v1/orders/" + a + "/reject", R"({})", 400, "missing_field", "reason"},
+      {http::verb::post, "/api/v1/conflicts/99/resolve", R"({"action": "undo"})", 400, "value_invalid",
+       "action"},
+  };
+  for (const Case& c : cases) {
+    Reply r = boss.call(c.method, c.target, c.body);
+    EXPECT_EQ(r.status, c.status) << c.body.substr(0, 80) << " -> " << r.body.substr(0, 200);
+    if (c.code.empty()) continue;
+    EXPECT_EQ(r.code(), c.code) << c.body.substr(0, 80) << " -> " << r.body;
+    ASSERT_TRUE(r.json.is_object()) << r.body;
+    EXPECT_TRUE(r.obj().at("message").is_string());
+    if (c.field.empty()) {
+      EXPECT_TRUE(r.obj().at("field").is_null()) << r.body;
+    } else {
+      EXPECT_EQ(str(r.obj().at("field")), c.field) << r.body;
+    }
+  }
+  EXPECT_EQ(https(port, http::verb::patch, path, R"({"phone":"+1"})",
+                  {{"Cookie", boss.cookie}, {"X-CSRF-Token", boss.csrf}, {"Content-Type", "text/plain"}})
+                .status,
+            415);
+  EXPECT_EQ(head(), before) << "no bad request wrote anything";
+  EXPECT_EQ(boss.get("/api/v1/entities/account/" + a).body, record_before);
+}
+
+// ---- Orders through the device path
+
+TEST_F(ApiTest, ApprovalReachesTheRepsPhoneWhoseEditIsThenRejectedAndRolledBack) {
+  Web boss = sign_in("boss");
+  Web mgr = sign_in("mgr");
+  Web rep2 = sign_in("rep2");
+  const std::string acc = account(boss, "Northwind", "north", "boss");
+  const std::string product = create(boss, "product", {{"sku", "W-1"}, {"name", "Widget"}, {"active", true}});
+
+  Phone& p = phone("rep1", 100);
+  sync(p);
+  Result<std::string> order = p.client->draft_order(acc, "EUR");
+  ASSERT_TRUE(order.is_ok()) << order.status().to_string();
+  ASSERT_TRUE(p.client->add_line(*order, client::NewLine{product, 2, 1500}).is_ok());
+  ASSERT_TRUE(p.client->submit_order(*order).is_ok());
+  sync(p);
+
+  // Outside the manager's team or not submitted: refused, nothing written.
+  const uint64_t before = head();
+  EXPECT_EQ(rep2.post("/api/v1/orders/" + *order + "/approve", json::object{}).status, 403)
+      << "reps do not approve";
+  EXPECT_EQ(boss.post("/api/v1/orders/" + *order + "/fulfil", json::object{}).code(), "invalid_transition");
+  EXPECT_EQ(mgr.post("/api/v1/orders/" + *order + "/fulfil", json::object{}).status, 403);
+  EXPECT_EQ(head(), before);
+
+  // The manager of rep1's team approves: status, approved_by and approved_at, in the log as the manager.
+  const int64_t t0 = now_ms();
+  Reply ok = mgr.post("/api/v1/orders/" + *order + "/approve", json::object{});
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  Reply o = boss.get("/api/v1/entities/order/" + *order);
+  EXPECT_EQ(str(o.obj().at("record").as_object().at("status")), "approved");
+  EXPECT_EQ(str(o.obj().at("record").as_object().at("approved_by")), "mgr");
+  EXPECT_GE(o.obj().at("record").as_object().at("approved_at").as_int64(), t0);
+  EXPECT_TRUE(o.obj().at("record").as_object().at("delivery_date").is_null()) << "nothing else is filled";
+  EXPECT_EQ(mgr.post("/api/v1/orders/" + *order + "/approve", json::object{}).code(), "invalid_transition");
+
+  // The rep, not yet synced, still sees the order submitted and changes a line offline. At the next sync the
+  // server refuses that edit with order_locked, the device rolls it back, and the approval arrives.
+  Result<client::Order> before_sync = p.client->order(*order);
+  ASSERT_TRUE(before_sync.is_ok());
+  ASSERT_EQ(before_sync->status, "submitted");
+  ASSERT_FALSE(before_sync->lines.empty());
+  client::LineEdit edit;
+  edit.quantity = 5;
+  ASSERT_TRUE(p.client->change_line(before_sync->lines.front().id, edit).is_ok());
+  EXPECT_EQ(p.client->order(*order)->lines.front().quantity, 5);
+  sync(p);
+  Result<std::vector<Rejection>> rej = p.client->rejections();
+  ASSERT_TRUE(rej.is_ok());
+  ASSERT_EQ(rej->size(), 1u) << "the server refused the edit";
+  EXPECT_EQ(rej->back().reason, ErrorCode::kOrderLocked) << rej->back().message;
+  Result<client::Order> on_phone = p.client->order(*order);
+  ASSERT_TRUE(on_phone.is_ok());
+  EXPECT_EQ(on_phone->status, "approved") << "the approval reached the phone";
+  EXPECT_EQ(on_phone->lines.front().quantity, 2) << "the edit was rolled back on the device";
+  EXPECT_EQ(p.client->change_line(on_phone->lines.front().id, edit).code(), ErrorCode::kOrderLocked)
+      << "and the device now refuses such edits itself";
+  Reply lines = boss.get("/api/v1/entities/order/" + *order);
+  EXPECT_EQ(lines.obj()
+                .at("children")
+                .as_object()
+                .at("order_line")
+                .as_array()[0]
+                .as_object()
+                .at("quantity")
+                .as_int64(),
+            2);
+
+  // Head office fulfils it.
+  EXPECT_EQ(boss.post("/api/v1/orders/" + *order + "/fulfil", json::object{}).status, 200);
+  EXPECT_EQ(str(boss.get("/api/v1/entities/order/" + *order).obj().at("record").as_object().at("status")),
+            "fulfilled");
+}
+
+TEST_F(ApiTest, RejectionGoesBackToDraftWithAReasonTheRepSees) {
+  Web mgr = sign_in("mgr");
+  Web boss = sign_in("boss");
+  const std::string acc = account(boss, "Northwind", "north", "boss");
+  Phone& p = phone("rep1", 100);
+  sync(p);
+  const std::string product = create(boss, "product", {{"sku", "W-1"}, {"name", "Widget"}, {"active", true}});
+  sync(p);
+  Result<std::string> order = p.client->draft_order(acc, "EUR");
+  ASSERT_TRUE(order.is_ok());
+  ASSERT_TRUE(p.client->add_line(*order, client::NewLine{product, 1, 100}).is_ok());
+  ASSERT_TRUE(p.client->submit_order(*order).is_ok());
+  sync(p);
+  Reply r = mgr.post("/api/v1/orders/" + *order + "/reject", json::object{{"reason", "Price list expired"}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  sync(p);
+  Result<client::Order> o = p.client->order(*order);
+  ASSERT_TRUE(o.is_ok());
+  EXPECT_EQ(o->status, "draft");
+  EXPECT_NE(o->notes.find("Price list expired"), std::string::npos) << o->notes;
+  EXPECT_NE(o->notes.find("mgr"), std::string::npos);
+  EXPECT_EQ(mgr.post("/api/v1/orders/" + *order + "/reject", json::object{{"reason", "  "}}).code(),
+            "value_invalid");
+}
+
+// ---- Change feed
+
+TEST_F(ApiTest, ChangeFeedPagesInServerOrderScopeFiltered) {
+  Web boss = sign_in("boss");
+  const std::string n = account(boss, "N", "north", "boss");
+  const std::string s = account(boss, "S", "south", "boss");
+  Web rep1 = sign_in("rep1");
+  Reply all = boss.get("/api/v1/changes?since=0");
+  ASSERT_EQ(all.status, 200) << all.body;
+  EXPECT_EQ(all.obj().at("items").as_array().size(), 2u);
+  EXPECT_EQ(all.obj().at("next_since").to_number<uint64_t>(), head());
+  Reply mine = rep1.get("/api/v1/changes?since=0");
+  ASSERT_EQ(mine.obj().at("items").as_array().size(), 1u);
+  EXPECT_EQ(
+      str(mine.obj().at("items").as_array()[0].as_object().at("changes").as_array()[0].as_object().at("id")),
+      n);
+  const uint64_t first =
+      all.obj().at("items").as_array()[0].as_object().at("server_seq").to_number<uint64_t>();
+  Reply after = boss.get("/api/v1/changes?since=" + std::to_string(first));
+  ASSERT_EQ(after.obj().at("items").as_array().size(), 1u);
+  EXPECT_EQ(
+      str(after.obj().at("items").as_array()[0].as_object().at("changes").as_array()[0].as_object().at("id")),
+      s);
+  EXPECT_EQ(boss.get("/api/v1/changes?since=-1").code(), "value_invalid");
+}
+
+TEST_F(ApiTest, ChangeStreamSendsServerSentEventsAsChangesArrive) {
+  Web boss = sign_in("boss");
+  const uint64_t since = head();
+  // A raw TLS connection reading the event stream while head office writes.
+  net::io_context ioc;
+  net::ssl::context ctx(net::ssl::context::tls_client);
+  ctx.set_verify_mode(net::ssl::verify_none);
+  boost::beast::ssl_stream<boost::beast::tcp_stream> stream(ioc, ctx);
+  boost::beast::get_lowest_layer(stream).expires_after(20s);
+  boost::beast::get_lowest_layer(stream).connect(
+      net::ip::tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
+  stream.handshake(net::ssl::stream_base::client);
+  http::request<http::empty_body> req(http::verb::get,
+                                      "/api/v1/changes/stream?since=" + std::to_string(since), 11);
+  req.set(http::field::host, "127.0.0.1:" + std::to_string(port));
+  req.set(http::field::cookie, boss.cookie);
+  http::write(stream, req);
+  std::string got;
+  auto read_until = [&](const std::string& needle) {
+    char buf[4096];
+    while (got.find(needle) == std::string::npos) {
+      boost::system::error_code ec;
+      size_t n = stream.read_some(net::buffer(buf), ec);
+      if (ec) return false;
+      got.append(buf, n);
+    }
+    return true;
+  };
+  ASSERT_TRUE(read_until("retry: 2000")) << got;
+  EXPECT_NE(got.find("Content-Type: text/event-stream"), std::string::npos) << got;
+  EXPECT_NE(got.find("Transfer-Encoding: chunked"), std::string::npos) << got;
+  const std::string id = account(boss, "Streamed", "north", "boss");
+  ASSERT_TRUE(read_until(id)) << got;
+  EXPECT_NE(got.find("event: change"), std::string::npos);
+  EXPECT_NE(got.find("id: " + std::to_string(since + 1)), std::string::npos) << got;
+  boost::beast::get_lowest_layer(stream).close();
+}
+
+// ---- Conflicts
+
+TEST_F(ApiTest, ConflictInboxListsAndRestoresTheLosingValue) {
+  Web boss = sign_in("boss");
+  const std::string acc = account(boss, "Contested", "north", "boss");
+  Phone& p = phone("rep1", 100);
+  sync(p);
+  // The rep edits offline; head office edits afterwards, so the rep's older write loses when it arrives.
+  client::AccountEdit e;
+  e.phone = "+49 rep";
+  ASSERT_TRUE(p.client->edit_account(acc, e).is_ok());
+  std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(boss.patch("/api/v1/entities/account/" + acc, json::object{{"phone", "+49 office"}}).status, 200);
+  sync(p);
+  Reply list = boss.get("/api/v1/conflicts?kind=concurrent_write&resolved=false");
+  ASSERT_EQ(list.status, 200) << list.body;
+  ASSERT_EQ(list.obj().at("items").as_array().size(), 1u) << list.body;
+  const json::object& c = list.obj().at("items").as_array()[0].as_object();
+  EXPECT_EQ(str(c.at("field")), "phone");
+  EXPECT_EQ(str(c.at("winner").as_object().at("value")), "+49 office");
+  EXPECT_EQ(str(c.at("loser").as_object().at("value")), "+49 rep");
+  EXPECT_EQ(str(c.at("loser").as_object().at("user")), "rep1");
+  EXPECT_EQ(str(c.at("rule")), "last_writer_wins");
+  EXPECT_EQ(boss.get("/api/v1/conflicts?rep=rep2").obj().at("items").as_array().size(), 0u);
+  const int64_t id = c.at("id").as_int64();
+
+  EXPECT_EQ(
+      sign_in("rep1")
+          .post("/api/v1/conflicts/" + std::to_string(id) + "/resolve", json::object{{"action", "restore"}})
+          .status,
+      403);
+  Reply restored =
+      boss.post("/api/v1/conflicts/" + std::to_string(id) + "/resolve", json::object{{"action", "restore"}});
+  ASSERT_EQ(restored.status, 200) << restored.body;
+  EXPECT_EQ(str(boss.get("/api/v1/entities/account/" + acc).obj().at("record").as_object().at("phone")),
+            "+49 rep");
+  EXPECT_EQ(
+      boss.post("/api/v1/conflicts/" + std::to_string(id) + "/resolve", json::object{{"action", "accept"}})
+          .code(),
+      "already_resolved");
+  EXPECT_EQ(boss.get("/api/v1/conflicts?resolved=false").obj().at("items").as_array().size(), 0u);
+  // The restored value syncs out like any change.
+  sync(p);
+  EXPECT_EQ(p.client->account(acc)->account.phone, "+49 rep");
+}
+
+TEST_F(ApiTest, SchedulingConflictsAreListedPerRepAndDay) {
+  Web mgr = sign_in("mgr");
+  const int64_t start = (now_ms() / 86'400'000 + 2) * 86'400'000 + 9 * 3'600'000;
+  for (int i = 0; i < 2; ++i)
+    create(mgr, "calendar_event",
+           {{"owner_id", "rep1"},
+            {"title", "Visit " + std::to_string(i)},
+            {"start_at", start + i * 600'000},
+            {"end_at", start + 3'600'000},
+            {"status", "scheduled"}});
+  Reply r = mgr.get("/api/v1/conflicts/scheduling?rep=rep1");
+  ASSERT_EQ(r.status, 200) << r.body;
+  ASSERT_EQ(r.obj().at("items").as_array().size(), 1u) << r.body;
+  EXPECT_EQ(str(r.obj().at("items").as_array()[0].as_object().at("rep")), "rep1");
+  EXPECT_EQ(r.obj().at("items").as_array()[0].as_object().at("day_ms").as_int64(), start - 9 * 3'600'000);
+  EXPECT_EQ(sign_in("rep2").get("/api/v1/conflicts/scheduling").obj().at("items").as_array().size(), 0u);
+}
+
+// ---- Accounts: reassignment and handover
+
+TEST_F(ApiTest, ReassignAndHandover) {
+  Web boss = sign_in("boss");
+  const std::string a = account(boss, "A", "north", "boss");
+  const std::string b = account(boss, "B", "north", "boss");
+  Reply one =
+      boss.post("/api/v1/accounts/reassign", json::object{{"accounts", json::array{a}}, {"to_rep", "rep2"}});
+  ASSERT_EQ(one.status, 200) << one.body;
+  EXPECT_EQ(str(boss.get("/api/v1/entities/account/" + a).obj().at("record").as_object().at("territory_id")),
+            "south");
+  EXPECT_EQ(sign_in("rep2").get("/api/v1/entities/account/" + a).status, 200);
+  EXPECT_EQ(sign_in("rep1").get("/api/v1/entities/account/" + a).status, 404);
+  Reply bulk =
+      boss.post("/api/v1/accounts/reassign", json::object{{"from_rep", "rep2"}, {"territory", "east"}});
+  ASSERT_EQ(bulk.status, 200) << bulk.body;
+  EXPECT_EQ(bulk.obj().at("accounts").as_int64(), 1);
+  EXPECT_EQ(boss.post("/api/v1/accounts/reassign",
+                      json::object{{"accounts", json::array{a}}, {"territory", "mars"}})
+                .code(),
+            "value_invalid");
+
+  // rep1 leaves: territories, open deals and future appointments go to rep3 in one step.
+  const std::string deal = create(boss, "opportunity",
+                                  {{"account_id", b},
+                                   {"owner_id", "rep1"},
+                                   {"name", "D"},
+                                   {"stage", "proposal"},
+                                   {"amount_cents", 5000},
+                                   {"currency", "EUR"}});
+  const int64_t tomorrow = now_ms() + 86'400'000;
+  const std::string ev = create(boss, "calendar_event",
+                                {{"owner_id", "rep1"},
+                                 {"title", "Meet B"},
+                                 {"account_id", b},
+                                 {"start_at", tomorrow},
+                                 {"end_at", tomorrow + 3'600'000},
+                                 {"status", "scheduled"}});
+  Reply h = boss.post("/api/v1/users/rep1/handover", json::object{{"to", "rep3"}});
+  ASSERT_EQ(h.status, 200) << h.body;
+  EXPECT_EQ(h.obj().at("deals").as_int64(), 1);
+  EXPECT_EQ(h.obj().at("appointments").as_int64(), 1);
+  EXPECT_EQ(
+      str(boss.get("/api/v1/entities/opportunity/" + deal).obj().at("record").as_object().at("owner_id")),
+      "rep3");
+  EXPECT_EQ(
+      str(boss.get("/api/v1/entities/calendar_event/" + ev).obj().at("record").as_object().at("status")),
+      "cancelled");
+  Reply rebooked = boss.get("/api/v1/entities/calendar_event?owner_id=rep3");
+  ASSERT_EQ(rebooked.obj().at("items").as_array().size(), 1u);
+  EXPECT_EQ(str(rebooked.obj().at("items").as_array()[0].as_object().at("title")), "Meet B");
+  Web rep3 = sign_in("rep3");
+  EXPECT_EQ(rep3.get("/api/v1/entities/account/" + b).status, 200) << "north is rep3's now";
+  EXPECT_EQ(sign_in("rep1").get("/api/v1/entities/account/" + b).status, 404);
+}
+
+// ---- People, devices, audit
+
+TEST_F(ApiTest, PeopleAndDevicesWithAnAuditTrail) {
+  Web boss = sign_in("boss");
+  Reply u = boss.post("/api/v1/users", json::object{{"id", "newbie"},
+                                                    {"display_name", "New Rep"},
+                                                    {"role", "rep"},
+                                                    {"password", kPassword},
+                                                    {"territories", json::array{"south"}}});
+  ASSERT_EQ(u.status, 201) << u.body;
+  EXPECT_EQ(u.obj().at("territories"), (json::array{"south"}));
+  EXPECT_EQ(boss.post("/api/v1/users",
+                      json::object{
+                          {"id", "newbie"}, {"display_name", "x"}, {"role", "rep"}, {"password", kPassword}})
+                .code(),
+            "invalid_argument");
+  EXPECT_EQ(boss.post("/api/v1/users",
+                      json::object{
+                          {"id", "y"}, {"display_name", "x"}, {"role", "emperor"}, {"password", kPassword}})
+                .code(),
+            "value_invalid");
+  Reply role =
+      boss.patch("/api/v1/users/newbie", json::object{{"role", "manager"}, {"team", json::array{"rep2"}}});
+  ASSERT_EQ(role.status, 200) << role.body;
+  EXPECT_EQ(str(role.obj().at("role")), "manager");
+  EXPECT_EQ(boss.patch("/api/v1/users/newbie", json::object{{"territories", json::array{"atlantis"}}}).status,
+            422);
+  EXPECT_EQ(boss.patch("/api/v1/users/ghost", json::object{{"disabled", true}}).status, 404);
+  EXPECT_EQ(boss.post("/api/v1/users/newbie/password", json::object{{"password", "short"}}).status, 422);
+  ASSERT_EQ(boss.post("/api/v1/users/newbie/password", json::object{{"password", "another long one"}}).status,
+            200);
+  EXPECT_EQ(sign_in_raw("newbie", "another long one").status, 200);
+  Reply partner = boss.post("/api/v1/users", json::object{{"id", "shop"},
+                                                          {"display_name", "Shop"},
+                                                          {"role", "partner"},
+                                                          {"password", kPassword},
+                                                          {"territories", json::array{"east"}}});
+  ASSERT_EQ(partner.status, 201) << partner.body;
+  EXPECT_EQ(boss.post("/api/v1/devices", json::object{{"node", 500}, {"user", "shop"}}).status, 422)
+      << "partners have no devices";
+
+  ASSERT_EQ(boss.post("/api/v1/territories", json::object{{"id", "west"}, {"name", "West"}}).status, 201);
+  EXPECT_EQ(boss.get("/api/v1/territories").obj().at("items").as_array().size(), 4u);
+  Reply dev = boss.post("/api/v1/devices", json::object{{"node", "900"}, {"user", "newbie"}});
+  ASSERT_EQ(dev.status, 201) << dev.body;
+  EXPECT_EQ(str(dev.obj().at("node")), "900");
+
+  // Revoking a connected device cuts its session at once.
+  Phone& p = phone("rep2", 101);
+  WsClient live(p.client->engine(), ws_options(p));
+  ASSERT_TRUE(live.start().ok());
+  ASSERT_TRUE(live.wait_until(
+      [&] {
+        return p.client->sync_status().is_ok() && p.client->sync_status()->last_synced_at_ms.has_value();
+      },
+      20s));
+  Reply rv = boss.post("/api/v1/devices/101/revoke", json::object{});
+  ASSERT_EQ(rv.status, 200) << rv.body;
+  EXPECT_TRUE(rv.obj().at("revoked").as_bool());
+  EXPECT_TRUE(live.wait_until([&] { return p.client->erased(); }, 10s)) << live.last_error().to_string();
+  live.stop();
+  EXPECT_EQ(boss.post("/api/v1/devices/4242/revoke", json::object{}).status, 404);
+
+  Reply health = boss.get("/api/v1/sync-health");
+  ASSERT_EQ(health.status, 200) << health.body;
+  bool found = false;
+  for (const json::value& d : health.obj().at("devices").as_array())
+    if (str(d.as_object().at("node")) == "101") {
+      found = true;
+      EXPECT_TRUE(d.as_object().at("revoked").as_bool());
+      EXPECT_FALSE(d.as_object().at("last_connected_ms").is_null());
+    }
+  EXPECT_TRUE(found);
+
+  Reply audit = boss.get("/api/v1/audit");
+  ASSERT_EQ(audit.status, 200) << audit.body;
+  std::vector<std::string> actions;
+  for (const json::value& a : audit.obj().at("items").as_array()) {
+    actions.push_back(str(a.as_object().at("action")) + " " + str(a.as_object().at("target")));
+    EXPECT_EQ(str(a.as_object().at("actor")), "boss");
+    EXPECT_GT(a.as_object().at("at_ms").as_int64(), 0);
+  }
+  EXPECT_EQ(actions,
+            (std::vector<std::string>{"user.create newbie", "user.update newbie", "user.password newbie",
+                                      "user.create shop", "territory.create west", "device.register 900",
+                                      "device.revoke 101"}));
+}
+
+}  // namespace
+}  // namespace fieldsync
