@@ -134,6 +134,7 @@ rep('alice', 'order', 'line', '--order', ORDER, '--product', PRODUCT, '--qty', '
 rep('alice', 'order', 'submit', '--order', ORDER);
 rep('alice', 'account', 'edit', '--id', ROSSI, '--phone', '+49 40 111111');
 rep('bob', 'account', 'edit', '--id', ROSSI, '--phone', '+49 40 222222');
+rep('bob', 'opp', 'add', '--account', KIOSK, '--name', 'Kiosk espresso contract', '--amount', '480000', '--stage', 'proposal');
 sync('alice', 'bob');
 
 // The API as a script sees it (bearer token), to check what the page did.
@@ -265,8 +266,20 @@ try {
     await page.locator('#nav a[data-view="reports"]').click();
     for (const id of ['chart-funnel', 'chart-forecast', 'chart-activity', 'chart-revenue'])
       await page.locator(`#${id}-box[data-state="drawn"]`).waitFor();
-    const drawn = await page.evaluate(() => ['chart-funnel', 'chart-forecast', 'chart-activity', 'chart-revenue'].filter((id) => window.Chart && window.Chart.getChart(document.getElementById(id))));
-    check(drawn.length === 4, 'four charts drawn by Chart.js (funnel, forecast, visits per rep, revenue)');
+    // What each chart holds: [labels, first dataset's values] from Chart.js itself.
+    const charts = await page.evaluate(() =>
+      Object.fromEntries(['chart-funnel', 'chart-forecast', 'chart-activity', 'chart-revenue'].map((id) => {
+        const c = window.Chart && window.Chart.getChart(document.getElementById(id));
+        return [id, c ? [c.data.labels, c.data.datasets.map((d) => d.data)] : null];
+      })));
+    check(Object.values(charts).every((c) => c !== null), 'four charts drawn by Chart.js (funnel, forecast, visits per rep, revenue)');
+    const sum = (xs) => xs.reduce((a, b) => a + Number(b || 0), 0);
+    const [funnelStages, [funnelDeals, funnelAmount]] = charts['chart-funnel'];
+    check(funnelDeals[funnelStages.indexOf('proposal')] === 1 && sum(funnelAmount) === 4800, "funnel: bob's deal, 4,800.00 in proposal");
+    check(sum(charts['chart-forecast'][1][0]) === 2400, 'forecast: 4,800.00 weighted at 50% (proposal)');
+    const [reps, [visits]] = charts['chart-activity'];
+    check(visits[reps.indexOf('alice')] === 1, 'visits per rep: alice 1');
+    check(sum(charts['chart-revenue'][1][0]) === 294, 'revenue: the approved order, 294.00');
     await screenshot('reports');
   }
 
