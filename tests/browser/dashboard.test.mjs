@@ -132,6 +132,9 @@ sync('ho', 'alice', 'bob');
 const ORDER = rep('alice', 'order', 'draft', '--account', ROSSI);
 rep('alice', 'order', 'line', '--order', ORDER, '--product', PRODUCT, '--qty', '12');
 rep('alice', 'order', 'submit', '--order', ORDER);
+const ORDER2 = rep('alice', 'order', 'draft', '--account', KIOSK);
+rep('alice', 'order', 'line', '--order', ORDER2, '--product', PRODUCT, '--qty', '2');
+rep('alice', 'order', 'submit', '--order', ORDER2);
 rep('alice', 'account', 'edit', '--id', ROSSI, '--phone', '+49 40 111111');
 rep('bob', 'account', 'edit', '--id', ROSSI, '--phone', '+49 40 222222');
 rep('bob', 'opp', 'add', '--account', KIOSK, '--name', 'Kiosk espresso contract', '--amount', '480000', '--stage', 'proposal');
@@ -214,6 +217,7 @@ try {
   await orderRow.locator('text=Caffè Rossi').waitFor();
   await page.locator(`#orders-body tr[data-id="${ORDER}"] td.num`, { hasText: '€294.00' }).waitFor();
   check(true, 'the submitted order is listed with its account and total (12 x 24.50 EUR)');
+  check((await page.locator('#orders-body tr').count()) === 2, 'both submitted orders are in the queue');
   await checkTimes('approvals');
   await screenshot('approvals');
   await orderRow.getByRole('button', { name: 'Approve' }).click();
@@ -223,6 +227,19 @@ try {
   check(approved.status === 200 && approved.body.record.status === 'approved', 'the API shows the order approved');
   sync('alice');
   check(rep('alice', 'order', 'show', '--order', ORDER).includes('approved'), "alice's device shows the order approved after its sync");
+
+  step('reject an order with a reason, with the keyboard alone');
+  const rejectRow = page.locator(`#orders-body tr[data-id="${ORDER2}"]`);
+  await rejectRow.getByRole('button', { name: 'Reject' }).focus();
+  await page.keyboard.press('Enter');
+  await page.locator(`#orders-body tr[data-id="${ORDER2}"] input[aria-label="Reason for rejecting"]:focus`).waitFor();
+  await page.keyboard.type('Kiosk is closed for the winter');
+  await page.keyboard.press('Enter');
+  await rejectRow.waitFor({ state: 'detached' });
+  check(true, 'the rejected order left the queue');
+  const rejected = await get('/entities/order/' + ORDER2);
+  check(rejected.status === 200 && rejected.body.record.status === 'draft', 'the API shows the rejected order back in draft');
+  check((await page.locator('#orders-body tr').count()) === 0 && (await page.locator('#orders-empty').isVisible()), 'the queue is empty');
 
   step('restore the losing value of a conflict');
   await page.locator('#nav a[data-view="conflicts"]').click();
