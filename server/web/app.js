@@ -327,10 +327,11 @@ async function openStream() {
   state.stream = es;
   es.addEventListener('open', () => setFeedState('live', 'live'));
   es.addEventListener('error', () => {
-    // The browser would reconnect with the URL's old `since`; reopen from where the feed is instead.
+    // The browser would reconnect with the URL's old `since`; reopen from where the feed is instead, once the
+    // session is known to be alive (an ended session logs out instead of retrying for ever).
     closeStream();
     setFeedState('down', 'reconnecting');
-    if (state.session) state.retry = setTimeout(openStream, RECONNECT_MS);
+    if (state.session) state.retry = setTimeout(reopenStream, RECONNECT_MS);
   });
   es.addEventListener('change', (m) => {
     const t = parse(m.data);
@@ -343,6 +344,17 @@ async function openStream() {
     advance(m.lastEventId);
   });
   es.addEventListener('message', (m) => advance(m.lastEventId));
+}
+
+async function reopenStream() {
+  try {
+    await api('GET', '/session');
+  } catch (e) {
+    if (e.status === 401) return loggedOut('Your session has ended; log in again.');
+    state.retry = setTimeout(reopenStream, RECONNECT_MS * 5); // the server is unreachable: try again later
+    return;
+  }
+  if (state.session) openStream();
 }
 
 function closeStream() {
