@@ -183,6 +183,13 @@ try {
   const csp = res.headers()['content-security-policy'] || '';
   check(csp.includes("script-src 'self'") && csp.includes("style-src 'self'") && !csp.includes('unsafe'), 'strict Content-Security-Policy on /');
   check(res.headers()['x-content-type-options'] === 'nosniff', 'X-Content-Type-Options: nosniff');
+  const js = await api.get('/app/vendor/chart.umd.min.js');
+  check(js.status() === 200 && js.headers()['content-type'].startsWith('text/javascript') && js.headers()['content-security-policy'] === csp,
+    'the chart library is served as JavaScript under the same policy');
+  const etag = js.headers()['etag'];
+  const again = await api.get('/app/vendor/chart.umd.min.js', { headers: { 'If-None-Match': etag } });
+  check(etag && again.status() === 304 && js.headers()['cache-control'] === 'no-cache', 'revalidated by ETag: 304 Not Modified');
+  check((await api.get('/app/nothing.js')).status() === 404, 'an unknown file is 404');
   await page.locator('#view-login').waitFor({ state: 'visible' });
   await screenshot('login');
 
