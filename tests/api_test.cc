@@ -586,6 +586,21 @@ TEST_F(ApiTest, ListsFilterSortAndPageRecordsComeWithChildrenAndHistory) {
   EXPECT_EQ(boss.get("/api/v1/entities/account?limit=0").code(), "value_invalid");
   EXPECT_EQ(boss.get("/api/v1/entities/account?cursor=garbage").code(), "bad_cursor");
 
+  // Credit limits are head office's (server-owned): a manager's attempt is refused and changes nothing.
+  ASSERT_EQ(boss.patch("/api/v1/entities/account/" + a, json::object{{"credit_limit_cents", 500000}}).status,
+            200);
+  Reply limit =
+      sign_in("mgr").patch("/api/v1/entities/account/" + a, json::object{{"credit_limit_cents", 1}});
+  EXPECT_EQ(limit.status, 403) << limit.body;
+  EXPECT_EQ(limit.code(), "server_owned_field");
+  EXPECT_EQ(boss.get("/api/v1/entities/account/" + a)
+                .obj()
+                .at("record")
+                .as_object()
+                .at("credit_limit_cents")
+                .as_int64(),
+            500000);
+
   // One record with its children and the order's totals (3 x 10.00 - 10% + 5.50 = 32.50).
   Reply o = boss.get("/api/v1/entities/order/" + order);
   ASSERT_EQ(o.status, 200) << o.body;
@@ -687,7 +702,7 @@ TEST_F(ApiTest, BadInputOfEachKindIsA4xxWithCodeAndFieldAndChangesNothing) {
        "missing_field", "territory_id"},
       {http::verb::post, "/api/v1/entities/widget", R"({"name": "x"})", 404, "unknown_entity", "entity"},
       {http::verb::post, "/api/v1/entities/account", "{\"name\": \"" + std::string(300 * 1024, 'x') + "\"}",
-       413, "", ""},
+       413, "body_too_large", ""},
       {http::verb::post, "/api/v1/orders/" + a + "/reject", R"({})", 400, "missing_field", "reason"},
       {http::verb::post, "/api/v1/conflicts/99/resolve", R"({"action": "undo"})", 400, "value_invalid",
        "action"},
@@ -705,10 +720,12 @@ TEST_F(ApiTest, BadInputOfEachKindIsA4xxWithCodeAndFieldAndChangesNothing) {
       EXPECT_EQ(str(r.obj().at("field")), c.field) << r.body;
     }
   }
-  EXPECT_EQ(https(port, http::verb::patch, path, R"({"phone":"+1"})",
-                  {{"Cookie", boss.cookie}, {"X-CSRF-Token", boss.csrf}, {"Content-Type", "text/plain"}})
-                .status,
-            415);
+  Reply text = https(port, http::verb::patch, path, R"({"phone":"+1"})",
+                     {{"Cookie", boss.cookie}, {"X-CSRF-Token", boss.csrf}, {"Content-Type", "text/plain"}});
+  EXPECT_EQ(text.status, 415);
+  EXPECT_EQ(text.code(), "unsupported_media_type");
+  EXPECT_EQ(boss.get("/api/v1/nothing/here").code(), "not_found");
+  EXPECT_EQ(boss.call(http::verb::put, path).code(), "method_not_allowed");
   EXPECT_EQ(head(), before) << "no bad request wrote anything";
   EXPECT_EQ(boss.get("/api/v1/entities/account/" + a).body, record_before);
 }
@@ -874,6 +891,30 @@ TEST_F(ApiTest, ChangeStreamSendsServerSentEventsAsChangesArrive) {
   EXPECT_NE(got.find("event: change"), std::string::npos);
   EXPECT_NE(got.find("id: " + std::to_string(since + 1)), std::string::npos) << got;
   boost::beast::get_lowest_layer(stream).close();
+}
+
+TEST_F(ApiTest, ChangeExportStreamsEveryVisibleTransactionAsNdjsonInChunks) {
+  Web boss = sign_in("boss", true);
+  std::set<std::string> north;
+  for (int i = 0; i < 40; ++i) {
+    const std::string id = account(boss, "Acc " + std::to_string(i), i % 2 ? "north" : "south", "boss");
+    if (i % 2) north.insert(id);
+  }
+  Reply all = boss.get("/api/v1/changes/export?since=0");
+  ASSERT_EQ(all.status, 200) << all.body;
+  EXPECT_EQ(all.header("Transfer-Encoding"), "chunked");
+  EXPECT_EQ(std::count(all.body.begin(), all.body.end(), '\n'), 40);
+  Reply mine = sign_in("rep1", true).get("/api/v1/changes/export?since=0");
+  ASSERT_EQ(mine.status, 200);
+  std::set<std::string> seen;
+  size_t start = 0;
+  for (size_t nl; (nl = mine.body.find('\n', start)) != std::string::npos; start = nl + 1) {
+    json::value line = json::parse(mine.body.substr(start, nl - start));
+    for (const json::value& c : line.as_object().at("changes").as_array())
+      seen.insert(str(c.as_object().at("id")));
+  }
+  EXPECT_EQ(seen, north) << "scope-filtered like a device";
+  EXPECT_EQ(boss.get("/api/v1/changes/export?since=x").code(), "value_invalid");
 }
 
 // ---- Conflicts

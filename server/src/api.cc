@@ -382,6 +382,20 @@ void api_post(NetServer::Impl& impl, std::function<void()> fn) {
   boost::asio::post(*impl.api_pool, std::move(fn));
 }
 
+void api_stream(ApiRequest& r, std::string content_type, HttpSession::Headers headers,
+                std::function<std::optional<std::string>()> produce) {
+  NetServer::Impl* impl = r.impl;
+  auto next = std::make_shared<std::function<std::optional<std::string>()>>(std::move(produce));
+  Strand strand = r.session->strand();
+  boost::asio::post(strand, [session = r.session, impl, next, content_type = std::move(content_type),
+                             headers = std::move(headers)]() mutable {
+    session->respond_stream(http::status::ok, content_type, std::move(headers),
+                            [impl, next](HttpSession::ChunkSink deliver) {
+                              api_post(*impl, [next, deliver = std::move(deliver)] { deliver((*next)()); });
+                            });
+  });
+}
+
 void api_revoke_sessions(NetServer::Impl& impl, const UserId& user) {
   impl.api->erase_user(user);
 }

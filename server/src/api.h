@@ -78,6 +78,16 @@ void add_api_stream_route(NetServer::Impl& impl, RouteTable& routes, const std::
                           std::vector<std::string> roles,
                           std::function<std::optional<ApiError>(ApiRequest&)> start);
 
+// For a streamed route's `start` (CSV exports): answers `r` with a chunked body whose chunks `produce` makes
+// on the API's worker threads, one call per chunk, each only after the previous chunk was written
+// (backpressure: memory stays one chunk however big the export); nullopt ends the body. `produce` owns
+// whatever cursor it reads from and is destroyed when the stream ends or the client goes away. Example,
+// the coordinator's CSV wiring: add_api_stream_route(impl, routes, "/api/v1/export/{file}", roles,
+// [](ApiRequest& r) { /* check the query */ api_stream(r, "text/csv; charset=utf-8", {...}, producer);
+// return std::nullopt; }).
+void api_stream(ApiRequest& r, std::string content_type, HttpSession::Headers headers,
+                std::function<std::optional<std::string>()> produce);
+
 // Posts `fn` to the API's worker threads (counted against limits::kMaxApiQueued by the caller of the route).
 void api_post(NetServer::Impl& impl, std::function<void()> fn);
 

@@ -462,30 +462,48 @@ ApiResult get_history(ApiRequest& r) {
   const ScopeKey scope = resolve_scope(*rec, reader);
   Result<uint64_t> head = store.head_seq();
   if (!head) return api_error_from(head.status());
-  // The record's part of the log: the entries filed under its scope (and under each scope a move took it
-  // from, which its own log entries name as well).
+  // The record's part of the log: the entries filed under its scope, and under every scope a move took it
+  // (or the account it hangs off) from -- the move's own entry is filed under both ends, so each round
+  // finds the scopes of the round before, until no move leads further back.
+  std::set<ScopeKey> scopes;
+  const bool whole_log = scope.kind == ScopeKey::Kind::kUnresolved;
+  if (!whole_log) scopes.insert(scope);
+  std::vector<ServerTxn> txns;
+  for (int round = 0; round < 8; ++round) {
+    txns.clear();
+    std::set<ScopeKey> found = scopes;
+    size_t changes = 0;
+    for (uint64_t after = 0; after < *head && changes < limits::kApiMaxHistory * 50;) {
+      std::vector<ServerTxn> part;
+      if (whole_log) {
+        Result<std::vector<ServerTxn>> all = store.read_log(after, limits::kApiHistoryStep);
+        if (!all) return api_error_from(all.status());
+        if (all->empty()) break;
+        after = all->back().server_seq;
+        part = std::move(*all);
+      } else {
+        Result<CentralStore::LogSlice> slice = store.read_log_for(
+            after, *head, std::vector<ScopeKey>(scopes.begin(), scopes.end()), limits::kApiHistoryStep);
+        if (!slice) return api_error_from(slice.status());
+        after = std::max(slice->searched_to, after + 1);
+        part = std::move(slice->txns);
+      }
+      for (ServerTxn& t : part) {
+        changes += t.changes.size();
+        for (const ScopeMove& m : t.moves)
+          if (scopes.count(m.to)) found.insert(m.from);
+        txns.push_back(std::move(t));
+      }
+    }
+    if (found == scopes || whole_log) break;
+    scopes = std::move(found);
+  }
   json::array items;
   std::map<uint16_t, Value> last;
-  uint64_t after = 0;
-  while (after < *head && items.size() < limits::kApiMaxHistory) {
-    Result<CentralStore::LogSlice> slice =
-        scope.kind == ScopeKey::Kind::kUnresolved
-            ? Result<CentralStore::LogSlice>(Status(ErrorCode::kInternal, ""))
-            : store.read_log_for(after, *head, {scope}, limits::kApiHistoryStep);
-    std::vector<ServerTxn> txns;
-    if (slice) {
-      txns = std::move(slice->txns);
-      after = std::max(slice->searched_to, after + 1);
-    } else {
-      Result<std::vector<ServerTxn>> all = store.read_log(after, limits::kApiHistoryStep);
-      if (!all) return api_error_from(all.status());
-      if (all->empty()) break;
-      after = all->back().server_seq;
-      txns = std::move(*all);
-    }
+  {
     for (const ServerTxn& t : txns) {
       for (const Change& c : t.changes) {
-        if (c.entity != e->id || c.record != *id) continue;
+        if (c.entity != e->id || c.record != *id || items.size() >= limits::kApiMaxHistory) continue;
         json::object o;
         o["server_seq"] = t.server_seq;
         o["at_ms"] = hlc_physical_ms(c.version.hlc);
@@ -514,7 +532,6 @@ ApiResult get_history(ApiRequest& r) {
         items.push_back(std::move(o));
       }
     }
-    if (!slice && txns.empty()) break;
   }
   json::object out;
   out["items"] = std::move(items);
@@ -1348,6 +1365,45 @@ std::optional<ApiError> start_stream(ApiRequest& r) {
   return std::nullopt;
 }
 
+// GET /api/v1/changes/export?since=SEQ: every visible change after `since` up to the head at the start, as
+// NDJSON (one transaction per line), streamed in chunks of one feed page: an ERP's bulk catch-up without
+// paging, in constant memory however long the log.
+std::optional<ApiError> start_export(ApiRequest& r) {
+  uint64_t since = 0;
+  for (const auto& [k, v] : r.query) {
+    if (k != "since")
+      return api_error(http::status::bad_request, "unknown_field", "unknown parameter " + k, k);
+    std::optional<int64_t> n = parse_int(v);
+    if (!n || *n < 0)
+      return api_error(http::status::bad_request, "value_invalid", "since is a server_seq", k);
+    since = static_cast<uint64_t>(*n);
+  }
+  Result<uint64_t> head = r.impl->store.head_seq();
+  if (!head) return api_error_from(head.status());
+  struct Cursor {
+    uint64_t since = 0;
+    uint64_t until = 0;
+    bool failed = false;
+  };
+  auto cursor = std::make_shared<Cursor>(Cursor{since, *head, false});
+  NetServer::Impl* impl = r.impl;
+  Caller caller = r.caller;
+  api_stream(r, "application/x-ndjson", {}, [impl, caller, cursor]() -> std::optional<std::string> {
+    if (cursor->failed || cursor->since >= cursor->until) return std::nullopt;
+    Result<FeedPage> page = read_feed(*impl, caller, cursor->since, 500);
+    if (!page) {
+      cursor->failed = true;  // the body ends early; the client sees no closing line and retries
+      return std::nullopt;
+    }
+    std::string out;
+    for (const json::value& t : page->txns)
+      if (t.as_object().at("server_seq").as_uint64() <= cursor->until) out += json::serialize(t) + "\n";
+    cursor->since = page->next;
+    return out;  // empty: nothing visible in this page, the next call reads on
+  });
+  return std::nullopt;
+}
+
 }  // namespace
 
 // ---- Sync health
@@ -1438,6 +1494,7 @@ void add_entity_routes(NetServer::Impl& impl, RouteTable& routes) {
                 resolve_conflict);
   add_api_route(impl, routes, http::verb::get, base + "/changes", kAll, changes);
   add_api_stream_route(impl, routes, base + "/changes/stream", kAll, start_stream);
+  add_api_stream_route(impl, routes, base + "/changes/export", kAll, start_export);
 }
 
 }  // namespace fieldsync::server

@@ -2,6 +2,7 @@
 
 #include <openssl/crypto.h>
 
+#include <array>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
@@ -52,14 +53,57 @@ void HttpSession::on_tls_handshake(boost::system::error_code ec) {
       [self = shared_from_this()](boost::system::error_code ec, size_t) { self->on_header(ec); });
 }
 
+// A refusal before any handler ran. Under /api/ it is the API's JSON error ({"code", "message", "field"}), so
+// a script or the dashboard reads every error the same way; elsewhere plain text as before.
+void HttpSession::refuse(http::status status, std::string_view code, std::string text, Headers extra) {
+  const bool api = parser_ && parser_->get().target().starts_with("/api/");
+  linger_ = parser_ && !parser_->is_done();
+  if (!api) return respond(status, "text/plain", std::move(text), std::move(extra));
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  std::string body = "{\"code\":\"" + std::string(code) + "\",\"message\":\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') body += '\\';
+    body += c;
+  }
+  body += "\",\"field\":null}\n";
+  respond(status, "application/json", std::move(body), std::move(extra));
+}
+
+// After a refusal that left a request body unread: closing at once would make the kernel answer the unread
+// bytes with a reset, which can destroy the answer before the client reads it. So: stop sending, read and
+// drop what still comes for a moment (at most kLingerBytes), then close. Lingering closes as web servers do.
+void HttpSession::linger() {
+  constexpr int64_t kLingerMs = 1000;
+  constexpr size_t kLingerBytes = 1 << 20;
+  boost::system::error_code ignored;
+  auto& tcp = beast::get_lowest_layer(tls_);
+  tcp.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  tcp.expires_after(std::chrono::milliseconds(kLingerMs));
+  auto drop = std::make_shared<std::array<char, 16 * 1024>>();
+  auto step = std::make_shared<std::function<void(boost::system::error_code, size_t)>>();
+  auto total = std::make_shared<size_t>(0);
+  *step = [self = shared_from_this(), drop, step, total](boost::system::error_code ec, size_t n) {
+    *total += n;
+    if (ec || *total > kLingerBytes) {
+      self->state_ = State::kClosed;
+      beast::get_lowest_layer(self->tls_).close();
+      *step = nullptr;  // breaks the cycle
+      return;
+    }
+    beast::get_lowest_layer(self->tls_).async_read_some(asio::buffer(*drop), *step);
+  };
+  tcp.async_read_some(asio::buffer(*drop), *step);
+}
+
 void HttpSession::on_header(boost::system::error_code ec) {
   if (ec == http::error::header_limit) {
     set_reason("http_header_too_large");
-    return respond(http::status::request_header_fields_too_large, "text/plain", "request header too large\n");
+    return refuse(http::status::request_header_fields_too_large, "header_too_large",
+                  "request header too large\n");
   }
   if (ec == http::error::body_limit) {  // a Content-Length past Beast's default cap (1 MiB)
     set_reason("http_body_too_large");
-    return respond(http::status::payload_too_large, "text/plain", "request body too large\n");
+    return refuse(http::status::payload_too_large, "body_too_large", "request body too large\n");
   }
   if (ec) return fail("upgrade_request", ec);
   const auto& req = parser_->get();
@@ -71,13 +115,13 @@ void HttpSession::on_header(boost::system::error_code ec) {
     impl_.metrics.add(Counter::kHttpRequests, 1, match_.label.empty() ? "other" : match_.label);
   if (route == nullptr && match_.allow.empty()) {
     set_reason("not_found");
-    return respond(http::status::not_found, "text/plain",
-                   "fieldsync: the sync endpoint is a WebSocket at /sync\n");
+    return refuse(http::status::not_found, "not_found",
+                  "fieldsync: the sync endpoint is a WebSocket at /sync\n");
   }
   if (route == nullptr) {
     set_reason("method_not_allowed");
-    return respond(http::status::method_not_allowed, "text/plain", "method not allowed\n",
-                   {{http::field::allow, match_.allow}});
+    return refuse(http::status::method_not_allowed, "method_not_allowed", "method not allowed\n",
+                  {{http::field::allow, match_.allow}});
   }
   if (route->auth == RouteAuth::kOperator && !operator_allowed()) {
     set_reason("forbidden");
@@ -88,15 +132,15 @@ void HttpSession::on_header(boost::system::error_code ec) {
     const std::string_view type = req[http::field::content_type];
     if (type.substr(0, type.find(';')) != route->content_type) {
       set_reason("unsupported_media_type");
-      return respond(http::status::unsupported_media_type, "text/plain",
-                     "expected Content-Type: " + route->content_type + "\n");
+      return refuse(http::status::unsupported_media_type, "unsupported_media_type",
+                    "expected Content-Type: " + route->content_type + "\n");
     }
   }
   // Beast checks a Content-Length against the body limit while it parses the header: this route's limit
   // is checked here, and holds for a chunked body as it is read.
   if (parser_->content_length().value_or(0) > route->body_limit) {
     set_reason("http_body_too_large");
-    return respond(http::status::payload_too_large, "text/plain", "request body too large\n");
+    return refuse(http::status::payload_too_large, "body_too_large", "request body too large\n");
   }
   parser_->body_limit(route->body_limit);
   if (parser_->is_done()) return dispatch();
@@ -108,7 +152,7 @@ void HttpSession::on_header(boost::system::error_code ec) {
 void HttpSession::on_body(boost::system::error_code ec) {
   if (ec == http::error::body_limit) {
     set_reason("http_body_too_large");
-    return respond(http::status::payload_too_large, "text/plain", "request body too large\n");
+    return refuse(http::status::payload_too_large, "body_too_large", "request body too large\n");
   }
   if (ec) return fail("request_body", ec);
   dispatch();
@@ -148,7 +192,8 @@ void HttpSession::respond(http::status status, std::string_view content_type, st
   res->prepare_payload();
   beast::get_lowest_layer(tls_).expires_after(
       std::chrono::milliseconds(impl_.options.ws_handshake_timeout_ms));
-  http::async_write(tls_, *res, [self = shared_from_this(), res](boost::system::error_code, size_t) {
+  http::async_write(tls_, *res, [self = shared_from_this(), res](boost::system::error_code ec, size_t) {
+    if (!ec && self->linger_) return self->linger();
     self->state_ = State::kClosed;
     beast::get_lowest_layer(self->tls_).close();
   });

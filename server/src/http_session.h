@@ -84,6 +84,8 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
   void on_body(boost::system::error_code ec);
   void dispatch();
   bool operator_allowed() const;
+  void linger();
+  void refuse(boost::beast::http::status status, std::string_view code, std::string text, Headers extra = {});
   void stream_next(std::shared_ptr<ChunkSource> next);
   void stream_chunk(std::shared_ptr<ChunkSource> next, std::optional<std::string> chunk);
   void fail(const char* stage, boost::system::error_code ec);
@@ -99,6 +101,7 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
   unsigned version_ = 11;
   asio::steady_timer timer_;
   State state_ = State::kTlsHandshake;
+  bool linger_ = false;  // a refusal left the request body unread: linger() before closing
 };
 
 // ws_session.cc: a WebSocket session on the connection `tls` (the upgrade request `req` read from it)
