@@ -53,10 +53,12 @@ function check(cond, what) {
   ok(what);
 }
 
-const run = (file, argv) => execFileSync(file, argv, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+const run = (file, argv, env) =>
+  execFileSync(file, argv, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } }).trim();
 const admin = (...a) => run(path.join(BIN, 'fieldsync-admin'), ['--data-dir', DATA, ...a]);
-const rep = (user, ...a) =>
-  run(path.join(BIN, 'fieldsync-rep'), ['--db', path.join(RUN, user + '.db'), '--user', user, '--role', ROLE[user], '--token', TOKEN[user] || '', ...a]);
+const repIn = (env, user, ...a) =>
+  run(path.join(BIN, 'fieldsync-rep'), ['--db', path.join(RUN, user + '.db'), '--user', user, '--role', ROLE[user], '--token', TOKEN[user] || '', ...a], env);
+const rep = (user, ...a) => repIn({}, user, ...a);
 
 async function freePort() {
   return new Promise((resolve, reject) => {
@@ -138,7 +140,15 @@ rep('alice', 'order', 'submit', '--order', ORDER2);
 rep('alice', 'account', 'edit', '--id', ROSSI, '--phone', '+49 40 111111');
 rep('bob', 'account', 'edit', '--id', ROSSI, '--phone', '+49 40 222222');
 rep('bob', 'opp', 'add', '--account', KIOSK, '--name', 'Kiosk espresso contract', '--amount', '480000', '--stage', 'proposal');
-sync('alice', 'bob');
+rep('alice', 'event', 'book', '--title', 'Tasting at Rossi', '--start', '2030-01-07T10:00', '--end', '2030-01-07T11:00', '--account', ROSSI);
+rep('alice', 'event', 'book', '--title', 'Kiosk follow-up', '--start', '2030-01-07T10:30', '--end', '2030-01-07T11:30', '--account', KIOSK);
+sync('alice', 'bob', 'ho');
+
+step("the terminal's conflict listing (fieldsync-rep conflicts) shows times as local dates, not epoch ms");
+const listing = repIn({ TZ: TIME_ZONE }, 'ho', 'conflicts');
+check(/start_at/.test(listing) && /2030-01-07 16:00 IST/.test(listing) && /2030-01-07 15:30 IST/.test(listing),
+  "the double booking's start times in IST (10:00 and 10:30 UTC)");
+check(!/\b1\d{12}\b/.test(listing), 'no epoch milliseconds in the listing');
 
 // The API as a script sees it (bearer token), to check what the page did.
 const api = await apiRequest.newContext({ baseURL: ORIGIN, ignoreHTTPSErrors: true });
