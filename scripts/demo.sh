@@ -7,9 +7,20 @@
 # and converge. It ends with what head office sees, checks every device byte for byte against the server's view
 # of that user, and says where the data lives. Finally it runs the deterministic simulator over many seeds.
 #
+# The server also serves the head-office dashboard: the demo prints its address and a head-office login. With
+# --keep the server keeps running after the demo (until you stop it), so you can open the dashboard, watch a
+# rep's next sync arrive in its live feed, approve the orders and look at the conflicts.
+#
 # FIELDSYNC_DEMO_DIR (default ./demo-run) and FIELDSYNC_DEMO_PORT (default 18443) can be set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+KEEP=0
+for arg in "$@"; do
+  case "$arg" in
+    --keep) KEEP=1 ;;
+    *) echo "usage: scripts/demo.sh [--keep]   (--keep: leave the server and its dashboard running)" >&2; exit 2 ;;
+  esac
+done
 ./scripts/install-deps.sh
 echo "== building"
 ./scripts/build.sh release --target fieldsync-server fieldsync-admin fieldsync-rep fieldsync-sim >/dev/null
@@ -68,6 +79,14 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 sed 's/^/  /' "$DEMO/server.log" | head -5
+DASHBOARD="https://127.0.0.1:$PORT/"
+if curl -sf --cacert "$DATA/dev-cert.pem" "$DASHBOARD" | grep -q '<title>fieldsync head office</title>'; then
+  echo "  head-office dashboard: $DASHBOARD  (log in as ho, password $PASSWORD; the browser warns about the"
+  echo "  generated certificate: its SHA-256 pin is in the log above)"
+else
+  echo "demo: the server does not serve the dashboard at $DASHBOARD" >&2
+  exit 1
+fi
 
 step "every device gets its own replica, is registered by head office, and logs in over HTTPS (POST /login)"
 for u in ho maria alice bob carol; do
@@ -173,3 +192,13 @@ step "the deterministic simulator: 200 seeds of faults, crashes and clock skew"
 [ "$ok" = 1 ] || { echo "demo: devices did not converge" >&2; exit 1; }
 echo
 echo "demo: all devices converged with the server"
+echo "demo: head-office dashboard at $DASHBOARD (user ho, password $PASSWORD)"
+if [ "$KEEP" = 1 ]; then
+  trap - EXIT
+  echo "demo: --keep: the server (pid $SERVER_PID) keeps running; stop it with: kill $SERVER_PID"
+  echo "  a rep's next day, for instance (their work appears in the dashboard's live feed as it syncs):"
+  echo "    $BIN/fieldsync-rep --db $DEMO/carol.db --user carol --role rep --token ${TOKEN[carol]} \\"
+  echo "      checkin --account ${ACCT[mensa]}"
+  echo "    $BIN/fieldsync-rep --db $DEMO/carol.db --user carol --role rep --token ${TOKEN[carol]} \\"
+  echo "      sync --server wss://127.0.0.1:$PORT/sync --ca $DATA/dev-cert.pem --once"
+fi

@@ -19,6 +19,8 @@ PACKAGES=(
   # The ARM cross builds (scripts/cross-test.sh): Debian's cross compilers and qemu-user to run their tests;
   # the target libraries come from scripts/cross-sysroot.sh (below).
   g++-aarch64-linux-gnu g++-arm-linux-gnueabihf qemu-user
+  chromium  # the dashboard's browser test (tests/browser) drives Debian's Chromium: no browser download
+  nodejs    # ... with playwright-core (npm ci from tests/browser/package-lock.json), which needs Node.js 20+
 )
 
 missing=()
@@ -27,6 +29,10 @@ for p in "${PACKAGES[@]}"; do
     missing+=("$p")
   fi
 done
+
+# npm: a Node.js package that brings its own npm must not get Debian's npm beside it, so npm is asked for
+# only when Node.js came without it.
+if command -v node >/dev/null && ! command -v npm >/dev/null; then missing+=(npm); fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   "$(dirname "$0")/cross-sysroot.sh"  # the ARM target libraries: quiet and quick when they are there
@@ -39,5 +45,6 @@ echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq >/dev/null
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if ! command -v npm >/dev/null; then $SUDO apt-get install -y -qq --no-install-recommends npm >/dev/null; fi
 echo "install-deps: done"
 "$(dirname "$0")/cross-sysroot.sh"

@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <iostream>
 #include <map>
 #include <mutex>
@@ -251,6 +252,25 @@ std::string format_time(int64_t ms) {
   std::snprintf(buf, sizeof buf, "%04lld-%02u-%02uT%02d:%02d:%02dZ", static_cast<long long>(y), m, d,
                 static_cast<int>(rem / 3600), static_cast<int>(rem % 3600 / 60), static_cast<int>(rem % 60));
   return buf;
+}
+
+// A time for a person at this terminal: the local time zone (TZ), with its name, so a listing read beside a
+// calendar needs no conversion.
+std::string format_local_time(int64_t ms) {
+  const std::time_t secs = static_cast<std::time_t>(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
+  std::tm tm{};
+  char buf[64];
+  if (localtime_r(&secs, &tm) == nullptr || std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M %Z", &tm) == 0)
+    return format_time(ms);
+  return buf;
+}
+
+// A conflict's value as a person reads it: a timestamp field's milliseconds as a local date and time.
+std::string shown_value(const fieldsync::schema::FieldDef* f, const fieldsync::Value& v) {
+  if (f != nullptr && f->type == fieldsync::schema::FieldType::kTimestamp &&
+      v.kind() == fieldsync::Value::Kind::kInt)
+    return format_local_time(v.as_int());
+  return v.debug_string();
 }
 
 struct Failed {
@@ -627,8 +647,8 @@ int run(FieldClient& c, const Command& command) {
       const auto* f = e ? e->field(k.field) : nullptr;
       std::cout << k.server_seq << '\t' << k.rule << '\t' << (e ? e->name : "?") << '\t'
                 << k.record.to_string() << '\t' << (f ? f->name : "-") << "\twinner "
-                << k.winner.value.debug_string() << " by " << k.winner.user << "\tloser "
-                << k.loser.value.debug_string() << " by " << k.loser.user;
+                << shown_value(f, k.winner.value) << " by " << k.winner.user << "\tloser "
+                << shown_value(f, k.loser.value) << " by " << k.loser.user;
       if (!k.other_record.is_nil()) std::cout << "\tother " << k.other_record.to_string();
       std::cout << '\n';
     }

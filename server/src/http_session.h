@@ -24,7 +24,15 @@ namespace fieldsync::server {
 
 class HttpSession : public Connection, public std::enable_shared_from_this<HttpSession> {
  public:
-  using Headers = std::vector<std::pair<boost::beast::http::field, std::string>>;
+  // One extra response header: a field Beast names, or one it has no enum for (Content-Security-Policy).
+  struct Header {
+    Header(boost::beast::http::field f, std::string v)
+        : name(boost::beast::http::to_string(f)), value(std::move(v)) {}
+    Header(std::string_view n, std::string v) : name(n), value(std::move(v)) {}
+    std::string name;
+    std::string value;
+  };
+  using Headers = std::vector<Header>;
 
   HttpSession(NetServer::Impl& impl, Strand strand, tcp::socket&& socket, SessionId id);
   void run();

@@ -9,6 +9,7 @@
 #include <cstdlib>
 
 #include "api.h"
+#include "api_static.h"
 #include "http_session.h"
 #include "login_body.h"
 #include "wall_clock.h"
@@ -156,6 +157,7 @@ void add_routes(NetServer::Impl& impl, RouteTable& routes) {
                   return session->respond(http::status::service_unavailable, "text/plain", "draining\n");
                 session->respond(http::status::ok, "text/plain", "ok\n");
               }});
+  add_static_routes(routes);
 }
 
 }  // namespace fieldsync::server
