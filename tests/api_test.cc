@@ -26,6 +26,7 @@
 #include "fieldsync/client/ws_client.h"
 #include "fieldsync/server/directory.h"
 #include "fieldsync/server/net_server.h"
+#include "fieldsync/server/reports.h"
 #include "fieldsync/server/sqlite_store.h"
 #include "fieldsync/server/tls.h"
 
@@ -1125,6 +1126,135 @@ TEST_F(ApiTest, PeopleAndDevicesWithAnAuditTrail) {
             (std::vector<std::string>{"user.create newbie", "user.update newbie", "user.password newbie",
                                       "user.create shop", "territory.create west", "device.register 900",
                                       "device.revoke 101"}));
+}
+
+// ---- Reports, their setting and CSV exports (api_reports.cc over reports.h)
+
+TEST_F(ApiTest, ReportsAnswerInTheCallersScopeAndRefuseBadFilters) {
+  Web boss = sign_in("boss");
+  Web rep1 = sign_in("rep1");
+  Web rep2 = sign_in("rep2");
+  Web dealer = sign_in("dealer");
+  const std::string acc = account(boss, "Northwind", "north", "boss");
+  const std::string product = create(boss, "product", {{"sku", "W-1"}, {"name", "Widget"}, {"active", true}});
+  Phone& p = phone("rep1", 100);
+  sync(p);
+  Result<std::string> order = p.client->draft_order(acc, "EUR");
+  ASSERT_TRUE(order.is_ok()) << order.status().to_string();
+  ASSERT_TRUE(p.client->add_line(*order, client::NewLine{product, 3, 1500}).is_ok());
+  ASSERT_TRUE(p.client->submit_order(*order).is_ok());
+  sync(p);
+
+  const std::string period =
+      "?from=" + std::to_string(now_ms() - 86'400'000) + "&to=" + std::to_string(now_ms() + 86'400'000);
+  auto total = [](const Reply& r) -> int64_t {
+    const json::array& t = r.obj().at("total").as_array();
+    return t.empty() ? 0 : t[0].as_object().at("revenue_cents").as_int64();
+  };
+  Reply all = boss.get("/api/v1/reports/revenue" + period);
+  ASSERT_EQ(all.status, 200) << all.body;
+  EXPECT_EQ(total(all), 4500) << all.body;
+  Reply own = rep1.get("/api/v1/reports/revenue" + period);
+  ASSERT_EQ(own.status, 200) << own.body;
+  EXPECT_EQ(total(own), 4500) << "the rep's own order";
+  Reply other = rep2.get("/api/v1/reports/revenue" + period);
+  ASSERT_EQ(other.status, 200) << other.body;
+  EXPECT_EQ(total(other), 0) << "another rep's figures are not theirs";
+  for (std::string_view name : server::reports::kReportNames)
+    EXPECT_EQ(boss.get("/api/v1/reports/" + std::string(name) + period).status, 200) << name;
+
+  EXPECT_EQ(dealer.get("/api/v1/reports/revenue" + period).status, 403) << "partners read no company figures";
+  EXPECT_EQ(rep1.get("/api/v1/reports/revenue" + period + "&territory=south").status, 404)
+      << "a territory outside the caller's scope reveals nothing";
+  Reply bad = boss.get("/api/v1/reports/revenue?from=yesterday");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_EQ(bad.code(), "value_invalid");
+  EXPECT_EQ(str(bad.obj().at("field")), "from");
+  EXPECT_EQ(boss.get("/api/v1/reports/horoscope").status, 404);
+  EXPECT_EQ(https(port, http::verb::get, "/api/v1/reports/revenue", {}, {}).status, 401);
+}
+
+TEST_F(ApiTest, ForecastProbabilitiesAreHeadOfficesSettingWithAnAuditLine) {
+  Web boss = sign_in("boss");
+  Web mgr = sign_in("mgr");
+  Reply before = mgr.get("/api/v1/settings/stage-probabilities");
+  ASSERT_EQ(before.status, 200) << before.body;
+  ASSERT_TRUE(before.json.is_object()) << before.body;
+  EXPECT_EQ(before.obj().at("stage_probability_bp").as_object().at("proposal").as_int64(), 5000);
+  const json::object change{{"stage_probability_bp", json::object{{"proposal", 4000}}}};
+  EXPECT_EQ(mgr.call(http::verb::put, "/api/v1/settings/stage-probabilities", json::serialize(change)).status,
+            403);
+  Reply unknown =
+      boss.call(http::verb::put, "/api/v1/settings/stage-probabilities",
+                json::serialize(json::object{{"stage_probability_bp", json::object{{"maybe", 1}}}}));
+  EXPECT_EQ(unknown.status, 422) << unknown.body;
+  Reply range =
+      boss.call(http::verb::put, "/api/v1/settings/stage-probabilities",
+                json::serialize(json::object{{"stage_probability_bp", json::object{{"won", 10001}}}}));
+  ASSERT_TRUE(range.json.is_object()) << range.status << " " << range.body;
+  EXPECT_EQ(range.code(), "value_invalid");
+  EXPECT_EQ(str(range.obj().at("field")), "won");
+  Reply csrf = boss.call(http::verb::put, "/api/v1/settings/stage-probabilities", json::serialize(change),
+                         {{"X-CSRF-Token", "forged"}});
+  EXPECT_EQ(csrf.status, 403) << "a cookie request without its CSRF token changes nothing";
+  EXPECT_EQ(mgr.get("/api/v1/settings/stage-probabilities")
+                .obj()
+                .at("stage_probability_bp")
+                .as_object()
+                .at("proposal")
+                .as_int64(),
+            5000)
+      << "refused changes wrote nothing";
+
+  Reply ok = boss.call(http::verb::put, "/api/v1/settings/stage-probabilities", json::serialize(change));
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  ASSERT_TRUE(ok.json.is_object()) << ok.body;
+  const json::object& bp = ok.obj().at("stage_probability_bp").as_object();
+  EXPECT_EQ(bp.at("proposal").as_int64(), 4000);
+  EXPECT_EQ(bp.at("negotiation").as_int64(), 7500) << "the stages not named keep theirs";
+  bool audited = false;
+  const Reply audit = boss.get("/api/v1/audit");
+  for (const json::value& a : audit.obj().at("items").as_array())
+    audited = audited || str(a.as_object().at("action")) == "settings.stage_probability";
+  EXPECT_TRUE(audited);
+}
+
+TEST_F(ApiTest, CsvExportsStreamQuotedNeutralisedAndScoped) {
+  Web boss = sign_in("boss");
+  Web rep2 = sign_in("rep2");
+  Web dealer = sign_in("dealer");
+  account(boss, "=HYPERLINK(\"http://evil\")", "north", "boss");
+  account(boss, "Müller, \"Söhne\"", "north", "boss");
+  account(boss, "Southern Co", "south", "boss");
+  for (int i = 0; i < 300; ++i) account(boss, "Bulk " + std::to_string(i), "east", "boss");
+
+  Reply csv = boss.get("/api/v1/export/accounts.csv?bom=1");
+  ASSERT_EQ(csv.status, 200) << csv.body;
+  EXPECT_EQ(csv.header("Content-Type"), "text/csv; charset=utf-8");
+  EXPECT_EQ(csv.header("Transfer-Encoding"), "chunked");
+  EXPECT_EQ(csv.header("Content-Disposition"), "attachment; filename=\"accounts.csv\"");
+  EXPECT_EQ(csv.body.rfind("\xEF\xBB\xBF", 0), 0u) << "the BOM comes first";
+  EXPECT_NE(csv.body.find("\"'=HYPERLINK(\"\"http://evil\"\")\""), std::string::npos)
+      << "a formula is neutralised and quoted: " << csv.body.substr(0, 400);
+  EXPECT_NE(csv.body.find("\"Müller, \"\"Söhne\"\"\""), std::string::npos);
+  size_t rows = 0;
+  for (size_t at = 0; (at = csv.body.find("\r\n", at)) != std::string::npos; at += 2) ++rows;
+  EXPECT_EQ(rows, 1u + 303u) << "a header and every account";
+
+  Reply scoped = rep2.get("/api/v1/export/accounts.csv");
+  ASSERT_EQ(scoped.status, 200);
+  EXPECT_NE(scoped.body.find("Southern Co"), std::string::npos);
+  EXPECT_EQ(scoped.body.find("Bulk"), std::string::npos) << "only the rep's territories";
+  EXPECT_EQ(scoped.body.find("\xEF\xBB\xBF"), std::string::npos) << "no BOM unless asked";
+
+  EXPECT_EQ(dealer.get("/api/v1/export/accounts.csv").status, 403);
+  EXPECT_EQ(boss.get("/api/v1/export/secrets.csv").status, 404);
+  EXPECT_EQ(boss.get("/api/v1/export/accounts.json").status, 404);
+  EXPECT_EQ(boss.get("/api/v1/export/accounts.csv?bom=2").code(), "value_invalid");
+  EXPECT_EQ(rep2.get("/api/v1/export/orders.csv?territory=north").status, 404);
+  Reply orders = boss.get("/api/v1/export/orders.csv");
+  ASSERT_EQ(orders.status, 200);
+  EXPECT_NE(orders.body.find("\r\n"), std::string::npos) << "at least the header row";
 }
 
 }  // namespace

@@ -396,6 +396,22 @@ void api_stream(ApiRequest& r, std::string content_type, HttpSession::Headers he
   });
 }
 
+void api_stream_checked(ApiRequest& r, std::string content_type, HttpSession::Headers headers,
+                        std::function<Result<std::optional<std::string>>()> produce) {
+  auto next = std::make_shared<std::function<Result<std::optional<std::string>>()>>(std::move(produce));
+  std::weak_ptr<HttpSession> weak = r.session;  // not owned: the session owns this producer
+  api_stream(r, std::move(content_type), std::move(headers), [next, weak]() -> std::optional<std::string> {
+    Result<std::optional<std::string>> chunk = (*next)();
+    if (chunk) return std::move(*chunk);
+    if (std::shared_ptr<HttpSession> session = weak.lock()) {
+      // Posted before api_stream delivers the end below, so the strand aborts first and drops the end.
+      Strand strand = session->strand();
+      boost::asio::post(strand, [session] { session->abort_stream("stream_failed"); });
+    }
+    return std::nullopt;
+  });
+}
+
 void api_revoke_sessions(NetServer::Impl& impl, const UserId& user) {
   impl.api->erase_user(user);
 }
@@ -938,6 +954,7 @@ void add_api_routes(NetServer::Impl& impl, RouteTable& routes) {
   add_api_route(impl, routes, http::verb::get, base + "/audit", kHeadOffice, list_audit);
   add_api_route(impl, routes, http::verb::get, base + "/sync-health", kManagers, sync_health);
   add_entity_routes(impl, routes);
+  add_report_routes(impl, routes);
 }
 
 }  // namespace fieldsync::server

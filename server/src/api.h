@@ -88,11 +88,17 @@ void add_api_stream_route(NetServer::Impl& impl, RouteTable& routes, const std::
 void api_stream(ApiRequest& r, std::string content_type, HttpSession::Headers headers,
                 std::function<std::optional<std::string>()> produce);
 
+// As api_stream, for a producer that can fail (a store read): an error after the header ends the body
+// without its last chunk (HttpSession::abort_stream), so the client never takes a cut export for a whole one.
+void api_stream_checked(ApiRequest& r, std::string content_type, HttpSession::Headers headers,
+                        std::function<Result<std::optional<std::string>>()> produce);
+
 // Posts `fn` to the API's worker threads (counted against limits::kMaxApiQueued by the caller of the route).
 void api_post(NetServer::Impl& impl, std::function<void()> fn);
 
 void add_api_routes(NetServer::Impl& impl, RouteTable& routes);
 void add_entity_routes(NetServer::Impl& impl, RouteTable& routes);  // api_entities.cc
+void add_report_routes(NetServer::Impl& impl, RouteTable& routes);  // api_reports.cc
 
 // Web-session revocation for a disabled user (api.cc).
 void api_revoke_sessions(NetServer::Impl& impl, const UserId& user);

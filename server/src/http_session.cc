@@ -258,6 +258,13 @@ void HttpSession::stream_chunk(std::shared_ptr<ChunkSource> next, std::optional<
                     });
 }
 
+void HttpSession::abort_stream(std::string reason) {
+  if (state_ != State::kStreaming) return;
+  set_reason(std::move(reason));
+  state_ = State::kClosed;
+  beast::get_lowest_layer(tls_).close();
+}
+
 void HttpSession::after(int64_t delay_ms, std::function<void()> fn) {
   timer_.expires_after(std::chrono::milliseconds(delay_ms));
   timer_.async_wait([self = shared_from_this(), fn = std::move(fn)](boost::system::error_code) {

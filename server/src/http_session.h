@@ -55,6 +55,9 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
   using ChunkSource = std::function<void(ChunkSink deliver)>;
   void respond_stream(boost::beast::http::status status, std::string_view content_type, Headers extra,
                       ChunkSource next);
+  // Ends a streamed answer without its last chunk (the producer failed after the header went out): the
+  // connection closes, so the client sees an incomplete transfer rather than a body that looks complete.
+  void abort_stream(std::string reason);
   bool open() const { return state_ == State::kHandling || state_ == State::kStreaming; }
   // Runs `fn` on the strand after `delay_ms` (a late answer, a wait between streamed chunks).
   void after(int64_t delay_ms, std::function<void()> fn);

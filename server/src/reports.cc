@@ -101,7 +101,6 @@ struct Sql {
 // Runs `q`, calling on_row(stmt) for each row; on_row returning false stops early.
 template <typename F>
 Status each_row(Db& db, const Sql& q, F&& on_row) {
-  if (getenv("FS_SQL")) fprintf(stderr, "SQL: %s\n", q.text.c_str());
   Stmt st(db, q.text);
   if (!st.ok()) return st.status();
   int i = 1;
@@ -1033,38 +1032,91 @@ Result<CsvKind> csv_kind(std::string_view name) {
   return Status(ErrorCode::kInvalidArgument, "export: no export named '" + std::string(name) + "'");
 }
 
-Status export_csv(Db& db, CsvKind kind, const ReportFilter& filter, const Principal& caller,
-                  const CsvOptions& options, const std::function<bool(std::string_view chunk)>& sink) {
+struct CsvExport::State {
+  explicit State(Db& db, size_t chunk_bytes)
+      : snapshot(db),
+        sink([this](std::string_view c) {
+          pending.append(c);
+          return true;
+        }),
+        out(sink, chunk_bytes),
+        chunk_bytes(chunk_bytes) {}
+  CsvQuery query;
+  Snapshot snapshot;  // every chunk reads the snapshot the first one saw
+  std::unique_ptr<Stmt> stmt;
+  std::string pending;  // what the writer has handed over and next() not yet returned
+  CsvWriter::Sink sink;
+  CsvWriter out;
+  size_t chunk_bytes;
+  bool done = false;
+};
+
+CsvExport::CsvExport(std::unique_ptr<State> state) : state_(std::move(state)) {}
+CsvExport::~CsvExport() = default;
+
+Result<std::unique_ptr<CsvExport>> CsvExport::start(Db& db, CsvKind kind, const ReportFilter& filter,
+                                                    const Principal& caller, const CsvOptions& options) {
   if (Status s = check_filter(filter); !s) return s;
   Result<Scope> scope = resolve_scope(filter, caller);
   if (!scope) return scope.status();
-  const CsvQuery c = csv_query(kind, filter, *scope);
-  Snapshot snapshot(db);
-  if (!snapshot.status()) return snapshot.status();
-  CsvWriter out(sink, std::max<size_t>(options.chunk_bytes, 1));
-  if (options.bom) out.bom();
-  for (std::string_view h : c.header) out.text(h);
-  out.end_row();
-  if (out.stopped()) return Status::ok();
-  Status st = each_row(db, c.sql, [&](Stmt& r) {
-    for (size_t i = 0; i < c.types.size(); ++i) {
+  auto state = std::make_unique<State>(db, std::max<size_t>(options.chunk_bytes, 1));
+  if (!state->snapshot.status()) return state->snapshot.status();
+  state->query = csv_query(kind, filter, *scope);
+  state->stmt = std::make_unique<Stmt>(db, state->query.sql.text);
+  int i = 1;
+  for (const Param& v : state->query.sql.params) {
+    if (const int64_t* n = std::get_if<int64_t>(&v)) {
+      state->stmt->bind(i++, *n);
+    } else {
+      state->stmt->bind(i++, std::string_view(std::get<std::string>(v)));
+    }
+  }
+  if (!state->stmt->ok()) return state->stmt->status();
+  if (options.bom) state->out.bom();
+  for (std::string_view h : state->query.header) state->out.text(h);
+  state->out.end_row();
+  return std::unique_ptr<CsvExport>(new CsvExport(std::move(state)));
+}
+
+Result<std::optional<std::string>> CsvExport::next() {
+  State& s = *state_;
+  while (!s.done && s.pending.size() < s.chunk_bytes) {
+    if (!s.stmt->step()) {
+      if (!s.stmt->status()) return s.stmt->status();
+      (void)s.out.flush();
+      s.done = true;
+      break;
+    }
+    const std::vector<Col>& types = s.query.types;
+    for (size_t i = 0; i < types.size(); ++i) {
       const int col = static_cast<int>(i);
-      if (r.col_null(col)) {
-        out.empty();
-      } else if (c.types[i] == Col::kInt) {
-        out.integer(r.col_int(col));
-      } else if (c.types[i] == Col::kReal) {
-        out.raw_number(r.col_text(col));
+      if (s.stmt->col_null(col)) {
+        s.out.empty();
+      } else if (types[i] == Col::kInt) {
+        s.out.integer(s.stmt->col_int(col));
+      } else if (types[i] == Col::kReal) {
+        s.out.raw_number(s.stmt->col_text(col));
       } else {
-        out.text(r.col_text(col));
+        s.out.text(s.stmt->col_text(col));
       }
     }
-    out.end_row();
-    return !out.stopped();
-  });
-  if (!st) return st;
-  (void)out.flush();
-  return Status::ok();
+    s.out.end_row();
+  }
+  if (s.pending.empty()) return std::optional<std::string>();
+  std::string chunk;
+  chunk.swap(s.pending);
+  return std::optional<std::string>(std::move(chunk));
+}
+
+Status export_csv(Db& db, CsvKind kind, const ReportFilter& filter, const Principal& caller,
+                  const CsvOptions& options, const std::function<bool(std::string_view chunk)>& sink) {
+  Result<std::unique_ptr<CsvExport>> e = CsvExport::start(db, kind, filter, caller, options);
+  if (!e) return e.status();
+  for (;;) {
+    Result<std::optional<std::string>> chunk = (*e)->next();
+    if (!chunk) return chunk.status();
+    if (!*chunk || !sink(**chunk)) return Status::ok();  // done, or the reader went away
+  }
 }
 
 Result<std::map<std::string, int>> stage_probabilities(Db& db) {

@@ -17,6 +17,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -112,6 +113,27 @@ struct CsvOptions {
 // Errors: as run_report.
 Status export_csv(sqlite::Db& db, CsvKind kind, const ReportFilter& filter, const Principal& caller,
                   const CsvOptions& options, const std::function<bool(std::string_view chunk)>& sink);
+
+// The same export read a chunk at a time, for a caller that pulls (the HTTP layer writes a chunk, then asks
+// for the next: memory stays one chunk and a slow client slows the query instead of growing a buffer). The
+// statement and its read snapshot live in the object, on `db`, which must outlive it and is used by it alone.
+// next() gives the next chunk (about chunk_bytes), nullopt once the export is complete, or the error that
+// stopped it (the output is then incomplete). export_csv is a loop over it.
+class CsvExport {
+ public:
+  // Errors: as export_csv (checked before any row is read).
+  static Result<std::unique_ptr<CsvExport>> start(sqlite::Db& db, CsvKind kind, const ReportFilter& filter,
+                                                  const Principal& caller, const CsvOptions& options);
+  ~CsvExport();
+  CsvExport(const CsvExport&) = delete;
+  CsvExport& operator=(const CsvExport&) = delete;
+  Result<std::optional<std::string>> next();
+
+ private:
+  struct State;
+  explicit CsvExport(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+};
 
 // The forecast's probabilities: every stage of the model, head office's setting or the default.
 Result<std::map<std::string, int>> stage_probabilities(sqlite::Db& db);
