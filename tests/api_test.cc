@@ -5,6 +5,7 @@
 // a rep's phone (FieldClient over WsClient) and locking the order there; the change feed and its SSE stream;
 // the conflict inbox; people, devices and the audit trail.
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -1125,6 +1126,45 @@ TEST_F(ApiTest, PeopleAndDevicesWithAnAuditTrail) {
             (std::vector<std::string>{"user.create newbie", "user.update newbie", "user.password newbie",
                                       "user.create shop", "territory.create west", "device.register 900",
                                       "device.revoke 101"}));
+}
+
+// A directory made before the head-office API (no disabled column, no audit tables) opens and gains them.
+TEST(ApiDirectory, OlderDirectoryFilesGainTheDisabledColumn) {
+  const std::string path = (std::filesystem::temp_directory_path() /
+                            ("fieldsync-api-olddir-" + std::to_string(::getpid()) + ".db"))
+                               .string();
+  std::filesystem::remove(path);
+  {
+    auto d = server::Directory::open(path, server::Directory::Options{1000});
+    ASSERT_TRUE(d.is_ok());
+    ASSERT_TRUE(
+        (*d)->add_user(server::User{"old", "Old Timer", schema::Role::kRep}, kPassword, now_ms()).is_ok());
+  }
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    // What issue 4's directory looked like: drop what this issue added.
+    ASSERT_EQ(
+        sqlite3_exec(db,
+                     "CREATE TABLE u2 AS SELECT id, display_name, role, pw_salt, pw_hash, pw_iterations, "
+                     "created_at_ms FROM users; DROP TABLE users; ALTER TABLE u2 RENAME TO users; DROP TABLE "
+                     "audit; DROP TABLE conflict_resolutions;",
+                     nullptr, nullptr, nullptr),
+        SQLITE_OK);
+    sqlite3_close(db);
+  }
+  auto d = server::Directory::open(path, server::Directory::Options{1000});
+  ASSERT_TRUE(d.is_ok()) << d.status().to_string();
+  Result<server::User> u = (*d)->user("old");
+  ASSERT_TRUE(u.is_ok());
+  EXPECT_FALSE(u->disabled);
+  EXPECT_TRUE((*d)->check_password("old", kPassword).is_ok());
+  ASSERT_TRUE((*d)->set_disabled("old", true).is_ok());
+  EXPECT_EQ((*d)->check_password("old", kPassword).status().code(), ErrorCode::kAuthFailed);
+  EXPECT_EQ((*d)->principal("old").status().code(), ErrorCode::kAuthFailed);
+  EXPECT_TRUE((*d)->audit(server::AuditRecord{0, 1, "boss", "user.disable", "old", "{}"}).is_ok());
+  EXPECT_EQ((*d)->audit_trail(0, 10)->size(), 1u);
+  std::filesystem::remove(path);
 }
 
 }  // namespace
