@@ -805,6 +805,34 @@ TEST_F(ApiTest, ApprovalReachesTheRepsPhoneWhoseEditIsThenRejectedAndRolledBack)
             "fulfilled");
 }
 
+TEST_F(ApiTest, AnApprovalReachesAConnectedPhoneLive) {
+  Web boss = sign_in("boss");
+  const std::string acc = account(boss, "Live Co", "north", "boss");
+  const std::string product = create(boss, "product", {{"sku", "L-1"}, {"name", "Live"}, {"active", true}});
+  Phone& p = phone("rep1", 100);
+  sync(p);
+  Result<std::string> order = p.client->draft_order(acc, "EUR");
+  ASSERT_TRUE(order.is_ok());
+  ASSERT_TRUE(p.client->add_line(*order, client::NewLine{product, 1, 100}).is_ok());
+  ASSERT_TRUE(p.client->submit_order(*order).is_ok());
+  sync(p);
+  WsClient live(p.client->engine(), ws_options(p));
+  ASSERT_TRUE(live.start().ok());
+  ASSERT_TRUE(
+      live.wait_until([&] { return p.client->sync_status()->pending_txns == 0 && live.connected(); }, 20s));
+  std::this_thread::sleep_for(300ms);  // the session is live (caught up) before the approval
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(boss.post("/api/v1/orders/" + *order + "/approve", json::object{}).status, 200);
+  ASSERT_TRUE(live.wait_until([&] { return p.client->order(*order)->status == "approved"; }, 10s));
+  const auto took =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+  // The live fan-out of the approval's own commit, no pull: well under the idle pull interval (60 s). The
+  // answer itself waits for the group commit's flush, which the batch to the phone leaves with.
+  EXPECT_LT(took.count(), 2000) << "approval to phone: " << took.count() << " ms";
+  RecordProperty("approval_to_phone_ms", static_cast<int>(took.count()));
+  live.stop();
+}
+
 TEST_F(ApiTest, RejectionGoesBackToDraftWithAReasonTheRepSees) {
   Web mgr = sign_in("mgr");
   Web boss = sign_in("boss");
