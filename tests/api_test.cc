@@ -5,6 +5,7 @@
 // a rep's phone (FieldClient over WsClient) and locking the order there; the change feed and its SSE stream;
 // the conflict inbox; people, devices and the audit trail.
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -805,6 +806,34 @@ TEST_F(ApiTest, ApprovalReachesTheRepsPhoneWhoseEditIsThenRejectedAndRolledBack)
             "fulfilled");
 }
 
+TEST_F(ApiTest, AnApprovalReachesAConnectedPhoneLive) {
+  Web boss = sign_in("boss");
+  const std::string acc = account(boss, "Live Co", "north", "boss");
+  const std::string product = create(boss, "product", {{"sku", "L-1"}, {"name", "Live"}, {"active", true}});
+  Phone& p = phone("rep1", 100);
+  sync(p);
+  Result<std::string> order = p.client->draft_order(acc, "EUR");
+  ASSERT_TRUE(order.is_ok());
+  ASSERT_TRUE(p.client->add_line(*order, client::NewLine{product, 1, 100}).is_ok());
+  ASSERT_TRUE(p.client->submit_order(*order).is_ok());
+  sync(p);
+  WsClient live(p.client->engine(), ws_options(p));
+  ASSERT_TRUE(live.start().ok());
+  ASSERT_TRUE(
+      live.wait_until([&] { return p.client->sync_status()->pending_txns == 0 && live.connected(); }, 20s));
+  std::this_thread::sleep_for(300ms);  // the session is live (caught up) before the approval
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(boss.post("/api/v1/orders/" + *order + "/approve", json::object{}).status, 200);
+  ASSERT_TRUE(live.wait_until([&] { return p.client->order(*order)->status == "approved"; }, 10s));
+  const auto took =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+  // The live fan-out of the approval's own commit, no pull: well under the idle pull interval (60 s). The
+  // answer itself waits for the group commit's flush, which the batch to the phone leaves with.
+  EXPECT_LT(took.count(), 2000) << "approval to phone: " << took.count() << " ms";
+  RecordProperty("approval_to_phone_ms", static_cast<int>(took.count()));
+  live.stop();
+}
+
 TEST_F(ApiTest, RejectionGoesBackToDraftWithAReasonTheRepSees) {
   Web mgr = sign_in("mgr");
   Web boss = sign_in("boss");
@@ -1255,6 +1284,45 @@ TEST_F(ApiTest, CsvExportsStreamQuotedNeutralisedAndScoped) {
   Reply orders = boss.get("/api/v1/export/orders.csv");
   ASSERT_EQ(orders.status, 200);
   EXPECT_NE(orders.body.find("\r\n"), std::string::npos) << "at least the header row";
+}
+
+// A directory made before the head-office API (no disabled column, no audit tables) opens and gains them.
+TEST(ApiDirectory, OlderDirectoryFilesGainTheDisabledColumn) {
+  const std::string path = (std::filesystem::temp_directory_path() /
+                            ("fieldsync-api-olddir-" + std::to_string(::getpid()) + ".db"))
+                               .string();
+  std::filesystem::remove(path);
+  {
+    auto d = server::Directory::open(path, server::Directory::Options{1000});
+    ASSERT_TRUE(d.is_ok());
+    ASSERT_TRUE(
+        (*d)->add_user(server::User{"old", "Old Timer", schema::Role::kRep}, kPassword, now_ms()).is_ok());
+  }
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    // What issue 4's directory looked like: drop what this issue added.
+    ASSERT_EQ(
+        sqlite3_exec(db,
+                     "CREATE TABLE u2 AS SELECT id, display_name, role, pw_salt, pw_hash, pw_iterations, "
+                     "created_at_ms FROM users; DROP TABLE users; ALTER TABLE u2 RENAME TO users; DROP TABLE "
+                     "audit; DROP TABLE conflict_resolutions;",
+                     nullptr, nullptr, nullptr),
+        SQLITE_OK);
+    sqlite3_close(db);
+  }
+  auto d = server::Directory::open(path, server::Directory::Options{1000});
+  ASSERT_TRUE(d.is_ok()) << d.status().to_string();
+  Result<server::User> u = (*d)->user("old");
+  ASSERT_TRUE(u.is_ok());
+  EXPECT_FALSE(u->disabled);
+  EXPECT_TRUE((*d)->check_password("old", kPassword).is_ok());
+  ASSERT_TRUE((*d)->set_disabled("old", true).is_ok());
+  EXPECT_EQ((*d)->check_password("old", kPassword).status().code(), ErrorCode::kAuthFailed);
+  EXPECT_EQ((*d)->principal("old").status().code(), ErrorCode::kAuthFailed);
+  EXPECT_TRUE((*d)->audit(server::AuditRecord{0, 1, "boss", "user.disable", "old", "{}"}).is_ok());
+  EXPECT_EQ((*d)->audit_trail(0, 10)->size(), 1u);
+  std::filesystem::remove(path);
 }
 
 }  // namespace
