@@ -1108,6 +1108,8 @@ TEST_F(ApiTest, PeopleAndDevicesWithAnAuditTrail) {
       found = true;
       EXPECT_TRUE(d.as_object().at("revoked").as_bool());
       EXPECT_FALSE(d.as_object().at("last_connected_ms").is_null());
+      EXPECT_EQ(d.as_object().at("schema_version"), json::value(schema::kSchemaVersion));
+      EXPECT_FALSE(d.as_object().at("cursor").is_null());
     }
   EXPECT_TRUE(found);
 

@@ -1434,6 +1434,10 @@ ApiResult sync_health(ApiRequest& r) {
     o["last_pull_ms"] = it != activity.end() ? ms(it->second.last_pull_ms) : json::value(nullptr);
     o["protocol_version"] =
         it != activity.end() ? json::value(it->second.protocol_version) : json::value(nullptr);
+    o["schema_version"] =
+        it != activity.end() ? json::value(it->second.schema_version) : json::value(nullptr);
+    // The device's position: what it said at its handshake, then every batch the server sent it.
+    o["cursor"] = it != activity.end() ? json::value(it->second.cursor) : json::value(nullptr);
     {
       Stmt q(**db, "SELECT last_node_seq FROM _nodes WHERE node = ?");
       q.bind(1, static_cast<int64_t>(d.node));

@@ -74,25 +74,24 @@ void HttpSession::refuse(http::status status, std::string_view code, std::string
 // drop what still comes for a moment (at most kLingerBytes), then close. Lingering closes as web servers do.
 void HttpSession::linger() {
   constexpr int64_t kLingerMs = 1000;
-  constexpr size_t kLingerBytes = 1 << 20;
   boost::system::error_code ignored;
   auto& tcp = beast::get_lowest_layer(tls_);
   tcp.socket().shutdown(tcp::socket::shutdown_send, ignored);
   tcp.expires_after(std::chrono::milliseconds(kLingerMs));
-  auto drop = std::make_shared<std::array<char, 16 * 1024>>();
-  auto step = std::make_shared<std::function<void(boost::system::error_code, size_t)>>();
-  auto total = std::make_shared<size_t>(0);
-  *step = [self = shared_from_this(), drop, step, total](boost::system::error_code ec, size_t n) {
-    *total += n;
-    if (ec || *total > kLingerBytes) {
-      self->state_ = State::kClosed;
-      beast::get_lowest_layer(self->tls_).close();
-      *step = nullptr;  // breaks the cycle
-      return;
-    }
-    beast::get_lowest_layer(self->tls_).async_read_some(asio::buffer(*drop), *step);
-  };
-  tcp.async_read_some(asio::buffer(*drop), *step);
+  linger_read(std::make_shared<std::array<char, 16 * 1024>>(), 0);
+}
+
+void HttpSession::linger_read(std::shared_ptr<std::array<char, 16 * 1024>> drop, size_t total) {
+  constexpr size_t kLingerBytes = 1 << 20;
+  beast::get_lowest_layer(tls_).async_read_some(
+      asio::buffer(*drop), [self = shared_from_this(), drop, total](boost::system::error_code ec, size_t n) {
+        if (ec || total + n > kLingerBytes) {
+          self->state_ = State::kClosed;
+          beast::get_lowest_layer(self->tls_).close();
+          return;
+        }
+        self->linger_read(drop, total + n);
+      });
 }
 
 void HttpSession::on_header(boost::system::error_code ec) {
@@ -116,7 +115,9 @@ void HttpSession::on_header(boost::system::error_code ec) {
   if (route == nullptr && match_.allow.empty()) {
     set_reason("not_found");
     return refuse(http::status::not_found, "not_found",
-                  "fieldsync: the sync endpoint is a WebSocket at /sync\n");
+                  req.target().starts_with("/api/")
+                      ? "no such endpoint (docs/API.md)\n"
+                      : "fieldsync: the sync endpoint is a WebSocket at /sync\n");
   }
   if (route == nullptr) {
     set_reason("method_not_allowed");

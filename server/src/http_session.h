@@ -5,6 +5,7 @@
 // server/src.
 #pragma once
 
+#include <array>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/field.hpp>
 #include <boost/beast/http/parser.hpp>
@@ -85,6 +86,7 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
   void dispatch();
   bool operator_allowed() const;
   void linger();
+  void linger_read(std::shared_ptr<std::array<char, 16 * 1024>> drop, size_t total);
   void refuse(boost::beast::http::status status, std::string_view code, std::string text, Headers extra = {});
   void stream_next(std::shared_ptr<ChunkSource> next);
   void stream_chunk(std::shared_ptr<ChunkSource> next, std::optional<std::string> chunk);

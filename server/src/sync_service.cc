@@ -89,6 +89,11 @@ void SyncService::flush_locked(SessionId from, const protocol::PushTxns* push, C
             SessionInfo& info = info_[o.session];
             info.user = m.user;
             info.protocol_version = m.protocol_version;
+            if (info.node != 0) {
+              LiveDevice& a = activity_[info.node];
+              a.user = m.user;
+              a.protocol_version = m.protocol_version;
+            }
             count(Counter::kHandshakes);
             log("event=hello session=" + session + " user=" + quoted_value(m.user) +
                 " node=" + std::to_string(info.node) + " server_seq=" + std::to_string(m.server_seq));
@@ -139,6 +144,11 @@ void SyncService::flush_locked(SessionId from, const protocol::PushTxns* push, C
               h.out.delay_ms = options_.auth_failure_delay_ms;
           } else if constexpr (std::is_same_v<M, protocol::ChangeBatch>) {
             if (m.request_id == 0) count(Counter::kLiveBatches);
+            // What the device is brought up to (sync health: its cursor against the log head).
+            if (auto it = info_.find(o.session); it != info_.end() && it->second.node != 0) {
+              LiveDevice& a = activity_[it->second.node];
+              a.cursor = std::max(a.cursor, m.to_cursor);
+            }
           }
         },
         o.message);
@@ -259,8 +269,10 @@ bool SyncService::frame(SessionId session, std::span<const uint8_t> bytes, int64
         LiveDevice& a = activity_[info.node];
         a.node = info.node;
         a.session = session;
-        if (std::holds_alternative<protocol::Hello>(m.value())) {
+        if (const auto* hello = std::get_if<protocol::Hello>(&m.value())) {
           a.connected_at_ms = now_ms;
+          a.schema_version = hello->schema_version;
+          a.cursor = hello->cursor;
         } else if (push != nullptr) {
           a.last_push_ms = now_ms;
         } else {
@@ -442,6 +454,8 @@ std::vector<SyncService::LiveDevice> SyncService::live_devices() const {
     if (auto it = activity_.find(info.node); it != activity_.end()) {
       d.last_push_ms = it->second.last_push_ms;
       d.last_pull_ms = it->second.last_pull_ms;
+      d.schema_version = it->second.schema_version;
+      d.cursor = it->second.cursor;
     }
     out.push_back(std::move(d));
   }

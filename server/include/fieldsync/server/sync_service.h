@@ -99,7 +99,9 @@ class SyncService {
     uint32_t protocol_version = 1;
     int64_t connected_at_ms = 0;
     int64_t last_push_ms = 0;
-    int64_t last_pull_ms = 0;  // any frame but a push after the handshake
+    int64_t last_pull_ms = 0;     // any frame but a push after the handshake
+    uint32_t schema_version = 0;  // the Hello's
+    uint64_t cursor = 0;          // the Hello's, then the to_cursor of every batch sent to it
   };
   std::vector<LiveDevice> live_devices() const;
   // Per node, since the server started: last connection, push and pull times (kept after disconnects).
