@@ -827,8 +827,9 @@ async function loadDevices() {
         el('td', {}, el('span', { class: 'pill ' + (d.online ? 'live' : ''), text: d.online ? 'online' : 'offline' })),
         el('td', {}, timeElement(d.last_connected_ms)), el('td', {}, timeElement(d.last_push_ms)), el('td', {}, timeElement(d.last_pull_ms)),
         el('td', { class: 'num', text: String(d.last_node_seq || 0) }),
+        el('td', { class: 'num', text: d.cursor === null || d.cursor === undefined ? '–' : String(Math.max(0, (d.log_head || 0) - d.cursor)) }),
         el('td', { class: 'num' }, String(d.rejections || 0), d.last_rejection_ms ? el('br') : null, d.last_rejection_ms ? timeElement(d.last_rejection_ms) : null),
-        el('td', { text: d.protocol_version ? 'v' + d.protocol_version : '–' }),
+        el('td', { text: (d.protocol_version ? 'v' + d.protocol_version : '–') + (d.schema_version ? ' / ' + d.schema_version : '') }),
         el('td', { class: d.revoked ? 'error' : '', text: d.revoked ? 'revoked' : 'active' })),
     ),
   );

@@ -322,6 +322,9 @@ try {
   await page.locator('#devices-body tr').first().waitFor();
   const userCells = await page.locator('#devices-body tr td:nth-child(2)').allInnerTexts();
   check(['ho', 'alice', 'bob'].every((u) => userCells.includes(u)), 'the three registered devices are listed with their users');
+  // alice last synced before the restore and the reassignment: her device is behind the log by a number.
+  const aliceBehind = await page.locator('#devices-body tr', { hasText: 'alice' }).locator('td:nth-child(8)').innerText();
+  check(/^[1-9]\d*$/.test(aliceBehind), `alice's device is ${aliceBehind} changes behind the log head`);
   await checkTimes('devices');
   await screenshot('devices');
 
