@@ -482,7 +482,16 @@ async function loadOrders() {
     return say('Orders could not be loaded: ' + e.message, 'bad');
   }
   const body = $('orders-body');
-  body.replaceChildren(...orders.map(orderRow));
+  // A row someone is working in (a rejection reason open, or the keyboard focus inside it) is kept as it is:
+  // a live refresh, say another order arriving, must not throw away what they are typing.
+  const active = document.activeElement;
+  const keep = new Map();
+  for (const tr of body.children) {
+    const reason = tr.querySelector('input[aria-label="Reason for rejecting"]');
+    if ((reason && !reason.hidden) || tr.contains(active)) keep.set(tr.dataset.id, tr);
+  }
+  body.replaceChildren(...orders.map((o) => keep.get(o.id) || orderRow(o)));
+  if (active && body.contains(active) && document.activeElement !== active) active.focus();
   $('orders-empty').hidden = orders.length > 0;
 }
 
