@@ -89,7 +89,8 @@ using fieldsync::bench::scrape_metrics;
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
 using Clock = std::chrono::steady_clock;
-constexpr auto kAwait = net::as_tuple(net::use_awaitable);
+[[maybe_unused]] constexpr auto kAwait =
+    net::as_tuple(net::use_awaitable);  // unused in the device-only build
 
 using fieldsync::Change;
 using fieldsync::ChangeOp;
