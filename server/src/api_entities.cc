@@ -1383,24 +1383,24 @@ std::optional<ApiError> start_export(ApiRequest& r) {
   struct Cursor {
     uint64_t since = 0;
     uint64_t until = 0;
-    bool failed = false;
   };
-  auto cursor = std::make_shared<Cursor>(Cursor{since, *head, false});
+  auto cursor = std::make_shared<Cursor>(Cursor{since, *head});
   NetServer::Impl* impl = r.impl;
   Caller caller = r.caller;
-  api_stream(r, "application/x-ndjson", {}, [impl, caller, cursor]() -> std::optional<std::string> {
-    if (cursor->failed || cursor->since >= cursor->until) return std::nullopt;
-    Result<FeedPage> page = read_feed(*impl, caller, cursor->since, 500);
-    if (!page) {
-      cursor->failed = true;  // the body ends early; the client sees no closing line and retries
-      return std::nullopt;
-    }
-    std::string out;
-    for (const json::value& t : page->txns)
-      if (t.as_object().at("server_seq").as_uint64() <= cursor->until) out += json::serialize(t) + "\n";
-    cursor->since = page->next;
-    return out;  // empty: nothing visible in this page, the next call reads on
-  });
+  api_stream_checked(r, "application/x-ndjson", {},
+                     [impl, caller, cursor]() -> Result<std::optional<std::string>> {
+                       if (cursor->since >= cursor->until) return std::optional<std::string>();
+                       Result<FeedPage> page = read_feed(*impl, caller, cursor->since, 500);
+                       // A store error ends the connection without the last chunk: the client sees a cut
+                       // transfer and continues from the last server_seq it read.
+                       if (!page) return page.status();
+                       std::string out;
+                       for (const json::value& t : page->txns)
+                         if (t.as_object().at("server_seq").as_uint64() <= cursor->until)
+                           out += json::serialize(t) + "\n";
+                       cursor->since = page->next;
+                       return std::optional<std::string>(std::move(out));  // empty: nothing visible here
+                     });
   return std::nullopt;
 }
 
