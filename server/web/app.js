@@ -669,7 +669,15 @@ const sumAmounts = (list) => (list || []).reduce((n, x) => n + Number(x.amount_c
 
 // The reports library's JSON (server/include/fieldsync/server/reports.h): funnel.stages, forecast.months,
 // activity.by_rep, revenue.by_month. Amounts of several currencies are added as they come (one per company).
+// The CSV exports of the same period, as plain links: a GET with the session cookie, saved by the browser as
+// it streams (no copy in the page's memory); with the byte order mark so Excel reads names as UTF-8.
+function exportLinks() {
+  for (const kind of ['orders', 'visits', 'accounts'])
+    $('export-' + kind).href = API + '/export/' + kind + '.csv' + query(Object.assign(reportRange(), { bom: 1 }));
+}
+
 function loadReports() {
+  exportLinks();
   chartBox('chart-funnel', 'funnel', {}, (r) => {
     const rows = (r.stages || []).filter((s) => s.stage !== 'won' && s.stage !== 'lost');
     drawChart('chart-funnel', {

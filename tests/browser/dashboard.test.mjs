@@ -325,6 +325,15 @@ try {
     // 1 kg submitted during the rejection; the rejected order is a draft again and does not count.
     check(sum(charts['chart-revenue'][1][0]) === 294 + 24.5, 'revenue: the approved and the waiting order, 318.50');
     await screenshot('reports');
+    // The CSV links carry the period and the BOM and download with the session cookie alone.
+    const href = await page.locator('#export-accounts').getAttribute('href');
+    check(href.startsWith('/api/v1/export/accounts.csv?') && href.includes('bom=1') && href.includes('from='), 'the accounts CSV link carries the period and the BOM');
+    const csv = await page.request.get(ORIGIN + href);
+    const text = await csv.text();
+    check(csv.status() === 200 && csv.headers()['content-type'].startsWith('text/csv'), 'the CSV link downloads a CSV');
+    check(text.charCodeAt(0) === 0xfeff && text.includes('Hafen Kiosk') && text.includes('Caffè Rossi'), 'with the BOM and the accounts, accents intact');
+    const orders = await page.request.get(ORIGIN + (await page.locator('#export-orders').getAttribute('href')));
+    check(orders.status() === 200 && (await orders.text()).includes('Caffè Rossi'), 'the orders CSV has the orders of the period');
   }
 
   step('devices and their sync health');
