@@ -3,6 +3,8 @@
 #include <cmath>
 #include <limits>
 
+#include "fieldsync/sync/export.h"
+
 namespace fieldsync::glue {
 namespace {
 
@@ -18,25 +20,9 @@ json::value entity_name(schema::EntityId id) {
   return e ? json::value(std::string(e->name)) : json::value(static_cast<int64_t>(id));
 }
 
-json::value value_json(const Value& v) {
-  switch (v.kind()) {
-    case Value::Kind::kNull:
-      return nullptr;
-    case Value::Kind::kInt:
-      return v.as_int();
-    case Value::Kind::kReal:
-      return v.as_real();
-    case Value::Kind::kBool:
-      return v.as_bool();
-    case Value::Kind::kText:
-      return json::value(v.as_text());
-  }
-  return nullptr;
-}
-
 json::value side_json(const ConflictSide& s) {
   return json::object{
-      {"value", value_json(s.value)}, {"user", s.user}, {"hlc", s.version.hlc}, {"node", s.version.node}};
+      {"value", value_to_json(s.value)}, {"user", s.user}, {"hlc", s.version.hlc}, {"node", s.version.node}};
 }
 
 }  // namespace

@@ -18,7 +18,9 @@
 #include "fieldsync/schema/ddl.h"
 #include "fieldsync/server/directory.h"
 #include "fieldsync/sync/codec.h"
+#include "fieldsync/sync/export.h"
 #include "fieldsync/sync/scope.h"
+#include "sql_value.h"
 #include "wall_clock.h"
 
 namespace fieldsync::server {
@@ -65,22 +67,6 @@ Result<std::unique_ptr<Db>> open_reader(NetServer::Impl& impl) {
 
 // ---- Values
 
-json::value to_json(const Value& v) {
-  switch (v.kind()) {
-    case Value::Kind::kNull:
-      return nullptr;
-    case Value::Kind::kInt:
-      return v.as_int();
-    case Value::Kind::kReal:
-      return v.as_real();
-    case Value::Kind::kBool:
-      return v.as_bool();
-    case Value::Kind::kText:
-      return json::value(v.as_text());
-  }
-  return nullptr;
-}
-
 // A JSON value for field `f` as the model's Value, or why not (wrong_type).
 Result<Value> from_json(const FieldDef& f, const json::value& v) {
   if (v.is_null()) return Value::null();
@@ -126,26 +112,6 @@ std::optional<Value> from_text(const FieldDef& f, const std::string& text) {
       return std::nullopt;
     default:
       return Value::text(text);
-  }
-}
-
-void bind(Stmt& q, int i, const Value& v) {
-  switch (v.kind()) {
-    case Value::Kind::kNull:
-      q.bind_null(i);
-      break;
-    case Value::Kind::kInt:
-      q.bind(i, v.as_int());
-      break;
-    case Value::Kind::kReal:
-      q.bind_double(i, v.as_real());
-      break;
-    case Value::Kind::kBool:
-      q.bind(i, int64_t{v.as_bool() ? 1 : 0});
-      break;
-    case Value::Kind::kText:
-      q.bind(i, std::string_view(v.as_text()));
-      break;
   }
 }
 
@@ -358,7 +324,7 @@ ApiResult list_entities(ApiRequest& r) {
   Result<std::unique_ptr<Db>> db = open_reader(*r.impl);
   if (!db) return api_error_from(db.status());
   Stmt q(**db, sql);
-  for (size_t i = 0; i < params.size(); ++i) bind(q, static_cast<int>(i + 1), params[i]);
+  for (size_t i = 0; i < params.size(); ++i) bind_value(q, static_cast<int>(i + 1), params[i]);
   json::array items;
   bool more = false;
   while (q.step()) {
@@ -520,8 +486,8 @@ ApiResult get_history(ApiRequest& r) {
           const FieldDef* f = e->field(c.field);
           o["field"] = f ? std::string(f->name) : std::to_string(c.field);
           auto it = last.find(c.field);
-          o["old"] = it == last.end() ? json::value(nullptr) : to_json(it->second);
-          o["new"] = to_json(c.value);
+          o["old"] = it == last.end() ? json::value(nullptr) : value_to_json(it->second);
+          o["new"] = value_to_json(c.value);
           if (c.op == ChangeOp::kAppend && it != last.end() && it->second.kind() == Value::Kind::kText)
             last[c.field] = Value::text(it->second.as_text() + "\n" + c.value.as_text());
           else
@@ -976,7 +942,7 @@ json::object conflict_json(int64_t id, const ConflictRecord& c,
   o["field"] = f ? json::value(std::string(f->name)) : json::value(nullptr);
   auto side = [](const ConflictSide& s) {
     json::object x;
-    x["value"] = to_json(s.value);
+    x["value"] = value_to_json(s.value);
     x["user"] = s.user;
     x["at_ms"] = hlc_physical_ms(s.version.hlc);
     x["node"] = std::to_string(s.version.node);
@@ -1055,7 +1021,7 @@ ApiResult list_conflicts(ApiRequest& r) {
     sql += " ORDER BY id LIMIT 500";
     Stmt q(**db, sql);
     q.bind(1, last);
-    for (size_t i = 0; i < params.size(); ++i) bind(q, static_cast<int>(i + 2), params[i]);
+    for (size_t i = 0; i < params.size(); ++i) bind_value(q, static_cast<int>(i + 2), params[i]);
     size_t rows = 0;
     while (q.step()) {
       ++rows;
@@ -1216,7 +1182,7 @@ std::optional<json::object> txn_json(NetServer::Impl& impl, const Caller& c, con
                                            : "delete";
     const FieldDef* f = ch.field ? e.field(ch.field) : nullptr;
     o["field"] = f ? json::value(std::string(f->name)) : json::value(nullptr);
-    o["value"] = ch.field ? to_json(ch.value) : json::value(nullptr);
+    o["value"] = ch.field ? value_to_json(ch.value) : json::value(nullptr);
     o["at_ms"] = hlc_physical_ms(ch.version.hlc);
     changes.push_back(std::move(o));
   }

@@ -23,6 +23,7 @@
 #include "fieldsync/sync/codec.h"
 #include "fieldsync/sync/schedule.h"
 #include "fieldsync/sync/scope.h"
+#include "sql_value.h"
 #include "wall_clock.h"
 
 namespace fieldsync::server {
@@ -308,27 +309,6 @@ Result<std::vector<RecordState>> read_events(Db& db, const UserId& owner, int64_
   return out;
 }
 
-Status bind_value(Stmt& q, int i, const Value& v) {
-  switch (v.kind()) {
-    case Value::Kind::kNull:
-      q.bind_null(i);
-      break;
-    case Value::Kind::kInt:
-      q.bind(i, v.as_int());
-      break;
-    case Value::Kind::kReal:
-      q.bind_double(i, v.as_real());
-      break;
-    case Value::Kind::kBool:
-      q.bind(i, int64_t{v.as_bool() ? 1 : 0});
-      break;
-    case Value::Kind::kText:
-      q.bind(i, std::string_view(v.as_text()));
-      break;
-  }
-  return q.status();
-}
-
 std::string build_upsert_sql(const schema::EntityDef& e) {
   std::string cols = "id";
   std::string params = "?";
@@ -582,7 +562,7 @@ class SqliteCentralTxn final : public CentralTxn {
     for (const schema::FieldDef& f : e->fields) {
       // The raw value, also for tombstones: they keep their scope field, which scope_children follows.
       const FieldState* fs = record.field(f.id);
-      (void)bind_value(q, i++, fs ? fs->value : Value::null());
+      bind_value(q, i++, fs ? fs->value : Value::null());
     }
     q.bind(i++, int64_t{record.deleted ? 1 : 0});
     q.bind_blob(i++, codec::encode_record(record));

@@ -4,9 +4,7 @@
 #include <boost/json.hpp>
 
 namespace fieldsync {
-namespace {
-
-boost::json::value to_json(const Value& v) {
+boost::json::value value_to_json(const Value& v) {
   switch (v.kind()) {
     case Value::Kind::kNull:
       return nullptr;
@@ -21,8 +19,6 @@ boost::json::value to_json(const Value& v) {
   }
   return nullptr;
 }
-
-}  // namespace
 
 std::string canonical_json(const std::vector<RecordState>& records) {
   std::vector<const RecordState*> live;
@@ -45,7 +41,7 @@ std::string canonical_json(const std::vector<RecordState>& records) {
       // boost::json::object keeps insertion order, which is what makes the key order canonical.
       boost::json::object obj;
       obj["id"] = r.id.to_string();
-      for (const schema::FieldDef& f : e.fields) obj[f.name] = to_json(r.get(f.id));
+      for (const schema::FieldDef& f : e.fields) obj[f.name] = value_to_json(r.get(f.id));
       out += first ? "\n    " : ",\n    ";
       first = false;
       out += boost::json::serialize(obj);

@@ -8,6 +8,7 @@
 // export their joined text. Two-space indentation, one record per line, trailing newline.
 #pragma once
 
+#include <boost/json/value.hpp>
 #include <string>
 #include <vector>
 
@@ -16,5 +17,9 @@
 namespace fieldsync {
 
 std::string canonical_json(const std::vector<RecordState>& records);
+
+// One field value as JSON (null, integer, number, boolean or string): the export's, the head-office API's and
+// the C ABI's form of a value.
+boost::json::value value_to_json(const Value& v);
 
 }  // namespace fieldsync
