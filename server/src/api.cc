@@ -378,6 +378,30 @@ std::optional<ApiError> prepare(NetServer::Impl& impl, Pending& p, const std::ve
 
 }  // namespace
 
+// Checks that a body has only `allowed` keys.
+std::optional<ApiError> only_fields(const json::object& o, std::initializer_list<std::string_view> allowed) {
+  for (const auto& [k, v] : o) {
+    if (std::find(allowed.begin(), allowed.end(), std::string_view(k)) == allowed.end())
+      return api_error(http::status::bad_request, "unknown_field", "unknown field " + std::string(k),
+                       std::string(k));
+  }
+  return std::nullopt;
+}
+
+std::optional<ApiError> string_field(const json::object& o, const char* name, std::string* out,
+                                     bool required) {
+  auto it = o.find(name);
+  if (it == o.end()) {
+    if (required)
+      return api_error(http::status::bad_request, "missing_field", std::string(name) + " is required", name);
+    return std::nullopt;
+  }
+  if (!it->value().is_string())
+    return api_error(http::status::bad_request, "wrong_type", std::string(name) + " must be a string", name);
+  *out = it->value().as_string();
+  return std::nullopt;
+}
+
 void api_post(NetServer::Impl& impl, std::function<void()> fn) {
   boost::asio::post(*impl.api_pool, std::move(fn));
 }
@@ -588,30 +612,6 @@ ApiError from_directory(const Status& s, std::string field = {}) {
   if (s.code() == ErrorCode::kInvalidArgument)
     return api_error(http::status::unprocessable_entity, "invalid_argument", s.message(), std::move(field));
   return api_error_from(s);
-}
-
-// Checks that a body has only `allowed` keys.
-std::optional<ApiError> only_fields(const json::object& o, std::initializer_list<std::string_view> allowed) {
-  for (const auto& [k, v] : o) {
-    if (std::find(allowed.begin(), allowed.end(), std::string_view(k)) == allowed.end())
-      return api_error(http::status::bad_request, "unknown_field", "unknown field " + std::string(k),
-                       std::string(k));
-  }
-  return std::nullopt;
-}
-
-std::optional<ApiError> string_field(const json::object& o, const char* name, std::string* out,
-                                     bool required) {
-  auto it = o.find(name);
-  if (it == o.end()) {
-    if (required)
-      return api_error(http::status::bad_request, "missing_field", std::string(name) + " is required", name);
-    return std::nullopt;
-  }
-  if (!it->value().is_string())
-    return api_error(http::status::bad_request, "wrong_type", std::string(name) + " must be a string", name);
-  *out = it->value().as_string();
-  return std::nullopt;
 }
 
 ApiResult list_users(ApiRequest& r) {

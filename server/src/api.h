@@ -8,12 +8,15 @@
 #pragma once
 
 #include <boost/beast/http/status.hpp>
+#include <boost/json/object.hpp>
 #include <boost/json/value.hpp>
 #include <functional>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "http_session.h"
@@ -104,6 +107,12 @@ void add_report_routes(NetServer::Impl& impl, RouteTable& routes);  // api_repor
 void api_revoke_sessions(NetServer::Impl& impl, const UserId& user);
 
 // Helpers shared by both files.
+// A body with a key not in `allowed`: 400 unknown_field naming it.
+std::optional<ApiError> only_fields(const boost::json::object& o,
+                                    std::initializer_list<std::string_view> allowed);
+// Body field `name` as a string into *out: 400 missing_field (when required) or wrong_type.
+std::optional<ApiError> string_field(const boost::json::object& o, const char* name, std::string* out,
+                                     bool required);
 std::optional<int64_t> parse_int(const std::string& text);
 Result<std::vector<std::string>> string_list(const boost::json::value& v, const std::string& field);
 

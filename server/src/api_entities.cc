@@ -684,16 +684,9 @@ ApiResult approve_order(ApiRequest& r) {
 
 ApiResult reject_order(ApiRequest& r) {
   const json::object& b = r.body->as_object();
-  for (const auto& [k, v] : b)
-    if (k != "reason")
-      return api_error(http::status::bad_request, "unknown_field", "unknown field " + std::string(k),
-                       std::string(k));
-  auto it = b.find("reason");
-  if (it == b.end())
-    return api_error(http::status::bad_request, "missing_field", "a reason is required", "reason");
-  if (!it->value().is_string())
-    return api_error(http::status::bad_request, "wrong_type", "reason must be a string", "reason");
-  const std::string reason(it->value().as_string());
+  std::string reason;
+  if (std::optional<ApiError> bad = only_fields(b, {"reason"})) return *bad;
+  if (std::optional<ApiError> bad = string_field(b, "reason", &reason, true)) return *bad;
   if (reason.find_first_not_of(" \t\r\n") == std::string::npos)
     return api_error(http::status::unprocessable_entity, "value_invalid", "the reason may not be blank",
                      "reason");
@@ -761,10 +754,8 @@ ApiResult write_in_steps(ApiRequest& r, std::vector<Change> changes, json::objec
 
 ApiResult reassign(ApiRequest& r) {
   const json::object& b = r.body->as_object();
-  for (const auto& [k, v] : b)
-    if (k != "accounts" && k != "from_rep" && k != "to_rep" && k != "territory")
-      return api_error(http::status::bad_request, "unknown_field", "unknown field " + std::string(k),
-                       std::string(k));
+  if (std::optional<ApiError> bad = only_fields(b, {"accounts", "from_rep", "to_rep", "territory"}))
+    return *bad;
   Directory& dir = *r.impl->options.directory;
   // Where to: a territory, or the one territory of a rep.
   std::string territory;
@@ -839,15 +830,10 @@ ApiResult reassign(ApiRequest& r) {
 // orders follow the territories (their rep_id says who took them and never changes).
 ApiResult handover(ApiRequest& r) {
   const json::object& b = r.body->as_object();
-  for (const auto& [k, v] : b)
-    if (k != "to")
-      return api_error(http::status::bad_request, "unknown_field", "unknown field " + std::string(k),
-                       std::string(k));
-  auto it = b.find("to");
-  if (it == b.end()) return api_error(http::status::bad_request, "missing_field", "to is required", "to");
-  if (!it->value().is_string())
-    return api_error(http::status::bad_request, "wrong_type", "to must be a string", "to");
-  const UserId from = r.params["id"], to(it->value().as_string());
+  UserId to;
+  if (std::optional<ApiError> bad = only_fields(b, {"to"})) return *bad;
+  if (std::optional<ApiError> bad = string_field(b, "to", &to, true)) return *bad;
+  const UserId from = r.params["id"];
   Directory& dir = *r.impl->options.directory;
   Result<User> fu = dir.user(from);
   if (!fu) return api_error(http::status::not_found, "not_found", "no such user");
@@ -1064,16 +1050,9 @@ Result<std::optional<ConflictRecord>> read_conflict(NetServer::Impl& impl, int64
 
 ApiResult resolve_conflict(ApiRequest& r) {
   const json::object& b = r.body->as_object();
-  for (const auto& [k, v] : b)
-    if (k != "action")
-      return api_error(http::status::bad_request, "unknown_field", "unknown field " + std::string(k),
-                       std::string(k));
-  auto it = b.find("action");
-  if (it == b.end())
-    return api_error(http::status::bad_request, "missing_field", "action is required", "action");
-  if (!it->value().is_string())
-    return api_error(http::status::bad_request, "wrong_type", "action must be a string", "action");
-  const std::string action(it->value().as_string());
+  std::string action;
+  if (std::optional<ApiError> bad = only_fields(b, {"action"})) return *bad;
+  if (std::optional<ApiError> bad = string_field(b, "action", &action, true)) return *bad;
   if (action != "accept" && action != "restore")
     return api_error(http::status::bad_request, "value_invalid", "action is accept or restore", "action");
   std::optional<int64_t> id = parse_int(r.params["id"]);
