@@ -651,9 +651,7 @@ constexpr uint16_t kOrderApprovedAt = 8;
 constexpr uint16_t kOrderNotes = 5;
 
 ApiResult approve_order(ApiRequest& r) {
-  if (!r.body->as_object().empty())
-    return api_error(http::status::bad_request, "unknown_field", "approve takes no fields",
-                     std::string(r.body->as_object().begin()->key()));
+  if (std::optional<ApiError> bad = only_fields(r.body->as_object(), {})) return *bad;  // takes no fields
   Result<RecordState> order = visible_order(r);
   if (!order) return api_error_from(order.status());
   if (status_of(*order) != "submitted")
@@ -710,9 +708,7 @@ ApiResult reject_order(ApiRequest& r) {
 }
 
 ApiResult fulfil_order(ApiRequest& r) {
-  if (!r.body->as_object().empty())
-    return api_error(http::status::bad_request, "unknown_field", "fulfil takes no fields",
-                     std::string(r.body->as_object().begin()->key()));
+  if (std::optional<ApiError> bad = only_fields(r.body->as_object(), {})) return *bad;  // takes no fields
   Result<RecordState> order = visible_order(r);
   if (!order) return api_error_from(order.status());
   if (status_of(*order) != "approved")
