@@ -5,7 +5,7 @@
 'use strict';
 
 const API = '/api/v1';
-const VIEWS = ['feed', 'orders', 'conflicts', 'reports', 'accounts', 'devices'];
+const VIEWS = ['feed', 'orders', 'conflicts', 'reports', 'accounts', 'devices', 'people', 'catalogue', 'handover'];
 // Whether this browser had a session: a hint only (the cookie is HttpOnly), so that a first visit shows the
 // login form at once instead of asking the server and logging a 401.
 const SESSION_HINT = 'fieldsync.session';
@@ -242,6 +242,7 @@ function loggedIn() {
   $('who').hidden = false;
   $('nav').hidden = false;
   $('view-login').hidden = true;
+  applyRoles(); // admin.js: controls the role may not use are not offered
   say('');
   openStream();
   refreshBadges();
@@ -269,7 +270,8 @@ function loggedOut(message) {
 
 function route() {
   if (!state.session) return;
-  const view = VIEWS.includes(location.hash.slice(1)) ? location.hash.slice(1) : 'feed';
+  let view = VIEWS.includes(location.hash.slice(1)) ? location.hash.slice(1) : 'feed';
+  if (!viewAllowed(view)) view = 'feed';
   if (state.view !== view) say('');
   state.view = view;
   for (const v of VIEWS) $('view-' + v).hidden = v !== view;
@@ -281,7 +283,16 @@ function route() {
     $('feed-badge').hidden = true;
     state.unseen = 0;
   }
-  const load = { orders: loadOrders, conflicts: loadConflicts, reports: loadReports, accounts: loadAccounts, devices: loadDevices }[view];
+  const load = {
+    orders: loadOrders,
+    conflicts: loadConflicts,
+    reports: loadReports,
+    accounts: loadAccounts,
+    devices: loadDevices,
+    people: loadPeople,
+    catalogue: loadCatalogue,
+    handover: loadHandover,
+  }[view];
   if (load) load();
 }
 
@@ -503,8 +514,10 @@ function orderRow(o) {
       const ls = ((r && r.children) || {}).order_line || [];
       let cents = 0;
       for (const l of ls) cents += Math.round((l.quantity * l.unit_price_cents * (10000 - (l.discount_bp || 0))) / 10000);
-      total.textContent = fmtMoney(r && r.totals && r.totals.net_cents !== undefined ? r.totals.net_cents : cents, o.currency);
+      const net = r && r.totals && r.totals.net_cents !== undefined ? r.totals.net_cents : cents;
+      total.textContent = fmtMoney(net, o.currency);
       lines.textContent = String(ls.length);
+      return creditWarning(o, net, total);
     })
     .catch(() => {
       total.textContent = '–';
@@ -538,6 +551,19 @@ function orderRow(o) {
     }
   });
   return row;
+}
+
+// The approver's cue: an order worth more than its account's credit limit (set by head office) is marked. The
+// model does not refuse such an order -- head office decides -- so it is a warning, not a block.
+async function creditWarning(o, net, cell) {
+  try {
+    const r = await api('GET', '/entities/account/' + encodeURIComponent(o.account_id));
+    const limit = r && r.record ? r.record.credit_limit_cents : null;
+    if (limit === null || limit === undefined || net <= limit) return;
+    cell.append(el('br'), el('span', { class: 'warn over-limit', text: 'over the credit limit of ' + fmtMoney(limit, o.currency) }));
+  } catch (e) {
+    // No warning when the account cannot be read: the total is still shown.
+  }
 }
 
 async function decide(row, order, action, reason) {
@@ -797,7 +823,8 @@ function renderAccounts() {
         updateSelection();
       });
       return el('tr', { 'data-id': a.id }, el('td', {}, box), el('td', { text: a.name || a.id }), el('td', { text: a.city || '' }),
-        el('td', { text: a.segment ? String(a.segment).toUpperCase() : '' }), el('td', { class: 'territory', text: a.territory_id || '' }));
+        el('td', { text: a.segment ? String(a.segment).toUpperCase() : '' }), el('td', { class: 'territory', text: a.territory_id || '' }),
+        creditCell(a));
     }),
   );
   $('accounts-empty').hidden = shown.length > 0;
@@ -847,9 +874,12 @@ async function loadDevices() {
         el('td', { class: 'num', text: d.cursor === null || d.cursor === undefined ? '–' : String(Math.max(0, (d.log_head || 0) - d.cursor)) }),
         el('td', { class: 'num' }, String(d.rejections || 0), d.last_rejection_ms ? el('br') : null, d.last_rejection_ms ? timeElement(d.last_rejection_ms) : null),
         el('td', { text: (d.protocol_version ? 'v' + d.protocol_version : '–') + (d.schema_version ? ' / ' + d.schema_version : '') }),
-        el('td', { class: d.revoked ? 'error' : '', text: d.revoked ? 'revoked' : 'active' })),
+        // An app that predates the version in the Hello, or one not connected since the server started.
+        el('td', { class: 'app-version' + (d.app_version ? ' value' : ' muted'), text: d.app_version || 'unknown' }),
+        el('td', { class: 'state' }, el('span', { class: d.revoked ? 'error' : '', text: d.revoked ? 'revoked' : 'active' }), ' ', deviceControls(d))),
     ),
   );
+  loadDeviceAdmin();
   $('devices-empty').hidden = devices.length > 0;
   const reps = r.reps || [];
   $('reps-body').replaceChildren(
