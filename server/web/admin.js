@@ -536,6 +536,7 @@ async function handover(e) {
       const value = Array.isArray(v) ? (v.length ? v.join(', ') : 'none') : String(v);
       facts.push(el('dt', { text: MOVED_LABELS[k] || k.replace(/_/g, ' ') }), el('dd', { 'data-key': k, text: value }));
     }
+    $('handover-result-title').textContent = 'What moved from ' + from + ' to ' + to;
     $('handover-moved').replaceChildren(...facts);
     $('handover-result').hidden = false;
     say(from + "'s work is with " + to + ' now; their devices follow on their next sync.', 'ok');

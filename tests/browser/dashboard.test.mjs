@@ -36,7 +36,7 @@ const PASSWORD = 'browser-test-2026';
 const TIME_ZONE = 'Asia/Kolkata';
 const LOCALE = 'en-US';
 const WAIT_MS = 30000; // generous: ctest runs it beside other tests, and under ASan the server is several times slower
-const ROLE = { ho: 'head_office', alice: 'rep', bob: 'rep' };
+const ROLE = { ho: 'head_office', alice: 'rep', bob: 'rep', carol: 'rep' };
 const TOKEN = {};
 
 let passed = 0;
@@ -87,7 +87,7 @@ async function until(what, fn, timeoutMs = WAIT_MS) {
 step('seeding: territories north and south, head office ho, reps alice and bob (north), one product');
 admin('territory', 'add', '--id', 'north', '--name', 'North');
 admin('territory', 'add', '--id', 'south', '--name', 'South');
-for (const u of Object.keys(ROLE)) admin('user', 'add', '--id', u, '--name', u[0].toUpperCase() + u.slice(1), '--role', ROLE[u], '--password', PASSWORD);
+for (const u of ['ho', 'alice', 'bob']) admin('user', 'add', '--id', u, '--name', u[0].toUpperCase() + u.slice(1), '--role', ROLE[u], '--password', PASSWORD);
 admin('assign', '--user', 'alice', '--territory', 'north');
 admin('assign', '--user', 'bob', '--territory', 'north');
 const PRODUCT = admin('product', 'add', '--sku', 'ESP-1', '--name', 'Espresso beans 1 kg', '--unit', 'kg');
@@ -121,7 +121,7 @@ const SYNC_URL = `wss://127.0.0.1:${PORT}/sync`;
 const sync = (...users) => {
   for (const u of users) rep(u, 'sync', '--server', SYNC_URL, '--ca', CA, '--once');
 };
-for (const u of Object.keys(ROLE)) {
+for (const u of ['ho', 'alice', 'bob']) {
   const node = rep(u, 'status').split('\n').find((l) => l.startsWith('node\t')).split('\t')[1];
   admin('device', 'register', '--node', node, '--user', u);
   TOKEN[u] = rep(u, 'login', '--server', SYNC_URL, '--ca', CA, '--password', PASSWORD);
@@ -141,6 +141,7 @@ rep('alice', 'account', 'edit', '--id', ROSSI, '--phone', '+49 40 111111');
 rep('bob', 'account', 'edit', '--id', ROSSI, '--phone', '+49 40 222222');
 rep('bob', 'opp', 'add', '--account', KIOSK, '--name', 'Kiosk espresso contract', '--amount', '480000', '--stage', 'proposal');
 rep('alice', 'event', 'book', '--title', 'Tasting at Rossi', '--start', '2030-01-07T10:00', '--end', '2030-01-07T11:00', '--account', ROSSI);
+rep('bob', 'event', 'book', '--title', 'Rossi tasting, second round', '--start', '2030-02-04T09:00', '--end', '2030-02-04T10:00', '--account', ROSSI);
 rep('alice', 'event', 'book', '--title', 'Kiosk follow-up', '--start', '2030-01-07T10:30', '--end', '2030-01-07T11:30', '--account', KIOSK);
 sync('alice', 'bob', 'ho');
 
@@ -347,9 +348,242 @@ try {
   await checkTimes('devices');
   await screenshot('devices');
 
+  step('people: create users (a rep, a manager, a partner), a territory, edit, grant, disable, reset a password');
+  await page.locator('#nav a[data-view="people"]').click();
+  await page.locator('#users-body tr[data-id="alice"]').waitFor();
+  await page.locator('#territory-id').fill('east');
+  await page.locator('#territory-name').fill('East');
+  await page.locator('#territory-form button[type="submit"]').click();
+  await page.locator('#territories-body tr[data-id="east"]').waitFor();
+  check((await get('/territories')).body.items.some((t) => t.id === 'east' && t.name === 'East'), 'territory east is created (API)');
+  // A new rep, entirely with the keyboard: type, Tab to the next field, Space on a checkbox, Enter to submit.
+  await page.locator('#user-new-id').focus();
+  await page.keyboard.type('carol');
+  await page.keyboard.press('Tab');
+  await page.keyboard.type('Carol Weber');
+  await page.locator('#user-new-role').selectOption('rep');
+  await page.locator('#user-new-password').fill(PASSWORD);
+  await page.locator('#user-new-territories input[value="south"]').focus();
+  await page.keyboard.press('Space');
+  await page.locator('#user-new-password').focus();
+  await page.keyboard.press('Enter');
+  await page.locator('#users-body tr[data-id="carol"]', { hasText: 'Carol Weber' }).waitFor();
+  const carolApi = (await get('/users')).body.items.find((u) => u.id === 'carol');
+  check(carolApi && carolApi.role === 'rep' && carolApi.territories.join() === 'south', 'carol is listed and the API has her as a rep of south');
+  for (const [id, name, role, terr] of [['mia', 'Mia Brandt', 'manager', 'north'], ['dealer', 'Kaffee Handel GmbH', 'partner', 'east']]) {
+    await page.locator('#user-new-id').fill(id);
+    await page.locator('#user-new-name').fill(name);
+    await page.locator('#user-new-role').selectOption(role);
+    await page.locator('#user-new-password').fill(PASSWORD);
+    await page.locator(`#user-new-territories input[value="${terr}"]`).check();
+    await page.locator('#user-create').click();
+    await page.locator(`#users-body tr[data-id="${id}"]`).waitFor();
+  }
+  check((await page.locator('#users-body tr[data-id="dealer"] td.territories').innerText()) === 'grants: east', "the partner's territory shows as a grant");
+  // Edit: mia leads alice (team), carol also covers east.
+  await page.locator('#users-body tr[data-id="mia"] button', { hasText: 'Edit' }).click();
+  await page.locator('#user-edit-team input[value="alice"]').check();
+  await page.locator('#user-edit button[type="submit"]').click();
+  await page.locator('#users-body tr[data-id="mia"] td:nth-child(5)', { hasText: 'alice' }).waitFor();
+  await page.locator('#users-body tr[data-id="carol"] button', { hasText: 'Edit' }).click();
+  await page.locator('#user-edit-name').fill('Carol Weber-Li');
+  await page.locator('#user-edit-territories input[value="east"]').check();
+  await page.locator('#user-edit button[type="submit"]').click();
+  await page.locator('#users-body tr[data-id="carol"] td.territories', { hasText: 'east' }).waitFor();
+  {
+    const users = (await get('/users')).body.items;
+    const u = (id) => users.find((x) => x.id === id);
+    check(u('mia').role === 'manager' && u('mia').team.join() === 'alice' && u('mia').territories.join() === 'north', 'mia is a manager of north leading alice (API)');
+    check(u('carol').display_name === 'Carol Weber-Li' && [...u('carol').territories].sort().join() === 'east,south', "carol's new name and territories (API)");
+    check(u('dealer').role === 'partner' && u('dealer').territories.join() === 'east', 'dealer is a partner granted east (API)');
+  }
+  // Disable the partner: their sign-in stops; enable again: it works.
+  const signIn = async (user, password) => (await api.post('/api/v1/session', { data: { user, password, mode: 'token' } })).status();
+  check((await signIn('dealer', PASSWORD)) === 200, 'the partner can sign in');
+  await page.locator('#users-body tr[data-id="dealer"] button', { hasText: 'Edit' }).click();
+  await page.locator('#user-edit-disabled').check();
+  await page.locator('#user-edit button[type="submit"]').click();
+  await page.locator('#users-body tr[data-id="dealer"] td.state', { hasText: 'disabled' }).waitFor();
+  check((await signIn('dealer', PASSWORD)) === 401, 'disabled: the partner cannot sign in');
+  await page.locator('#users-body tr[data-id="dealer"] button', { hasText: 'Edit' }).click();
+  await page.locator('#user-edit-disabled').uncheck();
+  await page.locator('#user-edit button[type="submit"]').click();
+  await page.locator('#users-body tr[data-id="dealer"] td.state', { hasText: 'active' }).waitFor();
+  check((await signIn('dealer', PASSWORD)) === 200, 'enabled again: the partner signs in');
+  await page.locator('#users-body tr[data-id="carol"] button', { hasText: 'Edit' }).click();
+  await page.locator('#user-edit-password').fill('carol-new-secret-1');
+  await page.locator('#user-edit-set-password').click();
+  await page.locator('#status', { hasText: 'password of carol is reset' }).waitFor();
+  await page.keyboard.press('Escape');
+  check((await signIn('carol', PASSWORD)) === 401 && (await signIn('carol', 'carol-new-secret-1')) === 200, "carol's password is reset: the old one fails, the new one works");
+  await checkTimes('people');
+  await screenshot('people');
+
+  step('devices: register a device to carol, see it sync, revoke it, with the audit trail');
+  const carolNode = rep('carol', 'status').split('\n').find((l) => l.startsWith('node\t')).split('\t')[1];
+  await page.locator('#nav a[data-view="devices"]').click();
+  await page.locator('#device-node').fill(carolNode);
+  await page.locator('#device-user').selectOption('carol');
+  await page.locator('#device-register').click();
+  await page.locator(`#devices-body tr[data-node="${carolNode}"]`).waitFor();
+  check((await get('/devices')).body.items.some((d) => d.node === carolNode && d.user === 'carol' && !d.revoked), "carol's device is registered (API)");
+  TOKEN.carol = rep('carol', 'login', '--server', SYNC_URL, '--ca', CA, '--password', 'carol-new-secret-1');
+  sync('carol');
+  check(rep('carol', 'export').includes('Hafen Kiosk'), "carol's device synced the south account (Hafen Kiosk, moved there above)");
+  await page.locator(`#device-audit-body tr`, { hasText: carolNode }).filter({ hasText: 'registered' }).waitFor();
+  check(true, 'the audit trail shows the registration by ho');
+  const revokeButton = page.locator(`#devices-body tr[data-node="${carolNode}"] button`, { hasText: 'Revoke' });
+  await revokeButton.click();
+  check((await get('/devices')).body.items.find((d) => d.node === carolNode).revoked === false, 'one press only asks (not revoked yet)');
+  await page.locator(`#devices-body tr[data-node="${carolNode}"] button`, { hasText: 'Confirm revoke' }).click();
+  await page.locator(`#devices-body tr[data-node="${carolNode}"] td.state`, { hasText: 'revoked' }).waitFor();
+  check((await get('/devices')).body.items.find((d) => d.node === carolNode).revoked === true, "carol's device is revoked (API)");
+  let revokedExit = 0;
+  try {
+    sync('carol');
+  } catch (e) {
+    revokedExit = e.status;
+  }
+  check(revokedExit === 3, "carol's device is refused at its next sync and told to erase (fieldsync-rep exit 3)");
+  await page.locator(`#device-audit-body tr`, { hasText: carolNode }).filter({ hasText: 'revoked' }).waitFor();
+  const auditRows = await page.locator('#device-audit-body tr').allInnerTexts();
+  check(auditRows.length === 2 && /revoked/.test(auditRows[0]) && auditRows[0].includes(carolNode), 'the audit trail: the revocation, then the registration (fieldsync-admin writes no audit rows)');
+  await checkTimes('devices with audit');
+  await screenshot('devices-admin');
+
+  step('catalogue: add a product, edit one, change a price, add a price');
+  await page.locator('#nav a[data-view="catalogue"]').click();
+  await page.locator(`#products-body tr[data-id="${PRODUCT}"]`).waitFor();
+  await page.locator('#product-sku').fill('MLK-1');
+  await page.locator('#product-name').fill('Milk 1 l');
+  await page.locator('#product-unit').fill('l');
+  await page.locator('#product-save').click();
+  const milkRow = page.locator('#products-body tr', { hasText: 'MLK-1' });
+  await milkRow.waitFor();
+  const milk = (await get('/entities/product?q=MLK-1')).body.items.find((p) => p.sku === 'MLK-1');
+  check(milk && milk.name === 'Milk 1 l' && milk.unit === 'l' && milk.active === true, 'product MLK-1 is created (API)');
+  await page.locator(`#products-body tr[data-id="${PRODUCT}"] button`, { hasText: 'Edit' }).click();
+  check(await page.locator('#product-sku').isDisabled(), 'the SKU cannot be edited (immutable in the model)');
+  await page.locator('#product-name').fill('Espresso beans 1 kg, dark roast');
+  await page.locator('#product-save').click();
+  await page.locator(`#products-body tr[data-id="${PRODUCT}"] td.name`, { hasText: 'dark roast' }).waitFor();
+  check((await get('/entities/product/' + PRODUCT)).body.record.name === 'Espresso beans 1 kg, dark roast', 'the product is renamed (API)');
+  const espPrice = page.locator('#prices-body tr', { hasText: 'Espresso' }).first();
+  await espPrice.getByRole('button', { name: 'Change price' }).click();
+  await page.keyboard.press('ControlOrMeta+a');
+  await page.keyboard.type('26.00');
+  await page.keyboard.press('Enter');
+  await espPrice.locator('td.amount', { hasText: '€26.00' }).waitFor();
+  const espEntry = (await get('/entities/price_list_entry?product_id=' + PRODUCT)).body.items[0];
+  check(espEntry.unit_price_cents === 2600, 'the standard price of ESP-1 is 26.00 (API)');
+  await page.locator('#price-product').selectOption(milk.id);
+  await page.locator('#price-list').fill('standard');
+  await page.locator('#price-amount').fill('1,19');
+  await page.locator('#price-from').fill('2026-01-01');
+  await page.locator('#price-form button[type="submit"]').click();
+  await page.locator('#prices-body tr', { hasText: 'Milk 1 l' }).waitFor();
+  const milkPrice = (await get('/entities/price_list_entry?product_id=' + milk.id)).body.items[0];
+  check(milkPrice && milkPrice.unit_price_cents === 119 && milkPrice.currency === 'EUR' && milkPrice.valid_from === Date.parse('2026-01-01T00:00:00+05:30'),
+    'the milk price is 1.19 EUR from 1 January in the viewer\'s zone (API)');
+  sync('alice');
+  const aliceExport = rep('alice', 'export');
+  check(aliceExport.includes('dark roast') && aliceExport.includes('"unit_price_cents":2600') && aliceExport.includes('MLK-1'), "alice's device has the new name, price and product after its sync");
+  await checkTimes('catalogue');
+  await screenshot('catalogue');
+
+  step('credit limit: head office sets one; reps cannot; an order over it is marked in the approvals');
+  await page.locator('#nav a[data-view="accounts"]').click();
+  await page.locator('#accounts-q').fill('rossi');
+  const rossiRow = page.locator(`#accounts-body tr[data-id="${ROSSI}"]`);
+  await rossiRow.waitFor();
+  await rossiRow.getByRole('button', { name: 'Set the credit limit of Caffè Rossi' }).click();
+  await page.keyboard.press('ControlOrMeta+a');
+  await page.keyboard.type('100');
+  await page.keyboard.press('Enter');
+  await rossiRow.locator('td.credit .amount', { hasText: '€100.00' }).waitFor();
+  check((await get('/entities/account/' + ROSSI)).body.record.credit_limit_cents === 10000, 'the credit limit of Caffè Rossi is 100.00 (API)');
+  {
+    const aliceApi = await apiRequest.newContext({ baseURL: ORIGIN, ignoreHTTPSErrors: true });
+    const t = await (await aliceApi.post('/api/v1/session', { data: { user: 'alice', password: PASSWORD, mode: 'token' } })).json();
+    const r = await aliceApi.patch('/api/v1/entities/account/' + ROSSI, { headers: { Authorization: 'Bearer ' + t.token }, data: { credit_limit_cents: 99999900 } });
+    const body = await r.json();
+    check(r.status() === 403 && body.code === 'server_owned_field' && body.field === 'credit_limit_cents', 'a rep raising the limit is refused: 403 server_owned_field');
+    await aliceApi.dispose();
+  }
+  sync('alice');
+  check(rep('alice', 'export').includes('"credit_limit_cents":10000'), "alice's device has the limit after its sync");
+  const BIG = rep('alice', 'order', 'draft', '--account', ROSSI);
+  rep('alice', 'order', 'line', '--order', BIG, '--product', PRODUCT, '--qty', '5');
+  rep('alice', 'order', 'submit', '--order', BIG);
+  sync('alice');
+  await page.locator('#nav a[data-view="orders"]').click();
+  const bigRow = page.locator(`#orders-body tr[data-id="${BIG}"]`);
+  await bigRow.locator('.over-limit', { hasText: 'over the credit limit of €100.00' }).waitFor();
+  check(true, "alice's 130.00 order is marked over Caffè Rossi's credit limit of 100.00");
+  check((await page.locator(`#orders-body tr[data-id="${ORDER3}"] .over-limit`).count()) === 0, 'the 26.00 order under the limit is not marked');
+  await screenshot('credit-limit');
+
+  step('handover: bob leaves; his territory, open deal and future appointment go to carol');
+  await page.locator('#nav a[data-view="handover"]').click();
+  await page.locator('#handover-from').selectOption('bob');
+  await page.locator('#handover-to').selectOption('carol');
+  await page.locator('#handover-preview', { hasText: 'bob holds north; 1 open deal; 1 future appointment' }).waitFor();
+  check(true, 'the preview says what bob holds');
+  await page.locator('#handover-go').click();
+  await page.locator('#handover-result').waitFor({ state: 'visible' });
+  const handed = Object.fromEntries(await page.locator('#handover-moved dd').evaluateAll((ds) => ds.map((d) => [d.dataset.key, d.textContent])));
+  check(handed.territories === 'north' && handed.deals === '1' && handed.appointments === '1', 'what moved is shown: ' + JSON.stringify(handed));
+  {
+    const users = (await get('/users')).body.items;
+    check(users.find((u) => u.id === 'bob').territories.length === 0 && users.find((u) => u.id === 'carol').territories.includes('north'), 'bob has no territory, carol has north (API)');
+    const deals = (await get('/entities/opportunity?account_id=' + KIOSK)).body.items;
+    check(deals.length === 1 && deals[0].owner_id === 'carol', "bob's deal is carol's (API)");
+    const carolEvents = (await get('/entities/calendar_event?owner_id=carol&status=scheduled')).body.items;
+    check(carolEvents.length === 1 && carolEvents[0].title === 'Rossi tasting, second round', "bob's appointment is booked again for carol (API)");
+  }
+  await page.locator('#handovers-body tr', { hasText: 'bob' }).filter({ hasText: 'carol' }).waitFor();
+  check(true, 'the handover is listed among earlier handovers');
+  await checkTimes('handover');
+  await screenshot('handover');
+
+  step('a manager sees their team and is offered no head-office control');
+  {
+    const mctx = await browser.newContext({ ignoreHTTPSErrors: true, timezoneId: TIME_ZONE, locale: LOCALE, viewport: { width: 1366, height: 860 } });
+    const m = await mctx.newPage();
+    m.on('console', (x) => x.type() === 'error' && consoleErrors.push('manager page: ' + x.text()));
+    m.on('pageerror', (e) => consoleErrors.push('manager page uncaught: ' + e.message));
+    await m.goto(ORIGIN + '/');
+    await m.locator('#login-user').fill('mia');
+    await m.locator('#login-password').fill(PASSWORD);
+    await m.keyboard.press('Enter');
+    await m.locator('#view-feed').waitFor({ state: 'visible' });
+    check(await m.locator('#nav a[data-view="handover"]').isHidden(), 'no Handover in the manager\'s navigation');
+    await m.goto(ORIGIN + '/#handover');
+    await m.locator('#view-feed').waitFor({ state: 'visible' });
+    check(await m.locator('#view-handover').isHidden(), 'typing #handover lands on the feed');
+    await m.locator('#nav a[data-view="people"]').click();
+    await m.locator('#users-body tr[data-id="alice"]').waitFor();
+    const listed = await m.locator('#users-body tr').evaluateAll((rs) => rs.map((r) => r.dataset.id).sort());
+    check(listed.join() === 'alice,mia', 'people: the manager sees themselves and their team only (' + listed.join() + ')');
+    check((await m.locator('#view-people button:visible, #view-people form:visible').count()) === 0, 'people: no edit button, no create form');
+    await m.locator('#nav a[data-view="catalogue"]').click();
+    await m.locator(`#products-body tr[data-id="${PRODUCT}"]`).waitFor();
+    check((await m.locator('#view-catalogue button:visible, #view-catalogue form:visible').count()) === 0, 'catalogue: read only');
+    await m.locator('#nav a[data-view="accounts"]').click();
+    await m.locator(`#accounts-body tr[data-id="${ROSSI}"]`).waitFor();
+    check((await m.locator('#accounts-body td.credit button').count()) === 0 && (await m.locator(`#accounts-body tr[data-id="${ROSSI}"] td.credit`).innerText()) === '€100.00',
+      'accounts: the credit limit is shown, with no control to change it');
+    await m.locator('#nav a[data-view="devices"]').click();
+    await m.locator('#devices-body tr').first().waitFor();
+    const devUsers = await m.locator('#devices-body tr td:nth-child(2)').allInnerTexts();
+    check(devUsers.length > 0 && devUsers.every((u) => u === 'alice' || u === 'mia'), "devices: only the team's (" + devUsers.join(', ') + ')');
+    check((await m.locator('#view-devices button:visible, #view-devices form:visible, #device-audit-box:visible').count()) === 0, 'devices: no register form, revoke button or audit trail');
+    await mctx.close();
+  }
+
   step('a tablet');
   await page.setViewportSize({ width: 820, height: 1180 });
-  for (const view of ['feed', 'orders', 'conflicts', 'accounts', 'devices']) {
+  for (const view of ['feed', 'orders', 'conflicts', 'accounts', 'devices', 'people', 'catalogue', 'handover']) {
     await page.locator(`#nav a[data-view="${view}"]`).click();
     await page.locator('#view-' + view).waitFor({ state: 'visible' });
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
