@@ -278,10 +278,11 @@ class ApiTest : public ::testing::Test {
       if (ws) ws->stop();
     }
   };
-  Phone& phone(const std::string& user, NodeId node) {
+  Phone& phone(const std::string& user, NodeId node, const std::string& app_version = {}) {
     auto p = std::make_unique<Phone>();
     FieldClient::Options o;
     o.user = user;
+    o.app_version = app_version;
     Result<std::string> t = directory->login(user, kPassword, node, now_ms());
     EXPECT_TRUE(t.is_ok());
     o.token = *t;
@@ -1323,6 +1324,72 @@ TEST(ApiDirectory, OlderDirectoryFilesGainTheDisabledColumn) {
   EXPECT_TRUE((*d)->audit(server::AuditRecord{0, 1, "boss", "user.disable", "old", "{}"}).is_ok());
   EXPECT_EQ((*d)->audit_trail(0, 10)->size(), 1u);
   std::filesystem::remove(path);
+}
+
+// ---- App version in sync health (Hello.app_version)
+
+TEST_F(ApiTest, SyncHealthShowsTheAppVersionEachDeviceSentAndUnknownForOldApps) {
+  Web boss = sign_in("boss");
+  auto device = [&](const std::string& node) -> json::object {
+    Reply health = boss.get("/api/v1/sync-health");
+    EXPECT_EQ(health.status, 200) << health.body;
+    for (const json::value& d : health.obj().at("devices").as_array())
+      if (str(d.as_object().at("node")) == node) return d.as_object();
+    ADD_FAILURE() << "no device " << node << " in " << health.body;
+    return {};
+  };
+  // Before any connection since the server started: unknown.
+  EXPECT_TRUE(device("100").at("app_version").is_null());
+  // A phone whose app names its build, and one built before the field (its Hello carries none).
+  Phone& current = phone("rep1", 100, "2.4.1 (317)");
+  Phone& old = phone("rep2", 101);
+  sync(current);
+  sync(old);
+  EXPECT_EQ(device("100").at("app_version"), json::value("2.4.1 (317)"));
+  EXPECT_TRUE(device("101").at("app_version").is_null());
+  EXPECT_FALSE(device("101").at("last_connected_ms").is_null()) << "the old app did connect";
+  // The manager's view of the team carries it too.
+  Reply mgr = sign_in("mgr").get("/api/v1/sync-health");
+  ASSERT_EQ(mgr.status, 200) << mgr.body;
+  bool seen = false;
+  for (const json::value& d : mgr.obj().at("devices").as_array())
+    if (str(d.as_object().at("node")) == "100")
+      seen = d.as_object().at("app_version") == json::value("2.4.1 (317)");
+  EXPECT_TRUE(seen) << mgr.body;
+}
+
+TEST_F(ApiTest, AnUnauthenticatedHelloNamesNoAppVersionAndABadOneIsRefusedAtOpen) {
+  // A Hello with a registered node but a wrong token: the handshake fails, and the build it claimed is not
+  // what head office reads for that device.
+  FieldClient::Options o;
+  o.user = "rep1";
+  o.token = "not-a-token";
+  o.node = 100;
+  o.synchronous_full = false;
+  o.app_version = "9.9.9-forged";
+  auto c = FieldClient::open((dir / "forged.db").string(), std::move(o));
+  ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+  {
+    Phone forged;
+    forged.client = std::move(c.value());
+    WsClient ws(forged.client->engine(), ws_options(forged));
+    EXPECT_FALSE(ws.sync_once(10s).ok());
+  }
+  Reply health = sign_in("boss").get("/api/v1/sync-health");
+  ASSERT_EQ(health.status, 200) << health.body;
+  for (const json::value& d : health.obj().at("devices").as_array())
+    if (str(d.as_object().at("node")) == "100") {
+      EXPECT_TRUE(d.as_object().at("app_version").is_null()) << health.body;
+    }
+
+  for (const std::string& bad : {std::string(65, 'v'), std::string("2.4\n1")}) {
+    FieldClient::Options b;
+    b.user = "rep1";
+    b.app_version = bad;
+    auto r = FieldClient::open((dir / "bad.db").string(), std::move(b));
+    ASSERT_FALSE(r.is_ok());
+    EXPECT_EQ(r.status().code(), ErrorCode::kInvalidArgument);
+  }
 }
 
 }  // namespace

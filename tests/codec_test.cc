@@ -187,6 +187,38 @@ TEST(CodecRoundTrip, TextAtTheLimitsIsAccepted) {
   expect_round_trip(w);
 }
 
+// Hello.app_version (appended to the table, still protocol 2): carried when set; a Hello from an app built
+// before the field decodes with none; too long or unprintable is refused.
+TEST(CodecHelloAppVersion, RoundTripsAndIsAbsentFromOlderApps) {
+  protocol::Hello h = sample_hello();
+  h.app_version = std::string("2.4.1 (317)");
+  expect_round_trip(h);
+  h.app_version = std::string(tuning::kMaxAppVersionBytes, 'v');
+  expect_round_trip(h);
+  // What an older device sends: the table without the field, built as its generated code did.
+  const protocol::Hello old = sample_hello();
+  flatbuffers::FlatBufferBuilder b;
+  auto token = b.CreateString(old.token);
+  auto hello = fb::CreateHello(b, old.protocol_version, old.schema_version, old.node, token, old.cursor,
+                               old.client_time_ms, old.client_hlc);
+  fb::FinishFrameBuffer(b, fb::CreateFrame(b, fb::Body::Hello, hello.Union()));
+  Result<Message> back = decode({b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize()});
+  ASSERT_TRUE(back.is_ok()) << back.status().to_string();
+  EXPECT_EQ(std::get<protocol::Hello>(*back), old);
+  EXPECT_TRUE(std::get<protocol::Hello>(*back).app_version.empty());
+  // And a Hello without one is encoded without the field: the bytes an older device sends.
+  EXPECT_LT(codec::encode(old).size(), codec::encode(h).size());
+}
+
+TEST(CodecHelloAppVersion, TooLongOrUnprintableIsRefused) {
+  for (const std::string& bad : {std::string(tuning::kMaxAppVersionBytes + 1, 'v'), std::string("2.4\n1"),
+                                 std::string("v\x7f"), std::string("caf\xc3\xa9")}) {
+    protocol::Hello h = sample_hello();
+    h.app_version = bad;
+    EXPECT_EQ(message_error(h), ErrorCode::kValueInvalid) << bad;
+  }
+}
+
 TEST(CodecRoundTrip, AppendTextStateMayExceedTheTextLimit) {
   // The joined value of an append-only field grows with every fragment; only the frame size bounds it.
   RecordState r = sample_account();

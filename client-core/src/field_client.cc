@@ -17,6 +17,7 @@
 #include "fieldsync/io/sqlite_db.h"
 #include "fieldsync/sync/codec.h"
 #include "fieldsync/sync/export.h"
+#include "fieldsync/sync/tuning.h"
 
 namespace fieldsync::client {
 
@@ -167,6 +168,11 @@ Result<std::unique_ptr<FieldClient>> FieldClient::open(const std::string& path, 
   if (options.user.empty()) return invalid(ErrorCode::kInvalidArgument, "a user id is required");
   if (options.utc_offset_minutes < -14 * 60 || options.utc_offset_minutes > 14 * 60)
     return invalid(ErrorCode::kInvalidArgument, "utc offset must be within +-14 hours");
+  // The server refuses a Hello with a bad one at every connection: say so now, where the app can fix it.
+  if (options.app_version.size() > tuning::kMaxAppVersionBytes ||
+      std::any_of(options.app_version.begin(), options.app_version.end(),
+                  [](char c) { return c < 0x20 || c > 0x7e; }))
+    return invalid(ErrorCode::kInvalidArgument, "app version must be at most 64 bytes of printable ASCII");
   if (!options.now_ms) {
     options.now_ms = [] {
       return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -202,6 +208,7 @@ FieldClient::FieldClient(std::string path, Options options, std::unique_ptr<Sqli
   ClientConfig config;
   config.user = options_.user;
   config.token = options_.token;
+  config.app_version = options_.app_version;
   engine_ = std::make_unique<SyncEngine>(*store_, std::move(config));
 }
 

@@ -35,7 +35,7 @@ namespace cli = fieldsync::cli;
 
 constexpr const char* kUsage =
     R"(usage: fieldsync-rep --db FILE --user USER [--token TOKEN] [--role rep|manager|head_office]
-                     [--utc-offset MINUTES] COMMAND [OPTIONS]
+                     [--utc-offset MINUTES] [--app-version TEXT] COMMAND [OPTIONS]
        fieldsync-rep [COMMAND [SUBCOMMAND]] --help
 
 Times are ISO 8601 UTC (2030-01-07T10:00, 2030-01-07T10:00:00Z) or milliseconds since the epoch; money is
@@ -735,7 +735,7 @@ int run(FieldClient& c, const Command& command) {
 int main(int argc, char** argv) {
   const std::vector<std::string> args(argv + 1, argv + argc);
   try {
-    cli::Options global({"db", "user", "token", "role", "utc-offset"}, {"help"},
+    cli::Options global({"db", "user", "token", "role", "utc-offset", "app-version"}, {"help"},
                         cli::Options::Repeat::kLastWins);
     global.stop_at_first_word();  // the command's own options are parsed by run()
     if (std::string e = global.parse(args); !e.empty()) throw UsageError{e};
@@ -747,6 +747,7 @@ int main(int argc, char** argv) {
     const std::string db = global.get("db");
     options.user = global.get("user");
     options.token = global.get("token");
+    options.app_version = global.get("app-version");  // sent in the Hello: head office's sync health shows it
     if (global.has("role")) {
       auto r = fieldsync::schema::role_from_string(global.get("role"));
       if (!r) throw UsageError{"--role must be rep, manager or head_office"};

@@ -7,6 +7,7 @@
 // another thread finishes before the replica closes, and a later call sees `closed` and fails cleanly.
 #include "fieldsync/fieldsync.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -145,7 +146,7 @@ bool input_failed(const glue::Input& in, fs_error* error) {
 // ---- Handles
 
 struct fs_config {
-  std::string path, user, token, server_url, ca_file, pin_sha256, price_list;
+  std::string path, user, token, server_url, ca_file, pin_sha256, price_list, app_version;
   fieldsync::schema::Role role = fieldsync::schema::Role::kRep;
   uint64_t node = 0;
   int utc_offset_minutes = 0;
@@ -416,6 +417,15 @@ FS_API bool fs_config_set_text(fs_config* config, fs_option option, const char* 
       case FS_OPT_PRICE_LIST:
         config->price_list = v;
         return true;
+      case FS_OPT_APP_VERSION:
+        // Checked here, where the app sets it, rather than at every handshake the server would refuse.
+        if (v.size() > 64 || std::any_of(v.begin(), v.end(), [](char c) { return c < 0x20 || c > 0x7e; })) {
+          api_error(error, FS_API_INVALID_ARGUMENT,
+                    "app version must be at most 64 bytes of printable ASCII");
+          return false;
+        }
+        config->app_version = v;
+        return true;
       case FS_OPT_ROLE: {
         if (v.empty()) {
           config->role = fieldsync::schema::Role::kRep;
@@ -522,6 +532,7 @@ FS_API fs_client* fs_client_open(const fs_config* config, fs_error* error) {
     o.role = config->role;
     o.utc_offset_minutes = config->utc_offset_minutes;
     o.price_list = config->price_list;
+    o.app_version = config->app_version;
     o.synchronous_full = config->synchronous_full;
     o.node = config->node;
     auto opened = FieldClient::open(config->path, std::move(o));

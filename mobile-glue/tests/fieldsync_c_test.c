@@ -228,6 +228,8 @@ static fs_config* device_config(const char* user, int64_t node, const char* path
   CHECK_OK(fs_config_set_text(cfg, FS_OPT_SERVER_URL, env("FS_TEST_URL"), &err), err);
   CHECK_OK(fs_config_set_text(cfg, FS_OPT_CA_FILE, env("FS_TEST_CA"), &err), err);
   CHECK_OK(fs_config_set_text(cfg, FS_OPT_PRICE_LIST, "retail", &err), err);
+  CHECK_OK(fs_config_set_text(cfg, FS_OPT_APP_VERSION, "c-test 1.0 (1)", &err),
+           err); /* sent in every Hello */
   CHECK_OK(fs_config_set_int(cfg, FS_OPT_NODE, node, &err), err);
   CHECK_OK(fs_config_set_int(cfg, FS_OPT_RECONNECT_CAP_MS, 500, &err), err);
   return cfg;
@@ -284,6 +286,12 @@ static void bad_arguments_without_a_client(void) {
   CHECK_ERR(fs_config_set_int(cfg, FS_OPT_PATH, 1, &err), err, FS_DOMAIN_API, FS_API_UNKNOWN_ENUM);
   CHECK_ERR(fs_config_set_int(cfg, -1, 1, &err), err, FS_DOMAIN_API, FS_API_UNKNOWN_ENUM);
   CHECK_ERR(fs_config_set_text(cfg, FS_OPT_ROLE, "boss", &err), err, FS_DOMAIN_API, FS_API_INVALID_ARGUMENT);
+  CHECK_ERR(fs_config_set_text(cfg, FS_OPT_APP_VERSION, "2.4\n1", &err), err, FS_DOMAIN_API,
+            FS_API_INVALID_ARGUMENT);
+  CHECK_ERR(fs_config_set_text(cfg, FS_OPT_APP_VERSION,
+                               "0123456789012345678901234567890123456789012345678901234567890123+", &err),
+            err, FS_DOMAIN_API, FS_API_INVALID_ARGUMENT);                 /* 65 bytes */
+  CHECK_OK(fs_config_set_text(cfg, FS_OPT_APP_VERSION, NULL, &err), err); /* NULL clears it */
   CHECK_ERR(fs_config_set_int(cfg, FS_OPT_UTC_OFFSET_MINUTES, 100000, &err), err, FS_DOMAIN_API,
             FS_API_INVALID_ARGUMENT);
   CHECK_ERR(fs_client_open(NULL, &err) != NULL, err, FS_DOMAIN_API, FS_API_NULL_ARGUMENT);

@@ -1377,6 +1377,10 @@ ApiResult sync_health(ApiRequest& r) {
         it != activity.end() ? json::value(it->second.protocol_version) : json::value(nullptr);
     o["schema_version"] =
         it != activity.end() ? json::value(it->second.schema_version) : json::value(nullptr);
+    // null: unknown (an app built before Hello.app_version, or not connected since the server started).
+    o["app_version"] = it != activity.end() && !it->second.app_version.empty()
+                           ? json::value(it->second.app_version)
+                           : json::value(nullptr);
     // The device's position: what it said at its handshake, then every batch the server sent it.
     o["cursor"] = it != activity.end() ? json::value(it->second.cursor) : json::value(nullptr);
     {

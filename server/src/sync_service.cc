@@ -93,10 +93,14 @@ void SyncService::flush_locked(SessionId from, const protocol::PushTxns* push, C
               LiveDevice& a = activity_[info.node];
               a.user = m.user;
               a.protocol_version = m.protocol_version;
+              // Only a device that passed the handshake names its build: a Hello with someone's node id and
+              // no valid token never reaches head office's page.
+              a.app_version = info.app_version;
             }
             count(Counter::kHandshakes);
             log("event=hello session=" + session + " user=" + quoted_value(m.user) +
-                " node=" + std::to_string(info.node) + " server_seq=" + std::to_string(m.server_seq));
+                " node=" + std::to_string(info.node) + " server_seq=" + std::to_string(m.server_seq) +
+                (info.app_version.empty() ? "" : " app=" + quoted_value(info.app_version)));
           } else if constexpr (std::is_same_v<M, protocol::PushAck>) {
             size_t applied = 0, rejected = 0, duplicate = 0, conflicts = 0;
             size_t in_push = 0;  // results and the push's transactions are both in node_seq order
@@ -262,6 +266,7 @@ bool SyncService::frame(SessionId session, std::span<const uint8_t> bytes, int64
       if (const auto* hello = std::get_if<protocol::Hello>(&m.value())) {
         info.node = hello->node;
         info.connected_at_ms = now_ms;
+        info.app_version = hello->app_version;
       } else if ((push = std::get_if<protocol::PushTxns>(&m.value()))) {
         count(Counter::kPushes);
       }
@@ -455,6 +460,7 @@ std::vector<SyncService::LiveDevice> SyncService::live_devices() const {
       d.last_push_ms = it->second.last_push_ms;
       d.last_pull_ms = it->second.last_pull_ms;
       d.schema_version = it->second.schema_version;
+      d.app_version = it->second.app_version;
       d.cursor = it->second.cursor;
     }
     out.push_back(std::move(d));

@@ -144,6 +144,7 @@ void SyncClient::on_connected(int64_t now_ms) {
   hello.cursor = cursor_;
   hello.client_time_ms = now_ms;
   hello.client_hlc = clock_.last();
+  hello.app_version = config_.app_version;
   send(std::move(hello));
 }
 

@@ -313,8 +313,10 @@ using Body = std::pair<fb::Body, Offset<void>>;
 
 Body put_body(FlatBufferBuilder& b, const protocol::Hello& m) {
   auto token = put_text(b, m.token);
+  // Absent when empty, so a Hello without an app version is byte for byte what older devices send.
+  auto app_version = put_text(b, m.app_version);
   return {fb::Body::Hello, fb::CreateHello(b, m.protocol_version, m.schema_version, m.node, token, m.cursor,
-                                           m.client_time_ms, m.client_hlc)
+                                           m.client_time_ms, m.client_hlc, app_version)
                                .Union()};
 }
 
@@ -1055,6 +1057,12 @@ Status get_message(const fb::Hello* in, protocol::Hello& out) {
   out.cursor = in->cursor();
   out.client_time_ms = in->client_time_ms();
   out.client_hlc = in->client_hlc();
+  if (Status s = get_string(in->app_version(), tuning::kMaxAppVersionBytes, "app_version", out.app_version);
+      !s)
+    return s;
+  // Shown to people on head office's pages and written to logs: printable ASCII only.
+  for (char c : out.app_version)
+    if (c < 0x20 || c > 0x7e) return Status(ErrorCode::kValueInvalid, "app_version must be printable ASCII");
   return get_string(in->token(), tuning::kMaxTokenBytes, "token", out.token);
 }
 

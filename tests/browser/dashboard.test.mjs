@@ -38,6 +38,8 @@ const LOCALE = 'en-US';
 const WAIT_MS = 30000; // generous: ctest runs it beside other tests, and under ASan the server is several times slower
 const ROLE = { ho: 'head_office', alice: 'rep', bob: 'rep', carol: 'rep' };
 const TOKEN = {};
+// alice's app names its build in the Hello (fieldsync-rep --app-version); bob's is as if built before that.
+const APP_VERSION = { alice: '2.4.1 (317)' };
 
 let passed = 0;
 let failed = 0;
@@ -57,7 +59,8 @@ const run = (file, argv, env) =>
   execFileSync(file, argv, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } }).trim();
 const admin = (...a) => run(path.join(BIN, 'fieldsync-admin'), ['--data-dir', DATA, ...a]);
 const repIn = (env, user, ...a) =>
-  run(path.join(BIN, 'fieldsync-rep'), ['--db', path.join(RUN, user + '.db'), '--user', user, '--role', ROLE[user], '--token', TOKEN[user] || '', ...a], env);
+  run(path.join(BIN, 'fieldsync-rep'), ['--db', path.join(RUN, user + '.db'), '--user', user, '--role', ROLE[user], '--token', TOKEN[user] || '',
+    ...(APP_VERSION[user] ? ['--app-version', APP_VERSION[user]] : []), ...a], env);
 const rep = (user, ...a) => repIn({}, user, ...a);
 
 async function freePort() {
@@ -345,6 +348,12 @@ try {
   // alice last synced before the restore and the reassignment: her device is behind the log by a number.
   const aliceBehind = await page.locator('#devices-body tr', { hasText: 'alice' }).locator('td:nth-child(8)').innerText();
   check(/^[1-9]\d*$/.test(aliceBehind), `alice's device is ${aliceBehind} changes behind the log head`);
+  const appVersion = async (u) => page.locator('#devices-body tr', { hasText: u }).locator('td.app-version').innerText();
+  check((await appVersion('alice')) === '2.4.1 (317)' && (await appVersion('bob')) === 'unknown',
+    "the app version each device sent in its Hello: alice's build, bob's (an app without one) unknown");
+  const health = (await get('/sync-health')).body.devices;
+  check(health.find((d) => d.user === 'alice').app_version === '2.4.1 (317)' && health.find((d) => d.user === 'bob').app_version === null,
+    'GET /sync-health says the same');
   await checkTimes('devices');
   await screenshot('devices');
 

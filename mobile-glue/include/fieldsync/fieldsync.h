@@ -66,7 +66,7 @@ extern "C" {
 
 /* ABI version: major * 65536 + minor. */
 #define FS_ABI_VERSION_MAJOR 1
-#define FS_ABI_VERSION_MINOR 0
+#define FS_ABI_VERSION_MINOR 1 /* 1.1: FS_OPT_APP_VERSION */
 #define FS_ABI_VERSION ((FS_ABI_VERSION_MAJOR << 16) | FS_ABI_VERSION_MINOR)
 
 /* The library's ABI version; an app checks (fs_abi_version() >> 16) == FS_ABI_VERSION_MAJOR at start-up. */
@@ -164,6 +164,8 @@ enum {
   FS_OPT_PIN_SHA256 = 6, /* hex SHA-256 of the server certificate (DER); ':' allowed */
   FS_OPT_PRICE_LIST = 7, /* preferred price list for new order lines */
   FS_OPT_ROLE = 8, /* "rep" (default), "manager" or "head_office": local checks only, the server decides */
+  FS_OPT_APP_VERSION = 9, /* ABI 1.1, optional: the app's build ("2.4.1 (317)"), sent at every connection so
+                             head office's sync health shows it; at most 64 bytes of printable ASCII */
   /* Integer options. */
   FS_OPT_NODE = 20,               /* this device's registered node id (uint64 as int64) for a new replica */
   FS_OPT_UTC_OFFSET_MINUTES = 21, /* the rep's zone for "today" and "this week"; -1440..1440 */

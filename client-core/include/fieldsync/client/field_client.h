@@ -272,6 +272,9 @@ class FieldClient {
     std::string price_list;                  // preferred price list; empty: any list in the order's currency
     bool synchronous_full = true;            // SqliteReplicaStore::Options::synchronous_full
     NodeId node = 0;                         // for a new file: 0 picks a random node id
+    // The app's build, sent in each Hello so head office's sync health shows which build every device runs
+    // ("2.4.1 (317)"); empty: not sent. At most 64 bytes of printable ASCII (checked by open()).
+    std::string app_version;
   };
 
   // Errors: the replica's (SqliteReplicaStore::open), and kDeviceRevoked when `<path>.revoked` exists (the

@@ -102,6 +102,9 @@ class SyncService {
     int64_t last_pull_ms = 0;     // any frame but a push after the handshake
     uint32_t schema_version = 0;  // the Hello's
     uint64_t cursor = 0;          // the Hello's, then the to_cursor of every batch sent to it
+    // The Hello's app build; empty: the app sends none (built before Hello.app_version). In memory like the
+    // rest of this activity: a device says it again at every connection, so nothing is worth a disk write.
+    std::string app_version;
   };
   std::vector<LiveDevice> live_devices() const;
   // Per node, since the server started: last connection, push and pull times (kept after disconnects).
@@ -141,6 +144,7 @@ class SyncService {
     // are the v1 form at any version); every frame after the Welcome is encoded for it.
     uint32_t protocol_version = 1;
     int64_t connected_at_ms = 0;
+    std::string app_version;  // the Hello's, kept for the device's activity once the Welcome goes out
   };
 
   // Encodes what SyncServer produced for an event of session `from` and releases it (or queues it for the

@@ -33,6 +33,9 @@ struct ClientConfig {
   // Transactions per push, at most the session's limit (0: the limit). The simulator pushes small ones so
   // that several are in flight with its few hundred records.
   uint32_t push_max_txns = 0;
+  // Sent in every Hello for head office's sync health ("2.4.1 (317)"); empty: none. At most
+  // tuning::kMaxAppVersionBytes of printable ASCII, else the server refuses the handshake.
+  std::string app_version;
   MergeChangeFn merge_change = &fieldsync::merge_change;  // merge.h
 };
 

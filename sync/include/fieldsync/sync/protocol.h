@@ -18,6 +18,8 @@ namespace fieldsync::protocol {
 //      pushes (up to tuning::kMaxPushesInFlight outstanding, larger pushes: kMaxTxnsPerPushV2); multi-page
 //      bootstrap requests (BootstrapRequest.max_pages); compact, compressed frames after the handshake.
 //      A version 1 session keeps exactly the version 1 exchange.
+//   (2, unchanged) Hello.app_version appended: optional and informational (head office's sync health), so
+//      older peers skip it and a device that sends none shows as unknown; no peer must understand it.
 inline constexpr uint32_t kProtocolVersion = 2;
 // The oldest client protocol the server still speaks.
 inline constexpr uint32_t kMinProtocolVersion = 1;
@@ -31,6 +33,9 @@ struct Hello {
   uint64_t cursor = 0;  // server_seq the device has applied up to (0: needs bootstrap)
   int64_t client_time_ms = 0;
   Hlc client_hlc = 0;
+  // The app build as its maker names it ("2.4.1 (317)"); empty: not sent (an app from before the field).
+  // At most tuning::kMaxAppVersionBytes, printable ASCII.
+  std::string app_version;
 
   friend bool operator==(const Hello&, const Hello&) = default;
 };

@@ -80,6 +80,8 @@ inline constexpr size_t kMaxTextBytes = 64 * 1024;
 // Largest user id, token or other identifier string accepted from the wire.
 inline constexpr size_t kMaxIdentifierBytes = 256;
 inline constexpr size_t kMaxTokenBytes = 4096;
+// Hello.app_version: a build name for head office's sync health ("2.4.1 (317)"), not a place for data.
+inline constexpr size_t kMaxAppVersionBytes = 64;
 // Conflict records, purges or record states in one message.
 inline constexpr size_t kMaxRecordsPerMessage = 5000;
 

@@ -10,7 +10,7 @@ import java.util.Map;
 public final class Config {
   // The C ABI's fs_option values (fieldsync.h).
   static final int PATH = 1, USER = 2, TOKEN = 3, SERVER_URL = 4, CA_FILE = 5, PIN_SHA256 = 6, PRICE_LIST = 7,
-      ROLE = 8;
+      ROLE = 8, APP_VERSION = 9;
   static final int NODE = 20, UTC_OFFSET_MINUTES = 21, RECONNECT_CAP_MS = 22, CONNECT_TIMEOUT_MS = 23,
       IDLE_TIMEOUT_MS = 24, SYNCHRONOUS_FULL = 25;
 
@@ -29,6 +29,8 @@ public final class Config {
   public Config priceList(String v) { return text(PRICE_LIST, v); }
   /** "rep", "manager" or "head_office" (local checks only; the server decides). */
   public Config role(String v) { return text(ROLE, v); }
+  /** The app's build ("2.4.1 (317)"), shown in head office's sync health; at most 64 printable ASCII bytes. */
+  public Config appVersion(String v) { return text(APP_VERSION, v); }
   /** This device's registered node id (a uint64, as its bits). */
   public Config node(long v) { return integer(NODE, v); }
   public Config utcOffsetMinutes(int v) { return integer(UTC_OFFSET_MINUTES, v); }

@@ -55,6 +55,7 @@ public final class ClientTest {
         .serverUrl(env("FS_TEST_URL"))
         .caFile(env("FS_TEST_CA"))
         .priceList("retail")
+        .appVersion("java-test 1.0")
         .node(node)
         .reconnectCapMs(500);
   }
