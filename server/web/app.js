@@ -297,6 +297,7 @@ function route() {
 }
 
 async function refreshBadges() {
+  if (!viewAllowed('orders')) return;
   try {
     const submitted = await list('order', { status: 'submitted', limit: 100 });
     $('orders-badge').textContent = submitted.length >= 100 ? '99+' : String(submitted.length);
@@ -822,7 +823,8 @@ function renderAccounts() {
         else state.selected.delete(a.id);
         updateSelection();
       });
-      return el('tr', { 'data-id': a.id }, el('td', {}, box), el('td', { text: a.name || a.id }), el('td', { text: a.city || '' }),
+      // Reassignment is head office's: other roles get no selection column.
+      return el('tr', { 'data-id': a.id }, isHeadOffice() ? el('td', {}, box) : null, el('td', { text: a.name || a.id }), el('td', { text: a.city || '' }),
         el('td', { text: a.segment ? String(a.segment).toUpperCase() : '' }), el('td', { class: 'territory', text: a.territory_id || '' }),
         creditCell(a));
     }),

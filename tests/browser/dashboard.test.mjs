@@ -379,7 +379,7 @@ try {
   await page.locator('#users-body tr[data-id="carol"]', { hasText: 'Carol Weber' }).waitFor();
   const carolApi = (await get('/users')).body.items.find((u) => u.id === 'carol');
   check(carolApi && carolApi.role === 'rep' && carolApi.territories.join() === 'south', 'carol is listed and the API has her as a rep of south');
-  for (const [id, name, role, terr] of [['mia', 'Mia Brandt', 'manager', 'north'], ['dealer', 'Kaffee Handel GmbH', 'partner', 'east']]) {
+  for (const [id, name, role, terr] of [['mia', 'Mia Brandt', 'rep', 'north'], ['dealer', 'Kaffee Handel GmbH', 'partner', 'east']]) {
     await page.locator('#user-new-id').fill(id);
     await page.locator('#user-new-name').fill(name);
     await page.locator('#user-new-role').selectOption(role);
@@ -389,8 +389,10 @@ try {
     await page.locator(`#users-body tr[data-id="${id}"]`).waitFor();
   }
   check((await page.locator('#users-body tr[data-id="dealer"] td.territories').innerText()) === 'grants: east', "the partner's territory shows as a grant");
-  // Edit: mia leads alice (team), carol also covers east.
+  // Edit: mia is promoted to manager and leads alice (the team appears with the role), carol also covers east.
   await page.locator('#users-body tr[data-id="mia"] button', { hasText: 'Edit' }).click();
+  check(await page.locator('#user-edit-team-box').isHidden(), 'a rep has no team to edit');
+  await page.locator('#user-edit-role').selectOption('manager');
   await page.locator('#user-edit-team input[value="alice"]').check();
   await page.locator('#user-edit button[type="submit"]').click();
   await page.locator('#users-body tr[data-id="mia"] td:nth-child(5)', { hasText: 'alice' }).waitFor();
@@ -567,6 +569,7 @@ try {
     await m.keyboard.press('Enter');
     await m.locator('#view-feed').waitFor({ state: 'visible' });
     check(await m.locator('#nav a[data-view="handover"]').isHidden(), 'no Handover in the manager\'s navigation');
+    check(await m.locator('#nav a[data-view="orders"]').isVisible(), 'Approvals is (a manager approves their reps\' orders)');
     await m.goto(ORIGIN + '/#handover');
     await m.locator('#view-feed').waitFor({ state: 'visible' });
     check(await m.locator('#view-handover').isHidden(), 'typing #handover lands on the feed');
@@ -582,6 +585,7 @@ try {
     await m.locator(`#accounts-body tr[data-id="${ROSSI}"]`).waitFor();
     check((await m.locator('#accounts-body td.credit button').count()) === 0 && (await m.locator(`#accounts-body tr[data-id="${ROSSI}"] td.credit`).innerText()) === '€100.00',
       'accounts: the credit limit is shown, with no control to change it');
+    check((await m.locator('#accounts-body input[type="checkbox"]').count()) === 0 && (await m.locator('#reassign-form').isHidden()), 'accounts: no selection, no reassignment (head office only)');
     await m.locator('#nav a[data-view="devices"]').click();
     await m.locator('#devices-body tr').first().waitFor();
     const devUsers = await m.locator('#devices-body tr td:nth-child(2)').allInnerTexts();
