@@ -358,8 +358,15 @@ Result<std::unique_ptr<pg::Conn>> PgCentralStore::acquire() {
 }
 
 void PgCentralStore::release(std::unique_ptr<pg::Conn> conn) {
-  if (!conn || conn->broken() || conn->in_transaction()) return;  // closed here
+  if (!conn) return;
   std::lock_guard lock(pool_mu_);
+  if (conn->broken()) {
+    // The server went away (a restart, a failover): the idle connections are as dead as this one, and each
+    // would fail one more call. The next calls open new ones.
+    idle_.clear();
+    return;
+  }
+  if (conn->in_transaction()) return;  // closed here: the server rolls back what was open
   if (idle_.size() < options_.max_idle_connections) idle_.push_back(std::move(conn));
 }
 
