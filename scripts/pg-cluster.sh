@@ -55,7 +55,8 @@ pg_user() {
 # Runs a command as the cluster's owner: the unprivileged user when we are root, else ourselves.
 as_owner() {
   if [ "$(id -u)" -eq 0 ]; then
-    runuser -u "$owner" -- "$@"
+    # From /: the caller's directory (a checkout under /root) may be closed to the unprivileged user.
+    (cd / && runuser -u "$owner" -- "$@")
   else
     "$@"
   fi
