@@ -313,6 +313,41 @@ TEST_F(PgStoreTest, ConcurrentWritersNeverLetAPullerSkip) {
   EXPECT_EQ(reader->head_seq().value(), static_cast<uint64_t>(kWriters * kTxnsEach));
 }
 
+// Two instances merge into the same record at once: the second reads it only after the first committed, so
+// its save contains the first one's change (at READ COMMITTED a plain read would give it the older state, and
+// its save would overwrite the first one's merge).
+TEST_F(PgStoreTest, ConcurrentWritersOfOneRecordNeverLoseAnUpdate) {
+  auto a = open_pg(db_.url()), b = open_pg(db_.url());
+  ASSERT_TRUE(a && b);
+  {
+    auto txn = a->begin();
+    txn->save(account(rid(1), "t1"));
+    ASSERT_TRUE(txn->commit());
+  }
+  auto first = a->begin();
+  RecordState mine = first->load(EntityId::kAccount, rid(1)).value().value();
+  mine.mutable_field(5)->value = Value::text("+49 1");  // phone
+  first->save(mine);
+  std::atomic<bool> loaded{false};
+  std::thread other([&] {
+    auto second = b->begin();
+    RecordState theirs = second->load(EntityId::kAccount, rid(1)).value().value();  // waits for `first`
+    loaded = true;
+    theirs.mutable_field(4)->value = Value::text("Springfield");  // city
+    second->save(theirs);
+    EXPECT_TRUE(second->commit());
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_FALSE(loaded.load()) << "read a record another transaction is changing";
+  ASSERT_TRUE(first->commit());
+  other.join();
+  RecordState end = a->load(EntityId::kAccount, rid(1)).value().value();
+  ASSERT_NE(end.field(5), nullptr) << "the first writer's change was lost";
+  EXPECT_EQ(end.field(5)->value, Value::text("+49 1"));
+  ASSERT_NE(end.field(4), nullptr);
+  EXPECT_EQ(end.field(4)->value, Value::text("Springfield"));
+}
+
 // ---- Dedupe per node across store objects (instances)
 
 // Two instances are offered the same node's transaction at once: the first locks the node's watermark, the

@@ -28,6 +28,10 @@ constexpr int64_t kFormat = 1;
 // would otherwise race on CREATE TABLE IF NOT EXISTS (which is not atomic against itself in PostgreSQL).
 constexpr int64_t kSchemaLockKey = 0x6669656c6473796eLL;  // "fieldsyn"
 
+// The key space of the advisory locks on an owner's calendar (events_overlapping), apart from other users of
+// two-key advisory locks in the same database.
+constexpr int32_t kCalendarLockSpace = 0x66736361;  // "fsca"
+
 const char* const kStoreDdl[] = {
     "CREATE TABLE IF NOT EXISTS _log (server_seq BIGINT PRIMARY KEY, origin_node BIGINT NOT NULL, "
     "origin_user TEXT COLLATE \"C\" NOT NULL, origin_node_seq BIGINT NOT NULL, change_count INTEGER NOT "
@@ -191,11 +195,14 @@ Status decode_records(const pg::Rows& rows, int col, std::vector<RecordState>& o
   return Status::ok();
 }
 
-Result<std::optional<RecordState>> read_record(pg::Conn& c, EntityId entity, const RecordId& id) {
+// `for_update`: inside a CentralTxn, the row is locked until commit (see PgCentralTxn::load).
+Result<std::optional<RecordState>> read_record(pg::Conn& c, EntityId entity, const RecordId& id,
+                                               bool for_update = false) {
   const schema::EntityDef* e = schema::entity(entity);
   if (e == nullptr) return std::optional<RecordState>();
   auto rows =
-      c.query("SELECT _meta FROM " + quoted(e->name) + " WHERE id = $1", pg::Params().add(id.to_string()));
+      c.query("SELECT _meta FROM " + quoted(e->name) + " WHERE id = $1" + (for_update ? " FOR UPDATE" : ""),
+              pg::Params().add(id.to_string()));
   if (!rows) return rows.status();
   if (rows->size() == 0) return std::optional<RecordState>();
   Result<RecordState> r = codec::decode_record(rows->blob(0, 0));
@@ -402,7 +409,7 @@ class PgCentralTxn final : public CentralTxn {
 
   Result<std::optional<RecordState>> load(EntityId entity, const RecordId& id) override {
     if (!open_) return store_.load(entity, id);
-    return keep(read_record(*conn_, entity, id));
+    return keep(read_record(*conn_, entity, id, /*for_update=*/true));
   }
 
   // The overlay order of MemoryCentralTxn: committed events first, then the ones this transaction saved, each
@@ -413,6 +420,14 @@ class PgCentralTxn final : public CentralTxn {
       PgCentralStore::Lease lease(store_);
       if (!lease.status()) return lease.status();
       return read_events(lease.conn(), owner, start_ms, end_ms);
+    }
+    // The owner's calendar, locked until commit: two instances each booking an overlapping event for the same
+    // owner would otherwise both find the slot free (a predicate no row lock covers).
+    if (Status s = conn_->exec("SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                               pg::Params().add(int64_t{kCalendarLockSpace}).add(std::string_view(owner)));
+        !s) {
+      fail(s);
+      return s;
     }
     Result<std::vector<RecordState>> out = keep(read_events(*conn_, owner, start_ms, end_ms));
     if (!out) return out;

@@ -40,6 +40,12 @@
 // Dedupe across instances: CentralTxn::node_state locks the node's _nodes row (creating it at 0 if absent)
 // until commit, so two instances offered the same node's transaction at once apply it once: the second waits,
 // then reads the first one's watermark and answers `duplicate`.
+// No lost updates across instances: CentralTxn::load reads a record FOR UPDATE, so a transaction that merges
+// into a record another one is changing waits for that one's commit and merges into its result (at READ
+// COMMITTED a plain read would return the older state, and the later save would overwrite the other's merge).
+// events_overlapping takes a transaction-scoped advisory lock on the owner's calendar for the same reason.
+// Two pushes locking the same records in opposite orders may deadlock: PostgreSQL aborts one (40P01), which
+// is kStorageLocked, retryable, and the device pushes it again.
 //
 // Threads: the store may be used from several threads, and several CentralTxns may be open at once (each on a
 // connection of its own; they serialise in the database as above). A CentralTxn must be used from one thread
