@@ -435,6 +435,12 @@ class Simulation {
       : opt_(options), rng_(options.seed), read_rng_(options.seed ^ 0x5eadfa17ULL) {}
 
   SimReport run() {
+    central_ = opt_.central_store ? opt_.central_store() : std::make_unique<MemoryCentralStore>();
+    if (!central_) {
+      fail("the server's central store could not be opened");
+      finish_report();
+      return std::move(report_);
+    }
     setup();
     seed_catalogue();
     for (int step = 0; step < opt_.steps && report_.failures.size() < kMaxFailures; ++step) {
@@ -521,7 +527,7 @@ class Simulation {
     }
 
     server_store_ =
-        std::make_unique<testing_support::ReadFaultStore>(central_, [this] { return fail_server_read(); });
+        std::make_unique<testing_support::ReadFaultStore>(*central_, [this] { return fail_server_read(); });
     server_ = std::make_unique<SyncServer>(*server_store_, auth_, server_config());
     for (const Principal& p : principals) {
       auto n = std::make_unique<Node>();
@@ -810,7 +816,8 @@ class Simulation {
   bool faults_on_ = true;
   bool settled_ = false;
 
-  MemoryCentralStore central_;
+  // The server's store: a MemoryCentralStore, or SimOptions::central_store's (never null once setup() ran).
+  std::unique_ptr<CentralStore> central_;
   // What the server reads and writes through: central_ with injected read failures (the checker reads
   // central_ itself).
   std::unique_ptr<testing_support::ReadFaultStore> server_store_;

@@ -6,9 +6,12 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "fieldsync/sync/store.h"
 #include "support/faulty_merge.h"
 
 namespace fieldsync::sim {
@@ -29,6 +32,11 @@ struct SimOptions {
   // Each device's store is a client::SqliteReplicaStore file in a temporary directory (a client crash closes
   // and reopens it) instead of a MemoryReplicaStore.
   bool sqlite_replicas = false;
+  // The server's central store: a new MemoryCentralStore when unset. tests/pg_sim_test.cc runs seeds on a
+  // PostgreSQL store (a new database per run). A store that could not be opened (nullptr) fails the run. The
+  // checker reads it through CentralStore, plus `central_rejections` for what the interface does not list.
+  std::function<std::unique_ptr<CentralStore>()> central_store;
+  std::function<std::vector<StoredRejection>(CentralStore&)> central_rejections;
 };
 
 struct SimReport {
