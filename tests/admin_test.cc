@@ -95,7 +95,7 @@ TEST(Admin, CatalogueWritesAreLoggedTransactionsFromTheAdminNode) {
   EXPECT_EQ(admin->set_price("P-1", "retail", 1, "EURO").status().code(), ErrorCode::kValueInvalid)
       << "the model's validation applies";
 
-  SqliteCentralStore& store = admin->store();
+  SqliteCentralStore& store = *admin->sqlite_store();
   std::vector<ServerTxn> log = store.read_log(0, 1000).value();
   ASSERT_EQ(log.size(), 4u);
   for (size_t i = 0; i < log.size(); ++i) {
@@ -274,7 +274,7 @@ TEST(Admin, MoveAccountIsAHeadOfficeTransactionWithAScopeMove) {
   exchange();
   ASSERT_EQ(replica.records().count(RecordKey{EntityId::kAccount, account}), 1u);
 
-  SqliteCentralStore& store = admin->store();
+  CentralStore& store = admin->store();
   const uint64_t head = store.head_seq().value();
   EXPECT_EQ(admin->move_account("not-an-id", "south").code(), ErrorCode::kInvalidArgument);
   EXPECT_EQ(admin->move_account(account.to_string(), "west").code(), ErrorCode::kInvalidArgument);
