@@ -11,6 +11,8 @@ PACKAGES=(
   flatbuffers-compiler libflatbuffers-dev
   libssl-dev openssl
   libzstd-dev  # zstd: compression of protocol version 2 frames
+  libpq-dev   # the PostgreSQL central store (server side only: fieldsync_pg)
+  postgresql  # ...and the throwaway cluster its tests run against (scripts/pg-cluster.sh)
   libgtest-dev libgmock-dev googletest
   libbenchmark-dev
   libgoogle-perftools-dev

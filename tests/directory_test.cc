@@ -2,7 +2,6 @@
 #include "fieldsync/server/directory.h"
 
 #include <gtest/gtest.h>
-#include <libpq-fe.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
 
@@ -11,6 +10,7 @@
 #include <thread>
 
 #include "fieldsync/sync/scope.h"
+#include "pg.h"
 #include "support/pg_test_db.h"
 
 namespace fieldsync::server {
@@ -34,8 +34,16 @@ class TempDir {
   std::string path_;
 };
 
+// Ends every connection to the test's database (what clients see when PostgreSQL restarts or fails over).
+Status drop_connections(const fieldsync::testing::PgTestDatabase& db) {
+  auto c = pg::Conn::open(db.admin_url());
+  if (!c) return c.status();
+  return (*c)->exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                    pg::Params().add(db.name()));
+}
+
 // Every DirectoryTest runs on both engines: a SQLite file, and a fresh PostgreSQL database.
-class DirectoryTest : public testing::TestWithParam<std::string> {
+class DirectoryTest : public ::testing::TestWithParam<std::string> {
  protected:
   DirectoryTest() {
     location = fresh_location();
@@ -97,21 +105,15 @@ class DirectoryTest : public testing::TestWithParam<std::string> {
   void stored_salts_and_hashes(std::vector<std::vector<uint8_t>>& salts,
                                std::vector<std::vector<uint8_t>>& hashes) {
     if (postgres()) {
-      PGconn* c = PQconnectdb(location.c_str());
-      ASSERT_EQ(PQstatus(c), CONNECTION_OK) << PQerrorMessage(c);
-      PGresult* r = PQexecParams(c, "SELECT pw_salt, pw_hash FROM fieldsync_directory.users ORDER BY id", 0,
-                                 nullptr, nullptr, nullptr, nullptr, 1);
-      EXPECT_EQ(PQresultStatus(r), PGRES_TUPLES_OK) << PQresultErrorMessage(r);
-      for (int i = 0; i < PQntuples(r); ++i) {
-        auto blob = [&](int col) {
-          auto* p = reinterpret_cast<const uint8_t*>(PQgetvalue(r, i, col));
-          return std::vector<uint8_t>(p, p + PQgetlength(r, i, col));
-        };
-        salts.push_back(blob(0));
-        hashes.push_back(blob(1));
+      auto c = pg::Conn::open(location);
+      ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+      auto rows = (*c)->query("SELECT pw_salt, pw_hash FROM fieldsync_directory.users ORDER BY id");
+      ASSERT_TRUE(rows.is_ok()) << rows.status().to_string();
+      for (int i = 0; i < rows->size(); ++i) {
+        auto salt = rows->blob(i, 0), hash = rows->blob(i, 1);
+        salts.emplace_back(salt.begin(), salt.end());
+        hashes.emplace_back(hash.begin(), hash.end());
       }
-      PQclear(r);
-      PQfinish(c);
       return;
     }
     sqlite3* db = nullptr;
@@ -132,18 +134,18 @@ class DirectoryTest : public testing::TestWithParam<std::string> {
   }
 
   std::list<TempDir> dirs;
-  std::list<testsupport::PgTestDb> databases;
+  std::list<fieldsync::testing::PgTestDatabase> databases;
   std::string location;
   std::unique_ptr<Directory> dir;
 };
 
-INSTANTIATE_TEST_SUITE_P(Engines, DirectoryTest, testing::Values("sqlite", "postgresql"),
-                         [](const testing::TestParamInfo<std::string>& p) { return p.param; });
+INSTANTIATE_TEST_SUITE_P(Engines, DirectoryTest, ::testing::Values("sqlite", "postgresql"),
+                         [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
 
 // What only PostgreSQL has: a connection to lose, a format number, servers migrating one database at once.
 class DirectoryPgTest : public DirectoryTest {};
-INSTANTIATE_TEST_SUITE_P(Engines, DirectoryPgTest, testing::Values("postgresql"),
-                         [](const testing::TestParamInfo<std::string>& p) { return p.param; });
+INSTANTIATE_TEST_SUITE_P(Engines, DirectoryPgTest, ::testing::Values("postgresql"),
+                         [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
 
 TEST(PasswordHash, SameInputSameHashAndSaltsMatter) {
   std::vector<uint8_t> salt1(16, 1), salt2(16, 2);
@@ -459,7 +461,7 @@ TEST_P(DirectoryPgTest, ALostConnectionIsRetryableAndReconnects) {
   seed();
   const std::string token = *dir->login("alice", "alice-password", 1001, kNow);
   ASSERT_TRUE(dir->authenticate(hello(1001, token), kNow).is_ok());
-  ASSERT_EQ(databases.back().drop_connections(), "");
+  ASSERT_TRUE(drop_connections(databases.back()).is_ok());
   Result<Principal> during = dir->authenticate(hello(1001, token), kNow);
   ASSERT_FALSE(during.is_ok());
   EXPECT_EQ(during.status().code(), ErrorCode::kStorageIo) << during.status().to_string();
@@ -471,7 +473,11 @@ TEST_P(DirectoryPgTest, ALostConnectionIsRetryableAndReconnects) {
 
 TEST_P(DirectoryPgTest, ADirectoryOfANewerServerIsRefused) {
   dir.reset();
-  ASSERT_EQ(databases.back().exec("UPDATE fieldsync_directory.format SET version = 99"), "");
+  {
+    auto c = pg::Conn::open(location);
+    ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+    ASSERT_TRUE((*c)->exec("UPDATE fieldsync_directory.format SET version = 99").is_ok());
+  }
   auto r = Directory::open(location, test_options());
   ASSERT_FALSE(r.is_ok());
   EXPECT_EQ(r.status().code(), ErrorCode::kSchemaTooNew) << r.status().to_string();

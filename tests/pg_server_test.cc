@@ -19,6 +19,7 @@
 #include "fieldsync/server/log_follower.h"
 #include "fieldsync/server/tls.h"
 #include "fieldsync/sync/codec.h"
+#include "pg.h"
 #include "support/pg_test_db.h"
 #include "support/server_process.h"
 
@@ -35,7 +36,7 @@ using schema::EntityId;
 using schema::Role;
 using testsupport::eventually;
 using testsupport::kWait;
-using testsupport::PgTestDb;
+using PgTestDb = fieldsync::testing::PgTestDatabase;
 using testsupport::ServerProcess;
 using testsupport::TempDir;
 
@@ -90,7 +91,13 @@ TEST(LogFollower, ReconnectsAndCatchesUpAfterItsConnectionDrops) {
   Counted a, b;
   follow(a, db.url());
   follow(b, db.url());
-  ASSERT_EQ(db.drop_connections(), "");
+  {
+    auto c = pg::Conn::open(db.admin_url());
+    ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+    ASSERT_TRUE((*c)->exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                           pg::Params().add(db.name()))
+                    .is_ok());
+  }
   ASSERT_TRUE(
       eventually([&] { return a.follower->reconnects() >= 1 && b.follower->reconnects() >= 1; }, 10s));
   EXPECT_GE(b.commits.load(), 1) << "a reconnect looks at the log once";
@@ -136,7 +143,7 @@ struct Phone {
   }
 };
 
-class TwoInstances : public testing::Test {
+class TwoInstances : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(db.ok());
@@ -181,7 +188,7 @@ class TwoInstances : public testing::Test {
       if (s->running()) s->kill9();
   }
 
-  testing::AssertionResult start(ServerProcess& s, uint16_t port = 0) {
+  ::testing::AssertionResult start(ServerProcess& s, uint16_t port = 0) {
     return s.start(port, {"--store", db.url()});
   }
   std::string token(const std::string& user) {
@@ -227,12 +234,12 @@ class TwoInstances : public testing::Test {
     EXPECT_TRUE(j.is_ok()) << j.status().to_string();
     return j ? *j : std::string();
   }
-  testing::AssertionResult converges(Phone& p) {
+  ::testing::AssertionResult converges(Phone& p) {
     std::string mine, theirs;
     if (eventually([&] { return (mine = p.exported()) == (theirs = server_export(p.user)); }))
-      return testing::AssertionSuccess();
-    return testing::AssertionFailure() << p.user << "'s replica differs from the store (" << mine.size()
-                                       << " vs " << theirs.size() << " bytes)";
+      return ::testing::AssertionSuccess();
+    return ::testing::AssertionFailure() << p.user << "'s replica differs from the store (" << mine.size()
+                                         << " vs " << theirs.size() << " bytes)";
   }
   // Every transaction of `node` in the store's log, by node_seq.
   std::vector<uint64_t> logged_node_seqs(NodeId node) {

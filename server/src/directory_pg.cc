@@ -108,7 +108,7 @@ class PgDb final : public Db {
       const std::string name = "d" + std::to_string(prepared_.size());
       PGresult* r =
           PQprepare(conn_, name.c_str(), numbered(sql).c_str(), static_cast<int>(types.size()), types.data());
-      Status s = pg::status_of(r, conn_, "directory: preparing " + key.substr(0, 60));
+      Status s = pg_raw::status_of(r, conn_, "directory: preparing " + key.substr(0, 60));
       PQclear(r);
       if (!s) {
         a.status = s;
@@ -118,7 +118,7 @@ class PgDb final : public Db {
     }
     PGresult* r = PQexecPrepared(conn_, it->second.c_str(), static_cast<int>(values.size()), values.data(),
                                  lengths.data(), formats.data(), 0);
-    a.status = pg::status_of(r, conn_, "directory: " + key.substr(0, 60));
+    a.status = pg_raw::status_of(r, conn_, "directory: " + key.substr(0, 60));
     if (!a.status) {
       const char* state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
       a.constraint = state != nullptr && std::string_view(state) == "23505";  // unique_violation
@@ -170,7 +170,7 @@ class PgDb final : public Db {
   Status exec(const char* sql) {
     if (Status s = connected(); !s) return s;
     PGresult* r = PQexec(conn_, sql);
-    Status s = pg::status_of(r, conn_, std::string("directory: ") + sql);
+    Status s = pg_raw::status_of(r, conn_, std::string("directory: ") + sql);
     PQclear(r);
     return s;
   }
@@ -191,7 +191,7 @@ class PgDb final : public Db {
       return Status(ErrorCode::kStorageIo,
                     std::string("directory: cannot reach PostgreSQL: ") + PQerrorMessage(conn_), true);
     PGresult* r = PQexec(conn_, "SET search_path TO fieldsync_directory");
-    Status s = pg::status_of(r, conn_, "directory: search_path");
+    Status s = pg_raw::status_of(r, conn_, "directory: search_path");
     PQclear(r);
     prepared_.clear();
     return s;

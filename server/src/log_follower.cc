@@ -30,7 +30,7 @@ std::string notify_sql() {
 
 Status exec(PGconn* conn, const std::string& sql) {
   PGresult* r = PQexec(conn, sql.c_str());
-  Status s = pg::status_of(r, conn, "log follower: " + sql);
+  Status s = pg_raw::status_of(r, conn, "log follower: " + sql);
   PQclear(r);
   return s;
 }

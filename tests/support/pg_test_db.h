@@ -1,92 +1,94 @@
-// A fresh PostgreSQL database per test, on the throwaway cluster the test command starts
-// (scripts/pg-cluster.sh; ctest's pg_cluster fixture passes its URL in FIELDSYNC_PG_URL). Without a cluster
-// the test fails -- it never skips: a test that needs PostgreSQL and cannot reach it is a broken setup.
-// Header-only; its users link libpq.
+// A database of its own for each test, on the throwaway cluster that ctest's pg_cluster fixture starts
+// (scripts/pg-cluster.sh; tests/CMakeLists.txt). The cluster's URL comes from FIELDSYNC_PG_URL, or from the
+// file named by FIELDSYNC_PG_URL_FILE (what the fixture sets). Without either, or with a cluster that does
+// not answer, the test fails: a test that needs PostgreSQL never skips.
+//
+// Header-only (tests link fieldsync_pg and see server/src for pg.h).
 #pragma once
 
 #include <gtest/gtest.h>
-#include <libpq-fe.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
+#include <fstream>
 #include <random>
 #include <string>
 
-namespace fieldsync::testsupport {
+#include "pg.h"
 
-// The cluster's URL (the maintenance database), or "" when the environment names none.
-inline std::string pg_cluster_url() {
-  const char* url = std::getenv("FIELDSYNC_PG_URL");
-  return url ? std::string(url) : std::string();
-}
+namespace fieldsync::testing {
 
-// `url` with its database name replaced by `db`.
-inline std::string pg_url_with_database(const std::string& url, const std::string& db) {
-  const size_t query = url.find('?');
-  const std::string base = url.substr(0, query);
-  const size_t scheme = base.find("://");
-  const size_t slash = base.find('/', scheme == std::string::npos ? 0 : scheme + 3);
-  std::string out = (slash == std::string::npos ? base : base.substr(0, slash)) + "/" + db;
-  if (query != std::string::npos) out += url.substr(query);
-  return out;
-}
-
-// Runs one statement on the maintenance database; "" on success, else the error.
-inline std::string pg_admin_exec(const std::string& url, const std::string& sql) {
-  PGconn* c = PQconnectdb(url.c_str());
-  std::string error;
-  if (PQstatus(c) != CONNECTION_OK) {
-    error = PQerrorMessage(c);
-  } else {
-    PGresult* r = PQexec(c, sql.c_str());
-    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
-      error = PQresultErrorMessage(r);
-    PQclear(r);
+// The cluster's URL (to its `postgres` database), or "" with the reason in *why.
+inline std::string pg_cluster_url(std::string* why) {
+  if (const char* u = std::getenv("FIELDSYNC_PG_URL"); u != nullptr && *u) return u;
+  const char* f = std::getenv("FIELDSYNC_PG_URL_FILE");
+  if (f == nullptr || !*f) {
+    *why =
+        "no PostgreSQL for this test: set FIELDSYNC_PG_URL (scripts/pg-cluster.sh start DIR prints one) or "
+        "run it "
+        "through ctest, whose pg_cluster fixture starts a cluster";
+    return "";
   }
-  PQfinish(c);
-  return error;
+  std::ifstream in(f);
+  std::string url;
+  std::getline(in, url);
+  if (url.empty()) *why = std::string("no PostgreSQL URL in ") + f + " (did the pg_cluster_start test fail?)";
+  return url;
 }
 
-class PgTestDb {
+// `url` with its database name replaced.
+inline std::string pg_url_with_database(const std::string& url, const std::string& db) {
+  auto q = url.find('?');
+  std::string base = url.substr(0, q), query = q == std::string::npos ? "" : url.substr(q);
+  auto slash = base.rfind('/');
+  if (slash == std::string::npos || slash < base.find("//") + 2) return base + "/" + db + query;
+  return base.substr(0, slash + 1) + db + query;
+}
+
+// Creates an empty database with a unique name; drops it (and closes whatever is still connected) when done.
+class PgTestDatabase {
  public:
-  PgTestDb() {
-    cluster_ = pg_cluster_url();
-    if (cluster_.empty()) {
-      ADD_FAILURE() << "FIELDSYNC_PG_URL is not set: run the tests through ctest (the pg_cluster fixture "
-                       "starts PostgreSQL) or export the URL of scripts/pg-cluster.sh start DIR";
+  PgTestDatabase() {
+    std::string why;
+    admin_url_ = pg_cluster_url(&why);
+    if (admin_url_.empty()) {
+      ADD_FAILURE() << why;
       return;
     }
     static std::atomic<int> counter{0};
+    std::random_device rd;
     name_ = "fs_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++) + "_" +
-            std::to_string(std::random_device{}() % 1000000);
-    if (std::string e = pg_admin_exec(cluster_, "CREATE DATABASE " + name_); !e.empty()) {
-      ADD_FAILURE() << "cannot create database " << name_ << ": " << e;
-      name_.clear();
+            std::to_string(rd() % 1000000);
+    auto admin = pg::Conn::open(admin_url_);
+    if (!admin) {
+      ADD_FAILURE() << "PostgreSQL at " << admin_url_ << ": " << admin.status().to_string();
       return;
     }
-    url_ = pg_url_with_database(cluster_, name_);
+    // A name made above from digits and letters: nothing to quote. CREATE DATABASE takes no parameters.
+    Status s = (*admin)->exec_script("CREATE DATABASE " + name_);
+    if (!s) {
+      ADD_FAILURE() << "CREATE DATABASE " << name_ << ": " << s.to_string();
+      return;
+    }
+    url_ = pg_url_with_database(admin_url_, name_);
   }
-  ~PgTestDb() {
-    if (!name_.empty()) (void)pg_admin_exec(cluster_, "DROP DATABASE IF EXISTS " + name_ + " WITH (FORCE)");
+  ~PgTestDatabase() {
+    if (url_.empty()) return;
+    auto admin = pg::Conn::open(admin_url_);
+    if (admin) (void)(*admin)->exec_script("DROP DATABASE IF EXISTS " + name_ + " WITH (FORCE)");
   }
-  PgTestDb(const PgTestDb&) = delete;
-  PgTestDb& operator=(const PgTestDb&) = delete;
+  PgTestDatabase(const PgTestDatabase&) = delete;
+  PgTestDatabase& operator=(const PgTestDatabase&) = delete;
 
   bool ok() const { return !url_.empty(); }
   const std::string& url() const { return url_; }
   const std::string& name() const { return name_; }
-  const std::string& cluster() const { return cluster_; }
-  // Runs SQL in this database; "" on success.
-  std::string exec(const std::string& sql) const { return pg_admin_exec(url_, sql); }
-  // Ends every other connection to this database (a PostgreSQL restart or failover, as clients see it).
-  std::string drop_connections() const {
-    return pg_admin_exec(
-        cluster_, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '" + name_ + "'");
-  }
+  const std::string& admin_url() const { return admin_url_; }
 
  private:
-  std::string cluster_, name_, url_;
+  std::string admin_url_, name_, url_;
 };
 
-}  // namespace fieldsync::testsupport
+}  // namespace fieldsync::testing
