@@ -55,6 +55,15 @@ admin() { "$BIN/fieldsync-admin" "${STORE[@]}" "$@"; }
 # Which instance each person's device syncs through: with --postgres the devices are spread over both.
 declare -A INSTANCE=([ho]=$PORT [maria]=$PORT_B [alice]=$PORT [bob]=$PORT_B [carol]=$PORT)
 [ "$POSTGRES" = 1 ] || for u in "${!INSTANCE[@]}"; do INSTANCE[$u]=$PORT; done
+servers() {  # servers USER: the device's URL list, its own instance first and the other as its fallback
+  local other=$PORT
+  [ "${INSTANCE[$1]}" != "$PORT" ] || other=$PORT_B
+  if [ "$POSTGRES" = 1 ]; then
+    echo "wss://127.0.0.1:${INSTANCE[$1]}/sync,wss://127.0.0.1:$other/sync"
+  else
+    echo "wss://127.0.0.1:$PORT/sync"
+  fi
+}
 declare -A ROLE TOKEN
 rep() {  # rep USER COMMAND...: run fieldsync-rep on USER's own device (replica file)
   local u=$1
@@ -63,7 +72,7 @@ rep() {  # rep USER COMMAND...: run fieldsync-rep on USER's own device (replica 
 }
 sync() {  # sync USER...: each device connects, pushes its outbox, pulls, disconnects
   for u in "$@"; do
-    rep "$u" sync --server "wss://127.0.0.1:${INSTANCE[$u]}/sync" --ca "$DATA/dev-cert.pem" --once >/dev/null
+    rep "$u" sync --server "$(servers "$u")" --ca "$DATA/dev-cert.pem" --once >/dev/null
     if [ "$POSTGRES" = 1 ]; then
       printf '  %-6s synced through :%s, %s transactions pending\n' "$u" "${INSTANCE[$u]}" "$(rep "$u" pending)"
     else
@@ -117,7 +126,8 @@ if [ "$POSTGRES" = 1 ]; then
   wait_for_port "$PORT_B"
   sed 's/^/  A: /' "$DEMO/server.log" | head -3
   sed 's/^/  B: /' "$DEMO/server-b.log" | head -3
-  echo "  devices: ho, alice and carol sync through :$PORT; maria and bob through :$PORT_B"
+  echo "  devices: ho, alice and carol sync through :$PORT, maria and bob through :$PORT_B (each with the other"
+  echo "  instance as its fallback)"
 else
   step "starting fieldsync-server (embedded SQLite store, generated dev certificate)"
   "$BIN/fieldsync-server" --dev --data-dir "$DATA" --listen "127.0.0.1:$PORT" --threads 2 >"$DEMO/server.log" 2>&1 &
@@ -139,7 +149,7 @@ step "every device gets its own replica, is registered by head office, and logs 
 for u in ho maria alice bob carol; do
   node=$(rep "$u" status | awk -F'\t' '$1 == "node" { print $2 }')
   admin device register --node "$node" --user "$u" >/dev/null
-  TOKEN[$u]=$(rep "$u" login --server "wss://127.0.0.1:${INSTANCE[$u]}/sync" --ca "$DATA/dev-cert.pem" \
+  TOKEN[$u]=$(rep "$u" login --server "$(servers "$u")" --ca "$DATA/dev-cert.pem" \
     --password "$PASSWORD")
   printf '  %-6s device %s\n' "$u" "$node"
 done
