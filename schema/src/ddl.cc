@@ -16,19 +16,19 @@ bool needs_index(const EntityDef& e, const FieldDef& f) {
 enum class Visit : uint8_t { kNew, kInProgress, kDone };
 
 void append_entity(const EntityDef& e, std::span<const EntityDef> all, std::vector<Visit>& state,
-                   std::vector<std::string>& out) {
+                   std::vector<std::string>& out, Dialect d) {
   const size_t index = static_cast<size_t>(&e - all.data());
   if (state[index] != Visit::kNew) return;
   state[index] = Visit::kInProgress;
   auto visit_ref = [&](EntityId ref) {
     if (ref == EntityId::kNone || ref == e.id) return;
-    if (const EntityDef* r = entity(ref)) append_entity(*r, all, state, out);
+    if (const EntityDef* r = entity(ref)) append_entity(*r, all, state, out, d);
   };
   visit_ref(e.scope.parent);
   for (const FieldDef& f : e.fields) visit_ref(f.ref);
   state[index] = Visit::kDone;
-  out.push_back(create_table_sql(e));
-  for (std::string& sql : create_index_sql(e)) out.push_back(std::move(sql));
+  out.push_back(create_table_sql(e, d));
+  for (std::string& sql : create_index_sql(e, d)) out.push_back(std::move(sql));
 }
 
 }  // namespace
@@ -62,21 +62,42 @@ std::string_view sqlite_type(FieldType t) {
   std::abort();  // every FieldType is handled above
 }
 
-std::string create_table_sql(const EntityDef& e) {
+std::string_view sql_type(FieldType t, Dialect d) {
+  if (d == Dialect::kSqlite) return sqlite_type(t);
+  switch (t) {
+    case FieldType::kText:
+    case FieldType::kId:
+    case FieldType::kEnum:
+    case FieldType::kUserId:
+      return "TEXT COLLATE \"C\"";
+    case FieldType::kInt:
+    case FieldType::kTimestamp:
+      return "BIGINT";
+    case FieldType::kBool:
+      return "BOOLEAN";
+    case FieldType::kReal:
+      return "DOUBLE PRECISION";
+  }
+  std::abort();  // every FieldType is handled above
+}
+
+std::string create_table_sql(const EntityDef& e, Dialect d) {
+  const bool pg = d == Dialect::kPostgres;
   std::string sql = "CREATE TABLE IF NOT EXISTS ";
   sql += quoted(e.name);
-  sql += " (id TEXT PRIMARY KEY";
+  sql += pg ? " (id TEXT COLLATE \"C\" PRIMARY KEY" : " (id TEXT PRIMARY KEY";
   for (const FieldDef& f : e.fields) {
     sql += ", ";
     sql += quoted(f.name);
     sql += ' ';
-    sql += sqlite_type(f.type);
+    sql += sql_type(f.type, d);
   }
-  sql += ", _deleted INTEGER NOT NULL DEFAULT 0, _meta BLOB)";
+  sql += pg ? ", _deleted BOOLEAN NOT NULL DEFAULT false, _meta BYTEA)"
+            : ", _deleted INTEGER NOT NULL DEFAULT 0, _meta BLOB)";
   return sql;
 }
 
-std::vector<std::string> create_index_sql(const EntityDef& e) {
+std::vector<std::string> create_index_sql(const EntityDef& e, Dialect) {
   std::vector<std::string> out;
   for (const FieldDef& f : e.fields) {
     if (!needs_index(e, f)) continue;
@@ -96,11 +117,11 @@ std::vector<std::string> create_index_sql(const EntityDef& e) {
   return out;
 }
 
-std::vector<std::string> all_ddl() {
+std::vector<std::string> all_ddl(Dialect d) {
   const std::span<const EntityDef> all = entities();
   std::vector<Visit> state(all.size(), Visit::kNew);
   std::vector<std::string> out;
-  for (const EntityDef& e : all) append_entity(e, all, state, out);
+  for (const EntityDef& e : all) append_entity(e, all, state, out, d);
   return out;
 }
 

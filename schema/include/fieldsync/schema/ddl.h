@@ -1,7 +1,9 @@
-// SQL derived from the entity model. Both the device replica and the server's SQLite store create their
-// record tables from these statements, so a field added to the model appears everywhere at once.
+// SQL derived from the entity model. The device replica and the server's SQLite store create their record
+// tables from these statements, the PostgreSQL central store from their PostgreSQL dialect, so a field added
+// to the model appears everywhere at once: one model, two dialects.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -14,19 +16,33 @@ namespace fieldsync::schema {
 // every table, column and index name in SQL built from the model is quoted (a '"' inside is doubled).
 std::string quoted(std::string_view name);
 
+// The SQL dialect a statement is written for. Quoting is the same in both (the standard's double quotes).
+enum class Dialect : uint8_t {
+  kSqlite,
+  // PostgreSQL: text columns are COLLATE "C", so ids and scope keys sort byte by byte, as in SQLite and the
+  // in-memory store (a scan pages in (entity, id) order, and a database's default collation, e.g. en_US,
+  // ignores punctuation such as the dashes of a UUID at the first level); BIGINT for integers and times,
+  // BOOLEAN for booleans and _deleted, DOUBLE PRECISION for reals, BYTEA for the _meta blob.
+  kPostgres,
+};
+
 // SQL column type of a field in SQLite ("TEXT", "INTEGER", "REAL").
 std::string_view sqlite_type(FieldType t);
+// ... in the given dialect (PostgreSQL: `TEXT COLLATE "C"`, BIGINT, BOOLEAN, DOUBLE PRECISION).
+std::string_view sql_type(FieldType t, Dialect d);
 
 // CREATE TABLE IF NOT EXISTS for one entity: `id TEXT PRIMARY KEY` (UUIDv7 text), one column per field with
-// its SQLite type (NOT NULL is not enforced in SQL: tombstones and partially synced records keep nulls; the
+// its SQL type (NOT NULL is not enforced in SQL: tombstones and partially synced records keep nulls; the
 // model's validation enforces it on writes), plus `_deleted INTEGER NOT NULL DEFAULT 0` and `_meta BLOB`
-// (versions). Table name: the entity name, quoted.
-std::string create_table_sql(const EntityDef& e);
+// (versions); in PostgreSQL `_deleted BOOLEAN NOT NULL DEFAULT false` and `_meta BYTEA`. Table name: the
+// entity name, quoted.
+std::string create_table_sql(const EntityDef& e, Dialect d = Dialect::kSqlite);
 
 // Indexes every entity needs for its scope and foreign-key lookups (one per kId / kUserId / territory field).
-std::vector<std::string> create_index_sql(const EntityDef& e);
+// Index names are unique across tables (PostgreSQL keeps them per schema, SQLite per database).
+std::vector<std::string> create_index_sql(const EntityDef& e, Dialect d = Dialect::kSqlite);
 
 // All of the above for every entity, in dependency order.
-std::vector<std::string> all_ddl();
+std::vector<std::string> all_ddl(Dialect d = Dialect::kSqlite);
 
 }  // namespace fieldsync::schema

@@ -1,0 +1,955 @@
+// PostgreSQL central store. See pg_store.h for the layout, the sequence rule, and the threading and error
+// rules; pg.h for the connection layer.
+#include "fieldsync/server/pg_store.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <tuple>
+
+#include "fieldsync/schema/ddl.h"
+#include "fieldsync/sync/codec.h"
+#include "fieldsync/sync/schedule.h"
+#include "fieldsync/sync/scope.h"
+#include "pg.h"
+#include "wall_clock.h"
+
+namespace fieldsync::server {
+
+using schema::quoted;
+
+namespace {
+
+// Format of the store's tables; bump on a change and migrate on open (migrate()).
+//   1: the first.
+constexpr int64_t kFormat = 1;
+
+// Held (transaction-scoped) while a store creates or migrates its tables: two instances starting at once
+// would otherwise race on CREATE TABLE IF NOT EXISTS (which is not atomic against itself in PostgreSQL).
+constexpr int64_t kSchemaLockKey = 0x6669656c6473796eLL;  // "fieldsyn"
+
+const char* const kStoreDdl[] = {
+    "CREATE TABLE IF NOT EXISTS _log (server_seq BIGINT PRIMARY KEY, origin_node BIGINT NOT NULL, "
+    "origin_user TEXT COLLATE \"C\" NOT NULL, origin_node_seq BIGINT NOT NULL, change_count INTEGER NOT "
+    "NULL, "
+    "blob BYTEA NOT NULL, recorded_at_ms BIGINT NOT NULL DEFAULT 0)",
+    // keys_created_by reads one node's entries (SQLite walks the whole log for it; an index is cheap here).
+    "CREATE INDEX IF NOT EXISTS idx_log_origin_node ON _log (origin_node)",
+    "CREATE TABLE IF NOT EXISTS _log_scope (scope TEXT COLLATE \"C\" NOT NULL, server_seq BIGINT NOT NULL, "
+    "PRIMARY KEY (scope, server_seq))",
+    "CREATE TABLE IF NOT EXISTS _conflicts (id BIGSERIAL PRIMARY KEY, server_seq BIGINT NOT NULL, kind TEXT "
+    "NOT "
+    "NULL, entity TEXT NOT NULL, record TEXT NOT NULL, field TEXT, winner_user TEXT, loser_user TEXT, rule "
+    "TEXT, "
+    "blob BYTEA NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS idx_conflicts_seq ON _conflicts (server_seq, id)",
+    "CREATE TABLE IF NOT EXISTS _nodes (node BIGINT PRIMARY KEY, last_node_seq BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS _rejections (node BIGINT NOT NULL, node_seq BIGINT NOT NULL, \"user\" TEXT "
+    "NOT "
+    "NULL, reason INTEGER NOT NULL, reason_name TEXT NOT NULL, message TEXT NOT NULL, recorded_at_ms BIGINT "
+    "NOT "
+    "NULL, PRIMARY KEY (node, node_seq))",
+    "CREATE TABLE IF NOT EXISTS _head (id BOOLEAN PRIMARY KEY DEFAULT true CHECK (id), server_seq BIGINT NOT "
+    "NULL, clock BIGINT NOT NULL)",
+    "INSERT INTO _head (id, server_seq, clock) VALUES (true, 0, 0) ON CONFLICT (id) DO NOTHING",
+    "CREATE TABLE IF NOT EXISTS _state (key TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+    // Scheduling conflicts look up one owner's events by time (events_overlapping).
+    "CREATE INDEX IF NOT EXISTS idx_calendar_event_owner_start ON calendar_event (owner_id, start_at)",
+};
+
+// The field a territory- or owner-scoped entity's scope is read from (nullptr: another kind of scope).
+const schema::FieldDef* direct_scope_field(const schema::EntityDef& e) {
+  if (e.scope.kind != schema::ScopeKind::kTerritory && e.scope.kind != schema::ScopeKind::kOwner)
+    return nullptr;
+  return e.field(e.scope.field);
+}
+
+// The model's DDL in PostgreSQL dialect, without the one-column index on a scope field that the (scope field,
+// id) index below serves as well (as SqliteCentralStore does: two indexes on one field cost every insert).
+std::vector<std::string> model_ddl() {
+  std::vector<std::string> skip;
+  for (const schema::EntityDef& e : schema::entities())
+    if (const schema::FieldDef* f = direct_scope_field(e))
+      skip.push_back(" " + quoted("idx_" + std::string(e.name) + "_" + std::string(f->name)) + " ON ");
+  std::vector<std::string> out;
+  for (std::string& sql : schema::all_ddl(schema::Dialect::kPostgres)) {
+    const bool superseded =
+        sql.rfind("CREATE INDEX", 0) == 0 &&
+        std::any_of(skip.begin(), skip.end(), [&](const std::string& n) { return sql.find(n) != sql.npos; });
+    if (!superseded) out.push_back(std::move(sql));
+  }
+  for (const schema::EntityDef& e : schema::entities())
+    if (const schema::FieldDef* f = direct_scope_field(e))
+      out.push_back("CREATE INDEX IF NOT EXISTS " + quoted("idx_scan_" + std::string(e.name)) + " ON " +
+                    quoted(e.name) + " (" + quoted(f->name) + ", id)");
+  return out;
+}
+
+int64_t as_sql(uint64_t v) {
+  return static_cast<int64_t>(v);
+}
+uint64_t from_sql(int64_t v) {
+  return static_cast<uint64_t>(v);
+}
+
+std::string field_name(EntityId entity, uint16_t field) {
+  const schema::EntityDef* e = schema::entity(entity);
+  const schema::FieldDef* f = e ? e->field(field) : nullptr;
+  return f ? std::string(f->name) : std::to_string(field);
+}
+
+std::string entity_name(EntityId entity) {
+  const schema::EntityDef* e = schema::entity(entity);
+  return e ? std::string(e->name) : std::to_string(static_cast<unsigned>(entity));
+}
+
+Status corrupt(std::string_view what, const Status& why) {
+  return Status(ErrorCode::kStorageCorrupt, std::string(what) + ": " + why.message());
+}
+
+// _log_scope's text form of a scope key: "<kind number>:<value>" (as SQLite's, so a migration copies it).
+std::string scope_text(const ScopeKey& k) {
+  return std::to_string(static_cast<unsigned>(k.kind)) + ":" + k.value;
+}
+
+// A text[] parameter in PostgreSQL's array literal syntax: every element double-quoted, '"' and '\' escaped.
+// Bound as one parameter (`= ANY($n)`), so a scope list is never spliced into the SQL.
+std::string text_array(const std::vector<std::string>& values) {
+  std::string out = "{";
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (i) out += ',';
+    out += '"';
+    for (char c : values[i]) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  return out + "}";
+}
+
+// The projection of a field value into its typed column. The model's validation makes a value's kind match
+// its field's type before anything is saved; a value that does not match anyway (a record written by a test,
+// an older model) is projected as NULL rather than fail the save: `_meta` is the source of truth.
+void add_value(pg::Params& p, const Value& v, schema::FieldType type) {
+  using K = Value::Kind;
+  using T = schema::FieldType;
+  switch (type) {
+    case T::kText:
+    case T::kId:
+    case T::kEnum:
+    case T::kUserId:
+      if (v.kind() == K::kText) return void(p.add(std::string_view(v.as_text())));
+      break;
+    case T::kInt:
+    case T::kTimestamp:
+      if (v.kind() == K::kInt) return void(p.add(v.as_int()));
+      break;
+    case T::kBool:
+      if (v.kind() == K::kBool) return void(p.add(v.as_bool()));
+      if (v.kind() == K::kInt) return void(p.add(v.as_int() != 0));
+      break;
+    case T::kReal:
+      if (v.kind() == K::kReal) return void(p.add(v.as_real()));
+      if (v.kind() == K::kInt) return void(p.add(static_cast<double>(v.as_int())));
+      break;
+  }
+  p.add_null();
+}
+
+std::string build_upsert_sql(const schema::EntityDef& e) {
+  std::string cols = "id", params = "$1", updates;
+  int n = 1;
+  for (const schema::FieldDef& f : e.fields) {
+    cols += ", " + quoted(f.name);
+    params += ", $" + std::to_string(++n);
+    updates += quoted(f.name) + " = EXCLUDED." + quoted(f.name) + ", ";
+  }
+  params += ", $" + std::to_string(n + 1) + ", $" + std::to_string(n + 2);
+  return "INSERT INTO " + quoted(e.name) + " (" + cols + ", _deleted, _meta) VALUES (" + params +
+         ") ON CONFLICT (id) DO UPDATE SET " + updates +
+         "_deleted = EXCLUDED._deleted, _meta = EXCLUDED._meta";
+}
+
+const std::string& upsert_sql(const schema::EntityDef& e) {
+  static const std::map<EntityId, std::string> sql = [] {
+    std::map<EntityId, std::string> m;
+    for (const schema::EntityDef& def : schema::entities()) m.emplace(def.id, build_upsert_sql(def));
+    return m;
+  }();
+  return sql.at(e.id);
+}
+
+// ---- Reads shared by a transaction and the read side (both on one connection)
+
+Status decode_records(const pg::Rows& rows, int col, std::vector<RecordState>& out) {
+  for (int i = 0; i < rows.size(); ++i) {
+    Result<RecordState> r = codec::decode_record(rows.blob(i, col));
+    if (!r) return corrupt("record", r.status());
+    out.push_back(std::move(r.value()));
+  }
+  return Status::ok();
+}
+
+Result<std::optional<RecordState>> read_record(pg::Conn& c, EntityId entity, const RecordId& id) {
+  const schema::EntityDef* e = schema::entity(entity);
+  if (e == nullptr) return std::optional<RecordState>();
+  auto rows =
+      c.query("SELECT _meta FROM " + quoted(e->name) + " WHERE id = $1", pg::Params().add(id.to_string()));
+  if (!rows) return rows.status();
+  if (rows->size() == 0) return std::optional<RecordState>();
+  Result<RecordState> r = codec::decode_record(rows->blob(0, 0));
+  if (!r) return corrupt("record " + id.to_string(), r.status());
+  return std::optional<RecordState>(std::move(r.value()));
+}
+
+Result<std::vector<RecordState>> read_events(pg::Conn& c, const UserId& owner, int64_t start_ms,
+                                             int64_t end_ms) {
+  auto rows = c.query(
+      "SELECT _meta FROM calendar_event WHERE owner_id = $1 AND start_at < $2 AND end_at > $3 AND NOT "
+      "_deleted "
+      "AND status = 'scheduled' ORDER BY id",
+      pg::Params().add(std::string_view(owner)).add(end_ms).add(start_ms));
+  if (!rows) return rows.status();
+  std::vector<RecordState> out;
+  if (Status s = decode_records(*rows, 0, out); !s) return s;
+  std::erase_if(out, [&](const RecordState& r) { return !scheduled_overlap(r, owner, start_ms, end_ms); });
+  return out;
+}
+
+Result<NodeState> read_node_state(pg::Conn& c, NodeId node) {
+  auto rows = c.query("SELECT last_node_seq FROM _nodes WHERE node = $1", pg::Params().add(as_sql(node)));
+  if (!rows) return rows.status();
+  if (rows->size() == 0) return NodeState{node, 0};
+  return NodeState{node, from_sql(rows->i64(0, 0))};
+}
+
+Result<std::optional<StoredRejection>> read_rejection(pg::Conn& c, NodeId node, uint64_t node_seq) {
+  auto rows = c.query("SELECT \"user\", reason, message FROM _rejections WHERE node = $1 AND node_seq = $2",
+                      pg::Params().add(as_sql(node)).add(as_sql(node_seq)));
+  if (!rows) return rows.status();
+  if (rows->size() == 0) return std::optional<StoredRejection>();
+  return std::optional<StoredRejection>(StoredRejection{
+      node, node_seq, rows->text(0, 0), static_cast<ErrorCode>(rows->i64(0, 1)), rows->text(0, 2)});
+}
+
+Result<uint64_t> read_head_seq(pg::Conn& c) {
+  auto rows = c.query("SELECT coalesce(max(server_seq), 0)::bigint FROM _log");
+  if (!rows) return rows.status();
+  return from_sql(rows->i64(0, 0));
+}
+
+Result<ServerTxn> decode_log_entry(const pg::Rows& rows, int row, int seq_col, int blob_col) {
+  const uint64_t seq = from_sql(rows.i64(row, seq_col));
+  Result<ServerTxn> t = codec::decode_server_txn(rows.blob(row, blob_col));
+  if (!t) return corrupt("log entry " + std::to_string(seq), t.status());
+  if (t->server_seq != seq)
+    return corrupt("log entry " + std::to_string(seq),
+                   Status(ErrorCode::kStorageCorrupt, "sequence mismatch"));
+  return t;
+}
+
+// The SQL condition on entity `e`'s projection columns under which a row's scope may be one of the
+// territories ($1, a text[]) or owners ($2), following parent links as resolve_scope does. Tombstones keep
+// their scope field, so they match too.
+std::string scope_condition(const schema::EntityDef& e, bool any_territory, bool any_owner, bool global,
+                            int depth) {
+  const schema::FieldDef* field = e.field(e.scope.field);
+  switch (e.scope.kind) {
+    case schema::ScopeKind::kGlobal:
+      return global ? "true" : "false";
+    case schema::ScopeKind::kTerritory:
+      return field && any_territory ? quoted(field->name) + " = ANY($1::text[])" : "false";
+    case schema::ScopeKind::kOwner:
+      return field && any_owner ? quoted(field->name) + " = ANY($2::text[])" : "false";
+    case schema::ScopeKind::kParent: {
+      const schema::EntityDef* parent = schema::entity(e.scope.parent);
+      if (field == nullptr || parent == nullptr || depth >= kMaxScopeHops)
+        return "false";  // as resolve_scope
+      std::string inner = scope_condition(*parent, any_territory, any_owner, global, depth + 1);
+      if (inner == "false") return "false";
+      return quoted(field->name) + " IN (SELECT id FROM " + quoted(parent->name) + " WHERE " + inner + ")";
+    }
+  }
+  return "false";
+}
+
+struct ScopeLists {
+  std::vector<std::string> territories, owners;
+  bool global = false;
+};
+
+ScopeLists split_scopes(const std::vector<ScopeKey>& scopes) {
+  ScopeLists out;
+  for (const ScopeKey& k : scopes) {
+    if (k.kind == ScopeKey::Kind::kTerritory) out.territories.push_back(k.value);
+    if (k.kind == ScopeKey::Kind::kOwner) out.owners.push_back(k.value);
+    out.global |= k.kind == ScopeKey::Kind::kGlobal;
+  }
+  return out;
+}
+
+}  // namespace
+
+// ---- Connections
+// ---------------------------------------------------------------------------------------------
+
+// A pooled connection for one read-side call, or for one transaction: back to the pool when done, unless it
+// broke or is still inside a transaction (then it is closed: the server rolls back whatever was open).
+class PgCentralStore::Lease {
+ public:
+  explicit Lease(PgCentralStore& store) : store_(store) {
+    auto c = store.acquire();
+    if (c) {
+      conn_ = std::move(c.value());
+    } else {
+      status_ = c.status();
+    }
+  }
+  ~Lease() { end(); }
+  Lease(const Lease&) = delete;
+  Lease& operator=(const Lease&) = delete;
+
+  const Status& status() const { return status_; }
+  pg::Conn& conn() { return *conn_; }
+  // One snapshot for the rest of this call (multi-statement reads).
+  Status snapshot() {
+    Status s = conn_->begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    snapshot_ = s.is_ok();
+    return s;
+  }
+  void end() {
+    if (!conn_) return;
+    if (snapshot_ && !conn_->broken()) (void)conn_->rollback();  // read only: nothing to commit
+    snapshot_ = false;
+    store_.release(std::move(conn_));
+  }
+
+ private:
+  PgCentralStore& store_;
+  std::unique_ptr<pg::Conn> conn_;
+  Status status_;
+  bool snapshot_ = false;
+};
+
+Result<std::unique_ptr<pg::Conn>> PgCentralStore::acquire() {
+  {
+    std::lock_guard lock(pool_mu_);
+    if (!idle_.empty()) {
+      std::unique_ptr<pg::Conn> c = std::move(idle_.back());
+      idle_.pop_back();
+      return c;
+    }
+  }
+  auto c = pg::Conn::open(url_);
+  if (!c) return c.status();
+  // Durability is the store's, not the database default's: an acknowledgement must follow a flushed commit.
+  // A stronger setting an operator chose (remote_write, remote_apply) is kept.
+  if (Status s = (*c)->exec_script("SET lock_timeout = " + std::to_string(options_.lock_timeout_ms) +
+                                   "; SET default_transaction_isolation = 'read committed'");
+      !s)
+    return s;
+  auto sc = (*c)->query("SELECT current_setting('synchronous_commit')");
+  if (!sc) return sc.status();
+  const std::string mode = sc->text(0, 0);
+  if (mode == "off" || mode == "local")
+    if (Status s = (*c)->exec_script("SET synchronous_commit = on"); !s) return s;
+  return c;
+}
+
+void PgCentralStore::release(std::unique_ptr<pg::Conn> conn) {
+  if (!conn || conn->broken() || conn->in_transaction()) return;  // closed here
+  std::lock_guard lock(pool_mu_);
+  if (idle_.size() < options_.max_idle_connections) idle_.push_back(std::move(conn));
+}
+
+int64_t PgCentralStore::now_ms() const {
+  return options_.now_ms ? options_.now_ms() : wall_ms();
+}
+
+PgCentralStore::~PgCentralStore() = default;
+
+// ---- Transaction
+// -----------------------------------------------------------------------------------------------
+
+class PgCentralTxn final : public CentralTxn {
+ public:
+  explicit PgCentralTxn(PgCentralStore& store) : store_(store) {
+    auto c = store.acquire();
+    if (!c) {
+      error_ = c.status();
+      return;
+    }
+    conn_ = std::move(c.value());
+    if (Status s = conn_->begin("BEGIN"); !s) {
+      error_ = s;
+      return;
+    }
+    open_ = true;
+  }
+
+  ~PgCentralTxn() override {
+    if (open_ && !conn_->broken()) (void)conn_->rollback();
+    store_.release(std::move(conn_));
+  }
+
+  Result<std::optional<RecordState>> load(EntityId entity, const RecordId& id) override {
+    if (!open_) return store_.load(entity, id);
+    return keep(read_record(*conn_, entity, id));
+  }
+
+  // The overlay order of MemoryCentralTxn: committed events first, then the ones this transaction saved, each
+  // group by id. The rows already reflect this transaction's writes.
+  Result<std::vector<RecordState>> events_overlapping(const UserId& owner, int64_t start_ms,
+                                                      int64_t end_ms) override {
+    if (!open_) {
+      PgCentralStore::Lease lease(store_);
+      if (!lease.status()) return lease.status();
+      return read_events(lease.conn(), owner, start_ms, end_ms);
+    }
+    Result<std::vector<RecordState>> out = keep(read_events(*conn_, owner, start_ms, end_ms));
+    if (!out) return out;
+    std::stable_partition(out->begin(), out->end(), [&](const RecordState& r) {
+      return saved_events_.count(RecordKey{r.entity, r.id}) == 0;
+    });
+    return out;
+  }
+
+  void save(const RecordState& record) override {
+    if (!usable()) return;
+    const schema::EntityDef* e = schema::entity(record.entity);
+    if (e == nullptr)
+      return fail(Status(ErrorCode::kInvalidArgument, "save of a record of an unknown entity"));
+    pg::Params p;
+    p.add(record.id.to_string());
+    for (const schema::FieldDef& f : e->fields) {
+      // The raw value, also for tombstones: they keep their scope field, which scope_children follows.
+      const FieldState* fs = record.field(f.id);
+      add_value(p, fs ? fs->value : Value::null(), f.type);
+    }
+    p.add(record.deleted);
+    const std::vector<uint8_t> meta = codec::encode_record(record);
+    p.add_bytes(meta);
+    if (Status s = conn_->exec(upsert_sql(*e), p); !s) return fail(s);
+    if (record.entity == EntityId::kCalendarEvent) saved_events_.insert(RecordKey{record.entity, record.id});
+  }
+
+  // Locks the node's watermark row until commit (created at 0 if the node is new), so another instance
+  // applying the same node's transaction waits for this one and then sees its watermark: dedupe holds
+  // across instances.
+  Result<NodeState> node_state(NodeId node) override {
+    if (!open_) return store_.node_state(node);
+    if (Status s =
+            conn_->exec("INSERT INTO _nodes (node, last_node_seq) VALUES ($1, 0) ON CONFLICT (node) DO "
+                        "NOTHING",
+                        pg::Params().add(as_sql(node)));
+        !s) {
+      fail(s);
+      return s;
+    }
+    auto rows = conn_->query("SELECT last_node_seq FROM _nodes WHERE node = $1 FOR UPDATE",
+                             pg::Params().add(as_sql(node)));
+    if (!rows) {
+      fail(rows.status());
+      return rows.status();
+    }
+    if (rows->size() == 0) return NodeState{node, 0};
+    return NodeState{node, from_sql(rows->i64(0, 0))};
+  }
+
+  void set_node_state(const NodeState& state) override {
+    if (!usable()) return;
+    if (Status s =
+            conn_->exec("INSERT INTO _nodes (node, last_node_seq) VALUES ($1, $2) ON CONFLICT (node) DO "
+                        "UPDATE SET last_node_seq = EXCLUDED.last_node_seq",
+                        pg::Params().add(as_sql(state.node)).add(as_sql(state.last_node_seq)));
+        !s)
+      fail(s);
+  }
+
+  void add_rejection(const StoredRejection& r) override {
+    if (!usable()) return;
+    if (Status s = conn_->exec(
+            "INSERT INTO _rejections (node, node_seq, \"user\", reason, reason_name, message, "
+            "recorded_at_ms) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (node, node_seq) DO UPDATE SET \"user\" = "
+            "EXCLUDED.\"user\", reason = EXCLUDED.reason, reason_name = EXCLUDED.reason_name, message = "
+            "EXCLUDED.message, recorded_at_ms = EXCLUDED.recorded_at_ms",
+            pg::Params()
+                .add(as_sql(r.node))
+                .add(as_sql(r.node_seq))
+                .add(std::string_view(r.user))
+                .add(int64_t{static_cast<uint16_t>(r.reason)})
+                .add(to_string(r.reason))
+                .add(std::string_view(r.message))
+                .add(store_.now_ms()));
+        !s)
+      fail(s);
+  }
+
+  Result<std::optional<StoredRejection>> rejection(NodeId node, uint64_t node_seq) override {
+    if (!open_) {
+      PgCentralStore::Lease lease(store_);
+      if (!lease.status()) return lease.status();
+      return read_rejection(lease.conn(), node, node_seq);
+    }
+    return keep(read_rejection(*conn_, node, node_seq));
+  }
+
+  // The sequence rule (pg_store.h): the counter row's lock, held to the end of this transaction, orders the
+  // commits of every writer by their sequence.
+  uint64_t append_log(ServerTxn txn, std::vector<ConflictRecord> conflicts,
+                      std::vector<ScopeKey> scopes) override {
+    if (!usable()) return 0;  // never committed: commit() reports the error
+    auto head = conn_->query("UPDATE _head SET server_seq = server_seq + 1 RETURNING server_seq");
+    if (!head) {
+      fail(head.status());
+      return 0;
+    }
+    const uint64_t seq = from_sql(head->i64(0, 0));
+    txn.server_seq = seq;
+    const std::vector<uint8_t> blob = codec::encode_server_txn(txn);
+    if (Status s = conn_->exec(
+            "INSERT INTO _log (server_seq, origin_node, origin_user, origin_node_seq, change_count, blob, "
+            "recorded_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            pg::Params()
+                .add(as_sql(seq))
+                .add(as_sql(txn.origin_node))
+                .add(std::string_view(txn.origin_user))
+                .add(as_sql(txn.origin_node_seq))
+                .add(static_cast<int64_t>(txn.changes.size()))
+                .add_bytes(blob)
+                .add(store_.now_ms()));
+        !s) {
+      fail(s);
+      return seq;
+    }
+    if (!scopes.empty()) {
+      std::vector<std::string> keys;
+      for (const ScopeKey& k : scopes) keys.push_back(scope_text(k));
+      // One statement for every key of the entry.
+      if (Status s = conn_->exec("INSERT INTO _log_scope (scope, server_seq) SELECT DISTINCT k, $2::bigint "
+                                 "FROM unnest($1::text[]) "
+                                 "AS k ON CONFLICT DO NOTHING",
+                                 pg::Params().add(text_array(keys)).add(as_sql(seq)));
+          !s) {
+        fail(s);
+        return seq;
+      }
+    }
+    for (ConflictRecord& c : conflicts) {
+      c.server_seq = seq;
+      pg::Params p;
+      p.add(as_sql(seq)).add(to_string(c.kind)).add(entity_name(c.entity)).add(c.record.to_string());
+      if (c.field != 0) {
+        p.add(field_name(c.entity, c.field));
+      } else {
+        p.add_null();
+      }
+      const std::vector<uint8_t> cblob = codec::encode_conflict(c);
+      p.add(std::string_view(c.winner.user))
+          .add(std::string_view(c.loser.user))
+          .add(std::string_view(c.rule))
+          .add_bytes(cblob);
+      if (Status s =
+              conn_->exec("INSERT INTO _conflicts (server_seq, kind, entity, record, field, winner_user, "
+                          "loser_user, rule, blob) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                          p);
+          !s) {
+        fail(s);
+        return seq;
+      }
+    }
+    return seq;
+  }
+
+  void set_clock(Hlc hlc) override {
+    if (!usable()) return;
+    if (Status s = conn_->exec("UPDATE _head SET clock = greatest(clock, $1)", pg::Params().add(as_sql(hlc)));
+        !s)
+      fail(s);
+  }
+
+  Status commit() override {
+    if (!open_) return error_;  // begin failed (kept its error), or committed already (see below)
+    Status result = error_;
+    if (result) result = conn_->commit();
+    if (!result && !conn_->broken() && conn_->in_transaction()) (void)conn_->rollback();
+    open_ = false;
+    error_ = result ? Status(ErrorCode::kInternal, "central store transaction committed twice") : result;
+    return result;
+  }
+
+ private:
+  bool usable() const { return open_ && error_.is_ok(); }
+  void fail(const Status& s) {
+    if (error_) error_ = s;
+  }
+  template <typename T>
+  Result<T> keep(Result<T> r) {
+    if (!r) fail(r.status());
+    return r;
+  }
+
+  PgCentralStore& store_;
+  std::unique_ptr<pg::Conn> conn_;
+  bool open_ = false;
+  Status error_;
+  std::set<RecordKey> saved_events_;  // calendar events saved here (ordering of events_overlapping)
+};
+
+// ---- Store
+// -----------------------------------------------------------------------------------------------------
+
+namespace {
+
+// Brings a database of an older format up to kFormat, inside open()'s transaction. Format 1 is the first:
+// nothing to migrate yet; each later format adds its step here, oldest first.
+Status migrate(pg::Conn&, int64_t from) {
+  (void)from;
+  return Status::ok();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<PgCentralStore>> PgCentralStore::open(const std::string& url, Options options) {
+  std::unique_ptr<PgCentralStore> store(new PgCentralStore(std::move(options)));
+  store->url_ = url;
+  auto c = store->acquire();
+  if (!c) return c.status();
+  pg::Conn& conn = **c;
+  if (Status s = conn.begin("BEGIN"); !s) return s;
+  auto fail = [&](Status s) {
+    if (!conn.broken()) (void)conn.rollback();
+    return s;
+  };
+  if (Status s = conn.exec("SELECT pg_advisory_xact_lock($1)", pg::Params().add(kSchemaLockKey)); !s)
+    return fail(s);
+  // The format is read before anything is created: a newer database is left untouched.
+  auto has_state = conn.query("SELECT to_regclass('_state') IS NOT NULL");
+  if (!has_state) return fail(has_state.status());
+  int64_t format = kFormat;  // a new database
+  if (has_state->i64(0, 0)) {
+    auto rows = conn.query("SELECT value FROM _state WHERE key = 'format'");
+    if (!rows) return fail(rows.status());
+    if (rows->size() > 0) format = rows->i64(0, 0);
+    if (format > kFormat)
+      return fail(Status(ErrorCode::kSchemaTooNew,
+                         "the PostgreSQL central store was written by a newer fieldsync (format " +
+                             std::to_string(format) + ", this one knows " + std::to_string(kFormat) + ")"));
+  }
+  for (const std::string& sql : model_ddl())
+    if (Status s = conn.exec_script(sql); !s) return fail(s);
+  for (const char* sql : kStoreDdl)
+    if (Status s = conn.exec_script(sql); !s) return fail(s);
+  if (format < kFormat)
+    if (Status s = migrate(conn, format); !s) return fail(s);
+  if (Status s =
+          conn.exec("INSERT INTO _state (key, value) VALUES ('format', $1) ON CONFLICT (key) DO UPDATE SET "
+                    "value = EXCLUDED.value",
+                    pg::Params().add(kFormat));
+      !s)
+    return fail(s);
+  if (Status s = conn.commit(); !s) return fail(s);
+  store->release(std::move(c.value()));
+  return store;
+}
+
+std::unique_ptr<CentralTxn> PgCentralStore::begin() {
+  return std::make_unique<PgCentralTxn>(*this);
+}
+
+Result<uint64_t> PgCentralStore::head_seq() {
+  Lease lease(*this);
+  if (!lease.status()) return lease.status();
+  return read_head_seq(lease.conn());
+}
+
+Result<std::vector<ServerTxn>> PgCentralStore::read_log(uint64_t after, size_t max_changes) {
+  // A chunk of entries at a time until max_changes: the rule of pg_store.h makes every chunk a prefix of the
+  // committed log, so chunks need no common snapshot.
+  constexpr int64_t kChunk = 256;
+  Lease lease(*this);
+  if (!lease.status()) return lease.status();
+  std::vector<ServerTxn> out;
+  size_t changes = 0;
+  uint64_t pos = after;
+  for (;;) {
+    auto rows = lease.conn().query(
+        "SELECT server_seq, blob FROM _log WHERE server_seq > $1 ORDER BY server_seq LIMIT $2",
+        pg::Params().add(as_sql(pos)).add(kChunk));
+    if (!rows) return rows.status();
+    for (int i = 0; i < rows->size(); ++i) {
+      Result<ServerTxn> t = decode_log_entry(*rows, i, 0, 1);
+      if (!t) return t.status();
+      changes += t->changes.size();
+      pos = t->server_seq;
+      out.push_back(std::move(t.value()));
+      if (changes >= max_changes) return out;
+    }
+    if (rows->size() < kChunk) return out;
+  }
+}
+
+Result<CentralStore::LogSlice> PgCentralStore::read_log_for(uint64_t after, uint64_t up_to,
+                                                            const std::vector<ScopeKey>& scopes,
+                                                            size_t max_changes) {
+  // Each key's entries come from its own index range, a chunk at a time. Merged, they are complete up to the
+  // lowest last entry among the keys whose chunk came back full; past that another key may still hold one.
+  // One snapshot, capped at its head (as MemoryCentralStore caps at the log's end): every key is read over
+  // the same log.
+  constexpr int64_t kChunk = 256;
+  Lease lease(*this);
+  if (!lease.status()) return lease.status();
+  if (Status s = lease.snapshot(); !s) return s;
+  pg::Conn& c = lease.conn();
+  Result<uint64_t> head = read_head_seq(c);
+  if (!head) return head.status();
+  up_to = std::min(up_to, *head);
+  LogSlice out;
+  out.searched_to = after;
+  size_t changes = 0;
+  std::vector<std::string> keys;
+  for (const ScopeKey& k : scopes) keys.push_back(scope_text(k));
+  uint64_t pos = after;
+  while (pos < up_to) {
+    uint64_t complete_to = up_to;
+    std::vector<uint64_t> seqs;
+    for (const std::string& key : keys) {
+      auto rows = c.query(
+          "SELECT server_seq FROM _log_scope WHERE scope = $1 AND server_seq > $2 AND server_seq <= $3 ORDER "
+          "BY "
+          "server_seq LIMIT $4",
+          pg::Params().add(std::string_view(key)).add(as_sql(pos)).add(as_sql(up_to)).add(kChunk));
+      if (!rows) return rows.status();
+      for (int i = 0; i < rows->size(); ++i) seqs.push_back(from_sql(rows->i64(i, 0)));
+      if (rows->size() == kChunk) complete_to = std::min(complete_to, from_sql(rows->i64(kChunk - 1, 0)));
+    }
+    std::sort(seqs.begin(), seqs.end());
+    seqs.erase(std::unique(seqs.begin(), seqs.end()), seqs.end());
+    std::erase_if(seqs, [&](uint64_t s) { return s > complete_to; });
+    if (!seqs.empty()) {
+      std::vector<std::string> wanted;
+      for (uint64_t s : seqs) wanted.push_back(std::to_string(as_sql(s)));
+      auto rows = c.query(
+          "SELECT server_seq, blob FROM _log WHERE server_seq = ANY($1::bigint[]) ORDER BY server_seq",
+          pg::Params().add(text_array(wanted)));
+      if (!rows) return rows.status();
+      if (static_cast<size_t>(rows->size()) != seqs.size())
+        return corrupt("log index", Status(ErrorCode::kStorageCorrupt, "an indexed entry is missing"));
+      for (int i = 0; i < rows->size(); ++i) {
+        Result<ServerTxn> t = decode_log_entry(*rows, i, 0, 1);
+        if (!t) return t.status();
+        changes += t->changes.size();
+        out.searched_to = t->server_seq;
+        out.txns.push_back(std::move(t.value()));
+        if (changes >= max_changes) return out;
+      }
+    }
+    pos = complete_to;
+  }
+  out.searched_to = std::max(after, up_to);
+  return out;
+}
+
+Result<std::vector<ConflictRecord>> PgCentralStore::read_conflicts(uint64_t after, uint64_t up_to) {
+  Lease lease(*this);
+  if (!lease.status()) return lease.status();
+  auto rows = lease.conn().query(
+      "SELECT blob FROM _conflicts WHERE server_seq > $1 AND server_seq <= $2 ORDER BY server_seq, id",
+      pg::Params().add(as_sql(after)).add(as_sql(up_to)));
+  if (!rows) return rows.status();
+  std::vector<ConflictRecord> out;
+  for (int i = 0; i < rows->size(); ++i) {
+    Result<ConflictRecord> cr = codec::decode_conflict(rows->blob(i, 0));
+    if (!cr) return corrupt("conflict", cr.status());
+    out.push_back(std::move(cr.value()));
+  }
+  return out;
+}
+
+Result<std::optional<RecordState>> PgCentralStore::load(EntityId entity, const RecordId& id) {
+  Lease lease(*this);
+  if (!lease.status()) return lease.status();
+  return read_record(lease.conn(), entity, id);
+}
+
+Result<std::vector<RecordState>> PgCentralStore::scan(RecordKey after, size_t max_records) {
+  Lease lease(*this);
+  if (!lease.status()) return lease.status();
+  if (Status s = lease.snapshot(); !s) return s;  // every table from the same snapshot
+  std::vector<RecordState> out;
+  for (const schema::EntityDef& e : schema::entities()) {
+    if (out.size() >= max_records) break;
+    if (e.id < after.entity) continue;
+    const std::string after_id = e.id == after.entity ? after.id.to_string() : std::string();
+    auto rows =
+        lease.conn().query("SELECT _meta FROM " + quoted(e.name) + " WHERE id > $1 ORDER BY id LIMIT $2",
+                           pg::Params().add(after_id).add(static_cast<int64_t>(max_records - out.size())));
+    if (!rows) return rows.status();
+    if (Status s = decode_records(*rows, 0, out); !s) return s;
+  }
+  return out;
+}
+
+Result<std::vector<RecordState>> PgCentralStore::scan_in_scopes(const std::vector<ScopeKey>& scopes,
+                                                                RecordKey after, size_t max_records) {
+  const ScopeLists lists = split_scopes(scopes);
+  const std::string territories = text_array(lists.territories), owners = text_array(lists.owners);
+  Lease lease(*this);
+  if (!lease.status()) return lease.status();
+  if (Status s = lease.snapshot(); !s) return s;
+  pg::Conn& c = lease.conn();
+  std::vector<RecordState> out;
+  for (const schema::EntityDef& e : schema::entities()) {
+    if (out.size() >= max_records) break;
+    if (e.id < after.entity) continue;
+    const int64_t want = static_cast<int64_t>(max_records - out.size());
+    const std::string after_id = e.id == after.entity ? after.id.to_string() : std::string();
+    if (const schema::FieldDef* f = direct_scope_field(e)) {
+      // One range of idx_scan_<entity> in id order for all of the scope's keys ("" sorts before every id).
+      const bool territory = e.scope.kind == schema::ScopeKind::kTerritory;
+      if ((territory ? lists.territories : lists.owners).empty()) continue;
+      auto rows = c.query("SELECT _meta FROM " + quoted(e.name) + " WHERE " + quoted(f->name) +
+                              " = ANY($1::text[]) AND id > $2 ORDER BY id LIMIT $3",
+                          pg::Params().add(territory ? territories : owners).add(after_id).add(want));
+      if (!rows) return rows.status();
+      if (Status s = decode_records(*rows, 0, out); !s) return s;
+      continue;
+    }
+    // Global and parent-scoped entities: in id order, the scope checked per row (a parent through its own
+    // scope field, as resolve_scope follows it). Both lists are always bound, and named in the statement even
+    // where the condition does not use them: PostgreSQL must be able to type every parameter.
+    const std::string condition =
+        scope_condition(e, !lists.territories.empty(), !lists.owners.empty(), lists.global, 0);
+    if (condition == "false") continue;
+    auto rows = c.query("SELECT _meta FROM " + quoted(e.name) + " WHERE id > $3 AND (" + condition +
+                            ") AND $1::text[] IS NOT NULL AND $2::text[] IS NOT NULL ORDER BY id LIMIT $4",
+                        pg::Params().add(territories).add(owners).add(after_id).add(want));
+    if (!rows) return rows.status();
+    if (Status s = decode_records(*rows, 0, out); !s) return s;
+  }
+  return out;
+}
+
+Result<uint64_t> PgCentralStore::count_in_scopes(const std::optional<std::vector<ScopeKey>>& scopes) {
+  ScopeLists lists;
+  if (scopes) {
+    lists = split_scopes(*scopes);
+  } else {
+    lists.global = true;
+  }
+  const std::string territories = text_array(lists.territories), owners = text_array(lists.owners);
+  Lease lease(*this);
+  if (!lease.status()) return lease.status();
+  if (Status s = lease.snapshot(); !s) return s;
+  uint64_t n = 0;
+  for (const schema::EntityDef& e : schema::entities()) {
+    const std::string condition =
+        scopes ? scope_condition(e, !lists.territories.empty(), !lists.owners.empty(), lists.global, 0)
+               : "true";
+    if (condition == "false") continue;
+    auto rows = lease.conn().query("SELECT count(*) FROM " + quoted(e.name) + " WHERE (" + condition +
+                                       ") AND $1::text[] IS NOT NULL AND $2::text[] IS NOT NULL",
+                                   pg::Params().add(territories).add(owners));
+    if (!rows) return rows.status();
+    n += from_sql(rows->i64(0, 0));
+  }
+  return n;
+}
+
+Result<std::vector<RecordKey>> PgCentralStore::keys_created_by(NodeId node) {
+  Lease lease(*this);
+  if (!lease.status()) return lease.status();
+  auto rows =
+      lease.conn().query("SELECT server_seq, blob FROM _log WHERE origin_node = $1 ORDER BY server_seq",
+                         pg::Params().add(as_sql(node)));
+  if (!rows) return rows.status();
+  std::vector<RecordKey> out;
+  for (int i = 0; i < rows->size(); ++i) {
+    Result<ServerTxn> t = decode_log_entry(*rows, i, 0, 1);
+    if (!t) return t.status();
+    for (const Change& ch : t->changes)
+      if (ch.op == ChangeOp::kCreate) out.push_back(RecordKey{ch.entity, ch.record});
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+Result<uint64_t> PgCentralStore::record_count() {
+  Lease lease(*this);
+  if (!lease.status()) return lease.status();
+  if (Status s = lease.snapshot(); !s) return s;
+  uint64_t n = 0;
+  for (const schema::EntityDef& e : schema::entities()) {
+    auto rows = lease.conn().query("SELECT count(*) FROM " + quoted(e.name) + " WHERE NOT _deleted");
+    if (!rows) return rows.status();
+    n += from_sql(rows->i64(0, 0));
+  }
+  return n;
+}
+
+Result<std::vector<RecordState>> PgCentralStore::scope_children(EntityId parent_entity,
+                                                                const RecordId& parent) {
+  Lease lease(*this);
+  if (!lease.status()) return lease.status();
+  if (Status s = lease.snapshot(); !s) return s;
+  std::vector<RecordState> out;
+  const std::string parent_text = parent.to_string();
+  for (const schema::EntityDef& e : schema::entities()) {
+    if (e.scope.kind != schema::ScopeKind::kParent || e.scope.parent != parent_entity) continue;
+    const schema::FieldDef* f = e.field(e.scope.field);
+    if (f == nullptr) continue;
+    auto rows = lease.conn().query(
+        "SELECT _meta FROM " + quoted(e.name) + " WHERE " + quoted(f->name) + " = $1 ORDER BY id",
+        pg::Params().add(parent_text));
+    if (!rows) return rows.status();
+    if (Status s = decode_records(*rows, 0, out); !s) return s;
+  }
+  return out;
+}
+
+Result<Hlc> PgCentralStore::clock() {
+  Lease lease(*this);
+  if (!lease.status()) return lease.status();
+  auto rows = lease.conn().query("SELECT clock FROM _head");
+  if (!rows) return rows.status();
+  if (rows->size() == 0) return Hlc{0};
+  return Hlc{from_sql(rows->i64(0, 0))};
+}
+
+Result<NodeState> PgCentralStore::node_state(NodeId node) {
+  Lease lease(*this);
+  if (!lease.status()) return lease.status();
+  return read_node_state(lease.conn(), node);
+}
+
+Result<std::vector<StoredRejection>> PgCentralStore::rejections() {
+  Lease lease(*this);
+  if (!lease.status()) return lease.status();
+  auto rows = lease.conn().query(
+      "SELECT node, node_seq, \"user\", reason, message FROM _rejections ORDER BY node, node_seq");
+  if (!rows) return rows.status();
+  std::vector<StoredRejection> out;
+  for (int i = 0; i < rows->size(); ++i)
+    out.push_back(StoredRejection{from_sql(rows->i64(i, 0)), from_sql(rows->i64(i, 1)), rows->text(i, 2),
+                                  static_cast<ErrorCode>(rows->i64(i, 3)), rows->text(i, 4)});
+  return out;
+}
+
+Result<std::map<NodeId, NodeState>> PgCentralStore::node_states() {
+  Lease lease(*this);
+  if (!lease.status()) return lease.status();
+  // A row at 0 is a node whose first transaction is being (or was, then rolled back) applied: as absent.
+  auto rows = lease.conn().query("SELECT node, last_node_seq FROM _nodes WHERE last_node_seq > 0");
+  if (!rows) return rows.status();
+  std::map<NodeId, NodeState> out;
+  for (int i = 0; i < rows->size(); ++i) {
+    NodeId node = from_sql(rows->i64(i, 0));
+    out[node] = NodeState{node, from_sql(rows->i64(i, 1))};
+  }
+  return out;
+}
+
+}  // namespace fieldsync::server
