@@ -207,13 +207,14 @@ class TwoInstances : public ::testing::Test {
     return o;
   }
   // A phone for `user`, online through the first of `urls`, failing over to the others.
-  Phone& phone(const std::string& user, const std::vector<std::string>& urls) {
+  Phone& phone(const std::string& user, const std::vector<std::string>& urls,
+               std::optional<std::string> tok = std::nullopt) {
     auto p = std::make_unique<Phone>();
     p->user = user;
     p->node = nodes.at(user);
     FieldClient::Options o;
     o.user = user;
-    o.token = token(user);
+    o.token = tok ? *tok : token(user);
     o.role = roles.at(user);
     o.node = p->node;
     o.synchronous_full = false;
@@ -228,6 +229,11 @@ class TwoInstances : public ::testing::Test {
     EXPECT_TRUE(st.ok()) << st.to_string();
     phones.push_back(std::move(p));
     return *raw;
+  }
+  // The ends of both servers' logs, for a failure message.
+  std::string logs() {
+    auto tail = [](const std::string& t) { return t.substr(t.size() > 2500 ? t.size() - 2500 : 0); };
+    return "\nA's log:\n" + tail(a.stderr_text()) + "\nB's log:\n" + tail(b.stderr_text());
   }
   std::string server_export(const std::string& user) {
     auto j = admin->export_json(user);
@@ -335,7 +341,9 @@ TEST_F(TwoInstances, KillNineOfOneInstanceMidPushLosesNothingAndAppliesNothingTw
           else
             write_errors++;
         }
-        std::this_thread::sleep_for(2ms);
+        // A rep's pace, not a flood: the instances share one log head (every commit takes its row lock) and
+        // one fsync per transaction on this 2-core machine is about 20 ms.
+        std::this_thread::sleep_for(50ms);
       }
     });
   }
@@ -355,7 +363,8 @@ TEST_F(TwoInstances, KillNineOfOneInstanceMidPushLosesNothingAndAppliesNothingTw
   };
   // Mid-stream on A: alice's and carol's acknowledgements are flowing through it.
   const size_t alice0 = acked(alice), carol0 = acked(carol);
-  ASSERT_TRUE(eventually([&] { return acked(alice) >= alice0 + 20 && acked(carol) >= carol0 + 20; }));
+  ASSERT_TRUE(eventually([&] { return acked(alice) >= alice0 + 20 && acked(carol) >= carol0 + 20; }))
+      << "alice " << acked(alice) << " acked, " << alice.pending() << " pending; " << logs();
   std::mt19937_64 rng(std::random_device{}());
   std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 100));
   // What each device knew to be acknowledged when A died.
@@ -375,7 +384,8 @@ TEST_F(TwoInstances, KillNineOfOneInstanceMidPushLosesNothingAndAppliesNothingTw
   EXPECT_EQ(alice.ws->current_url(), b.url());
   EXPECT_EQ(hq.ws->current_url(), b.url());
   const size_t alice1 = acked(alice);
-  ASSERT_TRUE(eventually([&] { return acked(alice) >= alice1 + 20; }));
+  ASSERT_TRUE(eventually([&] { return acked(alice) >= alice1 + 20; }))
+      << alice.ws->last_error().to_string() << "; alice pending " << alice.pending() << logs();
   stop = true;
   for (std::thread& t : threads) t.join();
   EXPECT_EQ(write_errors.load(), 0);
@@ -466,11 +476,12 @@ TEST_F(TwoInstances, AdminOnTheDatabaseReachesLiveDevicesAndRevokesEverywhere) {
             << " ms (including the admin process's start)\n";
 
   // A device revoked through the admin tool is refused by both instances at its next connection.
+  const std::string carol_token = token("carol");
   r = testsupport::run({FIELDSYNC_ADMIN_BIN, "--store", db.url(), "device", "revoke", "--node",
                         std::to_string(nodes.at("carol"))},
                        tmp);
   ASSERT_EQ(r.status.code, 0) << r.err;
-  Phone& carol = phone("carol", {a.url(), b.url()});
+  Phone& carol = phone("carol", {a.url(), b.url()}, carol_token);
   ASSERT_TRUE(eventually([&] { return carol.client->engine().stopped(); }));
   EXPECT_EQ(carol.client->engine().stop_reason().code(), ErrorCode::kDeviceRevoked);
 

@@ -50,6 +50,7 @@ Admin::Admin(Options options, OpenedStore opened)
       directory_(std::move(opened.directory)),
       store_(std::move(opened.store)),
       sqlite_(opened.sqlite),
+      postgres_(opened.postgres),
       postgresql_url_(std::move(opened.postgresql_url)),
       ids_(std::random_device{}() ^ (static_cast<uint64_t>(std::random_device{}()) << 32)) {}
 

@@ -2,6 +2,11 @@
 
 #include <filesystem>
 
+// pg.h first: pg_store.h's inline constructor needs pg::Conn complete.
+#include "pg.h"
+// (then)
+#include "fieldsync/server/pg_store.h"
+
 namespace fieldsync::server {
 
 Result<OpenedStore> open_store(const std::string& location, const StoreOpenOptions& options) {
@@ -13,8 +18,11 @@ Result<OpenedStore> open_store(const std::string& location, const StoreOpenOptio
       if (!dir) return dir.status();
       out.directory = std::move(dir.value());
     }
-    // The PostgreSQL central store comes with PgCentralStore (branch h20-store).
-    return Status(ErrorCode::kInvalidArgument, "this build has no PostgreSQL central store yet");
+    auto store = PgCentralStore::open(location, PgCentralStore::Options{});
+    if (!store) return store.status();
+    out.postgres = store.value().get();
+    out.store = std::move(store.value());
+    return out;
   }
   const std::filesystem::path dir(location);
   auto store = SqliteCentralStore::open((dir / kCentralStoreFileName).string(), options.sqlite);

@@ -46,6 +46,7 @@ class Admin {
   Directory& directory() { return *directory_; }
   CentralStore& store() { return *store_; }
   SqliteCentralStore* sqlite_store() { return sqlite_; }  // null on PostgreSQL
+  PgCentralStore* postgres_store() { return postgres_; }  // null on SQLite
   int64_t now_ms() const;
 
   // A product (active). Errors: kInvalidArgument for a SKU that exists, the model's validation errors.
@@ -73,6 +74,7 @@ class Admin {
   std::unique_ptr<Directory> directory_;
   std::unique_ptr<CentralStore> store_;
   SqliteCentralStore* sqlite_ = nullptr;
+  PgCentralStore* postgres_ = nullptr;
   std::string postgresql_url_;  // servers on it are told of each write (notify_log)
   RecordIdGenerator ids_;
 };

@@ -14,9 +14,12 @@
 
 namespace fieldsync::server {
 
+class PgCentralStore;  // fieldsync/server/pg_store.h
+
 struct OpenedStore {
   std::unique_ptr<CentralStore> store;
   SqliteCentralStore* sqlite = nullptr;  // the same object when it is the SQLite store, else null
+  PgCentralStore* postgres = nullptr;    // the same object when it is the PostgreSQL store, else null
   std::unique_ptr<Directory> directory;
   std::string postgresql_url;  // empty for a data directory
 };
