@@ -166,7 +166,7 @@ std::optional<std::vector<uint8_t>> base64url_decode(std::string_view text) {
 }
 
 Directory::Directory(Options options, std::unique_ptr<dirdb::Db> db)
-    : options_(options), db_(std::move(db)) {}
+    : options_(options), engine_(db->engine()), db_(std::move(db)) {}
 Directory::~Directory() = default;
 
 Result<std::unique_ptr<Directory>> Directory::open(const std::string& location, Options options) {
@@ -184,7 +184,7 @@ bool is_postgresql_url(std::string_view location) {
 }
 
 std::string_view Directory::engine() const {
-  return db_->engine();
+  return engine_;
 }
 
 Status Directory::load_or_create_key() {

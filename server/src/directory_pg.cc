@@ -215,7 +215,8 @@ Result<std::unique_ptr<Db>> open_postgresql(const std::string& url) {
   }
   // CREATE ... IF NOT EXISTS on every start says "already exists, skipping" as a NOTICE, which libpq prints
   // to stderr by default: not news.
-  PQsetNoticeProcessor(conn, [](void*, const char*) {}, nullptr);
+  PQsetNoticeProcessor(
+      conn, [](void*, const char*) {}, nullptr);
   auto db = std::make_unique<PgDb>(url, conn);
   if (Status s = db->configure(); !s) return s;
   if (Status s = db->begin(); !s) return s;

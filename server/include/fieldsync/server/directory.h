@@ -204,6 +204,7 @@ class Directory final : public Authenticator {
   std::string sign(const UserId& user, NodeId node, int64_t expiry_ms);
 
   Options options_;
+  std::string_view engine_;  // the backend's name, a literal: immutable, read without the lock
   Mutex mu_;
   std::unique_ptr<dirdb::Db> db_ PT_GUARDED_BY(mu_);
   std::vector<uint8_t> key_;  // token signing key, immutable after open
