@@ -376,6 +376,15 @@ TEST(AdminCli, CommandsAndErrors) {
     return r.err;
   };
   EXPECT_NE(fails({"user", "list"}, 2).find("--data-dir"), std::string::npos);
+  // --store names a PostgreSQL database, --data-dir a SQLite directory: one of them, and each its kind.
+  EXPECT_NE(fails({"--store", d, "user", "list"}, 2).find("postgresql://"), std::string::npos);
+  EXPECT_NE(
+      fails({"--data-dir", d, "--store", "postgresql://u@127.0.0.1:1/x", "user", "list"}, 2).find("either"),
+      std::string::npos);
+  EXPECT_NE(fails({"--store", "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2", "user", "list"}, 1)
+                .find("storage_io"),
+            std::string::npos)
+      << "an unreachable database is a storage error, not a crash";
   fails({"--data-dir", d}, 2);
   fails({"--data-dir", d, "frobnicate"}, 2);
   fails({"--data-dir", d, "user", "add", "--id", "x", "--name", "X", "--role", "king", "--password",

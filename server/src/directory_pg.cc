@@ -188,8 +188,10 @@ class PgDb final : public Db {
     if (PQstatus(conn_) == CONNECTION_OK) return Status::ok();
     PQreset(conn_);
     if (PQstatus(conn_) != CONNECTION_OK)
-      return Status(ErrorCode::kStorageIo,
-                    std::string("directory: cannot reach PostgreSQL: ") + PQerrorMessage(conn_), true);
+      return Status(
+          ErrorCode::kStorageIo,
+          std::string("directory: cannot reach PostgreSQL: ") + pg_raw::one_line(PQerrorMessage(conn_)),
+          true);
     PGresult* r = PQexec(conn_, "SET search_path TO fieldsync_directory");
     Status s = pg_raw::status_of(r, conn_, "directory: search_path");
     PQclear(r);
@@ -208,8 +210,10 @@ Result<std::unique_ptr<Db>> open_postgresql(const std::string& url) {
   PGconn* conn = PQconnectdb(url.c_str());
   if (conn == nullptr) return Status(ErrorCode::kInternal, "directory: out of memory connecting", true);
   if (PQstatus(conn) != CONNECTION_OK) {
-    Status s(ErrorCode::kStorageIo,
-             std::string("directory: cannot connect to PostgreSQL: ") + PQerrorMessage(conn), true);
+    Status s(
+        ErrorCode::kStorageIo,
+        std::string("directory: cannot connect to PostgreSQL: ") + pg_raw::one_line(PQerrorMessage(conn)),
+        true);
     PQfinish(conn);
     return s;
   }

@@ -11,6 +11,19 @@
 
 namespace fieldsync::server::pg_raw {
 
+// libpq's connection messages run over several lines ("...failed: Connection refused\n\tIs the server
+// running..."): one line for logs and command-line errors.
+inline std::string one_line(const char* text) {
+  std::string out;
+  for (const char* p = text ? text : ""; *p; ++p) {
+    const char c = (*p == '\n' || *p == '\t') ? ' ' : *p;
+    if (c == ' ' && (out.empty() || out.back() == ' ')) continue;
+    out += c;
+  }
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  return out;
+}
+
 inline Status status_of(const PGresult* r, PGconn* conn, const std::string& what) {
   if (r != nullptr) {
     const ExecStatusType st = PQresultStatus(r);
@@ -19,7 +32,8 @@ inline Status status_of(const PGresult* r, PGconn* conn, const std::string& what
   const char* state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
   // No SQLSTATE, or a connection that broke under the statement: lost (retryable kStorageIo).
   if (PQstatus(conn) != CONNECTION_OK) state = nullptr;
-  return pg::status_from(state ? state : "", what, r ? PQresultErrorMessage(r) : PQerrorMessage(conn));
+  return pg::status_from(state ? state : "", what,
+                         one_line(r ? PQresultErrorMessage(r) : PQerrorMessage(conn)));
 }
 
 }  // namespace fieldsync::server::pg_raw

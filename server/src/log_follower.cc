@@ -59,7 +59,8 @@ struct LogFollower::Impl {
     conn = PQconnectdb(url.c_str());
     if (PQstatus(conn) != CONNECTION_OK)
       return Status(ErrorCode::kStorageIo,
-                    std::string("log follower: cannot connect: ") + PQerrorMessage(conn), true);
+                    std::string("log follower: cannot connect: ") + pg_raw::one_line(PQerrorMessage(conn)),
+                    true);
     return exec(conn, listen_sql());
   }
 };
@@ -140,10 +141,10 @@ void LogFollower::local_commit() {
 
 Status notify_log(const std::string& url) {
   PGconn* conn = PQconnectdb(url.c_str());
-  Status s =
-      PQstatus(conn) == CONNECTION_OK
-          ? exec(conn, notify_sql())
-          : Status(ErrorCode::kStorageIo, std::string("cannot connect: ") + PQerrorMessage(conn), true);
+  Status s = PQstatus(conn) == CONNECTION_OK
+                 ? exec(conn, notify_sql())
+                 : Status(ErrorCode::kStorageIo,
+                          std::string("cannot connect: ") + pg_raw::one_line(PQerrorMessage(conn)), true);
   PQfinish(conn);
   return s;
 }
