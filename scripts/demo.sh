@@ -11,14 +11,23 @@
 # --keep the server keeps running after the demo (until you stop it), so you can open the dashboard, watch a
 # rep's next sync arrive in its live feed, approve the orders and look at the conflicts.
 #
-# FIELDSYNC_DEMO_DIR (default ./demo-run) and FIELDSYNC_DEMO_PORT (default 18443) can be set.
+# With --postgres the same day runs on PostgreSQL (issue 20): a throwaway cluster (scripts/pg-cluster.sh), two
+# fieldsync-server instances on one database (--store postgresql://), the devices spread over both, so every
+# change a rep makes through one instance reaches colleagues synced through the other. The head-office API is
+# not offered on PostgreSQL yet (501), so there is no dashboard in that mode.
+#
+# FIELDSYNC_DEMO_DIR (default ./demo-run) and FIELDSYNC_DEMO_PORT (default 18443; --postgres also uses the
+# next port) can be set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KEEP=0
+POSTGRES=0
 for arg in "$@"; do
   case "$arg" in
     --keep) KEEP=1 ;;
-    *) echo "usage: scripts/demo.sh [--keep]   (--keep: leave the server and its dashboard running)" >&2; exit 2 ;;
+    --postgres) POSTGRES=1 ;;
+    *) echo "usage: scripts/demo.sh [--keep] [--postgres]   (--keep: leave the server and its dashboard running;" \
+         "--postgres: two instances on PostgreSQL)" >&2; exit 2 ;;
   esac
 done
 ./scripts/install-deps.sh
@@ -29,12 +38,32 @@ BIN=$PWD/build/bin
 DEMO=$(realpath -m "${FIELDSYNC_DEMO_DIR:-demo-run}")
 PORT=${FIELDSYNC_DEMO_PORT:-18443}
 DATA=$DEMO/server
+[ ! -d "$DEMO/pg" ] || scripts/pg-cluster.sh stop "$DEMO/pg" >/dev/null 2>&1 || true  # an earlier --keep's cluster
 rm -rf "$DEMO"
 mkdir -p "$DEMO"
 PASSWORD=field-sales-2026
+PORT_B=$((PORT + 1))
+STORE=(--data-dir "$DATA")
+if [ "$POSTGRES" = 1 ]; then
+  # A throwaway cluster under the demo directory, stopped when the demo ends (unless --keep).
+  PG_URL=$(scripts/pg-cluster.sh start "$DEMO/pg")
+  STORE=(--store "$PG_URL")
+fi
 
 step() { printf '\n== %s\n' "$*"; }
-admin() { "$BIN/fieldsync-admin" --data-dir "$DATA" "$@"; }
+admin() { "$BIN/fieldsync-admin" "${STORE[@]}" "$@"; }
+# Which instance each person's device syncs through: with --postgres the devices are spread over both.
+declare -A INSTANCE=([ho]=$PORT [maria]=$PORT_B [alice]=$PORT [bob]=$PORT_B [carol]=$PORT)
+[ "$POSTGRES" = 1 ] || for u in "${!INSTANCE[@]}"; do INSTANCE[$u]=$PORT; done
+servers() {  # servers USER: the device's URL list, its own instance first and the other as its fallback
+  local other=$PORT
+  [ "${INSTANCE[$1]}" != "$PORT" ] || other=$PORT_B
+  if [ "$POSTGRES" = 1 ]; then
+    echo "wss://127.0.0.1:${INSTANCE[$1]}/sync,wss://127.0.0.1:$other/sync"
+  else
+    echo "wss://127.0.0.1:$PORT/sync"
+  fi
+}
 declare -A ROLE TOKEN
 rep() {  # rep USER COMMAND...: run fieldsync-rep on USER's own device (replica file)
   local u=$1
@@ -43,8 +72,12 @@ rep() {  # rep USER COMMAND...: run fieldsync-rep on USER's own device (replica 
 }
 sync() {  # sync USER...: each device connects, pushes its outbox, pulls, disconnects
   for u in "$@"; do
-    rep "$u" sync --server "wss://127.0.0.1:$PORT/sync" --ca "$DATA/dev-cert.pem" --once >/dev/null
-    printf '  %-6s synced, %s transactions pending\n' "$u" "$(rep "$u" pending)"
+    rep "$u" sync --server "$(servers "$u")" --ca "$DATA/dev-cert.pem" --once >/dev/null
+    if [ "$POSTGRES" = 1 ]; then
+      printf '  %-6s synced through :%s, %s transactions pending\n' "$u" "${INSTANCE[$u]}" "$(rep "$u" pending)"
+    else
+      printf '  %-6s synced, %s transactions pending\n' "$u" "$(rep "$u" pending)"
+    fi
   done
 }
 
@@ -70,29 +103,54 @@ done
 echo "  territories north, south; head office ho, manager maria, reps alice + bob (north), carol (south)"
 echo "  3 products with standard prices"
 
-step "starting fieldsync-server (embedded SQLite store, generated dev certificate)"
-"$BIN/fieldsync-server" --dev --data-dir "$DATA" --listen "127.0.0.1:$PORT" --threads 2 >"$DEMO/server.log" 2>&1 &
-SERVER_PID=$!
-trap 'kill -TERM $SERVER_PID 2>/dev/null || true; wait $SERVER_PID 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-  if [ -f "$DATA/dev-cert.pem" ] && (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then break; fi
-  sleep 0.1
-done
-sed 's/^/  /' "$DEMO/server.log" | head -5
-DASHBOARD="https://127.0.0.1:$PORT/"
-if curl -sf --cacert "$DATA/dev-cert.pem" "$DASHBOARD" | grep -q '<title>fieldsync head office</title>'; then
-  echo "  head-office dashboard: $DASHBOARD  (log in as ho, password $PASSWORD; the browser warns about the"
-  echo "  generated certificate: its SHA-256 pin is in the log above)"
+wait_for_port() {
+  for _ in $(seq 1 100); do
+    if [ -f "$DATA/dev-cert.pem" ] && (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "demo: no server on port $1" >&2
+  return 1
+}
+if [ "$POSTGRES" = 1 ]; then
+  step "starting two fieldsync-server instances on one PostgreSQL database (generated dev certificate)"
+  mkdir -p "$DATA"
+  "$BIN/fieldsync-server" --dev --data-dir "$DATA" --store "$PG_URL" --listen "127.0.0.1:$PORT" --threads 2 \
+    >"$DEMO/server.log" 2>&1 &
+  SERVER_PID=$!
+  wait_for_port "$PORT"  # the first makes the certificate; the second reuses it
+  "$BIN/fieldsync-server" --dev --data-dir "$DATA" --store "$PG_URL" --listen "127.0.0.1:$PORT_B" --threads 2 \
+    >"$DEMO/server-b.log" 2>&1 &
+  SERVER_B_PID=$!
+  trap 'kill -TERM $SERVER_PID $SERVER_B_PID 2>/dev/null || true; wait $SERVER_PID $SERVER_B_PID 2>/dev/null || true
+        scripts/pg-cluster.sh stop "$DEMO/pg" || true' EXIT
+  wait_for_port "$PORT_B"
+  sed 's/^/  A: /' "$DEMO/server.log" | head -3
+  sed 's/^/  B: /' "$DEMO/server-b.log" | head -3
+  echo "  devices: ho, alice and carol sync through :$PORT, maria and bob through :$PORT_B (each with the other"
+  echo "  instance as its fallback)"
 else
-  echo "demo: the server does not serve the dashboard at $DASHBOARD" >&2
-  exit 1
+  step "starting fieldsync-server (embedded SQLite store, generated dev certificate)"
+  "$BIN/fieldsync-server" --dev --data-dir "$DATA" --listen "127.0.0.1:$PORT" --threads 2 >"$DEMO/server.log" 2>&1 &
+  SERVER_PID=$!
+  trap 'kill -TERM $SERVER_PID 2>/dev/null || true; wait $SERVER_PID 2>/dev/null || true' EXIT
+  wait_for_port "$PORT"
+  sed 's/^/  /' "$DEMO/server.log" | head -5
+  DASHBOARD="https://127.0.0.1:$PORT/"
+  if curl -sf --cacert "$DATA/dev-cert.pem" "$DASHBOARD" | grep -q '<title>fieldsync head office</title>'; then
+    echo "  head-office dashboard: $DASHBOARD  (log in as ho, password $PASSWORD; the browser warns about the"
+    echo "  generated certificate: its SHA-256 pin is in the log above)"
+  else
+    echo "demo: the server does not serve the dashboard at $DASHBOARD" >&2
+    exit 1
+  fi
 fi
 
 step "every device gets its own replica, is registered by head office, and logs in over HTTPS (POST /login)"
 for u in ho maria alice bob carol; do
   node=$(rep "$u" status | awk -F'\t' '$1 == "node" { print $2 }')
   admin device register --node "$node" --user "$u" >/dev/null
-  TOKEN[$u]=$(rep "$u" login --server "wss://127.0.0.1:$PORT/sync" --ca "$DATA/dev-cert.pem" --password "$PASSWORD")
+  TOKEN[$u]=$(rep "$u" login --server "$(servers "$u")" --ca "$DATA/dev-cert.pem" \
+    --password "$PASSWORD")
   printf '  %-6s device %s\n' "$u" "$node"
 done
 
@@ -180,11 +238,17 @@ for u in ho maria alice bob carol; do
 done
 
 step "where the data lives"
-echo "  central store:   $DATA/central.db (SQLite, WAL; tables per entity, _log (also the audit), _conflicts, _rejections)"
-echo "  users/devices:   $DATA/directory.db"
+if [ "$POSTGRES" = 1 ]; then
+  echo "  central store:   PostgreSQL $PG_URL (tables per entity, the log, conflicts, rejections)"
+  echo "  users/devices:   the same database, schema fieldsync_directory"
+  echo "  server logs:     $DEMO/server.log (:$PORT), $DEMO/server-b.log (:$PORT_B)"
+else
+  echo "  central store:   $DATA/central.db (SQLite, WAL; tables per entity, _log (also the audit), _conflicts, _rejections)"
+  echo "  users/devices:   $DATA/directory.db"
+  echo "  server log:      $DEMO/server.log"
+fi
 echo "  dev certificate: $DATA/dev-cert.pem"
 echo "  device replicas: $DEMO/{ho,maria,alice,bob,carol}.db"
-echo "  server log:      $DEMO/server.log"
 
 step "the deterministic simulator: 200 seeds of faults, crashes and clock skew"
 "$BIN/fieldsync-sim" --seeds 200 --quiet
@@ -192,6 +256,15 @@ step "the deterministic simulator: 200 seeds of faults, crashes and clock skew"
 [ "$ok" = 1 ] || { echo "demo: devices did not converge" >&2; exit 1; }
 echo
 echo "demo: all devices converged with the server"
+if [ "$POSTGRES" = 1 ]; then
+  echo "demo: two instances on one PostgreSQL database; devices on either converged"
+  if [ "$KEEP" = 1 ]; then
+    trap - EXIT
+    echo "demo: --keep: the servers (pids $SERVER_PID $SERVER_B_PID) and the cluster keep running; stop them with:"
+    echo "  kill $SERVER_PID $SERVER_B_PID; scripts/pg-cluster.sh stop $DEMO/pg"
+  fi
+  exit 0
+fi
 echo "demo: head-office dashboard at $DASHBOARD (user ho, password $PASSWORD)"
 if [ "$KEEP" = 1 ]; then
   trap - EXIT

@@ -95,7 +95,7 @@ TEST(Admin, CatalogueWritesAreLoggedTransactionsFromTheAdminNode) {
   EXPECT_EQ(admin->set_price("P-1", "retail", 1, "EURO").status().code(), ErrorCode::kValueInvalid)
       << "the model's validation applies";
 
-  SqliteCentralStore& store = admin->store();
+  SqliteCentralStore& store = *admin->sqlite_store();
   std::vector<ServerTxn> log = store.read_log(0, 1000).value();
   ASSERT_EQ(log.size(), 4u);
   for (size_t i = 0; i < log.size(); ++i) {
@@ -274,7 +274,7 @@ TEST(Admin, MoveAccountIsAHeadOfficeTransactionWithAScopeMove) {
   exchange();
   ASSERT_EQ(replica.records().count(RecordKey{EntityId::kAccount, account}), 1u);
 
-  SqliteCentralStore& store = admin->store();
+  CentralStore& store = admin->store();
   const uint64_t head = store.head_seq().value();
   EXPECT_EQ(admin->move_account("not-an-id", "south").code(), ErrorCode::kInvalidArgument);
   EXPECT_EQ(admin->move_account(account.to_string(), "west").code(), ErrorCode::kInvalidArgument);
@@ -376,6 +376,15 @@ TEST(AdminCli, CommandsAndErrors) {
     return r.err;
   };
   EXPECT_NE(fails({"user", "list"}, 2).find("--data-dir"), std::string::npos);
+  // --store names a PostgreSQL database, --data-dir a SQLite directory: one of them, and each its kind.
+  EXPECT_NE(fails({"--store", d, "user", "list"}, 2).find("postgresql://"), std::string::npos);
+  EXPECT_NE(
+      fails({"--data-dir", d, "--store", "postgresql://u@127.0.0.1:1/x", "user", "list"}, 2).find("either"),
+      std::string::npos);
+  EXPECT_NE(fails({"--store", "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2", "user", "list"}, 1)
+                .find("storage_io"),
+            std::string::npos)
+      << "an unreachable database is a storage error, not a crash";
   fails({"--data-dir", d}, 2);
   fails({"--data-dir", d, "frobnicate"}, 2);
   fails({"--data-dir", d, "user", "add", "--id", "x", "--name", "X", "--role", "king", "--password",

@@ -6,8 +6,12 @@
 #include <sys/stat.h>
 
 #include <filesystem>
+#include <list>
+#include <thread>
 
 #include "fieldsync/sync/scope.h"
+#include "pg.h"
+#include "support/pg_test_db.h"
 
 namespace fieldsync::server {
 namespace {
@@ -30,17 +34,47 @@ class TempDir {
   std::string path_;
 };
 
-class DirectoryTest : public testing::Test {
+// Ends every connection to the test's database (what clients see when PostgreSQL restarts or fails over).
+Status drop_connections(const fieldsync::testing::PgTestDatabase& db) {
+  auto c = pg::Conn::open(db.admin_url());
+  if (!c) return c.status();
+  return (*c)->exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                    pg::Params().add(db.name()));
+}
+
+// Every DirectoryTest runs on both engines: a SQLite file, and a fresh PostgreSQL database.
+class DirectoryTest : public ::testing::TestWithParam<std::string> {
  protected:
-  DirectoryTest() { reopen(); }
-  void reopen() {
-    dir.reset();
+  DirectoryTest() {
+    location = fresh_location();
+    reopen();
+  }
+  bool postgres() const { return GetParam() == "postgresql"; }
+  // A new, empty place for a directory: a file in a new temporary directory, or a new database.
+  std::string fresh_location() {
+    if (postgres()) {
+      databases.emplace_back();
+      return databases.back().url();
+    }
+    dirs.emplace_back();
+    return dirs.back().file("directory.db");
+  }
+  static Directory::Options test_options() {
     Directory::Options options;
     options.pbkdf2_iterations = 1000;  // tests only; the default is 210,000
     options.token_ttl_ms = kTtl;
-    auto r = Directory::open(tmp.file("directory.db"), options);
-    ASSERT_TRUE(r.is_ok()) << r.status().to_string();
-    dir = std::move(r.value());
+    return options;
+  }
+  static std::unique_ptr<Directory> open_at(const std::string& where) {
+    auto r = Directory::open(where, test_options());
+    EXPECT_TRUE(r.is_ok()) << r.status().to_string();
+    return r ? std::move(r.value()) : nullptr;
+  }
+  void reopen() {
+    dir.reset();
+    dir = open_at(location);
+    ASSERT_TRUE(dir != nullptr);
+    ASSERT_EQ(dir->engine(), GetParam());
   }
   void seed() {
     ASSERT_TRUE(dir->add_territory({"north", "North"}).is_ok());
@@ -67,10 +101,51 @@ class DirectoryTest : public testing::Test {
     h.token = std::move(token);
     return h;
   }
+  // The stored salts and hashes of every user, in id order, read beside the Directory.
+  void stored_salts_and_hashes(std::vector<std::vector<uint8_t>>& salts,
+                               std::vector<std::vector<uint8_t>>& hashes) {
+    if (postgres()) {
+      auto c = pg::Conn::open(location);
+      ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+      auto rows = (*c)->query("SELECT pw_salt, pw_hash FROM fieldsync_directory.users ORDER BY id");
+      ASSERT_TRUE(rows.is_ok()) << rows.status().to_string();
+      for (int i = 0; i < rows->size(); ++i) {
+        auto salt = rows->blob(i, 0), hash = rows->blob(i, 1);
+        salts.emplace_back(salt.begin(), salt.end());
+        hashes.emplace_back(hash.begin(), hash.end());
+      }
+      return;
+    }
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(location.c_str(), &db), SQLITE_OK);
+    sqlite3_stmt* q = nullptr;
+    ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT pw_salt, pw_hash FROM users ORDER BY id", -1, &q, nullptr),
+              SQLITE_OK);
+    while (sqlite3_step(q) == SQLITE_ROW) {
+      auto blob = [&](int i) {
+        auto* p = static_cast<const uint8_t*>(sqlite3_column_blob(q, i));
+        return std::vector<uint8_t>(p, p + sqlite3_column_bytes(q, i));
+      };
+      salts.push_back(blob(0));
+      hashes.push_back(blob(1));
+    }
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+  }
 
-  TempDir tmp;
+  std::list<TempDir> dirs;
+  std::list<fieldsync::testing::PgTestDatabase> databases;
+  std::string location;
   std::unique_ptr<Directory> dir;
 };
+
+INSTANTIATE_TEST_SUITE_P(Engines, DirectoryTest, ::testing::Values("sqlite", "postgresql"),
+                         [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
+
+// What only PostgreSQL has: a connection to lose, a format number, servers migrating one database at once.
+class DirectoryPgTest : public DirectoryTest {};
+INSTANTIATE_TEST_SUITE_P(Engines, DirectoryPgTest, ::testing::Values("postgresql"),
+                         [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
 
 TEST(PasswordHash, SameInputSameHashAndSaltsMatter) {
   std::vector<uint8_t> salt1(16, 1), salt2(16, 2);
@@ -105,17 +180,19 @@ TEST(Base64Url, RoundTripsAndRejectsJunk) {
   EXPECT_TRUE(base64url_decode("AA").has_value());
 }
 
-TEST_F(DirectoryTest, DefaultWorkFactorIsHigh) {
+TEST_P(DirectoryTest, DefaultWorkFactorIsHigh) {
   EXPECT_GE(Directory::Options{}.pbkdf2_iterations, 210'000u);
 }
 
-TEST_F(DirectoryTest, FileIsOwnerOnly) {
+TEST(DirectoryFile, IsOwnerOnly) {
+  TempDir tmp;
+  ASSERT_TRUE(Directory::open(tmp.file("directory.db"), Directory::Options{}).is_ok());
   struct stat st {};
   ASSERT_EQ(stat(tmp.file("directory.db").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600);
 }
 
-TEST_F(DirectoryTest, UsersAndValidation) {
+TEST_P(DirectoryTest, UsersAndValidation) {
   seed();
   auto u = dir->user("mia");
   ASSERT_TRUE(u.is_ok());
@@ -143,7 +220,7 @@ TEST_F(DirectoryTest, UsersAndValidation) {
   EXPECT_EQ(dir->territories().size(), 3u);
 }
 
-TEST_F(DirectoryTest, LoginRightAndWrongPasswordSameError) {
+TEST_P(DirectoryTest, LoginRightAndWrongPasswordSameError) {
   seed();
   auto token = dir->login("alice", "alice-password", 1001, kNow);
   ASSERT_TRUE(token.is_ok()) << token.status().to_string();
@@ -161,7 +238,7 @@ TEST_F(DirectoryTest, LoginRightAndWrongPasswordSameError) {
   EXPECT_TRUE(dir->login("alice", "new-alice-password", 1001, kNow).is_ok());
 }
 
-TEST_F(DirectoryTest, SaltsDifferForTheSamePassword) {
+TEST_P(DirectoryTest, SaltsDifferForTheSamePassword) {
   ASSERT_TRUE(dir->add_user({"u1", "U1", Role::kRep}, "same-password", kNow).is_ok());
   ASSERT_TRUE(dir->add_user({"u2", "U2", Role::kRep}, "same-password", kNow).is_ok());
   ASSERT_TRUE(dir->register_device(100, "u1", kNow).is_ok());
@@ -169,29 +246,15 @@ TEST_F(DirectoryTest, SaltsDifferForTheSamePassword) {
   // Both log in with the same password, yet the stored hashes differ: read them through a second connection.
   EXPECT_TRUE(dir->login("u1", "same-password", 100, kNow).is_ok());
   EXPECT_TRUE(dir->login("u2", "same-password", 200, kNow).is_ok());
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(tmp.file("directory.db").c_str(), &db), SQLITE_OK);
-  sqlite3_stmt* q = nullptr;
-  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT pw_salt, pw_hash FROM users ORDER BY id", -1, &q, nullptr),
-            SQLITE_OK);
   std::vector<std::vector<uint8_t>> salts, hashes;
-  while (sqlite3_step(q) == SQLITE_ROW) {
-    auto blob = [&](int i) {
-      auto* p = static_cast<const uint8_t*>(sqlite3_column_blob(q, i));
-      return std::vector<uint8_t>(p, p + sqlite3_column_bytes(q, i));
-    };
-    salts.push_back(blob(0));
-    hashes.push_back(blob(1));
-  }
-  sqlite3_finalize(q);
-  sqlite3_close(db);
+  stored_salts_and_hashes(salts, hashes);
   ASSERT_EQ(salts.size(), 2u);
   EXPECT_EQ(salts[0].size(), 16u);
   EXPECT_NE(salts[0], salts[1]);
   EXPECT_NE(hashes[0], hashes[1]);
 }
 
-TEST_F(DirectoryTest, TokenAuthenticatesAndBuildsThePrincipal) {
+TEST_P(DirectoryTest, TokenAuthenticatesAndBuildsThePrincipal) {
   seed();
   auto token = dir->login("alice", "alice-password", 1001, kNow);
   ASSERT_TRUE(token.is_ok());
@@ -206,7 +269,7 @@ TEST_F(DirectoryTest, TokenAuthenticatesAndBuildsThePrincipal) {
   EXPECT_TRUE(dir->authenticate(hello(1001, *token), kNow + 1000).is_ok());
 }
 
-TEST_F(DirectoryTest, TamperedTokenFails) {
+TEST_P(DirectoryTest, TamperedTokenFails) {
   seed();
   std::string token = *dir->login("alice", "alice-password", 1001, kNow);
   auto raw = *base64url_decode(token);
@@ -223,17 +286,15 @@ TEST_F(DirectoryTest, TamperedTokenFails) {
   EXPECT_EQ(dir->authenticate(hello(1001, ""), kNow).status().code(), ErrorCode::kAuthFailed);
   EXPECT_EQ(dir->authenticate(hello(1001, "not base64!"), kNow).status().code(), ErrorCode::kAuthFailed);
   // A token signed with another directory's key.
-  TempDir other_tmp;
-  Directory::Options o;
-  o.pbkdf2_iterations = 1000;
-  auto other = std::move(*Directory::open(other_tmp.file("d.db"), o));
+  auto other = open_at(fresh_location());
+  ASSERT_TRUE(other != nullptr);
   ASSERT_TRUE(other->add_user({"alice", "Alice", Role::kRep}, "alice-password", kNow).is_ok());
   ASSERT_TRUE(other->register_device(1001, "alice", kNow).is_ok());
   std::string foreign = *other->login("alice", "alice-password", 1001, kNow);
   EXPECT_EQ(dir->authenticate(hello(1001, foreign), kNow).status().code(), ErrorCode::kAuthFailed);
 }
 
-TEST_F(DirectoryTest, ExpiredToken) {
+TEST_P(DirectoryTest, ExpiredToken) {
   seed();
   std::string token = *dir->login("alice", "alice-password", 1001, kNow);
   EXPECT_TRUE(dir->authenticate(hello(1001, token), kNow + kTtl - 1).is_ok());
@@ -246,13 +307,13 @@ TEST_F(DirectoryTest, ExpiredToken) {
   EXPECT_EQ(dir->authenticate(hello(1001, token), kNow + kTtl).status().code(), ErrorCode::kTokenExpired);
 }
 
-TEST_F(DirectoryTest, TokenOfAnotherNodeFails) {
+TEST_P(DirectoryTest, TokenOfAnotherNodeFails) {
   seed();
   std::string token = *dir->login("alice", "alice-password", 1001, kNow);
   EXPECT_EQ(dir->authenticate(hello(1002, token), kNow).status().code(), ErrorCode::kAuthFailed);
 }
 
-TEST_F(DirectoryTest, RevokedDeviceIsRefusedEvenWithAnExpiredToken) {
+TEST_P(DirectoryTest, RevokedDeviceIsRefusedEvenWithAnExpiredToken) {
   seed();
   std::string token = *dir->login("alice", "alice-password", 1001, kNow);
   ASSERT_TRUE(dir->revoke_device(1001, kNow + 5).is_ok());
@@ -271,7 +332,7 @@ TEST_F(DirectoryTest, RevokedDeviceIsRefusedEvenWithAnExpiredToken) {
   EXPECT_TRUE(dir->login("alice", "alice-password", 1011, kNow).is_ok());
 }
 
-TEST_F(DirectoryTest, NodeIdsAreUniqueAndServerIdsReserved) {
+TEST_P(DirectoryTest, NodeIdsAreUniqueAndServerIdsReserved) {
   seed();
   EXPECT_EQ(dir->register_device(1001, "bob", kNow).code(), ErrorCode::kInvalidArgument);
   EXPECT_EQ(dir->register_device(1, "bob", kNow).code(), ErrorCode::kInvalidArgument);
@@ -281,7 +342,7 @@ TEST_F(DirectoryTest, NodeIdsAreUniqueAndServerIdsReserved) {
   EXPECT_EQ(dir->devices().size(), 5u);
 }
 
-TEST_F(DirectoryTest, PrincipalForEachRole) {
+TEST_P(DirectoryTest, PrincipalForEachRole) {
   seed();
   ASSERT_TRUE(dir->assign_territory("mia", "east").is_ok());  // a manager's own territory
   auto rep = dir->principal("bob");
@@ -310,6 +371,131 @@ TEST_F(DirectoryTest, PrincipalForEachRole) {
   ASSERT_TRUE(via_token.is_ok());
   EXPECT_EQ(via_token->team, mgr->team);
   EXPECT_EQ(via_token->territories, mgr->territories);
+}
+
+TEST_P(DirectoryTest, RolesDisablingAuditAndResolutions) {
+  seed();
+  // A rep made head office loses their territories and team place, in one step.
+  ASSERT_TRUE(dir->set_role("alice", User{"", "", Role::kHeadOffice}).is_ok());
+  EXPECT_TRUE(dir->user_territories("alice")->empty());
+  EXPECT_EQ(*dir->team("mia"), std::vector<UserId>{"bob"});
+  EXPECT_EQ(dir->set_role("nobody", User{"", "", Role::kRep}).code(), ErrorCode::kInvalidArgument);
+  User partner;
+  partner.partner = true;
+  ASSERT_TRUE(dir->set_role("carol", partner).is_ok());
+  EXPECT_TRUE(dir->user("carol")->partner);
+  EXPECT_EQ(dir->register_device(3003, "carol", kNow).code(), ErrorCode::kInvalidArgument);
+  ASSERT_TRUE(dir->set_display_name("bob", "Robert").is_ok());
+  EXPECT_EQ(dir->user("bob")->display_name, "Robert");
+  ASSERT_TRUE(dir->set_disabled("bob", true).is_ok());
+  EXPECT_TRUE(dir->user("bob")->disabled);
+  EXPECT_EQ(dir->check_password("bob", "bob-password").status().code(), ErrorCode::kAuthFailed);
+  EXPECT_EQ(dir->principal("bob").status().code(), ErrorCode::kAuthFailed);
+  EXPECT_EQ(dir->set_disabled("nobody", true).code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(dir->check_password("hq", "hq-password")->role, Role::kHeadOffice);
+
+  ASSERT_TRUE(dir->audit({0, kNow, "hq", "user.disable", "bob", R"({"why":"left"})"}).is_ok());
+  ASSERT_TRUE(dir->audit({0, kNow + 1, "hq", "device.revoke", "1002", ""}).is_ok());
+  auto trail = dir->audit_trail(0, 10);
+  ASSERT_TRUE(trail.is_ok());
+  ASSERT_EQ(trail->size(), 2u);
+  EXPECT_EQ((*trail)[0].action, "user.disable");
+  EXPECT_EQ((*trail)[0].detail, R"({"why":"left"})");
+  EXPECT_LT((*trail)[0].id, (*trail)[1].id);
+  EXPECT_EQ(dir->audit_trail((*trail)[0].id, 10)->size(), 1u);
+  EXPECT_EQ(dir->audit_trail(0, 1)->size(), 1u);
+
+  ASSERT_TRUE(dir->set_resolution({7, "hq", kNow, "restore", 42}).is_ok());
+  EXPECT_EQ(dir->set_resolution({7, "hq", kNow, "accept", 0}).code(), ErrorCode::kInvalidArgument);
+  auto r = dir->resolution(7);
+  ASSERT_TRUE(r.is_ok() && r->has_value());
+  EXPECT_EQ((*r)->server_seq, 42u);
+  EXPECT_EQ((*r)->action, "restore");
+  EXPECT_FALSE(dir->resolution(8)->has_value());
+  EXPECT_EQ(dir->resolutions()->size(), 1u);
+  ASSERT_TRUE(dir->unassign_territory("bob", "south").is_ok());
+  EXPECT_TRUE(dir->user_territories("bob")->empty());
+  ASSERT_TRUE(dir->unassign_team("mia", "bob").is_ok());
+  EXPECT_TRUE(dir->team("mia")->empty());
+}
+
+// Two servers in front of one database (issue 20, "Several instances"): each has its own Directory on the
+// same store. A token issued by one is accepted by the other (one signing key), and a revocation, a
+// disabled user or a new territory made through one holds on the other at its next handshake.
+TEST_P(DirectoryTest, TwoServersOnOneDatabaseShareTokensAndRevocations) {
+  seed();
+  std::unique_ptr<Directory> other = open_at(location);
+  ASSERT_TRUE(other != nullptr);
+  const std::string from_a = *dir->login("alice", "alice-password", 1001, kNow);
+  const std::string from_b = *other->login("bob", "bob-password", 1002, kNow);
+  EXPECT_EQ(other->authenticate(hello(1001, from_a), kNow)->user, "alice");
+  EXPECT_EQ(dir->authenticate(hello(1002, from_b), kNow)->user, "bob");
+
+  ASSERT_TRUE(dir->assign_territory("alice", "east").is_ok());
+  EXPECT_EQ(other->authenticate(hello(1001, from_a), kNow)->territories,
+            (std::vector<std::string>{"east", "north"}));
+
+  ASSERT_TRUE(dir->revoke_device(1002, kNow).is_ok());
+  EXPECT_EQ(other->authenticate(hello(1002, from_b), kNow).status().code(), ErrorCode::kDeviceRevoked);
+  EXPECT_EQ(other->login("bob", "bob-password", 1002, kNow).status().code(), ErrorCode::kAuthFailed);
+
+  ASSERT_TRUE(other->set_disabled("alice", true).is_ok());
+  EXPECT_EQ(dir->authenticate(hello(1001, from_a), kNow).status().code(), ErrorCode::kAuthFailed);
+  EXPECT_EQ(dir->login("alice", "alice-password", 1001, kNow).status().code(), ErrorCode::kAuthFailed);
+  ASSERT_TRUE(dir->set_disabled("alice", false).is_ok());
+  EXPECT_TRUE(other->authenticate(hello(1001, from_a), kNow).is_ok());
+
+  // Users and devices made through either are there for both.
+  ASSERT_TRUE(other->add_user({"dan", "Dan", Role::kRep}, "dan-password", kNow).is_ok());
+  ASSERT_TRUE(dir->register_device(1006, "dan", kNow).is_ok());
+  EXPECT_EQ(dir->add_user({"dan", "Dan again", Role::kRep}, "dan-password", kNow).code(),
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(other->register_device(1006, "dan", kNow).code(), ErrorCode::kInvalidArgument);
+  EXPECT_TRUE(other->authenticate(hello(1006, *dir->login("dan", "dan-password", 1006, kNow)), kNow).is_ok());
+}
+
+// PostgreSQL only: the connection can drop under a running server (a database restart, a failover). The
+// statement that finds it broken fails with a retryable storage error -- never an authentication failure,
+// which would make a phone stop syncing -- and the next call connects again.
+TEST_P(DirectoryPgTest, ALostConnectionIsRetryableAndReconnects) {
+  seed();
+  const std::string token = *dir->login("alice", "alice-password", 1001, kNow);
+  ASSERT_TRUE(dir->authenticate(hello(1001, token), kNow).is_ok());
+  ASSERT_TRUE(drop_connections(databases.back()).is_ok());
+  Result<Principal> during = dir->authenticate(hello(1001, token), kNow);
+  ASSERT_FALSE(during.is_ok());
+  EXPECT_EQ(during.status().code(), ErrorCode::kStorageIo) << during.status().to_string();
+  EXPECT_TRUE(during.status().retryable());
+  Result<Principal> after = dir->authenticate(hello(1001, token), kNow);
+  ASSERT_TRUE(after.is_ok()) << after.status().to_string();
+  EXPECT_EQ(after->territories, std::vector<std::string>{"north"});
+}
+
+TEST_P(DirectoryPgTest, ADirectoryOfANewerServerIsRefused) {
+  dir.reset();
+  {
+    auto c = pg::Conn::open(location);
+    ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+    ASSERT_TRUE((*c)->exec("UPDATE fieldsync_directory.format SET version = 99").is_ok());
+  }
+  auto r = Directory::open(location, test_options());
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().code(), ErrorCode::kSchemaTooNew) << r.status().to_string();
+}
+
+// PostgreSQL only: servers starting together create and migrate the schema one after the other (an
+// advisory lock), and agree on one signing key.
+TEST_P(DirectoryPgTest, ServersStartingTogetherAgreeOnOneSchemaAndKey) {
+  const std::string fresh = fresh_location();
+  std::vector<std::unique_ptr<Directory>> opened(4);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < opened.size(); ++i) threads.emplace_back([&, i] { opened[i] = open_at(fresh); });
+  for (std::thread& t : threads) t.join();
+  for (const auto& d : opened) ASSERT_TRUE(d != nullptr);
+  ASSERT_TRUE(opened[0]->add_user({"zoe", "Zoe", Role::kRep}, "zoe-password", kNow).is_ok());
+  ASSERT_TRUE(opened[1]->register_device(2001, "zoe", kNow).is_ok());
+  const std::string token = *opened[2]->login("zoe", "zoe-password", 2001, kNow);
+  for (const auto& d : opened) EXPECT_TRUE(d->authenticate(hello(2001, token), kNow).is_ok());
 }
 
 }  // namespace

@@ -578,7 +578,7 @@ TEST_F(E2E, RepsNeverSeeOtherTerritoriesAndOutOfScopePushesAreRejectedWhole) {
   EXPECT_FALSE(admin->store().load(EntityId::kAccount, n3).value().has_value());
   EXPECT_FALSE(admin->store().load(EntityId::kAccount, s3).value().has_value());
   std::map<uint64_t, ErrorCode> stored;
-  for (const StoredRejection& r : admin->store().rejections().value())
+  for (const StoredRejection& r : admin->sqlite_store()->rejections().value())
     if (r.node == alice.node) stored[r.node_seq] = r.reason;
   EXPECT_EQ(stored, (std::map<uint64_t, ErrorCode>{{*bad1, ErrorCode::kOutOfScope},
                                                    {*bad2, ErrorCode::kOutOfScope}}));

@@ -621,6 +621,50 @@ TEST_F(NetTest, ReconnectsAfterServerRestartAndAppliesOfflineWriteOnce) {
   ca.stop();
 }
 
+// Several server URLs (issue 20: several instances in front of one store): when the instance a device is
+// connected to goes away, the transport moves on to the next URL and pushes there what the first never
+// acknowledged, exactly once.
+TEST_F(NetTest, FailsOverToTheNextServerUrlWhenItsInstanceGoesAway) {
+  // Instance B's port, known before it runs: a device is configured with every URL up front.
+  start_server();
+  const uint16_t port_b = port;
+  server->stop();
+  server.reset();
+  start_server();  // instance A
+  const std::string url_a = url();
+  const std::string url_b = "wss://" + address + ":" + std::to_string(port_b) + "/sync";
+
+  WsClientOptions bad = options();
+  bad.fallback_urls = {url_b, "https://not-a-sync-url"};
+  auto d = device(601, "alice");
+  EXPECT_EQ(WsClient(*d->engine, bad).start().code, WsError::kBadUrl) << "every URL is checked at start";
+
+  auto a = device(602, "alice");
+  WsClientOptions o = options();
+  o.fallback_urls = {url_b};
+  WsClient ca(*a->engine, o);
+  ASSERT_TRUE(ca.start().ok());
+  ASSERT_TRUE(ca.wait_until([&] { return ca.connected() && a->engine->idle(); }, 3s))
+      << ca.last_error().to_string();
+  EXPECT_EQ(ca.current_url(), url_a);
+  RecordId before = a->new_account("t-north", "Through A");
+  ASSERT_TRUE(ca.wait_until([&] { return a->engine->idle() && a->store.outbox().empty(); }, 3s));
+
+  server->stop();  // instance A goes away for good
+  server.reset();
+  ASSERT_TRUE(ca.wait_until([&] { return !ca.connected(); }, 3s));
+  RecordId after = a->new_account("t-north", "Through B");
+  start_server(port_b);  // instance B (the same store)
+  ASSERT_TRUE(
+      ca.wait_until([&] { return ca.connected() && a->engine->idle() && a->store.outbox().empty(); }, 5s))
+      << ca.last_error().to_string();
+  EXPECT_EQ(ca.current_url(), url_b);
+  EXPECT_TRUE(store.load(EntityId::kAccount, before).value().has_value());
+  EXPECT_TRUE(store.load(EntityId::kAccount, after).value().has_value());
+  EXPECT_EQ(txns_from(602), 2u) << "each write applied once";
+  ca.stop();
+}
+
 TEST_F(NetTest, SessionWhoseWriteQueueOverflowsIsClosed) {
   // A queue cap below one Welcome frame makes the first answer overflow: the policy path a phone that stops
   // reading reaches once its socket buffers are full.

@@ -390,7 +390,8 @@ struct WsClient::Impl {
 
   SyncEngine& engine;
   WsClientOptions options;
-  Url url;
+  std::vector<Url> urls;  // options.url, then options.fallback_urls
+  std::atomic<size_t> url_index{0};
   std::string pin;
   std::optional<ssl::context> tls;
   std::optional<Backoff> backoff;
@@ -422,6 +423,8 @@ net::awaitable<void> WsClient::Impl::run() {
     }
     if (!st.ok()) set_error(st);
     if (stop_requested) break;
+    // The instance behind this URL failed or went away: the next attempt tries the next one.
+    url_index = (url_index + 1) % urls.size();
     int64_t delay = backoff->next_delay_ms();
     if (options.reconnect_cap_ms > 0) delay = std::min(delay, options.reconnect_cap_ms);
     retry_timer.expires_after(std::chrono::milliseconds(delay));
@@ -434,7 +437,7 @@ net::awaitable<void> WsClient::Impl::run() {
 net::awaitable<WsStatus> WsClient::Impl::one_connection() {
   auto c = std::make_shared<Conn>(ioc, *tls);
   current = c;
-  WsStatus st = co_await open_connection(c->ws, url, options, pin);
+  WsStatus st = co_await open_connection(c->ws, urls[url_index], options, pin);
   if (!st.ok()) co_return st;
   if (stop_requested) {
     co_await c->ws.async_close(websocket::close_code::going_away, kAwait);
@@ -523,7 +526,12 @@ WsStatus WsClient::start() {
   Impl& m = *impl_;
   if (m.is_running) return {};
   if (m.thread.joinable()) m.thread.join();
-  if (WsStatus s = parse_url(m.options.url, m.url); !s.ok()) return s;
+  std::vector<Url> urls(1 + m.options.fallback_urls.size());
+  if (WsStatus s = parse_url(m.options.url, urls[0]); !s.ok()) return s;
+  for (size_t i = 0; i < m.options.fallback_urls.size(); ++i)
+    if (WsStatus s = parse_url(m.options.fallback_urls[i], urls[i + 1]); !s.ok()) return s;
+  m.urls = std::move(urls);
+  if (m.url_index >= m.urls.size()) m.url_index = 0;
   if (WsStatus s = normalise_pin(m.options.pin_sha256, m.pin); !s.ok()) return s;
   if (!m.tls) {
     if (WsStatus s = make_context(m.options, m.tls); !s.ok()) {
@@ -587,6 +595,12 @@ bool WsClient::connected() const {
 WsStatus WsClient::last_error() const {
   MutexLock lock(impl_->mu);
   return impl_->last_error;
+}
+
+std::string WsClient::current_url() const {
+  const Impl& m = *impl_;
+  const size_t i = m.url_index;
+  return i == 0 ? m.options.url : m.options.fallback_urls.at(i - 1);
 }
 
 WsCounters WsClient::counters() const {

@@ -112,6 +112,9 @@ const std::vector<HelpSection> kHelpSections = {
       "CAs\n"
       "                                      unless --ca FILE (trust that CA) or --pin (its SHA-256, as\n"
       "                                      fieldsync-server prints). Prints \"synced<TAB>pending N\".\n"
+      "                                      --server URL,URL,...: instances of one service (several\n"
+      "                                      servers on one PostgreSQL store), tried in turn when one "
+      "fails.\n"
       "                                      A bootstrap or push of 1,000 records or more shows its "
       "progress\n"
       "                                      on stderr: one updating line on a terminal, else plain lines."}},
@@ -322,7 +325,19 @@ std::optional<int64_t> opt_int(const cli::Options& a, const std::string& key) {
 // login's and sync's --server, --ca and --pin.
 WsClientOptions server_options(const cli::Options& a) {
   WsClientOptions o;
-  o.url = need(a, "server");
+  // Several instances of one service, comma-separated: the first, then the others when it fails
+  // (WsClientOptions::fallback_urls). Login uses the first.
+  const std::string servers = need(a, "server");
+  for (size_t start = 0;;) {
+    const size_t comma = servers.find(',', start);
+    std::string url = servers.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    if (o.url.empty())
+      o.url = std::move(url);
+    else
+      o.fallback_urls.push_back(std::move(url));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
   o.ca_file = a.get("ca");
   o.pin_sha256 = a.get("pin");
   return o;

@@ -12,6 +12,7 @@
 #include <set>
 
 #include "fieldsync/io/cli_options.h"
+#include "fieldsync/server/log_follower.h"
 #include "fieldsync/sync/export.h"
 #include "fieldsync/sync/scope.h"
 #include "fieldsync/sync/server.h"
@@ -44,10 +45,13 @@ Change set(EntityId e, RecordId id, uint16_t field, Value v) {
 
 }  // namespace
 
-Admin::Admin(Options options, std::unique_ptr<Directory> directory, std::unique_ptr<SqliteCentralStore> store)
+Admin::Admin(Options options, OpenedStore opened)
     : options_(std::move(options)),
-      directory_(std::move(directory)),
-      store_(std::move(store)),
+      directory_(std::move(opened.directory)),
+      store_(std::move(opened.store)),
+      sqlite_(opened.sqlite),
+      postgres_(opened.postgres),
+      postgresql_url_(std::move(opened.postgresql_url)),
       ids_(std::random_device{}() ^ (static_cast<uint64_t>(std::random_device{}()) << 32)) {}
 
 Admin::~Admin() = default;
@@ -56,21 +60,25 @@ int64_t Admin::now_ms() const {
   return options_.now_ms ? options_.now_ms() : wall_ms();
 }
 
-Result<std::unique_ptr<Admin>> Admin::open(const std::string& data_dir, Options options) {
-  std::error_code ec;
-  if (!fs::exists(data_dir, ec)) {
-    if (!fs::create_directories(data_dir, ec) || ec)
-      return Status(ErrorCode::kStorageIo, "cannot create data directory " + data_dir + ": " + ec.message());
-    ::chmod(data_dir.c_str(), 0700);
-  } else if (!fs::is_directory(data_dir, ec)) {
-    return Status(ErrorCode::kInvalidArgument, data_dir + " is not a directory");
+Result<std::unique_ptr<Admin>> Admin::open(const std::string& location, Options options) {
+  if (!is_postgresql_url(location)) {
+    const std::string& data_dir = location;
+    std::error_code ec;
+    if (!fs::exists(data_dir, ec)) {
+      if (!fs::create_directories(data_dir, ec) || ec)
+        return Status(ErrorCode::kStorageIo,
+                      "cannot create data directory " + data_dir + ": " + ec.message());
+      ::chmod(data_dir.c_str(), 0700);
+    } else if (!fs::is_directory(data_dir, ec)) {
+      return Status(ErrorCode::kInvalidArgument, data_dir + " is not a directory");
+    }
   }
-  auto directory = Directory::open((fs::path(data_dir) / kDirectoryFileName).string(), options.directory);
-  if (!directory) return directory.status();
-  auto store = SqliteCentralStore::open((fs::path(data_dir) / kCentralStoreFileName).string(), options.store);
-  if (!store) return store.status();
-  return std::unique_ptr<Admin>(
-      new Admin(std::move(options), std::move(directory.value()), std::move(store.value())));
+  StoreOpenOptions o;
+  o.sqlite = options.store;
+  o.directory = options.directory;
+  Result<OpenedStore> opened = open_store(location, o);
+  if (!opened) return opened.status();
+  return std::unique_ptr<Admin>(new Admin(std::move(options), std::move(opened.value())));
 }
 
 Status Admin::apply(std::vector<Change> changes) {
@@ -111,6 +119,9 @@ Status Admin::apply(std::vector<Change> changes) {
     const protocol::TxnResult& r = *applied;
     switch (r.outcome) {
       case protocol::TxnOutcome::kApplied:
+        // Servers on a shared PostgreSQL store fan it out now rather than at their next poll; the write
+        // stands either way.
+        if (!postgresql_url_.empty()) (void)notify_log(postgresql_url_);
         return Status::ok();
       case protocol::TxnOutcome::kRejected:
         return Status(r.reason, r.message);
@@ -243,6 +254,7 @@ Result<std::string> Admin::export_json(const std::optional<UserId>& user) {
 
 std::string admin_usage() {
   return R"(usage: fieldsync-admin --data-dir DIR COMMAND [OPTIONS]
+       fieldsync-admin --store postgresql://USER@HOST:PORT/DB COMMAND [OPTIONS]
 
 Administers a fieldsync server's data directory (DIR/directory.db: users, territories, devices, token key;
 DIR/central.db: the central store). DIR is created (mode 0700) if missing. Safe to run while fieldsync-server
@@ -293,7 +305,10 @@ Export:
                          USER can see -- the same bytes `fieldsync-rep export` prints for that user's replica
 
 Options:
-  --data-dir DIR         the server's data directory (required)
+  --data-dir DIR         the server's data directory
+  --store URL            or: the PostgreSQL database of servers started with --store URL (every command
+                         works on it; servers running on it receive catalogue changes and account moves
+                         at once)
   -h, --help             this text
 
 Exit status: 0 done; 1 the command failed (one line on stderr); 2 usage error.
@@ -312,8 +327,8 @@ struct UsageError {
 };
 
 Args parse(const std::vector<std::string>& argv) {
-  cli::Options o({"data-dir", "id", "name", "role", "password", "territory", "user", "manager", "rep", "sku",
-                  "unit", "product", "list", "cents", "currency", "node", "ttl-ms"},
+  cli::Options o({"data-dir", "store", "id", "name", "role", "password", "territory", "user", "manager",
+                  "rep", "sku", "unit", "product", "list", "cents", "currency", "node", "ttl-ms"},
                  {});
   if (std::string e = o.parse(argv); !e.empty()) throw UsageError{e};
   Args a;
@@ -336,7 +351,7 @@ std::optional<std::string> maybe(const Args& a, const std::string& key) {
 
 void only(const Args& a, std::initializer_list<std::string> allowed) {
   for (const auto& [key, value] : a.options) {
-    if (key == "--data-dir") continue;
+    if (key == "--data-dir" || key == "--store") continue;
     if (std::find(allowed.begin(), allowed.end(), key) == allowed.end())
       throw UsageError{key + " does not apply to this command"};
   }
@@ -394,7 +409,11 @@ int run_admin(const std::vector<std::string>& argv, std::istream& in, std::ostre
   try {
     Args a = parse(argv);
     if (a.words.empty()) throw UsageError{"no command"};
-    const std::string data_dir = need(a, "--data-dir");
+    const bool has_store = a.options.count("--store") != 0, has_dir = a.options.count("--data-dir") != 0;
+    if (has_store == has_dir) throw UsageError{"give either --data-dir DIR or --store postgresql://..."};
+    const std::string data_dir = has_store ? need(a, "--store") : need(a, "--data-dir");
+    if (has_store && !is_postgresql_url(data_dir))
+      throw UsageError{"--store takes a postgresql:// URL; a SQLite store is named by --data-dir"};
     auto cmd = [&](std::string_view w0, std::string_view w1 = {}) {
       if (a.words[0] != w0) return false;
       if (w1.empty()) return a.words.size() == 1;

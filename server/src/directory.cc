@@ -1,24 +1,21 @@
 #include "fieldsync/server/directory.h"
 
-#include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <set>
 
-#include "fieldsync/io/sqlite_db.h"
+#include "directory_db.h"
 #include "fieldsync/sync/tuning.h"
 
 namespace fieldsync::server {
 
-using sqlite::Db;
-using sqlite::Stmt;
+using dirdb::Answer;
+using dirdb::Blob;
 
 namespace {
 
@@ -30,26 +27,6 @@ constexpr uint8_t kTokenVersion = 1;
 constexpr size_t kMinPasswordBytes = 8;
 // Node ids below this are the server's own (1: SyncServer's default server_node, 2: fieldsync-admin).
 constexpr NodeId kFirstDeviceNode = 16;
-
-const char* const kDdl[] = {
-    "CREATE TABLE IF NOT EXISTS users (id TEXT PRIMARY KEY, display_name TEXT NOT NULL, role TEXT NOT NULL, "
-    "pw_salt BLOB NOT NULL, pw_hash BLOB NOT NULL, pw_iterations INTEGER NOT NULL, created_at_ms INTEGER NOT "
-    "NULL)",
-    "CREATE TABLE IF NOT EXISTS territories (id TEXT PRIMARY KEY, name TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS user_territories (user_id TEXT NOT NULL, territory_id TEXT NOT NULL, "
-    "PRIMARY KEY (user_id, territory_id))",
-    "CREATE TABLE IF NOT EXISTS teams (manager_id TEXT NOT NULL, rep_id TEXT NOT NULL, PRIMARY KEY "
-    "(manager_id, "
-    "rep_id))",
-    "CREATE TABLE IF NOT EXISTS devices (node INTEGER PRIMARY KEY, user_id TEXT NOT NULL, registered_at_ms "
-    "INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0, revoked_at_ms INTEGER NOT NULL DEFAULT 0)",
-    "CREATE INDEX IF NOT EXISTS idx_devices_user ON devices (user_id)",
-    "CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, actor TEXT NOT NULL, "
-    "action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS conflict_resolutions (conflict_id INTEGER PRIMARY KEY, resolved_by TEXT NOT "
-    "NULL, at_ms INTEGER NOT NULL, action TEXT NOT NULL, server_seq INTEGER NOT NULL)",
-};
 
 Status auth_failed() {
   return Status(ErrorCode::kAuthFailed, "authentication failed");
@@ -188,65 +165,43 @@ std::optional<std::vector<uint8_t>> base64url_decode(std::string_view text) {
   return out;
 }
 
-Directory::Directory(Options options, std::unique_ptr<Db> db) : options_(options), db_(std::move(db)) {}
+Directory::Directory(Options options, std::unique_ptr<dirdb::Db> db)
+    : options_(options), engine_(db->engine()), db_(std::move(db)) {}
 Directory::~Directory() = default;
 
-Result<std::unique_ptr<Directory>> Directory::open(const std::string& path, Options options) {
-  // Create the file owner-only before SQLite opens it: it holds password hashes and the signing key. SQLite
-  // gives the -wal and -shm files the same permissions.
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) return Status(ErrorCode::kStorageIo, "cannot create " + path);
-  const bool chmod_ok = fchmod(fd, 0600) == 0;
-  ::close(fd);
-  if (!chmod_ok) return Status(ErrorCode::kStorageIo, "cannot make " + path + " owner-only");
-
-  Result<std::unique_ptr<Db>> db = Db::open(
-      path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, options.busy_timeout_ms);
+Result<std::unique_ptr<Directory>> Directory::open(const std::string& location, Options options) {
+  Result<std::unique_ptr<dirdb::Db>> db = is_postgresql_url(location)
+                                              ? dirdb::open_postgresql(location)
+                                              : dirdb::open_sqlite(location, options.busy_timeout_ms);
   if (!db) return db.status();
-  Db& d = **db;
-  if (Status s = d.exec("PRAGMA journal_mode = WAL"); !s) return s;
-  if (Status s = d.exec("PRAGMA synchronous = FULL"); !s) return s;
-  if (Status s = d.exec("BEGIN IMMEDIATE"); !s) return s;
-  for (const char* sql : kDdl) {
-    if (Status s = d.exec(sql); !s) {
-      (void)d.exec("ROLLBACK");
-      return s;
-    }
-  }
-  {
-    // Files made before the head-office API have no disabled column: added in place.
-    bool has_disabled = false;
-    {
-      Stmt q(d, "SELECT 1 FROM pragma_table_info('users') WHERE name = 'disabled'");
-      has_disabled = q.step();
-    }
-    if (!has_disabled) {
-      if (Status s = d.exec("ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0"); !s) {
-        (void)d.exec("ROLLBACK");
-        return s;
-      }
-    }
-  }
-  if (Status s = d.exec("COMMIT"); !s) return s;
   std::unique_ptr<Directory> dir(new Directory(options, std::move(db.value())));
   if (Status s = dir->load_or_create_key(); !s) return s;
   return dir;
 }
 
+bool is_postgresql_url(std::string_view location) {
+  return location.rfind("postgresql://", 0) == 0 || location.rfind("postgres://", 0) == 0;
+}
+
+std::string_view Directory::engine() const {
+  return engine_;
+}
+
 Status Directory::load_or_create_key() {
   MutexLock lock(mu_);
-  // INSERT OR IGNORE then SELECT: two processes opening a new directory at once agree on one key.
-  {
-    Stmt q(*db_, "INSERT OR IGNORE INTO secrets (name, value) VALUES ('token_key', ?)");
-    q.bind_blob(1, random_bytes(kKeyBytes));
-    if (Status s = q.run(); !s) return s;
-  }
-  Stmt q(*db_, "SELECT value FROM secrets WHERE name = 'token_key'");
-  if (!q.step()) return q.ok() ? Status(ErrorCode::kStorageCorrupt, "token key missing") : q.status();
-  std::span<const uint8_t> key = q.col_blob(0);
+  // Insert-if-absent then read: two servers opening a new directory at once agree on one key, and every
+  // instance in front of one PostgreSQL database signs and checks tokens with it.
+  const std::vector<uint8_t> fresh = random_bytes(kKeyBytes);
+  Answer ins = db_->run("INSERT INTO secrets (name, value) VALUES ('token_key', ?) ON CONFLICT DO NOTHING",
+                        {Blob{fresh}});
+  if (!ins.ok()) return ins.status;
+  Answer q = db_->run("SELECT value FROM secrets WHERE name = 'token_key'");
+  if (!q.ok()) return q.status;
+  if (q.rows.empty()) return Status(ErrorCode::kStorageCorrupt, "token key missing");
+  std::span<const uint8_t> key = q.rows[0][0].as_blob();
   if (key.size() != kKeyBytes) return Status(ErrorCode::kStorageCorrupt, "token key has the wrong size");
   key_.assign(key.begin(), key.end());
-  return q.status();
+  return Status::ok();
 }
 
 // ---- Users and territories
@@ -259,21 +214,13 @@ Status Directory::add_user(const User& user, std::string_view password, int64_t 
   std::vector<uint8_t> salt = random_bytes(kSaltBytes);
   std::vector<uint8_t> hash = hash_password(password, salt, options_.pbkdf2_iterations);
   MutexLock lock(mu_);
-  Stmt q(
-      *db_,
-      "INSERT INTO users (id, display_name, role, pw_salt, pw_hash, pw_iterations, created_at_ms) VALUES (?, "
-      "?, ?, ?, ?, ?, ?)");
-  q.bind(1, std::string_view(user.id))
-      .bind(2, std::string_view(user.display_name))
-      .bind(3, role_name(user))
-      .bind_blob(4, salt)
-      .bind_blob(5, hash)
-      .bind(6, int64_t{options_.pbkdf2_iterations})
-      .bind(7, now_ms);
-  Status s = q.run();
-  if ((sqlite3_extended_errcode(db_->raw()) & 0xff) == SQLITE_CONSTRAINT && !s)
-    return invalid("user " + user.id + " already exists");
-  return s;
+  Answer a = db_->run(
+      "INSERT INTO users (id, display_name, role, pw_salt, pw_hash, pw_iterations, created_at_ms, disabled) "
+      "VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
+      {user.id, user.display_name, role_name(user), Blob{salt}, Blob{hash},
+       int64_t{options_.pbkdf2_iterations}, now_ms});
+  if (a.constraint) return invalid("user " + user.id + " already exists");
+  return a.status;
 }
 
 Status Directory::set_password(const UserId& user, std::string_view password) {
@@ -282,50 +229,58 @@ Status Directory::set_password(const UserId& user, std::string_view password) {
   std::vector<uint8_t> salt = random_bytes(kSaltBytes);
   std::vector<uint8_t> hash = hash_password(password, salt, options_.pbkdf2_iterations);
   MutexLock lock(mu_);
-  Stmt q(*db_, "UPDATE users SET pw_salt = ?, pw_hash = ?, pw_iterations = ? WHERE id = ?");
-  q.bind_blob(1, salt).bind_blob(2, hash).bind(3, int64_t{options_.pbkdf2_iterations}).bind(4, user);
-  if (Status s = q.run(); !s) return s;
-  if (sqlite3_changes(db_->raw()) == 0) return invalid("no user " + user);
+  Answer a = db_->run("UPDATE users SET pw_salt = ?, pw_hash = ?, pw_iterations = ? WHERE id = ?",
+                      {Blob{salt}, Blob{hash}, int64_t{options_.pbkdf2_iterations}, user});
+  if (!a.ok()) return a.status;
+  if (a.changes == 0) return invalid("no user " + user);
   return Status::ok();
 }
 
 Result<User> Directory::user(const UserId& id) {
   MutexLock lock(mu_);
-  Stmt q(*db_, "SELECT display_name, role, disabled FROM users WHERE id = ?");
-  q.bind(1, id);
-  if (!q.step()) return q.ok() ? invalid("no user " + id) : q.status();
-  return user_from(id, q.col_text(0), q.col_text(1), q.col_int(2) != 0);
+  Answer a = db_->run("SELECT display_name, role, disabled FROM users WHERE id = ?", {id});
+  if (!a.ok()) return a.status;
+  if (a.rows.empty()) return invalid("no user " + id);
+  const dirdb::Row& r = a.rows[0];
+  return user_from(id, r[0].as_text(), r[1].as_text(), r[2].as_int() != 0);
 }
 
 std::vector<User> Directory::users() {
   MutexLock lock(mu_);
   std::vector<User> out;
-  Stmt q(*db_, "SELECT id, display_name, role, disabled FROM users ORDER BY id");
-  while (q.step()) out.push_back(user_from(q.col_text(0), q.col_text(1), q.col_text(2), q.col_int(3) != 0));
+  Answer a = db_->run("SELECT id, display_name, role, disabled FROM users ORDER BY id");
+  for (const dirdb::Row& r : a.rows)
+    out.push_back(user_from(r[0].as_text(), r[1].as_text(), r[2].as_text(), r[3].as_int() != 0));
   return out;
 }
 
 Status Directory::set_role(const UserId& user, const User& role) {
   MutexLock lock(mu_);
-  Stmt q(*db_, "UPDATE users SET role = ? WHERE id = ?");
-  q.bind(1, role_name(role)).bind(2, user);
-  if (Status s = q.run(); !s) return s;
-  if (sqlite3_changes(db_->raw()) == 0) return invalid("no user " + user);
+  // One transaction: with several servers on one database, nobody sees the new role with the old role's
+  // territories or team.
+  if (Status s = db_->begin(); !s) return s;
+  Status s = set_role_locked(user, role);
+  if (!s) {
+    db_->rollback();
+    return s;
+  }
+  return db_->commit();
+}
+
+Status Directory::set_role_locked(const UserId& user, const User& role) {
+  Answer a = db_->run("UPDATE users SET role = ? WHERE id = ?", {role_name(role), user});
+  if (!a.ok()) return a.status;
+  if (a.changes == 0) return invalid("no user " + user);
   // What the old role implied goes: a head-office user has no territories, a manager's team is theirs only.
   if (!role.partner && role.role == schema::Role::kHeadOffice) {
-    Stmt d(*db_, "DELETE FROM user_territories WHERE user_id = ?");
-    d.bind(1, user);
-    if (Status s = d.run(); !s) return s;
+    if (Answer d = db_->run("DELETE FROM user_territories WHERE user_id = ?", {user}); !d.ok())
+      return d.status;
   }
   if (role.partner || role.role != schema::Role::kManager) {
-    Stmt d(*db_, "DELETE FROM teams WHERE manager_id = ?");
-    d.bind(1, user);
-    if (Status s = d.run(); !s) return s;
+    if (Answer d = db_->run("DELETE FROM teams WHERE manager_id = ?", {user}); !d.ok()) return d.status;
   }
   if (role.partner || role.role != schema::Role::kRep) {
-    Stmt d(*db_, "DELETE FROM teams WHERE rep_id = ?");
-    d.bind(1, user);
-    if (Status s = d.run(); !s) return s;
+    if (Answer d = db_->run("DELETE FROM teams WHERE rep_id = ?", {user}); !d.ok()) return d.status;
   }
   return Status::ok();
 }
@@ -333,116 +288,110 @@ Status Directory::set_role(const UserId& user, const User& role) {
 Status Directory::set_display_name(const UserId& user, const std::string& display_name) {
   if (display_name.empty()) return invalid("a display name may not be empty");
   MutexLock lock(mu_);
-  Stmt q(*db_, "UPDATE users SET display_name = ? WHERE id = ?");
-  q.bind(1, display_name).bind(2, user);
-  if (Status s = q.run(); !s) return s;
-  if (sqlite3_changes(db_->raw()) == 0) return invalid("no user " + user);
+  Answer a = db_->run("UPDATE users SET display_name = ? WHERE id = ?", {display_name, user});
+  if (!a.ok()) return a.status;
+  if (a.changes == 0) return invalid("no user " + user);
   return Status::ok();
 }
 
 Status Directory::set_disabled(const UserId& user, bool disabled) {
   MutexLock lock(mu_);
-  Stmt q(*db_, "UPDATE users SET disabled = ? WHERE id = ?");
-  q.bind(1, int64_t{disabled ? 1 : 0}).bind(2, user);
-  if (Status s = q.run(); !s) return s;
-  if (sqlite3_changes(db_->raw()) == 0) return invalid("no user " + user);
+  Answer a = db_->run("UPDATE users SET disabled = ? WHERE id = ?", {int64_t{disabled ? 1 : 0}, user});
+  if (!a.ok()) return a.status;
+  if (a.changes == 0) return invalid("no user " + user);
   return Status::ok();
 }
 
+namespace {
+// The first column of every row, as text.
+std::vector<std::string> texts(const Answer& a) {
+  std::vector<std::string> out;
+  for (const dirdb::Row& r : a.rows) out.push_back(r[0].as_text());
+  return out;
+}
+}  // namespace
+
 Result<std::vector<std::string>> Directory::user_territories(const UserId& user) {
   MutexLock lock(mu_);
-  std::vector<std::string> out;
-  Stmt q(*db_, "SELECT territory_id FROM user_territories WHERE user_id = ? ORDER BY territory_id");
-  q.bind(1, user);
-  while (q.step()) out.push_back(q.col_text(0));
-  if (!q.ok()) return q.status();
-  return out;
+  Answer a =
+      db_->run("SELECT territory_id FROM user_territories WHERE user_id = ? ORDER BY territory_id", {user});
+  if (!a.ok()) return a.status;
+  return texts(a);
 }
 
 Status Directory::unassign_territory(const UserId& user, const std::string& territory) {
   MutexLock lock(mu_);
-  Stmt q(*db_, "DELETE FROM user_territories WHERE user_id = ? AND territory_id = ?");
-  q.bind(1, user).bind(2, territory);
-  return q.run();
+  return db_->run("DELETE FROM user_territories WHERE user_id = ? AND territory_id = ?", {user, territory})
+      .status;
 }
 
 Result<std::vector<UserId>> Directory::team(const UserId& manager) {
   MutexLock lock(mu_);
-  std::vector<UserId> out;
-  Stmt q(*db_, "SELECT rep_id FROM teams WHERE manager_id = ? ORDER BY rep_id");
-  q.bind(1, manager);
-  while (q.step()) out.push_back(q.col_text(0));
-  if (!q.ok()) return q.status();
-  return out;
+  Answer a = db_->run("SELECT rep_id FROM teams WHERE manager_id = ? ORDER BY rep_id", {manager});
+  if (!a.ok()) return a.status;
+  return texts(a);
 }
 
 Status Directory::unassign_team(const UserId& manager, const UserId& rep) {
   MutexLock lock(mu_);
-  Stmt q(*db_, "DELETE FROM teams WHERE manager_id = ? AND rep_id = ?");
-  q.bind(1, manager).bind(2, rep);
-  return q.run();
+  return db_->run("DELETE FROM teams WHERE manager_id = ? AND rep_id = ?", {manager, rep}).status;
 }
 
 Status Directory::audit(const AuditRecord& r) {
   MutexLock lock(mu_);
-  Stmt q(*db_, "INSERT INTO audit (at_ms, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)");
-  q.bind(1, r.at_ms).bind(2, r.actor).bind(3, r.action).bind(4, r.target).bind(5, r.detail);
-  return q.run();
+  return db_
+      ->run("INSERT INTO audit (at_ms, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+            {r.at_ms, r.actor, r.action, r.target, r.detail})
+      .status;
 }
 
 Result<std::vector<AuditRecord>> Directory::audit_trail(int64_t after_id, size_t limit) {
   MutexLock lock(mu_);
+  Answer a =
+      db_->run("SELECT id, at_ms, actor, action, target, detail FROM audit WHERE id > ? ORDER BY id LIMIT ?",
+               {after_id, static_cast<int64_t>(limit)});
+  if (!a.ok()) return a.status;
   std::vector<AuditRecord> out;
-  Stmt q(*db_, "SELECT id, at_ms, actor, action, target, detail FROM audit WHERE id > ? ORDER BY id LIMIT ?");
-  q.bind(1, after_id).bind(2, static_cast<int64_t>(limit));
-  while (q.step())
-    out.push_back(
-        AuditRecord{q.col_int(0), q.col_int(1), q.col_text(2), q.col_text(3), q.col_text(4), q.col_text(5)});
-  if (!q.ok()) return q.status();
+  for (const dirdb::Row& r : a.rows)
+    out.push_back(AuditRecord{r[0].as_int(), r[1].as_int(), r[2].as_text(), r[3].as_text(), r[4].as_text(),
+                              r[5].as_text()});
   return out;
 }
 
 Status Directory::set_resolution(const ConflictResolution& r) {
   MutexLock lock(mu_);
-  Stmt q(
-      *db_,
+  Answer a = db_->run(
       "INSERT INTO conflict_resolutions (conflict_id, resolved_by, at_ms, action, server_seq) VALUES (?, ?, "
-      "?, ?, ?)");
-  q.bind(1, r.conflict_id)
-      .bind(2, r.resolved_by)
-      .bind(3, r.at_ms)
-      .bind(4, r.action)
-      .bind(5, static_cast<int64_t>(r.server_seq));
-  Status s = q.run();
-  if (!s && (sqlite3_extended_errcode(db_->raw()) & 0xff) == SQLITE_CONSTRAINT)
-    return invalid("conflict " + std::to_string(r.conflict_id) + " is already resolved");
-  return s;
+      "?, "
+      "?, ?)",
+      {r.conflict_id, r.resolved_by, r.at_ms, r.action, static_cast<int64_t>(r.server_seq)});
+  if (a.constraint) return invalid("conflict " + std::to_string(r.conflict_id) + " is already resolved");
+  return a.status;
 }
 
 namespace {
-ConflictResolution resolution_row(Stmt& q) {
-  return ConflictResolution{q.col_int(0), q.col_text(1), q.col_int(2), q.col_text(3),
-                            static_cast<uint64_t>(q.col_int(4))};
+constexpr const char* kResolutionColumns =
+    "SELECT conflict_id, resolved_by, at_ms, action, server_seq FROM conflict_resolutions";
+ConflictResolution resolution_row(const dirdb::Row& r) {
+  return ConflictResolution{r[0].as_int(), r[1].as_text(), r[2].as_int(), r[3].as_text(),
+                            static_cast<uint64_t>(r[4].as_int())};
 }
 }  // namespace
 
 Result<std::optional<ConflictResolution>> Directory::resolution(int64_t conflict_id) {
   MutexLock lock(mu_);
-  Stmt q(*db_,
-         "SELECT conflict_id, resolved_by, at_ms, action, server_seq FROM conflict_resolutions WHERE "
-         "conflict_id = ?");
-  q.bind(1, conflict_id);
-  if (q.step()) return std::optional<ConflictResolution>(resolution_row(q));
-  if (!q.ok()) return q.status();
-  return std::optional<ConflictResolution>();
+  Answer a = db_->run(std::string(kResolutionColumns) + " WHERE conflict_id = ?", {conflict_id});
+  if (!a.ok()) return a.status;
+  if (a.rows.empty()) return std::optional<ConflictResolution>();
+  return std::optional<ConflictResolution>(resolution_row(a.rows[0]));
 }
 
 Result<std::vector<ConflictResolution>> Directory::resolutions() {
   MutexLock lock(mu_);
+  Answer a = db_->run(kResolutionColumns);
+  if (!a.ok()) return a.status;
   std::vector<ConflictResolution> out;
-  Stmt q(*db_, "SELECT conflict_id, resolved_by, at_ms, action, server_seq FROM conflict_resolutions");
-  while (q.step()) out.push_back(resolution_row(q));
-  if (!q.ok()) return q.status();
+  for (const dirdb::Row& r : a.rows) out.push_back(resolution_row(r));
   return out;
 }
 
@@ -450,59 +399,53 @@ Status Directory::add_territory(const Territory& t) {
   if (!valid_id(t.id) || t.id.size() > 64)
     return invalid("territory id must be 1-64 characters of A-Z a-z 0-9 . _ - @");
   MutexLock lock(mu_);
-  Stmt q(*db_, "INSERT INTO territories (id, name) VALUES (?, ?)");
-  q.bind(1, t.id).bind(2, t.name.empty() ? t.id : t.name);
-  Status s = q.run();
-  if (!s && (sqlite3_extended_errcode(db_->raw()) & 0xff) == SQLITE_CONSTRAINT)
-    return invalid("territory " + t.id + " already exists");
-  return s;
+  Answer a =
+      db_->run("INSERT INTO territories (id, name) VALUES (?, ?)", {t.id, t.name.empty() ? t.id : t.name});
+  if (a.constraint) return invalid("territory " + t.id + " already exists");
+  return a.status;
 }
 
 std::vector<Territory> Directory::territories() {
   MutexLock lock(mu_);
   std::vector<Territory> out;
-  Stmt q(*db_, "SELECT id, name FROM territories ORDER BY id");
-  while (q.step()) out.push_back(Territory{q.col_text(0), q.col_text(1)});
+  Answer a = db_->run("SELECT id, name FROM territories ORDER BY id");
+  for (const dirdb::Row& r : a.rows) out.push_back(Territory{r[0].as_text(), r[1].as_text()});
   return out;
+}
+
+Result<std::string> Directory::role_of_locked(const UserId& user) {
+  Answer a = db_->run("SELECT role FROM users WHERE id = ?", {user});
+  if (!a.ok()) return a.status;
+  if (a.rows.empty()) return invalid("no user " + user);
+  return a.rows[0][0].as_text();
 }
 
 Status Directory::assign_territory(const UserId& user, const std::string& territory) {
   MutexLock lock(mu_);
-  {
-    Stmt q(*db_, "SELECT role FROM users WHERE id = ?");
-    q.bind(1, user);
-    if (!q.step()) return q.ok() ? invalid("no user " + user) : q.status();
-    if (role_is(q.col_text(0), schema::Role::kHeadOffice))
-      return invalid(user + " is head office and sees every territory already");
-  }
-  {
-    Stmt q(*db_, "SELECT 1 FROM territories WHERE id = ?");
-    q.bind(1, territory);
-    if (!q.step()) return q.ok() ? invalid("no territory " + territory) : q.status();
-  }
-  Stmt q(*db_, "INSERT OR IGNORE INTO user_territories (user_id, territory_id) VALUES (?, ?)");
-  q.bind(1, user).bind(2, territory);
-  return q.run();
+  Result<std::string> role = role_of_locked(user);
+  if (!role) return role.status();
+  if (role_is(*role, schema::Role::kHeadOffice))
+    return invalid(user + " is head office and sees every territory already");
+  Answer t = db_->run("SELECT 1 FROM territories WHERE id = ?", {territory});
+  if (!t.ok()) return t.status;
+  if (t.rows.empty()) return invalid("no territory " + territory);
+  return db_
+      ->run("INSERT INTO user_territories (user_id, territory_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            {user, territory})
+      .status;
 }
 
 Status Directory::assign_team(const UserId& manager, const UserId& rep) {
   MutexLock lock(mu_);
-  auto role_of = [&](const UserId& id) -> Result<std::string> {
-    mu_.assert_held();  // called below, under the lock; the analysis does not follow lambdas
-    Stmt q(*db_, "SELECT role FROM users WHERE id = ?");
-    q.bind(1, id);
-    if (!q.step()) return q.ok() ? invalid("no user " + id) : q.status();
-    return q.col_text(0);
-  };
-  Result<std::string> m = role_of(manager);
+  Result<std::string> m = role_of_locked(manager);
   if (!m) return m.status();
   if (!role_is(*m, schema::Role::kManager)) return invalid(manager + " is not a manager");
-  Result<std::string> r = role_of(rep);
+  Result<std::string> r = role_of_locked(rep);
   if (!r) return r.status();
   if (!role_is(*r, schema::Role::kRep)) return invalid(rep + " is not a rep");
-  Stmt q(*db_, "INSERT OR IGNORE INTO teams (manager_id, rep_id) VALUES (?, ?)");
-  q.bind(1, manager).bind(2, rep);
-  return q.run();
+  return db_
+      ->run("INSERT INTO teams (manager_id, rep_id) VALUES (?, ?) ON CONFLICT DO NOTHING", {manager, rep})
+      .status;
 }
 
 // ---- Devices
@@ -510,56 +453,51 @@ Status Directory::assign_team(const UserId& manager, const UserId& rep) {
 Status Directory::register_device(NodeId node, const UserId& user, int64_t now_ms) {
   if (node < kFirstDeviceNode) return invalid("node ids below 16 are reserved for the server");
   MutexLock lock(mu_);
-  {
-    Stmt q(*db_, "SELECT role FROM users WHERE id = ?");
-    q.bind(1, user);
-    if (!q.step()) return q.ok() ? invalid("no user " + user) : q.status();
-    if (q.col_text(0) == "partner")
-      return invalid(user + " is a partner: partners sign in with a browser only");
-  }
-  Stmt q(*db_, "INSERT INTO devices (node, user_id, registered_at_ms) VALUES (?, ?, ?)");
-  q.bind(1, static_cast<int64_t>(node)).bind(2, user).bind(3, now_ms);
-  Status s = q.run();
-  if (!s && (sqlite3_extended_errcode(db_->raw()) & 0xff) == SQLITE_CONSTRAINT)
-    return invalid("node " + std::to_string(node) + " is already registered");
-  return s;
+  Result<std::string> role = role_of_locked(user);
+  if (!role) return role.status();
+  if (*role == "partner") return invalid(user + " is a partner: partners sign in with a browser only");
+  Answer a = db_->run(
+      "INSERT INTO devices (node, user_id, registered_at_ms, revoked, revoked_at_ms) VALUES (?, ?, ?, 0, 0)",
+      {static_cast<int64_t>(node), user, now_ms});
+  if (a.constraint) return invalid("node " + std::to_string(node) + " is already registered");
+  return a.status;
 }
 
 Status Directory::revoke_device(NodeId node, int64_t now_ms) {
   MutexLock lock(mu_);
-  Stmt q(*db_, "UPDATE devices SET revoked = 1, revoked_at_ms = ? WHERE node = ? AND revoked = 0");
-  q.bind(1, now_ms).bind(2, static_cast<int64_t>(node));
-  if (Status s = q.run(); !s) return s;
-  if (sqlite3_changes(db_->raw()) == 0) {
-    Stmt e(*db_, "SELECT 1 FROM devices WHERE node = ?");
-    e.bind(1, static_cast<int64_t>(node));
-    if (!e.step()) return e.ok() ? invalid("no device " + std::to_string(node)) : e.status();
+  Answer a = db_->run("UPDATE devices SET revoked = 1, revoked_at_ms = ? WHERE node = ? AND revoked = 0",
+                      {now_ms, static_cast<int64_t>(node)});
+  if (!a.ok()) return a.status;
+  if (a.changes == 0) {
+    Answer e = db_->run("SELECT 1 FROM devices WHERE node = ?", {static_cast<int64_t>(node)});
+    if (!e.ok()) return e.status;
+    if (e.rows.empty()) return invalid("no device " + std::to_string(node));
   }
   return Status::ok();  // revoking twice is not an error
 }
 
 namespace {
-Device device_row(Stmt& q) {
-  return Device{static_cast<NodeId>(q.col_int(0)), q.col_text(1), q.col_int(2), q.col_int(3) != 0,
-                q.col_int(4)};
+constexpr const char* kDeviceColumns =
+    "SELECT node, user_id, registered_at_ms, revoked, revoked_at_ms FROM devices";
+Device device_row(const dirdb::Row& r) {
+  return Device{static_cast<NodeId>(r[0].as_int()), r[1].as_text(), r[2].as_int(), r[3].as_int() != 0,
+                r[4].as_int()};
 }
 }  // namespace
 
 Result<Device> Directory::device(NodeId node) {
   MutexLock lock(mu_);
-  Stmt q(*db_, "SELECT node, user_id, registered_at_ms, revoked, revoked_at_ms FROM devices WHERE node = ?");
-  q.bind(1, static_cast<int64_t>(node));
-  if (!q.step()) return q.ok() ? invalid("no device " + std::to_string(node)) : q.status();
-  return device_row(q);
+  Answer a = db_->run(std::string(kDeviceColumns) + " WHERE node = ?", {static_cast<int64_t>(node)});
+  if (!a.ok()) return a.status;
+  if (a.rows.empty()) return invalid("no device " + std::to_string(node));
+  return device_row(a.rows[0]);
 }
 
 std::vector<Device> Directory::devices() {
   MutexLock lock(mu_);
   std::vector<Device> out;
-  Stmt q(*db_,
-         "SELECT node, user_id, registered_at_ms, revoked, revoked_at_ms FROM devices ORDER BY user_id, "
-         "registered_at_ms, node");
-  while (q.step()) out.push_back(device_row(q));
+  Answer a = db_->run(std::string(kDeviceColumns) + " ORDER BY user_id, registered_at_ms, node");
+  for (const dirdb::Row& r : a.rows) out.push_back(device_row(r));
   return out;
 }
 
@@ -577,30 +515,42 @@ std::string Directory::sign(const UserId& user, NodeId node, int64_t expiry_ms) 
   return base64url_encode(body);
 }
 
+Result<std::optional<Directory::Stored>> Directory::credentials(const UserId& user) {
+  MutexLock lock(mu_);
+  Answer a = db_->run(
+      "SELECT pw_salt, pw_hash, pw_iterations, disabled, display_name, role FROM users WHERE id = ?", {user});
+  if (!a.ok()) return a.status;
+  if (a.rows.empty()) return std::optional<Stored>();
+  const dirdb::Row& r = a.rows[0];
+  Stored s;
+  std::span<const uint8_t> salt = r[0].as_blob(), hash = r[1].as_blob();
+  s.salt.assign(salt.begin(), salt.end());
+  s.hash.assign(hash.begin(), hash.end());
+  s.iterations = static_cast<uint32_t>(r[2].as_int());
+  s.user = user_from(user, r[4].as_text(), r[5].as_text(), r[3].as_int() != 0);
+  return std::optional<Stored>(std::move(s));
+}
+
+Result<User> Directory::check_password(const UserId& user, std::string_view password) {
+  Result<std::optional<Stored>> stored = credentials(user);
+  if (!stored) return stored.status();
+  const std::optional<Stored>& found = *stored;
+  // An unknown user costs the same work as a real check: no user oracle.
+  const std::vector<uint8_t> salt = found ? found->salt : std::vector<uint8_t>(kSaltBytes, 0);
+  const uint32_t iterations = found ? found->iterations : options_.pbkdf2_iterations;
+  std::vector<uint8_t> computed = hash_password(password, salt, iterations);
+  const bool match = found && found->hash.size() == computed.size() &&
+                     CRYPTO_memcmp(found->hash.data(), computed.data(), computed.size()) == 0;
+  if (!match || found->user.disabled)
+    return auth_failed();  // a disabled user costs the same and fails the same
+  return found->user;
+}
+
 Result<std::string> Directory::login(const UserId& user, std::string_view password, NodeId node,
                                      int64_t now_ms) {
-  std::vector<uint8_t> salt, hash;
-  uint32_t iterations = options_.pbkdf2_iterations;
-  bool known = false;
-  {
-    MutexLock lock(mu_);
-    Stmt q(*db_, "SELECT pw_salt, pw_hash, pw_iterations, disabled FROM users WHERE id = ?");
-    q.bind(1, user);
-    if (q.step()) {
-      known = q.col_int(3) == 0;  // a disabled user costs the same work and fails the same way
-      std::span<const uint8_t> s = q.col_blob(0), h = q.col_blob(1);
-      salt.assign(s.begin(), s.end());
-      hash.assign(h.begin(), h.end());
-      iterations = static_cast<uint32_t>(q.col_int(2));
-    } else if (!q.ok()) {
-      return q.status();
-    }
-  }
-  if (!known) salt = std::vector<uint8_t>(kSaltBytes, 0);  // same work as a real check: no user oracle
-  std::vector<uint8_t> computed = hash_password(password, salt, iterations);
-  bool match = known && hash.size() == computed.size() &&
-               CRYPTO_memcmp(hash.data(), computed.data(), hash.size()) == 0;
-  if (!match || user.size() > 255) return auth_failed();
+  Result<User> checked = check_password(user, password);
+  if (!checked) return checked.status();
+  if (user.size() > 255) return auth_failed();
   Result<Device> d = device(node);
   if (!d || d->user != user || d->revoked) return auth_failed();
   return sign(user, node, now_ms + options_.token_ttl_ms);
@@ -627,40 +577,16 @@ Result<Principal> Directory::authenticate(const protocol::Hello& hello, int64_t 
   const int64_t expiry_ms = claims->expiry_ms;
   if (node != hello.node) return auth_failed();  // a token stolen from another device
 
+  // Read from the database at every handshake, never cached: a revocation or a disabled user made through
+  // any server (or fieldsync-admin) holds on the next handshake everywhere.
   Result<Device> d = device(node);
+  if (!d && d.status().code() != ErrorCode::kInvalidArgument) return d.status();  // the store failed
   if (!d || d->user != user) return auth_failed();
   if (d->revoked) return Status(ErrorCode::kDeviceRevoked, "this device was revoked; erase its local data");
   if (now_ms >= expiry_ms)
     return Status(ErrorCode::kTokenExpired, "the session token expired; sign in again");
   MutexLock lock(mu_);
   return principal_locked(user);
-}
-
-Result<User> Directory::check_password(const UserId& user, std::string_view password) {
-  std::vector<uint8_t> salt, hash;
-  uint32_t iterations = options_.pbkdf2_iterations;
-  std::optional<User> found;
-  {
-    MutexLock lock(mu_);
-    Stmt q(*db_,
-           "SELECT pw_salt, pw_hash, pw_iterations, disabled, display_name, role FROM users WHERE id = ?");
-    q.bind(1, user);
-    if (q.step()) {
-      std::span<const uint8_t> s = q.col_blob(0), h = q.col_blob(1);
-      salt.assign(s.begin(), s.end());
-      hash.assign(h.begin(), h.end());
-      iterations = static_cast<uint32_t>(q.col_int(2));
-      found = user_from(user, q.col_text(4), q.col_text(5), q.col_int(3) != 0);
-    } else if (!q.ok()) {
-      return q.status();
-    }
-  }
-  if (!found) salt = std::vector<uint8_t>(kSaltBytes, 0);  // same work as a real check: no user oracle
-  std::vector<uint8_t> computed = hash_password(password, salt, iterations);
-  const bool match = found && hash.size() == computed.size() &&
-                     CRYPTO_memcmp(hash.data(), computed.data(), hash.size()) == 0;
-  if (!match || found->disabled) return auth_failed();
-  return *found;
 }
 
 Result<Principal> Directory::principal(const UserId& user) {
@@ -672,34 +598,33 @@ Result<Principal> Directory::principal_locked(const UserId& user) {
   Principal p;
   p.user = user;
   {
-    Stmt q(*db_, "SELECT role, disabled FROM users WHERE id = ?");
-    q.bind(1, user);
-    if (!q.step()) return q.ok() ? auth_failed() : q.status();
-    if (q.col_int(1) != 0) return auth_failed();  // disabled: every token and session stops here
-    std::optional<User> role = user_with_role(q.col_text(0));
+    Answer a = db_->run("SELECT role, disabled FROM users WHERE id = ?", {user});
+    if (!a.ok()) return a.status;
+    if (a.rows.empty()) return auth_failed();
+    if (a.rows[0][1].as_int() != 0) return auth_failed();  // disabled: every token and session stops here
+    std::optional<User> role = user_with_role(a.rows[0][0].as_text());
     if (!role) return Status(ErrorCode::kStorageCorrupt, "user " + user + " has an unknown role");
     p.role = role->role;  // a partner writes with a rep's rights within their grants
   }
   if (p.role == schema::Role::kHeadOffice) return p;  // sees everything: can_see never looks at the lists
   std::set<std::string> territories;
   {
-    Stmt q(*db_, "SELECT territory_id FROM user_territories WHERE user_id = ?");
-    q.bind(1, user);
-    while (q.step()) territories.insert(q.col_text(0));
-    if (!q.ok()) return q.status();
+    Answer a = db_->run("SELECT territory_id FROM user_territories WHERE user_id = ?", {user});
+    if (!a.ok()) return a.status;
+    for (const dirdb::Row& r : a.rows) territories.insert(r[0].as_text());
   }
   if (p.role == schema::Role::kManager) {
-    Stmt q(*db_,
-           "SELECT t.rep_id, ut.territory_id FROM teams t LEFT JOIN user_territories ut ON ut.user_id = "
-           "t.rep_id "
-           "WHERE t.manager_id = ? ORDER BY t.rep_id");
-    q.bind(1, user);
-    while (q.step()) {
-      std::string rep = q.col_text(0);
+    Answer a = db_->run(
+        "SELECT t.rep_id, ut.territory_id FROM teams t LEFT JOIN user_territories ut ON ut.user_id = "
+        "t.rep_id "
+        "WHERE t.manager_id = ? ORDER BY t.rep_id",
+        {user});
+    if (!a.ok()) return a.status;
+    for (const dirdb::Row& r : a.rows) {
+      const std::string& rep = r[0].as_text();
       if (p.team.empty() || p.team.back() != rep) p.team.push_back(rep);
-      if (!q.col_null(1)) territories.insert(q.col_text(1));
+      if (!r[1].null()) territories.insert(r[1].as_text());
     }
-    if (!q.ok()) return q.status();
   }
   p.territories.assign(territories.begin(), territories.end());
   return p;

@@ -97,6 +97,7 @@ NetServer::Impl::Impl(CentralStore& store, Authenticator& auth, NetServerOptions
             so.log = [this](const std::string& line) { log(line); };
             so.metrics = &metrics;
             so.on_fatal = options.on_fatal;
+            so.after_commit = options.after_commit;
             return so;
           }(),
           [this](Outbound out) { deliver(std::move(out)); }) {
@@ -279,6 +280,10 @@ void NetServer::set_token_expiry(std::function<std::optional<int64_t>(const std:
 
 Metrics& NetServer::metrics() {
   return impl_->metrics;
+}
+
+void NetServer::poll_external_commits() {
+  impl_->service.poll_external_commits(wall_ms());
 }
 
 size_t NetServer::session_count() const {

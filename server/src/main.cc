@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -25,9 +26,11 @@
 
 #include "fieldsync/io/cli_options.h"
 #include "fieldsync/server/directory.h"
+#include "fieldsync/server/log_follower.h"
 #include "fieldsync/server/metrics.h"
 #include "fieldsync/server/net_server.h"
 #include "fieldsync/server/sqlite_store.h"
+#include "fieldsync/server/store_open.h"
 #include "fieldsync/server/sync_service.h"
 #include "fieldsync/server/tls.h"
 #include "wall_clock.h"
@@ -48,7 +51,15 @@ Options (a config file holds the same names without the dashes, one `name = valu
 flags given on the command line override the file):
   --config FILE             read options from FILE first
   --listen ADDR:PORT        address and port to listen on (default 0.0.0.0:8443; [::]:8443 for IPv6)
-  --data-dir DIR            where the central store (central.db) and generated dev files live (default ./fieldsync-data)
+  --data-dir DIR            where the central store (central.db), the directory (directory.db) and generated dev
+                            files live (default ./fieldsync-data)
+  --store postgresql://USER@HOST:PORT/DB
+                            keep the central store and the directory in PostgreSQL instead (created and migrated
+                            on start): the server keeps nothing of its own on disk, and any number of servers
+                            may run against one database, each commit reaching the devices of every other
+                            within milliseconds (LISTEN/NOTIFY). The head-office API, reports and CSV are not
+                            offered on PostgreSQL yet (501 not_available_on_postgresql). --data-dir then only
+                            holds --dev's generated certificate.
   --cert FILE               TLS certificate chain, PEM (leaf first)
   --key FILE                TLS private key, PEM
   --dev                     development mode: without --cert/--key, generate a self-signed certificate
@@ -102,7 +113,7 @@ int main(int argc, char** argv) {
       return 0;
     }
   fieldsync::cli::Options cfg(
-      {"config", "listen", "data-dir", "cert", "key", "threads", "max-sessions", "tls-timeout-ms",
+      {"config", "listen", "data-dir", "store", "cert", "key", "threads", "max-sessions", "tls-timeout-ms",
        "ws-timeout-ms", "idle-timeout-ms", "drain-timeout-ms", "max-queue-bytes", "max-queue-frames",
        "group-commit", "metrics-token", "max-protocol"},
       {"dev", "dev-tokens"}, fieldsync::cli::Options::Repeat::kLastWins);
@@ -152,8 +163,14 @@ int main(int argc, char** argv) {
   if (!error.empty()) return fail(Status(ErrorCode::kInvalidArgument, error));
 
   std::string data_dir = get("data-dir", "./fieldsync-data");
+  const std::string store_location = get("store", data_dir);
+  const bool postgres = fs::is_postgresql_url(store_location);
+  if (cfg.has("store") && !postgres)
+    return fail(Status(ErrorCode::kInvalidArgument,
+                       "--store takes a postgresql:// URL; a SQLite store is named by --data-dir"));
   std::error_code fec;
-  std::filesystem::create_directories(data_dir, fec);
+  if (!postgres || cfg.on("dev"))
+    std::filesystem::create_directories(data_dir, fec);  // PostgreSQL: stateless
   if (fec)
     return fail(Status(ErrorCode::kStorageIo, "cannot create data dir " + data_dir + ": " + fec.message()));
 
@@ -189,14 +206,16 @@ int main(int argc, char** argv) {
     std::cout << "fieldsync-server: certificate SHA-256 pin " << pin.value() << "\n";
 
   // ---- Store and authentication: THE place where the central store and the authenticator plug in.
-  fs::SqliteCentralStore::Options store_options;
+  fs::StoreOpenOptions store_options;
   const std::string group_commit = get("group-commit", "on");
   if (group_commit != "on" && group_commit != "off")
     return fail(Status(ErrorCode::kInvalidArgument,
                        "--group-commit: expected on or off, got '" + group_commit + "'"));
-  store_options.group_commit = group_commit == "on";
-  auto store = fs::SqliteCentralStore::open(data_dir + "/central.db", store_options);
-  if (!store) return fail(store.status());
+  store_options.sqlite.group_commit = group_commit == "on";
+  store_options.open_directory = !cfg.on("dev-tokens");
+  Result<fs::OpenedStore> opened = fs::open_store(store_location, store_options);
+  if (!opened) return fail(opened.status());
+  fieldsync::CentralStore& central = *opened->store;
   o.metrics_token = get("metrics-token", "");
   std::unique_ptr<fieldsync::Authenticator> auth;
   fs::Directory* directory = nullptr;
@@ -204,11 +223,8 @@ int main(int argc, char** argv) {
     auth = std::make_unique<fs::DevAuthenticator>();
     std::cout << "fieldsync-server: DEVELOPMENT TOKENS: accepting dev:USER:ROLE:TERRITORIES from anyone\n";
   } else {
-    auto dir =
-        fs::Directory::open(data_dir + "/" + std::string(fs::kDirectoryFileName), fs::Directory::Options{});
-    if (!dir) return fail(dir.status());
-    directory = dir.value().get();
-    auth = std::move(dir.value());
+    directory = opened->directory.get();
+    auth = std::move(opened->directory);
     if (cfg.on("dev") && directory->users().empty()) {
       // A first development start: someone must be able to log in and administer.
       unsigned char raw[12];
@@ -227,6 +243,10 @@ int main(int argc, char** argv) {
     // The head-office API (/api/v1/, docs/API.md) reads the central store through connections of its own.
     o.directory = directory;
     o.store_path = data_dir + "/" + std::string(fs::kCentralStoreFileName);
+    if (postgres)
+      o.api_unavailable =
+          "the head-office API, reports and CSV read the SQLite store directly and are not available with "
+          "--store postgresql:// yet (docs/API.md)";
     o.login = [directory](const std::string& user, const std::string& password, fieldsync::NodeId node,
                           int64_t now_ms) -> Result<fs::LoginGrant> {
       Result<std::string> token = directory->login(user, password, node, now_ms);
@@ -236,6 +256,18 @@ int main(int argc, char** argv) {
     };
   }
 
+  // Several servers on one PostgreSQL database: each tells the others of its commits and fans out theirs.
+  std::atomic<fs::NetServer*> running{nullptr};
+  std::unique_ptr<fs::LogFollower> follower;
+  if (postgres) {
+    auto f = fs::LogFollower::start(store_location, [&running] {
+      if (fs::NetServer* s = running.load()) s->poll_external_commits();
+    });
+    if (!f) return fail(f.status());
+    follower = std::move(f.value());
+    o.after_commit = [f = follower.get()] { f->local_commit(); };
+  }
+
   // Block the stop signals in every thread (the io threads inherit the mask) and wait for them here.
   sigset_t set;
   sigemptyset(&set);
@@ -243,17 +275,17 @@ int main(int argc, char** argv) {
   sigaddset(&set, SIGINT);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
-  fs::NetServer server(*store.value(), *auth, std::move(o));
+  fs::NetServer server(central, *auth, std::move(o));
   if (directory)
     server.set_token_expiry([directory](const std::string& token) -> std::optional<int64_t> {
       if (std::optional<fs::TokenClaims> claims = directory->verify_token(token)) return claims->expiry_ms;
       return std::nullopt;
     });
-  fs::SqliteCentralStore& central = *store.value();
   server.metrics().gauge("fieldsync_sessions", "Connections open (any stage).",
                          [&server] { return static_cast<double>(server.session_count()); });
-  server.metrics().gauge("fieldsync_store_size_bytes", "Size of the central store's database file.",
-                         [&central] { return static_cast<double>(central.size_bytes()); });
+  if (fs::SqliteCentralStore* sqlite = opened->sqlite)
+    server.metrics().gauge("fieldsync_store_size_bytes", "Size of the central store's database file.",
+                           [sqlite] { return static_cast<double>(sqlite->size_bytes()); });
   server.metrics().gauge(
       "fieldsync_server_seq", "Head of the central store's log (last server_seq).", [&central] {
         // NaN (Prometheus' "no value") when the store cannot be read, never a false 0.
@@ -281,11 +313,14 @@ int main(int argc, char** argv) {
 #endif
   Result<uint16_t> port = server.start();
   if (!port) return fail(port.status());
+  running = &server;
   std::cout << "fieldsync-server: listening on wss://" << listen.substr(0, colon) << ":" << port.value()
-            << "/sync, data in " << data_dir << std::endl;
+            << "/sync, data in " << (postgres ? std::string("PostgreSQL") : data_dir) << std::endl;
   int sig = 0;
   sigwait(&set, &sig);
   std::cout << "fieldsync-server: " << (sig == SIGTERM ? "SIGTERM" : "SIGINT") << ", draining" << std::endl;
+  running = nullptr;
   server.stop();
+  follower.reset();
   return 0;
 }

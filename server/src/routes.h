@@ -51,6 +51,7 @@ class RouteTable {
   };
   // The target's query string is ignored. An unknown method (verb::unknown) matches nothing.
   Match find(boost::beast::http::verb method, std::string_view target) const;
+  const std::vector<Route>& routes() const { return routes_; }
 
  private:
   std::vector<Route> routes_;

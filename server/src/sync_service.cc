@@ -130,6 +130,7 @@ void SyncService::flush_locked(SessionId from, const protocol::PushTxns* push, C
               conflicts += r.conflicts.size();
             }
             if (push != nullptr && o.session == from) h.push_received = received;
+            h.committed = applied > 0;
             const SessionInfo& info = info_[o.session];
             h.log_line = "event=push session=" + session + " user=" + quoted_value(info.user) +
                          " node=" + std::to_string(info.node) + " request=" + std::to_string(m.request_id) +
@@ -176,6 +177,9 @@ void SyncService::flush_locked(SessionId from, const protocol::PushTxns* push, C
 
 void SyncService::release(std::vector<Held>& batch) {
   const Clock::time_point now = Clock::now();
+  if (options_.after_commit &&
+      std::any_of(batch.begin(), batch.end(), [](const Held& h) { return h.committed; }))
+    options_.after_commit();
   for (Held& h : batch) {
     if (h.out.frame) count(Counter::kFramesSent), count(Counter::kBytesSent, h.out.frame->size());
     if (!h.log_line.empty()) {
@@ -414,12 +418,15 @@ void SyncService::write(NodeId node, const Principal& who, std::vector<Change> c
       for (const ConflictRecord& c : r->conflicts) count(Counter::kConflicts, 1, to_string(c.kind));
     }
     flush_locked(0, nullptr, Clock::now());  // live batches (without group commit: now)
+    const bool committed = r && r->outcome == protocol::TxnOutcome::kApplied;
     if (!group_commit_ || !r) {
+      if (committed && options_.after_commit) options_.after_commit();
       answer = std::move(r);
     } else {
       // Answered behind every frame the commit produced, after the flush that makes it durable.
       Held h;
       h.on_durable = [done, r = std::move(r)]() mutable { done(std::move(r)); };
+      h.committed = committed;
       emit_locked(std::move(h));
       if (server_.fan_out_pending()) held_cv_.notify_one();
     }

@@ -164,8 +164,8 @@ class ServerProcess {
       : data_dir_(std::move(data_dir)), out_(log_prefix + ".out"), err_(log_prefix + ".err") {}
 
   // Starts the server on 127.0.0.1:`port` (0: any free port) and waits for its "listening on" line.
-  testing::AssertionResult start(uint16_t port = 0, std::vector<std::string> extra = {}) {
-    if (child_.running()) return testing::AssertionFailure() << "already running";
+  ::testing::AssertionResult start(uint16_t port = 0, std::vector<std::string> extra = {}) {
+    if (child_.running()) return ::testing::AssertionFailure() << "already running";
     std::vector<std::string> argv = {FIELDSYNC_SERVER_BIN, "--dev",
                                      "--data-dir",         data_dir_,
                                      "--listen",           "127.0.0.1:" + std::to_string(port),
@@ -173,7 +173,7 @@ class ServerProcess {
                                      "--drain-timeout-ms", "5000"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     const size_t from = slurp(out_).size();
-    if (!child_.spawn(argv, out_, err_)) return testing::AssertionFailure() << "cannot spawn the server";
+    if (!child_.spawn(argv, out_, err_)) return ::testing::AssertionFailure() << "cannot spawn the server";
     const std::string marker = "listening on wss://127.0.0.1:";
     std::optional<ExitStatus> died;
     const bool up = eventually([&] {
@@ -189,10 +189,10 @@ class ServerProcess {
       return (died = child_.poll()).has_value();
     });
     if (!up || died)
-      return testing::AssertionFailure()
+      return ::testing::AssertionFailure()
              << "the server did not start (" << (died ? "exited" : "timeout") << "); stderr:\n"
              << slurp(err_);
-    return testing::AssertionSuccess();
+    return ::testing::AssertionSuccess();
   }
   void kill9() {
     child_.signal(SIGKILL);

@@ -26,7 +26,7 @@ namespace fieldsync::client {
 // Transport-level outcomes, apart from the protocol's ErrorCode (which the SyncEngine reports as events).
 enum class WsError : uint8_t {
   kNone = 0,
-  kBadUrl = 1,        // not wss://host[:port][/path]
+  kBadUrl = 1,        // not wss://host[:port][/path] (url or one of fallback_urls)
   kResolve = 2,       // host name lookup failed
   kConnect = 3,       // TCP connect failed (refused, unreachable)
   kTlsHandshake = 4,  // TLS failed for a reason other than the certificate (version, cipher, reset)
@@ -49,7 +49,13 @@ struct WsStatus {
 };
 
 struct WsClientOptions {
-  std::string url;                      // wss://host[:port]/sync (port 443 by default)
+  std::string url;  // wss://host[:port]/sync (port 443 by default)
+  // Other instances of the same service (several fieldsync-server processes on one PostgreSQL database):
+  // when a connection fails or an established one ends, the next attempt goes to the next URL in the list
+  // url, fallback_urls[0], ... (round robin), after the usual backoff. Every instance accepts the same token
+  // and ca_file / pin_sha256 apply to all; the device resumes from its cursor and re-sends its unacknowledged
+  // transactions, which the instances' shared dedupe answers exactly once. login() uses `url` only.
+  std::vector<std::string> fallback_urls;
   std::string ca_file;                  // PEM bundle to trust instead of the system store
   std::string pin_sha256;               // hex SHA-256 of the server certificate (DER); ':' separators allowed
   int64_t tick_interval_ms = 1000;      // SyncEngine::tick period (re-sends, idle pulls)
@@ -89,6 +95,8 @@ class WsClient {
   bool running() const;
   bool connected() const;       // WebSocket open (the handshake may still be in progress)
   WsStatus last_error() const;  // the latest transport error, kept until the next one
+  // The URL of the connection being made or open (url or one of fallback_urls). Any thread.
+  std::string current_url() const;
   WsCounters counters() const;  // any thread
 
   // For CLIs and tests: connects, waits until the engine is idle (outbox pushed, caught up) or `timeout`, and

@@ -19,6 +19,7 @@
 
 #include "fieldsync/server/directory.h"
 #include "fieldsync/server/sqlite_store.h"
+#include "fieldsync/server/store_open.h"
 
 namespace fieldsync::server {
 
@@ -37,12 +38,15 @@ class Admin {
     std::function<int64_t()> now_ms;  // wall clock unless set
   };
 
-  // Opens (creating if needed, mode 0700) `data_dir` with its directory.db and central.db.
-  static Result<std::unique_ptr<Admin>> open(const std::string& data_dir, Options options);
+  // Opens (creating if needed, mode 0700) `data_dir` with its directory.db and central.db, or, for a
+  // postgresql:// URL (is_postgresql_url), the central store and directory in that database.
+  static Result<std::unique_ptr<Admin>> open(const std::string& location, Options options);
   ~Admin();
 
   Directory& directory() { return *directory_; }
-  SqliteCentralStore& store() { return *store_; }
+  CentralStore& store() { return *store_; }
+  SqliteCentralStore* sqlite_store() { return sqlite_; }  // null on PostgreSQL
+  PgCentralStore* postgres_store() { return postgres_; }  // null on SQLite
   int64_t now_ms() const;
 
   // A product (active). Errors: kInvalidArgument for a SKU that exists, the model's validation errors.
@@ -60,7 +64,7 @@ class Admin {
   Result<std::string> export_json(const std::optional<UserId>& user);
 
  private:
-  Admin(Options options, std::unique_ptr<Directory> directory, std::unique_ptr<SqliteCentralStore> store);
+  explicit Admin(Options options, OpenedStore opened);
   // Applies `changes` as one head-office transaction from kAdminNode, filling in versions and bases.
   Status apply(std::vector<Change> changes);
   Result<std::vector<RecordState>> records_of(EntityId entity);
@@ -68,7 +72,10 @@ class Admin {
 
   Options options_;
   std::unique_ptr<Directory> directory_;
-  std::unique_ptr<SqliteCentralStore> store_;
+  std::unique_ptr<CentralStore> store_;
+  SqliteCentralStore* sqlite_ = nullptr;
+  PgCentralStore* postgres_ = nullptr;
+  std::string postgresql_url_;  // servers on it are told of each write (notify_log)
   RecordIdGenerator ids_;
 };
 

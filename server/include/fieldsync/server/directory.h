@@ -1,7 +1,8 @@
 // Users, territories, assignments, devices and signed device tokens: who may connect and what they may see.
 //
 // Stored in its own SQLite file (`directory.db` in the server's data directory, created mode 0600 because it
-// holds password hashes and the token signing key):
+// holds password hashes and the token signing key), or in PostgreSQL (the schema `fieldsync_directory` of the
+// database the central store uses) when several servers share one database. The same tables either way:
 //   users            id PRIMARY KEY, display_name, role ("rep", "manager", "head_office", "partner"), pw_salt
 //                    (16 random bytes), pw_hash (32 bytes of PBKDF2-HMAC-SHA256), pw_iterations,
 //                    created_at_ms, disabled (0/1, added in place to older files)
@@ -21,6 +22,10 @@
 // Tokens: base64url (no padding) of  version(1) | expiry_ms(8, big-endian) | node(8) | user_len(1) | user |
 // HMAC-SHA256(key, everything before it)(32). They bind a user to one registered device until expiry.
 //
+// Nothing of it is cached but the signing key: every handshake reads the device and the user, so with
+// several servers on one PostgreSQL database a revocation or a disabled user made through any of them holds
+// on all at the next handshake, and every server accepts every device's token (one key, in `secrets`).
+//
 // Thread-safe: every method may be called from any thread. Password hashing runs outside the lock, so
 // concurrent logins do not queue behind each other.
 #pragma once
@@ -36,13 +41,17 @@
 #include "fieldsync/sync/server.h"
 #include "fieldsync/sync/thread_annotations.h"
 
-namespace fieldsync::sqlite {
-class Db;  // fieldsync/io/sqlite_db.h
+namespace fieldsync::server::dirdb {
+class Db;  // server/src/directory_db.h: the storage seam (SQLite or PostgreSQL)
 }
 
 namespace fieldsync::server {
 
 inline constexpr std::string_view kDirectoryFileName = "directory.db";
+
+// True for a PostgreSQL connection URL (`postgresql://...` or `postgres://...`): where fieldsync-server's and
+// fieldsync-admin's --store point when the central store and the directory live in PostgreSQL.
+bool is_postgresql_url(std::string_view location);
 
 struct User {
   UserId id;
@@ -108,9 +117,13 @@ class Directory final : public Authenticator {
     int busy_timeout_ms = 5000;
   };
 
-  // Opens or creates the directory. Errors: the storage codes of status.h.
-  static Result<std::unique_ptr<Directory>> open(const std::string& path, Options options);
+  // Opens or creates the directory: a SQLite file at `location`, or, for a postgresql:// URL, the schema
+  // fieldsync_directory of that database (created and migrated on open, under an advisory lock so servers
+  // starting together agree). Errors: the storage codes of status.h (kStorageIo: cannot connect;
+  // kSchemaTooNew: written by a newer server).
+  static Result<std::unique_ptr<Directory>> open(const std::string& location, Options options);
   ~Directory() override;
+  std::string_view engine() const;  // "sqlite" or "postgresql"
 
   // Users. Ids are 1..255 bytes of [A-Za-z0-9._@-]; passwords at least 8 bytes.
   // Errors: kInvalidArgument (bad id, short password, already exists), storage codes.
@@ -176,14 +189,24 @@ class Directory final : public Authenticator {
   Result<Principal> principal(const UserId& user);
 
  private:
-  Directory(Options options, std::unique_ptr<sqlite::Db> db);
+  // What a password check needs of a users row.
+  struct Stored {
+    std::vector<uint8_t> salt, hash;
+    uint32_t iterations = 0;
+    User user;
+  };
+  Directory(Options options, std::unique_ptr<dirdb::Db> db);
   Status load_or_create_key() EXCLUDES(mu_);
   Result<Principal> principal_locked(const UserId& user) REQUIRES(mu_);
+  Result<std::string> role_of_locked(const UserId& user) REQUIRES(mu_);  // kInvalidArgument: no such user
+  Status set_role_locked(const UserId& user, const User& role) REQUIRES(mu_);
+  Result<std::optional<Stored>> credentials(const UserId& user) EXCLUDES(mu_);
   std::string sign(const UserId& user, NodeId node, int64_t expiry_ms);
 
   Options options_;
+  std::string_view engine_;  // the backend's name, a literal: immutable, read without the lock
   Mutex mu_;
-  std::unique_ptr<sqlite::Db> db_ PT_GUARDED_BY(mu_);
+  std::unique_ptr<dirdb::Db> db_ PT_GUARDED_BY(mu_);
   std::vector<uint8_t> key_;  // token signing key, immutable after open
 };
 

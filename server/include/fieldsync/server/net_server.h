@@ -76,6 +76,12 @@ struct NetServerOptions {
   int64_t web_session_idle_ms = limits::kWebSessionIdleMs;
   // Group commit only: a store sync() failed. Default: log and abort (SyncService::Options::on_fatal).
   std::function<void(const Status&)> on_fatal;
+  // After this server's commits are durable (SyncService::Options::after_commit): several servers on one
+  // PostgreSQL store tell each other through it (LogFollower). Must only queue.
+  std::function<void()> after_commit;
+  // Why the head-office API is not offered (non-empty: every /api/v1/ route answers 501 with the error
+  // `not_available_on_postgresql` and this text): its reads are SQL over the SQLite store's file.
+  std::string api_unavailable;
 };
 
 class Metrics;
@@ -99,6 +105,10 @@ class NetServer {
 
   // The server's metrics (GET /metrics): register gauges of other objects (store size) before start().
   Metrics& metrics();
+
+  // Fans out commits another writer of the store made (SyncService::poll_external_commits): a LogFollower's
+  // notification. Also runs once a second by itself. Any thread, after start().
+  void poll_external_commits();
 
   size_t session_count() const;  // connections currently open (any stage)
   // Cumulative count of sessions closed because their write queue overflowed (a peer that does not read).

@@ -61,6 +61,10 @@ class SyncService {
     Metrics* metrics = nullptr;  // null: not recorded
     // Group commit only: a store sync() failed. Default: log and std::abort() (fail stop).
     std::function<void(const Status&)> on_fatal;
+    // Called once per release of frames that follow a commit of this server (a push or an API write that
+    // applied something), after that commit is durable: where several servers on one store tell each other
+    // (LogFollower::local_commit). Must only queue: it may run under the service's lock.
+    std::function<void()> after_commit;
   };
 
   SyncService(CentralStore& store, Authenticator& auth, Options options, Sink sink);
@@ -136,6 +140,7 @@ class SyncService {
     std::optional<Clock::time_point> push_received;  // a PushAck: when its push arrived
     std::string log_line;              // a PushAck: its log line, durable_ms appended at release
     std::function<void()> on_durable;  // an API write: answered once released (nothing sent to a session)
+    bool committed = false;            // follows a commit of this server (Options::after_commit)
   };
   struct SessionInfo {
     UserId user;

@@ -1,0 +1,40 @@
+#include "fieldsync/server/store_open.h"
+
+#include <filesystem>
+
+// pg.h first: pg_store.h's inline constructor needs pg::Conn complete.
+#include "pg.h"
+// (then)
+#include "fieldsync/server/pg_store.h"
+
+namespace fieldsync::server {
+
+Result<OpenedStore> open_store(const std::string& location, const StoreOpenOptions& options) {
+  OpenedStore out;
+  if (is_postgresql_url(location)) {
+    out.postgresql_url = location;
+    if (options.open_directory) {
+      auto dir = Directory::open(location, options.directory);
+      if (!dir) return dir.status();
+      out.directory = std::move(dir.value());
+    }
+    auto store = PgCentralStore::open(location, PgCentralStore::Options{});
+    if (!store) return store.status();
+    out.postgres = store.value().get();
+    out.store = std::move(store.value());
+    return out;
+  }
+  const std::filesystem::path dir(location);
+  auto store = SqliteCentralStore::open((dir / kCentralStoreFileName).string(), options.sqlite);
+  if (!store) return store.status();
+  out.sqlite = store.value().get();
+  out.store = std::move(store.value());
+  if (options.open_directory) {
+    auto directory = Directory::open((dir / kDirectoryFileName).string(), options.directory);
+    if (!directory) return directory.status();
+    out.directory = std::move(directory.value());
+  }
+  return out;
+}
+
+}  // namespace fieldsync::server

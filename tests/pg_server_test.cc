@@ -1,0 +1,497 @@
+// Several fieldsync-server instances on one PostgreSQL database (issue 20, "Several instances"): the
+// cross-instance notification (log_follower.h), then two real fieldsync-server processes with --store
+// postgresql://, real FieldClients over TLS given both URLs, fan-out across instances (latency measured),
+// kill -9 of one instance in the middle of pushes, dedupe across instances, and fieldsync-admin --store.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "fieldsync/client/field_client.h"
+#include "fieldsync/client/ws_client.h"
+#include "fieldsync/server/admin.h"
+#include "fieldsync/server/log_follower.h"
+#include "fieldsync/server/tls.h"
+#include "fieldsync/sync/codec.h"
+#include "pg.h"
+#include "support/pg_test_db.h"
+#include "support/server_process.h"
+
+namespace fieldsync::server {
+namespace {
+
+using namespace std::chrono_literals;
+using client::FieldClient;
+using client::WsClient;
+using client::WsClientOptions;
+using client::WsRawPeer;
+using client::WsStatus;
+using schema::EntityId;
+using schema::Role;
+using testsupport::eventually;
+using testsupport::kWait;
+using PgTestDb = fieldsync::testing::PgTestDatabase;
+using testsupport::ServerProcess;
+using testsupport::TempDir;
+
+int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+struct Counted {
+  std::atomic<int> commits{0};
+  std::unique_ptr<LogFollower> follower;
+};
+
+void follow(Counted& c, const std::string& url) {
+  auto f = LogFollower::start(url, [&c] { c.commits++; });
+  ASSERT_TRUE(f.is_ok()) << f.status().to_string();
+  c.follower = std::move(f.value());
+}
+
+TEST(LogFollower, ACommitOnOneServerWakesTheOthersNotItself) {
+  PgTestDb db;
+  ASSERT_TRUE(db.ok());
+  Counted a, b, c;
+  follow(a, db.url());
+  follow(b, db.url());
+  follow(c, db.url());
+  a.follower->local_commit();
+  ASSERT_TRUE(eventually([&] { return b.commits >= 1 && c.commits >= 1; }, 5s));
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(a.commits.load(), 0) << "a server's own NOTIFY is not news to it";
+  EXPECT_EQ(b.follower->notifications(), 1u);
+
+  // Many local commits in a burst: at least one NOTIFY, at most one per call (coalesced).
+  const int before = b.commits;
+  for (int i = 0; i < 1000; ++i) a.follower->local_commit();
+  ASSERT_TRUE(eventually([&] { return b.commits > before; }, 5s));
+  std::this_thread::sleep_for(200ms);
+  EXPECT_LT(b.commits - before, 1000) << "a burst of commits is told in fewer notifications";
+
+  // fieldsync-admin's one-off NOTIFY wakes every server.
+  const int a0 = a.commits, b0 = b.commits;
+  ASSERT_TRUE(notify_log(db.url()).is_ok());
+  ASSERT_TRUE(eventually([&] { return a.commits > a0 && b.commits > b0; }, 5s));
+}
+
+// The follower's connection drops (a database restart or failover): it reconnects by itself, wakes its
+// server once for whatever was committed meanwhile, and is told of later commits again.
+TEST(LogFollower, ReconnectsAndCatchesUpAfterItsConnectionDrops) {
+  PgTestDb db;
+  ASSERT_TRUE(db.ok());
+  Counted a, b;
+  follow(a, db.url());
+  follow(b, db.url());
+  {
+    auto c = pg::Conn::open(db.admin_url());
+    ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+    ASSERT_TRUE((*c)->exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                           pg::Params().add(db.name()))
+                    .is_ok());
+  }
+  ASSERT_TRUE(
+      eventually([&] { return a.follower->reconnects() >= 1 && b.follower->reconnects() >= 1; }, 10s));
+  EXPECT_GE(b.commits.load(), 1) << "a reconnect looks at the log once";
+  const int b0 = b.commits;
+  a.follower->local_commit();
+  ASSERT_TRUE(eventually([&] { return b.commits > b0; }, 5s));
+}
+
+TEST(LogFollower, AnUnreachableDatabaseIsATypedError) {
+  auto f = LogFollower::start("postgresql://nobody@127.0.0.1:1/none?connect_timeout=2", [] {});
+  ASSERT_FALSE(f.is_ok());
+  EXPECT_EQ(f.status().code(), ErrorCode::kStorageIo);
+  EXPECT_EQ(notify_log("postgresql://nobody@127.0.0.1:1/none?connect_timeout=2").code(),
+            ErrorCode::kStorageIo);
+}
+
+// ---- Two fieldsync-server processes on one database
+
+// One device: a FieldClient on its own SQLite replica and a WsClient given every server URL.
+struct Phone {
+  std::string user;
+  NodeId node = 0;
+  std::unique_ptr<FieldClient> client;
+  std::unique_ptr<WsClient> ws;
+  std::mutex mu;  // serialises writes with reading what was written (the writer threads)
+  std::vector<std::string> written;
+
+  ~Phone() {
+    if (ws) ws->stop();
+  }
+  size_t pending() {
+    auto n = client->pending_count();
+    EXPECT_TRUE(n.is_ok()) << n.status().to_string();
+    return n ? *n : 0;
+  }
+  std::string exported() {
+    auto j = client->export_json();
+    return j ? *j : std::string("<export failed>");
+  }
+  bool has_account(const std::string& id) {
+    auto a = client->accounts_by_prefix("");
+    return a && std::any_of(a->begin(), a->end(), [&](const client::Account& x) { return x.id == id; });
+  }
+};
+
+class TwoInstances : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(db.ok());
+    // One certificate for both instances (--dev reuses DIR/dev-cert.pem): a device trusts either.
+    shared = tmp.file("shared");
+    std::filesystem::create_directories(shared);
+    auto pem = make_self_signed(SelfSignedOptions{});
+    ASSERT_TRUE(pem.is_ok()) << pem.status().to_string();
+    ASSERT_TRUE(write_file(shared + "/dev-key.pem", pem->key_pem, true).is_ok());
+    ASSERT_TRUE(write_file(shared + "/dev-cert.pem", pem->cert_pem, false).is_ok());
+
+    Admin::Options o;
+    o.directory.pbkdf2_iterations = 1000;  // tests only
+    auto a = Admin::open(db.url(), o);
+    ASSERT_TRUE(a.is_ok()) << a.status().to_string();
+    admin = std::move(a.value());
+    Directory& dir = admin->directory();
+    for (const char* t : {"north", "south"}) ASSERT_TRUE(dir.add_territory({t, t}).is_ok());
+    struct Seed {
+      const char* id;
+      Role role;
+      const char* territory;
+      NodeId node;
+    };
+    for (const Seed& s :
+         {Seed{"alice", Role::kRep, "north", 0x2001}, Seed{"bob", Role::kRep, "north", 0x2002},
+          Seed{"carol", Role::kRep, "south", 0x2003}, Seed{"dave", Role::kRep, "south", 0x2004},
+          Seed{"hq", Role::kHeadOffice, nullptr, 0x2005}}) {
+      ASSERT_TRUE(dir.add_user({s.id, s.id, s.role}, std::string(s.id) + "-password", wall_ms()).is_ok());
+      if (s.territory) {
+        ASSERT_TRUE(dir.assign_territory(s.id, s.territory).is_ok());
+      }
+      ASSERT_TRUE(dir.register_device(s.node, s.id, wall_ms()).is_ok());
+      nodes[s.id] = s.node;
+      roles[s.id] = s.role;
+    }
+    ASSERT_TRUE(admin->add_product("P-1", "Flour", "bag").is_ok());
+  }
+  void TearDown() override {
+    phones.clear();
+    for (ServerProcess* s : {&a, &b})
+      if (s->running()) s->kill9();
+  }
+
+  ::testing::AssertionResult start(ServerProcess& s, uint16_t port = 0) {
+    return s.start(port, {"--store", db.url()});
+  }
+  std::string token(const std::string& user) {
+    auto t = admin->directory().login(user, user + "-password", nodes.at(user), wall_ms());
+    EXPECT_TRUE(t.is_ok()) << t.status().to_string();
+    return t ? *t : std::string();
+  }
+  WsClientOptions transport(const std::vector<std::string>& urls) {
+    WsClientOptions o;
+    o.url = urls.at(0);
+    o.fallback_urls.assign(urls.begin() + 1, urls.end());
+    o.ca_file = shared + "/dev-cert.pem";
+    o.connect_timeout_ms = 10'000;
+    o.reconnect_cap_ms = 100;
+    o.tick_interval_ms = 200;
+    return o;
+  }
+  // A phone for `user`, online through the first of `urls`, failing over to the others.
+  Phone& phone(const std::string& user, const std::vector<std::string>& urls,
+               std::optional<std::string> tok = std::nullopt) {
+    auto p = std::make_unique<Phone>();
+    p->user = user;
+    p->node = nodes.at(user);
+    FieldClient::Options o;
+    o.user = user;
+    o.token = tok ? *tok : token(user);
+    o.role = roles.at(user);
+    o.node = p->node;
+    o.synchronous_full = false;
+    auto c = FieldClient::open(tmp.file(user + ".db"), std::move(o));
+    EXPECT_TRUE(c.is_ok()) << c.status().to_string();
+    p->client = std::move(c.value());
+    WsClientOptions t = transport(urls);
+    Phone* raw = p.get();
+    t.after_frame = [raw] { raw->client->dispatch_events(); };
+    p->ws = std::make_unique<WsClient>(p->client->engine(), t);
+    WsStatus st = p->ws->start();
+    EXPECT_TRUE(st.ok()) << st.to_string();
+    phones.push_back(std::move(p));
+    return *raw;
+  }
+  // The ends of both servers' logs, for a failure message.
+  std::string logs() {
+    auto tail = [](const std::string& t) { return t.substr(t.size() > 2500 ? t.size() - 2500 : 0); };
+    return "\nA's log:\n" + tail(a.stderr_text()) + "\nB's log:\n" + tail(b.stderr_text());
+  }
+  std::string server_export(const std::string& user) {
+    auto j = admin->export_json(user);
+    EXPECT_TRUE(j.is_ok()) << j.status().to_string();
+    return j ? *j : std::string();
+  }
+  ::testing::AssertionResult converges(Phone& p) {
+    std::string mine, theirs;
+    if (eventually([&] { return (mine = p.exported()) == (theirs = server_export(p.user)); }))
+      return ::testing::AssertionSuccess();
+    return ::testing::AssertionFailure() << p.user << "'s replica differs from the store (" << mine.size()
+                                         << " vs " << theirs.size() << " bytes)";
+  }
+  // Every transaction of `node` in the store's log, by node_seq.
+  std::vector<uint64_t> logged_node_seqs(NodeId node) {
+    std::vector<uint64_t> seqs;
+    for (uint64_t after = 0;;) {
+      auto page = admin->store().read_log(after, 1000);
+      EXPECT_TRUE(page.is_ok()) << page.status().to_string();
+      if (!page || page->empty()) break;
+      for (const ServerTxn& t : *page)
+        if (t.origin_node == node) seqs.push_back(t.origin_node_seq);
+      after = page->back().server_seq;
+    }
+    return seqs;
+  }
+
+  PgTestDb db;
+  TempDir tmp{"pg-e2e"};
+  std::string shared;
+  std::unique_ptr<Admin> admin;
+  ServerProcess a{tmp.file("shared"), tmp.file("server-a")};
+  ServerProcess b{tmp.file("shared"), tmp.file("server-b")};
+  std::map<std::string, NodeId> nodes;
+  std::map<std::string, Role> roles;
+  std::vector<std::unique_ptr<Phone>> phones;
+};
+
+double percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
+}
+
+// A commit through instance A reaches a device live on instance B without a pull, through B's
+// notification (not its once-a-second poll of the log head). Measured: the p50/p99 latency from the
+// write on the phone on A to the record on the phone on B (docs/PERFORMANCE.md, "Several instances").
+TEST_F(TwoInstances, ACommitOnOneInstanceReachesDevicesOnTheOtherLive) {
+  ASSERT_TRUE(start(a));
+  ASSERT_TRUE(start(b));
+  Phone& alice = phone("alice", {a.url()});
+  Phone& bob = phone("bob", {b.url()});
+  ASSERT_TRUE(eventually([&] { return alice.ws->connected() && bob.ws->connected(); }));
+  ASSERT_TRUE(converges(alice));
+  ASSERT_TRUE(converges(bob));
+
+  const char* env = std::getenv("FIELDSYNC_FANOUT_SAMPLES");
+  const int samples = env ? std::max(10, std::atoi(env)) : 100;
+  std::vector<double> ms;
+  for (int i = 0; i < samples; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto id = alice.client->create_account({.name = "Across " + std::to_string(i), .territory_id = "north"});
+    ASSERT_TRUE(id.is_ok()) << id.status().to_string();
+    ASSERT_TRUE(eventually([&] { return bob.has_account(*id); }, 10s)) << "sample " << i;
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  const double p50 = percentile(ms, 0.50), p99 = percentile(ms, 0.99);
+  std::cout << "cross-instance fan-out over " << samples << " commits: p50 " << p50 << " ms, p99 " << p99
+            << " ms\n";
+  RecordProperty("fanout_p50_ms", std::to_string(p50));
+  RecordProperty("fanout_p99_ms", std::to_string(p99));
+  // The once-a-second poll alone would put the median near 500 ms: well below it, the notification did it.
+  EXPECT_LT(p50, 250.0);
+  EXPECT_TRUE(converges(bob));
+}
+
+// kill -9 of instance A in the middle of pushes: every device moves to B by itself, nothing acknowledged is
+// lost, nothing is applied twice, and every replica converges with the store.
+TEST_F(TwoInstances, KillNineOfOneInstanceMidPushLosesNothingAndAppliesNothingTwice) {
+  ASSERT_TRUE(start(a));
+  ASSERT_TRUE(start(b));
+  // Devices spread over both instances, each given both URLs.
+  Phone& alice = phone("alice", {a.url(), b.url()});
+  Phone& bob = phone("bob", {b.url(), a.url()});
+  Phone& carol = phone("carol", {a.url(), b.url()});
+  Phone& dave = phone("dave", {b.url(), a.url()});
+  Phone& hq = phone("hq", {a.url(), b.url()});
+  std::vector<Phone*> writers = {&alice, &bob, &carol, &dave};
+  ASSERT_TRUE(eventually([&] {
+    return std::all_of(phones.begin(), phones.end(), [](const auto& p) { return p->ws->connected(); });
+  }));
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> write_errors{0};
+  std::vector<std::thread> threads;
+  for (Phone* p : writers) {
+    threads.emplace_back([&, p] {
+      const std::string territory = p->user == "alice" || p->user == "bob" ? "north" : "south";
+      for (int i = 0; !stop; ++i) {
+        {
+          std::lock_guard lock(p->mu);
+          auto id = p->client->create_account(
+              {.name = p->user + " " + std::to_string(i), .territory_id = territory});
+          if (id)
+            p->written.push_back(*id);
+          else
+            write_errors++;
+        }
+        // A rep's pace, not a flood: the instances share one log head (every commit takes its row lock) and
+        // one fsync per transaction on this 2-core machine is about 20 ms.
+        std::this_thread::sleep_for(50ms);
+      }
+    });
+  }
+  struct Join {
+    std::atomic<bool>& stop;
+    std::vector<std::thread>& threads;
+    ~Join() {
+      stop = true;
+      for (std::thread& t : threads)
+        if (t.joinable()) t.join();
+    }
+  } join{stop, threads};
+
+  auto acked = [](Phone& p) {
+    std::lock_guard lock(p.mu);
+    return p.written.size() - p.pending();
+  };
+  // Mid-stream on A: alice's and carol's acknowledgements are flowing through it.
+  const size_t alice0 = acked(alice), carol0 = acked(carol);
+  ASSERT_TRUE(eventually([&] { return acked(alice) >= alice0 + 20 && acked(carol) >= carol0 + 20; }))
+      << "alice " << acked(alice) << " acked, " << alice.pending() << " pending; " << logs();
+  std::mt19937_64 rng(std::random_device{}());
+  std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 100));
+  // What each device knew to be acknowledged when A died.
+  std::map<std::string, std::vector<std::string>> acknowledged;
+  a.kill9();
+  for (Phone* p : writers) {
+    std::lock_guard lock(p->mu);
+    acknowledged[p->user].assign(p->written.begin(),
+                                 p->written.end() - static_cast<std::ptrdiff_t>(p->pending()));
+  }
+  bool in_flight = alice.pending() + carol.pending() > 0;
+
+  // The writes go on through B.
+  ASSERT_TRUE(eventually([&] {
+    return alice.ws->connected() && carol.ws->connected() && hq.ws->connected();
+  })) << alice.ws->last_error().to_string();
+  EXPECT_EQ(alice.ws->current_url(), b.url());
+  EXPECT_EQ(hq.ws->current_url(), b.url());
+  const size_t alice1 = acked(alice);
+  ASSERT_TRUE(eventually([&] { return acked(alice) >= alice1 + 20; }))
+      << alice.ws->last_error().to_string() << "; alice pending " << alice.pending() << logs();
+  stop = true;
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(write_errors.load(), 0);
+  RecordProperty("writes_in_flight_at_kill", in_flight ? "yes" : "no");
+
+  for (Phone* p : writers) {
+    SCOPED_TRACE(p->user);
+    ASSERT_TRUE(eventually([&] { return p->pending() == 0; })) << p->pending() << " pending";
+    for (const std::string& id : acknowledged[p->user]) {
+      auto r = admin->store().load(EntityId::kAccount, *RecordId::parse(id));
+      ASSERT_TRUE(r.is_ok());
+      EXPECT_TRUE(r->has_value()) << "acknowledged write " << id << " lost";
+    }
+    std::vector<uint64_t> expected(p->written.size());
+    for (size_t i = 0; i < expected.size(); ++i) expected[i] = i + 1;
+    EXPECT_EQ(logged_node_seqs(p->node), expected) << "each write once, in order";
+  }
+  for (const auto& p : phones) EXPECT_TRUE(converges(*p));
+  size_t total = 0;
+  for (Phone* p : writers) total += p->written.size();
+  std::cout << total << " writes by " << writers.size() << " devices, one instance killed mid-push"
+            << (in_flight ? " with writes in flight" : "") << "\n";
+}
+
+// A push that went to instance A and whose retry goes to B (the acknowledgement was lost with A): B answers
+// duplicate, from the shared per-node watermark, and applies nothing.
+TEST_F(TwoInstances, ARetryOnTheOtherInstanceIsADuplicate) {
+  ASSERT_TRUE(start(a));
+  ASSERT_TRUE(start(b));
+  const NodeId node = nodes.at("bob");
+  ClientTxn txn;
+  txn.node = node;
+  txn.node_seq = 1;
+  txn.created_at_ms = wall_ms();
+  RecordIdGenerator ids(node);
+  const RecordId id = ids.next(wall_ms());
+  Hlc hlc = make_hlc(wall_ms(), 0);
+  auto set = [&](uint16_t field, Value v) {
+    Change c{ChangeOp::kSet, EntityId::kAccount, id, field};
+    c.value = std::move(v);
+    return c;
+  };
+  txn.changes = {Change{ChangeOp::kCreate, EntityId::kAccount, id}, set(1, Value::text("Mill")),
+                 set(2, Value::text("north")), set(10, Value::text("bob"))};
+  for (Change& c : txn.changes) c.version = Version{++hlc, node};
+
+  auto push_through = [&](ServerProcess& s) -> protocol::TxnResult {
+    WsRawPeer peer(transport({s.url()}));
+    EXPECT_TRUE(peer.connect().ok());
+    protocol::Hello hello;
+    hello.schema_version = schema::kSchemaVersion;
+    hello.node = node;
+    hello.token = token("bob");
+    hello.client_time_ms = wall_ms();
+    EXPECT_TRUE(peer.send(codec::encode(hello), kWait).ok());
+    EXPECT_TRUE(peer.send(codec::encode(protocol::PushTxns{1, {txn}}), kWait).ok());
+    std::vector<uint8_t> msg;
+    while (peer.receive(msg, kWait).ok()) {
+      Result<protocol::Message> m = codec::decode(msg);
+      if (m.is_ok() && std::holds_alternative<protocol::PushAck>(m.value()))
+        return std::get<protocol::PushAck>(m.value()).results.at(0);
+    }
+    ADD_FAILURE() << "no PushAck from " << s.url();
+    return {};
+  };
+  EXPECT_EQ(push_through(a).outcome, protocol::TxnOutcome::kApplied);
+  const uint64_t head = admin->store().head_seq().value();
+  EXPECT_EQ(push_through(b).outcome, protocol::TxnOutcome::kDuplicate);
+  EXPECT_EQ(admin->store().head_seq().value(), head) << "nothing applied twice";
+  EXPECT_EQ(logged_node_seqs(node), std::vector<uint64_t>{1});
+}
+
+// fieldsync-admin --store: a catalogue write reaches a device live on a running instance at once (its
+// NOTIFY), and directory commands work on the shared database.
+TEST_F(TwoInstances, AdminOnTheDatabaseReachesLiveDevicesAndRevokesEverywhere) {
+  ASSERT_TRUE(start(a));
+  ASSERT_TRUE(start(b));
+  Phone& hq = phone("hq", {b.url()});
+  ASSERT_TRUE(converges(hq));
+  const auto t0 = std::chrono::steady_clock::now();
+  testsupport::RunResult r = testsupport::run({FIELDSYNC_ADMIN_BIN, "--store", db.url(), "product", "add",
+                                               "--sku", "P-9", "--name", "Salt", "--unit", "bag"},
+                                              tmp);
+  ASSERT_EQ(r.status.code, 0) << r.err;
+  ASSERT_TRUE(converges(hq));
+  std::cout << "admin write to a live device on an instance: "
+            << std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count()
+            << " ms (including the admin process's start)\n";
+
+  // A device revoked through the admin tool is refused by both instances at its next connection.
+  const std::string carol_token = token("carol");
+  r = testsupport::run({FIELDSYNC_ADMIN_BIN, "--store", db.url(), "device", "revoke", "--node",
+                        std::to_string(nodes.at("carol"))},
+                       tmp);
+  ASSERT_EQ(r.status.code, 0) << r.err;
+  Phone& carol = phone("carol", {a.url(), b.url()}, carol_token);
+  ASSERT_TRUE(eventually([&] { return carol.client->engine().stopped(); }));
+  EXPECT_EQ(carol.client->engine().stop_reason().code(), ErrorCode::kDeviceRevoked);
+
+  // The head-office API is refused with a typed error on PostgreSQL, not a crash.
+  r = testsupport::run({"curl", "-sk", "-o", "-", "-w", "%{http_code}",
+                        "https://127.0.0.1:" + std::to_string(a.port()) + "/api/v1/users"},
+                       tmp);
+  EXPECT_NE(r.out.find("not_available_on_postgresql"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("501"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace fieldsync::server
