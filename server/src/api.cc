@@ -355,6 +355,7 @@ std::optional<ApiError> prepare(NetServer::Impl& impl, Pending& p, const std::ve
   r->method = p.req.message.method();
   r->params = std::move(p.req.params);
   r->session_key = p.key;
+  r->last_event_id = std::string(p.req.message["Last-Event-ID"]);
   r->caller = Caller{ws->user, std::string(role_name(*user)), std::move(principal.value())};
   if (!has_role(roles, r->caller.role))
     return api_error(http::status::forbidden, "forbidden", "your role may not do this");

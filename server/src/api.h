@@ -63,6 +63,8 @@ struct ApiRequest {
   std::optional<boost::json::value> body;
   Caller caller;
   std::string session_key;  // the web session the request came with (logout)
+  // A stream route's Last-Event-ID header (an EventSource reconnecting says where it got to); empty without.
+  std::string last_event_id;
 };
 
 using ApiHandler = std::function<ApiResult(ApiRequest&)>;

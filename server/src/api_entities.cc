@@ -821,9 +821,8 @@ ApiResult reassign(ApiRequest& r) {
   return write_in_steps(r, std::move(changes), std::move(out));
 }
 
-// POST /api/v1/users/{id}/handover {"to"}: the departing user's territories, open deals and future
-// appointments go to a colleague in one step. Orders are filed under their account's territory, so open
-// orders follow the territories (their rep_id says who took them and never changes).
+// POST /api/v1/users/{id}/handover {"to"}: the departing user's territories, open deals, open orders and
+// future appointments go to a colleague in one step.
 ApiResult handover(ApiRequest& r) {
   const json::object& b = r.body->as_object();
   UserId to;
@@ -840,7 +839,7 @@ ApiResult handover(ApiRequest& r) {
   Result<std::unique_ptr<Db>> db = open_reader(*r.impl);
   if (!db) return api_error_from(db.status());
   std::vector<Change> changes;
-  size_t deals = 0, appointments = 0;
+  size_t deals = 0, orders = 0, appointments = 0;
   {
     Stmt q(**db,
            "SELECT id FROM opportunity WHERE owner_id = ? AND _deleted = 0 AND stage NOT IN ('won', 'lost')");
@@ -855,34 +854,32 @@ ApiResult handover(ApiRequest& r) {
     if (!q.ok()) return api_error_from(q.status());
   }
   {
-    // An event's owner is immutable: each future appointment is cancelled and booked again for `to`.
-    const EntityDef& ev = schema::entity_ref(EntityId::kCalendarEvent);
-    Stmt q(**db, "SELECT " + columns(ev) +
-                     " FROM calendar_event WHERE owner_id = ? AND _deleted = 0 AND status = "
-                     "'scheduled' AND start_at >= ?");
-    q.bind(1, from).bind(2, wall_ms());
-    RecordIdGenerator& gen = id_generator();
+    // Open orders (draft or submitted: a locked one keeps the rep who took it) and future appointments
+    // change hands (schema 2: order.rep_id and calendar_event.owner_id are head office's and a manager's to
+    // reassign). The appointments keep their ids, so a link from a visit still holds.
+    Stmt q(**db,
+           "SELECT id FROM \"order\" WHERE rep_id = ? AND _deleted = 0 AND status IN ('draft', 'submitted')");
+    q.bind(1, from);
     while (q.step()) {
-      std::optional<RecordId> id = RecordId::parse(q.col_text(0));
-      if (!id) continue;
-      changes.push_back(make(ChangeOp::kSet, EntityId::kCalendarEvent, *id, schema::fields::kEventStatus,
-                             Value::text("cancelled")));
-      const RecordId copy = gen.next(wall_ms());
-      changes.push_back(make(ChangeOp::kCreate, EntityId::kCalendarEvent, copy));
-      int col = 1;
-      for (const FieldDef& f : ev.fields) {
-        const int i = col++;
-        if (q.col_null(i)) continue;
-        Value v = f.type == FieldType::kTimestamp || f.type == FieldType::kInt ? Value::integer(q.col_int(i))
-                                                                               : Value::text(q.col_text(i));
-        if (f.id == schema::fields::kEventOwner) v = Value::text(to);
+      if (std::optional<RecordId> id = RecordId::parse(q.col_text(0))) {
         changes.push_back(
-            make(f.policy == schema::MergePolicy::kAppendText ? ChangeOp::kAppend : ChangeOp::kSet,
-                 EntityId::kCalendarEvent, copy, f.id, std::move(v)));
+            make(ChangeOp::kSet, EntityId::kOrder, *id, schema::fields::kOrderRep, Value::text(to)));
+        ++orders;
       }
-      ++appointments;
     }
     if (!q.ok()) return api_error_from(q.status());
+    Stmt e(**db,
+           "SELECT id FROM calendar_event WHERE owner_id = ? AND _deleted = 0 AND status = 'scheduled' AND "
+           "start_at >= ?");
+    e.bind(1, from).bind(2, wall_ms());
+    while (e.step()) {
+      if (std::optional<RecordId> id = RecordId::parse(e.col_text(0))) {
+        changes.push_back(make(ChangeOp::kSet, EntityId::kCalendarEvent, *id, schema::fields::kEventOwner,
+                               Value::text(to)));
+        ++appointments;
+      }
+    }
+    if (!e.ok()) return api_error_from(e.status());
   }
   // Territories first: the records are the colleague's to see before their ownership moves.
   Result<std::vector<std::string>> territories = dir.user_territories(from);
@@ -900,6 +897,7 @@ ApiResult handover(ApiRequest& r) {
   json::object out;
   out["territories"] = std::move(ts);
   out["deals"] = static_cast<int64_t>(deals);
+  out["orders"] = static_cast<int64_t>(orders);
   out["appointments"] = static_cast<int64_t>(appointments);
   if (changes.empty()) {
     out["server_seq"] = nullptr;
@@ -1295,6 +1293,16 @@ std::optional<ApiError> start_stream(ApiRequest& r) {
     std::optional<int64_t> n = parse_int(v);
     if (!n || *n < 0)
       return api_error(http::status::bad_request, "value_invalid", "since is a server_seq", k);
+    s->since = static_cast<uint64_t>(*n);
+  }
+  // A reconnecting EventSource repeats the URL it was opened with (its `since`) and says in Last-Event-ID
+  // the last event it received: the stream resumes after that, so nothing is sent twice or skipped. Every
+  // event's id is a server_seq (a change's own, or the position the stream had reached).
+  if (!r.last_event_id.empty()) {
+    std::optional<int64_t> n = parse_int(r.last_event_id);
+    if (!n || *n < 0)
+      return api_error(http::status::bad_request, "value_invalid", "Last-Event-ID is a server_seq",
+                       "Last-Event-ID");
     s->since = static_cast<uint64_t>(*n);
   }
   Strand strand = r.session->strand();
