@@ -81,7 +81,7 @@ constexpr int64_t kFormat = 6;
   "WHERE id = new.account_id), currency = new.currency WHERE order_id = new.id;"
 // (Upserts, not INSERT OR REPLACE: a trigger's conflict clause gives way to the statement's that fired it.)
 // The fact of the line row `new`, with its order's attributes from the order's fact (none yet if the line
-// is stored before its order: the order's trigger fills them then), and its order's totals again.
+// is stored before its order: the order's trigger fills them then).
 #define LINE_FACT_UPSERT \
   "INSERT INTO _order_line_fact (order_id, line_id, product_id, deleted, quantity, net_cents, at_ms, "    \
   "status, order_deleted, rep_id, territory, currency) SELECT new.order_id, new.id, new.product_id, "      \
@@ -91,8 +91,7 @@ constexpr int64_t kFormat = 6;
   "excluded.product_id, deleted = excluded.deleted, quantity = excluded.quantity, net_cents = "            \
   "excluded.net_cents, at_ms = excluded.at_ms, status = excluded.status, order_deleted = "                 \
   "excluded.order_deleted, rep_id = excluded.rep_id, territory = excluded.territory, currency = "          \
-  "excluded.currency; UPDATE _order_fact SET " ORDER_FACT_TOTALS("new.order_id")                           \
-  " WHERE order_id = new.order_id;"
+  "excluded.currency;"
 // Visits per UTC day, rep and outcome (_visit_day) of the visit row R ("new" or "old") when it counts.
 #define VISIT_DAY(R) "(" R ".check_in_at / 1000) / 86400, " R ".rep_id, coalesce(" R ".outcome, 'none')"
 #define VISIT_COUNTS(R) R "._deleted = 0 AND " R ".check_in_at IS NOT NULL AND " R ".rep_id IS NOT NULL"
@@ -180,16 +179,24 @@ const char* const kStoreDdl[] = {
      "NULL, visits INTEGER NOT NULL, PRIMARY KEY (day, rep_id, outcome)) WITHOUT ROWID"),
     "CREATE TRIGGER IF NOT EXISTS _fact_order_insert AFTER INSERT ON \"order\" BEGIN " ORDER_FACT_UPSERT
     " UPDATE _order_fact SET " ORDER_FACT_TOTALS("new.id") " WHERE order_id = new.id; END",
-    "CREATE TRIGGER IF NOT EXISTS _fact_order_update AFTER UPDATE ON \"order\" BEGIN " ORDER_FACT_UPSERT
-    " END",
-    "CREATE TRIGGER IF NOT EXISTS _fact_line_insert AFTER INSERT ON order_line BEGIN " LINE_FACT_UPSERT
-    " END",
+    // Only when what the facts hold changed (notes and delivery dates do not).
+    ("CREATE TRIGGER IF NOT EXISTS _fact_order_update AFTER UPDATE ON \"order\" WHEN old.submitted_at IS NOT "
+     "new.submitted_at OR old.approved_at IS NOT new.approved_at OR old.status IS NOT new.status OR "
+     "old._deleted IS NOT new._deleted OR old.rep_id IS NOT new.rep_id OR old.account_id IS NOT "
+     "new.account_id OR old.currency IS NOT new.currency BEGIN " ORDER_FACT_UPSERT " END"),
+    // A new line adds to its order's totals (summing the order's line facts again, as an update does, cost
+    // two range reads per line on the write path).
+    ("CREATE TRIGGER IF NOT EXISTS _fact_line_insert AFTER INSERT ON order_line BEGIN " LINE_FACT_UPSERT
+     " UPDATE _order_fact SET quantity = quantity + coalesce(new.quantity, 0), net_cents = net_cents + "
+     "coalesce(" LINE_NET("new.") ", 0) WHERE order_id = new.order_id AND new._deleted = 0; END"),
     // The model keeps a line's order_id immutable; another writer moving a line still leaves no fact behind.
     ("CREATE TRIGGER IF NOT EXISTS _fact_line_update AFTER UPDATE ON order_line BEGIN DELETE FROM "
      "_order_line_fact WHERE order_id = old.order_id AND line_id = old.id AND old.order_id IS NOT "
      "new.order_id; UPDATE _order_fact SET " ORDER_FACT_TOTALS(
          "old.order_id") " WHERE order_id = "
-                         "old.order_id AND old.order_id IS NOT new.order_id; " LINE_FACT_UPSERT " END"),
+                         "old.order_id AND old.order_id IS NOT new.order_id; " LINE_FACT_UPSERT
+                         " UPDATE _order_fact SET " ORDER_FACT_TOTALS(
+                             "new.order_id") " WHERE order_id = new.order_id; END"),
     ("CREATE TRIGGER IF NOT EXISTS _fact_account_territory AFTER UPDATE OF territory_id ON account WHEN "
      "old.territory_id IS NOT new.territory_id BEGIN UPDATE _order_fact SET territory = new.territory_id "
      "WHERE account_id = new.id; UPDATE _order_line_fact SET territory = new.territory_id WHERE order_id IN "
@@ -548,8 +555,20 @@ Status migrate_format(Db& db, int64_t from) {
   }
   if (from < 5) {
     // The triggers keep _order_fact from now on; the orders already there get theirs here.
-    if (Status s = db.exec("UPDATE \"order\" SET id = id"); !s) return s;
-    if (Status s = db.exec("UPDATE _order_fact SET " ORDER_FACT_TOTALS("_order_fact.order_id")); !s) return s;
+    const char* const fill[] = {
+        "INSERT OR REPLACE INTO _order_fact (order_id, at_ms, status, deleted, rep_id, account_id, "
+        "territory, "
+        "currency, quantity, net_cents) SELECT o.id, coalesce(o.submitted_at, o.approved_at), o.status, "
+        "o._deleted, o.rep_id, o.account_id, a.territory_id, o.currency, 0, 0 FROM \"order\" o LEFT JOIN "
+        "account a ON a.id = o.account_id",
+        "UPDATE _order_fact SET " ORDER_FACT_TOTALS("_order_fact.order_id"),
+        "UPDATE _order_line_fact SET (at_ms, status, order_deleted, rep_id, territory, currency) = (SELECT "
+        "x.at_ms, x.status, x.deleted, x.rep_id, x.territory, x.currency FROM _order_fact x WHERE x.order_id "
+        "= "
+        "_order_line_fact.order_id) WHERE order_id IN (SELECT order_id FROM _order_fact)",
+    };
+    for (const char* sql : fill)
+      if (Status s = db.exec(sql); !s) return s;
     for (std::string_view name : kSupersededByReports)
       if (Status s = db.exec("DROP INDEX IF EXISTS " + quoted(name)); !s) return s;
     // Reports: each existing opportunity's current stage as its open stint, from its stage field's version
