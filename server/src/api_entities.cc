@@ -20,6 +20,7 @@
 #include "fieldsync/sync/codec.h"
 #include "fieldsync/sync/export.h"
 #include "fieldsync/sync/scope.h"
+#include "reader_pool.h"
 #include "sql_value.h"
 #include "wall_clock.h"
 
@@ -57,12 +58,9 @@ ApiError not_found() {
   return api_error(http::status::not_found, "not_found", "no such record");
 }
 
-Result<std::unique_ptr<Db>> open_reader(NetServer::Impl& impl) {
-  Result<std::unique_ptr<Db>> db =
-      Db::open(impl.options.store_path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, 5000);
-  if (!db) return db.status();
-  if (Status s = (*db)->exec("PRAGMA query_only = 1"); !s) return s;
-  return db;
+// A read connection from the API's pool (reader_pool.h; api.cc keeps it).
+Result<ReaderPool::Lease> open_reader(NetServer::Impl& impl) {
+  return api_readers(impl).lease();
 }
 
 // ---- Values
@@ -321,7 +319,7 @@ ApiResult list_entities(ApiRequest& r) {
            (desc ? " DESC" : " ASC");
   }
   sql += " LIMIT " + std::to_string(limit + 1);
-  Result<std::unique_ptr<Db>> db = open_reader(*r.impl);
+  Result<ReaderPool::Lease> db = open_reader(*r.impl);
   if (!db) return api_error_from(db.status());
   Stmt q(**db, sql);
   for (size_t i = 0; i < params.size(); ++i) bind_value(q, static_cast<int>(i + 1), params[i]);
@@ -384,7 +382,7 @@ ApiResult get_record(ApiRequest& r) {
   Result<bool> seen = visible(*r.impl, r.caller, e->id, *id);
   if (!seen) return api_error_from(seen.status());
   if (!*seen) return not_found();
-  Result<std::unique_ptr<Db>> db = open_reader(*r.impl);
+  Result<ReaderPool::Lease> db = open_reader(*r.impl);
   if (!db) return api_error_from(db.status());
   Result<std::optional<json::object>> row = read_row(**db, *e, id->to_string());
   if (!row) return api_error_from(row.status());
@@ -793,7 +791,7 @@ ApiResult reassign(ApiRequest& r) {
       return api_error(http::status::bad_request, "wrong_type", "from_rep must be a string", "from_rep");
     Result<std::vector<std::string>> t = dir.user_territories(std::string(from->value().as_string()));
     if (!t) return api_error_from(t.status());
-    Result<std::unique_ptr<Db>> db = open_reader(*r.impl);
+    Result<ReaderPool::Lease> db = open_reader(*r.impl);
     if (!db) return api_error_from(db.status());
     for (const std::string& terr : *t) {
       Stmt q(**db, "SELECT id FROM account WHERE territory_id = ? AND _deleted = 0 ORDER BY id");
@@ -836,7 +834,7 @@ ApiResult handover(ApiRequest& r) {
   if (!tu || tu->partner || tu->role == schema::Role::kHeadOffice || to == from)
     return api_error(http::status::unprocessable_entity, "value_invalid", "to must be another rep or manager",
                      "to");
-  Result<std::unique_ptr<Db>> db = open_reader(*r.impl);
+  Result<ReaderPool::Lease> db = open_reader(*r.impl);
   if (!db) return api_error_from(db.status());
   std::vector<Change> changes;
   size_t deals = 0, orders = 0, appointments = 0;
@@ -989,7 +987,7 @@ ApiResult list_conflicts(ApiRequest& r) {
   if (!all) return api_error_from(all.status());
   std::map<int64_t, ConflictResolution> resolutions;
   for (ConflictResolution& c : *all) resolutions[c.conflict_id] = std::move(c);
-  Result<std::unique_ptr<Db>> db = open_reader(*r.impl);
+  Result<ReaderPool::Lease> db = open_reader(*r.impl);
   if (!db) return api_error_from(db.status());
   json::array items;
   int64_t last = after;
@@ -1029,7 +1027,7 @@ ApiResult list_conflicts(ApiRequest& r) {
 }
 
 Result<std::optional<ConflictRecord>> read_conflict(NetServer::Impl& impl, int64_t id) {
-  Result<std::unique_ptr<Db>> db = open_reader(impl);
+  Result<ReaderPool::Lease> db = open_reader(impl);
   if (!db) return db.status();
   Stmt q(**db, "SELECT blob FROM _conflicts WHERE id = ?");
   q.bind(1, id);
@@ -1094,7 +1092,7 @@ ApiResult scheduling_conflicts(ApiRequest& r) {
       return api_error(http::status::bad_request, "unknown_field", "unknown parameter " + k, k);
     }
   }
-  Result<std::unique_ptr<Db>> db = open_reader(*r.impl);
+  Result<ReaderPool::Lease> db = open_reader(*r.impl);
   if (!db) return api_error_from(db.status());
   // The rep is the events' owner, not necessarily who booked them (a manager books for the team).
   Stmt q(**db, "SELECT id, blob FROM _conflicts WHERE kind = 'scheduling' ORDER BY id LIMIT 5000");
@@ -1363,7 +1361,7 @@ ApiResult sync_health(ApiRequest& r) {
   for (const UserId& m : r.caller.principal.team) users.insert(m);
   Result<uint64_t> head = r.impl->store.head_seq();
   if (!head) return api_error_from(head.status());
-  Result<std::unique_ptr<Db>> db = open_reader(*r.impl);
+  Result<ReaderPool::Lease> db = open_reader(*r.impl);
   if (!db) return api_error_from(db.status());
   std::map<NodeId, SyncService::LiveDevice> activity = r.impl->service.device_activity();
   std::set<NodeId> online;
