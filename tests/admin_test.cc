@@ -421,6 +421,52 @@ TEST(AdminCli, CommandsAndErrors) {
   fails({"--data-dir", d, "account", "move", "0190f3b2-0000-7000-8000-000000000000", "north"}, 1);
 }
 
+// Directory changes made with the admin tool leave audit rows like the API's, with the tool as the actor;
+// reads (list, login, export) leave none.
+TEST(AdminCli, DirectoryChangesLeaveAnAuditTrail) {
+  TempDir tmp;
+  const std::string d = tmp.file("data");
+  auto ok = [&](std::vector<std::string> args, const std::string& in = "") {
+    args.insert(args.begin(), {"--data-dir", d});
+    CliRun r = admin_cli(args, in);
+    EXPECT_EQ(r.code, 0) << r.err;
+  };
+  ok({"territory", "add", "--id", "north", "--name", "North"});
+  ok({"user", "add", "--id", "alice", "--name", "Alice A", "--role", "rep"}, "alice-password\n");
+  ok({"user", "add", "--id", "mia", "--name", "Mia", "--role", "manager", "--password", "mia-password"});
+  ok({"assign", "--user", "alice", "--territory", "north"});
+  ok({"assign", "--manager", "mia", "--rep", "alice"});
+  ok({"user", "passwd", "--id", "alice"}, "new-alice-password\n");
+  ok({"device", "register", "--node", "0x10ab", "--user", "alice"});
+  ok({"user", "list"});
+  ok({"login", "--user", "alice", "--node", "4267"}, "new-alice-password\n");
+  ok({"device", "revoke", "--node", "4267"});
+  // A refused change leaves no row.
+  CliRun bad = admin_cli({"--data-dir", d, "assign", "--manager", "alice", "--rep", "mia"});
+  EXPECT_NE(bad.code, 0);
+
+  auto admin = open_admin(d);
+  Result<std::vector<AuditRecord>> trail = admin->directory().audit_trail(0, 100);
+  ASSERT_TRUE(trail.is_ok()) << trail.status().to_string();
+  std::vector<std::string> seen;
+  for (const AuditRecord& r : *trail) {
+    EXPECT_EQ(r.actor, kAdminUser);
+    EXPECT_GT(r.at_ms, 0);
+    seen.push_back(r.action + " " + r.target + " " + r.detail);
+  }
+  const std::vector<std::string> expected = {
+      R"(territory.create north {"name":"North"})",
+      R"(user.create alice {"role":"rep","display_name":"Alice A"})",
+      R"(user.create mia {"role":"manager","display_name":"Mia"})",
+      R"(user.update alice {"territories":["north"]})",
+      R"(user.update mia {"team":["alice"]})",
+      "user.password alice {}",
+      R"(device.register 4267 {"user":"alice"})",
+      "device.revoke 4267 {}",
+  };
+  EXPECT_EQ(seen, expected);
+}
+
 TEST(AdminCli, HelpDocumentsEveryCommand) {
   CliRun r = admin_cli({"--help"});
   EXPECT_EQ(r.code, 0);

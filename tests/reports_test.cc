@@ -407,6 +407,29 @@ TEST_F(ReportsTest, RepActivity) {
   EXPECT_EQ(i64(report("activity", kHeadOffice, short_window)["not_visited"].at("count")), 2);
 }
 
+// Whole UTC days come from the _visit_day rollup, partial days at the ends from the visits: a period from
+// Jan 10 12:00 to Feb 20 10:30 keeps V2 (Jan 10 14:00) but not V1 (9:00), and V3 (Feb 20 10:00). A filter
+// by territory (which the rollup cannot apply) gives the same figures from the visits alone.
+TEST_F(ReportsTest, RepActivityOverPartialDaysAndTheRollupAgreeWithTheVisits) {
+  ReportFilter f;
+  f.from_ms = jan(10, 12 * kHour);
+  f.to_ms = feb(20, 10 * kHour + 30 * kMin);
+  json::object r = report("activity", kHeadOffice, f);
+  EXPECT_EQ(i64(row(r["by_rep"], "rep", "r1").at("visits")), 2);
+  EXPECT_EQ(i64(row(r["by_rep"], "rep", "r1").at("days_with_visits")), 2);
+  EXPECT_EQ(i64(row(r["by_rep"], "rep", "r2").at("visits")), 1);
+  ASSERT_EQ(r["per_day"].as_array().size(), 3u);
+  EXPECT_EQ(r["per_day"].at(0).at("day").as_string(), "2026-01-10");
+  EXPECT_EQ(i64(r["per_day"].at(0).at("visits")), 1);
+  EXPECT_EQ(r["per_day"].at(2).at("day").as_string(), "2026-02-20");
+  ReportFilter both = q1();
+  both.territories = {"north", "south"};
+  json::object from_visits = report("activity", kHeadOffice, both);
+  json::object from_rollup = report("activity", kHeadOffice, q1());
+  EXPECT_EQ(json::serialize(from_visits["by_rep"]), json::serialize(from_rollup["by_rep"]));
+  EXPECT_EQ(json::serialize(from_visits["per_day"]), json::serialize(from_rollup["per_day"]));
+}
+
 TEST_F(ReportsTest, PlanVersusExecution) {
   json::object r = report("plan_vs_execution", kHeadOffice, q1());
   const json::object& t = r["total"].as_object();
@@ -723,6 +746,145 @@ TEST(ReportsFacts, RevenueFollowsEditsDeletesMovesAndCancellations) {
   EXPECT_EQ(moved.at("total").at(0).at("revenue_cents").as_int64(), 2000);
   s.set(E::kOrder, o, jan(14), {{3, text("cancelled")}});
   EXPECT_EQ(total(), -1) << "a cancelled order is no revenue";
+}
+
+// Activity and plan versus execution read _visit_day and _appointment_fact, which triggers on visits and
+// events keep: a visit's outcome edited, a visit linked to the appointment and linked elsewhere again, the
+// appointment moved and cancelled, and (by a writer other than the server) a visit deleted or its check-in
+// moved each show in the next report.
+TEST(ReportsFacts, ActivityAndPlanFollowVisitAndAppointmentEdits) {
+  TempDir dir;
+  const std::string path = dir.file("central.db");
+  Seed s(path);
+  using E = EntityId;
+  RecordId a = s.create(E::kAccount, kDec1, {{1, text("A")}, {2, text("north")}, {10, text("ho")}});
+  RecordId e = s.create(E::kCalendarEvent, kDec1,
+                        {{1, text("r1")},
+                         {2, ref(a)},
+                         {3, text("visit")},
+                         {4, num(jan(10, 10 * kHour))},
+                         {5, num(jan(10, 11 * kHour))},
+                         {6, text("scheduled")}});
+  RecordId v = s.create(
+      E::kVisit, jan(10, 10 * kHour + 5 * kMin),
+      {{1, ref(a)}, {2, text("r1")}, {4, num(jan(10, 10 * kHour + 5 * kMin))}, {9, text("order_taken")}});
+  auto db = open_report_db(path).value();
+  ReportFilter f;
+  f.from_ms = kJan1;
+  f.to_ms = kApr1;
+  auto activity = [&] { return run_report(*db, "activity", f, kHeadOffice).value(); };
+  auto plan = [&] { return run_report(*db, "plan_vs_execution", f, kHeadOffice).value().at("total"); };
+  EXPECT_EQ(i64(plan().at("on_time")), 1) << "the owner's visit at the account 5 minutes after the start";
+  EXPECT_EQ(i64(activity().at("by_rep").at(0).at("outcomes").at("order_taken")), 1);
+
+  s.set(E::kVisit, v, jan(10, 12 * kHour), {{9, text("follow_up")}});
+  json::value act = activity();
+  EXPECT_FALSE(act.at("by_rep").at(0).at("outcomes").as_object().contains("order_taken"));
+  EXPECT_EQ(i64(act.at("by_rep").at(0).at("outcomes").at("follow_up")), 1);
+
+  RecordId e2 = s.create(E::kCalendarEvent, kDec1,
+                         {{1, text("r1")},
+                          {2, ref(a)},
+                          {3, text("visit")},
+                          {4, num(feb(10, 10 * kHour))},
+                          {5, num(feb(10, 11 * kHour))},
+                          {6, text("scheduled")}});
+  RecordId late = s.create(E::kVisit, jan(13, 9 * kHour),
+                           {{1, ref(a)}, {2, text("r1")}, {3, ref(e)}, {4, num(jan(13, 9 * kHour))}});
+  EXPECT_EQ(i64(plan().at("late")), 1) << "a visit linked to the appointment executes it, however late";
+  s.set(E::kVisit, late, jan(13, 10 * kHour), {{3, ref(e2)}});
+  EXPECT_EQ(i64(plan().at("on_time")), 2)
+      << "linked elsewhere, the first visit in the window counts again, and the other appointment has the "
+         "linked one (checked in before its start)";
+  EXPECT_EQ(i64(plan().at("late")), 0);
+
+  s.set(E::kCalendarEvent, e, jan(13, 11 * kHour),
+        {{5, num(jan(14, 9 * kHour + 55 * kMin))}, {4, num(jan(14, 8 * kHour + 55 * kMin))}});
+  EXPECT_EQ(i64(plan().at("missed")), 1) << "moved four days after its visit";
+  s.create(E::kVisit, jan(14, 9 * kHour), {{1, ref(a)}, {2, text("r1")}, {4, num(jan(14, 9 * kHour))}});
+  EXPECT_EQ(i64(plan().at("on_time")), 2) << "a visit just after the moved start";
+
+  // The model never deletes a visit nor moves its check-in, but the facts follow any writer that does.
+  {
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &raw), SQLITE_OK);
+    const std::string sql =
+        "UPDATE visit SET _deleted = 1 WHERE check_in_at = " + std::to_string(jan(14, 9 * kHour)) +
+        "; UPDATE visit SET check_in_at = " + std::to_string(jan(20, 9 * kHour)) + " WHERE id = '" +
+        v.to_string() + "'";
+    ASSERT_EQ(sqlite3_exec(raw, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(raw);
+    sqlite3_close(raw);
+  }
+  EXPECT_EQ(i64(plan().at("missed")), 1);
+  act = activity();
+  ASSERT_EQ(act.at("per_day").as_array().size(), 2u) << "Jan 13 (the linked visit) and Jan 20";
+  EXPECT_EQ(act.at("per_day").at(1).at("day").as_string(), "2026-01-20");
+  s.set(E::kCalendarEvent, e, jan(21, kHour), {{6, text("cancelled")}});
+  EXPECT_EQ(i64(plan().at("booked")), 1) << "only the other appointment is still booked";
+}
+
+// Format 5 files had no line facts, visit rollup or appointment facts: opening one fills them from the rows,
+// drops the format-5 triggers and indexes they replace, and the reports read the same figures.
+TEST(ReportsMigration, FormatFiveFileGetsItsFactsAndRollups) {
+  TempDir dir;
+  const std::string path = dir.file("central.db");
+  RecordId product;
+  {
+    Seed s(path);
+    RecordId a = s.create(EntityId::kAccount, kJan1, {{1, text("A")}, {2, text("north")}, {10, text("ho")}});
+    product =
+        s.create(EntityId::kProduct, kJan1, {{1, text("P")}, {2, text("P")}, {4, Value::boolean(true)}});
+    s.order(a, "r1", "submitted", feb(2), feb(2), {{product, 3, 100, 0}, {product, 1, 1000, 2500}});
+    s.create(EntityId::kCalendarEvent, kJan1,
+             {{1, text("r1")},
+              {2, ref(a)},
+              {3, text("visit")},
+              {4, num(feb(3, 9 * kHour))},
+              {5, num(feb(3, 10 * kHour))},
+              {6, text("scheduled")}});
+    s.create(EntityId::kVisit, feb(3, 9 * kHour + 30 * kMin),
+             {{1, ref(a)}, {2, text("r1")}, {4, num(feb(3, 9 * kHour + 30 * kMin))}});
+  }
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    std::string sql = "DROP TABLE _order_line_fact; DROP TABLE _visit_day; DROP TABLE _appointment_fact; ";
+    for (const char* t : {"_fact_order_insert", "_fact_order_update", "_fact_line_insert",
+                          "_fact_line_update", "_fact_account_territory", "_fact_event_insert",
+                          "_fact_event_update", "_fact_visit_insert", "_fact_visit_update"})
+      sql += "DROP TRIGGER " + std::string(t) + "; ";
+    sql +=
+        "CREATE TRIGGER _order_fact_insert AFTER INSERT ON \"order\" BEGIN SELECT 1; END; CREATE INDEX "
+        "idx_report_order_line ON order_line (order_id, _deleted); UPDATE _state SET value = 5 WHERE key = "
+        "'format'";
+    ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+    sqlite3_close(db);
+  }
+  SqliteCentralStore::Options options;
+  ASSERT_TRUE(SqliteCentralStore::open(path, options).is_ok());
+  auto db = open_report_db(path).value();
+  auto count = [&](const std::string& sql) {
+    sqlite::Stmt q(*db, sql);
+    EXPECT_TRUE(q.step()) << sql;
+    return q.col_int(0);
+  };
+  EXPECT_EQ(count("SELECT value FROM _state WHERE key = 'format'"), 6);
+  EXPECT_EQ(count("SELECT count(*) FROM sqlite_master WHERE name IN ('_order_fact_insert', "
+                  "'idx_report_order_line')"),
+            0);
+  ReportFilter f;
+  f.from_ms = kJan1;
+  f.to_ms = kApr1;
+  json::value revenue = run_report(*db, "revenue", f, kHeadOffice).value();
+  ASSERT_EQ(revenue.at("by_product").as_array().size(), 1u);
+  EXPECT_EQ(revenue.at("by_product").at(0).at("revenue_cents").as_int64(), 300 + 750);
+  EXPECT_EQ(revenue.at("by_product").at(0).at("quantity").as_int64(), 4);
+  EXPECT_EQ(revenue.at("total").at(0).at("revenue_cents").as_int64(), 1050);
+  json::value activity = run_report(*db, "activity", f, kHeadOffice).value();
+  EXPECT_EQ(activity.at("per_day").at(0).at("day").as_string(), "2026-02-03");
+  EXPECT_EQ(activity.at("by_rep").at(0).at("outcomes").at("none").as_int64(), 1);
+  json::value plan = run_report(*db, "plan_vs_execution", f, kHeadOffice).value();
+  EXPECT_EQ(plan.at("total").at("late").as_int64(), 1) << "checked in 30 minutes after the start";
 }
 
 // Format 4 files had no stage history: opening one files each opportunity's current stage as its open stint.

@@ -622,6 +622,31 @@ TEST_F(UserRefTest, HeadOfficeNamesAnyone) {
   EXPECT_EQ(stored(EntityId::kOpportunity, deal_)->get(f::kOpportunityOwner), text("cy"));
 }
 
+// Schema 2: an open order and an appointment change hands (a departing rep's work goes to a colleague): a
+// manager within her team, head office to anyone, never a rep -- not even her own; a locked order keeps its
+// rep.
+TEST_F(UserRefTest, OpenOrdersAndAppointmentsChangeHandsButNotByARep) {
+  RecordId o = new_id();
+  commit(txn(kAnn, order_for(o, kAnn.user)), kAnn);
+  const Change to_bob = set(EntityId::kOrder, o, f::kOrderRep, text(kBob.user));
+  expect_rejected(txn(kAnn, {to_bob}), kAnn, ErrorCode::kPermissionDenied);
+  expect_denied({set(EntityId::kOrder, o, f::kOrderRep, text("cy"))}, kMia, "rep_id");
+  commit(txn(kMia, {to_bob}), kMia);
+  EXPECT_EQ(stored(EntityId::kOrder, o)->get(f::kOrderRep), text(kBob.user));
+  commit(txn(kHq, {set(EntityId::kOrder, o, f::kOrderRep, text("cy"))}), kHq);
+  EXPECT_EQ(stored(EntityId::kOrder, o)->get(f::kOrderRep), text("cy"));
+  commit(txn(kHq, {set(EntityId::kOrder, o, f::kOrderStatus, text("cancelled"))}), kHq);
+  expect_rejected(txn(kHq, {set(EntityId::kOrder, o, f::kOrderRep, text(kAnn.user))}), kHq,
+                  ErrorCode::kOrderLocked);
+
+  RecordId e = new_id();
+  commit(txn(kMia, event(e, kAnn, 1'000, 2'000)), kMia);
+  const Change event_to_bob = set(EntityId::kCalendarEvent, e, f::kEventOwner, text(kBob.user));
+  expect_rejected(txn(kAnn, {event_to_bob}), kAnn, ErrorCode::kPermissionDenied);
+  commit(txn(kMia, {event_to_bob}), kMia);
+  EXPECT_EQ(stored(EntityId::kCalendarEvent, e)->get(f::kEventOwner), text(kBob.user));
+}
+
 TEST_F(UserRefTest, TerritoriesAreTheScopesToDecide) {
   // A territory field names no user: whether the writer may put a record there is the scope's call.
   expect_rejected(txn(kAnn, account(new_id(), "south", kAnn)), kAnn, ErrorCode::kOutOfScope);

@@ -79,8 +79,10 @@ constexpr FieldDef kVisitFields[] = {
 
 constexpr FieldDef kOrderFields[] = {
     {1, "account_id", kId, kNotNull, kImmutable, EntityId::kAccount},
-    // The rep the order is for: a manager may take one down for a rep of their team.
-    {2, "rep_id", kUserId, kNotNull, kImmutable, kNoRef, {}, 0, Role::kRep, kAny, kWriterOrTeam},
+    // The rep the order is for: a manager may take one down for a rep of their team. It changes hands with
+    // the customer (a departing rep's open orders go to a colleague): a manager to a rep of their team, head
+    // office to anyone, never a rep; a locked (approved, fulfilled, cancelled) order keeps its rep.
+    {2, "rep_id", kUserId, kNotNull, kLastWriterWins, kNoRef, {}, 0, Role::kManager, kAny, kWriterOrTeam},
     {3, "status", kEnum, kNotNull, kLastWriterWins, kNoRef, kOrderStatuses},
     {4, "currency", kText, kNotNull, kLastWriterWins, kNoRef, {}, 3, Role::kRep, kCurrencyCode},
     {5, "notes", kText, kNull, kAppendText},
@@ -101,7 +103,9 @@ constexpr FieldDef kOrderLineFields[] = {
 
 constexpr FieldDef kCalendarEventFields[] = {
     // A manager books appointments for the reps of their team (the owner scope says the same).
-    {1, "owner_id", kUserId, kNotNull, kImmutable, kNoRef, {}, 0, Role::kRep, kAny, kWriterOrTeam},
+    // Handed to a colleague the same way as an order (a manager within their team, head office to anyone);
+    // the event then moves to the new owner's scope like an account moving territory.
+    {1, "owner_id", kUserId, kNotNull, kLastWriterWins, kNoRef, {}, 0, Role::kManager, kAny, kWriterOrTeam},
     {2, "account_id", kId, kNull, kLastWriterWins, EntityId::kAccount},
     {3, "title", kText, kNotNull, kLastWriterWins},
     {4, "start_at", kTimestamp, kNotNull, kLastWriterWins},

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <boost/json.hpp>
 #include <charconv>
 #include <chrono>
 #include <filesystem>
@@ -442,6 +443,22 @@ int run_admin(const std::vector<std::string>& argv, std::istream& in, std::ostre
     Admin& admin = **opened;
     Directory& dir = admin.directory();
     const int64_t now = admin.now_ms();
+    // The directory changes below leave the same audit rows as the head-office API's (who, when, what),
+    // with the admin tool's writer name as the actor: whoever can run it owns the data directory.
+    auto audited = [&](std::string action, std::string target, boost::json::object detail = {}) {
+      if (Status s = dir.audit(AuditRecord{0, now, std::string(kAdminUser), std::move(action),
+                                           std::move(target), boost::json::serialize(detail)});
+          !s)
+        return fail(
+            Status(s.code(), "the change was made but its audit row was not written: " + s.message()));
+      return 0;
+    };
+    auto list = [](Result<std::vector<std::string>> r) {
+      boost::json::array a;
+      if (r)
+        for (const std::string& v : r.value()) a.emplace_back(v);
+      return a;
+    };
 
     if (cmd("user", "add")) {
       only(a, {"--id", "--name", "--role", "--password"});
@@ -449,10 +466,13 @@ int run_admin(const std::vector<std::string>& argv, std::istream& in, std::ostre
       if (!role) throw UsageError{"--role must be rep, manager or head_office"};
       User u{need(a, "--id"), need(a, "--name"), *role};
       if (Status s = dir.add_user(u, password(a, in), now); !s) return fail(s);
+      return audited("user.create", u.id,
+                     {{"role", schema::to_string(u.role)}, {"display_name", u.display_name}});
     } else if (cmd("user", "passwd")) {
       only(a, {"--id", "--password"});
       std::string id = need(a, "--id");
       if (Status s = dir.set_password(id, password(a, in)); !s) return fail(s);
+      return audited("user.password", id);
     } else if (cmd("user", "list")) {
       only(a, {});
       for (const User& u : dir.users())
@@ -461,6 +481,7 @@ int run_admin(const std::vector<std::string>& argv, std::istream& in, std::ostre
       only(a, {"--id", "--name"});
       if (Status s = dir.add_territory({need(a, "--id"), maybe(a, "--name").value_or("")}); !s)
         return fail(s);
+      return audited("territory.create", need(a, "--id"), {{"name", maybe(a, "--name").value_or("")}});
     } else if (cmd("territory", "list")) {
       only(a, {});
       for (const Territory& t : dir.territories()) out << t.id << '\t' << t.name << '\n';
@@ -468,9 +489,12 @@ int run_admin(const std::vector<std::string>& argv, std::istream& in, std::ostre
       if (a.options.count("--manager")) {
         only(a, {"--manager", "--rep"});
         if (Status s = dir.assign_team(need(a, "--manager"), need(a, "--rep")); !s) return fail(s);
+        return audited("user.update", need(a, "--manager"), {{"team", list(dir.team(need(a, "--manager")))}});
       } else {
         only(a, {"--user", "--territory"});
         if (Status s = dir.assign_territory(need(a, "--user"), need(a, "--territory")); !s) return fail(s);
+        return audited("user.update", need(a, "--user"),
+                       {{"territories", list(dir.user_territories(need(a, "--user")))}});
       }
     } else if (cmd("product", "add")) {
       only(a, {"--sku", "--name", "--unit"});
@@ -487,6 +511,8 @@ int run_admin(const std::vector<std::string>& argv, std::istream& in, std::ostre
       only(a, {"--node", "--user"});
       if (Status s = dir.register_device(parse_node(need(a, "--node")), need(a, "--user"), now); !s)
         return fail(s);
+      return audited("device.register", std::to_string(parse_node(need(a, "--node"))),
+                     {{"user", need(a, "--user")}});
     } else if (cmd("device", "list")) {
       only(a, {});
       for (const Device& d : dir.devices())
@@ -495,6 +521,7 @@ int run_admin(const std::vector<std::string>& argv, std::istream& in, std::ostre
     } else if (cmd("device", "revoke")) {
       only(a, {"--node"});
       if (Status s = dir.revoke_device(parse_node(need(a, "--node")), now); !s) return fail(s);
+      return audited("device.revoke", std::to_string(parse_node(need(a, "--node"))));
     } else if (cmd("login")) {
       only(a, {"--user", "--node", "--password", "--ttl-ms"});
       std::string user = need(a, "--user");

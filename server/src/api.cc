@@ -59,6 +59,7 @@ struct ApiState {
 
   Mutex mu;
   std::map<std::string, WebSession> sessions GUARDED_BY(mu);
+  std::shared_ptr<ReaderPool> readers;  // set once by register_api_routes, before any request
 
   int64_t ttl_ms = limits::kWebSessionTtlMs;
   int64_t idle_ms = limits::kWebSessionIdleMs;
@@ -355,6 +356,7 @@ std::optional<ApiError> prepare(NetServer::Impl& impl, Pending& p, const std::ve
   r->method = p.req.message.method();
   r->params = std::move(p.req.params);
   r->session_key = p.key;
+  r->last_event_id = std::string(p.req.message["Last-Event-ID"]);
   r->caller = Caller{ws->user, std::string(role_name(*user)), std::move(principal.value())};
   if (!has_role(roles, r->caller.role))
     return api_error(http::status::forbidden, "forbidden", "your role may not do this");
@@ -438,6 +440,10 @@ void api_stream_checked(ApiRequest& r, std::string content_type, HttpSession::He
 
 void api_revoke_sessions(NetServer::Impl& impl, const UserId& user) {
   impl.api->erase_user(user);
+}
+
+ReaderPool& api_readers(NetServer::Impl& impl) {
+  return *impl.api->readers;
 }
 
 void add_api_route(NetServer::Impl& impl, RouteTable& routes, http::verb method, const std::string& pattern,
@@ -922,6 +928,15 @@ ApiResult sync_health(ApiRequest& r);  // api_entities.cc: needs the store
 
 void add_api_routes(NetServer::Impl& impl, RouteTable& routes) {
   impl.api = std::make_shared<ApiState>();
+  impl.api->readers = ReaderPool::make(
+      [path = impl.options.store_path]() -> Result<std::unique_ptr<sqlite::Db>> {
+        Result<std::unique_ptr<sqlite::Db>> db =
+            sqlite::Db::open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, 5000);
+        if (!db) return db.status();
+        if (Status s = (*db)->exec("PRAGMA query_only = 1"); !s) return s;
+        return db;
+      },
+      limits::kApiThreads + 1);
   impl.api->ttl_ms = impl.options.web_session_ttl_ms;
   impl.api->idle_ms = impl.options.web_session_idle_ms;
   const std::string base = "/api/v1";

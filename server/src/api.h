@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "http_session.h"
+#include "reader_pool.h"
 
 namespace fieldsync::server {
 
@@ -63,12 +64,17 @@ struct ApiRequest {
   std::optional<boost::json::value> body;
   Caller caller;
   std::string session_key;  // the web session the request came with (logout)
+  // A stream route's Last-Event-ID header (an EventSource reconnecting says where it got to); empty without.
+  std::string last_event_id;
 };
 
 using ApiHandler = std::function<ApiResult(ApiRequest&)>;
 
 ApiError api_error(boost::beast::http::status status, std::string code, std::string message,
                    std::string field = {});
+// The API's pool of read connections to the central store (query_only; at most limits::kApiThreads + 1
+// kept idle: one per worker, and one for a stream's chunk between two requests).
+ReaderPool& api_readers(NetServer::Impl& impl);
 // A sync-rule rejection (or a store failure) as an API error: the status and the field named in the message.
 ApiError api_error_from(const Status& status);
 

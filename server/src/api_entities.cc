@@ -20,6 +20,7 @@
 #include "fieldsync/sync/codec.h"
 #include "fieldsync/sync/export.h"
 #include "fieldsync/sync/scope.h"
+#include "reader_pool.h"
 #include "sql_value.h"
 #include "wall_clock.h"
 
@@ -57,12 +58,9 @@ ApiError not_found() {
   return api_error(http::status::not_found, "not_found", "no such record");
 }
 
-Result<std::unique_ptr<Db>> open_reader(NetServer::Impl& impl) {
-  Result<std::unique_ptr<Db>> db =
-      Db::open(impl.options.store_path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, 5000);
-  if (!db) return db.status();
-  if (Status s = (*db)->exec("PRAGMA query_only = 1"); !s) return s;
-  return db;
+// A read connection from the API's pool (reader_pool.h; api.cc keeps it).
+Result<ReaderPool::Lease> open_reader(NetServer::Impl& impl) {
+  return api_readers(impl).lease();
 }
 
 // ---- Values
@@ -321,7 +319,7 @@ ApiResult list_entities(ApiRequest& r) {
            (desc ? " DESC" : " ASC");
   }
   sql += " LIMIT " + std::to_string(limit + 1);
-  Result<std::unique_ptr<Db>> db = open_reader(*r.impl);
+  Result<ReaderPool::Lease> db = open_reader(*r.impl);
   if (!db) return api_error_from(db.status());
   Stmt q(**db, sql);
   for (size_t i = 0; i < params.size(); ++i) bind_value(q, static_cast<int>(i + 1), params[i]);
@@ -384,7 +382,7 @@ ApiResult get_record(ApiRequest& r) {
   Result<bool> seen = visible(*r.impl, r.caller, e->id, *id);
   if (!seen) return api_error_from(seen.status());
   if (!*seen) return not_found();
-  Result<std::unique_ptr<Db>> db = open_reader(*r.impl);
+  Result<ReaderPool::Lease> db = open_reader(*r.impl);
   if (!db) return api_error_from(db.status());
   Result<std::optional<json::object>> row = read_row(**db, *e, id->to_string());
   if (!row) return api_error_from(row.status());
@@ -793,7 +791,7 @@ ApiResult reassign(ApiRequest& r) {
       return api_error(http::status::bad_request, "wrong_type", "from_rep must be a string", "from_rep");
     Result<std::vector<std::string>> t = dir.user_territories(std::string(from->value().as_string()));
     if (!t) return api_error_from(t.status());
-    Result<std::unique_ptr<Db>> db = open_reader(*r.impl);
+    Result<ReaderPool::Lease> db = open_reader(*r.impl);
     if (!db) return api_error_from(db.status());
     for (const std::string& terr : *t) {
       Stmt q(**db, "SELECT id FROM account WHERE territory_id = ? AND _deleted = 0 ORDER BY id");
@@ -821,9 +819,8 @@ ApiResult reassign(ApiRequest& r) {
   return write_in_steps(r, std::move(changes), std::move(out));
 }
 
-// POST /api/v1/users/{id}/handover {"to"}: the departing user's territories, open deals and future
-// appointments go to a colleague in one step. Orders are filed under their account's territory, so open
-// orders follow the territories (their rep_id says who took them and never changes).
+// POST /api/v1/users/{id}/handover {"to"}: the departing user's territories, open deals, open orders and
+// future appointments go to a colleague in one step.
 ApiResult handover(ApiRequest& r) {
   const json::object& b = r.body->as_object();
   UserId to;
@@ -837,10 +834,10 @@ ApiResult handover(ApiRequest& r) {
   if (!tu || tu->partner || tu->role == schema::Role::kHeadOffice || to == from)
     return api_error(http::status::unprocessable_entity, "value_invalid", "to must be another rep or manager",
                      "to");
-  Result<std::unique_ptr<Db>> db = open_reader(*r.impl);
+  Result<ReaderPool::Lease> db = open_reader(*r.impl);
   if (!db) return api_error_from(db.status());
   std::vector<Change> changes;
-  size_t deals = 0, appointments = 0;
+  size_t deals = 0, orders = 0, appointments = 0;
   {
     Stmt q(**db,
            "SELECT id FROM opportunity WHERE owner_id = ? AND _deleted = 0 AND stage NOT IN ('won', 'lost')");
@@ -855,34 +852,32 @@ ApiResult handover(ApiRequest& r) {
     if (!q.ok()) return api_error_from(q.status());
   }
   {
-    // An event's owner is immutable: each future appointment is cancelled and booked again for `to`.
-    const EntityDef& ev = schema::entity_ref(EntityId::kCalendarEvent);
-    Stmt q(**db, "SELECT " + columns(ev) +
-                     " FROM calendar_event WHERE owner_id = ? AND _deleted = 0 AND status = "
-                     "'scheduled' AND start_at >= ?");
-    q.bind(1, from).bind(2, wall_ms());
-    RecordIdGenerator& gen = id_generator();
+    // Open orders (draft or submitted: a locked one keeps the rep who took it) and future appointments
+    // change hands (schema 2: order.rep_id and calendar_event.owner_id are head office's and a manager's to
+    // reassign). The appointments keep their ids, so a link from a visit still holds.
+    Stmt q(**db,
+           "SELECT id FROM \"order\" WHERE rep_id = ? AND _deleted = 0 AND status IN ('draft', 'submitted')");
+    q.bind(1, from);
     while (q.step()) {
-      std::optional<RecordId> id = RecordId::parse(q.col_text(0));
-      if (!id) continue;
-      changes.push_back(make(ChangeOp::kSet, EntityId::kCalendarEvent, *id, schema::fields::kEventStatus,
-                             Value::text("cancelled")));
-      const RecordId copy = gen.next(wall_ms());
-      changes.push_back(make(ChangeOp::kCreate, EntityId::kCalendarEvent, copy));
-      int col = 1;
-      for (const FieldDef& f : ev.fields) {
-        const int i = col++;
-        if (q.col_null(i)) continue;
-        Value v = f.type == FieldType::kTimestamp || f.type == FieldType::kInt ? Value::integer(q.col_int(i))
-                                                                               : Value::text(q.col_text(i));
-        if (f.id == schema::fields::kEventOwner) v = Value::text(to);
+      if (std::optional<RecordId> id = RecordId::parse(q.col_text(0))) {
         changes.push_back(
-            make(f.policy == schema::MergePolicy::kAppendText ? ChangeOp::kAppend : ChangeOp::kSet,
-                 EntityId::kCalendarEvent, copy, f.id, std::move(v)));
+            make(ChangeOp::kSet, EntityId::kOrder, *id, schema::fields::kOrderRep, Value::text(to)));
+        ++orders;
       }
-      ++appointments;
     }
     if (!q.ok()) return api_error_from(q.status());
+    Stmt e(**db,
+           "SELECT id FROM calendar_event WHERE owner_id = ? AND _deleted = 0 AND status = 'scheduled' AND "
+           "start_at >= ?");
+    e.bind(1, from).bind(2, wall_ms());
+    while (e.step()) {
+      if (std::optional<RecordId> id = RecordId::parse(e.col_text(0))) {
+        changes.push_back(make(ChangeOp::kSet, EntityId::kCalendarEvent, *id, schema::fields::kEventOwner,
+                               Value::text(to)));
+        ++appointments;
+      }
+    }
+    if (!e.ok()) return api_error_from(e.status());
   }
   // Territories first: the records are the colleague's to see before their ownership moves.
   Result<std::vector<std::string>> territories = dir.user_territories(from);
@@ -900,6 +895,7 @@ ApiResult handover(ApiRequest& r) {
   json::object out;
   out["territories"] = std::move(ts);
   out["deals"] = static_cast<int64_t>(deals);
+  out["orders"] = static_cast<int64_t>(orders);
   out["appointments"] = static_cast<int64_t>(appointments);
   if (changes.empty()) {
     out["server_seq"] = nullptr;
@@ -991,7 +987,7 @@ ApiResult list_conflicts(ApiRequest& r) {
   if (!all) return api_error_from(all.status());
   std::map<int64_t, ConflictResolution> resolutions;
   for (ConflictResolution& c : *all) resolutions[c.conflict_id] = std::move(c);
-  Result<std::unique_ptr<Db>> db = open_reader(*r.impl);
+  Result<ReaderPool::Lease> db = open_reader(*r.impl);
   if (!db) return api_error_from(db.status());
   json::array items;
   int64_t last = after;
@@ -1031,7 +1027,7 @@ ApiResult list_conflicts(ApiRequest& r) {
 }
 
 Result<std::optional<ConflictRecord>> read_conflict(NetServer::Impl& impl, int64_t id) {
-  Result<std::unique_ptr<Db>> db = open_reader(impl);
+  Result<ReaderPool::Lease> db = open_reader(impl);
   if (!db) return db.status();
   Stmt q(**db, "SELECT blob FROM _conflicts WHERE id = ?");
   q.bind(1, id);
@@ -1096,7 +1092,7 @@ ApiResult scheduling_conflicts(ApiRequest& r) {
       return api_error(http::status::bad_request, "unknown_field", "unknown parameter " + k, k);
     }
   }
-  Result<std::unique_ptr<Db>> db = open_reader(*r.impl);
+  Result<ReaderPool::Lease> db = open_reader(*r.impl);
   if (!db) return api_error_from(db.status());
   // The rep is the events' owner, not necessarily who booked them (a manager books for the team).
   Stmt q(**db, "SELECT id, blob FROM _conflicts WHERE kind = 'scheduling' ORDER BY id LIMIT 5000");
@@ -1297,6 +1293,16 @@ std::optional<ApiError> start_stream(ApiRequest& r) {
       return api_error(http::status::bad_request, "value_invalid", "since is a server_seq", k);
     s->since = static_cast<uint64_t>(*n);
   }
+  // A reconnecting EventSource repeats the URL it was opened with (its `since`) and says in Last-Event-ID
+  // the last event it received: the stream resumes after that, so nothing is sent twice or skipped. Every
+  // event's id is a server_seq (a change's own, or the position the stream had reached).
+  if (!r.last_event_id.empty()) {
+    std::optional<int64_t> n = parse_int(r.last_event_id);
+    if (!n || *n < 0)
+      return api_error(http::status::bad_request, "value_invalid", "Last-Event-ID is a server_seq",
+                       "Last-Event-ID");
+    s->since = static_cast<uint64_t>(*n);
+  }
   Strand strand = r.session->strand();
   boost::asio::post(strand, [s] {
     s->session->respond_stream(
@@ -1355,7 +1361,7 @@ ApiResult sync_health(ApiRequest& r) {
   for (const UserId& m : r.caller.principal.team) users.insert(m);
   Result<uint64_t> head = r.impl->store.head_seq();
   if (!head) return api_error_from(head.status());
-  Result<std::unique_ptr<Db>> db = open_reader(*r.impl);
+  Result<ReaderPool::Lease> db = open_reader(*r.impl);
   if (!db) return api_error_from(db.status());
   std::map<NodeId, SyncService::LiveDevice> activity = r.impl->service.device_activity();
   std::set<NodeId> online;

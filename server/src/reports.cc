@@ -153,6 +153,11 @@ double ratio(int64_t num, int64_t den) {
   return den == 0 ? 0.0 : static_cast<double>(num) / static_cast<double>(den);
 }
 
+// a / b rounded down (b > 0), for times before 1970 too.
+int64_t floor_div(int64_t a, int64_t b) {
+  return a / b - ((a % b != 0 && a < 0) ? 1 : 0);
+}
+
 double ms_to_days(int64_t ms) {
   return static_cast<double>(ms) / static_cast<double>(kDayMs);
 }
@@ -284,116 +289,221 @@ void revenue_facts(Sql& q, const ReportFilter& f, const Scope& s) {
 
 // ---- Reports
 
-Result<json::value> revenue(Db& db, const ReportFilter& f, const Scope& s) {
-  // One pass over the period's facts into (rep, territory, day, currency) groups -- a few per rep and day
-  // -- and every breakdown but products from those.
-  Sql q;
-  // Day first: the facts come in date order, and SQLite's sorter does less with runs already in order.
-  q << "WITH g AS MATERIALIZED (SELECT " << day_number("x.at_ms", f)
-    << " AS day, x.rep_id AS rep_id, x.territory AS territory, x.currency AS currency, count(*) AS orders, "
-       "sum(x.net_cents) AS net, sum(x.quantity) AS quantity";
-  revenue_facts(q, f, s);
-  q << " GROUP BY 1, 2, 3, 4)";
-  constexpr std::string_view kAgg = "currency, sum(orders), sum(net), sum(quantity)";
-  q << " SELECT 'total', NULL, " << kAgg << ", NULL FROM g GROUP BY currency"
-    << " UNION ALL SELECT 'by_rep', rep_id, " << kAgg << ", NULL FROM g GROUP BY rep_id, currency"
-    << " UNION ALL SELECT 'by_territory', territory, " << kAgg << ", NULL FROM g GROUP BY territory, currency"
-    << " UNION ALL SELECT 'by_month', strftime('%Y-%m', day * 86400, 'unixepoch'), " << kAgg
-    << ", NULL FROM g GROUP BY 2, 3"
-    // Products need the lines: each fact seeks its order's lines. CROSS JOIN keeps the facts outside;
-    // left to itself SQLite walked every line of every order by product.
-    << " UNION ALL SELECT 'by_product', l.product_id, x.currency, count(DISTINCT x.order_id), sum("
-    << kLineNet << "), sum(l.quantity), (SELECT name FROM product WHERE id = l.product_id)";
-  {
-    Sql facts;
-    revenue_facts(facts, f, s);
-    const std::string where = facts.text.substr(facts.text.find(" WHERE "));
-    q << " FROM _order_fact x CROSS JOIN order_line l ON l.order_id = x.order_id AND l._deleted = 0" << where;
-    q.params.insert(q.params.end(), facts.params.begin(), facts.params.end());
+// Sums per (key, currency); a NULL key (an order of an account without territory) is kNullKey.
+struct Sums {
+  int64_t orders = 0;
+  int64_t net = 0;
+  int64_t quantity = 0;
+};
+using Groups = std::map<std::pair<std::string, std::string>, Sums>;
+const std::string kNullKey(1, '\0');
+
+std::string nullable_text(Stmt& r, int i) {
+  return r.col_null(i) ? kNullKey : r.col_text(i);
+}
+
+json::value key_json(const std::string& k) {
+  return k == kNullKey ? json::value(nullptr) : json::value(k);
+}
+
+// The groups as rows, highest revenue first (then by key and currency), each with `key_name`.
+json::array group_rows(const Groups& g, std::string_view key_name) {
+  std::vector<const Groups::value_type*> rows;
+  for (const auto& kv : g) rows.push_back(&kv);
+  std::stable_sort(rows.begin(), rows.end(),
+                   [](const auto* a, const auto* b) { return a->second.net > b->second.net; });
+  json::array out;
+  for (const auto* kv : rows) {
+    json::object row;
+    if (!key_name.empty()) row[key_name] = key_json(kv->first.first);
+    row["currency"] = key_json(kv->first.second);
+    row["orders"] = kv->second.orders;
+    row["revenue_cents"] = kv->second.net;
+    row["quantity"] = kv->second.quantity;
+    out.push_back(std::move(row));
   }
-  q << " GROUP BY l.product_id, x.currency ORDER BY 1, 5 DESC, 2, 3";
+  return out;
+}
+
+Result<json::value> revenue(Db& db, const ReportFilter& f, const Scope& s) {
+  // Aggregated here, not by GROUP BY: the facts come in date order from their index, and sorting a year of
+  // them (100,000 orders, 300,000 lines) for SQLite's grouping was most of the report's time.
+  Groups total, by_rep, by_territory, by_month, by_product;
+  {
+    Sql q;
+    q << "SELECT x.at_ms, x.rep_id, x.territory, x.currency, x.net_cents, x.quantity";
+    revenue_facts(q, f, s);
+    int64_t last_day = 0;
+    std::string month;
+    Status st = each_row(db, q, [&](Stmt& r) {
+      const int64_t day = floor_div(floor_div(r.col_int(0), 1000) + tz_seconds(f), 86400);
+      if (month.empty() || day != last_day) {
+        last_day = day;
+        month = day_text(day).substr(0, 7);
+      }
+      const std::string currency = nullable_text(r, 3);
+      const Sums one{1, r.col_int(4), r.col_int(5)};
+      for (auto [groups, key] :
+           {std::pair{&total, std::string()}, std::pair{&by_rep, nullable_text(r, 1)},
+            std::pair{&by_territory, nullable_text(r, 2)}, std::pair{&by_month, month}}) {
+        Sums& g = (*groups)[{std::move(key), currency}];
+        g.orders += one.orders;
+        g.net += one.net;
+        g.quantity += one.quantity;
+      }
+      return true;
+    });
+    if (!st) return st;
+  }
+  {  // by product, from the lines' facts (the order's date, status, rep and territory beside each line)
+    Sql q;
+    // The index's order puts an order's lines next to each other (every column before order_id is the
+    // order's, and deleted lines are filtered out): the orders per product are counted on that, so the
+    // index is named rather than left to the planner.
+    q << "SELECT y.order_id, y.product_id, y.currency, y.net_cents, y.quantity FROM _order_line_fact y "
+         "INDEXED BY idx_order_line_fact_at WHERE y.at_ms >= ";
+    q.p(f.from_ms) << " AND y.at_ms < ";
+    q.p(f.to_ms) << " AND y.status IN " << kRevenueStatuses << " AND y.order_deleted = 0 AND y.deleted = 0";
+    if (s.record_territories) q.and_in("y.territory", *s.record_territories);
+    if (!s.reps.empty()) q.and_in("y.rep_id", s.reps);
+    std::string order;
+    std::vector<Groups::key_type> in_order;  // the products already counted for `order`
+    Status st = each_row(db, q, [&](Stmt& r) {
+      std::string id = r.col_text(0);
+      if (id != order) {
+        order = std::move(id);
+        in_order.clear();
+      }
+      Groups::key_type key{nullable_text(r, 1), nullable_text(r, 2)};
+      Sums& g = by_product[key];
+      g.net += r.col_int(3);
+      g.quantity += r.col_int(4);
+      if (std::find(in_order.begin(), in_order.end(), key) == in_order.end()) {
+        g.orders += 1;
+        in_order.push_back(std::move(key));
+      }
+      return true;
+    });
+    if (!st) return st;
+  }
   json::object out;
   out["report"] = "revenue";
   out["period"] = period_json(f);
-  for (std::string_view k : {"total", "by_rep", "by_territory", "by_month", "by_product"})
-    out[k] = json::array();
-  Status st = each_row(db, q, [&](Stmt& r) {
-    const std::string kind = r.col_text(0);
-    json::object row;
-    if (kind == "by_rep") row["rep"] = text_or_null(r, 1);
-    if (kind == "by_territory") row["territory"] = text_or_null(r, 1);
-    if (kind == "by_month") row["month"] = text_or_null(r, 1);
-    if (kind == "by_product") {
-      row["product_id"] = text_or_null(r, 1);
-      row["product_name"] = text_or_null(r, 6);
-    }
-    row["currency"] = text_or_null(r, 2);
-    row["orders"] = r.col_int(3);
-    row["revenue_cents"] = r.col_int(4);
-    row["quantity"] = r.col_int(5);
-    out[kind].as_array().push_back(std::move(row));
-    return true;
-  });
-  if (!st) return st;
-  // Months in calendar order (the statement sorts the other lists by revenue).
-  auto& months = out["by_month"].as_array();
+  out["total"] = group_rows(total, "");
+  out["by_rep"] = group_rows(by_rep, "rep");
+  out["by_territory"] = group_rows(by_territory, "territory");
+  json::array months = group_rows(by_month, "month");  // in calendar order, by revenue within a month
   std::stable_sort(months.begin(), months.end(), [](const json::value& a, const json::value& b) {
     return a.at("month").as_string() < b.at("month").as_string();
   });
+  out["by_month"] = std::move(months);
+  json::array products = group_rows(by_product, "product_id");
+  {  // the listed products' names, in one statement
+    json::array ids;
+    for (const json::value& p : products)
+      if (p.at("product_id").is_string()) ids.push_back(p.at("product_id"));
+    Sql q;
+    q << "SELECT id, name FROM product WHERE id IN (SELECT value FROM json_each(";
+    q.p(json::serialize(ids)) << "))";
+    std::map<std::string, std::string> names;
+    Status st = each_row(db, q, [&](Stmt& r) {
+      names[r.col_text(0)] = r.col_text(1);
+      return true;
+    });
+    if (!st) return st;
+    for (json::value& p : products) {
+      auto it = p.at("product_id").is_string() ? names.find(std::string(p.at("product_id").as_string()))
+                                               : names.end();
+      p.as_object()["product_name"] = it == names.end() ? json::value(nullptr) : json::value(it->second);
+    }
+  }
+  out["by_product"] = std::move(products);
   return json::value(std::move(out));
 }
 
 Result<json::value> abc(Db& db, const ReportFilter& f, const Scope& s) {
-  Sql q;
-  q << "WITH rev AS (SELECT x.account_id AS account_id, x.currency AS currency, count(*) AS orders, "
-       "sum(x.net_cents) AS revenue";
-  revenue_facts(q, f, s);
-  q << " GROUP BY 1, 2)";
-  // Accounts by revenue, highest first, per currency (amounts in different currencies are never added).
-  // An account is A while the revenue of the accounts before it is under 80% of the total (so the account
-  // that crosses 80% is A), B under 95%, C after.
-  q << ", ranked AS (SELECT account_id, currency, orders, revenue, row_number() OVER w AS rank, "
-       "coalesce(sum(revenue) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before, "
-       "sum(revenue) OVER (PARTITION BY currency) AS total FROM rev "
-       "WINDOW w AS (PARTITION BY currency ORDER BY revenue DESC, account_id)), "
-       "classed AS MATERIALIZED (SELECT *, CASE WHEN total <= 0 THEN 'C' WHEN before * 100 < total * 80 THEN "
-       "'A' WHEN before * 100 < total * 95 THEN 'B' ELSE 'C' END AS class FROM ranked) "
-       "SELECT 'class', class, currency, count(*), sum(revenue), sum(orders), NULL, NULL, NULL FROM classed "
-       "GROUP BY class, currency "
-       "UNION ALL SELECT 'account', c.account_id, c.currency, c.rank, c.revenue, c.orders, c.class, a.name, "
-       "a.territory_id FROM classed c JOIN account a ON a.id = c.account_id WHERE c.rank <= ";
-  q.p(static_cast<int64_t>(f.limit)) << " ORDER BY 1, 3, 2, 4";
+  // Revenue per (account, currency), summed here from the facts in date order (SQLite's GROUP BY sorted
+  // them all first).
+  Groups per_account;
+  {
+    Sql q;
+    q << "SELECT x.account_id, x.currency, x.net_cents";
+    revenue_facts(q, f, s);
+    Status st = each_row(db, q, [&](Stmt& r) {
+      Sums& g = per_account[{nullable_text(r, 0), nullable_text(r, 1)}];
+      g.orders += 1;
+      g.net += r.col_int(2);
+      return true;
+    });
+    if (!st) return st;
+  }
+  // Accounts by revenue, highest first (ties by account id), per currency: amounts in different currencies
+  // are never added. An account is A while the revenue of the accounts before it is under 80% of the total
+  // (so the account that crosses 80% is A), B under 95%, C after.
+  std::map<std::string, std::vector<const Groups::value_type*>> by_currency;
+  for (const auto& kv : per_account) by_currency[kv.first.second].push_back(&kv);
+  json::array classes, top;
+  json::array top_ids;
+  for (auto& [currency, accounts] : by_currency) {
+    std::sort(accounts.begin(), accounts.end(), [](const auto* a, const auto* b) {
+      return a->second.net != b->second.net ? a->second.net > b->second.net : a->first.first < b->first.first;
+    });
+    int64_t total = 0;
+    for (const auto* a : accounts) total += a->second.net;
+    std::map<std::string, Sums> per_class;  // class -> accounts, revenue, orders
+    int64_t before = 0, rank = 0;
+    for (const auto* a : accounts) {
+      ++rank;
+      // Compared as the statement did, in 128 bits: a total near INT64_MAX times 100 must not overflow.
+      const __int128 b100 = static_cast<__int128>(before) * 100, t = total;
+      const char* cls = total <= 0 ? "C" : b100 < t * 80 ? "A" : b100 < t * 95 ? "B" : "C";
+      before += a->second.net;
+      Sums& c = per_class[cls];
+      c.orders += a->second.orders;
+      c.net += a->second.net;
+      c.quantity += 1;  // accounts
+      if (rank <= static_cast<int64_t>(f.limit)) {
+        json::object row;
+        row["currency"] = key_json(currency);
+        row["rank"] = rank;
+        row["account_id"] = key_json(a->first.first);
+        row["revenue_cents"] = a->second.net;
+        row["orders"] = a->second.orders;
+        row["class"] = cls;
+        top.push_back(std::move(row));
+        if (a->first.first != kNullKey) top_ids.push_back(json::value(a->first.first));
+      }
+    }
+    for (const auto& [cls, c] : per_class) {
+      json::object row;
+      row["currency"] = key_json(currency);
+      row["class"] = cls;
+      row["accounts"] = c.quantity;
+      row["revenue_cents"] = c.net;
+      row["orders"] = c.orders;
+      classes.push_back(std::move(row));
+    }
+  }
+  {  // the listed accounts' names and territories, in one statement
+    Sql q;
+    q << "SELECT id, name, territory_id FROM account WHERE id IN (SELECT value FROM json_each(";
+    q.p(json::serialize(top_ids)) << "))";
+    std::map<std::string, std::pair<json::value, json::value>> found;
+    Status st = each_row(db, q, [&](Stmt& r) {
+      found[r.col_text(0)] = {text_or_null(r, 1), text_or_null(r, 2)};
+      return true;
+    });
+    if (!st) return st;
+    for (json::value& row : top) {
+      const json::value& id = row.at("account_id");
+      auto it = id.is_string() ? found.find(std::string(id.as_string())) : found.end();
+      row.as_object()["name"] = it == found.end() ? json::value(nullptr) : it->second.first;
+      row.as_object()["territory"] = it == found.end() ? json::value(nullptr) : it->second.second;
+    }
+  }
   json::object out;
   out["report"] = "abc";
   out["period"] = period_json(f);
-  json::array classes, top;
-  Status st = each_row(db, q, [&](Stmt& r) {
-    json::object row;
-    row["currency"] = text_or_null(r, 2);
-    if (r.col_text(0) == "class") {
-      row["class"] = text_or_null(r, 1);
-      row["accounts"] = r.col_int(3);
-      row["revenue_cents"] = r.col_int(4);
-      row["orders"] = r.col_int(5);
-      classes.push_back(std::move(row));
-    } else {
-      row["rank"] = r.col_int(3);
-      row["account_id"] = text_or_null(r, 1);
-      row["name"] = text_or_null(r, 7);
-      row["territory"] = text_or_null(r, 8);
-      row["revenue_cents"] = r.col_int(4);
-      row["orders"] = r.col_int(5);
-      row["class"] = text_or_null(r, 6);
-      top.push_back(std::move(row));
-    }
-    return true;
-  });
-  if (!st) return st;
-  std::stable_sort(top.begin(), top.end(), [](const json::value& a, const json::value& b) {
-    const auto& ca = a.at("currency").as_string();
-    const auto& cb = b.at("currency").as_string();
-    return ca != cb ? ca < cb : a.at("rank").as_int64() < b.at("rank").as_int64();
-  });
   out["classes"] = std::move(classes);
   out["top_accounts"] = std::move(top);
   return json::value(std::move(out));
@@ -408,26 +518,17 @@ Result<json::value> activity(Db& db, const ReportFilter& f, const Scope& s) {
     int64_t days = 0;
     int64_t max_per_day = 0;
     int64_t orders = 0;
-    json::object outcomes;
+    std::map<std::string, int64_t> outcomes;
   };
   std::map<std::string, RepFigures> reps;
   std::map<int64_t, std::pair<int64_t, int64_t>> days;  // day -> (visits, reps)
   const bool rep_days = !s.reps.empty();
   json::array per_rep_day;
-  {  // one pass: visits per day, rep and outcome (day first: the index gives them in time order, which
-     // SQLite's sorter handles faster), so one rep's day is consecutive rows
-    Sql q;
-    q << "SELECT v.rep_id, " << day_number("v.check_in_at", f)
-      << " AS day, coalesce(v.outcome, 'none') AS outcome, count(*) FROM visit v";
-    join_account(q, s, "v");
-    q << " WHERE v.check_in_at >= ";
-    q.p(f.from_ms) << " AND v.check_in_at < ";
-    q.p(f.to_ms) << " AND v._deleted = 0";
-    where_scope(q, s, "v.rep_id");
-    q << " GROUP BY 2, 1, 3";
+  {  // one pass over visits per day, rep and outcome, in that order, so one rep's day is consecutive rows
     std::string last_rep;
     int64_t last_day = 0, day_visits = 0;
     bool open = false;
+    RepFigures* current = nullptr;  // reps[last_rep]
     auto end_day = [&] {
       if (!open) return;
       RepFigures& rf = reps[last_rep];
@@ -440,7 +541,8 @@ Result<json::value> activity(Db& db, const ReportFilter& f, const Scope& s) {
         per_rep_day.push_back(
             json::object{{"rep", last_rep}, {"day", day_text(last_day)}, {"visits", day_visits}});
     };
-    Status st = each_row(db, q, [&](Stmt& r) {
+    // A row (rep, day, outcome, visits).
+    auto on_row = [&](Stmt& r) {
       std::string rep = key_text(r, 0);
       const int64_t day = r.col_int(1);
       const int64_t n = r.col_int(3);
@@ -450,14 +552,47 @@ Result<json::value> activity(Db& db, const ReportFilter& f, const Scope& s) {
         last_day = day;
         day_visits = 0;
         open = true;
+        current = &reps[last_rep];
       }
       day_visits += n;
-      RepFigures& rf = reps[last_rep];
-      rf.visits += n;
-      const std::string outcome = r.col_text(2);
-      rf.outcomes[outcome] = (rf.outcomes.contains(outcome) ? rf.outcomes[outcome].as_int64() : 0) + n;
+      current->visits += n;
+      current->outcomes[r.col_text(2)] += n;
       return true;
-    });
+    };
+    // The visits checked in during [lo, hi), grouped (day first: the index gives them in time order, which
+    // SQLite's sorter handles faster).
+    auto from_visits = [&](int64_t lo, int64_t hi) {
+      Sql q;
+      q << "SELECT v.rep_id, " << day_number("v.check_in_at", f)
+        << " AS day, coalesce(v.outcome, 'none') AS outcome, count(*) FROM visit v";
+      join_account(q, s, "v");
+      q << " WHERE v.check_in_at >= ";
+      q.p(lo) << " AND v.check_in_at < ";
+      q.p(hi) << " AND v._deleted = 0";
+      where_scope(q, s, "v.rep_id");
+      q << " GROUP BY 2, 1, 3";
+      return each_row(db, q, on_row);
+    };
+    // Whole UTC days of the period come from the rollup (sqlite_store.cc, _visit_day, in its key's order:
+    // no sort) when the report's days are UTC days and no territory condition applies (the rollup does not
+    // know the visits' accounts); the partial days at either end, and every other report, from the visits.
+    const int64_t first_day = -floor_div(-f.from_ms, kDayMs), end_day_number = floor_div(f.to_ms, kDayMs);
+    Status st;
+    if (f.tz_offset_minutes != 0 || s.record_territories || first_day >= end_day_number) {
+      st = from_visits(f.from_ms, f.to_ms);
+    } else {
+      if (f.from_ms < first_day * kDayMs) st = from_visits(f.from_ms, first_day * kDayMs);
+      if (st) {
+        Sql q;
+        q << "SELECT rep_id, day, outcome, visits FROM _visit_day WHERE day >= ";
+        q.p(first_day) << " AND day < ";
+        q.p(end_day_number) << " AND visits > 0";
+        if (!s.reps.empty()) q.and_in("rep_id", s.reps);
+        q << " ORDER BY day, rep_id, outcome";
+        st = each_row(db, q, on_row);
+      }
+      if (st && end_day_number * kDayMs < f.to_ms) st = from_visits(end_day_number * kDayMs, f.to_ms);
+    }
     if (!st) return st;
     end_day();
     std::stable_sort(per_rep_day.begin(), per_rep_day.end(), [](const json::value& a, const json::value& b) {
@@ -483,7 +618,9 @@ Result<json::value> activity(Db& db, const ReportFilter& f, const Scope& s) {
     o["days_with_visits"] = rf.days;
     o["visits_per_day"] = ratio(rf.visits, rf.days);
     o["max_visits_per_day"] = rf.max_per_day;
-    o["outcomes"] = std::move(rf.outcomes);
+    json::object outcomes;
+    for (const auto& [outcome, n] : rf.outcomes) outcomes[outcome] = n;
+    o["outcomes"] = std::move(outcomes);
     o["orders"] = rf.orders;
     o["orders_per_visit"] = ratio(rf.orders, rf.visits);
     by_rep.push_back(std::move(o));
@@ -538,18 +675,15 @@ Result<json::value> activity(Db& db, const ReportFilter& f, const Scope& s) {
 
 Result<json::value> plan_vs_execution(Db& db, const ReportFilter& f, const Scope& s) {
   Sql q;
-  // The visit for an appointment: the one linked to it, else (coalesce evaluates the second seek only
-  // then) the owner's earliest at its account in the window around the start.
-  q << "WITH e AS MATERIALIZED (SELECT e.owner_id AS owner_id, e.start_at AS start_at, coalesce((SELECT "
-       "min(v.check_in_at) FROM visit v WHERE v.calendar_event_id = e.id AND v._deleted = 0), (SELECT "
-       "min(v.check_in_at) FROM visit v WHERE v.account_id = e.account_id AND v._deleted = 0 AND "
-       "v.check_in_at >= e.start_at - ";
-  q.p(kMatchBeforeMs) << " AND v.check_in_at < e.start_at + ";
-  q.p(kMatchAfterMs) << " AND v.rep_id = e.owner_id)) AS visit_at FROM calendar_event e";
+  // Each appointment's visit is in its fact (sqlite_store.cc, _appointment_fact: the check-in of the visit
+  // linked to it, else of the owner's earliest at its account in the window around the start, kept by
+  // triggers on events and visits), so this is a range of one covering index.
+  q << "WITH e AS MATERIALIZED (SELECT e.owner_id AS owner_id, e.start_at AS start_at, e.visit_at AS "
+       "visit_at FROM _appointment_fact e";
   join_account(q, s, "e");
   q << " WHERE e.start_at >= ";
   q.p(f.from_ms) << " AND e.start_at < ";
-  q.p(f.to_ms) << " AND e._deleted = 0 AND e.account_id IS NOT NULL AND e.status <> 'cancelled'";
+  q.p(f.to_ms) << " AND e.deleted = 0 AND e.account_id IS NOT NULL AND e.status <> 'cancelled'";
   where_scope(q, s, "e.owner_id");
   q << ") SELECT owner_id, CASE WHEN visit_at IS NULL THEN (CASE WHEN start_at + ";
   q.p(kMatchAfterMs) << " <= ";

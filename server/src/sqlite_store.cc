@@ -20,6 +20,7 @@
 
 #include "fieldsync/io/sqlite_db.h"
 #include "fieldsync/schema/ddl.h"
+#include "fieldsync/server/reports.h"
 #include "fieldsync/sync/codec.h"
 #include "fieldsync/sync/schedule.h"
 #include "fieldsync/sync/scope.h"
@@ -48,28 +49,52 @@ namespace {
 //      stage, kept by save() (the migration files each existing opportunity's current stage from its record);
 //      _stage_probability (the forecast's per-stage probabilities head office sets); indexes the reports'
 //      period filters walk (orders by date, visits by check-in, appointments by start).
-constexpr int64_t kFormat = 5;
+//   6: report facts and rollups kept by triggers, so no head-office report walks a year of rows at report
+//      time: _order_line_fact (revenue by product), _visit_day (visits per UTC day, rep and outcome),
+//      _appointment_fact (each appointment's visit); idx_report_order_line and idx_report_event_start are
+//      dropped (their reads moved to the facts) and idx_order_line_order_id is the model's again.
+constexpr int64_t kFormat = 6;
 
-// _order_fact's totals of order ORDER: quantity and net of its live lines (the net of a line as FieldClient
-// computes it: gross minus gross * discount_bp / 10,000 rounded half up, without overflowing int64).
-#define ORDER_FACT_LINE_NET                                                                                 \
-  "(l.quantity * l.unit_price_cents - ((l.quantity * l.unit_price_cents) / 10000 * "                        \
-  "coalesce(l.discount_bp, 0) + ((l.quantity * l.unit_price_cents) % 10000 * coalesce(l.discount_bp, 0) + " \
-  "5000) / 10000))"
-#define ORDER_FACT_TOTALS(ORDER)                                                                \
-  "quantity = (SELECT coalesce(sum(l.quantity), 0) FROM order_line l WHERE l.order_id = " ORDER \
-  " AND l._deleted = 0), net_cents = (SELECT coalesce(sum(" ORDER_FACT_LINE_NET                 \
-  "), 0) FROM order_line l "                                                                    \
-  "WHERE l.order_id = " ORDER " AND l._deleted = 0)"
-// The fact of the order row `new`, replacing the previous one (totals recomputed from its lines).
+// A line's net amount as FieldClient computes it: gross minus gross * discount_bp / 10,000 rounded half up,
+// without overflowing int64. L is the row's prefix ("new." in a trigger, "l." in a query).
+#define LINE_NET(L)                                                                                         \
+  "(" L "quantity * " L "unit_price_cents - ((" L "quantity * " L "unit_price_cents) / 10000 * coalesce(" L \
+  "discount_bp, 0) + ((" L "quantity * " L "unit_price_cents) % 10000 * coalesce(" L                        \
+  "discount_bp, 0) + 5000) / 10000))"
+// _order_fact's totals of order ORDER: quantity and net of its live lines, from their facts (a range of
+// _order_line_fact's primary key).
+#define ORDER_FACT_TOTALS(ORDER)                                                                          \
+  "quantity = (SELECT coalesce(sum(f.quantity), 0) FROM _order_line_fact f WHERE f.order_id = " ORDER     \
+  " AND f.deleted = 0), net_cents = (SELECT coalesce(sum(f.net_cents), 0) FROM _order_line_fact f WHERE " \
+  "f.order_id = " ORDER " AND f.deleted = 0)"
+// The fact of the order row `new` (its totals are kept by the lines' triggers), and what its lines' facts
+// copy of it.
 #define ORDER_FACT_UPSERT                                                                                  \
   "INSERT INTO _order_fact (order_id, at_ms, status, deleted, rep_id, account_id, territory, currency, "   \
   "quantity, net_cents) VALUES (new.id, coalesce(new.submitted_at, new.approved_at), new.status, "         \
   "new._deleted, new.rep_id, new.account_id, (SELECT territory_id FROM account WHERE id = "                \
   "new.account_id), new.currency, 0, 0) ON CONFLICT (order_id) DO UPDATE SET at_ms = excluded.at_ms, "     \
   "status = excluded.status, deleted = excluded.deleted, rep_id = excluded.rep_id, account_id = "          \
-  "excluded.account_id, territory = excluded.territory, currency = excluded.currency; UPDATE _order_fact " \
-  "SET " ORDER_FACT_TOTALS("new.id") " WHERE order_id = new.id;"
+  "excluded.account_id, territory = excluded.territory, currency = excluded.currency; "                    \
+  "UPDATE _order_line_fact SET at_ms = coalesce(new.submitted_at, new.approved_at), status = new.status, " \
+  "order_deleted = new._deleted, rep_id = new.rep_id, territory = (SELECT territory_id FROM account "      \
+  "WHERE id = new.account_id), currency = new.currency WHERE order_id = new.id;"
+// (Upserts, not INSERT OR REPLACE: a trigger's conflict clause gives way to the statement's that fired it.)
+// The fact of the line row `new`, with its order's attributes from the order's fact (none yet if the line
+// is stored before its order: the order's trigger fills them then).
+#define LINE_FACT_UPSERT \
+  "INSERT INTO _order_line_fact (order_id, line_id, product_id, deleted, quantity, net_cents, at_ms, "    \
+  "status, order_deleted, rep_id, territory, currency) SELECT new.order_id, new.id, new.product_id, "      \
+  "new._deleted, new.quantity, " LINE_NET("new.") ", x.at_ms, x.status, coalesce(x.deleted, 0), "         \
+  "x.rep_id, x.territory, x.currency FROM (SELECT 1) LEFT JOIN _order_fact x ON x.order_id = "             \
+  "new.order_id WHERE true ON CONFLICT (order_id, line_id) DO UPDATE SET product_id = "                    \
+  "excluded.product_id, deleted = excluded.deleted, quantity = excluded.quantity, net_cents = "            \
+  "excluded.net_cents, at_ms = excluded.at_ms, status = excluded.status, order_deleted = "                 \
+  "excluded.order_deleted, rep_id = excluded.rep_id, territory = excluded.territory, currency = "          \
+  "excluded.currency;"
+// Visits per UTC day, rep and outcome (_visit_day) of the visit row R ("new" or "old") when it counts.
+#define VISIT_DAY(R) "(" R ".check_in_at / 1000) / 86400, " R ".rep_id, coalesce(" R ".outcome, 'none')"
+#define VISIT_COUNTS(R) R "._deleted = 0 AND " R ".check_in_at IS NOT NULL AND " R ".rep_id IS NOT NULL"
 
 const char* const kStoreDdl[] = {
     "CREATE TABLE IF NOT EXISTS _log (server_seq INTEGER PRIMARY KEY, origin_node INTEGER NOT NULL, "
@@ -113,8 +138,6 @@ const char* const kStoreDdl[] = {
     // entered as approved), written as the reports write it so the planner matches the expression.
     ("CREATE INDEX IF NOT EXISTS idx_report_order_date ON \"order\" (coalesce(submitted_at, approved_at), "
      "status, _deleted, rep_id, account_id, currency, id, submitted_at, approved_at)"),
-    ("CREATE INDEX IF NOT EXISTS idx_report_order_line ON order_line (order_id, _deleted, product_id, "
-     "quantity, unit_price_cents, discount_bp)"),
     "CREATE INDEX IF NOT EXISTS idx_report_account ON account (id, territory_id, _deleted)",
     ("CREATE INDEX IF NOT EXISTS idx_report_visit_check_in ON visit (check_in_at, _deleted, rep_id, "
      "account_id, outcome)"),
@@ -122,8 +145,6 @@ const char* const kStoreDdl[] = {
      "rep_id)"),
     ("CREATE INDEX IF NOT EXISTS idx_report_visit_event ON visit (calendar_event_id, check_in_at, "
      "_deleted)"),
-    ("CREATE INDEX IF NOT EXISTS idx_report_event_start ON calendar_event (start_at, _deleted, status, "
-     "account_id, owner_id, id)"),
     ("CREATE INDEX IF NOT EXISTS idx_report_opportunity_stage ON opportunity (stage, _deleted, owner_id, "
      "account_id, currency, amount_cents, expected_close)"),
     ("CREATE INDEX IF NOT EXISTS idx_report_opportunity_id ON opportunity (id, _deleted, owner_id, "
@@ -139,21 +160,52 @@ const char* const kStoreDdl[] = {
     ("CREATE INDEX IF NOT EXISTS idx_order_fact_at ON _order_fact (at_ms, status, deleted, territory, "
      "rep_id, account_id, currency, quantity, net_cents, order_id)"),
     "CREATE INDEX IF NOT EXISTS idx_order_fact_account ON _order_fact (account_id)",
-    "CREATE TRIGGER IF NOT EXISTS _order_fact_insert AFTER INSERT ON \"order\" BEGIN " ORDER_FACT_UPSERT
-    " END",
-    "CREATE TRIGGER IF NOT EXISTS _order_fact_update AFTER UPDATE ON \"order\" BEGIN " ORDER_FACT_UPSERT
-    " END",
-    ("CREATE TRIGGER IF NOT EXISTS _order_fact_line_insert AFTER INSERT ON order_line BEGIN "
-     "UPDATE _order_fact SET " ORDER_FACT_TOTALS("new.order_id") " WHERE order_id = new.order_id; END"),
-    ("CREATE TRIGGER IF NOT EXISTS _order_fact_line_update AFTER UPDATE ON order_line BEGIN "
-     "UPDATE _order_fact SET " ORDER_FACT_TOTALS("new.order_id") " WHERE order_id = new.order_id; END"),
-    ("CREATE TRIGGER IF NOT EXISTS _order_fact_territory AFTER UPDATE OF territory_id ON account WHEN "
+    // Format 6: one row per order line with its order's date, status, rep, territory and currency beside
+    // its product, quantity and net, so revenue by product is a range of one covering index (it was a seek
+    // of each order's lines: 867 ms CPU for a year of the bench store). Its primary key (order, line) is
+    // also where an order's totals are summed from.
+    ("CREATE TABLE IF NOT EXISTS _order_line_fact (order_id TEXT NOT NULL, line_id TEXT NOT NULL, "
+     "product_id TEXT, deleted INTEGER NOT NULL, quantity INTEGER, net_cents INTEGER, at_ms INTEGER, status "
+     "TEXT, order_deleted INTEGER NOT NULL, rep_id TEXT, territory TEXT, currency TEXT, PRIMARY KEY "
+     "(order_id, line_id)) WITHOUT ROWID"),
+    // Every column before order_id is the order's: in this index an order's live lines are consecutive
+    // (reports.cc counts orders per product on that).
+    ("CREATE INDEX IF NOT EXISTS idx_order_line_fact_at ON _order_line_fact (at_ms, status, order_deleted, "
+     "deleted, territory, rep_id, currency, order_id, product_id, quantity, net_cents)"),
+    // Format 6: visits per day, rep and outcome. Days are UTC days (the one offset the rollup can have);
+    // reports at another offset, or scoped by territory (a visit counts for its account's current
+    // territory, which the rollup does not follow), read the visits themselves (reports.cc, activity).
+    ("CREATE TABLE IF NOT EXISTS _visit_day (day INTEGER NOT NULL, rep_id TEXT NOT NULL, outcome TEXT NOT "
+     "NULL, visits INTEGER NOT NULL, PRIMARY KEY (day, rep_id, outcome)) WITHOUT ROWID"),
+    "CREATE TRIGGER IF NOT EXISTS _fact_order_insert AFTER INSERT ON \"order\" BEGIN " ORDER_FACT_UPSERT
+    " UPDATE _order_fact SET " ORDER_FACT_TOTALS("new.id") " WHERE order_id = new.id; END",
+    // Only when what the facts hold changed (notes and delivery dates do not).
+    ("CREATE TRIGGER IF NOT EXISTS _fact_order_update AFTER UPDATE ON \"order\" WHEN old.submitted_at IS NOT "
+     "new.submitted_at OR old.approved_at IS NOT new.approved_at OR old.status IS NOT new.status OR "
+     "old._deleted IS NOT new._deleted OR old.rep_id IS NOT new.rep_id OR old.account_id IS NOT "
+     "new.account_id OR old.currency IS NOT new.currency BEGIN " ORDER_FACT_UPSERT " END"),
+    // A new line adds to its order's totals (summing the order's line facts again, as an update does, cost
+    // two range reads per line on the write path).
+    ("CREATE TRIGGER IF NOT EXISTS _fact_line_insert AFTER INSERT ON order_line BEGIN " LINE_FACT_UPSERT
+     " UPDATE _order_fact SET quantity = quantity + coalesce(new.quantity, 0), net_cents = net_cents + "
+     "coalesce(" LINE_NET("new.") ", 0) WHERE order_id = new.order_id AND new._deleted = 0; END"),
+    // The model keeps a line's order_id immutable; another writer moving a line still leaves no fact behind.
+    ("CREATE TRIGGER IF NOT EXISTS _fact_line_update AFTER UPDATE ON order_line BEGIN DELETE FROM "
+     "_order_line_fact WHERE order_id = old.order_id AND line_id = old.id AND old.order_id IS NOT "
+     "new.order_id; UPDATE _order_fact SET " ORDER_FACT_TOTALS(
+         "old.order_id") " WHERE order_id = "
+                         "old.order_id AND old.order_id IS NOT new.order_id; " LINE_FACT_UPSERT
+                         " UPDATE _order_fact SET " ORDER_FACT_TOTALS(
+                             "new.order_id") " WHERE order_id = new.order_id; END"),
+    ("CREATE TRIGGER IF NOT EXISTS _fact_account_territory AFTER UPDATE OF territory_id ON account WHEN "
      "old.territory_id IS NOT new.territory_id BEGIN UPDATE _order_fact SET territory = new.territory_id "
-     "WHERE account_id = new.id; END"),
+     "WHERE account_id = new.id; UPDATE _order_line_fact SET territory = new.territory_id WHERE order_id IN "
+     "(SELECT order_id FROM _order_fact WHERE account_id = new.id); END"),
 };
-#undef ORDER_FACT_UPSERT
-#undef ORDER_FACT_TOTALS
-#undef ORDER_FACT_LINE_NET
+// The previous formats' triggers that format 6 replaced (migrate_format drops them).
+constexpr std::string_view kFormat5Triggers[] = {"_order_fact_insert", "_order_fact_update",
+                                                 "_order_fact_line_insert", "_order_fact_line_update",
+                                                 "_order_fact_territory"};
 
 // The field a territory- or owner-scoped entity's scope is read from (nullptr: another kind of scope).
 const schema::FieldDef* direct_scope_field(const schema::EntityDef& e) {
@@ -173,8 +225,71 @@ std::string superseded_index_name(const schema::EntityDef& e, const schema::Fiel
 
 // The model's one-column indexes that a report index (kStoreDdl) starting with the same column replaces: two
 // indexes on one field make every insert pay twice.
-constexpr std::string_view kSupersededByReports[] = {"idx_order_line_order_id", "idx_visit_account_id",
-                                                     "idx_visit_calendar_event_id"};
+// (Format 5's idx_report_order_line also replaced idx_order_line_order_id; format 6 reads lines from
+// _order_line_fact, so the model's narrower index is back.)
+constexpr std::string_view kSupersededByReports[] = {"idx_visit_account_id", "idx_visit_calendar_event_id"};
+// Format 5's report indexes that format 6 no longer reads (migrate_format drops them).
+constexpr std::string_view kFormat5Indexes[] = {"idx_report_order_line", "idx_report_event_start"};
+
+// Format 6: one row per calendar event with the check-in of the visit that executes it, as plan versus
+// execution defines it (reports.h: the earliest visit linked to it, else the owner's earliest at its account
+// from kMatchBeforeMs before the start to kMatchAfterMs after it), kept by triggers on events and visits.
+// The report is then a range of one covering index; finding each appointment's visit at report time was
+// two seeks per appointment (312 ms CPU for a year of the bench store). Changing those constants changes
+// what the rows hold: it needs a format bump whose migration recomputes visit_at.
+std::string visit_at_sql(std::string_view event, std::string_view account, std::string_view owner,
+                         std::string_view start) {
+  const std::string e(event), a(account), o(owner), st(start);
+  return "coalesce((SELECT min(v.check_in_at) FROM visit v WHERE v.calendar_event_id = " + e +
+         " AND v._deleted = 0), (SELECT min(v.check_in_at) FROM visit v WHERE v.account_id = " + a +
+         " AND v._deleted = 0 AND v.check_in_at >= " + st + " - " + std::to_string(reports::kMatchBeforeMs) +
+         " AND v.check_in_at < " + st + " + " + std::to_string(reports::kMatchAfterMs) +
+         " AND v.rep_id = " + o + "))";
+}
+
+std::vector<std::string> appointment_fact_ddl() {
+  const std::string fact_visit_at = visit_at_sql("_appointment_fact.event_id", "_appointment_fact.account_id",
+                                                 "_appointment_fact.owner_id", "_appointment_fact.start_at");
+  // The appointments a visit row R ("new" or "old") may be the visit of: the one it links, and its rep's at
+  // its account starting within the match window around its check-in.
+  auto touch = [&](const std::string& r) {
+    return "UPDATE _appointment_fact SET visit_at = " + fact_visit_at + " WHERE event_id = " + r +
+           ".calendar_event_id; UPDATE _appointment_fact SET visit_at = " + fact_visit_at +
+           " WHERE account_id = " + r + ".account_id AND owner_id = " + r + ".rep_id AND start_at > " + r +
+           ".check_in_at - " + std::to_string(reports::kMatchAfterMs) + " AND start_at <= " + r +
+           ".check_in_at + " + std::to_string(reports::kMatchBeforeMs) + ";";
+  };
+  const std::string event_upsert =
+      "INSERT INTO _appointment_fact (event_id, start_at, deleted, status, account_id, owner_id, visit_at) "
+      "VALUES (new.id, new.start_at, new._deleted, new.status, new.account_id, new.owner_id, " +
+      visit_at_sql("new.id", "new.account_id", "new.owner_id", "new.start_at") +
+      ") ON CONFLICT (event_id) DO UPDATE SET start_at = excluded.start_at, deleted = excluded.deleted, "
+      "status = excluded.status, account_id = excluded.account_id, owner_id = excluded.owner_id, visit_at = "
+      "excluded.visit_at;";
+  return {
+      "CREATE TABLE IF NOT EXISTS _appointment_fact (event_id TEXT PRIMARY KEY, start_at INTEGER, deleted "
+      "INTEGER NOT NULL, status TEXT, account_id TEXT, owner_id TEXT, visit_at INTEGER) WITHOUT ROWID",
+      "CREATE INDEX IF NOT EXISTS idx_appointment_fact_start ON _appointment_fact (start_at, deleted, status, "
+      "account_id, owner_id, visit_at)",
+      "CREATE INDEX IF NOT EXISTS idx_appointment_fact_match ON _appointment_fact (account_id, owner_id, "
+      "start_at)",
+      "CREATE TRIGGER IF NOT EXISTS _fact_event_insert AFTER INSERT ON calendar_event BEGIN " + event_upsert +
+          " END",
+      "CREATE TRIGGER IF NOT EXISTS _fact_event_update AFTER UPDATE ON calendar_event BEGIN " + event_upsert +
+          " END",
+      // A visit: its day in _visit_day, and the appointments it may execute.
+      "CREATE TRIGGER IF NOT EXISTS _fact_visit_insert AFTER INSERT ON visit BEGIN INSERT INTO _visit_day "
+      "(day, rep_id, outcome, visits) SELECT " VISIT_DAY("new") ", 1 WHERE " VISIT_COUNTS("new") " ON CONFLICT "
+      "(day, rep_id, outcome) DO UPDATE SET visits = visits + 1; " + touch("new") + " END",
+      "CREATE TRIGGER IF NOT EXISTS _fact_visit_update AFTER UPDATE ON visit WHEN old.check_in_at IS NOT "
+      "new.check_in_at OR old.rep_id IS NOT new.rep_id OR old.outcome IS NOT new.outcome OR old._deleted IS "
+      "NOT new._deleted OR old.account_id IS NOT new.account_id OR old.calendar_event_id IS NOT "
+      "new.calendar_event_id BEGIN UPDATE _visit_day SET visits = visits - 1 WHERE " VISIT_COUNTS("old")
+      " AND (day, rep_id, outcome) = (" VISIT_DAY("old") "); INSERT INTO _visit_day (day, rep_id, outcome, "
+      "visits) SELECT " VISIT_DAY("new") ", 1 WHERE " VISIT_COUNTS("new") " ON CONFLICT (day, rep_id, "
+      "outcome) DO UPDATE SET visits = visits + 1; " + touch("old") + " " + touch("new") + " END",
+  };
+}
 
 // The model's DDL without the indexes the scan and report indexes supersede.
 std::vector<std::string> model_ddl() {
@@ -414,9 +529,46 @@ Status migrate_format(Db& db, int64_t from) {
     if (!q.step()) return q.ok() ? Status(ErrorCode::kInternal, "no row") : q.status();
     return q.col_int(0) > 0;
   };
+  if (from < 6) {
+    // Format 6's facts and rollups (kStoreDdl, appointment_fact_ddl) for the rows already there; the
+    // triggers keep them from now on. Lines first: a format-4 file's orders get their facts below, from
+    // these.
+    for (std::string_view name : kFormat5Triggers)
+      if (Status s = db.exec("DROP TRIGGER IF EXISTS " + quoted(name)); !s) return s;
+    for (std::string_view name : kFormat5Indexes)
+      if (Status s = db.exec("DROP INDEX IF EXISTS " + quoted(name)); !s) return s;
+    const std::string fill[] = {
+        "INSERT OR REPLACE INTO _order_line_fact (order_id, line_id, product_id, deleted, quantity, "
+        "net_cents, at_ms, status, order_deleted, rep_id, territory, currency) SELECT l.order_id, l.id, "
+        "l.product_id, l._deleted, l.quantity, " LINE_NET("l.") ", x.at_ms, x.status, coalesce(x.deleted, 0), "
+        "x.rep_id, x.territory, x.currency FROM order_line l LEFT JOIN _order_fact x ON x.order_id = "
+        "l.order_id",
+        "UPDATE _order_fact SET " ORDER_FACT_TOTALS("_order_fact.order_id"),
+        "INSERT OR REPLACE INTO _visit_day (day, rep_id, outcome, visits) SELECT " VISIT_DAY("v")
+        ", count(*) FROM visit v WHERE " VISIT_COUNTS("v") " GROUP BY 1, 2, 3",
+        "INSERT OR REPLACE INTO _appointment_fact (event_id, start_at, deleted, status, account_id, owner_id, "
+        "visit_at) SELECT e.id, e.start_at, e._deleted, e.status, e.account_id, e.owner_id, " +
+            visit_at_sql("e.id", "e.account_id", "e.owner_id", "e.start_at") + " FROM calendar_event e",
+    };
+    for (const std::string& sql : fill)
+      if (Status s = db.exec(sql); !s) return s;
+  }
   if (from < 5) {
     // The triggers keep _order_fact from now on; the orders already there get theirs here.
-    if (Status s = db.exec("UPDATE \"order\" SET id = id"); !s) return s;
+    const char* const fill[] = {
+        "INSERT OR REPLACE INTO _order_fact (order_id, at_ms, status, deleted, rep_id, account_id, "
+        "territory, "
+        "currency, quantity, net_cents) SELECT o.id, coalesce(o.submitted_at, o.approved_at), o.status, "
+        "o._deleted, o.rep_id, o.account_id, a.territory_id, o.currency, 0, 0 FROM \"order\" o LEFT JOIN "
+        "account a ON a.id = o.account_id",
+        "UPDATE _order_fact SET " ORDER_FACT_TOTALS("_order_fact.order_id"),
+        "UPDATE _order_line_fact SET (at_ms, status, order_deleted, rep_id, territory, currency) = (SELECT "
+        "x.at_ms, x.status, x.deleted, x.rep_id, x.territory, x.currency FROM _order_fact x WHERE x.order_id "
+        "= "
+        "_order_line_fact.order_id) WHERE order_id IN (SELECT order_id FROM _order_fact)",
+    };
+    for (const char* sql : fill)
+      if (Status s = db.exec(sql); !s) return s;
     for (std::string_view name : kSupersededByReports)
       if (Status s = db.exec("DROP INDEX IF EXISTS " + quoted(name)); !s) return s;
     // Reports: each existing opportunity's current stage as its open stint, from its stage field's version
@@ -890,6 +1042,8 @@ Result<std::unique_ptr<SqliteCentralStore>> SqliteCentralStore::open(const std::
   for (const std::string& sql : model_ddl())
     if (Status s = w.exec(sql); !s) return fail(s);
   for (const char* sql : kStoreDdl)
+    if (Status s = w.exec(sql); !s) return fail(s);
+  for (const std::string& sql : appointment_fact_ddl())
     if (Status s = w.exec(sql); !s) return fail(s);
   for (const std::string& sql : scan_index_ddl())
     if (Status s = w.exec(sql); !s) return fail(s);

@@ -19,7 +19,10 @@ namespace fieldsync::schema {
 // History:
 //   1: accounts, contacts, products, price-list entries, visits, orders, order lines, calendar events,
 //      opportunities.
-inline constexpr uint32_t kSchemaVersion = 1;
+//   2: order.rep_id and calendar_event.owner_id change hands (a manager within their team, head office to
+//      anyone; a rep never): a departing rep's open orders and future appointments go to a colleague.
+//      Devices of version 1 accept the changes (their merge does not treat the fields specially).
+inline constexpr uint32_t kSchemaVersion = 2;
 
 enum class EntityId : uint16_t {
   kNone = 0,
