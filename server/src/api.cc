@@ -212,6 +212,8 @@ std::optional<std::string> url_decode(std::string_view s) {
   return out;
 }
 
+}  // namespace
+
 std::optional<std::map<std::string, std::string>> parse_query(std::string_view target) {
   std::map<std::string, std::string> out;
   const size_t q = target.find('?');
@@ -231,6 +233,8 @@ std::optional<std::map<std::string, std::string>> parse_query(std::string_view t
   }
   return out;
 }
+
+namespace {
 
 std::string header(const http::request<http::string_body>& m, http::field f) {
   auto it = m.find(f);
@@ -365,13 +369,9 @@ std::optional<ApiError> prepare(NetServer::Impl& impl, Pending& p, const std::ve
   r->query = std::move(*query);
   const std::string& body = p.req.message.body();
   if (!body.empty()) {
-    boost::system::error_code ec;
-    json::value v = json::parse(body, ec);
-    if (ec)
-      return api_error(http::status::bad_request, "invalid_json", "the body is not JSON: " + ec.message());
-    if (!v.is_object())
-      return api_error(http::status::bad_request, "invalid_json", "the body must be an object");
-    r->body = std::move(v);
+    std::variant<json::object, ApiError> v = parse_json_body(body);
+    if (ApiError* e = std::get_if<ApiError>(&v)) return std::move(*e);
+    r->body = json::value(std::move(std::get<json::object>(v)));
   } else if (state_changing(r->method) && r->method != http::verb::delete_) {
     r->body = json::object();
   }
@@ -379,6 +379,42 @@ std::optional<ApiError> prepare(NetServer::Impl& impl, Pending& p, const std::ve
 }
 
 }  // namespace
+
+std::variant<json::object, ApiError> parse_json_body(std::string_view body) {
+  boost::system::error_code ec;
+  json::value v = json::parse(body, ec);
+  if (ec)
+    return api_error(http::status::bad_request, "invalid_json", "the body is not JSON: " + ec.message());
+  if (!v.is_object())
+    return api_error(http::status::bad_request, "invalid_json", "the body must be an object");
+  return std::move(v.as_object());
+}
+
+std::variant<SignIn, ApiError> parse_sign_in(std::string_view body) {
+  boost::system::error_code ec;
+  json::value v = json::parse(body, ec);
+  if (ec || !v.is_object())
+    return api_error(http::status::bad_request, "invalid_json", "expected a JSON object");
+  SignIn out;
+  for (const auto& [k, val] : v.as_object()) {
+    const std::string key(k);
+    if (key != "user" && key != "password" && key != "mode")
+      return api_error(http::status::bad_request, "unknown_field", "unknown field " + key, key);
+    if (!val.is_string())
+      return api_error(http::status::bad_request, "wrong_type", key + " must be a string", key);
+    if (key == "user") out.user = val.as_string();
+    if (key == "password") out.password = val.as_string();
+    if (key == "mode") {
+      if (val.as_string() != "cookie" && val.as_string() != "token")
+        return api_error(http::status::bad_request, "value_invalid", "mode is cookie or token", "mode");
+      out.bearer = val.as_string() == "token";
+    }
+  }
+  if (out.user.empty() || out.password.empty())
+    return api_error(http::status::bad_request, "missing_field", "user and password are required",
+                     out.user.empty() ? "user" : "password");
+  return out;
+}
 
 // Checks that a body has only `allowed` keys.
 std::optional<ApiError> only_fields(const json::object& o, std::initializer_list<std::string_view> allowed) {
@@ -520,32 +556,10 @@ void sign_in(NetServer::Impl& impl, const std::shared_ptr<HttpSession>& session,
   if (!origin_ok(req.message))
     return send(session,
                 api_error(http::status::forbidden, "bad_origin", "the request's Origin is not this server"));
-  boost::system::error_code ec;
-  json::value v = json::parse(req.message.body(), ec);
-  if (ec || !v.is_object())
-    return send(session, api_error(http::status::bad_request, "invalid_json", "expected a JSON object"));
-  std::string user, password;
-  bool bearer = false;
-  for (const auto& [k, val] : v.as_object()) {
-    const std::string key(k);
-    if (key != "user" && key != "password" && key != "mode")
-      return send(session,
-                  api_error(http::status::bad_request, "unknown_field", "unknown field " + key, key));
-    if (!val.is_string())
-      return send(session,
-                  api_error(http::status::bad_request, "wrong_type", key + " must be a string", key));
-    if (key == "user") user = val.as_string();
-    if (key == "password") password = val.as_string();
-    if (key == "mode") {
-      if (val.as_string() != "cookie" && val.as_string() != "token")
-        return send(session,
-                    api_error(http::status::bad_request, "value_invalid", "mode is cookie or token", "mode"));
-      bearer = val.as_string() == "token";
-    }
-  }
-  if (user.empty() || password.empty())
-    return send(session, api_error(http::status::bad_request, "missing_field",
-                                   "user and password are required", user.empty() ? "user" : "password"));
+  std::variant<SignIn, ApiError> parsed = parse_sign_in(req.message.body());
+  if (ApiError* e = std::get_if<ApiError>(&parsed)) return send(session, std::move(*e));
+  const std::string user = std::get<SignIn>(parsed).user, password = std::get<SignIn>(parsed).password;
+  const bool bearer = std::get<SignIn>(parsed).bearer;
   const std::string address =
       session->peer_address() ? session->peer_address()->to_string() : session->peer();
   const int64_t now = wall_ms();

@@ -17,8 +17,13 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
+#include "fieldsync/schema/model.h"
+#include "fieldsync/server/reports.h"
+#include "fieldsync/sync/change.h"
+#include "fieldsync/sync/value.h"
 #include "http_session.h"
 #include "reader_pool.h"
 
@@ -121,5 +126,71 @@ std::optional<ApiError> string_field(const boost::json::object& o, const char* n
                                      bool required);
 std::optional<int64_t> parse_int(const std::string& text);
 Result<std::vector<std::string>> string_list(const boost::json::value& v, const std::string& field);
+
+// ---- The pure parsers of the API's untrusted input: no I/O, no directory, no store. The handlers call them
+// first; the fuzz targets (tests/fuzz: api_query_fuzz, api_body_fuzz) call them directly.
+
+// The query string of a request target ("/p?a=1&b=x%20y"), percent-decoded ('+' a space), each name once;
+// nullopt when it does not parse (a bad escape, an empty or repeated name).
+std::optional<std::map<std::string, std::string>> parse_query(std::string_view target);
+
+// A request body: JSON, and an object (400 invalid_json otherwise).
+std::variant<boost::json::object, ApiError> parse_json_body(std::string_view body);
+
+// POST /api/v1/session: {"user", "password", "mode": "cookie" (default) | "token"}.
+struct SignIn {
+  std::string user;
+  std::string password;
+  bool bearer = false;
+};
+std::variant<SignIn, ApiError> parse_sign_in(std::string_view body);
+
+// GET /api/v1/entities/{entity}?<filters>&sort&order&limit&cursor&q, as the SQL the listing runs (every value
+// a parameter: no text of the request is in `sql`) for `caller`'s scope. limit + 1 rows are asked for.
+struct ListQuery {
+  std::string sql;
+  std::vector<Value> params;
+  std::string sort = "id";
+  std::string order = "asc";
+  size_t limit = 0;
+};
+std::variant<ListQuery, ApiError> parse_list_query(const schema::EntityDef& e, const Principal& caller,
+                                                   const std::map<std::string, std::string>& query);
+
+// POST /api/v1/entities/{entity}: the create and its field changes (`fresh` unless the body names a UUIDv7
+// "id"); PATCH .../{id}: the field changes. Values typed by the model (wrong_type, unknown_field), not yet
+// validated against its rules (the write path's validate_change does that).
+std::variant<std::vector<Change>, ApiError> create_changes(const schema::EntityDef& e, const RecordId& fresh,
+                                                           const boost::json::object& body);
+std::variant<std::vector<Change>, ApiError> patch_changes(const schema::EntityDef& e, const RecordId& id,
+                                                          const boost::json::object& body);
+
+// The order and inbox actions' bodies: reject {"reason"} (not blank), handover {"to"}, resolve {"action":
+// "accept" | "restore"}.
+std::variant<std::string, ApiError> parse_reject_body(const boost::json::object& body);
+std::variant<std::string, ApiError> parse_handover_body(const boost::json::object& body);
+std::variant<std::string, ApiError> parse_resolve_body(const boost::json::object& body);
+// Reassign {"territory" | "to_rep", "accounts": [ids] | "from_rep"}: where to (a territory, or a rep whose
+// one territory it is) and which accounts (ids, or a rep's territories'), types and ids checked.
+struct ReassignBody {
+  std::optional<std::string> territory;
+  std::optional<std::string> to_rep;
+  std::optional<std::vector<RecordId>> accounts;
+  std::optional<std::string> from_rep;
+};
+std::variant<ReassignBody, ApiError> parse_reassign_body(const boost::json::object& body);
+
+// GET /api/v1/reports/{name}?<filter> (reports::parse_filter) and GET /api/v1/export/{file}?<filter>&bom=0|1
+// (file: orders.csv, visits.csv, accounts.csv), at `now_ms`.
+std::variant<reports::ReportFilter, ApiError> parse_report_query(
+    const std::map<std::string, std::string>& query, int64_t now_ms);
+struct ExportRequest {
+  reports::CsvKind kind;
+  reports::CsvOptions options;
+  reports::ReportFilter filter;
+};
+std::variant<ExportRequest, ApiError> parse_export(const std::string& file,
+                                                   const std::map<std::string, std::string>& query,
+                                                   int64_t now_ms);
 
 }  // namespace fieldsync::server

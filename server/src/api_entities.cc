@@ -215,18 +215,21 @@ std::string encode_cursor(const json::value& v, const std::string& id, const std
 
 // ---- List: GET /api/v1/entities/{entity}
 
-ApiResult list_entities(ApiRequest& r) {
-  const EntityDef* e = schema::entity(r.params["entity"]);
-  if (e == nullptr || !may_read(r.caller, *e))
-    return api_error(http::status::not_found, "unknown_entity", "no such entity", "entity");
-  std::string sort = "id", order = "asc";
-  size_t limit = limits::kApiDefaultPage;
+}  // namespace
+
+std::variant<ListQuery, ApiError> parse_list_query(const EntityDef& e, const Principal& caller,
+                                                   const std::map<std::string, std::string>& query) {
+  ListQuery out;
+  std::string& sort = out.sort;
+  std::string& order = out.order;
+  size_t& limit = out.limit;
+  limit = limits::kApiDefaultPage;
   std::optional<std::string> cursor, search;
   std::vector<std::string> where{"_deleted = 0"};
-  std::vector<Value> params;
-  for (const auto& [k, v] : r.query) {
+  std::vector<Value>& params = out.params;
+  for (const auto& [k, v] : query) {
     if (k == "sort") {
-      if (v != "id" && e->field(v) == nullptr)
+      if (v != "id" && e.field(v) == nullptr)
         return api_error(http::status::bad_request, "unknown_field", "cannot sort on " + v, "sort");
       sort = v;
     } else if (k == "order") {
@@ -248,12 +251,12 @@ ApiResult list_entities(ApiRequest& r) {
       const size_t dot = k.find('.');
       const std::string name = k.substr(0, dot);
       const std::string op = dot == std::string::npos ? "" : k.substr(dot + 1);
-      const FieldDef* f = e->field(name);
+      const FieldDef* f = e.field(name);
       if (f == nullptr) return api_error(http::status::bad_request, "unknown_field", "no field " + name, k);
       const bool ordered = f->type == FieldType::kTimestamp || f->type == FieldType::kInt;
       const bool equality = f->type == FieldType::kId || f->type == FieldType::kUserId ||
                             f->type == FieldType::kEnum || f->type == FieldType::kBool ||
-                            (e->scope.kind == schema::ScopeKind::kTerritory && f->id == e->scope.field) ||
+                            (e.scope.kind == schema::ScopeKind::kTerritory && f->id == e.scope.field) ||
                             ordered;
       if ((op.empty() && !equality) || (!op.empty() && (!ordered || (op != "gte" && op != "lt"))))
         return api_error(http::status::bad_request, "unknown_field", "cannot filter on " + k, k);
@@ -265,7 +268,7 @@ ApiResult list_entities(ApiRequest& r) {
   }
   if (search) {
     std::string any;
-    for (const FieldDef& f : e->fields) {
+    for (const FieldDef& f : e.fields) {
       if (f.type != FieldType::kText) continue;
       any += (any.empty() ? "" : " OR ") + schema::quoted(f.name) + " LIKE ? ESCAPE '\\'";
       std::string pattern = "%";
@@ -277,7 +280,7 @@ ApiResult list_entities(ApiRequest& r) {
     }
     where.push_back(any.empty() ? "0" : "(" + any + ")");
   }
-  where.push_back(scope_sql(*e, r.caller.principal, params));
+  where.push_back(scope_sql(e, caller, params));
   const std::string col = sort == "id" ? "id" : schema::quoted(sort);
   const bool desc = order == "desc";
   if (cursor) {
@@ -301,7 +304,7 @@ ApiResult list_entities(ApiRequest& r) {
       where.push_back("(" + col + " IS NULL AND id " + cmp + " ?)");
       params.push_back(Value::text(last_id));
     } else {
-      Result<Value> v = from_json(*e->field(sort), last);
+      Result<Value> v = from_json(*e.field(sort), last);
       if (!v) return api_error(http::status::bad_request, "bad_cursor", "the cursor is damaged", "cursor");
       where.push_back("(" + col + " IS NULL OR " + col + " " + cmp + " ? OR (" + col + " = ? AND id " + cmp +
                       " ?))");
@@ -310,7 +313,8 @@ ApiResult list_entities(ApiRequest& r) {
       params.push_back(Value::text(last_id));
     }
   }
-  std::string sql = "SELECT " + columns(*e) + " FROM " + schema::quoted(e->name) + " WHERE ";
+  std::string& sql = out.sql;
+  sql = "SELECT " + columns(e) + " FROM " + schema::quoted(e.name) + " WHERE ";
   for (size_t i = 0; i < where.size(); ++i) sql += (i ? " AND " : "") + where[i];
   if (sort == "id") {
     sql += " ORDER BY id " + std::string(desc ? "DESC" : "ASC");
@@ -319,6 +323,18 @@ ApiResult list_entities(ApiRequest& r) {
            (desc ? " DESC" : " ASC");
   }
   sql += " LIMIT " + std::to_string(limit + 1);
+  return out;
+}
+
+namespace {
+
+ApiResult list_entities(ApiRequest& r) {
+  const EntityDef* e = schema::entity(r.params["entity"]);
+  if (e == nullptr || !may_read(r.caller, *e))
+    return api_error(http::status::not_found, "unknown_entity", "no such entity", "entity");
+  std::variant<ListQuery, ApiError> parsed = parse_list_query(*e, r.caller.principal, r.query);
+  if (ApiError* bad = std::get_if<ApiError>(&parsed)) return std::move(*bad);
+  const auto& [sql, params, sort, order, limit] = std::get<ListQuery>(parsed);
   Result<ReaderPool::Lease> db = open_reader(*r.impl);
   if (!db) return api_error_from(db.status());
   Stmt q(**db, sql);
@@ -581,14 +597,11 @@ bool partner_writes(EntityId e, bool creating, const json::object& body) {
   return body.size() == 1 && body.contains("notes");
 }
 
-ApiResult create_record(ApiRequest& r) {
-  const EntityDef* e = schema::entity(r.params["entity"]);
-  if (e == nullptr || !may_read(r.caller, *e))
-    return api_error(http::status::not_found, "unknown_entity", "no such entity", "entity");
-  const json::object& body = r.body->as_object();
-  if (r.caller.partner() && !partner_writes(e->id, true, body))
-    return api_error(http::status::forbidden, "forbidden", "partners add visits, notes and orders only");
-  RecordId id = id_generator().next(wall_ms());
+}  // namespace
+
+std::variant<std::vector<Change>, ApiError> create_changes(const EntityDef& e, const RecordId& fresh,
+                                                           const json::object& body) {
+  RecordId id = fresh;
   if (auto it = body.find("id"); it != body.end()) {
     std::optional<RecordId> given =
         it->value().is_string() ? RecordId::parse(it->value().as_string()) : std::nullopt;
@@ -596,13 +609,40 @@ ApiResult create_record(ApiRequest& r) {
     id = *given;
   }
   std::string field;
-  Result<std::vector<Change>> changes = field_changes(*e, id, body, true, &field);
+  Result<std::vector<Change>> changes = field_changes(e, id, body, true, &field);
   if (!changes) return bad_body(changes.status(), field);
-  changes->insert(changes->begin(), make(ChangeOp::kCreate, e->id, id));
+  changes->insert(changes->begin(), make(ChangeOp::kCreate, e.id, id));
+  return std::move(*changes);
+}
+
+std::variant<std::vector<Change>, ApiError> patch_changes(const EntityDef& e, const RecordId& id,
+                                                          const json::object& body) {
+  if (body.empty()) return api_error(http::status::bad_request, "missing_field", "nothing to change");
+  if (body.contains("id"))
+    return api_error(http::status::bad_request, "unknown_field", "the id is the path's", "id");
+  std::string field;
+  Result<std::vector<Change>> changes = field_changes(e, id, body, false, &field);
+  if (!changes) return bad_body(changes.status(), field);
+  return std::move(*changes);
+}
+
+namespace {
+
+ApiResult create_record(ApiRequest& r) {
+  const EntityDef* e = schema::entity(r.params["entity"]);
+  if (e == nullptr || !may_read(r.caller, *e))
+    return api_error(http::status::not_found, "unknown_entity", "no such entity", "entity");
+  const json::object& body = r.body->as_object();
+  if (r.caller.partner() && !partner_writes(e->id, true, body))
+    return api_error(http::status::forbidden, "forbidden", "partners add visits, notes and orders only");
+  std::variant<std::vector<Change>, ApiError> changes =
+      create_changes(*e, id_generator().next(wall_ms()), body);
+  if (ApiError* bad = std::get_if<ApiError>(&changes)) return std::move(*bad);
+  std::vector<Change>& c = std::get<std::vector<Change>>(changes);
+  const RecordId id = c.front().record;
   json::object out;
   out["id"] = id.to_string();
-  return write_answer(write(r, r.caller.principal, std::move(*changes)), std::move(out),
-                      http::status::created);
+  return write_answer(write(r, r.caller.principal, std::move(c)), std::move(out), http::status::created);
 }
 
 ApiResult patch_record(ApiRequest& r) {
@@ -617,16 +657,80 @@ ApiResult patch_record(ApiRequest& r) {
   if (!*seen) return not_found();
   if (r.caller.partner() && !partner_writes(e->id, false, body))
     return api_error(http::status::forbidden, "forbidden", "partners add visits, notes and orders only");
-  if (body.empty()) return api_error(http::status::bad_request, "missing_field", "nothing to change");
-  if (body.contains("id"))
-    return api_error(http::status::bad_request, "unknown_field", "the id is the path's", "id");
-  std::string field;
-  Result<std::vector<Change>> changes = field_changes(*e, *id, body, false, &field);
-  if (!changes) return bad_body(changes.status(), field);
+  std::variant<std::vector<Change>, ApiError> changes = patch_changes(*e, *id, body);
+  if (ApiError* bad = std::get_if<ApiError>(&changes)) return std::move(*bad);
   json::object out;
   out["id"] = id->to_string();
-  return write_answer(write(r, r.caller.principal, std::move(*changes)), std::move(out));
+  return write_answer(write(r, r.caller.principal, std::move(std::get<std::vector<Change>>(changes))),
+                      std::move(out));
 }
+
+// ---- The actions' bodies (api.h)
+
+}  // namespace
+
+std::variant<std::string, ApiError> parse_reject_body(const json::object& b) {
+  std::string reason;
+  if (std::optional<ApiError> bad = only_fields(b, {"reason"})) return *bad;
+  if (std::optional<ApiError> bad = string_field(b, "reason", &reason, true)) return *bad;
+  if (reason.find_first_not_of(" \t\r\n") == std::string::npos)
+    return api_error(http::status::unprocessable_entity, "value_invalid", "the reason may not be blank",
+                     "reason");
+  return reason;
+}
+
+std::variant<std::string, ApiError> parse_handover_body(const json::object& b) {
+  std::string to;
+  if (std::optional<ApiError> bad = only_fields(b, {"to"})) return *bad;
+  if (std::optional<ApiError> bad = string_field(b, "to", &to, true)) return *bad;
+  return to;
+}
+
+std::variant<std::string, ApiError> parse_resolve_body(const json::object& b) {
+  std::string action;
+  if (std::optional<ApiError> bad = only_fields(b, {"action"})) return *bad;
+  if (std::optional<ApiError> bad = string_field(b, "action", &action, true)) return *bad;
+  if (action != "accept" && action != "restore")
+    return api_error(http::status::bad_request, "value_invalid", "action is accept or restore", "action");
+  return action;
+}
+
+std::variant<ReassignBody, ApiError> parse_reassign_body(const json::object& b) {
+  if (std::optional<ApiError> bad = only_fields(b, {"accounts", "from_rep", "to_rep", "territory"}))
+    return *bad;
+  ReassignBody out;
+  std::string text;
+  if (b.contains("territory")) {
+    if (std::optional<ApiError> bad = string_field(b, "territory", &text, true)) return *bad;
+    out.territory = text;
+  } else if (b.contains("to_rep")) {
+    if (std::optional<ApiError> bad = string_field(b, "to_rep", &text, true)) return *bad;
+    out.to_rep = text;
+  } else {
+    return api_error(http::status::bad_request, "missing_field", "to_rep or territory is required",
+                     "territory");
+  }
+  if (auto it = b.find("accounts"); it != b.end()) {
+    Result<std::vector<std::string>> ids = string_list(it->value(), "accounts");
+    if (!ids) return api_error(http::status::bad_request, "wrong_type", ids.status().message(), "accounts");
+    out.accounts.emplace();
+    for (const std::string& s : *ids) {
+      std::optional<RecordId> id = RecordId::parse(s);
+      // Not an id of any record: as absent as one outside the caller's scope.
+      if (!id) return api_error(http::status::not_found, "not_found", "no account " + s, "accounts");
+      out.accounts->push_back(*id);
+    }
+  } else if (b.contains("from_rep")) {
+    if (std::optional<ApiError> bad = string_field(b, "from_rep", &text, true)) return *bad;
+    out.from_rep = text;
+  } else {
+    return api_error(http::status::bad_request, "missing_field", "accounts or from_rep is required",
+                     "accounts");
+  }
+  return out;
+}
+
+namespace {
 
 // ---- Orders: approve, reject, fulfil
 
@@ -679,13 +783,9 @@ ApiResult approve_order(ApiRequest& r) {
 }
 
 ApiResult reject_order(ApiRequest& r) {
-  const json::object& b = r.body->as_object();
-  std::string reason;
-  if (std::optional<ApiError> bad = only_fields(b, {"reason"})) return *bad;
-  if (std::optional<ApiError> bad = string_field(b, "reason", &reason, true)) return *bad;
-  if (reason.find_first_not_of(" \t\r\n") == std::string::npos)
-    return api_error(http::status::unprocessable_entity, "value_invalid", "the reason may not be blank",
-                     "reason");
+  std::variant<std::string, ApiError> parsed = parse_reject_body(r.body->as_object());
+  if (ApiError* bad = std::get_if<ApiError>(&parsed)) return std::move(*bad);
+  const std::string& reason = std::get<std::string>(parsed);
   if (!r.caller.manager_or_above())
     return api_error(http::status::forbidden, "permission_denied", "your role may not reject orders",
                      "status");
@@ -747,27 +847,20 @@ ApiResult write_in_steps(ApiRequest& r, std::vector<Change> changes, json::objec
 }
 
 ApiResult reassign(ApiRequest& r) {
-  const json::object& b = r.body->as_object();
-  if (std::optional<ApiError> bad = only_fields(b, {"accounts", "from_rep", "to_rep", "territory"}))
-    return *bad;
+  std::variant<ReassignBody, ApiError> parsed = parse_reassign_body(r.body->as_object());
+  if (ApiError* bad = std::get_if<ApiError>(&parsed)) return std::move(*bad);
+  const ReassignBody& body = std::get<ReassignBody>(parsed);
   Directory& dir = *r.impl->options.directory;
   // Where to: a territory, or the one territory of a rep.
   std::string territory;
-  if (auto it = b.find("territory"); it != b.end()) {
-    if (!it->value().is_string())
-      return api_error(http::status::bad_request, "wrong_type", "territory must be a string", "territory");
-    territory = it->value().as_string();
-  } else if (auto to = b.find("to_rep"); to != b.end()) {
-    if (!to->value().is_string())
-      return api_error(http::status::bad_request, "wrong_type", "to_rep must be a string", "to_rep");
-    Result<std::vector<std::string>> t = dir.user_territories(std::string(to->value().as_string()));
+  if (body.territory) {
+    territory = *body.territory;
+  } else {
+    Result<std::vector<std::string>> t = dir.user_territories(*body.to_rep);
     if (!t || t->size() != 1)
       return api_error(http::status::unprocessable_entity, "value_invalid",
                        "to_rep must have exactly one territory; name the territory instead", "to_rep");
     territory = t->front();
-  } else {
-    return api_error(http::status::bad_request, "missing_field", "to_rep or territory is required",
-                     "territory");
   }
   bool known = false;
   for (const Territory& t : dir.territories()) known |= t.id == territory;
@@ -775,21 +868,16 @@ ApiResult reassign(ApiRequest& r) {
     return api_error(http::status::unprocessable_entity, "value_invalid", "no territory " + territory,
                      "territory");
   std::vector<RecordId> accounts;
-  if (auto it = b.find("accounts"); it != b.end()) {
-    Result<std::vector<std::string>> ids = string_list(it->value(), "accounts");
-    if (!ids) return api_error(http::status::bad_request, "wrong_type", ids.status().message(), "accounts");
-    for (const std::string& s : *ids) {
-      std::optional<RecordId> id = RecordId::parse(s);
-      if (!id) return api_error(http::status::not_found, "not_found", "no account " + s, "accounts");
-      Result<bool> seen = visible(*r.impl, r.caller, EntityId::kAccount, *id);
+  if (body.accounts) {
+    for (const RecordId& id : *body.accounts) {
+      Result<bool> seen = visible(*r.impl, r.caller, EntityId::kAccount, id);
       if (!seen) return api_error_from(seen.status());
-      if (!*seen) return api_error(http::status::not_found, "not_found", "no account " + s, "accounts");
-      accounts.push_back(*id);
+      if (!*seen)
+        return api_error(http::status::not_found, "not_found", "no account " + id.to_string(), "accounts");
+      accounts.push_back(id);
     }
-  } else if (auto from = b.find("from_rep"); from != b.end()) {
-    if (!from->value().is_string())
-      return api_error(http::status::bad_request, "wrong_type", "from_rep must be a string", "from_rep");
-    Result<std::vector<std::string>> t = dir.user_territories(std::string(from->value().as_string()));
+  } else {
+    Result<std::vector<std::string>> t = dir.user_territories(*body.from_rep);
     if (!t) return api_error_from(t.status());
     Result<ReaderPool::Lease> db = open_reader(*r.impl);
     if (!db) return api_error_from(db.status());
@@ -800,9 +888,6 @@ ApiResult reassign(ApiRequest& r) {
         if (std::optional<RecordId> id = RecordId::parse(q.col_text(0))) accounts.push_back(*id);
       if (!q.ok()) return api_error_from(q.status());
     }
-  } else {
-    return api_error(http::status::bad_request, "missing_field", "accounts or from_rep is required",
-                     "accounts");
   }
   std::vector<Change> changes;
   for (const RecordId& id : accounts)
@@ -822,10 +907,9 @@ ApiResult reassign(ApiRequest& r) {
 // POST /api/v1/users/{id}/handover {"to"}: the departing user's territories, open deals, open orders and
 // future appointments go to a colleague in one step.
 ApiResult handover(ApiRequest& r) {
-  const json::object& b = r.body->as_object();
-  UserId to;
-  if (std::optional<ApiError> bad = only_fields(b, {"to"})) return *bad;
-  if (std::optional<ApiError> bad = string_field(b, "to", &to, true)) return *bad;
+  std::variant<std::string, ApiError> parsed = parse_handover_body(r.body->as_object());
+  if (ApiError* bad = std::get_if<ApiError>(&parsed)) return std::move(*bad);
+  const UserId to = std::get<std::string>(parsed);
   const UserId from = r.params["id"];
   Directory& dir = *r.impl->options.directory;
   Result<User> fu = dir.user(from);
@@ -1041,12 +1125,9 @@ Result<std::optional<ConflictRecord>> read_conflict(NetServer::Impl& impl, int64
 }
 
 ApiResult resolve_conflict(ApiRequest& r) {
-  const json::object& b = r.body->as_object();
-  std::string action;
-  if (std::optional<ApiError> bad = only_fields(b, {"action"})) return *bad;
-  if (std::optional<ApiError> bad = string_field(b, "action", &action, true)) return *bad;
-  if (action != "accept" && action != "restore")
-    return api_error(http::status::bad_request, "value_invalid", "action is accept or restore", "action");
+  std::variant<std::string, ApiError> parsed = parse_resolve_body(r.body->as_object());
+  if (ApiError* bad = std::get_if<ApiError>(&parsed)) return std::move(*bad);
+  const std::string action = std::get<std::string>(parsed);
   std::optional<int64_t> id = parse_int(r.params["id"]);
   if (!id) return api_error(http::status::not_found, "not_found", "no such conflict");
   Result<std::optional<ConflictRecord>> c = read_conflict(*r.impl, *id);

@@ -30,28 +30,63 @@ ApiError filter_error(const Status& s, const std::string& field) {
   return api_error_from(s);
 }
 
-Result<reports::ReportFilter> filter_of(const ApiRequest& r, std::string* field,
+Result<reports::ReportFilter> filter_of(const std::map<std::string, std::string>& params, int64_t now_ms,
+                                        std::string* field,
                                         std::initializer_list<std::string_view> own_params = {}) {
   std::vector<std::pair<std::string, std::string>> query;
-  for (const auto& [k, v] : r.query) {
+  for (const auto& [k, v] : params) {
     bool own = false;
     for (std::string_view p : own_params) own = own || k == p;
     if (!own) query.emplace_back(k, v);
   }
-  return reports::parse_filter(query, wall_ms(), field);
+  return reports::parse_filter(query, now_ms, field);
 }
+
+}  // namespace
+
+std::variant<reports::ReportFilter, ApiError> parse_report_query(
+    const std::map<std::string, std::string>& query, int64_t now_ms) {
+  std::string field;
+  Result<reports::ReportFilter> filter = filter_of(query, now_ms, &field);
+  if (!filter) return filter_error(filter.status(), field);
+  return std::move(*filter);
+}
+
+std::variant<ExportRequest, ApiError> parse_export(const std::string& file,
+                                                   const std::map<std::string, std::string>& query,
+                                                   int64_t now_ms) {
+  constexpr std::string_view kSuffix = ".csv";
+  Result<reports::CsvKind> kind =
+      file.size() > kSuffix.size() && file.ends_with(kSuffix)
+          ? reports::csv_kind(std::string_view(file).substr(0, file.size() - kSuffix.size()))
+          : Result<reports::CsvKind>(Status(ErrorCode::kInvalidArgument, "not a .csv file"));
+  if (!kind) return api_error(http::status::not_found, "not_found", "no export named '" + file + "'");
+  ExportRequest out{*kind, {}, {}};
+  if (auto it = query.find("bom"); it != query.end()) {
+    if (it->second != "0" && it->second != "1")
+      return api_error(http::status::bad_request, "value_invalid", "bom is 0 or 1", "bom");
+    out.options.bom = it->second == "1";
+  }
+  std::string field;
+  Result<reports::ReportFilter> filter = filter_of(query, now_ms, &field, {"bom"});
+  if (!filter) return filter_error(filter.status(), field);
+  out.filter = std::move(*filter);
+  return out;
+}
+
+namespace {
 
 ApiResult report(ApiRequest& r) {
   const std::string& name = r.params.at("name");
   bool known = false;
   for (std::string_view n : reports::kReportNames) known = known || n == name;
   if (!known) return api_error(http::status::not_found, "not_found", "no report named '" + name + "'");
-  std::string field;
-  Result<reports::ReportFilter> filter = filter_of(r, &field);
-  if (!filter) return filter_error(filter.status(), field);
+  std::variant<reports::ReportFilter, ApiError> filter = parse_report_query(r.query, wall_ms());
+  if (ApiError* bad = std::get_if<ApiError>(&filter)) return std::move(*bad);
   Result<std::unique_ptr<sqlite::Db>> db = reports::open_report_db(r.impl->options.store_path);
   if (!db) return api_error_from(db.status());
-  Result<json::value> answer = reports::run_report(**db, name, *filter, r.caller.principal);
+  Result<json::value> answer =
+      reports::run_report(**db, name, std::get<reports::ReportFilter>(filter), r.caller.principal);
   if (!answer) return filter_error(answer.status(), {});
   return ApiReply{http::status::ok, std::move(*answer), {}};
 }
@@ -100,27 +135,15 @@ ApiResult put_probabilities(ApiRequest& r) {
 
 // GET /api/v1/export/{orders|visits|accounts}.csv?<report filter>&bom=1
 std::optional<ApiError> start_export(ApiRequest& r) {
-  std::string file = r.params.at("file");
-  constexpr std::string_view kSuffix = ".csv";
-  Result<reports::CsvKind> kind =
-      file.size() > kSuffix.size() && file.ends_with(kSuffix)
-          ? reports::csv_kind(std::string_view(file).substr(0, file.size() - kSuffix.size()))
-          : Result<reports::CsvKind>(Status(ErrorCode::kInvalidArgument, "not a .csv file"));
-  if (!kind) return api_error(http::status::not_found, "not_found", "no export named '" + file + "'");
-  reports::CsvOptions options;
-  if (auto it = r.query.find("bom"); it != r.query.end()) {
-    if (it->second != "0" && it->second != "1")
-      return api_error(http::status::bad_request, "value_invalid", "bom is 0 or 1", "bom");
-    options.bom = it->second == "1";
-  }
-  std::string field;
-  Result<reports::ReportFilter> filter = filter_of(r, &field, {"bom"});
-  if (!filter) return filter_error(filter.status(), field);
+  const std::string file = r.params.at("file");
+  std::variant<ExportRequest, ApiError> parsed = parse_export(file, r.query, wall_ms());
+  if (ApiError* bad = std::get_if<ApiError>(&parsed)) return std::move(*bad);
+  const ExportRequest& request = std::get<ExportRequest>(parsed);
   Result<std::unique_ptr<sqlite::Db>> db = reports::open_report_db(r.impl->options.store_path);
   if (!db) return api_error_from(db.status());
   // Scope and filter errors are answered before the 200 and the first byte of the body.
   Result<std::unique_ptr<reports::CsvExport>> e =
-      reports::CsvExport::start(**db, *kind, *filter, r.caller.principal, options);
+      reports::CsvExport::start(**db, request.kind, request.filter, r.caller.principal, request.options);
   if (!e) return filter_error(e.status(), {});
 
   struct Stream {

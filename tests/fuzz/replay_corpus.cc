@@ -17,7 +17,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   int failures = 0;
-  for (const fieldsync::fuzz::Target& target : fieldsync::fuzz::kTargets) {
+  std::vector<fieldsync::fuzz::Target> targets(std::begin(fieldsync::fuzz::kTargets),
+                                               std::end(fieldsync::fuzz::kTargets));
+#ifdef FIELDSYNC_FUZZ_API
+  targets.insert(targets.end(), std::begin(fieldsync::fuzz::kApiTargets),
+                 std::end(fieldsync::fuzz::kApiTargets));
+#endif
+  for (const fieldsync::fuzz::Target& target : targets) {
     const fs::path dir = fs::path(argv[1]) / std::string(target.name);
     size_t files = 0;
     std::error_code ec;

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds=${1:-15}
-targets=(codec_fuzz compressed_fuzz blob_fuzz login_fuzz)
+targets=(codec_fuzz compressed_fuzz blob_fuzz login_fuzz cabi_fuzz api_query_fuzz api_body_fuzz)
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 if [ ! -f build-fuzz/CMakeCache.txt ]; then
