@@ -54,6 +54,7 @@ class PgNames {
   }
 };
 INSTANTIATE_TYPED_TEST_SUITE_P(Pg, CentralStoreContract, PgTypes, PgNames);
+INSTANTIATE_TYPED_TEST_SUITE_P(Pg, DurableStoreContract, PgTypes, PgNames);
 
 class PgStoreTest : public ::testing::Test {
  protected:

@@ -96,6 +96,8 @@ class StoreNames {
   }
 };
 INSTANTIATE_TYPED_TEST_SUITE_P(Stores, CentralStoreContract, StoreTypes, StoreNames);
+using DurableStoreTypes = testing::Types<SqliteStoreFactory, SqliteGroupCommitStoreFactory>;
+INSTANTIATE_TYPED_TEST_SUITE_P(Stores, DurableStoreContract, DurableStoreTypes, StoreNames);
 
 // ---- SQLite only
 

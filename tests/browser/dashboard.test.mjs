@@ -458,7 +458,9 @@ try {
   check(revokedExit === 3, "carol's device is refused at its next sync and told to erase (fieldsync-rep exit 3)");
   await page.locator(`#device-audit-body tr`, { hasText: carolNode }).filter({ hasText: 'revoked' }).waitFor();
   const auditRows = await page.locator('#device-audit-body tr').allInnerTexts();
-  check(auditRows.length === 2 && /revoked/.test(auditRows[0]) && auditRows[0].includes(carolNode), 'the audit trail: the revocation, then the registration (fieldsync-admin writes no audit rows)');
+  const carolRows = auditRows.filter((row) => row.includes(carolNode));
+  check(carolRows.length === 2 && /revoked/.test(carolRows[0]) && /registered/.test(carolRows[1]), "the audit trail: carol's revocation, then her registration, newest first");
+  check(auditRows.some((row) => /\badmin\b/.test(row) && /registered/.test(row)), 'the audit trail also shows the devices fieldsync-admin registered at setup (actor admin)');
   await checkTimes('devices with audit');
   await screenshot('devices-admin');
 
