@@ -113,21 +113,6 @@ void BM_BaselinePgBatchedUpsert(benchmark::State& state) {
 }
 BENCHMARK(BM_BaselinePgBatchedUpsert)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(3.0);
 
-// An array parameter in PostgreSQL's literal syntax (every element quoted, '"' and '\\' escaped).
-std::string text_array(const std::vector<std::string>& values) {
-  std::string out = "{";
-  for (size_t i = 0; i < values.size(); ++i) {
-    if (i) out += ',';
-    out += '"';
-    for (char c : values[i]) {
-      if (c == '"' || c == '\\') out += '\\';
-      out += c;
-    }
-    out += '"';
-  }
-  return out + "}";
-}
-
 // The same rows in one statement per transaction (unnest of bound arrays): what a bulk loader would do, the
 // ceiling for row-at-a-time writers on this machine. Reported beside the baseline, not as it.
 void BM_PgBulkUpsertOneStatement(benchmark::State& state) {
@@ -164,12 +149,12 @@ void BM_PgBulkUpsertOneStatement(benchmark::State& state) {
             "EXCLUDED.name, city = EXCLUDED.city, phone = EXCLUDED.phone, amount = EXCLUDED.amount, notes = "
             "EXCLUDED.notes",
             pg::Params()
-                .add(text_array(ids))
-                .add(text_array(names))
-                .add(text_array(cities))
-                .add(text_array(phones))
-                .add(text_array(amounts))
-                .add(text_array(notes_v)));
+                .add(pg::text_array(ids))
+                .add(pg::text_array(names))
+                .add(pg::text_array(cities))
+                .add(pg::text_array(phones))
+                .add(pg::text_array(amounts))
+                .add(pg::text_array(notes_v)));
         !s)
       die(s.to_string());
     rows += 1000;

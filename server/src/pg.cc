@@ -96,6 +96,20 @@ Params& Params::add_bytes(std::span<const uint8_t> v) {
   formats_.push_back(1);
   return *this;
 }
+std::string text_array(const std::vector<std::string>& values) {
+  std::string out = "{";
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (i) out += ',';
+    out += '"';
+    for (char c : values[i]) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  return out + "}";
+}
+
 Params& Params::add_null() {
   values_.emplace_back();
   null_.push_back(true);

@@ -60,6 +60,10 @@ class Params {
   std::vector<int> formats_;  // 0 text, 1 binary
 };
 
+// A text[] parameter in PostgreSQL's array literal syntax: every element double-quoted, '"' and '\' escaped.
+// Bound as one parameter (`= ANY($n)`, `unnest($n)`), so a list is never spliced into the SQL.
+std::string text_array(const std::vector<std::string>& values);
+
 // The rows of one statement's result (binary format), freed with it.
 class Rows {
  public:

@@ -12,6 +12,7 @@
 #include "fieldsync/sync/schedule.h"
 #include "fieldsync/sync/scope.h"
 #include "pg.h"
+#include "store_common.h"
 #include "wall_clock.h"
 
 namespace fieldsync::server {
@@ -19,6 +20,8 @@ namespace fieldsync::server {
 using schema::quoted;
 
 namespace {
+
+using namespace store_common;
 
 // Format of the store's tables; bump on a change and migrate on open (migrate()).
 //   1: the first.
@@ -61,13 +64,6 @@ const char* const kStoreDdl[] = {
     "CREATE INDEX IF NOT EXISTS idx_calendar_event_owner_start ON calendar_event (owner_id, start_at)",
 };
 
-// The field a territory- or owner-scoped entity's scope is read from (nullptr: another kind of scope).
-const schema::FieldDef* direct_scope_field(const schema::EntityDef& e) {
-  if (e.scope.kind != schema::ScopeKind::kTerritory && e.scope.kind != schema::ScopeKind::kOwner)
-    return nullptr;
-  return e.field(e.scope.field);
-}
-
 // The model's DDL in PostgreSQL dialect, without the one-column index on a scope field that the (scope field,
 // id) index below serves as well (as SqliteCentralStore does: two indexes on one field cost every insert).
 std::vector<std::string> model_ddl() {
@@ -82,54 +78,8 @@ std::vector<std::string> model_ddl() {
         std::any_of(skip.begin(), skip.end(), [&](const std::string& n) { return sql.find(n) != sql.npos; });
     if (!superseded) out.push_back(std::move(sql));
   }
-  for (const schema::EntityDef& e : schema::entities())
-    if (const schema::FieldDef* f = direct_scope_field(e))
-      out.push_back("CREATE INDEX IF NOT EXISTS " + quoted("idx_scan_" + std::string(e.name)) + " ON " +
-                    quoted(e.name) + " (" + quoted(f->name) + ", id)");
+  for (std::string& sql : scan_index_ddl()) out.push_back(std::move(sql));
   return out;
-}
-
-int64_t as_sql(uint64_t v) {
-  return static_cast<int64_t>(v);
-}
-uint64_t from_sql(int64_t v) {
-  return static_cast<uint64_t>(v);
-}
-
-std::string field_name(EntityId entity, uint16_t field) {
-  const schema::EntityDef* e = schema::entity(entity);
-  const schema::FieldDef* f = e ? e->field(field) : nullptr;
-  return f ? std::string(f->name) : std::to_string(field);
-}
-
-std::string entity_name(EntityId entity) {
-  const schema::EntityDef* e = schema::entity(entity);
-  return e ? std::string(e->name) : std::to_string(static_cast<unsigned>(entity));
-}
-
-Status corrupt(std::string_view what, const Status& why) {
-  return Status(ErrorCode::kStorageCorrupt, std::string(what) + ": " + why.message());
-}
-
-// _log_scope's text form of a scope key: "<kind number>:<value>" (as SQLite's, so a migration copies it).
-std::string scope_text(const ScopeKey& k) {
-  return std::to_string(static_cast<unsigned>(k.kind)) + ":" + k.value;
-}
-
-// A text[] parameter in PostgreSQL's array literal syntax: every element double-quoted, '"' and '\' escaped.
-// Bound as one parameter (`= ANY($n)`), so a scope list is never spliced into the SQL.
-std::string text_array(const std::vector<std::string>& values) {
-  std::string out = "{";
-  for (size_t i = 0; i < values.size(); ++i) {
-    if (i) out += ',';
-    out += '"';
-    for (char c : values[i]) {
-      if (c == '"' || c == '\\') out += '\\';
-      out += c;
-    }
-    out += '"';
-  }
-  return out + "}";
 }
 
 // The projection of a field value into its typed column. The model's validation makes a value's kind match
@@ -553,7 +503,7 @@ class PgCentralTxn final : public CentralTxn {
       if (Status s = conn_->exec("INSERT INTO _log_scope (scope, server_seq) SELECT DISTINCT k, $2::bigint "
                                  "FROM unnest($1::text[]) "
                                  "AS k ON CONFLICT DO NOTHING",
-                                 pg::Params().add(text_array(keys)).add(as_sql(seq)));
+                                 pg::Params().add(pg::text_array(keys)).add(as_sql(seq)));
           !s) {
         fail(s);
         return seq;
@@ -633,6 +583,8 @@ Status migrate(pg::Conn&, int64_t from) {
 }
 
 }  // namespace
+
+PgCentralStore::PgCentralStore(Options options) : options_(std::move(options)) {}
 
 Result<std::unique_ptr<PgCentralStore>> PgCentralStore::open(const std::string& url, Options options) {
   std::unique_ptr<PgCentralStore> store(new PgCentralStore(std::move(options)));
@@ -755,7 +707,7 @@ Result<CentralStore::LogSlice> PgCentralStore::read_log_for(uint64_t after, uint
       for (uint64_t s : seqs) wanted.push_back(std::to_string(as_sql(s)));
       auto rows = c.query(
           "SELECT server_seq, blob FROM _log WHERE server_seq = ANY($1::bigint[]) ORDER BY server_seq",
-          pg::Params().add(text_array(wanted)));
+          pg::Params().add(pg::text_array(wanted)));
       if (!rows) return rows.status();
       if (static_cast<size_t>(rows->size()) != seqs.size())
         return corrupt("log index", Status(ErrorCode::kStorageCorrupt, "an indexed entry is missing"));
@@ -817,7 +769,7 @@ Result<std::vector<RecordState>> PgCentralStore::scan(RecordKey after, size_t ma
 Result<std::vector<RecordState>> PgCentralStore::scan_in_scopes(const std::vector<ScopeKey>& scopes,
                                                                 RecordKey after, size_t max_records) {
   const ScopeLists lists = split_scopes(scopes);
-  const std::string territories = text_array(lists.territories), owners = text_array(lists.owners);
+  const std::string territories = pg::text_array(lists.territories), owners = pg::text_array(lists.owners);
   Lease lease(*this);
   if (!lease.status()) return lease.status();
   if (Status s = lease.snapshot(); !s) return s;
@@ -861,7 +813,7 @@ Result<uint64_t> PgCentralStore::count_in_scopes(const std::optional<std::vector
   } else {
     lists.global = true;
   }
-  const std::string territories = text_array(lists.territories), owners = text_array(lists.owners);
+  const std::string territories = pg::text_array(lists.territories), owners = pg::text_array(lists.owners);
   Lease lease(*this);
   if (!lease.status()) return lease.status();
   if (Status s = lease.snapshot(); !s) return s;

@@ -3,12 +3,9 @@
 // server_seq: append_log assigns max(server_seq) + 1 inside the open BEGIN IMMEDIATE transaction. There is
 // one writer per file at a time (SQLite's write lock, held from BEGIN IMMEDIATE to COMMIT), so sequences
 // commit in the order they were assigned and a reader can never see N before N-1: the contract of store.h
-// holds trivially. A PostgreSQL store with concurrent writers cannot do this with a plain sequence (N+1 may
-// commit before N, and a pull that read N+1 would move its cursor past N forever). It must either assign
-// server_seq at commit under a lock (e.g. one row `UPDATE log_head SET seq = seq + 1 RETURNING seq` taken as
-// the transaction's last statement, which serialises only the commit tail), or let readers see only the
-// prefix below the oldest transaction still in flight (a watermark table). Nothing SQLite-specific crosses
-// store.h, so either design fits behind CentralStore.
+// holds trivially. With concurrent writers a plain sequence would not (N+1 may commit before N, and a pull
+// that read N+1 would move its cursor past N forever): PgCentralStore hands out server_seq under a row lock
+// held to commit (pg_store.h, DESIGN.md section 9).
 #include "fieldsync/server/sqlite_store.h"
 
 #include <algorithm>
@@ -25,6 +22,7 @@
 #include "fieldsync/sync/schedule.h"
 #include "fieldsync/sync/scope.h"
 #include "sql_value.h"
+#include "store_common.h"
 #include "wall_clock.h"
 
 namespace fieldsync::server {
@@ -34,6 +32,8 @@ using sqlite::quoted;
 using sqlite::Stmt;
 
 namespace {
+
+using namespace store_common;
 
 // File format of the store's own tables; bump on a change and migrate on open (migrate_format).
 //   1: the first.
@@ -207,18 +207,8 @@ constexpr std::string_view kFormat5Triggers[] = {"_order_fact_insert", "_order_f
                                                  "_order_fact_line_insert", "_order_fact_line_update",
                                                  "_order_fact_territory"};
 
-// The field a territory- or owner-scoped entity's scope is read from (nullptr: another kind of scope).
-const schema::FieldDef* direct_scope_field(const schema::EntityDef& e) {
-  if (e.scope.kind != schema::ScopeKind::kTerritory && e.scope.kind != schema::ScopeKind::kOwner)
-    return nullptr;
-  return e.field(e.scope.field);
-}
-
-// (scope field, id) for every territory- or owner-scoped entity: a bootstrap page of one scope key is then
-// a range of one index in page order (scan_in_scopes), where the scope field's own index gave the whole
-// territory to sort for every page.
-// The model's own index on that field (schema::create_index_sql names it idx_<entity>_<field>), which the
-// (scope field, id) index serves as well: the store does not create it.
+// The model's own index on a scope field (schema::create_index_sql names it idx_<entity>_<field>), which the
+// (scope field, id) index of scan_index_ddl (store_common.h) serves as well: the store does not create it.
 std::string superseded_index_name(const schema::EntityDef& e, const schema::FieldDef& f) {
   return "idx_" + std::string(e.name) + "_" + std::string(f.name);
 }
@@ -309,25 +299,6 @@ std::vector<std::string> model_ddl() {
   return out;
 }
 
-std::vector<std::string> scan_index_ddl() {
-  std::vector<std::string> out;
-  for (const schema::EntityDef& e : schema::entities()) {
-    const schema::FieldDef* f = direct_scope_field(e);
-    if (f == nullptr) continue;
-    out.push_back("CREATE INDEX IF NOT EXISTS " + quoted("idx_scan_" + std::string(e.name)) + " ON " +
-                  quoted(e.name) + " (" + quoted(f->name) + ", id)");
-  }
-  return out;
-}
-
-// Node ids and HLCs are unsigned 64-bit; SQLite integers are signed. The bit pattern round-trips.
-int64_t as_sql(uint64_t v) {
-  return static_cast<int64_t>(v);
-}
-uint64_t from_sql(int64_t v) {
-  return static_cast<uint64_t>(v);
-}
-
 std::string_view op_name(ChangeOp op) {
   switch (op) {
     case ChangeOp::kCreate:
@@ -340,26 +311,6 @@ std::string_view op_name(ChangeOp op) {
       return "delete";
   }
   return "?";
-}
-
-std::string field_name(EntityId entity, uint16_t field) {
-  const schema::EntityDef* e = schema::entity(entity);
-  const schema::FieldDef* f = e ? e->field(field) : nullptr;
-  return f ? std::string(f->name) : std::to_string(field);
-}
-
-std::string entity_name(EntityId entity) {
-  const schema::EntityDef* e = schema::entity(entity);
-  return e ? std::string(e->name) : std::to_string(static_cast<unsigned>(entity));
-}
-
-Status corrupt(std::string_view what, const Status& why) {
-  return Status(ErrorCode::kStorageCorrupt, std::string(what) + ": " + why.message());
-}
-
-// _log_scope's text form of a scope key: "<kind number>:<value>".
-std::string scope_text(const ScopeKey& k) {
-  return std::to_string(static_cast<unsigned>(k.kind)) + ":" + k.value;
 }
 
 // ---- Reads shared by the transaction (writer connection) and the read side (reader connection)

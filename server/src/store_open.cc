@@ -2,9 +2,6 @@
 
 #include <filesystem>
 
-// pg.h first: pg_store.h's inline constructor needs pg::Conn complete.
-#include "pg.h"
-// (then)
 #include "fieldsync/server/pg_store.h"
 
 namespace fieldsync::server {

@@ -121,7 +121,7 @@ class PgCentralStore final : public CentralStore {
  private:
   friend class PgCentralTxn;
   class Lease;  // a pooled connection for one call or one transaction (pg_store.cc)
-  explicit PgCentralStore(Options options) : options_(std::move(options)) {}
+  explicit PgCentralStore(Options options);  // out of line: pg::Conn is complete only in pg_store.cc
   Result<std::unique_ptr<pg::Conn>> acquire();
   void release(std::unique_ptr<pg::Conn> conn);
   int64_t now_ms() const;
