@@ -38,8 +38,12 @@ inline std::vector<std::string> scan_index_ddl() {
 }
 
 // Node ids and HLCs are unsigned 64-bit; SQL integers are signed. The bit pattern round-trips.
-inline int64_t as_sql(uint64_t v) { return static_cast<int64_t>(v); }
-inline uint64_t from_sql(int64_t v) { return static_cast<uint64_t>(v); }
+inline int64_t as_sql(uint64_t v) {
+  return static_cast<int64_t>(v);
+}
+inline uint64_t from_sql(int64_t v) {
+  return static_cast<uint64_t>(v);
+}
 
 // The model's names for an entity and a field, or their numbers when the model does not know them (a row
 // written by a newer server).
