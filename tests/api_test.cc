@@ -150,6 +150,42 @@ struct Web {
 
 constexpr const char* kPassword = "correct horse battery";
 
+// A Server-Sent Events stream read over a raw TLS connection (the one-shot request helpers read whole bodies,
+// a stream never ends): `got` accumulates everything received, headers included.
+struct EventStream {
+  EventStream(uint16_t port, const std::string& target, const std::string& cookie,
+              const std::string& last_event_id = {})
+      : ctx(net::ssl::context::tls_client), stream(ioc, ctx) {
+    ctx.set_verify_mode(net::ssl::verify_none);
+    boost::beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(20));
+    boost::beast::get_lowest_layer(stream).connect(
+        net::ip::tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
+    stream.handshake(net::ssl::stream_base::client);
+    http::request<http::empty_body> req(http::verb::get, target, 11);
+    req.set(http::field::host, "127.0.0.1:" + std::to_string(port));
+    req.set(http::field::cookie, cookie);
+    if (!last_event_id.empty()) req.set("Last-Event-ID", last_event_id);
+    http::write(stream, req);
+  }
+  // Reads until `needle` has arrived; false when the connection ends (or times out) first.
+  bool read_until(const std::string& needle) {
+    char buf[4096];
+    while (got.find(needle) == std::string::npos) {
+      boost::system::error_code ec;
+      size_t n = stream.read_some(net::buffer(buf), ec);
+      if (ec) return false;
+      got.append(buf, n);
+    }
+    return true;
+  }
+  void close() { boost::beast::get_lowest_layer(stream).close(); }
+
+  net::io_context ioc;
+  net::ssl::context ctx;
+  boost::beast::ssl_stream<boost::beast::tcp_stream> stream;
+  std::string got;
+};
+
 class ApiTest : public ::testing::Test {
  protected:
   ApiTest() {
@@ -922,30 +958,9 @@ TEST_F(ApiTest, ChangeStreamSendsServerSentEventsAsChangesArrive) {
   Web boss = sign_in("boss");
   const uint64_t since = head();
   // A raw TLS connection reading the event stream while head office writes.
-  net::io_context ioc;
-  net::ssl::context ctx(net::ssl::context::tls_client);
-  ctx.set_verify_mode(net::ssl::verify_none);
-  boost::beast::ssl_stream<boost::beast::tcp_stream> stream(ioc, ctx);
-  boost::beast::get_lowest_layer(stream).expires_after(20s);
-  boost::beast::get_lowest_layer(stream).connect(
-      net::ip::tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
-  stream.handshake(net::ssl::stream_base::client);
-  http::request<http::empty_body> req(http::verb::get,
-                                      "/api/v1/changes/stream?since=" + std::to_string(since), 11);
-  req.set(http::field::host, "127.0.0.1:" + std::to_string(port));
-  req.set(http::field::cookie, boss.cookie);
-  http::write(stream, req);
-  std::string got;
-  auto read_until = [&](const std::string& needle) {
-    char buf[4096];
-    while (got.find(needle) == std::string::npos) {
-      boost::system::error_code ec;
-      size_t n = stream.read_some(net::buffer(buf), ec);
-      if (ec) return false;
-      got.append(buf, n);
-    }
-    return true;
-  };
+  EventStream events(port, "/api/v1/changes/stream?since=" + std::to_string(since), boss.cookie);
+  std::string& got = events.got;
+  auto read_until = [&](const std::string& needle) { return events.read_until(needle); };
   ASSERT_TRUE(read_until("retry: 2000")) << got;
   EXPECT_NE(got.find("Content-Type: text/event-stream"), std::string::npos) << got;
   EXPECT_NE(got.find("Transfer-Encoding: chunked"), std::string::npos) << got;
@@ -953,7 +968,6 @@ TEST_F(ApiTest, ChangeStreamSendsServerSentEventsAsChangesArrive) {
   ASSERT_TRUE(read_until(id)) << got;
   EXPECT_NE(got.find("event: change"), std::string::npos);
   EXPECT_NE(got.find("id: " + std::to_string(since + 1)), std::string::npos) << got;
-  boost::beast::get_lowest_layer(stream).close();
 }
 
 // A reconnecting EventSource sends Last-Event-ID: the stream resumes after it, whatever `since` the URL says.
@@ -965,32 +979,14 @@ TEST_F(ApiTest, ChangeStreamResumesAfterLastEventId) {
   const uint64_t seen = head();  // the browser got up to here before it lost the connection
   const std::string third = account(boss, "Third", "north", "boss");
 
-  net::io_context ioc;
-  net::ssl::context ctx(net::ssl::context::tls_client);
-  ctx.set_verify_mode(net::ssl::verify_none);
-  boost::beast::ssl_stream<boost::beast::tcp_stream> stream(ioc, ctx);
-  boost::beast::get_lowest_layer(stream).expires_after(20s);
-  boost::beast::get_lowest_layer(stream).connect(
-      net::ip::tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
-  stream.handshake(net::ssl::stream_base::client);
-  http::request<http::empty_body> req(http::verb::get,
-                                      "/api/v1/changes/stream?since=" + std::to_string(since), 11);
-  req.set(http::field::host, "127.0.0.1:" + std::to_string(port));
-  req.set(http::field::cookie, boss.cookie);
-  req.set("Last-Event-ID", std::to_string(seen));
-  http::write(stream, req);
-  std::string got;
-  char buf[4096];
-  while (got.find(third) == std::string::npos) {
-    boost::system::error_code ec;
-    size_t n = stream.read_some(net::buffer(buf), ec);
-    ASSERT_FALSE(ec) << ec.message() << "\n" << got;
-    got.append(buf, n);
-  }
+  EventStream events(port, "/api/v1/changes/stream?since=" + std::to_string(since), boss.cookie,
+                     std::to_string(seen));
+  const std::string& got = events.got;
+  ASSERT_TRUE(events.read_until(third)) << got;
   EXPECT_EQ(got.find(first), std::string::npos) << "sent before the connection was lost";
   EXPECT_EQ(got.find(second), std::string::npos) << "sent before the connection was lost";
   EXPECT_NE(got.find("id: " + std::to_string(seen + 1)), std::string::npos) << got;
-  boost::beast::get_lowest_layer(stream).close();
+  events.close();
 
   Reply bad = boss.call(http::verb::get, "/api/v1/changes/stream", {}, {{"Last-Event-ID", "yesterday"}});
   EXPECT_EQ(bad.status, 400);
