@@ -868,7 +868,7 @@ TEST(ReportsMigration, FormatFiveFileGetsItsFactsAndRollups) {
     EXPECT_TRUE(q.step()) << sql;
     return q.col_int(0);
   };
-  EXPECT_EQ(count("SELECT value FROM _state WHERE key = 'format'"), 6);
+  EXPECT_EQ(count("SELECT value FROM _state WHERE key = 'format'"), 7);
   EXPECT_EQ(count("SELECT count(*) FROM sqlite_master WHERE name IN ('_order_fact_insert', "
                   "'idx_report_order_line')"),
             0);

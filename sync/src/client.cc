@@ -5,6 +5,7 @@
 #include <set>
 
 #include "fieldsync/sync/merge.h"
+#include "fieldsync/sync/projection.h"
 #include "fieldsync/sync/rules.h"
 #include "fieldsync/sync/tuning.h"
 
@@ -36,6 +37,8 @@ SyncClient::SyncClient(ReplicaStore& store, ClientConfig config) : store_(store)
   last_written_seq_ = meta.next_node_seq - 1;
   outbox_count_ = txn->outbox_size();
   offered_version_ = session_version_ = config_.protocol_version;
+  if (meta.bootstrap_done && meta.schema_version != 0 && meta.schema_version < config_.schema_version)
+    backfill_from_ = meta.schema_version;
 }
 
 bool SyncClient::idle() const {
@@ -92,6 +95,15 @@ Result<uint64_t> SyncClient::write(std::vector<Change> changes, int64_t now_ms) 
       for (const FieldState& f : rec.fields) c.seen.push_back(FieldVersion{f.field, f.version});
     }
     if (Status s = validate_change(c); !s) return s;
+    // This library projected to an older version writes only what that version's app could.
+    if (!projection::knows(c.entity, config_.schema_version))
+      return Status(ErrorCode::kUnknownEntity,
+                    "unknown entity " + std::string(schema::entity_ref(c.entity).name) + " (schema " +
+                        std::to_string(config_.schema_version) + ")");
+    if (!projection::knows(c.entity, c.field, config_.schema_version))
+      return Status(ErrorCode::kUnknownField, "unknown field " + std::to_string(c.field) + " of " +
+                                                  std::string(schema::entity_ref(c.entity).name) +
+                                                  " (schema " + std::to_string(config_.schema_version) + ")");
 
     if (c.op == ChangeOp::kCreate) {
       if (record_exists(rec))
@@ -138,7 +150,7 @@ void SyncClient::on_connected(int64_t now_ms) {
   session_version_ = offered_version_;
   protocol::Hello hello;
   hello.protocol_version = offered_version_;
-  hello.schema_version = schema::kSchemaVersion;
+  hello.schema_version = config_.schema_version;
   hello.node = node_;
   hello.token = config_.token;
   hello.cursor = cursor_;
@@ -187,6 +199,18 @@ void SyncClient::fail_storage(const Status& s, Retry retry, int64_t now_ms) {
 
 void SyncClient::on_message(const Message& message, int64_t now_ms) {
   if (state_ == State::kStopped || state_ == State::kDisconnected) return;
+  if (config_.schema_version < schema::kSchemaVersion) {
+    // What an app of that version would do with an entity or field it does not know: fail to decode it.
+    // The server projects every message to the session's version, so this never happens with a correct one.
+    Message projected = message;
+    projection::project(projected, config_.schema_version);
+    if (!(projected == message)) {
+      stop(Status(ErrorCode::kMalformedMessage, std::string(protocol::message_name(message)) +
+                                                    " holds an entity or field newer than schema " +
+                                                    std::to_string(config_.schema_version)));
+      return;
+    }
+  }
   std::visit(
       [&](const auto& m) {
         using T = std::decay_t<decltype(m)>;
@@ -301,6 +325,7 @@ void SyncClient::send_bootstrap_request(int64_t now_ms, const protocol::Bootstra
     req.page_token = meta.bootstrap_page_token;
   }
   req.page_size = config_.bootstrap_page_size;
+  req.from_schema = backfill_from_;
   // Version 1 sessions ask for one page (the field stays at its default, so the frame is version 1's).
   if (session_version_ >= 2) req.max_pages = static_cast<uint32_t>(tuning::kMaxBootstrapPagesPerRequest);
   boot_runs_.push_back(BootstrapRun{req.request_id, std::max<uint32_t>(req.max_pages, 1)});
@@ -325,9 +350,24 @@ void SyncClient::handle(const protocol::Welcome& m, int64_t now_ms) {
   session_version_ = std::clamp<uint32_t>(m.protocol_version, 1, offered_version_);
   const HybridClock before = clock_;
   clock_.observe(m.server_hlc);
+  reconnect_not_before_ms_ = 0;
   auto txn = store_.begin();
   save_clock(*txn);
   ReplicaMeta meta = txn->meta();
+  {
+    ReplicaMeta changed = meta;
+    // The version a (first) bootstrap runs at; one started by an older app is backfilled after it.
+    if (!meta.bootstrap_done && meta.schema_version == 0) changed.schema_version = config_.schema_version;
+    if (meta.bootstrap_done && meta.schema_version == 0) changed.schema_version = config_.schema_version;
+    // A backfill starts its own paging (a finished bootstrap leaves its last position behind).
+    if (backfill_from_ != 0 && meta.bootstrap_page_token.empty()) {
+      changed.bootstrap_snapshot_seq = changed.bootstrap_total = changed.bootstrap_received = 0;
+    }
+    if (!(changed == meta)) {
+      txn->set_meta(changed);
+      meta = changed;
+    }
+  }
   // Release the store before a follow-up request (push, bootstrap page) opens its own transaction: the SQLite
   // replica refuses nested transactions on one thread.
   Status s = txn->commit();
@@ -339,8 +379,8 @@ void SyncClient::handle(const protocol::Welcome& m, int64_t now_ms) {
     fail_storage(s, Retry::kNothing, now_ms);
   }
   last_pull_done_ms_ = now_ms;
-  if (!meta.bootstrap_done) {
-    state_ = State::kBootstrapping;
+  if (!meta.bootstrap_done || backfill_from_ != 0) {
+    state_ = State::kBootstrapping;  // a backfill pages like a bootstrap
     send_bootstrap_request(now_ms);
   } else {
     state_ = State::kSyncing;
@@ -408,10 +448,22 @@ void SyncClient::handle(const protocol::BootstrapPage& m, int64_t now_ms) {
   meta.bootstrap_page_token = m.next_page_token;
   meta.bootstrap_total = m.total_records;
   meta.bootstrap_received = m.records_before + m.records.size();
-  if (m.done) {
+  // Whether a backfill follows the bootstrap that ends here (it was started by an older app).
+  bool backfill_next = false;
+  if (m.done && backfill_from_ != 0) {
+    // The backfill is complete: the replica now holds what this version knows. The cursor stays: the pulls
+    // from it bring everything after it, at this version.
+    meta.schema_version = config_.schema_version;
+    meta.bootstrap_page_token.clear();
+  } else if (m.done) {
     meta.bootstrap_done = true;
     meta.cursor = m.snapshot_seq;
     meta.bootstrap_page_token.clear();
+    if (meta.schema_version == 0) meta.schema_version = config_.schema_version;
+    if (meta.schema_version < config_.schema_version) {
+      backfill_next = true;
+      meta.bootstrap_snapshot_seq = meta.bootstrap_total = meta.bootstrap_received = 0;
+    }
   }
   meta.hlc = clock_.last();
   txn->set_meta(meta);
@@ -435,7 +487,11 @@ void SyncClient::handle(const protocol::BootstrapPage& m, int64_t now_ms) {
     e.conflict = c;
     events_.push_back(std::move(e));
   }
-  if (m.done) {
+  if (m.done && backfill_from_ != 0) backfill_from_ = 0;
+  if (backfill_next) {
+    backfill_from_ = meta.schema_version;
+    send_bootstrap_request(now_ms);
+  } else if (m.done) {
     state_ = State::kSyncing;
     send_pull(now_ms);
   } else if (boot_runs_.empty()) {
@@ -708,9 +764,18 @@ void SyncClient::handle(const protocol::Error& m, int64_t now_ms) {
       }
       stop(Status(m.code, m.message));
       return;
+    case ErrorCode::kUnsupportedSchema: {
+      // The server is older than this app (a server upgrade under way): not a reason to stop for good, nor
+      // to ask again every few seconds. The device keeps working offline, its outbox waits, and the
+      // transport tries again after a long wait (reconnect_not_before_ms); the server closes this session.
+      reconnect_not_before_ms_ = now_ms + tuning::kServerTooOldRetryMs;
+      ClientEvent e{ClientEvent::Kind::kError};
+      e.status = Status(m.code, m.message);
+      events_.push_back(std::move(e));
+      return;
+    }
     case ErrorCode::kAuthFailed:
     case ErrorCode::kTokenExpired:
-    case ErrorCode::kUnsupportedSchema:
     case ErrorCode::kClockSkew:
       stop(Status(m.code, m.message));
       return;

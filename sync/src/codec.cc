@@ -356,9 +356,9 @@ Body put_body(FlatBufferBuilder& b, const protocol::ChangeBatch& m) {
 
 Body put_body(FlatBufferBuilder& b, const protocol::BootstrapRequest& m) {
   auto token = put_text(b, m.page_token);
-  return {
-      fb::Body::BootstrapRequest,
-      fb::CreateBootstrapRequest(b, m.request_id, m.snapshot_seq, token, m.page_size, m.max_pages).Union()};
+  return {fb::Body::BootstrapRequest, fb::CreateBootstrapRequest(b, m.request_id, m.snapshot_seq, token,
+                                                                 m.page_size, m.max_pages, m.from_schema)
+                                          .Union()};
 }
 
 Body put_body(FlatBufferBuilder& b, const protocol::BootstrapPage& m) {
@@ -1151,6 +1151,7 @@ Status get_message(const fb::BootstrapRequest* in, protocol::BootstrapRequest& o
   out.snapshot_seq = in->snapshot_seq();
   out.page_size = in->page_size();
   out.max_pages = in->max_pages();
+  out.from_schema = in->from_schema();
   return get_string(in->page_token(), tuning::kMaxTokenBytes, "page_token", out.page_token);
 }
 

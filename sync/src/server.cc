@@ -4,6 +4,7 @@
 #include <charconv>
 #include <iterator>
 
+#include "fieldsync/sync/projection.h"
 #include "fieldsync/sync/scope.h"
 #include "fieldsync/sync/tuning.h"
 
@@ -129,6 +130,11 @@ std::vector<SessionId> SyncServer::take_closing() {
   return out;
 }
 
+void SyncServer::queue(SessionId id, const Session& s, protocol::Message m) {
+  if (s.schema < schema::kSchemaVersion) projection::project(m, s.schema);
+  outgoing_.push_back(Outgoing{id, std::move(m)});
+}
+
 void SyncServer::send_error(SessionId id, Status status, uint64_t request_id, bool close) {
   protocol::Error e;
   e.code = status.code();
@@ -232,6 +238,7 @@ void SyncServer::handle_hello(SessionId id, Session& s, const protocol::Hello& m
   s.node = m.node;
   s.version = std::min({m.protocol_version, protocol::kProtocolVersion,
                         std::max(config_.max_protocol_version, protocol::kMinProtocolVersion)});
+  s.schema = m.schema_version;
   s.live = false;
   drop_held(s);
   s.sent_cursor = s.scanned_cursor = m.cursor;
@@ -271,7 +278,7 @@ void SyncServer::handle_push(SessionId id, Session& s, const protocol::PushTxns&
   // A store that failed (a read, or the commit): what was done so far is answered, the rest of the push is
   // neither applied nor acknowledged, and the device sends it again after the retryable error.
   auto store_failed = [&](const Status& why) {
-    if (!ack.results.empty()) outgoing_.push_back(Outgoing{id, ack});
+    if (!ack.results.empty()) queue(id, s, ack);
     send_error(id, why, m.request_id, false);
     if (any_committed) request_fan_out();
   };
@@ -292,7 +299,7 @@ void SyncServer::handle_push(SessionId id, Session& s, const protocol::PushTxns&
     const uint64_t last = *watermark;
     if (txn.node_seq > last + 1) {
       // Answer what was done so far, then say where to resume; the session stays open.
-      if (!ack.results.empty()) outgoing_.push_back(Outgoing{id, ack});
+      if (!ack.results.empty()) queue(id, s, ack);
       protocol::Error gap;
       gap.code = ErrorCode::kSequenceGap;
       gap.message =
@@ -311,7 +318,7 @@ void SyncServer::handle_push(SessionId id, Session& s, const protocol::PushTxns&
     ack.results.push_back(std::move(r.value()));
   }
   ack.server_hlc = clock_.last();
-  outgoing_.push_back(Outgoing{id, std::move(ack)});
+  queue(id, s, std::move(ack));
   if (any_committed) request_fan_out();
 }
 
@@ -701,7 +708,7 @@ bool SyncServer::handle_pull(SessionId id, Session& s, const protocol::PullReque
   s.cursor_sent_ms = now_ms_;
   s.live = m.live && !batch.has_more;
   if (batch.has_more) solicit_pull(s, batch.to_cursor);
-  outgoing_.push_back(Outgoing{id, std::move(batch)});
+  queue(id, s, std::move(batch));
   return solicited;
 }
 
@@ -843,7 +850,7 @@ void SyncServer::send_live(SessionId id, Session& s, protocol::ChangeBatch batch
     s.live = false;
     solicit_pull(s, batch.to_cursor);
   }
-  outgoing_.push_back(Outgoing{id, std::move(batch)});
+  queue(id, s, std::move(batch));
 }
 
 void SyncServer::set_backlogged(SessionId id, bool backlogged) {
@@ -948,6 +955,22 @@ bool SyncServer::handle_bootstrap(SessionId id, Session& s, const protocol::Boot
     if (!reader.status()) return failed();
   }
 
+  // A backfill (from_schema != 0): only the entities and fields that appeared after the device's old schema
+  // version, up to the session's. Entities with nothing new are skipped without being read.
+  const uint32_t backfill_from = m.from_schema != 0 && m.from_schema < s.schema ? m.from_schema : 0;
+  const bool backfill = m.from_schema != 0;
+  // The first key at or after `after`'s entity that a backfill has to look at (nullopt: none left).
+  auto backfill_skip = [&](RecordKey after) -> std::optional<RecordKey> {
+    if (!backfill) return after;
+    for (const schema::EntityDef& e : schema::entities()) {
+      if (e.id < after.entity || !projection::entity_has_newer_parts(e, backfill_from, s.schema)) continue;
+      if (backfill_from == 0) return std::nullopt;
+      return e.id == after.entity ? after : RecordKey{e.id, RecordId{}};
+    }
+    return std::nullopt;
+  };
+  if (restart && backfill) token.total = 0;  // counted as the pages go: the store counts whole scopes
+
   const size_t page_size = m.page_size == 0 ? tuning::kBootstrapPageRecords
                                             : std::min<size_t>(m.page_size, tuning::kBootstrapPageRecords);
   // Version 2: up to max_pages consecutive pages for this one request (version 1: one).
@@ -965,6 +988,12 @@ bool SyncServer::handle_bootstrap(SessionId id, Session& s, const protocol::Boot
     size_t scanned = 0;
     RecordKey after = token.after;
     while (page.records.size() < page_size && scanned < tuning::kBootstrapScanBudget) {
+      const std::optional<RecordKey> from = backfill_skip(after);
+      if (!from) {
+        end = true;
+        break;
+      }
+      after = *from;
       std::vector<RecordState> chunk = scan(after, page_size - page.records.size());
       if (chunk.empty()) {
         end = true;
@@ -972,10 +1001,17 @@ bool SyncServer::handle_bootstrap(SessionId id, Session& s, const protocol::Boot
       }
       scanned += chunk.size();
       after = RecordKey{chunk.back().entity, chunk.back().id};
-      for (RecordState& r : chunk)
-        if (visible(s.principal, r, reader)) page.records.push_back(std::move(r));
+      for (RecordState& r : chunk) {
+        if (!visible(s.principal, r, reader)) continue;  // judged on the whole record (its scope fields)
+        if (backfill && !projection::newer_part(r, backfill_from, s.schema)) continue;
+        page.records.push_back(std::move(r));
+      }
     }
-    if (!end && scan(after, 1).empty()) end = true;
+    if (!end) {
+      const std::optional<RecordKey> from = backfill_skip(after);
+      if (!from || scan(*from, 1).empty()) end = true;
+    }
+    if (backfill) page.total_records = token.total = std::max(token.total, token.sent + page.records.size());
     if (!reader.status()) return failed();
     token.sent += page.records.size();
     token.after = after;
@@ -987,7 +1023,7 @@ bool SyncServer::handle_bootstrap(SessionId id, Session& s, const protocol::Boot
   // this snapshot; nothing else would ever tell it. (Records it can see are in the pages; tombstones too.) A
   // node with no transaction applied or rejected created nothing here: a fresh device skips this. Otherwise
   // the store lists what the node created (its own writes, not the store).
-  if (end && reader.keep(store_.node_state(s.node)).last_node_seq > 0) {
+  if (end && !backfill && reader.keep(store_.node_state(s.node)).last_node_seq > 0) {
     for (const RecordKey& key : reader.keep(store_.keys_created_by(s.node))) {
       if (last.purges.size() >= tuning::kMaxRecordsPerMessage) break;
       std::optional<RecordState> r = reader.keep(store_.load(key.entity, key.id));
@@ -1006,7 +1042,7 @@ bool SyncServer::handle_bootstrap(SessionId id, Session& s, const protocol::Boot
   } else {
     solicit_pull(s, snapshot);  // the device pulls from the snapshot next
   }
-  for (protocol::BootstrapPage& page : pages) outgoing_.push_back(Outgoing{id, std::move(page)});
+  for (protocol::BootstrapPage& page : pages) queue(id, s, std::move(page));
   return solicited;
 }
 

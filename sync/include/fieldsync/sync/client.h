@@ -37,6 +37,11 @@ struct ClientConfig {
   // tuning::kMaxAppVersionBytes of printable ASCII, else the server refuses the handshake.
   std::string app_version;
   MergeChangeFn merge_change = &fieldsync::merge_change;  // merge.h
+  // The model version this library speaks (projection.h): the newest, or an older one to behave exactly as
+  // that version's app -- its Hello, its writes (nothing newer), what it accepts from the server. Tests and
+  // the simulator use it for devices still on an old app. A replica synced at an older version is
+  // backfilled with what the newer one added at the next sync (ReplicaMeta::schema_version).
+  uint32_t schema_version = schema::kSchemaVersion;
 };
 
 // Something the app may want to know about; client-core turns these into observer callbacks.
@@ -100,6 +105,13 @@ class SyncClient {
   // The session's protocol version (the Welcome's); until a Welcome arrives, the one the Hello offers. The
   // transport encodes every frame after the handshake for it.
   uint32_t protocol_version() const { return session_version_; }
+  // The server refused this device's schema version (kUnsupportedSchema: the app is newer than the server,
+  // during a server upgrade). The device keeps working offline; the transport should not connect again
+  // before this time (tuning::kServerTooOldRetryMs after the refusal), 0 if no such wait. Cleared by a
+  // Welcome.
+  int64_t reconnect_not_before_ms() const { return reconnect_not_before_ms_; }
+  // A backfill (the replica was synced at an older schema version) is running or due at the next sync.
+  bool backfilling() const { return backfill_from_ != 0; }
   // Pushes sent and not yet answered (at most tuning::kMaxPushesInFlight, 1 in a version 1 session).
   size_t pushes_in_flight() const { return pushes_.size(); }
 
@@ -170,8 +182,11 @@ class SyncClient {
   int64_t pull_sent_ms_ = 0;
   int64_t last_pull_done_ms_ = 0;
   bool caught_up_ = false;
-  bool repull_ = false;      // a live batch was skipped while a pull was in flight: pull again after it
-  uint64_t cursor_ = 0;      // cached ReplicaMeta::cursor
+  bool repull_ = false;  // a live batch was skipped while a pull was in flight: pull again after it
+  uint64_t cursor_ = 0;  // cached ReplicaMeta::cursor
+  // The schema version a backfill runs from (ReplicaMeta::schema_version < config_.schema_version), 0: none.
+  uint32_t backfill_from_ = 0;
+  int64_t reconnect_not_before_ms_ = 0;
   size_t outbox_count_ = 0;  // cached outbox size
 };
 

@@ -121,6 +121,11 @@ struct BootstrapRequest {
   // the same request_id and its own next_page_token), at most tuning::kMaxBootstrapPagesPerRequest. 0 or 1:
   // one page (what version 1 sessions get).
   uint32_t max_pages = 0;
+  // A backfill instead of a bootstrap (a device whose app went from schema `from_schema` to the session's):
+  // pages hold only the entities and fields that appeared after from_schema, in the device's scope; the
+  // device keeps its cursor. 0: a bootstrap. Older servers never receive one (they refuse the newer schema
+  // at the Hello).
+  uint32_t from_schema = 0;
 
   friend bool operator==(const BootstrapRequest&, const BootstrapRequest&) = default;
 };

@@ -121,6 +121,9 @@ class SyncServer {
     Principal principal;
     NodeId node = 0;
     uint32_t version = 1;  // the session's protocol version (session_version)
+    // The model version of the device (its Hello's): everything queued for it is projected to it
+    // (projection.h), so a device on an older app never receives an entity or field it does not know.
+    uint32_t schema = schema::kSchemaVersion;
     // Backlogged: what the live fan-outs found for it since, one batch from sent_cursor to scanned_cursor,
     // sent when it drains (hold_live) -- or, once that stopped being a plain run of transactions,
     // catch_up_on_drain: scanned_cursor went back to sent_cursor and the drain reads the log again.
@@ -192,6 +195,8 @@ class SyncServer {
   void drop_held(Session& s);
   void request_fan_out();  // after a commit: wake now, or mark pending (defer_fan_out)
   void send_error(SessionId id, Status status, uint64_t request_id = 0, bool close = true);
+  // Queues `m` for the session, projected to its schema version.
+  void queue(SessionId id, const Session& s, protocol::Message m);
   // Every input carries the driver's time; the newest seen is "now" for what has none of its own (a
   // session's backlog draining).
   void observe_time(int64_t now_ms) { now_ms_ = std::max(now_ms_, now_ms); }

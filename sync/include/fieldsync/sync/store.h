@@ -33,6 +33,10 @@ struct ReplicaMeta {
   uint64_t bootstrap_total = 0;
   uint64_t bootstrap_received = 0;
   int64_t last_synced_ms = 0;  // when the device was last fully synced (outbox empty, caught up); 0: never
+  // The model version whose records this replica holds in full (docs/DESIGN.md "Model evolution"): set when
+  // its first bootstrap starts; lower than the library's after an app upgrade, until the backfill of what
+  // the newer version added completes. 0: not yet known (a new replica).
+  uint32_t schema_version = 0;
   friend bool operator==(const ReplicaMeta&, const ReplicaMeta&) = default;
 };
 

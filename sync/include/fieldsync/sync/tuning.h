@@ -95,6 +95,10 @@ inline constexpr int64_t kIdlePullIntervalMs = 60'000;
 // outage does not reconnect in lockstep.
 inline constexpr int64_t kReconnectBaseMs = 500;
 inline constexpr int64_t kReconnectCapMs = 60'000;
+// A server that refused the device's schema version (the app is newer: a server upgrade is under way) is
+// asked again only after this long, not at the reconnect cap: a fleet of upgraded phones must not hammer a
+// server that cannot serve them until it is upgraded itself. The device works offline meanwhile.
+inline constexpr int64_t kServerTooOldRetryMs = 15 * 60 * 1000;
 
 // --- Server
 // ----------------------------------------------------------------------------------------------------
