@@ -557,6 +557,119 @@ TEST(SqliteReplicaMigration, FormatTwoFileMigratesToThreeKeepingOutboxAndInbox) 
   EXPECT_EQ(raw.scalar("SELECT count(*) FROM _conflicts WHERE seen = 0"), 1);
 }
 
+// The last replica of model schema 2 (tests/fixtures/replica_schema2.sql, written by the library at e29be63):
+// the schema-3 library migrates it in place in one open, keeps its records, outbox and unsynced writes, and
+// knows it must be backfilled with what schema 3 added.
+TEST(SqliteReplicaMigration, FrozenSchemaTwoReplicaOpensUnderSchemaThree) {
+  TempDir dir;
+  const std::string path = dir.file("schema2.db");
+  {
+    const std::string sql = slurp(std::string(FIELDSYNC_FIXTURES_DIR) + "/replica_schema2.sql");
+    ASSERT_FALSE(sql.empty());
+    RawDb raw(path);
+    char* err = nullptr;
+    ASSERT_EQ(sqlite3_exec(raw.db, sql.c_str(), nullptr, nullptr, &err), SQLITE_OK) << (err ? err : "");
+    sqlite3_free(err);
+    ASSERT_EQ(raw.scalar("PRAGMA user_version"), 3);
+    ASSERT_EQ(raw.scalar("SELECT count(*) FROM sqlite_schema WHERE name = 'lead'"), 0);
+  }
+  const NodeId node = 0x51f0c0ffee000002ull;
+  const RecordId account = *RecordId::parse("0199a2b4-6c00-7000-8000-000000000001");
+  const RecordId event = *RecordId::parse("0199a2b4-6c00-7003-8000-000000000004");
+  const RecordId visit = *RecordId::parse("0199a2b4-6c00-7007-8000-000000000008");
+  {
+    auto store = open_ok(path);
+    ASSERT_TRUE(store);
+    EXPECT_EQ(store->node(), node);
+    EXPECT_EQ(store->schema_version(), schema::kSchemaVersion);
+    auto txn = store->begin();
+    ReplicaMeta m = txn->meta();
+    EXPECT_TRUE(m.bootstrap_done);
+    EXPECT_EQ(m.schema_version, 2u);  // what it holds in full: the backfill brings the rest
+    EXPECT_EQ(m.next_node_seq, 8u);
+    const std::vector<ClientTxn> outbox = txn->outbox_peek(SIZE_MAX);
+    ASSERT_EQ(outbox.size(), 3u);
+    EXPECT_EQ(outbox.front().node_seq, 5u);
+    EXPECT_EQ(outbox.back().node_seq, 7u);
+    std::optional<RecordState> a = txn->load(EntityId::kAccount, account);
+    ASSERT_TRUE(a.has_value());
+    EXPECT_EQ(a->get(f::kAccountName), Value::text("Müller's Bäckerei"));
+    EXPECT_EQ(a->get(5), Value::text("+49 30 1234"));  // an unsynced write, applied locally
+    std::optional<RecordState> v = txn->load(EntityId::kVisit, visit);
+    ASSERT_TRUE(v.has_value());
+    EXPECT_EQ(v->get(f::kVisitNotes), Value::text("Demo went well; wants a quote"));
+    std::optional<RecordState> e = txn->load(EntityId::kCalendarEvent, event);
+    ASSERT_TRUE(e.has_value());
+    EXPECT_EQ(e->get(f::kEventStatus), Value::text("done"));
+    ASSERT_TRUE(txn->commit());
+    txn.reset();
+
+    // The newer library over it: a backfill is due, and it writes schema 3 right away.
+    ClientConfig cfg;
+    cfg.user = "alice";
+    SyncClient client(*store, cfg);
+    EXPECT_TRUE(client.backfilling());
+    const RecordId opp = *RecordId::parse("0199a2b4-6c00-7002-8000-000000000003");
+    Result<uint64_t> seq = client.write(
+        {set(EntityId::kCalendarEvent, event, f::kEventOpportunity, Value::text(opp.to_string()))},
+        kStart + 100'000);
+    ASSERT_TRUE(seq) << seq.status().to_string();
+    EXPECT_EQ(*seq, 8u);
+  }
+  RawDb raw(path);
+  EXPECT_EQ(raw.scalar("PRAGMA user_version"), SqliteReplicaStore::kFormatVersion);
+  EXPECT_EQ(raw.scalar("SELECT count(*) FROM _outbox"), 4);
+  EXPECT_EQ(raw.scalar("SELECT count(*) FROM sqlite_schema WHERE name IN ('lead', 'service_case', 'asset', "
+                       "'task', 'idx_calendar_event_opportunity_id')"),
+            5);
+  EXPECT_EQ(raw.scalar("SELECT count(*) FROM calendar_event WHERE opportunity_id IS NOT NULL"), 1);
+  EXPECT_EQ(raw.scalar("SELECT count(*) FROM account"), 1);
+  EXPECT_EQ(raw.scalar("SELECT count(*) FROM contact"), 2);
+}
+
+// A library projected to schema 2 keeps a replica's tables at schema 2; the app upgraded to schema 3 brings
+// them forward in place, and a schema-2 app can no longer open it.
+TEST(SqliteReplicaMigration, TablesFollowTheAppsSchemaVersionForwardOnly) {
+  TempDir dir;
+  const std::string path = dir.file("projected.db");
+  SqliteReplicaStore::Options old_app;
+  old_app.schema_version = 2;
+  {
+    auto store = open_ok(path, old_app);
+    ASSERT_TRUE(store);
+    EXPECT_EQ(store->schema_version(), 2u);
+    RecordState lead;
+    lead.entity = EntityId::kLead;
+    lead.id = *RecordId::parse("0199a2b4-6c00-7000-8000-0000000000c1");
+    auto txn = store->begin();
+    txn->save(lead);
+    Status s = txn->commit();
+    EXPECT_EQ(s.code(), ErrorCode::kUnknownEntity) << s.to_string();
+  }
+  {
+    RawDb raw(path);
+    EXPECT_EQ(raw.scalar("SELECT count(*) FROM sqlite_schema WHERE name = 'lead'"), 0);
+    EXPECT_EQ(raw.scalar("SELECT count(*) FROM pragma_table_info('calendar_event') WHERE name = "
+                         "'opportunity_id'"),
+              0);
+  }
+  {
+    auto store = open_ok(path);
+    ASSERT_TRUE(store);
+    EXPECT_EQ(store->schema_version(), schema::kSchemaVersion);
+  }
+  {
+    RawDb raw(path);
+    EXPECT_EQ(raw.scalar("SELECT count(*) FROM sqlite_schema WHERE name = 'lead'"), 1);
+    EXPECT_EQ(raw.scalar("SELECT count(*) FROM pragma_table_info('calendar_event') WHERE name = "
+                         "'opportunity_id'"),
+              1);
+  }
+  Result<std::unique_ptr<SqliteReplicaStore>> downgraded = SqliteReplicaStore::open(path, old_app);
+  ASSERT_FALSE(downgraded);
+  EXPECT_EQ(downgraded.status().code(), ErrorCode::kSchemaTooNew);
+}
+
 TEST(SqliteReplicaMigration, FailedMigrationLeavesTheOldFormatUntouched) {
   TempDir dir;
   // An object in the way of one of the migration's indexes makes the migration fail half-way.

@@ -184,6 +184,7 @@ Result<std::unique_ptr<FieldClient>> FieldClient::open(const std::string& path, 
   so.create_if_missing = true;
   so.synchronous_full = options.synchronous_full;
   so.node = options.node;
+  so.schema_version = options.schema_version;
   auto store = SqliteReplicaStore::open(path, so);
   if (!store) return store.status();
   return std::unique_ptr<FieldClient>(new FieldClient(path, std::move(options), std::move(store).value()));
@@ -209,6 +210,7 @@ FieldClient::FieldClient(std::string path, Options options, std::unique_ptr<Sqli
   config.user = options_.user;
   config.token = options_.token;
   config.app_version = options_.app_version;
+  config.schema_version = options_.schema_version;
   engine_ = std::make_unique<SyncEngine>(*store_, std::move(config));
 }
 

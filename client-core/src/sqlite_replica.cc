@@ -61,6 +61,8 @@ constexpr const char* kMigrate2To3[] = {
 // from here, because a new file's DDL already has them.
 constexpr const char* kMigrate3To4[] = {
     "ALTER TABLE _sync_meta ADD COLUMN schema_version INTEGER NOT NULL DEFAULT 2",
+    // The version of the record tables (Options::schema_version), which a projected library keeps older.
+    "ALTER TABLE _sync_meta ADD COLUMN tables_version INTEGER NOT NULL DEFAULT 2",
 };
 // The newest model schema a file of format 3 or older may hold.
 constexpr uint32_t kSchemaOfFormat3 = 2;
@@ -185,7 +187,11 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     const schema::EntityDef* e = schema::entity(record.entity);
     assert(e != nullptr && "save() of an entity outside the model");
     if (e == nullptr) return fail(Status(ErrorCode::kUnknownEntity, "save of an unknown entity"));
-    sqlite3_stmt* s = stmt(upsert_sql(*e));
+    const uint32_t version = store_.schema_version_;
+    if (e->since > version)
+      return fail(
+          Status(ErrorCode::kUnknownEntity, std::string(e->name) + " is newer than this replica's schema"));
+    sqlite3_stmt* s = stmt(upsert_sql(*e, version));
     if (s == nullptr) return;
     Use use(s);
     const std::string key = record.id.to_string();
@@ -193,6 +199,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     int col = 1;
     sqlite3_bind_text(s, col++, key.data(), static_cast<int>(key.size()), SQLITE_STATIC);
     for (const schema::FieldDef& f : e->fields) {
+      if (f.since > version) continue;  // no column (the record's _meta keeps whatever it holds)
       const FieldState* fs = record.field(f.id);
       const int c = col++;
       if (fs == nullptr) continue;  // bindings were cleared: NULL
@@ -317,7 +324,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     sqlite3_stmt* s = stmt(
         "SELECT node, hlc, next_node_seq, cursor, bootstrap_done, bootstrap_snapshot_seq, "
         "bootstrap_page_token, "
-        "bootstrap_total, bootstrap_received, last_synced_ms FROM _sync_meta WHERE id = 1");
+        "bootstrap_total, bootstrap_received, last_synced_ms, schema_version FROM _sync_meta WHERE id = 1");
     if (s == nullptr) return m;
     Use use(s);
     int rc = sqlite3_step(s);
@@ -337,6 +344,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     m.bootstrap_total = from_sql(sqlite3_column_int64(s, 7));
     m.bootstrap_received = from_sql(sqlite3_column_int64(s, 8));
     m.last_synced_ms = sqlite3_column_int64(s, 9);
+    m.schema_version = static_cast<uint32_t>(sqlite3_column_int64(s, 10));
     if (open_) meta_ = m;  // stable for the rest of this transaction (we hold the write lock)
     return m;
   }
@@ -346,7 +354,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     sqlite3_stmt* s = stmt(
         "UPDATE _sync_meta SET node = ?1, hlc = ?2, next_node_seq = ?3, cursor = ?4, bootstrap_done = ?5, "
         "bootstrap_snapshot_seq = ?6, bootstrap_page_token = ?7, bootstrap_total = ?8, bootstrap_received = "
-        "?9, last_synced_ms = ?10 WHERE id = 1");
+        "?9, last_synced_ms = ?10, schema_version = ?11 WHERE id = 1");
     if (s == nullptr) return;
     Use use(s);
     sqlite3_bind_int64(s, 1, to_sql(m.node));
@@ -360,6 +368,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     sqlite3_bind_int64(s, 8, to_sql(m.bootstrap_total));
     sqlite3_bind_int64(s, 9, to_sql(m.bootstrap_received));
     sqlite3_bind_int64(s, 10, m.last_synced_ms);
+    sqlite3_bind_int64(s, 11, m.schema_version);
     if (step_done(s, "write sync state")) meta_ = m;
   }
 
@@ -485,24 +494,17 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     return s;
   }
 
-  static const std::string& upsert_sql(const schema::EntityDef& e) {
-    // Built once per entity from model identifiers (never from values).
-    static const std::vector<std::string> sqls = [] {
-      std::vector<std::string> out;
-      for (const schema::EntityDef& d : schema::entities()) {
-        std::string sql = "INSERT OR REPLACE INTO " + quoted(d.name) + " (id";
-        std::string values = "?";
-        for (const schema::FieldDef& f : d.fields) {
-          sql += ", " + quoted(f.name);
-          values += ", ?";
-        }
-        sql += ", _deleted, _meta) VALUES (" + values + ", ?, ?)";
-        if (out.size() <= static_cast<size_t>(d.id)) out.resize(static_cast<size_t>(d.id) + 1);
-        out[static_cast<size_t>(d.id)] = std::move(sql);
-      }
-      return out;
-    }();
-    return sqls[static_cast<size_t>(e.id)];
+  static std::string upsert_sql(const schema::EntityDef& e, uint32_t version) {
+    // From model identifiers (never from values); the connection caches the prepared statement by its text.
+    std::string sql = "INSERT OR REPLACE INTO " + quoted(e.name) + " (id";
+    std::string values = "?";
+    for (const schema::FieldDef& f : e.fields) {
+      if (f.since > version) continue;
+      sql += ", " + quoted(f.name);
+      values += ", ?";
+    }
+    sql += ", _deleted, _meta) VALUES (" + values + ", ?, ?)";
+    return sql;
   }
 
   SqliteReplicaStore& store_;
@@ -543,6 +545,7 @@ Status SqliteReplicaStore::exec(const char* sql) {
 }
 
 Status SqliteReplicaStore::init(const Options& options) {
+  schema_version_ = options.schema_version;
   // The version is read before anything could write to the file: a newer file must stay untouched.
   int version = 0;
   int tables = 0;
@@ -587,6 +590,7 @@ Status SqliteReplicaStore::init(const Options& options) {
       return Status(ErrorCode::kStorageReadOnly, "replica needs a format migration but was opened read-only");
     if (Status s = migrate(version); !s) return s;
   }
+  if (Status s = upgrade_tables(options); !s) return s;
   // The node id of the file.
   auto txn = begin();
   const ReplicaMeta meta = txn->meta();
@@ -603,7 +607,7 @@ Status SqliteReplicaStore::init(const Options& options) {
 Status SqliteReplicaStore::create_schema(NodeId node) {
   if (Status s = exec("BEGIN IMMEDIATE"); !s) return s;
   auto body = [&]() -> Status {
-    for (const std::string& sql : schema::all_ddl()) {
+    for (const std::string& sql : schema::all_ddl(schema::Dialect::kSqlite, schema_version_)) {
       if (Status s = exec(sql.c_str()); !s) return s;
     }
     for (const char* sql : kFormat1Ddl) {
@@ -623,14 +627,64 @@ Status SqliteReplicaStore::create_schema(NodeId node) {
         if (Status st = exec(*sql); !st) return st;
       }
     }
+    // schema_version 0: set by the first bootstrap (ReplicaMeta::schema_version).
     const std::string version =
-        "UPDATE _sync_meta SET schema_version = " + std::to_string(schema::kSchemaVersion);
+        "UPDATE _sync_meta SET schema_version = 0, tables_version = " + std::to_string(schema_version_);
     if (Status st = exec(version.c_str()); !st) return st;
     return exec(kSetFormatVersion.c_str());
   };
   Status s = body();
   if (s) s = exec("COMMIT");
   if (!s && sqlite3_get_autocommit(db_) == 0) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  return s;
+}
+
+// The record tables to the app's model version (Options::schema_version), in place and in one transaction:
+// a replica an older app (or a library projected to an older version) wrote gets the new tables and
+// columns; its records, outbox and unsynced writes stay as they are, and the backfill of the next sync
+// brings what it could not see (ReplicaMeta::schema_version stays the older version until then).
+Status SqliteReplicaStore::upgrade_tables(const Options& options) {
+  int64_t tables = 0;
+  {
+    sqlite3_stmt* s = nullptr;
+    int rc = sqlite3_prepare_v2(db_, "SELECT tables_version FROM _sync_meta WHERE id = 1", -1, &s, nullptr);
+    if (rc == SQLITE_OK) rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) tables = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    if (rc != SQLITE_ROW)
+      return sqlite::status_from(rc == SQLITE_DONE ? SQLITE_CORRUPT : rc, "read tables version", db_);
+  }
+  const auto have = static_cast<uint32_t>(tables);
+  if (have > schema_version_) {
+    if (options.read_only) {  // an inspection tool reads what is there
+      schema_version_ = have;
+      return Status::ok();
+    }
+    return Status(ErrorCode::kSchemaTooNew, "replica holds model schema " + std::to_string(have) +
+                                                " but this app speaks " + std::to_string(schema_version_) +
+                                                "; update the app");
+  }
+  if (have == schema_version_) return Status::ok();
+  if (options.read_only) {
+    schema_version_ = have;
+    return Status::ok();
+  }
+  if (Status s = exec("BEGIN IMMEDIATE"); !s) return s;
+  auto body = [&]() -> Status {
+    for (const std::string& sql : schema::added_columns_ddl(have, schema::Dialect::kSqlite, schema_version_))
+      if (Status s = exec(sql.c_str()); !s) return s;
+    for (const std::string& sql : schema::all_ddl(schema::Dialect::kSqlite, schema_version_))
+      if (Status s = exec(sql.c_str()); !s) return s;
+    const std::string set = "UPDATE _sync_meta SET tables_version = " + std::to_string(schema_version_);
+    return exec(set.c_str());
+  };
+  Status s = body();
+  if (s) s = exec("COMMIT");
+  if (!s && sqlite3_get_autocommit(db_) == 0) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  if (!s)
+    return Status(s.code(),
+                  "upgrading the replica to schema " + std::to_string(schema_version_) + ": " + s.message(),
+                  s.retryable());
   return s;
 }
 
@@ -646,12 +700,15 @@ Status SqliteReplicaStore::migrate(int from_version) {
     }
     // Columns, then tables and indexes, of the entity model that the old file lacks.
     if (from_version < 4)
-      for (const std::string& sql : schema::added_columns_ddl(kSchemaOfFormat3)) {
+      for (const std::string& sql :
+           schema::added_columns_ddl(kSchemaOfFormat3, schema::Dialect::kSqlite, schema_version_)) {
         if (Status s = exec(sql.c_str()); !s) return s;
       }
-    for (const std::string& sql : schema::all_ddl()) {
+    for (const std::string& sql : schema::all_ddl(schema::Dialect::kSqlite, schema_version_)) {
       if (Status s = exec(sql.c_str()); !s) return s;
     }
+    const std::string tables = "UPDATE _sync_meta SET tables_version = " + std::to_string(schema_version_);
+    if (Status s = exec(tables.c_str()); !s) return s;
     return exec(kSetFormatVersion.c_str());
   };
   Status s = body();

@@ -275,6 +275,9 @@ class FieldClient {
     // The app's build, sent in each Hello so head office's sync health shows which build every device runs
     // ("2.4.1 (317)"); empty: not sent. At most 64 bytes of printable ASCII (checked by open()).
     std::string app_version;
+    // The model version the app speaks (ClientConfig::schema_version, SqliteReplicaStore::Options): the
+    // newest, or an older one to behave as that version's app (tests of the rolling upgrade).
+    uint32_t schema_version = schema::kSchemaVersion;
   };
 
   // Errors: the replica's (SqliteReplicaStore::open), and kDeviceRevoked when `<path>.revoked` exists (the

@@ -66,6 +66,10 @@ class SqliteReplicaStore final : public ReplicaStore {
     NodeId node = 0;               // for a new file: 0 picks a random non-zero 64-bit node id
     int busy_timeout_ms = 2000;    // how long a write waits for another connection's lock (kStorageLocked)
     bool read_only = false;        // open without write access (inspection tools); writes: kStorageReadOnly
+    // The model version of the app (ClientConfig::schema_version): a new file gets that version's tables; a
+    // file of an older version is brought to it in place (its new tables and columns, one transaction); a
+    // file of a newer version is refused (kSchemaTooNew: the app was downgraded).
+    uint32_t schema_version = schema::kSchemaVersion;
   };
 
   // Opens (or creates) the replica, migrating an older format in place. A file of a newer format is refused
@@ -103,6 +107,7 @@ class SqliteReplicaStore final : public ReplicaStore {
   bool closed();
 
   NodeId node() const { return node_; }
+  uint32_t schema_version() const { return schema_version_; }  // of the tables (Options::schema_version)
   const std::string& path() const { return path_; }
 
   static constexpr int kFormatVersion = 4;
@@ -113,6 +118,7 @@ class SqliteReplicaStore final : public ReplicaStore {
   Status init(const Options& options);
   Status create_schema(NodeId node);
   Status migrate(int from_version);
+  Status upgrade_tables(const Options& options);
   Status exec(const char* sql);
   // A cached prepared statement (prepared once per connection, reset by the caller after use).
   sqlite3_stmt* statement(const std::string& sql, Status& status);
@@ -125,6 +131,7 @@ class SqliteReplicaStore final : public ReplicaStore {
   std::unique_ptr<sqlite::Db> conn_;
   sqlite3* db_ = nullptr;  // conn_->raw()
   NodeId node_ = 0;
+  uint32_t schema_version_ = schema::kSchemaVersion;
   std::mutex mu_;                       // held by an open ReplicaTxn, read(), mark_*_seen() and close()
   std::atomic<std::thread::id> owner_;  // the thread holding an open ReplicaTxn, if any
   std::optional<Status> pending_fault_;
