@@ -1,5 +1,6 @@
 // The end of a simulated run: healing, settling, and the checker (convergence, no acknowledged write lost,
 // exactly-once, rejections delivered) and the report.
+#include "fieldsync/sync/projection.h"
 #include "simulation.h"
 
 namespace fieldsync::sim::detail {
@@ -133,8 +134,12 @@ void Simulation::check_end_state() {
     const Node& n = *np;
     const std::map<RecordKey, RecordState> local = n.store->records();
     std::set<RecordKey> expected;
+    // Per schema version: a device on an older app holds the server's state projected to its version.
+    const uint32_t version = n.config.schema_version;
     for (const auto& [rec, scope] : live) {
       if (!can_see(n.principal, scope)) continue;
+      RecordState want = *rec;
+      if (!projection::project(want, version)) continue;
       RecordKey key{rec->entity, rec->id};
       expected.insert(key);
       auto it = local.find(key);
@@ -143,9 +148,9 @@ void Simulation::check_end_state() {
       } else if (it->second.deleted) {
         fail(cat("convergence: ", n.name, " has ", rec_str(key.entity, key.id),
                  " deleted but it is live on the server"));
-      } else if (!(it->second == *rec)) {
-        fail(cat("convergence: ", n.name, " ", rec_str(key.entity, key.id),
-                 " differs:", field_diff(it->second, *rec)));
+      } else if (!(it->second == want)) {
+        fail(cat("convergence: ", n.name, " (schema ", version, ") ", rec_str(key.entity, key.id),
+                 " differs:", field_diff(it->second, want)));
       }
     }
     for (const auto& [key, rec] : local) {

@@ -24,6 +24,14 @@ void Simulation::restart_client(Node& n, std::string_view why) {
   }
   n.client.reset();
   n.store->reopen();
+  // An app restart may be the update to the current model version (not at the final heal: devices still on
+  // the old version must be checked as such too). Its replica is backfilled at the next sync.
+  if (why != "heal" && n.config.schema_version < schema::kSchemaVersion && chance(0.5)) {
+    n.config.schema_version = schema::kSchemaVersion;
+    ++report_.app_upgrades;
+    trace(n.name, ": app upgraded to schema ", schema::kSchemaVersion, " with ", n.store->outbox().size(),
+          " writes pending");
+  }
   n.client = std::make_unique<SyncClient>(*n.store, n.config);
   n.snapshot_dirty = true;
   check_restarted_clock(n);

@@ -141,6 +141,7 @@ int main(int argc, char** argv) {
     total.frames_corrupted += r.frames_corrupted;
     total.client_crashes += r.client_crashes;
     total.server_crashes += r.server_crashes;
+    total.app_upgrades += r.app_upgrades;
     total.partitions += r.partitions;
     total.connection_resets += r.connection_resets;
     total.backlogs += r.backlogs;

@@ -55,6 +55,7 @@ struct SimReport {
   uint64_t frames_corrupted = 0;
   uint64_t client_crashes = 0;
   uint64_t server_crashes = 0;
+  uint64_t app_upgrades = 0;  // devices moved from the previous model version to the current one mid-run
   uint64_t partitions = 0;
   uint64_t connection_resets = 0;
   uint64_t backlogs = 0;             // sessions the transport reported backed up (live batches held)

@@ -612,6 +612,10 @@ bool Simulation::create_event(Node& n) {
       .set(e, id, "status", T("scheduled"));
   if (const RecordState* a = chance(0.6) ? pick(n, EntityId::kAccount) : nullptr)
     b.set(e, id, "account_id", T(a->id.to_string()));
+  // Schema 3's field, from current apps only: older ones receive the events without it.
+  if (n.config.schema_version >= 3)
+    if (const RecordState* o = chance(0.4) ? pick(n, EntityId::kOpportunity) : nullptr)
+      b.set(e, id, "opportunity_id", T(o->id.to_string()));
   write(n, b.take(), cat("create event ", id.to_string()));
   return true;
 }
@@ -641,6 +645,9 @@ bool Simulation::change_event_status(Node& n) {
   TxnBuilder b;
   b.set(EntityId::kCalendarEvent, ev->id, "status", T(to));
   if (chance(0.3)) b.append(EntityId::kCalendarEvent, ev->id, "notes", cat(n.name, ": ", word()));
+  if (n.config.schema_version >= 3)
+    if (const RecordState* o = chance(0.3) ? pick(n, EntityId::kOpportunity) : nullptr)
+      b.set(EntityId::kCalendarEvent, ev->id, "opportunity_id", T(o->id.to_string()));
   write(n, b.take(), cat("event ", ev->id.to_string(), " ", from, " -> ", to));
   return true;
 }
