@@ -97,6 +97,11 @@ bool SyncEngine::stopped() const {
   return state() == SyncClient::State::kStopped;
 }
 
+int64_t SyncEngine::reconnect_not_before_ms() const {
+  MutexLock lock(mu_);
+  return client_.reconnect_not_before_ms();
+}
+
 Status SyncEngine::stop_reason() const {
   MutexLock lock(mu_);
   return client_.stop_reason();

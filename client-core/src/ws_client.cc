@@ -427,6 +427,8 @@ net::awaitable<void> WsClient::Impl::run() {
     url_index = (url_index + 1) % urls.size();
     int64_t delay = backoff->next_delay_ms();
     if (options.reconnect_cap_ms > 0) delay = std::min(delay, options.reconnect_cap_ms);
+    // A server older than this app (kUnsupportedSchema) is not asked again until it may have been upgraded.
+    delay = std::max(delay, engine.reconnect_not_before_ms() - wall_ms());
     retry_timer.expires_after(std::chrono::milliseconds(delay));
     co_await retry_timer.async_wait(kAwait);
   }

@@ -38,6 +38,8 @@ class SyncEngine {
   SyncClient::State state() const;
   bool stopped() const;  // a non-retryable error: reconnecting will not help (auth, revoked, protocol)
   Status stop_reason() const;
+  // SyncClient::reconnect_not_before_ms: the server refused this app's newer schema; no connection before.
+  int64_t reconnect_not_before_ms() const;
   bool idle() const;
 
  private:
