@@ -13,8 +13,10 @@
 #include <charconv>
 #include <set>
 
+#include "fieldsync/io/sqlite_db.h"
 #include "fieldsync/server/directory.h"
 #include "fieldsync/server/sqlite_store.h"
+#include "pg.h"
 #include "wall_clock.h"
 
 namespace fieldsync::server {
@@ -943,12 +945,19 @@ ApiResult sync_health(ApiRequest& r);  // api_entities.cc: needs the store
 void add_api_routes(NetServer::Impl& impl, RouteTable& routes) {
   impl.api = std::make_shared<ApiState>();
   impl.api->readers = ReaderPool::make(
-      [path = impl.options.store_path]() -> Result<std::unique_ptr<sqlite::Db>> {
+      [path = impl.options.store_path]() -> Result<std::unique_ptr<SqlReader>> {
+        if (is_postgresql_url(path)) {
+          // The same database the store writes: read-only sessions, each statement its own snapshot.
+          Result<std::unique_ptr<pg::Conn>> conn = pg::Conn::open(path);
+          if (!conn) return conn.status();
+          if (Status s = (*conn)->exec_script("SET default_transaction_read_only = on"); !s) return s;
+          return pg_reader(std::move(*conn));
+        }
         Result<std::unique_ptr<sqlite::Db>> db =
             sqlite::Db::open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, 5000);
         if (!db) return db.status();
         if (Status s = (*db)->exec("PRAGMA query_only = 1"); !s) return s;
-        return db;
+        return sqlite_reader(std::move(*db));
       },
       limits::kApiThreads + 1);
   impl.api->ttl_ms = impl.options.web_session_ttl_ms;
@@ -983,7 +992,27 @@ void add_api_routes(NetServer::Impl& impl, RouteTable& routes) {
   add_api_route(impl, routes, http::verb::get, base + "/audit", kHeadOffice, list_audit);
   add_api_route(impl, routes, http::verb::get, base + "/sync-health", kManagers, sync_health);
   add_entity_routes(impl, routes);
-  add_report_routes(impl, routes);
+  if (!is_postgresql_url(impl.options.store_path)) {
+    add_report_routes(impl, routes);
+  } else {
+    // The reports' SQL and fact tables are SQLite's (reports.cc). Every report route is there (so a client
+    // learns why, not a 404), answering 501 with a typed error.
+    RouteTable reports;
+    add_report_routes(impl, reports);
+    json::object body;
+    body["code"] = "not_available_on_postgresql";
+    body["message"] =
+        "the reports, their setting and the CSV exports read SQLite's report tables and are not available "
+        "with --store postgresql:// yet (docs/API.md)";
+    body["field"] = nullptr;
+    const std::string text = json::serialize(body) + "\n";
+    for (Route route : reports.routes()) {
+      route.handler = [text](const std::shared_ptr<HttpSession>& session, HttpRequest&) {
+        session->respond(http::status::not_implemented, "application/json", text);
+      };
+      routes.add(std::move(route));
+    }
+  }
 }
 
 }  // namespace fieldsync::server
