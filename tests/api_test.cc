@@ -522,6 +522,20 @@ TEST_F(ApiTest, SessionsExpire) {
   EXPECT_EQ(w.get("/api/v1/session").status, 401);
 }
 
+// Web sessions are kept in the directory: a server restarted on the same store keeps its users signed in.
+TEST_F(ApiTest, SessionsSurviveARestart) {
+  Web boss = sign_in("boss");
+  Web script = sign_in("rep1", /*bearer=*/true);
+  server->stop();
+  server = std::make_unique<server::NetServer>(*store, *directory, options(0, *directory));
+  Result<uint16_t> p = server->start();
+  ASSERT_TRUE(p.is_ok()) << p.status().to_string();
+  boss.port = script.port = port = *p;
+  EXPECT_EQ(boss.get("/api/v1/session").status, 200);
+  EXPECT_EQ(account(boss, "After restart", "north", "boss").size(), 36u) << "its CSRF token still holds";
+  EXPECT_EQ(script.get("/api/v1/entities/account").status, 200);
+}
+
 TEST_F(ApiTest, DisablingAUserEndsTheirSessionsAndSyncAtOnce) {
   Web boss = sign_in("boss");
   Web rep = sign_in("rep1");
@@ -1580,6 +1594,37 @@ TEST_F(ApiTest, ReportsAndCsvExportsAnswerATypedNotImplementedOnPostgreSQL) {
   // Everything else is served: a list, and the change feed.
   EXPECT_EQ(boss.get("/api/v1/entities/account").status, 200);
   EXPECT_EQ(boss.get("/api/v1/changes").status, 200);
+}
+
+// Web sessions live in the database: a cookie or token from instance A works on B (CSRF checked there too),
+// a sign-out through B ends it on A, and disabling a user through B ends their sessions on A.
+TEST_F(ApiTest, ASessionFromOneInstanceHoldsOnTheOtherUntilSignOutOrDisableThroughEither) {
+  const uint16_t port_b = second_instance();
+  ASSERT_NE(port_b, 0);
+  Web boss = sign_in("boss");
+  Web boss_b = boss;
+  boss_b.port = port_b;
+  EXPECT_EQ(boss_b.get("/api/v1/session").status, 200);
+  EXPECT_EQ(account(boss_b, "Made on B", "north", "boss").size(), 36u);
+  Web forged = boss_b;
+  forged.csrf = "not-the-token";
+  EXPECT_EQ(forged
+                .post("/api/v1/entities/account",
+                      json::object{{"name", "x"}, {"territory_id", "north"}, {"created_by", "boss"}})
+                .code(),
+            "csrf_failed");
+  Web rep = sign_in("rep1", /*bearer=*/true);
+  Web rep_b = rep;
+  rep_b.port = port_b;
+  EXPECT_EQ(rep_b.get("/api/v1/entities/account").status, 200);
+
+  ASSERT_EQ(boss_b.patch("/api/v1/users/rep1", json::object{{"disabled", true}}).status, 200);
+  EXPECT_EQ(rep.get("/api/v1/entities/account").status, 401) << "disabled through B, out on A";
+  ASSERT_EQ(boss.patch("/api/v1/users/rep1", json::object{{"disabled", false}}).status, 200);
+  EXPECT_EQ(rep_b.get("/api/v1/entities/account").status, 401) << "re-enabling does not revive a session";
+
+  EXPECT_EQ(boss_b.call(http::verb::delete_, "/api/v1/session").status, 200);
+  EXPECT_EQ(boss.get("/api/v1/session").status, 401) << "signed out on B, out on A";
 }
 
 // Two instances on one database: what one writes through the API the other lists, shows with its history
