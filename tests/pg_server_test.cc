@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <boost/json.hpp>
 #include <chrono>
 #include <iostream>
 #include <map>
@@ -125,6 +126,7 @@ struct Phone {
   std::mutex mu;  // serialises writes with reading what was written (the writer threads)
   std::vector<std::string> written;
   std::atomic<int> bootstrap_progress{0};  // FieldClient::Options::sync_progress calls (bootstraps)
+  std::atomic<int> auth_failures{0};       // kAuthFailed errors the engine reported
 
   ~Phone() {
     if (ws) ws->stop();
@@ -228,6 +230,9 @@ class TwoInstances : public ::testing::Test {
     p->client = std::move(c.value());
     client::Observer watch;
     watch.sync_progress = [raw](uint64_t, uint64_t) { raw->bootstrap_progress++; };
+    watch.error = [raw](const Status& s) {
+      if (s.code() == ErrorCode::kAuthFailed) raw->auth_failures++;
+    };
     p->client->add_observer(std::move(watch));
     connect(*p, urls);
     phones.push_back(std::move(p));
@@ -504,6 +509,50 @@ TEST_F(TwoInstances, AdminOnTheDatabaseReachesLiveDevicesAndRevokesEverywhere) {
                        tmp);
   EXPECT_NE(r.out.find("not_available_on_postgresql"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("501"), std::string::npos) << r.out;
+}
+
+// A device live on instance A, revoked through instance B's head-office API, is cut at once (B's directory
+// NOTIFY reaches A's follower), not at its next handshake; the same for a user disabled through B.
+TEST_F(TwoInstances, ARevocationThroughOneInstanceCutsALiveDeviceOnTheOther) {
+  ASSERT_TRUE(start(a));
+  ASSERT_TRUE(start(b));
+  Phone& carol = phone("carol", {a.url()});
+  Phone& dave = phone("dave", {a.url()});
+  ASSERT_TRUE(converges(carol));
+  ASSERT_TRUE(converges(dave));
+  ASSERT_TRUE(eventually([&] { return carol.ws->connected() && dave.ws->connected(); }));
+  const std::string api = "https://127.0.0.1:" + std::to_string(b.port()) + "/api/v1";
+  testsupport::RunResult signed_in =
+      testsupport::run({"curl", "-sk", "-X", "POST", "-H", "Content-Type: application/json", "-d",
+                        R"({"user":"hq","password":"hq-password","mode":"token"})", api + "/session"},
+                       tmp);
+  ASSERT_EQ(signed_in.status.code, 0) << signed_in.err;
+  boost::system::error_code ec;
+  boost::json::value session = boost::json::parse(signed_in.out, ec);
+  ASSERT_FALSE(ec) << signed_in.out;
+  const std::string bearer = "Authorization: Bearer " + std::string(session.at("token").as_string());
+  auto call = [&](const char* method, const std::string& path, const std::string& body) {
+    return testsupport::run({"curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "-X", method, "-H",
+                             bearer, "-H", "Content-Type: application/json", "-d", body, api + path},
+                            tmp);
+  };
+
+  auto t0 = std::chrono::steady_clock::now();
+  testsupport::RunResult r = call("POST", "/devices/" + std::to_string(nodes.at("carol")) + "/revoke", "{}");
+  ASSERT_EQ(r.out, "200") << r.err;
+  ASSERT_TRUE(eventually([&] { return carol.client->engine().stopped(); }, 5s)) << logs();
+  EXPECT_EQ(carol.client->engine().stop_reason().code(), ErrorCode::kDeviceRevoked);
+  std::cout << "revocation through B reaching a device live on A: "
+            << std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count()
+            << " ms (including curl)\n";
+
+  t0 = std::chrono::steady_clock::now();
+  r = call("PATCH", "/users/dave", R"({"disabled":true})");
+  ASSERT_EQ(r.out, "200") << r.err;
+  ASSERT_TRUE(eventually([&] { return dave.auth_failures.load() > 0; }, 5s)) << logs();
+  std::cout << "disabling through B reaching a device live on A: "
+            << std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count()
+            << " ms (including curl)\n";
 }
 
 // ---- Moving from the embedded store: `fieldsync-admin migrate --from DIR --to postgresql://...`

@@ -148,7 +148,8 @@ Status copy_table(sqlite::Db& src, pg::Conn& dst, const TableMap& t, const std::
 }
 
 // Row count and checksum of a SQLite table.
-Result<MigrationReport::Table> sum_sqlite(sqlite::Db& db, const TableMap& t, const std::vector<std::string>& cols) {
+Result<MigrationReport::Table> sum_sqlite(sqlite::Db& db, const TableMap& t,
+                                          const std::vector<std::string>& cols) {
   sqlite::Stmt q(db, "SELECT " + column_list(cols) + " FROM " + t.source);
   std::vector<Digest> rows;
   const int n = static_cast<int>(cols.size());
@@ -283,9 +284,9 @@ Result<MigrationReport> migrate_to_postgresql(const std::string& data_dir, const
     Result<int64_t> n = pg_count(pg, sql);
     if (!n) return fail(n.status());
     if (*n != 0)
-      return fail(Status(ErrorCode::kInvalidArgument,
-                         "the PostgreSQL database is not empty (" + std::string(sql) +
-                             " is " + std::to_string(*n) + "): migrate only into a new database"));
+      return fail(Status(ErrorCode::kInvalidArgument, "the PostgreSQL database is not empty (" +
+                                                          std::string(sql) + " is " + std::to_string(*n) +
+                                                          "): migrate only into a new database"));
   }
   if (Status s = pg.exec("DELETE FROM fieldsync_directory.secrets"); !s) return fail(s);
   for (const Plan& p : plans)
@@ -323,10 +324,10 @@ Result<MigrationReport> migrate_to_postgresql(const std::string& data_dir, const
     auto b = sum_pg(pg, p.table, p.columns);
     if (!b) return b.status();
     if (a->rows != b->rows || a->sha256 != b->sha256)
-      return Status(ErrorCode::kStorageCorrupt,
-                    "verification failed for " + p.table.target + ": " + std::to_string(a->rows) + " rows " +
-                        a->sha256 + " in SQLite, " + std::to_string(b->rows) + " rows " + b->sha256 +
-                        " in PostgreSQL");
+      return Status(ErrorCode::kStorageCorrupt, "verification failed for " + p.table.target + ": " +
+                                                    std::to_string(a->rows) + " rows " + a->sha256 +
+                                                    " in SQLite, " + std::to_string(b->rows) + " rows " +
+                                                    b->sha256 + " in PostgreSQL");
     report.tables.push_back(std::move(*a));
   }
   (void)(*src)->exec("COMMIT");

@@ -30,8 +30,8 @@ struct MigrationReport {
 };
 
 // Errors: kInvalidArgument (DIR has no central store, or the database is not empty: nothing is written),
-// the storage codes of either side, kStorageCorrupt when the verification finds a table that differs (the copy is
-// then committed but must not be used; the message names the table).
+// the storage codes of either side, kStorageCorrupt when the verification finds a table that differs (the
+// copy is then committed but must not be used; the message names the table).
 Result<MigrationReport> migrate_to_postgresql(const std::string& data_dir, const std::string& url,
                                               const Directory::Options& directory_options);
 
