@@ -6,6 +6,7 @@
 #include <map>
 
 #include "directory_db.h"
+#include "fieldsync/server/log_follower.h"
 #include "libpq_status.h"
 
 namespace fieldsync::server::dirdb {
@@ -41,6 +42,13 @@ const char* const kDdl[] = {
     "NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS conflict_resolutions (conflict_id BIGINT PRIMARY KEY, resolved_by TEXT NOT "
     "NULL, at_ms BIGINT NOT NULL, action TEXT NOT NULL, server_seq BIGINT NOT NULL)",
+    // Web sessions (directory.h WebSession), shared by every instance: key is a digest of the token. A new
+    // table needs no format bump: an older server never reads it.
+    "CREATE TABLE IF NOT EXISTS web_sessions (key TEXT COLLATE \"C\" PRIMARY KEY, user_id TEXT COLLATE \"C\" "
+    "NOT NULL, csrf TEXT NOT NULL, bearer BIGINT NOT NULL, created_ms BIGINT NOT NULL, last_used_ms BIGINT "
+    "NOT "
+    "NULL, expires_at_ms BIGINT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS idx_web_sessions_user ON web_sessions (user_id)",
 };
 
 // PostgreSQL type OIDs (catalog/pg_type_d.h, stable across versions).
@@ -166,6 +174,9 @@ class PgDb final : public Db {
   Status commit() override { return exec("COMMIT"); }
   void rollback() override { (void)exec("ROLLBACK"); }
   std::string_view engine() const override { return "postgresql"; }
+  void notify(std::string_view payload) override {
+    (void)run(std::string("SELECT pg_notify('") + kDirectoryChannel + "', ?)", {payload});
+  }
 
   Status exec(const char* sql) {
     if (Status s = connected(); !s) return s;
