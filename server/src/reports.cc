@@ -15,6 +15,7 @@
 
 #include "csv.h"
 #include "fieldsync/io/sqlite_db.h"
+#include "local_time.h"
 
 namespace fieldsync::server::reports {
 
@@ -153,11 +154,6 @@ double ratio(int64_t num, int64_t den) {
   return den == 0 ? 0.0 : static_cast<double>(num) / static_cast<double>(den);
 }
 
-// a / b rounded down (b > 0), for times before 1970 too.
-int64_t floor_div(int64_t a, int64_t b) {
-  return a / b - ((a % b != 0 && a < 0) ? 1 : 0);
-}
-
 double ms_to_days(int64_t ms) {
   return static_cast<double>(ms) / static_cast<double>(kDayMs);
 }
@@ -171,6 +167,7 @@ struct Scope {
   // Territories of the accounts listed for themselves (not visited, the accounts export).
   std::optional<std::vector<std::string>> account_territories;
   std::vector<std::string> reps;  // empty: no condition on the record's rep or owner
+  LocalTime local;                // the filter's days (local_time_of)
 };
 
 Status out_of_scope(std::string_view what, std::string_view value) {
@@ -230,6 +227,8 @@ Status check_filter(const ReportFilter& f) {
     return Status(ErrorCode::kInvalidArgument, "days: must be 1.." + std::to_string(kMaxDays));
   if (f.tz_offset_minutes < -kMaxTzOffsetMinutes || f.tz_offset_minutes > kMaxTzOffsetMinutes)
     return Status(ErrorCode::kInvalidArgument, "tz_offset_minutes: must be -840..840");
+  if (f.time_zone.size() > kMaxTimeZoneName)
+    return Status(ErrorCode::kInvalidArgument, "tz: longer than a time zone's name");
   if (f.limit < 1 || f.limit > kMaxListRows)
     return Status(ErrorCode::kInvalidArgument, "limit: must be 1.." + std::to_string(kMaxListRows));
   if (f.territories.size() > kMaxFilterValues || f.reps.size() > kMaxFilterValues)
@@ -237,13 +236,21 @@ Status check_filter(const ReportFilter& f) {
   return Status::ok();
 }
 
-int64_t tz_seconds(const ReportFilter& f) {
-  return int64_t{f.tz_offset_minutes} * 60;
+// The filter's local time: its zone over its period, or its fixed offset.
+Result<LocalTime> local_time_of(const ReportFilter& f) {
+  if (f.time_zone.empty()) return LocalTime::fixed(f.tz_offset_minutes * 60);
+  return LocalTime::zone(f.time_zone, f.from_ms, f.to_ms);
 }
 
-// Days since the epoch of an epoch-ms expression at the filter's offset.
-std::string day_number(std::string_view ms_expr, const ReportFilter& f) {
-  return "((" + std::string(ms_expr) + ") / 1000 + " + std::to_string(tz_seconds(f)) + ") / 86400";
+// The zone the filter's days are those of, if any: its time zone, or "UTC" for offset 0.
+std::string zone_name(const ReportFilter& f) {
+  if (!f.time_zone.empty()) return f.time_zone;
+  return f.tz_offset_minutes == 0 ? "UTC" : "";
+}
+
+// Days since the epoch of an epoch-ms expression in local time.
+std::string day_number(std::string_view ms_expr, const LocalTime& lt) {
+  return "((" + std::string(ms_expr) + ") / 1000 + " + lt.offset_sql(ms_expr) + ") / 86400";
 }
 
 // "YYYY-MM-DD" of a day number (days since 1970-01-01; Howard Hinnant's civil_from_days).
@@ -263,10 +270,10 @@ std::string day_text(int64_t z) {
   return buf;
 }
 
-// strftime(format) of an epoch-ms expression at the filter's offset.
-std::string bucket(std::string_view format, std::string_view ms_expr, const ReportFilter& f) {
+// strftime(format) of an epoch-ms expression in local time.
+std::string bucket(std::string_view format, std::string_view ms_expr, const LocalTime& lt) {
   return "strftime('" + std::string(format) + "', " + std::string(ms_expr) + " / 1000 + " +
-         std::to_string(tz_seconds(f)) + ", 'unixepoch')";
+         lt.offset_sql(ms_expr) + ", 'unixepoch')";
 }
 
 json::object period_json(const ReportFilter& f) {
@@ -274,6 +281,7 @@ json::object period_json(const ReportFilter& f) {
   o["from"] = f.from_ms;
   o["to"] = f.to_ms;
   o["tz_offset_minutes"] = f.tz_offset_minutes;
+  if (!f.time_zone.empty()) o["time_zone"] = f.time_zone;
   return o;
 }
 
@@ -336,7 +344,7 @@ Result<json::value> revenue(Db& db, const ReportFilter& f, const Scope& s) {
     int64_t last_day = 0;
     std::string month;
     Status st = each_row(db, q, [&](Stmt& r) {
-      const int64_t day = floor_div(floor_div(r.col_int(0), 1000) + tz_seconds(f), 86400);
+      const int64_t day = s.local.day(r.col_int(0));
       if (month.empty() || day != last_day) {
         last_day = day;
         month = day_text(day).substr(0, 7);
@@ -512,6 +520,17 @@ Result<json::value> abc(Db& db, const ReportFilter& f, const Scope& s) {
 // Visits per rep per day: each rep's totals and busiest day, the selection's visits per day, and the
 // rows per rep and day themselves when the caller asked about particular reps (or is one): for every rep
 // of a company over a year that list is tens of thousands of rows nobody reads.
+// The company's time zone, whose local days the store's _visit_day counts (sqlite_store.cc); empty for a
+// file without one (the rollup is then not read).
+Result<std::string> store_rollup_zone(Db& db) {
+  Stmt q(db, "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_report_zone'");
+  if (!q.step()) return q.ok() ? Result<std::string>(std::string()) : Result<std::string>(q.status());
+  Stmt z(db, "SELECT name FROM _report_zone WHERE id = 1");
+  if (z.step()) return z.col_text(0);
+  if (!z.ok()) return z.status();
+  return std::string();
+}
+
 Result<json::value> activity(Db& db, const ReportFilter& f, const Scope& s) {
   struct RepFigures {
     int64_t visits = 0;
@@ -563,7 +582,7 @@ Result<json::value> activity(Db& db, const ReportFilter& f, const Scope& s) {
     // SQLite's sorter handles faster).
     auto from_visits = [&](int64_t lo, int64_t hi) {
       Sql q;
-      q << "SELECT v.rep_id, " << day_number("v.check_in_at", f)
+      q << "SELECT v.rep_id, " << day_number("v.check_in_at", s.local)
         << " AS day, coalesce(v.outcome, 'none') AS outcome, count(*) FROM visit v";
       join_account(q, s, "v");
       q << " WHERE v.check_in_at >= ";
@@ -573,15 +592,21 @@ Result<json::value> activity(Db& db, const ReportFilter& f, const Scope& s) {
       q << " GROUP BY 2, 1, 3";
       return each_row(db, q, on_row);
     };
-    // Whole UTC days of the period come from the rollup (sqlite_store.cc, _visit_day, in its key's order:
-    // no sort) when the report's days are UTC days and no territory condition applies (the rollup does not
-    // know the visits' accounts); the partial days at either end, and every other report, from the visits.
-    const int64_t first_day = -floor_div(-f.from_ms, kDayMs), end_day_number = floor_div(f.to_ms, kDayMs);
+    // Whole local days of the period come from the rollup (sqlite_store.cc, _visit_day, in its key's order:
+    // no sort) when the report's days are those of the company's time zone, which the rollup counts, and no
+    // territory condition applies (the rollup does not know the visits' accounts); the partial days at
+    // either end, and every other report, from the visits.
+    int64_t first_day = s.local.day(f.from_ms);
+    if (s.local.day_start_ms(first_day) < f.from_ms) ++first_day;
+    const int64_t end_day_number = s.local.day(f.to_ms);
+    const int64_t first_ms = s.local.day_start_ms(first_day), end_ms = s.local.day_start_ms(end_day_number);
     Status st;
-    if (f.tz_offset_minutes != 0 || s.record_territories || first_day >= end_day_number) {
+    Result<std::string> rollup_zone = store_rollup_zone(db);
+    if (!rollup_zone) return rollup_zone.status();
+    if (*rollup_zone != zone_name(f) || s.record_territories || first_day >= end_day_number) {
       st = from_visits(f.from_ms, f.to_ms);
     } else {
-      if (f.from_ms < first_day * kDayMs) st = from_visits(f.from_ms, first_day * kDayMs);
+      if (f.from_ms < first_ms) st = from_visits(f.from_ms, first_ms);
       if (st) {
         Sql q;
         q << "SELECT rep_id, day, outcome, visits FROM _visit_day WHERE day >= ";
@@ -591,7 +616,7 @@ Result<json::value> activity(Db& db, const ReportFilter& f, const Scope& s) {
         q << " ORDER BY day, rep_id, outcome";
         st = each_row(db, q, on_row);
       }
-      if (st && end_day_number * kDayMs < f.to_ms) st = from_visits(end_day_number * kDayMs, f.to_ms);
+      if (st && end_ms < f.to_ms) st = from_visits(end_ms, f.to_ms);
     }
     if (!st) return st;
     end_day();
@@ -948,7 +973,8 @@ Result<json::value> forecast(Db& db, const ReportFilter& f, const Scope& s) {
   std::map<std::pair<std::string, std::string>, Month> months;  // (month or "" unscheduled, currency)
   {  // open deals by expected close, weighted by their stage's probability
     Sql q;
-    q << "SELECT CASE WHEN p.expected_close IS NULL THEN NULL ELSE " << bucket("%Y-%m", "p.expected_close", f)
+    q << "SELECT CASE WHEN p.expected_close IS NULL THEN NULL ELSE "
+      << bucket("%Y-%m", "p.expected_close", s.local)
       << " END, p.currency, count(*), sum(p.amount_cents), sum(p.amount_cents * " << probability_sql()
       << ") FROM opportunity p LEFT JOIN _stage_probability sp ON sp.stage = p.stage";
     join_account(q, s, "p");
@@ -969,7 +995,8 @@ Result<json::value> forecast(Db& db, const ReportFilter& f, const Scope& s) {
   }
   {  // won in the period, by the month it was won
     Sql q;
-    q << "SELECT " << bucket("%Y-%m", "h.entered_at_ms", f) << ", p.currency, count(*), sum(p.amount_cents)";
+    q << "SELECT " << bucket("%Y-%m", "h.entered_at_ms", s.local)
+      << ", p.currency, count(*), sum(p.amount_cents)";
     history_from(q, s);
     q << " WHERE h.stage = 'won' AND h.entered_at_ms >= ";
     q.p(f.from_ms) << " AND h.entered_at_ms < ";
@@ -1021,8 +1048,8 @@ struct CsvQuery {
   Sql sql;
 };
 
-std::string time_text(std::string_view ms_expr, const ReportFilter& f) {
-  return bucket("%Y-%m-%d %H:%M:%S", ms_expr, f);
+std::string time_text(std::string_view ms_expr, const LocalTime& lt) {
+  return bucket("%Y-%m-%d %H:%M:%S", ms_expr, lt);
 }
 
 CsvQuery csv_query(CsvKind kind, const ReportFilter& f, const Scope& s) {
@@ -1038,10 +1065,10 @@ CsvQuery csv_query(CsvKind kind, const ReportFilter& f, const Scope& s) {
                   "net_cents",   "line_note"};
       c.types = {kText, kText, kText, kText, kText, kText, kText, kText, kText, kText, kText,
                  kText, kText, kText, kText, kText, kText, kInt,  kInt,  kInt,  kInt,  kText};
-      q << "SELECT o.id, " << time_text(kOrderDate, f)
+      q << "SELECT o.id, " << time_text(kOrderDate, s.local)
         << ", o.status, o.currency, o.rep_id, o.account_id, a.name, "
-        << "a.territory_id, " << time_text("o.submitted_at", f) << ", " << time_text("o.approved_at", f)
-        << ", o.approved_by, " << time_text("o.delivery_date", f)
+        << "a.territory_id, " << time_text("o.submitted_at", s.local) << ", "
+        << time_text("o.approved_at", s.local) << ", o.approved_by, " << time_text("o.delivery_date", s.local)
         << ", o.notes, l.id, l.product_id, pr.sku, pr.name, l.quantity, l.unit_price_cents, l.discount_bp, "
            "CASE WHEN l.id IS NULL THEN NULL ELSE "
         << kLineNet
@@ -1057,7 +1084,8 @@ CsvQuery csv_query(CsvKind kind, const ReportFilter& f, const Scope& s) {
       c.header = {"visit_id",  "check_in_at", "check_out_at",      "rep_id",   "account_id", "account_name",
                   "territory", "outcome",     "calendar_event_id", "latitude", "longitude",  "notes"};
       c.types = {kText, kText, kText, kText, kText, kText, kText, kText, kText, kReal, kReal, kText};
-      q << "SELECT v.id, " << time_text("v.check_in_at", f) << ", " << time_text("v.check_out_at", f)
+      q << "SELECT v.id, " << time_text("v.check_in_at", s.local) << ", "
+        << time_text("v.check_out_at", s.local)
         << ", v.rep_id, v.account_id, a.name, a.territory_id, v.outcome, v.calendar_event_id, v.latitude, "
            "v.longitude, v.notes FROM visit v JOIN account a ON a.id = v.account_id WHERE v.check_in_at >= ";
       q.p(f.from_ms) << " AND v.check_in_at < ";
@@ -1084,7 +1112,7 @@ Result<ReportFilter> parse_filter(const std::vector<std::pair<std::string, std::
                                   int64_t now_ms, std::string* bad_field) {
   ReportFilter f;
   f.to_ms = now_ms;
-  bool from_set = false;
+  bool from_set = false, offset_set = false;
   auto bad = [&](const std::string& field, const std::string& why) {
     if (bad_field) *bad_field = field;
     return Status(ErrorCode::kInvalidArgument, field + ": " + why);
@@ -1117,11 +1145,17 @@ Result<ReportFilter> parse_filter(const std::vector<std::pair<std::string, std::
       } else if (name == "tz_offset_minutes") {
         if (n < -kMaxTzOffsetMinutes || n > kMaxTzOffsetMinutes) return bad(name, "must be -840..840");
         f.tz_offset_minutes = static_cast<int>(n);
+        offset_set = true;
       } else {
         if (n < 1 || n > static_cast<int64_t>(kMaxListRows))
           return bad(name, "must be 1.." + std::to_string(kMaxListRows));
         f.limit = static_cast<size_t>(n);
       }
+    } else if (name == "tz") {
+      if (value.empty() || value.size() > kMaxTimeZoneName) return bad(name, "not a time zone's name");
+      if (Result<LocalTime> zone = LocalTime::zone(value, 0, 1); !zone)
+        return bad(name, zone.status().message());
+      f.time_zone = value;
     } else if (name == "territory") {
       add_list(f.territories, value);
     } else if (name == "rep") {
@@ -1130,6 +1164,7 @@ Result<ReportFilter> parse_filter(const std::vector<std::pair<std::string, std::
       return bad(name, "unknown parameter");
     }
   }
+  if (!f.time_zone.empty() && offset_set) return bad("tz", "give tz or tz_offset_minutes, not both");
   if (!from_set) f.from_ms = f.to_ms - 90 * kDayMs;
   if (f.territories.size() > kMaxFilterValues) return bad("territory", "at most 100 values");
   if (f.reps.size() > kMaxFilterValues) return bad("rep", "at most 100 values");
@@ -1154,6 +1189,9 @@ Result<boost::json::value> run_report(Db& db, std::string_view name, const Repor
   if (Status s = check_filter(filter); !s) return s;
   Result<Scope> scope = resolve_scope(filter, caller);
   if (!scope) return scope.status();
+  Result<LocalTime> local = local_time_of(filter);
+  if (!local) return Status(ErrorCode::kInvalidArgument, "tz: " + local.status().message());
+  scope->local = std::move(*local);
   Snapshot snapshot(db);
   if (!snapshot.status()) return snapshot.status();
   return (*fn)(db, filter, *scope);
@@ -1193,6 +1231,9 @@ Result<std::unique_ptr<CsvExport>> CsvExport::start(Db& db, CsvKind kind, const 
   if (Status s = check_filter(filter); !s) return s;
   Result<Scope> scope = resolve_scope(filter, caller);
   if (!scope) return scope.status();
+  Result<LocalTime> local = local_time_of(filter);
+  if (!local) return Status(ErrorCode::kInvalidArgument, "tz: " + local.status().message());
+  scope->local = std::move(*local);
   auto state = std::make_unique<State>(db, std::max<size_t>(options.chunk_bytes, 1));
   if (!state->snapshot.status()) return state->snapshot.status();
   state->query = csv_query(kind, filter, *scope);

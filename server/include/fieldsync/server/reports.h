@@ -46,6 +46,8 @@ inline constexpr int kMaxDays = 3650;
 inline constexpr int64_t kMaxPeriodMs = int64_t{5} * 366 * 24 * 3600 * 1000;
 // Fixed offsets of real time zones lie within -12:00 .. +14:00.
 inline constexpr int kMaxTzOffsetMinutes = 14 * 60;
+// The longest IANA zone name is 32 bytes ("America/Argentina/ComodRivadavia").
+inline constexpr size_t kMaxTimeZoneName = 64;
 // At most this many territories and reps in one filter (each is a bound SQL parameter).
 inline constexpr size_t kMaxFilterValues = 100;
 
@@ -72,11 +74,18 @@ struct ReportFilter {
   std::vector<UserId> reps;              // empty: every rep the caller sees
   int days = 30;                         // N of "not visited for N days" and "no stage move for N days"
   int tz_offset_minutes = 0;             // day and month buckets (and CSV times) at this offset from UTC
-  size_t limit = kDefaultListRows;       // rows of each list in a report
+  // ... or, when not empty, in this time zone (an IANA name, "Europe/Berlin": local days with its summer
+  // time, 23 or 25 hours long on the days it changes); it wins over tz_offset_minutes. The activity report
+  // reads the store's visits-per-day rollup for whole days only in the company's time zone (the store's
+  // SqliteCentralStore::Options::time_zone; tz_offset_minutes 0 is the zone "UTC"); any other zone or
+  // offset gives the same figures from the visits themselves, slower.
+  std::string time_zone;
+  size_t limit = kDefaultListRows;  // rows of each list in a report
 };
 
 // The query string of the API, as decoded (name, value) pairs: from, to (epoch ms; default: the 90 days up
-// to now_ms), territory and rep (repeatable, or comma-separated), days, tz_offset_minutes, limit. `bom` is
+// to now_ms), territory and rep (repeatable, or comma-separated), days, tz_offset_minutes or tz (a time
+// zone's IANA name, at most kMaxTimeZoneName bytes; not both), limit. `bom` is
 // the CSV's and left alone. Errors: kInvalidArgument, with the parameter's name in *bad_field.
 Result<ReportFilter> parse_filter(const std::vector<std::pair<std::string, std::string>>& query,
                                   int64_t now_ms, std::string* bad_field = nullptr);
