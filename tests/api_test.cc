@@ -490,6 +490,52 @@ TEST_F(ApiTest, DisablingAUserEndsTheirSessionsAndSyncAtOnce) {
   live.stop();
 }
 
+// A territory granted through the directory reaches a rep's phone that stays connected: its accounts and
+// what hangs off them arrive whole, later changes there arrive live, and a territory taken away is purged,
+// all without a reconnect (SyncServer::update_principal, driven by the server's poll of the audit trail).
+TEST_F(ApiTest, ATerritoryGrantedOrTakenReachesAConnectedPhoneWithoutReconnecting) {
+  Web boss = sign_in("boss");
+  const std::string south = account(boss, "Southern Mills", "south", "boss");
+  const std::string contact = create(boss, "contact", {{"account_id", south}, {"name", "Ada South"}});
+  Phone& p = phone("rep1", 100);
+  std::atomic<int> connects{0};
+  WsClientOptions o = ws_options(p);
+  o.on_connection = [&](bool up) { connects += up ? 1 : 0; };
+  WsClient live(p.client->engine(), o);
+  ASSERT_TRUE(live.start().ok());
+  ASSERT_TRUE(live.wait_until(
+      [&] {
+        return p.client->sync_status().is_ok() && p.client->sync_status()->last_synced_at_ms.has_value();
+      },
+      20s));
+  std::this_thread::sleep_for(300ms);  // live (caught up)
+  EXPECT_FALSE(p.client->account(south).is_ok()) << "not rep1's territory yet";
+  const int connected = connects.load();
+
+  Reply grant =
+      boss.patch("/api/v1/users/rep1", json::object{{"territories", json::array{"north", "south"}}});
+  ASSERT_EQ(grant.status, 200) << grant.body;
+  ASSERT_TRUE(live.wait_until([&] { return p.client->account(south).is_ok(); }, 10s))
+      << live.last_error().to_string();
+  Result<client::AccountWithContacts> got = p.client->account(south);
+  EXPECT_EQ(got->account.name, "Southern Mills");
+  ASSERT_EQ(got->contacts.size(), 1u) << "with what hangs off it";
+  EXPECT_EQ(got->contacts[0].id, contact);
+  // The session now sees the south: a later change there arrives live.
+  ASSERT_EQ(
+      boss.patch("/api/v1/entities/account/" + south, json::object{{"name", "Southern Mills Ltd"}}).status,
+      200);
+  EXPECT_TRUE(
+      live.wait_until([&] { return p.client->account(south)->account.name == "Southern Mills Ltd"; }, 10s));
+
+  // Taken away: purged from the phone.
+  ASSERT_EQ(boss.patch("/api/v1/users/rep1", json::object{{"territories", json::array{"north"}}}).status,
+            200);
+  EXPECT_TRUE(live.wait_until([&] { return !p.client->account(south).is_ok(); }, 10s));
+  EXPECT_EQ(connects.load(), connected) << "one connection throughout";
+  live.stop();
+}
+
 // ---- Roles and scope
 
 TEST_F(ApiTest, EveryRoleSeesItsScopeAndOutsideIsNotFound) {
@@ -1459,8 +1505,46 @@ TEST_F(ApiTest, SyncHealthShowsTheAppVersionEachDeviceSentAndUnknownForOldApps) 
 }
 
 TEST_F(ApiTest, AnUnauthenticatedHelloNamesNoAppVersionAndABadOneIsRefusedAtOpen) {
-  // A Hello with a registered node but a wrong token: the handshake fails, and the build it claimed is not
-  // what head office reads for that device.
+  // A Hello with a registered node but a wrong token: the handshake fails, and neither the build it claimed
+  // nor its connection, schema version or cursor is what head office reads for that device.
+  auto forge = [&](NodeId node, const std::string& file) {
+    FieldClient::Options o;
+    o.user = "rep1";
+    o.token = "not-a-token";
+    o.node = node;
+    o.synchronous_full = false;
+    o.app_version = "9.9.9-forged";
+    auto c = FieldClient::open((dir / file).string(), std::move(o));
+    ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+    Phone forged;
+    forged.client = std::move(c.value());
+    WsClient ws(forged.client->engine(), ws_options(forged));
+    EXPECT_FALSE(ws.sync_once(10s).ok());
+  };
+  auto device = [&](const std::string& node) -> json::object {
+    Reply health = sign_in("boss").get("/api/v1/sync-health");
+    EXPECT_EQ(health.status, 200) << health.body;
+    for (const json::value& d : health.obj().at("devices").as_array())
+      if (str(d.as_object().at("node")) == node) return d.as_object();
+    ADD_FAILURE() << "no device " << node << " in " << health.body;
+    return {};
+  };
+  // Node 101 never connected: a forged Hello leaves it unknown.
+  forge(101, "forged-101.db");
+  EXPECT_TRUE(device("101").at("last_connected_ms").is_null());
+  EXPECT_TRUE(device("101").at("schema_version").is_null());
+  EXPECT_TRUE(device("101").at("cursor").is_null());
+  // Node 100 connected for real: a forged Hello later does not move what its real connection left.
+  Phone& real = phone("rep1", 100);
+  sync(real);
+  const json::object before = device("100");
+  ASSERT_FALSE(before.at("last_connected_ms").is_null());
+  std::this_thread::sleep_for(5ms);  // a forged connection's time would differ
+  forge(100, "forged-100.db");
+  const json::object after = device("100");
+  EXPECT_EQ(after.at("last_connected_ms"), before.at("last_connected_ms"));
+  EXPECT_EQ(after.at("schema_version"), before.at("schema_version"));
+  EXPECT_EQ(after.at("cursor"), before.at("cursor"));
   FieldClient::Options o;
   o.user = "rep1";
   o.token = "not-a-token";

@@ -1,8 +1,8 @@
 #include "local_time.h"
 
+#include <date/tz.h>
 #include <algorithm>
 #include <chrono>
-#include <date/tz.h>
 #include <limits>
 #include <stdexcept>
 
@@ -37,7 +37,8 @@ Result<std::vector<ZoneSpan>> zone_spans(const std::string& name, int64_t from_m
     if (out.empty()) {
       out.push_back({std::numeric_limits<int64_t>::min(), offset});
     } else if (out.back().offset_s != offset) {
-      out.push_back({std::chrono::duration_cast<milliseconds>(info.begin.time_since_epoch()).count(), offset});
+      out.push_back(
+          {std::chrono::duration_cast<milliseconds>(info.begin.time_since_epoch()).count(), offset});
     }
     const int64_t end_ms = std::chrono::duration_cast<milliseconds>(info.end.time_since_epoch()).count();
     if (end_ms >= to_ms || info.end <= at) break;
@@ -53,9 +54,10 @@ LocalTime LocalTime::fixed(int offset_s) {
 }
 
 Result<LocalTime> LocalTime::zone(const std::string& name, int64_t from_ms, int64_t to_ms) {
-  const int64_t lo = from_ms > std::numeric_limits<int64_t>::min() + kZoneSlackMs ? from_ms - kZoneSlackMs
-                                                                                   : from_ms;
-  const int64_t hi = to_ms < std::numeric_limits<int64_t>::max() - kZoneSlackMs ? to_ms + kZoneSlackMs : to_ms;
+  const int64_t lo =
+      from_ms > std::numeric_limits<int64_t>::min() + kZoneSlackMs ? from_ms - kZoneSlackMs : from_ms;
+  const int64_t hi =
+      to_ms < std::numeric_limits<int64_t>::max() - kZoneSlackMs ? to_ms + kZoneSlackMs : to_ms;
   Result<std::vector<ZoneSpan>> spans = zone_spans(name, lo, hi);
   if (!spans) return spans.status();
   LocalTime t;

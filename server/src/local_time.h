@@ -26,7 +26,7 @@ Result<std::vector<ZoneSpan>> zone_spans(const std::string& name, int64_t from_m
 
 // The years the store keeps the company zone's offsets for (its _tz_offset table): an instant after them
 // takes the last offset in effect (the zone's standard time or its summer time, whichever came last).
-inline constexpr int64_t kZoneTableFromMs = 0;                      // 1970-01-01
+inline constexpr int64_t kZoneTableFromMs = 0;                         // 1970-01-01
 inline constexpr int64_t kZoneTableToMs = int64_t{4102444800} * 1000;  // 2100-01-01
 
 // Local time at a fixed offset or in a zone over a bounded period.
@@ -42,7 +42,8 @@ class LocalTime {
   int32_t offset_s(int64_t ms) const;
   // Local days since 1970-01-01 of the instant.
   int64_t day(int64_t ms) const;
-  // The first instant (epoch ms) of local day `day`: its midnight, or the end of a transition that skipped it.
+  // The first instant (epoch ms) of local day `day`: its midnight, or the end of a transition that skipped
+  // it.
   int64_t day_start_ms(int64_t day) const;
   // An SQL expression for the offset in seconds at the epoch-ms SQL expression `ms_expr`.
   std::string offset_sql(std::string_view ms_expr) const;
