@@ -454,6 +454,58 @@ TEST_P(DirectoryTest, TwoServersOnOneDatabaseShareTokensAndRevocations) {
   EXPECT_TRUE(other->authenticate(hello(1006, *dir->login("dan", "dan-password", 1006, kNow)), kNow).is_ok());
 }
 
+// Web sessions (the head-office API's sign-ins) are the database's: one made through one directory object is
+// found, touched and ended through another (two servers); past the cap the least recently used goes, and
+// expired or idle ones are dropped when a new one is made.
+TEST_P(DirectoryTest, WebSessionsAreSharedCappedAndPurged) {
+  seed();
+  std::unique_ptr<Directory> other = open_at(location);
+  ASSERT_TRUE(other != nullptr);
+  const int64_t idle = 1000;
+  auto session = [](std::string key, std::string user, int64_t at) {
+    return WebSession{std::move(key), std::move(user), "csrf-" + std::to_string(at), false, at, at,
+                      at + 10'000};
+  };
+  ASSERT_TRUE(dir->add_web_session(session("k1", "alice", kNow), 3, idle).is_ok());
+  auto found = other->web_session("k1");
+  ASSERT_TRUE(found.is_ok()) << found.status().to_string();
+  ASSERT_TRUE(found->has_value());
+  EXPECT_EQ((*found)->user, "alice");
+  EXPECT_EQ((*found)->csrf, "csrf-" + std::to_string(kNow));
+  EXPECT_FALSE((*found)->bearer);
+  EXPECT_EQ((*found)->expires_at_ms, kNow + 10'000);
+  EXPECT_FALSE(other->web_session("k-unknown")->has_value());
+
+  // A touch moves last use forward only.
+  ASSERT_TRUE(other->touch_web_session("k1", kNow + 500).is_ok());
+  ASSERT_TRUE(dir->touch_web_session("k1", kNow + 100).is_ok());
+  EXPECT_EQ((*dir->web_session("k1"))->last_used_ms, kNow + 500);
+
+  // The cap: a fourth session at a cap of 3 evicts the least recently used (k2, never touched).
+  ASSERT_TRUE(dir->add_web_session(session("k2", "bob", kNow + 1), 3, idle).is_ok());
+  ASSERT_TRUE(dir->add_web_session(session("k3", "bob", kNow + 2), 3, idle).is_ok());
+  ASSERT_TRUE(dir->touch_web_session("k3", kNow + 600).is_ok());
+  ASSERT_TRUE(other->add_web_session(session("k4", "carol", kNow + 700), 3, idle).is_ok());
+  EXPECT_TRUE(dir->web_session("k1")->has_value());
+  EXPECT_FALSE(dir->web_session("k2")->has_value());
+  EXPECT_TRUE(dir->web_session("k3")->has_value());
+  EXPECT_TRUE(dir->web_session("k4")->has_value());
+
+  // Sign-out through one ends it for the other; a user's sessions end together.
+  ASSERT_TRUE(other->remove_web_session("k4").is_ok());
+  EXPECT_FALSE(dir->web_session("k4")->has_value());
+  ASSERT_TRUE(dir->add_web_session(session("k5", "bob", kNow + 800), 3, idle).is_ok());
+  ASSERT_TRUE(other->remove_web_sessions_of("bob").is_ok());
+  EXPECT_FALSE(dir->web_session("k3")->has_value());
+  EXPECT_FALSE(dir->web_session("k5")->has_value());
+  EXPECT_TRUE(dir->web_session("k1")->has_value());
+
+  // Idle past `idle` (k1 last used at kNow + 500) is dropped when the next session is made.
+  ASSERT_TRUE(dir->add_web_session(session("k6", "carol", kNow + 1600), 3, idle).is_ok());
+  EXPECT_FALSE(other->web_session("k1")->has_value());
+  EXPECT_TRUE(other->web_session("k6")->has_value());
+}
+
 // PostgreSQL only: the connection can drop under a running server (a database restart, a failover). The
 // statement that finds it broken fails with a retryable storage error -- never an authentication failure,
 // which would make a phone stop syncing -- and the next call connects again.

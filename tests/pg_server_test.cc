@@ -485,9 +485,9 @@ TEST_F(TwoInstances, AdminOnTheDatabaseReachesLiveDevicesAndRevokesEverywhere) {
   ASSERT_TRUE(eventually([&] { return carol.client->engine().stopped(); }));
   EXPECT_EQ(carol.client->engine().stop_reason().code(), ErrorCode::kDeviceRevoked);
 
-  // The head-office API is refused with a typed error on PostgreSQL, not a crash.
+  // The reports (SQLite's report tables) are refused with a typed error on PostgreSQL, not a crash.
   r = testsupport::run({"curl", "-sk", "-o", "-", "-w", "%{http_code}",
-                        "https://127.0.0.1:" + std::to_string(a.port()) + "/api/v1/users"},
+                        "https://127.0.0.1:" + std::to_string(a.port()) + "/api/v1/reports/revenue"},
                        tmp);
   EXPECT_NE(r.out.find("not_available_on_postgresql"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("501"), std::string::npos) << r.out;

@@ -13,8 +13,10 @@
 #include <charconv>
 #include <set>
 
+#include "fieldsync/io/sqlite_db.h"
 #include "fieldsync/server/directory.h"
 #include "fieldsync/server/sqlite_store.h"
+#include "pg.h"
 #include "wall_clock.h"
 
 namespace fieldsync::server {
@@ -46,67 +48,49 @@ bool same_secret(std::string_view a, std::string_view b) {
 
 }  // namespace
 
-// Web sessions, in memory (a restart signs everyone out). Any thread.
+// Web sessions, in the directory's database (directory.h WebSession): every instance on one database knows
+// every session, and a sign-out or a disabled user ends it on all of them. Any worker thread (each call is a
+// directory round trip; never on an io thread).
 struct ApiState {
-  struct WebSession {
-    UserId user;
-    std::string csrf;
-    bool bearer = false;
-    int64_t created_ms = 0;
-    int64_t last_used_ms = 0;
-    int64_t expires_at_ms = 0;
-  };
+  using WebSession = server::WebSession;
 
-  Mutex mu;
-  std::map<std::string, WebSession> sessions GUARDED_BY(mu);
+  Directory* directory = nullptr;
   std::shared_ptr<ReaderPool> readers;  // set once by register_api_routes, before any request
 
   int64_t ttl_ms = limits::kWebSessionTtlMs;
   int64_t idle_ms = limits::kWebSessionIdleMs;
 
-  // A new session for `user`; returns its token and fills `out`.
-  std::string create(const UserId& user, bool bearer, int64_t now_ms, WebSession* out) {
+  // A use is written back at most this often per session: a write per request would cost every read a
+  // directory commit; the idle timeout is then judged up to this late.
+  int64_t touch_every_ms() const { return std::min<int64_t>(60'000, idle_ms / 4); }
+
+  // A new session for `user`: its token, with the session in *out.
+  Result<std::string> create(const UserId& user, bool bearer, int64_t now_ms, WebSession* out) {
     const std::string token = random_token();
-    WebSession s{user, random_token(), bearer, now_ms, now_ms, now_ms + ttl_ms};
-    MutexLock lock(mu);
-    if (sessions.size() >= limits::kMaxWebSessions) {
-      auto oldest = sessions.begin();
-      for (auto it = sessions.begin(); it != sessions.end(); ++it)
-        if (it->second.last_used_ms < oldest->second.last_used_ms) oldest = it;
-      sessions.erase(oldest);
-    }
-    sessions[token_key(token)] = s;
-    *out = s;
+    WebSession s{token_key(token), user, random_token(), bearer, now_ms, now_ms, now_ms + ttl_ms};
+    if (Status st = directory->add_web_session(s, limits::kMaxWebSessions, idle_ms); !st) return st;
+    *out = std::move(s);
     return token;
   }
 
-  std::optional<WebSession> find(const std::string& key, int64_t now_ms) {
-    MutexLock lock(mu);
-    auto it = sessions.find(key);
-    if (it == sessions.end()) return std::nullopt;
-    if (now_ms >= it->second.expires_at_ms || now_ms - it->second.last_used_ms >= idle_ms) {
-      sessions.erase(it);
-      return std::nullopt;
+  // The live session of `key`, or nullopt (unknown, expired, idle too long: an ended one is removed).
+  Result<std::optional<WebSession>> find(const std::string& key, int64_t now_ms) {
+    Result<std::optional<WebSession>> s = directory->web_session(key);
+    if (!s || !*s) return s;
+    WebSession& w = **s;
+    if (now_ms >= w.expires_at_ms || now_ms - w.last_used_ms >= idle_ms) {
+      (void)directory->remove_web_session(key);
+      return std::optional<WebSession>();
     }
-    it->second.last_used_ms = now_ms;
-    return it->second;
+    if (now_ms - w.last_used_ms >= touch_every_ms()) {
+      if (Status st = directory->touch_web_session(key, now_ms); !st) return st;
+      w.last_used_ms = now_ms;
+    }
+    return s;
   }
 
-  void erase(const std::string& key) {
-    MutexLock lock(mu);
-    sessions.erase(key);
-  }
-
-  void erase_user(const UserId& user) {
-    MutexLock lock(mu);
-    for (auto it = sessions.begin(); it != sessions.end();) {
-      if (it->second.user == user) {
-        it = sessions.erase(it);
-      } else {
-        ++it;
-      }
-    }
-  }
+  Status erase(const std::string& key) { return directory->remove_web_session(key); }
+  Status erase_user(const UserId& user) { return directory->remove_web_sessions_of(user); }
 };
 
 ApiError api_error(http::status status, std::string code, std::string message, std::string field) {
@@ -291,8 +275,10 @@ struct Pending {
   bool bearer = false;
 };
 
-// Authenticates (Origin, credentials, CSRF) on the strand; fills `out` or answers the error itself.
-bool authenticate(NetServer::Impl& impl, const std::shared_ptr<HttpSession>& session, HttpRequest& req,
+// The checks that need no database (Origin, a credential present), on the strand; fills `out` or answers the
+// error itself. The session and its CSRF token are checked on the worker (prepare): they are in the
+// directory.
+bool authenticate(NetServer::Impl&, const std::shared_ptr<HttpSession>& session, HttpRequest& req,
                   Pending* out) {
   const auto& m = req.message;
   if (!origin_ok(m)) {
@@ -313,24 +299,10 @@ bool authenticate(NetServer::Impl& impl, const std::shared_ptr<HttpSession>& ses
     send(session, api_error(http::status::unauthorized, "unauthenticated", "sign in first"));
     return false;
   }
-  const std::string key = token_key(token);
-  std::optional<ApiState::WebSession> ws = impl.api->find(key, wall_ms());
-  if (!ws || ws->bearer != bearer) {
-    send(session,
-         api_error(http::status::unauthorized, "unauthenticated", "the session ended; sign in again"));
-    return false;
-  }
-  if (!bearer && state_changing(m.method()) &&
-      !same_secret(header(m, std::string_view("X-CSRF-Token")), ws->csrf)) {
-    send(session,
-         api_error(http::status::forbidden, "csrf_failed", "missing or wrong X-CSRF-Token for this session"));
-    return false;
-  }
   out->session = session;
   out->req = std::move(req);
-  out->key = key;
+  out->key = token_key(token);
   out->bearer = bearer;
-  (void)ws;
   return true;
 }
 
@@ -346,13 +318,19 @@ bool reserve_worker(NetServer::Impl& impl, const std::shared_ptr<HttpSession>& s
 // On a worker: the caller (the directory's current word: a disabled user is out now), the query and body.
 std::optional<ApiError> prepare(NetServer::Impl& impl, Pending& p, const std::vector<std::string>& roles,
                                 ApiRequest* r) {
-  std::optional<ApiState::WebSession> ws = impl.api->find(p.key, wall_ms());
-  if (!ws)
+  Result<std::optional<ApiState::WebSession>> found = impl.api->find(p.key, wall_ms());
+  if (!found) return api_error_from(found.status());
+  std::optional<ApiState::WebSession>& ws = *found;
+  if (!ws || ws->bearer != p.bearer)
     return api_error(http::status::unauthorized, "unauthenticated", "the session ended; sign in again");
+  if (!p.bearer && state_changing(p.req.message.method()) &&
+      !same_secret(header(p.req.message, std::string_view("X-CSRF-Token")), ws->csrf))
+    return api_error(http::status::forbidden, "csrf_failed",
+                     "missing or wrong X-CSRF-Token for this session");
   Result<User> user = impl.options.directory->user(ws->user);
   Result<Principal> principal = impl.options.directory->principal(ws->user);
   if (!user || !principal || user->disabled) {
-    impl.api->erase_user(ws->user);
+    (void)impl.api->erase_user(ws->user);
     return api_error(http::status::unauthorized, "unauthenticated", "the session ended; sign in again");
   }
   r->impl = &impl;
@@ -475,7 +453,7 @@ void api_stream_checked(ApiRequest& r, std::string content_type, HttpSession::He
 }
 
 void api_revoke_sessions(NetServer::Impl& impl, const UserId& user) {
-  impl.api->erase_user(user);
+  (void)impl.api->erase_user(user);
 }
 
 ReaderPool& api_readers(NetServer::Impl& impl) {
@@ -581,7 +559,10 @@ void sign_in(NetServer::Impl& impl, const std::shared_ptr<HttpSession>& session,
     Result<User> u = impl.options.directory->check_password(user, password);
     impl.logins_queued.fetch_sub(1);
     if (u) impl.login_throttle.succeeded(address, now);
-    boost::asio::post(session->strand(), [&impl, session, u = std::move(u), bearer, user]() mutable {
+    ApiState::WebSession s;
+    Result<std::string> token = u ? impl.api->create(u->id, bearer, wall_ms(), &s) : std::string();
+    boost::asio::post(session->strand(), [&impl, session, u = std::move(u), bearer, user, s = std::move(s),
+                                          token = std::move(token)]() mutable {
       impl.log("event=web_login session=" + std::to_string(session->id()) + " peer=" + session->peer() +
                " user=" + user + " outcome=" + (u ? "ok" : "failed"));
       impl.metrics.add(Counter::kLogins, 1, u ? "ok" : "failed");
@@ -590,14 +571,13 @@ void sign_in(NetServer::Impl& impl, const std::shared_ptr<HttpSession>& session,
           send(session, api_error(http::status::unauthorized, "auth_failed", "authentication failed"));
         });
       }
-      ApiState::WebSession s;
-      const std::string token = impl.api->create(u->id, bearer, wall_ms(), &s);
+      if (!token) return send(session, api_error_from(token.status()));
       json::object o = session_json(*u, s);
       ApiReply reply;
       if (bearer) {
-        o["token"] = token;
+        o["token"] = *token;
       } else {
-        reply.headers.emplace_back(http::field::set_cookie, session_cookie(token, impl.api->ttl_ms / 1000));
+        reply.headers.emplace_back(http::field::set_cookie, session_cookie(*token, impl.api->ttl_ms / 1000));
       }
       reply.body = std::move(o);
       send(session, std::move(reply));
@@ -943,14 +923,22 @@ ApiResult sync_health(ApiRequest& r);  // api_entities.cc: needs the store
 void add_api_routes(NetServer::Impl& impl, RouteTable& routes) {
   impl.api = std::make_shared<ApiState>();
   impl.api->readers = ReaderPool::make(
-      [path = impl.options.store_path]() -> Result<std::unique_ptr<sqlite::Db>> {
+      [path = impl.options.store_path]() -> Result<std::unique_ptr<SqlReader>> {
+        if (is_postgresql_url(path)) {
+          // The same database the store writes: read-only sessions, each statement its own snapshot.
+          Result<std::unique_ptr<pg::Conn>> conn = pg::Conn::open(path);
+          if (!conn) return conn.status();
+          if (Status s = (*conn)->exec_script("SET default_transaction_read_only = on"); !s) return s;
+          return pg_reader(std::move(*conn));
+        }
         Result<std::unique_ptr<sqlite::Db>> db =
             sqlite::Db::open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, 5000);
         if (!db) return db.status();
         if (Status s = (*db)->exec("PRAGMA query_only = 1"); !s) return s;
-        return db;
+        return sqlite_reader(std::move(*db));
       },
       limits::kApiThreads + 1);
+  impl.api->directory = impl.options.directory;
   impl.api->ttl_ms = impl.options.web_session_ttl_ms;
   impl.api->idle_ms = impl.options.web_session_idle_ms;
   const std::string base = "/api/v1";
@@ -960,13 +948,14 @@ void add_api_routes(NetServer::Impl& impl, RouteTable& routes) {
                 sign_in(impl, session, req);
               }});
   add_api_route(impl, routes, http::verb::get, base + "/session", kAll, [](ApiRequest& r) -> ApiResult {
-    std::optional<ApiState::WebSession> s = r.impl->api->find(r.session_key, wall_ms());
+    Result<std::optional<ApiState::WebSession>> s = r.impl->api->find(r.session_key, wall_ms());
+    if (!s) return api_error_from(s.status());
     Result<User> u = r.impl->options.directory->user(r.caller.user);
-    if (!s || !u) return api_error(http::status::unauthorized, "unauthenticated", "sign in first");
-    return ApiReply{http::status::ok, session_json(*u, *s), {}};
+    if (!*s || !u) return api_error(http::status::unauthorized, "unauthenticated", "sign in first");
+    return ApiReply{http::status::ok, session_json(*u, **s), {}};
   });
   add_api_route(impl, routes, http::verb::delete_, base + "/session", kAll, [](ApiRequest& r) -> ApiResult {
-    r.impl->api->erase(r.session_key);
+    if (Status s = r.impl->api->erase(r.session_key); !s) return api_error_from(s);
     json::object o;
     o["ok"] = true;
     return ApiReply{http::status::ok, std::move(o), {{http::field::set_cookie, session_cookie("", 0)}}};
@@ -983,7 +972,27 @@ void add_api_routes(NetServer::Impl& impl, RouteTable& routes) {
   add_api_route(impl, routes, http::verb::get, base + "/audit", kHeadOffice, list_audit);
   add_api_route(impl, routes, http::verb::get, base + "/sync-health", kManagers, sync_health);
   add_entity_routes(impl, routes);
-  add_report_routes(impl, routes);
+  if (!is_postgresql_url(impl.options.store_path)) {
+    add_report_routes(impl, routes);
+  } else {
+    // The reports' SQL and fact tables are SQLite's (reports.cc). Every report route is there (so a client
+    // learns why, not a 404), answering 501 with a typed error.
+    RouteTable reports;
+    add_report_routes(impl, reports);
+    json::object body;
+    body["code"] = "not_available_on_postgresql";
+    body["message"] =
+        "the reports, their setting and the CSV exports read SQLite's report tables and are not available "
+        "with --store postgresql:// yet (docs/API.md)";
+    body["field"] = nullptr;
+    const std::string text = json::serialize(body) + "\n";
+    for (Route route : reports.routes()) {
+      route.handler = [text](const std::shared_ptr<HttpSession>& session, HttpRequest&) {
+        session->respond(http::status::not_implemented, "application/json", text);
+      };
+      routes.add(std::move(route));
+    }
+  }
 }
 
 }  // namespace fieldsync::server

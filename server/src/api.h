@@ -26,6 +26,7 @@
 #include "fieldsync/sync/value.h"
 #include "http_session.h"
 #include "reader_pool.h"
+#include "sql_reader.h"
 
 namespace fieldsync::server {
 
@@ -146,7 +147,8 @@ struct SignIn {
 std::variant<SignIn, ApiError> parse_sign_in(std::string_view body);
 
 // GET /api/v1/entities/{entity}?<filters>&sort&order&limit&cursor&q, as the SQL the listing runs (every value
-// a parameter: no text of the request is in `sql`) for `caller`'s scope. limit + 1 rows are asked for.
+// a parameter: no text of the request is in `sql`) for `caller`'s scope, in `dialect`'s SQL (sql_reader.h).
+// limit + 1 rows are asked for.
 struct ListQuery {
   std::string sql;
   std::vector<Value> params;
@@ -155,7 +157,8 @@ struct ListQuery {
   size_t limit = 0;
 };
 std::variant<ListQuery, ApiError> parse_list_query(const schema::EntityDef& e, const Principal& caller,
-                                                   const std::map<std::string, std::string>& query);
+                                                   const std::map<std::string, std::string>& query,
+                                                   SqlDialect dialect = SqlDialect::kSqlite);
 
 // POST /api/v1/entities/{entity}: the create and its field changes (`fresh` unless the body names a UUIDv7
 // "id"); PATCH .../{id}: the field changes. Values typed by the model (wrong_type, unknown_field), not yet

@@ -14,14 +14,13 @@
 #include <set>
 
 #include "api.h"
-#include "fieldsync/io/sqlite_db.h"
 #include "fieldsync/schema/ddl.h"
 #include "fieldsync/server/directory.h"
 #include "fieldsync/sync/codec.h"
 #include "fieldsync/sync/export.h"
 #include "fieldsync/sync/scope.h"
 #include "reader_pool.h"
-#include "sql_value.h"
+#include "sql_reader.h"
 #include "wall_clock.h"
 
 namespace fieldsync::server {
@@ -31,8 +30,6 @@ namespace json = boost::json;
 using schema::EntityDef;
 using schema::FieldDef;
 using schema::FieldType;
-using sqlite::Db;
-using sqlite::Stmt;
 
 // The node the API writes from: 1 is SyncServer's own, 2 fieldsync-admin's; devices start at 16.
 inline constexpr NodeId kApiNode = 3;
@@ -113,7 +110,7 @@ std::optional<Value> from_text(const FieldDef& f, const std::string& text) {
   }
 }
 
-json::value column_json(Stmt& q, int i, const FieldDef& f) {
+json::value column_json(const SqlRows& q, int i, const FieldDef& f) {
   if (q.col_null(i)) return nullptr;
   switch (f.type) {
     case FieldType::kInt:
@@ -131,12 +128,12 @@ json::value column_json(Stmt& q, int i, const FieldDef& f) {
 // ---- Scope in SQL: can_see (scope.cc) for one entity's rows, following the model's parent links.
 
 std::string scope_sql(const EntityDef& e, const Principal& p, std::vector<Value>& params, int depth = 0) {
-  if (p.role == schema::Role::kHeadOffice) return "1";
+  if (p.role == schema::Role::kHeadOffice) return "TRUE";
   switch (e.scope.kind) {
     case schema::ScopeKind::kGlobal:
-      return "1";
+      return "TRUE";
     case schema::ScopeKind::kTerritory: {
-      if (p.territories.empty()) return "0";
+      if (p.territories.empty()) return "FALSE";
       std::string sql = schema::quoted(e.field(e.scope.field)->name) + " IN (";
       for (size_t i = 0; i < p.territories.size(); ++i) {
         sql += i ? ",?" : "?";
@@ -155,14 +152,14 @@ std::string scope_sql(const EntityDef& e, const Principal& p, std::vector<Value>
       return sql + ")";
     }
     case schema::ScopeKind::kParent: {
-      if (depth >= kMaxScopeHops) return "0";
+      if (depth >= kMaxScopeHops) return "FALSE";
       const EntityDef& parent = schema::entity_ref(e.scope.parent);
       return schema::quoted(e.field(e.scope.field)->name) + " IN (SELECT id FROM " +
-             schema::quoted(parent.name) + " WHERE _deleted = 0 AND " +
+             schema::quoted(parent.name) + " WHERE _deleted = FALSE AND " +
              scope_sql(parent, p, params, depth + 1) + ")";
     }
   }
-  return "0";
+  return "FALSE";
 }
 
 bool may_read(const Caller& c, const EntityDef& e) {
@@ -170,7 +167,7 @@ bool may_read(const Caller& c, const EntityDef& e) {
 }
 
 // One row's JSON: id and every field of the model.
-json::object row_json(Stmt& q, const EntityDef& e) {
+json::object row_json(const SqlRows& q, const EntityDef& e) {
   json::object o;
   o["id"] = q.col_text(0);
   int i = 1;
@@ -218,14 +215,15 @@ std::string encode_cursor(const json::value& v, const std::string& id, const std
 }  // namespace
 
 std::variant<ListQuery, ApiError> parse_list_query(const EntityDef& e, const Principal& caller,
-                                                   const std::map<std::string, std::string>& query) {
+                                                   const std::map<std::string, std::string>& query,
+                                                   SqlDialect dialect) {
   ListQuery out;
   std::string& sort = out.sort;
   std::string& order = out.order;
   size_t& limit = out.limit;
   limit = limits::kApiDefaultPage;
   std::optional<std::string> cursor, search;
-  std::vector<std::string> where{"_deleted = 0"};
+  std::vector<std::string> where{"_deleted = FALSE"};
   std::vector<Value>& params = out.params;
   for (const auto& [k, v] : query) {
     if (k == "sort") {
@@ -270,7 +268,8 @@ std::variant<ListQuery, ApiError> parse_list_query(const EntityDef& e, const Pri
     std::string any;
     for (const FieldDef& f : e.fields) {
       if (f.type != FieldType::kText) continue;
-      any += (any.empty() ? "" : " OR ") + schema::quoted(f.name) + " LIKE ? ESCAPE '\\'";
+      any += (any.empty() ? "" : " OR ") + schema::quoted(f.name) + " " + like_operator(dialect) +
+             " ? ESCAPE '\\'";
       std::string pattern = "%";
       for (char ch : *search) {
         if (ch == '%' || ch == '_' || ch == '\\') pattern += '\\';
@@ -278,7 +277,7 @@ std::variant<ListQuery, ApiError> parse_list_query(const EntityDef& e, const Pri
       }
       params.push_back(Value::text(pattern + "%"));
     }
-    where.push_back(any.empty() ? "0" : "(" + any + ")");
+    where.push_back(any.empty() ? "FALSE" : "(" + any + ")");
   }
   where.push_back(scope_sql(e, caller, params));
   const std::string col = sort == "id" ? "id" : schema::quoted(sort);
@@ -332,13 +331,13 @@ ApiResult list_entities(ApiRequest& r) {
   const EntityDef* e = schema::entity(r.params["entity"]);
   if (e == nullptr || !may_read(r.caller, *e))
     return api_error(http::status::not_found, "unknown_entity", "no such entity", "entity");
-  std::variant<ListQuery, ApiError> parsed = parse_list_query(*e, r.caller.principal, r.query);
-  if (ApiError* bad = std::get_if<ApiError>(&parsed)) return std::move(*bad);
-  const auto& [sql, params, sort, order, limit] = std::get<ListQuery>(parsed);
   Result<ReaderPool::Lease> db = open_reader(*r.impl);
   if (!db) return api_error_from(db.status());
-  Stmt q(**db, sql);
-  for (size_t i = 0; i < params.size(); ++i) bind_value(q, static_cast<int>(i + 1), params[i]);
+  std::variant<ListQuery, ApiError> parsed =
+      parse_list_query(*e, r.caller.principal, r.query, (*db)->dialect());
+  if (ApiError* bad = std::get_if<ApiError>(&parsed)) return std::move(*bad);
+  const auto& [sql, params, sort, order, limit] = std::get<ListQuery>(parsed);
+  SqlRows q = (*db)->query(sql, params);
   json::array items;
   bool more = false;
   while (q.step()) {
@@ -363,9 +362,10 @@ ApiResult list_entities(ApiRequest& r) {
 
 // ---- One record with its children: GET /api/v1/entities/{entity}/{id}
 
-Result<std::optional<json::object>> read_row(Db& db, const EntityDef& e, const std::string& id) {
-  Stmt q(db, "SELECT " + columns(e) + " FROM " + schema::quoted(e.name) + " WHERE id = ? AND _deleted = 0");
-  q.bind(1, id);
+Result<std::optional<json::object>> read_row(SqlReader& db, const EntityDef& e, const std::string& id) {
+  SqlRows q = db.query(
+      "SELECT " + columns(e) + " FROM " + schema::quoted(e.name) + " WHERE id = ? AND _deleted = FALSE",
+      {Value::text(id)});
   if (q.step()) return std::optional<json::object>(row_json(q, e));
   if (!q.ok()) return q.status();
   return std::optional<json::object>();
@@ -409,10 +409,10 @@ ApiResult get_record(ApiRequest& r) {
   for (const EntityDef& child : schema::entities()) {
     if (child.scope.kind != schema::ScopeKind::kParent || child.scope.parent != e->id) continue;
     if (!may_read(r.caller, child)) continue;
-    Stmt q(**db, "SELECT " + columns(child) + " FROM " + schema::quoted(child.name) + " WHERE " +
-                     schema::quoted(child.field(child.scope.field)->name) +
-                     " = ? AND _deleted = 0 ORDER BY id");
-    q.bind(1, id->to_string());
+    SqlRows q = (*db)->query("SELECT " + columns(child) + " FROM " + schema::quoted(child.name) + " WHERE " +
+                                 schema::quoted(child.field(child.scope.field)->name) +
+                                 " = ? AND _deleted = FALSE ORDER BY id",
+                             {Value::text(id->to_string())});
     json::array items;
     while (q.step()) items.push_back(row_json(q, child));
     if (!q.ok()) return api_error_from(q.status());
@@ -882,8 +882,9 @@ ApiResult reassign(ApiRequest& r) {
     Result<ReaderPool::Lease> db = open_reader(*r.impl);
     if (!db) return api_error_from(db.status());
     for (const std::string& terr : *t) {
-      Stmt q(**db, "SELECT id FROM account WHERE territory_id = ? AND _deleted = 0 ORDER BY id");
-      q.bind(1, terr);
+      SqlRows q =
+          (*db)->query("SELECT id FROM account WHERE territory_id = ? AND _deleted = FALSE ORDER BY id",
+                       {Value::text(terr)});
       while (q.step())
         if (std::optional<RecordId> id = RecordId::parse(q.col_text(0))) accounts.push_back(*id);
       if (!q.ok()) return api_error_from(q.status());
@@ -923,9 +924,9 @@ ApiResult handover(ApiRequest& r) {
   std::vector<Change> changes;
   size_t deals = 0, orders = 0, appointments = 0;
   {
-    Stmt q(**db,
-           "SELECT id FROM opportunity WHERE owner_id = ? AND _deleted = 0 AND stage NOT IN ('won', 'lost')");
-    q.bind(1, from);
+    SqlRows q = (*db)->query(
+        "SELECT id FROM opportunity WHERE owner_id = ? AND _deleted = FALSE AND stage NOT IN ('won', 'lost')",
+        {Value::text(from)});
     while (q.step()) {
       if (std::optional<RecordId> id = RecordId::parse(q.col_text(0))) {
         changes.push_back(make(ChangeOp::kSet, EntityId::kOpportunity, *id, schema::fields::kOpportunityOwner,
@@ -939,9 +940,9 @@ ApiResult handover(ApiRequest& r) {
     // Open orders (draft or submitted: a locked one keeps the rep who took it) and future appointments
     // change hands (schema 2: order.rep_id and calendar_event.owner_id are head office's and a manager's to
     // reassign). The appointments keep their ids, so a link from a visit still holds.
-    Stmt q(**db,
-           "SELECT id FROM \"order\" WHERE rep_id = ? AND _deleted = 0 AND status IN ('draft', 'submitted')");
-    q.bind(1, from);
+    SqlRows q = (*db)->query(
+        "SELECT id FROM \"order\" WHERE rep_id = ? AND _deleted = FALSE AND status IN ('draft', 'submitted')",
+        {Value::text(from)});
     while (q.step()) {
       if (std::optional<RecordId> id = RecordId::parse(q.col_text(0))) {
         changes.push_back(
@@ -950,10 +951,10 @@ ApiResult handover(ApiRequest& r) {
       }
     }
     if (!q.ok()) return api_error_from(q.status());
-    Stmt e(**db,
-           "SELECT id FROM calendar_event WHERE owner_id = ? AND _deleted = 0 AND status = 'scheduled' AND "
-           "start_at >= ?");
-    e.bind(1, from).bind(2, wall_ms());
+    SqlRows e = (*db)->query(
+        "SELECT id FROM calendar_event WHERE owner_id = ? AND _deleted = FALSE AND status = 'scheduled' AND "
+        "start_at >= ?",
+        {Value::text(from), Value::integer(wall_ms())});
     while (e.step()) {
       if (std::optional<RecordId> id = RecordId::parse(e.col_text(0))) {
         changes.push_back(make(ChangeOp::kSet, EntityId::kCalendarEvent, *id, schema::fields::kEventOwner,
@@ -1037,7 +1038,7 @@ bool conflict_visible(NetServer::Impl& impl, const Caller& c, const ConflictReco
 }
 
 ApiResult list_conflicts(ApiRequest& r) {
-  std::vector<std::string> where{"1"};
+  std::vector<std::string> where{"TRUE"};
   std::vector<Value> params;
   std::optional<bool> resolved;
   int64_t after = 0;
@@ -1081,9 +1082,9 @@ ApiResult list_conflicts(ApiRequest& r) {
     std::string sql = "SELECT id, blob FROM _conflicts WHERE id > ?";
     for (const std::string& w : where) sql += " AND " + w;
     sql += " ORDER BY id LIMIT 500";
-    Stmt q(**db, sql);
-    q.bind(1, last);
-    for (size_t i = 0; i < params.size(); ++i) bind_value(q, static_cast<int>(i + 2), params[i]);
+    std::vector<Value> bound{Value::integer(last)};
+    bound.insert(bound.end(), params.begin(), params.end());
+    SqlRows q = (*db)->query(sql, bound);
     size_t rows = 0;
     while (q.step()) {
       ++rows;
@@ -1113,8 +1114,7 @@ ApiResult list_conflicts(ApiRequest& r) {
 Result<std::optional<ConflictRecord>> read_conflict(NetServer::Impl& impl, int64_t id) {
   Result<ReaderPool::Lease> db = open_reader(impl);
   if (!db) return db.status();
-  Stmt q(**db, "SELECT blob FROM _conflicts WHERE id = ?");
-  q.bind(1, id);
+  SqlRows q = (*db)->query("SELECT blob FROM _conflicts WHERE id = ?", {Value::integer(id)});
   if (!q.step()) {
     if (!q.ok()) return q.status();
     return std::optional<ConflictRecord>();
@@ -1176,7 +1176,8 @@ ApiResult scheduling_conflicts(ApiRequest& r) {
   Result<ReaderPool::Lease> db = open_reader(*r.impl);
   if (!db) return api_error_from(db.status());
   // The rep is the events' owner, not necessarily who booked them (a manager books for the team).
-  Stmt q(**db, "SELECT id, blob FROM _conflicts WHERE kind = 'scheduling' ORDER BY id LIMIT 5000");
+  SqlRows q =
+      (*db)->query("SELECT id, blob FROM _conflicts WHERE kind = 'scheduling' ORDER BY id LIMIT 5000");
   std::map<std::pair<std::string, int64_t>, json::array> groups;
   while (q.step()) {
     Result<ConflictRecord> c = codec::decode_conflict(q.col_blob(1));
@@ -1471,13 +1472,13 @@ ApiResult sync_health(ApiRequest& r) {
     // The device's position: what it said at its handshake, then every batch the server sent it.
     o["cursor"] = it != activity.end() ? json::value(it->second.cursor) : json::value(nullptr);
     {
-      Stmt q(**db, "SELECT last_node_seq FROM _nodes WHERE node = ?");
-      q.bind(1, static_cast<int64_t>(d.node));
+      SqlRows q = (*db)->query("SELECT last_node_seq FROM _nodes WHERE node = ?",
+                               {Value::integer(static_cast<int64_t>(d.node))});
       o["last_node_seq"] = q.step() ? q.col_int(0) : 0;
     }
     {
-      Stmt q(**db, "SELECT COUNT(*), MAX(recorded_at_ms) FROM _rejections WHERE node = ?");
-      q.bind(1, static_cast<int64_t>(d.node));
+      SqlRows q = (*db)->query("SELECT COUNT(*), MAX(recorded_at_ms) FROM _rejections WHERE node = ?",
+                               {Value::integer(static_cast<int64_t>(d.node))});
       const bool row = q.step();
       o["rejections"] = row ? q.col_int(0) : 0;
       o["last_rejection_ms"] = row && !q.col_null(1) ? json::value(q.col_int(1)) : json::value(nullptr);
@@ -1494,15 +1495,14 @@ ApiResult sync_health(ApiRequest& r) {
     // When their work last reached head office (the log's receive time of their latest push), and the
     // latest visit and order it brought.
     const auto latest = [&](const std::string& sql) -> json::value {
-      Stmt q(**db, sql);
-      q.bind(1, u.id);
+      SqlRows q = (*db)->query(sql, {Value::text(u.id)});
       return q.step() && !q.col_null(0) ? json::value(q.col_int(0)) : json::value(nullptr);
     };
     o["last_change_reached_ms"] = latest("SELECT MAX(recorded_at_ms) FROM _log WHERE origin_user = ?");
     o["last_visit_check_in_ms"] =
-        latest("SELECT MAX(check_in_at) FROM visit WHERE rep_id = ? AND _deleted = 0");
+        latest("SELECT MAX(check_in_at) FROM visit WHERE rep_id = ? AND _deleted = FALSE");
     o["last_order_submitted_ms"] =
-        latest("SELECT MAX(submitted_at) FROM \"order\" WHERE rep_id = ? AND _deleted = 0");
+        latest("SELECT MAX(submitted_at) FROM \"order\" WHERE rep_id = ? AND _deleted = FALSE");
     reps.push_back(std::move(o));
   }
   json::object out;

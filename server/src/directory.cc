@@ -395,6 +395,62 @@ Result<std::vector<ConflictResolution>> Directory::resolutions() {
   return out;
 }
 
+Status Directory::add_web_session(const WebSession& s, size_t max_sessions, int64_t idle_ms) {
+  MutexLock lock(mu_);
+  Answer a = db_->run("DELETE FROM web_sessions WHERE expires_at_ms <= ? OR last_used_ms <= ?",
+                      {s.created_ms, s.created_ms - idle_ms});
+  if (!a.ok()) return a.status;
+  a = db_->run("SELECT COUNT(*) FROM web_sessions");
+  if (!a.ok()) return a.status;
+  if (!a.rows.empty() && a.rows[0][0].as_int() >= static_cast<int64_t>(max_sessions)) {
+    a = db_->run(
+        "DELETE FROM web_sessions WHERE key IN (SELECT key FROM web_sessions ORDER BY last_used_ms, key "
+        "LIMIT "
+        "?)",
+        {a.rows[0][0].as_int() - static_cast<int64_t>(max_sessions) + 1});
+    if (!a.ok()) return a.status;
+  }
+  return db_
+      ->run(
+          "INSERT INTO web_sessions (key, user_id, csrf, bearer, created_ms, last_used_ms, expires_at_ms) "
+          "VALUES (?, ?, ?, ?, ?, ?, ?)",
+          {s.key, s.user, s.csrf, int64_t{s.bearer ? 1 : 0}, s.created_ms, s.last_used_ms, s.expires_at_ms})
+      .status;
+}
+
+Result<std::optional<WebSession>> Directory::web_session(const std::string& key) {
+  MutexLock lock(mu_);
+  Answer a = db_->run(
+      "SELECT key, user_id, csrf, bearer, created_ms, last_used_ms, expires_at_ms FROM web_sessions WHERE "
+      "key "
+      "= ?",
+      {key});
+  if (!a.ok()) return a.status;
+  if (a.rows.empty()) return std::optional<WebSession>();
+  const dirdb::Row& r = a.rows[0];
+  return std::optional<WebSession>(WebSession{r[0].as_text(), r[1].as_text(), r[2].as_text(),
+                                              r[3].as_int() != 0, r[4].as_int(), r[5].as_int(),
+                                              r[6].as_int()});
+}
+
+Status Directory::touch_web_session(const std::string& key, int64_t now_ms) {
+  MutexLock lock(mu_);
+  return db_
+      ->run("UPDATE web_sessions SET last_used_ms = ? WHERE key = ? AND last_used_ms < ?",
+            {now_ms, key, now_ms})
+      .status;
+}
+
+Status Directory::remove_web_session(const std::string& key) {
+  MutexLock lock(mu_);
+  return db_->run("DELETE FROM web_sessions WHERE key = ?", {key}).status;
+}
+
+Status Directory::remove_web_sessions_of(const UserId& user) {
+  MutexLock lock(mu_);
+  return db_->run("DELETE FROM web_sessions WHERE user_id = ?", {user}).status;
+}
+
 Status Directory::add_territory(const Territory& t) {
   if (!valid_id(t.id) || t.id.size() > 64)
     return invalid("territory id must be 1-64 characters of A-Z a-z 0-9 . _ - @");

@@ -41,6 +41,13 @@ const char* const kDdl[] = {
     "NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS conflict_resolutions (conflict_id BIGINT PRIMARY KEY, resolved_by TEXT NOT "
     "NULL, at_ms BIGINT NOT NULL, action TEXT NOT NULL, server_seq BIGINT NOT NULL)",
+    // Web sessions (directory.h WebSession), shared by every instance: key is a digest of the token. A new
+    // table needs no format bump: an older server never reads it.
+    "CREATE TABLE IF NOT EXISTS web_sessions (key TEXT COLLATE \"C\" PRIMARY KEY, user_id TEXT COLLATE \"C\" "
+    "NOT NULL, csrf TEXT NOT NULL, bearer BIGINT NOT NULL, created_ms BIGINT NOT NULL, last_used_ms BIGINT "
+    "NOT "
+    "NULL, expires_at_ms BIGINT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS idx_web_sessions_user ON web_sessions (user_id)",
 };
 
 // PostgreSQL type OIDs (catalog/pg_type_d.h, stable across versions).

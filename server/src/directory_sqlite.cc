@@ -27,6 +27,12 @@ const char* const kDdl[] = {
     "action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS conflict_resolutions (conflict_id INTEGER PRIMARY KEY, resolved_by TEXT NOT "
     "NULL, at_ms INTEGER NOT NULL, action TEXT NOT NULL, server_seq INTEGER NOT NULL)",
+    // Web sessions (directory.h WebSession): key is a digest of the token.
+    "CREATE TABLE IF NOT EXISTS web_sessions (key TEXT PRIMARY KEY, user_id TEXT NOT NULL, csrf TEXT NOT "
+    "NULL, "
+    "bearer INTEGER NOT NULL, created_ms INTEGER NOT NULL, last_used_ms INTEGER NOT NULL, expires_at_ms "
+    "INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS idx_web_sessions_user ON web_sessions (user_id)",
 };
 
 class SqliteDb final : public Db {

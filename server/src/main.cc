@@ -57,9 +57,10 @@ flags given on the command line override the file):
                             keep the central store and the directory in PostgreSQL instead (created and migrated
                             on start): the server keeps nothing of its own on disk, and any number of servers
                             may run against one database, each commit reaching the devices of every other
-                            within milliseconds (LISTEN/NOTIFY). The head-office API, reports and CSV are not
-                            offered on PostgreSQL yet (501 not_available_on_postgresql). --data-dir then only
-                            holds --dev's generated certificate.
+                            within milliseconds (LISTEN/NOTIFY). The head-office API works on it; its reports,
+                            their setting and CSV exports are not offered on PostgreSQL yet (501
+                            not_available_on_postgresql). --data-dir then only holds --dev's generated
+                            certificate.
   --cert FILE               TLS certificate chain, PEM (leaf first)
   --key FILE                TLS private key, PEM
   --dev                     development mode: without --cert/--key, generate a self-signed certificate
@@ -248,11 +249,7 @@ int main(int argc, char** argv) {
     }
     // The head-office API (/api/v1/, docs/API.md) reads the central store through connections of its own.
     o.directory = directory;
-    o.store_path = data_dir + "/" + std::string(fs::kCentralStoreFileName);
-    if (postgres)
-      o.api_unavailable =
-          "the head-office API, reports and CSV read the SQLite store directly and are not available with "
-          "--store postgresql:// yet (docs/API.md)";
+    o.store_path = postgres ? store_location : data_dir + "/" + std::string(fs::kCentralStoreFileName);
     o.login = [directory](const std::string& user, const std::string& password, fieldsync::NodeId node,
                           int64_t now_ms) -> Result<fs::LoginGrant> {
       Result<std::string> token = directory->login(user, password, node, now_ms);

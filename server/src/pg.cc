@@ -31,7 +31,10 @@ T big_endian(const char* p) {
   return v;
 }
 
-void ignore_notice(void*, const char*) {}  // "relation already exists, skipping" and the like
+void ignore_notice(void*, const char*) {}
+
+// Statements kept prepared per connection before they are all dropped and prepared again as they come.
+constexpr size_t kMaxPrepared = 256;  // "relation already exists, skipping" and the like
 
 }  // namespace
 
@@ -249,6 +252,12 @@ Result<Rows> Conn::run(const std::string& sql, const Params& params) {
   if (broken()) return status_from("", "PostgreSQL statement", "");
   auto it = prepared_.find(sql);
   if (it == prepared_.end()) {
+    if (prepared_.size() >= kMaxPrepared) {
+      // The API builds its listings' SQL per request (filters, scope lists): a long-lived connection must not
+      // keep every text it ever saw prepared on the server.
+      if (Status s = exec_script("DEALLOCATE ALL"); !s) return s;
+      prepared_.clear();
+    }
     std::string name = "fs" + std::to_string(prepared_.size() + 1);
     PGresult* r = PQprepare(conn_, name.c_str(), sql.c_str(), 0, nullptr);
     Status s = check(r, "preparing a statement");

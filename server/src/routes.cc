@@ -151,24 +151,7 @@ void add_routes(NetServer::Impl& impl, RouteTable& routes) {
                 session->respond(http::status::ok, "text/plain; version=0.0.4",
                                  session->server().metrics.render());
               }});
-  if (impl.options.directory && impl.options.api_unavailable.empty()) {
-    add_api_routes(impl, routes);
-  } else if (impl.options.directory) {
-    // Every API route is there (so a client learns why, not a 404), answering 501 with a typed error.
-    RouteTable api;
-    add_api_routes(impl, api);
-    json::object body;
-    body["code"] = "not_available_on_postgresql";
-    body["message"] = impl.options.api_unavailable;
-    body["field"] = nullptr;
-    const std::string text = json::serialize(body) + "\n";
-    for (Route r : api.routes()) {
-      r.handler = [text](const std::shared_ptr<HttpSession>& session, HttpRequest&) {
-        session->respond(http::status::not_implemented, "application/json", text);
-      };
-      routes.add(std::move(r));
-    }
-  }
+  if (impl.options.directory) add_api_routes(impl, routes);
   routes.add({http::verb::get, "/healthz", RouteAuth::kPublic, 0, "", "/healthz",
               [](const std::shared_ptr<HttpSession>& session, HttpRequest&) {
                 if (session->server().stopping)

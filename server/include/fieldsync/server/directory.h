@@ -87,6 +87,19 @@ struct ConflictResolution {
   uint64_t server_seq = 0;  // restore: the log entry of the new change; 0 for accept
 };
 
+// A head-office API sign-in (api.cc), kept in the directory so that every server instance on the same
+// database knows it: a cookie or bearer token issued by one works on all, and a sign-out or a disabled user
+// ends it on all. Found by `key`, a digest of the token (the token itself is never stored).
+struct WebSession {
+  std::string key;
+  UserId user;
+  std::string csrf;
+  bool bearer = false;
+  int64_t created_ms = 0;
+  int64_t last_used_ms = 0;
+  int64_t expires_at_ms = 0;
+};
+
 struct Territory {
   std::string id;
   std::string name;
@@ -152,6 +165,15 @@ class Directory final : public Authenticator {
   Status set_resolution(const ConflictResolution& r);  // kInvalidArgument when already resolved
   Result<std::optional<ConflictResolution>> resolution(int64_t conflict_id);
   Result<std::vector<ConflictResolution>> resolutions();
+
+  // Web sessions (WebSession). add_web_session first drops sessions that expired or sat idle `idle_ms` by
+  // `s.created_ms`, then, past `max_sessions`, the least recently used. touch records a use (the API calls it
+  // at most every few minutes per session, not per request).
+  Status add_web_session(const WebSession& s, size_t max_sessions, int64_t idle_ms);
+  Result<std::optional<WebSession>> web_session(const std::string& key);
+  Status touch_web_session(const std::string& key, int64_t now_ms);
+  Status remove_web_session(const std::string& key);
+  Status remove_web_sessions_of(const UserId& user);
 
   Status add_territory(const Territory& territory);
   std::vector<Territory> territories();

@@ -68,8 +68,9 @@ struct NetServerOptions {
   int64_t auth_failure_delay_ms = limits::kAuthFailureDelayMs;
   int64_t login_failure_delay_ms = limits::kLoginFailureDelayMs;
   // The head-office API under /api/v1/ (docs/API.md): web sessions, the directory's users and devices, reads
-  // of the central store at `store_path` (its own read-only SQLite connections) and writes through the
-  // service like a device's. Null: no API (404).
+  // of the central store at `store_path` (its own read-only connections: the SQLite file, or a postgresql://
+  // URL) and writes through the service like a device's. Null: no API (404). On PostgreSQL the reports, their
+  // setting and the CSV exports answer 501 `not_available_on_postgresql` (their SQL is SQLite's).
   Directory* directory = nullptr;
   std::string store_path;
   int64_t web_session_ttl_ms = limits::kWebSessionTtlMs;
@@ -79,9 +80,6 @@ struct NetServerOptions {
   // After this server's commits are durable (SyncService::Options::after_commit): several servers on one
   // PostgreSQL store tell each other through it (LogFollower). Must only queue.
   std::function<void()> after_commit;
-  // Why the head-office API is not offered (non-empty: every /api/v1/ route answers 501 with the error
-  // `not_available_on_postgresql` and this text): its reads are SQL over the SQLite store's file.
-  std::string api_unavailable;
 };
 
 class Metrics;
