@@ -1122,6 +1122,65 @@ TEST_F(ApiTest, ChangeStreamResumesAfterLastEventId) {
   EXPECT_EQ(bad.code(), "value_invalid");
 }
 
+// Each conflict event has an id of its own ("SEQ.N": the Nth conflict of commit SEQ), sent right after its
+// commit's change: a connection lost between a change and its conflicts, or between two conflicts, resumes
+// with what is left, nothing skipped and nothing twice.
+TEST_F(ApiTest, ChangeStreamResumesBetweenAChangeAndItsConflicts) {
+  Web boss = sign_in("boss");
+  const std::string acc = account(boss, "Contested", "north", "boss");
+  Phone& p = phone("rep1", 100);
+  sync(p);
+  client::AccountEdit e;  // one transaction: a change that stands and two conflicts in one commit
+  e.address = "Rep Street 1";
+  e.phone = "+49 rep";
+  e.city = "Rep City";
+  ASSERT_TRUE(p.client->edit_account(acc, e).is_ok());
+  std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(boss.patch("/api/v1/entities/account/" + acc,
+                       json::object{{"phone", "+49 office"}, {"city", "Office City"}})
+                .status,
+            200);
+  const uint64_t before = head();
+  sync(p);
+  const uint64_t seq = head();
+  ASSERT_EQ(seq, before + 1);
+  ASSERT_EQ(boss.get("/api/v1/conflicts?resolved=false").obj().at("items").as_array().size(), 2u);
+  const std::string change_id = "id: " + std::to_string(seq) + "\nevent: change";
+  const std::string c1 = "id: " + std::to_string(seq) + ".1\nevent: conflict";
+  const std::string c2 = "id: " + std::to_string(seq) + ".2\nevent: conflict";
+
+  {  // from before the commit: the change, then its two conflicts
+    EventStream events(port, "/api/v1/changes/stream?since=" + std::to_string(before), boss.cookie);
+    ASSERT_TRUE(events.read_until(c2)) << events.got;
+    EXPECT_LT(events.got.find(change_id), events.got.find(c1)) << events.got;
+    EXPECT_LT(events.got.find(c1), events.got.find(c2)) << events.got;
+    events.close();
+  }
+  // Resumed from the change's id: both conflicts, not the change again.
+  auto resumed = [&](const std::string& last_id, const std::string& marker) {
+    EventStream events(port, "/api/v1/changes/stream?since=" + std::to_string(before), boss.cookie, last_id);
+    const std::string later = account(boss, "Later " + marker, "north", "boss");
+    EXPECT_TRUE(events.read_until(later)) << events.got;
+    events.close();
+    return events.got;
+  };
+  std::string got = resumed(std::to_string(seq), "a");
+  EXPECT_EQ(got.find(change_id), std::string::npos) << got;
+  EXPECT_NE(got.find(c1), std::string::npos) << got;
+  EXPECT_NE(got.find(c2), std::string::npos) << got;
+  // From the first conflict: only the second.
+  got = resumed(std::to_string(seq) + ".1", "b");
+  EXPECT_EQ(got.find(c1), std::string::npos) << got;
+  EXPECT_NE(got.find(c2), std::string::npos) << got;
+  // From the second: neither.
+  got = resumed(std::to_string(seq) + ".2", "c");
+  EXPECT_EQ(got.find("event: conflict"), std::string::npos) << got;
+  for (const char* bad : {"12.x", ".3", "4.-1"})
+    EXPECT_EQ(boss.call(http::verb::get, "/api/v1/changes/stream", {}, {{"Last-Event-ID", bad}}).code(),
+              "value_invalid")
+        << bad;
+}
+
 // Reads reuse a few SQLite connections: each list right after a write still sees it (a reused connection
 // must not keep an old snapshot). Prints the mean latency of a list request (PERFORMANCE.md, "API reads").
 TEST_F(ApiTest, ListsSeeEveryWriteOnReusedConnections) {
