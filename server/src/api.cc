@@ -984,6 +984,7 @@ void add_api_routes(NetServer::Impl& impl, RouteTable& routes) {
   add_api_route(impl, routes, http::verb::get, base + "/sync-health", kManagers, sync_health);
   add_entity_routes(impl, routes);
   add_report_routes(impl, routes);
+  add_service_routes(impl, routes);
 }
 
 }  // namespace fieldsync::server
