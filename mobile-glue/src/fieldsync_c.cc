@@ -859,7 +859,7 @@ FS_API bool fs_create_lead(fs_client* c, const char* lead_json, char** id_out, f
   });
 }
 
-FS_API bool fs_lead_action(fs_client* c, const char* lead_id, fs_lead_action action, const char* text,
+FS_API bool fs_lead_action(fs_client* c, const char* lead_id, fs_lead_op action, const char* text,
                            fs_error* error) {
   return shim(error, [&] {
     Use use(c, error);
@@ -918,7 +918,7 @@ FS_API bool fs_open_case(fs_client* c, const char* case_json, char** id_out, fs_
   });
 }
 
-FS_API bool fs_case_action(fs_client* c, const char* case_id, fs_case_action action, const char* text,
+FS_API bool fs_case_action(fs_client* c, const char* case_id, fs_case_op action, const char* text,
                            fs_error* error) {
   return shim(error, [&] {
     Use use(c, error);
@@ -983,7 +983,7 @@ FS_API bool fs_create_task(fs_client* c, const char* task_json, char** id_out, f
   });
 }
 
-FS_API bool fs_task_action(fs_client* c, const char* task_id, fs_task_action action, fs_error* error) {
+FS_API bool fs_task_action(fs_client* c, const char* task_id, fs_task_op action, fs_error* error) {
   return shim(error, [&] {
     Use use(c, error);
     if (!use || !need(task_id, "task_id", error)) return false;

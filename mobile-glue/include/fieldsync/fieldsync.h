@@ -287,15 +287,15 @@ FS_API bool fs_move_opportunity(fs_client* FS_NULLABLE client, const char* FS_NU
  * other), "territory_id", "company_name"?, "email"?, "phone"?, "notes"?}: owned by the user, status new. */
 FS_API bool fs_create_lead(fs_client* FS_NULLABLE client, const char* FS_NULLABLE lead_json,
                            char* FS_NULLABLE* FS_NULLABLE id_out, fs_error* FS_NULLABLE error);
-typedef int32_t fs_lead_action;
+typedef int32_t fs_lead_op;
 enum {
   FS_LEAD_CONTACTED = 1,  /* new -> contacted */
   FS_LEAD_QUALIFY = 2,    /* new or contacted -> qualified */
   FS_LEAD_DISQUALIFY = 3, /* -> disqualified; `text`: the reason (required: FS_CODE_MISSING_FIELD) */
   FS_LEAD_NOTE = 4        /* appends `text` to the lead's notes */
 };
-FS_API bool fs_lead_action(fs_client* FS_NULLABLE client, const char* FS_NULLABLE lead_id,
-                           fs_lead_action action, const char* FS_NULLABLE text, fs_error* FS_NULLABLE error);
+FS_API bool fs_lead_action(fs_client* FS_NULLABLE client, const char* FS_NULLABLE lead_id, fs_lead_op action,
+                           const char* FS_NULLABLE text, fs_error* FS_NULLABLE error);
 /* Converts the lead in one local transaction (works offline): a new account (or "existing_account_id"), a
  * contact for the person and an opportunity, and the lead moved to converted with links to them; it is frozen
  * from then on. conversion_json (NULL: all defaults): {"existing_account_id"?, "account_name"?,
@@ -309,7 +309,7 @@ FS_API bool fs_convert_lead(fs_client* FS_NULLABLE client, const char* FS_NULLAB
  * "take"? (false: true assigns it to the user at once)} */
 FS_API bool fs_open_case(fs_client* FS_NULLABLE client, const char* FS_NULLABLE case_json,
                          char* FS_NULLABLE* FS_NULLABLE id_out, fs_error* FS_NULLABLE error);
-typedef int32_t fs_case_action;
+typedef int32_t fs_case_op;
 enum {
   FS_CASE_TAKE = 1,  /* an unassigned open case for the user: assigned (FS_CODE_PERMISSION_DENIED if taken) */
   FS_CASE_START = 2, /* -> in_progress */
@@ -319,8 +319,8 @@ enum {
   FS_CASE_DISPATCH = 6, /* `text`: the rep to assign (managers within their team, head office anyone) */
   FS_CASE_NOTE = 7      /* appends `text` to the resolution notes */
 };
-FS_API bool fs_case_action(fs_client* FS_NULLABLE client, const char* FS_NULLABLE case_id,
-                           fs_case_action action, const char* FS_NULLABLE text, fs_error* FS_NULLABLE error);
+FS_API bool fs_case_action(fs_client* FS_NULLABLE client, const char* FS_NULLABLE case_id, fs_case_op action,
+                           const char* FS_NULLABLE text, fs_error* FS_NULLABLE error);
 
 /* {"account_id", "serial_number", "product_id"?, "installed_at_ms"?, "warranty_end_at_ms"?, "notes"?} */
 FS_API bool fs_register_asset(fs_client* FS_NULLABLE client, const char* FS_NULLABLE asset_json,
@@ -330,10 +330,10 @@ FS_API bool fs_register_asset(fs_client* FS_NULLABLE client, const char* FS_NULL
  * "notes"?}: the user's, open. */
 FS_API bool fs_create_task(fs_client* FS_NULLABLE client, const char* FS_NULLABLE task_json,
                            char* FS_NULLABLE* FS_NULLABLE id_out, fs_error* FS_NULLABLE error);
-typedef int32_t fs_task_action;
+typedef int32_t fs_task_op;
 enum { FS_TASK_COMPLETE = 1, FS_TASK_CANCEL = 2, FS_TASK_REOPEN = 3 };
-FS_API bool fs_task_action(fs_client* FS_NULLABLE client, const char* FS_NULLABLE task_id,
-                           fs_task_action action, fs_error* FS_NULLABLE error);
+FS_API bool fs_task_action(fs_client* FS_NULLABLE client, const char* FS_NULLABLE task_id, fs_task_op action,
+                           fs_error* FS_NULLABLE error);
 
 /* ---- Reads. JSON in *json_out (release with fs_string_free); keys are the C++ read models' field names
  * (fieldsync/client/field_client.h), absent optionals are null. Tombstoned records are never returned. */
