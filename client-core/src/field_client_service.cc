@@ -3,6 +3,8 @@
 // are checked again by the sync core on the device and by the server.
 #include <sqlite3.h>
 
+#include <algorithm>
+
 #include "field_client_internal.h"
 #include "fieldsync/client/field_client.h"
 #include "fieldsync/client/sqlite_replica.h"

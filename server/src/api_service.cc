@@ -6,8 +6,10 @@
 //
 // Writes go through SyncService::write like a device's push, so the sync rules (sync/rules.h, including
 // check_domain_rules) judge them exactly as they judge a device's transaction.
+#include <algorithm>
 #include <boost/json/serialize.hpp>
 #include <future>
+#include <map>
 #include <random>
 
 #include "api.h"
