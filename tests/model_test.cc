@@ -66,9 +66,10 @@ TEST(ModelTest, EntitiesAreOrderedUniqueAndFindable) {
 
 TEST(ModelTest, EveryEntityIdEnumeratorIsInTheModel) {
   // The enum and the table must not drift apart: every enumerator but kNone has an entry.
-  for (EntityId id : {EntityId::kAccount, EntityId::kContact, EntityId::kProduct, EntityId::kPriceListEntry,
-                      EntityId::kVisit, EntityId::kOrder, EntityId::kOrderLine, EntityId::kCalendarEvent,
-                      EntityId::kOpportunity})
+  for (EntityId id :
+       {EntityId::kAccount, EntityId::kContact, EntityId::kProduct, EntityId::kPriceListEntry,
+        EntityId::kVisit, EntityId::kOrder, EntityId::kOrderLine, EntityId::kCalendarEvent,
+        EntityId::kOpportunity, EntityId::kLead, EntityId::kServiceCase, EntityId::kAsset, EntityId::kTask})
     EXPECT_NE(entity(id), nullptr) << static_cast<int>(id);
 }
 
@@ -83,6 +84,10 @@ TEST(ModelTest, EntityNamesMatchTheirIds) {
       {EntityId::kOrderLine, "order_line"},
       {EntityId::kCalendarEvent, "calendar_event"},
       {EntityId::kOpportunity, "opportunity"},
+      {EntityId::kLead, "lead"},
+      {EntityId::kServiceCase, "service_case"},
+      {EntityId::kAsset, "asset"},
+      {EntityId::kTask, "task"},
   };
   for (const auto& [id, name] : expected) {
     ASSERT_NE(entity(id), nullptr);
@@ -167,6 +172,52 @@ TEST(ModelTest, FieldConstantsNameTheIntendedFields) {
       {EntityId::kOpportunity, fields::kOpportunityOwner, "owner_id"},
       {EntityId::kOpportunity, fields::kOpportunityAmount, "amount_cents"},
       {EntityId::kOpportunity, fields::kOpportunityCurrency, "currency"},
+      {EntityId::kCalendarEvent, fields::kEventOpportunity, "opportunity_id"},
+      {EntityId::kLead, fields::kLeadPersonName, "person_name"},
+      {EntityId::kLead, fields::kLeadCompanyName, "company_name"},
+      {EntityId::kLead, fields::kLeadEmail, "email"},
+      {EntityId::kLead, fields::kLeadPhone, "phone"},
+      {EntityId::kLead, fields::kLeadSource, "source"},
+      {EntityId::kLead, fields::kLeadOwner, "owner_id"},
+      {EntityId::kLead, fields::kLeadTerritory, "territory_id"},
+      {EntityId::kLead, fields::kLeadStatus, "status"},
+      {EntityId::kLead, fields::kLeadDisqualifyReason, "disqualify_reason"},
+      {EntityId::kLead, fields::kLeadConvertedAccount, "converted_account_id"},
+      {EntityId::kLead, fields::kLeadConvertedContact, "converted_contact_id"},
+      {EntityId::kLead, fields::kLeadConvertedOpportunity, "converted_opportunity_id"},
+      {EntityId::kLead, fields::kLeadConvertedAt, "converted_at"},
+      {EntityId::kLead, fields::kLeadCreatedAt, "created_at"},
+      {EntityId::kLead, fields::kLeadNotes, "notes"},
+      {EntityId::kServiceCase, fields::kCaseAccount, "account_id"},
+      {EntityId::kServiceCase, fields::kCaseContact, "contact_id"},
+      {EntityId::kServiceCase, fields::kCaseAsset, "asset_id"},
+      {EntityId::kServiceCase, fields::kCaseSubject, "subject"},
+      {EntityId::kServiceCase, fields::kCasePriority, "priority"},
+      {EntityId::kServiceCase, fields::kCaseStatus, "status"},
+      {EntityId::kServiceCase, fields::kCaseAssignee, "assignee_id"},
+      {EntityId::kServiceCase, fields::kCaseDueAt, "due_at"},
+      {EntityId::kServiceCase, fields::kCaseEscalationLevel, "escalation_level"},
+      {EntityId::kServiceCase, fields::kCaseResolutionNotes, "resolution_notes"},
+      {EntityId::kServiceCase, fields::kCaseOpenedAt, "opened_at"},
+      {EntityId::kServiceCase, fields::kCaseResolvedAt, "resolved_at"},
+      {EntityId::kServiceCase, fields::kCaseOpenedBy, "opened_by"},
+      {EntityId::kAsset, fields::kAssetAccount, "account_id"},
+      {EntityId::kAsset, fields::kAssetProduct, "product_id"},
+      {EntityId::kAsset, fields::kAssetSerialNumber, "serial_number"},
+      {EntityId::kAsset, fields::kAssetInstalledAt, "installed_at"},
+      {EntityId::kAsset, fields::kAssetWarrantyEnd, "warranty_end_at"},
+      {EntityId::kAsset, fields::kAssetNotes, "notes"},
+      {EntityId::kTask, fields::kTaskOwner, "owner_id"},
+      {EntityId::kTask, fields::kTaskTitle, "title"},
+      {EntityId::kTask, fields::kTaskDueAt, "due_at"},
+      {EntityId::kTask, fields::kTaskRemindAt, "remind_at"},
+      {EntityId::kTask, fields::kTaskStatus, "status"},
+      {EntityId::kTask, fields::kTaskAccount, "account_id"},
+      {EntityId::kTask, fields::kTaskOpportunity, "opportunity_id"},
+      {EntityId::kTask, fields::kTaskLead, "lead_id"},
+      {EntityId::kTask, fields::kTaskServiceCase, "service_case_id"},
+      {EntityId::kTask, fields::kTaskNotes, "notes"},
+      {EntityId::kTask, fields::kTaskCompletedAt, "completed_at"},
   };
   for (const Expect& x : expected) {
     const EntityDef& e = entity_ref(x.entity);
@@ -185,6 +236,91 @@ TEST(ModelTest, FieldConstantsNameTheIntendedFields) {
   EXPECT_EQ(entity_ref(EntityId::kOrder).status_field, fields::kOrderStatus);
   EXPECT_EQ(entity_ref(EntityId::kCalendarEvent).status_field, fields::kEventStatus);
   EXPECT_EQ(entity_ref(EntityId::kOpportunity).status_field, fields::kOpportunityStage);
+  EXPECT_EQ(entity_ref(EntityId::kLead).status_field, fields::kLeadStatus);
+  EXPECT_EQ(entity_ref(EntityId::kServiceCase).status_field, fields::kCaseStatus);
+  EXPECT_EQ(entity_ref(EntityId::kTask).status_field, fields::kTaskStatus);
+  EXPECT_EQ(entity_ref(EntityId::kAsset).status_field, 0);
+}
+
+// --- Evolution: every entity and field says the schema version it appeared in
+// ----------------------------------------------------------------
+
+TEST(ModelTest, SinceVersionsAreConsistent) {
+  for (const EntityDef& e : entities()) {
+    EXPECT_GE(e.since, 1u) << e.name;
+    EXPECT_LE(e.since, kSchemaVersion) << e.name;
+    if (e.scope.parent != EntityId::kNone) {
+      EXPECT_LE(entity_ref(e.scope.parent).since, e.since) << e.name << ": scoped by a newer entity";
+    }
+    if (e.scope.kind != ScopeKind::kGlobal) {
+      EXPECT_EQ(field_of(e, e.scope.field).since, e.since) << e.name << ": the scope field came later";
+    }
+    if (e.status_field != 0) {
+      EXPECT_EQ(field_of(e, e.status_field).since, e.since) << e.name;
+    }
+    for (const FieldDef& f : e.fields) {
+      EXPECT_GE(f.since, e.since) << e.name << "." << f.name << ": older than its entity";
+      EXPECT_LE(f.since, kSchemaVersion) << e.name << "." << f.name;
+      if (f.ref != EntityId::kNone) {
+        EXPECT_LE(entity_ref(f.ref).since, f.since)
+            << e.name << "." << f.name << ": refers to a newer entity";
+      }
+    }
+  }
+}
+
+TEST(ModelTest, FieldsAddedAfterV1AreNullable) {
+  // Records written before the field existed, and by devices still on an older version, lack it: it cannot
+  // be required. (A field of an entity that appeared later is as old as the entity and may be required.)
+  size_t added = 0;
+  for (const EntityDef& e : entities())
+    for (const FieldDef& f : e.fields)
+      if (f.since > e.since) {
+        ++added;
+        EXPECT_TRUE(f.nullable) << e.name << "." << f.name << " (since " << f.since << ")";
+        EXPECT_NE(f.policy, MergePolicy::kImmutable)
+            << e.name << "." << f.name << ": existing records could never get a value";
+      }
+  EXPECT_GT(added, 0u);  // calendar_event.opportunity_id
+}
+
+TEST(ModelTest, SchemaThree) {
+  EXPECT_EQ(kSchemaVersion, 3u);
+  for (EntityId id : {EntityId::kLead, EntityId::kServiceCase, EntityId::kAsset, EntityId::kTask}) {
+    const EntityDef& e = entity_ref(id);
+    EXPECT_EQ(e.since, 3u) << e.name;
+    EXPECT_FALSE(e.deletable) << e.name;
+    EXPECT_FALSE(e.head_office_only) << e.name;
+  }
+  for (const EntityDef& e : entities()) {
+    if (static_cast<uint16_t>(e.id) < 10) {
+      EXPECT_EQ(e.since, 1u) << e.name;
+    }
+  }
+  const FieldDef& opp = field_of(entity_ref(EntityId::kCalendarEvent), fields::kEventOpportunity);
+  EXPECT_EQ(opp.since, 3u);
+  EXPECT_EQ(opp.ref, EntityId::kOpportunity);
+  const EntityDef& lead = entity_ref(EntityId::kLead);
+  EXPECT_EQ(lead.scope.kind, ScopeKind::kTerritory);
+  EXPECT_EQ(lead.scope.field, fields::kLeadTerritory);
+  ASSERT_EQ(lead.locked_statuses.size(), 1u);
+  EXPECT_EQ(lead.locked_statuses[0], "converted");
+  EXPECT_EQ(transition_role(lead, "disqualified", "new"), Role::kManager);
+  EXPECT_EQ(transition_role(lead, "qualified", "converted"), Role::kRep);
+  EXPECT_EQ(transition_role(lead, "converted", "new"), std::nullopt);
+  const EntityDef& kase = entity_ref(EntityId::kServiceCase);
+  EXPECT_EQ(kase.scope.kind, ScopeKind::kParent);
+  EXPECT_EQ(kase.scope.parent, EntityId::kAccount);
+  EXPECT_EQ(field_of(kase, fields::kCaseDueAt).policy, MergePolicy::kServerOwned);
+  EXPECT_EQ(field_of(kase, fields::kCaseEscalationLevel).policy, MergePolicy::kServerOwned);
+  EXPECT_EQ(field_of(kase, fields::kCaseAssignee).user_ref, UserRef::kWriterOrTeam);
+  EXPECT_EQ(transition_role(kase, "closed", "in_progress"), Role::kManager);
+  EXPECT_EQ(transition_role(kase, "resolved", "closed"), Role::kRep);
+  EXPECT_EQ(field_of(entity_ref(EntityId::kAsset), fields::kAssetWarrantyEnd).update_role, Role::kHeadOffice);
+  const EntityDef& task = entity_ref(EntityId::kTask);
+  EXPECT_EQ(task.scope.kind, ScopeKind::kOwner);
+  EXPECT_EQ(task.scope.field, fields::kTaskOwner);
+  EXPECT_EQ(transition_role(task, "done", "open"), Role::kRep);
 }
 
 TEST(ModelTest, TypeSpecificAttributesOnlyWhereTheyApply) {
@@ -265,7 +401,11 @@ TEST(ModelTest, ValueRulesFitTheirFieldsAndEveryMoneyFieldHasOne) {
         EXPECT_EQ(f.value_rule, ValueRule::kBasisPoints) << where;
       }
       // Every number a person types has a range: an int or real field without a rule must say why here.
-      if ((f.type == FieldType::kInt || f.type == FieldType::kReal) && f.value_rule == ValueRule::kAny)
+      // service_case.escalation_level: a level only head office raises (server-owned), never typed on a
+      // device.
+      const bool exempt = e.id == EntityId::kServiceCase && f.id == fields::kCaseEscalationLevel;
+      if ((f.type == FieldType::kInt || f.type == FieldType::kReal) && f.value_rule == ValueRule::kAny &&
+          !exempt)
         ADD_FAILURE() << where << ": a number without a value rule";
     }
   }
@@ -326,6 +466,10 @@ TEST(ModelTest, EveryUserIdFieldSaysWhomItMayName) {
   const std::map<std::string, UserRef> expected = {
       {"account.created_by", UserRef::kWriter},
       {"visit.rep_id", UserRef::kWriter},
+      {"lead.owner_id", UserRef::kWriterOrTeam},
+      {"service_case.assignee_id", UserRef::kWriterOrTeam},
+      {"service_case.opened_by", UserRef::kWriter},
+      {"task.owner_id", UserRef::kWriterOrTeam},
       {"order.rep_id", UserRef::kWriterOrTeam},
       {"order.approved_by", UserRef::kWriter},
       {"calendar_event.owner_id", UserRef::kWriterOrTeam},
@@ -711,6 +855,64 @@ TEST(DdlTest, TablesComeInDependencyOrder) {
       ASSERT_NE(it, ddl.end()) << sql;
       EXPECT_GT(static_cast<size_t>(it - ddl.begin()), position[e.id]) << sql;
     }
+}
+
+// A store created at schema 2 (the DDL projected to it), brought forward with added_columns_ddl and then the
+// current DDL, has exactly the tables and columns of a store created now.
+std::map<std::string, std::vector<std::string>> columns_by_table(sqlite3* db) {
+  // Sorted: ALTER TABLE appends a column at the end, CREATE TABLE puts it in field order.
+  std::map<std::string, std::vector<std::string>> out;
+  for (const auto& t : query(db, "SELECT name FROM sqlite_schema WHERE type = 'table'"))
+    for (const auto& row : query(db, "PRAGMA table_info(" + sql_name(t[0]) + ")"))
+      out[t[0]].push_back(row[1] + " " + row[2]);
+  for (auto& [table, cols] : out) std::sort(cols.begin(), cols.end());
+  return out;
+}
+
+TEST(DdlTest, ProjectedDdlLeavesOutLaterEntitiesAndFields) {
+  Db db = open_memory_db();
+  ASSERT_TRUE(db);
+  for (const std::string& sql : all_ddl(Dialect::kSqlite, 2)) exec(db.get(), sql);
+  const auto cols = columns_by_table(db.get());
+  EXPECT_EQ(cols.size(), 9u);
+  EXPECT_EQ(cols.count("lead"), 0u);
+  EXPECT_EQ(cols.count("task"), 0u);
+  ASSERT_EQ(cols.count("calendar_event"), 1u);
+  for (const std::string& c : cols.at("calendar_event")) EXPECT_NE(c, "opportunity_id TEXT");
+  EXPECT_EQ(cols.at("calendar_event").size(), entity_ref(EntityId::kCalendarEvent).fields.size() + 2);
+}
+
+TEST(DdlTest, AddedColumnsBringAnOlderStoreToTheCurrentModel) {
+  Db old_db = open_memory_db();
+  Db new_db = open_memory_db();
+  ASSERT_TRUE(old_db && new_db);
+  for (const std::string& sql : all_ddl(Dialect::kSqlite, 2)) exec(old_db.get(), sql);
+  const std::vector<std::string> added = added_columns_ddl(2);
+  ASSERT_EQ(added.size(), 1u);
+  EXPECT_EQ(added[0], R"(ALTER TABLE "calendar_event" ADD COLUMN "opportunity_id" TEXT)");
+  for (const std::string& sql : added) exec(old_db.get(), sql);
+  for (const std::string& sql : all_ddl()) exec(old_db.get(), sql);
+  for (const std::string& sql : all_ddl()) exec(new_db.get(), sql);
+  EXPECT_EQ(columns_by_table(old_db.get()), columns_by_table(new_db.get()));
+  const auto indexes = "SELECT name FROM sqlite_schema WHERE type = 'index' ORDER BY name";
+  EXPECT_EQ(query(old_db.get(), indexes), query(new_db.get(), indexes));
+  EXPECT_TRUE(added_columns_ddl(kSchemaVersion).empty());
+}
+
+TEST(DdlTest, PostgresDdlAddsLaterColumnsToExistingTables) {
+  // PostgreSQL's DDL upgrades an older database by itself: the column is added if missing, before its index.
+  const std::vector<std::string> ddl = all_ddl(Dialect::kPostgres);
+  const std::string add =
+      R"(ALTER TABLE "calendar_event" ADD COLUMN IF NOT EXISTS "opportunity_id" TEXT COLLATE "C")";
+  const auto at = std::find(ddl.begin(), ddl.end(), add);
+  ASSERT_NE(at, ddl.end());
+  const auto index = std::find_if(ddl.begin(), ddl.end(), [](const std::string& s) {
+    return s.find("idx_calendar_event_opportunity_id") != std::string::npos;
+  });
+  ASSERT_NE(index, ddl.end());
+  EXPECT_LT(at, index);
+  // Tables new in a version have no such statement (CREATE TABLE has every column).
+  for (const std::string& sql : ddl) EXPECT_EQ(sql.find(R"(ALTER TABLE "lead")"), std::string::npos) << sql;
 }
 
 }  // namespace

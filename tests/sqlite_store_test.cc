@@ -134,8 +134,66 @@ TEST(SqliteStore, FormatOneFileGetsItsLogIndexedOnOpen) {
   ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT value FROM _state WHERE key = 'format'", -1, &q, nullptr),
             SQLITE_OK);
   ASSERT_EQ(sqlite3_step(q), SQLITE_ROW);
-  EXPECT_EQ(sqlite3_column_int(q, 0), 6) << "migrated files say so";
+  EXPECT_EQ(sqlite3_column_int(q, 0), 7) << "migrated files say so";
   sqlite3_finalize(q);
+  sqlite3_close(db);
+}
+
+// Format 7 is model schema 3: a format-6 file (schema 2) has calendar_event without opportunity_id and no
+// tables for leads, cases, assets and tasks. Opening it adds the column (before the model's DDL indexes it)
+// and the tables, keeping every record.
+TEST(SqliteStore, FormatSixFileGetsSchemaThreesColumnAndTables) {
+  TempDir dir;
+  const std::string path = dir.file("c.db");
+  {
+    auto store = open_sqlite(path);
+    ASSERT_TRUE(store);
+    auto txn = store->begin();
+    txn->save(event(rid(300), "alice", kStart, kStart + 3'600'000));
+    ASSERT_TRUE(txn->commit().is_ok());
+  }
+  {  // what a format-6 file looks like
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(
+        sqlite3_exec(db,
+                     "DROP INDEX idx_calendar_event_opportunity_id; ALTER TABLE calendar_event DROP COLUMN "
+                     "opportunity_id; DROP TABLE task; DROP TABLE service_case; DROP TABLE asset; DROP "
+                     "TABLE lead; UPDATE _state SET value = 6 WHERE key = 'format'",
+                     nullptr, nullptr, nullptr),
+        SQLITE_OK)
+        << sqlite3_errmsg(db);
+    sqlite3_close(db);
+  }
+  {
+    auto store = open_sqlite(path);
+    ASSERT_TRUE(store);
+    auto txn = store->begin();
+    Result<std::optional<RecordState>> loaded = txn->load(EntityId::kCalendarEvent, rid(300));
+    ASSERT_TRUE(loaded && loaded->has_value());
+    const std::optional<RecordState>& e = *loaded;
+    EXPECT_EQ(e->get(f::kEventOwner), Value::text("alice"));
+    RecordState linked = *e;
+    linked.fields.push_back(FieldState{f::kEventOpportunity, Value::text(rid(301).to_string()), {}, {}});
+    txn->save(linked);
+    ASSERT_TRUE(txn->commit().is_ok());
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  auto scalar = [&](const char* sql) {
+    sqlite3_stmt* q = nullptr;
+    EXPECT_EQ(sqlite3_prepare_v2(db, sql, -1, &q, nullptr), SQLITE_OK) << sql;
+    EXPECT_EQ(sqlite3_step(q), SQLITE_ROW) << sql;
+    std::string v = reinterpret_cast<const char*>(sqlite3_column_text(q, 0));
+    sqlite3_finalize(q);
+    return v;
+  };
+  EXPECT_EQ(scalar("SELECT value FROM _state WHERE key = 'format'"), "7");
+  EXPECT_EQ(scalar("SELECT opportunity_id FROM calendar_event"), rid(301).to_string());
+  EXPECT_EQ(
+      scalar("SELECT count(*) FROM sqlite_schema WHERE name IN ('lead', 'service_case', 'asset', 'task', "
+             "'idx_calendar_event_opportunity_id')"),
+      "5");
   sqlite3_close(db);
 }
 

@@ -55,6 +55,16 @@ constexpr const char* kMigrate2To3[] = {
     "ALTER TABLE _sync_meta ADD COLUMN last_synced_ms INTEGER NOT NULL DEFAULT 0",
 };
 
+// Format 3 -> 4: model schema 3. The schema version whose records the file holds in full: files before format
+// 4 were written by libraries of schema 2 at most (schema 1 added no field schema 2 lacks). The new entities'
+// tables and calendar_event.opportunity_id come from the model (migrate(): added_columns_ddl, all_ddl), not
+// from here, because a new file's DDL already has them.
+constexpr const char* kMigrate3To4[] = {
+    "ALTER TABLE _sync_meta ADD COLUMN schema_version INTEGER NOT NULL DEFAULT 2",
+};
+// The newest model schema a file of format 3 or older may hold.
+constexpr uint32_t kSchemaOfFormat3 = 2;
+
 // Every migration in order: kMigrations[i] takes format i + 1 to i + 2. Frozen once shipped; a new format
 // appends its step here and raises SqliteReplicaStore::kFormatVersion.
 struct Migration {
@@ -64,6 +74,7 @@ struct Migration {
 constexpr Migration kMigrations[] = {
     {std::begin(kMigrate1To2), std::end(kMigrate1To2)},
     {std::begin(kMigrate2To3), std::end(kMigrate2To3)},
+    {std::begin(kMigrate3To4), std::end(kMigrate3To4)},
 };
 static_assert(std::size(kMigrations) + 1 == SqliteReplicaStore::kFormatVersion,
               "one migration per format step");
@@ -612,6 +623,9 @@ Status SqliteReplicaStore::create_schema(NodeId node) {
         if (Status st = exec(*sql); !st) return st;
       }
     }
+    const std::string version =
+        "UPDATE _sync_meta SET schema_version = " + std::to_string(schema::kSchemaVersion);
+    if (Status st = exec(version.c_str()); !st) return st;
     return exec(kSetFormatVersion.c_str());
   };
   Status s = body();
@@ -630,7 +644,11 @@ Status SqliteReplicaStore::migrate(int from_version) {
         if (Status s = exec(*sql); !s) return s;
       }
     }
-    // Tables and indexes of the entity model that the old file may lack.
+    // Columns, then tables and indexes, of the entity model that the old file lacks.
+    if (from_version < 4)
+      for (const std::string& sql : schema::added_columns_ddl(kSchemaOfFormat3)) {
+        if (Status s = exec(sql.c_str()); !s) return s;
+      }
     for (const std::string& sql : schema::all_ddl()) {
       if (Status s = exec(sql.c_str()); !s) return s;
     }

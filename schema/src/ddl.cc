@@ -15,20 +15,35 @@ bool needs_index(const EntityDef& e, const FieldDef& f) {
 // no reference cycles; `state` guards against one anyway so a mistaken model cannot recurse forever.
 enum class Visit : uint8_t { kNew, kInProgress, kDone };
 
+std::string add_column_sql(const EntityDef& e, const FieldDef& f, Dialect d) {
+  std::string sql = "ALTER TABLE ";
+  sql += quoted(e.name);
+  sql += d == Dialect::kPostgres ? " ADD COLUMN IF NOT EXISTS " : " ADD COLUMN ";
+  sql += quoted(f.name);
+  sql += ' ';
+  sql += sql_type(f.type, d);
+  return sql;
+}
+
 void append_entity(const EntityDef& e, std::span<const EntityDef> all, std::vector<Visit>& state,
-                   std::vector<std::string>& out, Dialect d) {
+                   std::vector<std::string>& out, Dialect d, uint32_t version) {
   const size_t index = static_cast<size_t>(&e - all.data());
   if (state[index] != Visit::kNew) return;
   state[index] = Visit::kInProgress;
   auto visit_ref = [&](EntityId ref) {
     if (ref == EntityId::kNone || ref == e.id) return;
-    if (const EntityDef* r = entity(ref)) append_entity(*r, all, state, out, d);
+    if (const EntityDef* r = entity(ref); r && r->since <= version)
+      append_entity(*r, all, state, out, d, version);
   };
   visit_ref(e.scope.parent);
-  for (const FieldDef& f : e.fields) visit_ref(f.ref);
+  for (const FieldDef& f : e.fields)
+    if (f.since <= version) visit_ref(f.ref);
   state[index] = Visit::kDone;
-  out.push_back(create_table_sql(e, d));
-  for (std::string& sql : create_index_sql(e, d)) out.push_back(std::move(sql));
+  out.push_back(create_table_sql(e, d, version));
+  if (d == Dialect::kPostgres)
+    for (const FieldDef& f : e.fields)
+      if (f.since > e.since && f.since <= version) out.push_back(add_column_sql(e, f, d));
+  for (std::string& sql : create_index_sql(e, d, version)) out.push_back(std::move(sql));
 }
 
 }  // namespace
@@ -81,12 +96,13 @@ std::string_view sql_type(FieldType t, Dialect d) {
   std::abort();  // every FieldType is handled above
 }
 
-std::string create_table_sql(const EntityDef& e, Dialect d) {
+std::string create_table_sql(const EntityDef& e, Dialect d, uint32_t version) {
   const bool pg = d == Dialect::kPostgres;
   std::string sql = "CREATE TABLE IF NOT EXISTS ";
   sql += quoted(e.name);
   sql += pg ? " (id TEXT COLLATE \"C\" PRIMARY KEY" : " (id TEXT PRIMARY KEY";
   for (const FieldDef& f : e.fields) {
+    if (f.since > version) continue;
     sql += ", ";
     sql += quoted(f.name);
     sql += ' ';
@@ -97,10 +113,10 @@ std::string create_table_sql(const EntityDef& e, Dialect d) {
   return sql;
 }
 
-std::vector<std::string> create_index_sql(const EntityDef& e, Dialect) {
+std::vector<std::string> create_index_sql(const EntityDef& e, Dialect, uint32_t version) {
   std::vector<std::string> out;
   for (const FieldDef& f : e.fields) {
-    if (!needs_index(e, f)) continue;
+    if (f.since > version || !needs_index(e, f)) continue;
     std::string name = "idx_";
     name += e.name;
     name += '_';
@@ -117,11 +133,22 @@ std::vector<std::string> create_index_sql(const EntityDef& e, Dialect) {
   return out;
 }
 
-std::vector<std::string> all_ddl(Dialect d) {
+std::vector<std::string> all_ddl(Dialect d, uint32_t version) {
   const std::span<const EntityDef> all = entities();
   std::vector<Visit> state(all.size(), Visit::kNew);
   std::vector<std::string> out;
-  for (const EntityDef& e : all) append_entity(e, all, state, out, d);
+  for (const EntityDef& e : all)
+    if (e.since <= version) append_entity(e, all, state, out, d, version);
+  return out;
+}
+
+std::vector<std::string> added_columns_ddl(uint32_t from_version, Dialect d, uint32_t to_version) {
+  std::vector<std::string> out;
+  for (const EntityDef& e : entities()) {
+    if (e.since > from_version) continue;  // a new table: all_ddl creates it whole
+    for (const FieldDef& f : e.fields)
+      if (f.since > from_version && f.since <= to_version) out.push_back(add_column_sql(e, f, d));
+  }
   return out;
 }
 

@@ -23,6 +23,13 @@ constexpr std::string_view kVisitOutcomes[] = {"order_taken", "follow_up", "no_i
 constexpr std::string_view kOrderStatuses[] = {"draft", "submitted", "approved", "fulfilled", "cancelled"};
 constexpr std::string_view kOrderLocked[] = {"approved", "fulfilled", "cancelled"};
 constexpr std::string_view kEventStatuses[] = {"scheduled", "done", "cancelled"};
+constexpr std::string_view kLeadSources[] = {
+    "campaign", "web_form", "email_enquiry", "phone_enquiry", "field_prospecting", "referral", "other"};
+constexpr std::string_view kLeadStatuses[] = {"new", "contacted", "qualified", "converted", "disqualified"};
+constexpr std::string_view kLeadLocked[] = {"converted"};
+constexpr std::string_view kCasePriorities[] = {"low", "normal", "high", "urgent"};
+constexpr std::string_view kCaseStatuses[] = {"open", "assigned", "in_progress", "resolved", "closed"};
+constexpr std::string_view kTaskStatuses[] = {"open", "done", "cancelled"};
 constexpr std::string_view kStages[] = {"prospect", "qualified", "proposal", "negotiation", "won", "lost"};
 
 constexpr FieldDef kAccountFields[] = {
@@ -113,6 +120,19 @@ constexpr FieldDef kCalendarEventFields[] = {
     {6, "status", kEnum, kNotNull, kLastWriterWins, kNoRef, kEventStatuses},
     {7, "location", kText, kNull, kLastWriterWins},
     {8, "notes", kText, kNull, kAppendText},
+    // The deal the appointment is for (schema 3): appointments are planned per customer and per project.
+    {9,
+     "opportunity_id",
+     kId,
+     kNull,
+     kLastWriterWins,
+     EntityId::kOpportunity,
+     {},
+     0,
+     Role::kRep,
+     kAny,
+     kNotAUser,
+     3},
 };
 
 constexpr FieldDef kOpportunityFields[] = {
@@ -125,6 +145,194 @@ constexpr FieldDef kOpportunityFields[] = {
     {6, "currency", kText, kNotNull, kLastWriterWins, kNoRef, {}, 3, Role::kRep, kCurrencyCode},
     {7, "expected_close", kTimestamp, kNull, kLastWriterWins},
     {8, "notes", kText, kNull, kAppendText},
+};
+
+// Schema 3. Every field of a new entity has since = 3 (the entity's), spelled out so a field added later
+// stands out.
+constexpr FieldDef kLeadFields[] = {
+    {1, "person_name", kText, kNotNull, kLastWriterWins, kNoRef, {}, 0, Role::kRep, kAny, kNotAUser, 3},
+    {2, "company_name", kText, kNull, kLastWriterWins, kNoRef, {}, 0, Role::kRep, kAny, kNotAUser, 3},
+    {3, "email", kText, kNull, kLastWriterWins, kNoRef, {}, 254, Role::kRep, kEmail, kNotAUser, 3},
+    {4, "phone", kText, kNull, kLastWriterWins, kNoRef, {}, 64, Role::kRep, kAny, kNotAUser, 3},
+    {5, "source", kEnum, kNotNull, kLastWriterWins, kNoRef, kLeadSources, 0, Role::kRep, kAny, kNotAUser, 3},
+    // Leads belong to the company, not to whoever found them: a manager hands one to a rep of their team.
+    {6,
+     "owner_id",
+     kUserId,
+     kNotNull,
+     kLastWriterWins,
+     kNoRef,
+     {},
+     0,
+     Role::kManager,
+     kAny,
+     kWriterOrTeam,
+     3},
+    {7,
+     "territory_id",
+     kText,
+     kNotNull,
+     kLastWriterWins,
+     kNoRef,
+     {},
+     64,
+     Role::kHeadOffice,
+     kAny,
+     kNotAUser,
+     3},
+    {8, "status", kEnum, kNotNull, kLastWriterWins, kNoRef, kLeadStatuses, 0, Role::kRep, kAny, kNotAUser, 3},
+    {9, "disqualify_reason", kText, kNull, kLastWriterWins, kNoRef, {}, 0, Role::kRep, kAny, kNotAUser, 3},
+    // Set by the converting transaction only (rules); the lead is locked once converted.
+    {10,
+     "converted_account_id",
+     kId,
+     kNull,
+     kLastWriterWins,
+     EntityId::kAccount,
+     {},
+     0,
+     Role::kRep,
+     kAny,
+     kNotAUser,
+     3},
+    {11,
+     "converted_contact_id",
+     kId,
+     kNull,
+     kLastWriterWins,
+     EntityId::kContact,
+     {},
+     0,
+     Role::kRep,
+     kAny,
+     kNotAUser,
+     3},
+    {12,
+     "converted_opportunity_id",
+     kId,
+     kNull,
+     kLastWriterWins,
+     EntityId::kOpportunity,
+     {},
+     0,
+     Role::kRep,
+     kAny,
+     kNotAUser,
+     3},
+    {13, "converted_at", kTimestamp, kNull, kLastWriterWins, kNoRef, {}, 0, Role::kRep, kAny, kNotAUser, 3},
+    {14, "created_at", kTimestamp, kNotNull, kImmutable, kNoRef, {}, 0, Role::kRep, kAny, kNotAUser, 3},
+    {15, "notes", kText, kNull, kAppendText, kNoRef, {}, 0, Role::kRep, kAny, kNotAUser, 3},
+};
+
+constexpr FieldDef kServiceCaseFields[] = {
+    {1, "account_id", kId, kNotNull, kImmutable, EntityId::kAccount, {}, 0, Role::kRep, kAny, kNotAUser, 3},
+    {2, "contact_id", kId, kNull, kLastWriterWins, EntityId::kContact, {}, 0, Role::kRep, kAny, kNotAUser, 3},
+    {3, "asset_id", kId, kNull, kLastWriterWins, EntityId::kAsset, {}, 0, Role::kRep, kAny, kNotAUser, 3},
+    {4, "subject", kText, kNotNull, kLastWriterWins, kNoRef, {}, 0, Role::kRep, kAny, kNotAUser, 3},
+    {5, "priority", kEnum, kNotNull, kLastWriterWins, kNoRef, kCasePriorities, 0, Role::kRep, kAny, kNotAUser,
+     3},
+    {6, "status", kEnum, kNotNull, kLastWriterWins, kNoRef, kCaseStatuses, 0, Role::kRep, kAny, kNotAUser, 3},
+    // Dispatch: a rep may only take an unassigned case (null -> themselves), a manager assigns within the
+    // team, head office anyone (rules.cc).
+    {7, "assignee_id", kUserId, kNull, kLastWriterWins, kNoRef, {}, 0, Role::kRep, kAny, kWriterOrTeam, 3},
+    {8, "due_at", kTimestamp, kNull, kServerOwned, kNoRef, {}, 0, Role::kRep, kAny, kNotAUser, 3},
+    {9, "escalation_level", kInt, kNull, kServerOwned, kNoRef, {}, 0, Role::kRep, kAny, kNotAUser, 3},
+    {10, "resolution_notes", kText, kNull, kAppendText, kNoRef, {}, 0, Role::kRep, kAny, kNotAUser, 3},
+    {11, "opened_at", kTimestamp, kNotNull, kImmutable, kNoRef, {}, 0, Role::kRep, kAny, kNotAUser, 3},
+    {12, "resolved_at", kTimestamp, kNull, kLastWriterWins, kNoRef, {}, 0, Role::kRep, kAny, kNotAUser, 3},
+    {13, "opened_by", kUserId, kNotNull, kImmutable, kNoRef, {}, 0, Role::kRep, kAny, kWriter, 3},
+};
+
+constexpr FieldDef kAssetFields[] = {
+    {1, "account_id", kId, kNotNull, kImmutable, EntityId::kAccount, {}, 0, Role::kRep, kAny, kNotAUser, 3},
+    {2, "product_id", kId, kNull, kLastWriterWins, EntityId::kProduct, {}, 0, Role::kRep, kAny, kNotAUser, 3},
+    {3, "serial_number", kText, kNotNull, kLastWriterWins, kNoRef, {}, 128, Role::kRep, kAny, kNotAUser, 3},
+    {4, "installed_at", kTimestamp, kNull, kLastWriterWins, kNoRef, {}, 0, Role::kRep, kAny, kNotAUser, 3},
+    // Whether a case on the asset is billable depends on it: only head office sets it.
+    {5,
+     "warranty_end_at",
+     kTimestamp,
+     kNull,
+     kLastWriterWins,
+     kNoRef,
+     {},
+     0,
+     Role::kHeadOffice,
+     kAny,
+     kNotAUser,
+     3},
+    {6, "notes", kText, kNull, kAppendText, kNoRef, {}, 0, Role::kRep, kAny, kNotAUser, 3},
+};
+
+constexpr FieldDef kTaskFields[] = {
+    {1,
+     "owner_id",
+     kUserId,
+     kNotNull,
+     kLastWriterWins,
+     kNoRef,
+     {},
+     0,
+     Role::kManager,
+     kAny,
+     kWriterOrTeam,
+     3},
+    {2, "title", kText, kNotNull, kLastWriterWins, kNoRef, {}, 0, Role::kRep, kAny, kNotAUser, 3},
+    {3, "due_at", kTimestamp, kNull, kLastWriterWins, kNoRef, {}, 0, Role::kRep, kAny, kNotAUser, 3},
+    {4, "remind_at", kTimestamp, kNull, kLastWriterWins, kNoRef, {}, 0, Role::kRep, kAny, kNotAUser, 3},
+    {5, "status", kEnum, kNotNull, kLastWriterWins, kNoRef, kTaskStatuses, 0, Role::kRep, kAny, kNotAUser, 3},
+    {6, "account_id", kId, kNull, kLastWriterWins, EntityId::kAccount, {}, 0, Role::kRep, kAny, kNotAUser, 3},
+    {7,
+     "opportunity_id",
+     kId,
+     kNull,
+     kLastWriterWins,
+     EntityId::kOpportunity,
+     {},
+     0,
+     Role::kRep,
+     kAny,
+     kNotAUser,
+     3},
+    {8, "lead_id", kId, kNull, kLastWriterWins, EntityId::kLead, {}, 0, Role::kRep, kAny, kNotAUser, 3},
+    {9,
+     "service_case_id",
+     kId,
+     kNull,
+     kLastWriterWins,
+     EntityId::kServiceCase,
+     {},
+     0,
+     Role::kRep,
+     kAny,
+     kNotAUser,
+     3},
+    {10, "notes", kText, kNull, kAppendText, kNoRef, {}, 0, Role::kRep, kAny, kNotAUser, 3},
+    {11, "completed_at", kTimestamp, kNull, kLastWriterWins, kNoRef, {}, 0, Role::kRep, kAny, kNotAUser, 3},
+};
+
+constexpr Transition kLeadTransitions[] = {
+    {"new", "contacted", Role::kRep},          {"new", "qualified", Role::kRep},
+    {"contacted", "qualified", Role::kRep},    {"new", "converted", Role::kRep},
+    {"contacted", "converted", Role::kRep},    {"qualified", "converted", Role::kRep},
+    {"new", "disqualified", Role::kRep},       {"contacted", "disqualified", Role::kRep},
+    {"qualified", "disqualified", Role::kRep}, {"disqualified", "new", Role::kManager},
+};
+
+// Reps work their cases forward; sending one back (unassign, reopen) is a manager's call.
+constexpr Transition kCaseTransitions[] = {
+    {"open", "assigned", Role::kRep},          {"open", "in_progress", Role::kRep},
+    {"assigned", "in_progress", Role::kRep},   {"assigned", "resolved", Role::kRep},
+    {"in_progress", "resolved", Role::kRep},   {"resolved", "closed", Role::kRep},
+    {"assigned", "open", Role::kManager},      {"resolved", "in_progress", Role::kManager},
+    {"closed", "in_progress", Role::kManager},
+};
+
+constexpr Transition kTaskTransitions[] = {
+    {"open", "done", Role::kRep},
+    {"open", "cancelled", Role::kRep},
+    {"done", "open", Role::kRep},
+    {"cancelled", "open", Role::kRep},
 };
 
 constexpr Transition kOrderTransitions[] = {
@@ -194,6 +402,50 @@ constexpr EntityDef kEntities[] = {
      false,
      fields::kOpportunityStage,
      kStageTransitions},
+    {EntityId::kLead,
+     "lead",
+     kLeadFields,
+     {ScopeKind::kTerritory, fields::kLeadTerritory},
+     false,
+     false,
+     fields::kLeadStatus,
+     kLeadTransitions,
+     kLeadLocked,
+     EntityId::kNone,
+     3},
+    {EntityId::kServiceCase,
+     "service_case",
+     kServiceCaseFields,
+     {ScopeKind::kParent, fields::kCaseAccount, EntityId::kAccount},
+     false,
+     false,
+     fields::kCaseStatus,
+     kCaseTransitions,
+     {},
+     EntityId::kNone,
+     3},
+    {EntityId::kAsset,
+     "asset",
+     kAssetFields,
+     {ScopeKind::kParent, fields::kAssetAccount, EntityId::kAccount},
+     false,
+     false,
+     0,
+     {},
+     {},
+     EntityId::kNone,
+     3},
+    {EntityId::kTask,
+     "task",
+     kTaskFields,
+     {ScopeKind::kOwner, fields::kTaskOwner},
+     false,
+     false,
+     fields::kTaskStatus,
+     kTaskTransitions,
+     {},
+     EntityId::kNone,
+     3},
 };
 
 }  // namespace

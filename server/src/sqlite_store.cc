@@ -53,7 +53,12 @@ using namespace store_common;
 //      time: _order_line_fact (revenue by product), _visit_day (visits per UTC day, rep and outcome),
 //      _appointment_fact (each appointment's visit); idx_report_order_line and idx_report_event_start are
 //      dropped (their reads moved to the facts) and idx_order_line_order_id is the model's again.
-constexpr int64_t kFormat = 6;
+//   7: model schema 3 (leads, service cases, assets, tasks: new tables from the model's DDL) and
+//      calendar_event.opportunity_id, added to the existing table before the model's DDL indexes it. Files of
+//      format 6 and older hold model schema 2 at most.
+constexpr int64_t kFormat = 7;
+// The newest model schema version a file of each format before kFormat may hold, for added_columns_ddl.
+constexpr uint32_t kSchemaOfFormat6 = 2;
 
 // A line's net amount as FieldClient computes it: gross minus gross * discount_bp / 10,000 rounded half up,
 // without overflowing int64. L is the row's prefix ("new." in a trigger, "l." in a query).
@@ -472,6 +477,16 @@ class DbRecordReader final : public RecordReader {
  private:
   Db& db_;
 };
+
+// Whether the column an added_columns_ddl statement (ALTER TABLE "t" ADD COLUMN "c" ...) adds is missing.
+Result<bool> column_missing(Db& db, const std::string& alter) {
+  const size_t t0 = alter.find('"'), t1 = alter.find('"', t0 + 1);
+  const size_t c0 = alter.find('"', t1 + 1), c1 = alter.find('"', c0 + 1);
+  Stmt q(db, "SELECT count(*) FROM pragma_table_info(?) WHERE name = ?");
+  q.bind(1, alter.substr(t0 + 1, t1 - t0 - 1)).bind(2, alter.substr(c0 + 1, c1 - c0 - 1));
+  if (!q.step()) return q.ok() ? Status(ErrorCode::kInternal, "no row") : q.status();
+  return q.col_int(0) == 0;
+}
 
 // Brings a file of an older format up to kFormat, inside open()'s transaction.
 Status migrate_format(Db& db, int64_t from) {
@@ -990,6 +1005,33 @@ Result<std::unique_ptr<SqliteCentralStore>> SqliteCentralStore::open(const std::
     (void)w.exec("ROLLBACK");
     return s;
   };
+  // The format is read before the model's DDL runs: an older file's tables lack columns that DDL indexes.
+  int64_t format = kFormat;  // a new file
+  {
+    Stmt has_state(w, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = '_state'");
+    if (!has_state.step())
+      return fail(has_state.ok() ? Status(ErrorCode::kInternal, "no row") : has_state.status());
+    if (has_state.col_int(0) > 0) {
+      Stmt q(w, "SELECT value FROM _state WHERE key = 'format'");
+      if (q.step()) {
+        format = q.col_int(0);
+        if (format > kFormat)
+          return fail(Status(ErrorCode::kSchemaTooNew, path + " was written by a newer fieldsync (format " +
+                                                           std::to_string(format) + ")"));
+      } else if (!q.ok()) {
+        return fail(q.status());
+      }
+    }
+  }
+  if (format < 7)
+    for (const std::string& sql : schema::added_columns_ddl(kSchemaOfFormat6)) {
+      // A file whose tables were made by newer DDL than its format says (tests build old formats so)
+      // already has the column.
+      Result<bool> missing = column_missing(w, sql);
+      if (!missing) return fail(missing.status());
+      if (*missing)
+        if (Status s = w.exec(sql); !s) return fail(s);
+    }
   for (const std::string& sql : model_ddl())
     if (Status s = w.exec(sql); !s) return fail(s);
   for (const char* sql : kStoreDdl)
@@ -998,18 +1040,6 @@ Result<std::unique_ptr<SqliteCentralStore>> SqliteCentralStore::open(const std::
     if (Status s = w.exec(sql); !s) return fail(s);
   for (const std::string& sql : scan_index_ddl())
     if (Status s = w.exec(sql); !s) return fail(s);
-  int64_t format = kFormat;  // a new file
-  {
-    Stmt q(w, "SELECT value FROM _state WHERE key = 'format'");
-    if (q.step()) {
-      format = q.col_int(0);
-      if (format > kFormat)
-        return fail(Status(ErrorCode::kSchemaTooNew, path + " was written by a newer fieldsync (format " +
-                                                         std::to_string(format) + ")"));
-    } else if (!q.ok()) {
-      return fail(q.status());
-    }
-  }
   if (format < kFormat)
     if (Status s = migrate_format(w, format); !s) return fail(s);
   if (Status s = w.exec("INSERT OR REPLACE INTO _state (key, value) VALUES ('format', " +

@@ -17,6 +17,9 @@
 //   2: `seen` on _conflicts and _rejections, and indexes for the app's unread-conflicts inbox and a record's
 //      conflict history.
 //   3: `last_synced_ms` on _sync_meta (when the device was last fully synced: outbox empty and caught up).
+//   4: model schema 3 (leads, service cases, assets, tasks, calendar_event.opportunity_id) and
+//      `schema_version` on _sync_meta: the model version whose records the file holds in full (2 for a
+//      migrated older file, until the backfill of what schema 3 added completes).
 // An older file is migrated in place, step by step, in one transaction, on open.
 // A change of the entity model (schema::kSchemaVersion) that adds tables or columns needs a format bump with
 // its migration here.
@@ -102,7 +105,7 @@ class SqliteReplicaStore final : public ReplicaStore {
   NodeId node() const { return node_; }
   const std::string& path() const { return path_; }
 
-  static constexpr int kFormatVersion = 3;
+  static constexpr int kFormatVersion = 4;
 
  private:
   friend class SqliteReplicaTxn;

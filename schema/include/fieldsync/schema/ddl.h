@@ -36,13 +36,27 @@ std::string_view sql_type(FieldType t, Dialect d);
 // model's validation enforces it on writes), plus `_deleted INTEGER NOT NULL DEFAULT 0` and `_meta BLOB`
 // (versions); in PostgreSQL `_deleted BOOLEAN NOT NULL DEFAULT false` and `_meta BYTEA`. Table name: the
 // entity name, quoted.
-std::string create_table_sql(const EntityDef& e, Dialect d = Dialect::kSqlite);
+// `version` projects the model to an older schema version (fields with a later `since` are left out): the
+// tables of a device still on that version.
+std::string create_table_sql(const EntityDef& e, Dialect d = Dialect::kSqlite,
+                             uint32_t version = kSchemaVersion);
 
 // Indexes every entity needs for its scope and foreign-key lookups (one per kId / kUserId / territory field).
 // Index names are unique across tables (PostgreSQL keeps them per schema, SQLite per database).
-std::vector<std::string> create_index_sql(const EntityDef& e, Dialect d = Dialect::kSqlite);
+std::vector<std::string> create_index_sql(const EntityDef& e, Dialect d = Dialect::kSqlite,
+                                          uint32_t version = kSchemaVersion);
 
-// All of the above for every entity, in dependency order.
-std::vector<std::string> all_ddl(Dialect d = Dialect::kSqlite);
+// All of the above for every entity of `version` (entities with a later `since` are left out), in
+// dependency order. In PostgreSQL each CREATE TABLE is followed by ALTER TABLE ... ADD COLUMN IF NOT EXISTS
+// for the fields added to the entity after it appeared, so the DDL also upgrades an older database in place
+// (SQLite has no IF NOT EXISTS there: its stores run added_columns_ddl below at their format bump).
+std::vector<std::string> all_ddl(Dialect d = Dialect::kSqlite, uint32_t version = kSchemaVersion);
+
+// ALTER TABLE ... ADD COLUMN for every field that appeared after `from_version` on an entity that existed at
+// `from_version` (up to `to_version`), so the tables of a `from_version` store match the model at
+// `to_version` once all_ddl(d, to_version) has created the new tables. Run it before all_ddl: the new
+// columns' indexes are in there. Such fields are always nullable (model.h), so no default is needed.
+std::vector<std::string> added_columns_ddl(uint32_t from_version, Dialect d = Dialect::kSqlite,
+                                           uint32_t to_version = kSchemaVersion);
 
 }  // namespace fieldsync::schema

@@ -6,7 +6,10 @@
 //
 // Evolution rules: entity ids and field ids are wire identifiers. They are only ever appended, never
 // renumbered or reused; a removed field keeps its id reserved. Bump kSchemaVersion on every change and
-// describe it in the history.
+// describe it in the history. Every entity and field says the version it appeared in (`since`), so the
+// library can project itself to an older version (a device still on the old app, docs/DESIGN.md "Model
+// evolution") and a server can send an old device only what it knows. A field added to an existing entity
+// after version 1 is nullable: records written before it, and by devices that do not know it, lack it.
 #pragma once
 
 #include <cstdint>
@@ -22,7 +25,8 @@ namespace fieldsync::schema {
 //   2: order.rep_id and calendar_event.owner_id change hands (a manager within their team, head office to
 //      anyone; a rep never): a departing rep's open orders and future appointments go to a colleague.
 //      Devices of version 1 accept the changes (their merge does not treat the fields specially).
-inline constexpr uint32_t kSchemaVersion = 2;
+//   3: leads, service cases, installed assets, tasks; calendar_event.opportunity_id.
+inline constexpr uint32_t kSchemaVersion = 3;
 
 enum class EntityId : uint16_t {
   kNone = 0,
@@ -35,6 +39,10 @@ enum class EntityId : uint16_t {
   kOrderLine = 7,
   kCalendarEvent = 8,
   kOpportunity = 9,
+  kLead = 10,         // since 3
+  kServiceCase = 11,  // since 3
+  kAsset = 12,        // since 3
+  kTask = 13,         // since 3
 };
 
 // Roles order by reach: a higher role sees and may do everything a lower one may.
@@ -121,6 +129,7 @@ struct FieldDef {
   Role update_role = Role::kRep;
   ValueRule value_rule = ValueRule::kAny;
   UserRef user_ref = UserRef::kNotAUser;  // for kUserId fields: every one says whom it may name
+  uint32_t since = 1;                     // the schema version the field appeared in
 };
 
 // An allowed move of a status-like field. `min_role` is who may make it.
@@ -143,6 +152,7 @@ struct EntityDef {
   std::span<const std::string_view> locked_statuses = {};
   // A child entity whose records are frozen with this one (order lines of an approved order).
   EntityId locks_children = EntityId::kNone;
+  uint32_t since = 1;  // the schema version the entity appeared in
 
   const FieldDef* field(uint16_t field_id) const;
   const FieldDef* field(std::string_view field_name) const;
@@ -222,6 +232,52 @@ inline constexpr uint16_t kOpportunityOwner = 2;
 inline constexpr uint16_t kOpportunityStage = 4;
 inline constexpr uint16_t kOpportunityAmount = 5;
 inline constexpr uint16_t kOpportunityCurrency = 6;
+inline constexpr uint16_t kEventOpportunity = 9;
+inline constexpr uint16_t kLeadPersonName = 1;
+inline constexpr uint16_t kLeadCompanyName = 2;
+inline constexpr uint16_t kLeadEmail = 3;
+inline constexpr uint16_t kLeadPhone = 4;
+inline constexpr uint16_t kLeadSource = 5;
+inline constexpr uint16_t kLeadOwner = 6;
+inline constexpr uint16_t kLeadTerritory = 7;
+inline constexpr uint16_t kLeadStatus = 8;
+inline constexpr uint16_t kLeadDisqualifyReason = 9;
+inline constexpr uint16_t kLeadConvertedAccount = 10;
+inline constexpr uint16_t kLeadConvertedContact = 11;
+inline constexpr uint16_t kLeadConvertedOpportunity = 12;
+inline constexpr uint16_t kLeadConvertedAt = 13;
+inline constexpr uint16_t kLeadCreatedAt = 14;
+inline constexpr uint16_t kLeadNotes = 15;
+inline constexpr uint16_t kCaseAccount = 1;
+inline constexpr uint16_t kCaseContact = 2;
+inline constexpr uint16_t kCaseAsset = 3;
+inline constexpr uint16_t kCaseSubject = 4;
+inline constexpr uint16_t kCasePriority = 5;
+inline constexpr uint16_t kCaseStatus = 6;
+inline constexpr uint16_t kCaseAssignee = 7;
+inline constexpr uint16_t kCaseDueAt = 8;
+inline constexpr uint16_t kCaseEscalationLevel = 9;
+inline constexpr uint16_t kCaseResolutionNotes = 10;
+inline constexpr uint16_t kCaseOpenedAt = 11;
+inline constexpr uint16_t kCaseResolvedAt = 12;
+inline constexpr uint16_t kCaseOpenedBy = 13;
+inline constexpr uint16_t kAssetAccount = 1;
+inline constexpr uint16_t kAssetProduct = 2;
+inline constexpr uint16_t kAssetSerialNumber = 3;
+inline constexpr uint16_t kAssetInstalledAt = 4;
+inline constexpr uint16_t kAssetWarrantyEnd = 5;
+inline constexpr uint16_t kAssetNotes = 6;
+inline constexpr uint16_t kTaskOwner = 1;
+inline constexpr uint16_t kTaskTitle = 2;
+inline constexpr uint16_t kTaskDueAt = 3;
+inline constexpr uint16_t kTaskRemindAt = 4;
+inline constexpr uint16_t kTaskStatus = 5;
+inline constexpr uint16_t kTaskAccount = 6;
+inline constexpr uint16_t kTaskOpportunity = 7;
+inline constexpr uint16_t kTaskLead = 8;
+inline constexpr uint16_t kTaskServiceCase = 9;
+inline constexpr uint16_t kTaskNotes = 10;
+inline constexpr uint16_t kTaskCompletedAt = 11;
 }  // namespace fields
 
 }  // namespace fieldsync::schema
