@@ -33,8 +33,10 @@ class Db;  // fieldsync/io/sqlite_db.h
 namespace fieldsync::server::reports {
 
 // The report names of the API (`GET /api/v1/reports/{name}`).
-inline constexpr std::string_view kReportNames[] = {"revenue", "abc",     "activity", "plan_vs_execution",
-                                                    "funnel",  "stalled", "forecast"};
+inline constexpr std::string_view kReportNames[] = {
+    "revenue", "abc", "activity", "plan_vs_execution", "funnel", "stalled", "forecast",
+    // schema 3 (issue 21): leads by source, service cases by priority and status, open tasks per owner
+    "leads", "service_cases", "tasks_overdue"};
 
 // Limits (why these numbers): a list in a report (top accounts, accounts not visited, stalled deals) is a
 // page for a person to read, not an export; the CSV is the way to get everything.
@@ -99,8 +101,9 @@ Result<ReportFilter> parse_filter(const std::vector<std::pair<std::string, std::
 Result<boost::json::value> run_report(sqlite::Db& db, std::string_view name, const ReportFilter& filter,
                                       const Principal& caller);
 
-enum class CsvKind : uint8_t { kOrders, kVisits, kAccounts };
-// "orders", "visits", "accounts" (the API's file names without ".csv"). Errors: kInvalidArgument.
+enum class CsvKind : uint8_t { kOrders, kVisits, kAccounts, kLeads, kServiceCases };
+// "orders", "visits", "accounts", "leads", "service_cases" (the API's file names without ".csv"). Errors:
+// kInvalidArgument.
 Result<CsvKind> csv_kind(std::string_view name);
 
 struct CsvOptions {
@@ -119,6 +122,9 @@ struct CsvOptions {
 //   visits:   visits checked in during the period
 //   accounts: accounts of the territories in scope (the period does not apply; the rep filter neither:
 //             accounts belong to territories, not reps)
+//   leads:    leads created during the period (in scope by their territory and owner)
+//   service_cases: cases opened during the period (by their account's territory; a rep's: assigned to
+//             them), with whether each is billable (rules.h, case_billable: 1 or 0)
 // Errors: as run_report.
 Status export_csv(sqlite::Db& db, CsvKind kind, const ReportFilter& filter, const Principal& caller,
                   const CsvOptions& options, const std::function<bool(std::string_view chunk)>& sink);
