@@ -1481,6 +1481,19 @@ TEST_F(ApiTest, ReportsAnswerInTheCallersScopeAndRefuseBadFilters) {
   EXPECT_EQ(total(other), 0) << "another rep's figures are not theirs";
   for (std::string_view name : server::reports::kReportNames)
     EXPECT_EQ(boss.get("/api/v1/reports/" + std::string(name) + period).status, 200) << name;
+  for (const std::string file : {"leads.csv", "service_cases.csv"}) {
+    Reply csv = rep1.get("/api/v1/export/" + file + period);
+    EXPECT_EQ(csv.status, 200) << file << ": " << csv.body;
+  }
+  // Buckets in a named time zone; an unknown zone, or a zone beside a fixed offset, is the parameter's 400.
+  Reply zoned = boss.get("/api/v1/reports/activity" + period + "&tz=Europe/Berlin");
+  ASSERT_EQ(zoned.status, 200) << zoned.body;
+  EXPECT_EQ(str(zoned.obj().at("period").at("time_zone")), "Europe/Berlin");
+  for (const std::string q : {"&tz=Mars/Olympus", "&tz=Europe/Berlin&tz_offset_minutes=60"}) {
+    Reply r = boss.get("/api/v1/reports/activity" + period + q);
+    EXPECT_EQ(r.status, 400) << q;
+    EXPECT_EQ(str(r.obj().at("field")), "tz") << q;
+  }
 
   EXPECT_EQ(dealer.get("/api/v1/reports/revenue" + period).status, 403) << "partners read no company figures";
   EXPECT_EQ(rep1.get("/api/v1/reports/revenue" + period + "&territory=south").status, 404)
