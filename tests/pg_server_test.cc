@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <boost/json.hpp>
 #include <chrono>
 #include <iostream>
 #include <map>
@@ -124,6 +125,8 @@ struct Phone {
   std::unique_ptr<WsClient> ws;
   std::mutex mu;  // serialises writes with reading what was written (the writer threads)
   std::vector<std::string> written;
+  std::atomic<int> bootstrap_progress{0};  // FieldClient::Options::sync_progress calls (bootstraps)
+  std::atomic<int> auth_failures{0};       // kAuthFailed errors the engine reported
 
   ~Phone() {
     if (ws) ws->stop();
@@ -157,7 +160,7 @@ class TwoInstances : public ::testing::Test {
 
     Admin::Options o;
     o.directory.pbkdf2_iterations = 1000;  // tests only
-    auto a = Admin::open(db.url(), o);
+    auto a = Admin::open(seed_location(), o);
     ASSERT_TRUE(a.is_ok()) << a.status().to_string();
     admin = std::move(a.value());
     Directory& dir = admin->directory();
@@ -187,6 +190,9 @@ class TwoInstances : public ::testing::Test {
     for (ServerProcess* s : {&a, &b})
       if (s->running()) s->kill9();
   }
+
+  // Where SetUp seeds users, devices and the catalogue: the PostgreSQL database the instances share.
+  virtual std::string seed_location() { return db.url(); }
 
   ::testing::AssertionResult start(ServerProcess& s, uint16_t port = 0) {
     return s.start(port, {"--store", db.url()});
@@ -218,17 +224,29 @@ class TwoInstances : public ::testing::Test {
     o.role = roles.at(user);
     o.node = p->node;
     o.synchronous_full = false;
+    Phone* raw = p.get();
     auto c = FieldClient::open(tmp.file(user + ".db"), std::move(o));
     EXPECT_TRUE(c.is_ok()) << c.status().to_string();
     p->client = std::move(c.value());
-    WsClientOptions t = transport(urls);
-    Phone* raw = p.get();
-    t.after_frame = [raw] { raw->client->dispatch_events(); };
-    p->ws = std::make_unique<WsClient>(p->client->engine(), t);
-    WsStatus st = p->ws->start();
-    EXPECT_TRUE(st.ok()) << st.to_string();
+    client::Observer watch;
+    watch.sync_progress = [raw](uint64_t, uint64_t) { raw->bootstrap_progress++; };
+    watch.error = [raw](const Status& s) {
+      if (s.code() == ErrorCode::kAuthFailed) raw->auth_failures++;
+    };
+    p->client->add_observer(std::move(watch));
+    connect(*p, urls);
     phones.push_back(std::move(p));
     return *raw;
+  }
+  // (Re)connects a phone's transport to `urls` (the same replica, cursor and token).
+  void connect(Phone& p, const std::vector<std::string>& urls) {
+    if (p.ws) p.ws->stop();
+    WsClientOptions t = transport(urls);
+    Phone* raw = &p;
+    t.after_frame = [raw] { raw->client->dispatch_events(); };
+    p.ws = std::make_unique<WsClient>(p.client->engine(), t);
+    WsStatus st = p.ws->start();
+    EXPECT_TRUE(st.ok()) << st.to_string();
   }
   // The ends of both servers' logs, for a failure message.
   std::string logs() {
@@ -491,6 +509,111 @@ TEST_F(TwoInstances, AdminOnTheDatabaseReachesLiveDevicesAndRevokesEverywhere) {
                        tmp);
   EXPECT_NE(r.out.find("not_available_on_postgresql"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("501"), std::string::npos) << r.out;
+}
+
+// A device live on instance A, revoked through instance B's head-office API, is cut at once (B's directory
+// NOTIFY reaches A's follower), not at its next handshake; the same for a user disabled through B.
+TEST_F(TwoInstances, ARevocationThroughOneInstanceCutsALiveDeviceOnTheOther) {
+  ASSERT_TRUE(start(a));
+  ASSERT_TRUE(start(b));
+  Phone& carol = phone("carol", {a.url()});
+  Phone& dave = phone("dave", {a.url()});
+  ASSERT_TRUE(converges(carol));
+  ASSERT_TRUE(converges(dave));
+  ASSERT_TRUE(eventually([&] { return carol.ws->connected() && dave.ws->connected(); }));
+  const std::string api = "https://127.0.0.1:" + std::to_string(b.port()) + "/api/v1";
+  testsupport::RunResult signed_in =
+      testsupport::run({"curl", "-sk", "-X", "POST", "-H", "Content-Type: application/json", "-d",
+                        R"({"user":"hq","password":"hq-password","mode":"token"})", api + "/session"},
+                       tmp);
+  ASSERT_EQ(signed_in.status.code, 0) << signed_in.err;
+  boost::system::error_code ec;
+  boost::json::value session = boost::json::parse(signed_in.out, ec);
+  ASSERT_FALSE(ec) << signed_in.out;
+  const std::string bearer = "Authorization: Bearer " + std::string(session.at("token").as_string());
+  auto call = [&](const char* method, const std::string& path, const std::string& body) {
+    return testsupport::run({"curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "-X", method, "-H",
+                             bearer, "-H", "Content-Type: application/json", "-d", body, api + path},
+                            tmp);
+  };
+
+  auto t0 = std::chrono::steady_clock::now();
+  testsupport::RunResult r = call("POST", "/devices/" + std::to_string(nodes.at("carol")) + "/revoke", "{}");
+  ASSERT_EQ(r.out, "200") << r.err;
+  ASSERT_TRUE(eventually([&] { return carol.client->engine().stopped(); }, 5s)) << logs();
+  EXPECT_EQ(carol.client->engine().stop_reason().code(), ErrorCode::kDeviceRevoked);
+  std::cout << "revocation through B reaching a device live on A: "
+            << std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count()
+            << " ms (including curl)\n";
+
+  t0 = std::chrono::steady_clock::now();
+  r = call("PATCH", "/users/dave", R"({"disabled":true})");
+  ASSERT_EQ(r.out, "200") << r.err;
+  ASSERT_TRUE(eventually([&] { return dave.auth_failures.load() > 0; }, 5s)) << logs();
+  std::cout << "disabling through B reaching a device live on A: "
+            << std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count()
+            << " ms (including curl)\n";
+}
+
+// ---- Moving from the embedded store: `fieldsync-admin migrate --from DIR --to postgresql://...`
+
+// The users, devices and catalogue are seeded in the SQLite data directory (`shared`, which instance A runs
+// on without --store); the PostgreSQL database starts empty.
+class Migration : public TwoInstances {
+ protected:
+  std::string seed_location() override { return shared; }
+};
+
+// A device synced against the SQLite server continues against the PostgreSQL one with no bootstrap: its
+// token verifies (same key), its cursor is valid (same server_seq), and its next write continues the log.
+TEST_F(Migration, ADeviceSyncedOnSqliteContinuesOnPostgresqlWithoutAResync) {
+  ASSERT_TRUE(a.start());  // SQLite
+  Phone& alice = phone("alice", {a.url()});
+  for (int i = 0; i < 3; ++i)
+    ASSERT_TRUE(alice.client->create_account({.name = "Before " + std::to_string(i), .territory_id = "north"})
+                    .is_ok());
+  ASSERT_TRUE(eventually([&] { return alice.pending() == 0; }));
+  ASSERT_TRUE(converges(alice));
+  const int bootstraps = alice.bootstrap_progress.load();
+  ASSERT_GT(bootstraps, 0) << "the first sync bootstraps, and the counter sees it";
+  const uint64_t head = *admin->store().head_seq();
+  const std::string before = server_export("alice");
+  alice.ws->stop();
+  ASSERT_TRUE(a.terminate().has_value());
+  admin.reset();
+
+  testsupport::RunResult r =
+      testsupport::run({FIELDSYNC_ADMIN_BIN, "migrate", "--from", shared, "--to", db.url()}, tmp);
+  ASSERT_EQ(r.status.code, 0) << r.err << r.out;
+  EXPECT_NE(r.out.find("migrated and verified"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("_log\t" + std::to_string(head) + "\t"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("fieldsync_directory.devices\t"), std::string::npos) << r.out;
+  // Into a database that is no longer empty: refused, nothing written.
+  testsupport::RunResult again =
+      testsupport::run({FIELDSYNC_ADMIN_BIN, "migrate", "--from", shared, "--to", db.url()}, tmp);
+  EXPECT_EQ(again.status.code, 1);
+  EXPECT_NE(again.err.find("not empty"), std::string::npos) << again.err;
+
+  Admin::Options o;
+  o.directory.pbkdf2_iterations = 1000;
+  auto opened = Admin::open(db.url(), o);
+  ASSERT_TRUE(opened.is_ok()) << opened.status().to_string();
+  admin = std::move(opened.value());
+  EXPECT_EQ(*admin->store().head_seq(), head);
+  EXPECT_EQ(server_export("alice"), before);
+
+  ASSERT_TRUE(start(b));  // PostgreSQL
+  connect(alice, {b.url()});
+  auto id = alice.client->create_account({.name = "After", .territory_id = "north"});
+  ASSERT_TRUE(id.is_ok()) << id.status().to_string();
+  ASSERT_TRUE(eventually([&] { return alice.pending() == 0; })) << logs();
+  ASSERT_TRUE(converges(alice));
+  EXPECT_EQ(alice.bootstrap_progress.load(), bootstraps) << "no resync after the move";
+  EXPECT_EQ(*admin->store().head_seq(), head + 1) << "the log continues where SQLite's ended";
+  // Another device of the same territory bootstraps from the migrated store and has everything.
+  Phone& bob = phone("bob", {b.url()});
+  ASSERT_TRUE(converges(bob));
+  EXPECT_TRUE(bob.has_account(*id));
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include "fieldsync/sync/export.h"
 #include "fieldsync/sync/scope.h"
 #include "fieldsync/sync/server.h"
+#include "migrate.h"
 #include "wall_clock.h"
 
 namespace fieldsync::server {
@@ -301,6 +302,14 @@ Accounts (written to the central store as head office):
                          enters those of TERRITORY, with its contacts, visits, orders and lines and
                          opportunities, on their next sync (no resync)
 
+Moving to PostgreSQL:
+  migrate --from DIR --to postgresql://USER@HOST:PORT/DB
+                         copy a data directory (stop its server first) into an empty PostgreSQL database:
+                         records, log with its sequence numbers, conflicts, rejections, node watermarks,
+                         users, devices and the token key; then verify every table (rows and a checksum,
+                         printed: table, rows, sha256). Devices continue against servers started with
+                         --store on it without a resync. Takes neither --data-dir nor --store
+
 Export:
   export [--user USER]   print the central store's records as canonical JSON: all of them, or only what
                          USER can see -- the same bytes `fieldsync-rep export` prints for that user's replica
@@ -328,9 +337,10 @@ struct UsageError {
 };
 
 Args parse(const std::vector<std::string>& argv) {
-  cli::Options o({"data-dir", "store", "id", "name", "role", "password", "territory", "user", "manager",
-                  "rep", "sku", "unit", "product", "list", "cents", "currency", "node", "ttl-ms"},
-                 {});
+  cli::Options o(
+      {"data-dir", "store", "id",      "name", "role",  "password", "territory", "user",   "manager", "rep",
+       "sku",      "unit",  "product", "list", "cents", "currency", "node",      "ttl-ms", "from",    "to"},
+      {});
   if (std::string e = o.parse(argv); !e.empty()) throw UsageError{e};
   Args a;
   a.words = o.words();
@@ -410,6 +420,19 @@ int run_admin(const std::vector<std::string>& argv, std::istream& in, std::ostre
   try {
     Args a = parse(argv);
     if (a.words.empty()) throw UsageError{"no command"};
+    if (a.words.size() == 1 && a.words[0] == "migrate") {
+      only(a, {"--from", "--to"});
+      if (a.options.count("--data-dir") || a.options.count("--store"))
+        throw UsageError{"migrate takes --from DIR --to URL, not --data-dir or --store"};
+      if (!is_postgresql_url(need(a, "--to"))) throw UsageError{"--to takes a postgresql:// URL"};
+      Result<MigrationReport> r =
+          migrate_to_postgresql(need(a, "--from"), need(a, "--to"), options.directory);
+      if (!r) return fail(r.status());
+      for (const MigrationReport::Table& t : r->tables)
+        out << t.name << '\t' << t.rows << '\t' << t.sha256 << '\n';
+      out << "migrated and verified: " << r->tables.size() << " tables, log head " << r->head_seq << '\n';
+      return 0;
+    }
     const bool has_store = a.options.count("--store") != 0, has_dir = a.options.count("--data-dir") != 0;
     if (has_store == has_dir) throw UsageError{"give either --data-dir DIR or --store postgresql://..."};
     const std::string data_dir = has_store ? need(a, "--store") : need(a, "--data-dir");

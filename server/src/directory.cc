@@ -299,6 +299,7 @@ Status Directory::set_disabled(const UserId& user, bool disabled) {
   Answer a = db_->run("UPDATE users SET disabled = ? WHERE id = ?", {int64_t{disabled ? 1 : 0}, user});
   if (!a.ok()) return a.status;
   if (a.changes == 0) return invalid("no user " + user);
+  if (disabled) db_->notify("user:" + user);
   return Status::ok();
 }
 
@@ -529,6 +530,7 @@ Status Directory::revoke_device(NodeId node, int64_t now_ms) {
     if (!e.ok()) return e.status;
     if (e.rows.empty()) return invalid("no device " + std::to_string(node));
   }
+  db_->notify("device:" + std::to_string(node));
   return Status::ok();  // revoking twice is not an error
 }
 

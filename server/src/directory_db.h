@@ -82,6 +82,11 @@ class Db {
   virtual void rollback() = 0;
   // "sqlite" or "postgresql", for messages.
   virtual std::string_view engine() const = 0;
+  // Tells the other servers on the same database of a committed change that must reach live sessions (a
+  // revoked device, a disabled user): PostgreSQL NOTIFY on kDirectoryChannel (log_follower.h), which their
+  // LogFollower hears. Best effort: the change itself is committed and holds at the next handshake anyway.
+  // SQLite: one server per file, nothing to tell.
+  virtual void notify(std::string_view payload) { (void)payload; }
 };
 
 // Opens (creating, owner-only) and migrates the SQLite directory file.

@@ -6,6 +6,7 @@
 #include <map>
 
 #include "directory_db.h"
+#include "fieldsync/server/log_follower.h"
 #include "libpq_status.h"
 
 namespace fieldsync::server::dirdb {
@@ -173,6 +174,9 @@ class PgDb final : public Db {
   Status commit() override { return exec("COMMIT"); }
   void rollback() override { (void)exec("ROLLBACK"); }
   std::string_view engine() const override { return "postgresql"; }
+  void notify(std::string_view payload) override {
+    (void)run(std::string("SELECT pg_notify('") + kDirectoryChannel + "', ?)", {payload});
+  }
 
   Status exec(const char* sql) {
     if (Status s = connected(); !s) return s;

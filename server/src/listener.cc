@@ -8,6 +8,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl.hpp>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 
 #include "fieldsync/io/tls_policy.h"
@@ -306,6 +307,35 @@ Metrics& NetServer::metrics() {
 
 void NetServer::poll_external_commits() {
   impl_->service.poll_external_commits(wall_ms());
+}
+
+void NetServer::directory_changed(const std::string& payload) {
+  Directory* dir = impl_->options.directory;
+  if (dir == nullptr) return;
+  SyncService& service = impl_->service;
+  // The directory's word, not the payload's: only what is really revoked or disabled is cut.
+  const auto check_node = [&](NodeId node) {
+    Result<Device> d = dir->device(node);
+    if (d && d->revoked)
+      service.cut_node(node, ErrorCode::kDeviceRevoked, "this device was revoked; erase its local data");
+  };
+  const auto check_user = [&](const UserId& user) {
+    Result<User> u = dir->user(user);
+    if (u && u->disabled) service.cut_user(user, ErrorCode::kAuthFailed, "this user was disabled");
+  };
+  if (payload.rfind("device:", 0) == 0) {
+    uint64_t node = 0;
+    const char* first = payload.data() + 7;
+    auto [end, ec] = std::from_chars(first, payload.data() + payload.size(), node);
+    if (ec == std::errc() && end == payload.data() + payload.size() && end != first) check_node(node);
+  } else if (payload.rfind("user:", 0) == 0) {
+    check_user(payload.substr(5));
+  } else {
+    for (const SyncService::LiveDevice& d : service.live_devices()) {
+      check_node(d.node);
+      check_user(d.user);
+    }
+  }
 }
 
 size_t NetServer::session_count() const {

@@ -7,6 +7,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <string>
+#include <string_view>
+#include <vector>
 
 #include "libpq_status.h"
 
@@ -22,7 +25,7 @@ constexpr int kReconnectFirstMs = 100;
 constexpr int kReconnectCapMs = 2000;
 
 std::string listen_sql() {
-  return std::string("LISTEN ") + kLogChannel;
+  return std::string("LISTEN ") + kLogChannel + "; LISTEN " + kDirectoryChannel;
 }
 std::string notify_sql() {
   return std::string("NOTIFY ") + kLogChannel;
@@ -40,6 +43,7 @@ Status exec(PGconn* conn, const std::string& sql) {
 struct LogFollower::Impl {
   std::string url;
   std::function<void()> on_commit;
+  std::function<void(const std::string&)> on_directory;
   PGconn* conn = nullptr;
   int wake_fd = -1;  // eventfd: local_commit() and stop
   std::atomic<bool> stop{false};
@@ -65,11 +69,13 @@ struct LogFollower::Impl {
   }
 };
 
-Result<std::unique_ptr<LogFollower>> LogFollower::start(const std::string& url,
-                                                        std::function<void()> on_commit) {
+Result<std::unique_ptr<LogFollower>> LogFollower::start(
+    const std::string& url, std::function<void()> on_commit,
+    std::function<void(const std::string& payload)> on_directory) {
   auto impl = std::make_unique<Impl>();
   impl->url = url;
   impl->on_commit = std::move(on_commit);
+  impl->on_directory = std::move(on_directory);
   impl->wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (impl->wake_fd < 0) return Status(ErrorCode::kInternal, "log follower: eventfd failed");
   if (Status s = impl->connect(); !s) return s;
@@ -94,6 +100,7 @@ Result<std::unique_ptr<LogFollower>> LogFollower::start(const std::string& url,
         self->reconnects_++;
         m.notify_pending = true;  // what this server committed while disconnected
         m.on_commit();
+        if (m.on_directory) m.on_directory("*");
         continue;
       }
       // Notifications that arrived while our NOTIFY ran are already read into libpq's buffer: the socket
@@ -120,10 +127,17 @@ void LogFollower::take_notifications() {
   Impl& m = *impl_;
   bool others = false;
   const int own = PQbackendPID(m.conn);
+  std::vector<std::string> directory;
   while (PGnotify* n = PQnotifies(m.conn)) {
-    if (n->be_pid != own) others = true;  // our own NOTIFY comes back to us too
+    if (std::string_view(n->relname) == kDirectoryChannel) {
+      directory.emplace_back(n->extra ? n->extra : "");
+    } else if (n->be_pid != own) {
+      others = true;  // our own NOTIFY comes back to us too
+    }
     PQfreemem(n);
   }
+  if (m.on_directory)
+    for (const std::string& payload : directory) m.on_directory(payload);
   if (!others) return;
   notifications_++;
   m.on_commit();

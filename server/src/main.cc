@@ -263,9 +263,15 @@ int main(int argc, char** argv) {
   std::atomic<fs::NetServer*> running{nullptr};
   std::unique_ptr<fs::LogFollower> follower;
   if (postgres) {
-    auto f = fs::LogFollower::start(store_location, [&running] {
-      if (fs::NetServer* s = running.load()) s->poll_external_commits();
-    });
+    auto f = fs::LogFollower::start(
+        store_location,
+        [&running] {
+          if (fs::NetServer* s = running.load()) s->poll_external_commits();
+        },
+        [&running](const std::string& payload) {
+          // A device revoked or a user disabled through another instance: their sessions here end now.
+          if (fs::NetServer* s = running.load()) s->directory_changed(payload);
+        });
     if (!f) return fail(f.status());
     follower = std::move(f.value());
     o.after_commit = [f = follower.get()] { f->local_commit(); };

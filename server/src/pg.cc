@@ -189,6 +189,28 @@ std::span<const uint8_t> Rows::blob(int row, int col) const {
   return {reinterpret_cast<const uint8_t*>(b.data()), b.size()};
 }
 
+Rows::Kind Rows::kind(int col) const {
+  switch (PQftype(r_.get(), col)) {
+    case kInt8:
+    case kInt4:
+    case kInt2:
+    case kOid:
+    case kBool:
+      return Kind::kInteger;
+    case kFloat8:
+    case kFloat4:
+      return Kind::kFloat;
+    case kText:
+    case kVarchar:
+    case kBpchar:
+    case kName:
+    case kBytea:
+      return Kind::kBytes;
+    default:
+      return Kind::kOther;
+  }
+}
+
 uint64_t Rows::affected() const {
   const char* n = r_ ? PQcmdTuples(r_.get()) : "";
   return *n ? std::strtoull(n, nullptr, 10) : 0;

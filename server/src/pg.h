@@ -80,6 +80,10 @@ class Rows {
   std::span<const uint8_t> blob(int row, int col) const;
   // INSERT/UPDATE/DELETE: the number of rows affected.
   uint64_t affected() const;
+  // Which getter a column takes (for code that reads tables it did not write the SQL for: the migration's
+  // verification): kInteger for i64 (booleans too), kFloat for f64, kBytes for bytes, kOther for none.
+  enum class Kind : uint8_t { kInteger, kFloat, kBytes, kOther };
+  Kind kind(int col) const;
 
  private:
   friend class Conn;

@@ -92,6 +92,7 @@ class Stmt {
   int64_t col_int(int i) { return sqlite3_column_int64(s_, i); }
   double col_double(int i) { return sqlite3_column_double(s_, i); }
   bool col_null(int i) { return sqlite3_column_type(s_, i) == SQLITE_NULL; }
+  int col_type(int i) { return sqlite3_column_type(s_, i); }  // SQLITE_INTEGER, SQLITE_TEXT, ...
   std::string col_text(int i);
   std::span<const uint8_t> col_blob(int i);
 

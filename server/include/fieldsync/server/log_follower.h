@@ -27,11 +27,19 @@
 namespace fieldsync::server {
 
 inline constexpr const char* kLogChannel = "fieldsync_log";
+// Directory changes that must reach live sessions on every instance (directory_db.h notify): the payload is
+// "device:<node>" (revoked) or "user:<id>" (disabled).
+inline constexpr const char* kDirectoryChannel = "fieldsync_directory";
 
 class LogFollower {
  public:
-  // Connects to `url` and LISTENs. `on_commit` runs on the follower's own thread. Errors: kStorageIo.
-  static Result<std::unique_ptr<LogFollower>> start(const std::string& url, std::function<void()> on_commit);
+  // Connects to `url` and LISTENs. `on_commit` runs on the follower's own thread; so does `on_directory`,
+  // with each kDirectoryChannel payload (any sender: the instance that made the change also hears it, and
+  // cutting a session twice is harmless), and with "*" after a reconnect (a revocation may have been missed:
+  // check every live session). Errors: kStorageIo.
+  static Result<std::unique_ptr<LogFollower>> start(
+      const std::string& url, std::function<void()> on_commit,
+      std::function<void(const std::string& payload)> on_directory = {});
   ~LogFollower();  // stops and joins the thread
   LogFollower(const LogFollower&) = delete;
   LogFollower& operator=(const LogFollower&) = delete;

@@ -107,6 +107,11 @@ class NetServer {
   // Fans out commits another writer of the store made (SyncService::poll_external_commits): a LogFollower's
   // notification. Also runs once a second by itself. Any thread, after start().
   void poll_external_commits();
+  // A LogFollower's directory notification (log_follower.h kDirectoryChannel) from another instance:
+  // "device:<node>" or "user:<id>" -- a live session of a device the directory now says is revoked, or of a
+  // user it says is disabled, is closed at once, as if the change had been made here; "*" checks every live
+  // session. Any thread, after start().
+  void directory_changed(const std::string& payload);
 
   size_t session_count() const;  // connections currently open (any stage)
   // Cumulative count of sessions closed because their write queue overflowed (a peer that does not read).
