@@ -159,6 +159,9 @@ declare -A ACCT
 ACCT[rossi]=$(rep ho account add --name "Caffè Rossi" --territory north --city Hamburg --segment a)
 ACCT[kiosk]=$(rep ho account add --name "Hafen Kiosk" --territory north --city Hamburg --segment b)
 ACCT[mensa]=$(rep ho account add --name "Uni Mensa Süd" --territory south --city Munich --segment a)
+GRINDER=$(rep ho asset add --account "${ACCT[rossi]}" --serial GR-2041 --installed 2023-03-01T00:00 \
+  --warranty-end 2025-03-01T00:00)
+echo "  and Caffè Rossi's grinder (serial GR-2041), whose warranty ended in March 2025"
 sync ho
 
 step "the field devices bootstrap their scope"
@@ -193,6 +196,18 @@ rep carol order submit --order "$ORDER2" >/dev/null
 echo "  carol: visit and a cups order at Uni Mensa Süd"
 rep maria event book --title "Team review" --start "${T}T17:00" --end "${T}T18:00" >/dev/null
 echo "  maria: booked a team review"
+LEAD=$(rep alice lead add --person "Jonas Weber" --company "Weber Rösterei" --source field_prospecting \
+  --territory north --email jonas@weber.example)
+rep alice lead qualify --id "$LEAD" >/dev/null
+CONVERTED=$(rep alice lead convert --id "$LEAD" --opp-name "Weber espresso blend" --amount 1250000)
+echo "  alice: met a prospect at a fair and converted the lead offline, in one transaction:"
+echo "$CONVERTED" | sed 's/^/    /'
+CASE=$(rep alice case open --account "${ACCT[rossi]}" --subject "Grinder jams every morning" --priority high \
+  --asset "$GRINDER")
+echo "  alice: opened a service case at Caffè Rossi on the grinder; it is billable (warranty over):"
+rep alice case show --id "$CASE" | sed 's/^/    /'
+rep alice task add --title "Call Jonas about the blend" --due "${T}T08:00" --lead "$LEAD" >/dev/null
+echo "  alice: a task for the new customer; already overdue: $(rep alice tasks --overdue | wc -l)"
 for u in alice bob carol maria; do printf '  %-6s pending: %s transactions\n' "$u" "$(rep "$u" pending)"; done
 
 step "reconnecting, in a different order than they left"
@@ -205,6 +220,35 @@ rep alice event move --id "$MEET" --start "${T}T16:00" --end "${T}T17:00" >/dev/
 sync alice bob
 echo "  bob's later move of a deal alice had already won is refused; bob's device rolls it back:"
 rep bob rejections | sed 's/^/    /'
+step "head office dispatches alice's service case to bob; the SLA sets its due time"
+if [ "$POSTGRES" = 1 ]; then
+  # The head-office API is not offered on PostgreSQL yet: the manager dispatches from her device (no SLA due
+  # time, which only head office's API sets).
+  sync maria >/dev/null
+  rep maria case dispatch --id "$CASE" --to bob >/dev/null
+  sync maria
+  echo "  maria (manager) dispatched the case to bob from her device"
+else
+  api() {  # api METHOD PATH [JSON]: head office's API as ho, with a bearer token
+    curl -sf --cacert "$DATA/dev-cert.pem" -X "$1" -H "Authorization: Bearer $HO_API" \
+      -H 'Content-Type: application/json' ${3:+--data "$3"} "https://127.0.0.1:$PORT/api/v1$2"
+  }
+  HO_API=$(curl -sf --cacert "$DATA/dev-cert.pem" -H 'Content-Type: application/json' \
+    --data "{\"user\": \"ho\", \"password\": \"$PASSWORD\", \"mode\": \"token\"}" \
+    "https://127.0.0.1:$PORT/api/v1/session" | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
+  api PUT /settings/case-sla '{"due_minutes": {"high": 480}}' >/dev/null
+  echo "  SLA setting: a high-priority case is due 8 hours after it was opened"
+  echo "  POST /api/v1/service-cases/$CASE/dispatch {\"to\": \"bob\"}:"
+  api POST "/service-cases/$CASE/dispatch" '{"to": "bob"}' | sed 's/^/    /'
+  echo
+  echo "  GET /api/v1/service-cases/$CASE (what head office sees, with the derived billable flag):"
+  api GET "/service-cases/$CASE" |
+    sed -n 's/.*"status":"\([a-z_]*\)".*"billable":\([a-z]*\).*/    status \1, billable \2/p'
+fi
+sync bob
+echo "  bob's device now lists the case as his, with its due time:"
+rep bob cases | sed 's/^/    /'
+
 step "everyone syncs once more"
 sync ho maria alice bob carol
 

@@ -17,6 +17,7 @@ PACKAGES=(
   libbenchmark-dev
   libgoogle-perftools-dev
   curl
+  libhowardhinnant-date-dev tzdata  # the company's time zone of the head-office reports (server/src/local_time.h)
   default-jdk-headless  # mobile-glue: the JNI bridge's jni.h, javac for the Java package and its test
   # The ARM cross builds (scripts/cross-test.sh): Debian's cross compilers and qemu-user to run their tests;
   # the target libraries come from scripts/cross-sysroot.sh (below).

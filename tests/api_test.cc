@@ -573,6 +573,52 @@ TEST_F(ApiTest, DisablingAUserEndsTheirSessionsAndSyncAtOnce) {
   live.stop();
 }
 
+// A territory granted through the directory reaches a rep's phone that stays connected: its accounts and
+// what hangs off them arrive whole, later changes there arrive live, and a territory taken away is purged,
+// all without a reconnect (SyncServer::update_principal, driven by the server's poll of the audit trail).
+TEST_F(ApiTest, ATerritoryGrantedOrTakenReachesAConnectedPhoneWithoutReconnecting) {
+  Web boss = sign_in("boss");
+  const std::string south = account(boss, "Southern Mills", "south", "boss");
+  const std::string contact = create(boss, "contact", {{"account_id", south}, {"name", "Ada South"}});
+  Phone& p = phone("rep1", 100);
+  std::atomic<int> connects{0};
+  WsClientOptions o = ws_options(p);
+  o.on_connection = [&](bool up) { connects += up ? 1 : 0; };
+  WsClient live(p.client->engine(), o);
+  ASSERT_TRUE(live.start().ok());
+  ASSERT_TRUE(live.wait_until(
+      [&] {
+        return p.client->sync_status().is_ok() && p.client->sync_status()->last_synced_at_ms.has_value();
+      },
+      20s));
+  std::this_thread::sleep_for(300ms);  // live (caught up)
+  EXPECT_FALSE(p.client->account(south).is_ok()) << "not rep1's territory yet";
+  const int connected = connects.load();
+
+  Reply grant =
+      boss.patch("/api/v1/users/rep1", json::object{{"territories", json::array{"north", "south"}}});
+  ASSERT_EQ(grant.status, 200) << grant.body;
+  ASSERT_TRUE(live.wait_until([&] { return p.client->account(south).is_ok(); }, 10s))
+      << live.last_error().to_string();
+  Result<client::AccountWithContacts> got = p.client->account(south);
+  EXPECT_EQ(got->account.name, "Southern Mills");
+  ASSERT_EQ(got->contacts.size(), 1u) << "with what hangs off it";
+  EXPECT_EQ(got->contacts[0].id, contact);
+  // The session now sees the south: a later change there arrives live.
+  ASSERT_EQ(
+      boss.patch("/api/v1/entities/account/" + south, json::object{{"name", "Southern Mills Ltd"}}).status,
+      200);
+  EXPECT_TRUE(
+      live.wait_until([&] { return p.client->account(south)->account.name == "Southern Mills Ltd"; }, 10s));
+
+  // Taken away: purged from the phone.
+  ASSERT_EQ(boss.patch("/api/v1/users/rep1", json::object{{"territories", json::array{"north"}}}).status,
+            200);
+  EXPECT_TRUE(live.wait_until([&] { return !p.client->account(south).is_ok(); }, 10s));
+  EXPECT_EQ(connects.load(), connected) << "one connection throughout";
+  live.stop();
+}
+
 // ---- Roles and scope
 
 TEST_F(ApiTest, EveryRoleSeesItsScopeAndOutsideIsNotFound) {
@@ -1076,6 +1122,65 @@ TEST_F(ApiTest, ChangeStreamResumesAfterLastEventId) {
   EXPECT_EQ(bad.code(), "value_invalid");
 }
 
+// Each conflict event has an id of its own ("SEQ.N": the Nth conflict of commit SEQ), sent right after its
+// commit's change: a connection lost between a change and its conflicts, or between two conflicts, resumes
+// with what is left, nothing skipped and nothing twice.
+TEST_F(ApiTest, ChangeStreamResumesBetweenAChangeAndItsConflicts) {
+  Web boss = sign_in("boss");
+  const std::string acc = account(boss, "Contested", "north", "boss");
+  Phone& p = phone("rep1", 100);
+  sync(p);
+  client::AccountEdit e;  // one transaction: a change that stands and two conflicts in one commit
+  e.address = "Rep Street 1";
+  e.phone = "+49 rep";
+  e.city = "Rep City";
+  ASSERT_TRUE(p.client->edit_account(acc, e).is_ok());
+  std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(boss.patch("/api/v1/entities/account/" + acc,
+                       json::object{{"phone", "+49 office"}, {"city", "Office City"}})
+                .status,
+            200);
+  const uint64_t before = head();
+  sync(p);
+  const uint64_t seq = head();
+  ASSERT_EQ(seq, before + 1);
+  ASSERT_EQ(boss.get("/api/v1/conflicts?resolved=false").obj().at("items").as_array().size(), 2u);
+  const std::string change_id = "id: " + std::to_string(seq) + "\nevent: change";
+  const std::string c1 = "id: " + std::to_string(seq) + ".1\nevent: conflict";
+  const std::string c2 = "id: " + std::to_string(seq) + ".2\nevent: conflict";
+
+  {  // from before the commit: the change, then its two conflicts
+    EventStream events(port, "/api/v1/changes/stream?since=" + std::to_string(before), boss.cookie);
+    ASSERT_TRUE(events.read_until(c2)) << events.got;
+    EXPECT_LT(events.got.find(change_id), events.got.find(c1)) << events.got;
+    EXPECT_LT(events.got.find(c1), events.got.find(c2)) << events.got;
+    events.close();
+  }
+  // Resumed from the change's id: both conflicts, not the change again.
+  auto resumed = [&](const std::string& last_id, const std::string& marker) {
+    EventStream events(port, "/api/v1/changes/stream?since=" + std::to_string(before), boss.cookie, last_id);
+    const std::string later = account(boss, "Later " + marker, "north", "boss");
+    EXPECT_TRUE(events.read_until(later)) << events.got;
+    events.close();
+    return events.got;
+  };
+  std::string got = resumed(std::to_string(seq), "a");
+  EXPECT_EQ(got.find(change_id), std::string::npos) << got;
+  EXPECT_NE(got.find(c1), std::string::npos) << got;
+  EXPECT_NE(got.find(c2), std::string::npos) << got;
+  // From the first conflict: only the second.
+  got = resumed(std::to_string(seq) + ".1", "b");
+  EXPECT_EQ(got.find(c1), std::string::npos) << got;
+  EXPECT_NE(got.find(c2), std::string::npos) << got;
+  // From the second: neither.
+  got = resumed(std::to_string(seq) + ".2", "c");
+  EXPECT_EQ(got.find("event: conflict"), std::string::npos) << got;
+  for (const char* bad : {"12.x", ".3", "4.-1"})
+    EXPECT_EQ(boss.call(http::verb::get, "/api/v1/changes/stream", {}, {{"Last-Event-ID", bad}}).code(),
+              "value_invalid")
+        << bad;
+}
+
 // Reads reuse a few SQLite connections: each list right after a write still sees it (a reused connection
 // must not keep an old snapshot). Prints the mean latency of a list request (PERFORMANCE.md, "API reads").
 TEST_F(ApiTest, ListsSeeEveryWriteOnReusedConnections) {
@@ -1376,6 +1481,19 @@ TEST_F(ApiTest, ReportsAnswerInTheCallersScopeAndRefuseBadFilters) {
   EXPECT_EQ(total(other), 0) << "another rep's figures are not theirs";
   for (std::string_view name : server::reports::kReportNames)
     EXPECT_EQ(boss.get("/api/v1/reports/" + std::string(name) + period).status, 200) << name;
+  for (const std::string file : {"leads.csv", "service_cases.csv"}) {
+    Reply csv = rep1.get("/api/v1/export/" + file + period);
+    EXPECT_EQ(csv.status, 200) << file << ": " << csv.body;
+  }
+  // Buckets in a named time zone; an unknown zone, or a zone beside a fixed offset, is the parameter's 400.
+  Reply zoned = boss.get("/api/v1/reports/activity" + period + "&tz=Europe/Berlin");
+  ASSERT_EQ(zoned.status, 200) << zoned.body;
+  EXPECT_EQ(str(zoned.obj().at("period").at("time_zone")), "Europe/Berlin");
+  for (const std::string q : {"&tz=Mars/Olympus", "&tz=Europe/Berlin&tz_offset_minutes=60"}) {
+    Reply r = boss.get("/api/v1/reports/activity" + period + q);
+    EXPECT_EQ(r.status, 400) << q;
+    EXPECT_EQ(str(r.obj().at("field")), "tz") << q;
+  }
 
   EXPECT_EQ(dealer.get("/api/v1/reports/revenue" + period).status, 403) << "partners read no company figures";
   EXPECT_EQ(rep1.get("/api/v1/reports/revenue" + period + "&territory=south").status, 404)
@@ -1546,8 +1664,46 @@ TEST_F(ApiTest, SyncHealthShowsTheAppVersionEachDeviceSentAndUnknownForOldApps) 
 }
 
 TEST_F(ApiTest, AnUnauthenticatedHelloNamesNoAppVersionAndABadOneIsRefusedAtOpen) {
-  // A Hello with a registered node but a wrong token: the handshake fails, and the build it claimed is not
-  // what head office reads for that device.
+  // A Hello with a registered node but a wrong token: the handshake fails, and neither the build it claimed
+  // nor its connection, schema version or cursor is what head office reads for that device.
+  auto forge = [&](NodeId node, const std::string& file) {
+    FieldClient::Options o;
+    o.user = "rep1";
+    o.token = "not-a-token";
+    o.node = node;
+    o.synchronous_full = false;
+    o.app_version = "9.9.9-forged";
+    auto c = FieldClient::open((dir / file).string(), std::move(o));
+    ASSERT_TRUE(c.is_ok()) << c.status().to_string();
+    Phone forged;
+    forged.client = std::move(c.value());
+    WsClient ws(forged.client->engine(), ws_options(forged));
+    EXPECT_FALSE(ws.sync_once(10s).ok());
+  };
+  auto device = [&](const std::string& node) -> json::object {
+    Reply health = sign_in("boss").get("/api/v1/sync-health");
+    EXPECT_EQ(health.status, 200) << health.body;
+    for (const json::value& d : health.obj().at("devices").as_array())
+      if (str(d.as_object().at("node")) == node) return d.as_object();
+    ADD_FAILURE() << "no device " << node << " in " << health.body;
+    return {};
+  };
+  // Node 101 never connected: a forged Hello leaves it unknown.
+  forge(101, "forged-101.db");
+  EXPECT_TRUE(device("101").at("last_connected_ms").is_null());
+  EXPECT_TRUE(device("101").at("schema_version").is_null());
+  EXPECT_TRUE(device("101").at("cursor").is_null());
+  // Node 100 connected for real: a forged Hello later does not move what its real connection left.
+  Phone& real = phone("rep1", 100);
+  sync(real);
+  const json::object before = device("100");
+  ASSERT_FALSE(before.at("last_connected_ms").is_null());
+  std::this_thread::sleep_for(5ms);  // a forged connection's time would differ
+  forge(100, "forged-100.db");
+  const json::object after = device("100");
+  EXPECT_EQ(after.at("last_connected_ms"), before.at("last_connected_ms"));
+  EXPECT_EQ(after.at("schema_version"), before.at("schema_version"));
+  EXPECT_EQ(after.at("cursor"), before.at("cursor"));
   FieldClient::Options o;
   o.user = "rep1";
   o.token = "not-a-token";
@@ -1667,6 +1823,175 @@ TEST_F(ApiTest, AWriteThroughOneInstanceIsReadThroughTheOther) {
   EXPECT_EQ(rep2.get("/api/v1/entities/account/" + id).status, 404);
 }
 #endif
+// ---- Schema 3: leads, service cases, assets, tasks
+
+TEST_F(ApiTest, GenericReadsAndWritesPickUpTheNewEntitiesFromTheModel) {
+  Web rep1 = sign_in("rep1"), rep2 = sign_in("rep2"), boss = sign_in("boss"), dealer = sign_in("dealer");
+  const std::string acct = account(boss, "Depot", "north", "boss");
+  const std::string lead = create(rep1, "lead",
+                                  {{"person_name", "Dana"},
+                                   {"source", "web_form"},
+                                   {"owner_id", "rep1"},
+                                   {"territory_id", "north"},
+                                   {"status", "new"},
+                                   {"created_at", now_ms()}});
+  const std::string asset = create(rep1, "asset", {{"account_id", acct}, {"serial_number", "SN-1"}});
+  const std::string sc = create(rep1, "service_case",
+                                {{"account_id", acct},
+                                 {"subject", "Leaking"},
+                                 {"priority", "normal"},
+                                 {"status", "open"},
+                                 {"opened_at", now_ms()},
+                                 {"opened_by", "rep1"},
+                                 {"asset_id", asset}});
+  const std::string task =
+      create(rep1, "task", {{"owner_id", "rep1"}, {"title", "Call"}, {"status", "open"}, {"lead_id", lead}});
+  ASSERT_FALSE(lead.empty() || asset.empty() || sc.empty() || task.empty());
+  Reply leads = rep1.get("/api/v1/entities/lead");
+  ASSERT_EQ(leads.status, 200) << leads.body;
+  ASSERT_EQ(leads.obj().at("items").as_array().size(), 1u);
+  EXPECT_EQ(str(leads.obj().at("items").as_array()[0].as_object().at("source")), "web_form");
+  // The account's record brings its cases and assets (their scope hangs off it).
+  Reply rec = rep1.get("/api/v1/entities/account/" + acct);
+  ASSERT_EQ(rec.status, 200) << rec.body;
+  EXPECT_EQ(rec.obj().at("children").as_object().at("service_case").as_array().size(), 1u);
+  EXPECT_EQ(rec.obj().at("children").as_object().at("asset").as_array().size(), 1u);
+  EXPECT_EQ(rep1.get("/api/v1/entities/task/" + task).status, 200);
+  // Outside the scope: not found, alike for every entity; a partner does not read them at all.
+  for (const auto& [entity, id] :
+       {std::pair{"lead", lead}, {"service_case", sc}, {"asset", asset}, {"task", task}}) {
+    EXPECT_EQ(rep2.get(std::string("/api/v1/entities/") + entity + "/" + id).status, 404) << entity;
+    EXPECT_EQ(dealer.get(std::string("/api/v1/entities/") + entity + "/" + id).status, 404) << entity;
+  }
+  EXPECT_TRUE(rep2.get("/api/v1/entities/lead").obj().at("items").as_array().empty());
+  // The model's rules hold on the generic path too: a server-owned due time is head office's.
+  Reply due = rep1.patch("/api/v1/entities/service_case/" + sc, json::object{{"due_at", now_ms()}});
+  EXPECT_EQ(due.status, 403) << due.body;
+  Reply no_reason = rep1.patch("/api/v1/entities/lead/" + lead, json::object{{"status", "disqualified"}});
+  EXPECT_EQ(no_reason.code(), "missing_field") << no_reason.body;
+  EXPECT_EQ(str(no_reason.obj().at("field")), "disqualify_reason") << no_reason.body;
+}
+
+TEST_F(ApiTest, LeadConversionIsOneActionInTheCallersScope) {
+  Web rep1 = sign_in("rep1"), rep2 = sign_in("rep2"), dealer = sign_in("dealer");
+  const std::string lead = create(rep1, "lead",
+                                  {{"person_name", "Dana Diaz"},
+                                   {"company_name", "Diaz Bakery"},
+                                   {"email", "dana@diaz.example"},
+                                   {"source", "campaign"},
+                                   {"owner_id", "rep1"},
+                                   {"territory_id", "north"},
+                                   {"status", "qualified"},
+                                   {"created_at", now_ms()}});
+  ASSERT_FALSE(lead.empty());
+  const std::string target = "/api/v1/leads/" + lead + "/convert";
+  EXPECT_EQ(rep2.post(target, json::object{}).status, 404);    // not in their territory: nothing revealed
+  EXPECT_EQ(dealer.post(target, json::object{}).status, 403);  // partners convert nothing
+  EXPECT_EQ(rep1.call(http::verb::post, target, "{}", {{"X-CSRF-Token", "forged"}}).status, 403);
+  Reply bad = rep1.post(target, json::object{{"amount", 5}});
+  EXPECT_EQ(bad.code(), "unknown_field") << bad.body;
+  const uint64_t before = head();
+  Reply ok = rep1.post(target, json::object{{"opportunity_name", "Ovens"}, {"amount_cents", 250000}});
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  EXPECT_EQ(head(), before + 1) << "one transaction";
+  const std::string acct = str(ok.obj().at("account_id"));
+  Reply l = rep1.get("/api/v1/entities/lead/" + lead);
+  ASSERT_EQ(l.status, 200) << l.body;
+  const json::object& rec = l.obj().at("record").as_object();
+  EXPECT_EQ(str(rec.at("status")), "converted");
+  EXPECT_EQ(str(rec.at("converted_account_id")), acct);
+  EXPECT_EQ(str(rec.at("converted_contact_id")), str(ok.obj().at("contact_id")));
+  EXPECT_EQ(str(rec.at("converted_opportunity_id")), str(ok.obj().at("opportunity_id")));
+  Reply a = rep1.get("/api/v1/entities/account/" + acct);
+  ASSERT_EQ(a.status, 200) << a.body;
+  EXPECT_EQ(str(a.obj().at("record").as_object().at("name")), "Diaz Bakery");
+  EXPECT_EQ(str(a.obj().at("record").as_object().at("territory_id")), "north");
+  ASSERT_EQ(a.obj().at("children").as_object().at("contact").as_array().size(), 1u);
+  EXPECT_EQ(a.obj().at("children").as_object().at("opportunity").as_array().size(), 1u);
+  Reply again = rep1.post(target, json::object{});
+  EXPECT_EQ(again.status, 409) << again.body;
+  // The converted lead is frozen for every writer.
+  Web boss = sign_in("boss");
+  Reply frozen = boss.patch("/api/v1/entities/lead/" + lead, json::object{{"phone", "+41 1"}});
+  EXPECT_EQ(frozen.code(), "order_locked") << frozen.body;
+  // Into an account of another territory: out of the rep's scope, refused whole.
+  const std::string lead2 = create(rep1, "lead",
+                                   {{"person_name", "Eve"},
+                                    {"source", "referral"},
+                                    {"owner_id", "rep1"},
+                                    {"territory_id", "north"},
+                                    {"status", "new"},
+                                    {"created_at", now_ms()}});
+  const std::string south = account(boss, "South Co", "south", "boss");
+  const uint64_t before2 = head();
+  Reply out = rep1.post("/api/v1/leads/" + lead2 + "/convert", json::object{{"existing_account_id", south}});
+  EXPECT_EQ(out.status, 404) << "another territory's account reads as absent: " << out.body;
+  EXPECT_EQ(head(), before2);
+}
+
+TEST_F(ApiTest, DispatchSetsTheDueTimeFromTheSlaAndHeadOfficeEscalates) {
+  Web boss = sign_in("boss"), mgr = sign_in("mgr"), rep1 = sign_in("rep1"), rep2 = sign_in("rep2");
+  Reply sla = mgr.get("/api/v1/settings/case-sla");
+  ASSERT_EQ(sla.status, 200) << sla.body;
+  EXPECT_EQ(sla.obj().at("due_minutes").as_object().at("urgent").as_int64(), 240);
+  const json::object change{{"due_minutes", json::object{{"urgent", 90}}}};
+  EXPECT_EQ(mgr.call(http::verb::put, "/api/v1/settings/case-sla", json::serialize(change)).status, 403);
+  Reply bad = boss.call(http::verb::put, "/api/v1/settings/case-sla",
+                        json::serialize(json::object{{"due_minutes", json::object{{"asap", 5}}}}));
+  EXPECT_EQ(bad.code(), "value_invalid") << bad.body;
+  Reply put = boss.call(http::verb::put, "/api/v1/settings/case-sla", json::serialize(change));
+  ASSERT_EQ(put.status, 200) << put.body;
+  EXPECT_EQ(put.obj().at("due_minutes").as_object().at("urgent").as_int64(), 90);
+  EXPECT_EQ(put.obj().at("due_minutes").as_object().at("low").as_int64(), 72 * 60)
+      << "the others keep theirs";
+
+  // rep1's phone opens an urgent case on an asset whose warranty ran out; head office dispatches it.
+  const std::string acct = account(boss, "Depot", "north", "boss");
+  Phone& p = phone("rep1", 100);
+  sync(p);
+  auto asset =
+      p.client->register_asset({.account_id = acct, .serial_number = "OV-9", .warranty_end_at_ms = 1'000});
+  ASSERT_TRUE(asset.is_ok()) << asset.status().to_string();
+  auto sc = p.client->open_case(
+      {.account_id = acct, .subject = "Oven cold", .priority = "urgent", .asset_id = *asset});
+  ASSERT_TRUE(sc.is_ok()) << sc.status().to_string();
+  sync(p);
+  const int64_t opened = p.client->service_case(*sc)->opened_at_ms;
+  const std::string target = "/api/v1/service-cases/" + *sc;
+  Reply read = boss.get(target);
+  ASSERT_EQ(read.status, 200) << read.body;
+  EXPECT_TRUE(read.obj().at("billable").as_bool()) << read.body;
+  EXPECT_EQ(rep2.get(target).status, 404);
+  EXPECT_EQ(rep1.post(target + "/dispatch", json::object{{"to", "rep1"}}).status,
+            403);  // a rep takes, never dispatches
+  EXPECT_EQ(mgr.post(target + "/dispatch", json::object{{"to", "rep2"}}).status, 403)
+      << "not the manager's team";
+  Reply not_team = boss.post(target + "/dispatch", json::object{{"to", "rep3"}});
+  EXPECT_EQ(not_team.status, 422) << "rep3 cannot see the north: " << not_team.body;
+  const uint64_t before = head();
+  Reply d = mgr.post(target + "/dispatch", json::object{{"to", "rep1"}});
+  ASSERT_EQ(d.status, 200) << d.body;
+  EXPECT_EQ(head(), before + 1);
+  EXPECT_EQ(d.obj().at("due_at").as_int64(), opened + 90 * 60'000);
+  EXPECT_EQ(str(d.obj().at("status")), "assigned");
+
+  EXPECT_EQ(mgr.post(target + "/escalate", json::object{}).status, 403);
+  Reply e = boss.post(target + "/escalate", json::object{});
+  ASSERT_EQ(e.status, 200) << e.body;
+  EXPECT_EQ(e.obj().at("escalation_level").as_int64(), 1);
+  EXPECT_EQ(boss.post(target + "/escalate", json::object{}).obj().at("escalation_level").as_int64(), 2);
+
+  // The rep's phone shows the dispatch, the due time and the escalation.
+  sync(p);
+  auto mine = p.client->my_cases();
+  ASSERT_TRUE(mine.is_ok());
+  ASSERT_EQ(mine->size(), 1u);
+  EXPECT_EQ(mine->front().assignee_id, "rep1");
+  EXPECT_EQ(mine->front().status, "assigned");
+  EXPECT_EQ(mine->front().due_at_ms, opened + 90 * 60'000);
+  EXPECT_EQ(mine->front().escalation_level, 2);
+  EXPECT_TRUE(mine->front().billable);
+}
 
 }  // namespace
 }  // namespace fieldsync

@@ -1509,5 +1509,314 @@ TEST(FieldClientNet, AppThreadsWriteWhileTheTransportAppliesFrames) {
 }
 #endif  // FIELDSYNC_HAVE_SERVER
 
+// ---- Schema 3: leads, service cases, assets, tasks
+
+TEST_F(FieldClientTest, LeadFromCreationToConversionOfflineInOneTransaction) {
+  auto lead = client->create_lead({.person_name = "Dana Diaz",
+                                   .source = "field_prospecting",
+                                   .territory_id = "t-north",
+                                   .company_name = "Diaz Bakery",
+                                   .email = "dana@diaz.example",
+                                   .notes = "met at the fair"});
+  ASSERT_OK(lead);
+  EXPECT_REFUSED(*client,
+                 client->create_lead({.person_name = "X", .source = "billboard", .territory_id = "t"}),
+                 ErrorCode::kValueInvalid);
+  ASSERT_TRUE(client->mark_lead_contacted(*lead));
+  ASSERT_TRUE(client->qualify_lead(*lead));
+  EXPECT_REFUSED(*client, client->mark_lead_contacted(*lead), ErrorCode::kInvalidTransition);
+  ASSERT_EQ(client->my_leads()->size(), 1u);
+
+  const size_t before = pending(*client);
+  clock.now += kHour;
+  auto conv = client->convert_lead(*lead, {.opportunity_name = "Ovens", .amount_cents = 250000});
+  ASSERT_OK(conv);
+  EXPECT_EQ(pending(*client), before + 1);  // account, contact, deal and lead: one transaction
+  auto l = client->lead(*lead);
+  ASSERT_OK(l);
+  EXPECT_EQ(l->status, "converted");
+  EXPECT_EQ(l->converted_account_id, conv->account_id);
+  EXPECT_EQ(l->converted_contact_id, conv->contact_id);
+  EXPECT_EQ(l->converted_opportunity_id, conv->opportunity_id);
+  EXPECT_EQ(l->converted_at_ms, clock.now);
+  EXPECT_EQ(l->notes, "met at the fair");
+  auto acct = client->account(conv->account_id);
+  ASSERT_OK(acct);
+  EXPECT_EQ(acct->account.name, "Diaz Bakery");
+  EXPECT_EQ(acct->account.territory_id, "t-north");
+  ASSERT_EQ(acct->contacts.size(), 1u);
+  EXPECT_EQ(acct->contacts[0].name, "Dana Diaz");
+  EXPECT_EQ(acct->contacts[0].email, "dana@diaz.example");
+  auto opp = client->opportunity(conv->opportunity_id);
+  ASSERT_OK(opp);
+  EXPECT_EQ(opp->name, "Ovens");
+  EXPECT_EQ(opp->amount_cents, 250000);
+  EXPECT_EQ(opp->account_id, conv->account_id);
+  // Converted is final: no second conversion, no note, out of my open leads.
+  EXPECT_REFUSED(*client, client->convert_lead(*lead, {}), ErrorCode::kInvalidTransition);
+  EXPECT_REFUSED(*client, client->add_lead_note(*lead, "late"), ErrorCode::kOrderLocked);
+  EXPECT_REFUSED(*client, client->disqualify_lead(*lead, "changed mind"), ErrorCode::kInvalidTransition);
+  EXPECT_TRUE(client->my_leads()->empty());
+
+  // Into an existing account: no new account.
+  auto lead2 = client->create_lead({.person_name = "Eve", .source = "referral", .territory_id = "t-north"});
+  ASSERT_OK(lead2);
+  auto conv2 = client->convert_lead(*lead2, {.existing_account_id = account});
+  ASSERT_OK(conv2);
+  EXPECT_EQ(conv2->account_id, account);
+  EXPECT_EQ(client->account(account)->contacts.size(), 1u);
+  EXPECT_EQ(client->accounts_by_prefix("")->size(), 2u);
+  auto lead3 = client->create_lead({.person_name = "Fay", .source = "other", .territory_id = "t-north"});
+  ASSERT_OK(lead3);
+  EXPECT_REFUSED(*client, client->convert_lead(*lead3, {.existing_account_id = lead3.value()}),
+                 ErrorCode::kRecordNotFound);
+}
+
+TEST_F(FieldClientTest, DisqualifyingALeadNeedsAReason) {
+  auto lead = client->create_lead({.person_name = "Gus", .source = "web_form", .territory_id = "t-north"});
+  ASSERT_OK(lead);
+  EXPECT_REFUSED(*client, client->disqualify_lead(*lead, "  "), ErrorCode::kMissingField);
+  ASSERT_TRUE(client->disqualify_lead(*lead, "no budget this year"));
+  EXPECT_EQ(client->lead(*lead)->status, "disqualified");
+  EXPECT_EQ(client->lead(*lead)->disqualify_reason, "no budget this year");
+  // Back to new is a manager's move.
+  EXPECT_REFUSED(*client, client->qualify_lead(*lead), ErrorCode::kInvalidTransition);
+}
+
+TEST_F(FieldClientTest, TheSyncCoreChecksTheDomainRulesOnTheDevice) {
+  auto lead = client->create_lead({.person_name = "Hal", .source = "campaign", .territory_id = "t-north"});
+  ASSERT_OK(lead);
+  const RecordId id = *RecordId::parse(*lead);
+  const schema::EntityDef& L = schema::entity_ref(EntityId::kLead);
+  auto change = [&](std::string_view field, Value v) {
+    Change c{ChangeOp::kSet, EntityId::kLead, id, L.field(field)->id};
+    c.value = std::move(v);
+    return c;
+  };
+  // A link outside a conversion, and a conversion without its links: refused before anything is stored,
+  // exactly as the server would refuse them.
+  EXPECT_REFUSED(*client,
+                 client->engine().write({change("converted_account_id", Value::text(account))}, clock.now),
+                 ErrorCode::kImmutableField);
+  EXPECT_REFUSED(*client, client->engine().write({change("status", Value::text("converted"))}, clock.now),
+                 ErrorCode::kMissingField);
+  EXPECT_REFUSED(*client, client->engine().write({change("status", Value::text("disqualified"))}, clock.now),
+                 ErrorCode::kMissingField);
+  EXPECT_EQ(client->lead(*lead)->status, "new");
+}
+
+TEST_F(FieldClientTest, ServiceCasesShowOnTheAccountAndFollowTheirStatuses) {
+  // Warranty ended before the case: billable; still under warranty: not; no asset: not.
+  auto old_oven = client->register_asset(
+      {.account_id = account, .serial_number = "OV-1", .warranty_end_at_ms = kStart - kDay});
+  ASSERT_OK(old_oven);
+  auto new_oven = client->register_asset({.account_id = account,
+                                          .serial_number = "OV-2",
+                                          .installed_at_ms = kStart - kDay,
+                                          .warranty_end_at_ms = kStart + 365 * kDay});
+  ASSERT_OK(new_oven);
+  EXPECT_EQ(client->assets_of_account(account)->size(), 2u);
+  EXPECT_EQ(client->asset(*new_oven)->installed_at_ms, kStart - kDay);
+
+  auto billable = client->open_case(
+      {.account_id = account, .subject = "Old oven cold", .priority = "urgent", .asset_id = *old_oven});
+  ASSERT_OK(billable);
+  auto covered =
+      client->open_case({.account_id = account, .subject = "New oven noisy", .asset_id = *new_oven});
+  ASSERT_OK(covered);
+  auto plain = client->open_case({.account_id = account, .subject = "Invoice question", .take = true});
+  ASSERT_OK(plain);
+  EXPECT_REFUSED(*client, client->open_case({.account_id = account, .subject = "x", .priority = "asap"}),
+                 ErrorCode::kValueInvalid);
+  EXPECT_TRUE(client->service_case(*billable)->billable);
+  EXPECT_FALSE(client->service_case(*covered)->billable);
+  EXPECT_FALSE(client->service_case(*plain)->billable);
+  EXPECT_EQ(client->service_case(*plain)->status, "assigned");
+  EXPECT_EQ(client->service_case(*plain)->assignee_id, "alice");
+  EXPECT_EQ(client->service_case(*plain)->opened_by, "alice");
+
+  // The account screen shows the open complaints before a visit.
+  auto screen = client->account(account);
+  ASSERT_OK(screen);
+  ASSERT_EQ(screen->open_cases.size(), 3u);
+  EXPECT_EQ(screen->open_cases[0].subject, "Old oven cold");
+  EXPECT_TRUE(screen->open_cases[0].billable);
+
+  ASSERT_TRUE(client->take_case(*billable));
+  EXPECT_REFUSED(*client, client->take_case(*billable), ErrorCode::kPermissionDenied);
+  EXPECT_REFUSED(*client, client->dispatch_case(*covered, "bob"), ErrorCode::kPermissionDenied);
+  ASSERT_TRUE(client->start_case(*billable));
+  ASSERT_TRUE(client->add_case_note(*billable, "ordered a heating element"));
+  EXPECT_REFUSED(*client, client->resolve_case(*billable, ""), ErrorCode::kMissingField);
+  clock.now += kHour;
+  ASSERT_TRUE(client->resolve_case(*billable, "replaced the heating element"));
+  auto done = client->service_case(*billable);
+  ASSERT_OK(done);
+  EXPECT_EQ(done->status, "resolved");
+  EXPECT_EQ(done->resolved_at_ms, clock.now);
+  EXPECT_EQ(done->resolution_notes, "ordered a heating element\nreplaced the heating element");
+  ASSERT_TRUE(client->close_case(*billable));
+  EXPECT_REFUSED(*client, client->reopen_case(*billable), ErrorCode::kPermissionDenied);  // managers reopen
+  EXPECT_EQ(client->account(account)->open_cases.size(), 2u);
+  auto mine = client->my_cases();
+  ASSERT_OK(mine);
+  ASSERT_EQ(mine->size(), 1u);
+  EXPECT_EQ(mine->front().id, *plain);
+}
+
+TEST_F(FieldClientTest, ManagerDispatchesAndReopensCases) {
+  auto mgr = open_client("mia", clock, "", Role::kManager);
+  ASSERT_TRUE(mgr);
+  auto acct = mgr->create_account({.name = "Depot", .territory_id = "t-north"});
+  ASSERT_OK(acct);
+  auto sc = mgr->open_case({.account_id = *acct, .subject = "Door jammed", .priority = "high"});
+  ASSERT_OK(sc);
+  ASSERT_TRUE(mgr->dispatch_case(*sc, "bob"));
+  EXPECT_EQ(mgr->service_case(*sc)->assignee_id, "bob");
+  EXPECT_EQ(mgr->service_case(*sc)->status, "assigned");
+  ASSERT_TRUE(mgr->start_case(*sc));
+  ASSERT_TRUE(mgr->resolve_case(*sc, "oiled the hinge"));
+  ASSERT_TRUE(mgr->reopen_case(*sc));
+  EXPECT_EQ(mgr->service_case(*sc)->status, "in_progress");
+  EXPECT_FALSE(mgr->service_case(*sc)->resolved_at_ms.has_value());
+}
+
+TEST_F(FieldClientTest, TasksCompleteCancelReopenAndOverdue) {
+  auto late = client->create_task({.title = "Call back", .due_at_ms = kStart - kHour, .account_id = account});
+  ASSERT_OK(late);
+  auto later = client->create_task(
+      {.title = "Send offer", .due_at_ms = kStart + kDay, .remind_at_ms = kStart + kDay - kHour});
+  ASSERT_OK(later);
+  auto undated = client->create_task({.title = "Tidy the van"});
+  ASSERT_OK(undated);
+  EXPECT_REFUSED(*client, client->create_task({.title = "x", .lead_id = account}),
+                 ErrorCode::kRecordNotFound);
+  auto overdue = client->overdue_tasks();
+  ASSERT_OK(overdue);
+  ASSERT_EQ(overdue->size(), 1u);
+  EXPECT_EQ(overdue->front().id, *late);
+  EXPECT_EQ(overdue->front().account_id, account);
+  auto open = client->open_tasks();
+  ASSERT_OK(open);
+  ASSERT_EQ(open->size(), 3u);
+  EXPECT_EQ((*open)[0].id, *late);
+  EXPECT_EQ((*open)[2].id, *undated);  // undated last
+
+  ASSERT_TRUE(client->complete_task(*late));
+  EXPECT_EQ(client->task(*late)->status, "done");
+  EXPECT_EQ(client->task(*late)->completed_at_ms, clock.now);
+  EXPECT_TRUE(client->overdue_tasks()->empty());
+  EXPECT_REFUSED(*client, client->cancel_task(*late), ErrorCode::kInvalidTransition);  // done -> cancelled
+  ASSERT_TRUE(client->reopen_task(*late));
+  EXPECT_FALSE(client->task(*late)->completed_at_ms.has_value());
+  ASSERT_TRUE(client->cancel_task(*later));
+  EXPECT_EQ(client->task(*later)->status, "cancelled");
+  EXPECT_EQ(client->open_tasks()->size(), 2u);
+}
+
+TEST_F(FieldClientTest, EventsLinkAnOpportunity) {
+  auto opp = client->create_opportunity({.account_id = account, .name = "Ovens", .amount_cents = 1000});
+  ASSERT_OK(opp);
+  auto ev = client->create_event({.title = "Oven demo",
+                                  .start_at_ms = kStart,
+                                  .end_at_ms = kStart + kHour,
+                                  .account_id = account,
+                                  .opportunity_id = *opp});
+  ASSERT_OK(ev);
+  EXPECT_EQ(client->event(ev->id)->opportunity_id, *opp);
+  EXPECT_REFUSED(
+      *client,
+      client->create_event(
+          {.title = "x", .start_at_ms = kStart, .end_at_ms = kStart + kHour, .opportunity_id = account}),
+      ErrorCode::kRecordNotFound);
+}
+
+TEST(FieldClientSync, LeadConvertedOfflineReachesTheServerAndATakenCaseStaysTaken) {
+  ServerWorld w;
+  auto alice = open_client("alice", w.clock);
+  auto bob = open_client("bob", w.clock);
+  ASSERT_TRUE(alice && bob);
+  auto acct = alice->create_account({.name = "Müller", .territory_id = "t-north"});
+  ASSERT_OK(acct);
+  auto sc = alice->open_case({.account_id = *acct, .subject = "Scale broken"});
+  ASSERT_OK(sc);
+  w.connect(*alice);
+  w.connect(*bob);
+  EXPECT_EQ(bob->account(*acct)->open_cases.size(), 1u);
+  w.disconnect(*alice);
+  w.disconnect(*bob);
+
+  // Offline: alice converts a lead and takes the case; bob takes the same case.
+  auto lead =
+      alice->create_lead({.person_name = "Ina", .source = "phone_enquiry", .territory_id = "t-north"});
+  ASSERT_OK(lead);
+  auto conv = alice->convert_lead(*lead, {.account_name = "Ina's Deli"});
+  ASSERT_OK(conv);
+  ASSERT_TRUE(alice->take_case(*sc));
+  ASSERT_TRUE(bob->take_case(*sc));
+
+  std::vector<Rejection> rejected;
+  bob->add_observer({.rejection = [&](const Rejection& r) { rejected.push_back(r); }});
+  w.connect(*alice);
+  EXPECT_EQ(pending(*alice), 0u);
+  w.connect(*bob);
+  EXPECT_EQ(pending(*bob), 0u);
+  ASSERT_EQ(rejected.size(), 1u);
+  EXPECT_EQ(rejected[0].reason, ErrorCode::kPermissionDenied) << rejected[0].message;
+  EXPECT_EQ(bob->service_case(*sc)->assignee_id, "alice");  // bob's take rolled back
+  auto seen = bob->lead(*lead);
+  ASSERT_OK(seen);
+  EXPECT_EQ(seen->status, "converted");
+  EXPECT_EQ(bob->account(conv->account_id)->account.name, "Ina's Deli");
+  // The server holds the conversion whole.
+  auto stored = w.store.load(EntityId::kLead, *RecordId::parse(*lead));
+  ASSERT_TRUE(stored.is_ok() && stored->has_value());
+  EXPECT_EQ((*stored)->get(schema::entity_ref(EntityId::kLead).field("converted_contact_id")->id),
+            Value::text(conv->contact_id));
+}
+
+TEST(FieldsyncRep, LeadsCasesAssetsAndTasks) {
+  const std::string db = temp_file("rep3");
+  const std::string base = "--db " + db + " --user alice ";
+  EXPECT_NE(rep("lead --help").out.find("lead convert --id ID"), std::string::npos);
+  RepRun acc = rep(base + "account add --name Depot --territory t-north");
+  ASSERT_EQ(acc.exit_code, 0) << acc.out;
+  const std::string account = trim(acc.out);
+  RepRun lead =
+      rep(base + "lead add --person 'Jo Kim' --company 'Kim GmbH' --source referral --territory t-north");
+  ASSERT_EQ(lead.exit_code, 0) << lead.out;
+  const std::string lead_id = trim(lead.out);
+  EXPECT_EQ(rep(base + "lead qualify --id " + lead_id).exit_code, 0);
+  RepRun conv = rep(base + "lead convert --id " + lead_id + " --amount 90000");
+  ASSERT_EQ(conv.exit_code, 0) << conv.out;
+  EXPECT_NE(conv.out.find("opportunity\t"), std::string::npos) << conv.out;
+  RepRun show = rep(base + "lead show --id " + lead_id);
+  EXPECT_NE(show.out.find("converted"), std::string::npos) << show.out;
+  RepRun bad = rep(base + "lead disqualify --id " + lead_id + " --reason late");
+  EXPECT_EQ(bad.exit_code, 1) << bad.out;
+
+  RepRun asset =
+      rep(base + "asset add --account " + account + " --serial SN-9 --warranty-end 2020-01-01T00:00");
+  ASSERT_EQ(asset.exit_code, 0) << asset.out;
+  RepRun sc = rep(base + "case open --account " + account +
+                  " --subject 'Belt torn' --priority urgent --asset " + trim(asset.out));
+  ASSERT_EQ(sc.exit_code, 0) << sc.out;
+  const std::string case_id = trim(sc.out);
+  EXPECT_EQ(rep(base + "case take --id " + case_id).exit_code, 0);
+  RepRun cshow = rep(base + "case show --id " + case_id);
+  EXPECT_NE(cshow.out.find("\tassigned\turgent\talice\t"), std::string::npos) << cshow.out;
+  EXPECT_NE(cshow.out.find("billable"), std::string::npos) << cshow.out;
+  RepRun screen = rep(base + "account show --id " + account);
+  EXPECT_NE(screen.out.find("case\t" + case_id), std::string::npos) << screen.out;
+  EXPECT_EQ(rep(base + "case resolve --id " + case_id + " --note 'new belt'").exit_code, 0);
+  EXPECT_EQ(rep(base + "cases --account " + account).out, "");
+
+  RepRun task = rep(base + "task add --title 'Call Jo' --due 2020-01-02T09:00");
+  ASSERT_EQ(task.exit_code, 0) << task.out;
+  EXPECT_NE(rep(base + "tasks --overdue").out.find("Call Jo"), std::string::npos);
+  EXPECT_EQ(rep(base + "task done --id " + trim(task.out)).exit_code, 0);
+  EXPECT_EQ(rep(base + "tasks --overdue").out, "");
+}
+
 }  // namespace
 }  // namespace fieldsync::client

@@ -1112,5 +1112,220 @@ TEST(MemoryReplicaStore, OverlayOutboxMetaAndFaults) {
   EXPECT_EQ(store.outbox().size(), 1u);
 }
 
+// ---- Schema 3: leads, service cases (check_domain_rules inside apply_client_txn)
+
+uint16_t fld(EntityId e, std::string_view name) {
+  const schema::FieldDef* d = schema::entity_ref(e).field(name);
+  EXPECT_NE(d, nullptr) << name;
+  return d != nullptr ? d->id : 0;
+}
+
+const Principal kAl{"al", Role::kRep, {"north"}, {}};
+
+class DomainRulesTest : public RulesTest {
+ protected:
+  std::vector<Change> lead(RecordId id, const Principal& owner, const std::string& territory,
+                           const std::string& status = "new") {
+    const EntityId L = EntityId::kLead;
+    return {create(L, id),
+            set(L, id, fld(L, "person_name"), text("Dana Diaz")),
+            set(L, id, fld(L, "company_name"), text("Diaz Bakery")),
+            set(L, id, fld(L, "source"), text("field_prospecting")),
+            set(L, id, fld(L, "owner_id"), text(owner.user)),
+            set(L, id, fld(L, "territory_id"), text(territory)),
+            set(L, id, fld(L, "status"), text(status)),
+            set(L, id, fld(L, "created_at"), Value::integer(1'700'000'000'000))};
+  }
+  RecordId new_lead(const Principal& owner, const std::string& territory) {
+    RecordId id = new_id();
+    commit(txn(owner, lead(id, owner, territory)), owner);
+    return id;
+  }
+
+  // A conversion of `lead_id` by `who`: account (new unless given), contact, opportunity, links, status.
+  struct Conversion {
+    RecordId account, contact, opp;
+    std::vector<Change> changes;
+  };
+  Conversion conversion(RecordId lead_id, const Principal& who, std::optional<RecordId> existing = {}) {
+    Conversion c{existing.value_or(new_id()), new_id(), new_id(), {}};
+    if (!existing)
+      for (Change& x : account(c.account, "north", who)) c.changes.push_back(x);
+    const EntityId C = EntityId::kContact, O = EntityId::kOpportunity, L = EntityId::kLead;
+    for (Change x : {create(C, c.contact), set(C, c.contact, fld(C, "account_id"), ref(c.account)),
+                     set(C, c.contact, fld(C, "name"), text("Dana Diaz")), create(O, c.opp),
+                     set(O, c.opp, fld(O, "account_id"), ref(c.account)),
+                     set(O, c.opp, fld(O, "owner_id"), text(who.user)),
+                     set(O, c.opp, fld(O, "name"), text("Bakery ovens")),
+                     set(O, c.opp, fld(O, "stage"), text("prospect")),
+                     set(O, c.opp, fld(O, "amount_cents"), Value::integer(120000)),
+                     set(O, c.opp, fld(O, "currency"), text("EUR")),
+                     set(L, lead_id, fld(L, "converted_account_id"), ref(c.account)),
+                     set(L, lead_id, fld(L, "converted_contact_id"), ref(c.contact)),
+                     set(L, lead_id, fld(L, "converted_opportunity_id"), ref(c.opp)),
+                     set(L, lead_id, fld(L, "converted_at"), Value::integer(1'700'000'100'000)),
+                     set(L, lead_id, fld(L, "status"), text("converted"))})
+      c.changes.push_back(x);
+    return c;
+  }
+  // Drops the change that sets `field` of the lead.
+  static std::vector<Change> without(std::vector<Change> changes, uint16_t field) {
+    std::erase_if(changes, [&](const Change& c) { return c.entity == EntityId::kLead && c.field == field; });
+    return changes;
+  }
+
+  std::vector<Change> service_case(RecordId id, RecordId account_id, const Principal& by) {
+    const EntityId S = EntityId::kServiceCase;
+    return {create(S, id),
+            set(S, id, fld(S, "account_id"), ref(account_id)),
+            set(S, id, fld(S, "subject"), text("Oven does not heat")),
+            set(S, id, fld(S, "priority"), text("high")),
+            set(S, id, fld(S, "status"), text("open")),
+            set(S, id, fld(S, "opened_at"), Value::integer(1'700'000'000'000)),
+            set(S, id, fld(S, "opened_by"), text(by.user))};
+  }
+  RecordId new_case(RecordId account_id, const Principal& by) {
+    RecordId id = new_id();
+    commit(txn(by, service_case(id, account_id, by)), by);
+    return id;
+  }
+  Change assign(RecordId sc, const std::string& user) {
+    return set(EntityId::kServiceCase, sc, fld(EntityId::kServiceCase, "assignee_id"),
+               user.empty() ? Value::null() : text(user));
+  }
+};
+
+TEST_F(DomainRulesTest, LeadConversionIsOneTransactionAndFreezesTheLead) {
+  RecordId l = new_lead(kAnn, "north");
+  commit(txn(kAnn, {set(EntityId::kLead, l, fld(EntityId::kLead, "status"), text("qualified"))}), kAnn);
+  Conversion c = conversion(l, kAnn);
+  TxnApplication app = commit(txn(kAnn, c.changes), kAnn);
+  EXPECT_EQ(app.records.size(), 4u);  // lead, account, contact, opportunity
+  std::optional<RecordState> lead_after = stored(EntityId::kLead, l);
+  ASSERT_TRUE(lead_after);
+  EXPECT_EQ(lead_after->get(fld(EntityId::kLead, "status")), text("converted"));
+  EXPECT_EQ(lead_after->get(fld(EntityId::kLead, "converted_account_id")), ref(c.account));
+  EXPECT_EQ(lead_after->get(fld(EntityId::kLead, "converted_contact_id")), ref(c.contact));
+  EXPECT_EQ(lead_after->get(fld(EntityId::kLead, "converted_opportunity_id")), ref(c.opp));
+  EXPECT_TRUE(stored(EntityId::kAccount, c.account));
+  EXPECT_TRUE(stored(EntityId::kContact, c.contact));
+  EXPECT_TRUE(stored(EntityId::kOpportunity, c.opp));
+  // Frozen: neither a field, nor a status, nor the links change again, even for head office.
+  expect_rejected(txn(kAnn, {set(EntityId::kLead, l, fld(EntityId::kLead, "phone"), text("+41 1"))}), kAnn,
+                  ErrorCode::kOrderLocked);
+  expect_rejected(txn(kHq, {set(EntityId::kLead, l, fld(EntityId::kLead, "status"), text("new"))}), kHq,
+                  ErrorCode::kOrderLocked);
+  expect_rejected(txn(kHq, {set(EntityId::kLead, l, fld(EntityId::kLead, "converted_account_id"),
+                                ref(new_account("north")))}),
+                  kHq, ErrorCode::kOrderLocked);
+}
+
+TEST_F(DomainRulesTest, ConversionIntoAnExistingAccountOfTheScope) {
+  RecordId l = new_lead(kAnn, "north");
+  RecordId existing = new_account("north");
+  commit(txn(kAnn, conversion(l, kAnn, existing).changes), kAnn);
+  // Someone else's territory: the writer's scope decides, as for any reference.
+  RecordId l2 = new_lead(kAnn, "north");
+  expect_rejected(txn(kAnn, conversion(l2, kAnn, new_account("south")).changes), kAnn,
+                  ErrorCode::kOutOfScope);
+  // A record that exists nowhere.
+  expect_rejected(txn(kHq, conversion(l2, kHq, new_id()).changes), kHq, ErrorCode::kRecordNotFound);
+}
+
+TEST_F(DomainRulesTest, ConversionWithoutEveryLinkIsRejectedWhole) {
+  RecordId l = new_lead(kAnn, "north");
+  const size_t log_before = store_.log().size();
+  for (const char* field :
+       {"converted_account_id", "converted_contact_id", "converted_opportunity_id", "converted_at"}) {
+    Conversion c = conversion(l, kAnn);
+    Result<TxnApplication> r = apply(txn(kAnn, without(c.changes, fld(EntityId::kLead, field))), kAnn);
+    ASSERT_FALSE(r.is_ok()) << field;
+    EXPECT_EQ(r.status().code(), ErrorCode::kMissingField) << r.status().to_string();
+    EXPECT_NE(r.status().message().find(field), std::string::npos) << r.status().message();
+  }
+  EXPECT_EQ(store_.log().size(), log_before);  // nothing half-applied
+  EXPECT_EQ(stored(EntityId::kLead, l)->get(fld(EntityId::kLead, "status")), text("new"));
+}
+
+TEST_F(DomainRulesTest, ConversionLinksOnlyInTheConvertingTransaction) {
+  RecordId l = new_lead(kAnn, "north");
+  RecordId acct = new_account("north");
+  expect_rejected(
+      txn(kAnn, {set(EntityId::kLead, l, fld(EntityId::kLead, "converted_account_id"), ref(acct))}), kAnn,
+      ErrorCode::kImmutableField);
+  // Not even at creation: a lead is born unconverted.
+  RecordId l2 = new_id();
+  std::vector<Change> born = lead(l2, kAnn, "north");
+  born.push_back(set(EntityId::kLead, l2, fld(EntityId::kLead, "converted_at"), Value::integer(5)));
+  expect_rejected(txn(kAnn, born), kAnn, ErrorCode::kImmutableField);
+}
+
+TEST_F(DomainRulesTest, ConversionLinksMustHangTogether) {
+  RecordId l = new_lead(kAnn, "north");
+  Conversion c = conversion(l, kAnn);
+  // The contact of another account of the territory.
+  RecordId other = new_account("north");
+  for (Change& x : c.changes)
+    if (x.entity == EntityId::kContact && x.field == fld(EntityId::kContact, "account_id"))
+      x.value = ref(other);
+  expect_rejected(txn(kAnn, c.changes), kAnn, ErrorCode::kValueInvalid);
+}
+
+TEST_F(DomainRulesTest, DisqualifyingNeedsAReason) {
+  RecordId l = new_lead(kAnn, "north");
+  const uint16_t status = fld(EntityId::kLead, "status");
+  expect_rejected(txn(kAnn, {set(EntityId::kLead, l, status, text("disqualified"))}), kAnn,
+                  ErrorCode::kMissingField);
+  commit(txn(kAnn, {set(EntityId::kLead, l, fld(EntityId::kLead, "disqualify_reason"), text("no budget")),
+                    set(EntityId::kLead, l, status, text("disqualified"))}),
+         kAnn);
+  // Back to new is a manager's move; a second disqualification needs its own reason again.
+  expect_rejected(txn(kAnn, {set(EntityId::kLead, l, status, text("new"))}), kAnn,
+                  ErrorCode::kPermissionDenied);
+  commit(txn(kMia, {set(EntityId::kLead, l, status, text("new"))}), kMia);
+  expect_rejected(txn(kAnn, {set(EntityId::kLead, l, status, text("disqualified"))}), kAnn,
+                  ErrorCode::kMissingField);
+}
+
+TEST_F(DomainRulesTest, ARepTakesOnlyAnUnassignedCaseOfTheirScopeForThemselves) {
+  RecordId acct = new_account("north");
+  RecordId sc = new_case(acct, kAnn);
+  expect_rejected(txn(kBob, {assign(sc, "bob")}), kBob, ErrorCode::kOutOfScope);       // not his territory
+  expect_rejected(txn(kAnn, {assign(sc, "al")}), kAnn, ErrorCode::kPermissionDenied);  // not for a colleague
+  commit(txn(kAnn, {assign(sc, "ann")}), kAnn);
+  expect_rejected(txn(kAl, {assign(sc, "al")}), kAl, ErrorCode::kPermissionDenied);  // taken already
+  expect_rejected(txn(kAnn, {assign(sc, "")}), kAnn, ErrorCode::kPermissionDenied);  // no dropping it either
+  // A manager reassigns within the team, head office to anyone.
+  expect_rejected(txn(kMia, {assign(sc, "zed")}), kMia, ErrorCode::kPermissionDenied);
+  commit(txn(kMia, {assign(sc, "bob")}), kMia);
+  commit(txn(kHq, {assign(sc, "zed")}), kHq);
+  EXPECT_EQ(stored(EntityId::kServiceCase, sc)->get(fld(EntityId::kServiceCase, "assignee_id")), text("zed"));
+}
+
+TEST_F(DomainRulesTest, CaseDueTimeAndEscalationAreHeadOffices) {
+  RecordId sc = new_case(new_account("north"), kAnn);
+  const EntityId S = EntityId::kServiceCase;
+  expect_rejected(txn(kAnn, {set(S, sc, fld(S, "due_at"), Value::integer(1'800'000'000'000))}), kAnn,
+                  ErrorCode::kServerOwnedField);
+  expect_rejected(txn(kMia, {set(S, sc, fld(S, "escalation_level"), Value::integer(1))}), kMia,
+                  ErrorCode::kServerOwnedField);
+  commit(txn(kHq, {set(S, sc, fld(S, "escalation_level"), Value::integer(1))}), kHq);
+  // Resolution notes only grow.
+  expect_rejected(txn(kAnn, {set(S, sc, fld(S, "resolution_notes"), text("rewritten"))}), kAnn,
+                  ErrorCode::kTypeMismatch);
+  commit(txn(kAnn, {make(ChangeOp::kAppend, S, sc, fld(S, "resolution_notes"), text("replaced the fuse"))}),
+         kAnn);
+}
+
+TEST(CaseBillable, WarrantyEndedBeforeTheCaseOpenedOrUnknown) {
+  const int64_t opened = 1'700'000'000'000;
+  EXPECT_TRUE(case_billable(true, opened - 1, opened));
+  EXPECT_FALSE(case_billable(true, opened, opened));  // still under warranty the moment it opened
+  EXPECT_FALSE(case_billable(true, opened + 86'400'000, opened));
+  EXPECT_TRUE(case_billable(true, std::nullopt, opened));
+  EXPECT_FALSE(case_billable(false, std::nullopt, opened));
+  EXPECT_FALSE(case_billable(false, opened - 1, opened));
+}
+
 }  // namespace
 }  // namespace fieldsync

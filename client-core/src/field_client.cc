@@ -34,12 +34,6 @@ int64_t floor_div(int64_t a, int64_t b) {
   return q;
 }
 
-uint16_t fid(EntityId e, std::string_view name) {
-  const schema::FieldDef* f = schema::entity_ref(e).field(name);
-  if (f == nullptr) std::abort();  // programmer error: field names here come from the model
-  return f->id;
-}
-
 bool is_enum_value(EntityId e, std::string_view field, std::string_view v) {
   const schema::FieldDef* f = schema::entity_ref(e).field(field);
   return std::find(f->enum_values.begin(), f->enum_values.end(), v) != f->enum_values.end();
@@ -118,48 +112,6 @@ Status revoked_after(const Status& deletion) {
 
 }  // namespace
 
-// The changes of one API call. Records are created with every field the caller gives; nulls are not sent.
-struct FieldClient::Batch {
-  std::vector<Change> changes;
-  RecordId create(EntityId e, RecordId id) {
-    Change c;
-    c.op = ChangeOp::kCreate;
-    c.entity = e;
-    c.record = id;
-    changes.push_back(std::move(c));
-    return id;
-  }
-  void set(EntityId e, const RecordId& id, std::string_view field, Value v) {
-    Change c;
-    c.op = ChangeOp::kSet;
-    c.entity = e;
-    c.record = id;
-    c.field = fid(e, field);
-    c.value = std::move(v);
-    changes.push_back(std::move(c));
-  }
-  void set_text(EntityId e, const RecordId& id, std::string_view field, const std::optional<std::string>& v) {
-    if (v) set(e, id, field, v->empty() ? Value::null() : Value::text(*v));
-  }
-  void append(EntityId e, const RecordId& id, std::string_view field, const std::string& text) {
-    Change c;
-    c.op = ChangeOp::kAppend;
-    c.entity = e;
-    c.record = id;
-    c.field = fid(e, field);
-    c.value = Value::text(text);
-    changes.push_back(std::move(c));
-  }
-  void erase(EntityId e, const RecordId& id) {
-    Change c;
-    c.op = ChangeOp::kDelete;
-    c.entity = e;
-    c.record = id;
-    changes.push_back(std::move(c));
-  }
-  std::function<RecordId()> next_id;
-};
-
 // ---- opening
 
 Result<std::unique_ptr<FieldClient>> FieldClient::open(const std::string& path, Options options) {
@@ -211,6 +163,7 @@ FieldClient::FieldClient(std::string path, Options options, std::unique_ptr<Sqli
   config.token = options_.token;
   config.app_version = options_.app_version;
   config.schema_version = options_.schema_version;
+  config.role = options_.role;
   engine_ = std::make_unique<SyncEngine>(*store_, std::move(config));
 }
 
@@ -565,6 +518,11 @@ Result<EventWriteResult> FieldClient::create_event(const NewEvent& ev) {
       if (Status v = detail::require_live(*queries_, *store_, EntityId::kAccount, *ev.account_id); !v)
         return v;
     }
+    if (ev.opportunity_id) {
+      if (auto o = detail::parse_id("opportunity", *ev.opportunity_id); !o) return o.status();
+      if (Status v = detail::require_live(*queries_, *store_, EntityId::kOpportunity, *ev.opportunity_id); !v)
+        return v;
+    }
     const EntityId e = EntityId::kCalendarEvent;
     id = b.create(e, b.next_id());
     b.set(e, id, "owner_id", Value::text(options_.user));
@@ -573,6 +531,7 @@ Result<EventWriteResult> FieldClient::create_event(const NewEvent& ev) {
     b.set(e, id, "end_at", Value::integer(ev.end_at_ms));
     b.set(e, id, "status", Value::text("scheduled"));
     if (ev.account_id) b.set(e, id, "account_id", Value::text(*ev.account_id));
+    if (ev.opportunity_id) b.set(e, id, "opportunity_id", Value::text(*ev.opportunity_id));
     b.set_text(e, id, "location", ev.location);
     return Status::ok();
   });

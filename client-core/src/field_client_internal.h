@@ -1,7 +1,9 @@
 // Private to field_client*.cc: the prepared-statement cache and the queries the write path validates with.
 #pragma once
 
+#include <cstdlib>
 #include <functional>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <variant>
@@ -30,6 +32,32 @@ Status query(Queries& q, SqliteReplicaStore& store, const std::string& sql, cons
              const std::function<void(sqlite3_stmt*)>& row);
 
 // kRecordNotFound unless a live (not tombstoned) record of `entity` with this id is in the replica.
+// Column readers: NULL reads as empty text / nullopt.
+std::string text(sqlite3_stmt* s, int col);
+std::optional<int64_t> opt_int(sqlite3_stmt* s, int col);
+std::optional<double> opt_real(sqlite3_stmt* s, int col);
+std::string table(schema::EntityId e);  // the entity's quoted table name
+Status not_found(std::string_view what, const std::string& id);
+
+template <typename T>
+Result<std::vector<T>> select(Queries& q, SqliteReplicaStore& store, const std::string& sql,
+                              const std::vector<Bind>& binds, T (*row)(sqlite3_stmt*)) {
+  std::vector<T> out;
+  Status s = query(q, store, sql, binds, [&](sqlite3_stmt* st) { out.push_back(row(st)); });
+  if (!s) return s;
+  return out;
+}
+
+template <typename T>
+Result<T> select_one(Queries& q, SqliteReplicaStore& store, schema::EntityId e, const std::string& cols,
+                     const std::string& id, T (*row)(sqlite3_stmt*), std::string_view what) {
+  auto rows = select(q, store, "SELECT " + cols + " FROM " + table(e) + " WHERE id = ?1 AND _deleted = 0",
+                     {Bind{id}}, row);
+  if (!rows) return rows.status();
+  if (rows->empty()) return not_found(what, id);
+  return std::move(rows->front());
+}
+
 Status require_live(Queries& q, SqliteReplicaStore& store, schema::EntityId entity, const std::string& id);
 
 Result<Visit> load_visit(Queries& q, SqliteReplicaStore& store, const std::string& id);
@@ -47,5 +75,55 @@ Result<Opportunity> load_opportunity(Queries& q, SqliteReplicaStore& store, cons
 Status check_transition(schema::EntityId entity, const std::string& from, const std::string& to,
                         schema::Role role);
 
+// A field's id by its model name (names here come from the model: a missing one is a programmer error).
+inline uint16_t fid(schema::EntityId e, std::string_view name) {
+  const schema::FieldDef* f = schema::entity_ref(e).field(name);
+  if (f == nullptr) std::abort();
+  return f->id;
+}
+
 }  // namespace detail
+
+// The changes of one API call. Records are created with every field the caller gives; nulls are not sent.
+struct FieldClient::Batch {
+  std::vector<Change> changes;
+  RecordId create(EntityId e, RecordId id) {
+    Change c;
+    c.op = ChangeOp::kCreate;
+    c.entity = e;
+    c.record = id;
+    changes.push_back(std::move(c));
+    return id;
+  }
+  void set(EntityId e, const RecordId& id, std::string_view field, Value v) {
+    Change c;
+    c.op = ChangeOp::kSet;
+    c.entity = e;
+    c.record = id;
+    c.field = detail::fid(e, field);
+    c.value = std::move(v);
+    changes.push_back(std::move(c));
+  }
+  void set_text(EntityId e, const RecordId& id, std::string_view field, const std::optional<std::string>& v) {
+    if (v) set(e, id, field, v->empty() ? Value::null() : Value::text(*v));
+  }
+  void append(EntityId e, const RecordId& id, std::string_view field, const std::string& text) {
+    Change c;
+    c.op = ChangeOp::kAppend;
+    c.entity = e;
+    c.record = id;
+    c.field = detail::fid(e, field);
+    c.value = Value::text(text);
+    changes.push_back(std::move(c));
+  }
+  void erase(EntityId e, const RecordId& id) {
+    Change c;
+    c.op = ChangeOp::kDelete;
+    c.entity = e;
+    c.record = id;
+    changes.push_back(std::move(c));
+  }
+  std::function<RecordId()> next_id;
+};
+
 }  // namespace fieldsync::client

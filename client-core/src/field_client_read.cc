@@ -57,8 +57,6 @@ Status query(Queries& q, SqliteReplicaStore& store, const std::string& sql, cons
   });
 }
 
-namespace {
-
 std::string text(sqlite3_stmt* s, int col) {
   const unsigned char* p = sqlite3_column_text(s, col);
   if (p == nullptr) return {};
@@ -83,6 +81,8 @@ std::string table(EntityId e) {
 Status not_found(std::string_view what, const std::string& id) {
   return Status(ErrorCode::kRecordNotFound, std::string(what) + " " + id + " not found");
 }
+
+namespace {
 
 const std::string kAccountCols =
     "id, name, territory_id, address, city, phone, email, segment, credit_limit_cents, notes, created_by";
@@ -146,7 +146,8 @@ Order order_row(sqlite3_stmt* s) {
   return o;
 }
 
-const std::string kEventCols = "id, owner_id, account_id, title, start_at, end_at, status, location";
+const std::string kEventCols =
+    "id, owner_id, account_id, title, start_at, end_at, status, location, opportunity_id";
 Event event_row(sqlite3_stmt* s) {
   Event e;
   e.id = text(s, 0);
@@ -157,6 +158,7 @@ Event event_row(sqlite3_stmt* s) {
   e.end_at_ms = opt_int(s, 5).value_or(0);
   e.status = text(s, 6);
   e.location = text(s, 7);
+  e.opportunity_id = text(s, 8);
   return e;
 }
 
@@ -173,25 +175,6 @@ Opportunity opportunity_row(sqlite3_stmt* s) {
   o.currency = text(s, 6);
   o.expected_close_ms = opt_int(s, 7);
   return o;
-}
-
-template <typename T>
-Result<std::vector<T>> select(Queries& q, SqliteReplicaStore& store, const std::string& sql,
-                              const std::vector<Bind>& binds, T (*row)(sqlite3_stmt*)) {
-  std::vector<T> out;
-  Status s = query(q, store, sql, binds, [&](sqlite3_stmt* st) { out.push_back(row(st)); });
-  if (!s) return s;
-  return out;
-}
-
-template <typename T>
-Result<T> select_one(Queries& q, SqliteReplicaStore& store, EntityId e, const std::string& cols,
-                     const std::string& id, T (*row)(sqlite3_stmt*), std::string_view what) {
-  auto rows = select(q, store, "SELECT " + cols + " FROM " + table(e) + " WHERE id = ?1 AND _deleted = 0",
-                     {Bind{id}}, row);
-  if (!rows) return rows.status();
-  if (rows->empty()) return not_found(what, id);
-  return std::move(rows->front());
 }
 
 Status load_lines(Queries& q, SqliteReplicaStore& store, Order& o) {
@@ -341,7 +324,9 @@ Result<AccountWithContacts> FieldClient::account(const std::string& id) {
                          " WHERE _deleted = 0 AND account_id = ?1 ORDER BY name, id",
                      {Bind{id}}, detail::contact_row);
   if (!contacts) return contacts.status();
-  return AccountWithContacts{std::move(a).value(), std::move(contacts).value()};
+  auto cases = open_cases_of_account(id);
+  if (!cases) return cases.status();
+  return AccountWithContacts{std::move(a).value(), std::move(contacts).value(), std::move(cases).value()};
 }
 
 Result<Visit> FieldClient::visit(const std::string& id) {

@@ -82,6 +82,34 @@ const std::vector<HelpSection> kHelpSections = {
       "                                      appointments at that time",
       "event move --id ID --start TIME --end TIME   (overlaps as for book)", "event cancel --id ID",
       "agenda [--week]                       today's (or this week's) scheduled appointments"}},
+    {"Leads (schema 3)",
+     {"lead add --person N --source S --territory T [--company C] [--email E] [--phone P] [--note TEXT]\n"
+      "                                      S: "
+      "campaign|web_form|email_enquiry|phone_enquiry|field_prospecting|\n"
+      "                                      referral|other; owned by me, status new",
+      "lead contacted --id ID", "lead qualify --id ID",
+      "lead convert --id ID [--account ID] [--account-name N] [--opp-name N] [--amount CENTS] [--currency "
+      "EUR]\n"
+      "                                      one transaction (offline too): a new account (or --account), a\n"
+      "                                      contact and an opportunity; prints lead, account, contact, opp "
+      "ids",
+      "lead disqualify --id ID --reason TEXT", "lead note --id ID TEXT", "lead show --id ID",
+      "leads                                 mine, open, oldest first"}},
+    {"Service cases, assets and tasks (schema 3)",
+     {"case open --account ID --subject S [--priority low|normal|high|urgent] [--contact ID] [--asset ID]\n"
+      "          [--take]                    --take assigns it to me at once",
+      "case take --id ID                     an unassigned case of my territory, for me",
+      "case dispatch --id ID --to USER       managers (their team) and head office", "case start --id ID",
+      "case resolve --id ID --note TEXT", "case close --id ID",
+      "case reopen --id ID                   managers", "case note --id ID TEXT",
+      "case show --id ID                     with the derived billable flag",
+      "cases [--account ID]                  an account's open cases, or mine (not resolved or closed)",
+      "asset add --account ID --serial S [--product ID] [--installed TIME] [--warranty-end TIME] [--note T]",
+      "asset show --id ID", "assets --account ID",
+      "task add --title T [--due TIME] [--remind TIME] [--account ID] [--opp ID] [--lead ID] [--case ID]\n"
+      "         [--note TEXT]",
+      "task done --id ID", "task cancel --id ID", "task reopen --id ID",
+      "tasks [--overdue]                     my open tasks by due time, or those past due"}},
     {"Opportunities",
      {"opp add --account ID --name N --amount CENTS [--currency EUR] [--stage prospect]",
       "opp move --id ID --stage prospect|qualified|proposal|negotiation|won|lost",
@@ -175,7 +203,33 @@ const std::map<std::string, CommandOptions> kCommands = {
     {"order submit", {{"order"}}},
     {"order show", {{"order"}}},
     {"orders", {{}, {"open"}}},
-    {"event book", {{"title", "start", "end", "account", "location"}}},
+    {"event book", {{"title", "start", "end", "account", "location", "opp"}}},
+    {"lead add", {{"person", "source", "territory", "company", "email", "phone", "note"}}},
+    {"lead contacted", {{"id"}}},
+    {"lead qualify", {{"id"}}},
+    {"lead convert", {{"id", "account", "account-name", "opp-name", "amount", "currency"}}},
+    {"lead disqualify", {{"id", "reason"}}},
+    {"lead note", {{"id"}, {}, 1}},
+    {"lead show", {{"id"}}},
+    {"leads", {}},
+    {"case open", {{"account", "subject", "priority", "contact", "asset"}, {"take"}}},
+    {"case take", {{"id"}}},
+    {"case dispatch", {{"id", "to"}}},
+    {"case start", {{"id"}}},
+    {"case resolve", {{"id", "note"}}},
+    {"case close", {{"id"}}},
+    {"case reopen", {{"id"}}},
+    {"case note", {{"id"}, {}, 1}},
+    {"case show", {{"id"}}},
+    {"cases", {{"account"}}},
+    {"asset add", {{"account", "serial", "product", "installed", "warranty-end", "note"}}},
+    {"asset show", {{"id"}}},
+    {"assets", {{"account"}}},
+    {"task add", {{"title", "due", "remind", "account", "opp", "lead", "case", "note"}}},
+    {"task done", {{"id"}}},
+    {"task cancel", {{"id"}}},
+    {"task reopen", {{"id"}}},
+    {"tasks", {{}, {"overdue"}}},
     {"event move", {{"id", "start", "end"}}},
     {"event cancel", {{"id"}}},
     {"agenda", {{}, {"week"}}},
@@ -310,6 +364,20 @@ void print_order(const Order& o, bool lines) {
               << '\t' << l.discount_bp << "bp\t" << l.net_cents << '\n';
   std::cout << "gross\t" << o.gross_cents << "\ndiscount\t" << o.discount_cents << "\ntotal\t"
             << o.total_cents << '\n';
+}
+void print_lead(const Lead& l) {
+  std::cout << l.id << '\t' << l.status << '\t' << l.source << '\t' << l.person_name << '\t'
+            << (l.company_name.empty() ? "-" : l.company_name) << '\t' << l.owner_id << '\n';
+}
+void print_case(const ServiceCase& c, const char* prefix = "") {
+  std::cout << prefix << c.id << '\t' << c.account_id << '\t' << c.status << '\t' << c.priority << '\t'
+            << (c.assignee_id.empty() ? "-" : c.assignee_id) << '\t'
+            << (c.due_at_ms ? format_time(*c.due_at_ms) : "-") << '\t' << (c.billable ? "billable" : "-")
+            << '\t' << c.subject << '\n';
+}
+void print_task(const Task& t) {
+  std::cout << t.id << '\t' << t.status << '\t' << (t.due_at_ms ? format_time(*t.due_at_ms) : "-") << '\t'
+            << t.title << '\n';
 }
 void print_write(const EventWriteResult& r) {
   std::cout << r.id << '\n';
@@ -499,7 +567,8 @@ Command parse_command(std::vector<std::string> words) {
   std::string full = words.front();
   words.erase(words.begin());
   // Two-word commands ("order line") take their second word from the arguments.
-  if (full == "account" || full == "contact" || full == "order" || full == "event" || full == "opp") {
+  if (full == "account" || full == "contact" || full == "order" || full == "event" || full == "opp" ||
+      full == "lead" || full == "case" || full == "asset" || full == "task") {
     if (words.empty() || words[0].rfind("--", 0) == 0)
       throw UsageError{full + " needs a subcommand (see --help)"};
     full += " " + words[0];
@@ -535,6 +604,7 @@ int run(FieldClient& c, const Command& command) {
     for (const Contact& ct : r.contacts)
       std::cout << "contact\t" << ct.id << '\t' << ct.name << '\t' << ct.title << '\t' << ct.email << '\t'
                 << ct.phone << (ct.is_primary ? "\tprimary" : "") << '\n';
+    for (const ServiceCase& sc : r.open_cases) print_case(sc, "case\t");
   } else if (full == "accounts") {
     auto prefix = a.maybe("prefix");
     auto territory = a.maybe("territory");
@@ -620,6 +690,7 @@ int run(FieldClient& c, const Command& command) {
     e.end_at_ms = parse_time("--end", need(a, "end"));
     e.account_id = a.maybe("account");
     e.location = a.maybe("location");
+    e.opportunity_id = a.maybe("opp");
     print_write(check(c.create_event(e)));
   } else if (full == "event move") {
     const std::string id = need(a, "id");
@@ -646,6 +717,119 @@ int run(FieldClient& c, const Command& command) {
     const std::string stage = need(a, "stage");
     check(c.move_opportunity(id, stage));
     std::cout << id << '\n';
+  } else if (full == "lead add") {
+    NewLead l;
+    l.person_name = need(a, "person");
+    l.source = need(a, "source");
+    l.territory_id = need(a, "territory");
+    l.company_name = a.maybe("company");
+    l.email = a.maybe("email");
+    l.phone = a.maybe("phone");
+    l.notes = a.maybe("note");
+    std::cout << check(c.create_lead(l)) << '\n';
+  } else if (full == "lead contacted" || full == "lead qualify") {
+    const std::string id = need(a, "id");
+    check(full == "lead qualify" ? c.qualify_lead(id) : c.mark_lead_contacted(id));
+    std::cout << id << '\n';
+  } else if (full == "lead convert") {
+    LeadConversion conv;
+    conv.existing_account_id = a.maybe("account");
+    conv.account_name = a.maybe("account-name");
+    if (auto v = a.maybe("opp-name")) conv.opportunity_name = *v;
+    if (auto v = opt_int(a, "amount")) conv.amount_cents = *v;
+    if (auto v = a.maybe("currency")) conv.currency = *v;
+    ConvertedLead r = check(c.convert_lead(need(a, "id"), conv));
+    std::cout << "lead\t" << r.lead_id << "\naccount\t" << r.account_id << "\ncontact\t" << r.contact_id
+              << "\nopportunity\t" << r.opportunity_id << '\n';
+  } else if (full == "lead disqualify") {
+    const std::string id = need(a, "id");
+    check(c.disqualify_lead(id, need(a, "reason")));
+    std::cout << id << '\n';
+  } else if (full == "lead note") {
+    const std::string id = need(a, "id");
+    if (a.words().empty()) throw UsageError{"lead note needs the note's text"};
+    check(c.add_lead_note(id, a.words().front()));
+    std::cout << id << '\n';
+  } else if (full == "lead show") {
+    Lead l = check(c.lead(need(a, "id")));
+    print_lead(l);
+    if (!l.converted_account_id.empty())
+      std::cout << "converted\t" << l.converted_account_id << '\t' << l.converted_contact_id << '\t'
+                << l.converted_opportunity_id << '\n';
+    if (!l.disqualify_reason.empty()) std::cout << "reason\t" << l.disqualify_reason << '\n';
+  } else if (full == "leads") {
+    for (const Lead& l : check(c.my_leads())) print_lead(l);
+  } else if (full == "case open") {
+    NewServiceCase n;
+    n.account_id = need(a, "account");
+    n.subject = need(a, "subject");
+    if (auto v = a.maybe("priority")) n.priority = *v;
+    n.contact_id = a.maybe("contact");
+    n.asset_id = a.maybe("asset");
+    n.take = a.on("take");
+    std::cout << check(c.open_case(n)) << '\n';
+  } else if (full == "case take" || full == "case start" || full == "case close" || full == "case reopen") {
+    const std::string id = need(a, "id");
+    check(full == "case take"    ? c.take_case(id)
+          : full == "case start" ? c.start_case(id)
+          : full == "case close" ? c.close_case(id)
+                                 : c.reopen_case(id));
+    std::cout << id << '\n';
+  } else if (full == "case dispatch") {
+    const std::string id = need(a, "id");
+    check(c.dispatch_case(id, need(a, "to")));
+    std::cout << id << '\n';
+  } else if (full == "case resolve") {
+    const std::string id = need(a, "id");
+    check(c.resolve_case(id, need(a, "note")));
+    std::cout << id << '\n';
+  } else if (full == "case note") {
+    const std::string id = need(a, "id");
+    if (a.words().empty()) throw UsageError{"case note needs the note's text"};
+    check(c.add_case_note(id, a.words().front()));
+    std::cout << id << '\n';
+  } else if (full == "case show") {
+    ServiceCase sc = check(c.service_case(need(a, "id")));
+    print_case(sc);
+    if (!sc.resolution_notes.empty()) std::cout << "notes\t" << sc.resolution_notes << '\n';
+  } else if (full == "cases") {
+    auto account = a.maybe("account");
+    for (const ServiceCase& sc : check(account ? c.open_cases_of_account(*account) : c.my_cases()))
+      print_case(sc);
+  } else if (full == "asset add") {
+    NewAsset n;
+    n.account_id = need(a, "account");
+    n.serial_number = need(a, "serial");
+    n.product_id = a.maybe("product");
+    if (auto v = a.maybe("installed")) n.installed_at_ms = parse_time("--installed", *v);
+    if (auto v = a.maybe("warranty-end")) n.warranty_end_at_ms = parse_time("--warranty-end", *v);
+    n.notes = a.maybe("note");
+    std::cout << check(c.register_asset(n)) << '\n';
+  } else if (full == "asset show" || full == "assets") {
+    std::vector<Asset> list = full == "assets" ? check(c.assets_of_account(need(a, "account")))
+                                               : std::vector<Asset>{check(c.asset(need(a, "id")))};
+    for (const Asset& x : list)
+      std::cout << x.id << '\t' << x.account_id << '\t' << x.serial_number << '\t'
+                << (x.warranty_end_at_ms ? format_time(*x.warranty_end_at_ms) : "-") << '\n';
+  } else if (full == "task add") {
+    NewTask t;
+    t.title = need(a, "title");
+    if (auto v = a.maybe("due")) t.due_at_ms = parse_time("--due", *v);
+    if (auto v = a.maybe("remind")) t.remind_at_ms = parse_time("--remind", *v);
+    t.account_id = a.maybe("account");
+    t.opportunity_id = a.maybe("opp");
+    t.lead_id = a.maybe("lead");
+    t.service_case_id = a.maybe("case");
+    t.notes = a.maybe("note");
+    std::cout << check(c.create_task(t)) << '\n';
+  } else if (full == "task done" || full == "task cancel" || full == "task reopen") {
+    const std::string id = need(a, "id");
+    check(full == "task done"     ? c.complete_task(id)
+          : full == "task cancel" ? c.cancel_task(id)
+                                  : c.reopen_task(id));
+    std::cout << id << '\n';
+  } else if (full == "tasks") {
+    for (const Task& t : check(a.on("overdue") ? c.overdue_tasks() : c.open_tasks())) print_task(t);
   } else if (full == "pipeline") {
     for (const PipelineStage& p : check(c.pipeline()))
       std::cout << p.stage << '\t' << p.currency << '\t' << p.count << '\t' << p.amount_cents << '\n';

@@ -448,6 +448,63 @@ JNIEXPORT jstring JNICALL Java_org_fieldsync_Client_nativeWrite(JNIEnv* env, jcl
     case 15:
       ok = fs_move_opportunity(c, a.get(), b.get(), &e);
       break;
+    case 16:
+      ok = fs_create_lead(c, a.get(), &out, &e);
+      break;
+    case 17:
+      ok = fs_lead_action(c, a.get(), FS_LEAD_CONTACTED, nullptr, &e);
+      break;
+    case 18:
+      ok = fs_lead_action(c, a.get(), FS_LEAD_QUALIFY, nullptr, &e);
+      break;
+    case 19:
+      ok = fs_lead_action(c, a.get(), FS_LEAD_DISQUALIFY, b.get(), &e);
+      break;
+    case 20:
+      ok = fs_lead_action(c, a.get(), FS_LEAD_NOTE, b.get(), &e);
+      break;
+    case 21:
+      ok = fs_convert_lead(c, a.get(), b.get(), &out, &e);
+      break;
+    case 22:
+      ok = fs_open_case(c, a.get(), &out, &e);
+      break;
+    case 23:
+      ok = fs_case_action(c, a.get(), FS_CASE_TAKE, nullptr, &e);
+      break;
+    case 24:
+      ok = fs_case_action(c, a.get(), FS_CASE_START, nullptr, &e);
+      break;
+    case 25:
+      ok = fs_case_action(c, a.get(), FS_CASE_RESOLVE, b.get(), &e);
+      break;
+    case 26:
+      ok = fs_case_action(c, a.get(), FS_CASE_CLOSE, nullptr, &e);
+      break;
+    case 27:
+      ok = fs_case_action(c, a.get(), FS_CASE_REOPEN, nullptr, &e);
+      break;
+    case 28:
+      ok = fs_case_action(c, a.get(), FS_CASE_DISPATCH, b.get(), &e);
+      break;
+    case 29:
+      ok = fs_case_action(c, a.get(), FS_CASE_NOTE, b.get(), &e);
+      break;
+    case 30:
+      ok = fs_register_asset(c, a.get(), &out, &e);
+      break;
+    case 31:
+      ok = fs_create_task(c, a.get(), &out, &e);
+      break;
+    case 32:
+      ok = fs_task_action(c, a.get(), FS_TASK_COMPLETE, &e);
+      break;
+    case 33:
+      ok = fs_task_action(c, a.get(), FS_TASK_CANCEL, &e);
+      break;
+    case 34:
+      ok = fs_task_action(c, a.get(), FS_TASK_REOPEN, &e);
+      break;
     default:
       e.domain = FS_DOMAIN_API;
       e.code = FS_API_UNKNOWN_ENUM;

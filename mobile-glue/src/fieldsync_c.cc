@@ -789,6 +789,7 @@ FS_API bool fs_create_event(fs_client* c, const char* event_json, char** result_
     e.end_at_ms = in.integer("end_at_ms");
     e.account_id = in.opt_text("account_id");
     e.location = in.opt_text("location");
+    e.opportunity_id = in.opt_text("opportunity_id");
     if (!in.finish()) return input_failed(in, error);
     return result_out(use->create_event(e), result_json, error);
   });
@@ -838,6 +839,168 @@ FS_API bool fs_move_opportunity(fs_client* c, const char* opportunity_id, const 
   });
 }
 
+// ---- Leads, service cases, assets, tasks
+
+FS_API bool fs_create_lead(fs_client* c, const char* lead_json, char** id_out, fs_error* error) {
+  return shim(error, [&] {
+    Use use(c, error);
+    if (!use) return false;
+    glue::Input in(lead_json, "lead_json");
+    fieldsync::client::NewLead l;
+    l.person_name = in.text("person_name");
+    l.source = in.text("source");
+    l.territory_id = in.text("territory_id");
+    l.company_name = in.opt_text("company_name");
+    l.email = in.opt_text("email");
+    l.phone = in.opt_text("phone");
+    l.notes = in.opt_text("notes");
+    if (!in.finish()) return input_failed(in, error);
+    return result_out(use->create_lead(l), id_out, error);
+  });
+}
+
+FS_API bool fs_lead_action(fs_client* c, const char* lead_id, fs_lead_op action, const char* text,
+                           fs_error* error) {
+  return shim(error, [&] {
+    Use use(c, error);
+    if (!use || !need(lead_id, "lead_id", error)) return false;
+    switch (action) {
+      case FS_LEAD_CONTACTED:
+        return status_out(use->mark_lead_contacted(lead_id), error);
+      case FS_LEAD_QUALIFY:
+        return status_out(use->qualify_lead(lead_id), error);
+      case FS_LEAD_DISQUALIFY:
+        return status_out(use->disqualify_lead(lead_id, text ? text : ""), error);
+      case FS_LEAD_NOTE:
+        if (!need(text, "text", error)) return false;
+        return status_out(use->add_lead_note(lead_id, text), error);
+      default:
+        api_error(error, FS_API_UNKNOWN_ENUM, "unknown lead action " + std::to_string(action));
+        return false;
+    }
+  });
+}
+
+FS_API bool fs_convert_lead(fs_client* c, const char* lead_id, const char* conversion_json,
+                            char** result_json, fs_error* error) {
+  return shim(error, [&] {
+    Use use(c, error);
+    if (!use || !need(lead_id, "lead_id", error)) return false;
+    fieldsync::client::LeadConversion conv;
+    if (conversion_json != nullptr) {
+      glue::Input in(conversion_json, "conversion_json");
+      conv.existing_account_id = in.opt_text("existing_account_id");
+      conv.account_name = in.opt_text("account_name");
+      if (auto v = in.opt_text("opportunity_name")) conv.opportunity_name = *v;
+      if (auto v = in.opt_integer("amount_cents")) conv.amount_cents = *v;
+      if (auto v = in.opt_text("currency")) conv.currency = *v;
+      conv.expected_close_ms = in.opt_integer("expected_close_ms");
+      if (!in.finish()) return input_failed(in, error);
+    }
+    return result_out(use->convert_lead(lead_id, conv), result_json, error);
+  });
+}
+
+FS_API bool fs_open_case(fs_client* c, const char* case_json, char** id_out, fs_error* error) {
+  return shim(error, [&] {
+    Use use(c, error);
+    if (!use) return false;
+    glue::Input in(case_json, "case_json");
+    fieldsync::client::NewServiceCase n;
+    n.account_id = in.text("account_id");
+    n.subject = in.text("subject");
+    if (auto v = in.opt_text("priority")) n.priority = *v;
+    n.contact_id = in.opt_text("contact_id");
+    n.asset_id = in.opt_text("asset_id");
+    n.take = in.opt_boolean("take").value_or(false);
+    if (!in.finish()) return input_failed(in, error);
+    return result_out(use->open_case(n), id_out, error);
+  });
+}
+
+FS_API bool fs_case_action(fs_client* c, const char* case_id, fs_case_op action, const char* text,
+                           fs_error* error) {
+  return shim(error, [&] {
+    Use use(c, error);
+    if (!use || !need(case_id, "case_id", error)) return false;
+    switch (action) {
+      case FS_CASE_TAKE:
+        return status_out(use->take_case(case_id), error);
+      case FS_CASE_START:
+        return status_out(use->start_case(case_id), error);
+      case FS_CASE_RESOLVE:
+        return status_out(use->resolve_case(case_id, text ? text : ""), error);
+      case FS_CASE_CLOSE:
+        return status_out(use->close_case(case_id), error);
+      case FS_CASE_REOPEN:
+        return status_out(use->reopen_case(case_id), error);
+      case FS_CASE_DISPATCH:
+        if (!need(text, "text (the rep)", error)) return false;
+        return status_out(use->dispatch_case(case_id, text), error);
+      case FS_CASE_NOTE:
+        if (!need(text, "text", error)) return false;
+        return status_out(use->add_case_note(case_id, text), error);
+      default:
+        api_error(error, FS_API_UNKNOWN_ENUM, "unknown case action " + std::to_string(action));
+        return false;
+    }
+  });
+}
+
+FS_API bool fs_register_asset(fs_client* c, const char* asset_json, char** id_out, fs_error* error) {
+  return shim(error, [&] {
+    Use use(c, error);
+    if (!use) return false;
+    glue::Input in(asset_json, "asset_json");
+    fieldsync::client::NewAsset a;
+    a.account_id = in.text("account_id");
+    a.serial_number = in.text("serial_number");
+    a.product_id = in.opt_text("product_id");
+    a.installed_at_ms = in.opt_integer("installed_at_ms");
+    a.warranty_end_at_ms = in.opt_integer("warranty_end_at_ms");
+    a.notes = in.opt_text("notes");
+    if (!in.finish()) return input_failed(in, error);
+    return result_out(use->register_asset(a), id_out, error);
+  });
+}
+
+FS_API bool fs_create_task(fs_client* c, const char* task_json, char** id_out, fs_error* error) {
+  return shim(error, [&] {
+    Use use(c, error);
+    if (!use) return false;
+    glue::Input in(task_json, "task_json");
+    fieldsync::client::NewTask t;
+    t.title = in.text("title");
+    t.due_at_ms = in.opt_integer("due_at_ms");
+    t.remind_at_ms = in.opt_integer("remind_at_ms");
+    t.account_id = in.opt_text("account_id");
+    t.opportunity_id = in.opt_text("opportunity_id");
+    t.lead_id = in.opt_text("lead_id");
+    t.service_case_id = in.opt_text("service_case_id");
+    t.notes = in.opt_text("notes");
+    if (!in.finish()) return input_failed(in, error);
+    return result_out(use->create_task(t), id_out, error);
+  });
+}
+
+FS_API bool fs_task_action(fs_client* c, const char* task_id, fs_task_op action, fs_error* error) {
+  return shim(error, [&] {
+    Use use(c, error);
+    if (!use || !need(task_id, "task_id", error)) return false;
+    switch (action) {
+      case FS_TASK_COMPLETE:
+        return status_out(use->complete_task(task_id), error);
+      case FS_TASK_CANCEL:
+        return status_out(use->cancel_task(task_id), error);
+      case FS_TASK_REOPEN:
+        return status_out(use->reopen_task(task_id), error);
+      default:
+        api_error(error, FS_API_UNKNOWN_ENUM, "unknown task action " + std::to_string(action));
+        return false;
+    }
+  });
+}
+
 // ---- Reads
 
 FS_API bool fs_get(fs_client* c, fs_record_kind kind, const char* id, char** json_out, fs_error* error) {
@@ -855,6 +1018,14 @@ FS_API bool fs_get(fs_client* c, fs_record_kind kind, const char* id, char** jso
         return result_out(use->event(id), json_out, error);
       case FS_RECORD_OPPORTUNITY:
         return result_out(use->opportunity(id), json_out, error);
+      case FS_RECORD_LEAD:
+        return result_out(use->lead(id), json_out, error);
+      case FS_RECORD_SERVICE_CASE:
+        return result_out(use->service_case(id), json_out, error);
+      case FS_RECORD_ASSET:
+        return result_out(use->asset(id), json_out, error);
+      case FS_RECORD_TASK:
+        return result_out(use->task(id), json_out, error);
       default:
         api_error(error, FS_API_UNKNOWN_ENUM, "unknown record kind " + std::to_string(kind));
         return false;
@@ -903,6 +1074,20 @@ FS_API bool fs_list(fs_client* c, fs_listing listing, const char* arg, char** js
         auto u = unread();
         return u && result_out(use->rejection_inbox(*u), json_out, error);
       }
+      case FS_LIST_MY_LEADS:
+        return result_out(use->my_leads(), json_out, error);
+      case FS_LIST_MY_CASES:
+        return result_out(use->my_cases(), json_out, error);
+      case FS_LIST_OPEN_CASES_OF_ACCOUNT:
+        if (!need(arg, "arg (account id)", error)) return false;
+        return result_out(use->open_cases_of_account(arg), json_out, error);
+      case FS_LIST_ASSETS_OF_ACCOUNT:
+        if (!need(arg, "arg (account id)", error)) return false;
+        return result_out(use->assets_of_account(arg), json_out, error);
+      case FS_LIST_OPEN_TASKS:
+        return result_out(use->open_tasks(), json_out, error);
+      case FS_LIST_OVERDUE_TASKS:
+        return result_out(use->overdue_tasks(), json_out, error);
       default:
         api_error(error, FS_API_UNKNOWN_ENUM, "unknown listing " + std::to_string(listing));
         return false;

@@ -52,7 +52,9 @@ json::value to_json(const client::Contact& c) {
 }
 
 json::value to_json(const client::AccountWithContacts& a) {
-  return json::object{{"account", to_json(a.account)}, {"contacts", to_json_array(a.contacts)}};
+  return json::object{{"account", to_json(a.account)},
+                      {"contacts", to_json_array(a.contacts)},
+                      {"open_cases", to_json_array(a.open_cases)}};
 }
 
 json::value to_json(const client::Visit& v) {
@@ -95,9 +97,79 @@ json::value to_json(const client::Order& o) {
 }
 
 json::value to_json(const client::Event& e) {
-  return json::object{{"id", e.id},         {"owner_id", e.owner_id},       {"account_id", e.account_id},
-                      {"title", e.title},   {"start_at_ms", e.start_at_ms}, {"end_at_ms", e.end_at_ms},
-                      {"status", e.status}, {"location", e.location}};
+  return json::object{
+      {"id", e.id},         {"owner_id", e.owner_id},       {"account_id", e.account_id},
+      {"title", e.title},   {"start_at_ms", e.start_at_ms}, {"end_at_ms", e.end_at_ms},
+      {"status", e.status}, {"location", e.location},       {"opportunity_id", e.opportunity_id}};
+}
+
+json::value to_json(const client::Lead& l) {
+  return json::object{{"id", l.id},
+                      {"person_name", l.person_name},
+                      {"company_name", l.company_name},
+                      {"email", l.email},
+                      {"phone", l.phone},
+                      {"source", l.source},
+                      {"owner_id", l.owner_id},
+                      {"territory_id", l.territory_id},
+                      {"status", l.status},
+                      {"disqualify_reason", l.disqualify_reason},
+                      {"converted_account_id", l.converted_account_id},
+                      {"converted_contact_id", l.converted_contact_id},
+                      {"converted_opportunity_id", l.converted_opportunity_id},
+                      {"converted_at_ms", opt(l.converted_at_ms)},
+                      {"created_at_ms", l.created_at_ms},
+                      {"notes", l.notes}};
+}
+
+json::value to_json(const client::ConvertedLead& c) {
+  return json::object{{"lead_id", c.lead_id},
+                      {"account_id", c.account_id},
+                      {"contact_id", c.contact_id},
+                      {"opportunity_id", c.opportunity_id}};
+}
+
+json::value to_json(const client::ServiceCase& c) {
+  return json::object{{"id", c.id},
+                      {"account_id", c.account_id},
+                      {"contact_id", c.contact_id},
+                      {"asset_id", c.asset_id},
+                      {"subject", c.subject},
+                      {"priority", c.priority},
+                      {"status", c.status},
+                      {"assignee_id", c.assignee_id},
+                      {"due_at_ms", opt(c.due_at_ms)},
+                      {"escalation_level", opt(c.escalation_level)},
+                      {"resolution_notes", c.resolution_notes},
+                      {"opened_at_ms", c.opened_at_ms},
+                      {"resolved_at_ms", opt(c.resolved_at_ms)},
+                      {"opened_by", c.opened_by},
+                      {"billable", c.billable}};
+}
+
+json::value to_json(const client::Asset& a) {
+  return json::object{{"id", a.id},
+                      {"account_id", a.account_id},
+                      {"product_id", a.product_id},
+                      {"serial_number", a.serial_number},
+                      {"installed_at_ms", opt(a.installed_at_ms)},
+                      {"warranty_end_at_ms", opt(a.warranty_end_at_ms)},
+                      {"notes", a.notes}};
+}
+
+json::value to_json(const client::Task& t) {
+  return json::object{{"id", t.id},
+                      {"owner_id", t.owner_id},
+                      {"title", t.title},
+                      {"due_at_ms", opt(t.due_at_ms)},
+                      {"remind_at_ms", opt(t.remind_at_ms)},
+                      {"status", t.status},
+                      {"account_id", t.account_id},
+                      {"opportunity_id", t.opportunity_id},
+                      {"lead_id", t.lead_id},
+                      {"service_case_id", t.service_case_id},
+                      {"notes", t.notes},
+                      {"completed_at_ms", opt(t.completed_at_ms)}};
 }
 
 json::value to_json(const client::EventWriteResult& r) {

@@ -315,6 +315,109 @@ static void bad_arguments_without_a_client(void) {
   fs_config_free(cfg);
 }
 
+/* ABI 1.2: a lead converted offline in one transaction, a service case opened on an out-of-warranty asset and
+ * taken, a task; typed errors; then synced and checked on the server. */
+static void leads_cases_and_tasks(fs_client* alice, const char* account) {
+  fs_error err;
+  fs_sync_status status;
+  char *lead = NULL, *conv = NULL, *asset = NULL, *sc = NULL, *task = NULL, *json = NULL, *exported = NULL;
+  uint64_t before = 0;
+
+  CHECK_OK(fs_sync_status_get(alice, &status, &err), err);
+  before = status.pending_count;
+  CHECK_OK(fs_create_lead(alice,
+                          "{\"person_name\": \"Dana Diaz\", \"company_name\": \"Diaz Bakery\", \"source\": "
+                          "\"field_prospecting\", \"territory_id\": \"north\"}",
+                          &lead, &err),
+           err);
+  if (lead == NULL) return;
+  CHECK_OK(fs_lead_action(alice, lead, FS_LEAD_QUALIFY, NULL, &err), err);
+  CHECK_ERR(fs_lead_action(alice, lead, FS_LEAD_DISQUALIFY, "", &err), err, FS_DOMAIN_FIELDSYNC,
+            FS_CODE_MISSING_FIELD);
+  CHECK_ERR(fs_lead_action(alice, lead, 42, NULL, &err), err, FS_DOMAIN_API, FS_API_UNKNOWN_ENUM);
+  CHECK_ERR(fs_convert_lead(alice, lead, "{\"amount\": 1}", &conv, &err), err, FS_DOMAIN_API,
+            FS_API_INVALID_ARGUMENT);
+  CHECK_OK(fs_convert_lead(alice, lead, "{\"opportunity_name\": \"Ovens\", \"amount_cents\": 250000}", &conv,
+                           &err),
+           err);
+  CHECK(conv != NULL && strstr(conv, "\"account_id\"") != NULL && strstr(conv, "\"opportunity_id\"") != NULL);
+  CHECK_OK(fs_get(alice, FS_RECORD_LEAD, lead, &json, &err), err);
+  CHECK(json != NULL && strstr(json, "\"status\":\"converted\"") != NULL);
+  fs_string_free(json);
+  json = NULL;
+  CHECK_ERR(fs_lead_action(alice, lead, FS_LEAD_NOTE, "late", &err), err, FS_DOMAIN_FIELDSYNC,
+            FS_CODE_ORDER_LOCKED);
+
+  CHECK_OK(fs_register_asset(alice,
+                             format("{\"account_id\": \"%s\", \"serial_number\": \"OV-1\", "
+                                    "\"warranty_end_at_ms\": 1000}",
+                                    account),
+                             &asset, &err),
+           err);
+  if (asset == NULL) return;
+  CHECK_OK(
+      fs_open_case(alice,
+                   format("{\"account_id\": \"%s\", \"subject\": \"Oven cold\", \"priority\": \"urgent\", "
+                          "\"asset_id\": \"%s\"}",
+                          account, asset),
+                   &sc, &err),
+      err);
+  if (sc == NULL) return;
+  CHECK_OK(fs_case_action(alice, sc, FS_CASE_TAKE, NULL, &err), err);
+  CHECK_ERR(fs_case_action(alice, sc, FS_CASE_TAKE, NULL, &err), err, FS_DOMAIN_FIELDSYNC,
+            FS_CODE_PERMISSION_DENIED);
+  CHECK_ERR(fs_case_action(alice, sc, FS_CASE_DISPATCH, NULL, &err), err, FS_DOMAIN_API,
+            FS_API_NULL_ARGUMENT);
+  CHECK_OK(fs_get(alice, FS_RECORD_SERVICE_CASE, sc, &json, &err), err);
+  CHECK(json != NULL && strstr(json, "\"billable\":true") != NULL &&
+        strstr(json, "\"status\":\"assigned\"") != NULL);
+  fs_string_free(json);
+  json = NULL;
+  CHECK_OK(fs_get(alice, FS_RECORD_ACCOUNT, account, &json, &err), err);
+  CHECK(json != NULL && strstr(json, "\"open_cases\":[{") != NULL && strstr(json, sc) != NULL);
+  fs_string_free(json);
+  json = NULL;
+  CHECK_OK(fs_list(alice, FS_LIST_MY_CASES, NULL, &json, &err), err);
+  CHECK(json != NULL && strstr(json, sc) != NULL);
+  fs_string_free(json);
+  json = NULL;
+
+  CHECK_OK(fs_create_task(
+               alice, format("{\"title\": \"Call Dana\", \"due_at_ms\": 1000, \"lead_id\": \"%s\"}", lead),
+               &task, &err),
+           err);
+  if (task == NULL) return;
+  CHECK_OK(fs_list(alice, FS_LIST_OVERDUE_TASKS, NULL, &json, &err), err);
+  CHECK(json != NULL && strstr(json, task) != NULL);
+  fs_string_free(json);
+  json = NULL;
+  CHECK_OK(fs_task_action(alice, task, FS_TASK_COMPLETE, &err), err);
+  CHECK_OK(fs_list(alice, FS_LIST_OVERDUE_TASKS, NULL, &json, &err), err);
+  CHECK(json != NULL && strcmp(json, "[]") == 0);
+  fs_string_free(json);
+  json = NULL;
+  CHECK_ERR(fs_task_action(alice, task, 0, &err), err, FS_DOMAIN_API, FS_API_UNKNOWN_ENUM);
+
+  /* create, qualify, convert, asset, case, take, task, complete: the refused calls wrote nothing. */
+  CHECK_OK(fs_sync_status_get(alice, &status, &err), err);
+  CHECK(status.pending_count == before + 8);
+  CHECK_OK(fs_sync_now(alice, 30000, &err), err);
+  CHECK_OK(fs_sync_status_get(alice, &status, &err), err);
+  CHECK(status.pending_count == 0);
+  exported = server_export("alice");
+  CHECK(exported != NULL);
+  if (exported != NULL) {
+    CHECK(strstr(exported, lead) != NULL && strstr(exported, "\"converted\"") != NULL);
+    CHECK(strstr(exported, sc) != NULL && strstr(exported, task) != NULL);
+    free(exported);
+  }
+  fs_string_free(lead);
+  fs_string_free(conv);
+  fs_string_free(asset);
+  fs_string_free(sc);
+  fs_string_free(task);
+}
+
 int main(void) {
   fs_error err;
   const char* product = env("FS_TEST_PRODUCT");
@@ -542,6 +645,8 @@ int main(void) {
   CHECK(json != NULL && strstr(json, "\"territory_id\":\"north\"") != NULL);
   fs_string_free(json);
   json = NULL;
+
+  leads_cases_and_tasks(alice, account);
 
   /* ---- Use after close: errors, the handle stays valid until freed. */
   {

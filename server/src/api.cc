@@ -993,6 +993,7 @@ void add_api_routes(NetServer::Impl& impl, RouteTable& routes) {
       routes.add(std::move(route));
     }
   }
+  add_service_routes(impl, routes);
 }
 
 }  // namespace fieldsync::server

@@ -5,6 +5,8 @@
 //   api_entities.cc  reads derived from the entity model (list, one record with children, history), writes
 //                    through SyncService::write like a device's push, order actions, reassignment, handover,
 //                    the conflict inbox and the change feed (paged and Server-Sent Events).
+//   api_service.cc   what the model cannot derive for leads and service cases: lead conversion, case
+//                    dispatch with an SLA due time, escalation, the billable flag, the SLA setting.
 #pragma once
 
 #include <boost/beast/http/status.hpp>
@@ -112,8 +114,9 @@ void api_stream_checked(ApiRequest& r, std::string content_type, HttpSession::He
 void api_post(NetServer::Impl& impl, std::function<void()> fn);
 
 void add_api_routes(NetServer::Impl& impl, RouteTable& routes);
-void add_entity_routes(NetServer::Impl& impl, RouteTable& routes);  // api_entities.cc
-void add_report_routes(NetServer::Impl& impl, RouteTable& routes);  // api_reports.cc
+void add_entity_routes(NetServer::Impl& impl, RouteTable& routes);   // api_entities.cc
+void add_report_routes(NetServer::Impl& impl, RouteTable& routes);   // api_reports.cc
+void add_service_routes(NetServer::Impl& impl, RouteTable& routes);  // api_service.cc (leads, cases)
 
 // Web-session revocation for a disabled user (api.cc).
 void api_revoke_sessions(NetServer::Impl& impl, const UserId& user);

@@ -1251,9 +1251,29 @@ std::optional<json::object> txn_json(NetServer::Impl& impl, const Caller& c, con
 struct FeedPage {
   json::array txns;
   json::array conflicts;
+  // Each conflict's place: its server_seq and its 1-based position among every conflict of that commit
+  // (visible or not, in the store's order), which the SSE stream's event ids carry.
+  std::vector<std::pair<uint64_t, size_t>> conflict_pos;
   uint64_t next = 0;
   uint64_t head = 0;
 };
+
+// The conflicts of commits (after, up_to] that `c` may see, with their places (FeedPage::conflict_pos).
+Status visible_conflicts(NetServer::Impl& impl, const Caller& c, uint64_t after, uint64_t up_to,
+                         json::array& out, std::vector<std::pair<uint64_t, size_t>>& pos) {
+  Result<std::vector<ConflictRecord>> conflicts = impl.store.read_conflicts(after, up_to);
+  if (!conflicts) return conflicts.status();
+  uint64_t seq = 0;
+  size_t n = 0;
+  for (const ConflictRecord& rec : *conflicts) {
+    n = rec.server_seq == seq ? n + 1 : 1;
+    seq = rec.server_seq;
+    if (!conflict_visible(impl, c, rec)) continue;
+    out.push_back(conflict_json(0, rec, std::nullopt));
+    pos.emplace_back(seq, n);
+  }
+  return Status::ok();
+}
 
 Result<FeedPage> read_feed(NetServer::Impl& impl, const Caller& c, uint64_t since, size_t max_changes) {
   CentralStore& store = impl.store;
@@ -1280,10 +1300,8 @@ Result<FeedPage> read_feed(NetServer::Impl& impl, const Caller& c, uint64_t sinc
   std::map<RecordKey, bool> cache;
   for (const ServerTxn& t : txns)
     if (std::optional<json::object> o = txn_json(impl, c, t, cache)) page.txns.push_back(std::move(*o));
-  Result<std::vector<ConflictRecord>> conflicts = store.read_conflicts(since, searched);
-  if (!conflicts) return conflicts.status();
-  for (const ConflictRecord& rec : *conflicts)
-    if (conflict_visible(impl, c, rec)) page.conflicts.push_back(conflict_json(0, rec, std::nullopt));
+  if (Status st = visible_conflicts(impl, c, since, searched, page.conflicts, page.conflict_pos); !st)
+    return st;
   page.next = searched;
   return page;
 }
@@ -1321,7 +1339,10 @@ struct Stream {
   NetServer::Impl* impl = nullptr;
   Caller caller;
   std::shared_ptr<HttpSession> session;
+  // Where the stream is: every change up to `since` and, with `partial` unset, every conflict of those
+  // commits; with it set, only the first *partial conflicts of commit `since` (the rest follow first).
   uint64_t since = 0;
+  std::optional<size_t> partial;
   int64_t last_write_ms = 0;
   bool started = false;
 };
@@ -1338,12 +1359,39 @@ void next_sse_chunk(const std::shared_ptr<Stream>& s, HttpSession::ChunkSink del
     if (!u || u->disabled) return deliver(std::nullopt);
     Result<FeedPage> page = read_feed(*s->impl, s->caller, s->since, 500);
     if (!page) return deliver(std::nullopt);  // the browser reconnects from its last id
-    for (const json::value& t : page->txns)
-      out += "id: " + std::to_string(t.as_object().at("server_seq").as_uint64()) +
-             "\nevent: change\ndata: " + json::serialize(t) + "\n\n";
-    for (const json::value& c : page->conflicts)
-      out += "id: " + std::to_string(page->next) + "\nevent: conflict\ndata: " + json::serialize(c) + "\n\n";
-    if (page->next > s->since && page->txns.empty() && page->conflicts.empty())
+    // Events in log order, each conflict right after the change of its commit. A change's id is its
+    // server_seq: resuming from it sends that commit's conflicts. A conflict's is "SEQ.N", the Nth conflict
+    // of commit SEQ: resuming from it sends the ones after it. So a drop anywhere loses and repeats nothing.
+    json::array first;  // the rest of commit `since`'s conflicts, when the stream resumed between them
+    std::vector<std::pair<uint64_t, size_t>> first_pos;
+    if (s->partial && s->since > 0) {
+      json::array all;
+      std::vector<std::pair<uint64_t, size_t>> pos;
+      if (!visible_conflicts(*s->impl, s->caller, s->since - 1, s->since, all, pos))
+        return deliver(std::nullopt);
+      for (size_t i = 0; i < all.size(); ++i)
+        if (pos[i].second > *s->partial) {
+          first.push_back(std::move(all[i]));
+          first_pos.push_back(pos[i]);
+        }
+    }
+    s->partial.reset();
+    auto conflict_event = [&](const json::value& c, std::pair<uint64_t, size_t> at) {
+      out += "id: " + std::to_string(at.first) + "." + std::to_string(at.second) +
+             "\nevent: conflict\ndata: " + json::serialize(c) + "\n\n";
+    };
+    for (size_t i = 0; i < first.size(); ++i) conflict_event(first[i], first_pos[i]);
+    size_t next_conflict = 0;
+    for (const json::value& t : page->txns) {
+      const uint64_t seq = t.as_object().at("server_seq").as_uint64();
+      for (; next_conflict < page->conflicts.size() && page->conflict_pos[next_conflict].first < seq;
+           ++next_conflict)
+        conflict_event(page->conflicts[next_conflict], page->conflict_pos[next_conflict]);
+      out += "id: " + std::to_string(seq) + "\nevent: change\ndata: " + json::serialize(t) + "\n\n";
+    }
+    for (; next_conflict < page->conflicts.size(); ++next_conflict)
+      conflict_event(page->conflicts[next_conflict], page->conflict_pos[next_conflict]);
+    if (page->next > s->since && page->txns.empty() && page->conflicts.empty() && first.empty())
       out += "id: " + std::to_string(page->next) + "\n\n";  // nothing visible, but the position moved
     s->since = page->next;
     const int64_t now = wall_ms();
@@ -1376,14 +1424,20 @@ std::optional<ApiError> start_stream(ApiRequest& r) {
     s->since = static_cast<uint64_t>(*n);
   }
   // A reconnecting EventSource repeats the URL it was opened with (its `since`) and says in Last-Event-ID
-  // the last event it received: the stream resumes after that, so nothing is sent twice or skipped. Every
-  // event's id is a server_seq (a change's own, or the position the stream had reached).
+  // the last event it received: the stream resumes after that, so nothing is sent twice or skipped. An
+  // event's id is a server_seq (a change's own, after which that commit's conflicts follow, or the position
+  // the stream had reached) or "SEQ.N" (the Nth conflict of commit SEQ).
   if (!r.last_event_id.empty()) {
-    std::optional<int64_t> n = parse_int(r.last_event_id);
-    if (!n || *n < 0)
-      return api_error(http::status::bad_request, "value_invalid", "Last-Event-ID is a server_seq",
+    const std::string& id = r.last_event_id;
+    const size_t dot = id.find('.');
+    std::optional<int64_t> n = parse_int(id.substr(0, dot));
+    std::optional<int64_t> k =
+        dot == std::string::npos ? std::optional<int64_t>(0) : parse_int(id.substr(dot + 1));
+    if (!n || *n < 0 || !k || *k < 0)
+      return api_error(http::status::bad_request, "value_invalid", "Last-Event-ID is SEQ or SEQ.N",
                        "Last-Event-ID");
     s->since = static_cast<uint64_t>(*n);
+    s->partial = static_cast<size_t>(*k);
   }
   Strand strand = r.session->strand();
   boost::asio::post(strand, [s] {

@@ -137,8 +137,29 @@ void NetServer::Impl::schedule_sweep() {
     const int64_t now = wall_ms();
     service.expire(now);
     service.poll_external_commits(now);
+    poll_directory(now);
     metrics.tick(now);
     schedule_sweep();
+  });
+}
+
+void NetServer::Impl::poll_directory(int64_t now_ms) {
+  Directory* dir = options.directory;
+  if (dir == nullptr || !api_pool || directory_poll_queued.exchange(true)) return;
+  asio::post(*api_pool, [this, dir, now_ms] {
+    // A changed password or a registered device changes nobody's scope; anything else may (user.update,
+    // user.handover, territory and partner changes).
+    bool relevant = false;
+    Result<std::vector<AuditRecord>> rows =
+        dir->audit_trail(directory_audit_seen.load(), limits::kDirectoryPollRows);
+    if (rows) {
+      for (const AuditRecord& a : *rows) {
+        directory_audit_seen = std::max(directory_audit_seen.load(), a.id);
+        relevant = relevant || (a.action != "user.password" && a.action.rfind("device.", 0) != 0);
+      }
+    }
+    if (relevant) service.refresh_principals([dir](const UserId& u) { return dir->principal(u); }, now_ms);
+    directory_poll_queued = false;
   });
 }
 

@@ -82,6 +82,11 @@ flags given on the command line override the file):
                             per commit (synchronous=FULL).
   --max-protocol N          the newest sync protocol version sessions may speak (1 or 2; default 2). 1: every
                             device speaks version 1, so no frame is compressed (docs/DESIGN.md section 8)
+  --time-zone ZONE          the company's time zone, an IANA name (Europe/Berlin): the head-office reports'
+                            visits-per-day rollup counts its local days, so a report asked in that zone (the
+                            dashboard asks in the browser's) reads the rollup; other zones are answered from
+                            the visits, slower. Changing it recounts the rollup once on start. Without it the
+                            store keeps the zone it has (UTC for a new store). SQLite store only.
   --metrics-token TOKEN     GET /metrics requires `Authorization: Bearer TOKEN`; without it /metrics answers
                             loopback peers only
   --help                    this text
@@ -116,7 +121,7 @@ int main(int argc, char** argv) {
   fieldsync::cli::Options cfg(
       {"config", "listen", "data-dir", "store", "cert", "key", "threads", "max-sessions", "tls-timeout-ms",
        "ws-timeout-ms", "idle-timeout-ms", "drain-timeout-ms", "max-queue-bytes", "max-queue-frames",
-       "group-commit", "metrics-token", "max-protocol"},
+       "group-commit", "metrics-token", "max-protocol", "time-zone"},
       {"dev", "dev-tokens"}, fieldsync::cli::Options::Repeat::kLastWins);
   if (std::string e = cfg.parse(args); !e.empty())
     return fail(Status(ErrorCode::kInvalidArgument, e + " (see --help)"));
@@ -213,6 +218,7 @@ int main(int argc, char** argv) {
     return fail(Status(ErrorCode::kInvalidArgument,
                        "--group-commit: expected on or off, got '" + group_commit + "'"));
   store_options.sqlite.group_commit = group_commit == "on";
+  if (cfg.has("time-zone")) store_options.sqlite.time_zone = get("time-zone", "UTC");
   store_options.open_directory = !cfg.on("dev-tokens");
   Result<fs::OpenedStore> opened = fs::open_store(store_location, store_options);
   if (!opened) return fail(opened.status());

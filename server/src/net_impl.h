@@ -92,6 +92,12 @@ struct NetServer::Impl {
   void deliver(Outbound out);
   void do_accept();
   void schedule_sweep();
+  // Every sweep: new rows in the directory's audit trail (the API's and fieldsync-admin's changes, from any
+  // process) make the live sessions' principals be looked up again (SyncService::refresh_principals), on an
+  // API worker thread.
+  void poll_directory(int64_t now_ms);
+  std::atomic<int64_t> directory_audit_seen{0};
+  std::atomic<bool> directory_poll_queued{false};
   void on_accept(Strand strand, boost::system::error_code ec, tcp::socket socket);
   std::vector<std::shared_ptr<Connection>> connections();
 

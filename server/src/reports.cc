@@ -15,6 +15,8 @@
 
 #include "csv.h"
 #include "fieldsync/io/sqlite_db.h"
+#include "fieldsync/sync/rules.h"
+#include "local_time.h"
 
 namespace fieldsync::server::reports {
 
@@ -153,11 +155,6 @@ double ratio(int64_t num, int64_t den) {
   return den == 0 ? 0.0 : static_cast<double>(num) / static_cast<double>(den);
 }
 
-// a / b rounded down (b > 0), for times before 1970 too.
-int64_t floor_div(int64_t a, int64_t b) {
-  return a / b - ((a % b != 0 && a < 0) ? 1 : 0);
-}
-
 double ms_to_days(int64_t ms) {
   return static_cast<double>(ms) / static_cast<double>(kDayMs);
 }
@@ -171,6 +168,10 @@ struct Scope {
   // Territories of the accounts listed for themselves (not visited, the accounts export).
   std::optional<std::vector<std::string>> account_territories;
   std::vector<std::string> reps;  // empty: no condition on the record's rep or owner
+  // Owners of records without a territory (tasks): nullopt every owner; a manager's are the team and
+  // themselves, a rep's themselves, another role's none.
+  std::optional<std::vector<std::string>> owners;
+  LocalTime local;  // the filter's days (local_time_of)
 };
 
 Status out_of_scope(std::string_view what, std::string_view value) {
@@ -189,6 +190,7 @@ Result<Scope> resolve_scope(const ReportFilter& f, const Principal& who) {
   if (who.role == schema::Role::kHeadOffice) {
     s.record_territories = s.account_territories = asked;
     s.reps = f.reps;
+    if (!f.reps.empty()) s.owners = f.reps;
     return s;
   }
   for (const std::string& t : f.territories)
@@ -198,13 +200,21 @@ Result<Scope> resolve_scope(const ReportFilter& f, const Principal& who) {
     for (const UserId& r : f.reps)
       if (r != who.user) return out_of_scope("rep", r);
     s.reps = {who.user};
+    s.owners = s.reps;
     s.record_territories = asked;
     s.account_territories = asked ? *asked : who.territories;
     return s;
   }
+  s.owners = std::vector<std::string>();
   if (who.role == schema::Role::kManager) {
     for (const UserId& r : f.reps)
       if (r != who.user && !contains(who.team, r)) return out_of_scope("rep", r);
+    if (!f.reps.empty()) {
+      s.owners = f.reps;
+    } else {
+      s.owners->push_back(who.user);
+      s.owners->insert(s.owners->end(), who.team.begin(), who.team.end());
+    }
   }
   // A manager, and any role that sees territories granted to it (a partner): those territories.
   s.record_territories = s.account_territories = asked ? *asked : who.territories;
@@ -230,6 +240,8 @@ Status check_filter(const ReportFilter& f) {
     return Status(ErrorCode::kInvalidArgument, "days: must be 1.." + std::to_string(kMaxDays));
   if (f.tz_offset_minutes < -kMaxTzOffsetMinutes || f.tz_offset_minutes > kMaxTzOffsetMinutes)
     return Status(ErrorCode::kInvalidArgument, "tz_offset_minutes: must be -840..840");
+  if (f.time_zone.size() > kMaxTimeZoneName)
+    return Status(ErrorCode::kInvalidArgument, "tz: longer than a time zone's name");
   if (f.limit < 1 || f.limit > kMaxListRows)
     return Status(ErrorCode::kInvalidArgument, "limit: must be 1.." + std::to_string(kMaxListRows));
   if (f.territories.size() > kMaxFilterValues || f.reps.size() > kMaxFilterValues)
@@ -237,13 +249,21 @@ Status check_filter(const ReportFilter& f) {
   return Status::ok();
 }
 
-int64_t tz_seconds(const ReportFilter& f) {
-  return int64_t{f.tz_offset_minutes} * 60;
+// The filter's local time: its zone over its period, or its fixed offset.
+Result<LocalTime> local_time_of(const ReportFilter& f) {
+  if (f.time_zone.empty()) return LocalTime::fixed(f.tz_offset_minutes * 60);
+  return LocalTime::zone(f.time_zone, f.from_ms, f.to_ms);
 }
 
-// Days since the epoch of an epoch-ms expression at the filter's offset.
-std::string day_number(std::string_view ms_expr, const ReportFilter& f) {
-  return "((" + std::string(ms_expr) + ") / 1000 + " + std::to_string(tz_seconds(f)) + ") / 86400";
+// The zone the filter's days are those of, if any: its time zone, or "UTC" for offset 0.
+std::string zone_name(const ReportFilter& f) {
+  if (!f.time_zone.empty()) return f.time_zone;
+  return f.tz_offset_minutes == 0 ? "UTC" : "";
+}
+
+// Days since the epoch of an epoch-ms expression in local time.
+std::string day_number(std::string_view ms_expr, const LocalTime& lt) {
+  return "((" + std::string(ms_expr) + ") / 1000 + " + lt.offset_sql(ms_expr) + ") / 86400";
 }
 
 // "YYYY-MM-DD" of a day number (days since 1970-01-01; Howard Hinnant's civil_from_days).
@@ -263,10 +283,10 @@ std::string day_text(int64_t z) {
   return buf;
 }
 
-// strftime(format) of an epoch-ms expression at the filter's offset.
-std::string bucket(std::string_view format, std::string_view ms_expr, const ReportFilter& f) {
+// strftime(format) of an epoch-ms expression in local time.
+std::string bucket(std::string_view format, std::string_view ms_expr, const LocalTime& lt) {
   return "strftime('" + std::string(format) + "', " + std::string(ms_expr) + " / 1000 + " +
-         std::to_string(tz_seconds(f)) + ", 'unixepoch')";
+         lt.offset_sql(ms_expr) + ", 'unixepoch')";
 }
 
 json::object period_json(const ReportFilter& f) {
@@ -274,6 +294,7 @@ json::object period_json(const ReportFilter& f) {
   o["from"] = f.from_ms;
   o["to"] = f.to_ms;
   o["tz_offset_minutes"] = f.tz_offset_minutes;
+  if (!f.time_zone.empty()) o["time_zone"] = f.time_zone;
   return o;
 }
 
@@ -336,7 +357,7 @@ Result<json::value> revenue(Db& db, const ReportFilter& f, const Scope& s) {
     int64_t last_day = 0;
     std::string month;
     Status st = each_row(db, q, [&](Stmt& r) {
-      const int64_t day = floor_div(floor_div(r.col_int(0), 1000) + tz_seconds(f), 86400);
+      const int64_t day = s.local.day(r.col_int(0));
       if (month.empty() || day != last_day) {
         last_day = day;
         month = day_text(day).substr(0, 7);
@@ -512,6 +533,17 @@ Result<json::value> abc(Db& db, const ReportFilter& f, const Scope& s) {
 // Visits per rep per day: each rep's totals and busiest day, the selection's visits per day, and the
 // rows per rep and day themselves when the caller asked about particular reps (or is one): for every rep
 // of a company over a year that list is tens of thousands of rows nobody reads.
+// The company's time zone, whose local days the store's _visit_day counts (sqlite_store.cc); empty for a
+// file without one (the rollup is then not read).
+Result<std::string> store_rollup_zone(Db& db) {
+  Stmt q(db, "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_report_zone'");
+  if (!q.step()) return q.ok() ? Result<std::string>(std::string()) : Result<std::string>(q.status());
+  Stmt z(db, "SELECT name FROM _report_zone WHERE id = 1");
+  if (z.step()) return z.col_text(0);
+  if (!z.ok()) return z.status();
+  return std::string();
+}
+
 Result<json::value> activity(Db& db, const ReportFilter& f, const Scope& s) {
   struct RepFigures {
     int64_t visits = 0;
@@ -563,7 +595,7 @@ Result<json::value> activity(Db& db, const ReportFilter& f, const Scope& s) {
     // SQLite's sorter handles faster).
     auto from_visits = [&](int64_t lo, int64_t hi) {
       Sql q;
-      q << "SELECT v.rep_id, " << day_number("v.check_in_at", f)
+      q << "SELECT v.rep_id, " << day_number("v.check_in_at", s.local)
         << " AS day, coalesce(v.outcome, 'none') AS outcome, count(*) FROM visit v";
       join_account(q, s, "v");
       q << " WHERE v.check_in_at >= ";
@@ -573,15 +605,21 @@ Result<json::value> activity(Db& db, const ReportFilter& f, const Scope& s) {
       q << " GROUP BY 2, 1, 3";
       return each_row(db, q, on_row);
     };
-    // Whole UTC days of the period come from the rollup (sqlite_store.cc, _visit_day, in its key's order:
-    // no sort) when the report's days are UTC days and no territory condition applies (the rollup does not
-    // know the visits' accounts); the partial days at either end, and every other report, from the visits.
-    const int64_t first_day = -floor_div(-f.from_ms, kDayMs), end_day_number = floor_div(f.to_ms, kDayMs);
+    // Whole local days of the period come from the rollup (sqlite_store.cc, _visit_day, in its key's order:
+    // no sort) when the report's days are those of the company's time zone, which the rollup counts, and no
+    // territory condition applies (the rollup does not know the visits' accounts); the partial days at
+    // either end, and every other report, from the visits.
+    int64_t first_day = s.local.day(f.from_ms);
+    if (s.local.day_start_ms(first_day) < f.from_ms) ++first_day;
+    const int64_t end_day_number = s.local.day(f.to_ms);
+    const int64_t first_ms = s.local.day_start_ms(first_day), end_ms = s.local.day_start_ms(end_day_number);
     Status st;
-    if (f.tz_offset_minutes != 0 || s.record_territories || first_day >= end_day_number) {
+    Result<std::string> rollup_zone = store_rollup_zone(db);
+    if (!rollup_zone) return rollup_zone.status();
+    if (*rollup_zone != zone_name(f) || s.record_territories || first_day >= end_day_number) {
       st = from_visits(f.from_ms, f.to_ms);
     } else {
-      if (f.from_ms < first_day * kDayMs) st = from_visits(f.from_ms, first_day * kDayMs);
+      if (f.from_ms < first_ms) st = from_visits(f.from_ms, first_ms);
       if (st) {
         Sql q;
         q << "SELECT rep_id, day, outcome, visits FROM _visit_day WHERE day >= ";
@@ -591,7 +629,7 @@ Result<json::value> activity(Db& db, const ReportFilter& f, const Scope& s) {
         q << " ORDER BY day, rep_id, outcome";
         st = each_row(db, q, on_row);
       }
-      if (st && end_day_number * kDayMs < f.to_ms) st = from_visits(end_day_number * kDayMs, f.to_ms);
+      if (st && end_ms < f.to_ms) st = from_visits(end_ms, f.to_ms);
     }
     if (!st) return st;
     end_day();
@@ -948,7 +986,8 @@ Result<json::value> forecast(Db& db, const ReportFilter& f, const Scope& s) {
   std::map<std::pair<std::string, std::string>, Month> months;  // (month or "" unscheduled, currency)
   {  // open deals by expected close, weighted by their stage's probability
     Sql q;
-    q << "SELECT CASE WHEN p.expected_close IS NULL THEN NULL ELSE " << bucket("%Y-%m", "p.expected_close", f)
+    q << "SELECT CASE WHEN p.expected_close IS NULL THEN NULL ELSE "
+      << bucket("%Y-%m", "p.expected_close", s.local)
       << " END, p.currency, count(*), sum(p.amount_cents), sum(p.amount_cents * " << probability_sql()
       << ") FROM opportunity p LEFT JOIN _stage_probability sp ON sp.stage = p.stage";
     join_account(q, s, "p");
@@ -969,7 +1008,8 @@ Result<json::value> forecast(Db& db, const ReportFilter& f, const Scope& s) {
   }
   {  // won in the period, by the month it was won
     Sql q;
-    q << "SELECT " << bucket("%Y-%m", "h.entered_at_ms", f) << ", p.currency, count(*), sum(p.amount_cents)";
+    q << "SELECT " << bucket("%Y-%m", "h.entered_at_ms", s.local)
+      << ", p.currency, count(*), sum(p.amount_cents)";
     history_from(q, s);
     q << " WHERE h.stage = 'won' AND h.entered_at_ms >= ";
     q.p(f.from_ms) << " AND h.entered_at_ms < ";
@@ -1011,6 +1051,206 @@ Result<json::value> forecast(Db& db, const ReportFilter& f, const Scope& s) {
   return json::value(std::move(out));
 }
 
+// ---- Reports on leads, service cases and tasks (schema 3)
+
+// The one billable rule (rules.h, case_billable) as an SQL function of the report connection, so the
+// reports count exactly what the device and the API show: fs_case_billable(has_asset, warranty_end_at,
+// opened_at).
+Status register_case_billable(Db& db) {
+  auto fn = [](sqlite3_context* ctx, int, sqlite3_value** v) {
+    const bool has_asset = sqlite3_value_int64(v[0]) != 0;
+    const std::optional<int64_t> warranty =
+        sqlite3_value_type(v[1]) == SQLITE_NULL ? std::nullopt : std::optional(sqlite3_value_int64(v[1]));
+    sqlite3_result_int(ctx, case_billable(has_asset, warranty, sqlite3_value_int64(v[2])) ? 1 : 0);
+  };
+  if (sqlite3_create_function_v2(db.raw(), "fs_case_billable", 3, SQLITE_UTF8 | SQLITE_DETERMINISTIC, nullptr,
+                                 fn, nullptr, nullptr, nullptr) != SQLITE_OK)
+    return Status(ErrorCode::kInternal, "cannot register fs_case_billable");
+  return Status::ok();
+}
+
+double avg_days(int64_t sum_ms, int64_t n) {
+  return n == 0 ? 0.0 : ms_to_days(sum_ms) / static_cast<double>(n);
+}
+
+// Leads created in the period, by source: how many, how many converted (by the period's end), disqualified
+// or still open then (neither), the conversion rate (converted / created) and the average days from creation
+// to conversion. A lead is in scope by its own territory and owner.
+Result<json::value> leads(Db& db, const ReportFilter& f, const Scope& s) {
+  Sql q;
+  q << "SELECT l.source, count(*), sum(l.status = 'converted' AND l.converted_at < ";
+  q.p(f.to_ms) << "), sum(l.status = 'disqualified'), sum(l.status <> 'disqualified' AND NOT (l.status = "
+                  "'converted' AND coalesce(l.converted_at < ";
+  q.p(f.to_ms) << ", 0))), sum(CASE WHEN l.status = 'converted' AND l.converted_at < ";
+  q.p(f.to_ms) << " THEN l.converted_at - l.created_at ELSE 0 END) FROM lead l WHERE l.created_at >= ";
+  q.p(f.from_ms) << " AND l.created_at < ";
+  q.p(f.to_ms) << " AND l._deleted = 0";
+  if (s.record_territories) q.and_in("l.territory_id", *s.record_territories);
+  if (!s.reps.empty()) q.and_in("l.owner_id", s.reps);
+  q << " GROUP BY 1 ORDER BY 1";
+  json::array by_source;
+  int64_t created = 0, converted = 0, disqualified = 0, open = 0, convert_ms = 0;
+  auto figures = [](int64_t c, int64_t conv, int64_t dis, int64_t op, int64_t ms) {
+    json::object o;
+    o["created"] = c;
+    o["converted"] = conv;
+    o["disqualified"] = dis;
+    o["open"] = op;
+    o["conversion_rate"] = ratio(conv, c);
+    o["avg_days_to_convert"] = avg_days(ms, conv);
+    return o;
+  };
+  Status st = each_row(db, q, [&](Stmt& r) {
+    json::object o = figures(r.col_int(1), r.col_int(2), r.col_int(3), r.col_int(4), r.col_int(5));
+    o["source"] = text_or_null(r, 0);
+    by_source.push_back(std::move(o));
+    created += r.col_int(1);
+    converted += r.col_int(2);
+    disqualified += r.col_int(3);
+    open += r.col_int(4);
+    convert_ms += r.col_int(5);
+    return true;
+  });
+  if (!st) return st;
+  json::object out;
+  out["report"] = "leads";
+  out["period"] = period_json(f);
+  out["total"] = figures(created, converted, disqualified, open, convert_ms);
+  out["by_source"] = std::move(by_source);
+  return json::value(std::move(out));
+}
+
+// Service cases opened in the period (in scope by their account's territory; a rep's: assigned to them):
+// per priority and status; per priority the resolved ones and their average days from opening to
+// resolution, the SLA breaches (a due time passed before resolution, or unresolved at the period's end),
+// the billable ones (rules.h); and the open cases past due at the period's end, most overdue first.
+Result<json::value> service_cases(Db& db, const ReportFilter& f, const Scope& s) {
+  if (Status st = register_case_billable(db); !st) return st;
+  auto from = [&](Sql& q) {
+    q << " FROM service_case c";
+    join_account(q, s, "c");
+    q << " LEFT JOIN asset x ON x.id = c.asset_id WHERE c.opened_at >= ";
+    q.p(f.from_ms) << " AND c.opened_at < ";
+    q.p(f.to_ms) << " AND c._deleted = 0";
+    where_scope(q, s, "c.assignee_id");
+  };
+  // Resolved by the period's end: a resolution time before it (a reopened case has its resolution time
+  // cleared or moved on by the rules, so the status is not what decides).
+  const std::string resolved =
+      "(c.resolved_at IS NOT NULL AND c.resolved_at < " + std::to_string(f.to_ms) + ")";
+  const std::string breached = "(c.due_at IS NOT NULL AND (CASE WHEN " + resolved +
+                               " THEN c.resolved_at > c.due_at ELSE c.due_at < " + std::to_string(f.to_ms) +
+                               " END))";
+  std::map<std::string, json::object> priorities;
+  std::map<std::string, int64_t> total_status;
+  int64_t opened = 0, resolved_n = 0, resolve_ms = 0, breaches = 0, billable = 0;
+  {
+    Sql q;
+    q << "SELECT c.priority, c.status, count(*), sum(" << resolved << "), sum(CASE WHEN " << resolved
+      << " THEN c.resolved_at - c.opened_at ELSE 0 END), sum(" << breached
+      << "), sum(fs_case_billable(x.id IS NOT NULL, x.warranty_end_at, c.opened_at))";
+    from(q);
+    q << " GROUP BY 1, 2";
+    Status st = each_row(db, q, [&](Stmt& r) {
+      json::object& p = priorities[key_text(r, 0)];
+      if (p.empty()) {
+        p["priority"] = text_or_null(r, 0);
+        p["by_status"] = json::object();
+        for (const char* k : {"opened", "resolved", "resolve_ms", "sla_breaches", "billable"}) p[k] = 0;
+      }
+      p["by_status"].as_object()[key_text(r, 1)] = r.col_int(2);
+      total_status[key_text(r, 1)] += r.col_int(2);
+      const int64_t add[] = {r.col_int(2), r.col_int(3), r.col_int(4), r.col_int(5), r.col_int(6)};
+      int i = 0;
+      for (const char* k : {"opened", "resolved", "resolve_ms", "sla_breaches", "billable"})
+        p[k] = p[k].as_int64() + add[i++];
+      opened += add[0];
+      resolved_n += add[1];
+      resolve_ms += add[2];
+      breaches += add[3];
+      billable += add[4];
+      return true;
+    });
+    if (!st) return st;
+  }
+  json::array by_priority;
+  for (std::string_view name : {"urgent", "high", "normal", "low"}) {
+    auto it = priorities.find(std::string(name));
+    if (it == priorities.end()) continue;
+    json::object& p = it->second;
+    p["avg_days_to_resolve"] = avg_days(p["resolve_ms"].as_int64(), p["resolved"].as_int64());
+    p.erase("resolve_ms");
+    by_priority.push_back(std::move(p));
+  }
+  json::array past_due;
+  {
+    Sql q;
+    q << "SELECT c.id, c.subject, c.priority, c.status, c.account_id, c.assignee_id, c.due_at";
+    from(q);
+    q << " AND NOT " << resolved << " AND c.due_at IS NOT NULL AND c.due_at < ";
+    q.p(f.to_ms) << " ORDER BY c.due_at, c.id LIMIT ";
+    q.p(static_cast<int64_t>(f.limit));
+    Status st = each_row(db, q, [&](Stmt& r) {
+      json::object o;
+      o["case_id"] = text_or_null(r, 0);
+      o["subject"] = text_or_null(r, 1);
+      o["priority"] = text_or_null(r, 2);
+      o["status"] = text_or_null(r, 3);
+      o["account_id"] = text_or_null(r, 4);
+      o["assignee"] = text_or_null(r, 5);
+      o["due_at"] = r.col_int(6);
+      o["days_overdue"] = ms_to_days(f.to_ms - r.col_int(6));
+      past_due.push_back(std::move(o));
+      return true;
+    });
+    if (!st) return st;
+  }
+  json::object status;
+  for (const auto& [k, n] : total_status) status[k] = n;
+  json::object out;
+  out["report"] = "service_cases";
+  out["period"] = period_json(f);
+  out["total"] =
+      json::object{{"opened", opened},         {"by_status", std::move(status)},
+                   {"resolved", resolved_n},   {"avg_days_to_resolve", avg_days(resolve_ms, resolved_n)},
+                   {"sla_breaches", breaches}, {"billable", billable}};
+  out["by_priority"] = std::move(by_priority);
+  out["open_past_due"] = std::move(past_due);
+  return json::value(std::move(out));
+}
+
+// Open tasks per owner at the period's end (tasks have no territory: head office sees every owner's, a
+// manager the team's and their own, a rep their own): how many are open, how many of them overdue (a due
+// time before the period's end), and the oldest due time among those.
+Result<json::value> tasks_overdue(Db& db, const ReportFilter& f, const Scope& s) {
+  Sql q;
+  q << "SELECT t.owner_id, count(*), sum(t.due_at IS NOT NULL AND t.due_at < ";
+  q.p(f.to_ms) << "), min(CASE WHEN t.due_at < ";
+  q.p(f.to_ms) << " THEN t.due_at END) FROM task t WHERE t.status = 'open' AND t._deleted = 0";
+  if (s.owners) q.and_in("t.owner_id", *s.owners);
+  q << " GROUP BY 1 ORDER BY 3 DESC, 1";
+  json::array by_rep;
+  int64_t open = 0, overdue = 0;
+  Status st = each_row(db, q, [&](Stmt& r) {
+    json::object o;
+    o["rep"] = text_or_null(r, 0);
+    o["open"] = r.col_int(1);
+    o["overdue"] = r.col_int(2);
+    o["oldest_due_at"] = r.col_null(3) ? json::value(nullptr) : json::value(r.col_int(3));
+    by_rep.push_back(std::move(o));
+    open += r.col_int(1);
+    overdue += r.col_int(2);
+    return true;
+  });
+  if (!st) return st;
+  json::object out;
+  out["report"] = "tasks_overdue";
+  out["as_of"] = f.to_ms;
+  out["total"] = json::object{{"open", open}, {"overdue", overdue}};
+  out["by_rep"] = std::move(by_rep);
+  return json::value(std::move(out));
+}
+
 // ---- CSV
 
 enum class Col : uint8_t { kText, kInt, kReal };
@@ -1021,8 +1261,8 @@ struct CsvQuery {
   Sql sql;
 };
 
-std::string time_text(std::string_view ms_expr, const ReportFilter& f) {
-  return bucket("%Y-%m-%d %H:%M:%S", ms_expr, f);
+std::string time_text(std::string_view ms_expr, const LocalTime& lt) {
+  return bucket("%Y-%m-%d %H:%M:%S", ms_expr, lt);
 }
 
 CsvQuery csv_query(CsvKind kind, const ReportFilter& f, const Scope& s) {
@@ -1038,10 +1278,10 @@ CsvQuery csv_query(CsvKind kind, const ReportFilter& f, const Scope& s) {
                   "net_cents",   "line_note"};
       c.types = {kText, kText, kText, kText, kText, kText, kText, kText, kText, kText, kText,
                  kText, kText, kText, kText, kText, kText, kInt,  kInt,  kInt,  kInt,  kText};
-      q << "SELECT o.id, " << time_text(kOrderDate, f)
+      q << "SELECT o.id, " << time_text(kOrderDate, s.local)
         << ", o.status, o.currency, o.rep_id, o.account_id, a.name, "
-        << "a.territory_id, " << time_text("o.submitted_at", f) << ", " << time_text("o.approved_at", f)
-        << ", o.approved_by, " << time_text("o.delivery_date", f)
+        << "a.territory_id, " << time_text("o.submitted_at", s.local) << ", "
+        << time_text("o.approved_at", s.local) << ", o.approved_by, " << time_text("o.delivery_date", s.local)
         << ", o.notes, l.id, l.product_id, pr.sku, pr.name, l.quantity, l.unit_price_cents, l.discount_bp, "
            "CASE WHEN l.id IS NULL THEN NULL ELSE "
         << kLineNet
@@ -1057,7 +1297,8 @@ CsvQuery csv_query(CsvKind kind, const ReportFilter& f, const Scope& s) {
       c.header = {"visit_id",  "check_in_at", "check_out_at",      "rep_id",   "account_id", "account_name",
                   "territory", "outcome",     "calendar_event_id", "latitude", "longitude",  "notes"};
       c.types = {kText, kText, kText, kText, kText, kText, kText, kText, kText, kReal, kReal, kText};
-      q << "SELECT v.id, " << time_text("v.check_in_at", f) << ", " << time_text("v.check_out_at", f)
+      q << "SELECT v.id, " << time_text("v.check_in_at", s.local) << ", "
+        << time_text("v.check_out_at", s.local)
         << ", v.rep_id, v.account_id, a.name, a.territory_id, v.outcome, v.calendar_event_id, v.latitude, "
            "v.longitude, v.notes FROM visit v JOIN account a ON a.id = v.account_id WHERE v.check_in_at >= ";
       q.p(f.from_ms) << " AND v.check_in_at < ";
@@ -1074,6 +1315,36 @@ CsvQuery csv_query(CsvKind kind, const ReportFilter& f, const Scope& s) {
       if (s.account_territories) q.and_in("a.territory_id", *s.account_territories);
       q << " ORDER BY a.territory_id, a.id";
       break;
+    case CsvKind::kLeads:
+      c.header = {"lead_id",   "created_at", "person_name",  "company_name",
+                  "email",     "phone",      "source",       "owner_id",
+                  "territory", "status",     "converted_at", "disqualify_reason"};
+      c.types = {kText, kText, kText, kText, kText, kText, kText, kText, kText, kText, kText, kText};
+      q << "SELECT l.id, " << time_text("l.created_at", s.local)
+        << ", l.person_name, l.company_name, l.email, l.phone, l.source, l.owner_id, l.territory_id, "
+           "l.status, "
+        << time_text("l.converted_at", s.local) << ", l.disqualify_reason FROM lead l WHERE l.created_at >= ";
+      q.p(f.from_ms) << " AND l.created_at < ";
+      q.p(f.to_ms) << " AND l._deleted = 0";
+      if (s.record_territories) q.and_in("l.territory_id", *s.record_territories);
+      if (!s.reps.empty()) q.and_in("l.owner_id", s.reps);
+      q << " ORDER BY l.created_at, l.id";
+      break;
+    case CsvKind::kServiceCases:
+      c.header = {"case_id",   "opened_at", "subject",     "priority", "status",      "account_id",
+                  "territory", "asset_id",  "assignee_id", "due_at",   "resolved_at", "billable"};
+      c.types = {kText, kText, kText, kText, kText, kText, kText, kText, kText, kText, kText, kInt};
+      q << "SELECT c.id, " << time_text("c.opened_at", s.local)
+        << ", c.subject, c.priority, c.status, c.account_id, a.territory_id, c.asset_id, c.assignee_id, "
+        << time_text("c.due_at", s.local) << ", " << time_text("c.resolved_at", s.local)
+        << ", fs_case_billable(x.id IS NOT NULL, x.warranty_end_at, c.opened_at) FROM service_case c LEFT "
+           "JOIN "
+           "account a ON a.id = c.account_id LEFT JOIN asset x ON x.id = c.asset_id WHERE c.opened_at >= ";
+      q.p(f.from_ms) << " AND c.opened_at < ";
+      q.p(f.to_ms) << " AND c._deleted = 0";
+      where_scope(q, s, "c.assignee_id");
+      q << " ORDER BY c.opened_at, c.id";
+      break;
   }
   return c;
 }
@@ -1084,7 +1355,7 @@ Result<ReportFilter> parse_filter(const std::vector<std::pair<std::string, std::
                                   int64_t now_ms, std::string* bad_field) {
   ReportFilter f;
   f.to_ms = now_ms;
-  bool from_set = false;
+  bool from_set = false, offset_set = false;
   auto bad = [&](const std::string& field, const std::string& why) {
     if (bad_field) *bad_field = field;
     return Status(ErrorCode::kInvalidArgument, field + ": " + why);
@@ -1117,11 +1388,17 @@ Result<ReportFilter> parse_filter(const std::vector<std::pair<std::string, std::
       } else if (name == "tz_offset_minutes") {
         if (n < -kMaxTzOffsetMinutes || n > kMaxTzOffsetMinutes) return bad(name, "must be -840..840");
         f.tz_offset_minutes = static_cast<int>(n);
+        offset_set = true;
       } else {
         if (n < 1 || n > static_cast<int64_t>(kMaxListRows))
           return bad(name, "must be 1.." + std::to_string(kMaxListRows));
         f.limit = static_cast<size_t>(n);
       }
+    } else if (name == "tz") {
+      if (value.empty() || value.size() > kMaxTimeZoneName) return bad(name, "not a time zone's name");
+      if (Result<LocalTime> zone = LocalTime::zone(value, 0, 1); !zone)
+        return bad(name, zone.status().message());
+      f.time_zone = value;
     } else if (name == "territory") {
       add_list(f.territories, value);
     } else if (name == "rep") {
@@ -1130,6 +1407,7 @@ Result<ReportFilter> parse_filter(const std::vector<std::pair<std::string, std::
       return bad(name, "unknown parameter");
     }
   }
+  if (!f.time_zone.empty() && offset_set) return bad("tz", "give tz or tz_offset_minutes, not both");
   if (!from_set) f.from_ms = f.to_ms - 90 * kDayMs;
   if (f.territories.size() > kMaxFilterValues) return bad("territory", "at most 100 values");
   if (f.reps.size() > kMaxFilterValues) return bad("rep", "at most 100 values");
@@ -1141,11 +1419,16 @@ Result<ReportFilter> parse_filter(const std::vector<std::pair<std::string, std::
 Result<boost::json::value> run_report(Db& db, std::string_view name, const ReportFilter& filter,
                                       const Principal& caller) {
   using Fn = Result<json::value> (*)(Db&, const ReportFilter&, const Scope&);
-  static const std::pair<std::string_view, Fn> kReports[] = {
-      {"revenue", &revenue},   {"abc", &abc},
-      {"activity", &activity}, {"plan_vs_execution", &plan_vs_execution},
-      {"funnel", &funnel},     {"stalled", &stalled},
-      {"forecast", &forecast}};
+  static const std::pair<std::string_view, Fn> kReports[] = {{"revenue", &revenue},
+                                                             {"abc", &abc},
+                                                             {"activity", &activity},
+                                                             {"plan_vs_execution", &plan_vs_execution},
+                                                             {"funnel", &funnel},
+                                                             {"stalled", &stalled},
+                                                             {"forecast", &forecast},
+                                                             {"leads", &leads},
+                                                             {"service_cases", &service_cases},
+                                                             {"tasks_overdue", &tasks_overdue}};
   const Fn* fn = nullptr;
   for (const auto& [n, f] : kReports)
     if (n == name) fn = &f;
@@ -1154,6 +1437,9 @@ Result<boost::json::value> run_report(Db& db, std::string_view name, const Repor
   if (Status s = check_filter(filter); !s) return s;
   Result<Scope> scope = resolve_scope(filter, caller);
   if (!scope) return scope.status();
+  Result<LocalTime> local = local_time_of(filter);
+  if (!local) return Status(ErrorCode::kInvalidArgument, "tz: " + local.status().message());
+  scope->local = std::move(*local);
   Snapshot snapshot(db);
   if (!snapshot.status()) return snapshot.status();
   return (*fn)(db, filter, *scope);
@@ -1163,6 +1449,8 @@ Result<CsvKind> csv_kind(std::string_view name) {
   if (name == "orders") return CsvKind::kOrders;
   if (name == "visits") return CsvKind::kVisits;
   if (name == "accounts") return CsvKind::kAccounts;
+  if (name == "leads") return CsvKind::kLeads;
+  if (name == "service_cases") return CsvKind::kServiceCases;
   return Status(ErrorCode::kInvalidArgument, "export: no export named '" + std::string(name) + "'");
 }
 
@@ -1193,6 +1481,11 @@ Result<std::unique_ptr<CsvExport>> CsvExport::start(Db& db, CsvKind kind, const 
   if (Status s = check_filter(filter); !s) return s;
   Result<Scope> scope = resolve_scope(filter, caller);
   if (!scope) return scope.status();
+  Result<LocalTime> local = local_time_of(filter);
+  if (!local) return Status(ErrorCode::kInvalidArgument, "tz: " + local.status().message());
+  scope->local = std::move(*local);
+  if (kind == CsvKind::kServiceCases)
+    if (Status st = register_case_billable(db); !st) return st;
   auto state = std::make_unique<State>(db, std::max<size_t>(options.chunk_bytes, 1));
   if (!state->snapshot.status()) return state->snapshot.status();
   state->query = csv_query(kind, filter, *scope);

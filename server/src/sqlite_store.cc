@@ -21,6 +21,7 @@
 #include "fieldsync/sync/codec.h"
 #include "fieldsync/sync/schedule.h"
 #include "fieldsync/sync/scope.h"
+#include "local_time.h"
 #include "sql_value.h"
 #include "store_common.h"
 #include "wall_clock.h"
@@ -97,8 +98,14 @@ constexpr uint32_t kSchemaOfFormat6 = 2;
   "excluded.net_cents, at_ms = excluded.at_ms, status = excluded.status, order_deleted = "                 \
   "excluded.order_deleted, rep_id = excluded.rep_id, territory = excluded.territory, currency = "          \
   "excluded.currency;"
-// Visits per UTC day, rep and outcome (_visit_day) of the visit row R ("new" or "old") when it counts.
-#define VISIT_DAY(R) "(" R ".check_in_at / 1000) / 86400, " R ".rep_id, coalesce(" R ".outcome, 'none')"
+// Visits per local day of the company's time zone, rep and outcome (_visit_day) of the visit row R ("new" or
+// "old") when it counts: the offset in effect at the check-in is the last _tz_offset row starting at or
+// before it (one seek of its primary key; no row: UTC).
+#define VISIT_DAY(R)                                                                                \
+  "(" R ".check_in_at + 1000 * coalesce((SELECT z.offset_s FROM _tz_offset z WHERE z.from_ms <= " R \
+  ".check_in_at ORDER BY z.from_ms DESC LIMIT 1), 0)) / 86400000, " R ".rep_id, coalesce(" R        \
+  ".outcome, "                                                                                      \
+  "'none')"
 #define VISIT_COUNTS(R) R "._deleted = 0 AND " R ".check_in_at IS NOT NULL AND " R ".rep_id IS NOT NULL"
 
 const char* const kStoreDdl[] = {
@@ -177,11 +184,17 @@ const char* const kStoreDdl[] = {
     // (reports.cc counts orders per product on that).
     ("CREATE INDEX IF NOT EXISTS idx_order_line_fact_at ON _order_line_fact (at_ms, status, order_deleted, "
      "deleted, territory, rep_id, currency, order_id, product_id, quantity, net_cents)"),
-    // Format 6: visits per day, rep and outcome. Days are UTC days (the one offset the rollup can have);
-    // reports at another offset, or scoped by territory (a visit counts for its account's current
-    // territory, which the rollup does not follow), read the visits themselves (reports.cc, activity).
+    // Format 6: visits per day, rep and outcome. Days are local days of the company's time zone (UTC unless
+    // the server is told another: set_rollup_zone); reports in another zone or at another offset, or scoped
+    // by territory (a visit counts for its account's current territory, which the rollup does not follow),
+    // read the visits themselves (reports.cc, activity).
     ("CREATE TABLE IF NOT EXISTS _visit_day (day INTEGER NOT NULL, rep_id TEXT NOT NULL, outcome TEXT NOT "
      "NULL, visits INTEGER NOT NULL, PRIMARY KEY (day, rep_id, outcome)) WITHOUT ROWID"),
+    // The company's time zone, whose local days _visit_day counts (set_rollup_zone): its name, and its
+    // offsets from UTC as spans (from_ms: the first instant of each; the first row starts at the smallest
+    // integer), kept for kZoneTableFromMs..kZoneTableToMs (local_time.h).
+    "CREATE TABLE IF NOT EXISTS _report_zone (id INTEGER PRIMARY KEY CHECK (id = 1), name TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS _tz_offset (from_ms INTEGER PRIMARY KEY, offset_s INTEGER NOT NULL)",
     "CREATE TRIGGER IF NOT EXISTS _fact_order_insert AFTER INSERT ON \"order\" BEGIN " ORDER_FACT_UPSERT
     " UPDATE _order_fact SET " ORDER_FACT_TOTALS("new.id") " WHERE order_id = new.id; END",
     // Only when what the facts hold changed (notes and delivery dates do not).
@@ -241,6 +254,10 @@ std::string visit_at_sql(std::string_view event, std::string_view account, std::
          " AND v.check_in_at < " + st + " + " + std::to_string(reports::kMatchAfterMs) +
          " AND v.rep_id = " + o + "))";
 }
+
+// The triggers on visits, which count _visit_day at the company's time zone: set_rollup_zone drops them and
+// runs appointment_fact_ddl() again, since a format-6 file from before that zone has them with UTC days.
+constexpr std::string_view kVisitTriggers[] = {"_fact_visit_insert", "_fact_visit_update"};
 
 std::vector<std::string> appointment_fact_ddl() {
   const std::string fact_visit_at = visit_at_sql("_appointment_fact.event_id", "_appointment_fact.account_id",
@@ -478,6 +495,45 @@ class DbRecordReader final : public RecordReader {
   Db& db_;
 };
 
+// The company's time zone of the file (_report_zone), inside open()'s transaction: `zone`, or the file's own
+// when unset ("UTC" for a file without one). A zone other than the file's refills _tz_offset, recreates the
+// visit triggers and recounts _visit_day from the visits.
+Status set_rollup_zone(Db& db, const std::optional<std::string>& zone) {
+  std::optional<std::string> current;
+  {
+    Stmt q(db, "SELECT name FROM _report_zone WHERE id = 1");
+    if (q.step()) {
+      current = q.col_text(0);
+    } else if (!q.ok()) {
+      return q.status();
+    }
+  }
+  const std::string want = zone ? *zone : current.value_or("UTC");
+  if (current == want) return Status::ok();
+  Result<std::vector<ZoneSpan>> spans = zone_spans(want, kZoneTableFromMs, kZoneTableToMs);
+  if (!spans) return spans.status();
+  if (Status s = db.exec("DELETE FROM _tz_offset"); !s) return s;
+  for (const ZoneSpan& span : *spans) {
+    Stmt q(db, "INSERT INTO _tz_offset (from_ms, offset_s) VALUES (?, ?)");
+    q.bind(1, span.from_ms).bind(2, int64_t{span.offset_s});
+    if (Status s = q.run(); !s) return s;
+  }
+  for (std::string_view name : kVisitTriggers)
+    if (Status s = db.exec("DROP TRIGGER IF EXISTS " + quoted(name)); !s) return s;
+  for (const std::string& sql : appointment_fact_ddl())
+    if (Status s = db.exec(sql); !s) return s;
+  const std::string recount[] = {
+      "DELETE FROM _visit_day",
+      "INSERT INTO _visit_day (day, rep_id, outcome, visits) SELECT " VISIT_DAY("v") ", count(*) FROM visit v "
+      "WHERE " VISIT_COUNTS("v") " GROUP BY 1, 2, 3",
+  };
+  for (const std::string& sql : recount)
+    if (Status s = db.exec(sql); !s) return s;
+  Stmt q(db, "INSERT OR REPLACE INTO _report_zone (id, name) VALUES (1, ?)");
+  q.bind(1, want);
+  return q.run();
+}
+
 // Whether the column an added_columns_ddl statement (ALTER TABLE "t" ADD COLUMN "c" ...) adds is missing.
 Result<bool> column_missing(Db& db, const std::string& alter) {
   const size_t t0 = alter.find('"'), t1 = alter.find('"', t0 + 1);
@@ -497,8 +553,8 @@ Status migrate_format(Db& db, int64_t from) {
   };
   if (from < 6) {
     // Format 6's facts and rollups (kStoreDdl, appointment_fact_ddl) for the rows already there; the
-    // triggers keep them from now on. Lines first: a format-4 file's orders get their facts below, from
-    // these.
+    // triggers keep them from now on. (_visit_day: set_rollup_zone counts it once the file has no zone.)
+    // Lines first: a format-4 file's orders get their facts below, from these.
     for (std::string_view name : kFormat5Triggers)
       if (Status s = db.exec("DROP TRIGGER IF EXISTS " + quoted(name)); !s) return s;
     for (std::string_view name : kFormat5Indexes)
@@ -510,14 +566,13 @@ Status migrate_format(Db& db, int64_t from) {
         "x.rep_id, x.territory, x.currency FROM order_line l LEFT JOIN _order_fact x ON x.order_id = "
         "l.order_id",
         "UPDATE _order_fact SET " ORDER_FACT_TOTALS("_order_fact.order_id"),
-        "INSERT OR REPLACE INTO _visit_day (day, rep_id, outcome, visits) SELECT " VISIT_DAY("v")
-        ", count(*) FROM visit v WHERE " VISIT_COUNTS("v") " GROUP BY 1, 2, 3",
         "INSERT OR REPLACE INTO _appointment_fact (event_id, start_at, deleted, status, account_id, owner_id, "
         "visit_at) SELECT e.id, e.start_at, e._deleted, e.status, e.account_id, e.owner_id, " +
             visit_at_sql("e.id", "e.account_id", "e.owner_id", "e.start_at") + " FROM calendar_event e",
     };
     for (const std::string& sql : fill)
       if (Status s = db.exec(sql); !s) return s;
+    if (Status s = db.exec("DELETE FROM _report_zone"); !s) return s;
   }
   if (from < 5) {
     // The triggers keep _order_fact from now on; the orders already there get theirs here.
@@ -1042,6 +1097,7 @@ Result<std::unique_ptr<SqliteCentralStore>> SqliteCentralStore::open(const std::
     if (Status s = w.exec(sql); !s) return fail(s);
   if (format < kFormat)
     if (Status s = migrate_format(w, format); !s) return fail(s);
+  if (Status s = set_rollup_zone(w, store->options_.time_zone); !s) return fail(s);
   if (Status s = w.exec("INSERT OR REPLACE INTO _state (key, value) VALUES ('format', " +
                         std::to_string(kFormat) + ")");
       !s)

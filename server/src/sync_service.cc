@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <iostream>
+#include <set>
 #include <utility>
 
 #include "fieldsync/sync/codec.h"
@@ -90,11 +91,16 @@ void SyncService::flush_locked(SessionId from, const protocol::PushTxns* push, C
             info.user = m.user;
             info.protocol_version = m.protocol_version;
             if (info.node != 0) {
+              // Only a device that passed the handshake is recorded: a Hello with someone's node id and no
+              // valid token never reaches head office's page (its connection time, schema, cursor, build).
               LiveDevice& a = activity_[info.node];
+              a.node = info.node;
+              a.session = o.session;
               a.user = m.user;
               a.protocol_version = m.protocol_version;
-              // Only a device that passed the handshake names its build: a Hello with someone's node id and
-              // no valid token never reaches head office's page.
+              a.connected_at_ms = info.connected_at_ms;
+              a.schema_version = info.schema_version;
+              a.cursor = info.cursor;
               a.app_version = info.app_version;
             }
             count(Counter::kHandshakes);
@@ -267,29 +273,28 @@ bool SyncService::frame(SessionId session, std::span<const uint8_t> bytes, int64
     const protocol::PushTxns* push = nullptr;
     if (m) {
       SessionInfo& info = info_[session];
-      if (const auto* hello = std::get_if<protocol::Hello>(&m.value())) {
+      const auto* hello = std::get_if<protocol::Hello>(&m.value());
+      if (hello != nullptr) {
+        // Recorded in the node's activity by the Welcome (flush_locked), if authentication lets one out.
         info.node = hello->node;
         info.connected_at_ms = now_ms;
         info.app_version = hello->app_version;
+        info.schema_version = hello->schema_version;
+        info.cursor = hello->cursor;
       } else if ((push = std::get_if<protocol::PushTxns>(&m.value()))) {
         count(Counter::kPushes);
       }
-      if (info.node != 0) {
+      if (hello == nullptr && info.node != 0 && !info.user.empty()) {  // past the handshake
         LiveDevice& a = activity_[info.node];
-        a.node = info.node;
         a.session = session;
-        if (const auto* hello = std::get_if<protocol::Hello>(&m.value())) {
-          a.connected_at_ms = now_ms;
-          a.schema_version = hello->schema_version;
-          a.cursor = hello->cursor;
-        } else if (push != nullptr) {
+        if (push != nullptr) {
           a.last_push_ms = now_ms;
         } else {
           a.last_pull_ms = now_ms;
         }
       }
       solicited = server_.on_message(session, m.value(), now_ms);
-      if (const auto* hello = std::get_if<protocol::Hello>(&m.value()); hello && token_expiry_) {
+      if (hello != nullptr && token_expiry_) {
         if (std::optional<int64_t> expiry = token_expiry_(hello->token)) expiry_ms_[session] = *expiry;
       }
     } else {
@@ -449,6 +454,22 @@ void SyncService::cut_node(NodeId node, ErrorCode code, const std::string& messa
   for (const auto& [id, info] : info_)
     if (info.node == node && !info.user.empty()) sessions.push_back(id);
   for (SessionId id : sessions) server_.on_bad_frame(id, Status(code, message));
+  flush_locked(0, nullptr, Clock::now());
+}
+
+void SyncService::refresh_principals(const std::function<Result<Principal>(const UserId&)>& lookup,
+                                     int64_t now_ms) {
+  std::set<UserId> users;
+  {
+    MutexLock lock(mu_);
+    for (const auto& [id, info] : info_)
+      if (!info.user.empty()) users.insert(info.user);
+  }
+  std::vector<Principal> principals;
+  for (const UserId& u : users)
+    if (Result<Principal> p = lookup(u)) principals.push_back(std::move(*p));
+  MutexLock lock(mu_);
+  for (const Principal& p : principals) server_.update_principal(p, now_ms);
   flush_locked(0, nullptr, Clock::now());
 }
 

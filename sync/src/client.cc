@@ -119,6 +119,9 @@ Result<uint64_t> SyncClient::write(std::vector<Change> changes, int64_t now_ms) 
     ct.changes.push_back(std::move(c));
   }
   if (Status s = validate_txn(ct); !s) return s;
+  // The server's domain rules on the replica as it was before this write (nothing is saved yet).
+  if (Status s = check_domain_rules(ct.changes, Principal{config_.user, config_.role, {}, {}}, *txn); !s)
+    return s;
 
   for (const auto& [key, rec] : working) txn->save(rec);
   txn->outbox_append(ct);

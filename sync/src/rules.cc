@@ -334,6 +334,159 @@ ConflictSide event_side(const RecordState& r) {
   return f != nullptr ? ConflictSide{f->value, f->version, f->user} : ConflictSide{};
 }
 
+// ---- Domain rules of leads and service cases (check_domain_rules)
+
+// A field's id by its name in the model: the rules below name fields as the model does.
+uint16_t model_field(EntityId e, std::string_view name) {
+  const FieldDef* f = schema::entity_ref(e).field(name);
+  if (f == nullptr) std::abort();  // programmer error: the names below are the model's
+  return f->id;
+}
+
+// What one transaction does to one record: created, the last value it sets per field.
+struct Touch {
+  bool created = false;
+  std::map<uint16_t, const Change*> sets;
+};
+
+class TxnView {
+ public:
+  TxnView(std::span<const Change> changes, RecordReader& before) : before_(before) {
+    for (const Change& c : changes) {
+      Touch& t = touches_[RecordKey{c.entity, c.record}];
+      if (c.op == ChangeOp::kCreate) t.created = true;
+      if (c.op == ChangeOp::kSet) t.sets[c.field] = &c;
+    }
+  }
+  const std::map<RecordKey, Touch>& touches() const { return touches_; }
+
+  // The record before the transaction (nullopt if it did not exist then).
+  const std::optional<RecordState>& before(const RecordKey& key) {
+    auto it = before_cache_.find(key);
+    if (it == before_cache_.end()) {
+      std::optional<RecordState> r = before_.load(key.entity, key.id);
+      if (r && !exists(*r)) r.reset();
+      it = before_cache_.emplace(key, std::move(r)).first;
+    }
+    return it->second;
+  }
+  bool created_here(const RecordKey& key) const {
+    auto it = touches_.find(key);
+    return it != touches_.end() && it->second.created;
+  }
+  // The value set in the transaction (nullptr if it sets none).
+  const Value* set_value(const RecordKey& key, uint16_t field) const {
+    auto it = touches_.find(key);
+    if (it == touches_.end()) return nullptr;
+    auto f = it->second.sets.find(field);
+    return f == it->second.sets.end() ? nullptr : &f->second->value;
+  }
+  // The field once the transaction is applied: its own value if it sets one, else the stored one.
+  Value after(const RecordKey& key, uint16_t field) {
+    if (const Value* v = set_value(key, field)) return *v;
+    const std::optional<RecordState>& r = before(key);
+    return r && !r->deleted ? r->get(field) : Value::null();
+  }
+  bool exists_after(const RecordKey& key) {
+    if (created_here(key)) return true;
+    const std::optional<RecordState>& r = before(key);
+    return r && !r->deleted;
+  }
+
+ private:
+  RecordReader& before_;
+  std::map<RecordKey, Touch> touches_;
+  std::map<RecordKey, std::optional<RecordState>> before_cache_;
+};
+
+std::string text_of(const Value& v) {
+  return v.kind() == Value::Kind::kText ? v.as_text() : std::string();
+}
+
+bool blank(const Value& v) {
+  return v.kind() != Value::Kind::kText || v.as_text().find_first_not_of(" \t\r\n") == std::string::npos;
+}
+
+Status domain_error(ErrorCode code, const RecordKey& key, uint16_t field, const std::string& why) {
+  return Status(code, describe(key.entity, key.id, field) + ": " + why);
+}
+
+Status check_lead(TxnView& view, const RecordKey& lead, const Touch& t) {
+  const EntityId kLeadE = EntityId::kLead;
+  const uint16_t status = model_field(kLeadE, "status");
+  const uint16_t links[] = {
+      model_field(kLeadE, "converted_account_id"), model_field(kLeadE, "converted_contact_id"),
+      model_field(kLeadE, "converted_opportunity_id"), model_field(kLeadE, "converted_at")};
+  const Value* to = view.set_value(lead, status);
+  const std::string before_status =
+      view.before(lead) && !view.created_here(lead) ? text_of(view.before(lead)->get(status)) : std::string();
+  const bool converting = to != nullptr && text_of(*to) == "converted" && before_status != "converted";
+
+  if (!converting) {
+    for (uint16_t f : links)
+      if (t.sets.count(f) != 0)
+        return domain_error(ErrorCode::kImmutableField, lead, f,
+                            "set only in the transaction that converts the lead");
+  } else {
+    for (uint16_t f : links) {
+      const Value* v = view.set_value(lead, f);
+      if (v == nullptr || v->is_null())
+        return domain_error(ErrorCode::kMissingField, lead, f, "a conversion sets it");
+    }
+    // Each link names a record of this transaction or one that exists; contact and deal hang off the account.
+    const RecordId* ids[3] = {};
+    std::optional<RecordId> parsed[3];
+    const EntityId targets[3] = {EntityId::kAccount, EntityId::kContact, EntityId::kOpportunity};
+    for (int i = 0; i < 3; ++i) {
+      parsed[i] = RecordId::parse(text_of(*view.set_value(lead, links[i])));
+      if (!parsed[i]) return domain_error(ErrorCode::kValueInvalid, lead, links[i], "not a record id");
+      ids[i] = &*parsed[i];
+      if (!view.exists_after(RecordKey{targets[i], *ids[i]}))
+        return domain_error(ErrorCode::kRecordNotFound, lead, links[i],
+                            "refers to " + std::string(schema::entity_ref(targets[i]).name) + " " +
+                                ids[i]->to_string() +
+                                ", which is neither created by the conversion nor exists");
+    }
+    const std::string account = ids[0]->to_string();
+    const Value contact_account =
+        view.after(RecordKey{EntityId::kContact, *ids[1]}, model_field(EntityId::kContact, "account_id"));
+    if (text_of(contact_account) != account)
+      return domain_error(ErrorCode::kValueInvalid, lead, links[1],
+                          "the contact belongs to another account than converted_account_id");
+    const Value opp_account = view.after(RecordKey{EntityId::kOpportunity, *ids[2]},
+                                         model_field(EntityId::kOpportunity, "account_id"));
+    if (text_of(opp_account) != account)
+      return domain_error(ErrorCode::kValueInvalid, lead, links[2],
+                          "the opportunity belongs to another account than converted_account_id");
+  }
+
+  if (to != nullptr && text_of(*to) == "disqualified" && before_status != "disqualified") {
+    const uint16_t reason = model_field(kLeadE, "disqualify_reason");
+    const Value* v = view.set_value(lead, reason);
+    if (v == nullptr || blank(*v))
+      return domain_error(ErrorCode::kMissingField, lead, reason, "disqualifying a lead needs a reason");
+  }
+  return Status::ok();
+}
+
+Status check_case_assignee(TxnView& view, const RecordKey& sc, const Principal& who) {
+  if (who.role != Role::kRep) return Status::ok();  // a manager's and head office's reach is the UserRef rule
+  const uint16_t assignee = model_field(EntityId::kServiceCase, "assignee_id");
+  const Value* to = view.set_value(sc, assignee);
+  if (to == nullptr) return Status::ok();
+  if (to->is_null() || text_of(*to) != who.user)
+    return domain_error(ErrorCode::kPermissionDenied, sc, assignee,
+                        "a rep may only take a case for themselves");
+  if (view.created_here(sc)) return Status::ok();
+  const std::optional<RecordState>& before = view.before(sc);
+  const Value current = before ? before->get(assignee) : Value::null();
+  if (!current.is_null() && text_of(current) != who.user)
+    return domain_error(ErrorCode::kPermissionDenied, sc, assignee,
+                        "the case is already assigned to " + text_of(current) +
+                            "; only a manager or head office reassigns it");
+  return Status::ok();
+}
+
 }  // namespace
 
 Status validate_change(const Change& c) {
@@ -389,6 +542,23 @@ Status validate_txn(const ClientTxn& txn) {
     }
   }
   return Status::ok();
+}
+
+Status check_domain_rules(std::span<const Change> changes, const Principal& who, RecordReader& before) {
+  TxnView view(changes, before);
+  for (const auto& [key, touch] : view.touches()) {
+    if (key.entity == EntityId::kLead) {
+      if (Status s = check_lead(view, key, touch); !s) return s;
+    } else if (key.entity == EntityId::kServiceCase) {
+      if (Status s = check_case_assignee(view, key, who); !s) return s;
+    }
+  }
+  return Status::ok();
+}
+
+bool case_billable(bool has_asset, std::optional<int64_t> warranty_end_at_ms, int64_t opened_at_ms) {
+  if (!has_asset) return false;
+  return !warranty_end_at_ms || *warranty_end_at_ms < opened_at_ms;
 }
 
 Result<TxnApplication> apply_client_txn(const ClientTxn& txn, const Principal& who, CentralReader& reader,
@@ -498,6 +668,8 @@ Result<TxnApplication> apply_client_txn(const ClientTxn& txn, const Principal& w
     if (Status s = check_user_ref(c, f, who); !s) return s;
     if (Status s = check_record_ref(c, e, f, who, overlay); !s) return s;
   }
+  // On the store's states before the transaction, as the device judged them on its replica.
+  if (Status s = check_domain_rules(txn.changes, who, reader); !s) return s;
 
   // Scheduling: every overlap of a changed scheduled event with another of the same owner, each pair once.
   std::set<std::pair<RecordKey, RecordKey>> reported;

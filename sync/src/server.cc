@@ -709,11 +709,82 @@ bool SyncServer::handle_pull(SessionId id, Session& s, const protocol::PullReque
   s.live = m.live && !batch.has_more;
   if (batch.has_more) solicit_pull(s, batch.to_cursor);
   queue(id, s, std::move(batch));
+  continue_scope_change(id, s);  // a principal change that came while it caught up
   return solicited;
+}
+
+void SyncServer::update_principal(const Principal& principal, int64_t now_ms) {
+  observe_time(now_ms);
+  for (auto& [id, s] : sessions_) {
+    if (!s.authenticated || s.principal.user != principal.user || closing_.count(id)) continue;
+    if (s.principal.role == principal.role && s.principal.territories == principal.territories &&
+        s.principal.team == principal.team)
+      continue;
+    if (!s.scope_pending) s.scope_base = visible_scopes(s.principal);
+    s.scope_pending = true;
+    s.scope_lost_phase = false;
+    s.scope_after = RecordKey{};
+    index_session(id, s, false);
+    s.principal = principal;
+    index_session(id, s, true);
+    continue_scope_change(id, s);
+  }
+}
+
+void SyncServer::continue_scope_change(SessionId id, Session& s) {
+  if (!s.scope_pending || !s.live || s.backlogged || closing_.count(id)) return;
+  const std::optional<std::vector<ScopeKey>> now = visible_scopes(s.principal);
+  if (!s.scope_base || !now) {  // to or from head office: the next bootstrap
+    s.scope_pending = false;
+    return;
+  }
+  auto minus = [](const std::vector<ScopeKey>& a, const std::vector<ScopeKey>& b) {
+    std::vector<ScopeKey> out;
+    for (const ScopeKey& k : a)
+      if (std::find(b.begin(), b.end(), k) == b.end()) out.push_back(k);
+    return out;
+  };
+  const std::vector<ScopeKey> gained = minus(*now, *s.scope_base), lost = minus(*s.scope_base, *now);
+  CheckedStoreReader reader(store_);
+  for (size_t pages = 0; pages < tuning::kMaxPendingLiveBatches;) {
+    const std::vector<ScopeKey>& scopes = s.scope_lost_phase ? lost : gained;
+    Result<std::vector<RecordState>> chunk =
+        scopes.empty() ? Result<std::vector<RecordState>>(std::vector<RecordState>{})
+                       : store_.scan_in_scopes(scopes, s.scope_after, tuning::kBootstrapPageRecords);
+    if (!chunk) return;  // the next poll tries again from here
+    if (chunk->empty()) {
+      if (s.scope_lost_phase) {
+        s.scope_pending = false;
+        return;
+      }
+      s.scope_lost_phase = true;
+      s.scope_after = RecordKey{};
+      continue;
+    }
+    const RecordKey next{chunk->back().entity, chunk->back().id};
+    protocol::ChangeBatch batch;
+    batch.from_cursor = batch.to_cursor = s.sent_cursor;  // no log range: the device's cursor stays
+    for (RecordState& r : *chunk) {
+      const bool sees = visible(s.principal, r, reader);
+      if (!s.scope_lost_phase && sees && !r.deleted) {
+        batch.records.push_back(std::move(r));
+      } else if (s.scope_lost_phase && !sees) {
+        batch.purges.push_back(RecordKey{r.entity, r.id});
+      }
+    }
+    if (!reader.status()) return;
+    s.scope_after = next;
+    if (batch.records.empty() && batch.purges.empty()) continue;
+    batch.server_hlc = clock_.last();
+    queue(id, s, std::move(batch));
+    ++pages;
+  }
 }
 
 void SyncServer::poll_external_commits(int64_t now_ms) {
   observe_time(now_ms);
+  for (auto& [id, s] : sessions_)
+    if (s.scope_pending) continue_scope_change(id, s);
   Result<uint64_t> head = store_.head_seq();
   if (!head) return;  // the next poll tries again
   if (*head <= fanned_out_head_ && !fan_out_pending_ && !fan_out_retry_) return;

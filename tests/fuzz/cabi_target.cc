@@ -83,7 +83,7 @@ int c_abi(const uint8_t* data, size_t size) {
   fs_error err{};
   char* out = nullptr;
   bool ok = false;
-  switch (selector % 22) {
+  switch (selector % 30) {
     case 0:
       ok = fs_create_account(c, a.c_str(), &out, &err);
       keep(out, ok);
@@ -167,6 +167,36 @@ int c_abi(const uint8_t* data, size_t size) {
       ok = fs_agenda(c, static_cast<int64_t>(a.size()) << 30, static_cast<int64_t>(b.size()) << 30, &out,
                      &err);
       fs_string_free(out);
+      break;
+    case 22:  // ABI 1.2: schema 3's entities
+      ok = fs_create_lead(c, a.c_str(), &out, &err);
+      keep(out, ok);
+      break;
+    case 23:
+      ok = fs_lead_action(c, a.c_str(), static_cast<fs_lead_op>(selector >> 5), bj, &err);
+      break;
+    case 24:
+      ok = fs_convert_lead(c, a.c_str(), bj, &out, &err);
+      if (ok && out == nullptr) std::abort();
+      fs_string_free(out);
+      break;
+    case 25:
+      ok = fs_open_case(c, a.c_str(), &out, &err);
+      keep(out, ok);
+      break;
+    case 26:
+      ok = fs_case_action(c, a.c_str(), static_cast<fs_case_op>(selector >> 5), bj, &err);
+      break;
+    case 27:
+      ok = fs_register_asset(c, a.c_str(), &out, &err);
+      keep(out, ok);
+      break;
+    case 28:
+      ok = fs_create_task(c, a.c_str(), &out, &err);
+      keep(out, ok);
+      break;
+    case 29:
+      ok = fs_task_action(c, a.c_str(), static_cast<fs_task_op>(selector >> 5), &err);
       break;
     default: {
       uint32_t conflicts = 0, rejections = 0;

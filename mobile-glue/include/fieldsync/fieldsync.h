@@ -66,7 +66,7 @@ extern "C" {
 
 /* ABI version: major * 65536 + minor. */
 #define FS_ABI_VERSION_MAJOR 1
-#define FS_ABI_VERSION_MINOR 1 /* 1.1: FS_OPT_APP_VERSION */
+#define FS_ABI_VERSION_MINOR 2 /* 1.1: FS_OPT_APP_VERSION; 1.2: leads, service cases, assets, tasks */
 #define FS_ABI_VERSION ((FS_ABI_VERSION_MAJOR << 16) | FS_ABI_VERSION_MINOR)
 
 /* The library's ABI version; an app checks (fs_abi_version() >> 16) == FS_ABI_VERSION_MAJOR at start-up. */
@@ -89,6 +89,8 @@ enum {
 
 /* FS_DOMAIN_FIELDSYNC codes an app typically handles (the full list: fieldsync::ErrorCode). */
 enum {
+  FS_CODE_IMMUTABLE_FIELD = 45, /* ABI 1.2: e.g. a lead's conversion links outside its conversion */
+  FS_CODE_MISSING_FIELD = 55,   /* ABI 1.2: e.g. a disqualification without a reason */
   FS_CODE_RATE_LIMITED = 8,
   FS_CODE_AUTH_FAILED = 20,
   FS_CODE_TOKEN_EXPIRED = 21,
@@ -263,7 +265,7 @@ FS_API bool fs_submit_order(fs_client* FS_NULLABLE client, const char* FS_NULLAB
 
 /* Calendar writes return {"id", "overlaps": [event...]} in *result_json: the owner's other scheduled events
  * that overlap the written one (a warning, the write is done). Event input: {"title", "start_at_ms",
- * "end_at_ms", "account_id"?, "location"?} */
+ * "end_at_ms", "account_id"?, "location"?, "opportunity_id"? (ABI 1.2)} */
 FS_API bool fs_create_event(fs_client* FS_NULLABLE client, const char* FS_NULLABLE event_json,
                             char* FS_NULLABLE* FS_NULLABLE result_json, fs_error* FS_NULLABLE error);
 FS_API bool fs_move_event(fs_client* FS_NULLABLE client, const char* FS_NULLABLE event_id,
@@ -278,16 +280,77 @@ FS_API bool fs_create_opportunity(fs_client* FS_NULLABLE client, const char* FS_
 FS_API bool fs_move_opportunity(fs_client* FS_NULLABLE client, const char* FS_NULLABLE opportunity_id,
                                 const char* FS_NULLABLE stage, fs_error* FS_NULLABLE error);
 
+/* ---- Leads, service cases, installed assets and tasks (ABI 1.2; schema 3). The server checks every rule
+ * again (sync/rules.h check_domain_rules); a write it refuses comes back as a rejection. */
+
+/* {"person_name", "source" (campaign, web_form, email_enquiry, phone_enquiry, field_prospecting, referral,
+ * other), "territory_id", "company_name"?, "email"?, "phone"?, "notes"?}: owned by the user, status new. */
+FS_API bool fs_create_lead(fs_client* FS_NULLABLE client, const char* FS_NULLABLE lead_json,
+                           char* FS_NULLABLE* FS_NULLABLE id_out, fs_error* FS_NULLABLE error);
+typedef int32_t fs_lead_op;
+enum {
+  FS_LEAD_CONTACTED = 1,  /* new -> contacted */
+  FS_LEAD_QUALIFY = 2,    /* new or contacted -> qualified */
+  FS_LEAD_DISQUALIFY = 3, /* -> disqualified; `text`: the reason (required: FS_CODE_MISSING_FIELD) */
+  FS_LEAD_NOTE = 4        /* appends `text` to the lead's notes */
+};
+FS_API bool fs_lead_action(fs_client* FS_NULLABLE client, const char* FS_NULLABLE lead_id, fs_lead_op action,
+                           const char* FS_NULLABLE text, fs_error* FS_NULLABLE error);
+/* Converts the lead in one local transaction (works offline): a new account (or "existing_account_id"), a
+ * contact for the person and an opportunity, and the lead moved to converted with links to them; it is frozen
+ * from then on. conversion_json (NULL: all defaults): {"existing_account_id"?, "account_name"?,
+ * "opportunity_name"?, "amount_cents"? (0), "currency"? ("EUR"), "expected_close_ms"?}. *result_json:
+ * {"lead_id", "account_id", "contact_id", "opportunity_id"}. */
+FS_API bool fs_convert_lead(fs_client* FS_NULLABLE client, const char* FS_NULLABLE lead_id,
+                            const char* FS_NULLABLE conversion_json,
+                            char* FS_NULLABLE* FS_NULLABLE result_json, fs_error* FS_NULLABLE error);
+
+/* {"account_id", "subject", "priority"? ("normal": low, normal, high, urgent), "contact_id"?, "asset_id"?,
+ * "take"? (false: true assigns it to the user at once)} */
+FS_API bool fs_open_case(fs_client* FS_NULLABLE client, const char* FS_NULLABLE case_json,
+                         char* FS_NULLABLE* FS_NULLABLE id_out, fs_error* FS_NULLABLE error);
+typedef int32_t fs_case_op;
+enum {
+  FS_CASE_TAKE = 1,  /* an unassigned open case for the user: assigned (FS_CODE_PERMISSION_DENIED if taken) */
+  FS_CASE_START = 2, /* -> in_progress */
+  FS_CASE_RESOLVE = 3,  /* -> resolved; `text`: the resolution note (required) */
+  FS_CASE_CLOSE = 4,    /* resolved -> closed */
+  FS_CASE_REOPEN = 5,   /* resolved or closed -> in_progress (managers) */
+  FS_CASE_DISPATCH = 6, /* `text`: the rep to assign (managers within their team, head office anyone) */
+  FS_CASE_NOTE = 7      /* appends `text` to the resolution notes */
+};
+FS_API bool fs_case_action(fs_client* FS_NULLABLE client, const char* FS_NULLABLE case_id, fs_case_op action,
+                           const char* FS_NULLABLE text, fs_error* FS_NULLABLE error);
+
+/* {"account_id", "serial_number", "product_id"?, "installed_at_ms"?, "warranty_end_at_ms"?, "notes"?} */
+FS_API bool fs_register_asset(fs_client* FS_NULLABLE client, const char* FS_NULLABLE asset_json,
+                              char* FS_NULLABLE* FS_NULLABLE id_out, fs_error* FS_NULLABLE error);
+
+/* {"title", "due_at_ms"?, "remind_at_ms"?, "account_id"?, "opportunity_id"?, "lead_id"?, "service_case_id"?,
+ * "notes"?}: the user's, open. */
+FS_API bool fs_create_task(fs_client* FS_NULLABLE client, const char* FS_NULLABLE task_json,
+                           char* FS_NULLABLE* FS_NULLABLE id_out, fs_error* FS_NULLABLE error);
+typedef int32_t fs_task_op;
+enum { FS_TASK_COMPLETE = 1, FS_TASK_CANCEL = 2, FS_TASK_REOPEN = 3 };
+FS_API bool fs_task_action(fs_client* FS_NULLABLE client, const char* FS_NULLABLE task_id, fs_task_op action,
+                           fs_error* FS_NULLABLE error);
+
 /* ---- Reads. JSON in *json_out (release with fs_string_free); keys are the C++ read models' field names
  * (fieldsync/client/field_client.h), absent optionals are null. Tombstoned records are never returned. */
 
 typedef int32_t fs_record_kind;
 enum {
-  FS_RECORD_ACCOUNT = 1,    /* {"account": {...}, "contacts": [...]} */
-  FS_RECORD_VISIT = 2,      /* {"id", "account_id", "rep_id", "check_in_at_ms", "check_out_at_ms", ...} */
-  FS_RECORD_ORDER = 3,      /* {"id", ..., "lines": [...], "gross_cents", "discount_cents", "total_cents"} */
-  FS_RECORD_EVENT = 4,      /* {"id", "owner_id", "title", "start_at_ms", "end_at_ms", "status", ...} */
-  FS_RECORD_OPPORTUNITY = 5 /* {"id", "account_id", "name", "stage", "amount_cents", ...} */
+  FS_RECORD_ACCOUNT = 1,     /* {"account": {...}, "contacts": [...], "open_cases": [case...] (ABI 1.2)} */
+  FS_RECORD_VISIT = 2,       /* {"id", "account_id", "rep_id", "check_in_at_ms", "check_out_at_ms", ...} */
+  FS_RECORD_ORDER = 3,       /* {"id", ..., "lines": [...], "gross_cents", "discount_cents", "total_cents"} */
+  FS_RECORD_EVENT = 4,       /* {"id", "owner_id", "title", "start_at_ms", "end_at_ms", "status", ...} */
+  FS_RECORD_OPPORTUNITY = 5, /* {"id", "account_id", "name", "stage", "amount_cents", ...} */
+  /* ABI 1.2 */
+  FS_RECORD_LEAD = 6,         /* {"id", "person_name", "source", "status", "converted_account_id", ...} */
+  FS_RECORD_SERVICE_CASE = 7, /* {"id", "account_id", "subject", "priority", "status", "assignee_id",
+                                 "due_at_ms", "escalation_level", "resolution_notes", "billable", ...} */
+  FS_RECORD_ASSET = 8,        /* {"id", "account_id", "serial_number", "warranty_end_at_ms", ...} */
+  FS_RECORD_TASK = 9          /* {"id", "title", "due_at_ms", "status", "completed_at_ms", ...} */
 };
 /* Errors: FS_CODE_RECORD_NOT_FOUND, FS_CODE_INVALID_ARGUMENT (not an id), FS_API_UNKNOWN_ENUM. */
 FS_API bool fs_get(fs_client* FS_NULLABLE client, fs_record_kind kind, const char* FS_NULLABLE id,
@@ -305,8 +368,15 @@ enum {
   FS_LIST_PIPELINE = 8,              /* [{"stage", "currency", "count", "amount_cents"}] in funnel order */
   FS_LIST_CONFLICTS = 9,             /* [conflict...] oldest first (see fs_on_conflict for the form) */
   FS_LIST_REJECTIONS = 10,           /* [rejection...] oldest first */
-  FS_LIST_CONFLICT_INBOX = 11, /* arg: "unread" or NULL; [{"inbox_id", "seen", "conflict"}] newest first */
-  FS_LIST_REJECTION_INBOX = 12 /* arg: "unread" or NULL; [{"inbox_id", "seen", "rejection"}] */
+  FS_LIST_CONFLICT_INBOX = 11,  /* arg: "unread" or NULL; [{"inbox_id", "seen", "conflict"}] newest first */
+  FS_LIST_REJECTION_INBOX = 12, /* arg: "unread" or NULL; [{"inbox_id", "seen", "rejection"}] */
+  /* ABI 1.2 */
+  FS_LIST_MY_LEADS = 13,              /* mine, not converted or disqualified, oldest first */
+  FS_LIST_MY_CASES = 14,              /* assigned to me, not resolved or closed, by due time */
+  FS_LIST_OPEN_CASES_OF_ACCOUNT = 15, /* arg: account id; not resolved or closed, oldest first */
+  FS_LIST_ASSETS_OF_ACCOUNT = 16,     /* arg: account id; by serial number */
+  FS_LIST_OPEN_TASKS = 17,            /* mine, open, by due time */
+  FS_LIST_OVERDUE_TASKS = 18          /* mine, open, due before now */
 };
 /* A JSON array. Errors: FS_API_UNKNOWN_ENUM, FS_API_NULL_ARGUMENT (a listing that needs arg). */
 FS_API bool fs_list(fs_client* FS_NULLABLE client, fs_listing listing, const char* FS_NULLABLE arg,

@@ -71,9 +71,14 @@ struct Account {
   std::string created_by;
 };
 
+struct ServiceCase;
+
 struct AccountWithContacts {
   Account account;
   std::vector<Contact> contacts;  // by name
+  // The account's cases not yet resolved or closed, oldest first: the complaint a rep must know of before a
+  // visit. Filled by account() (empty until the replica has any).
+  std::vector<ServiceCase> open_cases;
 };
 
 struct Visit {
@@ -119,11 +124,72 @@ struct Event {
   std::string id;
   std::string owner_id;
   std::string account_id;
+  std::string opportunity_id;  // the deal the appointment is for, or empty
   std::string title;
   int64_t start_at_ms = 0;
   int64_t end_at_ms = 0;
   std::string status;
   std::string location;
+};
+
+// A lead (schema 3): someone who may become a customer, owned by a rep, in a territory.
+struct Lead {
+  std::string id;
+  std::string person_name;
+  std::string company_name;
+  std::string email;
+  std::string phone;
+  std::string source;  // campaign, web_form, email_enquiry, phone_enquiry, field_prospecting, referral, other
+  std::string owner_id;
+  std::string territory_id;
+  std::string status;  // new, contacted, qualified, converted, disqualified
+  std::string disqualify_reason;
+  std::string converted_account_id, converted_contact_id, converted_opportunity_id;  // once converted
+  std::optional<int64_t> converted_at_ms;
+  int64_t created_at_ms = 0;
+  std::string notes;
+};
+
+// A service case at a customer's site; `billable` is derived (case_billable in sync/rules.h), never stored.
+struct ServiceCase {
+  std::string id;
+  std::string account_id;
+  std::string contact_id;
+  std::string asset_id;
+  std::string subject;
+  std::string priority;  // low, normal, high, urgent
+  std::string status;    // open, assigned, in_progress, resolved, closed
+  std::string assignee_id;
+  std::optional<int64_t> due_at_ms;         // set by head office from the priority's SLA
+  std::optional<int64_t> escalation_level;  // raised by head office
+  std::string resolution_notes;             // append-only, every note joined by newlines
+  int64_t opened_at_ms = 0;
+  std::optional<int64_t> resolved_at_ms;
+  std::string opened_by;
+  bool billable = false;
+};
+
+// A product installed at an account.
+struct Asset {
+  std::string id;
+  std::string account_id;
+  std::string product_id;
+  std::string serial_number;
+  std::optional<int64_t> installed_at_ms;
+  std::optional<int64_t> warranty_end_at_ms;
+  std::string notes;
+};
+
+struct Task {
+  std::string id;
+  std::string owner_id;
+  std::string title;
+  std::optional<int64_t> due_at_ms;
+  std::optional<int64_t> remind_at_ms;
+  std::string status;                                                // open, done, cancelled
+  std::string account_id, opportunity_id, lead_id, service_case_id;  // what it is about, any or none
+  std::string notes;
+  std::optional<int64_t> completed_at_ms;
 };
 
 struct EventWriteResult {
@@ -211,6 +277,50 @@ struct NewEvent {
   int64_t start_at_ms = 0;
   int64_t end_at_ms = 0;
   std::optional<std::string> account_id, location;
+  std::optional<std::string> opportunity_id;  // schema 3: the deal the appointment is for
+};
+
+struct NewLead {
+  std::string person_name;
+  std::string source;
+  std::string territory_id;
+  std::optional<std::string> company_name, email, phone, notes;
+};
+
+// How a lead becomes a customer: a new account (named after the company, else the person, in the lead's
+// territory) unless `existing_account_id` names one, a contact for the person, and an opportunity.
+struct LeadConversion {
+  std::optional<std::string> existing_account_id;
+  std::optional<std::string> account_name;  // default: the lead's company name, else the person's name
+  std::string opportunity_name;             // default: "<account name> (lead)" when empty
+  int64_t amount_cents = 0;
+  std::string currency = "EUR";
+  std::optional<int64_t> expected_close_ms;
+};
+
+struct ConvertedLead {
+  std::string lead_id, account_id, contact_id, opportunity_id;
+};
+
+struct NewServiceCase {
+  std::string account_id;
+  std::string subject;
+  std::string priority = "normal";
+  std::optional<std::string> contact_id, asset_id;
+  bool take = false;  // assign it to myself at once (status assigned)
+};
+
+struct NewAsset {
+  std::string account_id;
+  std::string serial_number;
+  std::optional<std::string> product_id, notes;
+  std::optional<int64_t> installed_at_ms, warranty_end_at_ms;
+};
+
+struct NewTask {
+  std::string title;
+  std::optional<int64_t> due_at_ms, remind_at_ms;
+  std::optional<std::string> account_id, opportunity_id, lead_id, service_case_id, notes;
 };
 
 struct NewOpportunity {
@@ -340,6 +450,44 @@ class FieldClient {
   Result<Opportunity> opportunity(const std::string& id);
   Result<std::vector<PipelineStage>> pipeline();  // mine, every stage with at least one deal
 
+  // ---- leads (schema 3). Conversion is one transaction, possible offline; the server checks it again.
+  Result<std::string> create_lead(const NewLead& l);  // owned by me, status new
+  Status mark_lead_contacted(const std::string& id);
+  Status qualify_lead(const std::string& id);
+  Result<ConvertedLead> convert_lead(const std::string& id, const LeadConversion& c);
+  Status disqualify_lead(const std::string& id, const std::string& reason);  // reason required
+  Status add_lead_note(const std::string& id, const std::string& text);
+  Result<Lead> lead(const std::string& id);
+  Result<std::vector<Lead>> my_leads();  // owned by me, not converted or disqualified, oldest first
+
+  // ---- service cases
+  Result<std::string> open_case(const NewServiceCase& c);
+  Status take_case(const std::string& id);  // an unassigned case for myself: assigned
+  // A manager's (within their team) or head office's dispatch to a rep: assigned.
+  Status dispatch_case(const std::string& id, const std::string& assignee);
+  Status start_case(const std::string& id);  // in_progress
+  Status add_case_note(const std::string& id, const std::string& text);
+  Status resolve_case(const std::string& id, const std::string& resolution_note);  // note required
+  Status close_case(const std::string& id);
+  Status reopen_case(const std::string& id);  // resolved or closed -> in_progress (managers)
+  Result<ServiceCase> service_case(const std::string& id);
+  Result<std::vector<ServiceCase>> open_cases_of_account(const std::string& account_id);
+  Result<std::vector<ServiceCase>> my_cases();  // assigned to me, not resolved or closed, by due time
+
+  // ---- installed assets
+  Result<std::string> register_asset(const NewAsset& a);
+  Result<Asset> asset(const std::string& id);
+  Result<std::vector<Asset>> assets_of_account(const std::string& account_id);
+
+  // ---- tasks (mine)
+  Result<std::string> create_task(const NewTask& t);
+  Status complete_task(const std::string& id);
+  Status cancel_task(const std::string& id);
+  Status reopen_task(const std::string& id);
+  Result<Task> task(const std::string& id);
+  Result<std::vector<Task>> open_tasks();     // mine, open, by due time (undated last)
+  Result<std::vector<Task>> overdue_tasks();  // mine, open, due before now, oldest due first
+
   // ---- sync status
   Result<size_t> pending_count();
   Result<SyncStatus> sync_status();
@@ -379,6 +527,10 @@ class FieldClient {
                                     const NewLine& line);
   std::vector<Observer> observers_snapshot();
   Result<std::vector<Event>> overlaps(const std::string& self_id, int64_t start_ms, int64_t end_ms);
+  // One status move of a record with a status field, checked against the model's transitions for my role;
+  // `extra` adds the move's other changes (a resolution note, completed_at).
+  Status move_status(schema::EntityId entity, const std::string& id, const std::string& to,
+                     const std::function<Status(Batch&, const RecordId&)>& extra = {});
   // On kMustErase: marker, close, delete (see the header comment). Returns kDeviceRevoked with what
   // happened. Never called with a lock held that an observer could need.
   Status erase_replica() EXCLUDES(erase_mu_);

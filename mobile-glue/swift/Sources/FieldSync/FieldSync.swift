@@ -82,11 +82,13 @@ public final class Config {
 
 public enum RecordKind: Int32 {
     case account = 1, visit = 2, order = 3, event = 4, opportunity = 5
+    case lead = 6, serviceCase = 7, asset = 8, task = 9  // ABI 1.2
 }
 
 public enum Listing: Int32 {
     case accountsByPrefix = 1, accountsInTerritory, visitsOfAccount, todaysVisits, openOrders, agendaToday,
         agendaWeek, pipeline, conflicts, rejections, conflictInbox, rejectionInbox
+    case myLeads = 13, myCases, openCasesOfAccount, assetsOfAccount, openTasks, overdueTasks  // ABI 1.2
 }
 
 /// Callbacks run on the sync thread (records changed also on the thread that wrote): hop to the main queue
@@ -195,6 +197,45 @@ public final class Client {
     public func moveOpportunity(_ id: String, stage: String) throws {
         try call { fs_move_opportunity(handle, id, stage, $0) }
     }
+
+    // ---- leads, service cases, assets and tasks (ABI 1.2)
+
+    public func createLead(_ json: String) throws -> String { try take { out, e in fs_create_lead(handle, json, out, e) } }
+    public func markLeadContacted(_ id: String) throws {
+        try call { fs_lead_action(handle, id, Int32(FS_LEAD_CONTACTED), nil, $0) }
+    }
+    public func qualifyLead(_ id: String) throws { try call { fs_lead_action(handle, id, Int32(FS_LEAD_QUALIFY), nil, $0) } }
+    public func disqualifyLead(_ id: String, reason: String) throws {
+        try call { fs_lead_action(handle, id, Int32(FS_LEAD_DISQUALIFY), reason, $0) }
+    }
+    public func addLeadNote(_ id: String, _ text: String) throws {
+        try call { fs_lead_action(handle, id, Int32(FS_LEAD_NOTE), text, $0) }
+    }
+    /// Returns {"lead_id", "account_id", "contact_id", "opportunity_id"}.
+    public func convertLead(_ id: String, _ json: String? = nil) throws -> String {
+        try take { out, e in fs_convert_lead(handle, id, json, out, e) }
+    }
+    public func openCase(_ json: String) throws -> String { try take { out, e in fs_open_case(handle, json, out, e) } }
+    public func takeCase(_ id: String) throws { try call { fs_case_action(handle, id, Int32(FS_CASE_TAKE), nil, $0) } }
+    public func startCase(_ id: String) throws { try call { fs_case_action(handle, id, Int32(FS_CASE_START), nil, $0) } }
+    public func resolveCase(_ id: String, note: String) throws {
+        try call { fs_case_action(handle, id, Int32(FS_CASE_RESOLVE), note, $0) }
+    }
+    public func closeCase(_ id: String) throws { try call { fs_case_action(handle, id, Int32(FS_CASE_CLOSE), nil, $0) } }
+    public func reopenCase(_ id: String) throws { try call { fs_case_action(handle, id, Int32(FS_CASE_REOPEN), nil, $0) } }
+    public func dispatchCase(_ id: String, to assignee: String) throws {
+        try call { fs_case_action(handle, id, Int32(FS_CASE_DISPATCH), assignee, $0) }
+    }
+    public func addCaseNote(_ id: String, _ text: String) throws {
+        try call { fs_case_action(handle, id, Int32(FS_CASE_NOTE), text, $0) }
+    }
+    public func registerAsset(_ json: String) throws -> String {
+        try take { out, e in fs_register_asset(handle, json, out, e) }
+    }
+    public func createTask(_ json: String) throws -> String { try take { out, e in fs_create_task(handle, json, out, e) } }
+    public func completeTask(_ id: String) throws { try call { fs_task_action(handle, id, Int32(FS_TASK_COMPLETE), $0) } }
+    public func cancelTask(_ id: String) throws { try call { fs_task_action(handle, id, Int32(FS_TASK_CANCEL), $0) } }
+    public func reopenTask(_ id: String) throws { try call { fs_task_action(handle, id, Int32(FS_TASK_REOPEN), $0) } }
 
     // ---- reads (JSON text)
 

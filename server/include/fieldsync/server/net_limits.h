@@ -37,6 +37,10 @@ inline constexpr int64_t kDrainTimeoutMs = 10'000;
 // How often sessions are checked for an expired device token. Tokens live for hours; a second of slack is
 // nothing, and one timer for all sessions costs nothing either.
 inline constexpr int64_t kTokenExpirySweepMs = 1000;
+// The same sweep reads the directory's audit trail for changes to what users see (NetServer::Impl::
+// poll_directory): at most this many new rows a second, so a server starting on a long trail reads it in
+// small steps instead of all at once.
+inline constexpr size_t kDirectoryPollRows = 1000;
 
 // --- Per-session buffers
 // Largest WebSocket message read; anything bigger is answered with Error kMessageTooLarge and the session is

@@ -33,8 +33,10 @@ class Db;  // fieldsync/io/sqlite_db.h
 namespace fieldsync::server::reports {
 
 // The report names of the API (`GET /api/v1/reports/{name}`).
-inline constexpr std::string_view kReportNames[] = {"revenue", "abc",     "activity", "plan_vs_execution",
-                                                    "funnel",  "stalled", "forecast"};
+inline constexpr std::string_view kReportNames[] = {
+    "revenue", "abc", "activity", "plan_vs_execution", "funnel", "stalled", "forecast",
+    // schema 3 (issue 21): leads by source, service cases by priority and status, open tasks per owner
+    "leads", "service_cases", "tasks_overdue"};
 
 // Limits (why these numbers): a list in a report (top accounts, accounts not visited, stalled deals) is a
 // page for a person to read, not an export; the CSV is the way to get everything.
@@ -46,6 +48,8 @@ inline constexpr int kMaxDays = 3650;
 inline constexpr int64_t kMaxPeriodMs = int64_t{5} * 366 * 24 * 3600 * 1000;
 // Fixed offsets of real time zones lie within -12:00 .. +14:00.
 inline constexpr int kMaxTzOffsetMinutes = 14 * 60;
+// The longest IANA zone name is 32 bytes ("America/Argentina/ComodRivadavia").
+inline constexpr size_t kMaxTimeZoneName = 64;
 // At most this many territories and reps in one filter (each is a bound SQL parameter).
 inline constexpr size_t kMaxFilterValues = 100;
 
@@ -72,11 +76,18 @@ struct ReportFilter {
   std::vector<UserId> reps;              // empty: every rep the caller sees
   int days = 30;                         // N of "not visited for N days" and "no stage move for N days"
   int tz_offset_minutes = 0;             // day and month buckets (and CSV times) at this offset from UTC
-  size_t limit = kDefaultListRows;       // rows of each list in a report
+  // ... or, when not empty, in this time zone (an IANA name, "Europe/Berlin": local days with its summer
+  // time, 23 or 25 hours long on the days it changes); it wins over tz_offset_minutes. The activity report
+  // reads the store's visits-per-day rollup for whole days only in the company's time zone (the store's
+  // SqliteCentralStore::Options::time_zone; tz_offset_minutes 0 is the zone "UTC"); any other zone or
+  // offset gives the same figures from the visits themselves, slower.
+  std::string time_zone;
+  size_t limit = kDefaultListRows;  // rows of each list in a report
 };
 
 // The query string of the API, as decoded (name, value) pairs: from, to (epoch ms; default: the 90 days up
-// to now_ms), territory and rep (repeatable, or comma-separated), days, tz_offset_minutes, limit. `bom` is
+// to now_ms), territory and rep (repeatable, or comma-separated), days, tz_offset_minutes or tz (a time
+// zone's IANA name, at most kMaxTimeZoneName bytes; not both), limit. `bom` is
 // the CSV's and left alone. Errors: kInvalidArgument, with the parameter's name in *bad_field.
 Result<ReportFilter> parse_filter(const std::vector<std::pair<std::string, std::string>>& query,
                                   int64_t now_ms, std::string* bad_field = nullptr);
@@ -90,8 +101,9 @@ Result<ReportFilter> parse_filter(const std::vector<std::pair<std::string, std::
 Result<boost::json::value> run_report(sqlite::Db& db, std::string_view name, const ReportFilter& filter,
                                       const Principal& caller);
 
-enum class CsvKind : uint8_t { kOrders, kVisits, kAccounts };
-// "orders", "visits", "accounts" (the API's file names without ".csv"). Errors: kInvalidArgument.
+enum class CsvKind : uint8_t { kOrders, kVisits, kAccounts, kLeads, kServiceCases };
+// "orders", "visits", "accounts", "leads", "service_cases" (the API's file names without ".csv"). Errors:
+// kInvalidArgument.
 Result<CsvKind> csv_kind(std::string_view name);
 
 struct CsvOptions {
@@ -110,6 +122,9 @@ struct CsvOptions {
 //   visits:   visits checked in during the period
 //   accounts: accounts of the territories in scope (the period does not apply; the rep filter neither:
 //             accounts belong to territories, not reps)
+//   leads:    leads created during the period (in scope by their territory and owner)
+//   service_cases: cases opened during the period (by their account's territory; a rep's: assigned to
+//             them), with whether each is billable (rules.h, case_billable: 1 or 0)
 // Errors: as run_report.
 Status export_csv(sqlite::Db& db, CsvKind kind, const ReportFilter& filter, const Principal& caller,
                   const CsvOptions& options, const std::function<bool(std::string_view chunk)>& sink);

@@ -51,6 +51,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -99,6 +100,12 @@ class SqliteCentralStore final : public CentralStore {
     // group_commit: past this many bytes of WAL a checkpoint runs with no group open, so that the WAL starts
     // over (checkpoint_loop); also the size the WAL file is truncated back to.
     int64_t wal_restart_bytes = 64 * 1024 * 1024;
+    // The company's time zone (an IANA name, "Europe/Berlin"): the head-office reports' visits-per-day
+    // rollup counts its local days, so a report in that zone reads the rollup (reports.h). Set: the file
+    // takes this zone, recounting the rollup if it had another (one pass over the visits). Unset: the file
+    // keeps the zone it has; a new file gets "UTC". Errors of open(): kInvalidArgument for a zone the
+    // system's time zone database does not know.
+    std::optional<std::string> time_zone;
   };
 
   // Opens or creates the store. Errors: the storage codes above, kSchemaTooNew for a file written by a newer

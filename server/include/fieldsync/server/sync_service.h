@@ -94,6 +94,11 @@ class SyncService {
   // its next handshake.
   void cut_user(const UserId& user, ErrorCode code, const std::string& message);
   void cut_node(NodeId node, ErrorCode code, const std::string& message);
+  // The directory changed (a territory granted or taken, a team, a role): every user with a live session
+  // gets the Principal `lookup` gives now (SyncServer::update_principal: the records of what they gained
+  // reach their devices without a reconnect). Users `lookup` fails for keep theirs. `lookup` runs without
+  // the service's lock.
+  void refresh_principals(const std::function<Result<Principal>(const UserId&)>& lookup, int64_t now_ms);
 
   // What the sync state machine knows of each live device session, for the API's sync health.
   struct LiveDevice {
@@ -149,7 +154,11 @@ class SyncService {
     // are the v1 form at any version); every frame after the Welcome is encoded for it.
     uint32_t protocol_version = 1;
     int64_t connected_at_ms = 0;
-    std::string app_version;  // the Hello's, kept for the device's activity once the Welcome goes out
+    // The Hello's, kept for the device's activity once the Welcome goes out: a Hello that fails
+    // authentication (someone else's node id, a bad token) leaves that node's sync health alone.
+    std::string app_version;
+    uint32_t schema_version = 0;
+    uint64_t cursor = 0;
   };
 
   // Encodes what SyncServer produced for an event of session `from` and releases it (or queues it for the

@@ -36,6 +36,9 @@ struct ClientConfig {
   // Sent in every Hello for head office's sync health ("2.4.1 (317)"); empty: none. At most
   // tuning::kMaxAppVersionBytes of printable ASCII, else the server refuses the handshake.
   std::string app_version;
+  // The signed-in user's role, for the domain rules write() checks before storing (check_domain_rules: a rep
+  // takes only an unassigned case); the server judges with the role it knows.
+  schema::Role role = schema::Role::kRep;
   MergeChangeFn merge_change = &fieldsync::merge_change;  // merge.h
   // The model version this library speaks (projection.h): the newest, or an older one to behave exactly as
   // that version's app -- its Hello, its writes (nothing newer), what it accepts from the server. Tests and

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <optional>
 #include <set>
 #include <utility>
 #include <vector>
@@ -98,6 +99,15 @@ class SyncServer {
   // that grows until the transport cuts it off.
   void set_backlogged(SessionId session, bool backlogged);
 
+  // The directory changed what principal.user sees (a territory granted or taken, a team change): every
+  // authenticated session of that user takes `principal` now, not at its next handshake. A live session is
+  // sent the records of the scopes it gained, whole (with what hangs off them), and purges for those it lost,
+  // in batches at its cursor (from_cursor == to_cursor), up to kMaxPendingLiveBatches pages of
+  // kBootstrapPageRecords per call; the rest follows at each poll_external_commits, and a session still
+  // catching up gets them once its pulls reach the head. A change to or from seeing everything (head office)
+  // is left to the next bootstrap.
+  void update_principal(const Principal& principal, int64_t now_ms);
+
   size_t session_count() const { return sessions_.size(); }
   // The protocol version of the session's exchange (the Welcome's: min(Hello's, kProtocolVersion)); 1 before
   // the handshake and for unknown sessions. The transport encodes every frame after the Welcome for it.
@@ -140,7 +150,15 @@ class SyncServer {
     uint64_t owed_request = 0;
     uint64_t owed_snapshot = 0;
     uint32_t owed_page_size = 0;
+    // update_principal: the scopes seen before the change not yet delivered, and how far the scan of the
+    // gained scopes (records) and then of the lost ones (purges) has come. Another change restarts it.
+    bool scope_pending = false;
+    std::optional<std::vector<ScopeKey>> scope_base;
+    bool scope_lost_phase = false;
+    RecordKey scope_after;
   };
+  // Sends update_principal's next pages to a live session that is not backlogged.
+  void continue_scope_change(SessionId id, Session& s);
   void solicit_pull(Session& s, uint64_t cursor) {
     s.pull_solicited = true;
     s.solicited_cursor = cursor;

@@ -166,6 +166,85 @@ public final class Client implements AutoCloseable {
     call(h -> nativeWrite(h, W_MOVE_OPPORTUNITY, opportunityId, stage, null));
   }
 
+  // ---- leads, service cases, assets and tasks (ABI 1.2; fieldsync.h documents the JSON forms)
+
+  public String createLead(String leadJson) {
+    return call(h -> nativeWrite(h, W_CREATE_LEAD, leadJson, null, null));
+  }
+
+  public void markLeadContacted(String leadId) {
+    call(h -> nativeWrite(h, W_LEAD_CONTACTED, leadId, null, null));
+  }
+
+  public void qualifyLead(String leadId) {
+    call(h -> nativeWrite(h, W_LEAD_QUALIFY, leadId, null, null));
+  }
+
+  public void disqualifyLead(String leadId, String reason) {
+    call(h -> nativeWrite(h, W_LEAD_DISQUALIFY, leadId, reason, null));
+  }
+
+  public void addLeadNote(String leadId, String text) {
+    call(h -> nativeWrite(h, W_LEAD_NOTE, leadId, text, null));
+  }
+
+  /** @param conversionJson null: defaults; @return {"lead_id", "account_id", "contact_id", "opportunity_id"} */
+  public String convertLead(String leadId, String conversionJson) {
+    return call(h -> nativeWrite(h, W_CONVERT_LEAD, leadId, conversionJson, null));
+  }
+
+  public String openCase(String caseJson) {
+    return call(h -> nativeWrite(h, W_OPEN_CASE, caseJson, null, null));
+  }
+
+  public void takeCase(String caseId) {
+    call(h -> nativeWrite(h, W_TAKE_CASE, caseId, null, null));
+  }
+
+  public void startCase(String caseId) {
+    call(h -> nativeWrite(h, W_START_CASE, caseId, null, null));
+  }
+
+  public void resolveCase(String caseId, String resolutionNote) {
+    call(h -> nativeWrite(h, W_RESOLVE_CASE, caseId, resolutionNote, null));
+  }
+
+  public void closeCase(String caseId) {
+    call(h -> nativeWrite(h, W_CLOSE_CASE, caseId, null, null));
+  }
+
+  public void reopenCase(String caseId) {
+    call(h -> nativeWrite(h, W_REOPEN_CASE, caseId, null, null));
+  }
+
+  public void dispatchCase(String caseId, String assignee) {
+    call(h -> nativeWrite(h, W_DISPATCH_CASE, caseId, assignee, null));
+  }
+
+  public void addCaseNote(String caseId, String text) {
+    call(h -> nativeWrite(h, W_CASE_NOTE, caseId, text, null));
+  }
+
+  public String registerAsset(String assetJson) {
+    return call(h -> nativeWrite(h, W_REGISTER_ASSET, assetJson, null, null));
+  }
+
+  public String createTask(String taskJson) {
+    return call(h -> nativeWrite(h, W_CREATE_TASK, taskJson, null, null));
+  }
+
+  public void completeTask(String taskId) {
+    call(h -> nativeWrite(h, W_COMPLETE_TASK, taskId, null, null));
+  }
+
+  public void cancelTask(String taskId) {
+    call(h -> nativeWrite(h, W_CANCEL_TASK, taskId, null, null));
+  }
+
+  public void reopenTask(String taskId) {
+    call(h -> nativeWrite(h, W_REOPEN_TASK, taskId, null, null));
+  }
+
   // ---- reads
 
   public String get(RecordKind kind, String id) {
@@ -237,7 +316,11 @@ public final class Client implements AutoCloseable {
   static final int W_CREATE_ACCOUNT = 1, W_EDIT_ACCOUNT = 2, W_CREATE_CONTACT = 3, W_EDIT_CONTACT = 4,
       W_CHECK_IN = 5, W_ADD_VISIT_NOTE = 6, W_DRAFT_ORDER = 7, W_ADD_LINE = 8, W_CHANGE_LINE = 9,
       W_REMOVE_LINE = 10, W_SUBMIT_ORDER = 11, W_CREATE_EVENT = 12, W_CANCEL_EVENT = 13,
-      W_CREATE_OPPORTUNITY = 14, W_MOVE_OPPORTUNITY = 15;
+      W_CREATE_OPPORTUNITY = 14, W_MOVE_OPPORTUNITY = 15, W_CREATE_LEAD = 16, W_LEAD_CONTACTED = 17,
+      W_LEAD_QUALIFY = 18, W_LEAD_DISQUALIFY = 19, W_LEAD_NOTE = 20, W_CONVERT_LEAD = 21, W_OPEN_CASE = 22,
+      W_TAKE_CASE = 23, W_START_CASE = 24, W_RESOLVE_CASE = 25, W_CLOSE_CASE = 26, W_REOPEN_CASE = 27,
+      W_DISPATCH_CASE = 28, W_CASE_NOTE = 29, W_REGISTER_ASSET = 30, W_CREATE_TASK = 31, W_COMPLETE_TASK = 32,
+      W_CANCEL_TASK = 33, W_REOPEN_TASK = 34;
   static final int SYNC_START = 1, SYNC_STOP = 2, SYNC_NOW = 3;
 
   private static native long[] nativeOpen(int[] textKeys, String[] textValues, int[] intKeys, long[] intValues);

@@ -19,6 +19,9 @@ public class FieldSyncException extends RuntimeException {
   public static final int CODE_TOKEN_EXPIRED = 21;
   public static final int CODE_DEVICE_REVOKED = 22;
   public static final int CODE_VALUE_INVALID = 44;
+  public static final int CODE_INVALID_TRANSITION = 47;
+  public static final int CODE_PERMISSION_DENIED = 54;
+  public static final int CODE_MISSING_FIELD = 55;
   public static final int CODE_RECORD_NOT_FOUND = 50;
   public static final int CODE_INVALID_ARGUMENT = 90;
 

@@ -6,7 +6,11 @@ public enum RecordKind {
   VISIT(2),
   ORDER(3),
   EVENT(4),
-  OPPORTUNITY(5);
+  OPPORTUNITY(5),
+  LEAD(6),
+  SERVICE_CASE(7),
+  ASSET(8),
+  TASK(9);
 
   final int value;
 

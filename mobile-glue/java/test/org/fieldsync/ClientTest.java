@@ -151,12 +151,30 @@ public final class ClientTest {
       expectError(() -> alice.addVisitNote(null, "x"), FieldSyncException.DOMAIN_API,
           FieldSyncException.API_NULL_ARGUMENT, "a null id");
 
+      // ABI 1.2: a lead converted offline, a case taken on the account, a task.
+      String lead = alice.createLead(
+          "{\"person_name\": \"Dana\", \"source\": \"referral\", \"territory_id\": \"north\"}");
+      alice.qualifyLead(lead);
+      String converted = alice.convertLead(lead, "{\"amount_cents\": 1000}");
+      check(converted.contains("\"opportunity_id\"") && alice.get(RecordKind.LEAD, lead).contains("\"converted\""),
+          "the lead converted in one call");
+      expectError(() -> alice.disqualifyLead(lead, "late"), FieldSyncException.DOMAIN_FIELDSYNC,
+          FieldSyncException.CODE_INVALID_TRANSITION, "a converted lead is final");
+      String serviceCase = alice.openCase("{\"account_id\": \"" + account + "\", \"subject\": \"Leak\"}");
+      alice.takeCase(serviceCase);
+      check(alice.get(RecordKind.ACCOUNT, account).contains(serviceCase), "the account shows its open case");
+      check(alice.list(Listing.MY_CASES, null).contains(serviceCase), "the case is mine");
+      String task = alice.createTask("{\"title\": \"Call Dana\", \"lead_id\": \"" + lead + "\"}");
+      alice.completeTask(task);
+      check(alice.get(RecordKind.TASK, task).contains("\"status\":\"done\""), "task done");
+
       alice.syncNow(30_000);
       SyncStatus status = alice.syncStatus();
       check(status.pendingCount == 0 && status.lastSyncedAtMs != null, "everything pushed");
       String exported = serverExport("alice");
       check(exported.contains(account) && exported.contains(visit) && exported.contains(order)
-              && exported.contains("Wants oat milk") && exported.contains("Caf\u00e9 \uD83E\uDD50 Nord"),
+              && exported.contains("Wants oat milk") && exported.contains("Caf\u00e9 \uD83E\uDD50 Nord")
+          && exported.contains(lead) && exported.contains(serviceCase),
           "the server has alice's offline writes");
       check(exported.equals(alice.exportJson()), "replica and server agree byte for byte");
 
