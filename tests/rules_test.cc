@@ -1317,6 +1317,39 @@ TEST_F(DomainRulesTest, CaseDueTimeAndEscalationAreHeadOffices) {
          kAnn);
 }
 
+TEST_F(DomainRulesTest, Schema3ReferencesStayInTheWritersScopeAndTheCasesAccount) {
+  const EntityId S = EntityId::kServiceCase, T = EntityId::kTask, C = EntityId::kContact;
+  RecordId north = new_account("north"), north2 = new_account("north"), south = new_account("south");
+  RecordId south_contact = new_id(), north2_contact = new_id(), own_contact = new_id();
+  auto contact = [&](RecordId id, RecordId acct) {
+    return std::vector<Change>{create(C, id), set(C, id, f::kContactAccount, ref(acct)),
+                               set(C, id, f::kContactName, text("Pat"))};
+  };
+  commit(txn(kHq, contact(south_contact, south)), kHq);
+  commit(txn(kHq, contact(north2_contact, north2)), kHq);
+  commit(txn(kAnn, contact(own_contact, north)), kAnn);
+  RecordId sc = new_case(north, kAnn);
+  // Another territory's contact reads as out of scope; a contact of another account of hers is refused too.
+  expect_rejected(txn(kAnn, {set(S, sc, fld(S, "contact_id"), ref(south_contact))}), kAnn,
+                  ErrorCode::kOutOfScope);
+  expect_rejected(txn(kAnn, {set(S, sc, fld(S, "contact_id"), ref(north2_contact))}), kAnn,
+                  ErrorCode::kValueInvalid);
+  commit(txn(kAnn, {set(S, sc, fld(S, "contact_id"), ref(own_contact))}), kAnn);
+  // A task of bob's may not point at ann's lead in the north.
+  RecordId l = new_lead(kAnn, "north"), t = new_id();
+  expect_rejected(
+      txn(kBob,
+          {create(T, t), set(T, t, fld(T, "owner_id"), text("bob")), set(T, t, fld(T, "title"), text("Spy")),
+           set(T, t, fld(T, "status"), text("open")), set(T, t, fld(T, "lead_id"), ref(l))}),
+      kBob, ErrorCode::kOutOfScope);
+  // A contact deleted meanwhile: the link made offline is judged as before the delete (kept account).
+  commit(txn(kAnn, {del(C, own_contact)}), kAnn);
+  RecordId sc2 = new_id();
+  std::vector<Change> late = service_case(sc2, north, kAnn);
+  late.push_back(set(S, sc2, fld(S, "contact_id"), ref(own_contact)));
+  commit(txn(kAnn, late), kAnn);
+}
+
 TEST(CaseBillable, WarrantyEndedBeforeTheCaseOpenedOrUnknown) {
   const int64_t opened = 1'700'000'000'000;
   EXPECT_TRUE(case_billable(true, opened - 1, opened));

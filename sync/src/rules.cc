@@ -336,13 +336,6 @@ ConflictSide event_side(const RecordState& r) {
 
 // ---- Domain rules of leads and service cases (check_domain_rules)
 
-// A field's id by its name in the model: the rules below name fields as the model does.
-uint16_t model_field(EntityId e, std::string_view name) {
-  const FieldDef* f = schema::entity_ref(e).field(name);
-  if (f == nullptr) std::abort();  // programmer error: the names below are the model's
-  return f->id;
-}
-
 // What one transaction does to one record: created, the last value it sets per field.
 struct Touch {
   bool created = false;
@@ -387,6 +380,14 @@ class TxnView {
     const std::optional<RecordState>& r = before(key);
     return r && !r->deleted ? r->get(field) : Value::null();
   }
+  // As after(), but a tombstone's kept value counts (a link made offline to a contact deleted meanwhile is
+  // judged as it would have been before the delete, as the reference rule judges it).
+  Value kept(const RecordKey& key, uint16_t field) {
+    if (const Value* v = set_value(key, field)) return *v;
+    const std::optional<RecordState>& r = before(key);
+    const FieldState* f = r ? r->field(field) : nullptr;
+    return f != nullptr ? f->value : Value::null();
+  }
   bool exists_after(const RecordKey& key) {
     if (created_here(key)) return true;
     const std::optional<RecordState>& r = before(key);
@@ -412,11 +413,10 @@ Status domain_error(ErrorCode code, const RecordKey& key, uint16_t field, const 
 }
 
 Status check_lead(TxnView& view, const RecordKey& lead, const Touch& t) {
-  const EntityId kLeadE = EntityId::kLead;
-  const uint16_t status = model_field(kLeadE, "status");
-  const uint16_t links[] = {
-      model_field(kLeadE, "converted_account_id"), model_field(kLeadE, "converted_contact_id"),
-      model_field(kLeadE, "converted_opportunity_id"), model_field(kLeadE, "converted_at")};
+  using namespace schema::fields;
+  const uint16_t status = kLeadStatus;
+  const uint16_t links[] = {kLeadConvertedAccount, kLeadConvertedContact, kLeadConvertedOpportunity,
+                            kLeadConvertedAt};
   const Value* to = view.set_value(lead, status);
   const std::string before_status =
       view.before(lead) && !view.created_here(lead) ? text_of(view.before(lead)->get(status)) : std::string();
@@ -448,20 +448,21 @@ Status check_lead(TxnView& view, const RecordKey& lead, const Touch& t) {
                                 ", which is neither created by the conversion nor exists");
     }
     const std::string account = ids[0]->to_string();
-    const Value contact_account =
-        view.after(RecordKey{EntityId::kContact, *ids[1]}, model_field(EntityId::kContact, "account_id"));
+    // The contact's and the deal's account is their scope parent.
+    const Value contact_account = view.after(RecordKey{EntityId::kContact, *ids[1]},
+                                             schema::entity_ref(EntityId::kContact).scope.field);
     if (text_of(contact_account) != account)
       return domain_error(ErrorCode::kValueInvalid, lead, links[1],
                           "the contact belongs to another account than converted_account_id");
     const Value opp_account = view.after(RecordKey{EntityId::kOpportunity, *ids[2]},
-                                         model_field(EntityId::kOpportunity, "account_id"));
+                                         schema::entity_ref(EntityId::kOpportunity).scope.field);
     if (text_of(opp_account) != account)
       return domain_error(ErrorCode::kValueInvalid, lead, links[2],
                           "the opportunity belongs to another account than converted_account_id");
   }
 
   if (to != nullptr && text_of(*to) == "disqualified" && before_status != "disqualified") {
-    const uint16_t reason = model_field(kLeadE, "disqualify_reason");
+    const uint16_t reason = kLeadDisqualifyReason;
     const Value* v = view.set_value(lead, reason);
     if (v == nullptr || blank(*v))
       return domain_error(ErrorCode::kMissingField, lead, reason, "disqualifying a lead needs a reason");
@@ -469,9 +470,30 @@ Status check_lead(TxnView& view, const RecordKey& lead, const Touch& t) {
   return Status::ok();
 }
 
+// A case's contact and asset are the case's account's: a complaint filed against another customer's machine
+// would put its warranty (and its bill) on the wrong account.
+Status check_case_links(TxnView& view, const RecordKey& sc) {
+  using namespace schema::fields;
+  const std::string account = text_of(view.kept(sc, kCaseAccount));
+  for (const auto& [field, target] :
+       {std::pair{kCaseContact, EntityId::kContact}, std::pair{kCaseAsset, EntityId::kAsset}}) {
+    const Value* v = view.set_value(sc, field);
+    if (v == nullptr || v->kind() != Value::Kind::kText) continue;
+    std::optional<RecordId> id = RecordId::parse(v->as_text());
+    if (!id) continue;  // validate_change's
+    const Value owner = view.kept(RecordKey{target, *id}, schema::entity_ref(target).scope.field);
+    if (owner.is_null()) continue;  // unknown here: the reference rule's answer (server) or the app's check
+    if (text_of(owner) != account)
+      return domain_error(ErrorCode::kValueInvalid, sc, field,
+                          "the " + std::string(schema::entity_ref(target).name) +
+                              " belongs to another account than the case");
+  }
+  return Status::ok();
+}
+
 Status check_case_assignee(TxnView& view, const RecordKey& sc, const Principal& who) {
   if (who.role != Role::kRep) return Status::ok();  // a manager's and head office's reach is the UserRef rule
-  const uint16_t assignee = model_field(EntityId::kServiceCase, "assignee_id");
+  const uint16_t assignee = schema::fields::kCaseAssignee;
   const Value* to = view.set_value(sc, assignee);
   if (to == nullptr) return Status::ok();
   if (to->is_null() || text_of(*to) != who.user)
@@ -551,6 +573,7 @@ Status check_domain_rules(std::span<const Change> changes, const Principal& who,
       if (Status s = check_lead(view, key, touch); !s) return s;
     } else if (key.entity == EntityId::kServiceCase) {
       if (Status s = check_case_assignee(view, key, who); !s) return s;
+      if (Status s = check_case_links(view, key); !s) return s;
     }
   }
   return Status::ok();

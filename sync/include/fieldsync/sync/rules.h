@@ -43,6 +43,7 @@ class CentralReader : public RecordReader {
 //   their own id; kPermissionDenied otherwise, also when a colleague took it first). Whom a manager or head
 //   office may name is the model's UserRef (a manager their team, head office anyone), checked by
 //   apply_client_txn's user-reference rule.
+// - A service case's contact and asset belong to the case's account (kValueInvalid).
 // `who.team` and `who.territories` are not read (the device does not know them).
 Status check_domain_rules(std::span<const Change> changes, const Principal& who, RecordReader& before);
 
