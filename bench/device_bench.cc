@@ -59,6 +59,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <optional>
@@ -560,6 +561,7 @@ int run_device(const Options& o) {
 struct Exit {
   int status = 0;
   long maxrss_kib = -1;
+  double cpu_s = std::nan("");  // user + system
   bool clean() const { return WIFEXITED(status) && WEXITSTATUS(status) == 0; }
   std::string describe() const {
     if (WIFEXITED(status)) return "exit " + std::to_string(WEXITSTATUS(status));
@@ -590,7 +592,11 @@ pid_t spawn(const std::vector<std::string>& argv, const std::string& out, const 
 Exit wait_child(pid_t pid) {
   Exit e;
   rusage ru{};
-  if (wait4(pid, &e.status, 0, &ru) == pid) e.maxrss_kib = ru.ru_maxrss;
+  if (wait4(pid, &e.status, 0, &ru) == pid) {
+    e.maxrss_kib = ru.ru_maxrss;
+    e.cpu_s = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+              static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+  }
   return e;
 }
 
@@ -647,6 +653,20 @@ class Server {
     return "killed after 60 s";
   }
   uint16_t port() const { return port_; }
+  // CPU seconds (user + system) the server process has used so far, from /proc/<pid>/stat: what a phase
+  // cost the server, comparable when the machine is shared and wall times are not.
+  double cpu_s() const {
+    std::ifstream in("/proc/" + std::to_string(pid_) + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const size_t close = stat.rfind(')');
+    if (close == std::string::npos) return std::nan("");
+    std::istringstream fields(stat.substr(close + 2));
+    std::string f;
+    double ticks = 0;
+    for (int i = 3; i <= 15 && fields >> f; ++i)  // utime and stime are fields 14 and 15
+      if (i >= 14) ticks += std::strtod(f.c_str(), nullptr);
+    return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
+  }
   const std::string& data_dir() const { return data_dir_; }
   std::string ca() const { return data_dir_ + "/dev-cert.pem"; }
 
@@ -902,6 +922,7 @@ struct Row {
   DeviceResult r;
   double up_bytes = 0, down_bytes = 0;
   long rss_kib = -1;
+  double device_cpu_s = std::nan(""), server_cpu_s = std::nan("");
   double frames_in = std::nan(""), frames_out = std::nan(""), dup_txns = std::nan(""),
          sessions = std::nan("");
   double msg_bytes_in = std::nan(""), msg_bytes_out = std::nan("");
@@ -991,10 +1012,13 @@ Row device_phase(Env& env, Server& server, const std::string& mode, const std::s
                                std::string("--result"),
                                result})
     argv.push_back(a);
+  const double server_cpu0 = server.cpu_s();
   pid_t pid = spawn(argv, "", "");
   const Exit e = pid > 0 ? wait_child(pid) : Exit{1 << 8};
+  row.server_cpu_s = server.cpu_s() - server_cpu0;
   const auto m1 = scrape_metrics(server.port());
   row.rss_kib = e.maxrss_kib;
+  row.device_cpu_s = e.cpu_s;
   if (proxy) {
     row.up_bytes = static_cast<double>(proxy->up());
     row.down_bytes = static_cast<double>(proxy->down());
@@ -1201,6 +1225,19 @@ void print_report(const Env& env, double run_s) {
                   grouped(r.up_bytes).c_str(), grouped(r.down_bytes).c_str(), fmt(need, 1).c_str(),
                   fmt(r.r.elapsed_s / need, 2).c_str());
     }
+  }
+  std::printf(
+      "\nCPU seconds of the phase (user + system): the device's process (wait4) and the server's (/proc, "
+      "before and after); on a shared machine these compare where wall times do not.\n\n");
+  std::printf(
+      "| phase | layout | N | seconds | device CPU s | server CPU s | records per CPU second (both) |\n");
+  std::printf("|---|---|---:|---:|---:|---:|---:|\n");
+  for (const Row& r : env.rows) {
+    if (!r.run || r.phase == "write") continue;
+    std::printf("| %s | %s | %s | %s | %s | %s | %s |\n", r.phase.c_str(), r.layout.c_str(),
+                grouped(static_cast<double>(r.n)).c_str(), fmt(r.r.elapsed_s, 2).c_str(),
+                fmt(r.device_cpu_s, 2).c_str(), fmt(r.server_cpu_s, 2).c_str(),
+                grouped(static_cast<double>(r.n) / (r.device_cpu_s + r.server_cpu_s)).c_str());
   }
   if (o.baselines) {
     std::printf(

@@ -11,6 +11,8 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <utility>
+#include <variant>
 #include <vector>
 
 #include "fieldsync/server/sqlite_store.h"
@@ -119,6 +121,100 @@ BENCHMARK(BM_CentralApply)
     ->Args({96, 1000})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
+
+class AnyToken final : public Authenticator {
+ public:
+  explicit AnyToken(Principal who) : who_(std::move(who)) {}
+  Result<Principal> authenticate(const protocol::Hello&, int64_t) override { return who_; }
+
+ private:
+  Principal who_;
+};
+
+// A device's backlog pushed through a session (SyncServer::on_message): pushes of `txns` one-account
+// transactions (the 8 changes of BM_CentralApply/changes:8), which the server applies in runs of
+// tuning::kMaxTxnsPerStoreTxn transactions a store transaction, synced after every push as the service's
+// flusher does before the acknowledgement leaves. Items are accounts (transactions); real time. The
+// server's side of fieldsync-bench-device's push, without TLS, codec or the device.
+void BM_CentralPush(benchmark::State& state) {
+  const size_t txns_per_push = static_cast<size_t>(state.range(0));
+  std::string tmpl = (std::filesystem::temp_directory_path() / "fieldsync-bench-central-XXXXXX").string();
+  if (mkdtemp(tmpl.data()) == nullptr) std::abort();
+  const std::filesystem::path dir = tmpl;
+  {
+    server::SqliteCentralStore::Options options;
+    options.group_commit = true;
+    auto opened = server::SqliteCentralStore::open((dir / "central.db").string(), options);
+    if (!opened) std::abort();
+    std::unique_ptr<server::SqliteCentralStore> store = std::move(opened.value());
+    const Principal rep{"rep0", schema::Role::kRep, {"t0"}, {}};
+    AnyToken auth(rep);
+    ServerConfig config;
+    config.defer_fan_out = true;  // as the service runs it
+    SyncServer server(*store, auth, config);
+    const NodeId node = 0x9e3779b97f4a7c15ULL;
+    RecordIdGenerator ids(node);
+    const SessionId session = 1;
+    server.on_connect(session, wall_ms());
+    protocol::Hello hello;
+    hello.schema_version = schema::kSchemaVersion;
+    hello.protocol_version = protocol::kProtocolVersion;
+    hello.node = node;
+    hello.token = "t";
+    server.on_message(session, hello, wall_ms());
+    (void)server.take_outgoing();
+    uint64_t node_seq = 0;
+    uint16_t logical = 0;
+    int64_t accounts = 0;
+    for (auto _ : state) {
+      const int64_t now = wall_ms();
+      protocol::PushTxns push;
+      push.request_id = node_seq + 1;
+      for (size_t t = 0; t < txns_per_push; ++t) {
+        ClientTxn txn;
+        txn.node = node;
+        txn.node_seq = ++node_seq;
+        txn.created_at_ms = now;
+        const RecordId id = ids.next(now);
+        auto add = [&](ChangeOp op, uint16_t field, Value value) {
+          Change c{op, EntityId::kAccount, id, field};
+          c.value = std::move(value);
+          c.version = Version{make_hlc(now, logical++), node};
+          txn.changes.push_back(std::move(c));
+        };
+        const std::string n = std::to_string(node_seq);
+        add(ChangeOp::kCreate, 0, Value::null());
+        add(ChangeOp::kSet, 1, Value::text("Bakery " + n));
+        add(ChangeOp::kSet, 2, Value::text("t0"));
+        add(ChangeOp::kSet, 10, Value::text(rep.user));
+        add(ChangeOp::kSet, 3, Value::text("Main Street " + n));
+        add(ChangeOp::kSet, 4, Value::text("Springfield"));
+        add(ChangeOp::kSet, 5, Value::text("+1 555 " + n));
+        add(ChangeOp::kSet, 6, Value::text("shop" + n + "@example.com"));
+        push.txns.push_back(std::move(txn));
+      }
+      server.on_message(session, push, now);
+      if (!store->sync().is_ok()) std::abort();
+      if (server.fan_out_pending()) server.fan_out(now);
+      bool acked = false;
+      for (const SyncServer::Outgoing& o : server.take_outgoing()) {
+        if (const auto* ack = std::get_if<protocol::PushAck>(&o.message)) {
+          acked = ack->results.size() == txns_per_push;
+          for (const protocol::TxnResult& r : ack->results)
+            acked &= r.outcome == protocol::TxnOutcome::kApplied;
+        }
+      }
+      if (!acked) {
+        state.SkipWithError("a push was not applied whole");
+        break;
+      }
+      accounts += static_cast<int64_t>(txns_per_push);
+    }
+    state.SetItemsProcessed(accounts);
+  }
+  std::filesystem::remove_all(dir);
+}
+BENCHMARK(BM_CentralPush)->ArgNames({"txns"})->Arg(512)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 }  // namespace fieldsync

@@ -8,9 +8,11 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <utility>
 
 #include "fieldsync/server/sqlite_store.h"
 #include "fieldsync/sync/server.h"
+#include "fieldsync/sync/tuning.h"
 #include "support/read_fault_store.h"
 #include "support/sync_fixtures.h"
 
@@ -218,8 +220,11 @@ TEST(StoreReadFaults, AFailedReadLaterInAPushAcknowledgesOnlyWhatWentBefore) {
   push.request_id = 7;
   push.txns = {r.txn(11, 3, {set(EntityId::kAccount, s.account, kAccountName, Value::text("One"))}),
                r.txn(11, 4, {set(EntityId::kAccount, s.account, kAccountName, Value::text("Two"))})};
-  // Every read fails once the first transaction is committed.
-  r.store->set_fail_read([&] { return r.head() > head; });
+  // One read fails once the first transaction is applied (not yet committed: the server applies a push's
+  // transactions in runs of one store transaction, and drops a run whose read failed).
+  bool failed = false;
+  const uint64_t appended = r.store->appended;
+  r.store->set_fail_read([&] { return r.store->appended > appended && !std::exchange(failed, true); });
   r.server->on_message(alice, push, r.now);
   std::vector<protocol::Message> out = r.take(alice);
   r.heal();
@@ -232,6 +237,152 @@ TEST(StoreReadFaults, AFailedReadLaterInAPushAcknowledgesOnlyWhatWentBefore) {
   EXPECT_TRUE(e->retryable);
   EXPECT_EQ(r.last_node_seq(11), 3u);
   EXPECT_EQ(r.head(), head + 1);
+}
+
+// The server applies a push's transactions in runs of one store transaction; a run whose read fails is
+// dropped and applied again one transaction at a time up to the failure. Whichever read fails, what is
+// acknowledged is exactly what is committed, in order, and the device's resend of the rest applies it once.
+TEST(StoreReadFaults, AnyFailedReadInAPushAcknowledgesExactlyWhatIsCommitted) {
+  const std::vector<std::string> names = {"A", "B", "C"};
+  bool partly = false;
+  for (uint64_t k = 1;; ++k) {
+    ASSERT_LT(k, 200u);
+    SCOPED_TRACE("read " + std::to_string(k) + " fails");
+    Rig r;
+    SessionId alice = r.connect(11, "alice");
+    r.take(alice);
+    Seeded s = seed(r, alice);
+    const uint64_t head = r.head();
+    std::vector<ClientTxn> txns;
+    for (size_t i = 0; i < names.size(); ++i)
+      txns.push_back(
+          r.txn(11, 3 + i, {set(EntityId::kAccount, s.account, kAccountName, Value::text(names[i]))}));
+    protocol::PushTxns push;
+    push.request_id = 7;
+    push.txns = txns;
+    r.fail_read_number(k);
+    r.server->on_message(alice, push, r.now);
+    std::vector<protocol::Message> out = r.take(alice);
+    r.heal();
+    const auto* ack = find<protocol::PushAck>(out);
+    const size_t acked = ack ? ack->results.size() : 0;
+    for (size_t i = 0; i < acked; ++i) {
+      EXPECT_EQ(ack->results[i].node_seq, 3 + i);
+      EXPECT_EQ(ack->results[i].outcome, protocol::TxnOutcome::kApplied);
+    }
+    EXPECT_EQ(r.last_node_seq(11), 2 + acked);
+    EXPECT_EQ(r.head(), head + acked);
+    EXPECT_EQ(r.sqlite->load(EntityId::kAccount, s.account).value()->get(kAccountName),
+              Value::text(acked == 0 ? "Bakery" : names[acked - 1]));
+    if (acked == names.size()) {
+      EXPECT_EQ(error_in(out), nullptr);
+      break;  // the push makes fewer than k reads
+    }
+    ASSERT_NE(error_in(out), nullptr);
+    EXPECT_TRUE(error_in(out)->retryable);
+    partly |= acked > 0;
+    // The device sends what was not acknowledged again: applied once.
+    push.request_id = 8;
+    push.txns.assign(txns.begin() + static_cast<std::ptrdiff_t>(acked), txns.end());
+    r.server->on_message(alice, push, r.now);
+    out = r.take(alice);
+    ack = find<protocol::PushAck>(out);
+    ASSERT_NE(ack, nullptr);
+    EXPECT_EQ(ack->results.size(), names.size() - acked);
+    EXPECT_EQ(r.head(), head + names.size());
+    EXPECT_EQ(r.last_node_seq(11), 2 + names.size());
+    EXPECT_EQ(r.sqlite->load(EntityId::kAccount, s.account).value()->get(kAccountName), Value::text("C"));
+  }
+  EXPECT_TRUE(partly) << "some failure fell after the first transaction: the run was applied again";
+}
+
+// A run whose commit fails is applied again one transaction at a time.
+TEST(StoreReadFaults, ARunWhoseCommitFailsIsAppliedAgainOneTransactionAtATime) {
+  Rig r;
+  SessionId alice = r.connect(11, "alice");
+  r.take(alice);
+  Seeded s = seed(r, alice);
+  const uint64_t head = r.head();
+  protocol::PushTxns push;
+  push.request_id = 7;
+  push.txns = {r.txn(11, 3, {set(EntityId::kAccount, s.account, kAccountName, Value::text("One"))}),
+               r.txn(11, 4, {set(EntityId::kAccount, s.account, kAccountName, Value::text("Two"))})};
+  r.store->fail_next_commits = 1;
+  r.server->on_message(alice, push, r.now);
+  std::vector<protocol::Message> out = r.take(alice);
+  EXPECT_EQ(error_in(out), nullptr);
+  const auto* ack = find<protocol::PushAck>(out);
+  ASSERT_NE(ack, nullptr);
+  ASSERT_EQ(ack->results.size(), 2u);
+  EXPECT_EQ(r.head(), head + 2);
+  EXPECT_EQ(r.last_node_seq(11), 4u);
+  // The run's commit and then the first transaction's own commit fail: nothing is acknowledged or applied.
+  push.request_id = 8;
+  push.txns = {r.txn(11, 5, {set(EntityId::kAccount, s.account, kAccountName, Value::text("Three"))}),
+               r.txn(11, 6, {set(EntityId::kAccount, s.account, kAccountName, Value::text("Four"))})};
+  r.store->fail_next_commits = 2;
+  r.server->on_message(alice, push, r.now);
+  out = r.take(alice);
+  EXPECT_EQ(find<protocol::PushAck>(out), nullptr);
+  ASSERT_NE(error_in(out), nullptr);
+  EXPECT_TRUE(error_in(out)->retryable);
+  EXPECT_EQ(r.head(), head + 2);
+  EXPECT_EQ(r.last_node_seq(11), 4u);
+  EXPECT_EQ(r.sqlite->load(EntityId::kAccount, s.account).value()->get(kAccountName), Value::text("Two"));
+}
+
+// More transactions than one run holds, with a rejection in the middle: each is judged alone, on what the
+// ones before it left, across runs.
+TEST(PushRuns, EveryTransactionOfALongPushIsJudgedAlone) {
+  Rig r;
+  SessionId alice = r.connect(11, "alice");
+  r.take(alice);
+  Seeded s = seed(r, alice);
+  const uint64_t head = r.head();
+  const size_t n = 2 * tuning::kMaxTxnsPerStoreTxn + 10;
+  const size_t bad = tuning::kMaxTxnsPerStoreTxn + 3;  // in the second run
+  protocol::PushTxns push;
+  push.request_id = 7;
+  for (size_t i = 0; i < n; ++i) {
+    // The bad one sets the account's name to a number: rejected by validation, and alone.
+    Value v = i == bad ? Value::integer(5) : Value::text("N" + std::to_string(i));
+    push.txns.push_back(r.txn(11, 3 + i, {set(EntityId::kAccount, s.account, kAccountName, v)}));
+  }
+  r.server->on_message(alice, push, r.now);
+  std::vector<protocol::Message> out = r.take(alice);
+  ASSERT_EQ(error_in(out), nullptr);
+  const auto* ack = find<protocol::PushAck>(out);
+  ASSERT_NE(ack, nullptr);
+  ASSERT_EQ(ack->results.size(), n);
+  uint64_t seq = head;
+  for (size_t i = 0; i < n; ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(ack->results[i].node_seq, 3 + i);
+    if (i == bad) {
+      EXPECT_EQ(ack->results[i].outcome, protocol::TxnOutcome::kRejected);
+      ASSERT_EQ(ack->results[i].records.size(), 1u) << "the record as the transactions before it left it";
+      EXPECT_EQ(ack->results[i].records[0].get(kAccountName), Value::text("N" + std::to_string(i - 1)));
+      EXPECT_EQ(ack->results[i].server_seq, seq);
+    } else {
+      EXPECT_EQ(ack->results[i].outcome, protocol::TxnOutcome::kApplied);
+      EXPECT_EQ(ack->results[i].server_seq, ++seq);
+    }
+  }
+  EXPECT_EQ(r.head(), head + n - 1);
+  EXPECT_EQ(r.last_node_seq(11), 2 + n);
+  EXPECT_EQ(r.sqlite->load(EntityId::kAccount, s.account).value()->get(kAccountName),
+            Value::text("N" + std::to_string(n - 1)));
+  // The same push again: duplicates, and the rejection as recorded.
+  push.request_id = 8;
+  r.server->on_message(alice, push, r.now);
+  out = r.take(alice);
+  ack = find<protocol::PushAck>(out);
+  ASSERT_NE(ack, nullptr);
+  ASSERT_EQ(ack->results.size(), n);
+  for (size_t i = 0; i < n; ++i)
+    EXPECT_EQ(ack->results[i].outcome,
+              i == bad ? protocol::TxnOutcome::kRejected : protocol::TxnOutcome::kDuplicate);
+  EXPECT_EQ(r.head(), head + n - 1);
 }
 
 TEST(StoreReadFaults, FailedReadsOnPullHelloAndBootstrapAreRetryableAndSendNothing) {

@@ -784,12 +784,17 @@ class SqliteCentralTxn final : public CentralTxn {
                       std::vector<ScopeKey> scopes) override {
     if (!usable()) return 0;  // never committed: commit() reports the error
     Db& db = *store_.writer_;
-    Result<uint64_t> head = read_head_seq(db);
-    if (!head) {
-      fail(head.status());
-      return 0;
+    // The head is read once per CentralTxn: nobody else writes while it holds the writer (SQLite's write
+    // lock, held by the open transaction), so its later entries follow its own last one.
+    if (last_seq_ == 0) {
+      Result<uint64_t> head = read_head_seq(db);
+      if (!head) {
+        fail(head.status());
+        return 0;
+      }
+      last_seq_ = *head;
     }
-    const uint64_t seq = *head + 1;
+    const uint64_t seq = ++last_seq_;
     txn.server_seq = seq;
     const int64_t now = store_.now_ms();
     {
@@ -903,6 +908,7 @@ class SqliteCentralTxn final : public CentralTxn {
   bool open_ = false;
   Status error_;
   std::set<RecordKey> saved_events_;  // calendar events saved here (ordering of events_overlapping)
+  uint64_t last_seq_ = 0;             // the last log position append_log gave (0: none yet)
 };
 
 // ---- Store

@@ -220,7 +220,7 @@ void SyncServer::handle_hello(SessionId id, Session& s, const protocol::Hello& m
     return;
   }
   if (hlc_physical_ms(m.client_hlc) - now_ms > tuning::kMaxClockSkewMs) {
-    // The clock itself only advances with commits (apply_one), where it is persisted: it never goes back.
+    // The clock itself only advances with commits (commit_run), where it is persisted: it never goes back.
     send_error(id,
                Status(ErrorCode::kClockSkew, "the device's timestamps are more than " +
                                                  std::to_string(tuning::kMaxClockSkewMs / 60000) +
@@ -274,30 +274,74 @@ void SyncServer::handle_push(SessionId id, Session& s, const protocol::PushTxns&
   protocol::PushAck ack;
   ack.request_id = m.request_id;
   bool any_committed = false;
-  std::optional<uint64_t> watermark;
-  // A store that failed (a read, or the commit): what was done so far is answered, the rest of the push is
-  // neither applied nor acknowledged, and the device sends it again after the retryable error.
+  // A store that failed (a read, or the commit): what was committed so far is answered, the rest of the push
+  // is neither applied nor acknowledged, and the device sends it again after the retryable error.
   auto store_failed = [&](const Status& why) {
     if (!ack.results.empty()) queue(id, s, ack);
     send_error(id, why, m.request_id, false);
     if (any_committed) request_fan_out();
   };
-  for (const ClientTxn& txn : m.txns) {
+  // The push's transactions go in runs (ApplyRun), each one store transaction. A run the store fails (a
+  // read, or the commit) is dropped and its transactions are applied again one store transaction each, up to
+  // the one that fails: what went before a failure is committed and answered exactly as if every
+  // transaction had been its own store transaction, and the rest is neither applied nor acknowledged.
+  ApplyRun run;
+  size_t run_first = 0;  // the push's index of the run's first transaction
+  auto take_results = [&](std::vector<protocol::TxnResult>& results) {
+    for (protocol::TxnResult& r : results) {
+      any_committed |= r.outcome == protocol::TxnOutcome::kApplied;
+      ack.results.push_back(std::move(r));
+    }
+  };
+  // Transactions [from, to) one store transaction each; false: the store failed (answered).
+  auto apply_alone = [&](size_t from, size_t to) -> bool {
+    for (size_t j = from; j < to; ++j) {
+      ApplyRun one;
+      Status st = begin_run(one, s.node);
+      if (st) st = apply_in_run(one, s, m.txns[j], now_ms);
+      Result<std::vector<protocol::TxnResult>> done =
+          st ? commit_run(one) : Result<std::vector<protocol::TxnResult>>(st);
+      if (!done) {
+        store_failed(done.status());
+        return false;
+      }
+      take_results(*done);
+    }
+    return true;
+  };
+  // Commits the open run and answers its transactions; false: the store failed (answered).
+  auto finish_run = [&]() -> bool {
+    if (!run.ctx) return true;
+    const size_t txns = run.results.size();
+    Result<std::vector<protocol::TxnResult>> done = commit_run(run);
+    if (done) {
+      take_results(*done);
+      return true;
+    }
+    if (txns == 1) {
+      store_failed(done.status());
+      return false;
+    }
+    return apply_alone(run_first, run_first + txns);
+  };
+  for (size_t i = 0; i < m.txns.size(); ++i) {
+    const ClientTxn& txn = m.txns[i];
     if (txn.node != s.node) {
+      if (!finish_run()) return;
       send_error(id,
                  Status(ErrorCode::kPermissionDenied, "a session may only push its own node's transactions"),
                  m.request_id);
       return;
     }
-    // The watermark is read once per push: after each transaction this push answered it is at least that
-    // transaction's node_seq (apply_one reads it again, inside its own store transaction, before deciding).
-    if (!watermark) {
-      Result<NodeState> node = store_.node_state(s.node);
-      if (!node) return store_failed(retry_later(node.status()));
-      watermark = node->last_node_seq;
+    if (run.ctx && run.results.size() >= tuning::kMaxTxnsPerStoreTxn && !finish_run()) return;
+    if (!run.ctx) {
+      if (Status begun = begin_run(run, s.node); !begun) return store_failed(begun);
+      run_first = i;
     }
-    const uint64_t last = *watermark;
+    // The run's watermark: after each transaction answered it is at least that transaction's node_seq.
+    const uint64_t last = run.node.last_node_seq;
     if (txn.node_seq > last + 1) {
+      if (!finish_run()) return;
       // Answer what was done so far, then say where to resume; the session stays open.
       if (!ack.results.empty()) queue(id, s, ack);
       protocol::Error gap;
@@ -311,31 +355,46 @@ void SyncServer::handle_push(SessionId id, Session& s, const protocol::PushTxns&
       if (any_committed) request_fan_out();
       return;
     }
-    Result<protocol::TxnResult> r = apply_one(s, txn, now_ms);
-    if (!r) return store_failed(r.status());  // the device keeps it in its outbox and sends it again
-    watermark = std::max(*watermark, txn.node_seq);
-    any_committed |= r->outcome == protocol::TxnOutcome::kApplied;
-    ack.results.push_back(std::move(r.value()));
+    if (Status applied = apply_in_run(run, s, txn, now_ms); !applied) {
+      const size_t before = run.results.size();  // the run's transactions before this one
+      run = ApplyRun{};                          // rolled back
+      if (!apply_alone(run_first, run_first + before)) return;
+      // This transaction is not applied again: the device sends it again after the retryable error.
+      return store_failed(applied);
+    }
   }
+  if (!finish_run()) return;
   ack.server_hlc = clock_.last();
   queue(id, s, std::move(ack));
   if (any_committed) request_fan_out();
 }
 
-Result<protocol::TxnResult> SyncServer::apply_one(Session& s, const ClientTxn& txn, int64_t now_ms) {
+Status SyncServer::begin_run(ApplyRun& run, NodeId node) {
+  run = ApplyRun{};
+  run.ctx = store_.begin();
+  run.clock = clock_;
+  Result<NodeState> ns = run.ctx->node_state(node);
+  if (!ns) {
+    run = ApplyRun{};
+    return retry_later(ns.status());
+  }
+  run.node = *ns;
+  run.node.node = node;
+  return Status::ok();
+}
+
+Status SyncServer::apply_in_run(ApplyRun& run, const Session& s, const ClientTxn& txn, int64_t now_ms) {
+  CentralTxn& ctx = *run.ctx;
   protocol::TxnResult result;
   result.node_seq = txn.node_seq;
-  std::unique_ptr<CentralTxn> ctx = store_.begin();
-  Result<NodeState> node = ctx->node_state(txn.node);
-  if (!node) return retry_later(node.status());
-  NodeState ns = *node;
   // The rules and scope resolution read through this; whatever they decide after a failed read is dropped.
-  CheckedTxnReader reader(*ctx);
+  CheckedTxnReader reader(ctx);
 
   auto fill_rollback = [&]() -> Status {
+    // The run's own log entries are not committed yet: a store's head may not count them.
     Result<uint64_t> head = store_.head_seq();
     if (!head) return head.status();
-    result.server_seq = *head;
+    result.server_seq = std::max(*head, run.last_seq);
     std::vector<RecordKey> keys;
     for (const Change& c : txn.changes) keys.push_back(RecordKey{c.entity, c.record});
     std::sort(keys.begin(), keys.end());
@@ -351,8 +410,8 @@ Result<protocol::TxnResult> SyncServer::apply_one(Session& s, const ClientTxn& t
     return reader.status();
   };
 
-  if (txn.node_seq <= ns.last_node_seq) {
-    Result<std::optional<StoredRejection>> rej = ctx->rejection(txn.node, txn.node_seq);
+  if (txn.node_seq <= run.node.last_node_seq) {
+    Result<std::optional<StoredRejection>> rej = ctx.rejection(txn.node, txn.node_seq);
     if (!rej) return retry_later(rej.status());
     if (*rej) {
       result.outcome = protocol::TxnOutcome::kRejected;
@@ -362,12 +421,13 @@ Result<protocol::TxnResult> SyncServer::apply_one(Session& s, const ClientTxn& t
     } else {
       result.outcome = protocol::TxnOutcome::kDuplicate;
     }
-    return result;
+    run.results.push_back(std::move(result));
+    return Status::ok();
   }
 
-  // The clock moves on with the commit only: a push that fails leaves no trace, not even a timestamp it
+  // The clock moves on with the commit only: a run that fails leaves no trace, not even a timestamp it
   // observed (the server could hand it out in a Welcome or a batch and then forget it in a restart).
-  HybridClock clock = clock_;
+  HybridClock& clock = run.clock;
   Status verdict;
   for (const Change& c : txn.changes) {
     verdict = clock.receive(c.version.hlc, now_ms);
@@ -378,25 +438,21 @@ Result<protocol::TxnResult> SyncServer::apply_one(Session& s, const ClientTxn& t
   // A rejection (or an application) decided on a read that failed is no verdict at all.
   if (!reader.status()) return retry_later(reader.status());
 
-  ns.node = txn.node;
-  ns.last_node_seq = txn.node_seq;
+  run.node.last_node_seq = txn.node_seq;
+  run.wrote = true;
   if (!applied) {
     const Status& why = applied.status();
     result.outcome = protocol::TxnOutcome::kRejected;
     result.reason = why.code();
     result.message = why.message();
     if (Status read = fill_rollback(); !read) return retry_later(read);
-    ctx->add_rejection(StoredRejection{txn.node, txn.node_seq, s.principal.user, why.code(), why.message()});
-    ctx->set_node_state(ns);
-    ctx->set_clock(clock.last());
-    // The store refused the commit (disk full, I/O): nothing is recorded and nothing acknowledged.
-    if (Status st = ctx->commit(); !st) return Status(st.code(), st.message(), true);
-    clock_ = clock;
-    return result;
+    ctx.add_rejection(StoredRejection{txn.node, txn.node_seq, s.principal.user, why.code(), why.message()});
+    run.results.push_back(std::move(result));
+    return Status::ok();
   }
 
   TxnApplication& app = applied.value();
-  for (const RecordState& rec : app.records) ctx->save(rec);
+  for (const RecordState& rec : app.records) ctx.save(rec);
   ServerTxn st;
   st.origin_node = txn.node;
   st.origin_user = s.principal.user;
@@ -408,21 +464,35 @@ Result<protocol::TxnResult> SyncServer::apply_one(Session& s, const ClientTxn& t
   if (!reader.status()) return retry_later(reader.status());
   const bool moves = !st.moves.empty();
   TailEntry entry{st, scopes, app.conflicts};  // the store takes its own copy
-  uint64_t seq = ctx->append_log(std::move(st), std::move(app.conflicts), std::move(scopes));
-  ctx->set_node_state(ns);
-  ctx->set_clock(clock.last());
-  if (Status cs = ctx->commit(); !cs) return Status(cs.code(), cs.message(), true);
-  clock_ = clock;
-  if (seq != scope_cache_head_ + 1 || moves) scope_cache_.clear();
-  scope_cache_head_ = seq;
-  for (const auto& [key, scope] : app.scopes) remember_scope(key, scope);
+  const uint64_t seq = ctx.append_log(std::move(st), std::move(app.conflicts), std::move(scopes));
+  run.last_seq = seq;
   entry.txn.server_seq = seq;
   for (ConflictRecord& c : entry.conflicts) c.server_seq = seq;
-  remember_log_entry(std::move(entry));
+  run.applied.push_back(AppliedInRun{std::move(entry), std::move(app.scopes), moves});
   result.outcome = protocol::TxnOutcome::kApplied;
   result.server_seq = seq;
   for (ConflictRecord& c : result.conflicts) c.server_seq = seq;
-  return result;
+  run.results.push_back(std::move(result));
+  return Status::ok();
+}
+
+Result<std::vector<protocol::TxnResult>> SyncServer::commit_run(ApplyRun& run) {
+  ApplyRun done = std::move(run);
+  run = ApplyRun{};
+  if (!done.wrote) return std::move(done.results);  // duplicates only: nothing to commit
+  done.ctx->set_node_state(done.node);
+  done.ctx->set_clock(done.clock.last());
+  // The store refused the commit (disk full, I/O): nothing of the run is recorded and nothing acknowledged.
+  if (Status cs = done.ctx->commit(); !cs) return Status(cs.code(), cs.message(), true);
+  clock_ = done.clock;
+  for (AppliedInRun& a : done.applied) {
+    const uint64_t seq = a.entry.txn.server_seq;
+    if (seq != scope_cache_head_ + 1 || a.moves) scope_cache_.clear();
+    scope_cache_head_ = seq;
+    for (const auto& [key, scope] : a.scopes) remember_scope(key, scope);
+    remember_log_entry(std::move(a.entry));
+  }
+  return std::move(done.results);
 }
 
 Result<protocol::TxnResult> SyncServer::apply_local(const ClientTxn& txn, const Principal& who,
@@ -433,8 +503,13 @@ Result<protocol::TxnResult> SyncServer::apply_local(const ClientTxn& txn, const 
   local.authenticated = true;
   local.principal = who;
   local.node = txn.node;
-  Result<protocol::TxnResult> r = apply_one(local, txn, now_ms);
-  if (r && r->outcome == protocol::TxnOutcome::kApplied) request_fan_out();
+  ApplyRun run;
+  if (Status begun = begin_run(run, txn.node); !begun) return begun;
+  if (Status applied = apply_in_run(run, local, txn, now_ms); !applied) return applied;
+  Result<std::vector<protocol::TxnResult>> done = commit_run(run);
+  if (!done) return done.status();
+  protocol::TxnResult r = std::move(done->front());
+  if (r.outcome == protocol::TxnOutcome::kApplied) request_fan_out();
   return r;
 }
 

@@ -21,8 +21,10 @@ class ReadFaultStore final : public ForwardingCentralStore {
 
   void set_fail_read(std::function<bool()> fail_read) { fail_read_ = std::move(fail_read); }
   bool fail_commits = false;
+  int fail_next_commits = 0;  // this many commits fail (then they go through again)
   uint64_t reads = 0;         // reads asked for (store and transactions)
   uint64_t failed_reads = 0;  // of them, failed
+  uint64_t appended = 0;      // log entries appended by transactions, committed or not
 
   std::unique_ptr<CentralTxn> begin() override {
     return std::make_unique<Txn>(*this, ForwardingCentralStore::begin());
@@ -101,11 +103,16 @@ class ReadFaultStore final : public ForwardingCentralStore {
     }
     uint64_t append_log(ServerTxn txn, std::vector<ConflictRecord> conflicts,
                         std::vector<ScopeKey> scopes) override {
+      ++store_.appended;
       return inner_->append_log(std::move(txn), std::move(conflicts), std::move(scopes));
     }
     void set_clock(Hlc hlc) override { inner_->set_clock(hlc); }
     Status commit() override {
       if (store_.fail_commits) return Status(ErrorCode::kStorageFull, "injected: disk full");
+      if (store_.fail_next_commits > 0) {
+        --store_.fail_next_commits;
+        return Status(ErrorCode::kStorageIo, "injected: commit failed");
+      }
       return inner_->commit();
     }
 

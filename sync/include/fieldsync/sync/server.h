@@ -171,9 +171,6 @@ class SyncServer {
   // `continued`: a continuation of a request in steps (continue_bootstrap), not a request of the device.
   bool handle_bootstrap(SessionId id, Session& s, const protocol::BootstrapRequest& m,
                         bool continued = false);
-  // Applied, rejected or duplicate; or the store failed (a read, or the commit): a retryable Status, and
-  // nothing of `txn` is applied, recorded or to be acknowledged.
-  Result<protocol::TxnResult> apply_one(Session& s, const ClientTxn& txn, int64_t now_ms);
   // The log after a cursor with the current scope of every record it touches resolved once: live fan-out
   // shares one per distinct cursor among all sessions instead of reading and resolving per session.
   struct ResolvedRange {
@@ -256,6 +253,36 @@ class SyncServer {
   std::deque<TailEntry> log_tail_;
   size_t log_tail_changes_ = 0;
   void remember_log_entry(TailEntry entry);
+  // A run of one node's transactions applied in one store transaction (CentralTxn): up to
+  // tuning::kMaxTxnsPerStoreTxn consecutive transactions of a push, or apply_local's one. Each transaction is
+  // still judged alone -- applied, rejected (recorded) or a duplicate, whatever its neighbours are -- on
+  // the state the run's earlier transactions left, and nothing of the run is answered before it commits;
+  // the store failing (a read, or the commit) drops the whole run, none of it acknowledged, and the device
+  // sends it again. What a store transaction pays once -- the savepoint and its copies of the hot pages,
+  // the node's watermark and the clock rows, the log head -- is then paid once per run instead of once per
+  // transaction (PERFORMANCE.md, "Push: the server's apply path").
+  struct AppliedInRun {  // what an applied transaction leaves in memory once its run commits
+    TailEntry entry;
+    std::vector<std::pair<RecordKey, ScopeKey>> scopes;
+    bool moves = false;
+  };
+  struct ApplyRun {
+    std::unique_ptr<CentralTxn> ctx;
+    NodeState node;         // the node's watermark as the run leaves it
+    HybridClock clock{0};   // clock_ advanced by the run's transactions: clock_ takes it at the commit
+    bool wrote = false;     // something to commit (a run of duplicates writes nothing)
+    uint64_t last_seq = 0;  // the last log position this run appended
+    std::vector<protocol::TxnResult> results;
+    std::vector<AppliedInRun> applied;
+  };
+  // Opens a run for `node` (reads its watermark in the run's store transaction).
+  Status begin_run(ApplyRun& run, NodeId node);
+  // Judges and applies `txn` in the run: its result is appended to run.results. A Status (retryable): a
+  // store read failed, and the run must be dropped (nothing of it committed or answered).
+  Status apply_in_run(ApplyRun& run, const Session& s, const ClientTxn& txn, int64_t now_ms);
+  // Writes the watermark and the clock, commits, and only then takes the run's effects into memory (clock,
+  // scope cache, log tail): its results, or a retryable Status and nothing of the run applied.
+  Result<std::vector<protocol::TxnResult>> commit_run(ApplyRun& run);
   // Whether the log tail holds every entry in (from, head].
   bool tail_covers(uint64_t from, uint64_t head) const;
   bool fan_out_pending_ = false;  // defer_fan_out: a commit since the last fan_out()

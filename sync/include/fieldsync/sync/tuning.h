@@ -43,6 +43,12 @@ inline constexpr size_t kMaxChangesPerPush = 4000;
 // transactions at the same size.
 inline constexpr size_t kMaxTxnsPerPushV2 = 512;
 inline constexpr size_t kMaxChangesPerPushV2 = 8000;
+// A push's transactions the server applies in one store transaction (SyncServer::ApplyRun). Each store
+// transaction pays a savepoint with copies of the pages it dirties, the node's watermark and clock rows and a
+// log head read: a third of a one-account transaction's instructions when paid per transaction. 64 pays them
+// once per 64 (a few percent each), bounds what a store failure makes the device send again to 64
+// transactions, and holds the store's writer for ~1-2 ms at a time, short beside a live batch's flush.
+inline constexpr size_t kMaxTxnsPerStoreTxn = 64;
 // Pushes a version 2 device keeps outstanding. One in flight costs a round trip per push: on a 150 ms phone
 // link that is most of the time. Four keep the link busy while the server applies and flushes the previous
 // ones, and bound what a reconnect or a SequenceGap re-sends (at most 4 pushes, every one deduplicated by
