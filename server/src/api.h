@@ -117,6 +117,9 @@ void add_api_routes(NetServer::Impl& impl, RouteTable& routes);
 void add_entity_routes(NetServer::Impl& impl, RouteTable& routes);   // api_entities.cc
 void add_report_routes(NetServer::Impl& impl, RouteTable& routes);   // api_reports.cc
 void add_service_routes(NetServer::Impl& impl, RouteTable& routes);  // api_service.cc (leads, cases)
+// Dispatch and the per-priority SLA setting it reads (api_service.cc): the setting lives in the SQLite store
+// file like the reports' settings, so on PostgreSQL these answer 501 with the reports.
+void add_case_sla_routes(NetServer::Impl& impl, RouteTable& routes);
 
 // Web-session revocation for a disabled user (api.cc).
 void api_revoke_sessions(NetServer::Impl& impl, const UserId& user);

@@ -405,10 +405,14 @@ void add_service_routes(NetServer::Impl& impl, RouteTable& routes) {
   const std::string base = "/api/v1";
   add_api_route(impl, routes, http::verb::post, base + "/leads/{id}/convert", kStaff, convert_lead);
   add_api_route(impl, routes, http::verb::get, base + "/service-cases/{id}", kStaff, get_case);
-  add_api_route(impl, routes, http::verb::post, base + "/service-cases/{id}/dispatch", kManagers,
-                dispatch_case);
   add_api_route(impl, routes, http::verb::post, base + "/service-cases/{id}/escalate", kHeadOffice,
                 escalate_case);
+}
+
+void add_case_sla_routes(NetServer::Impl& impl, RouteTable& routes) {
+  const std::string base = "/api/v1";
+  add_api_route(impl, routes, http::verb::post, base + "/service-cases/{id}/dispatch", kManagers,
+                dispatch_case);
   add_api_route(impl, routes, http::verb::get, base + "/settings/case-sla", kManagers, get_sla);
   add_api_route(impl, routes, http::verb::put, base + "/settings/case-sla", kHeadOffice, put_sla);
 }
