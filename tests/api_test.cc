@@ -1741,9 +1741,8 @@ TEST_F(ApiTest, AnUnauthenticatedHelloNamesNoAppVersionAndABadOneIsRefusedAtOpen
 // The reports and CSV exports still read SQLite's report tables: on PostgreSQL they are there and say so.
 TEST_F(ApiTest, ReportsAndCsvExportsAnswerATypedNotImplementedOnPostgreSQL) {
   Web boss = sign_in("boss");
-  for (const std::string target :
-       {"/api/v1/reports/revenue", "/api/v1/export/orders.csv", "/api/v1/settings/stage-probabilities",
-        "/api/v1/settings/case-sla"}) {
+  for (const std::string target : {"/api/v1/reports/revenue", "/api/v1/export/orders.csv",
+                                   "/api/v1/settings/stage-probabilities", "/api/v1/settings/case-sla"}) {
     Reply r = boss.get(target);
     EXPECT_EQ(r.status, 501) << target << ": " << r.body;
     EXPECT_EQ(r.code(), "not_available_on_postgresql") << target;
