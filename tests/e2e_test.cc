@@ -244,12 +244,14 @@ class E2E : public testing::Test {
   }
 
   // A phone for `user` on its registered node, with a fresh token unless one is given.
+  // `schema_version` below the model's is an app of that older version; `path` reopens an existing replica.
   Phone& phone(const std::string& user, std::optional<std::string> tok = std::nullopt,
-               std::optional<NodeId> node = std::nullopt) {
+               std::optional<NodeId> node = std::nullopt, uint32_t schema_version = schema::kSchemaVersion,
+               std::optional<std::string> path = std::nullopt) {
     auto p = std::make_unique<Phone>();
     p->user = user;
     p->node = node.value_or(nodes.at(user));
-    p->path = tmp.file(user + "-" + std::to_string(phones.size()) + ".db");
+    p->path = path.value_or(tmp.file(user + "-" + std::to_string(phones.size()) + ".db"));
     p->ids = RecordIdGenerator(p->node);
     FieldClient::Options o;
     o.user = user;
@@ -257,6 +259,7 @@ class E2E : public testing::Test {
     o.role = roles.at(user);
     o.node = p->node;
     o.synchronous_full = false;  // the device's durability is replica_test's subject, not this suite's
+    o.schema_version = schema_version;
     auto c = FieldClient::open(p->path, std::move(o));
     EXPECT_TRUE(c.is_ok()) << c.status().to_string();
     p->client = std::move(c.value());
@@ -982,6 +985,81 @@ TEST_F(E2E, ScopeMoveMovesTheAccountFamilyBetweenDevicesWithoutResync) {
   for (Phone* p : {&alice, &carol}) EXPECT_EQ(p->bootstrap_events.load(), 0) << p->user;
   EXPECT_EQ(carol.exported().find(*visit), std::string::npos);
   EXPECT_NE(alice.exported().find(*visit), std::string::npos);
+}
+
+// ---- 6b. Rolling upgrade over TLS: an app of schema 2 against the schema-3 server, then the same phone
+// upgraded to schema 3 with writes still pending (issue 21).
+TEST_F(E2E, ASchemaTwoPhoneSyncsWithTheSchemaThreeServerThenUpgradesKeepingItsPendingWrites) {
+  static_assert(schema::kSchemaVersion == 3, "the test's old app is the version before the model's");
+  ASSERT_TRUE(server.start());
+  Phone& bob = phone("bob");
+  Phone& hq = phone("hq");
+  Phone* alice = &phone("alice", std::nullopt, std::nullopt, 2);
+
+  // Schema 3 records of the north territory: an account, a deal, a lead, and an appointment of alice's
+  // linked to the deal (head office books it for her; the link is schema 3's field of a schema-1 entity).
+  ASSERT_TRUE(bob.sync_once().ok());
+  auto account = bob.client->create_account({.name = "Upgrade Mill", .territory_id = "north"});
+  ASSERT_OK(account);
+  auto deal = bob.client->create_opportunity({.account_id = *account, .name = "Silo", .amount_cents = 5000});
+  ASSERT_OK(deal);
+  auto lead =
+      bob.client->create_lead({.person_name = "Lena Lead", .source = "referral", .territory_id = "north"});
+  ASSERT_OK(lead);
+  ASSERT_TRUE(bob.sync_once().ok());
+  ASSERT_TRUE(hq.sync_once().ok());
+  const RecordId event = hq.ids.next(wall_ms());
+  const int64_t start = wall_ms() + 86'400'000;
+  ASSERT_OK(hq.write(
+      {create(EntityId::kCalendarEvent, event), set(EntityId::kCalendarEvent, event, 1, Value::text("alice")),
+       set(EntityId::kCalendarEvent, event, 2, Value::text(*account)),
+       set(EntityId::kCalendarEvent, event, 3, Value::text("Silo walk-through")),
+       set(EntityId::kCalendarEvent, event, 4, Value::integer(start)),
+       set(EntityId::kCalendarEvent, event, 5, Value::integer(start + 3'600'000)),
+       set(EntityId::kCalendarEvent, event, 6, Value::text("scheduled")),
+       set(EntityId::kCalendarEvent, event, schema::fields::kEventOpportunity, Value::text(*deal))}));
+  ASSERT_TRUE(hq.sync_once().ok());
+
+  // The schema-2 app syncs: what its schema knows arrives, nothing newer (no lead, no link on the event).
+  ASSERT_TRUE(alice->sync_once().ok());
+  EXPECT_FALSE(alice->has_error(ErrorCode::kMalformedMessage)) << "the server sent it something newer";
+  ASSERT_OK(alice->client->account(*account));
+  ASSERT_OK(alice->client->opportunity(*deal));
+  auto old_event = alice->client->event(event.to_string());
+  ASSERT_OK(old_event);
+  EXPECT_EQ(old_event->title, "Silo walk-through");
+  EXPECT_EQ(old_event->opportunity_id, "");
+  EXPECT_FALSE(alice->client->lead(*lead).is_ok());
+  EXPECT_EQ(alice->exported().find(*lead), std::string::npos);
+
+  // Offline, still on schema 2: a check-in and a retitled appointment wait in the outbox.
+  auto visit = alice->client->check_in({.account_id = *account});
+  ASSERT_OK(visit);
+  ASSERT_OK(
+      alice->write({set(EntityId::kCalendarEvent, event, 3, Value::text("Silo walk-through (moved gate)"))}));
+  ASSERT_EQ(alice->pending(), 2u);
+
+  // The app is updated: the same replica file opened by the schema-3 library keeps its outbox.
+  const std::string path = alice->path;
+  alice->offline();
+  alice->client.reset();
+  alice = &phone("alice", std::nullopt, std::nullopt, schema::kSchemaVersion, path);
+  EXPECT_EQ(alice->pending(), 2u) << "the migration kept every unsynced write";
+  ASSERT_OK(alice->client->visit(*visit));
+
+  // Its next sync pushes them once and brings what it could not see before.
+  ASSERT_TRUE(alice->sync_once().ok());
+  EXPECT_EQ(alice->pending(), 0u);
+  auto new_lead = alice->client->lead(*lead);
+  ASSERT_OK(new_lead);
+  EXPECT_EQ(new_lead->person_name, "Lena Lead");
+  auto new_event = alice->client->event(event.to_string());
+  ASSERT_OK(new_event);
+  EXPECT_EQ(new_event->opportunity_id, *deal) << "the new field of an entity it already had";
+  EXPECT_EQ(new_event->title, "Silo walk-through (moved gate)");
+  EXPECT_TRUE(converges(*alice));
+  ASSERT_TRUE(bob.sync_once().ok());
+  EXPECT_TRUE(converges(bob));
 }
 
 // ---- 7. The binary itself: help, config file, unknown options, SIGTERM drain.

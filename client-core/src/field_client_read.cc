@@ -146,8 +146,14 @@ Order order_row(sqlite3_stmt* s) {
   return o;
 }
 
-const std::string kEventCols =
-    "id, owner_id, account_id, title, start_at, end_at, status, location, opportunity_id";
+const std::string kEventCols = "id, owner_id, account_id, title, start_at, end_at, status, location, ";
+// The columns event_row reads: an app projected to a schema before the appointment's opportunity link has no
+// such column (its replica's tables are that schema's), so the link reads as none there.
+std::string event_cols(const SqliteReplicaStore& store) {
+  const schema::FieldDef* link =
+      schema::entity_ref(EntityId::kCalendarEvent).field(schema::fields::kEventOpportunity);
+  return kEventCols + (store.schema_version() >= link->since ? "opportunity_id" : "NULL");
+}
 Event event_row(sqlite3_stmt* s) {
   Event e;
   e.id = text(s, 0);
@@ -267,7 +273,7 @@ Result<int64_t> list_price(Queries& q, SqliteReplicaStore& store, const std::str
 }
 
 Result<Event> load_event(Queries& q, SqliteReplicaStore& store, const std::string& id) {
-  return select_one(q, store, EntityId::kCalendarEvent, kEventCols, id, event_row, "calendar event");
+  return select_one(q, store, EntityId::kCalendarEvent, event_cols(store), id, event_row, "calendar event");
 }
 
 Result<Opportunity> load_opportunity(Queries& q, SqliteReplicaStore& store, const std::string& id) {
@@ -375,7 +381,8 @@ Result<Event> FieldClient::event(const std::string& id) {
 
 Result<std::vector<Event>> FieldClient::agenda(int64_t from_ms, int64_t to_ms) {
   return detail::select(*queries_, *store_,
-                        "SELECT " + detail::kEventCols + " FROM " + detail::table(EntityId::kCalendarEvent) +
+                        "SELECT " + detail::event_cols(*store_) + " FROM " +
+                            detail::table(EntityId::kCalendarEvent) +
                             " WHERE _deleted = 0 AND owner_id = ?1 AND status = 'scheduled'"
                             " AND start_at < ?3 AND end_at > ?2 ORDER BY start_at, id",
                         {Bind{options_.user}, Bind{from_ms}, Bind{to_ms}}, detail::event_row);
@@ -385,12 +392,12 @@ Result<std::vector<Event>> FieldClient::overlaps(const std::string& self_id, int
                                                  int64_t end_ms) {
   auto self = detail::load_event(*queries_, *store_, self_id);
   if (!self) return self.status();
-  return detail::select(*queries_, *store_,
-                        "SELECT " + detail::kEventCols + " FROM " + detail::table(EntityId::kCalendarEvent) +
-                            " WHERE _deleted = 0 AND owner_id = ?1 AND status = 'scheduled' AND id <> ?2"
-                            " AND start_at < ?4 AND end_at > ?3 ORDER BY start_at, id",
-                        {Bind{self->owner_id}, Bind{self_id}, Bind{start_ms}, Bind{end_ms}},
-                        detail::event_row);
+  return detail::select(
+      *queries_, *store_,
+      "SELECT " + detail::event_cols(*store_) + " FROM " + detail::table(EntityId::kCalendarEvent) +
+          " WHERE _deleted = 0 AND owner_id = ?1 AND status = 'scheduled' AND id <> ?2"
+          " AND start_at < ?4 AND end_at > ?3 ORDER BY start_at, id",
+      {Bind{self->owner_id}, Bind{self_id}, Bind{start_ms}, Bind{end_ms}}, detail::event_row);
 }
 
 Result<Opportunity> FieldClient::opportunity(const std::string& id) {

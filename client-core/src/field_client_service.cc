@@ -397,6 +397,9 @@ Result<ServiceCase> FieldClient::service_case(const std::string& id) {
 }
 
 Result<std::vector<ServiceCase>> FieldClient::open_cases_of_account(const std::string& account_id) {
+  // The account screen of an app projected to a schema before cases: its replica has no case table.
+  if (store_->schema_version() < schema::entity_ref(EntityId::kServiceCase).since)
+    return std::vector<ServiceCase>{};
   return detail::select(*queries_, *store_,
                         kCaseSelect +
                             " AND c.account_id = ?1 AND c.status NOT IN ('resolved', 'closed') ORDER BY "

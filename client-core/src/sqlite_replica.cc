@@ -789,6 +789,7 @@ Result<std::map<RecordKey, RecordState>> SqliteReplicaStore::records() {
   auto l = lock();
   std::map<RecordKey, RecordState> out;
   for (const schema::EntityDef& e : schema::entities()) {
+    if (e.since > schema_version_) continue;  // a projected app's file has no table for it
     Status st;
     sqlite3_stmt* s = statement("SELECT id, _meta FROM " + quoted(e.name), st);
     if (s == nullptr) return st;
