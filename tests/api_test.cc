@@ -1335,11 +1335,32 @@ TEST_F(ApiTest, ReassignAndHandover) {
   const std::string cancelled = order("submitted");
   ASSERT_EQ(boss.patch("/api/v1/entities/order/" + cancelled, json::object{{"status", "cancelled"}}).status,
             200);
+  // Schema 3: an open lead and task of rep1's and a case assigned to them change hands too.
+  const std::string lead = create(boss, "lead",
+                                  {{"person_name", "Lee"},
+                                   {"source", "referral"},
+                                   {"owner_id", "rep1"},
+                                   {"territory_id", "north"},
+                                   {"status", "contacted"},
+                                   {"created_at", now_ms()}});
+  const std::string task =
+      create(boss, "task", {{"owner_id", "rep1"}, {"title", "Call back B"}, {"status", "open"}});
+  const std::string case_id = create(boss, "service_case",
+                                     {{"account_id", b},
+                                      {"subject", "Leaking valve"},
+                                      {"priority", "high"},
+                                      {"status", "assigned"},
+                                      {"assignee_id", "rep1"},
+                                      {"opened_at", now_ms()},
+                                      {"opened_by", "boss"}});
   Reply h = boss.post("/api/v1/users/rep1/handover", json::object{{"to", "rep3"}});
   ASSERT_EQ(h.status, 200) << h.body;
   EXPECT_EQ(h.obj().at("deals").as_int64(), 1);
   EXPECT_EQ(h.obj().at("orders").as_int64(), 2);
   EXPECT_EQ(h.obj().at("appointments").as_int64(), 1);
+  EXPECT_EQ(h.obj().at("leads").as_int64(), 1);
+  EXPECT_EQ(h.obj().at("tasks").as_int64(), 1);
+  EXPECT_EQ(h.obj().at("service_cases").as_int64(), 1);
   auto field = [&](const std::string& entity, const std::string& id, const char* name) {
     return str(boss.get("/api/v1/entities/" + entity + "/" + id).obj().at("record").as_object().at(name));
   };
@@ -1349,6 +1370,9 @@ TEST_F(ApiTest, ReassignAndHandover) {
   EXPECT_EQ(field("order", cancelled, "rep_id"), "rep1");
   EXPECT_EQ(field("calendar_event", ev, "owner_id"), "rep3") << "the same appointment, not a copy";
   EXPECT_EQ(field("calendar_event", ev, "status"), "scheduled");
+  EXPECT_EQ(field("lead", lead, "owner_id"), "rep3");
+  EXPECT_EQ(field("task", task, "owner_id"), "rep3");
+  EXPECT_EQ(field("service_case", case_id, "assignee_id"), "rep3");
   EXPECT_EQ(boss.get("/api/v1/entities/calendar_event?owner_id=rep3").obj().at("items").as_array().size(),
             1u);
   Web rep3 = sign_in("rep3");

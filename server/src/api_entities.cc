@@ -905,8 +905,8 @@ ApiResult reassign(ApiRequest& r) {
   return write_in_steps(r, std::move(changes), std::move(out));
 }
 
-// POST /api/v1/users/{id}/handover {"to"}: the departing user's territories, open deals, open orders and
-// future appointments go to a colleague in one step.
+// POST /api/v1/users/{id}/handover {"to"}: the departing user's territories, open deals, open orders, future
+// appointments, open leads and tasks and the service cases assigned to them go to a colleague in one step.
 ApiResult handover(ApiRequest& r) {
   std::variant<std::string, ApiError> parsed = parse_handover_body(r.body->as_object());
   if (ApiError* bad = std::get_if<ApiError>(&parsed)) return std::move(*bad);
@@ -921,48 +921,50 @@ ApiResult handover(ApiRequest& r) {
                      "to");
   Result<ReaderPool::Lease> db = open_reader(*r.impl);
   if (!db) return api_error_from(db.status());
+  // What changes hands, each kind by one query of the departing user's open records and the field that
+  // names them. Open orders (draft or submitted: a locked one keeps the rep who took it) and future
+  // appointments move in place (schema 2: order.rep_id and calendar_event.owner_id are head office's and a
+  // manager's to reassign), so a link from a visit still holds; so do schema 3's open leads, open tasks and
+  // the service cases assigned to them.
+  struct Held {
+    const char* key;  // in the answer
+    EntityId entity;
+    uint16_t field;
+    std::string sql;  // the ids; binds the user, then `now` where it says so
+    bool binds_now = false;
+    int64_t count = 0;
+  };
+  Held held[] = {
+      {"deals", EntityId::kOpportunity, schema::fields::kOpportunityOwner,
+       "SELECT id FROM opportunity WHERE owner_id = ? AND _deleted = FALSE AND stage NOT IN ('won', 'lost')"},
+      {"orders", EntityId::kOrder, schema::fields::kOrderRep,
+       "SELECT id FROM \"order\" WHERE rep_id = ? AND _deleted = FALSE AND status IN ('draft', 'submitted')"},
+      {"appointments", EntityId::kCalendarEvent, schema::fields::kEventOwner,
+       "SELECT id FROM calendar_event WHERE owner_id = ? AND _deleted = FALSE AND status = 'scheduled' AND "
+       "start_at >= ?",
+       true},
+      {"leads", EntityId::kLead, schema::fields::kLeadOwner,
+       "SELECT id FROM lead WHERE owner_id = ? AND _deleted = FALSE AND status IN ('new', 'contacted', "
+       "'qualified')"},
+      {"tasks", EntityId::kTask, schema::fields::kTaskOwner,
+       "SELECT id FROM task WHERE owner_id = ? AND _deleted = FALSE AND status = 'open'"},
+      {"service_cases", EntityId::kServiceCase, schema::fields::kCaseAssignee,
+       "SELECT id FROM service_case WHERE assignee_id = ? AND _deleted = FALSE AND status NOT IN "
+       "('resolved', "
+       "'closed')"},
+  };
   std::vector<Change> changes;
-  size_t deals = 0, orders = 0, appointments = 0;
-  {
-    SqlRows q = (*db)->query(
-        "SELECT id FROM opportunity WHERE owner_id = ? AND _deleted = FALSE AND stage NOT IN ('won', 'lost')",
-        {Value::text(from)});
+  for (Held& h : held) {
+    std::vector<Value> binds{Value::text(from)};
+    if (h.binds_now) binds.push_back(Value::integer(wall_ms()));
+    SqlRows q = (*db)->query(h.sql, std::move(binds));
     while (q.step()) {
       if (std::optional<RecordId> id = RecordId::parse(q.col_text(0))) {
-        changes.push_back(make(ChangeOp::kSet, EntityId::kOpportunity, *id, schema::fields::kOpportunityOwner,
-                               Value::text(to)));
-        ++deals;
+        changes.push_back(make(ChangeOp::kSet, h.entity, *id, h.field, Value::text(to)));
+        ++h.count;
       }
     }
     if (!q.ok()) return api_error_from(q.status());
-  }
-  {
-    // Open orders (draft or submitted: a locked one keeps the rep who took it) and future appointments
-    // change hands (schema 2: order.rep_id and calendar_event.owner_id are head office's and a manager's to
-    // reassign). The appointments keep their ids, so a link from a visit still holds.
-    SqlRows q = (*db)->query(
-        "SELECT id FROM \"order\" WHERE rep_id = ? AND _deleted = FALSE AND status IN ('draft', 'submitted')",
-        {Value::text(from)});
-    while (q.step()) {
-      if (std::optional<RecordId> id = RecordId::parse(q.col_text(0))) {
-        changes.push_back(
-            make(ChangeOp::kSet, EntityId::kOrder, *id, schema::fields::kOrderRep, Value::text(to)));
-        ++orders;
-      }
-    }
-    if (!q.ok()) return api_error_from(q.status());
-    SqlRows e = (*db)->query(
-        "SELECT id FROM calendar_event WHERE owner_id = ? AND _deleted = FALSE AND status = 'scheduled' AND "
-        "start_at >= ?",
-        {Value::text(from), Value::integer(wall_ms())});
-    while (e.step()) {
-      if (std::optional<RecordId> id = RecordId::parse(e.col_text(0))) {
-        changes.push_back(make(ChangeOp::kSet, EntityId::kCalendarEvent, *id, schema::fields::kEventOwner,
-                               Value::text(to)));
-        ++appointments;
-      }
-    }
-    if (!e.ok()) return api_error_from(e.status());
   }
   // Territories first: the records are the colleague's to see before their ownership moves.
   Result<std::vector<std::string>> territories = dir.user_territories(from);
@@ -979,9 +981,7 @@ ApiResult handover(ApiRequest& r) {
   (void)dir.audit(AuditRecord{0, wall_ms(), r.caller.user, "user.handover", from, json::serialize(detail)});
   json::object out;
   out["territories"] = std::move(ts);
-  out["deals"] = static_cast<int64_t>(deals);
-  out["orders"] = static_cast<int64_t>(orders);
-  out["appointments"] = static_cast<int64_t>(appointments);
+  for (const Held& h : held) out[h.key] = h.count;
   if (changes.empty()) {
     out["server_seq"] = nullptr;
     out["changes"] = 0;
