@@ -780,6 +780,20 @@ class Simulation {
 
   bool edit_opportunity(Node& n);
 
+  // -- Schema 3: leads, service cases, tasks (current apps only; an older app has none of them) --
+  bool schema3_action(Node& n);
+  bool create_lead(Node& n);
+  // One transaction: a new account, its contact and an opportunity, then the lead's links and status. A
+  // colleague's conversion of the same lead meanwhile makes the server reject the second (converted is
+  // locked).
+  bool convert_lead(Node& n);
+  bool open_case(Node& n);
+  // A rep takes an unassigned case for themselves; two reps taking the same one offline: the later push is
+  // rejected (the rules' "only from unassigned").
+  bool take_case(Node& n);
+  bool create_task(Node& n);
+  bool complete_task(Node& n);
+
   // ---- End of the run -------------------------------------------------------------------------------------
   bool quiescent() const;
 

@@ -120,7 +120,7 @@ bool Simulation::in_territories(const Node& n, const std::string& territory) con
 
 bool Simulation::rep_action(Node& n) {
   int op = 0;
-  weighted({4, 14, 5, 6, 2, 5, 5, 4, 5, 6, 3, 3, 4, 2, 5, 5, 3, 3, 6, 3, 2}, op);
+  weighted({4, 14, 5, 6, 2, 5, 5, 4, 5, 6, 3, 3, 4, 2, 5, 5, 3, 3, 6, 3, 2, 6}, op);
   switch (op) {
     case 0:
       return create_account(n, pick_one(n.principal.territories));
@@ -162,6 +162,8 @@ bool Simulation::rep_action(Node& n) {
       return move_stage(n);
     case 19:
       return edit_opportunity(n);
+    case 21:
+      return schema3_action(n);
     default:
       return mistake(n);
   }
@@ -712,6 +714,135 @@ bool Simulation::edit_opportunity(Node& n) {
   else
     b.append(EntityId::kOpportunity, o->id, "notes", cat(n.name, ": ", word()));
   write(n, b.take(), cat("edit opportunity ", o->id.to_string()));
+  return true;
+}
+
+bool Simulation::schema3_action(Node& n) {
+  if (n.config.schema_version < 3) return false;
+  int op = 0;
+  weighted({3, 2, 3, 2, 3, 2}, op);
+  switch (op) {
+    case 0:
+      return create_lead(n);
+    case 1:
+      return convert_lead(n);
+    case 2:
+      return open_case(n);
+    case 3:
+      return take_case(n);
+    case 4:
+      return create_task(n);
+    default:
+      return complete_task(n);
+  }
+}
+
+bool Simulation::create_lead(Node& n) {
+  const EntityId e = EntityId::kLead;
+  RecordId id = n.ids->next(wall(n));
+  static const std::vector<std::string> kSources = {"campaign", "web_form", "referral", "field_prospecting"};
+  TxnBuilder b;
+  b.create(e, id)
+      .set(e, id, "person_name", T(cat(word(), " ", word())))
+      .set(e, id, "source", T(pick_one(kSources)))
+      .set(e, id, "owner_id", T(n.name))
+      .set(e, id, "territory_id", T(pick_one(n.principal.territories)))
+      .set(e, id, "status", T(chance(0.5) ? "new" : "contacted"))
+      .set(e, id, "created_at", I(wall(n)));
+  if (chance(0.6)) b.set(e, id, "company_name", T(cat(word(), " AG")));
+  write(n, b.take(), cat("create lead ", id.to_string()));
+  return true;
+}
+
+bool Simulation::convert_lead(Node& n) {
+  const RecordState* lead = pick(n, EntityId::kLead, [](const RecordState& r) {
+    const std::string s = text_of(r, "status");
+    return s == "new" || s == "contacted" || s == "qualified";
+  });
+  if (!lead) return false;
+  const RecordId account = n.ids->next(wall(n)), contact = n.ids->next(wall(n)), deal = n.ids->next(wall(n));
+  const EntityId a = EntityId::kAccount, c = EntityId::kContact, o = EntityId::kOpportunity,
+                 l = EntityId::kLead;
+  TxnBuilder b;
+  b.create(a, account)
+      .set(a, account, "name", T(cat(word(), " (lead)")))
+      .set(a, account, "territory_id", T(text_of(*lead, "territory_id")))
+      .set(a, account, "created_by", T(n.name));
+  b.create(c, contact)
+      .set(c, contact, "account_id", T(account.to_string()))
+      .set(c, contact, "name", T(text_of(*lead, "person_name")));
+  b.create(o, deal)
+      .set(o, deal, "account_id", T(account.to_string()))
+      .set(o, deal, "owner_id", T(n.name))
+      .set(o, deal, "name", T(cat(word(), " deal")))
+      .set(o, deal, "stage", T("prospect"))
+      .set(o, deal, "amount_cents", I(range(10, 1'000) * 10'000))
+      .set(o, deal, "currency", T("EUR"));
+  // The links before the status: the model locks a converted lead as soon as its status says so.
+  b.set(l, lead->id, "converted_account_id", T(account.to_string()))
+      .set(l, lead->id, "converted_contact_id", T(contact.to_string()))
+      .set(l, lead->id, "converted_opportunity_id", T(deal.to_string()))
+      .set(l, lead->id, "converted_at", I(wall(n)))
+      .set(l, lead->id, "status", T("converted"));
+  write(n, b.take(), cat("convert lead ", lead->id.to_string()));
+  return true;
+}
+
+bool Simulation::open_case(Node& n) {
+  const RecordState* account = pick(n, EntityId::kAccount);
+  if (!account) return false;
+  const EntityId e = EntityId::kServiceCase;
+  RecordId id = n.ids->next(wall(n));
+  static const std::vector<std::string> kPriorities = {"low", "normal", "high", "urgent"};
+  TxnBuilder b;
+  b.create(e, id)
+      .set(e, id, "account_id", T(account->id.to_string()))
+      .set(e, id, "subject", T(cat(word(), " broken")))
+      .set(e, id, "priority", T(pick_one(kPriorities)))
+      .set(e, id, "status", T("open"))
+      .set(e, id, "opened_at", I(wall(n)))
+      .set(e, id, "opened_by", T(n.name));
+  write(n, b.take(), cat("open case ", id.to_string()));
+  return true;
+}
+
+bool Simulation::take_case(Node& n) {
+  const RecordState* c = pick(n, EntityId::kServiceCase, [](const RecordState& r) {
+    return text_of(r, "status") == "open" && text_of(r, "assignee_id").empty();
+  });
+  if (!c) return false;
+  TxnBuilder b;
+  b.set(EntityId::kServiceCase, c->id, "assignee_id", T(n.name))
+      .set(EntityId::kServiceCase, c->id, "status", T("assigned"));
+  if (chance(0.5)) b.append(EntityId::kServiceCase, c->id, "resolution_notes", cat(n.name, ": on my way"));
+  write(n, b.take(), cat("take case ", c->id.to_string()));
+  return true;
+}
+
+bool Simulation::create_task(Node& n) {
+  const EntityId e = EntityId::kTask;
+  RecordId id = n.ids->next(wall(n));
+  TxnBuilder b;
+  b.create(e, id)
+      .set(e, id, "owner_id", T(n.name))
+      .set(e, id, "title", T(cat("call ", word())))
+      .set(e, id, "status", T("open"))
+      .set(e, id, "due_at", I(wall(n) + range(1, 14) * 86'400'000));
+  if (const RecordState* a = chance(0.5) ? pick(n, EntityId::kAccount) : nullptr)
+    b.set(e, id, "account_id", T(a->id.to_string()));
+  write(n, b.take(), cat("create task ", id.to_string()));
+  return true;
+}
+
+bool Simulation::complete_task(Node& n) {
+  const std::string& me = n.name;
+  const RecordState* t = pick(n, EntityId::kTask, [&me](const RecordState& r) {
+    return text_of(r, "status") == "open" && text_of(r, "owner_id") == me;
+  });
+  if (!t) return false;
+  TxnBuilder b;
+  b.set(EntityId::kTask, t->id, "status", T("done")).set(EntityId::kTask, t->id, "completed_at", I(wall(n)));
+  write(n, b.take(), cat("complete task ", t->id.to_string()));
   return true;
 }
 
