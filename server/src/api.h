@@ -17,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <random>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -25,12 +26,31 @@
 #include "fieldsync/schema/model.h"
 #include "fieldsync/server/reports.h"
 #include "fieldsync/sync/change.h"
+#include "fieldsync/sync/record_id.h"
 #include "fieldsync/sync/value.h"
 #include "http_session.h"
 #include "reader_pool.h"
 #include "sql_reader.h"
 
 namespace fieldsync::server {
+
+// The node the API writes from (api_entities.cc, api_service.cc): 1 is SyncServer's own, 2 fieldsync-admin's;
+// devices start at 16.
+inline constexpr NodeId kApiNode = 3;
+
+// Ids of the records the API creates: one generator per thread, seeded at random.
+inline RecordIdGenerator& id_generator() {
+  thread_local RecordIdGenerator gen(std::random_device{}() ^
+                                     (static_cast<uint64_t>(std::random_device{}()) << 32));
+  return gen;
+}
+
+inline Change make(ChangeOp op, schema::EntityId e, const RecordId& id, uint16_t field = 0,
+                   Value v = Value::null()) {
+  Change c{op, e, id, field};
+  c.value = std::move(v);
+  return c;
+}
 
 class Directory;
 struct User;

@@ -31,9 +31,6 @@ using schema::EntityDef;
 using schema::FieldDef;
 using schema::FieldType;
 
-// The node the API writes from: 1 is SyncServer's own, 2 fieldsync-admin's; devices start at 16.
-inline constexpr NodeId kApiNode = 3;
-
 namespace {
 
 const std::vector<std::string> kAll = {"head_office", "manager", "rep", "partner"};
@@ -543,18 +540,6 @@ ApiResult write_answer(Result<protocol::TxnResult> res, json::object body,
   for (const ConflictRecord& c : res->conflicts) conflicts.emplace_back(to_string(c.kind));
   body["conflicts"] = std::move(conflicts);
   return ok(std::move(body), status);
-}
-
-RecordIdGenerator& id_generator() {
-  thread_local RecordIdGenerator gen(std::random_device{}() ^
-                                     (static_cast<uint64_t>(std::random_device{}()) << 32));
-  return gen;
-}
-
-Change make(ChangeOp op, EntityId e, const RecordId& id, uint16_t field = 0, Value v = Value::null()) {
-  Change c{op, e, id, field};
-  c.value = std::move(v);
-  return c;
 }
 
 // The changes for a JSON object of fields: a set per field, an append for append-only text.

@@ -28,9 +28,6 @@ using schema::EntityId;
 
 namespace {
 
-// The API's node (api_entities.cc kApiNode): its writes are the API's.
-constexpr NodeId kServiceApiNode = 3;
-
 const std::vector<std::string> kStaff = {"head_office", "manager", "rep"};
 const std::vector<std::string> kManagers = {"head_office", "manager"};
 const std::vector<std::string> kHeadOffice = {"head_office"};
@@ -47,18 +44,6 @@ uint16_t fid(EntityId e, std::string_view name) {
   const schema::FieldDef* f = schema::entity_ref(e).field(name);
   if (f == nullptr) std::abort();  // programmer error: the names below are the model's
   return f->id;
-}
-
-Change make(ChangeOp op, EntityId e, const RecordId& id, uint16_t field = 0, Value v = Value::null()) {
-  Change c{op, e, id, field};
-  c.value = std::move(v);
-  return c;
-}
-
-RecordIdGenerator& ids() {
-  thread_local RecordIdGenerator gen(std::random_device{}() ^
-                                     (static_cast<uint64_t>(std::random_device{}()) << 32));
-  return gen;
 }
 
 std::string text_of(const Value& v) {
@@ -115,7 +100,7 @@ Result<std::optional<RecordState>> visible_record(NetServer::Impl& impl, const C
 Result<protocol::TxnResult> write(ApiRequest& r, const Principal& who, std::vector<Change> changes) {
   std::promise<Result<protocol::TxnResult>> done;
   std::future<Result<protocol::TxnResult>> f = done.get_future();
-  r.impl->service.write(kServiceApiNode, who, std::move(changes), wall_ms(),
+  r.impl->service.write(kApiNode, who, std::move(changes), wall_ms(),
                         [&done](Result<protocol::TxnResult> res) { done.set_value(std::move(res)); });
   return f.get();
 }
@@ -251,7 +236,7 @@ ApiResult convert_lead(ApiRequest& r) {
     const std::string company = text_of(l.get(fid(kL, "company_name")));
     if (account_name.empty())
       account_name = company.empty() ? text_of(l.get(fid(kL, "person_name"))) : company;
-    account = ids().next(wall_ms());
+    account = id_generator().next(wall_ms());
     changes.push_back(make(ChangeOp::kCreate, EntityId::kAccount, account));
     changes.push_back(make(ChangeOp::kSet, EntityId::kAccount, account, fid(EntityId::kAccount, "name"),
                            Value::text(account_name)));
@@ -260,7 +245,7 @@ ApiResult convert_lead(ApiRequest& r) {
     changes.push_back(make(ChangeOp::kSet, EntityId::kAccount, account, fid(EntityId::kAccount, "created_by"),
                            Value::text(r.caller.user)));
   }
-  const RecordId contact = ids().next(wall_ms());
+  const RecordId contact = id_generator().next(wall_ms());
   changes.push_back(make(ChangeOp::kCreate, EntityId::kContact, contact));
   changes.push_back(make(ChangeOp::kSet, EntityId::kContact, contact, fid(EntityId::kContact, "account_id"),
                          Value::text(account.to_string())));
@@ -270,7 +255,7 @@ ApiResult convert_lead(ApiRequest& r) {
     if (!l.get(fid(kL, f)).is_null())
       changes.push_back(
           make(ChangeOp::kSet, EntityId::kContact, contact, fid(EntityId::kContact, f), l.get(fid(kL, f))));
-  const RecordId opp = ids().next(wall_ms());
+  const RecordId opp = id_generator().next(wall_ms());
   // The deal stays with the lead's owner when a manager or head office converts it for them.
   const Value owner = r.caller.manager_or_above() ? l.get(fid(kL, "owner_id")) : Value::text(r.caller.user);
   if (opp_name.empty()) opp_name = text_of(l.get(fid(kL, "person_name"))) + " (lead)";
