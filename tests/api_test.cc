@@ -35,6 +35,7 @@
 #include "fieldsync/server/reports.h"
 #include "fieldsync/server/sqlite_store.h"
 #include "fieldsync/server/tls.h"
+#include "support/test_pki.h"
 #if FIELDSYNC_API_ON_POSTGRESQL
 #include "fieldsync/server/pg_store.h"
 #include "support/pg_test_db.h"
@@ -52,31 +53,8 @@ namespace http = boost::beast::http;
 using client::FieldClient;
 using client::WsClient;
 using client::WsClientOptions;
-
-int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-struct Pki {
-  server::CertificatePem pem;
-  std::string ca_file;
-  static const Pki& get() {
-    static Pki pki = [] {
-      Pki p;
-      auto pem = server::make_self_signed(server::SelfSignedOptions{});
-      EXPECT_TRUE(pem.is_ok()) << pem.status().to_string();
-      p.pem = pem.value();
-      p.ca_file = (std::filesystem::temp_directory_path() /
-                   ("fieldsync-api-test-" + std::to_string(::getpid()) + "-ca.pem"))
-                      .string();
-      EXPECT_TRUE(server::write_file(p.ca_file, p.pem.cert_pem, false).is_ok());
-      return p;
-    }();
-    return pki;
-  }
-};
+using testing_support::TestPki;
+using testing_support::wall_now_ms;
 
 struct Reply {
   int status = 0;
@@ -268,8 +246,8 @@ class ApiTest : public ::testing::Test {
     o.address = "127.0.0.1";
     o.port = 0;
     o.threads = 2;
-    o.cert_pem = Pki::get().pem.cert_pem;
-    o.key_pem = Pki::get().pem.key_pem;
+    o.cert_pem = TestPki::get().pem.cert_pem;
+    o.key_pem = TestPki::get().pem.key_pem;
     o.drain_timeout_ms = 1000;
     o.login_failure_delay_ms = 200;
     o.log = [](const std::string&) {};
@@ -291,7 +269,7 @@ class ApiTest : public ::testing::Test {
     ASSERT_TRUE(u);
     u->id = id;
     u->display_name = id + " name";
-    ASSERT_TRUE(directory->add_user(*u, kPassword, now_ms()).is_ok());
+    ASSERT_TRUE(directory->add_user(*u, kPassword, wall_now_ms()).is_ok());
     for (const std::string& t : territories) ASSERT_TRUE(directory->assign_territory(id, t).is_ok());
   }
 
@@ -306,8 +284,8 @@ class ApiTest : public ::testing::Test {
     add_user("rep3", "rep", {"east"});
     add_user("dealer", "partner", {"north"});
     ASSERT_TRUE(directory->assign_team("mgr", "rep1").is_ok());
-    ASSERT_TRUE(directory->register_device(100, "rep1", now_ms()).is_ok());
-    ASSERT_TRUE(directory->register_device(101, "rep2", now_ms()).is_ok());
+    ASSERT_TRUE(directory->register_device(100, "rep1", wall_now_ms()).is_ok());
+    ASSERT_TRUE(directory->register_device(101, "rep2", wall_now_ms()).is_ok());
   }
 
   Reply sign_in_raw(const std::string& user, const std::string& password, const std::string& mode = "cookie",
@@ -384,7 +362,7 @@ class ApiTest : public ::testing::Test {
     FieldClient::Options o;
     o.user = user;
     o.app_version = app_version;
-    Result<std::string> t = directory->login(user, kPassword, node, now_ms());
+    Result<std::string> t = directory->login(user, kPassword, node, wall_now_ms());
     EXPECT_TRUE(t.is_ok());
     o.token = *t;
     o.node = node;
@@ -398,7 +376,7 @@ class ApiTest : public ::testing::Test {
   WsClientOptions ws_options(Phone& p) {
     WsClientOptions o;
     o.url = "wss://127.0.0.1:" + std::to_string(port) + "/sync";
-    o.ca_file = Pki::get().ca_file;
+    o.ca_file = TestPki::get().ca_file;
     o.reconnect_cap_ms = 200;
     FieldClient* c = p.client.get();
     o.after_frame = [c] { c->dispatch_events(); };
@@ -436,7 +414,7 @@ TEST_F(ApiTest, CookieSessionHasItsFlagsAndNeedsCsrfAndOwnOrigin) {
   EXPECT_EQ(str(r.obj().at("role")), "head_office");
   EXPECT_EQ(str(r.obj().at("display_name")), "boss name");
   EXPECT_FALSE(r.obj().contains("token")) << "a browser's session is only in the HttpOnly cookie";
-  EXPECT_GT(r.obj().at("expires_at_ms").as_int64(), now_ms());
+  EXPECT_GT(r.obj().at("expires_at_ms").as_int64(), wall_now_ms());
   Web w = sign_in("boss");
 
   Reply me = w.get("/api/v1/session");
@@ -569,7 +547,8 @@ TEST_F(ApiTest, DisablingAUserEndsTheirSessionsAndSyncAtOnce) {
       10s))
       << live.last_error().to_string();
   EXPECT_EQ(sign_in_raw("rep1", kPassword).status, 401);
-  EXPECT_FALSE(directory->login("rep1", kPassword, 100, now_ms()).is_ok()) << "no new device token either";
+  EXPECT_FALSE(directory->login("rep1", kPassword, 100, wall_now_ms()).is_ok())
+      << "no new device token either";
   live.stop();
 }
 
@@ -684,20 +663,23 @@ TEST_F(ApiTest, EveryRoleSeesItsScopeAndOutsideIsNotFound) {
   EXPECT_EQ(dealer.patch("/api/v1/entities/account/" + north, json::object{{"notes", "Called by the dealer"}})
                 .status,
             200);
-  const std::string visit = create(
-      dealer, "visit",
-      {{"account_id", north}, {"rep_id", "dealer"}, {"check_in_at", now_ms()}, {"outcome", "order_taken"}});
+  const std::string visit = create(dealer, "visit",
+                                   {{"account_id", north},
+                                    {"rep_id", "dealer"},
+                                    {"check_in_at", wall_now_ms()},
+                                    {"outcome", "order_taken"}});
   EXPECT_FALSE(visit.empty());
   const std::string order =
       create(dealer, "order",
              {{"account_id", north}, {"rep_id", "dealer"}, {"status", "draft"}, {"currency", "EUR"}});
   EXPECT_FALSE(order.empty());
   // Not in the grant: the same 404 as anything else outside.
-  EXPECT_EQ(dealer
-                .post("/api/v1/entities/visit",
-                      json::object{{"account_id", south}, {"rep_id", "dealer"}, {"check_in_at", now_ms()}})
-                .status,
-            404);
+  EXPECT_EQ(
+      dealer
+          .post("/api/v1/entities/visit",
+                json::object{{"account_id", south}, {"rep_id", "dealer"}, {"check_in_at", wall_now_ms()}})
+          .status,
+      404);
 
   // Head-office-only endpoints refuse the other roles.
   for (const Web* w : {&rep1, &mgr, &dealer}) {
@@ -791,7 +773,7 @@ TEST_F(ApiTest, ListsFilterSortAndPageRecordsComeWithChildrenAndHistory) {
     const json::object& e = v.as_object();
     EXPECT_EQ(str(e.at("user")), "boss");
     EXPECT_EQ(str(e.at("device")), "web");
-    EXPECT_GT(e.at("at_ms").as_int64(), now_ms() - 60'000);
+    EXPECT_GT(e.at("at_ms").as_int64(), wall_now_ms() - 60'000);
     if (e.at("field") == json::value("phone")) phones.emplace_back(str(e.at("old")), str(e.at("new")));
   }
   EXPECT_EQ(phones,
@@ -924,7 +906,7 @@ TEST_F(ApiTest, ApprovalReachesTheRepsPhoneWhoseEditIsThenRejectedAndRolledBack)
   EXPECT_EQ(head(), before);
 
   // The manager of rep1's team approves: status, approved_by and approved_at, in the log as the manager.
-  const int64_t t0 = now_ms();
+  const int64_t t0 = wall_now_ms();
   Reply ok = mgr.post("/api/v1/orders/" + *order + "/approve", json::object{});
   ASSERT_EQ(ok.status, 200) << ok.body;
   Reply o = boss.get("/api/v1/entities/order/" + *order);
@@ -1271,7 +1253,7 @@ TEST_F(ApiTest, ConflictInboxListsAndRestoresTheLosingValue) {
 
 TEST_F(ApiTest, SchedulingConflictsAreListedPerRepAndDay) {
   Web mgr = sign_in("mgr");
-  const int64_t start = (now_ms() / 86'400'000 + 2) * 86'400'000 + 9 * 3'600'000;
+  const int64_t start = (wall_now_ms() / 86'400'000 + 2) * 86'400'000 + 9 * 3'600'000;
   for (int i = 0; i < 2; ++i)
     create(mgr, "calendar_event",
            {{"owner_id", "rep1"},
@@ -1317,7 +1299,7 @@ TEST_F(ApiTest, ReassignAndHandover) {
                                    {"stage", "proposal"},
                                    {"amount_cents", 5000},
                                    {"currency", "EUR"}});
-  const int64_t tomorrow = now_ms() + 86'400'000;
+  const int64_t tomorrow = wall_now_ms() + 86'400'000;
   const std::string ev = create(boss, "calendar_event",
                                 {{"owner_id", "rep1"},
                                  {"title", "Meet B"},
@@ -1342,7 +1324,7 @@ TEST_F(ApiTest, ReassignAndHandover) {
                                    {"owner_id", "rep1"},
                                    {"territory_id", "north"},
                                    {"status", "contacted"},
-                                   {"created_at", now_ms()}});
+                                   {"created_at", wall_now_ms()}});
   const std::string task =
       create(boss, "task", {{"owner_id", "rep1"}, {"title", "Call back B"}, {"status", "open"}});
   const std::string case_id = create(boss, "service_case",
@@ -1351,7 +1333,7 @@ TEST_F(ApiTest, ReassignAndHandover) {
                                       {"priority", "high"},
                                       {"status", "assigned"},
                                       {"assignee_id", "rep1"},
-                                      {"opened_at", now_ms()},
+                                      {"opened_at", wall_now_ms()},
                                       {"opened_by", "boss"}});
   Reply h = boss.post("/api/v1/users/rep1/handover", json::object{{"to", "rep3"}});
   ASSERT_EQ(h.status, 200) << h.body;
@@ -1488,8 +1470,8 @@ TEST_F(ApiTest, ReportsAnswerInTheCallersScopeAndRefuseBadFilters) {
   ASSERT_TRUE(p.client->submit_order(*order).is_ok());
   sync(p);
 
-  const std::string period =
-      "?from=" + std::to_string(now_ms() - 86'400'000) + "&to=" + std::to_string(now_ms() + 86'400'000);
+  const std::string period = "?from=" + std::to_string(wall_now_ms() - 86'400'000) +
+                             "&to=" + std::to_string(wall_now_ms() + 86'400'000);
   auto total = [](const Reply& r) -> int64_t {
     const json::array& t = r.obj().at("total").as_array();
     return t.empty() ? 0 : t[0].as_object().at("revenue_cents").as_int64();
@@ -1624,8 +1606,8 @@ TEST(ApiDirectory, OlderDirectoryFilesGainTheDisabledColumn) {
   {
     auto d = server::Directory::open(path, server::Directory::Options{1000});
     ASSERT_TRUE(d.is_ok());
-    ASSERT_TRUE(
-        (*d)->add_user(server::User{"old", "Old Timer", schema::Role::kRep}, kPassword, now_ms()).is_ok());
+    ASSERT_TRUE((*d)->add_user(server::User{"old", "Old Timer", schema::Role::kRep}, kPassword, wall_now_ms())
+                    .is_ok());
   }
   {
     sqlite3* db = nullptr;
@@ -1858,14 +1840,14 @@ TEST_F(ApiTest, GenericReadsAndWritesPickUpTheNewEntitiesFromTheModel) {
                                    {"owner_id", "rep1"},
                                    {"territory_id", "north"},
                                    {"status", "new"},
-                                   {"created_at", now_ms()}});
+                                   {"created_at", wall_now_ms()}});
   const std::string asset = create(rep1, "asset", {{"account_id", acct}, {"serial_number", "SN-1"}});
   const std::string sc = create(rep1, "service_case",
                                 {{"account_id", acct},
                                  {"subject", "Leaking"},
                                  {"priority", "normal"},
                                  {"status", "open"},
-                                 {"opened_at", now_ms()},
+                                 {"opened_at", wall_now_ms()},
                                  {"opened_by", "rep1"},
                                  {"asset_id", asset}});
   const std::string task =
@@ -1889,7 +1871,7 @@ TEST_F(ApiTest, GenericReadsAndWritesPickUpTheNewEntitiesFromTheModel) {
   }
   EXPECT_TRUE(rep2.get("/api/v1/entities/lead").obj().at("items").as_array().empty());
   // The model's rules hold on the generic path too: a server-owned due time is head office's.
-  Reply due = rep1.patch("/api/v1/entities/service_case/" + sc, json::object{{"due_at", now_ms()}});
+  Reply due = rep1.patch("/api/v1/entities/service_case/" + sc, json::object{{"due_at", wall_now_ms()}});
   EXPECT_EQ(due.status, 403) << due.body;
   Reply no_reason = rep1.patch("/api/v1/entities/lead/" + lead, json::object{{"status", "disqualified"}});
   EXPECT_EQ(no_reason.code(), "missing_field") << no_reason.body;
@@ -1906,7 +1888,7 @@ TEST_F(ApiTest, LeadConversionIsOneActionInTheCallersScope) {
                                    {"owner_id", "rep1"},
                                    {"territory_id", "north"},
                                    {"status", "qualified"},
-                                   {"created_at", now_ms()}});
+                                   {"created_at", wall_now_ms()}});
   ASSERT_FALSE(lead.empty());
   const std::string target = "/api/v1/leads/" + lead + "/convert";
   EXPECT_EQ(rep2.post(target, json::object{}).status, 404);    // not in their territory: nothing revealed
@@ -1945,7 +1927,7 @@ TEST_F(ApiTest, LeadConversionIsOneActionInTheCallersScope) {
                                     {"owner_id", "rep1"},
                                     {"territory_id", "north"},
                                     {"status", "new"},
-                                    {"created_at", now_ms()}});
+                                    {"created_at", wall_now_ms()}});
   const std::string south = account(boss, "South Co", "south", "boss");
   const uint64_t before2 = head();
   Reply out = rep1.post("/api/v1/leads/" + lead2 + "/convert", json::object{{"existing_account_id", south}});

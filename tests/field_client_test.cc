@@ -30,6 +30,7 @@
 #ifdef FIELDSYNC_HAVE_SERVER
 #include "fieldsync/server/net_server.h"
 #include "fieldsync/server/tls.h"
+#include "support/test_pki.h"
 #endif
 
 namespace fieldsync::client {
@@ -1185,24 +1186,7 @@ TEST(FieldsyncRep, UsageErrorsExitTwoWithAMessage) {
 // ---- over real TLS WebSockets: a NetServer in this process; fieldsync-rep processes and WsClients as
 // devices
 
-struct Tls {
-  server::CertificatePem pem;
-  std::string ca_file;
-  std::string pin;
-  static const Tls& get() {
-    static Tls tls = [] {
-      Tls t;
-      auto pem = server::make_self_signed(server::SelfSignedOptions{});
-      EXPECT_TRUE(pem.is_ok()) << pem.status().to_string();
-      t.pem = pem.value();
-      t.ca_file = temp_file("ca") + ".pem";
-      EXPECT_TRUE(server::write_file(t.ca_file, t.pem.cert_pem, false).is_ok());
-      t.pin = server::certificate_sha256(t.pem.cert_pem).value();
-      return t;
-    }();
-    return tls;
-  }
-};
+using testing_support::TestPki;
 
 class NetWorld {
  public:
@@ -1213,8 +1197,8 @@ class NetWorld {
     o.address = "127.0.0.1";
     o.port = 0;
     o.threads = 2;
-    o.cert_pem = Tls::get().pem.cert_pem;
-    o.key_pem = Tls::get().pem.key_pem;
+    o.cert_pem = TestPki::get().pem.cert_pem;
+    o.key_pem = TestPki::get().pem.key_pem;
     o.drain_timeout_ms = 2000;
     o.log = [](const std::string&) {};
     net = std::make_unique<server::NetServer>(store, auth, o);
@@ -1252,17 +1236,17 @@ TEST(FieldsyncRepNet, SyncOnceAndStayAgainstARealServer) {
   ASSERT_EQ(acc.exit_code, 0) << acc.out;
   const std::string account = trim(acc.out);
 
-  RepRun once = rep(base + "sync --server " + w.url() + " --ca " + Tls::get().ca_file + " --once");
+  RepRun once = rep(base + "sync --server " + w.url() + " --ca " + TestPki::get().ca_file + " --once");
   EXPECT_EQ(once.exit_code, 0) << once.out;
   EXPECT_EQ(trim(once.out), "synced\tpending 0");
   ASSERT_EQ(rep(base + "account edit --id " + account + " --phone '+49 7'").exit_code, 0);
-  RepRun stay = rep(base + "sync --server " + w.url() + " --pin " + Tls::get().pin + " --stay 1");
+  RepRun stay = rep(base + "sync --server " + w.url() + " --pin " + TestPki::get().pin + " --stay 1");
   EXPECT_EQ(stay.exit_code, 0) << stay.out;
   EXPECT_EQ(trim(stay.out), "synced\tpending 0");
   // Several server URLs: the first answers nothing (a dead instance), the device syncs through the next.
   ASSERT_EQ(rep(base + "account edit --id " + account + " --phone '+49 8'").exit_code, 0);
   RepRun failover = rep(base + "sync --server wss://127.0.0.1:1/sync," + w.url() + " --ca " +
-                        Tls::get().ca_file + " --once");
+                        TestPki::get().ca_file + " --once");
   EXPECT_EQ(failover.exit_code, 0) << failover.out;
   EXPECT_EQ(trim(failover.out), "synced\tpending 0");
   EXPECT_EQ(trim(rep(base + "status").out).find("last_synced\t-"), std::string::npos);
@@ -1270,7 +1254,7 @@ TEST(FieldsyncRepNet, SyncOnceAndStayAgainstARealServer) {
   // A second device bootstraps both writes.
   const std::string bob_db = temp_file("rep-bob");
   const std::string bob = "--db " + bob_db + " --user bob --token token-bob ";
-  RepRun bob_sync = rep(bob + "sync --server " + w.url() + " --ca " + Tls::get().ca_file);
+  RepRun bob_sync = rep(bob + "sync --server " + w.url() + " --ca " + TestPki::get().ca_file);
   EXPECT_EQ(bob_sync.exit_code, 0) << bob_sync.out;
   RepRun bob_export = rep(bob + "export");
   EXPECT_NE(bob_export.out.find(account), std::string::npos) << bob_export.out;
@@ -1302,7 +1286,7 @@ TEST(FieldsyncRepNet, SyncShowsProgressOfABigPushAndBootstrapAsPlainLines) {
       ASSERT_TRUE((*c)->create_account(a).is_ok());
     }
   }
-  const std::string sync = "sync --server " + w.url() + " --ca " + Tls::get().ca_file;
+  const std::string sync = "sync --server " + w.url() + " --ca " + TestPki::get().ca_file;
   const std::string all = std::to_string(kAccounts) + "/" + std::to_string(kAccounts) + " records, ";
 
   RepRun push = rep("--db " + db + " --user alice --token token-alice " + sync);
@@ -1332,7 +1316,7 @@ TEST(WsClientNet, CountsMessagesAndPayloadBytesEachWay) {
   ASSERT_TRUE(c.is_ok()) << c.status().to_string();
   WsClientOptions wo;
   wo.url = w.url();
-  wo.ca_file = Tls::get().ca_file;
+  wo.ca_file = TestPki::get().ca_file;
   WsClient ws((*c)->engine(), wo);
   EXPECT_EQ(ws.counters().messages_sent, 0u);
   EXPECT_EQ(ws.counters().bytes_received, 0u);
@@ -1384,11 +1368,11 @@ TEST(FieldsyncRepNet, TransportFailuresAreOneLineAndANonZeroExit) {
   const std::string dead = w.url();
   w.stop();
   RepRun refused_once =
-      rep(base + "sync --server " + dead + " --ca " + Tls::get().ca_file + " --once --timeout 2");
+      rep(base + "sync --server " + dead + " --ca " + TestPki::get().ca_file + " --once --timeout 2");
   EXPECT_EQ(refused_once.exit_code, 1) << refused_once.out;
   EXPECT_EQ(lines(refused_once.out), 1u) << refused_once.out;
   EXPECT_NE(refused_once.out.find("connect"), std::string::npos) << refused_once.out;
-  RepRun refused_stay = rep(base + "sync --server " + dead + " --ca " + Tls::get().ca_file + " --stay 1");
+  RepRun refused_stay = rep(base + "sync --server " + dead + " --ca " + TestPki::get().ca_file + " --stay 1");
   EXPECT_EQ(refused_stay.exit_code, 1) << refused_stay.out;
   EXPECT_EQ(lines(refused_stay.out), 1u) << refused_stay.out;
   EXPECT_NE(refused_stay.out.find("connect"), std::string::npos) << refused_stay.out;
@@ -1401,7 +1385,7 @@ TEST(FieldsyncRepNet, RevokedDeviceErasesItsReplicaAndSaysSo) {
   NetWorld w;
   const std::string db = temp_file("rep-alice");
   const std::string base = "--db " + db + " --user alice --token token-alice ";
-  const std::string sync = "sync --server " + w.url() + " --ca " + Tls::get().ca_file + " --once";
+  const std::string sync = "sync --server " + w.url() + " --ca " + TestPki::get().ca_file + " --once";
   ASSERT_EQ(rep(base + "account add --name 'Net GmbH' --territory t-north").exit_code, 0);
   ASSERT_EQ(rep(base + sync).exit_code, 0);
   ASSERT_EQ(rep(base + "account add --name 'Offline' --territory t-north").exit_code, 0);
@@ -1437,7 +1421,7 @@ TEST(FieldClientNet, AppThreadsWriteWhileTheTransportAppliesFrames) {
   auto ws_options = [&](FieldClient& c) {
     WsClientOptions o;
     o.url = w.url();
-    o.ca_file = Tls::get().ca_file;
+    o.ca_file = TestPki::get().ca_file;
     o.connect_timeout_ms = 2000;
     o.reconnect_cap_ms = 200;
     o.after_frame = [&c, &writing, &frames_while_writing] {

@@ -30,6 +30,7 @@
 #include "fieldsync/sync/tuning.h"
 #include "support/memory_store.h"
 #include "support/sync_fixtures.h"
+#include "support/test_pki.h"
 
 namespace fieldsync {
 namespace {
@@ -44,35 +45,9 @@ using client::WsStatus;
 using schema::EntityId;
 using schema::Role;
 
-int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
+using testing_support::TestPki;
 using testing_support::TokenAuth;
-
-// One certificate for the whole suite (key generation is the slow part), written where clients can load it.
-struct Pki {
-  server::CertificatePem pem;
-  std::string ca_file;
-  std::string pin;
-  static const Pki& get() {
-    static Pki pki = [] {
-      Pki p;
-      auto pem = server::make_self_signed(server::SelfSignedOptions{});
-      EXPECT_TRUE(pem.is_ok()) << pem.status().to_string();
-      p.pem = pem.value();
-      p.ca_file = (std::filesystem::temp_directory_path() /
-                   ("fieldsync-net-test-" + std::to_string(::getpid()) + "-ca.pem"))
-                      .string();
-      EXPECT_TRUE(server::write_file(p.ca_file, p.pem.cert_pem, false).is_ok());
-      p.pin = server::certificate_sha256(p.pem.cert_pem).value();
-      return p;
-    }();
-    return pki;
-  }
-};
+using testing_support::wall_now_ms;
 
 struct Device {
   Device(NodeId node, UserId user) : store(node), ids(node) {
@@ -86,7 +61,7 @@ struct Device {
   std::unique_ptr<SyncEngine> engine;
 
   RecordId new_account(const std::string& territory, const std::string& name) {
-    RecordId id = ids.next(now_ms());
+    RecordId id = ids.next(wall_now_ms());
     auto set = [&](uint16_t field, Value v) {
       Change c{ChangeOp::kSet, EntityId::kAccount, id, field};
       c.value = std::move(v);
@@ -94,7 +69,7 @@ struct Device {
     };
     auto r = engine->write({Change{ChangeOp::kCreate, EntityId::kAccount, id}, set(1, Value::text(name)),
                             set(2, Value::text(territory)), set(10, Value::text(user()))},
-                           now_ms());
+                           wall_now_ms());
     EXPECT_TRUE(r.is_ok()) << r.status().to_string();
     return id;
   }
@@ -120,8 +95,8 @@ class NetTest : public ::testing::Test {
     o.address = address;
     o.port = port;
     o.threads = 2;
-    o.cert_pem = pem ? pem->cert_pem : Pki::get().pem.cert_pem;
-    o.key_pem = pem ? pem->key_pem : Pki::get().pem.key_pem;
+    o.cert_pem = pem ? pem->cert_pem : TestPki::get().pem.cert_pem;
+    o.key_pem = pem ? pem->key_pem : TestPki::get().pem.key_pem;
     o.drain_timeout_ms = 2000;
     if (max_queued_bytes != 0) o.max_queued_bytes = max_queued_bytes;
     if (max_queued_frames != 0) o.max_queued_frames = max_queued_frames;
@@ -140,7 +115,7 @@ class NetTest : public ::testing::Test {
   WsClientOptions options() const {
     WsClientOptions o;
     o.url = url();
-    o.ca_file = Pki::get().ca_file;
+    o.ca_file = TestPki::get().ca_file;
     o.connect_timeout_ms = 2000;
     o.reconnect_cap_ms = 200;
     return o;
@@ -235,7 +210,7 @@ TEST_F(NetTest, CertificateVerificationAndPinning) {
   {
     WsClientOptions o = options();
     o.ca_file.clear();
-    o.pin_sha256 = Pki::get().pin;
+    o.pin_sha256 = TestPki::get().pin;
     WsClient c(*a->engine, o);
     WsStatus s = c.sync_once(3s);
     EXPECT_TRUE(s.ok()) << s.to_string();
@@ -270,7 +245,7 @@ TEST_F(NetTest, HostNameMismatchIsRefused) {
   {  // a pinned certificate is trusted by its hash alone, wherever it is served from (ws_client.h)
     WsClientOptions o = options();
     o.ca_file.clear();
-    o.pin_sha256 = Pki::get().pin;
+    o.pin_sha256 = TestPki::get().pin;
     WsClient c(*a->engine, o);
     WsStatus s = c.sync_once(3s);
     EXPECT_TRUE(s.ok()) << s.to_string();
@@ -413,10 +388,10 @@ class BareTlsServer {
     SSL_CTX_set_max_proto_version(ctx_, TLS1_2_VERSION);
     SSL_CTX_set_security_level(ctx_, 0);
     EXPECT_EQ(SSL_CTX_set_cipher_list(ctx_, ciphers), 1) << ciphers;
-    BIO* cert =
-        BIO_new_mem_buf(Pki::get().pem.cert_pem.data(), static_cast<int>(Pki::get().pem.cert_pem.size()));
-    BIO* key =
-        BIO_new_mem_buf(Pki::get().pem.key_pem.data(), static_cast<int>(Pki::get().pem.key_pem.size()));
+    BIO* cert = BIO_new_mem_buf(TestPki::get().pem.cert_pem.data(),
+                                static_cast<int>(TestPki::get().pem.cert_pem.size()));
+    BIO* key = BIO_new_mem_buf(TestPki::get().pem.key_pem.data(),
+                               static_cast<int>(TestPki::get().pem.key_pem.size()));
     X509* x = PEM_read_bio_X509(cert, nullptr, nullptr, nullptr);
     EVP_PKEY* k = PEM_read_bio_PrivateKey(key, nullptr, nullptr, nullptr);
     EXPECT_EQ(SSL_CTX_use_certificate(ctx_, x), 1);
@@ -541,7 +516,7 @@ TEST_F(NetTest, BrokenFramesGetTypedErrorsAndCloseWhileOthersKeepSyncing) {
     txn.node = 999;
     txn.node_seq = 1;
     RecordIdGenerator ids(999);
-    txn.changes.push_back(Change{ChangeOp::kCreate, EntityId::kAccount, ids.next(now_ms())});
+    txn.changes.push_back(Change{ChangeOp::kCreate, EntityId::kAccount, ids.next(wall_now_ms())});
     push.txns.push_back(txn);
     std::vector<uint8_t> frame = codec::encode(push);
     frame.resize(frame.size() / 2);
@@ -592,7 +567,7 @@ TEST_F(NetTest, WrongProtocolVersionIsRefused) {
   hello.schema_version = schema::kSchemaVersion;
   hello.node = 401;
   hello.token = "token-alice";
-  hello.client_time_ms = now_ms();
+  hello.client_time_ms = wall_now_ms();
   ASSERT_TRUE(peer.send(codec::encode(hello), 2s).ok());
   EXPECT_EQ(expect_error(peer).code, ErrorCode::kUnsupportedProtocol);
   expect_closed(peer);
@@ -676,7 +651,7 @@ TEST_F(NetTest, SessionWhoseWriteQueueOverflowsIsClosed) {
   hello.schema_version = schema::kSchemaVersion;
   hello.node = 701;
   hello.token = "token-alice";
-  hello.client_time_ms = now_ms();
+  hello.client_time_ms = wall_now_ms();
   ASSERT_TRUE(peer.send(codec::encode(hello), 2s).ok());
   // Told why (a retryable error past the cap, then a close frame), not cut without a word.
   EXPECT_EQ(expect_error(peer).code, ErrorCode::kRateLimited);
@@ -705,7 +680,7 @@ TEST_F(NetTest, OverflowWhileAFrameIsBeingWrittenKeepsThatFrameAlive) {
     hello.schema_version = schema::kSchemaVersion;
     hello.token = "token-alice";
     hello.node = node;
-    hello.client_time_ms = now_ms();
+    hello.client_time_ms = wall_now_ms();
     ASSERT_TRUE(peer.send(codec::encode(hello), 2s).ok());
     std::vector<uint8_t> msg;
     ASSERT_TRUE(peer.receive(msg, 2s).ok());  // Welcome
@@ -716,9 +691,9 @@ TEST_F(NetTest, OverflowWhileAFrameIsBeingWrittenKeepsThatFrameAlive) {
       ClientTxn txn;
       txn.node = node;
       txn.node_seq = seq;
-      txn.created_at_ms = now_ms();
-      const RecordId id = ids.next(now_ms());
-      Hlc hlc = make_hlc(now_ms(), static_cast<uint16_t>(seq * 8));
+      txn.created_at_ms = wall_now_ms();
+      const RecordId id = ids.next(wall_now_ms());
+      Hlc hlc = make_hlc(wall_now_ms(), static_cast<uint16_t>(seq * 8));
       auto change = [&](ChangeOp op, uint16_t field, Value v) {
         Change c{op, EntityId::kAccount, id, field};
         c.value = std::move(v);
@@ -748,7 +723,7 @@ TEST_F(NetTest, OverflowWhileAFrameIsBeingWrittenKeepsThatFrameAlive) {
 }
 
 TEST_F(NetTest, SessionIsClosedWhenItsTokenExpires) {
-  int64_t expiry = now_ms() + 300;
+  int64_t expiry = wall_now_ms() + 300;
   start_server([&](server::NetServer& s) {
     s.set_token_expiry([expiry](const std::string& token) -> std::optional<int64_t> {
       if (token == "token-alice") return expiry;
@@ -760,7 +735,7 @@ TEST_F(NetTest, SessionIsClosedWhenItsTokenExpires) {
   ASSERT_TRUE(ca.start().ok());
   ASSERT_TRUE(ca.wait_until([&] { return a->engine->stopped(); }, 3s));
   EXPECT_EQ(a->engine->stop_reason().code(), ErrorCode::kTokenExpired);
-  EXPECT_GE(now_ms(), expiry);
+  EXPECT_GE(wall_now_ms(), expiry);
   EXPECT_TRUE(ca.wait_until([&] { return !ca.running(); }, 2s));  // no reconnecting with a dead token
   EXPECT_EQ(ca.last_error().code, WsError::kStopped);
 }
@@ -806,15 +781,15 @@ TEST(NetSqliteTest, SqliteStoresEndToEnd) {
     o.address = "127.0.0.1";
     o.port = 0;
     o.threads = 2;
-    o.cert_pem = Pki::get().pem.cert_pem;
-    o.key_pem = Pki::get().pem.key_pem;
+    o.cert_pem = TestPki::get().pem.cert_pem;
+    o.key_pem = TestPki::get().pem.key_pem;
     o.log = [](const std::string&) {};
     server::NetServer net(*central.value(), auth, o);
     Result<uint16_t> port = net.start();
     ASSERT_TRUE(port.is_ok()) << port.status().to_string();
     WsClientOptions co;
     co.url = "wss://127.0.0.1:" + std::to_string(port.value()) + "/sync";
-    co.ca_file = Pki::get().ca_file;
+    co.ca_file = TestPki::get().ca_file;
     co.connect_timeout_ms = 2000;
 
     client::SqliteReplicaStore::Options ro;
@@ -826,7 +801,7 @@ TEST(NetSqliteTest, SqliteStoresEndToEnd) {
     config.token = "token-alice";
     SyncEngine engine(*replica.value(), config);
     RecordIdGenerator ids(901);
-    RecordId id = ids.next(now_ms());
+    RecordId id = ids.next(wall_now_ms());
     auto set = [&](uint16_t field, Value v) {
       Change c{ChangeOp::kSet, EntityId::kAccount, id, field};
       c.value = std::move(v);
@@ -836,7 +811,7 @@ TEST(NetSqliteTest, SqliteStoresEndToEnd) {
         engine
             .write({Change{ChangeOp::kCreate, EntityId::kAccount, id}, set(1, Value::text("Offline GmbH")),
                     set(2, Value::text("t-north")), set(10, Value::text("alice"))},
-                   now_ms())
+                   wall_now_ms())
             .is_ok());
     WsClient ca(engine, co);
     WsStatus s = ca.sync_once(4s);

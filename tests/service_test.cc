@@ -33,6 +33,7 @@
 #include "routes.h"
 #include "support/forwarding_store.h"
 #include "support/memory_store.h"
+#include "support/test_pki.h"
 
 namespace fieldsync {
 namespace {
@@ -42,12 +43,8 @@ using schema::EntityId;
 using server::Counter;
 using server::Outbound;
 using server::SyncService;
-
-int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+using testing_support::TestPki;
+using testing_support::wall_now_ms;
 
 // A central store whose commits need a sync(), which the test holds shut until it opens the gate: what an
 // fsync that takes a while looks like to the service.
@@ -130,7 +127,7 @@ std::vector<uint8_t> hello(NodeId node, const std::string& token,
   h.schema_version = schema::kSchemaVersion;
   h.node = node;
   h.token = token;
-  h.client_time_ms = now_ms();
+  h.client_time_ms = wall_now_ms();
   return codec::encode(h);
 }
 
@@ -145,10 +142,10 @@ std::vector<uint8_t> push_accounts(NodeId node, uint64_t first_seq, int txns, in
     ClientTxn txn;
     txn.node = node;
     txn.node_seq = first_seq + static_cast<uint64_t>(t);
-    txn.created_at_ms = now_ms();
-    Hlc hlc = make_hlc(now_ms(), static_cast<uint16_t>(txn.node_seq));
+    txn.created_at_ms = wall_now_ms();
+    Hlc hlc = make_hlc(wall_now_ms(), static_cast<uint16_t>(txn.node_seq));
     for (int a = 0; a < accounts; ++a) {
-      const RecordId id = ids.next(now_ms() + static_cast<int64_t>(txn.node_seq));
+      const RecordId id = ids.next(wall_now_ms() + static_cast<int64_t>(txn.node_seq));
       auto change = [&](ChangeOp op, uint16_t field, Value v) {
         Change c{op, EntityId::kAccount, id, field};
         c.value = std::move(v);
@@ -194,8 +191,8 @@ TEST(SyncServiceGroupCommit, EveryFrameWaitsForTheSyncAfterItsCommit) {
   SyncService service(store, auth, quiet_options(), std::ref(sink));
   ASSERT_TRUE(service.group_commit());
 
-  service.connect(1, now_ms());
-  service.frame(1, hello(101, rep_token("alice")), now_ms());
+  service.connect(1, wall_now_ms());
+  service.frame(1, hello(101, rep_token("alice")), wall_now_ms());
   ASSERT_TRUE(store.wait_entered(1));
   std::this_thread::sleep_for(20ms);
   EXPECT_EQ(sink.size(), 0u) << "the Welcome waits for the flush like everything else";
@@ -203,7 +200,7 @@ TEST(SyncServiceGroupCommit, EveryFrameWaitsForTheSyncAfterItsCommit) {
   ASSERT_TRUE(sink.wait_for_size(1));
   EXPECT_TRUE(std::holds_alternative<protocol::Welcome>(decode(sink.all()[0])));
 
-  service.frame(1, push_account(101, 1, "north", "alice"), now_ms());
+  service.frame(1, push_account(101, 1, "north", "alice"), wall_now_ms());
   ASSERT_TRUE(store.wait_entered(2));
   EXPECT_EQ(store.head_seq().value(), 1u) << "committed (visible) before it is durable";
   std::this_thread::sleep_for(20ms);
@@ -224,8 +221,8 @@ TEST(SyncServiceGroupCommit, PushesArrivingDuringAFlushShareTheNextOne) {
   SyncService service(store, auth, quiet_options(&metrics), std::ref(sink));
   store.set_open(true);
   for (SessionId s = 1; s <= 4; ++s) {
-    service.connect(s, now_ms());
-    service.frame(s, hello(100 + s, rep_token("rep" + std::to_string(s))), now_ms());
+    service.connect(s, wall_now_ms());
+    service.frame(s, hello(100 + s, rep_token("rep" + std::to_string(s))), wall_now_ms());
   }
   ASSERT_TRUE(sink.wait_for_size(4));
   store.set_open(false);
@@ -233,10 +230,10 @@ TEST(SyncServiceGroupCommit, PushesArrivingDuringAFlushShareTheNextOne) {
   const int entered_before = store.entered;
 
   // The first push's flush is in progress (held shut) while three more pushes arrive and commit.
-  service.frame(1, push_account(101, 1, "north", "rep1"), now_ms());
+  service.frame(1, push_account(101, 1, "north", "rep1"), wall_now_ms());
   ASSERT_TRUE(store.wait_entered(entered_before + 1));
   for (SessionId s = 2; s <= 4; ++s)
-    service.frame(s, push_account(100 + s, 1, "north", "rep" + std::to_string(s)), now_ms());
+    service.frame(s, push_account(100 + s, 1, "north", "rep" + std::to_string(s)), wall_now_ms());
   EXPECT_EQ(store.head_seq().value(), 4u) << "commits go on while the disk flushes";
   store.release_one();  // the first flush: the first ack (and the live batches it caused)
   ASSERT_TRUE(store.wait_entered(entered_before + 2));
@@ -263,29 +260,29 @@ TEST(SyncServiceGroupCommit, AFanOutLeftPendingContinuesWithNothingElseHeld) {
   Captured sink;
   SyncService service(store, auth, quiet_options(), std::ref(sink));
   store.set_open(true);
-  service.connect(1, now_ms());
-  service.frame(1, hello(101, rep_token("alice")), now_ms());
+  service.connect(1, wall_now_ms());
+  service.frame(1, hello(101, rep_token("alice")), wall_now_ms());
   protocol::PullRequest pull;
   pull.request_id = 1;
   pull.live = true;
-  service.frame(1, codec::encode(pull), now_ms());
-  service.connect(2, now_ms());
-  service.frame(2, hello(102, server::DevAuthenticator::token("bob", "rep", "south")), now_ms());
-  service.connect(3, now_ms());
-  service.frame(3, hello(103, rep_token("carol")), now_ms());
+  service.frame(1, codec::encode(pull), wall_now_ms());
+  service.connect(2, wall_now_ms());
+  service.frame(2, hello(102, server::DevAuthenticator::token("bob", "rep", "south")), wall_now_ms());
+  service.connect(3, wall_now_ms());
+  service.frame(3, hello(103, rep_token("carol")), wall_now_ms());
   ASSERT_TRUE(sink.wait_for_size(4));  // three Welcomes and alice's pull answer
 
   // With the gate shut, bob commits more than one live scan of south (nothing for alice), then carol one
   // north account: every ack goes in the next flush, alice's live batch only in a round after it.
   store.set_open(false);
   const int entered = store.entered;
-  service.frame(3, push_accounts(103, 1, 1, 1, "north", "carol"), now_ms());  // opens a flush: held shut
+  service.frame(3, push_accounts(103, 1, 1, 1, "north", "carol"), wall_now_ms());  // opens a flush: held shut
   ASSERT_TRUE(store.wait_entered(entered + 1));
   const int pushes = static_cast<int>(tuning::kMaxChangesPerLiveScan / 4000 + 1);
   for (int i = 0; i < pushes; ++i)
     service.frame(2, push_accounts(102, 1 + static_cast<uint64_t>(i) * 10, 10, 100, "south", "bob"),
-                  now_ms());
-  service.frame(3, push_accounts(103, 2, 1, 1, "north", "carol"), now_ms());
+                  wall_now_ms());
+  service.frame(3, push_accounts(103, 2, 1, 1, "north", "carol"), wall_now_ms());
   store.set_open(true);
 
   auto alice_accounts = [&] {
@@ -314,12 +311,12 @@ TEST(SyncServiceGroupCommit, FailedSyncSendsNothingItHeldAndFailsStop) {
   };
   SyncService service(store, auth, o, std::ref(sink));
   store.set_open(true);
-  service.connect(1, now_ms());
-  service.frame(1, hello(101, rep_token("alice")), now_ms());
+  service.connect(1, wall_now_ms());
+  service.frame(1, hello(101, rep_token("alice")), wall_now_ms());
   ASSERT_TRUE(sink.wait_for_size(1));
 
   store.fail_with = Status(ErrorCode::kStorageIo, "fsync: I/O error");
-  service.frame(1, push_account(101, 1, "north", "alice"), now_ms());
+  service.frame(1, push_account(101, 1, "north", "alice"), wall_now_ms());
   ASSERT_TRUE(sink.wait_for_size(2));
   const Outbound last = sink.all().back();
   EXPECT_EQ(last.frame, nullptr) << "the acknowledgement is never sent";
@@ -336,10 +333,10 @@ TEST(SyncService, WithoutGroupCommitFramesLeaveAtOnce) {
   server::Metrics metrics;
   SyncService service(store, auth, quiet_options(&metrics, &log, &log_mu), std::ref(sink));
   EXPECT_FALSE(service.group_commit());
-  service.connect(1, now_ms());
-  service.frame(1, hello(101, rep_token("alice")), now_ms());
+  service.connect(1, wall_now_ms());
+  service.frame(1, hello(101, rep_token("alice")), wall_now_ms());
   ASSERT_EQ(sink.size(), 1u);
-  service.frame(1, push_account(101, 1, "north", "alice"), now_ms());
+  service.frame(1, push_account(101, 1, "north", "alice"), wall_now_ms());
   ASSERT_EQ(sink.size(), 2u);
   EXPECT_TRUE(std::holds_alternative<protocol::PushAck>(decode(sink.all()[1])));
 
@@ -365,18 +362,18 @@ void expect_frames_per_session_version(CentralStore& store, bool group_commit) {
   ASSERT_EQ(service.group_commit(), group_commit);
   const std::map<SessionId, uint32_t> versions{{1, 1}, {2, 2}};
   for (const auto& [session, version] : versions) {
-    service.connect(session, now_ms());
+    service.connect(session, wall_now_ms());
     service.frame(session, hello(100 + session, rep_token("rep" + std::to_string(session)), version),
-                  now_ms());
+                  wall_now_ms());
   }
   ASSERT_TRUE(sink.wait_for_size(2));
   // Enough accounts that the page and the live batches are well over the compression threshold.
-  service.frame(2, push_accounts(102, 1, 4, 10, "north", "rep2"), now_ms());
+  service.frame(2, push_accounts(102, 1, 4, 10, "north", "rep2"), wall_now_ms());
   ASSERT_TRUE(sink.wait_for_size(3));
   protocol::BootstrapRequest request;
   request.request_id = 9;
   for (const auto& [session, version] : versions)
-    service.frame(session, codec::encode(request, version), now_ms());
+    service.frame(session, codec::encode(request, version), wall_now_ms());
   std::map<SessionId, int> pages;
   for (int i = 0; i < 400 && (pages[1] == 0 || pages[2] == 0); ++i) {
     pages.clear();
@@ -422,8 +419,8 @@ TEST(SyncService, RefusedHandshakeIsAnsweredLateAndRejectionsAreCountedByReason)
   SyncService::Options o = quiet_options(&metrics);
   o.auth_failure_delay_ms = 750;
   SyncService service(store, auth, o, std::ref(sink));
-  service.connect(1, now_ms());
-  service.frame(1, hello(101, "not-a-token"), now_ms());
+  service.connect(1, wall_now_ms());
+  service.frame(1, hello(101, "not-a-token"), wall_now_ms());
   std::vector<Outbound> out = sink.all();
   ASSERT_EQ(out.size(), 2u);
   const protocol::Message m = decode(out[0]);
@@ -434,9 +431,9 @@ TEST(SyncService, RefusedHandshakeIsAnsweredLateAndRejectionsAreCountedByReason)
   EXPECT_EQ(metrics.value(Counter::kErrors, "auth_failed"), 1u);
 
   // An authenticated session's errors are not delayed; a rejected push is counted by its reason.
-  service.connect(2, now_ms());
-  service.frame(2, hello(102, rep_token("bob")), now_ms());
-  service.frame(2, push_account(102, 1, "south", "bob"), now_ms());  // bob's scope is north
+  service.connect(2, wall_now_ms());
+  service.frame(2, hello(102, rep_token("bob")), wall_now_ms());
+  service.frame(2, push_account(102, 1, "south", "bob"), wall_now_ms());  // bob's scope is north
   out = sink.all();
   const protocol::Message ack = decode(out.back());
   ASSERT_TRUE(std::holds_alternative<protocol::PushAck>(ack));
@@ -457,10 +454,10 @@ TEST(SyncService, PushesInAnotherUsersNameOrWithABadValueAreRejected) {
   server::DevAuthenticator auth;
   Captured sink;
   SyncService service(store, auth, quiet_options(), std::ref(sink));
-  service.connect(1, now_ms());
-  service.frame(1, hello(101, rep_token("bob")), now_ms());
+  service.connect(1, wall_now_ms());
+  service.frame(1, hello(101, rep_token("bob")), wall_now_ms());
   auto rejection = [&](std::vector<uint8_t> frame) {
-    service.frame(1, std::move(frame), now_ms());
+    service.frame(1, std::move(frame), wall_now_ms());
     const protocol::Message ack = decode(sink.all().back());
     EXPECT_TRUE(std::holds_alternative<protocol::PushAck>(ack));
     return std::holds_alternative<protocol::PushAck>(ack) ? std::get<protocol::PushAck>(ack).results.at(0)
@@ -513,20 +510,6 @@ TEST(Metrics, PrometheusTextWithRatesAndGauges) {
 }
 
 // ---- HTTPS endpoints of NetServer
-
-struct Pki {
-  server::CertificatePem pem;
-  std::string pin;
-  static const Pki& get() {
-    static Pki pki = [] {
-      Pki p;
-      p.pem = server::make_self_signed(server::SelfSignedOptions{}).value();
-      p.pin = server::certificate_sha256(p.pem.cert_pem).value();
-      return p;
-    }();
-    return pki;
-  }
-};
 
 struct HttpReply {
   int status = 0;
@@ -581,8 +564,8 @@ class HttpEndpoints : public ::testing::Test {
     o.address = "127.0.0.1";
     o.port = 0;
     o.threads = 2;
-    o.cert_pem = Pki::get().pem.cert_pem;
-    o.key_pem = Pki::get().pem.key_pem;
+    o.cert_pem = TestPki::get().pem.cert_pem;
+    o.key_pem = TestPki::get().pem.key_pem;
     o.drain_timeout_ms = 1000;
     o.log = [](const std::string&) {};
     if (!o.login)
@@ -650,7 +633,7 @@ TEST_F(HttpEndpoints, ClientCoreLoginOverTheSyncUrlsHostWithPinning) {
   start(o);
   client::WsClientOptions wo;
   wo.url = "wss://127.0.0.1:" + std::to_string(port) + "/sync";
-  wo.pin_sha256 = Pki::get().pin;
+  wo.pin_sha256 = TestPki::get().pin;
   wo.connect_timeout_ms = 5000;
   client::LoginReply ok = client::login(wo, "alice", "correct horse", 42);
   ASSERT_TRUE(ok.ok()) << ok.to_string();
@@ -723,7 +706,7 @@ TEST_F(HttpEndpoints, RefusedSyncHandshakeArrivesAfterTheDelay) {
   start(o);
   client::WsClientOptions wo;
   wo.url = "wss://127.0.0.1:" + std::to_string(port) + "/sync";
-  wo.pin_sha256 = Pki::get().pin;
+  wo.pin_sha256 = TestPki::get().pin;
   wo.connect_timeout_ms = 3000;
   client::WsRawPeer peer(wo);
   ASSERT_TRUE(peer.connect().ok());
@@ -749,7 +732,7 @@ TEST_F(HttpEndpoints, ASessionThatFloodsIsRateLimitedAndClosed) {
   start(o);
   client::WsClientOptions wo;
   wo.url = "wss://127.0.0.1:" + std::to_string(port) + "/sync";
-  wo.pin_sha256 = Pki::get().pin;
+  wo.pin_sha256 = TestPki::get().pin;
   wo.connect_timeout_ms = 3000;
   client::WsRawPeer peer(wo);
   ASSERT_TRUE(peer.connect().ok());
@@ -791,7 +774,7 @@ TEST_F(HttpEndpoints, CatchUpPullsTheServerAsksForAreNotRateLimited) {
   start(o);
   client::WsClientOptions wo;
   wo.url = "wss://127.0.0.1:" + std::to_string(port) + "/sync";
-  wo.pin_sha256 = Pki::get().pin;
+  wo.pin_sha256 = TestPki::get().pin;
   wo.connect_timeout_ms = 3000;
   auto decoded = [](const std::vector<uint8_t>& msg) {
     Result<protocol::Message> m = codec::decode(msg);
@@ -999,7 +982,7 @@ TEST_F(HttpEndpoints, ABurstThatFillsTheWriteQueueIsAnsweredWithATypedErrorAndAC
   start(o);
   client::WsClientOptions wo;
   wo.url = "wss://127.0.0.1:" + std::to_string(port) + "/sync";
-  wo.pin_sha256 = Pki::get().pin;
+  wo.pin_sha256 = TestPki::get().pin;
   wo.connect_timeout_ms = 3000;
   std::vector<uint8_t> msg;
   {  // 500 changes to pull, so that every answer is a full page
