@@ -26,6 +26,7 @@
 #include "fieldsync/schema/model.h"
 #include "fieldsync/server/reports.h"
 #include "fieldsync/sync/change.h"
+#include "fieldsync/sync/protocol.h"
 #include "fieldsync/sync/record_id.h"
 #include "fieldsync/sync/value.h"
 #include "http_session.h"
@@ -143,6 +144,19 @@ void add_case_sla_routes(NetServer::Impl& impl, RouteTable& routes);
 
 // Web-session revocation for a disabled user (api.cc).
 void api_revoke_sessions(NetServer::Impl& impl, const UserId& user);
+
+// Reads and writes of single records shared by the entity routes and the service actions (api_entities.cc).
+// Whether the caller sees the record (it exists, is live, the caller's role reads its entity and its current
+// scope is the caller's); the record in `out` when it does.
+Result<bool> visible(NetServer::Impl& impl, const Caller& c, schema::EntityId entity, const RecordId& id,
+                     std::optional<RecordState>* out = nullptr);
+// One transaction written as `who` through SyncService::write, like a device's push; returns when it is
+// durable (or rejected).
+Result<protocol::TxnResult> write(ApiRequest& r, const Principal& who, std::vector<Change> changes);
+// The answer to a write: `body` with its server_seq and the conflicts it recorded, or the rejection as an
+// error.
+ApiResult write_answer(Result<protocol::TxnResult> res, boost::json::object body,
+                       boost::beast::http::status status = boost::beast::http::status::ok);
 
 // Helpers shared by both files.
 // A body with a key not in `allowed`: 400 unknown_field naming it.

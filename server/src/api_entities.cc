@@ -178,21 +178,6 @@ std::string columns(const EntityDef& e) {
   return sql;
 }
 
-// Whether `who` sees the record: its current scope judged by can_see, on the central store.
-Result<bool> visible(NetServer::Impl& impl, const Caller& c, EntityId entity, const RecordId& id,
-                     std::optional<RecordState>* out = nullptr) {
-  Result<std::optional<RecordState>> rec = impl.store.load(entity, id);
-  if (!rec) return rec.status();
-  if (!*rec || (*rec)->deleted) return false;
-  if (!may_read(c, schema::entity_ref(entity))) return false;
-  CheckedStoreReader reader(impl.store);
-  const ScopeKey scope = resolve_scope(**rec, reader);
-  if (!reader.status()) return reader.status();
-  if (!can_see(c.principal, scope)) return false;
-  if (out) *out = std::move(*rec);
-  return true;
-}
-
 // ---- Cursors: base64url of JSON {"v": last sort value, "id": last id, "s": sort field, "o": order}.
 
 std::string encode_cursor(const json::value& v, const std::string& id, const std::string& sort,
@@ -210,6 +195,44 @@ std::string encode_cursor(const json::value& v, const std::string& id, const std
 // ---- List: GET /api/v1/entities/{entity}
 
 }  // namespace
+
+// Whether `who` sees the record: its current scope judged by can_see, on the central store.
+Result<bool> visible(NetServer::Impl& impl, const Caller& c, EntityId entity, const RecordId& id,
+                     std::optional<RecordState>* out) {
+  Result<std::optional<RecordState>> rec = impl.store.load(entity, id);
+  if (!rec) return rec.status();
+  if (!*rec || (*rec)->deleted) return false;
+  if (!may_read(c, schema::entity_ref(entity))) return false;
+  CheckedStoreReader reader(impl.store);
+  const ScopeKey scope = resolve_scope(**rec, reader);
+  if (!reader.status()) return reader.status();
+  if (!can_see(c.principal, scope)) return false;
+  if (out) *out = std::move(*rec);
+  return true;
+}
+
+Result<protocol::TxnResult> write(ApiRequest& r, const Principal& who, std::vector<Change> changes) {
+  std::promise<Result<protocol::TxnResult>> done;
+  std::future<Result<protocol::TxnResult>> f = done.get_future();
+  // The worker waits for the flush that makes the write durable (a few ms with group commit): the answer
+  // then says it is saved, and every read after it sees it.
+  r.impl->service.write(kApiNode, who, std::move(changes), wall_ms(),
+                        [&done](Result<protocol::TxnResult> res) { done.set_value(std::move(res)); });
+  return f.get();
+}
+
+ApiResult write_answer(Result<protocol::TxnResult> res, json::object body, http::status status) {
+  if (!res) return api_error_from(res.status());
+  if (res->outcome == protocol::TxnOutcome::kRejected)
+    return api_error_from(Status(res->reason, res->message));
+  if (res->outcome != protocol::TxnOutcome::kApplied)
+    return api_error(http::status::internal_server_error, "internal", "the write was not applied");
+  body["server_seq"] = res->server_seq;
+  json::array conflicts;
+  for (const ConflictRecord& c : res->conflicts) conflicts.emplace_back(to_string(c.kind));
+  body["conflicts"] = std::move(conflicts);
+  return ok(std::move(body), status);
+}
 
 std::variant<ListQuery, ApiError> parse_list_query(const EntityDef& e, const Principal& caller,
                                                    const std::map<std::string, std::string>& query,
@@ -516,31 +539,6 @@ ApiResult get_history(ApiRequest& r) {
 }
 
 // ---- Writes
-
-Result<protocol::TxnResult> write(ApiRequest& r, const Principal& who, std::vector<Change> changes) {
-  std::promise<Result<protocol::TxnResult>> done;
-  std::future<Result<protocol::TxnResult>> f = done.get_future();
-  // The worker waits for the flush that makes the write durable (a few ms with group commit): the answer
-  // then says it is saved, and every read after it sees it.
-  r.impl->service.write(kApiNode, who, std::move(changes), wall_ms(),
-                        [&done](Result<protocol::TxnResult> res) { done.set_value(std::move(res)); });
-  return f.get();
-}
-
-// The answer to a write: the result, or the rejection as an error.
-ApiResult write_answer(Result<protocol::TxnResult> res, json::object body,
-                       http::status status = http::status::ok) {
-  if (!res) return api_error_from(res.status());
-  if (res->outcome == protocol::TxnOutcome::kRejected)
-    return api_error_from(Status(res->reason, res->message));
-  if (res->outcome != protocol::TxnOutcome::kApplied)
-    return api_error(http::status::internal_server_error, "internal", "the write was not applied");
-  body["server_seq"] = res->server_seq;
-  json::array conflicts;
-  for (const ConflictRecord& c : res->conflicts) conflicts.emplace_back(to_string(c.kind));
-  body["conflicts"] = std::move(conflicts);
-  return ok(std::move(body), status);
-}
 
 // The changes for a JSON object of fields: a set per field, an append for append-only text.
 Result<std::vector<Change>> field_changes(const EntityDef& e, const RecordId& id, const json::object& body,

@@ -8,13 +8,13 @@
 // check_domain_rules) judge them exactly as they judge a device's transaction.
 #include <algorithm>
 #include <boost/json/serialize.hpp>
-#include <future>
 #include <map>
 #include <random>
 
 #include "api.h"
 #include "fieldsync/io/sqlite_db.h"
 #include "fieldsync/server/directory.h"
+#include "fieldsync/sync/export.h"
 #include "fieldsync/sync/rules.h"
 #include "fieldsync/sync/scope.h"
 #include "net_impl.h"
@@ -55,26 +55,11 @@ std::optional<int64_t> int_of(const Value& v) {
   return std::nullopt;
 }
 
-json::value value_json(const Value& v) {
-  switch (v.kind()) {
-    case Value::Kind::kNull:
-      return nullptr;
-    case Value::Kind::kText:
-      return json::value(v.as_text());
-    case Value::Kind::kInt:
-      return v.as_int();
-    case Value::Kind::kReal:
-      return v.as_real();
-    case Value::Kind::kBool:
-      return v.as_bool();
-  }
-  return nullptr;
-}
-
 json::object record_json(const RecordState& r) {
   json::object o;
   o["id"] = r.id.to_string();
-  for (const schema::FieldDef& f : schema::entity_ref(r.entity).fields) o[f.name] = value_json(r.get(f.id));
+  for (const schema::FieldDef& f : schema::entity_ref(r.entity).fields)
+    o[f.name] = value_to_json(r.get(f.id));
   return o;
 }
 
@@ -87,32 +72,10 @@ Result<std::optional<RecordState>> visible_record(NetServer::Impl& impl, const C
                                                   const std::string& id_text) {
   std::optional<RecordId> id = RecordId::parse(id_text);
   if (!id) return std::optional<RecordState>();
-  Result<std::optional<RecordState>> rec = impl.store.load(e, *id);
-  if (!rec) return rec.status();
-  if (!*rec || (*rec)->deleted || c.partner()) return std::optional<RecordState>();
-  CheckedStoreReader reader(impl.store);
-  const ScopeKey scope = resolve_scope(**rec, reader);
-  if (!reader.status()) return reader.status();
-  if (!can_see(c.principal, scope)) return std::optional<RecordState>();
+  std::optional<RecordState> rec;
+  Result<bool> seen = visible(impl, c, e, *id, &rec);
+  if (!seen) return seen.status();
   return rec;
-}
-
-Result<protocol::TxnResult> write(ApiRequest& r, const Principal& who, std::vector<Change> changes) {
-  std::promise<Result<protocol::TxnResult>> done;
-  std::future<Result<protocol::TxnResult>> f = done.get_future();
-  r.impl->service.write(kApiNode, who, std::move(changes), wall_ms(),
-                        [&done](Result<protocol::TxnResult> res) { done.set_value(std::move(res)); });
-  return f.get();
-}
-
-ApiResult answer(Result<protocol::TxnResult> res, json::object body) {
-  if (!res) return api_error_from(res.status());
-  if (res->outcome == protocol::TxnOutcome::kRejected)
-    return api_error_from(Status(res->reason, res->message));
-  if (res->outcome != protocol::TxnOutcome::kApplied)
-    return api_error(http::status::internal_server_error, "internal", "the write was not applied");
-  body["server_seq"] = res->server_seq;
-  return ApiReply{http::status::ok, std::move(body), {}};
 }
 
 // ---- The SLA setting: one row per priority in the store file's _case_sla table, created on first write.
@@ -280,7 +243,7 @@ ApiResult convert_lead(ApiRequest& r) {
                    {"account_id", account.to_string()},
                    {"contact_id", contact.to_string()},
                    {"opportunity_id", opp.to_string()}};
-  return answer(write(r, r.caller.principal, std::move(changes)), std::move(out));
+  return write_answer(write(r, r.caller.principal, std::move(changes)), std::move(out));
 }
 
 // ---- Service cases
@@ -364,7 +327,7 @@ ApiResult dispatch_case(ApiRequest& r) {
                    {"assignee_id", to},
                    {"status", status == "open" ? std::string("assigned") : status},
                    {"due_at", *due}};
-  return answer(write(r, stamp, std::move(changes)), std::move(out));
+  return write_answer(write(r, stamp, std::move(changes)), std::move(out));
 }
 
 // POST /api/v1/service-cases/{id}/escalate {}: head office raises the escalation level by one.
@@ -381,7 +344,7 @@ ApiResult escalate_case(ApiRequest& r) {
   std::vector<Change> changes = {
       make(ChangeOp::kSet, kCase, c.id, fid(kCase, "escalation_level"), Value::integer(level))};
   json::object out{{"id", c.id.to_string()}, {"escalation_level", level}};
-  return answer(write(r, r.caller.principal, std::move(changes)), std::move(out));
+  return write_answer(write(r, r.caller.principal, std::move(changes)), std::move(out));
 }
 
 }  // namespace
