@@ -17,7 +17,9 @@
 # not offered on PostgreSQL yet (501), so there is no dashboard in that mode.
 #
 # FIELDSYNC_DEMO_DIR (default ./demo-run) and FIELDSYNC_DEMO_PORT (default 18443; --postgres also uses the
-# next port) can be set.
+# next port) can be set. The ctest runs of this script (tests/CMakeLists.txt: demo_main_command, demo_postgres)
+# set FIELDSYNC_DEMO_BIN to their build's bin directory, which skips the set-up (installing and building), and
+# FIELDSYNC_DEMO_SIM_SEEDS (default 200) to a few simulator seeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KEEP=0
@@ -30,11 +32,14 @@ for arg in "$@"; do
          "--postgres: two instances on PostgreSQL)" >&2; exit 2 ;;
   esac
 done
-./scripts/install-deps.sh
-echo "== building"
-./scripts/build.sh release --target fieldsync-server fieldsync-admin fieldsync-rep fieldsync-sim >/dev/null
+if [ -z "${FIELDSYNC_DEMO_BIN:-}" ]; then
+  ./scripts/install-deps.sh
+  echo "== building"
+  ./scripts/build.sh release --target fieldsync-server fieldsync-admin fieldsync-rep fieldsync-sim >/dev/null
+fi
 
-BIN=$PWD/build/bin
+BIN=$(realpath "${FIELDSYNC_DEMO_BIN:-$PWD/build/bin}")
+SIM_SEEDS=${FIELDSYNC_DEMO_SIM_SEEDS:-200}
 DEMO=$(realpath -m "${FIELDSYNC_DEMO_DIR:-demo-run}")
 PORT=${FIELDSYNC_DEMO_PORT:-18443}
 DATA=$DEMO/server
@@ -294,8 +299,8 @@ fi
 echo "  dev certificate: $DATA/dev-cert.pem"
 echo "  device replicas: $DEMO/{ho,maria,alice,bob,carol}.db"
 
-step "the deterministic simulator: 200 seeds of faults, crashes and clock skew"
-"$BIN/fieldsync-sim" --seeds 200 --quiet
+step "the deterministic simulator: $SIM_SEEDS seeds of faults, crashes and clock skew"
+"$BIN/fieldsync-sim" --seeds "$SIM_SEEDS" --quiet
 
 [ "$ok" = 1 ] || { echo "demo: devices did not converge" >&2; exit 1; }
 echo
