@@ -1018,6 +1018,52 @@ TEST(ReportsTimeZone, TheRollupCountsLocalDaysOfTheCompanyZoneAcrossSummerTime) 
             (DayCounts{{"2026-03-29", 1}, {"2026-03-30", 1}, {"2026-10-25", 1}}));
 }
 
+// Asked with neither tz nor tz_offset_minutes (the API's default, and the dashboard's), a report is in the
+// company's zone whatever the caller's: Berlin days from the rollup, the zone named in the answer; the CSV's
+// times too. A store without a zone (fieldsync-admin's new file) answers in UTC.
+TEST(ReportsTimeZone, WithoutAZoneAReportIsInTheCompanysZone) {
+  ZoneStore z;
+  seed_zone_visits(z.path, "Europe/Berlin");
+  auto db = open_report_db(z.path).value();
+  Result<ReportFilter> f =
+      parse_filter({{"from", std::to_string(kJan1)}, {"to", std::to_string(kJan1 + 365 * kDay)}}, 0);
+  ASSERT_TRUE(f.is_ok()) << f.status().to_string();
+  EXPECT_TRUE(f->company_zone);
+  json::value r = run_report(*db, "activity", *f, kHeadOffice).value();
+  EXPECT_EQ(visits_per_day(r),
+            (DayCounts{{"2026-03-28", 1}, {"2026-03-29", 2}, {"2026-03-30", 1}, {"2026-10-25", 2}}));
+  EXPECT_EQ(r.at("period").at("time_zone").as_string(), "Europe/Berlin");
+  EXPECT_TRUE(r.at("period").at("company_zone").as_bool());
+  // A zone or an offset given is the caller's, not the company's.
+  for (const auto& q : {std::pair<std::string, std::string>{"tz", "UTC"}, {"tz_offset_minutes", "0"}}) {
+    Result<ReportFilter> mine =
+        parse_filter({{"from", std::to_string(kJan1)}, {"to", std::to_string(kJan1 + 365 * kDay)}, q}, 0);
+    ASSERT_TRUE(mine.is_ok());
+    EXPECT_FALSE(mine->company_zone) << q.first;
+    json::value m = run_report(*db, "activity", *mine, kHeadOffice).value();
+    EXPECT_EQ(visits_per_day(m),
+              (DayCounts{{"2026-03-28", 2}, {"2026-03-29", 2}, {"2026-10-24", 1}, {"2026-10-25", 1}}))
+        << q.first;
+    EXPECT_FALSE(m.at("period").at("company_zone").as_bool());
+  }
+  // The CSV's times: V4 (Mar 29 22:30Z) is 00:30 on Mar 30 in Berlin.
+  std::string csv;
+  ASSERT_TRUE(export_csv(*db, CsvKind::kVisits, *f, kHeadOffice, {}, [&](std::string_view c) {
+                csv += c;
+                return true;
+              }).is_ok());
+  EXPECT_NE(csv.find("2026-03-30 00:30:00"), std::string::npos) << csv;
+  EXPECT_EQ(csv.find("2026-03-29 22:30:00"), std::string::npos) << csv;
+
+  ZoneStore plain;
+  seed_zone_visits(plain.path, std::nullopt);
+  auto pdb = open_report_db(plain.path).value();
+  json::value u = run_report(*pdb, "activity", *f, kHeadOffice).value();
+  EXPECT_EQ(u.at("period").at("time_zone").as_string(), "UTC");
+  EXPECT_EQ(visits_per_day(u),
+            (DayCounts{{"2026-03-28", 2}, {"2026-03-29", 2}, {"2026-10-24", 1}, {"2026-10-25", 1}}));
+}
+
 // Which path a report takes: a row planted in the rollup shows in the company zone's report only.
 TEST(ReportsTimeZone, OnlyTheCompanyZoneReadsTheRollupAndAnotherZoneRecountsIt) {
   ZoneStore z;
