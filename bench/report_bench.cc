@@ -569,6 +569,9 @@ class NoAuth final : public fs::Authenticator {
   }
 };
 
+// Indexes and triggers dropped from the "with" store of --apply-profile (--drop a,b): what each costs.
+std::vector<std::string> g_drop;
+
 double apply_rate(const std::string& dir, bool without_reports, int txns) {
   const std::string path = dir + "/apply-" + std::to_string(without_reports) + ".db";
   for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path + suffix);
@@ -596,6 +599,15 @@ double apply_rate(const std::string& dir, bool without_reports, int txns) {
         "ON "
         "visit (calendar_event_id);";
     check(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), db, "drop report indexes");
+    sqlite3_close(db);
+  }
+  if (!without_reports && !g_drop.empty()) {
+    sqlite3* db = nullptr;
+    check(sqlite3_open(path.c_str(), &db), db, "open");
+    for (const std::string& name : g_drop) {
+      const std::string sql = (name.rfind("idx_", 0) == 0 ? "DROP INDEX " : "DROP TRIGGER ") + name;
+      check(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), db, "drop");
+    }
     sqlite3_close(db);
   }
   NoAuth auth;
@@ -694,6 +706,10 @@ int main(int argc, char** argv) {
   int runs = 30;
   bool apply_only = false;        // only the write-path comparison at the end
   std::vector<std::string> only;  // --reports a,b: only these reports, no CSV or write-path part
+  // --apply-profile with|without [--txns N]: one write-path run, for callgrind (instructions do not depend on
+  // the machine's load): valgrind --tool=callgrind --toggle-collect='fieldsync::SyncServer::apply_local*'
+  std::string profile;
+  int profile_txns = 500;
   std::string zone = "Europe/Berlin";
   Shape shape;
   for (int i = 1; i < argc; ++i) {
@@ -709,6 +725,18 @@ int main(int argc, char** argv) {
         if (comma > p) only.push_back(list.substr(p, comma - p));
         p = comma + 1;
       }
+    } else if (a == "--apply-profile" && i + 1 < argc) {
+      profile = argv[++i];
+      if (profile != "with" && profile != "without") profile.clear();
+    } else if (a == "--drop" && i + 1 < argc) {
+      std::string list = argv[++i];
+      for (size_t p = 0; p <= list.size();) {
+        const size_t comma = std::min(list.find(',', p), list.size());
+        if (comma > p) g_drop.push_back(list.substr(p, comma - p));
+        p = comma + 1;
+      }
+    } else if (a == "--txns" && i + 1 < argc) {
+      profile_txns = std::max(1, std::atoi(argv[++i]));
     } else if (a == "--apply-only") {
       apply_only = true;
     } else if (a == "--runs" && i + 1 < argc) {
@@ -727,9 +755,16 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: fieldsync-bench-report [--db PATH] [--runs N] [--scale X] [--time-zone ZONE] "
-                   "[--reports NAME,...] [--apply-only]\n");
+                   "[--reports NAME,...] [--apply-only] "
+                   "[--apply-profile with|without [--txns N]]\n");
       return 2;
     }
+  }
+  if (!profile.empty()) {
+    const double rate =
+        apply_rate(std::filesystem::path(path).parent_path().string(), profile == "without", profile_txns);
+    std::printf("%s the report tables: %d transactions, %.0f txns/s\n", profile.c_str(), profile_txns, rate);
+    return 0;
   }
   if (apply_only) {
     apply_comparison(std::filesystem::path(path).parent_path().string());
