@@ -571,6 +571,7 @@ class NoAuth final : public fs::Authenticator {
 
 // Indexes and triggers dropped from the "with" store of --apply-profile (--drop a,b): what each costs.
 std::vector<std::string> g_drop;
+std::string g_exec;  // --exec SQL: run on that store after the drops (a trigger rewritten, to compare)
 
 double apply_rate(const std::string& dir, bool without_reports, int txns) {
   const std::string path = dir + "/apply-" + std::to_string(without_reports) + ".db";
@@ -601,13 +602,14 @@ double apply_rate(const std::string& dir, bool without_reports, int txns) {
     check(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), db, "drop report indexes");
     sqlite3_close(db);
   }
-  if (!without_reports && !g_drop.empty()) {
+  if (!without_reports && (!g_drop.empty() || !g_exec.empty())) {
     sqlite3* db = nullptr;
     check(sqlite3_open(path.c_str(), &db), db, "open");
     for (const std::string& name : g_drop) {
       const std::string sql = (name.rfind("idx_", 0) == 0 ? "DROP INDEX " : "DROP TRIGGER ") + name;
       check(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), db, "drop");
     }
+    if (!g_exec.empty()) check(sqlite3_exec(db, g_exec.c_str(), nullptr, nullptr, nullptr), db, "exec");
     sqlite3_close(db);
   }
   NoAuth auth;
@@ -735,6 +737,8 @@ int main(int argc, char** argv) {
         if (comma > p) g_drop.push_back(list.substr(p, comma - p));
         p = comma + 1;
       }
+    } else if (a == "--exec" && i + 1 < argc) {
+      g_exec = argv[++i];
     } else if (a == "--txns" && i + 1 < argc) {
       profile_txns = std::max(1, std::atoi(argv[++i]));
     } else if (a == "--apply-only") {

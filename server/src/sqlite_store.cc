@@ -57,7 +57,11 @@ using namespace store_common;
 //   7: model schema 3 (leads, service cases, assets, tasks: new tables from the model's DDL) and
 //      calendar_event.opportunity_id, added to the existing table before the model's DDL indexes it. Files of
 //      format 6 and older hold model schema 2 at most.
-constexpr int64_t kFormat = 7;
+//   8: _fact_order_insert writes a new order's fact with its totals in one insert (it inserted zeros and
+//      summed the lines in a second statement: -29k of the ~390k instructions the report tables add to an
+//      order-heavy transaction, PERFORMANCE.md); the migration recreates that trigger, and schema 3's report
+//      indexes are created on open like the others.
+constexpr int64_t kFormat = 8;
 // The newest model schema version a file of each format before kFormat may hold, for added_columns_ddl.
 constexpr uint32_t kSchemaOfFormat6 = 2;
 
@@ -85,6 +89,25 @@ constexpr uint32_t kSchemaOfFormat6 = 2;
   "UPDATE _order_line_fact SET at_ms = coalesce(new.submitted_at, new.approved_at), status = new.status, " \
   "order_deleted = new._deleted, rep_id = new.rep_id, territory = (SELECT territory_id FROM account "      \
   "WHERE id = new.account_id), currency = new.currency WHERE order_id = new.id;"
+// A new order's fact with its totals in the one insert (format 8; format 7 inserted zeros and then summed the
+// lines in an UPDATE, which rewrote the fact's row and its 10-column index entry a second time for every
+// order): the live lines already stored, usually none -- an order's lines are stored after it --, from one
+// range of _order_line_fact's primary key.
+#define ORDER_FACT_INSERT                                                                                  \
+  "INSERT INTO _order_fact (order_id, at_ms, status, deleted, rep_id, account_id, territory, currency, "   \
+  "quantity, net_cents) SELECT new.id, coalesce(new.submitted_at, new.approved_at), new.status, "          \
+  "new._deleted, new.rep_id, new.account_id, (SELECT territory_id FROM account WHERE id = "                \
+  "new.account_id), new.currency, coalesce(sum(f.quantity), 0), coalesce(sum(f.net_cents), 0) FROM "       \
+  "_order_line_fact f WHERE f.order_id = new.id AND f.deleted = 0 ON CONFLICT (order_id) DO UPDATE SET "   \
+  "at_ms = excluded.at_ms, status = excluded.status, deleted = excluded.deleted, rep_id = "                \
+  "excluded.rep_id, account_id = excluded.account_id, territory = excluded.territory, currency = "         \
+  "excluded.currency, quantity = excluded.quantity, net_cents = excluded.net_cents; "                      \
+  "UPDATE _order_line_fact SET at_ms = coalesce(new.submitted_at, new.approved_at), status = new.status, " \
+  "order_deleted = new._deleted, rep_id = new.rep_id, territory = (SELECT territory_id FROM account "      \
+  "WHERE id = new.account_id), currency = new.currency WHERE order_id = new.id;"
+#define ORDER_INSERT_TRIGGER                                                                                 \
+  "CREATE TRIGGER IF NOT EXISTS _fact_order_insert AFTER INSERT ON \"order\" BEGIN " ORDER_FACT_INSERT " EN" \
+                                                                                                       "D"
 // (Upserts, not INSERT OR REPLACE: a trigger's conflict clause gives way to the statement's that fired it.)
 // The fact of the line row `new`, with its order's attributes from the order's fact (none yet if the line
 // is stored before its order: the order's trigger fills them then).
@@ -207,8 +230,7 @@ const char* const kStoreDdl[] = {
     // integer), kept for kZoneTableFromMs..kZoneTableToMs (local_time.h).
     "CREATE TABLE IF NOT EXISTS _report_zone (id INTEGER PRIMARY KEY CHECK (id = 1), name TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS _tz_offset (from_ms INTEGER PRIMARY KEY, offset_s INTEGER NOT NULL)",
-    "CREATE TRIGGER IF NOT EXISTS _fact_order_insert AFTER INSERT ON \"order\" BEGIN " ORDER_FACT_UPSERT
-    " UPDATE _order_fact SET " ORDER_FACT_TOTALS("new.id") " WHERE order_id = new.id; END",
+    ORDER_INSERT_TRIGGER,
     // Only when what the facts hold changed (notes and delivery dates do not).
     ("CREATE TRIGGER IF NOT EXISTS _fact_order_update AFTER UPDATE ON \"order\" WHEN old.submitted_at IS NOT "
      "new.submitted_at OR old.approved_at IS NOT new.approved_at OR old.status IS NOT new.status OR "
@@ -563,6 +585,12 @@ Status migrate_format(Db& db, int64_t from) {
     if (!q.step()) return q.ok() ? Status(ErrorCode::kInternal, "no row") : q.status();
     return q.col_int(0) > 0;
   };
+  if (from < 8) {
+    // Format 8's order insert trigger (ORDER_FACT_INSERT) in place of format 6 and 7's: the DDL above kept
+    // the file's own (IF NOT EXISTS). The facts it writes are the same.
+    if (Status s = db.exec("DROP TRIGGER IF EXISTS _fact_order_insert"); !s) return s;
+    if (Status s = db.exec(ORDER_INSERT_TRIGGER); !s) return s;
+  }
   if (from < 6) {
     // Format 6's facts and rollups (kStoreDdl, appointment_fact_ddl) for the rows already there; the
     // triggers keep them from now on. (_visit_day: set_rollup_zone counts it once the file has no zone.)
