@@ -1352,6 +1352,17 @@ CsvQuery csv_query(CsvKind kind, const ReportFilter& f, const Scope& s) {
   return c;
 }
 
+// The filter with company_zone resolved to the store's zone by name (reports.h).
+Result<ReportFilter> with_company_zone(Db& db, const ReportFilter& filter) {
+  ReportFilter f = filter;
+  if (!f.company_zone) return f;
+  Result<std::string> zone = store_rollup_zone(db);
+  if (!zone) return zone.status();
+  f.time_zone = zone->empty() ? "UTC" : *zone;
+  f.tz_offset_minutes = 0;
+  return f;
+}
+
 }  // namespace
 
 Result<ReportFilter> parse_filter(const std::vector<std::pair<std::string, std::string>>& query,
@@ -1417,17 +1428,6 @@ Result<ReportFilter> parse_filter(const std::vector<std::pair<std::string, std::
   if (f.reps.size() > kMaxFilterValues) return bad("rep", "at most 100 values");
   if (f.to_ms <= f.from_ms) return bad("to", "the period ends before it begins");
   if (f.to_ms - f.from_ms > kMaxPeriodMs) return bad("to", "the period is longer than five years");
-  return f;
-}
-
-// The filter with company_zone resolved to the store's zone by name (reports.h).
-Result<ReportFilter> with_company_zone(Db& db, const ReportFilter& filter) {
-  ReportFilter f = filter;
-  if (!f.company_zone) return f;
-  Result<std::string> zone = store_rollup_zone(db);
-  if (!zone) return zone.status();
-  f.time_zone = zone->empty() ? "UTC" : *zone;
-  f.tz_offset_minutes = 0;
   return f;
 }
 
