@@ -105,9 +105,10 @@ constexpr uint32_t kSchemaOfFormat6 = 2;
   "UPDATE _order_line_fact SET at_ms = coalesce(new.submitted_at, new.approved_at), status = new.status, " \
   "order_deleted = new._deleted, rep_id = new.rep_id, territory = (SELECT territory_id FROM account "      \
   "WHERE id = new.account_id), currency = new.currency WHERE order_id = new.id;"
-#define ORDER_INSERT_TRIGGER                                                                                 \
-  "CREATE TRIGGER IF NOT EXISTS _fact_order_insert AFTER INSERT ON \"order\" BEGIN " ORDER_FACT_INSERT " EN" \
-                                                                                                       "D"
+// The trigger that writes it (kStoreDdl, and format 8's migration replacing format 7's).
+constexpr const char kOrderInsertTrigger[] =
+    "CREATE TRIGGER IF NOT EXISTS _fact_order_insert AFTER INSERT ON \"order\" BEGIN " ORDER_FACT_INSERT
+    " END";
 // (Upserts, not INSERT OR REPLACE: a trigger's conflict clause gives way to the statement's that fired it.)
 // The fact of the line row `new`, with its order's attributes from the order's fact (none yet if the line
 // is stored before its order: the order's trigger fills them then).
@@ -230,7 +231,7 @@ const char* const kStoreDdl[] = {
     // integer), kept for kZoneTableFromMs..kZoneTableToMs (local_time.h).
     "CREATE TABLE IF NOT EXISTS _report_zone (id INTEGER PRIMARY KEY CHECK (id = 1), name TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS _tz_offset (from_ms INTEGER PRIMARY KEY, offset_s INTEGER NOT NULL)",
-    ORDER_INSERT_TRIGGER,
+    kOrderInsertTrigger,
     // Only when what the facts hold changed (notes and delivery dates do not).
     ("CREATE TRIGGER IF NOT EXISTS _fact_order_update AFTER UPDATE ON \"order\" WHEN old.submitted_at IS NOT "
      "new.submitted_at OR old.approved_at IS NOT new.approved_at OR old.status IS NOT new.status OR "
@@ -589,7 +590,7 @@ Status migrate_format(Db& db, int64_t from) {
     // Format 8's order insert trigger (ORDER_FACT_INSERT) in place of format 6 and 7's: the DDL above kept
     // the file's own (IF NOT EXISTS). The facts it writes are the same.
     if (Status s = db.exec("DROP TRIGGER IF EXISTS _fact_order_insert"); !s) return s;
-    if (Status s = db.exec(ORDER_INSERT_TRIGGER); !s) return s;
+    if (Status s = db.exec(kOrderInsertTrigger); !s) return s;
   }
   if (from < 6) {
     // Format 6's facts and rollups (kStoreDdl, appointment_fact_ddl) for the rows already there; the
