@@ -18,7 +18,8 @@
 // year's activity is also asked in UTC, another zone than the company's, which reads the visits instead of
 // the visits-per-day rollup. The load average is printed before and after: the machine may be shared.
 //
-//   fieldsync-bench-report [--db PATH] [--runs N] [--scale X] [--time-zone ZONE] [--apply-only]
+//   fieldsync-bench-report [--db PATH] [--runs N] [--scale X] [--time-zone ZONE] [--reports NAME,...]
+//                          [--apply-only]
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <sys/resource.h>
@@ -73,6 +74,15 @@ struct Shape {
   int events = 100000;
   int orders = 120000;  // 1-5 lines each (3 on average)
   int opportunities = 40000;
+  // Schema 3 (issue 21), added by a second pass (generate_schema3) so a store of the shape above is reused
+  int leads = 60000;
+  int assets = 30000;
+  int cases = 40000;
+  int tasks = 80000;
+  std::string schema3_key() const {
+    return "s3-" + std::to_string(leads) + "-" + std::to_string(assets) + "-" + std::to_string(cases) + "-" +
+           std::to_string(tasks);
+  }
   std::string key() const {
     return std::to_string(accounts) + "-" + std::to_string(visits) + "-" + std::to_string(events) + "-" +
            std::to_string(orders) + "-" + std::to_string(opportunities);
@@ -379,6 +389,160 @@ void generate(const std::string& path, const Shape& shape) {
   sqlite3_close(db);
 }
 
+// Schema 3's records (issue 21) in the same way, into a store that has the entities above: leads through
+// the year (a quarter converted 3-60 days later, a fifth disqualified), assets at accounts (warranties
+// ending before and after the year's end), service cases opened through the year (70% on an asset of their
+// account, most resolved, with the SLA due time dispatch sets) and tasks (a third still open, part overdue).
+// Owners and assignees are the reps of the record's territory, so a manager's or a rep's scope holds some.
+void generate_schema3(const std::string& path, const Shape& shape) {
+  sqlite3* db = nullptr;
+  check(sqlite3_open(path.c_str(), &db), db, "open");
+  check(sqlite3_exec(db, "PRAGMA synchronous = OFF; PRAGMA cache_size = -262144", nullptr, nullptr, nullptr),
+        db, "pragmas");
+  check(sqlite3_exec(db, "BEGIN", nullptr, nullptr, nullptr), db, "begin");
+  const auto t0 = Clock::now();
+  Writer w(db);
+  std::mt19937_64 rng(2027);
+  auto uni = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi - 1)(rng); };
+  auto day_time = [&](int64_t lo, int64_t hi) {
+    const int64_t day = kYearStart + (uni(lo, hi) - kYearStart) / kDayMs * kDayMs;
+    return day + 8 * 3600000LL + uni(0, 10 * 3600000LL);
+  };
+  auto sorted_times = [&](int n, int64_t lo, int64_t hi) {
+    std::vector<int64_t> v(static_cast<size_t>(n));
+    for (int64_t& t : v) t = day_time(lo, hi);
+    std::sort(v.begin(), v.end());
+    return v;
+  };
+  // The accounts (in the order generate() created them: account i is in territory i % territories) and
+  // products already in the file.
+  auto ids_of = [&](const char* sql) {
+    std::vector<std::string> out;
+    sqlite3_stmt* st = nullptr;
+    check(sqlite3_prepare_v2(db, sql, -1, &st, nullptr), db, "prepare ids");
+    while (sqlite3_step(st) == SQLITE_ROW)
+      out.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)));
+    sqlite3_finalize(st);
+    return out;
+  };
+  const std::vector<std::string> accounts = ids_of("SELECT id FROM account ORDER BY id");
+  const std::vector<std::string> products = ids_of("SELECT id FROM product ORDER BY id");
+  if (accounts.empty() || products.empty()) die("schema 3: the store has no accounts or products");
+  const int n_terr = shape.territories;
+  auto account_in = [&](int t) {
+    const int64_t per = static_cast<int64_t>(accounts.size()) / n_terr;
+    return static_cast<size_t>(t + n_terr * uni(0, per));
+  };
+  auto a_rep = [&](int t) { return rep_name(t, static_cast<int>(uni(0, shape.reps_per_territory))); };
+  const char* sources[] = {"campaign",          "web_form", "email_enquiry", "phone_enquiry",
+                           "field_prospecting", "referral", "other"};
+  const auto lead_times = sorted_times(shape.leads, kYearStart, kYearEnd);
+  for (int i = 0; i < shape.leads; ++i) {
+    const int t = static_cast<int>(uni(0, n_terr));
+    const int64_t created = lead_times[static_cast<size_t>(i)];
+    const int64_t roll = uni(0, 100);
+    const int64_t converted_at = created + uni(3, 61) * kDayMs;
+    const char* status = roll < 25 && converted_at < kYearEnd ? "converted"
+                         : roll < 45                          ? "disqualified"
+                         : roll < 60                          ? "qualified"
+                         : roll < 75                          ? "contacted"
+                                                              : "new";
+    const std::string owner = a_rep(t);
+    std::vector<std::pair<uint16_t, Value>> v = {
+        {1, Value::text("Person " + std::to_string(i))},
+        {2, Value::text("Prospect " + std::to_string(i % 5000) + " AG")},
+        {3, Value::text("lead" + std::to_string(i) + "@example.com")},
+        {5, Value::text(sources[uni(0, 7)])},
+        {6, Value::text(owner)},
+        {7, Value::text(territory_name(t))},
+        {8, Value::text(status)},
+        {14, Value::integer(created)}};
+    if (std::string(status) == "converted") {
+      v.push_back({10, Value::text(accounts[account_in(t)])});
+      v.push_back({13, Value::integer(converted_at)});
+    } else if (std::string(status) == "disqualified") {
+      v.push_back({9, Value::text("no budget")});
+    }
+    w.insert(EntityId::kLead, created, v, owner);
+  }
+  // Assets, installed before the year; the account index of each (for its cases).
+  std::vector<std::pair<RecordId, size_t>> assets;
+  for (int i = 0; i < shape.assets; ++i) {
+    const int t = static_cast<int>(uni(0, n_terr));
+    const size_t a = account_in(t);
+    const int64_t installed = kYearStart - uni(30, 1000) * kDayMs;
+    assets.emplace_back(
+        w.insert(
+            EntityId::kAsset, installed,
+            {{1, Value::text(accounts[a])},
+             {2, Value::text(products[static_cast<size_t>(uni(0, static_cast<int64_t>(products.size())))])},
+             {3, Value::text("SN-" + std::to_string(100000 + i))},
+             {4, Value::integer(installed)},
+             {5, Value::integer(installed + uni(365, 1100) * kDayMs)}},
+            "ho"),
+        a);
+  }
+  const char* priorities[] = {"urgent", "high",   "high",   "normal", "normal",
+                              "normal", "normal", "normal", "low",    "low"};
+  const auto case_times = sorted_times(shape.cases, kYearStart, kYearEnd);
+  for (int i = 0; i < shape.cases; ++i) {
+    const int64_t opened = case_times[static_cast<size_t>(i)];
+    size_t a;
+    std::optional<RecordId> asset;
+    if (uni(0, 10) < 7 && !assets.empty()) {
+      const auto& [id, account] = assets[static_cast<size_t>(uni(0, static_cast<int64_t>(assets.size())))];
+      asset = id;
+      a = account;
+    } else {
+      a = account_in(static_cast<int>(uni(0, n_terr)));
+    }
+    const int t = static_cast<int>(a % static_cast<size_t>(n_terr));
+    const std::string priority = priorities[uni(0, 10)];
+    const int64_t sla_h = priority == "urgent" ? 4 : priority == "high" ? 8 : priority == "normal" ? 24 : 72;
+    const int64_t roll = uni(0, 100);
+    const char* status = roll < 10   ? "open"
+                         : roll < 20 ? "assigned"
+                         : roll < 30 ? "in_progress"
+                         : roll < 60 ? "resolved"
+                                     : "closed";
+    const std::string opener = a_rep(t);
+    std::vector<std::pair<uint16_t, Value>> v = {
+        {1, Value::text(accounts[a])}, {4, Value::text("Case " + std::to_string(i))},
+        {5, Value::text(priority)},    {6, Value::text(status)},
+        {11, Value::integer(opened)},  {13, Value::text(opener)}};
+    if (asset) v.push_back({3, Value::text(asset->to_string())});
+    if (std::string(status) != "open") {
+      v.push_back({7, Value::text(a_rep(t))});
+      v.push_back({8, Value::integer(opened + sla_h * 3600000)});  // dispatch: opened + the priority's SLA
+    }
+    if (roll >= 30) {
+      const int64_t resolved = opened + uni(1, 240) * 3600000;  // within 10 days, often past the SLA
+      if (resolved < kYearEnd) v.push_back({12, Value::integer(resolved)});
+    }
+    w.insert(EntityId::kServiceCase, opened, v, opener);
+  }
+  const char* task_status[] = {"open", "done", "done", "cancelled"};
+  const auto task_times = sorted_times(shape.tasks, kYearStart, kYearEnd);
+  for (int i = 0; i < shape.tasks; ++i) {
+    const int t = static_cast<int>(uni(0, n_terr));
+    const int64_t created = task_times[static_cast<size_t>(i)];
+    const std::string owner = a_rep(t);
+    const char* status = task_status[uni(0, 4)];
+    std::vector<std::pair<uint16_t, Value>> v = {{1, Value::text(owner)},
+                                                 {2, Value::text("Call back " + std::to_string(i))},
+                                                 {3, Value::integer(created + uni(1, 60) * kDayMs)},
+                                                 {5, Value::text(status)}};
+    if (i % 2 == 0) v.push_back({6, Value::text(accounts[account_in(t)])});
+    if (std::string(status) == "done") v.push_back({11, Value::integer(created + uni(0, 30) * kDayMs)});
+    w.insert(EntityId::kTask, created, v, owner);
+  }
+  check(sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr), db, "commit");
+  std::printf("generated %llu schema-3 records (leads, assets, service cases, tasks) in %.1f s\n",
+              static_cast<unsigned long long>(w.records()),
+              std::chrono::duration<double>(Clock::now() - t0).count());
+  sqlite3_close(db);
+}
+
 // CPU time of this thread: what a report costs whatever else the machine runs (wall time on a shared
 // two-core machine includes waiting for the other processes).
 double thread_cpu_ms() {
@@ -404,6 +568,10 @@ class NoAuth final : public fs::Authenticator {
     return fs::Status(fs::ErrorCode::kAuthFailed, "not used");
   }
 };
+
+// Indexes and triggers dropped from the "with" store of --apply-profile (--drop a,b): what each costs.
+std::vector<std::string> g_drop;
+std::string g_exec;  // --exec SQL: run on that store after the drops (a trigger rewritten, to compare)
 
 double apply_rate(const std::string& dir, bool without_reports, int txns) {
   const std::string path = dir + "/apply-" + std::to_string(without_reports) + ".db";
@@ -432,6 +600,16 @@ double apply_rate(const std::string& dir, bool without_reports, int txns) {
         "ON "
         "visit (calendar_event_id);";
     check(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), db, "drop report indexes");
+    sqlite3_close(db);
+  }
+  if (!without_reports && (!g_drop.empty() || !g_exec.empty())) {
+    sqlite3* db = nullptr;
+    check(sqlite3_open(path.c_str(), &db), db, "open");
+    for (const std::string& name : g_drop) {
+      const std::string sql = (name.rfind("idx_", 0) == 0 ? "DROP INDEX " : "DROP TRIGGER ") + name;
+      check(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), db, "drop");
+    }
+    if (!g_exec.empty()) check(sqlite3_exec(db, g_exec.c_str(), nullptr, nullptr, nullptr), db, "exec");
     sqlite3_close(db);
   }
   NoAuth auth;
@@ -528,7 +706,12 @@ void apply_comparison(const std::string& dir) {
 int main(int argc, char** argv) {
   std::string path = "/tmp/fieldsync-report-bench.db";
   int runs = 30;
-  bool apply_only = false;  // only the write-path comparison at the end
+  bool apply_only = false;        // only the write-path comparison at the end
+  std::vector<std::string> only;  // --reports a,b: only these reports, no CSV or write-path part
+  // --apply-profile with|without [--txns N]: one write-path run, for callgrind (instructions do not depend on
+  // the machine's load): valgrind --tool=callgrind --toggle-collect='fieldsync::SyncServer::apply_local*'
+  std::string profile;
+  int profile_txns = 500;
   std::string zone = "Europe/Berlin";
   Shape shape;
   for (int i = 1; i < argc; ++i) {
@@ -537,6 +720,27 @@ int main(int argc, char** argv) {
       path = argv[++i];
     } else if (a == "--time-zone" && i + 1 < argc) {
       zone = argv[++i];
+    } else if (a == "--reports" && i + 1 < argc) {
+      std::string list = argv[++i];
+      for (size_t p = 0; p <= list.size();) {
+        const size_t comma = std::min(list.find(',', p), list.size());
+        if (comma > p) only.push_back(list.substr(p, comma - p));
+        p = comma + 1;
+      }
+    } else if (a == "--apply-profile" && i + 1 < argc) {
+      profile = argv[++i];
+      if (profile != "with" && profile != "without") profile.clear();
+    } else if (a == "--drop" && i + 1 < argc) {
+      std::string list = argv[++i];
+      for (size_t p = 0; p <= list.size();) {
+        const size_t comma = std::min(list.find(',', p), list.size());
+        if (comma > p) g_drop.push_back(list.substr(p, comma - p));
+        p = comma + 1;
+      }
+    } else if (a == "--exec" && i + 1 < argc) {
+      g_exec = argv[++i];
+    } else if (a == "--txns" && i + 1 < argc) {
+      profile_txns = std::max(1, std::atoi(argv[++i]));
     } else if (a == "--apply-only") {
       apply_only = true;
     } else if (a == "--runs" && i + 1 < argc) {
@@ -548,33 +752,61 @@ int main(int argc, char** argv) {
       shape.events = static_cast<int>(shape.events * x);
       shape.orders = static_cast<int>(shape.orders * x);
       shape.opportunities = static_cast<int>(shape.opportunities * x);
+      shape.leads = static_cast<int>(shape.leads * x);
+      shape.assets = static_cast<int>(shape.assets * x);
+      shape.cases = static_cast<int>(shape.cases * x);
+      shape.tasks = static_cast<int>(shape.tasks * x);
     } else {
       std::fprintf(stderr,
                    "usage: fieldsync-bench-report [--db PATH] [--runs N] [--scale X] [--time-zone ZONE] "
-                   "[--apply-only]\n");
+                   "[--reports NAME,...] [--apply-only] "
+                   "[--apply-profile with|without [--txns N]]\n");
       return 2;
     }
+  }
+  if (!profile.empty()) {
+    const double rate =
+        apply_rate(std::filesystem::path(path).parent_path().string(), profile == "without", profile_txns);
+    std::printf("%s the report tables: %d transactions, %.0f txns/s\n", profile.c_str(), profile_txns, rate);
+    return 0;
   }
   if (apply_only) {
     apply_comparison(std::filesystem::path(path).parent_path().string());
     return 0;
   }
+  // The marker names the shape in the file: the entities of generate() and, after a space, schema 3's (a
+  // file from before schema 3's pass gets that pass only).
   const std::string marker = path + ".shape";
-  bool reuse = false;
+  std::string have;
   if (std::filesystem::exists(path) && std::filesystem::exists(marker)) {
     std::FILE* f = std::fopen(marker.c_str(), "r");
-    char buf[128] = {};
-    if (f && std::fgets(buf, sizeof buf, f)) reuse = std::string(buf) == shape.key();
+    char buf[256] = {};
+    if (f && std::fgets(buf, sizeof buf, f)) have = buf;
     if (f) std::fclose(f);
   }
-  if (!reuse) {
+  const std::string base = have.substr(0, have.find(' '));
+  const std::string s3 = have.find(' ') == std::string::npos ? "" : have.substr(have.find(' ') + 1);
+  if (base != shape.key()) {
     for (const char* suffix : {"", "-wal", "-shm", "-journal"}) std::filesystem::remove(path + suffix);
     generate(path, shape);
-    std::FILE* f = std::fopen(marker.c_str(), "w");
-    std::fputs(shape.key().c_str(), f);
-    std::fclose(f);
   } else {
     std::printf("reusing %s\n", path.c_str());
+  }
+  if (base != shape.key() || s3 != shape.schema3_key()) {
+    {  // through the store first: an older file gets schema 3's tables (format migration)
+      fs::server::SqliteCentralStore::Options o;
+      o.time_zone = zone;
+      if (auto st = fs::server::SqliteCentralStore::open(path, o); !st)
+        die("store open: " + st.status().to_string());
+    }
+    if (s3.empty() || base != shape.key()) {
+      generate_schema3(path, shape);
+    } else {
+      die("the file has schema-3 records of another shape (" + s3 + "): remove it");
+    }
+    std::FILE* f = std::fopen(marker.c_str(), "w");
+    std::fputs((shape.key() + " " + shape.schema3_key()).c_str(), f);
+    std::fclose(f);
   }
   {  // open through the store once: the format check (and migration of an older file), and the same state a
      // server would leave
@@ -594,8 +826,9 @@ int main(int argc, char** argv) {
         (*db)->raw(),
         "SELECT (SELECT count(*) FROM account) + (SELECT count(*) FROM product) + (SELECT count(*) "
         "FROM visit) + (SELECT count(*) FROM calendar_event) + (SELECT count(*) FROM \"order\") + "
-        "(SELECT count(*) FROM order_line) + (SELECT count(*) FROM opportunity), (SELECT count(*) "
-        "FROM _stage_history)",
+        "(SELECT count(*) FROM order_line) + (SELECT count(*) FROM opportunity) + (SELECT count(*) FROM "
+        "lead) + (SELECT count(*) FROM asset) + (SELECT count(*) FROM service_case) + (SELECT count(*) FROM "
+        "task), (SELECT count(*) FROM _stage_history)",
         -1, &st, nullptr);
     sqlite3_step(st);
     std::printf("store: %lld records, %lld stage-history rows, %.0f MiB\n",
@@ -642,6 +875,7 @@ int main(int argc, char** argv) {
     for (std::string_view name : fs::server::reports::kReportNames) {
       if (c.filter == &year_utc && name != "activity")
         continue;  // the one report the zone changes the path of
+      if (!only.empty() && std::find(only.begin(), only.end(), std::string(name)) == only.end()) continue;
       const auto* f = (name == "forecast" && c.filter == &quarter) ? &forecast : c.filter;
       std::vector<double> ms, cpu;
       size_t bytes = 0;
@@ -671,6 +905,7 @@ int main(int argc, char** argv) {
               worst_cpu_p99);
   if (getloadavg(load, 3) == 3)
     std::printf("load average after: %.2f %.2f %.2f\n", load[0], load[1], load[2]);
+  if (!only.empty()) return 0;
 
   // CSV: the quarter's visits through export_csv into a file, against a bare SELECT of the same rows written
   // to a file (each column's text, comma-separated, no quoting, no time formatting), best of three each.

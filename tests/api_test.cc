@@ -1495,6 +1495,10 @@ TEST_F(ApiTest, ReportsAnswerInTheCallersScopeAndRefuseBadFilters) {
   Reply zoned = boss.get("/api/v1/reports/activity" + period + "&tz=Europe/Berlin");
   ASSERT_EQ(zoned.status, 200) << zoned.body;
   EXPECT_EQ(str(zoned.obj().at("period").at("time_zone")), "Europe/Berlin");
+  EXPECT_FALSE(zoned.obj().at("period").at("company_zone").as_bool());
+  // Asked without a zone: the company's (this server's store has none set: UTC), named in the answer.
+  EXPECT_EQ(str(all.obj().at("period").at("time_zone")), "UTC") << all.body;
+  EXPECT_TRUE(all.obj().at("period").at("company_zone").as_bool()) << all.body;
   for (const std::string q : {"&tz=Mars/Olympus", "&tz=Europe/Berlin&tz_offset_minutes=60"}) {
     Reply r = boss.get("/api/v1/reports/activity" + period + q);
     EXPECT_EQ(r.status, 400) << q;

@@ -750,6 +750,71 @@ TEST(ReportsFacts, RevenueFollowsEditsDeletesMovesAndCancellations) {
   EXPECT_EQ(total(), -1) << "a cancelled order is no revenue";
 }
 
+// A new order's fact takes its totals in its insert (format 8): from the live lines already stored, which a
+// writer other than the server may store before their order. Such lines get the order's attributes then,
+// and later lines add to the totals. A format-7 file's trigger (two statements) is replaced on open.
+TEST(ReportsFacts, AnOrderStoredAfterItsLinesCountsThemAndFormatSevenGetsTheNewTrigger) {
+  TempDir dir;
+  const std::string path = dir.file("central.db");
+  {
+    Seed s(path);
+    RecordId a = s.create(EntityId::kAccount, kDec1, {{1, text("A")}, {2, text("north")}, {10, text("ho")}});
+    (void)a;
+  }
+  {
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &raw), SQLITE_OK);
+    // Format 7's trigger and format number, as a file of that format has them.
+    const std::string sql =
+        "DROP TRIGGER _fact_order_insert; CREATE TRIGGER _fact_order_insert AFTER INSERT ON \"order\" BEGIN "
+        "INSERT INTO _order_fact (order_id, at_ms, status, deleted, rep_id, account_id, territory, currency, "
+        "quantity, net_cents) VALUES (new.id, coalesce(new.submitted_at, new.approved_at), new.status, "
+        "new._deleted, new.rep_id, new.account_id, (SELECT territory_id FROM account WHERE id = "
+        "new.account_id), new.currency, 0, 0) ON CONFLICT (order_id) DO NOTHING; UPDATE _order_fact SET "
+        "quantity = (SELECT coalesce(sum(f.quantity), 0) FROM _order_line_fact f WHERE f.order_id = new.id "
+        "AND f.deleted = 0) WHERE order_id = new.id; END; UPDATE _state SET value = 7 WHERE key = 'format'";
+    ASSERT_EQ(sqlite3_exec(raw, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(raw);
+    sqlite3_close(raw);
+  }
+  ASSERT_TRUE(SqliteCentralStore::open(path, {}).is_ok());
+  auto db = open_report_db(path).value();
+  {
+    sqlite::Stmt q(*db, "SELECT sql FROM sqlite_master WHERE name = '_fact_order_insert'");
+    ASSERT_TRUE(q.step());
+    EXPECT_NE(q.col_text(0).find("sum(f.net_cents)"), std::string::npos) << "format 8's trigger";
+    sqlite::Stmt v(*db, "SELECT value FROM _state WHERE key = 'format'");
+    ASSERT_TRUE(v.step());
+    EXPECT_EQ(v.col_int(0), 8);
+  }
+  {
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &raw), SQLITE_OK);
+    // Two lines (one deleted) before their order, then the order, then a third line.
+    const std::string sql =
+        "INSERT INTO order_line (id, order_id, product_id, quantity, unit_price_cents, _deleted) VALUES "
+        "('l1', 'o1', 'p', 3, 100, 0), ('l2', 'o1', 'p', 7, 1000, 1); "
+        "INSERT INTO \"order\" (id, account_id, rep_id, status, currency, submitted_at, _deleted) SELECT "
+        "'o1', id, 'r1', 'submitted', 'EUR', " +
+        std::to_string(jan(10)) +
+        ", 0 FROM account; "
+        "INSERT INTO order_line (id, order_id, product_id, quantity, unit_price_cents, discount_bp, "
+        "_deleted) "
+        "VALUES ('l3', 'o1', 'p', 2, 1000, 1000, 0);";
+    ASSERT_EQ(sqlite3_exec(raw, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(raw);
+    sqlite3_close(raw);
+  }
+  ReportFilter f;
+  f.from_ms = kJan1;
+  f.to_ms = kApr1;
+  json::value r = run_report(*db, "revenue", f, kHeadOffice).value();
+  ASSERT_EQ(r.at("total").as_array().size(), 1u) << r;
+  EXPECT_EQ(r.at("total").at(0).at("revenue_cents").as_int64(), 300 + 1800) << r;
+  ASSERT_EQ(r.at("by_territory").as_array().size(), 1u) << r;
+  EXPECT_EQ(r.at("by_territory").at(0).at("territory").as_string(), "north") << "the lines got the order's";
+  ASSERT_EQ(r.at("by_product").as_array().size(), 1u) << r;
+  EXPECT_EQ(r.at("by_product").at(0).at("revenue_cents").as_int64(), 2100) << "the line facts count too";
+}
+
 // Activity and plan versus execution read _visit_day and _appointment_fact, which triggers on visits and
 // events keep: a visit's outcome edited, a visit linked to the appointment and linked elsewhere again, the
 // appointment moved and cancelled, and (by a writer other than the server) a visit deleted or its check-in
@@ -870,7 +935,7 @@ TEST(ReportsMigration, FormatFiveFileGetsItsFactsAndRollups) {
     EXPECT_TRUE(q.step()) << sql;
     return q.col_int(0);
   };
-  EXPECT_EQ(count("SELECT value FROM _state WHERE key = 'format'"), 7) << "the current format";
+  EXPECT_EQ(count("SELECT value FROM _state WHERE key = 'format'"), 8) << "the current format";
   EXPECT_EQ(count("SELECT count(*) FROM sqlite_master WHERE name IN ('_order_fact_insert', "
                   "'idx_report_order_line')"),
             0);
@@ -1016,6 +1081,52 @@ TEST(ReportsTimeZone, TheRollupCountsLocalDaysOfTheCompanyZoneAcrossSummerTime) 
   partial.to_ms = kOct24 + 22 * kHour + 45 * kMin;
   EXPECT_EQ(visits_per_day(run_report(*db, "activity", partial, kHeadOffice).value()),
             (DayCounts{{"2026-03-29", 1}, {"2026-03-30", 1}, {"2026-10-25", 1}}));
+}
+
+// Asked with neither tz nor tz_offset_minutes (the API's default, and the dashboard's), a report is in the
+// company's zone whatever the caller's: Berlin days from the rollup, the zone named in the answer; the CSV's
+// times too. A store without a zone (fieldsync-admin's new file) answers in UTC.
+TEST(ReportsTimeZone, WithoutAZoneAReportIsInTheCompanysZone) {
+  ZoneStore z;
+  seed_zone_visits(z.path, "Europe/Berlin");
+  auto db = open_report_db(z.path).value();
+  Result<ReportFilter> f =
+      parse_filter({{"from", std::to_string(kJan1)}, {"to", std::to_string(kJan1 + 365 * kDay)}}, 0);
+  ASSERT_TRUE(f.is_ok()) << f.status().to_string();
+  EXPECT_TRUE(f->company_zone);
+  json::value r = run_report(*db, "activity", *f, kHeadOffice).value();
+  EXPECT_EQ(visits_per_day(r),
+            (DayCounts{{"2026-03-28", 1}, {"2026-03-29", 2}, {"2026-03-30", 1}, {"2026-10-25", 2}}));
+  EXPECT_EQ(r.at("period").at("time_zone").as_string(), "Europe/Berlin");
+  EXPECT_TRUE(r.at("period").at("company_zone").as_bool());
+  // A zone or an offset given is the caller's, not the company's.
+  for (const auto& q : {std::pair<std::string, std::string>{"tz", "UTC"}, {"tz_offset_minutes", "0"}}) {
+    Result<ReportFilter> mine =
+        parse_filter({{"from", std::to_string(kJan1)}, {"to", std::to_string(kJan1 + 365 * kDay)}, q}, 0);
+    ASSERT_TRUE(mine.is_ok());
+    EXPECT_FALSE(mine->company_zone) << q.first;
+    json::value m = run_report(*db, "activity", *mine, kHeadOffice).value();
+    EXPECT_EQ(visits_per_day(m),
+              (DayCounts{{"2026-03-28", 2}, {"2026-03-29", 2}, {"2026-10-24", 1}, {"2026-10-25", 1}}))
+        << q.first;
+    EXPECT_FALSE(m.at("period").at("company_zone").as_bool());
+  }
+  // The CSV's times: V4 (Mar 29 22:30Z) is 00:30 on Mar 30 in Berlin.
+  std::string csv;
+  ASSERT_TRUE(export_csv(*db, CsvKind::kVisits, *f, kHeadOffice, {}, [&](std::string_view c) {
+                csv += c;
+                return true;
+              }).is_ok());
+  EXPECT_NE(csv.find("2026-03-30 00:30:00"), std::string::npos) << csv;
+  EXPECT_EQ(csv.find("2026-03-29 22:30:00"), std::string::npos) << csv;
+
+  ZoneStore plain;
+  seed_zone_visits(plain.path, std::nullopt);
+  auto pdb = open_report_db(plain.path).value();
+  json::value u = run_report(*pdb, "activity", *f, kHeadOffice).value();
+  EXPECT_EQ(u.at("period").at("time_zone").as_string(), "UTC");
+  EXPECT_EQ(visits_per_day(u),
+            (DayCounts{{"2026-03-28", 2}, {"2026-03-29", 2}, {"2026-10-24", 1}, {"2026-10-25", 1}}));
 }
 
 // Which path a report takes: a row planted in the rollup shows in the company zone's report only.

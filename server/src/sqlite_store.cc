@@ -57,7 +57,11 @@ using namespace store_common;
 //   7: model schema 3 (leads, service cases, assets, tasks: new tables from the model's DDL) and
 //      calendar_event.opportunity_id, added to the existing table before the model's DDL indexes it. Files of
 //      format 6 and older hold model schema 2 at most.
-constexpr int64_t kFormat = 7;
+//   8: _fact_order_insert writes a new order's fact with its totals in one insert (it inserted zeros and
+//      summed the lines in a second statement: -29k of the ~390k instructions the report tables add to an
+//      order-heavy transaction, PERFORMANCE.md); the migration recreates that trigger, and schema 3's report
+//      indexes are created on open like the others.
+constexpr int64_t kFormat = 8;
 // The newest model schema version a file of each format before kFormat may hold, for added_columns_ddl.
 constexpr uint32_t kSchemaOfFormat6 = 2;
 
@@ -85,6 +89,26 @@ constexpr uint32_t kSchemaOfFormat6 = 2;
   "UPDATE _order_line_fact SET at_ms = coalesce(new.submitted_at, new.approved_at), status = new.status, " \
   "order_deleted = new._deleted, rep_id = new.rep_id, territory = (SELECT territory_id FROM account "      \
   "WHERE id = new.account_id), currency = new.currency WHERE order_id = new.id;"
+// A new order's fact with its totals in the one insert (format 8; format 7 inserted zeros and then summed the
+// lines in an UPDATE, which rewrote the fact's row and its 10-column index entry a second time for every
+// order): the live lines already stored, usually none -- an order's lines are stored after it --, from one
+// range of _order_line_fact's primary key.
+#define ORDER_FACT_INSERT                                                                                  \
+  "INSERT INTO _order_fact (order_id, at_ms, status, deleted, rep_id, account_id, territory, currency, "   \
+  "quantity, net_cents) SELECT new.id, coalesce(new.submitted_at, new.approved_at), new.status, "          \
+  "new._deleted, new.rep_id, new.account_id, (SELECT territory_id FROM account WHERE id = "                \
+  "new.account_id), new.currency, coalesce(sum(f.quantity), 0), coalesce(sum(f.net_cents), 0) FROM "       \
+  "_order_line_fact f WHERE f.order_id = new.id AND f.deleted = 0 ON CONFLICT (order_id) DO UPDATE SET "   \
+  "at_ms = excluded.at_ms, status = excluded.status, deleted = excluded.deleted, rep_id = "                \
+  "excluded.rep_id, account_id = excluded.account_id, territory = excluded.territory, currency = "         \
+  "excluded.currency, quantity = excluded.quantity, net_cents = excluded.net_cents; "                      \
+  "UPDATE _order_line_fact SET at_ms = coalesce(new.submitted_at, new.approved_at), status = new.status, " \
+  "order_deleted = new._deleted, rep_id = new.rep_id, territory = (SELECT territory_id FROM account "      \
+  "WHERE id = new.account_id), currency = new.currency WHERE order_id = new.id;"
+// The trigger that writes it (kStoreDdl, and format 8's migration replacing format 7's).
+constexpr const char kOrderInsertTrigger[] =
+    "CREATE TRIGGER IF NOT EXISTS _fact_order_insert AFTER INSERT ON \"order\" BEGIN " ORDER_FACT_INSERT
+    " END";
 // (Upserts, not INSERT OR REPLACE: a trigger's conflict clause gives way to the statement's that fired it.)
 // The fact of the line row `new`, with its order's attributes from the order's fact (none yet if the line
 // is stored before its order: the order's trigger fills them then).
@@ -161,6 +185,18 @@ const char* const kStoreDdl[] = {
      "account_id, currency, amount_cents, expected_close)"),
     ("CREATE INDEX IF NOT EXISTS idx_report_opportunity_id ON opportunity (id, _deleted, owner_id, "
      "account_id, currency, amount_cents)"),
+    // Schema 3's reports (leads, service_cases, tasks_overdue), covering in the same way: leads by creation
+    // time with what they are scoped and counted by; cases by opening time with their account, asset and
+    // SLA columns; an asset's warranty beside its id (a case is billable by it); and the open tasks per owner
+    // (partial: the report asks for open tasks only, so done and cancelled ones cost the write path nothing).
+    // Created on open like the others: a format-7 file gets them without a format change.
+    ("CREATE INDEX IF NOT EXISTS idx_report_lead_created ON lead (created_at, _deleted, territory_id, "
+     "owner_id, source, status, converted_at)"),
+    ("CREATE INDEX IF NOT EXISTS idx_report_case_opened ON service_case (opened_at, _deleted, assignee_id, "
+     "account_id, asset_id, priority, status, resolved_at, due_at)"),
+    "CREATE INDEX IF NOT EXISTS idx_report_asset ON asset (id, warranty_end_at)",
+    ("CREATE INDEX IF NOT EXISTS idx_report_task_open ON task (owner_id, due_at) WHERE status = 'open' AND "
+     "_deleted = 0"),
     // One row per order with what revenue is counted by -- its date, status, rep, account, the account's
     // territory and currency -- and its lines' totals (net as FieldClient computes it), kept by triggers
     // on every write of an order, a line or an account's territory, whoever writes (the server, the admin
@@ -195,8 +231,7 @@ const char* const kStoreDdl[] = {
     // integer), kept for kZoneTableFromMs..kZoneTableToMs (local_time.h).
     "CREATE TABLE IF NOT EXISTS _report_zone (id INTEGER PRIMARY KEY CHECK (id = 1), name TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS _tz_offset (from_ms INTEGER PRIMARY KEY, offset_s INTEGER NOT NULL)",
-    "CREATE TRIGGER IF NOT EXISTS _fact_order_insert AFTER INSERT ON \"order\" BEGIN " ORDER_FACT_UPSERT
-    " UPDATE _order_fact SET " ORDER_FACT_TOTALS("new.id") " WHERE order_id = new.id; END",
+    kOrderInsertTrigger,
     // Only when what the facts hold changed (notes and delivery dates do not).
     ("CREATE TRIGGER IF NOT EXISTS _fact_order_update AFTER UPDATE ON \"order\" WHEN old.submitted_at IS NOT "
      "new.submitted_at OR old.approved_at IS NOT new.approved_at OR old.status IS NOT new.status OR "
@@ -551,6 +586,12 @@ Status migrate_format(Db& db, int64_t from) {
     if (!q.step()) return q.ok() ? Status(ErrorCode::kInternal, "no row") : q.status();
     return q.col_int(0) > 0;
   };
+  if (from < 8) {
+    // Format 8's order insert trigger (ORDER_FACT_INSERT) in place of format 6 and 7's: the DDL above kept
+    // the file's own (IF NOT EXISTS). The facts it writes are the same.
+    if (Status s = db.exec("DROP TRIGGER IF EXISTS _fact_order_insert"); !s) return s;
+    if (Status s = db.exec(kOrderInsertTrigger); !s) return s;
+  }
   if (from < 6) {
     // Format 6's facts and rollups (kStoreDdl, appointment_fact_ddl) for the rows already there; the
     // triggers keep them from now on. (_visit_day: set_rollup_zone counts it once the file has no zone.)

@@ -177,6 +177,7 @@ async function start() {
     e.preventDefault();
     loadReports();
   });
+  $('reports-zone-switch').addEventListener('click', switchReportZone);
   $('accounts-q').addEventListener('input', () => {
     renderAccounts(); // at once over what is loaded, then the server's search over the whole book
     clearTimeout(state.searchTimer);
@@ -252,6 +253,7 @@ function loggedIn() {
 
 function loggedOut(message) {
   state.session = null;
+  state.companyZone = undefined; // asked again at the next sign-in (another user, maybe another role)
   localStorage.removeItem(SESSION_HINT);
   closeStream();
   state.streamGen = (state.streamGen || 0) + 1;
@@ -650,14 +652,87 @@ async function resolve(row, k, action) {
 // Reports: the reports library's JSON drawn with Chart.js. A report the server does not offer (404) says so
 // in its box instead of failing the page.
 
+// Reports are in the company's time zone by default: head office compares days and months in one calendar
+// wherever its people sit, and those are the days the server's rollups count, so a year of activity answers
+// fast (DESIGN.md "Reports"). The zone is named above the charts. "My time zone" asks in the browser's zone
+// instead: right days for the viewer, but the server then counts every visit of the period (slower, said on
+// the page). The choice lasts for the session in this tab.
+const BROWSER_ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || '';
+const ZONE_CHOICE = 'fieldsync.report-zone';
+
+// The company's zone: the server names it in the period of any report asked without a zone (an empty
+// period's leads report is a few index steps). null if the server has no reports.
+async function companyZone() {
+  if (state.companyZone !== undefined) return state.companyZone;
+  try {
+    const r = await api('GET', '/reports/leads' + query({ from: 0, to: 1 }));
+    state.companyZone = (r.period && r.period.time_zone) || 'UTC';
+  } catch (e) {
+    state.companyZone = null;
+  }
+  return state.companyZone;
+}
+
+const inMyZone = () => sessionStorage.getItem(ZONE_CHOICE) === 'mine' && BROWSER_ZONE !== '';
+
+// Offset of `zone` from UTC at instant `ms`, in ms, from the browser's own zone database.
+function zoneOffsetMs(zone, ms) {
+  const parts = new Intl.DateTimeFormat('en-US', {
+    timeZone: zone, hourCycle: 'h23', year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit',
+  }).formatToParts(new Date(ms));
+  const v = Object.fromEntries(parts.map((p) => [p.type, Number(p.value)]));
+  return Date.UTC(v.year, v.month - 1, v.day, v.hour, v.minute, v.second) - Math.floor(ms / 1000) * 1000;
+}
+
+// The first instant of the local day "YYYY-MM-DD" (+ `plusDays`) in `zone`: the period's ends are midnights of
+// the zone the report is asked in, so its first and last days are whole days there.
+function midnightIn(zone, isoDay, plusDays) {
+  const [y, m, d] = isoDay.split('-').map(Number);
+  const utc = Date.UTC(y, m - 1, d + (plusDays || 0));
+  let t = utc - zoneOffsetMs(zone, utc);
+  t = utc - zoneOffsetMs(zone, t); // again at the instant itself: the offset may change that night
+  return t;
+}
+
 function reportRange() {
-  const from = $('reports-from').value ? new Date($('reports-from').value + 'T00:00').getTime() : undefined;
-  const to = $('reports-to').value ? new Date($('reports-to').value + 'T00:00').getTime() + 86400000 : undefined;
-  // Day and month buckets in the viewer's time zone, with its summer time (a viewer in the company's zone,
-  // the server's --time-zone, gets the fast path of the visits-per-day rollup); today's offset only for a
-  // browser that does not name its zone.
-  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
-  return zone ? { from, to, tz: zone } : { from, to, tz_offset_minutes: -new Date().getTimezoneOffset() };
+  const zone = inMyZone() ? BROWSER_ZONE : state.companyZone;
+  const day = (id, plus) => {
+    const v = $(id).value;
+    if (!v) return undefined;
+    return zone ? midnightIn(zone, v, plus) : new Date(v + 'T00:00').getTime() + (plus || 0) * 86400000;
+  };
+  const range = { from: day('reports-from'), to: day('reports-to', 1) };
+  if (inMyZone()) range.tz = BROWSER_ZONE; // otherwise neither tz nor offset: the company's zone
+  return range;
+}
+
+// The line above the charts: whose days these are, and the switch to the other zone.
+function showReportZone() {
+  const note = $('reports-zone');
+  const other = $('reports-zone-switch');
+  const company = state.companyZone;
+  if (!company) {
+    note.textContent = '';
+    other.hidden = true;
+    return;
+  }
+  if (inMyZone()) {
+    note.textContent = 'Days and months in your time zone, ' + BROWSER_ZONE + '. The company reports in ' + company +
+      '; reports in another zone count every visit of the period and take longer.';
+    other.textContent = "Use the company's time zone (" + company + ')';
+    other.hidden = false;
+  } else {
+    note.textContent = "Days and months in the company's time zone, " + company + '.';
+    other.textContent = 'Use my time zone (' + BROWSER_ZONE + ')';
+    other.hidden = !BROWSER_ZONE || BROWSER_ZONE === company;
+  }
+  $('reports-zone-box').dataset.zone = inMyZone() ? 'mine' : 'company';
+}
+
+function switchReportZone() {
+  if (inMyZone()) sessionStorage.removeItem(ZONE_CHOICE);
+  else sessionStorage.setItem(ZONE_CHOICE, 'mine');
+  loadReports();
 }
 
 async function report(name, extra) {
@@ -706,7 +781,9 @@ function exportLinks() {
     $('export-' + kind).href = API + '/export/' + kind + '.csv' + query(Object.assign(reportRange(), { bom: 1 }));
 }
 
-function loadReports() {
+async function loadReports() {
+  await companyZone();
+  showReportZone();
   exportLinks();
   chartBox('chart-funnel', 'funnel', {}, (r) => {
     const rows = (r.stages || []).filter((s) => s.stage !== 'won' && s.stage !== 'lost');

@@ -99,7 +99,9 @@ admin('price', 'set', '--product', 'ESP-1', '--list', 'standard', '--cents', '24
 const PORT = await freePort();
 const ORIGIN = `https://127.0.0.1:${PORT}`;
 const serverLog = fs.openSync(path.join(RUN, 'server.log'), 'w');
-const server = spawn(path.join(BIN, 'fieldsync-server'), ['--dev', '--data-dir', DATA, '--listen', `127.0.0.1:${PORT}`, '--threads', '2'], {
+// The company's time zone is not the browser's: the reports page must say whose days it shows.
+const COMPANY_ZONE = 'Europe/Berlin';
+const server = spawn(path.join(BIN, 'fieldsync-server'), ['--dev', '--data-dir', DATA, '--listen', `127.0.0.1:${PORT}`, '--threads', '2', '--time-zone', COMPANY_ZONE], {
   stdio: ['ignore', serverLog, serverLog],
 });
 let serverExit = null;
@@ -338,6 +340,39 @@ try {
     check(text.charCodeAt(0) === 0xfeff && text.includes('Hafen Kiosk') && text.includes('Caffè Rossi'), 'with the BOM and the accounts, accents intact');
     const orders = await page.request.get(ORIGIN + (await page.locator('#export-orders').getAttribute('href')));
     check(orders.status() === 200 && (await orders.text()).includes('Caffè Rossi'), 'the orders CSV has the orders of the period');
+
+    // Whose days: the company's zone by default (no tz asked: the server's rollups count its days), named on the
+    // page; the switch asks in the browser's zone, says it is slower, and the figures stay right.
+    const zoneNote = async () => (await page.locator('#reports-zone').innerText()).trim();
+    check((await zoneNote()).includes(COMPANY_ZONE) && !href.includes('tz='), `reports are in the company's zone (${COMPANY_ZONE}), asked without a zone`);
+    const fromMs = Number(new URL(ORIGIN + href).searchParams.get('from'));
+    const berlinMidnight = new Date(fromMs).toLocaleString('en-GB', { timeZone: COMPANY_ZONE, hour: '2-digit', minute: '2-digit', hour12: false });
+    check(berlinMidnight === '00:00', `the period starts at midnight in ${COMPANY_ZONE} (${berlinMidnight})`);
+    // Chromium names Asia/Kolkata by its older IANA name, Asia/Calcutta (a link to the same zone).
+    const browserZone = await page.evaluate(() => Intl.DateTimeFormat().resolvedOptions().timeZone);
+    check(['Asia/Kolkata', 'Asia/Calcutta'].includes(browserZone), `the browser's zone is ${TIME_ZONE} (${browserZone})`);
+    const mine = page.locator('#reports-zone-switch');
+    check((await mine.innerText()).includes(browserZone), 'a switch offers the viewer\'s own zone');
+    const zoneParam = 'tz=' + encodeURIComponent(browserZone);
+    const answer = page.waitForResponse((r) => r.url().includes('/reports/activity') && r.url().includes(zoneParam));
+    await mine.click();
+    const mineBody = await (await answer).json();
+    check(mineBody.period.time_zone === browserZone && mineBody.period.company_zone === false, `the activity report is asked in ${browserZone}`);
+    await page.locator('#reports-zone-box[data-zone="mine"]').waitFor();
+    await page.locator('#chart-activity-box[data-state="drawn"]').waitFor();
+    check((await zoneNote()).includes(browserZone) && /longer/.test(await zoneNote()), 'the page says the days are the viewer\'s and that it is slower');
+    const kolkataVisits = await page.evaluate(() => {
+      const c = window.Chart.getChart(document.getElementById('chart-activity'));
+      return c.data.datasets[0].data[c.data.labels.indexOf('alice')];
+    });
+    check(kolkataVisits === 1, "visits per rep in the viewer's zone: alice 1");
+    const mineHref = await page.locator('#export-accounts').getAttribute('href');
+    const kolkataMidnight = new Date(Number(new URL(ORIGIN + mineHref).searchParams.get('from'))).toLocaleString('en-GB', { timeZone: TIME_ZONE, hour: '2-digit', minute: '2-digit', hour12: false });
+    check(mineHref.includes(zoneParam) && kolkataMidnight === '00:00', `the CSV links follow: tz named, the period from midnight in ${TIME_ZONE}`);
+    await screenshot('reports-my-zone');
+    await page.locator('#reports-zone-switch').click();
+    await page.locator('#reports-zone-box[data-zone="company"]').waitFor();
+    check((await zoneNote()).includes(COMPANY_ZONE), "and back to the company's zone");
   }
 
   step('devices and their sync health');

@@ -82,12 +82,17 @@ struct ReportFilter {
   // SqliteCentralStore::Options::time_zone; tz_offset_minutes 0 is the zone "UTC"); any other zone or
   // offset gives the same figures from the visits themselves, slower.
   std::string time_zone;
+  // ... or, when set, the company's time zone (the store's, SqliteCentralStore::Options::time_zone; UTC for
+  // a store without one), whatever time_zone and tz_offset_minutes say: the answer's period names it. The
+  // API's default (parse_filter sets it when the query has neither tz nor tz_offset_minutes): head office
+  // reads its reports in company days, which the rollups count, wherever the viewer is.
+  bool company_zone = false;
   size_t limit = kDefaultListRows;  // rows of each list in a report
 };
 
 // The query string of the API, as decoded (name, value) pairs: from, to (epoch ms; default: the 90 days up
 // to now_ms), territory and rep (repeatable, or comma-separated), days, tz_offset_minutes or tz (a time
-// zone's IANA name, at most kMaxTimeZoneName bytes; not both), limit. `bom` is
+// zone's IANA name, at most kMaxTimeZoneName bytes; not both; neither: the company's zone), limit. `bom` is
 // the CSV's and left alone. Errors: kInvalidArgument, with the parameter's name in *bad_field.
 Result<ReportFilter> parse_filter(const std::vector<std::pair<std::string, std::string>>& query,
                                   int64_t now_ms, std::string* bad_field = nullptr);
