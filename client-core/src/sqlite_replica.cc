@@ -139,18 +139,19 @@ class SqliteReplicaTxn final : public ReplicaTxn {
       write_error_ = *store_.closed_;
       return;
     }
-    int rc = sqlite3_exec(store_.db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
+    Status prepared;
+    int rc = store_.run(SqliteReplicaStore::Fixed::kBegin, prepared);
     if (rc == SQLITE_OK) {
       open_ = true;
       return;
     }
     // A read-only or locked file still serves reads (the constructor of SyncClient, the API's queries): they
     // run in autocommit mode, and the first write records the failure so commit() reports it.
-    write_error_ = sqlite::status_from(rc, "begin transaction", store_.db_);
+    write_error_ = prepared ? sqlite::status_from(rc, "begin transaction", store_.db_) : prepared;
   }
 
   ~SqliteReplicaTxn() override {
-    if (open_) sqlite3_exec(store_.db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    if (open_) rollback();
     if (lock_.owns_lock()) store_.owner_ = std::thread::id();
   }
 
@@ -158,7 +159,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     auto relocked = relock();
     const schema::EntityDef* e = schema::entity(entity);
     if (e == nullptr) return std::nullopt;
-    sqlite3_stmt* s = stmt("SELECT _meta FROM " + quoted(e->name) + " WHERE id = ?1");
+    sqlite3_stmt* s = entity_stmt(SqliteReplicaStore::PerEntity::kLoad, *e);
     if (s == nullptr) return std::nullopt;
     Use use(s);
     const std::string key = id.to_string();
@@ -191,7 +192,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     if (e->since > version)
       return fail(
           Status(ErrorCode::kUnknownEntity, std::string(e->name) + " is newer than this replica's schema"));
-    sqlite3_stmt* s = stmt(upsert_sql(*e, version));
+    sqlite3_stmt* s = entity_stmt(SqliteReplicaStore::PerEntity::kUpsert, *e);
     if (s == nullptr) return;
     Use use(s);
     const std::string key = record.id.to_string();
@@ -240,9 +241,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
 
   void outbox_append(const ClientTxn& txn) override {
     if (!writable()) return;
-    sqlite3_stmt* s = stmt(
-        "INSERT OR REPLACE INTO _outbox (node_seq, created_at_ms, change_count, txn) VALUES (?1, ?2, ?3, "
-        "?4)");
+    sqlite3_stmt* s = fixed_stmt(SqliteReplicaStore::Fixed::kOutboxAppend);
     if (s == nullptr) return;
     Use use(s);
     const std::vector<uint8_t> blob = codec::encode_client_txn(txn);
@@ -321,10 +320,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     if (meta_) return *meta_;
     auto relocked = relock();
     ReplicaMeta m;
-    sqlite3_stmt* s = stmt(
-        "SELECT node, hlc, next_node_seq, cursor, bootstrap_done, bootstrap_snapshot_seq, "
-        "bootstrap_page_token, "
-        "bootstrap_total, bootstrap_received, last_synced_ms, schema_version FROM _sync_meta WHERE id = 1");
+    sqlite3_stmt* s = fixed_stmt(SqliteReplicaStore::Fixed::kMeta);
     if (s == nullptr) return m;
     Use use(s);
     int rc = sqlite3_step(s);
@@ -351,10 +347,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
 
   void set_meta(const ReplicaMeta& m) override {
     if (!writable()) return;
-    sqlite3_stmt* s = stmt(
-        "UPDATE _sync_meta SET node = ?1, hlc = ?2, next_node_seq = ?3, cursor = ?4, bootstrap_done = ?5, "
-        "bootstrap_snapshot_seq = ?6, bootstrap_page_token = ?7, bootstrap_total = ?8, bootstrap_received = "
-        "?9, last_synced_ms = ?10, schema_version = ?11 WHERE id = 1");
+    sqlite3_stmt* s = fixed_stmt(SqliteReplicaStore::Fixed::kSetMeta);
     if (s == nullptr) return;
     Use use(s);
     sqlite3_bind_int64(s, 1, to_sql(m.node));
@@ -425,7 +418,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
  private:
   Status finish() {
     if (!error_.is_ok() || !open_) {
-      if (open_) sqlite3_exec(store_.db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      if (open_) rollback();
       open_ = false;
       // A transaction that only read commits fine even when the file could not be locked for writing.
       return error_.is_ok() && !wrote_ ? Status::ok() : error_;
@@ -433,16 +426,16 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     if (store_.pending_fault_) {
       Status s = std::move(*store_.pending_fault_);
       store_.pending_fault_.reset();
-      sqlite3_exec(store_.db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      rollback();
       open_ = false;
       return s;
     }
-    int rc = sqlite3_exec(store_.db_, "COMMIT", nullptr, nullptr, nullptr);
+    Status prepared;
+    int rc = store_.run(SqliteReplicaStore::Fixed::kCommit, prepared);
     if (rc != SQLITE_OK) {
-      Status s = sqlite::status_from(rc, "commit", store_.db_);
+      Status s = prepared ? sqlite::status_from(rc, "commit", store_.db_) : prepared;
       // COMMIT can fail and leave the transaction open (SQLITE_BUSY, SQLITE_FULL on the journal): end it.
-      if (sqlite3_get_autocommit(store_.db_) == 0)
-        sqlite3_exec(store_.db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      if (sqlite3_get_autocommit(store_.db_) == 0) rollback();
       open_ = false;
       return s;
     }
@@ -493,18 +486,23 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     if (!st) fail(std::move(st));
     return s;
   }
+  sqlite3_stmt* fixed_stmt(SqliteReplicaStore::Fixed which) {
+    Status st;
+    sqlite3_stmt* s = store_.fixed_statement(which, st);
+    if (!st) fail(std::move(st));
+    return s;
+  }
+  sqlite3_stmt* entity_stmt(SqliteReplicaStore::PerEntity which, const schema::EntityDef& e) {
+    Status st;
+    sqlite3_stmt* s = store_.entity_statement(which, e, st);
+    if (!st) fail(std::move(st));
+    return s;
+  }
 
-  static std::string upsert_sql(const schema::EntityDef& e, uint32_t version) {
-    // From model identifiers (never from values); the connection caches the prepared statement by its text.
-    std::string sql = "INSERT OR REPLACE INTO " + quoted(e.name) + " (id";
-    std::string values = "?";
-    for (const schema::FieldDef& f : e.fields) {
-      if (f.since > version) continue;
-      sql += ", " + quoted(f.name);
-      values += ", ?";
-    }
-    sql += ", _deleted, _meta) VALUES (" + values + ", ?, ?)";
-    return sql;
+  // Best effort, as before: a failed ROLLBACK leaves nothing to do (SQLite rolls back what it can).
+  void rollback() {
+    Status ignored;
+    (void)store_.run(SqliteReplicaStore::Fixed::kRollback, ignored);
   }
 
   SqliteReplicaStore& store_;
@@ -733,6 +731,63 @@ sqlite3_stmt* SqliteReplicaStore::statement(const std::string& sql, Status& stat
   return *s;
 }
 
+namespace {
+
+// Indexed by SqliteReplicaStore::Fixed.
+constexpr const char* kFixedSql[] = {
+    "BEGIN IMMEDIATE",
+    "COMMIT",
+    "ROLLBACK",
+    "SELECT node, hlc, next_node_seq, cursor, bootstrap_done, bootstrap_snapshot_seq, bootstrap_page_token, "
+    "bootstrap_total, bootstrap_received, last_synced_ms, schema_version FROM _sync_meta WHERE id = 1",
+    "UPDATE _sync_meta SET node = ?1, hlc = ?2, next_node_seq = ?3, cursor = ?4, bootstrap_done = ?5, "
+    "bootstrap_snapshot_seq = ?6, bootstrap_page_token = ?7, bootstrap_total = ?8, bootstrap_received = ?9, "
+    "last_synced_ms = ?10, schema_version = ?11 WHERE id = 1",
+    "INSERT OR REPLACE INTO _outbox (node_seq, created_at_ms, change_count, txn) VALUES (?1, ?2, ?3, ?4)",
+};
+
+// From model identifiers, never from values. The upsert names every column of the tables' schema version
+// (save() binds them in the model's order).
+std::string entity_sql(bool load, const schema::EntityDef& e, uint32_t version) {
+  if (load) return "SELECT _meta FROM " + quoted(e.name) + " WHERE id = ?1";
+  std::string sql = "INSERT OR REPLACE INTO " + quoted(e.name) + " (id";
+  std::string values = "?";
+  for (const schema::FieldDef& f : e.fields) {
+    if (f.since > version) continue;
+    sql += ", " + quoted(f.name);
+    values += ", ?";
+  }
+  sql += ", _deleted, _meta) VALUES (" + values + ", ?, ?)";
+  return sql;
+}
+
+}  // namespace
+
+sqlite3_stmt* SqliteReplicaStore::fixed_statement(Fixed which, Status& status) {
+  static_assert(std::size(kFixedSql) == static_cast<size_t>(Fixed::kCount));
+  sqlite3_stmt*& s = fixed_[static_cast<size_t>(which)];
+  if (s == nullptr) s = statement(kFixedSql[static_cast<size_t>(which)], status);
+  return s;
+}
+
+sqlite3_stmt* SqliteReplicaStore::entity_statement(PerEntity which, const schema::EntityDef& e,
+                                                   Status& status) {
+  std::vector<sqlite3_stmt*>& slots = per_entity_[static_cast<size_t>(which)];
+  const auto i = static_cast<size_t>(e.id);
+  if (i >= slots.size()) slots.resize(i + 1, nullptr);
+  if (slots[i] == nullptr)
+    slots[i] = statement(entity_sql(which == PerEntity::kLoad, e, schema_version_), status);
+  return slots[i];
+}
+
+int SqliteReplicaStore::run(Fixed which, Status& status) {
+  sqlite3_stmt* s = fixed_statement(which, status);
+  if (s == nullptr) return SQLITE_ERROR;
+  const int rc = sqlite3_step(s);
+  sqlite3_reset(s);
+  return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
 std::unique_ptr<ReplicaTxn> SqliteReplicaStore::begin() {
   return std::make_unique<SqliteReplicaTxn>(*this);
 }
@@ -759,6 +814,8 @@ void SqliteReplicaStore::close(Status reason, const std::function<void(sqlite3*)
   auto l = lock();
   if (closed_) return;
   if (before_close) before_close(db_);
+  fixed_.fill(nullptr);  // conn_ finalizes them
+  for (auto& slots : per_entity_) slots.clear();
   conn_.reset();  // finalizes the cached statements and closes (sqlite_db.h: a zombie while others remain)
   db_ = nullptr;
   closed_ = std::move(reason);

@@ -34,6 +34,7 @@
 // same store.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -122,6 +123,18 @@ class SqliteReplicaStore final : public ReplicaStore {
   Status exec(const char* sql);
   // A cached prepared statement (prepared once per connection, reset by the caller after use).
   sqlite3_stmt* statement(const std::string& sql, Status& status);
+  // The write path's statements, prepared once and then found by index, not by hashing their text: a check-in
+  // is a handful of statements, and under emulation (qemu-user on ARM) every instruction spent finding,
+  // building or re-parsing one counts against the write (docs/PERFORMANCE.md, "A check-in's cost").
+  enum class Fixed { kBegin, kCommit, kRollback, kMeta, kSetMeta, kOutboxAppend, kCount };
+  sqlite3_stmt* fixed_statement(Fixed which, Status& status);
+  // A record's upsert ("INSERT OR REPLACE ... every column of this schema version") or its _meta read, built
+  // from the model on first use per entity.
+  enum class PerEntity { kUpsert, kLoad, kCount };
+  sqlite3_stmt* entity_statement(PerEntity which, const schema::EntityDef& e, Status& status);
+  // Steps one of BEGIN IMMEDIATE / COMMIT / ROLLBACK and resets it: SQLITE_OK or the error code (`status`
+  // says why when the statement could not be prepared).
+  int run(Fixed which, Status& status);
   Status mark_seen(const char* table, int64_t up_to_id);
   std::unique_lock<std::mutex> lock();  // aborts if this thread already holds a transaction of this store
 
@@ -136,6 +149,9 @@ class SqliteReplicaStore final : public ReplicaStore {
   std::atomic<std::thread::id> owner_;  // the thread holding an open ReplicaTxn, if any
   std::optional<Status> pending_fault_;
   std::optional<Status> closed_;  // set by close(): why the connection is gone (db_ is null)
+  // Owned by conn_ (its cache finalizes them); cleared by close().
+  std::array<sqlite3_stmt*, static_cast<size_t>(Fixed::kCount)> fixed_{};
+  std::array<std::vector<sqlite3_stmt*>, static_cast<size_t>(PerEntity::kCount)> per_entity_;
 };
 
 }  // namespace fieldsync::client
