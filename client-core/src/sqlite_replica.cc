@@ -64,6 +64,14 @@ constexpr const char* kMigrate3To4[] = {
     // The version of the record tables (Options::schema_version), which a projected library keeps older.
     "ALTER TABLE _sync_meta ADD COLUMN tables_version INTEGER NOT NULL DEFAULT 2",
 };
+// Format 4 -> 5: each outbox entry keeps the last HLC its transaction issued, so that a local write no longer
+// rewrites the _sync_meta row: the next node_seq and the clock are derived on read from the newest outbox
+// entry (SqliteReplicaTxn::meta()), and written to _sync_meta when an entry leaves the outbox. Rows of older
+// formats read 0 here, which changes nothing: their writes updated _sync_meta.
+constexpr const char* kMigrate4To5[] = {
+    "ALTER TABLE _outbox ADD COLUMN hlc INTEGER NOT NULL DEFAULT 0",
+};
+
 // The newest model schema a file of format 3 or older may hold.
 constexpr uint32_t kSchemaOfFormat3 = 2;
 
@@ -77,6 +85,7 @@ constexpr Migration kMigrations[] = {
     {std::begin(kMigrate1To2), std::end(kMigrate1To2)},
     {std::begin(kMigrate2To3), std::end(kMigrate2To3)},
     {std::begin(kMigrate3To4), std::end(kMigrate3To4)},
+    {std::begin(kMigrate4To5), std::end(kMigrate4To5)},
 };
 static_assert(std::size(kMigrations) + 1 == SqliteReplicaStore::kFormatVersion,
               "one migration per format step");
@@ -244,12 +253,18 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     sqlite3_stmt* s = fixed_stmt(SqliteReplicaStore::Fixed::kOutboxAppend);
     if (s == nullptr) return;
     Use use(s);
+    Hlc hlc = 0;
+    for (const Change& c : txn.changes) hlc = std::max(hlc, c.version.hlc);
+    // Newest: its node_seq is at or past the derived next one, so every other entry is older.
+    const bool newest = txn.node_seq >= meta().next_node_seq;
     const std::vector<uint8_t> blob = codec::encode_client_txn(txn);
     sqlite3_bind_int64(s, 1, to_sql(txn.node_seq));
     sqlite3_bind_int64(s, 2, txn.created_at_ms);
     sqlite3_bind_int64(s, 3, static_cast<int64_t>(txn.changes.size()));
     sqlite3_bind_blob(s, 4, blob.data(), static_cast<int>(blob.size()), SQLITE_STATIC);
-    step_done(s, "append to outbox");
+    sqlite3_bind_int64(s, 5, to_sql(hlc));
+    if (!step_done(s, "append to outbox")) return;
+    appended_ = newest ? std::optional<Appended>(Appended{txn.node_seq, hlc}) : std::nullopt;
   }
 
   std::vector<ClientTxn> outbox_peek(size_t max_txns) override { return outbox_after(0, max_txns); }
@@ -296,6 +311,10 @@ class SqliteReplicaTxn final : public ReplicaTxn {
 
   bool outbox_remove(uint64_t node_seq) override {
     if (!writable()) return false;
+    // The newest entry may be what the next node_seq and the clock are derived from: read them before it
+    // goes, and finish() writes them to _sync_meta.
+    (void)meta();
+    meta_from_outbox_ = true;
     sqlite3_stmt* s = stmt("DELETE FROM _outbox WHERE node_seq = ?1");
     if (s == nullptr) return false;
     Use use(s);
@@ -341,12 +360,40 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     m.bootstrap_received = from_sql(sqlite3_column_int64(s, 8));
     m.last_synced_ms = sqlite3_column_int64(s, 9);
     m.schema_version = static_cast<uint32_t>(sqlite3_column_int64(s, 10));
-    if (open_) meta_ = m;  // stable for the rest of this transaction (we hold the write lock)
+    const ReplicaMeta row = m;
+    if (sqlite3_column_type(s, 11) != SQLITE_NULL) {  // the newest outbox entry
+      m.next_node_seq = std::max(m.next_node_seq, from_sql(sqlite3_column_int64(s, 11)) + 1);
+      m.hlc = std::max(m.hlc, from_sql(sqlite3_column_int64(s, 12)));
+    }
+    if (open_) {  // stable for the rest of this transaction (we hold the write lock)
+      meta_ = m;
+      row_ = row;
+    }
     return m;
   }
 
   void set_meta(const ReplicaMeta& m) override {
     if (!writable()) return;
+    if (carried_by_outbox(m)) {
+      meta_ = m;
+      return;
+    }
+    write_meta_row(m);
+  }
+
+  // A local write's set_meta changes only next_node_seq and the clock, to what the outbox entry it just
+  // appended implies: meta() derives the same from that entry, so the row is not rewritten (one statement and
+  // one page less per write).
+  bool carried_by_outbox(const ReplicaMeta& m) {
+    if (!appended_ || !row_) return false;
+    ReplicaMeta same = m;
+    same.next_node_seq = row_->next_node_seq;
+    same.hlc = row_->hlc;
+    return same == *row_ && m.next_node_seq == appended_->node_seq + 1 && m.hlc == appended_->hlc &&
+           row_->hlc <= m.hlc && row_->next_node_seq <= m.next_node_seq;
+  }
+
+  void write_meta_row(const ReplicaMeta& m) {
     sqlite3_stmt* s = fixed_stmt(SqliteReplicaStore::Fixed::kSetMeta);
     if (s == nullptr) return;
     Use use(s);
@@ -362,7 +409,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     sqlite3_bind_int64(s, 9, to_sql(m.bootstrap_received));
     sqlite3_bind_int64(s, 10, m.last_synced_ms);
     sqlite3_bind_int64(s, 11, m.schema_version);
-    if (step_done(s, "write sync state")) meta_ = m;
+    if (step_done(s, "write sync state")) meta_ = row_ = m;
   }
 
   void add_conflict(const ConflictRecord& c) override {
@@ -422,6 +469,15 @@ class SqliteReplicaTxn final : public ReplicaTxn {
       open_ = false;
       // A transaction that only read commits fine even when the file could not be locked for writing.
       return error_.is_ok() && !wrote_ ? Status::ok() : error_;
+    }
+    // An entry left the outbox: what meta() derived from it goes into the row now.
+    if (meta_from_outbox_ && meta_ && row_ && !(*meta_ == *row_)) {
+      write_meta_row(*meta_);
+      if (!error_.is_ok()) {
+        rollback();
+        open_ = false;
+        return error_;
+      }
     }
     if (store_.pending_fault_) {
       Status s = std::move(*store_.pending_fault_);
@@ -510,9 +566,16 @@ class SqliteReplicaTxn final : public ReplicaTxn {
   bool open_ = false;                  // inside BEGIN IMMEDIATE
   bool committed_ = false;             // commit() was called
   bool wrote_ = false;
-  Status write_error_;  // why BEGIN IMMEDIATE failed: reported at the first write
-  Status error_;        // first failure: commit() rolls back and returns it
-  std::optional<ReplicaMeta> meta_;
+  Status write_error_;               // why BEGIN IMMEDIATE failed: reported at the first write
+  Status error_;                     // first failure: commit() rolls back and returns it
+  std::optional<ReplicaMeta> meta_;  // as meta() returns it: the row, next_node_seq and hlc from the outbox
+  std::optional<ReplicaMeta> row_;   // the _sync_meta row as stored
+  struct Appended {
+    uint64_t node_seq = 0;
+    Hlc hlc = 0;
+  };
+  std::optional<Appended> appended_;  // the newest outbox entry, appended by this transaction
+  bool meta_from_outbox_ = false;     // an entry was removed: finish() writes meta_ to the row
 };
 
 // ---- Store
@@ -739,11 +802,15 @@ constexpr const char* kFixedSql[] = {
     "COMMIT",
     "ROLLBACK",
     "SELECT node, hlc, next_node_seq, cursor, bootstrap_done, bootstrap_snapshot_seq, bootstrap_page_token, "
-    "bootstrap_total, bootstrap_received, last_synced_ms, schema_version FROM _sync_meta WHERE id = 1",
+    "bootstrap_total, bootstrap_received, last_synced_ms, schema_version, "
+    "(SELECT node_seq FROM _outbox ORDER BY node_seq DESC LIMIT 1), "
+    "(SELECT hlc FROM _outbox ORDER BY node_seq DESC LIMIT 1) FROM _sync_meta WHERE id = 1",
     "UPDATE _sync_meta SET node = ?1, hlc = ?2, next_node_seq = ?3, cursor = ?4, bootstrap_done = ?5, "
     "bootstrap_snapshot_seq = ?6, bootstrap_page_token = ?7, bootstrap_total = ?8, bootstrap_received = ?9, "
     "last_synced_ms = ?10, schema_version = ?11 WHERE id = 1",
-    "INSERT OR REPLACE INTO _outbox (node_seq, created_at_ms, change_count, txn) VALUES (?1, ?2, ?3, ?4)",
+    "INSERT OR REPLACE INTO _outbox (node_seq, created_at_ms, change_count, txn, hlc) VALUES (?1, ?2, ?3, "
+    "?4, "
+    "?5)",
 };
 
 // From model identifiers, never from values. The upsert names every column of the tables' schema version
