@@ -154,7 +154,8 @@ class Bare {
     sqlite3_close(db_);
     remove_db(path_);
   }
-  void check_in(const std::string& id, const std::string& account, int64_t at) {
+  // Not inlined, so that a profile (callgrind --toggle-collect) can count its instructions apart.
+  [[gnu::noinline]] void check_in(const std::string& id, const std::string& account, int64_t at) {
     exec("BEGIN");
     bind(visit_, 1, id);
     bind(visit_, 2, account);
@@ -165,8 +166,9 @@ class Bare {
     step(visit_);
     exec("COMMIT");
   }
-  void order(const std::string& id, const std::string& account, const std::vector<std::string>& line_ids,
-             const std::vector<std::string>& products) {
+  [[gnu::noinline]] void order(const std::string& id, const std::string& account,
+                               const std::vector<std::string>& line_ids,
+                               const std::vector<std::string>& products) {
     exec("BEGIN");
     bind(order_, 1, id);
     bind(order_, 2, account);

@@ -367,7 +367,9 @@ TEST(SqliteReplica, ReopenKeepsEverythingAndTheNode) {
     txn->outbox_append(outbox_txn(1, id));
     m = txn->meta();
     m.next_node_seq = 2;
-    m.hlc = 99;
+    // At or above the outbox entry's HLC (1001), as SyncClient keeps it: since format 5, meta() never reads
+    // a clock or a next node_seq below what the newest outbox entry implies.
+    m.hlc = 5000;
     txn->set_meta(m);
     ASSERT_TRUE(txn->commit());
   }
@@ -922,6 +924,67 @@ TEST(SqliteReplicaSync, WriteAndOutboxEntryCommitTogetherAndAckDropsIt) {
   EXPECT_EQ(store->begin()->outbox_size(), 0u);
   EXPECT_TRUE(store->begin()->load(EntityId::kAccount, a).has_value());
   EXPECT_TRUE(central.load(EntityId::kAccount, a).value().has_value());
+}
+
+// Format 5: a local write is the record and its outbox entry; the _sync_meta row is not rewritten. The next
+// node_seq and the clock come back from the newest outbox entry on reopen (also after the wall clock went
+// back), and reach the row when the entries leave the outbox, so an emptied outbox never reuses a node_seq.
+TEST(SqliteReplicaSync, LocalWriteLeavesTheMetaRowAndReopenDerivesSequenceAndClock) {
+  TempDir dir;
+  const std::string path = dir.file("r.db");
+  ClientConfig cfg;
+  cfg.user = "alice";
+  Hlc after_three = 0;
+  {
+    auto store = open_ok(path);
+    ASSERT_TRUE(store);
+    SyncClient client(*store, cfg);
+    for (uint64_t i = 1; i <= 3; ++i) {
+      Result<uint64_t> seq = client.write(new_account(ids().next(kStart), "A" + std::to_string(i)), kStart);
+      ASSERT_TRUE(seq) << seq.status().to_string();
+      EXPECT_EQ(*seq, i);
+    }
+    after_three = store->begin()->meta().hlc;
+    EXPECT_GT(after_three, 0u);
+  }
+  {
+    RawDb raw(path);
+    EXPECT_EQ(raw.scalar("SELECT next_node_seq FROM _sync_meta"), 1);  // not rewritten by the writes
+    EXPECT_EQ(raw.scalar("SELECT hlc FROM _outbox ORDER BY node_seq DESC LIMIT 1"),
+              static_cast<int64_t>(after_three));
+  }
+  Hlc after_four = 0;
+  {
+    auto store = open_ok(path);
+    ASSERT_TRUE(store);
+    ReplicaMeta m = store->begin()->meta();
+    EXPECT_EQ(m.next_node_seq, 4u);
+    EXPECT_EQ(m.hlc, after_three);
+    // The device's clock went back a minute: the next write still orders after the earlier ones.
+    SyncClient client(*store, cfg);
+    Result<uint64_t> seq = client.write(new_account(ids().next(kStart), "A4"), kStart - 60'000);
+    ASSERT_TRUE(seq) << seq.status().to_string();
+    EXPECT_EQ(*seq, 4u);
+    after_four = store->begin()->meta().hlc;
+    EXPECT_GT(after_four, after_three);
+    // Every entry leaves the outbox (as acks do) without a set_meta of its own.
+    auto txn = store->begin();
+    for (uint64_t s = 1; s <= 4; ++s) EXPECT_TRUE(txn->outbox_remove(s));
+    ASSERT_TRUE(txn->commit());
+  }
+  {
+    RawDb raw(path);
+    EXPECT_EQ(raw.scalar("SELECT count(*) FROM _outbox"), 0);
+    EXPECT_EQ(raw.scalar("SELECT next_node_seq FROM _sync_meta"), 5);
+    EXPECT_EQ(raw.scalar("SELECT hlc FROM _sync_meta"), static_cast<int64_t>(after_four));
+  }
+  auto store = open_ok(path);
+  ASSERT_TRUE(store);
+  SyncClient client(*store, cfg);
+  Result<uint64_t> seq = client.write(new_account(ids().next(kStart), "A5"), kStart - 60'000);
+  ASSERT_TRUE(seq) << seq.status().to_string();
+  EXPECT_EQ(*seq, 5u);
+  EXPECT_GT(store->begin()->meta().hlc, after_four);
 }
 
 // ---- Crash safety: kill -9 between writes and acknowledgements

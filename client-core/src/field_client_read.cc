@@ -212,9 +212,15 @@ Status load_lines(Queries& q, SqliteReplicaStore& store, Order& o) {
 }  // namespace
 
 Status require_live(Queries& q, SqliteReplicaStore& store, EntityId entity, const std::string& id) {
+  // Built once per entity: this runs before most writes, and its text is the statement cache's key.
+  static const std::map<EntityId, std::string> kSql = [] {
+    std::map<EntityId, std::string> m;
+    for (const schema::EntityDef& e : schema::entities())
+      m.emplace(e.id, "SELECT 1 FROM " + table(e.id) + " WHERE id = ?1 AND _deleted = 0");
+    return m;
+  }();
   bool found = false;
-  Status s = query(q, store, "SELECT 1 FROM " + table(entity) + " WHERE id = ?1 AND _deleted = 0", {Bind{id}},
-                   [&](sqlite3_stmt*) { found = true; });
+  Status s = query(q, store, kSql.at(entity), {Bind{id}}, [&](sqlite3_stmt*) { found = true; });
   if (!s) return s;
   if (!found) return not_found(schema::entity_ref(entity).name, id);
   return Status::ok();

@@ -64,6 +64,14 @@ constexpr const char* kMigrate3To4[] = {
     // The version of the record tables (Options::schema_version), which a projected library keeps older.
     "ALTER TABLE _sync_meta ADD COLUMN tables_version INTEGER NOT NULL DEFAULT 2",
 };
+// Format 4 -> 5: each outbox entry keeps the last HLC its transaction issued, so that a local write no longer
+// rewrites the _sync_meta row: the next node_seq and the clock are derived on read from the newest outbox
+// entry (SqliteReplicaTxn::meta()), and written to _sync_meta when an entry leaves the outbox. Rows of older
+// formats read 0 here, which changes nothing: their writes updated _sync_meta.
+constexpr const char* kMigrate4To5[] = {
+    "ALTER TABLE _outbox ADD COLUMN hlc INTEGER NOT NULL DEFAULT 0",
+};
+
 // The newest model schema a file of format 3 or older may hold.
 constexpr uint32_t kSchemaOfFormat3 = 2;
 
@@ -77,6 +85,7 @@ constexpr Migration kMigrations[] = {
     {std::begin(kMigrate1To2), std::end(kMigrate1To2)},
     {std::begin(kMigrate2To3), std::end(kMigrate2To3)},
     {std::begin(kMigrate3To4), std::end(kMigrate3To4)},
+    {std::begin(kMigrate4To5), std::end(kMigrate4To5)},
 };
 static_assert(std::size(kMigrations) + 1 == SqliteReplicaStore::kFormatVersion,
               "one migration per format step");
@@ -139,18 +148,19 @@ class SqliteReplicaTxn final : public ReplicaTxn {
       write_error_ = *store_.closed_;
       return;
     }
-    int rc = sqlite3_exec(store_.db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
+    Status prepared;
+    int rc = store_.run(SqliteReplicaStore::Fixed::kBegin, prepared);
     if (rc == SQLITE_OK) {
       open_ = true;
       return;
     }
     // A read-only or locked file still serves reads (the constructor of SyncClient, the API's queries): they
     // run in autocommit mode, and the first write records the failure so commit() reports it.
-    write_error_ = sqlite::status_from(rc, "begin transaction", store_.db_);
+    write_error_ = prepared ? sqlite::status_from(rc, "begin transaction", store_.db_) : prepared;
   }
 
   ~SqliteReplicaTxn() override {
-    if (open_) sqlite3_exec(store_.db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    if (open_) rollback();
     if (lock_.owns_lock()) store_.owner_ = std::thread::id();
   }
 
@@ -158,7 +168,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     auto relocked = relock();
     const schema::EntityDef* e = schema::entity(entity);
     if (e == nullptr) return std::nullopt;
-    sqlite3_stmt* s = stmt("SELECT _meta FROM " + quoted(e->name) + " WHERE id = ?1");
+    sqlite3_stmt* s = entity_stmt(SqliteReplicaStore::PerEntity::kLoad, *e);
     if (s == nullptr) return std::nullopt;
     Use use(s);
     const std::string key = id.to_string();
@@ -191,7 +201,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     if (e->since > version)
       return fail(
           Status(ErrorCode::kUnknownEntity, std::string(e->name) + " is newer than this replica's schema"));
-    sqlite3_stmt* s = stmt(upsert_sql(*e, version));
+    sqlite3_stmt* s = entity_stmt(SqliteReplicaStore::PerEntity::kUpsert, *e);
     if (s == nullptr) return;
     Use use(s);
     const std::string key = record.id.to_string();
@@ -240,17 +250,21 @@ class SqliteReplicaTxn final : public ReplicaTxn {
 
   void outbox_append(const ClientTxn& txn) override {
     if (!writable()) return;
-    sqlite3_stmt* s = stmt(
-        "INSERT OR REPLACE INTO _outbox (node_seq, created_at_ms, change_count, txn) VALUES (?1, ?2, ?3, "
-        "?4)");
+    sqlite3_stmt* s = fixed_stmt(SqliteReplicaStore::Fixed::kOutboxAppend);
     if (s == nullptr) return;
     Use use(s);
+    Hlc hlc = 0;
+    for (const Change& c : txn.changes) hlc = std::max(hlc, c.version.hlc);
+    // Newest: its node_seq is at or past the derived next one, so every other entry is older.
+    const bool newest = txn.node_seq >= meta().next_node_seq;
     const std::vector<uint8_t> blob = codec::encode_client_txn(txn);
     sqlite3_bind_int64(s, 1, to_sql(txn.node_seq));
     sqlite3_bind_int64(s, 2, txn.created_at_ms);
     sqlite3_bind_int64(s, 3, static_cast<int64_t>(txn.changes.size()));
     sqlite3_bind_blob(s, 4, blob.data(), static_cast<int>(blob.size()), SQLITE_STATIC);
-    step_done(s, "append to outbox");
+    sqlite3_bind_int64(s, 5, to_sql(hlc));
+    if (!step_done(s, "append to outbox")) return;
+    appended_ = newest ? std::optional<Appended>(Appended{txn.node_seq, hlc}) : std::nullopt;
   }
 
   std::vector<ClientTxn> outbox_peek(size_t max_txns) override { return outbox_after(0, max_txns); }
@@ -297,6 +311,10 @@ class SqliteReplicaTxn final : public ReplicaTxn {
 
   bool outbox_remove(uint64_t node_seq) override {
     if (!writable()) return false;
+    // The newest entry may be what the next node_seq and the clock are derived from: read them before it
+    // goes, and finish() writes them to _sync_meta.
+    (void)meta();
+    meta_from_outbox_ = true;
     sqlite3_stmt* s = stmt("DELETE FROM _outbox WHERE node_seq = ?1");
     if (s == nullptr) return false;
     Use use(s);
@@ -321,10 +339,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     if (meta_) return *meta_;
     auto relocked = relock();
     ReplicaMeta m;
-    sqlite3_stmt* s = stmt(
-        "SELECT node, hlc, next_node_seq, cursor, bootstrap_done, bootstrap_snapshot_seq, "
-        "bootstrap_page_token, "
-        "bootstrap_total, bootstrap_received, last_synced_ms, schema_version FROM _sync_meta WHERE id = 1");
+    sqlite3_stmt* s = fixed_stmt(SqliteReplicaStore::Fixed::kMeta);
     if (s == nullptr) return m;
     Use use(s);
     int rc = sqlite3_step(s);
@@ -345,16 +360,41 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     m.bootstrap_received = from_sql(sqlite3_column_int64(s, 8));
     m.last_synced_ms = sqlite3_column_int64(s, 9);
     m.schema_version = static_cast<uint32_t>(sqlite3_column_int64(s, 10));
-    if (open_) meta_ = m;  // stable for the rest of this transaction (we hold the write lock)
+    const ReplicaMeta row = m;
+    if (sqlite3_column_type(s, 11) != SQLITE_NULL) {  // the newest outbox entry
+      m.next_node_seq = std::max(m.next_node_seq, from_sql(sqlite3_column_int64(s, 11)) + 1);
+      m.hlc = std::max(m.hlc, from_sql(sqlite3_column_int64(s, 12)));
+    }
+    if (open_) {  // stable for the rest of this transaction (we hold the write lock)
+      meta_ = m;
+      row_ = row;
+    }
     return m;
   }
 
   void set_meta(const ReplicaMeta& m) override {
     if (!writable()) return;
-    sqlite3_stmt* s = stmt(
-        "UPDATE _sync_meta SET node = ?1, hlc = ?2, next_node_seq = ?3, cursor = ?4, bootstrap_done = ?5, "
-        "bootstrap_snapshot_seq = ?6, bootstrap_page_token = ?7, bootstrap_total = ?8, bootstrap_received = "
-        "?9, last_synced_ms = ?10, schema_version = ?11 WHERE id = 1");
+    if (carried_by_outbox(m)) {
+      meta_ = m;
+      return;
+    }
+    write_meta_row(m);
+  }
+
+  // A local write's set_meta changes only next_node_seq and the clock, to what the outbox entry it just
+  // appended implies: meta() derives the same from that entry, so the row is not rewritten (one statement and
+  // one page less per write).
+  bool carried_by_outbox(const ReplicaMeta& m) {
+    if (!appended_ || !row_) return false;
+    ReplicaMeta same = m;
+    same.next_node_seq = row_->next_node_seq;
+    same.hlc = row_->hlc;
+    return same == *row_ && m.next_node_seq == appended_->node_seq + 1 && m.hlc == appended_->hlc &&
+           row_->hlc <= m.hlc && row_->next_node_seq <= m.next_node_seq;
+  }
+
+  void write_meta_row(const ReplicaMeta& m) {
+    sqlite3_stmt* s = fixed_stmt(SqliteReplicaStore::Fixed::kSetMeta);
     if (s == nullptr) return;
     Use use(s);
     sqlite3_bind_int64(s, 1, to_sql(m.node));
@@ -369,7 +409,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     sqlite3_bind_int64(s, 9, to_sql(m.bootstrap_received));
     sqlite3_bind_int64(s, 10, m.last_synced_ms);
     sqlite3_bind_int64(s, 11, m.schema_version);
-    if (step_done(s, "write sync state")) meta_ = m;
+    if (step_done(s, "write sync state")) meta_ = row_ = m;
   }
 
   void add_conflict(const ConflictRecord& c) override {
@@ -425,24 +465,33 @@ class SqliteReplicaTxn final : public ReplicaTxn {
  private:
   Status finish() {
     if (!error_.is_ok() || !open_) {
-      if (open_) sqlite3_exec(store_.db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      if (open_) rollback();
       open_ = false;
       // A transaction that only read commits fine even when the file could not be locked for writing.
       return error_.is_ok() && !wrote_ ? Status::ok() : error_;
     }
+    // An entry left the outbox: what meta() derived from it goes into the row now.
+    if (meta_from_outbox_ && meta_ && row_ && !(*meta_ == *row_)) {
+      write_meta_row(*meta_);
+      if (!error_.is_ok()) {
+        rollback();
+        open_ = false;
+        return error_;
+      }
+    }
     if (store_.pending_fault_) {
       Status s = std::move(*store_.pending_fault_);
       store_.pending_fault_.reset();
-      sqlite3_exec(store_.db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      rollback();
       open_ = false;
       return s;
     }
-    int rc = sqlite3_exec(store_.db_, "COMMIT", nullptr, nullptr, nullptr);
+    Status prepared;
+    int rc = store_.run(SqliteReplicaStore::Fixed::kCommit, prepared);
     if (rc != SQLITE_OK) {
-      Status s = sqlite::status_from(rc, "commit", store_.db_);
+      Status s = prepared ? sqlite::status_from(rc, "commit", store_.db_) : prepared;
       // COMMIT can fail and leave the transaction open (SQLITE_BUSY, SQLITE_FULL on the journal): end it.
-      if (sqlite3_get_autocommit(store_.db_) == 0)
-        sqlite3_exec(store_.db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      if (sqlite3_get_autocommit(store_.db_) == 0) rollback();
       open_ = false;
       return s;
     }
@@ -493,18 +542,23 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     if (!st) fail(std::move(st));
     return s;
   }
+  sqlite3_stmt* fixed_stmt(SqliteReplicaStore::Fixed which) {
+    Status st;
+    sqlite3_stmt* s = store_.fixed_statement(which, st);
+    if (!st) fail(std::move(st));
+    return s;
+  }
+  sqlite3_stmt* entity_stmt(SqliteReplicaStore::PerEntity which, const schema::EntityDef& e) {
+    Status st;
+    sqlite3_stmt* s = store_.entity_statement(which, e, st);
+    if (!st) fail(std::move(st));
+    return s;
+  }
 
-  static std::string upsert_sql(const schema::EntityDef& e, uint32_t version) {
-    // From model identifiers (never from values); the connection caches the prepared statement by its text.
-    std::string sql = "INSERT OR REPLACE INTO " + quoted(e.name) + " (id";
-    std::string values = "?";
-    for (const schema::FieldDef& f : e.fields) {
-      if (f.since > version) continue;
-      sql += ", " + quoted(f.name);
-      values += ", ?";
-    }
-    sql += ", _deleted, _meta) VALUES (" + values + ", ?, ?)";
-    return sql;
+  // Best effort, as before: a failed ROLLBACK leaves nothing to do (SQLite rolls back what it can).
+  void rollback() {
+    Status ignored;
+    (void)store_.run(SqliteReplicaStore::Fixed::kRollback, ignored);
   }
 
   SqliteReplicaStore& store_;
@@ -512,9 +566,16 @@ class SqliteReplicaTxn final : public ReplicaTxn {
   bool open_ = false;                  // inside BEGIN IMMEDIATE
   bool committed_ = false;             // commit() was called
   bool wrote_ = false;
-  Status write_error_;  // why BEGIN IMMEDIATE failed: reported at the first write
-  Status error_;        // first failure: commit() rolls back and returns it
-  std::optional<ReplicaMeta> meta_;
+  Status write_error_;               // why BEGIN IMMEDIATE failed: reported at the first write
+  Status error_;                     // first failure: commit() rolls back and returns it
+  std::optional<ReplicaMeta> meta_;  // as meta() returns it: the row, next_node_seq and hlc from the outbox
+  std::optional<ReplicaMeta> row_;   // the _sync_meta row as stored
+  struct Appended {
+    uint64_t node_seq = 0;
+    Hlc hlc = 0;
+  };
+  std::optional<Appended> appended_;  // the newest outbox entry, appended by this transaction
+  bool meta_from_outbox_ = false;     // an entry was removed: finish() writes meta_ to the row
 };
 
 // ---- Store
@@ -733,6 +794,67 @@ sqlite3_stmt* SqliteReplicaStore::statement(const std::string& sql, Status& stat
   return *s;
 }
 
+namespace {
+
+// Indexed by SqliteReplicaStore::Fixed.
+constexpr const char* kFixedSql[] = {
+    "BEGIN IMMEDIATE",
+    "COMMIT",
+    "ROLLBACK",
+    "SELECT node, hlc, next_node_seq, cursor, bootstrap_done, bootstrap_snapshot_seq, bootstrap_page_token, "
+    "bootstrap_total, bootstrap_received, last_synced_ms, schema_version, "
+    "(SELECT node_seq FROM _outbox ORDER BY node_seq DESC LIMIT 1), "
+    "(SELECT hlc FROM _outbox ORDER BY node_seq DESC LIMIT 1) FROM _sync_meta WHERE id = 1",
+    "UPDATE _sync_meta SET node = ?1, hlc = ?2, next_node_seq = ?3, cursor = ?4, bootstrap_done = ?5, "
+    "bootstrap_snapshot_seq = ?6, bootstrap_page_token = ?7, bootstrap_total = ?8, bootstrap_received = ?9, "
+    "last_synced_ms = ?10, schema_version = ?11 WHERE id = 1",
+    "INSERT OR REPLACE INTO _outbox (node_seq, created_at_ms, change_count, txn, hlc) VALUES (?1, ?2, ?3, "
+    "?4, "
+    "?5)",
+};
+
+// From model identifiers, never from values. The upsert names every column of the tables' schema version
+// (save() binds them in the model's order).
+std::string entity_sql(bool load, const schema::EntityDef& e, uint32_t version) {
+  if (load) return "SELECT _meta FROM " + quoted(e.name) + " WHERE id = ?1";
+  std::string sql = "INSERT OR REPLACE INTO " + quoted(e.name) + " (id";
+  std::string values = "?";
+  for (const schema::FieldDef& f : e.fields) {
+    if (f.since > version) continue;
+    sql += ", " + quoted(f.name);
+    values += ", ?";
+  }
+  sql += ", _deleted, _meta) VALUES (" + values + ", ?, ?)";
+  return sql;
+}
+
+}  // namespace
+
+sqlite3_stmt* SqliteReplicaStore::fixed_statement(Fixed which, Status& status) {
+  static_assert(std::size(kFixedSql) == static_cast<size_t>(Fixed::kCount));
+  sqlite3_stmt*& s = fixed_[static_cast<size_t>(which)];
+  if (s == nullptr) s = statement(kFixedSql[static_cast<size_t>(which)], status);
+  return s;
+}
+
+sqlite3_stmt* SqliteReplicaStore::entity_statement(PerEntity which, const schema::EntityDef& e,
+                                                   Status& status) {
+  std::vector<sqlite3_stmt*>& slots = per_entity_[static_cast<size_t>(which)];
+  const auto i = static_cast<size_t>(e.id);
+  if (i >= slots.size()) slots.resize(i + 1, nullptr);
+  if (slots[i] == nullptr)
+    slots[i] = statement(entity_sql(which == PerEntity::kLoad, e, schema_version_), status);
+  return slots[i];
+}
+
+int SqliteReplicaStore::run(Fixed which, Status& status) {
+  sqlite3_stmt* s = fixed_statement(which, status);
+  if (s == nullptr) return SQLITE_ERROR;
+  const int rc = sqlite3_step(s);
+  sqlite3_reset(s);
+  return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
 std::unique_ptr<ReplicaTxn> SqliteReplicaStore::begin() {
   return std::make_unique<SqliteReplicaTxn>(*this);
 }
@@ -759,6 +881,8 @@ void SqliteReplicaStore::close(Status reason, const std::function<void(sqlite3*)
   auto l = lock();
   if (closed_) return;
   if (before_close) before_close(db_);
+  fixed_.fill(nullptr);  // conn_ finalizes them
+  for (auto& slots : per_entity_) slots.clear();
   conn_.reset();  // finalizes the cached statements and closes (sqlite_db.h: a zombie while others remain)
   db_ = nullptr;
   closed_ = std::move(reason);

@@ -7,8 +7,10 @@
 //   <entity> tables   schema::all_ddl(): typed columns are a projection for the API's queries; `_meta` (the
 //                     codec::encode_record blob) is the source of truth for sync; `_deleted` marks
 //                     tombstones.
-//   _outbox           node_seq -> codec::encode_client_txn blob, oldest first.
-//   _sync_meta        one row: ReplicaMeta (last_synced_ms since v3).
+//   _outbox           node_seq -> codec::encode_client_txn blob, oldest first; the last HLC it issued (v5).
+//   _sync_meta        one row: ReplicaMeta (last_synced_ms since v3). Since v5 a local write does not rewrite
+//                     it: next_node_seq and hlc are the row's or those the newest outbox entry implies,
+//                     whichever is greater, and reach the row when entries leave the outbox.
 //   _conflicts        codec::encode_conflict blob plus listing columns and a `seen` flag (v2).
 //   _rejections       reason, message, the undone changes (an encode_client_txn blob) and a `seen` flag (v2).
 //
@@ -20,6 +22,9 @@
 //   4: model schema 3 (leads, service cases, assets, tasks, calendar_event.opportunity_id) and
 //      `schema_version` on _sync_meta: the model version whose records the file holds in full (2 for a
 //      migrated older file, until the backfill of what schema 3 added completes).
+//   5: `hlc` on _outbox, so that a local write is the record, its outbox entry and nothing else (the
+//      _sync_meta row's next_node_seq and hlc derived from the newest entry; docs/PERFORMANCE.md "A
+//      check-in's cost under emulation").
 // An older file is migrated in place, step by step, in one transaction, on open.
 // A change of the entity model (schema::kSchemaVersion) that adds tables or columns needs a format bump with
 // its migration here.
@@ -34,6 +39,7 @@
 // same store.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -110,7 +116,7 @@ class SqliteReplicaStore final : public ReplicaStore {
   uint32_t schema_version() const { return schema_version_; }  // of the tables (Options::schema_version)
   const std::string& path() const { return path_; }
 
-  static constexpr int kFormatVersion = 4;
+  static constexpr int kFormatVersion = 5;
 
  private:
   friend class SqliteReplicaTxn;
@@ -122,6 +128,18 @@ class SqliteReplicaStore final : public ReplicaStore {
   Status exec(const char* sql);
   // A cached prepared statement (prepared once per connection, reset by the caller after use).
   sqlite3_stmt* statement(const std::string& sql, Status& status);
+  // The write path's statements, prepared once and then found by index, not by hashing their text: a check-in
+  // is a handful of statements, and under emulation (qemu-user on ARM) every instruction spent finding,
+  // building or re-parsing one counts against the write (docs/PERFORMANCE.md, "A check-in's cost").
+  enum class Fixed { kBegin, kCommit, kRollback, kMeta, kSetMeta, kOutboxAppend, kCount };
+  sqlite3_stmt* fixed_statement(Fixed which, Status& status);
+  // A record's upsert ("INSERT OR REPLACE ... every column of this schema version") or its _meta read, built
+  // from the model on first use per entity.
+  enum class PerEntity { kUpsert, kLoad, kCount };
+  sqlite3_stmt* entity_statement(PerEntity which, const schema::EntityDef& e, Status& status);
+  // Steps one of BEGIN IMMEDIATE / COMMIT / ROLLBACK and resets it: SQLITE_OK or the error code (`status`
+  // says why when the statement could not be prepared).
+  int run(Fixed which, Status& status);
   Status mark_seen(const char* table, int64_t up_to_id);
   std::unique_lock<std::mutex> lock();  // aborts if this thread already holds a transaction of this store
 
@@ -136,6 +154,9 @@ class SqliteReplicaStore final : public ReplicaStore {
   std::atomic<std::thread::id> owner_;  // the thread holding an open ReplicaTxn, if any
   std::optional<Status> pending_fault_;
   std::optional<Status> closed_;  // set by close(): why the connection is gone (db_ is null)
+  // Owned by conn_ (its cache finalizes them); cleared by close().
+  std::array<sqlite3_stmt*, static_cast<size_t>(Fixed::kCount)> fixed_{};
+  std::array<std::vector<sqlite3_stmt*>, static_cast<size_t>(PerEntity::kCount)> per_entity_;
 };
 
 }  // namespace fieldsync::client
