@@ -651,7 +651,8 @@ Result<json::value> activity(SqlReader& db, const ReportFilter& f, const Scope& 
     Status st;
     Result<std::string> rollup_zone = store_rollup_zone(db);
     if (!rollup_zone) return rollup_zone.status();
-    if (*rollup_zone != zone_name(f) || s.record_territories || first_day >= end_day_number) {
+    if (rollup_zone->empty() || *rollup_zone != zone_name(f) || s.record_territories ||
+        first_day >= end_day_number) {
       st = from_visits(f.from_ms, f.to_ms);
     } else {
       if (f.from_ms < first_ms) st = from_visits(f.from_ms, first_ms);
