@@ -418,6 +418,8 @@ Result<json::value> revenue(SqlReader& db, const ReportFilter& f, const Scope& s
                  << " AND y.order_deleted = FALSE AND y.deleted = FALSE";
     if (s.record_territories) q.and_in("y.territory", *s.record_territories);
     if (!s.reps.empty()) q.and_in("y.rep_id", s.reps);
+    // SQLite's index gives an order's lines together (above); PostgreSQL's facts are a view, so it is said.
+    if (s.dialect == SqlDialect::kPostgres) q << " ORDER BY y.order_id";
     std::string order;
     std::vector<Groups::key_type> in_order;  // the products already counted for `order`
     Status st = each_row(db, q, [&](Rows& r) {
@@ -637,7 +639,8 @@ Result<json::value> activity(SqlReader& db, const ReportFilter& f, const Scope& 
       q.p(lo) << " AND v.check_in_at < ";
       q.p(hi) << " AND v._deleted = FALSE";
       where_scope(q, s, "v.rep_id");
-      q << " GROUP BY 2, 1, 3";
+      // (SQLite's grouping already returns them in this order; PostgreSQL's hash aggregate does not.)
+      q << " GROUP BY 2, 1, 3 ORDER BY 2, 1, 3";
       return each_row(db, q, on_row);
     };
     // Whole local days of the period come from the rollup (sqlite_store.cc, _visit_day, in its key's order:
