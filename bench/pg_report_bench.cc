@@ -8,8 +8,8 @@
 // PostgreSQL table is empty), as the stints save() would have kept.
 //
 // For each report: --runs timed calls as head office over the generated year, in the company's time zone
-// (--time-zone, default Europe/Berlin), after one warm-up; p50 of wall and of this process's CPU (PostgreSQL's
-// own CPU is the server's, not in the latter), and whether both engines gave the same JSON.
+// (--time-zone, default Europe/Berlin), after one warm-up; p50 of wall and of this process's CPU
+// (PostgreSQL's own CPU is the server's, not in the latter), and whether both engines gave the same JSON.
 //
 //   fieldsync-bench-pg-report --db PATH --pg URL [--runs N] [--time-zone ZONE] [--from MS --to MS]
 #include <sys/resource.h>
@@ -76,9 +76,10 @@ void copy_stage_history(const std::string& db_path, fs::pg::Conn& pg) {
   auto n = pg.query("SELECT count(*) FROM _stage_history");
   if (!n || n->i64(0, 0) > 0) return;
   auto src = fs::sqlite::Db::open(db_path, SQLITE_OPEN_READONLY, 5000).value();
-  fs::sqlite::Stmt q(*src,
-                     "SELECT opportunity_id, stage, entered_at_ms, left_at_ms, next_stage FROM _stage_history "
-                     "ORDER BY id");
+  fs::sqlite::Stmt q(
+      *src,
+      "SELECT opportunity_id, stage, entered_at_ms, left_at_ms, next_stage FROM _stage_history "
+      "ORDER BY id");
   if (!pg.begin().is_ok()) std::exit(1);
   while (q.step()) {
     fs::pg::Params p;
@@ -160,8 +161,8 @@ int main(int argc, char** argv) {
     Timed a = run(*lite, n, f, runs), b = run(*pgr, n, f, runs);
     const bool same = a.answer == b.answer;
     differ += !same;
-    std::printf("%-18s %12.1f %12.1f %12.1f %12.1f  %s\n", n.c_str(), a.wall_ms, a.cpu_ms, b.wall_ms, b.cpu_ms,
-                same ? "yes" : "NO");
+    std::printf("%-18s %12.1f %12.1f %12.1f %12.1f  %s\n", n.c_str(), a.wall_ms, a.cpu_ms, b.wall_ms,
+                b.cpu_ms, same ? "yes" : "NO");
     if (!same) std::printf("  sqlite: %.600s\n  pg:     %.600s\n", a.answer.c_str(), b.answer.c_str());
   }
   return differ == 0 ? 0 : 3;
