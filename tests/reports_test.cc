@@ -771,6 +771,51 @@ TEST_F(ReportsTest, CsvStreamsInBoundedChunksAndStopsWhenTheSinkSaysSo) {
   EXPECT_TRUE(run_report(*db_, "revenue", q1(), kHeadOffice).is_ok());
 }
 
+#if FIELDSYNC_REPORTS_ON_POSTGRESQL
+// On PostgreSQL an export reads through a cursor in its snapshot (a batch of kCsvFetchRows rows at a time),
+// not the whole result at once, and ends it with the snapshot.
+TEST_F(ReportsTest, CsvExportReadsThroughACursor) {
+  CsvOptions small;
+  small.chunk_bytes = 64;
+  auto e = CsvExport::start(*db_, CsvKind::kOrders, q1(), kHeadOffice, small);
+  ASSERT_TRUE(e.is_ok()) << e.status().to_string();
+  std::string out;
+  auto chunk = (*e)->next();
+  ASSERT_TRUE(chunk.is_ok() && chunk->has_value());
+  out += **chunk;
+  {
+    SqlRows r = db_->query("SELECT count(*) FROM pg_cursors WHERE name = 'fs_stream'");
+    ASSERT_TRUE(r.step()) << r.status().to_string();
+    EXPECT_EQ(r.col_int(0), 1) << "the export's rows come from a cursor";
+  }
+  for (;;) {
+    auto next = (*e)->next();
+    ASSERT_TRUE(next.is_ok()) << next.status().to_string();
+    if (!next->has_value()) break;
+    out += **next;
+  }
+  e->reset();
+  {
+    SqlRows r = db_->query("SELECT count(*) FROM pg_cursors WHERE name = 'fs_stream'");
+    ASSERT_TRUE(r.step()) << r.status().to_string();
+    EXPECT_EQ(r.col_int(0), 0) << "closed with the export's snapshot";
+  }
+  EXPECT_EQ(out, csv(CsvKind::kOrders, kHeadOffice, q1()));
+}
+
+// A database whose deals came without their stage history (`fieldsync-admin migrate` copies records, not
+// SQLite's derived stints) gets each deal's current stage as its open stint when the store opens: stalled
+// deals read the same as before.
+TEST_F(ReportsTest, DealsWithoutStintsGetTheirCurrentStageWhenTheStoreOpens) {
+  ReportFilter f = q1();
+  const std::string before = json::serialize(report("stalled", kHeadOffice, f));
+  ASSERT_TRUE(writer(path_)->exec("DELETE FROM _stage_history").is_ok());
+  EXPECT_NE(json::serialize(report("stalled", kHeadOffice, f)), before) << "the stints are gone";
+  ASSERT_TRUE(PgCentralStore::open(path_, {}).is_ok());
+  EXPECT_EQ(json::serialize(report("stalled", kHeadOffice, f)), before);
+}
+#endif
+
 // Revenue reads _order_fact, which triggers keep: a line edited or deleted, an account moved to another
 // territory and an order cancelled each show in the next report.
 TEST(ReportsFacts, RevenueFollowsEditsDeletesMovesAndCancellations) {

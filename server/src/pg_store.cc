@@ -676,10 +676,12 @@ namespace {
 
 // Brings a database of an older format up to kFormat, inside open()'s transaction (the tables of kFormat
 // exist already), oldest step first.
-Status migrate(pg::Conn& conn, int64_t from) {
-  if (from < 2) {
-    // Reports: each opportunity's current stage as its open stint, from its stage field's version (the moves
-    // before were not kept), as SqliteCentralStore's format 5.
+// Reports: each opportunity's current stage as its open stint, from its stage field's version (the moves
+// before were not kept), as SqliteCentralStore's format 5 -- for a database of format 1, and for one whose
+// opportunities came without their history (`fieldsync-admin migrate` copies the records, not SQLite's
+// derived _stage_history): without it the funnel and stalled deals would not see those deals at all.
+Status file_current_stages(pg::Conn& conn) {
+  {
     auto rows = conn.query("SELECT _meta FROM opportunity WHERE NOT _deleted");
     if (!rows) return rows.status();
     std::vector<RecordState> opps;
@@ -697,6 +699,11 @@ Status migrate(pg::Conn& conn, int64_t from) {
         return s;
     }
   }
+  return Status::ok();
+}
+
+Status migrate(pg::Conn&, int64_t from) {
+  (void)from;  // format 1 -> 2: the stints (file_current_stages, run by open() whenever they are missing)
   return Status::ok();
 }
 
@@ -738,6 +745,11 @@ Result<std::unique_ptr<PgCentralStore>> PgCentralStore::open(const std::string& 
     if (Status s = conn.exec_script(sql); !s) return fail(s);
   if (format < kFormat)
     if (Status s = migrate(conn, format); !s) return fail(s);
+  auto no_stints =
+      conn.query("SELECT NOT EXISTS (SELECT 1 FROM _stage_history) AND EXISTS (SELECT 1 FROM opportunity)");
+  if (!no_stints) return fail(no_stints.status());
+  if (no_stints->i64(0, 0))
+    if (Status s = file_current_stages(conn); !s) return fail(s);
   if (Status s =
           conn.exec("INSERT INTO _state (key, value) VALUES ('format', $1) ON CONFLICT (key) DO UPDATE SET "
                     "value = EXCLUDED.value",
