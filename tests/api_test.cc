@@ -6,9 +6,9 @@
 // the conflict inbox; people, devices and the audit trail.
 //
 // Built twice: api_test on SQLite, and pg_api_test (FIELDSYNC_API_ON_POSTGRESQL) with the central store and
-// the directory in PostgreSQL (the pg_cluster fixture), where every test here runs again except those of the
-// reports and CSV exports (SQLite-only: answered 501 there, tested as such) and the SQLite directory file's
-// own migration; plus tests of two API instances on one database.
+// the directory in PostgreSQL (the pg_cluster fixture), where every test here runs again (the reports, their
+// settings, the CSV exports and dispatch included) except the SQLite directory file's own migration; plus
+// tests of two API instances on one database.
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 #include <unistd.h>
@@ -1454,7 +1454,6 @@ TEST_F(ApiTest, PeopleAndDevicesWithAnAuditTrail) {
 
 // ---- Reports, their setting and CSV exports (api_reports.cc over reports.h)
 
-#if !FIELDSYNC_API_ON_POSTGRESQL  // SQLite only: the reports and CSV (501 on PostgreSQL, tested below)
 TEST_F(ApiTest, ReportsAnswerInTheCallersScopeAndRefuseBadFilters) {
   Web boss = sign_in("boss");
   Web rep1 = sign_in("rep1");
@@ -1598,7 +1597,6 @@ TEST_F(ApiTest, CsvExportsStreamQuotedNeutralisedAndScoped) {
   ASSERT_EQ(orders.status, 200);
   EXPECT_NE(orders.body.find("\r\n"), std::string::npos) << "at least the header row";
 }
-#endif  // !FIELDSYNC_API_ON_POSTGRESQL
 
 #if !FIELDSYNC_API_ON_POSTGRESQL  // SQLite only: the directory file's own migration
 // A directory made before the head-office API (no disabled column, no audit tables) opens and gains them.
@@ -1748,18 +1746,45 @@ TEST_F(ApiTest, AnUnauthenticatedHelloNamesNoAppVersionAndABadOneIsRefusedAtOpen
 #if FIELDSYNC_API_ON_POSTGRESQL
 // ---- PostgreSQL only
 
-// The reports and CSV exports still read SQLite's report tables: on PostgreSQL they are there and say so.
-TEST_F(ApiTest, ReportsAndCsvExportsAnswerATypedNotImplementedOnPostgreSQL) {
+// Head office's settings live in the database: a probability or an SLA set through instance B is what
+// instance A's forecast and dispatch use, and an order written through A is in B's revenue report and export.
+TEST_F(ApiTest, SettingsAndReportsAreTheSameThroughEitherInstance) {
+  const uint16_t port_b = second_instance();
+  ASSERT_NE(port_b, 0);
   Web boss = sign_in("boss");
-  for (const std::string target : {"/api/v1/reports/revenue", "/api/v1/export/orders.csv",
-                                   "/api/v1/settings/stage-probabilities", "/api/v1/settings/case-sla"}) {
-    Reply r = boss.get(target);
-    EXPECT_EQ(r.status, 501) << target << ": " << r.body;
-    EXPECT_EQ(r.code(), "not_available_on_postgresql") << target;
-  }
-  // Everything else is served: a list, and the change feed.
-  EXPECT_EQ(boss.get("/api/v1/entities/account").status, 200);
-  EXPECT_EQ(boss.get("/api/v1/changes").status, 200);
+  Web boss_b = boss;
+  boss_b.port = port_b;
+  ASSERT_EQ(
+      boss_b
+          .call(http::verb::put, "/api/v1/settings/stage-probabilities",
+                json::serialize(json::object{{"stage_probability_bp", json::object{{"proposal", 4321}}}}))
+          .status,
+      200);
+  Reply bp = boss.get("/api/v1/settings/stage-probabilities");
+  ASSERT_EQ(bp.status, 200) << bp.body;
+  EXPECT_EQ(bp.obj().at("stage_probability_bp").at("proposal").as_int64(), 4321) << bp.body;
+  Reply forecast = boss.get("/api/v1/reports/forecast");
+  ASSERT_EQ(forecast.status, 200) << forecast.body;
+  EXPECT_EQ(forecast.obj().at("probabilities_bp").at("proposal").as_int64(), 4321);
+  ASSERT_EQ(boss_b
+                .call(http::verb::put, "/api/v1/settings/case-sla",
+                      json::serialize(json::object{{"due_minutes", json::object{{"urgent", 77}}}}))
+                .status,
+            200);
+  Reply sla = boss.get("/api/v1/settings/case-sla");
+  ASSERT_EQ(sla.status, 200) << sla.body;
+  EXPECT_EQ(sla.obj().at("due_minutes").at("urgent").as_int64(), 77) << sla.body;
+  EXPECT_EQ(sla.obj().at("due_minutes").at("low").as_int64(), 72 * 60) << "the others keep their default";
+
+  // An account written through A is in B's accounts export and its activity report (never visited).
+  const std::string id = account(boss, "Shared Report Bakery", "north", "boss");
+  ASSERT_FALSE(id.empty());
+  Reply csv = boss_b.get("/api/v1/export/accounts.csv");
+  ASSERT_EQ(csv.status, 200) << csv.body;
+  EXPECT_NE(csv.body.find("Shared Report Bakery"), std::string::npos) << csv.body;
+  Reply activity = boss_b.get("/api/v1/reports/activity?territory=north");
+  ASSERT_EQ(activity.status, 200) << activity.body;
+  EXPECT_NE(activity.body.find(id), std::string::npos) << activity.body;
 }
 
 // Web sessions live in the database: a cookie or token from instance A works on B (CSRF checked there too),
@@ -1939,7 +1964,6 @@ TEST_F(ApiTest, LeadConversionIsOneActionInTheCallersScope) {
   EXPECT_EQ(head(), before2);
 }
 
-#if !FIELDSYNC_API_ON_POSTGRESQL  // the SLA setting is SQLite's (501 on PostgreSQL, tested below)
 TEST_F(ApiTest, DispatchSetsTheDueTimeFromTheSlaAndHeadOfficeEscalates) {
   Web boss = sign_in("boss"), mgr = sign_in("mgr"), rep1 = sign_in("rep1"), rep2 = sign_in("rep2");
   Reply sla = mgr.get("/api/v1/settings/case-sla");
@@ -2003,7 +2027,6 @@ TEST_F(ApiTest, DispatchSetsTheDueTimeFromTheSlaAndHeadOfficeEscalates) {
   EXPECT_EQ(mine->front().escalation_level, 2);
   EXPECT_TRUE(mine->front().billable);
 }
-#endif
 
 }  // namespace
 }  // namespace fieldsync

@@ -5,10 +5,12 @@
 #include <sqlite3.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <filesystem>
 #include <list>
 #include <thread>
 
+#include "directory_db.h"
 #include "fieldsync/sync/scope.h"
 #include "pg.h"
 #include "support/pg_test_db.h"
@@ -509,6 +511,44 @@ TEST_P(DirectoryTest, WebSessionsAreSharedCappedAndPurged) {
 // PostgreSQL only: the connection can drop under a running server (a database restart, a failover). The
 // statement that finds it broken fails with a retryable storage error -- never an authentication failure,
 // which would make a phone stop syncing -- and the next call connects again.
+// /audit pages by id (api.cc, audit_trail(after, limit)): on PostgreSQL two instances add rows at once, so an
+// id must never commit after a higher one. A writer holds its audit insert open (another instance's, in
+// flight); a second one waits for it rather than commit a higher id first, and a reader paging by id in
+// between never passes the late row.
+TEST_P(DirectoryPgTest, AnAuditRowThatCommitsLateIsNeverPassedByAReaderPagingById) {
+  ASSERT_TRUE(dir->audit({0, kNow, "hq", "first", "x", ""}).is_ok());
+  auto reader = open_at(location);  // another instance's directory, paging /audit
+  auto slow = pg::Conn::open(location);
+  ASSERT_TRUE(slow.is_ok()) << slow.status().to_string();
+  pg::Conn& c = **slow;
+  ASSERT_TRUE(c.exec_script("SET search_path = fieldsync_directory").is_ok());
+  ASSERT_TRUE(c.begin().is_ok());
+  std::string sql = dirdb::kPgAuditInsert;
+  for (int n = 1; sql.find('?') != std::string::npos; ++n)
+    sql.replace(sql.find('?'), 1, "$" + std::to_string(n));
+  ASSERT_TRUE(c.exec(sql, pg::Params().add(kNow).add("hq").add("late").add("x").add("")).is_ok());
+
+  std::atomic<bool> second_done{false};
+  std::thread second([&] {
+    EXPECT_TRUE(dir->audit({0, kNow, "hq", "second", "x", ""}).is_ok());
+    second_done = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_FALSE(second_done.load()) << "a higher audit id committed before a lower one in flight";
+  auto page = reader->audit_trail(0, 10);
+  ASSERT_TRUE(page.is_ok());
+  ASSERT_EQ(page->size(), 1u) << "only the committed prefix";
+  const int64_t cursor = page->back().id;
+  ASSERT_TRUE(c.commit().is_ok());  // the late commit
+  second.join();
+  auto next = reader->audit_trail(cursor, 10);
+  ASSERT_TRUE(next.is_ok());
+  ASSERT_EQ(next->size(), 2u);
+  EXPECT_EQ((*next)[0].action, "late") << "the late row is on the next page, not skipped";
+  EXPECT_EQ((*next)[1].action, "second");
+  EXPECT_LT((*next)[0].id, (*next)[1].id);
+}
+
 TEST_P(DirectoryPgTest, ALostConnectionIsRetryableAndReconnects) {
   seed();
   const std::string token = *dir->login("alice", "alice-password", 1001, kNow);

@@ -1,6 +1,10 @@
 // Head-office reports and CSV exports (server/include/fieldsync/server/reports.h) on a small store seeded
 // through the real write path (SyncServer::apply_local on a SqliteCentralStore), checked against figures
 // worked out by hand in the comments beside the seed.
+//
+// Built twice: reports_test on SQLite, and pg_reports_test (FIELDSYNC_REPORTS_ON_POSTGRESQL) on a
+// PgCentralStore in a database of its own per test (the pg_cluster fixture): the same figures from the same
+// seed, except the tests of SQLite's own store files (older formats, the visit rollup of the company zone).
 #include "fieldsync/server/reports.h"
 
 #include <gtest/gtest.h>
@@ -15,7 +19,17 @@
 #include "fieldsync/server/sqlite_store.h"
 #include "fieldsync/sync/record_id.h"
 #include "fieldsync/sync/server.h"
+#include "sql_reader.h"
 #include "support/sync_fixtures.h"
+#if FIELDSYNC_REPORTS_ON_POSTGRESQL
+#include "fieldsync/server/pg_store.h"
+#include "support/pg_test_db.h"
+// The same tests under suite names of their own, so that ctest tells the two builds' tests apart.
+#define ReportsTest PgReportsTest
+#define ReportsFacts PgReportsFacts
+#define ReportsTimeZone PgReportsTimeZone
+#define NewEntityReports PgNewEntityReports
+#endif
 
 namespace fieldsync::server::reports {
 namespace {
@@ -42,18 +56,57 @@ int64_t mar(int d, int64_t at = 0) {
   return kMar1 + (d - 1) * kDay + at;
 }
 
-class TempDir {
+// Where one test's central store lives, removed at the end: a file in a temporary directory, or a PostgreSQL
+// database of its own.
+class StorePlace {
  public:
-  TempDir() {
+#if FIELDSYNC_REPORTS_ON_POSTGRESQL
+  std::string location() const {
+    return db_.url();
+  }
+
+ private:
+  fieldsync::testing::PgTestDatabase db_;
+#else
+  StorePlace() {
     std::string tmpl = (std::filesystem::temp_directory_path() / "fieldsync-reports-XXXXXX").string();
     path_ = mkdtemp(tmpl.data());
   }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  std::string file(const std::string& name) const { return (std::filesystem::path(path_) / name).string(); }
+  ~StorePlace() {
+    std::filesystem::remove_all(path_);
+  }
+  std::string location() const {
+    return (std::filesystem::path(path_) / "central.db").string();
+  }
 
  private:
   std::string path_;
+#endif
 };
+
+// A report connection to the store at `location`: as the API opens one (open_report_db; on PostgreSQL a
+// read-only session).
+std::unique_ptr<SqlReader> reader(const std::string& location) {
+#if FIELDSYNC_REPORTS_ON_POSTGRESQL
+  auto conn = pg::Conn::open(location);
+  EXPECT_TRUE(conn.is_ok()) << conn.status().to_string();
+  EXPECT_TRUE((*conn)->exec_script("SET default_transaction_read_only = on").is_ok());
+  return pg_reader(std::move(*conn));
+#else
+  return sqlite_reader(open_report_db(location).value());
+#endif
+}
+
+// A writable connection (settings, and the SQL some tests write rows with).
+std::unique_ptr<SqlReader> writer(const std::string& location) {
+#if FIELDSYNC_REPORTS_ON_POSTGRESQL
+  auto conn = pg::Conn::open(location);
+  EXPECT_TRUE(conn.is_ok()) << conn.status().to_string();
+  return pg_reader(std::move(*conn));
+#else
+  return sqlite_reader(open_settings_db(location).value());
+#endif
+}
 
 using Fields = std::vector<std::pair<uint16_t, Value>>;
 Value text(const std::string& s) {
@@ -72,10 +125,18 @@ class Seed {
  public:
   explicit Seed(const std::string& path, NodeId node = 77, std::optional<std::string> time_zone = {})
       : node_(node), ids_(node) {
+#if FIELDSYNC_REPORTS_ON_POSTGRESQL
+    // (No rollup on PostgreSQL: every zone's days come from the visits, so the company zone has no role.)
+    (void)time_zone;
+    PgCentralStore::Options options;
+    options.now_ms = [] { return kJul1; };
+    store_ = PgCentralStore::open(path, options).value();
+#else
     SqliteCentralStore::Options options;
     options.now_ms = [] { return kJul1; };
     options.time_zone = std::move(time_zone);
     store_ = SqliteCentralStore::open(path, options).value();
+#endif
     server_ = std::make_unique<SyncServer>(*store_, auth_, ServerConfig{});
   }
   RecordId create(EntityId e, int64_t at, const Fields& fields) {
@@ -120,7 +181,6 @@ class Seed {
     add(t, ChangeOp::kDelete, e, id, 0, Value(), at);
     apply(t);
   }
-  SqliteCentralStore& store() { return *store_; }
 
  private:
   ClientTxn txn(int64_t at) {
@@ -144,7 +204,7 @@ class Seed {
   }
   NodeId node_;
   testing_support::TokenAuth auth_;
-  std::unique_ptr<SqliteCentralStore> store_;
+  std::unique_ptr<CentralStore> store_;
   std::unique_ptr<SyncServer> server_;
   RecordIdGenerator ids_;
   uint64_t node_seq_ = 0;
@@ -180,7 +240,7 @@ const Principal kManager{"m1", Role::kManager, {"north"}, {"r1"}};
 class ReportsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    path_ = dir_.file("central.db");
+    path_ = dir_.location();
     Seed s(path_);
     using E = EntityId;
     auto account = [&](const std::string& name, const std::string& territory) {
@@ -258,7 +318,7 @@ class ReportsTest : public ::testing::Test {
     op4 = deal("r2", a4, 40000, kDec1, kApr1 + 19 * kDay, {{"proposal", jan(20)}, {"negotiation", mar(21)}});
     op5 = deal("r1", a5, 50000, feb(1), std::nullopt, {});
 
-    db_ = open_report_db(path_).value();
+    db_ = reader(path_);
   }
 
   json::object report(std::string_view name, const Principal& who, ReportFilter f) {
@@ -282,9 +342,9 @@ class ReportsTest : public ::testing::Test {
     return out;
   }
 
-  TempDir dir_;
+  StorePlace dir_;
   std::string path_;
-  std::unique_ptr<sqlite::Db> db_;
+  std::unique_ptr<SqlReader> db_;
   RecordId a1, a2, a3, a4, a5, p1, p2, op1, op2, op3, op4, op5;
 };
 
@@ -534,14 +594,14 @@ TEST_F(ReportsTest, ForecastWeightsByStageAgainstWon) {
   EXPECT_EQ(i64(unscheduled.at("weighted_cents")), 5000);
 
   // Head office sets qualified to 50%; nobody else may.
-  auto writer = open_settings_db(path_).value();
-  EXPECT_EQ(set_stage_probabilities(*writer, kManager, {{"qualified", 5000}}).code(),
+  auto settings = writer(path_);
+  EXPECT_EQ(set_stage_probabilities(*settings, kManager, {{"qualified", 5000}}).code(),
             ErrorCode::kPermissionDenied);
-  EXPECT_EQ(set_stage_probabilities(*writer, kHeadOffice, {{"qualified", 5000}, {"bogus", 1}}).code(),
+  EXPECT_EQ(set_stage_probabilities(*settings, kHeadOffice, {{"qualified", 5000}, {"bogus", 1}}).code(),
             ErrorCode::kInvalidArgument);
-  EXPECT_EQ(set_stage_probabilities(*writer, kHeadOffice, {{"qualified", 10001}}).code(),
+  EXPECT_EQ(set_stage_probabilities(*settings, kHeadOffice, {{"qualified", 10001}}).code(),
             ErrorCode::kInvalidArgument);
-  ASSERT_TRUE(set_stage_probabilities(*writer, kHeadOffice, {{"qualified", 5000}}).is_ok());
+  ASSERT_TRUE(set_stage_probabilities(*settings, kHeadOffice, {{"qualified", 5000}}).is_ok());
   json::object after = report("forecast", kHeadOffice, half);
   EXPECT_EQ(i64(row(after["months"], "month", "2026-04").at("weighted_cents")), 45000);
   EXPECT_EQ(i64(after["probabilities_bp"].at("qualified")), 5000);
@@ -711,11 +771,56 @@ TEST_F(ReportsTest, CsvStreamsInBoundedChunksAndStopsWhenTheSinkSaysSo) {
   EXPECT_TRUE(run_report(*db_, "revenue", q1(), kHeadOffice).is_ok());
 }
 
+#if FIELDSYNC_REPORTS_ON_POSTGRESQL
+// On PostgreSQL an export reads through a cursor in its snapshot (a batch of kCsvFetchRows rows at a time),
+// not the whole result at once, and ends it with the snapshot.
+TEST_F(ReportsTest, CsvExportReadsThroughACursor) {
+  CsvOptions small;
+  small.chunk_bytes = 64;
+  auto e = CsvExport::start(*db_, CsvKind::kOrders, q1(), kHeadOffice, small);
+  ASSERT_TRUE(e.is_ok()) << e.status().to_string();
+  std::string out;
+  auto chunk = (*e)->next();
+  ASSERT_TRUE(chunk.is_ok() && chunk->has_value());
+  out += **chunk;
+  {
+    SqlRows r = db_->query("SELECT count(*) FROM pg_cursors WHERE name = 'fs_stream'");
+    ASSERT_TRUE(r.step()) << r.status().to_string();
+    EXPECT_EQ(r.col_int(0), 1) << "the export's rows come from a cursor";
+  }
+  for (;;) {
+    auto next = (*e)->next();
+    ASSERT_TRUE(next.is_ok()) << next.status().to_string();
+    if (!next->has_value()) break;
+    out += **next;
+  }
+  e->reset();
+  {
+    SqlRows r = db_->query("SELECT count(*) FROM pg_cursors WHERE name = 'fs_stream'");
+    ASSERT_TRUE(r.step()) << r.status().to_string();
+    EXPECT_EQ(r.col_int(0), 0) << "closed with the export's snapshot";
+  }
+  EXPECT_EQ(out, csv(CsvKind::kOrders, kHeadOffice, q1()));
+}
+
+// A database whose deals came without their stage history (`fieldsync-admin migrate` copies records, not
+// SQLite's derived stints) gets each deal's current stage as its open stint when the store opens: stalled
+// deals read the same as before.
+TEST_F(ReportsTest, DealsWithoutStintsGetTheirCurrentStageWhenTheStoreOpens) {
+  ReportFilter f = q1();
+  const std::string before = json::serialize(report("stalled", kHeadOffice, f));
+  ASSERT_TRUE(writer(path_)->exec("DELETE FROM _stage_history").is_ok());
+  EXPECT_NE(json::serialize(report("stalled", kHeadOffice, f)), before) << "the stints are gone";
+  ASSERT_TRUE(PgCentralStore::open(path_, {}).is_ok());
+  EXPECT_EQ(json::serialize(report("stalled", kHeadOffice, f)), before);
+}
+#endif
+
 // Revenue reads _order_fact, which triggers keep: a line edited or deleted, an account moved to another
 // territory and an order cancelled each show in the next report.
 TEST(ReportsFacts, RevenueFollowsEditsDeletesMovesAndCancellations) {
-  TempDir dir;
-  const std::string path = dir.file("central.db");
+  StorePlace dir;
+  const std::string path = dir.location();
   Seed s(path);
   using E = EntityId;
   RecordId a = s.create(E::kAccount, kDec1, {{1, text("A")}, {2, text("north")}, {10, text("ho")}});
@@ -726,7 +831,7 @@ TEST(ReportsFacts, RevenueFollowsEditsDeletesMovesAndCancellations) {
   };
   RecordId l1 = line(10, 100, jan(10, kMin));
   RecordId l2 = line(5, 200, jan(10, 2 * kMin));
-  auto db = open_report_db(path).value();
+  auto db = reader(path);
   ReportFilter f;
   f.from_ms = kJan1;
   f.to_ms = kApr1;
@@ -820,8 +925,8 @@ TEST(ReportsFacts, AnOrderStoredAfterItsLinesCountsThemAndFormatSevenGetsTheNewT
 // appointment moved and cancelled, and (by a writer other than the server) a visit deleted or its check-in
 // moved each show in the next report.
 TEST(ReportsFacts, ActivityAndPlanFollowVisitAndAppointmentEdits) {
-  TempDir dir;
-  const std::string path = dir.file("central.db");
+  StorePlace dir;
+  const std::string path = dir.location();
   Seed s(path);
   using E = EntityId;
   RecordId a = s.create(E::kAccount, kDec1, {{1, text("A")}, {2, text("north")}, {10, text("ho")}});
@@ -835,7 +940,7 @@ TEST(ReportsFacts, ActivityAndPlanFollowVisitAndAppointmentEdits) {
   RecordId v = s.create(
       E::kVisit, jan(10, 10 * kHour + 5 * kMin),
       {{1, ref(a)}, {2, text("r1")}, {4, num(jan(10, 10 * kHour + 5 * kMin))}, {9, text("order_taken")}});
-  auto db = open_report_db(path).value();
+  auto db = reader(path);
   ReportFilter f;
   f.from_ms = kJan1;
   f.to_ms = kApr1;
@@ -873,14 +978,13 @@ TEST(ReportsFacts, ActivityAndPlanFollowVisitAndAppointmentEdits) {
 
   // The model never deletes a visit nor moves its check-in, but the facts follow any writer that does.
   {
-    sqlite3* raw = nullptr;
-    ASSERT_EQ(sqlite3_open(path.c_str(), &raw), SQLITE_OK);
-    const std::string sql =
-        "UPDATE visit SET _deleted = 1 WHERE check_in_at = " + std::to_string(jan(14, 9 * kHour)) +
-        "; UPDATE visit SET check_in_at = " + std::to_string(jan(20, 9 * kHour)) + " WHERE id = '" +
-        v.to_string() + "'";
-    ASSERT_EQ(sqlite3_exec(raw, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(raw);
-    sqlite3_close(raw);
+    auto raw = writer(path);
+    ASSERT_TRUE(raw->exec("UPDATE visit SET _deleted = TRUE WHERE check_in_at = " +
+                          std::to_string(jan(14, 9 * kHour)))
+                    .is_ok());
+    ASSERT_TRUE(raw->exec("UPDATE visit SET check_in_at = " + std::to_string(jan(20, 9 * kHour)) +
+                          " WHERE id = '" + v.to_string() + "'")
+                    .is_ok());
   }
   EXPECT_EQ(i64(plan().at("missed")), 1);
   act = activity();
@@ -890,11 +994,12 @@ TEST(ReportsFacts, ActivityAndPlanFollowVisitAndAppointmentEdits) {
   EXPECT_EQ(i64(plan().at("booked")), 1) << "only the other appointment is still booked";
 }
 
+#if !FIELDSYNC_REPORTS_ON_POSTGRESQL  // SQLite store files of older formats
 // Format 5 files had no line facts, visit rollup or appointment facts: opening one fills them from the rows,
 // drops the format-5 triggers and indexes they replace, and the reports read the same figures.
 TEST(ReportsMigration, FormatFiveFileGetsItsFactsAndRollups) {
-  TempDir dir;
-  const std::string path = dir.file("central.db");
+  StorePlace dir;
+  const std::string path = dir.location();
   RecordId product;
   {
     Seed s(path);
@@ -956,8 +1061,8 @@ TEST(ReportsMigration, FormatFiveFileGetsItsFactsAndRollups) {
 
 // Format 4 files had no stage history: opening one files each opportunity's current stage as its open stint.
 TEST(ReportsMigration, FormatFourFileGetsItsOpenStints) {
-  TempDir dir;
-  const std::string path = dir.file("central.db");
+  StorePlace dir;
+  const std::string path = dir.location();
   RecordId deal;
   {
     Seed s(path);
@@ -999,6 +1104,7 @@ TEST(ReportsMigration, FormatFourFileGetsItsOpenStints) {
   ASSERT_EQ(revenue.at("total").as_array().size(), 1u) << "the existing orders got their facts";
   EXPECT_EQ(revenue.at("total").at(0).at("revenue_cents").as_int64(), 300);
 }
+#endif  // !FIELDSYNC_REPORTS_ON_POSTGRESQL
 
 // The company's time zone (SqliteCentralStore::Options::time_zone): the visits-per-day rollup counts its
 // local days, with summer time. Europe/Berlin moves from UTC+1 to UTC+2 at 2026-03-29 01:00Z (a 23-hour day)
@@ -1013,8 +1119,8 @@ constexpr int64_t kMar28 = kMar1 + 27 * kDay;
 constexpr int64_t kOct24 = kJan1 + 296 * kDay;
 
 struct ZoneStore {
-  TempDir dir;
-  std::string path = dir.file("central.db");
+  StorePlace dir;
+  std::string path = dir.location();
 };
 
 void seed_zone_visits(const std::string& path, std::optional<std::string> zone) {
@@ -1039,7 +1145,7 @@ using DayCounts = std::map<std::string, int64_t>;
 TEST(ReportsTimeZone, TheRollupCountsLocalDaysOfTheCompanyZoneAcrossSummerTime) {
   ZoneStore z;
   seed_zone_visits(z.path, "Europe/Berlin");
-  auto db = open_report_db(z.path).value();
+  auto db = reader(z.path);
   ReportFilter berlin;
   berlin.from_ms = kJan1;
   berlin.to_ms = kJan1 + 365 * kDay;
@@ -1083,6 +1189,7 @@ TEST(ReportsTimeZone, TheRollupCountsLocalDaysOfTheCompanyZoneAcrossSummerTime) 
             (DayCounts{{"2026-03-29", 1}, {"2026-03-30", 1}, {"2026-10-25", 1}}));
 }
 
+#if !FIELDSYNC_REPORTS_ON_POSTGRESQL  // the rollup and the zone kept in SQLite's store file
 // Asked with neither tz nor tz_offset_minutes (the API's default, and the dashboard's), a report is in the
 // company's zone whatever the caller's: Berlin days from the rollup, the zone named in the answer; the CSV's
 // times too. A store without a zone (fieldsync-admin's new file) answers in UTC.
@@ -1192,6 +1299,7 @@ TEST(ReportsTimeZone, UnknownZonesAreRefused) {
   ASSERT_TRUE(f.is_ok()) << f.status().to_string();
   EXPECT_EQ(f->time_zone, "Asia/Kolkata");
 }
+#endif  // !FIELDSYNC_REPORTS_ON_POSTGRESQL
 
 // ---- Schema 3: leads, service cases, tasks. The rows are written by SQL into the store's typed tables (the
 // reports read nothing else), with the figures worked out by hand beside them. Q1 2026 is the period.
@@ -1199,7 +1307,7 @@ class NewEntityReports : public ::testing::Test {
  protected:
   void SetUp() override {
     { Seed s(path); }  // the store's tables
-    auto w = open_settings_db(path).value();
+    auto w = writer(path);
     auto exec = [&](const std::string& sql) { ASSERT_TRUE(w->exec(sql).is_ok()) << sql; };
     auto n = [](int64_t v) { return std::to_string(v); };
     // Leads: id, territory, owner, source, status, created, converted.
@@ -1266,7 +1374,7 @@ class NewEntityReports : public ::testing::Test {
       f.from_ms = kJan1;
       f.to_ms = kApr1;
     }
-    auto db = open_report_db(path).value();
+    auto db = reader(path);
     Result<json::value> r = run_report(*db, name, f, who);
     EXPECT_TRUE(r.is_ok()) << r.status().to_string();
     return r.is_ok() ? r->as_object() : json::object{};
@@ -1278,8 +1386,8 @@ class NewEntityReports : public ::testing::Test {
     static const json::object none;
     return none;
   }
-  TempDir dir;
-  std::string path = dir.file("central.db");
+  StorePlace dir;
+  std::string path = dir.location();
   const Principal rep1{"r1", Role::kRep, {"north"}, {}};
   const Principal mgr{"mgr", Role::kManager, {"north"}, {"r1"}};
 };
@@ -1368,7 +1476,7 @@ TEST_F(NewEntityReports, OpenTasksOverduePerRep) {
 }
 
 TEST_F(NewEntityReports, LeadAndCaseExportsWithTheBillableFlag) {
-  auto db = open_report_db(path).value();
+  auto db = reader(path);
   ReportFilter f;
   f.from_ms = kJan1;
   f.to_ms = kApr1;

@@ -972,30 +972,8 @@ void add_api_routes(NetServer::Impl& impl, RouteTable& routes) {
   add_api_route(impl, routes, http::verb::get, base + "/audit", kHeadOffice, list_audit);
   add_api_route(impl, routes, http::verb::get, base + "/sync-health", kManagers, sync_health);
   add_entity_routes(impl, routes);
-  if (!is_postgresql_url(impl.options.store_path)) {
-    add_report_routes(impl, routes);
-    add_case_sla_routes(impl, routes);
-  } else {
-    // The reports' SQL and fact tables are SQLite's (reports.cc). Every report route is there (so a client
-    // learns why, not a 404), answering 501 with a typed error.
-    RouteTable reports;
-    add_report_routes(impl, reports);
-    add_case_sla_routes(impl, reports);
-    json::object body;
-    body["code"] = "not_available_on_postgresql";
-    body["message"] =
-        "the reports, their setting, the CSV exports and the service-case SLA setting (with dispatch, which "
-        "reads it) live in SQLite's store file and are not available with --store postgresql:// yet "
-        "(docs/API.md)";
-    body["field"] = nullptr;
-    const std::string text = json::serialize(body) + "\n";
-    for (Route route : reports.routes()) {
-      route.handler = [text](const std::shared_ptr<HttpSession>& session, HttpRequest&) {
-        session->respond(http::status::not_implemented, "application/json", text);
-      };
-      routes.add(std::move(route));
-    }
-  }
+  add_report_routes(impl, routes);
+  add_case_sla_routes(impl, routes);
   add_service_routes(impl, routes);
 }
 

@@ -138,9 +138,26 @@ void add_api_routes(NetServer::Impl& impl, RouteTable& routes);
 void add_entity_routes(NetServer::Impl& impl, RouteTable& routes);   // api_entities.cc
 void add_report_routes(NetServer::Impl& impl, RouteTable& routes);   // api_reports.cc
 void add_service_routes(NetServer::Impl& impl, RouteTable& routes);  // api_service.cc (leads, cases)
-// Dispatch and the per-priority SLA setting it reads (api_service.cc): the setting lives in the SQLite store
-// file like the reports' settings, so on PostgreSQL these answer 501 with the reports.
+// Dispatch and the per-priority SLA setting it reads (api_service.cc): the setting lives in the central store
+// (SQLite's file, or the PostgreSQL database every instance shares) like the reports' settings.
 void add_case_sla_routes(NetServer::Impl& impl, RouteTable& routes);
+
+// A connection for one report, export or settings read, on either store: on SQLite its own (open_report_db:
+// the page cache and mapping a report's range reads need), on PostgreSQL one of the API's pooled read
+// connections. Kept by a CSV stream for its whole life.
+class ReportConnection {
+ public:
+  ReportConnection(std::unique_ptr<SqlReader> own) : own_(std::move(own)) {}
+  ReportConnection(ReaderPool::Lease lease) : lease_(std::move(lease)) {}
+  SqlReader& operator*() { return own_ ? *own_ : *lease_.value(); }
+
+ private:
+  std::unique_ptr<SqlReader> own_;
+  std::optional<ReaderPool::Lease> lease_;
+};
+Result<ReportConnection> report_connection(NetServer::Impl& impl);
+// A writable connection for a settings change (api_reports.cc): SQLite's file, or a new PostgreSQL session.
+Result<std::unique_ptr<SqlReader>> settings_connection(NetServer::Impl& impl);
 
 // Web-session revocation for a disabled user (api.cc).
 void api_revoke_sessions(NetServer::Impl& impl, const UserId& user);

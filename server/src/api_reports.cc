@@ -1,8 +1,8 @@
 // The head-office reports, their forecast setting and the CSV exports on the API (docs/API.md, "Reports"):
 // thin routes over reports.h, which owns the SQL, the scope rules and the CSV format. Each request opens its
-// own read-only connection to the central store (open_report_db) on an API worker thread; an export keeps its
-// connection for its whole stream and is read a chunk at a time, each chunk only after the previous one was
-// written to the client.
+// own read-only connection to the central store (report_connection: on SQLite open_report_db, on PostgreSQL a
+// pooled read session) on an API worker thread; an export keeps its connection for its whole stream and is
+// read a chunk at a time, each chunk only after the previous one was written to the client.
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
 #include <utility>
@@ -11,6 +11,7 @@
 #include "fieldsync/io/sqlite_db.h"
 #include "fieldsync/server/directory.h"
 #include "fieldsync/server/reports.h"
+#include "pg.h"
 #include "wall_clock.h"
 
 namespace fieldsync::server {
@@ -43,6 +44,28 @@ Result<reports::ReportFilter> filter_of(const std::map<std::string, std::string>
 }
 
 }  // namespace
+
+Result<ReportConnection> report_connection(NetServer::Impl& impl) {
+  if (is_postgresql_url(impl.options.store_path)) {
+    Result<ReaderPool::Lease> lease = api_readers(impl).lease();
+    if (!lease) return lease.status();
+    return ReportConnection(std::move(*lease));
+  }
+  Result<std::unique_ptr<sqlite::Db>> db = reports::open_report_db(impl.options.store_path);
+  if (!db) return db.status();
+  return ReportConnection(sqlite_reader(std::move(*db)));
+}
+
+Result<std::unique_ptr<SqlReader>> settings_connection(NetServer::Impl& impl) {
+  if (is_postgresql_url(impl.options.store_path)) {
+    Result<std::unique_ptr<pg::Conn>> conn = pg::Conn::open(impl.options.store_path);
+    if (!conn) return conn.status();
+    return pg_reader(std::move(*conn));
+  }
+  Result<std::unique_ptr<sqlite::Db>> db = reports::open_settings_db(impl.options.store_path);
+  if (!db) return db.status();
+  return sqlite_reader(std::move(*db));
+}
 
 std::variant<reports::ReportFilter, ApiError> parse_report_query(
     const std::map<std::string, std::string>& query, int64_t now_ms) {
@@ -83,7 +106,7 @@ ApiResult report(ApiRequest& r) {
   if (!known) return api_error(http::status::not_found, "not_found", "no report named '" + name + "'");
   std::variant<reports::ReportFilter, ApiError> filter = parse_report_query(r.query, wall_ms());
   if (ApiError* bad = std::get_if<ApiError>(&filter)) return std::move(*bad);
-  Result<std::unique_ptr<sqlite::Db>> db = reports::open_report_db(r.impl->options.store_path);
+  Result<ReportConnection> db = report_connection(*r.impl);
   if (!db) return api_error_from(db.status());
   Result<json::value> answer =
       reports::run_report(**db, name, std::get<reports::ReportFilter>(filter), r.caller.principal);
@@ -92,7 +115,7 @@ ApiResult report(ApiRequest& r) {
 }
 
 ApiResult get_probabilities(ApiRequest& r) {
-  Result<std::unique_ptr<sqlite::Db>> db = reports::open_report_db(r.impl->options.store_path);
+  Result<ReportConnection> db = report_connection(*r.impl);
   if (!db) return api_error_from(db.status());
   Result<std::map<std::string, int>> bp = reports::stage_probabilities(**db);
   if (!bp) return api_error_from(bp.status());
@@ -118,7 +141,7 @@ ApiResult put_probabilities(ApiRequest& r) {
       return api_error(http::status::bad_request, "value_invalid", "basis points are 0..10000", key);
     bp[key] = static_cast<int>(v.as_int64());
   }
-  Result<std::unique_ptr<sqlite::Db>> db = reports::open_settings_db(r.impl->options.store_path);
+  Result<std::unique_ptr<SqlReader>> db = settings_connection(*r.impl);
   if (!db) return api_error_from(db.status());
   if (Status s = reports::set_stage_probabilities(**db, r.caller.principal, bp); !s) {
     if (s.code() == ErrorCode::kInvalidArgument)
@@ -139,18 +162,19 @@ std::optional<ApiError> start_export(ApiRequest& r) {
   std::variant<ExportRequest, ApiError> parsed = parse_export(file, r.query, wall_ms());
   if (ApiError* bad = std::get_if<ApiError>(&parsed)) return std::move(*bad);
   const ExportRequest& request = std::get<ExportRequest>(parsed);
-  Result<std::unique_ptr<sqlite::Db>> db = reports::open_report_db(r.impl->options.store_path);
+  Result<ReportConnection> db = report_connection(*r.impl);
   if (!db) return api_error_from(db.status());
-  // Scope and filter errors are answered before the 200 and the first byte of the body.
-  Result<std::unique_ptr<reports::CsvExport>> e =
-      reports::CsvExport::start(**db, request.kind, request.filter, r.caller.principal, request.options);
-  if (!e) return filter_error(e.status(), {});
-
+  // The connection moves into the stream first: the export keeps a reference to it.
   struct Stream {
-    std::unique_ptr<sqlite::Db> db;  // declared first: outlives the export reading it
+    ReportConnection db;  // declared first: outlives the export reading it
     std::unique_ptr<reports::CsvExport> csv;
   };
-  auto stream = std::make_shared<Stream>(Stream{std::move(*db), std::move(*e)});
+  auto stream = std::make_shared<Stream>(Stream{std::move(*db), nullptr});
+  // Scope and filter errors are answered before the 200 and the first byte of the body.
+  Result<std::unique_ptr<reports::CsvExport>> e = reports::CsvExport::start(
+      *stream->db, request.kind, request.filter, r.caller.principal, request.options);
+  if (!e) return filter_error(e.status(), {});
+  stream->csv = std::move(*e);
   HttpSession::Headers headers = {{http::field::content_disposition, "attachment; filename=\"" + file + "\""},
                                   {http::field::cache_control, "no-store"}};
   api_stream_checked(r, "text/csv; charset=utf-8", std::move(headers),

@@ -12,7 +12,6 @@
 #include <random>
 
 #include "api.h"
-#include "fieldsync/io/sqlite_db.h"
 #include "fieldsync/server/directory.h"
 #include "fieldsync/sync/export.h"
 #include "fieldsync/sync/rules.h"
@@ -78,15 +77,18 @@ Result<std::optional<RecordState>> visible_record(NetServer::Impl& impl, const C
   return rec;
 }
 
-// ---- The SLA setting: one row per priority in the store file's _case_sla table, created on first write.
+// ---- The SLA setting: one row per priority in the store's _case_sla table (SQLite: created on first write;
+// PostgreSQL: in the store's DDL, shared by every instance).
 
-Result<std::map<std::string, int64_t>> sla_minutes(sqlite::Db& db) {
+Result<std::map<std::string, int64_t>> sla_minutes(SqlReader& db) {
   std::map<std::string, int64_t> out = kDefaultSlaMinutes;
-  sqlite::Stmt exists(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_case_sla'");
-  const bool has = exists.step();
-  if (!exists.ok()) return exists.status();
-  if (!has) return out;
-  sqlite::Stmt q(db, "SELECT priority, due_minutes FROM _case_sla");
+  if (db.dialect() == SqlDialect::kSqlite) {
+    SqlRows exists = db.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_case_sla'");
+    const bool has = exists.step();
+    if (!exists.ok()) return exists.status();
+    if (!has) return out;
+  }
+  SqlRows q = db.query("SELECT priority, due_minutes FROM _case_sla");
   while (q.step()) {
     std::string p = q.col_text(0);
     if (out.count(p) != 0) out[p] = q.col_int(1);
@@ -96,7 +98,7 @@ Result<std::map<std::string, int64_t>> sla_minutes(sqlite::Db& db) {
 }
 
 Result<std::map<std::string, int64_t>> read_sla(NetServer::Impl& impl) {
-  Result<std::unique_ptr<sqlite::Db>> db = reports::open_settings_db(impl.options.store_path);
+  Result<ReportConnection> db = report_connection(impl);
   if (!db) return db.status();
   return sla_minutes(**db);
 }
@@ -131,25 +133,24 @@ ApiResult put_sla(ApiRequest& r) {
                        "minutes are 1.." + std::to_string(kMaxSlaMinutes), p);
     set[p] = v.as_int64();
   }
-  Result<std::unique_ptr<sqlite::Db>> db = reports::open_settings_db(r.impl->options.store_path);
+  Result<std::unique_ptr<SqlReader>> db = settings_connection(*r.impl);
   if (!db) return api_error_from(db.status());
-  sqlite::Db& d = **db;
-  if (Status s = d.exec("BEGIN IMMEDIATE"); !s) return api_error_from(s);
-  Status s = d.exec(
-      "CREATE TABLE IF NOT EXISTS _case_sla (priority TEXT PRIMARY KEY, due_minutes INTEGER NOT NULL)");
+  SqlReader& d = **db;
+  if (Status s = d.begin_write(); !s) return api_error_from(s);
+  Status s;
+  if (d.dialect() == SqlDialect::kSqlite)
+    s = d.exec(
+        "CREATE TABLE IF NOT EXISTS _case_sla (priority TEXT PRIMARY KEY, due_minutes INTEGER NOT NULL)");
   for (const auto& [p, m] : set) {
     if (!s) break;
-    sqlite::Stmt q(
-        d,
+    s = d.exec(
         "INSERT INTO _case_sla (priority, due_minutes) VALUES (?, ?) ON CONFLICT (priority) DO UPDATE "
-        "SET due_minutes = excluded.due_minutes");
-    q.bind(1, p).bind(2, m);
-    q.step();
-    s = q.status();
+        "SET due_minutes = excluded.due_minutes",
+        {Value::text(p), Value::integer(m)});
   }
-  if (s) s = d.exec("COMMIT");
+  if (s) s = d.commit();
   if (!s) {
-    (void)d.exec("ROLLBACK");
+    d.rollback();
     return api_error_from(s);
   }
   json::object detail;

@@ -340,6 +340,10 @@ Status Directory::unassign_team(const UserId& manager, const UserId& rep) {
 
 Status Directory::audit(const AuditRecord& r) {
   MutexLock lock(mu_);
+  // On PostgreSQL the id comes from audit_head's row, locked until this statement's transaction commits
+  // (directory_pg.cc): ids commit in order across instances. SQLite has one writer: its rowid does.
+  if (db_->engine() == "postgresql")
+    return db_->run(dirdb::kPgAuditInsert, {r.at_ms, r.actor, r.action, r.target, r.detail}).status;
   return db_
       ->run("INSERT INTO audit (at_ms, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
             {r.at_ms, r.actor, r.action, r.target, r.detail})

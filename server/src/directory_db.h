@@ -69,6 +69,16 @@ struct Answer {
   bool ok() const { return status.is_ok(); }
 };
 
+// Directory::audit's insert on PostgreSQL: the next id from audit_head's row (locked until commit: ids commit
+// in order; directory_pg.cc), and never below a row written otherwise (copied by `fieldsync-admin migrate`,
+// numbered by the identity): one seek of the primary key. Parameters: at_ms, actor, action, target, detail.
+inline constexpr const char* kPgAuditInsert =
+    "WITH h AS (UPDATE audit_head SET last_id = greatest(last_id, (SELECT coalesce(max(id), 0) FROM audit)) "
+    "+ "
+    "1 RETURNING last_id) INSERT INTO audit (id, at_ms, actor, action, target, detail) SELECT h.last_id, ?, "
+    "?, "
+    "?, ?, ? FROM h";
+
 class Db {
  public:
   virtual ~Db() = default;

@@ -57,10 +57,9 @@ flags given on the command line override the file):
                             keep the central store and the directory in PostgreSQL instead (created and migrated
                             on start): the server keeps nothing of its own on disk, and any number of servers
                             may run against one database, each commit reaching the devices of every other
-                            within milliseconds (LISTEN/NOTIFY). The head-office API works on it; its reports,
-                            their setting and CSV exports are not offered on PostgreSQL yet (501
-                            not_available_on_postgresql). --data-dir then only holds --dev's generated
-                            certificate.
+                            within milliseconds (LISTEN/NOTIFY). The whole head-office API works on it, its
+                            reports, settings and CSV exports included. --data-dir then only holds --dev's
+                            generated certificate.
   --cert FILE               TLS certificate chain, PEM (leaf first)
   --key FILE                TLS private key, PEM
   --dev                     development mode: without --cert/--key, generate a self-signed certificate

@@ -6,8 +6,10 @@
 // log entry (their cursors stay valid), the same per-node watermarks (a retried push is still `duplicate`)
 // and the same token key (their tokens still verify). Internal to server/src.
 //
-// Not copied: the SQLite store's report tables (`_stage_history`, the fact tables, `_visit_day`, the stage
-// probability setting), which are derived and have no PostgreSQL counterpart yet (reports answer 501 there).
+// Not copied: the SQLite store's report tables (`_stage_history`, the fact tables, `_visit_day`), which are
+// derived (PostgreSQL's facts are views; the first PgCentralStore::open after the copy files each deal's
+// current stage as its open stint, earlier stints are not carried), nor the stage-probability and case-SLA
+// settings (head office sets them again on the new store).
 #pragma once
 
 #include <cstdint>

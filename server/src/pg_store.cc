@@ -8,6 +8,7 @@
 #include <tuple>
 
 #include "fieldsync/schema/ddl.h"
+#include "fieldsync/server/reports.h"
 #include "fieldsync/sync/codec.h"
 #include "fieldsync/sync/schedule.h"
 #include "fieldsync/sync/scope.h"
@@ -25,7 +26,10 @@ using namespace store_common;
 
 // Format of the store's tables; bump on a change and migrate on open (migrate()).
 //   1: the first.
-constexpr int64_t kFormat = 1;
+//   2: head-office reports (kReportDdl): _stage_history (kept by save(), as SqliteCentralStore keeps it; the
+//      migration files each opportunity's current stage), the settings _stage_probability and _case_sla, the
+//      facts as views over the entity tables, fs_case_billable, and the indexes the reports' periods walk.
+constexpr int64_t kFormat = 2;
 
 // Held (transaction-scoped) while a store creates or migrates its tables: two instances starting at once
 // would otherwise race on CREATE TABLE IF NOT EXISTS (which is not atomic against itself in PostgreSQL).
@@ -63,6 +67,99 @@ const char* const kStoreDdl[] = {
     // Scheduling conflicts look up one owner's events by time (events_overlapping).
     "CREATE INDEX IF NOT EXISTS idx_calendar_event_owner_start ON calendar_event (owner_id, start_at)",
 };
+
+// ---- Reports (format 2; server/src/reports.cc runs the same SQL on both stores, DESIGN.md "Reports on
+// PostgreSQL"). SQLite keeps its facts and rollups in tables written by triggers so that no report walks a
+// year of rows; here the facts are views over the entity tables with the same names and columns: PostgreSQL
+// aggregates a year of the bench store's rows within the reports' budget (PERFORMANCE.md), and the write path
+// -- the small-push target on this store -- pays nothing for them. The stage history cannot be a view (it
+// keeps moves the row no longer shows): save() keeps it, as SqliteCentralStore does.
+
+// A line's net amount as FieldClient computes it (the same expression as reports.cc's kLineNet).
+#define PG_LINE_NET(L)                                                                                      \
+  "(" L "quantity * " L "unit_price_cents - ((" L "quantity * " L "unit_price_cents) / 10000 * coalesce(" L \
+  "discount_bp, 0) + ((" L "quantity * " L "unit_price_cents) % 10000 * coalesce(" L                        \
+  "discount_bp, 0) + 5000) / 10000))"
+
+std::vector<std::string> report_ddl() {
+  using reports::kMatchAfterMs;
+  using reports::kMatchBeforeMs;
+  return {
+      // An opportunity's stints per stage (sqlite_store.cc has the same table).
+      "CREATE TABLE IF NOT EXISTS _stage_history (id BIGSERIAL PRIMARY KEY, opportunity_id TEXT COLLATE \"C\" "
+      "NOT NULL, stage TEXT COLLATE \"C\" NOT NULL, entered_at_ms BIGINT NOT NULL, left_at_ms BIGINT, next_stage "
+      "TEXT COLLATE \"C\")",
+      "CREATE INDEX IF NOT EXISTS idx_stage_history_opp ON _stage_history (opportunity_id, left_at_ms, "
+      "entered_at_ms)",
+      "CREATE INDEX IF NOT EXISTS idx_stage_history_left ON _stage_history (left_at_ms, entered_at_ms, "
+      "opportunity_id, stage, next_stage)",
+      "CREATE INDEX IF NOT EXISTS idx_stage_history_entered ON _stage_history (stage, entered_at_ms, "
+      "opportunity_id)",
+      // Head office's settings, shared by every instance: the forecast's probabilities and the case SLA.
+      "CREATE TABLE IF NOT EXISTS _stage_probability (stage TEXT COLLATE \"C\" PRIMARY KEY, probability_bp "
+      "BIGINT NOT NULL)",
+      "CREATE TABLE IF NOT EXISTS _case_sla (priority TEXT COLLATE \"C\" PRIMARY KEY, due_minutes BIGINT NOT "
+      "NULL)",
+      // What the periods filter by.
+      "CREATE INDEX IF NOT EXISTS idx_report_order_date ON \"order\" ((coalesce(submitted_at, approved_at)))",
+      "CREATE INDEX IF NOT EXISTS idx_report_visit_check_in ON visit (check_in_at)",
+      "CREATE INDEX IF NOT EXISTS idx_report_visit_account ON visit (account_id, check_in_at)",
+      "CREATE INDEX IF NOT EXISTS idx_report_visit_event ON visit (calendar_event_id, check_in_at)",
+      "CREATE INDEX IF NOT EXISTS idx_report_event_start ON calendar_event (start_at)",
+      "CREATE INDEX IF NOT EXISTS idx_report_opportunity_stage ON opportunity (stage)",
+      "CREATE INDEX IF NOT EXISTS idx_report_lead_created ON lead (created_at)",
+      "CREATE INDEX IF NOT EXISTS idx_report_case_opened ON service_case (opened_at)",
+      // _order_fact: one row per order with its date, status, rep, account, the account's territory, currency
+      // and its live lines' totals.
+      "CREATE OR REPLACE VIEW _order_fact AS SELECT o.id AS order_id, coalesce(o.submitted_at, o.approved_at) "
+      "AS at_ms, o.status, o._deleted AS deleted, o.rep_id, o.account_id, a.territory_id AS territory, "
+      "o.currency, coalesce(t.quantity, 0) AS quantity, coalesce(t.net_cents, 0) AS net_cents FROM \"order\" o "
+      "LEFT JOIN account a ON a.id = o.account_id LEFT JOIN LATERAL (SELECT CAST(sum(l.quantity) AS BIGINT) AS "
+      "quantity, CAST(sum(" PG_LINE_NET("l.") ") AS BIGINT) AS net_cents FROM order_line l WHERE l.order_id = "
+      "o.id AND NOT l._deleted) t ON true",
+      // _order_line_fact: one row per line with its order's date, status, rep, territory and currency.
+      "CREATE OR REPLACE VIEW _order_line_fact AS SELECT l.order_id, l.id AS line_id, l.product_id, l._deleted "
+      "AS deleted, l.quantity, " PG_LINE_NET("l.") " AS net_cents, coalesce(o.submitted_at, o.approved_at) AS "
+      "at_ms, o.status, coalesce(o._deleted, false) AS order_deleted, o.rep_id, a.territory_id AS territory, "
+      "o.currency FROM order_line l LEFT JOIN \"order\" o ON o.id = l.order_id LEFT JOIN account a ON a.id = "
+      "o.account_id",
+      // _appointment_fact: each calendar event with the check-in of the visit that executes it (reports.h:
+      // the earliest linked to it, else the owner's earliest at its account in the window around the start).
+      "CREATE OR REPLACE VIEW _appointment_fact AS SELECT e.id AS event_id, e.start_at, e._deleted AS deleted, "
+      "e.status, e.account_id, e.owner_id, coalesce((SELECT min(v.check_in_at) FROM visit v WHERE "
+      "v.calendar_event_id = e.id AND NOT v._deleted), (SELECT min(v.check_in_at) FROM visit v WHERE "
+      "v.account_id = e.account_id AND NOT v._deleted AND v.check_in_at >= e.start_at - " +
+          std::to_string(kMatchBeforeMs) + " AND v.check_in_at < e.start_at + " + std::to_string(kMatchAfterMs) +
+          " AND v.rep_id = e.owner_id)) AS visit_at FROM calendar_event e",
+      // rules.h's case_billable (a case on an asset out of warranty, or with none, is billable; without an
+      // asset it is not), as the SQLite report connection registers it in C++. Tested on both stores.
+      "CREATE OR REPLACE FUNCTION fs_case_billable(has_asset boolean, warranty_end_at bigint, opened_at "
+      "bigint) RETURNS integer LANGUAGE sql IMMUTABLE AS $$ SELECT CASE WHEN has_asset AND (warranty_end_at "
+      "IS NULL OR warranty_end_at < coalesce(opened_at, 0)) THEN 1 ELSE 0 END $$",
+  };
+}
+
+// Files a stage move of `record` (an opportunity about to be saved) in _stage_history, as
+// SqliteCentralStore::record_stage does: if the stage changes (or the deal is new), the open stint ends and a
+// new one begins at the stage field's version time; a move stamped before the stint it ends began ends it at
+// its own start.
+Status record_stage(pg::Conn& c, const RecordState& record) {
+  const FieldState* stage = record.field(schema::fields::kOpportunityStage);
+  if (stage == nullptr || !(stage->value.kind() == Value::Kind::kText)) return Status::ok();
+  const std::string id = record.id.to_string();
+  const int64_t at_ms = hlc_physical_ms(stage->version.hlc);
+  auto now = c.query("SELECT stage FROM opportunity WHERE id = $1 AND NOT _deleted", pg::Params().add(id));
+  if (!now) return now.status();
+  if (now->size() > 0 && now->text(0, 0) == stage->value.as_text()) return Status::ok();
+  if (Status s =
+          c.exec("UPDATE _stage_history SET left_at_ms = greatest($1, entered_at_ms), next_stage = $2 WHERE "
+                 "opportunity_id = $3 AND left_at_ms IS NULL",
+                 pg::Params().add(at_ms).add(std::string_view(stage->value.as_text())).add(id));
+      !s)
+    return s;
+  return c.exec("INSERT INTO _stage_history (opportunity_id, stage, entered_at_ms) VALUES ($1, $2, $3)",
+                pg::Params().add(id).add(std::string_view(stage->value.as_text())).add(at_ms));
+}
 
 // The model's DDL in PostgreSQL dialect, without the one-column index on a scope field that the (scope field,
 // id) index below serves as well (as SqliteCentralStore does: two indexes on one field cost every insert).
@@ -402,6 +499,8 @@ class PgCentralTxn final : public CentralTxn {
     p.add(record.deleted);
     const std::vector<uint8_t> meta = codec::encode_record(record);
     p.add_bytes(meta);
+    if (record.entity == EntityId::kOpportunity)
+      if (Status s = record_stage(*conn_, record); !s) return fail(s);
     if (Status s = conn_->exec(upsert_sql(*e), p); !s) return fail(s);
     if (record.entity == EntityId::kCalendarEvent) saved_events_.insert(RecordKey{record.entity, record.id});
   }
@@ -575,10 +674,36 @@ class PgCentralTxn final : public CentralTxn {
 
 namespace {
 
-// Brings a database of an older format up to kFormat, inside open()'s transaction. Format 1 is the first:
-// nothing to migrate yet; each later format adds its step here, oldest first.
+// Brings a database of an older format up to kFormat, inside open()'s transaction (the tables of kFormat
+// exist already), oldest step first.
+// Reports: each opportunity's current stage as its open stint, from its stage field's version (the moves
+// before were not kept), as SqliteCentralStore's format 5 -- for a database of format 1, and for one whose
+// opportunities came without their history (`fieldsync-admin migrate` copies the records, not SQLite's
+// derived _stage_history): without it the funnel and stalled deals would not see those deals at all.
+Status file_current_stages(pg::Conn& conn) {
+  {
+    auto rows = conn.query("SELECT _meta FROM opportunity WHERE NOT _deleted");
+    if (!rows) return rows.status();
+    std::vector<RecordState> opps;
+    if (Status s = decode_records(*rows, 0, opps); !s) return s;
+    for (const RecordState& r : opps) {
+      const FieldState* stage = r.field(schema::fields::kOpportunityStage);
+      if (stage == nullptr || !(stage->value.kind() == Value::Kind::kText)) continue;
+      if (Status s = conn.exec(
+              "INSERT INTO _stage_history (opportunity_id, stage, entered_at_ms) VALUES ($1, $2, $3)",
+              pg::Params()
+                  .add(r.id.to_string())
+                  .add(std::string_view(stage->value.as_text()))
+                  .add(hlc_physical_ms(stage->version.hlc)));
+          !s)
+        return s;
+    }
+  }
+  return Status::ok();
+}
+
 Status migrate(pg::Conn&, int64_t from) {
-  (void)from;
+  (void)from;  // format 1 -> 2: the stints (file_current_stages, run by open() whenever they are missing)
   return Status::ok();
 }
 
@@ -616,8 +741,15 @@ Result<std::unique_ptr<PgCentralStore>> PgCentralStore::open(const std::string& 
     if (Status s = conn.exec_script(sql); !s) return fail(s);
   for (const char* sql : kStoreDdl)
     if (Status s = conn.exec_script(sql); !s) return fail(s);
+  for (const std::string& sql : report_ddl())
+    if (Status s = conn.exec_script(sql); !s) return fail(s);
   if (format < kFormat)
     if (Status s = migrate(conn, format); !s) return fail(s);
+  auto no_stints =
+      conn.query("SELECT NOT EXISTS (SELECT 1 FROM _stage_history) AND EXISTS (SELECT 1 FROM opportunity)");
+  if (!no_stints) return fail(no_stints.status());
+  if (no_stints->i64(0, 0))
+    if (Status s = file_current_stages(conn); !s) return fail(s);
   if (Status s =
           conn.exec("INSERT INTO _state (key, value) VALUES ('format', $1) ON CONFLICT (key) DO UPDATE SET "
                     "value = EXCLUDED.value",

@@ -17,11 +17,13 @@
 #include "fieldsync/io/sqlite_db.h"
 #include "fieldsync/sync/rules.h"
 #include "local_time.h"
+#include "sql_reader.h"
 
 namespace fieldsync::server::reports {
 
 using sqlite::Db;
 using sqlite::Stmt;
+using Rows = SqlRows;
 namespace json = boost::json;
 
 namespace {
@@ -85,7 +87,7 @@ struct Sql {
   // " AND <column> IN (?, ...)"; an empty list matches nothing.
   Sql& and_in(std::string_view column, const std::vector<std::string>& values) {
     if (values.empty()) {
-      text += " AND 0";
+      text += " AND FALSE";
       return *this;
     }
     text += " AND ";
@@ -100,55 +102,74 @@ struct Sql {
   }
 };
 
-// Runs `q`, calling on_row(stmt) for each row; on_row returning false stops early.
-template <typename F>
-Status each_row(Db& db, const Sql& q, F&& on_row) {
-  Stmt st(db, q.text);
-  if (!st.ok()) return st.status();
-  int i = 1;
-  for (const Param& v : q.params) {
+std::vector<Value> values_of(const std::vector<Param>& params) {
+  std::vector<Value> out;
+  out.reserve(params.size());
+  for (const Param& v : params) {
     if (const int64_t* n = std::get_if<int64_t>(&v)) {
-      st.bind(i++, *n);
+      out.push_back(Value::integer(*n));
     } else {
-      st.bind(i++, std::string_view(std::get<std::string>(v)));
+      out.push_back(Value::text(std::get<std::string>(v)));
     }
   }
-  if (!st.ok()) return st.status();
-  while (st.step())
-    if (!on_row(st)) return Status::ok();
-  return st.status();
+  return out;
 }
 
-// Every statement of one report or export reads one snapshot: BEGIN on a connection in autocommit, COMMIT
-// (of a read transaction: nothing to write) at the end.
+// Runs `q`, calling on_row(rows) for each row; on_row returning false stops early.
+template <typename F>
+Status each_row(SqlReader& db, const Sql& q, F&& on_row) {
+  Rows rows = db.query(q.text, values_of(q.params));
+  while (rows.step())
+    if (!on_row(rows)) return Status::ok();
+  return rows.status();
+}
+
+// Every statement of one report or export reads one snapshot: a read transaction begun on a connection in
+// autocommit, ended (nothing written) at the end.
 class Snapshot {
  public:
-  explicit Snapshot(Db& db) : db_(db) {
-    if (sqlite3_get_autocommit(db_.raw())) {
-      status_ = db_.exec("BEGIN");
-      began_ = status_.is_ok();
-    }
-  }
+  explicit Snapshot(SqlReader& db) : db_(db) { status_ = db_.begin_snapshot(&began_); }
   ~Snapshot() {
-    if (began_) (void)db_.exec("COMMIT");
+    if (began_) db_.end_snapshot();
   }
   Snapshot(const Snapshot&) = delete;
   Snapshot& operator=(const Snapshot&) = delete;
   const Status& status() const { return status_; }
 
  private:
-  Db& db_;
+  SqlReader& db_;
   Status status_;
   bool began_ = false;
 };
 
-json::value text_or_null(Stmt& st, int i) {
+json::value text_or_null(Rows& st, int i) {
   if (st.col_null(i)) return nullptr;
   return json::value(st.col_text(i));
 }
 
-std::string key_text(Stmt& st, int i) {
+std::string key_text(Rows& st, int i) {
   return st.col_null(i) ? std::string() : st.col_text(i);
+}
+
+// ---- The dialects' differences, each in one place (the reports' SQL is otherwise one text for both).
+
+// A sum of integers as an integer (PostgreSQL's sum of a bigint is a numeric).
+std::string isum(std::string_view expr) {
+  return "CAST(sum(" + std::string(expr) + ") AS BIGINT)";
+}
+// How many rows meet a condition (PostgreSQL sums no booleans).
+std::string count_if(std::string_view cond) {
+  return "CAST(sum(CASE WHEN " + std::string(cond) + " THEN 1 ELSE 0 END) AS BIGINT)";
+}
+// The rows of a JSON array of strings bound as one parameter, as a subquery: "(SELECT ... ?...)".
+std::string json_text_array(SqlDialect d) {
+  return d == SqlDialect::kPostgres ? "(SELECT json_array_elements_text(CAST(? AS json)))"
+                                    : "(SELECT value FROM json_each(?))";
+}
+// A REAL column's text as the store renders it (CSV): SQLite's own rendering; PostgreSQL's shortest exact.
+std::string real_text(std::string_view expr, SqlDialect d) {
+  if (d == SqlDialect::kPostgres) return "CAST(" + std::string(expr) + " AS TEXT)";
+  return std::string(expr);
 }
 
 double ratio(int64_t num, int64_t den) {
@@ -171,7 +192,8 @@ struct Scope {
   // Owners of records without a territory (tasks): nullopt every owner; a manager's are the team and
   // themselves, a rep's themselves, another role's none.
   std::optional<std::vector<std::string>> owners;
-  LocalTime local;  // the filter's days (local_time_of)
+  LocalTime local;                           // the filter's days (local_time_of)
+  SqlDialect dialect = SqlDialect::kSqlite;  // of the connection the report runs on
 };
 
 Status out_of_scope(std::string_view what, std::string_view value) {
@@ -283,10 +305,17 @@ std::string day_text(int64_t z) {
   return buf;
 }
 
-// strftime(format) of an epoch-ms expression in local time.
-std::string bucket(std::string_view format, std::string_view ms_expr, const LocalTime& lt) {
-  return "strftime('" + std::string(format) + "', " + std::string(ms_expr) + " / 1000 + " +
-         lt.offset_sql(ms_expr) + ", 'unixepoch')";
+// An epoch-ms expression in local time as text: "YYYY-MM" (kMonth) or "YYYY-MM-DD HH:MM:SS" (kTime). The
+// local time is LocalTime's on both engines (our zone library: the same answers whatever time zone data the
+// database carries); only the formatting function differs.
+enum class TimeFormat : uint8_t { kMonth, kTime };
+std::string bucket(TimeFormat format, std::string_view ms_expr, const Scope& s) {
+  const std::string seconds = std::string(ms_expr) + " / 1000 + " + s.local.offset_sql(ms_expr);
+  if (s.dialect == SqlDialect::kPostgres)
+    return "to_char(to_timestamp(" + seconds + ") AT TIME ZONE 'UTC', '" +
+           (format == TimeFormat::kMonth ? "YYYY-MM" : "YYYY-MM-DD HH24:MI:SS") + "')";
+  return "strftime('" + std::string(format == TimeFormat::kMonth ? "%Y-%m" : "%Y-%m-%d %H:%M:%S") + "', " +
+         seconds + ", 'unixepoch')";
 }
 
 json::object period_json(const ReportFilter& f) {
@@ -304,7 +333,7 @@ json::object period_json(const ReportFilter& f) {
 void revenue_facts(Sql& q, const ReportFilter& f, const Scope& s) {
   q << " FROM _order_fact x WHERE x.at_ms >= ";
   q.p(f.from_ms) << " AND x.at_ms < ";
-  q.p(f.to_ms) << " AND x.status IN " << kRevenueStatuses << " AND x.deleted = 0";
+  q.p(f.to_ms) << " AND x.status IN " << kRevenueStatuses << " AND x.deleted = FALSE";
   if (s.record_territories) q.and_in("x.territory", *s.record_territories);
   if (!s.reps.empty()) q.and_in("x.rep_id", s.reps);
 }
@@ -320,7 +349,7 @@ struct Sums {
 using Groups = std::map<std::pair<std::string, std::string>, Sums>;
 const std::string kNullKey(1, '\0');
 
-std::string nullable_text(Stmt& r, int i) {
+std::string nullable_text(Rows& r, int i) {
   return r.col_null(i) ? kNullKey : r.col_text(i);
 }
 
@@ -347,7 +376,7 @@ json::array group_rows(const Groups& g, std::string_view key_name) {
   return out;
 }
 
-Result<json::value> revenue(Db& db, const ReportFilter& f, const Scope& s) {
+Result<json::value> revenue(SqlReader& db, const ReportFilter& f, const Scope& s) {
   // Aggregated here, not by GROUP BY: the facts come in date order from their index, and sorting a year of
   // them (100,000 orders, 300,000 lines) for SQLite's grouping was most of the report's time.
   Groups total, by_rep, by_territory, by_month, by_product;
@@ -357,7 +386,7 @@ Result<json::value> revenue(Db& db, const ReportFilter& f, const Scope& s) {
     revenue_facts(q, f, s);
     int64_t last_day = 0;
     std::string month;
-    Status st = each_row(db, q, [&](Stmt& r) {
+    Status st = each_row(db, q, [&](Rows& r) {
       const int64_t day = s.local.day(r.col_int(0));
       if (month.empty() || day != last_day) {
         last_day = day;
@@ -382,15 +411,19 @@ Result<json::value> revenue(Db& db, const ReportFilter& f, const Scope& s) {
     // The index's order puts an order's lines next to each other (every column before order_id is the
     // order's, and deleted lines are filtered out): the orders per product are counted on that, so the
     // index is named rather than left to the planner.
-    q << "SELECT y.order_id, y.product_id, y.currency, y.net_cents, y.quantity FROM _order_line_fact y "
-         "INDEXED BY idx_order_line_fact_at WHERE y.at_ms >= ";
+    q << "SELECT y.order_id, y.product_id, y.currency, y.net_cents, y.quantity FROM _order_line_fact y"
+      << (s.dialect == SqlDialect::kSqlite ? " INDEXED BY idx_order_line_fact_at" : "")
+      << " WHERE y.at_ms >= ";
     q.p(f.from_ms) << " AND y.at_ms < ";
-    q.p(f.to_ms) << " AND y.status IN " << kRevenueStatuses << " AND y.order_deleted = 0 AND y.deleted = 0";
+    q.p(f.to_ms) << " AND y.status IN " << kRevenueStatuses
+                 << " AND y.order_deleted = FALSE AND y.deleted = FALSE";
     if (s.record_territories) q.and_in("y.territory", *s.record_territories);
     if (!s.reps.empty()) q.and_in("y.rep_id", s.reps);
+    // SQLite's index gives an order's lines together (above); PostgreSQL's facts are a view, so it is said.
+    if (s.dialect == SqlDialect::kPostgres) q << " ORDER BY y.order_id";
     std::string order;
     std::vector<Groups::key_type> in_order;  // the products already counted for `order`
-    Status st = each_row(db, q, [&](Stmt& r) {
+    Status st = each_row(db, q, [&](Rows& r) {
       std::string id = r.col_text(0);
       if (id != order) {
         order = std::move(id);
@@ -425,10 +458,11 @@ Result<json::value> revenue(Db& db, const ReportFilter& f, const Scope& s) {
     for (const json::value& p : products)
       if (p.at("product_id").is_string()) ids.push_back(p.at("product_id"));
     Sql q;
-    q << "SELECT id, name FROM product WHERE id IN (SELECT value FROM json_each(";
-    q.p(json::serialize(ids)) << "))";
+    const std::string list = json_text_array(s.dialect);
+    q << "SELECT id, name FROM product WHERE id IN " << list.substr(0, list.find('?'));
+    q.p(json::serialize(ids)) << list.substr(list.find('?') + 1);
     std::map<std::string, std::string> names;
-    Status st = each_row(db, q, [&](Stmt& r) {
+    Status st = each_row(db, q, [&](Rows& r) {
       names[r.col_text(0)] = r.col_text(1);
       return true;
     });
@@ -443,7 +477,7 @@ Result<json::value> revenue(Db& db, const ReportFilter& f, const Scope& s) {
   return json::value(std::move(out));
 }
 
-Result<json::value> abc(Db& db, const ReportFilter& f, const Scope& s) {
+Result<json::value> abc(SqlReader& db, const ReportFilter& f, const Scope& s) {
   // Revenue per (account, currency), summed here from the facts in date order (SQLite's GROUP BY sorted
   // them all first).
   Groups per_account;
@@ -451,7 +485,7 @@ Result<json::value> abc(Db& db, const ReportFilter& f, const Scope& s) {
     Sql q;
     q << "SELECT x.account_id, x.currency, x.net_cents";
     revenue_facts(q, f, s);
-    Status st = each_row(db, q, [&](Stmt& r) {
+    Status st = each_row(db, q, [&](Rows& r) {
       Sums& g = per_account[{nullable_text(r, 0), nullable_text(r, 1)}];
       g.orders += 1;
       g.net += r.col_int(2);
@@ -508,10 +542,11 @@ Result<json::value> abc(Db& db, const ReportFilter& f, const Scope& s) {
   }
   {  // the listed accounts' names and territories, in one statement
     Sql q;
-    q << "SELECT id, name, territory_id FROM account WHERE id IN (SELECT value FROM json_each(";
-    q.p(json::serialize(top_ids)) << "))";
+    const std::string list = json_text_array(s.dialect);
+    q << "SELECT id, name, territory_id FROM account WHERE id IN " << list.substr(0, list.find('?'));
+    q.p(json::serialize(top_ids)) << list.substr(list.find('?') + 1);
     std::map<std::string, std::pair<json::value, json::value>> found;
-    Status st = each_row(db, q, [&](Stmt& r) {
+    Status st = each_row(db, q, [&](Rows& r) {
       found[r.col_text(0)] = {text_or_null(r, 1), text_or_null(r, 2)};
       return true;
     });
@@ -536,16 +571,18 @@ Result<json::value> abc(Db& db, const ReportFilter& f, const Scope& s) {
 // of a company over a year that list is tens of thousands of rows nobody reads.
 // The company's time zone, whose local days the store's _visit_day counts (sqlite_store.cc); empty for a
 // file without one (the rollup is then not read).
-Result<std::string> store_rollup_zone(Db& db) {
-  Stmt q(db, "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_report_zone'");
+// PostgreSQL keeps no rollup (pg_store.cc: the reports read the visits there, DESIGN.md).
+Result<std::string> store_rollup_zone(SqlReader& db) {
+  if (db.dialect() != SqlDialect::kSqlite) return std::string();
+  Rows q = db.query("SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_report_zone'");
   if (!q.step()) return q.ok() ? Result<std::string>(std::string()) : Result<std::string>(q.status());
-  Stmt z(db, "SELECT name FROM _report_zone WHERE id = 1");
+  Rows z = db.query("SELECT name FROM _report_zone WHERE id = 1");
   if (z.step()) return z.col_text(0);
   if (!z.ok()) return z.status();
   return std::string();
 }
 
-Result<json::value> activity(Db& db, const ReportFilter& f, const Scope& s) {
+Result<json::value> activity(SqlReader& db, const ReportFilter& f, const Scope& s) {
   struct RepFigures {
     int64_t visits = 0;
     int64_t days = 0;
@@ -575,7 +612,7 @@ Result<json::value> activity(Db& db, const ReportFilter& f, const Scope& s) {
             json::object{{"rep", last_rep}, {"day", day_text(last_day)}, {"visits", day_visits}});
     };
     // A row (rep, day, outcome, visits).
-    auto on_row = [&](Stmt& r) {
+    auto on_row = [&](Rows& r) {
       std::string rep = key_text(r, 0);
       const int64_t day = r.col_int(1);
       const int64_t n = r.col_int(3);
@@ -601,9 +638,10 @@ Result<json::value> activity(Db& db, const ReportFilter& f, const Scope& s) {
       join_account(q, s, "v");
       q << " WHERE v.check_in_at >= ";
       q.p(lo) << " AND v.check_in_at < ";
-      q.p(hi) << " AND v._deleted = 0";
+      q.p(hi) << " AND v._deleted = FALSE";
       where_scope(q, s, "v.rep_id");
-      q << " GROUP BY 2, 1, 3";
+      // (SQLite's grouping already returns them in this order; PostgreSQL's hash aggregate does not.)
+      q << " GROUP BY 2, 1, 3 ORDER BY 2, 1, 3";
       return each_row(db, q, on_row);
     };
     // Whole local days of the period come from the rollup (sqlite_store.cc, _visit_day, in its key's order:
@@ -617,7 +655,8 @@ Result<json::value> activity(Db& db, const ReportFilter& f, const Scope& s) {
     Status st;
     Result<std::string> rollup_zone = store_rollup_zone(db);
     if (!rollup_zone) return rollup_zone.status();
-    if (*rollup_zone != zone_name(f) || s.record_territories || first_day >= end_day_number) {
+    if (rollup_zone->empty() || *rollup_zone != zone_name(f) || s.record_territories ||
+        first_day >= end_day_number) {
       st = from_visits(f.from_ms, f.to_ms);
     } else {
       if (f.from_ms < first_ms) st = from_visits(f.from_ms, first_ms);
@@ -643,7 +682,7 @@ Result<json::value> activity(Db& db, const ReportFilter& f, const Scope& s) {
     q << "SELECT x.rep_id, count(*)";
     revenue_facts(q, f, s);
     q << " GROUP BY 1";
-    Status st = each_row(db, q, [&](Stmt& r) {
+    Status st = each_row(db, q, [&](Rows& r) {
       reps[key_text(r, 0)].orders = r.col_int(1);
       return true;
     });
@@ -680,16 +719,16 @@ Result<json::value> activity(Db& db, const ReportFilter& f, const Scope& s) {
     // cutoff or absent.
     q << "SELECT c.id, a.name, a.territory_id, c.last, c.n FROM (SELECT id, last, count(*) OVER () AS n FROM "
          "(SELECT a.id AS id, (SELECT max(v.check_in_at) FROM visit v WHERE v.account_id = a.id AND "
-         "v._deleted = 0 AND v.check_in_at < ";
+         "v._deleted = FALSE AND v.check_in_at < ";
     q.p(f.to_ms) << rep_cond.text;
     q.params.insert(q.params.end(), rep_cond.params.begin(), rep_cond.params.end());
-    q << ") AS last FROM account a WHERE a._deleted = 0";
+    q << ") AS last FROM account a WHERE a._deleted = FALSE";
     if (s.account_territories) q.and_in("a.territory_id", *s.account_territories);
-    q << ") WHERE last IS NULL OR last < ";
+    q << ") u WHERE last IS NULL OR last < ";
     q.p(cutoff) << " ORDER BY last IS NOT NULL, last, id LIMIT ";
     q.p(static_cast<int64_t>(f.limit));
     q << ") c JOIN account a ON a.id = c.id ORDER BY c.last IS NOT NULL, c.last, c.id";
-    Status st = each_row(db, q, [&](Stmt& r) {
+    Status st = each_row(db, q, [&](Rows& r) {
       not_visited_count = r.col_int(4);
       json::object o;
       o["account_id"] = text_or_null(r, 0);
@@ -712,7 +751,7 @@ Result<json::value> activity(Db& db, const ReportFilter& f, const Scope& s) {
   return json::value(std::move(out));
 }
 
-Result<json::value> plan_vs_execution(Db& db, const ReportFilter& f, const Scope& s) {
+Result<json::value> plan_vs_execution(SqlReader& db, const ReportFilter& f, const Scope& s) {
   Sql q;
   // Each appointment's visit is in its fact (sqlite_store.cc, _appointment_fact: the check-in of the visit
   // linked to it, else of the owner's earliest at its account in the window around the start, kept by
@@ -722,7 +761,7 @@ Result<json::value> plan_vs_execution(Db& db, const ReportFilter& f, const Scope
   join_account(q, s, "e");
   q << " WHERE e.start_at >= ";
   q.p(f.from_ms) << " AND e.start_at < ";
-  q.p(f.to_ms) << " AND e.deleted = 0 AND e.account_id IS NOT NULL AND e.status <> 'cancelled'";
+  q.p(f.to_ms) << " AND e.deleted = FALSE AND e.account_id IS NOT NULL AND e.status <> 'cancelled'";
   where_scope(q, s, "e.owner_id");
   q << ") SELECT owner_id, CASE WHEN visit_at IS NULL THEN (CASE WHEN start_at + ";
   q.p(kMatchAfterMs) << " <= ";
@@ -731,7 +770,7 @@ Result<json::value> plan_vs_execution(Db& db, const ReportFilter& f, const Scope
       << " THEN 'on_time' ELSE 'late' END AS verdict, count(*) FROM e GROUP BY 1, 2 ORDER BY 1";
   std::map<std::string, std::map<std::string, int64_t>> per_rep;
   std::map<std::string, int64_t> total;
-  Status st = each_row(db, q, [&](Stmt& r) {
+  Status st = each_row(db, q, [&](Rows& r) {
     per_rep[key_text(r, 0)][r.col_text(1)] += r.col_int(2);
     total[r.col_text(1)] += r.col_int(2);
     return true;
@@ -789,12 +828,12 @@ void stints_where(Sql& q, const Scope& s, const std::function<void(Sql&)>& cond)
   q << " WHERE ";
   cond(q);
   if (scoped) {
-    q << " AND p._deleted = 0";
+    q << " AND p._deleted = FALSE";
     where_scope(q, s, "p.owner_id");
   }
 }
 
-Result<json::value> funnel(Db& db, const ReportFilter& f, const Scope& s) {
+Result<json::value> funnel(SqlReader& db, const ReportFilter& f, const Scope& s) {
   const std::string open = stage_list(kOpenStages);
   std::map<std::string, json::object> stages;  // per stage
   for (std::string_view st : kAllStages) {
@@ -818,12 +857,12 @@ Result<json::value> funnel(Db& db, const ReportFilter& f, const Scope& s) {
   };
   {  // open deals and amount per stage (now)
     Sql q;
-    q << "SELECT p.stage, p.currency, count(*), sum(p.amount_cents) FROM opportunity p";
+    q << "SELECT p.stage, p.currency, count(*), " << isum("p.amount_cents") << " FROM opportunity p";
     join_account(q, s, "p");
-    q << " WHERE p._deleted = 0 AND p.stage IN " << open;
+    q << " WHERE p._deleted = FALSE AND p.stage IN " << open;
     where_scope(q, s, "p.owner_id");
     q << " GROUP BY 1, 2 ORDER BY 1, 2";
-    Status st = each_row(db, q, [&](Stmt& r) {
+    Status st = each_row(db, q, [&](Rows& r) {
       auto it = stages.find(r.col_text(0));
       if (it == stages.end()) return true;
       it->second["open_deals"] = it->second["open_deals"].as_int64() + r.col_int(2);
@@ -842,7 +881,7 @@ Result<json::value> funnel(Db& db, const ReportFilter& f, const Scope& s) {
       c.p(f.to_ms);
     });
     q << " GROUP BY 1";
-    Status st = each_row(db, q, [&](Stmt& r) {
+    Status st = each_row(db, q, [&](Rows& r) {
       auto it = stages.find(r.col_text(0));
       if (it != stages.end()) it->second["entered"] = r.col_int(1);
       return true;
@@ -851,7 +890,7 @@ Result<json::value> funnel(Db& db, const ReportFilter& f, const Scope& s) {
   }
   {  // stints that ended in the period: where they went and how long they lasted
     Sql q;
-    q << "SELECT h.stage, h.next_stage, count(*), sum(h.left_at_ms - h.entered_at_ms)";
+    q << "SELECT h.stage, h.next_stage, count(*), " << isum("h.left_at_ms - h.entered_at_ms");
     stints_where(q, s, [&](Sql& c) {
       c << "h.left_at_ms >= ";
       c.p(f.from_ms) << " AND h.left_at_ms < ";
@@ -859,7 +898,7 @@ Result<json::value> funnel(Db& db, const ReportFilter& f, const Scope& s) {
     });
     q << " GROUP BY 1, 2";
     std::map<std::string, std::pair<int64_t, int64_t>> time_in;  // stage -> (stints, total ms)
-    Status st = each_row(db, q, [&](Stmt& r) {
+    Status st = each_row(db, q, [&](Rows& r) {
       const std::string from = r.col_text(0);
       const std::string to = key_text(r, 1);
       auto it = stages.find(from);
@@ -885,16 +924,18 @@ Result<json::value> funnel(Db& db, const ReportFilter& f, const Scope& s) {
   json::array by_rep;
   {  // deals closed in the period per owner: win rate and days from creation to won
     Sql q;
-    q << "SELECT p.owner_id, h.next_stage, count(*), sum(h.left_at_ms - (SELECT min(f.entered_at_ms) FROM "
-         "_stage_history f WHERE f.opportunity_id = h.opportunity_id))";
+    q << "SELECT p.owner_id, h.next_stage, count(*), "
+      << isum(
+             "h.left_at_ms - (SELECT min(f.entered_at_ms) FROM _stage_history f WHERE f.opportunity_id = "
+             "h.opportunity_id)");
     history_from(q, s);
     q << " WHERE h.left_at_ms >= ";
     q.p(f.from_ms) << " AND h.left_at_ms < ";
-    q.p(f.to_ms) << " AND h.next_stage IN ('won', 'lost') AND p._deleted = 0";
+    q.p(f.to_ms) << " AND h.next_stage IN ('won', 'lost') AND p._deleted = FALSE";
     where_scope(q, s, "p.owner_id");
     q << " GROUP BY 1, 2 ORDER BY 1";
     std::map<std::string, std::array<int64_t, 3>> per_rep;  // won, lost, ms to close of the won
-    Status st = each_row(db, q, [&](Stmt& r) {
+    Status st = each_row(db, q, [&](Rows& r) {
       auto& v = per_rep[key_text(r, 0)];
       if (r.col_text(1) == "won") {
         v[0] += r.col_int(2);
@@ -925,21 +966,21 @@ Result<json::value> funnel(Db& db, const ReportFilter& f, const Scope& s) {
   return json::value(std::move(out));
 }
 
-Result<json::value> stalled(Db& db, const ReportFilter& f, const Scope& s) {
+Result<json::value> stalled(SqlReader& db, const ReportFilter& f, const Scope& s) {
   const int64_t cutoff = f.to_ms - int64_t{f.days} * kDayMs;
   auto where = [&](Sql& q) {
     history_from(q, s);
     q << " WHERE h.left_at_ms IS NULL AND h.entered_at_ms < ";
-    q.p(cutoff) << " AND h.stage IN " << stage_list(kOpenStages) << " AND p._deleted = 0";
+    q.p(cutoff) << " AND h.stage IN " << stage_list(kOpenStages) << " AND p._deleted = FALSE";
     where_scope(q, s, "p.owner_id");
   };
   json::array totals, deals;
   {
     Sql q;
-    q << "SELECT p.currency, count(*), sum(p.amount_cents)";
+    q << "SELECT p.currency, count(*), " << isum("p.amount_cents");
     where(q);
     q << " GROUP BY 1 ORDER BY 1";
-    Status st = each_row(db, q, [&](Stmt& r) {
+    Status st = each_row(db, q, [&](Rows& r) {
       totals.push_back(json::object{
           {"currency", text_or_null(r, 0)}, {"deals", r.col_int(1)}, {"amount_cents", r.col_int(2)}});
       return true;
@@ -954,7 +995,7 @@ Result<json::value> stalled(Db& db, const ReportFilter& f, const Scope& s) {
     where(q);
     q << " ORDER BY h.entered_at_ms, p.id LIMIT ";
     q.p(static_cast<int64_t>(f.limit));
-    Status st = each_row(db, q, [&](Stmt& r) {
+    Status st = each_row(db, q, [&](Rows& r) {
       json::object o;
       o["opportunity_id"] = text_or_null(r, 0);
       o["name"] = text_or_null(r, 1);
@@ -980,7 +1021,7 @@ Result<json::value> stalled(Db& db, const ReportFilter& f, const Scope& s) {
   return json::value(std::move(out));
 }
 
-Result<json::value> forecast(Db& db, const ReportFilter& f, const Scope& s) {
+Result<json::value> forecast(SqlReader& db, const ReportFilter& f, const Scope& s) {
   struct Month {
     int64_t open_deals = 0, pipeline = 0, weighted_bp = 0, won_deals = 0, won = 0;
   };
@@ -988,17 +1029,17 @@ Result<json::value> forecast(Db& db, const ReportFilter& f, const Scope& s) {
   {  // open deals by expected close, weighted by their stage's probability
     Sql q;
     q << "SELECT CASE WHEN p.expected_close IS NULL THEN NULL ELSE "
-      << bucket("%Y-%m", "p.expected_close", s.local)
-      << " END, p.currency, count(*), sum(p.amount_cents), sum(p.amount_cents * " << probability_sql()
-      << ") FROM opportunity p LEFT JOIN _stage_probability sp ON sp.stage = p.stage";
+      << bucket(TimeFormat::kMonth, "p.expected_close", s) << " END, p.currency, count(*), "
+      << isum("p.amount_cents") << ", " << isum("p.amount_cents * " + probability_sql())
+      << " FROM opportunity p LEFT JOIN _stage_probability sp ON sp.stage = p.stage";
     join_account(q, s, "p");
-    q << " WHERE p._deleted = 0 AND p.stage IN " << stage_list(kOpenStages)
+    q << " WHERE p._deleted = FALSE AND p.stage IN " << stage_list(kOpenStages)
       << " AND (p.expected_close IS NULL OR (p.expected_close >= ";
     q.p(f.from_ms) << " AND p.expected_close < ";
     q.p(f.to_ms) << "))";
     where_scope(q, s, "p.owner_id");
     q << " GROUP BY 1, 2";
-    Status st = each_row(db, q, [&](Stmt& r) {
+    Status st = each_row(db, q, [&](Rows& r) {
       Month& m = months[{key_text(r, 0), key_text(r, 1)}];
       m.open_deals += r.col_int(2);
       m.pipeline += r.col_int(3);
@@ -1009,15 +1050,15 @@ Result<json::value> forecast(Db& db, const ReportFilter& f, const Scope& s) {
   }
   {  // won in the period, by the month it was won
     Sql q;
-    q << "SELECT " << bucket("%Y-%m", "h.entered_at_ms", s.local)
-      << ", p.currency, count(*), sum(p.amount_cents)";
+    q << "SELECT " << bucket(TimeFormat::kMonth, "h.entered_at_ms", s) << ", p.currency, count(*), "
+      << isum("p.amount_cents");
     history_from(q, s);
     q << " WHERE h.stage = 'won' AND h.entered_at_ms >= ";
     q.p(f.from_ms) << " AND h.entered_at_ms < ";
-    q.p(f.to_ms) << " AND p._deleted = 0";
+    q.p(f.to_ms) << " AND p._deleted = FALSE";
     where_scope(q, s, "p.owner_id");
     q << " GROUP BY 1, 2";
-    Status st = each_row(db, q, [&](Stmt& r) {
+    Status st = each_row(db, q, [&](Rows& r) {
       Month& m = months[{key_text(r, 0), key_text(r, 1)}];
       m.won_deals += r.col_int(2);
       m.won += r.col_int(3);
@@ -1057,7 +1098,10 @@ Result<json::value> forecast(Db& db, const ReportFilter& f, const Scope& s) {
 // The one billable rule (rules.h, case_billable) as an SQL function of the report connection, so the
 // reports count exactly what the device and the API show: fs_case_billable(has_asset, warranty_end_at,
 // opened_at).
-Status register_case_billable(Db& db) {
+// PostgreSQL has the same function in its DDL (pg_store.cc), written in SQL.
+Status register_case_billable(SqlReader& reader) {
+  if (reader.sqlite_db() == nullptr) return Status::ok();
+  Db& db = *reader.sqlite_db();
   auto fn = [](sqlite3_context* ctx, int, sqlite3_value** v) {
     const bool has_asset = sqlite3_value_int64(v[0]) != 0;
     const std::optional<int64_t> warranty =
@@ -1077,15 +1121,17 @@ double avg_days(int64_t sum_ms, int64_t n) {
 // Leads created in the period, by source: how many, how many converted (by the period's end), disqualified
 // or still open then (neither), the conversion rate (converted / created) and the average days from creation
 // to conversion. A lead is in scope by its own territory and owner.
-Result<json::value> leads(Db& db, const ReportFilter& f, const Scope& s) {
+Result<json::value> leads(SqlReader& db, const ReportFilter& f, const Scope& s) {
   Sql q;
-  q << "SELECT l.source, count(*), sum(l.status = 'converted' AND l.converted_at < ";
-  q.p(f.to_ms) << "), sum(l.status = 'disqualified'), sum(l.status <> 'disqualified' AND NOT (l.status = "
-                  "'converted' AND coalesce(l.converted_at < ";
-  q.p(f.to_ms) << ", 0))), sum(CASE WHEN l.status = 'converted' AND l.converted_at < ";
-  q.p(f.to_ms) << " THEN l.converted_at - l.created_at ELSE 0 END) FROM lead l WHERE l.created_at >= ";
+  // Converted by the period's end: the status says so and the conversion time is before the end.
+  const std::string done =
+      "l.status = 'converted' AND l.converted_at IS NOT NULL AND l.converted_at < " + std::to_string(f.to_ms);
+  q << "SELECT l.source, count(*), " << count_if(done) << ", " << count_if("l.status = 'disqualified'")
+    << ", " << count_if("l.status <> 'disqualified' AND NOT (" + done + ")") << ", "
+    << isum("CASE WHEN " + done + " THEN l.converted_at - l.created_at ELSE 0 END")
+    << " FROM lead l WHERE l.created_at >= ";
   q.p(f.from_ms) << " AND l.created_at < ";
-  q.p(f.to_ms) << " AND l._deleted = 0";
+  q.p(f.to_ms) << " AND l._deleted = FALSE";
   if (s.record_territories) q.and_in("l.territory_id", *s.record_territories);
   if (!s.reps.empty()) q.and_in("l.owner_id", s.reps);
   q << " GROUP BY 1 ORDER BY 1";
@@ -1101,7 +1147,7 @@ Result<json::value> leads(Db& db, const ReportFilter& f, const Scope& s) {
     o["avg_days_to_convert"] = avg_days(ms, conv);
     return o;
   };
-  Status st = each_row(db, q, [&](Stmt& r) {
+  Status st = each_row(db, q, [&](Rows& r) {
     json::object o = figures(r.col_int(1), r.col_int(2), r.col_int(3), r.col_int(4), r.col_int(5));
     o["source"] = text_or_null(r, 0);
     by_source.push_back(std::move(o));
@@ -1125,16 +1171,17 @@ Result<json::value> leads(Db& db, const ReportFilter& f, const Scope& s) {
 // per priority and status; per priority the resolved ones and their average days from opening to
 // resolution, the SLA breaches (a due time passed before resolution, or unresolved at the period's end),
 // the billable ones (rules.h); and the open cases past due at the period's end, most overdue first.
-Result<json::value> service_cases(Db& db, const ReportFilter& f, const Scope& s) {
+Result<json::value> service_cases(SqlReader& db, const ReportFilter& f, const Scope& s) {
   if (Status st = register_case_billable(db); !st) return st;
   auto from = [&](Sql& q) {
     q << " FROM service_case c";
     join_account(q, s, "c");
     // Named: the planner takes the primary key's index and then reads each asset's row for its warranty
     // (half the report's time on the bench store).
-    q << " LEFT JOIN asset x INDEXED BY idx_report_asset ON x.id = c.asset_id WHERE c.opened_at >= ";
+    q << " LEFT JOIN asset x" << (s.dialect == SqlDialect::kSqlite ? " INDEXED BY idx_report_asset" : "")
+      << " ON x.id = c.asset_id WHERE c.opened_at >= ";
     q.p(f.from_ms) << " AND c.opened_at < ";
-    q.p(f.to_ms) << " AND c._deleted = 0";
+    q.p(f.to_ms) << " AND c._deleted = FALSE";
     where_scope(q, s, "c.assignee_id");
   };
   // Resolved by the period's end: a resolution time before it (a reopened case has its resolution time
@@ -1149,12 +1196,13 @@ Result<json::value> service_cases(Db& db, const ReportFilter& f, const Scope& s)
   int64_t opened = 0, resolved_n = 0, resolve_ms = 0, breaches = 0, billable = 0;
   {
     Sql q;
-    q << "SELECT c.priority, c.status, count(*), sum(" << resolved << "), sum(CASE WHEN " << resolved
-      << " THEN c.resolved_at - c.opened_at ELSE 0 END), sum(" << breached
-      << "), sum(fs_case_billable(x.id IS NOT NULL, x.warranty_end_at, c.opened_at))";
+    q << "SELECT c.priority, c.status, count(*), " << count_if(resolved) << ", "
+      << isum("CASE WHEN " + resolved + " THEN c.resolved_at - c.opened_at ELSE 0 END") << ", "
+      << count_if(breached) << ", "
+      << isum("fs_case_billable(x.id IS NOT NULL, x.warranty_end_at, c.opened_at)");
     from(q);
     q << " GROUP BY 1, 2";
-    Status st = each_row(db, q, [&](Stmt& r) {
+    Status st = each_row(db, q, [&](Rows& r) {
       json::object& p = priorities[key_text(r, 0)];
       if (p.empty()) {
         p["priority"] = text_or_null(r, 0);
@@ -1193,7 +1241,7 @@ Result<json::value> service_cases(Db& db, const ReportFilter& f, const Scope& s)
     q << " AND NOT " << resolved << " AND c.due_at IS NOT NULL AND c.due_at < ";
     q.p(f.to_ms) << " ORDER BY c.due_at, c.id LIMIT ";
     q.p(static_cast<int64_t>(f.limit));
-    Status st = each_row(db, q, [&](Stmt& r) {
+    Status st = each_row(db, q, [&](Rows& r) {
       json::object o;
       o["case_id"] = text_or_null(r, 0);
       o["subject"] = text_or_null(r, 1);
@@ -1225,16 +1273,16 @@ Result<json::value> service_cases(Db& db, const ReportFilter& f, const Scope& s)
 // Open tasks per owner at the period's end (tasks have no territory: head office sees every owner's, a
 // manager the team's and their own, a rep their own): how many are open, how many of them overdue (a due
 // time before the period's end), and the oldest due time among those.
-Result<json::value> tasks_overdue(Db& db, const ReportFilter& f, const Scope& s) {
+Result<json::value> tasks_overdue(SqlReader& db, const ReportFilter& f, const Scope& s) {
   Sql q;
-  q << "SELECT t.owner_id, count(*), sum(t.due_at IS NOT NULL AND t.due_at < ";
-  q.p(f.to_ms) << "), min(CASE WHEN t.due_at < ";
-  q.p(f.to_ms) << " THEN t.due_at END) FROM task t WHERE t.status = 'open' AND t._deleted = 0";
+  const std::string overdue_cond = "t.due_at IS NOT NULL AND t.due_at < " + std::to_string(f.to_ms);
+  q << "SELECT t.owner_id, count(*), " << count_if(overdue_cond) << ", min(CASE WHEN " << overdue_cond
+    << " THEN t.due_at END) FROM task t WHERE t.status = 'open' AND t._deleted = FALSE";
   if (s.owners) q.and_in("t.owner_id", *s.owners);
   q << " GROUP BY 1 ORDER BY 3 DESC, 1";
   json::array by_rep;
   int64_t open = 0, overdue = 0;
-  Status st = each_row(db, q, [&](Stmt& r) {
+  Status st = each_row(db, q, [&](Rows& r) {
     json::object o;
     o["rep"] = text_or_null(r, 0);
     o["open"] = r.col_int(1);
@@ -1264,8 +1312,8 @@ struct CsvQuery {
   Sql sql;
 };
 
-std::string time_text(std::string_view ms_expr, const LocalTime& lt) {
-  return bucket("%Y-%m-%d %H:%M:%S", ms_expr, lt);
+std::string time_text(std::string_view ms_expr, const Scope& s) {
+  return bucket(TimeFormat::kTime, ms_expr, s);
 }
 
 CsvQuery csv_query(CsvKind kind, const ReportFilter& f, const Scope& s) {
@@ -1281,18 +1329,18 @@ CsvQuery csv_query(CsvKind kind, const ReportFilter& f, const Scope& s) {
                   "net_cents",   "line_note"};
       c.types = {kText, kText, kText, kText, kText, kText, kText, kText, kText, kText, kText,
                  kText, kText, kText, kText, kText, kText, kInt,  kInt,  kInt,  kInt,  kText};
-      q << "SELECT o.id, " << time_text(kOrderDate, s.local)
+      q << "SELECT o.id, " << time_text(kOrderDate, s)
         << ", o.status, o.currency, o.rep_id, o.account_id, a.name, "
-        << "a.territory_id, " << time_text("o.submitted_at", s.local) << ", "
-        << time_text("o.approved_at", s.local) << ", o.approved_by, " << time_text("o.delivery_date", s.local)
+        << "a.territory_id, " << time_text("o.submitted_at", s) << ", " << time_text("o.approved_at", s)
+        << ", o.approved_by, " << time_text("o.delivery_date", s)
         << ", o.notes, l.id, l.product_id, pr.sku, pr.name, l.quantity, l.unit_price_cents, l.discount_bp, "
            "CASE WHEN l.id IS NULL THEN NULL ELSE "
         << kLineNet
         << " END, l.note FROM \"order\" o JOIN account a ON a.id = o.account_id LEFT JOIN order_line l ON "
-           "l.order_id = o.id AND l._deleted = 0 LEFT JOIN product pr ON pr.id = l.product_id WHERE "
+           "l.order_id = o.id AND l._deleted = FALSE LEFT JOIN product pr ON pr.id = l.product_id WHERE "
         << kOrderDate << " >= ";
       q.p(f.from_ms) << " AND " << kOrderDate << " < ";
-      q.p(f.to_ms) << " AND o._deleted = 0";
+      q.p(f.to_ms) << " AND o._deleted = FALSE";
       where_scope(q, s, "o.rep_id");
       q << " ORDER BY " << kOrderDate << ", o.id";
       break;
@@ -1300,12 +1348,12 @@ CsvQuery csv_query(CsvKind kind, const ReportFilter& f, const Scope& s) {
       c.header = {"visit_id",  "check_in_at", "check_out_at",      "rep_id",   "account_id", "account_name",
                   "territory", "outcome",     "calendar_event_id", "latitude", "longitude",  "notes"};
       c.types = {kText, kText, kText, kText, kText, kText, kText, kText, kText, kReal, kReal, kText};
-      q << "SELECT v.id, " << time_text("v.check_in_at", s.local) << ", "
-        << time_text("v.check_out_at", s.local)
-        << ", v.rep_id, v.account_id, a.name, a.territory_id, v.outcome, v.calendar_event_id, v.latitude, "
-           "v.longitude, v.notes FROM visit v JOIN account a ON a.id = v.account_id WHERE v.check_in_at >= ";
+      q << "SELECT v.id, " << time_text("v.check_in_at", s) << ", " << time_text("v.check_out_at", s)
+        << ", v.rep_id, v.account_id, a.name, a.territory_id, v.outcome, v.calendar_event_id, "
+        << real_text("v.latitude", s.dialect) << ", " << real_text("v.longitude", s.dialect)
+        << ", v.notes FROM visit v JOIN account a ON a.id = v.account_id WHERE v.check_in_at >= ";
       q.p(f.from_ms) << " AND v.check_in_at < ";
-      q.p(f.to_ms) << " AND v._deleted = 0";
+      q.p(f.to_ms) << " AND v._deleted = FALSE";
       where_scope(q, s, "v.rep_id");
       q << " ORDER BY v.check_in_at, v.id";
       break;
@@ -1314,7 +1362,7 @@ CsvQuery csv_query(CsvKind kind, const ReportFilter& f, const Scope& s) {
                   "email",      "segment", "credit_limit_cents", "created_by", "notes"};
       c.types = {kText, kText, kText, kText, kText, kText, kText, kText, kInt, kText, kText};
       q << "SELECT a.id, a.name, a.territory_id, a.address, a.city, a.phone, a.email, a.segment, "
-           "a.credit_limit_cents, a.created_by, a.notes FROM account a WHERE a._deleted = 0";
+           "a.credit_limit_cents, a.created_by, a.notes FROM account a WHERE a._deleted = FALSE";
       if (s.account_territories) q.and_in("a.territory_id", *s.account_territories);
       q << " ORDER BY a.territory_id, a.id";
       break;
@@ -1323,12 +1371,12 @@ CsvQuery csv_query(CsvKind kind, const ReportFilter& f, const Scope& s) {
                   "email",     "phone",      "source",       "owner_id",
                   "territory", "status",     "converted_at", "disqualify_reason"};
       c.types = {kText, kText, kText, kText, kText, kText, kText, kText, kText, kText, kText, kText};
-      q << "SELECT l.id, " << time_text("l.created_at", s.local)
+      q << "SELECT l.id, " << time_text("l.created_at", s)
         << ", l.person_name, l.company_name, l.email, l.phone, l.source, l.owner_id, l.territory_id, "
            "l.status, "
-        << time_text("l.converted_at", s.local) << ", l.disqualify_reason FROM lead l WHERE l.created_at >= ";
+        << time_text("l.converted_at", s) << ", l.disqualify_reason FROM lead l WHERE l.created_at >= ";
       q.p(f.from_ms) << " AND l.created_at < ";
-      q.p(f.to_ms) << " AND l._deleted = 0";
+      q.p(f.to_ms) << " AND l._deleted = FALSE";
       if (s.record_territories) q.and_in("l.territory_id", *s.record_territories);
       if (!s.reps.empty()) q.and_in("l.owner_id", s.reps);
       q << " ORDER BY l.created_at, l.id";
@@ -1337,14 +1385,14 @@ CsvQuery csv_query(CsvKind kind, const ReportFilter& f, const Scope& s) {
       c.header = {"case_id",   "opened_at", "subject",     "priority", "status",      "account_id",
                   "territory", "asset_id",  "assignee_id", "due_at",   "resolved_at", "billable"};
       c.types = {kText, kText, kText, kText, kText, kText, kText, kText, kText, kText, kText, kInt};
-      q << "SELECT c.id, " << time_text("c.opened_at", s.local)
+      q << "SELECT c.id, " << time_text("c.opened_at", s)
         << ", c.subject, c.priority, c.status, c.account_id, a.territory_id, c.asset_id, c.assignee_id, "
-        << time_text("c.due_at", s.local) << ", " << time_text("c.resolved_at", s.local)
+        << time_text("c.due_at", s) << ", " << time_text("c.resolved_at", s)
         << ", fs_case_billable(x.id IS NOT NULL, x.warranty_end_at, c.opened_at) FROM service_case c LEFT "
            "JOIN "
            "account a ON a.id = c.account_id LEFT JOIN asset x ON x.id = c.asset_id WHERE c.opened_at >= ";
       q.p(f.from_ms) << " AND c.opened_at < ";
-      q.p(f.to_ms) << " AND c._deleted = 0";
+      q.p(f.to_ms) << " AND c._deleted = FALSE";
       where_scope(q, s, "c.assignee_id");
       q << " ORDER BY c.opened_at, c.id";
       break;
@@ -1353,7 +1401,7 @@ CsvQuery csv_query(CsvKind kind, const ReportFilter& f, const Scope& s) {
 }
 
 // The filter with company_zone resolved to the store's zone by name (reports.h).
-Result<ReportFilter> with_company_zone(Db& db, const ReportFilter& filter) {
+Result<ReportFilter> with_company_zone(SqlReader& db, const ReportFilter& filter) {
   ReportFilter f = filter;
   if (!f.company_zone) return f;
   Result<std::string> zone = store_rollup_zone(db);
@@ -1433,7 +1481,12 @@ Result<ReportFilter> parse_filter(const std::vector<std::pair<std::string, std::
 
 Result<boost::json::value> run_report(Db& db, std::string_view name, const ReportFilter& company_filter,
                                       const Principal& caller) {
-  using Fn = Result<json::value> (*)(Db&, const ReportFilter&, const Scope&);
+  return run_report(*sqlite_reader_of(db), name, filter, caller);
+}
+
+Result<boost::json::value> run_report(SqlReader& db, std::string_view name, const ReportFilter& filter,
+                                      const Principal& caller) {
+  using Fn = Result<json::value> (*)(SqlReader&, const ReportFilter&, const Scope&);
   static const std::pair<std::string_view, Fn> kReports[] = {{"revenue", &revenue},
                                                              {"abc", &abc},
                                                              {"activity", &activity},
@@ -1458,6 +1511,7 @@ Result<boost::json::value> run_report(Db& db, std::string_view name, const Repor
   Result<LocalTime> local = local_time_of(filter);
   if (!local) return Status(ErrorCode::kInvalidArgument, "tz: " + local.status().message());
   scope->local = std::move(*local);
+  scope->dialect = db.dialect();
   Snapshot snapshot(db);
   if (!snapshot.status()) return snapshot.status();
   return (*fn)(db, filter, *scope);
@@ -1473,17 +1527,19 @@ Result<CsvKind> csv_kind(std::string_view name) {
 }
 
 struct CsvExport::State {
-  explicit State(Db& db, size_t chunk_bytes)
-      : snapshot(db),
+  State(std::unique_ptr<SqlReader> own, SqlReader& db, size_t chunk_bytes)
+      : owned(std::move(own)),
+        snapshot(db),
         sink([this](std::string_view c) {
           pending.append(c);
           return true;
         }),
         out(sink, chunk_bytes),
         chunk_bytes(chunk_bytes) {}
+  std::unique_ptr<SqlReader> owned;  // the reader over a caller's SQLite connection (start(Db&, ...))
   CsvQuery query;
   Snapshot snapshot;  // every chunk reads the snapshot the first one saw
-  std::unique_ptr<Stmt> stmt;
+  std::optional<Rows> stmt;
   std::string pending;  // what the writer has handed over and next() not yet returned
   CsvWriter::Sink sink;
   CsvWriter out;
@@ -1496,6 +1552,19 @@ CsvExport::~CsvExport() = default;
 
 Result<std::unique_ptr<CsvExport>> CsvExport::start(Db& db, CsvKind kind, const ReportFilter& company_filter,
                                                     const Principal& caller, const CsvOptions& options) {
+  return start_on(sqlite_reader_of(db), nullptr, kind, company_filter, caller, options);
+}
+
+Result<std::unique_ptr<CsvExport>> CsvExport::start(SqlReader& db, CsvKind kind,
+                                                    const ReportFilter& company_filter,
+                                                    const Principal& caller, const CsvOptions& options) {
+  return start_on(nullptr, &db, kind, company_filter, caller, options);
+}
+
+Result<std::unique_ptr<CsvExport>> CsvExport::start_on(std::unique_ptr<SqlReader> owned, SqlReader* reader,
+                                                       CsvKind kind, const ReportFilter& company_filter,
+                                                       const Principal& caller, const CsvOptions& options) {
+  SqlReader& db = owned ? *owned : *reader;
   Result<ReportFilter> resolved = with_company_zone(db, company_filter);
   if (!resolved) return resolved.status();
   const ReportFilter& filter = *resolved;
@@ -1505,20 +1574,13 @@ Result<std::unique_ptr<CsvExport>> CsvExport::start(Db& db, CsvKind kind, const 
   Result<LocalTime> local = local_time_of(filter);
   if (!local) return Status(ErrorCode::kInvalidArgument, "tz: " + local.status().message());
   scope->local = std::move(*local);
+  scope->dialect = db.dialect();
   if (kind == CsvKind::kServiceCases)
     if (Status st = register_case_billable(db); !st) return st;
-  auto state = std::make_unique<State>(db, std::max<size_t>(options.chunk_bytes, 1));
+  auto state = std::make_unique<State>(std::move(owned), db, std::max<size_t>(options.chunk_bytes, 1));
   if (!state->snapshot.status()) return state->snapshot.status();
   state->query = csv_query(kind, filter, *scope);
-  state->stmt = std::make_unique<Stmt>(db, state->query.sql.text);
-  int i = 1;
-  for (const Param& v : state->query.sql.params) {
-    if (const int64_t* n = std::get_if<int64_t>(&v)) {
-      state->stmt->bind(i++, *n);
-    } else {
-      state->stmt->bind(i++, std::string_view(std::get<std::string>(v)));
-    }
-  }
+  state->stmt.emplace(db.stream(state->query.sql.text, values_of(state->query.sql.params), kCsvFetchRows));
   if (!state->stmt->ok()) return state->stmt->status();
   if (options.bom) state->out.bom();
   for (std::string_view h : state->query.header) state->out.text(h);
@@ -1558,6 +1620,11 @@ Result<std::optional<std::string>> CsvExport::next() {
 
 Status export_csv(Db& db, CsvKind kind, const ReportFilter& filter, const Principal& caller,
                   const CsvOptions& options, const std::function<bool(std::string_view chunk)>& sink) {
+  return export_csv(*sqlite_reader_of(db), kind, filter, caller, options, sink);
+}
+
+Status export_csv(SqlReader& db, CsvKind kind, const ReportFilter& filter, const Principal& caller,
+                  const CsvOptions& options, const std::function<bool(std::string_view chunk)>& sink) {
   Result<std::unique_ptr<CsvExport>> e = CsvExport::start(db, kind, filter, caller, options);
   if (!e) return e.status();
   for (;;) {
@@ -1568,11 +1635,15 @@ Status export_csv(Db& db, CsvKind kind, const ReportFilter& filter, const Princi
 }
 
 Result<std::map<std::string, int>> stage_probabilities(Db& db) {
+  return stage_probabilities(*sqlite_reader_of(db));
+}
+
+Result<std::map<std::string, int>> stage_probabilities(SqlReader& db) {
   std::map<std::string, int> out;
   for (const auto& [stage, bp] : kDefaultStageProbabilityBp) out[std::string(stage)] = bp;
   Sql q;
   q << "SELECT stage, probability_bp FROM _stage_probability";
-  Status st = each_row(db, q, [&](Stmt& r) {
+  Status st = each_row(db, q, [&](Rows& r) {
     auto it = out.find(r.col_text(0));
     if (it != out.end()) it->second = static_cast<int>(r.col_int(1));
     return true;
@@ -1582,6 +1653,10 @@ Result<std::map<std::string, int>> stage_probabilities(Db& db) {
 }
 
 Status set_stage_probabilities(Db& db, const Principal& caller, const std::map<std::string, int>& bp) {
+  return set_stage_probabilities(*sqlite_reader_of(db), caller, bp);
+}
+
+Status set_stage_probabilities(SqlReader& db, const Principal& caller, const std::map<std::string, int>& bp) {
   if (caller.role != schema::Role::kHeadOffice)
     return Status(ErrorCode::kPermissionDenied, "only head office sets the forecast's probabilities");
   for (const auto& [stage, v] : bp) {
@@ -1590,20 +1665,19 @@ Status set_stage_probabilities(Db& db, const Principal& caller, const std::map<s
     if (v < 0 || v > 10000)
       return Status(ErrorCode::kInvalidArgument, "probability_bp: " + stage + " must be 0..10000");
   }
-  if (Status s = db.exec("BEGIN IMMEDIATE"); !s) return s;
+  if (Status s = db.begin_write(); !s) return s;
   for (const auto& [stage, v] : bp) {
-    Stmt q(
-        db,
-        "INSERT INTO _stage_probability (stage, probability_bp) VALUES (?, ?) ON CONFLICT (stage) DO UPDATE "
-        "SET probability_bp = excluded.probability_bp");
-    q.bind(1, std::string_view(stage)).bind(2, int64_t{v});
-    if (Status s = q.run(); !s) {
-      (void)db.exec("ROLLBACK");
+    if (Status s = db.exec(
+            "INSERT INTO _stage_probability (stage, probability_bp) VALUES (?, ?) ON CONFLICT (stage) DO "
+            "UPDATE SET probability_bp = excluded.probability_bp",
+            {Value::text(stage), Value::integer(v)});
+        !s) {
+      db.rollback();
       return s;
     }
   }
-  if (Status s = db.exec("COMMIT"); !s) {
-    (void)db.exec("ROLLBACK");
+  if (Status s = db.commit(); !s) {
+    db.rollback();
     return s;
   }
   return Status::ok();

@@ -80,12 +80,34 @@ class SqlReader {
   // Back to autocommit so the next user starts a fresh snapshot; false: the connection is unusable (closed,
   // not kept).
   virtual bool reset() = 0;
-  // The SQLite connection underneath (the reports' SQL is SQLite's only), else null.
+  // The SQLite connection underneath, else null.
   virtual sqlite::Db* sqlite_db() { return nullptr; }
+
+  // ---- Several statements in one snapshot (reports, CSV exports) and the few writes of settings.
+
+  // Begins a read transaction when the connection is in autocommit (SQLite: BEGIN; PostgreSQL: REPEATABLE
+  // READ READ ONLY): every later statement reads one snapshot until end_snapshot(). *began says whether this
+  // call began it (a caller nested in another's snapshot ends nothing).
+  virtual Status begin_snapshot(bool* began) = 0;
+  // Ends what begin_snapshot began (nothing was written: COMMIT on SQLite, ROLLBACK on PostgreSQL).
+  virtual void end_snapshot() = 0;
+  // Like query(), for a result of any size read forward once inside a snapshot: SQLite steps the statement;
+  // PostgreSQL declares a cursor and fetches `batch_rows` rows at a time, so memory stays one batch whatever
+  // the rows (query() holds the whole result). Needs begin_snapshot() first on PostgreSQL (a cursor lives in
+  // a transaction).
+  virtual SqlRows stream(const std::string& sql, const std::vector<Value>& params, int batch_rows) = 0;
+  // A write transaction (SQLite: BEGIN IMMEDIATE) and statements without rows, on a connection opened
+  // writable (the settings): exec() fails on a read-only one.
+  virtual Status begin_write() = 0;
+  virtual Status exec(const std::string& sql, const std::vector<Value>& params = {}) = 0;
+  virtual Status commit() = 0;
+  virtual void rollback() = 0;
 };
 
 // A reader over an open SQLite connection (owned).
 std::unique_ptr<SqlReader> sqlite_reader(std::unique_ptr<sqlite::Db> db);
+// A reader over a SQLite connection the caller owns and keeps open longer than the reader.
+std::unique_ptr<SqlReader> sqlite_reader_of(sqlite::Db& db);
 // A reader over an open PostgreSQL connection (owned).
 std::unique_ptr<SqlReader> pg_reader(std::unique_ptr<pg::Conn> conn);
 

@@ -69,8 +69,8 @@ struct NetServerOptions {
   int64_t login_failure_delay_ms = limits::kLoginFailureDelayMs;
   // The head-office API under /api/v1/ (docs/API.md): web sessions, the directory's users and devices, reads
   // of the central store at `store_path` (its own read-only connections: the SQLite file, or a postgresql://
-  // URL) and writes through the service like a device's. Null: no API (404). On PostgreSQL the reports, their
-  // setting and the CSV exports answer 501 `not_available_on_postgresql` (their SQL is SQLite's).
+  // URL) and writes through the service like a device's. Null: no API (404). The reports, their settings and
+  // the CSV exports run on either engine (reports.h over sql_reader.h).
   Directory* directory = nullptr;
   std::string store_path;
   int64_t web_session_ttl_ms = limits::kWebSessionTtlMs;

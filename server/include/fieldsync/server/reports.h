@@ -29,6 +29,9 @@
 namespace fieldsync::sqlite {
 class Db;  // fieldsync/io/sqlite_db.h
 }
+namespace fieldsync::server {
+class SqlReader;  // server/src/sql_reader.h: a SQLite or PostgreSQL connection
+}
 
 namespace fieldsync::server::reports {
 
@@ -105,6 +108,9 @@ Result<ReportFilter> parse_filter(const std::vector<std::pair<std::string, std::
 // kOutOfScope, the storage codes.
 Result<boost::json::value> run_report(sqlite::Db& db, std::string_view name, const ReportFilter& filter,
                                       const Principal& caller);
+// The same on either engine's connection (the API's: SQLite's file or the PostgreSQL store's database).
+Result<boost::json::value> run_report(SqlReader& db, std::string_view name, const ReportFilter& filter,
+                                      const Principal& caller);
 
 enum class CsvKind : uint8_t { kOrders, kVisits, kAccounts, kLeads, kServiceCases };
 // "orders", "visits", "accounts", "leads", "service_cases" (the API's file names without ".csv"). Errors:
@@ -133,6 +139,12 @@ struct CsvOptions {
 // Errors: as run_report.
 Status export_csv(sqlite::Db& db, CsvKind kind, const ReportFilter& filter, const Principal& caller,
                   const CsvOptions& options, const std::function<bool(std::string_view chunk)>& sink);
+Status export_csv(SqlReader& db, CsvKind kind, const ReportFilter& filter, const Principal& caller,
+                  const CsvOptions& options, const std::function<bool(std::string_view chunk)>& sink);
+
+// Rows fetched at a time by a CSV export on PostgreSQL (a cursor: memory stays this many rows, whatever the
+// export's size; each FETCH is a round trip, so a few hundred rows amortise it).
+inline constexpr int kCsvFetchRows = 500;
 
 // The same export read a chunk at a time, for a caller that pulls (the HTTP layer writes a chunk, then asks
 // for the next: memory stays one chunk and a slow client slows the query instead of growing a buffer). The
@@ -144,6 +156,9 @@ class CsvExport {
   // Errors: as export_csv (checked before any row is read).
   static Result<std::unique_ptr<CsvExport>> start(sqlite::Db& db, CsvKind kind, const ReportFilter& filter,
                                                   const Principal& caller, const CsvOptions& options);
+  // On either engine (PostgreSQL: a cursor in a read-only snapshot, kCsvFetchRows rows at a time).
+  static Result<std::unique_ptr<CsvExport>> start(SqlReader& db, CsvKind kind, const ReportFilter& filter,
+                                                  const Principal& caller, const CsvOptions& options);
   ~CsvExport();
   CsvExport(const CsvExport&) = delete;
   CsvExport& operator=(const CsvExport&) = delete;
@@ -152,15 +167,21 @@ class CsvExport {
  private:
   struct State;
   explicit CsvExport(std::unique_ptr<State> state);
+  static Result<std::unique_ptr<CsvExport>> start_on(std::unique_ptr<SqlReader> owned, SqlReader* reader,
+                                                     CsvKind kind, const ReportFilter& filter,
+                                                     const Principal& caller, const CsvOptions& options);
   std::unique_ptr<State> state_;
 };
 
 // The forecast's probabilities: every stage of the model, head office's setting or the default.
 Result<std::map<std::string, int>> stage_probabilities(sqlite::Db& db);
+Result<std::map<std::string, int>> stage_probabilities(SqlReader& db);
 // Sets some stages' probabilities (basis points, 0..10,000) in one transaction on a writable connection;
 // the others keep theirs. Errors: kPermissionDenied unless head office, kInvalidArgument for an unknown
 // stage or a value out of range (nothing is written), the storage codes.
 Status set_stage_probabilities(sqlite::Db& db, const Principal& caller, const std::map<std::string, int>& bp);
+// On a connection opened writable (SqlReader::begin_write).
+Status set_stage_probabilities(SqlReader& db, const Principal& caller, const std::map<std::string, int>& bp);
 
 // The report connection's page cache and memory mapping of the store file (open_report_db): per connection.
 inline constexpr int64_t kReportCacheKiB = 64 * 1024;
