@@ -222,7 +222,8 @@ BENCHMARK(BM_CentralPush)->ArgNames({"txns"})->Arg(512)->Unit(benchmark::kMillis
 // rep's territory t0 (with territories > 1, 99 others holding 0.1 x n each, as fieldsync-bench-device's
 // among100 layout), seeded through pushes; each iteration a new session bootstraps all of t0, as a version-2
 // device asks (runs of tuning::kMaxBootstrapPagesPerRequest pages), every page encoded as the service sends
-// it (compact columns, zstd). Items are records served. `serve_bootstrap` is a function of its own for
+// it (compact columns, zstd); arg stored: ServerConfig::stored_pages (1: as SyncService serves pages, 0:
+// pages of decoded records). Items are records served. `serve_bootstrap` is a function of its own for
 // callgrind's --toggle-collect (docs/PERFORMANCE.md).
 std::string seed_value(const char* prefix, uint64_t i) {
   return prefix + std::to_string(i);
@@ -324,6 +325,7 @@ void BM_ServerBootstrap(benchmark::State& state) {
     AnyToken auth(rep);
     ServerConfig config;
     config.defer_fan_out = true;
+    config.stored_pages = state.range(2) != 0;  // 1: as SyncService serves pages
     SyncServer server(*store, auth, config);
     uint64_t node_seq = 0;
     const NodeId writer = 0x9e3779b97f4a7c15ULL;
@@ -389,9 +391,10 @@ void BM_ServerBootstrap(benchmark::State& state) {
   std::filesystem::remove_all(dir);
 }
 BENCHMARK(BM_ServerBootstrap)
-    ->ArgNames({"records", "territories"})
-    ->Args({20'000, 1})
-    ->Args({20'000, 100})
+    ->ArgNames({"records", "territories", "stored"})
+    ->Args({20'000, 1, 1})
+    ->Args({20'000, 100, 1})
+    ->Args({20'000, 1, 0})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
