@@ -297,7 +297,7 @@ __attribute__((noinline)) uint64_t serve_bootstrap(SyncServer& server, SessionId
       const auto* page = std::get_if<protocol::BootstrapPage>(&o.message);
       if (page == nullptr) std::abort();  // an error: the bench's store is broken
       bytes += codec::encode(o.message, protocol::kProtocolVersion).size();
-      records += page->records.size();
+      records += page->records.size() + page->stored.size();
       req.snapshot_seq = page->snapshot_seq;
       req.page_token = page->next_page_token;
       done = page->done;
