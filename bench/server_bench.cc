@@ -16,7 +16,9 @@
 #include <vector>
 
 #include "fieldsync/server/sqlite_store.h"
+#include "fieldsync/sync/codec.h"
 #include "fieldsync/sync/server.h"
+#include "fieldsync/sync/tuning.h"
 
 namespace fieldsync {
 namespace {
@@ -215,6 +217,186 @@ void BM_CentralPush(benchmark::State& state) {
   std::filesystem::remove_all(dir);
 }
 BENCHMARK(BM_CentralPush)->ArgNames({"txns"})->Arg(512)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// The server's side of a fresh device's bootstrap, without TLS or the device: a store of `n` accounts of the
+// rep's territory t0 (with territories > 1, 99 others holding 0.1 x n each, as fieldsync-bench-device's
+// among100 layout), seeded through pushes; each iteration a new session bootstraps all of t0, as a version-2
+// device asks (runs of tuning::kMaxBootstrapPagesPerRequest pages), every page encoded as the service sends
+// it (compact columns, zstd); arg stored: ServerConfig::stored_pages (1: as SyncService serves pages, 0:
+// pages of decoded records). Items are records served. `serve_bootstrap` is a function of its own for
+// callgrind's --toggle-collect (docs/PERFORMANCE.md).
+std::string seed_value(const char* prefix, uint64_t i) {
+  return prefix + std::to_string(i);
+}
+
+void seed_accounts(SyncServer& server, SessionId session, NodeId node, uint64_t count, uint64_t& node_seq,
+                   const std::string& territory, server::SqliteCentralStore& store) {
+  RecordIdGenerator ids(node);
+  uint16_t logical = 0;
+  for (uint64_t done = 0; done < count;) {
+    const int64_t now = wall_ms();
+    protocol::PushTxns push;
+    push.request_id = node_seq + 1;
+    for (; done < count && push.txns.size() < 512; ++done) {
+      ClientTxn txn;
+      txn.node = node;
+      txn.node_seq = ++node_seq;
+      txn.created_at_ms = now;
+      const RecordId id = ids.next(now);
+      auto add = [&](ChangeOp op, uint16_t field, std::string value) {
+        Change c{op, EntityId::kAccount, id, field};
+        c.value = op == ChangeOp::kCreate ? Value::null() : Value::text(std::move(value));
+        c.version = Version{make_hlc(now, logical++), node};
+        txn.changes.push_back(std::move(c));
+      };
+      const uint64_t i = node_seq;
+      // ~262 bytes of values, as fieldsync-bench-device's accounts.
+      add(ChangeOp::kCreate, 0, "");
+      add(ChangeOp::kSet, 1, seed_value("Baeckerei Hoffmann GmbH & Co. KG ", i));
+      add(ChangeOp::kSet, 2, territory);
+      add(ChangeOp::kSet, 3, "Industriestrasse " + std::to_string(1 + i % 180) + ", 22767 Hamburg");
+      add(ChangeOp::kSet, 4, "Hamburg");
+      add(ChangeOp::kSet, 5, seed_value("+49 40 ", 1'000'000 + i % 9'000'000));
+      add(ChangeOp::kSet, 6, seed_value("einkauf@baeckerei-hoffmann-", i % 997) + ".example.de");
+      add(ChangeOp::kSet, 7, std::string(1, static_cast<char>('a' + i % 3)));
+      add(ChangeOp::kSet, 10, "rep0");
+      add(ChangeOp::kAppend, 9,
+          "Delivery only Mon-Fri before 9:00 via the rear entrance; call the day before. Pays by direct "
+          "debit, 30 days net.");
+      push.txns.push_back(std::move(txn));
+    }
+    server.on_message(session, push, now);
+    if (!store.sync().is_ok()) std::abort();
+    for (const SyncServer::Outgoing& o : server.take_outgoing())
+      if (const auto* ack = std::get_if<protocol::PushAck>(&o.message))
+        for (const protocol::TxnResult& r : ack->results)
+          if (r.outcome != protocol::TxnOutcome::kApplied) std::abort();
+  }
+}
+
+// One whole bootstrap on a new session; returns the records served and adds the encoded bytes to `bytes`.
+__attribute__((noinline)) uint64_t serve_bootstrap(SyncServer& server, SessionId session, NodeId node,
+                                                   uint64_t& bytes) {
+  const int64_t now = wall_ms();
+  server.on_connect(session, now);
+  protocol::Hello hello;
+  hello.schema_version = schema::kSchemaVersion;
+  hello.protocol_version = protocol::kProtocolVersion;
+  hello.node = node;
+  hello.token = "t";
+  server.on_message(session, hello, now);
+  (void)server.take_outgoing();
+  protocol::BootstrapRequest req;
+  req.max_pages = static_cast<uint32_t>(tuning::kMaxBootstrapPagesPerRequest);
+  uint64_t records = 0;
+  for (bool done = false; !done;) {
+    ++req.request_id;
+    server.on_message(session, req, now);
+    bool any = false;
+    for (const SyncServer::Outgoing& o : server.take_outgoing()) {
+      const auto* page = std::get_if<protocol::BootstrapPage>(&o.message);
+      if (page == nullptr) std::abort();  // an error: the bench's store is broken
+      bytes += codec::encode(o.message, protocol::kProtocolVersion).size();
+      records += page->records.size() + page->stored.size();
+      req.snapshot_seq = page->snapshot_seq;
+      req.page_token = page->next_page_token;
+      done = page->done;
+      any = true;
+    }
+    if (!any) std::abort();
+  }
+  server.on_disconnect(session);
+  return records;
+}
+
+void BM_ServerBootstrap(benchmark::State& state) {
+  const uint64_t n = static_cast<uint64_t>(state.range(0));
+  const int territories = static_cast<int>(state.range(1));
+  std::string tmpl = (std::filesystem::temp_directory_path() / "fieldsync-bench-central-XXXXXX").string();
+  if (mkdtemp(tmpl.data()) == nullptr) std::abort();
+  const std::filesystem::path dir = tmpl;
+  {
+    server::SqliteCentralStore::Options options;
+    options.group_commit = true;
+    auto opened = server::SqliteCentralStore::open((dir / "central.db").string(), options);
+    if (!opened) std::abort();
+    std::unique_ptr<server::SqliteCentralStore> store = std::move(opened.value());
+    const Principal rep{"rep0", schema::Role::kRep, {"t0"}, {}};
+    AnyToken auth(rep);
+    ServerConfig config;
+    config.defer_fan_out = true;
+    config.stored_pages = state.range(2) != 0;  // 1: as SyncService serves pages
+    SyncServer server(*store, auth, config);
+    uint64_t node_seq = 0;
+    const NodeId writer = 0x9e3779b97f4a7c15ULL;
+    server.on_connect(1, wall_ms());
+    protocol::Hello hello;
+    hello.schema_version = schema::kSchemaVersion;
+    hello.protocol_version = protocol::kProtocolVersion;
+    hello.node = writer;
+    hello.token = "t";
+    server.on_message(1, hello, wall_ms());
+    (void)server.take_outgoing();
+    // The others' records are written under t0's rep as head office would place them: their territory field
+    // differs, which the rules allow a rep only for its own territories, so they go through apply_local.
+    seed_accounts(server, 1, writer, n, node_seq, "t0", *store);
+    if (territories > 1) {
+      const Principal ho{"ho", schema::Role::kHeadOffice, {}, {}};
+      RecordIdGenerator ids(7);
+      const uint64_t each = n / 10;
+      uint16_t logical = 0;
+      uint64_t seq = 0;
+      for (int t = 1; t < territories; ++t) {
+        const std::string territory = "t" + std::to_string(t);
+        for (uint64_t i = 0; i < each; ++i) {
+          const int64_t now = wall_ms();
+          ClientTxn txn;
+          txn.node = 7;
+          txn.node_seq = ++seq;
+          txn.created_at_ms = now;
+          const RecordId id = ids.next(now);
+          auto add = [&](ChangeOp op, uint16_t field, std::string value) {
+            Change c{op, EntityId::kAccount, id, field};
+            c.value = op == ChangeOp::kCreate ? Value::null() : Value::text(std::move(value));
+            c.version = Version{make_hlc(now, logical++), 7};
+            txn.changes.push_back(std::move(c));
+          };
+          add(ChangeOp::kCreate, 0, "");
+          add(ChangeOp::kSet, 1, seed_value("Other GmbH ", seq));
+          add(ChangeOp::kSet, 2, territory);
+          add(ChangeOp::kSet, 3, "Industriestrasse " + std::to_string(1 + seq % 180) + ", 22767 Hamburg");
+          add(ChangeOp::kSet, 10, "ho");
+          Result<protocol::TxnResult> r = server.apply_local(txn, ho, now);
+          if (!r || r->outcome != protocol::TxnOutcome::kApplied) std::abort();
+          if (seq % 1000 == 0 && !store->sync().is_ok()) std::abort();
+        }
+      }
+      if (!store->sync().is_ok()) std::abort();
+    }
+    server.on_disconnect(1);
+    SessionId session = 1;
+    uint64_t records = 0, bytes = 0;
+    for (auto _ : state) {
+      ++session;
+      const uint64_t got = serve_bootstrap(server, session, 0x1000 + session, bytes);
+      if (got != n) {
+        state.SkipWithError("the bootstrap did not serve the territory");
+        break;
+      }
+      records += got;
+    }
+    state.SetItemsProcessed(static_cast<int64_t>(records));
+    if (records > 0) state.counters["bytes_per_record"] = static_cast<double>(bytes) / records;
+  }
+  std::filesystem::remove_all(dir);
+}
+BENCHMARK(BM_ServerBootstrap)
+    ->ArgNames({"records", "territories", "stored"})
+    ->Args({20'000, 1, 1})
+    ->Args({20'000, 100, 1})
+    ->Args({20'000, 1, 0})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 }  // namespace
 }  // namespace fieldsync

@@ -987,5 +987,147 @@ TEST(CodecV2, BigRealisticMessagesRoundTripInEveryForm) {
   EXPECT_LT(codec::encode(page, 2).size(), codec::encode(page, v2_plain()).size());
 }
 
+// ---- Stored records straight into a page (ServerConfig::stored_pages) ---------------------------------
+
+protocol::BootstrapPage as_stored(const protocol::BootstrapPage& page) {
+  protocol::BootstrapPage out = page;
+  out.records.clear();
+  for (const RecordState& r : page.records) {
+    Result<codec::CheckedRecord> c = codec::check_stored_record(codec::encode_record(r));
+    EXPECT_TRUE(c.is_ok()) << c.status().to_string();
+    if (c) out.stored.push_back(std::move(c->record));
+  }
+  return out;
+}
+
+// Every record shape of the samples (joined and unjoined append text, fragments of several writers, field
+// nodes that differ, a zero created version, tombstones and a live record with a tombstone part, every value
+// kind): the page from stored bytes is the same frame as from decoded records, in every form.
+TEST(CodecStoredPage, IsTheSameFrameAsFromDecodedRecords) {
+  protocol::BootstrapPage page = sample_bootstrap_page();
+  FieldState& notes = page.records[0].fields.back();
+  RecordState joined = page.records[0];
+  joined.id = rid(11);
+  joined.fields.back().value = Value::text(join_fragments(notes.fragments));
+  page.records.push_back(joined);
+  RecordState odd = sample_account();
+  odd.id = rid(12);
+  odd.created = Version{};
+  odd.fields[1].version.node = 0;
+  odd.deleted_by = "rep-9";
+  page.records.push_back(odd);
+  RecordState kinds = sample_account();
+  kinds.id = rid(13);
+  kinds.fields[0].value = Value::text("");
+  kinds.fields[2].value = Value::null();
+  page.records.push_back(kinds);
+  for (uint64_t i = 0; i < 40; ++i) {
+    RecordState r = sample_account();
+    r.id = rid(100 + i);
+    r.fields[0].user = "rep-" + std::to_string(i % 5);
+    page.records.push_back(r);
+  }
+  const protocol::BootstrapPage stored = as_stored(page);
+  ASSERT_EQ(stored.stored.size(), page.records.size());
+  for (const codec::EncodeOptions& form : frame_forms()) {
+    EXPECT_EQ(codec::encode(stored, form), codec::encode(page, form)) << form_name(form);
+  }
+  EXPECT_EQ(codec::with_records(stored), page);
+  // Both kinds in one page (not what the server sends): the stored ones follow the decoded ones.
+  protocol::BootstrapPage mixed = stored;
+  mixed.records = {sample_account()};
+  protocol::BootstrapPage expected = page;
+  expected.records.insert(expected.records.begin(), sample_account());
+  EXPECT_EQ(codec::encode(mixed, 2), codec::encode(expected, 2));
+}
+
+TEST(CodecStoredPage, TheScopeStubHoldsWhatResolveScopeReads) {
+  Result<codec::CheckedRecord> account = codec::check_stored_record(codec::encode_record(sample_account()));
+  ASSERT_TRUE(account.is_ok());
+  EXPECT_EQ(account->scope.entity, EntityId::kAccount);
+  EXPECT_EQ(account->scope.id, rid(1));
+  ASSERT_EQ(account->scope.fields.size(), 1u);
+  EXPECT_EQ(account->scope.fields[0].field, f::kAccountTerritory);
+  EXPECT_EQ(account->scope.fields[0].value, Value::text("ch-zh"));
+  Result<codec::CheckedRecord> tomb = codec::check_stored_record(codec::encode_record(sample_tombstone()));
+  ASSERT_TRUE(tomb.is_ok());
+  EXPECT_EQ(tomb->scope.entity, EntityId::kContact);
+  EXPECT_TRUE(tomb->scope.fields.empty());  // its parent link was not kept: unresolved, head office only
+}
+
+// The store's bytes pass the same verifier as decode_record: no truncation, byte flip or junk gets through
+// to the encoder, which reads them unchecked.
+TEST(CodecStoredPage, CorruptStoredBytesAreRefused) {
+  for (const RecordState& r : {sample_account(), sample_tombstone()}) {
+    const std::vector<uint8_t> bytes = codec::encode_record(r);
+    for (size_t cut = 0; cut < bytes.size(); ++cut) {
+      Result<codec::CheckedRecord> c =
+          codec::check_stored_record(std::vector<uint8_t>(bytes.begin(), bytes.begin() + cut));
+      if (!c) continue;  // most prefixes are refused; one that passes must encode like its decoding
+      protocol::BootstrapPage page;
+      page.stored.push_back(c->record);
+      (void)codec::encode(page, 2);
+    }
+    std::mt19937 rng(7);
+    for (int i = 0; i < 2000; ++i) {
+      std::vector<uint8_t> flipped = bytes;
+      flipped[rng() % flipped.size()] ^= static_cast<uint8_t>(1u << (rng() % 8));
+      Result<codec::CheckedRecord> c = codec::check_stored_record(flipped);
+      if (!c) {
+        EXPECT_EQ(c.status().code() == ErrorCode::kMalformedMessage ||
+                      c.status().code() == ErrorCode::kUnknownEntity ||
+                      c.status().code() == ErrorCode::kUnknownField ||
+                      c.status().code() == ErrorCode::kValueInvalid ||
+                      c.status().code() == ErrorCode::kTypeMismatch,
+                  true)
+            << c.status().to_string();
+        continue;
+      }
+      protocol::BootstrapPage page;
+      page.stored.push_back(c->record);
+      const std::vector<uint8_t> frame = codec::encode(page, 2);
+      EXPECT_FALSE(frame.empty());
+    }
+  }
+  EXPECT_FALSE(codec::check_stored_record({}).is_ok());
+  EXPECT_EQ(codec::check_stored_record(std::vector<uint8_t>(64, 0xff)).status().code(),
+            ErrorCode::kMalformedMessage);
+  // A value kind no column holds.
+  flatbuffers::FlatBufferBuilder b;
+  const fb::Id128 id(0, 1);
+  auto value = fb::CreateValue(b, static_cast<fb::ValueKind>(9));
+  const fb::Version version(1, 1);
+  auto field = fb::CreateFieldState(b, f::kAccountName, value, &version);
+  auto fields = b.CreateVector(std::vector<flatbuffers::Offset<fb::FieldState>>{field});
+  b.Finish(fb::CreateRecordState(b, static_cast<uint16_t>(EntityId::kAccount), &id, nullptr, false, nullptr,
+                                 0, 0, fields));
+  EXPECT_EQ(
+      codec::check_stored_record({b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize()}).status().code(),
+      ErrorCode::kMalformedMessage);
+}
+
+TEST(CodecV2, BootstrapPagesUseTheirOwnCompressionLevel) {
+  protocol::BootstrapPage page;
+  for (uint64_t i = 0; i < 50; ++i) {
+    RecordState r = sample_account();
+    r.id = rid(i);
+    page.records.push_back(r);
+  }
+  codec::EncodeOptions one, three;
+  one.protocol_version = three.protocol_version = 2;
+  one.bootstrap_compression_level = 1;
+  three.bootstrap_compression_level = 3;
+  EXPECT_EQ(codec::encode(page, 2),
+            codec::encode(page, one));  // the default: tuning::kBootstrapCompressionLevel
+  EXPECT_NE(codec::encode(page, one), codec::encode(page, three));
+  EXPECT_EQ(decode(codec::encode(page, one)).value(), Message(page));
+  // Other messages keep compression_level.
+  protocol::PushTxns push = sample_push();
+  EXPECT_EQ(codec::encode(push, one), codec::encode(push, three));
+  // compression_level 0 still means never.
+  one.compression_level = 0;
+  EXPECT_EQ(codec::encode(page, one), codec::encode(page, v2_plain()));
+}
+
 }  // namespace
 }  // namespace fieldsync

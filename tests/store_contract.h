@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "fieldsync/sync/codec.h"
 #include "fieldsync/sync/store.h"
 
 namespace fieldsync::store_contract {
@@ -506,6 +507,19 @@ TYPED_TEST_P(CentralStoreContract, CountInScopesCountsWhatTheScanReturns) {
     EXPECT_EQ(s.count_in_scopes(scopes).value(), scanned(scopes));
   }
   EXPECT_EQ(s.count_in_scopes({{territory("t1")}}).value(), 4u);  // two accounts, a contact, a tombstone
+  // A bootstrap page's records as stored (scan_stored_in_scopes) are the scan's records, page for page.
+  for (const std::vector<ScopeKey>& scopes :
+       {std::vector<ScopeKey>{territory("t1")}, std::vector<ScopeKey>{global, territory("t1"), alice},
+        std::vector<ScopeKey>{territory("t1"), territory("t2")}, std::vector<ScopeKey>{territory("t9")}}) {
+    for (RecordKey after;;) {
+      std::vector<RecordState> chunk = s.scan_in_scopes(scopes, after, 2).value();
+      std::vector<std::vector<uint8_t>> stored = s.scan_stored_in_scopes(scopes, after, 2).value();
+      ASSERT_EQ(stored.size(), chunk.size());
+      for (size_t i = 0; i < chunk.size(); ++i) EXPECT_EQ(codec::decode_record(stored[i]).value(), chunk[i]);
+      if (chunk.empty()) break;
+      after = RecordKey{chunk.back().entity, chunk.back().id};
+    }
+  }
 }
 
 // The last bootstrap page's purge check reads what the node created, never the store: every record a

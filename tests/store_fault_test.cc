@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "fieldsync/server/sqlite_store.h"
+#include "fieldsync/sync/codec.h"
 #include "fieldsync/sync/server.h"
 #include "fieldsync/sync/tuning.h"
 #include "support/read_fault_store.h"
@@ -383,6 +384,55 @@ TEST(PushRuns, EveryTransactionOfALongPushIsJudgedAlone) {
     EXPECT_EQ(ack->results[i].outcome,
               i == bad ? protocol::TxnOutcome::kRejected : protocol::TxnOutcome::kDuplicate);
   EXPECT_EQ(r.head(), head + n - 1);
+}
+
+// ServerConfig::stored_pages (as SyncService runs): pages of stored record bytes. Every failed read of the
+// bootstrap is a retryable error with no page, and the page after healing holds what the decoded path sends.
+TEST(StoreReadFaults, StoredPagesFailedReadsAreRetryableAndSendNothing) {
+  Rig r;
+  ServerConfig config;
+  config.stored_pages = true;
+  r.server = std::make_unique<SyncServer>(*r.store, r.auth, config);
+  SessionId alice = r.connect(11, "alice");
+  r.take(alice);
+  seed(r, alice);
+  SessionId bob = r.connect(12, "bob");
+  r.take(bob);
+  protocol::BootstrapRequest boot;
+  boot.request_id = 6;
+  r.server->on_message(bob, boot, r.now);
+  const protocol::BootstrapPage expected_page = *find<protocol::BootstrapPage>(r.take(bob));
+  ASSERT_TRUE(expected_page.records.empty());
+  ASSERT_EQ(expected_page.stored.size(), 1u);
+  ASSERT_EQ(codec::with_records(expected_page).records.size(), 1u);
+  EXPECT_EQ(
+      codec::with_records(expected_page).records[0].id,
+      r.sqlite->scan_in_scopes({ScopeKey{ScopeKey::Kind::kTerritory, "t-north"}}, {}, 10).value()[0].id);
+  uint64_t boot_failures = 0;
+  for (uint64_t k = 1;; ++k) {
+    ASSERT_LT(k, 200u);
+    const uint64_t before = r.store->failed_reads;
+    r.fail_read_number(k);
+    r.server->on_message(bob, boot, r.now);
+    std::vector<protocol::Message> out = r.take(bob);
+    r.heal();
+    if (r.store->failed_reads == before) {
+      const auto* page = find<protocol::BootstrapPage>(out);
+      ASSERT_NE(page, nullptr);
+      EXPECT_EQ(*page, expected_page);
+      break;
+    }
+    ++boot_failures;
+    const protocol::Error* e = error_in(out);
+    ASSERT_NE(e, nullptr) << "bootstrap, read " << k;
+    EXPECT_TRUE(e->retryable);
+    EXPECT_EQ(find<protocol::BootstrapPage>(out), nullptr);
+    ASSERT_EQ(r.server->take_closing().size(), 1u);
+    r.server->on_disconnect(bob);
+    bob = r.connect(12, "bob");
+    ASSERT_NE(find<protocol::Welcome>(r.take(bob)), nullptr);
+  }
+  EXPECT_GE(boot_failures, 3u);  // head, count, the stored scan (and the scan for the end)
 }
 
 TEST(StoreReadFaults, FailedReadsOnPullHelloAndBootstrapAreRetryableAndSendNothing) {

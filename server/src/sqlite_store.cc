@@ -1379,9 +1379,18 @@ Result<std::vector<std::string>> SqliteCentralStore::scan_in_scopes_plan(
   return plan;
 }
 
+Result<std::vector<std::vector<uint8_t>>> SqliteCentralStore::scan_stored_in_scopes(
+    const std::vector<ScopeKey>& scopes, RecordKey after, size_t max_records) {
+  std::vector<std::vector<uint8_t>> out;
+  Result<std::vector<RecordState>> r = scan_scopes(scopes, after, max_records, nullptr, &out);
+  if (!r) return r.status();
+  return out;
+}
+
 Result<std::vector<RecordState>> SqliteCentralStore::scan_scopes(const std::vector<ScopeKey>& scopes,
                                                                  RecordKey after, size_t max_records,
-                                                                 std::vector<std::string>* plan) {
+                                                                 std::vector<std::string>* plan,
+                                                                 std::vector<std::vector<uint8_t>>* stored) {
   // With `plan`: every statement is run as EXPLAIN QUERY PLAN and its steps collected (column 3: detail).
   auto explain = [&](const schema::EntityDef& e, Stmt& q) -> Status {
     while (q.step()) plan->push_back(std::string(e.name) + ": " + q.col_text(3));
@@ -1398,11 +1407,23 @@ Result<std::vector<RecordState>> SqliteCentralStore::scan_scopes(const std::vect
   ReadAccess access(*this);
   Db& db = access.db();
   std::vector<RecordState> out;
+  auto have = [&] { return out.size() + (stored ? stored->size() : 0); };
+  // A row's record: its bytes as stored, or decoded.
+  auto take = [&](std::span<const uint8_t> meta, auto&& id) -> Status {  // id(): for an error only
+    if (stored) {
+      stored->emplace_back(meta.begin(), meta.end());
+      return Status::ok();
+    }
+    Result<RecordState> r = codec::decode_record(meta);
+    if (!r) return corrupt("record " + id(), r.status());
+    out.push_back(std::move(r.value()));
+    return Status::ok();
+  };
   if (Status s = access.begin_snapshot(); !s) return s;
   for (const schema::EntityDef& e : schema::entities()) {
-    if (out.size() >= max_records && !plan) break;
+    if (have() >= max_records && !plan) break;
     if (e.id < after.entity) continue;
-    const size_t want = max_records - std::min(out.size(), max_records);
+    const size_t want = max_records - std::min(have(), max_records);
     const std::string after_id = e.id == after.entity ? after.id.to_string() : std::string();
     if (const schema::FieldDef* f = direct_scope_field(e)) {
       // One keyset walk per scope key, each a range of idx_scan_<entity> in id order, merged: a page costs
@@ -1421,6 +1442,12 @@ Result<std::vector<RecordState>> SqliteCentralStore::scan_scopes(const std::vect
           if (Status s = explain(e, q); !s) return s;
           continue;
         }
+        if (keys.size() == 1) {  // already in id order: no copy of each row to merge
+          while (q.step())
+            if (Status s = take(q.col_blob(1), [&] { return q.col_text(0); }); !s) return s;
+          if (!q.ok()) return q.status();
+          continue;
+        }
         while (q.step()) {
           std::span<const uint8_t> meta = q.col_blob(1);
           rows.emplace_back(q.col_text(0), std::vector<uint8_t>(meta.begin(), meta.end()));
@@ -1429,11 +1456,8 @@ Result<std::vector<RecordState>> SqliteCentralStore::scan_scopes(const std::vect
       }
       std::sort(rows.begin(), rows.end());
       if (rows.size() > want) rows.resize(want);
-      for (const auto& [id, meta] : rows) {
-        Result<RecordState> r = codec::decode_record(meta);
-        if (!r) return corrupt("record " + id, r.status());
-        out.push_back(std::move(r.value()));
-      }
+      for (const auto& [id, meta] : rows)
+        if (Status s = take(meta, [&] { return id; }); !s) return s;
       continue;
     }
     // Global and parent-scoped entities: in id order (the primary key's index), the scope checked per row.
@@ -1453,7 +1477,13 @@ Result<std::vector<RecordState>> SqliteCentralStore::scan_scopes(const std::vect
     q.bind(i++, std::string_view(after_id));
     for (const std::string& p : params) q.bind(i++, std::string_view(p));
     q.bind(i, static_cast<int64_t>(want));
-    if (Status s = plan ? explain(e, q) : read_records(q, out); !s) return s;
+    if (plan) {
+      if (Status s = explain(e, q); !s) return s;
+      continue;
+    }
+    while (q.step())
+      if (Status s = take(q.col_blob(0), [&] { return "of " + std::string(e.name); }); !s) return s;
+    if (!q.ok()) return q.status();
   }
   return out;
 }
@@ -1477,6 +1507,15 @@ Result<uint64_t> SqliteCentralStore::count_in_scopes(const std::optional<std::ve
     const std::string condition =
         scopes ? scope_condition(e, territories, owners, global, params, 0) : std::string("1");
     if (condition == "0") continue;
+    if (e.scope.kind == schema::ScopeKind::kParent) {
+      // SQLite answers a parent condition by first listing every in-scope parent id in a temporary b-tree
+      // (a territory of 100k accounts: 100k inserts per child entity, as much as all of the bootstrap's
+      // page reads together; BM_ServerBootstrap): not for a table with nothing in it.
+      Stmt any(access.db(), "SELECT 1 FROM " + quoted(e.name) + " LIMIT 1");
+      const bool rows = any.step();
+      if (!any.ok()) return any.status();
+      if (!rows) continue;
+    }
     Stmt q(access.db(), "SELECT count(*) FROM " + quoted(e.name) + " WHERE " + condition);
     int i = 1;
     for (const std::string& p : params) q.bind(i++, std::string_view(p));

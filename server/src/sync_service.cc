@@ -32,6 +32,7 @@ std::string quoted_value(std::string_view v) {
 // With group commit the live batches of every commit in a flush are built once, when the flush starts.
 ServerConfig sync_config(ServerConfig config, bool group_commit) {
   config.defer_fan_out = group_commit;
+  config.stored_pages = true;        // every message leaves through codec::encode
   config.bootstrap_in_steps = true;  // frame() takes mu_ again for each further page
   return config;
 }

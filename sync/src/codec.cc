@@ -29,6 +29,14 @@
 #include "fieldsync/sync/merge.h"
 #include "fieldsync/sync/tuning.h"
 
+namespace fieldsync::protocol {
+// The one maker of StoredRecords: check_stored_record, after the verifier.
+class StoredRecordMaker {
+ public:
+  static StoredRecord make(std::vector<uint8_t> bytes) { return StoredRecord(std::move(bytes)); }
+};
+}  // namespace fieldsync::protocol
+
 namespace fieldsync::codec {
 namespace {
 
@@ -601,6 +609,164 @@ Offset<fb::RecordColumns> put_record_columns(FlatBufferBuilder& b, const std::ve
                                  o_user_table);
 }
 
+Status get_record_state(const fb::RecordState* in, RecordState& out);
+RecordId get_id(const fb::Id128* in);
+Version get_version(const fb::Version* in);
+
+std::string_view view(const flatbuffers::String* s) {
+  return s ? std::string_view(s->c_str(), s->size()) : std::string_view();
+}
+
+// A stored record's root: check_stored_record verified it (a StoredRecord is made nowhere else).
+const fb::RecordState* stored_root(const protocol::StoredRecord& r) {
+  return flatbuffers::GetRoot<fb::RecordState>(r.bytes().data());
+}
+
+// Whether `value` is `fragments` joined (join_fragments: the texts separated by a newline).
+bool joins(std::string_view value, const Vector<Offset<fb::Fragment>>& fragments) {
+  size_t at = 0;
+  for (flatbuffers::uoffset_t i = 0; i < fragments.size(); ++i) {
+    if (i > 0) {
+      if (at >= value.size() || value[at] != '\n') return false;
+      ++at;
+    }
+    const std::string_view text = view(fragments.Get(i)->text());
+    if (value.substr(at, text.size()) != text) return false;
+    at += text.size();
+  }
+  return at == value.size();
+}
+
+void add_stored_value(ValueColumns& values, const fb::Value* v) {
+  if (v == nullptr) {
+    values.kinds.push_back(static_cast<uint8_t>(Value::Kind::kNull));
+    return;
+  }
+  switch (v->kind()) {
+    case fb::ValueKind::Null:
+      values.kinds.push_back(static_cast<uint8_t>(Value::Kind::kNull));
+      return;
+    case fb::ValueKind::Int:
+      values.kinds.push_back(static_cast<uint8_t>(Value::Kind::kInt));
+      values.ints.push_back(v->i());
+      return;
+    case fb::ValueKind::Bool:
+      values.kinds.push_back(static_cast<uint8_t>(Value::Kind::kBool));
+      values.ints.push_back(v->b() ? 1 : 0);
+      return;
+    case fb::ValueKind::Real:
+      values.kinds.push_back(static_cast<uint8_t>(Value::Kind::kReal));
+      values.reals.push_back(v->d());
+      return;
+    case fb::ValueKind::Text:
+      values.kinds.push_back(static_cast<uint8_t>(Value::Kind::kText));
+      values.add_text(view(v->s()));
+      return;
+  }
+  std::abort();  // check_stored_record refused any other kind
+}
+
+// put_record_columns of the records `stored` decodes to, byte for byte (codec_test compares them), read
+// straight from the stored FlatBuffers: no RecordState, no per-field strings. Tombstones (rare) are decoded
+// whole for put_tombstone.
+Offset<fb::RecordColumns> put_stored_record_columns(FlatBufferBuilder& b,
+                                                    const std::vector<protocol::StoredRecord>& stored) {
+  std::vector<uint16_t> entities, field_ids;
+  std::vector<fb::Id128> ids;
+  std::vector<uint64_t> created_hlc, created_node, version_hlc, version_node, fragment_hlc, fragment_node;
+  std::vector<uint32_t> field_counts, users, fragment_counts, fragment_users, fragment_text_sizes;
+  std::vector<uint8_t> fragment_text;
+  std::vector<Offset<fb::Tombstone>> tombstones;
+  ValueColumns values;
+  UserTable user_table;
+  bool nodes_differ = false, any_fragments = false;
+  uint64_t prev_created = 0;
+  entities.reserve(stored.size());
+  ids.reserve(stored.size());
+  created_hlc.reserve(stored.size());
+  created_node.reserve(stored.size());
+  field_counts.reserve(stored.size());
+  std::string user;
+  for (size_t i = 0; i < stored.size(); ++i) {
+    const fb::RecordState* r = stored_root(stored[i]);
+    entities.push_back(r->entity());
+    ids.push_back(wire_id(get_id(r->id())));
+    const Version created = get_version(r->created());
+    created_hlc.push_back(created.hlc - prev_created);
+    prev_created = created.hlc;
+    created_node.push_back(created.node);
+    const auto* fields = r->fields();
+    field_counts.push_back(fields ? fields->size() : 0);
+    if (r->deleted() || !get_version(r->deleted_version()).is_zero() || !view(r->deleted_by()).empty() ||
+        (r->delete_seen() && r->delete_seen()->size() > 0)) {
+      RecordState whole;
+      (void)get_record_state(r, whole);  // check_stored_record decoded this tombstone whole once already
+      tombstones.push_back(put_tombstone(b, static_cast<uint32_t>(i), whole));
+    }
+    if (fields == nullptr) continue;
+    for (const fb::FieldState* f : *fields) {
+      field_ids.push_back(f->field());
+      const fb::Value* v = f->value();
+      const auto* fragments = f->fragments();
+      const uint32_t fragment_count = fragments ? fragments->size() : 0;
+      if (fragment_count > 0 && v && v->kind() == fb::ValueKind::Text && joins(view(v->s()), *fragments)) {
+        values.kinds.push_back(kJoinedFragments);
+      } else {
+        add_stored_value(values, v);
+      }
+      const Version version = get_version(f->version());
+      version_hlc.push_back(version.hlc - created.hlc);
+      version_node.push_back(version.node);
+      nodes_differ = nodes_differ || version.node != created.node;
+      user.assign(view(f->user()));
+      users.push_back(user_table.index(user));
+      fragment_counts.push_back(fragment_count);
+      any_fragments = any_fragments || fragment_count > 0;
+      for (uint32_t k = 0; k < fragment_count; ++k) {
+        const fb::Fragment* fr = fragments->Get(k);
+        const Version fv = get_version(fr->version());
+        fragment_hlc.push_back(fv.hlc - version.hlc);
+        fragment_node.push_back(fv.node);
+        user.assign(view(fr->user()));
+        fragment_users.push_back(user_table.index(user));
+        const std::string_view text = view(fr->text());
+        fragment_text_sizes.push_back(static_cast<uint32_t>(text.size()));
+        fragment_text.insert(fragment_text.end(), text.begin(), text.end());
+      }
+    }
+  }
+  if (!nodes_differ) version_node.clear();
+  if (!any_fragments) fragment_counts.clear();
+  auto o_entities = put_column(b, entities);
+  auto o_ids = put_struct_column(b, ids);
+  auto o_created_hlc = put_column(b, created_hlc);
+  auto o_created_node = put_column(b, created_node);
+  auto o_field_counts = put_column(b, field_counts);
+  auto o_tombstones =
+      tombstones.empty() ? Offset<Vector<Offset<fb::Tombstone>>>() : b.CreateVector(tombstones);
+  auto o_field_ids = put_column(b, field_ids);
+  auto o_kinds = put_column(b, values.kinds);
+  auto o_version_hlc = put_column(b, version_hlc);
+  auto o_version_node = put_column(b, version_node);
+  auto o_users = put_column(b, users);
+  auto o_fragment_counts = put_column(b, fragment_counts);
+  auto o_ints = put_column(b, values.ints);
+  auto o_reals = put_column(b, values.reals);
+  auto o_text_sizes = put_column(b, values.text_sizes);
+  auto o_text = put_column(b, values.text);
+  auto o_fragment_hlc = put_column(b, fragment_hlc);
+  auto o_fragment_node = put_column(b, fragment_node);
+  auto o_fragment_users = put_column(b, fragment_users);
+  auto o_fragment_text_sizes = put_column(b, fragment_text_sizes);
+  auto o_fragment_text = put_column(b, fragment_text);
+  auto o_user_table = user_table.put(b);
+  return fb::CreateRecordColumns(b, o_entities, o_ids, o_created_hlc, o_created_node, o_field_counts,
+                                 o_tombstones, o_field_ids, o_kinds, o_version_hlc, o_version_node, o_users,
+                                 o_fragment_counts, o_ints, o_reals, o_text_sizes, o_text, o_fragment_hlc,
+                                 o_fragment_node, o_fragment_users, o_fragment_text_sizes, o_fragment_text,
+                                 o_user_table);
+}
+
 // The v2 body of a message: the compact form where there is one, else the v1 form.
 template <typename M>
 Body put_body_v2(FlatBufferBuilder& b, const M& m) {
@@ -613,7 +779,10 @@ Body put_body_v2(FlatBufferBuilder& b, const protocol::PushTxns& m) {
 }
 
 Body put_body_v2(FlatBufferBuilder& b, const protocol::BootstrapPage& m) {
-  auto records = m.records.empty() ? Offset<fb::RecordColumns>() : put_record_columns(b, m.records);
+  // encode() decodes `stored` into `records` first when a page has both.
+  auto records = !m.stored.empty()   ? put_stored_record_columns(b, m.stored)
+                 : m.records.empty() ? Offset<fb::RecordColumns>()
+                                     : put_record_columns(b, m.records);
   auto token = put_text(b, m.next_page_token);
   auto conflicts = put_tables(b, m.conflicts, put_conflict);
   auto purges = put_keys(b, m.purges);
@@ -1752,6 +1921,58 @@ std::vector<uint8_t> encode_record(const RecordState& record) {
 Result<RecordState> decode_record(std::span<const uint8_t> bytes) {
   return decode_root(bytes, get_record_state, "record");
 }
+Result<CheckedRecord> check_stored_record(std::vector<uint8_t> bytes) {
+  if (bytes.size() > tuning::kMaxMessageBytes || bytes.size() < 2 * sizeof(flatbuffers::uoffset_t))
+    return malformed("stored record of " + std::to_string(bytes.size()) + " bytes");
+  // A vector's storage is aligned for any scalar (operator new), as GetRoot's reads need.
+  flatbuffers::Verifier::Options options;
+  options.max_depth = kMaxDepth;
+  options.max_tables = kMaxTables;
+  flatbuffers::Verifier verifier(bytes.data(), bytes.size(), options);
+  if (!verifier.VerifyBuffer<fb::RecordState>(nullptr)) return malformed("stored record failed verification");
+  const fb::RecordState* r = flatbuffers::GetRoot<fb::RecordState>(bytes.data());
+  const schema::EntityDef* entity = nullptr;
+  if (Status s = get_entity(r->entity(), entity); !s) return s;
+  CheckedRecord out{protocol::StoredRecordMaker::make({}), RecordState{}};
+  RecordState& scope = out.scope;
+  scope.entity = entity->id;
+  scope.id = get_id(r->id());
+  if (r->deleted() || !get_version(r->deleted_version()).is_zero() || r->deleted_by() ||
+      (r->delete_seen() && r->delete_seen()->size() > 0)) {
+    // A tombstone: decoded whole once here (put_stored_record_columns decodes it again and cannot fail).
+    RecordState whole;
+    if (Status s = get_record_state(r, whole); !s) return s;
+  }
+  // The value kinds the page's columns can hold (the encoder switches over them); the device's decoder
+  // applies the model's checks to every record of the page as before.
+  const uint16_t scope_field = entity->scope.kind == schema::ScopeKind::kGlobal ? 0 : entity->scope.field;
+  if (const auto* fields = r->fields()) {
+    for (const fb::FieldState* f : *fields) {
+      const fb::Value* v = f->value();
+      if (v && v->kind() > fb::ValueKind::MAX)
+        return malformed("unknown value kind " + std::to_string(static_cast<int>(v->kind())));
+      if (scope_field != 0 && f->field() == scope_field) {
+        FieldState& field = scope.fields.emplace_back();
+        field.field = f->field();
+        if (Status s = get_value(v, tuning::kMaxTextBytes, field.value); !s) return s;
+      }
+    }
+  }
+  out.record = protocol::StoredRecordMaker::make(std::move(bytes));
+  return out;
+}
+
+protocol::BootstrapPage with_records(const protocol::BootstrapPage& page) {
+  protocol::BootstrapPage out = page;
+  out.stored.clear();
+  out.records.reserve(page.records.size() + page.stored.size());
+  for (const protocol::StoredRecord& r : page.stored) {
+    RecordState& state = out.records.emplace_back();
+    (void)get_record_state(stored_root(r), state);  // checked when it was made
+  }
+  return out;
+}
+
 std::vector<uint8_t> encode_client_txn(const ClientTxn& txn) {
   return encode_root(txn, put_client_txn);
 }
@@ -1799,6 +2020,10 @@ std::vector<uint8_t> encode(const protocol::Message& message, uint32_t protocol_
 
 std::vector<uint8_t> encode(const protocol::Message& message, const EncodeOptions& options) {
   const bool v2 = options.protocol_version >= 2 && !is_handshake(message);
+  // Stored records go straight into a version-2 page's columns; every other form reads them decoded.
+  if (const auto* page = std::get_if<protocol::BootstrapPage>(&message);
+      page && !page->stored.empty() && (!v2 || !page->records.empty()))
+    return encode(protocol::Message(with_records(*page)), options);
   FlatBufferBuilder b(1024);
   const Body body =
       std::visit([&](const auto& m) { return v2 ? put_body_v2(b, m) : put_body(b, m); }, message);
@@ -1806,8 +2031,10 @@ std::vector<uint8_t> encode(const protocol::Message& message, const EncodeOption
   const std::span<const uint8_t> frame(b.GetBufferPointer(), b.GetSize());
   if (v2 && options.compression_level > 0 && frame.size() >= options.compress_min_bytes &&
       compressible(message)) {
-    if (std::optional<std::vector<uint8_t>> z = detail::compress_frame(frame, options.compression_level))
-      return std::move(*z);
+    const int level = std::holds_alternative<protocol::BootstrapPage>(message)
+                          ? options.bootstrap_compression_level
+                          : options.compression_level;
+    if (std::optional<std::vector<uint8_t>> z = detail::compress_frame(frame, level)) return std::move(*z);
   }
   return std::vector<uint8_t>(frame.begin(), frame.end());
 }

@@ -4,6 +4,7 @@
 #include <charconv>
 #include <iterator>
 
+#include "fieldsync/sync/codec.h"
 #include "fieldsync/sync/projection.h"
 #include "fieldsync/sync/scope.h"
 #include "fieldsync/sync/tuning.h"
@@ -131,7 +132,12 @@ std::vector<SessionId> SyncServer::take_closing() {
 }
 
 void SyncServer::queue(SessionId id, const Session& s, protocol::Message m) {
-  if (s.schema < schema::kSchemaVersion) projection::project(m, s.schema);
+  if (s.schema < schema::kSchemaVersion) {
+    // Projection reads records decoded (handle_bootstrap sends stored ones to current-schema sessions only).
+    if (auto* page = std::get_if<protocol::BootstrapPage>(&m); page && !page->stored.empty())
+      *page = codec::with_records(*page);
+    projection::project(m, s.schema);
+  }
   outgoing_.push_back(Outgoing{id, std::move(m)});
 }
 
@@ -1056,6 +1062,16 @@ void SyncServer::continue_bootstrap(SessionId id, int64_t now_ms) {
   (void)handle_bootstrap(id, s, next, true);
 }
 
+Result<std::vector<std::vector<uint8_t>>> CentralStore::scan_stored_in_scopes(
+    const std::vector<ScopeKey>& scopes, RecordKey after, size_t max_records) {
+  Result<std::vector<RecordState>> records = scan_in_scopes(scopes, after, max_records);
+  if (!records) return records.status();
+  std::vector<std::vector<uint8_t>> out;
+  out.reserve(records->size());
+  for (const RecordState& r : *records) out.push_back(codec::encode_record(r));
+  return out;
+}
+
 bool SyncServer::handle_bootstrap(SessionId id, Session& s, const protocol::BootstrapRequest& m,
                                   bool continued) {
   const bool solicited = !continued && !s.solicited_page.empty() && m.page_token == s.solicited_page;
@@ -1123,6 +1139,11 @@ bool SyncServer::handle_bootstrap(SessionId id, Session& s, const protocol::Boot
   const size_t asked =
       s.version >= 2 ? std::clamp<size_t>(m.max_pages, 1, tuning::kMaxBootstrapPagesPerRequest) : 1;
   const size_t max_pages = config_.bootstrap_in_steps ? 1 : asked;
+  // Records as stored, for a session whose frames are the version-2 columns of the current schema: nothing
+  // to project, no backfill, and scopes to narrow by (head office's scan keeps decoded records).
+  const bool stored =
+      config_.stored_pages && scopes && s.version >= 2 && s.schema >= schema::kSchemaVersion && !backfill;
+  auto page_records = [](const protocol::BootstrapPage& p) { return p.records.size() + p.stored.size(); };
   std::vector<protocol::BootstrapPage> pages;
   bool end = false;
   while (!end && pages.size() < max_pages) {
@@ -1133,13 +1154,34 @@ bool SyncServer::handle_bootstrap(SessionId id, Session& s, const protocol::Boot
     page.records_before = token.sent;
     size_t scanned = 0;
     RecordKey after = token.after;
-    while (page.records.size() < page_size && scanned < tuning::kBootstrapScanBudget) {
+    while (page_records(page) < page_size && scanned < tuning::kBootstrapScanBudget) {
       const std::optional<RecordKey> from = backfill_skip(after);
       if (!from) {
         end = true;
         break;
       }
       after = *from;
+      if (stored) {
+        std::vector<std::vector<uint8_t>> chunk =
+            reader.keep(store_.scan_stored_in_scopes(*scopes, after, page_size - page_records(page)));
+        if (chunk.empty()) {
+          end = true;
+          break;
+        }
+        scanned += chunk.size();
+        for (std::vector<uint8_t>& bytes : chunk) {
+          Result<codec::CheckedRecord> r = codec::check_stored_record(std::move(bytes));
+          if (!r) {
+            (void)reader.keep(Result<bool>(
+                Status(ErrorCode::kInternal, "corrupt stored record: " + r.status().to_string())));
+            return failed();
+          }
+          after = RecordKey{r->scope.entity, r->scope.id};
+          // Judged like a decoded record: resolve_scope reads the entity and the scope field only.
+          if (visible(s.principal, r->scope, reader)) page.stored.push_back(std::move(r->record));
+        }
+        continue;
+      }
       std::vector<RecordState> chunk = scan(after, page_size - page.records.size());
       if (chunk.empty()) {
         end = true;
@@ -1159,7 +1201,7 @@ bool SyncServer::handle_bootstrap(SessionId id, Session& s, const protocol::Boot
     }
     if (backfill) page.total_records = token.total = std::max(token.total, token.sent + page.records.size());
     if (!reader.status()) return failed();
-    token.sent += page.records.size();
+    token.sent += page_records(page);
     token.after = after;
     page.done = end;
     if (!end) page.next_page_token = encode_token(token);

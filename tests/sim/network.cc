@@ -219,6 +219,7 @@ ServerConfig Simulation::server_config() const {
   c.server_node = kServerNode;
   c.defer_fan_out = defers_fan_out();
   c.bootstrap_in_steps = bootstrap_in_steps();
+  c.stored_pages = (opt_.seed & 4) != 0;  // half the runs: pages as SyncService builds them
   c.merge_change = testing_support::merge_with(opt_.fault);
   return c;
 }

@@ -262,7 +262,10 @@ inline bool same(const protocol::BootstrapRequest& a, const protocol::BootstrapR
   return std::tie(a.request_id, a.snapshot_seq, a.page_token, a.page_size, a.max_pages) ==
          std::tie(b.request_id, b.snapshot_seq, b.page_token, b.page_size, b.max_pages);
 }
-inline bool same(const protocol::BootstrapPage& a, const protocol::BootstrapPage& b) {
+inline bool same(const protocol::BootstrapPage& a_sent, const protocol::BootstrapPage& b_sent) {
+  // A page of stored records (ServerConfig::stored_pages) arrives with them decoded.
+  const protocol::BootstrapPage a = a_sent.stored.empty() ? a_sent : codec::with_records(a_sent);
+  const protocol::BootstrapPage b = b_sent.stored.empty() ? b_sent : codec::with_records(b_sent);
   return std::tie(a.request_id, a.snapshot_seq, a.total_records, a.records_before, a.records,
                   a.next_page_token, a.done,
                   a.conflicts) == std::tie(b.request_id, b.snapshot_seq, b.total_records, b.records_before,

@@ -127,6 +127,10 @@ class SqliteCentralStore final : public CentralStore {
   // "<entity>: <detail>"): tests check that a page is an index range in page order (no "USE TEMP B-TREE FOR
   // ORDER BY", which would read and sort the whole territory for every page).
   Result<std::vector<std::string>> scan_in_scopes_plan(const std::vector<ScopeKey>& scopes);
+  // scan_in_scopes' rows as stored, not decoded (CentralStore::scan_stored_in_scopes).
+  Result<std::vector<std::vector<uint8_t>>> scan_stored_in_scopes(const std::vector<ScopeKey>& scopes,
+                                                                  RecordKey after,
+                                                                  size_t max_records) override;
   Result<uint64_t> count_in_scopes(const std::optional<std::vector<ScopeKey>>& scopes) override;
   Result<std::vector<RecordKey>> keys_created_by(NodeId node) override;
   Result<uint64_t> record_count() override;
@@ -183,9 +187,11 @@ class SqliteCentralStore final : public CentralStore {
   // columns with `?` for the strings it appends to params; "" for every row, "0" to skip the table.
   using TableFilter = std::function<std::string(const schema::EntityDef&, std::vector<std::string>&)>;
   Result<std::vector<RecordState>> scan_where(RecordKey after, size_t max_records, const TableFilter& where);
-  // scan_in_scopes, or with `plan` its statements' query plans instead of their rows.
+  // scan_in_scopes, or with `plan` its statements' query plans instead of their rows, or with `stored` the
+  // rows' record bytes appended there instead of decoded.
   Result<std::vector<RecordState>> scan_scopes(const std::vector<ScopeKey>& scopes, RecordKey after,
-                                               size_t max_records, std::vector<std::string>* plan);
+                                               size_t max_records, std::vector<std::string>* plan,
+                                               std::vector<std::vector<uint8_t>>* stored = nullptr);
   // group_commit, writer_mu_ held: commits the open group, if any; or the error that lost one.
   Status end_group();
   void lose_group(const Status& why);

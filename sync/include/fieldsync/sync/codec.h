@@ -27,6 +27,9 @@ struct EncodeOptions {
   uint32_t protocol_version = 1;
   int compression_level = tuning::kCompressionLevel;      // zstd level; 0: never compress
   size_t compress_min_bytes = tuning::kCompressMinBytes;  // smaller frames stay uncompressed
+  // zstd level of BootstrapPage frames when compression_level is not 0 (pages are the bulk a server
+  // compresses).
+  int bootstrap_compression_level = tuning::kBootstrapCompressionLevel;
 };
 std::vector<uint8_t> encode(const protocol::Message& message, const EncodeOptions& options);
 
@@ -45,6 +48,19 @@ Result<protocol::Message> decode(std::span<const uint8_t> frame);
 // The same tables as stand-alone buffers, for the stores: a record's versions and fragments (the `_meta`
 // column), an outbox entry, a server log entry (with its scope moves), a conflict record. Decoding verifies
 // exactly like decode() does, so a corrupt row is a typed kMalformedMessage, never undefined behaviour.
+// A record as the store keeps it (encode_record's bytes) checked for a bootstrap page
+// (protocol::StoredRecord): the same FlatBuffers verifier as decode_record, a known entity, value kinds the
+// page's columns hold, a tombstone decoded whole. `scope` is what the server judges the record by without
+// decoding it: its entity, id and scope field (all resolve_scope reads). kMalformedMessage (or the decoder's
+// code) otherwise.
+struct CheckedRecord {
+  protocol::StoredRecord record;
+  RecordState scope;
+};
+Result<CheckedRecord> check_stored_record(std::vector<uint8_t> bytes);
+// `page` with its stored records decoded into `records` (after the ones it has).
+protocol::BootstrapPage with_records(const protocol::BootstrapPage& page);
+
 std::vector<uint8_t> encode_record(const RecordState& record);
 Result<RecordState> decode_record(std::span<const uint8_t> bytes);
 std::vector<uint8_t> encode_client_txn(const ClientTxn& txn);

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -130,12 +131,30 @@ struct BootstrapRequest {
   friend bool operator==(const BootstrapRequest&, const BootstrapRequest&) = default;
 };
 
+// A record as the central store keeps it (codec::encode_record's bytes), passed by the FlatBuffers verifier:
+// only codec::check_stored_record makes one. A version-2 page's records go from the store into the page's
+// columns without a RecordState in between (the frame is the same as from `BootstrapPage::records`).
+class StoredRecord {
+ public:
+  const std::vector<uint8_t>& bytes() const { return bytes_; }
+  friend bool operator==(const StoredRecord&, const StoredRecord&) = default;
+
+ private:
+  friend class StoredRecordMaker;
+  explicit StoredRecord(std::vector<uint8_t> bytes) : bytes_(std::move(bytes)) {}
+  std::vector<uint8_t> bytes_;
+};
+
 struct BootstrapPage {
   uint64_t request_id = 0;
   uint64_t snapshot_seq = 0;  // pull from here once the last page is applied
   uint64_t total_records = 0;
   uint64_t records_before = 0;  // records sent in earlier pages, for progress
   std::vector<RecordState> records;
+  // ServerConfig::stored_pages: the page's records as stored, after `records` (the server fills one or the
+  // other). The codec encodes them as if decoded into `records`; projection and the version-1 form decode
+  // them first.
+  std::vector<StoredRecord> stored;
   std::string next_page_token;
   bool done = false;
   std::vector<ConflictRecord> conflicts;  // open conflicts concerning the user

@@ -42,6 +42,11 @@ struct ServerConfig {
   // every session speaks min(the device's, this). 1 holds every device to version 1, without compressed
   // frames, for a deployment that will not accept compression under TLS at all (DESIGN.md section 8).
   uint32_t max_protocol_version = protocol::kProtocolVersion;
+  // true: a version-2 session of the current schema gets its rep's or manager's bootstrap pages with the
+  // records as stored (BootstrapPage::stored: the codec puts the store's bytes into the page's columns, the
+  // same frame as from decoded records, without a RecordState per record); for drivers that encode every
+  // message (SyncService, the simulator). false: pages hold decoded records, as in-process clients read them.
+  bool stored_pages = false;
 };
 
 using SessionId = uint64_t;

@@ -164,6 +164,12 @@ class CentralStore {
   // fewer, and in the same order.
   virtual Result<std::vector<RecordState>> scan_in_scopes(const std::vector<ScopeKey>& scopes,
                                                           RecordKey after, size_t max_records) = 0;
+  // scan_in_scopes' records as the store keeps them (codec::encode_record's bytes, not yet checked:
+  // codec::check_stored_record), for a version-2 bootstrap page that puts them into its columns without
+  // decoding them. The default encodes scan_in_scopes' records (server.cc).
+  virtual Result<std::vector<std::vector<uint8_t>>> scan_stored_in_scopes(const std::vector<ScopeKey>& scopes,
+                                                                          RecordKey after,
+                                                                          size_t max_records);
   // How many records scan (nullopt) or scan_in_scopes (the scopes) would return in all, without reading
   // them (a bootstrap's total, for progress): may count more, never fewer.
   virtual Result<uint64_t> count_in_scopes(const std::optional<std::vector<ScopeKey>>& scopes) = 0;
