@@ -1479,13 +1479,13 @@ Result<ReportFilter> parse_filter(const std::vector<std::pair<std::string, std::
   return f;
 }
 
-Result<boost::json::value> run_report(Db& db, std::string_view name, const ReportFilter& company_filter,
+Result<boost::json::value> run_report(Db& db, std::string_view name, const ReportFilter& filter,
                                       const Principal& caller) {
   return run_report(*sqlite_reader_of(db), name, filter, caller);
 }
 
-Result<boost::json::value> run_report(SqlReader& db, std::string_view name, const ReportFilter& filter,
-                                      const Principal& caller) {
+Result<boost::json::value> run_report(SqlReader& db, std::string_view name,
+                                      const ReportFilter& company_filter, const Principal& caller) {
   using Fn = Result<json::value> (*)(SqlReader&, const ReportFilter&, const Scope&);
   static const std::pair<std::string_view, Fn> kReports[] = {{"revenue", &revenue},
                                                              {"abc", &abc},
