@@ -325,9 +325,10 @@ Status Conn::begin(std::string_view how) {
   return exec_script(std::string(how));
 }
 
-Status Conn::commit() {
+Status Conn::commit(std::string_view before) {
   if (broken()) return status_from("", "COMMIT", "");
-  PGresult* r = PQexec(conn_, "COMMIT");
+  const std::string sql = std::string(before) + "COMMIT";
+  PGresult* r = PQexec(conn_, sql.c_str());
   Status s = check(r, "COMMIT");
   if (s && std::strcmp(PQcmdStatus(r), "COMMIT") != 0) {
     // The server ended a failed transaction with ROLLBACK: nothing of it was written.

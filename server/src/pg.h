@@ -116,7 +116,9 @@ class Conn {
   // COMMIT that checks the server really committed: a transaction that failed earlier ends in ROLLBACK,
   // which is an error here, not a silent ok. A connection lost during COMMIT leaves the outcome unknown:
   // kStorageIo, retryable (what fieldsync writes is idempotent per node_seq, so a retry is safe).
-  Status commit();
+  // `before`: statements without parameters (each ending in ';') sent with COMMIT in one round trip; the
+  // first that fails ends the transaction in ROLLBACK, which is then the error.
+  Status commit(std::string_view before = {});
   Status rollback();
 
   // The connection is gone (the server closed it, a network error): every later statement fails, and the

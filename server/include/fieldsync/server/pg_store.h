@@ -4,8 +4,8 @@
 //
 // Semantics are exactly MemoryCentralStore's and SqliteCentralStore's: tests/store_contract.h runs one
 // contract suite against all three. Durability: every commit() that returned ok is durable
-// (synchronous_commit is on for the store's connections; see commits_need_sync), so SyncServer acknowledges
-// only what survives.
+// (synchronous_commit is on for the store's connections), or, with Options::group_commit, every commit before
+// a sync() that returned ok (see commits_need_sync), so SyncServer acknowledges only what survives.
 //
 // Layout (one database, or the schema the URL's search_path names; DDL in PostgreSQL dialect from
 // schema::all_ddl(Dialect::kPostgres)):
@@ -84,6 +84,12 @@ class PgCentralStore final : public CentralStore {
     std::function<int64_t()> now_ms;
     // Idle connections kept for reuse; more are opened when more threads use the store at once.
     size_t max_idle_connections = 8;
+    // Group commit (fieldsync-server --group-commit on, the default there): a CentralTxn commits with
+    // synchronous_commit off (visible at once, durable once the WAL is flushed) and sync() makes every commit
+    // so far durable with one flush, so the caller must hold back what it produced since its last sync()
+    // (CentralStore::commits_need_sync; SyncService does). Off (the default here, and for fieldsync-admin):
+    // every commit is durable when it returns.
+    bool group_commit = false;
   };
 
   // Connects to `url` (a libpq URL, "postgresql://user@host:port/db"), creates or migrates the store's
@@ -108,11 +114,16 @@ class PgCentralStore final : public CentralStore {
   Result<std::vector<RecordState>> scope_children(EntityId parent_entity, const RecordId& parent) override;
   Result<Hlc> clock() override;
   Result<NodeState> node_state(NodeId node) override;
-  // Every commit is durable when it returns (synchronous_commit on: the commit's WAL record is flushed, and
-  // with synchronous standbys configured, acknowledged by them, before COMMIT returns). Group commit is
-  // PostgreSQL's own (commit_delay / the WAL writer batching concurrent flushes), so sync() has nothing to
-  // do.
-  bool commits_need_sync() const override { return false; }
+  // Without group commit every commit is durable when it returns (synchronous_commit on: the commit's WAL
+  // record is flushed, and with synchronous standbys configured, acknowledged by them, before COMMIT
+  // returns), and sync() has nothing to do. With it (Options::group_commit), commits return before their
+  // flush, and sync() makes every commit that returned before it began durable: one flush for all of them.
+  // That also covers other instances' commits this one has read (a live batch built from another instance's
+  // log entry): a commit record is in the WAL before anyone can see the commit, and the WAL is flushed in
+  // order. So an instance that holds back every frame until its next sync() never shows a device a change
+  // that a crash of the database could take back.
+  bool commits_need_sync() const override { return options_.group_commit; }
+  Status sync() override;
 
   // Inspection for tests and the admin tool.
   Result<std::vector<StoredRejection>> rejections();
