@@ -2246,7 +2246,8 @@ void load_run(Env& env, const std::string& P, RepDriver::Mode mode, double paced
   env.checks.expect(stats.fanout_live > 0, P + ": no live fan-out observed");
   // Several instances: a commit on one reached live sessions on another (through the database's
   // notification and that instance's log follower), not only by their pulls.
-  if (instances > 1 && teams > 0)
+  // Checked on the saturated run, which has plenty of them; a short paced run may have drawn none.
+  if (instances > 1 && teams > 0 && mode == RepDriver::Mode::kSaturate)
     env.checks.expect(stats.fanout_cross_push_ms.size() > 0, P + ": no live cross-instance fan-out observed");
   if (teams > 0 && o.manager_notes > 0)  // their reps' receipts are part of the deliveries checked below
     env.checks.expect(d.notes_acked > 0, P + ": no manager's note was acknowledged");

@@ -47,7 +47,9 @@ PgBatchedUpsertBaseline::PgBatchedUpsertBaseline(const std::string& cluster_url)
     die(s.to_string());
 }
 
-PgBatchedUpsertBaseline::~PgBatchedUpsertBaseline() { conn_.reset(); }
+PgBatchedUpsertBaseline::~PgBatchedUpsertBaseline() {
+  conn_.reset();
+}
 
 void PgBatchedUpsertBaseline::run_txn() {
   static const std::string sql =

@@ -3,7 +3,8 @@
 // SQLite baseline binds one per row), 1,000 rows per transaction, synchronous_commit on and fsync on (the
 // durability the central store acknowledges with). Measured in the same run as what it normalises.
 // fieldsync-bench-pg wraps it as BM_BaselinePgBatchedUpsert; fieldsync-bench-load's PostgreSQL mode calls
-// measure_rows_per_s(). Both also use ScratchDatabase: a database of its own on the cluster, dropped at the end.
+// measure_rows_per_s(). Both also use ScratchDatabase: a database of its own on the cluster, dropped at the
+// end.
 #pragma once
 
 #include <cstdint>
