@@ -27,8 +27,9 @@
 // Node ids, node sequences and HLCs are unsigned 64-bit, stored as BIGINT with the same bit pattern.
 // Not yet here (SQLite has them): the head-office report tables (_stage_history, _order_fact) and audit().
 //
-// The sequence rule: append_log takes the next server_seq with `UPDATE _head SET server_seq = server_seq + 1
-// RETURNING server_seq`, whose row lock is held until the transaction commits or rolls back. A second writer
+// The sequence rule: a transaction's first append_log takes the next server_seq with `UPDATE _head SET
+// server_seq = server_seq + 1 RETURNING server_seq`, whose row lock is held until the transaction commits or
+// rolls back (its later entries count on from it, and the head's final value is written with COMMIT). A second writer
 // (another thread, another store object, another server instance) waits in its own append_log until the first
 // has committed, and then reads the committed counter. So sequences commit in the order they are handed out,
 // with no gaps (a rollback gives its number back), and a reader that sees N sees every sequence below N: a
