@@ -29,14 +29,15 @@
 //
 // The sequence rule: a transaction's first append_log takes the next server_seq with `UPDATE _head SET
 // server_seq = server_seq + 1 RETURNING server_seq`, whose row lock is held until the transaction commits or
-// rolls back (its later entries count on from it, and the head's final value is written with COMMIT). A second writer
-// (another thread, another store object, another server instance) waits in its own append_log until the first
-// has committed, and then reads the committed counter. So sequences commit in the order they are handed out,
-// with no gaps (a rollback gives its number back), and a reader that sees N sees every sequence below N: a
-// pull never skips a change that commits late. The price is that writers serialise from append_log to the end
-// of their commit (the log, scope index and conflict rows, node watermark and one WAL flush): append_log is
-// the last write SyncServer makes before commit, so record writes and the rules still run in parallel.
-// set_clock writes the same row, so the two never deadlock with each other.
+// rolls back (its later entries count on from it, and the head's final value is written with COMMIT). A
+// second writer (another thread, another store object, another server instance) waits in its own append_log
+// until the first has committed, and then reads the committed counter. So sequences commit in the order they
+// are handed out, with no gaps (a rollback gives its number back), and a reader that sees N sees every
+// sequence below N: a pull never skips a change that commits late. The price is that writers serialise from
+// append_log to the end of their commit (the log, scope index and conflict rows, node watermark and, without
+// group commit, one WAL
+// flush): append_log is the last write SyncServer makes before commit, so record writes and the rules still
+// run in parallel. set_clock writes the same row, so the two never deadlock with each other.
 //
 // Dedupe across instances: CentralTxn::node_state locks the node's _nodes row (creating it at 0 if absent)
 // until commit, so two instances offered the same node's transaction at once apply it once: the second waits,
