@@ -35,9 +35,8 @@
 // are handed out, with no gaps (a rollback gives its number back), and a reader that sees N sees every
 // sequence below N: a pull never skips a change that commits late. The price is that writers serialise from
 // append_log to the end of their commit (the log, scope index and conflict rows, node watermark and, without
-// group commit, one WAL
-// flush): append_log is the last write SyncServer makes before commit, so record writes and the rules still
-// run in parallel. set_clock writes the same row, so the two never deadlock with each other.
+// group commit, one WAL flush): append_log is the last write SyncServer makes before commit, so record writes
+// and the rules still run in parallel. set_clock writes the same row, so the two never deadlock with each other.
 //
 // Dedupe across instances: CentralTxn::node_state locks the node's _nodes row (creating it at 0 if absent)
 // until commit, so two instances offered the same node's transaction at once apply it once: the second waits,
