@@ -36,7 +36,8 @@
 // sequence below N: a pull never skips a change that commits late. The price is that writers serialise from
 // append_log to the end of their commit (the log, scope index and conflict rows, node watermark and, without
 // group commit, one WAL flush): append_log is the last write SyncServer makes before commit, so record writes
-// and the rules still run in parallel. set_clock writes the same row, so the two never deadlock with each other.
+// and the rules still run in parallel. set_clock writes the same row, so the two never deadlock with each
+// other.
 //
 // Dedupe across instances: CentralTxn::node_state locks the node's _nodes row (creating it at 0 if absent)
 // until commit, so two instances offered the same node's transaction at once apply it once: the second waits,
