@@ -13,10 +13,18 @@ if(NOT TARGET fieldsync_server)  # a client-only build (FIELDSYNC_CLIENT_ONLY): 
   return()
 endif()
 
+# The PostgreSQL baseline (bare batched upsert) and scratch databases: fieldsync-bench-pg and the load
+# generator's PostgreSQL mode (--postgres).
+add_library(fieldsync_bench_pg_baseline STATIC ${CMAKE_CURRENT_LIST_DIR}/pg_baseline.cc)
+target_include_directories(fieldsync_bench_pg_baseline PUBLIC ${CMAKE_CURRENT_LIST_DIR}
+                                                       PRIVATE ${PROJECT_SOURCE_DIR}/server/src)  # pg.h (internal)
+target_link_libraries(fieldsync_bench_pg_baseline PUBLIC fieldsync_pg)
+fieldsync_warnings(fieldsync_bench_pg_baseline)
+
 # N simulated reps over TLS WebSockets against a real fieldsync-server process, the bare transport (a Beast
 # TLS WebSocket ack server in the same binary) and idle sessions. Figures: docs/PERFORMANCE.md.
 add_executable(fieldsync-bench-load ${CMAKE_CURRENT_LIST_DIR}/load_bench.cc)
-target_link_libraries(fieldsync-bench-load PRIVATE fieldsync_bench_baseline fieldsync_server fieldsync_sync fieldsync_testsupport fieldsync_net
+target_link_libraries(fieldsync-bench-load PRIVATE fieldsync_bench_baseline fieldsync_bench_pg_baseline fieldsync_server fieldsync_sync fieldsync_testsupport fieldsync_net
                                                    Boost::headers Boost::json OpenSSL::SSL Threads::Threads)
 fieldsync_warnings(fieldsync-bench-load)
 if(FIELDSYNC_SANITIZE)

@@ -24,6 +24,7 @@
 #include "fieldsync/server/pg_store.h"
 #include "fieldsync/sync/server.h"
 #include "pg.h"
+#include "pg_baseline.h"
 
 namespace fieldsync {
 namespace {
@@ -42,26 +43,9 @@ std::string cluster_url() {
 }
 
 // A database of its own, dropped at the end.
-class Database {
+class Database : public bench::ScratchDatabase {
  public:
-  explicit Database(const std::string& name) : name_(name) {
-    admin_ = cluster_url();
-    auto c = pg::Conn::open(admin_);
-    if (!c) die(c.status().to_string());
-    (void)(*c)->exec_script("DROP DATABASE IF EXISTS " + name_ + " WITH (FORCE)");
-    if (Status s = (*c)->exec_script("CREATE DATABASE " + name_); !s) die(s.to_string());
-    const size_t q = admin_.find('?');
-    std::string base = admin_.substr(0, q);
-    url_ = base.substr(0, base.rfind('/') + 1) + name_ + (q == std::string::npos ? "" : admin_.substr(q));
-  }
-  ~Database() {
-    auto c = pg::Conn::open(admin_);
-    if (c) (void)(*c)->exec_script("DROP DATABASE IF EXISTS " + name_ + " WITH (FORCE)");
-  }
-  const std::string& url() const { return url_; }
-
- private:
-  std::string name_, admin_, url_;
+  explicit Database(const std::string& name) : ScratchDatabase(cluster_url(), name) {}
 };
 
 int64_t wall_ms() {
@@ -71,43 +55,11 @@ int64_t wall_ms() {
 }
 
 void BM_BaselinePgBatchedUpsert(benchmark::State& state) {
-  Database db("fs_bench_baseline");
-  auto opened = pg::Conn::open(db.url());
-  if (!opened) die(opened.status().to_string());
-  pg::Conn& c = **opened;
-  if (Status s =
-          c.exec_script("SET synchronous_commit = on; CREATE TABLE t (id TEXT COLLATE \"C\" PRIMARY KEY, "
-                        "name TEXT, city TEXT, phone TEXT, amount BIGINT, notes TEXT)");
-      !s)
-    die(s.to_string());
-  const std::string notes(120, 'n');
-  const std::string sql =
-      "INSERT INTO t (id, name, city, phone, amount, notes) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) "
-      "DO "
-      "UPDATE SET name = EXCLUDED.name, city = EXCLUDED.city, phone = EXCLUDED.phone, amount = "
-      "EXCLUDED.amount, "
-      "notes = EXCLUDED.notes";
-  uint64_t key = 0;
+  bench::PgBatchedUpsertBaseline baseline(cluster_url());
   int64_t rows = 0;
   for (auto _ : state) {
-    if (Status s = c.begin(); !s) die(s.to_string());
-    for (int i = 0; i < 1000; ++i, ++key) {
-      char id[64];
-      std::snprintf(id, sizeof id, "0190%012llx-7000-8000-%012llx", static_cast<unsigned long long>(key),
-                    static_cast<unsigned long long>(key));
-      const std::string n = std::to_string(key);
-      if (Status s = c.exec(sql, pg::Params()
-                                     .add(std::string_view(id))
-                                     .add("Bakery " + n)
-                                     .add("Springfield")
-                                     .add("+1 555 " + n)
-                                     .add(static_cast<int64_t>(key))
-                                     .add(std::string_view(notes)));
-          !s)
-        die(s.to_string());
-    }
-    if (Status s = c.commit(); !s) die(s.to_string());
-    rows += 1000;
+    baseline.run_txn();
+    rows += bench::PgBatchedUpsertBaseline::kRowsPerTxn;
   }
   state.SetItemsProcessed(rows);
 }

@@ -94,6 +94,34 @@ TEST_F(PgConnTest, CommitOfAFailedTransactionIsAnErrorNotASilentRollback) {
   EXPECT_EQ(rows->i64(0, 0), 0);
 }
 
+// for_each_row (the migration's verification of tables of any size): every row once, in one-row Rows; an
+// error of the callback or of the statement comes back after the rest is drained, and the connection works
+// on.
+TEST_F(PgConnTest, ForEachRowStreamsEveryRowAndReturnsTheFirstError) {
+  ASSERT_TRUE(conn_->exec_script("INSERT INTO t (id, n) SELECT 'k' || g, g FROM generate_series(1, 5000) g"));
+  int64_t rows = 0, sum = 0;
+  ASSERT_TRUE(conn_->for_each_row("SELECT n FROM t", [&](const pg::Rows& r) {
+    EXPECT_EQ(r.size(), 1);
+    ++rows;
+    sum += r.i64(0, 0);
+    return Status::ok();
+  }));
+  EXPECT_EQ(rows, 5000);
+  EXPECT_EQ(sum, int64_t{5000} * 5001 / 2);
+  int calls = 0;
+  Status stop = conn_->for_each_row("SELECT n FROM t", [&](const pg::Rows&) {
+    return ++calls == 10 ? Status(ErrorCode::kStorageCorrupt, "tenth row") : Status::ok();
+  });
+  EXPECT_EQ(stop.code(), ErrorCode::kStorageCorrupt);
+  EXPECT_EQ(calls, 10) << "not called again after its error";
+  Status bad = conn_->for_each_row("SELECT n / 0 FROM t", [](const pg::Rows&) { return Status::ok(); });
+  EXPECT_FALSE(bad);
+  EXPECT_EQ(conn_->sqlstate(), "22012");
+  auto count = conn_->query("SELECT count(*) FROM t");
+  ASSERT_TRUE(count) << count.status().to_string();
+  EXPECT_EQ(count->i64(0, 0), 5000);
+}
+
 TEST_F(PgConnTest, ErrorMapping) {
   Status syntax = conn_->exec("SELEC 1");
   EXPECT_EQ(syntax.code(), ErrorCode::kInternal);

@@ -30,9 +30,10 @@ using namespace store_contract;
 using server::PgCentralStore;
 using testing::PgTestDatabase;
 
-std::unique_ptr<PgCentralStore> open_pg(const std::string& url) {
+std::unique_ptr<PgCentralStore> open_pg(const std::string& url, bool group_commit = false) {
   PgCentralStore::Options options;
   options.now_ms = [] { return kStart; };
+  options.group_commit = group_commit;
   auto r = PgCentralStore::open(url, options);
   EXPECT_TRUE(r.is_ok()) << r.status().to_string();
   return r ? std::move(r.value()) : nullptr;
@@ -45,12 +46,18 @@ struct PgStoreFactory {
   PgTestDatabase db;
   std::unique_ptr<CentralStore> open() { return open_pg(db.url()); }
 };
-using PgTypes = ::testing::Types<PgStoreFactory>;
+// Group commit (fieldsync-server's default): commits with synchronous_commit off, made durable by sync().
+struct PgGroupCommitStoreFactory {
+  static constexpr bool kDurable = true;
+  PgTestDatabase db;
+  std::unique_ptr<CentralStore> open() { return open_pg(db.url(), true); }
+};
+using PgTypes = ::testing::Types<PgStoreFactory, PgGroupCommitStoreFactory>;
 class PgNames {
  public:
   template <typename T>
   static std::string GetName(int) {
-    return "Postgres";
+    return std::is_same_v<T, PgStoreFactory> ? "Postgres" : "PostgresGroupCommit";
   }
 };
 INSTANTIATE_TYPED_TEST_SUITE_P(Pg, CentralStoreContract, PgTypes, PgNames);
@@ -212,6 +219,28 @@ ScopeKey key_all() {
 // One store object holds a transaction with sequence 1 open; another store object's transaction (another
 // connection, as another server instance would have) commits while it is open. A pull in between sees neither
 // 2 without 1 nor anything past what committed in order.
+// Group commit: a CentralTxn's commit returns before its WAL flush (what the server gains: the flush leaves
+// the service's serial section and is shared), and sync() flushes the WAL past every commit that returned
+// before it began (what the acknowledgements wait for).
+TEST_F(PgStoreTest, GroupCommitSyncFlushesTheWalPastEveryCommitBeforeIt) {
+  auto store = open_pg(db_.url(), /*group_commit=*/true);
+  ASSERT_TRUE(store);
+  ASSERT_TRUE(store->commits_need_sync());
+  auto lsn = [&](const std::string& fn) { return scalar("SELECT (" + fn + "() - '0/0'::pg_lsn)::bigint"); };
+  int unflushed_at_commit = 0;
+  for (int i = 1; i <= 20; ++i) {
+    auto txn = store->begin();
+    txn->save(account(rid(i), "t-north"));
+    EXPECT_EQ(txn->append_log(log_txn(1, 11, static_cast<uint64_t>(i)), {}, {}), static_cast<uint64_t>(i));
+    ASSERT_TRUE(txn->commit());
+    const int64_t written = lsn("pg_current_wal_insert_lsn");
+    unflushed_at_commit += lsn("pg_current_wal_flush_lsn") < written;
+    ASSERT_TRUE(store->sync());
+    EXPECT_GE(lsn("pg_current_wal_flush_lsn"), written) << "commit " << i << " not flushed by sync()";
+  }
+  EXPECT_GT(unflushed_at_commit, 0) << "every commit flushed by itself: group commit is not in effect";
+}
+
 TEST_F(PgStoreTest, ALateCommitIsNeverSkipped) {
   auto a = open_pg(db_.url()), b = open_pg(db_.url()), reader = open_pg(db_.url());
   ASSERT_TRUE(a && b && reader);

@@ -78,7 +78,8 @@ flags given on the command line override the file):
   --max-queue-frames N      per-session write queue cap in frames (default 64)
   --group-commit on|off     on (default): pushes from many sessions share one flush of the store; every
                             acknowledgement still leaves only after its commit is on disk. off: one fsync
-                            per commit (synchronous=FULL).
+                            per commit (SQLite synchronous=FULL; PostgreSQL synchronous_commit on for every
+                            commit instead of one flushed commit per group).
   --max-protocol N          the newest sync protocol version sessions may speak (1 or 2; default 2). 1: every
                             device speaks version 1, so no frame is compressed (docs/DESIGN.md section 8)
   --time-zone ZONE          the company's time zone, an IANA name (Europe/Berlin): the head-office reports'

@@ -65,22 +65,37 @@ Digest sha256(std::string_view bytes) {
   return d;
 }
 
-// The table's checksum: SHA-256 over its rows' digests in sorted order, so the engines' row order (and
-// collations) do not matter and a missing, extra or changed row does.
-std::string table_sum(std::vector<Digest>& rows) {
-  std::sort(rows.begin(), rows.end());
-  std::string all;
-  all.reserve(rows.size() * 32);
-  for (const Digest& d : rows) all.append(reinterpret_cast<const char*>(d.data()), d.size());
-  const Digest d = sha256(all);
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (uint8_t b : d) {
-    out += hex[b >> 4];
-    out += hex[b & 15];
+// The table's checksum, order-independent so that the engines' row order (and collations) do not matter: the
+// rows' SHA-256 digests summed as 256-bit integers (mod 2^256), then hashed. A missing, extra, duplicated or
+// changed row changes it; it is kept in 32 bytes however many rows the table has, so a table is verified
+// as it streams by (sorting the digests held 32 bytes per row).
+class TableSum {
+ public:
+  void add(const Digest& d) {
+    unsigned carry = 0;
+    for (size_t i = d.size(); i-- > 0;) {
+      const unsigned v = static_cast<unsigned>(sum_[i]) + d[i] + carry;
+      sum_[i] = static_cast<uint8_t>(v);
+      carry = v >> 8;
+    }
+    ++rows_;
   }
-  return out;
-}
+  int64_t rows() const { return rows_; }
+  std::string hex() const {
+    const Digest d = sha256(std::string_view(reinterpret_cast<const char*>(sum_.data()), sum_.size()));
+    static const char* digits = "0123456789abcdef";
+    std::string out;
+    for (uint8_t b : d) {
+      out += digits[b >> 4];
+      out += digits[b & 15];
+    }
+    return out;
+  }
+
+ private:
+  Digest sum_{};
+  int64_t rows_ = 0;
+};
 
 // The columns of a SQLite table, in order.
 Result<std::vector<std::string>> columns_of(sqlite::Db& db, const std::string& table) {
@@ -151,7 +166,7 @@ Status copy_table(sqlite::Db& src, pg::Conn& dst, const TableMap& t, const std::
 Result<MigrationReport::Table> sum_sqlite(sqlite::Db& db, const TableMap& t,
                                           const std::vector<std::string>& cols) {
   sqlite::Stmt q(db, "SELECT " + column_list(cols) + " FROM " + t.source);
-  std::vector<Digest> rows;
+  TableSum sum;
   const int n = static_cast<int>(cols.size());
   std::string row;
   while (q.step()) {
@@ -173,42 +188,42 @@ Result<MigrationReport::Table> sum_sqlite(sqlite::Db& db, const TableMap& t,
         }
       }
     }
-    rows.push_back(sha256(row));
+    sum.add(sha256(row));
   }
   if (!q.ok()) return q.status();
-  return MigrationReport::Table{t.target, static_cast<int64_t>(rows.size()), table_sum(rows)};
+  return MigrationReport::Table{t.target, sum.rows(), sum.hex()};
 }
 
-// The same of the PostgreSQL table.
+// The same of the PostgreSQL table, streamed row by row (constant memory).
 Result<MigrationReport::Table> sum_pg(pg::Conn& db, const TableMap& t, const std::vector<std::string>& cols) {
-  Result<pg::Rows> rs = db.query("SELECT " + column_list(cols) + " FROM " + t.target);
-  if (!rs) return rs.status();
-  std::vector<Digest> rows;
+  TableSum sum;
   std::string row;
-  for (int r = 0; r < rs->size(); ++r) {
+  Status read = db.for_each_row("SELECT " + column_list(cols) + " FROM " + t.target, [&](const pg::Rows& rs) {
     row.clear();
-    for (int c = 0; c < rs->columns(); ++c) {
-      if (rs->null(r, c)) {
+    for (int c = 0; c < rs.columns(); ++c) {
+      if (rs.null(0, c)) {
         canonical(row, 'n', {});
         continue;
       }
-      switch (rs->kind(c)) {
+      switch (rs.kind(c)) {
         case pg::Rows::Kind::kInteger:
-          canonical(row, 'i', std::to_string(rs->i64(r, c)));
+          canonical(row, 'i', std::to_string(rs.i64(0, c)));
           break;
         case pg::Rows::Kind::kFloat:
-          canonical(row, 'r', real_text(rs->f64(r, c)));
+          canonical(row, 'r', real_text(rs.f64(0, c)));
           break;
         case pg::Rows::Kind::kBytes:
-          canonical(row, 's', rs->bytes(r, c));
+          canonical(row, 's', rs.bytes(0, c));
           break;
         case pg::Rows::Kind::kOther:
           return Status(ErrorCode::kInternal, t.target + ": a column of a type the migration does not read");
       }
     }
-    rows.push_back(sha256(row));
-  }
-  return MigrationReport::Table{t.target, static_cast<int64_t>(rows.size()), table_sum(rows)};
+    sum.add(sha256(row));
+    return Status::ok();
+  });
+  if (!read) return read;
+  return MigrationReport::Table{t.target, sum.rows(), sum.hex()};
 }
 
 Result<int64_t> pg_count(pg::Conn& db, const std::string& sql) {

@@ -313,6 +313,25 @@ Status Conn::exec(const std::string& sql, const Params& params) {
   return r ? Status::ok() : r.status();
 }
 
+Status Conn::for_each_row(const std::string& sql, const std::function<Status(const Rows&)>& row) {
+  if (broken()) return status_from("", "PostgreSQL query", "");
+  if (PQsendQueryParams(conn_, sql.c_str(), 0, nullptr, nullptr, nullptr, nullptr, 1) != 1)
+    return check(nullptr, "PostgreSQL query");
+  Status out;
+  if (PQsetSingleRowMode(conn_) != 1) out = Status(ErrorCode::kInternal, "libpq refused single-row mode");
+  while (PGresult* r = PQgetResult(conn_)) {
+    if (PQresultStatus(r) == PGRES_SINGLE_TUPLE) {
+      Rows one(r);  // owns r
+      if (out) out = row(one);
+      continue;
+    }
+    Status s = check(r, "PostgreSQL query");  // the end (TUPLES_OK, no rows) or the error
+    PQclear(r);
+    if (out) out = s;
+  }
+  return out;
+}
+
 Status Conn::exec_script(const std::string& sql) {
   if (broken()) return status_from("", "PostgreSQL script", "");
   PGresult* r = PQexec(conn_, sql.c_str());
@@ -325,9 +344,10 @@ Status Conn::begin(std::string_view how) {
   return exec_script(std::string(how));
 }
 
-Status Conn::commit() {
+Status Conn::commit(std::string_view before) {
   if (broken()) return status_from("", "COMMIT", "");
-  PGresult* r = PQexec(conn_, "COMMIT");
+  const std::string sql = std::string(before) + "COMMIT";
+  PGresult* r = PQexec(conn_, sql.c_str());
   Status s = check(r, "COMMIT");
   if (s && std::strcmp(PQcmdStatus(r), "COMMIT") != 0) {
     // The server ended a failed transaction with ROLLBACK: nothing of it was written.

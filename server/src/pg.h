@@ -25,6 +25,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -109,6 +110,10 @@ class Conn {
   Result<Rows> query(const std::string& sql, const Params& params = {});
   // The same for a statement whose rows are not wanted.
   Status exec(const std::string& sql, const Params& params = {});
+  // Runs `sql` (no parameters) and hands `row` each row as it arrives (libpq's single-row mode: a Rows of one
+  // row), so a table of any size is read in constant memory. The first error -- the statement's or the
+  // callback's -- is returned once the rest of the result has been drained.
+  Status for_each_row(const std::string& sql, const std::function<Status(const Rows&)>& row);
   // Statements without parameters, possibly several separated by ';' (DDL, SET): the simple protocol.
   Status exec_script(const std::string& sql);
 
@@ -116,7 +121,9 @@ class Conn {
   // COMMIT that checks the server really committed: a transaction that failed earlier ends in ROLLBACK,
   // which is an error here, not a silent ok. A connection lost during COMMIT leaves the outcome unknown:
   // kStorageIo, retryable (what fieldsync writes is idempotent per node_seq, so a retry is safe).
-  Status commit();
+  // `before`: statements without parameters (each ending in ';') sent with COMMIT in one round trip; the
+  // first that fails ends the transaction in ROLLBACK, which is then the error.
+  Status commit(std::string_view before = {});
   Status rollback();
 
   // The connection is gone (the server closed it, a network error): every later statement fails, and the

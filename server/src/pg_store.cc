@@ -442,7 +442,11 @@ class PgCentralTxn final : public CentralTxn {
       return;
     }
     conn_ = std::move(c.value());
-    if (Status s = conn_->begin("BEGIN"); !s) {
+    // Group commit: the commit returns once its WAL record is written, not flushed; sync() flushes. One
+    // round trip for both statements.
+    if (Status s =
+            conn_->begin(store.options_.group_commit ? "BEGIN; SET LOCAL synchronous_commit = off" : "BEGIN");
+        !s) {
       error_ = s;
       return;
     }
@@ -508,34 +512,28 @@ class PgCentralTxn final : public CentralTxn {
   // Locks the node's watermark row until commit (created at 0 if the node is new), so another instance
   // applying the same node's transaction waits for this one and then sees its watermark: dedupe holds
   // across instances.
+  // One round trip: the no-op DO UPDATE takes the row lock (waiting for another holder's commit, then
+  // returning the committed value, as SELECT ... FOR UPDATE would) and creates the row if it is absent.
   Result<NodeState> node_state(NodeId node) override {
     if (!open_) return store_.node_state(node);
-    if (Status s =
-            conn_->exec("INSERT INTO _nodes (node, last_node_seq) VALUES ($1, 0) ON CONFLICT (node) DO "
-                        "NOTHING",
-                        pg::Params().add(as_sql(node)));
-        !s) {
-      fail(s);
-      return s;
-    }
-    auto rows = conn_->query("SELECT last_node_seq FROM _nodes WHERE node = $1 FOR UPDATE",
-                             pg::Params().add(as_sql(node)));
+    auto rows = conn_->query(
+        "INSERT INTO _nodes (node, last_node_seq) VALUES ($1, 0) ON CONFLICT (node) DO UPDATE SET "
+        "last_node_seq = _nodes.last_node_seq RETURNING last_node_seq",
+        pg::Params().add(as_sql(node)));
     if (!rows) {
       fail(rows.status());
       return rows.status();
     }
+    if (auto set = nodes_.find(node); set != nodes_.end())
+      return NodeState{node, set->second};  // not sent yet
     if (rows->size() == 0) return NodeState{node, 0};
     return NodeState{node, from_sql(rows->i64(0, 0))};
   }
 
+  // Sent with COMMIT (see commit()).
   void set_node_state(const NodeState& state) override {
     if (!usable()) return;
-    if (Status s =
-            conn_->exec("INSERT INTO _nodes (node, last_node_seq) VALUES ($1, $2) ON CONFLICT (node) DO "
-                        "UPDATE SET last_node_seq = EXCLUDED.last_node_seq",
-                        pg::Params().add(as_sql(state.node)).add(as_sql(state.last_node_seq)));
-        !s)
-      fail(s);
+    nodes_[state.node] = state.last_node_seq;
   }
 
   void add_rejection(const StoredRejection& r) override {
@@ -572,17 +570,32 @@ class PgCentralTxn final : public CentralTxn {
   uint64_t append_log(ServerTxn txn, std::vector<ConflictRecord> conflicts,
                       std::vector<ScopeKey> scopes) override {
     if (!usable()) return 0;  // never committed: commit() reports the error
-    auto head = conn_->query("UPDATE _head SET server_seq = server_seq + 1 RETURNING server_seq");
-    if (!head) {
-      fail(head.status());
-      return 0;
+    // The first entry of the transaction takes the head's row lock and the next sequence; while the lock is
+    // held nobody else can take one, so the later entries count on from it here and commit() writes the
+    // last one to the head (with COMMIT, one round trip).
+    uint64_t seq = 0;
+    if (last_seq_ == 0) {
+      auto head = conn_->query("UPDATE _head SET server_seq = server_seq + 1 RETURNING server_seq");
+      if (!head) {
+        fail(head.status());
+        return 0;
+      }
+      seq = from_sql(head->i64(0, 0));
+    } else {
+      seq = last_seq_ + 1;
+      head_dirty_ = true;
     }
-    const uint64_t seq = from_sql(head->i64(0, 0));
+    last_seq_ = seq;
     txn.server_seq = seq;
     const std::vector<uint8_t> blob = codec::encode_server_txn(txn);
+    std::vector<std::string> keys;
+    for (const ScopeKey& k : scopes) keys.push_back(scope_text(k));
+    // The entry and its scope index rows in one statement (one round trip).
     if (Status s = conn_->exec(
-            "INSERT INTO _log (server_seq, origin_node, origin_user, origin_node_seq, change_count, blob, "
-            "recorded_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "WITH entry AS (INSERT INTO _log (server_seq, origin_node, origin_user, origin_node_seq, "
+            "change_count, blob, recorded_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)) INSERT INTO _log_scope "
+            "(scope, server_seq) SELECT DISTINCT k, $1::bigint FROM unnest($8::text[]) AS k ON CONFLICT DO "
+            "NOTHING",
             pg::Params()
                 .add(as_sql(seq))
                 .add(as_sql(txn.origin_node))
@@ -590,23 +603,11 @@ class PgCentralTxn final : public CentralTxn {
                 .add(as_sql(txn.origin_node_seq))
                 .add(static_cast<int64_t>(txn.changes.size()))
                 .add_bytes(blob)
-                .add(store_.now_ms()));
+                .add(store_.now_ms())
+                .add(pg::text_array(keys)));
         !s) {
       fail(s);
       return seq;
-    }
-    if (!scopes.empty()) {
-      std::vector<std::string> keys;
-      for (const ScopeKey& k : scopes) keys.push_back(scope_text(k));
-      // One statement for every key of the entry.
-      if (Status s = conn_->exec("INSERT INTO _log_scope (scope, server_seq) SELECT DISTINCT k, $2::bigint "
-                                 "FROM unnest($1::text[]) "
-                                 "AS k ON CONFLICT DO NOTHING",
-                                 pg::Params().add(pg::text_array(keys)).add(as_sql(seq)));
-          !s) {
-        fail(s);
-        return seq;
-      }
     }
     for (ConflictRecord& c : conflicts) {
       c.server_seq = seq;
@@ -634,17 +635,16 @@ class PgCentralTxn final : public CentralTxn {
     return seq;
   }
 
+  // Sent with COMMIT (see commit()).
   void set_clock(Hlc hlc) override {
     if (!usable()) return;
-    if (Status s = conn_->exec("UPDATE _head SET clock = greatest(clock, $1)", pg::Params().add(as_sql(hlc)));
-        !s)
-      fail(s);
+    clock_ = std::max(clock_.value_or(0), hlc);
   }
 
   Status commit() override {
     if (!open_) return error_;  // begin failed (kept its error), or committed already (see below)
     Status result = error_;
-    if (result) result = conn_->commit();
+    if (result) result = conn_->commit(deferred_sql());
     if (!result && !conn_->broken() && conn_->in_transaction()) (void)conn_->rollback();
     open_ = false;
     error_ = result ? Status(ErrorCode::kInternal, "central store transaction committed twice") : result;
@@ -653,6 +653,23 @@ class PgCentralTxn final : public CentralTxn {
 
  private:
   bool usable() const { return open_ && error_.is_ok(); }
+  // The writes commit() sends ahead of COMMIT in the same round trip: watermarks, the clock and the log head.
+  // Integers only (formatted here, never text from outside), so a simple-protocol script is safe.
+  std::string deferred_sql() const {
+    std::string sql;
+    for (const auto& [node, seq] : nodes_)
+      sql += "INSERT INTO _nodes (node, last_node_seq) VALUES (" + std::to_string(as_sql(node)) + ", " +
+             std::to_string(as_sql(seq)) +
+             ") ON CONFLICT (node) DO UPDATE SET last_node_seq = " + "EXCLUDED.last_node_seq; ";
+    if (clock_ || head_dirty_) {
+      sql += "UPDATE _head SET ";
+      if (clock_) sql += "clock = greatest(clock, " + std::to_string(as_sql(*clock_)) + ")";
+      if (head_dirty_)
+        sql += std::string(clock_ ? ", " : "") + "server_seq = " + std::to_string(as_sql(last_seq_));
+      sql += "; ";
+    }
+    return sql;
+  }
   void fail(const Status& s) {
     if (error_) error_ = s;
   }
@@ -667,6 +684,11 @@ class PgCentralTxn final : public CentralTxn {
   bool open_ = false;
   Status error_;
   std::set<RecordKey> saved_events_;  // calendar events saved here (ordering of events_overlapping)
+  // Written at commit (deferred_sql).
+  std::map<NodeId, uint64_t> nodes_;
+  std::optional<Hlc> clock_;
+  uint64_t last_seq_ = 0;    // the last sequence this transaction took (0: none yet, the head not locked)
+  bool head_dirty_ = false;  // sequences after the first one taken: the head row must be set at commit
 };
 
 // ---- Store
@@ -759,6 +781,18 @@ Result<std::unique_ptr<PgCentralStore>> PgCentralStore::open(const std::string& 
   if (Status s = conn.commit(); !s) return fail(s);
   store->release(std::move(c.value()));
   return store;
+}
+
+// Every commit made with synchronous_commit off before this call returns is durable after it: the message's
+// commit record is written to the WAL after theirs (the WAL is one ordered stream), and with
+// synchronous_commit on its commit flushes the WAL up to itself (and waits for synchronous standbys, where an
+// operator has them). A transactional logical message is the smallest write that gets a commit record
+// without touching a table; everyone may call pg_logical_emit_message, at any wal_level. One round trip.
+Status PgCentralStore::sync() {
+  if (!options_.group_commit) return Status::ok();
+  Lease lease(*this);
+  if (!lease.status()) return lease.status();
+  return lease.conn().exec("SELECT pg_logical_emit_message(true, 'fieldsync', '')");
 }
 
 std::unique_ptr<CentralTxn> PgCentralStore::begin() {

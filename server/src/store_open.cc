@@ -15,7 +15,10 @@ Result<OpenedStore> open_store(const std::string& location, const StoreOpenOptio
       if (!dir) return dir.status();
       out.directory = std::move(dir.value());
     }
-    auto store = PgCentralStore::open(location, PgCentralStore::Options{});
+    PgCentralStore::Options pg_options;
+    // --group-commit means the same on both stores: pushes share the store's flushes.
+    pg_options.group_commit = options.sqlite.group_commit;
+    auto store = PgCentralStore::open(location, pg_options);
     if (!store) return store.status();
     out.postgres = store.value().get();
     out.store = std::move(store.value());

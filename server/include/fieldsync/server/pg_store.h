@@ -4,8 +4,8 @@
 //
 // Semantics are exactly MemoryCentralStore's and SqliteCentralStore's: tests/store_contract.h runs one
 // contract suite against all three. Durability: every commit() that returned ok is durable
-// (synchronous_commit is on for the store's connections; see commits_need_sync), so SyncServer acknowledges
-// only what survives.
+// (synchronous_commit is on for the store's connections), or, with Options::group_commit, every commit before
+// a sync() that returned ok (see commits_need_sync), so SyncServer acknowledges only what survives.
 //
 // Layout (one database, or the schema the URL's search_path names; DDL in PostgreSQL dialect from
 // schema::all_ddl(Dialect::kPostgres)):
@@ -27,15 +27,17 @@
 // Node ids, node sequences and HLCs are unsigned 64-bit, stored as BIGINT with the same bit pattern.
 // Not yet here (SQLite has them): the head-office report tables (_stage_history, _order_fact) and audit().
 //
-// The sequence rule: append_log takes the next server_seq with `UPDATE _head SET server_seq = server_seq + 1
-// RETURNING server_seq`, whose row lock is held until the transaction commits or rolls back. A second writer
-// (another thread, another store object, another server instance) waits in its own append_log until the first
-// has committed, and then reads the committed counter. So sequences commit in the order they are handed out,
-// with no gaps (a rollback gives its number back), and a reader that sees N sees every sequence below N: a
-// pull never skips a change that commits late. The price is that writers serialise from append_log to the end
-// of their commit (the log, scope index and conflict rows, node watermark and one WAL flush): append_log is
-// the last write SyncServer makes before commit, so record writes and the rules still run in parallel.
-// set_clock writes the same row, so the two never deadlock with each other.
+// The sequence rule: a transaction's first append_log takes the next server_seq with `UPDATE _head SET
+// server_seq = server_seq + 1 RETURNING server_seq`, whose row lock is held until the transaction commits or
+// rolls back (its later entries count on from it, and the head's final value is written with COMMIT). A
+// second writer (another thread, another store object, another server instance) waits in its own append_log
+// until the first has committed, and then reads the committed counter. So sequences commit in the order they
+// are handed out, with no gaps (a rollback gives its number back), and a reader that sees N sees every
+// sequence below N: a pull never skips a change that commits late. The price is that writers serialise from
+// append_log to the end of their commit (the log, scope index and conflict rows, node watermark and, without
+// group commit, one WAL flush): append_log is the last write SyncServer makes before commit, so record writes
+// and the rules still run in parallel. set_clock writes the same row, so the two never deadlock with each
+// other.
 //
 // Dedupe across instances: CentralTxn::node_state locks the node's _nodes row (creating it at 0 if absent)
 // until commit, so two instances offered the same node's transaction at once apply it once: the second waits,
@@ -84,6 +86,12 @@ class PgCentralStore final : public CentralStore {
     std::function<int64_t()> now_ms;
     // Idle connections kept for reuse; more are opened when more threads use the store at once.
     size_t max_idle_connections = 8;
+    // Group commit (fieldsync-server --group-commit on, the default there): a CentralTxn commits with
+    // synchronous_commit off (visible at once, durable once the WAL is flushed) and sync() makes every commit
+    // so far durable with one flush, so the caller must hold back what it produced since its last sync()
+    // (CentralStore::commits_need_sync; SyncService does). Off (the default here, and for fieldsync-admin):
+    // every commit is durable when it returns.
+    bool group_commit = false;
   };
 
   // Connects to `url` (a libpq URL, "postgresql://user@host:port/db"), creates or migrates the store's
@@ -108,11 +116,16 @@ class PgCentralStore final : public CentralStore {
   Result<std::vector<RecordState>> scope_children(EntityId parent_entity, const RecordId& parent) override;
   Result<Hlc> clock() override;
   Result<NodeState> node_state(NodeId node) override;
-  // Every commit is durable when it returns (synchronous_commit on: the commit's WAL record is flushed, and
-  // with synchronous standbys configured, acknowledged by them, before COMMIT returns). Group commit is
-  // PostgreSQL's own (commit_delay / the WAL writer batching concurrent flushes), so sync() has nothing to
-  // do.
-  bool commits_need_sync() const override { return false; }
+  // Without group commit every commit is durable when it returns (synchronous_commit on: the commit's WAL
+  // record is flushed, and with synchronous standbys configured, acknowledged by them, before COMMIT
+  // returns), and sync() has nothing to do. With it (Options::group_commit), commits return before their
+  // flush, and sync() makes every commit that returned before it began durable: one flush for all of them.
+  // That also covers other instances' commits this one has read (a live batch built from another instance's
+  // log entry): a commit record is in the WAL before anyone can see the commit, and the WAL is flushed in
+  // order. So an instance that holds back every frame until its next sync() never shows a device a change
+  // that a crash of the database could take back.
+  bool commits_need_sync() const override { return options_.group_commit; }
+  Status sync() override;
 
   // Inspection for tests and the admin tool.
   Result<std::vector<StoredRejection>> rejections();
