@@ -126,10 +126,10 @@ class Seed {
   explicit Seed(const std::string& path, NodeId node = 77, std::optional<std::string> time_zone = {})
       : node_(node), ids_(node) {
 #if FIELDSYNC_REPORTS_ON_POSTGRESQL
-    // (No rollup on PostgreSQL: every zone's days come from the visits, so the company zone has no role.)
-    (void)time_zone;
+    // (No rollup on PostgreSQL: every zone's days come from the visits; the zone names the company's days.)
     PgCentralStore::Options options;
     options.now_ms = [] { return kJul1; };
+    options.time_zone = std::move(time_zone);
     store_ = PgCentralStore::open(path, options).value();
 #else
     SqliteCentralStore::Options options;
@@ -855,12 +855,13 @@ TEST(ReportsFacts, RevenueFollowsEditsDeletesMovesAndCancellations) {
   EXPECT_EQ(total(), -1) << "a cancelled order is no revenue";
 }
 
+#if !FIELDSYNC_REPORTS_ON_POSTGRESQL  // SQLite's triggers and file format
 // A new order's fact takes its totals in its insert (format 8): from the live lines already stored, which a
 // writer other than the server may store before their order. Such lines get the order's attributes then,
 // and later lines add to the totals. A format-7 file's trigger (two statements) is replaced on open.
 TEST(ReportsFacts, AnOrderStoredAfterItsLinesCountsThemAndFormatSevenGetsTheNewTrigger) {
-  TempDir dir;
-  const std::string path = dir.file("central.db");
+  StorePlace dir;
+  const std::string path = dir.location();
   {
     Seed s(path);
     RecordId a = s.create(EntityId::kAccount, kDec1, {{1, text("A")}, {2, text("north")}, {10, text("ho")}});
@@ -919,6 +920,7 @@ TEST(ReportsFacts, AnOrderStoredAfterItsLinesCountsThemAndFormatSevenGetsTheNewT
   ASSERT_EQ(r.at("by_product").as_array().size(), 1u) << r;
   EXPECT_EQ(r.at("by_product").at(0).at("revenue_cents").as_int64(), 2100) << "the line facts count too";
 }
+#endif
 
 // Activity and plan versus execution read _visit_day and _appointment_fact, which triggers on visits and
 // events keep: a visit's outcome edited, a visit linked to the appointment and linked elsewhere again, the
@@ -1189,14 +1191,13 @@ TEST(ReportsTimeZone, TheRollupCountsLocalDaysOfTheCompanyZoneAcrossSummerTime) 
             (DayCounts{{"2026-03-29", 1}, {"2026-03-30", 1}, {"2026-10-25", 1}}));
 }
 
-#if !FIELDSYNC_REPORTS_ON_POSTGRESQL  // the rollup and the zone kept in SQLite's store file
 // Asked with neither tz nor tz_offset_minutes (the API's default, and the dashboard's), a report is in the
-// company's zone whatever the caller's: Berlin days from the rollup, the zone named in the answer; the CSV's
-// times too. A store without a zone (fieldsync-admin's new file) answers in UTC.
+// company's zone whatever the caller's: Berlin days (from the rollup on SQLite), the zone named in the
+// answer; the CSV's times too. A store without a zone (fieldsync-admin's new file) answers in UTC.
 TEST(ReportsTimeZone, WithoutAZoneAReportIsInTheCompanysZone) {
   ZoneStore z;
   seed_zone_visits(z.path, "Europe/Berlin");
-  auto db = open_report_db(z.path).value();
+  auto db = reader(z.path);
   Result<ReportFilter> f =
       parse_filter({{"from", std::to_string(kJan1)}, {"to", std::to_string(kJan1 + 365 * kDay)}}, 0);
   ASSERT_TRUE(f.is_ok()) << f.status().to_string();
@@ -1229,13 +1230,14 @@ TEST(ReportsTimeZone, WithoutAZoneAReportIsInTheCompanysZone) {
 
   ZoneStore plain;
   seed_zone_visits(plain.path, std::nullopt);
-  auto pdb = open_report_db(plain.path).value();
+  auto pdb = reader(plain.path);
   json::value u = run_report(*pdb, "activity", *f, kHeadOffice).value();
   EXPECT_EQ(u.at("period").at("time_zone").as_string(), "UTC");
   EXPECT_EQ(visits_per_day(u),
             (DayCounts{{"2026-03-28", 2}, {"2026-03-29", 2}, {"2026-10-24", 1}, {"2026-10-25", 1}}));
 }
 
+#if !FIELDSYNC_REPORTS_ON_POSTGRESQL  // the rollup and the zone kept in SQLite's store file
 // Which path a report takes: a row planted in the rollup shows in the company zone's report only.
 TEST(ReportsTimeZone, OnlyTheCompanyZoneReadsTheRollupAndAnotherZoneRecountsIt) {
   ZoneStore z;

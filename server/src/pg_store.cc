@@ -100,6 +100,8 @@ std::vector<std::string> report_ddl() {
       "BIGINT NOT NULL)",
       "CREATE TABLE IF NOT EXISTS _case_sla (priority TEXT COLLATE \"C\" PRIMARY KEY, due_minutes BIGINT NOT "
       "NULL)",
+      // The company's time zone (Options::time_zone), as SQLite's store file keeps it; no rollup here.
+      "CREATE TABLE IF NOT EXISTS _report_zone (id INTEGER PRIMARY KEY CHECK (id = 1), name TEXT NOT NULL)",
       // What the periods filter by.
       "CREATE INDEX IF NOT EXISTS idx_report_order_date ON \"order\" ((coalesce(submitted_at, approved_at)))",
       "CREATE INDEX IF NOT EXISTS idx_report_visit_check_in ON visit (check_in_at)",
@@ -772,6 +774,14 @@ Result<std::unique_ptr<PgCentralStore>> PgCentralStore::open(const std::string& 
   if (!no_stints) return fail(no_stints.status());
   if (no_stints->i64(0, 0))
     if (Status s = file_current_stages(conn); !s) return fail(s);
+  if (const std::optional<std::string>& zone = store->options_.time_zone) {
+    if (Status s =
+            conn.exec("INSERT INTO _report_zone (id, name) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET "
+                      "name = EXCLUDED.name",
+                      pg::Params().add(std::string_view(*zone)));
+        !s)
+      return fail(s);
+  }
   if (Status s =
           conn.exec("INSERT INTO _state (key, value) VALUES ('format', $1) ON CONFLICT (key) DO UPDATE SET "
                     "value = EXCLUDED.value",

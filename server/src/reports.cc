@@ -1400,11 +1400,21 @@ CsvQuery csv_query(CsvKind kind, const ReportFilter& f, const Scope& s) {
   return c;
 }
 
+// The company's time zone: the one SQLite's rollup counts days in, or the one PostgreSQL's store keeps
+// (PgCentralStore::Options::time_zone); empty when the store has none.
+Result<std::string> store_company_zone(SqlReader& db) {
+  if (db.dialect() == SqlDialect::kSqlite) return store_rollup_zone(db);
+  Rows z = db.query("SELECT name FROM _report_zone WHERE id = 1");
+  if (z.step()) return z.col_text(0);
+  if (!z.ok()) return z.status();
+  return std::string();
+}
+
 // The filter with company_zone resolved to the store's zone by name (reports.h).
 Result<ReportFilter> with_company_zone(SqlReader& db, const ReportFilter& filter) {
   ReportFilter f = filter;
   if (!f.company_zone) return f;
-  Result<std::string> zone = store_rollup_zone(db);
+  Result<std::string> zone = store_company_zone(db);
   if (!zone) return zone.status();
   f.time_zone = zone->empty() ? "UTC" : *zone;
   f.tz_offset_minutes = 0;

@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "fieldsync/server/pg_store.h"
+#include "local_time.h"
 
 namespace fieldsync::server {
 
@@ -18,6 +19,10 @@ Result<OpenedStore> open_store(const std::string& location, const StoreOpenOptio
     PgCentralStore::Options pg_options;
     // --group-commit means the same on both stores: pushes share the store's flushes.
     pg_options.group_commit = options.sqlite.group_commit;
+    pg_options.time_zone = options.sqlite.time_zone;
+    if (pg_options.time_zone)  // (SQLite's store checks its zone as it builds the rollup's offsets)
+      if (Result<std::vector<ZoneSpan>> known = zone_spans(*pg_options.time_zone, 0, 1); !known)
+        return Status(ErrorCode::kInvalidArgument, "time zone: " + known.status().message());
     auto store = PgCentralStore::open(location, pg_options);
     if (!store) return store.status();
     out.postgres = store.value().get();

@@ -92,6 +92,11 @@ class PgCentralStore final : public CentralStore {
     // (CentralStore::commits_need_sync; SyncService does). Off (the default here, and for fieldsync-admin):
     // every commit is durable when it returns.
     bool group_commit = false;
+    // The company's time zone (fieldsync-server --time-zone, an IANA name): the days and months of
+    // head-office reports asked without a zone (reports.h ReportFilter::company_zone), kept in the database
+    // so every instance answers alike. Unset: the database's zone stays (UTC for a new one). An unknown name
+    // fails open.
+    std::optional<std::string> time_zone;
   };
 
   // Connects to `url` (a libpq URL, "postgresql://user@host:port/db"), creates or migrates the store's
