@@ -134,7 +134,7 @@ TEST(SqliteStore, FormatOneFileGetsItsLogIndexedOnOpen) {
   ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT value FROM _state WHERE key = 'format'", -1, &q, nullptr),
             SQLITE_OK);
   ASSERT_EQ(sqlite3_step(q), SQLITE_ROW);
-  EXPECT_EQ(sqlite3_column_int(q, 0), 7) << "migrated files say so";
+  EXPECT_EQ(sqlite3_column_int(q, 0), 8) << "migrated files say so";
   sqlite3_finalize(q);
   sqlite3_close(db);
 }
@@ -188,7 +188,7 @@ TEST(SqliteStore, FormatSixFileGetsSchemaThreesColumnAndTables) {
     sqlite3_finalize(q);
     return v;
   };
-  EXPECT_EQ(scalar("SELECT value FROM _state WHERE key = 'format'"), "7");
+  EXPECT_EQ(scalar("SELECT value FROM _state WHERE key = 'format'"), "8");
   EXPECT_EQ(scalar("SELECT opportunity_id FROM calendar_event"), rid(301).to_string());
   EXPECT_EQ(
       scalar("SELECT count(*) FROM sqlite_schema WHERE name IN ('lead', 'service_case', 'asset', 'task', "

@@ -786,7 +786,7 @@ TEST_P(PowerCutMigration, ReplicaCutAnywhereInItsMigration) {
       sqlite3_stmt* q = nullptr;
       ASSERT_EQ(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &q, nullptr), SQLITE_OK);
       ASSERT_EQ(sqlite3_step(q), SQLITE_ROW);
-      EXPECT_EQ(sqlite3_column_int(q, 0), 4);
+      EXPECT_EQ(sqlite3_column_int(q, 0), client::SqliteReplicaStore::kFormatVersion);
       sqlite3_finalize(q);
       sqlite3_close(db);
       if (::testing::Test::HasFailure()) return;
