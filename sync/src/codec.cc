@@ -533,7 +533,10 @@ Offset<fb::Tombstone> put_tombstone(FlatBufferBuilder& b, uint32_t record, const
                              deleted_by, delete_seen);
 }
 
-Offset<fb::RecordColumns> put_record_columns(FlatBufferBuilder& b, const std::vector<RecordState>& records) {
+// The columns of a page of records (fb::RecordColumns) as put_record_columns fills them from decoded records
+// and put_stored_record_columns straight from stored ones: one set of columns and one way to finish them, so
+// the two write the same bytes.
+struct RecordColumnsBuilder {
   std::vector<uint16_t> entities, field_ids;
   std::vector<fb::Id128> ids;
   std::vector<uint64_t> created_hlc, created_node, version_hlc, version_node, fragment_hlc, fragment_node;
@@ -544,69 +547,77 @@ Offset<fb::RecordColumns> put_record_columns(FlatBufferBuilder& b, const std::ve
   UserTable user_table;
   bool nodes_differ = false, any_fragments = false;
   uint64_t prev_created = 0;
+
+  Offset<fb::RecordColumns> finish(FlatBufferBuilder& b) {
+    if (!nodes_differ) version_node.clear();
+    if (!any_fragments) fragment_counts.clear();
+    auto o_entities = put_column(b, entities);
+    auto o_ids = put_struct_column(b, ids);
+    auto o_created_hlc = put_column(b, created_hlc);
+    auto o_created_node = put_column(b, created_node);
+    auto o_field_counts = put_column(b, field_counts);
+    auto o_tombstones =
+        tombstones.empty() ? Offset<Vector<Offset<fb::Tombstone>>>() : b.CreateVector(tombstones);
+    auto o_field_ids = put_column(b, field_ids);
+    auto o_kinds = put_column(b, values.kinds);
+    auto o_version_hlc = put_column(b, version_hlc);
+    auto o_version_node = put_column(b, version_node);
+    auto o_users = put_column(b, users);
+    auto o_fragment_counts = put_column(b, fragment_counts);
+    auto o_ints = put_column(b, values.ints);
+    auto o_reals = put_column(b, values.reals);
+    auto o_text_sizes = put_column(b, values.text_sizes);
+    auto o_text = put_column(b, values.text);
+    auto o_fragment_hlc = put_column(b, fragment_hlc);
+    auto o_fragment_node = put_column(b, fragment_node);
+    auto o_fragment_users = put_column(b, fragment_users);
+    auto o_fragment_text_sizes = put_column(b, fragment_text_sizes);
+    auto o_fragment_text = put_column(b, fragment_text);
+    auto o_user_table = user_table.put(b);
+    return fb::CreateRecordColumns(b, o_entities, o_ids, o_created_hlc, o_created_node, o_field_counts,
+                                   o_tombstones, o_field_ids, o_kinds, o_version_hlc, o_version_node, o_users,
+                                   o_fragment_counts, o_ints, o_reals, o_text_sizes, o_text, o_fragment_hlc,
+                                   o_fragment_node, o_fragment_users, o_fragment_text_sizes, o_fragment_text,
+                                   o_user_table);
+  }
+};
+
+Offset<fb::RecordColumns> put_record_columns(FlatBufferBuilder& b, const std::vector<RecordState>& records) {
+  RecordColumnsBuilder c;
   for (size_t i = 0; i < records.size(); ++i) {
     const RecordState& r = records[i];
-    entities.push_back(static_cast<uint16_t>(r.entity));
-    ids.push_back(wire_id(r.id));
-    created_hlc.push_back(r.created.hlc - prev_created);
-    prev_created = r.created.hlc;
-    created_node.push_back(r.created.node);
-    field_counts.push_back(static_cast<uint32_t>(r.fields.size()));
+    c.entities.push_back(static_cast<uint16_t>(r.entity));
+    c.ids.push_back(wire_id(r.id));
+    c.created_hlc.push_back(r.created.hlc - c.prev_created);
+    c.prev_created = r.created.hlc;
+    c.created_node.push_back(r.created.node);
+    c.field_counts.push_back(static_cast<uint32_t>(r.fields.size()));
     if (r.deleted || !r.deleted_version.is_zero() || !r.deleted_by.empty() || !r.delete_seen.empty())
-      tombstones.push_back(put_tombstone(b, static_cast<uint32_t>(i), r));
+      c.tombstones.push_back(put_tombstone(b, static_cast<uint32_t>(i), r));
     for (const FieldState& f : r.fields) {
-      field_ids.push_back(f.field);
+      c.field_ids.push_back(f.field);
       if (!f.fragments.empty() && f.value.kind() == Value::Kind::kText &&
           f.value.as_text() == join_fragments(f.fragments)) {
-        values.kinds.push_back(kJoinedFragments);
+        c.values.kinds.push_back(kJoinedFragments);
       } else {
-        values.add(f.value);
+        c.values.add(f.value);
       }
-      version_hlc.push_back(f.version.hlc - r.created.hlc);
-      version_node.push_back(f.version.node);
-      nodes_differ = nodes_differ || f.version.node != r.created.node;
-      users.push_back(user_table.index(f.user));
-      fragment_counts.push_back(static_cast<uint32_t>(f.fragments.size()));
-      any_fragments = any_fragments || !f.fragments.empty();
+      c.version_hlc.push_back(f.version.hlc - r.created.hlc);
+      c.version_node.push_back(f.version.node);
+      c.nodes_differ = c.nodes_differ || f.version.node != r.created.node;
+      c.users.push_back(c.user_table.index(f.user));
+      c.fragment_counts.push_back(static_cast<uint32_t>(f.fragments.size()));
+      c.any_fragments = c.any_fragments || !f.fragments.empty();
       for (const Fragment& fr : f.fragments) {
-        fragment_hlc.push_back(fr.version.hlc - f.version.hlc);
-        fragment_node.push_back(fr.version.node);
-        fragment_users.push_back(user_table.index(fr.user));
-        fragment_text_sizes.push_back(static_cast<uint32_t>(fr.text.size()));
-        fragment_text.insert(fragment_text.end(), fr.text.begin(), fr.text.end());
+        c.fragment_hlc.push_back(fr.version.hlc - f.version.hlc);
+        c.fragment_node.push_back(fr.version.node);
+        c.fragment_users.push_back(c.user_table.index(fr.user));
+        c.fragment_text_sizes.push_back(static_cast<uint32_t>(fr.text.size()));
+        c.fragment_text.insert(c.fragment_text.end(), fr.text.begin(), fr.text.end());
       }
     }
   }
-  if (!nodes_differ) version_node.clear();
-  if (!any_fragments) fragment_counts.clear();
-  auto o_entities = put_column(b, entities);
-  auto o_ids = put_struct_column(b, ids);
-  auto o_created_hlc = put_column(b, created_hlc);
-  auto o_created_node = put_column(b, created_node);
-  auto o_field_counts = put_column(b, field_counts);
-  auto o_tombstones =
-      tombstones.empty() ? Offset<Vector<Offset<fb::Tombstone>>>() : b.CreateVector(tombstones);
-  auto o_field_ids = put_column(b, field_ids);
-  auto o_kinds = put_column(b, values.kinds);
-  auto o_version_hlc = put_column(b, version_hlc);
-  auto o_version_node = put_column(b, version_node);
-  auto o_users = put_column(b, users);
-  auto o_fragment_counts = put_column(b, fragment_counts);
-  auto o_ints = put_column(b, values.ints);
-  auto o_reals = put_column(b, values.reals);
-  auto o_text_sizes = put_column(b, values.text_sizes);
-  auto o_text = put_column(b, values.text);
-  auto o_fragment_hlc = put_column(b, fragment_hlc);
-  auto o_fragment_node = put_column(b, fragment_node);
-  auto o_fragment_users = put_column(b, fragment_users);
-  auto o_fragment_text_sizes = put_column(b, fragment_text_sizes);
-  auto o_fragment_text = put_column(b, fragment_text);
-  auto o_user_table = user_table.put(b);
-  return fb::CreateRecordColumns(b, o_entities, o_ids, o_created_hlc, o_created_node, o_field_counts,
-                                 o_tombstones, o_field_ids, o_kinds, o_version_hlc, o_version_node, o_users,
-                                 o_fragment_counts, o_ints, o_reals, o_text_sizes, o_text, o_fragment_hlc,
-                                 o_fragment_node, o_fragment_users, o_fragment_text_sizes, o_fragment_text,
-                                 o_user_table);
+  return c.finish(b);
 }
 
 Status get_record_state(const fb::RecordState* in, RecordState& out);
@@ -671,100 +682,62 @@ void add_stored_value(ValueColumns& values, const fb::Value* v) {
 // whole for put_tombstone.
 Offset<fb::RecordColumns> put_stored_record_columns(FlatBufferBuilder& b,
                                                     const std::vector<protocol::StoredRecord>& stored) {
-  std::vector<uint16_t> entities, field_ids;
-  std::vector<fb::Id128> ids;
-  std::vector<uint64_t> created_hlc, created_node, version_hlc, version_node, fragment_hlc, fragment_node;
-  std::vector<uint32_t> field_counts, users, fragment_counts, fragment_users, fragment_text_sizes;
-  std::vector<uint8_t> fragment_text;
-  std::vector<Offset<fb::Tombstone>> tombstones;
-  ValueColumns values;
-  UserTable user_table;
-  bool nodes_differ = false, any_fragments = false;
-  uint64_t prev_created = 0;
-  entities.reserve(stored.size());
-  ids.reserve(stored.size());
-  created_hlc.reserve(stored.size());
-  created_node.reserve(stored.size());
-  field_counts.reserve(stored.size());
+  RecordColumnsBuilder c;
+  c.entities.reserve(stored.size());
+  c.ids.reserve(stored.size());
+  c.created_hlc.reserve(stored.size());
+  c.created_node.reserve(stored.size());
+  c.field_counts.reserve(stored.size());
   std::string user;
   for (size_t i = 0; i < stored.size(); ++i) {
     const fb::RecordState* r = stored_root(stored[i]);
-    entities.push_back(r->entity());
-    ids.push_back(wire_id(get_id(r->id())));
+    c.entities.push_back(r->entity());
+    c.ids.push_back(wire_id(get_id(r->id())));
     const Version created = get_version(r->created());
-    created_hlc.push_back(created.hlc - prev_created);
-    prev_created = created.hlc;
-    created_node.push_back(created.node);
+    c.created_hlc.push_back(created.hlc - c.prev_created);
+    c.prev_created = created.hlc;
+    c.created_node.push_back(created.node);
     const auto* fields = r->fields();
-    field_counts.push_back(fields ? fields->size() : 0);
+    c.field_counts.push_back(fields ? fields->size() : 0);
     if (r->deleted() || !get_version(r->deleted_version()).is_zero() || !view(r->deleted_by()).empty() ||
         (r->delete_seen() && r->delete_seen()->size() > 0)) {
       RecordState whole;
       (void)get_record_state(r, whole);  // check_stored_record decoded this tombstone whole once already
-      tombstones.push_back(put_tombstone(b, static_cast<uint32_t>(i), whole));
+      c.tombstones.push_back(put_tombstone(b, static_cast<uint32_t>(i), whole));
     }
     if (fields == nullptr) continue;
     for (const fb::FieldState* f : *fields) {
-      field_ids.push_back(f->field());
+      c.field_ids.push_back(f->field());
       const fb::Value* v = f->value();
       const auto* fragments = f->fragments();
       const uint32_t fragment_count = fragments ? fragments->size() : 0;
       if (fragment_count > 0 && v && v->kind() == fb::ValueKind::Text && joins(view(v->s()), *fragments)) {
-        values.kinds.push_back(kJoinedFragments);
+        c.values.kinds.push_back(kJoinedFragments);
       } else {
-        add_stored_value(values, v);
+        add_stored_value(c.values, v);
       }
       const Version version = get_version(f->version());
-      version_hlc.push_back(version.hlc - created.hlc);
-      version_node.push_back(version.node);
-      nodes_differ = nodes_differ || version.node != created.node;
+      c.version_hlc.push_back(version.hlc - created.hlc);
+      c.version_node.push_back(version.node);
+      c.nodes_differ = c.nodes_differ || version.node != created.node;
       user.assign(view(f->user()));
-      users.push_back(user_table.index(user));
-      fragment_counts.push_back(fragment_count);
-      any_fragments = any_fragments || fragment_count > 0;
+      c.users.push_back(c.user_table.index(user));
+      c.fragment_counts.push_back(fragment_count);
+      c.any_fragments = c.any_fragments || fragment_count > 0;
       for (uint32_t k = 0; k < fragment_count; ++k) {
         const fb::Fragment* fr = fragments->Get(k);
         const Version fv = get_version(fr->version());
-        fragment_hlc.push_back(fv.hlc - version.hlc);
-        fragment_node.push_back(fv.node);
+        c.fragment_hlc.push_back(fv.hlc - version.hlc);
+        c.fragment_node.push_back(fv.node);
         user.assign(view(fr->user()));
-        fragment_users.push_back(user_table.index(user));
+        c.fragment_users.push_back(c.user_table.index(user));
         const std::string_view text = view(fr->text());
-        fragment_text_sizes.push_back(static_cast<uint32_t>(text.size()));
-        fragment_text.insert(fragment_text.end(), text.begin(), text.end());
+        c.fragment_text_sizes.push_back(static_cast<uint32_t>(text.size()));
+        c.fragment_text.insert(c.fragment_text.end(), text.begin(), text.end());
       }
     }
   }
-  if (!nodes_differ) version_node.clear();
-  if (!any_fragments) fragment_counts.clear();
-  auto o_entities = put_column(b, entities);
-  auto o_ids = put_struct_column(b, ids);
-  auto o_created_hlc = put_column(b, created_hlc);
-  auto o_created_node = put_column(b, created_node);
-  auto o_field_counts = put_column(b, field_counts);
-  auto o_tombstones =
-      tombstones.empty() ? Offset<Vector<Offset<fb::Tombstone>>>() : b.CreateVector(tombstones);
-  auto o_field_ids = put_column(b, field_ids);
-  auto o_kinds = put_column(b, values.kinds);
-  auto o_version_hlc = put_column(b, version_hlc);
-  auto o_version_node = put_column(b, version_node);
-  auto o_users = put_column(b, users);
-  auto o_fragment_counts = put_column(b, fragment_counts);
-  auto o_ints = put_column(b, values.ints);
-  auto o_reals = put_column(b, values.reals);
-  auto o_text_sizes = put_column(b, values.text_sizes);
-  auto o_text = put_column(b, values.text);
-  auto o_fragment_hlc = put_column(b, fragment_hlc);
-  auto o_fragment_node = put_column(b, fragment_node);
-  auto o_fragment_users = put_column(b, fragment_users);
-  auto o_fragment_text_sizes = put_column(b, fragment_text_sizes);
-  auto o_fragment_text = put_column(b, fragment_text);
-  auto o_user_table = user_table.put(b);
-  return fb::CreateRecordColumns(b, o_entities, o_ids, o_created_hlc, o_created_node, o_field_counts,
-                                 o_tombstones, o_field_ids, o_kinds, o_version_hlc, o_version_node, o_users,
-                                 o_fragment_counts, o_ints, o_reals, o_text_sizes, o_text, o_fragment_hlc,
-                                 o_fragment_node, o_fragment_users, o_fragment_text_sizes, o_fragment_text,
-                                 o_user_table);
+  return c.finish(b);
 }
 
 // The v2 body of a message: the compact form where there is one, else the v1 form.
