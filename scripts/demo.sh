@@ -13,8 +13,8 @@
 #
 # With --postgres the same day runs on PostgreSQL (issue 20): a throwaway cluster (scripts/pg-cluster.sh), two
 # fieldsync-server instances on one database (--store postgresql://), the devices spread over both, so every
-# change a rep makes through one instance reaches colleagues synced through the other. The head-office API is
-# not offered on PostgreSQL yet (501), so there is no dashboard in that mode.
+# change a rep makes through one instance reaches colleagues synced through the other. Both instances serve the
+# dashboard and the head-office API: head office sets the SLA through one and dispatches through the other.
 #
 # FIELDSYNC_DEMO_DIR (default ./demo-run) and FIELDSYNC_DEMO_PORT (default 18443; --postgres also uses the
 # next port) can be set. The ctest runs of this script (tests/CMakeLists.txt: demo_main_command, demo_postgres)
@@ -116,6 +116,18 @@ wait_for_port() {
   echo "demo: no server on port $1" >&2
   return 1
 }
+check_dashboard() {  # check_dashboard URL: the server there serves the head-office dashboard
+  # (The page is read whole first: `grep -q` stopping early would fail curl's write under pipefail.)
+  local page
+  page=$(curl -sf --cacert "$DATA/dev-cert.pem" "$1" || true)
+  if grep -q '<title>fieldsync head office</title>' <<<"$page"; then
+    echo "  head-office dashboard: $1  (log in as ho, password $PASSWORD; the browser warns about the"
+    echo "  generated certificate: its SHA-256 pin is in the log above)"
+  else
+    echo "demo: the server does not serve the dashboard at $1" >&2
+    exit 1
+  fi
+}
 if [ "$POSTGRES" = 1 ]; then
   step "starting two fieldsync-server instances on one PostgreSQL database (generated dev certificate)"
   mkdir -p "$DATA"
@@ -133,6 +145,9 @@ if [ "$POSTGRES" = 1 ]; then
   sed 's/^/  B: /' "$DEMO/server-b.log" | head -3
   echo "  devices: ho, alice and carol sync through :$PORT, maria and bob through :$PORT_B (each with the other"
   echo "  instance as its fallback)"
+  DASHBOARD="https://127.0.0.1:$PORT/ and https://127.0.0.1:$PORT_B/"
+  check_dashboard "https://127.0.0.1:$PORT/"
+  check_dashboard "https://127.0.0.1:$PORT_B/"
 else
   step "starting fieldsync-server (embedded SQLite store, generated dev certificate)"
   "$BIN/fieldsync-server" --dev --data-dir "$DATA" --listen "127.0.0.1:$PORT" --threads 2 >"$DEMO/server.log" 2>&1 &
@@ -141,13 +156,7 @@ else
   wait_for_port "$PORT"
   sed 's/^/  /' "$DEMO/server.log" | head -5
   DASHBOARD="https://127.0.0.1:$PORT/"
-  if curl -sf --cacert "$DATA/dev-cert.pem" "$DASHBOARD" | grep -q '<title>fieldsync head office</title>'; then
-    echo "  head-office dashboard: $DASHBOARD  (log in as ho, password $PASSWORD; the browser warns about the"
-    echo "  generated certificate: its SHA-256 pin is in the log above)"
-  else
-    echo "demo: the server does not serve the dashboard at $DASHBOARD" >&2
-    exit 1
-  fi
+  check_dashboard "$DASHBOARD"
 fi
 
 step "every device gets its own replica, is registered by head office, and logs in over HTTPS (POST /login)"
@@ -226,30 +235,26 @@ sync alice bob
 echo "  bob's later move of a deal alice had already won is refused; bob's device rolls it back:"
 rep bob rejections | sed 's/^/    /'
 step "head office dispatches alice's service case to bob; the SLA sets its due time"
-if [ "$POSTGRES" = 1 ]; then
-  # The head-office API is not offered on PostgreSQL yet: the manager dispatches from her device (no SLA due
-  # time, which only head office's API sets).
-  sync maria >/dev/null
-  rep maria case dispatch --id "$CASE" --to bob >/dev/null
-  sync maria
-  echo "  maria (manager) dispatched the case to bob from her device"
-else
-  api() {  # api METHOD PATH [JSON]: head office's API as ho, with a bearer token
-    curl -sf --cacert "$DATA/dev-cert.pem" -X "$1" -H "Authorization: Bearer $HO_API" \
-      -H 'Content-Type: application/json' ${3:+--data "$3"} "https://127.0.0.1:$PORT/api/v1$2"
-  }
-  HO_API=$(curl -sf --cacert "$DATA/dev-cert.pem" -H 'Content-Type: application/json' \
-    --data "{\"user\": \"ho\", \"password\": \"$PASSWORD\", \"mode\": \"token\"}" \
-    "https://127.0.0.1:$PORT/api/v1/session" | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
-  api PUT /settings/case-sla '{"due_minutes": {"high": 480}}' >/dev/null
-  echo "  SLA setting: a high-priority case is due 8 hours after it was opened"
-  echo "  POST /api/v1/service-cases/$CASE/dispatch {\"to\": \"bob\"}:"
-  api POST "/service-cases/$CASE/dispatch" '{"to": "bob"}' | sed 's/^/    /'
-  echo
-  echo "  GET /api/v1/service-cases/$CASE (what head office sees, with the derived billable flag):"
-  api GET "/service-cases/$CASE" |
-    sed -n 's/.*"status":"\([a-z_]*\)".*"billable":\([a-z]*\).*/    status \1, billable \2/p'
-fi
+# Head office's API; on PostgreSQL the setting goes through one instance and the dispatch through the other,
+# which reads the setting from the shared database.
+API_PORT_SET=$PORT
+API_PORT=$PORT
+[ "$POSTGRES" = 0 ] || API_PORT=$PORT_B
+api() {  # api METHOD PATH [JSON]: head office's API as ho, with a bearer token, on instance $API_PORT
+  curl -sf --cacert "$DATA/dev-cert.pem" -X "$1" -H "Authorization: Bearer $HO_API" \
+    -H 'Content-Type: application/json' ${3:+--data "$3"} "https://127.0.0.1:$API_PORT/api/v1$2"
+}
+HO_API=$(curl -sf --cacert "$DATA/dev-cert.pem" -H 'Content-Type: application/json' \
+  --data "{\"user\": \"ho\", \"password\": \"$PASSWORD\", \"mode\": \"token\"}" \
+  "https://127.0.0.1:$API_PORT_SET/api/v1/session" | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
+API_PORT=$API_PORT_SET api PUT /settings/case-sla '{"due_minutes": {"high": 480}}' >/dev/null
+echo "  SLA setting (on :$API_PORT_SET): a high-priority case is due 8 hours after it was opened"
+echo "  POST /api/v1/service-cases/$CASE/dispatch {\"to\": \"bob\"} (on :$API_PORT):"
+api POST "/service-cases/$CASE/dispatch" '{"to": "bob"}' | sed 's/^/    /'
+echo
+echo "  GET /api/v1/service-cases/$CASE (what head office sees, with the derived billable flag):"
+api GET "/service-cases/$CASE" |
+  sed -n 's/.*"status":"\([a-z_]*\)".*"billable":\([a-z]*\).*/    status \1, billable \2/p'
 sync bob
 echo "  bob's device now lists the case as his, with its due time:"
 rep bob cases | sed 's/^/    /'
@@ -307,6 +312,7 @@ echo
 echo "demo: all devices converged with the server"
 if [ "$POSTGRES" = 1 ]; then
   echo "demo: two instances on one PostgreSQL database; devices on either converged"
+  echo "demo: head-office dashboard at $DASHBOARD (user ho, password $PASSWORD)"
   if [ "$KEEP" = 1 ]; then
     trap - EXIT
     echo "demo: --keep: the servers (pids $SERVER_PID $SERVER_B_PID) and the cluster keep running; stop them with:"
