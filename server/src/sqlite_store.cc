@@ -51,9 +51,10 @@ using namespace store_common;
 //      _stage_probability (the forecast's per-stage probabilities head office sets); indexes the reports'
 //      period filters walk (orders by date, visits by check-in, appointments by start).
 //   6: report facts and rollups kept by triggers, so no head-office report walks a year of rows at report
-//      time: _order_line_fact (revenue by product), _visit_day (visits per UTC day, rep and outcome),
-//      _appointment_fact (each appointment's visit); idx_report_order_line and idx_report_event_start are
-//      dropped (their reads moved to the facts) and idx_order_line_order_id is the model's again.
+//      time: _order_line_fact (revenue by product), _visit_day (visits per day, rep and outcome: UTC days
+//      then, the company zone's days since set_rollup_zone), _appointment_fact (each appointment's visit);
+//      idx_report_order_line and idx_report_event_start are dropped (their reads moved to the facts) and
+//      idx_order_line_order_id is the model's again.
 //   7: model schema 3 (leads, service cases, assets, tasks: new tables from the model's DDL) and
 //      calendar_event.opportunity_id, added to the existing table before the model's DDL indexes it. Files of
 //      format 6 and older hold model schema 2 at most.
