@@ -82,12 +82,11 @@ flags given on the command line override the file):
                             commit instead of one flushed commit per group).
   --max-protocol N          the newest sync protocol version sessions may speak (1 or 2; default 2). 1: every
                             device speaks version 1, so no frame is compressed (docs/DESIGN.md section 8)
-  --time-zone ZONE          the company's time zone, an IANA name (Europe/Berlin): the head-office reports'
-                            visits-per-day rollup counts its local days, so a report asked in that zone (reports
-                            asked without one, as the dashboard's are) reads the rollup; other zones are answered from
-                            the visits, slower. Changing it recounts the rollup once on start. Without it the
-                            store keeps the zone it has (UTC for a new store). On PostgreSQL the zone is
-                            kept in the database for every instance, and every report reads the visits.
+  --time-zone ZONE          the company's time zone, an IANA name (Europe/Berlin): reports asked without a
+                            zone (the dashboard's) are in its days, which the visits-per-day rollup counts;
+                            other zones are answered from the visits, slower. Changing it recounts the rollup
+                            once on start. Without it the store keeps the zone it has (UTC for a new store).
+                            On PostgreSQL the zone is kept in the database for every instance (no rollup).
   --metrics-token TOKEN     GET /metrics requires `Authorization: Bearer TOKEN`; without it /metrics answers
                             loopback peers only
   --help                    this text
