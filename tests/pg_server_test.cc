@@ -3,6 +3,7 @@
 // postgresql://, real FieldClients over TLS given both URLs, fan-out across instances (latency measured),
 // kill -9 of one instance in the middle of pushes, dedupe across instances, and fieldsync-admin --store.
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include <algorithm>
 #include <atomic>
@@ -582,6 +583,20 @@ TEST_F(Migration, ADeviceSyncedOnSqliteContinuesOnPostgresqlWithoutAResync) {
   alice.ws->stop();
   ASSERT_TRUE(a.terminate().has_value());
   admin.reset();
+  // Head office's report settings and a deal's stage history in the SQLite store (as the API and save()
+  // write them): a deal that moved prospect -> qualified, the forecast's probability, the case SLA.
+  {
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open((shared + "/central.db").c_str(), &raw), SQLITE_OK);
+    const char* sql =
+        "INSERT INTO _stage_history (opportunity_id, stage, entered_at_ms, left_at_ms, next_stage) VALUES "
+        "('deal-1', 'prospect', 1000, 2000, 'qualified'), ('deal-1', 'qualified', 2000, NULL, NULL); "
+        "INSERT INTO _stage_probability (stage, probability_bp) VALUES ('qualified', 3500); "
+        "CREATE TABLE IF NOT EXISTS _case_sla (priority TEXT PRIMARY KEY, due_minutes INTEGER NOT NULL); "
+        "INSERT INTO _case_sla (priority, due_minutes) VALUES ('high', 480);";
+    ASSERT_EQ(sqlite3_exec(raw, sql, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(raw);
+    sqlite3_close(raw);
+  }
 
   testsupport::RunResult r =
       testsupport::run({FIELDSYNC_ADMIN_BIN, "migrate", "--from", shared, "--to", db.url()}, tmp);
@@ -602,6 +617,27 @@ TEST_F(Migration, ADeviceSyncedOnSqliteContinuesOnPostgresqlWithoutAResync) {
   admin = std::move(opened.value());
   EXPECT_EQ(*admin->store().head_seq(), head);
   EXPECT_EQ(server_export("alice"), before);
+  {  // the stage history and the settings came along; a new stint continues the ids
+    auto conn = pg::Conn::open(db.url());
+    ASSERT_TRUE(conn.is_ok()) << conn.status().to_string();
+    auto stints = (*conn)->query(
+        "SELECT string_agg(stage || ':' || coalesce(next_stage, '-'), ',' ORDER BY entered_at_ms) FROM "
+        "_stage_history WHERE opportunity_id = 'deal-1'");
+    ASSERT_TRUE(stints.is_ok()) << stints.status().to_string();
+    EXPECT_EQ(stints->text(0, 0), "prospect:qualified,qualified:-");
+    auto settings = (*conn)->query(
+        "SELECT (SELECT probability_bp FROM _stage_probability WHERE stage = 'qualified'), (SELECT "
+        "due_minutes "
+        "FROM _case_sla WHERE priority = 'high')");
+    ASSERT_TRUE(settings.is_ok()) << settings.status().to_string();
+    EXPECT_EQ(settings->i64(0, 0), 3500);
+    EXPECT_EQ(settings->i64(0, 1), 480);
+    EXPECT_TRUE(
+        (*conn)
+            ->exec("INSERT INTO _stage_history (opportunity_id, stage, entered_at_ms) VALUES ('deal-2', "
+                   "'prospect', 3000)")
+            .is_ok());
+  }
 
   ASSERT_TRUE(start(b));  // PostgreSQL
   connect(alice, {b.url()});

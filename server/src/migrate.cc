@@ -25,6 +25,7 @@ using Digest = std::array<uint8_t, 32>;
 struct TableMap {
   std::string source;
   std::string target;
+  bool optional = false;  // a source without it copies nothing (the target has it, empty)
 };
 
 std::vector<TableMap> store_tables() {
@@ -32,6 +33,10 @@ std::vector<TableMap> store_tables() {
   for (const schema::EntityDef& e : schema::entities())
     out.push_back({schema::quoted(e.name), schema::quoted(e.name)});
   for (const char* t : {"_log", "_log_scope", "_conflicts", "_nodes", "_rejections"}) out.push_back({t, t});
+  // The funnel's stage history (its stints cannot be rebuilt from the records: the store keeps only their
+  // current stage) and head office's report settings; the SLA table exists once head office set one.
+  for (const char* t : {"_stage_history", "_stage_probability"}) out.push_back({t, t});
+  out.push_back({"_case_sla", "_case_sla", /*optional=*/true});
   return out;
 }
 
@@ -276,6 +281,13 @@ Result<MigrationReport> migrate_to_postgresql(const std::string& data_dir, const
   };
   std::vector<Plan> plans;
   for (const TableMap& t : store_tables()) {
+    if (t.optional) {
+      sqlite::Stmt q(**src, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?");
+      q.bind(1, t.source);
+      const bool present = q.step();
+      if (!q.ok()) return q.status();
+      if (!present) continue;
+    }
     auto cols = columns_of(**src, t.source);
     if (!cols) return cols.status();
     plans.push_back({src->get(), t, std::move(*cols)});
@@ -327,6 +339,8 @@ Result<MigrationReport> migrate_to_postgresql(const std::string& data_dir, const
   for (const char* sql :
        {"SELECT setval(pg_get_serial_sequence('_conflicts', 'id'), coalesce(max(id), 0) + 1, false) FROM "
         "_conflicts",
+        "SELECT setval(pg_get_serial_sequence('_stage_history', 'id'), coalesce(max(id), 0) + 1, false) FROM "
+        "_stage_history",
         "SELECT setval(pg_get_serial_sequence('fieldsync_directory.audit', 'id'), coalesce(max(id), 0) + 1, "
         "false) FROM fieldsync_directory.audit"})
     if (Status s = pg.exec(sql); !s) return fail(s);

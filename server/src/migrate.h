@@ -6,10 +6,9 @@
 // log entry (their cursors stay valid), the same per-node watermarks (a retried push is still `duplicate`)
 // and the same token key (their tokens still verify). Internal to server/src.
 //
-// Not copied: the SQLite store's report tables (`_stage_history`, the fact tables, `_visit_day`), which are
-// derived (PostgreSQL's facts are views; the first PgCentralStore::open after the copy files each deal's
-// current stage as its open stint, earlier stints are not carried), nor the stage-probability and case-SLA
-// settings (head office sets them again on the new store).
+// Also copied: the funnel's stage history (`_stage_history`: a deal's earlier stints exist nowhere else) and
+// head office's report settings (`_stage_probability`, `_case_sla`). Not copied: the SQLite store's derived
+// report tables (the facts, `_visit_day`: PostgreSQL's facts are views over the records).
 #pragma once
 
 #include <cstdint>
