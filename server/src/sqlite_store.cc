@@ -1457,8 +1457,8 @@ Result<std::vector<RecordState>> SqliteCentralStore::scan_scopes(const std::vect
       }
       std::sort(rows.begin(), rows.end());
       if (rows.size() > want) rows.resize(want);
-      for (const auto& [id, meta] : rows)
-        if (Status s = take(meta, [&] { return id; }); !s) return s;
+      for (const auto& row : rows)  // (not a structured binding: clang 14 cannot capture one)
+        if (Status s = take(row.second, [&] { return row.first; }); !s) return s;
       continue;
     }
     // Global and parent-scoped entities: in id order (the primary key's index), the scope checked per row.
