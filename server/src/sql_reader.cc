@@ -74,7 +74,24 @@ class SqliteReader final : public SqlReader {
 // ---- PostgreSQL: the whole result of one statement (the API's reads are pages: at most a few hundred rows),
 // read through pg::Rows' typed getters.
 
-class PgRows final : public SqlRows::Impl {
+// The current row of a window of rows read from PostgreSQL, through pg::Rows' typed getters; the classes
+// below say how the window is filled and moved.
+class PgRowWindow : public SqlRows::Impl {
+ public:
+  const Status& status() const override { return status_; }
+  bool col_null(int i) const override { return rows_.null(row_, i); }
+  int64_t col_int(int i) const override { return rows_.i64(row_, i); }
+  double col_double(int i) const override { return rows_.f64(row_, i); }
+  std::string col_text(int i) const override { return rows_.text(row_, i); }
+  std::span<const uint8_t> col_blob(int i) const override { return rows_.blob(row_, i); }
+
+ protected:
+  pg::Rows rows_;
+  Status status_;
+  int row_ = -1;
+};
+
+class PgRows final : public PgRowWindow {
  public:
   explicit PgRows(Result<pg::Rows> rows) {
     if (rows) {
@@ -91,17 +108,6 @@ class PgRows final : public SqlRows::Impl {
     ++row_;
     return true;
   }
-  const Status& status() const override { return status_; }
-  bool col_null(int i) const override { return rows_.null(row_, i); }
-  int64_t col_int(int i) const override { return rows_.i64(row_, i); }
-  double col_double(int i) const override { return rows_.f64(row_, i); }
-  std::string col_text(int i) const override { return rows_.text(row_, i); }
-  std::span<const uint8_t> col_blob(int i) const override { return rows_.blob(row_, i); }
-
- private:
-  pg::Rows rows_;
-  Status status_;
-  int row_ = -1;
 };
 
 pg::Params pg_params(const std::vector<Value>& params) {
@@ -130,7 +136,7 @@ pg::Params pg_params(const std::vector<Value>& params) {
 
 // A cursor's rows: FETCH `batch` rows at a time into a PgRows-like window. The cursor is declared once per
 // stream (one per connection at a time: an export owns its connection) and closes with the transaction.
-class PgCursorRows final : public SqlRows::Impl {
+class PgCursorRows final : public PgRowWindow {
  public:
   PgCursorRows(pg::Conn& conn, const std::string& sql, const std::vector<Value>& params, int batch)
       : conn_(conn), fetch_("FETCH FORWARD " + std::to_string(std::max(batch, 1)) + " FROM fs_stream") {
@@ -163,19 +169,10 @@ class PgCursorRows final : public SqlRows::Impl {
     }
     return true;
   }
-  const Status& status() const override { return status_; }
-  bool col_null(int i) const override { return rows_.null(row_, i); }
-  int64_t col_int(int i) const override { return rows_.i64(row_, i); }
-  double col_double(int i) const override { return rows_.f64(row_, i); }
-  std::string col_text(int i) const override { return rows_.text(row_, i); }
-  std::span<const uint8_t> col_blob(int i) const override { return rows_.blob(row_, i); }
 
  private:
   pg::Conn& conn_;
   const std::string fetch_;
-  pg::Rows rows_;
-  Status status_;
-  int row_ = -1;
   bool done_ = false;
 };
 
