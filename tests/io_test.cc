@@ -138,6 +138,52 @@ TEST(SqliteDb, AWriteLockHeldTooLongIsLockedAndRetryable) {
   EXPECT_TRUE((*b)->exec("INSERT INTO t VALUES (1)"));
 }
 
+// SQL built per request (an IN list's length, a report's filters) must not keep a prepared statement per
+// variant for the connection's life: Stmt's statements live in a bounded cache, least recently used out
+// first, never one a Stmt still holds; prepare()'s statements (callers keep the pointer) are never evicted.
+TEST(SqliteDb, StatementsBuiltPerRequestStayBoundedAndHeldOnesSurvive) {
+  TempDir dir;
+  auto db = sqlite::Db::open(dir.file("c.db"), kCreate, 0);
+  ASSERT_TRUE(db);
+  sqlite::Db& d = **db;
+  ASSERT_TRUE(d.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"));
+  ASSERT_TRUE(d.exec("INSERT INTO t VALUES (1, 'one'), (2, 'two')"));
+  Result<sqlite3_stmt*> pinned = d.prepare("SELECT v FROM t WHERE id = ?");
+  ASSERT_TRUE(pinned);
+  // A statement held through the whole churn, opened first so it is the least recently used.
+  sqlite::Stmt held(d, "SELECT v FROM t WHERE id = 2");
+  const size_t variants = 3 * sqlite::Db::kMaxUnpinnedStatements;
+  for (size_t n = 1; n <= variants; ++n) {
+    std::string sql = "SELECT count(*) FROM t WHERE id IN (1";
+    for (size_t k = 1; k < n; ++k) sql += ", " + std::to_string(k + 100);
+    sql += ")";
+    sqlite::Stmt q(d, sql);
+    ASSERT_TRUE(q.step()) << q.status().to_string();
+    EXPECT_EQ(q.col_int(0), 1);
+    // The pinned one and the bound of the rest (the held one among them: it is not evicted).
+    EXPECT_LE(d.cached_statements(), sqlite::Db::kMaxUnpinnedStatements + 1);
+  }
+  EXPECT_EQ(d.cached_statements(), sqlite::Db::kMaxUnpinnedStatements + 1);
+  // Both survived: the held Stmt still steps, the pinned pointer still binds and steps.
+  ASSERT_TRUE(held.step()) << held.status().to_string();
+  EXPECT_EQ(held.col_text(0), "two");
+  sqlite3_stmt* p = *pinned;
+  ASSERT_EQ(sqlite3_bind_int64(p, 1, 1), SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(p), SQLITE_ROW);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(sqlite3_column_text(p, 0))), "one");
+  sqlite3_reset(p);
+  // The same SQL again is the same pinned statement, not a second one.
+  Result<sqlite3_stmt*> again = d.prepare("SELECT v FROM t WHERE id = ?");
+  ASSERT_TRUE(again);
+  EXPECT_EQ(*again, p);
+  // A recently used unpinned statement is found again, not prepared anew.
+  const size_t before = d.cached_statements();
+  { sqlite::Stmt q(d, "SELECT count(*) FROM t WHERE id IN (1)"); }
+  sqlite::Stmt recent(d, "SELECT count(*) FROM t WHERE id IN (1)");
+  ASSERT_TRUE(recent.step());
+  EXPECT_LE(d.cached_statements(), before + 1);
+}
+
 TEST(SqliteQuoting, QuotesKeywordsAndDoublesQuotes) {
   EXPECT_EQ(sqlite::quoted("order"), "\"order\"");
   EXPECT_EQ(sqlite::quoted("a\"b"), "\"a\"\"b\"");

@@ -70,20 +70,59 @@ int Db::on_busy(void* self, int tries) {
 }
 
 Db::~Db() {
-  for (auto& [sql, stmt] : cache_) sqlite3_finalize(stmt);
+  for (auto& [sql, cached] : cache_) sqlite3_finalize(cached.stmt);
   // v2: a statement someone else prepared on this connection and still holds (the device API's queries run
   // through SqliteReplicaStore::read) keeps the handle alive as a zombie instead of failing the close.
   sqlite3_close_v2(db_);
 }
 
-Result<sqlite3_stmt*> Db::prepare(const std::string& sql) {
-  if (auto it = cache_.find(sql); it != cache_.end()) return it->second;
+Result<Db::Cached*> Db::find_or_prepare(const std::string& sql) {
+  if (auto it = cache_.find(sql); it != cache_.end()) return &it->second;
   sqlite3_stmt* stmt = nullptr;
   int rc = sqlite3_prepare_v3(db_, sql.c_str(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT,
                               &stmt, nullptr);
   if (rc != SQLITE_OK) return error(rc, "preparing statement");
-  cache_.emplace(sql, stmt);
-  return stmt;
+  auto [it, inserted] = cache_.emplace(sql, Cached{});
+  (void)inserted;
+  it->second.stmt = stmt;
+  lru_.push_front(&it->first);
+  it->second.lru = lru_.begin();
+  return &it->second;
+}
+
+Result<sqlite3_stmt*> Db::prepare(const std::string& sql) {
+  Result<Cached*> c = find_or_prepare(sql);
+  if (!c) return c.status();
+  if (!(*c)->pinned) {
+    (*c)->pinned = true;
+    lru_.erase((*c)->lru);
+  }
+  return (*c)->stmt;
+}
+
+Result<Db::Cached*> Db::check_out(const std::string& sql) {
+  Result<Cached*> c = find_or_prepare(sql);
+  if (!c) return c;
+  Cached& cached = **c;
+  ++cached.in_use;
+  if (!cached.pinned) {
+    lru_.splice(lru_.begin(), lru_, cached.lru);
+    evict_unused();
+  }
+  return c;
+}
+
+void Db::evict_unused() {
+  // From the least recently used end; a statement a Stmt holds is skipped (it is near the front anyway).
+  auto it = lru_.end();
+  while (lru_.size() > kMaxUnpinnedStatements && it != lru_.begin()) {
+    --it;
+    auto entry = cache_.find(**it);
+    if (entry->second.in_use > 0) continue;
+    sqlite3_finalize(entry->second.stmt);
+    it = lru_.erase(it);
+    cache_.erase(entry);
+  }
 }
 
 Status Db::exec(const std::string& sql) {
@@ -95,11 +134,12 @@ Status Db::exec(const std::string& sql) {
 }
 
 Stmt::Stmt(Db& db, const std::string& sql) : db_(db) {
-  Result<sqlite3_stmt*> s = db.prepare(sql);
-  if (s) {
-    s_ = *s;
+  Result<Db::Cached*> c = db.check_out(sql);
+  if (c) {
+    cached_ = *c;
+    s_ = cached_->stmt;
   } else {
-    status_ = s.status();
+    status_ = c.status();
   }
 }
 
@@ -108,6 +148,7 @@ Stmt::~Stmt() {
     sqlite3_reset(s_);
     sqlite3_clear_bindings(s_);
   }
+  if (cached_ != nullptr) db_.check_in(*cached_);
 }
 
 Stmt& Stmt::bind(int i, int64_t v) {

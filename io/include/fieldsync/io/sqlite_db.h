@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <list>
 #include <memory>
 #include <span>
 #include <string>
@@ -47,12 +48,16 @@ class Db {
   Db& operator=(const Db&) = delete;
 
   sqlite3* raw() { return db_; }
-  // A cached prepared statement for `sql` (prepared on first use, kept until the connection closes). The
-  // caller resets it when done (Stmt does).
+  // A cached prepared statement for `sql` (prepared on first use, kept until the connection closes: the
+  // caller may hold the pointer for as long as the connection lives). The caller resets it when done. For
+  // SQL built per request (the API's lists, reports), use Stmt: its statements are kept in a bounded cache.
   Result<sqlite3_stmt*> prepare(const std::string& sql);
   // Runs statements without results (DDL, BEGIN, COMMIT, pragmas).
   Status exec(const std::string& sql);
   Status error(int rc, std::string_view what) { return status_from(rc, what, db_); }
+  // How many statements the connection keeps prepared (pinned and not), for tests and metrics.
+  size_t cached_statements() const { return cache_.size(); }
+  static constexpr size_t kMaxUnpinnedStatements = 128;
 
  private:
   explicit Db(sqlite3* db) : db_(db) {}
@@ -60,14 +65,34 @@ class Db {
   // for short gaps, so fieldsync-admin waited up to ~2 s behind a busy server. Trying every millisecond
   // catches the gaps.
   static int on_busy(void* self, int tries);
+
+  // One prepared statement of the cache. `pinned`: handed out by prepare(), whose callers may keep the
+  // pointer, so never finalized before the connection closes. Otherwise it is only used through Stmt, which
+  // checks it out (`in_use`) for its lifetime, and may be finalized when no Stmt holds it and more than
+  // kMaxUnpinnedStatements unpinned ones are cached, least recently used first: SQL text that varies per
+  // request (an IN list's length, a filter's combination) would otherwise keep a statement per variant for
+  // the connection's life.
+  struct Cached {
+    sqlite3_stmt* stmt = nullptr;
+    bool pinned = false;
+    int in_use = 0;
+    std::list<const std::string*>::iterator lru;  // position in lru_ (unpinned only)
+  };
+  friend class Stmt;
+  Result<Cached*> find_or_prepare(const std::string& sql);
+  Result<Cached*> check_out(const std::string& sql);
+  void check_in(Cached& c) { --c.in_use; }
+  void evict_unused();
+
   sqlite3* db_;
   int busy_timeout_ms_ = 0;
   std::chrono::steady_clock::time_point busy_since_;
-  std::unordered_map<std::string, sqlite3_stmt*> cache_;
+  std::unordered_map<std::string, Cached> cache_;  // node-based: a Cached stays put while others come and go
+  std::list<const std::string*> lru_;              // unpinned statements' keys, most recently used first
 };
 
 // One use of a cached statement: binds, steps, and resets (and clears bindings) when it goes out of scope, so
-// a reader never keeps an old snapshot open.
+// a reader never keeps an old snapshot open. While it lives its statement is not evicted from the cache.
 class Stmt {
  public:
   Stmt(Db& db, const std::string& sql);
@@ -98,6 +123,7 @@ class Stmt {
 
  private:
   Db& db_;
+  Db::Cached* cached_ = nullptr;  // checked out of db_'s cache for this Stmt's lifetime
   sqlite3_stmt* s_ = nullptr;
   Status status_;
 };
