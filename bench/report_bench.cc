@@ -592,9 +592,10 @@ double apply_rate(const std::string& dir, bool without_reports, int txns) {
           "idx_report_opportunity_id", "idx_order_fact_at", "idx_order_fact_account",
           "idx_order_line_fact_at", "idx_appointment_fact_start", "idx_appointment_fact_match"})
       sql += "DROP INDEX " + std::string(name) + ";";
-    for (const char* name : {"_fact_order_insert", "_fact_order_update", "_fact_line_insert",
-                             "_fact_line_update", "_fact_account_territory", "_fact_event_insert",
-                             "_fact_event_update", "_fact_visit_insert", "_fact_visit_update"})
+    for (const char* name :
+         {"_fact_order_insert", "_fact_order_update", "_fact_line_insert", "_fact_line_update",
+          "_fact_account_territory", "_fact_event_insert", "_fact_event_update", "_fact_visit_insert",
+          "_fact_visit_update", "_fact_visit_delete"})
       sql += "DROP TRIGGER " + std::string(name) + ";";
     sql +=
         "CREATE INDEX idx_visit_account_id ON visit (account_id); CREATE INDEX idx_visit_calendar_event_id "
