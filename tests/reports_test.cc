@@ -890,7 +890,7 @@ TEST(ReportsFacts, AnOrderStoredAfterItsLinesCountsThemAndFormatSevenGetsTheNewT
     EXPECT_NE(q.col_text(0).find("sum(f.net_cents)"), std::string::npos) << "format 8's trigger";
     sqlite::Stmt v(*db, "SELECT value FROM _state WHERE key = 'format'");
     ASSERT_TRUE(v.step());
-    EXPECT_EQ(v.col_int(0), 8);
+    EXPECT_EQ(v.col_int(0), 9);
   }
   {
     sqlite3* raw = nullptr;
@@ -1042,7 +1042,7 @@ TEST(ReportsMigration, FormatFiveFileGetsItsFactsAndRollups) {
     EXPECT_TRUE(q.step()) << sql;
     return q.col_int(0);
   };
-  EXPECT_EQ(count("SELECT value FROM _state WHERE key = 'format'"), 8) << "the current format";
+  EXPECT_EQ(count("SELECT value FROM _state WHERE key = 'format'"), 9) << "the current format";
   EXPECT_EQ(count("SELECT count(*) FROM sqlite_master WHERE name IN ('_order_fact_insert', "
                   "'idx_report_order_line')"),
             0);
@@ -1237,33 +1237,225 @@ TEST(ReportsTimeZone, WithoutAZoneAReportIsInTheCompanysZone) {
             (DayCounts{{"2026-03-28", 2}, {"2026-03-29", 2}, {"2026-10-24", 1}, {"2026-10-25", 1}}));
 }
 
+// A viewer in another zone than the company's (Europe/Berlin here) reads whole local days from the
+// zone-independent rollup (visits per UTC day with running counts per quarter-hour, format 9) and partial
+// days from the visits; the same figures as the visits alone (a territory condition keeps every rollup out).
+// Visits of r1 on the quarter-hours where local midnights fall:
+//   W1 Feb 10 18:29Z  W2 Feb 10 18:30Z (Kolkata +5:30: 23:59 and 00:00)  W3 Feb 10 18:14Z  W4 Feb 10 18:15Z
+//   (at +5:45: 23:59 and 00:00)  W5 Mar 8 04:30Z  W6 Mar 9 03:59Z  W7 Mar 9 04:00Z  W8 Nov 1 04:30Z
+//   W9 Nov 2 04:30Z (New York: EST until Mar 8 07:00Z, EDT until Nov 1 06:00Z: local Mar 8 is 23 hours,
+//   [Mar 8 05:00Z, Mar 9 04:00Z), local Nov 1 25 hours, [Nov 1 04:00Z, Nov 2 05:00Z)).
+constexpr int64_t kFeb10 = kFeb1 + 9 * kDay;
+constexpr int64_t kMar8 = kMar1 + 7 * kDay;
+constexpr int64_t kNov1 = kJan1 + 304 * kDay;
+
+std::vector<int64_t> viewer_zone_check_ins() {
+  return {
+      kFeb10 + 18 * kHour + 29 * kMin, kFeb10 + 18 * kHour + 30 * kMin, kFeb10 + 18 * kHour + 14 * kMin,
+      kFeb10 + 18 * kHour + 15 * kMin, kMar8 + 4 * kHour + 30 * kMin,   kMar8 + kDay + 3 * kHour + 59 * kMin,
+      kMar8 + kDay + 4 * kHour,        kNov1 + 4 * kHour + 30 * kMin,   kNov1 + kDay + 4 * kHour + 30 * kMin};
+}
+
+// The activity report's visits per day, and the same asked with a territory condition (which reads the
+// visits), which must agree.
+DayCounts days_both_ways(SqlReader& db, const ReportFilter& f) {
+  const DayCounts rollup = visits_per_day(run_report(db, "activity", f, kHeadOffice).value());
+  ReportFilter by_territory = f;
+  by_territory.territories = {"north"};
+  EXPECT_EQ(rollup, visits_per_day(run_report(db, "activity", by_territory, kHeadOffice).value()))
+      << "the rollup and the visits disagree";
+  return rollup;
+}
+
+TEST(ReportsTimeZone, AViewersOwnZoneReadsTheQuarterRollupAndAgreesWithTheVisits) {
+  ZoneStore z;
+  {
+    Seed s(z.path, 77, "Europe/Berlin");
+    RecordId a = s.create(EntityId::kAccount, kJan1, {{1, text("A")}, {2, text("north")}, {10, text("ho")}});
+    for (int64_t at : viewer_zone_check_ins())
+      s.create(EntityId::kVisit, std::min(at, kJul1 - kDay), {{1, ref(a)}, {2, text("r1")}, {4, num(at)}});
+  }
+  auto db = reader(z.path);
+  ReportFilter year;
+  year.from_ms = kJan1;
+  year.to_ms = kJan1 + 365 * kDay;
+  ReportFilter kolkata = year;
+  kolkata.time_zone = "Asia/Kolkata";
+  EXPECT_EQ(days_both_ways(*db, kolkata), (DayCounts{{"2026-02-10", 3},
+                                                     {"2026-02-11", 1},
+                                                     {"2026-03-08", 1},
+                                                     {"2026-03-09", 2},
+                                                     {"2026-11-01", 1},
+                                                     {"2026-11-02", 1}}));
+  ReportFilter nepal = year;  // a fixed offset, as a browser sends it
+  nepal.tz_offset_minutes = 345;
+  EXPECT_EQ(days_both_ways(*db, nepal), (DayCounts{{"2026-02-10", 1},
+                                                   {"2026-02-11", 3},
+                                                   {"2026-03-08", 1},
+                                                   {"2026-03-09", 2},
+                                                   {"2026-11-01", 1},
+                                                   {"2026-11-02", 1}}));
+  ReportFilter new_york = year;
+  new_york.time_zone = "America/New_York";
+  EXPECT_EQ(
+      days_both_ways(*db, new_york),
+      (DayCounts{
+          {"2026-02-10", 4}, {"2026-03-07", 1}, {"2026-03-08", 1}, {"2026-03-09", 1}, {"2026-11-01", 2}}));
+  ReportFilter utc = year;
+  utc.time_zone = "UTC";
+  EXPECT_EQ(
+      days_both_ways(*db, utc),
+      (DayCounts{
+          {"2026-02-10", 4}, {"2026-03-08", 1}, {"2026-03-09", 2}, {"2026-11-01", 1}, {"2026-11-02", 1}}));
+  // New York's 23- and 25-hour days alone.
+  ReportFilter short_day = new_york;
+  short_day.from_ms = kMar8 + 5 * kHour;
+  short_day.to_ms = kMar8 + kDay + 4 * kHour;
+  EXPECT_EQ(days_both_ways(*db, short_day), (DayCounts{{"2026-03-08", 1}}));
+  ReportFilter long_day = new_york;
+  long_day.from_ms = kNov1 + 4 * kHour;
+  long_day.to_ms = kNov1 + kDay + 5 * kHour;
+  EXPECT_EQ(days_both_ways(*db, long_day), (DayCounts{{"2026-11-01", 2}}));
+  // A period from inside one Kolkata day to inside another (Feb 10 23:50 to Mar 9 09:30, local): W3 and W4
+  // fall before it, W1 in its first partial day, W6 and W7 in its last.
+  ReportFilter partial = kolkata;
+  partial.from_ms = kFeb10 + 18 * kHour + 20 * kMin;
+  partial.to_ms = kMar8 + kDay + 4 * kHour + 1;
+  EXPECT_EQ(days_both_ways(*db, partial),
+            (DayCounts{{"2026-02-10", 1}, {"2026-02-11", 1}, {"2026-03-08", 1}, {"2026-03-09", 2}}));
+  // An offset off the quarter-hours (+0:07) has days no rollup holds: the visits.
+  ReportFilter odd = year;
+  odd.tz_offset_minutes = 7;
+  EXPECT_EQ(
+      days_both_ways(*db, odd),
+      (DayCounts{
+          {"2026-02-10", 4}, {"2026-03-08", 1}, {"2026-03-09", 2}, {"2026-11-01", 1}, {"2026-11-02", 1}}));
+  // One rep's days, per rep and day (rows the report lists when it names reps).
+  ReportFilter r1 = kolkata;
+  r1.reps = {"r1"};
+  json::value r = run_report(*db, "activity", r1, kHeadOffice).value();
+  ASSERT_EQ(r.at("per_rep_day").as_array().size(), 6u) << r;
+  EXPECT_EQ(r.at("per_rep_day").at(0).at("visits").as_int64(), 3);
+  EXPECT_EQ(r.at("by_rep").at(0).at("max_visits_per_day").as_int64(), 3);
+  EXPECT_EQ(r.at("by_rep").at(0).at("days_with_visits").as_int64(), 6);
+}
+
+// The quarter rollup follows a visit's edits: its outcome through the server, and what the model never does
+// (a visit's rep changed, its check-in moved across Kolkata's midnight, the visit marked deleted, its row
+// deleted) by another writer.
+TEST(ReportsFacts, TheQuarterRollupFollowsVisitEditsMovesAndDeletes) {
+  StorePlace dir;
+  const std::string path = dir.location();
+  Seed s(path, 77, "Europe/Berlin");
+  using E = EntityId;
+  RecordId a = s.create(E::kAccount, kJan1, {{1, text("A")}, {2, text("north")}, {10, text("ho")}});
+  const int64_t w1 = kFeb10 + 18 * kHour + 29 * kMin, w2 = kFeb10 + 18 * kHour + 30 * kMin;
+  RecordId v1 = s.create(E::kVisit, w1, {{1, ref(a)}, {2, text("r1")}, {4, num(w1)}, {9, text("follow_up")}});
+  RecordId v2 = s.create(E::kVisit, w2, {{1, ref(a)}, {2, text("r1")}, {4, num(w2)}});
+  RecordId v3 = s.create(E::kVisit, w2, {{1, ref(a)}, {2, text("r1")}, {4, num(w2 + kHour)}});
+  auto db = reader(path);
+  ReportFilter f;
+  f.from_ms = kJan1;
+  f.to_ms = kApr1;
+  f.time_zone = "Asia/Kolkata";
+  auto outcomes = [&](const std::string& rep) {
+    ReportFilter one = f;
+    one.reps = {rep};
+    json::value r = run_report(*db, "activity", one, kHeadOffice).value();
+    std::map<std::string, int64_t> out;
+    if (r.at("by_rep").as_array().empty()) return out;
+    for (const auto& [k, n] : r.at("by_rep").at(0).at("outcomes").as_object())
+      out[std::string(k)] = n.as_int64();
+    return out;
+  };
+  auto sql = [&](const std::string& statement) {
+    auto raw = writer(path);
+    ASSERT_TRUE(raw->exec(statement).is_ok()) << statement;
+  };
+  EXPECT_EQ(days_both_ways(*db, f), (DayCounts{{"2026-02-10", 1}, {"2026-02-11", 2}}));
+  s.set(E::kVisit, v1, w2, {{9, text("order_taken")}});
+  EXPECT_EQ(outcomes("r1"), (std::map<std::string, int64_t>{{"none", 2}, {"order_taken", 1}}));
+  sql("UPDATE visit SET rep_id = 'r2' WHERE id = '" + v2.to_string() + "'");
+  EXPECT_EQ(outcomes("r2"), (std::map<std::string, int64_t>{{"none", 1}}));
+  EXPECT_EQ(outcomes("r1"), (std::map<std::string, int64_t>{{"none", 1}, {"order_taken", 1}}));
+  EXPECT_EQ(days_both_ways(*db, f), (DayCounts{{"2026-02-10", 1}, {"2026-02-11", 2}}));
+  sql("UPDATE visit SET _deleted = TRUE WHERE id = '" + v2.to_string() + "'");
+  EXPECT_EQ(days_both_ways(*db, f), (DayCounts{{"2026-02-10", 1}, {"2026-02-11", 1}}));
+  EXPECT_TRUE(outcomes("r2").empty());
+  sql("UPDATE visit SET check_in_at = " + std::to_string(w2 + kMin) + " WHERE id = '" + v1.to_string() + "'");
+  EXPECT_EQ(days_both_ways(*db, f), (DayCounts{{"2026-02-11", 2}})) << "moved past Kolkata's midnight";
+  sql("DELETE FROM visit WHERE id = '" + v1.to_string() + "'");
+  EXPECT_EQ(days_both_ways(*db, f), (DayCounts{{"2026-02-11", 1}}));
+  EXPECT_EQ(outcomes("r1"), (std::map<std::string, int64_t>{{"none", 1}}));
+  sql("DELETE FROM visit WHERE id = '" + v3.to_string() + "'");
+  EXPECT_TRUE(days_both_ways(*db, f).empty());
+}
+
 #if !FIELDSYNC_REPORTS_ON_POSTGRESQL  // the rollup and the zone kept in SQLite's store file
-// Which path a report takes: a row planted in the rollup shows in the company zone's report only.
-TEST(ReportsTimeZone, OnlyTheCompanyZoneReadsTheRollupAndAnotherZoneRecountsIt) {
+// Which path a report takes: a row planted in the company zone's rollup shows in the company zone's report
+// only, one planted in the quarter rollup in every other zone's and offset's (split at the zone's midnight),
+// neither with a territory condition nor at an offset off the quarter-hours.
+TEST(ReportsTimeZone, OnlyTheCompanyZoneReadsItsRollupOtherZonesTheQuarterRollupAndAnotherZoneRecountsIt) {
   ZoneStore z;
   seed_zone_visits(z.path, "Europe/Berlin");
   {
     auto w = open_settings_db(z.path).value();
-    // Day 20541 is 2026-03-29.
+    // Day 20541 is 2026-03-29. The quarter ghost's 7 visits that UTC day: 2 before 18:15Z (first_q73, 73
+    // quarter-hours; Nepal's midnight at +5:45), 3 before 18:30Z (first_q74 and later; Kolkata's).
     ASSERT_TRUE(w->exec("INSERT INTO _visit_day (day, rep_id, outcome, visits) VALUES (20541, 'ghost', "
                         "'none', 7)")
+                    .is_ok());
+    std::string columns, values;
+    for (int k = 1; k < 96; ++k) {
+      columns += ", first_q" + std::to_string(k);
+      values += k < 73 ? ", 0" : k == 73 ? ", 2" : ", 3";
+    }
+    ASSERT_TRUE(w->exec("INSERT INTO _visit_quarter_day (day, rep_id, outcome, visits" + columns +
+                        ") VALUES (20541, 'quarter-ghost', 'none', 7" + values + ")")
                     .is_ok());
   }
   ReportFilter f;
   f.from_ms = kJan1;
   f.to_ms = kJan1 + 365 * kDay;
   f.time_zone = "Europe/Berlin";
-  auto ghost = [&](const ReportFilter& filter) {
+  auto ghost_days = [&](const ReportFilter& filter, const std::string& ghost) {
     auto db = open_report_db(z.path).value();
-    json::value r = run_report(*db, "activity", filter, kHeadOffice).value();
-    for (const json::value& rep : r.at("by_rep").as_array())
-      if (rep.at("rep").as_string() == "ghost") return true;
-    return false;
+    ReportFilter one = filter;
+    one.reps = {ghost};
+    json::value r = run_report(*db, "activity", one, kHeadOffice).value();
+    DayCounts out;
+    for (const json::value& d : r.at("per_rep_day").as_array())
+      out[std::string(d.at("day").as_string())] = d.at("visits").as_int64();
+    return out;
   };
+  auto ghost = [&](const ReportFilter& filter) { return !ghost_days(filter, "ghost").empty(); };
   EXPECT_TRUE(ghost(f));
+  EXPECT_TRUE(ghost_days(f, "quarter-ghost").empty()) << "the company's zone reads its own rollup";
   ReportFilter utc = f;
   utc.time_zone = "UTC";
   EXPECT_FALSE(ghost(utc));
+  EXPECT_EQ(ghost_days(utc, "quarter-ghost"), (DayCounts{{"2026-03-29", 7}}));
+  ReportFilter kolkata = f;
+  kolkata.time_zone = "Asia/Kolkata";
+  EXPECT_EQ(ghost_days(kolkata, "quarter-ghost"), (DayCounts{{"2026-03-29", 3}, {"2026-03-30", 4}}));
+  ReportFilter nepal = f;
+  nepal.time_zone.clear();
+  nepal.tz_offset_minutes = 345;
+  EXPECT_EQ(ghost_days(nepal, "quarter-ghost"), (DayCounts{{"2026-03-29", 2}, {"2026-03-30", 5}}));
+  ReportFilter new_york = f;  // EDT since Mar 8: midnight at 04:00Z, quarter 16 (first_q16 is 0)
+  new_york.time_zone = "America/New_York";
+  EXPECT_EQ(ghost_days(new_york, "quarter-ghost"), (DayCounts{{"2026-03-29", 7}}));
+  ReportFilter by_territory = kolkata;
+  by_territory.territories = {"north"};
+  {
+    auto db = open_report_db(z.path).value();
+    json::value r = run_report(*db, "activity", by_territory, kHeadOffice).value();
+    for (const json::value& rep : r.at("by_rep").as_array())
+      EXPECT_EQ(rep.at("rep").as_string(), "r1") << "a territory condition reads the visits";
+  }
+  ReportFilter odd = nepal;
+  odd.tz_offset_minutes = 7;
+  EXPECT_TRUE(ghost_days(odd, "quarter-ghost").empty()) << "days off the quarter-hours read the visits";
   // The server told another zone: the rollup is recounted from the visits (the planted row goes) in UTC.
   ASSERT_TRUE(SqliteCentralStore::open(z.path, {.time_zone = "UTC"}).is_ok());
   EXPECT_FALSE(ghost(f));
@@ -1281,6 +1473,63 @@ TEST(ReportsTimeZone, OnlyTheCompanyZoneReadsTheRollupAndAnotherZoneRecountsIt) 
   sqlite::Stmt q(*db, "SELECT name FROM _report_zone");
   ASSERT_TRUE(q.step());
   EXPECT_EQ(q.col_text(0), "UTC");
+}
+
+// Format 8 files had no quarter rollup: opening one fills it from the visits and recreates the visit
+// triggers, which keep it from then on.
+TEST(ReportsMigration, FormatEightFileGetsItsQuarterRollup) {
+  ZoneStore z;
+  {
+    Seed s(z.path, 77, "Europe/Berlin");
+    RecordId a = s.create(EntityId::kAccount, kJan1, {{1, text("A")}, {2, text("north")}, {10, text("ho")}});
+    for (int64_t at : viewer_zone_check_ins())
+      s.create(EntityId::kVisit, std::min(at, kJul1 - kDay), {{1, ref(a)}, {2, text("r1")}, {4, num(at)}});
+  }
+  {
+    // Format 8's visit triggers counted _visit_day only (their appointment part is left out here).
+    auto w = open_settings_db(z.path).value();
+    ASSERT_TRUE(
+        w->exec("DROP TABLE _visit_quarter_day; DROP TRIGGER _fact_visit_insert; DROP TRIGGER "
+                "_fact_visit_update; DROP TRIGGER _fact_visit_delete; CREATE TRIGGER _fact_visit_insert "
+                "AFTER INSERT ON visit BEGIN SELECT 1; END; UPDATE _state SET value = 8 WHERE key = "
+                "'format'")
+            .is_ok());
+  }
+  SqliteCentralStore::Options options;
+  options.now_ms = [] { return kJul1; };
+  ASSERT_TRUE(SqliteCentralStore::open(z.path, options).is_ok());
+  {
+    auto db = open_report_db(z.path).value();
+    sqlite::Stmt v(*db, "SELECT value FROM _state WHERE key = 'format'");
+    ASSERT_TRUE(v.step());
+    EXPECT_EQ(v.col_int(0), 9);
+    sqlite::Stmt t(*db, "SELECT sql FROM sqlite_master WHERE name = '_fact_visit_insert'");
+    ASSERT_TRUE(t.step());
+    EXPECT_NE(t.col_text(0).find("_visit_quarter_day"), std::string::npos) << "format 9's trigger";
+    sqlite::Stmt n(*db, "SELECT sum(visits), sum(first_q74) FROM _visit_quarter_day");
+    ASSERT_TRUE(n.step());
+    EXPECT_EQ(n.col_int(0), 9);
+    EXPECT_EQ(n.col_int(1), 8) << "every visit but W2 checked in before 18:30Z";
+  }
+  auto db = reader(z.path);
+  ReportFilter kolkata;
+  kolkata.from_ms = kJan1;
+  kolkata.to_ms = kJan1 + 365 * kDay;
+  kolkata.time_zone = "Asia/Kolkata";
+  EXPECT_EQ(days_both_ways(*db, kolkata), (DayCounts{{"2026-02-10", 3},
+                                                     {"2026-02-11", 1},
+                                                     {"2026-03-08", 1},
+                                                     {"2026-03-09", 2},
+                                                     {"2026-11-01", 1},
+                                                     {"2026-11-02", 1}}));
+  {  // a visit written after the migration counts
+    auto w = open_settings_db(z.path).value();
+    ASSERT_TRUE(w->exec("INSERT INTO visit (id, account_id, rep_id, check_in_at, _deleted, _meta) SELECT "
+                        "'late', account_id, rep_id, " +
+                        std::to_string(kFeb10 + 20 * kHour) + ", 0, _meta FROM visit LIMIT 1")
+                    .is_ok());
+  }
+  EXPECT_EQ(days_both_ways(*db, kolkata)["2026-02-11"], 2);
 }
 
 TEST(ReportsTimeZone, UnknownZonesAreRefused) {

@@ -188,7 +188,7 @@ TEST(SqliteStore, FormatSixFileGetsSchemaThreesColumnAndTables) {
     sqlite3_finalize(q);
     return v;
   };
-  EXPECT_EQ(scalar("SELECT value FROM _state WHERE key = 'format'"), "8");
+  EXPECT_EQ(scalar("SELECT value FROM _state WHERE key = 'format'"), "9");
   EXPECT_EQ(scalar("SELECT opportunity_id FROM calendar_event"), rid(301).to_string());
   EXPECT_EQ(
       scalar("SELECT count(*) FROM sqlite_schema WHERE name IN ('lead', 'service_case', 'asset', 'task', "

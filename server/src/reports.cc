@@ -8,9 +8,11 @@
 #include <charconv>
 #include <cstdio>
 #include <functional>
+#include <limits>
 #include <map>
 #include <optional>
 #include <span>
+#include <tuple>
 #include <variant>
 
 #include "csv.h"
@@ -18,6 +20,7 @@
 #include "fieldsync/sync/rules.h"
 #include "local_time.h"
 #include "sql_reader.h"
+#include "visit_quarters.h"
 
 namespace fieldsync::server::reports {
 
@@ -582,6 +585,148 @@ Result<std::string> store_rollup_zone(SqlReader& db) {
   return std::string();
 }
 
+// Whether the SQLite store has table `name` (a file of an older format, opened by no server since, may lack
+// a report table; PostgreSQL has none of them).
+Result<bool> has_sqlite_table(SqlReader& db, std::string_view name) {
+  if (db.dialect() != SqlDialect::kSqlite) return false;
+  Sql q;
+  q << "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ";
+  q.p(std::string(name));
+  Rows r = db.query(q.text, values_of(q.params));
+  if (!r.step()) return r.ok() ? Status(ErrorCode::kInternal, "no row") : r.status();
+  return r.col_int(0) > 0;
+}
+
+int64_t floor_div(int64_t a, int64_t b) {
+  return a / b - ((a % b != 0 && (a < 0) != (b < 0)) ? 1 : 0);
+}
+
+// Visits per local day, rep and outcome over the whole local days [first_day, end_day) of `local`, from the
+// zone-independent rollup _visit_quarter_day (visit_quarters.h), handed to `emit(rep, day, outcome, visits)`
+// in (day, rep, outcome) order, as _visit_day's rows come. A local day is a UTC interval from one local
+// midnight to the next; where one falls inside a UTC day (the "cut", in quarter-hours), that day's row splits
+// into the running count up to the cut and the rest, each added to its local day. The cuts move with summer
+// time, so the UTC days are read in runs of equal cuts, one range of the primary key each (no sort). The
+// pieces of a local day come from two UTC days (three for a 25-hour day around UTC midnight), each in (rep,
+// outcome) order: they are merged when the last of them has been read. Returns false, having emitted
+// nothing, when a local midnight of the period is not on a quarter-hour (a historical offset such as
+// Amsterdam's +0:20 before 1937, or a fixed offset in minutes that is not a multiple of 15): the caller reads
+// the visits then.
+using DaySink =
+    std::function<void(const std::string& rep, int64_t day, const std::string& outcome, int64_t visits)>;
+Result<bool> days_from_quarters(SqlReader& db, const LocalTime& local, int64_t first_day, int64_t end_day,
+                                const std::vector<std::string>& reps, const DaySink& emit) {
+  std::vector<int64_t> starts;  // local midnights of first_day..end_day, UTC ms
+  starts.reserve(static_cast<size_t>(end_day - first_day + 1));
+  for (int64_t d = first_day; d <= end_day; ++d) {
+    const int64_t t = local.day_start_ms(d);
+    // (Before 1970 the rollup's days, SQL's truncating division of the check-in, are not floor days.)
+    if (t % kQuarterHourMs != 0 || t < 0) return false;
+    starts.push_back(t);
+  }
+  // The local day of an instant, if within the period's whole days.
+  auto local_day_of = [&](int64_t ms) -> std::optional<int64_t> {
+    if (ms < starts.front() || ms >= starts.back()) return std::nullopt;
+    const auto it = std::upper_bound(starts.begin(), starts.end(), ms);
+    return first_day + (it - starts.begin()) - 1;
+  };
+  // Each UTC day the period touches: its cuts (local midnights strictly inside it, in quarter-hours from
+  // its start) and the local day of each piece between them (nullopt: outside the whole days).
+  struct UtcDay {
+    std::vector<int> cuts;
+    std::vector<std::optional<int64_t>> piece_day;
+  };
+  const int64_t first_utc = floor_div(starts.front(), kDayMs),
+                last_utc = floor_div(starts.back() - 1, kDayMs);
+  std::vector<UtcDay> utc_days;
+  for (int64_t u = first_utc; u <= last_utc; ++u) {
+    UtcDay day;
+    const int64_t lo = u * kDayMs, hi = lo + kDayMs;
+    for (auto it = std::upper_bound(starts.begin(), starts.end(), lo); it != starts.end() && *it < hi; ++it)
+      day.cuts.push_back(static_cast<int>((*it - lo) / kQuarterHourMs));
+    day.piece_day.push_back(local_day_of(lo));
+    for (int c : day.cuts) day.piece_day.push_back(local_day_of(lo + c * kQuarterHourMs));
+    utc_days.push_back(std::move(day));
+  }
+
+  struct Piece {
+    std::string rep, outcome;
+    int64_t visits = 0;
+  };
+  // Local days read in part: per UTC day that gave pieces, the pieces in (rep, outcome) order.
+  struct Pending {
+    int64_t last_utc = 0;
+    std::vector<std::vector<Piece>> lists;
+  };
+  std::map<int64_t, Pending> pending;
+  auto emit_day = [&](int64_t day, std::vector<std::vector<Piece>>& lists) {
+    std::vector<size_t> at(lists.size(), 0);
+    for (;;) {
+      const Piece* least = nullptr;
+      for (size_t i = 0; i < lists.size(); ++i)
+        if (at[i] < lists[i].size()) {
+          const Piece& p = lists[i][at[i]];
+          if (!least || std::tie(p.rep, p.outcome) < std::tie(least->rep, least->outcome)) least = &p;
+        }
+      if (!least) return;
+      const std::string rep = least->rep, outcome = least->outcome;
+      int64_t visits = 0;
+      for (size_t i = 0; i < lists.size(); ++i)
+        if (at[i] < lists[i].size() && lists[i][at[i]].rep == rep && lists[i][at[i]].outcome == outcome)
+          visits += lists[i][at[i]++].visits;
+      emit(rep, day, outcome, visits);
+    }
+  };
+  // Emits the local days that end by `ms` (every UTC day before it has been read).
+  auto emit_ended = [&](int64_t ms) {
+    while (!pending.empty() && starts[static_cast<size_t>(pending.begin()->first + 1 - first_day)] <= ms) {
+      emit_day(pending.begin()->first, pending.begin()->second.lists);
+      pending.erase(pending.begin());
+    }
+  };
+  int64_t current_utc = first_utc;
+  for (size_t run = 0; run < utc_days.size();) {
+    size_t run_end = run + 1;
+    while (run_end < utc_days.size() && utc_days[run_end].cuts == utc_days[run].cuts) ++run_end;
+    const std::vector<int>& cuts = utc_days[run].cuts;
+    Sql q;
+    q << "SELECT day, rep_id, outcome, visits";
+    for (int c : cuts) q << ", " << visit_quarter_column(c);
+    q << " FROM _visit_quarter_day WHERE day >= ";
+    q.p(first_utc + static_cast<int64_t>(run)) << " AND day < ";
+    q.p(first_utc + static_cast<int64_t>(run_end)) << " AND visits > 0";
+    if (!reps.empty()) q.and_in("rep_id", reps);
+    q << " ORDER BY day, rep_id, outcome";
+    Status st = each_row(db, q, [&](Rows& r) {
+      const int64_t u = r.col_int(0);
+      if (u != current_utc) {
+        emit_ended(u * kDayMs);
+        current_utc = u;
+      }
+      const UtcDay& day = utc_days[static_cast<size_t>(u - first_utc)];
+      const int64_t all = r.col_int(3);
+      int64_t before = 0;  // the running count at the piece's start
+      for (size_t i = 0; i <= cuts.size(); ++i) {
+        const int64_t upto = i < cuts.size() ? r.col_int(4 + static_cast<int>(i)) : all;
+        const int64_t visits = upto - before;
+        before = upto;
+        if (visits <= 0 || !day.piece_day[i]) continue;
+        Pending& p = pending[*day.piece_day[i]];
+        if (p.lists.empty() || p.last_utc != u) {
+          p.lists.emplace_back();
+          p.last_utc = u;
+        }
+        p.lists.back().push_back(Piece{key_text(r, 1), r.col_text(2), visits});
+      }
+      return true;
+    });
+    if (!st) return st;
+    run = run_end;
+  }
+  emit_ended(std::numeric_limits<int64_t>::max());
+  return true;
+}
+
 Result<json::value> activity(SqlReader& db, const ReportFilter& f, const Scope& s) {
   struct RepFigures {
     int64_t visits = 0;
@@ -611,14 +756,11 @@ Result<json::value> activity(SqlReader& db, const ReportFilter& f, const Scope& 
         per_rep_day.push_back(
             json::object{{"rep", last_rep}, {"day", day_text(last_day)}, {"visits", day_visits}});
     };
-    // A row (rep, day, outcome, visits).
-    auto on_row = [&](Rows& r) {
-      std::string rep = key_text(r, 0);
-      const int64_t day = r.col_int(1);
-      const int64_t n = r.col_int(3);
+    // Visits of a rep on a day with an outcome.
+    auto add = [&](const std::string& rep, int64_t day, const std::string& outcome, int64_t n) {
       if (!open || rep != last_rep || day != last_day) {
         end_day();
-        last_rep = std::move(rep);
+        last_rep = rep;
         last_day = day;
         day_visits = 0;
         open = true;
@@ -626,7 +768,11 @@ Result<json::value> activity(SqlReader& db, const ReportFilter& f, const Scope& 
       }
       day_visits += n;
       current->visits += n;
-      current->outcomes[r.col_text(2)] += n;
+      current->outcomes[outcome] += n;
+    };
+    // A row (rep, day, outcome, visits).
+    auto on_row = [&](Rows& r) {
+      add(key_text(r, 0), r.col_int(1), r.col_text(2), r.col_int(3));
       return true;
     };
     // The visits checked in during [lo, hi), grouped (day first: the index gives them in time order, which
@@ -644,10 +790,12 @@ Result<json::value> activity(SqlReader& db, const ReportFilter& f, const Scope& 
       q << " GROUP BY 2, 1, 3 ORDER BY 2, 1, 3";
       return each_row(db, q, on_row);
     };
-    // Whole local days of the period come from the rollup (sqlite_store.cc, _visit_day, in its key's order:
-    // no sort) when the report's days are those of the company's time zone, which the rollup counts, and no
-    // territory condition applies (the rollup does not know the visits' accounts); the partial days at
-    // either end, and every other report, from the visits.
+    // Whole local days of the period come from a rollup when no territory condition applies (no rollup
+    // knows the visits' accounts): in the company's time zone from _visit_day, which counts its local days
+    // (sqlite_store.cc; in its key's order: no sort); in any other zone or at another offset from
+    // _visit_quarter_day, visits per UTC day with running counts per quarter-hour (days_from_quarters). The
+    // partial days at either end, every report scoped by territory and PostgreSQL's (no rollups) read the
+    // visits.
     int64_t first_day = s.local.day(f.from_ms);
     if (s.local.day_start_ms(first_day) < f.from_ms) ++first_day;
     const int64_t end_day_number = s.local.day(f.to_ms);
@@ -655,12 +803,14 @@ Result<json::value> activity(SqlReader& db, const ReportFilter& f, const Scope& 
     Status st;
     Result<std::string> rollup_zone = store_rollup_zone(db);
     if (!rollup_zone) return rollup_zone.status();
-    if (rollup_zone->empty() || *rollup_zone != zone_name(f) || s.record_territories ||
-        first_day >= end_day_number) {
+    Result<bool> quarters = has_sqlite_table(db, "_visit_quarter_day");
+    if (!quarters) return quarters.status();
+    const bool company_days = !rollup_zone->empty() && *rollup_zone == zone_name(f);
+    if ((!company_days && !*quarters) || s.record_territories || first_day >= end_day_number) {
       st = from_visits(f.from_ms, f.to_ms);
     } else {
       if (f.from_ms < first_ms) st = from_visits(f.from_ms, first_ms);
-      if (st) {
+      if (st && company_days) {
         Sql q;
         q << "SELECT rep_id, day, outcome, visits FROM _visit_day WHERE day >= ";
         q.p(first_day) << " AND day < ";
@@ -668,6 +818,10 @@ Result<json::value> activity(SqlReader& db, const ReportFilter& f, const Scope& 
         if (!s.reps.empty()) q.and_in("rep_id", s.reps);
         q << " ORDER BY day, rep_id, outcome";
         st = each_row(db, q, on_row);
+      } else if (st) {
+        Result<bool> read = days_from_quarters(db, s.local, first_day, end_day_number, s.reps, add);
+        if (!read) return read.status();
+        if (!*read) st = from_visits(first_ms, end_ms);
       }
       if (st && end_ms < f.to_ms) st = from_visits(end_ms, f.to_ms);
     }

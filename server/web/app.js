@@ -653,10 +653,9 @@ async function resolve(row, k, action) {
 // in its box instead of failing the page.
 
 // Reports are in the company's time zone by default: head office compares days and months in one calendar
-// wherever its people sit, and those are the days the server's rollups count, so a year of activity answers
-// fast (DESIGN.md "Reports"). The zone is named above the charts. "My time zone" asks in the browser's zone
-// instead: right days for the viewer, but the server then counts every visit of the period (slower, said on
-// the page). The choice lasts for the session in this tab.
+// wherever its people sit (DESIGN.md "Reports"). The zone is named above the charts. "My time zone" asks in
+// the browser's zone instead: the viewer's own days, from the server's zone-independent rollup as fast as the
+// company's (store format 9). The choice lasts for the session in this tab.
 const BROWSER_ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || '';
 const ZONE_CHOICE = 'fieldsync.report-zone';
 
@@ -717,8 +716,7 @@ function showReportZone() {
     return;
   }
   if (inMyZone()) {
-    note.textContent = 'Days and months in your time zone, ' + BROWSER_ZONE + '. The company reports in ' + company +
-      '; reports in another zone count every visit of the period and take longer.';
+    note.textContent = 'Days and months in your time zone, ' + BROWSER_ZONE + '. The company reports in ' + company + '.';
     other.textContent = "Use the company's time zone (" + company + ')';
     other.hidden = false;
   } else {

@@ -80,10 +80,12 @@ struct ReportFilter {
   int days = 30;                         // N of "not visited for N days" and "no stage move for N days"
   int tz_offset_minutes = 0;             // day and month buckets (and CSV times) at this offset from UTC
   // ... or, when not empty, in this time zone (an IANA name, "Europe/Berlin": local days with its summer
-  // time, 23 or 25 hours long on the days it changes); it wins over tz_offset_minutes. The activity report
-  // reads the store's visits-per-day rollup for whole days only in the company's time zone (the store's
-  // SqliteCentralStore::Options::time_zone; tz_offset_minutes 0 is the zone "UTC"); any other zone or
-  // offset gives the same figures from the visits themselves, slower.
+  // time, 23 or 25 hours long on the days it changes); it wins over tz_offset_minutes. On SQLite the
+  // activity report without a territory condition reads whole days from a rollup in any zone, or at any
+  // offset that is a multiple of 15 minutes: the company zone's visits per day (the store's
+  // SqliteCentralStore::Options::time_zone; tz_offset_minutes 0 is the zone "UTC"), or for any other the
+  // visits per UTC day and quarter-hour (store format 9); other offsets give the same figures from the
+  // visits themselves, slower.
   std::string time_zone;
   // ... or, when set, the company's time zone (the store's, SqliteCentralStore::Options::time_zone; UTC for
   // a store without one), whatever time_zone and tz_offset_minutes say: the answer's period names it. The
