@@ -1316,7 +1316,13 @@ TEST(ClientServer, BacklogAcrossAScopeMoveCatchesUpFromWhatTheDeviceHas) {
 class CountingStore final : public testing_support::ForwardingCentralStore {
  public:
   explicit CountingStore(MemoryCentralStore& inner) : ForwardingCentralStore(inner) {}
-  size_t txns_read = 0, conflicts_read = 0, records_scanned = 0;
+  size_t txns_read = 0, conflicts_read = 0, records_scanned = 0, records_loaded = 0;
+
+  // Reads outside a store transaction (fan-out and catch-up resolving scopes); a CentralTxn's are not seen.
+  Result<std::optional<RecordState>> load(EntityId e, const RecordId& id) override {
+    ++records_loaded;
+    return ForwardingCentralStore::load(e, id);
+  }
 
   Result<std::vector<ServerTxn>> read_log(uint64_t after, size_t max) override {
     Result<std::vector<ServerTxn>> out = ForwardingCentralStore::read_log(after, max);
@@ -1413,6 +1419,116 @@ TEST(ClientServer, FreshDeviceBootstrapReadsOnlyItsScope) {
   EXPECT_EQ(alice.store.records().size(), 50u);
   // One pass over her 50 to count them, one for the pages, a few one-record probes; not the other 50.
   EXPECT_LE(counting.records_scanned, 2 * 50u + 10u);
+}
+
+// ---- Two server instances on one store (issue 20)
+
+// Applies `changes` through `instance` -- another server process in front of the same store, whose commits
+// this test's server (w.server) hears of only through poll_external_commits -- as head office's node 99.
+void apply_through(SyncServer& instance, World& w, std::vector<Change> changes) {
+  ClientTxn txn;
+  txn.node = 99;
+  txn.node_seq = w.store.node_state(99).value().last_node_seq + 1;
+  txn.created_at_ms = w.now;
+  Hlc hlc = make_hlc(w.now + 1000, 0);  // after every device's write so far
+  for (Change& c : changes) {
+    c.version = Version{hlc++, 99};
+    txn.changes.push_back(std::move(c));
+  }
+  Result<protocol::TxnResult> r =
+      instance.apply_local(txn, Principal{"ho", Role::kHeadOffice, {}, {}}, w.now);
+  ASSERT_TRUE(r) << r.status().to_string();
+  ASSERT_EQ(r->outcome, protocol::TxnOutcome::kApplied) << r->message;
+}
+
+std::vector<Change> account_changes(RecordId id, const std::string& territory, const std::string& name) {
+  return {create(EntityId::kAccount, id), set(EntityId::kAccount, id, 1, Value::text(name)),
+          set(EntityId::kAccount, id, 2, Value::text(territory)),
+          set(EntityId::kAccount, id, 10, Value::text("ho"))};
+}
+
+// With two instances every commit of one is a commit the other did not make. Those used to empty the other's
+// scope cache (and every own commit after one, the head having moved unseen), so each fan-out loaded every
+// record of its range again. Now the fan-out that reads another instance's commits applies them to the
+// cache: an account's territory set in the transaction is its scope, the records a commit touches lose
+// their older entries, and the instance's own commits keep theirs.
+TEST(ClientServer, AnotherInstancesCommitsLeaveTheScopeCacheInUse) {
+  World w;
+  CountingStore counting(w.store);
+  w.server = std::make_unique<SyncServer>(counting, w.auth, ServerConfig{});
+  SyncServer other(w.store, w.auth, ServerConfig{});
+  Device& alice = w.add(11, "alice");
+  Device& bob = w.add(12, "bob");
+  Device& carol = w.add(13, "carol");
+  w.connect(alice);
+  w.connect(bob);
+  w.connect(carol);
+  const RecordId mine = new_account(w, alice, "t-north", "Mine");
+  w.pump();
+  RecordIdGenerator ids(99);
+
+  // Another instance's commit reaches the live sessions it concerns without a record load.
+  const RecordId theirs = ids.next(w.now);
+  apply_through(other, w, account_changes(theirs, "t-north", "Theirs"));
+  counting.records_loaded = 0;
+  w.server->poll_external_commits(w.now);
+  w.pump();
+  EXPECT_EQ(alice.store.records().count(RecordKey{EntityId::kAccount, theirs}), 1u);
+  EXPECT_EQ(bob.store.records().count(RecordKey{EntityId::kAccount, theirs}), 1u);
+  EXPECT_EQ(carol.store.records().count(RecordKey{EntityId::kAccount, theirs}), 0u);
+  EXPECT_EQ(counting.records_loaded, 0u) << "the transaction sets the account's territory";
+
+  // This instance commits after another instance's commit it has not read yet: its fan-out reads both,
+  // and still loads nothing (its own account's scope is from its own commit).
+  const RecordId south = ids.next(w.now);
+  apply_through(other, w, account_changes(south, "t-south", "South"));
+  w.now += 10;
+  counting.records_loaded = 0;
+  ASSERT_TRUE(alice.client->write({set(EntityId::kAccount, mine, 1, Value::text("Mine 2"))}, w.now).is_ok());
+  w.pump();
+  EXPECT_EQ(bob.store.records().at(RecordKey{EntityId::kAccount, mine}).get(1), Value::text("Mine 2"));
+  EXPECT_EQ(carol.store.records().count(RecordKey{EntityId::kAccount, south}), 1u) << "in the same range";
+  EXPECT_EQ(bob.store.records().count(RecordKey{EntityId::kAccount, south}), 0u);
+  EXPECT_EQ(counting.records_loaded, 0u);
+
+  // An edit through the other instance of a record this one has cached, which does not say its scope: the
+  // entry from before the edit is dropped and the record loaded once.
+  apply_through(other, w, {set(EntityId::kAccount, mine, 1, Value::text("Mine 3"))});
+  counting.records_loaded = 0;
+  w.server->poll_external_commits(w.now);
+  w.pump();
+  EXPECT_EQ(bob.store.records().at(RecordKey{EntityId::kAccount, mine}).get(1), Value::text("Mine 3"));
+  EXPECT_EQ(carol.store.records().count(RecordKey{EntityId::kAccount, mine}), 0u);
+  EXPECT_EQ(counting.records_loaded, 1u);
+}
+
+// The scope cache must never outlive what another instance did to a record's scope. The account (and with
+// it its contact, which the move does not touch) moves through the other instance while this one holds the
+// contact's scope from its own commit; this instance serves both reps' catch-ups past the move (reads of
+// their own part of the log, which do not bring its cache up to date), then another instance's edit of the
+// contact: the old territory's rep must not be sent it, the new territory's rep must be.
+TEST(ClientServer, AMoveThroughAnotherInstanceIsNeverJudgedOnAScopeCachedBeforeIt) {
+  World w;
+  SyncServer other(w.store, w.auth, ServerConfig{});
+  Device& alice = w.add(11, "alice");
+  Device& carol = w.add(13, "carol");
+  w.connect(alice);
+  const RecordId acct = new_account(w, alice, "t-north", "Moving");
+  const RecordId contact = new_contact(w, alice, acct, "Ines");
+  w.pump();
+  w.disconnect(alice);
+
+  apply_through(other, w, {set(EntityId::kAccount, acct, f::kAccountTerritory, Value::text("t-south"))});
+  w.connect(alice);
+  w.connect(carol);
+  ASSERT_TRUE(alice.store.records().empty()) << "the account and its contact left alice's device";
+  ASSERT_EQ(carol.store.records().count(RecordKey{EntityId::kContact, contact}), 1u);
+
+  apply_through(other, w, {set(EntityId::kContact, contact, 2, Value::text("Ines S"))});
+  w.server->poll_external_commits(w.now);
+  w.pump();
+  EXPECT_EQ(carol.store.records().at(RecordKey{EntityId::kContact, contact}).get(2), Value::text("Ines S"));
+  EXPECT_TRUE(alice.store.records().empty()) << "sent on the contact's scope from before the move";
 }
 
 // ---- Protocol version 2: pipelined pushes, multi-page bootstrap, and old devices

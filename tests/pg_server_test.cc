@@ -21,6 +21,7 @@
 #include "fieldsync/server/log_follower.h"
 #include "fieldsync/server/tls.h"
 #include "fieldsync/sync/codec.h"
+#include "migrate.h"
 #include "pg.h"
 #include "support/pg_test_db.h"
 #include "support/server_process.h"
@@ -557,6 +558,63 @@ TEST_F(TwoInstances, ARevocationThroughOneInstanceCutsALiveDeviceOnTheOther) {
 }
 
 // ---- Moving from the embedded store: `fieldsync-admin migrate --from DIR --to postgresql://...`
+
+// The migration's verification (verify_migration: the comparison migrate_to_postgresql ends with, by row
+// count and checksum per table) fails on a copy that differs from its source -- one value changed in one
+// row, one row missing -- with kStorageCorrupt naming the table and both sides' figures; the faithful copy
+// passes it first (so the check can fail only on the change).
+TEST(MigrationVerification, ACopyThatDiffersFromItsSourceFailsNamingTheTable) {
+  PgTestDb db;
+  ASSERT_TRUE(db.ok());
+  TempDir tmp("migrate-verify");
+  const std::string dir = tmp.file("data");
+  std::filesystem::create_directories(dir);
+  Admin::Options o;
+  o.directory.pbkdf2_iterations = 1000;  // tests only
+  RecordId changed;
+  {
+    auto a = Admin::open(dir, o);
+    ASSERT_TRUE(a.is_ok()) << a.status().to_string();
+    ASSERT_TRUE((*a)->directory().add_territory({"north", "north"}).is_ok());
+    for (int i = 0; i < 3; ++i) {
+      auto p = (*a)->add_product("SKU-" + std::to_string(i), "Flour " + std::to_string(i), "kg");
+      ASSERT_TRUE(p.is_ok()) << p.status().to_string();
+      changed = *p;
+    }
+  }
+  Result<MigrationReport> migrated = migrate_to_postgresql(dir, db.url(), o.directory);
+  ASSERT_TRUE(migrated.is_ok()) << migrated.status().to_string();
+  ASSERT_EQ(migrated->head_seq, 3u);
+  Result<MigrationReport> verified = verify_migration(dir, db.url());
+  ASSERT_TRUE(verified.is_ok()) << verified.status().to_string();
+  EXPECT_EQ(verified->tables.size(), migrated->tables.size());
+
+  auto conn = pg::Conn::open(db.url());
+  ASSERT_TRUE(conn.is_ok()) << conn.status().to_string();
+  ASSERT_TRUE((*conn)->exec("UPDATE product SET name = 'Flour (changed)' WHERE id = $1",
+                            pg::Params().add(changed.to_string())));
+  Result<MigrationReport> after_change = verify_migration(dir, db.url());
+  ASSERT_FALSE(after_change.is_ok());
+  EXPECT_EQ(after_change.status().code(), ErrorCode::kStorageCorrupt);
+  // Entity tables are named as quoted identifiers; the same row count, the checksums differ.
+  EXPECT_NE(after_change.status().message().find("verification failed for \"product\": 3 rows "),
+            std::string::npos)
+      << after_change.status().message();
+  EXPECT_NE(after_change.status().message().find(" in SQLite, 3 rows "), std::string::npos)
+      << after_change.status().message();
+
+  ASSERT_TRUE((*conn)->exec("UPDATE product SET name = 'Flour 2' WHERE id = $1",
+                            pg::Params().add(changed.to_string())));
+  ASSERT_TRUE(verify_migration(dir, db.url()).is_ok()) << "the original value back: equal again";
+  ASSERT_TRUE((*conn)->exec("DELETE FROM _log WHERE server_seq = 2"));
+  Result<MigrationReport> after_delete = verify_migration(dir, db.url());
+  ASSERT_FALSE(after_delete.is_ok());
+  EXPECT_EQ(after_delete.status().code(), ErrorCode::kStorageCorrupt);
+  EXPECT_NE(after_delete.status().message().find("verification failed for _log: 3 rows "), std::string::npos)
+      << after_delete.status().message();
+  EXPECT_NE(after_delete.status().message().find(", 2 rows "), std::string::npos)
+      << after_delete.status().message();
+}
 
 // The users, devices and catalogue are seeded in the SQLite data directory (`shared`, which instance A runs
 // on without --store); the PostgreSQL database starts empty.

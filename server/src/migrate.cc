@@ -237,16 +237,80 @@ Result<int64_t> pg_count(pg::Conn& db, const std::string& sql) {
   return r->size() ? r->i64(0, 0) : 0;
 }
 
+// A table to copy or verify, with the source it is read from and the columns it has there.
+struct Plan {
+  sqlite::Db* source;
+  TableMap table;
+  std::vector<std::string> columns;
+};
+
+Result<std::vector<Plan>> plan_tables(sqlite::Db& store, sqlite::Db& directory) {
+  std::vector<Plan> plans;
+  for (const TableMap& t : store_tables()) {
+    if (t.optional) {
+      sqlite::Stmt q(store, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?");
+      q.bind(1, t.source);
+      const bool present = q.step();
+      if (!q.ok()) return q.status();
+      if (!present) continue;
+    }
+    auto cols = columns_of(store, t.source);
+    if (!cols) return cols.status();
+    plans.push_back({&store, t, std::move(*cols)});
+  }
+  for (const TableMap& t : directory_tables()) {
+    auto cols = columns_of(directory, t.source);
+    if (!cols) return cols.status();
+    plans.push_back({&directory, t, std::move(*cols)});
+  }
+  return plans;
+}
+
+// Every planned table of the source snapshot against PostgreSQL: the same row count and checksum, or
+// kStorageCorrupt naming the first table that differs. The verified tables are appended to `report`.
+Status verify_tables(const std::vector<Plan>& plans, pg::Conn& pg, MigrationReport& report) {
+  for (const Plan& p : plans) {
+    auto a = sum_sqlite(*p.source, p.table, p.columns);
+    if (!a) return a.status();
+    auto b = sum_pg(pg, p.table, p.columns);
+    if (!b) return b.status();
+    if (a->rows != b->rows || a->sha256 != b->sha256)
+      return Status(ErrorCode::kStorageCorrupt, "verification failed for " + p.table.target + ": " +
+                                                    std::to_string(a->rows) + " rows " + a->sha256 +
+                                                    " in SQLite, " + std::to_string(b->rows) + " rows " +
+                                                    b->sha256 + " in PostgreSQL");
+    report.tables.push_back(std::move(*a));
+  }
+  return Status::ok();
+}
+
+Result<uint64_t> sqlite_head_seq(sqlite::Db& store) {
+  sqlite::Stmt q(store, "SELECT coalesce(max(server_seq), 0) FROM _log");
+  if (!q.step()) return q.ok() ? Status(ErrorCode::kInternal, "no head") : q.status();
+  return static_cast<uint64_t>(q.col_int(0));
+}
+
+std::string store_path_in(const std::string& data_dir) {
+  return (std::filesystem::path(data_dir) / kCentralStoreFileName).string();
+}
+std::string directory_path_in(const std::string& data_dir) {
+  return (std::filesystem::path(data_dir) / kDirectoryFileName).string();
+}
+Status require_data_dir(const std::string& data_dir) {
+  if (!std::filesystem::exists(store_path_in(data_dir)) ||
+      !std::filesystem::exists(directory_path_in(data_dir)))
+    return Status(ErrorCode::kInvalidArgument,
+                  data_dir + " is not a fieldsync data directory (no central.db and directory.db)");
+  return Status::ok();
+}
+
 }  // namespace
 
 Result<MigrationReport> migrate_to_postgresql(const std::string& data_dir, const std::string& url,
                                               const Directory::Options& directory_options) {
-  const std::filesystem::path dir(data_dir);
-  const std::string store_path = (dir / kCentralStoreFileName).string();
-  const std::string directory_path = (dir / kDirectoryFileName).string();
-  if (!std::filesystem::exists(store_path) || !std::filesystem::exists(directory_path))
-    return Status(ErrorCode::kInvalidArgument,
-                  data_dir + " is not a fieldsync data directory (no central.db and directory.db)");
+  if (Status s = require_data_dir(data_dir); !s) return s;
+  const std::string store_path = store_path_in(data_dir);
+  const std::string directory_path = directory_path_in(data_dir);
   // Opened once the way the server opens them: an older store or directory is brought to this version's
   // format first, so the columns below are the current ones.
   {
@@ -274,29 +338,9 @@ Result<MigrationReport> migrate_to_postgresql(const std::string& data_dir, const
   if (!dst) return dst.status();
   pg::Conn& pg = **dst;
 
-  struct Plan {
-    sqlite::Db* source;
-    TableMap table;
-    std::vector<std::string> columns;
-  };
-  std::vector<Plan> plans;
-  for (const TableMap& t : store_tables()) {
-    if (t.optional) {
-      sqlite::Stmt q(**src, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?");
-      q.bind(1, t.source);
-      const bool present = q.step();
-      if (!q.ok()) return q.status();
-      if (!present) continue;
-    }
-    auto cols = columns_of(**src, t.source);
-    if (!cols) return cols.status();
-    plans.push_back({src->get(), t, std::move(*cols)});
-  }
-  for (const TableMap& t : directory_tables()) {
-    auto cols = columns_of(**src_dir, t.source);
-    if (!cols) return cols.status();
-    plans.push_back({src_dir->get(), t, std::move(*cols)});
-  }
+  auto plans_read = plan_tables(**src, **src_dir);
+  if (!plans_read) return plans_read.status();
+  const std::vector<Plan>& plans = *plans_read;
 
   if (Status s = pg.begin(); !s) return s;
   auto fail = [&](Status s) {
@@ -322,9 +366,9 @@ Result<MigrationReport> migrate_to_postgresql(const std::string& data_dir, const
   // The log head and the server's clock; the identity columns continue after the copied ids.
   MigrationReport report;
   {
-    sqlite::Stmt q(**src, "SELECT coalesce(max(server_seq), 0) FROM _log");
-    if (!q.step()) return fail(q.ok() ? Status(ErrorCode::kInternal, "no head") : q.status());
-    report.head_seq = static_cast<uint64_t>(q.col_int(0));
+    Result<uint64_t> head = sqlite_head_seq(**src);
+    if (!head) return fail(head.status());
+    report.head_seq = *head;
   }
   int64_t clock = 0;
   {
@@ -347,18 +391,31 @@ Result<MigrationReport> migrate_to_postgresql(const std::string& data_dir, const
   if (Status s = pg.commit(); !s) return s;
 
   // Verification: what PostgreSQL now holds, read back, against the source's snapshot.
-  for (const Plan& p : plans) {
-    auto a = sum_sqlite(*p.source, p.table, p.columns);
-    if (!a) return a.status();
-    auto b = sum_pg(pg, p.table, p.columns);
-    if (!b) return b.status();
-    if (a->rows != b->rows || a->sha256 != b->sha256)
-      return Status(ErrorCode::kStorageCorrupt, "verification failed for " + p.table.target + ": " +
-                                                    std::to_string(a->rows) + " rows " + a->sha256 +
-                                                    " in SQLite, " + std::to_string(b->rows) + " rows " +
-                                                    b->sha256 + " in PostgreSQL");
-    report.tables.push_back(std::move(*a));
-  }
+  if (Status s = verify_tables(plans, pg, report); !s) return s;
+  (void)(*src)->exec("COMMIT");
+  (void)(*src_dir)->exec("COMMIT");
+  return report;
+}
+
+Result<MigrationReport> verify_migration(const std::string& data_dir, const std::string& url) {
+  if (Status s = require_data_dir(data_dir); !s) return s;
+  auto src = sqlite::Db::open(store_path_in(data_dir), SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, 5000);
+  if (!src) return src.status();
+  auto src_dir =
+      sqlite::Db::open(directory_path_in(data_dir), SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, 5000);
+  if (!src_dir) return src_dir.status();
+  // One snapshot of each file, as the migration's own verification reads.
+  if (Status s = (*src)->exec("BEGIN"); !s) return s;
+  if (Status s = (*src_dir)->exec("BEGIN"); !s) return s;
+  auto dst = pg::Conn::open(url);
+  if (!dst) return dst.status();
+  auto plans = plan_tables(**src, **src_dir);
+  if (!plans) return plans.status();
+  MigrationReport report;
+  Result<uint64_t> head = sqlite_head_seq(**src);
+  if (!head) return head.status();
+  report.head_seq = *head;
+  if (Status s = verify_tables(*plans, **dst, report); !s) return s;
   (void)(*src)->exec("COMMIT");
   (void)(*src_dir)->exec("COMMIT");
   return report;

@@ -493,9 +493,16 @@ Result<std::vector<protocol::TxnResult>> SyncServer::commit_run(ApplyRun& run) {
   clock_ = done.clock;
   for (AppliedInRun& a : done.applied) {
     const uint64_t seq = a.entry.txn.server_seq;
-    if (seq != scope_cache_head_ + 1 || a.moves) scope_cache_.clear();
-    scope_cache_head_ = seq;
-    for (const auto& [key, scope] : a.scopes) remember_scope(key, scope);
+    // The scopes the rules resolved hold from seq on (every record they read was locked by the run, so no
+    // commit below seq changed them afterwards). Commits of other writers between scope_cache_head_ and seq
+    // are applied when a fan-out reads them; those entries stay until then, and are not used meanwhile.
+    if (a.moves) {
+      scope_cache_.clear();
+      scope_cache_head_ = std::max(scope_cache_head_, seq);
+    } else if (seq == scope_cache_head_ + 1) {
+      scope_cache_head_ = seq;
+    }
+    for (const auto& [key, scope] : a.scopes) remember_scope(key, scope, seq);
     remember_log_entry(std::move(a.entry));
   }
   return std::move(done.results);
@@ -523,18 +530,15 @@ Result<protocol::TxnResult> SyncServer::apply_local(const ClientTxn& txn, const 
 // ---------------------------------------------------------------------------------------------
 
 Result<SyncServer::ResolvedRange> SyncServer::resolve_range(uint64_t from, size_t max_changes,
-                                                            const Principal* only_for) {
+                                                            const Principal* only_for,
+                                                            std::optional<uint64_t> known_head) {
   CheckedStoreReader reader(store_);
   ResolvedRange range;
   range.from = from;
   range.to = from;
-  Result<uint64_t> head_read = store_.head_seq();
+  Result<uint64_t> head_read = known_head ? Result<uint64_t>(*known_head) : store_.head_seq();
   if (!head_read) return head_read.status();
   const uint64_t head = *head_read;
-  if (head != scope_cache_head_) {  // commits this server did not make
-    scope_cache_.clear();
-    scope_cache_head_ = head;
-  }
   std::optional<std::vector<ScopeKey>> scopes;
   if (only_for != nullptr) scopes = visible_scopes(*only_for);
   const bool from_tail = tail_covers(from, head);
@@ -580,25 +584,30 @@ Result<SyncServer::ResolvedRange> SyncServer::resolve_range(uint64_t from, size_
     if (!txns) return txns.status();
     range.txns = std::move(txns.value());
   }
+  if (!scopes) {
+    // Every entry after `from` up to where the read stopped: what they did to records' scopes is known now.
+    if (!from_tail && !range.txns.empty()) range.to = range.txns.back().server_seq;
+    advance_scope_cache(from, range.txns);
+  }
+  // A record loaded now has at least the state of every commit up to here.
+  const uint64_t loaded_at = std::max(head, range.to);
   auto resolve = [&](EntityId entity, const RecordId& id) {
     RecordKey key{entity, id};
     if (range.scopes.count(key)) return;
-    if (auto it = scope_cache_.find(key); it != scope_cache_.end()) {
-      range.scopes.emplace(key, it->second);
+    if (const ScopeKey* cached = cached_scope(key, head)) {
+      range.scopes.emplace(key, *cached);
       return;
     }
     // Scope is judged on current state, so a record that moved away is not sent to its old scope.
     if (std::optional<RecordState> rec = reader.load(entity, id)) {
       ScopeKey scope = resolve_scope(*rec, reader);
       if (!reader.status()) return;  // the range is dropped below; nothing read through a failure is kept
-      remember_scope(key, scope);
+      remember_scope(key, scope, loaded_at);
       range.scopes.emplace(key, std::move(scope));
     }
   };
-  for (const ServerTxn& txn : range.txns) {
-    if (!scopes && !from_tail) range.to = txn.server_seq;
+  for (const ServerTxn& txn : range.txns)
     for (const Change& c : txn.changes) resolve(c.entity, c.record);
-  }
   if (from_tail) {
     // conflicts came with the entries
   } else if (scopes) {
@@ -649,13 +658,91 @@ bool SyncServer::tail_covers(uint64_t from, uint64_t head) const {
          log_tail_.front().txn.server_seq <= from + 1;
 }
 
-void SyncServer::remember_scope(const RecordKey& key, const ScopeKey& scope) {
+void SyncServer::remember_scope(const RecordKey& key, const ScopeKey& scope, uint64_t valid_at) {
   if (scope.kind == ScopeKey::Kind::kUnresolved) {
     scope_cache_.erase(key);
     return;
   }
-  if (scope_cache_.size() >= tuning::kMaxCachedScopes && !scope_cache_.count(key)) scope_cache_.clear();
-  scope_cache_[key] = scope;
+  auto it = scope_cache_.find(key);
+  if (it == scope_cache_.end()) {
+    if (scope_cache_.size() >= tuning::kMaxCachedScopes) scope_cache_.clear();
+    scope_cache_.emplace(key, CachedScope{scope, valid_at});
+  } else if (it->second.valid_at <= valid_at) {  // never replaced by what was known earlier
+    it->second = CachedScope{scope, valid_at};
+  }
+}
+
+const ScopeKey* SyncServer::cached_scope(const RecordKey& key, uint64_t head) const {
+  auto it = scope_cache_.find(key);
+  if (it == scope_cache_.end()) return nullptr;
+  // Known at the head itself, or every commit up to the head applied since (none touched it).
+  if (it->second.valid_at < head && scope_cache_head_ < head) return nullptr;
+  return &it->second.scope;
+}
+
+namespace {
+
+// The scope a transaction of the log leaves `key` in, if the transaction itself says it: a record of a
+// territory- or owner-scoped entity whose scope field the transaction set (its last effective set wins).
+// nullopt: the transaction does not say (a record under a parent, or one whose scope field it did not set).
+std::optional<ScopeKey> scope_set_by(const ServerTxn& txn, const RecordKey& key) {
+  const schema::EntityDef* e = schema::entity(key.entity);
+  if (e == nullptr) return std::nullopt;
+  ScopeKey::Kind kind = ScopeKey::Kind::kUnresolved;
+  switch (e->scope.kind) {
+    case schema::ScopeKind::kTerritory:
+      kind = ScopeKey::Kind::kTerritory;
+      break;
+    case schema::ScopeKind::kOwner:
+      kind = ScopeKey::Kind::kOwner;
+      break;
+    default:
+      return std::nullopt;
+  }
+  std::optional<ScopeKey> out;
+  for (const Change& c : txn.changes) {
+    if (c.entity != key.entity || c.record != key.id || c.field != e->scope.field) continue;
+    if (c.op != ChangeOp::kSet) {  // an append to the scope field: not a value the transaction states
+      out.reset();
+      continue;
+    }
+    // What resolve_scope makes of the value (an empty or non-text scope field resolves nowhere).
+    if (c.value.kind() == Value::Kind::kText && !c.value.as_text().empty()) {
+      out = ScopeKey{kind, c.value.as_text()};
+    } else {
+      out = ScopeKey{ScopeKey::Kind::kUnresolved, {}};
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+void SyncServer::advance_scope_cache(uint64_t from, const std::vector<ServerTxn>& txns) {
+  if (from > scope_cache_head_) {  // (scope_cache_head_, from] was never seen here
+    scope_cache_.clear();
+    scope_cache_head_ = from;
+  }
+  for (const ServerTxn& txn : txns) {
+    const uint64_t seq = txn.server_seq;
+    if (seq <= scope_cache_head_) continue;  // applied already
+    if (seq != scope_cache_head_ + 1 || !txn.moves.empty()) {
+      scope_cache_.clear();  // a gap in what was read (never in a store's log), or a move
+    } else {
+      for (const Change& c : txn.changes) {
+        auto it = scope_cache_.find(RecordKey{c.entity, c.record});
+        if (it != scope_cache_.end() && it->second.valid_at < seq) scope_cache_.erase(it);
+      }
+    }
+    scope_cache_head_ = seq;
+    RecordKey last;  // a transaction's changes come record by record
+    for (const Change& c : txn.changes) {
+      RecordKey key{c.entity, c.record};
+      if (key == last) continue;
+      last = key;
+      if (std::optional<ScopeKey> scope = scope_set_by(txn, key)) remember_scope(key, *scope, seq);
+    }
+  }
 }
 
 Result<protocol::ChangeBatch> SyncServer::batch_for(const Session& s, const ResolvedRange& range,
@@ -869,13 +956,16 @@ void SyncServer::poll_external_commits(int64_t now_ms) {
   Result<uint64_t> head = store_.head_seq();
   if (!head) return;  // the next poll tries again
   if (*head <= fanned_out_head_ && !fan_out_pending_ && !fan_out_retry_) return;
-  while (wake_live_sessions(0) && fan_out_pending_ && !config_.defer_fan_out) {
+  // The head just read serves the first round (one round trip less per notification from another instance).
+  std::optional<uint64_t> known = *head;
+  while (wake_live_sessions(0, std::exchange(known, std::nullopt)) && fan_out_pending_ &&
+         !config_.defer_fan_out) {
   }  // deferred: the driver's next fan_out() continues
 }
 
-bool SyncServer::wake_live_sessions(SessionId) {
+bool SyncServer::wake_live_sessions(SessionId, std::optional<uint64_t> known_head) {
   fan_out_pending_ = false;
-  Result<uint64_t> head_read = store_.head_seq();
+  Result<uint64_t> head_read = known_head ? Result<uint64_t>(*known_head) : store_.head_seq();
   if (!head_read) {
     fan_out_retry_ = true;
     return false;
@@ -903,7 +993,8 @@ bool SyncServer::wake_live_sessions(SessionId) {
     if (failed_cursors.count(s.scanned_cursor)) continue;
     auto it = ranges.find(s.scanned_cursor);
     if (it == ranges.end()) {
-      Result<ResolvedRange> range = resolve_range(s.scanned_cursor, tuning::kMaxChangesPerLiveScan, nullptr);
+      Result<ResolvedRange> range =
+          resolve_range(s.scanned_cursor, tuning::kMaxChangesPerLiveScan, nullptr, head);
       if (!range) {
         failed_cursors.insert(s.scanned_cursor);
         fan_out_retry_ = true;

@@ -98,7 +98,8 @@ std::string Simulation::field_diff(const RecordState& client, const RecordState&
 
 void Simulation::check_end_state() {
   // Read through CentralStore, so the same checks hold whichever store the server ran on. The checker's own
-  // reads are never failed on purpose (it reads central_, not server_store_); a failed one is a broken store.
+  // reads are never failed on purpose (it reads central_, not server_stores_); a failed one is a broken
+  // store.
   std::map<RecordKey, RecordState> server_records;
   for (RecordKey after;;) {
     Result<std::vector<RecordState>> page = central_->scan(after, 1000);
@@ -409,7 +410,8 @@ bool Simulation::fail_server_read() {
 }
 
 void Simulation::finish_report() {
-  report_.server_read_faults = server_store_ ? server_store_->failed_reads : 0;
+  report_.server_read_faults = 0;
+  for (const auto& s : server_stores_) report_.server_read_faults += s->failed_reads;
   if (failure_count_ > report_.failures.size())
     report_.failures.push_back(cat("... and ", failure_count_ - report_.failures.size(), " more failures"));
   report_.ok = failure_count_ == 0;

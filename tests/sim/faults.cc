@@ -19,7 +19,8 @@ void Simulation::restart_client(Node& n, std::string_view why) {
     session_owner_.erase(s);
     n.session = 0;
     n.closing = false;
-    server_->on_disconnect(s);
+    server_of(s).on_disconnect(s);
+    session_server_.erase(s);
     pump_server();
   }
   n.client.reset();
@@ -40,15 +41,26 @@ void Simulation::restart_client(Node& n, std::string_view why) {
 
 void Simulation::crash_server() {
   ++report_.server_crashes;
-  trace("SERVER CRASH");
-  in_flight_.clear();
-  session_owner_.clear();
-  backlogged_.clear();
-  server_.reset();
-  server_ = std::make_unique<SyncServer>(*server_store_, auth_, server_config());
+  // One server draws nothing here, so single-server seeds run as they always did.
+  const size_t which = servers_.size() > 1 ? static_cast<size_t>(rnd(servers_.size())) : 0;
+  trace("SERVER CRASH", servers_.size() > 1 ? cat(" (instance ", which, ")") : std::string());
+  // What goes down with it: its sessions, and whatever is left of sessions already closed.
+  auto gone = [&](SessionId s) {
+    auto on = session_server_.find(s);
+    return on == session_server_.end() || on->second == which;
+  };
+  std::erase_if(in_flight_, [&](const auto& f) { return gone(f.second.conn); });
+  std::erase_if(backlogged_, gone);
+  std::erase_if(session_owner_, [&](const auto& o) { return gone(o.first); });
+  std::vector<SessionId> ended;
+  for (auto& np : nodes_)
+    if (np->session != 0 && gone(np->session)) ended.push_back(np->session);
+  std::erase_if(session_server_, [&](const auto& o) { return o.second == which; });
+  servers_[which].reset();
+  servers_[which] = std::make_unique<SyncServer>(*server_stores_[which], auth_, server_config());
   for (auto& np : nodes_) {
     Node& n = *np;
-    if (n.session == 0) continue;
+    if (n.session == 0 || std::find(ended.begin(), ended.end(), n.session) == ended.end()) continue;
     n.session = 0;
     n.closing = false;
     if (n.client) {
@@ -63,7 +75,7 @@ void Simulation::crash_server() {
 void Simulation::drain(SessionId session) {
   backlogged_.erase(session);
   trace("session ", session, " drained");
-  server_->set_backlogged(session, false);  // a session already gone is ignored
+  server_of(session).set_backlogged(session, false);  // a session already gone is ignored
   pump_server();
 }
 
@@ -87,7 +99,7 @@ void Simulation::inject_faults() {
   if (chance(kBacklogP) && slow.session != 0 && backlogged_.insert(slow.session).second) {
     ++report_.backlogs;
     trace(slow.name, ": socket backed up (session ", slow.session, ")");
-    server_->set_backlogged(slow.session, true);
+    server_of(slow.session).set_backlogged(slow.session, true);
   }
   if (!backlogged_.empty() && chance(kDrainP))
     drain(*std::next(backlogged_.begin(), rnd(backlogged_.size())));
@@ -95,11 +107,10 @@ void Simulation::inject_faults() {
     read_outage_until_ = now_ + 1'000 + static_cast<int64_t>(read_rng_() % kReadOutageMaxMs);
     trace("server store reads failing until +", read_outage_until_ - now_, "ms");
   }
-  // The real server polls once a second (commits of other writers, fan-outs a failed read stopped).
-  if (server_) {
-    server_->poll_external_commits(now_);
-    pump_server();
-  }
+  // The real server polls once a second (commits of other writers -- with several instances, each other's --
+  // and fan-outs a failed read stopped).
+  for (auto& server : servers_) server->poll_external_commits(now_);
+  pump_server();
   if (chance(kClockDriftP)) {
     Node& d = *nodes_[rnd(nodes_.size())];
     d.clock_offset_ms =
@@ -144,16 +155,17 @@ void Simulation::check_restarted_clock(Node& n) {
 }
 
 void Simulation::check_server_clock() {
-  if (!server_) return;
-  Hlc h = server_->hlc();
-  // A server that has not issued or received a timestamp yet (just restarted) reports 0; what matters is
-  // that nothing it issues goes back.
-  if (h != 0 && h < server_max_hlc_ && !server_clock_failed_) {
-    server_clock_failed_ = true;
-    fail(cat("clock: server hlc went back from ", server_max_hlc_, " to ", h, " (",
-             hlc_physical_ms(server_max_hlc_) - hlc_physical_ms(h), "ms)"));
+  for (size_t i = 0; i < servers_.size(); ++i) {
+    Hlc h = servers_[i]->hlc();
+    // A server that has not issued or received a timestamp yet (just restarted) reports 0; what matters is
+    // that nothing it issues goes back (each instance's own clock: another's may be behind it).
+    if (h != 0 && h < server_max_hlc_[i] && !server_clock_failed_) {
+      server_clock_failed_ = true;
+      fail(cat("clock: server hlc went back from ", server_max_hlc_[i], " to ", h, " (",
+               hlc_physical_ms(server_max_hlc_[i]) - hlc_physical_ms(h), "ms)"));
+    }
+    server_max_hlc_[i] = std::max(server_max_hlc_[i], h);
   }
-  server_max_hlc_ = std::max(server_max_hlc_, h);
 }
 
 void Simulation::check_clocks() {

@@ -14,7 +14,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: fieldsync-sim [--seeds N] [--start S] [--quiet] [--verbose] [--reps N] [--steps N]\n"
-    "                     [--no-scope-moves] [--sqlite] [--fault F]\n"
+    "                     [--no-scope-moves] [--sqlite] [--servers N] [--fault F]\n"
     "       fieldsync-sim --seed S [--reps N] [--steps N]   (replay one seed with a trace)\n"
     "\n"
     "  --seeds N   run seeds S .. S+N-1 (default 100)\n"
@@ -26,6 +26,7 @@ constexpr const char* kUsage =
     "  --steps N   random steps per run (default 600; 1..1000000)\n"
     "  --no-scope-moves  head office never moves accounts between territories\n"
     "  --sqlite    devices keep real SQLite replica files (client-core) instead of memory\n"
+    "  --servers N server instances on one central store, devices on any of them (default 1; 1..4)\n"
     "  --fault F   a deliberate merge bug, for mutation testing:\n"
     "              arrival-order-wins or drop-concurrent-append\n"
     "  --help      this text\n"
@@ -99,6 +100,10 @@ int main(int argc, char** argv) {
       auto v = value(0, UINT64_MAX);
       if (!v) return usage_error("--seed needs a non-negative number");
       single = *v;
+    } else if (arg == "--servers") {
+      auto v = value(1, 4);
+      if (!v) return usage_error("--servers needs a number from 1 to 4");
+      base.servers = static_cast<int>(*v);
     } else if (arg == "--reps") {
       auto v = value(1, 50);
       if (!v) return usage_error("--reps needs a number from 1 to 50");

@@ -19,8 +19,12 @@ void Simulation::connect(Node& n) {
   n.wire_version_to_server = 1;
   n.wire_version_to_client = 1;
   session_owner_[s] = n.index;
-  trace(n.name, ": connect session ", s);
-  server_->on_connect(s, now_);
+  // Devices are given every instance's URL: a connection lands on any of them (one server draws nothing).
+  const size_t instance = servers_.size() > 1 ? static_cast<size_t>(rnd(servers_.size())) : 0;
+  session_server_[s] = instance;
+  trace(n.name, ": connect session ", s,
+        servers_.size() > 1 ? cat(" to instance ", instance) : std::string());
+  servers_[instance]->on_connect(s, now_);
   pump_server();
   n.client->on_connected(wall(n));
   pump_client(n);
@@ -43,7 +47,8 @@ void Simulation::close_connection(Node& n, std::string_view why, int64_t reconne
   session_owner_.erase(s);
   n.session = 0;
   n.closing = false;
-  server_->on_disconnect(s);
+  server_of(s).on_disconnect(s);
+  session_server_.erase(s);
   pump_server();
   if (n.client) {
     n.client->on_disconnected(wall(n));
@@ -185,11 +190,11 @@ void Simulation::deliver(Frame& f) {
     if (!decoded.is_ok()) {
       trace(n.name, " -> server: bad frame: ", decoded.status().to_string());
       n.corrupted_session = true;
-      server_->on_bad_frame(f.conn, decoded.status());
+      server_of(f.conn).on_bad_frame(f.conn, decoded.status());
       pump_server();
       return;
     }
-    server_->on_message(f.conn, *decoded, now_);
+    server_of(f.conn).on_message(f.conn, *decoded, now_);
     pump_server();
   } else {
     if (!decoded.is_ok()) {
@@ -225,36 +230,38 @@ ServerConfig Simulation::server_config() const {
 }
 
 void Simulation::pump_server() {
-  if (!server_) return;
+  if (servers_.empty()) return;
   check_server_clock();
-  if (defers_fan_out() && chance(0.5)) server_->fan_out(now_);
-  // bootstrap_in_steps: each session owed pages gets the next one, sessions taking turns (as SyncService
-  // serves one page per hold of its lock).
-  for (bool owed = bootstrap_in_steps(); owed;) {
-    owed = false;
-    for (const auto& [session, owner] : session_owner_) {
-      if (!server_->bootstrap_pages_owed(session)) continue;
-      server_->continue_bootstrap(session, now_);
-      owed = true;
+  for (auto& server : servers_) {
+    if (defers_fan_out() && chance(0.5)) server->fan_out(now_);
+    // bootstrap_in_steps: each session owed pages gets the next one, sessions taking turns (as SyncService
+    // serves one page per hold of its lock).
+    for (bool owed = bootstrap_in_steps(); owed;) {
+      owed = false;
+      for (const auto& [session, owner] : session_owner_) {
+        if (&server_of(session) != server.get() || !server->bootstrap_pages_owed(session)) continue;
+        server->continue_bootstrap(session, now_);
+        owed = true;
+      }
     }
-  }
-  for (auto& out : server_->take_outgoing()) {
-    if (auto* ack = std::get_if<protocol::PushAck>(&out.message)) note_ack(out.session, *ack);
-    if (auto* w = std::get_if<protocol::Welcome>(&out.message); w && w->protocol_version == 1)
-      ++report_.v1_sessions;
-    auto owner = session_owner_.find(out.session);
-    if (owner == session_owner_.end()) continue;  // session already gone
-    Node& n = *nodes_[static_cast<size_t>(owner->second)];
-    send_frame(n, false, std::move(out.message));
-  }
-  for (SessionId s : server_->take_closing()) {
-    auto owner = session_owner_.find(s);
-    if (owner == session_owner_.end()) continue;
-    Node& n = *nodes_[static_cast<size_t>(owner->second)];
-    if (n.session != s || n.closing) continue;
-    trace(n.name, ": server closes session ", s);
-    n.closing = true;
-    erase_frames(s, true);  // the server reads nothing more from it
+    for (auto& out : server->take_outgoing()) {
+      if (auto* ack = std::get_if<protocol::PushAck>(&out.message)) note_ack(out.session, *ack);
+      if (auto* w = std::get_if<protocol::Welcome>(&out.message); w && w->protocol_version == 1)
+        ++report_.v1_sessions;
+      auto owner = session_owner_.find(out.session);
+      if (owner == session_owner_.end()) continue;  // session already gone
+      Node& n = *nodes_[static_cast<size_t>(owner->second)];
+      send_frame(n, false, std::move(out.message));
+    }
+    for (SessionId s : server->take_closing()) {
+      auto owner = session_owner_.find(s);
+      if (owner == session_owner_.end()) continue;
+      Node& n = *nodes_[static_cast<size_t>(owner->second)];
+      if (n.session != s || n.closing) continue;
+      trace(n.name, ": server closes session ", s);
+      n.closing = true;
+      erase_frames(s, true);  // the server reads nothing more from it
+    }
   }
 }
 

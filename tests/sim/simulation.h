@@ -529,9 +529,12 @@ class Simulation {
       principals.push_back(rep);
     }
 
-    server_store_ =
-        std::make_unique<testing_support::ReadFaultStore>(*central_, [this] { return fail_server_read(); });
-    server_ = std::make_unique<SyncServer>(*server_store_, auth_, server_config());
+    for (int i = 0; i < std::max(1, opt_.servers); ++i) {
+      server_stores_.push_back(std::make_unique<testing_support::ReadFaultStore>(
+          *central_, [this] { return fail_server_read(); }));
+      servers_.push_back(std::make_unique<SyncServer>(*server_stores_.back(), auth_, server_config()));
+      server_max_hlc_.push_back(0);
+    }
     for (const Principal& p : principals) {
       auto n = std::make_unique<Node>();
       n->index = static_cast<int>(nodes_.size());
@@ -641,6 +644,7 @@ class Simulation {
 
   void restart_client(Node& n, std::string_view why);
 
+  // Takes down one server instance (with several, a random one): its sessions end, the others go on.
   void crash_server();
 
   void drain(SessionId session);
@@ -839,15 +843,21 @@ class Simulation {
 
   // The server's store: a MemoryCentralStore, or SimOptions::central_store's (never null once setup() ran).
   std::unique_ptr<CentralStore> central_;
-  // What the server reads and writes through: central_ with injected read failures (the checker reads
-  // central_ itself).
-  std::unique_ptr<testing_support::ReadFaultStore> server_store_;
+  // What each server instance reads and writes through: central_ with injected read failures (the checker
+  // reads central_ itself).
+  std::vector<std::unique_ptr<testing_support::ReadFaultStore>> server_stores_;
   std::mt19937_64 read_rng_;
   int64_t read_outage_until_ = 0;
   SimAuthenticator auth_;
-  std::unique_ptr<SyncServer> server_;
-  Hlc server_max_hlc_ = 0;
+  std::vector<std::unique_ptr<SyncServer>> servers_;  // SimOptions::servers instances on central_
+  std::vector<Hlc> server_max_hlc_;                   // per instance
   bool server_clock_failed_ = false;
+  std::map<SessionId, size_t> session_server_;  // the instance each session is connected to
+  // The instance `session` is (or was last) connected to.
+  SyncServer& server_of(SessionId session) {
+    auto it = session_server_.find(session);
+    return *servers_[it == session_server_.end() ? 0 : it->second];
+  }
 
   std::vector<std::unique_ptr<Node>> nodes_;
   std::map<NodeId, int> node_index_;

@@ -32,6 +32,12 @@ struct SimOptions {
   // Each device's store is a client::SqliteReplicaStore file in a temporary directory (a client crash closes
   // and reopens it) instead of a MemoryReplicaStore.
   bool sqlite_replicas = false;
+  // Server instances on the one central store (issue 20: several fieldsync-server processes in front of one
+  // PostgreSQL database). Each connection goes to one of them, each keeps its own caches (scope cache, log
+  // tail), and a commit through one reaches live sessions on the others only through their
+  // poll_external_commits -- the path a notification takes -- which each runs every step. A server crash
+  // takes down one instance and the sessions on it.
+  int servers = 1;
   // The server's central store: a new MemoryCentralStore when unset. tests/pg_sim_test.cc runs seeds on a
   // PostgreSQL store (a new database per run). A store that could not be opened (nullptr) fails the run. The
   // checker reads it through CentralStore, plus `central_rejections` for what the interface does not list.

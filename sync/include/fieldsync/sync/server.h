@@ -193,8 +193,10 @@ class SyncServer {
   };
   // only_for: read just the transactions the log indexed under the principal's scopes (a pull's catch-up);
   // nullptr: the whole log (live fan-out, shared by every session at that cursor).
-  // A failed store read fails the whole range (nothing of it may be sent).
-  Result<ResolvedRange> resolve_range(uint64_t from, size_t max_changes, const Principal* only_for);
+  // A failed store read fails the whole range (nothing of it may be sent). `head`: the log head the caller
+  // has just read (fan-out reads it once for all its ranges), or nullopt to read it here.
+  Result<ResolvedRange> resolve_range(uint64_t from, size_t max_changes, const Principal* only_for,
+                                      std::optional<uint64_t> head = std::nullopt);
   // Sessions that may find something in `range`: those indexed under the current scope of a record it
   // touches or the scope a move took a record from, the users named in its conflicts, head office. A
   // superset of the sessions batch_for would give a non-empty batch, found without looking at the others.
@@ -204,7 +206,8 @@ class SyncServer {
   Result<protocol::ChangeBatch> build_batch(const Session& s, uint64_t from, size_t max_changes,
                                             uint64_t request_id);
   // false: a store read failed; the sessions it concerns stay where they were and fan_out_retry_ is set.
-  bool wake_live_sessions(SessionId except);
+  // `head`: the log head just read by the caller (poll_external_commits), or nullopt to read it here.
+  bool wake_live_sessions(SessionId except, std::optional<uint64_t> head = std::nullopt);
   // Queues `batch` (built from the session's scanned_cursor) for a live session, or only moves its cursor
   // when the batch is empty.
   void send_live(SessionId id, Session& s, protocol::ChangeBatch batch);
@@ -237,14 +240,28 @@ class SyncServer {
   std::set<SessionId> sees_all_;                   // head office
   uint64_t fanned_out_head_ = 0;                   // log head at the last wake_live_sessions
   // The current scope of records, so fan-out and catch-up do not load each touched record again: filled
-  // by this server's commits (the rules resolve every touched record anyway) and by resolve_range. Valid
-  // for the store at log position scope_cache_head_; a commit changes the scope of the records it touches
-  // (updated), of the descendants of a record it moves (any move empties the cache), and nothing else;
-  // kUnresolved is never cached (a parent created later resolves it). A commit by another process
-  // (fieldsync-admin) moves the head past scope_cache_head_ unseen: the cache starts over.
-  std::map<RecordKey, ScopeKey> scope_cache_;
+  // by this server's commits (the rules resolve every touched record anyway), by the log ranges fan-out
+  // reads (a record whose territory or owner a transaction sets has that scope from then on) and by
+  // resolve_range's loads. Every commit up to scope_cache_head_ has been applied to it: a commit changes the
+  // scope of the records it touches (their entries from before it are dropped), of the descendants of a
+  // record it moves (any move empties the cache), and nothing else. Each entry holds the log position from
+  // which it is known (valid_at): an entry is used only while no commit after that position is unseen
+  // (valid_at or scope_cache_head_ at the head), so a commit by another writer -- another instance on the
+  // same database, fieldsync-admin -- never leaves a stale scope in use, and no longer empties the cache
+  // either: the fan-out that reads its range applies it (advance_scope_cache). kUnresolved is never cached
+  // (a parent created later resolves it).
+  struct CachedScope {
+    ScopeKey scope;
+    uint64_t valid_at = 0;
+  };
+  std::map<RecordKey, CachedScope> scope_cache_;
   uint64_t scope_cache_head_ = 0;
-  void remember_scope(const RecordKey& key, const ScopeKey& scope);
+  void remember_scope(const RecordKey& key, const ScopeKey& scope, uint64_t valid_at);
+  // The cached scope of `key` if it holds for a store whose log ends at `head`, else nullptr.
+  const ScopeKey* cached_scope(const RecordKey& key, uint64_t head) const;
+  // Applies a run of consecutive log entries read from the store (or the log tail) after position `from`:
+  // what lies between scope_cache_head_ and `from` was never seen, so the cache starts over at `from` then.
+  void advance_scope_cache(uint64_t from, const std::vector<ServerTxn>& txns);
   // The newest log entries this server committed, as it committed them (with the scope keys the store
   // filed them under and their conflicts), so live fan-out and catch-ups read them from memory instead of
   // reading and decoding the store's log again: a run of consecutive entries, used only while it ends at
