@@ -256,7 +256,8 @@ void BM_FieldClientCheckIn(benchmark::State& state) {
     bench::guest_insn_region(0, [] {});
     api_ns.push_back(time_ns([&] {
       bench::guest_insn_region(tags + kTagCheckIn, [&] {
-        must(f.client->check_in({.account_id = f.account, .latitude = 54.32, .longitude = 10.13}), "check in");
+        must(f.client->check_in({.account_id = f.account, .latitude = 54.32, .longitude = 10.13}),
+             "check in");
       });
     }));
     const std::string id = ids.next(now_ms()).to_string();
@@ -282,14 +283,16 @@ void BM_FieldClientOrder20Lines(benchmark::State& state) {
   std::vector<double> api_ns, bare_ns;
   for (auto _ : state) {
     api_ns.push_back(time_ns([&] {
-      bench::guest_insn_region(tags + kTagOrder,
-                               [&] { must(f.client->draft_order_with_lines(f.account, "EUR", lines), "order"); });
+      bench::guest_insn_region(tags + kTagOrder, [&] {
+        must(f.client->draft_order_with_lines(f.account, "EUR", lines), "order");
+      });
     }));
     const std::string id = ids.next(now_ms()).to_string();
     std::vector<std::string> line_ids;
     for (int i = 0; i < kLines; ++i) line_ids.push_back(ids.next(now_ms()).to_string());
     bare_ns.push_back(time_ns([&] {
-      bench::guest_insn_region(tags + kTagBareOrder, [&] { bare.order(id, f.account, line_ids, f.products); });
+      bench::guest_insn_region(tags + kTagBareOrder,
+                               [&] { bare.order(id, f.account, line_ids, f.products); });
     }));
   }
   report(state, api_ns, bare_ns);

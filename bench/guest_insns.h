@@ -1,7 +1,7 @@
 // Marks a region of a bench for the instruction-counting qemu plugin (bench/qemu_insn_count.c,
-// scripts/guest-insns.sh): under qemu-user it reports how many guest instructions each tagged region executed.
-// The marks are system calls, so they are issued only when FIELDSYNC_GUEST_INSNS is set in the environment;
-// otherwise a region costs one predictable branch and timings are unaffected.
+// scripts/guest-insns.sh): under qemu-user it reports how many guest instructions each tagged region
+// executed. The marks are system calls, so they are issued only when FIELDSYNC_GUEST_INSNS is set in the
+// environment; otherwise a region costs one predictable branch and timings are unaffected.
 #pragma once
 
 #include <sys/syscall.h>

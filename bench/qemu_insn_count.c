@@ -68,7 +68,8 @@ EXPORT int qemu_plugin_version = 1;
 #define MARKER_BEGIN 1
 #define MARKER_END 2
 #define MAX_TAGS 64
-#define MAX_REGIONS_PER_TAG 100000 /* bounds memory; more regions are counted in the total, not the median */
+/* Bounds memory; regions past it are counted in the total, not in the median. */
+#define MAX_REGIONS_PER_TAG 100000
 
 static uint64_t executed; /* every guest instruction of the run; the inline adds write here */
 static int64_t marker_syscall = -1;

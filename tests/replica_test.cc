@@ -1052,8 +1052,8 @@ TEST(SqliteReplicaSync, MetaCacheNeverServesAStaleValue) {
   }
   EXPECT_EQ(a->begin()->meta().cursor, 77u);
   ASSERT_TRUE(a->read([](sqlite3* db) {
-    return sqlite::status_from(sqlite3_exec(db, "UPDATE _sync_meta SET cursor = 78", nullptr, nullptr, nullptr),
-                               "update", db);
+    return sqlite::status_from(
+        sqlite3_exec(db, "UPDATE _sync_meta SET cursor = 78", nullptr, nullptr, nullptr), "update", db);
   }));
   EXPECT_EQ(a->begin()->meta().cursor, 78u);
 
