@@ -6,6 +6,10 @@
 //   build/bin/fieldsync-bench-client --benchmark_filter=FieldClient
 //
 // Arg 1: synchronous=FULL (the replica's default: fsync on every commit); arg 0: WAL + NORMAL.
+//
+// Under qemu-user with FIELDSYNC_GUEST_INSNS set, each API write and each bare write is also a region for the
+// instruction-counting plugin (bench/guest_insns.h, scripts/guest-insns.sh): tags 1 / 2 are the check-in and
+// its bare insert at NORMAL, 11 / 12 at FULL; 3 / 4 and 13 / 14 the order with 20 lines; 0 an empty region.
 #include <benchmark/benchmark.h>
 #include <sqlite3.h>
 #include <unistd.h>
@@ -23,6 +27,7 @@
 #include "fieldsync/schema/ddl.h"
 #include "fieldsync/sync/codec.h"
 #include "fieldsync/sync/server.h"
+#include "guest_insns.h"
 #include "support/memory_store.h"
 
 namespace fieldsync::client {
@@ -236,18 +241,29 @@ double time_ns(F&& f) {
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
 }
 
+// The plugin's tags (bench/guest_insns.h) of an API write and its bare counterpart.
+constexpr long kTagCheckIn = 1, kTagBareCheckIn = 2, kTagOrder = 3, kTagBareOrder = 4;
+constexpr long kTagFull = 10;  // added at synchronous=FULL
+
 void BM_FieldClientCheckIn(benchmark::State& state) {
   const bool full = state.range(0) != 0;
+  const long tags = full ? kTagFull : 0;
   Fixture f = make_fixture(full);
   Bare bare(full);
   RecordIdGenerator ids(7);
   std::vector<double> api_ns, bare_ns;
   for (auto _ : state) {
+    bench::guest_insn_region(0, [] {});
     api_ns.push_back(time_ns([&] {
-      must(f.client->check_in({.account_id = f.account, .latitude = 54.32, .longitude = 10.13}), "check in");
+      bench::guest_insn_region(tags + kTagCheckIn, [&] {
+        must(f.client->check_in({.account_id = f.account, .latitude = 54.32, .longitude = 10.13}),
+             "check in");
+      });
     }));
     const std::string id = ids.next(now_ms()).to_string();
-    bare_ns.push_back(time_ns([&] { bare.check_in(id, f.account, now_ms()); }));
+    bare_ns.push_back(time_ns([&] {
+      bench::guest_insn_region(tags + kTagBareCheckIn, [&] { bare.check_in(id, f.account, now_ms()); });
+    }));
   }
   report(state, api_ns, bare_ns);
   f.client.reset();
@@ -257,6 +273,7 @@ BENCHMARK(BM_FieldClientCheckIn)->Arg(1)->Arg(0)->Iterations(400)->Unit(benchmar
 
 void BM_FieldClientOrder20Lines(benchmark::State& state) {
   const bool full = state.range(0) != 0;
+  const long tags = full ? kTagFull : 0;
   Fixture f = make_fixture(full);
   Bare bare(full);
   RecordIdGenerator ids(7);
@@ -265,12 +282,18 @@ void BM_FieldClientOrder20Lines(benchmark::State& state) {
     lines.push_back({.product_id = p, .quantity = 3, .unit_price_cents = 199});
   std::vector<double> api_ns, bare_ns;
   for (auto _ : state) {
-    api_ns.push_back(
-        time_ns([&] { must(f.client->draft_order_with_lines(f.account, "EUR", lines), "order"); }));
+    api_ns.push_back(time_ns([&] {
+      bench::guest_insn_region(tags + kTagOrder, [&] {
+        must(f.client->draft_order_with_lines(f.account, "EUR", lines), "order");
+      });
+    }));
     const std::string id = ids.next(now_ms()).to_string();
     std::vector<std::string> line_ids;
     for (int i = 0; i < kLines; ++i) line_ids.push_back(ids.next(now_ms()).to_string());
-    bare_ns.push_back(time_ns([&] { bare.order(id, f.account, line_ids, f.products); }));
+    bare_ns.push_back(time_ns([&] {
+      bench::guest_insn_region(tags + kTagBareOrder,
+                               [&] { bare.order(id, f.account, line_ids, f.products); });
+    }));
   }
   report(state, api_ns, bare_ns);
   f.client.reset();

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <random>
 #include <set>
 #include <sstream>
@@ -985,6 +986,121 @@ TEST(SqliteReplicaSync, LocalWriteLeavesTheMetaRowAndReopenDerivesSequenceAndClo
   ASSERT_TRUE(seq) << seq.status().to_string();
   EXPECT_EQ(*seq, 5u);
   EXPECT_GT(store->begin()->meta().hlc, after_four);
+}
+
+// The per-connection meta cache (sqlite_replica.h): consecutive writes of one connection skip the meta read,
+// and a second connection reading the file finds the meta the cache holds.
+TEST(SqliteReplicaSync, MetaCacheServesConsecutiveWritesOfOneConnection) {
+  TempDir dir;
+  const std::string path = dir.file("r.db");
+  ClientConfig cfg;
+  cfg.user = "alice";
+  auto store = open_ok(path);
+  ASSERT_TRUE(store);
+  SyncClient client(*store, cfg);
+  const SqliteReplicaStore::MetaReads before = store->meta_reads();
+  for (uint64_t i = 1; i <= 3; ++i) {
+    Result<uint64_t> seq = client.write(new_account(ids().next(kStart), "A" + std::to_string(i)), kStart);
+    ASSERT_TRUE(seq) << seq.status().to_string();
+    EXPECT_EQ(*seq, i);
+  }
+  const SqliteReplicaStore::MetaReads after = store->meta_reads();
+  EXPECT_EQ(after.cached - before.cached, 3u);
+  EXPECT_EQ(after.from_file, before.from_file);
+  {  // a transaction that neither reads nor changes the meta keeps the cache current
+    auto txn = store->begin();
+    txn->save(account(ids().next(kStart), "no meta"));
+    ASSERT_TRUE(txn->commit());
+  }
+  ASSERT_EQ(client.write(new_account(ids().next(kStart), "A4"), kStart).value(), 4u);
+  auto txn = store->begin();
+  const ReplicaMeta cached = txn->meta();
+  ASSERT_TRUE(txn->commit());
+  EXPECT_EQ(store->meta_reads().from_file, before.from_file);
+  auto fresh = open_ok(path);
+  ASSERT_TRUE(fresh);
+  EXPECT_EQ(cached, fresh->begin()->meta());
+  EXPECT_EQ(cached.next_node_seq, 5u);
+}
+
+TEST(SqliteReplicaSync, MetaCacheNeverServesAStaleValue) {
+  TempDir dir;
+  const std::string path = dir.file("r.db");
+  ClientConfig cfg;
+  cfg.user = "alice";
+  auto a = open_ok(path);
+  auto b = open_ok(path);
+  ASSERT_TRUE(a && b);
+  auto on_a = std::make_unique<SyncClient>(*a, cfg);
+  ASSERT_EQ(on_a->write(new_account(ids().next(kStart), "A1"), kStart).value(), 1u);
+
+  // Another connection's write: a stale next_node_seq would overwrite its outbox entry.
+  {
+    SyncClient on_b(*b, cfg);
+    ASSERT_EQ(on_b.write(new_account(ids().next(kStart), "B2"), kStart).value(), 2u);
+  }
+  const SqliteReplicaStore::MetaReads before = a->meta_reads();
+  ASSERT_EQ(on_a->write(new_account(ids().next(kStart), "A3"), kStart).value(), 3u);
+  EXPECT_EQ(a->meta_reads().from_file, before.from_file + 1);
+  on_a.reset();
+  EXPECT_EQ(a->begin()->outbox_size(), 3u);
+
+  // Another connection's raw change to the row, then one through this connection's own read().
+  {
+    RawDb raw(path);
+    ASSERT_EQ(raw.exec("UPDATE _sync_meta SET cursor = 77"), SQLITE_OK);
+  }
+  EXPECT_EQ(a->begin()->meta().cursor, 77u);
+  ASSERT_TRUE(a->read([](sqlite3* db) {
+    return sqlite::status_from(
+        sqlite3_exec(db, "UPDATE _sync_meta SET cursor = 78", nullptr, nullptr, nullptr), "update", db);
+  }));
+  EXPECT_EQ(a->begin()->meta().cursor, 78u);
+
+  // A transaction that changed the meta and rolled back (destroyed, or its commit failed) leaves the cache
+  // as it was before it: the next transaction finds the committed value.
+  ReplicaMeta committed;
+  {
+    auto txn = a->begin();
+    committed = txn->meta();
+    ASSERT_TRUE(txn->commit());  // fills the cache
+  }
+  for (bool by_fault : {false, true}) {
+    const SqliteReplicaStore::MetaReads reads = a->meta_reads();
+    auto txn = a->begin();
+    ReplicaMeta m = txn->meta();
+    EXPECT_EQ(a->meta_reads().cached, reads.cached + 1);
+    const RecordId id = ids().next(kStart);
+    txn->save(account(id, "rolled back"));
+    ClientTxn t = outbox_txn(m.next_node_seq, id);
+    t.changes[0].version.hlc = m.hlc + 1;
+    txn->outbox_append(t);
+    m.next_node_seq++;
+    m.hlc++;
+    txn->set_meta(m);
+    EXPECT_EQ(txn->meta().next_node_seq, committed.next_node_seq + 1);
+    if (by_fault) {
+      a->fail_next_commit(Status(ErrorCode::kStorageIo, "injected"));
+      EXPECT_FALSE(txn->commit());
+    }
+    txn.reset();
+    auto next = a->begin();
+    EXPECT_EQ(next->meta(), committed) << (by_fault ? "failed commit" : "destroyed");
+    EXPECT_EQ(next->outbox_size(), 3u);
+    ASSERT_TRUE(next->commit());
+  }
+
+  // Reopen: a new connection starts without a cache and reads what the file holds.
+  a.reset();
+  {
+    RawDb raw(path);
+    ASSERT_EQ(raw.exec("UPDATE _sync_meta SET cursor = 79"), SQLITE_OK);
+  }
+  a = open_ok(path);
+  ASSERT_TRUE(a);
+  const ReplicaMeta reopened = a->begin()->meta();
+  EXPECT_EQ(reopened.cursor, 79u);
+  EXPECT_EQ(reopened.next_node_seq, 4u);
 }
 
 // ---- Crash safety: kill -9 between writes and acknowledgements

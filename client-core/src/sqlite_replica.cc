@@ -152,6 +152,9 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     int rc = store_.run(SqliteReplicaStore::Fixed::kBegin, prepared);
     if (rc == SQLITE_OK) {
       open_ = true;
+      // Now, holding the write lock on the newest snapshot, the data version says whether anything committed
+      // since the cache was filled.
+      cache_valid_ = store_.meta_cache_ && store_.data_version() == store_.meta_cache_->data_version;
       return;
     }
     // A read-only or locked file still serves reads (the constructor of SyncClient, the API's queries): they
@@ -263,6 +266,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     sqlite3_bind_int64(s, 3, static_cast<int64_t>(txn.changes.size()));
     sqlite3_bind_blob(s, 4, blob.data(), static_cast<int>(blob.size()), SQLITE_STATIC);
     sqlite3_bind_int64(s, 5, to_sql(hlc));
+    meta_exact_ = false;  // until set_meta() says what the new entry implies (carried_by_outbox)
     if (!step_done(s, "append to outbox")) return;
     appended_ = newest ? std::optional<Appended>(Appended{txn.node_seq, hlc}) : std::nullopt;
   }
@@ -315,6 +319,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     // goes, and finish() writes them to _sync_meta.
     (void)meta();
     meta_from_outbox_ = true;
+    meta_exact_ = false;
     sqlite3_stmt* s = stmt("DELETE FROM _outbox WHERE node_seq = ?1");
     if (s == nullptr) return false;
     Use use(s);
@@ -338,6 +343,12 @@ class SqliteReplicaTxn final : public ReplicaTxn {
   ReplicaMeta meta() override {
     if (meta_) return *meta_;
     auto relocked = relock();
+    if (open_ && cache_valid_) {
+      meta_ = store_.meta_cache_->meta;
+      row_ = store_.meta_cache_->row;
+      store_.meta_reads_.cached++;
+      return *meta_;
+    }
     ReplicaMeta m;
     sqlite3_stmt* s = fixed_stmt(SqliteReplicaStore::Fixed::kMeta);
     if (s == nullptr) return m;
@@ -368,6 +379,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     if (open_) {  // stable for the rest of this transaction (we hold the write lock)
       meta_ = m;
       row_ = row;
+      store_.meta_reads_.from_file++;
     }
     return m;
   }
@@ -376,6 +388,7 @@ class SqliteReplicaTxn final : public ReplicaTxn {
     if (!writable()) return;
     if (carried_by_outbox(m)) {
       meta_ = m;
+      meta_exact_ = true;  // what meta() derives from the row and the newest entry once this commits
       return;
     }
     write_meta_row(m);
@@ -394,6 +407,8 @@ class SqliteReplicaTxn final : public ReplicaTxn {
   }
 
   void write_meta_row(const ReplicaMeta& m) {
+    // meta() will derive from this row and the newest outbox entry, which may imply more: read it again.
+    meta_exact_ = false;
     sqlite3_stmt* s = fixed_stmt(SqliteReplicaStore::Fixed::kSetMeta);
     if (s == nullptr) return;
     Use use(s);
@@ -493,10 +508,28 @@ class SqliteReplicaTxn final : public ReplicaTxn {
       // COMMIT can fail and leave the transaction open (SQLITE_BUSY, SQLITE_FULL on the journal): end it.
       if (sqlite3_get_autocommit(store_.db_) == 0) rollback();
       open_ = false;
+      store_.meta_cache_.reset();  // whatever the file now holds, the next transaction reads it
       return s;
     }
     open_ = false;
+    remember_meta();
     return Status::ok();
+  }
+
+  // After a commit: what the next write transaction of this connection may take as the meta without reading
+  // it, tied to the data version this commit produced.
+  void remember_meta() {
+    std::optional<SqliteReplicaStore::MetaCache>& cache = store_.meta_cache_;
+    const std::optional<uint32_t> version = store_.data_version();
+    if (!version || !meta_exact_) {
+      cache.reset();
+    } else if (meta_ && row_) {
+      cache = SqliteReplicaStore::MetaCache{*version, *meta_, *row_};
+    } else if (cache_valid_) {  // the meta was neither read nor changed: the cached one still holds
+      cache->data_version = *version;
+    } else {
+      cache.reset();
+    }
   }
 
   // Reads after commit() take the store's lock for their own duration.
@@ -576,6 +609,11 @@ class SqliteReplicaTxn final : public ReplicaTxn {
   };
   std::optional<Appended> appended_;  // the newest outbox entry, appended by this transaction
   bool meta_from_outbox_ = false;     // an entry was removed: finish() writes meta_ to the row
+  // The store's meta cache was current when BEGIN IMMEDIATE took the write lock (nothing committed since).
+  bool cache_valid_ = false;
+  // meta_ (if read) is what meta() would derive from the file after this transaction commits; false after
+  // any change to the outbox or the row that set_meta() did not state exactly.
+  bool meta_exact_ = true;
 };
 
 // ---- Store
@@ -847,6 +885,13 @@ sqlite3_stmt* SqliteReplicaStore::entity_statement(PerEntity which, const schema
   return slots[i];
 }
 
+std::optional<uint32_t> SqliteReplicaStore::data_version() {
+  unsigned int version = 0;
+  if (db_ == nullptr || sqlite3_file_control(db_, "main", SQLITE_FCNTL_DATA_VERSION, &version) != SQLITE_OK)
+    return std::nullopt;
+  return version;
+}
+
 int SqliteReplicaStore::run(Fixed which, Status& status) {
   sqlite3_stmt* s = fixed_statement(which, status);
   if (s == nullptr) return SQLITE_ERROR;
@@ -882,6 +927,7 @@ void SqliteReplicaStore::close(Status reason, const std::function<void(sqlite3*)
   if (closed_) return;
   if (before_close) before_close(db_);
   fixed_.fill(nullptr);  // conn_ finalizes them
+  meta_cache_.reset();
   for (auto& slots : per_entity_) slots.clear();
   conn_.reset();  // finalizes the cached statements and closes (sqlite_db.h: a zombie while others remain)
   db_ = nullptr;
@@ -902,6 +948,11 @@ Status SqliteReplicaStore::mark_seen(const char* table, int64_t up_to_id) {
   Use use(s);
   sqlite3_bind_int64(s, 1, up_to_id);
   return sqlite::status_from(sqlite3_step(s), "mark seen", db_);
+}
+
+SqliteReplicaStore::MetaReads SqliteReplicaStore::meta_reads() {
+  auto l = lock();
+  return meta_reads_;
 }
 
 void SqliteReplicaStore::fail_next_commit(Status status) {

@@ -34,6 +34,13 @@
 // ReplicaTxn whose statement failed remembers the first failure, skips its remaining writes and makes
 // commit() roll everything back and return it: nothing is ever half-written.
 //
+// The sync meta (ReplicaMeta) a write transaction reads first is cached per connection: the value the last
+// commit of this connection left, kept with the file's data version (SQLITE_FCNTL_DATA_VERSION) read right
+// after that commit. SQLite changes that version at every commit of this connection and whenever it sees
+// another connection's, so a write transaction (BEGIN IMMEDIATE: it holds the write lock, and its snapshot
+// is the newest) that finds the same version finds the same bytes, and skips the read. A transaction that
+// changes the meta in a way it cannot state exactly, or fails, or rolls back leaves no cache behind.
+//
 // Threading: one connection per store, serialised by an internal mutex that a ReplicaTxn holds from begin()
 // until it is destroyed. Do not call read() or begin() on a thread that already holds a ReplicaTxn of the
 // same store.
@@ -102,6 +109,14 @@ class SqliteReplicaStore final : public ReplicaStore {
   Result<std::vector<ConflictRecord>> conflicts();  // oldest first
   Result<std::vector<Rejection>> rejections();      // oldest first
 
+  // How write transactions got the sync meta: from the per-connection cache, or by reading the file (tests
+  // and benches: a check-in after a check-in on the same connection should be a cache hit).
+  struct MetaReads {
+    uint64_t cached = 0;
+    uint64_t from_file = 0;
+  };
+  MetaReads meta_reads();
+
   // Fault injection for tests and the simulator: the next commit() rolls back and returns `status`.
   void fail_next_commit(Status status);
 
@@ -141,6 +156,8 @@ class SqliteReplicaStore final : public ReplicaStore {
   // says why when the statement could not be prepared).
   int run(Fixed which, Status& status);
   Status mark_seen(const char* table, int64_t up_to_id);
+  // SQLITE_FCNTL_DATA_VERSION of the main database; nullopt if SQLite cannot say (the cache is then unused).
+  std::optional<uint32_t> data_version();
   std::unique_lock<std::mutex> lock();  // aborts if this thread already holds a transaction of this store
 
   const std::string path_;
@@ -154,6 +171,15 @@ class SqliteReplicaStore final : public ReplicaStore {
   std::atomic<std::thread::id> owner_;  // the thread holding an open ReplicaTxn, if any
   std::optional<Status> pending_fault_;
   std::optional<Status> closed_;  // set by close(): why the connection is gone (db_ is null)
+  // The meta as the last commit of this connection left it: what SqliteReplicaTxn::meta() returns and the
+  // _sync_meta row, valid while data_version() is still `data_version` (see the top of this file).
+  struct MetaCache {
+    uint32_t data_version = 0;
+    ReplicaMeta meta;
+    ReplicaMeta row;
+  };
+  std::optional<MetaCache> meta_cache_;
+  MetaReads meta_reads_;
   // Owned by conn_ (its cache finalizes them); cleared by close().
   std::array<sqlite3_stmt*, static_cast<size_t>(Fixed::kCount)> fixed_{};
   std::array<std::vector<sqlite3_stmt*>, static_cast<size_t>(PerEntity::kCount)> per_entity_;

@@ -1,0 +1,181 @@
+/* A QEMU TCG plugin for qemu-user (QEMU 7.2, plugin API version 1) that counts the guest instructions a
+ * program executes between marker system calls (bench/guest_insns.h), per tag: how many instructions one
+ * check-in, or one bare SQLite insert, takes on the emulated architecture.
+ *
+ * Why guest instructions: under qemu-user a system call runs at native speed while every guest instruction
+ * is translated, so wall time under emulation mixes two clocks and cannot be compared with native x86-64.
+ * The number of guest instructions does not depend on the emulator, the host or its load: it is what the
+ * target CPU would execute (apart from the kernel's side of system calls, which no user-mode count sees).
+ *
+ * How: every translated block adds its instruction count to one counter when it executes (an inline add,
+ * generated into the block: no callback per block). The marker is getpid() with three extra arguments the
+ * kernel ignores: a magic number, 1 (begin) or 2 (end), and a tag. At a begin the plugin notes the counter;
+ * at the matching end it records the difference. Both markers run the same few instructions of syscall(3),
+ * so a region's count includes about two dozen of them (the bench's tag 0, an empty region, shows how many).
+ * The counter is not per thread: mark regions only while one guest thread runs (the benches do).
+ *
+ *   cc -O2 -shared -fPIC -fvisibility=hidden -o qemu_insn_count.so bench/qemu_insn_count.c
+ *   qemu-aarch64 -plugin ./qemu_insn_count.so -d plugin <program>      (scripts/guest-insns.sh does this)
+ *
+ * At exit it prints one line per tag: regions, total, mean, median, min and max instructions, and the
+ * whole run's total. Arguments: syscall=N overrides the marker's system call number (getpid of the target).
+ *
+ * The few declarations below are QEMU's plugin ABI (include/qemu/qemu-plugin.h of v7.2.0, API version 1),
+ * written out here because Debian ships qemu-user with plugin support but not the header. */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define EXPORT __attribute__((visibility("default")))
+
+typedef uint64_t qemu_plugin_id_t;
+typedef struct {
+  const char* target_name;
+  struct {
+    int min;
+    int cur;
+  } version;
+  bool system_emulation;
+  union {
+    struct {
+      int smp_vcpus;
+      int max_vcpus;
+    } system;
+  };
+} qemu_info_t;
+struct qemu_plugin_tb;
+enum qemu_plugin_op { QEMU_PLUGIN_INLINE_ADD_U64 };
+typedef void (*qemu_plugin_vcpu_tb_trans_cb_t)(qemu_plugin_id_t id, struct qemu_plugin_tb* tb);
+typedef void (*qemu_plugin_vcpu_syscall_cb_t)(qemu_plugin_id_t id, unsigned int vcpu_index, int64_t num,
+                                              uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5,
+                                              uint64_t a6, uint64_t a7, uint64_t a8);
+typedef void (*qemu_plugin_udata_cb_t)(qemu_plugin_id_t id, void* userdata);
+void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t id, qemu_plugin_vcpu_tb_trans_cb_t cb);
+void qemu_plugin_register_vcpu_tb_exec_inline(struct qemu_plugin_tb* tb, enum qemu_plugin_op op, void* ptr,
+                                              uint64_t imm);
+size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb* tb);
+void qemu_plugin_register_vcpu_syscall_cb(qemu_plugin_id_t id, qemu_plugin_vcpu_syscall_cb_t cb);
+void qemu_plugin_register_atexit_cb(qemu_plugin_id_t id, qemu_plugin_udata_cb_t cb, void* userdata);
+void qemu_plugin_outs(const char* string);
+
+EXPORT int qemu_plugin_version = 1;
+
+/* Must match bench/guest_insns.h. */
+#define MARKER_MAGIC 0x46534931u /* "FSI1": below 2^31, so a 32-bit guest's sign extension keeps it */
+#define MARKER_BEGIN 1
+#define MARKER_END 2
+#define MAX_TAGS 64
+/* Bounds memory; regions past it are counted in the total, not in the median. */
+#define MAX_REGIONS_PER_TAG 100000
+
+static uint64_t executed; /* every guest instruction of the run; the inline adds write here */
+static int64_t marker_syscall = -1;
+
+typedef struct {
+  bool open;
+  uint64_t at_begin;
+  uint64_t regions;
+  uint64_t total;
+  uint64_t min;
+  uint64_t max;
+  uint64_t* values; /* each region's count, for the median */
+  size_t n_values;
+} Tag;
+static Tag tags[MAX_TAGS];
+static uint64_t unmatched; /* an end without its begin, a begin while open, or a tag out of range */
+
+static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb* tb) {
+  (void)id;
+  qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &executed,
+                                           qemu_plugin_tb_n_insns(tb));
+}
+
+static void on_syscall(qemu_plugin_id_t id, unsigned int vcpu, int64_t num, uint64_t a1, uint64_t a2,
+                       uint64_t a3, uint64_t a4, uint64_t a5, uint64_t a6, uint64_t a7, uint64_t a8) {
+  (void)id, (void)vcpu, (void)a4, (void)a5, (void)a6, (void)a7, (void)a8;
+  if (num != marker_syscall || (uint32_t)a1 != MARKER_MAGIC) return;
+  const uint32_t op = (uint32_t)a2, tag = (uint32_t)a3;
+  if (tag >= MAX_TAGS) {
+    unmatched++;
+    return;
+  }
+  Tag* t = &tags[tag];
+  if (op == MARKER_BEGIN) {
+    if (t->open) unmatched++;
+    t->open = true;
+    t->at_begin = executed;
+  } else if (op == MARKER_END && t->open) {
+    const uint64_t n = executed - t->at_begin;
+    t->open = false;
+    if (t->regions == 0 || n < t->min) t->min = n;
+    if (n > t->max) t->max = n;
+    t->regions++;
+    t->total += n;
+    if (t->values == NULL) t->values = calloc(MAX_REGIONS_PER_TAG, sizeof(uint64_t));
+    if (t->values != NULL && t->n_values < MAX_REGIONS_PER_TAG) t->values[t->n_values++] = n;
+  } else {
+    unmatched++;
+  }
+}
+
+static int compare_u64(const void* a, const void* b) {
+  const uint64_t x = *(const uint64_t*)a, y = *(const uint64_t*)b;
+  return x < y ? -1 : x > y;
+}
+
+static void report_at_exit(qemu_plugin_id_t id, void* userdata) {
+  (void)id, (void)userdata;
+  char line[256];
+  for (int i = 0; i < MAX_TAGS; ++i) {
+    Tag* t = &tags[i];
+    if (t->regions == 0) continue;
+    uint64_t median = 0;
+    if (t->n_values > 0) {
+      qsort(t->values, t->n_values, sizeof(uint64_t), compare_u64);
+      median = t->values[t->n_values / 2];
+    }
+    snprintf(line, sizeof line,
+             "guest_insns tag=%d regions=%llu total=%llu mean=%.1f median=%llu min=%llu max=%llu\n", i,
+             (unsigned long long)t->regions, (unsigned long long)t->total, (double)t->total / t->regions,
+             (unsigned long long)median, (unsigned long long)t->min, (unsigned long long)t->max);
+    qemu_plugin_outs(line);
+  }
+  snprintf(line, sizeof line, "guest_insns run_total=%llu unmatched_markers=%llu\n",
+           (unsigned long long)executed, (unsigned long long)unmatched);
+  qemu_plugin_outs(line);
+}
+
+/* getpid()'s number on the targets we cross-build for. */
+static int64_t getpid_number(const char* target) {
+  if (strcmp(target, "x86_64") == 0) return 39;
+  if (strcmp(target, "aarch64") == 0) return 172;
+  if (strcmp(target, "arm") == 0 || strcmp(target, "i386") == 0) return 20;
+  return -1;
+}
+
+EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t* info, int argc, char** argv) {
+  if (info->system_emulation) {
+    fprintf(stderr, "qemu_insn_count: for qemu-user only\n");
+    return -1;
+  }
+  marker_syscall = getpid_number(info->target_name);
+  for (int i = 0; i < argc; ++i) {
+    if (strncmp(argv[i], "syscall=", 8) == 0) {
+      marker_syscall = strtoll(argv[i] + 8, NULL, 10);
+    } else {
+      fprintf(stderr, "qemu_insn_count: unknown argument %s\n", argv[i]);
+      return -1;
+    }
+  }
+  if (marker_syscall < 0) {
+    fprintf(stderr, "qemu_insn_count: no getpid number known for %s; pass syscall=N\n", info->target_name);
+    return -1;
+  }
+  qemu_plugin_register_vcpu_tb_trans_cb(id, on_translate);
+  qemu_plugin_register_vcpu_syscall_cb(id, on_syscall);
+  qemu_plugin_register_atexit_cb(id, report_at_exit, NULL);
+  return 0;
+}
