@@ -433,7 +433,9 @@ Result<std::vector<RecordState>> read_events(Db& db, const UserId& owner, int64_
   return out;
 }
 
-std::string build_upsert_sql(const schema::EntityDef& e) {
+// A record's row: the plain INSERT for a record known to be absent, else the upsert. Both bind the same
+// parameters in the same order (id, the fields, _deleted, _meta).
+std::string build_save_sql(const schema::EntityDef& e, bool upsert) {
   std::string cols = "id";
   std::string params = "?";
   std::string updates;
@@ -442,9 +444,12 @@ std::string build_upsert_sql(const schema::EntityDef& e) {
     params += ", ?";
     updates += quoted(f.name) + " = excluded." + quoted(f.name) + ", ";
   }
-  return "INSERT INTO " + quoted(e.name) + " (" + cols + ", _deleted, _meta) VALUES (" + params +
-         ", ?, ?) ON CONFLICT (id) DO UPDATE SET " + updates +
-         "_deleted = excluded._deleted, _meta = excluded._meta";
+  std::string sql =
+      "INSERT INTO " + quoted(e.name) + " (" + cols + ", _deleted, _meta) VALUES (" + params + ", ?, ?)";
+  if (upsert)
+    sql +=
+        " ON CONFLICT (id) DO UPDATE SET " + updates + "_deleted = excluded._deleted, _meta = excluded._meta";
+  return sql;
 }
 
 // Built once per entity: every record save needs its entity's statement, and building the text (then
@@ -452,7 +457,21 @@ std::string build_upsert_sql(const schema::EntityDef& e) {
 const std::string& upsert_sql(const schema::EntityDef& e) {
   static const std::map<EntityId, std::string> sql = [] {
     std::map<EntityId, std::string> m;
-    for (const schema::EntityDef& def : schema::entities()) m.emplace(def.id, build_upsert_sql(def));
+    for (const schema::EntityDef& def : schema::entities()) m.emplace(def.id, build_save_sql(def, true));
+    return m;
+  }();
+  return sql.at(e.id);
+}
+
+// Why a new record gets a plain INSERT: the upsert's DO UPDATE part compiles in the table's UPDATE triggers
+// (account's `_fact_account_territory`), which makes SQLite open a statement journal for every execution --
+// each b-tree page the statement touches copied into the sub-journal, then truncated -- even when the row is
+// new and no trigger fires. A plain INSERT into a table without INSERT triggers needs none: its constraint
+// checks all run before its first write. A third of a pushed create's SQLite work (PERFORMANCE.md "Stop 21").
+const std::string& insert_sql(const schema::EntityDef& e) {
+  static const std::map<EntityId, std::string> sql = [] {
+    std::map<EntityId, std::string> m;
+    for (const schema::EntityDef& def : schema::entities()) m.emplace(def.id, build_save_sql(def, false));
     return m;
   }();
   return sql.at(e.id);
@@ -742,7 +761,9 @@ class SqliteCentralTxn final : public CentralTxn {
   // A failed read is also kept for commit(), so a caller that ignored it cannot commit what it computed.
   Result<std::optional<RecordState>> load(EntityId entity, const RecordId& id) override {
     if (!open_) return store_.load(entity, id);
-    return keep(read_record(*store_.writer_, entity, id));
+    Result<std::optional<RecordState>> r = keep(read_record(*store_.writer_, entity, id));
+    if (r && !r->has_value()) absent_.insert(RecordKey{entity, id});
+    return r;
   }
 
   // The overlay order of MemoryCentralTxn: committed events first, then the ones this transaction saved,
@@ -771,7 +792,12 @@ class SqliteCentralTxn final : public CentralTxn {
     if (record.entity == EntityId::kOpportunity && !record.deleted) {
       if (Status s = record_stage(record); !s) return fail(s);
     }
-    Stmt q(*store_.writer_, upsert_sql(*e));
+    // A record this transaction read as absent and has not saved since is still absent: nobody else writes
+    // while it holds the writer. Anything else (saved before, or never read here) takes the upsert.
+    auto absent = absent_.find(RecordKey{record.entity, record.id});
+    const bool is_new = absent != absent_.end();
+    if (is_new) absent_.erase(absent);
+    Stmt q(*store_.writer_, is_new ? insert_sql(*e) : upsert_sql(*e));
     int i = 1;
     q.bind(i++, record.id.to_string());
     for (const schema::FieldDef& f : e->fields) {
@@ -950,6 +976,7 @@ class SqliteCentralTxn final : public CentralTxn {
   bool open_ = false;
   Status error_;
   std::set<RecordKey> saved_events_;  // calendar events saved here (ordering of events_overlapping)
+  std::set<RecordKey> absent_;        // records read here as absent and not saved since (save: plain INSERT)
   uint64_t last_seq_ = 0;             // the last log position append_log gave (0: none yet)
 };
 
