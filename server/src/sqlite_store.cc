@@ -797,16 +797,22 @@ class SqliteCentralTxn final : public CentralTxn {
     auto absent = absent_.find(RecordKey{record.entity, record.id});
     const bool is_new = absent != absent_.end();
     if (is_new) absent_.erase(absent);
+    // Bound without copies: the id, the blob and `record` outlive `q`.
+    const std::string id = record.id.to_string();
+    const std::vector<uint8_t> meta = codec::encode_record(record);
     Stmt q(*store_.writer_, is_new ? insert_sql(*e) : upsert_sql(*e));
     int i = 1;
-    q.bind(i++, record.id.to_string());
+    q.bind_borrowed(i++, id);
     for (const schema::FieldDef& f : e->fields) {
       // The raw value, also for tombstones: they keep their scope field, which scope_children follows.
-      const FieldState* fs = record.field(f.id);
-      bind_value(q, i++, fs ? fs->value : Value::null());
+      if (const FieldState* fs = record.field(f.id)) {
+        bind_value(q, i++, fs->value, true);
+      } else {
+        q.bind_null(i++);
+      }
     }
     q.bind(i++, int64_t{record.deleted ? 1 : 0});
-    q.bind_blob(i++, codec::encode_record(record));
+    q.bind_blob_borrowed(i++, meta);
     if (Status s = q.run(); !s) return fail(s);
     if (record.entity == EntityId::kCalendarEvent) saved_events_.insert(RecordKey{record.entity, record.id});
   }
@@ -866,15 +872,16 @@ class SqliteCentralTxn final : public CentralTxn {
     txn.server_seq = seq;
     const int64_t now = store_.now_ms();
     {
+      const std::vector<uint8_t> blob = codec::encode_server_txn(txn);  // bound without a copy: outlives q
       Stmt q(db,
              "INSERT INTO _log (server_seq, origin_node, origin_user, origin_node_seq, change_count, blob, "
              "recorded_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)");
       q.bind(1, as_sql(seq))
           .bind(2, as_sql(txn.origin_node))
-          .bind(3, std::string_view(txn.origin_user))
+          .bind_borrowed(3, txn.origin_user)
           .bind(4, as_sql(txn.origin_node_seq))
           .bind(5, static_cast<int64_t>(txn.changes.size()))
-          .bind_blob(6, codec::encode_server_txn(txn))
+          .bind_blob_borrowed(6, blob)
           .bind(7, now);
       if (Status s = q.run(); !s) {
         fail(s);
