@@ -13,6 +13,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <flatbuffers/flatbuffers.h>
@@ -682,6 +683,44 @@ TEST(CodecStored, RecordsTransactionsAndConflictsRoundTrip) {
     ASSERT_TRUE(cb.is_ok()) << cb.status().to_string();
     EXPECT_EQ(cb.value(), c);
   }
+}
+
+// The stored blobs are built with the thread's reused builder (encode_root): what the thread encoded before
+// -- a smaller blob, a larger one, one big enough that the builder gives its buffer back -- changes no byte.
+// The reference is each blob encoded on a thread of its own, i.e. by a fresh builder, as before the reuse.
+TEST(CodecStored, BlobsDoNotDependOnWhatTheThreadEncodedBefore) {
+  auto fresh = [](auto encode) {
+    std::vector<uint8_t> out;
+    std::thread([&] { out = encode(); }).join();
+    return out;
+  };
+  ServerTxn big;
+  big.server_seq = 9;
+  big.origin_node = 7;
+  big.origin_user = "rep-7";
+  big.origin_node_seq = 42;
+  for (uint64_t i = 0; i < 40; ++i)  // ~160 kB: past the 64 kB a thread's builder keeps
+    big.changes.push_back(set(EntityId::kAccount, i + 1, f::kAccountName,
+                              Value::text(std::string(4000, 'a' + i % 26)), 1000 + i));
+  ServerTxn small = big;
+  small.changes.resize(2);
+  const std::vector<uint8_t> account = fresh([] { return codec::encode_record(sample_account()); });
+  const std::vector<uint8_t> tomb = fresh([] { return codec::encode_record(sample_tombstone()); });
+  const std::vector<uint8_t> big_bytes = fresh([&] { return codec::encode_server_txn(big); });
+  const std::vector<uint8_t> small_bytes = fresh([&] { return codec::encode_server_txn(small); });
+  ASSERT_GT(big_bytes.size(), 64u * 1024);
+
+  EXPECT_EQ(codec::encode_record(sample_account()), account);
+  EXPECT_EQ(codec::encode_server_txn(small), small_bytes);
+  EXPECT_EQ(codec::encode_record(sample_account()), account);
+  EXPECT_EQ(codec::encode_server_txn(big), big_bytes);
+  EXPECT_EQ(codec::encode_record(sample_tombstone()), tomb);  // after the builder gave its buffer back
+  EXPECT_EQ(codec::encode_server_txn(small), small_bytes);
+  EXPECT_EQ(codec::encode_server_txn(big), big_bytes);
+  EXPECT_EQ(codec::encode_record(sample_account()), account);
+  Result<ServerTxn> back = codec::decode_server_txn(codec::encode_server_txn(big));
+  ASSERT_TRUE(back.is_ok()) << back.status().to_string();
+  EXPECT_EQ(back.value(), big);
 }
 
 TEST(CodecStored, CorruptBlobsAreTypedErrors) {

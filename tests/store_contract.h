@@ -188,6 +188,46 @@ TYPED_TEST_P(CentralStoreContract, SaveIsVisibleInTheTxnAndAfterCommitOnly) {
   EXPECT_EQ(*s.load(EntityId::kContact, rid(2)).value(), gone);
 }
 
+// A record the transaction read as absent is saved (SQLite: a plain INSERT, no statement journal), then saved
+// again in the same transaction (the upsert: it exists now), then moved in a later one.
+TYPED_TEST_P(CentralStoreContract, ARecordReadAsAbsentIsCreatedThenUpdated) {
+  CentralStore& s = this->store();
+  RecordState a = account(rid(1), "t-north");
+  a.fields[0].fragments.clear();
+  RecordState moved = a;
+  moved.mutable_field(f::kAccountTerritory)->value = Value::text("t-south");
+  {
+    auto txn = s.begin();
+    ASSERT_FALSE(txn->load(EntityId::kAccount, rid(1)).value().has_value());
+    ASSERT_FALSE(txn->load(EntityId::kContact, rid(2)).value().has_value());
+    txn->save(a);
+    EXPECT_EQ(*txn->load(EntityId::kAccount, rid(1)).value(), a);
+    txn->save(moved);  // the second save of a record read as absent
+    EXPECT_EQ(*txn->load(EntityId::kAccount, rid(1)).value(), moved);
+    txn->save(a);
+    this->commit(std::move(txn));
+  }
+  EXPECT_EQ(*s.load(EntityId::kAccount, rid(1)).value(), a);
+  EXPECT_EQ(s.record_count().value(), 1u);
+  {
+    // Read as absent in a dropped transaction: the next one reads it again.
+    auto txn = s.begin();
+    ASSERT_FALSE(txn->load(EntityId::kContact, rid(2)).value().has_value());
+    txn->save(contact(rid(2), rid(1)));
+  }
+  {
+    auto txn = s.begin();
+    ASSERT_FALSE(txn->load(EntityId::kContact, rid(2)).value().has_value());
+    txn->save(contact(rid(2), rid(1)));
+    ASSERT_TRUE(txn->load(EntityId::kAccount, rid(1)).value().has_value());
+    txn->save(moved);  // read as present: updated in place
+    this->commit(std::move(txn));
+  }
+  EXPECT_EQ(*s.load(EntityId::kAccount, rid(1)).value(), moved);
+  EXPECT_EQ(*s.load(EntityId::kContact, rid(2)).value(), contact(rid(2), rid(1)));
+  EXPECT_EQ(s.record_count().value(), 2u);
+}
+
 TYPED_TEST_P(CentralStoreContract, DroppedTxnLeavesNothing) {
   CentralStore& s = this->store();
   {
@@ -621,13 +661,13 @@ TYPED_TEST_P(CentralStoreContract, ClockPersistsAndNeverGoesBack) {
 }
 
 REGISTER_TYPED_TEST_SUITE_P(CentralStoreContract, EmptyStore, SaveIsVisibleInTheTxnAndAfterCommitOnly,
-                            DroppedTxnLeavesNothing, NodeStateAndRejections,
-                            AppendLogAssignsConsecutiveSequences, ReadLogBatchesByChangeCount,
-                            ReadLogForReadsOnlyTheGivenScopes, ReadConflictsRange,
-                            ScanIsOrderedWithTombstones, ScanInScopesIsScanNarrowedToTheScopes,
-                            CountInScopesCountsWhatTheScanReturns, KeysCreatedByListsTheNodesCreations,
-                            ScopeChildrenOneLevelTombstonesIncluded, EventsOverlappingSeesTheTxnsOwnWrites,
-                            ClockPersistsAndNeverGoesBack);
+                            ARecordReadAsAbsentIsCreatedThenUpdated, DroppedTxnLeavesNothing,
+                            NodeStateAndRejections, AppendLogAssignsConsecutiveSequences,
+                            ReadLogBatchesByChangeCount, ReadLogForReadsOnlyTheGivenScopes,
+                            ReadConflictsRange, ScanIsOrderedWithTombstones,
+                            ScanInScopesIsScanNarrowedToTheScopes, CountInScopesCountsWhatTheScanReturns,
+                            KeysCreatedByListsTheNodesCreations, ScopeChildrenOneLevelTombstonesIncluded,
+                            EventsOverlappingSeesTheTxnsOwnWrites, ClockPersistsAndNeverGoesBack);
 
 // ---- What only a durable store promises (instantiated for SQLite and PostgreSQL, not the memory store, so
 // no test is skipped).

@@ -175,6 +175,22 @@ Stmt& Stmt::bind_blob(int i, std::span<const uint8_t> v) {
   return *this;
 }
 
+Stmt& Stmt::bind_borrowed(int i, std::string_view v) {
+  if (s_ != nullptr && status_) {
+    if (int rc = sqlite3_bind_text64(s_, i, v.data(), v.size(), SQLITE_STATIC, SQLITE_UTF8); rc != SQLITE_OK)
+      status_ = db_.error(rc, "bind");
+  }
+  return *this;
+}
+
+Stmt& Stmt::bind_blob_borrowed(int i, std::span<const uint8_t> v) {
+  if (s_ != nullptr && status_) {
+    if (int rc = sqlite3_bind_blob64(s_, i, v.data(), v.size(), SQLITE_STATIC); rc != SQLITE_OK)
+      status_ = db_.error(rc, "bind");
+  }
+  return *this;
+}
+
 Stmt& Stmt::bind_null(int i) {
   if (s_ != nullptr && status_) {
     if (int rc = sqlite3_bind_null(s_, i); rc != SQLITE_OK) status_ = db_.error(rc, "bind");

@@ -7,7 +7,8 @@
 
 namespace fieldsync::server {
 
-inline void bind_value(sqlite::Stmt& q, int i, const Value& v) {
+// `borrow`: a text is bound without a copy (Stmt::bind_borrowed): `v` outlives the Stmt.
+inline void bind_value(sqlite::Stmt& q, int i, const Value& v, bool borrow = false) {
   switch (v.kind()) {
     case Value::Kind::kNull:
       q.bind_null(i);
@@ -22,7 +23,11 @@ inline void bind_value(sqlite::Stmt& q, int i, const Value& v) {
       q.bind(i, int64_t{v.as_bool() ? 1 : 0});
       break;
     case Value::Kind::kText:
-      q.bind(i, std::string_view(v.as_text()));
+      if (borrow) {
+        q.bind_borrowed(i, v.as_text());
+      } else {
+        q.bind(i, std::string_view(v.as_text()));
+      }
       break;
   }
 }

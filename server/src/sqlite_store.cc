@@ -512,7 +512,9 @@ Result<std::vector<RecordState>> read_events(Db& db, const UserId& owner, int64_
   return out;
 }
 
-std::string build_upsert_sql(const schema::EntityDef& e) {
+// A record's row: the plain INSERT for a record known to be absent, else the upsert. Both bind the same
+// parameters in the same order (id, the fields, _deleted, _meta).
+std::string build_save_sql(const schema::EntityDef& e, bool upsert) {
   std::string cols = "id";
   std::string params = "?";
   std::string updates;
@@ -521,9 +523,12 @@ std::string build_upsert_sql(const schema::EntityDef& e) {
     params += ", ?";
     updates += quoted(f.name) + " = excluded." + quoted(f.name) + ", ";
   }
-  return "INSERT INTO " + quoted(e.name) + " (" + cols + ", _deleted, _meta) VALUES (" + params +
-         ", ?, ?) ON CONFLICT (id) DO UPDATE SET " + updates +
-         "_deleted = excluded._deleted, _meta = excluded._meta";
+  std::string sql =
+      "INSERT INTO " + quoted(e.name) + " (" + cols + ", _deleted, _meta) VALUES (" + params + ", ?, ?)";
+  if (upsert)
+    sql +=
+        " ON CONFLICT (id) DO UPDATE SET " + updates + "_deleted = excluded._deleted, _meta = excluded._meta";
+  return sql;
 }
 
 // Built once per entity: every record save needs its entity's statement, and building the text (then
@@ -531,7 +536,21 @@ std::string build_upsert_sql(const schema::EntityDef& e) {
 const std::string& upsert_sql(const schema::EntityDef& e) {
   static const std::map<EntityId, std::string> sql = [] {
     std::map<EntityId, std::string> m;
-    for (const schema::EntityDef& def : schema::entities()) m.emplace(def.id, build_upsert_sql(def));
+    for (const schema::EntityDef& def : schema::entities()) m.emplace(def.id, build_save_sql(def, true));
+    return m;
+  }();
+  return sql.at(e.id);
+}
+
+// Why a new record gets a plain INSERT: the upsert's DO UPDATE part compiles in the table's UPDATE triggers
+// (account's `_fact_account_territory`), which makes SQLite open a statement journal for every execution --
+// each b-tree page the statement touches copied into the sub-journal, then truncated -- even when the row is
+// new and no trigger fires. A plain INSERT into a table without INSERT triggers needs none: its constraint
+// checks all run before its first write. A third of a pushed create's SQLite work (PERFORMANCE.md "Stop 21").
+const std::string& insert_sql(const schema::EntityDef& e) {
+  static const std::map<EntityId, std::string> sql = [] {
+    std::map<EntityId, std::string> m;
+    for (const schema::EntityDef& def : schema::entities()) m.emplace(def.id, build_save_sql(def, false));
     return m;
   }();
   return sql.at(e.id);
@@ -832,7 +851,9 @@ class SqliteCentralTxn final : public CentralTxn {
   // A failed read is also kept for commit(), so a caller that ignored it cannot commit what it computed.
   Result<std::optional<RecordState>> load(EntityId entity, const RecordId& id) override {
     if (!open_) return store_.load(entity, id);
-    return keep(read_record(*store_.writer_, entity, id));
+    Result<std::optional<RecordState>> r = keep(read_record(*store_.writer_, entity, id));
+    if (r && !r->has_value()) absent_.insert(RecordKey{entity, id});
+    return r;
   }
 
   // The overlay order of MemoryCentralTxn: committed events first, then the ones this transaction saved,
@@ -861,16 +882,27 @@ class SqliteCentralTxn final : public CentralTxn {
     if (record.entity == EntityId::kOpportunity && !record.deleted) {
       if (Status s = record_stage(record); !s) return fail(s);
     }
-    Stmt q(*store_.writer_, upsert_sql(*e));
+    // A record this transaction read as absent and has not saved since is still absent: nobody else writes
+    // while it holds the writer. Anything else (saved before, or never read here) takes the upsert.
+    auto absent = absent_.find(RecordKey{record.entity, record.id});
+    const bool is_new = absent != absent_.end();
+    if (is_new) absent_.erase(absent);
+    // Bound without copies: the id, the blob and `record` outlive `q`.
+    const std::string id = record.id.to_string();
+    const std::vector<uint8_t> meta = codec::encode_record(record);
+    Stmt q(*store_.writer_, is_new ? insert_sql(*e) : upsert_sql(*e));
     int i = 1;
-    q.bind(i++, record.id.to_string());
+    q.bind_borrowed(i++, id);
     for (const schema::FieldDef& f : e->fields) {
       // The raw value, also for tombstones: they keep their scope field, which scope_children follows.
-      const FieldState* fs = record.field(f.id);
-      bind_value(q, i++, fs ? fs->value : Value::null());
+      if (const FieldState* fs = record.field(f.id)) {
+        bind_value(q, i++, fs->value, true);
+      } else {
+        q.bind_null(i++);
+      }
     }
     q.bind(i++, int64_t{record.deleted ? 1 : 0});
-    q.bind_blob(i++, codec::encode_record(record));
+    q.bind_blob_borrowed(i++, meta);
     if (Status s = q.run(); !s) return fail(s);
     if (record.entity == EntityId::kCalendarEvent) saved_events_.insert(RecordKey{record.entity, record.id});
   }
@@ -930,15 +962,16 @@ class SqliteCentralTxn final : public CentralTxn {
     txn.server_seq = seq;
     const int64_t now = store_.now_ms();
     {
+      const std::vector<uint8_t> blob = codec::encode_server_txn(txn);  // bound without a copy: outlives q
       Stmt q(db,
              "INSERT INTO _log (server_seq, origin_node, origin_user, origin_node_seq, change_count, blob, "
              "recorded_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)");
       q.bind(1, as_sql(seq))
           .bind(2, as_sql(txn.origin_node))
-          .bind(3, std::string_view(txn.origin_user))
+          .bind_borrowed(3, txn.origin_user)
           .bind(4, as_sql(txn.origin_node_seq))
           .bind(5, static_cast<int64_t>(txn.changes.size()))
-          .bind_blob(6, codec::encode_server_txn(txn))
+          .bind_blob_borrowed(6, blob)
           .bind(7, now);
       if (Status s = q.run(); !s) {
         fail(s);
@@ -1040,6 +1073,7 @@ class SqliteCentralTxn final : public CentralTxn {
   bool open_ = false;
   Status error_;
   std::set<RecordKey> saved_events_;  // calendar events saved here (ordering of events_overlapping)
+  std::set<RecordKey> absent_;        // records read here as absent and not saved since (save: plain INSERT)
   uint64_t last_seq_ = 0;             // the last log position append_log gave (0: none yet)
 };
 

@@ -1856,11 +1856,18 @@ Result<protocol::Message> decode_frame(std::span<const uint8_t> frame, bool comp
 }
 
 // Stored values: one table as the root of its own buffer (no file identifier), verified like a frame.
+// The builder is the thread's, cleared and reused: the server encodes two of these for every transaction it
+// applies (the record's `_meta`, the log entry), and a fresh builder's first buffer and its regrowths were a
+// tenth of that encoding. One that grew past kKeptBuilderBytes (a huge transaction) gives its buffer back.
 template <typename W, typename T>
 std::vector<uint8_t> encode_root(const T& value, Offset<W> (*put_one)(FlatBufferBuilder&, const T&)) {
-  FlatBufferBuilder b(256);
+  constexpr size_t kKeptBuilderBytes = 64 * 1024;
+  thread_local FlatBufferBuilder b(1024);
+  b.Clear();
   b.Finish(put_one(b, value));
-  return std::vector<uint8_t>(b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize());
+  std::vector<uint8_t> out(b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize());
+  if (out.size() > kKeptBuilderBytes) b.Reset();
+  return out;
 }
 
 template <typename W, typename T>

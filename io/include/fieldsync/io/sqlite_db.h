@@ -106,6 +106,10 @@ class Stmt {
   Stmt& bind(int i, int64_t v);
   Stmt& bind(int i, std::string_view v);
   Stmt& bind_blob(int i, std::span<const uint8_t> v);
+  // Without a copy (SQLITE_STATIC): the caller keeps the bytes alive and unchanged until this Stmt ends (it
+  // resets the statement and clears its bindings). For hot writes whose values the caller holds anyway.
+  Stmt& bind_borrowed(int i, std::string_view v);
+  Stmt& bind_blob_borrowed(int i, std::span<const uint8_t> v);
   Stmt& bind_null(int i);
   Stmt& bind_double(int i, double v);
 
