@@ -424,8 +424,22 @@ struct DeviceResult {
   double elapsed_s = 0;
   size_t pending_before = 0, pending_after = 0;
   uint64_t progress_done = 0, progress_total = 0;
+  // The device process's own peak resident set (VmHWM, KiB; -1 if unknown). Not wait4()'s ru_maxrss: on this
+  // kernel that also carries the spawning bench's high-water mark (after seeding a million records, ~48 MiB
+  // whatever the device used; measured 2026-12-06: VmHWM 16.5 MiB where ru_maxrss said 47.8).
+  long peak_rss_kib = -1;
   std::string error;
 };
+
+// This process's peak resident set from /proc/self/status (VmHWM, KiB), -1 where there is none.
+[[maybe_unused]] long own_peak_rss_kib() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
+  }
+  return -1;
+}
 
 void write_result(const std::string& path, const DeviceResult& r) {
   boost::json::object j;
@@ -435,6 +449,7 @@ void write_result(const std::string& path, const DeviceResult& r) {
   j["pending_after"] = r.pending_after;
   j["progress_done"] = r.progress_done;
   j["progress_total"] = r.progress_total;
+  j["peak_rss_kib"] = r.peak_rss_kib;
   j["error"] = r.error;
   std::ofstream(path) << boost::json::serialize(j) << "\n";
 }
@@ -453,6 +468,8 @@ void write_result(const std::string& path, const DeviceResult& r) {
   r.pending_after = j.at("pending_after").to_number<size_t>();
   r.progress_done = j.at("progress_done").to_number<uint64_t>();
   r.progress_total = j.at("progress_total").to_number<uint64_t>();
+  // A device client built before the field existed leaves it out: wait4()'s figure is used then.
+  if (const boost::json::value* rss = j.if_contains("peak_rss_kib")) r.peak_rss_kib = rss->to_number<long>();
   r.error = std::string(j.at("error").as_string());
   return r;
 }
@@ -551,6 +568,7 @@ int run_device(const Options& o) {
     r = run_session(c, o, o.phase_timeout_s, o.stall_s);
   }
   if (auto p = c.pending_count()) r.pending_after = *p;
+  r.peak_rss_kib = own_peak_rss_kib();
   write_result(o.result, r);
   return r.done ? 0 : 1;
 }
@@ -882,7 +900,12 @@ bool seed_store(const std::string& data_dir, const std::vector<std::pair<std::st
       if (++txns % 16 == 0 && !store.sync().is_ok()) return false;
     }
   }
-  return store.sync().is_ok();
+  if (!store.sync().is_ok()) return false;
+  // The seed wrote hundreds of MB (1.1 GB for among100 at 30k) that the kernel would otherwise write back
+  // during the first device phase, where the device's WAL writes and fsyncs then wait behind it: a real
+  // server's store was on disk long before a new phone bootstraps. Flushed here, outside every timing.
+  ::sync();
+  return true;
 }
 
 // ---- Baselines: the benchmark binaries as children, their JSON read back
@@ -1031,6 +1054,7 @@ Row device_phase(Env& env, Server& server, const std::string& mode, const std::s
   row.sessions = delta(m0, m1, "fieldsync_sessions_opened_total");
   if (auto r = read_result(result)) {
     row.r = *r;
+    if (r->peak_rss_kib > 0) row.rss_kib = r->peak_rss_kib;
   } else {
     row.r.error = "the device process left no result (" + e.describe() + ")";
   }
