@@ -17,7 +17,8 @@
 //                among100  the rep's territory among 99 others that hold --others-fraction x N records
 //                          each; all seeded straight into the server's store through the server library
 //                          (SyncServer::apply_local, 100 accounts a transaction) before the server starts
-// Each device phase runs in a child process (this binary, --device ...) whose peak RSS comes from wait4().
+// Each device phase runs in a child process (this binary, --device ...) that reports its own peak RSS (VmHWM)
+// in its result file (wait4()'s ru_maxrss only for a device client that does not).
 // With --device-runner the child is another program instead: fieldsync-bench-device-client, this file built
 // without the server (FIELDSYNC_DEVICE_ONLY: the device side only), cross-built for ARM and started under
 // qemu-user (docs/PERFORMANCE.md "ARM builds"); the server, the proxy and the checks stay native.
