@@ -164,7 +164,8 @@ usage: fieldsync-bench-device [options]
   --bench-dir DIR         where fieldsync-bench-server and fieldsync-bench-client are (default: next to this)
   --tmp-dir DIR           where the temporary directory goes (default /tmp)
   --keep-tmp              keep it (replicas, server data and logs) and print its path
-  --check                 exit 1 unless every phase converged (the smoke ctest); timings are never checked
+  --check                 exit 1 unless every phase converged and its device reported its peak RSS (the
+                          smoke ctest); timings are never checked
   --help                  this text
 
 Output: progress on stderr; markdown tables on stdout (paste into docs/PERFORMANCE.md).
@@ -1345,8 +1346,14 @@ int run_bench(Env& env) {
     if (!has(o.bootstrap_records, n) && has(o.records, n))
       for (const std::string& layout : o.layouts) not_run("bootstrap", layout, "--bootstrap-records");
   }
-  for (const Row& r : env.rows)
+  for (const Row& r : env.rows) {
     if (r.run && !r.converged) env.failed = true;
+    // This binary as the device always reports its own peak RSS (a runner's client may predate the field).
+    if (r.run && o.device_runner.empty() && r.r.peak_rss_kib <= 0) {
+      progress(r.phase + " " + r.layout + ": the device reported no peak RSS");
+      env.failed = true;
+    }
+  }
   print_report(env, mono_s() - t0);
   if (o.keep_tmp || env.failed) {
     std::cerr << "fieldsync-bench-device: replicas, server data and logs kept in " << env.tmp << "\n";
