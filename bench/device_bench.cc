@@ -17,7 +17,8 @@
 //                among100  the rep's territory among 99 others that hold --others-fraction x N records
 //                          each; all seeded straight into the server's store through the server library
 //                          (SyncServer::apply_local, 100 accounts a transaction) before the server starts
-// Each device phase runs in a child process (this binary, --device ...) whose peak RSS comes from wait4().
+// Each device phase runs in a child process (this binary, --device ...) that reports its own peak RSS (VmHWM)
+// in its result file (wait4()'s ru_maxrss only for a device client that does not).
 // With --device-runner the child is another program instead: fieldsync-bench-device-client, this file built
 // without the server (FIELDSYNC_DEVICE_ONLY: the device side only), cross-built for ARM and started under
 // qemu-user (docs/PERFORMANCE.md "ARM builds"); the server, the proxy and the checks stay native.
@@ -163,7 +164,8 @@ usage: fieldsync-bench-device [options]
   --bench-dir DIR         where fieldsync-bench-server and fieldsync-bench-client are (default: next to this)
   --tmp-dir DIR           where the temporary directory goes (default /tmp)
   --keep-tmp              keep it (replicas, server data and logs) and print its path
-  --check                 exit 1 unless every phase converged (the smoke ctest); timings are never checked
+  --check                 exit 1 unless every phase converged and its device reported its peak RSS (the
+                          smoke ctest); timings are never checked
   --help                  this text
 
 Output: progress on stderr; markdown tables on stdout (paste into docs/PERFORMANCE.md).
@@ -424,8 +426,22 @@ struct DeviceResult {
   double elapsed_s = 0;
   size_t pending_before = 0, pending_after = 0;
   uint64_t progress_done = 0, progress_total = 0;
+  // The device process's own peak resident set (VmHWM, KiB; -1 if unknown). Not wait4()'s ru_maxrss: on this
+  // kernel that also carries the spawning bench's high-water mark (after seeding a million records, ~48 MiB
+  // whatever the device used; measured 2026-12-06: VmHWM 16.5 MiB where ru_maxrss said 47.8).
+  long peak_rss_kib = -1;
   std::string error;
 };
+
+// This process's peak resident set from /proc/self/status (VmHWM, KiB), -1 where there is none.
+[[maybe_unused]] long own_peak_rss_kib() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
+  }
+  return -1;
+}
 
 void write_result(const std::string& path, const DeviceResult& r) {
   boost::json::object j;
@@ -435,6 +451,7 @@ void write_result(const std::string& path, const DeviceResult& r) {
   j["pending_after"] = r.pending_after;
   j["progress_done"] = r.progress_done;
   j["progress_total"] = r.progress_total;
+  j["peak_rss_kib"] = r.peak_rss_kib;
   j["error"] = r.error;
   std::ofstream(path) << boost::json::serialize(j) << "\n";
 }
@@ -453,6 +470,8 @@ void write_result(const std::string& path, const DeviceResult& r) {
   r.pending_after = j.at("pending_after").to_number<size_t>();
   r.progress_done = j.at("progress_done").to_number<uint64_t>();
   r.progress_total = j.at("progress_total").to_number<uint64_t>();
+  // A device client built before the field existed leaves it out: wait4()'s figure is used then.
+  if (const boost::json::value* rss = j.if_contains("peak_rss_kib")) r.peak_rss_kib = rss->to_number<long>();
   r.error = std::string(j.at("error").as_string());
   return r;
 }
@@ -551,6 +570,7 @@ int run_device(const Options& o) {
     r = run_session(c, o, o.phase_timeout_s, o.stall_s);
   }
   if (auto p = c.pending_count()) r.pending_after = *p;
+  r.peak_rss_kib = own_peak_rss_kib();
   write_result(o.result, r);
   return r.done ? 0 : 1;
 }
@@ -882,7 +902,12 @@ bool seed_store(const std::string& data_dir, const std::vector<std::pair<std::st
       if (++txns % 16 == 0 && !store.sync().is_ok()) return false;
     }
   }
-  return store.sync().is_ok();
+  if (!store.sync().is_ok()) return false;
+  // The seed wrote hundreds of MB (1.1 GB for among100 at 30k) that the kernel would otherwise write back
+  // during the first device phase, where the device's WAL writes and fsyncs then wait behind it: a real
+  // server's store was on disk long before a new phone bootstraps. Flushed here, outside every timing.
+  ::sync();
+  return true;
 }
 
 // ---- Baselines: the benchmark binaries as children, their JSON read back
@@ -938,6 +963,7 @@ struct Env {
   std::string tmp, self;
   std::vector<Row> rows;
   double central_8 = std::nan(""), central_96 = std::nan(""), replica_full = std::nan("");
+  double replica_accounts = std::nan("");  // BM_ReplicaBootstrapApplyAccounts: this bench's own accounts
   bool failed = false;
 };
 
@@ -1031,6 +1057,7 @@ Row device_phase(Env& env, Server& server, const std::string& mode, const std::s
   row.sessions = delta(m0, m1, "fieldsync_sessions_opened_total");
   if (auto r = read_result(result)) {
     row.r = *r;
+    if (r->peak_rss_kib > 0) row.rss_kib = r->peak_rss_kib;
   } else {
     row.r.error = "the device process left no result (" + e.describe() + ")";
   }
@@ -1151,10 +1178,16 @@ void run_baselines(Env& env) {
     if (name.find("changes:8/") != std::string::npos) env.central_8 = v / 8;  // accounts of 8 changes
     if (name.find("changes:96/") != std::string::npos) env.central_96 = v / 8;
   }
-  progress("baseline: BM_ReplicaBootstrapApply/sync_full:1 (fieldsync-bench-client)");
+  progress("baseline: BM_ReplicaBootstrapApply(Accounts)/sync_full:1 (fieldsync-bench-client)");
   auto replica = run_google_benchmark(env.o.bench_dir + "/fieldsync-bench-client",
-                                      "BM_ReplicaBootstrapApply/sync_full:1/", dir);
-  for (const auto& [name, v] : replica) env.replica_full = v;
+                                      "BM_ReplicaBootstrapApply(Accounts)?/sync_full:1/", dir);
+  for (const auto& [name, v] : replica) {
+    if (name.rfind("BM_ReplicaBootstrapApplyAccounts/", 0) == 0) {
+      env.replica_accounts = v;
+    } else {
+      env.replica_full = v;
+    }
+  }
   if (!std::isfinite(env.central_8) || !std::isfinite(env.replica_full)) env.failed = true;
 }
 
@@ -1242,24 +1275,29 @@ void print_report(const Env& env, double run_s) {
   if (o.baselines) {
     std::printf(
         "\nSame-run baselines: BM_CentralApply/changes:C/writers:1 (the server's batched apply path, "
-        "accounts of 8 changes, as accounts/s) and BM_ReplicaBootstrapApply/sync_full:1 (the replica's "
-        "local bootstrap apply, records/s).\n\n");
+        "accounts of 8 changes, as accounts/s), BM_ReplicaBootstrapApply/sync_full:1 (the replica's "
+        "local bootstrap apply, records/s: five fields, ~50 bytes of values) and "
+        "BM_ReplicaBootstrapApplyAccounts/sync_full:1 (the same with this bench's accounts, like for "
+        "like).\n\n");
     std::printf("| baseline | records/s |\n|---|---:|\n");
     std::printf("| BM_CentralApply/changes:8 (1 account a txn) | %s |\n", grouped(env.central_8).c_str());
     std::printf("| BM_CentralApply/changes:96 (12 accounts a txn) | %s |\n", grouped(env.central_96).c_str());
-    std::printf("| BM_ReplicaBootstrapApply/sync_full:1 | %s |\n\n", grouped(env.replica_full).c_str());
+    std::printf("| BM_ReplicaBootstrapApply/sync_full:1 | %s |\n", grouped(env.replica_full).c_str());
+    std::printf("| BM_ReplicaBootstrapApplyAccounts/sync_full:1 | %s |\n\n",
+                grouped(env.replica_accounts).c_str());
     std::printf(
         "| phase | layout | N | records/s | x CentralApply/8 | x CentralApply/96 | x ReplicaBootstrapApply "
-        "|\n");
-    std::printf("|---|---|---:|---:|---:|---:|---:|\n");
+        "| x ReplicaBootstrapApplyAccounts |\n");
+    std::printf("|---|---|---:|---:|---:|---:|---:|---:|\n");
     for (const Row& r : env.rows) {
       if (!r.run) continue;
       const bool push = r.phase == "push";
-      std::printf("| %s | %s | %s | %s | %s | %s | %s |\n", r.phase.c_str(), r.layout.c_str(),
+      std::printf("| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.phase.c_str(), r.layout.c_str(),
                   grouped(static_cast<double>(r.n)).c_str(), grouped(r.rate()).c_str(),
                   push ? fmt(r.rate() / env.central_8, 3).c_str() : "",
                   push ? fmt(r.rate() / env.central_96, 3).c_str() : "",
-                  push ? "" : fmt(r.rate() / env.replica_full, 3).c_str());
+                  push ? "" : fmt(r.rate() / env.replica_full, 3).c_str(),
+                  push ? "" : fmt(r.rate() / env.replica_accounts, 3).c_str());
     }
   }
   std::printf("\n");
@@ -1308,8 +1346,14 @@ int run_bench(Env& env) {
     if (!has(o.bootstrap_records, n) && has(o.records, n))
       for (const std::string& layout : o.layouts) not_run("bootstrap", layout, "--bootstrap-records");
   }
-  for (const Row& r : env.rows)
+  for (const Row& r : env.rows) {
     if (r.run && !r.converged) env.failed = true;
+    // This binary as the device always reports its own peak RSS (a runner's client may predate the field).
+    if (r.run && o.device_runner.empty() && r.r.peak_rss_kib <= 0) {
+      progress(r.phase + " " + r.layout + ": the device reported no peak RSS");
+      env.failed = true;
+    }
+  }
   print_report(env, mono_s() - t0);
   if (o.keep_tmp || env.failed) {
     std::cerr << "fieldsync-bench-device: replicas, server data and logs kept in " << env.tmp << "\n";
