@@ -134,7 +134,7 @@ TEST(SqliteStore, FormatOneFileGetsItsLogIndexedOnOpen) {
   ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT value FROM _state WHERE key = 'format'", -1, &q, nullptr),
             SQLITE_OK);
   ASSERT_EQ(sqlite3_step(q), SQLITE_ROW);
-  EXPECT_EQ(sqlite3_column_int(q, 0), 8) << "migrated files say so";
+  EXPECT_EQ(sqlite3_column_int(q, 0), 9) << "migrated files say so";
   sqlite3_finalize(q);
   sqlite3_close(db);
 }

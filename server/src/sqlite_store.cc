@@ -687,8 +687,8 @@ Status migrate_format(Db& db, int64_t from) {
   };
   if (from < 9) {
     // Format 9's visit triggers in place of the file's (the DDL above kept them: IF NOT EXISTS), and the
-    // zone-independent rollup they keep from now on filled from the visits (1.x s for the bench store's
-    // 480,000 visits, PERFORMANCE.md).
+    // zone-independent rollup they keep from now on filled from the visits (the bench store's 480,000: its
+    // open took 4.2 s with this, PERFORMANCE.md).
     for (std::string_view name : kVisitTriggers)
       if (Status s = db.exec("DROP TRIGGER IF EXISTS " + quoted(name)); !s) return s;
     for (const std::string& sql : appointment_fact_ddl())
