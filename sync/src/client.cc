@@ -697,6 +697,11 @@ void SyncClient::handle(const protocol::PushAck& m, int64_t now_ms) {
     removed++;
     Rejection rej{r.node_seq, r.reason, r.message, rejected->changes};
     txn->add_rejection(rej);
+    // The server's states of the records, as any received record: their versions are observed. The ack's
+    // server_hlc need not cover them: with several server instances one may answer with a clock behind a
+    // version another instance committed (and this device had not received yet).
+    for (const RecordState& remote : r.records)
+      for (const FieldState& f : remote.fields) clock_.observe(f.version.hlc);
     rebase(*txn, *rejected, r);
     ClientEvent e{ClientEvent::Kind::kRejected};
     e.rejection = std::move(rej);
