@@ -1067,9 +1067,9 @@ TEST(SqliteReplicaSync, MetaCacheNeverServesAStaleValue) {
   }
   for (bool by_fault : {false, true}) {
     const SqliteReplicaStore::MetaReads reads = a->meta_reads();
+    if (by_fault) a->fail_next_commit(Status(ErrorCode::kStorageIo, "injected"));
     auto txn = a->begin();
     ReplicaMeta m = txn->meta();
-    EXPECT_EQ(a->meta_reads().cached, reads.cached + 1);
     const RecordId id = ids().next(kStart);
     txn->save(account(id, "rolled back"));
     ClientTxn t = outbox_txn(m.next_node_seq, id);
@@ -1080,10 +1080,10 @@ TEST(SqliteReplicaSync, MetaCacheNeverServesAStaleValue) {
     txn->set_meta(m);
     EXPECT_EQ(txn->meta().next_node_seq, committed.next_node_seq + 1);
     if (by_fault) {
-      a->fail_next_commit(Status(ErrorCode::kStorageIo, "injected"));
       EXPECT_FALSE(txn->commit());
     }
     txn.reset();
+    EXPECT_EQ(a->meta_reads().cached, reads.cached + 1);  // the rolled-back transaction's meta() was a hit
     auto next = a->begin();
     EXPECT_EQ(next->meta(), committed) << (by_fault ? "failed commit" : "destroyed");
     EXPECT_EQ(next->outbox_size(), 3u);

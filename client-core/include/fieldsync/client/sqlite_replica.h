@@ -38,8 +38,10 @@
 // commit of this connection left, kept with the file's data version (SQLITE_FCNTL_DATA_VERSION) read right
 // after that commit. SQLite changes that version at every commit of this connection and whenever it sees
 // another connection's, so a write transaction (BEGIN IMMEDIATE: it holds the write lock, and its snapshot
-// is the newest) that finds the same version finds the same bytes, and skips the read. A transaction that
-// changes the meta in a way it cannot state exactly, or fails, or rolls back leaves no cache behind.
+// is the newest) that finds the same version finds the same bytes, and skips the read. A commit that changed
+// the meta in a way the transaction cannot state exactly, or a failed COMMIT, drops the cache; a transaction
+// that rolls back (destroyed, a failed statement, an injected fault) stores nothing and leaves the earlier
+// cache to the version check (the file is as it was).
 //
 // Threading: one connection per store, serialised by an internal mutex that a ReplicaTxn holds from begin()
 // until it is destroyed. Do not call read() or begin() on a thread that already holds a ReplicaTxn of the
