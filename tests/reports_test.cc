@@ -1249,11 +1249,16 @@ constexpr int64_t kFeb10 = kFeb1 + 9 * kDay;
 constexpr int64_t kMar8 = kMar1 + 7 * kDay;
 constexpr int64_t kNov1 = kJan1 + 304 * kDay;
 
-std::vector<int64_t> viewer_zone_check_ins() {
-  return {
+// Those visits of r1 at account A (north), in a store whose company zone is Europe/Berlin.
+void seed_viewer_zone_visits(const ZoneStore& z) {
+  const int64_t check_ins[] = {
       kFeb10 + 18 * kHour + 29 * kMin, kFeb10 + 18 * kHour + 30 * kMin, kFeb10 + 18 * kHour + 14 * kMin,
       kFeb10 + 18 * kHour + 15 * kMin, kMar8 + 4 * kHour + 30 * kMin,   kMar8 + kDay + 3 * kHour + 59 * kMin,
       kMar8 + kDay + 4 * kHour,        kNov1 + 4 * kHour + 30 * kMin,   kNov1 + kDay + 4 * kHour + 30 * kMin};
+  Seed s(z.path, 77, "Europe/Berlin");
+  RecordId a = s.create(EntityId::kAccount, kJan1, {{1, text("A")}, {2, text("north")}, {10, text("ho")}});
+  for (int64_t at : check_ins)
+    s.create(EntityId::kVisit, std::min(at, kJul1 - kDay), {{1, ref(a)}, {2, text("r1")}, {4, num(at)}});
 }
 
 // The activity report's visits per day, and the same asked with a territory condition (which reads the
@@ -1269,12 +1274,7 @@ DayCounts days_both_ways(SqlReader& db, const ReportFilter& f) {
 
 TEST(ReportsTimeZone, AViewersOwnZoneReadsTheQuarterRollupAndAgreesWithTheVisits) {
   ZoneStore z;
-  {
-    Seed s(z.path, 77, "Europe/Berlin");
-    RecordId a = s.create(EntityId::kAccount, kJan1, {{1, text("A")}, {2, text("north")}, {10, text("ho")}});
-    for (int64_t at : viewer_zone_check_ins())
-      s.create(EntityId::kVisit, std::min(at, kJul1 - kDay), {{1, ref(a)}, {2, text("r1")}, {4, num(at)}});
-  }
+  seed_viewer_zone_visits(z);
   auto db = reader(z.path);
   ReportFilter year;
   year.from_ms = kJan1;
@@ -1479,12 +1479,7 @@ TEST(ReportsTimeZone, OnlyTheCompanyZoneReadsItsRollupOtherZonesTheQuarterRollup
 // triggers, which keep it from then on.
 TEST(ReportsMigration, FormatEightFileGetsItsQuarterRollup) {
   ZoneStore z;
-  {
-    Seed s(z.path, 77, "Europe/Berlin");
-    RecordId a = s.create(EntityId::kAccount, kJan1, {{1, text("A")}, {2, text("north")}, {10, text("ho")}});
-    for (int64_t at : viewer_zone_check_ins())
-      s.create(EntityId::kVisit, std::min(at, kJul1 - kDay), {{1, ref(a)}, {2, text("r1")}, {4, num(at)}});
-  }
+  seed_viewer_zone_visits(z);
   {
     // Format 8's visit triggers counted _visit_day only (their appointment part is left out here).
     auto w = open_settings_db(z.path).value();
