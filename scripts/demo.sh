@@ -308,11 +308,22 @@ step "the deterministic simulator: $SIM_SEEDS seeds of faults, crashes and clock
 "$BIN/fieldsync-sim" --seeds "$SIM_SEEDS" --quiet
 
 [ "$ok" = 1 ] || { echo "demo: devices did not converge" >&2; exit 1; }
+# Without --keep the servers stop with this script, so their address would lead nowhere: say how to keep them.
+dashboard_line() {
+  if [ "$KEEP" = 1 ]; then
+    echo "demo: head-office dashboard at $DASHBOARD (user ho, password $PASSWORD)"
+  else
+    echo "demo: the head-office dashboard was served at $DASHBOARD and stopped with the demo;"
+    local again="scripts/demo.sh --keep"
+    [ "$POSTGRES" = 1 ] && again+=" --postgres"
+    echo "      run $again to open it (user ho, password $PASSWORD)"
+  fi
+}
 echo
 echo "demo: all devices converged with the server"
 if [ "$POSTGRES" = 1 ]; then
   echo "demo: two instances on one PostgreSQL database; devices on either converged"
-  echo "demo: head-office dashboard at $DASHBOARD (user ho, password $PASSWORD)"
+  dashboard_line
   if [ "$KEEP" = 1 ]; then
     trap - EXIT
     echo "demo: --keep: the servers (pids $SERVER_PID $SERVER_B_PID) and the cluster keep running; stop them with:"
@@ -320,7 +331,7 @@ if [ "$POSTGRES" = 1 ]; then
   fi
   exit 0
 fi
-echo "demo: head-office dashboard at $DASHBOARD (user ho, password $PASSWORD)"
+dashboard_line
 if [ "$KEEP" = 1 ]; then
   trap - EXIT
   echo "demo: --keep: the server (pid $SERVER_PID) keeps running; stop it with: kill $SERVER_PID"
