@@ -28,7 +28,9 @@ constexpr uint16_t kAccountCreatedBy = 10;
 const Principal kRep{"ann", schema::Role::kRep, {"north"}, {}};
 
 RecordId account_id(size_t i) {
-  return RecordId{0x0190'0000'0000'7000 + (i << 16), 0x8000'0000'0000'0000 + i};
+  // uint64_t first: a 32-bit size_t (armhf) would shift out of range and narrow.
+  const uint64_t n = i;
+  return RecordId{0x0190'0000'0000'7000 + (n << 16), 0x8000'0000'0000'0000 + n};
 }
 
 Change make(ChangeOp op, size_t record, uint16_t field, Value value, Version version) {
