@@ -23,6 +23,10 @@
  * (its symbol table; the name is mangled) or, outside it, the shared object (the host's mapping of the
  * guest's file, found by the block's host address), one "guest_insns_sym tag=T insns=N where=NAME" line
  * each. That costs a callback per executed block (several times slower); the counts are exact per block.
+ * objects=blocks (with symbols=on) names a shared object's blocks by file offset, "[libc.so.6]+0x5e4a0", to
+ * be matched with the object's exported symbols (nm -D) where it has no symbol table. callers=on (with
+ * symbols=on) adds "where=(libc+libgcc)<-CALLER" lines: the C library's and libgcc's instructions by the
+ * function that called into them.
  *
  * The few declarations below are QEMU's plugin ABI (include/qemu/qemu-plugin.h of v7.2.0, API version 1),
  * written out here because Debian ships qemu-user with plugin support but not the header. */
@@ -73,6 +77,7 @@ const char* qemu_plugin_insn_symbol(const struct qemu_plugin_insn* insn);
 void qemu_plugin_register_vcpu_syscall_cb(qemu_plugin_id_t id, qemu_plugin_vcpu_syscall_cb_t cb);
 void qemu_plugin_register_atexit_cb(qemu_plugin_id_t id, qemu_plugin_udata_cb_t cb, void* userdata);
 void qemu_plugin_outs(const char* string);
+char* qemu_plugin_path_to_binary(void); /* g_free()d: malloc'ed by GLib */
 
 EXPORT int qemu_plugin_version = 1;
 
@@ -106,6 +111,7 @@ static uint64_t unmatched; /* an end without its begin, a begin while open, or a
 #define MAX_OPEN 8
 
 static bool by_place;
+static bool object_blocks; /* objects=blocks: a shared object's blocks apart, by file offset */
 static char* place_names[MAX_PLACES];
 static size_t n_places;
 static uint32_t place_slots[2 * MAX_PLACES]; /* open addressing by name: index + 1, 0 empty */
@@ -113,9 +119,19 @@ static uint64_t* place_counts[MAX_TAGS];     /* per tag, MAX_PLACES counters, fr
 static uint32_t open_tags[MAX_OPEN];         /* open regions, innermost last: it gets the instructions */
 static size_t n_open;
 
+/* callers=on: instructions in the C library and libgcc (memcmp, memset, malloc, 64-bit division) are also
+ * counted against the function that called them: the last block that ran in a named function or another
+ * shared object (a program's unnamed blocks are its PLT stubs, skipped). */
+static bool by_caller;
+static uint64_t* caller_counts[MAX_TAGS];
+static uint32_t last_caller;
+static const char* program_name; /* "[basename]" of the program: its unnamed blocks */
+enum { BLOCK_CALLER, BLOCK_LEAF_LIBRARY, BLOCK_STUB };
+
 typedef struct {
   uint32_t place;
   uint32_t n_insns;
+  uint32_t kind;
 } Block; /* one per translated block, kept for the run (qemu may run a block until exit) */
 
 static uint32_t intern_place(const char* name) {
@@ -136,7 +152,7 @@ static uint32_t intern_place(const char* name) {
 
 /* The host's file mappings: qemu-user maps a guest's shared object with the host's mmap of the same file. */
 typedef struct {
-  uintptr_t lo, hi;
+  uintptr_t lo, hi, offset;
   char name[96];
 } Mapping;
 static Mapping* mappings;
@@ -149,9 +165,9 @@ static void read_mappings(void) {
   size_t cap = 0;
   char line[1024];
   while (fgets(line, sizeof line, f) != NULL) {
-    unsigned long lo, hi;
+    unsigned long lo, hi, offset;
     int path_at = 0;
-    if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %n", &lo, &hi, &path_at) < 2 || path_at == 0) continue;
+    if (sscanf(line, "%lx-%lx %*s %lx %*s %*s %n", &lo, &hi, &offset, &path_at) < 3 || path_at == 0) continue;
     char* path = line + path_at;
     path[strcspn(path, "\n")] = '\0';
     if (path[0] != '/') continue;
@@ -163,16 +179,23 @@ static void read_mappings(void) {
     }
     const char* base = strrchr(path, '/') + 1;
     Mapping* m = &mappings[n_mappings++];
-    m->lo = lo, m->hi = hi;
+    m->lo = lo, m->hi = hi, m->offset = offset;
     snprintf(m->name, sizeof m->name, "[%s]", base);
   }
   fclose(f);
 }
 
+/* "[name]", or with objects=blocks "[name]+0xOFFSET" (the block's offset in the file, for nm -D). */
 static const char* object_at(uintptr_t a) {
+  static char place[128];
   for (int attempt = 0; attempt < 2; ++attempt) {
-    for (size_t i = 0; i < n_mappings; ++i)
-      if (a >= mappings[i].lo && a < mappings[i].hi) return mappings[i].name;
+    for (size_t i = 0; i < n_mappings; ++i) {
+      const Mapping* m = &mappings[i];
+      if (a < m->lo || a >= m->hi) continue;
+      if (!object_blocks) return m->name;
+      snprintf(place, sizeof place, "%s+0x%lx", m->name, (unsigned long)(a - m->lo + m->offset));
+      return place;
+    }
     read_mappings(); /* mapped since the last read */
   }
   return "[unknown]";
@@ -182,13 +205,20 @@ static void on_block(unsigned int vcpu, void* userdata) {
   (void)vcpu;
   if (n_open == 0) return;
   const Block* b = userdata;
-  uint64_t* counts = place_counts[open_tags[n_open - 1]];
+  const uint32_t tag = open_tags[n_open - 1];
+  uint64_t* counts = place_counts[tag];
   if (counts != NULL) counts[b->place] += b->n_insns;
+  if (b->kind == BLOCK_CALLER) {
+    last_caller = b->place;
+  } else if (b->kind == BLOCK_LEAF_LIBRARY && caller_counts[tag] != NULL) {
+    caller_counts[tag][last_caller] += b->n_insns;
+  }
 }
 
 static void open_region(uint32_t tag) {
   if (!by_place) return;
   if (place_counts[tag] == NULL) place_counts[tag] = calloc(MAX_PLACES, sizeof(uint64_t));
+  if (by_caller && caller_counts[tag] == NULL) caller_counts[tag] = calloc(MAX_PLACES, sizeof(uint64_t));
   if (n_open < MAX_OPEN) open_tags[n_open++] = tag;
 }
 
@@ -207,12 +237,26 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb* tb) {
   const size_t n = qemu_plugin_tb_n_insns(tb);
   qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &executed, n);
   if (!by_place || n == 0) return;
+  if (by_caller && program_name == NULL) { /* known once the program runs, not at install */
+    static char name[128];
+    char* path = qemu_plugin_path_to_binary();
+    const char* slash = path != NULL ? strrchr(path, '/') : NULL;
+    snprintf(name, sizeof name, "[%s]", slash != NULL ? slash + 1 : path != NULL ? path : "?");
+    free(path);
+    program_name = name;
+  }
   Block* b = malloc(sizeof(Block));
   if (b == NULL) return;
   const struct qemu_plugin_insn* first = qemu_plugin_tb_get_insn(tb, 0);
   const char* symbol = qemu_plugin_insn_symbol(first);
-  b->place = intern_place(symbol != NULL ? symbol : object_at((uintptr_t)qemu_plugin_insn_haddr(first)));
+  const char* object = symbol != NULL ? NULL : object_at((uintptr_t)qemu_plugin_insn_haddr(first));
+  b->place = intern_place(symbol != NULL ? symbol : object);
   b->n_insns = (uint32_t)n;
+  b->kind = BLOCK_CALLER;
+  if (object != NULL && (strncmp(object, "[libc.", 6) == 0 || strncmp(object, "[libgcc_s.", 10) == 0))
+    b->kind = BLOCK_LEAF_LIBRARY;
+  else if (object != NULL && program_name != NULL && strncmp(object, program_name, strlen(program_name)) == 0)
+    b->kind = BLOCK_STUB;
   qemu_plugin_register_vcpu_tb_exec_cb(tb, on_block, QEMU_PLUGIN_CB_NO_REGS, b);
 }
 
@@ -257,8 +301,7 @@ static int by_count_descending(const void* a, const void* b) {
   return x > y ? -1 : x < y;
 }
 
-static void report_places(int tag) {
-  const uint64_t* counts = place_counts[tag];
+static void report_places(int tag, const uint64_t* counts, const char* prefix) {
   uint32_t* order = malloc(MAX_PLACES * sizeof(uint32_t));
   if (counts == NULL || order == NULL) {
     free(order);
@@ -271,8 +314,8 @@ static void report_places(int tag) {
   qsort(order, n, sizeof(uint32_t), by_count_descending);
   char line[1200];
   for (size_t i = 0; i < n; ++i) {
-    snprintf(line, sizeof line, "guest_insns_sym tag=%d insns=%llu where=%s\n", tag,
-             (unsigned long long)counts[order[i]], place_names[order[i]]);
+    snprintf(line, sizeof line, "guest_insns_sym tag=%d insns=%llu where=%s%s\n", tag,
+             (unsigned long long)counts[order[i]], prefix, place_names[order[i]]);
     qemu_plugin_outs(line);
   }
   free(order);
@@ -281,7 +324,10 @@ static void report_places(int tag) {
 static void report_at_exit(qemu_plugin_id_t id, void* userdata) {
   (void)id, (void)userdata;
   char line[256];
-  for (int i = 0; i < MAX_TAGS; ++i) report_places(i);
+  for (int i = 0; i < MAX_TAGS; ++i) {
+    report_places(i, place_counts[i], "");
+    report_places(i, caller_counts[i], "(libc+libgcc)<-");
+  }
   for (int i = 0; i < MAX_TAGS; ++i) {
     Tag* t = &tags[i];
     if (t->regions == 0) continue;
@@ -320,6 +366,10 @@ EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t* info, int
       marker_syscall = strtoll(argv[i] + 8, NULL, 10);
     } else if (strcmp(argv[i], "symbols=on") == 0) {
       by_place = true;
+    } else if (strcmp(argv[i], "objects=blocks") == 0) {
+      object_blocks = true;
+    } else if (strcmp(argv[i], "callers=on") == 0) {
+      by_caller = true;
     } else {
       fprintf(stderr, "qemu_insn_count: unknown argument %s\n", argv[i]);
       return -1;

@@ -11,7 +11,9 @@
 # Prints the plugin's lines (tag 1 check-in, 2 bare insert; 11 / 12 at FULL; 3 / 4 and 13 / 14 the order; 0
 # the marks' own cost) and "ratio" lines: median and mean of the API write over its bare counterpart.
 # FIELDSYNC_GUEST_SYMBOLS=1 also says where each region's instructions ran (the plugin's symbols=on): "where"
-# lines per tag, instructions per region by function of the program (demangled) or by shared object.
+# lines per tag, instructions per region by function of the program (demangled) or by shared object;
+# FIELDSYNC_GUEST_SYMBOLS=blocks splits a shared object by block ("[libc.so.6]+0xOFFSET", for nm -D);
+# FIELDSYNC_GUEST_SYMBOLS=callers adds the C library's and libgcc's instructions by calling function.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { sed -n 's/^# Usage: //p' "$0" >&2; exit 2; }
@@ -32,8 +34,11 @@ if [ ! -f "$plugin" ] || [ bench/qemu_insn_count.c -nt "$plugin" ]; then
   cc -O2 -Wall -Wextra -Werror -shared -fPIC -fvisibility=hidden -o "$plugin" bench/qemu_insn_count.c
 fi
 
-plugin_args=$PWD/$plugin
+plugin_args=$plugin
+[[ $plugin == /* ]] || plugin_args=$PWD/$plugin
 [ "${FIELDSYNC_GUEST_SYMBOLS:-0}" = 1 ] && plugin_args+=,symbols=on
+[ "${FIELDSYNC_GUEST_SYMBOLS:-0}" = blocks ] && plugin_args+=,symbols=on,objects=blocks
+[ "${FIELDSYNC_GUEST_SYMBOLS:-0}" = callers ] && plugin_args+=,symbols=on,callers=on
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 # -d plugin: qemu_plugin_outs() writes to qemu's log, which -D sends to the file.
