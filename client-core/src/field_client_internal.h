@@ -96,42 +96,32 @@ inline uint16_t fid(schema::EntityId e, std::string_view name) {
 
 // The changes of one API call. Records are created with every field the caller gives; nulls are not sent.
 struct FieldClient::Batch {
-  std::vector<Change> changes;
+  std::vector<Change> changes;  // transact() reserves room for a typical call's changes
   RecordId create(EntityId e, RecordId id) {
-    Change c;
-    c.op = ChangeOp::kCreate;
-    c.entity = e;
-    c.record = id;
-    changes.push_back(std::move(c));
+    add(ChangeOp::kCreate, e, id);
     return id;
   }
   void set(EntityId e, const RecordId& id, std::string_view field, Value v) {
-    Change c;
-    c.op = ChangeOp::kSet;
-    c.entity = e;
-    c.record = id;
+    Change& c = add(ChangeOp::kSet, e, id);
     c.field = detail::fid(e, field);
     c.value = std::move(v);
-    changes.push_back(std::move(c));
   }
   void set_text(EntityId e, const RecordId& id, std::string_view field, const std::optional<std::string>& v) {
     if (v) set(e, id, field, v->empty() ? Value::null() : Value::text(*v));
   }
   void append(EntityId e, const RecordId& id, std::string_view field, const std::string& text) {
-    Change c;
-    c.op = ChangeOp::kAppend;
-    c.entity = e;
-    c.record = id;
+    Change& c = add(ChangeOp::kAppend, e, id);
     c.field = detail::fid(e, field);
     c.value = Value::text(text);
-    changes.push_back(std::move(c));
   }
-  void erase(EntityId e, const RecordId& id) {
-    Change c;
-    c.op = ChangeOp::kDelete;
+  void erase(EntityId e, const RecordId& id) { add(ChangeOp::kDelete, e, id); }
+  // Built in place: no temporary Change to zero, move and destroy per field.
+  Change& add(ChangeOp op, EntityId e, const RecordId& id) {
+    Change& c = changes.emplace_back();
+    c.op = op;
     c.entity = e;
     c.record = id;
-    changes.push_back(std::move(c));
+    return c;
   }
   std::function<RecordId()> next_id;
   int64_t now_ms = 0;  // the clock when the call began
