@@ -18,10 +18,19 @@
  *   qemu-aarch64 -plugin ./qemu_insn_count.so -d plugin <program>      (scripts/guest-insns.sh does this)
  *
  * At exit it prints one line per tag: regions, total, mean, median, min and max instructions, and the
- * whole run's total. Arguments: syscall=N overrides the marker's system call number (getpid of the target).
+ * whole run's total. Arguments: syscall=N overrides the marker's system call number (getpid of the target);
+ * symbols=on also attributes each region's instructions to where they ran: the function of the program
+ * (its symbol table; the name is mangled) or, outside it, the shared object (the host's mapping of the
+ * guest's file, found by the block's host address), one "guest_insns_sym tag=T insns=N where=NAME" line
+ * each. That costs a callback per executed block (several times slower); the counts are exact per block.
+ * objects=blocks (with symbols=on) names a shared object's blocks by file offset, "[libc.so.6]+0x5e4a0", to
+ * be matched with the object's exported symbols (nm -D) where it has no symbol table. callers=on (with
+ * symbols=on) adds "where=(libc+libgcc)<-CALLER" lines: the C library's and libgcc's instructions by the
+ * function that called into them.
  *
  * The few declarations below are QEMU's plugin ABI (include/qemu/qemu-plugin.h of v7.2.0, API version 1),
  * written out here because Debian ships qemu-user with plugin support but not the header. */
+#define _POSIX_C_SOURCE 200809L /* strdup */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -57,9 +66,18 @@ void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t id, qemu_plugin_vcpu
 void qemu_plugin_register_vcpu_tb_exec_inline(struct qemu_plugin_tb* tb, enum qemu_plugin_op op, void* ptr,
                                               uint64_t imm);
 size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb* tb);
+struct qemu_plugin_insn;
+enum qemu_plugin_cb_flags { QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_CB_R_REGS, QEMU_PLUGIN_CB_RW_REGS };
+typedef void (*qemu_plugin_vcpu_udata_cb_t)(unsigned int vcpu_index, void* userdata);
+void qemu_plugin_register_vcpu_tb_exec_cb(struct qemu_plugin_tb* tb, qemu_plugin_vcpu_udata_cb_t cb,
+                                          enum qemu_plugin_cb_flags flags, void* userdata);
+struct qemu_plugin_insn* qemu_plugin_tb_get_insn(const struct qemu_plugin_tb* tb, size_t idx);
+void* qemu_plugin_insn_haddr(const struct qemu_plugin_insn* insn);
+const char* qemu_plugin_insn_symbol(const struct qemu_plugin_insn* insn);
 void qemu_plugin_register_vcpu_syscall_cb(qemu_plugin_id_t id, qemu_plugin_vcpu_syscall_cb_t cb);
 void qemu_plugin_register_atexit_cb(qemu_plugin_id_t id, qemu_plugin_udata_cb_t cb, void* userdata);
 void qemu_plugin_outs(const char* string);
+char* qemu_plugin_path_to_binary(void); /* g_free()d: malloc'ed by GLib */
 
 EXPORT int qemu_plugin_version = 1;
 
@@ -87,10 +105,159 @@ typedef struct {
 static Tag tags[MAX_TAGS];
 static uint64_t unmatched; /* an end without its begin, a begin while open, or a tag out of range */
 
+/* ---- symbols=on: where each region's instructions ran */
+
+#define MAX_PLACES 32768 /* distinct functions and objects; more go to the last one, "(other)" */
+#define MAX_OPEN 8
+
+static bool by_place;
+static bool object_blocks; /* objects=blocks: a shared object's blocks apart, by file offset */
+static char* place_names[MAX_PLACES];
+static size_t n_places;
+static uint32_t place_slots[2 * MAX_PLACES]; /* open addressing by name: index + 1, 0 empty */
+static uint64_t* place_counts[MAX_TAGS];     /* per tag, MAX_PLACES counters, from its first region */
+static uint32_t open_tags[MAX_OPEN];         /* open regions, innermost last: it gets the instructions */
+static size_t n_open;
+
+/* callers=on: instructions in the C library and libgcc (memcmp, memset, malloc, 64-bit division) are also
+ * counted against the function that called them: the last block that ran in a named function or another
+ * shared object (a program's unnamed blocks are its PLT stubs, skipped). */
+static bool by_caller;
+static uint64_t* caller_counts[MAX_TAGS];
+static uint32_t last_caller;
+static const char* program_name; /* "[basename]" of the program: its unnamed blocks */
+enum { BLOCK_CALLER, BLOCK_LEAF_LIBRARY, BLOCK_STUB };
+
+typedef struct {
+  uint32_t place;
+  uint32_t n_insns;
+  uint32_t kind;
+} Block; /* one per translated block, kept for the run (qemu may run a block until exit) */
+
+static uint32_t intern_place(const char* name) {
+  uint32_t h = 2166136261u;
+  for (const char* c = name; *c != '\0'; ++c) h = (h ^ (uint8_t)*c) * 16777619u;
+  for (uint32_t i = h % (2 * MAX_PLACES);; i = (i + 1) % (2 * MAX_PLACES)) {
+    if (place_slots[i] == 0) {
+      if (n_places == MAX_PLACES - 1) break;
+      place_names[n_places] = strdup(name);
+      place_slots[i] = (uint32_t)++n_places;
+      return (uint32_t)(n_places - 1);
+    }
+    if (strcmp(place_names[place_slots[i] - 1], name) == 0) return place_slots[i] - 1;
+  }
+  if (place_names[MAX_PLACES - 1] == NULL) place_names[MAX_PLACES - 1] = strdup("(other)");
+  return MAX_PLACES - 1;
+}
+
+/* The host's file mappings: qemu-user maps a guest's shared object with the host's mmap of the same file. */
+typedef struct {
+  uintptr_t lo, hi, offset;
+  char name[96];
+} Mapping;
+static Mapping* mappings;
+static size_t n_mappings;
+
+static void read_mappings(void) {
+  FILE* f = fopen("/proc/self/maps", "r");
+  if (f == NULL) return;
+  n_mappings = 0;
+  size_t cap = 0;
+  char line[1024];
+  while (fgets(line, sizeof line, f) != NULL) {
+    unsigned long lo, hi, offset;
+    int path_at = 0;
+    if (sscanf(line, "%lx-%lx %*s %lx %*s %*s %n", &lo, &hi, &offset, &path_at) < 3 || path_at == 0) continue;
+    char* path = line + path_at;
+    path[strcspn(path, "\n")] = '\0';
+    if (path[0] != '/') continue;
+    if (n_mappings == cap) {
+      cap = cap ? 2 * cap : 64;
+      Mapping* grown = realloc(mappings, cap * sizeof(Mapping));
+      if (grown == NULL) break;
+      mappings = grown;
+    }
+    const char* base = strrchr(path, '/') + 1;
+    Mapping* m = &mappings[n_mappings++];
+    m->lo = lo, m->hi = hi, m->offset = offset;
+    snprintf(m->name, sizeof m->name, "[%s]", base);
+  }
+  fclose(f);
+}
+
+/* "[name]", or with objects=blocks "[name]+0xOFFSET" (the block's offset in the file, for nm -D). */
+static const char* object_at(uintptr_t a) {
+  static char place[128];
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    for (size_t i = 0; i < n_mappings; ++i) {
+      const Mapping* m = &mappings[i];
+      if (a < m->lo || a >= m->hi) continue;
+      if (!object_blocks) return m->name;
+      snprintf(place, sizeof place, "%s+0x%lx", m->name, (unsigned long)(a - m->lo + m->offset));
+      return place;
+    }
+    read_mappings(); /* mapped since the last read */
+  }
+  return "[unknown]";
+}
+
+static void on_block(unsigned int vcpu, void* userdata) {
+  (void)vcpu;
+  if (n_open == 0) return;
+  const Block* b = userdata;
+  const uint32_t tag = open_tags[n_open - 1];
+  uint64_t* counts = place_counts[tag];
+  if (counts != NULL) counts[b->place] += b->n_insns;
+  if (b->kind == BLOCK_CALLER) {
+    last_caller = b->place;
+  } else if (b->kind == BLOCK_LEAF_LIBRARY && caller_counts[tag] != NULL) {
+    caller_counts[tag][last_caller] += b->n_insns;
+  }
+}
+
+static void open_region(uint32_t tag) {
+  if (!by_place) return;
+  if (place_counts[tag] == NULL) place_counts[tag] = calloc(MAX_PLACES, sizeof(uint64_t));
+  if (by_caller && caller_counts[tag] == NULL) caller_counts[tag] = calloc(MAX_PLACES, sizeof(uint64_t));
+  if (n_open < MAX_OPEN) open_tags[n_open++] = tag;
+}
+
+static void close_region(uint32_t tag) {
+  if (!by_place) return;
+  for (size_t i = n_open; i-- > 0;) {
+    if (open_tags[i] != tag) continue;
+    memmove(&open_tags[i], &open_tags[i + 1], (n_open - i - 1) * sizeof open_tags[0]);
+    n_open--;
+    return;
+  }
+}
+
 static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb* tb) {
   (void)id;
-  qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &executed,
-                                           qemu_plugin_tb_n_insns(tb));
+  const size_t n = qemu_plugin_tb_n_insns(tb);
+  qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &executed, n);
+  if (!by_place || n == 0) return;
+  if (by_caller && program_name == NULL) { /* known once the program runs, not at install */
+    static char name[128];
+    char* path = qemu_plugin_path_to_binary();
+    const char* slash = path != NULL ? strrchr(path, '/') : NULL;
+    snprintf(name, sizeof name, "[%s]", slash != NULL ? slash + 1 : path != NULL ? path : "?");
+    free(path);
+    program_name = name;
+  }
+  Block* b = malloc(sizeof(Block));
+  if (b == NULL) return;
+  const struct qemu_plugin_insn* first = qemu_plugin_tb_get_insn(tb, 0);
+  const char* symbol = qemu_plugin_insn_symbol(first);
+  const char* object = symbol != NULL ? NULL : object_at((uintptr_t)qemu_plugin_insn_haddr(first));
+  b->place = intern_place(symbol != NULL ? symbol : object);
+  b->n_insns = (uint32_t)n;
+  b->kind = BLOCK_CALLER;
+  if (object != NULL && (strncmp(object, "[libc.", 6) == 0 || strncmp(object, "[libgcc_s.", 10) == 0))
+    b->kind = BLOCK_LEAF_LIBRARY;
+  else if (object != NULL && program_name != NULL && strncmp(object, program_name, strlen(program_name)) == 0)
+    b->kind = BLOCK_STUB;
+  qemu_plugin_register_vcpu_tb_exec_cb(tb, on_block, QEMU_PLUGIN_CB_NO_REGS, b);
 }
 
 static void on_syscall(qemu_plugin_id_t id, unsigned int vcpu, int64_t num, uint64_t a1, uint64_t a2,
@@ -107,9 +274,11 @@ static void on_syscall(qemu_plugin_id_t id, unsigned int vcpu, int64_t num, uint
     if (t->open) unmatched++;
     t->open = true;
     t->at_begin = executed;
+    open_region(tag);
   } else if (op == MARKER_END && t->open) {
     const uint64_t n = executed - t->at_begin;
     t->open = false;
+    close_region(tag);
     if (t->regions == 0 || n < t->min) t->min = n;
     if (n > t->max) t->max = n;
     t->regions++;
@@ -126,9 +295,39 @@ static int compare_u64(const void* a, const void* b) {
   return x < y ? -1 : x > y;
 }
 
+static const uint64_t* sorting_counts;
+static int by_count_descending(const void* a, const void* b) {
+  const uint64_t x = sorting_counts[*(const uint32_t*)a], y = sorting_counts[*(const uint32_t*)b];
+  return x > y ? -1 : x < y;
+}
+
+static void report_places(int tag, const uint64_t* counts, const char* prefix) {
+  uint32_t* order = malloc(MAX_PLACES * sizeof(uint32_t));
+  if (counts == NULL || order == NULL) {
+    free(order);
+    return;
+  }
+  size_t n = 0;
+  for (uint32_t i = 0; i < MAX_PLACES; ++i)
+    if (counts[i] != 0) order[n++] = i;
+  sorting_counts = counts;
+  qsort(order, n, sizeof(uint32_t), by_count_descending);
+  char line[1200];
+  for (size_t i = 0; i < n; ++i) {
+    snprintf(line, sizeof line, "guest_insns_sym tag=%d insns=%llu where=%s%s\n", tag,
+             (unsigned long long)counts[order[i]], prefix, place_names[order[i]]);
+    qemu_plugin_outs(line);
+  }
+  free(order);
+}
+
 static void report_at_exit(qemu_plugin_id_t id, void* userdata) {
   (void)id, (void)userdata;
   char line[256];
+  for (int i = 0; i < MAX_TAGS; ++i) {
+    report_places(i, place_counts[i], "");
+    report_places(i, caller_counts[i], "(libc+libgcc)<-");
+  }
   for (int i = 0; i < MAX_TAGS; ++i) {
     Tag* t = &tags[i];
     if (t->regions == 0) continue;
@@ -165,6 +364,12 @@ EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t* info, int
   for (int i = 0; i < argc; ++i) {
     if (strncmp(argv[i], "syscall=", 8) == 0) {
       marker_syscall = strtoll(argv[i] + 8, NULL, 10);
+    } else if (strcmp(argv[i], "symbols=on") == 0) {
+      by_place = true;
+    } else if (strcmp(argv[i], "objects=blocks") == 0) {
+      object_blocks = true;
+    } else if (strcmp(argv[i], "callers=on") == 0) {
+      by_caller = true;
     } else {
       fprintf(stderr, "qemu_insn_count: unknown argument %s\n", argv[i]);
       return -1;

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -222,6 +223,36 @@ TEST_F(FieldClientTest, VisitsCheckInNotesCheckOutHistoryAndToday) {
                  ErrorCode::kInvalidArgument);
   EXPECT_REFUSED(*client, client->check_in({.account_id = "01890a5d-ac96-774b-bcce-b302099a8057"}),
                  ErrorCode::kRecordNotFound);
+}
+
+// Without a clock in the options the client reads the system clock (in milliseconds, converted without a
+// 64-bit division); one call takes one reading: the visit's id carries the millisecond of its check-in time.
+TEST(FieldClientClock, DefaultClockIsTheSystemClockInMilliseconds) {
+  FieldClient::Options o;
+  o.user = "alice";
+  o.token = "token-alice";
+  o.synchronous_full = false;
+  auto opened = FieldClient::open(temp_file("clock"), std::move(o));
+  ASSERT_OK(opened);
+  FieldClient& c = **opened;
+  auto system_ms = [] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  };
+  auto a = c.create_account({.name = "Clock", .territory_id = "t-north", .city = "Kiel"});
+  ASSERT_OK(a);
+  for (int i = 0; i < 20; ++i) {
+    const int64_t before = system_ms();
+    auto v = c.check_in({.account_id = *a});
+    const int64_t after = system_ms();
+    ASSERT_OK(v);
+    auto visit = c.visit(*v);
+    ASSERT_OK(visit);
+    EXPECT_GE(visit->check_in_at_ms, before);
+    EXPECT_LE(visit->check_in_at_ms, after);
+    EXPECT_EQ(RecordId::parse(*v)->unix_ms(), visit->check_in_at_ms);
+  }
 }
 
 TEST_F(FieldClientTest, LineTotalsRoundDiscountHalfUp) {

@@ -28,6 +28,31 @@ namespace {
 
 constexpr int64_t kDayMs = 86'400'000;
 
+// Room for a typical API call's changes (a record created with its fields), so that building the batch
+// does not reallocate and move the changes as it grows; larger calls grow the vector as before.
+constexpr size_t kBatchReserve = 8;
+
+// The high 64 bits of a * b, from 32-bit halves (no 128-bit type on 32-bit targets).
+uint64_t mul_high(uint64_t a, uint64_t b) {
+  const uint64_t a_lo = static_cast<uint32_t>(a), a_hi = a >> 32;
+  const uint64_t b_lo = static_cast<uint32_t>(b), b_hi = b >> 32;
+  const uint64_t lo_lo = a_lo * b_lo, hi_lo = a_hi * b_lo, lo_hi = a_lo * b_hi, hi_hi = a_hi * b_hi;
+  const uint64_t cross = (lo_lo >> 32) + static_cast<uint32_t>(hi_lo) + lo_hi;  // at most 2^64 - 1
+  return hi_hi + (hi_lo >> 32) + (cross >> 32);
+}
+
+// The system clock in milliseconds since 1970. Every write reads it; duration_cast divides 64-bit
+// nanoseconds by a million, which 32-bit ARM does in a library call of hundreds of instructions. For times
+// after 1970 the quotient is taken as a multiplication by the reciprocal instead (what compilers emit on
+// 64-bit targets): ceil(2^82 / 10^6) and a shift, exact for every 64-bit dividend.
+int64_t wall_clock_ms() {
+  const int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+  if (ns < 0) return ns / 1'000'000;  // a clock before 1970: rare and broken, the plain division
+  return static_cast<int64_t>(mul_high(static_cast<uint64_t>(ns), 0x431BDE82D7B634DBull) >> 18);
+}
+
 int64_t floor_div(int64_t a, int64_t b) {
   int64_t q = a / b;
   if ((a % b != 0) && ((a < 0) != (b < 0))) --q;
@@ -125,13 +150,7 @@ Result<std::unique_ptr<FieldClient>> FieldClient::open(const std::string& path, 
       std::any_of(options.app_version.begin(), options.app_version.end(),
                   [](char c) { return c < 0x20 || c > 0x7e; }))
     return invalid(ErrorCode::kInvalidArgument, "app version must be at most 64 bytes of printable ASCII");
-  if (!options.now_ms) {
-    options.now_ms = [] {
-      return std::chrono::duration_cast<std::chrono::milliseconds>(
-                 std::chrono::system_clock::now().time_since_epoch())
-          .count();
-    };
-  }
+  if (!options.now_ms) options.now_ms = [] { return wall_clock_ms(); };
   SqliteReplicaStore::Options so;
   so.create_if_missing = true;
   so.synchronous_full = options.synchronous_full;
@@ -170,8 +189,7 @@ FieldClient::FieldClient(std::string path, Options options, std::unique_ptr<Sqli
 FieldClient::~FieldClient() {
   // Cached statements belong to the store's connection: finalize them before it closes.
   (void)store_->read([this](sqlite3*) {
-    for (auto& [sql, stmt] : queries_->cache) sqlite3_finalize(stmt);
-    queries_->cache.clear();
+    queries_->finalize_all();
     return Status::ok();
   });
 }
@@ -187,10 +205,7 @@ Status FieldClient::erase_replica() {
   const Status marker = write_marker(path_);
   // Waits for a read or write in progress on another thread; the API's cached statements go with the
   // connection. Every call from here on fails with kDeviceRevoked.
-  store_->close(revoked_status(), [this](sqlite3*) {
-    for (auto& [sql, stmt] : queries_->cache) sqlite3_finalize(stmt);
-    queries_->cache.clear();
-  });
+  store_->close(revoked_status(), [this](sqlite3*) { queries_->finalize_all(); });
   Status deleted = delete_replica_files(path_);
   erased_ = true;
   if (!marker) {
@@ -208,16 +223,26 @@ Status FieldClient::transact(const std::function<Status(Batch&)>& build) {
     MutexLock lock(write_mu_);
     if (erased_) return revoked_status();
     Batch batch;
-    batch.next_id = [this] {
+    batch.changes.reserve(kBatchReserve);
+    // One reading of the clock per call: its ids, its default times and its HLC ticks take the same
+    // millisecond (an app's clock may convert with a 64-bit division, a library call on 32-bit ARM).
+    batch.now_ms = now_ms();
+    batch.next_id = [this, &batch] {
       write_mu_.assert_held();  // `build` runs inside this scope; the analysis does not follow lambdas
-      return ids_.next(now_ms());
+      return ids_.next(batch.now_ms);
     };
     if (Status s = build(batch); !s) return s;
     if (batch.changes.empty()) return Status::ok();
-    std::set<RecordKey> keys;
-    for (const Change& c : batch.changes) keys.insert(RecordKey{c.entity, c.record});
-    touched.assign(keys.begin(), keys.end());
-    Result<uint64_t> r = engine_->write(std::move(batch.changes), now_ms());
+    // The records touched, each once and in order (a call's changes mostly share one record: one allocation).
+    touched.reserve(batch.changes.size());
+    for (const Change& c : batch.changes)
+      if (touched.empty() || touched.back().entity != c.entity || touched.back().id != c.record)
+        touched.push_back(RecordKey{c.entity, c.record});
+    if (touched.size() > 1) {
+      std::sort(touched.begin(), touched.end());
+      touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+    }
+    Result<uint64_t> r = engine_->write(std::move(batch.changes), batch.now_ms);
     if (!r) return r.status();
   }
   for (const Observer& o : observers_snapshot())
@@ -329,7 +354,7 @@ Result<std::string> FieldClient::check_in(const CheckIn& c) {
     id = b.create(e, b.next_id());
     b.set(e, id, "account_id", Value::text(c.account_id));
     b.set(e, id, "rep_id", Value::text(options_.user));
-    b.set(e, id, "check_in_at", Value::integer(c.at_ms.value_or(now_ms())));
+    b.set(e, id, "check_in_at", Value::integer(c.at_ms.value_or(b.now_ms)));
     if (c.latitude) b.set(e, id, "latitude", Value::real(*c.latitude));
     if (c.longitude) b.set(e, id, "longitude", Value::real(*c.longitude));
     if (c.calendar_event_id) b.set(e, id, "calendar_event_id", Value::text(*c.calendar_event_id));

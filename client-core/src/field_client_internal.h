@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -20,6 +21,9 @@ namespace detail {
 // them.
 struct Queries {
   std::unordered_map<std::string, sqlite3_stmt*> cache;
+  // require_live's statement per entity (also in `cache`, which owns it): found without hashing its text.
+  std::map<schema::EntityId, sqlite3_stmt*> live;
+  void finalize_all();  // on the store's connection, before it closes
 };
 
 using Bind = std::variant<int64_t, std::string>;
@@ -76,54 +80,51 @@ Status check_transition(schema::EntityId entity, const std::string& from, const 
                         schema::Role role);
 
 // A field's id by its model name (names here come from the model: a missing one is a programmer error).
+// Every Batch::set looks one up. Compared here a character at a time after the length: names are short, and
+// string equality is a memcmp call (cheap on x86-64, a generic loop in 32-bit ARM's C library).
 inline uint16_t fid(schema::EntityId e, std::string_view name) {
-  const schema::FieldDef* f = schema::entity_ref(e).field(name);
-  if (f == nullptr) std::abort();
-  return f->id;
+  for (const schema::FieldDef& f : schema::entity_ref(e).fields) {
+    if (f.name.size() != name.size()) continue;
+    size_t i = 0;
+    while (i < name.size() && f.name[i] == name[i]) ++i;
+    if (i == name.size()) return f.id;
+  }
+  std::abort();
 }
 
 }  // namespace detail
 
 // The changes of one API call. Records are created with every field the caller gives; nulls are not sent.
 struct FieldClient::Batch {
-  std::vector<Change> changes;
+  std::vector<Change> changes;  // transact() reserves room for a typical call's changes
   RecordId create(EntityId e, RecordId id) {
-    Change c;
-    c.op = ChangeOp::kCreate;
-    c.entity = e;
-    c.record = id;
-    changes.push_back(std::move(c));
+    add(ChangeOp::kCreate, e, id);
     return id;
   }
   void set(EntityId e, const RecordId& id, std::string_view field, Value v) {
-    Change c;
-    c.op = ChangeOp::kSet;
-    c.entity = e;
-    c.record = id;
+    Change& c = add(ChangeOp::kSet, e, id);
     c.field = detail::fid(e, field);
     c.value = std::move(v);
-    changes.push_back(std::move(c));
   }
   void set_text(EntityId e, const RecordId& id, std::string_view field, const std::optional<std::string>& v) {
     if (v) set(e, id, field, v->empty() ? Value::null() : Value::text(*v));
   }
   void append(EntityId e, const RecordId& id, std::string_view field, const std::string& text) {
-    Change c;
-    c.op = ChangeOp::kAppend;
-    c.entity = e;
-    c.record = id;
+    Change& c = add(ChangeOp::kAppend, e, id);
     c.field = detail::fid(e, field);
     c.value = Value::text(text);
-    changes.push_back(std::move(c));
   }
-  void erase(EntityId e, const RecordId& id) {
-    Change c;
-    c.op = ChangeOp::kDelete;
+  void erase(EntityId e, const RecordId& id) { add(ChangeOp::kDelete, e, id); }
+  // Built in place: no temporary Change to zero, move and destroy per field.
+  Change& add(ChangeOp op, EntityId e, const RecordId& id) {
+    Change& c = changes.emplace_back();
+    c.op = op;
     c.entity = e;
     c.record = id;
-    changes.push_back(std::move(c));
+    return c;
   }
   std::function<RecordId()> next_id;
+  int64_t now_ms = 0;  // the clock when the call began
 };
 
 }  // namespace fieldsync::client

@@ -27,25 +27,45 @@ Result<RecordId> parse_id(std::string_view what, const std::string& text) {
   return *id;
 }
 
+void Queries::finalize_all() {
+  for (auto& [sql, stmt] : cache) sqlite3_finalize(stmt);
+  cache.clear();
+  live.clear();
+}
+
+namespace {
+
+// The cached statement of `sql`, prepared on first use (nullptr and `error` set if it cannot be).
+sqlite3_stmt* cached(Queries& q, sqlite3* db, const std::string& sql, Status& error) {
+  sqlite3_stmt*& s = q.cache[sql];
+  if (s == nullptr) {
+    const int rc = sqlite3_prepare_v3(db, sql.c_str(), -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr);
+    if (rc != SQLITE_OK) {
+      s = nullptr;
+      q.cache.erase(sql);
+      error = sqlite::status_from(rc, "prepare query", db);
+      return nullptr;
+    }
+  }
+  return s;
+}
+
+}  // namespace
+
 Status query(Queries& q, SqliteReplicaStore& store, const std::string& sql, const std::vector<Bind>& binds,
              const std::function<void(sqlite3_stmt*)>& row) {
   return store.read([&](sqlite3* db) -> Status {
-    sqlite3_stmt*& s = q.cache[sql];
-    if (s == nullptr) {
-      const int rc = sqlite3_prepare_v3(db, sql.c_str(), -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr);
-      if (rc != SQLITE_OK) {
-        s = nullptr;
-        q.cache.erase(sql);
-        return sqlite::status_from(rc, "prepare query", db);
-      }
-    }
+    Status error;
+    sqlite3_stmt* s = cached(q, db, sql, error);
+    if (s == nullptr) return error;
     for (size_t i = 0; i < binds.size(); ++i) {
       const int col = static_cast<int>(i + 1);
       if (const auto* n = std::get_if<int64_t>(&binds[i])) {
         sqlite3_bind_int64(s, col, *n);
       } else {
+        // Static: `binds` outlives the statement's use (reset and cleared below), so SQLite need not copy it.
         const std::string& t = std::get<std::string>(binds[i]);
-        sqlite3_bind_text(s, col, t.data(), static_cast<int>(t.size()), SQLITE_TRANSIENT);
+        sqlite3_bind_text(s, col, t.data(), static_cast<int>(t.size()), SQLITE_STATIC);
       }
     }
     int rc;
@@ -212,15 +232,27 @@ Status load_lines(Queries& q, SqliteReplicaStore& store, Order& o) {
 }  // namespace
 
 Status require_live(Queries& q, SqliteReplicaStore& store, EntityId entity, const std::string& id) {
-  // Built once per entity: this runs before most writes, and its text is the statement cache's key.
-  static const std::map<EntityId, std::string> kSql = [] {
-    std::map<EntityId, std::string> m;
-    for (const schema::EntityDef& e : schema::entities())
-      m.emplace(e.id, "SELECT 1 FROM " + table(e.id) + " WHERE id = ?1 AND _deleted = 0");
-    return m;
-  }();
+  // This runs before most writes: its statement is kept per entity (no SQL text built, hashed or compared
+  // per call) and the id is bound in place (no Bind vector, no copy).
   bool found = false;
-  Status s = query(q, store, kSql.at(entity), {Bind{id}}, [&](sqlite3_stmt*) { found = true; });
+  Status s = store.read([&](sqlite3* db) -> Status {
+    sqlite3_stmt*& st = q.live[entity];
+    if (st == nullptr) {
+      Status error;
+      st = cached(q, db, "SELECT 1 FROM " + table(entity) + " WHERE id = ?1 AND _deleted = 0", error);
+      if (st == nullptr) {
+        q.live.erase(entity);
+        return error;
+      }
+    }
+    sqlite3_bind_text(st, 1, id.data(), static_cast<int>(id.size()), SQLITE_STATIC);
+    const int rc = sqlite3_step(st);  // the primary key: one row or none
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return sqlite::status_from(rc, "query", db);
+    found = rc == SQLITE_ROW;
+    return Status::ok();
+  });
   if (!s) return s;
   if (!found) return not_found(schema::entity_ref(entity).name, id);
   return Status::ok();

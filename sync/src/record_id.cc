@@ -16,10 +16,7 @@ constexpr uint16_t kCounterStartMask = 0x7ff;
 constexpr uint64_t kVariantRfc = uint64_t{0b10} << 62;
 constexpr uint64_t kRandBMask = (uint64_t{1} << 62) - 1;
 
-// Hyphens sit before these character offsets of the canonical text: 8-4-4-4-12.
-constexpr bool is_hyphen_position(size_t i) {
-  return i == 8 || i == 13 || i == 18 || i == 23;
-}
+// The canonical text: 8-4-4-4-12 hex digits, hyphens at offsets 8, 13, 18 and 23.
 constexpr size_t kTextLength = 36;
 
 int hex_value(char c) {
@@ -29,37 +26,57 @@ int hex_value(char c) {
   return -1;
 }
 
+// Writes the `digits` low nibbles of `word` in hex, most significant first; returns the end.
+char* put_hex(char* out, uint32_t word, int digits) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  for (int shift = 4 * (digits - 1); shift >= 0; shift -= 4) *out++ = kDigits[(word >> shift) & 0xf];
+  return out;
+}
+
+// Shifts `digits` hex digits from `in` into `word`; false at a character that is not one.
+bool get_hex(const char* in, int digits, uint32_t& word) {
+  for (int i = 0; i < digits; ++i) {
+    const int v = hex_value(in[i]);
+    if (v < 0) return false;
+    word = (word << 4) | static_cast<uint32_t>(v);
+  }
+  return true;
+}
+
 }  // namespace
 
+// Text and words go through 32-bit halves: on a 32-bit CPU (armhf) every shift of a 64-bit word is several
+// instructions, and the write path formats and parses ids several times per call.
 std::string RecordId::to_string() const {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string text(kTextLength, '-');
-  int nibble = 0;  // 0..31 over hi then lo, most significant first
-  for (size_t i = 0; i < kTextLength; ++i) {
-    if (is_hyphen_position(i)) continue;
-    const uint64_t word = nibble < 16 ? hi : lo;
-    const int shift = 60 - 4 * (nibble % 16);
-    text[i] = kDigits[(word >> shift) & 0xf];
-    ++nibble;
-  }
-  return text;
+  char text[kTextLength];
+  char* out = text;
+  const uint32_t hi_hi = static_cast<uint32_t>(hi >> 32), hi_lo = static_cast<uint32_t>(hi);
+  const uint32_t lo_hi = static_cast<uint32_t>(lo >> 32), lo_lo = static_cast<uint32_t>(lo);
+  out = put_hex(out, hi_hi, 8);
+  *out++ = '-';
+  out = put_hex(out, hi_lo >> 16, 4);
+  *out++ = '-';
+  out = put_hex(out, hi_lo, 4);
+  *out++ = '-';
+  out = put_hex(out, lo_hi >> 16, 4);
+  *out++ = '-';
+  out = put_hex(out, lo_hi, 4);
+  put_hex(out, lo_lo, 8);
+  return std::string(text, kTextLength);
 }
 
 std::optional<RecordId> RecordId::parse(std::string_view text) {
   if (text.size() != kTextLength) return std::nullopt;
+  for (size_t i : {size_t{8}, size_t{13}, size_t{18}, size_t{23}})
+    if (text[i] != '-') return std::nullopt;
+  const char* in = text.data();
+  uint32_t hi_hi = 0, hi_lo = 0, lo_hi = 0, lo_lo = 0;
+  if (!get_hex(in, 8, hi_hi) || !get_hex(in + 9, 4, hi_lo) || !get_hex(in + 14, 4, hi_lo) ||
+      !get_hex(in + 19, 4, lo_hi) || !get_hex(in + 24, 4, lo_hi) || !get_hex(in + 28, 8, lo_lo))
+    return std::nullopt;
   RecordId id;
-  int nibble = 0;
-  for (size_t i = 0; i < kTextLength; ++i) {
-    if (is_hyphen_position(i)) {
-      if (text[i] != '-') return std::nullopt;
-      continue;
-    }
-    const int v = hex_value(text[i]);
-    if (v < 0) return std::nullopt;
-    uint64_t& word = nibble < 16 ? id.hi : id.lo;
-    word = (word << 4) | static_cast<uint64_t>(v);
-    ++nibble;
-  }
+  id.hi = (uint64_t{hi_hi} << 32) | hi_lo;
+  id.lo = (uint64_t{lo_hi} << 32) | lo_lo;
   return id;
 }
 

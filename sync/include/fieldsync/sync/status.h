@@ -62,7 +62,9 @@ std::string_view to_string(ErrorCode code);
 
 class [[nodiscard]] Status {
  public:
-  Status() = default;
+  // User-provided, not defaulted: `return {};` then only runs the members' initializers instead of zeroing
+  // the whole object first (a memset call per returned success on 32-bit ARM, PERFORMANCE.md issue 19).
+  Status() {}
   Status(ErrorCode code, std::string message, bool retryable = false)
       : code_(code), message_(std::move(message)), retryable_(retryable) {}
   static Status ok() { return {}; }
