@@ -80,16 +80,10 @@ Status check_transition(schema::EntityId entity, const std::string& from, const 
                         schema::Role role);
 
 // A field's id by its model name (names here come from the model: a missing one is a programmer error).
-// Every Batch::set looks one up. Compared here a character at a time after the length: names are short, and
-// string equality is a memcmp call (cheap on x86-64, a generic loop in 32-bit ARM's C library).
 inline uint16_t fid(schema::EntityId e, std::string_view name) {
-  for (const schema::FieldDef& f : schema::entity_ref(e).fields) {
-    if (f.name.size() != name.size()) continue;
-    size_t i = 0;
-    while (i < name.size() && f.name[i] == name[i]) ++i;
-    if (i == name.size()) return f.id;
-  }
-  std::abort();
+  const schema::FieldDef* f = schema::entity_ref(e).field(name);
+  if (f == nullptr) std::abort();
+  return f->id;
 }
 
 }  // namespace detail
